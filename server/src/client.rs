@@ -1,0 +1,157 @@
+//! Per-connection state visible to other connections of the same tenant
+//! (CLIENT LIST/KILL, MONITOR, idle timeouts). Everything is a `Cell` so a
+//! connection can update its own record while another command on the same
+//! executor thread reads it, without borrow conflicts.
+
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use tokio::sync::Notify;
+
+/// CLIENT REPLY mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// Skip the reply of the next command only.
+    Skip,
+    /// Internal: the current command's reply is being skipped.
+    SkipThis,
+}
+
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub fd: i32,
+    pub created_ms: i64,
+    pub name: RefCell<Vec<u8>>,
+    pub lib_name: RefCell<Vec<u8>>,
+    pub lib_ver: RefCell<Vec<u8>>,
+    pub db: Cell<usize>,
+    pub resp: Cell<u8>,
+    pub last_interaction_ms: Cell<i64>,
+    pub last_cmd: Cell<&'static str>,
+    pub user: RefCell<String>,
+    pub monitor: Cell<bool>,
+    pub no_evict: Cell<bool>,
+    pub qbuf: Cell<usize>,
+    pub obuf: Cell<usize>,
+    /// Requested close (CLIENT KILL, idle timeout, output limits, shutdown).
+    pub killed: Cell<bool>,
+    /// Bytes queued by other connections (MONITOR feed, later pub/sub).
+    pub push: RefCell<BytesMut>,
+    /// Wakes the connection task: something was pushed or it was killed.
+    pub wake: Notify,
+}
+
+impl ClientInfo {
+    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i32, now_ms: i64) -> Self {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            fd,
+            created_ms: now_ms,
+            name: RefCell::new(Vec::new()),
+            lib_name: RefCell::new(Vec::new()),
+            lib_ver: RefCell::new(Vec::new()),
+            db: Cell::new(0),
+            resp: Cell::new(2),
+            last_interaction_ms: Cell::new(now_ms),
+            last_cmd: Cell::new("NULL"),
+            user: RefCell::new("default".into()),
+            monitor: Cell::new(false),
+            no_evict: Cell::new(false),
+            qbuf: Cell::new(0),
+            obuf: Cell::new(0),
+            killed: Cell::new(false),
+            push: RefCell::new(BytesMut::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn kill(&self) {
+        self.killed.set(true);
+        self.wake.notify_one();
+    }
+
+    /// Queues bytes for this client (written by its own task).
+    pub fn push_bytes(&self, b: &[u8]) {
+        self.push.borrow_mut().extend_from_slice(b);
+        self.wake.notify_one();
+    }
+
+    /// One line of CLIENT LIST / CLIENT INFO, in Redis 7.0's field order.
+    pub fn describe(&self, now_ms: i64, multi: i64, sub: usize, psub: usize) -> String {
+        let mut flags = String::new();
+        if self.monitor.get() {
+            flags.push('O');
+        }
+        if multi >= 0 {
+            flags.push('x');
+        }
+        if self.no_evict.get() {
+            flags.push('e');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            String::from_utf8_lossy(&self.name.borrow()),
+            (now_ms - self.created_ms).max(0) / 1000,
+            (now_ms - self.last_interaction_ms.get()).max(0) / 1000,
+            flags,
+            self.db.get(),
+            sub,
+            psub,
+            multi,
+            self.qbuf.get(),
+            self.obuf.get(),
+            self.last_cmd.get(),
+            self.user.borrow(),
+            self.resp.get(),
+        )
+    }
+}
+
+/// Connection-local state, owned by the connection task and lent to
+/// commands through `Ctx`.
+pub struct Session {
+    pub info: std::rc::Rc<ClientInfo>,
+    pub db: usize,
+    pub resp: u8,
+    pub authenticated: bool,
+    pub user: String,
+    /// The user may run every command on every key: skip ACL checks.
+    pub unrestricted: bool,
+    pub reply_mode: ReplyMode,
+    pub close_after_reply: bool,
+    pub monitor: bool,
+}
+
+impl Session {
+    pub fn new(info: std::rc::Rc<ClientInfo>, authenticated: bool) -> Self {
+        Session {
+            info,
+            db: 0,
+            resp: 2,
+            authenticated,
+            user: "default".into(),
+            unrestricted: true,
+            reply_mode: ReplyMode::On,
+            close_after_reply: false,
+            monitor: false,
+        }
+    }
+}
+
+/// Redis's `validateClientName`: printable ASCII without spaces.
+pub fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}

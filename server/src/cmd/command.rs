@@ -1,0 +1,241 @@
+//! COMMAND and its subcommands, generated from the one command table, plus
+//! the HELP reply shared by container commands.
+
+use super::table::{registry, Registered};
+use super::{client::subcommand_syntax_error, Ctx};
+use crate::util::glob_match;
+
+/// ACL categories Redis 7.0 knows.
+pub const ACL_CATEGORIES: &[&str] = &[
+    "all",
+    "keyspace",
+    "read",
+    "write",
+    "set",
+    "sortedset",
+    "list",
+    "hash",
+    "string",
+    "bitmap",
+    "hyperloglog",
+    "geo",
+    "stream",
+    "pubsub",
+    "admin",
+    "fast",
+    "slow",
+    "blocking",
+    "dangerous",
+    "connection",
+    "transaction",
+    "scripting",
+];
+
+/// Redis's `addReplyHelp`: a header, the lines, and the HELP entry.
+pub fn reply_help(ctx: &mut Ctx, name: &str, lines: &[&str]) {
+    ctx.out.array(lines.len() + 3);
+    ctx.out.simple(&format!(
+        "{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    ));
+    for l in lines {
+        ctx.out.simple(l);
+    }
+    ctx.out.simple("HELP");
+    ctx.out.simple("    Print this help.");
+}
+
+/// Containers reached without a known subcommand (cannot normally happen:
+/// the dispatcher answers arity and unknown-subcommand errors first).
+pub fn container_help(ctx: &mut Ctx) {
+    subcommand_syntax_error(ctx)
+}
+
+fn reply_info(ctx: &mut Ctx, r: &Registered) {
+    let spec = r.spec;
+    let reg = registry();
+    ctx.out.array(10);
+    ctx.out.bulk(r.fullname.as_bytes());
+    ctx.out.int(spec.arity as i64);
+    let flags: Vec<&str> = spec.flags.split(' ').filter(|f| !f.is_empty()).collect();
+    ctx.out.set(flags.len());
+    for f in flags {
+        ctx.out.simple(f);
+    }
+    ctx.out.int(spec.first_key as i64);
+    ctx.out.int(spec.last_key as i64);
+    ctx.out.int(spec.step as i64);
+    let cats: Vec<&str> = spec.acl.split(' ').filter(|f| !f.is_empty()).collect();
+    ctx.out.set(cats.len());
+    for c in cats {
+        ctx.out.simple(c);
+    }
+    ctx.out.set(0); // tips
+    ctx.out.array(0); // key specs: see docs/COMPATIBILITY.md
+    let subs: Vec<&Registered> = reg.subcommands(r.id).collect();
+    ctx.out.array(subs.len());
+    for s in subs {
+        reply_info(ctx, s);
+    }
+}
+
+/// COMMAND with no arguments: every command's info.
+pub fn all(ctx: &mut Ctx) {
+    let reg = registry();
+    let top: Vec<&Registered> = reg.top_level().collect();
+    ctx.out.array(top.len());
+    for r in top {
+        reply_info(ctx, r);
+    }
+}
+
+pub fn count(ctx: &mut Ctx) {
+    ctx.out.int(registry().top_level().count() as i64);
+}
+
+pub fn info(ctx: &mut Ctx) {
+    if ctx.args.len() == 2 {
+        return all(ctx);
+    }
+    let reg = registry();
+    ctx.out.array(ctx.args.len() - 2);
+    for i in 2..ctx.args.len() {
+        match reg.by_fullname(ctx.args[i]) {
+            Some(r) => reply_info(ctx, r),
+            None => ctx.out.null_array(),
+        }
+    }
+}
+
+fn reply_docs(ctx: &mut Ctx, r: &Registered) {
+    let reg = registry();
+    let subs: Vec<&Registered> = reg.subcommands(r.id).collect();
+    ctx.out.map(3 + usize::from(!subs.is_empty()));
+    ctx.out.bulk(b"summary");
+    ctx.out.bulk(r.spec.summary.as_bytes());
+    ctx.out.bulk(b"since");
+    ctx.out.bulk(r.spec.since.as_bytes());
+    ctx.out.bulk(b"group");
+    ctx.out.bulk(r.spec.group.as_bytes());
+    if !subs.is_empty() {
+        ctx.out.bulk(b"subcommands");
+        ctx.out.map(subs.len());
+        for s in subs {
+            ctx.out.bulk(s.fullname.as_bytes());
+            reply_docs(ctx, s);
+        }
+    }
+}
+
+pub fn docs(ctx: &mut Ctx) {
+    let reg = registry();
+    let wanted: Vec<&Registered> = if ctx.args.len() == 2 {
+        reg.top_level().collect()
+    } else {
+        (2..ctx.args.len())
+            .filter_map(|i| reg.by_fullname(ctx.args[i]))
+            .collect()
+    };
+    ctx.out.map(wanted.len());
+    for r in wanted {
+        ctx.out.bulk(r.fullname.as_bytes());
+        reply_docs(ctx, r);
+    }
+}
+
+pub fn list(ctx: &mut Ctx) {
+    let reg = registry();
+    let filter: Option<(Vec<u8>, Vec<u8>)> = match ctx.args.len() {
+        2 => None,
+        5 if ctx.args[2].eq_ignore_ascii_case(b"filterby") => {
+            Some((ctx.args[3].to_ascii_lowercase(), ctx.args[4].to_vec()))
+        }
+        _ => return ctx.syntax_error(),
+    };
+    let names: Vec<&str> = reg
+        .all
+        .iter()
+        .filter(|r| match &filter {
+            None => true,
+            Some((k, v)) if k == b"aclcat" => {
+                let want = String::from_utf8_lossy(v).to_ascii_lowercase();
+                r.spec
+                    .acl
+                    .split(' ')
+                    .any(|c| c.strip_prefix('@') == Some(want.as_str()))
+            }
+            Some((k, v)) if k == b"pattern" => glob_match(v, r.fullname.as_bytes(), true),
+            Some((k, _)) if k == b"module" => false,
+            Some(_) => false,
+        })
+        .map(|r| r.fullname.as_str())
+        .collect();
+    if let Some((k, _)) = &filter {
+        if !matches!(&k[..], b"aclcat" | b"pattern" | b"module") {
+            return ctx.syntax_error();
+        }
+    }
+    ctx.out.array(names.len());
+    for n in names {
+        ctx.out.bulk(n.as_bytes());
+    }
+}
+
+/// Key positions of a full command line, from the table's first/last/step.
+pub fn key_positions(spec: &super::CommandSpec, argc: usize) -> Vec<usize> {
+    if spec.first_key <= 0 {
+        return Vec::new();
+    }
+    let first = spec.first_key as usize;
+    let last = if spec.last_key < 0 {
+        (argc as i64 + spec.last_key as i64) as usize
+    } else {
+        (spec.last_key as usize).min(argc.saturating_sub(1))
+    };
+    let step = spec.step.max(1) as usize;
+    (first..=last).step_by(step).filter(|&i| i < argc).collect()
+}
+
+pub fn getkeys(ctx: &mut Ctx) {
+    let cmdargs = &ctx.args[2..];
+    let r = match super::lookup(cmdargs) {
+        super::Lookup::Found(r) => r,
+        _ => return ctx.err("Invalid command specified"),
+    };
+    let a = r.spec.arity;
+    if (a > 0 && a as usize != cmdargs.len()) || (cmdargs.len() as i64) < -(a as i64) {
+        return ctx.err("Invalid number of arguments specified for command");
+    }
+    let keys = key_positions(r.spec, cmdargs.len());
+    if keys.is_empty() {
+        return ctx.err("The command has no key arguments");
+    }
+    ctx.out.array(keys.len());
+    for k in keys {
+        ctx.out.bulk(cmdargs[k]);
+    }
+}
+
+pub fn help(ctx: &mut Ctx) {
+    reply_help(
+        ctx,
+        "COMMAND",
+        &[
+            "(no subcommand)",
+            "    Return details about all Redis commands.",
+            "COUNT",
+            "    Return the total number of commands in this Redis server.",
+            "LIST",
+            "    Return a list of all commands in this Redis server.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple Redis commands.",
+            "    If no command names are given, documentation details for all",
+            "    commands are returned.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about multiple Redis commands.",
+            "    If no command names are given, documentation details for all",
+            "    commands are returned.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full Redis command.",
+        ],
+    );
+}

@@ -1,0 +1,262 @@
+//! Connection commands: PING, ECHO, QUIT, RESET, AUTH, HELLO, SELECT and
+//! the ACL basics.
+
+use super::{errors, Ctx};
+use crate::acl::User;
+use crate::client::{valid_client_name, ReplyMode};
+use crate::shared::REDIS_VERSION;
+use crate::util::parse_i64;
+
+pub fn ping(ctx: &mut Ctx) {
+    if ctx.args.len() > 2 {
+        return ctx.err("wrong number of arguments for 'ping' command");
+    }
+    if ctx.args.len() == 1 {
+        ctx.out.simple("PONG");
+    } else {
+        ctx.out.bulk(ctx.args[1]);
+    }
+}
+
+pub fn echo(ctx: &mut Ctx) {
+    ctx.out.bulk(ctx.args[1]);
+}
+
+pub fn quit(ctx: &mut Ctx) {
+    ctx.out.ok();
+    ctx.s.close_after_reply = true;
+}
+
+pub fn reset(ctx: &mut Ctx) {
+    ctx.s.db = 0;
+    ctx.s.info.db.set(0);
+    ctx.s.resp = 2;
+    ctx.out.resp = 2;
+    ctx.s.info.resp.set(2);
+    ctx.s.reply_mode = ReplyMode::On;
+    ctx.s.info.name.borrow_mut().clear();
+    if ctx.s.monitor {
+        ctx.s.monitor = false;
+        ctx.s.info.monitor.set(false);
+        let id = ctx.s.info.id;
+        ctx.t.monitors.retain(|m| m.id != id);
+    }
+    let open = ctx.shared.users.read().default_is_open();
+    ctx.s.authenticated = open;
+    set_user(ctx, "default");
+    ctx.out.simple("RESET");
+}
+
+/// Switches the session to `user` and caches whether ACL checks can be skipped.
+fn set_user(ctx: &mut Ctx, user: &str) {
+    ctx.s.user = user.to_string();
+    *ctx.s.info.user.borrow_mut() = user.to_string();
+    let users = ctx.shared.users.read();
+    ctx.s.unrestricted = users
+        .users
+        .get(user)
+        .is_some_and(|u| u.all_commands && u.cmd_rules.is_empty() && u.all_keys && u.all_channels);
+}
+
+/// Authenticates; on failure replies WRONGPASS and returns false.
+fn authenticate(ctx: &mut Ctx, user: &[u8], pw: &[u8]) -> bool {
+    let ok = ctx
+        .shared
+        .users
+        .read()
+        .authenticate(user, pw)
+        .map(|u| u.name.clone());
+    match ok {
+        Some(name) => {
+            ctx.s.authenticated = true;
+            set_user(ctx, &name);
+            true
+        }
+        None => {
+            ctx.error(errors::WRONGPASS);
+            false
+        }
+    }
+}
+
+pub fn auth(ctx: &mut Ctx) {
+    if ctx.args.len() > 3 {
+        return ctx.syntax_error();
+    }
+    let (user, pw): (&[u8], &[u8]) = if ctx.args.len() == 2 {
+        if ctx.shared.users.read().default_is_open() {
+            return ctx.err("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        (b"default", ctx.args[1])
+    } else {
+        (ctx.args[1], ctx.args[2])
+    };
+    if authenticate(ctx, user, pw) {
+        ctx.out.ok();
+    }
+}
+
+pub fn hello(ctx: &mut Ctx) {
+    let mut ver = 0;
+    let mut next = 1;
+    if ctx.args.len() >= 2 {
+        match parse_i64(ctx.args[1]) {
+            Some(v) => ver = v,
+            None => return ctx.err("Protocol version is not an integer or out of range"),
+        }
+        next = 2;
+        if !(2..=3).contains(&ver) {
+            return ctx.error("NOPROTO unsupported protocol version");
+        }
+    }
+    let mut creds: Option<(&[u8], &[u8])> = None;
+    let mut name: Option<&[u8]> = None;
+    let mut j = next;
+    while j < ctx.args.len() {
+        let more = ctx.args.len() - 1 - j;
+        let opt = ctx.args[j];
+        if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            creds = Some((ctx.args[j + 1], ctx.args[j + 2]));
+            j += 2;
+        } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            let n = ctx.args[j + 1];
+            if !valid_client_name(n) {
+                return ctx
+                    .err("Client names cannot contain spaces, newlines or special characters.");
+            }
+            name = Some(n);
+            j += 1;
+        } else {
+            let msg = format!(
+                "Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            );
+            return ctx.err(&msg);
+        }
+        j += 1;
+    }
+    if let Some((u, p)) = creds {
+        if !authenticate(ctx, u, p) {
+            return;
+        }
+    }
+    if !ctx.s.authenticated {
+        return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(n) = name {
+        *ctx.s.info.name.borrow_mut() = n.to_vec();
+    }
+    if ver != 0 {
+        ctx.s.resp = ver as u8;
+        ctx.out.resp = ver as u8;
+        ctx.s.info.resp.set(ver as u8);
+    }
+    let out = &mut *ctx.out;
+    out.map(7);
+    out.bulk(b"server");
+    out.bulk(b"redis");
+    out.bulk(b"version");
+    out.bulk(REDIS_VERSION.as_bytes());
+    out.bulk(b"proto");
+    out.int(ctx.s.resp as i64);
+    out.bulk(b"id");
+    out.int(ctx.s.info.id as i64);
+    out.bulk(b"mode");
+    out.bulk(b"standalone");
+    out.bulk(b"role");
+    out.bulk(b"master");
+    out.bulk(b"modules");
+    out.empty_array();
+}
+
+pub fn select(ctx: &mut Ctx) {
+    let Some(id) =
+        parse_i64(ctx.args[1]).filter(|v| *v >= i32::MIN as i64 && *v <= i32::MAX as i64)
+    else {
+        return ctx.err(errors::NOT_INTEGER);
+    };
+    if id < 0 || id as usize >= ctx.t.ks.dbs.len() {
+        return ctx.err(errors::DB_INDEX);
+    }
+    ctx.s.db = id as usize;
+    ctx.s.info.db.set(id as usize);
+    ctx.out.ok();
+}
+
+pub fn acl_whoami(ctx: &mut Ctx) {
+    let u = ctx.s.user.clone();
+    ctx.out.bulk(u.as_bytes());
+}
+
+pub fn acl_list(ctx: &mut Ctx) {
+    let lines: Vec<String> = ctx
+        .shared
+        .users
+        .read()
+        .users
+        .values()
+        .map(User::describe)
+        .collect();
+    ctx.out.array(lines.len());
+    for l in lines {
+        ctx.out.bulk(l.as_bytes());
+    }
+}
+
+pub fn acl_users(ctx: &mut Ctx) {
+    let names: Vec<String> = ctx.shared.users.read().users.keys().cloned().collect();
+    ctx.out.array(names.len());
+    for n in names {
+        ctx.out.bulk(n.as_bytes());
+    }
+}
+
+pub fn acl_setuser(ctx: &mut Ctx) {
+    let Ok(name) = std::str::from_utf8(ctx.args[2]) else {
+        return ctx.err("Usernames can't contain spaces or null characters");
+    };
+    if name.contains(' ') || name.contains('\0') {
+        return ctx.err("Usernames can't contain spaces or null characters");
+    }
+    let mut users = ctx.shared.users.write();
+    // All-or-nothing, as Redis applies rules to a copy first.
+    let mut u = users
+        .users
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| User::new(name));
+    for i in 3..ctx.args.len() {
+        if let Err(why) = u.apply_rule(ctx.args[i]) {
+            drop(users);
+            let msg = format!(
+                "Error in ACL SETUSER modifier '{}': {}",
+                String::from_utf8_lossy(ctx.args[i]),
+                why
+            );
+            return ctx.err(&msg);
+        }
+    }
+    users.users.insert(name.to_string(), u);
+    drop(users);
+    if ctx.s.user == name {
+        set_user(ctx, name);
+    }
+    ctx.out.ok();
+}
+
+pub fn acl_help(ctx: &mut Ctx) {
+    super::command::reply_help(
+        ctx,
+        "ACL",
+        &[
+            "LIST",
+            "    Show users details in config file format.",
+            "SETUSER <username> <attribute> [<attribute> ...]",
+            "    Create or modify a user with the specified attributes.",
+            "USERS",
+            "    List all the registered usernames.",
+            "WHOAMI",
+            "    Return the current connection username.",
+        ],
+    );
+}

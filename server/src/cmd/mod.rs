@@ -1,0 +1,206 @@
+//! Commands: the one command table and the execution context.
+//!
+//! `table.rs` lists every command once (name, arity, Redis flags, key
+//! positions, ACL categories, and anykv's route class and tenant scope). The
+//! store dispatches from it, the router classifies from it and `COMMAND`
+//! describes it. Each command family has its own module, named as Redis
+//! groups them (`string`, `keys`, `connection`, `server`, ...).
+
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod connection;
+pub mod debug;
+pub mod info;
+pub mod keys;
+pub mod server;
+pub mod string;
+pub mod table;
+
+use crate::client::Session;
+use crate::db::{Table, Value, NO_EXPIRE};
+use crate::resp::Reply;
+use crate::shared::Shared;
+use crate::tenant::Tenant;
+use crate::util::parse_i64;
+
+pub use table::{lookup, registry, CommandSpec, Lookup, Route, Scope};
+
+/// Shared error texts (Redis's `shared.*` objects).
+pub mod errors {
+    pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    pub const SYNTAX: &str = "syntax error";
+    pub const NOT_INTEGER: &str = "value is not an integer or out of range";
+    pub const NOT_FLOAT: &str = "value is not a valid float";
+    pub const NO_SUCH_KEY: &str = "no such key";
+    pub const DB_INDEX: &str = "DB index is out of range";
+    pub const NOAUTH: &str = "NOAUTH Authentication required.";
+    pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+}
+
+/// Marker: an error reply has already been written for this command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replied;
+
+/// Everything a command handler may touch.
+pub struct Ctx<'a> {
+    pub args: &'a [&'a [u8]],
+    pub out: &'a mut Reply,
+    pub t: &'a mut Tenant,
+    pub s: &'a mut Session,
+    pub shared: &'a Shared,
+    /// Time snapshot for this command (Redis evaluates expiry against one
+    /// time per command).
+    pub now_ms: i64,
+    pub spec: &'static CommandSpec,
+    /// Set by handlers whose reply is an error, for failed_calls stats.
+    pub failed: bool,
+    /// Set by handlers that must wait before replying (WAIT).
+    pub suspend: Option<server::Suspend>,
+}
+
+/// 24-bit LRU clock in seconds, as Redis's `LRU_CLOCK()`.
+pub fn lru_clock(now_ms: i64) -> u32 {
+    ((now_ms / 1000) as u32) & 0x00FF_FFFF
+}
+
+impl<'a> Ctx<'a> {
+    #[inline]
+    pub fn db(&mut self) -> &mut Table {
+        &mut self.t.ks.dbs[self.s.db]
+    }
+
+    /// Writes an `-ERR <msg>` reply and marks the call failed.
+    pub fn err(&mut self, msg: &str) {
+        self.failed = true;
+        self.t.count_error("ERR");
+        self.out.err(msg);
+    }
+
+    /// Writes an error reply with its own code (`WRONGTYPE ...`).
+    pub fn error(&mut self, msg: &str) {
+        self.failed = true;
+        self.t.count_error(msg);
+        self.out.error(msg);
+    }
+
+    pub fn wrongtype(&mut self) {
+        self.error(errors::WRONGTYPE);
+    }
+
+    pub fn syntax_error(&mut self) {
+        self.err(errors::SYNTAX);
+    }
+
+    /// Parses argument `i` as an i64 or replies Redis's error.
+    pub fn arg_i64(&mut self, i: usize) -> Option<i64> {
+        let r = parse_i64(self.args[i]);
+        if r.is_none() {
+            self.err(errors::NOT_INTEGER);
+        }
+        r
+    }
+
+    /// Appends an effect to the tenant's propagation log (current DB).
+    pub fn propagate(&mut self, args: &[&[u8]]) {
+        let db = self.s.db;
+        self.t.log.append(db, args);
+        self.t.dirty += 1;
+    }
+
+    /// Propagates the command as it was received.
+    pub fn propagate_as_is(&mut self) {
+        let args = self.args;
+        self.propagate(args);
+    }
+
+    /// Deletes `idx` in `db` if its TTL has passed; returns true if deleted.
+    /// Expiry is logged as `DEL`, as Redis propagates it.
+    pub fn expire_if_needed(&mut self, db: usize, idx: u32) -> bool {
+        let e = self.t.ks.dbs[db].entry(idx);
+        if e.expire_at == NO_EXPIRE || e.expire_at > self.now_ms {
+            return false;
+        }
+        let entry = self.t.ks.dbs[db].remove_at(idx);
+        self.t.stats.expired_keys += 1;
+        self.t.log.append(db, &[b"DEL", entry.key.as_bytes()]);
+        true
+    }
+
+    /// Looks a key up for writing in the current DB (expired keys vanish).
+    #[inline]
+    pub fn lookup_write(&mut self, key: &[u8]) -> Option<u32> {
+        self.lookup_write_in(self.s.db, key)
+    }
+
+    pub fn lookup_write_in(&mut self, db: usize, key: &[u8]) -> Option<u32> {
+        let idx = self.t.ks.dbs[db].find(key)?;
+        if self.expire_if_needed(db, idx) {
+            return None;
+        }
+        let lru = lru_clock(self.now_ms);
+        self.t.ks.dbs[db].entry_mut(idx).lru = lru;
+        Some(idx)
+    }
+
+    /// Looks a key up for reading: like `lookup_write` plus hit/miss stats.
+    #[inline]
+    pub fn lookup_read(&mut self, key: &[u8]) -> Option<u32> {
+        let r = self.lookup_write(key);
+        if r.is_some() {
+            self.t.stats.keyspace_hits += 1;
+        } else {
+            self.t.stats.keyspace_misses += 1;
+        }
+        r
+    }
+
+    /// Looks a key up without touching LRU or stats (EXISTS-like probes
+    /// still expire lazily, as Redis's `lookupKeyReadWithFlags(NOTOUCH)`).
+    pub fn lookup_notouch(&mut self, db: usize, key: &[u8]) -> Option<u32> {
+        let idx = self.t.ks.dbs[db].find(key)?;
+        if self.expire_if_needed(db, idx) {
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// Reads a string key: `Ok(None)` if missing, `Err(Replied)` after replying
+    /// WRONGTYPE.
+    pub fn get_str(&mut self, key: &[u8]) -> Result<Option<u32>, Replied> {
+        match self.lookup_read(key) {
+            None => Ok(None),
+            Some(idx) => match self.db().entry(idx).value {
+                Value::Str { .. } => Ok(Some(idx)),
+                #[allow(unreachable_patterns)]
+                _ => {
+                    self.wrongtype();
+                    Err(Replied)
+                }
+            },
+        }
+    }
+
+    /// Sets `key` to `value` in the current DB, clearing any TTL unless
+    /// `keep_ttl`.
+    pub fn set_key(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> u32 {
+        let lru = lru_clock(self.now_ms);
+        let db = self.db();
+        let idx = db.upsert(key, value, lru);
+        if !keep_ttl {
+            db.set_expire(idx, NO_EXPIRE);
+        }
+        idx
+    }
+
+    /// Deletes a key (after lazy expiry); true if it existed.
+    pub fn delete_key(&mut self, key: &[u8]) -> bool {
+        match self.lookup_write(key) {
+            Some(idx) => {
+                self.db().remove_at(idx);
+                true
+            }
+            None => false,
+        }
+    }
+}

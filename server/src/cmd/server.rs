@@ -1,0 +1,319 @@
+//! Server commands: DBSIZE, FLUSHDB/FLUSHALL, SWAPDB, TIME, LASTSAVE,
+//! SHUTDOWN, MONITOR, WAIT, SLOWLOG, LATENCY.
+
+use super::{errors, Ctx};
+use crate::db::Table;
+use crate::util::{parse_i64, ustime};
+
+/// Work a command leaves for the connection task to do after replying
+/// (things that wait, which a handler on the executor thread must not do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspend {
+    /// WAIT: reply `:<n>` at the deadline (ms; 0 = never).
+    Wait { deadline_ms: i64, replicas: i64 },
+}
+
+pub fn dbsize(ctx: &mut Ctx) {
+    let n = ctx.db().len();
+    ctx.out.int(n as i64);
+}
+
+/// `getFlushCommandFlags`: only validates (freeing is immediate either way:
+/// dropping tables is cheap compared with Redis's per-object frees).
+fn flush_flags(ctx: &mut Ctx) -> bool {
+    match ctx.args.len() {
+        1 => true,
+        2 if ctx.args[1].eq_ignore_ascii_case(b"sync")
+            || ctx.args[1].eq_ignore_ascii_case(b"async") =>
+        {
+            true
+        }
+        _ => {
+            ctx.syntax_error();
+            false
+        }
+    }
+}
+
+pub fn flushdb(ctx: &mut Ctx) {
+    if !flush_flags(ctx) {
+        return;
+    }
+    let n = ctx.db().len() as u64;
+    *ctx.db() = Table::new();
+    ctx.propagate(&[b"FLUSHDB"]);
+    ctx.t.dirty += n;
+    ctx.out.ok();
+}
+
+pub fn flushall(ctx: &mut Ctx) {
+    if !flush_flags(ctx) {
+        return;
+    }
+    let n = ctx.t.ks.total_keys() as u64;
+    for db in ctx.t.ks.dbs.iter_mut() {
+        *db = Table::new();
+    }
+    ctx.propagate(&[b"FLUSHALL"]);
+    ctx.t.dirty += n;
+    ctx.out.ok();
+}
+
+pub fn swapdb(ctx: &mut Ctx) {
+    let parse = |a: &[u8]| parse_i64(a).filter(|v| *v >= i32::MIN as i64 && *v <= i32::MAX as i64);
+    let Some(a) = parse(ctx.args[1]) else {
+        return ctx.err("invalid first DB index");
+    };
+    let Some(b) = parse(ctx.args[2]) else {
+        return ctx.err("invalid second DB index");
+    };
+    let n = ctx.t.ks.dbs.len() as i64;
+    if a < 0 || a >= n || b < 0 || b >= n {
+        return ctx.err(errors::DB_INDEX);
+    }
+    ctx.t.ks.dbs.swap(a as usize, b as usize);
+    ctx.propagate_as_is();
+    ctx.out.ok();
+}
+
+pub fn time(ctx: &mut Ctx) {
+    let us = ustime();
+    ctx.out.array(2);
+    ctx.out.bulk_i64(us / 1_000_000);
+    ctx.out.bulk_i64(us % 1_000_000);
+}
+
+pub fn lastsave(ctx: &mut Ctx) {
+    ctx.out.int(ctx.t.lastsave);
+}
+
+pub fn shutdown(ctx: &mut Ctx) {
+    for i in 1..ctx.args.len() {
+        let a = ctx.args[i].to_ascii_lowercase();
+        if !matches!(&a[..], b"nosave" | b"save" | b"now" | b"force" | b"abort") {
+            return ctx.syntax_error();
+        }
+        if a == b"abort" {
+            // No shutdown is ever in progress long enough to abort.
+            return ctx.err("No shutdown in progress.");
+        }
+    }
+    tracing::warn!(client = ctx.s.info.id, "User requested shutdown...");
+    ctx.shared.begin_shutdown();
+    // Redis sends no reply: the connection closes.
+    ctx.s.close_after_reply = true;
+}
+
+pub fn monitor(ctx: &mut Ctx) {
+    if !ctx.s.monitor {
+        ctx.s.monitor = true;
+        ctx.s.info.monitor.set(true);
+        ctx.t.monitors.push(ctx.s.info.clone());
+    }
+    ctx.out.ok();
+}
+
+/// Formats a MONITOR line: `+<sec>.<usec> [<db> <addr>] "arg" ...`.
+pub fn monitor_line(db: usize, addr: &str, args: &[&[u8]]) -> Vec<u8> {
+    let us = ustime();
+    let mut s = format!(
+        "+{}.{:06} [{} {}]",
+        us / 1_000_000,
+        us % 1_000_000,
+        db,
+        addr
+    );
+    for a in args {
+        s.push(' ');
+        s.push_str(&repr(a));
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+/// Redis's `sdscatrepr`: a quoted, escaped rendering of bytes.
+pub fn repr(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() + 2);
+    s.push('"');
+    for &c in b {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'"' => s.push_str("\\\""),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            0x07 => s.push_str("\\a"),
+            0x08 => s.push_str("\\b"),
+            c if c.is_ascii_graphic() || c == b' ' => s.push(c as char),
+            c => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// WAIT numreplicas timeout. No replicas exist yet, so WAIT answers 0 at
+/// once for 0 replicas and otherwise after its timeout, as Redis does with
+/// no replica acknowledging.
+pub fn wait(ctx: &mut Ctx) {
+    ctx.suspend = wait_parse(ctx);
+}
+
+fn wait_parse(ctx: &mut Ctx) -> Option<Suspend> {
+    let Some(t) = parse_i64(ctx.args[2]) else {
+        ctx.err("timeout is not an integer or out of range");
+        return None;
+    };
+    if t < 0 {
+        ctx.err("timeout is negative");
+        return None;
+    }
+    if t > i64::MAX - ctx.now_ms {
+        ctx.err("timeout is out of range");
+        return None;
+    }
+    let Some(n) = parse_i64(ctx.args[1]) else {
+        ctx.err(errors::NOT_INTEGER);
+        return None;
+    };
+    if n < 0 {
+        ctx.err("value is out of range, must be positive");
+        return None;
+    }
+    let acked = 0;
+    if acked >= n {
+        ctx.out.int(acked);
+        return None;
+    }
+    Some(Suspend::Wait {
+        deadline_ms: if t > 0 { ctx.now_ms + t } else { 0 },
+        replicas: acked,
+    })
+}
+
+pub fn slowlog_get(ctx: &mut Ctx) {
+    let mut count: i64 = 10;
+    if ctx.args.len() == 3 {
+        match parse_i64(ctx.args[2]) {
+            Some(v) if v >= -1 => count = v,
+            Some(_) => return ctx.err("count should be greater than or equal to -1"),
+            None => return ctx.err(errors::NOT_INTEGER),
+        }
+    } else if ctx.args.len() > 3 {
+        return super::client::subcommand_syntax_error(ctx);
+    }
+    let n = if count == -1 {
+        ctx.t.slowlog.len()
+    } else {
+        (count as usize).min(ctx.t.slowlog.len())
+    };
+    ctx.out.array(n);
+    let out = &mut *ctx.out;
+    for e in ctx.t.slowlog.iter().take(n) {
+        out.array(6);
+        out.int(e.id as i64);
+        out.int(e.time);
+        out.int(e.duration_us as i64);
+        out.array(e.args.len());
+        for a in &e.args {
+            out.bulk(a);
+        }
+        out.bulk(e.peer.as_bytes());
+        out.bulk(&e.name);
+    }
+}
+
+pub fn slowlog_len(ctx: &mut Ctx) {
+    ctx.out.int(ctx.t.slowlog.len() as i64);
+}
+
+pub fn slowlog_reset(ctx: &mut Ctx) {
+    ctx.t.slowlog.clear();
+    ctx.out.ok();
+}
+
+pub fn slowlog_help(ctx: &mut Ctx) {
+    super::command::reply_help(
+        ctx,
+        "SLOWLOG",
+        &[
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+        ],
+    );
+}
+
+pub fn latency_latest(ctx: &mut Ctx) {
+    let mut events: Vec<(&'static str, i64, u64, u64)> = ctx
+        .t
+        .latency
+        .iter()
+        .filter_map(|(k, v)| v.samples.back().map(|s| (*k, s.0, s.1, v.max)))
+        .collect();
+    events.sort();
+    ctx.out.array(events.len());
+    for (name, ts, last, max) in events {
+        ctx.out.array(4);
+        ctx.out.bulk(name.as_bytes());
+        ctx.out.int(ts);
+        ctx.out.int(last as i64);
+        ctx.out.int(max as i64);
+    }
+}
+
+pub fn latency_history(ctx: &mut Ctx) {
+    let name = String::from_utf8_lossy(ctx.args[2]).into_owned();
+    let samples: Vec<(i64, u64)> = ctx
+        .t
+        .latency
+        .iter()
+        .find(|(k, _)| **k == name)
+        .map(|(_, v)| v.samples.iter().copied().collect())
+        .unwrap_or_default();
+    ctx.out.array(samples.len());
+    for (ts, ms) in samples {
+        ctx.out.array(2);
+        ctx.out.int(ts);
+        ctx.out.int(ms as i64);
+    }
+}
+
+pub fn latency_reset(ctx: &mut Ctx) {
+    let n = if ctx.args.len() == 2 {
+        let n = ctx.t.latency.len();
+        ctx.t.latency.clear();
+        n
+    } else {
+        let names: Vec<String> = ctx.args[2..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let before = ctx.t.latency.len();
+        ctx.t.latency.retain(|k, _| !names.iter().any(|n| n == k));
+        before - ctx.t.latency.len()
+    };
+    ctx.out.int(n as i64);
+}
+
+pub fn latency_help(ctx: &mut Ctx) {
+    super::command::reply_help(
+        ctx,
+        "LATENCY",
+        &[
+            "HISTORY <event>",
+            "    Return time-latency samples for the <event> class.",
+            "LATEST",
+            "    Return the latest latency samples for all events.",
+            "RESET [<event> ...]",
+            "    Reset latency data of one or more <event> classes.",
+            "    (default: reset all data for all event classes)",
+        ],
+    );
+}

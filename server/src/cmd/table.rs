@@ -1,0 +1,940 @@
+//! The command table: one row per command, shared by the store (dispatch,
+//! arity, auth), the router (route class, tenant scope) and `COMMAND`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::{client, command, config, connection, debug, info, keys, server, string, Ctx};
+
+pub type Handler = fn(&mut Ctx);
+
+/// How the router treats a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Served by any replica that has the caller's last write.
+    Read,
+    /// Must run on the tenant's primary.
+    Write,
+    /// Connection-local state (PING, SELECT, AUTH, CLIENT SETNAME...).
+    Connection,
+    /// Server administration.
+    Admin,
+    /// Pins the connection to the primary (subscriptions).
+    PubSub,
+    /// Pins the connection to the primary (blocking pops).
+    Blocking,
+}
+
+/// What a tenant (a customer's connection) may do with the command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Runs normally inside the tenant's keyspace.
+    Allowed,
+    /// Runs, but sees only the caller's tenant (INFO, CLIENT LIST, FLUSHALL...).
+    OwnTenant,
+    /// Refused for tenants (SHUTDOWN, DEBUG, CONFIG SET of server settings...).
+    Denied,
+}
+
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub arity: i32,
+    /// Redis's command flags, space separated, as COMMAND reports them.
+    pub flags: &'static str,
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    /// ACL categories, space separated (`@read @string @fast`).
+    pub acl: &'static str,
+    pub route: Route,
+    pub scope: Scope,
+    /// Non-deterministic: its log entry records the outcome, not the call.
+    pub nondeterministic: bool,
+    pub group: &'static str,
+    pub since: &'static str,
+    pub summary: &'static str,
+    pub handler: Handler,
+    pub subs: &'static [CommandSpec],
+}
+
+impl CommandSpec {
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.flags.split(' ').any(|x| x == f)
+    }
+    pub fn is_write(&self) -> bool {
+        self.route == Route::Write
+    }
+}
+
+macro_rules! cmd {
+    ($name:expr, $arity:expr, $flags:expr, $f:expr, $l:expr, $s:expr, $acl:expr, $route:ident, $scope:ident, $group:expr, $since:expr, $summary:expr, $h:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: $f,
+            last_key: $l,
+            step: $s,
+            acl: $acl,
+            route: Route::$route,
+            scope: Scope::$scope,
+            nondeterministic: false,
+            group: $group,
+            since: $since,
+            summary: $summary,
+            handler: $h,
+            subs: &[],
+        }
+    };
+}
+
+macro_rules! container {
+    ($name:expr, $acl:expr, $route:ident, $scope:ident, $group:expr, $since:expr, $summary:expr, $subs:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: -2,
+            flags: "",
+            first_key: 0,
+            last_key: 0,
+            step: 0,
+            acl: $acl,
+            route: Route::$route,
+            scope: Scope::$scope,
+            nondeterministic: false,
+            group: $group,
+            since: $since,
+            summary: $summary,
+            handler: command::container_help,
+            subs: $subs,
+        }
+    };
+}
+
+const RW: &str = "@write @string @slow";
+const RF: &str = "@read @string @fast";
+const WF: &str = "@write @string @fast";
+const KW: &str = "@keyspace @write @fast";
+const KR: &str = "@keyspace @read @fast";
+
+pub static COMMANDS: &[CommandSpec] = &[
+    // ---- strings ----
+    cmd!("get", 2, "readonly fast", 1, 1, 1, RF, Read, Allowed, "string", "1.0.0", "Get the value of a key", string::get),
+    cmd!("set", -3, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "1.0.0", "Set the string value of a key", string::set),
+    cmd!("setnx", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Set the value of a key, only if the key does not exist", string::setnx),
+    cmd!("setex", 4, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "2.0.0", "Set the value and expiration of a key", string::setex),
+    cmd!("psetex", 4, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "2.6.0", "Set the value and expiration in milliseconds of a key", string::psetex),
+    cmd!("getex", -2, "write fast", 1, 1, 1, WF, Write, Allowed, "string", "6.2.0", "Get the value of a key and optionally set its expiration", string::getex),
+    cmd!("getdel", 2, "write fast", 1, 1, 1, WF, Write, Allowed, "string", "6.2.0", "Get the value of a key and delete the key", string::getdel),
+    cmd!("getset", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Set the string value of a key and return its old value", string::getset),
+    cmd!("mget", -2, "readonly fast", 1, -1, 1, RF, Read, Allowed, "string", "1.0.0", "Get the values of all the given keys", string::mget),
+    cmd!("mset", -3, "write denyoom", 1, -1, 2, RW, Write, Allowed, "string", "1.0.1", "Set multiple keys to multiple values", string::mset),
+    cmd!("msetnx", -3, "write denyoom", 1, -1, 2, RW, Write, Allowed, "string", "1.0.1", "Set multiple keys to multiple values, only if none of the keys exist", string::msetnx),
+    cmd!("append", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "2.0.0", "Append a value to a key", string::append),
+    cmd!("strlen", 2, "readonly fast", 1, 1, 1, RF, Read, Allowed, "string", "2.2.0", "Get the length of the value stored in a key", string::strlen),
+    cmd!("getrange", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "2.4.0", "Get a substring of the string stored at a key", string::getrange),
+    cmd!("substr", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "1.0.0", "Get a substring of the string stored at a key", string::getrange),
+    cmd!("setrange", 4, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "2.2.0", "Overwrite part of a string at key starting at the specified offset", string::setrange),
+    cmd!("incr", 2, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Increment the integer value of a key by one", string::incr),
+    cmd!("decr", 2, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Decrement the integer value of a key by one", string::decr),
+    cmd!("incrby", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Increment the integer value of a key by the given amount", string::incrby),
+    cmd!("decrby", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Decrement the integer value of a key by the given number", string::decrby),
+    cmd!("incrbyfloat", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "2.6.0", "Increment the float value of a key by the given amount", string::incrbyfloat),
+    cmd!("lcs", -3, "readonly", 1, 2, 1, "@read @string @slow", Read, Allowed, "string", "7.0.0", "Find longest common substring", string::lcs),
+    // ---- keys (generic) ----
+    cmd!("del", -2, "write", 1, -1, 1, "@keyspace @write @slow", Write, Allowed, "generic", "1.0.0", "Delete a key", keys::del),
+    cmd!("unlink", -2, "write fast", 1, -1, 1, KW, Write, Allowed, "generic", "4.0.0", "Delete a key asynchronously in another thread", keys::del),
+    cmd!("exists", -2, "readonly fast", 1, -1, 1, KR, Read, Allowed, "generic", "1.0.0", "Determine if a key exists", keys::exists),
+    cmd!("type", 2, "readonly fast", 1, 1, 1, KR, Read, Allowed, "generic", "1.0.0", "Determine the type stored at key", keys::type_),
+    cmd!("expire", -3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "1.0.0", "Set a key's time to live in seconds", keys::expire),
+    cmd!("pexpire", -3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "2.6.0", "Set a key's time to live in milliseconds", keys::pexpire),
+    cmd!("expireat", -3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "1.2.0", "Set the expiration for a key as a UNIX timestamp", keys::expireat),
+    cmd!("pexpireat", -3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "2.6.0", "Set the expiration for a key as a UNIX timestamp specified in milliseconds", keys::pexpireat),
+    cmd!("ttl", 2, "readonly fast", 1, 1, 1, KR, Read, Allowed, "generic", "1.0.0", "Get the time to live for a key in seconds", keys::ttl),
+    cmd!("pttl", 2, "readonly fast", 1, 1, 1, KR, Read, Allowed, "generic", "2.6.0", "Get the time to live for a key in milliseconds", keys::pttl),
+    cmd!("expiretime", 2, "readonly fast", 1, 1, 1, KR, Read, Allowed, "generic", "7.0.0", "Get the expiration Unix timestamp for a key", keys::expiretime),
+    cmd!("pexpiretime", 2, "readonly fast", 1, 1, 1, KR, Read, Allowed, "generic", "7.0.0", "Get the expiration Unix timestamp for a key in milliseconds", keys::pexpiretime),
+    cmd!("persist", 2, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "2.2.0", "Remove the expiration from a key", keys::persist),
+    cmd!("keys", 2, "readonly", 0, 0, 0, "@keyspace @read @slow @dangerous", Read, Allowed, "generic", "1.0.0", "Find all keys matching the given pattern", keys::keys),
+    cmd!("scan", -2, "readonly", 0, 0, 0, "@keyspace @read @slow", Read, Allowed, "generic", "2.8.0", "Incrementally iterate the keys space", keys::scan),
+    cmd!("randomkey", 1, "readonly", 0, 0, 0, "@keyspace @read @slow", Read, Allowed, "generic", "1.0.0", "Return a random key from the keyspace", keys::randomkey),
+    cmd!("rename", 3, "write", 1, 2, 1, "@keyspace @write @slow", Write, Allowed, "generic", "1.0.0", "Rename a key", keys::rename),
+    cmd!("renamenx", 3, "write fast", 1, 2, 1, KW, Write, Allowed, "generic", "1.0.0", "Rename a key, only if the new key does not exist", keys::renamenx),
+    cmd!("copy", -3, "write denyoom", 1, 2, 1, "@keyspace @write @slow", Write, Allowed, "generic", "6.2.0", "Copy a key", keys::copy),
+    cmd!("move", 3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "1.0.0", "Move a key to another database", keys::move_),
+    cmd!("touch", -2, "readonly fast", 1, -1, 1, KR, Read, Allowed, "generic", "3.2.1", "Alters the last access time of a key(s). Returns the number of existing keys specified.", keys::touch),
+    cmd!("dbsize", 1, "readonly fast", 0, 0, 0, KR, Read, Allowed, "server", "1.0.0", "Return the number of keys in the selected database", server::dbsize),
+    cmd!("flushdb", -1, "write", 0, 0, 0, "@keyspace @write @slow @dangerous", Write, Allowed, "server", "1.0.0", "Remove all keys from the current database", server::flushdb),
+    cmd!("flushall", -1, "write", 0, 0, 0, "@keyspace @write @slow @dangerous", Write, OwnTenant, "server", "1.0.0", "Remove all keys from all databases", server::flushall),
+    cmd!("swapdb", 3, "write fast", 0, 0, 0, "@keyspace @write @fast @dangerous", Write, Allowed, "server", "4.0.0", "Swaps two Redis databases", server::swapdb),
+    cmd!("select", 2, "loading stale fast", 0, 0, 0, "@keyspace @fast", Connection, Allowed, "connection", "1.0.0", "Change the selected database for the current connection", connection::select),
+    container!("object", "@keyspace @read @slow", Read, Allowed, "generic", "2.2.3", "A container for object introspection commands", OBJECT_SUBS),
+    // ---- connection ----
+    cmd!("ping", -1, "fast", 0, 0, 0, "@fast @connection", Connection, Allowed, "connection", "1.0.0", "Ping the server", connection::ping),
+    cmd!("echo", 2, "fast", 0, 0, 0, "@fast @connection", Connection, Allowed, "connection", "1.0.0", "Echo the given string", connection::echo),
+    cmd!("quit", -1, "noscript loading stale fast no_auth allow_busy", 0, 0, 0, "@fast @connection", Connection, Allowed, "connection", "1.0.0", "Close the connection", connection::quit),
+    cmd!("reset", 1, "noscript loading stale fast no_auth allow_busy", 0, 0, 0, "@fast @connection", Connection, Allowed, "connection", "6.2.0", "Reset the connection", connection::reset),
+    cmd!("auth", -2, "noscript loading stale fast no_auth allow_busy", 0, 0, 0, "@fast @connection", Connection, Allowed, "connection", "1.0.0", "Authenticate to the server", connection::auth),
+    cmd!("hello", -1, "noscript loading stale fast no_auth allow_busy", 0, 0, 0, "@fast @connection", Connection, Allowed, "connection", "6.0.0", "Handshake with Redis", connection::hello),
+    container!("client", "@slow", Connection, OwnTenant, "connection", "2.4.0", "A container for client connection commands", CLIENT_SUBS),
+    container!("acl", "@slow", Admin, OwnTenant, "server", "6.0.0", "A container for Access List Control commands", ACL_SUBS),
+    // ---- server ----
+    container!("config", "@slow", Admin, OwnTenant, "server", "2.0.0", "A container for server configuration commands", CONFIG_SUBS),
+    CommandSpec {
+        arity: -1,
+        flags: "loading stale",
+        handler: command::all,
+        ..container!("command", "@slow @connection", Connection, Allowed, "server", "2.8.13", "Get array of Redis command details", COMMAND_SUBS)
+    },
+    cmd!("info", -1, "loading stale", 0, 0, 0, "@slow @dangerous", Admin, OwnTenant, "server", "1.0.0", "Get information and statistics about the server", info::info),
+    cmd!("time", 1, "loading stale fast", 0, 0, 0, "@fast", Read, Allowed, "server", "2.6.0", "Return the current server time", server::time),
+    cmd!("lastsave", 1, "loading stale fast", 0, 0, 0, "@fast @admin @dangerous", Admin, OwnTenant, "server", "1.0.0", "Get the UNIX time stamp of the last successful save to disk", server::lastsave),
+    cmd!("debug", -2, "admin noscript loading stale protected", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "A container for debugging commands", debug::debug),
+    cmd!("shutdown", -1, "admin noscript loading stale no_multi allow_busy", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server", server::shutdown),
+    cmd!("monitor", 1, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "1.0.0", "Listen for all requests received by the server in real time", server::monitor),
+    cmd!("wait", 3, "noscript", 0, 0, 0, "@slow @connection", Write, Allowed, "generic", "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", server::wait),
+    container!("slowlog", "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.2.12", "A container for slow log commands", SLOWLOG_SUBS),
+    container!("latency", "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
+];
+
+static OBJECT_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "encoding",
+        3,
+        "readonly",
+        2,
+        2,
+        1,
+        "@keyspace @read @slow",
+        Read,
+        Allowed,
+        "generic",
+        "2.2.3",
+        "Inspect the internal encoding of a Redis object",
+        keys::object_encoding
+    ),
+    cmd!(
+        "freq",
+        3,
+        "readonly",
+        2,
+        2,
+        1,
+        "@keyspace @read @slow",
+        Read,
+        Allowed,
+        "generic",
+        "4.0.0",
+        "Get the logarithmic access frequency counter of a Redis object",
+        keys::object_freq
+    ),
+    cmd!(
+        "idletime",
+        3,
+        "readonly",
+        2,
+        2,
+        1,
+        "@keyspace @read @slow",
+        Read,
+        Allowed,
+        "generic",
+        "2.2.3",
+        "Get the time since a Redis object was last accessed",
+        keys::object_idletime
+    ),
+    cmd!(
+        "refcount",
+        3,
+        "readonly",
+        2,
+        2,
+        1,
+        "@keyspace @read @slow",
+        Read,
+        Allowed,
+        "generic",
+        "2.2.3",
+        "Get the number of references to the value of the key",
+        keys::object_refcount
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@keyspace @slow",
+        Read,
+        Allowed,
+        "generic",
+        "6.2.0",
+        "Show helpful text about the different subcommands",
+        keys::object_help
+    ),
+];
+
+static CLIENT_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "id",
+        2,
+        "noscript loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "5.0.0",
+        "Returns the client ID for the current connection",
+        client::id
+    ),
+    cmd!(
+        "setname",
+        3,
+        "noscript loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "2.6.9",
+        "Set the current connection name",
+        client::setname
+    ),
+    cmd!(
+        "getname",
+        2,
+        "noscript loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "2.6.9",
+        "Get the current connection name",
+        client::getname
+    ),
+    cmd!(
+        "list",
+        -2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous @connection",
+        Connection,
+        OwnTenant,
+        "connection",
+        "2.4.0",
+        "Get the list of client connections",
+        client::list
+    ),
+    cmd!(
+        "info",
+        2,
+        "noscript loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "6.2.0",
+        "Returns information about the current client connection.",
+        client::info
+    ),
+    cmd!(
+        "kill",
+        -3,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous @connection",
+        Connection,
+        OwnTenant,
+        "connection",
+        "2.4.0",
+        "Kill the connection of a client",
+        client::kill
+    ),
+    cmd!(
+        "pause",
+        -3,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous @connection",
+        Connection,
+        OwnTenant,
+        "connection",
+        "2.9.50",
+        "Stop processing commands from clients for some time",
+        client::pause
+    ),
+    cmd!(
+        "unpause",
+        2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous @connection",
+        Connection,
+        OwnTenant,
+        "connection",
+        "6.2.0",
+        "Resume processing of clients that were paused",
+        client::unpause
+    ),
+    cmd!(
+        "no-evict",
+        3,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "7.0.0",
+        "Set client eviction mode for the current connection",
+        client::no_evict
+    ),
+    cmd!(
+        "reply",
+        3,
+        "noscript loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "3.2.0",
+        "Instruct the server whether to reply to commands",
+        client::reply
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "connection",
+        "5.0.0",
+        "Show helpful text about the different subcommands",
+        client::help
+    ),
+];
+
+static ACL_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "whoami",
+        2,
+        "noscript loading stale",
+        0,
+        0,
+        0,
+        "@slow",
+        Connection,
+        Allowed,
+        "server",
+        "6.0.0",
+        "Return the name of the user associated to the current connection",
+        connection::acl_whoami
+    ),
+    cmd!(
+        "list",
+        2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "6.0.0",
+        "List the current ACL rules in ACL config file format",
+        connection::acl_list
+    ),
+    cmd!(
+        "users",
+        2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "6.0.0",
+        "List the username of all the configured ACL rules",
+        connection::acl_users
+    ),
+    cmd!(
+        "setuser",
+        -3,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "6.0.0",
+        "Modify or create the rules for a specific ACL user",
+        connection::acl_setuser
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow",
+        Connection,
+        Allowed,
+        "server",
+        "6.0.0",
+        "Show helpful text about the different subcommands",
+        connection::acl_help
+    ),
+];
+
+static CONFIG_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "get",
+        -3,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.0.0",
+        "Get the values of configuration parameters",
+        config::get
+    ),
+    cmd!(
+        "set",
+        -4,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        Denied,
+        "server",
+        "2.0.0",
+        "Set configuration parameters to the given values",
+        config::set
+    ),
+    cmd!(
+        "resetstat",
+        2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.0.0",
+        "Reset the stats returned by INFO",
+        config::resetstat
+    ),
+    cmd!(
+        "rewrite",
+        2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        Denied,
+        "server",
+        "2.8.0",
+        "Rewrite the configuration file with the in memory configuration",
+        config::rewrite
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow",
+        Admin,
+        Allowed,
+        "server",
+        "5.0.0",
+        "Show helpful text about the different subcommands",
+        config::help
+    ),
+];
+
+static COMMAND_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "count",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "server",
+        "2.8.13",
+        "Get total number of Redis commands",
+        command::count
+    ),
+    cmd!(
+        "info",
+        -2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "server",
+        "2.8.13",
+        "Get array of specific Redis command details, or all when no argument is given.",
+        command::info
+    ),
+    cmd!(
+        "docs",
+        -2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "server",
+        "7.0.0",
+        "Get array of specific Redis command documentation",
+        command::docs
+    ),
+    cmd!(
+        "list",
+        -2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "server",
+        "7.0.0",
+        "Get an array of Redis command names",
+        command::list
+    ),
+    cmd!(
+        "getkeys",
+        -3,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "server",
+        "2.8.13",
+        "Extract keys given a full Redis command",
+        command::getkeys
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow @connection",
+        Connection,
+        Allowed,
+        "server",
+        "5.0.0",
+        "Show helpful text about the different subcommands",
+        command::help
+    ),
+];
+
+static SLOWLOG_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "get",
+        -2,
+        "admin loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.2.12",
+        "Get the slow log's entries",
+        server::slowlog_get
+    ),
+    cmd!(
+        "len",
+        2,
+        "admin loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.2.12",
+        "Get the slow log's length",
+        server::slowlog_len
+    ),
+    cmd!(
+        "reset",
+        2,
+        "admin loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.2.12",
+        "Clear all entries from the slow log",
+        server::slowlog_reset
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow",
+        Admin,
+        Allowed,
+        "server",
+        "6.2.0",
+        "Show helpful text about the different subcommands",
+        server::slowlog_help
+    ),
+];
+
+static LATENCY_SUBS: &[CommandSpec] = &[
+    cmd!(
+        "latest",
+        2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.8.13",
+        "Return the latest latency samples for all events",
+        server::latency_latest
+    ),
+    cmd!(
+        "history",
+        3,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.8.13",
+        "Return timestamp-latency samples for the event",
+        server::latency_history
+    ),
+    cmd!(
+        "reset",
+        -2,
+        "admin noscript loading stale",
+        0,
+        0,
+        0,
+        "@admin @slow @dangerous",
+        Admin,
+        OwnTenant,
+        "server",
+        "2.8.13",
+        "Reset latency data for one or more events",
+        server::latency_reset
+    ),
+    cmd!(
+        "help",
+        2,
+        "loading stale",
+        0,
+        0,
+        0,
+        "@slow",
+        Admin,
+        Allowed,
+        "server",
+        "2.8.13",
+        "Show helpful text about the different subcommands",
+        server::latency_help
+    ),
+];
+
+/// A command with its position in the flattened registry.
+pub struct Registered {
+    pub id: usize,
+    pub spec: &'static CommandSpec,
+    /// `get`, or `client|list` for subcommands (Redis's "fullname").
+    pub fullname: String,
+    pub parent: Option<usize>,
+    /// Flags the dispatcher checks on every call, decoded once.
+    pub no_auth: bool,
+    pub protected: bool,
+    pub admin: bool,
+    pub fast: bool,
+}
+
+impl Registered {
+    fn new(id: usize, spec: &'static CommandSpec, fullname: String, parent: Option<usize>) -> Self {
+        Registered {
+            id,
+            spec,
+            fullname,
+            parent,
+            no_auth: spec.has_flag("no_auth"),
+            protected: spec.has_flag("protected"),
+            admin: spec.has_flag("admin"),
+            fast: spec.has_flag("fast"),
+        }
+    }
+}
+
+pub struct Registry {
+    pub all: Vec<Registered>,
+    by_name: HashMap<&'static str, usize>,
+}
+
+impl Registry {
+    fn build() -> Registry {
+        let mut all = Vec::new();
+        let mut by_name = HashMap::new();
+        for spec in COMMANDS {
+            let id = all.len();
+            by_name.insert(spec.name, id);
+            all.push(Registered::new(id, spec, spec.name.to_string(), None));
+            for sub in spec.subs {
+                let sid = all.len();
+                all.push(Registered::new(
+                    sid,
+                    sub,
+                    format!("{}|{}", spec.name, sub.name),
+                    Some(id),
+                ));
+            }
+        }
+        Registry { all, by_name }
+    }
+
+    pub fn top_level(&self) -> impl Iterator<Item = &Registered> {
+        self.all.iter().filter(|r| r.parent.is_none())
+    }
+
+    pub fn subcommands(&self, id: usize) -> impl Iterator<Item = &Registered> {
+        self.all.iter().filter(move |r| r.parent == Some(id))
+    }
+
+    pub fn by_name(&self, name: &[u8]) -> Option<&Registered> {
+        let mut buf = [0u8; 32];
+        if name.len() > buf.len() {
+            return None;
+        }
+        for (d, s) in buf.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
+        self.by_name.get(lower).map(|&i| &self.all[i])
+    }
+
+    /// `client|list` style lookup (COMMAND INFO accepts it).
+    pub fn by_fullname(&self, name: &[u8]) -> Option<&Registered> {
+        let s = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        match s.split_once('|') {
+            None => self.by_name(s.as_bytes()),
+            Some((p, sub)) => {
+                let parent = self.by_name(p.as_bytes())?;
+                self.subcommands(parent.id).find(|r| r.spec.name == sub)
+            }
+        }
+    }
+}
+
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::build)
+}
+
+/// Result of resolving a request's command.
+pub enum Lookup {
+    Found(&'static Registered),
+    /// Unknown command name.
+    Unknown,
+    /// Known container, unknown subcommand.
+    UnknownSub,
+}
+
+/// Resolves `args[0]` (and `args[1]` for containers) as Redis's
+/// `lookupCommand` does: a container with no subcommand argument resolves
+/// to the container itself, so its arity check fires.
+pub fn lookup(args: &[&[u8]]) -> Lookup {
+    let reg = registry();
+    let Some(r) = reg.by_name(args[0]) else {
+        return Lookup::Unknown;
+    };
+    if r.spec.subs.is_empty() || args.len() < 2 {
+        return Lookup::Found(r);
+    }
+    let sub = args[1];
+    for s in reg.subcommands(r.id) {
+        if s.spec.name.as_bytes().eq_ignore_ascii_case(sub) {
+            return Lookup::Found(s);
+        }
+    }
+    Lookup::UnknownSub
+}

@@ -1,0 +1,263 @@
+//! One client connection, running on its tenant's executor thread.
+//!
+//! The loop reads what the socket has, parses and executes every complete
+//! request in the buffer against the tenant (one `RefCell` borrow per
+//! batch, no await inside), and writes all replies with one write: a
+//! pipeline of N commands costs one read and one write syscall. Output is
+//! flushed early past 64 KiB so a client that pipelines huge replies holds a
+//! bounded buffer, and a slow reader only stalls itself.
+
+use bytes::{Buf, BytesMut};
+use smallvec::SmallVec;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::{ClientInfo, Session};
+use crate::cmd::server::Suspend;
+use crate::dispatch::{dispatch, Outcome};
+use crate::resp::{ParseLimits, Reply, Request, RequestParser};
+use crate::shared::{GlobalStats, Shared};
+use crate::tenant::Tenant;
+use crate::util::mstime;
+
+/// Flush replies to the socket once this much is buffered mid-batch.
+const FLUSH_AT: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+enum After {
+    Read,
+    /// More buffered input to process after flushing.
+    Flush,
+    Paused,
+    Suspend(Suspend),
+    Close,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve(stream: TcpStream, tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (addr, laddr) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(a), Ok(l)) => (a, l),
+        _ => return,
+    };
+    let fd = {
+        use std::os::fd::AsRawFd;
+        stream.as_raw_fd()
+    };
+    let now = mstime();
+    let id = shared.next_client_id();
+    let info = Rc::new(ClientInfo::new(id, addr, laddr, fd, now));
+    let open = shared.users.read().default_is_open();
+    let mut session = Session::new(info.clone(), open);
+    tenant.borrow_mut().clients.insert(id, info.clone());
+    shared.stats.connected_clients.fetch_add(1, Relaxed);
+    tracing::debug!(id, %addr, "client connected");
+
+    run(stream, &tenant, &shared, &mut session).await;
+
+    let mut t = tenant.borrow_mut();
+    t.clients.remove(&id);
+    t.monitors.retain(|m| m.id != id);
+    drop(t);
+    shared.stats.connected_clients.fetch_sub(1, Relaxed);
+    tracing::debug!(id, %addr, "client closed");
+}
+
+async fn run(
+    mut stream: TcpStream,
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    s: &mut Session,
+) {
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Reply::new(2);
+    let mut parser = RequestParser::new();
+    let mut set = shared.settings();
+    let mut pending: Option<Vec<Vec<u8>>> = None;
+    let mut shutdown = shared.shutdown_rx();
+    loop {
+        shared.refresh(&mut set);
+        let limits = ParseLimits {
+            max_bulk_len: set.max_bulk_len,
+            max_multibulk_len: set.max_multibulk_len,
+            unauthenticated: !s.authenticated,
+        };
+        let now = mstime();
+        s.info.last_interaction_ms.set(now);
+        let mut after = After::Read;
+        {
+            let mut t = tenant.borrow_mut();
+            if let Some(p) = pending.take() {
+                let args: SmallVec<[&[u8]; 8]> = p.iter().map(|a| a.as_slice()).collect();
+                match dispatch(&mut t, s, shared, &set, &args, &mut out, now) {
+                    Outcome::Continue => {}
+                    Outcome::Close => after = After::Close,
+                    Outcome::Paused => {
+                        pending = Some(p.clone());
+                        after = After::Paused;
+                    }
+                    Outcome::Suspend(su) => after = After::Suspend(su),
+                }
+            }
+            while matches!(after, After::Read) {
+                let limits = ParseLimits {
+                    unauthenticated: !s.authenticated,
+                    ..limits
+                };
+                let req = match parser.next(&inbuf, &limits) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        GlobalStats::add(&shared.stats.protocol_errors, 1);
+                        t.count_error("ERR");
+                        out.err(&e.to_string());
+                        tracing::debug!(id = s.info.id, "protocol error: {e}");
+                        after = After::Close;
+                        break;
+                    }
+                };
+                let args: SmallVec<[&[u8]; 8]> = match req {
+                    Request::Multibulk => {
+                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect()
+                    }
+                    Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
+                };
+                match dispatch(&mut t, s, shared, &set, &args, &mut out, now) {
+                    Outcome::Continue => {}
+                    Outcome::Close => after = After::Close,
+                    Outcome::Paused => {
+                        pending = Some(args.iter().map(|a| a.to_vec()).collect());
+                        after = After::Paused;
+                    }
+                    Outcome::Suspend(su) => after = After::Suspend(su),
+                }
+                if set.output_hard_limit > 0 && out.len() as u64 > set.output_hard_limit {
+                    tracing::warn!(
+                        id = s.info.id,
+                        "Client closed for overcoming of output buffer limits."
+                    );
+                    GlobalStats::add(&shared.stats.client_output_limit_disconnections, 1);
+                    out.buf.clear();
+                    after = After::Close;
+                }
+                if matches!(after, After::Read) && out.len() >= FLUSH_AT {
+                    after = After::Flush;
+                }
+            }
+        }
+        // Drop consumed input; the parser's ranges are relative to it.
+        let consumed = parser.consumed();
+        if consumed > 0 {
+            inbuf.advance(consumed);
+            parser.rebase(consumed);
+        }
+        s.info.qbuf.set(inbuf.len());
+        if !out.is_empty() {
+            GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
+            if stream.write_all(&out.buf).await.is_err() {
+                return;
+            }
+            out.buf.clear();
+            if out.buf.capacity() > 1024 * 1024 {
+                out.buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        match after {
+            After::Close => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+            After::Flush => continue,
+            After::Paused => {
+                // Re-check the pause every few ms; CLIENT UNPAUSE or the
+                // deadline lets the pending command run.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    _ = s.info.wake.notified() => {}
+                }
+                if s.info.killed.get() {
+                    return;
+                }
+                continue;
+            }
+            After::Suspend(Suspend::Wait {
+                deadline_ms,
+                replicas,
+            }) => {
+                let wait = async {
+                    if deadline_ms == 0 {
+                        std::future::pending::<()>().await
+                    } else {
+                        let ms = (deadline_ms - mstime()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_millis(ms)).await
+                    }
+                };
+                tokio::select! {
+                    _ = wait => {}
+                    _ = killed(&s.info) => return,
+                }
+                out.int(replicas);
+                continue;
+            }
+            After::Read => {}
+        }
+        if inbuf.len() as u64 > set.query_buffer_limit {
+            tracing::warn!(
+                id = s.info.id,
+                "Closing client that reached max query buffer length"
+            );
+            GlobalStats::add(&shared.stats.client_query_limit_disconnections, 1);
+            return;
+        }
+        // Make room for the next read; size once for a large bulk.
+        let missing = parser.bulk_bytes_missing(inbuf.len());
+        let want = missing.clamp(READ_CHUNK, 64 * 1024 * 1024);
+        if inbuf.capacity() - inbuf.len() < want / 2 {
+            inbuf.reserve(want);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                r = stream.read_buf(&mut inbuf) => {
+                    match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            GlobalStats::add(&shared.stats.net_input_bytes, n as u64);
+                            break;
+                        }
+                    }
+                }
+                _ = s.info.wake.notified() => {
+                    if s.info.killed.get() {
+                        return;
+                    }
+                    let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
+                    if !pushed.is_empty() {
+                        GlobalStats::add(&shared.stats.net_output_bytes, pushed.len() as u64);
+                        if stream.write_all(&pushed).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = shutdown.changed() => {
+                    // Graceful shutdown: stop after the batch in flight.
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn killed(info: &ClientInfo) {
+    loop {
+        if info.killed.get() {
+            return;
+        }
+        info.wake.notified().await;
+    }
+}

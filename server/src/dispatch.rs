@@ -1,0 +1,301 @@
+//! Runs one parsed request against a tenant: Redis's `processCommand` +
+//! `call` (lookup, arity, auth, ACL, pause, execution, stats, slowlog,
+//! MONITOR feed, CLIENT REPLY handling), in that order so the errors a client
+//! sees match Redis's.
+
+use std::time::Instant;
+
+use crate::client::{ReplyMode, Session};
+use crate::cmd::server::{monitor_line, Suspend};
+use crate::cmd::{errors, lookup, Ctx, Lookup};
+use crate::resp::Reply;
+use crate::shared::{Settings, Shared};
+use crate::tenant::{CmdStat, PauseMode, SlowEntry, Tenant};
+
+/// What the connection must do after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// Reply written; close the connection after sending it.
+    Close,
+    /// The tenant is paused for this command: run it again later.
+    Paused,
+    /// The command waits before replying.
+    Suspend(Suspend),
+}
+
+const SLOWLOG_MAX_ARGC: usize = 32;
+const SLOWLOG_MAX_STRING: usize = 128;
+
+/// C's `%.Ns` of a client argument: up to the first NUL, at most `max` bytes.
+fn cstr(a: &[u8], max: usize) -> &[u8] {
+    let end = a.iter().position(|&c| c == 0).unwrap_or(a.len());
+    &a[..end.min(max)]
+}
+
+/// Redis's "unknown command" text, byte for byte.
+fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut list: Vec<u8> = Vec::new();
+    for a in &args[1..] {
+        if list.len() >= 128 {
+            break;
+        }
+        let room = 128 - list.len();
+        list.push(b'\'');
+        list.extend_from_slice(cstr(a, room));
+        list.extend_from_slice(b"' ");
+    }
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(cstr(args[0], 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    msg.extend_from_slice(&list);
+    msg
+}
+
+fn reject(t: &mut Tenant, out: &mut Reply, id: Option<usize>, msg: &str, with_code: bool) {
+    if with_code {
+        t.count_error(msg);
+        out.error(msg);
+    } else {
+        t.count_error("ERR");
+        out.err(msg);
+    }
+    if let Some(id) = id {
+        if let Some(s) = t.stats.commands.get_mut(id) {
+            s.rejected_calls += 1;
+        }
+    }
+}
+
+/// Executes `args` for session `s` of tenant `t`, writing the reply to `out`.
+pub fn dispatch(
+    t: &mut Tenant,
+    s: &mut Session,
+    shared: &Shared,
+    set: &Settings,
+    args: &[&[u8]],
+    out: &mut Reply,
+    now_ms: i64,
+) -> Outcome {
+    let mark = out.len();
+    if s.reply_mode == ReplyMode::Skip {
+        s.reply_mode = ReplyMode::SkipThis;
+    }
+    let outcome = run(t, s, shared, set, args, out, now_ms);
+    match s.reply_mode {
+        ReplyMode::Off => out.buf.truncate(mark),
+        ReplyMode::SkipThis => {
+            out.buf.truncate(mark);
+            s.reply_mode = ReplyMode::On;
+        }
+        _ => {}
+    }
+    outcome
+}
+
+fn run(
+    t: &mut Tenant,
+    s: &mut Session,
+    shared: &Shared,
+    set: &Settings,
+    args: &[&[u8]],
+    out: &mut Reply,
+    now_ms: i64,
+) -> Outcome {
+    let r = match lookup(args) {
+        Lookup::Found(r) => r,
+        Lookup::Unknown => {
+            t.count_error("ERR");
+            out.error_bytes(&unknown_command(args));
+            return Outcome::Continue;
+        }
+        Lookup::UnknownSub => {
+            let mut msg = b"ERR unknown subcommand '".to_vec();
+            msg.extend_from_slice(cstr(args[1], 128));
+            msg.extend_from_slice(b"'. Try ");
+            msg.extend_from_slice(&cstr(args[0], usize::MAX).to_ascii_uppercase());
+            msg.extend_from_slice(b" HELP.");
+            t.count_error("ERR");
+            out.error_bytes(&msg);
+            return Outcome::Continue;
+        }
+    };
+    let spec = r.spec;
+    if t.stats.commands.len() <= r.id {
+        t.stats
+            .commands
+            .resize(crate::cmd::registry().all.len(), CmdStat::default());
+    }
+    let argc = args.len() as i32;
+    if (spec.arity > 0 && spec.arity != argc) || argc < -spec.arity {
+        let msg = format!("wrong number of arguments for '{}' command", r.fullname);
+        reject(t, out, Some(r.id), &msg, false);
+        return Outcome::Continue;
+    }
+    if !s.authenticated && !r.no_auth {
+        reject(t, out, Some(r.id), errors::NOAUTH, true);
+        return Outcome::Continue;
+    }
+    if !s.unrestricted {
+        if let Some(msg) = acl_denied(shared, s, r, args) {
+            reject(t, out, Some(r.id), &msg, true);
+            return Outcome::Continue;
+        }
+    }
+    if r.protected {
+        let mode = set.debug_command.as_str();
+        let local = s.info.addr.ip().is_loopback();
+        if !(mode == "yes" || (mode == "local" && local)) {
+            let msg = format!(
+                "{} command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
+                r.fullname.to_uppercase()
+            );
+            reject(t, out, Some(r.id), &msg, false);
+            return Outcome::Continue;
+        }
+    }
+    if t.pause_mode != PauseMode::None {
+        if t.pause_until_ms != 0 && now_ms >= t.pause_until_ms {
+            t.pause_mode = PauseMode::None;
+        } else if t.pause_mode == PauseMode::All || spec.is_write() {
+            return Outcome::Paused;
+        }
+    }
+
+    s.info.last_cmd.set(r.fullname.as_str());
+    let start = Instant::now();
+    let mut ctx = Ctx {
+        args,
+        out,
+        t,
+        s,
+        shared,
+        now_ms,
+        spec,
+        failed: false,
+        suspend: None,
+    };
+    (spec.handler)(&mut ctx);
+    let failed = ctx.failed;
+    let suspend = ctx.suspend;
+    let elapsed_us = start.elapsed().as_micros() as u64;
+
+    let stat = &mut t.stats.commands[r.id];
+    stat.calls += 1;
+    stat.usec += elapsed_us;
+    if failed {
+        stat.failed_calls += 1;
+    }
+    t.stats.total_commands += 1;
+
+    if set.slowlog_slower_than >= 0 && elapsed_us as i64 >= set.slowlog_slower_than && !r.admin {
+        record_slow(t, s, args, elapsed_us, now_ms, set.slowlog_max_len);
+    }
+    if set.latency_threshold_ms > 0 && elapsed_us / 1000 >= set.latency_threshold_ms {
+        let ev = if r.fast { "fast-command" } else { "command" };
+        t.latency_sample(ev, elapsed_us / 1000, now_ms / 1000);
+    }
+    if !t.monitors.is_empty() && !r.admin {
+        let addr = s.info.addr.to_string();
+        let line = monitor_line(s.db, &addr, &redact(r.fullname.as_str(), args));
+        t.monitors.retain(|m| !m.killed.get());
+        for m in &t.monitors {
+            if m.id != s.info.id {
+                m.push_bytes(&line);
+            }
+        }
+    }
+    if let Some(su) = suspend {
+        return Outcome::Suspend(su);
+    }
+    if s.close_after_reply {
+        return Outcome::Close;
+    }
+    Outcome::Continue
+}
+
+/// Arguments as MONITOR/SLOWLOG show them: secrets redacted, as Redis does.
+fn redact<'a>(fullname: &str, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    let mut v: Vec<&[u8]> = args.to_vec();
+    let from = match fullname {
+        "auth" => 1,
+        "hello" => {
+            // HELLO ... AUTH user pass
+            if let Some(p) = v.iter().position(|a| a.eq_ignore_ascii_case(b"auth")) {
+                p + 1
+            } else {
+                v.len()
+            }
+        }
+        "acl|setuser" => 3,
+        "config|set" => 2,
+        _ => v.len(),
+    };
+    for a in v.iter_mut().skip(from) {
+        *a = b"(redacted)";
+    }
+    v
+}
+
+fn record_slow(t: &mut Tenant, s: &Session, args: &[&[u8]], us: u64, now_ms: i64, max_len: usize) {
+    let shown = redact(s.info.last_cmd.get(), args);
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let argc = shown.len().min(SLOWLOG_MAX_ARGC);
+    for (i, a) in shown.iter().take(argc).enumerate() {
+        if argc != shown.len() && i == argc - 1 {
+            out.push(format!("... ({} more arguments)", shown.len() - argc + 1).into_bytes());
+        } else if a.len() > SLOWLOG_MAX_STRING {
+            let mut v = a[..SLOWLOG_MAX_STRING].to_vec();
+            v.extend_from_slice(
+                format!("... ({} more bytes)", a.len() - SLOWLOG_MAX_STRING).as_bytes(),
+            );
+            out.push(v);
+        } else {
+            out.push(a.to_vec());
+        }
+    }
+    let id = t.slowlog_next_id;
+    t.slowlog_next_id += 1;
+    t.slowlog.push_front(SlowEntry {
+        id,
+        time: now_ms / 1000,
+        duration_us: us,
+        args: out,
+        peer: s.info.addr.to_string(),
+        name: s.info.name.borrow().clone(),
+    });
+    while t.slowlog.len() > max_len {
+        t.slowlog.pop_back();
+    }
+}
+
+/// ACL check for restricted users; `Some(error)` when denied.
+fn acl_denied(
+    shared: &Shared,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Option<String> {
+    let users = shared.users.read();
+    let Some(u) = users.users.get(&s.user) else {
+        return Some(format!(
+            "NOPERM User {} has no permissions to run the '{}' command",
+            s.user, r.fullname
+        ));
+    };
+    if !u.can_run(r) {
+        return Some(format!(
+            "NOPERM this user has no permissions to run the '{}' command",
+            r.fullname
+        ));
+    }
+    for k in crate::cmd::command::key_positions(r.spec, args.len()) {
+        if !u.can_access_key(args[k]) {
+            return Some(
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
+                    .into(),
+            );
+        }
+    }
+    None
+}

@@ -1,0 +1,341 @@
+//! Executors: one thread per core, each a single-threaded tokio runtime
+//! that owns some tenants outright (shared-nothing, as Dragonfly shards by
+//! key; we shard by tenant).
+//!
+//! Every executor accepts connections (each polls a duplicate of the
+//! listening socket, so accepts spread over cores). A
+//! connection is handed to the executor that owns its tenant *once*, as a
+//! raw socket; from then on its commands run on that thread with no
+//! cross-thread hop and no locks around the keyspace. Standalone
+//! `anykv server` has one default tenant, owned by executor 0.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::shared::{GlobalStats, Shared};
+use crate::tenant::{PauseMode, Tenant, TenantId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid bind address '{0}'")]
+    BadBind(String),
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no address to listen on (all optional binds failed)")]
+    NoListener,
+    #[error("could not start executor thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    /// Addresses actually bound (with the resolved port).
+    pub local_addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Which executor owns a tenant.
+pub fn owner_of(t: TenantId, executors: usize) -> usize {
+    (t.0 % executors.max(1) as u64) as usize
+}
+
+/// Parses Redis `bind` entries: `*` (all IPv4), `::*` (all IPv6),
+/// addresses, and a leading `-` for "optional: skip if unavailable".
+fn parse_binds(binds: &[String], port: u16) -> Result<Vec<(SocketAddr, bool)>, StartError> {
+    let mut out = Vec::new();
+    for b in binds.iter().flat_map(|b| b.split_whitespace()) {
+        let (optional, name) = match b.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, b),
+        };
+        let ip: IpAddr = match name {
+            "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            "::*" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            other => other
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| StartError::BadBind(b.to_string()))?,
+        };
+        out.push((SocketAddr::new(ip, port), optional));
+    }
+    Ok(out)
+}
+
+fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // `[::]` beside `0.0.0.0` needs IPV6_V6ONLY (Fly: 6PN and Flycast).
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog)?;
+    Ok(sock.into())
+}
+
+impl Server {
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let n = match config.executors() {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let binds = parse_binds(&config.bind(), config.port())?;
+        let shared = Arc::new(Shared::new(config, n));
+
+        // Executor 0 binds first so an ephemeral port (0) is resolved once.
+        let mut per_exec: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for (addr, optional) in binds {
+            let first = match listen(addr, 511) {
+                Ok(l) => l,
+                Err(e) if optional => {
+                    tracing::warn!("Could not bind optional address {addr}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(StartError::Bind { addr, source: e }),
+            };
+            let actual = first
+                .local_addr()
+                .map_err(|e| StartError::Bind { addr, source: e })?;
+            // Every executor polls a duplicate of the one listening socket;
+            // whichever wakes first accepts (no SO_REUSEPORT, so a second
+            // server on the same port fails to start, as redis-server does).
+            for l in per_exec.iter_mut().skip(1) {
+                l.push(first.try_clone().map_err(|e| StartError::Bind {
+                    addr: actual,
+                    source: e,
+                })?);
+            }
+            per_exec[0].push(first);
+            local_addrs.push(actual);
+        }
+        if local_addrs.is_empty() {
+            return Err(StartError::NoListener);
+        }
+        shared.tcp_port.store(local_addrs[0].port() as u64, Relaxed);
+
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let mut threads = Vec::new();
+        for (idx, (listeners, rx)) in per_exec.into_iter().zip(receivers).enumerate() {
+            let shared = shared.clone();
+            let peers = senders.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("anykv-exec-{idx}"))
+                .spawn(move || executor_main(idx, shared, listeners, rx, peers))
+                .map_err(StartError::Thread)?;
+            threads.push(h);
+        }
+        for a in &local_addrs {
+            tracing::info!("Ready to accept connections tcp {a}");
+        }
+        Ok(Server {
+            shared,
+            local_addrs,
+            threads,
+        })
+    }
+
+    /// Waits for every executor to finish (after shutdown).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+type Tenants = Rc<RefCell<HashMap<TenantId, Rc<RefCell<Tenant>>>>>;
+
+fn executor_main(
+    idx: usize,
+    shared: Arc<Shared>,
+    listeners: Vec<std::net::TcpListener>,
+    mut handoffs: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    peers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("executor {idx}: cannot build runtime: {e}");
+            shared.begin_shutdown();
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let tenants: Tenants = Rc::new(RefCell::new(HashMap::new()));
+        let n = shared.executors;
+        if owner_of(TenantId::DEFAULT, n) == idx {
+            let dbs = shared.config.read().databases();
+            let t = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "default", dbs)));
+            tenants.borrow_mut().insert(TenantId::DEFAULT, t.clone());
+            tokio::task::spawn_local(cron(t, shared.clone()));
+        }
+        for l in listeners {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::task::spawn_local(accept_loop(
+                        idx,
+                        l,
+                        tenants.clone(),
+                        shared.clone(),
+                        peers.clone(),
+                    ));
+                }
+                Err(e) => tracing::error!("executor {idx}: listener: {e}"),
+            }
+        }
+        {
+            let tenants = tenants.clone();
+            let shared = shared.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(s) = handoffs.recv().await {
+                    match TcpStream::from_std(s) {
+                        Ok(s) => start_conn(s, TenantId::DEFAULT, &tenants, &shared),
+                        Err(e) => tracing::warn!("handoff: {e}"),
+                    }
+                }
+            });
+        }
+        let mut rx = shared.shutdown_rx();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        // Give connections a moment to finish the batch in flight.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+}
+
+fn start_conn(s: TcpStream, tenant: TenantId, tenants: &Tenants, shared: &Arc<Shared>) {
+    let t = tenants.borrow().get(&tenant).cloned();
+    match t {
+        Some(t) => {
+            tokio::task::spawn_local(crate::conn::serve(s, t, shared.clone()));
+        }
+        None => tracing::error!("no tenant {:?} on this executor", tenant),
+    }
+}
+
+async fn accept_loop(
+    idx: usize,
+    listener: TcpListener,
+    tenants: Tenants,
+    shared: Arc<Shared>,
+    peers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+) {
+    let mut shutdown = shared.shutdown_rx();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        GlobalStats::add(&shared.stats.connections_received, 1);
+        let max = shared.config.read().maxclients();
+        if shared.stats.connected_clients.load(Relaxed) as u64 >= max {
+            GlobalStats::add(&shared.stats.rejected_connections, 1);
+            tracing::warn!(%peer, "max number of clients reached");
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            continue;
+        }
+        // Tenants are known at accept time for standalone servers; with
+        // tenancy the handoff happens after AUTH selects the tenant.
+        let tenant = TenantId::DEFAULT;
+        let owner = owner_of(tenant, shared.executors);
+        if owner == idx {
+            start_conn(stream, tenant, &tenants, &shared);
+        } else {
+            match stream.into_std() {
+                Ok(s) => {
+                    if peers[owner].send(s).is_err() {
+                        tracing::warn!("executor {owner} is gone");
+                    }
+                }
+                Err(e) => tracing::warn!("handoff: {e}"),
+            }
+        }
+    }
+}
+
+/// Per-tenant periodic work at `hz`: active expiry, idle timeouts, pause
+/// deadlines, memory peak, metrics.
+async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
+    let mut set = shared.settings();
+    let mut shutdown = shared.shutdown_rx();
+    let mut last_metrics = 0i64;
+    loop {
+        let (hz, effort) = {
+            let c = shared.config.read();
+            (c.hz().clamp(1, 500), c.active_expire_effort())
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(1000 / hz as u64)) => {}
+            _ = shutdown.changed() => return,
+        }
+        shared.refresh(&mut set);
+        let now = crate::util::mstime();
+        let mut t = tenant.borrow_mut();
+        crate::expire::active_expire_cycle(&mut t, now, effort, hz);
+        if set.idle_timeout_s > 0 {
+            let limit = set.idle_timeout_s as i64 * 1000;
+            for c in t.clients.values() {
+                if !c.monitor.get() && now - c.last_interaction_ms.get() > limit {
+                    tracing::debug!(id = c.id, "Closing idle client");
+                    c.kill();
+                }
+            }
+        }
+        if t.pause_mode != PauseMode::None && t.pause_until_ms != 0 && now >= t.pause_until_ms {
+            t.pause_mode = PauseMode::None;
+        }
+        crate::alloc::sample_peak();
+        if now - last_metrics >= 1000 {
+            last_metrics = now;
+            crate::metrics::publish(&t, &shared);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The propagation log: the ordered stream of a tenant's write *effects*.
+//!
+//! Like Redis's replication stream, every write appends what it did, not
+//! what was asked: relative TTLs become `PEXPIREAT`/`SET ... PXAT`, expiry and
+//! eviction become `DEL`, non-deterministic commands are logged as their
+//! outcome. Entries are RESP multibulks; a `SELECT` is inserted whenever the
+//! database changes, and the offset counts bytes, exactly as Redis's
+//! `master_repl_offset` does, so persistence (append-only file) and
+//! replication (partial resync from a backlog) can both consume it.
+//! Replaying the bytes through the normal command path on an empty keyspace
+//! rebuilds an identical keyspace (see the replay test).
+
+use bytes::{BufMut, BytesMut};
+use std::collections::VecDeque;
+
+use crate::util::fmt_i64;
+
+/// Default backlog size (Redis's `repl-backlog-size` default, 1 MB).
+pub const DEFAULT_BACKLOG: usize = 1024 * 1024;
+
+pub struct PropLog {
+    /// Offset after the last byte appended.
+    offset: u64,
+    /// Database of the last entry (-1: none yet), to emit SELECT on change.
+    last_db: i64,
+    /// The most recent bytes of the stream (offsets `offset - len .. offset`).
+    backlog: VecDeque<u8>,
+    backlog_cap: usize,
+    /// When set, every byte is also kept here (tests and full-stream consumers).
+    capture: Option<BytesMut>,
+    scratch: BytesMut,
+}
+
+impl Default for PropLog {
+    fn default() -> Self {
+        PropLog::new(DEFAULT_BACKLOG)
+    }
+}
+
+fn encode(buf: &mut BytesMut, args: &[&[u8]]) {
+    let mut b = [0u8; 20];
+    buf.put_u8(b'*');
+    buf.put_slice(fmt_i64(args.len() as i64, &mut b));
+    buf.put_slice(b"\r\n");
+    for a in args {
+        buf.put_u8(b'$');
+        buf.put_slice(fmt_i64(a.len() as i64, &mut b));
+        buf.put_slice(b"\r\n");
+        buf.put_slice(a);
+        buf.put_slice(b"\r\n");
+    }
+}
+
+impl PropLog {
+    pub fn new(backlog_cap: usize) -> Self {
+        PropLog {
+            offset: 0,
+            last_db: -1,
+            backlog: VecDeque::new(),
+            backlog_cap,
+            capture: None,
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// Keeps the whole stream in memory from now on (tests, replay).
+    pub fn enable_capture(&mut self) {
+        self.capture = Some(BytesMut::new());
+    }
+
+    /// Takes the captured stream so far.
+    pub fn take_capture(&mut self) -> BytesMut {
+        self.capture
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes currently held in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    pub fn backlog_cap(&self) -> usize {
+        self.backlog_cap
+    }
+
+    pub fn set_backlog_cap(&mut self, cap: usize) {
+        self.backlog_cap = cap;
+        self.trim();
+    }
+
+    /// Appends one effect executed in database `db`.
+    pub fn append(&mut self, db: usize, args: &[&[u8]]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        if self.last_db != db as i64 {
+            let mut b = [0u8; 20];
+            encode(&mut scratch, &[b"SELECT", fmt_i64(db as i64, &mut b)]);
+            self.last_db = db as i64;
+        }
+        encode(&mut scratch, args);
+        self.offset += scratch.len() as u64;
+        self.backlog.extend(scratch.iter().copied());
+        if let Some(c) = self.capture.as_mut() {
+            c.extend_from_slice(&scratch);
+        }
+        self.scratch = scratch;
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        if self.backlog.len() > self.backlog_cap {
+            let excess = self.backlog.len() - self.backlog_cap;
+            self.backlog.drain(..excess);
+        }
+    }
+
+    /// Bytes from `from` to the current offset, if still in the backlog
+    /// (what a partial resync would send).
+    pub fn since(&self, from: u64) -> Option<Vec<u8>> {
+        let start = self.offset - self.backlog.len() as u64;
+        if from < start || from > self.offset {
+            return None;
+        }
+        let skip = (from - start) as usize;
+        Some(self.backlog.iter().skip(skip).copied().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_is_inserted_on_db_change_and_offsets_count_bytes() {
+        let mut l = PropLog::new(1 << 20);
+        l.enable_capture();
+        l.append(0, &[b"SET", b"k", b"v"]);
+        l.append(0, &[b"DEL", b"k"]);
+        l.append(3, &[b"DEL", b"k"]);
+        let all = l.take_capture();
+        let expect = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+        assert_eq!(&all[..], &expect[..]);
+        assert_eq!(l.offset(), expect.len() as u64);
+    }
+
+    #[test]
+    fn backlog_is_bounded_and_serves_partial_resync() {
+        let mut l = PropLog::new(64);
+        for _ in 0..10 {
+            l.append(0, &[b"INCR", b"counter"]);
+        }
+        assert!(l.backlog_len() <= 64);
+        let tail = l.since(l.offset() - 10).unwrap();
+        assert_eq!(tail.len(), 10);
+        assert!(l.since(0).is_none());
+    }
+}

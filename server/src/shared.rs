@@ -1,0 +1,176 @@
+//! State shared by every executor thread: configuration, server-wide
+//! counters, identity. Everything here is either atomic or behind a lock
+//! that hot paths do not take (they cache what they need per batch).
+
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+use tokio::sync::watch;
+
+use crate::acl::Users;
+use crate::config::Config;
+
+/// The Redis version whose behaviour anykv implements (reported as
+/// `redis_version`, which client libraries use for feature detection).
+pub const REDIS_VERSION: &str = "7.0.15";
+/// anykv's own version.
+pub const ANYKV_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Server-wide counters (INFO stats, Prometheus).
+#[derive(Default)]
+pub struct GlobalStats {
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub connected_clients: AtomicUsize,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub client_output_limit_disconnections: AtomicU64,
+    pub client_query_limit_disconnections: AtomicU64,
+}
+
+impl GlobalStats {
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// Settings read on every command, copied out of the config so hot paths
+/// take no lock; connections refresh their copy when `config_gen` moves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub gen: u64,
+    pub slowlog_slower_than: i64,
+    pub slowlog_max_len: usize,
+    pub latency_threshold_ms: u64,
+    /// `enable-debug-command`: "no", "yes" or "local".
+    pub debug_command: String,
+    pub max_bulk_len: i64,
+    pub max_multibulk_len: i64,
+    pub query_buffer_limit: u64,
+    /// Hard output-buffer limit for normal clients (0 = none).
+    pub output_hard_limit: u64,
+    pub idle_timeout_s: u64,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            gen: c.generation(),
+            slowlog_slower_than: c.slowlog_log_slower_than(),
+            slowlog_max_len: c.slowlog_max_len() as usize,
+            latency_threshold_ms: c.latency_monitor_threshold(),
+            debug_command: c.enable_debug_command(),
+            max_bulk_len: c.proto_max_bulk_len(),
+            max_multibulk_len: c.max_multibulk_len(),
+            query_buffer_limit: c.client_query_buffer_limit(),
+            output_hard_limit: c.client_output_buffer_limit().normal.hard,
+            idle_timeout_s: c.timeout(),
+        }
+    }
+}
+
+pub struct Shared {
+    pub config: RwLock<Config>,
+    pub users: RwLock<Users>,
+    /// Mirrors `config.generation()` so hot paths notice changes without
+    /// taking the lock.
+    pub config_gen: AtomicU64,
+    pub stats: GlobalStats,
+    pub next_client_id: AtomicU64,
+    pub started: Instant,
+    pub started_unix: i64,
+    pub run_id: String,
+    pub tcp_port: AtomicU64,
+    pub executors: usize,
+    /// Set when the server is shutting down (SIGTERM, SHUTDOWN).
+    pub shutting_down: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(config: Config, executors: usize) -> Self {
+        let run_id: String = (0..40)
+            .map(|_| {
+                let n: u8 = rand::random::<u8>() % 16;
+                char::from_digit(n as u32, 16).unwrap_or('0')
+            })
+            .collect();
+        let gen = config.generation();
+        let users = Users::new(config.requirepass().as_deref());
+        Shared {
+            users: RwLock::new(users),
+            config: RwLock::new(config),
+            config_gen: AtomicU64::new(gen),
+            stats: GlobalStats::default(),
+            next_client_id: AtomicU64::new(1),
+            started: Instant::now(),
+            started_unix: crate::util::mstime() / 1000,
+            run_id,
+            tcp_port: AtomicU64::new(0),
+            executors,
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx: watch::channel(false).0,
+        }
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Relaxed)
+    }
+
+    /// Starts a graceful shutdown: listeners stop, connections finish the
+    /// batch they are processing and close.
+    pub fn begin_shutdown(&self) {
+        if !self.shutting_down.swap(true, Relaxed) {
+            self.shutdown_tx.send_replace(true);
+        }
+    }
+
+    /// A receiver that changes once, when shutdown begins.
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Relaxed)
+    }
+
+    /// CONFIG RESETSTAT for the server-wide counters.
+    pub fn reset_stats(&self) {
+        let s = &self.stats;
+        for c in [
+            &s.connections_received,
+            &s.rejected_connections,
+            &s.net_input_bytes,
+            &s.net_output_bytes,
+            &s.commands_processed,
+            &s.protocol_errors,
+            &s.client_output_limit_disconnections,
+            &s.client_query_limit_disconnections,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+
+    /// Refreshes `s` if the configuration changed since it was taken.
+    #[inline]
+    pub fn refresh(&self, s: &mut Settings) {
+        if s.gen != self.config_gen.load(Relaxed) {
+            *s = Settings::from_config(&self.config.read());
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::from_config(&self.config.read())
+    }
+
+    /// Applies a config change and publishes the new generation.
+    pub fn update_config<R>(&self, f: impl FnOnce(&mut Config) -> R) -> R {
+        let mut c = self.config.write();
+        let r = f(&mut c);
+        self.config_gen.store(c.generation(), Relaxed);
+        r
+    }
+}

@@ -1,0 +1,148 @@
+//! A tenant: one customer database with its own keyspace (16 DBs), write
+//! log, clients and statistics. A tenant is owned by exactly one executor
+//! thread, which runs all of its commands in order; that is what makes
+//! MULTI/EXEC and scripts atomic without locks and gives each tenant one
+//! ordered write log. Standalone `anykv server` has one default tenant.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+
+use crate::client::ClientInfo;
+use crate::db::Keyspace;
+use crate::proplog::PropLog;
+
+/// Identifies a tenant across the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(pub u64);
+
+impl TenantId {
+    /// The tenant of standalone `anykv server`.
+    pub const DEFAULT: TenantId = TenantId(0);
+}
+
+/// Per-command counters (INFO commandstats).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct CmdStat {
+    pub calls: u64,
+    pub usec: u64,
+    pub rejected_calls: u64,
+    pub failed_calls: u64,
+}
+
+#[derive(Default)]
+pub struct TenantStats {
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub expired_keys: u64,
+    pub expired_stale_perc: f64,
+    pub expired_time_cap_reached_count: u64,
+    pub expire_cycle_cpu_milliseconds: u64,
+    pub evicted_keys: u64,
+    pub total_commands: u64,
+    pub total_error_replies: u64,
+    pub unexpected_error_replies: u64,
+    pub commands: Vec<CmdStat>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// One SLOWLOG entry.
+pub struct SlowEntry {
+    pub id: u64,
+    pub time: i64,
+    pub duration_us: u64,
+    pub args: Vec<Vec<u8>>,
+    pub peer: String,
+    pub name: Vec<u8>,
+}
+
+/// CLIENT PAUSE state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseMode {
+    None,
+    Write,
+    All,
+}
+
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub ks: Keyspace,
+    pub log: PropLog,
+    pub clients: BTreeMap<u64, Rc<ClientInfo>>,
+    pub monitors: Vec<Rc<ClientInfo>>,
+    pub stats: TenantStats,
+    pub slowlog: VecDeque<SlowEntry>,
+    pub slowlog_next_id: u64,
+    pub latency: HashMap<&'static str, LatencyEvent>,
+    pub pause_mode: PauseMode,
+    pub pause_until_ms: i64,
+    /// Changes since the last save (INFO rdb_changes_since_last_save).
+    pub dirty: u64,
+    pub lastsave: i64,
+    pub rng: SmallRng,
+    /// Active expiry is on (DEBUG SET-ACTIVE-EXPIRE).
+    pub active_expire: bool,
+    /// Where the active-expiry cycle resumes (database index).
+    pub expire_cursor_db: usize,
+}
+
+/// LATENCY samples of one event.
+#[derive(Default, Clone)]
+pub struct LatencyEvent {
+    pub samples: VecDeque<(i64, u64)>,
+    pub max: u64,
+}
+
+impl Tenant {
+    pub fn new(id: TenantId, name: &str, databases: usize) -> Self {
+        Tenant {
+            id,
+            name: name.to_string(),
+            ks: Keyspace::new(databases),
+            log: PropLog::default(),
+            clients: BTreeMap::new(),
+            monitors: Vec::new(),
+            stats: TenantStats::default(),
+            slowlog: VecDeque::new(),
+            slowlog_next_id: 0,
+            latency: HashMap::new(),
+            pause_mode: PauseMode::None,
+            pause_until_ms: 0,
+            dirty: 0,
+            lastsave: crate::util::mstime() / 1000,
+            rng: SmallRng::from_os_rng(),
+            active_expire: true,
+            expire_cursor_db: 0,
+        }
+    }
+
+    pub fn random(&mut self) -> u64 {
+        self.rng.random()
+    }
+
+    /// Counts an error reply under its code (INFO errorstats).
+    pub fn count_error(&mut self, msg: &str) {
+        let code = msg.split(' ').next().unwrap_or("ERR");
+        self.stats.total_error_replies += 1;
+        *self.stats.errors.entry(code.to_string()).or_insert(0) += 1;
+    }
+
+    /// Records a latency sample (LATENCY LATEST/HISTORY) if above threshold.
+    pub fn latency_sample(&mut self, event: &'static str, ms: u64, now_s: i64) {
+        let ev = self.latency.entry(event).or_default();
+        if let Some(last) = ev.samples.back_mut() {
+            if last.0 == now_s {
+                last.1 = last.1.max(ms);
+                ev.max = ev.max.max(ms);
+                return;
+            }
+        }
+        ev.samples.push_back((now_s, ms));
+        if ev.samples.len() > 160 {
+            ev.samples.pop_front();
+        }
+        ev.max = ev.max.max(ms);
+    }
+}

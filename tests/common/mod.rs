@@ -1,0 +1,592 @@
+//! Shared helpers for integration tests: spawning servers on free ports,
+//! waiting until they answer PING, killing them on drop, and a minimal raw
+//! RESP2 client (no client-side reinterpretation of replies: what the server
+//! sent is what the test sees).
+#![allow(dead_code)]
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Where the reference server is expected (CI installs Debian's redis-server 7.0.x).
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// How long a freshly spawned server gets to answer PING.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Per-reply read timeout: a server that hangs fails the test instead of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------
+// RESP2 values and a raw client
+// ---------------------------------------------------------------------------
+
+/// One RESP2 reply, exactly as sent by the server.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    /// `+...`
+    Simple(Vec<u8>),
+    /// `-...` (full text, including the `ERR`/`WRONGTYPE` prefix)
+    Error(Vec<u8>),
+    /// `:...`
+    Int(i64),
+    /// `$n ...`
+    Bulk(Vec<u8>),
+    /// `$-1`
+    Nil,
+    /// `*n ...`
+    Array(Vec<Value>),
+    /// `*-1`
+    NilArray,
+}
+
+impl Value {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Value::Error(_))
+    }
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// Renders a byte string the way redis-cli does: double-quoted, with
+/// `\n`, `\"`, `\\` and `\xNN` escapes for anything not printable ASCII.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() + 2);
+    s.push('"');
+    for &b in bytes {
+        match b {
+            b'"' => s.push_str("\\\""),
+            b'\\' => s.push_str("\\\\"),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// A command line rendered for humans: `SET "k1" "v" "EX" "100"`.
+pub fn fmt_cmd(args: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        // Print a plain command name bare, everything else escaped.
+        if i == 0 && !a.is_empty() && a.iter().all(|b| b.is_ascii_alphanumeric()) {
+            out.push_str(&String::from_utf8_lossy(a));
+        } else {
+            out.push_str(&escape(a));
+        }
+    }
+    out
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Simple(s) => write!(f, "+{}", escape(s)),
+            Value::Error(s) => write!(f, "(error) {}", escape(s)),
+            Value::Int(i) => write!(f, "(integer) {i}"),
+            Value::Bulk(b) => write!(f, "{}", escape(b)),
+            Value::Nil => write!(f, "(nil)"),
+            Value::NilArray => write!(f, "(nil array)"),
+            Value::Array(items) => {
+                write!(f, "[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{v:?}")?;
+                }
+                write!(f, "]")
+            }
+        }
+    }
+}
+
+/// Something that executes one command and returns the raw reply. The
+/// differential harness talks to servers only through this, so a test can
+/// wrap a connection (e.g. to tamper with replies).
+pub trait Conn {
+    fn call(&mut self, args: &[Vec<u8>]) -> io::Result<Value>;
+}
+
+/// A raw RESP2 connection over TCP.
+pub struct RespConn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RespConn {
+    pub fn connect(port: u16) -> io::Result<RespConn> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let writer = stream.try_clone()?;
+        Ok(RespConn {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Convenience: `conn.cmd(&["SET", "k", "v"])`.
+    pub fn cmd(&mut self, args: &[&str]) -> io::Result<Value> {
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        self.call(&args)
+    }
+
+    fn read_line(&mut self) -> io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        let n = self.reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ));
+        }
+        if line.len() < 2 || line[line.len() - 2] != b'\r' {
+            return Err(proto_err(format!(
+                "line not terminated by CRLF: {}",
+                escape(&line)
+            )));
+        }
+        line.truncate(line.len() - 2);
+        Ok(line)
+    }
+
+    fn read_value(&mut self, depth: usize) -> io::Result<Value> {
+        if depth > 64 {
+            return Err(proto_err("reply nested too deeply".into()));
+        }
+        let line = self.read_line()?;
+        let (kind, rest) = match line.split_first() {
+            Some((k, r)) => (*k, r),
+            None => return Err(proto_err("empty reply line".into())),
+        };
+        match kind {
+            b'+' => Ok(Value::Simple(rest.to_vec())),
+            b'-' => Ok(Value::Error(rest.to_vec())),
+            b':' => Ok(Value::Int(parse_i64(rest)?)),
+            b'$' => {
+                let n = parse_i64(rest)?;
+                if n == -1 {
+                    return Ok(Value::Nil);
+                }
+                if !(0..=1 << 30).contains(&n) {
+                    return Err(proto_err(format!("bad bulk length {n}")));
+                }
+                let mut data = vec![0u8; n as usize + 2];
+                self.reader.read_exact(&mut data)?;
+                if &data[n as usize..] != b"\r\n" {
+                    return Err(proto_err("bulk string not followed by CRLF".into()));
+                }
+                data.truncate(n as usize);
+                Ok(Value::Bulk(data))
+            }
+            b'*' => {
+                let n = parse_i64(rest)?;
+                if n == -1 {
+                    return Ok(Value::NilArray);
+                }
+                if !(0..=1 << 24).contains(&n) {
+                    return Err(proto_err(format!("bad array length {n}")));
+                }
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.read_value(depth + 1)?);
+                }
+                Ok(Value::Array(items))
+            }
+            other => Err(proto_err(format!(
+                "unexpected RESP2 type byte {} in line {}",
+                escape(&[other]),
+                escape(&line)
+            ))),
+        }
+    }
+}
+
+impl Conn for RespConn {
+    fn call(&mut self, args: &[Vec<u8>]) -> io::Result<Value> {
+        self.buf.clear();
+        self.buf
+            .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            self.buf
+                .extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            self.buf.extend_from_slice(a);
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&self.buf)?;
+        self.read_value(0)
+    }
+}
+
+impl Drop for RespConn {
+    fn drop(&mut self) {
+        let _ = self.writer.shutdown(Shutdown::Both);
+    }
+}
+
+fn proto_err(msg: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("RESP protocol error: {msg}"),
+    )
+}
+
+fn parse_i64(b: &[u8]) -> io::Result<i64> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| proto_err(format!("bad integer {}", escape(b))))
+}
+
+// ---------------------------------------------------------------------------
+// Server processes
+// ---------------------------------------------------------------------------
+
+/// A spawned server, killed (SIGKILL) and reaped on drop, including when the
+/// test panics. Its stdout/stderr go to a log file whose tail can be shown.
+pub struct ServerProcess {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+    pub log_path: PathBuf,
+    pub command_line: String,
+}
+
+impl ServerProcess {
+    pub fn connect(&self) -> RespConn {
+        RespConn::connect(self.port).unwrap_or_else(|e| {
+            panic!("cannot connect to {} on port {}: {e}", self.name, self.port)
+        })
+    }
+
+    /// The last `max_lines` lines of the server's log.
+    pub fn log_tail(&self, max_lines: usize) -> String {
+        let text = fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(max_lines);
+        lines[start..].join("\n")
+    }
+
+    /// `Some(status)` if the process has already exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// A human-readable block for failure messages.
+    pub fn describe(&mut self) -> String {
+        let status = match self.exited() {
+            Some(s) => format!("EXITED ({s})"),
+            None => "running".to_string(),
+        };
+        format!(
+            "--- {} (port {}, {status}) `{}`\n    log {}; last lines:\n{}",
+            self.name,
+            self.port,
+            self.command_line,
+            self.log_path.display(),
+            self.log_tail(15)
+        )
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Keep the log (and working dir) only when the test failed.
+        if !std::thread::panicking() {
+            if let Some(dir) = self.log_path.parent() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        } else {
+            eprintln!("{} log kept at {}", self.name, self.log_path.display());
+        }
+    }
+}
+
+/// A port that was free a moment ago (bind to :0, read it, release it),
+/// never one this process handed out before.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// Linux: whether the socket listening on TCP `port` belongs to process `pid`
+/// or one of its descendants. `None` when /proc cannot tell (other OSes).
+/// Guards against the race where another server grabs the port we picked and
+/// answers our readiness PING while ours failed to bind.
+pub fn port_owned_by(pid: u32, port: u16) -> Option<bool> {
+    let mut inodes = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is f[1] (ADDR:PORT in hex), st is f[3] (0A = LISTEN), inode is f[9]
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if !readable {
+        return None;
+    }
+    let owns = |p: &str| -> bool {
+        fs::read_dir(format!("/proc/{p}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                fs::read_link(fd.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+            })
+    };
+    if owns(&pid.to_string()) {
+        return Some(true);
+    }
+    // Maybe a descendant listens (e.g. a wrapper script that did not exec).
+    let procs = fs::read_dir("/proc").ok()?;
+    for entry in procs.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || !owns(&name) {
+            continue;
+        }
+        let mut cur: u32 = name.parse().ok()?;
+        for _ in 0..64 {
+            if cur == pid {
+                return Some(true);
+            }
+            match parent_pid(cur) {
+                Some(pp) if pp > 1 => cur = pp,
+                _ => break,
+            }
+        }
+    }
+    Some(false)
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may contain spaces, so split after the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A fresh scratch directory for one server (its working dir and log).
+fn scratch_dir(name: &str, port: u16) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!(
+        "srv-{}-{}-{}-{}",
+        sanitize(name),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        port
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Spawns the command built by `make(port)` on a free port and waits until
+/// it answers PING with PONG. Retries on a fresh port if the server dies
+/// during startup (e.g. the port was taken in between). Panics loudly on
+/// failure, with the server's log.
+pub fn spawn_server(name: &str, make: &dyn Fn(u16) -> Command) -> ServerProcess {
+    let mut last_failure = String::new();
+    for _attempt in 0..3 {
+        let port = free_port();
+        let dir = scratch_dir(name, port);
+        let log_path = dir.join("server.log");
+        let log = File::create(&log_path).expect("create server log");
+        let mut cmd = make(port);
+        cmd.current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup log fd")))
+            .stderr(Stdio::from(log));
+        let command_line = format!("{cmd:?}");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn {name} ({command_line}): {e}"));
+        let mut server = ServerProcess {
+            name: name.to_string(),
+            port,
+            child,
+            log_path,
+            command_line,
+        };
+        match wait_ready(&mut server, READY_TIMEOUT) {
+            Ok(()) => return server,
+            Err(e) => {
+                last_failure = format!("{e}\n{}", server.describe());
+                // Dropping `server` kills it; try again on another port.
+            }
+        }
+    }
+    panic!("{name} did not become ready:\n{last_failure}");
+}
+
+/// Waits until the server accepts a TCP connection and answers PING with +PONG.
+pub fn wait_ready(server: &mut ServerProcess, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        if let Some(status) = server.exited() {
+            return Err(format!(
+                "{} exited during startup with {status}",
+                server.name
+            ));
+        }
+        match RespConn::connect(server.port).and_then(|mut c| c.cmd(&["PING"])) {
+            Ok(Value::Simple(s)) if s == b"PONG" => {
+                return match port_owned_by(server.child.id(), server.port) {
+                    Some(false) => Err(format!(
+                        "port {} answered PING, but not from {} (pid {}): another process took the port",
+                        server.port,
+                        server.name,
+                        server.child.id()
+                    )),
+                    _ => Ok(()),
+                };
+            }
+            Ok(other) => last = format!("PING replied {other:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} not ready after {timeout:?}: {last}",
+                server.name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Finds the reference redis-server, or panics: the differential tests are
+/// meaningless without it, and CI installs it (Debian package `redis-server`).
+pub fn redis_server_path() -> PathBuf {
+    let candidates = [PathBuf::from(REDIS_SERVER)];
+    let found = candidates.into_iter().find(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("redis-server"))
+                .find(|p| p.exists())
+        })
+    });
+    let path = found.unwrap_or_else(|| {
+        panic!(
+            "redis-server not found (looked at {REDIS_SERVER} and $PATH). The differential tests \
+             need the reference Redis 7.0: `apt-get install redis-server`."
+        )
+    });
+    let out = Command::new(&path)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{path:?} --version: {e}"));
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        version.contains("v=7.0."),
+        "the reference must be Redis 7.0.x (error texts differ between versions), but {path:?} says: {version}"
+    );
+    path
+}
+
+/// Starts the reference Redis 7.0 server.
+pub fn start_reference() -> ServerProcess {
+    let path = redis_server_path();
+    spawn_server("redis-server (reference)", &|port| {
+        let mut c = Command::new(&path);
+        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ]);
+        c
+    })
+}
+
+/// Starts a server from a `sh` command template containing `{port}`, e.g.
+/// `redis-server --port {port} --save '' --appendonly no`. It is run as
+/// `sh -c "exec <template>"` so the killed process is the server itself.
+pub fn start_from_template(name: &str, template: &str) -> ServerProcess {
+    assert!(
+        template.contains("{port}"),
+        "server command template must contain {{port}}: {template:?}"
+    );
+    spawn_server(name, &|port| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "exec {}",
+            template.replace("{port}", &port.to_string())
+        ));
+        c
+    })
+}
+
+/// Starts the anykv binary with the same flags as the reference redis-server.
+pub fn start_anykv(bin: &Path) -> ServerProcess {
+    assert!(bin.exists(), "anykv binary not found at {}", bin.display());
+    let bin = bin.to_path_buf();
+    spawn_server("anykv (target)", &|port| {
+        let mut c = Command::new(&bin);
+        c.args(["server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--enable-debug-command", "yes"]);
+        c
+    })
+}
