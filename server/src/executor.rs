@@ -339,3 +339,36 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_bind_syntax() {
+        let b = parse_binds(&["* -::*".to_string()], 6379).unwrap();
+        assert_eq!(
+            b,
+            vec![
+                ("0.0.0.0:6379".parse().unwrap(), false),
+                ("[::]:6379".parse().unwrap(), true)
+            ]
+        );
+        let b = parse_binds(&["127.0.0.1".into(), "::1".into()], 1).unwrap();
+        assert_eq!(b[1].0, "[::1]:1".parse::<SocketAddr>().unwrap());
+        assert!(parse_binds(&["nonsense".into()], 1).is_err());
+    }
+
+    /// `[::]` with IPV6_V6ONLY can sit beside `0.0.0.0` on the same port,
+    /// which Flycast (IPv4) plus 6PN (IPv6) need.
+    #[test]
+    fn ipv6_only_beside_ipv4_on_one_port() {
+        let v4 = listen("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        match listen(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), 16) {
+            Ok(v6) => assert_eq!(v6.local_addr().unwrap().port(), port),
+            // Machines without IPv6 cannot test this.
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable, "{e}"),
+        }
+    }
+}

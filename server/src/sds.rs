@@ -13,22 +13,30 @@ use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 /// Longest string kept inline.
-pub const INLINE_CAP: usize = 22;
+pub const INLINE_CAP: usize = 21;
 
-/// An immutable-length-or-growable byte string with small-string optimisation.
+/// A byte string with small-string optimisation and one spare byte (`flag`)
+/// for the owner (values keep their Redis encoding there). The enum tag
+/// leaves a niche, so `Value` wraps an `Sds` and its other variants in the
+/// same 24 bytes.
 #[derive(Clone)]
 pub enum Sds {
     /// `len` bytes of `buf` are the string.
-    Inline { len: u8, buf: [u8; INLINE_CAP] },
+    Inline {
+        flag: u8,
+        len: u8,
+        buf: [u8; INLINE_CAP],
+    },
     /// Exact-size heap storage.
-    Heap(Box<[u8]>),
+    Heap { flag: u8, b: Box<[u8]> },
     /// Heap storage with spare capacity (APPEND/SETRANGE grow in place).
-    Grow(Box<Vec<u8>>),
+    Grow { flag: u8, v: Box<Vec<u8>> },
 }
 
 impl Sds {
     pub const fn new() -> Sds {
         Sds::Inline {
+            flag: 0,
             len: 0,
             buf: [0; INLINE_CAP],
         }
@@ -39,11 +47,15 @@ impl Sds {
             let mut buf = [0u8; INLINE_CAP];
             buf[..s.len()].copy_from_slice(s);
             Sds::Inline {
+                flag: 0,
                 len: s.len() as u8,
                 buf,
             }
         } else {
-            Sds::Heap(s.into())
+            Sds::Heap {
+                flag: 0,
+                b: s.into(),
+            }
         }
     }
 
@@ -51,30 +63,49 @@ impl Sds {
         if v.len() <= INLINE_CAP {
             Sds::from_slice(&v)
         } else {
-            Sds::Heap(v.into_boxed_slice())
+            Sds::Heap {
+                flag: 0,
+                b: v.into_boxed_slice(),
+            }
         }
     }
 
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Sds::Inline { len, buf } => &buf[..*len as usize],
-            Sds::Heap(v) => v,
-            Sds::Grow(v) => v,
+            Sds::Inline { len, buf, .. } => &buf[..*len as usize],
+            Sds::Heap { b, .. } => b,
+            Sds::Grow { v, .. } => v,
+        }
+    }
+
+    /// The owner's spare byte.
+    #[inline]
+    pub fn flag(&self) -> u8 {
+        match self {
+            Sds::Inline { flag, .. } | Sds::Heap { flag, .. } | Sds::Grow { flag, .. } => *flag,
+        }
+    }
+
+    #[inline]
+    pub fn set_flag(&mut self, f: u8) {
+        match self {
+            Sds::Inline { flag, .. } | Sds::Heap { flag, .. } | Sds::Grow { flag, .. } => *flag = f,
         }
     }
 
     /// Mutable access to the bytes as a growable vector (moves inline data to
     /// the heap: used by APPEND/SETRANGE, which Redis also turns into "raw").
     pub fn make_mut_vec(&mut self) -> &mut Vec<u8> {
+        let flag = self.flag();
         let v = match std::mem::take(self) {
-            Sds::Grow(v) => v,
-            Sds::Inline { len, buf } => Box::new(buf[..len as usize].to_vec()),
-            Sds::Heap(b) => Box::new(b.into_vec()),
+            Sds::Grow { v, .. } => v,
+            Sds::Inline { len, buf, .. } => Box::new(buf[..len as usize].to_vec()),
+            Sds::Heap { b, .. } => Box::new(b.into_vec()),
         };
-        *self = Sds::Grow(v);
+        *self = Sds::Grow { flag, v };
         match self {
-            Sds::Grow(v) => v,
+            Sds::Grow { v, .. } => v,
             _ => unreachable!("set to Grow above"),
         }
     }
@@ -87,8 +118,8 @@ impl Sds {
     pub fn heap_size(&self) -> usize {
         match self {
             Sds::Inline { .. } => 0,
-            Sds::Heap(v) => v.len(),
-            Sds::Grow(v) => v.capacity() + std::mem::size_of::<Vec<u8>>(),
+            Sds::Heap { b, .. } => b.len(),
+            Sds::Grow { v, .. } => v.capacity() + std::mem::size_of::<Vec<u8>>(),
         }
     }
 }
@@ -174,10 +205,12 @@ mod tests {
     }
 
     #[test]
-    fn make_mut_moves_to_heap() {
+    fn make_mut_moves_to_heap_and_keeps_flag() {
         let mut s = Sds::from("abc");
+        s.set_flag(2);
         s.make_mut_vec().extend_from_slice(b"def");
         assert_eq!(&*s, b"abcdef");
         assert!(!s.is_inline());
+        assert_eq!(s.flag(), 2);
     }
 }

@@ -171,7 +171,7 @@ impl<'a> Ctx<'a> {
         match self.lookup_read(key) {
             None => Ok(None),
             Some(idx) => match self.db().entry(idx).value {
-                Value::Str { .. } => Ok(Some(idx)),
+                Value::Str(_) => Ok(Some(idx)),
                 #[allow(unreachable_patterns)]
                 _ => {
                     self.wrongtype();

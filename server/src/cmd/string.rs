@@ -2,7 +2,7 @@
 //! ranges, LCS.
 
 use super::{errors, Ctx};
-use crate::db::{StrEnc, Value, NO_EXPIRE};
+use crate::db::{Value, NO_EXPIRE};
 use crate::util::{fmt_i64, ld_incr, parse_i64, LdIncrError};
 
 const SET_NX: u32 = 1;
@@ -346,11 +346,11 @@ pub fn append(ctx: &mut Ctx) {
             if !check_len(ctx, (cur + add.len()) as i64) {
                 return;
             }
-            let e = ctx.db().entry_mut(idx);
-            let Value::Str { s, enc } = &mut e.value;
-            s.make_mut_vec().extend_from_slice(add);
-            *enc = StrEnc::Raw;
-            s.len()
+            let Some(v) = ctx.db().entry_mut(idx).value.str_mut_raw() else {
+                return ctx.wrongtype();
+            };
+            v.extend_from_slice(add);
+            v.len()
         }
     };
     ctx.propagate_as_is();
@@ -439,15 +439,14 @@ pub fn setrange(ctx: &mut Ctx) {
             idx
         }
     };
-    let e = ctx.db().entry_mut(idx);
-    let Value::Str { s, enc } = &mut e.value;
-    let v = s.make_mut_vec();
+    let Some(v) = ctx.db().entry_mut(idx).value.str_mut_raw() else {
+        return ctx.wrongtype();
+    };
     let end = offset as usize + val.len();
     if v.len() < end {
         v.resize(end, 0);
     }
     v[offset as usize..end].copy_from_slice(val);
-    *enc = StrEnc::Raw;
     let n = v.len() as i64;
     ctx.propagate_as_is();
     ctx.out.int(n);

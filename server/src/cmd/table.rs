@@ -1,7 +1,7 @@
 //! The command table: one row per command, shared by the store (dispatch,
 //! arity, auth), the router (route class, tenant scope) and `COMMAND`.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{client, command, config, connection, debug, info, keys, server, string, Ctx};

@@ -248,6 +248,13 @@ mod tests {
     }
 
     #[test]
+    fn entry_is_64_bytes() {
+        // Memory per key is the point of this layout: keep it from creeping.
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    #[test]
     fn insert_find_remove_keeps_index_consistent() {
         let mut t = Table::new();
         for i in 0..1000 {

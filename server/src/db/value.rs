@@ -10,13 +10,14 @@ const EMBSTR_LIMIT: usize = 44;
 /// A stored value.
 #[derive(Clone, Debug)]
 pub enum Value {
-    /// A string, with how Redis would have encoded it (OBJECT ENCODING).
-    Str { s: Sds, enc: StrEnc },
+    /// A string; its `flag` byte holds the [`StrEnc`] (OBJECT ENCODING).
+    Str(Sds),
 }
 
 /// Redis's string encodings depend on how the value was made, not only on
 /// its bytes, so we remember the origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum StrEnc {
     /// Passed through `tryObjectEncoding` (SET, MSET, INCR...): "int" when
     /// it is a canonical integer, else "embstr"/"raw" by length.
@@ -53,25 +54,18 @@ impl Kind {
 
 impl Value {
     pub fn from_bytes(b: &[u8]) -> Value {
-        Value::Str {
-            s: Sds::from_slice(b),
-            enc: StrEnc::Auto,
-        }
+        Value::Str(Sds::from_slice(b))
     }
 
     pub fn from_vec(v: Vec<u8>) -> Value {
-        Value::Str {
-            s: Sds::from_vec(v),
-            enc: StrEnc::Auto,
-        }
+        Value::Str(Sds::from_vec(v))
     }
 
     /// A string that Redis would not have integer-encoded.
     pub fn plain(b: &[u8]) -> Value {
-        Value::Str {
-            s: Sds::from_slice(b),
-            enc: StrEnc::Plain,
-        }
+        let mut s = Sds::from_slice(b);
+        s.set_flag(StrEnc::Plain as u8);
+        Value::Str(s)
     }
 
     pub fn from_i64(n: i64) -> Value {
@@ -81,7 +75,7 @@ impl Value {
 
     pub fn kind(&self) -> Kind {
         match self {
-            Value::Str { .. } => Kind::String,
+            Value::Str(_) => Kind::String,
         }
     }
 
@@ -89,18 +83,16 @@ impl Value {
     #[inline]
     pub fn as_str(&self) -> Option<&[u8]> {
         match self {
-            Value::Str { s, .. } => Some(s.as_bytes()),
+            Value::Str(s) => Some(s.as_bytes()),
         }
     }
 
     /// The encoding name OBJECT ENCODING reports.
     pub fn encoding(&self) -> &'static str {
         match self {
-            Value::Str {
-                enc: StrEnc::Raw, ..
-            } => "raw",
-            Value::Str { s, enc } => {
-                if *enc == StrEnc::Auto && s.len() <= 20 && parse_i64(s).is_some() {
+            Value::Str(s) if s.flag() == StrEnc::Raw as u8 => "raw",
+            Value::Str(s) => {
+                if s.flag() == StrEnc::Auto as u8 && s.len() <= 20 && parse_i64(s).is_some() {
                     "int"
                 } else if s.len() <= EMBSTR_LIMIT {
                     "embstr"
@@ -111,11 +103,22 @@ impl Value {
         }
     }
 
+    /// Mutable string bytes, switched to a growable buffer and marked
+    /// "raw" (APPEND/SETRANGE modify in place). `None` if not a string.
+    pub fn str_mut_raw(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Value::Str(s) => {
+                s.set_flag(StrEnc::Raw as u8);
+                Some(s.make_mut_vec())
+            }
+        }
+    }
+
     /// Approximate heap bytes owned by the value (for MEMORY USAGE and
     /// eviction accounting; the allocator's own counter is the truth).
     pub fn heap_size(&self) -> usize {
         match self {
-            Value::Str { s, .. } => s.heap_size(),
+            Value::Str(s) => s.heap_size(),
         }
     }
 }

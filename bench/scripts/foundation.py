@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Foundation benchmark: anykv server vs redis-server, side by side.
+
+Runs redis-benchmark against both servers, interleaved, N rounds, and prints
+a Markdown table of medians with anykv/Redis ratios; then measures memory
+after DEBUG POPULATE. Usage:
+
+    cargo build --release
+    python3 bench/scripts/foundation.py [--rounds 5] [--anykv target/release/anykv]
+"""
+import argparse, csv, io, os, re, signal, socket, statistics, subprocess, sys, time
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def wait_ready(port):
+    for _ in range(200):
+        try:
+            out = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, timeout=2).stdout
+            if "PONG" in out:
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"server on {port} did not start")
+
+def start(kind, anykv, port, extra=()):
+    if kind == "redis":
+        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--enable-debug-command", "yes", *extra]
+    else:
+        cmd = [anykv, "server", "--port", str(port), "--bind", "127.0.0.1", "--enable-debug-command", "yes", *extra]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port)
+    return p
+
+def cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
+
+def bench(port, tests, clients, pipeline, n):
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", tests, "-c", str(clients), "-P", str(pipeline),
+                          "-n", str(n), "--csv"], capture_output=True, text=True).stdout
+    rows = {}
+    for r in csv.DictReader(io.StringIO(out)):
+        rows[r["test"]] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]))
+    return rows
+
+def info_mem(port):
+    txt = cli(port, "info", "memory")
+    used = int(re.search(r"used_memory:(\d+)", txt).group(1))
+    return used
+
+def peak_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--anykv", default="target/release/anykv")
+    ap.add_argument("--tests", default="set,get,incr,mset")
+    ap.add_argument("--populate", type=int, default=1000000)
+    a = ap.parse_args()
+    rp, ap_ = free_port(), free_port()
+    servers = {"redis": start("redis", a.anykv, rp), "anykv": start("anykv", a.anykv, ap_)}
+    ports = {"redis": rp, "anykv": ap_}
+    try:
+        configs = [(50, 1, 200000), (50, 16, 2000000), (1, 1, 50000)]
+        results = {}  # (cfg, kind, test) -> list of tuples
+        for rnd in range(a.rounds):
+            for cfg in configs:
+                for kind in (("redis", "anykv") if rnd % 2 == 0 else ("anykv", "redis")):
+                    tests = a.tests if cfg[0] > 1 else "set,get"
+                    rows = bench(ports[kind], tests, *cfg)
+                    for t, v in rows.items():
+                        results.setdefault((cfg, kind, t), []).append(v)
+            print(f"round {rnd + 1}/{a.rounds} done", file=sys.stderr)
+        print("| test | clients | pipeline | redis rps | anykv rps | ratio | redis p50/p99 ms | anykv p50/p99 ms |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for cfg in configs:
+            names = sorted({t for (c, k, t) in results if c == cfg}, key=lambda s: s.split()[0])
+            for t in names:
+                r = results[(cfg, "redis", t)]; k = results[(cfg, "anykv", t)]
+                med = lambda xs, i: statistics.median(x[i] for x in xs)
+                rr, kr = med(r, 0), med(k, 0)
+                print(f"| {t} | {cfg[0]} | {cfg[1]} | {rr:,.0f} | {kr:,.0f} | {kr / rr:.2f}x | "
+                      f"{med(r, 1):.3f} / {med(r, 2):.3f} | {med(k, 1):.3f} / {med(k, 2):.3f} |")
+        print()
+        print(f"| memory after DEBUG POPULATE {a.populate} key 16 | redis | anykv | ratio |")
+        print("| --- | --- | --- | --- |")
+        mem = {}
+        for kind in ("redis", "anykv"):
+            cli(ports[kind], "flushall")
+            servers[kind].send_signal(signal.SIGTERM); servers[kind].wait()
+            servers[kind] = start(kind, a.anykv, ports[kind])
+            cli(ports[kind], "debug", "populate", str(a.populate), "key", "16")
+            time.sleep(0.5)
+            mem[kind] = (info_mem(ports[kind]), peak_rss(servers[kind].pid))
+        for i, label in ((0, "used_memory"), (1, "peak RSS")):
+            r, k = mem["redis"][i], mem["anykv"][i]
+            print(f"| {label} | {r / 1e6:.1f} MB | {k / 1e6:.1f} MB | {k / r:.2f}x |")
+    finally:
+        for p in servers.values():
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=5)
+            except Exception:
+                p.kill()
+
+if __name__ == "__main__":
+    main()
