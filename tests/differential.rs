@@ -243,6 +243,11 @@ enum Cmp {
     Scan,
     /// Exact, and on +OK the connection's db changes.
     Select,
+    /// Flat name/value arrays compared as sorted pairs (CONFIG GET patterns).
+    UnorderedPairs,
+    /// Errors compared exactly; a success only needs to be a success on both
+    /// (HELLO's reply carries the connection id).
+    ErrorsExact,
 }
 
 struct Op {
@@ -447,6 +452,11 @@ impl Harness<'_> {
         self.remember(&op.args, &r);
         let note = match op.cmp {
             Cmp::Exact | Cmp::Select | Cmp::Scan => (r != t).then(String::new),
+            Cmp::UnorderedPairs => (sorted_pairs(&r) != sorted_pairs(&t)).then(String::new),
+            Cmp::ErrorsExact => {
+                let err = |v: &Value| matches!(v, Value::Error(_));
+                ((err(&r) || err(&t)) && r != t).then(|| "errors compared exactly".to_string())
+            }
             Cmp::Unordered => {
                 (sorted(&r) != sorted(&t)).then(|| "compared as sorted multisets".to_string())
             }
@@ -1209,6 +1219,7 @@ impl Gen {
             (6, Gen::g_swapdb),
             (10, Gen::g_ping_echo),
             (5, Gen::g_unknown),
+            (15, Gen::g_server),
         ];
         if self.other_types {
             table.push((40, Gen::g_other_types));
@@ -1610,6 +1621,106 @@ impl Gen {
             a.push(self.value());
         }
         Gen::op(a)
+    }
+
+    /// Deterministic connection and server commands: client names, config
+    /// reads and rejected config writes, ACL/AUTH/HELLO errors, COMMAND
+    /// GETKEYS, subcommand errors.
+    fn g_server(&mut self) -> Op {
+        let op = match self.idx(16) {
+            0 => vec![
+                b("CLIENT"),
+                b("SETNAME"),
+                self.pick_str(&["app-1", "", "has space", "nl\n", "x"]),
+            ],
+            1 => vec![b("CLIENT"), b("GETNAME")],
+            2 => vec![b("CLIENT"), self.pick_str(&["NOSUCH", "SETNAME", "ID2"])],
+            3 => vec![
+                b("CONFIG"),
+                b("GET"),
+                self.pick_str(&[
+                    "maxmemory-policy",
+                    "hz",
+                    "nosuch",
+                    "proto-max-bulk-len",
+                    "timeout",
+                    "databases",
+                ]),
+            ],
+            4 => {
+                let mut o = vec![
+                    b("CONFIG"),
+                    b("GET"),
+                    self.pick_str(&["*max-*-entries*", "maxmemory*", "list-*"]),
+                ];
+                let op = Gen::op(std::mem::take(&mut o));
+                return Op {
+                    cmp: Cmp::UnorderedPairs,
+                    ..op
+                };
+            }
+            5 => vec![
+                b("CONFIG"),
+                b("SET"),
+                self.pick_str(&[
+                    "hz",
+                    "maxclients",
+                    "maxmemory-policy",
+                    "nosuch",
+                    "databases",
+                    "appendfsync",
+                ]),
+                self.pick_str(&[
+                    "abc",
+                    "-1",
+                    "allkeys-foo",
+                    "yes",
+                    "1kb",
+                    "99999999999999999999",
+                ]),
+            ],
+            6 => vec![
+                b("CONFIG"),
+                b("SET"),
+                b("hash-max-listpack-entries"),
+                b("128"),
+            ],
+            7 => vec![b("ACL"), b("WHOAMI")],
+            8 => vec![b("AUTH"), self.value()],
+            9 | 10 => {
+                let args = if self.pct(50) {
+                    vec![b("HELLO"), self.pick_str(&["4", "1", "abc", "-1"])]
+                } else {
+                    let name = self.pick_str(&["bad name", "ok"]);
+                    vec![b("HELLO"), b("2"), b("SETNAME"), name, b("BOGUS")]
+                };
+                return Op {
+                    cmp: Cmp::ErrorsExact,
+                    ..Gen::op(args)
+                };
+            }
+            11 => {
+                let cmd = self.pick_str(&["SET", "GET", "MSET", "DEL", "PING", "NOSUCH", "COPY"]);
+                let mut v = vec![b("COMMAND"), b("GETKEYS"), cmd];
+                for _ in 0..self.idx(5) {
+                    v.push(self.key());
+                }
+                v
+            }
+            12 => vec![b("WAIT"), b("0"), b("0")],
+            13 => vec![
+                b("DEBUG"),
+                self.pick_str(&["NOSUCH", "SET-ACTIVE-EXPIRE"]),
+                b("1"),
+            ],
+            14 => vec![
+                b("OBJECT"),
+                self.pick_str(&["NOSUCH", "ENCODING", "REFCOUNT"]),
+                self.key(),
+            ],
+            _ => vec![b("CONFIG"), self.pick_str(&["NOSUCH", "RESETSTAT2"])],
+        };
+        Gen::op(op)
     }
 
     /// Only with WITH_OTHER_TYPES: lists, sets and hashes on the pool keys.

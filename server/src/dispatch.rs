@@ -11,6 +11,7 @@ use crate::cmd::{errors, lookup, Ctx, Lookup};
 use crate::resp::Reply;
 use crate::shared::{Settings, Shared};
 use crate::tenant::{CmdStat, PauseMode, SlowEntry, Tenant};
+use crate::util::c_str;
 
 /// What the connection must do after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,12 +28,6 @@ pub enum Outcome {
 const SLOWLOG_MAX_ARGC: usize = 32;
 const SLOWLOG_MAX_STRING: usize = 128;
 
-/// C's `%.Ns` of a client argument: up to the first NUL, at most `max` bytes.
-fn cstr(a: &[u8], max: usize) -> &[u8] {
-    let end = a.iter().position(|&c| c == 0).unwrap_or(a.len());
-    &a[..end.min(max)]
-}
-
 /// Redis's "unknown command" text, byte for byte.
 fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
     let mut list: Vec<u8> = Vec::new();
@@ -42,11 +37,11 @@ fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
         }
         let room = 128 - list.len();
         list.push(b'\'');
-        list.extend_from_slice(cstr(a, room));
+        list.extend_from_slice(c_str(a, room));
         list.extend_from_slice(b"' ");
     }
     let mut msg = b"ERR unknown command '".to_vec();
-    msg.extend_from_slice(cstr(args[0], 128));
+    msg.extend_from_slice(c_str(args[0], 128));
     msg.extend_from_slice(b"', with args beginning with: ");
     msg.extend_from_slice(&list);
     msg
@@ -111,9 +106,9 @@ fn run(
         }
         Lookup::UnknownSub => {
             let mut msg = b"ERR unknown subcommand '".to_vec();
-            msg.extend_from_slice(cstr(args[1], 128));
+            msg.extend_from_slice(c_str(args[1], 128));
             msg.extend_from_slice(b"'. Try ");
-            msg.extend_from_slice(&cstr(args[0], usize::MAX).to_ascii_uppercase());
+            msg.extend_from_slice(&c_str(args[0], usize::MAX).to_ascii_uppercase());
             msg.extend_from_slice(b" HELP.");
             t.count_error("ERR");
             out.error_bytes(&msg);

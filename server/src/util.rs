@@ -19,6 +19,13 @@ pub fn ustime() -> i64 {
         .unwrap_or(0)
 }
 
+/// C's `%.Ns` of a client argument: up to the first NUL, at most `max`
+/// bytes (Redis formats some error replies from arguments with `%s`).
+pub fn c_str(a: &[u8], max: usize) -> &[u8] {
+    let end = a.iter().position(|&c| c == 0).unwrap_or(a.len());
+    &a[..end.min(max)]
+}
+
 /// Redis's `string2ll`: strict base-10 i64 (no spaces, no '+', no leading
 /// zeros, no "-0").
 pub fn parse_i64(s: &[u8]) -> Option<i64> {

@@ -56,7 +56,12 @@ fn reply_info(ctx: &mut Ctx, r: &Registered) {
     ctx.out.array(10);
     ctx.out.bulk(r.fullname.as_bytes());
     ctx.out.int(spec.arity as i64);
-    let flags: Vec<&str> = spec.flags.split(' ').filter(|f| !f.is_empty()).collect();
+    // "protected" is internal (Redis's CMD_PROTECTED is not reported either).
+    let flags: Vec<&str> = spec
+        .flags
+        .split(' ')
+        .filter(|f| !f.is_empty() && *f != "protected")
+        .collect();
     ctx.out.set(flags.len());
     for f in flags {
         ctx.out.simple(f);

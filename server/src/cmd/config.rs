@@ -14,7 +14,7 @@ pub fn get(ctx: &mut Ctx) {
 
 pub fn set(ctx: &mut Ctx) {
     if !ctx.args.len().is_multiple_of(2) {
-        return ctx.err("wrong number of arguments for 'config|set' command");
+        return ctx.syntax_error();
     }
     let pairs: Vec<(&[u8], &[u8])> = ctx.args[2..].chunks(2).map(|c| (c[0], c[1])).collect();
     let local = ctx.s.info.addr.ip().is_loopback();

@@ -110,7 +110,6 @@ pub fn hello(ctx: &mut Ctx) {
         }
     }
     let mut creds: Option<(&[u8], &[u8])> = None;
-    let mut name: Option<&[u8]> = None;
     let mut j = next;
     while j < ctx.args.len() {
         let more = ctx.args.len() - 1 - j;
@@ -124,14 +123,15 @@ pub fn hello(ctx: &mut Ctx) {
                 return ctx
                     .err("Client names cannot contain spaces, newlines or special characters.");
             }
-            name = Some(n);
+            // Redis 7.0 applies SETNAME while parsing, even if a later
+            // option is rejected.
+            *ctx.s.info.name.borrow_mut() = n.to_vec();
             j += 1;
         } else {
-            let msg = format!(
-                "Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(opt)
-            );
-            return ctx.err(&msg);
+            let mut msg = b"Syntax error in HELLO option '".to_vec();
+            msg.extend_from_slice(crate::util::c_str(opt, usize::MAX));
+            msg.push(b'\'');
+            return ctx.err_bytes(&msg);
         }
         j += 1;
     }
@@ -142,9 +142,6 @@ pub fn hello(ctx: &mut Ctx) {
     }
     if !ctx.s.authenticated {
         return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-    }
-    if let Some(n) = name {
-        *ctx.s.info.name.borrow_mut() = n.to_vec();
     }
     if ver != 0 {
         ctx.s.resp = ver as u8;

@@ -77,8 +77,9 @@ fn expire_generic(ctx: &mut Ctx, basetime: i64, seconds: bool) {
         } else if o.eq_ignore_ascii_case(b"lt") {
             flags |= EXPIRE_LT;
         } else {
-            let msg = format!("Unsupported option {}", String::from_utf8_lossy(o));
-            return ctx.err(&msg);
+            let mut msg = b"Unsupported option ".to_vec();
+            msg.extend_from_slice(crate::util::c_str(o, usize::MAX));
+            return ctx.err_bytes(&msg);
         }
     }
     if flags & EXPIRE_NX != 0 && flags & (EXPIRE_XX | EXPIRE_GT | EXPIRE_LT) != 0 {
@@ -163,9 +164,14 @@ fn ttl_generic(ctx: &mut Ctx, ms: bool, absolute: bool) {
     let ttl = if absolute {
         exp
     } else {
-        (exp - ctx.now_ms).max(0)
+        exp.saturating_sub(ctx.now_ms).max(0)
     };
-    ctx.out.int(if ms { ttl } else { (ttl + 500) / 1000 });
+    // i128: an expiry near i64::MAX must round, not overflow.
+    ctx.out.int(if ms {
+        ttl
+    } else {
+        ((ttl as i128 + 500) / 1000) as i64
+    });
 }
 
 pub fn ttl(ctx: &mut Ctx) {
@@ -391,7 +397,7 @@ pub fn copy(ctx: &mut Ctx) {
     };
     let (value, expire) = {
         let e = ctx.t.ks.dbs[src_db].entry(idx);
-        (e.value.clone(), e.expire_at)
+        (e.value.duplicate(), e.expire_at)
     };
     if ctx.lookup_write_in(dst_db, newkey).is_some() {
         if !replace {
@@ -463,12 +469,7 @@ pub fn object_refcount(ctx: &mut Ctx) {
             let p = c.maxmemory_policy();
             c.maxmemory() == 0 || !(p.contains("lru") || p.contains("lfu"))
         };
-        let v = &ctx.db().entry(idx).value;
-        let is_shared = shared_ints
-            && v.encoding() == "int"
-            && v.as_str()
-                .and_then(parse_i64)
-                .is_some_and(|n| (0..10000).contains(&n));
+        let is_shared = shared_ints && ctx.db().entry(idx).value.is_shared_integer();
         ctx.out.int(if is_shared { i32::MAX as i64 } else { 1 });
     }
 }

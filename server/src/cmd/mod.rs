@@ -77,6 +77,15 @@ impl<'a> Ctx<'a> {
         self.out.err(msg);
     }
 
+    /// `-ERR <msg>` from bytes (messages that echo client arguments).
+    pub fn err_bytes(&mut self, msg: &[u8]) {
+        self.failed = true;
+        self.t.count_error("ERR");
+        let mut m = b"ERR ".to_vec();
+        m.extend_from_slice(msg);
+        self.out.error_bytes(&m);
+    }
+
     /// Writes an error reply with its own code (`WRONGTYPE ...`).
     pub fn error(&mut self, msg: &str) {
         self.failed = true;

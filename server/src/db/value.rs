@@ -27,6 +27,9 @@ pub enum StrEnc {
     Plain,
     /// Modified in place (APPEND, SETRANGE): always "raw".
     Raw,
+    /// Like `Auto`, but a private copy (COPY duplicates shared integers,
+    /// so OBJECT REFCOUNT is 1 where the original reports INT_MAX).
+    AutoCopy,
 }
 
 /// The data type, as TYPE names it.
@@ -92,13 +95,39 @@ impl Value {
         match self {
             Value::Str(s) if s.flag() == StrEnc::Raw as u8 => "raw",
             Value::Str(s) => {
-                if s.flag() == StrEnc::Auto as u8 && s.len() <= 20 && parse_i64(s).is_some() {
+                let auto = s.flag() == StrEnc::Auto as u8 || s.flag() == StrEnc::AutoCopy as u8;
+                if auto && s.len() <= 20 && parse_i64(s).is_some() {
                     "int"
                 } else if s.len() <= EMBSTR_LIMIT {
                     "embstr"
                 } else {
                     "raw"
                 }
+            }
+        }
+    }
+
+    /// A private duplicate, as Redis's COPY makes (`dupStringObject`).
+    pub fn duplicate(&self) -> Value {
+        match self {
+            Value::Str(s) => {
+                let mut d = s.clone();
+                if d.flag() == StrEnc::Auto as u8 {
+                    d.set_flag(StrEnc::AutoCopy as u8);
+                }
+                Value::Str(d)
+            }
+        }
+    }
+
+    /// True if Redis would share this value's object (small integers
+    /// created through `tryObjectEncoding`), given the policy allows it.
+    pub fn is_shared_integer(&self) -> bool {
+        match self {
+            Value::Str(s) => {
+                s.flag() == StrEnc::Auto as u8
+                    && s.len() <= 20
+                    && parse_i64(s).is_some_and(|n| (0..10000).contains(&n))
             }
         }
     }
