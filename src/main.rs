@@ -86,13 +86,22 @@ fn run_server(args: Vec<String>) -> anyhow::Result<()> {
 async fn wait_for_signal(shared: &Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
+    // Like redis-server, ignore SIGHUP (a closed terminal must not stop us).
+    let mut hup = signal(SignalKind::hangup()).ok();
     let mut rx = shared.shutdown_rx();
-    tokio::select! {
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {
-            tracing::warn!("Received SIGTERM scheduling shutdown...");
+    loop {
+        tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                tracing::info!("Received SIGHUP, ignoring it");
+                continue;
+            }
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {
+                tracing::warn!("Received SIGTERM scheduling shutdown...");
+            }
+            _ = tokio::signal::ctrl_c() => tracing::warn!("Received SIGINT scheduling shutdown..."),
+            _ = rx.changed() => {}
         }
-        _ = tokio::signal::ctrl_c() => tracing::warn!("Received SIGINT scheduling shutdown..."),
-        _ = rx.changed() => {}
+        break;
     }
 }
 

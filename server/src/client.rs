@@ -35,6 +35,8 @@ pub struct ClientInfo {
     pub user: RefCell<String>,
     pub monitor: Cell<bool>,
     pub no_evict: Cell<bool>,
+    /// Waiting inside a command (WAIT): exempt from the idle timeout.
+    pub blocked: Cell<bool>,
     pub qbuf: Cell<usize>,
     pub obuf: Cell<usize>,
     /// Requested close (CLIENT KILL, idle timeout, output limits, shutdown).
@@ -63,6 +65,7 @@ impl ClientInfo {
             user: RefCell::new("default".into()),
             monitor: Cell::new(false),
             no_evict: Cell::new(false),
+            blocked: Cell::new(false),
             qbuf: Cell::new(0),
             obuf: Cell::new(0),
             killed: Cell::new(false),

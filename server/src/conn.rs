@@ -197,10 +197,12 @@ async fn run(
                         tokio::time::sleep(Duration::from_millis(ms)).await
                     }
                 };
+                s.info.blocked.set(true);
                 tokio::select! {
                     _ = wait => {}
                     _ = killed(&s.info) => return,
                 }
+                s.info.blocked.set(false);
                 out.int(replicas);
                 continue;
             }

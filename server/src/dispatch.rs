@@ -26,6 +26,9 @@ pub enum Outcome {
 }
 
 const SLOWLOG_MAX_ARGC: usize = 32;
+/// Most bytes queued for a MONITOR client that does not read, when no
+/// normal-class output limit is configured.
+pub const MONITOR_PUSH_CAP: usize = 64 * 1024 * 1024;
 const SLOWLOG_MAX_STRING: usize = 128;
 
 /// Redis's "unknown command" text, byte for byte.
@@ -194,9 +197,28 @@ fn run(
         let addr = s.info.addr.to_string();
         let line = monitor_line(s.db, &addr, &redact(r.fullname.as_str(), args));
         t.monitors.retain(|m| !m.killed.get());
+        // A MONITOR client that does not read must not grow our memory
+        // without bound: past the normal class's hard limit (or
+        // MONITOR_PUSH_CAP when that is 0, Redis's "unlimited") it is closed.
+        let cap = match set.output_hard_limit {
+            0 => MONITOR_PUSH_CAP,
+            n => n as usize,
+        };
         for m in &t.monitors {
             if m.id != s.info.id {
                 m.push_bytes(&line);
+                if m.push.borrow().len() > cap {
+                    tracing::warn!(
+                        id = m.id,
+                        "MONITOR client closed for overcoming of output buffer limits."
+                    );
+                    shared
+                        .stats
+                        .client_output_limit_disconnections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    m.push.borrow_mut().clear();
+                    m.kill();
+                }
             }
         }
     }

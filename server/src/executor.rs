@@ -323,7 +323,8 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         if set.idle_timeout_s > 0 {
             let limit = set.idle_timeout_s as i64 * 1000;
             for c in t.clients.values() {
-                if !c.monitor.get() && now - c.last_interaction_ms.get() > limit {
+                if !c.monitor.get() && !c.blocked.get() && now - c.last_interaction_ms.get() > limit
+                {
                     tracing::debug!(id = c.id, "Closing idle client");
                     c.kill();
                 }

@@ -223,6 +223,13 @@ impl RespConn {
     }
 }
 
+impl RespConn {
+    /// Reads one reply without sending anything (e.g. a MONITOR feed).
+    pub fn read_reply(&mut self) -> io::Result<Value> {
+        self.read_value(0)
+    }
+}
+
 impl Conn for RespConn {
     fn call(&mut self, args: &[Vec<u8>]) -> io::Result<Value> {
         self.buf.clear();
@@ -288,6 +295,11 @@ impl ServerProcess {
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(max_lines);
         lines[start..].join("\n")
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `Some(status)` if the process has already exited.
@@ -478,7 +490,8 @@ pub fn spawn_server(name: &str, make: &dyn Fn(u16) -> Command) -> ServerProcess 
     panic!("{name} did not become ready:\n{last_failure}");
 }
 
-/// Waits until the server accepts a TCP connection and answers PING with +PONG.
+/// Waits until the server accepts a TCP connection and answers PING with
+/// +PONG (or -NOAUTH, for a server started with `requirepass`).
 pub fn wait_ready(server: &mut ServerProcess, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut last;
@@ -490,16 +503,12 @@ pub fn wait_ready(server: &mut ServerProcess, timeout: Duration) -> Result<(), S
             ));
         }
         match RespConn::connect(server.port).and_then(|mut c| c.cmd(&["PING"])) {
+            // A server with `requirepass` answers NOAUTH: it is up, too.
             Ok(Value::Simple(s)) if s == b"PONG" => {
-                return match port_owned_by(server.child.id(), server.port) {
-                    Some(false) => Err(format!(
-                        "port {} answered PING, but not from {} (pid {}): another process took the port",
-                        server.port,
-                        server.name,
-                        server.child.id()
-                    )),
-                    _ => Ok(()),
-                };
+                return check_owner(server);
+            }
+            Ok(Value::Error(e)) if e.starts_with(b"NOAUTH ") => {
+                return check_owner(server);
             }
             Ok(other) => last = format!("PING replied {other:?}"),
             Err(e) => last = e.to_string(),
@@ -511,6 +520,19 @@ pub fn wait_ready(server: &mut ServerProcess, timeout: Duration) -> Result<(), S
             ));
         }
         std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The port answered: make sure it is our process that listens there.
+fn check_owner(server: &mut ServerProcess) -> Result<(), String> {
+    match port_owned_by(server.child.id(), server.port) {
+        Some(false) => Err(format!(
+            "port {} answered PING, but not from {} (pid {}): another process took the port",
+            server.port,
+            server.name,
+            server.child.id()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -587,6 +609,20 @@ pub fn start_anykv(bin: &Path) -> ServerProcess {
         let mut c = Command::new(&bin);
         c.args(["server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--enable-debug-command", "yes"]);
+        c
+    })
+}
+
+/// Starts the anykv binary on a free port with extra `anykv server`
+/// arguments, e.g. `&["--requirepass", "pw", "--maxclients", "5"]`.
+pub fn start_anykv_with(bin: &Path, extra: &[&str]) -> ServerProcess {
+    assert!(bin.exists(), "anykv binary not found at {}", bin.display());
+    let bin = bin.to_path_buf();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    spawn_server("anykv", &|port| {
+        let mut c = Command::new(&bin);
+        c.args(["server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(&extra);
         c
     })
 }

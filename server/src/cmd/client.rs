@@ -164,6 +164,7 @@ pub fn kill(ctx: &mut Ctx) {
     let me = ctx.s.info.id;
     let mut killed = 0;
     let mut kill_self = false;
+    let mut gone = Vec::new();
     for c in ctx.t.clients.values() {
         if addr.is_some_and(|a| a != c.addr.to_string().as_bytes())
             || laddr.is_some_and(|a| a != c.laddr.to_string().as_bytes())
@@ -180,8 +181,15 @@ pub fn kill(ctx: &mut Ctx) {
             kill_self = true;
         } else {
             c.kill();
+            gone.push(c.id);
         }
         killed += 1;
+    }
+    // Killed clients leave the registry at once, as Redis frees them before
+    // the next command (CLIENT LIST/KILL in the same pipeline see it gone).
+    for id in gone {
+        ctx.t.clients.remove(&id);
+        ctx.t.monitors.retain(|m| m.id != id);
     }
     if old_form {
         if killed == 0 {

@@ -141,7 +141,7 @@ pub fn hello(ctx: &mut Ctx) {
         }
     }
     if !ctx.s.authenticated {
-        return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if ver != 0 {
         ctx.s.resp = ver as u8;
