@@ -1,7 +1,12 @@
 //! The keyspace: per-tenant databases of keys, values and TTLs.
 
+pub mod hash;
+pub mod list;
+pub mod listpack;
+pub mod set;
 pub mod table;
 pub mod value;
+pub mod zset;
 
 pub use table::{Entry, Table, NO_EXPIRE};
 pub use value::{Kind, StrEnc, Value};
@@ -37,10 +42,7 @@ impl Keyspace {
                     let mut h = std::collections::hash_map::DefaultHasher::new();
                     (salt as u64, dbi as u64).hash(&mut h);
                     e.key.as_bytes().hash(&mut h);
-                    e.value.kind().name().hash(&mut h);
-                    if let Some(s) = e.value.as_str() {
-                        s.hash(&mut h);
-                    }
+                    e.value.digest_into(&mut h);
                     e.expire_at.hash(&mut h);
                     // Order-independent combination.
                     *slot = slot.wrapping_add(h.finish());

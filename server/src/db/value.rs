@@ -1,6 +1,13 @@
-//! Values stored under keys. This issue's store holds strings; the data-type
-//! issue adds lists, hashes, sets and sorted sets as further variants.
+//! Values stored under keys. Strings live inline in the 24-byte `Value`;
+//! the collection types are boxed, so every value is 24 bytes and the enum's
+//! tag lives in the string's niche.
 
+use std::hash::{Hash as _, Hasher};
+
+use crate::db::hash::Hash;
+use crate::db::list::List;
+use crate::db::set::Set;
+use crate::db::zset::ZSet;
 use crate::sds::Sds;
 use crate::util::parse_i64;
 
@@ -12,6 +19,10 @@ const EMBSTR_LIMIT: usize = 44;
 pub enum Value {
     /// A string; its `flag` byte holds the [`StrEnc`] (OBJECT ENCODING).
     Str(Sds),
+    List(Box<List>),
+    Hash(Box<Hash>),
+    Set(Box<Set>),
+    ZSet(Box<ZSet>),
 }
 
 /// Redis's string encodings depend on how the value was made, not only on
@@ -36,22 +47,28 @@ pub enum StrEnc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     String,
+    List,
+    Hash,
+    Set,
+    ZSet,
 }
 
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::String => "string",
+            Kind::List => "list",
+            Kind::Hash => "hash",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
         }
     }
 
     /// Parses a TYPE name (SCAN ... TYPE); unknown names are `None`.
     pub fn from_name(name: &[u8]) -> Option<Kind> {
-        if name.eq_ignore_ascii_case(b"string") {
-            Some(Kind::String)
-        } else {
-            None
-        }
+        [Kind::String, Kind::List, Kind::Hash, Kind::Set, Kind::ZSet]
+            .into_iter()
+            .find(|k| name.eq_ignore_ascii_case(k.name().as_bytes()))
     }
 }
 
@@ -79,6 +96,10 @@ impl Value {
     pub fn kind(&self) -> Kind {
         match self {
             Value::Str(_) => Kind::String,
+            Value::List(_) => Kind::List,
+            Value::Hash(_) => Kind::Hash,
+            Value::Set(_) => Kind::Set,
+            Value::ZSet(_) => Kind::ZSet,
         }
     }
 
@@ -87,6 +108,7 @@ impl Value {
     pub fn as_str(&self) -> Option<&[u8]> {
         match self {
             Value::Str(s) => Some(s.as_bytes()),
+            _ => None,
         }
     }
 
@@ -104,6 +126,23 @@ impl Value {
                     "raw"
                 }
             }
+            Value::List(l) => l.encoding(),
+            Value::Hash(h) => h.encoding(),
+            Value::Set(x) => x.encoding(),
+            Value::ZSet(z) => z.encoding(),
+        }
+    }
+
+    /// Feeds the value (type and contents, independent of encoding) into a
+    /// digest, for replay and snapshot consistency checks.
+    pub fn digest_into(&self, h: &mut impl Hasher) {
+        self.kind().name().hash(h);
+        match self {
+            Value::Str(s) => s.as_bytes().hash(h),
+            Value::List(l) => l.digest_into(h),
+            Value::Hash(x) => x.digest_into(h),
+            Value::Set(x) => x.digest_into(h),
+            Value::ZSet(z) => z.digest_into(h),
         }
     }
 
@@ -117,6 +156,7 @@ impl Value {
                 }
                 Value::Str(d)
             }
+            other => other.clone(),
         }
     }
 
@@ -129,6 +169,7 @@ impl Value {
                     && s.len() <= 20
                     && parse_i64(s).is_some_and(|n| (0..10000).contains(&n))
             }
+            _ => false,
         }
     }
 
@@ -140,6 +181,7 @@ impl Value {
                 s.set_flag(StrEnc::Raw as u8);
                 Some(s.make_mut_vec())
             }
+            _ => None,
         }
     }
 
@@ -148,6 +190,10 @@ impl Value {
     pub fn heap_size(&self) -> usize {
         match self {
             Value::Str(s) => s.heap_size(),
+            Value::List(l) => std::mem::size_of::<List>() + l.heap_size(),
+            Value::Hash(h) => std::mem::size_of::<Hash>() + h.heap_size(),
+            Value::Set(x) => std::mem::size_of::<Set>() + x.heap_size(),
+            Value::ZSet(z) => std::mem::size_of::<ZSet>() + z.heap_size(),
         }
     }
 }
