@@ -1220,6 +1220,10 @@ impl Gen {
             (10, Gen::g_ping_echo),
             (5, Gen::g_unknown),
             (15, Gen::g_server),
+            // ---- lists ----
+            // ---- hashes ----
+            // ---- sets ----
+            // ---- sorted sets ----
         ];
         if self.other_types {
             table.push((40, Gen::g_other_types));

@@ -35,6 +35,8 @@ pub struct ClientInfo {
     pub user: RefCell<String>,
     pub monitor: Cell<bool>,
     pub no_evict: Cell<bool>,
+    /// When the push queue went over the soft output limit (0: it is not).
+    pub soft_limit_since: Cell<i64>,
     /// Waiting inside a command (WAIT): exempt from the idle timeout.
     pub blocked: Cell<bool>,
     pub qbuf: Cell<usize>,
@@ -66,6 +68,7 @@ impl ClientInfo {
             monitor: Cell::new(false),
             no_evict: Cell::new(false),
             blocked: Cell::new(false),
+            soft_limit_since: Cell::new(0),
             qbuf: Cell::new(0),
             obuf: Cell::new(0),
             killed: Cell::new(false),

@@ -80,6 +80,15 @@ pub fn dispatch(
         s.reply_mode = ReplyMode::SkipThis;
     }
     let outcome = run(t, s, shared, set, args, out, now_ms);
+    // Messages this command published to its own client (PUBLISH to a
+    // channel it subscribes to, keyspace events of its own writes) precede
+    // its reply, as in Redis.
+    if !s.info.push.borrow().is_empty() {
+        let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
+        let tail = out.buf.split_off(mark);
+        out.buf.extend_from_slice(&pushed);
+        out.buf.extend_from_slice(&tail);
+    }
     match s.reply_mode {
         ReplyMode::Off => out.buf.truncate(mark),
         ReplyMode::SkipThis => {
@@ -161,6 +170,8 @@ fn run(
     }
 
     s.info.last_cmd.set(r.fullname.as_str());
+    t.notify_flags = set.notify_flags;
+    t.push_limit = set.pubsub_limit;
     let start = Instant::now();
     let mut ctx = Ctx {
         args,

@@ -50,6 +50,13 @@ pub fn active_expire_cycle(t: &mut Tenant, now_ms: i64, effort: u32, hz: u32) ->
                 if t.ks.dbs[db].entry(idx).expire_at <= now_ms {
                     let e = t.ks.dbs[db].remove_at(idx);
                     t.log.append(db, &[b"DEL", e.key.as_bytes()]);
+                    t.notify(
+                        crate::config::NOTIFY_EXPIRED,
+                        "expired",
+                        db,
+                        e.key.as_bytes(),
+                        now_ms,
+                    );
                     t.stats.expired_keys += 1;
                     expired += 1;
                 }

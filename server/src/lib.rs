@@ -18,6 +18,7 @@ pub mod executor;
 pub mod expire;
 pub mod metrics;
 pub mod proplog;
+pub mod pubsub;
 pub mod resp;
 pub mod sds;
 pub mod shared;

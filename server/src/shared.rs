@@ -53,6 +53,8 @@ pub struct Settings {
     /// Hard output-buffer limit for normal clients (0 = none).
     pub output_hard_limit: u64,
     pub idle_timeout_s: u64,
+    pub notify_flags: u32,
+    pub pubsub_limit: crate::pubsub::PushLimit,
 }
 
 impl Settings {
@@ -68,6 +70,15 @@ impl Settings {
             query_buffer_limit: c.client_query_buffer_limit(),
             output_hard_limit: c.client_output_buffer_limit().normal.hard,
             idle_timeout_s: c.timeout(),
+            notify_flags: c.notify_keyspace_flags(),
+            pubsub_limit: {
+                let l = c.client_output_buffer_limit().pubsub;
+                crate::pubsub::PushLimit {
+                    hard: l.hard,
+                    soft: l.soft,
+                    soft_secs: l.soft_secs,
+                }
+            },
         }
     }
 }

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use crate::client::ClientInfo;
 use crate::db::Keyspace;
 use crate::proplog::PropLog;
+use crate::pubsub::{PubSub, PushLimit};
 
 /// Identifies a tenant across the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +87,11 @@ pub struct Tenant {
     pub active_expire: bool,
     /// Where the active-expiry cycle resumes (database index).
     pub expire_cursor_db: usize,
+    pub pubsub: PubSub,
+    /// `notify-keyspace-events` flags (copied from the settings per command).
+    pub notify_flags: u32,
+    /// The pubsub output-buffer limit for subscribers' queues.
+    pub push_limit: PushLimit,
 }
 
 /// LATENCY samples of one event.
@@ -115,6 +121,18 @@ impl Tenant {
             rng: SmallRng::from_os_rng(),
             active_expire: true,
             expire_cursor_db: 0,
+            pubsub: PubSub::default(),
+            notify_flags: 0,
+            push_limit: PushLimit::default(),
+        }
+    }
+
+    /// Keyspace notification (no-op unless enabled for `class`).
+    pub fn notify(&mut self, class: u32, event: &str, db: usize, key: &[u8], now_ms: i64) {
+        if self.notify_flags & class != 0 {
+            let (flags, limit) = (self.notify_flags, self.push_limit);
+            self.pubsub
+                .notify(flags, class, event, db, key, limit, now_ms);
         }
     }
 

@@ -18,6 +18,10 @@ pub mod string;
 pub mod table;
 
 use crate::client::Session;
+pub use crate::config::{
+    NOTIFY_EVICTED, NOTIFY_EXPIRED, NOTIFY_GENERIC, NOTIFY_HASH, NOTIFY_KEY_MISS, NOTIFY_LIST,
+    NOTIFY_NEW, NOTIFY_SET, NOTIFY_STREAM, NOTIFY_STRING, NOTIFY_ZSET,
+};
 use crate::db::{Table, Value, NO_EXPIRE};
 use crate::resp::Reply;
 use crate::shared::Shared;
@@ -110,6 +114,13 @@ impl<'a> Ctx<'a> {
         r
     }
 
+    /// Keyspace notification for `key` in the current DB (Redis's
+    /// `notifyKeyspaceEvent`); `class` is a `config::NOTIFY_*` flag.
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
+        let db = self.s.db;
+        self.t.notify(class, event, db, key, self.now_ms);
+    }
+
     /// Appends an effect to the tenant's propagation log (current DB).
     pub fn propagate(&mut self, args: &[&[u8]]) {
         let db = self.s.db;
@@ -133,6 +144,13 @@ impl<'a> Ctx<'a> {
         let entry = self.t.ks.dbs[db].remove_at(idx);
         self.t.stats.expired_keys += 1;
         self.t.log.append(db, &[b"DEL", entry.key.as_bytes()]);
+        self.t.notify(
+            NOTIFY_EXPIRED,
+            "expired",
+            db,
+            entry.key.as_bytes(),
+            self.now_ms,
+        );
         true
     }
 
@@ -160,6 +178,7 @@ impl<'a> Ctx<'a> {
             self.t.stats.keyspace_hits += 1;
         } else {
             self.t.stats.keyspace_misses += 1;
+            self.notify(NOTIFY_KEY_MISS, "keymiss", key);
         }
         r
     }

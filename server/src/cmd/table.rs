@@ -195,6 +195,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("wait", 3, "noscript", 0, 0, 0, "@slow @connection", Write, Allowed, "generic", "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", server::wait),
     container!("slowlog", "@slow", Admin, OwnTenant, "server", "2.2.12", "A container for slow log commands", SLOWLOG_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
+    // ---- lists ----
+    // ---- hashes ----
+    // ---- sets ----
+    // ---- sorted sets ----
+    // ---- sort ----
+    // ---- transactions ----
+    // ---- pub/sub ----
 ];
 
 #[rustfmt::skip]

@@ -50,7 +50,10 @@ impl Hash {
                 }
                 out
             }
-            Hash::Table(t) => t.iter().map(|(f, v)| (f.as_bytes(), v.as_bytes())).collect(),
+            Hash::Table(t) => t
+                .iter()
+                .map(|(f, v)| (f.as_bytes(), v.as_bytes()))
+                .collect(),
         }
     }
 
@@ -70,7 +73,9 @@ impl Hash {
             Hash::Listpack(lp) => lp.bytes(),
             Hash::Table(t) => {
                 t.capacity() * (2 * std::mem::size_of::<Sds>() + 1)
-                    + t.iter().map(|(f, v)| f.heap_size() + v.heap_size()).sum::<usize>()
+                    + t.iter()
+                        .map(|(f, v)| f.heap_size() + v.heap_size())
+                        .sum::<usize>()
             }
         }
     }

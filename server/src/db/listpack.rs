@@ -80,7 +80,10 @@ impl Listpack {
     }
 
     pub fn iter(&self) -> Iter<'_> {
-        Iter { buf: &self.buf, pos: 0 }
+        Iter {
+            buf: &self.buf,
+            pos: 0,
+        }
     }
 
     /// Byte offset of entry `i` (O(i)); `len()` gives the end offset.
@@ -226,7 +229,10 @@ mod tests {
         assert_eq!(lp.get(2).map(|v| v.len()), Some(300));
         lp.replace(1, b"bee");
         lp.insert(1, b"x");
-        assert_eq!(lp.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"x", b"bee", &[7u8; 300]]);
+        assert_eq!(
+            lp.iter().collect::<Vec<_>>(),
+            vec![&b"a"[..], b"x", b"bee", &[7u8; 300]]
+        );
         assert_eq!(lp.find(b"bee", 1), Some(2));
         assert_eq!(lp.find(b"bee", 2), Some(2));
         assert_eq!(lp.find(b"x", 2), None);

@@ -61,7 +61,8 @@ impl Set {
         match self {
             Set::Intset(v) => v.capacity() * 8,
             Set::Table(t) => {
-                t.capacity() * (std::mem::size_of::<Sds>() + 1) + t.iter().map(|m| m.heap_size()).sum::<usize>()
+                t.capacity() * (std::mem::size_of::<Sds>() + 1)
+                    + t.iter().map(|m| m.heap_size()).sum::<usize>()
             }
         }
     }
