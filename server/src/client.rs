@@ -35,6 +35,14 @@ pub struct ClientInfo {
     pub user: RefCell<String>,
     pub monitor: Cell<bool>,
     pub no_evict: Cell<bool>,
+    /// A key this client WATCHes was modified: its EXEC must fail.
+    pub dirty_cas: Cell<bool>,
+    /// Commands queued in MULTI, or -1 (CLIENT LIST `multi=`).
+    pub multi_len: Cell<i64>,
+    /// Subscription counts (CLIENT LIST `sub=`, `psub=`, `ssub=`).
+    pub subs: Cell<usize>,
+    pub psubs: Cell<usize>,
+    pub ssubs: Cell<usize>,
     /// When the push queue went over the soft output limit (0: it is not).
     pub soft_limit_since: Cell<i64>,
     /// Waiting inside a command (WAIT): exempt from the idle timeout.
@@ -69,6 +77,11 @@ impl ClientInfo {
             no_evict: Cell::new(false),
             blocked: Cell::new(false),
             soft_limit_since: Cell::new(0),
+            dirty_cas: Cell::new(false),
+            multi_len: Cell::new(-1),
+            subs: Cell::new(0),
+            psubs: Cell::new(0),
+            ssubs: Cell::new(0),
             qbuf: Cell::new(0),
             obuf: Cell::new(0),
             killed: Cell::new(false),
@@ -89,13 +102,23 @@ impl ClientInfo {
     }
 
     /// One line of CLIENT LIST / CLIENT INFO, in Redis 7.0's field order.
-    pub fn describe(&self, now_ms: i64, multi: i64, sub: usize, psub: usize) -> String {
+    pub fn describe(&self, now_ms: i64) -> String {
+        let (multi, sub, psub) = (self.multi_len.get(), self.subs.get(), self.psubs.get());
         let mut flags = String::new();
         if self.monitor.get() {
             flags.push('O');
         }
         if multi >= 0 {
             flags.push('x');
+        }
+        if self.dirty_cas.get() {
+            flags.push('d');
+        }
+        if self.blocked.get() {
+            flags.push('b');
+        }
+        if sub + psub + self.ssubs.get() > 0 {
+            flags.push('P');
         }
         if self.no_evict.get() {
             flags.push('e');
@@ -104,7 +127,7 @@ impl ClientInfo {
             flags.push('N');
         }
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -116,6 +139,7 @@ impl ClientInfo {
             self.db.get(),
             sub,
             psub,
+            self.ssubs.get(),
             multi,
             self.qbuf.get(),
             self.obuf.get(),
@@ -139,6 +163,17 @@ pub struct Session {
     pub reply_mode: ReplyMode,
     pub close_after_reply: bool,
     pub monitor: bool,
+    /// Commands queued since MULTI (None: not in a transaction).
+    pub multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// A command was rejected while queuing: EXEC must abort.
+    pub multi_error: bool,
+    /// Running EXEC's queued commands (blocking commands do not block).
+    pub in_exec: bool,
+    /// WATCHed keys: (db, key, was logically expired when watched).
+    pub watched: Vec<(usize, Vec<u8>, bool)>,
+    pub channels: hashbrown::HashSet<Vec<u8>>,
+    pub patterns: Vec<Vec<u8>>,
+    pub shard_channels: hashbrown::HashSet<Vec<u8>>,
 }
 
 impl Session {
@@ -153,7 +188,19 @@ impl Session {
             reply_mode: ReplyMode::On,
             close_after_reply: false,
             monitor: false,
+            multi: None,
+            multi_error: false,
+            in_exec: false,
+            watched: Vec::new(),
+            channels: Default::default(),
+            patterns: Vec::new(),
+            shard_channels: Default::default(),
         }
+    }
+
+    /// Subscriptions of any kind (RESP2 subscribed-mode check).
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
     }
 }
 

@@ -61,6 +61,7 @@ pub async fn serve(stream: TcpStream, tenant: Rc<RefCell<Tenant>>, shared: Arc<S
     run(stream, &tenant, &shared, &mut session).await;
 
     let mut t = tenant.borrow_mut();
+    crate::cmd::multi::unwatch_all(&mut t, &mut session);
     t.pubsub.remove_client(id);
     t.clients.remove(&id);
     t.monitors.retain(|m| m.id != id);

@@ -25,6 +25,21 @@ pub enum Outcome {
     Suspend(Suspend),
 }
 
+/// Commands a RESP2 client may send while subscribed.
+const SUBSCRIBED_ALLOWED: &[&str] = &[
+    "subscribe",
+    "ssubscribe",
+    "psubscribe",
+    "unsubscribe",
+    "sunsubscribe",
+    "punsubscribe",
+    "ping",
+    "quit",
+    "reset",
+];
+/// Commands that run at once inside MULTI instead of being queued.
+const MULTI_IMMEDIATE: &[&str] = &["exec", "discard", "multi", "watch", "quit", "reset"];
+
 const SLOWLOG_MAX_ARGC: usize = 32;
 /// Most bytes queued for a MONITOR client that does not read, when no
 /// normal-class output limit is configured.
@@ -50,7 +65,18 @@ fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
     msg
 }
 
-fn reject(t: &mut Tenant, out: &mut Reply, id: Option<usize>, msg: &str, with_code: bool) {
+fn reject(
+    t: &mut Tenant,
+    s: &mut Session,
+    out: &mut Reply,
+    id: Option<usize>,
+    msg: &str,
+    with_code: bool,
+) {
+    // A command rejected while queuing aborts the transaction (EXECABORT).
+    if s.multi.is_some() {
+        s.multi_error = true;
+    }
     if with_code {
         t.count_error(msg);
         out.error(msg);
@@ -100,7 +126,9 @@ pub fn dispatch(
     outcome
 }
 
-fn run(
+/// One command without the CLIENT REPLY/push bookkeeping (EXEC calls this
+/// for each queued command).
+pub(crate) fn run(
     t: &mut Tenant,
     s: &mut Session,
     shared: &Shared,
@@ -112,6 +140,9 @@ fn run(
     let r = match lookup(args) {
         Lookup::Found(r) => r,
         Lookup::Unknown => {
+            if s.multi.is_some() {
+                s.multi_error = true;
+            }
             t.count_error("ERR");
             out.error_bytes(&unknown_command(args));
             return Outcome::Continue;
@@ -122,6 +153,9 @@ fn run(
             msg.extend_from_slice(b"'. Try ");
             msg.extend_from_slice(&c_str(args[0], usize::MAX).to_ascii_uppercase());
             msg.extend_from_slice(b" HELP.");
+            if s.multi.is_some() {
+                s.multi_error = true;
+            }
             t.count_error("ERR");
             out.error_bytes(&msg);
             return Outcome::Continue;
@@ -136,16 +170,16 @@ fn run(
     let argc = args.len() as i32;
     if (spec.arity > 0 && spec.arity != argc) || argc < -spec.arity {
         let msg = format!("wrong number of arguments for '{}' command", r.fullname);
-        reject(t, out, Some(r.id), &msg, false);
+        reject(t, s, out, Some(r.id), &msg, false);
         return Outcome::Continue;
     }
     if !s.authenticated && !r.no_auth {
-        reject(t, out, Some(r.id), errors::NOAUTH, true);
+        reject(t, s, out, Some(r.id), errors::NOAUTH, true);
         return Outcome::Continue;
     }
     if !s.unrestricted {
         if let Some(msg) = acl_denied(shared, s, r, args) {
-            reject(t, out, Some(r.id), &msg, true);
+            reject(t, s, out, Some(r.id), &msg, true);
             return Outcome::Continue;
         }
     }
@@ -157,11 +191,41 @@ fn run(
                 "{} command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
                 r.fullname.to_uppercase()
             );
-            reject(t, out, Some(r.id), &msg, false);
+            reject(t, s, out, Some(r.id), &msg, false);
             return Outcome::Continue;
         }
     }
-    if t.pause_mode != PauseMode::None {
+    // RESP2 connections in subscribed mode accept only these commands.
+    if s.resp == 2 && s.subscriptions() > 0 && !SUBSCRIBED_ALLOWED.contains(&r.fullname.as_str()) {
+        let msg = format!(
+            "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            r.fullname
+        );
+        reject(t, s, out, Some(r.id), &msg, false);
+        return Outcome::Continue;
+    }
+    if s.multi.is_some() && !s.in_exec {
+        if r.no_multi {
+            reject(
+                t,
+                s,
+                out,
+                Some(r.id),
+                "Command not allowed inside a transaction",
+                false,
+            );
+            return Outcome::Continue;
+        }
+        if !MULTI_IMMEDIATE.contains(&r.fullname.as_str()) {
+            if let Some(q) = s.multi.as_mut() {
+                q.push(args.iter().map(|a| a.to_vec()).collect());
+                s.info.multi_len.set(q.len() as i64);
+            }
+            out.simple("QUEUED");
+            return Outcome::Continue;
+        }
+    }
+    if t.pause_mode != PauseMode::None && !s.in_exec {
         if t.pause_until_ms != 0 && now_ms >= t.pause_until_ms {
             t.pause_mode = PauseMode::None;
         } else if t.pause_mode == PauseMode::All || spec.is_write() {
@@ -179,6 +243,7 @@ fn run(
         t,
         s,
         shared,
+        set,
         now_ms,
         spec,
         failed: false,

@@ -29,6 +29,8 @@ pub struct PropLog {
     /// When set, every byte is also kept here (tests and full-stream consumers).
     capture: Option<BytesMut>,
     scratch: BytesMut,
+    /// Effects of the EXEC in progress: (db, args), written at commit.
+    tx: Option<Vec<(usize, Vec<Vec<u8>>)>>,
 }
 
 impl Default for PropLog {
@@ -60,6 +62,7 @@ impl PropLog {
             backlog_cap,
             capture: None,
             scratch: BytesMut::new(),
+            tx: None,
         }
     }
 
@@ -94,8 +97,39 @@ impl PropLog {
         self.trim();
     }
 
+    /// Starts collecting the effects of a transaction (EXEC).
+    pub fn begin_tx(&mut self) {
+        self.tx = Some(Vec::new());
+    }
+
+    /// Writes the transaction's effects: wrapped in MULTI/EXEC when there
+    /// is more than one, so a replica applies them atomically, as Redis
+    /// propagates transactions.
+    pub fn commit_tx(&mut self) {
+        let Some(effects) = self.tx.take() else {
+            return;
+        };
+        let wrap = effects.len() > 1;
+        if wrap {
+            let db = effects[0].0;
+            self.append(db, &[b"MULTI"]);
+        }
+        for (db, args) in &effects {
+            let a: Vec<&[u8]> = args.iter().map(|x| x.as_slice()).collect();
+            self.append(*db, &a);
+        }
+        if wrap {
+            let db = effects[effects.len() - 1].0;
+            self.append(db, &[b"EXEC"]);
+        }
+    }
+
     /// Appends one effect executed in database `db`.
     pub fn append(&mut self, db: usize, args: &[&[u8]]) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.push((db, args.iter().map(|a| a.to_vec()).collect()));
+            return;
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         if self.last_db != db as i64 {

@@ -7,6 +7,7 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
 use std::rc::Rc;
 
 use crate::client::ClientInfo;
@@ -92,6 +93,12 @@ pub struct Tenant {
     pub notify_flags: u32,
     /// The pubsub output-buffer limit for subscribers' queues.
     pub push_limit: PushLimit,
+    /// WATCHed keys → watching clients.
+    pub watched: hashbrown::HashMap<(usize, Vec<u8>), Vec<Rc<ClientInfo>>>,
+    /// Keys with clients blocked on them (BLPOP...) → FIFO of client ids.
+    pub blocked_keys: hashbrown::HashMap<(usize, Vec<u8>), VecDeque<u64>>,
+    /// Keys written since blocked clients were last served.
+    pub ready_keys: Vec<(usize, Vec<u8>)>,
 }
 
 /// LATENCY samples of one event.
@@ -124,6 +131,78 @@ impl Tenant {
             pubsub: PubSub::default(),
             notify_flags: 0,
             push_limit: PushLimit::default(),
+            watched: Default::default(),
+            blocked_keys: Default::default(),
+            ready_keys: Vec::new(),
+        }
+    }
+
+    /// Records a write effect: appends it to the propagation log and, since
+    /// the effect names exactly the keys that changed, invalidates WATCHes
+    /// on them and marks them ready for clients blocked on them.
+    pub fn record(&mut self, db: usize, args: &[&[u8]]) {
+        self.log.append(db, args);
+        if self.watched.is_empty() && self.blocked_keys.is_empty() {
+            return;
+        }
+        let name = args[0].to_ascii_lowercase();
+        match &name[..] {
+            b"flushall" => self.touch_where(|_| true),
+            b"flushdb" => self.touch_where(|d| d == db),
+            b"swapdb" => {
+                let a = crate::util::parse_i64(args.get(1).copied().unwrap_or(b"")).unwrap_or(-1);
+                let b = crate::util::parse_i64(args.get(2).copied().unwrap_or(b"")).unwrap_or(-1);
+                self.touch_where(|d| d as i64 == a || d as i64 == b);
+                // Blocked clients may now find data in either database.
+                let keys: Vec<(usize, Vec<u8>)> = self.blocked_keys.keys().cloned().collect();
+                self.ready_keys.extend(keys);
+            }
+            _ => {
+                let Some(r) = crate::cmd::registry().by_name(args[0]) else {
+                    return;
+                };
+                for k in crate::cmd::command::key_positions(r.spec, args.len()) {
+                    self.touch_key(db, args[k]);
+                }
+                // MOVE and COPY ... DB n also change a key in another database.
+                let other_db = match &name[..] {
+                    b"move" => args.get(2).and_then(|a| crate::util::parse_i64(a)),
+                    b"copy" => args
+                        .iter()
+                        .position(|a| a.eq_ignore_ascii_case(b"db"))
+                        .and_then(|i| args.get(i + 1))
+                        .and_then(|a| crate::util::parse_i64(a)),
+                    _ => None,
+                };
+                if let Some(d) = other_db {
+                    let key = if name == b"move" { args[1] } else { args[2] };
+                    self.touch_key(d as usize, key);
+                }
+            }
+        }
+    }
+
+    /// A key changed: fail WATCHes on it, wake clients blocked on it.
+    pub fn touch_key(&mut self, db: usize, key: &[u8]) {
+        if !self.watched.is_empty() {
+            if let Some(cs) = self.watched.get(&(db, key.to_vec())) {
+                for c in cs {
+                    c.dirty_cas.set(true);
+                }
+            }
+        }
+        if !self.blocked_keys.is_empty() && self.blocked_keys.contains_key(&(db, key.to_vec())) {
+            self.ready_keys.push((db, key.to_vec()));
+        }
+    }
+
+    fn touch_where(&mut self, f: impl Fn(usize) -> bool) {
+        for ((d, _), cs) in self.watched.iter() {
+            if f(*d) {
+                for c in cs {
+                    c.dirty_cas.set(true);
+                }
+            }
         }
     }
 

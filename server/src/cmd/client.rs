@@ -39,7 +39,7 @@ pub fn getname(ctx: &mut Ctx) {
 }
 
 fn line_of(ctx: &Ctx, info: &crate::client::ClientInfo) -> String {
-    info.describe(ctx.now_ms, -1, 0, 0)
+    info.describe(ctx.now_ms)
 }
 
 /// Client type names Redis accepts (`getClientTypeByName`).

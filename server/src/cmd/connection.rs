@@ -11,7 +11,12 @@ pub fn ping(ctx: &mut Ctx) {
     if ctx.args.len() > 2 {
         return ctx.err("wrong number of arguments for 'ping' command");
     }
-    if ctx.args.len() == 1 {
+    if ctx.s.resp == 2 && ctx.s.subscriptions() > 0 {
+        // Subscribed RESP2 clients get PING as a message-shaped array.
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out.bulk(ctx.args.get(1).copied().unwrap_or(b""));
+    } else if ctx.args.len() == 1 {
         ctx.out.simple("PONG");
     } else {
         ctx.out.bulk(ctx.args[1]);
@@ -28,6 +33,11 @@ pub fn quit(ctx: &mut Ctx) {
 }
 
 pub fn reset(ctx: &mut Ctx) {
+    ctx.s.multi = None;
+    ctx.s.multi_error = false;
+    ctx.s.info.multi_len.set(-1);
+    super::multi::unwatch_all(ctx.t, ctx.s);
+    super::pubsub::unsubscribe_all(ctx.t, ctx.s);
     ctx.s.db = 0;
     ctx.s.info.db.set(0);
     ctx.s.resp = 2;

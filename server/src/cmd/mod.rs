@@ -13,6 +13,8 @@ pub mod connection;
 pub mod debug;
 pub mod info;
 pub mod keys;
+pub mod multi;
+pub mod pubsub;
 pub mod server;
 pub mod string;
 pub mod table;
@@ -53,6 +55,7 @@ pub struct Ctx<'a> {
     pub t: &'a mut Tenant,
     pub s: &'a mut Session,
     pub shared: &'a Shared,
+    pub set: &'a crate::shared::Settings,
     /// Time snapshot for this command (Redis evaluates expiry against one
     /// time per command).
     pub now_ms: i64,
@@ -124,7 +127,7 @@ impl<'a> Ctx<'a> {
     /// Appends an effect to the tenant's propagation log (current DB).
     pub fn propagate(&mut self, args: &[&[u8]]) {
         let db = self.s.db;
-        self.t.log.append(db, args);
+        self.t.record(db, args);
         self.t.dirty += 1;
     }
 
@@ -143,7 +146,7 @@ impl<'a> Ctx<'a> {
         }
         let entry = self.t.ks.dbs[db].remove_at(idx);
         self.t.stats.expired_keys += 1;
-        self.t.log.append(db, &[b"DEL", entry.key.as_bytes()]);
+        self.t.record(db, &[b"DEL", entry.key.as_bytes()]);
         self.t.notify(
             NOTIFY_EXPIRED,
             "expired",

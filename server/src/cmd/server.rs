@@ -181,7 +181,8 @@ fn wait_parse(ctx: &mut Ctx) -> Option<Suspend> {
         return None;
     }
     let acked = 0;
-    if acked >= n {
+    // Inside EXEC, WAIT answers at once (Redis: CLIENT_MULTI never blocks).
+    if acked >= n || ctx.s.in_exec {
         ctx.out.int(acked);
         return None;
     }

@@ -4,7 +4,9 @@
 use hashbrown::HashMap;
 use std::sync::OnceLock;
 
-use super::{client, command, config, connection, debug, info, keys, server, string, Ctx};
+use super::{
+    client, command, config, connection, debug, info, keys, multi, pubsub, server, string, Ctx,
+};
 
 pub type Handler = fn(&mut Ctx);
 
@@ -201,7 +203,31 @@ pub static COMMANDS: &[CommandSpec] = &[
     // ---- sorted sets ----
     // ---- sort ----
     // ---- transactions ----
+    cmd!("multi", 1, "noscript loading stale fast allow_busy", 0, 0, 0, "@fast @transaction", Write, Allowed, "transactions", "1.2.0", "Mark the start of a transaction block", multi::multi),
+    cmd!("exec", 1, "noscript loading stale skip_slowlog", 0, 0, 0, "@slow @transaction", Write, Allowed, "transactions", "1.2.0", "Execute all commands issued after MULTI", multi::exec),
+    cmd!("discard", 1, "noscript loading stale fast allow_busy", 0, 0, 0, "@fast @transaction", Write, Allowed, "transactions", "2.0.0", "Discard all commands issued after MULTI", multi::discard),
+    cmd!("watch", -2, "noscript loading stale fast allow_busy", 1, -1, 1, "@fast @transaction", Write, Allowed, "transactions", "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block", multi::watch),
+    cmd!("unwatch", 1, "noscript loading stale fast allow_busy", 0, 0, 0, "@fast @transaction", Write, Allowed, "transactions", "2.2.0", "Forget about all watched keys", multi::unwatch),
     // ---- pub/sub ----
+    cmd!("subscribe", -2, "pubsub noscript loading stale", 0, 0, 0, "@pubsub @slow", PubSub, Allowed, "pubsub", "2.0.0", "Listen for messages published to the given channels", pubsub::subscribe),
+    cmd!("unsubscribe", -1, "pubsub noscript loading stale", 0, 0, 0, "@pubsub @slow", PubSub, Allowed, "pubsub", "2.0.0", "Stop listening for messages posted to the given channels", pubsub::unsubscribe),
+    cmd!("psubscribe", -2, "pubsub noscript loading stale", 0, 0, 0, "@pubsub @slow", PubSub, Allowed, "pubsub", "2.0.0", "Listen for messages published to channels matching the given patterns", pubsub::psubscribe),
+    cmd!("punsubscribe", -1, "pubsub noscript loading stale", 0, 0, 0, "@pubsub @slow", PubSub, Allowed, "pubsub", "2.0.0", "Stop listening for messages posted to channels matching the given patterns", pubsub::punsubscribe),
+    cmd!("publish", 3, "pubsub loading stale fast may_replicate", 0, 0, 0, "@pubsub @fast", PubSub, Allowed, "pubsub", "2.0.0", "Post a message to a channel", pubsub::publish),
+    cmd!("ssubscribe", -2, "pubsub noscript loading stale", 1, -1, 1, "@pubsub @slow", PubSub, Allowed, "pubsub", "7.0.0", "Listen for messages published to the given shard channels", pubsub::ssubscribe),
+    cmd!("sunsubscribe", -1, "pubsub noscript loading stale", 1, -1, 1, "@pubsub @slow", PubSub, Allowed, "pubsub", "7.0.0", "Stop listening for messages posted to the given shard channels", pubsub::sunsubscribe),
+    cmd!("spublish", 3, "pubsub loading fast may_replicate", 1, 1, 1, "@pubsub @fast", PubSub, Allowed, "pubsub", "7.0.0", "Post a message to a shard channel", pubsub::spublish),
+    container!("pubsub", "@slow", PubSub, OwnTenant, "pubsub", "2.8.0", "A container for Pub/Sub commands", PUBSUB_SUBS),
+];
+
+#[rustfmt::skip]
+static PUBSUB_SUBS: &[CommandSpec] = &[
+    cmd!("channels", -2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "2.8.0", "List active channels", pubsub::pubsub_channels),
+    cmd!("numsub", -2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "2.8.0", "Get the count of subscribers for channels", pubsub::pubsub_numsub),
+    cmd!("numpat", 2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "2.8.0", "Get the count of unique patterns pattern subscriptions", pubsub::pubsub_numpat),
+    cmd!("shardchannels", -2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "7.0.0", "List active shard channels", pubsub::pubsub_shardchannels),
+    cmd!("shardnumsub", -2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "7.0.0", "Get the count of subscribers for shard channels", pubsub::pubsub_shardnumsub),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", PubSub, Allowed, "pubsub", "6.2.0", "Show helpful text about the different subcommands", pubsub::pubsub_help),
 ];
 
 #[rustfmt::skip]
@@ -284,6 +310,7 @@ pub struct Registered {
     pub protected: bool,
     pub admin: bool,
     pub fast: bool,
+    pub no_multi: bool,
 }
 
 impl Registered {
@@ -297,6 +324,7 @@ impl Registered {
             protected: spec.has_flag("protected"),
             admin: spec.has_flag("admin"),
             fast: spec.has_flag("fast"),
+            no_multi: spec.has_flag("no_multi"),
         }
     }
 }
