@@ -35,6 +35,9 @@ pub struct ClientInfo {
     pub user: RefCell<String>,
     pub monitor: Cell<bool>,
     pub no_evict: Cell<bool>,
+    /// Set when a blocked command of this client was served or unblocked
+    /// (its reply is in `push`).
+    pub unblocked: Cell<bool>,
     /// A key this client WATCHes was modified: its EXEC must fail.
     pub dirty_cas: Cell<bool>,
     /// Commands queued in MULTI, or -1 (CLIENT LIST `multi=`).
@@ -78,6 +81,7 @@ impl ClientInfo {
             blocked: Cell::new(false),
             soft_limit_since: Cell::new(0),
             dirty_cas: Cell::new(false),
+            unblocked: Cell::new(false),
             multi_len: Cell::new(-1),
             subs: Cell::new(0),
             psubs: Cell::new(0),

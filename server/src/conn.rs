@@ -62,6 +62,7 @@ pub async fn serve(stream: TcpStream, tenant: Rc<RefCell<Tenant>>, shared: Arc<S
 
     let mut t = tenant.borrow_mut();
     crate::cmd::multi::unwatch_all(&mut t, &mut session);
+    crate::blocking::unblock(&mut t, id);
     t.pubsub.remove_client(id);
     t.clients.remove(&id);
     t.monitors.retain(|m| m.id != id);
@@ -206,6 +207,53 @@ async fn run(
                 }
                 s.info.blocked.set(false);
                 out.int(replicas);
+                continue;
+            }
+            After::Suspend(Suspend::Blocked {
+                deadline_ms,
+                null_array,
+            }) => {
+                s.info.blocked.set(true);
+                let timed_out = loop {
+                    if s.info.unblocked.replace(false) {
+                        break false;
+                    }
+                    let sleep = async {
+                        if deadline_ms == 0 {
+                            std::future::pending::<()>().await
+                        } else {
+                            let ms = (deadline_ms - mstime()).max(0) as u64;
+                            tokio::time::sleep(Duration::from_millis(ms)).await
+                        }
+                    };
+                    tokio::select! {
+                        _ = sleep => break true,
+                        _ = s.info.wake.notified() => {
+                            if s.info.killed.get() {
+                                return;
+                            }
+                        }
+                        _ = shutdown.changed() => return,
+                    }
+                };
+                s.info.blocked.set(false);
+                if timed_out {
+                    // Still registered means nobody served us: reply the
+                    // timeout value. (Served at the last moment: the reply
+                    // is already queued.)
+                    let was_waiting =
+                        crate::blocking::unblock(&mut tenant.borrow_mut(), s.info.id).is_some();
+                    if was_waiting {
+                        if null_array {
+                            out.null_array();
+                        } else {
+                            out.null();
+                        }
+                    }
+                    s.info.unblocked.set(false);
+                }
+                let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
+                out.buf.extend_from_slice(&pushed);
                 continue;
             }
             After::Read => {}

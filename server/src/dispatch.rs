@@ -123,6 +123,11 @@ pub fn dispatch(
         }
         _ => {}
     }
+    // Writes may have given data to blocked clients: serve them now, before
+    // any other command runs (Redis's handleClientsBlockedOnKeys).
+    if !t.ready_keys.is_empty() {
+        crate::blocking::serve_ready(t, shared, set, now_ms);
+    }
     outcome
 }
 

@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod alloc;
+pub mod blocking;
 pub mod client;
 pub mod cmd;
 pub mod config;

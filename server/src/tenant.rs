@@ -95,6 +95,8 @@ pub struct Tenant {
     pub push_limit: PushLimit,
     /// WATCHed keys → watching clients.
     pub watched: hashbrown::HashMap<(usize, Vec<u8>), Vec<Rc<ClientInfo>>>,
+    /// Clients blocked in BLPOP and friends.
+    pub blocked: hashbrown::HashMap<u64, crate::blocking::Blocked>,
     /// Keys with clients blocked on them (BLPOP...) → FIFO of client ids.
     pub blocked_keys: hashbrown::HashMap<(usize, Vec<u8>), VecDeque<u64>>,
     /// Keys written since blocked clients were last served.
@@ -132,6 +134,7 @@ impl Tenant {
             notify_flags: 0,
             push_limit: PushLimit::default(),
             watched: Default::default(),
+            blocked: Default::default(),
             blocked_keys: Default::default(),
             ready_keys: Vec::new(),
         }

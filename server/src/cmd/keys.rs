@@ -2,7 +2,7 @@
 //! TYPE, the EXPIRE/TTL family, KEYS, SCAN, RANDOMKEY, RENAME, COPY, MOVE,
 //! TOUCH and OBJECT.
 
-use super::{errors, lru_clock, Ctx};
+use super::{errors, lru_clock, Ctx, NOTIFY_GENERIC, NOTIFY_NEW};
 use crate::db::{Kind, NO_EXPIRE};
 use crate::util::{fmt_i64, glob_match, parse_i64};
 
@@ -10,6 +10,7 @@ pub fn del(ctx: &mut Ctx) {
     let mut n = 0;
     for i in 1..ctx.args.len() {
         if ctx.delete_key(ctx.args[i]) {
+            ctx.notify(NOTIFY_GENERIC, "del", ctx.args[i]);
             n += 1;
         }
     }
@@ -123,10 +124,12 @@ fn expire_generic(ctx: &mut Ctx, basetime: i64, seconds: bool) {
     if when <= ctx.now_ms {
         ctx.db().remove_at(idx);
         ctx.propagate(&[b"DEL", key]);
+        ctx.notify(NOTIFY_GENERIC, "del", key);
     } else {
         ctx.db().set_expire(idx, when);
         let mut b = [0u8; 20];
         ctx.propagate(&[b"PEXPIREAT", key, fmt_i64(when, &mut b)]);
+        ctx.notify(NOTIFY_GENERIC, "expire", key);
     }
     ctx.out.int(1);
 }
@@ -196,6 +199,7 @@ pub fn persist(ctx: &mut Ctx) {
         Some(idx) if ctx.db().entry(idx).has_expire() => {
             ctx.db().set_expire(idx, NO_EXPIRE);
             ctx.propagate_as_is();
+            ctx.notify(NOTIFY_GENERIC, "persist", key);
             ctx.out.int(1);
         }
         _ => ctx.out.int(0),
@@ -339,6 +343,9 @@ fn rename_generic(ctx: &mut Ctx, nx: bool) {
     let nidx = ctx.db().upsert(dst, entry.value, lru);
     ctx.db().set_expire(nidx, entry.expire_at);
     ctx.propagate_as_is();
+    ctx.notify(NOTIFY_NEW, "new", dst);
+    ctx.notify(NOTIFY_GENERIC, "rename_from", src);
+    ctx.notify(NOTIFY_GENERIC, "rename_to", dst);
     if nx {
         ctx.out.int(1)
     } else {
@@ -409,6 +416,9 @@ pub fn copy(ctx: &mut Ctx) {
     let nidx = ctx.t.ks.dbs[dst_db].upsert(newkey, value, lru);
     ctx.t.ks.dbs[dst_db].set_expire(nidx, expire);
     ctx.propagate_as_is();
+    ctx.t.notify(NOTIFY_NEW, "new", dst_db, newkey, ctx.now_ms);
+    ctx.t
+        .notify(NOTIFY_GENERIC, "copy_to", dst_db, newkey, ctx.now_ms);
     ctx.out.int(1);
 }
 
@@ -436,6 +446,10 @@ pub fn move_(ctx: &mut Ctx) {
     let nidx = ctx.t.ks.dbs[dst_db].upsert(key, entry.value, entry.lru);
     ctx.t.ks.dbs[dst_db].set_expire(nidx, entry.expire_at);
     ctx.propagate_as_is();
+    ctx.t.notify(NOTIFY_NEW, "new", dst_db, key, ctx.now_ms);
+    ctx.notify(NOTIFY_GENERIC, "move_from", key);
+    ctx.t
+        .notify(NOTIFY_GENERIC, "move_to", dst_db, key, ctx.now_ms);
     ctx.out.int(1);
 }
 

@@ -6,6 +6,7 @@
 //! describes it. Each command family has its own module, named as Redis
 //! groups them (`string`, `keys`, `connection`, `server`, ...).
 
+pub mod blocking;
 pub mod client;
 pub mod command;
 pub mod config;
@@ -216,10 +217,14 @@ impl<'a> Ctx<'a> {
     /// `keep_ttl`.
     pub fn set_key(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> u32 {
         let lru = lru_clock(self.now_ms);
+        let new = self.t.notify_flags & NOTIFY_NEW != 0 && self.db().find(key).is_none();
         let db = self.db();
         let idx = db.upsert(key, value, lru);
         if !keep_ttl {
             db.set_expire(idx, NO_EXPIRE);
+        }
+        if new {
+            self.notify(NOTIFY_NEW, "new", key);
         }
         idx
     }

@@ -11,6 +11,9 @@ use crate::util::{parse_i64, ustime};
 pub enum Suspend {
     /// WAIT: reply `:<n>` at the deadline (ms; 0 = never).
     Wait { deadline_ms: i64, replicas: i64 },
+    /// Blocked on keys until served (reply arrives on the push queue) or
+    /// the deadline (0 = never), when it replies a null array or null bulk.
+    Blocked { deadline_ms: i64, null_array: bool },
 }
 
 pub fn dbsize(ctx: &mut Ctx) {

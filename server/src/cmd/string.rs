@@ -1,7 +1,7 @@
 //! String commands (Redis's t_string.c): GET/SET and friends, counters,
 //! ranges, LCS.
 
-use super::{errors, Ctx};
+use super::{errors, Ctx, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::db::{Value, NO_EXPIRE};
 use crate::util::{fmt_i64, ld_incr, parse_i64, LdIncrError};
 
@@ -160,8 +160,10 @@ fn set_generic(
         return;
     }
     let idx = ctx.set_key(key, Value::from_bytes(val), flags & SET_KEEPTTL != 0);
+    ctx.notify(NOTIFY_STRING, "set", key);
     if let Some(at) = expire {
         ctx.db().set_expire(idx, at);
+        ctx.notify(NOTIFY_GENERIC, "expire", key);
         let mut b = [0u8; 20];
         ctx.propagate(&[b"SET", key, val, b"PXAT", fmt_i64(at, &mut b)]);
     } else if flags & SET_KEEPTTL != 0 {
@@ -236,14 +238,17 @@ pub fn getex(ctx: &mut Ctx) {
         if at <= ctx.now_ms {
             ctx.db().remove_at(idx);
             ctx.propagate(&[b"DEL", key]);
+            ctx.notify(NOTIFY_GENERIC, "del", key);
         } else {
             ctx.db().set_expire(idx, at);
             let mut b = [0u8; 20];
             ctx.propagate(&[b"PEXPIREAT", key, fmt_i64(at, &mut b)]);
+            ctx.notify(NOTIFY_GENERIC, "expire", key);
         }
     } else if flags & SET_PERSIST != 0 && ctx.db().entry(idx).expire_at != NO_EXPIRE {
         ctx.db().set_expire(idx, NO_EXPIRE);
         ctx.propagate(&[b"PERSIST", key]);
+        ctx.notify(NOTIFY_GENERIC, "persist", key);
     }
 }
 
@@ -254,6 +259,7 @@ pub fn getdel(ctx: &mut Ctx) {
             reply_value(ctx, idx);
             ctx.db().remove_at(idx);
             ctx.propagate(&[b"DEL", key]);
+            ctx.notify(NOTIFY_GENERIC, "del", key);
         }
         Ok(None) => ctx.out.null(),
         Err(_) => {}
@@ -268,6 +274,7 @@ pub fn getset(ctx: &mut Ctx) {
         Err(_) => return,
     }
     ctx.set_key(key, Value::from_bytes(val), false);
+    ctx.notify(NOTIFY_STRING, "set", key);
     ctx.propagate(&[b"SET", key, val]);
 }
 
@@ -301,6 +308,7 @@ fn mset_generic(ctx: &mut Ctx, nx: bool) {
     for i in (1..ctx.args.len()).step_by(2) {
         let (k, v) = (ctx.args[i], ctx.args[i + 1]);
         ctx.set_key(k, Value::from_bytes(v), false);
+        ctx.notify(NOTIFY_STRING, "set", k);
     }
     ctx.propagate_as_is();
     if nx {
@@ -354,6 +362,7 @@ pub fn append(ctx: &mut Ctx) {
         }
     };
     ctx.propagate_as_is();
+    ctx.notify(NOTIFY_STRING, "append", key);
     ctx.out.int(newlen as i64);
 }
 
@@ -449,6 +458,7 @@ pub fn setrange(ctx: &mut Ctx) {
     v[offset as usize..end].copy_from_slice(val);
     let n = v.len() as i64;
     ctx.propagate_as_is();
+    ctx.notify(NOTIFY_STRING, "setrange", key);
     ctx.out.int(n);
 }
 
@@ -478,6 +488,7 @@ fn incr_decr(ctx: &mut Ctx, incr: i64) {
         }
     }
     ctx.propagate_as_is();
+    ctx.notify(NOTIFY_STRING, "incrby", key);
     ctx.out.int(new);
 }
 
@@ -528,6 +539,7 @@ pub fn incrbyfloat(ctx: &mut Ctx) {
             }
             // Logged as its result, so replicas never redo float math.
             ctx.propagate(&[b"SET", key, &newv, b"KEEPTTL"]);
+            ctx.notify(NOTIFY_STRING, "incrbyfloat", key);
             ctx.out.bulk(&newv);
         }
     }

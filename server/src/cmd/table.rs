@@ -5,7 +5,8 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    client, command, config, connection, debug, info, keys, multi, pubsub, server, string, Ctx,
+    blocking, client, command, config, connection, debug, info, keys, multi, pubsub, server,
+    string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -202,6 +203,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     // ---- sets ----
     // ---- sorted sets ----
     // ---- sort ----
+    // ---- blocking ----
+    cmd!("blpop", -3, "write noscript blocking", 1, -2, 1, "@write @list @slow @blocking", Blocking, Allowed, "list", "2.0.0", "Remove and get the first element in a list, or block until one is available", blocking::blpop),
+    cmd!("brpop", -3, "write noscript blocking", 1, -2, 1, "@write @list @slow @blocking", Blocking, Allowed, "list", "2.0.0", "Remove and get the last element in a list, or block until one is available", blocking::brpop),
+    cmd!("brpoplpush", 4, "write denyoom noscript blocking", 1, 2, 1, "@write @list @slow @blocking", Blocking, Allowed, "list", "2.2.0", "Pop an element from a list, push it to another list and return it; or block until one is available", blocking::brpoplpush),
+    cmd!("blmove", 6, "write denyoom noscript blocking", 1, 2, 1, "@write @list @slow @blocking", Blocking, Allowed, "list", "6.2.0", "Pop an element from a list, push it to another list and return it; or block until one is available", blocking::blmove),
+    cmd!("blmpop", -5, "write blocking movablekeys", 0, 0, 0, "@write @list @slow @blocking", Blocking, Allowed, "list", "7.0.0", "Pop elements from a list, or block until one is available", blocking::blmpop),
     // ---- transactions ----
     cmd!("multi", 1, "noscript loading stale fast allow_busy", 0, 0, 0, "@fast @transaction", Write, Allowed, "transactions", "1.2.0", "Mark the start of a transaction block", multi::multi),
     cmd!("exec", 1, "noscript loading stale skip_slowlog", 0, 0, 0, "@slow @transaction", Write, Allowed, "transactions", "1.2.0", "Execute all commands issued after MULTI", multi::exec),
@@ -251,6 +258,7 @@ static CLIENT_SUBS: &[CommandSpec] = &[
     cmd!("unpause", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous @connection", Connection, OwnTenant, "connection", "6.2.0", "Resume processing of clients that were paused", client::unpause),
     cmd!("no-evict", 3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous @connection", Connection, Allowed, "connection", "7.0.0", "Set client eviction mode for the current connection", client::no_evict),
     cmd!("reply", 3, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "3.2.0", "Instruct the server whether to reply to commands", client::reply),
+    cmd!("unblock", -3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous @connection", Connection, OwnTenant, "connection", "5.0.0", "Unblock a client blocked in a blocking command from a different connection", blocking::client_unblock),
     cmd!("help", 2, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "5.0.0", "Show helpful text about the different subcommands", client::help),
 ];
 
