@@ -63,6 +63,21 @@ int anykv_ld_incr(const char *cur, size_t curlen, int has_cur,
     return l;
 }
 
+/* Redis 7.0's getTimeoutFromObjectOrReply(UNIT_SECONDS): the argument as a
+ * long double, times 1000, rounded up (ceill), cast to long long with x86's
+ * overflow result (LLONG_MIN, which Redis then reports as negative).
+ * Returns 0 when the argument is not a valid long double. */
+int anykv_timeout_ms(const char *s, size_t slen, long long *ms) {
+    long double v;
+    if (!string2ld(s, slen, &v)) return 0;
+    long double t = ceill(v * 1000.0L);
+    if (!(t >= -9223372036854775808.0L && t < 9223372036854775808.0L))
+        *ms = (-9223372036854775807LL - 1);
+    else
+        *ms = (long long)t;
+    return 1;
+}
+
 /* Validates a long double the way Redis's string2ld does. */
 int anykv_ld_valid(const char *s, size_t slen) {
     long double v;

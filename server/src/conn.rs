@@ -179,11 +179,10 @@ async fn run(
             After::Paused => {
                 // Re-check the pause every few ms; CLIENT UNPAUSE or the
                 // deadline lets the pending command run.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                    _ = s.info.wake.notified() => {}
-                }
-                if s.info.killed.get() {
+                let until = mstime() + 10;
+                if wait_event(&mut stream, &mut inbuf, &s.info, until, &mut shutdown, &set).await
+                    == Waited::Gone
+                {
                     return;
                 }
                 continue;
@@ -192,48 +191,46 @@ async fn run(
                 deadline_ms,
                 replicas,
             }) => {
-                let wait = async {
-                    if deadline_ms == 0 {
-                        std::future::pending::<()>().await
-                    } else {
-                        let ms = (deadline_ms - mstime()).max(0) as u64;
-                        tokio::time::sleep(Duration::from_millis(ms)).await
-                    }
-                };
                 s.info.blocked.set(true);
-                tokio::select! {
-                    _ = wait => {}
-                    _ = killed(&s.info) => return,
+                loop {
+                    match wait_event(
+                        &mut stream,
+                        &mut inbuf,
+                        &s.info,
+                        deadline_ms,
+                        &mut shutdown,
+                        &set,
+                    )
+                    .await
+                    {
+                        Waited::Gone => return,
+                        Waited::Deadline => break,
+                        Waited::Woken => {}
+                    }
                 }
                 s.info.blocked.set(false);
                 out.int(replicas);
                 continue;
             }
-            After::Suspend(Suspend::Blocked {
-                deadline_ms,
-                null_array,
-            }) => {
+            After::Suspend(Suspend::Blocked { deadline_ms }) => {
                 s.info.blocked.set(true);
                 let timed_out = loop {
                     if s.info.unblocked.replace(false) {
                         break false;
                     }
-                    let sleep = async {
-                        if deadline_ms == 0 {
-                            std::future::pending::<()>().await
-                        } else {
-                            let ms = (deadline_ms - mstime()).max(0) as u64;
-                            tokio::time::sleep(Duration::from_millis(ms)).await
-                        }
-                    };
-                    tokio::select! {
-                        _ = sleep => break true,
-                        _ = s.info.wake.notified() => {
-                            if s.info.killed.get() {
-                                return;
-                            }
-                        }
-                        _ = shutdown.changed() => return,
+                    match wait_event(
+                        &mut stream,
+                        &mut inbuf,
+                        &s.info,
+                        deadline_ms,
+                        &mut shutdown,
+                        &set,
+                    )
+                    .await
+                    {
+                        Waited::Gone => return,
+                        Waited::Deadline => break true,
+                        Waited::Woken => {}
                     }
                 };
                 s.info.blocked.set(false);
@@ -244,11 +241,7 @@ async fn run(
                     let was_waiting =
                         crate::blocking::unblock(&mut tenant.borrow_mut(), s.info.id).is_some();
                     if was_waiting {
-                        if null_array {
-                            out.null_array();
-                        } else {
-                            out.null();
-                        }
+                        out.null_array();
                     }
                     s.info.unblocked.set(false);
                 }
@@ -305,11 +298,53 @@ async fn run(
     }
 }
 
-async fn killed(info: &ClientInfo) {
-    loop {
-        if info.killed.get() {
-            return;
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    /// The deadline passed.
+    Deadline,
+    /// Woken (served, unblocked, pushed to) or more input was buffered.
+    Woken,
+    /// The client went away, was killed, or the server is shutting down.
+    Gone,
+}
+
+/// Waits, while a command is suspended, for the deadline (`0`: none), a
+/// wake-up, or input. Input is buffered for later (clients may pipeline
+/// behind a blocking command) and EOF is noticed at once, so a client that
+/// disconnects while blocked is cleaned up instead of waiting forever.
+async fn wait_event(
+    stream: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    info: &ClientInfo,
+    deadline_ms: i64,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    set: &crate::shared::Settings,
+) -> Waited {
+    if info.killed.get() {
+        return Waited::Gone;
+    }
+    let sleep = async {
+        if deadline_ms == 0 {
+            std::future::pending::<()>().await
+        } else {
+            // +1: the timer may fire up to a millisecond early relative to
+            // the millisecond clock; never answer before the deadline.
+            let ms = (deadline_ms - mstime()).max(0) as u64 + 1;
+            tokio::time::sleep(Duration::from_millis(ms)).await
         }
-        info.wake.notified().await;
+    };
+    if inbuf.capacity() - inbuf.len() < 1024 {
+        inbuf.reserve(READ_CHUNK);
+    }
+    tokio::select! {
+        _ = sleep => Waited::Deadline,
+        _ = info.wake.notified() => {
+            if info.killed.get() { Waited::Gone } else { Waited::Woken }
+        }
+        r = stream.read_buf(inbuf) => match r {
+            Ok(n) if n > 0 && (inbuf.len() as u64) <= set.query_buffer_limit => Waited::Woken,
+            _ => Waited::Gone,
+        },
+        _ = shutdown.changed() => Waited::Gone,
     }
 }

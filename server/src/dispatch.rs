@@ -387,7 +387,7 @@ fn acl_denied(
             r.fullname
         ));
     }
-    for k in crate::cmd::command::key_positions(r.spec, args.len()) {
+    for k in crate::cmd::command::key_positions(r.spec, args) {
         if !u.can_access_key(args[k]) {
             return Some(
                 "NOPERM this user has no permissions to access one of the keys used as arguments"

@@ -33,6 +33,9 @@ pub struct PubSub {
     pub patterns: Vec<(Vec<u8>, Rc<ClientInfo>)>,
     /// Sharded channels (SSUBSCRIBE); one shard per tenant here.
     pub shard_channels: HashMap<Vec<u8>, Vec<Rc<ClientInfo>>>,
+    /// Subscribers closed for exceeding the output limit (INFO stats
+    /// client_output_buffer_limit_disconnections).
+    pub limit_disconnections: u64,
 }
 
 fn encode(resp: u8, parts: &[&[u8]]) -> BytesMut {
@@ -45,11 +48,20 @@ fn encode(resp: u8, parts: &[&[u8]]) -> BytesMut {
     r.buf
 }
 
-/// Queues `msg` for `c`, enforcing the limits. Returns false if the client
-/// was closed for exceeding them.
-pub fn deliver(c: &ClientInfo, msg: &[u8], limit: PushLimit, now_ms: i64) -> bool {
+/// What [`deliver`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// The client was already closing.
+    Dropped,
+    /// The client exceeded its output limit and was closed now.
+    Closed,
+}
+
+/// Queues `msg` for `c`, enforcing the limits.
+pub fn deliver(c: &ClientInfo, msg: &[u8], limit: PushLimit, now_ms: i64) -> Delivery {
     if c.killed.get() {
-        return false;
+        return Delivery::Dropped;
     }
     c.push_bytes(msg);
     let queued = c.push.borrow().len() as u64;
@@ -71,49 +83,54 @@ pub fn deliver(c: &ClientInfo, msg: &[u8], limit: PushLimit, now_ms: i64) -> boo
         );
         c.push.borrow_mut().clear();
         c.kill();
-        return false;
+        return Delivery::Closed;
     }
-    true
+    Delivery::Queued
 }
 
 impl PubSub {
     /// PUBLISH: delivers to channel subscribers then pattern subscribers,
     /// as Redis orders them; returns the number of receivers.
     pub fn publish(&mut self, channel: &[u8], msg: &[u8], limit: PushLimit, now_ms: i64) -> usize {
-        let mut n = 0;
+        let (mut n, mut closed) = (0, 0);
+        let mut count = |d: Delivery| match d {
+            Delivery::Queued => n += 1,
+            Delivery::Closed => closed += 1,
+            Delivery::Dropped => {}
+        };
         let mut enc: [Option<BytesMut>; 2] = [None, None];
         if let Some(subs) = self.channels.get(channel) {
             for c in subs {
                 let v = c.resp.get().clamp(2, 3);
                 let m = enc[(v - 2) as usize]
                     .get_or_insert_with(|| encode(v, &[b"message", channel, msg]));
-                if deliver(c, m, limit, now_ms) {
-                    n += 1;
-                }
+                count(deliver(c, m, limit, now_ms));
             }
         }
         for (pat, c) in &self.patterns {
             if glob_match(pat, channel, false) {
                 let m = encode(c.resp.get().clamp(2, 3), &[b"pmessage", pat, channel, msg]);
-                if deliver(c, &m, limit, now_ms) {
-                    n += 1;
-                }
+                count(deliver(c, &m, limit, now_ms));
             }
         }
+        self.limit_disconnections += closed;
         n
     }
 
     /// SPUBLISH to shard-channel subscribers.
     pub fn spublish(&mut self, channel: &[u8], msg: &[u8], limit: PushLimit, now_ms: i64) -> usize {
-        let mut n = 0;
+        let (mut n, mut closed) = (0, 0);
         if let Some(subs) = self.shard_channels.get(channel) {
             for c in subs {
                 let m = encode(c.resp.get().clamp(2, 3), &[b"smessage", channel, msg]);
-                if deliver(c, &m, limit, now_ms) {
-                    n += 1;
+                match deliver(c, &m, limit, now_ms) {
+                    Delivery::Queued => n += 1,
+                    Delivery::Closed => closed += 1,
+                    Delivery::Dropped => {}
                 }
             }
         }
+        self.limit_disconnections += closed;
         n
     }
 

@@ -150,12 +150,10 @@ impl Tenant {
         }
         let name = args[0].to_ascii_lowercase();
         match &name[..] {
-            b"flushall" => self.touch_where(|_| true),
-            b"flushdb" => self.touch_where(|d| d == db),
+            // Their WATCH effects depend on which keys existed before, so
+            // the commands call `touch_watched_in_dbs` themselves.
+            b"flushall" | b"flushdb" => {}
             b"swapdb" => {
-                let a = crate::util::parse_i64(args.get(1).copied().unwrap_or(b"")).unwrap_or(-1);
-                let b = crate::util::parse_i64(args.get(2).copied().unwrap_or(b"")).unwrap_or(-1);
-                self.touch_where(|d| d as i64 == a || d as i64 == b);
                 // Blocked clients may now find data in either database.
                 let keys: Vec<(usize, Vec<u8>)> = self.blocked_keys.keys().cloned().collect();
                 self.ready_keys.extend(keys);
@@ -164,7 +162,7 @@ impl Tenant {
                 let Some(r) = crate::cmd::registry().by_name(args[0]) else {
                     return;
                 };
-                for k in crate::cmd::command::key_positions(r.spec, args.len()) {
+                for k in crate::cmd::command::key_positions(r.spec, args) {
                     self.touch_key(db, args[k]);
                 }
                 // MOVE and COPY ... DB n also change a key in another database.
@@ -199,9 +197,16 @@ impl Tenant {
         }
     }
 
-    fn touch_where(&mut self, f: impl Fn(usize) -> bool) {
-        for ((d, _), cs) in self.watched.iter() {
-            if f(*d) {
+    /// Before FLUSHDB/FLUSHALL/SWAPDB (Redis's `touchAllWatchedKeysInDb`):
+    /// fails the WATCHes on keys of `dbs` that exist now, or, for SWAPDB,
+    /// exist in the database about to take their place (`other`).
+    pub fn touch_watched_in_dbs(&mut self, dbs: &[usize], other: Option<&dyn Fn(usize) -> usize>) {
+        for ((d, key), cs) in self.watched.iter() {
+            if !dbs.contains(d) {
+                continue;
+            }
+            let exists = |db: usize| self.ks.dbs.get(db).is_some_and(|t| t.find(key).is_some());
+            if exists(*d) || other.is_some_and(|o| exists(o(*d))) {
                 for c in cs {
                     c.dirty_cas.set(true);
                 }

@@ -93,6 +93,7 @@ extern "C" {
         outlen: usize,
     ) -> i32;
     fn anykv_string2d(s: *const u8, slen: usize, out: *mut f64) -> i32;
+    fn anykv_timeout_ms(s: *const u8, slen: usize, out: *mut i64) -> i32;
     fn anykv_fmt_g17(v: f64, out: *mut u8, outlen: usize) -> i32;
 }
 
@@ -143,6 +144,17 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     // SAFETY: (ptr, len) is a live slice; C copies it before parsing and
     // writes only the f64 behind the valid `&mut v` pointer.
     let ok = unsafe { anykv_string2d(s.as_ptr(), s.len(), &mut v) };
+    (ok == 1).then_some(v)
+}
+
+/// A blocking command's timeout in milliseconds, converted exactly as
+/// Redis 7.0 does (long double seconds × 1000, rounded up; out-of-range
+/// values come out negative). `None` if not a valid float.
+pub fn timeout_ms(s: &[u8]) -> Option<i64> {
+    let mut v = 0i64;
+    // SAFETY: (ptr, len) is a live slice that C copies before parsing; it
+    // writes only the i64 behind the valid `&mut v` pointer.
+    let ok = unsafe { anykv_timeout_ms(s.as_ptr(), s.len(), &mut v) };
     (ok == 1).then_some(v)
 }
 

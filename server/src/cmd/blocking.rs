@@ -1,30 +1,21 @@
 //! Blocking list and sorted-set commands: BLPOP, BRPOP, BRPOPLPUSH, BLMOVE,
-//! BLMPOP (and the sorted-set ones once their pops exist). Each has a
+//! BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP. Each has a
 //! "try now" path and a `serve_*` function that `blocking::serve_ready`
 //! calls on behalf of a waiter when one of its keys gets data.
 
+use super::list::{self, End, PopReply};
 use super::server::Suspend;
-use super::{errors, Ctx, Replied, NOTIFY_GENERIC, NOTIFY_LIST};
+use super::zset;
+use super::{errors, Ctx};
 use crate::blocking;
-use crate::db::list::List;
-use crate::db::Value;
-use crate::sds::Sds;
-use crate::util::{parse_f64, parse_i64};
+use crate::util::{parse_i64, timeout_ms};
 
 /// Redis's `getTimeoutFromObjectOrReply(UNIT_SECONDS)`: absolute deadline in
 /// ms, 0 for "forever"; replies the error and returns None when invalid.
 pub fn parse_timeout(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
-    let Some(secs) = parse_f64(arg) else {
+    let Some(ms) = timeout_ms(arg) else {
         ctx.err("timeout is not a float or out of range");
         return None;
-    };
-    // C's (long long)(x * 1000.0): out-of-range values become LLONG_MIN,
-    // which Redis then reports as negative.
-    let v = secs * 1000.0;
-    let ms = if v > -9.2e18 && v < 9.2e18 {
-        v as i64
-    } else {
-        i64::MIN
     };
     if ms < 0 {
         ctx.err("timeout is negative");
@@ -40,11 +31,13 @@ pub fn parse_timeout(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
     Some(0)
 }
 
-/// Blocks the client on `keys` until `deadline_ms` (0: forever), or, inside
-/// EXEC, replies the timeout value at once as Redis does.
-fn block_on(ctx: &mut Ctx, keys: Vec<Vec<u8>>, deadline_ms: i64, null_array: bool) {
+/// Blocks the client on `keys` until `deadline_ms` (0: forever); a timeout
+/// replies a null array. Inside EXEC nothing blocks: the reply is at once a
+/// null array, or a null bulk for BLMOVE/BRPOPLPUSH (`exec_null_array`
+/// false), as Redis does.
+fn block_on(ctx: &mut Ctx, keys: Vec<Vec<u8>>, deadline_ms: i64, exec_null_array: bool) {
     if ctx.s.in_exec {
-        if null_array {
+        if exec_null_array {
             ctx.out.null_array();
         } else {
             ctx.out.null();
@@ -52,192 +45,64 @@ fn block_on(ctx: &mut Ctx, keys: Vec<Vec<u8>>, deadline_ms: i64, null_array: boo
         return;
     }
     blocking::block(ctx.t, ctx.s, ctx.args, keys);
-    ctx.suspend = Some(Suspend::Blocked {
-        deadline_ms,
-        null_array,
-    });
+    ctx.suspend = Some(Suspend::Blocked { deadline_ms });
 }
 
-/// The list at `key`: `Ok(None)` when missing, `Err` after WRONGTYPE.
-fn list_at(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    match ctx.lookup_write(key) {
-        None => Ok(None),
-        Some(idx) => match ctx.db().entry(idx).value {
-            Value::List(_) => Ok(Some(idx)),
-            _ => {
-                ctx.wrongtype();
-                Err(Replied)
-            }
-        },
-    }
-}
-
-fn list_mut<'c>(ctx: &'c mut Ctx, idx: u32) -> Option<&'c mut List> {
-    match &mut ctx.db().entry_mut(idx).value {
-        Value::List(l) => Some(l),
-        _ => None,
-    }
-}
-
-/// Pops up to `count` elements from the list at `idx`, logging the effect
-/// as LPOP/RPOP and deleting the key when it empties.
-fn pop_n(ctx: &mut Ctx, key: &[u8], idx: u32, left: bool, count: usize) -> Vec<Sds> {
-    let Some(l) = list_mut(ctx, idx) else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(count.min(l.len()));
-    for _ in 0..count {
-        let v = if left {
-            l.items.pop_front()
-        } else {
-            l.items.pop_back()
-        };
-        match v {
-            Some(v) => out.push(v),
-            None => break,
-        }
-    }
-    let empty = l.is_empty();
-    let cmd: &[u8] = if left { b"LPOP" } else { b"RPOP" };
-    let n = out.len().to_string();
-    ctx.propagate(&[cmd, key, n.as_bytes()]);
-    ctx.notify(NOTIFY_LIST, if left { "lpop" } else { "rpop" }, key);
-    if empty {
-        ctx.db().remove_at(idx);
-        ctx.notify(NOTIFY_GENERIC, "del", key);
-    }
-    out
-}
-
-/// BLPOP/BRPOP on one key: `Ok(true)` when it popped and replied.
-fn try_pop(ctx: &mut Ctx, key: &[u8], left: bool) -> Result<bool, Replied> {
-    let Some(idx) = list_at(ctx, key)? else {
-        return Ok(false);
-    };
-    let v = pop_n(ctx, key, idx, left, 1);
-    let Some(v) = v.first() else { return Ok(false) };
-    ctx.out.array(2);
-    ctx.out.bulk(key);
-    ctx.out.bulk(v);
-    Ok(true)
-}
-
-fn bpop(ctx: &mut Ctx, left: bool) {
+fn bpop(ctx: &mut Ctx, end: End) {
     let n = ctx.args.len();
     let Some(deadline) = parse_timeout(ctx, ctx.args[n - 1]) else {
         return;
     };
-    for i in 1..n - 1 {
-        match try_pop(ctx, ctx.args[i], left) {
-            Err(_) | Ok(true) => return,
-            Ok(false) => {}
-        }
+    let keys: Vec<&[u8]> = ctx.args[1..n - 1].to_vec();
+    match list::pop_first(ctx, &keys, end, None, PopReply::KeyElem) {
+        Err(_) | Ok(true) => {}
+        Ok(false) => block_on(
+            ctx,
+            keys.iter().map(|k| k.to_vec()).collect(),
+            deadline,
+            true,
+        ),
     }
-    let keys = ctx.args[1..n - 1].iter().map(|k| k.to_vec()).collect();
-    block_on(ctx, keys, deadline, true);
 }
 
 pub fn blpop(ctx: &mut Ctx) {
-    bpop(ctx, true)
+    bpop(ctx, End::Left)
 }
 
 pub fn brpop(ctx: &mut Ctx) {
-    bpop(ctx, false)
+    bpop(ctx, End::Right)
 }
 
 fn serve_blpop(ctx: &mut Ctx, key: &[u8]) -> bool {
-    try_pop(ctx, key, true).unwrap_or(false)
+    list::pop_first(ctx, &[key], End::Left, None, PopReply::KeyElem).unwrap_or(false)
 }
 
 fn serve_brpop(ctx: &mut Ctx, key: &[u8]) -> bool {
-    try_pop(ctx, key, false).unwrap_or(false)
+    list::pop_first(ctx, &[key], End::Right, None, PopReply::KeyElem).unwrap_or(false)
 }
 
-/// LEFT/RIGHT argument.
-fn side(a: &[u8]) -> Option<bool> {
-    if a.eq_ignore_ascii_case(b"left") {
-        Some(true)
-    } else if a.eq_ignore_ascii_case(b"right") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// Moves one element from `src` to `dst` (Redis's `lmoveGenericCommand`);
-/// `Ok(true)` when it moved and replied with the element.
-fn try_move(
-    ctx: &mut Ctx,
-    src: &[u8],
-    dst: &[u8],
-    from_left: bool,
-    to_left: bool,
-) -> Result<bool, Replied> {
-    let Some(sidx) = list_at(ctx, src)? else {
-        return Ok(false);
-    };
-    // The destination must be a list (or absent) before anything moves.
-    list_at(ctx, dst)?;
-    let sidx = ctx.db().find(src).unwrap_or(sidx);
-    let Some(l) = list_mut(ctx, sidx) else {
-        return Ok(false);
-    };
-    let v = if from_left {
-        l.items.pop_front()
-    } else {
-        l.items.pop_back()
-    };
-    let Some(v) = v else { return Ok(false) };
-    let src_empty = l.is_empty();
-    if src_empty {
-        ctx.db().remove_at(sidx);
-    }
-    let didx = match ctx.db().find(dst) {
-        Some(i) => i,
-        None => ctx.set_key(dst, Value::List(Box::default()), false),
-    };
-    if let Some(dl) = list_mut(ctx, didx) {
-        if to_left {
-            dl.items.push_front(v.clone());
-        } else {
-            dl.items.push_back(v.clone());
-        }
-    }
-    let (f, t): (&[u8], &[u8]) = (
-        if from_left { b"LEFT" } else { b"RIGHT" },
-        if to_left { b"LEFT" } else { b"RIGHT" },
-    );
-    ctx.propagate(&[b"LMOVE", src, dst, f, t]);
-    ctx.notify(NOTIFY_LIST, if from_left { "lpop" } else { "rpop" }, src);
-    if src_empty {
-        ctx.notify(NOTIFY_GENERIC, "del", src);
-    }
-    ctx.notify(NOTIFY_LIST, if to_left { "lpush" } else { "rpush" }, dst);
-    ctx.out.bulk(&v);
-    Ok(true)
-}
-
-/// (src, dst, from_left, to_left, timeout arg index) of BLMOVE/BRPOPLPUSH.
-fn move_args(ctx: &mut Ctx) -> Option<(bool, bool, usize)> {
+/// (from, to, timeout index, logged as RPOPLPUSH) of BLMOVE/BRPOPLPUSH.
+fn move_args(ctx: &mut Ctx) -> Option<(End, End, usize, bool)> {
     if ctx.spec.name == "brpoplpush" {
-        return Some((false, true, 3));
+        return Some((End::Right, End::Left, 3, true));
     }
-    let (Some(f), Some(t)) = (side(ctx.args[3]), side(ctx.args[4])) else {
+    let (Some(f), Some(t)) = (End::parse(ctx.args[3]), End::parse(ctx.args[4])) else {
         ctx.syntax_error();
         return None;
     };
-    Some((f, t, 5))
+    Some((f, t, 5, false))
 }
 
+/// BLMOVE src dst from to timeout / BRPOPLPUSH src dst timeout.
 fn bmove(ctx: &mut Ctx) {
-    let Some((from, to, ti)) = move_args(ctx) else {
+    let Some((from, to, ti, rpoplpush)) = move_args(ctx) else {
         return;
     };
     let Some(deadline) = parse_timeout(ctx, ctx.args[ti]) else {
         return;
     };
     let (src, dst) = (ctx.args[1], ctx.args[2]);
-    match try_move(ctx, src, dst, from, to) {
+    match list::lmove_generic(ctx, src, dst, from, to, rpoplpush) {
         Err(_) | Ok(true) => {}
         Ok(false) => block_on(ctx, vec![src.to_vec()], deadline, false),
     }
@@ -251,109 +116,130 @@ pub fn brpoplpush(ctx: &mut Ctx) {
     bmove(ctx)
 }
 
+/// Serves a BLMOVE/BRPOPLPUSH waiter once its source list has data. A
+/// destination of another type answers the waiter WRONGTYPE (and unblocks
+/// it) with nothing moved, as Redis does.
 fn serve_bmove(ctx: &mut Ctx, key: &[u8]) -> bool {
-    let Some((from, to, _)) = move_args(ctx) else {
+    let Some((from, to, _, rpoplpush)) = move_args(ctx) else {
         return false;
     };
+    if !matches!(list::probe_write(ctx, key), list::Probe::List(_)) {
+        return false;
+    }
     let dst = ctx.args[2];
-    try_move(ctx, key, dst, from, to).unwrap_or(false)
+    !matches!(
+        list::lmove_generic(ctx, key, dst, from, to, rpoplpush),
+        Ok(false)
+    )
 }
 
-/// Parsed `BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]`.
-struct Mpop {
-    deadline: i64,
-    keys: Vec<Vec<u8>>,
-    left: bool,
-    count: usize,
-}
-
-fn parse_blmpop(ctx: &mut Ctx) -> Option<Mpop> {
-    let deadline = parse_timeout(ctx, ctx.args[1])?;
-    let numkeys = match parse_i64(ctx.args[2]) {
-        Some(n) if n > 0 => n as usize,
-        Some(_) => {
-            ctx.err("numkeys should be greater than 0");
-            return None;
-        }
-        None => {
-            ctx.err(errors::NOT_INTEGER);
-            return None;
-        }
-    };
-    let first = 3;
-    if ctx.args.len() < first + numkeys + 1 {
-        ctx.syntax_error();
-        return None;
-    }
-    let keys = ctx.args[first..first + numkeys]
-        .iter()
-        .map(|k| k.to_vec())
-        .collect();
-    let Some(left) = side(ctx.args[first + numkeys]) else {
-        ctx.syntax_error();
-        return None;
-    };
-    let mut count = 1usize;
-    let mut j = first + numkeys + 1;
-    let mut seen_count = false;
-    while j < ctx.args.len() {
-        if ctx.args[j].eq_ignore_ascii_case(b"count") && j + 1 < ctx.args.len() && !seen_count {
-            match parse_i64(ctx.args[j + 1]) {
-                Some(c) if c > 0 => count = c as usize,
-                _ => {
-                    ctx.err("count should be greater than 0");
-                    return None;
-                }
-            }
-            seen_count = true;
-            j += 2;
-        } else {
-            ctx.syntax_error();
-            return None;
-        }
-    }
-    Some(Mpop {
-        deadline,
-        keys,
-        left,
-        count,
-    })
-}
-
-/// BLMPOP on one key: `Ok(true)` when it popped and replied.
-fn try_mpop(ctx: &mut Ctx, key: &[u8], left: bool, count: usize) -> Result<bool, Replied> {
-    let Some(idx) = list_at(ctx, key)? else {
-        return Ok(false);
-    };
-    let vals = pop_n(ctx, key, idx, left, count);
-    if vals.is_empty() {
-        return Ok(false);
-    }
-    ctx.out.array(2);
-    ctx.out.bulk(key);
-    ctx.out.array(vals.len());
-    for v in &vals {
-        ctx.out.bulk(v);
-    }
-    Ok(true)
-}
-
+/// BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]: arguments first,
+/// then the timeout, as Redis's `lmpopGenericCommand` checks them.
 pub fn blmpop(ctx: &mut Ctx) {
-    let Some(m) = parse_blmpop(ctx) else { return };
-    for k in &m.keys {
-        match try_mpop(ctx, k, m.left, m.count) {
-            Err(_) | Ok(true) => return,
-            Ok(false) => {}
-        }
+    let Some(m) = list::parse_mpop(ctx, 2) else {
+        return;
+    };
+    let Some(deadline) = parse_timeout(ctx, ctx.args[1]) else {
+        return;
+    };
+    let keys: Vec<&[u8]> = ctx.args[m.first_key..m.first_key + m.numkeys].to_vec();
+    match list::pop_first(ctx, &keys, m.end, Some(m.count), PopReply::KeyArray) {
+        Err(_) | Ok(true) => {}
+        Ok(false) => block_on(
+            ctx,
+            keys.iter().map(|k| k.to_vec()).collect(),
+            deadline,
+            true,
+        ),
     }
-    block_on(ctx, m.keys, m.deadline, true);
 }
 
 fn serve_blmpop(ctx: &mut Ctx, key: &[u8]) -> bool {
-    let Some(m) = parse_blmpop(ctx) else {
+    let Some(m) = list::parse_mpop(ctx, 2) else {
         return false;
     };
-    try_mpop(ctx, key, m.left, m.count).unwrap_or(false)
+    list::pop_first(ctx, &[key], m.end, Some(m.count), PopReply::KeyArray).unwrap_or(false)
+}
+
+/// BZPOPMIN/BZPOPMAX key... timeout: timeout first, then the keys in
+/// order (WRONGTYPE on the first existing non-zset), as Redis's
+/// `blockingGenericZpopCommand`.
+fn bzpop(ctx: &mut Ctx, max: bool) {
+    let n = ctx.args.len();
+    let Some(deadline) = parse_timeout(ctx, ctx.args[n - 1]) else {
+        return;
+    };
+    let keys: Vec<&[u8]> = ctx.args[1..n - 1].to_vec();
+    match zset::first_zset_key(ctx, &keys) {
+        Err(_) => {}
+        Ok(Some(i)) => {
+            zset::pop_generic(ctx, &[keys[i]], max, true, -1, false, false);
+        }
+        Ok(None) => block_on(
+            ctx,
+            keys.iter().map(|k| k.to_vec()).collect(),
+            deadline,
+            true,
+        ),
+    }
+}
+
+pub fn bzpopmin(ctx: &mut Ctx) {
+    bzpop(ctx, false)
+}
+
+pub fn bzpopmax(ctx: &mut Ctx) {
+    bzpop(ctx, true)
+}
+
+fn serve_bzpop(ctx: &mut Ctx, key: &[u8], max: bool) -> bool {
+    if zset::zset_len(ctx, key).unwrap_or(0) == 0 {
+        return false;
+    }
+    zset::pop_generic(ctx, &[key], max, true, -1, false, false);
+    true
+}
+
+fn serve_bzpopmin(ctx: &mut Ctx, key: &[u8]) -> bool {
+    serve_bzpop(ctx, key, false)
+}
+
+fn serve_bzpopmax(ctx: &mut Ctx, key: &[u8]) -> bool {
+    serve_bzpop(ctx, key, true)
+}
+
+/// BZMPOP timeout numkeys key... MIN|MAX [COUNT n]: arguments, then timeout.
+pub fn bzmpop(ctx: &mut Ctx) {
+    let Some(m) = zset::parse_mpop(ctx, 2) else {
+        return;
+    };
+    let Some(deadline) = parse_timeout(ctx, ctx.args[1]) else {
+        return;
+    };
+    let keys: Vec<&[u8]> = ctx.args[m.keys].to_vec();
+    match zset::first_zset_key(ctx, &keys) {
+        Err(_) => {}
+        Ok(Some(i)) => {
+            zset::pop_generic(ctx, &[keys[i]], m.max, true, m.count, true, true);
+        }
+        Ok(None) => block_on(
+            ctx,
+            keys.iter().map(|k| k.to_vec()).collect(),
+            deadline,
+            true,
+        ),
+    }
+}
+
+fn serve_bzmpop(ctx: &mut Ctx, key: &[u8]) -> bool {
+    let Some(m) = zset::parse_mpop(ctx, 2) else {
+        return false;
+    };
+    if zset::zset_len(ctx, key).unwrap_or(0) == 0 {
+        return false;
+    }
+    zset::pop_generic(ctx, &[key], m.max, true, m.count, true, true);
+    true
 }
 
 /// The serve function for a blocking command, by full name.
@@ -363,6 +249,9 @@ pub fn serve_fn(name: &str) -> Option<blocking::ServeFn> {
         "brpop" => serve_brpop,
         "blmove" | "brpoplpush" => serve_bmove,
         "blmpop" => serve_blmpop,
+        "bzpopmin" => serve_bzpopmin,
+        "bzpopmax" => serve_bzpopmax,
+        "bzmpop" => serve_bzmpop,
         _ => return None,
     })
 }
@@ -385,16 +274,7 @@ pub fn client_unblock(ctx: &mut Ctx) {
     if error {
         r.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
     } else {
-        let name = b
-            .args
-            .first()
-            .map(|a| a.to_ascii_lowercase())
-            .unwrap_or_default();
-        if name == b"brpoplpush" || name == b"blmove" {
-            r.null();
-        } else {
-            r.null_array();
-        }
+        r.null_array();
     }
     b.info.push_bytes(&r.buf);
     b.info.unblocked.set(true);

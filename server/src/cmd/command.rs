@@ -185,14 +185,54 @@ pub fn list(ctx: &mut Ctx) {
     }
 }
 
-/// Key positions of a full command line, from the table's first/last/step.
-pub fn key_positions(spec: &super::CommandSpec, argc: usize) -> Vec<usize> {
+/// Key positions of a full command line: the table's first/last/step, plus
+/// the keys of "movablekeys" commands found from their arguments (numkeys,
+/// STORE destinations), as Redis's getkeys procedures do. Used by COMMAND
+/// GETKEYS, ACL key checks, and WATCH/blocking wake-ups from logged effects.
+pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
+    let argc = args.len();
+    let numkeys_at = |i: usize, first: usize| -> Vec<usize> {
+        let n = args
+            .get(i)
+            .and_then(|a| crate::util::parse_i64(a))
+            .filter(|n| *n > 0)
+            .map(|n| n as usize)
+            .unwrap_or(0);
+        (first..first.saturating_add(n))
+            .filter(|&k| k < argc)
+            .collect()
+    };
+    if spec.has_flag("movablekeys") {
+        return match spec.name {
+            "lmpop" | "zmpop" | "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" => {
+                numkeys_at(1, 2)
+            }
+            "blmpop" | "bzmpop" => numkeys_at(2, 3),
+            "zunionstore" | "zinterstore" | "zdiffstore" => {
+                let mut v = vec![1];
+                v.extend(numkeys_at(2, 3));
+                v.retain(|&k| k < argc);
+                v
+            }
+            "sort" | "sort_ro" => {
+                let mut v = vec![1];
+                if let Some(p) =
+                    (2..argc.saturating_sub(1)).find(|&i| args[i].eq_ignore_ascii_case(b"store"))
+                {
+                    v.push(p + 1);
+                }
+                v.retain(|&k| k < argc);
+                v
+            }
+            _ => Vec::new(),
+        };
+    }
     if spec.first_key <= 0 {
         return Vec::new();
     }
     let first = spec.first_key as usize;
     let last = if spec.last_key < 0 {
-        (argc as i64 + spec.last_key as i64) as usize
+        (argc as i64 + spec.last_key as i64).max(0) as usize
     } else {
         (spec.last_key as usize).min(argc.saturating_sub(1))
     };
@@ -210,7 +250,7 @@ pub fn getkeys(ctx: &mut Ctx) {
     if (a > 0 && a as usize != cmdargs.len()) || (cmdargs.len() as i64) < -(a as i64) {
         return ctx.err("Invalid number of arguments specified for command");
     }
-    let keys = key_positions(r.spec, cmdargs.len());
+    let keys = key_positions(r.spec, cmdargs);
     if keys.is_empty() {
         return ctx.err("The command has no key arguments");
     }

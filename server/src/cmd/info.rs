@@ -188,7 +188,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 st.keyspace_hits,
                 st.keyspace_misses,
                 g.client_query_limit_disconnections.load(Relaxed),
-                g.client_output_limit_disconnections.load(Relaxed),
+                g.client_output_limit_disconnections.load(Relaxed) + ctx.t.pubsub.limit_disconnections,
                 st.total_error_replies,
                 st.unexpected_error_replies,
             );

@@ -24,12 +24,9 @@ pub fn exists(ctx: &mut Ctx) {
     let mut n = 0;
     for i in 1..ctx.args.len() {
         let db = ctx.s.db;
-        if ctx.lookup_notouch(db, ctx.args[i]).is_some() {
-            n += 1;
-            ctx.t.stats.keyspace_hits += 1;
-        } else {
-            ctx.t.stats.keyspace_misses += 1;
-        }
+        let hit = ctx.lookup_notouch(db, ctx.args[i]).is_some();
+        ctx.count_read(ctx.args[i], hit);
+        n += hit as i64;
     }
     ctx.out.int(n);
 }
@@ -38,12 +35,12 @@ pub fn type_(ctx: &mut Ctx) {
     let db = ctx.s.db;
     match ctx.lookup_notouch(db, ctx.args[1]) {
         Some(idx) => {
-            ctx.t.stats.keyspace_hits += 1;
+            ctx.count_read(ctx.args[1], true);
             let name = ctx.db().entry(idx).value.kind().name();
             ctx.out.simple(name)
         }
         None => {
-            ctx.t.stats.keyspace_misses += 1;
+            ctx.count_read(ctx.args[1], false);
             ctx.out.simple("none")
         }
     }
@@ -156,10 +153,10 @@ pub fn pexpireat(ctx: &mut Ctx) {
 fn ttl_generic(ctx: &mut Ctx, ms: bool, absolute: bool) {
     let db = ctx.s.db;
     let Some(idx) = ctx.lookup_notouch(db, ctx.args[1]) else {
-        ctx.t.stats.keyspace_misses += 1;
+        ctx.count_read(ctx.args[1], false);
         return ctx.out.int(-2);
     };
-    ctx.t.stats.keyspace_hits += 1;
+    ctx.count_read(ctx.args[1], true);
     let exp = ctx.db().entry(idx).expire_at;
     if exp == NO_EXPIRE {
         return ctx.out.int(-1);

@@ -12,13 +12,18 @@ pub mod command;
 pub mod config;
 pub mod connection;
 pub mod debug;
+pub mod hash;
 pub mod info;
 pub mod keys;
+pub mod list;
 pub mod multi;
 pub mod pubsub;
 pub mod server;
+pub mod set;
+pub mod sort;
 pub mod string;
 pub mod table;
+pub mod zset;
 
 use crate::client::Session;
 pub use crate::config::{
@@ -195,6 +200,17 @@ impl<'a> Ctx<'a> {
             return None;
         }
         Some(idx)
+    }
+
+    /// Counts a read (hit or miss) for lookups made with Redis's
+    /// LOOKUP_NOTOUCH (EXISTS, TYPE, TTL...): stats plus the keymiss event.
+    pub fn count_read(&mut self, key: &[u8], hit: bool) {
+        if hit {
+            self.t.stats.keyspace_hits += 1;
+        } else {
+            self.t.stats.keyspace_misses += 1;
+            self.notify(NOTIFY_KEY_MISS, "keymiss", key);
+        }
     }
 
     /// Reads a string key: `Ok(None)` if missing, `Err(Replied)` after replying

@@ -213,8 +213,9 @@ pub fn pubsub_shardchannels(ctx: &mut Ctx) {
 }
 
 fn numsub(ctx: &mut Ctx, shard: bool) {
+    // A flat array even in RESP3, as Redis 7.0 replies.
     let n = ctx.args.len() - 2;
-    ctx.out.map(n);
+    ctx.out.array(2 * n);
     for i in 2..ctx.args.len() {
         let ch = ctx.args[i];
         let map = if shard {

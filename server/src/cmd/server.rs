@@ -12,8 +12,8 @@ pub enum Suspend {
     /// WAIT: reply `:<n>` at the deadline (ms; 0 = never).
     Wait { deadline_ms: i64, replicas: i64 },
     /// Blocked on keys until served (reply arrives on the push queue) or
-    /// the deadline (0 = never), when it replies a null array or null bulk.
-    Blocked { deadline_ms: i64, null_array: bool },
+    /// the deadline (0 = never), when it replies a null array.
+    Blocked { deadline_ms: i64 },
 }
 
 pub fn dbsize(ctx: &mut Ctx) {
@@ -43,6 +43,8 @@ pub fn flushdb(ctx: &mut Ctx) {
         return;
     }
     let n = ctx.db().len() as u64;
+    let db = ctx.s.db;
+    ctx.t.touch_watched_in_dbs(&[db], None);
     *ctx.db() = Table::new();
     ctx.propagate(&[b"FLUSHDB"]);
     ctx.t.dirty += n;
@@ -54,6 +56,8 @@ pub fn flushall(ctx: &mut Ctx) {
         return;
     }
     let n = ctx.t.ks.total_keys() as u64;
+    let all: Vec<usize> = (0..ctx.t.ks.dbs.len()).collect();
+    ctx.t.touch_watched_in_dbs(&all, None);
     for db in ctx.t.ks.dbs.iter_mut() {
         *db = Table::new();
     }
@@ -74,7 +78,10 @@ pub fn swapdb(ctx: &mut Ctx) {
     if a < 0 || a >= n || b < 0 || b >= n {
         return ctx.err(errors::DB_INDEX);
     }
-    ctx.t.ks.dbs.swap(a as usize, b as usize);
+    let (a, b) = (a as usize, b as usize);
+    let other = move |d: usize| if d == a { b } else { a };
+    ctx.t.touch_watched_in_dbs(&[a, b], Some(&other));
+    ctx.t.ks.dbs.swap(a, b);
     ctx.propagate_as_is();
     ctx.out.ok();
 }

@@ -1,5 +1,6 @@
 //! The keyspace: per-tenant databases of keys, values and TTLs.
 
+pub mod dense;
 pub mod hash;
 pub mod list;
 pub mod listpack;

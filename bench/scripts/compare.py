@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Foundation benchmark: anykv server vs redis-server, side by side.
+"""anykv server vs redis-server, side by side on this machine.
 
-Runs redis-benchmark against both servers, interleaved, N rounds, and prints
-a Markdown table of medians with anykv/Redis ratios; then measures memory
-after DEBUG POPULATE. Usage:
+Runs redis-benchmark against both servers, interleaved (the order alternates
+per round), N rounds, and prints Markdown tables of medians with
+anykv/Redis ratios; then measures memory for the chosen datasets. Usage:
 
     cargo build --release
-    python3 bench/scripts/foundation.py [--rounds 5] [--anykv target/release/anykv]
+    python3 bench/scripts/compare.py [--rounds 5] [--anykv target/release/anykv] \
+        [--tests set,get,incr,mset] [--memory strings,hashes,zsets]
 """
 import argparse, csv, io, os, re, signal, socket, statistics, subprocess, sys, time
 
@@ -57,18 +58,51 @@ def peak_rss(pid):
                 return int(line.split()[1]) * 1024
     return 0
 
+DATASETS = {
+    "strings": "DEBUG POPULATE 1000000 key 16",
+    "hashes": "100k hashes x 10 fields (f0..f9 = 8-byte values)",
+    "zsets": "100k zsets x 100 members (m0..m99, integer scores)",
+}
+
+def pipe(port, lines):
+    """Feeds RESP commands through redis-cli --pipe."""
+    def enc(args):
+        out = [b"*%d\r\n" % len(args)]
+        for x in args:
+            x = x if isinstance(x, bytes) else str(x).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(x), x))
+        return b"".join(out)
+    data = b"".join(enc(l) for l in lines)
+    subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=data, capture_output=True, check=True)
+
+def load(ds, port, populate):
+    if ds == "strings":
+        cli(port, "debug", "populate", str(populate), "key", "16")
+    elif ds == "hashes":
+        for start_i in range(0, 100000, 10000):
+            pipe(port, (["HSET", f"h:{i}"] + [x for f in range(10) for x in (f"f{f}", f"v{i % 1000:07d}")]
+                        for i in range(start_i, start_i + 10000)))
+    elif ds == "zsets":
+        for start_i in range(0, 100000, 2000):
+            pipe(port, (["ZADD", f"z:{i}"] + [x for m in range(100) for x in (str(m * 7 + i % 13), f"m{m}")]
+                        for i in range(start_i, start_i + 2000)))
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--anykv", default="target/release/anykv")
     ap.add_argument("--tests", default="set,get,incr,mset")
     ap.add_argument("--populate", type=int, default=1000000)
+    ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets (or none)")
+    ap.add_argument("--latency", action="store_true", help="also run -c 1 -P 1 SET/GET")
     a = ap.parse_args()
     rp, ap_ = free_port(), free_port()
     servers = {"redis": start("redis", a.anykv, rp), "anykv": start("anykv", a.anykv, ap_)}
     ports = {"redis": rp, "anykv": ap_}
     try:
-        configs = [(50, 1, 200000), (50, 16, 2000000), (1, 1, 50000)]
+        configs = [(50, 1, 200000), (50, 16, 2000000)]
+        if a.latency:
+            configs.append((1, 1, 50000))
         results = {}  # (cfg, kind, test) -> list of tuples
         for rnd in range(a.rounds):
             for cfg in configs:
@@ -89,19 +123,19 @@ def main():
                 print(f"| {t} | {cfg[0]} | {cfg[1]} | {rr:,.0f} | {kr:,.0f} | {kr / rr:.2f}x | "
                       f"{med(r, 1):.3f} / {med(r, 2):.3f} | {med(k, 1):.3f} / {med(k, 2):.3f} |")
         print()
-        print(f"| memory after DEBUG POPULATE {a.populate} key 16 | redis | anykv | ratio |")
-        print("| --- | --- | --- | --- |")
-        mem = {}
-        for kind in ("redis", "anykv"):
-            cli(ports[kind], "flushall")
-            servers[kind].send_signal(signal.SIGTERM); servers[kind].wait()
-            servers[kind] = start(kind, a.anykv, ports[kind])
-            cli(ports[kind], "debug", "populate", str(a.populate), "key", "16")
-            time.sleep(0.5)
-            mem[kind] = (info_mem(ports[kind]), peak_rss(servers[kind].pid))
-        for i, label in ((0, "used_memory"), (1, "peak RSS")):
-            r, k = mem["redis"][i], mem["anykv"][i]
-            print(f"| {label} | {r / 1e6:.1f} MB | {k / 1e6:.1f} MB | {k / r:.2f}x |")
+        print("| dataset | redis used_memory | anykv used_memory | ratio | redis peak RSS | anykv peak RSS | ratio |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for ds in [d for d in a.memory.split(",") if d and d != "none"]:
+            mem = {}
+            for kind in ("redis", "anykv"):
+                servers[kind].send_signal(signal.SIGTERM); servers[kind].wait()
+                servers[kind] = start(kind, a.anykv, ports[kind])
+                load(ds, ports[kind], a.populate)
+                time.sleep(0.5)
+                mem[kind] = (info_mem(ports[kind]), peak_rss(servers[kind].pid))
+            (ru, rr), (ku, kr) = mem["redis"], mem["anykv"]
+            print(f"| {DATASETS[ds]} | {ru / 1e6:.1f} MB | {ku / 1e6:.1f} MB | {ku / ru:.2f}x | "
+                  f"{rr / 1e6:.1f} MB | {kr / 1e6:.1f} MB | {kr / rr:.2f}x |")
     finally:
         for p in servers.values():
             p.send_signal(signal.SIGTERM)
