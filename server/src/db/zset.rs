@@ -8,19 +8,24 @@
 //!   2^53 (1 to 8 bytes, the common case of counters and timestamps), else
 //!   the tag byte 0x01 and the 8-byte `f64`. No allocation per member, and
 //!   an entry is never larger than Redis's listpack entry for the same pair;
-//!   the buffer is kept at its exact size, as Redis reallocates its
-//!   listpack. Operations are linear scans, as in Redis.
+//!   the buffer grows to the allocator's size class, as Redis reallocates
+//!   its listpack to the exact size. Operations are linear scans, as in
+//!   Redis. As in Redis, a -0 score is stored as 0 here.
 //! * **skiplist** — Redis's `zskiplist` (up to 32 levels, p = 1/4, spans on
-//!   every link, back pointers on level 0) with the nodes in an arena
-//!   addressed by `u32` index, plus a hash index member → node. Score, rank,
-//!   by-rank, by-score and by-lex lookups are O(log n); removing a run of k
-//!   elements is O(log n + k) plus the arena fix-up below.
+//!   every link, back pointers on level 0), plus a hash index member → node.
+//!   Score, rank, by-rank, by-score and by-lex lookups are O(log n);
+//!   removing a run of k elements is O(log n + k). No `unsafe` and no
+//!   pointers: nodes live in arenas, one per node height, so a node is a
+//!   `u32` (height, slot) and its links are contiguous; each link also
+//!   carries the score of the node it points to, so a search step costs
+//!   one cache miss, as Redis's inline level arrays do.
 //!
-//!   Removing a node frees its slot for the next insert; once most slots
-//!   are free the arena is compacted, keeping the nodes' order. Nodes thus
-//!   never move to a higher slot, so ZSCAN walks slots downwards as the
-//!   keyspace SCAN does and returns every member present for the whole scan
-//!   at least once; and a random member is an array read or two.
+//!   Removing a node frees its slot for the next insert of that height; once
+//!   most of an arena is free it is compacted, keeping the nodes' order.
+//!   Nodes thus never move to a higher slot, so ZSCAN walks the arenas slot
+//!   by slot downwards (as the keyspace SCAN walks its table) and returns
+//!   every member present for the whole scan at least once; and a random
+//!   member is an array read or two.
 //!
 //! Order: by score, ties by member bytes (memcmp, shorter first). Scores are
 //! never NaN inside a set (ZADD and ZINCRBY refuse them), so comparisons
