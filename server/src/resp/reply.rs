@@ -90,6 +90,18 @@ impl Reply {
 
     #[inline]
     pub fn bulk(&mut self, s: &[u8]) {
+        // Short elements (most list/set/hash members) are framed on the
+        // stack and appended with one copy: three tiny memcpy calls per
+        // element dominated LRANGE.
+        if s.len() < 10 {
+            let mut f = [0u8; 15];
+            f[..4].copy_from_slice(&[b'$', b'0' + s.len() as u8, b'\r', b'\n']);
+            f[4..4 + s.len()].copy_from_slice(s);
+            f[4 + s.len()..6 + s.len()].copy_from_slice(b"\r\n");
+            self.buf.extend_from_slice(&f[..6 + s.len()]);
+            return;
+        }
+        self.buf.reserve(s.len() + 24);
         self.line(b'$', s.len() as i64);
         self.buf.put_slice(s);
         self.buf.put_slice(b"\r\n");
