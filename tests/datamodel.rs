@@ -22,220 +22,40 @@
 
 mod common;
 
-use common::{escape, spawn_server, start_anykv_with, Conn, RespConn, ServerProcess, Value};
+use common::{
+    escape, poll_every, resp_str, start_redis, start_under_test, Conn, Raw, RespConn,
+    ServerProcess, Value,
+};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{self, Read};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Per-read timeout of the test clients: a hung server fails the test.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-const REFERENCE_ENV: &str = "ANYKV_SERVER_TEST_REFERENCE";
-
-/// `anykv server` options redis-server does not know (dropped, with their
-/// value, when the tests run against the reference).
-const ANYKV_ONLY: &[&str] = &["--executors", "--metrics-addr"];
-
-fn against_reference() -> bool {
-    std::env::var_os(REFERENCE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn anykv_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
-}
 
 /// Starts the server under test on a free port with extra arguments (and
 /// `--enable-debug-command yes`).
 fn start(extra: &[&str]) -> ServerProcess {
     let mut all = vec!["--enable-debug-command", "yes"];
     all.extend_from_slice(extra);
-    if !against_reference() {
-        return start_anykv_with(&anykv_bin(), &all);
-    }
-    let mut args: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < all.len() {
-        if ANYKV_ONLY.contains(&all[i]) {
-            i += 2;
-            continue;
-        }
-        args.push(all[i].to_string());
-        i += 1;
-    }
-    start_redis(&args)
-}
-
-/// Starts a reference redis-server (whatever the target is).
-fn start_redis(args: &[String]) -> ServerProcess {
-    let path = common::redis_server_path();
-    spawn_server("redis-server (reference)", &|port| {
-        let mut c = Command::new(&path);
-        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(args);
-        c
-    })
+    start_under_test(&all)
 }
 
 // ---------------------------------------------------------------------------
 // Clients and helpers
 // ---------------------------------------------------------------------------
 
-/// A raw TCP client: bytes in, bytes out, nothing interpreted.
-struct Raw {
-    s: TcpStream,
-    /// Bytes received but not yet consumed by an `expect`/`read_until`.
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connect to port {port}: {e}"));
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Raw { s, buf: Vec::new() }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.s
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write {}: {e}", escape(bytes)));
-    }
-
-    /// Sends one command in RESP.
-    fn send_cmd(&mut self, args: &[&str]) {
-        let r = resp(args);
-        self.send(&r);
-    }
-
-    /// Reads more bytes into `buf`; `Ok(0)` at EOF.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = self.s.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    /// The next `want.len()` bytes received must be `want`.
-    #[track_caller]
-    fn expect(&mut self, want: &[u8]) {
-        while self.buf.len() < want.len() && want.starts_with(&self.buf) {
-            match self.fill() {
-                Ok(0) => panic!(
-                    "connection closed after {} while expecting {}",
-                    escape(&self.buf),
-                    escape(want)
-                ),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "read error ({e}) after {} while expecting {}",
-                    escape(&self.buf),
-                    escape(want)
-                ),
-            }
-        }
-        let n = want.len().min(self.buf.len());
-        assert_eq!(
-            escape(&self.buf[..n]),
-            escape(want),
-            "unexpected reply bytes"
-        );
-        self.buf.drain(..n);
-    }
-
-    /// Reads up to and including the first `suffix`; returns those bytes.
-    #[track_caller]
-    fn read_until(&mut self, suffix: &[u8]) -> Vec<u8> {
-        loop {
-            if let Some(pos) = self.buf.windows(suffix.len()).position(|w| w == suffix) {
-                return self.buf.drain(..pos + suffix.len()).collect();
-            }
-            match self.fill() {
-                Ok(0) => panic!(
-                    "connection closed after {} while waiting for {}",
-                    escape(&self.buf),
-                    escape(suffix)
-                ),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "read error ({e}) after {} while waiting for {}",
-                    escape(&self.buf),
-                    escape(suffix)
-                ),
-            }
-        }
-    }
-
-    /// Nothing arrives for `d` (and the connection stays open).
-    #[track_caller]
-    fn expect_silence(&mut self, d: Duration) {
-        assert!(
-            self.buf.is_empty(),
-            "expected no reply, got {}",
-            escape(&self.buf)
-        );
-        self.s.set_read_timeout(Some(d)).unwrap();
-        let r = self.fill();
-        self.s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        match r {
-            Ok(0) => panic!("connection closed, expected it to stay open and silent"),
-            Ok(_) => panic!("expected no reply, got {}", escape(&self.buf)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("expected silence, got error: {e}"),
-        }
-    }
-
-    /// Switches to RESP3 (HELLO 3), consuming the HELLO reply.
-    fn hello3(&mut self) {
-        self.send(b"HELLO 3\r\n");
-        self.expect(b"%7\r\n");
-        self.read_until(b"$7\r\nmodules\r\n*0\r\n");
-    }
-
-    /// CLIENT ID of this connection (RESP2 or RESP3: both send `:n`).
-    fn client_id(&mut self) -> u64 {
-        self.send(b"CLIENT ID\r\n");
-        self.expect(b":");
-        let line = self.read_until(b"\r\n");
-        std::str::from_utf8(&line[..line.len() - 2])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("CLIENT ID replied :{}", escape(&line)))
-    }
-}
-
+/// This file's raw clients shut the socket down both ways when dropped.
 impl Drop for Raw {
     fn drop(&mut self) {
         let _ = self.s.shutdown(Shutdown::Both);
     }
 }
 
-/// Encodes one command in RESP.
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// The RESP2 encoding of an array of bulk strings (`*2 $1 k $1 v`).
 fn bulks(items: &[&str]) -> Vec<u8> {
-    resp(items)
+    resp_str(items)
 }
 
 /// Runs one command; an I/O error fails the test.
@@ -291,18 +111,8 @@ fn info_num(c: &mut RespConn, section: &str, field: &str) -> i64 {
 
 /// Polls `f` every 5 ms until it returns `Some`, or panics after `timeout`.
 #[track_caller]
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+fn poll<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_every(Duration::from_millis(5), timeout, what, f)
 }
 
 /// Waits until exactly `n` clients are blocked (INFO clients).
@@ -833,11 +643,11 @@ fn pipelined_commands_after_blpop_wait_for_it() {
     let srv = start(&[]);
     let mut ctl = srv.connect();
     let mut w = Raw::connect(srv.port);
-    let mut batch = resp(&["BLPOP", "p", "0"]);
-    batch.extend(resp(&["SET", "after", "1"]));
-    batch.extend(resp(&["INCR", "after"]));
-    batch.extend(resp(&["BLPOP", "p", "0"]));
-    batch.extend(resp(&["PING"]));
+    let mut batch = resp_str(&["BLPOP", "p", "0"]);
+    batch.extend(resp_str(&["SET", "after", "1"]));
+    batch.extend(resp_str(&["INCR", "after"]));
+    batch.extend(resp_str(&["BLPOP", "p", "0"]));
+    batch.extend(resp_str(&["PING"]));
     w.send(&batch);
     wait_blocked(&mut ctl, 1);
     w.expect_silence(Duration::from_millis(100));
@@ -859,7 +669,7 @@ fn pipelined_commands_after_blpop_wait_for_it() {
 fn blocking_commands_inside_multi_do_not_block() {
     let srv = start(&[]);
     let mut c = Raw::connect(srv.port);
-    let mut batch = resp(&["MULTI"]);
+    let mut batch = resp_str(&["MULTI"]);
     for args in [
         &["BLPOP", "e", "0"][..],
         &["BRPOP", "e", "e2", "0"],
@@ -870,9 +680,9 @@ fn blocking_commands_inside_multi_do_not_block() {
         &["BLPOP", "e", "0"],
         &["BLMOVE", "e", "f", "LEFT", "RIGHT", "0"],
     ] {
-        batch.extend(resp(args));
+        batch.extend(resp_str(args));
     }
-    batch.extend(resp(&["EXEC"]));
+    batch.extend(resp_str(&["EXEC"]));
     let (_, took) = timed(|| {
         c.send(&batch);
         c.expect(b"+OK\r\n");

@@ -17,7 +17,8 @@
 mod common;
 
 use common::{
-    escape, free_port, spawn_server, start_anykv_with, Conn, RespConn, ServerProcess, Value,
+    against_reference, anykv_bin, escape, free_port, poll_every, resp, start_under_test, Conn, Raw,
+    RespConn, ServerProcess, Value, CLIENT_IO_TIMEOUT as IO_TIMEOUT,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -29,46 +30,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Per-read timeout of the test clients: a hung server fails the test.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-const REFERENCE_ENV: &str = "ANYKV_SERVER_TEST_REFERENCE";
-
-/// `anykv server` options redis-server does not know (dropped, with their
-/// value, when the tests run against the reference).
-const ANYKV_ONLY: &[&str] = &["--executors", "--metrics-addr"];
-
-fn against_reference() -> bool {
-    std::env::var_os(REFERENCE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn anykv_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
-}
-
 /// Starts the server under test on a free port with extra arguments.
 fn start(extra: &[&str]) -> ServerProcess {
-    if !against_reference() {
-        return start_anykv_with(&anykv_bin(), extra);
-    }
-    let path = common::redis_server_path();
-    let mut args: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < extra.len() {
-        if ANYKV_ONLY.contains(&extra[i]) {
-            i += 2;
-            continue;
-        }
-        args.push(extra[i].to_string());
-        i += 1;
-    }
-    spawn_server("redis-server (reference)", &|port| {
-        let mut c = Command::new(&path);
-        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(&args);
-        c
-    })
+    start_under_test(extra)
 }
 
 /// The server binary with `server` arguments (for tests that run the
@@ -137,145 +101,6 @@ fn bulk(b: &[u8]) -> redis::Value {
     redis::Value::BulkString(b.to_vec())
 }
 
-/// A raw TCP client: bytes in, bytes out, nothing interpreted.
-struct Raw {
-    s: TcpStream,
-    /// Bytes received but not yet consumed by an `expect`/`read_until`.
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connect to port {port}: {e}"));
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Raw { s, buf: Vec::new() }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.s
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write {}: {e}", escape(bytes)));
-    }
-
-    /// Reads more bytes into `buf`; `Ok(0)` at EOF.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.s.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    /// The next `want.len()` bytes received must be `want`.
-    #[track_caller]
-    fn expect(&mut self, want: &[u8]) {
-        while self.buf.len() < want.len() && want.starts_with(&self.buf) {
-            match self.fill() {
-                Ok(0) => panic!(
-                    "connection closed after {} while expecting {}",
-                    escape(&self.buf),
-                    escape(want)
-                ),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "read error ({e}) after {} while expecting {}",
-                    escape(&self.buf),
-                    escape(want)
-                ),
-            }
-        }
-        let n = want.len().min(self.buf.len());
-        assert_eq!(
-            escape(&self.buf[..n]),
-            escape(want),
-            "unexpected reply bytes"
-        );
-        self.buf.drain(..n);
-    }
-
-    /// Reads up to and including the first `suffix`; returns those bytes.
-    #[track_caller]
-    fn read_until(&mut self, suffix: &[u8]) -> Vec<u8> {
-        loop {
-            if let Some(pos) = self.buf.windows(suffix.len()).position(|w| w == suffix) {
-                return self.buf.drain(..pos + suffix.len()).collect();
-            }
-            match self.fill() {
-                Ok(0) => panic!(
-                    "connection closed after {} while waiting for {}",
-                    escape(&self.buf),
-                    escape(suffix)
-                ),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "read error ({e}) after {} while waiting for {}",
-                    escape(&self.buf),
-                    escape(suffix)
-                ),
-            }
-        }
-    }
-
-    /// The server closes the connection without sending anything more.
-    #[track_caller]
-    fn expect_eof(&mut self) {
-        assert!(
-            self.buf.is_empty(),
-            "expected the connection to close, got {}",
-            escape(&self.buf)
-        );
-        match self.fill() {
-            Ok(0) => {}
-            Ok(_) => panic!(
-                "expected the connection to close, got {}",
-                escape(&self.buf)
-            ),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("expected the connection to close, got error: {e}"),
-        }
-    }
-
-    /// Nothing arrives for `d` (and the connection stays open).
-    #[track_caller]
-    fn expect_silence(&mut self, d: Duration) {
-        assert!(
-            self.buf.is_empty(),
-            "expected no reply, got {}",
-            escape(&self.buf)
-        );
-        self.s.set_read_timeout(Some(d)).unwrap();
-        let r = self.fill();
-        self.s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        match r {
-            Ok(0) => panic!("connection closed, expected it to stay open and silent"),
-            Ok(_) => panic!("expected no reply, got {}", escape(&self.buf)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("expected silence, got error: {e}"),
-        }
-    }
-
-    fn local_addr(&self) -> String {
-        self.s.local_addr().unwrap().to_string()
-    }
-}
-
-/// Encodes one command in RESP.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 #[track_caller]
 fn assert_simple(v: io::Result<Value>, want: &str) {
     match v {
@@ -286,18 +111,8 @@ fn assert_simple(v: io::Result<Value>, want: &str) {
 
 /// Polls `f` every 25 ms until it returns `Some`, or panics after `timeout`.
 #[track_caller]
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        thread::sleep(Duration::from_millis(25));
-    }
+fn poll<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_every(Duration::from_millis(25), timeout, what, f)
 }
 
 /// Waits for the server process to exit.

@@ -9,62 +9,22 @@
 //! absolute times in the log (`PEXPIREAT`, `SET ... PXAT`) expire nothing
 //! during the replay that the original had not deleted with a logged `DEL`.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::ops::Range;
-use std::rc::Rc;
+mod common;
 
-use anykv_server::client::{ClientInfo, Session};
+use common::{parse_log, Node, START_MS};
+use std::collections::BTreeMap;
+use std::ops::Range;
+
 use anykv_server::config::Config;
-use anykv_server::dispatch::dispatch;
 use anykv_server::expire::active_expire_cycle;
-use anykv_server::resp::{ParseLimits, Reply, Request, RequestParser};
+use anykv_server::resp::{ParseLimits, Request, RequestParser};
 use anykv_server::shared::{Settings, Shared};
-use anykv_server::tenant::{Tenant, TenantId};
+use anykv_server::tenant::Tenant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Virtual clock epoch of the original run.
-const START_MS: i64 = 1_700_000_000_000;
 /// Databases the workload touches (SELECT/COPY DB/MOVE/SWAPDB).
 const DBS: i64 = 4;
-
-/// One client connection to one in-process tenant.
-struct Node {
-    t: Tenant,
-    s: Session,
-    out: Reply,
-}
-
-impl Node {
-    fn new(id: u64) -> Node {
-        let mut t = Tenant::new(TenantId::DEFAULT, "t", 16);
-        t.log.enable_capture();
-        let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let laddr: SocketAddr = "127.0.0.1:6379".parse().unwrap();
-        let info = Rc::new(ClientInfo::new(id, addr, laddr, -1, START_MS));
-        Node {
-            t,
-            s: Session::new(info, true),
-            out: Reply::new(2),
-        }
-    }
-
-    /// Runs one command; returns its reply.
-    fn run(&mut self, shared: &Shared, set: &Settings, args: &[&[u8]], now_ms: i64) -> &[u8] {
-        self.out.buf.clear();
-        dispatch(
-            &mut self.t,
-            &mut self.s,
-            shared,
-            set,
-            args,
-            &mut self.out,
-            now_ms,
-        );
-        &self.out.buf
-    }
-}
 
 fn env() -> (Shared, Settings) {
     let shared = Shared::new(Config::default(), 1);
@@ -487,19 +447,6 @@ fn first_difference(a: &Dump, b: &Dump) -> Option<(usize, Vec<u8>, String)> {
         }
     }
     None
-}
-
-/// Splits a propagation log into its commands.
-fn parse_log(log: &[u8]) -> Vec<Vec<Vec<u8>>> {
-    let mut p = RequestParser::new();
-    let lim = ParseLimits::default();
-    let mut v = Vec::new();
-    while let Some(r) = p.next(log, &lim).expect("log parses") {
-        assert_eq!(r, Request::Multibulk, "the log holds multibulks only");
-        v.push(p.ranges().iter().map(|r| log[r.clone()].to_vec()).collect());
-    }
-    assert_eq!(p.consumed(), log.len(), "log ends mid-command");
-    v
 }
 
 // ---------------------------------------------------------------------------

@@ -9,55 +9,15 @@
 //! read, which Redis (and anykv) convert to a skiplist without logging it
 //! (so the workload adds no literal -0 score, which only a skiplist keeps).
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::rc::Rc;
+mod common;
 
-use anykv_server::client::{ClientInfo, Session};
+use common::run_and_replay;
+use std::collections::BTreeSet;
+
 use anykv_server::config::Config;
-use anykv_server::dispatch::dispatch;
-use anykv_server::resp::{ParseLimits, Reply, Request, RequestParser};
 use anykv_server::shared::{Settings, Shared};
-use anykv_server::tenant::{Tenant, TenantId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const START_MS: i64 = 1_700_000_000_000;
-
-struct Node {
-    t: Tenant,
-    s: Session,
-    out: Reply,
-}
-
-impl Node {
-    fn new(id: u64) -> Node {
-        let mut t = Tenant::new(TenantId::DEFAULT, "t", 16);
-        t.log.enable_capture();
-        let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let laddr: SocketAddr = "127.0.0.1:6379".parse().unwrap();
-        let info = Rc::new(ClientInfo::new(id, addr, laddr, -1, START_MS));
-        Node {
-            t,
-            s: Session::new(info, true),
-            out: Reply::new(2),
-        }
-    }
-
-    fn run(&mut self, shared: &Shared, set: &Settings, args: &[&[u8]], now_ms: i64) -> Vec<u8> {
-        self.out.buf.clear();
-        dispatch(
-            &mut self.t,
-            &mut self.s,
-            shared,
-            set,
-            args,
-            &mut self.out,
-            now_ms,
-        );
-        self.out.buf.to_vec()
-    }
-}
 
 fn env() -> (Shared, Settings) {
     let shared = Shared::new(Config::default(), 1);
@@ -264,94 +224,18 @@ impl Gen {
     }
 }
 
-fn parse_log(log: &[u8]) -> Vec<Vec<Vec<u8>>> {
-    let mut p = RequestParser::new();
-    let lim = ParseLimits::default();
-    let mut v = Vec::new();
-    while let Some(r) = p.next(log, &lim).expect("log parses") {
-        assert_eq!(r, Request::Multibulk);
-        v.push(p.ranges().iter().map(|r| log[r.clone()].to_vec()).collect());
-    }
-    assert_eq!(p.consumed(), log.len(), "log ends mid-command");
-    v
-}
-
-fn encodings(t: &Tenant) -> Vec<(usize, Vec<u8>, &'static str)> {
-    let mut v: Vec<(usize, Vec<u8>, &'static str)> =
-        t.ks.dbs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, db)| {
-                db.iter()
-                    .map(move |e| (i, e.key.as_bytes().to_vec(), e.value.encoding()))
-            })
-            .collect();
-    v.sort();
-    v
-}
-
 fn check_seed(seed: u64, ops: usize) {
     let (shared, set) = env();
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
     };
-    let mut orig = Node::new(1);
     let mut sorted = BTreeSet::new();
-    let mut now = START_MS;
-    let mut errors = 0;
-    for _ in 0..ops {
-        now += g.rng.random_range(0..3);
-        let cmd = g.cmd(&mut sorted);
-        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_slice()).collect();
-        if orig.run(&shared, &set, &args, now).first() == Some(&b'-') {
-            errors += 1;
-        }
-    }
-    let log = orig.t.log.take_capture().to_vec();
-    let cmds = parse_log(&log);
-    let mut rep = Node::new(2);
-    for c in &cmds {
-        let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
-        let reply = rep.run(&shared, &set, &args, START_MS);
-        assert_ne!(
-            reply.first(),
-            Some(&b'-'),
-            "seed {seed}: replaying {:?} failed: {}",
-            c.iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>(),
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    assert!(orig.t.ks.total_keys() > 0, "seed {seed}: empty keyspace");
-    let (eo, er) = (encodings(&orig.t), encodings(&rep.t));
-    assert_eq!(
-        eo.iter().map(|e| (e.0, &e.1)).collect::<Vec<_>>(),
-        er.iter().map(|e| (e.0, &e.1)).collect::<Vec<_>>(),
-        "seed {seed}: different keys after replay"
-    );
-    for (o, r) in eo.iter().zip(&er) {
-        if o.2 != r.2 && !sorted.contains(&o.1) {
-            panic!(
-                "seed {seed}: {:?} is {} but {} after replay",
-                String::from_utf8_lossy(&o.1),
-                o.2,
-                r.2
-            );
-        }
-    }
-    assert!(
-        orig.t.ks.digest() == rep.t.ks.digest(),
-        "seed {seed}: replayed keyspace differs"
-    );
-    let names: BTreeSet<String> = cmds
-        .iter()
-        .map(|c| String::from_utf8_lossy(&c[0]).to_uppercase())
-        .collect();
-    eprintln!(
-        "seed {seed}: {ops} ops, {errors} errors, {} keys, log entries {names:?}",
-        orig.t.ks.total_keys()
-    );
+    let run = run_and_replay(seed, &shared, &set, ops, || {
+        let step = g.rng.random_range(0..3);
+        (step, g.cmd(&mut sorted))
+    });
+    run.check_encodings(seed, |k| sorted.contains(k));
+    let names = run.check_digest(seed, ops);
     for want in [
         "ZADD",
         "ZREM",

@@ -626,3 +626,257 @@ pub fn start_anykv_with(bin: &Path, extra: &[&str]) -> ServerProcess {
         c
     })
 }
+
+// ---------------------------------------------------------------------------
+// The server under test (anykv, or redis-server with ANYKV_SERVER_TEST_REFERENCE)
+// ---------------------------------------------------------------------------
+
+/// Per-read timeout of the raw test clients: a hung server fails the test.
+pub const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const REFERENCE_ENV: &str = "ANYKV_SERVER_TEST_REFERENCE";
+
+/// `anykv server` options redis-server does not know (dropped, with their
+/// value, when the tests run against the reference).
+pub const ANYKV_ONLY: &[&str] = &["--executors", "--metrics-addr"];
+
+/// Whether the tests run against the reference redis-server
+/// (`ANYKV_SERVER_TEST_REFERENCE` set, non-empty and not `0`).
+pub fn against_reference() -> bool {
+    std::env::var_os(REFERENCE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+pub fn anykv_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
+}
+
+/// `extra` without the [`ANYKV_ONLY`] options (and their values).
+pub fn reference_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        if ANYKV_ONLY.contains(&extra[i]) {
+            i += 2;
+            continue;
+        }
+        args.push(extra[i].to_string());
+        i += 1;
+    }
+    args
+}
+
+/// Starts a reference redis-server (whatever the target is).
+pub fn start_redis(args: &[String]) -> ServerProcess {
+    let path = redis_server_path();
+    spawn_server("redis-server (reference)", &|port| {
+        let mut c = Command::new(&path);
+        c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(args);
+        c
+    })
+}
+
+/// Starts the server under test on a free port with extra arguments: anykv,
+/// or the reference redis-server (without the [`ANYKV_ONLY`] options) when
+/// [`against_reference`].
+pub fn start_under_test(extra: &[&str]) -> ServerProcess {
+    if !against_reference() {
+        return start_anykv_with(&anykv_bin(), extra);
+    }
+    start_redis(&reference_args(extra))
+}
+
+/// Polls `f` every `every` until it returns `Some`, or panics after `timeout`.
+#[track_caller]
+pub fn poll_every<T>(
+    every: Duration,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A raw TCP client
+// ---------------------------------------------------------------------------
+
+/// Encodes one command in RESP.
+pub fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// [`resp`] of string arguments.
+pub fn resp_str(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    resp(&bytes)
+}
+
+/// A raw TCP client: bytes in, bytes out, nothing interpreted.
+pub struct Raw {
+    pub s: TcpStream,
+    /// Bytes received but not yet consumed by an `expect`/`read_until`.
+    pub buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to port {port}: {e}"));
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(CLIENT_IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(CLIENT_IO_TIMEOUT)).unwrap();
+        Raw { s, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write {}: {e}", escape(bytes)));
+    }
+
+    /// Sends one command in RESP.
+    pub fn send_cmd(&mut self, args: &[&str]) {
+        let r = resp_str(args);
+        self.send(&r);
+    }
+
+    /// Reads more bytes into `buf`; `Ok(0)` at EOF.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.s.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// The next `want.len()` bytes received must be `want`.
+    #[track_caller]
+    pub fn expect(&mut self, want: &[u8]) {
+        while self.buf.len() < want.len() && want.starts_with(&self.buf) {
+            match self.fill() {
+                Ok(0) => panic!(
+                    "connection closed after {} while expecting {}",
+                    escape(&self.buf),
+                    escape(want)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "read error ({e}) after {} while expecting {}",
+                    escape(&self.buf),
+                    escape(want)
+                ),
+            }
+        }
+        let n = want.len().min(self.buf.len());
+        assert_eq!(
+            escape(&self.buf[..n]),
+            escape(want),
+            "unexpected reply bytes"
+        );
+        self.buf.drain(..n);
+    }
+
+    /// Reads up to and including the first `suffix`; returns those bytes.
+    #[track_caller]
+    pub fn read_until(&mut self, suffix: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(pos) = self.buf.windows(suffix.len()).position(|w| w == suffix) {
+                return self.buf.drain(..pos + suffix.len()).collect();
+            }
+            match self.fill() {
+                Ok(0) => panic!(
+                    "connection closed after {} while waiting for {}",
+                    escape(&self.buf),
+                    escape(suffix)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "read error ({e}) after {} while waiting for {}",
+                    escape(&self.buf),
+                    escape(suffix)
+                ),
+            }
+        }
+    }
+
+    /// The server closes the connection without sending anything more.
+    #[track_caller]
+    pub fn expect_eof(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "expected the connection to close, got {}",
+            escape(&self.buf)
+        );
+        match self.fill() {
+            Ok(0) => {}
+            Ok(_) => panic!(
+                "expected the connection to close, got {}",
+                escape(&self.buf)
+            ),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected the connection to close, got error: {e}"),
+        }
+    }
+
+    /// Nothing arrives for `d` (and the connection stays open).
+    #[track_caller]
+    pub fn expect_silence(&mut self, d: Duration) {
+        assert!(
+            self.buf.is_empty(),
+            "expected no reply, got {}",
+            escape(&self.buf)
+        );
+        self.s.set_read_timeout(Some(d)).unwrap();
+        let r = self.fill();
+        self.s.set_read_timeout(Some(CLIENT_IO_TIMEOUT)).unwrap();
+        match r {
+            Ok(0) => panic!("connection closed, expected it to stay open and silent"),
+            Ok(_) => panic!("expected no reply, got {}", escape(&self.buf)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("expected silence, got error: {e}"),
+        }
+    }
+
+    /// Switches to RESP3 (HELLO 3), consuming the HELLO reply.
+    pub fn hello3(&mut self) {
+        self.send(b"HELLO 3\r\n");
+        self.expect(b"%7\r\n");
+        self.read_until(b"$7\r\nmodules\r\n*0\r\n");
+    }
+
+    /// CLIENT ID of this connection (RESP2 or RESP3: both send `:n`).
+    pub fn client_id(&mut self) -> u64 {
+        self.send(b"CLIENT ID\r\n");
+        self.expect(b":");
+        let line = self.read_until(b"\r\n");
+        std::str::from_utf8(&line[..line.len() - 2])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("CLIENT ID replied :{}", escape(&line)))
+    }
+
+    pub fn local_addr(&self) -> String {
+        self.s.local_addr().unwrap().to_string()
+    }
+}

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::{errors, Ctx, Replied, NOTIFY_GENERIC, NOTIFY_HASH};
 use crate::db::dense::Elem;
 use crate::db::hash::{Hash, HashLimits};
-use crate::db::Value;
+use crate::db::{Kind, Value};
 use crate::resp::Reply;
 use crate::tenant::Tenant;
 use crate::util::{glob_match, ld_incr, parse_i64, LdIncrError};
@@ -40,41 +40,21 @@ pub(super) fn reply_elem(out: &mut Reply, e: Elem<'_>) {
 }
 
 fn hash_at(t: &Tenant, db: usize, idx: u32) -> Option<&Hash> {
-    match &t.ks.dbs[db].entry(idx).value {
-        Value::Hash(h) => Some(h),
-        _ => None,
-    }
+    t.ks.dbs[db].entry(idx).value.as_hash()
 }
 
 fn hash_at_mut(t: &mut Tenant, db: usize, idx: u32) -> Option<&mut Hash> {
-    match &mut t.ks.dbs[db].entry_mut(idx).value {
-        Value::Hash(h) => Some(h),
-        _ => None,
-    }
-}
-
-/// Checks that `idx` holds a hash; replies WRONGTYPE otherwise.
-fn check_hash(ctx: &mut Ctx, idx: Option<u32>) -> Result<Option<u32>, Replied> {
-    match idx {
-        None => Ok(None),
-        Some(i) if matches!(ctx.db().entry(i).value, Value::Hash(_)) => Ok(Some(i)),
-        Some(_) => {
-            ctx.wrongtype();
-            Err(Replied)
-        }
-    }
+    t.ks.dbs[db].entry_mut(idx).value.as_hash_mut()
 }
 
 /// Looks a hash up for reading: `Ok(None)` if missing, `Err` after WRONGTYPE.
 fn read_hash(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    let idx = ctx.lookup_read(key);
-    check_hash(ctx, idx)
+    ctx.lookup_typed(key, Kind::Hash, true)
 }
 
 /// Looks a hash up for writing.
 fn write_hash(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    let idx = ctx.lookup_write(key);
-    check_hash(ctx, idx)
+    ctx.lookup_typed(key, Kind::Hash, false)
 }
 
 /// The hash at `key` for writing, created empty if missing (Redis's

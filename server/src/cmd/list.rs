@@ -24,7 +24,7 @@ use smallvec::SmallVec;
 
 use super::{errors, lru_clock, Ctx, Replied, NOTIFY_GENERIC, NOTIFY_LIST, NOTIFY_NEW};
 use crate::db::list::List;
-use crate::db::Value;
+use crate::db::{Kind, Value};
 use crate::resp::Reply;
 use crate::sds::Sds;
 use crate::tenant::Tenant;
@@ -108,18 +108,12 @@ pub enum Probe {
 /// The list at `idx` of `db`, if the entry holds a list.
 #[inline]
 fn list_mut(t: &mut Tenant, db: usize, idx: u32) -> Option<&mut List> {
-    match &mut t.ks.dbs[db].entry_mut(idx).value {
-        Value::List(l) => Some(l),
-        _ => None,
-    }
+    t.ks.dbs[db].entry_mut(idx).value.as_list_mut()
 }
 
 #[inline]
 fn list_ref(t: &Tenant, db: usize, idx: u32) -> Option<&List> {
-    match &t.ks.dbs[db].entry(idx).value {
-        Value::List(l) => Some(l),
-        _ => None,
-    }
+    t.ks.dbs[db].entry(idx).value.as_list()
 }
 
 /// Redis's `lookupKeyWrite` + list type check, without replying: lazily
@@ -137,28 +131,12 @@ pub fn probe_write(ctx: &mut Ctx, key: &[u8]) -> Probe {
 /// `lookupKeyWrite` + `checkType(OBJ_LIST)`: `Ok(None)` if missing,
 /// `Err(Replied)` after replying WRONGTYPE.
 pub fn lookup_list_write(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    match probe_write(ctx, key) {
-        Probe::Missing => Ok(None),
-        Probe::List(idx) => Ok(Some(idx)),
-        Probe::WrongType => {
-            ctx.wrongtype();
-            Err(Replied)
-        }
-    }
+    ctx.lookup_typed(key, Kind::List, false)
 }
 
 /// `lookupKeyRead` (hit/miss stats, keymiss event) + list type check.
 pub fn lookup_list_read(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    match ctx.lookup_read(key) {
-        None => Ok(None),
-        Some(idx) => match &ctx.t.ks.dbs[ctx.s.db].entry(idx).value {
-            Value::List(_) => Ok(Some(idx)),
-            _ => {
-                ctx.wrongtype();
-                Err(Replied)
-            }
-        },
-    }
+    ctx.lookup_typed(key, Kind::List, true)
 }
 
 /// Creates `key` (known to be absent in the current DB) holding `list`,

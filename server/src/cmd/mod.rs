@@ -30,7 +30,7 @@ pub use crate::config::{
     NOTIFY_EVICTED, NOTIFY_EXPIRED, NOTIFY_GENERIC, NOTIFY_HASH, NOTIFY_KEY_MISS, NOTIFY_LIST,
     NOTIFY_NEW, NOTIFY_SET, NOTIFY_STREAM, NOTIFY_STRING, NOTIFY_ZSET,
 };
-use crate::db::{Table, Value, NO_EXPIRE};
+use crate::db::{Kind, Table, Value, NO_EXPIRE};
 use crate::resp::Reply;
 use crate::shared::Shared;
 use crate::tenant::Tenant;
@@ -213,20 +213,45 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Checks that `idx` (in the current DB) holds a `kind`: `Ok(None)` if
+    /// missing, `Err(Replied)` after replying WRONGTYPE otherwise.
+    #[inline]
+    pub fn check_kind(&mut self, idx: Option<u32>, kind: Kind) -> Result<Option<u32>, Replied> {
+        match idx {
+            None => Ok(None),
+            Some(i) if self.db().entry(i).value.kind() == kind => Ok(Some(i)),
+            Some(_) => {
+                self.wrongtype();
+                Err(Replied)
+            }
+        }
+    }
+
+    /// Looks `key` up in the current DB and checks its type: for reading
+    /// (`read`: Redis's `lookupKeyRead`, with hit/miss stats and the keymiss
+    /// event, as [`Ctx::lookup_read`]) or writing (`lookupKeyWrite`, as
+    /// [`Ctx::lookup_write`]), then `checkType`: `Ok(None)` if missing,
+    /// `Ok(Some(idx))` if it holds a `kind`, `Err(Replied)` after replying
+    /// WRONGTYPE otherwise.
+    #[inline]
+    pub fn lookup_typed(
+        &mut self,
+        key: &[u8],
+        kind: Kind,
+        read: bool,
+    ) -> Result<Option<u32>, Replied> {
+        let idx = if read {
+            self.lookup_read(key)
+        } else {
+            self.lookup_write(key)
+        };
+        self.check_kind(idx, kind)
+    }
+
     /// Reads a string key: `Ok(None)` if missing, `Err(Replied)` after replying
     /// WRONGTYPE.
     pub fn get_str(&mut self, key: &[u8]) -> Result<Option<u32>, Replied> {
-        match self.lookup_read(key) {
-            None => Ok(None),
-            Some(idx) => match self.db().entry(idx).value {
-                Value::Str(_) => Ok(Some(idx)),
-                #[allow(unreachable_patterns)]
-                _ => {
-                    self.wrongtype();
-                    Err(Replied)
-                }
-            },
-        }
+        self.lookup_typed(key, Kind::String, true)
     }
 
     /// Sets `key` to `value` in the current DB, clearing any TTL unless

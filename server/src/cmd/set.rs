@@ -17,7 +17,7 @@ use super::hash::{
 use super::{Ctx, Replied, NOTIFY_GENERIC, NOTIFY_SET};
 use crate::db::dense::Elem;
 use crate::db::set::Set;
-use crate::db::Value;
+use crate::db::{Kind, Value};
 use crate::tenant::Tenant;
 use crate::util::{glob_match, parse_i64};
 
@@ -27,38 +27,23 @@ fn max_intset(ctx: &Ctx) -> usize {
 }
 
 fn set_at(t: &Tenant, db: usize, idx: u32) -> Option<&Set> {
-    match &t.ks.dbs[db].entry(idx).value {
-        Value::Set(s) => Some(s),
-        _ => None,
-    }
+    t.ks.dbs[db].entry(idx).value.as_set()
 }
 
 fn set_at_mut(t: &mut Tenant, db: usize, idx: u32) -> Option<&mut Set> {
-    match &mut t.ks.dbs[db].entry_mut(idx).value {
-        Value::Set(s) => Some(s),
-        _ => None,
-    }
+    t.ks.dbs[db].entry_mut(idx).value.as_set_mut()
 }
 
 fn check_set(ctx: &mut Ctx, idx: Option<u32>) -> Result<Option<u32>, Replied> {
-    match idx {
-        None => Ok(None),
-        Some(i) if matches!(ctx.db().entry(i).value, Value::Set(_)) => Ok(Some(i)),
-        Some(_) => {
-            ctx.wrongtype();
-            Err(Replied)
-        }
-    }
+    ctx.check_kind(idx, Kind::Set)
 }
 
 fn read_set(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    let idx = ctx.lookup_read(key);
-    check_set(ctx, idx)
+    ctx.lookup_typed(key, Kind::Set, true)
 }
 
 fn write_set(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    let idx = ctx.lookup_write(key);
-    check_set(ctx, idx)
+    ctx.lookup_typed(key, Kind::Set, false)
 }
 
 pub fn sadd(ctx: &mut Ctx) {

@@ -30,7 +30,7 @@ use crate::db::zset::{
     listpack_score_text, AddResult, LexBound, LexRange, Limits, ScoreRange, ZSet, ZADD_GT,
     ZADD_INCR, ZADD_LT, ZADD_NX, ZADD_XX,
 };
-use crate::db::Value;
+use crate::db::{Kind, Value};
 use crate::tenant::Tenant;
 use crate::util::{fmt_f64, glob_match, parse_f64, parse_i64};
 
@@ -166,33 +166,15 @@ pub fn parse_lex_range(min: &[u8], max: &[u8]) -> Option<LexRange> {
 /// Looks a key up for reading: `Ok(Some(idx))` for a sorted set,
 /// `Ok(None)` if missing, `Err` after replying WRONGTYPE.
 fn read_zset(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    let idx = ctx.lookup_read(key);
-    check_zset(ctx, idx)
+    ctx.lookup_typed(key, Kind::ZSet, true)
 }
 
 fn write_zset(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
-    let idx = ctx.lookup_write(key);
-    check_zset(ctx, idx)
-}
-
-fn check_zset(ctx: &mut Ctx, idx: Option<u32>) -> Result<Option<u32>, Replied> {
-    match idx {
-        None => Ok(None),
-        Some(i) => match ctx.db().entry(i).value {
-            Value::ZSet(_) => Ok(Some(i)),
-            _ => {
-                ctx.wrongtype();
-                Err(Replied)
-            }
-        },
-    }
+    ctx.lookup_typed(key, Kind::ZSet, false)
 }
 
 fn zset_in(t: &Tenant, db: usize, idx: u32) -> Option<&ZSet> {
-    match &t.ks.dbs[db].entry(idx).value {
-        Value::ZSet(z) => Some(z),
-        _ => None,
-    }
+    t.ks.dbs[db].entry(idx).value.as_zset()
 }
 
 /// The sorted set at `idx` in the current db, borrowing only `ctx.t` (so
@@ -204,10 +186,7 @@ macro_rules! zset_of {
 }
 
 fn zset_mut<'c>(ctx: &'c mut Ctx, idx: u32) -> Option<&'c mut ZSet> {
-    match &mut ctx.db().entry_mut(idx).value {
-        Value::ZSet(z) => Some(z),
-        _ => None,
-    }
+    ctx.db().entry_mut(idx).value.as_zset_mut()
 }
 
 /// Writes (member, score) results as Redis's range replies do: a flat

@@ -112,6 +112,74 @@ impl Value {
         }
     }
 
+    /// The list, if this is one.
+    #[inline]
+    pub fn as_list(&self) -> Option<&List> {
+        match self {
+            Value::List(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn as_list_mut(&mut self) -> Option<&mut List> {
+        match self {
+            Value::List(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The hash, if this is one.
+    #[inline]
+    pub fn as_hash(&self) -> Option<&Hash> {
+        match self {
+            Value::Hash(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn as_hash_mut(&mut self) -> Option<&mut Hash> {
+        match self {
+            Value::Hash(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The set, if this is one.
+    #[inline]
+    pub fn as_set(&self) -> Option<&Set> {
+        match self {
+            Value::Set(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn as_set_mut(&mut self) -> Option<&mut Set> {
+        match self {
+            Value::Set(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The sorted set, if this is one.
+    #[inline]
+    pub fn as_zset(&self) -> Option<&ZSet> {
+        match self {
+            Value::ZSet(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn as_zset_mut(&mut self) -> Option<&mut ZSet> {
+        match self {
+            Value::ZSet(x) => Some(x),
+            _ => None,
+        }
+    }
+
     /// The encoding name OBJECT ENCODING reports.
     pub fn encoding(&self) -> &'static str {
         match self {

@@ -88,7 +88,7 @@ impl Reply {
         self.line(b':', n);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn bulk(&mut self, s: &[u8]) {
         // Short elements (most list/set/hash members) are framed on the
         // stack and appended with one copy: three tiny memcpy calls per
@@ -101,6 +101,11 @@ impl Reply {
             self.buf.extend_from_slice(&f[..6 + s.len()]);
             return;
         }
+        self.bulk_long(s);
+    }
+
+    #[inline(never)]
+    fn bulk_long(&mut self, s: &[u8]) {
         self.buf.reserve(s.len() + 24);
         self.line(b'$', s.len() as i64);
         self.buf.put_slice(s);
