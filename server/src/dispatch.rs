@@ -200,6 +200,27 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // maxmemory: evict as needed before any command; refuse commands that
+    // may grow memory when that is not enough (Redis's performEvictions).
+    t.lfu = set
+        .evict
+        .policy
+        .is_lfu()
+        .then_some((set.lfu_log_factor, set.evict.decay_time));
+    if set.evict.maxmemory > 0 && !s.in_exec {
+        let ok = crate::evict::perform(t, &set.evict, now_ms, || crate::alloc::allocated() as u64);
+        if !ok && r.denyoom {
+            reject(
+                t,
+                s,
+                out,
+                Some(r.id),
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                true,
+            );
+            return Outcome::Continue;
+        }
+    }
     // RESP2 connections in subscribed mode accept only these commands.
     if s.resp == 2 && s.subscriptions() > 0 && !SUBSCRIBED_ALLOWED.contains(&r.fullname.as_str()) {
         let msg = format!(

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod db;
 pub mod dispatch;
+pub mod evict;
 pub mod executor;
 pub mod expire;
 pub mod metrics;

@@ -55,6 +55,8 @@ pub struct Settings {
     pub idle_timeout_s: u64,
     pub notify_flags: u32,
     pub pubsub_limit: crate::pubsub::PushLimit,
+    pub evict: crate::evict::Limits,
+    pub lfu_log_factor: u32,
 }
 
 impl Settings {
@@ -71,6 +73,17 @@ impl Settings {
             output_hard_limit: c.client_output_buffer_limit().normal.hard,
             idle_timeout_s: c.timeout(),
             notify_flags: c.notify_keyspace_flags(),
+            evict: crate::evict::Limits {
+                maxmemory: c.maxmemory(),
+                policy: crate::evict::Policy::parse(&c.maxmemory_policy()),
+                samples: c.maxmemory_samples() as usize,
+                decay_time: c.lfu_decay_time(),
+                // Redis: tenacity 10 is 500 us, scaling linearly below.
+                time_limit: std::time::Duration::from_micros(
+                    50 * c.maxmemory_eviction_tenacity().clamp(1, 10) as u64,
+                ),
+            },
+            lfu_log_factor: c.lfu_log_factor(),
             pubsub_limit: {
                 let l = c.client_output_buffer_limit().pubsub;
                 crate::pubsub::PushLimit {

@@ -99,6 +99,9 @@ pub struct Tenant {
     pub blocked: hashbrown::HashMap<u64, crate::blocking::Blocked>,
     /// Keys with clients blocked on them (BLPOP...) → FIFO of client ids.
     pub blocked_keys: hashbrown::HashMap<(usize, Vec<u8>), VecDeque<u64>>,
+    /// LFU counters are kept (log factor, decay minutes) when an LFU
+    /// maxmemory policy is set; else `lru` holds the LRU clock.
+    pub lfu: Option<(u32, u32)>,
     /// Keys written since blocked clients were last served.
     pub ready_keys: Vec<(usize, Vec<u8>)>,
 }
@@ -137,6 +140,7 @@ impl Tenant {
             blocked: Default::default(),
             blocked_keys: Default::default(),
             ready_keys: Vec::new(),
+            lfu: None,
         }
     }
 

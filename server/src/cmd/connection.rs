@@ -177,11 +177,7 @@ pub fn hello(ctx: &mut Ctx) {
 }
 
 pub fn select(ctx: &mut Ctx) {
-    let Some(id) =
-        parse_i64(ctx.args[1]).filter(|v| *v >= i32::MIN as i64 && *v <= i32::MAX as i64)
-    else {
-        return ctx.err(errors::NOT_INTEGER);
-    };
+    let Some(id) = ctx.arg_int(1) else { return };
     if id < 0 || id as usize >= ctx.t.ks.dbs.len() {
         return ctx.err(errors::DB_INDEX);
     }

@@ -4,7 +4,7 @@
 
 use super::{errors, lru_clock, Ctx, NOTIFY_GENERIC, NOTIFY_NEW};
 use crate::db::{Kind, NO_EXPIRE};
-use crate::util::{fmt_i64, glob_match, parse_i64};
+use crate::util::{fmt_i64, glob_match};
 
 pub fn del(ctx: &mut Ctx) {
     let mut n = 0;
@@ -359,11 +359,8 @@ pub fn renamenx(ctx: &mut Ctx) {
 }
 
 /// Redis's `getIntFromObjectOrReply` + `selectDb` range check.
-fn db_index(ctx: &mut Ctx, arg: &[u8]) -> Option<Result<usize, ()>> {
-    let Some(v) = parse_i64(arg).filter(|v| *v >= i32::MIN as i64 && *v <= i32::MAX as i64) else {
-        ctx.err(errors::NOT_INTEGER);
-        return None;
-    };
+fn db_index(ctx: &mut Ctx, arg_index: usize) -> Option<Result<usize, ()>> {
+    let v = ctx.arg_int(arg_index)?;
     if v < 0 || v as usize >= ctx.t.ks.dbs.len() {
         return Some(Err(()));
     }
@@ -381,7 +378,7 @@ pub fn copy(ctx: &mut Ctx) {
         if o.eq_ignore_ascii_case(b"replace") {
             replace = true;
         } else if o.eq_ignore_ascii_case(b"db") && more >= 1 {
-            match db_index(ctx, ctx.args[j + 1]) {
+            match db_index(ctx, j + 1) {
                 None => return,
                 Some(Err(())) => return ctx.err(errors::DB_INDEX),
                 Some(Ok(d)) => dst_db = d,
@@ -409,7 +406,7 @@ pub fn copy(ctx: &mut Ctx) {
         }
         ctx.t.ks.dbs[dst_db].remove(newkey);
     }
-    let lru = lru_clock(ctx.now_ms);
+    let lru = ctx.new_lru();
     let nidx = ctx.t.ks.dbs[dst_db].upsert(newkey, value, lru);
     ctx.t.ks.dbs[dst_db].set_expire(nidx, expire);
     ctx.propagate_as_is();
@@ -421,7 +418,7 @@ pub fn copy(ctx: &mut Ctx) {
 
 pub fn move_(ctx: &mut Ctx) {
     let src_db = ctx.s.db;
-    let dst_db = match db_index(ctx, ctx.args[2]) {
+    let dst_db = match db_index(ctx, 2) {
         None => return,
         Some(Err(())) => return ctx.err(errors::DB_INDEX),
         Some(Ok(d)) => d,
@@ -502,13 +499,13 @@ pub fn object_idletime(ctx: &mut Ctx) {
 }
 
 pub fn object_freq(ctx: &mut Ctx) {
-    if object_lookup(ctx).is_some() {
+    if let Some(idx) = object_lookup(ctx) {
         if !lfu_policy(ctx) {
             return ctx.err("An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
         }
-        // LFU counters are maintained once eviction lands (maxmemory
-        // policies); until then say so instead of inventing a number.
-        ctx.err("LFU access frequency is not tracked by this server yet");
+        let lru = ctx.db().entry(idx).lru;
+        let freq = crate::evict::lfu_decayed(lru, ctx.now_ms, ctx.set.evict.decay_time);
+        ctx.out.int(freq as i64);
     }
 }
 

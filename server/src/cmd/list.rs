@@ -22,7 +22,7 @@
 
 use smallvec::SmallVec;
 
-use super::{errors, lru_clock, Ctx, Replied, NOTIFY_GENERIC, NOTIFY_LIST, NOTIFY_NEW};
+use super::{errors, Ctx, Replied, NOTIFY_GENERIC, NOTIFY_LIST, NOTIFY_NEW};
 use crate::db::list::List;
 use crate::db::{Kind, Value};
 use crate::resp::Reply;
@@ -142,7 +142,7 @@ pub fn lookup_list_read(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replie
 /// Creates `key` (known to be absent in the current DB) holding `list`,
 /// with the `new` event Redis's `dbAdd` sends.
 fn insert_list(ctx: &mut Ctx, key: &[u8], list: List) -> u32 {
-    let lru = lru_clock(ctx.now_ms);
+    let lru = ctx.new_lru();
     let db = ctx.s.db;
     let idx = ctx.t.ks.dbs[db].insert_new(Sds::from_slice(key), Value::List(Box::new(list)), lru);
     ctx.notify(NOTIFY_NEW, "new", key);

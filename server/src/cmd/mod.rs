@@ -123,11 +123,34 @@ impl<'a> Ctx<'a> {
         r
     }
 
+    /// The `lru` field for a key created now: the LRU clock, or the initial
+    /// LFU counter under an LFU policy.
+    pub fn new_lru(&self) -> u32 {
+        if self.t.lfu.is_some() {
+            crate::evict::lfu_new(self.now_ms)
+        } else {
+            lru_clock(self.now_ms)
+        }
+    }
+
     /// Keyspace notification for `key` in the current DB (Redis's
     /// `notifyKeyspaceEvent`); `class` is a `config::NOTIFY_*` flag.
     pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
         let db = self.s.db;
         self.t.notify(class, event, db, key, self.now_ms);
+    }
+
+    /// Redis's `getIntFromObjectOrReply` without a custom message: an i64
+    /// in the C `int` range, or the matching error reply.
+    pub fn arg_int(&mut self, i: usize) -> Option<i32> {
+        let v = self.arg_i64(i)?;
+        match i32::try_from(v) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.err("value is out of range, value must between -2147483648 and 2147483647");
+                None
+            }
+        }
     }
 
     /// Appends an effect to the tenant's propagation log (current DB).
@@ -174,7 +197,14 @@ impl<'a> Ctx<'a> {
         if self.expire_if_needed(db, idx) {
             return None;
         }
-        let lru = lru_clock(self.now_ms);
+        let lru = match self.t.lfu {
+            Some((factor, decay)) => {
+                let r: f64 = rand::Rng::random(&mut self.t.rng);
+                let old = self.t.ks.dbs[db].entry(idx).lru;
+                crate::evict::lfu_touch(old, self.now_ms, factor, decay, r)
+            }
+            None => lru_clock(self.now_ms),
+        };
         self.t.ks.dbs[db].entry_mut(idx).lru = lru;
         Some(idx)
     }
@@ -257,7 +287,7 @@ impl<'a> Ctx<'a> {
     /// Sets `key` to `value` in the current DB, clearing any TTL unless
     /// `keep_ttl`.
     pub fn set_key(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> u32 {
-        let lru = lru_clock(self.now_ms);
+        let lru = self.new_lru();
         let new = self.t.notify_flags & NOTIFY_NEW != 0 && self.db().find(key).is_none();
         let db = self.db();
         let idx = db.upsert(key, value, lru);

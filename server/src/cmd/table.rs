@@ -409,6 +409,7 @@ pub struct Registered {
     pub admin: bool,
     pub fast: bool,
     pub no_multi: bool,
+    pub denyoom: bool,
 }
 
 impl Registered {
@@ -423,6 +424,7 @@ impl Registered {
             admin: spec.has_flag("admin"),
             fast: spec.has_flag("fast"),
             no_multi: spec.has_flag("no_multi"),
+            denyoom: spec.has_flag("denyoom"),
         }
     }
 }
