@@ -57,6 +57,13 @@ pub struct Settings {
     pub pubsub_limit: crate::pubsub::PushLimit,
     pub evict: crate::evict::Limits,
     pub lfu_log_factor: u32,
+    /// Encoding thresholds (`*-max-listpack-*`, `set-max-intset-entries`),
+    /// read by every collection write.
+    pub hash_max_listpack_entries: usize,
+    pub hash_max_listpack_value: usize,
+    pub set_max_intset_entries: usize,
+    pub zset_max_listpack_entries: usize,
+    pub zset_max_listpack_value: usize,
 }
 
 impl Settings {
@@ -84,6 +91,16 @@ impl Settings {
                 ),
             },
             lfu_log_factor: c.lfu_log_factor(),
+            hash_max_listpack_entries: usize::try_from(c.hash_max_listpack_entries())
+                .unwrap_or(usize::MAX),
+            hash_max_listpack_value: usize::try_from(c.hash_max_listpack_value())
+                .unwrap_or(usize::MAX),
+            set_max_intset_entries: usize::try_from(c.set_max_intset_entries())
+                .unwrap_or(usize::MAX),
+            zset_max_listpack_entries: usize::try_from(c.zset_max_listpack_entries())
+                .unwrap_or(usize::MAX),
+            zset_max_listpack_value: usize::try_from(c.zset_max_listpack_value())
+                .unwrap_or(usize::MAX),
             pubsub_limit: {
                 let l = c.client_output_buffer_limit().pubsub;
                 crate::pubsub::PushLimit {

@@ -23,10 +23,9 @@ pub(super) const MAX_RANDOM_REPLY: u64 = 1 << 24;
 
 /// The encoding thresholds, read once per command.
 fn limits(ctx: &Ctx) -> HashLimits {
-    let c = ctx.shared.config.read();
     HashLimits {
-        max_entries: usize::try_from(c.hash_max_listpack_entries()).unwrap_or(usize::MAX),
-        max_value: usize::try_from(c.hash_max_listpack_value()).unwrap_or(usize::MAX),
+        max_entries: ctx.set.hash_max_listpack_entries,
+        max_value: ctx.set.hash_max_listpack_value,
     }
 }
 

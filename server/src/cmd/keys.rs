@@ -458,7 +458,7 @@ fn object_lookup(ctx: &mut Ctx) -> Option<u32> {
 }
 
 fn lfu_policy(ctx: &Ctx) -> bool {
-    ctx.shared.config.read().maxmemory_policy().contains("lfu")
+    ctx.set.evict.policy.is_lfu()
 }
 
 pub fn object_encoding(ctx: &mut Ctx) {

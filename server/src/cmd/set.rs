@@ -23,7 +23,7 @@ use crate::util::{glob_match, parse_i64};
 
 /// `set-max-intset-entries`, read once per command.
 fn max_intset(ctx: &Ctx) -> usize {
-    usize::try_from(ctx.shared.config.read().set_max_intset_entries()).unwrap_or(usize::MAX)
+    ctx.set.set_max_intset_entries
 }
 
 fn set_at(t: &Tenant, db: usize, idx: u32) -> Option<&Set> {

@@ -327,7 +327,7 @@ pub fn msetnx(ctx: &mut Ctx) {
 }
 
 fn max_string(ctx: &Ctx) -> i64 {
-    ctx.shared.config.read().proto_max_bulk_len()
+    ctx.set.max_bulk_len
 }
 
 /// Redis's `checkStringLength`.

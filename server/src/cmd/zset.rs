@@ -51,10 +51,9 @@ const MAX_RANDOM_REPLY: u64 = 1 << 24;
 
 /// The listpack thresholds, read once per command.
 pub fn limits(ctx: &Ctx) -> Limits {
-    let c = ctx.shared.config.read();
     Limits {
-        max_entries: usize::try_from(c.zset_max_listpack_entries()).unwrap_or(usize::MAX),
-        max_value: usize::try_from(c.zset_max_listpack_value()).unwrap_or(usize::MAX),
+        max_entries: ctx.set.zset_max_listpack_entries,
+        max_value: ctx.set.zset_max_listpack_value,
     }
 }
 
