@@ -35,7 +35,7 @@ pub fn parse_timeout(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
 /// replies a null array. Inside EXEC nothing blocks: the reply is at once a
 /// null array, or a null bulk for BLMOVE/BRPOPLPUSH (`exec_null_array`
 /// false), as Redis does.
-fn block_on(ctx: &mut Ctx, keys: Vec<Vec<u8>>, deadline_ms: i64, exec_null_array: bool) {
+fn block_on(ctx: &mut Ctx, keys: &[&[u8]], deadline_ms: i64, exec_null_array: bool) {
     if ctx.s.in_exec {
         if exec_null_array {
             ctx.out.null_array();
@@ -44,6 +44,7 @@ fn block_on(ctx: &mut Ctx, keys: Vec<Vec<u8>>, deadline_ms: i64, exec_null_array
         }
         return;
     }
+    let keys = keys.iter().map(|k| k.to_vec()).collect();
     blocking::block(ctx.t, ctx.s, ctx.args, keys);
     ctx.suspend = Some(Suspend::Blocked { deadline_ms });
 }
@@ -56,12 +57,7 @@ fn bpop(ctx: &mut Ctx, end: End) {
     let keys: Vec<&[u8]> = ctx.args[1..n - 1].to_vec();
     match list::pop_first(ctx, &keys, end, None, PopReply::KeyElem) {
         Err(_) | Ok(true) => {}
-        Ok(false) => block_on(
-            ctx,
-            keys.iter().map(|k| k.to_vec()).collect(),
-            deadline,
-            true,
-        ),
+        Ok(false) => block_on(ctx, &keys, deadline, true),
     }
 }
 
@@ -104,7 +100,7 @@ fn bmove(ctx: &mut Ctx) {
     let (src, dst) = (ctx.args[1], ctx.args[2]);
     match list::lmove_generic(ctx, src, dst, from, to, rpoplpush) {
         Err(_) | Ok(true) => {}
-        Ok(false) => block_on(ctx, vec![src.to_vec()], deadline, false),
+        Ok(false) => block_on(ctx, &[src], deadline, false),
     }
 }
 
@@ -145,12 +141,7 @@ pub fn blmpop(ctx: &mut Ctx) {
     let keys: Vec<&[u8]> = ctx.args[m.first_key..m.first_key + m.numkeys].to_vec();
     match list::pop_first(ctx, &keys, m.end, Some(m.count), PopReply::KeyArray) {
         Err(_) | Ok(true) => {}
-        Ok(false) => block_on(
-            ctx,
-            keys.iter().map(|k| k.to_vec()).collect(),
-            deadline,
-            true,
-        ),
+        Ok(false) => block_on(ctx, &keys, deadline, true),
     }
 }
 
@@ -161,27 +152,38 @@ fn serve_blmpop(ctx: &mut Ctx, key: &[u8]) -> bool {
     list::pop_first(ctx, &[key], m.end, Some(m.count), PopReply::KeyArray).unwrap_or(false)
 }
 
-/// BZPOPMIN/BZPOPMAX key... timeout: timeout first, then the keys in
-/// order (WRONGTYPE on the first existing non-zset), as Redis's
-/// `blockingGenericZpopCommand`.
+/// The sorted-set blocking pops after argument parsing (Redis's
+/// `blockingGenericZpopCommand`): pop from the first existing key (WRONGTYPE
+/// on the first of another type), or block. `count` -1 with a flat reply
+/// is BZPOPMIN/BZPOPMAX, else BZMPOP's nested reply.
+fn zpop_or_block(ctx: &mut Ctx, keys: &[&[u8]], deadline: i64, max: bool, count: i64) {
+    match zset::first_zset_key(ctx, keys) {
+        Err(_) => {}
+        Ok(Some(i)) => {
+            serve_zpop(ctx, keys[i], max, count);
+        }
+        Ok(None) => block_on(ctx, keys, deadline, true),
+    }
+}
+
+/// Pops for a waiter (or the immediate path) once `key` holds a sorted set.
+fn serve_zpop(ctx: &mut Ctx, key: &[u8], max: bool, count: i64) -> bool {
+    if zset::zset_len(ctx, key).unwrap_or(0) == 0 {
+        return false;
+    }
+    let nested = count != -1;
+    zset::pop_generic(ctx, &[key], max, true, count, nested, nested);
+    true
+}
+
+/// BZPOPMIN/BZPOPMAX key... timeout: timeout first, then the keys.
 fn bzpop(ctx: &mut Ctx, max: bool) {
     let n = ctx.args.len();
     let Some(deadline) = parse_timeout(ctx, ctx.args[n - 1]) else {
         return;
     };
     let keys: Vec<&[u8]> = ctx.args[1..n - 1].to_vec();
-    match zset::first_zset_key(ctx, &keys) {
-        Err(_) => {}
-        Ok(Some(i)) => {
-            zset::pop_generic(ctx, &[keys[i]], max, true, -1, false, false);
-        }
-        Ok(None) => block_on(
-            ctx,
-            keys.iter().map(|k| k.to_vec()).collect(),
-            deadline,
-            true,
-        ),
-    }
+    zpop_or_block(ctx, &keys, deadline, max, -1);
 }
 
 pub fn bzpopmin(ctx: &mut Ctx) {
@@ -192,20 +194,12 @@ pub fn bzpopmax(ctx: &mut Ctx) {
     bzpop(ctx, true)
 }
 
-fn serve_bzpop(ctx: &mut Ctx, key: &[u8], max: bool) -> bool {
-    if zset::zset_len(ctx, key).unwrap_or(0) == 0 {
-        return false;
-    }
-    zset::pop_generic(ctx, &[key], max, true, -1, false, false);
-    true
-}
-
 fn serve_bzpopmin(ctx: &mut Ctx, key: &[u8]) -> bool {
-    serve_bzpop(ctx, key, false)
+    serve_zpop(ctx, key, false, -1)
 }
 
 fn serve_bzpopmax(ctx: &mut Ctx, key: &[u8]) -> bool {
-    serve_bzpop(ctx, key, true)
+    serve_zpop(ctx, key, true, -1)
 }
 
 /// BZMPOP timeout numkeys key... MIN|MAX [COUNT n]: arguments, then timeout.
@@ -217,29 +211,14 @@ pub fn bzmpop(ctx: &mut Ctx) {
         return;
     };
     let keys: Vec<&[u8]> = ctx.args[m.keys].to_vec();
-    match zset::first_zset_key(ctx, &keys) {
-        Err(_) => {}
-        Ok(Some(i)) => {
-            zset::pop_generic(ctx, &[keys[i]], m.max, true, m.count, true, true);
-        }
-        Ok(None) => block_on(
-            ctx,
-            keys.iter().map(|k| k.to_vec()).collect(),
-            deadline,
-            true,
-        ),
-    }
+    zpop_or_block(ctx, &keys, deadline, m.max, m.count);
 }
 
 fn serve_bzmpop(ctx: &mut Ctx, key: &[u8]) -> bool {
     let Some(m) = zset::parse_mpop(ctx, 2) else {
         return false;
     };
-    if zset::zset_len(ctx, key).unwrap_or(0) == 0 {
-        return false;
-    }
-    zset::pop_generic(ctx, &[key], m.max, true, m.count, true, true);
-    true
+    serve_zpop(ctx, key, m.max, m.count)
 }
 
 /// The serve function for a blocking command, by full name.
