@@ -280,6 +280,12 @@ pub(crate) fn run(
     let suspend = ctx.suspend;
     let elapsed_us = start.elapsed().as_micros() as u64;
 
+    // The handler may have reset the stats (CONFIG RESETSTAT).
+    if t.stats.commands.len() <= r.id {
+        t.stats
+            .commands
+            .resize(crate::cmd::registry().all.len(), CmdStat::default());
+    }
     let stat = &mut t.stats.commands[r.id];
     stat.calls += 1;
     stat.usec += elapsed_us;
