@@ -192,21 +192,18 @@ async fn run(
                 replicas,
             }) => {
                 s.info.blocked.set(true);
-                loop {
-                    match wait_event(
-                        &mut stream,
-                        &mut inbuf,
-                        &s.info,
-                        deadline_ms,
-                        &mut shutdown,
-                        &set,
-                    )
-                    .await
-                    {
-                        Waited::Gone => return,
-                        Waited::Deadline => break,
-                        Waited::Woken => {}
-                    }
+                let waited = wait_until(
+                    &mut stream,
+                    &mut inbuf,
+                    &s.info,
+                    deadline_ms,
+                    &mut shutdown,
+                    &set,
+                    || false,
+                )
+                .await;
+                if waited == Waited::Gone {
+                    return;
                 }
                 s.info.blocked.set(false);
                 out.int(replicas);
@@ -214,24 +211,21 @@ async fn run(
             }
             After::Suspend(Suspend::Blocked { deadline_ms }) => {
                 s.info.blocked.set(true);
-                let timed_out = loop {
-                    if s.info.unblocked.replace(false) {
-                        break false;
-                    }
-                    match wait_event(
-                        &mut stream,
-                        &mut inbuf,
-                        &s.info,
-                        deadline_ms,
-                        &mut shutdown,
-                        &set,
-                    )
-                    .await
-                    {
-                        Waited::Gone => return,
-                        Waited::Deadline => break true,
-                        Waited::Woken => {}
-                    }
+                let served = || s.info.unblocked.replace(false);
+                let timed_out = match wait_until(
+                    &mut stream,
+                    &mut inbuf,
+                    &s.info,
+                    deadline_ms,
+                    &mut shutdown,
+                    &set,
+                    served,
+                )
+                .await
+                {
+                    Waited::Gone => return,
+                    Waited::Deadline => true,
+                    Waited::Woken => false,
                 };
                 s.info.blocked.set(false);
                 if timed_out {
@@ -306,6 +300,28 @@ enum Waited {
     Woken,
     /// The client went away, was killed, or the server is shutting down.
     Gone,
+}
+
+/// Waits in [`wait_event`] rounds until `done()` (then `Woken`), the
+/// deadline, or the client goes away.
+async fn wait_until(
+    stream: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    info: &ClientInfo,
+    deadline_ms: i64,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    set: &crate::shared::Settings,
+    done: impl Fn() -> bool,
+) -> Waited {
+    loop {
+        if done() {
+            return Waited::Woken;
+        }
+        match wait_event(stream, inbuf, info, deadline_ms, shutdown, set).await {
+            Waited::Woken => {}
+            other => return other,
+        }
+    }
 }
 
 /// Waits, while a command is suspended, for the deadline (`0`: none), a

@@ -8,7 +8,7 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{errors, Ctx, Replied, NOTIFY_GENERIC, NOTIFY_HASH};
+use super::{errors, Ctx, Replied, NOTIFY_HASH};
 use crate::db::dense::Elem;
 use crate::db::hash::{Hash, HashLimits};
 use crate::db::{Kind, Value};
@@ -170,17 +170,7 @@ pub fn hdel(ctx: &mut Ctx) {
             }
         }
     }
-    if emptied {
-        ctx.db().remove_at(idx);
-    }
-    if deleted > 0 {
-        ctx.propagate_as_is();
-        ctx.notify(NOTIFY_HASH, "hdel", key);
-        if emptied {
-            ctx.notify(NOTIFY_GENERIC, "del", key);
-        }
-    }
-    ctx.out.int(deleted);
+    ctx.finish_removal(idx, key, deleted, emptied, NOTIFY_HASH, "hdel");
 }
 
 /// Runs `f` on the hash at `key` for reading, or replies `missing`.

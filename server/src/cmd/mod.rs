@@ -300,6 +300,31 @@ impl<'a> Ctx<'a> {
         idx
     }
 
+    /// The common end of HDEL/SREM-style removals: drop the key if the
+    /// collection emptied, log and notify only when something was removed,
+    /// and reply the count.
+    pub fn finish_removal(
+        &mut self,
+        idx: u32,
+        key: &[u8],
+        removed: i64,
+        emptied: bool,
+        class: u32,
+        event: &str,
+    ) {
+        if emptied {
+            self.db().remove_at(idx);
+        }
+        if removed > 0 {
+            self.propagate_as_is();
+            self.notify(class, event, key);
+            if emptied {
+                self.notify(NOTIFY_GENERIC, "del", key);
+            }
+        }
+        self.out.int(removed);
+    }
+
     /// Deletes a key (after lazy expiry); true if it existed.
     pub fn delete_key(&mut self, key: &[u8]) -> bool {
         match self.lookup_write(key) {

@@ -96,17 +96,7 @@ pub fn srem(ctx: &mut Ctx) {
             }
         }
     }
-    if emptied {
-        ctx.db().remove_at(idx);
-    }
-    if deleted > 0 {
-        ctx.propagate_as_is();
-        ctx.notify(NOTIFY_SET, "srem", key);
-        if emptied {
-            ctx.notify(NOTIFY_GENERIC, "del", key);
-        }
-    }
-    ctx.out.int(deleted);
+    ctx.finish_removal(idx, key, deleted, emptied, NOTIFY_SET, "srem");
 }
 
 /// Runs `f` on the set at `key` for reading; `None` if missing. `Err`
