@@ -1,2 +1,16 @@
-//! anykv gossip: Fly DNS discovery, SWIM membership, node metadata and RTT
-//! estimates. Built by the cluster-membership issue; empty until then.
+//! anykv gossip: how nodes in many Fly regions find each other and agree on
+//! who is alive, with no coordinator.
+//!
+//! - [`discovery`]: Fly's internal DNS (`<app>.internal` AAAA, `vms.` and
+//!   `regions.` TXT) through hickory-resolver; [`testzone`] serves the same
+//!   records from an in-process hickory-server zone for tests and the demo.
+//! - [`identity`]: who a node is (machine id, region, address, incarnation).
+//! - [`timing`]: SWIM timings, memberlist's LAN/WAN defaults.
+//! - [`link`]: the link shaper (per-region-pair delay, jitter, loss,
+//!   partitions) every inter-node transport goes through in the emulated
+//!   world; off and free in production.
+
+pub mod identity;
+pub mod timing;
+
+pub use identity::NodeId;

@@ -1,0 +1,108 @@
+//! Who a node is, as SWIM sees it.
+//!
+//! Fly moves machines between hosts and their 6PN address changes with
+//! them, so a node is identified by its *machine id*; the address is only
+//! where it can be reached now. `incarnation` tells restarts apart: a node
+//! that restarts (or is declared down and rejoins) comes back with a larger
+//! one, and foca keeps the newer identity when two share a machine id.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A node's identity in the membership protocol.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    /// Fly machine id (`FLY_MACHINE_ID`), stable across host moves.
+    pub machine: String,
+    /// Fly region code (`FLY_REGION`), e.g. `iad`.
+    pub region: String,
+    /// Gossip (UDP) address; the QUIC sync endpoint shares it.
+    pub addr: SocketAddr,
+    /// Distinguishes lives of one machine: the start time in ms, bumped by
+    /// one on every rejoin after being declared down.
+    pub incarnation: u64,
+}
+
+impl NodeId {
+    pub fn new(machine: impl Into<String>, region: impl Into<String>, addr: SocketAddr) -> Self {
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        NodeId {
+            machine: machine.into(),
+            region: region.into(),
+            addr,
+            incarnation,
+        }
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}/{}#{}",
+            self.machine, self.region, self.addr, self.incarnation
+        )
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {})", self.machine, self.region, self.addr)
+    }
+}
+
+impl foca::Identity for NodeId {
+    /// Members are the same member when their machine ids match.
+    type Addr = String;
+
+    /// Rejoin automatically after being declared down (a long pause, a
+    /// partition): same machine, next incarnation.
+    fn renew(&self) -> Option<Self> {
+        Some(NodeId {
+            incarnation: self.incarnation.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> String {
+        self.machine.clone()
+    }
+
+    /// The later life of a machine wins; ties (which a sane cluster never
+    /// sees) fall back to the address so every node picks the same winner.
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.incarnation, self.addr) > (adversary.incarnation, adversary.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Identity;
+
+    #[test]
+    fn renewed_identity_wins_the_conflict() {
+        let a = NodeId::new("m1", "iad", "127.0.0.1:7946".parse().unwrap());
+        let b = a.renew().unwrap();
+        assert_eq!(a.addr(), b.addr());
+        assert!(b.win_addr_conflict(&a));
+        assert!(!a.win_addr_conflict(&b));
+    }
+
+    #[test]
+    fn encodes_small() {
+        let a = NodeId::new(
+            "148e2d4ab2d389",
+            "iad",
+            "[::ffff:127.0.0.2]:7946".parse().unwrap(),
+        );
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        assert!(bytes.len() < 64, "{} bytes", bytes.len());
+        let back: NodeId = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(a, back);
+    }
+}
