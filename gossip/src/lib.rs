@@ -10,7 +10,10 @@
 //!   partitions) every inter-node transport goes through in the emulated
 //!   world; off and free in production.
 
+pub mod discovery;
 pub mod identity;
+pub mod link;
+pub mod testzone;
 pub mod timing;
 
 pub use identity::NodeId;

@@ -1,0 +1,1 @@
+//! Fly DNS discovery (being written).

@@ -1,0 +1,1 @@
+//! Link shaper (being written).

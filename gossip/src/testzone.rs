@@ -1,0 +1,1 @@
+//! In-process Fly DNS zone (being written).
