@@ -8,6 +8,11 @@ use anykv_server::config::Config;
 use anykv_server::shared::Shared;
 use anykv_server::Server;
 
+mod cluster;
+mod demo;
+mod http;
+mod node;
+
 #[global_allocator]
 static ALLOC: anykv_server::alloc::CountingAlloc = anykv_server::alloc::CountingAlloc;
 
@@ -32,17 +37,55 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run a cluster node: a store plus gossip (Fly DNS discovery, SWIM
+    /// membership, state sync over QUIC). Store arguments go after `--`,
+    /// as for `anykv server`.
+    Node {
+        #[command(flatten)]
+        gossip: node::GossipArgs,
+        #[arg(last = true, allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
+    /// Inspect or set up the cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Run the emulated multi-region world locally: a Fly-like DNS zone and
+    /// store nodes in several regions with emulated WAN latency.
+    Demo(demo::DemoArgs),
 }
 
-fn init_tracing(level: &str) {
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// The cluster as a node sees it: node, region, state, RTT, roles.
+    Status {
+        /// The node's metrics/HTTP address.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        addr: std::net::SocketAddr,
+        /// Print the JSON view instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new cluster CA and gossip key into a directory (for secrets).
+    Keygen {
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+}
+
+pub(crate) fn init_tracing(level: &str) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
-        match level {
+        let base = match level {
             "debug" => "debug",
             "verbose" => "info",
             "warning" => "warn",
             _ => "info",
-        }
-        .to_string()
+        };
+        // hickory logs every DNS query at info; only its problems matter.
+        format!(
+            "{base},hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn"
+        )
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -50,10 +93,15 @@ fn init_tracing(level: &str) {
         .try_init();
 }
 
-fn run_server(args: Vec<String>) -> anyhow::Result<()> {
+/// Runs a store (`anykv server`), with gossip when `gossip` is given
+/// (`anykv node`).
+fn run_store(args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow::Result<()> {
     let config = Config::load(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(&config.loglevel());
     let metrics_addr = config.metrics_addr();
+    let gossip = gossip
+        .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
+        .transpose()?;
     let server = Server::start(config).context("starting the server")?;
     let shared = server.shared.clone();
 
@@ -62,17 +110,32 @@ fn run_server(args: Vec<String>) -> anyhow::Result<()> {
         .build()
         .context("building the control runtime")?;
     rt.block_on(async {
+        let node = match gossip {
+            Some(c) => Some(
+                anykv_gossip::Gossip::start(c)
+                    .await
+                    .context("starting gossip")?,
+            ),
+            None => None,
+        };
         if let Some(addr) = metrics_addr {
             let sock: std::net::SocketAddr = addr
                 .parse()
                 .with_context(|| format!("metrics-addr '{addr}'"))?;
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .with_http_listener(sock)
-                .install()
-                .context("starting the metrics endpoint")?;
-            tracing::info!("Prometheus metrics on http://{sock}/metrics");
+            let bound = http::serve(sock, node.as_ref().map(|n| n.view())).await?;
+            tracing::info!(
+                "Prometheus metrics on http://{bound}/metrics, cluster view on /cluster"
+            );
+        }
+        if let Some(n) = &node {
+            node::spawn_load_reporter(n, shared.clone());
         }
         wait_for_signal(&shared).await;
+        if let Some(n) = node {
+            // Tell the cluster before going, so peers do not wait out a
+            // suspicion timeout.
+            n.leave().await;
+        }
         anyhow::Ok(())
     })?;
     // Executors observe the shutdown flag and finish in-flight batches.
@@ -83,7 +146,7 @@ fn run_server(args: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// Returns on SIGTERM/SIGINT or when the server shuts itself down (SHUTDOWN).
-async fn wait_for_signal(shared: &Arc<Shared>) {
+pub(crate) async fn wait_for_signal(shared: &Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
     // Like redis-server, ignore SIGHUP (a closed terminal must not stop us).
@@ -115,6 +178,17 @@ fn main() -> anyhow::Result<()> {
     }));
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Server { args } => run_server(args),
+        Cmd::Server { args } => run_store(args, None),
+        Cmd::Node {
+            gossip,
+            server_args,
+        } => run_store(server_args, Some(gossip)),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Status { addr, json },
+        } => cluster::status(addr, json),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Keygen { dir },
+        } => cluster::keygen(&dir),
+        Cmd::Demo(args) => demo::run(args),
     }
 }

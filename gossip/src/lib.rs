@@ -13,7 +13,14 @@
 pub mod discovery;
 pub mod identity;
 pub mod link;
+pub mod node;
+pub mod rtt;
+pub mod state;
+pub mod sync;
 pub mod testzone;
 pub mod timing;
+pub mod tls;
+pub mod wire;
 
 pub use identity::NodeId;
+pub use node::{ClusterView, Event, Gossip, GossipConfig, MemberState, MemberView, Seeds};

@@ -96,7 +96,9 @@ pub fn config(profile: Profile, cluster_size: u32) -> foca::Config {
             g.num_members = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN);
         }
     }
-    c.max_transmissions = c.max_transmissions.max(NonZeroU8::new(4).unwrap_or(NonZeroU8::MIN));
+    c.max_transmissions = c
+        .max_transmissions
+        .max(NonZeroU8::new(4).unwrap_or(NonZeroU8::MIN));
     c
 }
 
@@ -107,8 +109,14 @@ mod tests {
     #[test]
     fn suspicion_matches_memberlist() {
         // memberlist: 4 * log10(100) * 1s = 8s for 100 nodes; small clusters use 1.
-        assert_eq!(suspicion_timeout(100, Duration::from_secs(1), 4.0), Duration::from_secs(8));
-        assert_eq!(suspicion_timeout(3, Duration::from_secs(1), 4.0), Duration::from_secs(4));
+        assert_eq!(
+            suspicion_timeout(100, Duration::from_secs(1), 4.0),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            suspicion_timeout(3, Duration::from_secs(1), 4.0),
+            Duration::from_secs(4)
+        );
         let lan = config(Profile::Lan, 100);
         assert_eq!(lan.suspect_to_down_after, Duration::from_secs(8));
         assert!(detection_bound(&lan) < Duration::from_secs(11));

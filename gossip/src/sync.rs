@@ -1,0 +1,229 @@
+//! State sync over QUIC: the part of gossip too big for SWIM packets.
+//!
+//! A session is one bidirectional stream. The client sends its digest; the
+//! server answers with every row the client lacks plus its own digest; the
+//! client pushes back every row the server lacks. One round trip and a
+//! half, both sides converge, and only differing rows move. Sessions run
+//! when a SWIM digest item says an origin has news, when a member joins,
+//! and every anti-entropy period with a random peer (which repairs
+//! anything a lost broadcast left behind).
+//!
+//! Frames are a little-endian u32 length and a postcard body, at most
+//! [`MAX_FRAME`] bytes; anything else ends the session with an error that
+//! is logged and counted, never a panic.
+
+use crate::state::{Digest, Row, StateStore};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest frame accepted (the whole tenant catalog must fit).
+pub const MAX_FRAME: usize = 16 << 20;
+/// A session that takes longer than this is abandoned.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream closed")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooBig(usize),
+    #[error("malformed frame: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("unexpected message")]
+    Protocol,
+    #[error("timed out")]
+    Timeout,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Msg {
+    Hello { digest: Digest },
+    Rows { rows: Vec<Row>, digest: Digest },
+    Push { rows: Vec<Row> },
+}
+
+async fn write_msg(send: &mut quinn::SendStream, msg: &Msg) -> Result<(), SyncError> {
+    let body = postcard::to_allocvec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(SyncError::TooBig(body.len()));
+    }
+    send.write_all(&(body.len() as u32).to_le_bytes()).await?;
+    send.write_all(&body).await?;
+    Ok(())
+}
+
+async fn read_msg(recv: &mut quinn::RecvStream) -> Result<Msg, SyncError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(SyncError::TooBig(len));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Applies rows to the store and returns those that were news.
+fn apply(store: &Mutex<StateStore>, rows: Vec<Row>) -> Vec<Row> {
+    let mut s = store.lock();
+    rows.into_iter().filter(|r| s.apply(r.clone())).collect()
+}
+
+/// One node's sync endpoint: serves peers and syncs with them.
+#[derive(Clone)]
+pub struct Syncer {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    store: Arc<Mutex<StateStore>>,
+    /// Rows that changed this node's store (from either side of a session).
+    changed: mpsc::UnboundedSender<Vec<Row>>,
+    conns: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+}
+
+impl Syncer {
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        client: quinn::ClientConfig,
+        store: Arc<Mutex<StateStore>>,
+        changed: mpsc::UnboundedSender<Vec<Row>>,
+    ) -> Self {
+        Syncer {
+            endpoint,
+            client,
+            store,
+            changed,
+            conns: Arc::default(),
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Accepts sessions until the endpoint closes.
+    pub async fn serve(self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!("sync: handshake failed: {e}");
+                        metrics::counter!("anykv_sync_errors_total", "side" => "server")
+                            .increment(1);
+                        return;
+                    }
+                };
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let this = this.clone();
+                    tokio::spawn(async move {
+                        let r = tokio::time::timeout(SESSION_TIMEOUT, this.answer(send, recv))
+                            .await
+                            .unwrap_or(Err(SyncError::Timeout));
+                        if let Err(e) = r {
+                            tracing::debug!("sync: session from peer failed: {e}");
+                            metrics::counter!("anykv_sync_errors_total", "side" => "server")
+                                .increment(1);
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    async fn answer(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), SyncError> {
+        let Msg::Hello { digest } = read_msg(&mut recv).await? else {
+            return Err(SyncError::Protocol);
+        };
+        let (rows, ours) = {
+            let s = self.store.lock();
+            (s.newer_than(&digest), s.digest().clone())
+        };
+        write_msg(&mut send, &Msg::Rows { rows, digest: ours }).await?;
+        send.finish()?;
+        let Msg::Push { rows } = read_msg(&mut recv).await? else {
+            return Err(SyncError::Protocol);
+        };
+        let news = apply(&self.store, rows);
+        if !news.is_empty() {
+            let _ = self.changed.send(news);
+        }
+        Ok(())
+    }
+
+    async fn connection(&self, peer: SocketAddr) -> Result<quinn::Connection, SyncError> {
+        if let Some(c) = self.conns.lock().get(&peer) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let conn = self
+            .endpoint
+            .connect_with(self.client.clone(), peer, crate::tls::NODE_NAME)?
+            .await?;
+        self.conns.lock().insert(peer, conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs one session with `peer`; returns (rows pulled, rows pushed).
+    pub async fn sync_with(&self, peer: SocketAddr) -> Result<(usize, usize), SyncError> {
+        let r = tokio::time::timeout(SESSION_TIMEOUT, self.session(peer))
+            .await
+            .unwrap_or(Err(SyncError::Timeout));
+        match &r {
+            Ok(_) => metrics::counter!("anykv_sync_sessions_total").increment(1),
+            Err(e) => {
+                tracing::debug!("sync with {peer} failed: {e}");
+                metrics::counter!("anykv_sync_errors_total", "side" => "client").increment(1);
+                self.conns.lock().remove(&peer);
+            }
+        }
+        r
+    }
+
+    async fn session(&self, peer: SocketAddr) -> Result<(usize, usize), SyncError> {
+        let conn = self.connection(peer).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let digest = self.store.lock().digest().clone();
+        write_msg(&mut send, &Msg::Hello { digest }).await?;
+        let Msg::Rows { rows, digest } = read_msg(&mut recv).await? else {
+            return Err(SyncError::Protocol);
+        };
+        let news = apply(&self.store, rows);
+        let pulled = news.len();
+        if !news.is_empty() {
+            let _ = self.changed.send(news);
+        }
+        let push = self.store.lock().newer_than(&digest);
+        let pushed = push.len();
+        write_msg(&mut send, &Msg::Push { rows: push }).await?;
+        send.finish()?;
+        // Wait for the peer to read everything before the stream is dropped.
+        let _ = send.stopped().await;
+        Ok((pulled, pushed))
+    }
+
+    /// Closes the endpoint (graceful leave).
+    pub fn close(&self) {
+        self.conns.lock().clear();
+        self.endpoint.close(0u32.into(), b"leaving");
+    }
+}

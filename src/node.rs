@@ -1,0 +1,149 @@
+//! `anykv node`: a store plus cluster membership, as run on a Fly machine.
+//!
+//! Identity and addresses come from Fly's environment (`FLY_MACHINE_ID`,
+//! `FLY_REGION`, `FLY_APP_NAME`, `FLY_PRIVATE_IP`), peers from Fly's
+//! internal DNS, secrets (gossip keys, the cluster CA) from the
+//! environment or files.
+
+use anyhow::Context;
+use anykv_gossip::discovery::{Discovery, DiscoveryConfig};
+use anykv_gossip::timing::Profile;
+use anykv_gossip::tls::ClusterCa;
+use anykv_gossip::wire::ClusterKeys;
+use anykv_gossip::{Gossip, GossipConfig, Seeds};
+use anykv_server::config::Config;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Gossip's share of `anykv node`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GossipArgs {
+    /// Machine id (Fly: FLY_MACHINE_ID; default: the host name).
+    #[arg(long, env = "FLY_MACHINE_ID")]
+    pub machine: Option<String>,
+    /// Region code (Fly: FLY_REGION).
+    #[arg(long, env = "FLY_REGION", default_value = "local")]
+    pub region: String,
+    /// Fly app whose `<app>.internal` names list the peers.
+    #[arg(long, env = "FLY_APP_NAME")]
+    pub app: Option<String>,
+    /// Gossip (UDP) address. Default: FLY_PRIVATE_IP (the 6PN address)
+    /// port 7946, else 127.0.0.1:7946.
+    #[arg(long)]
+    pub gossip_addr: Option<SocketAddr>,
+    /// QUIC state-sync port, the same on every node.
+    #[arg(long, default_value_t = 7947)]
+    pub sync_port: u16,
+    /// DNS server for discovery (default: the system's; Fly's is fdaa::3).
+    #[arg(long)]
+    pub dns_server: Option<SocketAddr>,
+    /// Extra fixed gossip addresses to join through (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<SocketAddr>,
+    /// Gossip keys, comma-separated; the first signs, all verify (rotation).
+    #[arg(long, env = "ANYKV_GOSSIP_KEYS", hide_env_values = true)]
+    pub gossip_keys: String,
+    /// Cluster CA certificate (PEM file).
+    #[arg(long, env = "ANYKV_CLUSTER_CA")]
+    pub cluster_ca: PathBuf,
+    /// Cluster CA key (PEM file); node certificates are issued from it.
+    #[arg(long, env = "ANYKV_CLUSTER_CA_KEY")]
+    pub cluster_ca_key: PathBuf,
+    /// SWIM timings: lan, wan (memberlist's defaults) or test.
+    #[arg(long, default_value = "lan")]
+    pub gossip_profile: Profile,
+    /// Expected cluster size (scales suspicion timeouts).
+    #[arg(long, default_value_t = 16)]
+    pub cluster_size: u32,
+}
+
+fn default_gossip_addr() -> SocketAddr {
+    let ip = std::env::var("FLY_PRIVATE_IP")
+        .ok()
+        .and_then(|s| s.parse::<IpAddr>().ok())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, 7946)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "anykv".into())
+}
+
+/// Builds the gossip configuration from arguments (shared with the demo).
+pub fn gossip_config(
+    a: &GossipArgs,
+    redis_addr: Option<SocketAddr>,
+) -> anyhow::Result<GossipConfig> {
+    let machine = a.machine.clone().unwrap_or_else(host_name);
+    let keys = ClusterKeys::parse(&a.gossip_keys).context("gossip keys")?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let ca = ClusterCa {
+        cert_pem: read(&a.cluster_ca)?,
+        key_pem: read(&a.cluster_ca_key)?,
+    };
+    let tls = ca.issue(&machine).context("issuing the node certificate")?;
+    let bind = a.gossip_addr.unwrap_or_else(default_gossip_addr);
+    let mut c = GossipConfig::new(machine, a.region.clone(), bind, keys, tls);
+    c.sync_port = a.sync_port;
+    c.profile = a.gossip_profile;
+    c.cluster_size = a.cluster_size;
+    c.meta.redis_addr = redis_addr;
+    c.meta.roles = vec!["store".into()];
+    c.meta.build = anykv_server::shared::ANYKV_VERSION.to_string();
+    c.seeds = match &a.app {
+        Some(app) => {
+            let mut dc = DiscoveryConfig::for_app(app.clone());
+            dc.resolver = a.dns_server;
+            Seeds::Dns(Arc::new(Discovery::new(dc).context("DNS discovery")?))
+        }
+        None if !a.seeds.is_empty() => Seeds::Static(a.seeds.clone()),
+        None => Seeds::None,
+    };
+    Ok(c)
+}
+
+/// Publishes the store's load into the node's metadata every few seconds.
+pub fn spawn_load_reporter(gossip: &Gossip, shared: Arc<anykv_server::shared::Shared>) {
+    let cmd = gossip.updater();
+    tokio::spawn(async move {
+        let mut last = shared.stats.commands_processed.load(Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = shared.stats.commands_processed.load(Relaxed);
+            let load = anykv_gossip::state::Load {
+                connected_clients: shared.stats.connected_clients.load(Relaxed) as u64,
+                ops_per_sec: (now - last) / 5,
+                used_memory: anykv_server::alloc::allocated() as u64,
+            };
+            last = now;
+            if !cmd.update(move |m| {
+                if m.load != load {
+                    m.load = load;
+                }
+            }) {
+                return;
+            }
+        }
+    });
+}
+
+/// Where the store answers RESP, for the node's metadata.
+pub fn redis_addr(config: &Config) -> SocketAddr {
+    let ip = config
+        .bind()
+        .first()
+        .and_then(|b| b.trim_start_matches('-').parse::<IpAddr>().ok())
+        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    SocketAddr::new(ip, config.port())
+}
