@@ -14,7 +14,7 @@ use anykv_gossip::testzone::TestZone;
 use anykv_gossip::timing::Profile;
 use anykv_gossip::tls::ClusterCa;
 use anykv_gossip::wire::ClusterKeys;
-use anykv_gossip::{Gossip, GossipConfig, Seeds};
+use anykv_gossip::{Cluster, ClusterConfig, GossipConfig, Seeds};
 use anykv_server::config::Config;
 use anykv_server::Server;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,7 +42,8 @@ pub struct DemoArgs {
     /// RESP port of every node (as on Fly, the same everywhere).
     #[arg(long, default_value_t = 6379)]
     pub port: u16,
-    /// Gossip UDP port (QUIC sync uses the next one); HTTP is 9091.
+    /// Gossip UDP port of the cluster-wide pool; QUIC sync uses the next
+    /// one, the region pool the one after; HTTP is 9091.
     #[arg(long, default_value_t = 7946)]
     pub gossip_port: u16,
     /// Stop after this many seconds (default: run until Ctrl-C).
@@ -51,7 +52,7 @@ pub struct DemoArgs {
 }
 
 struct DemoNode {
-    gossip: Gossip,
+    gossip: Cluster,
     server: Server,
     http: SocketAddr,
     redis: SocketAddr,
@@ -128,11 +129,17 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                 let mut dc = DiscoveryConfig::for_app(app);
                 dc.resolver = Some(zone.addr());
                 c.seeds = Seeds::Dns(Arc::new(Discovery::new(dc)?));
-                let gossip = Gossip::start(c).await?;
+                let gossip = Cluster::start(ClusterConfig {
+                    wan: c,
+                    lan_port: a.gossip_port + 2,
+                    lan_profile: Profile::Lan,
+                    lan_cluster_size: u32::from(a.nodes_per_region),
+                })
+                .await?;
                 zone.add_machine(&machine, region, ip.to_ipv6_mapped());
                 let http =
                     crate::http::serve(SocketAddr::new(ipa, 9091), Some(gossip.view())).await?;
-                crate::node::spawn_load_reporter(&gossip, server.shared.clone());
+                crate::node::spawn_load_reporter(gossip.updater(), server.shared.clone());
                 nodes.push(DemoNode {
                     gossip,
                     server,
@@ -147,7 +154,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             zone.addr()
         );
         for n in &nodes {
-            let id = n.gossip.identity();
+            let id = n.gossip.wan().identity();
             println!(
                 "  {:<8} {:<4} redis://{}  cluster view: anykv cluster status --addr {}",
                 id.machine, id.region, n.redis, n.http

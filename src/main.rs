@@ -112,7 +112,7 @@ fn run_store(args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow::Res
     rt.block_on(async {
         let node = match gossip {
             Some(c) => Some(
-                anykv_gossip::Gossip::start(c)
+                anykv_gossip::Cluster::start(c)
                     .await
                     .context("starting gossip")?,
             ),
@@ -128,7 +128,7 @@ fn run_store(args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow::Res
             );
         }
         if let Some(n) = &node {
-            node::spawn_load_reporter(n, shared.clone());
+            node::spawn_load_reporter(n.updater(), shared.clone());
         }
         wait_for_signal(&shared).await;
         if let Some(n) = node {

@@ -7,10 +7,11 @@
 
 use anyhow::Context;
 use anykv_gossip::discovery::{Discovery, DiscoveryConfig};
+use anykv_gossip::node::MetaUpdater;
 use anykv_gossip::timing::Profile;
 use anykv_gossip::tls::ClusterCa;
 use anykv_gossip::wire::ClusterKeys;
-use anykv_gossip::{Gossip, GossipConfig, Seeds};
+use anykv_gossip::{ClusterConfig, GossipConfig, Seeds};
 use anykv_server::config::Config;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -52,9 +53,20 @@ pub struct GossipArgs {
     /// Cluster CA key (PEM file); node certificates are issued from it.
     #[arg(long, env = "ANYKV_CLUSTER_CA_KEY")]
     pub cluster_ca_key: PathBuf,
-    /// SWIM timings: lan, wan (memberlist's defaults) or test.
-    #[arg(long, default_value = "lan")]
+    /// SWIM timings of the cluster-wide pool: wan, lan (memberlist's
+    /// defaults) or test.
+    #[arg(long, default_value = "wan")]
     pub gossip_profile: Profile,
+    /// UDP port of the region pool (same-region nodes probe each other on
+    /// LAN timings there).
+    #[arg(long, default_value_t = 7948)]
+    pub lan_port: u16,
+    /// SWIM timings of the region pool.
+    #[arg(long, default_value = "lan")]
+    pub lan_profile: Profile,
+    /// Expected nodes per region.
+    #[arg(long, default_value_t = 3)]
+    pub region_size: u32,
     /// Expected cluster size (scales suspicion timeouts).
     #[arg(long, default_value_t = 16)]
     pub cluster_size: u32,
@@ -80,7 +92,7 @@ fn host_name() -> String {
 pub fn gossip_config(
     a: &GossipArgs,
     redis_addr: Option<SocketAddr>,
-) -> anyhow::Result<GossipConfig> {
+) -> anyhow::Result<ClusterConfig> {
     let machine = a.machine.clone().unwrap_or_else(host_name);
     let keys = ClusterKeys::parse(&a.gossip_keys).context("gossip keys")?;
     let read = |p: &PathBuf| {
@@ -108,12 +120,16 @@ pub fn gossip_config(
         None if !a.seeds.is_empty() => Seeds::Static(a.seeds.clone()),
         None => Seeds::None,
     };
-    Ok(c)
+    Ok(ClusterConfig {
+        wan: c,
+        lan_port: a.lan_port,
+        lan_profile: a.lan_profile,
+        lan_cluster_size: a.region_size,
+    })
 }
 
 /// Publishes the store's load into the node's metadata every few seconds.
-pub fn spawn_load_reporter(gossip: &Gossip, shared: Arc<anykv_server::shared::Shared>) {
-    let cmd = gossip.updater();
+pub fn spawn_load_reporter(cmd: MetaUpdater, shared: Arc<anykv_server::shared::Shared>) {
     tokio::spawn(async move {
         let mut last = shared.stats.commands_processed.load(Relaxed);
         let mut tick = tokio::time::interval(Duration::from_secs(5));

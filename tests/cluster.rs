@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const GOSSIP: u16 = 21600;
-const REDIS: u16 = 21602;
-const HTTP: u16 = 21603;
+const LAN: u16 = 21602;
+const REDIS: u16 = 21604;
+const HTTP: u16 = 21605;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
@@ -42,6 +43,7 @@ fn start(dir: &Path, n: u8, key: &str) -> Node {
             "--cluster-size",
             "4",
         ])
+        .args(["--lan-port", &LAN.to_string(), "--lan-profile", "test"])
         .arg("--cluster-ca")
         .arg(dir.join("cluster-ca.pem"))
         .arg("--cluster-ca-key")

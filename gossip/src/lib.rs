@@ -10,6 +10,7 @@
 //!   partitions) every inter-node transport goes through in the emulated
 //!   world; off and free in production.
 
+pub mod cluster;
 pub mod discovery;
 pub mod identity;
 pub mod link;
@@ -22,5 +23,6 @@ pub mod timing;
 pub mod tls;
 pub mod wire;
 
+pub use cluster::{Cluster, ClusterConfig};
 pub use identity::NodeId;
 pub use node::{ClusterView, Event, Gossip, GossipConfig, MemberState, MemberView, Seeds};

@@ -58,6 +58,9 @@ pub struct GossipConfig {
     /// QUIC state-sync port, the same on every node; it listens on the
     /// gossip address's IP.
     pub sync_port: u16,
+    /// Run the QUIC state sync. A region's LAN pool does not: its nodes'
+    /// state already travels in the cluster-wide pool.
+    pub sync: bool,
     pub profile: Profile,
     /// Expected cluster size (scales suspicion timeouts, as memberlist).
     pub cluster_size: u32,
@@ -71,6 +74,8 @@ pub struct GossipConfig {
     pub anti_entropy: Duration,
     /// How often to announce to seeds we are not connected to.
     pub announce_every: Duration,
+    /// Pool name for metrics labels (`wan`, `lan`).
+    pub pool: &'static str,
 }
 
 impl GossipConfig {
@@ -87,6 +92,7 @@ impl GossipConfig {
             region: region.into(),
             bind,
             sync_port: bind.port().wrapping_add(1),
+            sync: true,
             profile: Profile::Lan,
             cluster_size: 16,
             keys,
@@ -96,6 +102,7 @@ impl GossipConfig {
             meta: NodeMeta::default(),
             anti_entropy: Duration::from_secs(10),
             announce_every: Duration::from_secs(10),
+            pool: "wan",
         }
     }
 }
@@ -268,6 +275,16 @@ impl MetaUpdater {
     }
 }
 
+/// Asks a node to join through an address, from anywhere.
+#[derive(Clone)]
+pub struct Announcer(mpsc::UnboundedSender<Cmd>);
+
+impl Announcer {
+    pub fn announce(&self, addr: SocketAddr) {
+        let _ = self.0.send(Cmd::Announce(addr));
+    }
+}
+
 /// Handle to a running node. Dropping it stops the node without a leave
 /// (as a crash would); call [`Gossip::leave`] for a graceful exit.
 pub struct Gossip {
@@ -277,7 +294,7 @@ pub struct Gossip {
     events: broadcast::Sender<Event>,
     store: Arc<Mutex<StateStore>>,
     dropped: Arc<Dropped>,
-    sync_addr: SocketAddr,
+    sync_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -302,30 +319,34 @@ impl Gossip {
         let bound = sock
             .local_addr()
             .map_err(|e| GossipError::Bind(cfg.bind, e))?;
-        let sync_bind = SocketAddr::new(bound.ip(), cfg.sync_port);
-        let std_sock =
-            std::net::UdpSocket::bind(sync_bind).map_err(|e| GossipError::Bind(sync_bind, e))?;
-        let endpoint = crate::link::quic_endpoint(
-            std_sock,
-            cfg.shaper.clone(),
-            quinn::EndpointConfig::default(),
-            Some(cfg.tls.server_config()?),
-        )
-        .map_err(|e| GossipError::Bind(sync_bind, e))?;
-        let sync_addr = endpoint
-            .local_addr()
-            .map_err(|e| GossipError::Bind(sync_bind, e))?;
-
         let identity = NodeId::new(cfg.machine.clone(), cfg.region.clone(), bound);
         let store = Arc::new(Mutex::new(StateStore::default()));
         let (changed_tx, changed_rx) = mpsc::unbounded_channel();
-        let syncer = Syncer::new(
-            endpoint,
-            cfg.tls.client_config()?,
-            store.clone(),
-            changed_tx,
-        );
-        tokio::spawn(syncer.clone().serve());
+        let (syncer, sync_addr) = if cfg.sync {
+            let sync_bind = SocketAddr::new(bound.ip(), cfg.sync_port);
+            let std_sock = std::net::UdpSocket::bind(sync_bind)
+                .map_err(|e| GossipError::Bind(sync_bind, e))?;
+            let endpoint = crate::link::quic_endpoint(
+                std_sock,
+                cfg.shaper.clone(),
+                quinn::EndpointConfig::default(),
+                Some(cfg.tls.server_config()?),
+            )
+            .map_err(|e| GossipError::Bind(sync_bind, e))?;
+            let sync_addr = endpoint
+                .local_addr()
+                .map_err(|e| GossipError::Bind(sync_bind, e))?;
+            let syncer = Syncer::new(
+                endpoint,
+                cfg.tls.client_config()?,
+                store.clone(),
+                changed_tx,
+            );
+            tokio::spawn(syncer.clone().serve());
+            (Some(syncer), Some(sync_addr))
+        } else {
+            (None, None)
+        };
 
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView::default()));
@@ -373,7 +394,7 @@ impl Gossip {
             store: store.clone(),
             syncer,
             syncing: Arc::new(Mutex::new(HashSet::new())),
-            sync_port: sync_addr.port(),
+            sync_port: sync_addr.map(|a| a.port()).unwrap_or(0),
             view_tx,
             events: events.clone(),
             dropped: dropped.clone(),
@@ -384,6 +405,7 @@ impl Gossip {
             rng: SmallRng::seed_from_u64(seed.rotate_left(7)),
             out: Vec::with_capacity(wire::MAX_DATAGRAM),
             hellos: Vec::new(),
+            pool: cfg.pool,
         };
         // Every log line of this node's task names the node (the demo and
         // tests run many in one process).
@@ -393,7 +415,7 @@ impl Gossip {
             span,
         ));
         tracing::info!(
-            "gossip: {} in {} on udp {bound}, sync quic {sync_addr}",
+            "gossip: {} in {} on udp {bound}, sync quic {sync_addr:?}",
             identity.machine,
             identity.region
         );
@@ -417,7 +439,7 @@ impl Gossip {
         self.identity.addr
     }
 
-    pub fn sync_addr(&self) -> SocketAddr {
+    pub fn sync_addr(&self) -> Option<SocketAddr> {
         self.sync_addr
     }
 
@@ -447,6 +469,10 @@ impl Gossip {
     /// A cloneable handle for updating metadata from other tasks.
     pub fn updater(&self) -> MetaUpdater {
         MetaUpdater(self.cmd.clone())
+    }
+
+    pub fn announcer(&self) -> Announcer {
+        Announcer(self.cmd.clone())
     }
 
     /// Asks to join through a known gossip address.
@@ -514,7 +540,7 @@ struct NodeTask {
     meta: NodeMeta,
     meta_version: Version,
     store: Arc<Mutex<StateStore>>,
-    syncer: Syncer,
+    syncer: Option<Syncer>,
     syncing: Arc<Mutex<HashSet<SocketAddr>>>,
     sync_port: u16,
     view_tx: watch::Sender<Arc<ClusterView>>,
@@ -528,6 +554,7 @@ struct NodeTask {
     out: Vec<u8>,
     /// Addresses to send a join handshake to on the next drain.
     hellos: Vec<SocketAddr>,
+    pool: &'static str,
 }
 
 /// A foca timer in the heap (ordered by the `Due` beside it only).
@@ -592,7 +619,9 @@ impl NodeTask {
                     Some(Cmd::Leave(done)) => {
                         let _ = self.foca.leave_cluster(&mut self.rt);
                         self.drain().await;
-                        self.syncer.close();
+                        if let Some(s) = &self.syncer {
+                            s.close();
+                        }
                         tracing::info!("gossip: {} left the cluster", self.identity.machine);
                         // Release the sockets before saying we are gone, so
                         // a restart can bind them at once.
@@ -845,11 +874,13 @@ impl NodeTask {
     /// Runs a sync session with the node gossiping at `gossip_addr`
     /// unless one is already running.
     fn sync_soon(&self, gossip_addr: SocketAddr) {
+        let Some(syncer) = self.syncer.clone() else {
+            return;
+        };
         let peer = SocketAddr::new(canonical(gossip_addr).ip(), self.sync_port);
         if !self.syncing.lock().insert(peer) {
             return;
         }
-        let syncer = self.syncer.clone();
         let syncing = self.syncing.clone();
         tokio::spawn(async move {
             let _ = syncer.sync_with(peer).await;
@@ -972,11 +1003,11 @@ impl NodeTask {
             let rtt_min = link.and_then(|l| l.rtt.min());
             let rtt = link.and_then(|l| l.rtt.smoothed());
             if let Some(r) = rtt_min {
-                metrics::gauge!("anykv_gossip_rtt_min_seconds", "peer" => id.machine.clone(), "region" => id.region.clone())
+                metrics::gauge!("anykv_gossip_rtt_min_seconds", "peer" => id.machine.clone(), "region" => id.region.clone(), "pool" => self.pool)
                     .set(r.as_secs_f64());
             }
             if let Some(r) = rtt {
-                metrics::gauge!("anykv_gossip_rtt_seconds", "peer" => id.machine.clone(), "region" => id.region.clone())
+                metrics::gauge!("anykv_gossip_rtt_seconds", "peer" => id.machine.clone(), "region" => id.region.clone(), "pool" => self.pool)
                     .set(r.as_secs_f64());
             }
             members.push(MemberView {
@@ -992,9 +1023,12 @@ impl NodeTask {
             });
         }
         drop(store);
-        metrics::gauge!("anykv_gossip_members", "state" => "alive").set(f64::from(alive));
-        metrics::gauge!("anykv_gossip_members", "state" => "suspect").set(f64::from(suspect));
-        metrics::gauge!("anykv_gossip_members", "state" => "down").set(f64::from(down));
+        metrics::gauge!("anykv_gossip_members", "state" => "alive", "pool" => self.pool)
+            .set(f64::from(alive));
+        metrics::gauge!("anykv_gossip_members", "state" => "suspect", "pool" => self.pool)
+            .set(f64::from(suspect));
+        metrics::gauge!("anykv_gossip_members", "state" => "down", "pool" => self.pool)
+            .set(f64::from(down));
         members[1..].sort_by(|a, b| (&a.region, &a.machine).cmp(&(&b.region, &b.machine)));
         let view = ClusterView {
             me: self.identity.machine.clone(),

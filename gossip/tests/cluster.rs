@@ -8,7 +8,7 @@ use anykv_gossip::testzone::TestZone;
 use anykv_gossip::timing::{self, Profile};
 use anykv_gossip::tls::ClusterCa;
 use anykv_gossip::wire::ClusterKeys;
-use anykv_gossip::{Event, Gossip, GossipConfig, MemberState, Seeds};
+use anykv_gossip::{Cluster, ClusterConfig, Event, Gossip, GossipConfig, MemberState, Seeds};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -420,4 +420,85 @@ async fn wrong_key_and_garbage_are_dropped_and_counted() {
         alive(v) == 1
     })
     .await;
+}
+
+/// Two pools: in-region failures are seen on LAN timings, the rest of the
+/// cluster learns on WAN timings. The wan pool here is the Test profile
+/// sized for 1000 nodes (suspicion 2.4 s), the lan pool for 8 (0.8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn region_pool_detects_failures_faster_than_the_wan_pool() {
+    let w = World::new(18, false).await;
+    let lan_port = w.port + 2;
+    let mut nodes = Vec::new();
+    for (n, region) in [(1, "iad"), (2, "iad"), (3, "cdg"), (4, "cdg")] {
+        let mut c = w.config(n, region, KEY);
+        c.cluster_size = 1000;
+        let cl = Cluster::start(ClusterConfig {
+            wan: c,
+            lan_port,
+            lan_profile: Profile::Test,
+            lan_cluster_size: 8,
+        })
+        .await
+        .unwrap();
+        w.zone.add_machine(
+            &format!("m{n:02}"),
+            region,
+            Ipv4Addr::new(127, 0, w.net, n).to_ipv6_mapped(),
+        );
+        nodes.push(cl);
+    }
+    // Everyone alive in the merged view; each lan pool holds only its region.
+    for c in &nodes {
+        wait_view(c.wan(), Duration::from_secs(10), "wan: 3 alive", |v| {
+            alive(v) == 3
+        })
+        .await;
+        wait_view(c.lan(), Duration::from_secs(10), "lan: 1 alive", |v| {
+            alive(v) == 1
+        })
+        .await;
+        let v = c.view().borrow().clone();
+        assert_eq!(alive(&v), 3, "{}", v.table());
+    }
+    assert!(nodes[0].lan().view().borrow().member("m03").is_none());
+    let dead = nodes.remove(1); // m02, iad
+    drop(dead);
+    let start = Instant::now();
+    let lan_bound = timing::detection_bound(&timing::config(Profile::Test, 8));
+    let wan_bound = timing::detection_bound(&timing::config(Profile::Test, 1000));
+    let mut merged = nodes[0].view();
+    while !merged
+        .borrow()
+        .member("m02")
+        .is_some_and(|m| m.state == MemberState::Down)
+    {
+        assert!(
+            start.elapsed() < lan_bound + Duration::from_secs(1),
+            "iad peer too slow"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), merged.changed()).await;
+    }
+    let in_region = start.elapsed();
+    // The other region's nodes learn it through the wan pool (or the iad
+    // node's gossip), never later than the wan bound.
+    for c in &nodes[1..] {
+        wait_view(
+            c.wan(),
+            wan_bound + Duration::from_secs(1),
+            "cdg sees m02 down",
+            |v| {
+                v.member("m02")
+                    .is_some_and(|m| m.state == MemberState::Down)
+            },
+        )
+        .await;
+    }
+    assert!(
+        in_region < wan_bound,
+        "in-region {in_region:?} vs wan bound {wan_bound:?}"
+    );
+    eprintln!(
+        "in-region detection {in_region:?} (lan bound {lan_bound:?}, wan bound {wan_bound:?})"
+    );
 }
