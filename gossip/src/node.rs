@@ -406,6 +406,7 @@ impl Gossip {
             out: Vec::with_capacity(wire::MAX_DATAGRAM),
             hellos: Vec::new(),
             pool: cfg.pool,
+            leaving: false,
         };
         // Every log line of this node's task names the node (the demo and
         // tests run many in one process).
@@ -555,6 +556,7 @@ struct NodeTask {
     /// Addresses to send a join handshake to on the next drain.
     hellos: Vec<SocketAddr>,
     pool: &'static str,
+    leaving: bool,
 }
 
 /// A foca timer in the heap (ordered by the `Due` beside it only).
@@ -617,6 +619,7 @@ impl NodeTask {
                 cmd = cmds.recv() => match cmd {
                     None => return,
                     Some(Cmd::Leave(done)) => {
+                        self.leaving = true;
                         let _ = self.foca.leave_cluster(&mut self.rt);
                         self.drain().await;
                         if let Some(s) = &self.syncer {
@@ -814,6 +817,8 @@ impl NodeTask {
             }
             OwnedNotification::Active => tracing::info!("gossip: joined the cluster"),
             OwnedNotification::Idle => tracing::info!("gossip: no live peers"),
+            // Leaving makes us defunct on purpose.
+            OwnedNotification::Defunct if self.leaving => {}
             OwnedNotification::Defunct => {
                 tracing::warn!("gossip: declared down; reusing identity");
                 let _ = self.foca.reuse_down_identity();
