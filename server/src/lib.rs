@@ -19,6 +19,7 @@ pub mod evict;
 pub mod executor;
 pub mod expire;
 pub mod metrics;
+pub mod persist;
 pub mod proplog;
 pub mod pubsub;
 pub mod resp;

@@ -205,7 +205,7 @@ impl<'a> Ctx<'a> {
             }
             None => lru_clock(self.now_ms),
         };
-        self.t.ks.dbs[db].entry_mut(idx).lru = lru;
+        self.t.ks.dbs[db].set_lru(idx, lru);
         Some(idx)
     }
 

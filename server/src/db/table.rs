@@ -11,7 +11,7 @@
 //! already visited, so every key present for the whole scan is returned (a
 //! key may be returned twice, which Redis also allows).
 
-use hashbrown::hash_table::{Entry as HEntry, HashTable};
+use hashbrown::hash_table::HashTable;
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
@@ -47,6 +47,60 @@ pub struct Table {
     /// Indices of entries with a TTL (sampled by active expiry).
     volatile: Vec<u32>,
     hasher: DefaultHashBuilder,
+    /// A point-in-time snapshot of this table in progress, if any.
+    snap: Option<Box<SnapCursor>>,
+}
+
+/// A snapshot in progress over one table, without fork.
+///
+/// The snapshot must equal the table as it was when it began, while
+/// writes go on. The driver walks entry indices upwards from `next`;
+/// every mutation path of the table (`entry_mut`, `set_expire`,
+/// `remove_at`, `upsert`) first runs [`Table::barrier`], which writes the
+/// entry's *pre-image* into `saved` if the walk has not reached it yet and
+/// marks it done, so the walk skips it. Entries inserted after the start
+/// are marked done at once (not part of the snapshot). Swap-remove moves
+/// the last entry into the hole: its state moves with it, and if the hole
+/// is behind the walk the moved entry is written out at once. Memory
+/// beyond the table is the encoded pre-images of entries written while
+/// the snapshot runs, not a copy of everything (as fork's copy-on-write
+/// pages can become).
+pub struct SnapCursor {
+    /// Database index the records carry (the table may be moved by
+    /// SWAPDB or detached by FLUSHALL while the snapshot runs).
+    pub db: u32,
+    /// Entries at indices below this were written or excluded.
+    next: u32,
+    /// Per entry index: already written (pre-image) or not part of it.
+    done: Vec<u64>,
+    /// Records written by the barrier, for the driver to collect.
+    saved: Vec<u8>,
+    saved_count: u32,
+}
+
+impl SnapCursor {
+    #[inline]
+    fn is_done(&self, i: u32) -> bool {
+        self.done
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    #[inline]
+    fn set_done(&mut self, i: u32, v: bool) {
+        let w = i as usize / 64;
+        if w >= self.done.len() {
+            if !v {
+                return;
+            }
+            self.done.resize(w + 1, 0);
+        }
+        if v {
+            self.done[w] |= 1 << (i % 64);
+        } else {
+            self.done[w] &= !(1 << (i % 64));
+        }
+    }
 }
 
 impl Default for Table {
@@ -62,6 +116,79 @@ impl Table {
             entries: Vec::new(),
             volatile: Vec::new(),
             hasher: DefaultHashBuilder::default(),
+            snap: None,
+        }
+    }
+
+    /// Starts a snapshot of this table (see [`SnapCursor`]).
+    pub fn begin_snapshot(&mut self, db: u32) {
+        self.snap = Some(Box::new(SnapCursor {
+            db,
+            next: 0,
+            done: Vec::new(),
+            saved: Vec::new(),
+            saved_count: 0,
+        }));
+    }
+
+    pub fn snapshot_active(&self) -> bool {
+        self.snap.is_some()
+    }
+
+    /// Writes up to `max` not-yet-written entries into `out`; returns how
+    /// many records were written and whether the walk is complete.
+    pub fn snapshot_step(&mut self, max: usize, out: &mut Vec<u8>) -> (u32, bool) {
+        let Table { snap, entries, .. } = self;
+        let Some(c) = snap.as_deref_mut() else {
+            return (0, true);
+        };
+        let mut n = 0u32;
+        while (c.next as usize) < entries.len() && (n as usize) < max {
+            let i = c.next;
+            if !c.is_done(i) {
+                let e = &entries[i as usize];
+                crate::persist::codec::encode_entry(out, c.db, &e.key, &e.value, e.expire_at);
+                n += 1;
+            }
+            c.next += 1;
+        }
+        (n, c.next as usize >= entries.len())
+    }
+
+    /// Takes the pre-images the barrier wrote: (records, count).
+    pub fn snapshot_take_saved(&mut self) -> (Vec<u8>, u32) {
+        match self.snap.as_deref_mut() {
+            Some(c) => {
+                let n = std::mem::take(&mut c.saved_count);
+                (std::mem::take(&mut c.saved), n)
+            }
+            None => (Vec::new(), 0),
+        }
+    }
+
+    /// Ends the snapshot (completed or abandoned).
+    pub fn end_snapshot(&mut self) {
+        self.snap = None;
+    }
+
+    /// The write barrier: before entry `idx` changes, a snapshot that has
+    /// not written it yet gets its pre-image.
+    #[inline]
+    fn barrier(&mut self, idx: u32) {
+        let Table { snap, entries, .. } = self;
+        if let Some(c) = snap.as_deref_mut() {
+            if idx >= c.next && !c.is_done(idx) {
+                let e = &entries[idx as usize];
+                crate::persist::codec::encode_entry(
+                    &mut c.saved,
+                    c.db,
+                    &e.key,
+                    &e.value,
+                    e.expire_at,
+                );
+                c.saved_count += 1;
+                c.set_done(idx, true);
+            }
         }
     }
 
@@ -98,9 +225,18 @@ impl Table {
         &self.entries[idx as usize]
     }
 
+    /// Mutable access to an entry: runs the snapshot write barrier.
     #[inline]
     pub fn entry_mut(&mut self, idx: u32) -> &mut Entry {
+        self.barrier(idx);
         &mut self.entries[idx as usize]
+    }
+
+    /// Updates the LRU/LFU field only (not part of snapshots, so no
+    /// barrier: reads must not copy values).
+    #[inline]
+    pub fn set_lru(&mut self, idx: u32, lru: u32) {
+        self.entries[idx as usize].lru = lru;
     }
 
     /// Inserts a key known to be absent; returns its index.
@@ -119,11 +255,16 @@ impl Table {
         self.index.insert_unique(h, idx, |&i| {
             hasher.hash_one(entries[i as usize].key.as_bytes())
         });
+        if let Some(c) = self.snap.as_deref_mut() {
+            // Created after the snapshot began: not part of it.
+            c.set_done(idx, true);
+        }
         idx
     }
 
     /// Removes the entry at `idx`, returning it.
     pub fn remove_at(&mut self, idx: u32) -> Entry {
+        self.barrier(idx);
         // Leave the volatile set but keep `expire_at`: RENAME/MOVE carry
         // the TTL over from the returned entry.
         let at = self.entries[idx as usize].expire_at;
@@ -144,8 +285,33 @@ impl Table {
             if vpos != NOT_VOLATILE {
                 self.volatile[vpos as usize] = idx;
             }
+            let Table { snap, entries, .. } = self;
+            if let Some(c) = snap.as_deref_mut() {
+                let handled = last < c.next || c.is_done(last);
+                if idx >= c.next {
+                    c.set_done(idx, handled);
+                } else if !handled {
+                    // Moving behind the walk: write it out now.
+                    let e = &entries[last as usize];
+                    crate::persist::codec::encode_entry(
+                        &mut c.saved,
+                        c.db,
+                        &e.key,
+                        &e.value,
+                        e.expire_at,
+                    );
+                    c.saved_count += 1;
+                }
+                c.set_done(last, false);
+            }
+        } else if let Some(c) = self.snap.as_deref_mut() {
+            c.set_done(idx, false);
         }
-        self.entries.swap_remove(idx as usize)
+        let out = self.entries.swap_remove(idx as usize);
+        if let Some(c) = self.snap.as_deref_mut() {
+            c.next = c.next.min(self.entries.len() as u32);
+        }
+        out
     }
 
     /// Removes `key` if present.
@@ -155,6 +321,7 @@ impl Table {
 
     /// Sets (or with [`NO_EXPIRE`] clears) the TTL of the entry at `idx`.
     pub fn set_expire(&mut self, idx: u32, at: i64) {
+        self.barrier(idx);
         let e = &mut self.entries[idx as usize];
         e.expire_at = at;
         if at == NO_EXPIRE {
@@ -218,23 +385,14 @@ impl Table {
 
     /// Inserts or replaces; returns the index.
     pub fn upsert(&mut self, key: &[u8], value: Value, lru: u32) -> u32 {
-        let h = self.hash(key);
-        let entries = &mut self.entries;
-        let hasher = &self.hasher;
-        match self.index.entry(
-            h,
-            |&i| entries[i as usize].key.as_bytes() == key,
-            |&i| hasher.hash_one(entries[i as usize].key.as_bytes()),
-        ) {
-            HEntry::Occupied(o) => {
-                let idx = *o.get();
-                let e = &mut entries[idx as usize];
-                e.value = value;
-                e.lru = lru;
-                idx
-            }
-            HEntry::Vacant(_) => self.insert_new(Sds::from_slice(key), value, lru),
+        if let Some(idx) = self.find(key) {
+            self.barrier(idx);
+            let e = &mut self.entries[idx as usize];
+            e.value = value;
+            e.lru = lru;
+            return idx;
         }
+        self.insert_new(Sds::from_slice(key), value, lru)
     }
 }
 
