@@ -87,6 +87,9 @@ pub struct SimParams {
     /// it, foca 2.0.0 also sends `TurnUndead` when a suspicion was refuted,
     /// which forces the healthy suspect to rejoin (see [`SimReport::rejoins`]).
     pub notify_down_members: Option<bool>,
+    /// Send foca's spurious `TurnUndead`s too (anykv's node drops them; see
+    /// `anykv_gossip::node::spurious_turn_undead`), to measure the bug.
+    pub raw_foca: bool,
     /// Whom each node announces itself to, at a random instant in the
     /// first second.
     pub seeds: Seeds,
@@ -126,6 +129,7 @@ impl Default for SimParams {
             seed: 1,
             max_transmissions: None,
             notify_down_members: None,
+            raw_foca: false,
             seeds: Seeds::Few(1),
             announce_every: Some(Duration::from_secs(10)),
             bootstrap_timeout: Duration::from_secs(900),
@@ -617,6 +621,8 @@ struct World {
     measured_bytes: u64,
     measured_packets: u64,
     unroutable: u64,
+    /// Spurious `TurnUndead`s filtered out.
+    spurious_dropped: u64,
     foca_errors: BTreeMap<String, u64>,
 }
 
@@ -758,6 +764,8 @@ struct Io<'a> {
     now: Nanos,
     node: usize,
     world: &'a mut World,
+    /// When set, sends are held here (to filter them as anykv's node does).
+    held: Option<Vec<(NodeId, Vec<u8>)>>,
 }
 
 impl Runtime<NodeId> for Io<'_> {
@@ -766,7 +774,10 @@ impl Runtime<NodeId> for Io<'_> {
     }
 
     fn send_to(&mut self, to: NodeId, data: &[u8]) {
-        self.world.send(self.now, &to, data);
+        match self.held.as_mut() {
+            Some(h) => h.push((to, data.to_vec())),
+            None => self.world.send(self.now, &to, data),
+        }
     }
 
     fn submit_after(&mut self, timer: Timer<NodeId>, after: Duration) {
@@ -898,6 +909,7 @@ impl Sim {
             measured_bytes: 0,
             measured_packets: 0,
             unroutable: 0,
+            spurious_dropped: 0,
             foca_errors: BTreeMap::new(),
         };
         let mut plan_rng = SmallRng::seed_from_u64(derive_seed(p.seed, 2));
@@ -1053,10 +1065,30 @@ impl Sim {
             now: *now,
             node,
             world,
+            held: None,
         };
         match event {
             Event::Deliver { data, .. } => foca.handle_data(&data, &mut io),
-            Event::Timer { timer, .. } => foca.handle_timer(timer, &mut io),
+            Event::Timer { timer, .. } => {
+                // Suspicion timers can emit a spurious TurnUndead; filter
+                // the way anykv's node does.
+                io.held = Some(Vec::new());
+                let r = foca.handle_timer(timer, &mut io);
+                for (to, data) in io.held.take().unwrap_or_default() {
+                    if !params.raw_foca
+                        && anykv_gossip::node::spurious_turn_undead(
+                            foca.iter_membership_state(),
+                            &to,
+                            &data,
+                        )
+                    {
+                        io.world.spurious_dropped += 1;
+                        continue;
+                    }
+                    io.world.send(io.now, &to, &data);
+                }
+                r
+            }
             Event::Announce { .. } => {
                 let result = announce_to_seeds(foca, &seeds[node], ids, &mut io);
                 if let Some(every) = params.announce_every {
