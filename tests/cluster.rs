@@ -48,7 +48,15 @@ fn start(dir: &Path, n: u8, key: &str) -> Node {
         .arg(dir.join("cluster-ca.pem"))
         .arg("--cluster-ca-key")
         .arg(dir.join("cluster-ca.key"))
-        .args(["--", "--bind", &ip(n), "--port", &REDIS.to_string()])
+        .args([
+            "--",
+            "--bind",
+            &ip(n),
+            "--port",
+            &REDIS.to_string(),
+            "--save",
+            "",
+        ])
         .args(["--metrics-addr", &format!("{}:{HTTP}", ip(n))])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

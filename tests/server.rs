@@ -46,6 +46,7 @@ fn server_command(port: u16, extra: &[&str]) -> Command {
         c
     };
     c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", ""])
         .args(extra);
     c
 }

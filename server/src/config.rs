@@ -808,6 +808,9 @@ static PARAMS: &[Param] = &[
     ),
     // anykv's own
     intp("executors", None, 0, 1024, "0", IMMUTABLE),
+    // Start even if the append-only log is corrupt in the middle, dropping
+    // everything from the corruption on (reported in the log).
+    boolp("repair", None, false, IMMUTABLE),
     strp("metrics-addr", None, false, None, "", IMMUTABLE),
     intp("max-multibulk-len", None, 1, LONG_MAX, "2147483647", 0),
 ];
@@ -2355,6 +2358,23 @@ impl Config {
 
     pub fn appenddirname(&self) -> String {
         self.str_of("appenddirname").to_string()
+    }
+
+    pub fn stop_writes_on_bgsave_error(&self) -> bool {
+        self.bool_of("stop-writes-on-bgsave-error")
+    }
+
+    /// `--repair yes`: salvage a corrupt append-only log at start.
+    pub fn repair(&self) -> bool {
+        self.bool_of("repair")
+    }
+
+    pub fn auto_aof_rewrite_percentage(&self) -> i64 {
+        self.i64_of("auto-aof-rewrite-percentage")
+    }
+
+    pub fn auto_aof_rewrite_min_size(&self) -> u64 {
+        u64::try_from(self.num_of("auto-aof-rewrite-min-size")).unwrap_or(0)
     }
 
     /// Executor threads (0 = one per core).

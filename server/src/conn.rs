@@ -153,6 +153,33 @@ async fn run(
                 }
             }
         }
+        // Persistence: hand this batch's effects to the append-only log,
+        // start a save someone asked for, and with `appendfsync always`
+        // send no reply before the log is on disk up to what this batch
+        // could have seen (group commit: connections share the fsync).
+        let durable_at = {
+            let mut t = tenant.borrow_mut();
+            let t = &mut *t;
+            t.persist.flush_log(&mut t.log);
+            let wait = t.persist.aof.as_ref().and_then(|w| {
+                (w.policy() == crate::persist::aof::FsyncPolicy::Always)
+                    .then(|| (w.synced(), t.log.offset()))
+            });
+            let kick = t.persist.requested.is_some() && t.persist.job.is_none();
+            (wait, kick)
+        };
+        if durable_at.1 {
+            crate::persist::kick(tenant);
+        }
+        if let Some((mut synced, target)) = durable_at.0 {
+            if *synced.borrow_and_update() < target {
+                while *synced.borrow_and_update() < target {
+                    if synced.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
         // Drop consumed input; the parser's ranges are relative to it.
         let consumed = parser.consumed();
         if consumed > 0 {

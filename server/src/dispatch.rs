@@ -221,6 +221,14 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // Persistence errors stop writes (and PING, as in Redis) so nothing is
+    // acknowledged that cannot be made durable.
+    if r.write || r.fullname == "ping" {
+        if let Some(msg) = disk_error(t, shared) {
+            reject(t, s, out, Some(r.id), &msg, true);
+            return Outcome::Continue;
+        }
+    }
     // RESP2 connections in subscribed mode accept only these commands.
     if s.resp == 2 && s.subscriptions() > 0 && !SUBSCRIBED_ALLOWED.contains(&r.fullname.as_str()) {
         let msg = format!(
@@ -420,6 +428,23 @@ fn acl_denied(
                 "NOPERM this user has no permissions to access one of the keys used as arguments"
                     .into(),
             );
+        }
+    }
+    None
+}
+
+/// Redis's `writeCommandsDeniedByDiskError`.
+fn disk_error(t: &Tenant, shared: &Shared) -> Option<String> {
+    let p = &t.persist;
+    if !p.last_bgsave_ok {
+        let c = shared.config.read();
+        if c.stop_writes_on_bgsave_error() && !c.save_params().is_empty() {
+            return Some("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.".into());
+        }
+    }
+    if let Some(w) = &p.aof {
+        if !w.status.write_ok.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some("MISCONF Errors writing to the AOF file: see the server log".into());
         }
     }
     None

@@ -39,6 +39,8 @@ pub enum StartError {
     NoListener,
     #[error("could not start executor thread: {0}")]
     Thread(std::io::Error),
+    #[error("could not load the data: {0}")]
+    Load(String),
 }
 
 /// A running server.
@@ -146,14 +148,33 @@ impl Server {
             receivers.push(rx);
         }
         let mut threads = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (idx, (listeners, rx)) in per_exec.into_iter().zip(receivers).enumerate() {
             let shared = shared.clone();
             let peers = senders.clone();
+            let ready = ready_tx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("anykv-exec-{idx}"))
-                .spawn(move || executor_main(idx, shared, listeners, rx, peers))
+                .spawn(move || executor_main(idx, shared, listeners, rx, peers, ready))
                 .map_err(StartError::Thread)?;
             threads.push(h);
+        }
+        drop(ready_tx);
+        // The executor owning the default tenant loads its data first.
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.begin_shutdown();
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(StartError::Load(e));
+            }
+            Err(_) => {
+                return Err(StartError::Load(
+                    "the executor stopped while loading".into(),
+                ))
+            }
         }
         for a in &local_addrs {
             tracing::info!("Ready to accept connections tcp {a}");
@@ -181,7 +202,11 @@ fn executor_main(
     listeners: Vec<std::net::TcpListener>,
     mut handoffs: mpsc::UnboundedReceiver<std::net::TcpStream>,
     peers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    // Only the default tenant's owner reports; the others let go at once
+    // so a failed start never leaves Server::start waiting.
+    let ready = (owner_of(TenantId::DEFAULT, shared.executors) == idx).then_some(ready);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,7 +224,18 @@ fn executor_main(
         let n = shared.executors;
         if owner_of(TenantId::DEFAULT, n) == idx {
             let dbs = shared.config.read().databases();
-            let t = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "default", dbs)));
+            let mut tenant = Tenant::new(TenantId::DEFAULT, "default", dbs);
+            // Load before serving anyone; a load error stops the server
+            // (never start with partial data).
+            let loaded = crate::persist::startup(&mut tenant, &shared);
+            let failed = loaded.is_err();
+            if let Some(r) = &ready {
+                let _ = r.send(loaded.map(|_| ()));
+            }
+            if failed {
+                return;
+            }
+            let t = Rc::new(RefCell::new(tenant));
             tenants.borrow_mut().insert(TenantId::DEFAULT, t.clone());
             tokio::task::spawn_local(cron(t, shared.clone()));
         }
@@ -237,6 +273,15 @@ fn executor_main(
         }
         // Give connections a moment to finish the batch in flight.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        // Persistence on the way out: fsync the log, save if asked (or if
+        // save points are set, unless SHUTDOWN NOSAVE).
+        let save = shared.shutdown_save();
+        let has_points = !shared.config.read().save_params().is_empty();
+        for t in tenants.borrow().values() {
+            if let Err(e) = crate::persist::shutdown(&mut t.borrow_mut(), save, has_points) {
+                tracing::error!("{e}");
+            }
+        }
     });
 }
 
@@ -333,7 +378,29 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         if t.pause_mode != PauseMode::None && t.pause_until_ms != 0 && now >= t.pause_until_ms {
             t.pause_mode = PauseMode::None;
         }
+        let (rules, pct, min, aof_on, fsync) = {
+            let c = shared.config.read();
+            (
+                c.save_params(),
+                c.auto_aof_rewrite_percentage(),
+                c.auto_aof_rewrite_min_size(),
+                c.appendonly(),
+                crate::persist::aof::FsyncPolicy::parse(&c.appendfsync()),
+            )
+        };
+        crate::persist::apply_config(&mut t, aof_on, fsync);
+        crate::persist::check_rules(&mut t, &rules, now, pct, min);
+        {
+            let t = &mut *t;
+            t.persist.flush_log(&mut t.log);
+        }
+        let kick = t.persist.requested.is_some() && t.persist.job.is_none();
         crate::alloc::sample_peak();
+        if kick {
+            drop(t);
+            crate::persist::kick(&tenant);
+            t = tenant.borrow_mut();
+        }
         if now - last_metrics >= 1000 {
             last_metrics = now;
             crate::metrics::publish(&t, &shared);

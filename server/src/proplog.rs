@@ -31,6 +31,10 @@ pub struct PropLog {
     scratch: BytesMut,
     /// Effects of the EXEC in progress: (db, args), written at commit.
     tx: Option<Vec<(usize, Vec<Vec<u8>>)>>,
+    /// Bytes not yet handed to the append-only log (when it is on).
+    sink: Option<Vec<u8>>,
+    /// Effects appended so far (Redis's `dirty` for save rules).
+    effects: u64,
 }
 
 impl Default for PropLog {
@@ -63,7 +67,28 @@ impl PropLog {
             capture: None,
             scratch: BytesMut::new(),
             tx: None,
+            sink: None,
+            effects: 0,
         }
+    }
+
+    /// Keeps every byte for the append-only log from now on.
+    pub fn enable_sink(&mut self) {
+        self.sink.get_or_insert_with(Vec::new);
+    }
+
+    pub fn disable_sink(&mut self) {
+        self.sink = None;
+    }
+
+    /// Takes the bytes logged since the last call (None: AOF off).
+    pub fn take_sink(&mut self) -> Option<Vec<u8>> {
+        self.sink.as_mut().map(std::mem::take)
+    }
+
+    /// Effects appended so far.
+    pub fn effects(&self) -> u64 {
+        self.effects
     }
 
     /// Keeps the whole stream in memory from now on (tests, replay).
@@ -138,7 +163,11 @@ impl PropLog {
             self.last_db = db as i64;
         }
         encode(&mut scratch, args);
+        self.effects += 1;
         self.offset += scratch.len() as u64;
+        if let Some(sink) = self.sink.as_mut() {
+            sink.extend_from_slice(&scratch);
+        }
         self.backlog.extend(scratch.iter().copied());
         if let Some(c) = self.capture.as_mut() {
             c.extend_from_slice(&scratch);

@@ -129,6 +129,8 @@ pub struct Shared {
     /// Set when the server is shutting down (SIGTERM, SHUTDOWN).
     pub shutting_down: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
+    /// SHUTDOWN SAVE (1) / NOSAVE (2) / default (0).
+    shutdown_save: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -154,6 +156,7 @@ impl Shared {
             executors,
             shutting_down: AtomicBool::new(false),
             shutdown_tx: watch::channel(false).0,
+            shutdown_save: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -166,6 +169,24 @@ impl Shared {
     pub fn begin_shutdown(&self) {
         if !self.shutting_down.swap(true, Relaxed) {
             self.shutdown_tx.send_replace(true);
+        }
+    }
+
+    /// Records SHUTDOWN's SAVE (`Some(true)`) / NOSAVE (`Some(false)`).
+    pub fn set_shutdown_save(&self, mode: Option<bool>) {
+        let v = match mode {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        self.shutdown_save.store(v, Relaxed);
+    }
+
+    pub fn shutdown_save(&self) -> Option<bool> {
+        match self.shutdown_save.load(Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Tenant {
     pub name: String,
     pub ks: Keyspace,
     pub log: PropLog,
+    /// Snapshots and the append-only log.
+    pub persist: crate::persist::Persist,
     pub clients: BTreeMap<u64, Rc<ClientInfo>>,
     pub monitors: Vec<Rc<ClientInfo>>,
     pub stats: TenantStats,
@@ -80,9 +82,9 @@ pub struct Tenant {
     pub latency: HashMap<&'static str, LatencyEvent>,
     pub pause_mode: PauseMode,
     pub pause_until_ms: i64,
-    /// Changes since the last save (INFO rdb_changes_since_last_save).
+    /// Changes ever made (Redis's `dirty`; changes since the last save are
+    /// this minus `persist.dirty_at_save`).
     pub dirty: u64,
-    pub lastsave: i64,
     pub rng: SmallRng,
     /// Active expiry is on (DEBUG SET-ACTIVE-EXPIRE).
     pub active_expire: bool,
@@ -119,6 +121,7 @@ impl Tenant {
             id,
             name: name.to_string(),
             ks: Keyspace::new(databases),
+            persist: crate::persist::Persist::default(),
             log: PropLog::default(),
             clients: BTreeMap::new(),
             monitors: Vec::new(),
@@ -129,7 +132,6 @@ impl Tenant {
             pause_mode: PauseMode::None,
             pause_until_ms: 0,
             dirty: 0,
-            lastsave: crate::util::mstime() / 1000,
             rng: SmallRng::from_os_rng(),
             active_expire: true,
             expire_cursor_db: 0,

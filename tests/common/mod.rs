@@ -608,7 +608,9 @@ pub fn start_anykv(bin: &Path) -> ServerProcess {
     spawn_server("anykv (target)", &|port| {
         let mut c = Command::new(&bin);
         c.args(["server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--enable-debug-command", "yes"]);
+            .args(["--enable-debug-command", "yes"])
+            // As the reference: no snapshots into the working directory.
+            .args(["--save", "", "--appendonly", "no"]);
         c
     })
 }
@@ -622,6 +624,7 @@ pub fn start_anykv_with(bin: &Path, extra: &[&str]) -> ServerProcess {
     spawn_server("anykv", &|port| {
         let mut c = Command::new(&bin);
         c.args(["server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
             .args(&extra);
         c
     })

@@ -21,6 +21,31 @@ pub fn debug(ctx: &mut Ctx) {
             }
             ctx.out.ok();
         }
+        // Save the keyspace and load it back (the test suites use it to
+        // check that everything survives a restart).
+        b"reload" => {
+            let set = ctx.set.clone();
+            match crate::persist::debug_reload(ctx.t, &set) {
+                Ok(()) => ctx.out.ok(),
+                Err(e) => ctx
+                    .out
+                    .error(&format!("ERR Error trying to load the snapshot: {e}")),
+            }
+        }
+        // An order-independent digest of the whole keyspace (40 hex digits
+        // as Redis prints; all zeros when empty). The values differ from
+        // Redis's: it compares two anykv keyspaces, not anykv with Redis.
+        b"digest" if argc == 2 => {
+            let hex: String = if ctx.t.ks.total_keys() == 0 {
+                "0".repeat(40)
+            } else {
+                ctx.t.ks.digest()[..20]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            };
+            ctx.out.simple(&hex);
+        }
         b"set-active-expire" if argc == 3 => {
             let Some(v) = parse_i64(ctx.args[2]) else {
                 return ctx.err(errors::NOT_INTEGER);

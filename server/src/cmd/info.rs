@@ -160,14 +160,48 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             );
         }
         "persistence" => {
-            let aof = sh.config.read().appendonly();
+            let p = &ctx.t.persist;
+            let now_s = crate::util::mstime() / 1000;
+            let job = p.job.as_ref();
+            let current = |purpose| {
+                job.filter(|j| j.purpose == purpose)
+                    .map(|j| j.started.elapsed().as_secs() as i64)
+                    .unwrap_or(-1)
+            };
             let _ = write!(
                 o,
-                "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_fork_perc:0.00\r\ncurrent_save_keys_processed:0\r\ncurrent_save_keys_total:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\nrdb_last_bgsave_time_sec:-1\r\nrdb_current_bgsave_time_sec:-1\r\naof_enabled:{}\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_rewrite_time_sec:-1\r\naof_current_rewrite_time_sec:-1\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n",
-                ctx.t.dirty,
-                ctx.t.lastsave,
-                aof as u8,
+                "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_cow_size_age:0\r\ncurrent_fork_perc:0.00\r\ncurrent_save_keys_processed:{}\r\ncurrent_save_keys_total:{}\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:0\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_rewrite_time_sec:{}\r\naof_current_rewrite_time_sec:{}\r\naof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\naof_rewrites_consecutive_failures:0\r\naof_last_write_status:{}\r\naof_last_cow_size:0\r\nmodule_fork_in_progress:0\r\nmodule_fork_last_cow_size:0\r\n",
+                job.map(|j| j.keys_done).unwrap_or(0),
+                job.map(|j| j.keys_total).unwrap_or(0),
+                ctx.t.dirty.saturating_sub(p.dirty_at_save),
+                p.bgsave_in_progress() as u8,
+                p.lastsave.min(now_s),
+                if p.last_bgsave_ok { "ok" } else { "err" },
+                p.last_bgsave_time_sec,
+                current(crate::persist::Purpose::Save),
+                p.saves,
+                p.loaded_expired,
+                p.loaded_keys,
+                p.aof.is_some() as u8,
+                p.rewrite_in_progress() as u8,
+                p.rewrite_scheduled as u8,
+                p.aof_last_rewrite_time_sec,
+                current(crate::persist::Purpose::Rewrite),
+                if p.aof_last_rewrite_ok { "ok" } else { "err" },
+                p.aof_rewrites,
+                if p.aof.as_ref().is_none_or(|w| w.status.write_ok.load(Relaxed)) { "ok" } else { "err" },
             );
+            if let Some(w) = &p.aof {
+                let _ = write!(
+                    o,
+                    "aof_current_size:{}\r\naof_base_size:{}\r\naof_pending_rewrite:{}\r\naof_buffer_length:{}\r\naof_pending_bio_fsync:0\r\naof_delayed_fsync:{}\r\n",
+                    w.status.size.load(Relaxed),
+                    p.aof_base_size,
+                    p.rewrite_scheduled as u8,
+                    w.status.pending.load(Relaxed),
+                    w.status.delayed_fsync.load(Relaxed),
+                );
+            }
         }
         "stats" => {
             let g = &sh.stats;

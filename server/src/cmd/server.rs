@@ -2,7 +2,6 @@
 //! SHUTDOWN, MONITOR, WAIT, SLOWLOG, LATENCY.
 
 use super::{errors, Ctx};
-use crate::db::Table;
 use crate::util::{parse_i64, ustime};
 
 /// Work a command leaves for the connection task to do after replying
@@ -45,7 +44,8 @@ pub fn flushdb(ctx: &mut Ctx) {
     let n = ctx.db().len() as u64;
     let db = ctx.s.db;
     ctx.t.touch_watched_in_dbs(&[db], None);
-    *ctx.db() = Table::new();
+    let old = std::mem::take(ctx.db());
+    crate::persist::detach_table(ctx.t, old);
     ctx.propagate(&[b"FLUSHDB"]);
     ctx.t.dirty += n;
     ctx.out.ok();
@@ -58,11 +58,25 @@ pub fn flushall(ctx: &mut Ctx) {
     let n = ctx.t.ks.total_keys() as u64;
     let all: Vec<usize> = (0..ctx.t.ks.dbs.len()).collect();
     ctx.t.touch_watched_in_dbs(&all, None);
-    for db in ctx.t.ks.dbs.iter_mut() {
-        *db = Table::new();
+    // As Redis: a snapshot in progress would save the data just flushed.
+    if ctx.t.persist.bgsave_in_progress() {
+        crate::persist::abort_job(ctx.t);
+    }
+    for i in 0..ctx.t.ks.dbs.len() {
+        let old = std::mem::take(&mut ctx.t.ks.dbs[i]);
+        crate::persist::detach_table(ctx.t, old);
     }
     ctx.propagate(&[b"FLUSHALL"]);
     ctx.t.dirty += n;
+    // Persistence follows: an empty snapshot when save points are set
+    // (Redis's rdbSave in flushallCommand), and the append-only log is
+    // truncated by a rewrite whose base is now empty.
+    if ctx.t.persist.enabled && !ctx.shared.config.read().save_params().is_empty() {
+        let _ = crate::persist::save_command(ctx.t);
+    }
+    if ctx.t.persist.aof.is_some() && !ctx.t.persist.rewrite_in_progress() {
+        ctx.t.persist.requested = Some(crate::persist::Purpose::Rewrite);
+    }
     ctx.out.ok();
 }
 
@@ -94,7 +108,61 @@ pub fn time(ctx: &mut Ctx) {
 }
 
 pub fn lastsave(ctx: &mut Ctx) {
-    ctx.out.int(ctx.t.lastsave);
+    ctx.out.int(ctx.t.persist.lastsave);
+}
+
+/// SAVE: a snapshot now, blocking this tenant (as Redis's SAVE blocks).
+pub fn save(ctx: &mut Ctx) {
+    match crate::persist::save_command(ctx.t) {
+        Ok(()) => ctx.out.ok(),
+        Err(e) => ctx.out.error(&e),
+    }
+}
+
+/// BGSAVE [SCHEDULE]: a snapshot in the background, without fork: the
+/// executor writes it in slices between commands (see `persist`).
+pub fn bgsave(ctx: &mut Ctx) {
+    let schedule = match ctx.args.len() {
+        1 => false,
+        2 if ctx.args[1].eq_ignore_ascii_case(b"schedule") => true,
+        _ => return ctx.syntax_error(),
+    };
+    let p = &mut ctx.t.persist;
+    if p.bgsave_in_progress() {
+        return ctx.err("Background save already in progress");
+    }
+    if p.rewrite_in_progress() {
+        if schedule {
+            p.requested = Some(crate::persist::Purpose::Save);
+            return ctx.out.simple("Background saving scheduled");
+        }
+        return ctx.err("Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.");
+    }
+    p.requested = Some(crate::persist::Purpose::Save);
+    ctx.out.simple("Background saving started");
+}
+
+/// BGREWRITEAOF: a new base for the append-only log, in the background.
+pub fn bgrewriteaof(ctx: &mut Ctx) {
+    let p = &mut ctx.t.persist;
+    if p.rewrite_in_progress() {
+        return ctx.err("Background append only file rewriting already in progress");
+    }
+    if p.aof.is_none() {
+        // Redis rewrites even with AOF off (a one-off file); anykv's log
+        // lives only while appendonly is on.
+        return ctx.err("Background append only file rewriting needs appendonly yes");
+    }
+    if p.bgsave_in_progress() {
+        p.rewrite_scheduled = true;
+        p.requested = Some(crate::persist::Purpose::Rewrite);
+        return ctx
+            .out
+            .simple("Background append only file rewriting scheduled");
+    }
+    p.requested = Some(crate::persist::Purpose::Rewrite);
+    ctx.out
+        .simple("Background append only file rewriting started");
 }
 
 pub fn shutdown(ctx: &mut Ctx) {
@@ -108,7 +176,20 @@ pub fn shutdown(ctx: &mut Ctx) {
             return ctx.err("No shutdown in progress.");
         }
     }
+    let mode = ctx.args[1..].iter().fold(None, |m, a| {
+        if a.eq_ignore_ascii_case(b"save") {
+            Some(true)
+        } else if a.eq_ignore_ascii_case(b"nosave") {
+            Some(false)
+        } else {
+            m
+        }
+    });
     tracing::warn!(client = ctx.s.info.id, "User requested shutdown...");
+    // Executors run the tenants' persistence on the way out (see
+    // executor::executor_main): fsync the log, save if asked or if save
+    // points are set.
+    ctx.shared.set_shutdown_save(mode);
     ctx.shared.begin_shutdown();
     // Redis sends no reply: the connection closes.
     ctx.s.close_after_reply = true;

@@ -192,6 +192,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("info", -1, "loading stale", 0, 0, 0, "@slow @dangerous", Admin, OwnTenant, "server", "1.0.0", "Get information and statistics about the server", info::info),
     cmd!("time", 1, "loading stale fast", 0, 0, 0, "@fast", Read, Allowed, "server", "2.6.0", "Return the current server time", server::time),
     cmd!("lastsave", 1, "loading stale fast", 0, 0, 0, "@fast @admin @dangerous", Admin, OwnTenant, "server", "1.0.0", "Get the UNIX time stamp of the last successful save to disk", server::lastsave),
+    cmd!("save", 1, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Synchronously save the dataset to disk", server::save),
+    cmd!("bgsave", -1, "admin noscript no_async_loading", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Asynchronously save the dataset to disk", server::bgsave),
+    cmd!("bgrewriteaof", 1, "admin noscript no_async_loading", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Asynchronously rewrite the append-only file", server::bgrewriteaof),
     cmd!("debug", -2, "admin noscript loading stale protected", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "A container for debugging commands", debug::debug),
     cmd!("shutdown", -1, "admin noscript loading stale no_multi allow_busy", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server", server::shutdown),
     cmd!("monitor", 1, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "1.0.0", "Listen for all requests received by the server in real time", server::monitor),
@@ -410,6 +413,7 @@ pub struct Registered {
     pub fast: bool,
     pub no_multi: bool,
     pub denyoom: bool,
+    pub write: bool,
 }
 
 impl Registered {
@@ -425,6 +429,7 @@ impl Registered {
             fast: spec.has_flag("fast"),
             no_multi: spec.has_flag("no_multi"),
             denyoom: spec.has_flag("denyoom"),
+            write: spec.has_flag("write"),
         }
     }
 }

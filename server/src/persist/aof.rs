@@ -1,0 +1,540 @@
+//! The append-only log: the tenant's propagation log, on disk.
+//!
+//! The executor hands each batch of effects to a writer thread (never a
+//! syscall on the executor); the thread frames it, writes it and fsyncs by
+//! policy, then publishes the offset that is durable:
+//!
+//! - `always`: fsync before anyone may see the write acknowledged.
+//!   Connections wait on the published offset before sending replies, and
+//!   the thread takes everything queued while the previous fsync ran in
+//!   one frame and one fsync: group commit, so `always` costs one fsync
+//!   per round, not per command.
+//! - `everysec`: fsync at most once a second (the last second is at risk).
+//! - `no`: the kernel decides.
+//!
+//! A segment file is an 8-byte header (`AKAOF001`) and frames of
+//! `u32 length, u32 CRC-32 of the payload, payload`, where the payload is
+//! RESP commands (the propagation log's bytes). The checksum tells a torn
+//! tail (crash mid-append: the last frame incomplete or failing its check)
+//! from corruption inside the file (a bad frame with good data after it).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const MAGIC: &[u8; 8] = b"AKAOF001";
+const FRAME_HEADER: usize = 8;
+/// Largest frame accepted when reading (a batch is far smaller).
+pub const MAX_FRAME: usize = 512 << 20;
+
+/// `appendfsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Always,
+    EverySec,
+    No,
+}
+
+impl FsyncPolicy {
+    pub fn parse(s: &str) -> FsyncPolicy {
+        match s {
+            "always" => FsyncPolicy::Always,
+            "no" => FsyncPolicy::No,
+            _ => FsyncPolicy::EverySec,
+        }
+    }
+}
+
+/// Counters the writer thread keeps for INFO persistence.
+#[derive(Debug, Default)]
+pub struct AofStatus {
+    /// False after a failed write (writes are refused with -MISCONF).
+    pub write_ok: AtomicBool,
+    /// Bytes in the current segment.
+    pub size: AtomicU64,
+    /// fsyncs that took longer than a second (`aof_delayed_fsync`).
+    pub delayed_fsync: AtomicU64,
+    /// Bytes queued but not yet written.
+    pub pending: AtomicU64,
+}
+
+enum Msg {
+    Data(Vec<u8>, u64),
+    Rotate(PathBuf, mpsc::Sender<io::Result<()>>),
+    Policy(FsyncPolicy),
+    Flush(mpsc::Sender<io::Result<()>>),
+}
+
+/// The executor's handle on a tenant's log writer.
+pub struct AofWriter {
+    tx: mpsc::Sender<Msg>,
+    synced: tokio::sync::watch::Receiver<u64>,
+    policy: FsyncPolicy,
+    pub status: Arc<AofStatus>,
+    path: PathBuf,
+}
+
+fn open_segment(path: &Path) -> io::Result<(File, u64)> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        f.write_all(MAGIC)?;
+        f.sync_all()?;
+        if let Some(dir) = path.parent() {
+            super::files::fsync_dir(dir)?;
+        }
+        return Ok((f, MAGIC.len() as u64));
+    }
+    Ok((f, len))
+}
+
+impl AofWriter {
+    /// Opens (or creates) the segment at `path` for appending; `offset` is
+    /// the propagation-log offset already durable in it.
+    pub fn open(path: &Path, policy: FsyncPolicy, offset: u64) -> io::Result<AofWriter> {
+        let (file, len) = open_segment(path)?;
+        let (tx, rx) = mpsc::channel();
+        let (synced_tx, synced) = tokio::sync::watch::channel(offset);
+        let status = Arc::new(AofStatus {
+            write_ok: AtomicBool::new(true),
+            size: AtomicU64::new(len),
+            ..Default::default()
+        });
+        let st = status.clone();
+        std::thread::Builder::new()
+            .name("anykv-aof".into())
+            .spawn(move || writer_thread(file, rx, synced_tx, policy, st))?;
+        Ok(AofWriter {
+            tx,
+            synced,
+            policy,
+            status,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn set_policy(&mut self, p: FsyncPolicy) {
+        if p != self.policy {
+            self.policy = p;
+            let _ = self.tx.send(Msg::Policy(p));
+        }
+    }
+
+    /// Queues bytes that end at log offset `end`.
+    pub fn append(&self, data: Vec<u8>, end: u64) {
+        self.status
+            .pending
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Data(data, end));
+    }
+
+    /// The durable offset (with `always`: fsynced; otherwise written).
+    pub fn synced(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.synced.clone()
+    }
+
+    /// Switches to a new segment (everything queued before goes to the old
+    /// one, which is fsynced and closed).
+    pub fn rotate(&mut self, path: &Path) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Msg::Rotate(path.to_path_buf(), tx))
+            .map_err(|_| io::Error::other("AOF writer stopped"))?;
+        let r = rx
+            .recv()
+            .map_err(|_| io::Error::other("AOF writer stopped"))?;
+        if r.is_ok() {
+            self.path = path.to_path_buf();
+        }
+        r
+    }
+
+    /// Writes and fsyncs everything queued (shutdown, DEBUG RELOAD).
+    pub fn flush(&self) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Msg::Flush(tx))
+            .map_err(|_| io::Error::other("AOF writer stopped"))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("AOF writer stopped"))?
+    }
+}
+
+fn writer_thread(
+    mut file: File,
+    rx: mpsc::Receiver<Msg>,
+    synced: tokio::sync::watch::Sender<u64>,
+    mut policy: FsyncPolicy,
+    st: Arc<AofStatus>,
+) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let mut frame = Vec::new();
+    let mut end = *synced.borrow();
+    loop {
+        let first = if policy == FsyncPolicy::EverySec && unsynced {
+            let wait = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        };
+        // Everything queued now goes in one frame (group commit).
+        frame.clear();
+        frame.extend_from_slice(&[0u8; FRAME_HEADER]);
+        let mut controls = Vec::new();
+        let mut next = first;
+        loop {
+            match next {
+                Some(Msg::Data(d, e)) => {
+                    frame.extend_from_slice(&d);
+                    end = end.max(e);
+                    st.pending.fetch_sub(d.len() as u64, Ordering::Relaxed);
+                }
+                Some(Msg::Policy(p)) => policy = p,
+                Some(other) => {
+                    controls.push(other);
+                    break;
+                }
+                None => {}
+            }
+            match rx.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(_) => break,
+            }
+        }
+        let mut failed = false;
+        if frame.len() > FRAME_HEADER {
+            let payload_len = (frame.len() - FRAME_HEADER) as u32;
+            let crc = crc32fast::hash(&frame[FRAME_HEADER..]);
+            frame[0..4].copy_from_slice(&payload_len.to_le_bytes());
+            frame[4..8].copy_from_slice(&crc.to_le_bytes());
+            match file.write_all(&frame) {
+                Ok(()) => {
+                    st.size.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                    unsynced = true;
+                }
+                Err(e) => {
+                    failed = true;
+                    st.write_ok.store(false, Ordering::Relaxed);
+                    tracing::error!("Error writing to the AOF file: {e}");
+                    if policy == FsyncPolicy::Always {
+                        // As Redis: a write that may not be on disk must
+                        // not be acknowledged, and it cannot be undone.
+                        tracing::error!("Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting...");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+        let must_sync = match policy {
+            FsyncPolicy::Always => unsynced,
+            FsyncPolicy::EverySec => unsynced && last_sync.elapsed() >= Duration::from_secs(1),
+            FsyncPolicy::No => false,
+        } || (!controls.is_empty() && unsynced);
+        if must_sync {
+            let t = Instant::now();
+            if let Err(e) = file.sync_data() {
+                tracing::error!("Error fsyncing the AOF file: {e}");
+                st.write_ok.store(false, Ordering::Relaxed);
+                if policy == FsyncPolicy::Always {
+                    std::process::exit(1);
+                }
+            }
+            if t.elapsed() > Duration::from_secs(1) {
+                st.delayed_fsync.fetch_add(1, Ordering::Relaxed);
+            }
+            last_sync = Instant::now();
+            unsynced = false;
+        }
+        if !failed {
+            let _ = synced.send(end);
+        }
+        for c in controls {
+            match c {
+                Msg::Flush(done) => {
+                    let _ = done.send(Ok(()));
+                }
+                Msg::Rotate(path, done) => {
+                    let r = open_segment(&path).map(|(f, len)| {
+                        file = f;
+                        st.size.store(len, Ordering::Relaxed);
+                    });
+                    let _ = done.send(r);
+                }
+                Msg::Data(..) | Msg::Policy(_) => {}
+            }
+        }
+    }
+    let _ = file.sync_data();
+}
+
+/// How a segment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tail {
+    Clean,
+    /// A torn last frame from byte `at` (of `len`), truncated away.
+    Torn {
+        at: u64,
+        dropped: u64,
+    },
+    /// Corruption at byte `at` salvaged by `--repair`: everything from
+    /// there was dropped.
+    Repaired {
+        at: u64,
+        dropped: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AofError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}: not an anykv append-only file (bad header)")]
+    BadHeader { path: String },
+    #[error("{path}: corrupt at byte {at}: {reason} (start with --repair to drop everything from there)")]
+    Corrupt {
+        path: String,
+        at: u64,
+        reason: String,
+    },
+}
+
+/// Reads a segment's payloads in order, repairing a torn tail (the file is
+/// truncated to the last whole frame) and refusing corruption in the
+/// middle unless `repair`.
+pub fn read_segment(
+    path: &Path,
+    repair: bool,
+    mut each: impl FnMut(&[u8], u64) -> Result<(), String>,
+) -> Result<Tail, AofError> {
+    let p = path.display().to_string();
+    let io_err = |e| AofError::Io {
+        path: p.clone(),
+        source: e,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let len = f.metadata().map_err(io_err)?.len();
+    let mut header = [0u8; 8];
+    if len < MAGIC.len() as u64 {
+        // Created but the header never made it: an empty segment.
+        drop(f);
+        truncate_to(path, 0).map_err(io_err)?;
+        return Ok(if len == 0 {
+            Tail::Clean
+        } else {
+            Tail::Torn {
+                at: 0,
+                dropped: len,
+            }
+        });
+    }
+    f.read_exact(&mut header).map_err(io_err)?;
+    if &header != MAGIC {
+        return Err(AofError::BadHeader { path: p });
+    }
+    let mut r = io::BufReader::with_capacity(1 << 20, f);
+    let mut pos = MAGIC.len() as u64;
+    let mut buf = Vec::new();
+    loop {
+        if pos == len {
+            return Ok(Tail::Clean);
+        }
+        let remaining = len - pos;
+        let bad = |reason: &str| -> Option<String> { Some(reason.to_string()) };
+        let mut problem = None;
+        let mut frame_len = 0u64;
+        if remaining < FRAME_HEADER as u64 {
+            problem = bad("incomplete frame header");
+        } else {
+            let mut h = [0u8; FRAME_HEADER];
+            r.read_exact(&mut h).map_err(io_err)?;
+            let n = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as u64;
+            let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            frame_len = FRAME_HEADER as u64 + n;
+            if n as usize > MAX_FRAME {
+                problem = bad("frame length out of range");
+            } else if n > remaining - FRAME_HEADER as u64 {
+                problem = bad("incomplete frame");
+            } else {
+                buf.resize(n as usize, 0);
+                r.read_exact(&mut buf).map_err(io_err)?;
+                if crc32fast::hash(&buf) != crc {
+                    problem = bad("frame checksum mismatch");
+                }
+            }
+        }
+        match problem {
+            None => {
+                if let Err(reason) = each(&buf, pos) {
+                    return Err(AofError::Corrupt {
+                        path: p,
+                        at: pos,
+                        reason,
+                    });
+                }
+                pos += frame_len;
+            }
+            Some(reason) => {
+                // The last frame (or what is left of one) is a torn append;
+                // anything before good data is corruption.
+                let is_tail = frame_len == 0 || pos + frame_len >= len;
+                let dropped = len - pos;
+                if is_tail || repair {
+                    truncate_to(path, pos).map_err(io_err)?;
+                    return Ok(if is_tail {
+                        Tail::Torn { at: pos, dropped }
+                    } else {
+                        Tail::Repaired { at: pos, dropped }
+                    });
+                }
+                return Err(AofError::Corrupt {
+                    path: p,
+                    at: pos,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+fn truncate_to(path: &Path, len: u64) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.set_len(len)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("anykv-aof-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("seg.aof")
+    }
+
+    fn write(path: &Path, chunks: &[&[u8]], policy: FsyncPolicy) {
+        let w = AofWriter::open(path, policy, 0).unwrap();
+        let mut end = 0;
+        for c in chunks {
+            end += c.len() as u64;
+            w.append(c.to_vec(), end);
+            w.flush().unwrap();
+        }
+        let mut rx = w.synced();
+        assert_eq!(*rx.borrow_and_update(), end);
+    }
+
+    fn read_all(path: &Path, repair: bool) -> Result<(Vec<u8>, Tail), AofError> {
+        let mut all = Vec::new();
+        let tail = read_segment(path, repair, |b, _| {
+            all.extend_from_slice(b);
+            Ok(())
+        })?;
+        Ok((all, tail))
+    }
+
+    #[test]
+    fn round_trip_under_each_policy() {
+        for p in [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No] {
+            let path = tmp(&format!("{p:?}"));
+            write(&path, &[b"*1\r\n$4\r\nPING\r\n", b"abc"], p);
+            let (all, tail) = read_all(&path, false).unwrap();
+            assert_eq!(all, b"*1\r\n$4\r\nPING\r\nabc");
+            assert_eq!(tail, Tail::Clean);
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_at_every_cut() {
+        let path = tmp("torn");
+        write(&path, &[b"first", b"second"], FsyncPolicy::No);
+        let full = std::fs::read(&path).unwrap();
+        let first_end = (MAGIC.len() + FRAME_HEADER + 5) as u64;
+        for cut in MAGIC.len() + 1..full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let (all, tail) = read_all(&path, false).unwrap();
+            let cut = cut as u64;
+            if cut < first_end {
+                assert_eq!(all, b"", "cut {cut}");
+            } else {
+                assert_eq!(all, b"first", "cut {cut}");
+            }
+            assert!(
+                matches!(tail, Tail::Torn { .. } | Tail::Clean),
+                "cut {cut}: {tail:?}"
+            );
+            // The file is now whole frames only.
+            let len = std::fs::metadata(&path).unwrap().len();
+            assert!(
+                len == MAGIC.len() as u64 || len == first_end,
+                "cut {cut} -> {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_refused_or_repaired() {
+        let path = tmp("corrupt");
+        write(&path, &[b"first", b"second", b"third"], FsyncPolicy::No);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Flip a byte inside "first".
+        bytes[MAGIC.len() + FRAME_HEADER + 1] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_all(&path, false).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt at byte 8") && err.contains("seg.aof"),
+            "{err}"
+        );
+        let (all, tail) = read_all(&path, true).unwrap();
+        assert_eq!(all, b"");
+        assert!(matches!(tail, Tail::Repaired { at: 8, .. }), "{tail:?}");
+    }
+
+    #[test]
+    fn bad_header_is_refused() {
+        let path = tmp("header");
+        std::fs::write(&path, b"REDIS0011garbage").unwrap();
+        assert!(matches!(
+            read_all(&path, false),
+            Err(AofError::BadHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn rotate_switches_files() {
+        let path = tmp("rotate");
+        let mut w = AofWriter::open(&path, FsyncPolicy::Always, 0).unwrap();
+        w.append(b"one".to_vec(), 3);
+        let next = path.with_file_name("seg2.aof");
+        w.rotate(&next).unwrap();
+        w.append(b"two".to_vec(), 6);
+        w.flush().unwrap();
+        assert_eq!(read_all(&path, false).unwrap().0, b"one");
+        assert_eq!(read_all(&next, false).unwrap().0, b"two");
+    }
+}
