@@ -305,6 +305,23 @@ impl Packed {
         }
     }
 
+    /// Builds from pairs in one allocation (loading a snapshot: `set` per
+    /// pair rescans and reallocates, quadratic at 512 fields). `None` if
+    /// two fields are equal.
+    pub fn from_distinct_pairs(pairs: &[(&[u8], &[u8])]) -> Option<Packed> {
+        let mut fields: Vec<&[u8]> = pairs.iter().map(|p| p.0).collect();
+        fields.sort_unstable();
+        if fields.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (f, v) in pairs {
+            Enc::of(f).write(&mut out);
+            Enc::of(v).write(&mut out);
+        }
+        Some(Packed(out.into_boxed_slice()))
+    }
+
     /// Removes `field`; true if it was present.
     pub fn remove(&mut self, field: &[u8]) -> bool {
         let Some((fpos, _, end)) = self.find(Enc::of(field)) else {

@@ -120,6 +120,15 @@ impl Table {
         }
     }
 
+    /// Makes room for `n` more keys (loading a snapshot).
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+        let entries = &self.entries;
+        let hasher = &self.hasher;
+        self.index
+            .reserve(n, |&i| hasher.hash_one(entries[i as usize].key.as_bytes()));
+    }
+
     /// Starts a snapshot of this table (see [`SnapCursor`]).
     pub fn begin_snapshot(&mut self, db: u32) {
         self.snap = Some(Box::new(SnapCursor {

@@ -462,15 +462,11 @@ fn decode_hash(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
     let n = c.count(2)?;
     let (longest, total) = scan_strs(*c, 2 * n)?;
     let h = if n <= t.hash.max_entries && longest <= t.hash.max_value && total <= LISTPACK_SAFETY {
-        // No bulk constructor for the packed encoding is public, so pairs
-        // go in one `set` at a time (it also reports duplicates).
-        let mut p = Packed::default();
+        let mut pairs = Vec::with_capacity(n);
         for _ in 0..n {
-            let (f, v) = (c.bytes()?, c.bytes()?);
-            if !p.set(f, v) {
-                return Err(CodecError::Duplicate("hash field"));
-            }
+            pairs.push((c.bytes()?, c.bytes()?));
         }
+        let p = Packed::from_distinct_pairs(&pairs).ok_or(CodecError::Duplicate("hash field"))?;
         Hash::Listpack(p)
     } else {
         let mut m = DenseMap::with_capacity(n);
