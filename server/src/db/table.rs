@@ -11,7 +11,7 @@
 //! already visited, so every key present for the whole scan is returned (a
 //! key may be returned twice, which Redis also allows).
 
-use hashbrown::hash_table::HashTable;
+use hashbrown::hash_table::{Entry as HEntry, HashTable};
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
@@ -117,6 +117,38 @@ impl Table {
             volatile: Vec::new(),
             hasher: DefaultHashBuilder::default(),
             snap: None,
+        }
+    }
+
+    /// Inserts or replaces in one probe (loading a snapshot, where keys
+    /// are normally absent: `find` + `insert_new` hashed and probed twice).
+    /// Not for use while a snapshot of this table runs.
+    pub fn load_insert(&mut self, key: Sds, value: Value) -> u32 {
+        let h = self.hash(&key);
+        let entries = &mut self.entries;
+        let hasher = &self.hasher;
+        match self.index.entry(
+            h,
+            |&i| entries[i as usize].key.as_bytes() == key.as_bytes(),
+            |&i| hasher.hash_one(entries[i as usize].key.as_bytes()),
+        ) {
+            HEntry::Occupied(o) => {
+                let idx = *o.get();
+                entries[idx as usize].value = value;
+                idx
+            }
+            HEntry::Vacant(v) => {
+                let idx = entries.len() as u32;
+                v.insert(idx);
+                entries.push(Entry {
+                    key,
+                    value,
+                    expire_at: NO_EXPIRE,
+                    lru: 0,
+                    vpos: NOT_VOLATILE,
+                });
+                idx
+            }
         }
     }
 
