@@ -704,7 +704,7 @@ fn load_snapshot_into(
     // on a cold start the two halves overlap instead of adding up.
     const BATCH: usize = 4096;
     let (tx, rx) = mpsc::sync_channel::<Vec<codec::Record>>(16);
-    let th2 = th.clone();
+    let th2 = *th;
     let decoder = std::thread::Builder::new()
         .name("anykv-load".into())
         .spawn(move || {
