@@ -227,3 +227,61 @@ impl Syncer {
         self.endpoint.close(0u32.into(), b"leaving");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Table, Version};
+    use crate::tls::{ClusterCa, NodeTls};
+
+    fn syncer(tls: &NodeTls) -> (Syncer, mpsc::UnboundedReceiver<Vec<Row>>) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ep = crate::link::quic_endpoint(
+            sock,
+            crate::link::Shaper::off(),
+            quinn::EndpointConfig::default(),
+            Some(tls.server_config().unwrap()),
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = Syncer::new(
+            ep,
+            tls.client_config().unwrap(),
+            Arc::new(Mutex::new(StateStore::default())),
+            tx,
+        );
+        tokio::spawn(s.clone().serve());
+        (s, rx)
+    }
+
+    fn row(origin: &str, seq: u64) -> Row {
+        Row {
+            table: Table::Nodes,
+            key: origin.into(),
+            origin: origin.into(),
+            version: Version { life: 1, seq },
+            value: Some(vec![1, 2, 3]),
+        }
+    }
+
+    #[tokio::test]
+    async fn same_ca_syncs_both_ways_other_ca_is_refused() {
+        let ca = ClusterCa::generate().unwrap();
+        let (a, _) = syncer(&ca.issue("a").unwrap());
+        let (b, mut b_changes) = syncer(&ca.issue("b").unwrap());
+        a.store.lock().apply(row("a", 2));
+        b.store.lock().apply(row("b", 5));
+        let (pulled, pushed) = a.sync_with(b.local_addr().unwrap()).await.unwrap();
+        assert_eq!((pulled, pushed), (1, 1));
+        assert_eq!(a.store.lock().digest(), b.store.lock().digest());
+        assert_eq!(b_changes.recv().await.unwrap()[0].origin, "a");
+
+        // A node of another cluster (another CA) can neither pull nor push.
+        let other = ClusterCa::generate().unwrap();
+        let (intruder, _) = syncer(&other.issue("x").unwrap());
+        intruder.store.lock().apply(row("x", 1));
+        assert!(intruder.sync_with(b.local_addr().unwrap()).await.is_err());
+        assert!(a.sync_with(intruder.local_addr().unwrap()).await.is_err());
+        assert!(b.store.lock().get(Table::Nodes, "x").is_none());
+    }
+}
