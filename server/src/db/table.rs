@@ -79,6 +79,18 @@ pub struct SnapCursor {
 }
 
 impl SnapCursor {
+    /// Writes `e` as it is now (a pre-image) into the saved records.
+    fn save(&mut self, e: &Entry) {
+        crate::persist::codec::encode_entry(
+            &mut self.saved,
+            self.db,
+            &e.key,
+            &e.value,
+            e.expire_at,
+        );
+        self.saved_count += 1;
+    }
+
     #[inline]
     fn is_done(&self, i: u32) -> bool {
         self.done
@@ -219,15 +231,7 @@ impl Table {
         let Table { snap, entries, .. } = self;
         if let Some(c) = snap.as_deref_mut() {
             if idx >= c.next && !c.is_done(idx) {
-                let e = &entries[idx as usize];
-                crate::persist::codec::encode_entry(
-                    &mut c.saved,
-                    c.db,
-                    &e.key,
-                    &e.value,
-                    e.expire_at,
-                );
-                c.saved_count += 1;
+                c.save(&entries[idx as usize]);
                 c.set_done(idx, true);
             }
         }
@@ -333,15 +337,7 @@ impl Table {
                     c.set_done(idx, handled);
                 } else if !handled {
                     // Moving behind the walk: write it out now.
-                    let e = &entries[last as usize];
-                    crate::persist::codec::encode_entry(
-                        &mut c.saved,
-                        c.db,
-                        &e.key,
-                        &e.value,
-                        e.expire_at,
-                    );
-                    c.saved_count += 1;
+                    c.save(&entries[last as usize]);
                 }
                 c.set_done(last, false);
             }
