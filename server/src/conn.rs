@@ -154,17 +154,17 @@ async fn run(
             }
         }
         // Persistence: hand this batch's effects to the append-only log,
-        // start a save someone asked for, and with `appendfsync always`
-        // send no reply before the log is on disk up to what this batch
-        // could have seen (group commit: connections share the fsync).
+        // start a save someone asked for, and send no reply before the log
+        // holds everything this batch could have seen: written to the file
+        // (as Redis writes before replying, so a process crash loses no
+        // acknowledged write), and with `appendfsync always` also fsynced.
+        // The writer thread takes all queued batches in one write and one
+        // fsync, so connections share them (group commit).
         let durable_at = {
             let mut t = tenant.borrow_mut();
             let t = &mut *t;
             t.persist.flush_log(&mut t.log);
-            let wait = t.persist.aof.as_ref().and_then(|w| {
-                (w.policy() == crate::persist::aof::FsyncPolicy::Always)
-                    .then(|| (w.synced(), t.log.offset()))
-            });
+            let wait = t.persist.aof.as_ref().map(|w| (w.synced(), t.log.offset()));
             let kick = t.persist.requested.is_some() && t.persist.job.is_none();
             (wait, kick)
         };
