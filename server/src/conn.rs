@@ -164,19 +164,38 @@ async fn run(
             let mut t = tenant.borrow_mut();
             let t = &mut *t;
             t.persist.flush_log(&mut t.log);
-            let wait = t.persist.aof.as_ref().map(|w| (w.synced(), t.log.offset()));
+            let mut arm = false;
+            let wait = t.persist.aof.as_ref().map(|w| {
+                arm = w.has_pending() && !t.persist.write_armed;
+                (
+                    w.durable(),
+                    t.log.offset(),
+                    w.policy() == crate::persist::aof::FsyncPolicy::Always,
+                )
+            });
+            if arm {
+                t.persist.write_armed = true;
+            }
             let kick = t.persist.requested.is_some() && t.persist.job.is_none();
-            (wait, kick)
+            (wait, kick, arm)
         };
+        if durable_at.2 {
+            tokio::task::spawn_local(crate::persist::write_round(tenant.clone()));
+        }
         if durable_at.1 {
             crate::persist::kick(tenant);
         }
-        if let Some((mut synced, target)) = durable_at.0 {
-            if *synced.borrow_and_update() < target {
-                while *synced.borrow_and_update() < target {
-                    if synced.changed().await.is_err() {
+        if let Some((mut durable, target, fsync)) = durable_at.0 {
+            while *durable.borrow_and_update() < target {
+                if fsync {
+                    // An fsync takes a while: sleep until it is done.
+                    if durable.changed().await.is_err() {
                         return;
                     }
+                } else {
+                    // The write happens in this round on this thread:
+                    // stepping behind it is cheaper than parking.
+                    tokio::task::yield_now().await;
                 }
             }
         }

@@ -393,6 +393,11 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         {
             let t = &mut *t;
             t.persist.flush_log(&mut t.log);
+            // Writes from outside connections (active expiry) and retries
+            // after a failed write.
+            if let Some(w) = t.persist.aof.as_mut() {
+                let _ = w.write_pending();
+            }
         }
         let kick = t.persist.requested.is_some() && t.persist.job.is_none();
         crate::alloc::sample_peak();

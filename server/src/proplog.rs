@@ -81,9 +81,10 @@ impl PropLog {
         self.sink = None;
     }
 
-    /// Takes the bytes logged since the last call (None: AOF off).
-    pub fn take_sink(&mut self) -> Option<Vec<u8>> {
-        self.sink.as_mut().map(std::mem::take)
+    /// The bytes logged and not yet handed to the append-only log (None:
+    /// AOF off); the caller clears what it took.
+    pub fn sink_mut(&mut self) -> Option<&mut Vec<u8>> {
+        self.sink.as_mut()
     }
 
     /// Effects appended so far.

@@ -62,17 +62,32 @@ pub struct AofStatus {
     pub pending: AtomicU64,
 }
 
-enum Msg {
-    Data(Vec<u8>, u64),
-    Rotate(PathBuf, mpsc::Sender<io::Result<()>>),
+enum SyncMsg {
+    /// `always`: fsync now, then publish this offset.
+    Sync(u64),
+    /// `everysec`: data up to this offset awaits the next periodic fsync.
+    Dirty(u64),
     Policy(FsyncPolicy),
-    Flush(mpsc::Sender<io::Result<()>>),
+    /// A new segment (a handle on it for fsync).
+    Rotate(File),
 }
 
-/// The executor's handle on a tenant's log writer.
+/// A tenant's append-only log writer.
+///
+/// Bytes are queued with [`AofWriter::append`] (no syscall), written to the
+/// file by [`AofWriter::write_pending`] once per executor round (every
+/// connection served in that round shares the one write, as Redis's
+/// event loop writes once per iteration), and fsynced by a thread: at
+/// once under `always` (the round's replies wait for it), once a second
+/// under `everysec`, never under `no`.
 pub struct AofWriter {
-    tx: mpsc::Sender<Msg>,
+    file: File,
+    buf: Vec<u8>,
+    buf_end: u64,
+    written_end: u64,
+    written: tokio::sync::watch::Sender<u64>,
     synced: tokio::sync::watch::Receiver<u64>,
+    tx: mpsc::Sender<SyncMsg>,
     policy: FsyncPolicy,
     pub status: Arc<AofStatus>,
     path: PathBuf,
@@ -98,9 +113,10 @@ fn open_segment(path: &Path) -> io::Result<(File, u64)> {
 
 impl AofWriter {
     /// Opens (or creates) the segment at `path` for appending; `offset` is
-    /// the propagation-log offset already durable in it.
+    /// the propagation-log offset already in it.
     pub fn open(path: &Path, policy: FsyncPolicy, offset: u64) -> io::Result<AofWriter> {
         let (file, len) = open_segment(path)?;
+        let sync_file = file.try_clone()?;
         let (tx, rx) = mpsc::channel();
         let (synced_tx, synced) = tokio::sync::watch::channel(offset);
         let status = Arc::new(AofStatus {
@@ -110,11 +126,16 @@ impl AofWriter {
         });
         let st = status.clone();
         std::thread::Builder::new()
-            .name("anykv-aof".into())
-            .spawn(move || writer_thread(file, rx, synced_tx, policy, st))?;
+            .name("anykv-aof-fsync".into())
+            .spawn(move || fsync_thread(sync_file, rx, synced_tx, policy, st))?;
         Ok(AofWriter {
-            tx,
+            file,
+            buf: Vec::new(),
+            buf_end: offset,
+            written_end: offset,
+            written: tokio::sync::watch::channel(offset).0,
             synced,
+            tx,
             policy,
             status,
             path: path.to_path_buf(),
@@ -132,63 +153,109 @@ impl AofWriter {
     pub fn set_policy(&mut self, p: FsyncPolicy) {
         if p != self.policy {
             self.policy = p;
-            let _ = self.tx.send(Msg::Policy(p));
+            let _ = self.tx.send(SyncMsg::Policy(p));
         }
     }
 
-    /// Queues bytes that end at log offset `end`.
-    pub fn append(&self, data: Vec<u8>, end: u64) {
+    /// Queues bytes that end at log offset `end` (no syscall).
+    pub fn append(&mut self, data: &[u8], end: u64) {
+        self.buf.extend_from_slice(data);
+        self.buf_end = end;
         self.status
             .pending
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let _ = self.tx.send(Msg::Data(data, end));
+            .store(self.buf.len() as u64, Ordering::Relaxed);
     }
 
-    /// The durable offset (with `always`: fsynced; otherwise written).
-    pub fn synced(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.synced.clone()
+    /// Bytes queued and not yet written.
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
     }
 
-    /// Switches to a new segment (everything queued before goes to the old
-    /// one, which is fsynced and closed).
-    pub fn rotate(&mut self, path: &Path) -> io::Result<()> {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .send(Msg::Rotate(path.to_path_buf(), tx))
-            .map_err(|_| io::Error::other("AOF writer stopped"))?;
-        let r = rx
-            .recv()
-            .map_err(|_| io::Error::other("AOF writer stopped"))?;
-        if r.is_ok() {
-            self.path = path.to_path_buf();
+    /// The offset a reply must wait for before it is sent: written under
+    /// `everysec`/`no`, fsynced under `always`.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self.policy {
+            FsyncPolicy::Always => self.synced.clone(),
+            _ => self.written.subscribe(),
         }
-        r
+    }
+
+    /// Writes everything queued as one frame. On a failed write the bytes
+    /// stay queued for the next try and writes are refused (-MISCONF), as
+    /// Redis does; under `always` the process exits, as Redis does (a
+    /// write that may not be durable must not be acknowledged).
+    pub fn write_pending(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let len = self.buf.len() as u32;
+        let crc = crc32fast::hash(&self.buf);
+        let mut head = [0u8; FRAME_HEADER];
+        head[..4].copy_from_slice(&len.to_le_bytes());
+        head[4..].copy_from_slice(&crc.to_le_bytes());
+        let r = self
+            .file
+            .write_all(&head)
+            .and_then(|()| self.file.write_all(&self.buf));
+        if let Err(e) = r {
+            self.status.write_ok.store(false, Ordering::Relaxed);
+            tracing::error!("Error writing to the AOF file: {e}");
+            if self.policy == FsyncPolicy::Always {
+                tracing::error!("Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting...");
+                std::process::exit(1);
+            }
+            // Replies go out (the data is still queued): as Redis, which
+            // keeps its buffer and retries.
+            self.written.send_replace(self.buf_end);
+            return Err(e);
+        }
+        self.status.write_ok.store(true, Ordering::Relaxed);
+        self.status
+            .size
+            .fetch_add(u64::from(len) + FRAME_HEADER as u64, Ordering::Relaxed);
+        self.buf.clear();
+        self.status.pending.store(0, Ordering::Relaxed);
+        self.written_end = self.buf_end;
+        self.written.send_replace(self.buf_end);
+        let _ = self.tx.send(match self.policy {
+            FsyncPolicy::Always => SyncMsg::Sync(self.buf_end),
+            _ => SyncMsg::Dirty(self.buf_end),
+        });
+        Ok(())
+    }
+
+    /// Switches to a new segment: everything queued goes to the old one,
+    /// which is fsynced first.
+    pub fn rotate(&mut self, path: &Path) -> io::Result<()> {
+        self.write_pending()?;
+        self.file.sync_data()?;
+        let (file, len) = open_segment(path)?;
+        let sync_file = file.try_clone()?;
+        self.file = file;
+        self.status.size.store(len, Ordering::Relaxed);
+        self.path = path.to_path_buf();
+        let _ = self.tx.send(SyncMsg::Rotate(sync_file));
+        Ok(())
     }
 
     /// Writes and fsyncs everything queued (shutdown, DEBUG RELOAD).
-    pub fn flush(&self) -> io::Result<()> {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .send(Msg::Flush(tx))
-            .map_err(|_| io::Error::other("AOF writer stopped"))?;
-        rx.recv()
-            .map_err(|_| io::Error::other("AOF writer stopped"))?
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
+        self.file.sync_data()
     }
 }
 
-fn writer_thread(
+fn fsync_thread(
     mut file: File,
-    rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<SyncMsg>,
     synced: tokio::sync::watch::Sender<u64>,
     mut policy: FsyncPolicy,
     st: Arc<AofStatus>,
 ) {
     let mut last_sync = Instant::now();
-    let mut unsynced = false;
-    let mut frame = Vec::new();
-    let mut end = *synced.borrow();
+    let mut dirty: Option<u64> = None;
     loop {
-        let first = if policy == FsyncPolicy::EverySec && unsynced {
+        let msg = if dirty.is_some() {
             let wait = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
@@ -201,22 +268,17 @@ fn writer_thread(
                 Err(_) => break,
             }
         };
-        // Everything queued now goes in one frame (group commit).
-        frame.clear();
-        frame.extend_from_slice(&[0u8; FRAME_HEADER]);
-        let mut controls = Vec::new();
-        let mut next = first;
+        // Everything queued meanwhile shares the next fsync (group commit).
+        let mut want: Option<u64> = None;
+        let mut next = msg;
         loop {
             match next {
-                Some(Msg::Data(d, e)) => {
-                    frame.extend_from_slice(&d);
-                    end = end.max(e);
-                    st.pending.fetch_sub(d.len() as u64, Ordering::Relaxed);
-                }
-                Some(Msg::Policy(p)) => policy = p,
-                Some(other) => {
-                    controls.push(other);
-                    break;
+                Some(SyncMsg::Sync(e)) => want = Some(want.unwrap_or(0).max(e)),
+                Some(SyncMsg::Dirty(e)) => dirty = Some(dirty.unwrap_or(0).max(e)),
+                Some(SyncMsg::Policy(p)) => policy = p,
+                Some(SyncMsg::Rotate(f)) => {
+                    // The executor fsynced the old segment before rotating.
+                    file = f;
                 }
                 None => {}
             }
@@ -225,70 +287,36 @@ fn writer_thread(
                 Err(_) => break,
             }
         }
-        let mut failed = false;
-        if frame.len() > FRAME_HEADER {
-            let payload_len = (frame.len() - FRAME_HEADER) as u32;
-            let crc = crc32fast::hash(&frame[FRAME_HEADER..]);
-            frame[0..4].copy_from_slice(&payload_len.to_le_bytes());
-            frame[4..8].copy_from_slice(&crc.to_le_bytes());
-            match file.write_all(&frame) {
-                Ok(()) => {
-                    st.size.fetch_add(frame.len() as u64, Ordering::Relaxed);
-                    unsynced = true;
-                }
-                Err(e) => {
-                    failed = true;
-                    st.write_ok.store(false, Ordering::Relaxed);
-                    tracing::error!("Error writing to the AOF file: {e}");
-                    if policy == FsyncPolicy::Always {
-                        // As Redis: a write that may not be on disk must
-                        // not be acknowledged, and it cannot be undone.
-                        tracing::error!("Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting...");
-                        std::process::exit(1);
-                    }
-                }
+        let due = match policy {
+            FsyncPolicy::Always => want.is_some() || dirty.is_some(),
+            FsyncPolicy::EverySec => {
+                want.is_some() || (dirty.is_some() && last_sync.elapsed() >= Duration::from_secs(1))
             }
-        }
-        let must_sync = match policy {
-            FsyncPolicy::Always => unsynced,
-            FsyncPolicy::EverySec => unsynced && last_sync.elapsed() >= Duration::from_secs(1),
-            FsyncPolicy::No => false,
-        } || (!controls.is_empty() && unsynced);
-        if must_sync {
-            let t = Instant::now();
-            if let Err(e) = file.sync_data() {
-                tracing::error!("Error fsyncing the AOF file: {e}");
-                st.write_ok.store(false, Ordering::Relaxed);
-                if policy == FsyncPolicy::Always {
-                    std::process::exit(1);
-                }
+            FsyncPolicy::No => want.is_some(),
+        };
+        if !due {
+            if policy == FsyncPolicy::No {
+                dirty = None;
             }
-            if t.elapsed() > Duration::from_secs(1) {
-                st.delayed_fsync.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let upto = want.unwrap_or(0).max(dirty.unwrap_or(0));
+        let t = Instant::now();
+        if let Err(e) = file.sync_data() {
+            tracing::error!("Error fsyncing the AOF file: {e}");
+            st.write_ok.store(false, Ordering::Relaxed);
+            if policy == FsyncPolicy::Always {
+                std::process::exit(1);
             }
-            last_sync = Instant::now();
-            unsynced = false;
+            continue;
         }
-        if !failed {
-            let _ = synced.send(end);
+        if t.elapsed() > Duration::from_secs(1) {
+            st.delayed_fsync.fetch_add(1, Ordering::Relaxed);
         }
-        for c in controls {
-            match c {
-                Msg::Flush(done) => {
-                    let _ = done.send(Ok(()));
-                }
-                Msg::Rotate(path, done) => {
-                    let r = open_segment(&path).map(|(f, len)| {
-                        file = f;
-                        st.size.store(len, Ordering::Relaxed);
-                    });
-                    let _ = done.send(r);
-                }
-                Msg::Data(..) | Msg::Policy(_) => {}
-            }
-        }
+        last_sync = Instant::now();
+        dirty = None;
+        let _ = synced.send(upto);
     }
-    let _ = file.sync_data();
 }
 
 /// How a segment ended.
@@ -438,15 +466,24 @@ mod tests {
     }
 
     fn write(path: &Path, chunks: &[&[u8]], policy: FsyncPolicy) {
-        let w = AofWriter::open(path, policy, 0).unwrap();
+        let mut w = AofWriter::open(path, policy, 0).unwrap();
         let mut end = 0;
         for c in chunks {
             end += c.len() as u64;
-            w.append(c.to_vec(), end);
-            w.flush().unwrap();
+            w.append(c, end);
+            w.write_pending().unwrap();
+            assert_eq!(*w.written.borrow(), end);
         }
-        let mut rx = w.synced();
-        assert_eq!(*rx.borrow_and_update(), end);
+        if policy == FsyncPolicy::Always {
+            // The fsync thread publishes the synced offset.
+            let mut rx = w.durable();
+            let t0 = Instant::now();
+            while *rx.borrow_and_update() < end {
+                assert!(t0.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        w.flush().unwrap();
     }
 
     fn read_all(path: &Path, repair: bool) -> Result<(Vec<u8>, Tail), AofError> {
@@ -529,10 +566,10 @@ mod tests {
     fn rotate_switches_files() {
         let path = tmp("rotate");
         let mut w = AofWriter::open(&path, FsyncPolicy::Always, 0).unwrap();
-        w.append(b"one".to_vec(), 3);
+        w.append(b"one", 3);
         let next = path.with_file_name("seg2.aof");
         w.rotate(&next).unwrap();
-        w.append(b"two".to_vec(), 6);
+        w.append(b"two", 6);
         w.flush().unwrap();
         assert_eq!(read_all(&path, false).unwrap().0, b"one");
         assert_eq!(read_all(&next, false).unwrap().0, b"two");

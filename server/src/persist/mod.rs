@@ -107,6 +107,8 @@ pub struct Persist {
     /// Set by [`startup`]: this tenant has a data directory. In-process
     /// tenants (tests, replay) write no files on their own.
     pub enabled: bool,
+    /// A [`write_round`] is scheduled.
+    pub write_armed: bool,
 }
 
 impl Default for Persist {
@@ -135,6 +137,7 @@ impl Default for Persist {
             repair: false,
             policy: FsyncPolicy::EverySec,
             enabled: false,
+            write_armed: false,
         }
     }
 }
@@ -173,12 +176,14 @@ impl Persist {
             .is_some_and(|j| j.purpose == Purpose::Rewrite)
     }
 
-    /// Hands the effects logged since the last call to the AOF writer.
+    /// Queues the effects logged since the last call for the AOF writer.
     pub fn flush_log(&mut self, log: &mut crate::proplog::PropLog) {
-        if let Some(w) = &self.aof {
-            if let Some(bytes) = log.take_sink() {
+        if let Some(w) = self.aof.as_mut() {
+            let end = log.offset();
+            if let Some(bytes) = log.sink_mut() {
                 if !bytes.is_empty() {
-                    w.append(bytes, log.offset());
+                    w.append(bytes, end);
+                    bytes.clear();
                 }
             }
         }
@@ -577,6 +582,20 @@ pub async fn run_job(tenant: std::rc::Rc<std::cell::RefCell<Tenant>>) {
     }
 }
 
+/// Writes the round's queued log once all connections ready now have
+/// added their batches (they wait for it before replying).
+pub async fn write_round(tenant: std::rc::Rc<std::cell::RefCell<Tenant>>) {
+    // Behind every task already runnable: their batches join this write.
+    tokio::task::yield_now().await;
+    let mut t = tenant.borrow_mut();
+    let t = &mut *t;
+    t.persist.write_armed = false;
+    t.persist.flush_log(&mut t.log);
+    if let Some(w) = t.persist.aof.as_mut() {
+        let _ = w.write_pending();
+    }
+}
+
 /// Starts whatever was requested (by BGSAVE, BGREWRITEAOF, a save rule or
 /// auto-rewrite); called by connections after a batch and by cron.
 pub fn kick(tenant: &std::rc::Rc<std::cell::RefCell<Tenant>>) {
@@ -669,7 +688,7 @@ pub fn apply_config(t: &mut Tenant, appendonly: bool, fsync: FsyncPolicy) {
             abort_job(t);
         }
         t.persist.flush_log(&mut t.log);
-        if let Some(w) = t.persist.aof.take() {
+        if let Some(mut w) = t.persist.aof.take() {
             let _ = w.flush();
         }
         t.log.disable_sink();
@@ -938,7 +957,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
 pub fn shutdown(t: &mut Tenant, save: Option<bool>, has_save_points: bool) -> Result<(), String> {
     abort_job(t);
     t.persist.flush_log(&mut t.log);
-    if let Some(w) = &t.persist.aof {
+    if let Some(w) = t.persist.aof.as_mut() {
         w.flush().map_err(|e| format!("flushing the AOF: {e}"))?;
     }
     if save.unwrap_or(has_save_points) {
