@@ -1560,3 +1560,44 @@ fn snapshot_save_rules_fire() {
     let s = Anykv::start(&dir, &["--save", "", "--appendonly", "no"]);
     assert_eq!(text(&mut s.conn(), &["GET", "k"]), "v");
 }
+
+/// Automatic rewrite: once the log has grown past `auto-aof-rewrite-min-size`
+/// by `auto-aof-rewrite-percentage` of its size after the last rewrite, cron
+/// starts a rewrite by itself, and the data survives a restart.
+#[test]
+fn aof_rewrites_itself_on_growth() {
+    let dir = TestDir::new("autorewrite");
+    let args = [
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--auto-aof-rewrite-percentage",
+        "100",
+        "--auto-aof-rewrite-min-size",
+        "64kb",
+    ];
+    let mut s = Anykv::start(&dir, &args);
+    let incr = vec!["INCR".to_string(), "counter".into()];
+    for _ in 0..5 {
+        pipeline_lines(s.port, &vec![incr.clone(); 1000]);
+    }
+    let mut c = s.conn();
+    let i = wait_info(&mut c, "an automatic rewrite", |i| {
+        field(i, "aof_rewrites") != "0" && field(i, "aof_rewrite_in_progress") == "0"
+    });
+    assert_eq!(field(&i, "aof_last_bgrewrite_status"), "ok", "{i:?}");
+    let size: u64 = field(&i, "aof_current_size").parse().unwrap();
+    assert!(
+        size < 64 * 1024,
+        "aof_current_size {size} after the rewrite"
+    );
+    assert_eq!(text(&mut c, &["GET", "counter"]), "5000");
+    drop(c);
+    s.kill9();
+    let s = Anykv::start(&dir, &args);
+    let mut c = s.conn();
+    assert_eq!(text(&mut c, &["GET", "counter"]), "5000");
+}
