@@ -30,7 +30,8 @@ def start(kind, anykv, port, extra=()):
         cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                "--enable-debug-command", "yes", *extra]
     else:
-        cmd = [anykv, "server", "--port", str(port), "--bind", "127.0.0.1", "--enable-debug-command", "yes", *extra]
+        cmd = [anykv, "server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--enable-debug-command", "yes", *extra]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port)
     return p
