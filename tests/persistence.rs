@@ -1601,3 +1601,38 @@ fn aof_rewrites_itself_on_growth() {
     let mut c = s.conn();
     assert_eq!(text(&mut c, &["GET", "counter"]), "5000");
 }
+
+/// CONFIG SET appendonly yes at run time: the log starts with a rewrite
+/// whose base holds everything so far, and a restart with the log on sees
+/// all of it; CONFIG SET appendonly no closes it.
+#[test]
+fn appendonly_switched_on_at_runtime() {
+    let dir = TestDir::new("aofswitch");
+    let mut s = Anykv::start(&dir, &["--save", "", "--appendonly", "no"]);
+    let mut c = s.conn();
+    for i in 0..100 {
+        ok(&mut c, &["SET", &format!("before:{i}"), &i.to_string()]);
+    }
+    ok(&mut c, &["CONFIG", "SET", "appendonly", "yes"]);
+    let i = wait_info(&mut c, "the log to start", |i| {
+        field(i, "aof_enabled") == "1"
+            && field(i, "aof_rewrites") == "1"
+            && field(i, "aof_rewrite_in_progress") == "0"
+    });
+    assert_eq!(field(&i, "aof_last_bgrewrite_status"), "ok", "{i:?}");
+    for i in 0..100 {
+        ok(&mut c, &["SET", &format!("after:{i}"), &i.to_string()]);
+    }
+    let before = digest(&mut c);
+    drop(c);
+    s.kill9();
+    let mut s = Anykv::start(&dir, &["--save", "", "--appendonly", "yes"]);
+    let mut c = s.conn();
+    assert_eq!(digest(&mut c), before);
+    ok(&mut c, &["CONFIG", "SET", "appendonly", "no"]);
+    wait_info(&mut c, "the log to stop", |i| {
+        field(i, "aof_enabled") == "0"
+    });
+    drop(c);
+    s.shutdown(Some("NOSAVE"));
+}
