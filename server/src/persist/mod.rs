@@ -109,6 +109,8 @@ pub struct Persist {
     pub enabled: bool,
     /// A [`write_round`] is scheduled.
     pub write_armed: bool,
+    /// After a failed attempt to turn the log on, when to try again.
+    pub enable_retry_at_ms: i64,
 }
 
 impl Default for Persist {
@@ -138,6 +140,7 @@ impl Default for Persist {
             policy: FsyncPolicy::EverySec,
             enabled: false,
             write_armed: false,
+            enable_retry_at_ms: 0,
         }
     }
 }
@@ -537,6 +540,17 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
             t.persist.aof_last_rewrite_ok = false;
             t.persist.aof_last_rewrite_time_sec = secs;
             tracing::error!("Background AOF rewrite terminated with error: {e}");
+            if t.persist.manifest.base.is_none() {
+                // The first rewrite after CONFIG SET appendonly yes failed:
+                // a log without a base is not a log. Close it; it is
+                // retried (after a pause) while appendonly stays yes.
+                if let Some(w) = t.persist.aof.take() {
+                    let _ = std::fs::remove_file(w.path());
+                }
+                t.log.disable_sink();
+                t.persist.manifest = Manifest::default();
+                t.persist.enable_retry_at_ms = crate::util::mstime() + 5000;
+            }
         }
     }
 }
@@ -680,6 +694,7 @@ pub fn apply_config(t: &mut Tenant, appendonly: bool, fsync: FsyncPolicy) {
         && t.persist.aof.is_none()
         && t.persist.job.is_none()
         && t.persist.requested.is_none()
+        && crate::util::mstime() >= t.persist.enable_retry_at_ms
     {
         t.persist.manifest = Manifest::default();
         t.persist.requested = Some(Purpose::Rewrite);
