@@ -1,0 +1,345 @@
+//! Background snapshots without fork: the job, its slices on the
+//! executor, the writer thread, and what a finished rewrite does to the
+//! append-only log's manifest (see the module above for the design).
+
+use std::io;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use super::aof::AofWriter;
+use super::files::Manifest;
+use super::{meta_for, write_snapshot_file, Purpose, BLOCK, SLICE};
+use crate::db::Table;
+use crate::tenant::Tenant;
+
+enum WriterMsg {
+    Block(Vec<u8>, u32),
+    Finish,
+}
+
+/// A background snapshot in progress.
+pub struct SnapJob {
+    pub purpose: Purpose,
+    tx: mpsc::SyncSender<WriterMsg>,
+    result: mpsc::Receiver<io::Result<u64>>,
+    pub started: Instant,
+    pub started_ms: i64,
+    /// Tables FLUSHDB/FLUSHALL took away mid-save (still to be written).
+    detached: Vec<Table>,
+    /// A block that did not fit the writer's queue yet.
+    held: Option<(Vec<u8>, u32)>,
+    scratch: Vec<u8>,
+    scratch_n: u32,
+    pub keys_done: u64,
+    pub keys_total: u64,
+    /// For a rewrite: the sequence number of the new base and segment.
+    seq: u64,
+    /// Changes counted when the snapshot began (later ones stay dirty).
+    dirty_at_start: u64,
+    finishing: bool,
+}
+
+/// Starts a background snapshot; the caller schedules [`run_job`].
+pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
+    if t.persist.job.is_some() {
+        return Err(io::Error::other("a background save is already in progress"));
+    }
+    let mut seq = 0;
+    let path = match purpose {
+        Purpose::Save => t.persist.snapshot_path(),
+        Purpose::Rewrite => {
+            // New writes go to a new segment from this instant; the old
+            // manifest keeps listing everything until the base is written.
+            seq = t.persist.manifest.max_seq() + 1;
+            let incr = t.persist.incr_name(seq);
+            let dir = t.persist.aof_dir();
+            std::fs::create_dir_all(&dir)?;
+            t.persist.flush_log(&mut t.log);
+            let enabling = t.persist.aof.is_none();
+            match t.persist.aof.as_mut() {
+                Some(w) => w.rotate(&dir.join(&incr))?,
+                None => {
+                    // CONFIG SET appendonly yes: the log starts now; it
+                    // counts only once its base is written (no manifest
+                    // until then, as Redis's first rewrite).
+                    let w = AofWriter::open(&dir.join(&incr), t.persist.policy, t.log.offset())?;
+                    t.persist.aof = Some(w);
+                    t.log.enable_sink();
+                }
+            }
+            t.persist.manifest.incrs.push((incr, seq));
+            if !enabling {
+                t.persist.manifest.save(&t.persist.manifest_path())?;
+            }
+            dir.join(t.persist.base_name(seq))
+        }
+    };
+    let meta = meta_for(t);
+    let (tx, rx) = mpsc::sync_channel::<WriterMsg>(64);
+    let (res_tx, result) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("anykv-bgsave".into())
+        .spawn(move || {
+            let r = write_snapshot_file(&path, &meta, |push| {
+                for m in rx {
+                    match m {
+                        WriterMsg::Block(b, n) => push(&b, n)?,
+                        WriterMsg::Finish => return Ok(()),
+                    }
+                }
+                Err(io::Error::other("background save aborted"))
+            });
+            let _ = res_tx.send(r);
+        })?;
+    let total = t.ks.total_keys() as u64;
+    for (i, db) in t.ks.dbs.iter_mut().enumerate() {
+        db.begin_snapshot(i as u32);
+    }
+    t.persist.job = Some(SnapJob {
+        purpose,
+        tx,
+        result,
+        started: Instant::now(),
+        started_ms: crate::util::mstime(),
+        detached: Vec::new(),
+        held: None,
+        scratch: Vec::with_capacity(BLOCK + 4096),
+        scratch_n: 0,
+        keys_done: 0,
+        keys_total: total,
+        seq,
+        dirty_at_start: t.dirty,
+        finishing: false,
+    });
+    Ok(())
+}
+
+impl SnapJob {
+    /// Queues the scratch block for the writer; false when the queue is full.
+    fn ship(&mut self, force: bool) -> bool {
+        if let Some((b, n)) = self.held.take() {
+            match self.tx.try_send(WriterMsg::Block(b, n)) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(WriterMsg::Block(b, n))) => {
+                    self.held = Some((b, n));
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        if self.scratch_n > 0 && (force || self.scratch.len() >= BLOCK) {
+            let b = std::mem::replace(&mut self.scratch, Vec::with_capacity(BLOCK + 4096));
+            let n = std::mem::take(&mut self.scratch_n);
+            self.keys_done += u64::from(n);
+            if let Err(mpsc::TrySendError::Full(WriterMsg::Block(b, n))) =
+                self.tx.try_send(WriterMsg::Block(b, n))
+            {
+                self.held = Some((b, n));
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Detaches a table that FLUSHDB/FLUSHALL is about to drop, if a
+/// snapshot still needs it; returns it otherwise (to drop).
+pub fn detach_table(t: &mut Tenant, table: Table) {
+    if let Some(job) = t.persist.job.as_mut() {
+        if table.snapshot_active() {
+            job.detached.push(table);
+        }
+    }
+}
+
+/// One slice of a background snapshot; returns true once every table is
+/// written and the writer has been told to finish.
+pub fn step(t: &mut Tenant, budget: usize) -> bool {
+    let Tenant { ks, persist, .. } = t;
+    let Some(job) = persist.job.as_mut() else {
+        return true;
+    };
+    if job.finishing {
+        return true;
+    }
+    if !job.ship(false) {
+        return false; // the disk is behind: let clients run
+    }
+    for db in ks.dbs.iter_mut() {
+        let (b, n) = db.snapshot_take_saved();
+        if n > 0 {
+            job.scratch.extend_from_slice(&b);
+            job.scratch_n += n;
+        }
+    }
+    let mut left = budget;
+    while left > 0 {
+        if let Some(d) = job.detached.last_mut() {
+            let (b, n) = d.snapshot_take_saved();
+            job.scratch.extend_from_slice(&b);
+            job.scratch_n += n;
+            let (n, done) = d.snapshot_step(left, &mut job.scratch);
+            job.scratch_n += n;
+            left = left.saturating_sub((n as usize).max(1));
+            if done {
+                job.detached.pop();
+            }
+        } else if let Some(db) = ks.dbs.iter_mut().find(|d| d.snapshot_active()) {
+            let (n, done) = db.snapshot_step(left, &mut job.scratch);
+            job.scratch_n += n;
+            left = left.saturating_sub((n as usize).max(1));
+            if done {
+                // Nothing old is left to protect in this table.
+                let (b, n) = db.snapshot_take_saved();
+                job.scratch.extend_from_slice(&b);
+                job.scratch_n += n;
+                db.end_snapshot();
+            }
+        } else {
+            break;
+        }
+        if job.scratch.len() >= BLOCK && !job.ship(false) {
+            return false;
+        }
+    }
+    let walking = !job.detached.is_empty() || ks.dbs.iter().any(|d| d.snapshot_active());
+    if walking {
+        return false;
+    }
+    if !job.ship(true) || job.held.is_some() {
+        return false;
+    }
+    if job.tx.try_send(WriterMsg::Finish).is_err() {
+        return false;
+    }
+    job.finishing = true;
+    true
+}
+
+/// Drops a running background snapshot (FLUSHALL, shutdown).
+pub fn abort_job(t: &mut Tenant) {
+    if let Some(job) = t.persist.job.take() {
+        drop(job.tx); // the writer sees the channel close and removes its temp file
+        for db in t.ks.dbs.iter_mut() {
+            db.end_snapshot();
+        }
+        tracing::warn!("Background save aborted");
+    }
+}
+
+/// Finishes a job whose writer reported `r`.
+fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
+    let secs = job.started.elapsed().as_secs() as i64;
+    match (job.purpose, r) {
+        (Purpose::Save, Ok(keys)) => {
+            tracing::info!("Background saving terminated with success ({keys} keys)");
+            t.persist.last_bgsave_ok = true;
+            t.persist.last_bgsave_time_sec = secs;
+            t.persist.lastsave = job.started_ms / 1000;
+            t.persist.dirty_at_save = job.dirty_at_start;
+            t.persist.saves += 1;
+        }
+        (Purpose::Save, Err(e)) => {
+            tracing::error!("Background saving error: {e}");
+            t.persist.last_bgsave_ok = false;
+            t.persist.last_bgsave_time_sec = secs;
+        }
+        (Purpose::Rewrite, Ok(keys)) => {
+            let p = &mut t.persist;
+            let old = p.manifest.clone();
+            let new = Manifest {
+                base: Some((p.base_name(job.seq), job.seq)),
+                incrs: p
+                    .manifest
+                    .incrs
+                    .iter()
+                    .filter(|(_, s)| *s >= job.seq)
+                    .cloned()
+                    .collect(),
+            };
+            match new.save(&p.manifest_path()) {
+                Ok(()) => {
+                    let dir = p.aof_dir();
+                    for (name, _) in old.base.iter().chain(old.incrs.iter()) {
+                        if !new.incrs.iter().any(|(n, _)| n == name)
+                            && new.base.as_ref().is_none_or(|(n, _)| n != name)
+                        {
+                            let _ = std::fs::remove_file(dir.join(name));
+                        }
+                    }
+                    p.manifest = new;
+                    p.aof_rewrites += 1;
+                    p.aof_last_rewrite_ok = true;
+                    p.aof_last_rewrite_time_sec = secs;
+                    p.aof_base_size = p
+                        .aof
+                        .as_ref()
+                        .map(|w| w.status.size.load(std::sync::atomic::Ordering::Relaxed))
+                        .unwrap_or(0);
+                    tracing::info!("Background AOF rewrite finished successfully ({keys} keys)");
+                }
+                Err(e) => {
+                    p.aof_last_rewrite_ok = false;
+                    tracing::error!("Background AOF rewrite: cannot write the manifest: {e}");
+                }
+            }
+        }
+        (Purpose::Rewrite, Err(e)) => {
+            t.persist.aof_last_rewrite_ok = false;
+            t.persist.aof_last_rewrite_time_sec = secs;
+            tracing::error!("Background AOF rewrite terminated with error: {e}");
+            if t.persist.manifest.base.is_none() {
+                // The first rewrite after CONFIG SET appendonly yes failed:
+                // a log without a base is not a log. Close it; it is
+                // retried (after a pause) while appendonly stays yes.
+                if let Some(w) = t.persist.aof.take() {
+                    let _ = std::fs::remove_file(w.path());
+                }
+                t.log.disable_sink();
+                t.persist.manifest = Manifest::default();
+                t.persist.enable_retry_at_ms = crate::util::mstime() + 5000;
+            }
+        }
+    }
+}
+
+/// Drives a started job to the end: slices on the executor between
+/// clients' commands, then waits for the writer thread.
+pub async fn run_job(tenant: std::rc::Rc<std::cell::RefCell<Tenant>>) {
+    loop {
+        let done = {
+            let mut t = tenant.borrow_mut();
+            if t.persist.job.is_none() {
+                return; // aborted
+            }
+            step(&mut t, SLICE)
+        };
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let r = {
+            let t = tenant.borrow();
+            match t.persist.job.as_ref() {
+                None => return,
+                Some(job) => match job.result.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        Some(Err(io::Error::other("background writer died")))
+                    }
+                },
+            }
+        };
+        if let Some(r) = r {
+            let mut t = tenant.borrow_mut();
+            if let Some(job) = t.persist.job.take() {
+                complete(&mut t, job, r);
+            }
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
