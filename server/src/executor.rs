@@ -380,6 +380,12 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         }
         let (rules, pct, min, aof_on, fsync) = {
             let c = shared.config.read();
+            if t.persist.enabled {
+                // CONFIG SET dir / dbfilename: later snapshots go there (the
+                // log's directory is fixed at start, as in Redis).
+                t.persist.dir = std::path::PathBuf::from(c.dir());
+                t.persist.dbfilename = c.dbfilename();
+            }
             (
                 c.save_params(),
                 c.auto_aof_rewrite_percentage(),

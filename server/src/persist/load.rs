@@ -141,6 +141,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     let th = codec::Thresholds::from_settings(&set);
     let p = &mut t.persist;
     p.dir = PathBuf::from(cfg.dir());
+    p.aof_root = p.dir.clone();
     p.dbfilename = cfg.dbfilename();
     p.appenddirname = cfg.appenddirname();
     p.appendfilename = cfg.appendfilename();

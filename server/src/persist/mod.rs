@@ -87,6 +87,8 @@ pub struct Persist {
     pub write_armed: bool,
     /// After a failed attempt to turn the log on, when to try again.
     pub enable_retry_at_ms: i64,
+    /// `dir` at start, where the log lives.
+    pub aof_root: PathBuf,
 }
 
 impl Default for Persist {
@@ -117,6 +119,7 @@ impl Default for Persist {
             enabled: false,
             write_armed: false,
             enable_retry_at_ms: 0,
+            aof_root: PathBuf::from("."),
         }
     }
 }
@@ -126,8 +129,10 @@ impl Persist {
         self.dir.join(&self.dbfilename)
     }
 
+    /// The log's directory: `dir` as it was at start (CONFIG SET dir moves
+    /// later snapshots, not a log in use).
     pub fn aof_dir(&self) -> PathBuf {
-        self.dir.join(&self.appenddirname)
+        self.aof_root.join(&self.appenddirname)
     }
 
     fn manifest_path(&self) -> PathBuf {
