@@ -436,9 +436,11 @@ impl Gossip {
             span,
         ));
         tracing::info!(
-            "gossip: {} in {} on udp {bound}, sync quic {sync_addr:?}",
+            "gossip: {} in {}, {} pool on udp {bound}, state sync {}",
             identity.machine,
-            identity.region
+            identity.region,
+            cfg.pool,
+            sync_addr.map_or("off".to_string(), |a| format!("on quic {a}"))
         );
         Ok(Gossip {
             identity,
