@@ -60,6 +60,12 @@ pub struct AofStatus {
     pub delayed_fsync: AtomicU64,
     /// Bytes queued but not yet written.
     pub pending: AtomicU64,
+    /// Log offset written to the file so far.
+    pub written_end: AtomicU64,
+    /// Written data awaits a periodic fsync (the fsync thread has been
+    /// told; set by the executor, cleared by the thread before it syncs),
+    /// so `everysec` costs one message per second, not one per write.
+    pub dirty: AtomicBool,
 }
 
 enum SyncMsg {
@@ -122,6 +128,7 @@ impl AofWriter {
         let status = Arc::new(AofStatus {
             write_ok: AtomicBool::new(true),
             size: AtomicU64::new(len),
+            written_end: AtomicU64::new(offset),
             ..Default::default()
         });
         let st = status.clone();
@@ -216,11 +223,20 @@ impl AofWriter {
         self.buf.clear();
         self.status.pending.store(0, Ordering::Relaxed);
         self.written_end = self.buf_end;
+        self.status
+            .written_end
+            .store(self.buf_end, Ordering::Release);
         self.written.send_replace(self.buf_end);
-        let _ = self.tx.send(match self.policy {
-            FsyncPolicy::Always => SyncMsg::Sync(self.buf_end),
-            _ => SyncMsg::Dirty(self.buf_end),
-        });
+        match self.policy {
+            FsyncPolicy::Always => {
+                let _ = self.tx.send(SyncMsg::Sync(self.buf_end));
+            }
+            _ => {
+                if !self.status.dirty.swap(true, Ordering::AcqRel) {
+                    let _ = self.tx.send(SyncMsg::Dirty(self.buf_end));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -275,7 +291,12 @@ fn fsync_thread(
             match next {
                 Some(SyncMsg::Sync(e)) => want = Some(want.unwrap_or(0).max(e)),
                 Some(SyncMsg::Dirty(e)) => dirty = Some(dirty.unwrap_or(0).max(e)),
-                Some(SyncMsg::Policy(p)) => policy = p,
+                Some(SyncMsg::Policy(p)) => {
+                    policy = p;
+                    if st.dirty.load(Ordering::Acquire) {
+                        dirty = Some(st.written_end.load(Ordering::Acquire));
+                    }
+                }
                 Some(SyncMsg::Rotate(f)) => {
                     // The executor fsynced the old segment before rotating.
                     file = f;
@@ -300,7 +321,12 @@ fn fsync_thread(
             }
             continue;
         }
-        let upto = want.unwrap_or(0).max(dirty.unwrap_or(0));
+        // Writes after this point tell the thread again.
+        st.dirty.store(false, Ordering::Release);
+        let upto = want
+            .unwrap_or(0)
+            .max(dirty.unwrap_or(0))
+            .max(st.written_end.load(Ordering::Acquire));
         let t = Instant::now();
         if let Err(e) = file.sync_data() {
             tracing::error!("Error fsyncing the AOF file: {e}");
