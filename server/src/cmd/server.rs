@@ -128,6 +128,9 @@ pub fn bgsave(ctx: &mut Ctx) {
         _ => return ctx.syntax_error(),
     };
     let p = &mut ctx.t.persist;
+    if !p.enabled {
+        return ctx.out.error(crate::persist::NOT_PERSISTENT);
+    }
     if p.bgsave_in_progress() {
         return ctx.err("Background save already in progress");
     }
@@ -145,6 +148,9 @@ pub fn bgsave(ctx: &mut Ctx) {
 /// BGREWRITEAOF: a new base for the append-only log, in the background.
 pub fn bgrewriteaof(ctx: &mut Ctx) {
     let p = &mut ctx.t.persist;
+    if !p.enabled {
+        return ctx.out.error(crate::persist::NOT_PERSISTENT);
+    }
     if p.rewrite_in_progress() {
         return ctx.err("Background append only file rewriting already in progress");
     }

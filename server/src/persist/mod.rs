@@ -252,7 +252,14 @@ fn saved_ok(t: &mut Tenant) {
 }
 
 /// SAVE's whole path: refuses while a background save runs.
+/// The error for tenants without a data directory (in-process tenants of
+/// tests and fuzzing: they must not write files into the working dir).
+pub const NOT_PERSISTENT: &str = "ERR persistence is not configured for this tenant";
+
 pub fn save_command(t: &mut Tenant) -> Result<(), String> {
+    if !t.persist.enabled {
+        return Err(NOT_PERSISTENT.into());
+    }
     if t.persist.bgsave_in_progress() {
         return Err("ERR Background save already in progress".into());
     }
