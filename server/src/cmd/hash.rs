@@ -213,7 +213,8 @@ pub fn hexists(ctx: &mut Ctx) {
     );
 }
 
-pub fn hkeys(ctx: &mut Ctx) {
+/// HKEYS (`values` false) and HVALS: one side of every pair.
+fn hash_side(ctx: &mut Ctx, values: bool) {
     let key = ctx.args[1];
     with_hash(
         ctx,
@@ -221,26 +222,19 @@ pub fn hkeys(ctx: &mut Ctx) {
         |o| o.empty_array(),
         |h, o| {
             o.array(h.len());
-            for (f, _) in h.iter() {
-                reply_elem(o, f);
+            for (f, v) in h.iter() {
+                reply_elem(o, if values { v } else { f });
             }
         },
     );
 }
 
+pub fn hkeys(ctx: &mut Ctx) {
+    hash_side(ctx, false);
+}
+
 pub fn hvals(ctx: &mut Ctx) {
-    let key = ctx.args[1];
-    with_hash(
-        ctx,
-        key,
-        |o| o.empty_array(),
-        |h, o| {
-            o.array(h.len());
-            for (_, v) in h.iter() {
-                reply_elem(o, v);
-            }
-        },
-    );
+    hash_side(ctx, true);
 }
 
 pub fn hgetall(ctx: &mut Ctx) {
