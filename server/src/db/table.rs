@@ -132,11 +132,28 @@ impl Table {
         }
     }
 
+    /// The table's hasher, so a loader can hash keys on another thread.
+    pub fn hasher(&self) -> DefaultHashBuilder {
+        self.hasher
+    }
+
+    /// Hash-index buckets the table has room for (a power of two).
+    pub fn buckets(&self) -> usize {
+        // hashbrown keeps at most 7/8 of its buckets full.
+        (self.index.capacity() * 8 / 7).next_power_of_two()
+    }
+
     /// Inserts or replaces in one probe (loading a snapshot, where keys
     /// are normally absent: `find` + `insert_new` hashed and probed twice).
     /// Not for use while a snapshot of this table runs.
     pub fn load_insert(&mut self, key: Sds, value: Value) -> u32 {
         let h = self.hash(&key);
+        self.load_insert_hashed(h, key, value)
+    }
+
+    /// [`Table::load_insert`] with the key's hash computed by the caller
+    /// (with [`Table::hasher`]).
+    pub fn load_insert_hashed(&mut self, h: u64, key: Sds, value: Value) -> u32 {
         let entries = &mut self.entries;
         let hasher = &self.hasher;
         match self.index.entry(

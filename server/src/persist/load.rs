@@ -33,24 +33,33 @@ pub(super) fn load_snapshot_into(
     if let Some(db0) = dbs.first_mut() {
         db0.reserve(usize::try_from(reader.meta().keys.min(1 << 30)).unwrap_or(0));
     }
-    // Reading and decoding run on a helper thread while this one inserts:
-    // on a cold start the two halves overlap instead of adding up.
-    const BATCH: usize = 4096;
-    let (tx, rx) = mpsc::sync_channel::<Vec<codec::Record>>(16);
+    // Reading, decoding and hashing run on a helper thread while this one
+    // inserts: on a cold start the halves overlap instead of adding up.
+    // Each batch is sorted by hash-index bucket, so the inserts walk the
+    // index upwards instead of jumping around it (cache misses dominate).
+    const BATCH: usize = 1 << 16;
+    let hasher = dbs.first().map(|d| d.hasher()).unwrap_or_default();
+    let mask = dbs.first().map(|d| d.buckets() as u64 - 1).unwrap_or(0);
+    let (tx, rx) = mpsc::sync_channel::<Vec<(u64, codec::Record)>>(4);
     let th2 = *th;
     let decoder = std::thread::Builder::new()
         .name("anykv-load".into())
         .spawn(move || {
+            use std::hash::BuildHasher;
+            let ship = |mut b: Vec<(u64, codec::Record)>| {
+                b.sort_unstable_by_key(|(h, _)| *h & mask);
+                let _ = tx.send(b);
+            };
             let mut batch = Vec::with_capacity(BATCH);
             let r = reader.read_records(&th2, |rec| {
-                batch.push(rec);
+                let h = hasher.hash_one(rec.key.as_bytes());
+                batch.push((h, rec));
                 if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    let _ = tx.send(full);
+                    ship(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
             });
             if !batch.is_empty() {
-                let _ = tx.send(batch);
+                ship(batch);
             }
             r
         })
@@ -59,7 +68,7 @@ pub(super) fn load_snapshot_into(
     let mut expired = 0u64;
     let mut bad_db = None;
     for batch in rx {
-        for r in batch {
+        for (h, r) in batch {
             if r.expire_at != crate::db::NO_EXPIRE && r.expire_at <= now_ms {
                 expired += 1;
                 continue;
@@ -68,7 +77,12 @@ pub(super) fn load_snapshot_into(
                 bad_db = Some(r.db);
                 continue;
             };
-            let idx = db.load_insert(r.key, r.value);
+            // The hash was made with db 0's hasher.
+            let idx = if r.db == 0 {
+                db.load_insert_hashed(h, r.key, r.value)
+            } else {
+                db.load_insert(r.key, r.value)
+            };
             if r.expire_at != crate::db::NO_EXPIRE {
                 db.set_expire(idx, r.expire_at);
             }
