@@ -875,10 +875,8 @@ impl NodeTask {
         if let Err(e) = self.foca.add_broadcast(&crate::state::encode_item(&item)) {
             tracing::warn!("gossip: cannot broadcast digest: {e}");
         }
-        // Our own item is not news to fetch.
-        self.handler
-            .take_wanted()
-            .retain(|w| w.origin != self.meta.machine);
+        // Our own item also lands in the handler's queue; fetch_wanted
+        // skips it (draining the queue here would drop others' news).
         let _ = self.events.send(Event::StateChanged {
             table: Table::Nodes,
             key: self.meta.machine.clone(),
