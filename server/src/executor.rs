@@ -397,13 +397,10 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         crate::persist::apply_config(&mut t, aof_on, fsync);
         crate::persist::check_rules(&mut t, &rules, now, pct, min);
         {
-            let t = &mut *t;
-            t.persist.flush_log(&mut t.log);
             // Writes from outside connections (active expiry) and retries
             // after a failed write.
-            if let Some(w) = t.persist.aof.as_mut() {
-                let _ = w.write_pending();
-            }
+            let t = &mut *t;
+            let _ = t.persist.write_log(&mut t.log, false);
         }
         let kick = t.persist.requested.is_some() && t.persist.job.is_none();
         crate::alloc::sample_peak();

@@ -165,8 +165,16 @@ impl AofWriter {
     }
 
     /// Queues bytes that end at log offset `end` (no syscall).
-    pub fn append(&mut self, data: &[u8], end: u64) {
-        self.buf.extend_from_slice(data);
+    /// Takes `data` (left empty) that ends at log offset `end`; when
+    /// nothing is queued the buffers are swapped, not copied (the usual
+    /// case: one batch per executor round).
+    pub fn append(&mut self, data: &mut Vec<u8>, end: u64) {
+        if self.buf.is_empty() {
+            std::mem::swap(&mut self.buf, data);
+        } else {
+            self.buf.extend_from_slice(data);
+            data.clear();
+        }
         self.buf_end = end;
         self.status
             .pending
@@ -496,7 +504,7 @@ mod tests {
         let mut end = 0;
         for c in chunks {
             end += c.len() as u64;
-            w.append(c, end);
+            w.append(&mut c.to_vec(), end);
             w.write_pending().unwrap();
             assert_eq!(*w.written.borrow(), end);
         }
@@ -592,10 +600,10 @@ mod tests {
     fn rotate_switches_files() {
         let path = tmp("rotate");
         let mut w = AofWriter::open(&path, FsyncPolicy::Always, 0).unwrap();
-        w.append(b"one", 3);
+        w.append(&mut b"one".to_vec(), 3);
         let next = path.with_file_name("seg2.aof");
         w.rotate(&next).unwrap();
-        w.append(b"two", 6);
+        w.append(&mut b"two".to_vec(), 6);
         w.flush().unwrap();
         assert_eq!(read_all(&path, false).unwrap().0, b"one");
         assert_eq!(read_all(&next, false).unwrap().0, b"two");

@@ -115,6 +115,26 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
 }
 
 impl SnapJob {
+    /// Moves the pre-images `table`'s write barrier saved into the block
+    /// being built.
+    fn collect_saved(&mut self, table: &mut Table) {
+        let (b, n) = table.snapshot_take_saved();
+        self.scratch.extend_from_slice(&b);
+        self.scratch_n += n;
+    }
+
+    /// Walks up to `budget` entries of `table` into the block; returns the
+    /// budget used (at least 1) and whether the walk is complete, in which
+    /// case the last pre-images are collected too.
+    fn walk(&mut self, table: &mut Table, budget: usize) -> (usize, bool) {
+        let (n, done) = table.snapshot_step(budget, &mut self.scratch);
+        self.scratch_n += n;
+        if done {
+            self.collect_saved(table);
+        }
+        ((n as usize).max(1), done)
+    }
+
     /// Queues the scratch block for the writer; false when the queue is full.
     fn ship(&mut self, force: bool) -> bool {
         if let Some((b, n)) = self.held.take() {
@@ -166,33 +186,22 @@ pub fn step(t: &mut Tenant, budget: usize) -> bool {
         return false; // the disk is behind: let clients run
     }
     for db in ks.dbs.iter_mut() {
-        let (b, n) = db.snapshot_take_saved();
-        if n > 0 {
-            job.scratch.extend_from_slice(&b);
-            job.scratch_n += n;
-        }
+        job.collect_saved(db);
     }
     let mut left = budget;
     while left > 0 {
-        if let Some(d) = job.detached.last_mut() {
-            let (b, n) = d.snapshot_take_saved();
-            job.scratch.extend_from_slice(&b);
-            job.scratch_n += n;
-            let (n, done) = d.snapshot_step(left, &mut job.scratch);
-            job.scratch_n += n;
-            left = left.saturating_sub((n as usize).max(1));
-            if done {
-                job.detached.pop();
+        if let Some(mut d) = job.detached.pop() {
+            // Detached tables no longer change: walk them out.
+            let (used, done) = job.walk(&mut d, left);
+            left = left.saturating_sub(used);
+            if !done {
+                job.detached.push(d);
             }
         } else if let Some(db) = ks.dbs.iter_mut().find(|d| d.snapshot_active()) {
-            let (n, done) = db.snapshot_step(left, &mut job.scratch);
-            job.scratch_n += n;
-            left = left.saturating_sub((n as usize).max(1));
+            let (used, done) = job.walk(db, left);
+            left = left.saturating_sub(used);
             if done {
                 // Nothing old is left to protect in this table.
-                let (b, n) = db.snapshot_take_saved();
-                job.scratch.extend_from_slice(&b);
-                job.scratch_n += n;
                 db.end_snapshot();
             }
         } else {

@@ -167,9 +167,19 @@ impl Persist {
             if let Some(bytes) = log.sink_mut() {
                 if !bytes.is_empty() {
                     w.append(bytes, end);
-                    bytes.clear();
                 }
             }
+        }
+    }
+
+    /// Queues the logged effects and writes them to the file (and fsyncs,
+    /// with `fsync`). A no-op when the log is off.
+    pub fn write_log(&mut self, log: &mut crate::proplog::PropLog, fsync: bool) -> io::Result<()> {
+        self.flush_log(log);
+        match self.aof.as_mut() {
+            Some(w) if fsync => w.flush(),
+            Some(w) => w.write_pending(),
+            None => Ok(()),
         }
     }
 }
@@ -287,10 +297,8 @@ pub async fn write_round(tenant: std::rc::Rc<std::cell::RefCell<Tenant>>) {
     let mut t = tenant.borrow_mut();
     let t = &mut *t;
     t.persist.write_armed = false;
-    t.persist.flush_log(&mut t.log);
-    if let Some(w) = t.persist.aof.as_mut() {
-        let _ = w.write_pending();
-    }
+    // A failed write is logged and refused further writes in the writer.
+    let _ = t.persist.write_log(&mut t.log, false);
 }
 
 /// Starts whatever was requested (by BGSAVE, BGREWRITEAOF, a save rule or
@@ -385,10 +393,8 @@ pub fn apply_config(t: &mut Tenant, appendonly: bool, fsync: FsyncPolicy) {
         if t.persist.rewrite_in_progress() {
             abort_job(t);
         }
-        t.persist.flush_log(&mut t.log);
-        if let Some(mut w) = t.persist.aof.take() {
-            let _ = w.flush();
-        }
+        let _ = t.persist.write_log(&mut t.log, true);
+        t.persist.aof = None;
         t.log.disable_sink();
         tracing::info!("Background append only file disabled");
     }
@@ -399,10 +405,9 @@ pub fn apply_config(t: &mut Tenant, appendonly: bool, fsync: FsyncPolicy) {
 /// (unless NOSAVE), as Redis does.
 pub fn shutdown(t: &mut Tenant, save: Option<bool>, has_save_points: bool) -> Result<(), String> {
     abort_job(t);
-    t.persist.flush_log(&mut t.log);
-    if let Some(w) = t.persist.aof.as_mut() {
-        w.flush().map_err(|e| format!("flushing the AOF: {e}"))?;
-    }
+    t.persist
+        .write_log(&mut t.log, true)
+        .map_err(|e| format!("flushing the AOF: {e}"))?;
     if save.unwrap_or(has_save_points) {
         let path = t.persist.snapshot_path();
         let keys = save_sync(t, &path).map_err(|e| format!("Error trying to save the DB: {e}"))?;
