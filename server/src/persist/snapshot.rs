@@ -630,7 +630,6 @@ pub fn read_snapshot_meta(r: impl Read) -> Result<SnapshotMeta, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::dense::Elem;
     use crate::db::hash::{Hash, HashLimits};
     use crate::db::list::List;
     use crate::db::set::Set;
@@ -640,7 +639,6 @@ mod tests {
     use crate::sds::Sds;
     use crate::util::parse_i64;
     use proptest::prelude::*;
-    use std::time::Instant;
 
     fn meta(databases: u32) -> SnapshotMeta {
         SnapshotMeta {
@@ -1277,123 +1275,6 @@ mod tests {
             }
             let file = w.finish().unwrap();
             let _ = read_all(&file);
-        }
-    }
-
-    /// Timing for the lead (run in release):
-    /// `cargo test --release -p anykv-server --lib persist -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn timing_one_million_small_strings() {
-        const N: u32 = 1_000_000;
-        let mut vals = Vec::with_capacity(N as usize);
-        for i in 0..N {
-            vals.push((
-                format!("key:{i:012}"),
-                Value::from_bytes(format!("value-{i:010}").as_bytes()),
-            ));
-        }
-        let t0 = Instant::now();
-        let mut w = SnapshotWriter::new(Vec::with_capacity(64 << 20), &meta(1)).unwrap();
-        let mut chunk = Vec::with_capacity(128 << 10);
-        let mut n = 0;
-        for (k, v) in &vals {
-            encode_entry(&mut chunk, 0, k.as_bytes(), v, NO_EXPIRE);
-            n += 1;
-            if chunk.len() >= 64 << 10 {
-                w.push_block(&chunk, n).unwrap();
-                chunk.clear();
-                n = 0;
-            }
-        }
-        w.push_block(&chunk, n).unwrap();
-        let file = w.finish().unwrap();
-        let enc = t0.elapsed();
-        let th = Thresholds::default();
-        let t1 = Instant::now();
-        let mut count = 0u64;
-        read_snapshot(&file[..], &th, |_| {
-            count += 1;
-        })
-        .unwrap();
-        let dec = t1.elapsed();
-        let t2 = Instant::now();
-        let mut ks = Keyspace::new(1);
-        read_snapshot(&file[..], &th, |r| {
-            ks.dbs[0].insert_new(r.key, r.value, 0);
-        })
-        .unwrap();
-        let load = t2.elapsed();
-        assert_eq!(ks.total_keys(), N as usize);
-        println!(
-            "1M 16-byte keys, 16-byte values: file {:.1} MB; encode+write {:?}; \
-             read+decode {:?}; read+decode+insert into a Table {:?} ({})",
-            file.len() as f64 / 1e6,
-            enc,
-            dec,
-            load,
-            count
-        );
-    }
-
-    /// Collection loading cost per encoding, for the lead (release only):
-    /// hash listpacks can only be built one `Packed::set` at a time, which
-    /// is quadratic in the pair count.
-    #[test]
-    #[ignore]
-    fn timing_collections() {
-        let t = Thresholds::default();
-        let mut cases: Vec<(&str, Value)> = Vec::new();
-        for n in [16usize, 128, 512] {
-            let mut h = Hash::default();
-            for i in 0..n {
-                h.set(format!("field:{i}").as_bytes(), b"some-value", t.hash);
-            }
-            cases.push(("hash listpack", Value::Hash(Box::new(h))));
-            let mut z = ZSet::default();
-            for i in 0..n.min(128) {
-                z.add(format!("member:{i}").as_bytes(), i as f64, 0, &t.zset);
-            }
-            cases.push(("zset listpack", Value::ZSet(Box::new(z))));
-            let s = Set::from_members((0..n as i64).map(Elem::Int), 512);
-            cases.push(("intset", Value::Set(Box::new(s))));
-        }
-        let mut z = ZSet::default();
-        for i in 0..10_000 {
-            z.add(format!("member:{i}").as_bytes(), i as f64, 0, &t.zset);
-        }
-        cases.push(("zset skiplist", Value::ZSet(Box::new(z))));
-        let mut h = Hash::default();
-        for i in 0..10_000 {
-            h.set(format!("field:{i}").as_bytes(), b"v", t.hash);
-        }
-        cases.push(("hash table", Value::Hash(Box::new(h))));
-        for (name, v) in &cases {
-            let mut buf = Vec::new();
-            encode_entry(&mut buf, 0, b"k", v, NO_EXPIRE);
-            let reps = (2_000_000 / buf.len()).clamp(10, 100_000);
-            let t0 = Instant::now();
-            for _ in 0..reps {
-                let r = crate::persist::codec::decode_entry(&mut &buf[..], &t).unwrap();
-                assert_eq!(r.value.encoding(), v.encoding());
-            }
-            let per = t0.elapsed() / reps as u32;
-            println!(
-                "{name:>14} of {:>5} elements: {per:?} per value ({:.0} ns per element)",
-                match v {
-                    Value::Hash(h) => h.len(),
-                    Value::ZSet(z) => z.len(),
-                    Value::Set(s) => s.len(),
-                    _ => 0,
-                },
-                per.as_nanos() as f64
-                    / match v {
-                        Value::Hash(h) => h.len(),
-                        Value::ZSet(z) => z.len(),
-                        Value::Set(s) => s.len(),
-                        _ => 1,
-                    } as f64
-            );
         }
     }
 }
