@@ -160,7 +160,7 @@ async fn run(
         // acknowledged write), and with `appendfsync always` also fsynced.
         // The writer thread takes all queued batches in one write and one
         // fsync, so connections share them (group commit).
-        let durable_at = {
+        let (durable_at, arm) = {
             let mut t = tenant.borrow_mut();
             let t = &mut *t;
             t.persist.flush_log(&mut t.log);
@@ -176,16 +176,14 @@ async fn run(
             if arm {
                 t.persist.write_armed = true;
             }
-            let kick = t.persist.requested.is_some() && t.persist.job.is_none();
-            (wait, kick, arm)
+            (wait, arm)
         };
-        if durable_at.2 {
+        if arm {
             tokio::task::spawn_local(crate::persist::write_round(tenant.clone()));
         }
-        if durable_at.1 {
-            crate::persist::kick(tenant);
-        }
-        if let Some((mut durable, target, fsync)) = durable_at.0 {
+        // Starts a save BGSAVE/BGREWRITEAOF asked for (a no-op otherwise).
+        crate::persist::kick(tenant);
+        if let Some((mut durable, target, fsync)) = durable_at {
             while *durable.borrow_and_update() < target {
                 if fsync {
                     // An fsync takes a while: sleep until it is done.

@@ -402,13 +402,11 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             let t = &mut *t;
             let _ = t.persist.write_log(&mut t.log, false);
         }
-        let kick = t.persist.requested.is_some() && t.persist.job.is_none();
         crate::alloc::sample_peak();
-        if kick {
-            drop(t);
-            crate::persist::kick(&tenant);
-            t = tenant.borrow_mut();
-        }
+        // Starts a save a rule or a command asked for (a no-op otherwise).
+        drop(t);
+        crate::persist::kick(&tenant);
+        t = tenant.borrow_mut();
         if now - last_metrics >= 1000 {
             last_metrics = now;
             crate::metrics::publish(&t, &shared);
