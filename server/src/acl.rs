@@ -288,6 +288,13 @@ impl Users {
             .is_some_and(|u| u.enabled && u.nopass)
     }
 
+    /// The user may run every command on every key (ACL checks skipped).
+    pub fn is_unrestricted(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| {
+            u.all_commands && u.cmd_rules.is_empty() && u.all_keys && u.all_channels
+        })
+    }
+
     pub fn authenticate(&self, user: &[u8], pw: &[u8]) -> Option<&User> {
         let name = std::str::from_utf8(user).ok()?;
         self.users.get(name).filter(|u| u.check_password(pw))

@@ -178,6 +178,9 @@ pub struct Session {
     pub channels: hashbrown::HashSet<Vec<u8>>,
     pub patterns: Vec<Vec<u8>>,
     pub shard_channels: hashbrown::HashSet<Vec<u8>>,
+    /// Replaying the append-only log at start: memory limits neither evict
+    /// nor refuse (the log holds what was accepted), as Redis while loading.
+    pub replaying: bool,
 }
 
 impl Session {
@@ -199,6 +202,7 @@ impl Session {
             channels: Default::default(),
             patterns: Vec::new(),
             shard_channels: Default::default(),
+            replaying: false,
         }
     }
 

@@ -811,6 +811,9 @@ static PARAMS: &[Param] = &[
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),
+    // The tenant catalog for a standalone server (see catalog.rs); empty =
+    // one default tenant.
+    strp("tenants-file", None, false, None, "", IMMUTABLE),
     strp("metrics-addr", None, false, None, "", IMMUTABLE),
     intp("max-multibulk-len", None, 1, LONG_MAX, "2147483647", 0),
 ];
@@ -1376,7 +1379,7 @@ fn check_proc_title(s: &str) -> Result<(), &'static str> {
 /// spaces; an empty digit string counts as 0. Too many digits saturate (as
 /// strtoull does); a unit multiplication overflow is rejected (7.0.15
 /// wrapped around instead).
-fn memtoull(s: &str) -> Option<u64> {
+pub(crate) fn memtoull(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let ndig = b.iter().take_while(|c| c.is_ascii_digit()).count();
     let unit = s.get(ndig..)?.to_ascii_lowercase();
@@ -2362,6 +2365,11 @@ impl Config {
 
     pub fn stop_writes_on_bgsave_error(&self) -> bool {
         self.bool_of("stop-writes-on-bgsave-error")
+    }
+
+    /// Path of the tenant catalog (empty: none).
+    pub fn tenants_file(&self) -> String {
+        self.str_of("tenants-file").to_string()
     }
 
     /// `--repair yes`: salvage a corrupt append-only log at start.

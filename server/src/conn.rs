@@ -38,8 +38,30 @@ enum After {
     Close,
 }
 
-/// Serves one connection until it closes.
-pub async fn serve(stream: TcpStream, tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
+/// What a connection takes along when it moves to another tenant (AUTH
+/// with a database's token): its identity, protocol and the input it has
+/// read but not run yet. Plain owned data, so it crosses threads.
+#[derive(Debug, Default)]
+pub struct Carry {
+    pub id: u64,
+    pub resp: u8,
+    pub db: usize,
+    pub user: String,
+    pub name: Vec<u8>,
+    pub lib_name: Vec<u8>,
+    pub lib_ver: Vec<u8>,
+    pub created_ms: i64,
+    pub input: Vec<u8>,
+}
+
+/// Serves one connection until it closes or moves to another tenant.
+/// `carry` is set when it arrives from another tenant, already logged in.
+pub async fn serve(
+    mut stream: TcpStream,
+    tenant: Rc<RefCell<Tenant>>,
+    shared: Arc<Shared>,
+    carry: Option<Carry>,
+) {
     let _ = stream.set_nodelay(true);
     let (addr, laddr) = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(a), Ok(l)) => (a, l),
@@ -50,15 +72,57 @@ pub async fn serve(stream: TcpStream, tenant: Rc<RefCell<Tenant>>, shared: Arc<S
         stream.as_raw_fd()
     };
     let now = mstime();
-    let id = shared.next_client_id();
-    let info = Rc::new(ClientInfo::new(id, addr, laddr, fd, now));
-    let open = shared.users.read().default_is_open();
-    let mut session = Session::new(info.clone(), open);
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let (info, mut session) = match carry {
+        Some(c) => {
+            let info = Rc::new(ClientInfo::new(c.id, addr, laddr, fd, c.created_ms));
+            *info.name.borrow_mut() = c.name.clone();
+            *info.lib_name.borrow_mut() = c.lib_name.clone();
+            *info.lib_ver.borrow_mut() = c.lib_ver.clone();
+            *info.user.borrow_mut() = c.user.clone();
+            info.resp.set(c.resp);
+            let mut s = Session::new(info.clone(), true);
+            s.resp = c.resp;
+            s.db = c.db.min(tenant.borrow().ks.dbs.len().saturating_sub(1));
+            info.db.set(s.db);
+            // A customer's token user may do anything inside its own
+            // database; the operator's users keep their ACL rules.
+            s.unrestricted =
+                tenant.borrow().is_customer() || shared.users.read().is_unrestricted(&c.user);
+            s.user = c.user.clone();
+            // The input was allocated in the tenant it came from: copy it
+            // here, free the original outside any account.
+            inbuf.extend_from_slice(&c.input);
+            crate::alloc::unscoped(|| drop(c));
+            (info, s)
+        }
+        None => {
+            let info = Rc::new(ClientInfo::new(
+                shared.next_client_id(),
+                addr,
+                laddr,
+                fd,
+                now,
+            ));
+            let open = shared.default_open();
+            (info.clone(), Session::new(info, open))
+        }
+    };
+    let id = info.id;
     tenant.borrow_mut().clients.insert(id, info.clone());
     shared.stats.connected_clients.fetch_add(1, Relaxed);
     tracing::debug!(id, %addr, "client connected");
 
-    run(stream, &tenant, &shared, &mut session).await;
+    let mut switch = None;
+    run(
+        &mut stream,
+        inbuf,
+        &tenant,
+        &shared,
+        &mut session,
+        &mut switch,
+    )
+    .await;
 
     let mut t = tenant.borrow_mut();
     crate::cmd::multi::unwatch_all(&mut t, &mut session);
@@ -68,17 +132,44 @@ pub async fn serve(stream: TcpStream, tenant: Rc<RefCell<Tenant>>, shared: Arc<S
     t.monitors.retain(|m| m.id != id);
     drop(t);
     shared.stats.connected_clients.fetch_sub(1, Relaxed);
-    tracing::debug!(id, %addr, "client closed");
+    let Some((to, input)) = switch else {
+        tracing::debug!(id, %addr, "client closed");
+        // The socket was registered outside any account (see alloc.rs).
+        crate::alloc::unscoped(|| drop(stream));
+        return;
+    };
+    tracing::debug!(id, %addr, tenant = to.0, "client moves to another tenant");
+    let carry = crate::alloc::unscoped(|| Carry {
+        id,
+        resp: session.resp,
+        db: session.db,
+        user: session.user.clone(),
+        name: info.name.borrow().clone(),
+        lib_name: info.lib_name.borrow().clone(),
+        lib_ver: info.lib_ver.borrow().clone(),
+        created_ms: info.created_ms,
+        input: input.to_vec(),
+    });
+    drop(input);
+    crate::alloc::unscoped(|| match stream.into_std() {
+        Ok(s) => shared.handoff(crate::executor::Handoff {
+            stream: s,
+            tenant: to,
+            carry: Some(carry),
+        }),
+        Err(e) => tracing::warn!(id, "handoff: {e}"),
+    });
 }
 
 async fn run(
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
+    mut inbuf: BytesMut,
     tenant: &Rc<RefCell<Tenant>>,
     shared: &Arc<Shared>,
     s: &mut Session,
+    switch: &mut Option<(crate::tenant::TenantId, BytesMut)>,
 ) {
-    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = Reply::new(2);
+    let mut out = Reply::new(s.resp);
     let mut parser = RequestParser::new();
     let mut set = shared.settings();
     let mut pending: Option<Vec<Vec<u8>>> = None;
@@ -179,7 +270,9 @@ async fn run(
             (wait, arm)
         };
         if arm {
-            tokio::task::spawn_local(crate::persist::write_round(tenant.clone()));
+            tenant
+                .borrow()
+                .spawn(crate::persist::write_round(tenant.clone()));
         }
         // Starts a save BGSAVE/BGREWRITEAOF asked for (a no-op otherwise).
         crate::persist::kick(tenant);
@@ -224,7 +317,7 @@ async fn run(
                 // Re-check the pause every few ms; CLIENT UNPAUSE or the
                 // deadline lets the pending command run.
                 let until = mstime() + 10;
-                if wait_event(&mut stream, &mut inbuf, &s.info, until, &mut shutdown, &set).await
+                if wait_event(stream, &mut inbuf, &s.info, until, &mut shutdown, &set).await
                     == Waited::Gone
                 {
                     return;
@@ -237,7 +330,7 @@ async fn run(
             }) => {
                 s.info.blocked.set(true);
                 let waited = wait_until(
-                    &mut stream,
+                    stream,
                     &mut inbuf,
                     &s.info,
                     deadline_ms,
@@ -253,11 +346,17 @@ async fn run(
                 out.int(replicas);
                 continue;
             }
+            After::Suspend(Suspend::Switch(to)) => {
+                // AUTH logged in to another tenant: its reply is out; the
+                // rest of the input belongs to the new tenant's connection.
+                *switch = Some((to, std::mem::take(&mut inbuf)));
+                return;
+            }
             After::Suspend(Suspend::Blocked { deadline_ms }) => {
                 s.info.blocked.set(true);
                 let served = || s.info.unblocked.replace(false);
                 let timed_out = match wait_until(
-                    &mut stream,
+                    stream,
                     &mut inbuf,
                     &s.info,
                     deadline_ms,

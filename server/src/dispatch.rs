@@ -188,6 +188,16 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // A customer's database never runs the server's own commands
+    // (SHUTDOWN, DEBUG, CONFIG SET...), whatever its user may do.
+    if spec.scope == crate::cmd::table::Scope::Denied && t.is_customer() {
+        let msg = format!(
+            "NOPERM this user has no permissions to run the '{}' command",
+            r.fullname
+        );
+        reject(t, s, out, Some(r.id), &msg, true);
+        return Outcome::Continue;
+    }
     if r.protected {
         let mode = set.debug_command.as_str();
         let local = s.info.addr.ip().is_loopback();
@@ -202,13 +212,20 @@ pub(crate) fn run(
     }
     // maxmemory: evict as needed before any command; refuse commands that
     // may grow memory when that is not enough (Redis's performEvictions).
-    t.lfu = set
-        .evict
+    let (lim, acct) = t.memory_limits(&set.evict);
+    t.lfu = lim
         .policy
         .is_lfu()
-        .then_some((set.lfu_log_factor, set.evict.decay_time));
-    if set.evict.maxmemory > 0 && !s.in_exec {
-        let ok = crate::evict::perform(t, &set.evict, now_ms, || crate::alloc::allocated() as u64);
+        .then_some((set.lfu_log_factor, lim.decay_time));
+    if lim.maxmemory > 0 && !s.in_exec && !s.replaying {
+        // As Redis does, the replication backlog does not count against
+        // a database's limit (it is the service's, sized by the operator).
+        let not_counted = t.log.backlog_len() as u64;
+        let used = || match &acct {
+            Some(a) => a.used().saturating_sub(not_counted),
+            None => crate::alloc::allocated() as u64,
+        };
+        let ok = crate::evict::perform(t, &lim, now_ms, used);
         if !ok && r.denyoom {
             reject(
                 t,

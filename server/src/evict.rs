@@ -38,6 +38,20 @@ impl Policy {
         }
     }
 
+    /// The name `maxmemory-policy` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::NoEviction => "noeviction",
+            Policy::AllkeysLru => "allkeys-lru",
+            Policy::AllkeysLfu => "allkeys-lfu",
+            Policy::AllkeysRandom => "allkeys-random",
+            Policy::VolatileLru => "volatile-lru",
+            Policy::VolatileLfu => "volatile-lfu",
+            Policy::VolatileRandom => "volatile-random",
+            Policy::VolatileTtl => "volatile-ttl",
+        }
+    }
+
     pub fn is_lfu(self) -> bool {
         matches!(self, Policy::AllkeysLfu | Policy::VolatileLfu)
     }

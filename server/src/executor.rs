@@ -51,6 +51,14 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A connection on its way to the executor that owns its tenant: from the
+/// accepting executor, or after AUTH logged it in to another tenant.
+pub struct Handoff {
+    pub stream: std::net::TcpStream,
+    pub tenant: TenantId,
+    pub carry: Option<crate::conn::Carry>,
+}
+
 /// Which executor owns a tenant.
 pub fn owner_of(t: TenantId, executors: usize) -> usize {
     (t.0 % executors.max(1) as u64) as usize
@@ -106,7 +114,11 @@ impl Server {
             n => n,
         };
         let binds = parse_binds(&config.bind(), config.port())?;
-        let shared = Arc::new(Shared::new(config, n));
+        let catalog =
+            crate::catalog::Catalog::load(&config.tenants_file()).map_err(StartError::Load)?;
+        let mut shared = Shared::new(config, n);
+        shared.catalog = catalog;
+        let shared = Arc::new(shared);
 
         // Executor 0 binds first so an ephemeral port (0) is resolved once.
         let mut per_exec: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
@@ -143,37 +155,39 @@ impl Server {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+            let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
             senders.push(tx);
             receivers.push(rx);
         }
+        let _ = shared.handoffs.set(senders.clone());
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (idx, (listeners, rx)) in per_exec.into_iter().zip(receivers).enumerate() {
             let shared = shared.clone();
-            let peers = senders.clone();
             let ready = ready_tx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("anykv-exec-{idx}"))
-                .spawn(move || executor_main(idx, shared, listeners, rx, peers, ready))
+                .spawn(move || executor_main(idx, shared, listeners, rx, ready))
                 .map_err(StartError::Thread)?;
             threads.push(h);
         }
         drop(ready_tx);
-        // The executor owning the default tenant loads its data first.
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shared.begin_shutdown();
-                for t in threads {
-                    let _ = t.join();
+        // Every executor loads its tenants' data before anyone is served.
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    shared.begin_shutdown();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(StartError::Load(e));
                 }
-                return Err(StartError::Load(e));
-            }
-            Err(_) => {
-                return Err(StartError::Load(
-                    "the executor stopped while loading".into(),
-                ))
+                Err(_) => {
+                    return Err(StartError::Load(
+                        "the executor stopped while loading".into(),
+                    ))
+                }
             }
         }
         for a in &local_addrs {
@@ -200,13 +214,9 @@ fn executor_main(
     idx: usize,
     shared: Arc<Shared>,
     listeners: Vec<std::net::TcpListener>,
-    mut handoffs: mpsc::UnboundedReceiver<std::net::TcpStream>,
-    peers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    mut handoffs: mpsc::UnboundedReceiver<Handoff>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    // Only the default tenant's owner reports; the others let go at once
-    // so a failed start never leaves Server::start waiting.
-    let ready = (owner_of(TenantId::DEFAULT, shared.executors) == idx).then_some(ready);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -221,34 +231,21 @@ fn executor_main(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let tenants: Tenants = Rc::new(RefCell::new(HashMap::new()));
-        let n = shared.executors;
-        if owner_of(TenantId::DEFAULT, n) == idx {
-            let dbs = shared.config.read().databases();
-            let mut tenant = Tenant::new(TenantId::DEFAULT, "default", dbs);
-            // Load before serving anyone; a load error stops the server
-            // (never start with partial data).
-            let loaded = crate::persist::startup(&mut tenant, &shared);
-            let failed = loaded.is_err();
-            if let Some(r) = &ready {
-                let _ = r.send(loaded.map(|_| ()));
-            }
-            if failed {
-                return;
-            }
-            let t = Rc::new(RefCell::new(tenant));
-            tenants.borrow_mut().insert(TenantId::DEFAULT, t.clone());
-            tokio::task::spawn_local(cron(t, shared.clone()));
+        // Load every tenant this executor owns before serving anyone; a
+        // load error stops the server (never start with partial data).
+        let loaded = load_tenants(idx, &tenants, &shared);
+        let failed = loaded.is_err();
+        let _ = ready.send(loaded);
+        if failed {
+            return;
+        }
+        for t in tenants.borrow().values() {
+            t.borrow().spawn(cron(t.clone(), shared.clone()));
         }
         for l in listeners {
             match TcpListener::from_std(l) {
                 Ok(l) => {
-                    tokio::task::spawn_local(accept_loop(
-                        idx,
-                        l,
-                        tenants.clone(),
-                        shared.clone(),
-                        peers.clone(),
-                    ));
+                    tokio::task::spawn_local(accept_loop(idx, l, tenants.clone(), shared.clone()));
                 }
                 Err(e) => tracing::error!("executor {idx}: listener: {e}"),
             }
@@ -257,9 +254,9 @@ fn executor_main(
             let tenants = tenants.clone();
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
-                while let Some(s) = handoffs.recv().await {
-                    match TcpStream::from_std(s) {
-                        Ok(s) => start_conn(s, TenantId::DEFAULT, &tenants, &shared),
+                while let Some(h) = handoffs.recv().await {
+                    match TcpStream::from_std(h.stream) {
+                        Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &shared),
                         Err(e) => tracing::warn!("handoff: {e}"),
                     }
                 }
@@ -285,23 +282,60 @@ fn executor_main(
     });
 }
 
-fn start_conn(s: TcpStream, tenant: TenantId, tenants: &Tenants, shared: &Arc<Shared>) {
+/// Creates and loads the tenants executor `idx` owns: the default one and
+/// those of the catalog.
+fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(), String> {
+    let n = shared.executors;
+    let dbs = shared.config.read().databases();
+    let mut mine: Vec<Tenant> = Vec::new();
+    if owner_of(TenantId::DEFAULT, n) == idx {
+        mine.push(Tenant::new(TenantId::DEFAULT, "default", dbs));
+    }
+    for spec in shared.catalog.tenants() {
+        if owner_of(spec.id, n) == idx {
+            let mut t = Tenant::new(spec.id, &spec.name, dbs);
+            t.limit = Some(crate::tenant::MemLimit {
+                maxmemory: spec.maxmemory,
+                policy: spec.policy,
+            });
+            mine.push(t);
+        }
+    }
+    for mut t in mine {
+        {
+            // What loading allocates is the tenant's.
+            let _in = crate::alloc::enter(&t.mem);
+            crate::persist::startup(&mut t, shared).map_err(|e| {
+                if t.is_customer() {
+                    format!("tenant {} (id {}): {e}", t.name, t.id.0)
+                } else {
+                    e
+                }
+            })?;
+        }
+        tenants.borrow_mut().insert(t.id, Rc::new(RefCell::new(t)));
+    }
+    Ok(())
+}
+
+fn start_conn(
+    s: TcpStream,
+    tenant: TenantId,
+    carry: Option<crate::conn::Carry>,
+    tenants: &Tenants,
+    shared: &Arc<Shared>,
+) {
     let t = tenants.borrow().get(&tenant).cloned();
     match t {
         Some(t) => {
-            tokio::task::spawn_local(crate::conn::serve(s, t, shared.clone()));
+            let serve = crate::conn::serve(s, t.clone(), shared.clone(), carry);
+            t.borrow().spawn(serve);
         }
         None => tracing::error!("no tenant {:?} on this executor", tenant),
     }
 }
 
-async fn accept_loop(
-    idx: usize,
-    listener: TcpListener,
-    tenants: Tenants,
-    shared: Arc<Shared>,
-    peers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
-) {
+async fn accept_loop(idx: usize, listener: TcpListener, tenants: Tenants, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown_rx();
     loop {
         let accepted = tokio::select! {
@@ -332,14 +366,14 @@ async fn accept_loop(
         let tenant = TenantId::DEFAULT;
         let owner = owner_of(tenant, shared.executors);
         if owner == idx {
-            start_conn(stream, tenant, &tenants, &shared);
+            start_conn(stream, tenant, None, &tenants, &shared);
         } else {
             match stream.into_std() {
-                Ok(s) => {
-                    if peers[owner].send(s).is_err() {
-                        tracing::warn!("executor {owner} is gone");
-                    }
-                }
+                Ok(s) => shared.handoff(Handoff {
+                    stream: s,
+                    tenant,
+                    carry: None,
+                }),
                 Err(e) => tracing::warn!("handoff: {e}"),
             }
         }
@@ -383,7 +417,7 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             if t.persist.enabled {
                 // CONFIG SET dir / dbfilename: later snapshots go there (the
                 // log's directory is fixed at start, as in Redis).
-                t.persist.dir = std::path::PathBuf::from(c.dir());
+                t.persist.dir = t.data_dir(&c.dir());
                 t.persist.dbfilename = c.dbfilename();
             }
             (

@@ -131,6 +131,12 @@ pub struct Shared {
     shutdown_tx: watch::Sender<bool>,
     /// SHUTDOWN SAVE (1) / NOSAVE (2) / default (0).
     shutdown_save: std::sync::atomic::AtomicU8,
+    /// The tenants this server holds (besides the default one).
+    pub catalog: crate::catalog::Catalog,
+    /// Where to send a connection that moves to another tenant: one sender
+    /// per executor (set once by `Server::start`).
+    pub handoffs:
+        std::sync::OnceLock<Vec<tokio::sync::mpsc::UnboundedSender<crate::executor::Handoff>>>,
 }
 
 impl Shared {
@@ -157,7 +163,29 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown_tx: watch::channel(false).0,
             shutdown_save: std::sync::atomic::AtomicU8::new(0),
+            catalog: crate::catalog::Catalog::default(),
+            handoffs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends a connection to the executor that owns its tenant.
+    pub fn handoff(&self, h: crate::executor::Handoff) {
+        let owner = crate::executor::owner_of(h.tenant, self.executors);
+        match self.handoffs.get().and_then(|v| v.get(owner)) {
+            Some(tx) => {
+                if tx.send(h).is_err() {
+                    tracing::warn!("executor {owner} is gone");
+                }
+            }
+            None => tracing::warn!("no executor {owner} to hand a connection to"),
+        }
+    }
+
+    /// Whether a new connection starts authenticated (as the default user
+    /// without a password). Never with a tenant catalog: every customer
+    /// logs in to their database, and the default tenant is the operator's.
+    pub fn default_open(&self) -> bool {
+        self.catalog.is_empty() && self.users.read().default_is_open()
     }
 
     pub fn next_client_id(&self) -> u64 {

@@ -106,6 +106,18 @@ pub struct Tenant {
     pub lfu: Option<(u32, u32)>,
     /// Keys written since blocked clients were last served.
     pub ready_keys: Vec<(usize, Vec<u8>)>,
+    /// Memory charged to this tenant (see `alloc`).
+    pub mem: std::sync::Arc<crate::alloc::Account>,
+    /// The plan's memory limit, when it has one (else the server's own
+    /// `maxmemory` applies, against the whole process's memory).
+    pub limit: Option<MemLimit>,
+}
+
+/// A tenant's own memory limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemLimit {
+    pub maxmemory: u64,
+    pub policy: crate::evict::Policy,
 }
 
 /// LATENCY samples of one event.
@@ -143,6 +155,58 @@ impl Tenant {
             blocked_keys: Default::default(),
             ready_keys: Vec::new(),
             lfu: None,
+            mem: Default::default(),
+            limit: None,
+        }
+    }
+
+    /// Whether this is a customer's database (not the server's own default
+    /// tenant): commands scoped `Denied` are refused to it.
+    pub fn is_customer(&self) -> bool {
+        self.id != TenantId::DEFAULT
+    }
+
+    /// Where this tenant's files live under the server's `dir`: the
+    /// default tenant directly in it (as redis-server), others in
+    /// `tenants/<id>/` (ids never change, names may).
+    pub fn data_dir(&self, base: &str) -> std::path::PathBuf {
+        let base = std::path::Path::new(base);
+        if self.is_customer() {
+            base.join("tenants").join(self.id.0.to_string())
+        } else {
+            base.to_path_buf()
+        }
+    }
+
+    /// Spawns one of this tenant's tasks on the current executor, its work
+    /// charged to the tenant's memory account (the task cell is not).
+    pub fn spawn<F: std::future::Future + 'static>(&self, fut: F) {
+        let f = crate::alloc::scoped(&self.mem, fut);
+        crate::alloc::unscoped(|| {
+            tokio::task::spawn_local(f);
+        });
+    }
+
+    /// The memory limit that applies to this tenant (its plan's, else the
+    /// server's `maxmemory`) and what counts against it: the tenant's
+    /// account, or (None) the whole process as in redis-server.
+    pub fn memory_limits(
+        &self,
+        global: &crate::evict::Limits,
+    ) -> (
+        crate::evict::Limits,
+        Option<std::sync::Arc<crate::alloc::Account>>,
+    ) {
+        match self.limit {
+            Some(l) if l.maxmemory > 0 => (
+                crate::evict::Limits {
+                    maxmemory: l.maxmemory,
+                    policy: l.policy,
+                    ..*global
+                },
+                Some(self.mem.clone()),
+            ),
+            _ => (*global, None),
         }
     }
 

@@ -44,7 +44,11 @@ pub fn resetstat(ctx: &mut Ctx) {
     let slots = ctx.t.stats.commands.len();
     ctx.t.stats = Default::default();
     ctx.t.stats.commands.resize(slots, Default::default());
-    ctx.shared.reset_stats();
+    // The server-wide counters are the operator's: a customer resets only
+    // their own database's.
+    if !ctx.t.is_customer() {
+        ctx.shared.reset_stats();
+    }
     ctx.out.ok();
 }
 

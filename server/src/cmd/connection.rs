@@ -1,10 +1,12 @@
 //! Connection commands: PING, ECHO, QUIT, RESET, AUTH, HELLO, SELECT and
 //! the ACL basics.
 
+use super::server::Suspend;
 use super::{errors, Ctx};
 use crate::acl::User;
 use crate::client::{valid_client_name, ReplyMode};
 use crate::shared::REDIS_VERSION;
+use crate::tenant::TenantId;
 use crate::util::parse_i64;
 
 pub fn ping(ctx: &mut Ctx) {
@@ -51,7 +53,7 @@ pub fn reset(ctx: &mut Ctx) {
         let id = ctx.s.info.id;
         ctx.t.monitors.retain(|m| m.id != id);
     }
-    let open = ctx.shared.users.read().default_is_open();
+    let open = ctx.shared.default_open();
     ctx.s.authenticated = open;
     set_user(ctx, "default");
     ctx.out.simple("RESET");
@@ -61,27 +63,30 @@ pub fn reset(ctx: &mut Ctx) {
 fn set_user(ctx: &mut Ctx, user: &str) {
     ctx.s.user = user.to_string();
     *ctx.s.info.user.borrow_mut() = user.to_string();
-    let users = ctx.shared.users.read();
-    ctx.s.unrestricted = users
-        .users
-        .get(user)
-        .is_some_and(|u| u.all_commands && u.cmd_rules.is_empty() && u.all_keys && u.all_channels);
+    ctx.s.unrestricted = ctx.shared.users.read().is_unrestricted(user);
 }
 
-/// Authenticates; on failure replies WRONGPASS and returns false.
-fn authenticate(ctx: &mut Ctx, user: &[u8], pw: &[u8]) -> bool {
+/// Authenticates; on failure replies WRONGPASS and returns false. `user`
+/// is None for `AUTH <password>`. A database's token logs the connection in
+/// to that tenant (`AUTH <token>`, `AUTH default <token>`, `AUTH <db-name>
+/// <token>`); otherwise the server's own ACL users log in to the default
+/// tenant.
+fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
+    if let Some(to) = ctx.shared.catalog.authenticate(user, pw).map(|t| t.id) {
+        return login(ctx, to, None);
+    }
+    let with_catalog = !ctx.shared.catalog.is_empty();
     let ok = ctx
         .shared
         .users
         .read()
-        .authenticate(user, pw)
+        .authenticate(user.unwrap_or(b"default"), pw)
+        // With tenants, a user without a password would let any wrong
+        // token in as the operator: only passwords count.
+        .filter(|u| !(with_catalog && u.nopass))
         .map(|u| u.name.clone());
     match ok {
-        Some(name) => {
-            ctx.s.authenticated = true;
-            set_user(ctx, &name);
-            true
-        }
+        Some(name) => login(ctx, TenantId::DEFAULT, Some(&name)),
         None => {
             ctx.error(errors::WRONGPASS);
             false
@@ -89,17 +94,46 @@ fn authenticate(ctx: &mut Ctx, user: &[u8], pw: &[u8]) -> bool {
     }
 }
 
+/// Logs the session in to tenant `to`, as the server's ACL user `user` or
+/// (None) as a database's own all-powerful `default` user; moves the
+/// connection after this reply when `to` is not the tenant it is on.
+fn login(ctx: &mut Ctx, to: TenantId, user: Option<&str>) -> bool {
+    if to != ctx.t.id {
+        let busy = ctx.s.in_exec
+            || ctx.s.multi.is_some()
+            || ctx.s.monitor
+            || !ctx.s.channels.is_empty()
+            || !ctx.s.patterns.is_empty()
+            || !ctx.s.shard_channels.is_empty();
+        if busy {
+            ctx.err("AUTH to another database is not allowed in a transaction, while subscribed or in MONITOR");
+            return false;
+        }
+        ctx.suspend = Some(Suspend::Switch(to));
+    }
+    ctx.s.authenticated = true;
+    match user {
+        Some(name) => set_user(ctx, name),
+        None => {
+            ctx.s.user = "default".to_string();
+            *ctx.s.info.user.borrow_mut() = "default".to_string();
+            ctx.s.unrestricted = true;
+        }
+    }
+    true
+}
+
 pub fn auth(ctx: &mut Ctx) {
     if ctx.args.len() > 3 {
         return ctx.syntax_error();
     }
-    let (user, pw): (&[u8], &[u8]) = if ctx.args.len() == 2 {
-        if ctx.shared.users.read().default_is_open() {
+    let (user, pw): (Option<&[u8]>, &[u8]) = if ctx.args.len() == 2 {
+        if ctx.shared.default_open() {
             return ctx.err("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
         }
-        (b"default", ctx.args[1])
+        (None, ctx.args[1])
     } else {
-        (ctx.args[1], ctx.args[2])
+        (Some(ctx.args[1]), ctx.args[2])
     };
     if authenticate(ctx, user, pw) {
         ctx.out.ok();
@@ -146,7 +180,7 @@ pub fn hello(ctx: &mut Ctx) {
         j += 1;
     }
     if let Some((u, p)) = creds {
-        if !authenticate(ctx, u, p) {
+        if !authenticate(ctx, Some(u), p) {
             return;
         }
     }

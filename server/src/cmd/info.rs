@@ -131,11 +131,21 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             );
         }
         "memory" => {
-            let used = alloc::allocated() as u64;
-            let peak = alloc::peak().max(used as usize) as u64;
-            let rss = alloc::rss_bytes();
             let cfg = sh.config.read();
-            let maxmemory = cfg.maxmemory();
+            // A database with its own plan limit sees its own memory and
+            // limit; the default tenant sees the process, as in Redis.
+            let (used, peak, maxmemory, policy) = match ctx.t.limit {
+                Some(l) if l.maxmemory > 0 => {
+                    let used = ctx.t.mem.used();
+                    (used, used, l.maxmemory, l.policy.name().to_string())
+                }
+                _ => {
+                    let used = alloc::allocated() as u64;
+                    let peak = alloc::peak().max(used as usize) as u64;
+                    (used, peak, cfg.maxmemory(), cfg.maxmemory_policy())
+                }
+            };
+            let rss = alloc::rss_bytes();
             let dataset = ctx
                 .t
                 .ks
@@ -154,7 +164,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 used.saturating_sub(dataset),
                 alloc::total_system_memory(),
                 human(maxmemory),
-                cfg.maxmemory_policy(),
+                policy,
                 if used > 0 { rss as f64 / used as f64 } else { 0.0 },
                 ctx.t.log.backlog_len(),
             );

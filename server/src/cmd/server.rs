@@ -13,6 +13,9 @@ pub enum Suspend {
     /// Blocked on keys until served (reply arrives on the push queue) or
     /// the deadline (0 = never), when it replies a null array.
     Blocked { deadline_ms: i64 },
+    /// AUTH logged in to another tenant: the connection moves there after
+    /// this reply.
+    Switch(crate::tenant::TenantId),
 }
 
 pub fn dbsize(ctx: &mut Ctx) {

@@ -358,9 +358,9 @@ static CLIENT_SUBS: &[CommandSpec] = &[
 #[rustfmt::skip]
 static ACL_SUBS: &[CommandSpec] = &[
     cmd!("whoami", 2, "noscript loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Return the name of the user associated to the current connection", connection::acl_whoami),
-    cmd!("list", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "List the current ACL rules in ACL config file format", connection::acl_list),
-    cmd!("users", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "List the username of all the configured ACL rules", connection::acl_users),
-    cmd!("setuser", -3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "Modify or create the rules for a specific ACL user", connection::acl_setuser),
+    cmd!("list", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.0.0", "List the current ACL rules in ACL config file format", connection::acl_list),
+    cmd!("users", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.0.0", "List the username of all the configured ACL rules", connection::acl_users),
+    cmd!("setuser", -3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.0.0", "Modify or create the rules for a specific ACL user", connection::acl_setuser),
     cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Show helpful text about the different subcommands", connection::acl_help),
 ];
 

@@ -1,7 +1,7 @@
 //! Start-up: load the snapshot (or the log's base) and replay the log's
 //! segments, repairing a torn tail and refusing corruption.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -153,8 +153,12 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     let cfg = shared.config.read().clone();
     let set = shared.settings();
     let th = codec::Thresholds::from_settings(&set);
+    let dir = t.data_dir(&cfg.dir());
+    if t.is_customer() {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let p = &mut t.persist;
-    p.dir = PathBuf::from(cfg.dir());
+    p.dir = dir;
     p.aof_root = p.dir.clone();
     p.dbfilename = cfg.dbfilename();
     p.appenddirname = cfg.appenddirname();
@@ -184,6 +188,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
                 ));
                 let mut session = crate::client::Session::new(info, true);
                 session.unrestricted = true;
+                session.replaying = true;
                 for (name, _) in &m.incrs {
                     let path = dir.join(name);
                     if !path.exists() {

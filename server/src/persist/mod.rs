@@ -328,7 +328,7 @@ pub fn kick(tenant: &std::rc::Rc<std::cell::RefCell<Tenant>>) {
         }
     };
     if start {
-        tokio::task::spawn_local(run_job(tenant.clone()));
+        tenant.borrow().spawn(run_job(tenant.clone()));
     }
 }
 

@@ -1,0 +1,272 @@
+//! The tenant catalog: which databases this server holds, how their clients
+//! prove who they are, and each one's plan limits.
+//!
+//! Standalone servers read it from `tenants-file` (one tenant per line, as
+//! Redis reads an ACL file); the cluster will feed the same structure from
+//! its gossiped catalog table. Tokens are kept only as SHA-256 digests: a
+//! token is random (at least 128 bits), so a fast hash is enough, and a slow
+//! KDF would make AUTH a denial-of-service lever.
+//!
+//! ```text
+//! # tenant <name> id=<n> (token=<secret> | token-sha256=<hex>)... [maxmemory=<size>] [maxmemory-policy=<policy>]
+//! tenant shop id=1 token-sha256=9f86d0...  maxmemory=64mb maxmemory-policy=allkeys-lru
+//! ```
+//!
+//! Two tokens may be valid at once (rotation: the old one stays until every
+//! app has the new REDIS_URL).
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+use crate::evict::Policy;
+use crate::tenant::TenantId;
+
+/// One tenant's entry.
+#[derive(Clone, Debug)]
+pub struct TenantSpec {
+    pub id: TenantId,
+    pub name: String,
+    pub token_sha256: Vec<[u8; 32]>,
+    /// Plan memory limit in bytes (0 = only the server's own `maxmemory`).
+    pub maxmemory: u64,
+    pub policy: Policy,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("tenants file line {line}: {msg}")]
+pub struct CatalogError {
+    pub line: usize,
+    pub msg: String,
+}
+
+/// Every tenant this server knows, by id, name and token digest.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    tenants: Vec<TenantSpec>,
+    by_token: HashMap<[u8; 32], usize>,
+}
+
+/// SHA-256 of a token, as the catalog keeps it.
+pub fn token_digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n != "default"
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+const POLICIES: &[&str] = &[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+];
+
+impl Catalog {
+    /// Parses a tenants file's text.
+    pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        let mut cat = Catalog::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let err = |msg: String| CatalogError { line, msg };
+            let l = raw.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            let mut words = l.split_whitespace();
+            if words.next() != Some("tenant") {
+                return Err(err(
+                    "expected 'tenant <name> id=<n> token-sha256=<hex> ...'".into(),
+                ));
+            }
+            let name = words.next().unwrap_or_default();
+            if !valid_name(name) {
+                return Err(err(format!(
+                    "invalid tenant name '{name}' (1-63 of a-z 0-9 - _, not 'default')"
+                )));
+            }
+            let mut spec = TenantSpec {
+                id: TenantId::DEFAULT,
+                name: name.to_string(),
+                token_sha256: Vec::new(),
+                maxmemory: 0,
+                policy: Policy::NoEviction,
+            };
+            for w in words {
+                let (k, v) = w
+                    .split_once('=')
+                    .ok_or_else(|| err(format!("expected key=value, got '{w}'")))?;
+                match k {
+                    "id" => match v.parse::<u64>() {
+                        Ok(n) if n > 0 => spec.id = TenantId(n),
+                        _ => return Err(err(format!("invalid id '{v}' (a positive integer)"))),
+                    },
+                    "token" if v.len() >= 16 => spec.token_sha256.push(token_digest(v.as_bytes())),
+                    "token" => return Err(err("a token must be at least 16 characters".into())),
+                    "token-sha256" => match parse_hex32(v) {
+                        Some(d) => spec.token_sha256.push(d),
+                        None => return Err(err(format!("invalid token-sha256 '{v}'"))),
+                    },
+                    "maxmemory" => match crate::config::memtoull(v) {
+                        Some(n) => spec.maxmemory = n,
+                        None => return Err(err(format!("invalid maxmemory '{v}'"))),
+                    },
+                    "maxmemory-policy" if POLICIES.contains(&v) => spec.policy = Policy::parse(v),
+                    "maxmemory-policy" => {
+                        return Err(err(format!("invalid maxmemory-policy '{v}'")))
+                    }
+                    _ => return Err(err(format!("unknown setting '{k}'"))),
+                }
+            }
+            if spec.id == TenantId::DEFAULT {
+                return Err(err(format!("tenant '{name}' has no id")));
+            }
+            if spec.token_sha256.is_empty() {
+                return Err(err(format!("tenant '{name}' has no token")));
+            }
+            if cat
+                .tenants
+                .iter()
+                .any(|t| t.id == spec.id || t.name == spec.name)
+            {
+                return Err(err(format!("duplicate tenant name or id '{name}'")));
+            }
+            for d in &spec.token_sha256 {
+                if cat.by_token.insert(*d, cat.tenants.len()).is_some() {
+                    return Err(err("a token is shared by two tenants".into()));
+                }
+            }
+            cat.tenants.push(spec);
+        }
+        Ok(cat)
+    }
+
+    /// Reads `path` (an empty path is an empty catalog).
+    pub fn load(path: &str) -> Result<Catalog, String> {
+        if path.is_empty() {
+            return Ok(Catalog::default());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        Catalog::parse(&text).map_err(|e| format!("{path}: {e}"))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    pub fn tenants(&self) -> &[TenantSpec] {
+        &self.tenants
+    }
+
+    pub fn get(&self, id: TenantId) -> Option<&TenantSpec> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// The tenant a client logs in to: `AUTH <token>`, `AUTH default
+    /// <token>` or `AUTH <db-name> <token>` (`user` None for the first).
+    pub fn authenticate(&self, user: Option<&[u8]>, token: &[u8]) -> Option<&TenantSpec> {
+        let t = &self.tenants[*self.by_token.get(&token_digest(token))?];
+        match user {
+            None | Some(b"default") => Some(t),
+            Some(u) if u == t.name.as_bytes() => Some(t),
+            Some(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "
+# two databases
+tenant shop id=1 token=shop-secret-0123456 maxmemory=1mb maxmemory-policy=allkeys-lru
+tenant blog id=7 token-sha256=0000000000000000000000000000000000000000000000000000000000000000 token=blog-secret-0123456
+";
+
+    #[test]
+    fn parses_and_authenticates() {
+        let c = Catalog::parse(FILE).unwrap();
+        assert_eq!(c.tenants().len(), 2);
+        let shop = c.get(TenantId(1)).unwrap();
+        assert_eq!(shop.maxmemory, 1024 * 1024);
+        assert_eq!(shop.policy, Policy::AllkeysLru);
+        let blog = c.get(TenantId(7)).unwrap();
+        assert_eq!(blog.token_sha256.len(), 2, "rotation: two valid tokens");
+        assert_eq!(blog.maxmemory, 0);
+        let id = |u: Option<&[u8]>, p: &[u8]| c.authenticate(u, p).map(|t| t.id);
+        assert_eq!(id(None, b"shop-secret-0123456"), Some(TenantId(1)));
+        assert_eq!(
+            id(Some(b"default"), b"blog-secret-0123456"),
+            Some(TenantId(7))
+        );
+        assert_eq!(id(Some(b"blog"), b"blog-secret-0123456"), Some(TenantId(7)));
+        assert_eq!(
+            id(Some(b"shop"), b"blog-secret-0123456"),
+            None,
+            "name must match"
+        );
+        assert_eq!(id(None, b"wrong"), None);
+        assert_eq!(id(None, b""), None);
+    }
+
+    #[test]
+    fn rejects_bad_lines_with_their_number() {
+        for (text, needle) in [
+            (
+                "tenant Shop id=1 token=0123456789abcdef",
+                "invalid tenant name",
+            ),
+            (
+                "tenant default id=1 token=0123456789abcdef",
+                "invalid tenant name",
+            ),
+            ("tenant a id=0 token=0123456789abcdef", "invalid id"),
+            ("tenant a token=0123456789abcdef", "has no id"),
+            ("tenant a id=1", "has no token"),
+            ("tenant a id=1 token=short", "at least 16"),
+            ("tenant a id=1 token-sha256=zz", "invalid token-sha256"),
+            (
+                "tenant a id=1 token=0123456789abcdef maxmemory=lots",
+                "invalid maxmemory",
+            ),
+            (
+                "tenant a id=1 token=0123456789abcdef maxmemory-policy=lru",
+                "invalid maxmemory-policy",
+            ),
+            (
+                "tenant a id=1 token=0123456789abcdef colour=red",
+                "unknown setting",
+            ),
+            ("tenant a id=1 token=0123456789abcdef noequals", "key=value"),
+            ("user a on", "expected 'tenant"),
+        ] {
+            let e = Catalog::parse(&format!("# x\n{text}")).unwrap_err();
+            assert_eq!(e.line, 2, "{text}");
+            assert!(e.msg.contains(needle), "{text}: {}", e.msg);
+        }
+        let dup = "tenant a id=1 token=0123456789abcdef\ntenant b id=1 token=0123456789abcdeg";
+        assert!(Catalog::parse(dup).unwrap_err().msg.contains("duplicate"));
+        let shared = "tenant a id=1 token=0123456789abcdef\ntenant b id=2 token=0123456789abcdef";
+        assert!(Catalog::parse(shared).unwrap_err().msg.contains("shared"));
+    }
+}
