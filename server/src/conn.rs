@@ -290,6 +290,7 @@ async fn run(
                 }
             }
         }
+        crate::busypoll::activity();
         // Drop consumed input; the parser's ranges are relative to it.
         let consumed = parser.consumed();
         if consumed > 0 {

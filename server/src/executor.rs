@@ -242,6 +242,7 @@ fn executor_main(
         for t in tenants.borrow().values() {
             t.borrow().spawn(cron(t.clone(), shared.clone()));
         }
+        tokio::task::spawn_local(crate::busypoll::run(shared.clone()));
         for l in listeners {
             match TcpListener::from_std(l) {
                 Ok(l) => {

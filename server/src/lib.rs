@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod alloc;
 pub mod blocking;
+pub mod busypoll;
 pub mod catalog;
 pub mod client;
 pub mod cmd;
