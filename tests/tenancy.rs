@@ -13,7 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{anykv_bin, start_anykv_with, RespConn, ServerProcess, Value};
+use common::{anykv_bin, poll_every, start_anykv_with, RespConn, ServerProcess, Value};
 
 const SHOP_TOKEN: &str = "shop-token-5a1b9c2d7e";
 const BLOG_TOKEN: &str = "blog-token-8f3e6d4c1a";
@@ -319,10 +319,48 @@ fn databases_cannot_run_the_servers_commands() {
             "{args:?}: {e}"
         );
     }
-    // Reading settings and the database's own view are allowed.
+    // Reading settings and the database's own view are allowed, but not
+    // the operator's secrets or paths.
     match call(&mut c, &["CONFIG", "GET", "maxmemory-policy"]) {
-        Value::Array(v) => assert_eq!(v.len(), 2),
+        Value::Array(v) => assert_eq!(
+            v,
+            [
+                Value::Bulk(b"maxmemory-policy".to_vec()),
+                Value::Bulk(b"allkeys-lru".to_vec())
+            ]
+        ),
         other => panic!("CONFIG GET: {other:?}"),
+    }
+    match call(&mut c, &["CONFIG", "GET", "*"]) {
+        Value::Array(v) => {
+            let names: Vec<&Value> = v.iter().step_by(2).collect();
+            assert!(names.len() > 50, "{} settings", names.len());
+            for secret in ["requirepass", "dir", "tenants-file", "masterauth"] {
+                assert!(
+                    !names.contains(&&Value::Bulk(secret.as_bytes().to_vec())),
+                    "{secret} shown"
+                );
+            }
+        }
+        other => panic!("CONFIG GET *: {other:?}"),
+    }
+    // Exact names in any case, as clients may spell them.
+    for name in [
+        "REQUIREPASS",
+        "requirepass",
+        "Dir",
+        "TENANTS-FILE",
+        "masterAuth",
+    ] {
+        assert_eq!(
+            call(&mut c, &["CONFIG", "GET", name]),
+            Value::Array(vec![]),
+            "{name}"
+        );
+    }
+    match call(&mut c, &["CONFIG", "GET", "MAXMEMORY"]) {
+        Value::Array(v) => assert_eq!(v[1], Value::Bulk(b"4194304".to_vec())),
+        other => panic!("CONFIG GET MAXMEMORY: {other:?}"),
     }
     assert_eq!(info_field(&mut c, "memory", "maxmemory"), 4 * 1024 * 1024);
     assert!(bulk(&mut c, &["INFO", "memory"])
@@ -333,6 +371,14 @@ fn databases_cannot_run_the_servers_commands() {
     ok(&mut admin, &["AUTH", ADMIN_PW]);
     ok(&mut admin, &["CONFIG", "SET", "maxmemory-samples", "7"]);
     ok(&mut admin, &["DEBUG", "SLEEP", "0"]);
+    // Server settings the operator changes reach every database.
+    ok(&mut admin, &["CONFIG", "SET", "repl-backlog-size", "32768"]);
+    poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        "shop's backlog resized",
+        || (info_field(&mut c, "replication", "repl_backlog_size") == 32768).then_some(()),
+    );
 }
 
 const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
@@ -371,9 +417,6 @@ fn each_database_has_its_own_memory_limit() {
     assert!(info_field(&mut shop, "stats", "evicted_keys") >= 1000 - kept as u64);
     // (The replication backlog, up to 1 MB of recent writes, is the
     // service's: it shows in used_memory but does not count, as in Redis.)
-    let counted = |c: &mut RespConn| {
-        info_field(c, "memory", "used_memory") - info_field(c, "memory", "repl_backlog_bytes")
-    };
     let used = counted(&mut shop);
     assert!(used <= 4 * 1024 * 1024 + 64 * 1024, "shop uses {used}");
 
@@ -414,6 +457,76 @@ fn each_database_has_its_own_memory_limit() {
             "round {round}: {again} after FLUSHALL, {empty} the first time"
         );
     }
+}
+
+/// Memory counted for a database: used_memory without the replication
+/// backlog (the service's, not counted against the limit).
+fn counted(c: &mut RespConn) -> u64 {
+    info_field(c, "memory", "used_memory") - info_field(c, "memory", "repl_backlog_bytes")
+}
+
+#[test]
+fn saves_and_restarts_keep_the_accounting() {
+    let dir = Scratch::new("accounting");
+    // Background saves every second after a change, and an fsync per write.
+    let args = [
+        "--save",
+        "1 1",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ];
+    let saved = |c: &mut RespConn| {
+        poll_every(
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+            "a background save",
+            || {
+                (info_field(c, "persistence", "rdb_changes_since_last_save") == 0
+                    && info_field(c, "persistence", "rdb_bgsave_in_progress") == 0)
+                    .then_some(())
+            },
+        )
+    };
+    let full;
+    {
+        let srv = start(&dir, &args);
+        let mut blog = login(&srv, "blog", BLOG_TOKEN);
+        assert_eq!(fill(&mut blog, "b", 100), 0, "1 MB fits in blog's 2 MB");
+        saved(&mut blog);
+        full = counted(&mut blog);
+        assert!(
+            full > 1000 * 1024,
+            "100 values of 10 KB are counted: {full}"
+        );
+        // More saves and fsync rounds must not add to the count: the
+        // snapshot's blocks and the log's messages are freed in blog's
+        // account by the helper threads.
+        for round in 0..3 {
+            for i in 0..200 {
+                assert_eq!(int(&mut blog, &["INCR", &format!("n{i}")]), round + 1);
+            }
+            saved(&mut blog);
+        }
+        let after = counted(&mut blog);
+        assert!(
+            after < full + 128 * 1024,
+            "{full} before saves, {after} after"
+        );
+    }
+    // After a restart (SIGKILL, then the log and snapshot are loaded) the
+    // data counts again, so the limit still holds.
+    let srv = start(&dir, &args);
+    let mut blog = login(&srv, "blog", BLOG_TOKEN);
+    assert_eq!(int(&mut blog, &["DBSIZE"]), 300);
+    let loaded = counted(&mut blog);
+    assert!(
+        loaded > full * 3 / 4,
+        "loaded data counted: {loaded} (was {full})"
+    );
+    let more = 150 - fill(&mut blog, "m", 150);
+    assert!(more < 120, "{more} more 10 KB values fit after the restart");
 }
 
 #[test]

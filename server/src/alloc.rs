@@ -6,7 +6,7 @@
 //!
 //! Besides the process total, every byte is also charged to the *account*
 //! of the tenant whose work is running on the thread (see [`Scoped`] and
-//! [`enter`]): that is what per-tenant `maxmemory` compares against. The
+//! [`with_account`]): that is what per-tenant `maxmemory` compares against. The
 //! attribution is by scope, not per allocation (a tag per allocation
 //! would cost memory on every small value), so it is exact only while
 //! memory is freed in the scope that allocated it. Tenant tasks keep that
@@ -52,41 +52,42 @@ fn charge(delta: isize) {
     let _ = SCOPE.try_with(|s| {
         let p = s.get();
         if !p.is_null() {
-            // SAFETY: SCOPE holds a non-null pointer only between `enter`
-            // and the drop of its `Entered` guard, which keeps an `Arc` to
-            // the account alive for that whole time; guards restore the
-            // previous pointer in LIFO order (they are not Send and live on
-            // this thread's stack or inside a `Scoped` poll).
+            // SAFETY: SCOPE is non-null only inside `with_account`, whose
+            // stack frame holds an `Arc` to the account for as long as the
+            // pointer is installed; scopes are entered and left only through
+            // closures (`with_account`, `unscoped`), so they nest strictly
+            // and each restores, even on unwind, a pointer whose frame is
+            // still alive.
             unsafe { (*p).bytes.fetch_add(delta, Relaxed) };
         }
     });
 }
 
-/// While alive, this thread's allocations are charged to an account.
-pub struct Entered {
-    prev: *const Account,
-    _acct: Arc<Account>,
-}
+/// Puts back the scope that was current when it was made (also when a
+/// panic unwinds). Private: only the closure APIs below create it, which
+/// is what keeps scopes strictly nested.
+struct Restore(*const Account);
 
-/// Charges this thread's allocations to `acct` until the guard drops.
-pub fn enter(acct: &Arc<Account>) -> Entered {
-    let acct = acct.clone();
-    let prev = SCOPE.with(|s| s.replace(Arc::as_ptr(&acct)));
-    Entered { prev, _acct: acct }
-}
-
-impl Drop for Entered {
+impl Drop for Restore {
     fn drop(&mut self) {
-        let _ = SCOPE.try_with(|s| s.set(self.prev));
+        let _ = SCOPE.try_with(|s| s.set(self.0));
     }
+}
+
+/// Runs `f` with this thread's allocations charged to `acct`.
+pub fn with_account<R>(acct: &Arc<Account>, f: impl FnOnce() -> R) -> R {
+    let keep = acct.clone();
+    let _restore = Restore(SCOPE.with(|s| s.replace(Arc::as_ptr(&keep))));
+    let r = f();
+    drop(_restore);
+    drop(keep);
+    r
 }
 
 /// Runs `f` with no account charged (for memory that crosses scopes).
 pub fn unscoped<R>(f: impl FnOnce() -> R) -> R {
-    let prev = SCOPE.with(|s| s.replace(std::ptr::null()));
-    let r = f();
-    let _ = SCOPE.try_with(|s| s.set(prev));
-    r
+    let _restore = Restore(SCOPE.with(|s| s.replace(std::ptr::null())));
+    f()
 }
 
 pin_project_lite::pin_project! {
@@ -115,8 +116,8 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let _in = enter(this.acct);
-        this.fut.poll(cx)
+        let fut = this.fut;
+        with_account(this.acct, || fut.poll(cx))
     }
 }
 
@@ -230,21 +231,23 @@ mod tests {
         let b = Arc::new(Account::default());
         // The library's tests run without the counting allocator: charge
         // by hand to check the bookkeeping of the scope pointer.
-        {
-            let _ga = enter(&a);
+        with_account(&a, || {
             charge(10);
-            {
-                let _gb = enter(&b);
+            with_account(&b, || {
                 charge(5);
                 unscoped(|| charge(100));
-            }
+            });
             charge(-3);
-        }
+        });
         charge(1000);
         assert_eq!(a.used(), 7);
         assert_eq!(b.used(), 5);
-        let _gb = enter(&b);
-        charge(-50);
+        with_account(&b, || charge(-50));
         assert_eq!(b.used(), 0, "a negative balance reads as zero");
+        // A panic inside a scope still restores the outer one.
+        let r = std::panic::catch_unwind(|| with_account(&a, || -> () { panic!("x") }));
+        assert!(r.is_err());
+        charge(1000);
+        assert_eq!(a.used(), 7, "no scope left installed after the panic");
     }
 }

@@ -27,9 +27,11 @@ pub struct TenantSpec {
     pub id: TenantId,
     pub name: String,
     pub token_sha256: Vec<[u8; 32]>,
-    /// Plan memory limit in bytes (0 = only the server's own `maxmemory`).
+    /// Plan memory limit in bytes (0: the server's `maxmemory`, applied to
+    /// this database's own memory).
     pub maxmemory: u64,
-    pub policy: Policy,
+    /// Plan eviction policy (None: the server's `maxmemory-policy`).
+    pub policy: Option<Policy>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -109,7 +111,7 @@ impl Catalog {
                 name: name.to_string(),
                 token_sha256: Vec::new(),
                 maxmemory: 0,
-                policy: Policy::NoEviction,
+                policy: None,
             };
             for w in words {
                 let (k, v) = w
@@ -130,7 +132,9 @@ impl Catalog {
                         Some(n) => spec.maxmemory = n,
                         None => return Err(err(format!("invalid maxmemory '{v}'"))),
                     },
-                    "maxmemory-policy" if POLICIES.contains(&v) => spec.policy = Policy::parse(v),
+                    "maxmemory-policy" if POLICIES.contains(&v) => {
+                        spec.policy = Some(Policy::parse(v))
+                    }
                     "maxmemory-policy" => {
                         return Err(err(format!("invalid maxmemory-policy '{v}'")))
                     }
@@ -209,10 +213,10 @@ tenant blog id=7 token-sha256=00000000000000000000000000000000000000000000000000
         assert_eq!(c.tenants().len(), 2);
         let shop = c.get(TenantId(1)).unwrap();
         assert_eq!(shop.maxmemory, 1024 * 1024);
-        assert_eq!(shop.policy, Policy::AllkeysLru);
+        assert_eq!(shop.policy, Some(Policy::AllkeysLru));
         let blog = c.get(TenantId(7)).unwrap();
         assert_eq!(blog.token_sha256.len(), 2, "rotation: two valid tokens");
-        assert_eq!(blog.maxmemory, 0);
+        assert_eq!((blog.maxmemory, blog.policy), (0, None));
         let id = |u: Option<&[u8]>, p: &[u8]| c.authenticate(u, p).map(|t| t.id);
         assert_eq!(id(None, b"shop-secret-0123456"), Some(TenantId(1)));
         assert_eq!(

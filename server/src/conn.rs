@@ -65,7 +65,9 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (addr, laddr) = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(a), Ok(l)) => (a, l),
-        _ => return,
+        // Gone already: what came from elsewhere is freed outside the
+        // tenant's account, as it was allocated (see alloc.rs).
+        _ => return crate::alloc::unscoped(|| drop((stream, carry))),
     };
     let fd = {
         use std::os::fd::AsRawFd;

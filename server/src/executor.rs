@@ -236,6 +236,9 @@ fn executor_main(
         let loaded = load_tenants(idx, &tenants, &shared);
         let failed = loaded.is_err();
         let _ = ready.send(loaded);
+        // Let go at once: Server::start counts replies until every sender
+        // is gone, so an executor that dies must not hold one.
+        drop(ready);
         if failed {
             return;
         }
@@ -303,17 +306,17 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
         }
     }
     for mut t in mine {
-        {
-            // What loading allocates is the tenant's.
-            let _in = crate::alloc::enter(&t.mem);
-            crate::persist::startup(&mut t, shared).map_err(|e| {
+        // What loading allocates is the tenant's.
+        let acct = t.mem.clone();
+        crate::alloc::with_account(&acct, || crate::persist::startup(&mut t, shared)).map_err(
+            |e| {
                 if t.is_customer() {
                     format!("tenant {} (id {}): {e}", t.name, t.id.0)
                 } else {
                     e
                 }
-            })?;
-        }
+            },
+        )?;
         tenants.borrow_mut().insert(t.id, Rc::new(RefCell::new(t)));
     }
     Ok(())
@@ -420,6 +423,16 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
                 // log's directory is fixed at start, as in Redis).
                 t.persist.dir = t.data_dir(&c.dir());
                 t.persist.dbfilename = c.dbfilename();
+            }
+            // `repl-backlog-size` from the command line or CONFIG SET (which
+            // sets the caller's tenant at once) reaches every tenant here.
+            if let Some(b) = c
+                .value("repl-backlog-size")
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                if b != t.log.backlog_cap() {
+                    t.log.set_backlog_cap(b);
+                }
             }
             (
                 c.save_params(),

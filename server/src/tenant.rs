@@ -108,16 +108,18 @@ pub struct Tenant {
     pub ready_keys: Vec<(usize, Vec<u8>)>,
     /// Memory charged to this tenant (see `alloc`).
     pub mem: std::sync::Arc<crate::alloc::Account>,
-    /// The plan's memory limit, when it has one (else the server's own
-    /// `maxmemory` applies, against the whole process's memory).
+    /// A customer's plan limits (None for the default tenant, which the
+    /// server's `maxmemory` limits against the whole process, as Redis).
     pub limit: Option<MemLimit>,
 }
 
-/// A tenant's own memory limit.
+/// A customer's memory plan: what is not set falls back to the server's
+/// `maxmemory` / `maxmemory-policy`, applied to the customer's own memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemLimit {
+    /// 0: the server's `maxmemory`.
     pub maxmemory: u64,
-    pub policy: crate::evict::Policy,
+    pub policy: Option<crate::evict::Policy>,
 }
 
 /// LATENCY samples of one event.
@@ -187,9 +189,11 @@ impl Tenant {
         });
     }
 
-    /// The memory limit that applies to this tenant (its plan's, else the
-    /// server's `maxmemory`) and what counts against it: the tenant's
-    /// account, or (None) the whole process as in redis-server.
+    /// The memory limit that applies to this tenant and what counts
+    /// against it. A customer is measured by its own account (one database
+    /// never makes another evict), against its plan or, where the plan says
+    /// nothing, the server's settings; the default tenant (None) by the
+    /// whole process, as in redis-server.
     pub fn memory_limits(
         &self,
         global: &crate::evict::Limits,
@@ -198,15 +202,19 @@ impl Tenant {
         Option<std::sync::Arc<crate::alloc::Account>>,
     ) {
         match self.limit {
-            Some(l) if l.maxmemory > 0 => (
+            Some(l) => (
                 crate::evict::Limits {
-                    maxmemory: l.maxmemory,
-                    policy: l.policy,
+                    maxmemory: if l.maxmemory > 0 {
+                        l.maxmemory
+                    } else {
+                        global.maxmemory
+                    },
+                    policy: l.policy.unwrap_or(global.policy),
                     ..*global
                 },
                 Some(self.mem.clone()),
             ),
-            _ => (*global, None),
+            None => (*global, None),
         }
     }
 

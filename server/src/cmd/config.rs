@@ -2,9 +2,46 @@
 
 use super::Ctx;
 
+/// Settings a customer's database may not read: the operator's secrets,
+/// and where and how the server keeps its files and sockets.
+const HIDDEN_FROM_DATABASES: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "aclfile",
+    "tenants-file",
+    "dir",
+    "dbfilename",
+    "appenddirname",
+    "appendfilename",
+    "logfile",
+    "pidfile",
+    "unixsocket",
+    "metrics-addr",
+    "bind",
+    "bind-source-addr",
+];
+
 pub fn get(ctx: &mut Ctx) {
     let pats: Vec<&[u8]> = ctx.args[2..].to_vec();
-    let pairs = ctx.shared.config.read().get(&pats);
+    let mut pairs = ctx.shared.config.read().get(&pats);
+    if ctx.t.is_customer() {
+        // A database sees its own plan's memory settings, and no secrets.
+        // (Names come back as the client spelled them: compare ignoring case.)
+        pairs.retain(|(k, _)| {
+            !HIDDEN_FROM_DATABASES
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(k))
+        });
+        let (lim, _) = ctx.t.memory_limits(&ctx.set.evict);
+        for (k, v) in pairs.iter_mut() {
+            if k.eq_ignore_ascii_case("maxmemory") {
+                *v = lim.maxmemory.to_string();
+            } else if k.eq_ignore_ascii_case("maxmemory-policy") {
+                *v = lim.policy.name().to_string();
+            }
+        }
+    }
     ctx.out.map(pairs.len());
     for (k, v) in pairs {
         ctx.out.bulk(k.as_bytes());

@@ -101,12 +101,13 @@ fn login(ctx: &mut Ctx, to: TenantId, user: Option<&str>) -> bool {
     if to != ctx.t.id {
         let busy = ctx.s.in_exec
             || ctx.s.multi.is_some()
+            || !ctx.s.watched.is_empty()
             || ctx.s.monitor
             || !ctx.s.channels.is_empty()
             || !ctx.s.patterns.is_empty()
             || !ctx.s.shard_channels.is_empty();
         if busy {
-            ctx.err("AUTH to another database is not allowed in a transaction, while subscribed or in MONITOR");
+            ctx.err("AUTH to another database is not allowed in a transaction, while watching keys, subscribed or in MONITOR");
             return false;
         }
         ctx.suspend = Some(Suspend::Switch(to));

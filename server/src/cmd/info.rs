@@ -115,8 +115,17 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 cfg.hz(),
                 cfg.hz(),
                 super::lru_clock(ctx.now_ms),
-                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
-                cfg.config_file().map(|p| p.display().to_string()).unwrap_or_default(),
+                // The server's paths are the operator's business.
+                if ctx.t.is_customer() {
+                    String::new()
+                } else {
+                    std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+                },
+                if ctx.t.is_customer() {
+                    String::new()
+                } else {
+                    cfg.config_file().map(|p| p.display().to_string()).unwrap_or_default()
+                },
                 sh.executors,
             );
         }
@@ -132,14 +141,17 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
         }
         "memory" => {
             let cfg = sh.config.read();
-            // A database with its own plan limit sees its own memory and
-            // limit; the default tenant sees the process, as in Redis.
-            let (used, peak, maxmemory, policy) = match ctx.t.limit {
-                Some(l) if l.maxmemory > 0 => {
-                    let used = ctx.t.mem.used();
-                    (used, used, l.maxmemory, l.policy.name().to_string())
-                }
-                _ => {
+            // A customer's database sees its own memory and limit; the
+            // default tenant sees the process, as in Redis.
+            let (lim, acct) = ctx.t.memory_limits(&ctx.set.evict);
+            let (used, peak, maxmemory, policy) = match acct {
+                Some(a) => (
+                    a.used(),
+                    a.used(),
+                    lim.maxmemory,
+                    lim.policy.name().to_string(),
+                ),
+                None => {
                     let used = alloc::allocated() as u64;
                     let peak = alloc::peak().max(used as usize) as u64;
                     (used, peak, cfg.maxmemory(), cfg.maxmemory_policy())

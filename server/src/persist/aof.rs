@@ -119,8 +119,14 @@ fn open_segment(path: &Path) -> io::Result<(File, u64)> {
 
 impl AofWriter {
     /// Opens (or creates) the segment at `path` for appending; `offset` is
-    /// the propagation-log offset already in it.
-    pub fn open(path: &Path, policy: FsyncPolicy, offset: u64) -> io::Result<AofWriter> {
+    /// the propagation-log offset already in it. `acct` is the tenant's
+    /// memory account: the fsync thread frees what the executor sends it.
+    pub fn open(
+        path: &Path,
+        policy: FsyncPolicy,
+        offset: u64,
+        acct: &Arc<crate::alloc::Account>,
+    ) -> io::Result<AofWriter> {
         let (file, len) = open_segment(path)?;
         let sync_file = file.try_clone()?;
         let (tx, rx) = mpsc::channel();
@@ -132,9 +138,14 @@ impl AofWriter {
             ..Default::default()
         });
         let st = status.clone();
+        let acct = acct.clone();
         std::thread::Builder::new()
             .name("anykv-aof-fsync".into())
-            .spawn(move || fsync_thread(sync_file, rx, synced_tx, policy, st))?;
+            .spawn(move || {
+                crate::alloc::with_account(&acct, || {
+                    fsync_thread(sync_file, rx, synced_tx, policy, st)
+                })
+            })?;
         Ok(AofWriter {
             file,
             buf: Vec::new(),
@@ -500,7 +511,7 @@ mod tests {
     }
 
     fn write(path: &Path, chunks: &[&[u8]], policy: FsyncPolicy) {
-        let mut w = AofWriter::open(path, policy, 0).unwrap();
+        let mut w = AofWriter::open(path, policy, 0, &Default::default()).unwrap();
         let mut end = 0;
         for c in chunks {
             end += c.len() as u64;
@@ -599,7 +610,7 @@ mod tests {
     #[test]
     fn rotate_switches_files() {
         let path = tmp("rotate");
-        let mut w = AofWriter::open(&path, FsyncPolicy::Always, 0).unwrap();
+        let mut w = AofWriter::open(&path, FsyncPolicy::Always, 0, &Default::default()).unwrap();
         w.append(&mut b"one".to_vec(), 3);
         let next = path.with_file_name("seg2.aof");
         w.rotate(&next).unwrap();

@@ -62,7 +62,12 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
                     // CONFIG SET appendonly yes: the log starts now; it
                     // counts only once its base is written (no manifest
                     // until then, as Redis's first rewrite).
-                    let w = AofWriter::open(&dir.join(&incr), t.persist.policy, t.log.offset())?;
+                    let w = AofWriter::open(
+                        &dir.join(&incr),
+                        t.persist.policy,
+                        t.log.offset(),
+                        &t.mem,
+                    )?;
                     t.persist.aof = Some(w);
                     t.log.enable_sink();
                 }
@@ -77,19 +82,24 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
     let meta = meta_for(t);
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(64);
     let (res_tx, result) = mpsc::channel();
+    // The blocks are built on the executor, in the tenant's account, and
+    // freed here: free them in the same account.
+    let acct = t.mem.clone();
     std::thread::Builder::new()
         .name("anykv-bgsave".into())
         .spawn(move || {
-            let r = write_snapshot_file(&path, &meta, |push| {
-                for m in rx {
-                    match m {
-                        WriterMsg::Block(b, n) => push(&b, n)?,
-                        WriterMsg::Finish => return Ok(()),
+            crate::alloc::with_account(&acct, || {
+                let r = write_snapshot_file(&path, &meta, |push| {
+                    for m in rx {
+                        match m {
+                            WriterMsg::Block(b, n) => push(&b, n)?,
+                            WriterMsg::Finish => return Ok(()),
+                        }
                     }
-                }
-                Err(io::Error::other("background save aborted"))
-            });
-            let _ = res_tx.send(r);
+                    Err(io::Error::other("background save aborted"))
+                });
+                let _ = res_tx.send(r);
+            })
         })?;
     let total = t.ks.total_keys() as u64;
     for (i, db) in t.ks.dbs.iter_mut().enumerate() {

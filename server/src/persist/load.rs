@@ -42,26 +42,30 @@ pub(super) fn load_snapshot_into(
     let mask = dbs.first().map(|d| d.buckets() as u64 - 1).unwrap_or(0);
     let (tx, rx) = mpsc::sync_channel::<Vec<(u64, codec::Record)>>(4);
     let th2 = *th;
+    // The records become the tenant's keys: charge them to it from the start.
+    let acct = t.mem.clone();
     let decoder = std::thread::Builder::new()
         .name("anykv-load".into())
         .spawn(move || {
-            use std::hash::BuildHasher;
-            let ship = |mut b: Vec<(u64, codec::Record)>| {
-                b.sort_unstable_by_key(|(h, _)| *h & mask);
-                let _ = tx.send(b);
-            };
-            let mut batch = Vec::with_capacity(BATCH);
-            let r = reader.read_records(&th2, |rec| {
-                let h = hasher.hash_one(rec.key.as_bytes());
-                batch.push((h, rec));
-                if batch.len() == BATCH {
-                    ship(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            crate::alloc::with_account(&acct, || {
+                use std::hash::BuildHasher;
+                let ship = |mut b: Vec<(u64, codec::Record)>| {
+                    b.sort_unstable_by_key(|(h, _)| *h & mask);
+                    let _ = tx.send(b);
+                };
+                let mut batch = Vec::with_capacity(BATCH);
+                let r = reader.read_records(&th2, |rec| {
+                    let h = hasher.hash_one(rec.key.as_bytes());
+                    batch.push((h, rec));
+                    if batch.len() == BATCH {
+                        ship(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    }
+                });
+                if !batch.is_empty() {
+                    ship(batch);
                 }
-            });
-            if !batch.is_empty() {
-                ship(batch);
-            }
-            r
+                r
+            })
         })
         .map_err(|e| format!("starting the loader thread: {e}"))?;
     let mut keys = 0u64;
@@ -255,7 +259,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
             .ok_or("the AOF manifest lists no segment")?;
         let policy = FsyncPolicy::parse(&cfg.appendfsync());
         t.persist.policy = policy;
-        let w = AofWriter::open(&dir.join(last), policy, t.log.offset())
+        let w = AofWriter::open(&dir.join(last), policy, t.log.offset(), &t.mem)
             .map_err(|e| format!("opening the AOF: {e}"))?;
         t.persist.aof_base_size = w.status.size.load(std::sync::atomic::Ordering::Relaxed);
         t.persist.aof = Some(w);
