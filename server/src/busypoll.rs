@@ -1,6 +1,7 @@
 //! Adaptive busy polling: while requests keep arriving, an executor polls
-//! its sockets for `executor-poll-us` microseconds after the last one instead of
-//! going to sleep.
+//! its sockets for a while after the last one instead of going to sleep
+//! (`executor-poll-us`, adapted up to `executor-poll-max-us`, see
+//! [`Window`]).
 //!
 //! Why: an executor that answers faster than its clients send sleeps
 //! between requests, and every request then has to wake it — a futex/epoll
@@ -38,10 +39,45 @@ pub fn activity() {
     }
 }
 
+/// How long to keep polling after the last batch, adapted as Linux's
+/// cpuidle-haltpoll adapts its window: a sleep that ended sooner than the
+/// longest window would have been cheaper spent polling, so the window
+/// doubles (up to `max`); a long sleep halves it (down to `base`). Steady
+/// heavy traffic thus keeps the executor awake through the gaps between
+/// a client's bursts, while sparse traffic costs at most `base` per batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub now: Duration,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Window {
+    pub fn new(base: Duration, max: Duration) -> Window {
+        let max = max.max(base);
+        Window {
+            now: base,
+            base,
+            max,
+        }
+    }
+
+    /// After a sleep of `slept` that followed a spin which found nothing.
+    pub fn after_sleep(&mut self, slept: Duration) {
+        self.now = if slept <= self.max {
+            (self.now * 2).clamp(self.base, self.max)
+        } else {
+            (self.now / 2).clamp(self.base, self.max)
+        };
+    }
+}
+
 /// The poller task of one executor (spawned once per executor).
 pub async fn run(shared: Arc<Shared>) {
     let wake = WAKE.with(|w| w.clone());
     let mut shutdown = shared.shutdown_rx();
+    let mut window: Option<Window> = None;
+    let mut slept_since: Option<Instant> = None;
     loop {
         // Sleep until a connection serves something.
         PARKED.with(|p| p.set(true));
@@ -49,11 +85,25 @@ pub async fn run(shared: Arc<Shared>) {
             _ = wake.notified() => {}
             _ = shutdown.changed() => return,
         }
-        let window = Duration::from_micros(shared.config.read().executor_poll_us());
-        if window.is_zero() {
+        let (base, max) = {
+            let c = shared.config.read();
+            (
+                Duration::from_micros(c.executor_poll_us()),
+                Duration::from_micros(c.executor_poll_max_us()),
+            )
+        };
+        if base.is_zero() {
             // Off: look again in a while (CONFIG SET may turn it on).
+            window = None;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
+        }
+        let w = match window.as_mut() {
+            Some(w) if w.base == base && w.max == max.max(base) => w,
+            _ => window.insert(Window::new(base, max)),
+        };
+        if let Some(t) = slept_since.take() {
+            w.after_sleep(t.elapsed());
         }
         // Spin while batches keep coming: each yield makes the runtime poll
         // the sockets without blocking instead of parking the thread.
@@ -66,10 +116,11 @@ pub async fn run(shared: Arc<Shared>) {
             if a != seen {
                 seen = a;
                 last = now;
-            } else if now.duration_since(last) > window {
+            } else if now.duration_since(last) > w.now {
                 break;
             }
         }
+        slept_since = Some(Instant::now());
     }
 }
 
@@ -98,5 +149,28 @@ mod tests {
             let woke = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             assert!(woke.is_ok(), "the parked poller is woken");
         });
+    }
+
+    #[test]
+    fn the_window_grows_on_short_sleeps_and_shrinks_on_long_ones() {
+        let us = Duration::from_micros;
+        let mut w = Window::new(us(50), us(400));
+        w.after_sleep(us(120));
+        assert_eq!(w.now, us(100));
+        for _ in 0..5 {
+            w.after_sleep(us(300));
+        }
+        assert_eq!(w.now, us(400), "capped at max");
+        w.after_sleep(Duration::from_millis(5));
+        assert_eq!(w.now, us(200));
+        for _ in 0..5 {
+            w.after_sleep(Duration::from_secs(1));
+        }
+        assert_eq!(w.now, us(50), "never below base");
+        assert_eq!(
+            Window::new(us(50), us(10)).max,
+            us(50),
+            "max is at least base"
+        );
     }
 }

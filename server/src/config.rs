@@ -809,8 +809,10 @@ static PARAMS: &[Param] = &[
     // anykv's own
     intp("executors", None, 0, 1024, "0", IMMUTABLE),
     // Microseconds an executor keeps polling after its last request before
-    // it sleeps (busypoll.rs); 0 = never spin.
+    // it sleeps (busypoll.rs): starts at executor-poll-us, adapts up to
+    // executor-poll-max-us; 0 = never spin.
     intp("executor-poll-us", None, 0, 1_000_000, "50", 0),
+    intp("executor-poll-max-us", None, 0, 1_000_000, "200", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),
@@ -2391,6 +2393,10 @@ impl Config {
     /// Executor threads (0 = one per core).
     pub fn executor_poll_us(&self) -> u64 {
         u64::try_from(self.num_of("executor-poll-us")).unwrap_or(0)
+    }
+
+    pub fn executor_poll_max_us(&self) -> u64 {
+        u64::try_from(self.num_of("executor-poll-max-us")).unwrap_or(0)
     }
 
     pub fn executors(&self) -> usize {
