@@ -27,6 +27,24 @@ thread_local! {
     /// The poller sleeps and wants to hear of the next batch.
     static PARKED: Cell<bool> = const { Cell::new(false) };
     static WAKE: Rc<tokio::sync::Notify> = Rc::new(tokio::sync::Notify::new());
+    /// Connections waiting for the disk (`appendfsync always`).
+    static IO_WAITERS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While alive, a connection waits for an fsync: the poller stops
+/// spinning, since no batch can finish before the disk answers and the
+/// fsync thread and the clients need the cores.
+pub struct IoWait(());
+
+pub fn io_wait() -> IoWait {
+    IO_WAITERS.with(|w| w.set(w.get() + 1));
+    IoWait(())
+}
+
+impl Drop for IoWait {
+    fn drop(&mut self) {
+        IO_WAITERS.with(|w| w.set(w.get().saturating_sub(1)));
+    }
 }
 
 /// Called by a connection after each batch it served: cheap when the
@@ -109,18 +127,25 @@ pub async fn run(shared: Arc<Shared>) {
         // the sockets without blocking instead of parking the thread.
         let mut seen = ACTIVITY.with(|a| a.get());
         let mut last = Instant::now();
+        let mut timed_out = false;
         loop {
             tokio::task::yield_now().await;
+            if IO_WAITERS.with(|w| w.get()) > 0 {
+                break;
+            }
             let now = Instant::now();
             let a = ACTIVITY.with(|a| a.get());
             if a != seen {
                 seen = a;
                 last = now;
             } else if now.duration_since(last) > w.now {
+                timed_out = true;
                 break;
             }
         }
-        slept_since = Some(Instant::now());
+        // Only a sleep after an idle spin says whether spinning longer
+        // would have paid (one during an fsync says nothing).
+        slept_since = timed_out.then(Instant::now);
     }
 }
 
@@ -149,6 +174,18 @@ mod tests {
             let woke = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             assert!(woke.is_ok(), "the parked poller is woken");
         });
+    }
+
+    #[test]
+    fn fsync_waiters_are_counted_while_they_wait() {
+        let n = || IO_WAITERS.with(|w| w.get());
+        let a = io_wait();
+        let b = io_wait();
+        assert_eq!(n(), 2);
+        drop(a);
+        assert_eq!(n(), 1);
+        drop(b);
+        assert_eq!(n(), 0);
     }
 
     #[test]

@@ -281,8 +281,14 @@ async fn run(
         if let Some((mut durable, target, fsync)) = durable_at {
             while *durable.borrow_and_update() < target {
                 if fsync {
-                    // An fsync takes a while: sleep until it is done.
-                    if durable.changed().await.is_err() {
+                    // An fsync takes a while: sleep until it is done (and
+                    // let the executor sleep too: polling cannot hurry the
+                    // disk, and would take a core from the fsync thread).
+                    let changed = {
+                        let _wait = crate::busypoll::io_wait();
+                        durable.changed().await
+                    };
+                    if changed.is_err() {
                         return;
                     }
                 } else {
