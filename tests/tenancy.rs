@@ -18,6 +18,7 @@ use common::{anykv_bin, poll_every, start_anykv_with, RespConn, ServerProcess, V
 const SHOP_TOKEN: &str = "shop-token-5a1b9c2d7e";
 const BLOG_TOKEN: &str = "blog-token-8f3e6d4c1a";
 const BLOG_OLD_TOKEN: &str = "blog-token-old-00000000";
+const CACHE_TOKEN: &str = "cache-token-3c4d5e6f7a";
 const ADMIN_PW: &str = "operator-pw";
 
 /// A scratch directory (removed unless the test failed).
@@ -47,13 +48,15 @@ impl Drop for Scratch {
 }
 
 /// shop: 4 MB, allkeys-lru. blog: 2 MB, noeviction, two valid tokens (one
-/// given as its SHA-256, as the control plane hands them out).
+/// given as its SHA-256, as the control plane hands them out). cache: no
+/// plan limit (the server's), allkeys-lfu.
 fn catalog() -> String {
     let old = sha256_hex(BLOG_OLD_TOKEN.as_bytes());
     format!(
         "# test catalog\n\
          tenant shop id=1 token={SHOP_TOKEN} maxmemory=4mb maxmemory-policy=allkeys-lru\n\
-         tenant blog id=2 token={BLOG_TOKEN} token-sha256={old} maxmemory=2mb\n"
+         tenant blog id=2 token={BLOG_TOKEN} token-sha256={old} maxmemory=2mb\n\
+         tenant cache id=3 token={CACHE_TOKEN} maxmemory-policy=allkeys-lfu\n"
     )
 }
 
@@ -366,6 +369,28 @@ fn databases_cannot_run_the_servers_commands() {
     assert!(bulk(&mut c, &["INFO", "memory"])
         .map(|b| String::from_utf8_lossy(&b).contains("maxmemory_policy:allkeys-lru"))
         .unwrap_or(false));
+    // The server's users stay invisible; the plan's policy drives OBJECT.
+    for user in ["default", "nobody", "operator"] {
+        let r = call(&mut c, &["CLIENT", "KILL", "USER", user]);
+        match (user, r) {
+            ("default", Value::Int(_)) => {}
+            (_, Value::Error(e)) => {
+                assert_eq!(e, format!("ERR No such user '{user}'").into_bytes())
+            }
+            (u, other) => panic!("CLIENT KILL USER {u}: {other:?}"),
+        }
+    }
+    ok(&mut c, &["SET", "obj", "v"]);
+    assert!(
+        err(&mut c, &["OBJECT", "FREQ", "obj"]).contains("LFU maxmemory policy is not selected")
+    );
+    assert!(int(&mut c, &["OBJECT", "IDLETIME", "obj"]) >= 0);
+    // cache's plan is allkeys-lfu (the server's policy is noeviction).
+    let mut cache = login(&srv, "cache", CACHE_TOKEN);
+    ok(&mut cache, &["SET", "obj", "v"]);
+    assert!(int(&mut cache, &["OBJECT", "FREQ", "obj"]) >= 0);
+    assert!(err(&mut cache, &["OBJECT", "IDLETIME", "obj"])
+        .contains("LFU maxmemory policy is selected"));
     // The operator may.
     let mut admin = srv.connect();
     ok(&mut admin, &["AUTH", ADMIN_PW]);

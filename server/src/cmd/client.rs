@@ -142,7 +142,14 @@ pub fn kill(ctx: &mut Ctx) {
                 laddr = Some(v);
             } else if o.eq_ignore_ascii_case(b"user") {
                 let name = String::from_utf8_lossy(v).into_owned();
-                if !ctx.shared.users.read().users.contains_key(&name) {
+                // A database has only its own `default` user: the answer
+                // must not tell it which users the operator has.
+                let known = if ctx.t.is_customer() {
+                    name == "default"
+                } else {
+                    ctx.shared.users.read().users.contains_key(&name)
+                };
+                if !known {
                     let msg = format!("No such user '{name}'");
                     return ctx.err(&msg);
                 }

@@ -457,8 +457,10 @@ fn object_lookup(ctx: &mut Ctx) -> Option<u32> {
     r
 }
 
+/// Whether the policy that applies to this tenant (its plan's, for a
+/// database) keeps LFU counters; the dispatcher sets `t.lfu` from it.
 fn lfu_policy(ctx: &Ctx) -> bool {
-    ctx.set.evict.policy.is_lfu()
+    ctx.t.lfu.is_some()
 }
 
 pub fn object_encoding(ctx: &mut Ctx) {
@@ -473,9 +475,9 @@ pub fn object_refcount(ctx: &mut Ctx) {
         // Redis shares integer objects 0..9999 (refcount INT_MAX) unless an
         // LRU/LFU maxmemory policy needs per-object access data.
         let shared_ints = {
-            let c = ctx.shared.config.read();
-            let p = c.maxmemory_policy();
-            c.maxmemory() == 0 || !(p.contains("lru") || p.contains("lfu"))
+            let (lim, _) = ctx.t.memory_limits(&ctx.set.evict);
+            let p = lim.policy.name();
+            lim.maxmemory == 0 || !(p.contains("lru") || p.contains("lfu"))
         };
         let is_shared = shared_ints && ctx.db().entry(idx).value.is_shared_integer();
         ctx.out.int(if is_shared { i32::MAX as i64 } else { 1 });
