@@ -29,5 +29,6 @@ pub mod sds;
 pub mod shared;
 pub mod tenant;
 pub mod util;
+pub mod varint;
 
 pub use executor::{Server, StartError};

@@ -19,6 +19,7 @@ use std::hash::{Hash as _, Hasher};
 use crate::db::dense::{DenseMap, Elem};
 use crate::sds::Sds;
 use crate::util::parse_i64;
+use crate::varint::{put_varint, read_varint, varint_len};
 
 /// The encoding thresholds, read from the config once per command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,41 +62,6 @@ const T_LONG_STR: u8 = 0xF0;
 const SHORT_STR_MAX: usize = 0x7F;
 const SMALL_INT_MAX: i64 = 0x3F;
 
-fn varint_len(mut n: usize) -> usize {
-    let mut l = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        l += 1;
-    }
-    l
-}
-
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn read_varint(buf: &[u8], mut p: usize) -> (usize, usize) {
-    let mut n = 0usize;
-    let mut shift = 0;
-    loop {
-        let b = buf[p];
-        p += 1;
-        n |= ((b & 0x7f) as usize) << shift;
-        if b & 0x80 == 0 {
-            return (n, p);
-        }
-        shift += 7;
-    }
-}
-
 /// Bytes of a sign-extended little-endian encoding of `n`.
 fn int_width(n: i64) -> usize {
     for w in 1..8 {
@@ -129,7 +95,7 @@ impl<'a> Enc<'a> {
             Enc::Int(n) if (0..=SMALL_INT_MAX).contains(&n) => 1,
             Enc::Int(n) => 1 + int_width(n),
             Enc::Str(s) if s.len() <= SHORT_STR_MAX => 1 + s.len(),
-            Enc::Str(s) => 1 + varint_len(s.len()) + s.len(),
+            Enc::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
         }
     }
 
@@ -147,7 +113,7 @@ impl<'a> Enc<'a> {
             }
             Enc::Str(s) => {
                 out.push(T_LONG_STR);
-                put_varint(out, s.len());
+                put_varint(out, s.len() as u64);
                 out.extend_from_slice(s);
             }
         }
@@ -185,6 +151,7 @@ fn decode(buf: &[u8], pos: usize) -> (Elem<'_>, usize) {
         }
         _ => {
             let (len, s) = read_varint(buf, pos + 1);
+            let len = len as usize;
             (Elem::Str(&buf[s..s + len]), s + len)
         }
     }

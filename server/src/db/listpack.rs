@@ -8,6 +8,8 @@
 //! where this encoding is used, and callers convert to a real table past
 //! the `*-max-listpack-*` thresholds.
 
+use crate::varint::{put_varint, read_varint, varint_len};
+
 /// Packed byte strings.
 #[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct Listpack {
@@ -15,48 +17,16 @@ pub struct Listpack {
     len: u32,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn varint_len(mut n: usize) -> usize {
-    let mut l = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        l += 1;
-    }
-    l
-}
-
 /// Decodes the entry at `pos`: (payload start, payload end).
 #[inline]
 fn entry_at(buf: &[u8], pos: usize) -> (usize, usize) {
-    let mut n = 0usize;
-    let mut shift = 0;
-    let mut p = pos;
-    loop {
-        let b = buf[p];
-        n |= ((b & 0x7f) as usize) << shift;
-        p += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    (p, p + n)
+    let (n, p) = read_varint(buf, pos);
+    (p, p + n as usize)
 }
 
 fn encode(v: &[u8]) -> Vec<u8> {
-    let mut e = Vec::with_capacity(v.len() + varint_len(v.len()));
-    put_varint(&mut e, v.len());
+    let mut e = Vec::with_capacity(v.len() + varint_len(v.len() as u64));
+    put_varint(&mut e, v.len() as u64);
     e.extend_from_slice(v);
     e
 }
@@ -104,7 +74,7 @@ impl Listpack {
     }
 
     pub fn push_back(&mut self, v: &[u8]) {
-        put_varint(&mut self.buf, v.len());
+        put_varint(&mut self.buf, v.len() as u64);
         self.buf.extend_from_slice(v);
         self.len += 1;
     }

@@ -48,6 +48,7 @@ use hashbrown::hash_table::HashTable;
 use hashbrown::DefaultHashBuilder;
 
 use crate::sds::Sds;
+use crate::varint::{read_varint, unzigzag, varint_len, write_varint, zigzag};
 
 /// ZADD input flags (Redis's `ZADD_IN_*`).
 pub const ZADD_NX: u8 = 1;
@@ -235,50 +236,6 @@ const FLOAT_TAG: u8 = 0x01;
 /// Integers below this magnitude are exact in an `f64`.
 const INT_LIMIT: f64 = 9_007_199_254_740_992.0;
 
-#[inline]
-fn varint_len(mut n: u64) -> usize {
-    let mut l = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        l += 1;
-    }
-    l
-}
-
-#[inline]
-fn write_varint(dst: &mut [u8], mut n: u64) -> usize {
-    let mut i = 0;
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            dst[i] = b;
-            return i + 1;
-        }
-        dst[i] = b | 0x80;
-        i += 1;
-    }
-}
-
-#[inline]
-fn read_varint(buf: &[u8], mut p: usize) -> (u64, usize) {
-    let b = buf[p];
-    if b < 0x80 {
-        return (u64::from(b), p + 1);
-    }
-    let mut n = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = buf[p];
-        p += 1;
-        n |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return (n, p);
-        }
-        shift += 7;
-    }
-}
-
 /// The integer a score is stored as, if it is one (not `-0`).
 #[inline]
 fn score_int(s: f64) -> Option<i64> {
@@ -287,16 +244,6 @@ fn score_int(s: f64) -> Option<i64> {
     } else {
         None
     }
-}
-
-#[inline]
-fn zigzag(i: i64) -> u64 {
-    ((i << 1) ^ (i >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
 #[inline]

@@ -81,6 +81,7 @@ use crate::db::{StrEnc, Value, NO_EXPIRE};
 use crate::sds::Sds;
 use crate::shared::Settings;
 use crate::util::{fmt_i64, parse_i64};
+use crate::varint::{put_varint, unzigzag, zigzag};
 
 const T_STRING: u8 = 0;
 const T_LIST: u8 = 1;
@@ -182,15 +183,6 @@ pub enum CodecError {
 // ---------------------------------------------------------------------------
 
 #[inline]
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-#[inline]
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
@@ -199,16 +191,6 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 #[inline]
 fn put_elem(out: &mut Vec<u8>, e: Elem<'_>) {
     e.with_bytes(|b| put_bytes(out, b));
-}
-
-#[inline]
-fn zigzag(i: i64) -> u64 {
-    ((i << 1) ^ (i >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
 /// The two head bits recording a string's [`StrEnc`] (unknown flags, which
@@ -871,43 +853,29 @@ mod tests {
             keep_str_enc: false,
         };
         // Duplicates, in both encodings of each type.
-        let mut b = head(T_HASH);
-        b.push(2);
-        strs(&mut b, &[b"f", b"1", b"f", b"2"]);
-        for th in [&t, &big] {
-            assert_eq!(
-                decode(&b, th).unwrap_err(),
-                CodecError::Duplicate("hash field")
-            );
-        }
-        let mut b = head(T_SET);
-        b.push(2);
-        strs(&mut b, &[b"1", b"1"]);
-        for th in [&t, &big] {
-            assert_eq!(
-                decode(&b, th).unwrap_err(),
-                CodecError::Duplicate("set member")
-            );
-        }
-        let mut b = head(T_SET_INTS);
-        b.extend_from_slice(&[2, 4, 4]);
-        for th in [&t, &big] {
-            assert_eq!(
-                decode(&b, th).unwrap_err(),
-                CodecError::Duplicate("set member")
-            );
-        }
-        let mut b = head(T_ZSET);
-        b.push(2);
+        let mut hash = head(T_HASH);
+        hash.push(2);
+        strs(&mut hash, &[b"f", b"1", b"f", b"2"]);
+        let mut set = head(T_SET);
+        set.push(2);
+        strs(&mut set, &[b"1", b"1"]);
+        let mut ints = head(T_SET_INTS);
+        ints.extend_from_slice(&[2, 4, 4]);
+        let mut zset = head(T_ZSET);
+        zset.push(2);
         for s in [1.0f64, 2.0] {
-            put_bytes(&mut b, b"m");
-            b.extend_from_slice(&s.to_bits().to_le_bytes());
+            put_bytes(&mut zset, b"m");
+            zset.extend_from_slice(&s.to_bits().to_le_bytes());
         }
-        for th in [&t, &big] {
-            assert_eq!(
-                decode(&b, th).unwrap_err(),
-                CodecError::Duplicate("sorted set member")
-            );
+        for (b, what) in [
+            (hash, "hash field"),
+            (set, "set member"),
+            (ints, "set member"),
+            (zset, "sorted set member"),
+        ] {
+            for th in [&t, &big] {
+                assert_eq!(decode(&b, th).unwrap_err(), CodecError::Duplicate(what));
+            }
         }
         // NaN scores (any NaN payload).
         for nan in [

@@ -153,6 +153,23 @@ fn replay(
 
 /// Loads the tenant's data at start: with `appendonly yes` the log's base
 /// and segments, else `dbfilename`; then opens the log for appending.
+/// Loads `dir/dbfilename` when it exists, recording it in `report`.
+fn load_snapshot_if_any(
+    t: &mut Tenant,
+    th: &codec::Thresholds,
+    now: i64,
+    report: &mut LoadReport,
+) -> Result<(), String> {
+    let snap = t.persist.snapshot_path();
+    if snap.exists() {
+        let (k, e) = load_snapshot_into(t, &snap, th, now)?;
+        report.keys = k;
+        report.expired = e;
+        report.source = snap.display().to_string();
+    }
+    Ok(())
+}
+
 pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadReport, String> {
     let cfg = shared.config.read().clone();
     let set = shared.settings();
@@ -230,13 +247,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
             }
             None => {
                 // First start with AOF on: begin from the snapshot if any.
-                let snap = t.persist.snapshot_path();
-                if snap.exists() {
-                    let (k, e) = load_snapshot_into(t, &snap, &th, now)?;
-                    report.keys = k;
-                    report.expired = e;
-                    report.source = snap.display().to_string();
-                }
+                load_snapshot_if_any(t, &th, now, &mut report)?;
                 let seq = 1;
                 let base = t.persist.base_name(seq);
                 save_sync(t, &dir.join(&base)).map_err(|e| format!("writing the AOF base: {e}"))?;
@@ -265,13 +276,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
         t.persist.aof = Some(w);
         t.log.enable_sink();
     } else {
-        let snap = t.persist.snapshot_path();
-        if snap.exists() {
-            let (k, e) = load_snapshot_into(t, &snap, &th, now)?;
-            report.keys = k;
-            report.expired = e;
-            report.source = snap.display().to_string();
-        }
+        load_snapshot_if_any(t, &th, now, &mut report)?;
     }
     t.persist.loaded_keys = report.keys;
     t.persist.loaded_expired = report.expired;
