@@ -212,7 +212,7 @@ pub(crate) fn run(
     }
     // maxmemory: evict as needed before any command; refuse commands that
     // may grow memory when that is not enough (Redis's performEvictions).
-    let (lim, acct) = t.memory_limits(&set.evict);
+    let (lim, own_account) = t.memory_limits(&set.evict);
     t.lfu = lim
         .policy
         .is_lfu()
@@ -221,6 +221,8 @@ pub(crate) fn run(
         // As Redis does, the replication backlog does not count against
         // a database's limit (it is the service's, sized by the operator).
         let not_counted = t.log.backlog_len() as u64;
+        // (Cloned only here: eviction needs `t` mutably.)
+        let acct = own_account.then(|| t.mem.clone());
         let used = || match &acct {
             Some(a) => a.used().saturating_sub(not_counted),
             None => crate::alloc::allocated() as u64,

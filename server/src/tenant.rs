@@ -189,18 +189,12 @@ impl Tenant {
         });
     }
 
-    /// The memory limit that applies to this tenant and what counts
-    /// against it. A customer is measured by its own account (one database
-    /// never makes another evict), against its plan or, where the plan says
-    /// nothing, the server's settings; the default tenant (None) by the
-    /// whole process, as in redis-server.
-    pub fn memory_limits(
-        &self,
-        global: &crate::evict::Limits,
-    ) -> (
-        crate::evict::Limits,
-        Option<std::sync::Arc<crate::alloc::Account>>,
-    ) {
+    /// The memory limit that applies to this tenant, and whether it is
+    /// measured by the tenant's own account (`mem`). A customer is (one
+    /// database never makes another evict), against its plan or, where the
+    /// plan says nothing, the server's settings; the default tenant is
+    /// measured by the whole process, as in redis-server.
+    pub fn memory_limits(&self, global: &crate::evict::Limits) -> (crate::evict::Limits, bool) {
         match self.limit {
             Some(l) => (
                 crate::evict::Limits {
@@ -212,9 +206,9 @@ impl Tenant {
                     policy: l.policy.unwrap_or(global.policy),
                     ..*global
                 },
-                Some(self.mem.clone()),
+                true,
             ),
-            None => (*global, None),
+            None => (*global, false),
         }
     }
 

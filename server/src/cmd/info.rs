@@ -143,14 +143,9 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             let cfg = sh.config.read();
             // A customer's database sees its own memory and limit; the
             // default tenant sees the process, as in Redis.
-            let (lim, acct) = ctx.t.memory_limits(&ctx.set.evict);
-            let (used, peak, maxmemory, policy) = match acct {
-                Some(a) => (
-                    a.used(),
-                    a.used(),
-                    lim.maxmemory,
-                    lim.policy.name().to_string(),
-                ),
+            let (lim, own_account) = ctx.t.memory_limits(&ctx.set.evict);
+            let (used, peak, maxmemory, policy) = match own_account.then(|| ctx.t.mem.used()) {
+                Some(used) => (used, used, lim.maxmemory, lim.policy.name().to_string()),
                 None => {
                     let used = alloc::allocated() as u64;
                     let peak = alloc::peak().max(used as usize) as u64;
