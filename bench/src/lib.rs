@@ -1,6 +1,18 @@
-//! anykv bench: load generation, the emulated multi-region world behind
-//! `anykv demo`, and benchmark reports. Today the benchmarks are driven by
-//! `scripts/bench-*.sh` with redis-benchmark; this crate takes them over
-//! with the demo issue.
+//! anykv bench: measuring anykv.
+//!
+//! - [`gossip_sim`]: a deterministic, virtual-time simulation of the gossip
+//!   layer (real `foca` instances, simulated network) that measures failure
+//!   detection, dissemination, false positives and bandwidth; run it with
+//!   `cargo run --release -p anykv-bench --example gossip_sim`.
+//!
+//! The store benchmarks are Python scripts that drive `redis-benchmark`
+//! against `anykv server` and `redis-server` side by side:
+//! `bench/scripts/compare.py` (throughput, latency, memory) and
+//! `bench/scripts/persistence.py` (AOF throughput, restart time, memory
+//! during a background save); results are in `docs/BENCHMARKS.md`. The
+//! emulated multi-region world is `anykv demo` (`src/demo.rs`), using the
+//! RTT table in `bench/data/region-rtt.csv`. Planned here: load
+//! generation, the world launcher used by benchmarks, and Markdown/SVG
+//! reports.
 
 pub mod gossip_sim;

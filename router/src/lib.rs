@@ -1,6 +1,11 @@
-//! anykv router: the RESP proxy that sends reads to the nearest replica and
-//! writes to the tenant's primary. This crate grows with the router issue;
-//! today it exposes the routing decision, taken from the one command table.
+//! anykv router: the RESP proxy that will send reads to the nearest replica
+//! that has the client's last write, and writes to the tenant's primary.
+//!
+//! Today the crate is only the routing decision, taken from the store's one
+//! command table (each row's route class): [`classify`] maps a request to a
+//! [`Target`]. It declares no modules besides its unit tests (`tests`).
+//! Planned: the proxy itself (classification, per-connection
+//! read-your-writes state, upstream pools, per-tenant limits).
 
 use anykv_server::cmd::{lookup, Lookup, Route};
 

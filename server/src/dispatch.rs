@@ -91,6 +91,17 @@ fn reject(
     }
 }
 
+/// Whether a command queued in the session's transaction is `f` (EXEC
+/// counts as a write / may-replicate command when one of its commands is).
+fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -> bool {
+    s.multi.as_ref().is_some_and(|q| {
+        q.iter().any(|c| {
+            let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
+            matches!(lookup(&args), Lookup::Found(r) if f(r))
+        })
+    })
+}
+
 /// Executes `args` for session `s` of tenant `t`, writing the reply to `out`.
 pub fn dispatch(
     t: &mut Tenant,
@@ -217,7 +228,10 @@ pub(crate) fn run(
         .policy
         .is_lfu()
         .then_some((set.lfu_log_factor, lim.decay_time));
-    if lim.maxmemory > 0 && !s.in_exec && !s.replaying {
+    // A replica and a paused primary neither evict nor refuse: their data
+    // must change only by their primary's effects / stand still (Redis's
+    // `isSafeToPerformEvictions`).
+    if lim.maxmemory > 0 && !s.in_exec && !s.replaying && t.deletes_on_its_own(now_ms) {
         // As Redis does, the replication backlog does not count against
         // a database's limit (it is the service's, sized by the operator).
         let not_counted = t.log.backlog_len() as u64;
@@ -248,6 +262,21 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // A replica's data changes only by its primary's effects.
+    if t.role == crate::repl::Role::Replica
+        && !s.replaying
+        && (r.write || (r.fullname == "exec" && queued_any(s, |q| q.write)))
+    {
+        reject(
+            t,
+            s,
+            out,
+            Some(r.id),
+            "READONLY You can't write against a read only replica.",
+            true,
+        );
+        return Outcome::Continue;
+    }
     // RESP2 connections in subscribed mode accept only these commands.
     if s.resp == 2 && s.subscriptions() > 0 && !SUBSCRIBED_ALLOWED.contains(&r.fullname.as_str()) {
         let msg = format!(
@@ -256,6 +285,20 @@ pub(crate) fn run(
         );
         reject(t, s, out, Some(r.id), &msg, false);
         return Outcome::Continue;
+    }
+    // CLIENT PAUSE holds back everything (ALL) or what may move the
+    // replication offset (WRITE: writes, may-replicate commands, an EXEC
+    // that queued one), before queuing inside MULTI, as Redis 7.0. Effects
+    // being applied (the log at start, a primary's stream) are never held.
+    if t.pause_mode != PauseMode::None && !s.in_exec && !s.replaying {
+        if !t.paused(now_ms) {
+            t.pause_mode = PauseMode::None;
+        } else if t.pause_mode == PauseMode::All
+            || r.may_replicate
+            || (r.fullname == "exec" && queued_any(s, |q| q.may_replicate))
+        {
+            return Outcome::Paused;
+        }
     }
     if s.multi.is_some() && !s.in_exec {
         if r.no_multi {
@@ -276,13 +319,6 @@ pub(crate) fn run(
             }
             out.simple("QUEUED");
             return Outcome::Continue;
-        }
-    }
-    if t.pause_mode != PauseMode::None && !s.in_exec {
-        if t.pause_until_ms != 0 && now_ms >= t.pause_until_ms {
-            t.pause_mode = PauseMode::None;
-        } else if t.pause_mode == PauseMode::All || spec.is_write() {
-            return Outcome::Paused;
         }
     }
 

@@ -413,7 +413,7 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
                 }
             }
         }
-        if t.pause_mode != PauseMode::None && t.pause_until_ms != 0 && now >= t.pause_until_ms {
+        if t.pause_mode != PauseMode::None && !t.paused(now) {
             t.pause_mode = PauseMode::None;
         }
         let (rules, pct, min, aof_on, fsync) = {

@@ -22,7 +22,9 @@ pub struct CycleStats {
 /// `effort` is `active-expire-effort` (1..=10), `hz` the cron frequency.
 pub fn active_expire_cycle(t: &mut Tenant, now_ms: i64, effort: u32, hz: u32) -> CycleStats {
     let mut st = CycleStats::default();
-    if !t.active_expire {
+    // Replicas wait for their primary's DEL; a paused primary keeps its
+    // keyspace (and offset) still.
+    if !t.active_expire || !t.deletes_on_its_own(now_ms) {
         return st;
     }
     let effort = effort.clamp(1, 10) - 1;

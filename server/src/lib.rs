@@ -1,10 +1,54 @@
-//! anykv store: a Redis 7.0-compatible keyspace server.
+//! anykv store: a Redis 7.0-compatible keyspace server whose executor
+//! threads each own some tenants (see `docs/STORE.md`).
 //!
-//! Layout: `resp` (wire protocol), `cmd` (the command table and one module
-//! per command family), `db` (keyspace), `dispatch` (processCommand/call),
-//! `conn` (a client connection), `executor` (thread-per-core runtimes that
-//! own tenants), `proplog` (the write-effect log that persistence and
-//! replication consume), `expire` (active expiry), `config`, `acl`.
+//! Threads and the request path:
+//! - [`executor`]: thread-per-core runtimes that own tenants, accept and
+//!   hand connections over, and run each tenant's cron.
+//! - [`conn`]: one client connection: read, parse and run a batch, wait
+//!   for the log, write the replies.
+//! - [`dispatch`]: one request against a tenant, checks in Redis's order
+//!   (lookup, arity, auth, ACL, scope, memory, pause, MULTI), then stats.
+//! - [`resp`]: the incremental request parser and the RESP2/RESP3 reply
+//!   encoder.
+//! - [`busypoll`]: adaptive polling after a batch, so a steady stream of
+//!   requests does not pay a thread wake-up each.
+//! - [`shared`]: what every executor shares: config, counters, catalog,
+//!   handoff channels, shutdown.
+//! - [`client`]: per-connection state (`ClientInfo` for CLIENT LIST/KILL,
+//!   `Session` for the connection itself).
+//!
+//! Commands and data:
+//! - [`cmd`]: the one command table, `Ctx`, and one module per command
+//!   family.
+//! - [`db`]: the keyspace: tables of keys and the value types with their
+//!   encodings.
+//! - [`tenant`]: one database: keyspace, log, clients, stats, limits.
+//! - [`expire`]: the active expiry cycle (lazy expiry is in `cmd`).
+//! - [`evict`]: `maxmemory` policies and eviction.
+//! - [`blocking`]: clients blocked in BLPOP and friends, served in order.
+//! - [`pubsub`]: channels, patterns and keyspace notifications per tenant.
+//!
+//! The log, persistence, replication:
+//! - [`proplog`]: the propagation log of write effects, with offsets and
+//!   the backlog.
+//! - [`persist`]: snapshots without fork, the append-only log, start-up
+//!   load (see `docs/PERSISTENCE.md`).
+//! - [`repl`]: a tenant's role, replication ids and the apply mode.
+//!
+//! Tenancy, users, memory:
+//! - [`catalog`]: the databases this server holds (`tenants-file`).
+//! - [`acl`]: ACL users and their rules.
+//! - [`alloc`]: the counting global allocator and per-tenant memory
+//!   accounts.
+//!
+//! Support:
+//! - [`config`]: parameters with redis-server's names, defaults, file
+//!   format and CONFIG GET/SET/REWRITE behaviour.
+//! - [`metrics`]: publishing counters to Prometheus once a second.
+//! - [`sds`]: the byte string used for keys and string values.
+//! - [`util`]: number parsing/formatting and glob matching with Redis's
+//!   exact rules.
+//! - [`varint`]: LEB128 varints and zigzag integers.
 
 pub mod acl;
 pub mod alloc;
@@ -24,6 +68,7 @@ pub mod metrics;
 pub mod persist;
 pub mod proplog;
 pub mod pubsub;
+pub mod repl;
 pub mod resp;
 pub mod sds;
 pub mod shared;

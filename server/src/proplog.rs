@@ -35,6 +35,11 @@ pub struct PropLog {
     sink: Option<Vec<u8>>,
     /// Effects appended so far (Redis's `dirty` for save rules).
     effects: u64,
+    /// While set, [`PropLog::append`] drops effects: the apply mode, in
+    /// which a replica (or a restart) runs effects another log already
+    /// holds and appends that log's bytes as they were
+    /// ([`PropLog::append_raw`]) instead of re-encoding its own.
+    suppressed: bool,
 }
 
 impl Default for PropLog {
@@ -69,7 +74,53 @@ impl PropLog {
             tx: None,
             sink: None,
             effects: 0,
+            suppressed: false,
         }
+    }
+
+    /// Makes the next effect begin with its `SELECT`, whatever the last
+    /// database was: every new log segment, replication stream or resync
+    /// point must name its database, since whoever reads it from there
+    /// starts in database 0 (Redis forces a SELECT the same way).
+    pub fn force_select(&mut self) {
+        self.last_db = -1;
+    }
+
+    /// Sets the offset after the last byte (at start, from the snapshot or
+    /// log the data came from; on a replica, from its primary). The backlog
+    /// restarts empty there.
+    pub fn set_offset(&mut self, offset: u64) {
+        self.offset = offset;
+        self.backlog.clear();
+        self.last_db = -1;
+    }
+
+    /// Starts or stops dropping effects (see `suppressed`).
+    pub fn set_suppressed(&mut self, on: bool) {
+        self.suppressed = on;
+    }
+
+    pub fn is_suppressed(&self) -> bool {
+        self.suppressed
+    }
+
+    /// Appends bytes of another log as they are (apply mode): one or more
+    /// whole RESP commands, of which `effects` are effects (not SELECT,
+    /// MULTI or EXEC), leaving the stream in database `db_after`. Offsets
+    /// advance by exactly the bytes, so a replica's offsets equal its
+    /// primary's and a restart's equal the run that wrote the log.
+    pub fn append_raw(&mut self, bytes: &[u8], effects: u64, db_after: usize) {
+        self.effects += effects;
+        self.offset += bytes.len() as u64;
+        self.last_db = db_after as i64;
+        if let Some(sink) = self.sink.as_mut() {
+            sink.extend_from_slice(bytes);
+        }
+        self.backlog.extend(bytes.iter().copied());
+        if let Some(c) = self.capture.as_mut() {
+            c.extend_from_slice(bytes);
+        }
+        self.trim();
     }
 
     /// Keeps every byte for the append-only log from now on.
@@ -152,6 +203,9 @@ impl PropLog {
 
     /// Appends one effect executed in database `db`.
     pub fn append(&mut self, db: usize, args: &[&[u8]]) {
+        if self.suppressed {
+            return;
+        }
         if let Some(tx) = self.tx.as_mut() {
             tx.push((db, args.iter().map(|a| a.to_vec()).collect()));
             return;
@@ -211,6 +265,40 @@ mod tests {
         let expect = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
         assert_eq!(&all[..], &expect[..]);
         assert_eq!(l.offset(), expect.len() as u64);
+    }
+
+    #[test]
+    fn force_select_starts_the_next_effect_with_its_database() {
+        let mut l = PropLog::new(1 << 20);
+        l.enable_capture();
+        l.append(3, &[b"SET", b"a", b"1"]);
+        l.take_capture();
+        l.append(3, &[b"SET", b"b", b"2"]);
+        assert!(!l.take_capture().starts_with(b"*2\r\n$6\r\nSELECT"));
+        l.force_select();
+        l.append(3, &[b"SET", b"c", b"3"]);
+        assert!(l
+            .take_capture()
+            .starts_with(b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"));
+    }
+
+    #[test]
+    fn raw_appends_keep_offsets_and_suppressed_effects_vanish() {
+        let mut l = PropLog::new(1 << 20);
+        l.set_offset(1000);
+        l.enable_capture();
+        l.set_suppressed(true);
+        l.append(0, &[b"SET", b"a", b"1"]);
+        l.set_suppressed(false);
+        assert_eq!(l.offset(), 1000);
+        let raw = b"*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+        l.append_raw(raw, 1, 2);
+        assert_eq!(l.offset(), 1000 + raw.len() as u64);
+        assert_eq!(&l.take_capture()[..], &raw[..]);
+        assert_eq!(l.since(1000).unwrap(), raw.to_vec());
+        // The stream is in db 2 now: no SELECT before the next db-2 effect.
+        l.append(2, &[b"DEL", b"x"]);
+        assert!(l.take_capture().starts_with(b"*2\r\n$3\r\nDEL"));
     }
 
     #[test]

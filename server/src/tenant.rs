@@ -111,6 +111,12 @@ pub struct Tenant {
     /// A customer's plan limits (None for the default tenant, which the
     /// server's `maxmemory` limits against the whole process, as Redis).
     pub limit: Option<MemLimit>,
+    /// Primary (decides expiry and eviction itself) or replica (applies a
+    /// primary's effects and never deletes a key on its own).
+    pub role: crate::repl::Role,
+    /// Replication ids (Redis's `replid`/`replid2` model); the offset is
+    /// the propagation log's.
+    pub repl: crate::repl::ReplIds,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -159,7 +165,24 @@ impl Tenant {
             lfu: None,
             mem: Default::default(),
             limit: None,
+            role: crate::repl::Role::Primary,
+            repl: crate::repl::ReplIds::random(),
         }
+    }
+
+    /// A CLIENT PAUSE (WRITE or ALL) is in force at `now_ms`.
+    pub fn paused(&self, now_ms: i64) -> bool {
+        self.pause_mode != PauseMode::None && now_ms < self.pause_until_ms
+    }
+
+    /// Whether this tenant may delete keys on its own now (expiry,
+    /// eviction). A replica never does: it hides logically expired keys
+    /// and waits for its primary's `DEL`, so its data never runs ahead of
+    /// the primary's. A paused primary does not either, so its offset
+    /// stands still while clients are paused (a planned handoff relies on
+    /// it), as Redis 7.0 stops expiry and eviction during a pause.
+    pub fn deletes_on_its_own(&self, now_ms: i64) -> bool {
+        self.role == crate::repl::Role::Primary && !self.paused(now_ms)
     }
 
     /// Whether this is a customer's database (not the server's own default

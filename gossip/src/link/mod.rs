@@ -4,21 +4,26 @@
 //! The machines anykv is developed and tested on have no `netem`, yet the
 //! multi-region world (`anykv demo`, tests, benchmarks) must feel like
 //! Fly.io: an `iad` node is ~98 ms from a `cdg` one, links lose packets,
-//! regions get cut off. Every inter-node transport therefore goes through
-//! one hook, the [`Shaper`]:
+//! regions get cut off. Inter-node transports therefore go through one
+//! hook, the [`Shaper`]:
 //!
 //! - UDP (SWIM gossip): [`ShapedUdp`] delays or drops each datagram on the
 //!   send side.
-//! - QUIC (state sync, replication): [`quic_endpoint`] puts the same delay
-//!   line under quinn, so the handshake and congestion control see it.
-//! - TCP (router → store): [`shaped_stream`] delays both directions on the
-//!   connecting side, in order, and stalls (never drops) across partitions.
+//! - QUIC (state sync; replication will use it too): [`quic_endpoint`]
+//!   puts the same delay line under quinn, so the handshake, loss recovery
+//!   and congestion control see it.
+//! - TCP: [`shaped_stream`] (any byte stream: [`shape_io`]) delays both
+//!   directions on the connecting side, in order, and stalls (never drops)
+//!   across partitions, with at most [`MAX_IN_FLIGHT`] bytes held per
+//!   direction. It is meant for router → store connections; nothing opens
+//!   one yet (only its tests), so clients reach the demo's stores unshaped.
 //!
 //! Every emulated node has its own loopback address (`127.0.0.N`); the
 //! shaper maps IPs to regions and regions to RTTs from an [`RttTable`]
-//! (`shared/data/region-rtt.csv`). In production the shaper is
-//! [`Shaper::off`] and each transport takes its plain path after one
-//! `Option` check.
+//! (`anykv demo` compiles in `bench/data/region-rtt.csv`; `--rtt-table`
+//! loads another). In production the shaper is [`Shaper::off`] and each
+//! transport takes its plain path: UDP and TCP after one branch per call,
+//! QUIC on quinn's own socket, chosen once when the endpoint is built.
 //!
 //! Counters: `anykv_link_dropped_total{reason="loss"|"partition"|"queue"}`
 //! (`queue`: a socket's delay line overflowed) and

@@ -236,7 +236,8 @@ pub fn pause(ctx: &mut Ctx) {
     if t > i64::MAX - ctx.now_ms {
         return ctx.err("timeout is out of range");
     }
-    let end = if t > 0 { t + ctx.now_ms } else { 0 };
+    // `CLIENT PAUSE 0` ends at once, as in Redis (the deadline is now).
+    let end = t + ctx.now_ms;
     // A later, longer or stricter pause wins, as Redis's pauseClients does.
     if ctx.t.pause_mode == PauseMode::None || end > ctx.t.pause_until_ms || mode == PauseMode::All {
         ctx.t.pause_until_ms = ctx.t.pause_until_ms.max(end);

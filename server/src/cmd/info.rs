@@ -248,8 +248,14 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             let off = ctx.t.log.offset();
             let _ = write!(
                 o,
-                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{off}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
-                sh.run_id,
+                "# Replication\r\nrole:{}\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{off}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
+                match ctx.t.role {
+                    crate::repl::Role::Primary => "master",
+                    crate::repl::Role::Replica => "slave",
+                },
+                ctx.t.repl.replid,
+                ctx.t.repl.replid2,
+                ctx.t.repl.second_offset,
                 ctx.t.log.backlog_cap(),
                 off - ctx.t.log.backlog_len() as u64 + 1,
                 ctx.t.log.backlog_len(),

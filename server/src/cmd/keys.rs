@@ -118,7 +118,7 @@ fn expire_generic(ctx: &mut Ctx, basetime: i64, seconds: bool) {
             return ctx.out.int(0);
         }
     }
-    if when <= ctx.now_ms {
+    if ctx.already_expired(when) {
         ctx.db().remove_at(idx);
         ctx.propagate(&[b"DEL", key]);
         ctx.notify(NOTIFY_GENERIC, "del", key);

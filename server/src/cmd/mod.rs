@@ -160,18 +160,38 @@ impl<'a> Ctx<'a> {
         self.t.dirty += 1;
     }
 
+    /// Whether an absolute expiry time `when` means "delete now" (Redis's
+    /// `checkAlreadyExpired`): only on a primary deciding for itself; when
+    /// applying effects or on a replica the key keeps its past TTL and the
+    /// source's own `DEL` removes it.
+    pub fn already_expired(&self, when: i64) -> bool {
+        when <= self.now_ms && !self.s.replaying && self.t.role == crate::repl::Role::Primary
+    }
+
     /// Propagates the command as it was received.
     pub fn propagate_as_is(&mut self) {
         let args = self.args;
         self.propagate(args);
     }
 
-    /// Deletes `idx` in `db` if its TTL has passed; returns true if deleted.
-    /// Expiry is logged as `DEL`, as Redis propagates it.
+    /// Lazy expiry (Redis's `expireIfNeeded`): true if `idx` in `db` is
+    /// logically expired and must be treated as missing. A primary deletes
+    /// it and logs `DEL`, as Redis propagates expiry. Effects being
+    /// applied (the log at start, a primary's stream) see every key alive:
+    /// their source already decided what expired. A replica or a paused
+    /// primary hides the key but keeps it (see
+    /// [`Tenant::deletes_on_its_own`]); they run no client writes, so
+    /// nothing inserts over a hidden key.
     pub fn expire_if_needed(&mut self, db: usize, idx: u32) -> bool {
         let e = self.t.ks.dbs[db].entry(idx);
         if e.expire_at == NO_EXPIRE || e.expire_at > self.now_ms {
             return false;
+        }
+        if self.s.replaying {
+            return false;
+        }
+        if !self.t.deletes_on_its_own(self.now_ms) {
+            return true;
         }
         let entry = self.t.ks.dbs[db].remove_at(idx);
         self.t.stats.expired_keys += 1;

@@ -364,11 +364,18 @@ pub fn smove(ctx: &mut Ctx) {
 /// check, in order). Returns the current index of each (after all lazy
 /// expiries, which can move entries), or `Err` after WRONGTYPE.
 fn resolve_sets(ctx: &mut Ctx, keys: &[&[u8]]) -> Result<Vec<Option<u32>>, Replied> {
+    let mut alive = Vec::with_capacity(keys.len());
     for k in keys {
-        read_set(ctx, k)?;
+        alive.push(read_set(ctx, k)?.is_some());
     }
+    // Re-find only what the lookups found: a key they hid (logically
+    // expired on a replica) is still in the table.
     let db = ctx.s.db;
-    Ok(keys.iter().map(|k| ctx.t.ks.dbs[db].find(k)).collect())
+    Ok(keys
+        .iter()
+        .zip(alive)
+        .map(|(k, a)| a.then(|| ctx.t.ks.dbs[db].find(k)).flatten())
+        .collect())
 }
 
 fn sets_of<'t>(t: &'t Tenant, db: usize, idx: &[Option<u32>]) -> Vec<Option<&'t Set>> {

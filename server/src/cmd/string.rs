@@ -235,7 +235,7 @@ pub fn getex(ctx: &mut Ctx) {
     };
     reply_value(ctx, idx);
     if let Some(at) = expire {
-        if at <= ctx.now_ms {
+        if ctx.already_expired(at) {
             ctx.db().remove_at(idx);
             ctx.propagate(&[b"DEL", key]);
             ctx.notify(NOTIFY_GENERIC, "del", key);

@@ -414,6 +414,10 @@ pub struct Registered {
     pub no_multi: bool,
     pub denyoom: bool,
     pub write: bool,
+    /// `write` or `may_replicate`: what CLIENT PAUSE WRITE holds back
+    /// (Redis 7.0's `is_may_replicate_command`), since either can move the
+    /// replication offset.
+    pub may_replicate: bool,
 }
 
 impl Registered {
@@ -430,6 +434,7 @@ impl Registered {
             no_multi: spec.has_flag("no_multi"),
             denyoom: spec.has_flag("denyoom"),
             write: spec.has_flag("write"),
+            may_replicate: spec.has_flag("write") || spec.has_flag("may_replicate"),
         }
     }
 }

@@ -1254,6 +1254,14 @@ fn zset_op(ctx: &mut Ctx, dst: Option<&[u8]>, numkeys_idx: usize, op: SetOp, car
         }
         found.push(idx);
     }
+    // A later lookup's lazy expiry may have moved an earlier key's entry:
+    // find the live ones again (a key the lookups hid stays missing).
+    let db = ctx.s.db;
+    let found: Vec<Option<u32>> = found
+        .iter()
+        .zip(&args[first..first + setnum])
+        .map(|(f, k)| f.and_then(|_| ctx.t.ks.dbs[db].find(k)))
+        .collect();
     let mut weights = vec![1.0f64; setnum];
     let mut agg = Aggregate::Sum;
     let mut withscores = false;

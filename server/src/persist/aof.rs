@@ -1,22 +1,34 @@
 //! The append-only log: the tenant's propagation log, on disk.
 //!
-//! The executor hands each batch of effects to a writer thread (never a
-//! syscall on the executor); the thread frames it, writes it and fsyncs by
-//! policy, then publishes the offset that is durable:
+//! Writing and fsyncing are split. The executor queues each batch's
+//! effects in the [`AofWriter`] (a buffer swap, no syscall) and, once per
+//! executor round, writes everything queued as one frame itself
+//! ([`AofWriter::write_pending`]: every connection served in that round
+//! shares the write). A per-tenant fsync thread does only the fsyncs, so
+//! the executor never waits for the disk. Replies wait on the offset the
+//! writer publishes ([`AofWriter::durable`]):
 //!
-//! - `always`: fsync before anyone may see the write acknowledged.
-//!   Connections wait on the published offset before sending replies, and
-//!   the thread takes everything queued while the previous fsync ran in
-//!   one frame and one fsync: group commit, so `always` costs one fsync
-//!   per round, not per command.
-//! - `everysec`: fsync at most once a second (the last second is at risk).
-//! - `no`: the kernel decides.
+//! - `always`: the offset fsynced. The write asks the thread to sync;
+//!   requests that arrive while an fsync runs are served together by the
+//!   next one (group commit), so `always` costs one fsync per round, not
+//!   per command.
+//! - `everysec`: the offset written; the thread fsyncs at most once a
+//!   second (the last second is at risk on power loss, not on a crash).
+//! - `no`: the offset written; the kernel decides when to flush (fsyncs
+//!   happen only on rotation and [`AofWriter::flush`]).
+//!
+//! A failed write keeps the bytes queued for a retry and marks the log
+//! failed (writes get -MISCONF); under `always` a failed write or fsync
+//! exits the process, as Redis does.
 //!
 //! A segment file is an 8-byte header (`AKAOF001`) and frames of
-//! `u32 length, u32 CRC-32 of the payload, payload`, where the payload is
-//! RESP commands (the propagation log's bytes). The checksum tells a torn
-//! tail (crash mid-append: the last frame incomplete or failing its check)
-//! from corruption inside the file (a bad frame with good data after it).
+//! `u32 length, u32 CRC-32 of the payload, payload` (little endian), where
+//! the payload is whole RESP commands (the propagation log's bytes).
+//! [`read_segment`] uses the checksum to tell a torn tail (crash
+//! mid-append: the last frame incomplete, or failing its check and ending
+//! the file), which it truncates, from corruption inside the file (a bad
+//! frame with more data after it), which it refuses unless `--repair`
+//! asks it to truncate there; a bad header is always refused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -72,6 +72,9 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
                     t.log.enable_sink();
                 }
             }
+            // The new segment is read from database 0: it must name its
+            // database before its first effect.
+            t.log.force_select();
             t.persist.manifest.incrs.push((incr, seq));
             if !enabling {
                 t.persist.manifest.save(&t.persist.manifest_path())?;

@@ -19,15 +19,36 @@ pub struct LoadReport {
     pub source: String,
 }
 
+/// Which keys whose TTL passed a snapshot load keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// Skip them: a primary loading `dbfilename`, as Redis loading an RDB
+    /// file (nothing else will ever mention them).
+    Skip,
+    /// Keep them with their past TTL: the base of the append-only log,
+    /// whose segments may still `PERSIST` or change them (Redis keeps them
+    /// in an AOF preamble), and a replica's full sync (its primary's `DEL`
+    /// follows). Expiry deletes them afterwards, logging `DEL`.
+    Keep,
+}
+
+/// Loads a snapshot file into the tenant's (empty) keyspace and takes its
+/// propagation-log offset and replication ids, so a restart continues the
+/// same history. Returns (keys loaded, expired keys skipped).
 pub(super) fn load_snapshot_into(
     t: &mut Tenant,
     path: &Path,
     th: &codec::Thresholds,
     now_ms: i64,
+    expired_keys: Expired,
 ) -> Result<(u64, u64), String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let reader = snapshot::SnapshotReader::new(std::io::BufReader::with_capacity(1 << 20, f))
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    t.log.set_offset(reader.meta().offset);
+    if let Some(ids) = crate::repl::ReplIds::from_aux(&reader.meta().aux) {
+        t.repl = ids;
+    }
     let dbs = &mut t.ks.dbs;
     // Most data lives in db 0: size it once instead of growing by doubling.
     if let Some(db0) = dbs.first_mut() {
@@ -73,7 +94,10 @@ pub(super) fn load_snapshot_into(
     let mut bad_db = None;
     for batch in rx {
         for (h, r) in batch {
-            if r.expire_at != crate::db::NO_EXPIRE && r.expire_at <= now_ms {
+            if expired_keys == Expired::Skip
+                && r.expire_at != crate::db::NO_EXPIRE
+                && r.expire_at <= now_ms
+            {
                 expired += 1;
                 continue;
             }
@@ -107,50 +131,6 @@ pub(super) fn load_snapshot_into(
     Ok((keys, expired))
 }
 
-/// Replays RESP commands (a log segment) through the command path.
-fn replay(
-    t: &mut Tenant,
-    shared: &crate::shared::Shared,
-    set: &crate::shared::Settings,
-    session: &mut crate::client::Session,
-    data: &[u8],
-) -> Result<u64, String> {
-    let mut p = crate::resp::RequestParser::new();
-    let lim = crate::resp::ParseLimits::default();
-    let mut out = crate::resp::Reply::new(2);
-    let mut n = 0u64;
-    loop {
-        match p.next(data, &lim) {
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) => return Err(format!("unparsable command: {e:?}")),
-        }
-        let args: Vec<&[u8]> = p.ranges().iter().map(|r| &data[r.clone()]).collect();
-        out.buf.clear();
-        crate::dispatch::dispatch(
-            t,
-            session,
-            shared,
-            set,
-            &args,
-            &mut out,
-            crate::util::mstime(),
-        );
-        if out.buf.first() == Some(&b'-') {
-            return Err(format!(
-                "replaying {} failed: {}",
-                String::from_utf8_lossy(args.first().copied().unwrap_or(b"")),
-                String::from_utf8_lossy(&out.buf).trim_end()
-            ));
-        }
-        n += 1;
-    }
-    if p.consumed() != data.len() {
-        return Err("a command is cut short inside a frame".into());
-    }
-    Ok(n)
-}
-
 /// Loads the tenant's data at start: with `appendonly yes` the log's base
 /// and segments, else `dbfilename`; then opens the log for appending.
 /// Loads `dir/dbfilename` when it exists, recording it in `report`.
@@ -162,7 +142,7 @@ fn load_snapshot_if_any(
 ) -> Result<(), String> {
     let snap = t.persist.snapshot_path();
     if snap.exists() {
-        let (k, e) = load_snapshot_into(t, &snap, th, now)?;
+        let (k, e) = load_snapshot_into(t, &snap, th, now, Expired::Skip)?;
         report.keys = k;
         report.expired = e;
         report.source = snap.display().to_string();
@@ -196,20 +176,10 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
         match manifest {
             Some(m) => {
                 if let Some((base, _)) = &m.base {
-                    let (k, e) = load_snapshot_into(t, &dir.join(base), &th, now)?;
+                    let (k, e) = load_snapshot_into(t, &dir.join(base), &th, now, Expired::Keep)?;
                     report.keys += k;
                     report.expired += e;
                 }
-                let info = std::rc::Rc::new(crate::client::ClientInfo::new(
-                    0,
-                    "127.0.0.1:0".parse().map_err(|_| "addr")?,
-                    "127.0.0.1:0".parse().map_err(|_| "addr")?,
-                    -1,
-                    now,
-                ));
-                let mut session = crate::client::Session::new(info, true);
-                session.unrestricted = true;
-                session.replaying = true;
                 for (name, _) in &m.incrs {
                     let path = dir.join(name);
                     if !path.exists() {
@@ -218,10 +188,21 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
                             path.display()
                         ));
                     }
+                    // Each segment is read from database 0 with expiry off
+                    // (its effects were decided when they were logged), its
+                    // bytes continuing the log's offsets.
+                    let mut applier = crate::repl::apply::Applier::new();
                     let repair = t.persist.repair;
                     let mut cmds = 0u64;
                     let tail = aof::read_segment(&path, repair, |payload, _| {
-                        cmds += replay(t, shared, &set, &mut session, payload)?;
+                        let before = applier.commands;
+                        applier
+                            .feed(t, shared, &set, payload, crate::util::mstime())
+                            .map_err(|e| e.to_string())?;
+                        if applier.pending() > 0 {
+                            return Err("a command is cut short inside a frame".into());
+                        }
+                        cmds += applier.commands - before;
                         Ok(())
                     })
                     .map_err(|e| e.to_string())?;

@@ -192,10 +192,15 @@ pub(crate) fn meta_for(t: &Tenant) -> SnapshotMeta {
         // An estimate for the loader to pre-size with (the trailer has the
         // exact count).
         keys: t.ks.total_keys() as u64,
-        aux: vec![
+        // The replication ids go with the offset, so a restart continues
+        // the same history (see `crate::repl`).
+        aux: [
             ("anykv-ver".into(), crate::shared::ANYKV_VERSION.into()),
             ("redis-ver".into(), crate::shared::REDIS_VERSION.into()),
-        ],
+        ]
+        .into_iter()
+        .chain(t.repl.to_aux())
+        .collect(),
     }
 }
 
@@ -423,7 +428,7 @@ pub fn debug_reload(t: &mut Tenant, set: &crate::shared::Settings) -> Result<(),
     let n = t.ks.dbs.len();
     t.ks = crate::db::Keyspace::new(n);
     let th = codec::Thresholds::from_settings(set);
-    load::load_snapshot_into(t, &path, &th, crate::util::mstime()).map(|_| ())
+    load::load_snapshot_into(t, &path, &th, crate::util::mstime(), load::Expired::Skip).map(|_| ())
 }
 
 #[cfg(test)]
