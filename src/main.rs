@@ -95,7 +95,12 @@ pub(crate) fn init_tracing(level: &str) {
 
 /// Runs a store (`anykv server`), with gossip when `gossip` is given
 /// (`anykv node`).
-fn run_store(args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow::Result<()> {
+fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow::Result<()> {
+    if gossip.is_some() {
+        // A node serves databases only: nobody gets in without a token (or
+        // an operator password), even before its catalog arrives.
+        args.extend(["--tenants-only".to_string(), "yes".to_string()]);
+    }
     let config = Config::load(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(&config.loglevel());
     let metrics_addr = config.metrics_addr();
@@ -145,6 +150,27 @@ fn run_store(args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow::Res
     Ok(())
 }
 
+/// SIGHUP: re-reads `tenants-file` and applies it while serving (new
+/// databases open, changed plans apply, removed ones close). Without a
+/// tenants file SIGHUP is ignored, as redis-server does; a file that does
+/// not parse leaves the current catalog in place.
+fn reload_tenants(shared: &Arc<Shared>) {
+    let path = shared.config.read().tenants_file();
+    if path.is_empty() {
+        tracing::info!("Received SIGHUP, ignoring it (no tenants-file)");
+        return;
+    }
+    match anykv_server::catalog::Catalog::load(&path) {
+        Ok(c) => {
+            let (added, changed, removed) = shared.set_catalog(c);
+            tracing::info!(
+                "Received SIGHUP: reloaded {path}: {added} databases added, {changed} changed, {removed} removed"
+            );
+        }
+        Err(e) => tracing::error!("Received SIGHUP: {e}; keeping the current databases"),
+    }
+}
+
 /// Returns on SIGTERM/SIGINT or when the server shuts itself down (SHUTDOWN).
 pub(crate) async fn wait_for_signal(shared: &Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -155,7 +181,7 @@ pub(crate) async fn wait_for_signal(shared: &Arc<Shared>) {
     loop {
         tokio::select! {
             _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                tracing::info!("Received SIGHUP, ignoring it");
+                reload_tenants(shared);
                 continue;
             }
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {

@@ -159,6 +159,21 @@ fn nodes_join_leave_on_sigterm_and_crashes_are_detected() {
     assert!(metrics.contains("anykv_gossip_members"), "{metrics}");
     assert!(metrics.contains("anykv_gossip_rtt_min_seconds"));
 
+    // A node holds customers' databases: it is never open to clients that
+    // have not logged in, not even before its catalog arrives.
+    {
+        use std::io::{Read, Write};
+        let addr: SocketAddr = format!("{}:{REDIS}", ip(1)).parse().unwrap();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+            .unwrap();
+        let mut buf = [0u8; 128];
+        let n = s.read(&mut buf).unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(reply.starts_with("-NOAUTH"), "unauthenticated SET: {reply}");
+    }
+
     // SIGTERM: the node leaves, peers mark it down at once (well under the
     // failure-detection time), and the process exits 0.
     let st = Command::new("kill")

@@ -620,3 +620,116 @@ fn a_bad_tenants_file_stops_the_start() {
         "{text}"
     );
 }
+
+/// Databases come and go while the server runs: SIGHUP re-reads the
+/// tenants file; a new database is served at once (with its plan), a
+/// changed plan applies to the running database, a removed database closes
+/// its clients and refuses its token, and one added back finds its data
+/// (saved when it was removed). The other databases never notice.
+#[test]
+fn databases_are_added_changed_and_removed_while_serving() {
+    const NEWS_TOKEN: &str = "news-token-77aa88bb99";
+    let dir = Scratch::new("runtime");
+    // Save points set: a removed database is saved on its way out.
+    let srv = start(&dir, &["--save", "3600 1"]);
+    let file = dir.path("tenants.conf");
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    ok(&mut shop, &["SET", "mine", "1"]);
+    let hup = |what: &str| {
+        let st = std::process::Command::new("kill")
+            .args(["-HUP", &srv.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(st.success(), "SIGHUP ({what})");
+    };
+    let try_login = |token: &str| {
+        let mut c = srv.connect();
+        match call(&mut c, &["AUTH", token]) {
+            Value::Simple(s) if s == b"OK" => Some(c),
+            _ => None,
+        }
+    };
+    assert!(try_login(NEWS_TOKEN).is_none(), "news is not there yet");
+
+    // Added with a 1 MB noeviction plan.
+    let with_news = |mem: &str| {
+        format!(
+            "{}tenant news id=4 token={NEWS_TOKEN} maxmemory={mem}\n",
+            catalog()
+        )
+    };
+    std::fs::write(&file, with_news("1mb")).expect("write catalog");
+    hup("add");
+    let mut news = poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        "news served after SIGHUP",
+        || try_login(NEWS_TOKEN),
+    );
+    ok(&mut news, &["SET", "story", "1"]);
+    assert!(
+        bulk(&mut news, &["GET", "mine"]).is_none(),
+        "news sees shop's key"
+    );
+    let refused = fill(&mut news, "n", 300);
+    assert!(
+        refused > 100,
+        "1 MB plan: {refused} of 300 10 KB writes refused"
+    );
+    ok(&mut news, &["FLUSHALL"]);
+    ok(&mut news, &["SET", "story", "1"]);
+
+    // The plan grows to 8 MB: the same writes now fit.
+    std::fs::write(&file, with_news("8mb")).expect("write catalog");
+    hup("change");
+    poll_every(
+        Duration::from_millis(50),
+        Duration::from_secs(10),
+        "8 MB plan applied",
+        || {
+            let refused = fill(&mut news, "m", 300);
+            for i in 0..300 {
+                call(&mut news, &["DEL", &format!("m:{i}")]);
+            }
+            (refused == 0).then_some(())
+        },
+    );
+
+    // Removed: its client is closed and its token refused; shop is fine.
+    std::fs::write(&file, catalog()).expect("write catalog");
+    hup("remove");
+    poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        "news's client closed",
+        || news.cmd(&["PING"]).is_err().then_some(()),
+    );
+    assert!(try_login(NEWS_TOKEN).is_none(), "removed database's token");
+    assert_eq!(
+        bulk(&mut shop, &["GET", "mine"]).as_deref(),
+        Some(&b"1"[..])
+    );
+
+    // Added back: its data was saved when it went.
+    std::fs::write(&file, with_news("8mb")).expect("write catalog");
+    hup("re-add");
+    let mut news = poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        "news served again",
+        || try_login(NEWS_TOKEN),
+    );
+    assert_eq!(
+        bulk(&mut news, &["GET", "story"]).as_deref(),
+        Some(&b"1"[..])
+    );
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&file, "tenant broken\n").expect("write catalog");
+    hup("bad file");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        try_login(NEWS_TOKEN).is_some(),
+        "a bad file removed databases"
+    );
+}

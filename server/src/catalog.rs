@@ -22,7 +22,7 @@ use crate::evict::Policy;
 use crate::tenant::TenantId;
 
 /// One tenant's entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantSpec {
     pub id: TenantId,
     pub name: String,

@@ -819,6 +819,10 @@ static PARAMS: &[Param] = &[
     // The tenant catalog for a standalone server (see catalog.rs); empty =
     // one default tenant.
     strp("tenants-file", None, false, None, "", IMMUTABLE),
+    // The default tenant is for operator users with a password only; no
+    // connection starts authenticated (`anykv node` sets it: a node must
+    // not be open before its catalog arrives).
+    boolp("tenants-only", None, false, IMMUTABLE),
     strp("metrics-addr", None, false, None, "", IMMUTABLE),
     intp("max-multibulk-len", None, 1, LONG_MAX, "2147483647", 0),
 ];
@@ -2380,6 +2384,10 @@ impl Config {
     /// `--repair yes`: salvage a corrupt append-only log at start.
     pub fn repair(&self) -> bool {
         self.bool_of("repair")
+    }
+
+    pub fn tenants_only(&self) -> bool {
+        self.bool_of("tenants-only")
     }
 
     pub fn auto_aof_rewrite_percentage(&self) -> i64 {

@@ -59,6 +59,21 @@ pub struct Handoff {
     pub carry: Option<crate::conn::Carry>,
 }
 
+/// What an executor receives from other threads, in order on one channel.
+pub enum ExecMsg {
+    Conn(Handoff),
+    Tenant(TenantChange),
+}
+
+/// A change of the tenant catalog for the executor that owns the tenant
+/// (sent by [`Shared::set_catalog`]).
+pub enum TenantChange {
+    /// Create the tenant (loading its files) or update its name and plan.
+    Upsert(crate::catalog::TenantSpec),
+    /// Stop serving it: close its clients, make its log durable, drop it.
+    Remove(TenantId),
+}
+
 /// Which executor owns a tenant.
 pub fn owner_of(t: TenantId, executors: usize) -> usize {
     (t.0 % executors.max(1) as u64) as usize
@@ -116,8 +131,8 @@ impl Server {
         let binds = parse_binds(&config.bind(), config.port())?;
         let catalog =
             crate::catalog::Catalog::load(&config.tenants_file()).map_err(StartError::Load)?;
-        let mut shared = Shared::new(config, n);
-        shared.catalog = catalog;
+        let shared = Shared::new(config, n);
+        shared.set_catalog(catalog);
         let shared = Arc::new(shared);
 
         // Executor 0 binds first so an ephemeral port (0) is resolved once.
@@ -155,7 +170,7 @@ impl Server {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+            let (tx, rx) = mpsc::unbounded_channel::<ExecMsg>();
             senders.push(tx);
             receivers.push(rx);
         }
@@ -214,7 +229,7 @@ fn executor_main(
     idx: usize,
     shared: Arc<Shared>,
     listeners: Vec<std::net::TcpListener>,
-    mut handoffs: mpsc::UnboundedReceiver<Handoff>,
+    mut handoffs: mpsc::UnboundedReceiver<ExecMsg>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -258,10 +273,18 @@ fn executor_main(
             let tenants = tenants.clone();
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
-                while let Some(h) = handoffs.recv().await {
-                    match TcpStream::from_std(h.stream) {
-                        Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &shared),
-                        Err(e) => tracing::warn!("handoff: {e}"),
+                while let Some(m) = handoffs.recv().await {
+                    match m {
+                        ExecMsg::Conn(h) => match TcpStream::from_std(h.stream) {
+                            Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &shared),
+                            Err(e) => tracing::warn!("handoff: {e}"),
+                        },
+                        ExecMsg::Tenant(TenantChange::Upsert(spec)) => {
+                            upsert_tenant(&tenants, &shared, spec)
+                        }
+                        ExecMsg::Tenant(TenantChange::Remove(id)) => {
+                            remove_tenant(&tenants, &shared, id)
+                        }
                     }
                 }
             });
@@ -286,6 +309,29 @@ fn executor_main(
     });
 }
 
+/// A customer's tenant as the catalog describes it (not loaded yet).
+fn customer_tenant(spec: &crate::catalog::TenantSpec, dbs: usize) -> Tenant {
+    let mut t = Tenant::new(spec.id, &spec.name, dbs);
+    t.limit = Some(crate::tenant::MemLimit {
+        maxmemory: spec.maxmemory,
+        policy: spec.policy,
+    });
+    t
+}
+
+/// Loads a tenant's files (what loading allocates is the tenant's).
+fn load_tenant(t: &mut Tenant, shared: &Arc<Shared>) -> Result<(), String> {
+    let acct = t.mem.clone();
+    crate::alloc::with_account(&acct, || crate::persist::startup(t, shared)).map_err(|e| {
+        if t.is_customer() {
+            format!("tenant {} (id {}): {e}", t.name, t.id.0)
+        } else {
+            e
+        }
+    })?;
+    Ok(())
+}
+
 /// Creates and loads the tenants executor `idx` owns: the default one and
 /// those of the catalog.
 fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(), String> {
@@ -295,31 +341,67 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
     if owner_of(TenantId::DEFAULT, n) == idx {
         mine.push(Tenant::new(TenantId::DEFAULT, "default", dbs));
     }
-    for spec in shared.catalog.tenants() {
+    for spec in shared.catalog().tenants() {
         if owner_of(spec.id, n) == idx {
-            let mut t = Tenant::new(spec.id, &spec.name, dbs);
-            t.limit = Some(crate::tenant::MemLimit {
-                maxmemory: spec.maxmemory,
-                policy: spec.policy,
-            });
-            mine.push(t);
+            mine.push(customer_tenant(spec, dbs));
         }
     }
     for mut t in mine {
-        // What loading allocates is the tenant's.
-        let acct = t.mem.clone();
-        crate::alloc::with_account(&acct, || crate::persist::startup(&mut t, shared)).map_err(
-            |e| {
-                if t.is_customer() {
-                    format!("tenant {} (id {}): {e}", t.name, t.id.0)
-                } else {
-                    e
-                }
-            },
-        )?;
+        load_tenant(&mut t, shared)?;
         tenants.borrow_mut().insert(t.id, Rc::new(RefCell::new(t)));
     }
     Ok(())
+}
+
+/// A tenant added or changed while the server runs. A new tenant whose
+/// files cannot be loaded is not served (logins to it are closed) and the
+/// error is logged; the server keeps serving the others.
+fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::TenantSpec) {
+    if let Some(t) = tenants.borrow().get(&spec.id) {
+        let mut t = t.borrow_mut();
+        t.name = spec.name.clone();
+        t.limit = Some(crate::tenant::MemLimit {
+            maxmemory: spec.maxmemory,
+            policy: spec.policy,
+        });
+        tracing::info!(tenant = spec.id.0, name = %spec.name, "tenant updated");
+        return;
+    }
+    let dbs = shared.config.read().databases();
+    let mut t = customer_tenant(&spec, dbs);
+    if let Err(e) = load_tenant(&mut t, shared) {
+        tracing::error!("cannot add {e}");
+        metrics::counter!("anykv_tenant_load_errors_total").increment(1);
+        return;
+    }
+    let t = Rc::new(RefCell::new(t));
+    t.borrow().spawn(cron(t.clone(), shared.clone()));
+    tenants.borrow_mut().insert(spec.id, t);
+    tracing::info!(tenant = spec.id.0, name = %spec.name, "tenant added");
+}
+
+/// A tenant removed while the server runs: its clients are closed, its
+/// running snapshot aborted, its log made durable and a snapshot saved when
+/// save points are set; its files stay (the control plane deletes data once
+/// no node serves the tenant).
+fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
+    let Some(t) = tenants.borrow_mut().remove(&id) else {
+        return;
+    };
+    let mut t = t.borrow_mut();
+    t.removed = true;
+    for c in t.clients.values() {
+        c.kill();
+    }
+    // As at a shutdown: a snapshot when save points are set, so a tenant
+    // added back (or moved) finds its data.
+    let has_points = !shared.config.read().save_params().is_empty();
+    if let Err(e) = crate::persist::shutdown(&mut t, None, has_points) {
+        tracing::error!("removing tenant {}: {e}", id.0);
+    }
+    t.persist.aof = None;
+    t.log.disable_sink();
+    tracing::info!(tenant = id.0, name = %t.name, "tenant removed");
 }
 
 fn start_conn(
@@ -402,6 +484,9 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         shared.refresh(&mut set);
         let now = crate::util::mstime();
         let mut t = tenant.borrow_mut();
+        if t.removed {
+            return;
+        }
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
         if set.idle_timeout_s > 0 {
             let limit = set.idle_timeout_s as i64 * 1000;

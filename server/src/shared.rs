@@ -4,6 +4,7 @@
 
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -131,12 +132,17 @@ pub struct Shared {
     shutdown_tx: watch::Sender<bool>,
     /// SHUTDOWN SAVE (1) / NOSAVE (2) / default (0).
     shutdown_save: std::sync::atomic::AtomicU8,
-    /// The tenants this server holds (besides the default one).
-    pub catalog: crate::catalog::Catalog,
-    /// Where to send a connection that moves to another tenant: one sender
-    /// per executor (set once by `Server::start`).
+    /// The tenants this server holds (besides the default one); swapped
+    /// whole by [`Shared::set_catalog`] while the server runs.
+    catalog: RwLock<Arc<crate::catalog::Catalog>>,
+    /// `tenants-only`: the default tenant only for operator users with a
+    /// password; never open to unauthenticated clients.
+    pub tenants_only: AtomicBool,
+    /// Where to send a connection that moves to another tenant, and tenant
+    /// changes: one channel per executor (set once by `Server::start`), so a
+    /// tenant's creation reaches its executor before any login to it.
     pub handoffs:
-        std::sync::OnceLock<Vec<tokio::sync::mpsc::UnboundedSender<crate::executor::Handoff>>>,
+        std::sync::OnceLock<Vec<tokio::sync::mpsc::UnboundedSender<crate::executor::ExecMsg>>>,
 }
 
 impl Shared {
@@ -149,6 +155,7 @@ impl Shared {
             .collect();
         let gen = config.generation();
         let users = Users::new(config.requirepass().as_deref());
+        let tenants_only = config.tenants_only();
         Shared {
             users: RwLock::new(users),
             config: RwLock::new(config),
@@ -163,7 +170,8 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown_tx: watch::channel(false).0,
             shutdown_save: std::sync::atomic::AtomicU8::new(0),
-            catalog: crate::catalog::Catalog::default(),
+            catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
+            tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
         }
     }
@@ -171,21 +179,65 @@ impl Shared {
     /// Sends a connection to the executor that owns its tenant.
     pub fn handoff(&self, h: crate::executor::Handoff) {
         let owner = crate::executor::owner_of(h.tenant, self.executors);
+        self.send_to(owner, crate::executor::ExecMsg::Conn(h));
+    }
+
+    fn send_to(&self, owner: usize, m: crate::executor::ExecMsg) {
         match self.handoffs.get().and_then(|v| v.get(owner)) {
             Some(tx) => {
-                if tx.send(h).is_err() {
+                if tx.send(m).is_err() {
                     tracing::warn!("executor {owner} is gone");
                 }
             }
-            None => tracing::warn!("no executor {owner} to hand a connection to"),
+            None => tracing::warn!("no executor {owner} to send to"),
         }
     }
 
+    /// The tenant catalog as it is now.
+    pub fn catalog(&self) -> Arc<crate::catalog::Catalog> {
+        self.catalog.read().clone()
+    }
+
+    /// Replaces the tenant catalog while the server runs: tenants that are
+    /// new are created (their files loaded) on the executor that owns them,
+    /// changed ones take their new name and plan, removed ones close their
+    /// clients and stop (their files stay). The changes are queued to the
+    /// executors before the new catalog becomes visible to AUTH, on the
+    /// same channel as connections, so a login to a new tenant always
+    /// finds it. Returns (added, changed, removed) counts.
+    pub fn set_catalog(&self, new: crate::catalog::Catalog) -> (usize, usize, usize) {
+        use crate::executor::{ExecMsg, TenantChange};
+        let mut cur = self.catalog.write();
+        let (mut added, mut changed, mut removed) = (0, 0, 0);
+        for spec in new.tenants() {
+            match cur.get(spec.id) {
+                Some(old) if old == spec => continue,
+                Some(_) => changed += 1,
+                None => added += 1,
+            }
+            let owner = crate::executor::owner_of(spec.id, self.executors);
+            self.send_to(owner, ExecMsg::Tenant(TenantChange::Upsert(spec.clone())));
+        }
+        for spec in cur.tenants() {
+            if new.get(spec.id).is_none() {
+                removed += 1;
+                let owner = crate::executor::owner_of(spec.id, self.executors);
+                self.send_to(owner, ExecMsg::Tenant(TenantChange::Remove(spec.id)));
+            }
+        }
+        *cur = Arc::new(new);
+        (added, changed, removed)
+    }
+
     /// Whether a new connection starts authenticated (as the default user
-    /// without a password). Never with a tenant catalog: every customer
-    /// logs in to their database, and the default tenant is the operator's.
+    /// without a password). Never with a tenant catalog (every customer
+    /// logs in to their database, and the default tenant is the
+    /// operator's), nor with `tenants-only` (a cluster node, open to no one
+    /// before its catalog arrives).
     pub fn default_open(&self) -> bool {
-        self.catalog.is_empty() && self.users.read().default_is_open()
+        self.catalog.read().is_empty()
+            && !self.tenants_only.load(Relaxed)
+            && self.users.read().default_is_open()
     }
 
     pub fn next_client_id(&self) -> u64 {

@@ -117,6 +117,8 @@ pub struct Tenant {
     /// Replication ids (Redis's `replid`/`replid2` model); the offset is
     /// the propagation log's.
     pub repl: crate::repl::ReplIds,
+    /// Dropped from the catalog: its periodic work stops.
+    pub removed: bool,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -167,6 +169,7 @@ impl Tenant {
             limit: None,
             role: crate::repl::Role::Primary,
             repl: crate::repl::ReplIds::random(),
+            removed: false,
         }
     }
 

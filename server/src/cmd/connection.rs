@@ -8,6 +8,7 @@ use crate::client::{valid_client_name, ReplyMode};
 use crate::shared::REDIS_VERSION;
 use crate::tenant::TenantId;
 use crate::util::parse_i64;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub fn ping(ctx: &mut Ctx) {
     if ctx.args.len() > 2 {
@@ -72,10 +73,11 @@ fn set_user(ctx: &mut Ctx, user: &str) {
 /// <token>`); otherwise the server's own ACL users log in to the default
 /// tenant.
 fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
-    if let Some(to) = ctx.shared.catalog.authenticate(user, pw).map(|t| t.id) {
+    let catalog = ctx.shared.catalog();
+    if let Some(to) = catalog.authenticate(user, pw).map(|t| t.id) {
         return login(ctx, to, None);
     }
-    let with_catalog = !ctx.shared.catalog.is_empty();
+    let with_catalog = !catalog.is_empty() || ctx.shared.tenants_only.load(Relaxed);
     let ok = ctx
         .shared
         .users
