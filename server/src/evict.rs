@@ -118,11 +118,16 @@ pub struct Limits {
     pub time_limit: Duration,
 }
 
+/// 24-bit LRU clock in seconds, as Redis's `LRU_CLOCK()`.
+pub fn lru_clock(now_ms: i64) -> u32 {
+    ((now_ms / 1000) as u32) & 0x00FF_FFFF
+}
+
 /// Eviction score of an entry: higher is a better victim.
 fn score(e: &Entry, policy: Policy, now_ms: i64, decay_time: u32) -> u64 {
     match policy {
         Policy::AllkeysLru | Policy::VolatileLru => {
-            let now = crate::cmd::lru_clock(now_ms);
+            let now = lru_clock(now_ms);
             (if now >= e.lru {
                 now - e.lru
             } else {
@@ -198,7 +203,7 @@ pub fn evict_one(t: &mut Tenant, lim: &Limits, now_ms: i64) -> bool {
     if t.ks.dbs[db].remove(&key).is_none() {
         return false;
     }
-    t.record(db, &[b"DEL", &key]);
+    t.record_del(db, &key);
     t.notify(NOTIFY_EVICTED, "evicted", db, &key, now_ms);
     t.stats.evicted_keys += 1;
     true
@@ -283,7 +288,7 @@ mod tests {
     fn lru_prefers_idle_keys() {
         let mut t = tenant();
         let now_ms = 10_000_000;
-        let clock = crate::cmd::lru_clock(now_ms);
+        let clock = lru_clock(now_ms);
         for i in 0..1000u32 {
             // Keys k0..k499 idle for 1000 s, k500.. touched just now.
             let lru = if i < 500 { clock - 1000 } else { clock };

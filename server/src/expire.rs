@@ -51,7 +51,7 @@ pub fn active_expire_cycle(t: &mut Tenant, now_ms: i64, effort: u32, hz: u32) ->
                 sampled += 1;
                 if t.ks.dbs[db].entry(idx).expire_at <= now_ms {
                     let e = t.ks.dbs[db].remove_at(idx);
-                    t.record(db, &[b"DEL", e.key.as_bytes()]);
+                    t.record_del(db, e.key.as_bytes());
                     t.notify(
                         crate::config::NOTIFY_EXPIRED,
                         "expired",

@@ -77,3 +77,41 @@ pub mod util;
 pub mod varint;
 
 pub use executor::{Server, StartError};
+
+#[cfg(test)]
+mod layering {
+    /// Dependencies point one way: commands use the core (keyspace,
+    /// tenant, propagation log, expiry, eviction), never the reverse, so
+    /// the core can be read, tested and reused (replication applies
+    /// effects through it) without the command layer.
+    #[test]
+    fn the_core_imports_nothing_from_the_commands() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![
+            root.join("tenant.rs"),
+            root.join("proplog.rs"),
+            root.join("expire.rs"),
+            root.join("evict.rs"),
+        ];
+        for e in std::fs::read_dir(root.join("db")).expect("src/db") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                for f in std::fs::read_dir(&p).expect("db subdir") {
+                    files.push(f.expect("entry").path());
+                }
+            } else {
+                files.push(p);
+            }
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("source file");
+            for bad in ["crate::cmd", "super::cmd", "crate::dispatch"] {
+                assert!(
+                    !text.contains(bad),
+                    "{} uses {bad}: the core must not depend on commands",
+                    f.display()
+                );
+            }
+        }
+    }
+}

@@ -238,47 +238,13 @@ impl Tenant {
         }
     }
 
-    /// Records a write effect: appends it to the propagation log and, since
-    /// the effect names exactly the keys that changed, invalidates WATCHes
-    /// on them and marks them ready for clients blocked on them.
-    pub fn record(&mut self, db: usize, args: &[&[u8]]) {
-        self.log.append(db, args);
-        if self.watched.is_empty() && self.blocked_keys.is_empty() {
-            return;
-        }
-        let name = args[0].to_ascii_lowercase();
-        match &name[..] {
-            // Their WATCH effects depend on which keys existed before, so
-            // the commands call `touch_watched_in_dbs` themselves.
-            b"flushall" | b"flushdb" => {}
-            b"swapdb" => {
-                // Blocked clients may now find data in either database.
-                let keys: Vec<(usize, Vec<u8>)> = self.blocked_keys.keys().cloned().collect();
-                self.ready_keys.extend(keys);
-            }
-            _ => {
-                let Some(r) = crate::cmd::registry().by_name(args[0]) else {
-                    return;
-                };
-                for k in crate::cmd::command::key_positions(r.spec, args) {
-                    self.touch_key(db, args[k]);
-                }
-                // MOVE and COPY ... DB n also change a key in another database.
-                let other_db = match &name[..] {
-                    b"move" => args.get(2).and_then(|a| crate::util::parse_i64(a)),
-                    b"copy" => args
-                        .iter()
-                        .position(|a| a.eq_ignore_ascii_case(b"db"))
-                        .and_then(|i| args.get(i + 1))
-                        .and_then(|a| crate::util::parse_i64(a)),
-                    _ => None,
-                };
-                if let Some(d) = other_db {
-                    let key = if name == b"move" { args[1] } else { args[2] };
-                    self.touch_key(d as usize, key);
-                }
-            }
-        }
+    /// Records that `key` was deleted by expiry or eviction (decided
+    /// here, not by a command): the effect is logged as `DEL`, as Redis
+    /// propagates it, and WATCHes and blocked clients on the key notice.
+    /// Commands record their effects through `Ctx::propagate`.
+    pub fn record_del(&mut self, db: usize, key: &[u8]) {
+        self.log.append(db, &[b"DEL", key]);
+        self.touch_key(db, key);
     }
 
     /// A key changed: fail WATCHes on it, wake clients blocked on it.

@@ -72,9 +72,49 @@ pub struct Ctx<'a> {
     pub suspend: Option<server::Suspend>,
 }
 
-/// 24-bit LRU clock in seconds, as Redis's `LRU_CLOCK()`.
-pub fn lru_clock(now_ms: i64) -> u32 {
-    ((now_ms / 1000) as u32) & 0x00FF_FFFF
+pub use crate::evict::lru_clock;
+
+/// Records a write effect: appends it to the propagation log and, since
+/// the effect names exactly the keys that changed, invalidates WATCHes
+/// on them and marks them ready for clients blocked on them.
+pub fn record(t: &mut Tenant, db: usize, args: &[&[u8]]) {
+    t.log.append(db, args);
+    if t.watched.is_empty() && t.blocked_keys.is_empty() {
+        return;
+    }
+    let name = args[0].to_ascii_lowercase();
+    match &name[..] {
+        // Their WATCH effects depend on which keys existed before, so
+        // the commands call `touch_watched_in_dbs` themselves.
+        b"flushall" | b"flushdb" => {}
+        b"swapdb" => {
+            // Blocked clients may now find data in either database.
+            let keys: Vec<(usize, Vec<u8>)> = t.blocked_keys.keys().cloned().collect();
+            t.ready_keys.extend(keys);
+        }
+        _ => {
+            let Some(r) = registry().by_name(args[0]) else {
+                return;
+            };
+            for k in command::key_positions(r.spec, args) {
+                t.touch_key(db, args[k]);
+            }
+            // MOVE and COPY ... DB n also change a key in another database.
+            let other_db = match &name[..] {
+                b"move" => args.get(2).and_then(|a| crate::util::parse_i64(a)),
+                b"copy" => args
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(b"db"))
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|a| crate::util::parse_i64(a)),
+                _ => None,
+            };
+            if let Some(d) = other_db {
+                let key = if name == b"move" { args[1] } else { args[2] };
+                t.touch_key(d as usize, key);
+            }
+        }
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -156,7 +196,7 @@ impl<'a> Ctx<'a> {
     /// Appends an effect to the tenant's propagation log (current DB).
     pub fn propagate(&mut self, args: &[&[u8]]) {
         let db = self.s.db;
-        self.t.record(db, args);
+        record(self.t, db, args);
         self.t.dirty += 1;
     }
 
@@ -195,7 +235,7 @@ impl<'a> Ctx<'a> {
         }
         let entry = self.t.ks.dbs[db].remove_at(idx);
         self.t.stats.expired_keys += 1;
-        self.t.record(db, &[b"DEL", entry.key.as_bytes()]);
+        self.t.record_del(db, entry.key.as_bytes());
         self.t.notify(
             NOTIFY_EXPIRED,
             "expired",
