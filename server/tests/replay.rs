@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use anykv_server::config::Config;
 use anykv_server::expire::active_expire_cycle;
+use anykv_server::repl::apply::Applier;
 use anykv_server::resp::{ParseLimits, Request, RequestParser};
 use anykv_server::shared::{Settings, Shared};
 use anykv_server::tenant::Tenant;
@@ -590,6 +591,35 @@ fn check_seed(seed: u64, ops: usize) {
                 None => panic!("seed {seed}: digests differ but the dumps are equal"),
             }
         }
+    }
+    // The apply mode, as a replica would run its primary's stream a day
+    // later, in pieces of any size: the same keyspace (expiry is off while
+    // applying: the log's own DELs decide), and the same offset and bytes,
+    // since the stream is appended as it came.
+    {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xA991);
+        let mut t = Tenant::new(anykv_server::tenant::TenantId::DEFAULT, "replica", 16);
+        t.role = anykv_server::repl::Role::Replica;
+        t.log.enable_capture();
+        let mut a = Applier::new();
+        let later = run.end_ms + 86_400_000;
+        let mut fed = 0;
+        while fed < run.log.len() {
+            let take = rng.random_range(1..=4096).min(run.log.len() - fed);
+            a.feed(&mut t, &shared, &set, &run.log[fed..fed + take], later)
+                .unwrap_or_else(|e| panic!("seed {seed}: applying the log: {e}"));
+            fed += take;
+        }
+        assert_eq!(a.pending(), 0, "seed {seed}: log ends mid-command");
+        assert_eq!(t.log.offset(), orig.t.log.offset(), "seed {seed}: offsets");
+        assert!(
+            t.log.take_capture()[..] == run.log[..],
+            "seed {seed}: the replica's log is not its primary's bytes"
+        );
+        assert!(
+            t.ks.digest() == orig.t.ks.digest(),
+            "seed {seed}: applied keyspace differs"
+        );
     }
     // The workload must actually exercise expiry: keys expired and deleted
     // during the run, keys with a TTL left, and some of those logically
