@@ -33,8 +33,6 @@ pub struct PropLog {
     tx: Option<Vec<(usize, Vec<Vec<u8>>)>>,
     /// Bytes not yet handed to the append-only log (when it is on).
     sink: Option<Vec<u8>>,
-    /// Effects appended so far (Redis's `dirty` for save rules).
-    effects: u64,
     /// While set, [`PropLog::append`] drops effects: the apply mode, in
     /// which a replica (or a restart) runs effects another log already
     /// holds and appends that log's bytes as they were
@@ -73,7 +71,6 @@ impl PropLog {
             scratch: BytesMut::new(),
             tx: None,
             sink: None,
-            effects: 0,
             suppressed: false,
         }
     }
@@ -105,12 +102,10 @@ impl PropLog {
     }
 
     /// Appends bytes of another log as they are (apply mode): one or more
-    /// whole RESP commands, of which `effects` are effects (not SELECT,
-    /// MULTI or EXEC), leaving the stream in database `db_after`. Offsets
+    /// whole RESP commands, leaving the stream in database `db_after`. Offsets
     /// advance by exactly the bytes, so a replica's offsets equal its
     /// primary's and a restart's equal the run that wrote the log.
-    pub fn append_raw(&mut self, bytes: &[u8], effects: u64, db_after: usize) {
-        self.effects += effects;
+    pub fn append_raw(&mut self, bytes: &[u8], db_after: usize) {
         self.offset += bytes.len() as u64;
         self.last_db = db_after as i64;
         if let Some(sink) = self.sink.as_mut() {
@@ -136,11 +131,6 @@ impl PropLog {
     /// AOF off); the caller clears what it took.
     pub fn sink_mut(&mut self) -> Option<&mut Vec<u8>> {
         self.sink.as_mut()
-    }
-
-    /// Effects appended so far.
-    pub fn effects(&self) -> u64 {
-        self.effects
     }
 
     /// Keeps the whole stream in memory from now on (tests, replay).
@@ -218,7 +208,6 @@ impl PropLog {
             self.last_db = db as i64;
         }
         encode(&mut scratch, args);
-        self.effects += 1;
         self.offset += scratch.len() as u64;
         if let Some(sink) = self.sink.as_mut() {
             sink.extend_from_slice(&scratch);
@@ -292,7 +281,7 @@ mod tests {
         l.set_suppressed(false);
         assert_eq!(l.offset(), 1000);
         let raw = b"*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
-        l.append_raw(raw, 1, 2);
+        l.append_raw(raw, 2);
         assert_eq!(l.offset(), 1000 + raw.len() as u64);
         assert_eq!(&l.take_capture()[..], &raw[..]);
         assert_eq!(l.since(1000).unwrap(), raw.to_vec());

@@ -64,7 +64,7 @@ pub struct Persist {
     pub last_bgsave_ok: bool,
     pub last_bgsave_time_sec: i64,
     pub saves: u64,
-    /// Effects logged at the last save (changes since = log count - this).
+    /// `Tenant::dirty` at the last save (changes since = dirty - this).
     pub dirty_at_save: u64,
     /// A background save or rewrite was asked for (started by the
     /// connection or cron that notices).

@@ -149,12 +149,8 @@ impl Applier {
                         .to_string(),
                 });
             }
-            let framing = [&b"select"[..], b"multi", b"exec"]
-                .iter()
-                .any(|n| args[0].eq_ignore_ascii_case(n));
             self.commands += 1;
-            t.log
-                .append_raw(&self.buf[start..end], u64::from(!framing), self.session.db);
+            t.log.append_raw(&self.buf[start..end], self.session.db);
         }
     }
 }
