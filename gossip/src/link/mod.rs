@@ -73,7 +73,7 @@ pub(crate) mod testing {
     /// the value does not matter).
     pub const DFW: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
 
-    /// The RTTs of `shared/data/region-rtt.csv` for these three regions,
+    /// The RTTs of `bench/data/region-rtt.csv` for these three regions,
     /// inline so transport tests do not depend on the file.
     const RTTS: &str = "from,to,rtt_ms\niad,dfw,35.1\niad,cdg,97.7\ndfw,cdg,131.4\n";
 

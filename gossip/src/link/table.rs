@@ -2,7 +2,7 @@
 //!
 //! The emulated world needs *some* latency between regions to make the
 //! behaviour of gossip, state sync and routing look like the real thing;
-//! the table comes from `shared/data/region-rtt.csv` (`from,to,rtt_ms`
+//! the table comes from `bench/data/region-rtt.csv` (`from,to,rtt_ms`
 //! rows, `#` comments). RTTs are symmetric: one row covers both
 //! directions.
 
@@ -256,7 +256,7 @@ dfw , cdg , 131.4
 
     #[test]
     fn loads_the_shipped_region_file() {
-        // The project's copy of ../shared/data/region-rtt.csv.
+        // bench/data/region-rtt.csv, the table the demo uses.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/data/region-rtt.csv");
         let t = RttTable::load(&path).unwrap();
         let regions: Vec<&str> = t.regions().collect();

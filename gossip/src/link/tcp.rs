@@ -1,4 +1,6 @@
-//! Shaped TCP (router → store): byte streams delayed in order.
+//! Shaped TCP: byte streams delayed in order. Built for the router → store
+//! path of the emulated world (the router issue); nothing opens one yet
+//! outside this module's tests.
 //!
 //! Only the connecting side shapes, and it shapes both directions: its
 //! writes wait one one-way delay before reaching the socket and the

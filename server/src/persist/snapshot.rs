@@ -2,7 +2,8 @@
 //!
 //! A snapshot is written front to back by a background thread from chunks
 //! of pre-encoded records, and read front to back (from a file at startup,
-//! or from a socket during a replica's full sync), so the format is a
+//! or, once replication lands, from a socket during a replica's full
+//! sync), so the format is a
 //! stream of checksummed frames that never needs seeking or the whole file
 //! in memory.
 //!
