@@ -33,6 +33,9 @@
 //!   the backlog.
 //! - [`persist`]: snapshots without fork, the append-only log, start-up
 //!   load (see `docs/PERSISTENCE.md`).
+//! - [`rdb`]: the RDB format (version 10) for full syncs with a real Redis
+//!   and `.rdb` files: a streaming reader of every encoding up to 7.0, a
+//!   writer.
 //! - [`repl`]: a tenant's role, replication ids and the apply mode.
 //!
 //! Tenancy, users, memory:
@@ -68,6 +71,7 @@ pub mod metrics;
 pub mod persist;
 pub mod proplog;
 pub mod pubsub;
+pub mod rdb;
 pub mod repl;
 pub mod resp;
 pub mod sds;

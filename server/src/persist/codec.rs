@@ -439,21 +439,64 @@ fn decode_list(c: &mut Cur<'_>) -> Result<Value, CodecError> {
     Ok(Value::List(Box::new(List { items })))
 }
 
-/// `rdbLoadObject`'s hash rule: listpack iff it fits the thresholds.
 fn decode_hash(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
     let n = c.count(2)?;
-    let (longest, total) = scan_strs(*c, 2 * n)?;
+    scan_strs(*c, 2 * n)?;
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        pairs.push((c.bytes()?, c.bytes()?));
+    }
+    build_hash(&pairs, t)
+}
+
+fn decode_set(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
+    let n = c.count(1)?;
+    scan_strs(*c, n)?;
+    let mut members = Vec::with_capacity(n);
+    for _ in 0..n {
+        members.push(c.bytes()?);
+    }
+    build_set(&members, t)
+}
+
+fn decode_int_set(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
+    let n = c.count(1)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(unzigzag(c.varint()?));
+    }
+    build_int_set(v, t)
+}
+
+fn decode_zset(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
+    let n = c.count(MIN_ZSET_ENTRY)?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let m = c.bytes()?;
+        entries.push((m, c.score()?));
+    }
+    build_zset(&entries, t)
+}
+
+// ---------------------------------------------------------------------------
+// Building values as Redis's loader would (shared with the RDB reader)
+// ---------------------------------------------------------------------------
+
+/// `rdbLoadObject`'s hash rule: listpack iff it fits the thresholds.
+pub fn build_hash(pairs: &[(&[u8], &[u8])], t: &Thresholds) -> Result<Value, CodecError> {
+    let n = pairs.len();
+    let longest = pairs
+        .iter()
+        .map(|(f, v)| f.len().max(v.len()))
+        .max()
+        .unwrap_or(0);
+    let total: usize = pairs.iter().map(|(f, v)| f.len() + v.len()).sum();
     let h = if n <= t.hash.max_entries && longest <= t.hash.max_value && total <= LISTPACK_SAFETY {
-        let mut pairs = Vec::with_capacity(n);
-        for _ in 0..n {
-            pairs.push((c.bytes()?, c.bytes()?));
-        }
-        let p = Packed::from_distinct_pairs(&pairs).ok_or(CodecError::Duplicate("hash field"))?;
+        let p = Packed::from_distinct_pairs(pairs).ok_or(CodecError::Duplicate("hash field"))?;
         Hash::Listpack(p)
     } else {
         let mut m = DenseMap::with_capacity(n);
-        for _ in 0..n {
-            let (f, v) = (c.bytes()?, c.bytes()?);
+        for &(f, v) in pairs {
             if m.insert(f, Sds::from_slice(v)).is_some() {
                 return Err(CodecError::Duplicate("hash field"));
             }
@@ -469,60 +512,36 @@ fn intset_cap(t: &Thresholds) -> usize {
 
 /// A set of byte-string members: an intset iff all are canonical integers
 /// and there are few enough (`rdbLoadObject`'s rule).
-fn decode_set(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
-    let n = c.count(1)?;
-    let mut probe = *c;
-    let mut ints: Option<Vec<i64>> = (n <= intset_cap(t)).then(|| Vec::with_capacity(n));
-    for _ in 0..n {
-        let m = probe.bytes()?;
-        if let Some(v) = ints.as_mut() {
-            if let Some(x) = parse_i64(m) {
-                v.push(x);
-                continue;
-            }
+pub fn build_set(members: &[&[u8]], t: &Thresholds) -> Result<Value, CodecError> {
+    let n = members.len();
+    if n <= intset_cap(t) {
+        let ints: Option<Vec<i64>> = members.iter().map(|m| parse_i64(m)).collect();
+        if let Some(v) = ints {
+            return build_int_set(v, t);
         }
-        ints = None;
     }
-    let s = match ints {
-        Some(mut v) => {
-            *c = probe;
-            v.sort_unstable();
-            if v.windows(2).any(|w| w[0] == w[1]) {
-                return Err(CodecError::Duplicate("set member"));
-            }
-            Set::Intset(v)
+    let mut m = DenseMap::with_capacity(n);
+    for &x in members {
+        if m.insert(x, ()).is_some() {
+            return Err(CodecError::Duplicate("set member"));
         }
-        None => {
-            let mut m = DenseMap::with_capacity(n);
-            for _ in 0..n {
-                if m.insert(c.bytes()?, ()).is_some() {
-                    return Err(CodecError::Duplicate("set member"));
-                }
-            }
-            Set::Table(Box::new(m))
-        }
-    };
-    Ok(Value::Set(Box::new(s)))
+    }
+    Ok(Value::Set(Box::new(Set::Table(Box::new(m)))))
 }
 
-/// A set written from an intset: integers, normally ascending (sorted
-/// here if not); a hash table if the loading threshold is lower.
-fn decode_int_set(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
-    let n = c.count(1)?;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        v.push(unzigzag(c.varint()?));
-    }
+/// A set of integers (an intset, normally ascending; sorted here if not);
+/// a hash table if the loading threshold is lower.
+pub fn build_int_set(mut v: Vec<i64>, t: &Thresholds) -> Result<Value, CodecError> {
     if !v.windows(2).all(|w| w[0] < w[1]) {
         v.sort_unstable();
         if v.windows(2).any(|w| w[0] == w[1]) {
             return Err(CodecError::Duplicate("set member"));
         }
     }
-    let s = if n <= intset_cap(t) {
+    let s = if v.len() <= intset_cap(t) {
         Set::Intset(v)
     } else {
-        let mut m = DenseMap::with_capacity(n);
+        let mut m = DenseMap::with_capacity(v.len());
         let mut b = [0u8; 20];
         for x in v {
             m.insert(fmt_i64(x, &mut b), ());
@@ -533,37 +552,29 @@ fn decode_int_set(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> 
 }
 
 /// `rdbLoadObject`'s sorted-set rule: listpack iff it fits the thresholds.
-fn decode_zset(c: &mut Cur<'_>, t: &Thresholds) -> Result<Value, CodecError> {
-    let n = c.count(MIN_ZSET_ENTRY)?;
-    let mut probe = *c;
-    let (mut longest, mut total) = (0usize, 0usize);
-    for _ in 0..n {
-        let m = probe.bytes()?;
-        probe.score()?;
-        longest = longest.max(m.len());
-        total += m.len();
+/// NaN scores and duplicate members are refused.
+pub fn build_zset(entries: &[(&[u8], f64)], t: &Thresholds) -> Result<Value, CodecError> {
+    let n = entries.len();
+    if entries.iter().any(|e| e.1.is_nan()) {
+        return Err(CodecError::NanScore);
     }
+    let longest = entries.iter().map(|e| e.0.len()).max().unwrap_or(0);
+    let total: usize = entries.iter().map(|e| e.0.len()).sum();
     let z = if n <= t.zset.max_entries && longest <= t.zset.max_value && total <= LISTPACK_SAFETY {
-        let mut members: Vec<&[u8]> = Vec::with_capacity(n);
-        let mut entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            let m = c.bytes()?;
-            let s = c.score()?;
-            members.push(m);
-            entries.push((m.to_vec(), s));
-        }
+        let mut members: Vec<&[u8]> = entries.iter().map(|e| e.0).collect();
         members.sort_unstable();
         if members.windows(2).any(|w| w[0] == w[1]) {
             return Err(CodecError::Duplicate("sorted set member"));
         }
         // The packed encoding's append path, behind its public
         // constructor (one small allocation per member, but linear time).
-        ZSet::from_entries(entries, &t.zset)
+        ZSet::from_entries(
+            entries.iter().map(|(m, s)| (m.to_vec(), *s)).collect(),
+            &t.zset,
+        )
     } else {
         let mut z = ZSet::Skip(Box::default());
-        for _ in 0..n {
-            let m = c.bytes()?;
-            let s = c.score()?;
+        for &(m, s) in entries {
             match z.add(m, s, 0, &t.zset) {
                 AddResult::Added(_) => {}
                 AddResult::Nan => return Err(CodecError::NanScore),

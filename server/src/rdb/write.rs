@@ -1,0 +1,163 @@
+//! Writing RDB version 10, as redis-server 7.0 reads it.
+//!
+//! Values go out in RDB's generic types (`STRING`, `LIST`, `SET`, `ZSET_2`,
+//! `HASH`): Redis's loader rebuilds each in whichever encoding its own
+//! thresholds pick (listpack, intset, quicklist...), exactly as it does for
+//! the compact types, so nothing is lost and no packed encoder is needed
+//! here. Strings that are small canonical integers use RDB's integer
+//! encoding, as Redis's own writer does; strings are not LZF-compressed.
+
+use std::io::{self, Write};
+
+use super::{crc64, Type, OP_AUX, OP_EOF, OP_EXPIRETIME_MS, OP_RESIZEDB, OP_SELECTDB, RDB_VERSION};
+use crate::db::{Value, NO_EXPIRE};
+use crate::util::parse_i64;
+
+/// An RDB being written to `W` (a file, a socket, a buffer), checksummed
+/// as it goes.
+pub struct RdbWriter<W: Write> {
+    w: W,
+    crc: u64,
+    scratch: Vec<u8>,
+}
+
+fn put_len(out: &mut Vec<u8>, n: u64) {
+    if n < 1 << 6 {
+        out.push(n as u8);
+    } else if n < 1 << 14 {
+        out.push(0x40 | (n >> 8) as u8);
+        out.push(n as u8);
+    } else if n <= u64::from(u32::MAX) {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// A string, integer-encoded when it is a canonical integer that fits 32
+/// bits (Redis's `rdbTryIntegerEncoding`).
+fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    if s.len() <= 11 {
+        if let Some(v) = parse_i64(s) {
+            if let Ok(x) = i8::try_from(v) {
+                out.push(0xC0);
+                out.extend_from_slice(&x.to_le_bytes());
+                return;
+            }
+            if let Ok(x) = i16::try_from(v) {
+                out.push(0xC1);
+                out.extend_from_slice(&x.to_le_bytes());
+                return;
+            }
+            if let Ok(x) = i32::try_from(v) {
+                out.push(0xC2);
+                out.extend_from_slice(&x.to_le_bytes());
+                return;
+            }
+        }
+    }
+    put_len(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+impl<W: Write> RdbWriter<W> {
+    /// Writes the header and the AUX fields.
+    pub fn new(w: W, aux: &[(&str, &str)]) -> io::Result<Self> {
+        let mut me = RdbWriter {
+            w,
+            crc: 0,
+            scratch: Vec::with_capacity(64 << 10),
+        };
+        me.scratch
+            .extend_from_slice(format!("REDIS{RDB_VERSION:04}").as_bytes());
+        for (k, v) in aux {
+            me.scratch.push(OP_AUX);
+            put_string(&mut me.scratch, k.as_bytes());
+            put_string(&mut me.scratch, v.as_bytes());
+        }
+        me.flush_scratch()?;
+        Ok(me)
+    }
+
+    fn flush_scratch(&mut self) -> io::Result<()> {
+        self.crc = crc64::update(self.crc, &self.scratch);
+        self.w.write_all(&self.scratch)?;
+        self.scratch.clear();
+        Ok(())
+    }
+
+    /// Starts database `db` (`keys` and `expires` size the loader's tables).
+    pub fn select_db(&mut self, db: u32, keys: u64, expires: u64) -> io::Result<()> {
+        self.scratch.push(OP_SELECTDB);
+        put_len(&mut self.scratch, u64::from(db));
+        self.scratch.push(OP_RESIZEDB);
+        put_len(&mut self.scratch, keys);
+        put_len(&mut self.scratch, expires);
+        self.flush_scratch()
+    }
+
+    /// One key of the current database.
+    pub fn entry(&mut self, key: &[u8], value: &Value, expire_at: i64) -> io::Result<()> {
+        let out = &mut self.scratch;
+        if expire_at != NO_EXPIRE {
+            out.push(OP_EXPIRETIME_MS);
+            out.extend_from_slice(&expire_at.to_le_bytes());
+        }
+        match value {
+            Value::Str(s) => {
+                out.push(Type::String as u8);
+                put_string(out, key);
+                put_string(out, s.as_bytes());
+            }
+            Value::List(l) => {
+                out.push(Type::List as u8);
+                put_string(out, key);
+                put_len(out, l.len() as u64);
+                for it in &l.items {
+                    put_string(out, it);
+                }
+            }
+            Value::Set(s) => {
+                out.push(Type::Set as u8);
+                put_string(out, key);
+                put_len(out, s.len() as u64);
+                for m in s.iter() {
+                    m.with_bytes(|b| put_string(out, b));
+                }
+            }
+            Value::ZSet(z) => {
+                out.push(Type::ZSet2 as u8);
+                put_string(out, key);
+                put_len(out, z.len() as u64);
+                for (m, score) in z.iter() {
+                    put_string(out, m);
+                    out.extend_from_slice(&score.to_le_bytes());
+                }
+            }
+            Value::Hash(h) => {
+                out.push(Type::Hash as u8);
+                put_string(out, key);
+                put_len(out, h.len() as u64);
+                for (f, v) in h.iter() {
+                    f.with_bytes(|b| put_string(out, b));
+                    v.with_bytes(|b| put_string(out, b));
+                }
+            }
+        }
+        if self.scratch.len() >= 32 << 10 {
+            self.flush_scratch()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the end marker and the checksum; returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.scratch.push(OP_EOF);
+        self.flush_scratch()?;
+        self.w.write_all(&self.crc.to_le_bytes())?;
+        self.w.flush()?;
+        Ok(self.w)
+    }
+}
