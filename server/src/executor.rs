@@ -511,13 +511,9 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             }
             // `repl-backlog-size` from the command line or CONFIG SET (which
             // sets the caller's tenant at once) reaches every tenant here.
-            if let Some(b) = c
-                .value("repl-backlog-size")
-                .and_then(|v| v.parse::<usize>().ok())
-            {
-                if b != t.log.backlog_cap() {
-                    t.log.set_backlog_cap(b);
-                }
+            let b = c.repl_backlog_size();
+            if b != t.log.backlog_cap() {
+                t.log.set_backlog_cap(b);
             }
             (
                 c.save_params(),

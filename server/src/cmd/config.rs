@@ -61,15 +61,10 @@ pub fn set(ctx: &mut Ctx) {
             // Settings with side effects outside the config itself.
             let (pass, backlog) = {
                 let c = ctx.shared.config.read();
-                let backlog = c
-                    .value("repl-backlog-size")
-                    .and_then(|v| v.parse::<usize>().ok());
-                (c.requirepass(), backlog)
+                (c.requirepass(), c.repl_backlog_size())
             };
             ctx.shared.users.write().set_requirepass(pass.as_deref());
-            if let Some(b) = backlog {
-                ctx.t.log.set_backlog_cap(b);
-            }
+            ctx.t.log.set_backlog_cap(backlog);
             ctx.out.ok();
         }
         Err(e) => ctx.err(&e),
