@@ -1338,11 +1338,30 @@ mod tests {
         assert_ne!(a.events, c.events, "a different seed should change the run");
     }
 
+    /// 20 nodes losing half of all datagrams: membership still works,
+    /// slowly and with false alarms that do not stick. Asserted:
+    ///
+    /// - the loss really bites: the same run without loss (same seed, the
+    ///   only difference) converges within 5 s with no false down and no
+    ///   rejoin, while this one converges later and declares live nodes
+    ///   down (so datagrams were dropped, and mattered);
+    /// - it still converges: every node sees every other one alive at some
+    ///   instant, within 150 s of virtual time (about 23 s for this seed;
+    ///   23 to 67 s for seeds 1 to 8);
+    /// - the killed node is noticed: some live node declares it down;
+    /// - no false death sticks: every live identity that was declared down
+    ///   was replaced by its node rejoining (a node that never learnt of
+    ///   its "death" would stay out of everyone's member list).
+    ///
+    /// Not promised at this loss rate, so not asserted: that every live
+    /// node declares the victim down, that every digest reaches every node,
+    /// or that all views agree at one instant late in the run (each failed
+    /// for some of seeds 1 to 8).
     #[test]
     fn survives_fifty_percent_loss() {
         let p = SimParams {
             loss: 0.5,
-            bootstrap_timeout: Duration::from_secs(20),
+            bootstrap_timeout: Duration::from_secs(150),
             warmup: Duration::ZERO,
             duration: Duration::from_secs(40),
             failures: 1,
@@ -1351,17 +1370,37 @@ mod tests {
         };
         let r = run(&p);
         println!("{r}");
-        assert!(r.virtual_time >= Duration::from_secs(60), "{r}");
-        assert!(r.events > 0);
-        assert!(r.false_positive_rate.is_finite() && r.false_positive_rate >= 0.0);
-        assert!(r.bytes_per_node_sec.is_finite() && r.bytes_per_node_sec > 0.0);
-        assert_eq!(r.detect_all.count + r.undetected + r.unknown_victims, 1);
-        assert_eq!(r.dissemination.count + r.undisseminated, 2);
-        if let (Some(first), Some(all)) = (r.detect_first.p50, r.detect_all.p50) {
-            assert!(first <= all);
-        }
-        // Every MemberDown about a live node is about one of 20 nodes.
-        assert!(r.false_down_identities <= r.false_down_notifications);
+        let clean = run(&SimParams {
+            loss: 0.0,
+            ..p.clone()
+        });
+        println!("{clean}");
+        let clean_conv = clean.converged_after.expect("no convergence without loss");
+        assert!(clean_conv < Duration::from_secs(5), "{clean}");
+        assert_eq!(
+            (clean.false_down_notifications, clean.rejoins),
+            (0, 0),
+            "{clean}"
+        );
+        let conv = r
+            .converged_after
+            .unwrap_or_else(|| panic!("no convergence within 150 s at 50% loss\n{r}"));
+        assert!(conv > clean_conv, "the loss changed nothing?\n{r}\n{clean}");
+        assert!(
+            r.false_down_notifications > 0,
+            "no false down at 50% loss: were datagrams dropped?\n{r}"
+        );
+        assert_eq!(r.unknown_victims, 0, "{r}");
+        assert_eq!(
+            r.detect_first.count, 1,
+            "nobody noticed the killed node\n{r}"
+        );
+        assert!(
+            r.rejoins >= r.false_down_identities,
+            "{} live identities declared down but only {} rejoins\n{r}",
+            r.false_down_identities,
+            r.rejoins
+        );
     }
 
     #[test]
