@@ -12,14 +12,16 @@
 //! migrations with `.rdb` files rely on.
 
 mod common;
+mod keyspace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anykv_server::db::{Value as Val, NO_EXPIRE};
+use anykv_server::db::NO_EXPIRE;
 use anykv_server::persist::codec::Thresholds;
 use anykv_server::rdb;
 use common::{start_redis, RespConn, Value};
+use keyspace::{call, canon_of, compare, keyspace_of, Canon};
 
 struct Scratch(PathBuf);
 
@@ -37,100 +39,6 @@ impl Drop for Scratch {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
-    }
-}
-
-/// A value in a form both sides can produce: strings as bytes, lists in
-/// order, sets and hashes sorted, sorted sets as (member, score) in order.
-#[derive(Debug, PartialEq)]
-enum Canon {
-    Str(Vec<u8>),
-    List(Vec<Vec<u8>>),
-    Set(Vec<Vec<u8>>),
-    Hash(Vec<(Vec<u8>, Vec<u8>)>),
-    ZSet(Vec<(Vec<u8>, f64)>),
-}
-
-fn canon_of(v: &Val) -> Canon {
-    match v {
-        Val::Str(s) => Canon::Str(s.as_bytes().to_vec()),
-        Val::List(l) => Canon::List(l.items.iter().map(|x| x.to_vec()).collect()),
-        Val::Set(s) => {
-            let mut m: Vec<Vec<u8>> = s.iter().map(|e| e.with_bytes(|b| b.to_vec())).collect();
-            m.sort();
-            Canon::Set(m)
-        }
-        Val::Hash(h) => {
-            let mut m: Vec<(Vec<u8>, Vec<u8>)> = h
-                .iter()
-                .map(|(f, v)| (f.with_bytes(|b| b.to_vec()), v.with_bytes(|b| b.to_vec())))
-                .collect();
-            m.sort();
-            Canon::Hash(m)
-        }
-        Val::ZSet(z) => Canon::ZSet(z.iter().map(|(m, s)| (m.to_vec(), s)).collect()),
-    }
-}
-
-fn bulks(v: Value) -> Vec<Vec<u8>> {
-    match v {
-        Value::Array(items) => items
-            .into_iter()
-            .map(|i| match i {
-                Value::Bulk(b) => b,
-                other => panic!("expected bulk, got {other:?}"),
-            })
-            .collect(),
-        other => panic!("expected an array, got {other:?}"),
-    }
-}
-
-fn call(c: &mut RespConn, args: &[&str]) -> Value {
-    c.cmd(args).expect("reply")
-}
-
-/// What redis-server holds under `key` (in the connection's database).
-fn canon_from_redis(c: &mut RespConn, key: &str) -> Canon {
-    let Value::Simple(ty) = call(c, &["TYPE", key]) else {
-        panic!("TYPE {key}");
-    };
-    match &ty[..] {
-        b"string" => match call(c, &["GET", key]) {
-            Value::Bulk(b) => Canon::Str(b),
-            other => panic!("GET {key}: {other:?}"),
-        },
-        b"list" => Canon::List(bulks(call(c, &["LRANGE", key, "0", "-1"]))),
-        b"set" => {
-            let mut m = bulks(call(c, &["SMEMBERS", key]));
-            m.sort();
-            Canon::Set(m)
-        }
-        b"hash" => {
-            let flat = bulks(call(c, &["HGETALL", key]));
-            let mut m: Vec<(Vec<u8>, Vec<u8>)> = flat
-                .chunks(2)
-                .map(|p| (p[0].clone(), p[1].clone()))
-                .collect();
-            m.sort();
-            Canon::Hash(m)
-        }
-        b"zset" => {
-            let flat = bulks(call(c, &["ZRANGE", key, "0", "-1", "WITHSCORES"]));
-            Canon::ZSet(
-                flat.chunks(2)
-                    .map(|p| {
-                        let s = String::from_utf8_lossy(&p[1]).to_string();
-                        let f = match s.as_str() {
-                            "inf" => f64::INFINITY,
-                            "-inf" => f64::NEG_INFINITY,
-                            x => x.parse().expect("score"),
-                        };
-                        (p[0].clone(), f)
-                    })
-                    .collect(),
-            )
-        }
-        other => panic!("{key}: type {}", String::from_utf8_lossy(other)),
     }
 }
 
@@ -186,41 +94,6 @@ fn run_on_redis(c: &mut RespConn, cmds: &[Vec<String>]) {
     }
 }
 
-/// Every key of every database of redis-server, with its value and
-/// whether it has a TTL.
-fn redis_keyspace(c: &mut RespConn) -> BTreeMap<(u32, Vec<u8>), (Canon, bool)> {
-    let mut all = BTreeMap::new();
-    for db in 0..16u32 {
-        call(c, &["SELECT", &db.to_string()]);
-        for k in bulks(call(c, &["KEYS", "*"])) {
-            let key = String::from_utf8(k.clone()).expect("utf-8 key");
-            let v = canon_from_redis(c, &key);
-            let ttl = matches!(call(c, &["PTTL", &key]), Value::Int(n) if n > 0);
-            all.insert((db, k), (v, ttl));
-        }
-    }
-    call(c, &["SELECT", "0"]);
-    all
-}
-
-fn compare(
-    redis: &BTreeMap<(u32, Vec<u8>), (Canon, bool)>,
-    anykv: &BTreeMap<(u32, Vec<u8>), (Canon, bool)>,
-) {
-    let rk: Vec<_> = redis.keys().collect();
-    let ak: Vec<_> = anykv.keys().collect();
-    assert_eq!(rk, ak, "different keys");
-    for (k, v) in redis {
-        assert_eq!(
-            Some(v),
-            anykv.get(k),
-            "db {} key {}",
-            k.0,
-            String::from_utf8_lossy(&k.1)
-        );
-    }
-}
-
 #[test]
 fn an_rdb_saved_by_redis_loads_into_anykv() {
     let dir = Scratch::new("from-redis");
@@ -250,7 +123,7 @@ fn an_rdb_saved_by_redis_loads_into_anykv() {
         );
     }
     assert_eq!(call(&mut c, &["SAVE"]), Value::Simple(b"OK".to_vec()));
-    let expected = redis_keyspace(&mut c);
+    let expected = keyspace_of(&mut c);
 
     assert!(
         expected.len() >= 20,
@@ -282,6 +155,15 @@ fn an_rdb_saved_by_redis_loads_into_anykv() {
         info.aux
     );
     compare(&expected, &got);
+
+    // Migrating in: `anykv server` started where that dump.rdb is serves
+    // the same keyspace.
+    let mig = Scratch::new("migrate");
+    std::fs::copy(dir.0.join("dump.rdb"), mig.0.join("dump.rdb")).expect("copy");
+    let m = mig.0.to_string_lossy().into_owned();
+    let anykv = common::start_anykv_with(&common::anykv_bin(), &["--dir", &m]);
+    let mut a = anykv.connect();
+    compare(&expected, &keyspace_of(&mut a));
 }
 
 /// Builds the workload's keyspace in-process and writes it with anykv's
@@ -311,7 +193,7 @@ fn write_anykv_rdb(path: &Path) -> BTreeMap<(u32, Vec<u8>), (Canon, bool)> {
         .expect("rdb header");
     let mut mine = BTreeMap::new();
     for (i, db) in t.ks.dbs.iter().enumerate() {
-        if db.len() == 0 {
+        if db.is_empty() {
             continue;
         }
         w.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)
@@ -336,7 +218,7 @@ fn an_rdb_written_by_anykv_loads_into_redis() {
     let d = dir.0.to_string_lossy().into_owned();
     let srv = start_redis(&["--dir".into(), d, "--dbfilename".into(), "dump.rdb".into()]);
     let mut c = srv.connect();
-    let theirs = redis_keyspace(&mut c);
+    let theirs = keyspace_of(&mut c);
     compare(&mine, &theirs);
     // Redis rebuilt compact encodings from the generic types.
     for (key, enc) in [

@@ -181,6 +181,21 @@ pub struct Session {
     /// Replaying the append-only log at start: memory limits neither evict
     /// nor refuse (the log holds what was accepted), as Redis while loading.
     pub replaying: bool,
+    /// What this connection said with REPLCONF (when it is a replica).
+    pub repl: ReplHello,
+    /// The log offset after this connection's last write (WAIT waits for
+    /// replicas to acknowledge it, as Redis's `c->woff`).
+    pub woff: u64,
+}
+
+/// A replica's REPLCONF options, before its PSYNC.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReplHello {
+    pub listening_port: u16,
+    /// Takes the diskless `$EOF:` framing.
+    pub capa_eof: bool,
+    /// `redis-cli --rdb`: the snapshot, then close.
+    pub rdb_only: bool,
 }
 
 impl Session {
@@ -203,6 +218,8 @@ impl Session {
             patterns: Vec::new(),
             shard_channels: Default::default(),
             replaying: false,
+            repl: ReplHello::default(),
+            woff: 0,
         }
     }
 

@@ -299,6 +299,7 @@ async fn run(
             }
         }
         crate::busypoll::activity();
+        tenant.borrow().wake_replicas();
         // Drop consumed input; the parser's ranges are relative to it.
         let consumed = parser.consumed();
         if consumed > 0 {
@@ -335,9 +336,13 @@ async fn run(
             }
             After::Suspend(Suspend::Wait {
                 deadline_ms,
-                replicas,
+                target,
+                want,
             }) => {
                 s.info.blocked.set(true);
+                tenant.borrow_mut().ack_waiters.push(s.info.clone());
+                // Replica links wake this client when an ACK arrives.
+                let enough = || crate::repl::primary::acked(&tenant.borrow(), target) >= want;
                 let waited = wait_until(
                     stream,
                     &mut inbuf,
@@ -345,15 +350,35 @@ async fn run(
                     deadline_ms,
                     &mut shutdown,
                     &set,
-                    || false,
+                    enough,
                 )
                 .await;
+                let id = s.info.id;
+                tenant.borrow_mut().ack_waiters.retain(|c| c.id != id);
                 if waited == Waited::Gone {
                     return;
                 }
                 s.info.blocked.set(false);
-                out.int(replicas);
+                out.int(crate::repl::primary::acked(&tenant.borrow(), target) as i64);
                 continue;
+            }
+            After::Suspend(Suspend::Replica { from }) => {
+                // The FULLRESYNC/CONTINUE reply is out: from here on this
+                // connection is fed the replication stream.
+                // (Input after PSYNC, already rebased above, is the
+                // replica's: its ACKs.)
+                let port = s.repl.listening_port;
+                crate::repl::primary::serve_replica(
+                    stream,
+                    &mut inbuf,
+                    tenant,
+                    &s.info,
+                    port,
+                    from,
+                    &mut shutdown,
+                )
+                .await;
+                return;
             }
             After::Suspend(Suspend::Switch(to)) => {
                 // AUTH logged in to another tenant: its reply is out; the

@@ -338,7 +338,11 @@ pub(crate) fn run(
         failed: false,
         suspend: None,
     };
+    let offset_before = ctx.t.log.offset();
     (spec.handler)(&mut ctx);
+    if ctx.t.log.offset() != offset_before {
+        ctx.s.woff = ctx.t.log.offset();
+    }
     let failed = ctx.failed;
     let suspend = ctx.suspend;
     let elapsed_us = start.elapsed().as_micros() as u64;

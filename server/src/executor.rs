@@ -488,6 +488,16 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             return;
         }
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
+        // Replicas learn the primary is alive from the stream itself: a
+        // PING every repl-ping-replica-period (10 s), as Redis sends it.
+        if !t.replicas.is_empty()
+            && t.role == crate::repl::Role::Primary
+            && now - t.repl_last_ping_ms >= 10_000
+        {
+            t.repl_last_ping_ms = now;
+            t.log.append_no_db(&[b"PING"]);
+        }
+        t.wake_replicas();
         if set.idle_timeout_s > 0 {
             let limit = set.idle_timeout_s as i64 * 1000;
             for c in t.clients.values() {

@@ -191,6 +191,17 @@ impl PropLog {
         }
     }
 
+    /// Appends a command that belongs to no database (the replication
+    /// stream's PING and REPLCONF GETACK): no SELECT before it.
+    pub fn append_no_db(&mut self, args: &[&[u8]]) {
+        let last = self.last_db;
+        // Pretend the stream is in database 0 so no SELECT is written,
+        // then restore what the next effect must do.
+        self.last_db = last.max(0);
+        self.append(last.max(0) as usize, args);
+        self.last_db = last;
+    }
+
     /// Appends one effect executed in database `db`.
     pub fn append(&mut self, db: usize, args: &[&[u8]]) {
         if self.suppressed {
@@ -288,6 +299,19 @@ mod tests {
         // The stream is in db 2 now: no SELECT before the next db-2 effect.
         l.append(2, &[b"DEL", b"x"]);
         assert!(l.take_capture().starts_with(b"*2\r\n$3\r\nDEL"));
+    }
+
+    #[test]
+    fn stream_commands_carry_no_select() {
+        let mut l = PropLog::new(1 << 20);
+        l.enable_capture();
+        l.append_no_db(&[b"PING"]);
+        l.append(2, &[b"DEL", b"k"]);
+        l.append_no_db(&[b"PING"]);
+        l.append(2, &[b"DEL", b"k"]);
+        let got = l.take_capture();
+        let want = b"*1\r\n$4\r\nPING\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n";
+        assert_eq!(&got[..], &want[..]);
     }
 
     #[test]

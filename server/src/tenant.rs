@@ -42,6 +42,11 @@ pub struct TenantStats {
     pub expired_time_cap_reached_count: u64,
     pub expire_cycle_cpu_milliseconds: u64,
     pub evicted_keys: u64,
+    /// Full syncs served (INFO stats `sync_full`).
+    pub sync_full: u64,
+    /// Partial resyncs accepted / refused (`sync_partial_ok` / `_err`).
+    pub sync_partial_ok: u64,
+    pub sync_partial_err: u64,
     pub total_commands: u64,
     pub total_error_replies: u64,
     pub unexpected_error_replies: u64,
@@ -119,6 +124,14 @@ pub struct Tenant {
     pub repl: crate::repl::ReplIds,
     /// Dropped from the catalog: its periodic work stops.
     pub removed: bool,
+    /// Replicas attached to this tenant (the primary's side).
+    pub replicas: Vec<std::rc::Rc<crate::repl::primary::ReplicaLink>>,
+    /// Woken when the log grows, so replica links send the new bytes.
+    pub repl_wake: std::rc::Rc<tokio::sync::Notify>,
+    /// Clients in WAIT, woken when a replica acknowledges.
+    pub ack_waiters: Vec<Rc<ClientInfo>>,
+    /// Unix ms of the last PING sent into the replication stream.
+    pub repl_last_ping_ms: i64,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -170,6 +183,18 @@ impl Tenant {
             role: crate::repl::Role::Primary,
             repl: crate::repl::ReplIds::random(),
             removed: false,
+            replicas: Vec::new(),
+            repl_wake: Default::default(),
+            ack_waiters: Vec::new(),
+            repl_last_ping_ms: 0,
+        }
+    }
+
+    /// Lets attached replicas send what the log gained (cheap when there
+    /// are none).
+    pub fn wake_replicas(&self) {
+        if !self.replicas.is_empty() {
+            self.repl_wake.notify_waiters();
         }
     }
 

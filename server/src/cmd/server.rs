@@ -8,8 +8,16 @@ use crate::util::{parse_i64, ustime};
 /// (things that wait, which a handler on the executor thread must not do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suspend {
-    /// WAIT: reply `:<n>` at the deadline (ms; 0 = never).
-    Wait { deadline_ms: i64, replicas: i64 },
+    /// WAIT: reply `:<n>` once `want` replicas acknowledged `target`, or
+    /// at the deadline (ms; 0 = never) with how many did.
+    Wait {
+        deadline_ms: i64,
+        target: u64,
+        want: usize,
+    },
+    /// PSYNC/SYNC: after this reply the connection is a replica link fed
+    /// the stream from this offset.
+    Replica { from: u64 },
     /// Blocked on keys until served (reply arrives on the push queue) or
     /// the deadline (0 = never), when it replies a null array.
     Blocked { deadline_ms: i64 },
@@ -280,15 +288,21 @@ fn wait_parse(ctx: &mut Ctx) -> Option<Suspend> {
         ctx.err("value is out of range, must be positive");
         return None;
     }
-    let acked = 0;
+    // This connection's last write (Redis's `c->woff`).
+    let target = ctx.s.woff;
+    let acked = crate::repl::primary::acked(ctx.t, target);
     // Inside EXEC, WAIT answers at once (Redis: CLIENT_MULTI never blocks).
-    if acked >= n || ctx.s.in_exec {
-        ctx.out.int(acked);
+    if acked as i64 >= n || ctx.s.in_exec {
+        ctx.out.int(acked as i64);
         return None;
     }
+    // Ask the replicas to acknowledge now rather than at their next
+    // periodic ACK (Redis sends `REPLCONF GETACK *` the same way).
+    ctx.t.log.append_no_db(&[b"REPLCONF", b"GETACK", b"*"]);
     Some(Suspend::Wait {
         deadline_ms: if t > 0 { ctx.now_ms + t } else { 0 },
-        replicas: acked,
+        target,
+        want: n as usize,
     })
 }
 

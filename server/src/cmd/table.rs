@@ -5,8 +5,8 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    blocking, client, command, config, connection, debug, info, keys, multi, pubsub, server,
-    string, Ctx,
+    blocking, client, command, config, connection, debug, info, keys, multi, pubsub, replication,
+    server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -198,6 +198,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("debug", -2, "admin noscript loading stale protected", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "A container for debugging commands", debug::debug),
     cmd!("shutdown", -1, "admin noscript loading stale no_multi allow_busy", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server", server::shutdown),
     cmd!("monitor", 1, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "1.0.0", "Listen for all requests received by the server in real time", server::monitor),
+    cmd!("psync", -3, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "2.8.0", "An internal command used in replication", replication::psync),
+    cmd!("sync", 1, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "An internal command used in replication", replication::sync),
+    cmd!("replconf", -1, "admin noscript loading stale allow_busy", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "3.0.0", "An internal command for configuring the replication stream", replication::replconf),
+    cmd!("role", 1, "noscript loading stale fast", 0, 0, 0, "@admin @fast @dangerous", Admin, OwnTenant, "server", "2.8.12", "Returns the replication role", replication::role),
     cmd!("wait", 3, "noscript", 0, 0, 0, "@slow @connection", Write, Allowed, "generic", "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", server::wait),
     container!("slowlog", "@slow", Admin, OwnTenant, "server", "2.2.12", "A container for slow log commands", SLOWLOG_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),

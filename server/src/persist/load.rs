@@ -131,6 +131,46 @@ pub(super) fn load_snapshot_into(
     Ok((keys, expired))
 }
 
+/// Whether `path` holds a Redis RDB file rather than an anykv snapshot
+/// (migrating in: a redis-server's `dump.rdb`, or `redis-cli --rdb`'s).
+fn is_rdb(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 5];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"REDIS"
+}
+
+/// Loads a Redis RDB file as a primary does: keys whose TTL passed are
+/// skipped; the data starts a new replication history (fresh ids, offset
+/// 0). The next save writes anykv's own snapshot format.
+fn load_rdb_into(
+    t: &mut Tenant,
+    path: &Path,
+    th: &codec::Thresholds,
+    now_ms: i64,
+) -> Result<(u64, u64), String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dbs = t.ks.dbs.len() as u32;
+    let (mut keys, mut expired) = (0u64, 0u64);
+    let ks = &mut t.ks;
+    crate::rdb::read(f, th, dbs, |r| {
+        if r.expire_at != crate::db::NO_EXPIRE && r.expire_at <= now_ms {
+            expired += 1;
+            return Ok(());
+        }
+        let db = &mut ks.dbs[r.db as usize];
+        let idx = db.upsert(r.key.as_bytes(), r.value, 0);
+        db.set_expire(idx, r.expire_at);
+        keys += 1;
+        Ok(())
+    })
+    .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
+    tracing::info!("{} is a Redis RDB file: loaded it", path.display());
+    Ok((keys, expired))
+}
+
 /// Loads the tenant's data at start: with `appendonly yes` the log's base
 /// and segments, else `dbfilename`; then opens the log for appending.
 /// Loads `dir/dbfilename` when it exists, recording it in `report`.
@@ -142,7 +182,11 @@ fn load_snapshot_if_any(
 ) -> Result<(), String> {
     let snap = t.persist.snapshot_path();
     if snap.exists() {
-        let (k, e) = load_snapshot_into(t, &snap, th, now, Expired::Skip)?;
+        let (k, e) = if is_rdb(&snap) {
+            load_rdb_into(t, &snap, th, now)?
+        } else {
+            load_snapshot_into(t, &snap, th, now, Expired::Skip)?
+        };
         report.keys = k;
         report.expired = e;
         report.source = snap.display().to_string();

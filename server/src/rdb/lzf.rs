@@ -99,7 +99,10 @@ mod tests {
         for len in 0..40 {
             for seed in 0u8..=255 {
                 let data: Vec<u8> = (0..len)
-                    .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 7))
+                    .map(|i| {
+                        seed.wrapping_mul(31)
+                            .wrapping_add((i as u8).wrapping_mul(7))
+                    })
                     .collect();
                 let _ = decompress(&data, 64);
             }

@@ -222,7 +222,7 @@ mod tests {
         let mut w =
             RdbWriter::new(Vec::new(), &[("redis-ver", "7.0.15"), ("redis-bits", "64")]).unwrap();
         for (i, db) in t.ks.dbs.iter().enumerate() {
-            if db.len() == 0 {
+            if db.is_empty() {
                 continue;
             }
             w.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)

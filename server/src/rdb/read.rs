@@ -258,11 +258,11 @@ pub fn read<R: Read>(
     Ok(info)
 }
 
-fn elems_to_pairs<'a>(
-    v: &'a [Vec<u8>],
-    what: &'static str,
-) -> Result<Vec<(&'a [u8], &'a [u8])>, RdbError> {
-    if v.len() % 2 != 0 {
+/// Consecutive elements as pairs (field, value).
+type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn elems_to_pairs<'a>(v: &'a [Vec<u8>], what: &'static str) -> Result<Pairs<'a>, RdbError> {
+    if !v.len().is_multiple_of(2) {
         return Err(RdbError::Odd(what));
     }
     Ok(v.chunks_exact(2).map(|c| (&c[0][..], &c[1][..])).collect())

@@ -15,6 +15,7 @@
 //!   as they are, so offsets match byte for byte.
 
 pub mod apply;
+pub mod primary;
 
 /// What a tenant is in its replication group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

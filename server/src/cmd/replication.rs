@@ -1,0 +1,151 @@
+//! Replication commands, the primary's side: `PSYNC`, `SYNC`, `REPLCONF`,
+//! `ROLE` (see `crate::repl::primary` for the protocol).
+
+use super::server::Suspend;
+use super::{errors, Ctx};
+use crate::repl::primary;
+use crate::util::parse_i64;
+
+/// `REPLCONF <option> <value> ...`: what a replica tells its primary
+/// before and during replication. ACKs arrive on the replica's stream and
+/// are read there; here they are accepted silently, as Redis does.
+pub fn replconf(ctx: &mut Ctx) {
+    if ctx.args.len().is_multiple_of(2) {
+        return ctx.syntax_error();
+    }
+    let mut i = 1;
+    while i < ctx.args.len() {
+        let (opt, val) = (ctx.args[i], ctx.args[i + 1]);
+        if opt.eq_ignore_ascii_case(b"listening-port") {
+            match parse_i64(val).and_then(|p| u16::try_from(p).ok()) {
+                Some(p) => ctx.s.repl.listening_port = p,
+                None => return ctx.err(errors::NOT_INTEGER),
+            }
+        } else if opt.eq_ignore_ascii_case(b"ip-address") {
+            // Used by Redis for INFO only; the peer address is shown.
+        } else if opt.eq_ignore_ascii_case(b"capa") {
+            if val.eq_ignore_ascii_case(b"eof") {
+                ctx.s.repl.capa_eof = true;
+            }
+            // psync2 and unknown capabilities: ignored, as Redis does.
+        } else if opt.eq_ignore_ascii_case(b"ack") || opt.eq_ignore_ascii_case(b"fack") {
+            // Only meaningful on a replica's stream; never answered.
+            return;
+        } else if opt.eq_ignore_ascii_case(b"getack") {
+            // Sent by a primary to its replicas; a client gets nothing.
+            return;
+        } else if opt.eq_ignore_ascii_case(b"rdb-only") {
+            match val {
+                b"0" => ctx.s.repl.rdb_only = false,
+                b"1" => ctx.s.repl.rdb_only = true,
+                _ => return ctx.syntax_error(),
+            }
+        } else if opt.eq_ignore_ascii_case(b"rdb-filter-only") {
+            // Filters only function libraries, which this server does not
+            // keep yet: nothing to filter.
+        } else {
+            let msg = format!(
+                "Unrecognized REPLCONF option: {}",
+                String::from_utf8_lossy(opt)
+            );
+            return ctx.err(&msg);
+        }
+        i += 2;
+    }
+    ctx.out.ok();
+}
+
+/// `PSYNC <replid> <offset>`: partial resync when possible, else full.
+pub fn psync(ctx: &mut Ctx) {
+    let replid = String::from_utf8_lossy(ctx.args[1]).into_owned();
+    let Some(offset) = parse_i64(ctx.args[2]) else {
+        return ctx.err(errors::NOT_INTEGER);
+    };
+    // Partial: the replica's history is ours and the backlog reaches back
+    // to where it stopped. Its offset names the first byte it lacks (its
+    // own offset + 1, Redis's convention); `since` takes the last it has.
+    if let Ok(off) = u64::try_from(offset) {
+        let have = off.saturating_sub(1);
+        if off >= 1 && ctx.t.repl.knows(&replid, off) && ctx.t.log.since(have).is_some() {
+            let line = format!("+CONTINUE {}\r\n", ctx.t.repl.replid);
+            ctx.out.buf.extend_from_slice(line.as_bytes());
+            ctx.t.stats.sync_partial_ok += 1;
+            ctx.suspend = Some(Suspend::Replica { from: have });
+            return;
+        }
+        if replid != "?" {
+            ctx.t.stats.sync_partial_err += 1;
+        }
+    }
+    full_sync(ctx, true);
+}
+
+/// `SYNC`: the old full synchronisation (no FULLRESYNC line).
+pub fn sync(ctx: &mut Ctx) {
+    full_sync(ctx, false);
+}
+
+fn full_sync(ctx: &mut Ctx, psync: bool) {
+    let rdb = match primary::rdb_payload(ctx.t) {
+        Ok(r) => r,
+        Err(e) => return ctx.err(&format!("full sync: {e}")),
+    };
+    let from = ctx.t.log.offset();
+    // The replica's stream starts from database 0 after loading: the next
+    // effect names its database.
+    ctx.t.log.force_select();
+    let mut msg = Vec::with_capacity(rdb.len() + 128);
+    if psync {
+        msg.extend_from_slice(format!("+FULLRESYNC {} {from}\r\n", ctx.t.repl.replid).as_bytes());
+    }
+    primary::frame_payload(&mut msg, &rdb, psync && ctx.s.repl.capa_eof);
+    ctx.out.buf.extend_from_slice(&msg);
+    ctx.t.stats.sync_full += 1;
+    if ctx.s.repl.rdb_only {
+        // `redis-cli --rdb`: the snapshot only, then the link closes.
+        ctx.s.close_after_reply = true;
+    } else {
+        ctx.suspend = Some(Suspend::Replica { from });
+    }
+}
+
+/// `ROLE`: `master`, the offset, and each replica's address and ack.
+pub fn role(ctx: &mut Ctx) {
+    match ctx.t.role {
+        crate::repl::Role::Primary => {
+            let off = ctx.t.log.offset();
+            ctx.out.array(3);
+            ctx.out.bulk(b"master");
+            ctx.out.int(off as i64);
+            let replicas: Vec<(String, u16, u64)> = ctx
+                .t
+                .replicas
+                .iter()
+                .map(|l| {
+                    (
+                        l.addr.ip().to_string(),
+                        l.listening_port,
+                        l.ack_offset.get(),
+                    )
+                })
+                .collect();
+            ctx.out.array(replicas.len());
+            for (ip, port, ack) in replicas {
+                ctx.out.array(3);
+                ctx.out.bulk(ip.as_bytes());
+                ctx.out.bulk(port.to_string().as_bytes());
+                ctx.out.bulk(ack.to_string().as_bytes());
+            }
+        }
+        crate::repl::Role::Replica => {
+            // The replica side's link state comes with REPLICAOF.
+            let off = ctx.t.log.offset();
+            ctx.out.array(5);
+            ctx.out.bulk(b"slave");
+            ctx.out.bulk(b"");
+            ctx.out.int(0);
+            ctx.out.bulk(b"connected");
+            ctx.out.int(off as i64);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The primary side of Redis's replication protocol, per tenant: full and
+//! partial resynchronisation, then the effects stream, to a real
+//! redis-server replica, `redis-cli --rdb` / `--replica`, or (later) an
+//! anykv replica.
+//!
+//! - `PSYNC <replid> <offset>`: when `<replid>` is this tenant's history
+//!   ([`super::ReplIds::knows`]) and the backlog still holds `<offset>`,
+//!   `+CONTINUE <replid>` and the bytes from there; else `+FULLRESYNC
+//!   <replid> <offset>`, an RDB of the keyspace at exactly that offset
+//!   (`$EOF:<mark>` framing when the replica said `capa eof`, `$<len>`
+//!   otherwise), then the stream from that offset.
+//! - The stream is the propagation log's own bytes: a replica link keeps
+//!   only the offset it has sent and reads new bytes from the backlog
+//!   ([`crate::proplog::PropLog::since`]) when woken, so the backlog is the
+//!   one buffer every replica shares (as Redis 7's shared replication
+//!   buffer), bounded by `repl-backlog-size`; a replica that falls further
+//!   behind is dropped and reconnects with PSYNC.
+//! - `REPLCONF ACK <offset>` from the replica records how far it has
+//!   applied (`WAIT`, `INFO replication`'s `offset=` and `lag=`).
+//!
+//! Today the full-sync RDB is built synchronously on the executor when
+//! PSYNC arrives (consistent by construction: nothing else runs); building
+//! it in the background like `BGSAVE` (so writes continue during a large
+//! sync) is the next step.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::ClientInfo;
+use crate::resp::{ParseLimits, Request, RequestParser};
+use crate::tenant::Tenant;
+use crate::util::mstime;
+
+/// A replica attached to this tenant.
+#[derive(Debug)]
+pub struct ReplicaLink {
+    pub client_id: u64,
+    pub addr: SocketAddr,
+    /// `REPLCONF listening-port` (0 when not given).
+    pub listening_port: u16,
+    /// Offset the replica says it has applied (`REPLCONF ACK`).
+    pub ack_offset: Cell<u64>,
+    /// When it last said so (Unix ms).
+    pub ack_ms: Cell<i64>,
+    /// Offset sent to it so far.
+    pub sent: Cell<u64>,
+}
+
+/// The full-sync payload: an RDB of the tenant's keyspace at its current
+/// offset, with the ids a replica continues from.
+pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
+    let now = mstime();
+    let offset = t.log.offset().to_string();
+    let ctime = (now / 1000).to_string();
+    let used = crate::alloc::allocated().to_string();
+    let aux = [
+        ("redis-ver", crate::shared::REDIS_VERSION),
+        ("redis-bits", "64"),
+        ("ctime", ctime.as_str()),
+        ("used-mem", used.as_str()),
+        ("repl-stream-db", "0"),
+        ("repl-id", t.repl.replid.as_str()),
+        ("repl-offset", offset.as_str()),
+        ("aof-base", "0"),
+    ];
+    let mut w = crate::rdb::RdbWriter::new(Vec::new(), &aux)?;
+    for (i, db) in t.ks.dbs.iter().enumerate() {
+        if db.is_empty() {
+            continue;
+        }
+        w.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)?;
+        for e in db.iter() {
+            w.entry(e.key.as_bytes(), &e.value, e.expire_at)?;
+        }
+    }
+    w.finish()
+}
+
+/// Frames an RDB for the wire: `$EOF:<40 random chars>` ... mark (diskless,
+/// when the replica can take it) or `$<len>`.
+pub fn frame_payload(out: &mut Vec<u8>, rdb: &[u8], eof_capable: bool) {
+    if eof_capable {
+        let mark = super::random_replid();
+        out.extend_from_slice(b"$EOF:");
+        out.extend_from_slice(mark.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(rdb);
+        out.extend_from_slice(mark.as_bytes());
+    } else {
+        out.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
+        out.extend_from_slice(rdb);
+    }
+}
+
+/// Removes the link from its tenant when the feeding loop ends.
+struct Attached<'a> {
+    tenant: &'a Rc<RefCell<Tenant>>,
+    link: Rc<ReplicaLink>,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.tenant.try_borrow_mut() {
+            t.replicas.retain(|l| !Rc::ptr_eq(l, &self.link));
+        }
+    }
+}
+
+/// Feeds a replica its stream from offset `from` until it goes away, is
+/// killed, falls behind the backlog, or the server shuts down; reads its
+/// `REPLCONF ACK`s meanwhile.
+pub async fn serve_replica(
+    stream: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    tenant: &Rc<RefCell<Tenant>>,
+    info: &Rc<ClientInfo>,
+    listening_port: u16,
+    from: u64,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let link = Rc::new(ReplicaLink {
+        client_id: info.id,
+        addr: info.addr,
+        listening_port,
+        ack_offset: Cell::new(0),
+        ack_ms: Cell::new(mstime()),
+        sent: Cell::new(from),
+    });
+    let wake = {
+        let mut t = tenant.borrow_mut();
+        t.replicas.push(link.clone());
+        t.repl_wake.clone()
+    };
+    let _attached = Attached {
+        tenant,
+        link: link.clone(),
+    };
+    tracing::info!(id = info.id, addr = %info.addr, from, "replica attached");
+    let mut parser = RequestParser::new();
+    let lim = ParseLimits::default();
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Acknowledgements the replica sent.
+        loop {
+            match parser.next(inbuf, &lim) {
+                Ok(Some(Request::Multibulk)) => {
+                    let args: Vec<&[u8]> =
+                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
+                    if args.len() >= 3
+                        && args[0].eq_ignore_ascii_case(b"replconf")
+                        && args[1].eq_ignore_ascii_case(b"ack")
+                    {
+                        if let Some(off) =
+                            crate::util::parse_i64(args[2]).and_then(|o| u64::try_from(o).ok())
+                        {
+                            if off > link.ack_offset.get() {
+                                link.ack_offset.set(off);
+                            }
+                            link.ack_ms.set(mstime());
+                            for c in tenant.borrow().ack_waiters.iter() {
+                                c.wake.notify_one();
+                            }
+                        }
+                    }
+                }
+                Ok(Some(Request::Inline)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        let done = parser.consumed();
+        inbuf.advance(done);
+        parser.rebase(done);
+        let chunk = {
+            let t = tenant.borrow();
+            let sent = link.sent.get();
+            if t.log.offset() == sent {
+                None
+            } else {
+                match t.log.since(sent) {
+                    Some(b) => Some(b),
+                    None => {
+                        tracing::warn!(
+                            id = info.id,
+                            "replica fell behind the backlog (repl-backlog-size): dropped, it will resync"
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(b) = chunk {
+            if stream.write_all(&b).await.is_err() {
+                return;
+            }
+            link.sent.set(link.sent.get() + b.len() as u64);
+            continue;
+        }
+        if inbuf.capacity() - inbuf.len() < 1024 {
+            inbuf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            r = stream.read_buf(inbuf) => match r {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            },
+            _ = info.wake.notified() => {
+                if info.killed.get() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// `INFO replication` lines for the attached replicas.
+pub fn info_lines(t: &Tenant, out: &mut String) {
+    use std::fmt::Write;
+    let now = mstime();
+    let _ = write!(out, "connected_slaves:{}\r\n", t.replicas.len());
+    for (i, l) in t.replicas.iter().enumerate() {
+        let _ = write!(
+            out,
+            "slave{i}:ip={},port={},state=online,offset={},lag={}\r\n",
+            l.addr.ip(),
+            l.listening_port,
+            l.ack_offset.get(),
+            (now - l.ack_ms.get()).max(0) / 1000
+        );
+    }
+}
+
+/// Replicas that have acknowledged `offset`.
+pub fn acked(t: &Tenant, offset: u64) -> usize {
+    t.replicas
+        .iter()
+        .filter(|l| l.ack_offset.get() >= offset)
+        .count()
+}

@@ -1,0 +1,139 @@
+//! Comparing whole keyspaces: every key of every database, its value in a
+//! canonical form both anykv's in-memory values and a server's replies can
+//! produce, and whether it has a TTL. Shared by the RDB and replication
+//! interoperability tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use crate::common::{RespConn, Value};
+use anykv_server::db::Value as Val;
+
+/// A whole keyspace: (db, key) → (value, has a TTL).
+pub type Keyspace = BTreeMap<(u32, Vec<u8>), (Canon, bool)>;
+
+/// A value in a form both sides can produce: strings as bytes, lists in
+/// order, sets and hashes sorted, sorted sets as (member, score) in order.
+#[derive(Debug, PartialEq)]
+pub enum Canon {
+    Str(Vec<u8>),
+    List(Vec<Vec<u8>>),
+    Set(Vec<Vec<u8>>),
+    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    ZSet(Vec<(Vec<u8>, f64)>),
+}
+
+pub fn canon_of(v: &Val) -> Canon {
+    match v {
+        Val::Str(s) => Canon::Str(s.as_bytes().to_vec()),
+        Val::List(l) => Canon::List(l.items.iter().map(|x| x.to_vec()).collect()),
+        Val::Set(s) => {
+            let mut m: Vec<Vec<u8>> = s.iter().map(|e| e.with_bytes(|b| b.to_vec())).collect();
+            m.sort();
+            Canon::Set(m)
+        }
+        Val::Hash(h) => {
+            let mut m: Vec<(Vec<u8>, Vec<u8>)> = h
+                .iter()
+                .map(|(f, v)| (f.with_bytes(|b| b.to_vec()), v.with_bytes(|b| b.to_vec())))
+                .collect();
+            m.sort();
+            Canon::Hash(m)
+        }
+        Val::ZSet(z) => Canon::ZSet(z.iter().map(|(m, s)| (m.to_vec(), s)).collect()),
+    }
+}
+
+pub fn bulks(v: Value) -> Vec<Vec<u8>> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Bulk(b) => b,
+                other => panic!("expected bulk, got {other:?}"),
+            })
+            .collect(),
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+pub fn call(c: &mut RespConn, args: &[&str]) -> Value {
+    c.cmd(args).expect("reply")
+}
+
+/// What redis-server holds under `key` (in the connection's database).
+pub fn canon_from_redis(c: &mut RespConn, key: &str) -> Canon {
+    let Value::Simple(ty) = call(c, &["TYPE", key]) else {
+        panic!("TYPE {key}");
+    };
+    match &ty[..] {
+        b"string" => match call(c, &["GET", key]) {
+            Value::Bulk(b) => Canon::Str(b),
+            other => panic!("GET {key}: {other:?}"),
+        },
+        b"list" => Canon::List(bulks(call(c, &["LRANGE", key, "0", "-1"]))),
+        b"set" => {
+            let mut m = bulks(call(c, &["SMEMBERS", key]));
+            m.sort();
+            Canon::Set(m)
+        }
+        b"hash" => {
+            let flat = bulks(call(c, &["HGETALL", key]));
+            let mut m: Vec<(Vec<u8>, Vec<u8>)> = flat
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect();
+            m.sort();
+            Canon::Hash(m)
+        }
+        b"zset" => {
+            let flat = bulks(call(c, &["ZRANGE", key, "0", "-1", "WITHSCORES"]));
+            Canon::ZSet(
+                flat.chunks(2)
+                    .map(|p| {
+                        let s = String::from_utf8_lossy(&p[1]).to_string();
+                        let f = match s.as_str() {
+                            "inf" => f64::INFINITY,
+                            "-inf" => f64::NEG_INFINITY,
+                            x => x.parse().expect("score"),
+                        };
+                        (p[0].clone(), f)
+                    })
+                    .collect(),
+            )
+        }
+        other => panic!("{key}: type {}", String::from_utf8_lossy(other)),
+    }
+}
+
+/// Every key of every database of a server (redis-server or anykv), with
+/// its value and whether it has a TTL.
+pub fn keyspace_of(c: &mut RespConn) -> Keyspace {
+    let mut all = BTreeMap::new();
+    for db in 0..16u32 {
+        call(c, &["SELECT", &db.to_string()]);
+        for k in bulks(call(c, &["KEYS", "*"])) {
+            let key = String::from_utf8(k.clone()).expect("utf-8 key");
+            let v = canon_from_redis(c, &key);
+            let ttl = matches!(call(c, &["PTTL", &key]), Value::Int(n) if n > 0);
+            all.insert((db, k), (v, ttl));
+        }
+    }
+    call(c, &["SELECT", "0"]);
+    all
+}
+
+pub fn compare(redis: &Keyspace, anykv: &Keyspace) {
+    let rk: Vec<_> = redis.keys().collect();
+    let ak: Vec<_> = anykv.keys().collect();
+    assert_eq!(rk, ak, "different keys");
+    for (k, v) in redis {
+        assert_eq!(
+            Some(v),
+            anykv.get(k),
+            "db {} key {}",
+            k.0,
+            String::from_utf8_lossy(&k.1)
+        );
+    }
+}

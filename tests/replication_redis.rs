@@ -1,0 +1,290 @@
+//! Redis's replication protocol with the real redis-server 7.0 as the
+//! replica of an `anykv server`: full sync of every type (RDB, diskless
+//! `$EOF:` framing), the live stream under a random write load over every
+//! type with TTLs, a dropped link resumed by a partial resync (asserted on
+//! the primary's `sync_partial_ok`), `WAIT`, `ROLE`, `INFO replication`,
+//! and `redis-cli --rdb` / `--replica` against anykv.
+
+mod common;
+mod keyspace;
+
+use std::time::{Duration, Instant};
+
+use anykv_server::persist::codec::Thresholds;
+use common::{anykv_bin, start_anykv_with, start_redis, RespConn, ServerProcess, Value};
+use keyspace::{call, compare, keyspace_of};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn info(c: &mut RespConn, section: &str, field: &str) -> Option<String> {
+    let Value::Bulk(text) = call(c, &["INFO", section]) else {
+        panic!("INFO {section}");
+    };
+    String::from_utf8_lossy(&text).lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A random write over every type, with TTLs, in one of four databases.
+fn random_write(rng: &mut StdRng) -> Vec<String> {
+    let k = format!("k{}", rng.random_range(0..60));
+    let v = rng.random_range(0..1000).to_string();
+    let s = |x: &str| x.to_string();
+    match rng.random_range(0..16) {
+        0 => vec![s("SET"), k, v],
+        1 => vec![
+            s("SET"),
+            k,
+            v,
+            s("PX"),
+            rng.random_range(1..400).to_string(),
+        ],
+        2 => vec![s("INCRBY"), format!("n{}", rng.random_range(0..5)), v],
+        3 => vec![s("APPEND"), format!("s{}", rng.random_range(0..5)), v],
+        4 => vec![
+            s("RPUSH"),
+            format!("l{}", rng.random_range(0..5)),
+            v.clone(),
+            v,
+        ],
+        5 => vec![s("LPOP"), format!("l{}", rng.random_range(0..5))],
+        6 => vec![s("SADD"), format!("set{}", rng.random_range(0..5)), v],
+        7 => vec![s("SREM"), format!("set{}", rng.random_range(0..5)), v],
+        8 => vec![
+            s("HSET"),
+            format!("h{}", rng.random_range(0..5)),
+            format!("f{v}"),
+            v,
+        ],
+        9 => vec![
+            s("HDEL"),
+            format!("h{}", rng.random_range(0..5)),
+            format!("f{v}"),
+        ],
+        10 => vec![
+            s("ZADD"),
+            format!("z{}", rng.random_range(0..5)),
+            v.clone(),
+            format!("m{v}"),
+        ],
+        11 => vec![
+            s("ZINCRBY"),
+            format!("z{}", rng.random_range(0..5)),
+            s("1.5"),
+            format!("m{v}"),
+        ],
+        12 => vec![s("PEXPIRE"), k, rng.random_range(1..300).to_string()],
+        13 => vec![s("DEL"), k],
+        14 => vec![s("SPOP"), format!("set{}", rng.random_range(0..5))],
+        _ => vec![s("SELECT"), rng.random_range(0..4).to_string()],
+    }
+}
+
+fn run(c: &mut RespConn, cmd: &[String]) {
+    let args: Vec<&str> = cmd.iter().map(|x| x.as_str()).collect();
+    let r = call(c, &args);
+    // WRONGTYPE is fine (random keys of random types); nothing else is.
+    if let Value::Error(e) = &r {
+        assert!(
+            e.starts_with(b"WRONGTYPE"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(e)
+        );
+    }
+}
+
+fn start_primary() -> ServerProcess {
+    start_anykv_with(&anykv_bin(), &["--hz", "50"])
+}
+
+fn start_replica_of(port: u16) -> ServerProcess {
+    start_redis(&["--replicaof".into(), "127.0.0.1".into(), port.to_string()])
+}
+
+/// Waits until the replica has everything the primary logged, and the
+/// primary has its acknowledgement.
+fn caught_up(p: &mut RespConn, r: &mut RespConn) {
+    wait_for("the replica to catch up", Duration::from_secs(20), || {
+        let master = info(p, "replication", "master_repl_offset");
+        let replica = info(r, "replication", "slave_repl_offset");
+        master.is_some() && master == replica
+    });
+}
+
+/// The load's TTLs are all under 400 ms: after 500 ms every one has
+/// passed on both sides (both hide such keys from reads, whether or not
+/// the primary's DEL has arrived), and the replica has caught up.
+fn settle(p: &mut RespConn, r: &mut RespConn) {
+    std::thread::sleep(Duration::from_millis(500));
+    caught_up(p, r);
+}
+
+#[test]
+fn redis_server_replicates_from_anykv() {
+    let primary = start_primary();
+    let mut p = primary.connect();
+    // Before the replica exists: every type, TTLs, several databases.
+    let seed: u64 = std::env::var("ANYKV_REPL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    eprintln!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..1500 {
+        run(&mut p, &random_write(&mut rng));
+    }
+    call(&mut p, &["SELECT", "0"]);
+    for i in 0..300 {
+        run(
+            &mut p,
+            &[
+                "HSET".into(),
+                "bighash".into(),
+                format!("f{i}"),
+                i.to_string(),
+            ],
+        );
+    }
+
+    let replica = start_replica_of(primary.port);
+    let mut r = replica.connect();
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    assert_eq!(info(&mut p, "stats", "sync_full").as_deref(), Some("1"));
+    // Writes continue while and after it syncs.
+    for _ in 0..1500 {
+        run(&mut p, &random_write(&mut rng));
+    }
+    settle(&mut p, &mut r);
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+
+    // The primary's view: one replica, online, acknowledged up to date.
+    assert_eq!(
+        info(&mut p, "replication", "connected_slaves").as_deref(),
+        Some("1")
+    );
+    let slave0 = info(&mut p, "replication", "slave0").expect("slave0");
+    assert!(slave0.contains("state=online"), "{slave0}");
+    match call(&mut p, &["ROLE"]) {
+        Value::Array(v) => {
+            assert_eq!(v[0], Value::Bulk(b"master".to_vec()));
+            assert!(matches!(&v[2], Value::Array(rs) if rs.len() == 1), "{v:?}");
+        }
+        other => panic!("ROLE: {other:?}"),
+    }
+    // WAIT: this connection's writes reach the replica.
+    run(&mut p, &["SET".into(), "waited".into(), "1".into()]);
+    assert_eq!(call(&mut p, &["WAIT", "1", "5000"]), Value::Int(1));
+    // ... and more replicas than exist: the timeout, with the count.
+    let t0 = Instant::now();
+    assert_eq!(call(&mut p, &["WAIT", "2", "300"]), Value::Int(1));
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+
+    // The link drops: the replica comes back with a partial resync and
+    // gets what it missed.
+    let partial_before: u64 = info(&mut p, "stats", "sync_partial_ok")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let list = match call(&mut p, &["CLIENT", "LIST"]) {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    };
+    let id = list
+        .lines()
+        .find(|l| l.contains("cmd=psync"))
+        .and_then(|l| l.strip_prefix("id="))
+        .and_then(|l| l.split(' ').next())
+        .expect("the replica's connection")
+        .to_string();
+    assert_eq!(call(&mut p, &["CLIENT", "KILL", "ID", &id]), Value::Int(1));
+    for _ in 0..300 {
+        run(&mut p, &random_write(&mut rng));
+    }
+    wait_for("a partial resync", Duration::from_secs(20), || {
+        info(&mut p, "stats", "sync_partial_ok")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > partial_before)
+    });
+    assert_eq!(
+        info(&mut p, "stats", "sync_full").as_deref(),
+        Some("1"),
+        "no second full sync"
+    );
+    settle(&mut p, &mut r);
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+}
+
+#[test]
+fn redis_cli_takes_an_rdb_and_follows_the_stream() {
+    let primary = start_primary();
+    let mut p = primary.connect();
+    for i in 0..50 {
+        call(&mut p, &["SET", &format!("k{i}"), &i.to_string()]);
+    }
+    call(&mut p, &["SELECT", "2"]);
+    call(&mut p, &["ZADD", "z", "1", "a", "2", "b"]);
+    let dir = std::env::temp_dir().join(format!("anykv-cli-rdb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("snap.rdb");
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &primary.port.to_string(), "--rdb"])
+        .arg(&file)
+        .output()
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut keys = 0;
+    let meta = anykv_server::rdb::read(
+        std::fs::File::open(&file).expect("rdb"),
+        &Thresholds::default(),
+        16,
+        |_| {
+            keys += 1;
+            Ok(())
+        },
+    )
+    .expect("the RDB anykv sent");
+    assert_eq!(keys, 51);
+    assert!(meta.aux("repl-id").is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // --replica prints the stream as it comes.
+    // (stdbuf: redis-cli's stdout is a pipe here; unbuffered, nothing is
+    // lost when it is killed.)
+    let mut child = std::process::Command::new("stdbuf")
+        .args([
+            "-o0",
+            "redis-cli",
+            "-p",
+            &primary.port.to_string(),
+            "--replica",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-cli --replica");
+    wait_for("redis-cli to attach", Duration::from_secs(10), || {
+        info(&mut p, "replication", "connected_slaves").as_deref() == Some("1")
+    });
+    call(&mut p, &["SET", "live", "value"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"SET\",\"live\",\"value\""), "{text}");
+}
