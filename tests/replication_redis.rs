@@ -3,7 +3,10 @@
 //! `$EOF:` framing), the live stream under a random write load over every
 //! type with TTLs, a dropped link resumed by a partial resync (asserted on
 //! the primary's `sync_partial_ok`), `WAIT`, `ROLE`, `INFO replication`,
-//! and `redis-cli --rdb` / `--replica` against anykv.
+//! and `redis-cli --rdb` / `--replica` against anykv; anykv as the replica
+//! of redis-server (with `REPLICAOF NO ONE` and the old primary continuing
+//! from the new one by partial resync), and of another anykv (a replica
+//! never expires a key before its primary's DEL).
 
 mod common;
 mod keyspace;
@@ -196,17 +199,7 @@ fn redis_server_replicates_from_anykv() {
         .unwrap()
         .parse()
         .unwrap();
-    let list = match call(&mut p, &["CLIENT", "LIST"]) {
-        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-        other => panic!("CLIENT LIST: {other:?}"),
-    };
-    let id = list
-        .lines()
-        .find(|l| l.contains("cmd=psync"))
-        .and_then(|l| l.strip_prefix("id="))
-        .and_then(|l| l.split(' ').next())
-        .expect("the replica's connection")
-        .to_string();
+    let id = client_list_id(&mut p, "cmd=psync").expect("the replica's connection");
     assert_eq!(call(&mut p, &["CLIENT", "KILL", "ID", &id]), Value::Int(1));
     for _ in 0..300 {
         run(&mut p, &random_write(&mut rng));
@@ -287,4 +280,184 @@ fn redis_cli_takes_an_rdb_and_follows_the_stream() {
     let out = child.wait_with_output().expect("output");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"SET\",\"live\",\"value\""), "{text}");
+}
+
+fn client_list_id(c: &mut RespConn, needle: &str) -> Option<String> {
+    let Value::Bulk(b) = call(c, &["CLIENT", "LIST"]) else {
+        return None;
+    };
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.strip_prefix("id="))
+        .and_then(|l| l.split(' ').next())
+        .map(|s| s.to_string())
+}
+
+fn counter(c: &mut RespConn, field: &str) -> u64 {
+    info(c, "stats", field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO stats {field}"))
+}
+
+/// anykv as the replica of a real redis-server: full sync, the stream under
+/// a random load, client writes refused, a dropped link resumed with a
+/// partial resync (asserted on redis-server's counters), then `REPLICAOF NO
+/// ONE`: anykv takes over with a new id, keeps the old one as replid2, and
+/// the old primary, turned replica, continues from it with a partial resync
+/// (psync2), not a full one.
+#[test]
+fn anykv_replicates_from_redis_server_and_takes_over() {
+    let redis = start_redis(&["--repl-diskless-sync-delay".into(), "0".into()]);
+    let mut r = redis.connect();
+    let mut rng = StdRng::seed_from_u64(0xfee1);
+    for _ in 0..1500 {
+        run(&mut r, &random_write(&mut rng));
+    }
+    let anykv = start_primary();
+    let mut a = anykv.connect();
+    assert_eq!(
+        call(&mut a, &["REPLICAOF", "127.0.0.1", &redis.port.to_string()]),
+        Value::Simple(b"OK".to_vec())
+    );
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut a, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    for _ in 0..1500 {
+        run(&mut r, &random_write(&mut rng));
+    }
+    let caught = |r: &mut RespConn, a: &mut RespConn| {
+        wait_for("anykv to catch up", Duration::from_secs(20), || {
+            let m = info(r, "replication", "master_repl_offset");
+            m.is_some() && m == info(a, "replication", "slave_repl_offset")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    caught(&mut r, &mut a);
+    compare(&keyspace_of(&mut r), &keyspace_of(&mut a));
+    match call(&mut a, &["SET", "x", "1"]) {
+        Value::Error(e) => assert!(
+            e.starts_with(b"READONLY"),
+            "{}",
+            String::from_utf8_lossy(&e)
+        ),
+        other => panic!("a replica took a write: {other:?}"),
+    }
+    assert_eq!(
+        info(&mut a, "replication", "role").as_deref(),
+        Some("slave")
+    );
+    // redis-server's WAIT counts anykv's acknowledgement.
+    run(&mut r, &["SET".into(), "acked".into(), "1".into()]);
+    assert_eq!(call(&mut r, &["WAIT", "1", "5000"]), Value::Int(1));
+
+    // The link drops: anykv resumes with a partial resync.
+    let (full, partial) = (
+        counter(&mut r, "sync_full"),
+        counter(&mut r, "sync_partial_ok"),
+    );
+    call(&mut r, &["CLIENT", "KILL", "TYPE", "replica"]);
+    for _ in 0..300 {
+        run(&mut r, &random_write(&mut rng));
+    }
+    wait_for("a partial resync", Duration::from_secs(20), || {
+        counter(&mut r, "sync_partial_ok") > partial
+    });
+    assert_eq!(counter(&mut r, "sync_full"), full, "no second full sync");
+    std::thread::sleep(Duration::from_millis(500));
+    caught(&mut r, &mut a);
+    compare(&keyspace_of(&mut r), &keyspace_of(&mut a));
+
+    // Take over.
+    let old_id = info(&mut r, "replication", "master_replid").expect("replid");
+    assert_eq!(
+        call(&mut a, &["REPLICAOF", "NO", "ONE"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    assert_eq!(
+        info(&mut a, "replication", "role").as_deref(),
+        Some("master")
+    );
+    assert_eq!(info(&mut a, "replication", "master_replid2"), Some(old_id));
+    assert_ne!(
+        info(&mut a, "replication", "master_replid"),
+        info(&mut r, "replication", "master_replid")
+    );
+    run(&mut a, &["SET".into(), "after".into(), "takeover".into()]);
+    // The old primary follows the new one from where it was.
+    let a_partial = counter(&mut a, "sync_partial_ok");
+    call(&mut r, &["REPLICAOF", "127.0.0.1", &anykv.port.to_string()]);
+    wait_for(
+        "redis-server to follow anykv",
+        Duration::from_secs(20),
+        || info(&mut r, "replication", "master_link_status").as_deref() == Some("up"),
+    );
+    assert_eq!(
+        counter(&mut a, "sync_partial_ok"),
+        a_partial + 1,
+        "psync2 continuation"
+    );
+    assert_eq!(
+        counter(&mut a, "sync_full"),
+        0,
+        "no full sync after the takeover"
+    );
+    wait_for(
+        "the write after the takeover",
+        Duration::from_secs(10),
+        || call(&mut r, &["GET", "after"]) == Value::Bulk(b"takeover".to_vec()),
+    );
+}
+
+/// Two anykv servers: the replica applies its primary's effects byte for
+/// byte (equal offsets), never expires a key on its own — a key whose TTL
+/// passed is hidden from reads but kept until the primary's DEL arrives —
+/// and refuses client writes.
+#[test]
+fn an_anykv_replica_waits_for_its_primarys_del() {
+    let primary = start_anykv_with(&anykv_bin(), &["--enable-debug-command", "yes"]);
+    let mut p = primary.connect();
+    // The primary deletes only when asked (no active expiry): the replica
+    // must not run ahead of it.
+    assert_eq!(
+        call(&mut p, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    call(&mut p, &["SET", "soon", "v", "PX", "300"]);
+    call(&mut p, &["SET", "stays", "v"]);
+    let replica = start_primary();
+    let mut r = replica.connect();
+    call(
+        &mut r,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    );
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        call(&mut r, &["EXISTS", "soon"]),
+        Value::Int(0),
+        "hidden after its TTL"
+    );
+    assert_eq!(
+        call(&mut r, &["DBSIZE"]),
+        Value::Int(2),
+        "but kept until the DEL"
+    );
+    // The primary notices (lazily) and logs the DEL; the replica follows.
+    assert_eq!(call(&mut p, &["GET", "soon"]), Value::Nil);
+    wait_for("the DEL to arrive", Duration::from_secs(10), || {
+        call(&mut r, &["DBSIZE"]) == Value::Int(1)
+    });
+    let po = info(&mut p, "replication", "master_repl_offset");
+    wait_for("equal offsets", Duration::from_secs(10), || {
+        info(&mut r, "replication", "slave_repl_offset") == po
+    });
+    assert_eq!(info(&mut r, "replication", "master_repl_offset"), po);
+    match call(&mut r, &["DEL", "stays"]) {
+        Value::Error(e) => assert!(e.starts_with(b"READONLY")),
+        other => panic!("{other:?}"),
+    }
+    assert!(client_list_id(&mut p, "cmd=psync").is_some());
 }

@@ -300,6 +300,7 @@ async fn run(
         }
         crate::busypoll::activity();
         tenant.borrow().wake_replicas();
+        crate::repl::replica::kick(tenant, shared);
         // Drop consumed input; the parser's ranges are relative to it.
         let consumed = parser.consumed();
         if consumed > 0 {

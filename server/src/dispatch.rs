@@ -201,7 +201,7 @@ pub(crate) fn run(
     }
     // A customer's database never runs the server's own commands
     // (SHUTDOWN, DEBUG, CONFIG SET...), whatever its user may do.
-    if spec.scope == crate::cmd::table::Scope::Denied && t.is_customer() {
+    if spec.scope == crate::cmd::table::Scope::Denied && t.is_customer() && !s.replaying {
         let msg = format!(
             "NOPERM this user has no permissions to run the '{}' command",
             r.fullname

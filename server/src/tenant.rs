@@ -132,6 +132,10 @@ pub struct Tenant {
     pub ack_waiters: Vec<Rc<ClientInfo>>,
     /// Unix ms of the last PING sent into the replication stream.
     pub repl_last_ping_ms: i64,
+    /// The primary this tenant follows (REPLICAOF), and its link's state.
+    pub upstream: Option<crate::repl::replica::Upstream>,
+    /// Generations of REPLICAOF (a link task stops when it is not current).
+    pub upstream_gen: u64,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -187,6 +191,8 @@ impl Tenant {
             repl_wake: Default::default(),
             ack_waiters: Vec::new(),
             repl_last_ping_ms: 0,
+            upstream: None,
+            upstream_gen: 0,
         }
     }
 

@@ -258,6 +258,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 },
                 {
                     let mut l = String::new();
+                    crate::repl::replica::info_lines(ctx.t, &mut l);
                     crate::repl::primary::info_lines(ctx.t, &mut l);
                     l
                 },

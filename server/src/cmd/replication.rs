@@ -138,14 +138,57 @@ pub fn role(ctx: &mut Ctx) {
             }
         }
         crate::repl::Role::Replica => {
-            // The replica side's link state comes with REPLICAOF.
             let off = ctx.t.log.offset();
+            let (host, port, state) = match &ctx.t.upstream {
+                Some(u) => (u.host.clone(), i64::from(u.port), u.status.role_name()),
+                None => (String::new(), 0, "connect"),
+            };
             ctx.out.array(5);
             ctx.out.bulk(b"slave");
-            ctx.out.bulk(b"");
-            ctx.out.int(0);
-            ctx.out.bulk(b"connected");
+            ctx.out.bulk(host.as_bytes());
+            ctx.out.int(port);
+            ctx.out.bulk(state.as_bytes());
             ctx.out.int(off as i64);
         }
     }
+}
+
+/// `REPLICAOF host port`: follow that primary (client writes are refused
+/// from now on); `REPLICAOF NO ONE`: become a primary, keeping the data
+/// and continuing the history under a new id (the old one stays valid for
+/// partial resyncs as `replid2`).
+pub fn replicaof(ctx: &mut Ctx) {
+    let (a, b) = (ctx.args[1], ctx.args[2]);
+    if a.eq_ignore_ascii_case(b"no") && b.eq_ignore_ascii_case(b"one") {
+        if ctx.t.role == crate::repl::Role::Replica {
+            ctx.t.role = crate::repl::Role::Primary;
+            ctx.t.upstream = None;
+            ctx.t.upstream_gen += 1;
+            let off = ctx.t.log.offset();
+            ctx.t.repl.shift(off);
+            tracing::info!("MASTER MODE enabled (user request)");
+        }
+        return ctx.out.ok();
+    }
+    let Some(port) = parse_i64(b).filter(|p| (0..=65535).contains(p)) else {
+        return ctx.err("Invalid master port");
+    };
+    let host = String::from_utf8_lossy(a).into_owned();
+    if let Some(u) = &ctx.t.upstream {
+        if u.host.eq_ignore_ascii_case(&host) && i64::from(u.port) == port {
+            return ctx.out.simple("OK Already connected to specified master");
+        }
+    }
+    ctx.t.role = crate::repl::Role::Replica;
+    ctx.t.upstream_gen += 1;
+    ctx.t.upstream = Some(crate::repl::replica::Upstream {
+        host: host.clone(),
+        port: port as u16,
+        gen: ctx.t.upstream_gen,
+        status: crate::repl::replica::LinkStatus::Connect,
+        last_io_ms: ctx.now_ms,
+        start: true,
+    });
+    tracing::info!("REPLICAOF {host}:{port} enabled (user request)");
+    ctx.out.ok();
 }

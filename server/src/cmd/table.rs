@@ -201,6 +201,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("psync", -3, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "2.8.0", "An internal command used in replication", replication::psync),
     cmd!("sync", 1, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "An internal command used in replication", replication::sync),
     cmd!("replconf", -1, "admin noscript loading stale allow_busy", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "3.0.0", "An internal command for configuring the replication stream", replication::replconf),
+    cmd!("replicaof", 3, "admin noscript stale no_async_loading", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "5.0.0", "Make the server a replica of another instance, or promote it as master", replication::replicaof),
+    cmd!("slaveof", 3, "admin noscript stale no_async_loading", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Make the server a replica of another instance, or promote it as master", replication::replicaof),
     cmd!("role", 1, "noscript loading stale fast", 0, 0, 0, "@admin @fast @dangerous", Admin, OwnTenant, "server", "2.8.12", "Returns the replication role", replication::role),
     cmd!("wait", 3, "noscript", 0, 0, 0, "@slow @connection", Write, Allowed, "generic", "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", server::wait),
     container!("slowlog", "@slow", Admin, OwnTenant, "server", "2.2.12", "A container for slow log commands", SLOWLOG_SUBS),

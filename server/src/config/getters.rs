@@ -88,6 +88,13 @@ impl Config {
             .map(|s| s.as_bytes().to_vec())
     }
 
+    /// `masteruser`: the ACL user a replica logs in to its primary as.
+    pub fn masteruser(&self) -> Option<String> {
+        Some(self.str_of(param!(STR, "masteruser")))
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_string())
+    }
+
     pub fn masterauth(&self) -> Option<Vec<u8>> {
         Some(self.str_of(param!(STR, "masterauth")))
             .filter(|s| !s.is_empty())

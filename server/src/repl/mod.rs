@@ -16,6 +16,7 @@
 
 pub mod apply;
 pub mod primary;
+pub mod replica;
 
 /// What a tenant is in its replication group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,420 @@
+//! The replica's side: `REPLICAOF host port` makes a tenant follow a
+//! primary (a redis-server or another anykv) over Redis's protocol.
+//!
+//! The link task connects, authenticates with `masteruser`/`masterauth`,
+//! says `REPLCONF listening-port` and `capa eof psync2`, and asks
+//! `PSYNC <its replid> <its offset + 1>`: a primary that shares the history
+//! continues from there (`+CONTINUE`, possibly with a new id, which becomes
+//! `replid` while the old one is kept as `replid2`); otherwise it sends a
+//! full sync, an RDB read with every key kept (even those whose TTL passed:
+//! the primary's `DEL` follows) into a fresh keyspace that replaces the old
+//! one at once, taking the primary's id and offset. Then the stream is
+//! applied in the apply mode ([`super::apply`]), byte for byte, so this
+//! tenant's offsets are its primary's. The replica acknowledges its offset
+//! every second and when asked (`REPLCONF GETACK`). A dropped link is
+//! retried every second; `REPLICAOF NO ONE` or another `REPLICAOF` ends it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::shared::Shared;
+use crate::tenant::Tenant;
+use crate::util::mstime;
+
+/// The state of a replica's link, as INFO and ROLE show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// Not connected (yet, or after a failure).
+    Connect,
+    /// Handshake in progress.
+    Connecting,
+    /// Receiving the full-sync payload.
+    Sync,
+    /// Applying the stream.
+    Connected,
+}
+
+impl LinkStatus {
+    pub fn role_name(self) -> &'static str {
+        match self {
+            LinkStatus::Connect => "connect",
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Sync => "sync",
+            LinkStatus::Connected => "connected",
+        }
+    }
+}
+
+/// What `REPLICAOF` set on a tenant.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    /// Bumped by every REPLICAOF: a link task whose generation is no longer
+    /// current stops.
+    pub gen: u64,
+    pub status: LinkStatus,
+    /// Unix ms of the last bytes from the primary.
+    pub last_io_ms: i64,
+    /// A link task must be started (by [`kick`]).
+    pub start: bool,
+}
+
+/// Starts the link task REPLICAOF asked for (called by connections after
+/// a batch, which hold the tenant's `Rc`).
+pub fn kick(tenant: &Rc<RefCell<Tenant>>, shared: &Arc<Shared>) {
+    let job = {
+        let mut t = tenant.borrow_mut();
+        match t.upstream.as_mut() {
+            Some(u) if u.start => {
+                u.start = false;
+                Some((u.host.clone(), u.port, u.gen))
+            }
+            _ => None,
+        }
+    };
+    if let Some((host, port, gen)) = job {
+        let fut = run(tenant.clone(), shared.clone(), host, port, gen);
+        tenant.borrow().spawn(fut);
+    }
+}
+
+fn current(tenant: &Rc<RefCell<Tenant>>, gen: u64) -> bool {
+    tenant
+        .borrow()
+        .upstream
+        .as_ref()
+        .is_some_and(|u| u.gen == gen)
+}
+
+fn set_status(tenant: &Rc<RefCell<Tenant>>, gen: u64, s: LinkStatus) {
+    if let Some(u) = tenant
+        .borrow_mut()
+        .upstream
+        .as_mut()
+        .filter(|u| u.gen == gen)
+    {
+        u.status = s;
+        u.last_io_ms = mstime();
+    }
+}
+
+async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>, host: String, port: u16, gen: u64) {
+    tracing::info!("Connecting to MASTER {host}:{port}");
+    while current(&tenant, gen) {
+        match follow(&tenant, &shared, &host, port, gen).await {
+            Ok(()) => return,
+            Err(e) => {
+                if !current(&tenant, gen) {
+                    return;
+                }
+                tracing::warn!("MASTER {host}:{port}: {e}; retrying in 1 s");
+                set_status(&tenant, gen, LinkStatus::Connect);
+            }
+        }
+        let mut stop = shared.shutdown_rx();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A connection to the primary with a read buffer.
+struct Link {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Link {
+    async fn send(&mut self, args: &[&[u8]]) -> Result<(), String> {
+        let mut out = Vec::new();
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.s.write_all(&out).await.map_err(|e| e.to_string())
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        match tokio::time::timeout(Duration::from_secs(60), self.s.read_buf(&mut self.buf)).await {
+            Ok(Ok(0)) => Err("connection closed by the primary".into()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timeout (60 s without data from the primary)".into()),
+        }
+    }
+
+    /// One reply line (without CRLF); bare newlines (a primary's keepalive
+    /// while it prepares a full sync) are skipped.
+    async fn line(&mut self) -> Result<String, String> {
+        loop {
+            while self.buf.first() == Some(&b'\n') {
+                self.buf.advance(1);
+            }
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let l = String::from_utf8_lossy(&self.buf[..i])
+                    .trim_end_matches('\r')
+                    .to_string();
+                self.buf.advance(i + 1);
+                return Ok(l);
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err("reply line too long".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn call(&mut self, args: &[&[u8]]) -> Result<String, String> {
+        self.send(args).await?;
+        self.line().await
+    }
+}
+
+async fn follow(
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    host: &str,
+    port: u16,
+    gen: u64,
+) -> Result<(), String> {
+    set_status(tenant, gen, LinkStatus::Connecting);
+    let s = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let mut l = Link {
+        s,
+        buf: BytesMut::with_capacity(64 * 1024),
+    };
+    let (auth, user) = {
+        let c = shared.config.read();
+        (c.masterauth(), c.masteruser())
+    };
+    if let Some(pw) = auth {
+        let r = match &user {
+            Some(u) => l.call(&[b"AUTH", u.as_bytes(), &pw]).await?,
+            None => l.call(&[b"AUTH", &pw]).await?,
+        };
+        if r.starts_with('-') {
+            return Err(format!("AUTH: {r}"));
+        }
+    }
+    let pong = l.call(&[b"PING"]).await?;
+    if pong.starts_with('-') && !pong.starts_with("-NOAUTH") {
+        return Err(format!("PING: {pong}"));
+    }
+    if pong.starts_with("-NOAUTH") {
+        return Err("the primary requires a password (set masterauth)".into());
+    }
+    let my_port = shared
+        .tcp_port
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .to_string();
+    // Redis answers errors to options it does not know; neither is fatal.
+    let _ = l
+        .call(&[b"REPLCONF", b"listening-port", my_port.as_bytes()])
+        .await?;
+    let _ = l
+        .call(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
+        .await?;
+    let (id, next) = {
+        let t = tenant.borrow();
+        (t.repl.replid.clone(), (t.log.offset() + 1).to_string())
+    };
+    let reply = l.call(&[b"PSYNC", id.as_bytes(), next.as_bytes()]).await?;
+    if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
+        let mut parts = rest.split(' ');
+        let (Some(new_id), Some(off)) = (
+            parts.next(),
+            parts.next().and_then(|o| o.parse::<u64>().ok()),
+        ) else {
+            return Err(format!("bad FULLRESYNC reply: {reply}"));
+        };
+        set_status(tenant, gen, LinkStatus::Sync);
+        let rdb = read_payload(&mut l).await?;
+        if !current(tenant, gen) {
+            return Ok(());
+        }
+        load_full_sync(tenant, shared, &rdb, new_id, off)?;
+    } else if let Some(rest) = reply.strip_prefix("+CONTINUE") {
+        let new_id = rest.trim();
+        let mut t = tenant.borrow_mut();
+        if !new_id.is_empty() && new_id != t.repl.replid {
+            // The primary's history continues ours under a new id: keep
+            // ours as the previous one (so our own replicas can continue).
+            let off = t.log.offset();
+            t.repl.replid2 = std::mem::replace(&mut t.repl.replid, new_id.to_string());
+            t.repl.second_offset = off as i64 + 1;
+        }
+        tracing::info!("MASTER <-> REPLICA sync: Master accepted a Partial Resynchronization.");
+    } else {
+        return Err(format!("PSYNC: {reply}"));
+    }
+    set_status(tenant, gen, LinkStatus::Connected);
+    stream(tenant, shared, l, gen).await
+}
+
+/// The full-sync payload: `$EOF:<mark>` ... `<mark>`, or `$<len>` bytes.
+async fn read_payload(l: &mut Link) -> Result<Vec<u8>, String> {
+    let head = l.line().await?;
+    let Some(spec) = head.strip_prefix('$') else {
+        return Err(format!("bad full-sync header: {head}"));
+    };
+    if let Some(mark) = spec.strip_prefix("EOF:") {
+        let mark = mark.as_bytes().to_vec();
+        if mark.len() != 40 {
+            return Err("bad EOF mark".into());
+        }
+        loop {
+            if l.buf.len() >= mark.len() && l.buf.ends_with(&mark) {
+                let n = l.buf.len() - mark.len();
+                let rdb = l.buf[..n].to_vec();
+                l.buf.clear();
+                return Ok(rdb);
+            }
+            l.fill().await?;
+        }
+    }
+    let len: usize = spec
+        .parse()
+        .map_err(|_| format!("bad full-sync length: {head}"))?;
+    while l.buf.len() < len {
+        l.fill().await?;
+    }
+    let rdb = l.buf[..len].to_vec();
+    l.buf.advance(len);
+    Ok(rdb)
+}
+
+/// Replaces the keyspace with the primary's snapshot and takes its history.
+fn load_full_sync(
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    rdb: &[u8],
+    replid: &str,
+    offset: u64,
+) -> Result<(), String> {
+    let set = shared.settings();
+    let th = crate::persist::codec::Thresholds::from_settings(&set);
+    let mut t = tenant.borrow_mut();
+    let n = t.ks.dbs.len();
+    let mut ks = crate::db::Keyspace::new(n);
+    let info = crate::rdb::read(rdb, &th, n as u32, |r| {
+        let db = &mut ks.dbs[r.db as usize];
+        let idx = db.upsert(r.key.as_bytes(), r.value, 0);
+        db.set_expire(idx, r.expire_at);
+        Ok(())
+    })
+    .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+    // Every WATCH fails: the keyspace changed under it.
+    for cs in t.watched.values() {
+        for c in cs {
+            c.dirty_cas.set(true);
+        }
+    }
+    t.ks = ks;
+    t.repl = super::ReplIds {
+        replid: replid.to_string(),
+        replid2: super::NO_REPLID.to_string(),
+        second_offset: -1,
+    };
+    t.log.set_offset(offset);
+    if t.persist.aof.is_some() {
+        // The log's base must become this snapshot.
+        t.persist.requested = Some(crate::persist::Purpose::Rewrite);
+    }
+    tracing::info!(
+        "MASTER <-> REPLICA sync: Finished with success ({} keys, offset {offset})",
+        info.keys
+    );
+    Ok(())
+}
+
+async fn stream(
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    mut l: Link,
+    gen: u64,
+) -> Result<(), String> {
+    let mut applier = super::apply::Applier::new();
+    let mut set = shared.settings();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stop = shared.shutdown_rx();
+    loop {
+        if !current(tenant, gen) {
+            return Ok(());
+        }
+        if !l.buf.is_empty() {
+            shared.refresh(&mut set);
+            let data = std::mem::take(&mut l.buf);
+            let ack = data.windows(6).any(|w| w.eq_ignore_ascii_case(b"GETACK"));
+            {
+                let mut t = tenant.borrow_mut();
+                let mut r = applier.feed(&mut t, shared, &set, &data, mstime());
+                while let Err(e) = r {
+                    if !matches!(e, super::apply::ApplyError::Failed { .. }) {
+                        // A stream that does not parse: drop the link and
+                        // resynchronise rather than guess.
+                        return Err(format!("the primary's stream: {e}"));
+                    }
+                    // As Redis with a failing command from its primary: log
+                    // it and go on with the rest of the stream.
+                    tracing::warn!("applying the primary's stream: {e}");
+                    r = applier.feed(&mut t, shared, &set, &[], mstime());
+                }
+                if let Some(u) = t.upstream.as_mut() {
+                    u.last_io_ms = mstime();
+                }
+                t.wake_replicas();
+            }
+            l.buf = data;
+            l.buf.clear();
+            if ack {
+                send_ack(tenant, &mut l).await?;
+            }
+            continue;
+        }
+        tokio::select! {
+            r = l.fill() => r?,
+            _ = tick.tick() => send_ack(tenant, &mut l).await?,
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn send_ack(tenant: &Rc<RefCell<Tenant>>, l: &mut Link) -> Result<(), String> {
+    let off = tenant.borrow().log.offset().to_string();
+    l.send(&[b"REPLCONF", b"ACK", off.as_bytes()]).await
+}
+
+/// `INFO replication`'s replica fields.
+pub fn info_lines(t: &Tenant, out: &mut String) {
+    use std::fmt::Write;
+    let Some(u) = &t.upstream else {
+        return;
+    };
+    let up = u.status == LinkStatus::Connected;
+    let off = t.log.offset();
+    let _ = write!(
+        out,
+        "master_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{off}\r\nslave_repl_offset:{off}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+        u.host,
+        u.port,
+        if up { "up" } else { "down" },
+        if up { (mstime() - u.last_io_ms).max(0) / 1000 } else { -1 },
+        (u.status == LinkStatus::Sync) as u8,
+    );
+}
