@@ -370,7 +370,10 @@ fn fsync_thread(
         if t.elapsed() > Duration::from_secs(1) {
             st.delayed_fsync.fetch_add(1, Ordering::Relaxed);
         }
-        last_sync = Instant::now();
+        // The next one is due a second after this one *began* (as Redis
+        // times it), so a slow disk does not stretch the window at risk to
+        // a second plus each fsync's own duration.
+        last_sync = t;
         dirty = None;
         let _ = synced.send(upto);
     }

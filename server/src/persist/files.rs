@@ -42,6 +42,27 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// `dir/temp-<pid>-<name>`, the scratch name for writing `path`.
+/// Removes `temp-*` files a crashed run left in `dir` (a snapshot or a
+/// rewrite's base interrupted mid-write: never valid data, possibly as
+/// large as the dataset). Called at start, before anything writes one.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let is_temp = name.to_string_lossy().starts_with("temp-");
+        if is_temp && e.file_type().is_ok_and(|t| t.is_file()) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::warn!("removed {} left by an interrupted save", e.path().display())
+                }
+                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 pub fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -210,6 +210,8 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     p.appendfilename = cfg.appendfilename();
     p.repair = cfg.repair();
     p.enabled = true;
+    super::files::remove_stale_temps(&t.persist.dir);
+    super::files::remove_stale_temps(&t.persist.aof_dir());
     let now = crate::util::mstime();
     let mut report = LoadReport::default();
     let start = Instant::now();
