@@ -103,6 +103,22 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let config = Config::load(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(&config.loglevel());
+    // Accepted for redis.conf compatibility, but not silently ignored.
+    if config.daemonize() {
+        anyhow::bail!(
+            "daemonize yes is not supported: run anykv in the foreground under a supervisor (systemd, Fly, docker)"
+        );
+    }
+    if let Some(sock) = config.unixsocket() {
+        anyhow::bail!(
+            "unixsocket {sock}: Unix sockets are not supported yet; remove the setting and use TCP"
+        );
+    }
+    let pidfile = config.pidfile();
+    if let Some(p) = &pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pidfile {p}"))?;
+    }
     let metrics_addr = config.metrics_addr();
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
@@ -146,6 +162,9 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     // Executors observe the shutdown flag and finish in-flight batches.
     shared.begin_shutdown();
     server.join();
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
     tracing::info!("anykv is now ready to exit, bye bye...");
     Ok(())
 }

@@ -1307,3 +1307,49 @@ fn incr_is_atomic_across_executors() {
         Value::Bulk(b"10000".to_vec())
     );
 }
+
+/// redis.conf's process settings do what they say or refuse to start:
+/// `pidfile` holds the server's pid while it runs and is removed when it
+/// shuts down; `daemonize yes` and `unixsocket` stop the start with a
+/// message saying what to do instead (never accepted and ignored).
+#[test]
+fn pidfile_is_written_and_unsupported_process_settings_refuse_to_start() {
+    let dir = std::env::temp_dir().join(format!("anykv-pidfile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pidfile = dir.join("anykv.pid");
+    let p = pidfile.to_string_lossy().into_owned();
+    let srv = common::start_anykv_with(&common::anykv_bin(), &["--pidfile", &p]);
+    let written = std::fs::read_to_string(&pidfile).expect("pidfile written");
+    assert_eq!(written.trim(), srv.pid().to_string());
+    let mut c = srv.connect();
+    let _ = c.cmd(&["SHUTDOWN", "NOSAVE"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pidfile.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pidfile not removed at shutdown"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for (args, needle) in [
+        (
+            &["--daemonize", "yes"][..],
+            "daemonize yes is not supported",
+        ),
+        (
+            &["--unixsocket", "/tmp/x.sock"][..],
+            "Unix sockets are not supported",
+        ),
+    ] {
+        let out = std::process::Command::new(common::anykv_bin())
+            .args(["server", "--port", "0"])
+            .args(args)
+            .output()
+            .expect("run anykv");
+        assert!(!out.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
