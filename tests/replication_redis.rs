@@ -461,3 +461,52 @@ fn an_anykv_replica_waits_for_its_primarys_del() {
     }
     assert!(client_list_id(&mut p, "cmd=psync").is_some());
 }
+
+/// `min-replicas-to-write`: a primary without enough replicas that
+/// acknowledged lately refuses writes (not reads) with -NOREPLICAS, and
+/// takes them once a replica is attached. `replica-serve-stale-data no`: a
+/// replica whose link is down refuses reads with -MASTERDOWN but still
+/// answers INFO.
+#[test]
+fn min_replicas_and_stale_replicas_refuse_as_configured() {
+    let primary = start_anykv_with(
+        &anykv_bin(),
+        &[
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            "10",
+        ],
+    );
+    let mut p = primary.connect();
+    assert_eq!(
+        call(&mut p, &["SET", "k", "v"]),
+        Value::Error(b"NOREPLICAS Not enough good replicas to write.".to_vec())
+    );
+    assert_eq!(call(&mut p, &["GET", "k"]), Value::Nil);
+    let replica = start_replica_of(primary.port);
+    let mut r = replica.connect();
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_for("a good replica", Duration::from_secs(10), || {
+        call(&mut p, &["SET", "k", "v"]) == Value::Simple(b"OK".to_vec())
+    });
+
+    // A replica of a primary that is not there.
+    let closed = common::free_port();
+    let stale = start_anykv_with(&anykv_bin(), &["--replica-serve-stale-data", "no"]);
+    let mut s = stale.connect();
+    call(&mut s, &["REPLICAOF", "127.0.0.1", &closed.to_string()]);
+    assert_eq!(
+        call(&mut s, &["GET", "k"]),
+        Value::Error(
+            b"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
+                .to_vec()
+        )
+    );
+    assert_eq!(
+        info(&mut s, "replication", "master_link_status").as_deref(),
+        Some("down")
+    );
+}

@@ -262,6 +262,26 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // min-replicas-to-write: a primary without enough replicas that
+    // acknowledged within min-replicas-max-lag seconds refuses writes.
+    let (min_good, max_lag) = set.min_replicas;
+    if min_good > 0
+        && max_lag > 0
+        && t.role == crate::repl::Role::Primary
+        && !s.replaying
+        && (r.write || (r.fullname == "exec" && queued_any(s, |q| q.write)))
+        && crate::repl::primary::good_replicas(t, now_ms, max_lag) < min_good
+    {
+        reject(
+            t,
+            s,
+            out,
+            Some(r.id),
+            "NOREPLICAS Not enough good replicas to write.",
+            true,
+        );
+        return Outcome::Continue;
+    }
     // A replica's data changes only by its primary's effects.
     if t.role == crate::repl::Role::Replica
         && !s.replaying
@@ -284,6 +304,24 @@ pub(crate) fn run(
             r.fullname
         );
         reject(t, s, out, Some(r.id), &msg, false);
+        return Outcome::Continue;
+    }
+    // replica-serve-stale-data no: while the link is down only commands
+    // flagged `stale` (INFO, REPLICAOF, PING...) run.
+    if !set.replica_serve_stale
+        && t.role == crate::repl::Role::Replica
+        && !s.replaying
+        && !t.upstream_connected()
+        && !spec.has_flag("stale")
+    {
+        reject(
+            t,
+            s,
+            out,
+            Some(r.id),
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            true,
+        );
         return Outcome::Continue;
     }
     // CLIENT PAUSE holds back everything (ALL) or what may move the

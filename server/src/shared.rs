@@ -65,6 +65,10 @@ pub struct Settings {
     pub set_max_intset_entries: usize,
     pub zset_max_listpack_entries: usize,
     pub zset_max_listpack_value: usize,
+    /// `replica-serve-stale-data`.
+    pub replica_serve_stale: bool,
+    /// `min-replicas-to-write` / `min-replicas-max-lag` (seconds).
+    pub min_replicas: (usize, i64),
 }
 
 impl Settings {
@@ -102,6 +106,11 @@ impl Settings {
                 .unwrap_or(usize::MAX),
             zset_max_listpack_value: usize::try_from(c.zset_max_listpack_value())
                 .unwrap_or(usize::MAX),
+            replica_serve_stale: c.replica_serve_stale_data(),
+            min_replicas: (
+                usize::try_from(c.min_replicas_to_write()).unwrap_or(usize::MAX),
+                i64::try_from(c.min_replicas_max_lag()).unwrap_or(i64::MAX),
+            ),
             pubsub_limit: {
                 let l = c.client_output_buffer_limit().pubsub;
                 crate::pubsub::PushLimit {

@@ -204,6 +204,13 @@ impl Tenant {
         }
     }
 
+    /// A replica whose link to its primary is up (applying the stream).
+    pub fn upstream_connected(&self) -> bool {
+        self.upstream
+            .as_ref()
+            .is_some_and(|u| u.status == crate::repl::replica::LinkStatus::Connected)
+    }
+
     /// A CLIENT PAUSE (WRITE or ALL) is in force at `now_ms`.
     pub fn paused(&self, now_ms: i64) -> bool {
         self.pause_mode != PauseMode::None && now_ms < self.pause_until_ms

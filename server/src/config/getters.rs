@@ -366,6 +366,22 @@ impl Config {
         self.u64_of(param!(NUM, "busy-reply-threshold"))
     }
 
+    /// `replica-serve-stale-data`: a replica whose link is down still
+    /// answers reads (yes) or refuses with -MASTERDOWN (no).
+    pub fn replica_serve_stale_data(&self) -> bool {
+        self.bool_of(param!(BOOL, "replica-serve-stale-data"))
+    }
+
+    /// `min-replicas-to-write` (0: off).
+    pub fn min_replicas_to_write(&self) -> u64 {
+        self.u64_of(param!(NUM, "min-replicas-to-write"))
+    }
+
+    /// `min-replicas-max-lag` (seconds; 0: off).
+    pub fn min_replicas_max_lag(&self) -> u64 {
+        self.u64_of(param!(NUM, "min-replicas-max-lag"))
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

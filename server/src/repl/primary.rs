@@ -246,3 +246,12 @@ pub fn acked(t: &Tenant, offset: u64) -> usize {
         .filter(|l| l.ack_offset.get() >= offset)
         .count()
 }
+
+/// Replicas that acknowledged within the last `max_lag` seconds
+/// (`min-replicas-max-lag`'s "good" replicas).
+pub fn good_replicas(t: &Tenant, now_ms: i64, max_lag: i64) -> usize {
+    t.replicas
+        .iter()
+        .filter(|l| (now_ms - l.ack_ms.get()) / 1000 <= max_lag)
+        .count()
+}
