@@ -313,6 +313,11 @@ impl Config {
         };
         let v = parse_value(p, cur, args, st)?;
         let r = render(p, &v);
+        // Refused rather than accepted and ignored: a replica's log is its
+        // primary's stream byte for byte, so a local write has nowhere to go.
+        if idx == param!(BOOL, "replica-read-only").index() && r == "no" {
+            return Err("anykv replicas are always read-only (their log is their primary's stream); remove 'replica-read-only no'".into());
+        }
         if let (Some(slot), Some(rslot)) = (self.vals.get_mut(idx), self.rendered.get_mut(idx)) {
             *slot = v;
             *rslot = r;
@@ -535,14 +540,19 @@ mod tests {
         let c = Config::load(&args(&[
             "--PORT",
             "7004",
-            "--slave-read-only",
+            "--slave-serve-stale-data",
             "no",
             "--lua-time-limit",
             "100",
         ]))
         .unwrap();
         assert_eq!(c.port(), 7004);
-        assert_eq!(c.value("replica-read-only"), Some("no"));
+        assert_eq!(c.value("replica-serve-stale-data"), Some("no"));
+        // A writable replica is refused, by name and by alias.
+        for name in ["--replica-read-only", "--slave-read-only"] {
+            let e = Config::load(&args(&[name, "no"])).unwrap_err();
+            assert!(e.to_string().contains("always read-only"), "{e}");
+        }
         assert_eq!(c.value("busy-reply-threshold"), Some("100"));
         // Several `save` options accumulate (the first replaces the default).
         let c = Config::load(&args(&["--save", "10 1", "--save", "20 2"])).unwrap();
@@ -776,8 +786,12 @@ mod tests {
         );
         set1(&mut c, "list-max-listpack-size", "-5").unwrap();
         assert_eq!(c.value("list-max-ziplist-size"), Some("-5"));
-        set1(&mut c, "SLAVE-READ-ONLY", "NO").unwrap();
-        assert_eq!(c.value("replica-read-only"), Some("no"));
+        set1(&mut c, "SLAVE-SERVE-STALE-DATA", "NO").unwrap();
+        assert_eq!(c.value("replica-serve-stale-data"), Some("no"));
+        assert!(set1(&mut c, "replica-read-only", "no")
+            .unwrap_err()
+            .contains("always read-only"));
+        set1(&mut c, "replica-read-only", "yes").unwrap();
         set1(&mut c, "maxmemory-policy", "ALLKEYS-LRU").unwrap();
         assert_eq!(c.maxmemory_policy(), "allkeys-lru");
         set1(&mut c, "oom-score-adj", "relative").unwrap();
