@@ -241,3 +241,61 @@ fn client_pause_write_holds_the_offset_still() {
     }
     assert!(ids(&mut admin).1 > off);
 }
+
+fn wait_log_on(c: &mut RespConn) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if info_persistence(c, "aof_enabled") == "1"
+            && info_persistence(c, "aof_rewrite_in_progress") == "0"
+            && info_persistence(c, "aof_rewrite_scheduled") == "0"
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the log did not come on");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The log switched on (and off and on again) at runtime by a connection
+/// in database 3: the new segments name their database, never append to an
+/// older segment, and after kill -9 every key is back in database 3 at the
+/// same offset.
+#[test]
+fn the_log_switched_on_at_runtime_keeps_databases_and_offsets() {
+    let dir = Scratch::new("aof-on");
+    let srv = start(&dir, &["--appendfsync", "always"]);
+    let mut c = srv.connect();
+    for cmd in [
+        &["SELECT", "3"][..],
+        &["SET", "a", "1"],
+        &["CONFIG", "SET", "appendonly", "yes"],
+    ] {
+        assert!(!call(&mut c, cmd).is_error(), "{cmd:?}");
+    }
+    wait_log_on(&mut c);
+    assert!(!call(&mut c, &["SET", "b", "2"]).is_error());
+    assert!(!call(&mut c, &["CONFIG", "SET", "appendonly", "no"]).is_error());
+    assert!(!call(&mut c, &["SET", "c", "3"]).is_error());
+    assert!(!call(&mut c, &["CONFIG", "SET", "appendonly", "yes"]).is_error());
+    wait_log_on(&mut c);
+    assert!(!call(&mut c, &["SET", "d", "4"]).is_error());
+    let before = ids(&mut c).1;
+    drop(c);
+    drop(srv); // SIGKILL
+    let srv = start(&dir, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut c = srv.connect();
+    assert_eq!(ids(&mut c).1, before, "offset after the restart");
+    assert_eq!(
+        call(&mut c, &["DBSIZE"]),
+        Value::Int(0),
+        "keys leaked into db 0"
+    );
+    call(&mut c, &["SELECT", "3"]);
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+        assert_eq!(
+            call(&mut c, &["GET", k]),
+            Value::Bulk(v.as_bytes().to_vec()),
+            "{k}"
+        );
+    }
+}

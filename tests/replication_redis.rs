@@ -510,3 +510,117 @@ fn min_replicas_and_stale_replicas_refuse_as_configured() {
         Some("down")
     );
 }
+
+/// Writes that keep coming while replicas take a full sync reach them: an
+/// anykv and a redis-server replica attach to a busy anykv primary (both
+/// take the diskless `$EOF:` payload, which ends at its mark only if the
+/// stream waits for the replica's first ACK), and both end equal to it.
+#[test]
+fn writes_during_a_full_sync_reach_the_replicas() {
+    let primary = start_anykv_with(&anykv_bin(), &["--enable-debug-command", "yes"]);
+    let mut p = primary.connect();
+    assert_eq!(
+        call(&mut p, &["DEBUG", "POPULATE", "5000"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    let port = primary.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut w = RespConn::connect(port).expect("writer");
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                call(&mut w, &["INCR", "counter"]);
+                call(&mut w, &["SET", &format!("w{}", n % 500), &n.to_string()]);
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let anykv_replica = start_primary();
+    let mut a = anykv_replica.connect();
+    call(&mut a, &["REPLICAOF", "127.0.0.1", &port.to_string()]);
+    let redis_replica = start_replica_of(port);
+    let mut r = redis_replica.connect();
+    for (what, c) in [("anykv", &mut a), ("redis-server", &mut r)] {
+        wait_for(
+            &format!("the {what} replica's link"),
+            Duration::from_secs(30),
+            || info(c, "replication", "master_link_status").as_deref() == Some("up"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().expect("writer");
+    assert!(writes > 100, "only {writes} writes during the syncs");
+    let want = info(&mut p, "replication", "master_repl_offset");
+    for (what, c) in [("anykv", &mut a), ("redis-server", &mut r)] {
+        wait_for(
+            &format!("the {what} replica to catch up"),
+            Duration::from_secs(30),
+            || info(c, "replication", "slave_repl_offset") == want,
+        );
+    }
+    let ks = keyspace_of(&mut p);
+    compare(&ks, &keyspace_of(&mut a));
+    compare(&ks, &keyspace_of(&mut r));
+}
+
+/// A replica with the append-only log on: the full sync replaces its log
+/// (a rewrite whose base is the primary's snapshot, then the stream), so
+/// after kill -9 it restarts with its primary's keyspace at its primary's
+/// offset.
+#[test]
+fn a_replica_with_the_log_on_restarts_with_its_primarys_data() {
+    let primary = start_primary();
+    let mut p = primary.connect();
+    for i in 0..200 {
+        call(&mut p, &["SET", &format!("before{i}"), &i.to_string()]);
+    }
+    let dir = std::env::temp_dir().join(format!("anykv-replica-aof-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = dir.to_string_lossy().into_owned();
+    let flags = [
+        "--dir",
+        d.as_str(),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ];
+    let replica = start_anykv_with(&anykv_bin(), &flags);
+    let mut r = replica.connect();
+    // Something of its own first: the sync must replace it.
+    call(&mut r, &["SET", "mine", "1"]);
+    call(
+        &mut r,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    );
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_for("the log's new base", Duration::from_secs(20), || {
+        info(&mut r, "persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
+            && info(&mut r, "persistence", "aof_enabled").as_deref() == Some("1")
+            && info(&mut r, "persistence", "aof_rewrites")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 1)
+    });
+    for i in 0..100 {
+        call(&mut p, &["SET", &format!("after{i}"), &i.to_string()]);
+    }
+    let want = info(&mut p, "replication", "master_repl_offset");
+    wait_for("the replica to catch up", Duration::from_secs(20), || {
+        info(&mut r, "replication", "slave_repl_offset") == want
+    });
+    drop(r);
+    drop(replica); // kill -9
+    let again = start_anykv_with(&anykv_bin(), &flags);
+    let mut r = again.connect();
+    assert_eq!(info(&mut r, "replication", "master_repl_offset"), want);
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+    let _ = std::fs::remove_dir_all(&dir);
+}

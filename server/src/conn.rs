@@ -363,7 +363,7 @@ async fn run(
                 out.int(crate::repl::primary::acked(&tenant.borrow(), target) as i64);
                 continue;
             }
-            After::Suspend(Suspend::Replica { from }) => {
+            After::Suspend(Suspend::Replica { from, wait_ack }) => {
                 // The FULLRESYNC/CONTINUE reply is out: from here on this
                 // connection is fed the replication stream.
                 // (Input after PSYNC, already rebased above, is the
@@ -374,8 +374,11 @@ async fn run(
                     &mut inbuf,
                     tenant,
                     &s.info,
-                    port,
-                    from,
+                    crate::repl::primary::StreamStart {
+                        from,
+                        wait_ack,
+                        listening_port: port,
+                    },
                     &mut shutdown,
                 )
                 .await;

@@ -377,7 +377,18 @@ pub(crate) fn run(
         suspend: None,
     };
     let offset_before = ctx.t.log.offset();
+    // On a replica the log is its primary's stream, byte for byte: nothing
+    // a client runs there (DEBUG POPULATE, a local admin command) may add
+    // to it. Effects being applied come with their bytes (apply mode).
+    let shield = ctx.t.role == crate::repl::Role::Replica && !ctx.s.replaying;
+    let was_suppressed = ctx.t.log.is_suppressed();
+    if shield {
+        ctx.t.log.set_suppressed(true);
+    }
     (spec.handler)(&mut ctx);
+    if shield {
+        ctx.t.log.set_suppressed(was_suppressed);
+    }
     if ctx.t.log.offset() != offset_before {
         ctx.s.woff = ctx.t.log.offset();
     }

@@ -492,6 +492,7 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         // PING every repl-ping-replica-period (10 s), as Redis sends it.
         if !t.replicas.is_empty()
             && t.role == crate::repl::Role::Primary
+            && !t.paused(now)
             && now - t.repl_last_ping_ms >= 10_000
         {
             t.repl_last_ping_ms = now;

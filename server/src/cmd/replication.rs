@@ -70,7 +70,10 @@ pub fn psync(ctx: &mut Ctx) {
             let line = format!("+CONTINUE {}\r\n", ctx.t.repl.replid);
             ctx.out.buf.extend_from_slice(line.as_bytes());
             ctx.t.stats.sync_partial_ok += 1;
-            ctx.suspend = Some(Suspend::Replica { from: have });
+            ctx.suspend = Some(Suspend::Replica {
+                from: have,
+                wait_ack: false,
+            });
             return;
         }
         if replid != "?" {
@@ -98,14 +101,18 @@ fn full_sync(ctx: &mut Ctx, psync: bool) {
     if psync {
         msg.extend_from_slice(format!("+FULLRESYNC {} {from}\r\n", ctx.t.repl.replid).as_bytes());
     }
-    primary::frame_payload(&mut msg, &rdb, psync && ctx.s.repl.capa_eof);
+    let eof = psync && ctx.s.repl.capa_eof;
+    primary::frame_payload(&mut msg, &rdb, eof);
     ctx.out.buf.extend_from_slice(&msg);
     ctx.t.stats.sync_full += 1;
     if ctx.s.repl.rdb_only {
         // `redis-cli --rdb`: the snapshot only, then the link closes.
         ctx.s.close_after_reply = true;
     } else {
-        ctx.suspend = Some(Suspend::Replica { from });
+        ctx.suspend = Some(Suspend::Replica {
+            from,
+            wait_ack: eof,
+        });
     }
 }
 

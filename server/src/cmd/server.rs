@@ -17,7 +17,10 @@ pub enum Suspend {
     },
     /// PSYNC/SYNC: after this reply the connection is a replica link fed
     /// the stream from this offset.
-    Replica { from: u64 },
+    /// `wait_ack`: send nothing until the replica's first REPLCONF ACK
+    /// (after a `$EOF:` payload, whose end a replica finds by the mark
+    /// being the last bytes it read, as Redis 7 waits).
+    Replica { from: u64, wait_ack: bool },
     /// Blocked on keys until served (reply arrives on the push queue) or
     /// the deadline (0 = never), when it replies a null array.
     Blocked { deadline_ms: i64 },
@@ -260,9 +263,9 @@ pub fn repr(b: &[u8]) -> String {
     s
 }
 
-/// WAIT numreplicas timeout. No replicas exist yet, so WAIT answers 0 at
-/// once for 0 replicas and otherwise after its timeout, as Redis does with
-/// no replica acknowledging.
+/// WAIT numreplicas timeout: answers once that many replicas acknowledged
+/// this connection's last write, or at the timeout with how many did
+/// (see `crate::repl::primary`). Refused on replicas, as in Redis.
 pub fn wait(ctx: &mut Ctx) {
     ctx.suspend = wait_parse(ctx);
 }
@@ -288,6 +291,10 @@ fn wait_parse(ctx: &mut Ctx) -> Option<Suspend> {
         ctx.err("value is out of range, must be positive");
         return None;
     }
+    if ctx.t.role == crate::repl::Role::Replica {
+        ctx.err("WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
+        return None;
+    }
     // This connection's last write (Redis's `c->woff`).
     let target = ctx.s.woff;
     let acked = crate::repl::primary::acked(ctx.t, target);
@@ -297,8 +304,11 @@ fn wait_parse(ctx: &mut Ctx) -> Option<Suspend> {
         return None;
     }
     // Ask the replicas to acknowledge now rather than at their next
-    // periodic ACK (Redis sends `REPLCONF GETACK *` the same way).
-    ctx.t.log.append_no_db(&[b"REPLCONF", b"GETACK", b"*"]);
+    // periodic ACK (Redis sends `REPLCONF GETACK *` the same way), unless
+    // clients are paused: the offset must stand still then.
+    if !ctx.t.paused(ctx.now_ms) {
+        ctx.t.log.append_no_db(&[b"REPLCONF", b"GETACK", b"*"]);
+    }
     Some(Suspend::Wait {
         deadline_ms: if t > 0 { ctx.now_ms + t } else { 0 },
         target,

@@ -50,9 +50,17 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
         Purpose::Rewrite => {
             // New writes go to a new segment from this instant; the old
             // manifest keeps listing everything until the base is written.
-            seq = t.persist.manifest.max_seq() + 1;
-            let incr = t.persist.incr_name(seq);
             let dir = t.persist.aof_dir();
+            seq = t
+                .persist
+                .manifest
+                .max_seq()
+                .max(super::files::max_seq_on_disk(
+                    &dir,
+                    &t.persist.appendfilename,
+                ))
+                + 1;
+            let incr = t.persist.incr_name(seq);
             std::fs::create_dir_all(&dir)?;
             t.persist.flush_log(&mut t.log);
             let enabling = t.persist.aof.is_none();

@@ -42,6 +42,26 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// `dir/temp-<pid>-<name>`, the scratch name for writing `path`.
+/// The highest sequence number of any `<appendfilename>.<n>.…` file in
+/// `dir` (0 if none). A log turned back on (CONFIG SET appendonly yes, a
+/// replica's full sync) numbers its files above it, so it never appends to
+/// a segment an older manifest still lists.
+pub fn max_seq_on_disk(dir: &Path, appendfilename: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let prefix = format!("{appendfilename}.");
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(&prefix)?;
+            rest.split('.').next()?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Removes `temp-*` files a crashed run left in `dir` (a snapshot or a
 /// rewrite's base interrupted mid-write: never valid data, possibly as
 /// large as the dataset). Called at start, before anything writes one.

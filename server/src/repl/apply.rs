@@ -44,6 +44,11 @@ pub struct Applier {
     out: Reply,
     /// Bytes received and not yet applied (a command cut short).
     buf: Vec<u8>,
+    /// Bytes of a transaction in progress (MULTI ... not yet EXEC): they
+    /// join the log, and the offset, only when it completes, as Redis
+    /// advances a replica's offset only outside MULTI. A link that drops
+    /// mid-transaction resumes from before its MULTI.
+    held: Vec<u8>,
     /// Commands applied so far.
     pub commands: u64,
 }
@@ -66,6 +71,7 @@ impl Applier {
             parser: RequestParser::new(),
             out: Reply::new(2),
             buf: Vec::new(),
+            held: Vec::new(),
             commands: 0,
         }
     }
@@ -126,6 +132,9 @@ impl Applier {
                 .map(|r| &buf[r.clone()])
                 .collect();
             if args.is_empty() {
+                // `*0`: nothing to run, but the bytes are the stream's.
+                self.held.extend_from_slice(&self.buf[start..end]);
+                self.flush_held(t);
                 continue;
             }
             self.out.buf.clear();
@@ -141,16 +150,30 @@ impl Applier {
                 now_ms,
             );
             t.log.set_suppressed(was);
-            if self.out.buf.first() == Some(&b'-') {
+            let failed = (self.out.buf.first() == Some(&b'-'))
+                .then(|| String::from_utf8_lossy(args[0]).into_owned());
+            self.commands += 1;
+            // A command that failed is still part of the stream: its bytes
+            // count (as Redis counts a failed command from its primary), so
+            // the offset stays the primary's.
+            self.held.extend_from_slice(&self.buf[start..end]);
+            self.flush_held(t);
+            if let Some(command) = failed {
                 return Err(ApplyError::Failed {
-                    command: String::from_utf8_lossy(args[0]).into_owned(),
+                    command,
                     reply: String::from_utf8_lossy(&self.out.buf)
                         .trim_end()
                         .to_string(),
                 });
             }
-            self.commands += 1;
-            t.log.append_raw(&self.buf[start..end], self.session.db);
+        }
+    }
+
+    /// Logs the held bytes unless a transaction is still open.
+    fn flush_held(&mut self, t: &mut Tenant) {
+        if self.session.multi.is_none() && !self.held.is_empty() {
+            t.log.append_raw(&self.held, self.session.db);
+            self.held.clear();
         }
     }
 }
@@ -253,6 +276,35 @@ mod tests {
             matches!(e, ApplyError::Failed { ref command, .. } if command == "INCR"),
             "{e}"
         );
-        assert_eq!(r.log.offset(), good.len() as u64);
+        // Reported, and still counted: the offset is the stream's.
+        assert_eq!(r.log.offset(), data.len() as u64);
+    }
+
+    /// A transaction's bytes join the log when it completes: a stream cut
+    /// inside MULTI leaves the offset before the MULTI (a resync resends
+    /// the whole transaction), and nothing of it applied.
+    #[test]
+    fn a_transaction_counts_only_when_it_completes() {
+        let shared = Shared::new(Config::default(), 1);
+        let set = shared.settings();
+        let mut r = Tenant::new(TenantId::DEFAULT, "r", 16);
+        let mut a = Applier::new();
+        let before = b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n";
+        let tx = b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n";
+        let exec = b"*1\r\n$4\r\nEXEC\r\n";
+        a.feed(&mut r, &shared, &set, before, 0).unwrap();
+        a.feed(&mut r, &shared, &set, tx, 0).unwrap();
+        assert_eq!(
+            r.log.offset(),
+            before.len() as u64,
+            "offset moved inside MULTI"
+        );
+        assert_eq!(r.ks.dbs[0].len(), 1);
+        a.feed(&mut r, &shared, &set, exec, 0).unwrap();
+        assert_eq!(
+            r.log.offset(),
+            (before.len() + tx.len() + exec.len()) as u64
+        );
+        assert_eq!(r.ks.dbs[0].len(), 2);
     }
 }

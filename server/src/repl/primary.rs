@@ -111,6 +111,17 @@ impl Drop for Attached<'_> {
     }
 }
 
+/// Where a replica's stream starts (from its PSYNC/SYNC).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamStart {
+    /// Offset of the last byte the replica has.
+    pub from: u64,
+    /// Send nothing until its first ACK (after a `$EOF:` payload).
+    pub wait_ack: bool,
+    /// Its `REPLCONF listening-port`.
+    pub listening_port: u16,
+}
+
 /// Feeds a replica its stream from offset `from` until it goes away, is
 /// killed, falls behind the backlog, or the server shuts down; reads its
 /// `REPLCONF ACK`s meanwhile.
@@ -119,10 +130,17 @@ pub async fn serve_replica(
     inbuf: &mut BytesMut,
     tenant: &Rc<RefCell<Tenant>>,
     info: &Rc<ClientInfo>,
-    listening_port: u16,
-    from: u64,
+    start: StreamStart,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) {
+    let StreamStart {
+        from,
+        wait_ack,
+        listening_port,
+    } = start;
+    // After a `$EOF:` payload the replica must read the mark last: the
+    // stream starts with its first ACK (it sends one once loaded).
+    let mut streaming = !wait_ack;
     let link = Rc::new(ReplicaLink {
         client_id: info.id,
         addr: info.addr,
@@ -163,6 +181,7 @@ pub async fn serve_replica(
                             if off > link.ack_offset.get() {
                                 link.ack_offset.set(off);
                             }
+                            streaming = true;
                             link.ack_ms.set(mstime());
                             for c in tenant.borrow().ack_waiters.iter() {
                                 c.wake.notify_one();
@@ -181,7 +200,7 @@ pub async fn serve_replica(
         let chunk = {
             let t = tenant.borrow();
             let sent = link.sent.get();
-            if t.log.offset() == sent {
+            if !streaming || t.log.offset() == sent {
                 None
             } else {
                 match t.log.since(sent) {

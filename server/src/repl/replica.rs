@@ -278,13 +278,23 @@ async fn read_payload(l: &mut Link) -> Result<Vec<u8>, String> {
         if mark.len() != 40 {
             return Err("bad EOF mark".into());
         }
+        // The mark ends the payload. A primary that streams right after it
+        // (instead of waiting for our first ACK, as Redis 7 and anykv do)
+        // puts stream bytes behind it in the same read: search for it
+        // rather than only at the end; what follows it is the stream.
+        let mut searched = 0usize;
         loop {
-            if l.buf.len() >= mark.len() && l.buf.ends_with(&mark) {
-                let n = l.buf.len() - mark.len();
+            let from = searched.saturating_sub(mark.len());
+            if let Some(i) = l.buf[from..]
+                .windows(mark.len())
+                .position(|w| w == &mark[..])
+            {
+                let n = from + i;
                 let rdb = l.buf[..n].to_vec();
-                l.buf.clear();
+                l.buf.advance(n + mark.len());
                 return Ok(rdb);
             }
+            searched = l.buf.len();
             l.fill().await?;
         }
     }
@@ -325,6 +335,19 @@ fn load_full_sync(
             c.dirty_cas.set(true);
         }
     }
+    // A save or rewrite walking the old tables would write half of each
+    // history: stop it. The append-only log, which holds the old history,
+    // is closed; cron reopens it with a rewrite whose base is the new
+    // keyspace (as Redis restarts its AOF after a sync).
+    crate::persist::abort_job(&mut t);
+    if t.persist.aof.is_some() {
+        let t = &mut *t;
+        if let Err(e) = t.persist.write_log(&mut t.log, true) {
+            tracing::error!("flushing the AOF before a full sync: {e}");
+        }
+        t.persist.aof = None;
+        t.log.disable_sink();
+    }
     t.ks = ks;
     t.repl = super::ReplIds {
         replid: replid.to_string(),
@@ -332,10 +355,6 @@ fn load_full_sync(
         second_offset: -1,
     };
     t.log.set_offset(offset);
-    if t.persist.aof.is_some() {
-        // The log's base must become this snapshot.
-        t.persist.requested = Some(crate::persist::Purpose::Rewrite);
-    }
     tracing::info!(
         "MASTER <-> REPLICA sync: Finished with success ({} keys, offset {offset})",
         info.keys
