@@ -624,3 +624,38 @@ fn a_replica_with_the_log_on_restarts_with_its_primarys_data() {
     compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stream names its database only when it changes: after a partial
+/// resync the replica continues in the database the stream was in (here
+/// 3), not in database 0.
+#[test]
+fn a_partial_resync_continues_in_the_streams_database() {
+    let redis = start_redis(&["--repl-diskless-sync-delay".into(), "0".into()]);
+    let mut r = redis.connect();
+    let anykv = start_primary();
+    let mut a = anykv.connect();
+    call(&mut a, &["REPLICAOF", "127.0.0.1", &redis.port.to_string()]);
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut a, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    call(&mut r, &["SELECT", "3"]);
+    call(&mut r, &["SET", "x", "1"]);
+    let caught = |r: &mut RespConn, a: &mut RespConn| {
+        wait_for("anykv to catch up", Duration::from_secs(20), || {
+            let m = info(r, "replication", "master_repl_offset");
+            m.is_some() && m == info(a, "replication", "slave_repl_offset")
+        })
+    };
+    caught(&mut r, &mut a);
+    let partial = counter(&mut r, "sync_partial_ok");
+    call(&mut r, &["CLIENT", "KILL", "TYPE", "replica"]);
+    call(&mut r, &["SET", "y", "2"]);
+    wait_for("a partial resync", Duration::from_secs(20), || {
+        counter(&mut r, "sync_partial_ok") > partial
+    });
+    caught(&mut r, &mut a);
+    call(&mut a, &["SELECT", "3"]);
+    assert_eq!(call(&mut a, &["GET", "y"]), Value::Bulk(b"2".to_vec()));
+    call(&mut a, &["SELECT", "0"]);
+    assert_eq!(call(&mut a, &["DBSIZE"]), Value::Int(0), "y landed in db 0");
+}

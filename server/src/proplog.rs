@@ -23,6 +23,11 @@ pub struct PropLog {
     offset: u64,
     /// Database of the last entry (-1: none yet), to emit SELECT on change.
     last_db: i64,
+    /// The database the stream is in after its last byte (-1: unknown):
+    /// where a reader that continues from the current offset (a partial
+    /// resync, a replica's next link) starts. Unlike `last_db`, a forced
+    /// SELECT does not clear it.
+    stream_db: i64,
     /// The most recent bytes of the stream (offsets `offset - len .. offset`).
     backlog: VecDeque<u8>,
     backlog_cap: usize,
@@ -65,6 +70,7 @@ impl PropLog {
         PropLog {
             offset: 0,
             last_db: -1,
+            stream_db: -1,
             backlog: VecDeque::new(),
             backlog_cap,
             capture: None,
@@ -90,6 +96,17 @@ impl PropLog {
         self.offset = offset;
         self.backlog.clear();
         self.last_db = -1;
+        self.stream_db = -1;
+    }
+
+    /// The database the stream is in after its last byte, if known.
+    pub fn stream_db(&self) -> Option<usize> {
+        usize::try_from(self.stream_db).ok()
+    }
+
+    /// Restores [`PropLog::stream_db`] (from a snapshot's metadata).
+    pub fn set_stream_db(&mut self, db: Option<usize>) {
+        self.stream_db = db.map_or(-1, |d| d as i64);
     }
 
     /// Starts or stops dropping effects (see `suppressed`).
@@ -108,6 +125,7 @@ impl PropLog {
     pub fn append_raw(&mut self, bytes: &[u8], db_after: usize) {
         self.offset += bytes.len() as u64;
         self.last_db = db_after as i64;
+        self.stream_db = db_after as i64;
         if let Some(sink) = self.sink.as_mut() {
             sink.extend_from_slice(bytes);
         }
@@ -194,12 +212,13 @@ impl PropLog {
     /// Appends a command that belongs to no database (the replication
     /// stream's PING and REPLCONF GETACK): no SELECT before it.
     pub fn append_no_db(&mut self, args: &[&[u8]]) {
-        let last = self.last_db;
+        let (last, stream) = (self.last_db, self.stream_db);
         // Pretend the stream is in database 0 so no SELECT is written,
         // then restore what the next effect must do.
         self.last_db = last.max(0);
         self.append(last.max(0) as usize, args);
         self.last_db = last;
+        self.stream_db = stream;
     }
 
     /// Appends one effect executed in database `db`.
@@ -213,6 +232,7 @@ impl PropLog {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
+        self.stream_db = db as i64;
         if self.last_db != db as i64 {
             let mut b = [0u8; 20];
             encode(&mut scratch, &[b"SELECT", fmt_i64(db as i64, &mut b)]);

@@ -173,6 +173,7 @@ pub fn replicaof(ctx: &mut Ctx) {
             ctx.t.upstream_gen += 1;
             let off = ctx.t.log.offset();
             ctx.t.repl.shift(off);
+            crate::persist::ids_changed(ctx.t);
             tracing::info!("MASTER MODE enabled (user request)");
         }
         return ctx.out.ok();

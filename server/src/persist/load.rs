@@ -49,6 +49,15 @@ pub(super) fn load_snapshot_into(
     if let Some(ids) = crate::repl::ReplIds::from_aux(&reader.meta().aux) {
         t.repl = ids;
     }
+    // Where the stream was at that offset (a replica continuing from here
+    // starts in that database).
+    let stream_db = reader
+        .meta()
+        .aux
+        .iter()
+        .find(|(k, _)| k == "repl-stream-db")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    t.log.set_stream_db(stream_db);
     let dbs = &mut t.ks.dbs;
     // Most data lives in db 0: size it once instead of growing by doubling.
     if let Some(db0) = dbs.first_mut() {
@@ -305,6 +314,10 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     } else {
         load_snapshot_if_any(t, &th, now, &mut report)?;
     }
+    let dir = t.persist.dir.clone();
+    let loaded = t.log.offset();
+    super::replids::restore(&dir, &mut t.repl, loaded)
+        .map_err(|e| format!("{}: {e}", dir.join(super::replids::FILE).display()))?;
     t.persist.loaded_keys = report.keys;
     t.persist.loaded_expired = report.expired;
     t.persist.dirty_at_save = t.dirty;

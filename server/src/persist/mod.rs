@@ -21,6 +21,7 @@ pub mod bgsave;
 pub mod codec;
 pub mod files;
 pub mod load;
+pub mod replids;
 pub mod snapshot;
 
 pub use bgsave::{abort_job, detach_table, run_job, start_job, step, SnapJob};
@@ -200,6 +201,12 @@ pub(crate) fn meta_for(t: &Tenant) -> SnapshotMeta {
         ]
         .into_iter()
         .chain(t.repl.to_aux())
+        .chain([(
+            "repl-stream-db".to_string(),
+            t.log
+                .stream_db()
+                .map_or("-1".to_string(), |d| d.to_string()),
+        )])
         .collect(),
     }
 }
@@ -418,7 +425,25 @@ pub fn shutdown(t: &mut Tenant, save: Option<bool>, has_save_points: bool) -> Re
         let keys = save_sync(t, &path).map_err(|e| format!("Error trying to save the DB: {e}"))?;
         tracing::info!("DB saved on disk ({keys} keys)");
     }
+    if t.persist.enabled {
+        // Where the data on disk ends: the log's end when it is on, else
+        // the snapshot just saved (if not saved, a restart finds an older
+        // snapshot and continues under a new id).
+        let clean = t.log.offset();
+        replids::save(&t.persist.dir, &t.repl, Some(clean))
+            .map_err(|e| format!("writing {}: {e}", replids::FILE))?;
+    }
     Ok(())
+}
+
+/// Records new replication ids durably (a promotion, a full sync), so a
+/// crash cannot bring back ids the node no longer follows.
+pub fn ids_changed(t: &mut Tenant) {
+    if t.persist.enabled {
+        if let Err(e) = replids::save(&t.persist.dir, &t.repl, None) {
+            tracing::error!("writing {}: {e}", replids::FILE);
+        }
+    }
 }
 
 /// DEBUG RELOAD: save, empty the keyspace, load the file back.

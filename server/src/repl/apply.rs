@@ -60,6 +60,15 @@ impl Default for Applier {
 }
 
 impl Applier {
+    /// An applier for a stream that continues in database `db` (a partial
+    /// resync, a replica's next link: the stream names its database only
+    /// when it changes).
+    pub fn in_db(db: usize) -> Self {
+        let mut a = Applier::new();
+        a.session.db = db;
+        a
+    }
+
     pub fn new() -> Self {
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let info = Rc::new(ClientInfo::new(0, local, local, -1, crate::util::mstime()));

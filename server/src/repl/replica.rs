@@ -258,6 +258,7 @@ async fn follow(
             let off = t.log.offset();
             t.repl.replid2 = std::mem::replace(&mut t.repl.replid, new_id.to_string());
             t.repl.second_offset = off as i64 + 1;
+            crate::persist::ids_changed(&mut t);
         }
         tracing::info!("MASTER <-> REPLICA sync: Master accepted a Partial Resynchronization.");
     } else {
@@ -355,6 +356,7 @@ fn load_full_sync(
         second_offset: -1,
     };
     t.log.set_offset(offset);
+    crate::persist::ids_changed(&mut t);
     tracing::info!(
         "MASTER <-> REPLICA sync: Finished with success ({} keys, offset {offset})",
         info.keys
@@ -368,7 +370,11 @@ async fn stream(
     mut l: Link,
     gen: u64,
 ) -> Result<(), String> {
-    let mut applier = super::apply::Applier::new();
+    // The stream continues in the database it was in (Redis keeps it in
+    // its cached primary client); after a full sync the primary's first
+    // effect names its database.
+    let db = tenant.borrow().log.stream_db().unwrap_or(0);
+    let mut applier = super::apply::Applier::in_db(db);
     let mut set = shared.settings();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut stop = shared.shutdown_rx();

@@ -1,0 +1,109 @@
+//! The replication ids on disk, beside the data (`repl-ids`).
+//!
+//! Snapshots carry the ids they were taken under, but ids change between
+//! snapshots (a promotion, a replica's full sync), and a restart after a
+//! crash may have lost the log's tail that replicas already received. So
+//! the ids are also written here, durably, whenever they change, and at a
+//! graceful shutdown together with the offset the data on disk ends at
+//! (`clean-offset`). At start:
+//!
+//! - the file's ids win over the snapshot's (they are at least as new);
+//! - if the data loaded ends exactly at the clean offset, the history
+//!   continues under the same id (replicas resume with a partial resync);
+//! - otherwise (a crash: replicas may hold bytes this node lost) the
+//!   history continues under a new id, with the old one valid only up to
+//!   the offset loaded: a replica at or below it resumes, one beyond it
+//!   gets a full sync, and no replica is ever told to continue a history
+//!   this node does not have.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::repl::ReplIds;
+
+pub const FILE: &str = "repl-ids";
+
+/// Writes the ids (and, at a graceful shutdown, the offset the data on disk
+/// ends at) durably: a temporary file, fsync, rename, directory fsync.
+pub fn save(dir: &Path, ids: &ReplIds, clean_offset: Option<u64>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(FILE);
+    let tmp = super::files::temp_name(&path);
+    let mut f = std::fs::File::create(&tmp)?;
+    write!(
+        f,
+        "replid {}\nreplid2 {}\nsecond-offset {}\nclean-offset {}\n",
+        ids.replid,
+        ids.replid2,
+        ids.second_offset,
+        clean_offset.map_or(-1, |o| o as i64)
+    )?;
+    f.sync_all()?;
+    drop(f);
+    super::files::rename_durably(&tmp, &path)
+}
+
+/// Reads the file: the ids and the clean offset, if any. A missing or
+/// malformed file is None (the snapshot's ids stand).
+pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>)> {
+    let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(' ')))
+            .map(str::trim)
+    };
+    let aux = [
+        ("repl-id".to_string(), get("replid")?.to_string()),
+        ("repl-id2".to_string(), get("replid2")?.to_string()),
+        (
+            "repl-second-offset".to_string(),
+            get("second-offset")?.to_string(),
+        ),
+    ];
+    let ids = ReplIds::from_aux(&aux)?;
+    let clean = get("clean-offset")?.parse::<i64>().ok()?;
+    Some((ids, u64::try_from(clean).ok()))
+}
+
+/// At start, after loading: decides the ids as the module docs say and
+/// records that the node is running (clean offset unset).
+pub fn restore(dir: &Path, ids: &mut ReplIds, loaded_offset: u64) -> std::io::Result<()> {
+    if let Some((file_ids, clean)) = load(dir) {
+        *ids = file_ids;
+        if clean != Some(loaded_offset) {
+            ids.shift(loaded_offset);
+            tracing::info!(
+                "not a clean restart (data ends at offset {loaded_offset}): replication continues under a new id"
+            );
+        }
+    }
+    save(dir, ids, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_restarts_keep_the_id_and_crashes_shift_it() {
+        let dir = std::env::temp_dir().join(format!("anykv-replids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ids = ReplIds::random();
+        // First start: no file, the snapshot's ids stand.
+        let mut now = ids.clone();
+        restore(&dir, &mut now, 100).unwrap();
+        assert_eq!(now, ids);
+        // Clean shutdown at 250, restart with data at 250: same id.
+        save(&dir, &now, Some(250)).unwrap();
+        let mut after = ReplIds::random();
+        restore(&dir, &mut after, 250).unwrap();
+        assert_eq!(after, ids);
+        // Crash (no clean offset): new id, old one valid up to 300 + 1.
+        let mut crashed = after.clone();
+        restore(&dir, &mut crashed, 300).unwrap();
+        assert_ne!(crashed.replid, ids.replid);
+        assert!(crashed.knows(&ids.replid, 301));
+        assert!(!crashed.knows(&ids.replid, 302));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
