@@ -1856,7 +1856,13 @@ impl Runner {
     /// them when there is none) are sent only while less than `budget` has
     /// passed since the phase started; those left are skipped on both
     /// servers (so no TTL the phase set can pass between two of them).
-    fn run_ttl_phase(&mut self, name: &str, first: usize, steps: &[Step], budget: Duration) {
+    fn run_ttl_phase(
+        &mut self,
+        name: &str,
+        first: usize,
+        steps: &[Step],
+        budget: Duration,
+    ) -> usize {
         let start = Instant::now();
         let mut timed = true;
         let mut skipped = 0;
@@ -1877,6 +1883,7 @@ impl Runner {
                 steps.len()
             );
         }
+        skipped
     }
 
     fn run(&mut self, index: usize, step: &Step) {
@@ -2024,6 +2031,11 @@ fn random_workloads_survive_restarts_like_redis() {
         }),
         last_sent: Instant::now(),
     };
+    // The TTL phases may skip steps on a machine too slow to send them in
+    // time; the test must still have tested them: at least one round runs
+    // both whole, and keys with a TTL are compared after restarts.
+    let mut whole_ttl_rounds = 0;
+    let mut ttl_keys_compared = 0;
     for round in 0..ROUNDS {
         run.round = round;
         run.cur_db = [0; CLIENTS];
@@ -2047,13 +2059,14 @@ fn random_workloads_survive_restarts_like_redis() {
         // keys are touched again (logically gone, maybe still in memory).
         let c = gen.phase_c(PHASE_C_GROUPS);
         let c_start = Instant::now();
-        run.run_ttl_phase("phase C", a.len(), &c, PHASE_C_BUDGET);
+        let c_skipped = run.run_ttl_phase("phase C", a.len(), &c, PHASE_C_BUDGET);
         let c_time = c_start.elapsed();
 
         // Phase B: short TTLs that pass while the servers are down.
         let b = gen.phase_b(PHASE_B_GROUPS, round != 0);
         let b_start = Instant::now();
-        run.run_ttl_phase("phase B", a.len() + c.len(), &b, PHASE_B_BUDGET);
+        let b_skipped = run.run_ttl_phase("phase B", a.len() + c.len(), &b, PHASE_B_BUDGET);
+        whole_ttl_rounds += usize::from(c_skipped == 0 && b_skipped == 0);
         let b_time = b_start.elapsed();
 
         // The last round is killed just after a rewrite started: the log
@@ -2080,6 +2093,7 @@ fn random_workloads_survive_restarts_like_redis() {
             run.pair.compared.1,
             diffs.len()
         );
+        ttl_keys_compared += run.pair.compared.1;
         if !run.mismatches.is_empty() || !diffs.is_empty() {
             let with_history: Vec<String> = diffs
                 .iter()
@@ -2104,6 +2118,14 @@ fn random_workloads_survive_restarts_like_redis() {
             );
         }
     }
+    assert!(
+        whole_ttl_rounds >= 1,
+        "seed {seed}: no round ran its TTL phases whole (the machine was too slow): TTLs across restarts went untested"
+    );
+    assert!(
+        ttl_keys_compared > 0,
+        "seed {seed}: no key with a TTL was compared after a restart"
+    );
     eprintln!(
         "restart differential: seed={seed}, {ROUNDS} rounds passed in {:.1?}",
         started.elapsed()
