@@ -232,7 +232,12 @@ async fn run(
                     }
                     Outcome::Suspend(su) => after = After::Suspend(su),
                 }
-                if set.output_hard_limit > 0 && out.len() as u64 > set.output_hard_limit {
+                // (A full sync's payload is a replica's, not a normal
+                // client's reply: the normal class's limit does not apply.)
+                if set.output_hard_limit > 0
+                    && out.len() as u64 > set.output_hard_limit
+                    && !matches!(after, After::Suspend(Suspend::Replica { .. }))
+                {
                     tracing::warn!(
                         id = s.info.id,
                         "Client closed for overcoming of output buffer limits."

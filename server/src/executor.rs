@@ -132,7 +132,8 @@ impl Server {
         let catalog =
             crate::catalog::Catalog::load(&config.tenants_file()).map_err(StartError::Load)?;
         let shared = Shared::new(config, n);
-        shared.set_catalog(catalog);
+        // Executors load the catalog's tenants themselves at start.
+        shared.init_catalog(catalog);
         let shared = Arc::new(shared);
 
         // Executor 0 binds first so an ephemeral port (0) is resolved once.
@@ -390,6 +391,9 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
     };
     let mut t = t.borrow_mut();
     t.removed = true;
+    // A replica link of this tenant stops at its next step.
+    t.upstream = None;
+    t.upstream_gen += 1;
     for c in t.clients.values() {
         c.kill();
     }

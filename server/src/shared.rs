@@ -207,6 +207,12 @@ impl Shared {
         self.catalog.read().clone()
     }
 
+    /// Sets the catalog before the executors start (they load its tenants
+    /// themselves; no change messages).
+    pub fn init_catalog(&self, c: crate::catalog::Catalog) {
+        *self.catalog.write() = Arc::new(c);
+    }
+
     /// Replaces the tenant catalog while the server runs: tenants that are
     /// new are created (their files loaded) on the executor that owns them,
     /// changed ones take their new name and plan, removed ones close their

@@ -97,13 +97,15 @@ fn full_sync(ctx: &mut Ctx, psync: bool) {
     // The replica's stream starts from database 0 after loading: the next
     // effect names its database.
     ctx.t.log.force_select();
-    let mut msg = Vec::with_capacity(rdb.len() + 128);
+    // Framed straight into the reply buffer (one copy of the RDB besides
+    // the encoded one).
+    ctx.out.buf.reserve(rdb.len() + 128);
     if psync {
-        msg.extend_from_slice(format!("+FULLRESYNC {} {from}\r\n", ctx.t.repl.replid).as_bytes());
+        let line = format!("+FULLRESYNC {} {from}\r\n", ctx.t.repl.replid);
+        ctx.out.buf.extend_from_slice(line.as_bytes());
     }
     let eof = psync && ctx.s.repl.capa_eof;
-    primary::frame_payload(&mut msg, &rdb, eof);
-    ctx.out.buf.extend_from_slice(&msg);
+    primary::frame_payload(&mut ctx.out.buf, &rdb, eof);
     ctx.t.stats.sync_full += 1;
     if ctx.s.repl.rdb_only {
         // `redis-cli --rdb`: the snapshot only, then the link closes.

@@ -57,7 +57,13 @@ pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
     let now = mstime();
     let offset = t.log.offset().to_string();
     let ctime = (now / 1000).to_string();
-    let used = crate::alloc::allocated().to_string();
+    // The tenant's own memory (the whole process for the default tenant).
+    let used = if t.is_customer() {
+        t.mem.used()
+    } else {
+        crate::alloc::allocated() as u64
+    }
+    .to_string();
     let aux = [
         ("redis-ver", crate::shared::REDIS_VERSION),
         ("redis-bits", "64"),
@@ -83,7 +89,7 @@ pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
 
 /// Frames an RDB for the wire: `$EOF:<40 random chars>` ... mark (diskless,
 /// when the replica can take it) or `$<len>`.
-pub fn frame_payload(out: &mut Vec<u8>, rdb: &[u8], eof_capable: bool) {
+pub fn frame_payload(out: &mut BytesMut, rdb: &[u8], eof_capable: bool) {
     if eof_capable {
         let mark = super::random_replid();
         out.extend_from_slice(b"$EOF:");
