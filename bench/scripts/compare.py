@@ -7,9 +7,32 @@ anykv/Redis ratios; then measures memory for the chosen datasets. Usage:
 
     cargo build --release
     python3 bench/scripts/compare.py [--rounds 5] [--anykv target/release/anykv] \
-        [--tests set,get,incr,mset] [--memory strings,hashes,zsets]
+        [--tests set,get,incr,mset] [--memory strings,hashes,zsets] \
+        [--anykv-arg=--executor-poll-us --anykv-arg=0] [--redis-arg=--io-threads --redis-arg=2] \
+        [--variant LABEL=BINARY --variant-arg LABEL=ARG ...]
+
+--wait-quiet SECS: on a machine shared with builds, wait before each
+(round, configuration) until no compiler has run for SECS seconds and the
+rest of the machine is nearly idle, and measure it again if a compiler ran
+or other processes used more than 10% of a CPU meanwhile.
+
+--anykv-arg / --redis-arg (repeatable) pass extra flags to the server (write
+`--anykv-arg=--flag`, with `=`, when the value starts with a dash).
+
+--variant LABEL=BINARY (repeatable) runs one more anykv server in the same
+rounds (BINARY `-` means the --anykv binary), with its own flags from
+--variant-arg LABEL=ARG (repeatable). The throughput table then gets, per
+variant, its requests per second, its ratio to Redis and anykv's ratio to
+it: an A/B of two builds or two configurations measured in one run (e.g.
+busy polling off: `--variant nopoll=- --variant-arg nopoll=--executor-poll-us
+--variant-arg nopoll=0`). Variants are left out of the memory table.
+
+The memory table shows `used_memory` as each server reports it (Redis:
+jemalloc's usable sizes; anykv: the bytes it asked its allocator for, see
+server/src/alloc.rs) and the process's peak RSS (VmHWM), which is what the
+memory goals compare.
 """
-import argparse, csv, io, os, re, signal, socket, statistics, subprocess, sys, time
+import argparse, csv, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -26,6 +49,7 @@ def wait_ready(port):
     raise SystemExit(f"server on {port} did not start")
 
 def start(kind, anykv, port, extra=()):
+    """Starts redis-server (kind "redis") or the anykv binary `anykv`."""
     if kind == "redis":
         cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                "--enable-debug-command", "yes", *extra]
@@ -35,6 +59,135 @@ def start(kind, anykv, port, extra=()):
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port)
     return p
+
+# Processes whose presence makes a measurement on a shared machine noisy.
+COMPILERS = {"rustc", "cargo", "cc", "cc1", "cc1plus", "ld", "ld.bfd", "ld.gold", "ld.lld", "rust-lld", "collect2", "clippy-driver"}
+
+def compilers_running():
+    names = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            if name in COMPILERS:
+                names.append(name)
+    return names
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+def machine_busy():
+    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user, nice, system, idle, iowait, irq, softirq, steal, ...
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / TICK
+
+def own_cpu(pids):
+    """CPU seconds of this script, the children it has waited for
+    (redis-benchmark, redis-cli, stopped servers) and the running `pids`."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+class QuietGuard:
+    """--wait-quiet SECS, for a machine shared with builds and tests.
+
+    wait(pids) starts a unit of measurement: it waits until no compiler
+    (COMPILERS) has run for SECS seconds and the rest of the machine has
+    used under FOREIGN_MAX of a CPU for a second. disturbed() then says
+    whether, during the unit, a compiler ran or processes other than this
+    script, its children and the servers `pids` used more than FOREIGN_MAX
+    of a CPU on average (machine busy time from /proc/stat minus theirs),
+    so the caller can measure the unit again."""
+
+    FOREIGN_MAX = 0.10
+    MAX_TRIES = 8
+
+    def __init__(self, settle):
+        self.settle = settle
+        self.tries = 0
+        self.seen = []
+        self.pids = ()
+        self.start = None
+        self.stop = threading.Event()
+        if settle:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self):
+        while not self.stop.wait(0.5):
+            names = compilers_running()
+            if names:
+                self.seen.extend(names)
+
+    def _snapshot(self):
+        return time.monotonic(), machine_busy(), own_cpu(self.pids)
+
+    def _foreign(self, since):
+        t0, b0, o0 = since
+        t1, b1, o1 = self._snapshot()
+        return max(0.0, (b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-3)
+
+    def wait(self, pids=()):
+        if not self.settle:
+            return
+        self.pids = tuple(pids)
+        quiet_since = time.monotonic()
+        told = False
+        while True:
+            probe = self._snapshot()
+            time.sleep(1.0)
+            busy = self._foreign(probe) > self.FOREIGN_MAX
+            if compilers_running() or busy:
+                quiet_since = time.monotonic()
+                if not told:
+                    print("waiting for compilers / other load to finish...", file=sys.stderr)
+                    told = True
+            elif time.monotonic() - quiet_since >= self.settle:
+                break
+        self.seen = []
+        self.start = self._snapshot()
+
+    def disturbed(self):
+        if not self.settle:
+            return False
+        foreign = self._foreign(self.start)
+        if foreign > self.FOREIGN_MAX:
+            self.seen.append(f"other processes at {foreign * 100:.0f}% of a CPU")
+        if not self.seen:
+            self.tries = 0
+        return bool(self.seen)
+
+    def give_up(self):
+        """After MAX_TRIES disturbed attempts at one unit, keep the last
+        (and say so), rather than wait forever."""
+        self.tries += 1
+        if self.tries < self.MAX_TRIES:
+            return False
+        print(f"disturbed {self.tries} times in a row ({', '.join(sorted(set(self.seen)))}): "
+              "keeping this measurement", file=sys.stderr)
+        self.tries = 0
+        return True
+
+    def close(self):
+        self.stop.set()
+
+def stop_all(servers):
+    for p in servers.values():
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except Exception:
+            p.kill()
 
 def cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
@@ -88,69 +241,130 @@ def load(ds, port, populate):
             pipe(port, (["ZADD", f"z:{i}"] + [x for m in range(100) for x in (str(m * 7 + i % 13), f"m{m}")]
                         for i in range(start_i, start_i + 2000)))
 
+def parse_variants(a):
+    """{label: (binary, [args])} from --variant / --variant-arg."""
+    variants = {}
+    for v in a.variant:
+        label, _, binary = v.partition("=")
+        if not label or not binary or label in ("redis", "anykv") or label in variants:
+            raise SystemExit(f"--variant {v!r}: want a new LABEL=BINARY")
+        variants[label] = (a.anykv if binary == "-" else binary, [])
+    for v in a.variant_arg:
+        label, _, arg = v.partition("=")
+        if label not in variants:
+            raise SystemExit(f"--variant-arg {v!r}: no --variant {label}")
+        variants[label][1].append(arg)
+    return variants
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--anykv", default="target/release/anykv")
+    ap.add_argument("--anykv-arg", action="append", default=[], help="extra anykv server flag (repeat)")
+    ap.add_argument("--redis-arg", action="append", default=[], help="extra redis-server flag (repeat)")
+    ap.add_argument("--variant", action="append", default=[], help="LABEL=BINARY: another anykv server (repeat)")
+    ap.add_argument("--variant-arg", action="append", default=[], help="LABEL=ARG: a flag for that variant (repeat)")
     ap.add_argument("--tests", default="set,get,incr,mset")
     ap.add_argument("--populate", type=int, default=1000000)
     ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets (or none)")
     ap.add_argument("--latency", action="store_true", help="also run -c 1 -P 1 SET/GET")
+    ap.add_argument("--no-pipelined", action="store_true", help="skip the -P 16 runs")
     ap.add_argument("--lrange-n", type=int, default=200000, help="request count cap for lrange_* tests")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECS",
+                    help="before each (round, configuration), wait until no compiler (rustc, cargo, cc, ld) has "
+                         "run for SECS seconds and other processes are idle; measure it again if a compiler ran "
+                         "or other processes used over 10%% of a CPU meanwhile")
     a = ap.parse_args()
-    rp, ap_ = free_port(), free_port()
-    servers = {"redis": start("redis", a.anykv, rp), "anykv": start("anykv", a.anykv, ap_)}
-    ports = {"redis": rp, "anykv": ap_}
+    variants = parse_variants(a)
+    # name -> (kind for start(), binary, flags)
+    specs = {"redis": ("redis", None, a.redis_arg), "anykv": ("anykv", a.anykv, a.anykv_arg)}
+    for label, (binary, args) in variants.items():
+        specs[label] = ("anykv", binary, args)
+    ports = {name: free_port() for name in specs}
+    servers = {}
+    guard = QuietGuard(a.wait_quiet)
     try:
-        configs = [(50, 1, 200000), (50, 16, 2000000)]
+        for name, (kind, binary, extra) in specs.items():
+            servers[name] = start(kind, binary, ports[name], extra)
+        configs = [(50, 1, 200000)] + ([] if a.no_pipelined else [(50, 16, 2000000)])
         if a.latency:
             configs.append((1, 1, 50000))
-        results = {}  # (cfg, kind, test) -> list of tuples
+        results = {}  # (cfg, name, test) -> list of tuples
+        names = list(specs)
         for rnd in range(a.rounds):
+            # Rotate the order every round (plain alternation for two servers).
+            k = rnd % len(names)
+            order = names[k:] + names[:k]
             for cfg in configs:
-                for kind in (("redis", "anykv") if rnd % 2 == 0 else ("anykv", "redis")):
-                    tests = a.tests if cfg[0] > 1 else "set,get"
-                    # LRANGE replies are 100-600 elements: cap their request
-                    # count so a pipelined run takes seconds, not minutes.
-                    fast = ",".join(t for t in tests.split(",") if not t.startswith("lrange"))
-                    slow = ",".join(t for t in tests.split(",") if t.startswith("lrange"))
-                    rows = bench(ports[kind], fast, *cfg) if fast else {}
-                    if slow:
-                        rows.update(bench(ports[kind], slow, cfg[0], cfg[1], min(cfg[2], a.lrange_n)))
-                    for t, v in rows.items():
-                        results.setdefault((cfg, kind, t), []).append(v)
+                while True:
+                    guard.wait(p.pid for p in servers.values())
+                    unit = {}
+                    for name in order:
+                        tests = a.tests if cfg[0] > 1 else "set,get"
+                        # LRANGE replies are 100-600 elements: cap their request
+                        # count so a pipelined run takes seconds, not minutes.
+                        fast = ",".join(t for t in tests.split(",") if not t.startswith("lrange"))
+                        slow = ",".join(t for t in tests.split(",") if t.startswith("lrange"))
+                        rows = bench(ports[name], fast, *cfg) if fast else {}
+                        if slow:
+                            rows.update(bench(ports[name], slow, cfg[0], cfg[1], min(cfg[2], a.lrange_n)))
+                        for t, v in rows.items():
+                            unit[(cfg, name, t)] = v
+                    if not guard.disturbed() or guard.give_up():
+                        break
+                    print(f"round {rnd + 1}, -c {cfg[0]} -P {cfg[1]}: disturbed ({', '.join(sorted(set(guard.seen)))}),"
+                          " measuring again", file=sys.stderr)
+                for key, v in unit.items():
+                    results.setdefault(key, []).append(v)
             print(f"round {rnd + 1}/{a.rounds} done", file=sys.stderr)
-        print("| test | clients | pipeline | redis rps | anykv rps | ratio | redis p50/p99 ms | anykv p50/p99 ms |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+        # "ratio" compares the two medians; "per round" is the median of the
+        # rounds' own ratios (each round measures both back to back), with
+        # their range: how far one round's ratio can be from another's.
+        head = ("| test | clients | pipeline | redis rps | anykv rps | ratio | per round (min–max) | "
+                "redis p50/p99 ms | anykv p50/p99 ms |")
+        sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        for label in variants:
+            head += f" {label} rps | {label} ratio | {label} p50/p99 ms | anykv / {label} |"
+            sep += " --- | --- | --- | --- |"
+        print(head)
+        print(sep)
         for cfg in configs:
-            names = sorted({t for (c, k, t) in results if c == cfg}, key=lambda s: s.split()[0])
-            for t in names:
+            tests = sorted({t for (c, n, t) in results if c == cfg}, key=lambda s: s.split()[0])
+            for t in tests:
                 r = results[(cfg, "redis", t)]; k = results[(cfg, "anykv", t)]
-                med = lambda xs, i: statistics.median(x[i] for x in xs)
                 rr, kr = med(r, 0), med(k, 0)
-                print(f"| {t} | {cfg[0]} | {cfg[1]} | {rr:,.0f} | {kr:,.0f} | {kr / rr:.2f}x | "
-                      f"{med(r, 1):.3f} / {med(r, 2):.3f} | {med(k, 1):.3f} / {med(k, 2):.3f} |")
+                per = [x[0] / y[0] for x, y in zip(k, r)]
+                line = (f"| {t} | {cfg[0]} | {cfg[1]} | {rr:,.0f} | {kr:,.0f} | {kr / rr:.2f}x | "
+                        f"{statistics.median(per):.2f}x ({min(per):.2f}–{max(per):.2f}) | "
+                        f"{med(r, 1):.3f} / {med(r, 2):.3f} | {med(k, 1):.3f} / {med(k, 2):.3f} |")
+                for label in variants:
+                    v = results[(cfg, label, t)]
+                    vr = med(v, 0)
+                    line += f" {vr:,.0f} | {vr / rr:.2f}x | {med(v, 1):.3f} / {med(v, 2):.3f} | {kr / vr:.2f}x |"
+                print(line)
         print()
-        print("| dataset | redis used_memory | anykv used_memory | ratio | redis peak RSS | anykv peak RSS | ratio |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for ds in [d for d in a.memory.split(",") if d and d != "none"]:
+        datasets = [d for d in a.memory.split(",") if d and d != "none"]
+        if datasets:
+            print("| dataset | redis used_memory | anykv used_memory | ratio | redis peak RSS | anykv peak RSS | "
+                  "ratio (goal metric) |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+        for ds in datasets:
             mem = {}
-            for kind in ("redis", "anykv"):
-                servers[kind].send_signal(signal.SIGTERM); servers[kind].wait()
-                servers[kind] = start(kind, a.anykv, ports[kind])
-                load(ds, ports[kind], a.populate)
+            for name in ("redis", "anykv"):
+                kind, binary, extra = specs[name]
+                servers[name].send_signal(signal.SIGTERM); servers[name].wait()
+                servers[name] = start(kind, binary, ports[name], extra)
+                load(ds, ports[name], a.populate)
                 time.sleep(0.5)
-                mem[kind] = (info_mem(ports[kind]), peak_rss(servers[kind].pid))
+                mem[name] = (info_mem(ports[name]), peak_rss(servers[name].pid))
+                # (Memory figures do not depend on other processes' load.)
             (ru, rr), (ku, kr) = mem["redis"], mem["anykv"]
             print(f"| {DATASETS[ds]} | {ru / 1e6:.1f} MB | {ku / 1e6:.1f} MB | {ku / ru:.2f}x | "
                   f"{rr / 1e6:.1f} MB | {kr / 1e6:.1f} MB | {kr / rr:.2f}x |")
     finally:
-        for p in servers.values():
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=5)
-            except Exception:
-                p.kill()
+        guard.close()
+        stop_all(servers)
 
 if __name__ == "__main__":
     main()

@@ -11,21 +11,30 @@
 
 Usage:
     cargo build --release
-    python3 bench/scripts/persistence.py [--rounds 3] [--anykv target/release/anykv]
+    python3 bench/scripts/persistence.py [--rounds 3] [--anykv target/release/anykv] \
+        [--anykv-arg=--executor-poll-us --anykv-arg=0] [--redis-arg=...] [--wait-quiet 10]
+
+--anykv-arg / --redis-arg (repeatable) add flags to every server started;
+--wait-quiet SECS waits before each throughput round until no compiler has
+run for SECS seconds and other processes are idle, and measures the round
+again if a compiler ran or other processes used over 10% of a CPU meanwhile.
 """
 import argparse, csv, io, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import free_port, cli  # noqa: E402
+from compare import QuietGuard, free_port, cli  # noqa: E402
+
+# Extra server flags from --anykv-arg / --redis-arg.
+EXTRA = {"redis": [], "anykv": []}
 
 
 def spawn(kind, anykv, port, d, extra=()):
     if kind == "redis":
         cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
-               "--enable-debug-command", "yes", *extra]
+               "--enable-debug-command", "yes", *extra, *EXTRA["redis"]]
     else:
         cmd = [anykv, "server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
-               "--enable-debug-command", "yes", *extra]
+               "--enable-debug-command", "yes", *extra, *EXTRA["anykv"]]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -67,21 +76,30 @@ def bench_set(port, pipeline, n):
     return 0.0, 0.0, 0.0
 
 
-def aof_throughput(anykv, rounds):
+def aof_throughput(anykv, rounds, guard):
     rows = []
     for fsync in ("everysec", "always"):
         for pipeline, n in ((1, 100000), (16, 1000000)):
             res = {"redis": [], "anykv": []}
             for r in range(rounds):
                 order = ("redis", "anykv") if r % 2 == 0 else ("anykv", "redis")
-                for kind in order:
-                    d = tempfile.mkdtemp(prefix=f"akvbench-{kind}-")
-                    port = free_port()
-                    p = spawn(kind, anykv, port, d, ["--save", "", "--appendonly", "yes", "--appendfsync", fsync])
-                    wait_ping(port)
-                    res[kind].append(bench_set(port, pipeline, n))
-                    stop(p, port)
-                    shutil.rmtree(d, ignore_errors=True)
+                while True:
+                    guard.wait()
+                    unit = {}
+                    for kind in order:
+                        d = tempfile.mkdtemp(prefix=f"akvbench-{kind}-")
+                        port = free_port()
+                        p = spawn(kind, anykv, port, d,
+                                  ["--save", "", "--appendonly", "yes", "--appendfsync", fsync])
+                        wait_ping(port)
+                        unit[kind] = bench_set(port, pipeline, n)
+                        stop(p, port)
+                        shutil.rmtree(d, ignore_errors=True)
+                    if not guard.disturbed() or guard.give_up():
+                        break
+                    print(f"{fsync} -P {pipeline} round {r + 1}: disturbed, measuring again", file=sys.stderr)
+                for kind, v in unit.items():
+                    res[kind].append(v)
             med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in res.items()}
             rows.append((fsync, pipeline, med["redis"], med["anykv"]))
     print("| appendfsync | -P | Redis SET/s | anykv SET/s | ratio | Redis p50/p99 ms | anykv p50/p99 ms |")
@@ -173,10 +191,19 @@ def main():
     ap.add_argument("--anykv", default="target/release/anykv")
     ap.add_argument("--keys", type=int, default=1000000)
     ap.add_argument("--skip", default="", help="comma list of aof,restart,memory to skip")
+    ap.add_argument("--anykv-arg", action="append", default=[], help="extra anykv server flag (repeat)")
+    ap.add_argument("--redis-arg", action="append", default=[], help="extra redis-server flag (repeat)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECS",
+                    help="before each throughput round, wait until no compiler has run for SECS seconds and "
+                         "other processes are idle")
     a = ap.parse_args()
+    EXTRA["anykv"][:] = a.anykv_arg
+    EXTRA["redis"][:] = a.redis_arg
     skip = set(a.skip.split(","))
     if "aof" not in skip:
-        aof_throughput(a.anykv, a.rounds)
+        guard = QuietGuard(a.wait_quiet)
+        aof_throughput(a.anykv, a.rounds, guard)
+        guard.close()
         print()
     if "restart" not in skip:
         restart_time(a.anykv, a.rounds, a.keys)
