@@ -30,6 +30,9 @@ fn ip(n: u8) -> String {
 }
 
 fn start(dir: &Path, n: u8, key: &str) -> Node {
+    // Each node's files in its own directory, never the working directory.
+    let data = dir.join(format!("n{n}"));
+    std::fs::create_dir_all(&data).expect("node dir");
     let child = Command::new(bin())
         .args(["node", "--machine", &format!("n{n}"), "--region", "iad"])
         .args(["--gossip-addr", &format!("{}:{GOSSIP}", ip(n))])
@@ -57,6 +60,8 @@ fn start(dir: &Path, n: u8, key: &str) -> Node {
             "--save",
             "",
         ])
+        .arg("--dir")
+        .arg(&data)
         .args(["--metrics-addr", &format!("{}:{HTTP}", ip(n))])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -70,9 +70,15 @@ pub fn remove_stale_temps(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let is_temp = name.to_string_lossy().starts_with("temp-");
-        if is_temp && e.file_type().is_ok_and(|t| t.is_file()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("temp-") else {
+            continue;
+        };
+        // `temp-<pid>-…`: only a dead process's (another live server in
+        // the same directory may be writing its own right now).
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if pid.is_some() && !alive && e.file_type().is_ok_and(|t| t.is_file()) {
             match std::fs::remove_file(e.path()) {
                 Ok(()) => {
                     tracing::warn!("removed {} left by an interrupted save", e.path().display())
