@@ -191,23 +191,17 @@ fn write_anykv_rdb(path: &Path) -> BTreeMap<(u32, Vec<u8>), (Canon, bool)> {
     let f = std::fs::File::create(path).expect("create rdb");
     let mut w = rdb::RdbWriter::new(std::io::BufWriter::new(f), &[("redis-ver", "7.0.15")])
         .expect("rdb header");
+    w.keyspace(&t.ks).expect("keyspace");
+    w.finish().expect("finish");
     let mut mine = BTreeMap::new();
     for (i, db) in t.ks.dbs.iter().enumerate() {
-        if db.is_empty() {
-            continue;
-        }
-        w.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)
-            .expect("select");
         for e in db.iter() {
-            w.entry(e.key.as_bytes(), &e.value, e.expire_at)
-                .expect("entry");
             mine.insert(
                 (i as u32, e.key.as_bytes().to_vec()),
                 (canon_of(&e.value), e.expire_at != NO_EXPIRE),
             );
         }
     }
-    w.finish().expect("finish");
     mine
 }
 

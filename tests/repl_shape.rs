@@ -39,9 +39,10 @@ fn call(c: &mut RespConn, args: &[&str]) -> Value {
     c.cmd(args).expect("reply")
 }
 
-fn info(c: &mut RespConn, field: &str) -> String {
-    let Value::Bulk(text) = call(c, &["INFO", "replication"]) else {
-        panic!("INFO replication is not a bulk string");
+/// A field of one INFO section.
+fn info_in(c: &mut RespConn, section: &str, field: &str) -> String {
+    let Value::Bulk(text) = call(c, &["INFO", section]) else {
+        panic!("INFO {section} is not a bulk string");
     };
     String::from_utf8_lossy(&text)
         .lines()
@@ -49,7 +50,11 @@ fn info(c: &mut RespConn, field: &str) -> String {
             l.strip_prefix(&format!("{field}:"))
                 .map(|v| v.trim().to_string())
         })
-        .unwrap_or_else(|| panic!("no {field} in INFO replication"))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+}
+
+fn info(c: &mut RespConn, field: &str) -> String {
+    info_in(c, "replication", field)
 }
 
 fn ids(c: &mut RespConn) -> (String, u64) {
@@ -169,16 +174,7 @@ fn wait_exit(mut srv: ServerProcess) {
 }
 
 fn info_persistence(c: &mut RespConn, field: &str) -> String {
-    let Value::Bulk(text) = call(c, &["INFO", "persistence"]) else {
-        panic!("INFO persistence is not a bulk string");
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no {field} in INFO persistence"))
+    info_in(c, "persistence", field)
 }
 
 /// Sends a command on a raw socket and returns what arrives within `wait`

@@ -102,6 +102,11 @@ fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -
     })
 }
 
+/// Redis's `is_write_command`: a write, or an EXEC that queued one.
+fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
+    r.write || (r.fullname == "exec" && queued_any(s, |q| q.write))
+}
+
 /// Executes `args` for session `s` of tenant `t`, writing the reply to `out`.
 pub fn dispatch(
     t: &mut Tenant,
@@ -269,7 +274,7 @@ pub(crate) fn run(
         && max_lag > 0
         && t.role == crate::repl::Role::Primary
         && !s.replaying
-        && (r.write || (r.fullname == "exec" && queued_any(s, |q| q.write)))
+        && is_write_command(r, s)
         && crate::repl::primary::good_replicas(t, now_ms, max_lag) < min_good
     {
         reject(
@@ -283,10 +288,7 @@ pub(crate) fn run(
         return Outcome::Continue;
     }
     // A replica's data changes only by its primary's effects.
-    if t.role == crate::repl::Role::Replica
-        && !s.replaying
-        && (r.write || (r.fullname == "exec" && queued_any(s, |q| q.write)))
-    {
+    if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {
         reject(
             t,
             s,

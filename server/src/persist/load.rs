@@ -161,23 +161,10 @@ fn load_rdb_into(
     now_ms: i64,
 ) -> Result<(u64, u64), String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let dbs = t.ks.dbs.len() as u32;
-    let (mut keys, mut expired) = (0u64, 0u64);
-    let ks = &mut t.ks;
-    crate::rdb::read(f, th, dbs, |r| {
-        if r.expire_at != crate::db::NO_EXPIRE && r.expire_at <= now_ms {
-            expired += 1;
-            return Ok(());
-        }
-        let db = &mut ks.dbs[r.db as usize];
-        let idx = db.upsert(r.key.as_bytes(), r.value, 0);
-        db.set_expire(idx, r.expire_at);
-        keys += 1;
-        Ok(())
-    })
-    .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
+    let (info, expired) = crate::rdb::read_into(f, th, &mut t.ks, Some(now_ms))
+        .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
     tracing::info!("{} is a Redis RDB file: loaded it", path.display());
-    Ok((keys, expired))
+    Ok((info.keys - expired, expired))
 }
 
 /// Loads the tenant's data at start: with `appendonly yes` the log's base

@@ -24,7 +24,7 @@ pub mod packed;
 pub mod read;
 pub mod write;
 
-pub use read::{read, RdbInfo};
+pub use read::{read, read_into, RdbInfo};
 pub use write::RdbWriter;
 
 use thiserror::Error;
@@ -221,16 +221,7 @@ mod tests {
     fn write_rdb(t: &Tenant) -> Vec<u8> {
         let mut w =
             RdbWriter::new(Vec::new(), &[("redis-ver", "7.0.15"), ("redis-bits", "64")]).unwrap();
-        for (i, db) in t.ks.dbs.iter().enumerate() {
-            if db.is_empty() {
-                continue;
-            }
-            w.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)
-                .unwrap();
-            for e in db.iter() {
-                w.entry(e.key.as_bytes(), &e.value, e.expire_at).unwrap();
-            }
-        }
+        w.keyspace(&t.ks).unwrap();
         w.finish().unwrap()
     }
 
@@ -239,12 +230,9 @@ mod tests {
         let t = populated();
         let bytes = write_rdb(&t);
         let mut back = Tenant::new(TenantId::DEFAULT, "b", 16);
-        let info = read(&bytes[..], &Thresholds::default(), 16, |r| {
-            let idx = back.ks.dbs[r.db as usize].upsert(r.key.as_bytes(), r.value, 0);
-            back.ks.dbs[r.db as usize].set_expire(idx, r.expire_at);
-            Ok(())
-        })
-        .unwrap();
+        let (info, skipped) =
+            read_into(&bytes[..], &Thresholds::default(), &mut back.ks, None).unwrap();
+        assert_eq!(skipped, 0);
         assert_eq!(info.version, 10);
         assert_eq!(info.aux("redis-ver"), Some("7.0.15"));
         assert_eq!(info.keys, t.ks.total_keys() as u64);

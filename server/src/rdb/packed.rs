@@ -36,6 +36,16 @@ fn sign_extend(v: u64, bits: u32) -> i64 {
     ((v << shift) as i64) >> shift
 }
 
+/// A little-endian signed integer of `d.len()` (1 to 8) bytes, as
+/// listpack, ziplist and intset store them.
+fn signed_le(d: &[u8]) -> i64 {
+    let mut v = 0u64;
+    for (i, &x) in d.iter().enumerate() {
+        v |= u64::from(x) << (8 * i);
+    }
+    sign_extend(v, 8 * d.len() as u32)
+}
+
 /// The elements of a listpack: `u32 total bytes, u16 count, entries, 0xFF`,
 /// each entry an encoding byte (with data) followed by its back-length.
 pub fn listpack(b: &[u8]) -> Result<Vec<Vec<u8>>, PackedError> {
@@ -87,11 +97,7 @@ pub fn listpack(b: &[u8]) -> Result<Vec<Vec<u8>>, PackedError> {
                         _ => 8,
                     };
                     let d = get(b, p + 1, n, W)?;
-                    let mut v = 0u64;
-                    for (i, &x) in d.iter().enumerate() {
-                        v |= u64::from(x) << (8 * i);
-                    }
-                    (int_bytes(sign_extend(v, 8 * n as u32)), 1 + n)
+                    (int_bytes(signed_le(d)), 1 + n)
                 }
                 _ => return Err(bad(W, "unknown entry encoding")),
             }
@@ -168,11 +174,7 @@ pub fn ziplist(b: &[u8]) -> Result<Vec<Vec<u8>>, PackedError> {
                     (int_bytes(i64::from(e & 0x0f) - 1), 1)
                 } else {
                     let d = get(b, p + 1, n, W)?;
-                    let mut v = 0u64;
-                    for (i, &x) in d.iter().enumerate() {
-                        v |= u64::from(x) << (8 * i);
-                    }
-                    (int_bytes(sign_extend(v, 8 * n as u32)), 1 + n)
+                    (int_bytes(signed_le(d)), 1 + n)
                 }
             }
         };
@@ -200,11 +202,7 @@ pub fn intset(b: &[u8]) -> Result<Vec<i64>, PackedError> {
     }
     let mut out = Vec::with_capacity(n);
     for c in b[8..].chunks_exact(width) {
-        let mut v = 0u64;
-        for (i, &x) in c.iter().enumerate() {
-            v |= u64::from(x) << (8 * i);
-        }
-        out.push(sign_extend(v, 8 * width as u32));
+        out.push(signed_le(c));
     }
     if !out.windows(2).all(|w| w[0] < w[1]) {
         return Err(bad(W, "members not strictly ascending"));

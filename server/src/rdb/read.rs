@@ -261,6 +261,32 @@ pub fn read<R: Read>(
 /// Consecutive elements as pairs (field, value).
 type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
+/// Reads an RDB into the keyspace `ks` (whose databases bound SELECTDB),
+/// inserting every key; keys whose TTL passed before `skip_expired_at`
+/// are skipped and counted instead (a primary loading a file), or kept
+/// when it is None (a replica: its primary's DEL follows). Returns what
+/// the file said and how many keys were skipped.
+pub fn read_into<R: Read>(
+    input: R,
+    th: &Thresholds,
+    ks: &mut crate::db::Keyspace,
+    skip_expired_at: Option<i64>,
+) -> Result<(RdbInfo, u64), RdbError> {
+    let dbs = ks.dbs.len() as u32;
+    let mut skipped = 0u64;
+    let info = read(input, th, dbs, |r| {
+        if skip_expired_at.is_some_and(|now| r.expire_at != NO_EXPIRE && r.expire_at <= now) {
+            skipped += 1;
+            return Ok(());
+        }
+        let db = &mut ks.dbs[r.db as usize];
+        let idx = db.upsert(r.key.as_bytes(), r.value, 0);
+        db.set_expire(idx, r.expire_at);
+        Ok(())
+    })?;
+    Ok((info, skipped))
+}
+
 fn elems_to_pairs<'a>(v: &'a [Vec<u8>], what: &'static str) -> Result<Pairs<'a>, RdbError> {
     if !v.len().is_multiple_of(2) {
         return Err(RdbError::Odd(what));

@@ -152,6 +152,21 @@ impl<W: Write> RdbWriter<W> {
         Ok(())
     }
 
+    /// Every database of `ks` that holds keys, each with its SELECTDB and
+    /// RESIZEDB, and all of their keys.
+    pub fn keyspace(&mut self, ks: &crate::db::Keyspace) -> io::Result<()> {
+        for (i, db) in ks.dbs.iter().enumerate() {
+            if db.is_empty() {
+                continue;
+            }
+            self.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)?;
+            for e in db.iter() {
+                self.entry(e.key.as_bytes(), &e.value, e.expire_at)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the end marker and the checksum; returns the sink.
     pub fn finish(mut self) -> io::Result<W> {
         self.scratch.push(OP_EOF);

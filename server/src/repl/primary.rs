@@ -75,15 +75,7 @@ pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
         ("aof-base", "0"),
     ];
     let mut w = crate::rdb::RdbWriter::new(Vec::new(), &aux)?;
-    for (i, db) in t.ks.dbs.iter().enumerate() {
-        if db.is_empty() {
-            continue;
-        }
-        w.select_db(i as u32, db.len() as u64, db.volatile_len() as u64)?;
-        for e in db.iter() {
-            w.entry(e.key.as_bytes(), &e.value, e.expire_at)?;
-        }
-    }
+    w.keyspace(&t.ks)?;
     w.finish()
 }
 

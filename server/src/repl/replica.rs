@@ -323,13 +323,8 @@ fn load_full_sync(
     let mut t = tenant.borrow_mut();
     let n = t.ks.dbs.len();
     let mut ks = crate::db::Keyspace::new(n);
-    let info = crate::rdb::read(rdb, &th, n as u32, |r| {
-        let db = &mut ks.dbs[r.db as usize];
-        let idx = db.upsert(r.key.as_bytes(), r.value, 0);
-        db.set_expire(idx, r.expire_at);
-        Ok(())
-    })
-    .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+    let (info, _) = crate::rdb::read_into(rdb, &th, &mut ks, None)
+        .map_err(|e| format!("loading the primary's RDB: {e}"))?;
     // Every WATCH fails: the keyspace changed under it.
     for cs in t.watched.values() {
         for c in cs {
