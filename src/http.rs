@@ -3,10 +3,16 @@
 //! `GET /metrics` is the Prometheus text format (Fly's `[metrics]` scrapes
 //! it); `GET /cluster` is the cluster as this node sees it, as JSON
 //! (`?format=table` for people). `anykv cluster status` reads the latter.
+//!
+//! `PUT` / `DELETE /admin/tenants/{id}` change the tenant catalog (the
+//! sidecar is their one caller), with `Authorization: Bearer
+//! $ANYKV_ADMIN_TOKEN`; see [`admin_put`]. Without that variable the admin
+//! API answers 503.
 
 use anyhow::Context;
 use anykv_gossip::ClusterView;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -34,6 +40,203 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
 struct AppState {
     prom: PrometheusHandle,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
+    admin: Option<Admin>,
+}
+
+/// The admin API's state: the node's placement and the expected token.
+#[derive(Clone)]
+pub struct Admin {
+    pub placement: Arc<crate::placement::Placement>,
+    /// `ANYKV_ADMIN_TOKEN` (None: the admin API is disabled).
+    pub token: Option<String>,
+}
+
+/// How long an admin call waits for the tenant's nodes to apply a change.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+/// Checks the bearer token (compared in constant time: it is a secret).
+fn authorize(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<crate::placement::Placement>, (StatusCode, &'static str)> {
+    let Some(admin) = &s.admin else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "this process runs no cluster node (anykv server); use anykv node",
+        ));
+    };
+    let Some(want) = &admin.token else {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin API is disabled: start the node with ANYKV_ADMIN_TOKEN set",
+        ));
+    };
+    let got = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = got.len() == want.len()
+        && got
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer $ANYKV_ADMIN_TOKEN)",
+        ));
+    }
+    Ok(admin.placement.clone())
+}
+
+/// Waits (up to [`APPLY_WAIT`]) until the nodes that hold tenant `id` have
+/// applied catalog `version`, then answers 200 with who applied it, or 202
+/// with who has not yet (the change is in the catalog and keeps spreading).
+async fn wait_applied(
+    p: &crate::placement::Placement,
+    id: u64,
+    version: u64,
+    known: Option<Vec<String>>,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    loop {
+        let holders = known.clone().or_else(|| p.holders(id));
+        let state = holders.as_deref().map(|h| p.applied(h, version));
+        let done = state
+            .as_ref()
+            .is_some_and(|s| s.iter().all(|(_, applied, alive)| *applied || !*alive));
+        if done || tokio::time::Instant::now() >= deadline {
+            let state = state.unwrap_or_default();
+            let applied: Vec<&str> = state.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect();
+            let pending: Vec<&str> = state
+                .iter()
+                .filter(|x| !x.1 && x.2)
+                .map(|x| x.0.as_str())
+                .collect();
+            let down: Vec<&str> = state
+                .iter()
+                .filter(|x| !x.1 && !x.2)
+                .map(|x| x.0.as_str())
+                .collect();
+            let code = if done {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            return (
+                code,
+                Json(serde_json::json!({
+                    "id": id,
+                    "version": version,
+                    "applied": applied,
+                    "pending": pending,
+                    "down": down,
+                    "placed": holders.is_some(),
+                })),
+            )
+                .into_response();
+        }
+        if let Some(h) = &holders {
+            p.sync_with(h).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// `PUT /admin/tenants/{id}`: creates or changes a tenant. The body is the
+/// catalog entry as JSON (`{id, name, token_sha256, org, primary_region,
+/// read_regions, maxmemory, maxmemory_policy, maxclients, ops_per_sec,
+/// durability, consistency, version}`); `version` must be above the one
+/// the catalog holds for this id (409 otherwise: the sidecar retried an
+/// old change). 400 for an invalid entry or an id that differs from the
+/// path's.
+async fn admin_put(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let entry: anykv_gossip::catalog::TenantEntry = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid tenant JSON: {e}")),
+    };
+    if entry.id != id {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("the body's id {} is not the path's {id}", entry.id),
+        );
+    }
+    if let Err(e) = entry.validate() {
+        return json_error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    if let Some(msg) = anykv_server::catalog::policy_error(entry.maxmemory_policy.as_deref()) {
+        return json_error(StatusCode::BAD_REQUEST, msg);
+    }
+    if let Some(r) = stale(&p, id, entry.version) {
+        return r;
+    }
+    p.write(entry.row());
+    wait_applied(&p, id, entry.version, None).await
+}
+
+/// 409 when `version` is not above the catalog's for tenant `id` (the
+/// sidecar retried an old change).
+fn stale(p: &crate::placement::Placement, id: u64, version: u64) -> Option<Response> {
+    let held = p.version_of(id);
+    (version <= held).then(|| {
+        json_error(
+            StatusCode::CONFLICT,
+            format!("version {version} is not above the catalog's {held} for tenant {id}"),
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteBody {
+    version: u64,
+}
+
+/// `DELETE /admin/tenants/{id}` with `{"version": N}`: removes the tenant
+/// (its token is refused by every node that held it once this returns
+/// 200); the nodes keep its files.
+async fn admin_delete(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let Ok(DeleteBody { version }) = serde_json::from_slice(&body) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"version\": N} (the catalog's version for this deletion)",
+        );
+    };
+    if p.version_of(id) == 0 {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("no tenant {id} in the catalog"),
+        );
+    }
+    if let Some(r) = stale(&p, id, version) {
+        return r;
+    }
+    let holders = p.holders(id).unwrap_or_default();
+    p.write(anykv_gossip::catalog::tombstone(id, version));
+    wait_applied(&p, id, version, Some(holders)).await
 }
 
 async fn metrics(State(s): State<AppState>) -> String {
@@ -60,14 +263,20 @@ async fn cluster(State(s): State<AppState>, Query(q): Query<HashMap<String, Stri
 pub async fn serve(
     addr: SocketAddr,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
+    admin: Option<Admin>,
 ) -> anyhow::Result<SocketAddr> {
     let state = AppState {
         prom: prometheus()?,
         view,
+        admin,
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route(
+            "/admin/tenants/{id}",
+            axum::routing::put(admin_put).delete(admin_delete),
+        )
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -12,6 +12,7 @@ mod cluster;
 mod demo;
 mod http;
 mod node;
+mod placement;
 
 #[global_allocator]
 static ALLOC: anykv_server::alloc::CountingAlloc = anykv_server::alloc::CountingAlloc;
@@ -120,6 +121,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             .with_context(|| format!("writing pidfile {p}"))?;
     }
     let metrics_addr = config.metrics_addr();
+    let data_dir = std::path::PathBuf::from(config.dir());
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
         .transpose()?;
@@ -131,6 +133,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         .build()
         .context("building the control runtime")?;
     rt.block_on(async {
+        let sync_port = gossip.as_ref().map(|c| c.wan.sync_port);
         let node = match gossip {
             Some(c) => Some(
                 anykv_gossip::Cluster::start(c)
@@ -139,11 +142,21 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             ),
             None => None,
         };
+        // A node's databases come from the cluster's catalog.
+        let admin = match (&node, sync_port) {
+            (Some(n), Some(port)) => Some(http::Admin {
+                placement: placement::Placement::start(n, shared.clone(), data_dir.clone(), port)?,
+                token: std::env::var("ANYKV_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            }),
+            _ => None,
+        };
         if let Some(addr) = metrics_addr {
             let sock: std::net::SocketAddr = addr
                 .parse()
                 .with_context(|| format!("metrics-addr '{addr}'"))?;
-            let bound = http::serve(sock, node.as_ref().map(|n| n.view())).await?;
+            let bound = http::serve(sock, node.as_ref().map(|n| n.view()), admin).await?;
             tracing::info!(
                 "Prometheus metrics on http://{bound}/metrics, cluster view on /cluster"
             );

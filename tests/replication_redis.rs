@@ -15,95 +15,9 @@ use std::time::{Duration, Instant};
 
 use anykv_server::persist::codec::Thresholds;
 use common::{anykv_bin, start_anykv_with, start_redis, RespConn, ServerProcess, Value};
-use keyspace::{call, compare, keyspace_of};
+use keyspace::{call, compare, info, keyspace_of, random_write, run, wait_for};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn info(c: &mut RespConn, section: &str, field: &str) -> Option<String> {
-    let Value::Bulk(text) = call(c, &["INFO", section]) else {
-        panic!("INFO {section}");
-    };
-    String::from_utf8_lossy(&text).lines().find_map(|l| {
-        l.strip_prefix(&format!("{field}:"))
-            .map(|v| v.trim().to_string())
-    })
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A random write over every type, with TTLs, in one of four databases.
-fn random_write(rng: &mut StdRng) -> Vec<String> {
-    let k = format!("k{}", rng.random_range(0..60));
-    let v = rng.random_range(0..1000).to_string();
-    let s = |x: &str| x.to_string();
-    match rng.random_range(0..16) {
-        0 => vec![s("SET"), k, v],
-        1 => vec![
-            s("SET"),
-            k,
-            v,
-            s("PX"),
-            rng.random_range(1..400).to_string(),
-        ],
-        2 => vec![s("INCRBY"), format!("n{}", rng.random_range(0..5)), v],
-        3 => vec![s("APPEND"), format!("s{}", rng.random_range(0..5)), v],
-        4 => vec![
-            s("RPUSH"),
-            format!("l{}", rng.random_range(0..5)),
-            v.clone(),
-            v,
-        ],
-        5 => vec![s("LPOP"), format!("l{}", rng.random_range(0..5))],
-        6 => vec![s("SADD"), format!("set{}", rng.random_range(0..5)), v],
-        7 => vec![s("SREM"), format!("set{}", rng.random_range(0..5)), v],
-        8 => vec![
-            s("HSET"),
-            format!("h{}", rng.random_range(0..5)),
-            format!("f{v}"),
-            v,
-        ],
-        9 => vec![
-            s("HDEL"),
-            format!("h{}", rng.random_range(0..5)),
-            format!("f{v}"),
-        ],
-        10 => vec![
-            s("ZADD"),
-            format!("z{}", rng.random_range(0..5)),
-            v.clone(),
-            format!("m{v}"),
-        ],
-        11 => vec![
-            s("ZINCRBY"),
-            format!("z{}", rng.random_range(0..5)),
-            s("1.5"),
-            format!("m{v}"),
-        ],
-        12 => vec![s("PEXPIRE"), k, rng.random_range(1..300).to_string()],
-        13 => vec![s("DEL"), k],
-        14 => vec![s("SPOP"), format!("set{}", rng.random_range(0..5))],
-        _ => vec![s("SELECT"), rng.random_range(0..4).to_string()],
-    }
-}
-
-fn run(c: &mut RespConn, cmd: &[String]) {
-    let args: Vec<&str> = cmd.iter().map(|x| x.as_str()).collect();
-    let r = call(c, &args);
-    // WRONGTYPE is fine (random keys of random types); nothing else is.
-    if let Value::Error(e) = &r {
-        assert!(
-            e.starts_with(b"WRONGTYPE"),
-            "{args:?}: {}",
-            String::from_utf8_lossy(e)
-        );
-    }
-}
+use rand::SeedableRng;
 
 fn start_primary() -> ServerProcess {
     start_anykv_with(&anykv_bin(), &["--hz", "50"])
@@ -608,6 +522,26 @@ fn a_replica_with_the_log_on_restarts_with_its_primarys_data() {
             && info(&mut r, "persistence", "aof_rewrites")
                 .and_then(|n| n.parse::<u64>().ok())
                 .is_some_and(|n| n >= 1)
+    });
+    // The stream moves to database 3; then the replica's log starts a new
+    // segment (a rewrite) while the stream stays there: the segment's
+    // bytes never name database 3, yet a restart must replay them there.
+    call(&mut p, &["SELECT", "3"]);
+    call(&mut p, &["SET", "in3", "x"]);
+    let mid = info(&mut p, "replication", "master_repl_offset");
+    wait_for("the replica to catch up", Duration::from_secs(20), || {
+        info(&mut r, "replication", "slave_repl_offset") == mid
+    });
+    let rewrites = |r: &mut RespConn| {
+        info(r, "persistence", "aof_rewrites")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = rewrites(&mut r);
+    call(&mut r, &["BGREWRITEAOF"]);
+    wait_for("the replica's rewrite", Duration::from_secs(20), || {
+        rewrites(&mut r) > before
+            && info(&mut r, "persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
     });
     for i in 0..100 {
         call(&mut p, &["SET", &format!("after{i}"), &i.to_string()]);

@@ -10,6 +10,8 @@
 //! - [`timing`]: SWIM timings, memberlist's LAN/WAN defaults.
 //! - [`node`]: one running SWIM member: the foca state machine driven by a
 //!   tokio task, publishing the cluster view and membership events.
+//! - [`catalog`]: the tenant catalog and role records as state rows, and
+//!   rendezvous placement of each tenant's primary, standby and replicas.
 //! - [`cluster`]: the two pools (region on LAN timings, cluster-wide on WAN
 //!   timings) and their merged view.
 //! - [`wire`]: the datagram envelope: cluster-key HMAC and RTT timestamps
@@ -22,6 +24,7 @@
 //!   partitions) that UDP gossip and QUIC go through in the emulated world;
 //!   off and free in production.
 
+pub mod catalog;
 pub mod cluster;
 pub mod discovery;
 pub mod identity;

@@ -262,6 +262,10 @@ enum Cmd {
     Announce(SocketAddr),
     /// Test hook: stop processing for a while, as SIGSTOP would.
     Pause(Duration),
+    /// Rows of the shared tables written here: apply, then push to every
+    /// member at once (their origin is no machine, so digests alone would
+    /// not make peers fetch them).
+    Publish(Vec<Row>),
 }
 
 /// Updates a node's metadata from anywhere (see [`Gossip::updater`]).
@@ -272,6 +276,18 @@ impl MetaUpdater {
     /// Returns false once the node has stopped.
     pub fn update(&self, f: impl FnOnce(&mut NodeMeta) + Send + 'static) -> bool {
         self.0.send(Cmd::UpdateMeta(Box::new(f))).is_ok()
+    }
+}
+
+/// Publishes rows of the shared tables from anywhere (see
+/// [`Gossip::publish`]).
+#[derive(Clone)]
+pub struct Publisher(mpsc::UnboundedSender<Cmd>);
+
+impl Publisher {
+    /// Returns false once the node has stopped.
+    pub fn publish(&self, rows: Vec<Row>) -> bool {
+        self.0.send(Cmd::Publish(rows)).is_ok()
     }
 }
 
@@ -295,6 +311,7 @@ pub struct Gossip {
     store: Arc<Mutex<StateStore>>,
     dropped: Arc<Dropped>,
     sync_addr: Option<SocketAddr>,
+    syncer: Option<Syncer>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -412,7 +429,7 @@ impl Gossip {
                 seq: 0,
             },
             store: store.clone(),
-            syncer,
+            syncer: syncer.clone(),
             syncing: Arc::new(Mutex::new(HashSet::new())),
             sync_port: sync_addr.map(|a| a.port()).unwrap_or(0),
             view_tx,
@@ -450,12 +467,25 @@ impl Gossip {
             store,
             dropped,
             sync_addr,
+            syncer,
             task,
         })
     }
 
     pub fn identity(&self) -> &NodeId {
         &self.identity
+    }
+
+    /// Writes rows of the shared tables (catalog, role records) and pushes
+    /// them to every member.
+    pub fn publisher(&self) -> Publisher {
+        Publisher(self.cmd.clone())
+    }
+
+    /// The node's QUIC endpoint (state sync and the stores' streams), when
+    /// this pool syncs state.
+    pub fn syncer(&self) -> Option<&Syncer> {
+        self.syncer.as_ref()
     }
 
     pub fn gossip_addr(&self) -> SocketAddr {
@@ -658,6 +688,20 @@ impl NodeTask {
                         f(&mut self.meta);
                         self.publish_meta();
                         self.drain().await;
+                    }
+                    Some(Cmd::Publish(rows)) => {
+                        let news: Vec<Row> = {
+                            let mut st = self.store.lock();
+                            rows.into_iter().filter(|r| st.apply(r.clone())).collect()
+                        };
+                        if !news.is_empty() {
+                            self.on_rows(news);
+                            let members: Vec<SocketAddr> =
+                                self.foca.iter_members().map(|m| m.id().addr).collect();
+                            for m in members {
+                                self.sync_soon(m);
+                            }
+                        }
                     }
                     Some(Cmd::Announce(addr)) => {
                         self.announce_to(canonical(addr));

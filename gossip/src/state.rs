@@ -74,6 +74,8 @@ pub struct NodeMeta {
     pub load: Load,
     /// anykv version string.
     pub build: String,
+    /// The tenant catalog version this node's store has applied.
+    pub catalog_version: u64,
 }
 
 /// Per-origin highest version.
@@ -84,6 +86,45 @@ pub type Digest = BTreeMap<String, Version>;
 pub struct StateStore {
     rows: HashMap<(Table, String), Row>,
     digest: Digest,
+    /// XOR of [`row_hash`] over the rows of the shared tables.
+    shared_sum: u64,
+}
+
+impl Table {
+    /// Tables whose origin is written at more than one node (the tenant
+    /// catalog: the sidecar calls any node; role records: each tenant's
+    /// primary). Their rows of one origin need not arrive as a prefix, so
+    /// a per-origin version alone cannot tell what a peer lacks: sync also
+    /// compares [`StateStore::shared_sum`] and, when it differs, sends
+    /// these tables whole (they are small: a row per tenant).
+    pub fn is_shared(self) -> bool {
+        matches!(self, Table::Tenants | Table::Roles)
+    }
+}
+
+/// A row's identity, version and value, hashed (FNV-1a; stable across
+/// builds, since peers compare sums).
+fn row_hash(r: &Row) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&[r.table as u8]);
+    eat(r.key.as_bytes());
+    eat(&[0xff]);
+    eat(&r.version.life.to_le_bytes());
+    eat(&r.version.seq.to_le_bytes());
+    match &r.value {
+        Some(v) => {
+            eat(&[1]);
+            eat(v);
+        }
+        None => eat(&[0]),
+    }
+    h
 }
 
 impl StateStore {
@@ -94,7 +135,14 @@ impl StateStore {
         if let Some(old) = self.rows.get(&slot) {
             // A different origin taking over a key (e.g. a machine id
             // reused by a new life) is ordered by version too.
-            if old.version >= row.version {
+            // Two writers of a shared table may write the same version
+            // with different values (two nodes creating one role record
+            // from different views): every node keeps the same one.
+            let wins = row.version > old.version
+                || (row.version == old.version
+                    && row.table.is_shared()
+                    && row_hash(&row) > row_hash(old));
+            if !wins {
                 return false;
             }
         }
@@ -102,8 +150,40 @@ impl StateStore {
         if row.version > *d {
             *d = row.version;
         }
-        self.rows.insert(slot, row);
+        if row.table.is_shared() {
+            self.shared_sum ^= row_hash(&row);
+        }
+        if let Some(old) = self.rows.insert(slot, row) {
+            if old.table.is_shared() {
+                self.shared_sum ^= row_hash(&old);
+            }
+        }
         true
+    }
+
+    /// Sum over the shared tables' rows: equal sums, same rows (as far as
+    /// a 64-bit hash tells).
+    pub fn shared_sum(&self) -> u64 {
+        self.shared_sum
+    }
+
+    /// What a peer lacks: [`StateStore::newer_than`] its digest, plus every
+    /// row of the shared tables when its sum differs from ours.
+    pub fn missing_at(&self, peer: &Digest, peer_sum: u64) -> Vec<Row> {
+        let mut out = self.newer_than(peer);
+        if peer_sum != self.shared_sum {
+            let have: std::collections::HashSet<(Table, String)> =
+                out.iter().map(|r| (r.table, r.key.clone())).collect();
+            let mut extra: Vec<Row> = self
+                .rows
+                .values()
+                .filter(|r| r.table.is_shared() && !have.contains(&(r.table, r.key.clone())))
+                .cloned()
+                .collect();
+            extra.sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
+            out.extend(extra);
+        }
+        out
     }
 
     pub fn digest(&self) -> &Digest {

@@ -11,6 +11,14 @@
 //! Frames are a little-endian u32 length and a postcard body, at most
 //! [`MAX_FRAME`] bytes; anything else ends the session with an error that
 //! is logged and counted, never a panic.
+//!
+//! The same QUIC connections carry the stores' own streams: every
+//! bidirectional stream starts with one kind byte, [`KIND_SYNC`] for a
+//! sync session or [`KIND_STORE`] followed by a little-endian u64 tenant
+//! id for a store connection (a replica's link to its primary), which is
+//! handed to the [`StoreHandler`] the node registered. One connection per
+//! peer pair, many streams on it: a tenant's replication never waits behind
+//! another's, and no extra handshakes (mutual TLS proved the peer once).
 
 use crate::state::{Digest, Row, StateStore};
 use parking_lot::Mutex;
@@ -48,11 +56,29 @@ pub enum SyncError {
     Timeout,
 }
 
+/// First byte of a sync session's stream.
+pub const KIND_SYNC: u8 = 0;
+/// First byte of a store stream (then the tenant id, u64 LE).
+pub const KIND_STORE: u8 = 1;
+
+/// Serves store streams: `(tenant id, peer address, send, recv)`.
+pub type StoreHandler =
+    Arc<dyn Fn(u64, SocketAddr, quinn::SendStream, quinn::RecvStream) + Send + Sync>;
+
 #[derive(Debug, Serialize, Deserialize)]
 enum Msg {
-    Hello { digest: Digest },
-    Rows { rows: Vec<Row>, digest: Digest },
-    Push { rows: Vec<Row> },
+    Hello {
+        digest: Digest,
+        sum: u64,
+    },
+    Rows {
+        rows: Vec<Row>,
+        digest: Digest,
+        sum: u64,
+    },
+    Push {
+        rows: Vec<Row>,
+    },
 }
 
 async fn write_msg(send: &mut quinn::SendStream, msg: &Msg) -> Result<(), SyncError> {
@@ -77,6 +103,47 @@ async fn read_msg(recv: &mut quinn::RecvStream) -> Result<Msg, SyncError> {
     Ok(postcard::from_bytes(&body)?)
 }
 
+/// One store stream as a single duplex byte stream (what the store's
+/// connection code reads and writes).
+pub struct QuicDuplex {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+}
+
+impl tokio::io::AsyncRead for QuicDuplex {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().recv).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for QuicDuplex {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut self.get_mut().send), cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut self.get_mut().send), cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.get_mut().send), cx)
+    }
+}
+
 /// Applies rows to the store and returns those that were news.
 fn apply(store: &Mutex<StateStore>, rows: Vec<Row>) -> Vec<Row> {
     let mut s = store.lock();
@@ -92,6 +159,7 @@ pub struct Syncer {
     /// Rows that changed this node's store (from either side of a session).
     changed: mpsc::UnboundedSender<Vec<Row>>,
     conns: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+    store_handler: Arc<std::sync::OnceLock<StoreHandler>>,
 }
 
 impl Syncer {
@@ -107,7 +175,37 @@ impl Syncer {
             store,
             changed,
             conns: Arc::default(),
+            store_handler: Arc::default(),
         }
+    }
+
+    /// Registers what serves store streams (once; later calls are
+    /// ignored). Until then such streams are refused.
+    pub fn set_store_handler(&self, h: StoreHandler) {
+        let _ = self.store_handler.set(h);
+    }
+
+    /// Opens a store stream to the node whose sync endpoint is `peer`, for
+    /// `tenant`, on the connection shared with state sync.
+    pub async fn open_store_stream(
+        &self,
+        peer: SocketAddr,
+        tenant: u64,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), SyncError> {
+        let r = async {
+            let conn = self.connection(peer).await?;
+            let (mut send, recv) = conn.open_bi().await?;
+            let mut head = [0u8; 9];
+            head[0] = KIND_STORE;
+            head[1..].copy_from_slice(&tenant.to_le_bytes());
+            send.write_all(&head).await?;
+            Ok((send, recv))
+        }
+        .await;
+        if r.is_err() {
+            self.conns.lock().remove(&peer);
+        }
+        r
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -128,12 +226,29 @@ impl Syncer {
                         return;
                     }
                 };
-                while let Ok((send, recv)) = conn.accept_bi().await {
+                let peer = conn.remote_address();
+                while let Ok((send, mut recv)) = conn.accept_bi().await {
                     let this = this.clone();
                     tokio::spawn(async move {
-                        let r = tokio::time::timeout(SESSION_TIMEOUT, this.answer(send, recv))
-                            .await
-                            .unwrap_or(Err(SyncError::Timeout));
+                        let r = tokio::time::timeout(SESSION_TIMEOUT, async {
+                            let mut kind = [0u8; 1];
+                            recv.read_exact(&mut kind).await?;
+                            match kind[0] {
+                                KIND_SYNC => this.answer(send, recv).await,
+                                KIND_STORE => {
+                                    let mut id = [0u8; 8];
+                                    recv.read_exact(&mut id).await?;
+                                    let Some(h) = this.store_handler.get() else {
+                                        return Err(SyncError::Protocol);
+                                    };
+                                    h(u64::from_le_bytes(id), peer, send, recv);
+                                    Ok(())
+                                }
+                                _ => Err(SyncError::Protocol),
+                            }
+                        })
+                        .await
+                        .unwrap_or(Err(SyncError::Timeout));
                         if let Err(e) = r {
                             tracing::debug!("sync: session from peer failed: {e}");
                             metrics::counter!("anykv_sync_errors_total", "side" => "server")
@@ -150,14 +265,26 @@ impl Syncer {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) -> Result<(), SyncError> {
-        let Msg::Hello { digest } = read_msg(&mut recv).await? else {
+        let Msg::Hello { digest, sum } = read_msg(&mut recv).await? else {
             return Err(SyncError::Protocol);
         };
-        let (rows, ours) = {
+        let (rows, ours, our_sum) = {
             let s = self.store.lock();
-            (s.newer_than(&digest), s.digest().clone())
+            (
+                s.missing_at(&digest, sum),
+                s.digest().clone(),
+                s.shared_sum(),
+            )
         };
-        write_msg(&mut send, &Msg::Rows { rows, digest: ours }).await?;
+        write_msg(
+            &mut send,
+            &Msg::Rows {
+                rows,
+                digest: ours,
+                sum: our_sum,
+            },
+        )
+        .await?;
         send.finish()?;
         let Msg::Push { rows } = read_msg(&mut recv).await? else {
             return Err(SyncError::Protocol);
@@ -202,9 +329,18 @@ impl Syncer {
     async fn session(&self, peer: SocketAddr) -> Result<(usize, usize), SyncError> {
         let conn = self.connection(peer).await?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        let digest = self.store.lock().digest().clone();
-        write_msg(&mut send, &Msg::Hello { digest }).await?;
-        let Msg::Rows { rows, digest } = read_msg(&mut recv).await? else {
+        send.write_all(&[KIND_SYNC]).await?;
+        let (digest, sum) = {
+            let s = self.store.lock();
+            (s.digest().clone(), s.shared_sum())
+        };
+        write_msg(&mut send, &Msg::Hello { digest, sum }).await?;
+        let Msg::Rows {
+            rows,
+            digest,
+            sum: peer_sum,
+        } = read_msg(&mut recv).await?
+        else {
             return Err(SyncError::Protocol);
         };
         let news = apply(&self.store, rows);
@@ -212,7 +348,7 @@ impl Syncer {
         if !news.is_empty() {
             let _ = self.changed.send(news);
         }
-        let push = self.store.lock().newer_than(&digest);
+        let push = self.store.lock().missing_at(&digest, peer_sum);
         let pushed = push.len();
         write_msg(&mut send, &Msg::Push { rows: push }).await?;
         send.finish()?;
@@ -262,6 +398,45 @@ mod tests {
             version: Version { life: 1, seq },
             value: Some(vec![1, 2, 3]),
         }
+    }
+
+    fn catalog_row(key: &str, seq: u64, value: u8) -> Row {
+        Row {
+            table: Table::Tenants,
+            key: key.into(),
+            origin: "catalog".into(),
+            version: Version { life: 0, seq },
+            value: Some(vec![value]),
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_tables_repair_holes_and_converge_on_equal_versions() {
+        let ca = ClusterCa::generate().unwrap();
+        let (a, _) = syncer(&ca.issue("a").unwrap());
+        let (b, _) = syncer(&ca.issue("b").unwrap());
+        // Two nodes took catalog writes: a has versions 5 and 6, b got 6
+        // (and 7) but never 5. b's digest for "catalog" (7) is above 5, so
+        // digests alone would never send it.
+        a.store.lock().apply(catalog_row("t1", 5, 1));
+        a.store.lock().apply(catalog_row("t2", 6, 2));
+        b.store.lock().apply(catalog_row("t2", 6, 2));
+        b.store.lock().apply(catalog_row("t3", 7, 3));
+        // Both wrote the same version of t4 with different values.
+        a.store.lock().apply(catalog_row("t4", 8, 10));
+        b.store.lock().apply(catalog_row("t4", 8, 11));
+        b.sync_with(a.local_addr().unwrap()).await.unwrap();
+        for s in [&a, &b] {
+            let st = s.store.lock();
+            for k in ["t1", "t2", "t3", "t4"] {
+                assert!(st.get(Table::Tenants, k).is_some(), "{k} missing");
+            }
+        }
+        assert_eq!(a.store.lock().shared_sum(), b.store.lock().shared_sum());
+        assert_eq!(
+            a.store.lock().get(Table::Tenants, "t4"),
+            b.store.lock().get(Table::Tenants, "t4")
+        );
     }
 
     #[tokio::test]

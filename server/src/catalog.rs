@@ -32,6 +32,11 @@ pub struct TenantSpec {
     pub maxmemory: u64,
     /// Plan eviction policy (None: the server's `maxmemory-policy`).
     pub policy: Option<Policy>,
+    /// On a cluster node: this node holds a replica of the tenant, whose
+    /// primary is the store at this cluster address (None: this node is
+    /// its primary, or the server is standalone). Set by the node's
+    /// placement, never by a tenants file.
+    pub follow: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +88,18 @@ const POLICIES: &[&str] = &[
     "volatile-ttl",
 ];
 
+/// Why `policy` is not a `maxmemory-policy` a tenant may have (None: it
+/// is one, or none is given).
+pub fn policy_error(policy: Option<&str>) -> Option<String> {
+    let p = policy?;
+    (!POLICIES.contains(&p)).then(|| {
+        format!(
+            "unknown maxmemory_policy '{p}' (one of {})",
+            POLICIES.join(", ")
+        )
+    })
+}
+
 impl Catalog {
     /// Parses a tenants file's text.
     pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
@@ -112,6 +129,7 @@ impl Catalog {
                 token_sha256: Vec::new(),
                 maxmemory: 0,
                 policy: None,
+                follow: None,
             };
             for w in words {
                 let (k, v) = w
@@ -162,6 +180,37 @@ impl Catalog {
             cat.tenants.push(spec);
         }
         Ok(cat)
+    }
+
+    /// A catalog of `specs` (the cluster's, as the node's placement derives
+    /// it). A spec whose id, name or token another one already has is
+    /// skipped and reported, so one bad entry never hides the others.
+    pub fn from_specs(specs: Vec<TenantSpec>) -> (Catalog, Vec<String>) {
+        let mut cat = Catalog::default();
+        let mut skipped = Vec::new();
+        for spec in specs {
+            let clash = cat
+                .tenants
+                .iter()
+                .any(|t| t.id == spec.id || t.name == spec.name)
+                || spec
+                    .token_sha256
+                    .iter()
+                    .any(|d| cat.by_token.contains_key(d))
+                || spec.id == TenantId::DEFAULT;
+            if clash {
+                skipped.push(format!(
+                    "tenant '{}' (id {}): its id, name or a token is another tenant's",
+                    spec.name, spec.id.0
+                ));
+                continue;
+            }
+            for d in &spec.token_sha256 {
+                cat.by_token.insert(*d, cat.tenants.len());
+            }
+            cat.tenants.push(spec);
+        }
+        (cat, skipped)
     }
 
     /// Reads `path` (an empty path is an empty catalog).

@@ -181,6 +181,10 @@ pub struct Session {
     /// Replaying the append-only log at start: memory limits neither evict
     /// nor refuse (the log holds what was accepted), as Redis while loading.
     pub replaying: bool,
+    /// A stream from another node of the cluster (mutual TLS proved it):
+    /// a replica's link, which runs the replication commands a customer's
+    /// own connections may not.
+    pub cluster_peer: bool,
     /// What this connection said with REPLCONF (when it is a replica).
     pub repl: ReplHello,
     /// The log offset after this connection's last write (WAIT waits for
@@ -218,6 +222,7 @@ impl Session {
             patterns: Vec::new(),
             shard_channels: Default::default(),
             replaying: false,
+            cluster_peer: false,
             repl: ReplHello::default(),
             woff: 0,
         }

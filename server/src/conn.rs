@@ -7,6 +7,7 @@
 //! flushed early past 64 KiB so a client that pipelines huge replies holds a
 //! bounded buffer, and a slow reader only stalls itself.
 
+use crate::stream::ClientStream;
 use bytes::{Buf, BytesMut};
 use smallvec::SmallVec;
 use std::cell::RefCell;
@@ -15,7 +16,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::client::{ClientInfo, Session};
 use crate::cmd::server::Suspend;
@@ -57,22 +57,19 @@ pub struct Carry {
 /// Serves one connection until it closes or moves to another tenant.
 /// `carry` is set when it arrives from another tenant, already logged in.
 pub async fn serve(
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     tenant: Rc<RefCell<Tenant>>,
     shared: Arc<Shared>,
     carry: Option<Carry>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (addr, laddr) = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(a), Ok(l)) => (a, l),
+    stream.set_nodelay();
+    let (addr, laddr) = match stream.addrs() {
+        Ok(a) => a,
         // Gone already: what came from elsewhere is freed outside the
         // tenant's account, as it was allocated (see alloc.rs).
-        _ => return crate::alloc::unscoped(|| drop((stream, carry))),
+        Err(_) => return crate::alloc::unscoped(|| drop((stream, carry))),
     };
-    let fd = {
-        use std::os::fd::AsRawFd;
-        stream.as_raw_fd()
-    };
+    let fd = stream.fd();
     let now = mstime();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let (info, mut session) = match carry {
@@ -110,6 +107,7 @@ pub async fn serve(
             (info.clone(), Session::new(info, open))
         }
     };
+    session.cluster_peer = stream.is_link();
     let id = info.id;
     tenant.borrow_mut().clients.insert(id, info.clone());
     shared.stats.connected_clients.fetch_add(1, Relaxed);
@@ -153,7 +151,7 @@ pub async fn serve(
         input: input.to_vec(),
     });
     drop(input);
-    crate::alloc::unscoped(|| match stream.into_std() {
+    crate::alloc::unscoped(|| match stream.into_handoff() {
         Ok(s) => shared.handoff(crate::executor::Handoff {
             stream: s,
             tenant: to,
@@ -164,7 +162,7 @@ pub async fn serve(
 }
 
 async fn run(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     mut inbuf: BytesMut,
     tenant: &Rc<RefCell<Tenant>>,
     shared: &Arc<Shared>,
@@ -491,7 +489,7 @@ enum Waited {
 /// Waits in [`wait_event`] rounds until `done()` (then `Woken`), the
 /// deadline, or the client goes away.
 async fn wait_until(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     inbuf: &mut BytesMut,
     info: &ClientInfo,
     deadline_ms: i64,
@@ -515,7 +513,7 @@ async fn wait_until(
 /// behind a blocking command) and EOF is noticed at once, so a client that
 /// disconnects while blocked is cleaned up instead of waiting forever.
 async fn wait_event(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     inbuf: &mut BytesMut,
     info: &ClientInfo,
     deadline_ms: i64,

@@ -206,7 +206,13 @@ pub(crate) fn run(
     }
     // A customer's database never runs the server's own commands
     // (SHUTDOWN, DEBUG, CONFIG SET...), whatever its user may do.
-    if spec.scope == crate::cmd::table::Scope::Denied && t.is_customer() && !s.replaying {
+    let peer_replication =
+        s.cluster_peer && matches!(r.fullname.as_str(), "psync" | "sync" | "replconf");
+    if spec.scope == crate::cmd::table::Scope::Denied
+        && t.is_customer()
+        && !s.replaying
+        && !peer_replication
+    {
         let msg = format!(
             "NOPERM this user has no permissions to run the '{}' command",
             r.fullname

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::shared::{GlobalStats, Shared};
+use crate::stream::{ClientStream, HandoffStream};
 use crate::tenant::{PauseMode, Tenant, TenantId};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +55,7 @@ pub struct Server {
 /// A connection on its way to the executor that owns its tenant: from the
 /// accepting executor, or after AUTH logged it in to another tenant.
 pub struct Handoff {
-    pub stream: std::net::TcpStream,
+    pub stream: crate::stream::HandoffStream,
     pub tenant: TenantId,
     pub carry: Option<crate::conn::Carry>,
 }
@@ -260,6 +261,7 @@ fn executor_main(
         }
         for t in tenants.borrow().values() {
             t.borrow().spawn(cron(t.clone(), shared.clone()));
+            crate::repl::replica::kick(t, &shared);
         }
         tokio::task::spawn_local(crate::busypoll::run(shared.clone()));
         for l in listeners {
@@ -276,7 +278,7 @@ fn executor_main(
             tokio::task::spawn_local(async move {
                 while let Some(m) = handoffs.recv().await {
                     match m {
-                        ExecMsg::Conn(h) => match TcpStream::from_std(h.stream) {
+                        ExecMsg::Conn(h) => match ClientStream::from_handoff(h.stream) {
                             Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &shared),
                             Err(e) => tracing::warn!("handoff: {e}"),
                         },
@@ -344,7 +346,9 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
     }
     for spec in shared.catalog().tenants() {
         if owner_of(spec.id, n) == idx {
-            mine.push(customer_tenant(spec, dbs));
+            let mut t = customer_tenant(spec, dbs);
+            set_follow(&mut t, spec.follow);
+            mine.push(t);
         }
     }
     for mut t in mine {
@@ -358,13 +362,17 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
 /// files cannot be loaded is not served (logins to it are closed) and the
 /// error is logged; the server keeps serving the others.
 fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::TenantSpec) {
-    if let Some(t) = tenants.borrow().get(&spec.id) {
-        let mut t = t.borrow_mut();
-        t.name = spec.name.clone();
-        t.limit = Some(crate::tenant::MemLimit {
-            maxmemory: spec.maxmemory,
-            policy: spec.policy,
-        });
+    if let Some(rc) = tenants.borrow().get(&spec.id) {
+        {
+            let mut t = rc.borrow_mut();
+            t.name = spec.name.clone();
+            t.limit = Some(crate::tenant::MemLimit {
+                maxmemory: spec.maxmemory,
+                policy: spec.policy,
+            });
+            set_follow(&mut t, spec.follow);
+        }
+        crate::repl::replica::kick(rc, shared);
         tracing::info!(tenant = spec.id.0, name = %spec.name, "tenant updated");
         return;
     }
@@ -375,10 +383,39 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
         metrics::counter!("anykv_tenant_load_errors_total").increment(1);
         return;
     }
+    set_follow(&mut t, spec.follow);
     let t = Rc::new(RefCell::new(t));
     t.borrow().spawn(cron(t.clone(), shared.clone()));
+    crate::repl::replica::kick(&t, shared);
     tenants.borrow_mut().insert(spec.id, t);
     tracing::info!(tenant = spec.id.0, name = %spec.name, "tenant added");
+}
+
+/// Applies the placement's role: follow the primary at `follow` over the
+/// cluster link, or (None) be the primary. Nothing changes when the tenant
+/// already follows that node or already is the primary.
+fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {
+    match follow {
+        Some(addr) => {
+            if t.upstream.as_ref().and_then(|u| u.node) != Some(addr) {
+                let host = addr.ip().to_string();
+                crate::repl::replica::become_replica(
+                    t,
+                    host,
+                    addr.port(),
+                    Some(addr),
+                    crate::util::mstime(),
+                );
+                tracing::info!(tenant = t.id.0, primary = %addr, "replica of the primary node");
+            }
+        }
+        None => {
+            if t.upstream.as_ref().is_some_and(|u| u.node.is_some()) {
+                crate::repl::replica::become_primary(t);
+                tracing::info!(tenant = t.id.0, "primary");
+            }
+        }
+    }
 }
 
 /// A tenant removed while the server runs: its clients are closed, its
@@ -409,7 +446,7 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
 }
 
 fn start_conn(
-    s: TcpStream,
+    s: ClientStream,
     tenant: TenantId,
     carry: Option<crate::conn::Carry>,
     tenants: &Tenants,
@@ -456,11 +493,11 @@ async fn accept_loop(idx: usize, listener: TcpListener, tenants: Tenants, shared
         let tenant = TenantId::DEFAULT;
         let owner = owner_of(tenant, shared.executors);
         if owner == idx {
-            start_conn(stream, tenant, None, &tenants, &shared);
+            start_conn(ClientStream::Tcp(stream), tenant, None, &tenants, &shared);
         } else {
             match stream.into_std() {
                 Ok(s) => shared.handoff(Handoff {
-                    stream: s,
+                    stream: HandoffStream::Tcp(s),
                     tenant,
                     carry: None,
                 }),

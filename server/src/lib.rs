@@ -6,6 +6,8 @@
 //!   hand connections over, and run each tenant's cron.
 //! - [`conn`]: one client connection: read, parse and run a batch, wait
 //!   for the log, write the replies.
+//! - [`stream`]: what a connection runs on: TCP from clients, QUIC streams
+//!   from other nodes of the cluster.
 //! - [`dispatch`]: one request against a tenant, checks in Redis's order
 //!   (lookup, arity, auth, ACL, scope, memory, pause, MULTI), then stats.
 //! - [`resp`]: the incremental request parser and the RESP2/RESP3 reply
@@ -76,6 +78,7 @@ pub mod repl;
 pub mod resp;
 pub mod sds;
 pub mod shared;
+pub mod stream;
 pub mod tenant;
 pub mod util;
 pub mod varint;

@@ -152,6 +152,9 @@ pub struct Shared {
     /// tenant's creation reaches its executor before any login to it.
     pub handoffs:
         std::sync::OnceLock<Vec<tokio::sync::mpsc::UnboundedSender<crate::executor::ExecMsg>>>,
+    /// How a replica dials its primary on another node of the cluster
+    /// (set once by `anykv node`; a standalone server has none).
+    pub link_dialer: std::sync::OnceLock<Arc<dyn crate::stream::LinkDialer>>,
 }
 
 impl Shared {
@@ -182,6 +185,7 @@ impl Shared {
             catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
+            link_dialer: std::sync::OnceLock::new(),
         }
     }
 
@@ -189,6 +193,30 @@ impl Shared {
     pub fn handoff(&self, h: crate::executor::Handoff) {
         let owner = crate::executor::owner_of(h.tenant, self.executors);
         self.send_to(owner, crate::executor::ExecMsg::Conn(h));
+    }
+
+    /// Serves a stream another node of the cluster opened for `tenant`
+    /// (a replica's link): a connection logged in to that tenant's own
+    /// `default` user, as a customer's AUTH with its token would be — the
+    /// cluster's mutual TLS has proven the peer. A tenant this node does
+    /// not hold closes the stream.
+    pub fn accept_link(&self, stream: crate::stream::LinkStream, tenant: crate::tenant::TenantId) {
+        if tenant != crate::tenant::TenantId::DEFAULT && self.catalog().get(tenant).is_none() {
+            tracing::debug!(tenant = tenant.0, peer = %stream.peer, "link for a tenant not held here");
+            return;
+        }
+        let carry = crate::conn::Carry {
+            id: self.next_client_id(),
+            resp: 2,
+            user: "default".into(),
+            created_ms: crate::util::mstime(),
+            ..Default::default()
+        };
+        self.handoff(crate::executor::Handoff {
+            stream: crate::stream::HandoffStream::Link(stream),
+            tenant,
+            carry: Some(carry),
+        });
     }
 
     fn send_to(&self, owner: usize, m: crate::executor::ExecMsg) {

@@ -134,7 +134,11 @@ pub struct RespConn {
 
 impl RespConn {
     pub fn connect(port: u16) -> io::Result<RespConn> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        Self::connect_addr(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    pub fn connect_addr(addr: std::net::SocketAddr) -> io::Result<RespConn> {
+        let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 use crate::common::{RespConn, Value};
 use anykv_server::db::Value as Val;
+use rand::rngs::StdRng;
+use rand::Rng;
+use std::time::{Duration, Instant};
 
 /// A whole keyspace: (db, key) → (value, has a TTL).
 pub type Keyspace = BTreeMap<(u32, Vec<u8>), (Canon, bool)>;
@@ -124,9 +127,21 @@ pub fn keyspace_of(c: &mut RespConn) -> Keyspace {
 }
 
 pub fn compare(redis: &Keyspace, anykv: &Keyspace) {
-    let rk: Vec<_> = redis.keys().collect();
-    let ak: Vec<_> = anykv.keys().collect();
-    assert_eq!(rk, ak, "different keys");
+    let show = |k: &(u32, Vec<u8>)| format!("{}:{}", k.0, String::from_utf8_lossy(&k.1));
+    let only_first: Vec<String> = redis
+        .keys()
+        .filter(|k| !anykv.contains_key(*k))
+        .map(show)
+        .collect();
+    let only_second: Vec<String> = anykv
+        .keys()
+        .filter(|k| !redis.contains_key(*k))
+        .map(show)
+        .collect();
+    assert!(
+        only_first.is_empty() && only_second.is_empty(),
+        "different keys: only in the first {only_first:?}, only in the second {only_second:?}"
+    );
     for (k, v) in redis {
         assert_eq!(
             Some(v),
@@ -134,6 +149,95 @@ pub fn compare(redis: &Keyspace, anykv: &Keyspace) {
             "db {} key {}",
             k.0,
             String::from_utf8_lossy(&k.1)
+        );
+    }
+}
+
+// Shared by the replication tests: INFO fields, waiting, a random write
+// load over every type.
+
+pub fn info(c: &mut RespConn, section: &str, field: &str) -> Option<String> {
+    let Value::Bulk(text) = call(c, &["INFO", section]) else {
+        panic!("INFO {section}");
+    };
+    String::from_utf8_lossy(&text).lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A random write over every type, with TTLs, in one of four databases.
+pub fn random_write(rng: &mut StdRng) -> Vec<String> {
+    let k = format!("k{}", rng.random_range(0..60));
+    let v = rng.random_range(0..1000).to_string();
+    let s = |x: &str| x.to_string();
+    match rng.random_range(0..16) {
+        0 => vec![s("SET"), k, v],
+        1 => vec![
+            s("SET"),
+            k,
+            v,
+            s("PX"),
+            rng.random_range(1..400).to_string(),
+        ],
+        2 => vec![s("INCRBY"), format!("n{}", rng.random_range(0..5)), v],
+        3 => vec![s("APPEND"), format!("s{}", rng.random_range(0..5)), v],
+        4 => vec![
+            s("RPUSH"),
+            format!("l{}", rng.random_range(0..5)),
+            v.clone(),
+            v,
+        ],
+        5 => vec![s("LPOP"), format!("l{}", rng.random_range(0..5))],
+        6 => vec![s("SADD"), format!("set{}", rng.random_range(0..5)), v],
+        7 => vec![s("SREM"), format!("set{}", rng.random_range(0..5)), v],
+        8 => vec![
+            s("HSET"),
+            format!("h{}", rng.random_range(0..5)),
+            format!("f{v}"),
+            v,
+        ],
+        9 => vec![
+            s("HDEL"),
+            format!("h{}", rng.random_range(0..5)),
+            format!("f{v}"),
+        ],
+        10 => vec![
+            s("ZADD"),
+            format!("z{}", rng.random_range(0..5)),
+            v.clone(),
+            format!("m{v}"),
+        ],
+        11 => vec![
+            s("ZINCRBY"),
+            format!("z{}", rng.random_range(0..5)),
+            s("1.5"),
+            format!("m{v}"),
+        ],
+        12 => vec![s("PEXPIRE"), k, rng.random_range(1..300).to_string()],
+        13 => vec![s("DEL"), k],
+        14 => vec![s("SPOP"), format!("set{}", rng.random_range(0..5))],
+        _ => vec![s("SELECT"), rng.random_range(0..4).to_string()],
+    }
+}
+
+pub fn run(c: &mut RespConn, cmd: &[String]) {
+    let args: Vec<&str> = cmd.iter().map(|x| x.as_str()).collect();
+    let r = call(c, &args);
+    // WRONGTYPE is fine (random keys of random types); nothing else is.
+    if let Value::Error(e) = &r {
+        assert!(
+            e.starts_with(b"WRONGTYPE"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(e)
         );
     }
 }

@@ -170,12 +170,7 @@ pub fn replicaof(ctx: &mut Ctx) {
     let (a, b) = (ctx.args[1], ctx.args[2]);
     if a.eq_ignore_ascii_case(b"no") && b.eq_ignore_ascii_case(b"one") {
         if ctx.t.role == crate::repl::Role::Replica {
-            ctx.t.role = crate::repl::Role::Primary;
-            ctx.t.upstream = None;
-            ctx.t.upstream_gen += 1;
-            let off = ctx.t.log.offset();
-            ctx.t.repl.shift(off);
-            crate::persist::ids_changed(ctx.t);
+            crate::repl::replica::become_primary(ctx.t);
             tracing::info!("MASTER MODE enabled (user request)");
         }
         return ctx.out.ok();
@@ -189,16 +184,7 @@ pub fn replicaof(ctx: &mut Ctx) {
             return ctx.out.simple("OK Already connected to specified master");
         }
     }
-    ctx.t.role = crate::repl::Role::Replica;
-    ctx.t.upstream_gen += 1;
-    ctx.t.upstream = Some(crate::repl::replica::Upstream {
-        host: host.clone(),
-        port: port as u16,
-        gen: ctx.t.upstream_gen,
-        status: crate::repl::replica::LinkStatus::Connect,
-        last_io_ms: ctx.now_ms,
-        start: true,
-    });
+    crate::repl::replica::become_replica(ctx.t, host.clone(), port as u16, None, ctx.now_ms);
     tracing::info!("REPLICAOF {host}:{port} enabled (user request)");
     ctx.out.ok();
 }

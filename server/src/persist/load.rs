@@ -222,6 +222,13 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
                     report.keys += k;
                     report.expired += e;
                 }
+                // The segments continue one stream: the first starts in the
+                // database the stream was in when the base was taken (a
+                // replica's log holds its primary's bytes as they were,
+                // which name a database only when it changes); a segment
+                // this node's own writes began starts with its SELECT.
+                let mut applier =
+                    crate::repl::apply::Applier::in_db(t.log.stream_db().unwrap_or(0));
                 for (name, _) in &m.incrs {
                     let path = dir.join(name);
                     if !path.exists() {
@@ -230,10 +237,8 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
                             path.display()
                         ));
                     }
-                    // Each segment is read from database 0 with expiry off
-                    // (its effects were decided when they were logged), its
-                    // bytes continuing the log's offsets.
-                    let mut applier = crate::repl::apply::Applier::new();
+                    // Expiry is off (the effects were decided when they
+                    // were logged); the bytes continue the log's offsets.
                     let repair = t.persist.repair;
                     let mut cmds = 0u64;
                     let tail = aof::read_segment(&path, repair, |payload, _| {

@@ -29,7 +29,6 @@ use std::rc::Rc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::client::ClientInfo;
 use crate::resp::{ParseLimits, Request, RequestParser};
@@ -124,7 +123,7 @@ pub struct StreamStart {
 /// killed, falls behind the backlog, or the server shuts down; reads its
 /// `REPLCONF ACK`s meanwhile.
 pub async fn serve_replica(
-    stream: &mut TcpStream,
+    stream: &mut crate::stream::ClientStream,
     inbuf: &mut BytesMut,
     tenant: &Rc<RefCell<Tenant>>,
     info: &Rc<ClientInfo>,

@@ -23,6 +23,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::stream::ClientStream;
+
 use crate::shared::Shared;
 use crate::tenant::Tenant;
 use crate::util::mstime;
@@ -51,11 +53,16 @@ impl LinkStatus {
     }
 }
 
-/// What `REPLICAOF` set on a tenant.
+/// What `REPLICAOF` (or the cluster's placement) set on a tenant.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub host: String,
     pub port: u16,
+    /// The primary is another node of the cluster: its store is dialled
+    /// over the cluster's QUIC link at this address
+    /// ([`crate::stream::LinkDialer`]), already logged in to the tenant, and
+    /// `host`/`port` show that address.
+    pub node: Option<std::net::SocketAddr>,
     /// Bumped by every REPLICAOF: a link task whose generation is no longer
     /// current stops.
     pub gen: u64,
@@ -66,6 +73,43 @@ pub struct Upstream {
     pub start: bool,
 }
 
+/// Makes `t` a replica of `host:port` (or of the cluster node `node`):
+/// client writes are refused from now on, and [`kick`] starts the link.
+pub fn become_replica(
+    t: &mut Tenant,
+    host: String,
+    port: u16,
+    node: Option<std::net::SocketAddr>,
+    now_ms: i64,
+) {
+    t.role = super::Role::Replica;
+    t.upstream_gen += 1;
+    t.upstream = Some(Upstream {
+        host,
+        port,
+        node,
+        gen: t.upstream_gen,
+        status: LinkStatus::Connect,
+        last_io_ms: now_ms,
+        start: true,
+    });
+}
+
+/// Makes a replica `t` a primary (`REPLICAOF NO ONE`): it keeps its data
+/// and continues the history under a new id, the old one valid for partial
+/// resyncs as `replid2`.
+pub fn become_primary(t: &mut Tenant) {
+    if t.role != super::Role::Replica {
+        return;
+    }
+    t.role = super::Role::Primary;
+    t.upstream = None;
+    t.upstream_gen += 1;
+    let off = t.log.offset();
+    t.repl.shift(off);
+    crate::persist::ids_changed(t);
+}
+
 /// Starts the link task REPLICAOF asked for (called by connections after
 /// a batch, which hold the tenant's `Rc`).
 pub fn kick(tenant: &Rc<RefCell<Tenant>>, shared: &Arc<Shared>) {
@@ -74,13 +118,13 @@ pub fn kick(tenant: &Rc<RefCell<Tenant>>, shared: &Arc<Shared>) {
         match t.upstream.as_mut() {
             Some(u) if u.start => {
                 u.start = false;
-                Some((u.host.clone(), u.port, u.gen))
+                Some((u.host.clone(), u.port, u.node, u.gen))
             }
             _ => None,
         }
     };
-    if let Some((host, port, gen)) = job {
-        let fut = run(tenant.clone(), shared.clone(), host, port, gen);
+    if let Some((host, port, node, gen)) = job {
+        let fut = run(tenant.clone(), shared.clone(), host, port, node, gen);
         tenant.borrow().spawn(fut);
     }
 }
@@ -105,10 +149,17 @@ fn set_status(tenant: &Rc<RefCell<Tenant>>, gen: u64, s: LinkStatus) {
     }
 }
 
-async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>, host: String, port: u16, gen: u64) {
+async fn run(
+    tenant: Rc<RefCell<Tenant>>,
+    shared: Arc<Shared>,
+    host: String,
+    port: u16,
+    node: Option<std::net::SocketAddr>,
+    gen: u64,
+) {
     tracing::info!("Connecting to MASTER {host}:{port}");
     while current(&tenant, gen) {
-        match follow(&tenant, &shared, &host, port, gen).await {
+        match follow(&tenant, &shared, &host, port, node, gen).await {
             Ok(()) => return,
             Err(e) => {
                 if !current(&tenant, gen) {
@@ -128,7 +179,7 @@ async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>, host: String, por
 
 /// A connection to the primary with a read buffer.
 struct Link {
-    s: TcpStream,
+    s: ClientStream,
     buf: BytesMut,
 }
 
@@ -188,18 +239,39 @@ async fn follow(
     shared: &Arc<Shared>,
     host: &str,
     port: u16,
+    node: Option<std::net::SocketAddr>,
     gen: u64,
 ) -> Result<(), String> {
     set_status(tenant, gen, LinkStatus::Connecting);
-    let s = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = s.set_nodelay(true);
+    let s = match node {
+        Some(addr) => {
+            let Some(dialer) = shared.link_dialer.get() else {
+                return Err("this server has no cluster link to dial".into());
+            };
+            let id = tenant.borrow().id;
+            let l = tokio::time::timeout(Duration::from_secs(10), dialer.dial(addr, id))
+                .await
+                .map_err(|_| "connect: timed out".to_string())?
+                .map_err(|e| format!("connect: {e}"))?;
+            ClientStream::Link(l)
+        }
+        None => {
+            let s = TcpStream::connect((host, port))
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            ClientStream::Tcp(s)
+        }
+    };
+    s.set_nodelay();
     let mut l = Link {
         s,
         buf: BytesMut::with_capacity(64 * 1024),
     };
-    let (auth, user) = {
+    // A cluster link arrives logged in to the tenant (mutual TLS proves the
+    // node); a TCP primary may want masterauth.
+    let (auth, user) = if node.is_some() {
+        (None, None)
+    } else {
         let c = shared.config.read();
         (c.masterauth(), c.masteruser())
     };

@@ -1,0 +1,473 @@
+//! The cluster's tenant catalog and role records, as state-table rows, and
+//! where each tenant lives (rendezvous placement).
+//!
+//! - [`TenantEntry`] is one database as the sidecar describes it (the JSON
+//!   of `PUT /admin/tenants/{id}`), stored in [`Table::Tenants`] under the
+//!   origin [`CATALOG_ORIGIN`] with the version the sidecar assigned (the
+//!   catalog's own counter; never a node's clock). A deletion is a
+//!   tombstone row with a newer version, so it spreads like any change.
+//! - [`RoleRecord`] says which node is a tenant's primary and which its
+//!   standby and read-region replicas, in [`Table::Roles`]. It is written
+//!   when the tenant is created and rewritten by the tenant's primary when
+//!   a replica's node leaves; a membership change alone never moves the
+//!   primary (electing a new one is the controller's job, with epochs).
+//! - [`place`] proposes those nodes by rendezvous (highest random weight)
+//!   hashing over a region's live nodes: every node computes the same
+//!   answer from the same view, and a node leaving moves only the tenants
+//!   it held. [`repair`] keeps a record's nodes while they are alive and
+//!   replaces only those that are gone.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::state::{Row, Table, Version};
+
+/// Origin of every catalog row (whichever node the sidecar called).
+pub const CATALOG_ORIGIN: &str = "catalog";
+/// Origin of every role record.
+pub const ROLES_ORIGIN: &str = "roles";
+
+/// Durability: when a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After the primary's own write (and its fsync where configured).
+    #[default]
+    Async,
+    /// Once the in-region standby has it too.
+    Region,
+}
+
+/// One database as the catalog's writer (the sidecar) describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantEntry {
+    pub id: u64,
+    /// What `AUTH <name> <token>` takes (1-63 of a-z 0-9 - _).
+    pub name: String,
+    /// SHA-256 of each valid token, hex (two during a rotation).
+    pub token_sha256: Vec<String>,
+    #[serde(default)]
+    pub org: String,
+    pub primary_region: String,
+    #[serde(default)]
+    pub read_regions: Vec<String>,
+    /// Bytes (0: the node's `maxmemory`).
+    #[serde(default)]
+    pub maxmemory: u64,
+    #[serde(default)]
+    pub maxmemory_policy: Option<String>,
+    #[serde(default)]
+    pub maxclients: u64,
+    #[serde(default)]
+    pub ops_per_sec: u64,
+    #[serde(default)]
+    pub durability: Durability,
+    /// `eventual` or `read-your-writes` (the router's business).
+    #[serde(default)]
+    pub consistency: String,
+    /// The catalog's counter for this change; a change with a version not
+    /// above the one held is ignored.
+    pub version: u64,
+}
+
+/// Why an entry is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("id must be 1 or more (0 is the operator's database)")]
+    Id,
+    #[error("invalid name '{0}' (1-63 of a-z 0-9 - _, not 'default')")]
+    Name(String),
+    #[error("token_sha256 must hold 1 or 2 SHA-256 digests as 64 hex characters")]
+    Token,
+    #[error("invalid region code '{0}'")]
+    Region(String),
+    #[error("version must be 1 or more")]
+    Version,
+}
+
+fn valid_region(r: &str) -> bool {
+    (2..=8).contains(&r.len())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+impl TenantEntry {
+    /// Checks everything placement relies on (the store checks
+    /// `maxmemory_policy` against its own list).
+    pub fn validate(&self) -> Result<(), EntryError> {
+        if self.id == 0 {
+            return Err(EntryError::Id);
+        }
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 63
+            || n == "default"
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(EntryError::Name(n.clone()));
+        }
+        if self.token_sha256.is_empty()
+            || self.token_sha256.len() > 2
+            || self.digests().len() != self.token_sha256.len()
+        {
+            return Err(EntryError::Token);
+        }
+        for r in std::iter::once(&self.primary_region).chain(&self.read_regions) {
+            if !valid_region(r) {
+                return Err(EntryError::Region(r.clone()));
+            }
+        }
+        if self.version == 0 {
+            return Err(EntryError::Version);
+        }
+        Ok(())
+    }
+
+    /// The token digests as bytes (malformed ones skipped).
+    pub fn digests(&self) -> Vec<[u8; 32]> {
+        self.token_sha256
+            .iter()
+            .filter_map(|h| {
+                if h.len() != 64 {
+                    return None;
+                }
+                let mut out = [0u8; 32];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(out)
+            })
+            .collect()
+    }
+
+    /// The catalog row for this entry.
+    pub fn row(&self) -> Row {
+        Row {
+            table: Table::Tenants,
+            key: self.id.to_string(),
+            origin: CATALOG_ORIGIN.into(),
+            version: Version {
+                life: 0,
+                seq: self.version,
+            },
+            value: serde_json::to_vec(self).ok(),
+        }
+    }
+}
+
+/// The tombstone that deletes tenant `id` at catalog version `version`.
+pub fn tombstone(id: u64, version: u64) -> Row {
+    Row {
+        table: Table::Tenants,
+        key: id.to_string(),
+        origin: CATALOG_ORIGIN.into(),
+        version: Version {
+            life: 0,
+            seq: version,
+        },
+        value: None,
+    }
+}
+
+/// Which nodes hold a tenant, by machine id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub tenant: u64,
+    /// Bumped only when the primary changes (failover, next issue).
+    pub epoch: u64,
+    pub primary: String,
+    /// The in-region replica `durability: region` waits for.
+    pub standby: Option<String>,
+    /// One replica per read region: region → machine.
+    pub replicas: BTreeMap<String, String>,
+    /// Bumped by every other change of the record (a replica moved).
+    pub seq: u64,
+}
+
+impl RoleRecord {
+    pub fn row(&self) -> Row {
+        Row {
+            table: Table::Roles,
+            key: self.tenant.to_string(),
+            origin: ROLES_ORIGIN.into(),
+            version: Version {
+                life: self.epoch,
+                seq: self.seq,
+            },
+            value: serde_json::to_vec(self).ok(),
+        }
+    }
+
+    pub fn from_row(r: &Row) -> Option<RoleRecord> {
+        serde_json::from_slice(r.value.as_deref()?).ok()
+    }
+
+    /// Every node that holds the tenant: primary, standby, replicas.
+    pub fn holders(&self) -> Vec<&str> {
+        let mut v = vec![self.primary.as_str()];
+        v.extend(self.standby.as_deref());
+        v.extend(self.replicas.values().map(String::as_str));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// What `machine` is for this tenant.
+    pub fn role_of(&self, machine: &str) -> Option<Held> {
+        if self.primary == machine {
+            Some(Held::Primary)
+        } else if self.standby.as_deref() == Some(machine)
+            || self.replicas.values().any(|m| m == machine)
+        {
+            Some(Held::Replica)
+        } else {
+            None
+        }
+    }
+}
+
+/// How a node holds a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    Primary,
+    /// The standby or a read-region replica: it follows the primary.
+    Replica,
+}
+
+/// Rendezvous weight of `machine` for `tenant` (FNV-1a over both, then a
+/// 64-bit finaliser: stable across builds and platforms, since every node
+/// must compute the same placement).
+fn weight(tenant: u64, machine: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in tenant.to_le_bytes().iter().chain(machine.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64's finaliser spreads nearby inputs.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// `candidates` ordered by rendezvous weight for `tenant`, best first.
+pub fn ranked<'a>(tenant: u64, candidates: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = candidates.to_vec();
+    v.sort_by(|a, b| weight(tenant, b).cmp(&weight(tenant, a)).then(a.cmp(b)));
+    v.dedup();
+    v
+}
+
+/// The live store nodes of the cluster by region: region → machine ids.
+pub type LiveNodes = BTreeMap<String, Vec<String>>;
+
+/// A new tenant's record: primary and standby are the two best nodes of
+/// its primary region, each read region gets its best node. `None` when
+/// the primary region has no live node.
+pub fn place(entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
+    let in_region = |r: &str| -> Vec<&str> {
+        live.get(r)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    };
+    let home = ranked(entry.id, &in_region(&entry.primary_region));
+    let primary = home.first()?.to_string();
+    let standby = home.get(1).map(|s| s.to_string());
+    let mut replicas = BTreeMap::new();
+    for r in &entry.read_regions {
+        if r == &entry.primary_region {
+            continue;
+        }
+        if let Some(m) = ranked(entry.id, &in_region(r)).first() {
+            replicas.insert(r.clone(), m.to_string());
+        }
+    }
+    Some(RoleRecord {
+        tenant: entry.id,
+        epoch: 1,
+        primary,
+        standby,
+        replicas,
+        seq: 0,
+    })
+}
+
+/// The record with the standby and read-region replicas whose nodes are
+/// gone replaced (and missing ones filled, e.g. a read region added), each
+/// by the best live node not already holding the tenant; nodes still alive
+/// keep their place. The primary is never changed here. `None` when
+/// nothing changes.
+pub fn repair(rec: &RoleRecord, entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
+    let alive = |m: &str| live.values().any(|v| v.iter().any(|x| x == m));
+    let mut next = rec.clone();
+    let taken = |r: &RoleRecord, m: &str| r.holders().contains(&m);
+    let best = |r: &RoleRecord, region: &str| -> Option<String> {
+        let c: Vec<&str> = live
+            .get(region)
+            .map(|v| {
+                v.iter()
+                    .map(String::as_str)
+                    .filter(|m| !taken(r, m))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ranked(entry.id, &c).first().map(|s| s.to_string())
+    };
+    if next.standby.as_deref().is_none_or(|m| !alive(m)) {
+        next.standby = None;
+        next.standby = best(&next, &entry.primary_region);
+    }
+    next.replicas
+        .retain(|r, m| entry.read_regions.contains(r) && alive(m) && r != &entry.primary_region);
+    for r in &entry.read_regions {
+        if r == &entry.primary_region || next.replicas.contains_key(r) {
+            continue;
+        }
+        if let Some(m) = best(&next, r) {
+            next.replicas.insert(r.clone(), m);
+        }
+    }
+    if next == *rec {
+        return None;
+    }
+    next.seq += 1;
+    Some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64) -> TenantEntry {
+        TenantEntry {
+            id,
+            name: format!("t{id}"),
+            token_sha256: vec!["ab".repeat(32)],
+            org: "o".into(),
+            primary_region: "iad".into(),
+            read_regions: vec!["cdg".into(), "syd".into()],
+            maxmemory: 0,
+            maxmemory_policy: None,
+            maxclients: 0,
+            ops_per_sec: 0,
+            durability: Durability::Region,
+            consistency: String::new(),
+            version: 1,
+        }
+    }
+
+    fn live(spec: &[(&str, &[&str])]) -> LiveNodes {
+        spec.iter()
+            .map(|(r, ms)| (r.to_string(), ms.iter().map(|m| m.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_validated() {
+        assert_eq!(entry(1).validate(), Ok(()));
+        let mut e = entry(0);
+        assert_eq!(e.validate(), Err(EntryError::Id));
+        e = entry(1);
+        e.name = "Bad Name".into();
+        assert!(matches!(e.validate(), Err(EntryError::Name(_))));
+        e = entry(1);
+        e.token_sha256 = vec!["zz".into()];
+        assert_eq!(e.validate(), Err(EntryError::Token));
+        e = entry(1);
+        e.read_regions.push("NOPE!".into());
+        assert!(matches!(e.validate(), Err(EntryError::Region(_))));
+        e = entry(1);
+        e.version = 0;
+        assert_eq!(e.validate(), Err(EntryError::Version));
+        // The JSON the sidecar sends round-trips through the row.
+        let row = entry(7).row();
+        let back: TenantEntry = serde_json::from_slice(&row.value.unwrap()).unwrap();
+        assert_eq!(back, entry(7));
+    }
+
+    #[test]
+    fn placement_uses_the_primary_region_twice_and_each_read_region_once() {
+        let l = live(&[
+            ("iad", &["a", "b", "c"]),
+            ("cdg", &["d"]),
+            ("syd", &["e", "f"]),
+        ]);
+        let r = place(&entry(42), &l).unwrap();
+        assert!(["a", "b", "c"].contains(&r.primary.as_str()));
+        let sb = r.standby.clone().unwrap();
+        assert!(["a", "b", "c"].contains(&sb.as_str()) && sb != r.primary);
+        assert_eq!(r.replicas["cdg"], "d");
+        assert!(["e", "f"].contains(&r.replicas["syd"].as_str()));
+        // Every node computes the same answer, whatever order it lists.
+        let l2 = live(&[
+            ("syd", &["f", "e"]),
+            ("iad", &["c", "a", "b"]),
+            ("cdg", &["d"]),
+        ]);
+        assert_eq!(place(&entry(42), &l2).unwrap(), r);
+        // No live node in the primary region: no placement.
+        assert!(place(&entry(42), &live(&[("cdg", &["d"])])).is_none());
+    }
+
+    #[test]
+    fn tenants_spread_over_a_region() {
+        let l = live(&[("iad", &["a", "b", "c", "d"])]);
+        let mut count: BTreeMap<String, usize> = BTreeMap::new();
+        for id in 1..=400 {
+            *count
+                .entry(place(&entry(id), &l).unwrap().primary)
+                .or_default() += 1;
+        }
+        assert_eq!(count.len(), 4, "{count:?}");
+        assert!(
+            count.values().all(|&n| (60..=140).contains(&n)),
+            "{count:?}"
+        );
+    }
+
+    #[test]
+    fn a_leaving_node_moves_only_what_it_held_and_never_the_primary() {
+        let before = live(&[("iad", &["a", "b", "c"]), ("cdg", &["d", "e", "f"])]);
+        let mut moved = 0;
+        for id in 1..=200 {
+            let mut e = entry(id);
+            e.read_regions = vec!["cdg".into()];
+            let rec = place(&e, &before).unwrap();
+            // A node joins: nothing moves.
+            let joined = live(&[
+                ("iad", &["a", "b", "c", "x"]),
+                ("cdg", &["d", "e", "f", "y"]),
+            ]);
+            assert_eq!(repair(&rec, &e, &joined), None);
+            // "d" leaves: only the tenants whose cdg replica it was move.
+            let left = live(&[("iad", &["a", "b", "c"]), ("cdg", &["e", "f"])]);
+            match repair(&rec, &e, &left) {
+                None => assert_ne!(rec.replicas["cdg"], "d"),
+                Some(next) => {
+                    assert_eq!(rec.replicas["cdg"], "d");
+                    assert_ne!(next.replicas["cdg"], "d");
+                    assert_eq!(next.primary, rec.primary);
+                    assert_eq!(next.standby, rec.standby);
+                    assert_eq!((next.epoch, next.seq), (rec.epoch, rec.seq + 1));
+                    moved += 1;
+                }
+            }
+            // The primary's node leaves: the record keeps it (failover is
+            // the controller's decision), the standby stays.
+            let primary_gone: Vec<String> = ["a", "b", "c"]
+                .iter()
+                .filter(|m| **m != rec.primary)
+                .map(|m| m.to_string())
+                .collect();
+            let mut l = before.clone();
+            l.insert("iad".into(), primary_gone);
+            if let Some(next) = repair(&rec, &e, &l) {
+                assert_eq!(next.primary, rec.primary);
+            }
+        }
+        assert!((30..=110).contains(&moved), "{moved}");
+    }
+}

@@ -1,0 +1,461 @@
+//! A node's share of the cluster's databases: which tenants it holds, as
+//! what, and the replication links between nodes.
+//!
+//! The catalog ([`TenantEntry`] rows, written through the admin API by the
+//! sidecar) and the role records ([`RoleRecord`] rows) live in gossip's
+//! state tables, so every node has them. Whenever either changes, or a node
+//! joins or leaves, [`Placement::reconcile`] runs:
+//!
+//! 1. A tenant without a role record gets one from the node that
+//!    rendezvous placement names its primary; a record whose standby or
+//!    read-region replica sits on a node that left is repaired by the
+//!    tenant's primary. The primary itself never moves here.
+//! 2. The store's catalog becomes the tenants this node holds: the ones it
+//!    is primary of, and the ones it replicates, each following its
+//!    primary's node over the cluster's QUIC link (one stream per tenant,
+//!    Redis's replication protocol inside: PSYNC, the RDB, the stream).
+//! 3. The node publishes the catalog version it has applied (the admin
+//!    call waits for the holders' to reach its change) and saves the rows
+//!    in its directory, so a restart serves its tenants before it has
+//!    heard from any peer.
+
+use anyhow::Context;
+use anykv_gossip::catalog::{self, Held, LiveNodes, RoleRecord, TenantEntry};
+use anykv_gossip::state::{Row, StateStore, Table};
+use anykv_gossip::sync::{QuicDuplex, Syncer};
+use anykv_gossip::{ClusterView, Gossip, MemberState};
+use anykv_server::catalog::{Catalog, TenantSpec};
+use anykv_server::shared::Shared;
+use anykv_server::stream::{LinkDialer, LinkStream};
+use anykv_server::tenant::TenantId;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// File (in the node's `dir`) holding the catalog and role rows.
+const STATE_FILE: &str = "cluster-tenants.json";
+
+/// Dials a primary's store over the cluster's QUIC connection.
+struct QuicDialer {
+    syncer: Syncer,
+    local: SocketAddr,
+}
+
+impl LinkDialer for QuicDialer {
+    fn dial(
+        &self,
+        node: SocketAddr,
+        tenant: TenantId,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<LinkStream>> + Send>> {
+        let syncer = self.syncer.clone();
+        let local = self.local;
+        Box::pin(async move {
+            let (send, recv) = syncer
+                .open_store_stream(node, tenant.0)
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(LinkStream {
+                io: Box::new(QuicDuplex { send, recv }),
+                peer: node,
+                local,
+            })
+        })
+    }
+}
+
+/// The node's placement state, shared with the admin API.
+pub struct Placement {
+    pub me: String,
+    shared: Arc<Shared>,
+    store: Arc<Mutex<StateStore>>,
+    wan: WanHandle,
+    view: watch::Receiver<Arc<ClusterView>>,
+    sync_port: u16,
+    /// Tenants from `tenants-file`, served besides the cluster's.
+    local: Vec<TenantSpec>,
+    path: PathBuf,
+    kick: Notify,
+    last_saved: Mutex<u64>,
+    /// The catalog version the last reconcile pass applied.
+    applied: std::sync::atomic::AtomicU64,
+}
+
+/// What placement needs of the cluster-wide gossip pool.
+#[derive(Clone)]
+pub struct WanHandle {
+    publisher: anykv_gossip::node::Publisher,
+    pub syncer: Syncer,
+    updater: anykv_gossip::node::MetaUpdater,
+}
+
+impl WanHandle {
+    pub fn new(g: &Gossip) -> anyhow::Result<WanHandle> {
+        let syncer = g
+            .syncer()
+            .cloned()
+            .context("the cluster pool runs no state sync")?;
+        Ok(WanHandle {
+            publisher: g.publisher(),
+            syncer,
+            updater: g.updater(),
+        })
+    }
+}
+
+impl Placement {
+    /// Wires the store to the cluster (links in both directions), loads the
+    /// saved rows and starts reconciling.
+    pub fn start(
+        cluster: &anykv_gossip::Cluster,
+        shared: Arc<Shared>,
+        dir: PathBuf,
+        sync_port: u16,
+    ) -> anyhow::Result<Arc<Placement>> {
+        let wan = WanHandle::new(cluster.wan())?;
+        let local_addr = wan.syncer.local_addr().context("sync endpoint")?;
+        {
+            let shared = shared.clone();
+            wan.syncer
+                .set_store_handler(Arc::new(move |tenant, peer, send, recv| {
+                    shared.accept_link(
+                        LinkStream {
+                            io: Box::new(QuicDuplex { send, recv }),
+                            peer,
+                            local: local_addr,
+                        },
+                        TenantId(tenant),
+                    );
+                }));
+        }
+        let _ = shared.link_dialer.set(Arc::new(QuicDialer {
+            syncer: wan.syncer.clone(),
+            local: local_addr,
+        }));
+        let local = shared.catalog().tenants().to_vec();
+        let p = Arc::new(Placement {
+            me: cluster.wan().identity().machine.clone(),
+            shared,
+            store: cluster.wan().store(),
+            wan,
+            view: cluster.view(),
+            sync_port,
+            local,
+            path: dir.join(STATE_FILE),
+            kick: Notify::new(),
+            last_saved: Mutex::new(0),
+            applied: Default::default(),
+        });
+        match p.load_saved() {
+            Ok(rows) if !rows.is_empty() => {
+                tracing::info!(
+                    "{} catalog and role rows from {}",
+                    rows.len(),
+                    p.path.display()
+                );
+                // Applied here first so the tenants open before any peer
+                // answers; published so peers that missed them catch up.
+                {
+                    let mut st = p.store.lock();
+                    for r in &rows {
+                        st.apply(r.clone());
+                    }
+                }
+                p.wan.publisher.publish(rows);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e}; starting from the cluster's catalog"),
+        }
+        p.reconcile();
+        tokio::spawn(p.clone().run(cluster.wan().events()));
+        Ok(p)
+    }
+
+    fn load_saved(&self) -> anyhow::Result<Vec<Row>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+        };
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", self.path.display()))
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut events: tokio::sync::broadcast::Receiver<anykv_gossip::Event>,
+    ) {
+        let mut view = self.view.clone();
+        // A safety net: membership seen through the merged view, and rows
+        // of any origin, are re-checked every second anyway.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(anykv_gossip::Event::StateChanged { table: Table::Nodes, .. }) => continue,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+                r = view.changed() => if r.is_err() { return },
+                _ = self.kick.notified() => {}
+                _ = tick.tick() => {}
+            }
+            // Let a burst of changes settle into one pass.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.reconcile();
+        }
+    }
+
+    /// Asks for a reconcile pass soon (after a local write).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Live store nodes by region, this one included.
+    fn live(&self, view: &ClusterView) -> LiveNodes {
+        let mut live: LiveNodes = BTreeMap::new();
+        for m in &view.members {
+            let store = m
+                .meta
+                .as_ref()
+                .is_none_or(|meta| meta.roles.iter().any(|r| r == "store"));
+            if (m.me || m.state == MemberState::Alive) && store {
+                live.entry(m.region.clone())
+                    .or_default()
+                    .push(m.machine.clone());
+            }
+        }
+        live
+    }
+
+    /// The catalog's entries and the role records, as held now.
+    pub fn tables(&self) -> (BTreeMap<u64, TenantEntry>, BTreeMap<u64, RoleRecord>, u64) {
+        let st = self.store.lock();
+        let mut entries = BTreeMap::new();
+        let mut version = 0;
+        for r in st.rows(Table::Tenants) {
+            version = version.max(r.version.seq);
+            if let Some(e) = r
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_slice::<TenantEntry>(v).ok())
+            {
+                entries.insert(e.id, e);
+            }
+        }
+        let roles = st
+            .rows(Table::Roles)
+            .filter_map(RoleRecord::from_row)
+            .map(|r| (r.tenant, r))
+            .collect();
+        (entries, roles, version)
+    }
+
+    /// Where `machine`'s store takes cluster links (its sync endpoint).
+    fn link_addr(&self, view: &ClusterView, machine: &str) -> Option<SocketAddr> {
+        let ip = match view.member(machine) {
+            Some(m) => m.addr.ip(),
+            None => self
+                .store
+                .lock()
+                .nodes()
+                .into_iter()
+                .find(|n| n.machine == machine)?
+                .gossip_addr?
+                .ip(),
+        };
+        Some(SocketAddr::new(ip, self.sync_port))
+    }
+
+    /// One pass: records created or repaired, the store's catalog set to
+    /// what this node holds, the applied version published, rows saved.
+    pub fn reconcile(&self) {
+        let view = self.view.borrow().clone();
+        let live = self.live(&view);
+        let (entries, mut roles, version) = self.tables();
+        let mut writes = Vec::new();
+        for e in entries.values() {
+            match roles.get(&e.id) {
+                None => {
+                    if let Some(rec) = catalog::place(e, &live) {
+                        if rec.primary == self.me {
+                            tracing::info!(tenant = e.id, name = %e.name, ?rec, "placing a new tenant");
+                            writes.push(rec.row());
+                            roles.insert(e.id, rec);
+                        }
+                    }
+                }
+                Some(rec) if rec.primary == self.me => {
+                    if let Some(next) = catalog::repair(rec, e, &live) {
+                        tracing::info!(tenant = e.id, ?next, "replicas moved");
+                        writes.push(next.row());
+                        roles.insert(e.id, next);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        // Records of deleted tenants: their primary removes them.
+        for rec in roles.values() {
+            if !entries.contains_key(&rec.tenant) && rec.primary == self.me {
+                let mut row = rec.row();
+                if self
+                    .store
+                    .lock()
+                    .get(Table::Roles, &row.key)
+                    .is_some_and(|r| r.value.is_some())
+                {
+                    row.version.seq += 1;
+                    row.value = None;
+                    writes.push(row);
+                }
+            }
+        }
+        if !writes.is_empty() {
+            let _ = self.wan.publisher.publish(writes);
+        }
+
+        let mut specs: Vec<TenantSpec> = Vec::new();
+        for e in entries.values() {
+            let Some(rec) = roles.get(&e.id) else {
+                continue;
+            };
+            let follow = match rec.role_of(&self.me) {
+                None => continue,
+                Some(Held::Primary) => None,
+                Some(Held::Replica) => match self.link_addr(&view, &rec.primary) {
+                    Some(a) => Some(a),
+                    None => {
+                        tracing::warn!(tenant = e.id, primary = %rec.primary, "primary's address unknown yet");
+                        continue;
+                    }
+                },
+            };
+            specs.push(TenantSpec {
+                id: TenantId(e.id),
+                name: e.name.clone(),
+                token_sha256: e.digests(),
+                maxmemory: e.maxmemory,
+                policy: e
+                    .maxmemory_policy
+                    .as_deref()
+                    .map(anykv_server::evict::Policy::parse),
+                follow,
+            });
+        }
+        for l in &self.local {
+            if !specs.iter().any(|s| s.id == l.id) {
+                specs.push(l.clone());
+            }
+        }
+        let (cat, skipped) = Catalog::from_specs(specs);
+        for s in skipped {
+            tracing::error!("catalog: {s}");
+        }
+        let cur = self.shared.catalog();
+        if cur.tenants() != cat.tenants() {
+            let (a, c, r) = self.shared.set_catalog(cat);
+            tracing::info!("databases on this node: {a} added, {c} changed, {r} removed");
+        }
+        self.applied
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+        self.wan.updater.update(move |m| {
+            if m.catalog_version != version {
+                m.catalog_version = version;
+            }
+        });
+        self.save();
+    }
+
+    /// Saves the shared rows when they changed since the last save.
+    fn save(&self) {
+        let (rows, sum) = {
+            let st = self.store.lock();
+            let rows: Vec<Row> = st
+                .rows(Table::Tenants)
+                .chain(st.rows(Table::Roles))
+                .cloned()
+                .collect();
+            (rows, st.shared_sum())
+        };
+        let mut last = self.last_saved.lock();
+        if *last == sum {
+            return;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let r = serde_json::to_vec(&rows)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        match r {
+            Ok(()) => *last = sum,
+            Err(e) => tracing::error!("saving {}: {e}", self.path.display()),
+        }
+    }
+
+    /// Writes a catalog change (the admin API).
+    pub fn write(&self, row: Row) {
+        let _ = self.wan.publisher.publish(vec![row]);
+        self.kick();
+    }
+
+    /// The catalog version held for tenant `id` (0: never seen).
+    pub fn version_of(&self, id: u64) -> u64 {
+        self.store
+            .lock()
+            .get(Table::Tenants, &id.to_string())
+            .map_or(0, |r| r.version.seq)
+    }
+
+    /// The nodes that hold tenant `id` by its role record (None: no record
+    /// yet, e.g. a new tenant its primary has not placed).
+    pub fn holders(&self, id: u64) -> Option<Vec<String>> {
+        let (_, roles, _) = self.tables();
+        roles
+            .get(&id)
+            .map(|r| r.holders().into_iter().map(String::from).collect())
+    }
+
+    /// For each of `machines`: (machine, has applied catalog `version`, is
+    /// alive).
+    pub fn applied(&self, machines: &[String], version: u64) -> Vec<(String, bool, bool)> {
+        let view = self.view.borrow().clone();
+        let nodes = self.store.lock().nodes();
+        machines
+            .iter()
+            .map(|m| {
+                let applied = if *m == self.me {
+                    self.applied.load(std::sync::atomic::Ordering::Relaxed) >= version
+                } else {
+                    nodes
+                        .iter()
+                        .find(|n| &n.machine == m)
+                        .is_some_and(|n| n.catalog_version >= version)
+                };
+                let alive = view
+                    .member(m)
+                    .is_some_and(|v| v.me || v.state == MemberState::Alive);
+                (m.clone(), applied, alive)
+            })
+            .collect()
+    }
+
+    /// Syncs with `machines` now (the admin call's wait: pushes the change,
+    /// pulls their applied versions).
+    pub async fn sync_with(&self, machines: &[String]) {
+        let view = self.view.borrow().clone();
+        let peers: Vec<SocketAddr> = machines
+            .iter()
+            .filter(|m| **m != self.me)
+            .filter_map(|m| self.link_addr(&view, m))
+            .collect();
+        for p in peers {
+            let _ = self.wan.syncer.sync_with(p).await;
+        }
+    }
+}

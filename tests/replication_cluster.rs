@@ -1,0 +1,321 @@
+//! Replication between anykv nodes, as separate `anykv node` processes: a
+//! tenant created through the admin API is placed (primary and standby in
+//! its primary region, a replica in its read region), every holder opens
+//! it, the replicas follow the primary over the cluster's QUIC links
+//! (Redis's protocol inside), a random write load over every type
+//! converges to identical keyspaces at equal offsets, a replica stopped and
+//! restarted continues by partial resync (asserted on the primary's
+//! `sync_partial_ok`), replicas refuse writes, and a deleted tenant's token
+//! is refused by every node once the call returns.
+
+mod common;
+mod keyspace;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::{RespConn, Value};
+use keyspace::{call, compare, info, keyspace_of, random_write, run, wait_for};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const GOSSIP: u16 = 21700;
+const LAN: u16 = 21702;
+const REDIS: u16 = 21704;
+const HTTP: u16 = 21705;
+const ADMIN_TOKEN: &str = "admin-secret-for-the-test";
+const TOKEN: &str = "tenant-token-0123456789abcdef";
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
+}
+
+fn ip(n: u8) -> String {
+    format!("127.0.32.{n}")
+}
+
+fn start(dir: &Path, n: u8, region: &str) -> Node {
+    let key = std::fs::read_to_string(dir.join("gossip.key")).expect("gossip key");
+    let data = dir.join(format!("n{n}"));
+    std::fs::create_dir_all(&data).expect("node dir");
+    let log = std::fs::File::create(dir.join(format!("n{n}.log"))).expect("log file");
+    let child = Command::new(bin())
+        .args(["node", "--machine", &format!("n{n}"), "--region", region])
+        .args(["--gossip-addr", &format!("{}:{GOSSIP}", ip(n))])
+        .args(["--sync-port", &(GOSSIP + 1).to_string()])
+        .args(["--seeds", &format!("{}:{GOSSIP}", ip(1))])
+        .args(["--gossip-keys", key.trim()])
+        .args(["--gossip-profile", "test", "--cluster-size", "4"])
+        .args(["--lan-port", &LAN.to_string(), "--lan-profile", "test"])
+        .arg("--cluster-ca")
+        .arg(dir.join("cluster-ca.pem"))
+        .arg("--cluster-ca-key")
+        .arg(dir.join("cluster-ca.key"))
+        .env("ANYKV_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args(["--", "--bind", &ip(n), "--port", &REDIS.to_string()])
+        .args(["--save", "", "--appendonly", "yes", "--hz", "50"])
+        .arg("--dir")
+        .arg(&data)
+        .args(["--metrics-addr", &format!("{}:{HTTP}", ip(n))])
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("spawning anykv node");
+    Node(child)
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(n: u8, method: &str, path: &str, token: &str, body: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = format!("{}:{HTTP}", ip(n)).parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn cluster_json(n: u8) -> Option<serde_json::Value> {
+    let (code, body) = http(n, "GET", "/cluster", "", "")?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn token_sha256() -> String {
+    anykv_server::catalog::token_digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn entry(version: u64, maxmemory: u64) -> String {
+    serde_json::json!({
+        "id": 7, "name": "shop", "token_sha256": [token_sha256()], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": maxmemory,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "async", "consistency": "eventual", "version": version
+    })
+    .to_string()
+}
+
+/// A connection to node `n` logged in to the test tenant (None while the
+/// node does not hold it or is not up).
+fn login(n: u8) -> Option<RespConn> {
+    let addr: SocketAddr = format!("{}:{REDIS}", ip(n)).parse().ok()?;
+    let mut c = RespConn::connect_addr(addr).ok()?;
+    match c.cmd(&["AUTH", "shop", TOKEN]).ok()? {
+        Value::Simple(_) => Some(c),
+        _ => None,
+    }
+}
+
+fn role(c: &mut RespConn) -> String {
+    match call(c, &["ROLE"]) {
+        Value::Array(items) => match items.first() {
+            Some(Value::Bulk(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("ROLE: {other:?}"),
+        },
+        other => panic!("ROLE: {other:?}"),
+    }
+}
+
+fn offsets_equal(p: &mut RespConn, replicas: &mut [RespConn]) -> bool {
+    let master = info(p, "replication", "master_repl_offset");
+    master.is_some()
+        && replicas
+            .iter_mut()
+            .all(|r| info(r, "replication", "slave_repl_offset") == master)
+}
+
+#[test]
+fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
+    let dir = std::env::temp_dir().join(format!("anykv-repl-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(bin())
+        .args(["cluster", "keygen", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "keygen: {out:?}");
+    let mut nodes: Vec<Option<Node>> = vec![None];
+    for (n, region) in [(1, "iad"), (2, "iad"), (3, "cdg")] {
+        nodes.push(Some(start(&dir, n, region)));
+    }
+    wait_for("three alive members", Duration::from_secs(30), || {
+        (1..=3).all(|n| {
+            cluster_json(n).is_some_and(|v| {
+                v["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().filter(|x| x["state"] == "alive").count() == 3)
+            })
+        })
+    });
+
+    // The admin API: refused without the token, invalid entries refused.
+    let (code, _) = http(3, "PUT", "/admin/tenants/7", "wrong", &entry(1, 0)).unwrap();
+    assert_eq!(code, 401);
+    let (code, body) = http(3, "PUT", "/admin/tenants/8", ADMIN_TOKEN, &entry(1, 0)).unwrap();
+    assert_eq!(code, 400, "{body}");
+
+    // Created through a node that is not its primary: the call returns once
+    // all three holders (primary and standby in iad, replica in cdg) have
+    // it.
+    let (code, body) = http(3, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut applied: Vec<&str> = reply["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    applied.sort_unstable();
+    assert_eq!(applied, ["n1", "n2", "n3"], "{body}");
+    // An old version again is a conflict, not a change.
+    let (code, _) = http(1, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0)).unwrap();
+    assert_eq!(code, 409);
+
+    // Exactly one primary, in iad; the others follow it.
+    let mut conns: Vec<(u8, RespConn)> = Vec::new();
+    wait_for(
+        "every holder to serve the tenant",
+        Duration::from_secs(10),
+        || {
+            conns = (1..=3).filter_map(|n| login(n).map(|c| (n, c))).collect();
+            conns.len() == 3
+        },
+    );
+    let roles: Vec<(u8, String)> = conns.iter_mut().map(|(n, c)| (*n, role(c))).collect();
+    let primaries: Vec<u8> = roles
+        .iter()
+        .filter(|(_, r)| r == "master")
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(primaries.len(), 1, "{roles:?}");
+    let pn = primaries[0];
+    assert!(pn == 1 || pn == 2, "the primary must be in iad: {roles:?}");
+    let pos = conns.iter().position(|(n, _)| *n == pn).unwrap();
+    let (_, mut p) = conns.remove(pos);
+    let mut replicas: Vec<RespConn> = conns.into_iter().map(|(_, c)| c).collect();
+    wait_for("both replicas attached", Duration::from_secs(20), || {
+        info(&mut p, "replication", "connected_slaves").as_deref() == Some("2")
+    });
+
+    // A random load over every type (TTLs, SPOP, SELECT) converges.
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..1500 {
+        let cmd = random_write(&mut rng);
+        run(&mut p, &cmd);
+    }
+    call(&mut p, &["SELECT", "0"]);
+    // Every TTL of the load (< 400 ms) passes, the primary's DELs follow.
+    std::thread::sleep(Duration::from_millis(600));
+    wait_for("equal offsets", Duration::from_secs(20), || {
+        offsets_equal(&mut p, &mut replicas)
+    });
+    let want = keyspace_of(&mut p);
+    assert!(want.len() > 20, "the load left {} keys", want.len());
+    for r in replicas.iter_mut() {
+        compare(&want, &keyspace_of(r));
+        match call(r, &["SET", "x", "1"]) {
+            Value::Error(e) => assert!(e.starts_with(b"READONLY"), "{e:?}"),
+            other => panic!("a replica took a write: {other:?}"),
+        }
+    }
+
+    // The cdg replica stops and comes back: it continues where it was.
+    let partial_before: u64 = info(&mut p, "stats", "sync_partial_ok")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let full_before: u64 = info(&mut p, "stats", "sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // Stopped as a supervisor stops it (SIGTERM): its log is made
+    // durable and its replication id kept, so it can continue. (After a
+    // crash it takes a full sync, as Redis does: the log alone does not say
+    // which history its tail belongs to.)
+    let mut n3 = nodes[3].take().unwrap();
+    let pid = n3.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = n3.0.wait().unwrap();
+    assert!(status.success(), "node 3 exited with {status}");
+    for i in 0..200 {
+        run(&mut p, &["SET".into(), format!("after-{i}"), i.to_string()]);
+    }
+    nodes[3] = Some(start(&dir, 3, "cdg"));
+    let mut r3 = None;
+    wait_for(
+        "the restarted replica to serve",
+        Duration::from_secs(30),
+        || {
+            r3 = login(3);
+            r3.is_some()
+        },
+    );
+    let mut r3 = r3.unwrap();
+    wait_for(
+        "the restarted replica to catch up",
+        Duration::from_secs(20),
+        || offsets_equal(&mut p, std::slice::from_mut(&mut r3)),
+    );
+    let partial_after: u64 = info(&mut p, "stats", "sync_partial_ok")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let full_after: u64 = info(&mut p, "stats", "sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(
+        partial_after,
+        partial_before + 1,
+        "no partial resync happened"
+    );
+    assert_eq!(full_after, full_before, "a full sync happened instead");
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r3));
+
+    // A plan change applies on every holder.
+    let (code, body) = http(
+        2,
+        "PUT",
+        "/admin/tenants/7",
+        ADMIN_TOKEN,
+        &entry(2, 64 << 20),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    // Deleted: once the call returns, no node takes the token.
+    let (code, body) = http(
+        1,
+        "DELETE",
+        "/admin/tenants/7",
+        ADMIN_TOKEN,
+        r#"{"version":3}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    for n in 1..=3 {
+        assert!(login(n).is_none(), "node {n} still takes the deleted token");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
