@@ -143,7 +143,8 @@ async fn wait_applied(
                 .into_response();
         }
         if let Some(h) = &holders {
-            p.sync_with(h).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let _ = tokio::time::timeout(left, p.sync_with(h)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -70,6 +70,55 @@ pub struct GossipArgs {
     /// Expected cluster size (scales suspicion timeouts).
     #[arg(long, default_value_t = 16)]
     pub cluster_size: u32,
+    /// Emulated WAN, for tests and local clusters (never on Fly): every
+    /// inter-node byte (gossip, state sync, replication) is delayed by the
+    /// RTT between the two nodes' regions from this table (a
+    /// `from,to,rtt_ms` CSV file, or `builtin` for the project's table of
+    /// Fly regions). Needs `--emulate-host` for every node.
+    #[arg(long)]
+    pub emulate_wan: Option<String>,
+    /// With --emulate-wan: the region of each node's IP, `IP=REGION`,
+    /// comma-separated (this node's included).
+    #[arg(long, value_delimiter = ',')]
+    pub emulate_host: Vec<String>,
+    /// With --emulate-wan: the share of packets lost on links between
+    /// regions (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub emulate_loss: f64,
+}
+
+/// The link shaper `--emulate-wan` asks for (off without it).
+fn shaper(a: &GossipArgs) -> anyhow::Result<anykv_gossip::link::Shaper> {
+    use anykv_gossip::link::{RttTable, Shaper};
+    let Some(src) = &a.emulate_wan else {
+        if !a.emulate_host.is_empty() || a.emulate_loss != 0.0 {
+            anyhow::bail!("--emulate-host and --emulate-loss need --emulate-wan");
+        }
+        return Ok(Shaper::off());
+    };
+    let table = if src == "builtin" {
+        RttTable::parse(crate::demo::REGION_RTT).context("the built-in RTT table")?
+    } else {
+        RttTable::load(std::path::Path::new(src)).with_context(|| format!("loading {src}"))?
+    };
+    if !(0.0..=1.0).contains(&a.emulate_loss) {
+        anyhow::bail!("--emulate-loss must be between 0 and 1");
+    }
+    let s = Shaper::new(table, std::process::id().into());
+    for h in &a.emulate_host {
+        let (ip, region) = h
+            .split_once('=')
+            .with_context(|| format!("--emulate-host '{h}': expected IP=REGION"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .with_context(|| format!("--emulate-host '{h}': bad IP"))?;
+        if !s.table().is_some_and(|t| t.regions().any(|r| r == region)) {
+            anyhow::bail!("--emulate-host '{h}': region '{region}' is not in the RTT table");
+        }
+        s.set_region(ip, region);
+    }
+    s.set_loss(a.emulate_loss);
+    Ok(s)
 }
 
 fn default_gossip_addr() -> SocketAddr {
@@ -105,6 +154,7 @@ pub fn gossip_config(
     let tls = ca.issue(&machine).context("issuing the node certificate")?;
     let bind = a.gossip_addr.unwrap_or_else(default_gossip_addr);
     let mut c = GossipConfig::new(machine, a.region.clone(), bind, keys, tls);
+    c.shaper = shaper(a)?;
     c.sync_port = a.sync_port;
     c.profile = a.gossip_profile;
     c.cluster_size = a.cluster_size;

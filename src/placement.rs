@@ -454,8 +454,13 @@ impl Placement {
             .filter(|m| **m != self.me)
             .filter_map(|m| self.link_addr(&view, m))
             .collect();
+        // All at once: the caller bounds the wait, one slow or lossy link
+        // must not hold up the others.
+        let mut set = tokio::task::JoinSet::new();
         for p in peers {
-            let _ = self.wan.syncer.sync_with(p).await;
+            let syncer = self.wan.syncer.clone();
+            set.spawn(async move { syncer.sync_with(p).await });
         }
+        while set.join_next().await.is_some() {}
     }
 }

@@ -2,30 +2,29 @@
 //! tenant created through the admin API is placed (primary and standby in
 //! its primary region, a replica in its read region), every holder opens
 //! it, the replicas follow the primary over the cluster's QUIC links
-//! (Redis's protocol inside), a random write load over every type
-//! converges to identical keyspaces at equal offsets, a replica stopped and
-//! restarted continues by partial resync (asserted on the primary's
-//! `sync_partial_ok`), replicas refuse writes, and a deleted tenant's token
-//! is refused by every node once the call returns.
+//! (Redis's protocol inside), a random write load over every type (TTLs,
+//! SPOP, MULTI, blocking pops) converges to identical keyspaces at equal
+//! offsets, a replica stopped and restarted continues by partial resync
+//! (asserted on the primary's `sync_partial_ok`), one kept away past the
+//! backlog takes a full sync while writes continue, replicas refuse writes,
+//! and a deleted tenant's token is refused by every node once the call
+//! returns. The same scenario runs on plain loopback and over the link
+//! shaper at 100 ms RTT with 1% loss between the regions.
 
 mod common;
 mod keyspace;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{RespConn, Value};
 use keyspace::{call, compare, info, keyspace_of, random_write, run, wait_for};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
-const GOSSIP: u16 = 21700;
-const LAN: u16 = 21702;
-const REDIS: u16 = 21704;
-const HTTP: u16 = 21705;
 const ADMIN_TOKEN: &str = "admin-secret-for-the-test";
 const TOKEN: &str = "tenant-token-0123456789abcdef";
 
@@ -42,43 +41,14 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
 }
 
-fn ip(n: u8) -> String {
-    format!("127.0.32.{n}")
-}
-
-fn start(dir: &Path, n: u8, region: &str) -> Node {
-    let key = std::fs::read_to_string(dir.join("gossip.key")).expect("gossip key");
-    let data = dir.join(format!("n{n}"));
-    std::fs::create_dir_all(&data).expect("node dir");
-    let log = std::fs::File::create(dir.join(format!("n{n}.log"))).expect("log file");
-    let child = Command::new(bin())
-        .args(["node", "--machine", &format!("n{n}"), "--region", region])
-        .args(["--gossip-addr", &format!("{}:{GOSSIP}", ip(n))])
-        .args(["--sync-port", &(GOSSIP + 1).to_string()])
-        .args(["--seeds", &format!("{}:{GOSSIP}", ip(1))])
-        .args(["--gossip-keys", key.trim()])
-        .args(["--gossip-profile", "test", "--cluster-size", "4"])
-        .args(["--lan-port", &LAN.to_string(), "--lan-profile", "test"])
-        .arg("--cluster-ca")
-        .arg(dir.join("cluster-ca.pem"))
-        .arg("--cluster-ca-key")
-        .arg(dir.join("cluster-ca.key"))
-        .env("ANYKV_ADMIN_TOKEN", ADMIN_TOKEN)
-        .args(["--", "--bind", &ip(n), "--port", &REDIS.to_string()])
-        .args(["--save", "", "--appendonly", "yes", "--hz", "50"])
-        .arg("--dir")
-        .arg(&data)
-        .args(["--metrics-addr", &format!("{}:{HTTP}", ip(n))])
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .expect("spawning anykv node");
-    Node(child)
-}
-
 /// One HTTP/1.1 request; returns (status, body).
-fn http(n: u8, method: &str, path: &str, token: &str, body: &str) -> Option<(u16, String)> {
-    let addr: SocketAddr = format!("{}:{HTTP}", ip(n)).parse().ok()?;
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let req = format!(
@@ -93,9 +63,114 @@ fn http(n: u8, method: &str, path: &str, token: &str, body: &str) -> Option<(u16
     Some((status, body.to_string()))
 }
 
-fn cluster_json(n: u8) -> Option<serde_json::Value> {
-    let (code, body) = http(n, "GET", "/cluster", "", "")?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
+/// One emulated cluster: its nodes' loopback addresses, ports and WAN.
+struct World {
+    dir: PathBuf,
+    /// Third octet of the nodes' addresses (127.0.X.n).
+    net: u8,
+    /// Gossip port; sync, LAN, RESP and HTTP follow it.
+    port: u16,
+    /// `--emulate-*` flags (empty: no shaping).
+    wan: Vec<String>,
+}
+
+impl World {
+    fn new(name: &str, net: u8, port: u16, shaped: bool) -> World {
+        let dir = std::env::temp_dir().join(format!("anykv-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(bin())
+            .args(["cluster", "keygen", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("keygen");
+        assert!(out.status.success(), "keygen: {out:?}");
+        let mut w = World {
+            dir,
+            net,
+            port,
+            wan: Vec::new(),
+        };
+        if shaped {
+            let table = w.dir.join("rtt.csv");
+            std::fs::write(&table, "from,to,rtt_ms\niad,cdg,100\n").expect("rtt table");
+            let hosts = format!("{}=iad,{}=iad,{}=cdg", w.ip(1), w.ip(2), w.ip(3));
+            w.wan = vec![
+                "--emulate-wan".into(),
+                table.display().to_string(),
+                "--emulate-host".into(),
+                hosts,
+                "--emulate-loss".into(),
+                "0.01".into(),
+            ];
+        }
+        w
+    }
+
+    fn ip(&self, n: u8) -> String {
+        format!("127.0.{}.{n}", self.net)
+    }
+
+    fn start(&self, n: u8, region: &str) -> Node {
+        let dir = &self.dir;
+        let key = std::fs::read_to_string(dir.join("gossip.key")).expect("gossip key");
+        let data = dir.join(format!("n{n}"));
+        std::fs::create_dir_all(&data).expect("node dir");
+        let log = std::fs::File::create(dir.join(format!("n{n}.log"))).expect("log file");
+        let p = self.port;
+        let child = Command::new(bin())
+            .args(["node", "--machine", &format!("n{n}"), "--region", region])
+            .args(["--gossip-addr", &format!("{}:{p}", self.ip(n))])
+            .args(["--sync-port", &(p + 1).to_string()])
+            .args(["--seeds", &format!("{}:{p}", self.ip(1))])
+            .args(["--gossip-keys", key.trim()])
+            .args(["--gossip-profile", "test", "--cluster-size", "4"])
+            .args(["--lan-port", &(p + 2).to_string(), "--lan-profile", "test"])
+            .args(&self.wan)
+            .arg("--cluster-ca")
+            .arg(dir.join("cluster-ca.pem"))
+            .arg("--cluster-ca-key")
+            .arg(dir.join("cluster-ca.key"))
+            .env("ANYKV_ADMIN_TOKEN", ADMIN_TOKEN)
+            .args(["--", "--bind", &self.ip(n), "--port", &(p + 4).to_string()])
+            .args(["--save", "", "--appendonly", "yes", "--hz", "50"])
+            .args(["--repl-backlog-size", "64kb"])
+            .arg("--dir")
+            .arg(&data)
+            .args(["--metrics-addr", &format!("{}:{}", self.ip(n), p + 5)])
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning anykv node");
+        Node(child)
+    }
+
+    fn http(
+        &self,
+        n: u8,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> Option<(u16, String)> {
+        let addr: SocketAddr = format!("{}:{}", self.ip(n), self.port + 5).parse().ok()?;
+        http(addr, method, path, token, body)
+    }
+
+    fn cluster_json(&self, n: u8) -> Option<serde_json::Value> {
+        let (code, body) = self.http(n, "GET", "/cluster", "", "")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// A connection to node `n` logged in to the test tenant (None while
+    /// the node does not hold it or is not up).
+    fn login(&self, n: u8) -> Option<RespConn> {
+        let addr: SocketAddr = format!("{}:{}", self.ip(n), self.port + 4).parse().ok()?;
+        let mut c = RespConn::connect_addr(addr).ok()?;
+        match c.cmd(&["AUTH", "shop", TOKEN]).ok()? {
+            Value::Simple(_) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 fn token_sha256() -> String {
@@ -113,17 +188,6 @@ fn entry(version: u64, maxmemory: u64) -> String {
         "durability": "async", "consistency": "eventual", "version": version
     })
     .to_string()
-}
-
-/// A connection to node `n` logged in to the test tenant (None while the
-/// node does not hold it or is not up).
-fn login(n: u8) -> Option<RespConn> {
-    let addr: SocketAddr = format!("{}:{REDIS}", ip(n)).parse().ok()?;
-    let mut c = RespConn::connect_addr(addr).ok()?;
-    match c.cmd(&["AUTH", "shop", TOKEN]).ok()? {
-        Value::Simple(_) => Some(c),
-        _ => None,
-    }
 }
 
 fn role(c: &mut RespConn) -> String {
@@ -144,23 +208,49 @@ fn offsets_equal(p: &mut RespConn, replicas: &mut [RespConn]) -> bool {
             .all(|r| info(r, "replication", "slave_repl_offset") == master)
 }
 
-#[test]
-fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
-    let dir = std::env::temp_dir().join(format!("anykv-repl-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(bin())
-        .args(["cluster", "keygen", "--dir"])
-        .arg(&dir)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "keygen: {out:?}");
+fn stat(c: &mut RespConn, field: &str) -> u64 {
+    info(c, "stats", field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO stats {field}"))
+}
+
+/// The random load, plus what only a primary decides: transactions and
+/// blocking pops (they reach replicas as what they did).
+fn load(p: &mut RespConn, rng: &mut StdRng, n: usize) {
+    for _ in 0..n {
+        match rng.random_range(0..20) {
+            0 => {
+                let l = format!("l{}", rng.random_range(0..5));
+                for cmd in [
+                    vec!["MULTI".to_string()],
+                    vec!["INCR".into(), "tx-counter".into()],
+                    vec!["RPUSH".into(), l.clone(), "from-multi".into()],
+                    vec!["EXEC".into()],
+                ] {
+                    run(p, &cmd);
+                }
+            }
+            1 => {
+                let l = format!("l{}", rng.random_range(0..5));
+                run(p, &["BLPOP".into(), l, "0.01".into()]);
+            }
+            _ => {
+                let cmd = random_write(rng);
+                run(p, &cmd);
+            }
+        }
+    }
+    call(p, &["SELECT", "0"]);
+}
+
+fn scenario(w: &World) {
     let mut nodes: Vec<Option<Node>> = vec![None];
     for (n, region) in [(1, "iad"), (2, "iad"), (3, "cdg")] {
-        nodes.push(Some(start(&dir, n, region)));
+        nodes.push(Some(w.start(n, region)));
     }
-    wait_for("three alive members", Duration::from_secs(30), || {
+    wait_for("three alive members", Duration::from_secs(60), || {
         (1..=3).all(|n| {
-            cluster_json(n).is_some_and(|v| {
+            w.cluster_json(n).is_some_and(|v| {
                 v["members"]
                     .as_array()
                     .is_some_and(|m| m.iter().filter(|x| x["state"] == "alive").count() == 3)
@@ -168,16 +258,40 @@ fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
         })
     });
 
+    if !w.wan.is_empty() {
+        // The links really are shaped: n1 (iad) measures ~100 ms to n3 (cdg).
+        wait_for(
+            "n1 to measure its RTT to n3",
+            Duration::from_secs(30),
+            || {
+                w.cluster_json(1).is_some_and(|v| {
+                    v["members"].as_array().is_some_and(|m| {
+                        m.iter().any(|x| {
+                            x["machine"] == "n3"
+                                && x["rtt_min_ms"].as_f64().is_some_and(|r| r >= 90.0)
+                        })
+                    })
+                })
+            },
+        );
+    }
+
     // The admin API: refused without the token, invalid entries refused.
-    let (code, _) = http(3, "PUT", "/admin/tenants/7", "wrong", &entry(1, 0)).unwrap();
+    let (code, _) = w
+        .http(3, "PUT", "/admin/tenants/7", "wrong", &entry(1, 0))
+        .unwrap();
     assert_eq!(code, 401);
-    let (code, body) = http(3, "PUT", "/admin/tenants/8", ADMIN_TOKEN, &entry(1, 0)).unwrap();
+    let (code, body) = w
+        .http(3, "PUT", "/admin/tenants/8", ADMIN_TOKEN, &entry(1, 0))
+        .unwrap();
     assert_eq!(code, 400, "{body}");
 
     // Created through a node that is not its primary: the call returns once
     // all three holders (primary and standby in iad, replica in cdg) have
     // it.
-    let (code, body) = http(3, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0)).unwrap();
+    let (code, body) = w
+        .http(3, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0))
+        .unwrap();
     assert_eq!(code, 200, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
     let mut applied: Vec<&str> = reply["applied"]
@@ -189,7 +303,9 @@ fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
     applied.sort_unstable();
     assert_eq!(applied, ["n1", "n2", "n3"], "{body}");
     // An old version again is a conflict, not a change.
-    let (code, _) = http(1, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0)).unwrap();
+    let (code, _) = w
+        .http(1, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0))
+        .unwrap();
     assert_eq!(code, 409);
 
     // Exactly one primary, in iad; the others follow it.
@@ -198,7 +314,7 @@ fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
         "every holder to serve the tenant",
         Duration::from_secs(10),
         || {
-            conns = (1..=3).filter_map(|n| login(n).map(|c| (n, c))).collect();
+            conns = (1..=3).filter_map(|n| w.login(n).map(|c| (n, c))).collect();
             conns.len() == 3
         },
     );
@@ -214,20 +330,15 @@ fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
     let pos = conns.iter().position(|(n, _)| *n == pn).unwrap();
     let (_, mut p) = conns.remove(pos);
     let mut replicas: Vec<RespConn> = conns.into_iter().map(|(_, c)| c).collect();
-    wait_for("both replicas attached", Duration::from_secs(20), || {
+    wait_for("both replicas attached", Duration::from_secs(30), || {
         info(&mut p, "replication", "connected_slaves").as_deref() == Some("2")
     });
 
-    // A random load over every type (TTLs, SPOP, SELECT) converges.
     let mut rng = StdRng::seed_from_u64(7);
-    for _ in 0..1500 {
-        let cmd = random_write(&mut rng);
-        run(&mut p, &cmd);
-    }
-    call(&mut p, &["SELECT", "0"]);
+    load(&mut p, &mut rng, 1500);
     // Every TTL of the load (< 400 ms) passes, the primary's DELs follow.
     std::thread::sleep(Duration::from_millis(600));
-    wait_for("equal offsets", Duration::from_secs(20), || {
+    wait_for("equal offsets", Duration::from_secs(30), || {
         offsets_equal(&mut p, &mut replicas)
     });
     let want = keyspace_of(&mut p);
@@ -240,82 +351,128 @@ fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
         }
     }
 
-    // The cdg replica stops and comes back: it continues where it was.
-    let partial_before: u64 = info(&mut p, "stats", "sync_partial_ok")
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    let full_before: u64 = info(&mut p, "stats", "sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    // Stopped as a supervisor stops it (SIGTERM): its log is made
-    // durable and its replication id kept, so it can continue. (After a
-    // crash it takes a full sync, as Redis does: the log alone does not say
-    // which history its tail belongs to.)
-    let mut n3 = nodes[3].take().unwrap();
-    let pid = n3.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = n3.0.wait().unwrap();
-    assert!(status.success(), "node 3 exited with {status}");
-    for i in 0..200 {
-        run(&mut p, &["SET".into(), format!("after-{i}"), i.to_string()]);
-    }
-    nodes[3] = Some(start(&dir, 3, "cdg"));
+    // The cdg replica is stopped as a supervisor stops it (SIGTERM): its
+    // log is made durable and its replication id kept, so it continues
+    // where it was. (After a crash it takes a full sync, as Redis does: the
+    // log alone does not say which history its tail belongs to.)
+    let restart = |nodes: &mut Vec<Option<Node>>, during: &mut dyn FnMut()| {
+        let mut n3 = nodes[3].take().unwrap();
+        let pid = n3.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = n3.0.wait().unwrap();
+        assert!(status.success(), "node 3 exited with {status}");
+        during();
+        nodes[3] = Some(w.start(3, "cdg"));
+    };
+    let (partial, full) = (stat(&mut p, "sync_partial_ok"), stat(&mut p, "sync_full"));
+    restart(&mut nodes, &mut || load(&mut p, &mut rng, 200));
     let mut r3 = None;
     wait_for(
         "the restarted replica to serve",
         Duration::from_secs(30),
         || {
-            r3 = login(3);
+            r3 = w.login(3);
             r3.is_some()
         },
     );
     let mut r3 = r3.unwrap();
+    std::thread::sleep(Duration::from_millis(600));
     wait_for(
         "the restarted replica to catch up",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || offsets_equal(&mut p, std::slice::from_mut(&mut r3)),
     );
-    let partial_after: u64 = info(&mut p, "stats", "sync_partial_ok")
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    let full_after: u64 = info(&mut p, "stats", "sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap();
     assert_eq!(
-        partial_after,
-        partial_before + 1,
+        stat(&mut p, "sync_partial_ok"),
+        partial + 1,
         "no partial resync happened"
     );
-    assert_eq!(full_after, full_before, "a full sync happened instead");
+    assert_eq!(
+        stat(&mut p, "sync_full"),
+        full,
+        "a full sync happened instead"
+    );
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r3));
+
+    // Kept away while more than the backlog (64 kB) is written: it comes
+    // back to a full sync, with writes going on meanwhile.
+    drop(r3);
+    let full = stat(&mut p, "sync_full");
+    restart(&mut nodes, &mut || {
+        for i in 0..400 {
+            run(&mut p, &["SET".into(), format!("big-{i}"), "x".repeat(300)]);
+        }
+    });
+    let mut r3 = None;
+    let mut writes = 0;
+    wait_for(
+        "the replica back after the backlog",
+        Duration::from_secs(30),
+        || {
+            // Writes continue while it syncs.
+            load(&mut p, &mut rng, 20);
+            writes += 20;
+            r3 = w.login(3);
+            r3.as_mut().is_some_and(|r| {
+                info(r, "replication", "master_link_status").as_deref() == Some("up")
+            })
+        },
+    );
+    assert!(writes > 0);
+    let mut r3 = r3.unwrap();
+    load(&mut p, &mut rng, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    wait_for(
+        "the resynced replica to catch up",
+        Duration::from_secs(30),
+        || offsets_equal(&mut p, std::slice::from_mut(&mut r3)),
+    );
+    assert_eq!(stat(&mut p, "sync_full"), full + 1, "no full sync happened");
     compare(&keyspace_of(&mut p), &keyspace_of(&mut r3));
 
     // A plan change applies on every holder.
-    let (code, body) = http(
-        2,
-        "PUT",
-        "/admin/tenants/7",
-        ADMIN_TOKEN,
-        &entry(2, 64 << 20),
-    )
-    .unwrap();
+    let (code, body) = w
+        .http(
+            2,
+            "PUT",
+            "/admin/tenants/7",
+            ADMIN_TOKEN,
+            &entry(2, 64 << 20),
+        )
+        .unwrap();
     assert_eq!(code, 200, "{body}");
 
     // Deleted: once the call returns, no node takes the token.
-    let (code, body) = http(
-        1,
-        "DELETE",
-        "/admin/tenants/7",
-        ADMIN_TOKEN,
-        r#"{"version":3}"#,
-    )
-    .unwrap();
+    let (code, body) = w
+        .http(
+            1,
+            "DELETE",
+            "/admin/tenants/7",
+            ADMIN_TOKEN,
+            r#"{"version":3}"#,
+        )
+        .unwrap();
     assert_eq!(code, 200, "{body}");
     for n in 1..=3 {
-        assert!(login(n).is_none(), "node {n} still takes the deleted token");
+        assert!(
+            w.login(n).is_none(),
+            "node {n} still takes the deleted token"
+        );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&w.dir);
+}
+
+#[test]
+fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
+    scenario(&World::new("repl-cluster", 32, 21700, false));
+}
+
+#[test]
+fn replication_converges_over_a_100ms_lossy_wan() {
+    scenario(&World::new("repl-wan", 33, 21720, true));
 }

@@ -316,14 +316,19 @@ pub fn repair(rec: &RoleRecord, entry: &TenantEntry, live: &LiveNodes) -> Option
             .unwrap_or_default();
         ranked(entry.id, &c).first().map(|s| s.to_string())
     };
+    // A holder that is gone is replaced only when another node can take
+    // its place: with none, the record keeps it (it resumes by partial
+    // resync when it comes back, instead of the tenant leaving the region
+    // and returning with a full sync).
     if next.standby.as_deref().is_none_or(|m| !alive(m)) {
-        next.standby = None;
-        next.standby = best(&next, &entry.primary_region);
+        if let Some(m) = best(&next, &entry.primary_region) {
+            next.standby = Some(m);
+        }
     }
     next.replicas
-        .retain(|r, m| entry.read_regions.contains(r) && alive(m) && r != &entry.primary_region);
+        .retain(|r, _| entry.read_regions.contains(r) && r != &entry.primary_region);
     for r in &entry.read_regions {
-        if r == &entry.primary_region || next.replicas.contains_key(r) {
+        if r == &entry.primary_region || next.replicas.get(r).is_some_and(|m| alive(m)) {
             continue;
         }
         if let Some(m) = best(&next, r) {
@@ -455,6 +460,12 @@ mod tests {
                     moved += 1;
                 }
             }
+            // The only cdg node leaves: nothing can take its place, so the
+            // record keeps it (it resumes when it is back).
+            let alone = live(&[("iad", &["a", "b", "c"]), ("cdg", &[])]);
+            let mut single = rec.clone();
+            single.replicas.insert("cdg".into(), "d".into());
+            assert_eq!(repair(&single, &e, &alone), None);
             // The primary's node leaves: the record keeps it (failover is
             // the controller's decision), the standby stays.
             let primary_gone: Vec<String> = ["a", "b", "c"]
