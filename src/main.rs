@@ -28,6 +28,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a standalone store. Takes redis-server's arguments:
