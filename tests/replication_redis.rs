@@ -593,3 +593,88 @@ fn a_partial_resync_continues_in_the_streams_database() {
     call(&mut a, &["SELECT", "0"]);
     assert_eq!(call(&mut a, &["DBSIZE"]), Value::Int(0), "y landed in db 0");
 }
+
+/// Redis 7's shared replication buffer: a replica that stops reading keeps
+/// its place past `repl-backlog-size` while it is within its
+/// `client-output-buffer-limit replica`, and is dropped (then resyncs)
+/// once it is further behind than that.
+#[test]
+fn a_stalled_replica_is_kept_within_its_output_limit_and_dropped_past_it() {
+    let primary = start_anykv_with(&anykv_bin(), &["--repl-backlog-size", "16kb"]);
+    let mut p = primary.connect();
+    call(
+        &mut p,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "replica 64mb 0 0",
+        ],
+    );
+    let replica = start_replica_of(primary.port);
+    let mut r = replica.connect();
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    let counters = |p: &mut RespConn| {
+        [
+            "sync_full",
+            "sync_partial_ok",
+            "client_output_buffer_limit_disconnections",
+        ]
+        .map(|f| info(p, "stats", f).unwrap_or_default())
+    };
+    let before = counters(&mut p);
+    let stall = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &replica.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    let value = "v".repeat(1000);
+    // 8 MB while the replica does not read: far more than the backlog
+    // (16 kB) and than the sockets hold, less than its limit.
+    stall("-STOP");
+    for i in 0..8000 {
+        call(&mut p, &["SET", &format!("a{i}"), &value]);
+    }
+    stall("-CONT");
+    caught_up(&mut p, &mut r);
+    assert_eq!(
+        counters(&mut p),
+        before,
+        "the replica was dropped or resynced"
+    );
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+
+    // Now a 1 MB limit, and 8 MB again: the primary drops it, it resyncs.
+    call(
+        &mut p,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "replica 1mb 0 0",
+        ],
+    );
+    stall("-STOP");
+    for i in 0..8000 {
+        call(&mut p, &["SET", &format!("b{i}"), &value]);
+    }
+    wait_for(
+        "the primary to drop the replica",
+        Duration::from_secs(20),
+        || {
+            info(&mut p, "stats", "client_output_buffer_limit_disconnections")
+                != Some(before[2].clone())
+        },
+    );
+    stall("-CONT");
+    wait_for("the replica to resync", Duration::from_secs(30), || {
+        info(&mut p, "stats", "sync_full") != Some(before[0].clone())
+    });
+    caught_up(&mut p, &mut r);
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+}

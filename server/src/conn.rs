@@ -376,6 +376,7 @@ async fn run(
                     stream,
                     &mut inbuf,
                     tenant,
+                    shared,
                     &s.info,
                     crate::repl::primary::StreamStart {
                         from,

@@ -43,6 +43,11 @@ pub struct PropLog {
     /// holds and appends that log's bytes as they were
     /// ([`PropLog::append_raw`]) instead of re-encoding its own.
     suppressed: bool,
+    /// The offset the slowest attached replica has been sent up to: bytes
+    /// from there are kept even past `backlog_cap` (Redis 7's shared
+    /// replication buffer), at most `retain_cap` of them.
+    retain_from: Option<u64>,
+    retain_cap: usize,
 }
 
 impl Default for PropLog {
@@ -78,7 +83,19 @@ impl PropLog {
             tx: None,
             sink: None,
             suppressed: false,
+            retain_from: None,
+            retain_cap: 0,
         }
+    }
+
+    /// Keeps the bytes from `from` (the slowest replica's position; None:
+    /// no replica) beyond the backlog's size, up to `cap` bytes: a replica
+    /// behind by less than its output-buffer limit continues from here
+    /// however small `repl-backlog-size` is.
+    pub fn retain_for_replicas(&mut self, from: Option<u64>, cap: usize) {
+        self.retain_from = from;
+        self.retain_cap = cap;
+        self.trim();
     }
 
     /// Makes the next effect begin with its `SELECT`, whatever the last
@@ -252,8 +269,13 @@ impl PropLog {
     }
 
     fn trim(&mut self) {
-        if self.backlog.len() > self.backlog_cap {
-            let excess = self.backlog.len() - self.backlog_cap;
+        let mut keep = self.backlog_cap;
+        if let Some(from) = self.retain_from {
+            let behind = usize::try_from(self.offset.saturating_sub(from)).unwrap_or(usize::MAX);
+            keep = keep.max(behind.min(self.retain_cap));
+        }
+        if self.backlog.len() > keep {
+            let excess = self.backlog.len() - keep;
             self.backlog.drain(..excess);
         }
     }
@@ -273,6 +295,28 @@ impl PropLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_replicas_bytes_are_kept_past_the_backlog_up_to_its_limit() {
+        let mut l = PropLog::new(100);
+        l.append(0, &[b"SET", b"k", b"v"]);
+        let slow = l.offset();
+        l.retain_for_replicas(Some(slow), 1000);
+        for _ in 0..20 {
+            l.append(0, &[b"SET", b"k", b"v"]);
+        }
+        // 20 * 27 bytes past the slow replica, more than the backlog's 100.
+        assert_eq!(l.since(slow).map(|b| b.len()), Some(20 * 27));
+        // Beyond its limit the bytes go, as they would without a replica.
+        for _ in 0..40 {
+            l.append(0, &[b"SET", b"k", b"v"]);
+        }
+        assert!(l.since(slow).is_none());
+        assert_eq!(l.backlog_len(), 1000);
+        // No replica: the backlog's size again.
+        l.retain_for_replicas(None, 1000);
+        assert_eq!(l.backlog_len(), 100);
+    }
 
     #[test]
     fn select_is_inserted_on_db_change_and_offsets_count_bytes() {

@@ -56,6 +56,9 @@ pub struct Settings {
     pub idle_timeout_s: u64,
     pub notify_flags: u32,
     pub pubsub_limit: crate::pubsub::PushLimit,
+    /// `client-output-buffer-limit replica`: how far (bytes) a replica may
+    /// fall behind, for how long past the soft limit.
+    pub replica_limit: crate::pubsub::PushLimit,
     pub evict: crate::evict::Limits,
     pub lfu_log_factor: u32,
     /// Encoding thresholds (`*-max-listpack-*`, `set-max-intset-entries`),
@@ -69,6 +72,14 @@ pub struct Settings {
     pub replica_serve_stale: bool,
     /// `min-replicas-to-write` / `min-replicas-max-lag` (seconds).
     pub min_replicas: (usize, i64),
+}
+
+fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
+    crate::pubsub::PushLimit {
+        hard: l.hard,
+        soft: l.soft,
+        soft_secs: l.soft_secs,
+    }
 }
 
 impl Settings {
@@ -111,14 +122,8 @@ impl Settings {
                 usize::try_from(c.min_replicas_to_write()).unwrap_or(usize::MAX),
                 i64::try_from(c.min_replicas_max_lag()).unwrap_or(i64::MAX),
             ),
-            pubsub_limit: {
-                let l = c.client_output_buffer_limit().pubsub;
-                crate::pubsub::PushLimit {
-                    hard: l.hard,
-                    soft: l.soft,
-                    soft_secs: l.soft_secs,
-                }
-            },
+            replica_limit: push_limit(c.client_output_buffer_limit().replica),
+            pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }
     }
 }

@@ -17,6 +17,12 @@
 //!   behind is dropped and reconnects with PSYNC.
 //! - `REPLCONF ACK <offset>` from the replica records how far it has
 //!   applied (`WAIT`, `INFO replication`'s `offset=` and `lag=`).
+//! - A replica's output buffer is the part of the log it has not been sent
+//!   yet. The log keeps that part for the slowest replica even past
+//!   `repl-backlog-size`, up to `client-output-buffer-limit replica`'s hard
+//!   limit; a replica further behind than the hard limit, or past the soft
+//!   limit for longer than its seconds, is dropped (and resyncs), as Redis
+//!   7 does with its shared replication buffer.
 //!
 //! Today the full-sync RDB is built synchronously on the executor when
 //! PSYNC arrives (consistent by construction: nothing else runs); building
@@ -98,14 +104,67 @@ pub fn frame_payload(out: &mut BytesMut, rdb: &[u8], eof_capable: bool) {
 struct Attached<'a> {
     tenant: &'a Rc<RefCell<Tenant>>,
     link: Rc<ReplicaLink>,
+    /// The replica output-buffer hard limit (bytes the log keeps for it).
+    keep: usize,
 }
 
 impl Drop for Attached<'_> {
     fn drop(&mut self) {
         if let Ok(mut t) = self.tenant.try_borrow_mut() {
             t.replicas.retain(|l| !Rc::ptr_eq(l, &self.link));
+            retain_for_replicas(&mut t, self.keep);
         }
     }
+}
+
+/// Tells the log where the slowest replica is, so it keeps those bytes.
+fn retain_for_replicas(t: &mut Tenant, keep: usize) {
+    let slowest = t.replicas.iter().map(|l| l.sent.get()).min();
+    t.log.retain_for_replicas(slowest, keep);
+}
+
+/// Whether `link` is past its output-buffer limit (then logged and
+/// counted: the caller drops it).
+fn dropped_for_limit(
+    t: &Tenant,
+    link: &ReplicaLink,
+    set: &crate::shared::Settings,
+    over_since: &Cell<Option<i64>>,
+    info: &ClientInfo,
+    shared: &crate::shared::Shared,
+) -> bool {
+    let behind = t.log.offset() - link.sent.get();
+    if !over_limit(&set.replica_limit, behind, over_since, mstime()) {
+        return false;
+    }
+    tracing::warn!(
+        id = info.id,
+        addr = %info.addr,
+        behind,
+        "Client scheduled to be closed ASAP for overcoming of output buffer limits (client-output-buffer-limit replica); it will resync"
+    );
+    crate::shared::GlobalStats::add(&shared.stats.client_output_limit_disconnections, 1);
+    true
+}
+
+/// Why a replica is dropped for its output buffer, if it is: `behind`
+/// bytes not yet sent, over the soft limit since `over_since` (Unix ms).
+fn over_limit(
+    lim: &crate::pubsub::PushLimit,
+    behind: u64,
+    over_since: &Cell<Option<i64>>,
+    now: i64,
+) -> bool {
+    if lim.hard > 0 && behind > lim.hard {
+        return true;
+    }
+    if lim.soft > 0 && behind > lim.soft {
+        let since = over_since.get().unwrap_or(now);
+        over_since.set(Some(since));
+        return now - since >= (lim.soft_secs as i64) * 1000;
+    }
+    over_since.set(None);
+    false
 }
 
 /// Where a replica's stream starts (from its PSYNC/SYNC).
@@ -126,6 +185,7 @@ pub async fn serve_replica(
     stream: &mut crate::stream::ClientStream,
     inbuf: &mut BytesMut,
     tenant: &Rc<RefCell<Tenant>>,
+    shared: &std::sync::Arc<crate::shared::Shared>,
     info: &Rc<ClientInfo>,
     start: StreamStart,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
@@ -146,15 +206,25 @@ pub async fn serve_replica(
         ack_ms: Cell::new(mstime()),
         sent: Cell::new(from),
     });
+    let mut set = shared.settings();
+    let keep = |set: &crate::shared::Settings| {
+        usize::try_from(set.replica_limit.hard)
+            .ok()
+            .filter(|&h| h > 0)
+            .unwrap_or(usize::MAX)
+    };
     let wake = {
         let mut t = tenant.borrow_mut();
         t.replicas.push(link.clone());
+        retain_for_replicas(&mut t, keep(&set));
         t.repl_wake.clone()
     };
     let _attached = Attached {
         tenant,
         link: link.clone(),
+        keep: keep(&set),
     };
+    let over_since = Cell::new(None);
     tracing::info!(id = info.id, addr = %info.addr, from, "replica attached");
     let mut parser = RequestParser::new();
     let lim = ParseLimits::default();
@@ -194,9 +264,14 @@ pub async fn serve_replica(
         let done = parser.consumed();
         inbuf.advance(done);
         parser.rebase(done);
+        shared.refresh(&mut set);
         let chunk = {
-            let t = tenant.borrow();
+            let mut t = tenant.borrow_mut();
             let sent = link.sent.get();
+            if dropped_for_limit(&t, &link, &set, &over_since, info, shared) {
+                return;
+            }
+            retain_for_replicas(&mut t, keep(&set));
             if !streaming || t.log.offset() == sent {
                 None
             } else {
@@ -213,10 +288,33 @@ pub async fn serve_replica(
             }
         };
         if let Some(b) = chunk {
-            if stream.write_all(&b).await.is_err() {
-                return;
+            // Written piece by piece, watching the log meanwhile: a replica
+            // that stopped reading blocks this write, and must still be
+            // dropped once it is too far behind (Redis checks the limit
+            // whenever the primary writes).
+            let mut pos = 0;
+            while pos < b.len() {
+                let grew = wake.notified();
+                tokio::pin!(grew);
+                grew.as_mut().enable();
+                tokio::select! {
+                    r = stream.write(&b[pos..]) => match r {
+                        Ok(n) if n > 0 => {
+                            pos += n;
+                            link.sent.set(link.sent.get() + n as u64);
+                        }
+                        _ => return,
+                    },
+                    _ = &mut grew => {
+                        shared.refresh(&mut set);
+                        let t = tenant.borrow();
+                        if dropped_for_limit(&t, &link, &set, &over_since, info, shared) {
+                            return;
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
             }
-            link.sent.set(link.sent.get() + b.len() as u64);
             continue;
         }
         if inbuf.capacity() - inbuf.len() < 1024 {
