@@ -15,9 +15,17 @@ pub fn status(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
         println!("{body}");
         return Ok(());
     }
-    let view: ClusterView =
-        serde_json::from_str(&body).context("the node answered something else than a view")?;
+    let json: serde_json::Value =
+        serde_json::from_str(&body).context("the node answered something else than JSON")?;
+    let view: ClusterView = serde_json::from_value(json.clone())
+        .context("the node answered something else than a view")?;
     print!("{}", view.table());
+    if let Some(t) = json.get("tenants") {
+        let tenants: Vec<anykv_gossip::catalog::TenantView> =
+            serde_json::from_value(t.clone()).context("malformed tenants in the view")?;
+        println!();
+        print!("{}", anykv_gossip::catalog::tenants_table(&tenants));
+    }
     Ok(())
 }
 

@@ -253,10 +253,23 @@ async fn cluster(State(s): State<AppState>, Query(q): Query<HashMap<String, Stri
             .into_response();
     };
     let v = view.borrow().clone();
+    let tenants = s.admin.as_ref().map(|a| a.placement.tenant_views());
     if q.get("format").map(String::as_str) == Some("table") {
-        v.table().into_response()
+        let mut text = v.table();
+        if let Some(t) = &tenants {
+            text.push('\n');
+            text.push_str(&anykv_gossip::catalog::tenants_table(t));
+        }
+        text.into_response()
     } else {
-        Json((*v).clone()).into_response()
+        let mut json = serde_json::to_value(&*v).unwrap_or_default();
+        if let (Some(t), Some(obj)) = (tenants, json.as_object_mut()) {
+            obj.insert(
+                "tenants".into(),
+                serde_json::to_value(t).unwrap_or_default(),
+            );
+        }
+        Json(json).into_response()
     }
 }
 

@@ -193,9 +193,24 @@ pub fn spawn_load_reporter(cmd: MetaUpdater, shared: Arc<anykv_server::shared::S
                 used_memory: anykv_server::alloc::allocated() as u64,
             };
             last = now;
+            let mut tenants: Vec<anykv_gossip::state::HeldTenant> = shared
+                .repl_status
+                .lock()
+                .iter()
+                .filter(|(id, _)| **id != anykv_server::tenant::TenantId::DEFAULT)
+                .map(|(id, s)| anykv_gossip::state::HeldTenant {
+                    id: id.0,
+                    offset: s.offset,
+                    lag_ms: s.master_lag_ms,
+                })
+                .collect();
+            tenants.sort_by_key(|t| t.id);
             if !cmd.update(move |m| {
                 if m.load != load {
                     m.load = load;
+                }
+                if m.tenants != tenants {
+                    m.tenants = tenants;
                 }
             }) {
                 return;

@@ -445,6 +445,57 @@ impl Placement {
             .collect()
     }
 
+    /// Every tenant of the catalog with its roles and each replica's
+    /// position: this node's own from its store, the others' as their
+    /// metadata last reported it (a few seconds old at most).
+    pub fn tenant_views(&self) -> Vec<catalog::TenantView> {
+        let (entries, roles, _) = self.tables();
+        let view = self.view.borrow().clone();
+        let nodes = self.store.lock().nodes();
+        let local = self.shared.repl_status.lock().clone();
+        let position = |machine: &str, id: u64| -> (Option<u64>, Option<i64>) {
+            if machine == self.me {
+                return local
+                    .get(&TenantId(id))
+                    .map_or((None, None), |s| (Some(s.offset), s.master_lag_ms));
+            }
+            nodes
+                .iter()
+                .find(|n| n.machine == machine)
+                .and_then(|n| n.tenants.iter().find(|t| t.id == id))
+                .map_or((None, None), |t| (Some(t.offset), t.lag_ms))
+        };
+        let region_of = |m: &str| view.member(m).map(|v| v.region.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for e in entries.values() {
+            let Some(rec) = roles.get(&e.id) else {
+                continue;
+            };
+            let replica = |m: &str| {
+                let (offset, lag_ms) = position(m, e.id);
+                catalog::ReplicaView {
+                    node: m.to_string(),
+                    region: region_of(m),
+                    offset,
+                    lag_ms,
+                }
+            };
+            let mut replicas: Vec<catalog::ReplicaView> =
+                rec.standby.as_deref().map(replica).into_iter().collect();
+            replicas.extend(rec.replicas.values().map(|m| replica(m)));
+            out.push(catalog::TenantView {
+                name: e.name.clone(),
+                id: e.id,
+                epoch: rec.epoch,
+                primary: rec.primary.clone(),
+                standby: rec.standby.clone(),
+                offset: position(&rec.primary, e.id).0,
+                replicas,
+            });
+        }
+        out
+    }
+
     /// Syncs with `machines` now (the admin call's wait: pushes the change,
     /// pulls their applied versions).
     pub async fn sync_with(&self, machines: &[String]) {

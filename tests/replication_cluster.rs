@@ -351,6 +351,41 @@ fn scenario(w: &World) {
         }
     }
 
+    // The cluster view: the tenant's roles, and each replica's position
+    // and lag as it measured it against the primary's time stamps (one way
+    // is ~50 ms on the shaped WAN).
+    let min_lag = if w.wan.is_empty() { 0 } else { 40 };
+    wait_for(
+        "the cdg replica's lag in the view",
+        Duration::from_secs(15),
+        || {
+            let Some(v) = w.cluster_json(3) else {
+                return false;
+            };
+            let Some(t) = v["tenants"].as_array().and_then(|t| t.first()) else {
+                return false;
+            };
+            assert_eq!(t["name"], "shop", "{t}");
+            assert_eq!(t["primary"], format!("n{pn}"), "{t}");
+            let replicas = t["replicas"].as_array().expect("replicas");
+            assert_eq!(replicas.len(), 2, "{t}");
+            replicas.iter().any(|r| {
+                r["node"] == "n3"
+                    && r["region"] == "cdg"
+                    && r["lag_ms"].as_i64().is_some_and(|l| l >= min_lag)
+            })
+        },
+    );
+    let lines: Vec<String> = (0..2)
+        .filter_map(|i| info(&mut p, "replication", &format!("slave{i}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("lag_bytes=") && l.contains("lag_ms=")),
+        "{lines:?}"
+    );
+
     // The cdg replica is stopped as a supervisor stops it (SIGTERM): its
     // log is made durable and its replication id kept, so it continues
     // where it was. (After a crash it takes a full sync, as Redis does: the

@@ -228,6 +228,65 @@ impl RoleRecord {
     }
 }
 
+/// A tenant as the cluster view shows it (`/cluster`'s `tenants`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantView {
+    /// The catalog name (what `AUTH <name> <token>` takes).
+    pub name: String,
+    pub id: u64,
+    pub epoch: u64,
+    /// Machine ids, as in `members[].machine`.
+    pub primary: String,
+    pub standby: Option<String>,
+    /// The primary's offset.
+    pub offset: Option<u64>,
+    /// The standby first, then one per read region.
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica of a tenant in the cluster view.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub node: String,
+    pub region: String,
+    pub offset: Option<u64>,
+    pub lag_ms: Option<i64>,
+}
+
+/// The tenants as a table for people (`anykv cluster status`).
+pub fn tenants_table(tenants: &[TenantView]) -> String {
+    let mut out = format!(
+        "{:<20} {:>5} {:<16} {:<16} {:>12}  {}\n",
+        "TENANT", "EPOCH", "PRIMARY", "STANDBY", "OFFSET", "REPLICAS (node region offset lag)"
+    );
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for t in tenants {
+        let replicas: Vec<String> = t
+            .replicas
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.node,
+                    r.region,
+                    opt(r.offset.map(|o| o.to_string())),
+                    opt(r.lag_ms.map(|l| format!("{l}ms")))
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<20} {:>5} {:<16} {:<16} {:>12}  {}\n",
+            t.name,
+            t.epoch,
+            t.primary,
+            opt(t.standby.clone()),
+            opt(t.offset.map(|o| o.to_string())),
+            replicas.join(", ")
+        ));
+    }
+    out
+}
+
 /// How a node holds a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {

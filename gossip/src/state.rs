@@ -76,6 +76,20 @@ pub struct NodeMeta {
     pub build: String,
     /// The tenant catalog version this node's store has applied.
     pub catalog_version: u64,
+    /// The tenants this node holds, with their replication position
+    /// (refreshed with `load`, every few seconds).
+    pub tenants: Vec<HeldTenant>,
+}
+
+/// One tenant a node holds, as its metadata reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldTenant {
+    pub id: u64,
+    /// Its log's offset on this node.
+    pub offset: u64,
+    /// As a replica: how far behind its primary, in ms (None: primary, or
+    /// not measured yet).
+    pub lag_ms: Option<i64>,
 }
 
 /// Per-origin highest version.

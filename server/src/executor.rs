@@ -426,6 +426,7 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
     let Some(t) = tenants.borrow_mut().remove(&id) else {
         return;
     };
+    shared.repl_status.lock().remove(&id);
     let mut t = t.borrow_mut();
     t.removed = true;
     // A replica link of this tenant stops at its next step.

@@ -33,5 +33,67 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         .absolute(s.expired_keys);
     metrics::gauge!("anykv_keys", "tenant" => tenant.clone()).set(t.ks.total_keys() as f64);
     metrics::gauge!("anykv_clients", "tenant" => tenant.clone()).set(t.clients.len() as f64);
-    metrics::gauge!("anykv_repl_offset", "tenant" => tenant).set(t.log.offset() as f64);
+    metrics::gauge!("anykv_repl_offset", "tenant" => tenant.clone()).set(t.log.offset() as f64);
+    metrics::counter!("anykv_repl_sync_full_total", "tenant" => tenant.clone())
+        .absolute(s.sync_full);
+    metrics::counter!("anykv_repl_sync_partial_ok_total", "tenant" => tenant.clone())
+        .absolute(s.sync_partial_ok);
+    let status = ReplStatus::of(t);
+    for r in &status.replicas {
+        let replica = r.addr.to_string();
+        metrics::gauge!("anykv_repl_replica_lag_bytes", "tenant" => tenant.clone(), "replica" => replica.clone())
+            .set(status.offset.saturating_sub(r.ack_offset) as f64);
+        if let Some(ms) = r.lag_ms {
+            metrics::gauge!("anykv_repl_replica_lag_ms", "tenant" => tenant.clone(), "replica" => replica)
+                .set(ms as f64);
+        }
+    }
+    if let Some(up) = status.link_up {
+        metrics::gauge!("anykv_repl_link_up", "tenant" => tenant.clone())
+            .set(f64::from(u8::from(up)));
+    }
+    if let Some(ms) = status.master_lag_ms {
+        metrics::gauge!("anykv_repl_lag_ms", "tenant" => tenant).set(ms as f64);
+    }
+    shared.repl_status.lock().insert(t.id, status);
+}
+
+/// A tenant's replication as other threads see it (the node's cluster
+/// view, metrics), refreshed once a second by its cron.
+#[derive(Clone, Debug, Default)]
+pub struct ReplStatus {
+    pub offset: u64,
+    /// As a replica: whether its link to the primary is up (None: it is a
+    /// primary).
+    pub link_up: Option<bool>,
+    /// As a replica on a cluster link: its lag in ms.
+    pub master_lag_ms: Option<i64>,
+    /// As a primary: its attached replicas.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicaStatus {
+    pub addr: std::net::SocketAddr,
+    pub ack_offset: u64,
+    pub lag_ms: Option<i64>,
+}
+
+impl ReplStatus {
+    pub fn of(t: &Tenant) -> ReplStatus {
+        ReplStatus {
+            offset: t.log.offset(),
+            link_up: t.upstream.as_ref().map(|_| t.upstream_connected()),
+            master_lag_ms: t.master_lag_ms,
+            replicas: t
+                .replicas
+                .iter()
+                .map(|l| ReplicaStatus {
+                    addr: l.addr,
+                    ack_offset: l.ack_offset.get(),
+                    lag_ms: l.lag_ms.get(),
+                })
+                .collect(),
+        }
+    }
 }

@@ -160,6 +160,10 @@ pub struct Shared {
     /// How a replica dials its primary on another node of the cluster
     /// (set once by `anykv node`; a standalone server has none).
     pub link_dialer: std::sync::OnceLock<Arc<dyn crate::stream::LinkDialer>>,
+    /// Each tenant's replication, refreshed once a second by its cron.
+    pub repl_status: parking_lot::Mutex<
+        std::collections::HashMap<crate::tenant::TenantId, crate::metrics::ReplStatus>,
+    >,
 }
 
 impl Shared {
@@ -191,6 +195,7 @@ impl Shared {
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
             link_dialer: std::sync::OnceLock::new(),
+            repl_status: Default::default(),
         }
     }
 

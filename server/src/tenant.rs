@@ -136,6 +136,9 @@ pub struct Tenant {
     pub upstream: Option<crate::repl::replica::Upstream>,
     /// Generations of REPLICAOF (a link task stops when it is not current).
     pub upstream_gen: u64,
+    /// As a replica on a cluster link: how far behind its primary it is, in
+    /// ms, from the primary's last time stamp (None: no stamp yet).
+    pub master_lag_ms: Option<i64>,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -193,6 +196,7 @@ impl Tenant {
             repl_last_ping_ms: 0,
             upstream: None,
             upstream_gen: 0,
+            master_lag_ms: None,
         }
     }
 

@@ -51,6 +51,12 @@ pub struct Applier {
     held: Vec<u8>,
     /// Commands applied so far.
     pub commands: u64,
+    /// Take the primary's time stamps (`REPLCONF STAMP <ms>`, sent on
+    /// cluster links only, outside the stream's offsets) instead of
+    /// applying them.
+    pub stamps: bool,
+    /// The last stamp's primary time (Unix ms).
+    pub last_stamp_ms: Option<i64>,
 }
 
 impl Default for Applier {
@@ -82,6 +88,8 @@ impl Applier {
             buf: Vec::new(),
             held: Vec::new(),
             commands: 0,
+            stamps: false,
+            last_stamp_ms: None,
         }
     }
 
@@ -140,6 +148,17 @@ impl Applier {
                 .iter()
                 .map(|r| &buf[r.clone()])
                 .collect();
+            if self.stamps
+                && args.len() == 3
+                && args[0].eq_ignore_ascii_case(b"replconf")
+                && args[1].eq_ignore_ascii_case(b"stamp")
+            {
+                // Not the stream's bytes: neither applied nor counted.
+                if let Some(ms) = crate::util::parse_i64(args[2]) {
+                    self.last_stamp_ms = Some(ms);
+                }
+                continue;
+            }
             if args.is_empty() {
                 // `*0`: nothing to run, but the bytes are the stream's.
                 self.held.extend_from_slice(&self.buf[start..end]);

@@ -54,6 +54,11 @@ pub struct ReplicaLink {
     pub ack_ms: Cell<i64>,
     /// Offset sent to it so far.
     pub sent: Cell<u64>,
+    /// How far behind it is in ms, as it measured against this primary's
+    /// time stamps (cluster links only; `REPLCONF ACK <offset> LAG <ms>`).
+    pub lag_ms: Cell<Option<i64>>,
+    /// It is another node of the cluster (stamps go to it).
+    pub cluster: bool,
 }
 
 /// The full-sync payload: an RDB of the tenant's keyspace at its current
@@ -205,6 +210,8 @@ pub async fn serve_replica(
         ack_offset: Cell::new(0),
         ack_ms: Cell::new(mstime()),
         sent: Cell::new(from),
+        lag_ms: Cell::new(None),
+        cluster: stream.is_link(),
     });
     let mut set = shared.settings();
     let keep = |set: &crate::shared::Settings| {
@@ -225,6 +232,7 @@ pub async fn serve_replica(
         keep: keep(&set),
     };
     let over_since = Cell::new(None);
+    let mut last_stamp = 0i64;
     tracing::info!(id = info.id, addr = %info.addr, from, "replica attached");
     let mut parser = RequestParser::new();
     let lim = ParseLimits::default();
@@ -247,6 +255,9 @@ pub async fn serve_replica(
                         {
                             if off > link.ack_offset.get() {
                                 link.ack_offset.set(off);
+                            }
+                            if args.len() >= 5 && args[3].eq_ignore_ascii_case(b"lag") {
+                                link.lag_ms.set(crate::util::parse_i64(args[4]));
                             }
                             streaming = true;
                             link.ack_ms.set(mstime());
@@ -315,11 +326,26 @@ pub async fn serve_replica(
                     _ = shutdown.changed() => return,
                 }
             }
+            if link.cluster && mstime() - last_stamp >= STAMP_EVERY_MS {
+                last_stamp = mstime();
+                if !stamp(stream, last_stamp).await {
+                    return;
+                }
+            }
             continue;
         }
         if inbuf.capacity() - inbuf.len() < 1024 {
             inbuf.reserve(16 * 1024);
         }
+        // An idle cluster link is stamped too, so the replica's lag stays
+        // current (about the one-way latency) while nothing is written.
+        let idle_stamp = async {
+            if link.cluster {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
         tokio::select! {
             _ = &mut notified => {}
             r = stream.read_buf(inbuf) => match r {
@@ -331,9 +357,31 @@ pub async fn serve_replica(
                     return;
                 }
             }
+            _ = idle_stamp, if streaming => {
+                last_stamp = mstime();
+                if !stamp(stream, last_stamp).await {
+                    return;
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// How often a busy cluster link is stamped with the primary's clock.
+const STAMP_EVERY_MS: i64 = 100;
+
+/// Writes a time stamp to a cluster replica: `REPLCONF STAMP <unix ms>`,
+/// between two whole commands of the stream and outside its offsets (the
+/// replica takes it out before applying; a redis-server replica never gets
+/// one). Returns false when the replica is gone.
+async fn stamp(stream: &mut crate::stream::ClientStream, now_ms: i64) -> bool {
+    let ms = now_ms.to_string();
+    let frame = format!(
+        "*3\r\n$8\r\nREPLCONF\r\n$5\r\nSTAMP\r\n${}\r\n{ms}\r\n",
+        ms.len()
+    );
+    stream.write_all(frame.as_bytes()).await.is_ok()
 }
 
 /// `INFO replication` lines for the attached replicas.
@@ -344,12 +392,23 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
     for (i, l) in t.replicas.iter().enumerate() {
         let _ = write!(
             out,
-            "slave{i}:ip={},port={},state=online,offset={},lag={}\r\n",
+            "slave{i}:ip={},port={},state=online,offset={},lag={}",
             l.addr.ip(),
             l.listening_port,
             l.ack_offset.get(),
             (now - l.ack_ms.get()).max(0) / 1000
         );
+        // Other nodes of the cluster: bytes not acknowledged yet, and the
+        // lag it measured against this primary's stamps.
+        if l.cluster {
+            let _ = write!(
+                out,
+                ",lag_bytes={},lag_ms={}",
+                t.log.offset().saturating_sub(l.ack_offset.get()),
+                l.lag_ms.get().map_or(-1, |v| v)
+            );
+        }
+        out.push_str("\r\n");
     }
 }
 

@@ -442,6 +442,9 @@ async fn stream(
     // effect names its database.
     let db = tenant.borrow().log.stream_db().unwrap_or(0);
     let mut applier = super::apply::Applier::in_db(db);
+    // A cluster primary stamps its clock into the link (not the stream).
+    let cluster = l.s.is_link();
+    applier.stamps = cluster;
     let mut set = shared.settings();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut stop = shared.shutdown_rx();
@@ -467,8 +470,14 @@ async fn stream(
                     tracing::warn!("applying the primary's stream: {e}");
                     r = applier.feed(&mut t, shared, &set, &[], mstime());
                 }
+                let now = mstime();
                 if let Some(u) = t.upstream.as_mut() {
-                    u.last_io_ms = mstime();
+                    u.last_io_ms = now;
+                }
+                if let Some(stamp) = applier.last_stamp_ms.take() {
+                    // Wall clocks: NTP-synced on Fly, one clock in the
+                    // emulated world.
+                    t.master_lag_ms = Some((now - stamp).max(0));
                 }
                 t.wake_replicas();
             }
@@ -488,8 +497,19 @@ async fn stream(
 }
 
 async fn send_ack(tenant: &Rc<RefCell<Tenant>>, l: &mut Link) -> Result<(), String> {
-    let off = tenant.borrow().log.offset().to_string();
-    l.send(&[b"REPLCONF", b"ACK", off.as_bytes()]).await
+    let (off, lag) = {
+        let t = tenant.borrow();
+        (t.log.offset().to_string(), t.master_lag_ms)
+    };
+    match lag {
+        // On a cluster link the primary learns this replica's lag too.
+        Some(ms) if l.s.is_link() => {
+            let ms = ms.to_string();
+            l.send(&[b"REPLCONF", b"ACK", off.as_bytes(), b"LAG", ms.as_bytes()])
+                .await
+        }
+        _ => l.send(&[b"REPLCONF", b"ACK", off.as_bytes()]).await,
+    }
 }
 
 /// `INFO replication`'s replica fields.
@@ -509,4 +529,7 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
         if up { (mstime() - u.last_io_ms).max(0) / 1000 } else { -1 },
         (u.status == LinkStatus::Sync) as u8,
     );
+    if let Some(ms) = t.master_lag_ms.filter(|_| u.node.is_some()) {
+        let _ = write!(out, "master_lag_ms:{ms}\r\n");
+    }
 }
