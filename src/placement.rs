@@ -325,6 +325,14 @@ impl Placement {
             let Some(rec) = roles.get(&e.id) else {
                 continue;
             };
+            // Durability `region`: the primary waits for its standby's
+            // acknowledgement of every write.
+            let standby = match (rec.role_of(&self.me), e.durability, rec.standby.as_deref()) {
+                (Some(Held::Primary), catalog::Durability::Region, Some(sb)) => {
+                    self.link_addr(&view, sb)
+                }
+                _ => None,
+            };
             let follow = match rec.role_of(&self.me) {
                 None => continue,
                 Some(Held::Primary) => None,
@@ -346,6 +354,7 @@ impl Placement {
                     .as_deref()
                     .map(anykv_server::evict::Policy::parse),
                 follow,
+                standby,
             });
         }
         for l in &self.local {

@@ -181,11 +181,15 @@ fn token_sha256() -> String {
 }
 
 fn entry(version: u64, maxmemory: u64) -> String {
+    entry_with(version, maxmemory, "async")
+}
+
+fn entry_with(version: u64, maxmemory: u64, durability: &str) -> String {
     serde_json::json!({
         "id": 7, "name": "shop", "token_sha256": [token_sha256()], "org": "acme",
         "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": maxmemory,
         "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "async", "consistency": "eventual", "version": version
+        "durability": durability, "consistency": "eventual", "version": version
     })
     .to_string()
 }
@@ -243,20 +247,28 @@ fn load(p: &mut RespConn, rng: &mut StdRng, n: usize) {
     call(p, &["SELECT", "0"]);
 }
 
-fn scenario(w: &World) {
-    let mut nodes: Vec<Option<Node>> = vec![None];
-    for (n, region) in [(1, "iad"), (2, "iad"), (3, "cdg")] {
-        nodes.push(Some(w.start(n, region)));
-    }
-    wait_for("three alive members", Duration::from_secs(60), || {
-        (1..=3).all(|n| {
-            w.cluster_json(n).is_some_and(|v| {
-                v["members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().filter(|x| x["state"] == "alive").count() == 3)
+impl World {
+    /// n1 and n2 in iad, n3 in cdg, all alive in each other's view.
+    fn start_three(&self) -> Vec<Option<Node>> {
+        let mut nodes: Vec<Option<Node>> = vec![None];
+        for (n, region) in [(1, "iad"), (2, "iad"), (3, "cdg")] {
+            nodes.push(Some(self.start(n, region)));
+        }
+        wait_for("three alive members", Duration::from_secs(60), || {
+            (1..=3).all(|n| {
+                self.cluster_json(n).is_some_and(|v| {
+                    v["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().filter(|x| x["state"] == "alive").count() == 3)
+                })
             })
-        })
-    });
+        });
+        nodes
+    }
+}
+
+fn scenario(w: &World) {
+    let mut nodes = w.start_three();
 
     if !w.wan.is_empty() {
         // The links really are shaped: n1 (iad) measures ~100 ms to n3 (cdg).
@@ -510,4 +522,120 @@ fn a_tenant_is_placed_replicated_between_nodes_and_removed() {
 #[test]
 fn replication_converges_over_a_100ms_lossy_wan() {
     scenario(&World::new("repl-wan", 33, 21720, true));
+}
+
+fn signal(node: &Node, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &node.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Durability `region`: a write is acknowledged only once the in-region
+/// standby has it. With the standby stopped (SIGSTOP) the primary holds
+/// the reply, and sends it once the standby is back and acknowledges;
+/// with the standby gone, writes are refused; a plan change to `async`
+/// lifts both.
+#[test]
+fn durability_region_acknowledges_only_what_the_standby_has() {
+    let w = World::new("repl-durability", 34, 21740, false);
+    let mut nodes = w.start_three();
+    let (code, body) = w
+        .http(
+            1,
+            "PUT",
+            "/admin/tenants/7",
+            ADMIN_TOKEN,
+            &entry_with(1, 0, "region"),
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let view = w.cluster_json(1).unwrap();
+    let t = &view["tenants"][0];
+    let machine = |v: &serde_json::Value| -> u8 {
+        v.as_str()
+            .and_then(|m| m.strip_prefix('n'))
+            .and_then(|n| n.parse().ok())
+            .expect("machine")
+    };
+    let (pn, sn) = (machine(&t["primary"]), machine(&t["standby"]));
+    assert!(pn != 3 && sn != 3 && pn != sn, "{t}");
+    let mut p = None;
+    wait_for(
+        "the primary to take writes",
+        Duration::from_secs(20),
+        || {
+            p = w.login(pn);
+            p.as_mut()
+                .is_some_and(|c| matches!(call(c, &["SET", "k0", "v"]), Value::Simple(_)))
+        },
+    );
+    let mut p = p.unwrap();
+    let mut sb = w.login(sn).expect("standby");
+    // Every acknowledged write is on the standby already.
+    for i in 0..100 {
+        call(&mut p, &["SET", &format!("k{i}"), &i.to_string()]);
+        assert_eq!(
+            call(&mut sb, &["GET", &format!("k{i}")]),
+            Value::Bulk(i.to_string().into_bytes()),
+            "k{i} acknowledged before the standby had it"
+        );
+    }
+
+    // The standby stops: the write is applied but not acknowledged.
+    signal(nodes[sn as usize].as_ref().unwrap(), "-STOP");
+    let addr: SocketAddr = format!("{}:{}", w.ip(pn), w.port + 4).parse().unwrap();
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(common::resp_str(&["AUTH", "shop", TOKEN]).as_slice())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = raw.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    raw.write_all(common::resp_str(&["SET", "held", "1"]).as_slice())
+        .unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let early = raw.read(&mut buf);
+    assert!(
+        early.is_err(),
+        "acknowledged while the standby was stopped: {early:?}"
+    );
+    signal(nodes[sn as usize].as_ref().unwrap(), "-CONT");
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let n = raw.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    assert_eq!(call(&mut sb, &["GET", "held"]), Value::Bulk(b"1".to_vec()));
+
+    // The standby gone: writes are refused (reads go on).
+    drop(sb);
+    // (Stopped cleanly, its link closes at once; a crashed standby's link
+    // lasts until QUIC's idle timeout, and writes wait meanwhile.)
+    let mut standby = nodes[sn as usize].take().unwrap();
+    signal(&standby, "-TERM");
+    assert!(standby.0.wait().unwrap().success());
+    wait_for(
+        "writes refused without the standby",
+        Duration::from_secs(20),
+        || matches!(call(&mut p, &["SET", "x", "1"]), Value::Error(e) if e.starts_with(b"NOREPLICAS")),
+    );
+    assert_eq!(call(&mut p, &["GET", "k5"]), Value::Bulk(b"5".to_vec()));
+
+    // Back to async: writes go on without it.
+    let (code, body) = w
+        .http(
+            pn,
+            "PUT",
+            "/admin/tenants/7",
+            ADMIN_TOKEN,
+            &entry_with(2, 0, "async"),
+        )
+        .unwrap();
+    assert!(code == 200 || code == 202, "{code} {body}");
+    wait_for("writes taken again", Duration::from_secs(20), || {
+        matches!(call(&mut p, &["SET", "x", "1"]), Value::Simple(_))
+    });
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&w.dir);
 }

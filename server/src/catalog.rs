@@ -37,6 +37,9 @@ pub struct TenantSpec {
     /// its primary, or the server is standalone). Set by the node's
     /// placement, never by a tenants file.
     pub follow: Option<std::net::SocketAddr>,
+    /// On the primary of a tenant with durability `region`: the cluster
+    /// address of its standby, whose acknowledgement every write waits for.
+    pub standby: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,6 +133,7 @@ impl Catalog {
                 maxmemory: 0,
                 policy: None,
                 follow: None,
+                standby: None,
             };
             for w in words {
                 let (k, v) = w

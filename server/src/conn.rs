@@ -184,6 +184,7 @@ async fn run(
         let now = mstime();
         s.info.last_interaction_ms.set(now);
         let mut after = After::Read;
+        let log_before = tenant.borrow().log.offset();
         {
             let mut t = tenant.borrow_mut();
             if let Some(p) = pending.take() {
@@ -304,6 +305,34 @@ async fn run(
         crate::busypoll::activity();
         tenant.borrow().wake_replicas();
         crate::repl::replica::kick(tenant, shared);
+        // Durability `region`: no reply before the standby has every write
+        // this batch made (its acknowledgements ride the stream back).
+        let target = {
+            let t = tenant.borrow();
+            (t.standby.is_some() && t.log.offset() > log_before).then(|| t.log.offset())
+        };
+        if let Some(target) = target {
+            if !standby_acked(
+                stream,
+                &mut inbuf,
+                tenant,
+                &s.info,
+                target,
+                &mut shutdown,
+                &set,
+            )
+            .await
+            {
+                // Not acknowledged: the client must not take it as done.
+                // Closing tells it the outcome is unknown, as a network
+                // failure would.
+                tracing::warn!(
+                    id = s.info.id,
+                    "closing a client whose write the standby did not acknowledge"
+                );
+                return;
+            }
+        }
         // Drop consumed input; the parser's ranges are relative to it.
         let consumed = parser.consumed();
         if consumed > 0 {
@@ -475,6 +504,52 @@ async fn run(
             }
         }
     }
+}
+
+/// Waits until the tenant's standby has acknowledged `target`; false when
+/// it cannot (no standby attached for `repl-timeout`, the client gone, or
+/// shutdown).
+async fn standby_acked(
+    stream: &mut ClientStream,
+    inbuf: &mut BytesMut,
+    tenant: &Rc<RefCell<Tenant>>,
+    info: &Rc<ClientInfo>,
+    target: u64,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    set: &crate::shared::Settings,
+) -> bool {
+    let timeout_ms = set.repl_timeout_s.saturating_mul(1000) as i64;
+    let mut detached_since: Option<i64> = None;
+    tenant.borrow_mut().ack_waiters.push(info.clone());
+    let id = info.id;
+    let ok = loop {
+        let acked = {
+            let t = tenant.borrow();
+            if t.standby.is_none() {
+                // The tenant became async (plan change): nothing to wait for.
+                break true;
+            }
+            crate::repl::primary::standby_link(&t).map(|l| l.ack_offset.get())
+        };
+        match acked {
+            Some(a) if a >= target => break true,
+            Some(_) => detached_since = None,
+            None => {
+                let now = mstime();
+                let since = *detached_since.get_or_insert(now);
+                if now - since >= timeout_ms {
+                    break false;
+                }
+            }
+        }
+        // ACKs wake this client; a short deadline re-checks an attachment.
+        match wait_event(stream, inbuf, info, mstime() + 100, shutdown, set).await {
+            Waited::Gone => break false,
+            Waited::Deadline | Waited::Woken => {}
+        }
+    };
+    tenant.borrow_mut().ack_waiters.retain(|c| c.id != id);
+    ok
 }
 
 #[derive(Debug, PartialEq, Eq)]

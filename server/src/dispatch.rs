@@ -273,25 +273,27 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
-    // min-replicas-to-write: a primary without enough replicas that
-    // acknowledged within min-replicas-max-lag seconds refuses writes.
-    let (min_good, max_lag) = set.min_replicas;
-    if min_good > 0
-        && max_lag > 0
-        && t.role == crate::repl::Role::Primary
-        && !s.replaying
-        && is_write_command(r, s)
-        && crate::repl::primary::good_replicas(t, now_ms, max_lag) < min_good
-    {
-        reject(
-            t,
-            s,
-            out,
-            Some(r.id),
-            "NOREPLICAS Not enough good replicas to write.",
-            true,
-        );
-        return Outcome::Continue;
+    // A primary refuses writes without enough good replicas:
+    // min-replicas-to-write (replicas that acknowledged within
+    // min-replicas-max-lag seconds), and durability `region` (the standby
+    // that must acknowledge every write is attached).
+    if t.role == crate::repl::Role::Primary && !s.replaying && is_write_command(r, s) {
+        let (min_good, max_lag) = set.min_replicas;
+        let too_few = min_good > 0
+            && max_lag > 0
+            && crate::repl::primary::good_replicas(t, now_ms, max_lag) < min_good;
+        let no_standby = t.standby.is_some() && crate::repl::primary::standby_link(t).is_none();
+        if too_few || no_standby {
+            reject(
+                t,
+                s,
+                out,
+                Some(r.id),
+                "NOREPLICAS Not enough good replicas to write.",
+                true,
+            );
+            return Outcome::Continue;
+        }
     }
     // A replica's data changes only by its primary's effects.
     if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {

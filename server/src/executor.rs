@@ -348,6 +348,7 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
         if owner_of(spec.id, n) == idx {
             let mut t = customer_tenant(spec, dbs);
             set_follow(&mut t, spec.follow);
+            t.standby = spec.standby;
             mine.push(t);
         }
     }
@@ -371,6 +372,11 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
                 policy: spec.policy,
             });
             set_follow(&mut t, spec.follow);
+            t.standby = spec.standby;
+            // Writes waiting for a standby that changed look again.
+            for c in t.ack_waiters.iter() {
+                c.wake.notify_one();
+            }
         }
         crate::repl::replica::kick(rc, shared);
         tracing::info!(tenant = spec.id.0, name = %spec.name, "tenant updated");
@@ -384,6 +390,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
         return;
     }
     set_follow(&mut t, spec.follow);
+    t.standby = spec.standby;
     let t = Rc::new(RefCell::new(t));
     t.borrow().spawn(cron(t.clone(), shared.clone()));
     crate::repl::replica::kick(&t, shared);

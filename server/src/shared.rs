@@ -72,6 +72,8 @@ pub struct Settings {
     pub replica_serve_stale: bool,
     /// `min-replicas-to-write` / `min-replicas-max-lag` (seconds).
     pub min_replicas: (usize, i64),
+    /// `repl-timeout` (seconds).
+    pub repl_timeout_s: u64,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -122,6 +124,7 @@ impl Settings {
                 usize::try_from(c.min_replicas_to_write()).unwrap_or(usize::MAX),
                 i64::try_from(c.min_replicas_max_lag()).unwrap_or(i64::MAX),
             ),
+            repl_timeout_s: c.repl_timeout(),
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }

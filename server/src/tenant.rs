@@ -139,6 +139,10 @@ pub struct Tenant {
     /// As a replica on a cluster link: how far behind its primary it is, in
     /// ms, from the primary's last time stamp (None: no stamp yet).
     pub master_lag_ms: Option<i64>,
+    /// Durability `region`: the cluster address of the in-region standby
+    /// that must have a write before it is acknowledged (None: `async`,
+    /// acknowledged after the local write).
+    pub standby: Option<std::net::SocketAddr>,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -197,6 +201,7 @@ impl Tenant {
             upstream: None,
             upstream_gen: 0,
             master_lag_ms: None,
+            standby: None,
         }
     }
 

@@ -382,6 +382,12 @@ impl Config {
         self.u64_of(param!(NUM, "min-replicas-max-lag"))
     }
 
+    /// `repl-timeout` (seconds): how long a write of a tenant with
+    /// durability `region` waits for a standby to be attached.
+    pub fn repl_timeout(&self) -> u64 {
+        self.u64_of(param!(NUM, "repl-timeout"))
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

@@ -412,6 +412,13 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
     }
 }
 
+/// The link of the standby durability `region` waits for, when attached
+/// and streaming.
+pub fn standby_link(t: &Tenant) -> Option<&Rc<ReplicaLink>> {
+    let want = t.standby?;
+    t.replicas.iter().find(|l| l.addr == want)
+}
+
 /// Replicas that have acknowledged `offset`.
 pub fn acked(t: &Tenant, offset: u64) -> usize {
     t.replicas

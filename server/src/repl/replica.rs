@@ -483,7 +483,10 @@ async fn stream(
             }
             l.buf = data;
             l.buf.clear();
-            if ack {
+            // On a cluster link every applied chunk is acknowledged at once:
+            // a primary with durability `region` holds its replies until its
+            // standby has the writes (and lag_bytes stays exact).
+            if ack || cluster {
                 send_ack(tenant, &mut l).await?;
             }
             continue;
