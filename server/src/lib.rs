@@ -39,6 +39,8 @@
 //!   and `.rdb` files: a streaming reader of every encoding up to 7.0, a
 //!   writer.
 //! - [`repl`]: a tenant's role, replication ids and the apply mode.
+//! - [`envelope`]: the router ↔ store envelope (who a forwarded request is
+//!   from, the history point it must see, the write's token in reply).
 //!
 //! Tenancy, users, memory:
 //! - [`catalog`]: the databases this server holds (`tenants-file`).
@@ -66,6 +68,7 @@ pub mod config;
 pub mod conn;
 pub mod db;
 pub mod dispatch;
+pub mod envelope;
 pub mod evict;
 pub mod executor;
 pub mod expire;

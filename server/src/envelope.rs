@@ -1,0 +1,293 @@
+//! The router ↔ store envelope (wire form in `docs/ROUTING.md`).
+//!
+//! A router forwards a client's request to the node that holds the
+//! tenant's primary or a replica. The node must know whose request it is
+//! (tenant, database, client id and name, RESP version, the client's real
+//! address) and, for a read sent to a replica, how fresh the answer must be:
+//! the client's last write as a [`Token`]. The reply goes back as the
+//! client must see it, with the write's token beside it for the router to
+//! remember.
+//!
+//! - Request: one RESP array `ENVELOPE <tenant> <db> <client-id> <resp>
+//!   <addr> <name> <min-token>` right before the client's request, whose
+//!   bytes follow unchanged (empty strings for no name / no token).
+//! - Reply: when the request wrote, a RESP3 attribute `|1 token
+//!   <epoch>:<replid>:<offset>` right before the reply (attributes are
+//!   RESP3's frame for metadata about the reply that follows); the reply's
+//!   own bytes are unchanged, in the client's RESP version.
+//! - A replica that has not applied a request's token answers `-BEHIND
+//!   <its own token>` instead (the router retries on the primary or waits).
+//!
+//! This module is the codec both sides use; [`can_serve`] is the rule a
+//! replica applies.
+
+use std::net::SocketAddr;
+
+use crate::repl::ReplIds;
+
+/// Why an envelope or a token does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("ENVELOPE takes 7 arguments, got {0}")]
+    Arity(usize),
+    #[error("ENVELOPE: invalid {0}")]
+    Field(&'static str),
+    #[error("invalid token '{0}' (expected <epoch>:<replid>:<offset>)")]
+    Token(String),
+}
+
+/// A point of a tenant's history: the failover epoch, the replication id
+/// and an offset in it. A write's token is the offset right after its
+/// effects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub epoch: u64,
+    pub replid: String,
+    pub offset: u64,
+}
+
+impl Token {
+    /// `<epoch>:<replid>:<offset>`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.epoch, self.replid, self.offset)
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Token, EnvelopeError> {
+        let bad = || EnvelopeError::Token(String::from_utf8_lossy(b).into_owned());
+        let s = std::str::from_utf8(b).map_err(|_| bad())?;
+        let mut parts = s.split(':');
+        let (Some(e), Some(id), Some(o), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let valid_id =
+            id.len() == crate::repl::REPLID_LEN && id.bytes().all(|c| c.is_ascii_hexdigit());
+        match (e.parse(), o.parse()) {
+            (Ok(epoch), Ok(offset)) if valid_id => Ok(Token {
+                epoch,
+                replid: id.to_string(),
+                offset,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Whether a node whose history is `ids`, having applied up to `applied`,
+/// may serve a request that must see `min`: the token's id is its current
+/// one or the one it continued from (within the part they share), and it
+/// has applied that offset.
+pub fn can_serve(ids: &ReplIds, applied: u64, min: &Token) -> bool {
+    ids.knows(&min.replid, min.offset) && applied >= min.offset
+}
+
+/// Who a forwarded request is from, and what it must see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub tenant: u64,
+    pub db: usize,
+    pub client_id: u64,
+    /// 2 or 3: the encoding the reply must have.
+    pub resp: u8,
+    /// The client's own address (CLIENT LIST, logs), not the router's.
+    pub addr: SocketAddr,
+    pub name: Vec<u8>,
+    pub min_token: Option<Token>,
+}
+
+fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Envelope {
+    /// The `ENVELOPE` array that precedes the client's request.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"*8\r\n");
+        bulk(out, b"ENVELOPE");
+        bulk(out, self.tenant.to_string().as_bytes());
+        bulk(out, self.db.to_string().as_bytes());
+        bulk(out, self.client_id.to_string().as_bytes());
+        bulk(out, self.resp.to_string().as_bytes());
+        bulk(out, self.addr.to_string().as_bytes());
+        bulk(out, &self.name);
+        let token = self
+            .min_token
+            .as_ref()
+            .map(Token::encode)
+            .unwrap_or_default();
+        bulk(out, token.as_bytes());
+    }
+
+    /// Reads an `ENVELOPE` request's arguments (the command name first).
+    pub fn from_args(args: &[&[u8]]) -> Result<Envelope, EnvelopeError> {
+        if args.len() != 8 || !args[0].eq_ignore_ascii_case(b"envelope") {
+            return Err(EnvelopeError::Arity(args.len().saturating_sub(1)));
+        }
+        fn num<T: std::str::FromStr>(b: &[u8], what: &'static str) -> Result<T, EnvelopeError> {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(EnvelopeError::Field(what))
+        }
+        let resp: u8 = num(args[4], "resp")?;
+        if resp != 2 && resp != 3 {
+            return Err(EnvelopeError::Field("resp"));
+        }
+        Ok(Envelope {
+            tenant: num(args[1], "tenant")?,
+            db: num(args[2], "db")?,
+            client_id: num(args[3], "client id")?,
+            resp,
+            addr: num(args[5], "address")?,
+            name: args[6].to_vec(),
+            min_token: match args[7] {
+                b"" => None,
+                t => Some(Token::parse(t)?),
+            },
+        })
+    }
+}
+
+/// The attribute that carries a write's token before its reply.
+pub fn encode_reply_token(out: &mut Vec<u8>, token: &Token) {
+    out.extend_from_slice(b"|1\r\n");
+    bulk(out, b"token");
+    bulk(out, token.encode().as_bytes());
+}
+
+/// Takes a token attribute off the front of `buf`: (token, bytes it
+/// took). None when `buf` does not start with a complete one (a reply
+/// without a token, or more bytes are needed: the caller tells them apart
+/// by the first byte, `|`).
+pub fn split_reply_token(buf: &[u8]) -> Option<(Token, usize)> {
+    let rest = buf.strip_prefix(b"|1\r\n$5\r\ntoken\r\n$")?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let len: usize = std::str::from_utf8(rest.get(..nl)?.strip_suffix(b"\r")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let body = rest.get(nl + 1..nl + 1 + len)?;
+    if rest.get(nl + 1 + len..nl + 3 + len)? != b"\r\n" {
+        return None;
+    }
+    let token = Token::parse(body).ok()?;
+    let used = buf.len() - rest.len() + nl + 3 + len;
+    Some((token, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(offset: u64) -> Token {
+        Token {
+            epoch: 3,
+            replid: "a".repeat(40),
+            offset,
+        }
+    }
+
+    #[test]
+    fn an_envelope_round_trips_through_the_resp_parser() {
+        let env = Envelope {
+            tenant: 42,
+            db: 3,
+            client_id: 17,
+            resp: 3,
+            addr: "[fdaa::5]:41234".parse().unwrap(),
+            name: b"worker 1".to_vec(),
+            min_token: Some(token(1234)),
+        };
+        let mut wire = Vec::new();
+        env.encode(&mut wire);
+        wire.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        let mut p = crate::resp::RequestParser::new();
+        let lim = crate::resp::ParseLimits::default();
+        assert!(matches!(
+            p.next(&wire, &lim),
+            Ok(Some(crate::resp::Request::Multibulk))
+        ));
+        let args: Vec<&[u8]> = p.ranges().iter().map(|r| &wire[r.clone()]).collect();
+        assert_eq!(Envelope::from_args(&args), Ok(env.clone()));
+        // The client's request follows unchanged.
+        assert_eq!(&wire[p.consumed()..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        // Without a name or token.
+        let plain = Envelope {
+            name: Vec::new(),
+            min_token: None,
+            ..env
+        };
+        let mut wire = Vec::new();
+        plain.encode(&mut wire);
+        let mut p = crate::resp::RequestParser::new();
+        p.next(&wire, &lim).unwrap();
+        let args: Vec<&[u8]> = p.ranges().iter().map(|r| &wire[r.clone()]).collect();
+        assert_eq!(Envelope::from_args(&args), Ok(plain));
+    }
+
+    #[test]
+    fn malformed_envelopes_and_tokens_are_refused() {
+        let ok: [&[u8]; 8] = [
+            b"ENVELOPE",
+            b"1",
+            b"0",
+            b"5",
+            b"2",
+            b"127.0.0.1:1",
+            b"",
+            b"",
+        ];
+        assert!(Envelope::from_args(&ok).is_ok());
+        assert_eq!(Envelope::from_args(&ok[..7]), Err(EnvelopeError::Arity(6)));
+        for (i, bad, what) in [
+            (1, &b"x"[..], "tenant"),
+            (2, b"-1", "db"),
+            (4, b"4", "resp"),
+            (5, b"nowhere", "address"),
+        ] {
+            let mut a = ok;
+            a[i] = bad;
+            assert_eq!(Envelope::from_args(&a), Err(EnvelopeError::Field(what)));
+        }
+        for t in ["1:abc:5", "x:aaaa:1", "1:2", "", "1:{id}:2:3"] {
+            assert!(Token::parse(t.as_bytes()).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_reply_token_is_split_off_and_the_reply_left_as_it_was() {
+        let mut wire = Vec::new();
+        encode_reply_token(&mut wire, &token(99));
+        wire.extend_from_slice(b"+OK\r\n");
+        let (t, used) = split_reply_token(&wire).unwrap();
+        assert_eq!(t, token(99));
+        assert_eq!(&wire[used..], b"+OK\r\n");
+        // Incomplete, or no token: None.
+        assert!(split_reply_token(&wire[..10]).is_none());
+        assert!(split_reply_token(b"+OK\r\n").is_none());
+    }
+
+    #[test]
+    fn a_replica_serves_a_token_of_its_history_once_applied() {
+        let mut ids = ReplIds::random();
+        let old = ids.replid.clone();
+        let t = |id: &str, offset| Token {
+            epoch: 1,
+            replid: id.to_string(),
+            offset,
+        };
+        assert!(can_serve(&ids, 100, &t(&old, 100)));
+        assert!(!can_serve(&ids, 99, &t(&old, 100)));
+        // Promoted at 150: the old id is still good up to the split.
+        ids.shift(150);
+        let new = ids.replid.clone();
+        assert!(can_serve(&ids, 200, &t(&old, 151)));
+        assert!(!can_serve(&ids, 200, &t(&old, 152)));
+        assert!(can_serve(&ids, 200, &t(&new, 180)));
+        // Another history altogether: never.
+        assert!(!can_serve(&ids, 1 << 40, &t(&"b".repeat(40), 1)));
+    }
+}
