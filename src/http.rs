@@ -102,12 +102,14 @@ async fn wait_applied(
     p: &crate::placement::Placement,
     id: u64,
     version: u64,
+    deleted: bool,
     known: Option<Vec<String>>,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
     loop {
         let holders = known.clone().or_else(|| p.holders(id));
-        let state = holders.as_deref().map(|h| p.applied(h, version));
+        let want = (!deleted).then_some(version);
+        let state = holders.as_deref().map(|h| p.applied(h, id, want));
         let done = state
             .as_ref()
             .is_some_and(|s| s.iter().all(|(_, applied, alive)| *applied || !*alive));
@@ -186,8 +188,8 @@ async fn admin_put(
     if let Some(r) = stale(&p, id, entry.version) {
         return r;
     }
-    p.write(entry.row());
-    wait_applied(&p, id, entry.version, None).await
+    p.write_entry(&entry);
+    wait_applied(&p, id, entry.version, false, None).await
 }
 
 /// 409 when `version` is not above the catalog's for tenant `id` (the
@@ -237,7 +239,7 @@ async fn admin_delete(
     }
     let holders = p.holders(id).unwrap_or_default();
     p.write(anykv_gossip::catalog::tombstone(id, version));
-    wait_applied(&p, id, version, Some(holders)).await
+    wait_applied(&p, id, version, true, Some(holders)).await
 }
 
 async fn metrics(State(s): State<AppState>) -> String {

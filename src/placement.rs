@@ -14,8 +14,9 @@
 //!    is primary of, and the ones it replicates, each following its
 //!    primary's node over the cluster's QUIC link (one stream per tenant,
 //!    Redis's replication protocol inside: PSYNC, the RDB, the stream).
-//! 3. The node publishes the catalog version it has applied (the admin
-//!    call waits for the holders' to reach its change) and saves the rows
+//! 3. The node publishes the tenants its store serves, each at the catalog
+//!    version it applied (the admin call waits for the holders' to reach
+//!    its change) and saves the rows
 //!    in its directory, so a restart serves its tenants before it has
 //!    heard from any peer.
 
@@ -82,8 +83,9 @@ pub struct Placement {
     path: PathBuf,
     kick: Notify,
     last_saved: Mutex<u64>,
-    /// The catalog version the last reconcile pass applied.
-    applied: std::sync::atomic::AtomicU64,
+    /// The tenants the last reconcile pass gave the store, each at its
+    /// catalog version.
+    applied: Mutex<Vec<(u64, u64)>>,
 }
 
 /// What placement needs of the cluster-wide gossip pool.
@@ -149,7 +151,7 @@ impl Placement {
             path: dir.join(STATE_FILE),
             kick: Notify::new(),
             last_saved: Mutex::new(0),
-            applied: Default::default(),
+            applied: Mutex::new(Vec::new()),
         });
         match p.load_saved() {
             Ok(rows) if !rows.is_empty() => {
@@ -357,6 +359,11 @@ impl Placement {
                 standby,
             });
         }
+        // The cluster's tenants this pass gives the store, at their versions.
+        let held: Vec<(u64, u64)> = specs
+            .iter()
+            .filter_map(|sp| entries.get(&sp.id.0).map(|e| (e.id, e.version)))
+            .collect();
         for l in &self.local {
             if !specs.iter().any(|s| s.id == l.id) {
                 specs.push(l.clone());
@@ -371,12 +378,10 @@ impl Placement {
             let (a, c, r) = self.shared.set_catalog(cat);
             tracing::info!("databases on this node: {a} added, {c} changed, {r} removed");
         }
-        self.applied
-            .store(version, std::sync::atomic::Ordering::Relaxed);
+        *self.applied.lock() = held.clone();
         self.wan.updater.update(move |m| {
-            if m.catalog_version != version {
-                m.catalog_version = version;
-            }
+            m.catalog_version = version;
+            m.tenant_versions = held;
         });
         self.save();
     }
@@ -413,6 +418,24 @@ impl Placement {
         self.kick();
     }
 
+    /// Writes a new or changed tenant (the admin API). A tenant without a
+    /// role record gets one here, as the node placement names its primary
+    /// would write it (every node computes the same; equal versions resolve
+    /// the same way everywhere), so its holders can open it as soon as the
+    /// two rows reach them, one network trip sooner.
+    pub fn write_entry(&self, e: &TenantEntry) {
+        let mut rows = vec![e.row()];
+        let (_, roles, _) = self.tables();
+        if !roles.contains_key(&e.id) {
+            let view = self.view.borrow().clone();
+            if let Some(rec) = catalog::place(e, &self.live(&view)) {
+                rows.push(rec.row());
+            }
+        }
+        let _ = self.wan.publisher.publish(rows);
+        self.kick();
+    }
+
     /// The catalog version held for tenant `id` (0: never seen).
     pub fn version_of(&self, id: u64) -> u64 {
         self.store
@@ -430,21 +453,34 @@ impl Placement {
             .map(|r| r.holders().into_iter().map(String::from).collect())
     }
 
-    /// For each of `machines`: (machine, has applied catalog `version`, is
-    /// alive).
-    pub fn applied(&self, machines: &[String], version: u64) -> Vec<(String, bool, bool)> {
+    /// For each of `machines`: (machine, has applied the change, is
+    /// alive). The change is tenant `id` at catalog `version`, or (None)
+    /// its deletion: applied once the node no longer serves it.
+    pub fn applied(
+        &self,
+        machines: &[String],
+        id: u64,
+        version: Option<u64>,
+    ) -> Vec<(String, bool, bool)> {
         let view = self.view.borrow().clone();
         let nodes = self.store.lock().nodes();
+        let done = |versions: &[(u64, u64)]| {
+            let held = versions.iter().find(|(t, _)| *t == id).map(|(_, v)| *v);
+            match version {
+                Some(v) => held.is_some_and(|h| h >= v),
+                None => held.is_none(),
+            }
+        };
         machines
             .iter()
             .map(|m| {
                 let applied = if *m == self.me {
-                    self.applied.load(std::sync::atomic::Ordering::Relaxed) >= version
+                    done(&self.applied.lock())
                 } else {
                     nodes
                         .iter()
                         .find(|n| &n.machine == m)
-                        .is_some_and(|n| n.catalog_version >= version)
+                        .is_some_and(|n| done(&n.tenant_versions))
                 };
                 let alive = view
                     .member(m)

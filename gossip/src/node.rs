@@ -685,9 +685,13 @@ impl NodeTask {
                         return;
                     }
                     Some(Cmd::UpdateMeta(f)) => {
+                        // Only changes are news worth a version.
+                        let before = self.meta.clone();
                         f(&mut self.meta);
-                        self.publish_meta();
-                        self.drain().await;
+                        if self.meta != before {
+                            self.publish_meta();
+                            self.drain().await;
+                        }
                     }
                     Some(Cmd::Publish(rows)) => {
                         let news: Vec<Row> = {
@@ -872,15 +876,21 @@ impl NodeTask {
         match n {
             OwnedNotification::MemberUp(id) => {
                 tracing::info!("gossip: {id} is up");
+                // A member that is up (again) may be a new process at the
+                // old address: a cached QUIC connection to its previous
+                // life would only time out.
+                self.forget_connection(id.addr);
                 self.sync_soon(id.addr);
                 let _ = self.events.send(Event::Up(id));
             }
             OwnedNotification::MemberDown(id) => {
                 tracing::warn!("gossip: {id} is down");
+                self.forget_connection(id.addr);
                 let _ = self.events.send(Event::Down(id));
             }
             OwnedNotification::Rename(from, to) => {
                 tracing::info!("gossip: {from:?} is now {to:?}");
+                self.forget_connection(to.addr);
                 let _ = self.events.send(Event::Renamed { from, to });
             }
             OwnedNotification::Rejoin(id) => {
@@ -944,6 +954,14 @@ impl NodeTask {
             if let Some(addr) = peer {
                 self.sync_soon(addr);
             }
+        }
+    }
+
+    /// Drops the cached QUIC connection to the node gossiping at
+    /// `gossip_addr` (the next session or stream dials afresh).
+    fn forget_connection(&self, gossip_addr: SocketAddr) {
+        if let Some(s) = &self.syncer {
+            s.forget(SocketAddr::new(canonical(gossip_addr).ip(), self.sync_port));
         }
     }
 

@@ -76,6 +76,9 @@ pub struct NodeMeta {
     pub build: String,
     /// The tenant catalog version this node's store has applied.
     pub catalog_version: u64,
+    /// The tenants this node's store serves, each at the catalog version
+    /// it applied: `(id, version)`, by id (the admin call waits on these).
+    pub tenant_versions: Vec<(u64, u64)>,
     /// The tenants this node holds, with their replication position
     /// (refreshed with `load`, every few seconds).
     pub tenants: Vec<HeldTenant>,

@@ -357,6 +357,14 @@ impl Syncer {
         Ok((pulled, pushed))
     }
 
+    /// Forgets the connection to `peer` (it restarted or went down): the
+    /// next session or store stream dials a new one.
+    pub fn forget(&self, peer: SocketAddr) {
+        if let Some(c) = self.conns.lock().remove(&peer) {
+            c.close(0u32.into(), b"peer restarted");
+        }
+    }
+
     /// Closes the endpoint (graceful leave).
     pub fn close(&self) {
         self.conns.lock().clear();

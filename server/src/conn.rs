@@ -174,6 +174,10 @@ async fn run(
     let mut set = shared.settings();
     let mut pending: Option<Vec<Vec<u8>>> = None;
     let mut shutdown = shared.shutdown_rx();
+    // A reply another client's write produced for this one (a blocked pop
+    // served): the log offset its effect reached, which durability
+    // `region` must see acknowledged before the reply goes out.
+    let mut served_at: u64 = 0;
     loop {
         shared.refresh(&mut set);
         let limits = ParseLimits {
@@ -309,8 +313,10 @@ async fn run(
         // this batch made (its acknowledgements ride the stream back).
         let target = {
             let t = tenant.borrow();
-            (t.standby.is_some() && t.log.offset() > log_before).then(|| t.log.offset())
+            let wrote = t.log.offset() > log_before;
+            (t.standby.is_some() && (wrote || served_at > 0)).then(|| t.log.offset().max(served_at))
         };
+        served_at = 0;
         if let Some(target) = target {
             if !standby_acked(
                 stream,
@@ -454,6 +460,9 @@ async fn run(
                     s.info.unblocked.set(false);
                 }
                 let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
+                if !timed_out && !pushed.is_empty() {
+                    served_at = tenant.borrow().log.offset();
+                }
                 out.buf.extend_from_slice(&pushed);
                 continue;
             }

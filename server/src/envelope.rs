@@ -79,7 +79,10 @@ impl Token {
 /// one or the one it continued from (within the part they share), and it
 /// has applied that offset.
 pub fn can_serve(ids: &ReplIds, applied: u64, min: &Token) -> bool {
-    ids.knows(&min.replid, min.offset) && applied >= min.offset
+    // A token's offset counts the bytes it needs; `knows` takes the next
+    // byte wanted (PSYNC's convention): the bytes up to `offset` are
+    // shared when `offset + 1` is.
+    ids.knows(&min.replid, min.offset.saturating_add(1)) && applied >= min.offset
 }
 
 /// Who a forwarded request is from, and what it must see.
@@ -169,12 +172,15 @@ pub fn split_reply_token(buf: &[u8]) -> Option<(Token, usize)> {
         .ok()?
         .parse()
         .ok()?;
-    let body = rest.get(nl + 1..nl + 1 + len)?;
-    if rest.get(nl + 1 + len..nl + 3 + len)? != b"\r\n" {
+    // `len` comes from the wire: no arithmetic on it may overflow.
+    let start = nl + 1;
+    let end = start.checked_add(len)?;
+    let body = rest.get(start..end)?;
+    if rest.get(end..end.checked_add(2)?)? != b"\r\n" {
         return None;
     }
     let token = Token::parse(body).ok()?;
-    let used = buf.len() - rest.len() + nl + 3 + len;
+    let used = buf.len() - rest.len() + end + 2;
     Some((token, used))
 }
 
@@ -268,6 +274,9 @@ mod tests {
         // Incomplete, or no token: None.
         assert!(split_reply_token(&wire[..10]).is_none());
         assert!(split_reply_token(b"+OK\r\n").is_none());
+        // A length that would overflow is refused, not a panic.
+        let huge = format!("|1\r\n$5\r\ntoken\r\n${}\r\nx\r\n", usize::MAX);
+        assert!(split_reply_token(huge.as_bytes()).is_none());
     }
 
     #[test]
@@ -281,11 +290,12 @@ mod tests {
         };
         assert!(can_serve(&ids, 100, &t(&old, 100)));
         assert!(!can_serve(&ids, 99, &t(&old, 100)));
-        // Promoted at 150: the old id is still good up to the split.
+        // Promoted at offset 150: the old history's first 150 bytes are
+        // the new one's too, byte 151 of the old one never existed here.
         ids.shift(150);
         let new = ids.replid.clone();
-        assert!(can_serve(&ids, 200, &t(&old, 151)));
-        assert!(!can_serve(&ids, 200, &t(&old, 152)));
+        assert!(can_serve(&ids, 200, &t(&old, 150)));
+        assert!(!can_serve(&ids, 200, &t(&old, 151)));
         assert!(can_serve(&ids, 200, &t(&new, 180)));
         // Another history altogether: never.
         assert!(!can_serve(&ids, 1 << 40, &t(&"b".repeat(40), 1)));

@@ -138,7 +138,7 @@ fn dropped_for_limit(
     info: &ClientInfo,
     shared: &crate::shared::Shared,
 ) -> bool {
-    let behind = t.log.offset() - link.sent.get();
+    let behind = t.log.offset().saturating_sub(link.sent.get());
     if !over_limit(&set.replica_limit, behind, over_since, mstime()) {
         return false;
     }

@@ -158,22 +158,37 @@ async fn run(
     gen: u64,
 ) {
     tracing::info!("Connecting to MASTER {host}:{port}");
+    // Retries back off (1 s doubling to 5 s) while attempts fail in a
+    // row, so a sync that cannot succeed (a payload this server cannot
+    // load) does not make the primary build one every second.
+    let mut wait = Duration::from_secs(1);
     while current(&tenant, gen) {
-        match follow(&tenant, &shared, &host, port, node, gen).await {
+        let started = std::time::Instant::now();
+        let r = follow(&tenant, &shared, &host, port, node, gen).await;
+        // Whatever ended the link, its lag is no longer measured.
+        tenant.borrow_mut().master_lag_ms = None;
+        match r {
             Ok(()) => return,
             Err(e) => {
                 if !current(&tenant, gen) {
                     return;
                 }
-                tracing::warn!("MASTER {host}:{port}: {e}; retrying in 1 s");
+                if started.elapsed() > Duration::from_secs(60) {
+                    wait = Duration::from_secs(1);
+                }
+                tracing::warn!(
+                    "MASTER {host}:{port}: {e}; retrying in {} s",
+                    wait.as_secs()
+                );
                 set_status(&tenant, gen, LinkStatus::Connect);
             }
         }
         let mut stop = shared.shutdown_rx();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -397,6 +412,16 @@ fn load_full_sync(
     let mut ks = crate::db::Keyspace::new(n);
     let (info, _) = crate::rdb::read_into(rdb, &th, &mut ks, None)
         .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+    // This tenant's own replicas follow a history that ends here: drop
+    // them (they reconnect and resync from the new one), as Redis's
+    // disconnectSlaves() after a full sync.
+    let subs: Vec<u64> = t.replicas.iter().map(|l| l.client_id).collect();
+    for id in subs {
+        if let Some(c) = t.clients.get(&id) {
+            c.kill();
+        }
+    }
+    t.replicas.clear();
     // Every WATCH fails: the keyspace changed under it.
     for cs in t.watched.values() {
         for c in cs {
