@@ -251,6 +251,8 @@ def bench_lag(anykv, rate, seconds, guard):
         th.join()
         achieved = sent / elapsed
         disturbed = guard.disturbed()
+        if disturbed:
+            log(f"lag: disturbed by {', '.join(sorted(set(guard.seen)))}")
         one_way = 97.7 / 2
         return {"rate": achieved, "samples": samples, "one_way": one_way, "disturbed": disturbed}
     finally:
