@@ -244,8 +244,10 @@ pub(crate) fn run(
     // `isSafeToPerformEvictions`).
     if lim.maxmemory > 0 && !s.in_exec && !s.replaying && t.deletes_on_its_own(now_ms) {
         // As Redis does, the replication backlog does not count against
-        // a database's limit (it is the service's, sized by the operator).
-        let not_counted = t.log.backlog_len() as u64;
+        // a database's limit (it is the service's, sized by the operator),
+        // nor what it keeps past its size for a slow replica (Redis's
+        // freeMemoryGetNotCountedMemory): its whole allocation.
+        let not_counted = t.log.backlog_alloc() as u64;
         // (Cloned only here: eviction needs `t` mutably.)
         let acct = own_account.then(|| t.mem.clone());
         let used = || match &acct {

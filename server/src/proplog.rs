@@ -278,17 +278,36 @@ impl PropLog {
             let excess = self.backlog.len() - keep;
             self.backlog.drain(..excess);
         }
+        // A slow replica may have made the buffer grow far past the
+        // backlog; give that memory back once it is no longer needed.
+        if self.backlog.capacity() > 4 * keep.max(self.backlog.len()) + (64 << 10) {
+            self.backlog.shrink_to(2 * keep.max(self.backlog.len()));
+        }
+    }
+
+    /// Bytes the backlog's buffer has allocated (what it costs, which may
+    /// exceed what it holds).
+    pub fn backlog_alloc(&self) -> usize {
+        self.backlog.capacity()
     }
 
     /// Bytes from `from` to the current offset, if still in the backlog
     /// (what a partial resync would send).
     pub fn since(&self, from: u64) -> Option<Vec<u8>> {
+        self.since_at_most(from, usize::MAX)
+    }
+
+    /// At most `max` of the bytes from `from`, if still in the backlog: a
+    /// replica link copies a bounded piece at a time, so a slow replica
+    /// costs its primary the bytes the log keeps for it, not a second copy
+    /// of them. A piece may end inside a command; the stream is bytes.
+    pub fn since_at_most(&self, from: u64, max: usize) -> Option<Vec<u8>> {
         let start = self.offset - self.backlog.len() as u64;
         if from < start || from > self.offset {
             return None;
         }
         let skip = (from - start) as usize;
-        Some(self.backlog.iter().skip(skip).copied().collect())
+        Some(self.backlog.iter().skip(skip).take(max).copied().collect())
     }
 }
 

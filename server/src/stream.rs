@@ -102,6 +102,18 @@ impl ClientStream {
     }
 }
 
+/// Runs a QUIC stream's poll outside the tenant's memory account. A TCP
+/// socket's buffers are the kernel's; a QUIC stream's are the process's:
+/// a write copies into quinn's send buffer, which the endpoint's driver
+/// frees on another task, and a read frees chunks the driver allocated. In
+/// the tenant's account the first would be counted and never released
+/// (a replicated database's `used_memory` grew by every byte sent to its
+/// replicas until it refused writes) and the second released without
+/// having been counted. Network buffers are no tenant's data.
+fn unaccounted<R>(f: impl FnOnce() -> R) -> R {
+    crate::alloc::unscoped(f)
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -110,7 +122,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Link(l) => Pin::new(&mut l.io).poll_read(cx, buf),
+            ClientStream::Link(l) => unaccounted(|| Pin::new(&mut l.io).poll_read(cx, buf)),
         }
     }
 }
@@ -123,21 +135,21 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Link(l) => Pin::new(&mut l.io).poll_write(cx, buf),
+            ClientStream::Link(l) => unaccounted(|| Pin::new(&mut l.io).poll_write(cx, buf)),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Link(l) => Pin::new(&mut l.io).poll_flush(cx),
+            ClientStream::Link(l) => unaccounted(|| Pin::new(&mut l.io).poll_flush(cx)),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Link(l) => Pin::new(&mut l.io).poll_shutdown(cx),
+            ClientStream::Link(l) => unaccounted(|| Pin::new(&mut l.io).poll_shutdown(cx)),
         }
     }
 
@@ -148,7 +160,9 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Link(l) => Pin::new(&mut l.io).poll_write_vectored(cx, bufs),
+            ClientStream::Link(l) => {
+                unaccounted(|| Pin::new(&mut l.io).poll_write_vectored(cx, bufs))
+            }
         }
     }
 

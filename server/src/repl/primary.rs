@@ -286,8 +286,13 @@ pub async fn serve_replica(
             if !streaming || t.log.offset() == sent {
                 None
             } else {
-                match t.log.since(sent) {
-                    Some(b) => Some(b),
+                match t.log.since_at_most(sent, LINK_CHUNK) {
+                    // Whether the piece ends where the log does (a command
+                    // boundary: a stamp may follow it).
+                    Some(b) => {
+                        let whole = sent + b.len() as u64 == t.log.offset();
+                        Some((b, whole))
+                    }
                     None => {
                         tracing::warn!(
                             id = info.id,
@@ -298,7 +303,7 @@ pub async fn serve_replica(
                 }
             }
         };
-        if let Some(b) = chunk {
+        if let Some((b, whole)) = chunk {
             // Written piece by piece, watching the log meanwhile: a replica
             // that stopped reading blocks this write, and must still be
             // dropped once it is too far behind (Redis checks the limit
@@ -326,7 +331,7 @@ pub async fn serve_replica(
                     _ = shutdown.changed() => return,
                 }
             }
-            if link.cluster && mstime() - last_stamp >= STAMP_EVERY_MS {
+            if whole && link.cluster && mstime() - last_stamp >= STAMP_EVERY_MS {
                 last_stamp = mstime();
                 if !stamp(stream, last_stamp).await {
                     return;
@@ -367,6 +372,9 @@ pub async fn serve_replica(
         }
     }
 }
+
+/// The most a replica link copies out of the log at a time.
+const LINK_CHUNK: usize = 256 << 10;
 
 /// How often a busy cluster link is stamped with the primary's clock.
 const STAMP_EVERY_MS: i64 = 100;
