@@ -173,7 +173,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 human(maxmemory),
                 policy,
                 if used > 0 { rss as f64 / used as f64 } else { 0.0 },
-                ctx.t.log.backlog_len(),
+                ctx.t.log.backlog_alloc(),
             );
         }
         "persistence" => {
