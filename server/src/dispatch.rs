@@ -247,7 +247,9 @@ pub(crate) fn run(
         // a database's limit (it is the service's, sized by the operator),
         // nor what it keeps past its size for a slow replica (Redis's
         // freeMemoryGetNotCountedMemory): its whole allocation.
-        let not_counted = t.log.backlog_alloc() as u64;
+        // Nor a background save's buffers (a fork's memory, in Redis).
+        let not_counted =
+            t.log.backlog_alloc() as u64 + t.persist.job.as_ref().map_or(0, |j| j.in_flight());
         // (Cloned only here: eviction needs `t` mutably.)
         let acct = own_account.then(|| t.mem.clone());
         let used = || match &acct {

@@ -30,6 +30,10 @@ pub struct SnapJob {
     held: Option<(Vec<u8>, u32)>,
     scratch: Vec<u8>,
     scratch_n: u32,
+    /// Bytes of blocks built and not yet written by the writer thread
+    /// (shared with it): a save's buffers, like a forked child's memory in
+    /// Redis, are not the database's data (see [`SnapJob::in_flight`]).
+    inflight: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub keys_done: u64,
     pub keys_total: u64,
     /// For a rewrite: the sequence number of the new base and segment.
@@ -92,6 +96,8 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
     };
     let meta = meta_for(t);
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(64);
+    let inflight = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let written = inflight.clone();
     let (res_tx, result) = mpsc::channel();
     // The blocks are built on the executor, in the tenant's account, and
     // freed here: free them in the same account.
@@ -103,7 +109,14 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
                 let r = write_snapshot_file(&path, &meta, |push| {
                     for m in rx {
                         match m {
-                            WriterMsg::Block(b, n) => push(&b, n)?,
+                            WriterMsg::Block(b, n) => {
+                                let r = push(&b, n);
+                                written.fetch_sub(
+                                    b.capacity() as u64,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                                r?
+                            }
                             WriterMsg::Finish => return Ok(()),
                         }
                     }
@@ -126,6 +139,7 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
         held: None,
         scratch: Vec::with_capacity(BLOCK + 4096),
         scratch_n: 0,
+        inflight,
         keys_done: 0,
         keys_total: total,
         seq,
@@ -136,6 +150,16 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
 }
 
 impl SnapJob {
+    /// Bytes the save holds besides the keyspace: its block being built and
+    /// those queued for the writer. Left out of `maxmemory`, as Redis leaves
+    /// a forked save out: a slow disk must not make a database refuse
+    /// writes.
+    pub fn in_flight(&self) -> u64 {
+        // (A block waiting for room in the queue is counted in `inflight`
+        // already.)
+        self.scratch.capacity() as u64 + self.inflight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Moves the pre-images `table`'s write barrier saved into the block
     /// being built.
     fn collect_saved(&mut self, table: &mut Table) {
@@ -171,6 +195,8 @@ impl SnapJob {
         if self.scratch_n > 0 && (force || self.scratch.len() >= BLOCK) {
             let b = std::mem::replace(&mut self.scratch, Vec::with_capacity(BLOCK + 4096));
             let n = std::mem::take(&mut self.scratch_n);
+            self.inflight
+                .fetch_add(b.capacity() as u64, std::sync::atomic::Ordering::Relaxed);
             self.keys_done += u64::from(n);
             if let Err(mpsc::TrySendError::Full(WriterMsg::Block(b, n))) =
                 self.tx.try_send(WriterMsg::Block(b, n))
