@@ -678,3 +678,61 @@ fn a_stalled_replica_is_kept_within_its_output_limit_and_dropped_past_it() {
     caught_up(&mut p, &mut r);
     compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
 }
+
+/// A replica is attached from its PSYNC, before its full-sync payload is
+/// sent: while it does not read its payload, INFO lists it in `send_bulk`
+/// and the log keeps its stream's start past `repl-backlog-size` under the
+/// writes going on, so once it has read the payload its stream follows
+/// (before, the primary found that start trimmed and dropped it into
+/// another full sync).
+#[test]
+fn a_replica_slow_to_take_its_payload_keeps_its_stream() {
+    use std::io::{BufRead, Read, Write};
+    let primary = start_anykv_with(
+        &anykv_bin(),
+        &[
+            "--repl-backlog-size",
+            "16kb",
+            "--enable-debug-command",
+            "yes",
+        ],
+    );
+    let mut p = primary.connect();
+    // A payload of ~20 MB: more than the sockets between hold.
+    call(&mut p, &["DEBUG", "POPULATE", "200000", "key", "64"]);
+    assert_eq!(call(&mut p, &["DBSIZE"]), Value::Int(200000));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", primary.port)).expect("connect");
+    s.write_all(&common::resp_str(&["PSYNC", "?", "-1"]))
+        .expect("PSYNC");
+    let mut r = std::io::BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
+    let mut line = String::new();
+    r.read_line(&mut line).expect("FULLRESYNC");
+    assert!(line.starts_with("+FULLRESYNC "), "{line:?}");
+    // Not reading: 100 kB of writes meanwhile, far past the 16 kB backlog.
+    for i in 0..1000 {
+        call(&mut p, &["SET", &format!("w{i}"), &"x".repeat(100)]);
+    }
+    let listed = info(&mut p, "replication", "slave0").unwrap_or_default();
+    assert!(listed.contains("state=send_bulk"), "slave0: {listed:?}");
+    // The payload, then the stream: the writes made meanwhile.
+    line.clear();
+    r.read_line(&mut line).expect("payload length");
+    let len: usize = line.trim().trim_start_matches('$').parse().expect("$<len>");
+    let mut rdb = vec![0u8; len];
+    r.read_exact(&mut rdb).expect("payload");
+    assert!(rdb.starts_with(b"REDIS"), "an RDB payload");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut stream = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    while !stream.windows(4).any(|w| w == b"w999") {
+        let n = r.read(&mut buf).expect("the stream after the payload");
+        assert!(n > 0, "the primary closed the link after the payload");
+        stream.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        stream.windows(2).any(|w| w == b"w0"),
+        "the stream starts at the sync"
+    );
+    assert_eq!(info(&mut p, "stats", "sync_full").as_deref(), Some("1"));
+}

@@ -130,6 +130,11 @@ pub async fn serve(
     t.pubsub.remove_client(id);
     t.clients.remove(&id);
     t.monitors.retain(|m| m.id != id);
+    // A replica whose connection ended before its stream began.
+    if t.replicas.iter().any(|l| l.client_id == id) {
+        let keep = crate::repl::primary::replica_keep(&shared.settings());
+        crate::repl::primary::detach(&mut t, id, keep);
+    }
     drop(t);
     shared.stats.connected_clients.fetch_sub(1, Relaxed);
     let Some((to, input)) = switch else {

@@ -70,6 +70,7 @@ pub fn psync(ctx: &mut Ctx) {
             let line = format!("+CONTINUE {}\r\n", ctx.t.repl.replid);
             ctx.out.buf.extend_from_slice(line.as_bytes());
             ctx.t.stats.sync_partial_ok += 1;
+            attach_replica(ctx, have);
             ctx.suspend = Some(Suspend::Replica {
                 from: have,
                 wait_ack: false,
@@ -81,6 +82,15 @@ pub fn psync(ctx: &mut Ctx) {
         }
     }
     full_sync(ctx, true);
+}
+
+/// Attaches this connection as a replica whose stream starts after `from`
+/// (the log keeps its bytes while its payload or `+CONTINUE` is sent).
+fn attach_replica(ctx: &mut Ctx, from: u64) {
+    let keep = primary::replica_keep(ctx.set);
+    let port = ctx.s.repl.listening_port;
+    let cluster = ctx.s.cluster_peer;
+    primary::attach(ctx.t, &ctx.s.info, port, from, cluster, keep);
 }
 
 /// `SYNC`: the old full synchronisation (no FULLRESYNC line).
@@ -111,6 +121,7 @@ fn full_sync(ctx: &mut Ctx, psync: bool) {
         // `redis-cli --rdb`: the snapshot only, then the link closes.
         ctx.s.close_after_reply = true;
     } else {
+        attach_replica(ctx, from);
         ctx.suspend = Some(Suspend::Replica {
             from,
             wait_ack: eof,

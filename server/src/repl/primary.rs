@@ -59,6 +59,54 @@ pub struct ReplicaLink {
     pub lag_ms: Cell<Option<i64>>,
     /// It is another node of the cluster (stamps go to it).
     pub cluster: bool,
+    /// Its stream is flowing (false while its full sync is sent and
+    /// loaded: INFO shows `send_bulk`, and it is not yet a good replica).
+    pub streaming: Cell<bool>,
+}
+
+/// The bytes the log keeps for replicas past the backlog: the replica
+/// class's hard output-buffer limit (0: no limit).
+pub fn replica_keep(set: &crate::shared::Settings) -> usize {
+    usize::try_from(set.replica_limit.hard)
+        .ok()
+        .filter(|&h| h > 0)
+        .unwrap_or(usize::MAX)
+}
+
+/// Attaches a replica at PSYNC/SYNC time, before its full-sync payload or
+/// `+CONTINUE` is written: from then on the log keeps its bytes from
+/// `from` (within its output-buffer limit), so a payload written while
+/// writes go on cannot outlast the backlog and send it into a resync loop.
+pub fn attach(
+    t: &mut Tenant,
+    info: &ClientInfo,
+    listening_port: u16,
+    from: u64,
+    cluster: bool,
+    keep: usize,
+) {
+    t.replicas.push(Rc::new(ReplicaLink {
+        client_id: info.id,
+        addr: info.addr,
+        listening_port,
+        ack_offset: Cell::new(0),
+        ack_ms: Cell::new(mstime()),
+        sent: Cell::new(from),
+        lag_ms: Cell::new(None),
+        cluster,
+        streaming: Cell::new(false),
+    }));
+    retain_for_replicas(t, keep);
+}
+
+/// Detaches client `id`'s replica link, if it has one (its connection
+/// ended, perhaps before its payload was written).
+pub fn detach(t: &mut Tenant, id: u64, keep: usize) {
+    let before = t.replicas.len();
+    t.replicas.retain(|l| l.client_id != id);
+    if t.replicas.len() != before {
+        retain_for_replicas(t, keep);
+    }
 }
 
 /// The full-sync payload: an RDB of the tenant's keyspace at its current
@@ -203,28 +251,32 @@ pub async fn serve_replica(
     // After a `$EOF:` payload the replica must read the mark last: the
     // stream starts with its first ACK (it sends one once loaded).
     let mut streaming = !wait_ack;
-    let link = Rc::new(ReplicaLink {
-        client_id: info.id,
-        addr: info.addr,
-        listening_port,
-        ack_offset: Cell::new(0),
-        ack_ms: Cell::new(mstime()),
-        sent: Cell::new(from),
-        lag_ms: Cell::new(None),
-        cluster: stream.is_link(),
-    });
     let mut set = shared.settings();
-    let keep = |set: &crate::shared::Settings| {
-        usize::try_from(set.replica_limit.hard)
-            .ok()
-            .filter(|&h| h > 0)
-            .unwrap_or(usize::MAX)
-    };
-    let wake = {
+    let keep = |set: &crate::shared::Settings| replica_keep(set);
+    let (link, wake) = {
         let mut t = tenant.borrow_mut();
-        t.replicas.push(link.clone());
-        retain_for_replicas(&mut t, keep(&set));
-        t.repl_wake.clone()
+        // Attached by its PSYNC (see `attach`); a link that is not there
+        // any more (dropped meanwhile) is attached again here.
+        let found = t.replicas.iter().find(|l| l.client_id == info.id).cloned();
+        let link = match found {
+            Some(l) => l,
+            None => {
+                attach(
+                    &mut t,
+                    info,
+                    listening_port,
+                    from,
+                    stream.is_link(),
+                    keep(&set),
+                );
+                match t.replicas.last() {
+                    Some(l) => l.clone(),
+                    None => return,
+                }
+            }
+        };
+        link.streaming.set(streaming);
+        (link, t.repl_wake.clone())
     };
     let _attached = Attached {
         tenant,
@@ -260,6 +312,7 @@ pub async fn serve_replica(
                                 link.lag_ms.set(crate::util::parse_i64(args[4]));
                             }
                             streaming = true;
+                            link.streaming.set(true);
                             link.ack_ms.set(mstime());
                             for c in tenant.borrow().ack_waiters.iter() {
                                 c.wake.notify_one();
@@ -400,9 +453,14 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
     for (i, l) in t.replicas.iter().enumerate() {
         let _ = write!(
             out,
-            "slave{i}:ip={},port={},state=online,offset={},lag={}",
+            "slave{i}:ip={},port={},state={},offset={},lag={}",
             l.addr.ip(),
             l.listening_port,
+            if l.streaming.get() {
+                "online"
+            } else {
+                "send_bulk"
+            },
             l.ack_offset.get(),
             (now - l.ack_ms.get()).max(0) / 1000
         );
@@ -440,6 +498,6 @@ pub fn acked(t: &Tenant, offset: u64) -> usize {
 pub fn good_replicas(t: &Tenant, now_ms: i64, max_lag: i64) -> usize {
     t.replicas
         .iter()
-        .filter(|l| (now_ms - l.ack_ms.get()) / 1000 <= max_lag)
+        .filter(|l| l.streaming.get() && (now_ms - l.ack_ms.get()) / 1000 <= max_lag)
         .count()
 }
