@@ -38,6 +38,8 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         .absolute(s.sync_full);
     metrics::counter!("anykv_repl_sync_partial_ok_total", "tenant" => tenant.clone())
         .absolute(s.sync_partial_ok);
+    metrics::counter!("anykv_repl_sync_partial_err_total", "tenant" => tenant.clone())
+        .absolute(s.sync_partial_err);
     let status = ReplStatus::of(t);
     for r in &status.replicas {
         let replica = r.addr.to_string();
