@@ -736,3 +736,36 @@ fn a_replica_slow_to_take_its_payload_keeps_its_stream() {
     );
     assert_eq!(info(&mut p, "stats", "sync_full").as_deref(), Some("1"));
 }
+
+/// A replica's `replica-announce-ip` (`REPLCONF ip-address`) is the
+/// address the primary's INFO and ROLE show for it, as in Redis.
+#[test]
+fn a_replicas_announced_address_is_shown() {
+    let primary = start_primary();
+    let mut p = primary.connect();
+    let replica = start_redis(&[
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        primary.port.to_string(),
+        "--replica-announce-ip".into(),
+        "10.9.8.7".into(),
+    ]);
+    let mut r = replica.connect();
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_for("the replica listed", Duration::from_secs(20), || {
+        info(&mut p, "replication", "slave0")
+            .is_some_and(|l| l.contains("ip=10.9.8.7,") && l.contains("state=online"))
+    });
+    let Value::Array(role) = call(&mut p, &["ROLE"]) else {
+        panic!("ROLE");
+    };
+    let Some(Value::Array(replicas)) = role.get(2) else {
+        panic!("ROLE replicas: {role:?}");
+    };
+    assert!(
+        matches!(replicas.first(), Some(Value::Array(r)) if r.first() == Some(&Value::Bulk(b"10.9.8.7".to_vec()))),
+        "{replicas:?}"
+    );
+}

@@ -196,6 +196,9 @@ pub struct Session {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReplHello {
     pub listening_port: u16,
+    /// `REPLCONF ip-address` (`replica-announce-ip`): the address INFO and
+    /// ROLE show for it instead of the connection's peer address.
+    pub announced_ip: Option<std::net::IpAddr>,
     /// Takes the diskless `$EOF:` framing.
     pub capa_eof: bool,
     /// `redis-cli --rdb`: the snapshot, then close.

@@ -22,7 +22,10 @@ pub fn replconf(ctx: &mut Ctx) {
                 None => return ctx.err(errors::NOT_INTEGER),
             }
         } else if opt.eq_ignore_ascii_case(b"ip-address") {
-            // Used by Redis for INFO only; the peer address is shown.
+            // Shown by INFO and ROLE for this replica. (Redis also takes a
+            // host name here; anykv keeps an IP address and otherwise shows
+            // the connection's peer address.)
+            ctx.s.repl.announced_ip = std::str::from_utf8(val).ok().and_then(|v| v.parse().ok());
         } else if opt.eq_ignore_ascii_case(b"capa") {
             if val.eq_ignore_ascii_case(b"eof") {
                 ctx.s.repl.capa_eof = true;
@@ -90,7 +93,8 @@ fn attach_replica(ctx: &mut Ctx, from: u64) {
     let keep = primary::replica_keep(ctx.set);
     let port = ctx.s.repl.listening_port;
     let cluster = ctx.s.cluster_peer;
-    primary::attach(ctx.t, &ctx.s.info, port, from, cluster, keep);
+    let shown = ctx.s.repl.announced_ip;
+    primary::attach(ctx.t, &ctx.s.info, port, shown, from, cluster, keep);
 }
 
 /// `SYNC`: the old full synchronisation (no FULLRESYNC line).
@@ -141,13 +145,7 @@ pub fn role(ctx: &mut Ctx) {
                 .t
                 .replicas
                 .iter()
-                .map(|l| {
-                    (
-                        l.addr.ip().to_string(),
-                        l.listening_port,
-                        l.ack_offset.get(),
-                    )
-                })
+                .map(|l| (l.shown_ip.to_string(), l.listening_port, l.ack_offset.get()))
                 .collect();
             ctx.out.array(replicas.len());
             for (ip, port, ack) in replicas {

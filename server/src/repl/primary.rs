@@ -46,6 +46,9 @@ use crate::util::mstime;
 pub struct ReplicaLink {
     pub client_id: u64,
     pub addr: SocketAddr,
+    /// The address INFO and ROLE show: its `REPLCONF ip-address`, else the
+    /// connection's peer address.
+    pub shown_ip: std::net::IpAddr,
     /// `REPLCONF listening-port` (0 when not given).
     pub listening_port: u16,
     /// Offset the replica says it has applied (`REPLCONF ACK`).
@@ -81,6 +84,7 @@ pub fn attach(
     t: &mut Tenant,
     info: &ClientInfo,
     listening_port: u16,
+    announced_ip: Option<std::net::IpAddr>,
     from: u64,
     cluster: bool,
     keep: usize,
@@ -88,6 +92,7 @@ pub fn attach(
     t.replicas.push(Rc::new(ReplicaLink {
         client_id: info.id,
         addr: info.addr,
+        shown_ip: announced_ip.unwrap_or(info.addr.ip()),
         listening_port,
         ack_offset: Cell::new(0),
         ack_ms: Cell::new(mstime()),
@@ -265,6 +270,7 @@ pub async fn serve_replica(
                     &mut t,
                     info,
                     listening_port,
+                    None,
                     from,
                     stream.is_link(),
                     keep(&set),
@@ -454,7 +460,7 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
         let _ = write!(
             out,
             "slave{i}:ip={},port={},state={},offset={},lag={}",
-            l.addr.ip(),
+            l.shown_ip,
             l.listening_port,
             if l.streaming.get() {
                 "online"
