@@ -769,3 +769,47 @@ fn a_replicas_announced_address_is_shown() {
         "{replicas:?}"
     );
 }
+
+/// A primary that wants a password: the replica logs in with `masteruser`
+/// / `masterauth` (refused without them), and its ROLE says whom it
+/// follows, the link's state and its offset.
+#[test]
+fn a_replica_logs_in_with_masterauth_and_shows_its_role() {
+    let primary = start_anykv_with(&anykv_bin(), &["--requirepass", "s3cret-primary"]);
+    let mut p = primary.connect();
+    call(&mut p, &["AUTH", "s3cret-primary"]);
+    call(&mut p, &["SET", "k", "v"]);
+    let port = primary.port.to_string();
+    // Without the password the link never comes up.
+    let replica = start_anykv_with(&anykv_bin(), &[]);
+    let mut r = replica.connect();
+    call(&mut r, &["REPLICAOF", "127.0.0.1", &port]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        info(&mut r, "replication", "master_link_status").as_deref(),
+        Some("down")
+    );
+    // With masteruser/masterauth it does.
+    call(&mut r, &["CONFIG", "SET", "masteruser", "default"]);
+    call(&mut r, &["CONFIG", "SET", "masterauth", "s3cret-primary"]);
+    call(&mut r, &["REPLICAOF", "NO", "ONE"]);
+    call(&mut r, &["REPLICAOF", "127.0.0.1", &port]);
+    wait_for("the link", Duration::from_secs(20), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    caught_up(&mut p, &mut r);
+    assert_eq!(call(&mut r, &["GET", "k"]), Value::Bulk(b"v".to_vec()));
+    let offset = info(&mut r, "replication", "slave_repl_offset")
+        .and_then(|o| o.parse::<i64>().ok())
+        .expect("offset");
+    assert_eq!(
+        call(&mut r, &["ROLE"]),
+        Value::Array(vec![
+            Value::Bulk(b"slave".to_vec()),
+            Value::Bulk(b"127.0.0.1".to_vec()),
+            Value::Int(primary.port.into()),
+            Value::Bulk(b"connected".to_vec()),
+            Value::Int(offset),
+        ])
+    );
+}
