@@ -299,11 +299,8 @@ pub enum Held {
 /// 64-bit finaliser: stable across builds and platforms, since every node
 /// must compute the same placement).
 fn weight(tenant: u64, machine: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in tenant.to_le_bytes().iter().chain(machine.as_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    use crate::identity::{fnv1a, FNV_OFFSET};
+    let mut h = fnv1a(fnv1a(FNV_OFFSET, &tenant.to_le_bytes()), machine.as_bytes());
     // splitmix64's finaliser spreads nearby inputs.
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -60,7 +60,17 @@ impl fmt::Display for NodeId {
 /// produce: a `String` clone per comparison was most of the simulator's
 /// time at 500 nodes.
 pub fn machine_key(machine: &str) -> u64 {
-    machine.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    fnv1a(FNV_OFFSET, machine.as_bytes())
+}
+
+/// FNV-1a's starting value.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues an FNV-1a hash `h` over `bytes` (start from [`FNV_OFFSET`]).
+/// Stable across builds and platforms: nodes compare these values (member
+/// keys, state-table sums, rendezvous weights).
+pub fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

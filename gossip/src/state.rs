@@ -122,13 +122,8 @@ impl Table {
 /// A row's identity, version and value, hashed (FNV-1a; stable across
 /// builds, since peers compare sums).
 fn row_hash(r: &Row) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for &x in b {
-            h ^= u64::from(x);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = crate::identity::FNV_OFFSET;
+    let mut eat = |b: &[u8]| h = crate::identity::fnv1a(h, b);
     eat(&[r.table as u8]);
     eat(r.key.as_bytes());
     eat(&[0xff]);
