@@ -38,6 +38,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,6 +161,8 @@ pub struct Budget {
     off_for: Option<u32>,
     /// Batches between trials (doubles per failed trial).
     probe: u32,
+    /// What a wake-up costs, CPU µs (`executor-poll-wake-ns`).
+    wake_cost: f64,
 }
 
 impl Default for Budget {
@@ -187,8 +190,14 @@ impl Budget {
     pub const PROBE_FIRST: u32 = 16;
     pub const PROBE_MAX: u32 = 1024;
 
-    /// A budget that starts by polling.
+    /// A budget that starts by polling, weighing spinning against
+    /// [`Budget::WAKE_COST`].
     pub fn new() -> Budget {
+        Budget::with_wake_cost(Budget::WAKE_COST)
+    }
+
+    /// A budget that weighs spinning against wake-ups of `wake_cost` µs.
+    pub fn with_wake_cost(wake_cost: f64) -> Budget {
         Budget {
             spun: 0.0,
             caught: 0.0,
@@ -197,6 +206,7 @@ impl Budget {
             stint_caught: 0.0,
             off_for: None,
             probe: Budget::PROBE_FIRST,
+            wake_cost,
         }
     }
 
@@ -222,7 +232,7 @@ impl Budget {
     /// Whether the polling since it (re)started still pays (always, for
     /// the first [`Budget::MIN_CYCLES`] gaps).
     pub fn pays(&self) -> bool {
-        self.cycles < Budget::MIN_CYCLES || self.spun <= Budget::WAKE_COST * self.caught
+        self.cycles < Budget::MIN_CYCLES || self.spun <= self.wake_cost * self.caught
     }
 
     /// Turns polling off (when [`Budget::pays`] said no): batches are
@@ -232,7 +242,7 @@ impl Budget {
             return;
         }
         let proven = self.cycles >= Budget::PROVEN_CYCLES
-            && self.stint_spun <= 0.5 * Budget::WAKE_COST * self.stint_caught;
+            && self.stint_spun <= 0.5 * self.wake_cost * self.stint_caught;
         self.probe = if proven {
             Budget::PROBE_FIRST
         } else {
@@ -254,10 +264,59 @@ impl Budget {
         if self.off_for.take().is_some() {
             *self = Budget {
                 probe: self.probe,
-                ..Budget::new()
+                ..Budget::with_wake_cost(self.wake_cost)
             };
         }
     }
+}
+
+/// What the poller reads from the configuration before each spin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    /// `executor-poll-us` (zero: never spin).
+    pub base: Duration,
+    /// `executor-poll-max-us`.
+    pub max: Duration,
+    /// `executor-poll-wake-ns`, in µs.
+    pub wake_cost: f64,
+    /// How many executors may spin at once (`executor-poll-spinners`,
+    /// resolved).
+    pub spinners: usize,
+}
+
+/// Executors spinning right now, process-wide.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the executors allowed to spin at once, held while
+/// spinning.
+struct Spinner(&'static AtomicUsize);
+
+impl Spinner {
+    /// Takes a place if fewer than `limit` executors spin (as counted by
+    /// `count`: [`SPINNING`] outside tests).
+    fn try_take(count: &'static AtomicUsize, limit: usize) -> Option<Spinner> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Spinner(count))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `executor-poll-spinners` resolved: 0 means half the cores, at least one.
+pub fn spinners_allowed(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
 }
 
 /// The poller task of one executor (spawned once per executor).
@@ -265,10 +324,12 @@ pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown_rx();
     let params = move || {
         let c = shared.config.read();
-        (
-            Duration::from_micros(c.executor_poll_us()),
-            Duration::from_micros(c.executor_poll_max_us()),
-        )
+        Params {
+            base: Duration::from_micros(c.executor_poll_us()),
+            max: Duration::from_micros(c.executor_poll_max_us()),
+            wake_cost: c.executor_poll_wake_ns() as f64 / 1000.0,
+            spinners: spinners_allowed(c.executor_poll_spinners()),
+        }
     };
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -276,9 +337,9 @@ pub async fn run(shared: Arc<Shared>) {
     poll_loop(params, stop).await;
 }
 
-/// What [`run`] does, with the configuration (`(executor-poll-us,
-/// executor-poll-max-us)`) and the shutdown signal passed in.
-async fn poll_loop(params: impl Fn() -> (Duration, Duration), stop: impl std::future::Future) {
+/// What [`run`] does, with the configuration and the shutdown signal
+/// passed in.
+async fn poll_loop(params: impl Fn() -> Params, stop: impl std::future::Future) {
     let wake = WAKE.with(|w| w.clone());
     let mut stop = std::pin::pin!(stop);
     let mut window: Option<Window> = None;
@@ -293,21 +354,29 @@ async fn poll_loop(params: impl Fn() -> (Duration, Duration), stop: impl std::fu
             _ = &mut stop => return,
         }
         WAKE_IN.with(|n| n.set(0));
-        let (base, max) = params();
-        if base.is_zero() {
+        let p = params();
+        if p.base.is_zero() {
             // Off: look again in a while (CONFIG SET may turn it on).
             window = None;
             slept_since = None;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        if budget.wake_cost != p.wake_cost {
+            budget = Budget::with_wake_cost(p.wake_cost);
+        }
         let w = match window.as_mut() {
-            Some(w) if w.base == base && w.max == max.max(base) => w,
-            _ => window.insert(Window::new(base, max)),
+            Some(w) if w.base == p.base && w.max == p.max.max(p.base) => w,
+            _ => window.insert(Window::new(p.base, p.max)),
         };
         if let Some(t) = slept_since.take() {
             w.after_sleep(t.elapsed());
         }
+        // As many executors as may spin do already: sleep until the next
+        // batch instead (the budget is not charged; nothing was spun).
+        let Some(_spinner) = Spinner::try_take(&SPINNING, p.spinners) else {
+            continue;
+        };
         budget.on_wake();
         // Spin while batches keep coming: each yield makes the runtime poll
         // the sockets without blocking (and run what they woke) instead of
@@ -396,6 +465,26 @@ mod tests {
             let woke = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             assert!(woke.is_ok(), "the trial's batch wakes the poller");
         });
+    }
+
+    #[test]
+    fn no_more_executors_spin_at_once_than_allowed() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let a = Spinner::try_take(&COUNT, 2).expect("first place");
+        let b = Spinner::try_take(&COUNT, 2).expect("second place");
+        assert!(Spinner::try_take(&COUNT, 2).is_none(), "both places taken");
+        drop(a);
+        let c = Spinner::try_take(&COUNT, 2).expect("a place freed");
+        drop(b);
+        drop(c);
+        assert_eq!(COUNT.load(Ordering::Acquire), 0);
+        assert_eq!(spinners_allowed(3), 3);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let auto = spinners_allowed(0);
+        assert!(
+            auto >= 1 && (cores < 2 || auto < cores),
+            "{auto} of {cores}"
+        );
     }
 
     #[test]
@@ -564,7 +653,15 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let poller = tokio::task::spawn_local(poll_loop(|| (us(200), us(200)), rx));
+            let poller = tokio::task::spawn_local(poll_loop(
+                || Params {
+                    base: us(200),
+                    max: us(200),
+                    wake_cost: Budget::WAKE_COST,
+                    spinners: 64,
+                },
+                rx,
+            ));
             // Sparse: a batch every 2 ms for 0.4 s. Spinning 200 µs after
             // each would take 10% of the thread; the poller must stop
             // after a few and try again only now and then.

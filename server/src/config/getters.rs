@@ -311,6 +311,17 @@ impl Config {
         u64::try_from(self.num_of(param!(NUM, "executor-poll-max-us"))).unwrap_or(0)
     }
 
+    /// The CPU cost of one executor wake-up the poller weighs its spinning
+    /// against, in nanoseconds.
+    pub fn executor_poll_wake_ns(&self) -> u64 {
+        u64::try_from(self.num_of(param!(NUM, "executor-poll-wake-ns"))).unwrap_or(0)
+    }
+
+    /// How many executors may spin at once (0 = half the cores, at least 1).
+    pub fn executor_poll_spinners(&self) -> usize {
+        usize::try_from(self.num_of(param!(NUM, "executor-poll-spinners"))).unwrap_or(0)
+    }
+
     /// Executor threads (0 = one per core).
     pub fn executors(&self) -> usize {
         usize::try_from(self.num_of(param!(NUM, "executors"))).unwrap_or(0)

@@ -686,6 +686,14 @@ pub(super) static PARAMS: &[Param] = &[
     // executor-poll-max-us; 0 = never spin.
     intp("executor-poll-us", None, 0, 1_000_000, "50", 0),
     intp("executor-poll-max-us", None, 0, 1_000_000, "200", 0),
+    // What one wake-up of a sleeping executor costs, in CPU nanoseconds:
+    // polling goes on only while the time spun per gap stays below this
+    // per wake-up it saves (busypoll.rs, Budget).
+    intp("executor-poll-wake-ns", None, 0, 1_000_000, "5000", 0),
+    // How many executors may spin at once (0 = half the cores, at least
+    // one): spinners never take every core from the clients that share
+    // the machine.
+    intp("executor-poll-spinners", None, 0, 1024, "0", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),
