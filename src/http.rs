@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -24,13 +25,21 @@ use tokio::sync::watch;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// A gauge not set for this long is dropped from `/metrics`.
+const IDLE_GAUGE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The process's Prometheus recorder (installed once, shared by every
 /// endpoint; the demo runs several nodes in one process).
 pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
     if let Some(h) = PROMETHEUS.get() {
         return Ok(h.clone());
     }
+    // Gauges are set every second by their owners (a tenant's cron, the
+    // gossip view); one nobody set for IDLE_GAUGE is of something gone (a
+    // replica detached, a member or tenant removed) and leaves the output.
+    // Counters stay: several count rare events.
     let h = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(IDLE_GAUGE))
         .install_recorder()
         .context("installing the metrics recorder")?;
     Ok(PROMETHEUS.get_or_init(|| h).clone())

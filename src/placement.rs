@@ -57,7 +57,7 @@ impl LinkDialer for QuicDialer {
         let syncer = self.syncer.clone();
         let local = self.local;
         Box::pin(async move {
-            let (send, recv) = syncer
+            let (send, recv, conn) = syncer
                 .open_store_stream(node, tenant.0)
                 .await
                 .map_err(std::io::Error::other)?;
@@ -65,6 +65,7 @@ impl LinkDialer for QuicDialer {
                 io: Box::new(QuicDuplex { send, recv }),
                 peer: node,
                 local,
+                rtt: Some(Arc::new(move || conn.rtt())),
             })
         })
     }
@@ -130,6 +131,7 @@ impl Placement {
                             io: Box::new(QuicDuplex { send, recv }),
                             peer,
                             local: local_addr,
+                            rtt: None,
                         },
                         TenantId(tenant),
                     );
@@ -355,6 +357,8 @@ impl Placement {
                     .maxmemory_policy
                     .as_deref()
                     .map(anykv_server::evict::Policy::parse),
+                maxclients: e.maxclients,
+                ops_per_sec: e.ops_per_sec,
                 follow,
                 standby,
             });

@@ -372,7 +372,7 @@ fn entry_with(version: u64, maxmemory: u64, durability: &str) -> String {
         "id": 7, "name": "shop", "token_sha256": [token_sha256()], "org": "acme",
         "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": maxmemory,
         "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": durability, "consistency": "eventual", "version": version
+        "durability": durability, "consistency": "nearest", "version": version
     })
     .to_string()
 }
@@ -1003,6 +1003,46 @@ fn a_deletion_returns_only_once_no_holder_takes_the_token() {
             ),
             "node {n}"
         );
+    }
+    // The connection limit too, on every holder: with one client logged
+    // in, the next login is refused (Redis's words), and taken again once
+    // the limit is lifted.
+    blog["version"] = 5.into();
+    blog["maxclients"] = 1.into();
+    let (code, body) = w
+        .http(1, "PUT", "/admin/tenants/8", ADMIN_TOKEN, &blog.to_string())
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    drop(blogc);
+    for n in 1..=3 {
+        // (Earlier clients' ends reach the node a moment after they close.)
+        let mut first = None;
+        wait_for(
+            &format!("node {n}: the one client"),
+            Duration::from_secs(10),
+            || {
+                first = w.login_as(n, "blog", BLOG_TOKEN);
+                first.is_some()
+            },
+        );
+        assert_eq!(
+            w.auth_reply(n, "blog", BLOG_TOKEN),
+            Value::Error(b"ERR max number of clients reached".to_vec()),
+            "node {n}"
+        );
+        drop(first);
+    }
+    blog["version"] = 6.into();
+    blog["maxclients"] = 0.into();
+    let (code, body) = w
+        .http(1, "PUT", "/admin/tenants/8", ADMIN_TOKEN, &blog.to_string())
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    for n in 1..=3 {
+        let _one = w.login_as(n, "blog", BLOG_TOKEN).expect("a client");
+        let _two = w
+            .login_as(n, "blog", BLOG_TOKEN)
+            .unwrap_or_else(|| panic!("node {n} still limits blog to one client"));
     }
 }
 
@@ -1687,4 +1727,130 @@ fn databases_on_the_same_nodes_are_isolated_for_every_command() {
             );
         }
     }
+}
+
+/// Over the shaped WAN (the cdg replica ~50 ms behind): a key whose TTL
+/// passed is hidden on the replica while it still holds it (the primary's
+/// `DEL` is on its way), and the replica only ever shows states the primary
+/// had: `a` and `b`, written together in MULTI/EXEC, always read equal, and
+/// they never go back.
+#[test]
+fn a_replica_shows_only_states_the_primary_had() {
+    let w = World::new("repl-states", 41, 21880, true);
+    let _nodes = w.start_three();
+    w.put(1, 7, &entry(1, 0));
+    let (pn, _, replicas) = w.placed(1, 7);
+    let far = *replicas.first().expect("a read-region replica");
+    assert_eq!(far, 3, "the cdg replica");
+    let mut p = w.taking_writes(pn);
+    let mut r = w.serving(far);
+    wait_for("the cdg replica attached", Duration::from_secs(30), || {
+        offsets_equal(&mut p, std::slice::from_mut(&mut r))
+    });
+
+    // Expiry. Each round: a key with a 300 ms TTL reaches the replica;
+    // past the TTL the replica must answer nil, and it is caught at least
+    // once still holding the key (DBSIZE counts it) while hiding it.
+    let mut hidden_while_held = 0;
+    let Value::Int(base) = call(&mut r, &["DBSIZE"]) else {
+        panic!("DBSIZE");
+    };
+    for round in 0..5 {
+        let key = format!("ttl:{round}");
+        let set_at = std::time::Instant::now();
+        assert!(matches!(
+            call(&mut p, &["SET", &key, "v", "PX", "300"]),
+            Value::Simple(_)
+        ));
+        wait_for("the key on the replica", Duration::from_secs(5), || {
+            call(&mut r, &["EXISTS", &key]) == Value::Int(1)
+        });
+        loop {
+            let before = set_at.elapsed();
+            let replies = r
+                .pipeline(&[vec!["GET", key.as_str()], vec!["DBSIZE"]])
+                .expect("replica reads");
+            match (&replies[0], &replies[1]) {
+                // Past its TTL by the clock read before asking (plus the
+                // SET's own trip to the primary): never shown.
+                (Value::Bulk(v), _) => assert!(
+                    before < Duration::from_millis(330),
+                    "round {round}: the replica showed {v:?} {before:?} after a 300 ms TTL"
+                ),
+                (Value::Nil, Value::Int(n)) => {
+                    if *n > base {
+                        hidden_while_held += 1;
+                    } else {
+                        break;
+                    }
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+            assert!(
+                set_at.elapsed() < Duration::from_secs(10),
+                "round {round}: the primary's DEL never reached the replica"
+            );
+        }
+        assert_eq!(call(&mut p, &["EXISTS", &key]), Value::Int(0));
+    }
+    assert!(
+        hidden_while_held > 0,
+        "never caught the replica holding an expired key before the DEL"
+    );
+
+    // States: 600 transactions setting a and b to i, while a reader on the
+    // replica checks every state it sees.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let mut r = w.serving(far);
+        std::thread::spawn(move || {
+            let mut last = -1i64;
+            let mut distinct = 0;
+            let num = |v: &Value| match v {
+                Value::Bulk(b) => String::from_utf8_lossy(b).parse::<i64>().expect("a number"),
+                Value::Nil => -1,
+                other => panic!("MGET item {other:?}"),
+            };
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let Value::Array(items) = call(&mut r, &["MGET", "a", "b"]) else {
+                    panic!("MGET");
+                };
+                let (a, b) = (num(&items[0]), num(&items[1]));
+                assert_eq!(
+                    a, b,
+                    "the replica showed a={a} b={b}, a state never written"
+                );
+                assert!(a >= last, "the replica went back from {last} to {a}");
+                if a != last {
+                    distinct += 1;
+                }
+                last = a;
+            }
+            (last, distinct)
+        })
+    };
+    for i in 0..600 {
+        let i = i.to_string();
+        let replies = p
+            .pipeline(&[
+                vec!["MULTI"],
+                vec!["SET", "a", &i],
+                vec!["SET", "b", &i],
+                vec!["EXEC"],
+            ])
+            .expect("transaction");
+        assert!(matches!(replies[3], Value::Array(_)), "{replies:?}");
+    }
+    wait_for("equal offsets", Duration::from_secs(30), || {
+        offsets_equal(&mut p, std::slice::from_mut(&mut r))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (last, distinct) = reader.join().expect("reader");
+    assert_eq!(last, 599, "the reader saw the last state");
+    assert!(
+        distinct > 10,
+        "the reader saw only {distinct} states: it did not read while they changed"
+    );
 }

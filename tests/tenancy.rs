@@ -68,8 +68,12 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 fn start(dir: &Scratch, extra: &[&str]) -> ServerProcess {
+    start_with(dir, &catalog(), extra)
+}
+
+fn start_with(dir: &Scratch, catalog: &str, extra: &[&str]) -> ServerProcess {
     let file = dir.path("tenants.conf");
-    std::fs::write(&file, catalog()).expect("write catalog");
+    std::fs::write(&file, catalog).expect("write catalog");
     let data = dir.path("data");
     std::fs::create_dir_all(&data).expect("data dir");
     let mut args = vec![
@@ -732,4 +736,94 @@ fn databases_are_added_changed_and_removed_while_serving() {
         try_login(NEWS_TOKEN).is_some(),
         "a bad file removed databases"
     );
+}
+
+/// A plan's `maxclients` refuses the login that would exceed it (Redis's
+/// words; the connection stays usable) and frees a place when a client
+/// leaves; its `ops-per-sec` makes commands beyond the rate wait, losing
+/// none, while other databases on the same executor run at full speed.
+#[test]
+fn each_database_has_its_own_connection_limit_and_command_rate() {
+    const CAPPED_TOKEN: &str = "capped-token-1f2e3d4c5b";
+    let dir = Scratch::new("plan-limits");
+    let cat = format!(
+        "{}tenant capped id=5 token={CAPPED_TOKEN} maxclients=2 ops-per-sec=200\n",
+        catalog()
+    );
+    let srv = start_with(&dir, &cat, &[]);
+    let mut admin = srv.connect();
+    ok(&mut admin, &["AUTH", ADMIN_PW]);
+    let rejected_before = info_field(&mut admin, "stats", "rejected_connections");
+
+    let a = login(&srv, "capped", CAPPED_TOKEN);
+    let mut b = login(&srv, "capped", CAPPED_TOKEN);
+    let mut third = srv.connect();
+    assert_eq!(
+        err(&mut third, &["AUTH", "capped", CAPPED_TOKEN]),
+        "ERR max number of clients reached"
+    );
+    assert_eq!(
+        info_field(&mut admin, "stats", "rejected_connections"),
+        rejected_before + 1
+    );
+    // Still connected, and free to log in elsewhere.
+    ok(&mut third, &["AUTH", "shop", SHOP_TOKEN]);
+    ok(&mut third, &["SET", "k", "v"]);
+    // A client moving in from another database counts too.
+    assert_eq!(
+        err(&mut third, &["AUTH", "capped", CAPPED_TOKEN]),
+        "ERR max number of clients reached"
+    );
+    assert_eq!(bulk(&mut third, &["GET", "k"]).as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        info_field(&mut admin, "stats", "rejected_connections"),
+        rejected_before + 2,
+        "two refused logins"
+    );
+    // A client leaves: its place is free again.
+    drop(a);
+    let mut c = poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        "a place after a client left",
+        || {
+            let mut c = srv.connect();
+            matches!(call(&mut c, &["AUTH", "capped", CAPPED_TOKEN]), Value::Simple(s) if s == b"OK")
+                .then_some(c)
+        },
+    );
+    assert_eq!(call(&mut c, &["PING"]), Value::Simple(b"PONG".to_vec()));
+
+    // 200 commands a second with a second's worth saved up: 700 INCRs
+    // sent at once take at least (700 - 200) / 200 = 2.5 s and all run;
+    // shop, on the same server, answers meanwhile.
+    let incrs: Vec<Vec<&str>> = (0..700).map(|_| vec!["INCR", "n"]).collect();
+    let started = std::time::Instant::now();
+    let capped = std::thread::spawn(move || {
+        let replies = b.pipeline(&incrs).expect("pipelined INCRs");
+        (replies, std::time::Instant::now())
+    });
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    let shop_incrs: Vec<Vec<&str>> = (0..2000).map(|_| vec!["INCR", "s"]).collect();
+    let shop_replies = shop.pipeline(&shop_incrs).expect("shop's INCRs");
+    let shop_done = std::time::Instant::now();
+    assert_eq!(shop_replies.last(), Some(&Value::Int(2000)));
+    let (replies, capped_done) = capped.join().expect("capped client");
+    let took = capped_done - started;
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(*r, Value::Int(i as i64 + 1), "INCR {i}");
+    }
+    assert!(
+        took >= Duration::from_millis(2_300),
+        "700 commands at 200/s took only {took:?}"
+    );
+    assert!(
+        shop_done < capped_done,
+        "shop's 2,000 commands waited for capped's throttled ones"
+    );
+    assert!(
+        info_field(&mut c, "stats", "throttled_commands") >= 1,
+        "INFO counts the commands that waited"
+    );
+    assert_eq!(info_field(&mut shop, "stats", "throttled_commands"), 0);
 }

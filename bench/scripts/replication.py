@@ -173,7 +173,7 @@ class Cluster:
                            "primary_region": primary_region, "read_regions": read_regions,
                            "maxmemory": 0, "maxmemory_policy": None, "maxclients": 0,
                            "ops_per_sec": 0, "durability": durability,
-                           "consistency": "eventual", "version": 1})
+                           "consistency": "nearest", "version": 1})
         code, text = self.http(1, "PUT", "/admin/tenants/7", body)
         if code != 200:
             raise SystemExit(f"creating the tenant: {code} {text}")

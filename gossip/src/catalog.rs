@@ -62,7 +62,9 @@ pub struct TenantEntry {
     pub ops_per_sec: u64,
     #[serde(default)]
     pub durability: Durability,
-    /// `eventual` or `read-your-writes` (the router's business).
+    /// `ryw` (read-your-writes, the default when empty), `strong` or
+    /// `nearest`: what the router promises (its business, see
+    /// docs/ROUTING.md).
     #[serde(default)]
     pub consistency: String,
     /// The catalog's counter for this change; a change with a version not
@@ -83,7 +85,13 @@ pub enum EntryError {
     Region(String),
     #[error("version must be 1 or more")]
     Version,
+    #[error("unknown consistency '{0}' (one of ryw, strong, nearest)")]
+    Consistency(String),
 }
+
+/// What the router promises a connection (docs/ROUTING.md); empty means
+/// the default, `ryw`.
+pub const CONSISTENCIES: &[&str] = &["ryw", "strong", "nearest"];
 
 fn valid_region(r: &str) -> bool {
     (2..=8).contains(&r.len())
@@ -121,6 +129,9 @@ impl TenantEntry {
         }
         if self.version == 0 {
             return Err(EntryError::Version);
+        }
+        if !self.consistency.is_empty() && !CONSISTENCIES.contains(&self.consistency.as_str()) {
+            return Err(EntryError::Consistency(self.consistency.clone()));
         }
         Ok(())
     }
@@ -443,6 +454,13 @@ mod tests {
         e = entry(1);
         e.version = 0;
         assert_eq!(e.validate(), Err(EntryError::Version));
+        e = entry(1);
+        e.consistency = "eventual".into();
+        assert!(matches!(e.validate(), Err(EntryError::Consistency(_))));
+        for c in CONSISTENCIES {
+            e.consistency = (*c).into();
+            assert_eq!(e.validate(), Ok(()));
+        }
         // The JSON the sidecar sends round-trips through the row.
         let row = entry(7).row();
         let back: TenantEntry = serde_json::from_slice(&row.value.unwrap()).unwrap();

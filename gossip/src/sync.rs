@@ -191,7 +191,7 @@ impl Syncer {
         &self,
         peer: SocketAddr,
         tenant: u64,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), SyncError> {
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, quinn::Connection), SyncError> {
         let r = async {
             let conn = self.connection(peer).await?;
             let (mut send, recv) = conn.open_bi().await?;
@@ -199,7 +199,7 @@ impl Syncer {
             head[0] = KIND_STORE;
             head[1..].copy_from_slice(&tenant.to_le_bytes());
             send.write_all(&head).await?;
-            Ok((send, recv))
+            Ok((send, recv, conn))
         }
         .await;
         if r.is_err() {

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! # tenant <name> id=<n> (token=<secret> | token-sha256=<hex>)... [maxmemory=<size>] [maxmemory-policy=<policy>]
-//! tenant shop id=1 token-sha256=9f86d0...  maxmemory=64mb maxmemory-policy=allkeys-lru
+//! #        [maxclients=<n>] [ops-per-sec=<n>]
+//! tenant shop id=1 token-sha256=9f86d0...  maxmemory=64mb maxmemory-policy=allkeys-lru maxclients=100
 //! ```
 //!
 //! Two tokens may be valid at once (rotation: the old one stays until every
@@ -32,6 +33,13 @@ pub struct TenantSpec {
     pub maxmemory: u64,
     /// Plan eviction policy (None: the server's `maxmemory-policy`).
     pub policy: Option<Policy>,
+    /// Plan connection limit (0: none beyond the server's `maxclients`):
+    /// an AUTH that would exceed it is refused with Redis's `max number of
+    /// clients reached`.
+    pub maxclients: u64,
+    /// Plan command rate (0: unlimited): commands beyond it wait for the
+    /// next second's share instead of failing (see `tenant::RateLimit`).
+    pub ops_per_sec: u64,
     /// On a cluster node: this node holds a replica of the tenant, whose
     /// primary is the store at this cluster address (None: this node is
     /// its primary, or the server is standalone). Set by the node's
@@ -132,6 +140,8 @@ impl Catalog {
                 token_sha256: Vec::new(),
                 maxmemory: 0,
                 policy: None,
+                maxclients: 0,
+                ops_per_sec: 0,
                 follow: None,
                 standby: None,
             };
@@ -160,6 +170,14 @@ impl Catalog {
                     "maxmemory-policy" => {
                         return Err(err(format!("invalid maxmemory-policy '{v}'")))
                     }
+                    "maxclients" => match v.parse::<u64>() {
+                        Ok(n) => spec.maxclients = n,
+                        Err(_) => return Err(err(format!("invalid maxclients '{v}'"))),
+                    },
+                    "ops-per-sec" => match v.parse::<u64>() {
+                        Ok(n) => spec.ops_per_sec = n,
+                        Err(_) => return Err(err(format!("invalid ops-per-sec '{v}'"))),
+                    },
                     _ => return Err(err(format!("unknown setting '{k}'"))),
                 }
             }

@@ -185,6 +185,10 @@ pub struct Session {
     /// a replica's link, which runs the replication commands a customer's
     /// own connections may not.
     pub cluster_peer: bool,
+    /// AUTH counted this connection into another tenant it is about to
+    /// move to (see `Shared::tenant_client_enter`): the move, or the
+    /// connection's end, settles that count.
+    pub moving_to: Option<crate::tenant::TenantId>,
     /// What this connection said with REPLCONF (when it is a replica).
     pub repl: ReplHello,
     /// The log offset after this connection's last write (WAIT waits for
@@ -226,6 +230,7 @@ impl Session {
             shard_channels: Default::default(),
             replaying: false,
             cluster_peer: false,
+            moving_to: None,
             repl: ReplHello::default(),
             woff: 0,
         }

@@ -34,6 +34,9 @@ enum After {
     /// More buffered input to process after flushing.
     Flush,
     Paused,
+    /// Over the plan's `ops_per_sec`: the next token comes in this long
+    /// (the command waits in `pending`).
+    Throttled(Duration),
     Suspend(Suspend),
     Close,
 }
@@ -72,6 +75,7 @@ pub async fn serve(
     let fd = stream.fd();
     let now = mstime();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let arrived = carry.is_some();
     let (info, mut session) = match carry {
         Some(c) => {
             let info = Rc::new(ClientInfo::new(c.id, addr, laddr, fd, c.created_ms));
@@ -108,6 +112,13 @@ pub async fn serve(
         }
     };
     session.cluster_peer = stream.is_link();
+    // Client connections count against their tenant's `maxclients`: one
+    // that moved here was counted by the AUTH that moved it.
+    let counted = !session.cluster_peer;
+    let tenant_id = tenant.borrow().id;
+    if counted && !arrived {
+        shared.tenant_client_enter(tenant_id, 0);
+    }
     let id = info.id;
     tenant.borrow_mut().clients.insert(id, info.clone());
     shared.stats.connected_clients.fetch_add(1, Relaxed);
@@ -137,6 +148,13 @@ pub async fn serve(
     }
     drop(t);
     shared.stats.connected_clients.fetch_sub(1, Relaxed);
+    if counted {
+        shared.tenant_client_leave(tenant_id);
+    }
+    // Counted into a tenant it never reached (closed before the move).
+    if let (Some(to), None) = (session.moving_to, &switch) {
+        shared.tenant_client_leave(to);
+    }
     let Some((to, input)) = switch else {
         tracing::debug!(id, %addr, "client closed");
         // The socket was registered outside any account (see alloc.rs).
@@ -162,7 +180,10 @@ pub async fn serve(
             tenant: to,
             carry: Some(carry),
         }),
-        Err(e) => tracing::warn!(id, "handoff: {e}"),
+        Err(e) => {
+            tracing::warn!(id, "handoff: {e}");
+            shared.tenant_client_leave(to);
+        }
     });
 }
 
@@ -231,6 +252,16 @@ async fn run(
                     }
                     Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
                 };
+                // The plan's command rate (replication links are not
+                // customer commands).
+                if let (Some(rate), false) = (t.rate.as_mut(), s.cluster_peer) {
+                    if let Err(wait) = rate.take(std::time::Instant::now()) {
+                        t.stats.throttled_commands += 1;
+                        pending = Some(args.iter().map(|a| a.to_vec()).collect());
+                        after = After::Throttled(wait);
+                        break;
+                    }
+                }
                 match dispatch(&mut t, s, shared, &set, &args, &mut out, now) {
                     Outcome::Continue => {}
                     Outcome::Close => after = After::Close,
@@ -375,6 +406,26 @@ async fn run(
                     == Waited::Gone
                 {
                     return;
+                }
+                continue;
+            }
+            After::Throttled(mut wait) => {
+                // Wait for a token (input meanwhile is buffered); the
+                // command then runs from `pending` with the token taken.
+                loop {
+                    let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1);
+                    let until = mstime().saturating_add(ms);
+                    if wait_event(stream, &mut inbuf, &s.info, until, &mut shutdown, &set).await
+                        == Waited::Gone
+                    {
+                        return;
+                    }
+                    let now = std::time::Instant::now();
+                    match tenant.borrow_mut().rate.as_mut().map(|r| r.take(now)) {
+                        Some(Err(w)) => wait = w,
+                        // A token, or the limit was lifted.
+                        _ => break,
+                    }
                 }
                 continue;
             }

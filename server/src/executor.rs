@@ -319,7 +319,21 @@ fn customer_tenant(spec: &crate::catalog::TenantSpec, dbs: usize) -> Tenant {
         maxmemory: spec.maxmemory,
         policy: spec.policy,
     });
+    set_rate(&mut t, spec.ops_per_sec);
     t
+}
+
+/// Applies a plan's `ops_per_sec` (0: unlimited), keeping the tokens saved
+/// up when only the rate changes.
+fn set_rate(t: &mut Tenant, ops_per_sec: u64) {
+    t.rate = match (t.rate.take(), ops_per_sec) {
+        (_, 0) => None,
+        (Some(mut r), n) => {
+            r.set_rate(n);
+            Some(r)
+        }
+        (None, n) => Some(crate::tenant::RateLimit::new(n, std::time::Instant::now())),
+    };
 }
 
 /// Loads a tenant's files (what loading allocates is the tenant's).
@@ -371,6 +385,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
                 maxmemory: spec.maxmemory,
                 policy: spec.policy,
             });
+            set_rate(&mut t, spec.ops_per_sec);
             set_follow(&mut t, spec.follow);
             t.standby = spec.standby;
             // Writes waiting for a standby that changed look again.
@@ -466,7 +481,13 @@ fn start_conn(
             let serve = crate::conn::serve(s, t.clone(), shared.clone(), carry);
             t.borrow().spawn(serve);
         }
-        None => tracing::error!("no tenant {:?} on this executor", tenant),
+        None => {
+            tracing::error!("no tenant {:?} on this executor", tenant);
+            if carry.is_some() {
+                // Counted by the AUTH that moved it here.
+                shared.tenant_client_leave(tenant);
+            }
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         .absolute(s.keyspace_misses);
     metrics::counter!("anykv_expired_keys_total", "tenant" => tenant.clone())
         .absolute(s.expired_keys);
+    metrics::counter!("anykv_throttled_commands_total", "tenant" => tenant.clone())
+        .absolute(s.throttled_commands);
     metrics::gauge!("anykv_keys", "tenant" => tenant.clone()).set(t.ks.total_keys() as f64);
     metrics::gauge!("anykv_clients", "tenant" => tenant.clone()).set(t.clients.len() as f64);
     metrics::gauge!("anykv_repl_offset", "tenant" => tenant.clone()).set(t.log.offset() as f64);

@@ -167,6 +167,10 @@ pub struct Shared {
     pub repl_status: parking_lot::Mutex<
         std::collections::HashMap<crate::tenant::TenantId, crate::metrics::ReplStatus>,
     >,
+    /// Client connections per tenant (replication links not counted), for
+    /// the plans' `maxclients`: counted here rather than by the tenant's
+    /// executor because AUTH decides on another executor's thread.
+    tenant_clients: parking_lot::Mutex<std::collections::HashMap<crate::tenant::TenantId, u64>>,
 }
 
 impl Shared {
@@ -199,6 +203,31 @@ impl Shared {
             handoffs: std::sync::OnceLock::new(),
             link_dialer: std::sync::OnceLock::new(),
             repl_status: Default::default(),
+            tenant_clients: Default::default(),
+        }
+    }
+
+    /// Counts a client connection into `tenant` unless it already has
+    /// `max` (0: no limit); false when refused.
+    pub fn tenant_client_enter(&self, tenant: crate::tenant::TenantId, max: u64) -> bool {
+        let mut m = self.tenant_clients.lock();
+        let n = m.entry(tenant).or_insert(0);
+        if max > 0 && *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A client connection counted by [`Shared::tenant_client_enter`] left
+    /// `tenant`.
+    pub fn tenant_client_leave(&self, tenant: crate::tenant::TenantId) {
+        let mut m = self.tenant_clients.lock();
+        if let Some(n) = m.get_mut(&tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&tenant);
+            }
         }
     }
 

@@ -26,7 +26,14 @@ pub struct LinkStream {
     pub io: Box<dyn Duplex>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// The round trip of the connection the stream rides on, as measured
+    /// now (QUIC's smoothed RTT); a replica corrects its lag with it (see
+    /// `repl::lag`). None where nobody measures one.
+    pub rtt: Option<RttProbe>,
 }
+
+/// Reads a link's current round-trip time.
+pub type RttProbe = std::sync::Arc<dyn Fn() -> std::time::Duration + Send + Sync>;
 
 impl std::fmt::Debug for LinkStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +106,14 @@ impl ClientStream {
     /// Whether this connection came from another node of the cluster.
     pub fn is_link(&self) -> bool {
         matches!(self, ClientStream::Link(_))
+    }
+
+    /// The link's round trip, where it is measured.
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientStream::Link(l) => l.rtt.as_ref().map(|f| f()),
+            ClientStream::Tcp(_) => None,
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub struct TenantStats {
     pub total_commands: u64,
     pub total_error_replies: u64,
     pub unexpected_error_replies: u64,
+    /// Commands that waited for the plan's `ops_per_sec` (see [`RateLimit`]).
+    pub throttled_commands: u64,
     pub commands: Vec<CmdStat>,
     pub errors: BTreeMap<String, u64>,
 }
@@ -143,6 +145,8 @@ pub struct Tenant {
     /// that must have a write before it is acknowledged (None: `async`,
     /// acknowledged after the local write).
     pub standby: Option<std::net::SocketAddr>,
+    /// A customer's plan command rate (None: unlimited).
+    pub rate: Option<RateLimit>,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -152,6 +156,67 @@ pub struct MemLimit {
     /// 0: the server's `maxmemory`.
     pub maxmemory: u64,
     pub policy: Option<crate::evict::Policy>,
+}
+
+/// A customer's plan command rate, as a token bucket: `per_sec` tokens a
+/// second, at most one second's worth saved up (so a burst of `per_sec`
+/// commands after a quiet second runs at once). A command takes a token;
+/// with none left its connection waits until the bucket refills instead
+/// of getting an error, so a client over its plan slows down and loses
+/// nothing (Upstash fails such commands; a throttled client keeps working
+/// and its latency tells the story). All of a tenant's connections run on
+/// its executor, so the bucket needs no lock.
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    per_sec: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimit {
+    /// A full bucket for `per_sec` commands a second (`per_sec` > 0).
+    pub fn new(per_sec: u64, now: std::time::Instant) -> RateLimit {
+        let per_sec = per_sec.max(1) as f64;
+        RateLimit {
+            per_sec,
+            tokens: per_sec,
+            last: now,
+        }
+    }
+
+    /// The same rate as `per_sec`, keeping what is saved up.
+    pub fn set_rate(&mut self, per_sec: u64) {
+        self.per_sec = per_sec.max(1) as f64;
+        self.tokens = self.tokens.min(self.per_sec);
+    }
+
+    pub fn per_sec(&self) -> u64 {
+        self.per_sec as u64
+    }
+
+    fn refill(&mut self, now: std::time::Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.per_sec);
+    }
+
+    /// Takes a token for one command, or says how long until one is there.
+    pub fn take(&mut self, now: std::time::Instant) -> Result<(), std::time::Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let missing = 1.0 - self.tokens;
+        Err(std::time::Duration::from_secs_f64(missing / self.per_sec))
+    }
+
+    /// Takes a token even if none is left (the command that waited runs
+    /// now; the debt delays the next ones).
+    pub fn take_anyway(&mut self, now: std::time::Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
 }
 
 /// LATENCY samples of one event.
@@ -202,6 +267,7 @@ impl Tenant {
             upstream_gen: 0,
             master_lag_ms: None,
             standby: None,
+            rate: None,
         }
     }
 

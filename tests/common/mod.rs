@@ -228,6 +228,21 @@ impl RespConn {
 }
 
 impl RespConn {
+    /// Sends every command in one write, then reads their replies in order.
+    pub fn pipeline(&mut self, cmds: &[Vec<&str>]) -> io::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for args in cmds {
+            out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                out.extend_from_slice(a.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        self.writer.write_all(&out)?;
+        cmds.iter().map(|_| self.read_value(0)).collect()
+    }
+
     /// Reads one reply without sending anything (e.g. a MONITOR feed).
     pub fn read_reply(&mut self) -> io::Result<Value> {
         self.read_value(0)

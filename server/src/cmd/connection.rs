@@ -74,8 +74,8 @@ fn set_user(ctx: &mut Ctx, user: &str) {
 /// tenant.
 fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
     let catalog = ctx.shared.catalog();
-    if let Some(to) = catalog.authenticate(user, pw).map(|t| t.id) {
-        return login(ctx, to, None);
+    if let Some((to, max)) = catalog.authenticate(user, pw).map(|t| (t.id, t.maxclients)) {
+        return login(ctx, to, None, max);
     }
     let with_catalog = !catalog.is_empty() || ctx.shared.tenants_only.load(Relaxed);
     let ok = ctx
@@ -88,7 +88,7 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
         .filter(|u| !(with_catalog && u.nopass))
         .map(|u| u.name.clone());
     match ok {
-        Some(name) => login(ctx, TenantId::DEFAULT, Some(&name)),
+        Some(name) => login(ctx, TenantId::DEFAULT, Some(&name), 0),
         None => {
             ctx.error(errors::WRONGPASS);
             false
@@ -98,8 +98,9 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
 
 /// Logs the session in to tenant `to`, as the server's ACL user `user` or
 /// (None) as a database's own all-powerful `default` user; moves the
-/// connection after this reply when `to` is not the tenant it is on.
-fn login(ctx: &mut Ctx, to: TenantId, user: Option<&str>) -> bool {
+/// connection after this reply when `to` is not the tenant it is on and
+/// has fewer than `maxclients` (0: no limit) connections.
+fn login(ctx: &mut Ctx, to: TenantId, user: Option<&str>, maxclients: u64) -> bool {
     if to != ctx.t.id {
         let busy = ctx.s.in_exec
             || ctx.s.multi.is_some()
@@ -112,6 +113,14 @@ fn login(ctx: &mut Ctx, to: TenantId, user: Option<&str>) -> bool {
             ctx.err("AUTH to another database is not allowed in a transaction, while watching keys, subscribed or in MONITOR");
             return false;
         }
+        if !ctx.shared.tenant_client_enter(to, maxclients) {
+            // The plan's connection limit, in Redis's words for the
+            // server's; the connection stays where it is.
+            crate::shared::GlobalStats::add(&ctx.shared.stats.rejected_connections, 1);
+            ctx.err("max number of clients reached");
+            return false;
+        }
+        ctx.s.moving_to = Some(to);
         ctx.suspend = Some(Suspend::Switch(to));
     }
     ctx.s.authenticated = true;

@@ -470,6 +470,7 @@ async fn stream(
     // A cluster primary stamps its clock into the link (not the stream).
     let cluster = l.s.is_link();
     applier.stamps = cluster;
+    let mut lag = super::lag::LagClock::new();
     let mut set = shared.settings();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut stop = shared.shutdown_rx();
@@ -500,9 +501,9 @@ async fn stream(
                     u.last_io_ms = now;
                 }
                 if let Some(stamp) = applier.last_stamp_ms.take() {
-                    // Wall clocks: NTP-synced on Fly, one clock in the
-                    // emulated world.
-                    t.master_lag_ms = Some((now - stamp).max(0));
+                    // Two machines' clocks, corrected with the link's
+                    // round trip (see lag.rs).
+                    t.master_lag_ms = Some(lag.sample(stamp, now, l.s.rtt()));
                 }
                 t.wake_replicas();
             }
