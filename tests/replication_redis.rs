@@ -425,33 +425,54 @@ fn min_replicas_and_stale_replicas_refuse_as_configured() {
     );
 }
 
+/// An anykv primary holding `n` keys (DEBUG POPULATE's `key:<i>`).
+fn populated_primary(n: usize) -> (ServerProcess, RespConn) {
+    let primary = start_anykv_with(&anykv_bin(), &["--enable-debug-command", "yes"]);
+    let mut p = primary.connect();
+    assert_eq!(
+        call(&mut p, &["DEBUG", "POPULATE", &n.to_string()]),
+        Value::Simple(b"OK".to_vec())
+    );
+    (primary, p)
+}
+
+/// A thread running `round(conn, n)` for n = 0, 1, ... on its own
+/// connection to `port` until the flag is set; joins to the sum of what the
+/// rounds returned.
+fn keep_writing(
+    port: u16,
+    round: impl Fn(&mut RespConn, u64) -> u64 + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut w = RespConn::connect(port).expect("writer");
+        let (mut n, mut sum) = (0u64, 0u64);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            sum += round(&mut w, n);
+            n += 1;
+        }
+        sum
+    });
+    (stop, handle)
+}
+
 /// Writes that keep coming while replicas take a full sync reach them: an
 /// anykv and a redis-server replica attach to a busy anykv primary (both
 /// take the diskless `$EOF:` payload, which ends at its mark only if the
 /// stream waits for the replica's first ACK), and both end equal to it.
 #[test]
 fn writes_during_a_full_sync_reach_the_replicas() {
-    let primary = start_anykv_with(&anykv_bin(), &["--enable-debug-command", "yes"]);
-    let mut p = primary.connect();
-    assert_eq!(
-        call(&mut p, &["DEBUG", "POPULATE", "5000"]),
-        Value::Simple(b"OK".to_vec())
-    );
+    let (primary, mut p) = populated_primary(5000);
     let port = primary.port;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut w = RespConn::connect(port).expect("writer");
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                call(&mut w, &["INCR", "counter"]);
-                call(&mut w, &["SET", &format!("w{}", n % 500), &n.to_string()]);
-                n += 1;
-            }
-            n
-        })
-    };
+    let (stop, writer) = keep_writing(port, |w, n| {
+        call(w, &["INCR", "counter"]);
+        call(w, &["SET", &format!("w{}", n % 500), &n.to_string()]);
+        1
+    });
     std::thread::sleep(Duration::from_millis(100));
     let anykv_replica = start_primary();
     let mut a = anykv_replica.connect();
@@ -480,6 +501,44 @@ fn writes_during_a_full_sync_reach_the_replicas() {
     let ks = keyspace_of(&mut p);
     compare(&ks, &keyspace_of(&mut a));
     compare(&ks, &keyspace_of(&mut r));
+}
+
+/// The full sync's payload is built in the background: the primary serves
+/// writes (new keys, overwrites and deletions of keys the payload has yet
+/// to reach) while `rdb_bgsave_in_progress` says the build is running, and
+/// the redis-server replica ends with exactly the primary's keyspace (the
+/// payload holds the keyspace as of the PSYNC, the stream what came after).
+#[test]
+fn the_payload_is_built_while_writes_go_on() {
+    let (primary, mut p) = populated_primary(40000);
+    let port = primary.port;
+    let (stop, writer) = keep_writing(port, |w, n| {
+        let building = |w: &mut RespConn| {
+            info(w, "persistence", "rdb_bgsave_in_progress").as_deref() == Some("1")
+        };
+        let before = building(w);
+        let k = (n * 7919) % 40000;
+        call(w, &["SET", &format!("key:{k}"), &format!("new{n}")]);
+        call(w, &["DEL", &format!("key:{}", (k + 1) % 40000)]);
+        call(w, &["SET", &format!("fresh{n}"), "1"]);
+        u64::from(before && building(w))
+    });
+    let replica = start_replica_of(port);
+    let mut r = replica.connect();
+    wait_for("the replica's link", Duration::from_secs(60), || {
+        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = writer.join().expect("writer");
+    eprintln!("{during} writes served while the payload was being built");
+    assert!(
+        during > 0,
+        "no write was served while the payload was being built"
+    );
+    assert_eq!(info(&mut p, "stats", "sync_full").as_deref(), Some("1"));
+    caught_up(&mut p, &mut r);
+    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
 }
 
 /// A replica with the append-only log on: the full sync replaces its log

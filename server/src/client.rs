@@ -189,6 +189,9 @@ pub struct Session {
     /// move to (see `Shared::tenant_client_enter`): the move, or the
     /// connection's end, settles that count.
     pub moving_to: Option<crate::tenant::TenantId>,
+    /// A full sync's payload being built in the background (PSYNC), for
+    /// the connection to send before the stream.
+    pub sync_payload: Option<crate::repl::fullsync::Payload>,
     /// What this connection said with REPLCONF (when it is a replica).
     pub repl: ReplHello,
     /// The log offset after this connection's last write (WAIT waits for
@@ -231,6 +234,7 @@ impl Session {
             replaying: false,
             cluster_peer: false,
             moving_to: None,
+            sync_payload: None,
             repl: ReplHello::default(),
             woff: 0,
         }

@@ -473,6 +473,7 @@ async fn run(
                         from,
                         wait_ack,
                         listening_port: port,
+                        payload: s.sync_payload.take(),
                     },
                     &mut shutdown,
                 )

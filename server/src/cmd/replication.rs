@@ -103,6 +103,32 @@ pub fn sync(ctx: &mut Ctx) {
 }
 
 fn full_sync(ctx: &mut Ctx, psync: bool) {
+    let eof = psync && ctx.s.repl.capa_eof;
+    // Diskless framing takes a payload of unknown length: build it in the
+    // background while clients keep writing (unless another background
+    // save runs; then at once, below).
+    if eof && !ctx.s.repl.rdb_only && ctx.t.persist.job.is_none() {
+        match primary::start_payload(ctx.t) {
+            Ok(payload) => {
+                let from = ctx.t.log.offset();
+                ctx.t.log.force_select();
+                let line = format!(
+                    "+FULLRESYNC {} {from}\r\n$EOF:{}\r\n",
+                    ctx.t.repl.replid, payload.mark
+                );
+                ctx.out.buf.extend_from_slice(line.as_bytes());
+                ctx.t.stats.sync_full += 1;
+                ctx.s.sync_payload = Some(payload);
+                attach_replica(ctx, from);
+                ctx.suspend = Some(Suspend::Replica {
+                    from,
+                    wait_ack: true,
+                });
+                return;
+            }
+            Err(e) => tracing::warn!("full sync in the background: {e}; building it now"),
+        }
+    }
     let rdb = match primary::rdb_payload(ctx.t) {
         Ok(r) => r,
         Err(e) => return ctx.err(&format!("full sync: {e}")),
@@ -118,7 +144,6 @@ fn full_sync(ctx: &mut Ctx, psync: bool) {
         let line = format!("+FULLRESYNC {} {from}\r\n", ctx.t.repl.replid);
         ctx.out.buf.extend_from_slice(line.as_bytes());
     }
-    let eof = psync && ctx.s.repl.capa_eof;
     primary::frame_payload(&mut ctx.out.buf, &rdb, eof);
     ctx.t.stats.sync_full += 1;
     if ctx.s.repl.rdb_only {

@@ -17,6 +17,17 @@ enum WriterMsg {
     Finish,
 }
 
+/// Where a background snapshot's blocks go.
+pub enum Sink {
+    /// A snapshot file: BGSAVE's, or the append-only log's new base.
+    File(std::path::PathBuf),
+    /// A replica's full sync: the writer thread transcodes the blocks to
+    /// RDB and hands them to the replica's connection in chunks (see
+    /// `repl::fullsync`), so building the payload takes the executor no
+    /// longer than a BGSAVE's slices do.
+    Replica(crate::repl::fullsync::RdbStream),
+}
+
 /// A background snapshot in progress.
 pub struct SnapJob {
     pub purpose: Purpose,
@@ -41,6 +52,12 @@ pub struct SnapJob {
     /// Changes counted when the snapshot began (later ones stay dirty).
     dirty_at_start: u64,
     finishing: bool,
+    /// The last slice stopped because the writer's queue was full: the
+    /// next one waits a moment instead of spinning.
+    stalled: bool,
+    /// [`run_job`] drives it (a job started by a command is picked up by
+    /// [`super::kick`]).
+    pub(crate) driven: bool,
 }
 
 /// Starts a background snapshot; the caller schedules [`run_job`].
@@ -50,6 +67,11 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
     }
     let mut seq = 0;
     let path = match purpose {
+        Purpose::Sync => {
+            return Err(io::Error::other(
+                "a replica's full sync starts with start_sync_job",
+            ))
+        }
         Purpose::Save => t.persist.snapshot_path(),
         Purpose::Rewrite => {
             // New writes go to a new segment from this instant; the old
@@ -94,6 +116,21 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
             dir.join(t.persist.base_name(seq))
         }
     };
+    launch(t, purpose, seq, Sink::File(path))
+}
+
+/// Starts a replica's full sync in the background: the keyspace as of now
+/// (its log offset), as RDB, into `stream`'s channel. Fails when another
+/// background snapshot runs (the caller builds the payload at once then).
+pub fn start_sync_job(t: &mut Tenant, stream: crate::repl::fullsync::RdbStream) -> io::Result<()> {
+    if t.persist.job.is_some() {
+        return Err(io::Error::other("a background save is already in progress"));
+    }
+    launch(t, Purpose::Sync, 0, Sink::Replica(stream))
+}
+
+/// Starts the writer thread for `sink` and the walk of the keyspace.
+fn launch(t: &mut Tenant, purpose: Purpose, seq: u64, sink: Sink) -> io::Result<()> {
     let meta = meta_for(t);
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(64);
     let inflight = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -106,7 +143,7 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
         .name("anykv-bgsave".into())
         .spawn(move || {
             crate::alloc::with_account(&acct, || {
-                let r = write_snapshot_file(&path, &meta, |push| {
+                let pump = |push: &mut dyn FnMut(&[u8], u32) -> io::Result<()>| {
                     for m in rx {
                         match m {
                             WriterMsg::Block(b, n) => {
@@ -121,7 +158,11 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
                         }
                     }
                     Err(io::Error::other("background save aborted"))
-                });
+                };
+                let r = match sink {
+                    Sink::File(path) => write_snapshot_file(&path, &meta, pump),
+                    Sink::Replica(stream) => stream.write(pump),
+                };
                 let _ = res_tx.send(r);
             })
         })?;
@@ -145,6 +186,8 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
         seq,
         dirty_at_start: t.dirty,
         finishing: false,
+        stalled: false,
+        driven: purpose != Purpose::Sync,
     });
     Ok(())
 }
@@ -229,8 +272,10 @@ pub fn step(t: &mut Tenant, budget: usize) -> bool {
     if job.finishing {
         return true;
     }
+    job.stalled = false;
     if !job.ship(false) {
-        return false; // the disk is behind: let clients run
+        job.stalled = true;
+        return false; // the disk (or the replica) is behind: let clients run
     }
     for db in ks.dbs.iter_mut() {
         job.collect_saved(db);
@@ -255,6 +300,7 @@ pub fn step(t: &mut Tenant, budget: usize) -> bool {
             break;
         }
         if job.scratch.len() >= BLOCK && !job.ship(false) {
+            job.stalled = true;
             return false;
         }
     }
@@ -263,9 +309,11 @@ pub fn step(t: &mut Tenant, budget: usize) -> bool {
         return false;
     }
     if !job.ship(true) || job.held.is_some() {
+        job.stalled = true;
         return false;
     }
     if job.tx.try_send(WriterMsg::Finish).is_err() {
+        job.stalled = true;
         return false;
     }
     job.finishing = true;
@@ -340,6 +388,12 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
                 }
             }
         }
+        (Purpose::Sync, Ok(keys)) => {
+            tracing::info!("Background RDB transfer terminated with success ({keys} keys)");
+        }
+        (Purpose::Sync, Err(e)) => {
+            tracing::warn!("Background RDB transfer error: {e}");
+        }
         (Purpose::Rewrite, Err(e)) => {
             t.persist.aof_last_rewrite_ok = false;
             t.persist.aof_last_rewrite_time_sec = secs;
@@ -363,17 +417,35 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
 /// clients' commands, then waits for the writer thread.
 pub async fn run_job(tenant: std::rc::Rc<std::cell::RefCell<Tenant>>) {
     loop {
-        let done = {
+        let (done, stalled) = {
             let mut t = tenant.borrow_mut();
-            if t.persist.job.is_none() {
+            let Some(job) = t.persist.job.as_ref() else {
                 return; // aborted
+            };
+            // A writer that stopped early (a full disk, a replica gone)
+            // ends the job now: nothing would take the rest.
+            if let Ok(r) = job.result.try_recv() {
+                let r = r.and_then(|_| Err(io::Error::other("the writer stopped early")));
+                for db in t.ks.dbs.iter_mut() {
+                    db.end_snapshot();
+                }
+                if let Some(job) = t.persist.job.take() {
+                    complete(&mut t, job, r);
+                }
+                return;
             }
-            step(&mut t, SLICE)
+            let done = step(&mut t, SLICE);
+            (done, t.persist.job.as_ref().is_some_and(|j| j.stalled))
         };
         if done {
             break;
         }
-        tokio::task::yield_now().await;
+        if stalled {
+            // The writer's queue is full: give it a moment.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
     loop {
         let r = {

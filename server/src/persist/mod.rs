@@ -24,7 +24,7 @@ pub mod load;
 pub mod replids;
 pub mod snapshot;
 
-pub use bgsave::{abort_job, detach_table, run_job, start_job, step, SnapJob};
+pub use bgsave::{abort_job, detach_table, run_job, start_job, start_sync_job, step, SnapJob};
 pub use load::{startup, LoadReport};
 
 use std::io::{self, BufWriter};
@@ -47,6 +47,9 @@ pub enum Purpose {
     Save,
     /// BGREWRITEAOF: the new base of the append-only log.
     Rewrite,
+    /// A replica's full sync (as Redis's diskless sync: an RDB child, so
+    /// BGSAVE and SAVE wait for it like for a BGSAVE).
+    Sync,
 }
 
 /// A tenant's persistence state.
@@ -152,7 +155,7 @@ impl Persist {
     pub fn bgsave_in_progress(&self) -> bool {
         self.job
             .as_ref()
-            .is_some_and(|j| j.purpose == Purpose::Save)
+            .is_some_and(|j| matches!(j.purpose, Purpose::Save | Purpose::Sync))
     }
 
     pub fn rewrite_in_progress(&self) -> bool {
@@ -318,7 +321,14 @@ pub async fn write_round(tenant: std::rc::Rc<std::cell::RefCell<Tenant>>) {
 pub fn kick(tenant: &std::rc::Rc<std::cell::RefCell<Tenant>>) {
     let start = {
         let mut t = tenant.borrow_mut();
-        if t.persist.job.is_some() {
+        if let Some(job) = t.persist.job.as_mut() {
+            // A replica's full sync, started by its PSYNC.
+            let pick_up = !job.driven;
+            job.driven = true;
+            drop(t);
+            if pick_up {
+                tenant.borrow().spawn(run_job(tenant.clone()));
+            }
             return;
         }
         let Some(purpose) = t.persist.requested.take() else {
@@ -334,6 +344,7 @@ pub fn kick(tenant: &std::rc::Rc<std::cell::RefCell<Tenant>>) {
                 match purpose {
                     Purpose::Save => t.persist.last_bgsave_ok = false,
                     Purpose::Rewrite => t.persist.aof_last_rewrite_ok = false,
+                    Purpose::Sync => {}
                 }
                 false
             }

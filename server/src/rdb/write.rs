@@ -98,6 +98,15 @@ impl<W: Write> RdbWriter<W> {
         self.flush_scratch()
     }
 
+    /// Switches back to database `db` (already started by
+    /// [`RdbWriter::select_db`]): a streamed snapshot's pre-images of
+    /// several databases interleave.
+    pub fn select_only(&mut self, db: u32) -> io::Result<()> {
+        self.scratch.push(OP_SELECTDB);
+        put_len(&mut self.scratch, u64::from(db));
+        Ok(())
+    }
+
     /// One key of the current database.
     pub fn entry(&mut self, key: &[u8], value: &Value, expire_at: i64) -> io::Result<()> {
         let out = &mut self.scratch;

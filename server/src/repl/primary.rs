@@ -24,10 +24,12 @@
 //!   limit for longer than its seconds, is dropped (and resyncs), as Redis
 //!   7 does with its shared replication buffer.
 //!
-//! Today the full-sync RDB is built synchronously on the executor when
-//! PSYNC arrives (consistent by construction: nothing else runs); building
-//! it in the background like `BGSAVE` (so writes continue during a large
-//! sync) is the next step.
+//! - The full sync's RDB is built in the background when the replica
+//!   takes `$EOF:` framing ([`super::fullsync`]: a background snapshot of
+//!   the keyspace at the PSYNC's offset, transcoded on a helper thread),
+//!   so writes continue during a large sync. A replica without `capa eof`
+//!   (the length goes first), `redis-cli --rdb`, or a PSYNC while another
+//!   background save runs gets it built at once on the executor.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -117,6 +119,37 @@ pub fn detach(t: &mut Tenant, id: u64, keep: usize) {
 /// The full-sync payload: an RDB of the tenant's keyspace at its current
 /// offset, with the ids a replica continues from.
 pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
+    let aux = rdb_aux(t);
+    let aux: Vec<(&str, &str)> = aux.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut w = crate::rdb::RdbWriter::new(Vec::new(), &aux)?;
+    w.keyspace(&t.ks)?;
+    w.finish()
+}
+
+/// Starts building the full-sync payload in the background (see
+/// `super::fullsync`): the keyspace as of now, at the log's offset.
+/// Fails when another background snapshot runs.
+pub fn start_payload(t: &mut Tenant) -> std::io::Result<super::fullsync::Payload> {
+    let aux = rdb_aux(t)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let sizes =
+        t.ks.dbs
+            .iter()
+            .map(|d| (d.len() as u64, d.volatile_len() as u64))
+            .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(super::fullsync::CHUNKS_QUEUED);
+    crate::persist::start_sync_job(t, super::fullsync::RdbStream { aux, sizes, tx })?;
+    Ok(super::fullsync::Payload {
+        rx,
+        mark: super::random_replid(),
+    })
+}
+
+/// A full-sync RDB's AUX fields: Redis's, with the ids a replica continues
+/// from (the offset is the log's now).
+fn rdb_aux(t: &Tenant) -> Vec<(&'static str, String)> {
     let now = mstime();
     let offset = t.log.offset().to_string();
     let ctime = (now / 1000).to_string();
@@ -127,19 +160,16 @@ pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
         crate::alloc::allocated() as u64
     }
     .to_string();
-    let aux = [
-        ("redis-ver", crate::shared::REDIS_VERSION),
-        ("redis-bits", "64"),
-        ("ctime", ctime.as_str()),
-        ("used-mem", used.as_str()),
-        ("repl-stream-db", "0"),
-        ("repl-id", t.repl.replid.as_str()),
-        ("repl-offset", offset.as_str()),
-        ("aof-base", "0"),
-    ];
-    let mut w = crate::rdb::RdbWriter::new(Vec::new(), &aux)?;
-    w.keyspace(&t.ks)?;
-    w.finish()
+    vec![
+        ("redis-ver", crate::shared::REDIS_VERSION.to_string()),
+        ("redis-bits", "64".to_string()),
+        ("ctime", ctime),
+        ("used-mem", used),
+        ("repl-stream-db", "0".to_string()),
+        ("repl-id", t.repl.replid.clone()),
+        ("repl-offset", offset),
+        ("aof-base", "0".to_string()),
+    ]
 }
 
 /// Frames an RDB for the wire: `$EOF:<40 random chars>` ... mark (diskless,
@@ -155,6 +185,39 @@ pub fn frame_payload(out: &mut BytesMut, rdb: &[u8], eof_capable: bool) {
     } else {
         out.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
         out.extend_from_slice(rdb);
+    }
+}
+
+/// Sends a payload built in the background as its chunks arrive, then its
+/// mark; false when the replica, the writer or the server went away (the
+/// replica resyncs).
+async fn send_payload(
+    stream: &mut crate::stream::ClientStream,
+    mut p: super::fullsync::Payload,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    loop {
+        let chunk = tokio::select! {
+            c = p.rx.recv() => c,
+            _ = shutdown.changed() => return false,
+        };
+        match chunk {
+            Some(c) if c.is_empty() => {
+                return stream.write_all(p.mark.as_bytes()).await.is_ok();
+            }
+            Some(c) => {
+                let sent = stream.write_all(&c).await;
+                // Made outside any account by the writer thread.
+                crate::alloc::unscoped(|| drop(c));
+                if sent.is_err() {
+                    return false;
+                }
+            }
+            None => {
+                tracing::warn!("the full sync's payload ended early; the replica will resync");
+                return false;
+            }
+        }
     }
 }
 
@@ -226,7 +289,7 @@ fn over_limit(
 }
 
 /// Where a replica's stream starts (from its PSYNC/SYNC).
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct StreamStart {
     /// Offset of the last byte the replica has.
     pub from: u64,
@@ -234,6 +297,8 @@ pub struct StreamStart {
     pub wait_ack: bool,
     /// Its `REPLCONF listening-port`.
     pub listening_port: u16,
+    /// A full sync's payload still being built (after `$EOF:<mark>`).
+    pub payload: Option<super::fullsync::Payload>,
 }
 
 /// Feeds a replica its stream from offset `from` until it goes away, is
@@ -252,6 +317,7 @@ pub async fn serve_replica(
         from,
         wait_ack,
         listening_port,
+        payload,
     } = start;
     // After a `$EOF:` payload the replica must read the mark last: the
     // stream starts with its first ACK (it sends one once loaded).
@@ -292,6 +358,11 @@ pub async fn serve_replica(
     let over_since = Cell::new(None);
     let mut last_stamp = 0i64;
     tracing::info!(id = info.id, addr = %info.addr, from, "replica attached");
+    if let Some(p) = payload {
+        if !send_payload(stream, p, shutdown).await {
+            return;
+        }
+    }
     let mut parser = RequestParser::new();
     let lim = ParseLimits::default();
     loop {
