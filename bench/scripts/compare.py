@@ -27,6 +27,12 @@ it: an A/B of two builds or two configurations measured in one run (e.g.
 busy polling off: `--variant nopoll=- --variant-arg nopoll=--executor-poll-us
 --variant-arg nopoll=0`). Variants are left out of the memory table.
 
+Beside each throughput figure: the server's CPU per request (utime+stime
+from /proc/PID/stat, 10 ms ticks, read around each redis-benchmark run;
+each test runs as its own redis-benchmark, and a test that prepares its
+data, as LRANGE_* does with LPUSH, shares its CPU over both rows) and the
+median of the rounds' anykv/Redis CPU-per-request ratios.
+
 The memory table shows `used_memory` as each server reports it (Redis:
 jemalloc's usable sizes; anykv: the bytes it asked its allocator for, see
 server/src/alloc.rs) and the process's peak RSS (VmHWM), which is what the
@@ -189,6 +195,22 @@ def stop_all(servers):
         except Exception:
             p.kill()
 
+def cpu_stat(pid):
+    """utime + stime of the whole process, in seconds (tick resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+def bench_cpu(port, pid, test, clients, pipeline, n):
+    """One redis-benchmark run of `test`: its rows, each with the server's
+    CPU µs per request over the run appended."""
+    c0 = cpu_stat(pid)
+    rows = bench(port, test, clients, pipeline, n)
+    spent = cpu_stat(pid) - c0
+    per = spent * 1e6 / max(1, n * len(rows))
+    return {t: v + (per,) for t, v in rows.items()}
+
 def cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
 
@@ -303,11 +325,11 @@ def main():
                         tests = a.tests if cfg[0] > 1 else "set,get"
                         # LRANGE replies are 100-600 elements: cap their request
                         # count so a pipelined run takes seconds, not minutes.
-                        fast = ",".join(t for t in tests.split(",") if not t.startswith("lrange"))
-                        slow = ",".join(t for t in tests.split(",") if t.startswith("lrange"))
-                        rows = bench(ports[name], fast, *cfg) if fast else {}
-                        if slow:
-                            rows.update(bench(ports[name], slow, cfg[0], cfg[1], min(cfg[2], a.lrange_n)))
+                        pid = servers[name].pid
+                        rows = {}
+                        for t in tests.split(","):
+                            n = min(cfg[2], a.lrange_n) if t.startswith("lrange") else cfg[2]
+                            rows.update(bench_cpu(ports[name], pid, t, cfg[0], cfg[1], n))
                         for t, v in rows.items():
                             unit[(cfg, name, t)] = v
                     if not guard.disturbed() or guard.give_up():
@@ -322,8 +344,8 @@ def main():
         # rounds' own ratios (each round measures both back to back), with
         # their range: how far one round's ratio can be from another's.
         head = ("| test | clients | pipeline | redis rps | anykv rps | ratio | per round (min–max) | "
-                "redis p50/p99 ms | anykv p50/p99 ms |")
-        sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+                "redis p50/p99 ms | anykv p50/p99 ms | CPU µs/req redis / anykv | CPU/req ratio (per round) |")
+        sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         for label in variants:
             head += f" {label} rps | {label} ratio | {label} p50/p99 ms | anykv / {label} |"
             sep += " --- | --- | --- | --- |"
@@ -335,9 +357,12 @@ def main():
                 r = results[(cfg, "redis", t)]; k = results[(cfg, "anykv", t)]
                 rr, kr = med(r, 0), med(k, 0)
                 per = [x[0] / y[0] for x, y in zip(k, r)]
+                cpu = [x[3] / y[3] for x, y in zip(k, r) if y[3] > 0]
+                cpu_ratio = f"{statistics.median(cpu):.2f}x ({min(cpu):.2f}–{max(cpu):.2f})" if cpu else "–"
                 line = (f"| {t} | {cfg[0]} | {cfg[1]} | {rr:,.0f} | {kr:,.0f} | {kr / rr:.2f}x | "
                         f"{statistics.median(per):.2f}x ({min(per):.2f}–{max(per):.2f}) | "
-                        f"{med(r, 1):.3f} / {med(r, 2):.3f} | {med(k, 1):.3f} / {med(k, 2):.3f} |")
+                        f"{med(r, 1):.3f} / {med(r, 2):.3f} | {med(k, 1):.3f} / {med(k, 2):.3f} | "
+                        f"{med(r, 3):.1f} / {med(k, 3):.1f} | {cpu_ratio} |")
                 for label in variants:
                     v = results[(cfg, label, t)]
                     vr = med(v, 0)

@@ -33,18 +33,10 @@ measured in the same rounds (a server's rounds rotate in order).
 import argparse, csv, io, os, socket, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, free_port, parse_variants, start, stop_all  # noqa: E402
+from compare import QuietGuard, cpu_stat, free_port, parse_variants, start, stop_all  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 GET = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n"
-
-
-def cpu_stat(pid):
-    """utime + stime of the whole process, in seconds (tick resolution)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def cpu_sched(pid):

@@ -22,7 +22,7 @@ again if a compiler ran or other processes used over 10% of a CPU meanwhile.
 import argparse, csv, io, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, free_port, cli  # noqa: E402
+from compare import QuietGuard, cpu_stat, free_port, cli  # noqa: E402
 
 # Extra server flags from --anykv-arg / --redis-arg.
 EXTRA = {"redis": [], "anykv": []}
@@ -92,7 +92,10 @@ def aof_throughput(anykv, rounds, guard):
                         p = spawn(kind, anykv, port, d,
                                   ["--save", "", "--appendonly", "yes", "--appendfsync", fsync])
                         wait_ping(port)
-                        unit[kind] = bench_set(port, pipeline, n)
+                        c0 = cpu_stat(p.pid)
+                        res = bench_set(port, pipeline, n)
+                        # The server's CPU per request (its fsync thread's too).
+                        unit[kind] = res + ((cpu_stat(p.pid) - c0) * 1e6 / n,)
                         stop(p, port)
                         shutil.rmtree(d, ignore_errors=True)
                     if not guard.disturbed() or guard.give_up():
@@ -100,13 +103,14 @@ def aof_throughput(anykv, rounds, guard):
                     print(f"{fsync} -P {pipeline} round {r + 1}: disturbed, measuring again", file=sys.stderr)
                 for kind, v in unit.items():
                     res[kind].append(v)
-            med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in res.items()}
+            med = {k: tuple(statistics.median(x[i] for x in v) for i in range(4)) for k, v in res.items()}
             rows.append((fsync, pipeline, med["redis"], med["anykv"]))
-    print("| appendfsync | -P | Redis SET/s | anykv SET/s | ratio | Redis p50/p99 ms | anykv p50/p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| appendfsync | -P | Redis SET/s | anykv SET/s | ratio | Redis p50/p99 ms | anykv p50/p99 ms | "
+          "CPU µs/req Redis / anykv |")
+    print("|---|---|---|---|---|---|---|---|")
     for fsync, pl, rd, ak in rows:
         print(f"| {fsync} | {pl} | {rd[0]:,.0f} | {ak[0]:,.0f} | **{ak[0] / rd[0]:.2f}x** | "
-              f"{rd[1]:.3f} / {rd[2]:.3f} | {ak[1]:.3f} / {ak[2]:.3f} |")
+              f"{rd[1]:.3f} / {rd[2]:.3f} | {ak[1]:.3f} / {ak[2]:.3f} | {rd[3]:.1f} / {ak[3]:.1f} |")
 
 
 def restart_time(anykv, rounds, keys):

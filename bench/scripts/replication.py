@@ -5,17 +5,18 @@
    (the built-in table: iad-cdg 97.7 ms RTT, so ~49 ms one way), a tenant
    whose primary is in iad and read region cdg. A paced writer sends SETs
    to the primary at --rate per second (pipelines of rate/1000 every
-   millisecond) for --seconds; the cdg replica's `master_lag_ms` (its
-   receive time minus the primary's last time stamp, taken every 100 ms
-   while streaming) is sampled every 50 ms. Reported: p50/p99/max against
-   the goal, one way + 5 ms.
+   millisecond) for --seconds; the cdg replica's `master_lag_ms` (measured
+   against the primary's time stamps, every 100 ms while streaming, and
+   corrected with the link's RTT: server/src/repl/lag.rs) is sampled every
+   50 ms. Reported: p50/p99/max against the goal, one way + 5 ms.
 2. replica cost: redis-benchmark -t set -c 50 -P 1 / -P 16 against a
    tenant's primary: (a) alone (one node, no replica), (b) with its
    standby attached in the same region (durability async), (c) the same
    with durability region. Rounds rotate the three; ratios are the median
    of per-round ratios (b/a, c/b). The same for redis-server alone and
    with a redis-server replica, as the reference for what a replica on
-   the same machine costs.
+   the same machine costs. Beside each: the CPU µs per request of all
+   the setup's server processes together.
 3. full sync of --keys keys (DEBUG POPULATE): anykv server and
    redis-server as primaries, each gets a redis-server replica (REPLICAOF)
    while redis-benchmark writes to the primary; reported: time from
@@ -34,7 +35,7 @@ import argparse, csv, hashlib, io, json, os, shutil, signal, socket, statistics,
 import tempfile, threading, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, free_port, peak_rss  # noqa: E402
+from compare import QuietGuard, cpu_stat, free_port, peak_rss  # noqa: E402
 
 ADMIN = "bench-admin-token"
 TOKEN = "bench-tenant-token-0123456789"
@@ -270,6 +271,16 @@ def redis_benchmark(host, port, pipeline, n, auth=True):
     raise SystemExit(f"redis-benchmark printed nothing: {cmd}")
 
 
+def with_cpu(pids, n, run):
+    """`run()`'s (rps, p50, p99) and the CPU µs per request all of `pids`
+    (the primary and its replica: what a request costs the machine) spent
+    meanwhile."""
+    c0 = sum(cpu_stat(p) for p in pids)
+    res = run()
+    spent = sum(cpu_stat(p) for p in pids) - c0
+    return res + (spent * 1e6 / n,)
+
+
 def bench_cost(anykv, rounds, guard):
     setups = [("alone", ["iad"], "async"), ("with standby", ["iad", "iad"], "async"),
               ("durability region", ["iad", "iad"], "region")]
@@ -284,7 +295,8 @@ def bench_cost(anykv, rounds, guard):
                 for pl, n in ((1, 100000), (16, 1000000)):
                     while True:
                         guard.wait(c.pids())
-                        res = redis_benchmark(c.ip(c.primary), c.redis_port(), pl, n)
+                        res = with_cpu(list(c.pids()), n,
+                                       lambda: redis_benchmark(c.ip(c.primary), c.redis_port(), pl, n))
                         if not guard.disturbed() or guard.give_up():
                             break
                         log("  disturbed, measuring again")
@@ -318,7 +330,8 @@ def bench_cost(anykv, rounds, guard):
                 for pl, n in ((1, 100000), (16, 1000000)):
                     while True:
                         guard.wait([p.pid for p in procs])
-                        res = redis_benchmark("127.0.0.1", port, pl, n, auth=False)
+                        res = with_cpu([p.pid for p in procs], n,
+                                       lambda: redis_benchmark("127.0.0.1", port, pl, n, auth=False))
                         if not guard.disturbed() or guard.give_up():
                             break
                         log("  disturbed, measuring again")
@@ -436,8 +449,8 @@ def main():
     if "cost" in only:
         res = bench_cost(a.anykv, a.rounds, guard)
         print("### A primary's write throughput: alone, with its standby, with durability region\n")
-        print("| setup | pipeline | rps (median) | p50 ms | p99 ms | ratio | per round |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("| setup | pipeline | rps (median) | p50 ms | p99 ms | ratio | per round | CPU µs/req (all its servers) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for pl in (1, 16):
             base = res[("alone", pl)]
             sb = res[("with standby", pl)]
@@ -448,6 +461,7 @@ def main():
                 med = statistics.median(x[0] for x in rows)
                 p50 = statistics.median(x[1] for x in rows)
                 p99 = statistics.median(x[2] for x in rows)
+                cpu = statistics.median(x[3] for x in rows)
                 if ref is None:
                     ratio, per = "1.00x", ""
                 else:
@@ -455,7 +469,7 @@ def main():
                     vs = {id(base): "alone", id(sb): "with standby", id(ralone): "redis alone"}[id(ref)]
                     ratio = f"{statistics.median(rs):.2f}x vs {vs}"
                     per = f"{min(rs):.2f}–{max(rs):.2f}"
-                print(f"| {name} | {pl} | {med:,.0f} | {p50} | {p99} | {ratio} | {per} |")
+                print(f"| {name} | {pl} | {med:,.0f} | {p50} | {p99} | {ratio} | {per} | {cpu:.1f} |")
         print()
     if "fullsync" in only:
         r = bench_fullsync(a.anykv, a.keys, guard)

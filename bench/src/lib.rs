@@ -7,9 +7,11 @@
 //!
 //! The store benchmarks are Python scripts that drive `redis-benchmark`
 //! against `anykv server` and `redis-server` side by side:
-//! `bench/scripts/compare.py` (throughput, latency, memory) and
-//! `bench/scripts/persistence.py` (AOF throughput, restart time, memory
-//! during a background save); results are in `docs/BENCHMARKS.md`. The
+//! `bench/scripts/compare.py` (throughput, latency, memory),
+//! `bench/scripts/cpu.py` (CPU per request), `bench/scripts/persistence.py`
+//! (AOF throughput, restart time, memory during a background save) and
+//! `bench/scripts/replication.py` (replication lag, what a replica costs a
+//! primary, full sync); results are in `docs/BENCHMARKS.md`. The
 //! emulated multi-region world is `anykv demo` (`src/demo.rs`), using the
 //! RTT table in `bench/data/region-rtt.csv`. Planned here: load
 //! generation, the world launcher used by benchmarks, and Markdown/SVG

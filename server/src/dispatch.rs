@@ -342,12 +342,13 @@ pub(crate) fn run(
     // replication offset (WRITE: writes, may-replicate commands, an EXEC
     // that queued one), before queuing inside MULTI, as Redis 7.0. Effects
     // being applied (the log at start, a primary's stream) are never held.
-    if t.pause_mode != PauseMode::None && !s.in_exec && !s.replaying {
-        if !t.paused(now_ms) {
-            t.pause_mode = PauseMode::None;
-        } else if t.pause_mode == PauseMode::All
-            || r.may_replicate
-            || (r.fullname == "exec" && queued_any(s, |q| q.may_replicate))
+    // A FAILOVER holds writes the same way.
+    if (t.pause_mode != PauseMode::None || t.failover.is_some()) && !s.in_exec && !s.replaying {
+        let mode = t.pause_now(now_ms);
+        if mode == PauseMode::All
+            || (mode == PauseMode::Write
+                && (r.may_replicate
+                    || (r.fullname == "exec" && queued_any(s, |q| q.may_replicate))))
         {
             return Outcome::Paused;
         }

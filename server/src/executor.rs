@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::shared::{GlobalStats, Shared};
 use crate::stream::{ClientStream, HandoffStream};
-use crate::tenant::{PauseMode, Tenant, TenantId};
+use crate::tenant::{Tenant, TenantId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -579,9 +579,8 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
                 }
             }
         }
-        if t.pause_mode != PauseMode::None && !t.paused(now) {
-            t.pause_mode = PauseMode::None;
-        }
+        t.pause_now(now);
+        crate::repl::failover::progress(&mut t, now);
         let (rules, pct, min, aof_on, fsync) = {
             let c = shared.config.read();
             if t.persist.enabled {
@@ -616,6 +615,8 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         // Starts a save a rule or a command asked for (a no-op otherwise).
         drop(t);
         crate::persist::kick(&tenant);
+        // A failover that just handed over starts its link to the target.
+        crate::repl::replica::kick(&tenant, &shared);
         t = tenant.borrow_mut();
         if now - last_metrics >= 1000 {
             last_metrics = now;

@@ -147,6 +147,9 @@ pub struct Tenant {
     pub standby: Option<std::net::SocketAddr>,
     /// A customer's plan command rate (None: unlimited).
     pub rate: Option<RateLimit>,
+    /// A `FAILOVER` in progress: writes are held as by `CLIENT PAUSE
+    /// WRITE`, which `CLIENT UNPAUSE` does not lift.
+    pub failover: Option<crate::repl::failover::Failover>,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -268,6 +271,7 @@ impl Tenant {
             master_lag_ms: None,
             standby: None,
             rate: None,
+            failover: None,
         }
     }
 
@@ -286,9 +290,23 @@ impl Tenant {
             .is_some_and(|u| u.status == crate::repl::replica::LinkStatus::Connected)
     }
 
-    /// A CLIENT PAUSE (WRITE or ALL) is in force at `now_ms`.
+    /// A CLIENT PAUSE (WRITE or ALL) or a FAILOVER holds writes at
+    /// `now_ms`.
     pub fn paused(&self, now_ms: i64) -> bool {
-        self.pause_mode != PauseMode::None && now_ms < self.pause_until_ms
+        self.failover.is_some()
+            || (self.pause_mode != PauseMode::None && now_ms < self.pause_until_ms)
+    }
+
+    /// What is held at `now_ms`: CLIENT PAUSE's mode (cleared once past its
+    /// deadline), at least WRITE while a FAILOVER runs.
+    pub fn pause_now(&mut self, now_ms: i64) -> PauseMode {
+        if self.pause_mode != PauseMode::None && now_ms >= self.pause_until_ms {
+            self.pause_mode = PauseMode::None;
+        }
+        match (self.pause_mode, self.failover.is_some()) {
+            (PauseMode::None, true) => PauseMode::Write,
+            (m, _) => m,
+        }
     }
 
     /// Whether this tenant may delete keys on its own now (expiry,

@@ -9,7 +9,7 @@
 //!
 //! - UDP (SWIM gossip): [`ShapedUdp`] delays or drops each datagram on the
 //!   send side.
-//! - QUIC (state sync; replication will use it too): [`quic_endpoint`]
+//! - QUIC (state sync and replication streams): [`quic_endpoint`]
 //!   puts the same delay line under quinn, so the handshake, loss recovery
 //!   and congestion control see it.
 //! - TCP: [`shaped_stream`] (any byte stream: [`shape_io`]) delays both

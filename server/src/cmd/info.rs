@@ -253,7 +253,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             let off = ctx.t.log.offset();
             let _ = write!(
                 o,
-                "# Replication\r\nrole:{}\r\n{}master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{off}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
+                "# Replication\r\nrole:{}\r\n{}master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{off}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
                 match ctx.t.role {
                     crate::repl::Role::Primary => "master",
                     crate::repl::Role::Replica => "slave",
@@ -264,6 +264,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                     crate::repl::primary::info_lines(ctx.t, &mut l);
                     l
                 },
+                crate::repl::failover::state_name(ctx.t.failover.as_ref()),
                 ctx.t.repl.replid,
                 ctx.t.repl.replid2,
                 ctx.t.repl.second_offset,

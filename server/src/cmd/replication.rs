@@ -61,6 +61,26 @@ pub fn replconf(ctx: &mut Ctx) {
 /// `PSYNC <replid> <offset>`: partial resync when possible, else full.
 pub fn psync(ctx: &mut Ctx) {
     let replid = String::from_utf8_lossy(ctx.args[1]).into_owned();
+    // `PSYNC <replid> <offset> FAILOVER`: our primary hands over to us (its
+    // FAILOVER); with its history ours, we promote ourselves and serve the
+    // PSYNC as the new primary (a partial resync from our `replid2`).
+    if ctx.args.len() > 3 && ctx.args[3].eq_ignore_ascii_case(b"failover") {
+        tracing::info!("Failover request received for replid {replid}.");
+        if ctx.t.role != crate::repl::Role::Replica {
+            return ctx.err("PSYNC FAILOVER can't be sent to a master.");
+        }
+        if replid != ctx.t.repl.replid {
+            return ctx.err("PSYNC FAILOVER replid must match my replid.");
+        }
+        crate::repl::replica::become_primary(ctx.t);
+        tracing::info!(
+            "MASTER MODE enabled (failover request from {})",
+            ctx.s.info.addr
+        );
+    }
+    if ctx.t.failover.is_some() {
+        return ctx.error("NOMASTERLINK Can't SYNC while failing over");
+    }
     let Some(offset) = parse_i64(ctx.args[2]) else {
         return ctx.err(errors::NOT_INTEGER);
     };
@@ -99,7 +119,87 @@ fn attach_replica(ctx: &mut Ctx, from: u64) {
 
 /// `SYNC`: the old full synchronisation (no FULLRESYNC line).
 pub fn sync(ctx: &mut Ctx) {
+    if ctx.t.failover.is_some() {
+        return ctx.error("NOMASTERLINK Can't SYNC while failing over");
+    }
     full_sync(ctx, false);
+}
+
+/// `FAILOVER [TO host port [FORCE]] [ABORT] [TIMEOUT ms]`: hands this
+/// primary's role to a replica with nothing lost (see
+/// `crate::repl::failover`). Arguments and errors as Redis 7.0.
+pub fn failover(ctx: &mut Ctx) {
+    use crate::repl::failover as fo;
+    if ctx.args.len() == 2 && ctx.args[1].eq_ignore_ascii_case(b"abort") {
+        if ctx.t.failover.is_none() {
+            return ctx.err("No failover in progress.");
+        }
+        fo::abort(ctx.t, "Failover manually aborted");
+        return ctx.out.ok();
+    }
+    let mut timeout_ms = 0i64;
+    let mut force = false;
+    let mut target: Option<(String, i64)> = None;
+    let mut j = 1;
+    while j < ctx.args.len() {
+        let a = ctx.args[j];
+        if a.eq_ignore_ascii_case(b"timeout") && j + 1 < ctx.args.len() && timeout_ms == 0 {
+            let Some(ms) = parse_i64(ctx.args[j + 1]) else {
+                return ctx.err(errors::NOT_INTEGER);
+            };
+            if ms <= 0 {
+                return ctx.err("FAILOVER timeout must be greater than 0");
+            }
+            timeout_ms = ms;
+            j += 2;
+        } else if a.eq_ignore_ascii_case(b"to") && j + 2 < ctx.args.len() && target.is_none() {
+            let Some(port) = parse_i64(ctx.args[j + 2]) else {
+                return ctx.err(errors::NOT_INTEGER);
+            };
+            target = Some((String::from_utf8_lossy(ctx.args[j + 1]).into_owned(), port));
+            j += 3;
+        } else if a.eq_ignore_ascii_case(b"force") && !force {
+            force = true;
+            j += 1;
+        } else {
+            return ctx.syntax_error();
+        }
+    }
+    if ctx.t.failover.is_some() {
+        return ctx.err("FAILOVER already in progress.");
+    }
+    if ctx.t.role == crate::repl::Role::Replica {
+        return ctx.err("FAILOVER is not valid when server is a replica.");
+    }
+    if ctx.t.replicas.is_empty() {
+        return ctx.err("FAILOVER requires connected replicas.");
+    }
+    if force && (timeout_ms == 0 || target.is_none()) {
+        return ctx
+            .err("FAILOVER with force option requires both a timeout and target HOST and IP.");
+    }
+    let target = match target {
+        Some((host, port)) => {
+            let found = u16::try_from(port)
+                .ok()
+                .and_then(|p| fo::find_replica(ctx.t, &host, p).map(|l| (l, p)));
+            let Some((link, port)) = found else {
+                return ctx.err("FAILOVER target HOST and PORT is not a replica.");
+            };
+            if !link.streaming.get() {
+                return ctx.err("FAILOVER target replica is not online.");
+            }
+            Some((host, port))
+        }
+        None => None,
+    };
+    let end_ms = if timeout_ms > 0 {
+        ctx.now_ms.saturating_add(timeout_ms)
+    } else {
+        0
+    };
+    fo::start(ctx.t, target, end_ms, force);
+    ctx.out.ok();
 }
 
 fn full_sync(ctx: &mut Ctx, psync: bool) {
@@ -201,6 +301,9 @@ pub fn role(ctx: &mut Ctx) {
 /// and continuing the history under a new id (the old one stays valid for
 /// partial resyncs as `replid2`).
 pub fn replicaof(ctx: &mut Ctx) {
+    if ctx.t.failover.is_some() {
+        return ctx.err("REPLICAOF not allowed while failing over.");
+    }
     let (a, b) = (ctx.args[1], ctx.args[2]);
     if a.eq_ignore_ascii_case(b"no") && b.eq_ignore_ascii_case(b"one") {
         if ctx.t.role == crate::repl::Role::Replica {

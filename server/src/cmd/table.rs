@@ -201,6 +201,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("psync", -3, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "2.8.0", "An internal command used in replication", replication::psync),
     cmd!("sync", 1, "admin noscript no_async_loading no_multi", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "An internal command used in replication", replication::sync),
     cmd!("replconf", -1, "admin noscript loading stale allow_busy", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "3.0.0", "An internal command for configuring the replication stream", replication::replconf),
+    cmd!("failover", -1, "admin noscript stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.2.0", "Start a coordinated failover between this server and one of its replicas.", replication::failover),
     cmd!("replicaof", 3, "admin noscript stale no_async_loading", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "5.0.0", "Make the server a replica of another instance, or promote it as master", replication::replicaof),
     cmd!("slaveof", 3, "admin noscript stale no_async_loading", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "1.0.0", "Make the server a replica of another instance, or promote it as master", replication::replicaof),
     cmd!("role", 1, "noscript loading stale fast", 0, 0, 0, "@admin @fast @dangerous", Admin, OwnTenant, "server", "2.8.12", "Returns the replication role", replication::role),

@@ -15,6 +15,7 @@
 //!   as they are, so offsets match byte for byte.
 
 pub mod apply;
+pub mod failover;
 pub mod fullsync;
 pub mod lag;
 pub mod primary;

@@ -170,6 +170,14 @@ async fn run(
         match r {
             Ok(()) => return,
             Err(e) => {
+                // A failover's link to its target that cannot be made:
+                // this server is the primary again.
+                if super::failover::in_progress(&tenant.borrow()) {
+                    super::failover::abort(
+                        &mut tenant.borrow_mut(),
+                        &format!("Failover target connection failed: {e}"),
+                    );
+                }
                 if !current(&tenant, gen) {
                     return;
                 }
@@ -317,11 +325,28 @@ async fn follow(
     let _ = l
         .call(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
         .await?;
-    let (id, next) = {
+    let (id, next, failing_over) = {
         let t = tenant.borrow();
-        (t.repl.replid.clone(), (t.log.offset() + 1).to_string())
+        (
+            t.repl.replid.clone(),
+            (t.log.offset() + 1).to_string(),
+            super::failover::in_progress(&t),
+        )
     };
-    let reply = l.call(&[b"PSYNC", id.as_bytes(), next.as_bytes()]).await?;
+    // A FAILOVER hands over: the target promotes itself on this PSYNC.
+    let reply = if failing_over {
+        l.call(&[b"PSYNC", id.as_bytes(), next.as_bytes(), b"FAILOVER"])
+            .await?
+    } else {
+        l.call(&[b"PSYNC", id.as_bytes(), next.as_bytes()]).await?
+    };
+    if failing_over {
+        let accepted = reply.starts_with("+FULLRESYNC ") || reply.starts_with("+CONTINUE");
+        super::failover::answered(&mut tenant.borrow_mut(), accepted);
+        if !accepted {
+            return Err(format!("the failover target refused: {reply}"));
+        }
+    }
     if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
         let mut parts = rest.split(' ');
         let (Some(new_id), Some(off)) = (
