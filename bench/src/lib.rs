@@ -4,6 +4,9 @@
 //!   layer (real `foca` instances, simulated network) that measures failure
 //!   detection, dissemination, false positives and bandwidth; run it with
 //!   `cargo run --release -p anykv-bench --example gossip_sim`.
+//! - [`history`]: the checker of what clients saw during a fault run
+//!   (linearizable registers, no acknowledged write lost, one primary per
+//!   epoch), for the failover harness.
 //!
 //! The store benchmarks are Python scripts that drive `redis-benchmark`
 //! against `anykv server` and `redis-server` side by side:
@@ -18,3 +21,4 @@
 //! reports.
 
 pub mod gossip_sim;
+pub mod history;

@@ -1,0 +1,475 @@
+//! Checking what clients saw during a fault run: the history checker of
+//! the failover harness.
+//!
+//! A run records every operation its clients invoked and the response each
+//! got (or none: a timeout, a closed connection — the operation may or may
+//! not have happened). Three properties are checked:
+//!
+//! - [`linearizable`]: the reads and writes of each register (a key) can be
+//!   ordered so that each takes effect at one instant between its
+//!   invocation and its response, and every read returns the value of the
+//!   last write before it. A lost acknowledged write (a later read returns
+//!   an older value) and a stale read both break it. Operations without a
+//!   response may take effect at any instant after their invocation, or
+//!   never.
+//! - [`acknowledged_present`]: every write the cluster acknowledged is in
+//!   the state read after the run (for keys written once per value, such as
+//!   set members or one key per write).
+//! - [`one_primary_per_epoch`]: acknowledgements carry the epoch and the
+//!   node that gave them; an epoch has one primary, and no primary of an
+//!   older epoch acknowledges anything once a newer epoch has begun to.
+//!
+//! The linearizability search is Wing & Gong's, with Lowe's memoization of
+//! (operations linearized, register state) — what Porcupine and Knossos
+//! run — applied to each key on its own (linearizability is compositional).
+//! It is written here rather than taken from a crate: the crates that offer
+//! one (stateright's `LinearizabilityTester`, todc-utils) bring a model
+//! checker or a generic framework for a 200-line search over one data
+//! type, and this one reports the operation at which a history fails.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What an operation did to a register.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Set the register to this value.
+    Write(u64),
+    /// Read this value (None: the key did not exist).
+    Read(Option<u64>),
+}
+
+/// One operation of a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    pub client: u32,
+    pub key: String,
+    pub kind: Kind,
+    /// When it was invoked (any monotonic clock, e.g. ns since the run began).
+    pub invoke: u64,
+    /// When its response arrived; None when none did (it may or may not
+    /// have taken effect). A read without a response says nothing: leave
+    /// it out.
+    pub complete: Option<u64>,
+}
+
+/// Why a history is not linearizable: the key, and the operation whose
+/// response came before any order could place it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub key: String,
+    pub op: Op,
+}
+
+/// Every key's history on its own (see the module docs); the first key that
+/// fails, with an operation no order could place before its response.
+pub fn linearizable(ops: &[Op]) -> Result<(), Violation> {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        by_key.entry(op.key.as_str()).or_default().push(op);
+    }
+    for (key, ops) in by_key {
+        if let Err(i) = check_register(&ops) {
+            return Err(Violation {
+                key: key.to_string(),
+                op: ops[i].clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An event of the search's list: an operation's call or its return.
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    op: usize,
+    call: bool,
+    prev: usize,
+    next: usize,
+}
+
+/// Wing & Gong / Lowe on one register that starts absent. Err: the index
+/// of the latest operation whose response the search reached with it
+/// unplaced (the furthest any order got).
+fn check_register(ops: &[&Op]) -> Result<(), usize> {
+    // Events by time; at equal times calls first (an operation that begins
+    // when another ends may be ordered after it).
+    let mut evs: Vec<(u64, bool, usize)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        evs.push((op.invoke, true, i));
+        if let Some(c) = op.complete {
+            evs.push((c.max(op.invoke), false, i));
+        }
+    }
+    evs.sort_by_key(|&(t, call, i)| (t, !call, i));
+    // A doubly linked list with a head sentinel (index 0).
+    let n = evs.len();
+    let mut list: Vec<Event> = Vec::with_capacity(n + 1);
+    list.push(Event {
+        op: usize::MAX,
+        call: false,
+        prev: 0,
+        next: if n > 0 { 1 } else { usize::MAX },
+    });
+    let mut call_at = vec![usize::MAX; ops.len()];
+    let mut ret_at = vec![usize::MAX; ops.len()];
+    for (j, &(_, call, i)) in evs.iter().enumerate() {
+        let idx = j + 1;
+        list.push(Event {
+            op: i,
+            call,
+            prev: idx - 1,
+            next: if j + 1 < n { idx + 1 } else { usize::MAX },
+        });
+        if call {
+            call_at[i] = idx;
+        } else {
+            ret_at[i] = idx;
+        }
+    }
+    let returns = ops.iter().filter(|o| o.complete.is_some()).count();
+    let unlink = |list: &mut Vec<Event>, idx: usize| {
+        let Event { prev, next, .. } = list[idx];
+        list[prev].next = next;
+        if next != usize::MAX {
+            list[next].prev = prev;
+        }
+    };
+    let relink = |list: &mut Vec<Event>, idx: usize| {
+        let Event { prev, next, .. } = list[idx];
+        list[prev].next = idx;
+        if next != usize::MAX {
+            list[next].prev = idx;
+        }
+    };
+    let mut linearized = vec![false; ops.len()];
+    let mut returns_linearized = 0usize;
+    let mut state: Option<u64> = None;
+    let mut seen: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
+    let mut stack: Vec<(usize, Option<u64>)> = Vec::new();
+    // (event index, operation) of the latest return reached unplaced.
+    let mut furthest: (usize, usize) = (0, 0);
+    let bits = |lin: &[bool]| -> Vec<u64> {
+        let mut v = vec![0u64; lin.len().div_ceil(64)];
+        for (i, &b) in lin.iter().enumerate() {
+            if b {
+                v[i / 64] |= 1 << (i % 64);
+            }
+        }
+        v
+    };
+    let mut cur = list[0].next;
+    loop {
+        if returns_linearized == returns {
+            return Ok(());
+        }
+        if cur == usize::MAX {
+            // Only calls without returns are left: nothing forces them.
+            return Ok(());
+        }
+        let e = list[cur];
+        if e.call {
+            let op = ops[e.op];
+            let next_state = match &op.kind {
+                Kind::Write(v) => Some(Some(*v)),
+                Kind::Read(r) => (*r == state).then_some(state),
+            };
+            let placed = next_state.and_then(|s| {
+                linearized[e.op] = true;
+                let key = (bits(&linearized), s);
+                if seen.insert(key) {
+                    Some(s)
+                } else {
+                    linearized[e.op] = false;
+                    None
+                }
+            });
+            match placed {
+                Some(s) => {
+                    stack.push((e.op, state));
+                    state = s;
+                    if op.complete.is_some() {
+                        returns_linearized += 1;
+                    }
+                    unlink(&mut list, call_at[e.op]);
+                    if ret_at[e.op] != usize::MAX {
+                        unlink(&mut list, ret_at[e.op]);
+                    }
+                    cur = list[0].next;
+                }
+                None => cur = e.next,
+            }
+        } else {
+            // A return reached with its operation unplaced: undo the last
+            // placement and try the next candidate after it.
+            if cur >= furthest.0 {
+                furthest = (cur, e.op);
+            }
+            let Some((op, prev_state)) = stack.pop() else {
+                return Err(furthest.1);
+            };
+            linearized[op] = false;
+            if ops[op].complete.is_some() {
+                returns_linearized -= 1;
+            }
+            state = prev_state;
+            if ret_at[op] != usize::MAX {
+                relink(&mut list, ret_at[op]);
+            }
+            relink(&mut list, call_at[op]);
+            cur = list[call_at[op]].next;
+        }
+    }
+}
+
+/// Writes acknowledged (`acked`: key → values the cluster answered OK for)
+/// that the final state (`final_state`: key → values present) lacks.
+pub fn acknowledged_present(
+    acked: &HashMap<String, Vec<u64>>,
+    final_state: &HashMap<String, HashSet<u64>>,
+) -> Vec<(String, u64)> {
+    let mut lost = Vec::new();
+    for (key, values) in acked {
+        let have = final_state.get(key);
+        for v in values {
+            if !have.is_some_and(|h| h.contains(v)) {
+                lost.push((key.clone(), *v));
+            }
+        }
+    }
+    lost.sort();
+    lost
+}
+
+/// One acknowledgement of a write: when, in which epoch, by which node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub at: u64,
+    pub epoch: u64,
+    pub node: String,
+}
+
+/// Two primaries: the same epoch acknowledged by two nodes, or an older
+/// epoch acknowledging after a newer one has begun to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitBrain {
+    TwoNodesOneEpoch { epoch: u64, nodes: (String, String) },
+    OldEpochAfterNew { old: Ack, new_began: Ack },
+}
+
+/// Checks the acknowledgements of a run (see the module docs).
+pub fn one_primary_per_epoch(acks: &[Ack]) -> Result<(), SplitBrain> {
+    let mut owner: BTreeMap<u64, &str> = BTreeMap::new();
+    let mut first: BTreeMap<u64, &Ack> = BTreeMap::new();
+    let mut last: BTreeMap<u64, &Ack> = BTreeMap::new();
+    for a in acks {
+        match owner.get(&a.epoch) {
+            Some(n) if *n != a.node => {
+                return Err(SplitBrain::TwoNodesOneEpoch {
+                    epoch: a.epoch,
+                    nodes: (n.to_string(), a.node.clone()),
+                })
+            }
+            _ => {
+                owner.insert(a.epoch, &a.node);
+            }
+        }
+        first
+            .entry(a.epoch)
+            .and_modify(|f| {
+                if a.at < f.at {
+                    *f = a;
+                }
+            })
+            .or_insert(a);
+        last.entry(a.epoch)
+            .and_modify(|l| {
+                if a.at > l.at {
+                    *l = a;
+                }
+            })
+            .or_insert(a);
+    }
+    // Any older epoch's last ack after a newer epoch's first one.
+    let epochs: Vec<u64> = first.keys().copied().collect();
+    for (i, e) in epochs.iter().enumerate() {
+        for newer in &epochs[i + 1..] {
+            let (old, new) = (last[e], first[newer]);
+            if old.at > new.at {
+                return Err(SplitBrain::OldEpochAfterNew {
+                    old: old.clone(),
+                    new_began: new.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(client: u32, v: u64, invoke: u64, complete: Option<u64>) -> Op {
+        Op {
+            client,
+            key: "r".into(),
+            kind: Kind::Write(v),
+            invoke,
+            complete,
+        }
+    }
+
+    fn r(client: u32, v: Option<u64>, invoke: u64, complete: u64) -> Op {
+        Op {
+            client,
+            key: "r".into(),
+            kind: Kind::Read(v),
+            invoke,
+            complete: Some(complete),
+        }
+    }
+
+    #[test]
+    fn sequential_and_concurrent_histories_pass() {
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            r(2, Some(1), 11, 20),
+            w(1, 2, 21, Some(30)),
+            r(2, Some(2), 31, 40),
+        ];
+        assert_eq!(linearizable(&h), Ok(()));
+        // Overlapping write and reads: either order of the reads' values
+        // is fine while they overlap the write.
+        let h = vec![
+            w(1, 1, 0, Some(5)),
+            w(1, 2, 10, Some(50)),
+            r(2, Some(2), 12, 20),
+            r(3, Some(1), 11, 15),
+            r(2, Some(2), 51, 60),
+        ];
+        assert_eq!(linearizable(&h), Ok(()));
+        assert_eq!(linearizable(&[r(1, None, 0, 1)]), Ok(()));
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_is_caught() {
+        // Write 2 was acknowledged; a later read still sees 1.
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            w(1, 2, 20, Some(30)),
+            r(2, Some(1), 40, 50),
+        ];
+        let v = linearizable(&h).expect_err("a lost write");
+        assert_eq!(v.key, "r");
+        assert_eq!(v.op.kind, Kind::Read(Some(1)));
+    }
+
+    #[test]
+    fn a_stale_read_is_caught() {
+        // Client 2 read 2, then client 3, strictly later, read 1: values
+        // never go back.
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            w(1, 2, 11, Some(100)),
+            r(2, Some(2), 20, 30),
+            r(3, Some(1), 40, 50),
+        ];
+        assert!(linearizable(&h).is_err());
+        // A read of a value never written.
+        assert!(linearizable(&[w(1, 1, 0, Some(1)), r(2, Some(7), 2, 3)]).is_err());
+    }
+
+    #[test]
+    fn a_write_without_a_response_may_or_may_not_have_happened() {
+        // Timed out: later reads may see it...
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            w(1, 2, 20, None),
+            r(2, Some(2), 40, 50),
+        ];
+        assert_eq!(linearizable(&h), Ok(()));
+        // ...or not...
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            w(1, 2, 20, None),
+            r(2, Some(1), 40, 50),
+        ];
+        assert_eq!(linearizable(&h), Ok(()));
+        // ...but not before it was sent, nor come and go.
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            r(2, Some(2), 12, 15),
+            w(1, 2, 20, None),
+        ];
+        assert!(linearizable(&h).is_err());
+        let h = vec![
+            w(1, 1, 0, Some(10)),
+            w(1, 2, 20, None),
+            r(2, Some(2), 40, 50),
+            r(3, Some(1), 60, 70),
+        ];
+        assert!(linearizable(&h).is_err());
+    }
+
+    #[test]
+    fn keys_are_checked_on_their_own() {
+        let mut h = vec![w(1, 1, 0, Some(10)), r(2, Some(1), 20, 30)];
+        h.push(Op {
+            key: "other".into(),
+            ..r(3, Some(9), 0, 5)
+        });
+        let v = linearizable(&h).expect_err("other's read of a value never written");
+        assert_eq!(v.key, "other");
+    }
+
+    #[test]
+    fn a_long_concurrent_history_is_checked_quickly() {
+        // 8 clients, 300 writes of distinct values each overlapping its
+        // neighbours, every read returning the value of the last write
+        // that completed before it began.
+        let mut h = Vec::new();
+        let mut t = 0u64;
+        for i in 0..300u64 {
+            h.push(w((i % 8) as u32, i + 1, t, Some(t + 15)));
+            h.push(r(100, Some(i + 1), t + 16, t + 17));
+            t += 10;
+        }
+        let start = std::time::Instant::now();
+        assert_eq!(linearizable(&h), Ok(()));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lost_acknowledged_writes_are_listed() {
+        let acked = HashMap::from([("s".to_string(), vec![1, 2, 3])]);
+        let mut fin = HashMap::new();
+        fin.insert("s".to_string(), HashSet::from([1, 3, 4]));
+        assert_eq!(acknowledged_present(&acked, &fin), [("s".to_string(), 2)]);
+        fin.get_mut("s").unwrap().insert(2);
+        assert!(acknowledged_present(&acked, &fin).is_empty());
+    }
+
+    #[test]
+    fn split_brain_is_caught() {
+        let ack = |at, epoch, node: &str| Ack {
+            at,
+            epoch,
+            node: node.into(),
+        };
+        // A clean handover: n1 in epoch 1, then n2 in epoch 2.
+        let ok = [ack(1, 1, "n1"), ack(5, 1, "n1"), ack(9, 2, "n2")];
+        assert_eq!(one_primary_per_epoch(&ok), Ok(()));
+        // Two nodes acknowledging in one epoch.
+        let two = [ack(1, 1, "n1"), ack(2, 1, "n2")];
+        assert!(matches!(
+            one_primary_per_epoch(&two),
+            Err(SplitBrain::TwoNodesOneEpoch { epoch: 1, .. })
+        ));
+        // The old primary, cut off, still acknowledging after epoch 2 began.
+        let late = [ack(1, 1, "n1"), ack(9, 2, "n2"), ack(12, 1, "n1")];
+        assert!(matches!(
+            one_primary_per_epoch(&late),
+            Err(SplitBrain::OldEpochAfterNew { .. })
+        ));
+    }
+}
