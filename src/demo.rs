@@ -138,7 +138,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                 .await?;
                 zone.add_machine(&machine, region, ip.to_ipv6_mapped());
                 let http =
-                    crate::http::serve(SocketAddr::new(ipa, 9091), Some(gossip.view()), None)
+                    crate::http::serve(SocketAddr::new(ipa, 9091), Some(gossip.view()), None, None)
                         .await?;
                 crate::node::spawn_load_reporter(gossip.updater(), server.shared.clone());
                 nodes.push(DemoNode {

@@ -50,6 +50,79 @@ struct AppState {
     prom: PrometheusHandle,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
     admin: Option<Admin>,
+    /// The emulated WAN of a node started with `--emulate-wan` (None
+    /// otherwise: `/shaper` answers 404).
+    shaper: Option<anykv_gossip::link::Shaper>,
+}
+
+/// `POST /shaper`: changes this node's emulated WAN while it runs, for
+/// fault tests (each node shapes what it sends, so a harness tells every
+/// node). Fields are applied in this order, each optional.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ShaperChange {
+    /// Removes every partition and isolation.
+    #[serde(default)]
+    heal: bool,
+    /// Loss between regions, 0 to 1.
+    loss: Option<f64>,
+    /// Cuts these hosts (IPs) off from every other.
+    #[serde(default)]
+    isolate: Vec<std::net::IpAddr>,
+    /// Ends those hosts' isolation.
+    #[serde(default)]
+    restore: Vec<std::net::IpAddr>,
+    /// Two groups of hosts that cannot reach each other.
+    partition: Option<(Vec<std::net::IpAddr>, Vec<std::net::IpAddr>)>,
+}
+
+async fn shaper_post(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(shaper) = &s.shaper else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "this node's links are not shaped (start it with --emulate-wan)",
+        );
+    };
+    if let Some(want) = s.admin.as_ref().and_then(|a| a.token.as_ref()) {
+        let got = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if got != Some(want.as_str()) {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer $ANYKV_ADMIN_TOKEN)",
+            );
+        }
+    }
+    let c: ShaperChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad shaper change: {e}")),
+    };
+    if c.loss.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return json_error(StatusCode::BAD_REQUEST, "loss must be between 0 and 1");
+    }
+    if c.heal {
+        shaper.heal();
+    }
+    if let Some(p) = c.loss {
+        shaper.set_loss(p);
+    }
+    for ip in &c.isolate {
+        shaper.isolate_host(*ip);
+    }
+    for ip in &c.restore {
+        shaper.restore_host(*ip);
+    }
+    if let Some((a, b)) = &c.partition {
+        shaper.partition_hosts(a, b);
+    }
+    tracing::info!(change = ?c, "emulated WAN changed");
+    Json(serde_json::json!({ "ok": true })).into_response()
 }
 
 /// The admin API's state: the node's placement and the expected token.
@@ -289,11 +362,13 @@ pub async fn serve(
     addr: SocketAddr,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
     admin: Option<Admin>,
+    shaper: Option<anykv_gossip::link::Shaper>,
 ) -> anyhow::Result<SocketAddr> {
     let state = AppState {
         prom: prometheus()?,
         view,
         admin,
+        shaper: shaper.filter(|s| s.is_on()),
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -302,6 +377,7 @@ pub async fn serve(
             "/admin/tenants/{id}",
             axum::routing::put(admin_put).delete(admin_delete),
         )
+        .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -136,6 +136,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         .context("building the control runtime")?;
     rt.block_on(async {
         let sync_port = gossip.as_ref().map(|c| c.wan.sync_port);
+        let shaper = gossip.as_ref().map(|c| c.wan.shaper.clone());
         let node = match gossip {
             Some(c) => Some(
                 anykv_gossip::Cluster::start(c)
@@ -158,7 +159,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             let sock: std::net::SocketAddr = addr
                 .parse()
                 .with_context(|| format!("metrics-addr '{addr}'"))?;
-            let bound = http::serve(sock, node.as_ref().map(|n| n.view()), admin).await?;
+            let bound = http::serve(sock, node.as_ref().map(|n| n.view()), admin, shaper).await?;
             tracing::info!(
                 "Prometheus metrics on http://{bound}/metrics, cluster view on /cluster"
             );

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use anykv_bench::world::http;
 use common::{RespConn, Value};
 use keyspace::{call, compare, info, keyspace_of, random_write, run, wait_for};
 use rand::rngs::StdRng;
@@ -49,28 +50,6 @@ impl Drop for Node {
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_anykv"))
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &str,
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 /// One emulated cluster: its nodes' loopback addresses, ports and WAN.

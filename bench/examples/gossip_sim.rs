@@ -11,7 +11,9 @@
 //! `--changes`, `--duration` (seconds), `--seeds` (a count, or `all` for
 //! DNS-style discovery), `--announce-every` (seconds, or `off`) or
 //! `--max-tx` / `--notify-down` (override foca's `max_transmissions` /
-//! `notify_down_members`) it runs that one scenario.
+//! `notify_down_members`) or `--raw-foca true` (let foca's spurious
+//! `TurnUndead`s through, as anykv's node does not: the before-the-filter
+//! counts in docs/BENCHMARKS.md) it runs that one scenario.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,7 +29,8 @@ fn parse_args() -> Result<Option<SimParams>, String> {
             return Err(String::from(
                 "usage: gossip_sim [--nodes N] [--loss F] [--seed S] [--profile lan|wan|test] \
                  [--failures N] [--changes N] [--duration SECS] [--seeds K|all] \
-                 [--announce-every SECS|off] [--max-tx N] [--notify-down true|false]",
+                 [--announce-every SECS|off] [--max-tx N] [--notify-down true|false] \
+                 [--raw-foca true|false]",
             ));
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -42,6 +45,7 @@ fn parse_args() -> Result<Option<SimParams>, String> {
             "--duration" => p.duration = Duration::from_secs(value.parse().map_err(|e| bad(&e))?),
             "--notify-down" => p.notify_down_members = Some(value.parse().map_err(|e| bad(&e))?),
             "--max-tx" => p.max_transmissions = Some(value.parse().map_err(|e| bad(&e))?),
+            "--raw-foca" => p.raw_foca = value.parse().map_err(|e| bad(&e))?,
             "--seeds" => {
                 p.seeds = match value.as_str() {
                     "all" => Seeds::All,

@@ -4,6 +4,10 @@
 //!   layer (real `foca` instances, simulated network) that measures failure
 //!   detection, dissemination, false positives and bandwidth; run it with
 //!   `cargo run --release -p anykv-bench --example gossip_sim`.
+//! - [`world`]: the emulated world's launcher (`anykv node` processes on
+//!   loopback addresses, the WAN emulated between their regions,
+//!   `world.json` to restart a killed node as it was, `POST /shaper` to
+//!   partition or isolate nodes at runtime).
 //! - [`history`]: the checker of what clients saw during a fault run
 //!   (linearizable registers, no acknowledged write lost, one primary per
 //!   epoch), for the failover harness.
@@ -22,3 +26,4 @@
 
 pub mod gossip_sim;
 pub mod history;
+pub mod world;

@@ -1,0 +1,358 @@
+//! The emulated world's launcher: `anykv node` processes on loopback
+//! addresses (one `127.0.<net>.<n>` per node, so the link shaper tells
+//! them apart), their regions' round trips emulated on every inter-node
+//! byte, and `world.json` describing each node — name, region, pid,
+//! addresses, directory and the exact argv — so a harness (or a person)
+//! can `kill -9` a node and start it again as it was.
+//!
+//! The failover harness and `anykv demo` build on it; the shaper of each
+//! node is changed at runtime through its `POST /shaper` (partitions,
+//! isolation, loss), which [`World::shape`] sends to every node.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Why the world could not be started or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorldError {
+    let what = what.into();
+    move |source| WorldError::Io { what, source }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct WorldSpec {
+    /// The `anykv` binary.
+    pub bin: PathBuf,
+    /// Where the world keeps its keys, `world.json` and a directory per node.
+    pub dir: PathBuf,
+    /// Nodes get `127.0.<net>.1`, `.2`, ...
+    pub net: u8,
+    /// Every node's gossip port; sync, LAN gossip, RESP and HTTP are the
+    /// next ones (+1, +2, +4, +5).
+    pub port: u16,
+    /// Regions in order, with how many nodes each.
+    pub regions: Vec<(String, usize)>,
+    /// The RTT table (`from,to,rtt_ms` CSV, or `builtin`); None: no shaping.
+    pub rtt_table: Option<String>,
+    /// Loss between regions (0 to 1).
+    pub loss: f64,
+    /// SWIM timings: `test` for tests (fast), `wan` as on Fly.
+    pub gossip_profile: String,
+    /// `ANYKV_ADMIN_TOKEN` for every node.
+    pub admin_token: String,
+    /// Server flags after `--` for every node (besides bind, port, dir,
+    /// metrics-addr).
+    pub server_args: Vec<String>,
+}
+
+/// One node as `world.json` records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub region: String,
+    pub pid: u32,
+    pub ip: IpAddr,
+    pub gossip: SocketAddr,
+    pub resp: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    /// The binary and its arguments, as started.
+    pub argv: Vec<String>,
+    /// Environment the node needs besides the launcher's own.
+    pub env: BTreeMap<String, String>,
+}
+
+/// `world.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorldFile {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl WorldFile {
+    pub fn load(path: &Path) -> Result<WorldFile, WorldError> {
+        let text =
+            std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| WorldError::Failed(format!("{}: {e}", path.display())))
+    }
+}
+
+/// A running world; dropping it stops every node.
+pub struct World {
+    pub file: WorldFile,
+    children: BTreeMap<String, Child>,
+    admin_token: String,
+}
+
+impl World {
+    /// Creates the cluster's keys, starts every node and writes
+    /// `world.json`. Does not wait for the nodes to find each other (see
+    /// [`World::wait_members`]).
+    pub fn start(spec: &WorldSpec) -> Result<World, WorldError> {
+        std::fs::create_dir_all(&spec.dir)
+            .map_err(io(format!("creating {}", spec.dir.display())))?;
+        let out = Command::new(&spec.bin)
+            .args(["cluster", "keygen", "--dir"])
+            .arg(&spec.dir)
+            .output()
+            .map_err(io(format!("running {} cluster keygen", spec.bin.display())))?;
+        if !out.status.success() {
+            return Err(WorldError::Failed(format!(
+                "cluster keygen: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let key = std::fs::read_to_string(spec.dir.join("gossip.key"))
+            .map_err(io("reading gossip.key"))?;
+        let mut placed = Vec::new();
+        for (region, count) in &spec.regions {
+            for _ in 0..*count {
+                placed.push(region.clone());
+            }
+        }
+        let ip = |n: usize| IpAddr::V4(Ipv4Addr::new(127, 0, spec.net, n as u8));
+        let hosts: Vec<String> = placed
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{}={r}", ip(i + 1)))
+            .collect();
+        let seed = SocketAddr::new(ip(1), spec.port);
+        let mut nodes = Vec::new();
+        for (i, region) in placed.iter().enumerate() {
+            let n = i + 1;
+            let name = format!("n{n}");
+            let addr = ip(n);
+            let dir = spec.dir.join(&name);
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            let p = spec.port;
+            let mut argv: Vec<String> = vec![spec.bin.display().to_string(), "node".into()];
+            let mut push = |a: &[&str]| argv.extend(a.iter().map(|s| s.to_string()));
+            push(&["--machine", &name, "--region", region]);
+            push(&["--gossip-addr", &SocketAddr::new(addr, p).to_string()]);
+            push(&["--sync-port", &(p + 1).to_string()]);
+            push(&["--seeds", &seed.to_string()]);
+            push(&["--gossip-keys", key.trim()]);
+            push(&["--gossip-profile", &spec.gossip_profile]);
+            push(&["--cluster-size", &placed.len().to_string()]);
+            push(&["--lan-port", &(p + 2).to_string()]);
+            push(&["--lan-profile", &spec.gossip_profile]);
+            let ca = spec.dir.join("cluster-ca.pem").display().to_string();
+            let ca_key = spec.dir.join("cluster-ca.key").display().to_string();
+            push(&["--cluster-ca", &ca, "--cluster-ca-key", &ca_key]);
+            if let Some(table) = &spec.rtt_table {
+                push(&["--emulate-wan", table, "--emulate-host", &hosts.join(",")]);
+                push(&["--emulate-loss", &spec.loss.to_string()]);
+            }
+            let resp = SocketAddr::new(addr, p + 4);
+            let http = SocketAddr::new(addr, p + 5);
+            push(&[
+                "--",
+                "--bind",
+                &addr.to_string(),
+                "--port",
+                &(p + 4).to_string(),
+            ]);
+            push(&["--dir", &dir.display().to_string()]);
+            push(&["--metrics-addr", &http.to_string()]);
+            argv.extend(spec.server_args.iter().cloned());
+            let env = BTreeMap::from([("ANYKV_ADMIN_TOKEN".to_string(), spec.admin_token.clone())]);
+            nodes.push(NodeInfo {
+                name,
+                region: region.clone(),
+                pid: 0,
+                ip: addr,
+                gossip: SocketAddr::new(addr, p),
+                resp,
+                http,
+                log: spec.dir.join(format!("n{n}.log")),
+                dir,
+                argv,
+                env,
+            });
+        }
+        let mut world = World {
+            file: WorldFile {
+                dir: spec.dir.clone(),
+                nodes,
+            },
+            children: BTreeMap::new(),
+            admin_token: spec.admin_token.clone(),
+        };
+        let names: Vec<String> = world.file.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in names {
+            world.launch(&name)?;
+        }
+        Ok(world)
+    }
+
+    /// Starts node `name` from its recorded argv (again, after a kill), and
+    /// records its new pid in `world.json`.
+    pub fn launch(&mut self, name: &str) -> Result<(), WorldError> {
+        let node = self.node(name)?.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(io(format!("opening {}", node.log.display())))?;
+        let err_log = log.try_clone().map_err(io("log file"))?;
+        let child = Command::new(&node.argv[0])
+            .args(&node.argv[1..])
+            .envs(&node.env)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(io(format!("starting {name}")))?;
+        if let Some(n) = self.file.nodes.iter_mut().find(|n| n.name == name) {
+            n.pid = child.id();
+        }
+        self.children.insert(name.to_string(), child);
+        self.save()
+    }
+
+    /// Writes `world.json`.
+    pub fn save(&self) -> Result<(), WorldError> {
+        let path = self.file.dir.join("world.json");
+        let text = serde_json::to_string_pretty(&self.file)
+            .map_err(|e| WorldError::Failed(format!("world.json: {e}")))?;
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeInfo, WorldError> {
+        self.file
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| WorldError::Failed(format!("no node {name} in this world")))
+    }
+
+    /// Sends `signal` (e.g. `-9`, `-STOP`, `-CONT`) to node `name`; after
+    /// a kill the node's process is reaped.
+    pub fn signal(&mut self, name: &str, signal: &str) -> Result<(), WorldError> {
+        let pid = self.node(name)?.pid;
+        let ok = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(io("running kill"))?
+            .success();
+        if !ok {
+            return Err(WorldError::Failed(format!("kill {signal} {name} failed")));
+        }
+        if matches!(signal, "-9" | "-KILL" | "-TERM") {
+            if let Some(mut c) = self.children.remove(name) {
+                let _ = c.wait();
+            }
+        }
+        Ok(())
+    }
+
+    /// A node's `/cluster` view (None while it does not answer).
+    pub fn cluster_view(&self, name: &str) -> Option<serde_json::Value> {
+        let node = self.node(name).ok()?;
+        let (code, body) = http(node.http, "GET", "/cluster", "", "")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// Waits until every running node sees `alive` members alive.
+    pub fn wait_members(&self, alive: usize, limit: Duration) -> Result<(), WorldError> {
+        let end = Instant::now() + limit;
+        loop {
+            let ok = self.children.keys().all(|name| {
+                self.cluster_view(name).is_some_and(|v| {
+                    v["members"].as_array().is_some_and(|m| {
+                        m.iter().filter(|x| x["state"] == "alive").count() == alive
+                    })
+                })
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() >= end {
+                return Err(WorldError::Failed(format!(
+                    "the nodes did not all see {alive} members alive within {limit:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a shaper change (`POST /shaper`, e.g. `{"isolate": ["127.0.9.1"]}`)
+    /// to every running node: each shapes what it sends.
+    pub fn shape(&self, change: &serde_json::Value) -> Result<(), WorldError> {
+        for name in self.children.keys() {
+            let node = self.node(name)?;
+            let body = change.to_string();
+            match http(node.http, "POST", "/shaper", &self.admin_token, &body) {
+                Some((200, _)) => {}
+                other => {
+                    return Err(WorldError::Failed(format!(
+                        "{name}: POST /shaper answered {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 request: (status, body), None when nobody answers.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    Some((code, body))
+}
