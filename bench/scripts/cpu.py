@@ -183,12 +183,16 @@ def main():
               "Ratios are to redis-server: each the median of the per-round ratios (a round measures "
               "every server back to back).")
         print()
-        print("| workload | server | CPU s | CPU µs/req | CPU/req ratio | (ns) | req/s | throughput ratio | "
-              "p50 ms | p50 ratio |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| workload | server | CPU s | CPU µs/req | CPU/req ratio | per round (min–max) | (ns) | req/s | "
+              "throughput ratio | p50 ms | p50 ratio |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
         def paired(w, name, f):
             return statistics.median(f(k, r) for k, r in zip(res[(w, name)], res[(w, "redis")]))
+
+        def spread(w, name, f):
+            xs = [f(k, r) for k, r in zip(res[(w, name)], res[(w, "redis")])]
+            return f"{min(xs):.2f}–{max(xs):.2f}"
 
         for w in workloads:
             label = LABELS[w].format(rate=a.rate, seconds=a.seconds, requests=a.requests)
@@ -196,11 +200,14 @@ def main():
                 k = res[(w, name)]
                 kn, kc, kr, kp = med(k, 0), med(k, 3), med(k, 1), med(k, 2)
                 # (requests, rps, p50, cpu stat, cpu sched) per round
-                cpu_ratio = paired(w, name, lambda k, r: (k[3] / k[0]) / (r[3] / r[0]) if r[3] else float("nan"))
+                per_req = lambda k, r: (k[3] / k[0]) / (r[3] / r[0]) if r[3] else float("nan")  # noqa: E731
+                cpu_ratio = paired(w, name, per_req)
+                cpu_spread = spread(w, name, per_req)
                 ns_ratio = paired(w, name, lambda k, r: (k[4] / k[0]) / (r[4] / r[0]) if r[4] else float("nan"))
                 rps_ratio = paired(w, name, lambda k, r: k[1] / r[1])
                 p50_ratio = paired(w, name, lambda k, r: k[2] / r[2])
-                print(f"| {label} | {name} | {kc:.2f} | {kc / kn * 1e6:.1f} | {cpu_ratio:.2f}x | {ns_ratio:.2f}x | "
+                print(f"| {label} | {name} | {kc:.2f} | {kc / kn * 1e6:.1f} | {cpu_ratio:.2f}x | {cpu_spread} | "
+                      f"{ns_ratio:.2f}x | "
                       f"{kr:,.0f} | {rps_ratio:.2f}x | {kp:.3f} | {p50_ratio:.2f}x |")
     finally:
         guard.close()

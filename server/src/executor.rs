@@ -581,6 +581,8 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         }
         t.pause_now(now);
         crate::repl::failover::progress(&mut t, now);
+        let ops = t.stats.total_commands;
+        t.stats.ops_meter.sample(now, ops);
         let (rules, pct, min, aof_on, fsync) = {
             let c = shared.config.read();
             if t.persist.enabled {

@@ -52,6 +52,8 @@ pub struct TenantStats {
     pub unexpected_error_replies: u64,
     /// Commands that waited for the plan's `ops_per_sec` (see [`RateLimit`]).
     pub throttled_commands: u64,
+    /// `instantaneous_ops_per_sec`, sampled by the cron.
+    pub ops_meter: OpsMeter,
     pub commands: Vec<CmdStat>,
     pub errors: BTreeMap<String, u64>,
 }
@@ -159,6 +161,46 @@ pub struct MemLimit {
     /// 0: the server's `maxmemory`.
     pub maxmemory: u64,
     pub policy: Option<crate::evict::Policy>,
+}
+
+/// `INFO stats instantaneous_ops_per_sec`, as Redis computes it: every
+/// 100 ms the cron records the command rate since the previous sample; the
+/// figure is the mean of the last 16 samples (Redis's
+/// `STATS_METRIC_SAMPLES`), so it follows a change within about 1.6 s.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpsMeter {
+    samples: [u64; OpsMeter::SAMPLES],
+    next: usize,
+    last_ms: i64,
+    last_ops: u64,
+}
+
+impl OpsMeter {
+    pub const SAMPLES: usize = 16;
+    pub const PERIOD_MS: i64 = 100;
+
+    /// Records a sample if a period has passed since the last one
+    /// (`total_ops`: commands processed so far).
+    pub fn sample(&mut self, now_ms: i64, total_ops: u64) {
+        if self.last_ms == 0 {
+            self.last_ms = now_ms;
+            self.last_ops = total_ops;
+            return;
+        }
+        let dt = now_ms - self.last_ms;
+        if dt < Self::PERIOD_MS {
+            return;
+        }
+        let ops = total_ops.saturating_sub(self.last_ops);
+        self.samples[self.next] = ops * 1000 / dt as u64;
+        self.next = (self.next + 1) % Self::SAMPLES;
+        self.last_ms = now_ms;
+        self.last_ops = total_ops;
+    }
+
+    pub fn per_sec(&self) -> u64 {
+        self.samples.iter().sum::<u64>() / Self::SAMPLES as u64
+    }
 }
 
 /// A customer's plan command rate, as a token bucket: `per_sec` tokens a
@@ -444,5 +486,41 @@ impl Tenant {
             ev.samples.pop_front();
         }
         ev.max = ev.max.max(ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instantaneous_ops_is_the_mean_of_the_last_sixteen_periods() {
+        let mut m = OpsMeter::default();
+        m.sample(1_000, 0);
+        assert_eq!(m.per_sec(), 0);
+        // 500 commands per 100 ms: 5,000/s once the 16 samples are full.
+        let mut ops = 0;
+        for i in 1..=8 {
+            ops += 500;
+            m.sample(1_000 + i * 100, ops);
+        }
+        assert_eq!(m.per_sec(), 2_500, "half the window at 5,000/s");
+        for i in 9..=16 {
+            ops += 500;
+            m.sample(1_000 + i * 100, ops);
+        }
+        assert_eq!(m.per_sec(), 5_000);
+        // Calls closer than a period apart are not samples.
+        m.sample(1_000 + 16 * 100 + 50, ops + 10_000);
+        assert_eq!(m.per_sec(), 5_000);
+        // The 10,000 land in the next sample (100,000/s for one period);
+        // then idle: 0 once 16 quiet periods have replaced it.
+        let t = 1_000 + 17 * 100;
+        m.sample(t, ops + 10_000);
+        assert_eq!(m.per_sec(), (15 * 5_000 + 100_000) / 16);
+        for i in 1..=16 {
+            m.sample(t + i * 100, ops + 10_000);
+        }
+        assert_eq!(m.per_sec(), 0);
     }
 }
