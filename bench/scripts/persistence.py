@@ -93,9 +93,9 @@ def aof_throughput(anykv, rounds, guard):
                                   ["--save", "", "--appendonly", "yes", "--appendfsync", fsync])
                         wait_ping(port)
                         c0 = cpu_stat(p.pid)
-                        res = bench_set(port, pipeline, n)
+                        got = bench_set(port, pipeline, n)
                         # The server's CPU per request (its fsync thread's too).
-                        unit[kind] = res + ((cpu_stat(p.pid) - c0) * 1e6 / n,)
+                        unit[kind] = got + ((cpu_stat(p.pid) - c0) * 1e6 / n,)
                         stop(p, port)
                         shutil.rmtree(d, ignore_errors=True)
                     if not guard.disturbed() or guard.give_up():
