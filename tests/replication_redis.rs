@@ -506,8 +506,10 @@ fn writes_during_a_full_sync_reach_the_replicas() {
 /// The full sync's payload is built in the background: the primary serves
 /// writes (new keys, overwrites and deletions of keys the payload has yet
 /// to reach) while `rdb_bgsave_in_progress` says the build is running, and
-/// the redis-server replica ends with exactly the primary's keyspace (the
-/// payload holds the keyspace as of the PSYNC, the stream what came after).
+/// two redis-server replicas asking at once (the second waits for the
+/// first's payload, then gets its own in the background too) end with
+/// exactly the primary's keyspace (the payload holds the keyspace as of the
+/// PSYNC, the stream what came after).
 #[test]
 fn the_payload_is_built_while_writes_go_on() {
     let (primary, mut p) = populated_primary(40000);
@@ -523,11 +525,18 @@ fn the_payload_is_built_while_writes_go_on() {
         call(w, &["SET", &format!("fresh{n}"), "1"]);
         u64::from(before && building(w))
     });
-    let replica = start_replica_of(port);
-    let mut r = replica.connect();
-    wait_for("the replica's link", Duration::from_secs(60), || {
-        info(&mut r, "replication", "master_link_status").as_deref() == Some("up")
-    });
+    // Two replicas asking at once: the second waits for the first's
+    // payload to be built, then gets its own, also in the background.
+    let replicas = [start_redis(&[]), start_redis(&[])];
+    let mut rs: Vec<RespConn> = replicas.iter().map(|r| r.connect()).collect();
+    for r in rs.iter_mut() {
+        call(r, &["REPLICAOF", "127.0.0.1", &port.to_string()]);
+    }
+    for r in rs.iter_mut() {
+        wait_for("the replica's link", Duration::from_secs(60), || {
+            info(r, "replication", "master_link_status").as_deref() == Some("up")
+        });
+    }
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let during = writer.join().expect("writer");
@@ -536,9 +545,21 @@ fn the_payload_is_built_while_writes_go_on() {
         during > 0,
         "no write was served while the payload was being built"
     );
-    assert_eq!(info(&mut p, "stats", "sync_full").as_deref(), Some("1"));
-    caught_up(&mut p, &mut r);
-    compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+    assert_eq!(info(&mut p, "stats", "sync_full").as_deref(), Some("2"));
+    let log = std::fs::read_to_string(&primary.log_path).expect("the primary's log");
+    assert!(
+        log.contains("waits for the background save in progress"),
+        "the second full sync did not wait for the first"
+    );
+    assert!(
+        !log.contains("building it now"),
+        "a payload was built at once, pausing the primary"
+    );
+    let want = keyspace_of(&mut p);
+    for r in rs.iter_mut() {
+        caught_up(&mut p, r);
+        compare(&want, &keyspace_of(r));
+    }
 }
 
 /// A replica with the append-only log on: the full sync replaces its log

@@ -480,6 +480,57 @@ async fn run(
                 .await;
                 return;
             }
+            After::Suspend(Suspend::AwaitSync) => {
+                // A full sync waits for the background save that runs; its
+                // `+FULLRESYNC` goes out when its own payload starts (input
+                // meanwhile is buffered; a replica that goes away ends it).
+                let from = loop {
+                    let until = mstime() + 5;
+                    if wait_event(stream, &mut inbuf, &s.info, until, &mut shutdown, &set).await
+                        == Waited::Gone
+                    {
+                        return;
+                    }
+                    let started = {
+                        let mut t = tenant.borrow_mut();
+                        if t.persist.job.is_some() {
+                            continue;
+                        }
+                        let keep = crate::repl::primary::replica_keep(&set);
+                        crate::cmd::replication::begin_background_sync(&mut t, s, keep)
+                    };
+                    match started {
+                        Ok((head, from)) => {
+                            crate::persist::kick(tenant);
+                            if stream.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            break from;
+                        }
+                        Err(e) => {
+                            tracing::warn!(id = s.info.id, "full sync: {e}");
+                            return;
+                        }
+                    }
+                };
+                let port = s.repl.listening_port;
+                crate::repl::primary::serve_replica(
+                    stream,
+                    &mut inbuf,
+                    tenant,
+                    shared,
+                    &s.info,
+                    crate::repl::primary::StreamStart {
+                        from,
+                        wait_ack: true,
+                        listening_port: port,
+                        payload: s.sync_payload.take(),
+                    },
+                    &mut shutdown,
+                )
+                .await;
+                return;
+            }
             After::Suspend(Suspend::Switch(to)) => {
                 // AUTH logged in to another tenant: its reply is out; the
                 // rest of the input belongs to the new tenant's connection.

@@ -111,10 +111,43 @@ pub fn psync(ctx: &mut Ctx) {
 /// (the log keeps its bytes while its payload or `+CONTINUE` is sent).
 fn attach_replica(ctx: &mut Ctx, from: u64) {
     let keep = primary::replica_keep(ctx.set);
-    let port = ctx.s.repl.listening_port;
-    let cluster = ctx.s.cluster_peer;
-    let shown = ctx.s.repl.announced_ip;
-    primary::attach(ctx.t, &ctx.s.info, port, shown, from, cluster, keep);
+    attach_session(ctx.t, ctx.s, keep, from);
+}
+
+fn attach_session(
+    t: &mut crate::tenant::Tenant,
+    s: &crate::client::Session,
+    keep: usize,
+    from: u64,
+) {
+    let port = s.repl.listening_port;
+    let shown = s.repl.announced_ip;
+    primary::attach(t, &s.info, port, shown, from, s.cluster_peer, keep);
+}
+
+/// Starts a full sync whose payload is built in the background (see
+/// `crate::repl::fullsync`): attaches the replica, leaves the payload in
+/// the session, and returns the `+FULLRESYNC ... $EOF:<mark>` header and
+/// the offset the stream starts from. Fails while another background save
+/// runs.
+pub fn begin_background_sync(
+    t: &mut crate::tenant::Tenant,
+    s: &mut crate::client::Session,
+    keep: usize,
+) -> std::io::Result<(String, u64)> {
+    let payload = primary::start_payload(t)?;
+    let from = t.log.offset();
+    // The replica's stream starts from database 0 after loading: the next
+    // effect names its database.
+    t.log.force_select();
+    let head = format!(
+        "+FULLRESYNC {} {from}\r\n$EOF:{}\r\n",
+        t.repl.replid, payload.mark
+    );
+    t.stats.sync_full += 1;
+    s.sync_payload = Some(payload);
+    attach_session(t, s, keep, from);
+    Ok((head, from))
 }
 
 /// `SYNC`: the old full synchronisation (no FULLRESYNC line).
@@ -207,19 +240,22 @@ fn full_sync(ctx: &mut Ctx, psync: bool) {
     // Diskless framing takes a payload of unknown length: build it in the
     // background while clients keep writing (unless another background
     // save runs; then at once, below).
-    if eof && !ctx.s.repl.rdb_only && ctx.t.persist.job.is_none() {
-        match primary::start_payload(ctx.t) {
-            Ok(payload) => {
-                let from = ctx.t.log.offset();
-                ctx.t.log.force_select();
-                let line = format!(
-                    "+FULLRESYNC {} {from}\r\n$EOF:{}\r\n",
-                    ctx.t.repl.replid, payload.mark
-                );
-                ctx.out.buf.extend_from_slice(line.as_bytes());
-                ctx.t.stats.sync_full += 1;
-                ctx.s.sync_payload = Some(payload);
-                attach_replica(ctx, from);
+    if eof && !ctx.s.repl.rdb_only {
+        if ctx.t.persist.job.is_some() {
+            // Another background save (or another replica's payload) is
+            // running: wait for it to end, then start ours (Redis's
+            // replicas wait for the next BGSAVE the same way).
+            tracing::info!(
+                id = ctx.s.info.id,
+                "full sync waits for the background save in progress"
+            );
+            ctx.suspend = Some(Suspend::AwaitSync);
+            return;
+        }
+        let keep = primary::replica_keep(ctx.set);
+        match begin_background_sync(ctx.t, ctx.s, keep) {
+            Ok((head, from)) => {
+                ctx.out.buf.extend_from_slice(head.as_bytes());
                 ctx.suspend = Some(Suspend::Replica {
                     from,
                     wait_ack: true,

@@ -21,6 +21,9 @@ pub enum Suspend {
     /// (after a `$EOF:` payload, whose end a replica finds by the mark
     /// being the last bytes it read, as Redis 7 waits).
     Replica { from: u64, wait_ack: bool },
+    /// PSYNC asked for a full sync while a background save runs: no reply
+    /// yet; the connection starts the sync once the save is done.
+    AwaitSync,
     /// Blocked on keys until served (reply arrives on the push queue) or
     /// the deadline (0 = never), when it replies a null array.
     Blocked { deadline_ms: i64 },

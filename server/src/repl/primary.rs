@@ -28,8 +28,8 @@
 //!   takes `$EOF:` framing ([`super::fullsync`]: a background snapshot of
 //!   the keyspace at the PSYNC's offset, transcoded on a helper thread),
 //!   so writes continue during a large sync. A replica without `capa eof`
-//!   (the length goes first), `redis-cli --rdb`, or a PSYNC while another
-//!   background save runs gets it built at once on the executor.
+//!   (the length goes first) or `redis-cli --rdb` gets it built at once on
+//!   the executor; a PSYNC while another background save runs waits for it.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
