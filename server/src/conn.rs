@@ -462,19 +462,14 @@ async fn run(
                 // connection is fed the replication stream.
                 // (Input after PSYNC, already rebased above, is the
                 // replica's: its ACKs.)
-                let port = s.repl.listening_port;
-                crate::repl::primary::serve_replica(
+                feed_replica(
                     stream,
                     &mut inbuf,
                     tenant,
                     shared,
-                    &s.info,
-                    crate::repl::primary::StreamStart {
-                        from,
-                        wait_ack,
-                        listening_port: port,
-                        payload: s.sync_payload.take(),
-                    },
+                    s,
+                    from,
+                    wait_ack,
                     &mut shutdown,
                 )
                 .await;
@@ -513,19 +508,14 @@ async fn run(
                         }
                     }
                 };
-                let port = s.repl.listening_port;
-                crate::repl::primary::serve_replica(
+                feed_replica(
                     stream,
                     &mut inbuf,
                     tenant,
                     shared,
-                    &s.info,
-                    crate::repl::primary::StreamStart {
-                        from,
-                        wait_ack: true,
-                        listening_port: port,
-                        payload: s.sync_payload.take(),
-                    },
+                    s,
+                    from,
+                    true,
                     &mut shutdown,
                 )
                 .await;
@@ -699,6 +689,29 @@ async fn wait_until(
             other => return other,
         }
     }
+}
+
+/// The rest of a replica's connection: its payload if one is being built,
+/// then the stream from `from` (see `repl::primary::serve_replica`).
+#[allow(clippy::too_many_arguments)]
+async fn feed_replica(
+    stream: &mut ClientStream,
+    inbuf: &mut BytesMut,
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    s: &mut Session,
+    from: u64,
+    wait_ack: bool,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let start = crate::repl::primary::StreamStart {
+        from,
+        wait_ack,
+        listening_port: s.repl.listening_port,
+        payload: s.sync_payload.take(),
+    };
+    crate::repl::primary::serve_replica(stream, inbuf, tenant, shared, &s.info, start, shutdown)
+        .await;
 }
 
 /// Waits, while a command is suspended, for the deadline (`0`: none), a
