@@ -57,6 +57,8 @@ pub struct Applier {
     pub stamps: bool,
     /// The last stamp's primary time (Unix ms).
     pub last_stamp_ms: Option<i64>,
+    /// A `REPLCONF GETACK` was applied: the primary wants an ACK now.
+    pub getack: bool,
 }
 
 impl Default for Applier {
@@ -90,6 +92,7 @@ impl Applier {
             commands: 0,
             stamps: false,
             last_stamp_ms: None,
+            getack: false,
         }
     }
 
@@ -158,6 +161,14 @@ impl Applier {
                     self.last_stamp_ms = Some(ms);
                 }
                 continue;
+            }
+            if args.len() >= 2
+                && args[0].eq_ignore_ascii_case(b"replconf")
+                && args[1].eq_ignore_ascii_case(b"getack")
+            {
+                // Part of the stream (applied and counted); answered by the
+                // link once this chunk is applied.
+                self.getack = true;
             }
             if args.is_empty() {
                 // `*0`: nothing to run, but the bytes are the stream's.
@@ -306,6 +317,29 @@ mod tests {
         );
         // Reported, and still counted: the offset is the stream's.
         assert_eq!(r.log.offset(), data.len() as u64);
+    }
+
+    /// `REPLCONF GETACK *` is noticed however the reads split it (the link
+    /// used to search each read's bytes for the word), and it is the
+    /// stream's: applied and counted.
+    #[test]
+    fn a_getack_split_across_reads_is_noticed() {
+        let shared = Shared::new(Config::default(), 1);
+        let set = shared.settings();
+        let mut r = Tenant::new(TenantId::DEFAULT, "r", 16);
+        r.role = crate::repl::Role::Replica;
+        let mut a = Applier::new();
+        let getack = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";
+        let (head, tail) = getack.split_at(25);
+        a.feed(&mut r, &shared, &set, head, 0).unwrap();
+        assert!(!a.getack, "not before the whole command is in");
+        a.feed(&mut r, &shared, &set, tail, 0).unwrap();
+        assert!(a.getack);
+        assert_eq!(r.log.offset(), getack.len() as u64);
+        a.getack = false;
+        a.feed(&mut r, &shared, &set, b"*1\r\n$4\r\nPING\r\n", 0)
+            .unwrap();
+        assert!(!a.getack, "only GETACK asks");
     }
 
     /// A transaction's bytes join the log when it completes: a stream cut

@@ -506,7 +506,6 @@ async fn stream(
         if !l.buf.is_empty() {
             shared.refresh(&mut set);
             let data = std::mem::take(&mut l.buf);
-            let ack = data.windows(6).any(|w| w.eq_ignore_ascii_case(b"GETACK"));
             {
                 let mut t = tenant.borrow_mut();
                 let mut r = applier.feed(&mut t, shared, &set, &data, mstime());
@@ -534,10 +533,11 @@ async fn stream(
             }
             l.buf = data;
             l.buf.clear();
-            // On a cluster link every applied chunk is acknowledged at once:
+            // Asked for (`REPLCONF GETACK`, however the reads split it), or,
+            // on a cluster link, every applied chunk is acknowledged at once:
             // a primary with durability `region` holds its replies until its
             // standby has the writes (and lag_bytes stays exact).
-            if ack || cluster {
+            if std::mem::take(&mut applier.getack) || cluster {
                 send_ack(tenant, &mut l).await?;
             }
             continue;
