@@ -1161,6 +1161,44 @@ fn evictions_on_the_primary_reach_the_replicas() {
         info(&mut p, "memory", "maxmemory").as_deref(),
         Some("4194304")
     );
+    // /metrics: the primary counts the replicas' full syncs and shows each
+    // replica's lag; each replica shows its link and its lag.
+    let metrics = |n: u8| -> String {
+        w.http(n, "GET", "/metrics", "", "")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let line = |text: &str, name: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("tenant=\"shop\""))
+            .map(String::from)
+            .collect()
+    };
+    wait_for(
+        "the primary's replication metrics",
+        Duration::from_secs(10),
+        || {
+            let m = metrics(pn);
+            line(&m, "anykv_repl_sync_full_total")
+                .iter()
+                .any(|l| l.ends_with(" 2"))
+                && line(&m, "anykv_repl_replica_lag_bytes").len() == 2
+                && line(&m, "anykv_repl_replica_lag_ms").len() == 2
+        },
+    );
+    for &n in &holders {
+        wait_for(
+            &format!("n{n}'s replica metrics"),
+            Duration::from_secs(10),
+            || {
+                let m = metrics(n);
+                line(&m, "anykv_repl_link_up")
+                    .iter()
+                    .any(|l| l.ends_with(" 1"))
+                    && line(&m, "anykv_repl_lag_ms").len() == 1
+            },
+        );
+    }
 
     // 10 KB values until the primary has evicted a few dozen keys.
     let v = "x".repeat(10 * 1024);

@@ -45,6 +45,74 @@ fn settle(p: &mut RespConn, r: &mut RespConn) {
     caught_up(p, r);
 }
 
+/// Keys of every type with long TTLs (which the random loads never leave
+/// alive long enough to compare) keep them across a full sync, in both
+/// directions: each key's PTTL on the replica is the primary's, give or
+/// take the sync's duration.
+#[test]
+fn ttls_survive_a_full_sync_both_ways() {
+    let setup: [&[&str]; 10] = [
+        &["SET", "s", "v", "EX", "1000"],
+        &["RPUSH", "l", "a", "b"],
+        &["PEXPIRE", "l", "2000000"],
+        &["SADD", "set", "a", "b"],
+        &["EXPIRE", "set", "3000"],
+        &["ZADD", "z", "1", "a"],
+        &["EXPIRE", "z", "4000"],
+        &["HSET", "h", "f", "v"],
+        &["EXPIRE", "h", "5000"],
+        &["SET", "forever", "v"],
+    ];
+    let keys = ["s", "l", "set", "z", "h", "forever"];
+    let check = |p: &mut RespConn, r: &mut RespConn, what: &str| {
+        for k in keys {
+            let (Value::Int(want), Value::Int(got)) =
+                (call(p, &["PTTL", k]), call(r, &["PTTL", k]))
+            else {
+                panic!("{what}: PTTL {k}");
+            };
+            if want < 0 {
+                assert_eq!(got, want, "{what}: {k} has no TTL on the primary");
+            } else {
+                assert!(
+                    got > 0 && (want - got).abs() < 10_000,
+                    "{what}: {k}: PTTL {got} on the replica, {want} on the primary"
+                );
+            }
+        }
+    };
+    // anykv primary, redis-server replica.
+    let a = start_primary();
+    let mut ac = a.connect();
+    for cmd in setup {
+        run(
+            &mut ac,
+            &cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+    }
+    let r = start_replica_of(a.port);
+    let mut rc = r.connect();
+    caught_up(&mut ac, &mut rc);
+    check(&mut ac, &mut rc, "anykv -> redis-server");
+    // redis-server primary, anykv replica.
+    let p = start_redis(&[]);
+    let mut pc = p.connect();
+    for cmd in setup {
+        run(
+            &mut pc,
+            &cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+    }
+    let b = start_primary();
+    let mut bc = b.connect();
+    call(&mut bc, &["REPLICAOF", "127.0.0.1", &p.port.to_string()]);
+    wait_for("anykv's link", Duration::from_secs(20), || {
+        info(&mut bc, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    caught_up(&mut pc, &mut bc);
+    check(&mut pc, &mut bc, "redis-server -> anykv");
+}
+
 #[test]
 fn redis_server_replicates_from_anykv() {
     let primary = start_primary();
