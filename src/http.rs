@@ -88,11 +88,7 @@ async fn shaper_post(
         );
     };
     if let Some(want) = s.admin.as_ref().and_then(|a| a.token.as_ref()) {
-        let got = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if got != Some(want.as_str()) {
+        if !bearer_is(&headers, want) {
             return json_error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (Authorization: Bearer $ANYKV_ADMIN_TOKEN)",
@@ -140,7 +136,23 @@ fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
-/// Checks the bearer token (compared in constant time: it is a secret).
+/// Whether the request carries `Authorization: Bearer <want>` (compared in
+/// constant time: it is a secret).
+fn bearer_is(headers: &HeaderMap, want: &str) -> bool {
+    let got = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    got.len() == want.len()
+        && got
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Checks the bearer token.
 fn authorize(
     s: &AppState,
     headers: &HeaderMap,
@@ -157,18 +169,7 @@ fn authorize(
             "the admin API is disabled: start the node with ANYKV_ADMIN_TOKEN set",
         ));
     };
-    let got = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let same = got.len() == want.len()
-        && got
-            .bytes()
-            .zip(want.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !bearer_is(headers, want) {
         return Err((
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer $ANYKV_ADMIN_TOKEN)",

@@ -202,12 +202,16 @@ def cpu_stat(pid):
     # fields[0] is field 3 (state): utime is field 14, stime field 15.
     return (int(fields[11]) + int(fields[12])) / TICK
 
+def with_cpu(pids, run):
+    """`run()`'s result and the CPU seconds all of `pids` spent meanwhile."""
+    c0 = sum(cpu_stat(p) for p in pids)
+    res = run()
+    return res, sum(cpu_stat(p) for p in pids) - c0
+
 def bench_cpu(port, pid, test, clients, pipeline, n):
     """One redis-benchmark run of `test`: its rows, each with the server's
     CPU µs per request over the run appended."""
-    c0 = cpu_stat(pid)
-    rows = bench(port, test, clients, pipeline, n)
-    spent = cpu_stat(pid) - c0
+    rows, spent = with_cpu([pid], lambda: bench(port, test, clients, pipeline, n))
     per = spent * 1e6 / max(1, n * len(rows))
     return {t: v + (per,) for t, v in rows.items()}
 

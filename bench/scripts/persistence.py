@@ -22,7 +22,7 @@ again if a compiler ran or other processes used over 10% of a CPU meanwhile.
 import argparse, csv, io, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, cpu_stat, free_port, cli  # noqa: E402
+from compare import QuietGuard, cli, free_port, with_cpu  # noqa: E402
 
 # Extra server flags from --anykv-arg / --redis-arg.
 EXTRA = {"redis": [], "anykv": []}
@@ -92,10 +92,9 @@ def aof_throughput(anykv, rounds, guard):
                         p = spawn(kind, anykv, port, d,
                                   ["--save", "", "--appendonly", "yes", "--appendfsync", fsync])
                         wait_ping(port)
-                        c0 = cpu_stat(p.pid)
-                        got = bench_set(port, pipeline, n)
+                        got, spent = with_cpu([p.pid], lambda: bench_set(port, pipeline, n))
                         # The server's CPU per request (its fsync thread's too).
-                        unit[kind] = got + ((cpu_stat(p.pid) - c0) * 1e6 / n,)
+                        unit[kind] = got + (spent * 1e6 / n,)
                         stop(p, port)
                         shutil.rmtree(d, ignore_errors=True)
                     if not guard.disturbed() or guard.give_up():

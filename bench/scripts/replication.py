@@ -35,7 +35,7 @@ import argparse, csv, hashlib, io, json, os, shutil, signal, socket, statistics,
 import tempfile, threading, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, cpu_stat, free_port, peak_rss  # noqa: E402
+from compare import QuietGuard, free_port, peak_rss, with_cpu  # noqa: E402
 
 ADMIN = "bench-admin-token"
 TOKEN = "bench-tenant-token-0123456789"
@@ -271,13 +271,11 @@ def redis_benchmark(host, port, pipeline, n, auth=True):
     raise SystemExit(f"redis-benchmark printed nothing: {cmd}")
 
 
-def with_cpu(pids, n, run):
+def cpu_per_request(pids, n, run):
     """`run()`'s (rps, p50, p99) and the CPU µs per request all of `pids`
     (the primary and its replica: what a request costs the machine) spent
     meanwhile."""
-    c0 = sum(cpu_stat(p) for p in pids)
-    res = run()
-    spent = sum(cpu_stat(p) for p in pids) - c0
+    res, spent = with_cpu(pids, run)
     return res + (spent * 1e6 / n,)
 
 
@@ -295,7 +293,7 @@ def bench_cost(anykv, rounds, guard):
                 for pl, n in ((1, 100000), (16, 1000000)):
                     while True:
                         guard.wait(c.pids())
-                        res = with_cpu(list(c.pids()), n,
+                        res = cpu_per_request(list(c.pids()), n,
                                        lambda: redis_benchmark(c.ip(c.primary), c.redis_port(), pl, n))
                         if not guard.disturbed() or guard.give_up():
                             break
@@ -330,7 +328,7 @@ def bench_cost(anykv, rounds, guard):
                 for pl, n in ((1, 100000), (16, 1000000)):
                     while True:
                         guard.wait([p.pid for p in procs])
-                        res = with_cpu([p.pid for p in procs], n,
+                        res = cpu_per_request([p.pid for p in procs], n,
                                        lambda: redis_benchmark("127.0.0.1", port, pl, n, auth=False))
                         if not guard.disturbed() or guard.give_up():
                             break

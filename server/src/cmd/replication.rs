@@ -238,8 +238,8 @@ pub fn failover(ctx: &mut Ctx) {
 fn full_sync(ctx: &mut Ctx, psync: bool) {
     let eof = psync && ctx.s.repl.capa_eof;
     // Diskless framing takes a payload of unknown length: build it in the
-    // background while clients keep writing (unless another background
-    // save runs; then at once, below).
+    // background while clients keep writing (after any background save
+    // that runs). Otherwise, or if it cannot start, at once, below.
     if eof && !ctx.s.repl.rdb_only {
         if ctx.t.persist.job.is_some() {
             // Another background save (or another replica's payload) is
