@@ -361,6 +361,7 @@ impl Placement {
                 ops_per_sec: e.ops_per_sec,
                 follow,
                 standby,
+                epoch: rec.epoch,
             });
         }
         // The cluster's tenants this pass gives the store, at their versions.

@@ -54,6 +54,10 @@ pub enum SyncError {
     Protocol,
     #[error("timed out")]
     Timeout,
+    #[error("binding the client endpoint: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// First byte of a sync session's stream.
@@ -150,6 +154,55 @@ fn apply(store: &Mutex<StateStore>, rows: Vec<Row>) -> Vec<Row> {
     rows.into_iter().filter(|r| s.apply(r.clone())).collect()
 }
 
+/// Opens a store stream for `tenant` on a connection to a node's sync
+/// endpoint: the kind byte and the tenant id, then the store's protocol.
+pub async fn open_store(
+    conn: &quinn::Connection,
+    tenant: u64,
+) -> Result<(quinn::SendStream, quinn::RecvStream), SyncError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    let mut head = [0u8; 9];
+    head[0] = KIND_STORE;
+    head[1..].copy_from_slice(&tenant.to_le_bytes());
+    send.write_all(&head).await?;
+    Ok((send, recv))
+}
+
+/// Store streams from outside a node's gossip (a standalone router, tests):
+/// a QUIC client endpoint with a certificate of the cluster's CA, which
+/// the nodes demand.
+pub struct StoreClient {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+}
+
+impl StoreClient {
+    /// A client endpoint on an ephemeral port of `bind`'s address.
+    pub fn new(tls: &crate::tls::NodeTls, bind: SocketAddr) -> Result<StoreClient, SyncError> {
+        let endpoint = quinn::Endpoint::client(bind)?;
+        let client = tls
+            .client_config()
+            .map_err(|e| SyncError::Tls(e.to_string()))?;
+        Ok(StoreClient { endpoint, client })
+    }
+
+    /// A connection to the node whose sync endpoint is `peer` (open store
+    /// streams on it with [`open_store`]).
+    pub async fn connect(&self, peer: SocketAddr) -> Result<quinn::Connection, SyncError> {
+        Ok(self
+            .endpoint
+            .connect_with(self.client.clone(), peer, crate::tls::NODE_NAME)?
+            .await?)
+    }
+
+    /// A store stream for `tenant` on a new connection to `peer`.
+    pub async fn open(&self, peer: SocketAddr, tenant: u64) -> Result<QuicDuplex, SyncError> {
+        let conn = self.connect(peer).await?;
+        let (send, recv) = open_store(&conn, tenant).await?;
+        Ok(QuicDuplex { send, recv })
+    }
+}
+
 /// One node's sync endpoint: serves peers and syncs with them.
 #[derive(Clone)]
 pub struct Syncer {
@@ -194,11 +247,7 @@ impl Syncer {
     ) -> Result<(quinn::SendStream, quinn::RecvStream, quinn::Connection), SyncError> {
         let r = async {
             let conn = self.connection(peer).await?;
-            let (mut send, recv) = conn.open_bi().await?;
-            let mut head = [0u8; 9];
-            head[0] = KIND_STORE;
-            head[1..].copy_from_slice(&tenant.to_le_bytes());
-            send.write_all(&head).await?;
+            let (send, recv) = open_store(&conn, tenant).await?;
             Ok((send, recv, conn))
         }
         .await;

@@ -48,6 +48,9 @@ pub struct TenantSpec {
     /// On the primary of a tenant with durability `region`: the cluster
     /// address of its standby, whose acknowledgement every write waits for.
     pub standby: Option<std::net::SocketAddr>,
+    /// On a cluster node: the failover epoch of the tenant's role record
+    /// (0 standalone). Tokens carry it (docs/ROUTING.md).
+    pub epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,6 +147,7 @@ impl Catalog {
                 ops_per_sec: 0,
                 follow: None,
                 standby: None,
+                epoch: 0,
             };
             for w in words {
                 let (k, v) = w

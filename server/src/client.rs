@@ -197,6 +197,12 @@ pub struct Session {
     /// The log offset after this connection's last write (WAIT waits for
     /// replicas to acknowledge it, as Redis's `c->woff`).
     pub woff: u64,
+    /// On a cluster link: an `ENVELOPE` arrived, for the request after it
+    /// (docs/ROUTING.md).
+    pub envelope: Option<crate::envelope::Pending>,
+    /// While a router's request runs: its client's address, which MONITOR
+    /// and SLOWLOG show instead of the link's.
+    pub origin: Option<std::net::SocketAddr>,
 }
 
 /// A replica's REPLCONF options, before its PSYNC.
@@ -237,7 +243,14 @@ impl Session {
             sync_payload: None,
             repl: ReplHello::default(),
             woff: 0,
+            envelope: None,
+            origin: None,
         }
+    }
+
+    /// The client's address: a router's client's while its request runs.
+    pub fn peer_addr(&self) -> std::net::SocketAddr {
+        self.origin.unwrap_or(self.info.addr)
     }
 
     /// Subscriptions of any kind (RESP2 subscribed-mode check).

@@ -219,7 +219,7 @@ async fn run(
             let mut t = tenant.borrow_mut();
             if let Some(p) = pending.take() {
                 let args: SmallVec<[&[u8]; 8]> = p.iter().map(|a| a.as_slice()).collect();
-                match dispatch(&mut t, s, shared, &set, &args, &mut out, now) {
+                match run_request(&mut t, s, shared, &set, &args, &mut out, now) {
                     Outcome::Continue => {}
                     Outcome::Close => after = After::Close,
                     Outcome::Paused => {
@@ -252,9 +252,22 @@ async fn run(
                     }
                     Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
                 };
+                // A router's envelope (docs/ROUTING.md), on cluster links
+                // only: it says whose the next request is, and has no reply
+                // of its own.
+                if s.cluster_peer && crate::envelope::is_envelope(&args) {
+                    if s.envelope.is_some() {
+                        // The one before had no request: it gets an error.
+                        t.count_error("ERR");
+                        out.err("ENVELOPE must be followed by the request it is for");
+                    }
+                    s.envelope = Some(crate::envelope::receive(&t, &args));
+                    continue;
+                }
                 // The plan's command rate (replication links are not
-                // customer commands).
-                if let (Some(rate), false) = (t.rate.as_mut(), s.cluster_peer) {
+                // customer commands; a router's requests are).
+                let customer = !s.cluster_peer || s.envelope.is_some();
+                if let (Some(rate), true) = (t.rate.as_mut(), customer) {
                     if let Err(wait) = rate.take(std::time::Instant::now()) {
                         t.stats.throttled_commands += 1;
                         pending = Some(args.iter().map(|a| a.to_vec()).collect());
@@ -262,7 +275,7 @@ async fn run(
                         break;
                     }
                 }
-                match dispatch(&mut t, s, shared, &set, &args, &mut out, now) {
+                match run_request(&mut t, s, shared, &set, &args, &mut out, now) {
                     Outcome::Continue => {}
                     Outcome::Close => after = After::Close,
                     Outcome::Paused => {
@@ -611,6 +624,45 @@ async fn run(
             }
         }
     }
+}
+
+/// Runs one request: as its client's when a router's envelope came
+/// before it (the envelope taken; refused when the envelope was), as the
+/// connection's own otherwise.
+fn run_request(
+    t: &mut Tenant,
+    s: &mut Session,
+    shared: &Shared,
+    set: &crate::shared::Settings,
+    args: &[&[u8]],
+    out: &mut Reply,
+    now: i64,
+) -> Outcome {
+    use crate::envelope::{begin, end, Pending};
+    let env = match s.envelope.take() {
+        None => return dispatch(t, s, shared, set, args, out, now),
+        Some(Pending::Refuse(e)) => {
+            t.count_error(&e);
+            out.error(&e);
+            return Outcome::Continue;
+        }
+        Some(Pending::Serve(env)) => env,
+    };
+    let serving = match begin(t, s, out, env, args) {
+        Ok(sv) => sv,
+        Err(e) => {
+            t.count_error(&e);
+            out.error(&e);
+            return Outcome::Continue;
+        }
+    };
+    let outcome = dispatch(t, s, shared, set, args, out, now);
+    let env = end(t, s, out, serving);
+    if matches!(outcome, Outcome::Paused) {
+        // It runs again once the pause ends, as the same client's.
+        s.envelope = Some(Pending::Serve(env));
+    }
+    outcome
 }
 
 /// Waits until the tenant's standby has acknowledged `target`; false when

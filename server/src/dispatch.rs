@@ -433,7 +433,7 @@ pub(crate) fn run(
         t.latency_sample(ev, elapsed_us / 1000, now_ms / 1000);
     }
     if !t.monitors.is_empty() && !r.admin {
-        let addr = s.info.addr.to_string();
+        let addr = s.peer_addr().to_string();
         let line = monitor_line(s.db, &addr, &redact(r.fullname.as_str(), args));
         t.monitors.retain(|m| !m.killed.get());
         // A MONITOR client that does not read must not grow our memory
@@ -517,7 +517,7 @@ fn record_slow(t: &mut Tenant, s: &Session, args: &[&[u8]], us: u64, now_ms: i64
         time: now_ms / 1000,
         duration_us: us,
         args: out,
-        peer: s.info.addr.to_string(),
+        peer: s.peer_addr().to_string(),
         name: s.info.name.borrow().clone(),
     });
     while t.slowlog.len() > max_len {

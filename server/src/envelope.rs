@@ -19,11 +19,16 @@
 //!   <its own token>` instead (the router retries on the primary or waits).
 //!
 //! This module is the codec both sides use; [`can_serve`] is the rule a
-//! replica applies.
+//! replica applies. The store's side ([`receive`], [`begin`], [`end`])
+//! runs on a cluster link: the connection loop (`conn.rs`) calls them
+//! around the request that follows an envelope.
 
 use std::net::SocketAddr;
 
+use crate::client::Session;
 use crate::repl::ReplIds;
+use crate::resp::Reply;
+use crate::tenant::Tenant;
 
 /// Why an envelope or a token does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -182,6 +187,154 @@ pub fn split_reply_token(buf: &[u8]) -> Option<(Token, usize)> {
     let token = Token::parse(body).ok()?;
     let used = buf.len() - rest.len() + end + 2;
     Some((token, used))
+}
+
+/// What an `ENVELOPE` left for the request after it.
+#[derive(Debug)]
+pub enum Pending {
+    /// Run it as this client's.
+    Serve(Envelope),
+    /// Do not run it: this error (without its `-`) is its reply.
+    Refuse(String),
+}
+
+/// Commands that act on the connection itself, which on a stream shared
+/// by many clients is the router's: the router answers them (it keeps each
+/// client's database, name, protocol and subscriptions) and never forwards
+/// them. Forwarded anyway, they are refused rather than run on the shared
+/// stream.
+const ROUTER_COMMANDS: &[&str] = &[
+    "auth",
+    "hello",
+    "select",
+    "quit",
+    "reset",
+    "client",
+    "monitor",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "psync",
+    "sync",
+    "replconf",
+];
+
+/// Whether a request is an envelope (on a cluster link, where they are
+/// taken; elsewhere `ENVELOPE` is an unknown command like any other).
+pub fn is_envelope(args: &[&[u8]]) -> bool {
+    args.first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"envelope"))
+}
+
+/// This node's point of tenant `t`'s history.
+pub fn token_of(t: &Tenant) -> Token {
+    Token {
+        epoch: t.epoch,
+        replid: t.repl.replid.clone(),
+        offset: t.log.offset(),
+    }
+}
+
+/// Reads an envelope that arrived on tenant `t`'s stream: what the request
+/// after it gets. A node that has not applied the client's `min-token` yet
+/// answers `BEHIND` with its own token.
+pub fn receive(t: &Tenant, args: &[&[u8]]) -> Pending {
+    let env = match Envelope::from_args(args) {
+        Ok(e) => e,
+        Err(e) => return Pending::Refuse(format!("ERR {e}")),
+    };
+    if env.tenant != t.id.0 {
+        return Pending::Refuse(format!(
+            "ERR ENVELOPE for tenant {} on a stream of tenant {}",
+            env.tenant, t.id.0
+        ));
+    }
+    if env.db >= t.ks.dbs.len() {
+        return Pending::Refuse("ERR DB index is out of range".into());
+    }
+    if let Some(min) = &env.min_token {
+        if !can_serve(&t.repl, t.log.offset(), min) {
+            return Pending::Refuse(format!("BEHIND {}", token_of(t).encode()));
+        }
+    }
+    Pending::Serve(env)
+}
+
+/// The stream's own state while a client's request runs in its place.
+pub struct Serving {
+    env: Envelope,
+    db: usize,
+    resp: u8,
+    name: Vec<u8>,
+    /// Where the request's reply starts in the output, and the log's
+    /// offset before it ran (a write moves it).
+    reply_at: usize,
+    log_at: u64,
+}
+
+/// Puts the envelope's client in the stream's place for `args`: its
+/// database, protocol, name and address (CLIENT INFO, MONITOR, SLOWLOG
+/// show the client, not the router), and customer rights (a forwarded
+/// request never runs the replication commands a link may). A command the
+/// router answers itself is refused (the error is its reply).
+pub fn begin(
+    t: &Tenant,
+    s: &mut Session,
+    out: &mut Reply,
+    env: Envelope,
+    args: &[&[u8]],
+) -> Result<Serving, String> {
+    if let Some(name) = args.first() {
+        if let Some(c) = ROUTER_COMMANDS
+            .iter()
+            .find(|c| name.eq_ignore_ascii_case(c.as_bytes()))
+        {
+            return Err(format!(
+                "ERR {} acts on the router's connection: it is not forwarded in an envelope",
+                c.to_uppercase()
+            ));
+        }
+    }
+    let name = std::mem::replace(&mut *s.info.name.borrow_mut(), env.name.clone());
+    let sv = Serving {
+        db: s.db,
+        resp: s.resp,
+        name,
+        reply_at: out.len(),
+        log_at: t.log.offset(),
+        env,
+    };
+    s.db = sv.env.db;
+    s.info.db.set(sv.env.db);
+    s.resp = sv.env.resp;
+    out.resp = sv.env.resp;
+    s.origin = Some(sv.env.addr);
+    s.cluster_peer = false;
+    Ok(sv)
+}
+
+/// Puts the stream back after the request and, when it wrote, sets the
+/// write's token before its reply. Returns the envelope (a paused request
+/// runs again under it).
+pub fn end(t: &Tenant, s: &mut Session, out: &mut Reply, sv: Serving) -> Envelope {
+    if t.log.offset() > sv.log_at && out.len() > sv.reply_at {
+        let mut attr = Vec::with_capacity(80);
+        encode_reply_token(&mut attr, &token_of(t));
+        let tail = out.buf.split_off(sv.reply_at);
+        out.buf.extend_from_slice(&attr);
+        out.buf.unsplit(tail);
+    }
+    *s.info.name.borrow_mut() = sv.name;
+    s.db = sv.db;
+    s.info.db.set(sv.db);
+    s.resp = sv.resp;
+    out.resp = sv.resp;
+    s.origin = None;
+    s.cluster_peer = true;
+    sv.env
 }
 
 #[cfg(test)]

@@ -361,8 +361,7 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
     for spec in shared.catalog().tenants() {
         if owner_of(spec.id, n) == idx {
             let mut t = customer_tenant(spec, dbs);
-            set_follow(&mut t, spec.follow);
-            t.standby = spec.standby;
+            set_roles(&mut t, spec);
             mine.push(t);
         }
     }
@@ -386,8 +385,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
                 policy: spec.policy,
             });
             set_rate(&mut t, spec.ops_per_sec);
-            set_follow(&mut t, spec.follow);
-            t.standby = spec.standby;
+            set_roles(&mut t, &spec);
             // Writes waiting for a standby that changed look again.
             for c in t.ack_waiters.iter() {
                 c.wake.notify_one();
@@ -404,8 +402,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
         metrics::counter!("anykv_tenant_load_errors_total").increment(1);
         return;
     }
-    set_follow(&mut t, spec.follow);
-    t.standby = spec.standby;
+    set_roles(&mut t, &spec);
     let t = Rc::new(RefCell::new(t));
     t.borrow().spawn(cron(t.clone(), shared.clone()));
     crate::repl::replica::kick(&t, shared);
@@ -416,6 +413,14 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
 /// Applies the placement's role: follow the primary at `follow` over the
 /// cluster link, or (None) be the primary. Nothing changes when the tenant
 /// already follows that node or already is the primary.
+/// The tenant's place in its role record: whom it follows, the standby
+/// its writes wait for, the epoch its tokens carry.
+fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
+    set_follow(t, spec.follow);
+    t.standby = spec.standby;
+    t.epoch = spec.epoch;
+}
+
 fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {
     match follow {
         Some(addr) => {

@@ -147,6 +147,9 @@ pub struct Tenant {
     /// that must have a write before it is acknowledged (None: `async`,
     /// acknowledged after the local write).
     pub standby: Option<std::net::SocketAddr>,
+    /// The failover epoch of the tenant's role record (0 standalone): the
+    /// first part of every token this node gives (docs/ROUTING.md).
+    pub epoch: u64,
     /// A customer's plan command rate (None: unlimited).
     pub rate: Option<RateLimit>,
     /// A `FAILOVER` in progress: writes are held as by `CLIENT PAUSE
@@ -312,6 +315,7 @@ impl Tenant {
             upstream_gen: 0,
             master_lag_ms: None,
             standby: None,
+            epoch: 0,
             rate: None,
             failover: None,
         }

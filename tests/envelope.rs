@@ -1,0 +1,484 @@
+//! The store's side of the router ↔ store envelope (docs/ROUTING.md), as a
+//! router will use it: a QUIC store stream opened with a certificate of the
+//! cluster's CA to a node of a three-node world (two in iad, one in cdg,
+//! the WAN emulated between them), requests of several clients pipelined
+//! on it, each after its `ENVELOPE`.
+//!
+//! Checked: a write's reply carries the write's token (the primary's epoch,
+//! replid and offset, as its INFO says) before the reply the client sees;
+//! reads carry none; each request runs in its client's database and RESP
+//! version, and MONITOR shows the client's address, not the router's; the
+//! cdg replica answers `-BEHIND` for a token it has not applied and serves
+//! it once it has (always with the write's value); replicas refuse writes;
+//! malformed envelopes, another tenant's, and commands that act on the
+//! router's own connection are refused without running the request; a
+//! customer's own connection does not know `ENVELOPE`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anykv_bench::world::{http, World, WorldSpec};
+use anykv_gossip::sync::{QuicDuplex, StoreClient};
+use anykv_gossip::tls::ClusterCa;
+use anykv_server::envelope::{split_reply_token, Envelope, Token};
+use common::{RespConn, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ADMIN: &str = "envelope-admin-token";
+const TOKEN: &str = "envelope-tenant-token-0123456789";
+const TENANT: u64 = 7;
+
+fn spec() -> WorldSpec {
+    let dir = std::env::temp_dir().join(format!("anykv-envelope-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    WorldSpec {
+        bin: env!("CARGO_BIN_EXE_anykv").into(),
+        dir,
+        net: 43,
+        port: 21920,
+        regions: vec![("iad".into(), 2), ("cdg".into(), 1)],
+        rtt_table: Some("builtin".into()),
+        loss: 0.0,
+        gossip_profile: "test".into(),
+        admin_token: ADMIN.into(),
+        server_args: ["--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    }
+}
+
+fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Length of the first complete RESP2/RESP3 value in `b` (attributes
+/// included), None while incomplete.
+fn frame_len(b: &[u8]) -> Option<usize> {
+    let nl = b.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&b[1..nl]).ok()?;
+    let head = nl + 2;
+    let items = |n: usize, per: usize| {
+        let mut at = head;
+        for _ in 0..n * per {
+            at += frame_len(&b[at..])?;
+        }
+        Some(at)
+    };
+    match b[0] {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' => Some(head),
+        b'$' | b'=' | b'!' => match line.parse::<i64>().ok()? {
+            -1 => Some(head),
+            n => {
+                let end = head + n as usize + 2;
+                (b.len() >= end).then_some(end)
+            }
+        },
+        b'*' | b'~' | b'>' => match line.parse::<i64>().ok()? {
+            -1 => Some(head),
+            n => items(n as usize, 1),
+        },
+        b'%' => items(line.parse().ok()?, 2),
+        b'|' => {
+            // An attribute, then the value it describes.
+            let at = items(line.parse().ok()?, 2)?;
+            Some(at + frame_len(&b[at..])?)
+        }
+        _ => panic!("not RESP: {:?}", String::from_utf8_lossy(b)),
+    }
+}
+
+/// A router's view of one store stream.
+struct Stream {
+    io: QuicDuplex,
+    buf: Vec<u8>,
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+fn envelope(db: usize, client: u64, resp: u8, addr: &str, min: Option<&Token>) -> Envelope {
+    Envelope {
+        tenant: TENANT,
+        db,
+        client_id: client,
+        resp,
+        addr: addr.parse().expect("address"),
+        name: format!("client-{client}").into_bytes(),
+        min_token: min.cloned(),
+    }
+}
+
+impl Stream {
+    /// A stream to the node whose gossip address is `node` (its sync
+    /// endpoint is on the next port).
+    async fn open(c: &StoreClient, node: SocketAddr) -> Stream {
+        let sync = SocketAddr::new(node.ip(), node.port() + 1);
+        let io = c.open(sync, TENANT).await.expect("a store stream");
+        Stream {
+            io,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.expect("send");
+    }
+
+    /// Sends requests (each after its envelope, or bare when None) in one
+    /// write: a pipeline of several clients.
+    async fn pipeline(&mut self, reqs: &[(Option<Envelope>, &[&str])]) {
+        let mut wire = Vec::new();
+        for (env, args) in reqs {
+            if let Some(e) = env {
+                e.encode(&mut wire);
+            }
+            wire.extend_from_slice(&cmd(args));
+        }
+        self.send(&wire).await;
+    }
+
+    /// The next reply: (its token, if any, and its bytes as the client
+    /// sees them).
+    async fn reply(&mut self) -> (Option<Token>, Vec<u8>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(n) = (!self.buf.is_empty())
+                .then(|| frame_len(&self.buf))
+                .flatten()
+            {
+                let frame: Vec<u8> = self.buf.drain(..n).collect();
+                return match split_reply_token(&frame) {
+                    Some((t, used)) => (Some(t), frame[used..].to_vec()),
+                    None => (None, frame),
+                };
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.io.read(&mut chunk))
+                .await
+                .expect("a reply within 10 s")
+                .expect("read");
+            assert!(n > 0, "the store closed the stream");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn one(&mut self, env: Envelope, args: &[&str]) -> (Option<Token>, Vec<u8>) {
+        self.pipeline(&[(Some(env), args)]).await;
+        self.reply().await
+    }
+}
+
+fn info_field(c: &mut RespConn, section: &str, field: &str) -> String {
+    let Ok(Value::Bulk(text)) = c.cmd(&["INFO", section]) else {
+        panic!("INFO {section}");
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+        .unwrap_or_else(|| panic!("INFO {field}"))
+}
+
+#[test]
+fn the_store_serves_a_routers_enveloped_requests() {
+    let spec = spec();
+    let w = World::start(&spec).expect("the world starts");
+    w.wait_members(3, Duration::from_secs(60))
+        .expect("three members alive");
+    let digest: String = anykv_server::catalog::token_digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = serde_json::json!({
+        "id": TENANT, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "async", "consistency": "nearest", "version": 1
+    });
+    let n1 = w.node("n1").expect("n1").clone();
+    let (code, body) = http(
+        n1.http,
+        "PUT",
+        &format!("/admin/tenants/{TENANT}"),
+        ADMIN,
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+    let mut placed = None;
+    wait("the tenant placed", Duration::from_secs(20), || {
+        placed = w.cluster_view("n1").and_then(|v| {
+            v["tenants"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == TENANT)
+                .cloned()
+        });
+        placed.is_some()
+    });
+    let placed = placed.expect("placed");
+    let primary = w
+        .node(placed["primary"].as_str().expect("primary"))
+        .expect("primary node")
+        .clone();
+    let epoch = placed["epoch"].as_u64().expect("epoch");
+    let far = w.node("n3").expect("n3").clone();
+    let login = |addr: SocketAddr| -> Option<RespConn> {
+        let mut c = RespConn::connect_addr(addr).ok()?;
+        matches!(c.cmd(&["AUTH", "shop", TOKEN]).ok()?, Value::Simple(_)).then_some(c)
+    };
+    let mut p = None;
+    wait("the primary takes writes", Duration::from_secs(20), || {
+        p = login(primary.resp);
+        p.as_mut()
+            .is_some_and(|c| matches!(c.cmd(&["SET", "warm", "1"]), Ok(Value::Simple(_))))
+    });
+    let mut p = p.expect("primary connection");
+    wait("the cdg replica serves", Duration::from_secs(30), || {
+        login(far.resp)
+            .is_some_and(|mut c| c.cmd(&["GET", "warm"]).ok() == Some(Value::Bulk(b"1".to_vec())))
+    });
+
+    // A router's certificate, from the cluster's CA like every node's.
+    let read = |f: &str| std::fs::read_to_string(spec.dir.join(f)).expect(f);
+    let ca = ClusterCa {
+        cert_pem: read("cluster-ca.pem"),
+        key_pem: read("cluster-ca.key"),
+    };
+    let tls = ca.issue("router-test").expect("a router certificate");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = StoreClient::new(&tls, "127.0.0.1:0".parse().unwrap()).expect("client");
+        let mut s = Stream::open(&client, primary.gossip).await;
+
+        // A write: its token first, then the reply the client sees.
+        let (tok, reply) = s
+            .one(
+                envelope(0, 501, 2, "10.1.2.3:4567", None),
+                &["SET", "k", "v1"],
+            )
+            .await;
+        assert_eq!(reply, b"+OK\r\n");
+        let tok = tok.expect("a write's reply carries its token");
+        assert_eq!(tok.epoch, epoch, "the role record's epoch");
+        assert_eq!(
+            tok.replid,
+            info_field(&mut p, "replication", "master_replid")
+        );
+        let offset: u64 = info_field(&mut p, "replication", "master_repl_offset")
+            .parse()
+            .expect("offset");
+        assert_eq!(tok.offset, offset, "the offset right after the write");
+
+        // Reads carry no token; clients of several databases and RESP
+        // versions pipelined on one stream each get theirs.
+        s.pipeline(&[
+            (
+                Some(envelope(0, 501, 2, "10.1.2.3:4567", None)),
+                &["GET", "k"],
+            ),
+            (
+                Some(envelope(2, 502, 3, "[fdaa::9]:999", None)),
+                &["HSET", "h", "f", "x"],
+            ),
+            (
+                Some(envelope(2, 502, 3, "[fdaa::9]:999", None)),
+                &["HGETALL", "h"],
+            ),
+            (
+                Some(envelope(2, 503, 2, "10.1.2.4:1", None)),
+                &["HGETALL", "h"],
+            ),
+            (
+                Some(envelope(0, 503, 2, "10.1.2.4:1", None)),
+                &["EXISTS", "h"],
+            ),
+        ])
+        .await;
+        assert_eq!(s.reply().await, (None, b"$2\r\nv1\r\n".to_vec()));
+        let (t, r) = s.reply().await;
+        assert_eq!(r, b":1\r\n");
+        assert!(t.expect("HSET's token").offset > tok.offset);
+        assert_eq!(
+            s.reply().await,
+            (None, b"%1\r\n$1\r\nf\r\n$1\r\nx\r\n".to_vec())
+        );
+        assert_eq!(
+            s.reply().await,
+            (None, b"*2\r\n$1\r\nf\r\n$1\r\nx\r\n".to_vec())
+        );
+        assert_eq!(
+            s.reply().await,
+            (None, b":0\r\n".to_vec()),
+            "h is in db 2 only"
+        );
+        assert_eq!(
+            p.cmd(&["SELECT", "2"]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+        assert_eq!(
+            p.cmd(&["HGET", "h", "f"]).ok(),
+            Some(Value::Bulk(b"x".to_vec()))
+        );
+        assert_eq!(
+            p.cmd(&["SELECT", "0"]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+
+        // MONITOR shows the client's address.
+        let mut m = login(primary.resp).expect("monitor connection");
+        assert_eq!(
+            m.cmd(&["MONITOR"]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+        let (_, r) = s
+            .one(envelope(0, 504, 2, "10.9.8.7:6543", None), &["GET", "k"])
+            .await;
+        assert_eq!(r, b"$2\r\nv1\r\n");
+        let Ok(Value::Simple(line)) = m.read_reply() else {
+            panic!("a MONITOR line");
+        };
+        let line = String::from_utf8_lossy(&line);
+        assert!(line.contains("[0 10.9.8.7:6543]"), "{line}");
+        drop(m);
+
+        // Refused, the request after it not run: a malformed envelope,
+        // another tenant's, a command the router answers itself.
+        let mut bad = envelope(0, 505, 2, "10.1.2.3:4567", None);
+        bad.tenant = 99;
+        let mut wire = cmd(&["ENVELOPE", "7", "x", "1", "2", "1.2.3.4:5", "", ""]);
+        wire.extend_from_slice(&cmd(&["SET", "never1", "x"]));
+        bad.encode(&mut wire);
+        wire.extend_from_slice(&cmd(&["SET", "never2", "x"]));
+        envelope(20, 505, 2, "10.1.2.3:4567", None).encode(&mut wire);
+        wire.extend_from_slice(&cmd(&["SET", "never3", "x"]));
+        envelope(0, 505, 2, "10.1.2.3:4567", None).encode(&mut wire);
+        wire.extend_from_slice(&cmd(&["SELECT", "3"]));
+        envelope(0, 505, 2, "10.1.2.3:4567", None).encode(&mut wire);
+        wire.extend_from_slice(&cmd(&["AUTH", "shop", TOKEN]));
+        s.send(&wire).await;
+        for want in [
+            "-ERR ENVELOPE: invalid db",
+            "-ERR ENVELOPE for tenant 99 on a stream of tenant 7",
+            "-ERR DB index is out of range",
+            "-ERR SELECT acts on the router's connection",
+            "-ERR AUTH acts on the router's connection",
+        ] {
+            let (t, r) = s.reply().await;
+            assert!(t.is_none());
+            let r = String::from_utf8_lossy(&r);
+            assert!(r.starts_with(want), "{r} (wanted {want})");
+        }
+        for k in ["never1", "never2", "never3"] {
+            assert_eq!(p.cmd(&["EXISTS", k]).ok(), Some(Value::Int(0)), "{k}");
+        }
+        // The stream still works, in its own database.
+        let (t, r) = s
+            .one(
+                envelope(0, 505, 2, "10.1.2.3:4567", None),
+                &["SET", "k", "v2"],
+            )
+            .await;
+        assert_eq!(r, b"+OK\r\n");
+        let mut last = t.expect("token");
+
+        // The cdg replica, ~50 ms behind: a read that must see the
+        // client's last write is answered BEHIND until the replica has it,
+        // then served with that write's value.
+        let mut r = Stream::open(&client, far.gossip).await;
+        let (mut behind, mut served) = (0, 0);
+        for i in 0..20 {
+            let v = format!("w{i}");
+            let (t, rep) = s
+                .one(
+                    envelope(0, 506, 2, "10.1.2.3:4567", None),
+                    &["SET", "k", &v],
+                )
+                .await;
+            assert_eq!(rep, b"+OK\r\n");
+            last = t.expect("token");
+            let start = Instant::now();
+            loop {
+                let (t, rep) = r
+                    .one(
+                        envelope(0, 506, 2, "10.1.2.3:4567", Some(&last)),
+                        &["GET", "k"],
+                    )
+                    .await;
+                assert!(t.is_none());
+                let text = String::from_utf8_lossy(&rep).into_owned();
+                if let Some(their) = text.strip_prefix("-BEHIND ") {
+                    let their = Token::parse(their.trim_end().as_bytes()).expect("its token");
+                    assert_eq!(their.replid, last.replid);
+                    assert!(their.offset < last.offset, "{their:?} vs {last:?}");
+                    behind += 1;
+                    assert!(start.elapsed() < Duration::from_secs(10), "never caught up");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                assert_eq!(text, format!("${}\r\n{v}\r\n", v.len()), "round {i}");
+                served += 1;
+                break;
+            }
+        }
+        assert_eq!(served, 20);
+        assert!(
+            behind > 0,
+            "the replica was never behind: the test shows nothing"
+        );
+        // Without a token the replica serves what it has; writes refused.
+        let (_, rep) = r
+            .one(
+                envelope(0, 507, 2, "10.1.2.3:4567", None),
+                &["SET", "k", "x"],
+            )
+            .await;
+        assert!(
+            rep.starts_with(b"-READONLY"),
+            "{}",
+            String::from_utf8_lossy(&rep)
+        );
+        // A token of another history is never served.
+        let other = Token {
+            replid: "f".repeat(40),
+            ..last.clone()
+        };
+        let (_, rep) = r
+            .one(
+                envelope(0, 507, 2, "10.1.2.3:4567", Some(&other)),
+                &["GET", "k"],
+            )
+            .await;
+        assert!(
+            rep.starts_with(b"-BEHIND "),
+            "{}",
+            String::from_utf8_lossy(&rep)
+        );
+    });
+
+    // A customer's own connection does not know ENVELOPE.
+    let reply = p
+        .cmd(&["ENVELOPE", "7", "0", "1", "2", "1.2.3.4:5", "", ""])
+        .expect("reply");
+    let Value::Error(e) = reply else {
+        panic!("{reply:?}");
+    };
+    assert!(
+        e.starts_with(b"ERR unknown command 'ENVELOPE'"),
+        "{}",
+        String::from_utf8_lossy(&e)
+    );
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
