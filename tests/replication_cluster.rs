@@ -731,6 +731,41 @@ fn durability_region_acknowledges_only_what_the_standby_has() {
     assert_eq!(&buf[..n], b"+OK\r\n");
     assert_eq!(call(&mut sb, &["GET", "held"]), Value::Bulk(b"1".to_vec()));
 
+    // The standby hangs (as a crashed machine, its QUIC link stays up):
+    // once it has not acknowledged for `repl-link-timeout-ms` (3 s) the
+    // primary drops its link, and writes are refused instead of held
+    // until QUIC's idle timeout (30 s) would end the link.
+    signal(nodes[sn as usize].as_ref().unwrap(), "-STOP");
+    let hung = std::time::Instant::now();
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(common::resp_str(&["AUTH", "shop", TOKEN]).as_slice())
+        .unwrap();
+    let n = raw.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    raw.write_all(common::resp_str(&["SET", "held2", "1"]).as_slice())
+        .unwrap();
+    wait_for(
+        "the hung standby's link dropped",
+        Duration::from_secs(15),
+        || info(&mut p, "replication", "connected_slaves").as_deref() == Some("1"),
+    );
+    assert!(
+        hung.elapsed() >= Duration::from_secs(2),
+        "dropped after {:?}, before repl-link-timeout-ms",
+        hung.elapsed()
+    );
+    let refused = call(&mut p, &["SET", "x", "1"]);
+    assert!(
+        matches!(&refused, Value::Error(e) if e.starts_with(b"NOREPLICAS")),
+        "{refused:?}"
+    );
+    // Back: it reconnects, continues, and the held write is acknowledged.
+    signal(nodes[sn as usize].as_ref().unwrap(), "-CONT");
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let n = raw.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    assert_eq!(call(&mut sb, &["GET", "held2"]), Value::Bulk(b"1".to_vec()));
+
     // The standby gone: writes are refused (reads go on).
     drop(sb);
     // (Stopped cleanly, its link closes at once; a crashed standby's link
@@ -759,6 +794,26 @@ fn durability_region_acknowledges_only_what_the_standby_has() {
     wait_for("writes taken again", Duration::from_secs(20), || {
         matches!(call(&mut p, &["SET", "x", "1"]), Value::Simple(_))
     });
+
+    // The primary hangs: its cdg replica, stamped every second, notices
+    // the silence within `repl-link-timeout-ms` and reconnects once the
+    // primary is back.
+    let mut far = w.serving(3);
+    assert_eq!(
+        info(&mut far, "replication", "master_link_status").as_deref(),
+        Some("up")
+    );
+    signal(nodes[pn as usize].as_ref().unwrap(), "-STOP");
+    wait_for(
+        "the replica sees its primary gone",
+        Duration::from_secs(15),
+        || info(&mut far, "replication", "master_link_status").as_deref() == Some("down"),
+    );
+    signal(nodes[pn as usize].as_ref().unwrap(), "-CONT");
+    wait_for("the replica back in sync", Duration::from_secs(20), || {
+        info(&mut far, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    assert_eq!(call(&mut far, &["GET", "x"]), Value::Bulk(b"1".to_vec()));
 }
 
 /// Durability `region` covers what a write does to a blocked client: a

@@ -74,6 +74,8 @@ pub struct Settings {
     pub min_replicas: (usize, i64),
     /// `repl-timeout` (seconds).
     pub repl_timeout_s: u64,
+    /// `repl-link-timeout-ms`.
+    pub repl_link_timeout_ms: u64,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -125,6 +127,7 @@ impl Settings {
                 i64::try_from(c.min_replicas_max_lag()).unwrap_or(i64::MAX),
             ),
             repl_timeout_s: c.repl_timeout(),
+            repl_link_timeout_ms: c.repl_link_timeout_ms(),
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }

@@ -399,6 +399,12 @@ impl Config {
         self.u64_of(param!(NUM, "repl-timeout"))
     }
 
+    /// `repl-link-timeout-ms`: an anykv replica link silent this long is
+    /// dropped by its primary.
+    pub fn repl_link_timeout_ms(&self) -> u64 {
+        self.u64_of(param!(NUM, "repl-link-timeout-ms"))
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

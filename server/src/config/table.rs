@@ -694,6 +694,11 @@ pub(super) static PARAMS: &[Param] = &[
     // one): spinners never take every core from the clients that share
     // the machine.
     intp("executor-poll-spinners", None, 0, 1024, "0", 0),
+    // A replica link to another anykv node (which acknowledges every
+    // second) that stays silent this long is dropped by its primary, so a
+    // crashed standby stops holding writes within it (Redis's own replicas
+    // get `repl-timeout`).
+    intp("repl-link-timeout-ms", None, 100, 3_600_000, "3000", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),

@@ -406,6 +406,9 @@ pub async fn serve_replica(
         inbuf.advance(done);
         parser.rebase(done);
         shared.refresh(&mut set);
+        let Some(quiet_for) = ack_due(&link, streaming, &set, info) else {
+            return;
+        };
         let chunk = {
             let mut t = tenant.borrow_mut();
             let sent = link.sent.get();
@@ -458,6 +461,13 @@ pub async fn serve_replica(
                             return;
                         }
                     }
+                    // A peer that died mid-write takes nothing more: its
+                    // acknowledgements stop too.
+                    _ = tokio::time::sleep(quiet_for) => {
+                        if ack_due(&link, streaming, &set, info).is_none() {
+                            return;
+                        }
+                    }
                     _ = shutdown.changed() => return,
                 }
             }
@@ -492,6 +502,7 @@ pub async fn serve_replica(
                     return;
                 }
             }
+            _ = tokio::time::sleep(quiet_for), if streaming => {}
             _ = idle_stamp, if streaming => {
                 last_stamp = mstime();
                 if !stamp(stream, last_stamp).await {
@@ -501,6 +512,42 @@ pub async fn serve_replica(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// How long a streaming replica may stay silent from now: its link is
+/// dropped (None) once it has not acknowledged for `repl-timeout` (Redis's
+/// replicas, which acknowledge every second; Redis drops them the same
+/// way) or `repl-link-timeout-ms` (another anykv node: a crashed standby
+/// must stop holding durability `region` writes in seconds, well before
+/// QUIC's idle timeout would end its link).
+fn ack_due(
+    link: &ReplicaLink,
+    streaming: bool,
+    set: &crate::shared::Settings,
+    info: &ClientInfo,
+) -> Option<std::time::Duration> {
+    let limit_ms = if link.cluster {
+        set.repl_link_timeout_ms
+    } else {
+        set.repl_timeout_s.saturating_mul(1000)
+    };
+    let limit_ms = i64::try_from(limit_ms).unwrap_or(i64::MAX);
+    let silent = (mstime() - link.ack_ms.get()).max(0);
+    if !streaming || silent < limit_ms {
+        let left = if streaming {
+            limit_ms - silent
+        } else {
+            limit_ms
+        };
+        return Some(std::time::Duration::from_millis(left.max(1) as u64));
+    }
+    tracing::warn!(
+        id = info.id,
+        addr = %info.addr,
+        silent_ms = silent,
+        "Disconnecting timedout replica (streaming sync)"
+    );
+    None
 }
 
 /// The most a replica link copies out of the log at a time.

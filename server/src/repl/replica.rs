@@ -544,7 +544,29 @@ async fn stream(
         }
         tokio::select! {
             r = l.fill() => r?,
-            _ = tick.tick() => send_ack(tenant, &mut l).await?,
+            _ = tick.tick() => {
+                // A primary that went silent (it PINGs every 10 s, a
+                // cluster primary stamps every second) is gone: drop the
+                // link and reconnect, as Redis's replicas after
+                // `repl-timeout` (`repl-link-timeout-ms` between nodes).
+                shared.refresh(&mut set);
+                let limit_ms = if cluster {
+                    set.repl_link_timeout_ms
+                } else {
+                    set.repl_timeout_s.saturating_mul(1000)
+                };
+                let silent = tenant
+                    .borrow()
+                    .upstream
+                    .as_ref()
+                    .map_or(0, |u| (mstime() - u.last_io_ms).max(0));
+                if silent as u64 > limit_ms {
+                    return Err(format!(
+                        "MASTER timeout: no data nor PING received for {silent} ms"
+                    ));
+                }
+                send_ack(tenant, &mut l).await?
+            }
             _ = stop.changed() => return Ok(()),
         }
     }
