@@ -3,8 +3,9 @@
 //! its primary region, a replica in its read region), every holder opens
 //! it, the replicas follow the primary over the cluster's QUIC links
 //! (Redis's protocol inside), a random write load over every type (TTLs,
-//! SPOP, MULTI, blocking pops) converges to identical keyspaces at equal
-//! offsets, a replica stopped and restarted continues by partial resync
+//! SPOP, MULTI, blocking pops, a second client blocked in `BLPOP 0` and
+//! served by the load) converges to identical keyspaces at equal offsets,
+//! as do the primary's evictions under a plan's memory limit, a replica stopped and restarted continues by partial resync
 //! (asserted on the primary's `sync_partial_ok`), one kept away past the
 //! backlog takes a full sync while writes continue, replicas refuse writes,
 //! and a deleted tenant's token is refused by every node once the call
@@ -508,8 +509,43 @@ fn scenario(w: &World) {
         info(&mut p, "replication", "connected_slaves").as_deref() == Some("2")
     });
 
+    // Besides the load, a second client blocks in `BLPOP blk 0` and is
+    // served by the load's pushes: the pops reach the replicas as what
+    // they did.
+    let popper = {
+        let mut c = w.login(pn).expect("a second client");
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                match call(&mut c, &["BLPOP", "blk", "0"]) {
+                    Value::Array(kv) if kv.len() == 2 => match &kv[1] {
+                        Value::Bulk(v) if v == b"stop" => return got,
+                        Value::Bulk(v) => got.push(String::from_utf8_lossy(v).into_owned()),
+                        other => panic!("BLPOP value {other:?}"),
+                    },
+                    other => panic!("BLPOP {other:?}"),
+                }
+            }
+        })
+    };
     let mut rng = StdRng::seed_from_u64(7);
-    load(&mut p, &mut rng, 1500);
+    for round in 0..16 {
+        load(&mut p, &mut rng, 100);
+        // The popper is blocked right now (the push wakes it, it does not
+        // find the value waiting).
+        wait_for("the popper blocked", Duration::from_secs(10), || {
+            info(&mut p, "clients", "blocked_clients").as_deref() == Some("1")
+        });
+        let v = if round == 15 {
+            "stop".to_string()
+        } else {
+            format!("b{round}")
+        };
+        call(&mut p, &["RPUSH", "blk", &v]);
+    }
+    let popped = popper.join().expect("the popper");
+    let want_popped: Vec<String> = (0..15).map(|i| format!("b{i}")).collect();
+    assert_eq!(popped, want_popped);
     // Every TTL of the load (< 400 ms) passes, the primary's DELs follow.
     std::thread::sleep(Duration::from_millis(600));
     wait_for("equal offsets", Duration::from_secs(30), || {
@@ -643,8 +679,65 @@ fn scenario(w: &World) {
     assert_eq!(stat(&mut p, "sync_full"), full + 1, "no full sync happened");
     compare(&keyspace_of(&mut p), &keyspace_of(&mut r3));
 
-    // A plan change applies on every holder.
-    w.put(2, 7, &entry(2, 64 << 20));
+    // A plan change applies on every holder: a memory limit a little
+    // above what the database holds, under allkeys-lru. The primary
+    // evicts, its evictions reach the replicas as DELs, and the replicas
+    // never evict on their own.
+    let used: u64 = info(&mut p, "memory", "used_memory")
+        .and_then(|v| v.parse().ok())
+        .expect("used_memory");
+    let mut plan: serde_json::Value =
+        serde_json::from_str(&entry(2, used + (256 << 10))).expect("entry");
+    plan["maxmemory_policy"] = "allkeys-lru".into();
+    w.put(2, 7, &plan.to_string());
+    // Keys of every database (evictions take from all of them).
+    let all_keys = |c: &mut RespConn| -> u64 {
+        let Value::Bulk(text) = call(c, &["INFO", "keyspace"]) else {
+            panic!("INFO keyspace");
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| {
+                l.split_once(":keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let (evicted_before, keys_before) = (stat(&mut p, "evicted_keys"), all_keys(&mut p));
+    let v = "e".repeat(1024);
+    let mut written = 0u64;
+    while stat(&mut p, "evicted_keys") < evicted_before + 20 {
+        assert!(
+            written < 5000,
+            "5 MB written under a 256 kB margin, nothing evicted"
+        );
+        let r = call(&mut p, &["SET", &format!("ev:{written}"), &v]);
+        assert!(matches!(r, Value::Simple(_)), "SET ev:{written}: {r:?}");
+        written += 1;
+    }
+    let evicted = stat(&mut p, "evicted_keys") - evicted_before;
+    std::thread::sleep(Duration::from_millis(600));
+    wait_for(
+        "equal offsets after evictions",
+        Duration::from_secs(60),
+        || offsets_equal(&mut p, std::slice::from_mut(&mut r3)),
+    );
+    // Nothing evicted since the writes stopped (a piece of the stream held
+    // for the slow cdg link is not the database's memory).
+    assert_eq!(stat(&mut p, "evicted_keys") - evicted_before, evicted);
+    let kept = all_keys(&mut p);
+    assert_eq!(
+        kept + evicted,
+        keys_before + written,
+        "keys neither kept nor evicted"
+    );
+    let want = keyspace_of(&mut p);
+    compare(&want, &keyspace_of(&mut r3));
+    assert_eq!(stat(&mut r3, "evicted_keys"), 0, "the replica evicted");
 
     // Deleted: once the call returns, no node takes the token.
     w.delete(1, 7, 3);

@@ -105,6 +105,30 @@ pub fn unscoped<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A value made and freed outside any account, held by a tenant's task on
+/// the service's behalf (a piece of the replication stream on its way to
+/// a replica: Redis does not count replication buffers against
+/// `maxmemory` either). Free it anywhere: its drop leaves the scope.
+pub struct Unaccounted<T>(Option<T>);
+
+impl<T> Unaccounted<T> {
+    /// Runs `make` outside any account and keeps what it returns.
+    pub fn new(make: impl FnOnce() -> T) -> Self {
+        Unaccounted(Some(unscoped(make)))
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+}
+
+impl<T> Drop for Unaccounted<T> {
+    fn drop(&mut self) {
+        let v = self.0.take();
+        unscoped(|| drop(v));
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A future whose polls are charged to an account: how a tenant's
     /// tasks run. An async fn drops its locals inside its last poll, so
@@ -265,5 +289,27 @@ mod tests {
         assert!(r.is_err());
         charge(1000);
         assert_eq!(a.used(), 7, "no scope left installed after the panic");
+    }
+
+    #[test]
+    fn an_unaccounted_value_is_made_and_freed_outside_the_scope() {
+        /// Frees (by hand, as above) what its maker charged.
+        struct Charged(isize);
+        impl Drop for Charged {
+            fn drop(&mut self) {
+                charge(-self.0);
+            }
+        }
+        let a = Arc::new(Account::default());
+        with_account(&a, || {
+            let piece = Unaccounted::new(|| {
+                charge(4096);
+                Charged(4096)
+            });
+            charge(7);
+            assert_eq!(a.used(), 7, "made inside the scope's account");
+            drop(piece);
+        });
+        assert_eq!(a.used(), 7, "freed inside the scope's account");
     }
 }

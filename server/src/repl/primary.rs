@@ -369,7 +369,17 @@ pub async fn serve_replica(
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // Acknowledgements the replica sent.
+        // Acknowledgements the replica sent, read without waiting: a link
+        // that always has more to send reads them here, not only when it
+        // has caught up.
+        tokio::select! {
+            biased;
+            r = stream.read_buf(inbuf) => match r {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            },
+            _ = std::future::ready(()) => {}
+        }
         loop {
             match parser.next(inbuf, &lim) {
                 Ok(Some(Request::Multibulk)) => {
@@ -419,14 +429,19 @@ pub async fn serve_replica(
             if !streaming || t.log.offset() == sent {
                 None
             } else {
-                match t.log.since_at_most(sent, LINK_CHUNK) {
+                // The piece is the service's buffer, not the database's
+                // memory: a slow link holds it for a while, and it must
+                // not make the primary evict.
+                let piece =
+                    crate::alloc::Unaccounted::new(|| t.log.since_at_most(sent, LINK_CHUNK));
+                match piece.get().map(|b| b.as_ref().map(Vec::len)) {
                     // Whether the piece ends where the log does (a command
                     // boundary: a stamp may follow it).
-                    Some(b) => {
-                        let whole = sent + b.len() as u64 == t.log.offset();
-                        Some((b, whole))
+                    Some(Some(len)) => {
+                        let whole = sent + len as u64 == t.log.offset();
+                        Some((piece, whole))
                     }
-                    None => {
+                    _ => {
                         tracing::warn!(
                             id = info.id,
                             "replica fell behind the backlog (repl-backlog-size): dropped, it will resync"
@@ -436,12 +451,18 @@ pub async fn serve_replica(
                 }
             }
         };
-        if let Some((b, whole)) = chunk {
+        if let Some((piece, whole)) = chunk {
+            let b: &[u8] = piece.get().and_then(|b| b.as_deref()).unwrap_or_default();
             // Written piece by piece, watching the log meanwhile: a replica
             // that stopped reading blocks this write, and must still be
             // dropped once it is too far behind (Redis checks the limit
             // whenever the primary writes).
             let mut pos = 0;
+            // A peer that died mid-write takes nothing more (and its
+            // acknowledgements, unread meanwhile, stop too): no progress
+            // for as long as the silence a link may keep ends it.
+            let mut progress_at = tokio::time::Instant::now();
+            let stall = std::time::Duration::from_millis(link_limit_ms(&link, &set));
             while pos < b.len() {
                 let grew = wake.notified();
                 tokio::pin!(grew);
@@ -451,6 +472,7 @@ pub async fn serve_replica(
                         Ok(n) if n > 0 => {
                             pos += n;
                             link.sent.set(link.sent.get() + n as u64);
+                            progress_at = tokio::time::Instant::now();
                         }
                         _ => return,
                     },
@@ -461,12 +483,14 @@ pub async fn serve_replica(
                             return;
                         }
                     }
-                    // A peer that died mid-write takes nothing more: its
-                    // acknowledgements stop too.
-                    _ = tokio::time::sleep(quiet_for) => {
-                        if ack_due(&link, streaming, &set, info).is_none() {
-                            return;
-                        }
+                    _ = tokio::time::sleep_until(progress_at + stall) => {
+                        tracing::warn!(
+                            id = info.id,
+                            addr = %info.addr,
+                            "Disconnecting timedout replica (it took nothing of the stream for {} ms)",
+                            stall.as_millis()
+                        );
+                        return;
                     }
                     _ = shutdown.changed() => return,
                 }
@@ -482,11 +506,15 @@ pub async fn serve_replica(
         if inbuf.capacity() - inbuf.len() < 1024 {
             inbuf.reserve(16 * 1024);
         }
-        // An idle cluster link is stamped too, so the replica's lag stays
-        // current (about the one-way latency) while nothing is written.
+        // An idle cluster link is stamped too, every second counted from
+        // the last stamp (not from this turn of the loop, which every ACK
+        // restarts), so the replica's lag stays current (about the one-way
+        // latency) and its silence check hears from us while nothing is
+        // written.
+        let next_stamp_in = (last_stamp + IDLE_STAMP_EVERY_MS - mstime()).max(0) as u64;
         let idle_stamp = async {
             if link.cluster {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+                tokio::time::sleep(std::time::Duration::from_millis(next_stamp_in)).await
             } else {
                 std::future::pending::<()>().await
             }
@@ -526,12 +554,7 @@ fn ack_due(
     set: &crate::shared::Settings,
     info: &ClientInfo,
 ) -> Option<std::time::Duration> {
-    let limit_ms = if link.cluster {
-        set.repl_link_timeout_ms
-    } else {
-        set.repl_timeout_s.saturating_mul(1000)
-    };
-    let limit_ms = i64::try_from(limit_ms).unwrap_or(i64::MAX);
+    let limit_ms = i64::try_from(link_limit_ms(link, set)).unwrap_or(i64::MAX);
     let silent = (mstime() - link.ack_ms.get()).max(0);
     if !streaming || silent < limit_ms {
         let left = if streaming {
@@ -550,11 +573,23 @@ fn ack_due(
     None
 }
 
+/// How long a replica link may stay silent (see [`ack_due`]).
+fn link_limit_ms(link: &ReplicaLink, set: &crate::shared::Settings) -> u64 {
+    if link.cluster {
+        set.repl_link_timeout_ms
+    } else {
+        set.repl_timeout_s.saturating_mul(1000)
+    }
+}
+
 /// The most a replica link copies out of the log at a time.
 const LINK_CHUNK: usize = 256 << 10;
 
 /// How often a busy cluster link is stamped with the primary's clock.
 const STAMP_EVERY_MS: i64 = 100;
+
+/// How often an idle cluster link is stamped.
+const IDLE_STAMP_EVERY_MS: i64 = 1000;
 
 /// Writes a time stamp to a cluster replica: `REPLCONF STAMP <unix ms>`,
 /// between two whole commands of the stream and outside its offsets (the
