@@ -339,8 +339,11 @@ async fn cluster(State(s): State<AppState>, Query(q): Query<HashMap<String, Stri
     };
     let v = view.borrow().clone();
     let tenants = s.admin.as_ref().map(|a| a.placement.tenant_views());
+    let controllers = anykv_gossip::controller::regions(&v, anykv_gossip::controller::MIN_VOTERS);
     if q.get("format").map(String::as_str) == Some("table") {
         let mut text = v.table();
+        text.push('\n');
+        text.push_str(&anykv_gossip::controller::regions_table(&controllers));
         if let Some(t) = &tenants {
             text.push('\n');
             text.push_str(&anykv_gossip::catalog::tenants_table(t));
@@ -348,11 +351,17 @@ async fn cluster(State(s): State<AppState>, Query(q): Query<HashMap<String, Stri
         text.into_response()
     } else {
         let mut json = serde_json::to_value(&*v).unwrap_or_default();
-        if let (Some(t), Some(obj)) = (tenants, json.as_object_mut()) {
+        if let Some(obj) = json.as_object_mut() {
             obj.insert(
-                "tenants".into(),
-                serde_json::to_value(t).unwrap_or_default(),
+                "controllers".into(),
+                serde_json::to_value(controllers).unwrap_or_default(),
             );
+            if let Some(t) = tenants {
+                obj.insert(
+                    "tenants".into(),
+                    serde_json::to_value(t).unwrap_or_default(),
+                );
+            }
         }
         Json(json).into_response()
     }

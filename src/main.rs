@@ -124,6 +124,9 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let metrics_addr = config.metrics_addr();
     let data_dir = std::path::PathBuf::from(config.dir());
+    let controller_heartbeat = gossip
+        .as_ref()
+        .map(|g| std::time::Duration::from_millis(g.controller_heartbeat_ms));
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
         .transpose()?;
@@ -153,6 +156,15 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
                     .ok()
                     .filter(|t| !t.is_empty()),
             }),
+            _ => None,
+        };
+        // The region's controller (role records through Raft).
+        let _controller = match (&node, sync_port, controller_heartbeat) {
+            (Some(n), Some(port), Some(heartbeat)) => Some(
+                node::start_controller(n, &data_dir, port, heartbeat)
+                    .await
+                    .context("starting the region's controller")?,
+            ),
             _ => None,
         };
         if let Some(addr) = metrics_addr {

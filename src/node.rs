@@ -67,6 +67,10 @@ pub struct GossipArgs {
     /// Expected nodes per region.
     #[arg(long, default_value_t = 3)]
     pub region_size: u32,
+    /// The region controller's Raft heartbeat (ms); a leader is replaced
+    /// after 4–8 heartbeats without one.
+    #[arg(long, default_value_t = 250)]
+    pub controller_heartbeat_ms: u64,
     /// Expected cluster size (scales suspicion timeouts).
     #[arg(long, default_value_t = 16)]
     pub cluster_size: u32,
@@ -176,6 +180,30 @@ pub fn gossip_config(
         lan_profile: a.lan_profile,
         lan_cluster_size: a.region_size,
     })
+}
+
+/// Starts the node's region controller (its database in `dir`).
+pub async fn start_controller(
+    n: &anykv_gossip::Cluster,
+    dir: &std::path::Path,
+    sync_port: u16,
+    heartbeat: std::time::Duration,
+) -> anyhow::Result<Arc<anykv_gossip::controller::Controller>> {
+    use anykv_gossip::controller::{Controller, ControllerConfig, MIN_VOTERS};
+    let id = n.wan().identity();
+    let syncer = n
+        .wan()
+        .syncer()
+        .context("the cluster pool runs no state sync")?;
+    let cfg = ControllerConfig {
+        dir: dir.to_path_buf(),
+        machine: id.machine.clone(),
+        region: id.region.clone(),
+        sync_port,
+        min_voters: MIN_VOTERS,
+        heartbeat,
+    };
+    Ok(Controller::start(cfg, syncer, n.view(), n.updater()).await?)
 }
 
 /// Publishes the store's load into the node's metadata every few seconds.

@@ -12,6 +12,8 @@
 //!   tokio task, publishing the cluster view and membership events.
 //! - [`catalog`]: the tenant catalog and role records as state rows, and
 //!   rendezvous placement of each tenant's primary, standby and replicas.
+//! - [`controller`]: the region's controller, a Raft group (openraft) of
+//!   its nodes that commits role records; log in SQLite, RPCs over QUIC.
 //! - [`cluster`]: the two pools (region on LAN timings, cluster-wide on WAN
 //!   timings) and their merged view.
 //! - [`wire`]: the datagram envelope: cluster-key HMAC and RTT timestamps
@@ -26,6 +28,7 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod controller;
 pub mod discovery;
 pub mod identity;
 pub mod link;

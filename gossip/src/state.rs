@@ -82,6 +82,8 @@ pub struct NodeMeta {
     /// The tenants this node holds, with their replication position
     /// (refreshed with `load`, every few seconds).
     pub tenants: Vec<HeldTenant>,
+    /// What the node sees of its region's controller (None: it runs none).
+    pub controller: Option<crate::controller::ControllerMeta>,
 }
 
 /// One tenant a node holds, as its metadata reports it.

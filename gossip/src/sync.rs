@@ -16,7 +16,8 @@
 //! bidirectional stream starts with one kind byte, [`KIND_SYNC`] for a
 //! sync session or [`KIND_STORE`] followed by a little-endian u64 tenant
 //! id for a store connection (a replica's link to its primary), which is
-//! handed to the [`StoreHandler`] the node registered. One connection per
+//! handed to the [`StoreHandler`] the node registered, or [`KIND_RAFT`]
+//! for one RPC of the region's controller (the [`RaftHandler`]). One connection per
 //! peer pair, many streams on it: a tenant's replication never waits behind
 //! another's, and no extra handshakes (mutual TLS proved the peer once).
 
@@ -64,6 +65,11 @@ pub enum SyncError {
 pub const KIND_SYNC: u8 = 0;
 /// First byte of a store stream (then the tenant id, u64 LE).
 pub const KIND_STORE: u8 = 1;
+/// First byte of a controller (Raft) RPC stream (see `controller::net`).
+pub const KIND_RAFT: u8 = 2;
+
+/// Serves controller RPC streams: `(send, recv)` after the kind byte.
+pub type RaftHandler = Arc<dyn Fn(quinn::SendStream, quinn::RecvStream) + Send + Sync>;
 
 /// Serves store streams: `(tenant id, peer address, send, recv)`.
 pub type StoreHandler =
@@ -213,6 +219,7 @@ pub struct Syncer {
     changed: mpsc::UnboundedSender<Vec<Row>>,
     conns: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
     store_handler: Arc<std::sync::OnceLock<StoreHandler>>,
+    raft_handler: Arc<std::sync::OnceLock<RaftHandler>>,
 }
 
 impl Syncer {
@@ -229,6 +236,7 @@ impl Syncer {
             changed,
             conns: Arc::default(),
             store_handler: Arc::default(),
+            raft_handler: Arc::default(),
         }
     }
 
@@ -236,6 +244,32 @@ impl Syncer {
     /// ignored). Until then such streams are refused.
     pub fn set_store_handler(&self, h: StoreHandler) {
         let _ = self.store_handler.set(h);
+    }
+
+    /// Registers what serves controller RPC streams (once; until then
+    /// they are refused).
+    pub fn set_raft_handler(&self, h: RaftHandler) {
+        let _ = self.raft_handler.set(h);
+    }
+
+    /// Opens a stream of `kind` to the node whose sync endpoint is `peer`,
+    /// on the connection shared with state sync (the kind byte is sent).
+    pub async fn open_stream(
+        &self,
+        peer: SocketAddr,
+        kind: u8,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), SyncError> {
+        let r = async {
+            let conn = self.connection(peer).await?;
+            let (mut send, recv) = conn.open_bi().await?;
+            send.write_all(&[kind]).await?;
+            Ok((send, recv))
+        }
+        .await;
+        if r.is_err() {
+            self.conns.lock().remove(&peer);
+        }
+        r
     }
 
     /// Opens a store stream to the node whose sync endpoint is `peer`, for
@@ -291,6 +325,13 @@ impl Syncer {
                                         return Err(SyncError::Protocol);
                                     };
                                     h(u64::from_le_bytes(id), peer, send, recv);
+                                    Ok(())
+                                }
+                                KIND_RAFT => {
+                                    let Some(h) = this.raft_handler.get() else {
+                                        return Err(SyncError::Protocol);
+                                    };
+                                    h(send, recv);
                                     Ok(())
                                 }
                                 _ => Err(SyncError::Protocol),

@@ -1,0 +1,415 @@
+//! The region's controller: a Raft group of the region's nodes (openraft)
+//! whose replicated state is the role record of every tenant whose primary
+//! region this is (`Roles`). Only the group's leader changes a record, by
+//! committing it; that is what makes an epoch mean one primary (the design
+//! is Kafka's KRaft: a controller quorum assigns leaders with epochs).
+//!
+//! - Storage: the Raft log, vote and snapshots in SQLite on the node's
+//!   volume ([`log`]); the records in memory, rebuilt from the snapshot and
+//!   the committed log at start ([`machine`]).
+//! - Network: Raft's RPCs on the cluster's QUIC connections ([`net`]).
+//! - Membership: the group forms once the region has [`ControllerConfig::
+//!   min_voters`] alive nodes (3: with fewer there is no majority that
+//!   survives a failure, and automatic promotion is refused rather than
+//!   unsafe; the cluster view says so). The smallest machine name of the
+//!   region initialises it, and only when every alive node of the region
+//!   reports the same set of nodes, none of them in a group yet, for
+//!   [`STABLE_FOR`] (two nodes initialising different groups would each
+//!   believe its own). Nodes that come later are added by the leader, as
+//!   learners first, then voters. (Removing nodes that left for good is
+//!   not done yet: a dead voter counts against the majority until then.)
+//! - Every node publishes what it sees of its group in its gossip
+//!   metadata ([`ControllerMeta`]), so `/cluster` shows every region's
+//!   group from any node.
+
+pub mod log;
+pub mod machine;
+pub mod net;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::node::{ClusterView, MemberState, MetaUpdater};
+use crate::sync::Syncer;
+pub use machine::Roles;
+pub use types::{node_id, Command, Outcome, Peer, TypeConfig};
+
+/// Alive nodes a region needs for its group (and automatic promotion): a
+/// majority of 3 survives one failure; 2 would need both.
+pub const MIN_VOTERS: usize = 3;
+
+/// How long the region's view must hold still before a group is formed.
+pub const STABLE_FOR: Duration = Duration::from_secs(2);
+
+/// How often the controller looks at membership and publishes its state.
+const TICK: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("controller database: {0}")]
+    Db(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("this node is not the controller's leader (leader: {0:?})")]
+    NotLeader(Option<String>),
+}
+
+/// What a node needs to run its region's controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The node's directory (the database is `controller.db` in it).
+    pub dir: PathBuf,
+    pub machine: String,
+    pub region: String,
+    /// Every node's sync (QUIC) port: Raft's RPCs go there.
+    pub sync_port: u16,
+    /// Alive nodes a region needs before its group forms.
+    pub min_voters: usize,
+    /// Leader heartbeat; elections start after 4–8 of them without one.
+    pub heartbeat: Duration,
+}
+
+/// What a node says of its region's controller in its gossip metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerMeta {
+    /// The region's alive nodes as this node sees them (sorted).
+    pub region_view: Vec<String>,
+    /// This node is in a group (it has a vote or a log).
+    pub initialized: bool,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// The last log index applied to its records.
+    pub applied: Option<u64>,
+}
+
+/// One node's controller.
+pub struct Controller {
+    raft: Raft<TypeConfig>,
+    machine: machine::Machine,
+    cfg: ControllerConfig,
+    view: watch::Receiver<Arc<ClusterView>>,
+}
+
+impl Controller {
+    /// Opens the database, starts Raft, serves the group's RPCs and starts
+    /// the membership loop (which also publishes [`ControllerMeta`]).
+    pub async fn start(
+        cfg: ControllerConfig,
+        syncer: &Syncer,
+        view: watch::Receiver<Arc<ClusterView>>,
+        meta: MetaUpdater,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| ControllerError::Db(e.to_string()))?;
+        let db = log::Db::open(&cfg.dir.join("controller.db"))
+            .map_err(|e| ControllerError::Db(e.to_string()))?;
+        let machine = machine::Machine::open(db.clone()).map_err(ControllerError::Db)?;
+        let hb = cfg.heartbeat.as_millis().max(10) as u64;
+        let config = openraft::Config {
+            cluster_name: format!("anykv-{}", cfg.region),
+            heartbeat_interval: hb,
+            election_timeout_min: hb * 4,
+            election_timeout_max: hb * 8,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let region: Arc<str> = cfg.region.as_str().into();
+        let network = net::Network {
+            syncer: syncer.clone(),
+            region: region.clone(),
+        };
+        let raft = Raft::new(
+            node_id(&cfg.machine),
+            Arc::new(config),
+            network,
+            log::LogStore::new(db),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        {
+            let raft = raft.clone();
+            syncer.set_raft_handler(Arc::new(move |send, recv| {
+                tokio::spawn(net::serve(raft.clone(), region.clone(), send, recv));
+            }));
+        }
+        let c = Arc::new(Controller {
+            raft,
+            machine,
+            cfg,
+            view,
+        });
+        tokio::spawn(membership_loop(Arc::downgrade(&c), meta));
+        tracing::info!(
+            region = %c.cfg.region,
+            id = node_id(&c.cfg.machine),
+            "controller started"
+        );
+        Ok(c)
+    }
+
+    /// The records as this node has applied them.
+    pub fn roles(&self) -> Roles {
+        self.machine.roles()
+    }
+
+    /// Changes whenever the applied records change.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.machine.watch()
+    }
+
+    /// Whether this node leads its region's group now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Commits `cmd` (the leader only) and returns what applying it did.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, ControllerError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
+                ControllerError::NotLeader(f.leader_id.map(|id| self.machine_of(id))),
+            ),
+            Err(e) => Err(ControllerError::Raft(e.to_string())),
+        }
+    }
+
+    /// This node's view of its group, as published in its metadata.
+    pub fn meta(&self) -> ControllerMeta {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        let names = |ids: Vec<u64>| -> Vec<String> {
+            let mut v: Vec<String> = ids.into_iter().map(|id| self.machine_of(id)).collect();
+            v.sort();
+            v
+        };
+        ControllerMeta {
+            region_view: self.region_alive().keys().cloned().collect(),
+            initialized: m.vote.leader_id().term > 0 || m.last_log_index.is_some(),
+            state: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader.map(|id| self.machine_of(id)),
+            voters: names(mem.voter_ids().collect()),
+            learners: names(mem.learner_ids().collect()),
+            applied: m.last_applied.map(|l| l.index),
+        }
+    }
+
+    /// A member's machine name (its id in hex when no one by that id is
+    /// in the view).
+    fn machine_of(&self, id: u64) -> String {
+        if id == node_id(&self.cfg.machine) {
+            return self.cfg.machine.clone();
+        }
+        self.view
+            .borrow()
+            .members
+            .iter()
+            .find(|m| node_id(&m.machine) == id)
+            .map_or_else(|| format!("{id:016x}"), |m| m.machine.clone())
+    }
+
+    /// The region's alive nodes (this one included): machine → sync
+    /// endpoint.
+    fn region_alive(&self) -> BTreeMap<String, SocketAddr> {
+        let view = self.view.borrow();
+        view.members
+            .iter()
+            .filter(|m| m.region == self.cfg.region && (m.me || m.state == MemberState::Alive))
+            .map(|m| {
+                (
+                    m.machine.clone(),
+                    SocketAddr::new(m.addr.ip(), self.cfg.sync_port),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether every alive node of the region reports the same region, none
+    /// of them in a group: then the smallest may form one.
+    fn all_agree_fresh(&self, alive: &BTreeMap<String, SocketAddr>) -> bool {
+        let want: Vec<String> = alive.keys().cloned().collect();
+        let view = self.view.borrow();
+        alive.keys().filter(|m| **m != self.cfg.machine).all(|m| {
+            view.member(m)
+                .and_then(|mv| mv.meta.as_ref())
+                .and_then(|meta| meta.controller.as_ref())
+                .is_some_and(|c| !c.initialized && c.region_view == want)
+        })
+    }
+
+    /// One look at membership: form the group, or (as its leader) add the
+    /// region's new nodes.
+    async fn step(&self, stable_since: &mut (Vec<String>, Instant)) {
+        let alive = self.region_alive();
+        let names: Vec<String> = alive.keys().cloned().collect();
+        if stable_since.0 != names {
+            *stable_since = (names.clone(), Instant::now());
+        }
+        let initialized = self.raft.is_initialized().await.unwrap_or(true);
+        if !initialized {
+            let smallest = names.first() == Some(&self.cfg.machine);
+            if smallest
+                && names.len() >= self.cfg.min_voters
+                && stable_since.1.elapsed() >= STABLE_FOR
+                && self.all_agree_fresh(&alive)
+            {
+                let members: BTreeMap<u64, Peer> = alive
+                    .iter()
+                    .map(|(m, a)| (node_id(m), Peer::new(a.to_string())))
+                    .collect();
+                match self.raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(region = %self.cfg.region, voters = ?names, "controller group formed")
+                    }
+                    Err(e) => tracing::warn!("controller: forming the group: {e}"),
+                }
+            }
+            return;
+        }
+        if !self.is_leader() {
+            return;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = mem.voter_ids().collect();
+        let learners: BTreeSet<u64> = mem.learner_ids().collect();
+        // One change at a time: a new node is a learner until it has the
+        // log, then a voter.
+        for (machine, addr) in &alive {
+            let id = node_id(machine);
+            if voters.contains(&id) {
+                continue;
+            }
+            if !learners.contains(&id) {
+                tracing::info!(%machine, "controller: adding a learner");
+                if let Err(e) = self
+                    .raft
+                    .add_learner(id, Peer::new(addr.to_string()), true)
+                    .await
+                {
+                    tracing::warn!(%machine, "controller: adding a learner: {e}");
+                    return;
+                }
+            }
+            tracing::info!(%machine, "controller: promoting a learner to voter");
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+            {
+                tracing::warn!(%machine, "controller: promoting: {e}");
+            }
+            return;
+        }
+    }
+}
+
+/// Runs membership steps and publishes the controller's state until the
+/// controller is dropped.
+async fn membership_loop(c: std::sync::Weak<Controller>, meta: MetaUpdater) {
+    let mut stable = (Vec::new(), Instant::now());
+    let mut last: Option<ControllerMeta> = None;
+    loop {
+        tokio::time::sleep(TICK).await;
+        let Some(c) = c.upgrade() else { return };
+        c.step(&mut stable).await;
+        let now = c.meta();
+        if last.as_ref() != Some(&now) {
+            let published = now.clone();
+            if !meta.update(move |m| m.controller = Some(published)) {
+                return;
+            }
+            last = Some(now);
+        }
+    }
+}
+
+/// One region's controller as the cluster view shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionController {
+    pub region: String,
+    /// Alive nodes in the region.
+    pub nodes: usize,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// `automatic`, or why automatic promotion is refused.
+    pub promotion: String,
+}
+
+/// Every region's controller, from what its nodes publish (the report of
+/// the highest term wins: it is the newest).
+pub fn regions(view: &ClusterView, min_voters: usize) -> Vec<RegionController> {
+    let mut by_region: BTreeMap<&str, Vec<&crate::node::MemberView>> = BTreeMap::new();
+    for m in &view.members {
+        if m.me || m.state == MemberState::Alive {
+            by_region.entry(m.region.as_str()).or_default().push(m);
+        }
+    }
+    by_region
+        .into_iter()
+        .map(|(region, members)| {
+            let best = members
+                .iter()
+                .filter_map(|m| m.meta.as_ref()?.controller.as_ref())
+                .filter(|c| c.initialized)
+                .max_by_key(|c| (c.term, c.leader.is_some()));
+            let promotion = match best {
+                _ if members.len() < min_voters => format!(
+                    "refused: {} alive node(s) in {region}, automatic promotion needs {min_voters}",
+                    members.len()
+                ),
+                None => "refused: the controller group has not formed yet".to_string(),
+                Some(c) if c.leader.is_none() => {
+                    "refused: the controller has no leader (no majority)".to_string()
+                }
+                Some(_) => "automatic".to_string(),
+            };
+            RegionController {
+                region: region.to_string(),
+                nodes: members.len(),
+                leader: best.and_then(|c| c.leader.clone()),
+                term: best.map_or(0, |c| c.term),
+                voters: best.map(|c| c.voters.clone()).unwrap_or_default(),
+                learners: best.map(|c| c.learners.clone()).unwrap_or_default(),
+                promotion,
+            }
+        })
+        .collect()
+}
+
+/// The controllers as a table for people (`anykv cluster status`).
+pub fn regions_table(rs: &[RegionController]) -> String {
+    let mut out = format!(
+        "{:<8} {:>5} {:<16} {:>5}  {:<30} {}\n",
+        "REGION", "NODES", "LEADER", "TERM", "VOTERS", "PROMOTION"
+    );
+    for r in rs {
+        out.push_str(&format!(
+            "{:<8} {:>5} {:<16} {:>5}  {:<30} {}\n",
+            r.region,
+            r.nodes,
+            r.leader.as_deref().unwrap_or("-"),
+            r.term,
+            r.voters.join(","),
+            r.promotion
+        ));
+    }
+    out
+}

@@ -1,0 +1,246 @@
+//! Raft's RPCs between a region's nodes, over the cluster's QUIC
+//! connections (mutual TLS with the cluster certificate, shaped like every
+//! inter-node byte in the emulated world).
+//!
+//! Each RPC is one bidirectional stream of the connection state sync
+//! already keeps to the peer: the kind byte [`KIND_RAFT`], then one
+//! length-prefixed JSON request `{region, rpc}`, answered by one
+//! length-prefixed JSON `Result`. A node answers only RPCs for its own
+//! region's group.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+
+use super::types::{Peer, TypeConfig};
+use crate::sync::{Syncer, KIND_RAFT};
+
+type NodeId = u64;
+
+/// Largest RPC frame taken (a snapshot chunk is at most openraft's
+/// `snapshot_max_chunk_size`, 3 MiB by default; entries are small).
+const MAX_FRAME: usize = 16 << 20;
+
+#[derive(Serialize, Deserialize)]
+enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    region: String,
+    rpc: Rpc,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WireError {
+    #[error("{0}")]
+    Sync(#[from] crate::sync::SyncError),
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("frame of {0} bytes")]
+    TooBig(usize),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("peer address '{0}'")]
+    Address(String),
+    #[error("the peer answers for region {0}")]
+    Region(String),
+}
+
+async fn write_frame<T: Serialize>(s: &mut quinn::SendStream, v: &T) -> Result<(), WireError> {
+    let body = serde_json::to_vec(v)?;
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooBig(body.len()));
+    }
+    s.write_all(&(body.len() as u32).to_le_bytes()).await?;
+    s.write_all(&body).await?;
+    Ok(())
+}
+
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    r: &mut quinn::RecvStream,
+) -> Result<T, WireError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooBig(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// The answer to a request for another region's group.
+#[derive(Serialize, Deserialize)]
+struct WrongRegion(String);
+
+/// Serves one RPC stream for this node's group.
+pub(super) async fn serve(
+    raft: Raft<TypeConfig>,
+    region: Arc<str>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let r: Result<(), WireError> = async {
+        let req: Request = read_frame(&mut recv).await?;
+        if req.region != *region {
+            write_frame(&mut send, &Err::<(), _>(WrongRegion(region.to_string()))).await?;
+            return Ok(());
+        }
+        match req.rpc {
+            Rpc::Append(a) => {
+                let r = raft.append_entries(a).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
+            Rpc::Vote(v) => {
+                let r = raft.vote(v).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
+            Rpc::Snapshot(s) => {
+                let r = raft.install_snapshot(s).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
+        }
+        send.finish()?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::debug!("controller: serving a Raft RPC: {e}");
+    }
+}
+
+/// Makes Raft's clients (openraft's `RaftNetworkFactory`).
+#[derive(Clone)]
+pub struct Network {
+    pub(super) syncer: Syncer,
+    pub(super) region: Arc<str>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Client {
+        Client {
+            syncer: self.syncer.clone(),
+            region: self.region.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// Raft's client for one peer.
+pub struct Client {
+    syncer: Syncer,
+    region: Arc<str>,
+    target: NodeId,
+    node: Peer,
+}
+
+impl Client {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        option: &RPCOption,
+    ) -> Result<T, WireError> {
+        let ttl = option.hard_ttl();
+        let addr: SocketAddr = self
+            .node
+            .addr
+            .parse()
+            .map_err(|_| WireError::Address(self.node.addr.clone()))?;
+        let req = Request {
+            region: self.region.to_string(),
+            rpc,
+        };
+        let fut = async {
+            let (mut send, mut recv) = self.syncer.open_stream(addr, KIND_RAFT).await?;
+            write_frame(&mut send, &req).await?;
+            send.finish()?;
+            let r: Result<T, WrongRegion> = read_frame(&mut recv).await?;
+            r.map_err(|w| WireError::Region(w.0))
+        };
+        tokio::time::timeout(ttl, fut)
+            .await
+            .unwrap_or(Err(WireError::Timeout(ttl)))
+    }
+
+    /// An RPC's outcome as openraft wants it: a failure to reach the peer
+    /// (it backs off), or the peer's own answer. (The error type is
+    /// openraft's, the one its `RaftNetwork` methods return.)
+    #[allow(clippy::result_large_err)]
+    fn map<R, E>(
+        &self,
+        r: Result<Result<R, RaftError<NodeId, E>>, WireError>,
+    ) -> Result<R, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
+    where
+        E: std::error::Error,
+    {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))),
+            Err(e @ (WireError::Sync(_) | WireError::Address(_) | WireError::Region(_))) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
+        let r = self.call(Rpc::Append(rpc), &option).await;
+        self.map(r)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let r = self.call(Rpc::Snapshot(rpc), &option).await;
+        self.map(r)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
+        let r = self.call(Rpc::Vote(rpc), &option).await;
+        self.map(r)
+    }
+}

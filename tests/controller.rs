@@ -1,0 +1,161 @@
+//! The region controller (openraft over the cluster's QUIC links, its log
+//! in SQLite), in a world of three iad nodes and one cdg node with the WAN
+//! emulated between them: iad's nodes form one group with all three as
+//! voters and a leader, cdg (one node) says automatic promotion is
+//! refused; the leader killed with SIGKILL is replaced by another node at a
+//! higher term; restarted from its directory it comes back into the same
+//! group (its persisted vote and log: it forms no group of its own) and
+//! catches up.
+
+use std::time::{Duration, Instant};
+
+use anykv_bench::world::{World, WorldSpec};
+
+fn spec() -> WorldSpec {
+    let dir = std::env::temp_dir().join(format!("anykv-controller-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    WorldSpec {
+        bin: env!("CARGO_BIN_EXE_anykv").into(),
+        dir,
+        net: 44,
+        port: 21940,
+        regions: vec![("iad".into(), 3), ("cdg".into(), 1)],
+        rtt_table: Some("builtin".into()),
+        loss: 0.0,
+        gossip_profile: "test".into(),
+        admin_token: "controller-admin-token".into(),
+        server_args: ["--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    }
+}
+
+/// Region `region`'s controller as node `by` shows it.
+fn controller(w: &World, by: &str, region: &str) -> Option<serde_json::Value> {
+    w.cluster_view(by)?["controllers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["region"] == region)
+        .cloned()
+}
+
+/// Waits until `f` holds for iad's controller as every node in `by` sees
+/// it; returns what the first one sees.
+fn wait_iad(
+    w: &World,
+    by: &[&str],
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen: Vec<Option<serde_json::Value>> =
+            by.iter().map(|n| controller(w, n, "iad")).collect();
+        if seen.iter().all(|c| c.as_ref().is_some_and(&f)) {
+            return seen[0].clone().expect("seen");
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; seen: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
+    let spec = spec();
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+
+    // One group of iad's three nodes, with a leader; cdg refuses.
+    let c = wait_iad(&w, &all, "iad's group with a leader", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    assert_eq!(c["promotion"], "automatic", "{c}");
+    assert_eq!(c["nodes"], 3);
+    let leader = c["leader"].as_str().expect("leader").to_string();
+    let term = c["term"].as_u64().expect("term");
+    let cdg = controller(&w, "n4", "cdg").expect("cdg's controller row");
+    assert!(
+        cdg["promotion"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("refused: 1 alive node(s) in cdg")),
+        "{cdg}"
+    );
+    assert!(cdg["leader"].is_null(), "{cdg}");
+    for n in ["n1", "n2", "n3"] {
+        let db = w.node(n).expect("node").dir.join("controller.db");
+        assert!(db.exists(), "{} missing", db.display());
+    }
+
+    // The leader is killed: another iad node leads, at a higher term.
+    w.signal(&leader, "-9").expect("kill -9");
+    let survivors: Vec<&str> = ["n1", "n2", "n3"]
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    let killed = Instant::now();
+    let c = wait_iad(&w, &survivors, "a new leader", |c| {
+        c["leader"].as_str().is_some_and(|l| l != leader) && c["term"].as_u64() > Some(term)
+    });
+    eprintln!(
+        "new leader {} at term {} after {:?}",
+        c["leader"],
+        c["term"],
+        killed.elapsed()
+    );
+    assert_eq!(strings(&c["voters"]), ["n1", "n2", "n3"], "{c}");
+    let new_term = c["term"].as_u64().expect("term");
+
+    // Restarted from its directory: it rejoins the group it was in (its
+    // vote and log were on disk), follows the new leader, catches up.
+    w.launch(&leader).expect("restart");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members again");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mine = w
+            .cluster_view(&leader)
+            .and_then(|v| {
+                v["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["machine"] == leader)
+                    .cloned()
+            })
+            .and_then(|m| m["meta"]["controller"].as_object().cloned());
+        if let Some(m) = &mine {
+            let follows = m["state"] == "follower"
+                && m["term"].as_u64() >= Some(new_term)
+                && m["leader"].is_string()
+                && strings(&m["voters"]) == ["n1", "n2", "n3"];
+            if follows {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "the restarted node never followed the group: {mine:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_iad(&w, &all, "one group, three voters, seen everywhere", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
