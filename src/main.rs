@@ -148,23 +148,29 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             ),
             None => None,
         };
-        // A node's databases come from the cluster's catalog.
-        let admin = match (&node, sync_port) {
-            (Some(n), Some(port)) => Some(http::Admin {
-                placement: placement::Placement::start(n, shared.clone(), data_dir.clone(), port)?,
-                token: std::env::var("ANYKV_ADMIN_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
-            }),
-            _ => None,
-        };
         // The region's controller (role records through Raft).
-        let _controller = match (&node, sync_port, controller_heartbeat) {
+        let controller = match (&node, sync_port, controller_heartbeat) {
             (Some(n), Some(port), Some(heartbeat)) => Some(
                 node::start_controller(n, &data_dir, port, heartbeat)
                     .await
                     .context("starting the region's controller")?,
             ),
+            _ => None,
+        };
+        // A node's databases come from the cluster's catalog.
+        let admin = match (&node, sync_port) {
+            (Some(n), Some(port)) => Some(http::Admin {
+                placement: placement::Placement::start(
+                    n,
+                    shared.clone(),
+                    data_dir.clone(),
+                    port,
+                    controller,
+                )?,
+                token: std::env::var("ANYKV_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            }),
             _ => None,
         };
         if let Some(addr) = metrics_addr {

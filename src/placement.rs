@@ -22,6 +22,7 @@
 
 use anyhow::Context;
 use anykv_gossip::catalog::{self, Held, LiveNodes, RoleRecord, TenantEntry};
+use anykv_gossip::controller::{Command, Controller};
 use anykv_gossip::state::{Row, StateStore, Table};
 use anykv_gossip::sync::{QuicDuplex, Syncer};
 use anykv_gossip::{ClusterView, Gossip, MemberState};
@@ -35,6 +36,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -87,6 +89,13 @@ pub struct Placement {
     /// The tenants the last reconcile pass gave the store, each at its
     /// catalog version.
     applied: Mutex<Vec<(u64, u64)>>,
+    /// This node's region and its controller: once the region's group has
+    /// formed, the records of the tenants whose primary region this is are
+    /// the group's (committed by its leader), not placement's.
+    region: String,
+    controller: Option<Arc<Controller>>,
+    /// A batch of proposals to the controller is in flight.
+    proposing: Arc<AtomicBool>,
 }
 
 /// What placement needs of the cluster-wide gossip pool.
@@ -119,6 +128,7 @@ impl Placement {
         shared: Arc<Shared>,
         dir: PathBuf,
         sync_port: u16,
+        controller: Option<Arc<Controller>>,
     ) -> anyhow::Result<Arc<Placement>> {
         let wan = WanHandle::new(cluster.wan())?;
         let local_addr = wan.syncer.local_addr().context("sync endpoint")?;
@@ -154,6 +164,9 @@ impl Placement {
             kick: Notify::new(),
             last_saved: Mutex::new(0),
             applied: Mutex::new(Vec::new()),
+            region: cluster.wan().identity().region.clone(),
+            controller,
+            proposing: Arc::new(AtomicBool::new(false)),
         });
         match p.load_saved() {
             Ok(rows) if !rows.is_empty() => {
@@ -197,8 +210,16 @@ impl Placement {
         // A safety net: membership seen through the merged view, and rows
         // of any origin, are re-checked every second anyway.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut committed = self.controller.as_ref().map(|c| c.watch());
         loop {
+            let records_changed = async {
+                match committed.as_mut() {
+                    Some(w) => w.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                ok = records_changed => if !ok { committed = None },
                 e = events.recv() => match e {
                     Ok(anykv_gossip::Event::StateChanged { table: Table::Nodes, .. }) => continue,
                     Ok(_) => {}
@@ -283,7 +304,25 @@ impl Placement {
         let live = self.live(&view);
         let (entries, mut roles, version) = self.tables();
         let mut writes = Vec::new();
+        // The region's group's records win over the table's, and every
+        // node of the region publishes them (the same rows: they merge).
+        let ctrl = self.controller.as_ref().filter(|c| c.formed());
+        if let Some(c) = ctrl {
+            for rec in c.roles().records.into_values() {
+                let newer = roles
+                    .get(&rec.tenant)
+                    .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq));
+                if newer {
+                    writes.push(rec.row());
+                    roles.insert(rec.tenant, rec);
+                }
+            }
+        }
+        let controlled = |e: &TenantEntry| ctrl.is_some() && e.primary_region == self.region;
         for e in entries.values() {
+            if controlled(e) {
+                continue;
+            }
             match roles.get(&e.id) {
                 None => {
                     if let Some(rec) = catalog::place(e, &live) {
@@ -322,6 +361,9 @@ impl Placement {
         }
         if !writes.is_empty() {
             let _ = self.wan.publisher.publish(writes);
+        }
+        if let Some(c) = ctrl.filter(|c| c.is_leader()) {
+            self.propose(c, &entries, &roles, &live);
         }
 
         let mut specs: Vec<TenantSpec> = Vec::new();
@@ -389,6 +431,69 @@ impl Placement {
             m.tenant_versions = held;
         });
         self.save();
+    }
+
+    /// As the region's controller leader: commits a record for every
+    /// tenant of this region that the group has none for (the one it has
+    /// in the table, placed before the group formed, or a new placement),
+    /// repairs records whose standby or replicas left, and forgets the
+    /// records of deleted tenants. One batch at a time, in the background;
+    /// each is a compare-and-set, so a stale batch changes nothing.
+    fn propose(
+        &self,
+        c: &Arc<Controller>,
+        entries: &BTreeMap<u64, TenantEntry>,
+        table: &BTreeMap<u64, RoleRecord>,
+        live: &LiveNodes,
+    ) {
+        let applied = c.roles().records;
+        let mut cmds = Vec::new();
+        for e in entries.values().filter(|e| e.primary_region == self.region) {
+            match applied.get(&e.id) {
+                None => {
+                    let rec = table
+                        .get(&e.id)
+                        .cloned()
+                        .or_else(|| catalog::place(e, live));
+                    if let Some(record) = rec {
+                        cmds.push(Command::PutRole {
+                            expect: None,
+                            record,
+                        });
+                    }
+                }
+                Some(rec) => {
+                    if let Some(next) = catalog::repair(rec, e, live) {
+                        cmds.push(Command::PutRole {
+                            expect: Some((rec.epoch, rec.seq)),
+                            record: next,
+                        });
+                    }
+                }
+            }
+        }
+        for t in applied.keys().filter(|t| !entries.contains_key(t)) {
+            cmds.push(Command::DropRole { tenant: *t });
+        }
+        if cmds.is_empty() || self.proposing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (c, busy) = (c.clone(), self.proposing.clone());
+        tokio::spawn(async move {
+            for cmd in cmds {
+                match c.propose(cmd.clone()).await {
+                    Ok(o) if o.applied => tracing::info!(?cmd, "controller committed"),
+                    Ok(o) => {
+                        tracing::debug!(?cmd, current = ?o.current, "controller: stale proposal")
+                    }
+                    Err(e) => {
+                        tracing::warn!(?cmd, "controller: {e}");
+                        break;
+                    }
+                }
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     /// Saves the shared rows when they changed since the last save.

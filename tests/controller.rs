@@ -5,11 +5,13 @@
 //! refused; the leader killed with SIGKILL is replaced by another node at a
 //! higher term; restarted from its directory it comes back into the same
 //! group (its persisted vote and log: it forms no group of its own) and
-//! catches up.
+//! catches up. A database whose primary region is iad gets its role
+//! record from the group (committed by the leader), which the restarted
+//! node rebuilds from its own log.
 
 use std::time::{Duration, Instant};
 
-use anykv_bench::world::{World, WorldSpec};
+use anykv_bench::world::{http, World, WorldSpec};
 
 fn spec() -> WorldSpec {
     let dir = std::env::temp_dir().join(format!("anykv-controller-{}", std::process::id()));
@@ -102,6 +104,35 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
         assert!(db.exists(), "{} missing", db.display());
     }
 
+    // A database whose primary region is iad: its role record is the
+    // group's, committed by the leader and published to every node.
+    let digest: String = anykv_server::catalog::token_digest(b"controller-tenant-token-0123")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = serde_json::json!({
+        "id": 7, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "region", "consistency": "nearest", "version": 1
+    });
+    let (code, body) = http(
+        w.node("n4").expect("n4").http,
+        "PUT",
+        "/admin/tenants/7",
+        "controller-admin-token",
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+    wait_iad(&w, &all, "the group's record", |c| c["records"] == 1);
+    let placed = w.cluster_view("n4").expect("view")["tenants"][0].clone();
+    assert_eq!(placed["epoch"], 1, "{placed}");
+    assert!(
+        ["n1", "n2", "n3"].contains(&placed["primary"].as_str().unwrap_or("")),
+        "{placed}"
+    );
+
     // The leader is killed: another iad node leads, at a higher term.
     w.signal(&leader, "-9").expect("kill -9");
     let survivors: Vec<&str> = ["n1", "n2", "n3"]
@@ -156,6 +187,15 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
     wait_iad(&w, &all, "one group, three voters, seen everywhere", |c| {
         c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
     });
+    // Its records were rebuilt from its log (and snapshot) on disk.
+    let mine = w.cluster_view(&leader).expect("view")["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["machine"] == leader)
+        .expect("itself")["meta"]["controller"]
+        .clone();
+    assert_eq!(mine["records"], 1, "{mine}");
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -92,6 +92,8 @@ pub struct ControllerMeta {
     pub learners: Vec<String>,
     /// The last log index applied to its records.
     pub applied: Option<u64>,
+    /// Role records the group holds, as applied here.
+    pub records: usize,
 }
 
 /// One node's controller.
@@ -172,6 +174,13 @@ impl Controller {
         self.machine.watch()
     }
 
+    /// Whether this node is in its region's group (it formed, and this
+    /// node has been in it).
+    pub fn formed(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.vote.leader_id().term > 0 || m.last_log_index.is_some()
+    }
+
     /// Whether this node leads its region's group now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
@@ -199,13 +208,14 @@ impl Controller {
         };
         ControllerMeta {
             region_view: self.region_alive().keys().cloned().collect(),
-            initialized: m.vote.leader_id().term > 0 || m.last_log_index.is_some(),
+            initialized: self.formed(),
             state: format!("{:?}", m.state).to_lowercase(),
             term: m.current_term,
             leader: m.current_leader.map(|id| self.machine_of(id)),
             voters: names(mem.voter_ids().collect()),
             learners: names(mem.learner_ids().collect()),
             applied: m.last_applied.map(|l| l.index),
+            records: self.machine.roles().records.len(),
         }
     }
 
@@ -349,6 +359,8 @@ pub struct RegionController {
     pub term: u64,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
+    /// Role records the group holds.
+    pub records: usize,
     /// `automatic`, or why automatic promotion is refused.
     pub promotion: String,
 }
@@ -388,6 +400,7 @@ pub fn regions(view: &ClusterView, min_voters: usize) -> Vec<RegionController> {
                 term: best.map_or(0, |c| c.term),
                 voters: best.map(|c| c.voters.clone()).unwrap_or_default(),
                 learners: best.map(|c| c.learners.clone()).unwrap_or_default(),
+                records: best.map_or(0, |c| c.records),
                 promotion,
             }
         })
