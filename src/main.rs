@@ -124,9 +124,12 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let metrics_addr = config.metrics_addr();
     let data_dir = std::path::PathBuf::from(config.dir());
-    let controller_heartbeat = gossip
-        .as_ref()
-        .map(|g| std::time::Duration::from_millis(g.controller_heartbeat_ms));
+    let controller_timing = gossip.as_ref().map(|g| {
+        (
+            std::time::Duration::from_millis(g.controller_heartbeat_ms),
+            std::time::Duration::from_millis(g.lease_ms),
+        )
+    });
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
         .transpose()?;
@@ -149,14 +152,17 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             None => None,
         };
         // The region's controller (role records through Raft).
-        let controller = match (&node, sync_port, controller_heartbeat) {
-            (Some(n), Some(port), Some(heartbeat)) => Some(
-                node::start_controller(n, &data_dir, port, heartbeat)
+        let controller = match (&node, sync_port, controller_timing) {
+            (Some(n), Some(port), Some((heartbeat, lease))) => Some(
+                node::start_controller(n, &data_dir, port, heartbeat, lease)
                     .await
                     .context("starting the region's controller")?,
             ),
             _ => None,
         };
+        if let Some(c) = &controller {
+            node::spawn_lease_keeper(c.clone(), shared.clone());
+        }
         // A node's databases come from the cluster's catalog.
         let admin = match (&node, sync_port) {
             (Some(n), Some(port)) => Some(http::Admin {

@@ -71,6 +71,11 @@ pub struct GossipArgs {
     /// after 4–8 heartbeats without one.
     #[arg(long, default_value_t = 250)]
     pub controller_heartbeat_ms: u64,
+    /// A primary's lease from its region's controller (ms): a primary
+    /// that cannot renew it stops taking writes, and is replaced by its
+    /// standby once a whole period passed without a renewal.
+    #[arg(long, default_value_t = 2000)]
+    pub lease_ms: u64,
     /// Expected cluster size (scales suspicion timeouts).
     #[arg(long, default_value_t = 16)]
     pub cluster_size: u32,
@@ -188,6 +193,7 @@ pub async fn start_controller(
     dir: &std::path::Path,
     sync_port: u16,
     heartbeat: std::time::Duration,
+    lease: std::time::Duration,
 ) -> anyhow::Result<Arc<anykv_gossip::controller::Controller>> {
     use anykv_gossip::controller::{Controller, ControllerConfig, MIN_VOTERS};
     let id = n.wan().identity();
@@ -202,8 +208,40 @@ pub async fn start_controller(
         sync_port,
         min_voters: MIN_VOTERS,
         heartbeat,
+        lease,
     };
     Ok(Controller::start(cfg, syncer, n.view(), n.updater()).await?)
+}
+
+/// Keeps this node's lease from its region's controller: renews it about
+/// three times per period (and at once when records change, so a new
+/// primary can write without waiting a turn), and hands each grant to the
+/// store (which refuses writes once it ends).
+pub fn spawn_lease_keeper(
+    c: Arc<anykv_gossip::controller::Controller>,
+    shared: Arc<anykv_server::shared::Shared>,
+) {
+    use anykv_gossip::controller::lease::margin;
+    tokio::spawn(async move {
+        let mut changed = c.watch();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(c.lease() / 3) => {}
+                r = changed.changed() => if r.is_err() { return },
+            }
+            if !c.formed() {
+                continue;
+            }
+            match c.renew_lease().await {
+                Ok((sent, g)) => {
+                    let until =
+                        sent + std::time::Duration::from_millis(g.duration_ms) - margin(c.lease());
+                    shared.set_lease(g.primaries, until);
+                }
+                Err(e) => tracing::debug!("lease: {e}"),
+            }
+        }
+    });
 }
 
 /// Publishes the store's load into the node's metadata every few seconds.

@@ -401,6 +401,7 @@ impl Placement {
                     .map(anykv_server::evict::Policy::parse),
                 maxclients: e.maxclients,
                 ops_per_sec: e.ops_per_sec,
+                leased: controlled(e) && follow.is_none(),
                 follow,
                 standby,
                 epoch: rec.epoch,

@@ -9,6 +9,8 @@
 //! record from the group (committed by the leader), which the restarted
 //! node rebuilds from its own log.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anykv_bench::world::{http, World, WorldSpec};
@@ -196,6 +198,184 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
         .expect("itself")["meta"]["controller"]
         .clone();
     assert_eq!(mine["records"], 1, "{mine}");
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+/// A database with durability `region` whose primary is killed with
+/// SIGKILL: once its lease lapses the group's leader promotes the standby
+/// at epoch 2; the new primary takes writes and has every acknowledged
+/// one; the cdg replica follows it by partial resync; the old primary,
+/// restarted, no longer acts as the primary.
+#[test]
+fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
+    let mut spec = spec();
+    spec.dir = std::env::temp_dir().join(format!("anykv-promotion-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    spec.net = 45;
+    spec.port = 21960;
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+    wait_iad(&w, &all, "iad's group with a leader", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    let token = "promotion-tenant-token-0123456789";
+    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = serde_json::json!({
+        "id": 9, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "region", "consistency": "nearest", "version": 1
+    });
+    let (code, body) = http(
+        w.node("n4").expect("n4").http,
+        "PUT",
+        "/admin/tenants/9",
+        "controller-admin-token",
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+    let tenant = |w: &World, by: &str| -> Option<serde_json::Value> {
+        w.cluster_view(by)?["tenants"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == 9)
+            .cloned()
+    };
+    let placed = tenant(&w, "n4").expect("placed");
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let standby = placed["standby"].as_str().expect("standby").to_string();
+    assert_eq!(placed["epoch"], 1);
+    let login = |w: &World, n: &str| -> Option<common::RespConn> {
+        let mut c = common::RespConn::connect_addr(w.node(n).ok()?.resp).ok()?;
+        matches!(
+            c.cmd(&["AUTH", "shop", token]).ok()?,
+            common::Value::Simple(_)
+        )
+        .then_some(c)
+    };
+    let incr = |c: &mut common::RespConn| -> Option<i64> {
+        match c.cmd(&["INCR", "counter"]).ok()? {
+            common::Value::Int(n) => Some(n),
+            _ => None,
+        }
+    };
+    // The primary takes writes once its lease covers the tenant.
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut p = loop {
+        if let Some(mut c) = login(&w, &primary) {
+            if incr(&mut c) == Some(1) {
+                break c;
+            }
+        }
+        assert!(Instant::now() < end, "the primary never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Every acknowledgement waits for the standby (durability region).
+    for i in 2..=100 {
+        assert_eq!(incr(&mut p), Some(i));
+    }
+    // The cdg replica has all of it before the primary dies.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = login(&w, "n4").and_then(|mut r| match r.cmd(&["GET", "counter"]).ok()? {
+            common::Value::Bulk(b) => Some(b),
+            _ => None,
+        });
+        if v.as_deref() == Some(b"100".as_slice()) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the cdg replica never caught up: {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    w.signal(&primary, "-9").expect("kill -9 the primary");
+    let killed = Instant::now();
+    let survivors: Vec<&str> = all.iter().copied().filter(|n| *n != primary).collect();
+    // The standby takes writes, continuing from every acknowledged one.
+    let end = Instant::now() + Duration::from_secs(30);
+    let (mut np, first) = loop {
+        if let Some(mut c) = login(&w, &standby) {
+            if let Some(n) = incr(&mut c) {
+                break (c, n);
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "the standby never took a write after the primary died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = killed.elapsed();
+    eprintln!("the standby took writes {took:?} after the primary was killed");
+    assert_eq!(first, 101, "acknowledged writes were lost (or invented)");
+    for n in &survivors {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(t) = tenant(&w, n) {
+                if t["epoch"] == 2 && t["primary"] == standby.as_str() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < end, "{n} never saw epoch 2");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The cdg replica follows the new primary, by partial resync (the new
+    // primary continues the old history under replid2).
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = login(&w, "n4").and_then(|mut r| match r.cmd(&["GET", "counter"]).ok()? {
+            common::Value::Bulk(b) => Some(b),
+            _ => None,
+        });
+        if v.as_deref() == Some(b"101".as_slice()) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the cdg replica never followed: {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let info = match np.cmd(&["INFO", "stats"]).expect("INFO") {
+        common::Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    let partial: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("sync_partial_ok:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("sync_partial_ok");
+    assert!(
+        partial >= 1,
+        "no replica continued by partial resync:\n{info}"
+    );
+
+    // The old primary, restarted, does not act as this database's primary.
+    w.launch(&primary).expect("restart");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members again");
+    std::thread::sleep(Duration::from_secs(2));
+    if let Some(mut old) = login(&w, &primary) {
+        let r = old
+            .cmd(&["SET", "from-the-old-primary", "x"])
+            .expect("reply");
+        assert!(
+            matches!(r, common::Value::Error(_)),
+            "the old primary took a write: {r:?}"
+        );
+    }
+    assert_eq!(incr(&mut np), Some(102));
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -51,6 +51,10 @@ pub struct TenantSpec {
     /// On a cluster node: the failover epoch of the tenant's role record
     /// (0 standalone). Tokens carry it (docs/ROUTING.md).
     pub epoch: u64,
+    /// On a cluster node: this node is the tenant's primary under its
+    /// region controller's lease, and takes writes only while the lease
+    /// covers the tenant at `epoch` (`Shared::lease_holds`).
+    pub leased: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -148,6 +152,7 @@ impl Catalog {
                 follow: None,
                 standby: None,
                 epoch: 0,
+                leased: false,
             };
             for w in words {
                 let (k, v) = w

@@ -299,6 +299,18 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // Under a region controller, a primary writes only while its lease
+    // covers the tenant at the tenant's epoch: once it lapses, the
+    // controller may already have promoted the standby (docs/FAILOVER.md).
+    if t.leased
+        && t.role == crate::repl::Role::Primary
+        && !s.replaying
+        && is_write_command(r, s)
+        && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
+    {
+        reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
+        return Outcome::Continue;
+    }
     // A replica's data changes only by its primary's effects.
     if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {
         reject(

@@ -419,6 +419,7 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     set_follow(t, spec.follow);
     t.standby = spec.standby;
     t.epoch = spec.epoch;
+    t.leased = spec.leased;
 }
 
 fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {

@@ -174,6 +174,10 @@ pub struct Shared {
     /// the plans' `maxclients`: counted here rather than by the tenant's
     /// executor because AUTH decides on another executor's thread.
     tenant_clients: parking_lot::Mutex<std::collections::HashMap<crate::tenant::TenantId, u64>>,
+    /// This node's lease from its region's controller: the tenants it is
+    /// primary of, each at its epoch, and until when (see
+    /// [`Shared::lease_holds`]).
+    lease: parking_lot::RwLock<(std::collections::HashMap<u64, u64>, Option<Instant>)>,
 }
 
 impl Shared {
@@ -207,7 +211,23 @@ impl Shared {
             link_dialer: std::sync::OnceLock::new(),
             repl_status: Default::default(),
             tenant_clients: Default::default(),
+            lease: Default::default(),
         }
+    }
+
+    /// Records a lease the region's controller granted: `primaries` are
+    /// `(tenant, epoch)`; it holds until `until` (the node's own monotonic
+    /// clock, margin already taken). Replaces the previous one whole: a
+    /// tenant left out is no longer this node's to write.
+    pub fn set_lease(&self, primaries: Vec<(u64, u64)>, until: Instant) {
+        *self.lease.write() = (primaries.into_iter().collect(), Some(until));
+    }
+
+    /// Whether this node's lease covers `tenant` at `epoch` now: a primary
+    /// whose tenant is `leased` takes writes only then.
+    pub fn lease_holds(&self, tenant: u64, epoch: u64, now: Instant) -> bool {
+        let l = self.lease.read();
+        l.1.is_some_and(|until| now < until) && l.0.get(&tenant) == Some(&epoch)
     }
 
     /// Counts a client connection into `tenant` unless it already has

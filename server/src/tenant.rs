@@ -150,6 +150,8 @@ pub struct Tenant {
     /// The failover epoch of the tenant's role record (0 standalone): the
     /// first part of every token this node gives (docs/ROUTING.md).
     pub epoch: u64,
+    /// Writes need this node's lease (see `TenantSpec::leased`).
+    pub leased: bool,
     /// A customer's plan command rate (None: unlimited).
     pub rate: Option<RateLimit>,
     /// A `FAILOVER` in progress: writes are held as by `CLIENT PAUSE
@@ -316,6 +318,7 @@ impl Tenant {
             master_lag_ms: None,
             standby: None,
             epoch: 0,
+            leased: false,
             rate: None,
             failover: None,
         }

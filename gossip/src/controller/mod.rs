@@ -22,6 +22,7 @@
 //!   metadata ([`ControllerMeta`]), so `/cluster` shows every region's
 //!   group from any node.
 
+pub mod lease;
 pub mod log;
 pub mod machine;
 pub mod net;
@@ -76,6 +77,9 @@ pub struct ControllerConfig {
     pub min_voters: usize,
     /// Leader heartbeat; elections start after 4–8 of them without one.
     pub heartbeat: Duration,
+    /// A primary's lease ([`lease`]): renewed about three times per period;
+    /// a primary that has not renewed for a whole period is replaced.
+    pub lease: Duration,
 }
 
 /// What a node says of its region's controller in its gossip metadata.
@@ -102,6 +106,9 @@ pub struct Controller {
     machine: machine::Machine,
     cfg: ControllerConfig,
     view: watch::Receiver<Arc<ClusterView>>,
+    syncer: Syncer,
+    /// The leader's record of lease renewals.
+    leases: parking_lot::Mutex<lease::Leases>,
 }
 
 impl Controller {
@@ -143,18 +150,20 @@ impl Controller {
         )
         .await
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
-        {
-            let raft = raft.clone();
-            syncer.set_raft_handler(Arc::new(move |send, recv| {
-                tokio::spawn(net::serve(raft.clone(), region.clone(), send, recv));
-            }));
-        }
         let c = Arc::new(Controller {
             raft,
             machine,
             cfg,
             view,
+            syncer: syncer.clone(),
+            leases: parking_lot::Mutex::new(lease::Leases::default()),
         });
+        {
+            let weak = Arc::downgrade(&c);
+            syncer.set_raft_handler(Arc::new(move |send, recv| {
+                tokio::spawn(net::serve(weak.clone(), region.clone(), send, recv));
+            }));
+        }
         tokio::spawn(membership_loop(Arc::downgrade(&c), meta));
         tracing::info!(
             region = %c.cfg.region,
@@ -179,6 +188,124 @@ impl Controller {
     pub fn formed(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         m.vote.leader_id().term > 0 || m.last_log_index.is_some()
+    }
+
+    /// As the leader: grants `machine` its lease (the tenants it is
+    /// primary of, at their epochs).
+    pub fn grant(&self, machine: &str) -> Result<lease::Grant, lease::Refused> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(lease::Refused {
+                leader: m.current_leader.map(|id| self.machine_of(id)),
+            });
+        }
+        self.leases.lock().renew(machine, Instant::now());
+        let primaries = self
+            .machine
+            .roles()
+            .records
+            .values()
+            .filter(|r| r.primary == machine)
+            .map(|r| (r.tenant, r.epoch))
+            .collect();
+        Ok(lease::Grant {
+            term: m.current_term,
+            duration_ms: self.cfg.lease.as_millis() as u64,
+            primaries,
+        })
+    }
+
+    /// Renews this node's lease with the leader: when the request was sent
+    /// (the lease counts from then) and the grant.
+    pub async fn renew_lease(&self) -> Result<(Instant, lease::Grant), String> {
+        let sent = Instant::now();
+        let m = self.raft.metrics().borrow().clone();
+        let Some(leader) = m.current_leader else {
+            return Err("the controller has no leader".into());
+        };
+        if leader == node_id(&self.cfg.machine) {
+            return self
+                .grant(&self.cfg.machine)
+                .map(|g| (sent, g))
+                .map_err(|e| e.to_string());
+        }
+        let addr: SocketAddr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .and_then(|n| n.addr.parse().ok())
+            .ok_or("the leader's address is unknown")?;
+        match net::renew(
+            &self.syncer,
+            &self.cfg.region,
+            addr,
+            &self.cfg.machine,
+            self.cfg.lease / 2,
+        )
+        .await?
+        {
+            Ok(g) => Ok((sent, g)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The lease period.
+    pub fn lease(&self) -> Duration {
+        self.cfg.lease
+    }
+
+    /// As the leader, once every earlier leader's leases have ended:
+    /// replaces each primary whose lease lapsed by its standby, at the
+    /// next epoch (see [`lease::promote`]).
+    async fn promote_lapsed(&self) {
+        let now = Instant::now();
+        let m = self.raft.metrics().borrow().clone();
+        {
+            let mut l = self.leases.lock();
+            if m.state != ServerState::Leader {
+                l.follow();
+                return;
+            }
+            l.lead(m.current_term, now);
+            if !l.settled(now, self.cfg.lease) {
+                return;
+            }
+        }
+        let alive = self.region_alive();
+        let region: Vec<&str> = alive.keys().map(String::as_str).collect();
+        let records = self.machine.roles().records;
+        for rec in records.values() {
+            let (lapsed, next) = {
+                let l = self.leases.lock();
+                let lapsed = l.lapsed(&rec.primary, now, self.cfg.lease);
+                let fresh = |m: &str| alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
+                (
+                    lapsed,
+                    lapsed
+                        .then(|| lease::promote(rec, &region, fresh))
+                        .flatten(),
+                )
+            };
+            if !lapsed {
+                continue;
+            }
+            let Some(next) = next else {
+                tracing::warn!(tenant = rec.tenant, primary = %rec.primary, "primary's lease lapsed and no standby holds one: not promoting");
+                continue;
+            };
+            tracing::warn!(tenant = rec.tenant, old = %rec.primary, new = %next.primary, epoch = next.epoch, "primary's lease lapsed: promoting its standby");
+            let cmd = Command::PutRole {
+                expect: Some((rec.epoch, rec.seq)),
+                record: next,
+            };
+            match self.propose(cmd).await {
+                Ok(o) if o.applied => {
+                    metrics::counter!("anykv_controller_promotions_total").increment(1)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("controller: promoting: {e}"),
+            }
+        }
     }
 
     /// Whether this node leads its region's group now.
@@ -338,6 +465,7 @@ async fn membership_loop(c: std::sync::Weak<Controller>, meta: MetaUpdater) {
         tokio::time::sleep(TICK).await;
         let Some(c) = c.upgrade() else { return };
         c.step(&mut stable).await;
+        c.promote_lapsed().await;
         let now = c.meta();
         if last.as_ref() != Some(&now) {
             let published = now.clone();

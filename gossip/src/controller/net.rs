@@ -20,7 +20,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::Raft;
 use serde::{Deserialize, Serialize};
 
 use super::types::{Peer, TypeConfig};
@@ -37,6 +36,9 @@ enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A node renews its lease with the leader (not a Raft RPC: leases
+    /// live in the leader's memory, see `super::lease`).
+    Lease(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,11 +99,13 @@ struct WrongRegion(String);
 
 /// Serves one RPC stream for this node's group.
 pub(super) async fn serve(
-    raft: Raft<TypeConfig>,
+    c: std::sync::Weak<super::Controller>,
     region: Arc<str>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let Some(c) = c.upgrade() else { return };
+    let raft = c.raft.clone();
     let r: Result<(), WireError> = async {
         let req: Request = read_frame(&mut recv).await?;
         if req.region != *region {
@@ -119,6 +123,10 @@ pub(super) async fn serve(
             }
             Rpc::Snapshot(s) => {
                 let r = raft.install_snapshot(s).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
+            Rpc::Lease(machine) => {
+                let r = c.grant(&machine);
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
         }
@@ -148,6 +156,32 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
         }
+    }
+}
+
+/// Asks the leader at `addr` for `machine`'s lease.
+pub(super) async fn renew(
+    syncer: &Syncer,
+    region: &str,
+    addr: SocketAddr,
+    machine: &str,
+    ttl: Duration,
+) -> Result<Result<super::lease::Grant, super::lease::Refused>, String> {
+    let req = Request {
+        region: region.to_string(),
+        rpc: Rpc::Lease(machine.to_string()),
+    };
+    let fut = async {
+        let (mut send, mut recv) = syncer.open_stream(addr, KIND_RAFT).await?;
+        write_frame(&mut send, &req).await?;
+        send.finish()?;
+        let r: Result<Result<super::lease::Grant, super::lease::Refused>, WrongRegion> =
+            read_frame(&mut recv).await?;
+        r.map_err(|w| WireError::Region(w.0))
+    };
+    match tokio::time::timeout(ttl, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(WireError::Timeout(ttl).to_string()),
     }
 }
 
@@ -205,9 +239,13 @@ impl Client {
                 self.node.clone(),
                 e,
             ))),
-            Err(e @ (WireError::Sync(_) | WireError::Address(_) | WireError::Region(_))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
+            // Not there (connecting timed out too): openraft backs off.
+            Err(
+                e @ (WireError::Sync(_)
+                | WireError::Address(_)
+                | WireError::Region(_)
+                | WireError::Timeout(_)),
+            ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

@@ -48,6 +48,8 @@ pub mod errors {
     pub const NO_SUCH_KEY: &str = "no such key";
     pub const DB_INDEX: &str = "DB index is out of range";
     pub const NOAUTH: &str = "NOAUTH Authentication required.";
+    /// A primary without its controller's lease (docs/FAILOVER.md).
+    pub const NO_LEASE: &str = "TRYAGAIN this node holds no lease for this database from its region's controller (it may no longer be the primary); retry shortly";
     pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 }
 

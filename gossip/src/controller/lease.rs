@@ -1,0 +1,175 @@
+//! Leases: how a primary knows it may still act as one, and how the
+//! controller knows, in seconds, that it no longer does.
+//!
+//! Every node of a region with a group asks the group's leader for its
+//! lease about three times per lease period. The leader answers with the
+//! lease's length and the tenants the node is primary of, at their epochs
+//! (from the committed records). The node holds the lease until the time it
+//! *sent* the request plus the length minus a drift margin (a monotonic
+//! clock): the leader counts from when it *received* it, later, so the
+//! node's lease always ends first. A primary takes writes for a tenant only
+//! while its lease covers that tenant at the tenant's epoch.
+//!
+//! The leader keeps the renewals in memory (they are not Raft entries). A
+//! primary whose lease lapsed is replaced: the leader commits its
+//! tenant's record at epoch + 1 with the standby as primary. A new leader
+//! first waits one lease period, so every lease an earlier leader granted
+//! has ended before it promotes anyone.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{ranked, RoleRecord};
+
+/// A lease the leader granted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub term: u64,
+    pub duration_ms: u64,
+    /// `(tenant, epoch)` for every tenant the node is primary of.
+    pub primaries: Vec<(u64, u64)>,
+}
+
+/// Not granted: the node asked is not the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("not the controller's leader (leader: {leader:?})")]
+pub struct Refused {
+    pub leader: Option<String>,
+}
+
+/// The margin a node takes off its lease for clocks running at different
+/// rates (a fifth: good for 20% of drift).
+pub fn margin(lease: Duration) -> Duration {
+    lease / 5
+}
+
+/// The leader's record of renewals.
+#[derive(Debug, Default)]
+pub struct Leases {
+    renewed: HashMap<String, Instant>,
+    /// The term this node leads and since when.
+    leader_since: Option<(u64, Instant)>,
+}
+
+impl Leases {
+    pub fn renew(&mut self, machine: &str, now: Instant) {
+        self.renewed.insert(machine.to_string(), now);
+    }
+
+    /// Starts a term as leader: renewals seen under an earlier term are
+    /// another leader's business.
+    pub fn lead(&mut self, term: u64, now: Instant) {
+        if self.leader_since.map(|l| l.0) != Some(term) {
+            self.leader_since = Some((term, now));
+            self.renewed.clear();
+        }
+    }
+
+    pub fn follow(&mut self) {
+        self.leader_since = None;
+        self.renewed.clear();
+    }
+
+    /// Whether every lease an earlier leader may have granted has ended.
+    pub fn settled(&self, now: Instant, lease: Duration) -> bool {
+        self.leader_since
+            .is_some_and(|(_, t)| now.saturating_duration_since(t) > lease)
+    }
+
+    /// Whether `machine` holds no lease any more: not renewed for a whole
+    /// period (or never, since this node began to lead).
+    pub fn lapsed(&self, machine: &str, now: Instant, lease: Duration) -> bool {
+        let last = self
+            .renewed
+            .get(machine)
+            .copied()
+            .or(self.leader_since.map(|l| l.1));
+        last.is_some_and(|t| now.saturating_duration_since(t) > lease)
+    }
+}
+
+/// `rec` after its primary's lease lapsed: epoch + 1, the standby promoted
+/// (only if it holds a lease itself), and a new standby among `region`'s
+/// nodes that hold one (`fresh`), by the tenant's ranking. None when no
+/// standby can take over: then nothing changes (the operator's forced
+/// promotion is a separate command).
+pub fn promote(
+    rec: &RoleRecord,
+    region: &[&str],
+    fresh: impl Fn(&str) -> bool,
+) -> Option<RoleRecord> {
+    let standby = rec.standby.as_deref().filter(|s| fresh(s))?;
+    let candidates: Vec<&str> = region
+        .iter()
+        .copied()
+        .filter(|m| *m != standby && *m != rec.primary && fresh(m))
+        .filter(|m| !rec.replicas.values().any(|r| r == m))
+        .collect();
+    Some(RoleRecord {
+        tenant: rec.tenant,
+        epoch: rec.epoch + 1,
+        primary: standby.to_string(),
+        standby: ranked(rec.tenant, &candidates)
+            .first()
+            .map(|s| s.to_string()),
+        replicas: rec.replicas.clone(),
+        seq: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> RoleRecord {
+        RoleRecord {
+            tenant: 7,
+            epoch: 3,
+            primary: "a".into(),
+            standby: Some("b".into()),
+            replicas: [("cdg".to_string(), "x".to_string())].into(),
+            seq: 5,
+        }
+    }
+
+    #[test]
+    fn the_standby_is_promoted_at_the_next_epoch_with_a_new_standby() {
+        let next = promote(&rec(), &["a", "b", "c"], |m| m != "a").expect("promoted");
+        assert_eq!(next.epoch, 4);
+        assert_eq!(next.seq, 0);
+        assert_eq!(next.primary, "b");
+        assert_eq!(next.standby.as_deref(), Some("c"));
+        assert_eq!(next.replicas, rec().replicas);
+        // No other fresh node: promoted without a standby.
+        let next = promote(&rec(), &["a", "b", "c"], |m| m == "b").expect("promoted");
+        assert_eq!(next.standby, None);
+        // A standby without a lease is never promoted.
+        assert_eq!(promote(&rec(), &["a", "b", "c"], |m| m == "c"), None);
+    }
+
+    #[test]
+    fn a_new_leader_waits_a_lease_before_judging_anyone() {
+        let lease = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut l = Leases::default();
+        l.lead(5, t0);
+        assert!(!l.settled(t0 + Duration::from_secs(1), lease));
+        assert!(!l.lapsed("a", t0 + Duration::from_secs(1), lease));
+        l.renew("b", t0 + Duration::from_millis(1500));
+        let later = t0 + Duration::from_millis(2500);
+        assert!(l.settled(later, lease));
+        assert!(
+            l.lapsed("a", later, lease),
+            "never renewed under this leader"
+        );
+        assert!(!l.lapsed("b", later, lease));
+        // The same term again changes nothing; a new term starts over.
+        l.lead(5, later);
+        assert!(!l.lapsed("b", later, lease));
+        l.lead(6, later);
+        assert!(!l.settled(later, lease));
+        assert!(!l.lapsed("b", later, lease));
+    }
+}
