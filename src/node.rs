@@ -224,19 +224,31 @@ pub fn spawn_lease_keeper(
     use anykv_gossip::controller::lease::margin;
     tokio::spawn(async move {
         let mut changed = c.watch();
+        // A third of a period after a renewal; a tenth after a failure (a
+        // renewal that times out takes a quarter), so one slow answer never
+        // lets a healthy primary's lease lapse.
+        let mut wait = c.lease() / 3;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(c.lease() / 3) => {}
+                _ = tokio::time::sleep(wait) => {}
                 r = changed.changed() => if r.is_err() { return },
             }
+            wait = c.lease() / 10;
             if !c.formed() {
                 continue;
             }
             match c.renew_lease().await {
                 Ok((sent, g)) => {
-                    let until =
-                        sent + std::time::Duration::from_millis(g.duration_ms) - margin(c.lease());
-                    shared.set_lease(g.primaries, until);
+                    // Counted from when it was asked for, less the margin
+                    // for clock drift, by the period the leader granted.
+                    let granted = std::time::Duration::from_millis(g.duration_ms);
+                    if let Some(until) = granted
+                        .checked_sub(margin(granted))
+                        .and_then(|d| sent.checked_add(d))
+                    {
+                        shared.set_lease(g.primaries, until);
+                        wait = c.lease() / 3;
+                    }
                 }
                 Err(e) => tracing::debug!("lease: {e}"),
             }

@@ -306,16 +306,18 @@ impl Placement {
         let mut writes = Vec::new();
         // The region's group's records win over the table's, and every
         // node of the region publishes them (the same rows: they merge).
-        let ctrl = self.controller.as_ref().filter(|c| c.formed());
-        if let Some(c) = ctrl {
+        let ctrl = self.controller.as_ref().filter(|c| c.region_formed());
+        if let Some(c) = ctrl.filter(|c| c.formed()) {
             for rec in c.roles().records.into_values() {
                 let newer = roles
                     .get(&rec.tenant)
                     .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq));
                 if newer {
                     writes.push(rec.row());
-                    roles.insert(rec.tenant, rec);
                 }
+                // This region's tenants: the group's record, whatever the
+                // table says.
+                roles.insert(rec.tenant, rec);
             }
         }
         let controlled = |e: &TenantEntry| ctrl.is_some() && e.primary_region == self.region;
@@ -363,7 +365,8 @@ impl Placement {
             let _ = self.wan.publisher.publish(writes);
         }
         if let Some(c) = ctrl.filter(|c| c.is_leader()) {
-            self.propose(c, &entries, &roles, &live);
+            let tombstones = self.tombstones();
+            self.propose(c, &entries, &roles, &live, &tombstones);
         }
 
         let mut specs: Vec<TenantSpec> = Vec::new();
@@ -446,6 +449,7 @@ impl Placement {
         entries: &BTreeMap<u64, TenantEntry>,
         table: &BTreeMap<u64, RoleRecord>,
         live: &LiveNodes,
+        deleted: &std::collections::BTreeSet<u64>,
     ) {
         let applied = c.roles().records;
         let mut cmds = Vec::new();
@@ -456,7 +460,10 @@ impl Placement {
                         .get(&e.id)
                         .cloned()
                         .or_else(|| catalog::place(e, live));
-                    if let Some(record) = rec {
+                    // Committed one past the table's version, so the
+                    // group's record wins everywhere the rows merge.
+                    if let Some(mut record) = rec {
+                        record.seq += 1;
                         cmds.push(Command::PutRole {
                             expect: None,
                             record,
@@ -473,7 +480,9 @@ impl Placement {
                 }
             }
         }
-        for t in applied.keys().filter(|t| !entries.contains_key(t)) {
+        // Only tenants the catalog deleted (a tombstone), never ones this
+        // node has not heard of yet.
+        for t in applied.keys().filter(|t| deleted.contains(t)) {
             cmds.push(Command::DropRole { tenant: *t });
         }
         if cmds.is_empty() || self.proposing.swap(true, Ordering::AcqRel) {
@@ -495,6 +504,16 @@ impl Placement {
             }
             busy.store(false, Ordering::Release);
         });
+    }
+
+    /// Tenants the catalog deleted (their rows are tombstones).
+    fn tombstones(&self) -> std::collections::BTreeSet<u64> {
+        self.store
+            .lock()
+            .rows(Table::Tenants)
+            .filter(|r| r.value.is_none())
+            .filter_map(|r| r.key.parse().ok())
+            .collect()
     }
 
     /// Saves the shared rows when they changed since the last save.

@@ -379,3 +379,141 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
+
+/// The controller's leader, which is also a database's primary, is cut off
+/// from every other node (the emulated network drops its traffic). A
+/// leader that lost its majority still believes it leads (openraft does
+/// not step down by itself), so it must not keep granting itself leases:
+/// its primary stops taking writes (`-TRYAGAIN`) before the majority's new
+/// leader promotes the standby, which then takes writes at epoch 2 while
+/// the old primary still refuses them: never two primaries.
+#[test]
+fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
+    let mut spec = spec();
+    spec.dir = std::env::temp_dir().join(format!("anykv-cutoff-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    spec.net = 46;
+    spec.port = 21980;
+    let w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+    let c = wait_iad(&w, &all, "iad's group with a leader", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    // The first leader is the node that formed the group (the others had
+    // no membership to campaign with): the smallest name.
+    assert_eq!(c["leader"], "n1", "{c}");
+    // A database whose primary placement puts on n1 (rendezvous ranking).
+    let id = (20u64..)
+        .find(|id| anykv_gossip::catalog::ranked(*id, &["n1", "n2", "n3"])[0] == "n1")
+        .expect("an id");
+    let token = "cutoff-tenant-token-0123456789ab";
+    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = serde_json::json!({
+        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "async", "consistency": "nearest", "version": 1
+    });
+    let (code, body) = http(
+        w.node("n4").expect("n4").http,
+        "PUT",
+        &format!("/admin/tenants/{id}"),
+        "controller-admin-token",
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+    let placed = w.cluster_view("n4").expect("view")["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+        .expect("placed");
+    assert_eq!(placed["primary"], "n1", "{placed}");
+    let standby = placed["standby"].as_str().expect("standby").to_string();
+    let login = |n: &str| -> Option<common::RespConn> {
+        let mut c = common::RespConn::connect_addr(w.node(n).ok()?.resp).ok()?;
+        matches!(
+            c.cmd(&["AUTH", "shop", token]).ok()?,
+            common::Value::Simple(_)
+        )
+        .then_some(c)
+    };
+    let set = |c: &mut common::RespConn, v: &str| -> common::Value {
+        c.cmd(&["SET", "k", v]).expect("a reply")
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut old = loop {
+        if let Some(mut c) = login("n1") {
+            if matches!(set(&mut c, "before"), common::Value::Simple(_)) {
+                break c;
+            }
+        }
+        assert!(Instant::now() < end, "n1 never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // n1 cut off from every node (the test still reaches it directly).
+    let n1_ip = w.node("n1").expect("n1").ip;
+    w.shape(&serde_json::json!({ "isolate": [n1_ip] }))
+        .expect("isolate n1");
+    let cut = Instant::now();
+    let refused_at = loop {
+        match set(&mut old, "during") {
+            common::Value::Error(e) if e.starts_with(b"TRYAGAIN") => break cut.elapsed(),
+            common::Value::Simple(_) => {}
+            other => panic!("n1 answered {other:?}"),
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "the cut-off leader kept taking writes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The majority promotes the standby, which takes writes at epoch 2.
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut new = loop {
+        if let Some(mut c) = login(&standby) {
+            if matches!(set(&mut c, "after"), common::Value::Simple(_)) {
+                break c;
+            }
+        }
+        assert!(Instant::now() < end, "the standby never took writes");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let promoted_at = cut.elapsed();
+    eprintln!(
+        "n1 refused writes {refused_at:?} after the cut, {standby} took them {promoted_at:?} after"
+    );
+    assert!(
+        refused_at < promoted_at,
+        "the old primary stopped writing only after the new one began"
+    );
+    let seen = w.cluster_view(&standby).expect("view")["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+        .expect("tenant");
+    assert_eq!(seen["epoch"], 2, "{seen}");
+    assert_eq!(seen["primary"], standby.as_str(), "{seen}");
+    // Two primaries never: n1 still refuses, the new one takes writes.
+    for i in 0..20 {
+        let r = set(&mut old, "split-brain");
+        assert!(
+            matches!(&r, common::Value::Error(e) if e.starts_with(b"TRYAGAIN")),
+            "round {i}: the cut-off old primary answered {r:?}"
+        );
+        assert!(matches!(set(&mut new, "fine"), common::Value::Simple(_)));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}

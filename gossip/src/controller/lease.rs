@@ -49,6 +49,8 @@ pub fn margin(lease: Duration) -> Duration {
 #[derive(Debug, Default)]
 pub struct Leases {
     renewed: HashMap<String, Instant>,
+    /// Tenants whose promotion is being committed.
+    promoting: std::collections::HashSet<u64>,
     /// The term this node leads and since when.
     leader_since: Option<(u64, Instant)>,
 }
@@ -65,6 +67,20 @@ impl Leases {
             self.leader_since = Some((term, now));
             self.renewed.clear();
         }
+    }
+
+    pub fn begin_promotion(&mut self, tenant: u64) {
+        self.promoting.insert(tenant);
+    }
+
+    pub fn end_promotion(&mut self, tenant: u64) {
+        self.promoting.remove(&tenant);
+    }
+
+    /// Whether a promotion of `tenant` is being committed (its old primary
+    /// gets no lease for it meanwhile).
+    pub fn promoting(&self, tenant: u64) -> bool {
+        self.promoting.contains(&tenant)
     }
 
     pub fn follow(&mut self) {

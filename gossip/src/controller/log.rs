@@ -56,6 +56,36 @@ impl Db {
             .transpose()
     }
 
+    /// Replaces a value of `meta` with what `f` makes of the current one
+    /// (None: leave it), atomically with respect to every other use of
+    /// the database.
+    pub fn update<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        f: impl FnOnce(Option<T>) -> Option<T>,
+    ) -> Result<(), String> {
+        let c = self.0.lock();
+        let raw: Option<Vec<u8>> = c
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let cur = raw
+            .map(|b| serde_json::from_slice(&b).map_err(|e| format!("{name}: {e}")))
+            .transpose()?;
+        if let Some(v) = f(cur) {
+            let b = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+            c.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, b],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Sets a value of `meta` (as JSON), durably.
     pub fn put<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), String> {
         let b = serde_json::to_vec(value).map_err(|e| e.to_string())?;
@@ -157,7 +187,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .last_entry()
             .map_err(|e| StorageIOError::read_logs(anyerr(e)))?
             .map(|e| *e.get_log_id())
-            .or(purged);
+            .max(purged);
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,
@@ -243,17 +273,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // The purge point first: a crash between the two leaves entries
-        // below it, which are ignored and purged again.
-        self.db
-            .put("purged", &log_id)
-            .map_err(|e| StorageIOError::write_logs(anyerr(e)))?;
-        self.db
-            .0
-            .lock()
-            .execute("DELETE FROM log WHERE idx <= ?1", [sql_index(log_id.index)])
-            .map(|_| ())
-            .map_err(|e| StorageIOError::write_logs(anyerr(e.to_string())).into())
+        // The purge point and the deletion in one transaction.
+        let r = (|| -> Result<(), String> {
+            let raw = serde_json::to_vec(&log_id).map_err(|e| e.to_string())?;
+            let mut c = self.db.0.lock();
+            let tx = c.transaction().map_err(|e| e.to_string())?;
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('purged', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [raw],
+            )
+            .map_err(|e| e.to_string())?;
+            tx.execute("DELETE FROM log WHERE idx <= ?1", [sql_index(log_id.index)])
+                .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())
+        })();
+        r.map_err(|e| StorageIOError::write_logs(anyerr(e)).into())
     }
 }
 

@@ -110,6 +110,16 @@ impl Machine {
         self.changed.subscribe()
     }
 
+    /// Stores `s` unless the database holds a newer snapshot already: a
+    /// build runs beside an install, and the log may be purged up to the
+    /// newer one, so going back would leave a gap no restart can fill.
+    fn keep_newest(&self, s: Stored) -> Result<(), String> {
+        self.db.update::<Stored>("snapshot", |cur| match cur {
+            Some(c) if c.meta.last_log_id > s.meta.last_log_id => None,
+            _ => Some(s),
+        })
+    }
+
     fn bump(&self) {
         self.changed.send_modify(|n| *n += 1);
     }
@@ -133,8 +143,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
             meta: meta.clone(),
             data: data.clone(),
         };
-        self.db
-            .put("snapshot", &stored)
+        self.keep_newest(stored)
             .map_err(|e| StorageIOError::write_snapshot(None, anyerr(e)))?;
         Ok(Snapshot {
             meta,
@@ -209,8 +218,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
             meta: meta.clone(),
             data,
         };
-        self.db
-            .put("snapshot", &stored)
+        self.keep_newest(stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), anyerr(e)))?;
         *self.roles.write() = roles;
         self.bump();

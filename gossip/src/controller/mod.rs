@@ -109,6 +109,9 @@ pub struct Controller {
     syncer: Syncer,
     /// The leader's record of lease renewals.
     leases: parking_lot::Mutex<lease::Leases>,
+    /// The database held a vote at start: this node was in a group before
+    /// (known before Raft's first metrics arrive).
+    was_formed: bool,
 }
 
 impl Controller {
@@ -124,6 +127,10 @@ impl Controller {
         let db = log::Db::open(&cfg.dir.join("controller.db"))
             .map_err(|e| ControllerError::Db(e.to_string()))?;
         let machine = machine::Machine::open(db.clone()).map_err(ControllerError::Db)?;
+        let was_formed = db
+            .get::<openraft::Vote<u64>>("vote")
+            .map_err(ControllerError::Db)?
+            .is_some();
         let hb = cfg.heartbeat.as_millis().max(10) as u64;
         let config = openraft::Config {
             cluster_name: format!("anykv-{}", cfg.region),
@@ -157,6 +164,7 @@ impl Controller {
             view,
             syncer: syncer.clone(),
             leases: parking_lot::Mutex::new(lease::Leases::default()),
+            was_formed,
         });
         {
             let weak = Arc::downgrade(&c);
@@ -187,27 +195,63 @@ impl Controller {
     /// node has been in it).
     pub fn formed(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
-        m.vote.leader_id().term > 0 || m.last_log_index.is_some()
+        self.was_formed || m.vote.leader_id().term > 0 || m.last_log_index.is_some()
+    }
+
+    /// Whether this node's region has a group, as this node or any alive
+    /// node of the region reports: then its tenants' primaries need leases
+    /// (a node that has not joined the group yet gets none, and writes
+    /// nothing, rather than write without one).
+    pub fn region_formed(&self) -> bool {
+        if self.formed() {
+            return true;
+        }
+        let view = self.view.borrow();
+        view.members.iter().any(|m| {
+            m.region == self.cfg.region
+                && m.state == MemberState::Alive
+                && m.meta
+                    .as_ref()
+                    .and_then(|meta| meta.controller.as_ref())
+                    .is_some_and(|c| c.initialized)
+        })
     }
 
     /// As the leader: grants `machine` its lease (the tenants it is
     /// primary of, at their epochs).
-    pub fn grant(&self, machine: &str) -> Result<lease::Grant, lease::Refused> {
+    pub async fn grant(&self, machine: &str) -> Result<lease::Grant, lease::Refused> {
+        let refused = |c: &Controller| lease::Refused {
+            leader: c
+                .raft
+                .metrics()
+                .borrow()
+                .current_leader
+                .map(|id| c.machine_of(id)),
+        };
+        // Still the leader of a majority (openraft's leader does not step
+        // down by itself when cut off), and every committed record applied
+        // here (a new leader must not grant from an older state).
+        let confirm = tokio::time::timeout(self.cfg.lease / 4, self.raft.ensure_linearizable());
+        if !matches!(confirm.await, Ok(Ok(_))) {
+            return Err(refused(self));
+        }
         let m = self.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
-            return Err(lease::Refused {
-                leader: m.current_leader.map(|id| self.machine_of(id)),
-            });
+            return Err(refused(self));
         }
-        self.leases.lock().renew(machine, Instant::now());
-        let primaries = self
-            .machine
-            .roles()
-            .records
-            .values()
-            .filter(|r| r.primary == machine)
-            .map(|r| (r.tenant, r.epoch))
-            .collect();
+        let primaries = {
+            let mut l = self.leases.lock();
+            l.renew(machine, Instant::now());
+            // A tenant whose promotion is under way is no longer the old
+            // primary's to write, even if it renews meanwhile.
+            self.machine
+                .roles()
+                .records
+                .values()
+                .filter(|r| r.primary == machine && !l.promoting(r.tenant))
+                .map(|r| (r.tenant, r.epoch))
+                .collect()
+        };
         Ok(lease::Grant {
             term: m.current_term,
             duration_ms: self.cfg.lease.as_millis() as u64,
@@ -226,6 +270,7 @@ impl Controller {
         if leader == node_id(&self.cfg.machine) {
             return self
                 .grant(&self.cfg.machine)
+                .await
                 .map(|g| (sent, g))
                 .map_err(|e| e.to_string());
         }
@@ -240,7 +285,7 @@ impl Controller {
             &self.cfg.region,
             addr,
             &self.cfg.machine,
-            self.cfg.lease / 2,
+            self.cfg.lease / 4,
         )
         .await?
         {
@@ -275,9 +320,15 @@ impl Controller {
         let region: Vec<&str> = alive.keys().map(String::as_str).collect();
         let records = self.machine.roles().records;
         for rec in records.values() {
+            let now = Instant::now();
             let (lapsed, next) = {
-                let l = self.leases.lock();
+                let mut l = self.leases.lock();
                 let lapsed = l.lapsed(&rec.primary, now, self.cfg.lease);
+                if lapsed {
+                    // From here on `grant` leaves the tenant out.
+                    l.begin_promotion(rec.tenant);
+                }
+                let l = &*l;
                 let fresh = |m: &str| alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
                 (
                     lapsed,
@@ -290,6 +341,7 @@ impl Controller {
                 continue;
             }
             let Some(next) = next else {
+                self.leases.lock().end_promotion(rec.tenant);
                 tracing::warn!(tenant = rec.tenant, primary = %rec.primary, "primary's lease lapsed and no standby holds one: not promoting");
                 continue;
             };
@@ -305,6 +357,7 @@ impl Controller {
                 Ok(_) => {}
                 Err(e) => tracing::warn!("controller: promoting: {e}"),
             }
+            self.leases.lock().end_promotion(rec.tenant);
         }
     }
 
@@ -381,12 +434,19 @@ impl Controller {
     fn all_agree_fresh(&self, alive: &BTreeMap<String, SocketAddr>) -> bool {
         let want: Vec<String> = alive.keys().cloned().collect();
         let view = self.view.borrow();
-        alive.keys().filter(|m| **m != self.cfg.machine).all(|m| {
-            view.member(m)
-                .and_then(|mv| mv.meta.as_ref())
-                .and_then(|meta| meta.controller.as_ref())
-                .is_some_and(|c| !c.initialized && c.region_view == want)
-        })
+        // Every member of the region this node knows of, in any state:
+        // one suspect or down blocks forming (a split region must not form
+        // two groups); each alive one reports the same region, fresh.
+        view.members
+            .iter()
+            .filter(|m| m.region == self.cfg.region && !m.me)
+            .all(|m| {
+                m.state == MemberState::Alive
+                    && m.meta
+                        .as_ref()
+                        .and_then(|meta| meta.controller.as_ref())
+                        .is_some_and(|c| !c.initialized && c.region_view == want)
+            })
     }
 
     /// One look at membership: form the group, or (as its leader) add the
@@ -433,15 +493,27 @@ impl Controller {
                 continue;
             }
             if !learners.contains(&id) {
+                // Not waiting for it to catch up (it may never: a node
+                // that died right after joining): a later step promotes it
+                // once it has the log.
                 tracing::info!(%machine, "controller: adding a learner");
                 if let Err(e) = self
                     .raft
-                    .add_learner(id, Peer::new(addr.to_string()), true)
+                    .add_learner(id, Peer::new(addr.to_string()), false)
                     .await
                 {
                     tracing::warn!(%machine, "controller: adding a learner: {e}");
-                    return;
                 }
+                return;
+            }
+            let caught_up = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .zip(m.last_log_index)
+                .is_some_and(|(matched, last)| matched.index + 10 >= last);
+            if !caught_up {
+                return;
             }
             tracing::info!(%machine, "controller: promoting a learner to voter");
             if let Err(e) = self
@@ -464,8 +536,10 @@ async fn membership_loop(c: std::sync::Weak<Controller>, meta: MetaUpdater) {
     loop {
         tokio::time::sleep(TICK).await;
         let Some(c) = c.upgrade() else { return };
-        c.step(&mut stable).await;
+        // Promotion first: a membership step that waits on a slow peer must
+        // never hold up replacing a dead primary.
         c.promote_lapsed().await;
+        let _ = tokio::time::timeout(c.cfg.lease, c.step(&mut stable)).await;
         let now = c.meta();
         if last.as_ref() != Some(&now) {
             let published = now.clone();

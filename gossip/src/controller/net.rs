@@ -126,7 +126,7 @@ pub(super) async fn serve(
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
             Rpc::Lease(machine) => {
-                let r = c.grant(&machine);
+                let r = c.grant(&machine).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
         }

@@ -362,6 +362,9 @@ pub async fn serve_replica(
         if !send_payload(stream, p, shutdown).await {
             return;
         }
+        // Its silence is counted from the end of the payload, however long
+        // that took to send.
+        link.ack_ms.set(mstime());
     }
     let mut parser = RequestParser::new();
     let lim = ParseLimits::default();
