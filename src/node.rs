@@ -237,7 +237,24 @@ pub fn spawn_lease_keeper(
             if !c.formed() {
                 continue;
             }
-            match c.renew_lease().await {
+            // The replicas that completed their sync, per tenant (the
+            // controller promotes only a standby reported so).
+            let synced: Vec<(u64, Vec<std::net::IpAddr>)> = shared
+                .repl_status
+                .lock()
+                .iter()
+                .map(|(t, st)| {
+                    let ips = st
+                        .replicas
+                        .iter()
+                        .filter(|r| r.synced)
+                        .map(|r| r.addr.ip())
+                        .collect();
+                    (t.0, ips)
+                })
+                .filter(|(_, ips): &(u64, Vec<std::net::IpAddr>)| !ips.is_empty())
+                .collect();
+            match c.renew_lease(synced).await {
                 Ok((sent, g)) => {
                     // Counted from when it was asked for, less the margin
                     // for clock drift, by the period the leader granted.

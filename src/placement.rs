@@ -664,6 +664,7 @@ impl Placement {
                 epoch: rec.epoch,
                 primary: rec.primary.clone(),
                 standby: rec.standby.clone(),
+                in_sync: rec.in_sync.clone(),
                 offset: position(&rec.primary, e.id).0,
                 replicas,
             });

@@ -67,6 +67,29 @@ fn wait_iad(
     }
 }
 
+/// Waits until the group has recorded database `id`'s standby as in sync
+/// (only then may it be promoted).
+fn wait_in_sync(w: &World, id: u64, standby: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = w.cluster_view("n4").and_then(|v| {
+            v["tenants"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == id)
+                .cloned()
+        });
+        if t.as_ref().is_some_and(|t| t["in_sync"] == standby) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "the standby was never recorded in sync: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -298,6 +321,7 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    wait_in_sync(&w, 9, &standby);
     w.signal(&primary, "-9").expect("kill -9 the primary");
     let killed = Instant::now();
     let survivors: Vec<&str> = all.iter().copied().filter(|n| *n != primary).collect();
@@ -459,6 +483,7 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         std::thread::sleep(Duration::from_millis(100));
     };
 
+    wait_in_sync(&w, id, &standby);
     // n1 cut off from every node (the test still reaches it directly).
     let n1_ip = w.node("n1").expect("n1").ip;
     w.shape(&serde_json::json!({ "isolate": [n1_ip] }))

@@ -195,6 +195,12 @@ pub struct RoleRecord {
     pub replicas: BTreeMap<String, String>,
     /// Bumped by every other change of the record (a replica moved).
     pub seq: u64,
+    /// The standby, once its primary reported it has completed its sync
+    /// (streaming, acknowledging) since it became the standby: only such a
+    /// standby is promoted (docs/FAILOVER.md). Cleared whenever the
+    /// standby changes.
+    #[serde(default)]
+    pub in_sync: Option<String>,
 }
 
 impl RoleRecord {
@@ -249,6 +255,9 @@ pub struct TenantView {
     /// Machine ids, as in `members[].machine`.
     pub primary: String,
     pub standby: Option<String>,
+    /// The standby once it is in sync (it may be promoted).
+    #[serde(default)]
+    pub in_sync: Option<String>,
     /// The primary's offset.
     pub offset: Option<u64>,
     /// The standby first, then one per read region.
@@ -359,6 +368,7 @@ pub fn place(entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
         standby,
         replicas,
         seq: 0,
+        in_sync: None,
     })
 }
 
@@ -401,6 +411,9 @@ pub fn repair(rec: &RoleRecord, entry: &TenantEntry, live: &LiveNodes) -> Option
         if let Some(m) = best(&next, r) {
             next.replicas.insert(r.clone(), m);
         }
+    }
+    if next.standby != rec.standby {
+        next.in_sync = None;
     }
     if next == *rec {
         return None;

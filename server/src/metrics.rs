@@ -79,6 +79,8 @@ pub struct ReplStatus {
 #[derive(Clone, Debug)]
 pub struct ReplicaStatus {
     pub addr: std::net::SocketAddr,
+    /// It has completed its sync: streaming, and has acknowledged.
+    pub synced: bool,
     pub ack_offset: u64,
     pub lag_ms: Option<i64>,
 }
@@ -94,6 +96,7 @@ impl ReplStatus {
                 .iter()
                 .map(|l| ReplicaStatus {
                     addr: l.addr,
+                    synced: l.streaming.get() && l.ack_offset.get() > 0,
                     ack_offset: l.ack_offset.get(),
                     lag_ms: l.lag_ms.get(),
                 })

@@ -107,16 +107,19 @@ impl Leases {
 }
 
 /// `rec` after its primary's lease lapsed: epoch + 1, the standby promoted
-/// (only if it holds a lease itself), and a new standby among `region`'s
-/// nodes that hold one (`fresh`), by the tenant's ranking. None when no
-/// standby can take over: then nothing changes (the operator's forced
-/// promotion is a separate command).
+/// (only if it is in sync and holds a lease itself), and a new standby
+/// among `region`'s nodes that hold one (`fresh`), by the tenant's
+/// ranking. None when no standby can take over: then nothing changes (the
+/// operator's forced promotion is a separate command).
 pub fn promote(
     rec: &RoleRecord,
     region: &[&str],
     fresh: impl Fn(&str) -> bool,
 ) -> Option<RoleRecord> {
-    let standby = rec.standby.as_deref().filter(|s| fresh(s))?;
+    let standby = rec
+        .standby
+        .as_deref()
+        .filter(|s| fresh(s) && rec.in_sync.as_deref() == Some(*s))?;
     let candidates: Vec<&str> = region
         .iter()
         .copied()
@@ -132,6 +135,7 @@ pub fn promote(
             .map(|s| s.to_string()),
         replicas: rec.replicas.clone(),
         seq: 0,
+        in_sync: None,
     })
 }
 
@@ -147,6 +151,7 @@ mod tests {
             standby: Some("b".into()),
             replicas: [("cdg".to_string(), "x".to_string())].into(),
             seq: 5,
+            in_sync: Some("b".into()),
         }
     }
 
@@ -161,8 +166,14 @@ mod tests {
         // No other fresh node: promoted without a standby.
         let next = promote(&rec(), &["a", "b", "c"], |m| m == "b").expect("promoted");
         assert_eq!(next.standby, None);
-        // A standby without a lease is never promoted.
+        // A standby without a lease is never promoted, nor one that has
+        // not completed its sync.
         assert_eq!(promote(&rec(), &["a", "b", "c"], |m| m == "c"), None);
+        let syncing = RoleRecord {
+            in_sync: None,
+            ..rec()
+        };
+        assert_eq!(promote(&syncing, &["a", "b", "c"], |m| m != "a"), None);
     }
 
     #[test]

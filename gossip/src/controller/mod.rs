@@ -219,7 +219,11 @@ impl Controller {
 
     /// As the leader: grants `machine` its lease (the tenants it is
     /// primary of, at their epochs).
-    pub async fn grant(&self, machine: &str) -> Result<lease::Grant, lease::Refused> {
+    pub async fn grant(
+        &self,
+        machine: &str,
+        synced: &[(u64, Vec<String>)],
+    ) -> Result<lease::Grant, lease::Refused> {
         let refused = |c: &Controller| lease::Refused {
             leader: c
                 .raft
@@ -252,6 +256,7 @@ impl Controller {
                 .map(|r| (r.tenant, r.epoch))
                 .collect()
         };
+        self.note_synced(machine, synced).await;
         Ok(lease::Grant {
             term: m.current_term,
             duration_ms: self.cfg.lease.as_millis() as u64,
@@ -259,9 +264,67 @@ impl Controller {
         })
     }
 
-    /// Renews this node's lease with the leader: when the request was sent
-    /// (the lease counts from then) and the grant.
-    pub async fn renew_lease(&self) -> Result<(Instant, lease::Grant), String> {
+    /// As the leader: commits, for each tenant `machine` is primary of,
+    /// that its standby is in sync once the primary reports it synced (a
+    /// replica that completed its sync, streaming and acknowledging). Only
+    /// such a standby is ever promoted.
+    async fn note_synced(&self, machine: &str, synced: &[(u64, Vec<String>)]) {
+        let records = self.machine.roles().records;
+        for (tenant, replicas) in synced {
+            let Some(rec) = records.get(tenant) else {
+                continue;
+            };
+            let Some(sb) = rec.standby.as_deref() else {
+                continue;
+            };
+            if rec.primary != machine
+                || rec.in_sync.as_deref() == Some(sb)
+                || !replicas.iter().any(|r| r == sb)
+            {
+                continue;
+            }
+            let mut next = rec.clone();
+            next.in_sync = Some(sb.to_string());
+            next.seq += 1;
+            let cmd = Command::PutRole {
+                expect: Some((rec.epoch, rec.seq)),
+                record: next,
+            };
+            match self.propose(cmd).await {
+                Ok(o) if o.applied => {
+                    tracing::info!(tenant, standby = %sb, "controller: standby in sync")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("controller: noting a standby in sync: {e}"),
+            }
+        }
+    }
+
+    /// Renews this node's lease with the leader, reporting the replicas of
+    /// its tenants that completed their sync (by address): when the
+    /// request was sent (the lease counts from then) and the grant.
+    pub async fn renew_lease(
+        &self,
+        synced: Vec<(u64, Vec<std::net::IpAddr>)>,
+    ) -> Result<(Instant, lease::Grant), String> {
+        let synced: Vec<(u64, Vec<String>)> = {
+            let view = self.view.borrow();
+            synced
+                .into_iter()
+                .map(|(t, ips)| {
+                    let machines = ips
+                        .iter()
+                        .filter_map(|ip| {
+                            view.members
+                                .iter()
+                                .find(|m| m.addr.ip() == *ip)
+                                .map(|m| m.machine.clone())
+                        })
+                        .collect();
+                    (t, machines)
+                })
+                .collect()
+        };
         let sent = Instant::now();
         let m = self.raft.metrics().borrow().clone();
         let Some(leader) = m.current_leader else {
@@ -269,7 +332,7 @@ impl Controller {
         };
         if leader == node_id(&self.cfg.machine) {
             return self
-                .grant(&self.cfg.machine)
+                .grant(&self.cfg.machine, &synced)
                 .await
                 .map(|g| (sent, g))
                 .map_err(|e| e.to_string());
@@ -285,6 +348,7 @@ impl Controller {
             &self.cfg.region,
             addr,
             &self.cfg.machine,
+            synced,
             self.cfg.lease / 4,
         )
         .await?

@@ -37,8 +37,12 @@ enum Rpc {
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A node renews its lease with the leader (not a Raft RPC: leases
-    /// live in the leader's memory, see `super::lease`).
-    Lease(String),
+    /// live in the leader's memory, see `super::lease`), reporting which
+    /// replicas of each tenant it is primary of have completed their sync.
+    Lease {
+        machine: String,
+        synced: Vec<(u64, Vec<String>)>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -125,8 +129,8 @@ pub(super) async fn serve(
                 let r = raft.install_snapshot(s).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
-            Rpc::Lease(machine) => {
-                let r = c.grant(&machine).await;
+            Rpc::Lease { machine, synced } => {
+                let r = c.grant(&machine, &synced).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
         }
@@ -165,11 +169,15 @@ pub(super) async fn renew(
     region: &str,
     addr: SocketAddr,
     machine: &str,
+    synced: Vec<(u64, Vec<String>)>,
     ttl: Duration,
 ) -> Result<Result<super::lease::Grant, super::lease::Refused>, String> {
     let req = Request {
         region: region.to_string(),
-        rpc: Rpc::Lease(machine.to_string()),
+        rpc: Rpc::Lease {
+            machine: machine.to_string(),
+            synced,
+        },
     };
     let fut = async {
         let (mut send, mut recv) = syncer.open_stream(addr, KIND_RAFT).await?;
