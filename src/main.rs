@@ -163,6 +163,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         if let Some(c) = &controller {
             node::spawn_lease_keeper(c.clone(), shared.clone());
         }
+        let leaving = controller.clone();
         // A node's databases come from the cluster's catalog.
         let admin = match (&node, sync_port) {
             (Some(n), Some(port)) => Some(http::Admin {
@@ -192,6 +193,10 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             node::spawn_load_reporter(n.updater(), shared.clone());
         }
         wait_for_signal(&shared).await;
+        // Hand this node's databases to their standbys before going.
+        if let Some(c) = &leaving {
+            node::hand_off_all(c, &shared).await;
+        }
         if let Some(n) = node {
             // Tell the cluster before going, so peers do not wait out a
             // suspicion timeout.

@@ -273,6 +273,67 @@ pub fn spawn_lease_keeper(
     });
 }
 
+/// A planned handoff (SIGTERM: a deploy, `fly machine stop`, a host
+/// migration): every database this node is primary of under its region's
+/// controller goes to its in-sync standby with nothing lost. The node
+/// gives its lease up (its primaries refuse writes with `TRYAGAIN` from
+/// here), waits until each standby has acknowledged everything (at most
+/// 2 s), and asks the controller's leader to commit the standby as primary
+/// at the next epoch. Returns when every handoff was tried.
+pub async fn hand_off_all(
+    c: &Arc<anykv_gossip::controller::Controller>,
+    shared: &Arc<anykv_server::shared::Shared>,
+) {
+    use anykv_server::tenant::TenantId;
+    if !c.formed() {
+        return;
+    }
+    let mine: Vec<_> = c
+        .roles()
+        .records
+        .into_values()
+        .filter(|r| r.primary == c.me() && r.standby.is_some() && r.in_sync == r.standby)
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    shared.close_lease();
+    tracing::warn!(databases = mine.len(), "planned handoff: writes stopped");
+    for rec in mine {
+        let standby = rec.standby.clone().unwrap_or_default();
+        let ip = c.ip_of(&standby);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let caught_up = match shared.probe(TenantId(rec.tenant)).await {
+                Some(st) => st
+                    .replicas
+                    .iter()
+                    .any(|r| Some(r.addr.ip()) == ip && r.ack_offset >= st.offset),
+                None => true,
+            };
+            if caught_up {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(tenant = rec.tenant, %standby, "planned handoff: the standby did not catch up in 2 s; handing over anyway (it is in sync: every acknowledged write is on it)");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        match c.request_handoff(rec.tenant).await {
+            Ok(next) => tracing::warn!(
+                tenant = rec.tenant,
+                to = %next.primary,
+                epoch = next.epoch,
+                ms = started.elapsed().as_millis() as u64,
+                "planned handoff done"
+            ),
+            Err(e) => tracing::error!(tenant = rec.tenant, "planned handoff failed: {e}"),
+        }
+    }
+}
+
 /// Publishes the store's load into the node's metadata every few seconds.
 pub fn spawn_load_reporter(cmd: MetaUpdater, shared: Arc<anykv_server::shared::Shared>) {
     tokio::spawn(async move {

@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 
 use anykv_bench::world::{http, World, WorldSpec};
 
-fn spec() -> WorldSpec {
-    let dir = std::env::temp_dir().join(format!("anykv-controller-{}", std::process::id()));
+/// A world of three iad nodes and one cdg node on 127.0.`net`.x (each
+/// test its own network, ports and directory: they run at once).
+fn spec(name: &str, net: u8, port: u16) -> WorldSpec {
+    let dir = std::env::temp_dir().join(format!("anykv-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     WorldSpec {
         bin: env!("CARGO_BIN_EXE_anykv").into(),
         dir,
-        net: 44,
-        port: 21940,
+        net,
+        port,
         regions: vec![("iad".into(), 3), ("cdg".into(), 1)],
         rtt_table: Some("builtin".into()),
         loss: 0.0,
@@ -102,7 +104,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
-    let spec = spec();
+    let spec = spec("controller", 44, 21940);
     let mut w = World::start(&spec).expect("the world starts");
     w.wait_members(4, Duration::from_secs(60))
         .expect("four members alive");
@@ -232,11 +234,7 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
 /// restarted, no longer acts as the primary.
 #[test]
 fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
-    let mut spec = spec();
-    spec.dir = std::env::temp_dir().join(format!("anykv-promotion-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&spec.dir);
-    spec.net = 45;
-    spec.port = 21960;
+    let spec = spec("promotion", 45, 21960);
     let mut w = World::start(&spec).expect("the world starts");
     w.wait_members(4, Duration::from_secs(60))
         .expect("four members alive");
@@ -413,11 +411,7 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
 /// the old primary still refuses them: never two primaries.
 #[test]
 fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
-    let mut spec = spec();
-    spec.dir = std::env::temp_dir().join(format!("anykv-cutoff-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&spec.dir);
-    spec.net = 46;
-    spec.port = 21980;
+    let spec = spec("cutoff", 46, 21980);
     let w = World::start(&spec).expect("the world starts");
     w.wait_members(4, Duration::from_secs(60))
         .expect("four members alive");
@@ -539,6 +533,145 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         assert!(matches!(set(&mut new, "fine"), common::Value::Simple(_)));
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+/// A planned handoff: the primary of a `region` database gets SIGTERM
+/// while a client writes a counter as fast as it can. The node stops
+/// writing, waits for its standby, has the controller commit the standby
+/// as primary, then exits; the client, retrying on whichever node answers,
+/// loses no acknowledged write, and the longest gap between two
+/// acknowledgements (the write pause) is printed.
+#[test]
+fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
+    let spec = spec("handoff", 47, 22000);
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+    wait_iad(&w, &all, "iad's group with a leader", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    let id = 30u64;
+    let token = "handoff-tenant-token-0123456789ab";
+    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = serde_json::json!({
+        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "region", "consistency": "nearest", "version": 1
+    });
+    let (code, body) = http(
+        w.node("n4").expect("n4").http,
+        "PUT",
+        &format!("/admin/tenants/{id}"),
+        "controller-admin-token",
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+    let placed = w.cluster_view("n4").expect("view")["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+        .expect("placed");
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let standby = placed["standby"].as_str().expect("standby").to_string();
+    wait_in_sync(&w, id, &standby);
+    let addrs: Vec<(String, std::net::SocketAddr)> = [&primary, &standby]
+        .iter()
+        .map(|n| ((*n).clone(), w.node(n).expect("node").resp))
+        .collect();
+
+    // The writer: INCR as fast as the database acknowledges, on whichever
+    // of the two nodes takes it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let token = token.to_string();
+        std::thread::spawn(move || {
+            let mut acked = 0i64;
+            let mut errors = 0u64;
+            let mut last_ack = Instant::now();
+            let mut longest = Duration::ZERO;
+            let mut on = 0usize;
+            let mut conn: Option<common::RespConn> = None;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                if conn.is_none() {
+                    conn = common::RespConn::connect_addr(addrs[on].1)
+                        .ok()
+                        .and_then(|mut c| {
+                            matches!(
+                                c.cmd(&["AUTH", "shop", &token]).ok()?,
+                                common::Value::Simple(_)
+                            )
+                            .then_some(c)
+                        });
+                }
+                let r = conn.as_mut().map(|c| c.cmd(&["INCR", "counter"]));
+                match r {
+                    Some(Ok(common::Value::Int(n))) => {
+                        assert_eq!(n, acked + 1, "a write was lost or doubled");
+                        acked = n;
+                        longest = longest.max(last_ack.elapsed());
+                        last_ack = Instant::now();
+                        continue;
+                    }
+                    _ => {
+                        errors += 1;
+                        conn = None;
+                        on = 1 - on;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            (acked, errors, longest)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    w.signal(&primary, "-TERM").expect("SIGTERM the primary");
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (acked, errors, longest) = writer.join().expect("the writer");
+    eprintln!(
+        "planned handoff: {acked} writes acknowledged, {errors} refused or cut, longest pause {longest:?}"
+    );
+    assert!(acked > 100, "the writer barely wrote ({acked})");
+    // The standby is the primary at epoch 2 and has every write.
+    let seen = w.cluster_view(&standby).expect("view")["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+        .expect("tenant");
+    assert_eq!(seen["epoch"], 2, "{seen}");
+    assert_eq!(seen["primary"], standby.as_str(), "{seen}");
+    let mut s =
+        common::RespConn::connect_addr(w.node(&standby).expect("node").resp).expect("connect");
+    assert!(matches!(
+        s.cmd(&["AUTH", "shop", token]).expect("auth"),
+        common::Value::Simple(_)
+    ));
+    assert_eq!(
+        s.cmd(&["GET", "counter"]).expect("GET"),
+        common::Value::Bulk(acked.to_string().into_bytes())
+    );
+    assert!(
+        longest < Duration::from_secs(5),
+        "writes paused for {longest:?}"
+    );
+    let log = std::fs::read_to_string(&w.node(&primary).expect("node").log).expect("log");
+    assert!(
+        log.contains("planned handoff done"),
+        "no handoff in the log"
+    );
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -64,6 +64,11 @@ pub struct Handoff {
 pub enum ExecMsg {
     Conn(Handoff),
     Tenant(TenantChange),
+    /// Report a tenant's replication now (a planned handoff waits on it).
+    Probe(
+        TenantId,
+        tokio::sync::oneshot::Sender<crate::metrics::ReplStatus>,
+    ),
 }
 
 /// A change of the tenant catalog for the executor that owns the tenant
@@ -287,6 +292,11 @@ fn executor_main(
                         }
                         ExecMsg::Tenant(TenantChange::Remove(id)) => {
                             remove_tenant(&tenants, &shared, id)
+                        }
+                        ExecMsg::Probe(id, reply) => {
+                            if let Some(t) = tenants.borrow().get(&id) {
+                                let _ = reply.send(crate::metrics::ReplStatus::of(&t.borrow()));
+                            }
                         }
                     }
                 }

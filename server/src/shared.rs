@@ -178,6 +178,8 @@ pub struct Shared {
     /// primary of, each at its epoch, and until when (see
     /// [`Shared::lease_holds`]).
     lease: parking_lot::RwLock<(std::collections::HashMap<u64, u64>, Option<Instant>)>,
+    /// Set by a planned handoff: no lease is taken any more.
+    lease_closed: AtomicBool,
 }
 
 impl Shared {
@@ -212,6 +214,7 @@ impl Shared {
             repl_status: Default::default(),
             tenant_clients: Default::default(),
             lease: Default::default(),
+            lease_closed: AtomicBool::new(false),
         }
     }
 
@@ -220,7 +223,28 @@ impl Shared {
     /// clock, margin already taken). Replaces the previous one whole: a
     /// tenant left out is no longer this node's to write.
     pub fn set_lease(&self, primaries: Vec<(u64, u64)>, until: Instant) {
+        if self.lease_closed.load(Relaxed) {
+            return;
+        }
         *self.lease.write() = (primaries.into_iter().collect(), Some(until));
+    }
+
+    /// Gives the lease up for good (a planned handoff: this node's leased
+    /// primaries take no write from now on).
+    pub fn close_lease(&self) {
+        self.lease_closed.store(true, Relaxed);
+        *self.lease.write() = Default::default();
+    }
+
+    /// A tenant's replication as its executor sees it now (None: not held).
+    pub async fn probe(
+        &self,
+        tenant: crate::tenant::TenantId,
+    ) -> Option<crate::metrics::ReplStatus> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let owner = crate::executor::owner_of(tenant, self.executors);
+        self.send_to(owner, crate::executor::ExecMsg::Probe(tenant, tx));
+        rx.await.ok()
     }
 
     /// Whether this node's lease covers `tenant` at `epoch` now: a primary

@@ -69,6 +69,11 @@ impl Leases {
         }
     }
 
+    /// Whether `machine` renewed at or after `since`.
+    pub fn renewed_since(&self, machine: &str, since: Instant) -> bool {
+        self.renewed.get(machine).is_some_and(|t| *t >= since)
+    }
+
     pub fn begin_promotion(&mut self, tenant: u64) {
         self.promoting.insert(tenant);
     }

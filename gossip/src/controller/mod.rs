@@ -39,6 +39,7 @@ use openraft::{ChangeMembers, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::catalog::RoleRecord;
 use crate::node::{ClusterView, MemberState, MetaUpdater};
 use crate::sync::Syncer;
 pub use machine::Roles;
@@ -356,6 +357,94 @@ impl Controller {
             Ok(g) => Ok((sent, g)),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// As the leader: hands `tenant` from its primary `from` (which is
+    /// leaving: it stopped writing and its standby has everything) to the
+    /// in-sync standby, at the next epoch, with a new standby that is
+    /// neither of them. Returns the committed record. Waits (a little) for
+    /// the new primary to renew its lease, so a leaving leader does not
+    /// take the only lease-granter away before the new primary has one.
+    pub async fn hand_off(&self, tenant: u64, from: &str) -> Result<RoleRecord, String> {
+        let rec = self
+            .machine
+            .roles()
+            .records
+            .get(&tenant)
+            .cloned()
+            .ok_or_else(|| format!("no record for tenant {tenant}"))?;
+        if rec.primary != from {
+            return Err(format!("{from} is not tenant {tenant}'s primary"));
+        }
+        let now = Instant::now();
+        let alive = self.region_alive();
+        let region: Vec<&str> = alive.keys().map(String::as_str).collect();
+        let next = {
+            let mut l = self.leases.lock();
+            let fresh =
+                |m: &str| m != from && alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
+            let next = lease::promote(&rec, &region, fresh)
+                .ok_or_else(|| format!("tenant {tenant} has no in-sync standby to hand over to"))?;
+            l.begin_promotion(tenant);
+            next
+        };
+        let cmd = Command::PutRole {
+            expect: Some((rec.epoch, rec.seq)),
+            record: next.clone(),
+        };
+        let r = self.propose(cmd).await;
+        self.leases.lock().end_promotion(tenant);
+        match r {
+            Ok(o) if o.applied => {}
+            Ok(_) => return Err("the record changed meanwhile".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+        metrics::counter!("anykv_controller_handoffs_total").increment(1);
+        tracing::info!(tenant, from, to = %next.primary, epoch = next.epoch, "planned handoff committed");
+        let renewed = Instant::now();
+        let end = renewed + self.cfg.lease / 2;
+        while Instant::now() < end {
+            if self.leases.lock().renewed_since(&next.primary, renewed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(next)
+    }
+
+    /// Asks the leader (this node or another) to hand `tenant` over from
+    /// this node to its standby (see [`Controller::hand_off`]).
+    pub async fn request_handoff(&self, tenant: u64) -> Result<RoleRecord, String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.ok_or("the controller has no leader")?;
+        if leader == node_id(&self.cfg.machine) {
+            return self.hand_off(tenant, &self.cfg.machine).await;
+        }
+        let addr: SocketAddr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .and_then(|n| n.addr.parse().ok())
+            .ok_or("the leader's address is unknown")?;
+        net::hand_off(
+            &self.syncer,
+            &self.cfg.region,
+            addr,
+            tenant,
+            &self.cfg.machine,
+            self.cfg.lease,
+        )
+        .await?
+    }
+
+    /// A member's address (its IP is the one its links come from).
+    pub fn ip_of(&self, machine: &str) -> Option<std::net::IpAddr> {
+        self.view.borrow().member(machine).map(|m| m.addr.ip())
+    }
+
+    /// This node's machine name.
+    pub fn me(&self) -> &str {
+        &self.cfg.machine
     }
 
     /// The lease period.

@@ -43,6 +43,11 @@ enum Rpc {
         machine: String,
         synced: Vec<(u64, Vec<String>)>,
     },
+    /// A primary that is leaving hands a tenant to its standby.
+    Handoff {
+        tenant: u64,
+        from: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,6 +138,10 @@ pub(super) async fn serve(
                 let r = c.grant(&machine, &synced).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
+            Rpc::Handoff { tenant, from } => {
+                let r = c.hand_off(tenant, &from).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
         }
         send.finish()?;
         Ok(())
@@ -184,6 +193,36 @@ pub(super) async fn renew(
         write_frame(&mut send, &req).await?;
         send.finish()?;
         let r: Result<Result<super::lease::Grant, super::lease::Refused>, WrongRegion> =
+            read_frame(&mut recv).await?;
+        r.map_err(|w| WireError::Region(w.0))
+    };
+    match tokio::time::timeout(ttl, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(WireError::Timeout(ttl).to_string()),
+    }
+}
+
+/// Asks the leader at `addr` to hand `tenant` from `from` to its standby.
+pub(super) async fn hand_off(
+    syncer: &Syncer,
+    region: &str,
+    addr: SocketAddr,
+    tenant: u64,
+    from: &str,
+    ttl: Duration,
+) -> Result<Result<crate::catalog::RoleRecord, String>, String> {
+    let req = Request {
+        region: region.to_string(),
+        rpc: Rpc::Handoff {
+            tenant,
+            from: from.to_string(),
+        },
+    };
+    let fut = async {
+        let (mut send, mut recv) = syncer.open_stream(addr, KIND_RAFT).await?;
+        write_frame(&mut send, &req).await?;
+        send.finish()?;
+        let r: Result<Result<crate::catalog::RoleRecord, String>, WrongRegion> =
             read_frame(&mut recv).await?;
         r.map_err(|w| WireError::Region(w.0))
     };
