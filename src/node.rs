@@ -68,8 +68,10 @@ pub struct GossipArgs {
     #[arg(long, default_value_t = 3)]
     pub region_size: u32,
     /// The region controller's Raft heartbeat (ms); a leader is replaced
-    /// after 4–8 heartbeats without one.
-    #[arg(long, default_value_t = 250)]
+    /// after 4–8 heartbeats without one. Short enough that a new leader is
+    /// elected within a lease period after the old one leaves (a planned
+    /// handoff by the leader then pauses writes for milliseconds).
+    #[arg(long, default_value_t = 150)]
     pub controller_heartbeat_ms: u64,
     /// A primary's lease from its region's controller (ms): a primary
     /// that cannot renew it stops taking writes, and is replaced by its

@@ -592,10 +592,13 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
     // The writer: INCR as fast as the database acknowledges, on whichever
     // of the two nodes takes it.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
+        let signalled = signalled.clone();
         let token = token.to_string();
         std::thread::spawn(move || {
+            let mut after_signal = 0u64;
             let mut acked = 0i64;
             let mut errors = 0u64;
             let mut last_ack = Instant::now();
@@ -621,6 +624,9 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
                         acked = n;
                         longest = longest.max(last_ack.elapsed());
                         last_ack = Instant::now();
+                        if signalled.load(std::sync::atomic::Ordering::Acquire) {
+                            after_signal += 1;
+                        }
                         continue;
                     }
                     _ => {
@@ -631,18 +637,25 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
                     }
                 }
             }
-            (acked, errors, longest)
+            // The time since the last acknowledgement counts too (writes
+            // that never resumed are the longest pause of all).
+            (acked, errors, longest.max(last_ack.elapsed()), after_signal)
         })
     };
     std::thread::sleep(Duration::from_millis(700));
+    signalled.store(true, std::sync::atomic::Ordering::Release);
     w.signal(&primary, "-TERM").expect("SIGTERM the primary");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3000));
     stop.store(true, std::sync::atomic::Ordering::Release);
-    let (acked, errors, longest) = writer.join().expect("the writer");
+    let (acked, errors, longest, after_signal) = writer.join().expect("the writer");
     eprintln!(
-        "planned handoff: {acked} writes acknowledged, {errors} refused or cut, longest pause {longest:?}"
+        "planned handoff: {acked} writes acknowledged ({after_signal} after the signal), {errors} refused or cut, longest pause {longest:?}"
     );
     assert!(acked > 100, "the writer barely wrote ({acked})");
+    assert!(
+        after_signal > 100,
+        "writes did not resume after the handoff ({after_signal})"
+    );
     // The standby is the primary at epoch 2 and has every write.
     let seen = w.cluster_view(&standby).expect("view")["tenants"]
         .as_array()
@@ -672,6 +685,12 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
         log.contains("planned handoff done"),
         "no handoff in the log"
     );
+    for l in log
+        .lines()
+        .filter(|l| l.contains("handoff") || l.contains("SIGTERM"))
+    {
+        eprintln!("{l}");
+    }
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -12,7 +12,9 @@
 //! it once it has (always with the write's value); replicas refuse writes;
 //! malformed envelopes, another tenant's, and commands that act on the
 //! router's own connection are refused without running the request; a
-//! customer's own connection does not know `ENVELOPE`.
+//! blocking command waits as its client's (a timeout in its RESP version,
+//! a pop served later with its token); a customer's own connection does
+//! not know `ENVELOPE`.
 
 mod common;
 
@@ -465,6 +467,52 @@ fn the_store_serves_a_routers_enveloped_requests() {
             "{}",
             String::from_utf8_lossy(&rep)
         );
+    });
+
+    // A blocking command waits as its client's: a timeout answers in the
+    // client's RESP version, a pop served by another client's push
+    // carries the token of the pop.
+    rt.block_on(async {
+        let client = StoreClient::new(&tls, "127.0.0.1:0".parse().unwrap()).expect("client");
+        let mut a = Stream::open(&client, primary.gossip).await;
+        let mut b = Stream::open(&client, primary.gossip).await;
+        let (t, r) = b
+            .one(
+                envelope(0, 601, 3, "10.6.0.1:1", None),
+                &["BLPOP", "nothing", "0.2"],
+            )
+            .await;
+        assert_eq!(
+            (t, r),
+            (None, b"_\r\n".to_vec()),
+            "RESP3's null, not RESP2's"
+        );
+        b.pipeline(&[(
+            Some(envelope(0, 602, 2, "10.6.0.2:1", None)),
+            &["BLPOP", "q", "0"],
+        )])
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (pushed, _) = a
+            .one(
+                envelope(0, 603, 2, "10.6.0.3:1", None),
+                &["RPUSH", "q", "x"],
+            )
+            .await;
+        let pushed = pushed.expect("RPUSH's token");
+        let (t, r) = b.reply().await;
+        assert_eq!(r, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+        let t = t.expect("the served pop's token");
+        assert!(t.offset >= pushed.offset, "{t:?} before {pushed:?}");
+        // The stream is itself again afterwards.
+        let (t, r) = b
+            .one(
+                envelope(1, 604, 2, "10.6.0.4:1", None),
+                &["SET", "after", "1"],
+            )
+            .await;
+        assert_eq!(r, b"+OK\r\n");
+        assert!(t.is_some());
     });
 
     // A customer's own connection does not know ENVELOPE.

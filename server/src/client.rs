@@ -203,6 +203,9 @@ pub struct Session {
     /// While a router's request runs: its client's address, which MONITOR
     /// and SLOWLOG show instead of the link's.
     pub origin: Option<std::net::SocketAddr>,
+    /// A router's request that is waiting (a blocking command, WAIT): its
+    /// client stays in place until its reply is made.
+    pub serving: Option<crate::envelope::Serving>,
 }
 
 /// A replica's REPLCONF options, before its PSYNC.
@@ -245,6 +248,7 @@ impl Session {
             woff: 0,
             envelope: None,
             origin: None,
+            serving: None,
         }
     }
 

@@ -467,7 +467,13 @@ async fn run(
                     return;
                 }
                 s.info.blocked.set(false);
+                if let Some(sv) = s.serving.as_mut() {
+                    sv.reply_starts_at(out.len());
+                }
                 out.int(crate::repl::primary::acked(&tenant.borrow(), target) as i64);
+                if let Some(sv) = s.serving.take() {
+                    crate::envelope::end(&tenant.borrow(), s, &mut out, sv);
+                }
                 continue;
             }
             After::Suspend(Suspend::Replica { from, wait_ack }) => {
@@ -559,6 +565,9 @@ async fn run(
                     Waited::Woken => false,
                 };
                 s.info.blocked.set(false);
+                if let Some(sv) = s.serving.as_mut() {
+                    sv.reply_starts_at(out.len());
+                }
                 if timed_out {
                     // Still registered means nobody served us: reply the
                     // timeout value. (Served at the last moment: the reply
@@ -575,6 +584,9 @@ async fn run(
                     served_at = tenant.borrow().log.offset();
                 }
                 out.buf.extend_from_slice(&pushed);
+                if let Some(sv) = s.serving.take() {
+                    crate::envelope::end(&tenant.borrow(), s, &mut out, sv);
+                }
                 continue;
             }
             After::Read => {}
@@ -657,6 +669,15 @@ fn run_request(
         }
     };
     let outcome = dispatch(t, s, shared, set, args, out, now);
+    if matches!(
+        outcome,
+        Outcome::Suspend(Suspend::Blocked { .. } | Suspend::Wait { .. })
+    ) {
+        // Its reply comes after the wait, still as its client's (RESP
+        // version, and the token of a pop served meanwhile).
+        s.serving = Some(serving);
+        return outcome;
+    }
     let env = end(t, s, out, serving);
     if matches!(outcome, Outcome::Paused) {
         // It runs again once the pause ends, as the same client's.

@@ -287,6 +287,16 @@ pub(crate) fn run(
             && max_lag > 0
             && crate::repl::primary::good_replicas(t, now_ms, max_lag) < min_good;
         let no_standby = t.standby.is_some() && crate::repl::primary::standby_link(t).is_none();
+        if !no_standby {
+            t.standby_missing_since = None;
+        } else if !too_few && !s.in_exec && s.multi.is_none() {
+            // A standby not attached yet (a new one after a failover,
+            // still syncing): the write waits for it, a bounded while.
+            let since = *t.standby_missing_since.get_or_insert(now_ms);
+            if now_ms - since < set.standby_wait_ms {
+                return Outcome::Paused;
+            }
+        }
         if too_few || no_standby {
             reject(
                 t,

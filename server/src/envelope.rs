@@ -275,6 +275,14 @@ pub struct Serving {
     log_at: u64,
 }
 
+impl Serving {
+    /// The reply of a request that waited starts here (its bytes come
+    /// after the wait, in a later batch).
+    pub fn reply_starts_at(&mut self, at: usize) {
+        self.reply_at = at;
+    }
+}
+
 /// Puts the envelope's client in the stream's place for `args`: its
 /// database, protocol, name and address (CLIENT INFO, MONITOR, SLOWLOG
 /// show the client, not the router), and customer rights (a forwarded

@@ -76,6 +76,8 @@ pub struct Settings {
     pub repl_timeout_s: u64,
     /// `repl-link-timeout-ms`.
     pub repl_link_timeout_ms: u64,
+    /// `standby-wait-ms`.
+    pub standby_wait_ms: i64,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -128,6 +130,7 @@ impl Settings {
             ),
             repl_timeout_s: c.repl_timeout(),
             repl_link_timeout_ms: c.repl_link_timeout_ms(),
+            standby_wait_ms: i64::try_from(c.standby_wait_ms()).unwrap_or(i64::MAX),
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }

@@ -152,6 +152,9 @@ pub struct Tenant {
     pub epoch: u64,
     /// Writes need this node's lease (see `TenantSpec::leased`).
     pub leased: bool,
+    /// Since when (ms) a `region` write found no standby attached (None:
+    /// one is): writes wait `standby-wait-ms` from then for one.
+    pub standby_missing_since: Option<i64>,
     /// A customer's plan command rate (None: unlimited).
     pub rate: Option<RateLimit>,
     /// A `FAILOVER` in progress: writes are held as by `CLIENT PAUSE
@@ -319,6 +322,7 @@ impl Tenant {
             standby: None,
             epoch: 0,
             leased: false,
+            standby_missing_since: None,
             rate: None,
             failover: None,
         }

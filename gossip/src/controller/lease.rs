@@ -13,8 +13,12 @@
 //! The leader keeps the renewals in memory (they are not Raft entries). A
 //! primary whose lease lapsed is replaced: the leader commits its
 //! tenant's record at epoch + 1 with the standby as primary. A new leader
-//! first waits one lease period, so every lease an earlier leader granted
-//! has ended before it promotes anyone.
+//! first waits until every lease an earlier leader granted has ended: a
+//! grant is made only after a majority confirmed the leader (it heard from
+//! it then), and a new leader is elected only once its voters have not
+//! heard from the old one for at least the election timeout (openraft's
+//! voters refuse before that), so the wait is the lease period less the
+//! minimum election timeout (the `credit`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -48,7 +52,11 @@ pub fn margin(lease: Duration) -> Duration {
 /// The leader's record of renewals.
 #[derive(Debug, Default)]
 pub struct Leases {
+    /// Time a new leader knows has passed since any earlier grant.
+    credit: Duration,
     renewed: HashMap<String, Instant>,
+    /// The last log index each node said it applied, when it renewed.
+    applied: HashMap<String, u64>,
     /// Tenants whose promotion is being committed.
     promoting: std::collections::HashSet<u64>,
     /// The term this node leads and since when.
@@ -56,6 +64,14 @@ pub struct Leases {
 }
 
 impl Leases {
+    /// `credit`: the group's minimum election timeout.
+    pub fn new(credit: Duration) -> Leases {
+        Leases {
+            credit,
+            ..Leases::default()
+        }
+    }
+
     pub fn renew(&mut self, machine: &str, now: Instant) {
         self.renewed.insert(machine.to_string(), now);
     }
@@ -69,9 +85,16 @@ impl Leases {
         }
     }
 
-    /// Whether `machine` renewed at or after `since`.
-    pub fn renewed_since(&self, machine: &str, since: Instant) -> bool {
-        self.renewed.get(machine).is_some_and(|t| *t >= since)
+    /// Records what `machine` said it applied.
+    pub fn note_applied(&mut self, machine: &str, index: Option<u64>) {
+        if let Some(i) = index {
+            self.applied.insert(machine.to_string(), i);
+        }
+    }
+
+    /// Whether `machine` has said it applied `index`.
+    pub fn has_applied(&self, machine: &str, index: u64) -> bool {
+        self.applied.get(machine).is_some_and(|i| *i >= index)
     }
 
     pub fn begin_promotion(&mut self, tenant: u64) {
@@ -95,19 +118,20 @@ impl Leases {
 
     /// Whether every lease an earlier leader may have granted has ended.
     pub fn settled(&self, now: Instant, lease: Duration) -> bool {
-        self.leader_since
-            .is_some_and(|(_, t)| now.saturating_duration_since(t) > lease)
+        self.leader_since.is_some_and(|(_, t)| {
+            now.saturating_duration_since(t) > lease.saturating_sub(self.credit)
+        })
     }
 
     /// Whether `machine` holds no lease any more: not renewed for a whole
     /// period (or never, since this node began to lead).
     pub fn lapsed(&self, machine: &str, now: Instant, lease: Duration) -> bool {
-        let last = self
-            .renewed
-            .get(machine)
-            .copied()
-            .or(self.leader_since.map(|l| l.1));
-        last.is_some_and(|t| now.saturating_duration_since(t) > lease)
+        match self.renewed.get(machine) {
+            Some(t) => now.saturating_duration_since(*t) > lease,
+            // Not renewed under this leader: its last grant was at least
+            // `credit` before this leader began.
+            None => self.settled(now, lease),
+        }
     }
 }
 
@@ -179,6 +203,20 @@ mod tests {
             ..rec()
         };
         assert_eq!(promote(&syncing, &["a", "b", "c"], |m| m != "a"), None);
+    }
+
+    #[test]
+    fn the_election_timeout_counts_toward_the_wait() {
+        let lease = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut l = Leases::new(Duration::from_secs(1));
+        l.lead(1, t0);
+        assert!(!l.settled(t0 + Duration::from_millis(900), lease));
+        assert!(l.settled(t0 + Duration::from_millis(1100), lease));
+        assert!(l.lapsed("a", t0 + Duration::from_millis(1100), lease));
+        l.renew("b", t0 + Duration::from_millis(1000));
+        assert!(!l.lapsed("b", t0 + Duration::from_millis(2900), lease));
+        assert!(l.lapsed("b", t0 + Duration::from_millis(3100), lease));
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Controller {
             cfg,
             view,
             syncer: syncer.clone(),
-            leases: parking_lot::Mutex::new(lease::Leases::default()),
+            leases: parking_lot::Mutex::new(lease::Leases::new(Duration::from_millis(hb * 4))),
             was_formed,
         });
         {
@@ -224,6 +224,7 @@ impl Controller {
         &self,
         machine: &str,
         synced: &[(u64, Vec<String>)],
+        applied: Option<u64>,
     ) -> Result<lease::Grant, lease::Refused> {
         let refused = |c: &Controller| lease::Refused {
             leader: c
@@ -247,6 +248,7 @@ impl Controller {
         let primaries = {
             let mut l = self.leases.lock();
             l.renew(machine, Instant::now());
+            l.note_applied(machine, applied);
             // A tenant whose promotion is under way is no longer the old
             // primary's to write, even if it renews meanwhile.
             self.machine
@@ -332,8 +334,11 @@ impl Controller {
             return Err("the controller has no leader".into());
         };
         if leader == node_id(&self.cfg.machine) {
+            // (The state machine's own index: Raft's metrics catch up
+            // with an apply a moment later.)
+            let applied = self.machine.roles().last_applied.map(|l| l.index);
             return self
-                .grant(&self.cfg.machine, &synced)
+                .grant(&self.cfg.machine, &synced, applied)
                 .await
                 .map(|g| (sent, g))
                 .map_err(|e| e.to_string());
@@ -350,6 +355,7 @@ impl Controller {
             addr,
             &self.cfg.machine,
             synced,
+            self.machine.roles().last_applied.map(|l| l.index),
             self.cfg.lease / 4,
         )
         .await?
@@ -392,19 +398,22 @@ impl Controller {
             expect: Some((rec.epoch, rec.seq)),
             record: next.clone(),
         };
-        let r = self.propose(cmd).await;
+        let r = self.raft.client_write(cmd).await;
         self.leases.lock().end_promotion(tenant);
-        match r {
-            Ok(o) if o.applied => {}
+        let index = match r {
+            Ok(w) if w.data.applied => w.log_id.index,
             Ok(_) => return Err("the record changed meanwhile".into()),
             Err(e) => return Err(e.to_string()),
-        }
+        };
         metrics::counter!("anykv_controller_handoffs_total").increment(1);
         tracing::info!(tenant, from, to = %next.primary, epoch = next.epoch, "planned handoff committed");
-        let renewed = Instant::now();
-        let end = renewed + self.cfg.lease / 2;
+        // Until the new primary has applied the record and renewed its
+        // lease with it (its renewal says what it applied), or half a
+        // period: a leaving leader must not go before then, or the new
+        // primary would wait for the next leader to write.
+        let end = Instant::now() + self.cfg.lease / 2;
         while Instant::now() < end {
-            if self.leases.lock().renewed_since(&next.primary, renewed) {
+            if self.leases.lock().has_applied(&next.primary, index) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -42,6 +42,8 @@ enum Rpc {
     Lease {
         machine: String,
         synced: Vec<(u64, Vec<String>)>,
+        /// The last log index the node has applied.
+        applied: Option<u64>,
     },
     /// A primary that is leaving hands a tenant to its standby.
     Handoff {
@@ -134,8 +136,12 @@ pub(super) async fn serve(
                 let r = raft.install_snapshot(s).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
-            Rpc::Lease { machine, synced } => {
-                let r = c.grant(&machine, &synced).await;
+            Rpc::Lease {
+                machine,
+                synced,
+                applied,
+            } => {
+                let r = c.grant(&machine, &synced, applied).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
             Rpc::Handoff { tenant, from } => {
@@ -179,6 +185,7 @@ pub(super) async fn renew(
     addr: SocketAddr,
     machine: &str,
     synced: Vec<(u64, Vec<String>)>,
+    applied: Option<u64>,
     ttl: Duration,
 ) -> Result<Result<super::lease::Grant, super::lease::Refused>, String> {
     let req = Request {
@@ -186,6 +193,7 @@ pub(super) async fn renew(
         rpc: Rpc::Lease {
             machine: machine.to_string(),
             synced,
+            applied,
         },
     };
     let fut = async {

@@ -405,6 +405,11 @@ impl Config {
         self.u64_of(param!(NUM, "repl-link-timeout-ms"))
     }
 
+    /// `standby-wait-ms`: how long a `region` write waits for a standby.
+    pub fn standby_wait_ms(&self) -> u64 {
+        self.u64_of(param!(NUM, "standby-wait-ms"))
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

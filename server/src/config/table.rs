@@ -699,6 +699,10 @@ pub(super) static PARAMS: &[Param] = &[
     // crashed standby stops holding writes within it (Redis's own replicas
     // get `repl-timeout`).
     intp("repl-link-timeout-ms", None, 100, 3_600_000, "3000", 0),
+    // A write of a durability `region` database that finds no standby
+    // attached (a new standby after a failover still syncing) waits this
+    // long for one before it is refused with NOREPLICAS.
+    intp("standby-wait-ms", None, 0, 600_000, "3000", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),

@@ -160,8 +160,17 @@ async fn run(
     tracing::info!("Connecting to MASTER {host}:{port}");
     // Retries back off (1 s doubling to 5 s) while attempts fail in a
     // row, so a sync that cannot succeed (a payload this server cannot
-    // load) does not make the primary build one every second.
-    let mut wait = Duration::from_secs(1);
+    // load) does not make the primary build one every second. Between
+    // cluster nodes the first retries come sooner (100 ms): right after a
+    // failover the new primary may take its role a moment after its new
+    // replicas learn of it, and a region database's writes wait for its
+    // new standby.
+    let first = if node.is_some() {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut wait = first;
     while current(&tenant, gen) {
         let started = std::time::Instant::now();
         let r = follow(&tenant, &shared, &host, port, node, gen).await;
@@ -182,11 +191,11 @@ async fn run(
                     return;
                 }
                 if started.elapsed() > Duration::from_secs(60) {
-                    wait = Duration::from_secs(1);
+                    wait = first;
                 }
                 tracing::warn!(
-                    "MASTER {host}:{port}: {e}; retrying in {} s",
-                    wait.as_secs()
+                    "MASTER {host}:{port}: {e}; retrying in {} ms",
+                    wait.as_millis()
                 );
                 set_status(&tenant, gen, LinkStatus::Connect);
             }
