@@ -93,8 +93,11 @@ struct Seen {
     /// node died) took effect; not a loss.
     unanswered_applied: u64,
     errors: u64,
-    /// First acknowledgement at or after `mark`.
+    /// First acknowledgement after the first failed write at or after
+    /// `mark` (a write in flight when the node died may still be
+    /// acknowledged just after the mark: that is not the failover's end).
     first_after_mark: Option<Instant>,
+    outage_seen: bool,
     longest_gap: Duration,
 }
 
@@ -122,12 +125,15 @@ fn writer(nodes: Vec<SocketAddr>, start: i64, mark: Arc<Mark>, stop: Arc<AtomicB
                 let now = Instant::now();
                 seen.longest_gap = seen.longest_gap.max(now - last);
                 last = now;
-                if seen.first_after_mark.is_none() && mark.passed(now) {
+                if seen.first_after_mark.is_none() && seen.outage_seen {
                     seen.first_after_mark = Some(now);
                 }
             }
             _ => {
                 seen.errors += 1;
+                if mark.passed(Instant::now()) {
+                    seen.outage_seen = true;
+                }
                 conn = None;
                 on = (on + 1) % nodes.len();
                 std::thread::sleep(Duration::from_millis(2));
@@ -212,20 +218,19 @@ fn record(w: &World, by: &str) -> Option<serde_json::Value> {
 
 /// Waits until the record is past epoch `after` and names an in-sync
 /// standby; (epoch, primary, standby).
-fn settled(w: &World, after: u64) -> (u64, String, String) {
+fn settled(w: &World, after: u64) -> Result<(u64, String, String), String> {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(r) = record(w, "n4") {
             let epoch = r["epoch"].as_u64().unwrap_or(0);
             if let (Some(p), Some(s)) = (r["primary"].as_str(), r["in_sync"].as_str()) {
                 if r["standby"] == s && epoch > after {
-                    return (epoch, p.to_string(), s.to_string());
+                    return Ok((epoch, p.to_string(), s.to_string()));
                 }
             }
         }
         if Instant::now() > end {
-            eprintln!("the database never settled: {:?}", record(w, "n4"));
-            std::process::exit(1);
+            return Err(format!("the database never settled: {:?}", record(w, "n4")));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -346,9 +351,16 @@ fn main() {
     let (mut lost, mut errors, mut unanswered) = (0u64, 0u64, 0u64);
     let total = a.unplanned + a.planned;
     let mut epoch = 0;
+    let mut failed = None;
     for run in 0..total {
         let planned = run >= a.unplanned;
-        let (e, primary, standby) = settled(&w, epoch);
+        let (e, primary, standby) = match settled(&w, epoch) {
+            Ok(x) => x,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
         epoch = e;
         let start = counter(&w, &primary);
         let nodes: Vec<SocketAddr> = [&primary, &standby]
@@ -366,16 +378,16 @@ fn main() {
         mark.set(killed);
         let sig = if planned { "-TERM" } else { "-9" };
         if let Err(e) = w.signal(&primary, sig) {
-            eprintln!("{e}");
-            std::process::exit(1);
+            failed = Some(e.to_string());
+            break;
         }
-        // Until writes flow again (or 30 s).
+        // Until writes flow again on the standby (or 30 s).
         let end = Instant::now() + Duration::from_secs(30);
-        std::thread::sleep(Duration::from_millis(300));
+        let base = counter(&w, &standby);
         loop {
             std::thread::sleep(Duration::from_millis(100));
             let now = counter(&w, &standby);
-            if now > start + 50 || Instant::now() > end {
+            if now > base + 20 || Instant::now() > end {
                 break;
             }
         }
@@ -401,13 +413,18 @@ fn main() {
             seen.lost
         );
         if let Err(e) = w.launch(&primary) {
-            eprintln!("{e}");
-            std::process::exit(1);
+            failed = Some(e.to_string());
+            break;
         }
         if let Err(e) = w.wait_members(4, Duration::from_secs(60)) {
-            eprintln!("{e}");
-            std::process::exit(1);
+            failed = Some(e.to_string());
+            break;
         }
+    }
+    if let Some(e) = failed {
+        eprintln!("stopped early: {e}");
+        drop(w);
+        std::process::exit(1);
     }
     unplanned.sort();
     pauses.sort();
