@@ -86,8 +86,10 @@ pub(crate) fn init_tracing(level: &str) {
             _ => "info",
         };
         // hickory logs every DNS query at info; only its problems matter.
+        // openraft logs every vote at info and every retry to a peer that
+        // is down at warn; the controller logs what matters itself.
         format!(
-            "{base},hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn"
+            "{base},hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,hickory_net=warn,openraft=error"
         )
     });
     let _ = tracing_subscriber::fmt()

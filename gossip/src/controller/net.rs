@@ -31,6 +31,9 @@ type NodeId = u64;
 /// `snapshot_max_chunk_size`, 3 MiB by default; entries are small).
 const MAX_FRAME: usize = 16 << 20;
 
+/// How long one RPC stream may take to be served.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Serialize, Deserialize)]
 enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
@@ -99,8 +102,14 @@ async fn read_frame<T: serde::de::DeserializeOwned>(
     if len > MAX_FRAME {
         return Err(WireError::TooBig(len));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // Grown as bytes arrive, not allocated at the length the peer claims.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    let mut chunk = [0u8; 16 << 10];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        r.read_exact(&mut chunk[..want]).await?;
+        body.extend_from_slice(&chunk[..want]);
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -117,7 +126,8 @@ pub(super) async fn serve(
 ) {
     let Some(c) = c.upgrade() else { return };
     let raft = c.raft.clone();
-    let r: Result<(), WireError> = async {
+    // A peer that opens a stream and sends nothing does not hold it open.
+    let r: Result<(), WireError> = tokio::time::timeout(SERVE_TIMEOUT, async {
         let req: Request = read_frame(&mut recv).await?;
         if req.region != *region {
             write_frame(&mut send, &Err::<(), _>(WrongRegion(region.to_string()))).await?;
@@ -151,8 +161,9 @@ pub(super) async fn serve(
         }
         send.finish()?;
         Ok(())
-    }
-    .await;
+    })
+    .await
+    .unwrap_or(Err(WireError::Timeout(SERVE_TIMEOUT)));
     if let Err(e) = r {
         tracing::debug!("controller: serving a Raft RPC: {e}");
     }
