@@ -343,12 +343,7 @@ impl Controller {
                 .map(|g| (sent, g))
                 .map_err(|e| e.to_string());
         }
-        let addr: SocketAddr = m
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .and_then(|n| n.addr.parse().ok())
-            .ok_or("the leader's address is unknown")?;
+        let addr = leader_addr(&m, leader)?;
         match net::renew(
             &self.syncer,
             &self.cfg.region,
@@ -429,12 +424,7 @@ impl Controller {
         if leader == node_id(&self.cfg.machine) {
             return self.hand_off(tenant, &self.cfg.machine).await;
         }
-        let addr: SocketAddr = m
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .and_then(|n| n.addr.parse().ok())
-            .ok_or("the leader's address is unknown")?;
+        let addr = leader_addr(&m, leader)?;
         net::hand_off(
             &self.syncer,
             &self.cfg.region,
@@ -688,6 +678,18 @@ impl Controller {
             return;
         }
     }
+}
+
+/// The sync endpoint of the group's leader `leader`, from the membership.
+fn leader_addr(
+    m: &openraft::RaftMetrics<u64, Peer>,
+    leader: u64,
+) -> Result<SocketAddr, &'static str> {
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .and_then(|n| n.addr.parse().ok())
+        .ok_or("the leader's address is unknown")
 }
 
 /// Runs membership steps and publishes the controller's state until the

@@ -189,6 +189,31 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// One request to the leader at `addr` and its answer (leases, handoffs).
+async fn ask_leader<T: serde::de::DeserializeOwned>(
+    syncer: &Syncer,
+    region: &str,
+    addr: SocketAddr,
+    rpc: Rpc,
+    ttl: Duration,
+) -> Result<T, String> {
+    let req = Request {
+        region: region.to_string(),
+        rpc,
+    };
+    let fut = async {
+        let (mut send, mut recv) = syncer.open_stream(addr, KIND_RAFT).await?;
+        write_frame(&mut send, &req).await?;
+        send.finish()?;
+        let r: Result<T, WrongRegion> = read_frame(&mut recv).await?;
+        r.map_err(|w| WireError::Region(w.0))
+    };
+    match tokio::time::timeout(ttl, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(WireError::Timeout(ttl).to_string()),
+    }
+}
+
 /// Asks the leader at `addr` for `machine`'s lease.
 pub(super) async fn renew(
     syncer: &Syncer,
@@ -199,26 +224,12 @@ pub(super) async fn renew(
     applied: Option<u64>,
     ttl: Duration,
 ) -> Result<Result<super::lease::Grant, super::lease::Refused>, String> {
-    let req = Request {
-        region: region.to_string(),
-        rpc: Rpc::Lease {
-            machine: machine.to_string(),
-            synced,
-            applied,
-        },
+    let rpc = Rpc::Lease {
+        machine: machine.to_string(),
+        synced,
+        applied,
     };
-    let fut = async {
-        let (mut send, mut recv) = syncer.open_stream(addr, KIND_RAFT).await?;
-        write_frame(&mut send, &req).await?;
-        send.finish()?;
-        let r: Result<Result<super::lease::Grant, super::lease::Refused>, WrongRegion> =
-            read_frame(&mut recv).await?;
-        r.map_err(|w| WireError::Region(w.0))
-    };
-    match tokio::time::timeout(ttl, fut).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(WireError::Timeout(ttl).to_string()),
-    }
+    ask_leader(syncer, region, addr, rpc, ttl).await
 }
 
 /// Asks the leader at `addr` to hand `tenant` from `from` to its standby.
@@ -230,25 +241,11 @@ pub(super) async fn hand_off(
     from: &str,
     ttl: Duration,
 ) -> Result<Result<crate::catalog::RoleRecord, String>, String> {
-    let req = Request {
-        region: region.to_string(),
-        rpc: Rpc::Handoff {
-            tenant,
-            from: from.to_string(),
-        },
+    let rpc = Rpc::Handoff {
+        tenant,
+        from: from.to_string(),
     };
-    let fut = async {
-        let (mut send, mut recv) = syncer.open_stream(addr, KIND_RAFT).await?;
-        write_frame(&mut send, &req).await?;
-        send.finish()?;
-        let r: Result<Result<crate::catalog::RoleRecord, String>, WrongRegion> =
-            read_frame(&mut recv).await?;
-        r.map_err(|w| WireError::Region(w.0))
-    };
-    match tokio::time::timeout(ttl, fut).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(WireError::Timeout(ttl).to_string()),
-    }
+    ask_leader(syncer, region, addr, rpc, ttl).await
 }
 
 /// Raft's client for one peer.
