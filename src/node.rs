@@ -96,6 +96,11 @@ pub struct GossipArgs {
     /// regions (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub emulate_loss: f64,
+    /// Fault testing only: shifts this process's wall clock by this many
+    /// ms (expiry, time stamps, snapshots' times), as a host whose clock
+    /// is off would. Leases run on the monotonic clock and must not care.
+    #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
 }
 
 /// The link shaper `--emulate-wan` asks for (off without it).
@@ -166,6 +171,14 @@ pub fn gossip_config(
     let bind = a.gossip_addr.unwrap_or_else(default_gossip_addr);
     let mut c = GossipConfig::new(machine, a.region.clone(), bind, keys, tls);
     c.shaper = shaper(a)?;
+    // The emulated world's other fault: this process's clock is off.
+    if a.clock_offset_ms != 0 {
+        tracing::warn!(
+            "this node's wall clock is shifted by {} ms (--clock-offset-ms, fault testing)",
+            a.clock_offset_ms
+        );
+        anykv_server::util::set_clock_offset_ms(a.clock_offset_ms);
+    }
     c.sync_port = a.sync_port;
     c.profile = a.gossip_profile;
     c.cluster_size = a.cluster_size;

@@ -515,6 +515,28 @@ fn the_store_serves_a_routers_enveloped_requests() {
         assert!(t.is_some());
     });
 
+    // Replication between nodes is fenced by the epoch: the primary
+    // answers a replica that has seen its epoch (or an older one) with
+    // its own, and refuses one that has seen a newer epoch (this node is
+    // not the primary of that epoch any more).
+    rt.block_on(async {
+        let client = StoreClient::new(&tls, "127.0.0.1:0".parse().unwrap()).expect("client");
+        let mut s = Stream::open(&client, primary.gossip).await;
+        for seen in [0, epoch] {
+            s.pipeline(&[(None, &["REPLCONF", "EPOCH", &seen.to_string()])])
+                .await;
+            assert_eq!(s.reply().await.1, format!(":{epoch}\r\n").into_bytes());
+        }
+        let newer = (epoch + 1).to_string();
+        s.pipeline(&[(None, &["REPLCONF", "EPOCH", &newer])]).await;
+        let (_, r) = s.reply().await;
+        assert!(
+            r.starts_with(b"-FENCED "),
+            "{}",
+            String::from_utf8_lossy(&r)
+        );
+    });
+
     // A customer's own connection does not know ENVELOPE.
     let reply = p
         .cmd(&["ENVELOPE", "7", "0", "1", "2", "1.2.3.4:5", "", ""])

@@ -428,7 +428,9 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
 fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     set_follow(t, spec.follow);
     t.standby = spec.standby;
-    t.epoch = spec.epoch;
+    // Never back: a replica may have seen a newer epoch from its primary
+    // (fenced links) before the record reached this node.
+    t.epoch = t.epoch.max(spec.epoch);
     t.leased = spec.leased;
 }
 

@@ -1,22 +1,31 @@
 //! Number parsing/formatting and glob matching with Redis's exact rules
 //! (util.c), since replies and error paths depend on them byte for byte.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A shift of this process's wall clock (ms), for fault tests that give
+/// one node a clock that is off (`anykv node --clock-offset-ms`): the
+/// machine's clock is shared by every process of an emulated world.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts [`mstime`] and [`ustime`] by `ms` from now on.
+pub fn set_clock_offset_ms(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, Ordering::Relaxed);
+}
 
 /// Wall-clock milliseconds since the Unix epoch (Redis's `mstime()`).
 pub fn mstime() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    ustime() / 1000
 }
 
 /// Wall-clock microseconds since the Unix epoch (`ustime()`).
 pub fn ustime() -> i64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    now.saturating_add(CLOCK_OFFSET_MS.load(Ordering::Relaxed).saturating_mul(1000))
 }
 
 /// C's `%.Ns` of a client argument: up to the first NUL, at most `max`

@@ -31,6 +31,21 @@ pub fn replconf(ctx: &mut Ctx) {
                 ctx.s.repl.capa_eof = true;
             }
             // psync2 and unknown capabilities: ignored, as Redis does.
+        } else if opt.eq_ignore_ascii_case(b"epoch") {
+            // A cluster replica says the highest failover epoch it has
+            // seen; answered with ours, or refused when ours is older:
+            // this node is not the primary of that epoch any more.
+            let Some(seen) = parse_i64(val).and_then(|e| u64::try_from(e).ok()) else {
+                return ctx.err(errors::NOT_INTEGER);
+            };
+            if seen > ctx.t.epoch {
+                let msg = format!(
+                    "FENCED this node's role record for the database is at epoch {}, the replica has seen epoch {seen}",
+                    ctx.t.epoch
+                );
+                return ctx.error(&msg);
+            }
+            return ctx.out.int(ctx.t.epoch as i64);
         } else if opt.eq_ignore_ascii_case(b"ack") || opt.eq_ignore_ascii_case(b"fack") {
             // Only meaningful on a replica's stream; never answered.
             return;

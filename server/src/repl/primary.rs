@@ -395,11 +395,25 @@ pub async fn serve_replica(
                         if let Some(off) =
                             crate::util::parse_i64(args[2]).and_then(|o| u64::try_from(o).ok())
                         {
+                            let extra = AckExtras::parse(&args[3..]);
+                            let ours = tenant.borrow().epoch;
+                            if extra.epoch.is_some_and(|e| e > ours) {
+                                // The replica has seen a newer role record:
+                                // this node is not the primary of its epoch,
+                                // and nothing it writes may count as
+                                // acknowledged by that replica.
+                                tracing::warn!(
+                                    id = info.id,
+                                    "replica acknowledged at epoch {:?}, ours is {ours}: fenced, dropping it",
+                                    extra.epoch
+                                );
+                                return;
+                            }
                             if off > link.ack_offset.get() {
                                 link.ack_offset.set(off);
                             }
-                            if args.len() >= 5 && args[3].eq_ignore_ascii_case(b"lag") {
-                                link.lag_ms.set(crate::util::parse_i64(args[4]));
+                            if extra.lag_ms.is_some() {
+                                link.lag_ms.set(extra.lag_ms);
                             }
                             streaming = true;
                             link.streaming.set(true);
@@ -545,6 +559,28 @@ pub async fn serve_replica(
     }
 }
 
+/// What a cluster replica adds after `REPLCONF ACK <offset>`: `LAG <ms>`
+/// and `EPOCH <e>`, in any order (unknown pairs are skipped).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AckExtras {
+    lag_ms: Option<i64>,
+    epoch: Option<u64>,
+}
+
+impl AckExtras {
+    fn parse(pairs: &[&[u8]]) -> AckExtras {
+        let mut x = AckExtras::default();
+        for p in pairs.chunks_exact(2) {
+            if p[0].eq_ignore_ascii_case(b"lag") {
+                x.lag_ms = crate::util::parse_i64(p[1]);
+            } else if p[0].eq_ignore_ascii_case(b"epoch") {
+                x.epoch = crate::util::parse_i64(p[1]).and_then(|e| u64::try_from(e).ok());
+            }
+        }
+        x
+    }
+}
+
 /// How long a streaming replica may stay silent from now: its link is
 /// dropped (None) once it has not acknowledged for `repl-timeout` (Redis's
 /// replicas, which acknowledge every second; Redis drops them the same
@@ -662,4 +698,31 @@ pub fn good_replicas(t: &Tenant, now_ms: i64, max_lag: i64) -> usize {
         .iter()
         .filter(|l| l.streaming.get() && (now_ms - l.ack_ms.get()) / 1000 <= max_lag)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckExtras;
+
+    #[test]
+    fn ack_extras_are_pairs_in_any_order() {
+        let p = |a: &[&str]| AckExtras::parse(&a.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
+        assert_eq!(p(&[]), AckExtras::default());
+        assert_eq!(
+            p(&["LAG", "12", "EPOCH", "3"]),
+            AckExtras {
+                lag_ms: Some(12),
+                epoch: Some(3)
+            }
+        );
+        assert_eq!(
+            p(&["epoch", "7", "FACK", "100", "lag", "5"]),
+            AckExtras {
+                lag_ms: Some(5),
+                epoch: Some(7)
+            }
+        );
+        // A malformed epoch is no epoch; a dangling name is ignored.
+        assert_eq!(p(&["EPOCH", "-1", "LAG"]), AckExtras::default());
+    }
 }

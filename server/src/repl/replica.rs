@@ -334,6 +334,13 @@ async fn follow(
     let _ = l
         .call(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
         .await?;
+    // Between cluster nodes the stream is fenced by the failover epoch:
+    // both sides compare the highest epoch they have seen, and neither
+    // takes a stream from an older one.
+    let link_epoch = match node {
+        Some(_) => Some(fence(tenant, &mut l).await?),
+        None => None,
+    };
     let (id, next, failing_over) = {
         let t = tenant.borrow();
         (
@@ -386,7 +393,46 @@ async fn follow(
         return Err(format!("PSYNC: {reply}"));
     }
     set_status(tenant, gen, LinkStatus::Connected);
-    stream(tenant, shared, l, gen).await
+    stream(tenant, shared, l, gen, link_epoch).await
+}
+
+/// `REPLCONF EPOCH <seen>`: tells the primary the highest failover epoch
+/// this replica has seen and learns the primary's. A primary whose role
+/// record is older refuses (`-FENCED`: it is not the primary any more);
+/// one that answers an older epoch is refused here. A newer one is now
+/// seen by this replica too. The link's epoch is returned: once this
+/// replica sees a newer one, the link ends ([`fenced`]).
+async fn fence(tenant: &Rc<RefCell<Tenant>>, l: &mut Link) -> Result<u64, String> {
+    let seen = tenant.borrow().epoch;
+    let reply = l
+        .call(&[b"REPLCONF", b"EPOCH", seen.to_string().as_bytes()])
+        .await?;
+    let Some(theirs) = reply.strip_prefix(':').and_then(|n| n.parse::<u64>().ok()) else {
+        return Err(format!("REPLCONF EPOCH: {reply}"));
+    };
+    let mut t = tenant.borrow_mut();
+    if theirs < t.epoch {
+        return Err(format!(
+            "the primary is at epoch {theirs}, this replica has seen epoch {}: refused",
+            t.epoch
+        ));
+    }
+    t.epoch = theirs;
+    Ok(theirs)
+}
+
+/// Whether a link of `link_epoch` must end: this replica has seen a newer
+/// epoch since it was made (a new role record), so its primary may not be
+/// the primary any more. Nothing more of its stream is applied and no
+/// acknowledgement is sent to it; the link is made again, fenced anew.
+fn fenced(tenant: &Rc<RefCell<Tenant>>, link_epoch: Option<u64>) -> Result<(), String> {
+    let seen = tenant.borrow().epoch;
+    match link_epoch {
+        Some(e) if e < seen => Err(format!(
+            "this replica has seen epoch {seen}, newer than the link's {e}: dropping the link"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The full-sync payload: `$EOF:<mark>` ... `<mark>`, or `$<len>` bytes.
@@ -495,6 +541,7 @@ async fn stream(
     shared: &Arc<Shared>,
     mut l: Link,
     gen: u64,
+    link_epoch: Option<u64>,
 ) -> Result<(), String> {
     // The stream continues in the database it was in (Redis keeps it in
     // its cached primary client); after a full sync the primary's first
@@ -513,6 +560,7 @@ async fn stream(
             return Ok(());
         }
         if !l.buf.is_empty() {
+            fenced(tenant, link_epoch)?;
             shared.refresh(&mut set);
             let data = std::mem::take(&mut l.buf);
             {
@@ -547,7 +595,7 @@ async fn stream(
             // a primary with durability `region` holds its replies until its
             // standby has the writes (and lag_bytes stays exact).
             if std::mem::take(&mut applier.getack) || cluster {
-                send_ack(tenant, &mut l).await?;
+                send_ack(tenant, &mut l, link_epoch).await?;
             }
             continue;
         }
@@ -574,27 +622,36 @@ async fn stream(
                         "MASTER timeout: no data nor PING received for {silent} ms"
                     ));
                 }
-                send_ack(tenant, &mut l).await?
+                send_ack(tenant, &mut l, link_epoch).await?
             }
             _ = stop.changed() => return Ok(()),
         }
     }
 }
 
-async fn send_ack(tenant: &Rc<RefCell<Tenant>>, l: &mut Link) -> Result<(), String> {
+/// `REPLCONF ACK <offset>`; on a cluster link followed by `LAG <ms>` (the
+/// primary learns this replica's lag) and `EPOCH <e>` (the link's epoch:
+/// an acknowledgement counts only for a primary of that epoch). Never
+/// sent on a link this replica has fenced off.
+async fn send_ack(
+    tenant: &Rc<RefCell<Tenant>>,
+    l: &mut Link,
+    link_epoch: Option<u64>,
+) -> Result<(), String> {
+    fenced(tenant, link_epoch)?;
     let (off, lag) = {
         let t = tenant.borrow();
         (t.log.offset().to_string(), t.master_lag_ms)
     };
-    match lag {
-        // On a cluster link the primary learns this replica's lag too.
-        Some(ms) if l.s.is_link() => {
-            let ms = ms.to_string();
-            l.send(&[b"REPLCONF", b"ACK", off.as_bytes(), b"LAG", ms.as_bytes()])
-                .await
-        }
-        _ => l.send(&[b"REPLCONF", b"ACK", off.as_bytes()]).await,
+    let mut args: Vec<Vec<u8>> = vec![b"REPLCONF".to_vec(), b"ACK".to_vec(), off.into_bytes()];
+    if let Some(ms) = lag.filter(|_| l.s.is_link()) {
+        args.extend([b"LAG".to_vec(), ms.to_string().into_bytes()]);
     }
+    if let Some(e) = link_epoch {
+        args.extend([b"EPOCH".to_vec(), e.to_string().into_bytes()]);
+    }
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    l.send(&refs).await
 }
 
 /// `INFO replication`'s replica fields.
@@ -616,5 +673,88 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
     );
     if let Some(ms) = t.master_lag_ms.filter(|_| u.node.is_some()) {
         let _ = write!(out, "master_lag_ms:{ms}\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::TenantId;
+
+    /// A primary that answers one `REPLCONF EPOCH` with `reply`, over a
+    /// real TCP connection; `fence`'s verdict and the epoch it leaves.
+    fn fence_against(seen: u64, reply: &'static str) -> (Result<u64, String>, u64) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let lis = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = lis.local_addr().expect("addr");
+            let primary = async move {
+                let (mut s, _) = lis.accept().await.expect("accept");
+                let mut got = Vec::new();
+                let mut buf = [0u8; 256];
+                // `*3 $8 REPLCONF $5 EPOCH $n <seen>`: seven CRLF lines.
+                while got.windows(2).filter(|w| w == b"\r\n").count() < 7 {
+                    let n = s.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "the replica closed early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(reply.as_bytes()).await.expect("write");
+                String::from_utf8(got).expect("utf-8")
+            };
+            let tenant = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "r", 16)));
+            tenant.borrow_mut().epoch = seen;
+            let replica = async {
+                let s = TcpStream::connect(addr).await.expect("connect");
+                let mut l = Link {
+                    s: ClientStream::Tcp(s),
+                    buf: BytesMut::new(),
+                };
+                fence(&tenant, &mut l).await
+            };
+            let (asked, r) = tokio::join!(primary, replica);
+            assert!(
+                asked.contains(&format!(
+                    "EPOCH\r\n${}\r\n{seen}\r\n",
+                    seen.to_string().len()
+                )),
+                "{asked:?}"
+            );
+            let now = tenant.borrow().epoch;
+            (r, now)
+        })
+    }
+
+    #[test]
+    fn a_stream_from_an_older_epoch_is_refused() {
+        let (r, seen) = fence_against(5, ":4\r\n");
+        assert!(r.is_err_and(|e| e.contains("epoch 4")));
+        assert_eq!(seen, 5);
+        // The primary's own refusal ends the link too.
+        let (r, _) = fence_against(5, "-FENCED this node's role record ...\r\n");
+        assert!(r.is_err_and(|e| e.contains("FENCED")));
+    }
+
+    #[test]
+    fn a_newer_epoch_is_seen_from_then_on() {
+        assert_eq!(fence_against(5, ":5\r\n"), (Ok(5), 5));
+        assert_eq!(fence_against(5, ":9\r\n"), (Ok(9), 9));
+    }
+
+    #[test]
+    fn a_link_ends_once_a_newer_epoch_is_seen() {
+        let t = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "r", 16)));
+        t.borrow_mut().epoch = 3;
+        assert!(fenced(&t, Some(3)).is_ok());
+        assert!(
+            fenced(&t, None).is_ok(),
+            "links to a redis-server are not fenced"
+        );
+        t.borrow_mut().epoch = 4;
+        assert!(fenced(&t, Some(3)).is_err());
     }
 }
