@@ -405,6 +405,7 @@ impl Placement {
                 maxclients: e.maxclients,
                 ops_per_sec: e.ops_per_sec,
                 leased: controlled(e) && follow.is_none(),
+                strong: e.consistency == "strong",
                 follow,
                 standby,
                 epoch: rec.epoch,

@@ -435,7 +435,7 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
         "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
         "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "async", "consistency": "nearest", "version": 1
+        "durability": "async", "consistency": "strong", "version": 1
     });
     let (code, body) = http(
         w.node("n4").expect("n4").http,
@@ -466,6 +466,10 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
     let set = |c: &mut common::RespConn, v: &str| -> common::Value {
         c.cmd(&["SET", "k", v]).expect("a reply")
     };
+    let get =
+        |c: &mut common::RespConn| -> common::Value { c.cmd(&["GET", "k"]).expect("a reply") };
+    let tryagain =
+        |v: &common::Value| matches!(v, common::Value::Error(e) if e.starts_with(b"TRYAGAIN"));
     let end = Instant::now() + Duration::from_secs(20);
     let mut old = loop {
         if let Some(mut c) = login("n1") {
@@ -483,10 +487,18 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
     w.shape(&serde_json::json!({ "isolate": [n1_ip] }))
         .expect("isolate n1");
     let cut = Instant::now();
+    // The database is `consistency: strong`: n1 serves reads only under
+    // its lease as well, so it refuses them no later than writes.
     let refused_at = loop {
+        let read = get(&mut old);
         match set(&mut old, "during") {
             common::Value::Error(e) if e.starts_with(b"TRYAGAIN") => break cut.elapsed(),
-            common::Value::Simple(_) => {}
+            common::Value::Simple(_) => {
+                assert!(
+                    matches!(&read, common::Value::Bulk(_)) || tryagain(&read),
+                    "n1 read {read:?}"
+                );
+            }
             other => panic!("n1 answered {other:?}"),
         }
         assert!(
@@ -523,14 +535,21 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         .expect("tenant");
     assert_eq!(seen["epoch"], 2, "{seen}");
     assert_eq!(seen["primary"], standby.as_str(), "{seen}");
-    // Two primaries never: n1 still refuses, the new one takes writes.
+    // Two primaries never: n1 still refuses, the new one takes writes;
+    // and n1 never serves a read that would miss them (a stale read).
     for i in 0..20 {
         let r = set(&mut old, "split-brain");
         assert!(
-            matches!(&r, common::Value::Error(e) if e.starts_with(b"TRYAGAIN")),
+            tryagain(&r),
             "round {i}: the cut-off old primary answered {r:?}"
         );
+        let r = get(&mut old);
+        assert!(
+            tryagain(&r),
+            "round {i}: the cut-off old primary read {r:?}"
+        );
         assert!(matches!(set(&mut new, "fine"), common::Value::Simple(_)));
+        assert_eq!(get(&mut new), common::Value::Bulk(b"fine".to_vec()));
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(w);

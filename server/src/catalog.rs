@@ -55,6 +55,9 @@ pub struct TenantSpec {
     /// region controller's lease, and takes writes only while the lease
     /// covers the tenant at `epoch` (`Shared::lease_holds`).
     pub leased: bool,
+    /// The catalog's `consistency: strong`: on a `leased` primary, reads
+    /// need the lease too (they are linearizable only under it).
+    pub strong: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -153,6 +156,7 @@ impl Catalog {
                 standby: None,
                 epoch: 0,
                 leased: false,
+                strong: false,
             };
             for w in words {
                 let (k, v) = w

@@ -107,6 +107,12 @@ fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.write || (r.fullname == "exec" && queued_any(s, |q| q.write))
 }
 
+/// A read of the keyspace (Redis's `readonly` flag), or an EXEC that
+/// queued one.
+fn is_read_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
+    r.read || (r.fullname == "exec" && queued_any(s, |q| q.read))
+}
+
 /// Executes `args` for session `s` of tenant `t`, writing the reply to `out`.
 pub fn dispatch(
     t: &mut Tenant,
@@ -312,10 +318,12 @@ pub(crate) fn run(
     // Under a region controller, a primary writes only while its lease
     // covers the tenant at the tenant's epoch: once it lapses, the
     // controller may already have promoted the standby (docs/FAILOVER.md).
+    // With `consistency: strong` its reads need the lease as well: only
+    // then is no other primary taking writes they would miss.
     if t.leased
         && t.role == crate::repl::Role::Primary
         && !s.replaying
-        && is_write_command(r, s)
+        && (is_write_command(r, s) || (t.strong && is_read_command(r, s)))
         && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
     {
         reject(t, s, out, Some(r.id), errors::NO_LEASE, true);

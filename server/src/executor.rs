@@ -432,6 +432,7 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     // (fenced links) before the record reached this node.
     t.epoch = t.epoch.max(spec.epoch);
     t.leased = spec.leased;
+    t.strong = spec.strong;
 }
 
 fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {

@@ -152,6 +152,8 @@ pub struct Tenant {
     pub epoch: u64,
     /// Writes need this node's lease (see `TenantSpec::leased`).
     pub leased: bool,
+    /// Reads need it too (`consistency: strong`, see `TenantSpec::strong`).
+    pub strong: bool,
     /// Since when (ms) a `region` write found no standby attached (None:
     /// one is): writes wait `standby-wait-ms` from then for one.
     pub standby_missing_since: Option<i64>,
@@ -322,6 +324,7 @@ impl Tenant {
             standby: None,
             epoch: 0,
             leased: false,
+            strong: false,
             standby_missing_since: None,
             rate: None,
             failover: None,

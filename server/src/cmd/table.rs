@@ -421,6 +421,8 @@ pub struct Registered {
     pub no_multi: bool,
     pub denyoom: bool,
     pub write: bool,
+    /// Redis's `readonly` flag: reads the keyspace.
+    pub read: bool,
     /// `write` or `may_replicate`: what CLIENT PAUSE WRITE holds back
     /// (Redis 7.0's `is_may_replicate_command`), since either can move the
     /// replication offset.
@@ -441,6 +443,7 @@ impl Registered {
             no_multi: spec.has_flag("no_multi"),
             denyoom: spec.has_flag("denyoom"),
             write: spec.has_flag("write"),
+            read: spec.has_flag("readonly"),
             may_replicate: spec.has_flag("write") || spec.has_flag("may_replicate"),
         }
     }
