@@ -29,6 +29,32 @@ pub fn status(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `anykv cluster failover <db>`: asks a node for a database's planned
+/// failover (`POST /admin/tenants/{db}/failover`) and says how it went.
+pub fn failover(addr: SocketAddr, db: u64, token: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let path = format!("/admin/tenants/{db}/failover");
+    let (code, body) = rt.block_on(crate::http::request(addr, "POST", &path, Some(token), ""))?;
+    let json: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("{addr} answered HTTP {code} with something else than JSON"))?;
+    if code != 200 {
+        anyhow::bail!(
+            "database {db} did not fail over (HTTP {code}): {}",
+            json["error"].as_str().unwrap_or(body.trim())
+        );
+    }
+    println!(
+        "database {db}: {} -> {} at epoch {} in {} ms",
+        json["from"].as_str().unwrap_or("?"),
+        json["primary"].as_str().unwrap_or("?"),
+        json["epoch"],
+        json["ms"]
+    );
+    Ok(())
+}
+
 /// `anykv cluster keygen`: a cluster CA and a gossip key, as files to load
 /// into the app's secrets.
 pub fn keygen(dir: &Path) -> anyhow::Result<()> {

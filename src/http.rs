@@ -6,8 +6,9 @@
 //!
 //! `PUT` / `DELETE /admin/tenants/{id}` change the tenant catalog (the
 //! sidecar is their one caller), with `Authorization: Bearer
-//! $ANYKV_ADMIN_TOKEN`; see [`admin_put`]. Without that variable the admin
-//! API answers 503.
+//! $ANYKV_ADMIN_TOKEN`; see [`admin_put`]. `POST
+//! /admin/tenants/{id}/failover` hands a database to its standby (see
+//! [`admin_failover`]). Without that variable the admin API answers 503.
 
 use anyhow::Context;
 use anykv_gossip::ClusterView;
@@ -367,6 +368,84 @@ async fn cluster(State(s): State<AppState>, Query(q): Query<HashMap<String, Stri
     }
 }
 
+/// `POST /admin/tenants/{id}/failover`: the cluster's `FAILOVER`, a
+/// planned handoff of one database to its in-sync standby through its
+/// region's controller, with nothing lost (`crate::node::fail_over`). Any
+/// node takes it: one that is not the database's primary passes it on to
+/// the primary's node (its HTTP address is in the gossip metadata). 200
+/// with `{"tenant", "from", "primary", "epoch", "ms"}`; 409 when the
+/// database cannot fail over now (no controller group, no in-sync
+/// standby), with what to do in `error`.
+async fn admin_failover(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let Some(t) = p.tenant_views().into_iter().find(|t| t.id == id) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("no database {id} is placed in the cluster"),
+        );
+    };
+    if t.primary != p.me {
+        let target = s.view.as_ref().and_then(|v| {
+            v.borrow()
+                .member(&t.primary)
+                .and_then(|m| m.meta.as_ref()?.http_addr)
+        });
+        let Some(addr) = target else {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "database {id}'s primary {} publishes no HTTP address; retry, or send this to its node",
+                    t.primary
+                ),
+            );
+        };
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        let path = format!("/admin/tenants/{id}/failover");
+        return match request(addr, "POST", &path, Some(&token), "").await {
+            Ok((code, body)) => (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(e) => json_error(
+                StatusCode::BAD_GATEWAY,
+                format!("passing the failover on to {} ({addr}): {e}", t.primary),
+            ),
+        };
+    }
+    let Some(c) = p.controller().filter(|c| c.formed()) else {
+        return json_error(
+            StatusCode::CONFLICT,
+            "this region has no controller group (it needs 3 nodes): a planned failover goes through the controller",
+        );
+    };
+    let started = std::time::Instant::now();
+    match crate::node::fail_over(c, p.shared(), id).await {
+        Ok(next) => Json(serde_json::json!({
+            "tenant": id,
+            "from": p.me,
+            "primary": next.primary,
+            "epoch": next.epoch,
+            "ms": started.elapsed().as_millis() as u64,
+        }))
+        .into_response(),
+        Err(e) => json_error(StatusCode::CONFLICT, e),
+    }
+}
+
 /// Binds `addr` and serves until the process ends.
 pub async fn serve(
     addr: SocketAddr,
@@ -387,6 +466,10 @@ pub async fn serve(
             "/admin/tenants/{id}",
             axum::routing::put(admin_put).delete(admin_delete),
         )
+        .route(
+            "/admin/tenants/{id}/failover",
+            axum::routing::post(admin_failover),
+        )
         .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -401,8 +484,16 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// A minimal HTTP/1.1 GET (the CLI's only HTTP need; no client crate).
-pub async fn get_body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+/// A minimal HTTP/1.1 request (`Connection: close`, optional bearer
+/// token and JSON body); the status code and the body. The CLI's and the
+/// admin API's only client needs: no client crate.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -411,21 +502,41 @@ pub async fn get_body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     .await
     .with_context(|| format!("connecting to {addr}: timed out"))?
     .with_context(|| format!("connecting to {addr}"))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
     )
     .await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf))
+    // A failover waits for the standby and the controller: up to a few
+    // seconds.
+    tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf))
         .await
         .context("reading the response: timed out")??;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        anyhow::bail!("{addr}{path}: {status}: {}", body.trim());
+    let code = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((code, body.to_string()))
+}
+
+/// A GET whose answer must be 200: its body.
+pub async fn get_body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let (code, body) = request(addr, "GET", path, None, "").await?;
+    if code != 200 {
+        anyhow::bail!("{addr}{path}: HTTP {code}: {}", body.trim());
     }
-    Ok(body.to_string())
+    Ok(body)
 }

@@ -75,6 +75,19 @@ enum ClusterCmd {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Hand a database to its in-sync standby with nothing lost (a planned
+    /// failover through the region's controller; writes pause for
+    /// milliseconds). Any node takes it.
+    Failover {
+        /// The database's id (the catalog's `id`).
+        db: u64,
+        /// A node's metrics/HTTP address.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        addr: std::net::SocketAddr,
+        /// The admin API's token.
+        #[arg(long, env = "ANYKV_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
 }
 
 pub(crate) fn init_tracing(level: &str) {
@@ -187,6 +200,23 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
                 .parse()
                 .with_context(|| format!("metrics-addr '{addr}'"))?;
             let bound = http::serve(sock, node.as_ref().map(|n| n.view()), admin, shaper).await?;
+            if let Some(n) = &node {
+                // Reachable by the other nodes: a wildcard bind is
+                // announced with this node's own (gossip) address.
+                let own = n
+                    .view()
+                    .borrow()
+                    .members
+                    .iter()
+                    .find(|m| m.me)
+                    .map(|m| m.addr.ip());
+                let ip = match own {
+                    Some(ip) if bound.ip().is_unspecified() => ip,
+                    _ => bound.ip(),
+                };
+                let published = std::net::SocketAddr::new(ip, bound.port());
+                n.updater().update(move |m| m.http_addr = Some(published));
+            }
             tracing::info!(
                 "Prometheus metrics on http://{bound}/metrics, cluster view on /cluster"
             );
@@ -281,6 +311,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Cluster {
             cmd: ClusterCmd::Keygen { dir },
         } => cluster::keygen(&dir),
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Failover {
+                    db,
+                    addr,
+                    admin_token,
+                },
+        } => cluster::failover(addr, db, &admin_token),
         Cmd::Demo(args) => demo::run(args),
     }
 }

@@ -299,7 +299,6 @@ pub async fn hand_off_all(
     c: &Arc<anykv_gossip::controller::Controller>,
     shared: &Arc<anykv_server::shared::Shared>,
 ) {
-    use anykv_server::tenant::TenantId;
     if !c.formed() {
         return;
     }
@@ -316,37 +315,96 @@ pub async fn hand_off_all(
     shared.close_lease();
     tracing::warn!(databases = mine.len(), "planned handoff: writes stopped");
     for rec in mine {
-        let standby = rec.standby.clone().unwrap_or_default();
-        let ip = c.ip_of(&standby);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            let caught_up = match shared.probe(TenantId(rec.tenant)).await {
-                Some(st) => st
-                    .replicas
-                    .iter()
-                    .any(|r| Some(r.addr.ip()) == ip && r.ack_offset >= st.offset),
-                None => true,
-            };
-            if caught_up {
-                break;
-            }
-            if std::time::Instant::now() >= deadline {
-                tracing::warn!(tenant = rec.tenant, %standby, "planned handoff: the standby did not catch up in 2 s; handing over anyway (it is in sync: every acknowledged write is on it)");
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        match c.request_handoff(rec.tenant).await {
-            Ok(next) => tracing::warn!(
-                tenant = rec.tenant,
-                to = %next.primary,
-                epoch = next.epoch,
-                ms = started.elapsed().as_millis() as u64,
-                "planned handoff done"
-            ),
-            Err(e) => tracing::error!(tenant = rec.tenant, "planned handoff failed: {e}"),
-        }
+        let _ = hand_off_one(c, shared, rec, started, "planned handoff").await;
     }
+}
+
+/// The planned failover of one database this node is primary of (`POST
+/// /admin/tenants/{id}/failover`, the cluster's `FAILOVER`): as a
+/// SIGTERM's handoff, for that database alone. Its lease is given up (its
+/// writes answer `TRYAGAIN` from here), the in-sync standby catches up,
+/// and the controller's leader commits it as primary at the next epoch.
+/// If the controller refuses, the database takes writes again at its next
+/// renewal. Returns the new record.
+pub async fn fail_over(
+    c: &Arc<anykv_gossip::controller::Controller>,
+    shared: &Arc<anykv_server::shared::Shared>,
+    tenant: u64,
+) -> Result<anykv_gossip::catalog::RoleRecord, String> {
+    let rec = c.roles().records.get(&tenant).cloned().ok_or_else(|| {
+        format!("database {tenant} has no role record in this region's controller")
+    })?;
+    if rec.primary != c.me() {
+        return Err(format!(
+            "{} is database {tenant}'s primary, not {}",
+            rec.primary,
+            c.me()
+        ));
+    }
+    match rec.standby.as_deref() {
+        Some(s) if rec.in_sync.as_deref() == Some(s) => {}
+        Some(s) => {
+            return Err(format!(
+                "database {tenant}'s standby {s} has not completed its sync yet; retry once the cluster view shows it in sync"
+            ))
+        }
+        None => return Err(format!("database {tenant} has no standby to hand over to")),
+    }
+    let started = std::time::Instant::now();
+    shared.release_lease(tenant, rec.epoch);
+    tracing::warn!(tenant, "planned failover: writes stopped");
+    let r = hand_off_one(c, shared, rec, started, "planned failover").await;
+    if r.is_err() {
+        // Writes resume at the next renewal.
+        shared.retake_lease(tenant);
+    }
+    r
+}
+
+/// Waits (at most 2 s) until the standby of `rec` has acknowledged
+/// everything this node wrote, then asks the controller's leader to
+/// commit it as primary at the next epoch, and logs how it went (`what`,
+/// timed from `started`). The caller has stopped the database's writes.
+async fn hand_off_one(
+    c: &Arc<anykv_gossip::controller::Controller>,
+    shared: &Arc<anykv_server::shared::Shared>,
+    rec: anykv_gossip::catalog::RoleRecord,
+    started: std::time::Instant,
+    what: &str,
+) -> Result<anykv_gossip::catalog::RoleRecord, String> {
+    use anykv_server::tenant::TenantId;
+    let standby = rec.standby.clone().unwrap_or_default();
+    let ip = c.ip_of(&standby);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let caught_up = match shared.probe(TenantId(rec.tenant)).await {
+            Some(st) => st
+                .replicas
+                .iter()
+                .any(|r| Some(r.addr.ip()) == ip && r.ack_offset >= st.offset),
+            None => true,
+        };
+        if caught_up {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(tenant = rec.tenant, %standby, "planned handoff: the standby did not catch up in 2 s; handing over anyway (it is in sync: every acknowledged write is on it)");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let r = c.request_handoff(rec.tenant).await;
+    match &r {
+        Ok(next) => tracing::warn!(
+            tenant = rec.tenant,
+            to = %next.primary,
+            epoch = next.epoch,
+            ms = started.elapsed().as_millis() as u64,
+            "{what} done"
+        ),
+        Err(e) => tracing::error!(tenant = rec.tenant, "{what} failed: {e}"),
+    }
+    r
 }
 
 /// Publishes the store's load into the node's metadata every few seconds.

@@ -121,6 +121,15 @@ impl WanHandle {
 }
 
 impl Placement {
+    /// This node's region controller (None: it runs none).
+    pub fn controller(&self) -> Option<&Arc<Controller>> {
+        self.controller.as_ref()
+    }
+
+    /// The store this placement feeds.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
     /// Wires the store to the cluster (links in both directions), loads the
     /// saved rows and starts reconciling.
     pub fn start(

@@ -556,14 +556,16 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
 
-/// A planned handoff: the primary of a `region` database gets SIGTERM
-/// while a client writes a counter as fast as it can. The node stops
-/// writing, waits for its standby, has the controller commit the standby
-/// as primary, then exits; the client, retrying on whichever node answers,
-/// loses no acknowledged write, and the longest gap between two
-/// acknowledgements (the write pause) is printed.
+/// Planned handoffs while a client writes a counter as fast as it can:
+/// first `anykv cluster failover` sent to the cdg node (which passes it on
+/// to the primary's node), then SIGTERM of the new primary. Each time the
+/// primary stops writing, waits for its standby, has the controller commit
+/// the standby as primary at the next epoch (the SIGTERMed node then
+/// exits); the client, retrying on whichever node answers, loses no
+/// acknowledged write, and the longest gap between two acknowledgements
+/// (the write pause) is printed.
 #[test]
-fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
+fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     let spec = spec("handoff", 47, 22000);
     let mut w = World::start(&spec).expect("the world starts");
     w.wait_members(4, Duration::from_secs(60))
@@ -603,9 +605,9 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
     let primary = placed["primary"].as_str().expect("primary").to_string();
     let standby = placed["standby"].as_str().expect("standby").to_string();
     wait_in_sync(&w, id, &standby);
-    let addrs: Vec<(String, std::net::SocketAddr)> = [&primary, &standby]
+    let addrs: Vec<(String, std::net::SocketAddr)> = ["n1", "n2", "n3"]
         .iter()
-        .map(|n| ((*n).clone(), w.node(n).expect("node").resp))
+        .map(|n| (n.to_string(), w.node(n).expect("node").resp))
         .collect();
 
     // The writer: INCR as fast as the database acknowledges, on whichever
@@ -664,7 +666,7 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
                     _ => {
                         errors += 1;
                         conn = None;
-                        on = 1 - on;
+                        on = (on + 1) % addrs.len();
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }
@@ -686,6 +688,44 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
         }
     };
     reached(0, 100, "the writer never got 100 writes acknowledged");
+    // The operator's failover, sent to a node that is not the primary.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .args(["cluster", "failover", &id.to_string(), "--addr"])
+        .arg(w.node("n4").expect("n4").http.to_string())
+        .env("ANYKV_ADMIN_TOKEN", "controller-admin-token")
+        .output()
+        .expect("anykv cluster failover runs");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("{primary} -> {standby} at epoch 2")),
+        "{said}"
+    );
+    eprintln!("{}", said.trim());
+    let before = progress.0.load(std::sync::atomic::Ordering::Acquire);
+    reached(0, before + 100, "writes did not resume after the failover");
+    let record = |w: &World, by: &str| {
+        w.cluster_view(by).expect("view")["tenants"]
+            .as_array()
+            .expect("tenants")
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .expect("tenant")
+    };
+    let seen = record(&w, "n4");
+    assert_eq!(seen["epoch"], 2, "{seen}");
+    assert_eq!(seen["primary"], standby.as_str(), "{seen}");
+    // Its new standby syncs; then the new primary gets SIGTERM.
+    let (primary, standby) = (
+        standby,
+        seen["standby"].as_str().expect("a new standby").to_string(),
+    );
+    wait_in_sync(&w, id, &standby);
     signalled.store(true, std::sync::atomic::Ordering::Release);
     w.signal(&primary, "-TERM").expect("SIGTERM the primary");
     reached(1, 100, "writes did not resume after the handoff");
@@ -698,15 +738,9 @@ fn sigterm_hands_the_primary_to_its_standby_without_losing_a_write() {
         after_signal >= 100,
         "{after_signal} writes after the handoff"
     );
-    // The standby is the primary at epoch 2 and has every write.
-    let seen = w.cluster_view(&standby).expect("view")["tenants"]
-        .as_array()
-        .expect("tenants")
-        .iter()
-        .find(|t| t["id"] == id)
-        .cloned()
-        .expect("tenant");
-    assert_eq!(seen["epoch"], 2, "{seen}");
+    // The standby is the primary at epoch 3 and has every write.
+    let seen = record(&w, &standby);
+    assert_eq!(seen["epoch"], 3, "{seen}");
     assert_eq!(seen["primary"], standby.as_str(), "{seen}");
     let mut s =
         common::RespConn::connect_addr(w.node(&standby).expect("node").resp).expect("connect");

@@ -84,6 +84,9 @@ pub struct NodeMeta {
     pub tenants: Vec<HeldTenant>,
     /// What the node sees of its region's controller (None: it runs none).
     pub controller: Option<crate::controller::ControllerMeta>,
+    /// Where its HTTP port answers (metrics, `/cluster`, the admin API):
+    /// an admin call that must run on another node is passed on there.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// One tenant a node holds, as its metadata reports it.

@@ -183,6 +183,9 @@ pub struct Shared {
     lease: parking_lot::RwLock<(std::collections::HashMap<u64, u64>, Option<Instant>)>,
     /// Set by a planned handoff: no lease is taken any more.
     lease_closed: AtomicBool,
+    /// Tenants whose lease this node gave up at an epoch (the planned
+    /// failover of one database): renewals do not cover them again.
+    released: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl Shared {
@@ -218,6 +221,7 @@ impl Shared {
             tenant_clients: Default::default(),
             lease: Default::default(),
             lease_closed: AtomicBool::new(false),
+            released: Default::default(),
         }
     }
 
@@ -229,7 +233,26 @@ impl Shared {
         if self.lease_closed.load(Relaxed) {
             return;
         }
-        *self.lease.write() = (primaries.into_iter().collect(), Some(until));
+        let released = self.released.lock();
+        let held = primaries
+            .into_iter()
+            .filter(|(t, e)| released.get(t) != Some(e))
+            .collect();
+        *self.lease.write() = (held, Some(until));
+    }
+
+    /// Gives up the lease of one tenant at `epoch` (its planned failover):
+    /// this node takes no write for it from now on, even if a renewal
+    /// still lists it, until [`Shared::retake_lease`] or a newer epoch.
+    pub fn release_lease(&self, tenant: u64, epoch: u64) {
+        self.released.lock().insert(tenant, epoch);
+        self.lease.write().0.remove(&tenant);
+    }
+
+    /// Ends [`Shared::release_lease`] (the failover did not happen): the
+    /// next renewal covers the tenant again.
+    pub fn retake_lease(&self, tenant: u64) {
+        self.released.lock().remove(&tenant);
     }
 
     /// Gives the lease up for good (a planned handoff: this node's leased
