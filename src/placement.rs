@@ -379,6 +379,7 @@ impl Placement {
         }
 
         let mut specs: Vec<TenantSpec> = Vec::new();
+        let local = self.shared.repl_status.lock().clone();
         for e in entries.values() {
             let Some(rec) = roles.get(&e.id) else {
                 continue;
@@ -392,7 +393,22 @@ impl Placement {
                 _ => None,
             };
             let follow = match rec.role_of(&self.me) {
-                None => continue,
+                // A node the record no longer names that still holds the
+                // tenant as a primary (it was one before a failover) rejoins
+                // as a replica of the current primary, until its sync is
+                // done: the sync replaces its data, and the writes only it
+                // had are counted and logged (`anykv_writes_discarded_total`),
+                // never merged. Then it leaves.
+                None => {
+                    let rejoining = rec.primary != self.me
+                        && local
+                            .get(&TenantId(e.id))
+                            .is_some_and(|s| s.link_up != Some(true));
+                    match self.link_addr(&view, &rec.primary) {
+                        Some(a) if rejoining => Some(a),
+                        _ => continue,
+                    }
+                }
                 Some(Held::Primary) => None,
                 Some(Held::Replica) => match self.link_addr(&view, &rec.primary) {
                     Some(a) => Some(a),

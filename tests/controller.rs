@@ -489,11 +489,15 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
     let cut = Instant::now();
     // The database is `consistency: strong`: n1 serves reads only under
     // its lease as well, so it refuses them no later than writes.
+    // Writes n1 acknowledges after the cut (durability `async`, its lease
+    // still running) reach no one: the group never has them.
+    let mut only_n1_had = 0u64;
     let refused_at = loop {
         let read = get(&mut old);
         match set(&mut old, "during") {
             common::Value::Error(e) if e.starts_with(b"TRYAGAIN") => break cut.elapsed(),
             common::Value::Simple(_) => {
+                only_n1_had += 1;
                 assert!(
                     matches!(&read, common::Value::Bulk(_)) || tryagain(&read),
                     "n1 read {read:?}"
@@ -552,6 +556,36 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         assert_eq!(get(&mut new), common::Value::Bulk(b"fine".to_vec()));
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The cut heals: n1 rejoins as a replica of epoch 2. Its full sync
+    // replaces what only it had (never merged), and it counts exactly the
+    // writes it acknowledged after the cut as discarded.
+    assert!(only_n1_had > 0, "n1 acknowledged nothing after the cut");
+    w.shape(&serde_json::json!({ "heal": true })).expect("heal");
+    let n1_http = w.node("n1").expect("n1").http;
+    let discarded = || -> Option<u64> {
+        let (_, body) = http(n1_http, "GET", "/metrics", "", "")?;
+        body.lines()
+            .find(|l| l.starts_with("anykv_writes_discarded_total{tenant=\"shop\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while discarded().is_none() {
+        assert!(
+            Instant::now() < end,
+            "n1 never counted the writes only it had"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(discarded(), Some(only_n1_had));
+    let log = std::fs::read_to_string(&w.node("n1").expect("n1").log).expect("log");
+    assert!(
+        log.contains("the full sync discards those writes"),
+        "not logged"
+    );
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -219,6 +219,10 @@ pub struct ReplHello {
     pub capa_eof: bool,
     /// `redis-cli --rdb`: the snapshot, then close.
     pub rdb_only: bool,
+    /// A cluster replica whose history went past ours after this offset
+    /// (its PSYNC named our previous id beyond where we took it over): its
+    /// `+FULLRESYNC` line says so (`DIVERGED <offset>`).
+    pub diverged_at: Option<u64>,
 }
 
 impl Session {

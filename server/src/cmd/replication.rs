@@ -118,6 +118,17 @@ pub fn psync(ctx: &mut Ctx) {
         if replid != "?" {
             ctx.t.stats.sync_partial_err += 1;
         }
+        // A node of the cluster whose history went on past where ours took
+        // over from it (an old primary coming back after a failover): its
+        // full sync says where the histories split, so it can count the
+        // writes only it had before they are replaced.
+        if ctx.s.cluster_peer
+            && replid == ctx.t.repl.replid2
+            && ctx.t.repl.second_offset >= 1
+            && off as i64 > ctx.t.repl.second_offset
+        {
+            ctx.s.repl.diverged_at = Some(ctx.t.repl.second_offset as u64 - 1);
+        }
     }
     full_sync(ctx, true);
 }
@@ -155,14 +166,21 @@ pub fn begin_background_sync(
     // The replica's stream starts from database 0 after loading: the next
     // effect names its database.
     t.log.force_select();
-    let head = format!(
-        "+FULLRESYNC {} {from}\r\n$EOF:{}\r\n",
-        t.repl.replid, payload.mark
-    );
+    let head = format!("{}$EOF:{}\r\n", fullresync_line(t, s, from), payload.mark);
     t.stats.sync_full += 1;
     s.sync_payload = Some(payload);
     attach_session(t, s, keep, from);
     Ok((head, from))
+}
+
+/// `+FULLRESYNC <replid> <offset>`, and for a cluster replica whose
+/// history went past ours, ` DIVERGED <offset>`: the last offset the two
+/// histories share (a Redis replica reads only the first two fields).
+fn fullresync_line(t: &crate::tenant::Tenant, s: &crate::client::Session, from: u64) -> String {
+    match s.repl.diverged_at {
+        Some(at) => format!("+FULLRESYNC {} {from} DIVERGED {at}\r\n", t.repl.replid),
+        None => format!("+FULLRESYNC {} {from}\r\n", t.repl.replid),
+    }
 }
 
 /// `SYNC`: the old full synchronisation (no FULLRESYNC line).
@@ -292,7 +310,7 @@ fn full_sync(ctx: &mut Ctx, psync: bool) {
     // the encoded one).
     ctx.out.buf.reserve(rdb.len() + 128);
     if psync {
-        let line = format!("+FULLRESYNC {} {from}\r\n", ctx.t.repl.replid);
+        let line = fullresync_line(ctx.t, ctx.s, from);
         ctx.out.buf.extend_from_slice(line.as_bytes());
     }
     primary::frame_payload(&mut ctx.out.buf, &rdb, eof);

@@ -371,6 +371,14 @@ async fn follow(
         ) else {
             return Err(format!("bad FULLRESYNC reply: {reply}"));
         };
+        if let Some(at) = parts
+            .next()
+            .filter(|w| *w == "DIVERGED")
+            .and(parts.next())
+            .and_then(|o| o.parse::<u64>().ok())
+        {
+            discard(&tenant.borrow(), at);
+        }
         set_status(tenant, gen, LinkStatus::Sync);
         let rdb = read_payload(&mut l).await?;
         if !current(tenant, gen) {
@@ -394,6 +402,59 @@ async fn follow(
     }
     set_status(tenant, gen, LinkStatus::Connected);
     stream(tenant, shared, l, gen, link_epoch).await
+}
+
+/// This tenant's history went on past offset `at` where the primary's
+/// took over (it was the primary before a failover, and wrote what the
+/// group never had): the full sync about to replace its data discards
+/// those writes. They are counted (`anykv_writes_discarded_total`, by
+/// database) and logged, never merged. Writes are the commands of its log
+/// after `at` other than SELECT, PING, MULTI and EXEC; when the backlog
+/// no longer reaches back there, only the bytes are logged.
+fn discard(t: &Tenant, at: u64) {
+    let mine = t.log.offset();
+    if mine <= at {
+        return;
+    }
+    let bytes = mine - at;
+    match t.log.since(at) {
+        Some(tail) => {
+            let writes = count_writes(&tail);
+            metrics::counter!("anykv_writes_discarded_total", "tenant" => t.name.clone())
+                .increment(writes);
+            tracing::warn!(
+                tenant = t.id.0,
+                writes,
+                bytes,
+                "this node wrote past the point where the new primary took over (offset {at}); the full sync discards those writes"
+            );
+        }
+        None => tracing::warn!(
+            tenant = t.id.0,
+            bytes,
+            "this node wrote {bytes} bytes past the point where the new primary took over (offset {at}), beyond its backlog: the full sync discards them, uncounted"
+        ),
+    }
+}
+
+/// The writes among the stream's commands in `tail` (see [`discard`]).
+fn count_writes(tail: &[u8]) -> u64 {
+    use crate::resp::parse::{ParseLimits, Request, RequestParser};
+    let mut p = RequestParser::new();
+    let lim = ParseLimits::default();
+    let mut n = 0;
+    while let Ok(Some(req)) = p.next(tail, &lim) {
+        if let Request::Multibulk = req {
+            let name = p.ranges().first().map(|r| &tail[r.clone()]);
+            let framing = [&b"select"[..], b"ping", b"multi", b"exec"]
+                .iter()
+                .any(|c| name.is_some_and(|n| n.eq_ignore_ascii_case(c)));
+            if !framing {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// `REPLCONF EPOCH <seen>`: tells the primary the highest failover epoch
@@ -743,6 +804,15 @@ mod tests {
     fn a_newer_epoch_is_seen_from_then_on() {
         assert_eq!(fence_against(5, ":5\r\n"), (Ok(5), 5));
         assert_eq!(fence_against(5, ":9\r\n"), (Ok(9), 9));
+    }
+
+    #[test]
+    fn discarded_writes_are_the_streams_commands_but_framing() {
+        let tail = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n*1\r\n$4\r\nEXEC\r\n";
+        assert_eq!(count_writes(tail), 3);
+        assert_eq!(count_writes(b""), 0);
+        // A piece cut inside a command counts what is whole.
+        assert_eq!(count_writes(&tail[..60]), 1);
     }
 
     #[test]
