@@ -139,11 +139,10 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let metrics_addr = config.metrics_addr();
     let data_dir = std::path::PathBuf::from(config.dir());
-    let controller_timing = gossip.as_ref().map(|g| {
-        (
-            std::time::Duration::from_millis(g.controller_heartbeat_ms),
-            std::time::Duration::from_millis(g.lease_ms),
-        )
+    let controller_timing = gossip.as_ref().map(|g| node::ControllerTiming {
+        heartbeat: std::time::Duration::from_millis(g.controller_heartbeat_ms),
+        lease: std::time::Duration::from_millis(g.lease_ms),
+        remove_after: std::time::Duration::from_millis(g.controller_remove_after_ms),
     });
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
@@ -168,8 +167,8 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         };
         // The region's controller (role records through Raft).
         let controller = match (&node, sync_port, controller_timing) {
-            (Some(n), Some(port), Some((heartbeat, lease))) => Some(
-                node::start_controller(n, &data_dir, port, heartbeat, lease)
+            (Some(n), Some(port), Some(timing)) => Some(
+                node::start_controller(n, &data_dir, port, timing)
                     .await
                     .context("starting the region's controller")?,
             ),

@@ -78,6 +78,12 @@ pub struct GossipArgs {
     /// standby once a whole period passed without a renewal.
     #[arg(long, default_value_t = 2000)]
     pub lease_ms: u64,
+    /// A member of the region's controller group that has not been alive
+    /// for this long (ms) leaves the group (a voter only while at least 3
+    /// others remain): a machine destroyed for good stops counting against
+    /// the majority once a replacement has joined.
+    #[arg(long, default_value_t = 600_000)]
+    pub controller_remove_after_ms: u64,
     /// Expected cluster size (scales suspicion timeouts).
     #[arg(long, default_value_t = 16)]
     pub cluster_size: u32,
@@ -202,13 +208,20 @@ pub fn gossip_config(
     })
 }
 
+/// The region controller's timings (from `anykv node`'s flags).
+#[derive(Clone, Copy, Debug)]
+pub struct ControllerTiming {
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    pub remove_after: Duration,
+}
+
 /// Starts the node's region controller (its database in `dir`).
 pub async fn start_controller(
     n: &anykv_gossip::Cluster,
     dir: &std::path::Path,
     sync_port: u16,
-    heartbeat: std::time::Duration,
-    lease: std::time::Duration,
+    timing: ControllerTiming,
 ) -> anyhow::Result<Arc<anykv_gossip::controller::Controller>> {
     use anykv_gossip::controller::{Controller, ControllerConfig, MIN_VOTERS};
     let id = n.wan().identity();
@@ -222,8 +235,9 @@ pub async fn start_controller(
         region: id.region.clone(),
         sync_port,
         min_voters: MIN_VOTERS,
-        heartbeat,
-        lease,
+        heartbeat: timing.heartbeat,
+        lease: timing.lease,
+        remove_after: timing.remove_after,
     };
     Ok(Controller::start(cfg, syncer, n.view(), n.updater()).await?)
 }

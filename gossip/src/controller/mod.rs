@@ -81,6 +81,9 @@ pub struct ControllerConfig {
     /// A primary's lease ([`lease`]): renewed about three times per period;
     /// a primary that has not renewed for a whole period is replaced.
     pub lease: Duration,
+    /// A member not alive for this long leaves the group (voters only
+    /// while at least `min_voters` others remain).
+    pub remove_after: Duration,
 }
 
 /// What a node says of its region's controller in its gossip metadata.
@@ -113,6 +116,9 @@ pub struct Controller {
     /// The database held a vote at start: this node was in a group before
     /// (known before Raft's first metrics arrive).
     was_formed: bool,
+    /// As the leader: since when each member of the group has not been
+    /// alive (see [`ControllerConfig::remove_after`]).
+    absent: parking_lot::Mutex<BTreeMap<u64, Instant>>,
 }
 
 impl Controller {
@@ -166,6 +172,7 @@ impl Controller {
             syncer: syncer.clone(),
             leases: parking_lot::Mutex::new(lease::Leases::new(Duration::from_millis(hb * 4))),
             was_formed,
+            absent: Default::default(),
         });
         {
             let weak = Arc::downgrade(&c);
@@ -471,6 +478,11 @@ impl Controller {
         let alive = self.region_alive();
         let region: Vec<&str> = alive.keys().map(String::as_str).collect();
         let records = self.machine.roles().records;
+        // Every lapsed primary's promotion is proposed at once: Raft
+        // batches concurrent proposals into one append, so a node that
+        // was primary of many databases costs one round, not one each.
+        let mut proposals = tokio::task::JoinSet::new();
+        let mut promoting = Vec::new();
         for rec in records.values() {
             let now = Instant::now();
             let (lapsed, next) = {
@@ -502,14 +514,26 @@ impl Controller {
                 expect: Some((rec.epoch, rec.seq)),
                 record: next,
             };
-            match self.propose(cmd).await {
-                Ok(o) if o.applied => {
+            let raft = self.raft.clone();
+            proposals.spawn(async move { raft.client_write(cmd).await });
+            promoting.push(rec.tenant);
+        }
+        if promoting.len() > 1 {
+            tracing::warn!(databases = promoting.len(), "promotions proposed together");
+        }
+        while let Some(done) = proposals.join_next().await {
+            match done {
+                Ok(Ok(w)) if w.data.applied => {
                     metrics::counter!("anykv_controller_promotions_total").increment(1)
                 }
-                Ok(_) => {}
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("controller: promoting: {e}"),
                 Err(e) => tracing::warn!("controller: promoting: {e}"),
             }
-            self.leases.lock().end_promotion(rec.tenant);
+        }
+        let mut l = self.leases.lock();
+        for tenant in promoting {
+            l.end_promotion(tenant);
         }
     }
 
@@ -676,6 +700,61 @@ impl Controller {
                 tracing::warn!(%machine, "controller: promoting: {e}");
             }
             return;
+        }
+        self.remove_absent(&alive, &voters, &learners).await;
+    }
+
+    /// As the leader, with every alive node of the region a voter: removes
+    /// one member that has not been alive for `remove_after` — a learner,
+    /// or a voter when at least `min_voters` voters remain (removing one of
+    /// 3 would make every remaining voter necessary). A machine destroyed
+    /// for good then stops counting against the majority once its
+    /// replacement has joined.
+    async fn remove_absent(
+        &self,
+        alive: &BTreeMap<String, SocketAddr>,
+        voters: &BTreeSet<u64>,
+        learners: &BTreeSet<u64>,
+    ) {
+        let now = Instant::now();
+        let alive_ids: BTreeSet<u64> = alive.keys().map(|m| node_id(m)).collect();
+        let gone = {
+            let mut absent = self.absent.lock();
+            absent.retain(|id, _| !alive_ids.contains(id));
+            for id in voters
+                .iter()
+                .chain(learners)
+                .filter(|id| !alive_ids.contains(id))
+            {
+                absent.entry(*id).or_insert(now);
+            }
+            let long = |id: &u64| {
+                absent
+                    .get(id)
+                    .is_some_and(|since| now.duration_since(*since) >= self.cfg.remove_after)
+            };
+            match learners.iter().find(|id| long(id)) {
+                Some(id) => Some((*id, false)),
+                None => voters
+                    .iter()
+                    .find(|id| long(id) && voters.len() > self.cfg.min_voters)
+                    .map(|id| (*id, true)),
+            }
+        };
+        let Some((id, voter)) = gone else { return };
+        let machine = self.machine_of(id);
+        let change = if voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        tracing::warn!(%machine, voter, "controller: removing a member gone for {:?}", self.cfg.remove_after);
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => {
+                self.absent.lock().remove(&id);
+                metrics::counter!("anykv_controller_members_removed_total").increment(1);
+            }
+            Err(e) => tracing::warn!(%machine, "controller: removing: {e}"),
         }
     }
 }
