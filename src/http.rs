@@ -8,7 +8,8 @@
 //! sidecar is their one caller), with `Authorization: Bearer
 //! $ANYKV_ADMIN_TOKEN`; see [`admin_put`]. `POST
 //! /admin/tenants/{id}/failover` hands a database to its standby (see
-//! [`admin_failover`]). Without that variable the admin API answers 503.
+//! [`admin_failover`]); `POST /admin/tenants/{id}/promote` is the
+//! operator's forced promotion ([`admin_promote`]). Without that variable the admin API answers 503.
 
 use anyhow::Context;
 use anykv_gossip::ClusterView;
@@ -392,39 +393,8 @@ async fn admin_failover(
         );
     };
     if t.primary != p.me {
-        let target = s.view.as_ref().and_then(|v| {
-            v.borrow()
-                .member(&t.primary)
-                .and_then(|m| m.meta.as_ref()?.http_addr)
-        });
-        let Some(addr) = target else {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "database {id}'s primary {} publishes no HTTP address; retry, or send this to its node",
-                    t.primary
-                ),
-            );
-        };
-        let token = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .to_string();
         let path = format!("/admin/tenants/{id}/failover");
-        return match request(addr, "POST", &path, Some(&token), "").await {
-            Ok((code, body)) => (
-                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            Err(e) => json_error(
-                StatusCode::BAD_GATEWAY,
-                format!("passing the failover on to {} ({addr}): {e}", t.primary),
-            ),
-        };
+        return pass_on(&s, &t.primary, &path, &headers, "").await;
     }
     let Some(c) = p.controller().filter(|c| c.formed()) else {
         return json_error(
@@ -443,6 +413,101 @@ async fn admin_failover(
         }))
         .into_response(),
         Err(e) => json_error(StatusCode::CONFLICT, e),
+    }
+}
+
+/// Passes an admin call on to node `machine` (whose HTTP address its
+/// gossip metadata gives), with the caller's token, and relays its answer.
+async fn pass_on(
+    s: &AppState,
+    machine: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &str,
+) -> Response {
+    let target = s.view.as_ref().and_then(|v| {
+        v.borrow()
+            .member(machine)
+            .and_then(|m| m.meta.as_ref()?.http_addr)
+    });
+    let Some(addr) = target else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{machine} publishes no HTTP address; retry, or send this to its node"),
+        );
+    };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    match request(addr, "POST", path, Some(&token), body).await {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => json_error(
+            StatusCode::BAD_GATEWAY,
+            format!("passing {path} on to {machine} ({addr}): {e}"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PromoteBody {
+    /// The node to promote (a machine name holding a copy).
+    to: String,
+    /// Must be true: the caller accepts that acknowledged writes may be
+    /// lost.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /admin/tenants/{id}/promote` with `{"to": "<node>", "force":
+/// true}`: the operator's forced promotion, for when every in-sync copy of
+/// a database is gone (`crate::placement::Placement::force_promote`). Any
+/// node takes it and passes it on to `to`. 200 with what was done and may
+/// have been lost; 409 with the reason when refused (the primary or an
+/// in-sync standby is alive, `to` holds no copy); 400 without `force`.
+async fn admin_promote(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let b: PromoteBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"to\": \"<node>\", \"force\": true}}: {e}"),
+            )
+        }
+    };
+    if !b.force {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "a forced promotion may lose acknowledged writes: say \"force\": true",
+        );
+    }
+    if b.to != p.me {
+        let path = format!("/admin/tenants/{id}/promote");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        return pass_on(&s, &b.to, &path, &headers, &body).await;
+    }
+    match p.force_promote(id).await {
+        Ok(f) => Json(f).into_response(),
+        Err(e @ crate::placement::ForceError::NotFound(_)) => {
+            json_error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
@@ -469,6 +534,10 @@ pub async fn serve(
         .route(
             "/admin/tenants/{id}/failover",
             axum::routing::post(admin_failover),
+        )
+        .route(
+            "/admin/tenants/{id}/promote",
+            axum::routing::post(admin_promote),
         )
         .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);

@@ -88,6 +88,26 @@ enum ClusterCmd {
         #[arg(long, env = "ANYKV_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
     },
+    /// Force a node holding a copy of a database to be its primary, when
+    /// every in-sync copy is gone (the primary and its in-sync standby are
+    /// down). Acknowledged writes may be lost: the answer says how many,
+    /// as far as the cluster knows.
+    Promote {
+        /// The database's id.
+        db: u64,
+        /// The node to promote (its machine name).
+        #[arg(long)]
+        to: String,
+        /// Required: accept that acknowledged writes may be lost.
+        #[arg(long)]
+        force: bool,
+        /// A node's metrics/HTTP address.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        addr: std::net::SocketAddr,
+        /// The admin API's token.
+        #[arg(long, env = "ANYKV_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
 }
 
 pub(crate) fn init_tracing(level: &str) {
@@ -318,6 +338,16 @@ fn main() -> anyhow::Result<()> {
                     admin_token,
                 },
         } => cluster::failover(addr, db, &admin_token),
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Promote {
+                    db,
+                    to,
+                    force,
+                    addr,
+                    admin_token,
+                },
+        } => cluster::promote(addr, db, &to, force, &admin_token),
         Cmd::Demo(args) => demo::run(args),
     }
 }

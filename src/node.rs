@@ -266,12 +266,16 @@ pub fn spawn_lease_keeper(
             if !c.formed() {
                 continue;
             }
-            // The replicas that completed their sync, per tenant (the
-            // controller promotes only a standby reported so).
-            let synced: Vec<(u64, Vec<std::net::IpAddr>)> = shared
+            // For every tenant this node is primary of, the replicas that
+            // completed their sync and stream (the controller promotes only
+            // a standby reported so, and forgets one of an `async` tenant
+            // not reported for a period), and whether its writes wait for
+            // the standby.
+            let synced: Vec<(u64, Vec<std::net::IpAddr>, bool)> = shared
                 .repl_status
                 .lock()
                 .iter()
+                .filter(|(_, st)| st.link_up.is_none())
                 .map(|(t, st)| {
                     let ips = st
                         .replicas
@@ -279,9 +283,8 @@ pub fn spawn_lease_keeper(
                         .filter(|r| r.synced)
                         .map(|r| r.addr.ip())
                         .collect();
-                    (t.0, ips)
+                    (t.0, ips, st.waits_for_standby)
                 })
-                .filter(|(_, ips): &(u64, Vec<std::net::IpAddr>)| !ips.is_empty())
                 .collect();
             match c.renew_lease(synced).await {
                 Ok((sent, g)) => {

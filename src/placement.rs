@@ -313,20 +313,25 @@ impl Placement {
         let live = self.live(&view);
         let (entries, mut roles, version) = self.tables();
         let mut writes = Vec::new();
-        // The region's group's records win over the table's, and every
+        // The region's group's records of the region's tenants, and every
         // node of the region publishes them (the same rows: they merge).
+        // Records merge by (epoch, seq), whoever wrote them: a newer one in
+        // the table (an operator's forced promotion) wins, and the group's
+        // leader adopts it (`propose`). A tenant whose primary region is no
+        // longer this one (moved by a forced promotion) is not the group's.
         let ctrl = self.controller.as_ref().filter(|c| c.region_formed());
         if let Some(c) = ctrl.filter(|c| c.formed()) {
             for rec in c.roles().records.into_values() {
+                let ours = entries
+                    .get(&rec.tenant)
+                    .is_some_and(|e| e.primary_region == self.region);
                 let newer = roles
                     .get(&rec.tenant)
                     .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq));
-                if newer {
+                if ours && newer {
                     writes.push(rec.row());
+                    roles.insert(rec.tenant, rec);
                 }
-                // This region's tenants: the group's record, whatever the
-                // table says.
-                roles.insert(rec.tenant, rec);
             }
         }
         let controlled = |e: &TenantEntry| ctrl.is_some() && e.primary_region == self.region;
@@ -496,6 +501,20 @@ impl Placement {
                         });
                     }
                 }
+                // A newer record in the table (a forced promotion): adopted
+                // as it is, so every copy of the row is the same.
+                Some(rec)
+                    if table
+                        .get(&e.id)
+                        .is_some_and(|t| (t.epoch, t.seq) > (rec.epoch, rec.seq)) =>
+                {
+                    if let Some(t) = table.get(&e.id) {
+                        cmds.push(Command::PutRole {
+                            expect: Some((rec.epoch, rec.seq)),
+                            record: t.clone(),
+                        });
+                    }
+                }
                 Some(rec) => {
                     if let Some(next) = catalog::repair(rec, e, live) {
                         cmds.push(Command::PutRole {
@@ -507,8 +526,14 @@ impl Placement {
             }
         }
         // Only tenants the catalog deleted (a tombstone), never ones this
-        // node has not heard of yet.
-        for t in applied.keys().filter(|t| deleted.contains(t)) {
+        // node has not heard of yet, and tenants whose primary region moved
+        // elsewhere (a forced promotion).
+        let moved = |t: &u64| {
+            entries
+                .get(t)
+                .is_some_and(|e| e.primary_region != self.region)
+        };
+        for t in applied.keys().filter(|t| deleted.contains(t) || moved(t)) {
             cmds.push(Command::DropRole { tenant: *t });
         }
         if cmds.is_empty() || self.proposing.swap(true, Ordering::AcqRel) {
@@ -715,5 +740,199 @@ impl Placement {
             set.spawn(async move { syncer.sync_with(p).await });
         }
         while set.join_next().await.is_some() {}
+    }
+}
+
+/// What a forced promotion did, and what it may have lost (the answer of
+/// `POST /admin/tenants/{id}/promote`; docs/FAILOVER.md).
+#[derive(Debug, serde::Serialize)]
+pub struct Forced {
+    pub tenant: u64,
+    pub primary: String,
+    pub region: String,
+    pub epoch: u64,
+    pub old_primary: String,
+    /// The promoted node's offset when it was promoted.
+    pub offset: u64,
+    /// The old primary's and standby's offsets as they last reported them
+    /// (every few seconds; None: never reported).
+    pub old_primary_offset: Option<u64>,
+    pub standby_offset: Option<u64>,
+    /// Bytes of the stream those reports had beyond the promoted node:
+    /// writes that may be lost (more if the dead ones wrote after their
+    /// last report). With durability `region` the acknowledged ones are
+    /// the standby's; with `async`, the primary's.
+    pub lost_bytes_at_least: u64,
+    /// `lost_bytes_at_least` in writes, at this database's average write
+    /// size in the promoted node's backlog.
+    pub lost_writes_estimate: Option<u64>,
+    /// What happens next.
+    pub note: String,
+}
+
+/// Why a forced promotion was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ForceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Placement {
+    /// The operator's forced promotion of this node to primary of tenant
+    /// `id`, for when every in-sync copy is gone: refused while the primary
+    /// or an in-sync standby other than this node is alive (a failover
+    /// loses nothing then) or when this node holds no copy. The role record
+    /// goes to the next epoch with this node as primary, written to the
+    /// state tables (a region controller without a majority could not
+    /// commit it; one with a majority adopts it: records merge by epoch).
+    /// When this node is in another region, the database's primary region
+    /// moves here (the catalog's entry, one version up; the old primary
+    /// region becomes a read region and keeps the old standby as its
+    /// replica). Logged, counted (`anykv_forced_promotions_total`), and
+    /// answered with what may have been lost.
+    pub async fn force_promote(&self, id: u64) -> Result<Forced, ForceError> {
+        let (entries, mut roles, _) = self.tables();
+        if let Some(c) = self.controller.as_ref().filter(|c| c.formed()) {
+            for rec in c.roles().records.into_values() {
+                if roles
+                    .get(&rec.tenant)
+                    .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq))
+                {
+                    roles.insert(rec.tenant, rec);
+                }
+            }
+        }
+        let entry = entries
+            .get(&id)
+            .ok_or_else(|| ForceError::NotFound(format!("no database {id} in the catalog")))?;
+        let rec = roles.get(&id).ok_or_else(|| {
+            ForceError::NotFound(format!("database {id} is not placed on any node yet"))
+        })?;
+        let view = self.view.borrow().clone();
+        let alive = |m: &str| {
+            view.member(m)
+                .is_some_and(|v| v.me || v.state == MemberState::Alive)
+        };
+        if rec.primary == self.me {
+            return Err(ForceError::Refused(format!(
+                "{} already is database {id}'s primary",
+                self.me
+            )));
+        }
+        if alive(&rec.primary) {
+            return Err(ForceError::Refused(format!(
+                "database {id}'s primary {} is alive: use `anykv cluster failover {id}`, which loses nothing",
+                rec.primary
+            )));
+        }
+        if let Some(s) = rec.in_sync.as_deref().filter(|s| *s != self.me && alive(s)) {
+            return Err(ForceError::Refused(format!(
+                "database {id}'s in-sync standby {s} is alive: its region's controller promotes it with nothing lost (or force {s} itself)"
+            )));
+        }
+        if !rec.holders().contains(&self.me.as_str()) {
+            return Err(ForceError::Refused(format!(
+                "{} holds no copy of database {id} (its holders: {}); force one of them",
+                self.me,
+                rec.holders().join(", ")
+            )));
+        }
+        let status = self
+            .shared
+            .probe_with(TenantId(id), true)
+            .await
+            .ok_or_else(|| {
+                ForceError::Refused(format!(
+                    "{} does not serve database {id} yet; retry in a moment",
+                    self.me
+                ))
+            })?;
+        let reported = {
+            let nodes = self.store.lock().nodes();
+            move |m: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n.machine == m)
+                    .and_then(|n| n.tenants.iter().find(|t| t.id == id))
+                    .map(|t| t.offset)
+            }
+        };
+        let old_primary_offset = reported(&rec.primary);
+        let standby_offset = rec.standby.as_deref().and_then(&reported);
+        let ahead = [old_primary_offset, standby_offset]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        let lost_bytes_at_least = ahead.saturating_sub(status.offset);
+        let my_region = view
+            .member(&self.me)
+            .map(|m| m.region.clone())
+            .unwrap_or_default();
+        let mut next = rec.clone();
+        next.epoch = rec.epoch + 1;
+        next.seq = 0;
+        next.primary = self.me.clone();
+        next.in_sync = None;
+        next.replicas.retain(|_, m| *m != self.me);
+        let mut rows = Vec::new();
+        let moved = my_region != entry.primary_region;
+        if moved {
+            let mut e = entry.clone();
+            e.read_regions.retain(|r| *r != my_region);
+            e.read_regions.push(entry.primary_region.clone());
+            e.primary_region = my_region.clone();
+            e.version += 1;
+            if let Some(s) = rec.standby.clone().filter(|s| *s != self.me) {
+                next.replicas.insert(entry.primary_region.clone(), s);
+            }
+            next.standby = None;
+            rows.push(e.row());
+        } else if next.standby.as_deref() == Some(self.me.as_str()) {
+            next.standby = None;
+        }
+        rows.push(next.row());
+        let note = if moved {
+            format!(
+                "database {id}'s primary region is now {my_region}; {} is a read region",
+                entry.primary_region
+            )
+        } else if self.controller.as_ref().is_some_and(|c| c.region_formed()) {
+            format!(
+                "{} takes writes once {my_region}'s controller has a majority to adopt the record and grant its lease",
+                self.me
+            )
+        } else {
+            format!("{} takes writes now", self.me)
+        };
+        tracing::warn!(
+            tenant = id,
+            old = %rec.primary,
+            new = %self.me,
+            epoch = next.epoch,
+            lost_bytes_at_least,
+            "FORCED PROMOTION by the operator: {note}"
+        );
+        metrics::counter!("anykv_forced_promotions_total").increment(1);
+        let _ = self.wan.publisher.publish(rows);
+        self.kick();
+        Ok(Forced {
+            tenant: id,
+            primary: self.me.clone(),
+            region: my_region,
+            epoch: next.epoch,
+            old_primary: rec.primary.clone(),
+            offset: status.offset,
+            old_primary_offset,
+            standby_offset,
+            lost_bytes_at_least,
+            lost_writes_estimate: status
+                .avg_write_bytes
+                .filter(|b| *b > 0)
+                .map(|b| lost_bytes_at_least.div_ceil(b)),
+            note,
+        })
     }
 }

@@ -37,6 +37,49 @@ fn spec(name: &str, net: u8, port: u16) -> WorldSpec {
     }
 }
 
+/// Creates database `id` ("shop", logging in with `token`; primary region
+/// iad, read region cdg) through n4's admin API.
+fn create_db(w: &World, id: u64, token: &str, durability: &str, consistency: &str) {
+    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = serde_json::json!({
+        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": durability, "consistency": consistency, "version": 1
+    });
+    let (code, body) = http(
+        w.node("n4").expect("n4").http,
+        "PUT",
+        &format!("/admin/tenants/{id}"),
+        "controller-admin-token",
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Database `id`'s record as node `by` shows it.
+fn record_of(w: &World, by: &str, id: u64) -> Option<serde_json::Value> {
+    w.cluster_view(by)?["tenants"]
+        .as_array()?
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+}
+
+/// A connection to node `n` logged in to database "shop" with `token`.
+fn login_to(w: &World, n: &str, token: &str) -> Option<common::RespConn> {
+    let mut c = common::RespConn::connect_addr(w.node(n).ok()?.resp).ok()?;
+    matches!(
+        c.cmd(&["AUTH", "shop", token]).ok()?,
+        common::Value::Simple(_)
+    )
+    .then_some(c)
+}
+
 /// Region `region`'s controller as node `by` shows it.
 fn controller(w: &World, by: &str, region: &str) -> Option<serde_json::Value> {
     w.cluster_view(by)?["controllers"]
@@ -243,44 +286,13 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
         c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
     });
     let token = "promotion-tenant-token-0123456789";
-    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let entry = serde_json::json!({
-        "id": 9, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "region", "consistency": "nearest", "version": 1
-    });
-    let (code, body) = http(
-        w.node("n4").expect("n4").http,
-        "PUT",
-        "/admin/tenants/9",
-        "controller-admin-token",
-        &entry.to_string(),
-    )
-    .expect("the admin API answers");
-    assert_eq!(code, 200, "{body}");
-    let tenant = |w: &World, by: &str| -> Option<serde_json::Value> {
-        w.cluster_view(by)?["tenants"]
-            .as_array()?
-            .iter()
-            .find(|t| t["id"] == 9)
-            .cloned()
-    };
+    create_db(&w, 9, token, "region", "nearest");
+    let tenant = |w: &World, by: &str| record_of(w, by, 9);
     let placed = tenant(&w, "n4").expect("placed");
     let primary = placed["primary"].as_str().expect("primary").to_string();
     let standby = placed["standby"].as_str().expect("standby").to_string();
     assert_eq!(placed["epoch"], 1);
-    let login = |w: &World, n: &str| -> Option<common::RespConn> {
-        let mut c = common::RespConn::connect_addr(w.node(n).ok()?.resp).ok()?;
-        matches!(
-            c.cmd(&["AUTH", "shop", token]).ok()?,
-            common::Value::Simple(_)
-        )
-        .then_some(c)
-    };
+    let login = |w: &World, n: &str| login_to(w, n, token);
     let incr = |c: &mut common::RespConn| -> Option<i64> {
         match c.cmd(&["INCR", "counter"]).ok()? {
             common::Value::Int(n) => Some(n),
@@ -427,25 +439,7 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         .find(|id| anykv_gossip::catalog::ranked(*id, &["n1", "n2", "n3"])[0] == "n1")
         .expect("an id");
     let token = "cutoff-tenant-token-0123456789ab";
-    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let entry = serde_json::json!({
-        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "async", "consistency": "strong", "version": 1
-    });
-    let (code, body) = http(
-        w.node("n4").expect("n4").http,
-        "PUT",
-        &format!("/admin/tenants/{id}"),
-        "controller-admin-token",
-        &entry.to_string(),
-    )
-    .expect("the admin API answers");
-    assert_eq!(code, 200, "{body}");
+    create_db(&w, id, token, "async", "strong");
     let placed = w.cluster_view("n4").expect("view")["tenants"]
         .as_array()
         .expect("tenants")
@@ -455,14 +449,7 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         .expect("placed");
     assert_eq!(placed["primary"], "n1", "{placed}");
     let standby = placed["standby"].as_str().expect("standby").to_string();
-    let login = |n: &str| -> Option<common::RespConn> {
-        let mut c = common::RespConn::connect_addr(w.node(n).ok()?.resp).ok()?;
-        matches!(
-            c.cmd(&["AUTH", "shop", token]).ok()?,
-            common::Value::Simple(_)
-        )
-        .then_some(c)
-    };
+    let login = |n: &str| login_to(&w, n, token);
     let set = |c: &mut common::RespConn, v: &str| -> common::Value {
         c.cmd(&["SET", "k", v]).expect("a reply")
     };
@@ -610,25 +597,7 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     });
     let id = 30u64;
     let token = "handoff-tenant-token-0123456789ab";
-    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let entry = serde_json::json!({
-        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "region", "consistency": "nearest", "version": 1
-    });
-    let (code, body) = http(
-        w.node("n4").expect("n4").http,
-        "PUT",
-        &format!("/admin/tenants/{id}"),
-        "controller-admin-token",
-        &entry.to_string(),
-    )
-    .expect("the admin API answers");
-    assert_eq!(code, 200, "{body}");
+    create_db(&w, id, token, "region", "nearest");
     let placed = w.cluster_view("n4").expect("view")["tenants"]
         .as_array()
         .expect("tenants")
@@ -798,6 +767,246 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
         .filter(|l| l.contains("handoff") || l.contains("SIGTERM"))
     {
         eprintln!("{l}");
+    }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+/// A member gone for good leaves the group, but never below 3 voters:
+/// four iad nodes form a group of four voters (each started with
+/// `--controller-remove-after-ms 3000`); n4 killed for good is removed
+/// after 3 s, leaving n1–n3; then n3 killed too stays a voter (removing
+/// it would make both survivors necessary), and the survivors keep a
+/// leader.
+#[test]
+fn a_member_gone_for_good_leaves_the_group_but_never_below_three_voters() {
+    let mut spec = spec("remove", 49, 22300);
+    spec.regions = vec![("iad".into(), 4)];
+    let args: std::collections::BTreeMap<String, Vec<String>> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                vec!["--controller-remove-after-ms".into(), "3000".into()],
+            )
+        })
+        .collect();
+    let mut w = World::start_with(&spec, &args).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    wait_iad(
+        &w,
+        &["n1", "n2", "n3", "n4"],
+        "a group of four voters",
+        |c| c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3", "n4"],
+    );
+    w.signal("n4", "-KILL").expect("kill n4");
+    let killed = Instant::now();
+    let c = wait_iad(&w, &["n1", "n2", "n3"], "n4 removed", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_secs(3),
+        "removed before its absence lasted remove-after: {c}"
+    );
+    assert!(strings(&c["learners"]).is_empty(), "{c}");
+    w.signal("n3", "-KILL").expect("kill n3");
+    // Well past remove-after: n3 is still a voter, and n1 and n2 (a
+    // majority of three) still have a leader.
+    std::thread::sleep(Duration::from_secs(8));
+    let c = wait_iad(&w, &["n1", "n2"], "a leader of n1–n3", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    eprintln!("after n3's death: {c}");
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+/// The operator's forced promotion, when every in-sync copy is gone: an
+/// `async` database's primary and standby (two of iad's three nodes) are
+/// killed, so iad's controller has no majority and promotes no one.
+/// `anykv cluster promote --force` sent to iad's survivor makes the cdg
+/// replica the primary at epoch 2 (the database's primary region moves
+/// to cdg) and says what may have been lost; it is refused while the
+/// primary lives. The cdg node keeps the data and takes writes; the two
+/// killed nodes come back, iad's controller regains its majority, drops
+/// its stale record and never takes the database back.
+#[test]
+fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
+    let spec = spec("forced", 50, 22400);
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+    wait_iad(&w, &all, "iad's group led by n1", |c| {
+        c["leader"] == "n1" && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    // A database whose primary is n1, the group's first leader (the
+    // smallest name forms it), so the cut below leaves the primary and the
+    // leader together.
+    let id = (40u64..)
+        .find(|id| anykv_gossip::catalog::ranked(*id, &["n1", "n2", "n3"])[0] == "n1")
+        .expect("an id");
+    let token = "forced-tenant-token-0123456789abc";
+    create_db(&w, id, token, "async", "nearest");
+    let record = |w: &World, by: &str| record_of(w, by, id);
+    let placed = record(&w, "n4").expect("placed");
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let standby = placed["standby"].as_str().expect("standby").to_string();
+    let login = |w: &World, n: &str| login_to(w, n, token);
+    let wait_ok = |w: &World, n: &str, args: &[&str], what: &str| -> common::Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = login(w, n).and_then(|mut c| c.cmd(args).ok()) {
+                if !matches!(v, common::Value::Error(_)) {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for i in 0..50 {
+        wait_ok(
+            &w,
+            &primary,
+            &["SET", &format!("k{i}"), &format!("v{i}")],
+            "the primary takes writes",
+        );
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while login(&w, "n4").and_then(|mut c| c.cmd(&["GET", "k49"]).ok())
+        != Some(common::Value::Bulk(b"v49".to_vec()))
+    {
+        assert!(Instant::now() < end, "the cdg replica never had k49");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The database is `async`: a standby whose link is cut for longer
+    // than a lease period leaves the in-sync set (promoting it would lose
+    // what the primary acknowledged meanwhile), and is back once synced.
+    wait_in_sync(&w, id, &standby);
+    let ip = |n: &str| w.node(n).expect("node").ip;
+    w.shape(&serde_json::json!({ "partition": [[ip(&primary)], [ip(&standby)]] }))
+        .expect("cut the standby off");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !record(&w, "n4").is_some_and(|r| r["in_sync"].is_null()) {
+        assert!(
+            Instant::now() < end,
+            "the cut-off standby stayed in sync: {:?}",
+            record(&w, "n4")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.shape(&serde_json::json!({ "heal": true })).expect("heal");
+    wait_in_sync(&w, id, &standby);
+
+    // The primary's offset as it reports it (every few seconds) reaches
+    // the survivors, equal to n4's: nothing written is missing on n4.
+    let end = Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        let r = record(&w, "n4").expect("record");
+        let n4 = r["replicas"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["node"] == "n4"))
+            .map(|x| x["offset"].clone());
+        if r["offset"].as_u64().is_some() && n4.as_ref() == Some(&r["offset"]) {
+            break r["offset"].as_u64().expect("offset");
+        }
+        assert!(Instant::now() < end, "offsets never reported: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let survivor = all[..3]
+        .iter()
+        .find(|n| **n != primary && **n != standby)
+        .expect("iad's third node")
+        .to_string();
+    let promote = |w: &World| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_anykv"))
+            .args([
+                "cluster",
+                "promote",
+                &id.to_string(),
+                "--to",
+                "n4",
+                "--force",
+            ])
+            .arg("--addr")
+            .arg(w.node(&survivor).expect("survivor").http.to_string())
+            .env("ANYKV_ADMIN_TOKEN", "controller-admin-token")
+            .output()
+            .expect("anykv cluster promote runs")
+    };
+    // Refused while the primary is alive (a failover loses nothing).
+    let out = promote(&w);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("anykv cluster failover"), "{said}");
+
+    w.signal(&primary, "-KILL").expect("kill the primary");
+    w.signal(&standby, "-KILL").expect("kill the standby");
+    let end = Instant::now() + Duration::from_secs(30);
+    let said = loop {
+        let out = promote(&w);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        // Until the survivors see both as dead.
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("is alive"), "{err}");
+        assert!(Instant::now() < end, "never promoted: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("{said}");
+    assert!(said.contains("n4 is the primary at epoch 2"), "{said}");
+    assert!(
+        said.contains("may be lost: at least 0 bytes of the stream")
+            && said.contains(&format!("old primary (offset {reported})")),
+        "{said}"
+    );
+    // The cdg node has every write it had replicated, and takes new ones.
+    assert_eq!(
+        wait_ok(&w, "n4", &["SET", "after", "1"], "n4 never took a write"),
+        common::Value::Simple("OK".into())
+    );
+    let mut c = login(&w, "n4").expect("login n4");
+    assert_eq!(
+        c.cmd(&["GET", "k49"]).expect("GET"),
+        common::Value::Bulk(b"v49".to_vec())
+    );
+    let rec = record(&w, "n4").expect("record");
+    assert_eq!(
+        (rec["epoch"].as_u64(), rec["primary"].as_str()),
+        (Some(2), Some("n4")),
+        "{rec}"
+    );
+
+    // The killed nodes come back; iad's group has a majority again, drops
+    // its stale record, and the database stays on n4.
+    w.launch(&primary).expect("restart the old primary");
+    w.launch(&standby).expect("restart the old standby");
+    wait_iad(&w, &all, "iad's group with a leader and no record", |c| {
+        c["leader"].is_string() && c["records"] == 0
+    });
+    for n in all {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = record(&w, n);
+            if r.as_ref()
+                .is_some_and(|r| r["epoch"] == 2 && r["primary"] == "n4")
+            {
+                break;
+            }
+            assert!(Instant::now() < end, "{n} sees {r:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for i in 0..20 {
+        assert_eq!(
+            c.cmd(&["INCR", "after"]).expect("INCR"),
+            common::Value::Int(2 + i),
+            "n4 stopped taking writes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);

@@ -16,70 +16,20 @@
 //!     cargo run --release -p anykv-bench --example failover -- \
 //!         --anykv target/release/anykv --unplanned 30 --planned 10
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anykv_bench::world::{http, World, WorldSpec};
+use anykv_bench::client::{self, Conn, Database, Reply};
+use anykv_bench::world::{World, WorldSpec};
 
 const ADMIN: &str = "failover-bench-admin";
 const TOKEN: &str = "failover-bench-token-0123456789";
 const TENANT: u64 = 5;
 
-/// A minimal RESP client: enough for AUTH, INCR and GET.
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-#[derive(Debug, PartialEq)]
-enum Reply {
-    Ok,
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Err(String),
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Option<Conn> {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.set_nodelay(true).ok()?;
-        let mut c = Conn {
-            r: BufReader::new(s.try_clone().ok()?),
-            w: s,
-        };
-        (c.call(&["AUTH", "shop", TOKEN])? == Reply::Ok).then_some(c)
-    }
-
-    fn call(&mut self, args: &[&str]) -> Option<Reply> {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.w.write_all(out.as_bytes()).ok()?;
-        let mut line = String::new();
-        self.r.read_line(&mut line).ok()?;
-        let body = line.get(1..)?.trim_end().to_string();
-        match line.as_bytes().first()? {
-            b'+' => Some(Reply::Ok),
-            b'-' => Some(Reply::Err(body)),
-            b':' => body.parse().ok().map(Reply::Int),
-            b'$' => {
-                let n: i64 = body.parse().ok()?;
-                if n < 0 {
-                    return Some(Reply::Bulk(None));
-                }
-                let mut b = vec![0u8; n as usize + 2];
-                std::io::Read::read_exact(&mut self.r, &mut b).ok()?;
-                b.truncate(n as usize);
-                Some(Reply::Bulk(Some(b)))
-            }
-            _ => None,
-        }
-    }
+fn login(addr: SocketAddr) -> Option<Conn> {
+    Conn::open(addr, Some(("shop", TOKEN)))
 }
 
 /// What a writer saw.
@@ -112,7 +62,7 @@ fn writer(nodes: Vec<SocketAddr>, start: i64, mark: Arc<Mark>, stop: Arc<AtomicB
     let mut last = Instant::now();
     while !stop.load(Ordering::Acquire) {
         if conn.is_none() {
-            conn = Conn::open(nodes[on]);
+            conn = login(nodes[on]);
         }
         match conn.as_mut().and_then(|c| c.call(&["INCR", "counter"])) {
             Some(Reply::Int(n)) => {
@@ -207,33 +157,11 @@ fn parse_args() -> Args {
     a
 }
 
-/// The database's record as node `by` sees it.
-fn record(w: &World, by: &str) -> Option<serde_json::Value> {
-    w.cluster_view(by)?["tenants"]
-        .as_array()?
-        .iter()
-        .find(|t| t["id"] == TENANT)
-        .cloned()
-}
-
 /// Waits until the record is past epoch `after` and names an in-sync
 /// standby; (epoch, primary, standby).
 fn settled(w: &World, after: u64) -> Result<(u64, String, String), String> {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(r) = record(w, "n4") {
-            let epoch = r["epoch"].as_u64().unwrap_or(0);
-            if let (Some(p), Some(s)) = (r["primary"].as_str(), r["in_sync"].as_str()) {
-                if r["standby"] == s && epoch > after {
-                    return Ok((epoch, p.to_string(), s.to_string()));
-                }
-            }
-        }
-        if Instant::now() > end {
-            return Err(format!("the database never settled: {:?}", record(w, "n4")));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = client::settled(w, "n4", TENANT, after, Duration::from_secs(60))?;
+    Ok((r.epoch, r.primary, r.standby))
 }
 
 fn counter(w: &World, node: &str) -> i64 {
@@ -243,8 +171,7 @@ fn counter(w: &World, node: &str) -> i64 {
     };
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(Reply::Bulk(v)) = Conn::open(addr).and_then(|mut c| c.call(&["GET", "counter"]))
-        {
+        if let Some(Reply::Bulk(v)) = login(addr).and_then(|mut c| c.call(&["GET", "counter"])) {
             return v
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.parse().ok())
@@ -300,51 +227,21 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1);
     }
-    let digest: String = {
-        use std::fmt::Write;
-        let d = anykv_gossip_digest(TOKEN);
-        d.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let db = Database {
+        id: TENANT,
+        name: "shop".into(),
+        token: TOKEN.into(),
+        primary_region: "iad".into(),
+        read_regions: vec!["cdg".into()],
+        durability: "region".into(),
+        consistency: "nearest".into(),
     };
-    let entry = serde_json::json!({
-        "id": TENANT, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "region", "consistency": "nearest", "version": 1
-    });
-    let n4 = w.node("n4").map(|n| n.http).expect("n4");
     // The controller group must exist before the database is placed.
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let formed = w.cluster_view("n4").is_some_and(|v| {
-            v["controllers"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["region"] == "iad" && c["promotion"] == "automatic")
-            })
-        });
-        if formed {
-            break;
-        }
-        if Instant::now() > end {
-            eprintln!("iad's controller never formed");
-            std::process::exit(1);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    match http(
-        n4,
-        "PUT",
-        &format!("/admin/tenants/{TENANT}"),
-        ADMIN,
-        &entry.to_string(),
-    ) {
-        Some((200, _)) => {}
-        other => {
-            eprintln!("creating the database: {other:?}");
-            std::process::exit(1);
-        }
+    if let Err(e) = client::wait_controller(&w, "n4", "iad", Duration::from_secs(60))
+        .and_then(|()| client::create(&w, "n4", &db))
+    {
+        eprintln!("{e}");
+        std::process::exit(1);
     }
     let mut unplanned = Vec::new();
     let mut pauses = Vec::new();
@@ -453,10 +350,4 @@ fn main() {
     );
     drop(w);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The SHA-256 of a token, as the catalog stores it.
-fn anykv_gossip_digest(token: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).into()
 }

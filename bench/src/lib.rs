@@ -11,6 +11,12 @@
 //! - [`history`]: the checker of what clients saw during a fault run
 //!   (linearizable registers, no acknowledged write lost, one primary per
 //!   epoch), for the failover harness.
+//! - [`client`]: a RESP client, the admin API's databases and their role
+//!   records, and a router's store streams (envelopes, write tokens).
+//! - [`faults`]: the fault harness: seeded fault schedules (kill -9,
+//!   SIGSTOP, partitions, a clock offset) run on a world while clients
+//!   write and read, checked with [`history`] (`tests/faults.rs` in CI,
+//!   `scripts/soak.sh` for many more seeds).
 //!
 //! The store benchmarks are Python scripts that drive `redis-benchmark`
 //! against `anykv server` and `redis-server` side by side:
@@ -24,6 +30,8 @@
 //! generation, the world launcher used by benchmarks, and Markdown/SVG
 //! reports.
 
+pub mod client;
+pub mod faults;
 pub mod gossip_sim;
 pub mod history;
 pub mod world;

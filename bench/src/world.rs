@@ -109,6 +109,17 @@ impl World {
     /// `world.json`. Does not wait for the nodes to find each other (see
     /// [`World::wait_members`]).
     pub fn start(spec: &WorldSpec) -> Result<World, WorldError> {
+        World::start_with(spec, &BTreeMap::new())
+    }
+
+    /// [`World::start`], giving some nodes (by name) extra `anykv node`
+    /// flags, placed before `--` (e.g. the fault harness's
+    /// `--clock-offset-ms`); they are in `world.json`'s argv, so a
+    /// restarted node keeps them.
+    pub fn start_with(
+        spec: &WorldSpec,
+        node_args: &BTreeMap<String, Vec<String>>,
+    ) -> Result<World, WorldError> {
         std::fs::create_dir_all(&spec.dir)
             .map_err(io(format!("creating {}", spec.dir.display())))?;
         let out = Command::new(&spec.bin)
@@ -162,6 +173,9 @@ impl World {
             if let Some(table) = &spec.rtt_table {
                 push(&["--emulate-wan", table, "--emulate-host", &hosts.join(",")]);
                 push(&["--emulate-loss", &spec.loss.to_string()]);
+            }
+            if let Some(extra) = node_args.get(&name) {
+                push(&extra.iter().map(String::as_str).collect::<Vec<_>>());
             }
             let resp = SocketAddr::new(addr, p + 4);
             let http = SocketAddr::new(addr, p + 5);
@@ -236,6 +250,17 @@ impl World {
         let text = serde_json::to_string_pretty(&self.file)
             .map_err(|e| WorldError::Failed(format!("world.json: {e}")))?;
         std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// The admin API's token (`ANYKV_ADMIN_TOKEN`) every node was given.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Whether node `name` was started and not killed since (a stopped
+    /// node counts as running).
+    pub fn is_running(&self, name: &str) -> bool {
+        self.children.contains_key(name)
     }
 
     pub fn node(&self, name: &str) -> Result<&NodeInfo, WorldError> {

@@ -687,8 +687,10 @@ fn run_request(
 }
 
 /// Waits until the tenant's standby has acknowledged `target`; false when
-/// it cannot (no standby attached for `repl-timeout`, the client gone, or
-/// shutdown).
+/// it cannot (no standby attached for `repl-timeout`, the client gone,
+/// shutdown, or this node stopped being the primary it was when the write
+/// ran: demoted by a newer role record, its writes not on the standby may
+/// be discarded, so they are never acknowledged).
 async fn standby_acked(
     stream: &mut ClientStream,
     inbuf: &mut BytesMut,
@@ -700,11 +702,20 @@ async fn standby_acked(
 ) -> bool {
     let timeout_ms = set.repl_timeout_s.saturating_mul(1000) as i64;
     let mut detached_since: Option<i64> = None;
-    tenant.borrow_mut().ack_waiters.push(info.clone());
+    let epoch = {
+        let mut t = tenant.borrow_mut();
+        t.ack_waiters.push(info.clone());
+        t.epoch
+    };
     let id = info.id;
     let ok = loop {
         let acked = {
             let t = tenant.borrow();
+            if t.role != crate::repl::Role::Primary || t.epoch != epoch {
+                // A newer role record made another node the primary while
+                // this write waited: it may never reach the group.
+                break false;
+            }
             if t.standby.is_none() {
                 // The tenant became async (plan change): nothing to wait for.
                 break true;

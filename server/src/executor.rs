@@ -64,9 +64,12 @@ pub struct Handoff {
 pub enum ExecMsg {
     Conn(Handoff),
     Tenant(TenantChange),
-    /// Report a tenant's replication now (a planned handoff waits on it).
+    /// Report a tenant's replication now (a planned handoff waits on it),
+    /// with the backlog's average write size when asked (it reads the
+    /// whole backlog: a forced promotion's estimate).
     Probe(
         TenantId,
+        bool,
         tokio::sync::oneshot::Sender<crate::metrics::ReplStatus>,
     ),
 }
@@ -293,9 +296,14 @@ fn executor_main(
                         ExecMsg::Tenant(TenantChange::Remove(id)) => {
                             remove_tenant(&tenants, &shared, id)
                         }
-                        ExecMsg::Probe(id, reply) => {
+                        ExecMsg::Probe(id, write_size, reply) => {
                             if let Some(t) = tenants.borrow().get(&id) {
-                                let _ = reply.send(crate::metrics::ReplStatus::of(&t.borrow()));
+                                let t = t.borrow();
+                                let _ = reply.send(if write_size {
+                                    crate::metrics::ReplStatus::with_write_size(&t)
+                                } else {
+                                    crate::metrics::ReplStatus::of(&t)
+                                });
                             }
                         }
                     }

@@ -74,6 +74,13 @@ pub struct ReplStatus {
     pub master_lag_ms: Option<i64>,
     /// As a primary: its attached replicas.
     pub replicas: Vec<ReplicaStatus>,
+    /// The average size of a write in the backlog (bytes of the stream
+    /// per write command), for estimates; only filled on request
+    /// ([`ReplStatus::with_write_size`]: it reads the whole backlog).
+    pub avg_write_bytes: Option<u64>,
+    /// As a primary with durability `region`: every write waits for the
+    /// standby.
+    pub waits_for_standby: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +93,17 @@ pub struct ReplicaStatus {
 }
 
 impl ReplStatus {
+    /// [`ReplStatus::of`] plus the backlog's average write size.
+    pub fn with_write_size(t: &Tenant) -> ReplStatus {
+        let mut s = ReplStatus::of(t);
+        let from = t.log.offset() - t.log.backlog_len() as u64;
+        s.avg_write_bytes = t.log.since(from).and_then(|tail| {
+            let writes = crate::repl::replica::count_writes(&tail);
+            (writes > 0).then(|| tail.len() as u64 / writes)
+        });
+        s
+    }
+
     pub fn of(t: &Tenant) -> ReplStatus {
         ReplStatus {
             offset: t.log.offset(),
@@ -101,6 +119,8 @@ impl ReplStatus {
                     lag_ms: l.lag_ms.get(),
                 })
                 .collect(),
+            avg_write_bytes: None,
+            waits_for_standby: t.standby.is_some(),
         }
     }
 }

@@ -267,9 +267,22 @@ impl Shared {
         &self,
         tenant: crate::tenant::TenantId,
     ) -> Option<crate::metrics::ReplStatus> {
+        self.probe_with(tenant, false).await
+    }
+
+    /// [`Shared::probe`] with the backlog's average write size
+    /// (`ReplStatus::avg_write_bytes`).
+    pub async fn probe_with(
+        &self,
+        tenant: crate::tenant::TenantId,
+        write_size: bool,
+    ) -> Option<crate::metrics::ReplStatus> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let owner = crate::executor::owner_of(tenant, self.executors);
-        self.send_to(owner, crate::executor::ExecMsg::Probe(tenant, tx));
+        self.send_to(
+            owner,
+            crate::executor::ExecMsg::Probe(tenant, write_size, tx),
+        );
         rx.await.ok()
     }
 

@@ -27,6 +27,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ranked, RoleRecord};
 
+/// What a primary reports of one of its tenants when it renews its lease.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    pub tenant: u64,
+    /// Its replicas that completed their sync and stream (machines).
+    pub replicas: Vec<String>,
+    /// Its writes wait for the standby (durability `region`): the standby
+    /// has every acknowledged write even while its link is down, and stays
+    /// in sync.
+    #[serde(default)]
+    pub durable: bool,
+}
+
 /// A lease the leader granted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {

@@ -119,6 +119,9 @@ pub struct Controller {
     /// As the leader: since when each member of the group has not been
     /// alive (see [`ControllerConfig::remove_after`]).
     absent: parking_lot::Mutex<BTreeMap<u64, Instant>>,
+    /// As the leader: since when each tenant's in-sync standby has not been
+    /// reported synced by its primary (see `note_synced`).
+    unsynced: parking_lot::Mutex<BTreeMap<u64, Instant>>,
 }
 
 impl Controller {
@@ -173,6 +176,7 @@ impl Controller {
             leases: parking_lot::Mutex::new(lease::Leases::new(Duration::from_millis(hb * 4))),
             was_formed,
             absent: Default::default(),
+            unsynced: Default::default(),
         });
         {
             let weak = Arc::downgrade(&c);
@@ -230,7 +234,7 @@ impl Controller {
     pub async fn grant(
         &self,
         machine: &str,
-        synced: &[(u64, Vec<String>)],
+        synced: &[lease::Synced],
         applied: Option<u64>,
     ) -> Result<lease::Grant, lease::Refused> {
         let refused = |c: &Controller| lease::Refused {
@@ -277,35 +281,57 @@ impl Controller {
     /// As the leader: commits, for each tenant `machine` is primary of,
     /// that its standby is in sync once the primary reports it synced (a
     /// replica that completed its sync, streaming and acknowledging). Only
-    /// such a standby is ever promoted.
-    async fn note_synced(&self, machine: &str, synced: &[(u64, Vec<String>)]) {
+    /// such a standby is ever promoted. With durability `async`, a standby
+    /// the primary has not reported synced for a whole lease period (its
+    /// link is down, or it is syncing again) leaves the in-sync set, as a
+    /// lagging follower leaves Kafka's ISR: promoting it would lose the
+    /// writes acknowledged since. (With `region` every acknowledged write
+    /// waited for it, so it stays.)
+    async fn note_synced(&self, machine: &str, synced: &[lease::Synced]) {
         let records = self.machine.roles().records;
-        for (tenant, replicas) in synced {
-            let Some(rec) = records.get(tenant) else {
+        let now = Instant::now();
+        for s in synced {
+            let Some(rec) = records.get(&s.tenant) else {
                 continue;
             };
             let Some(sb) = rec.standby.as_deref() else {
                 continue;
             };
-            if rec.primary != machine
-                || rec.in_sync.as_deref() == Some(sb)
-                || !replicas.iter().any(|r| r == sb)
-            {
+            if rec.primary != machine {
                 continue;
             }
+            let reported = s.replicas.iter().any(|r| r == sb);
+            let in_sync = rec.in_sync.as_deref() == Some(sb);
+            let next_in_sync = if reported {
+                self.unsynced.lock().remove(&s.tenant);
+                if in_sync {
+                    continue;
+                }
+                Some(sb.to_string())
+            } else {
+                let since = *self.unsynced.lock().entry(s.tenant).or_insert(now);
+                if !in_sync || s.durable || now.duration_since(since) < self.cfg.lease {
+                    continue;
+                }
+                None
+            };
             let mut next = rec.clone();
-            next.in_sync = Some(sb.to_string());
+            next.in_sync = next_in_sync.clone();
             next.seq += 1;
             let cmd = Command::PutRole {
                 expect: Some((rec.epoch, rec.seq)),
                 record: next,
             };
             match self.propose(cmd).await {
+                Ok(o) if o.applied && next_in_sync.is_some() => {
+                    tracing::info!(tenant = s.tenant, standby = %sb, "controller: standby in sync")
+                }
                 Ok(o) if o.applied => {
-                    tracing::info!(tenant, standby = %sb, "controller: standby in sync")
+                    self.unsynced.lock().remove(&s.tenant);
+                    tracing::warn!(tenant = s.tenant, standby = %sb, "controller: standby out of sync (not streaming for a lease period); it will not be promoted until it is again")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!("controller: noting a standby in sync: {e}"),
+                Err(e) => tracing::debug!("controller: noting a standby's sync: {e}"),
             }
         }
     }
@@ -315,14 +341,14 @@ impl Controller {
     /// request was sent (the lease counts from then) and the grant.
     pub async fn renew_lease(
         &self,
-        synced: Vec<(u64, Vec<std::net::IpAddr>)>,
+        synced: Vec<(u64, Vec<std::net::IpAddr>, bool)>,
     ) -> Result<(Instant, lease::Grant), String> {
-        let synced: Vec<(u64, Vec<String>)> = {
+        let synced: Vec<lease::Synced> = {
             let view = self.view.borrow();
             synced
                 .into_iter()
-                .map(|(t, ips)| {
-                    let machines = ips
+                .map(|(tenant, ips, durable)| {
+                    let replicas = ips
                         .iter()
                         .filter_map(|ip| {
                             view.members
@@ -331,7 +357,11 @@ impl Controller {
                                 .map(|m| m.machine.clone())
                         })
                         .collect();
-                    (t, machines)
+                    lease::Synced {
+                        tenant,
+                        replicas,
+                        durable,
+                    }
                 })
                 .collect()
         };

@@ -44,7 +44,7 @@ enum Rpc {
     /// replicas of each tenant it is primary of have completed their sync.
     Lease {
         machine: String,
-        synced: Vec<(u64, Vec<String>)>,
+        synced: Vec<super::lease::Synced>,
         /// The last log index the node has applied.
         applied: Option<u64>,
     },
@@ -220,7 +220,7 @@ pub(super) async fn renew(
     region: &str,
     addr: SocketAddr,
     machine: &str,
-    synced: Vec<(u64, Vec<String>)>,
+    synced: Vec<super::lease::Synced>,
     applied: Option<u64>,
     ttl: Duration,
 ) -> Result<Result<super::lease::Grant, super::lease::Refused>, String> {

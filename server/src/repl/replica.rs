@@ -438,7 +438,7 @@ fn discard(t: &Tenant, at: u64) {
 }
 
 /// The writes among the stream's commands in `tail` (see [`discard`]).
-fn count_writes(tail: &[u8]) -> u64 {
+pub(crate) fn count_writes(tail: &[u8]) -> u64 {
     use crate::resp::parse::{ParseLimits, Request, RequestParser};
     let mut p = RequestParser::new();
     let lim = ParseLimits::default();
