@@ -69,8 +69,9 @@ pub struct GossipArgs {
     pub region_size: u32,
     /// The region controller's Raft heartbeat (ms); a leader is replaced
     /// after 4–8 heartbeats without one. Short enough that a new leader is
-    /// elected within a lease period after the old one leaves (a planned
-    /// handoff by the leader then pauses writes for milliseconds).
+    /// usually elected within a lease period after the old one leaves, so
+    /// a planned handoff by the leader rarely outlives the new primary's
+    /// lease (docs/BENCHMARKS.md has the pauses measured).
     #[arg(long, default_value_t = 150)]
     pub controller_heartbeat_ms: u64,
     /// A primary's lease from its region's controller (ms): a primary
@@ -286,7 +287,17 @@ pub fn spawn_lease_keeper(
                     (t.0, ips, st.waits_for_standby)
                 })
                 .collect();
-            match c.renew_lease(synced).await {
+            // The tenants this node holds as a replica without a sync
+            // completed since it started (the controller does not promote
+            // it for them).
+            let restarted: Vec<u64> = shared
+                .repl_status
+                .lock()
+                .iter()
+                .filter(|(_, st)| st.link_up.is_some() && !st.synced_since_start)
+                .map(|(t, _)| t.0)
+                .collect();
+            match c.renew_lease(synced, restarted).await {
                 Ok((sent, g)) => {
                     // Counted from when it was asked for, less the margin
                     // for clock drift, by the period the leader granted.

@@ -436,6 +436,7 @@ impl Placement {
                 ops_per_sec: e.ops_per_sec,
                 leased: controlled(e) && follow.is_none(),
                 strong: e.consistency == "strong",
+                durable: follow.is_none() && e.durability == catalog::Durability::Region,
                 follow,
                 standby,
                 epoch: rec.epoch,
@@ -871,8 +872,12 @@ impl Placement {
             .member(&self.me)
             .map(|m| m.region.clone())
             .unwrap_or_default();
+        // Two epochs up: a controller that promoted from the same record
+        // meanwhile (unseen here, across a partition) committed epoch + 1
+        // at seq 0 too; the operator's record must win everywhere, never
+        // tie with it.
         let mut next = rec.clone();
-        next.epoch = rec.epoch + 1;
+        next.epoch = rec.epoch + 2;
         next.seq = 0;
         next.primary = self.me.clone();
         next.in_sync = None;

@@ -40,20 +40,35 @@ fn spec(name: &str, net: u8, port: u16) -> WorldSpec {
 /// Creates database `id` ("shop", logging in with `token`; primary region
 /// iad, read region cdg) through n4's admin API.
 fn create_db(w: &World, id: u64, token: &str, durability: &str, consistency: &str) {
+    put_db(
+        w,
+        db_entry(id, "shop", token, ["iad", "cdg"]),
+        durability,
+        consistency,
+    );
+}
+
+/// A catalog entry: `regions` are the primary region, then the read one.
+fn db_entry(id: u64, name: &str, token: &str, regions: [&str; 2]) -> serde_json::Value {
     let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let entry = serde_json::json!({
-        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": durability, "consistency": consistency, "version": 1
-    });
+    serde_json::json!({
+        "id": id, "name": name, "token_sha256": [digest], "org": "acme",
+        "primary_region": regions[0], "read_regions": [regions[1]], "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0, "version": 1
+    })
+}
+
+/// Puts `entry` with `durability` and `consistency` through n4's admin API.
+fn put_db(w: &World, mut entry: serde_json::Value, durability: &str, consistency: &str) {
+    entry["durability"] = durability.into();
+    entry["consistency"] = consistency.into();
     let (code, body) = http(
         w.node("n4").expect("n4").http,
         "PUT",
-        &format!("/admin/tenants/{id}"),
+        &format!("/admin/tenants/{}", entry["id"]),
         "controller-admin-token",
         &entry.to_string(),
     )
@@ -176,25 +191,7 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
 
     // A database whose primary region is iad: its role record is the
     // group's, committed by the leader and published to every node.
-    let digest: String = anykv_server::catalog::token_digest(b"controller-tenant-token-0123")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let entry = serde_json::json!({
-        "id": 7, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "region", "consistency": "nearest", "version": 1
-    });
-    let (code, body) = http(
-        w.node("n4").expect("n4").http,
-        "PUT",
-        "/admin/tenants/7",
-        "controller-admin-token",
-        &entry.to_string(),
-    )
-    .expect("the admin API answers");
-    assert_eq!(code, 200, "{body}");
+    create_db(&w, 7, "controller-tenant-token-0123", "region", "nearest");
     wait_iad(&w, &all, "the group's record", |c| c["records"] == 1);
     let placed = w.cluster_view("n4").expect("view")["tenants"][0].clone();
     assert_eq!(placed["epoch"], 1, "{placed}");
@@ -826,7 +823,7 @@ fn a_member_gone_for_good_leaves_the_group_but_never_below_three_voters() {
 /// `async` database's primary and standby (two of iad's three nodes) are
 /// killed, so iad's controller has no majority and promotes no one.
 /// `anykv cluster promote --force` sent to iad's survivor makes the cdg
-/// replica the primary at epoch 2 (the database's primary region moves
+/// replica the primary at epoch 3 (the database's primary region moves
 /// to cdg) and says what may have been lost; it is refused while the
 /// primary lives. The cdg node keeps the data and takes writes; the two
 /// killed nodes come back, iad's controller regains its majority, drops
@@ -900,6 +897,41 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
     w.shape(&serde_json::json!({ "heal": true })).expect("heal");
     wait_in_sync(&w, id, &standby);
 
+    // A `region` database whose primary region (cdg) has no second node
+    // for a standby: its writes are refused, never acknowledged by the
+    // primary alone.
+    put_db(
+        &w,
+        db_entry(
+            77,
+            "lonely",
+            "lonely-token-0123456789abcdef",
+            ["cdg", "iad"],
+        ),
+        "region",
+        "nearest",
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let r = common::RespConn::connect_addr(w.node("n4").expect("n4").resp)
+            .ok()
+            .and_then(|mut c| {
+                c.cmd(&["AUTH", "lonely", "lonely-token-0123456789abcdef"])
+                    .ok()?;
+                c.cmd(&["SET", "k", "v"]).ok()
+            });
+        match r {
+            Some(common::Value::Error(e)) if e.starts_with(b"NOREPLICAS") => break e,
+            Some(common::Value::Simple(s)) => {
+                panic!("a region write acknowledged without a standby: {s:?}")
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < end, "never refused: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("{}", String::from_utf8_lossy(&refused));
+
     // The primary's offset as it reports it (every few seconds) reaches
     // the survivors, equal to n4's: nothing written is missing on n4.
     let end = Instant::now() + Duration::from_secs(30);
@@ -957,7 +989,7 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("{said}");
-    assert!(said.contains("n4 is the primary at epoch 2"), "{said}");
+    assert!(said.contains("n4 is the primary at epoch 3"), "{said}");
     assert!(
         said.contains("may be lost: at least 0 bytes of the stream")
             && said.contains(&format!("old primary (offset {reported})")),
@@ -976,7 +1008,7 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
     let rec = record(&w, "n4").expect("record");
     assert_eq!(
         (rec["epoch"].as_u64(), rec["primary"].as_str()),
-        (Some(2), Some("n4")),
+        (Some(3), Some("n4")),
         "{rec}"
     );
 
@@ -992,7 +1024,7 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         loop {
             let r = record(&w, n);
             if r.as_ref()
-                .is_some_and(|r| r["epoch"] == 2 && r["primary"] == "n4")
+                .is_some_and(|r| r["epoch"] == 3 && r["primary"] == "n4")
             {
                 break;
             }

@@ -780,7 +780,12 @@ fn signal(node: &Node, sig: &str) {
 fn durability_region_acknowledges_only_what_the_standby_has() {
     let w = World::new("repl-durability", 34, 21740, false);
     let mut nodes = w.start_three();
-    w.put(1, 7, &entry_with(1, 0, "region"));
+    // `consistency: strong` too: a read must not show a write before the
+    // standby has it.
+    let mut e: serde_json::Value =
+        serde_json::from_str(&entry_with(1, 0, "region")).expect("entry");
+    e["consistency"] = "strong".into();
+    w.put(1, 7, &e.to_string());
     let view = w.cluster_json(1).unwrap();
     let t = &view["tenants"][0];
     let machine = |v: &serde_json::Value| -> u8 {
@@ -821,10 +826,40 @@ fn durability_region_acknowledges_only_what_the_standby_has() {
         early.is_err(),
         "acknowledged while the standby was stopped: {early:?}"
     );
+    // Another client reads the key meanwhile: the write is applied here
+    // but not on the standby, so the reply waits (shown, it could be
+    // lost with this primary).
+    let mut reader = TcpStream::connect(addr).unwrap();
+    reader
+        .write_all(common::resp_str(&["AUTH", "shop", TOKEN]).as_slice())
+        .unwrap();
+    let n = reader.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    reader
+        .write_all(common::resp_str(&["GET", "held"]).as_slice())
+        .unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut rbuf = [0u8; 64];
+    let shown = reader.read(&mut rbuf);
+    assert!(
+        shown.is_err(),
+        "a strong read showed a write the standby does not have: {shown:?}"
+    );
     signal(nodes[sn as usize].as_ref().unwrap(), "-CONT");
     raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let n = raw.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"+OK\r\n");
+    reader
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let n = reader.read(&mut rbuf).unwrap();
+    assert_eq!(
+        &rbuf[..n],
+        b"$1\r\n1\r\n",
+        "the read, once the standby has it"
+    );
     assert_eq!(call(&mut sb, &["GET", "held"]), Value::Bulk(b"1".to_vec()));
 
     // The standby hangs (as a crashed machine, its QUIC link stays up):

@@ -58,6 +58,11 @@ pub struct TenantSpec {
     /// The catalog's `consistency: strong`: on a `leased` primary, reads
     /// need the lease too (they are linearizable only under it).
     pub strong: bool,
+    /// On the primary of a tenant with durability `region`: every write
+    /// waits for the standby's acknowledgement, and without a standby that
+    /// has completed its sync none is taken (`NOREPLICAS` after
+    /// `standby-wait-ms`), even when the record names no standby.
+    pub durable: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,6 +162,7 @@ impl Catalog {
                 epoch: 0,
                 leased: false,
                 strong: false,
+                durable: false,
             };
             for w in words {
                 let (k, v) = w

@@ -158,6 +158,9 @@ impl ClientInfo {
 /// commands through `Ctx`.
 pub struct Session {
     pub info: std::rc::Rc<ClientInfo>,
+    /// This batch read a `strong` database on its `region` primary: its
+    /// replies wait for the standby (see `dispatch`).
+    pub read_needs_standby: bool,
     pub db: usize,
     pub resp: u8,
     pub authenticated: bool,
@@ -229,6 +232,7 @@ impl Session {
     pub fn new(info: std::rc::Rc<ClientInfo>, authenticated: bool) -> Self {
         Session {
             info,
+            read_needs_standby: false,
             db: 0,
             resp: 2,
             authenticated,

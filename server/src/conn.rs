@@ -359,11 +359,28 @@ async fn run(
         tenant.borrow().wake_replicas();
         crate::repl::replica::kick(tenant, shared);
         // Durability `region`: no reply before the standby has every write
-        // this batch made (its acknowledgements ride the stream back).
+        // this batch made (its acknowledgements ride the stream back); with
+        // `consistency: strong`, not before it has every write the batch
+        // could have read either (another client's write still waiting for
+        // it would be lost with this primary: a read must not show it).
         let target = {
-            let t = tenant.borrow();
+            let mut t = tenant.borrow_mut();
             let wrote = t.log.offset() > log_before;
-            (t.standby.is_some() && (wrote || served_at > 0)).then(|| t.log.offset().max(served_at))
+            let read = std::mem::take(&mut s.read_needs_standby);
+            if !t.durable {
+                None
+            } else if wrote || served_at > 0 {
+                let target = t.log.offset().max(served_at);
+                t.pending_write_offset = t.pending_write_offset.max(target);
+                Some(target)
+            } else if read && t.pending_write_offset > t.standby_acked {
+                // Every client write so far (not the stream's PINGs: a
+                // read waits for data, not for a standby that left after
+                // acknowledging everything).
+                Some(t.pending_write_offset)
+            } else {
+                None
+            }
         };
         served_at = 0;
         if let Some(target) = target {
@@ -716,7 +733,7 @@ async fn standby_acked(
                 // this write waited: it may never reach the group.
                 break false;
             }
-            if t.standby.is_none() {
+            if !t.durable {
                 // The tenant became async (plan change): nothing to wait for.
                 break true;
             }

@@ -292,7 +292,9 @@ pub(crate) fn run(
         let too_few = min_good > 0
             && max_lag > 0
             && crate::repl::primary::good_replicas(t, now_ms, max_lag) < min_good;
-        let no_standby = t.standby.is_some() && crate::repl::primary::standby_link(t).is_none();
+        // A standby still taking its full sync has none of the writes yet.
+        let no_standby =
+            t.durable && crate::repl::primary::standby_link(t).is_none_or(|l| !l.streaming.get());
         if !no_standby {
             t.standby_missing_since = None;
         } else if !too_few && !s.in_exec && s.multi.is_none() {
@@ -328,6 +330,12 @@ pub(crate) fn run(
     {
         reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
         return Outcome::Continue;
+    }
+    // A read on a `strong` database's `region` primary: its reply waits
+    // until the standby has everything the read could have seen (see
+    // `conn::standby_acked`).
+    if t.strong && t.durable && t.role == crate::repl::Role::Primary && is_read_command(r, s) {
+        s.read_needs_standby = true;
     }
     // A replica's data changes only by its primary's effects.
     if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {

@@ -435,12 +435,16 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
 /// its writes wait for, the epoch its tokens carry.
 fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     set_follow(t, spec.follow);
+    if t.standby != spec.standby {
+        t.standby_acked = 0;
+    }
     t.standby = spec.standby;
     // Never back: a replica may have seen a newer epoch from its primary
     // (fenced links) before the record reached this node.
     t.epoch = t.epoch.max(spec.epoch);
     t.leased = spec.leased;
     t.strong = spec.strong;
+    t.durable = spec.durable;
 }
 
 fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {

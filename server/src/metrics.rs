@@ -81,6 +81,10 @@ pub struct ReplStatus {
     /// As a primary with durability `region`: every write waits for the
     /// standby.
     pub waits_for_standby: bool,
+    /// As a replica: it completed a sync (full or partial) since this
+    /// process started, so it has every write its primary sent up to its
+    /// offset. (After a crash a replica may lack what it acknowledged.)
+    pub synced_since_start: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -120,7 +124,8 @@ impl ReplStatus {
                 })
                 .collect(),
             avg_write_bytes: None,
-            waits_for_standby: t.standby.is_some(),
+            waits_for_standby: t.durable,
+            synced_since_start: t.synced_since_start,
         }
     }
 }

@@ -154,6 +154,17 @@ pub struct Tenant {
     pub leased: bool,
     /// Reads need it too (`consistency: strong`, see `TenantSpec::strong`).
     pub strong: bool,
+    /// Durability `region` on its primary (see `TenantSpec::durable`).
+    pub durable: bool,
+    /// The log offset right after the latest client write (the target its
+    /// reply waited for): a `strong` read waits until the standby has it.
+    pub pending_write_offset: u64,
+    /// The highest offset the current standby acknowledged (kept when its
+    /// link drops; reset when the standby changes).
+    pub standby_acked: u64,
+    /// As a replica: a sync with its primary completed since this process
+    /// started (see `ReplStatus::synced_since_start`).
+    pub synced_since_start: bool,
     /// Since when (ms) a `region` write found no standby attached (None:
     /// one is): writes wait `standby-wait-ms` from then for one.
     pub standby_missing_since: Option<i64>,
@@ -325,6 +336,10 @@ impl Tenant {
             epoch: 0,
             leased: false,
             strong: false,
+            durable: false,
+            pending_write_offset: 0,
+            standby_acked: 0,
+            synced_since_start: false,
             standby_missing_since: None,
             rate: None,
             failover: None,

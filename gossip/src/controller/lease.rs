@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ranked, RoleRecord};
 
-/// What a primary reports of one of its tenants when it renews its lease.
+/// What a node reports of one of its tenants when it renews its lease: as
+/// its primary, which replicas are synced; as a replica, whether it lost
+/// its data (restarted) and has not completed a sync since.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synced {
     pub tenant: u64,
@@ -38,6 +40,12 @@ pub struct Synced {
     /// in sync.
     #[serde(default)]
     pub durable: bool,
+    /// The reporting node holds the tenant as a replica and has not
+    /// completed a sync since it started: what it acknowledged before may
+    /// be gone (a standby acknowledges from memory), so it must not be
+    /// promoted until it has.
+    #[serde(default)]
+    pub restarted: bool,
 }
 
 /// A lease the leader granted.
@@ -72,6 +80,9 @@ pub struct Leases {
     applied: HashMap<String, u64>,
     /// Tenants whose promotion is being committed.
     promoting: std::collections::HashSet<u64>,
+    /// Per node, as its last renewal said: the tenants it holds as a
+    /// replica without having completed a sync since it started.
+    unsynced: HashMap<String, Vec<u64>>,
     /// The term this node leads and since when.
     leader_since: Option<(u64, Instant)>,
 }
@@ -103,6 +114,19 @@ impl Leases {
         if let Some(i) = index {
             self.applied.insert(machine.to_string(), i);
         }
+    }
+
+    /// Records what `machine` said of its replicas.
+    pub fn note_unsynced(&mut self, machine: &str, tenants: Vec<u64>) {
+        self.unsynced.insert(machine.to_string(), tenants);
+    }
+
+    /// Whether `machine` holds `tenant`'s data as of its last sync: its
+    /// last renewal did not list it as unsynced since a restart.
+    pub fn holds(&self, machine: &str, tenant: u64) -> bool {
+        self.unsynced
+            .get(machine)
+            .is_none_or(|t| !t.contains(&tenant))
     }
 
     /// Whether `machine` has said it applied `index`.
@@ -149,19 +173,21 @@ impl Leases {
 }
 
 /// `rec` after its primary's lease lapsed: epoch + 1, the standby promoted
-/// (only if it is in sync and holds a lease itself), and a new standby
-/// among `region`'s nodes that hold one (`fresh`), by the tenant's
+/// (only if it is in sync, holds a lease itself, and still `holds` the
+/// tenant's data: not restarted since its last sync), and a new standby
+/// among `region`'s nodes that hold a lease (`fresh`), by the tenant's
 /// ranking. None when no standby can take over: then nothing changes (the
 /// operator's forced promotion is a separate command).
 pub fn promote(
     rec: &RoleRecord,
     region: &[&str],
     fresh: impl Fn(&str) -> bool,
+    holds: impl Fn(&str) -> bool,
 ) -> Option<RoleRecord> {
     let standby = rec
         .standby
         .as_deref()
-        .filter(|s| fresh(s) && rec.in_sync.as_deref() == Some(*s))?;
+        .filter(|s| fresh(s) && holds(s) && rec.in_sync.as_deref() == Some(*s))?;
     let candidates: Vec<&str> = region
         .iter()
         .copied()
@@ -199,23 +225,35 @@ mod tests {
 
     #[test]
     fn the_standby_is_promoted_at_the_next_epoch_with_a_new_standby() {
-        let next = promote(&rec(), &["a", "b", "c"], |m| m != "a").expect("promoted");
+        let next = promote(&rec(), &["a", "b", "c"], |m| m != "a", |_| true).expect("promoted");
         assert_eq!(next.epoch, 4);
         assert_eq!(next.seq, 0);
         assert_eq!(next.primary, "b");
         assert_eq!(next.standby.as_deref(), Some("c"));
         assert_eq!(next.replicas, rec().replicas);
         // No other fresh node: promoted without a standby.
-        let next = promote(&rec(), &["a", "b", "c"], |m| m == "b").expect("promoted");
+        let next = promote(&rec(), &["a", "b", "c"], |m| m == "b", |_| true).expect("promoted");
         assert_eq!(next.standby, None);
         // A standby without a lease is never promoted, nor one that has
         // not completed its sync.
-        assert_eq!(promote(&rec(), &["a", "b", "c"], |m| m == "c"), None);
+        assert_eq!(
+            promote(&rec(), &["a", "b", "c"], |m| m == "c", |_| true),
+            None
+        );
         let syncing = RoleRecord {
             in_sync: None,
             ..rec()
         };
-        assert_eq!(promote(&syncing, &["a", "b", "c"], |m| m != "a"), None);
+        assert_eq!(
+            promote(&syncing, &["a", "b", "c"], |m| m != "a", |_| true),
+            None
+        );
+        // Nor one that restarted and has not completed a sync since: it
+        // may have lost writes it had acknowledged.
+        assert_eq!(
+            promote(&rec(), &["a", "b", "c"], |m| m != "a", |m| m != "b"),
+            None
+        );
     }
 
     #[test]
@@ -254,5 +292,20 @@ mod tests {
         l.lead(6, later);
         assert!(!l.settled(later, lease));
         assert!(!l.lapsed("b", later, lease));
+    }
+
+    #[test]
+    fn a_restarted_replica_does_not_hold_its_tenants_until_synced() {
+        let mut l = Leases::new(Duration::from_millis(600));
+        assert!(
+            l.holds("b", 7),
+            "nothing reported: nothing known against it"
+        );
+        l.note_unsynced("b", vec![7, 9]);
+        assert!(!l.holds("b", 7) && !l.holds("b", 9));
+        assert!(l.holds("b", 8) && l.holds("c", 7));
+        // Its next renewal, once synced, lists nothing.
+        l.note_unsynced("b", vec![]);
+        assert!(l.holds("b", 7));
     }
 }

@@ -16,8 +16,9 @@
 //!   reports the same set of nodes, none of them in a group yet, for
 //!   [`STABLE_FOR`] (two nodes initialising different groups would each
 //!   believe its own). Nodes that come later are added by the leader, as
-//!   learners first, then voters. (Removing nodes that left for good is
-//!   not done yet: a dead voter counts against the majority until then.)
+//!   learners first, then voters; members gone for
+//!   [`ControllerConfig::remove_after`] are removed (voters only while
+//!   more than `min_voters` remain).
 //! - Every node publishes what it sees of its group in its gossip
 //!   metadata ([`ControllerMeta`]), so `/cluster` shows every region's
 //!   group from any node.
@@ -260,6 +261,14 @@ impl Controller {
             let mut l = self.leases.lock();
             l.renew(machine, Instant::now());
             l.note_applied(machine, applied);
+            l.note_unsynced(
+                machine,
+                synced
+                    .iter()
+                    .filter(|s| s.restarted)
+                    .map(|s| s.tenant)
+                    .collect(),
+            );
             // A tenant whose promotion is under way is no longer the old
             // primary's to write, even if it renews meanwhile.
             self.machine
@@ -342,9 +351,15 @@ impl Controller {
     pub async fn renew_lease(
         &self,
         synced: Vec<(u64, Vec<std::net::IpAddr>, bool)>,
+        restarted: Vec<u64>,
     ) -> Result<(Instant, lease::Grant), String> {
         let synced: Vec<lease::Synced> = {
             let view = self.view.borrow();
+            let restarted = restarted.into_iter().map(|tenant| lease::Synced {
+                tenant,
+                restarted: true,
+                ..Default::default()
+            });
             synced
                 .into_iter()
                 .map(|(tenant, ips, durable)| {
@@ -361,8 +376,10 @@ impl Controller {
                         tenant,
                         replicas,
                         durable,
+                        restarted: false,
                     }
                 })
+                .chain(restarted)
                 .collect()
         };
         let sent = Instant::now();
@@ -421,7 +438,8 @@ impl Controller {
             let mut l = self.leases.lock();
             let fresh =
                 |m: &str| m != from && alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
-            let next = lease::promote(&rec, &region, fresh)
+            let holds = |m: &str| l.holds(m, tenant);
+            let next = lease::promote(&rec, &region, fresh, holds)
                 .ok_or_else(|| format!("tenant {tenant} has no in-sync standby to hand over to"))?;
             l.begin_promotion(tenant);
             next
@@ -524,10 +542,11 @@ impl Controller {
                 }
                 let l = &*l;
                 let fresh = |m: &str| alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
+                let holds = |m: &str| l.holds(m, rec.tenant);
                 (
                     lapsed,
                     lapsed
-                        .then(|| lease::promote(rec, &region, fresh))
+                        .then(|| lease::promote(rec, &region, fresh, holds))
                         .flatten(),
                 )
             };

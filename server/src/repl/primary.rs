@@ -412,6 +412,12 @@ pub async fn serve_replica(
                             if off > link.ack_offset.get() {
                                 link.ack_offset.set(off);
                             }
+                            {
+                                let mut t = tenant.borrow_mut();
+                                if t.standby == Some(link.addr) {
+                                    t.standby_acked = t.standby_acked.max(off);
+                                }
+                            }
                             if extra.lag_ms.is_some() {
                                 link.lag_ms.set(extra.lag_ms);
                             }

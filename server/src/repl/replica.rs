@@ -400,6 +400,7 @@ async fn follow(
     } else {
         return Err(format!("PSYNC: {reply}"));
     }
+    tenant.borrow_mut().synced_since_start = true;
     set_status(tenant, gen, LinkStatus::Connected);
     stream(tenant, shared, l, gen, link_epoch).await
 }
