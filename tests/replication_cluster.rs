@@ -463,20 +463,24 @@ fn scenario(w: &World) {
 
     // Created through a node that is not its primary: the call returns once
     // all three holders (primary and standby in iad, replica in cdg) have
-    // it.
+    // it, or after 1 s with the ones still applying it listed as pending
+    // (202: over this lossy WAN on a busy machine, a holder may take
+    // longer); none is down.
     let (code, body) = w
         .http(3, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0))
         .unwrap();
-    assert_eq!(code, 200, "{body}");
+    assert!(code == 200 || code == 202, "{code} {body}");
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let mut applied: Vec<&str> = reply["applied"]
-        .as_array()
-        .unwrap()
+    let mut holders: Vec<&str> = ["applied", "pending"]
         .iter()
+        .flat_map(|f| reply[*f].as_array().into_iter().flatten())
         .filter_map(|v| v.as_str())
         .collect();
-    applied.sort_unstable();
-    assert_eq!(applied, ["n1", "n2", "n3"], "{body}");
+    holders.sort_unstable();
+    assert_eq!(holders, ["n1", "n2", "n3"], "{body}");
+    if code == 200 {
+        assert_eq!(reply["pending"], serde_json::json!([]), "{body}");
+    }
     // An old version again is a conflict, not a change.
     let (code, _) = w
         .http(1, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0))
