@@ -320,20 +320,11 @@ impl Placement {
         // leader adopts it (`propose`). A tenant whose primary region is no
         // longer this one (moved by a forced promotion) is not the group's.
         let ctrl = self.controller.as_ref().filter(|c| c.region_formed());
-        if let Some(c) = ctrl.filter(|c| c.formed()) {
-            for rec in c.roles().records.into_values() {
-                let ours = entries
-                    .get(&rec.tenant)
-                    .is_some_and(|e| e.primary_region == self.region);
-                let newer = roles
-                    .get(&rec.tenant)
-                    .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq));
-                if ours && newer {
-                    writes.push(rec.row());
-                    roles.insert(rec.tenant, rec);
-                }
-            }
-        }
+        writes.extend(
+            self.merge_group_records(&entries, &mut roles)
+                .iter()
+                .map(RoleRecord::row),
+        );
         let controlled = |e: &TenantEntry| ctrl.is_some() && e.primary_region == self.region;
         for e in entries.values() {
             if controlled(e) {
@@ -724,6 +715,39 @@ impl Placement {
         out
     }
 
+    /// Merges this region's group's committed records into `roles`: for
+    /// the region's own tenants, each wins where it is newer by `(epoch,
+    /// seq)` (a newer table record, a forced promotion, stays). Returns
+    /// the records that won, for publishing.
+    fn merge_group_records(
+        &self,
+        entries: &BTreeMap<u64, TenantEntry>,
+        roles: &mut BTreeMap<u64, RoleRecord>,
+    ) -> Vec<RoleRecord> {
+        let mut won = Vec::new();
+        let group = self
+            .controller
+            .as_ref()
+            .filter(|c| c.region_formed() && c.formed());
+        for rec in group
+            .map(|c| c.roles().records)
+            .unwrap_or_default()
+            .into_values()
+        {
+            let ours = entries
+                .get(&rec.tenant)
+                .is_some_and(|e| e.primary_region == self.region);
+            let newer = roles
+                .get(&rec.tenant)
+                .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq));
+            if ours && newer {
+                roles.insert(rec.tenant, rec.clone());
+                won.push(rec);
+            }
+        }
+        won
+    }
+
     /// Syncs with `machines` now (the admin call's wait: pushes the change,
     /// pulls their applied versions).
     pub async fn sync_with(&self, machines: &[String]) {
@@ -795,16 +819,7 @@ impl Placement {
     /// answered with what may have been lost.
     pub async fn force_promote(&self, id: u64) -> Result<Forced, ForceError> {
         let (entries, mut roles, _) = self.tables();
-        if let Some(c) = self.controller.as_ref().filter(|c| c.formed()) {
-            for rec in c.roles().records.into_values() {
-                if roles
-                    .get(&rec.tenant)
-                    .is_none_or(|g| (g.epoch, g.seq) < (rec.epoch, rec.seq))
-                {
-                    roles.insert(rec.tenant, rec);
-                }
-            }
-        }
+        self.merge_group_records(&entries, &mut roles);
         let entry = entries
             .get(&id)
             .ok_or_else(|| ForceError::NotFound(format!("no database {id} in the catalog")))?;
