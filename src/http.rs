@@ -403,7 +403,7 @@ async fn admin_failover(
         );
     };
     let started = std::time::Instant::now();
-    match crate::node::fail_over(c, p.shared(), id).await {
+    match crate::node::fail_over(c, p.shared(), id, c.handoff_timeout()).await {
         Ok(next) => Json(serde_json::json!({
             "tenant": id,
             "from": p.me,

@@ -163,6 +163,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         heartbeat: std::time::Duration::from_millis(g.controller_heartbeat_ms),
         lease: std::time::Duration::from_millis(g.lease_ms),
         remove_after: std::time::Duration::from_millis(g.controller_remove_after_ms),
+        handoff: std::time::Duration::from_millis(g.handoff_timeout_ms),
     });
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
@@ -246,7 +247,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         wait_for_signal(&shared).await;
         // Hand this node's databases to their standbys before going.
         if let Some(c) = &leaving {
-            node::hand_off_all(c, &shared).await;
+            node::hand_off_all(c, &shared, c.handoff_timeout()).await;
         }
         if let Some(n) = node {
             // Tell the cluster before going, so peers do not wait out a

@@ -85,6 +85,13 @@ pub struct GossipArgs {
     /// the majority once a replacement has joined.
     #[arg(long, default_value_t = 600_000)]
     pub controller_remove_after_ms: u64,
+    /// A planned handoff's whole time (ms): on SIGTERM every database
+    /// this node is primary of goes to its standby within it (their
+    /// writes wait meanwhile), and so does one database's `cluster
+    /// failover`. Keep it below Fly's `kill_timeout` (5 s unless fly.toml
+    /// says otherwise), less a second for the node to stop.
+    #[arg(long, default_value_t = 3500)]
+    pub handoff_timeout_ms: u64,
     /// Expected cluster size (scales suspicion timeouts).
     #[arg(long, default_value_t = 16)]
     pub cluster_size: u32,
@@ -215,6 +222,8 @@ pub struct ControllerTiming {
     pub heartbeat: Duration,
     pub lease: Duration,
     pub remove_after: Duration,
+    /// A planned handoff's whole time (`--handoff-timeout-ms`).
+    pub handoff: Duration,
 }
 
 /// Starts the node's region controller (its database in `dir`).
@@ -239,6 +248,7 @@ pub async fn start_controller(
         heartbeat: timing.heartbeat,
         lease: timing.lease,
         remove_after: timing.remove_after,
+        handoff: timing.handoff,
     };
     Ok(Controller::start(cfg, syncer, n.view(), n.updater()).await?)
 }
@@ -318,14 +328,17 @@ pub fn spawn_lease_keeper(
 
 /// A planned handoff (SIGTERM: a deploy, `fly machine stop`, a host
 /// migration): every database this node is primary of under its region's
-/// controller goes to its in-sync standby with nothing lost. The node
-/// gives its lease up (its primaries refuse writes with `TRYAGAIN` from
-/// here), waits until each standby has acknowledged everything (at most
-/// 2 s), and asks the controller's leader to commit the standby as primary
-/// at the next epoch. Returns when every handoff was tried.
+/// controller goes to its in-sync standby with nothing lost, all at once,
+/// within `timeout` (`--handoff-timeout-ms`, which must fit Fly's
+/// `kill_timeout`). The node gives its lease up (its primaries' writes
+/// wait from here, and meet `-READONLY` once the standby is primary),
+/// waits until each standby has acknowledged everything, and asks the
+/// controller's leader to commit it as primary at the next epoch. Returns
+/// when every handoff ended or the time is up.
 pub async fn hand_off_all(
     c: &Arc<anykv_gossip::controller::Controller>,
     shared: &Arc<anykv_server::shared::Shared>,
+    timeout: Duration,
 ) {
     if !c.formed() {
         return;
@@ -340,24 +353,46 @@ pub async fn hand_off_all(
         return;
     }
     let started = std::time::Instant::now();
+    let deadline = started + timeout;
     shared.close_lease();
-    tracing::warn!(databases = mine.len(), "planned handoff: writes stopped");
+    tracing::warn!(databases = mine.len(), "planned handoff: writes held");
+    // Concurrently: the leader batches the commits, and no database waits
+    // behind another's standby.
+    let mut all = tokio::task::JoinSet::new();
     for rec in mine {
-        let _ = hand_off_one(c, shared, rec, started, "planned handoff").await;
+        let (c, shared) = (c.clone(), shared.clone());
+        all.spawn(async move {
+            hand_off_one(&c, &shared, rec, started, deadline, "planned handoff").await
+        });
     }
+    let (mut done, mut failed) = (0usize, 0usize);
+    while let Some(r) = all.join_next().await {
+        match r {
+            Ok(Ok(_)) => done += 1,
+            _ => failed += 1,
+        }
+    }
+    tracing::warn!(
+        done,
+        failed,
+        ms = started.elapsed().as_millis() as u64,
+        "planned handoff ended"
+    );
 }
 
 /// The planned failover of one database this node is primary of (`POST
 /// /admin/tenants/{id}/failover`, the cluster's `FAILOVER`): as a
-/// SIGTERM's handoff, for that database alone. Its lease is given up (its
-/// writes answer `TRYAGAIN` from here), the in-sync standby catches up,
-/// and the controller's leader commits it as primary at the next epoch.
-/// If the controller refuses, the database takes writes again at its next
-/// renewal. Returns the new record.
+/// SIGTERM's handoff, for that database alone, within `timeout`. Its
+/// lease is given up (its writes wait from here), the in-sync standby
+/// catches up, and the controller's leader commits it as primary at the
+/// next epoch; the held writes then meet `-READONLY`. If the controller
+/// refuses, the database takes writes again at its next renewal. Returns
+/// the new record.
 pub async fn fail_over(
     c: &Arc<anykv_gossip::controller::Controller>,
     shared: &Arc<anykv_server::shared::Shared>,
     tenant: u64,
+    timeout: Duration,
 ) -> Result<anykv_gossip::catalog::RoleRecord, String> {
     let rec = c.roles().records.get(&tenant).cloned().ok_or_else(|| {
         format!("database {tenant} has no role record in this region's controller")
@@ -380,8 +415,16 @@ pub async fn fail_over(
     }
     let started = std::time::Instant::now();
     shared.release_lease(tenant, rec.epoch);
-    tracing::warn!(tenant, "planned failover: writes stopped");
-    let r = hand_off_one(c, shared, rec, started, "planned failover").await;
+    tracing::warn!(tenant, "planned failover: writes held");
+    let r = hand_off_one(
+        c,
+        shared,
+        rec,
+        started,
+        started + timeout,
+        "planned failover",
+    )
+    .await;
     if r.is_err() {
         // Writes resume at the next renewal.
         shared.retake_lease(tenant);
@@ -389,47 +432,82 @@ pub async fn fail_over(
     r
 }
 
-/// Waits (at most 2 s) until the standby of `rec` has acknowledged
-/// everything this node wrote, then asks the controller's leader to
-/// commit it as primary at the next epoch, and logs how it went (`what`,
-/// timed from `started`). The caller has stopped the database's writes.
+/// Waits until the standby of `rec` has acknowledged everything this node
+/// wrote, then asks the controller's leader to commit it as primary at the
+/// next epoch, all before `deadline`, and logs how it went (`what`, timed
+/// from `started`). The caller has stopped the database's writes.
+///
+/// The standby may wait until 3/4 of the time left; the rest is for the
+/// leader's answer. A standby not caught up by then is in sync all the
+/// same (with durability `region` it has every acknowledged write: what it
+/// lacks was never acknowledged), so the handoff goes ahead; with `async`
+/// the acknowledged writes it lacks are counted and logged as discarded
+/// (`anykv_writes_discarded_total`).
 async fn hand_off_one(
     c: &Arc<anykv_gossip::controller::Controller>,
     shared: &Arc<anykv_server::shared::Shared>,
     rec: anykv_gossip::catalog::RoleRecord,
     started: std::time::Instant,
+    deadline: std::time::Instant,
     what: &str,
 ) -> Result<anykv_gossip::catalog::RoleRecord, String> {
     use anykv_server::tenant::TenantId;
     let standby = rec.standby.clone().unwrap_or_default();
     let ip = c.ip_of(&standby);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let now = std::time::Instant::now();
+    let wait_until = now + deadline.saturating_duration_since(now) * 3 / 4;
+    // Where the standby's copy ends when it did not catch up in time.
+    let mut short_at = None;
     loop {
-        let caught_up = match shared.probe(TenantId(rec.tenant)).await {
-            Some(st) => st
-                .replicas
-                .iter()
-                .any(|r| Some(r.addr.ip()) == ip && r.ack_offset >= st.offset),
-            None => true,
+        let (caught_up, lacking) = match shared.probe(TenantId(rec.tenant)).await {
+            Some(st) => {
+                let acked = st
+                    .replicas
+                    .iter()
+                    .filter(|r| Some(r.addr.ip()) == ip)
+                    .map(|r| r.ack_offset)
+                    .max();
+                (
+                    acked.is_some_and(|a| a >= st.offset),
+                    acked.map(|a| (a, st.offset - a.min(st.offset))),
+                )
+            }
+            None => (true, None),
         };
         if caught_up {
             break;
         }
-        if std::time::Instant::now() >= deadline {
-            tracing::warn!(tenant = rec.tenant, %standby, "planned handoff: the standby did not catch up in 2 s; handing over anyway (it is in sync: every acknowledged write is on it)");
+        if std::time::Instant::now() >= wait_until {
+            let (from, bytes) = lacking.unwrap_or((0, 0));
+            tracing::warn!(tenant = rec.tenant, %standby, bytes, "{what}: the standby has not acknowledged the last {bytes} bytes; handing over anyway (with durability region none of them was acknowledged to a client; with async, the writes among them are counted as discarded)");
+            short_at = Some(from);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let r = c.request_handoff(rec.tenant).await;
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let r = match tokio::time::timeout(left, c.request_handoff(rec.tenant)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no answer from the controller's leader within the handoff's {} ms",
+            deadline.saturating_duration_since(started).as_millis()
+        )),
+    };
     match &r {
-        Ok(next) => tracing::warn!(
-            tenant = rec.tenant,
-            to = %next.primary,
-            epoch = next.epoch,
-            ms = started.elapsed().as_millis() as u64,
-            "{what} done"
-        ),
+        Ok(next) => {
+            tracing::warn!(
+                tenant = rec.tenant,
+                to = %next.primary,
+                epoch = next.epoch,
+                ms = started.elapsed().as_millis() as u64,
+                "{what} done"
+            );
+            // (A handoff that failed discards nothing here; one committed
+            // after all is counted when this node rejoins, if it does.)
+            if let Some(at) = short_at {
+                shared.abandon(TenantId(rec.tenant), at);
+            }
+        }
         Err(e) => tracing::error!(tenant = rec.tenant, "{what} failed: {e}"),
     }
     r

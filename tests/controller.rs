@@ -579,9 +579,10 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
 /// to the primary's node), then SIGTERM of the new primary. Each time the
 /// primary stops writing, waits for its standby, has the controller commit
 /// the standby as primary at the next epoch (the SIGTERMed node then
-/// exits); the client, retrying on whichever node answers, loses no
-/// acknowledged write, and the longest gap between two acknowledgements
-/// (the write pause) is printed.
+/// exits); its writes wait meanwhile (never `-TRYAGAIN`); the client,
+/// retrying on whichever node answers, loses no acknowledged write, and
+/// the longest gap between two acknowledgements (the write pause) is
+/// printed.
 #[test]
 fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     let spec = spec("handoff", 47, 22000);
@@ -629,6 +630,7 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
             let mut after_signal = 0u64;
             let mut acked = 0i64;
             let mut errors = 0u64;
+            let mut refused_no_lease = 0u64;
             let mut last_ack = Instant::now();
             let mut longest = Duration::ZERO;
             let mut on = 0usize;
@@ -663,7 +665,11 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
                         }
                         continue;
                     }
-                    _ => {
+                    other => {
+                        if matches!(&other, Some(Ok(common::Value::Error(e))) if e.starts_with(b"TRYAGAIN"))
+                        {
+                            refused_no_lease += 1;
+                        }
                         errors += 1;
                         conn = None;
                         on = (on + 1) % addrs.len();
@@ -673,7 +679,13 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
             }
             // The time since the last acknowledgement counts too (writes
             // that never resumed are the longest pause of all).
-            (acked, errors, longest.max(last_ack.elapsed()), after_signal)
+            (
+                acked,
+                errors,
+                longest.max(last_ack.elapsed()),
+                after_signal,
+                refused_no_lease,
+            )
         })
     };
     let reached = |which: usize, n: u64, what: &str| {
@@ -730,9 +742,17 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     w.signal(&primary, "-TERM").expect("SIGTERM the primary");
     reached(1, 100, "writes did not resume after the handoff");
     stop.store(true, std::sync::atomic::Ordering::Release);
-    let (acked, errors, longest, after_signal) = writer.join().expect("the writer");
+    let (acked, errors, longest, after_signal, refused_no_lease) =
+        writer.join().expect("the writer");
     eprintln!(
         "planned handoff: {acked} writes acknowledged ({after_signal} after the signal), {errors} refused or cut, longest pause {longest:?}"
+    );
+    // The old primary held its writes while it handed over (they met
+    // `-READONLY` or the closed connection after): none was refused for
+    // want of a lease, which is what an unplanned lapse answers.
+    assert_eq!(
+        refused_no_lease, 0,
+        "writes were refused with TRYAGAIN during a planned handoff"
     );
     assert!(
         after_signal >= 100,

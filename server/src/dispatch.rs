@@ -328,6 +328,13 @@ pub(crate) fn run(
         && (is_write_command(r, s) || (t.strong && is_read_command(r, s)))
         && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
     {
+        // Given up for a planned handoff: the request waits (as under
+        // Redis's FAILOVER) until this node is the standby's replica
+        // (writes then meet `-READONLY`) or the handoff failed and the
+        // next renewal covers the tenant again.
+        if shared.handing_off(t.id.0, t.epoch) && !s.in_exec {
+            return Outcome::Paused;
+        }
         reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
         return Outcome::Continue;
     }

@@ -72,6 +72,10 @@ pub enum ExecMsg {
         bool,
         tokio::sync::oneshot::Sender<crate::metrics::ReplStatus>,
     ),
+    /// A planned handoff went ahead without the standby having the log
+    /// past this offset (durability `async`, out of time): count and log
+    /// the writes the new primary will not have (`repl::replica::abandon`).
+    Abandon(TenantId, u64),
 }
 
 /// A change of the tenant catalog for the executor that owns the tenant
@@ -304,6 +308,11 @@ fn executor_main(
                                 } else {
                                     crate::metrics::ReplStatus::of(&t)
                                 });
+                            }
+                        }
+                        ExecMsg::Abandon(id, at) => {
+                            if let Some(t) = tenants.borrow().get(&id) {
+                                crate::repl::replica::abandon(&mut t.borrow_mut(), at);
                             }
                         }
                     }

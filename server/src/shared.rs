@@ -262,6 +262,14 @@ impl Shared {
         *self.lease.write() = Default::default();
     }
 
+    /// Whether this node is handing `tenant` (at `epoch`) over to its
+    /// standby right now (a planned failover of it, or of every database
+    /// on SIGTERM): its writes wait rather than fail, and meet the new
+    /// role once the handoff ends (docs/FAILOVER.md).
+    pub fn handing_off(&self, tenant: u64, epoch: u64) -> bool {
+        self.lease_closed.load(Relaxed) || self.released.lock().get(&tenant) == Some(&epoch)
+    }
+
     /// A tenant's replication as its executor sees it now (None: not held).
     pub async fn probe(
         &self,
@@ -284,6 +292,14 @@ impl Shared {
             crate::executor::ExecMsg::Probe(tenant, write_size, tx),
         );
         rx.await.ok()
+    }
+
+    /// Counts and logs the writes of `tenant` past offset `at` (its standby
+    /// has the log up to there) as discarded: a planned handoff of an
+    /// `async` database went ahead without them.
+    pub fn abandon(&self, tenant: crate::tenant::TenantId, at: u64) {
+        let owner = crate::executor::owner_of(tenant, self.executors);
+        self.send_to(owner, crate::executor::ExecMsg::Abandon(tenant, at));
     }
 
     /// Whether this node's lease covers `tenant` at `epoch` now: a primary

@@ -165,6 +165,10 @@ pub struct Tenant {
     /// As a replica: a sync with its primary completed since this process
     /// started (see `ReplStatus::synced_since_start`).
     pub synced_since_start: bool,
+    /// The log offset up to which writes were already counted as discarded
+    /// (a planned handoff that went ahead without them): the rejoin's full
+    /// sync does not count them twice.
+    pub discard_counted: u64,
     /// Since when (ms) a `region` write found no standby attached (None:
     /// one is): writes wait `standby-wait-ms` from then for one.
     pub standby_missing_since: Option<i64>,
@@ -340,6 +344,7 @@ impl Tenant {
             pending_write_offset: 0,
             standby_acked: 0,
             synced_since_start: false,
+            discard_counted: 0,
             standby_missing_since: None,
             rate: None,
             failover: None,

@@ -85,6 +85,9 @@ pub struct ControllerConfig {
     /// A member not alive for this long leaves the group (voters only
     /// while at least `min_voters` others remain).
     pub remove_after: Duration,
+    /// A planned handoff's whole time (the node's `--handoff-timeout-ms`):
+    /// the controller does not use it, the node's handoffs do.
+    pub handoff: Duration,
 }
 
 /// What a node says of its region's controller in its gossip metadata.
@@ -504,6 +507,11 @@ impl Controller {
     /// The lease period.
     pub fn lease(&self) -> Duration {
         self.cfg.lease
+    }
+
+    /// A planned handoff's whole time.
+    pub fn handoff_timeout(&self) -> Duration {
+        self.cfg.handoff
     }
 
     /// As the leader, once every earlier leader's leases have ended:

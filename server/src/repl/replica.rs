@@ -377,7 +377,7 @@ async fn follow(
             .and(parts.next())
             .and_then(|o| o.parse::<u64>().ok())
         {
-            discard(&tenant.borrow(), at);
+            discard(&mut tenant.borrow_mut(), at);
         }
         set_status(tenant, gen, LinkStatus::Sync);
         let rdb = read_payload(&mut l).await?;
@@ -412,10 +412,13 @@ async fn follow(
 /// database) and logged, never merged. Writes are the commands of its log
 /// after `at` other than SELECT, PING, MULTI and EXEC; when the backlog
 /// no longer reaches back there, only the bytes are logged.
-fn discard(t: &Tenant, at: u64) {
+fn discard(t: &mut Tenant, at: u64) -> u64 {
     let mine = t.log.offset();
+    // What a planned handoff already counted is not counted again; the
+    // full sync that follows starts the count afresh.
+    let at = at.max(std::mem::take(&mut t.discard_counted));
     if mine <= at {
-        return;
+        return 0;
     }
     let bytes = mine - at;
     match t.log.since(at) {
@@ -429,13 +432,28 @@ fn discard(t: &Tenant, at: u64) {
                 bytes,
                 "this node wrote past the point where the new primary took over (offset {at}); the full sync discards those writes"
             );
+            writes
         }
-        None => tracing::warn!(
+        None => {
+            tracing::warn!(
             tenant = t.id.0,
             bytes,
             "this node wrote {bytes} bytes past the point where the new primary took over (offset {at}), beyond its backlog: the full sync discards them, uncounted"
-        ),
+            );
+            0
+        }
     }
+}
+
+/// A planned handoff of this tenant (this node its primary) went ahead
+/// with the standby holding the log only up to `at` (durability `async`,
+/// the handoff's deadline reached): the writes after it are acknowledged
+/// ones the new primary never gets. Counted and logged as [`discard`]
+/// does, since this node may stop before it rejoins and discards them.
+pub(crate) fn abandon(t: &mut Tenant, at: u64) -> u64 {
+    let n = discard(t, at);
+    t.discard_counted = t.log.offset();
+    n
 }
 
 /// The writes among the stream's commands in `tail` (see [`discard`]).
@@ -814,6 +832,22 @@ mod tests {
         assert_eq!(count_writes(b""), 0);
         // A piece cut inside a command counts what is whole.
         assert_eq!(count_writes(&tail[..60]), 1);
+    }
+
+    #[test]
+    fn writes_a_handoff_abandoned_are_not_counted_again_at_the_rejoin() {
+        let mut t = Tenant::new(TenantId::DEFAULT, "r", 16);
+        t.log.retain_for_replicas(Some(0), 1 << 20);
+        t.log.append(0, &[b"SET", b"a", b"1"]);
+        let at = t.log.offset();
+        t.log.append(0, &[b"SET", b"b", b"2"]);
+        t.log.append(0, &[b"INCR", b"c"]);
+        assert_eq!(abandon(&mut t, at), 2);
+        // The rejoin's full sync diverges at the same point: nothing new.
+        assert_eq!(discard(&mut t, at), 0);
+        // A later divergence counts afresh.
+        t.log.append(0, &[b"DEL", b"a"]);
+        assert_eq!(discard(&mut t, at), 3);
     }
 
     #[test]
