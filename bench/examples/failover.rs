@@ -14,7 +14,7 @@
 //! next run waits until the database's standby is in sync.
 //!
 //!     cargo run --release -p anykv-bench --example failover -- \
-//!         --anykv target/release/anykv --unplanned 30 --planned 10
+//!         --anykv target/release/anykv --unplanned 30 --planned 30
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +43,9 @@ struct Seen {
     /// node died) took effect; not a loss.
     unanswered_applied: u64,
     errors: u64,
+    /// Errors by their first word (`cut`: no answer, the connection
+    /// failed or closed).
+    kinds: std::collections::BTreeMap<String, u64>,
     /// First acknowledgement after the first failed write at or after
     /// `mark` (a write in flight when the node died may still be
     /// acknowledged just after the mark: that is not the failover's end).
@@ -79,7 +82,13 @@ fn writer(nodes: Vec<SocketAddr>, start: i64, mark: Arc<Mark>, stop: Arc<AtomicB
                     seen.first_after_mark = Some(now);
                 }
             }
-            _ => {
+            other => {
+                let kind = match other {
+                    Some(Reply::Err(e)) => e.split_whitespace().next().unwrap_or("ERR").to_string(),
+                    Some(_) => "unexpected".to_string(),
+                    None => "cut".to_string(),
+                };
+                *seen.kinds.entry(kind).or_default() += 1;
                 seen.errors += 1;
                 if mark.passed(Instant::now()) {
                     seen.outage_seen = true;
@@ -133,7 +142,7 @@ fn parse_args() -> Args {
     let mut a = Args {
         anykv: "target/release/anykv".into(),
         unplanned: 30,
-        planned: 10,
+        planned: 30,
         net: 60,
         port: 23000,
     };
@@ -162,6 +171,26 @@ fn parse_args() -> Args {
 fn settled(w: &World, after: u64) -> Result<(u64, String, String), String> {
     let r = client::settled(w, "n4", TENANT, after, Duration::from_secs(60))?;
     Ok((r.epoch, r.primary, r.standby))
+}
+
+/// iad's controller leader as node `by` sees it.
+fn leader(w: &World, by: &str) -> Option<String> {
+    w.cluster_view(by)?["controllers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["region"] == "iad")?["leader"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn kinds(k: &std::collections::BTreeMap<String, u64>) -> String {
+    if k.is_empty() {
+        return "none".into();
+    }
+    k.iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn counter(w: &World, node: &str) -> i64 {
@@ -244,7 +273,12 @@ fn main() {
         std::process::exit(1);
     }
     let mut unplanned = Vec::new();
+    // Unplanned runs by whether the killed primary led the controller.
+    let (mut of_leader, mut of_other) = (Vec::new(), Vec::new());
     let mut pauses = Vec::new();
+    let mut planned_errors = Vec::new();
+    let mut all_kinds = std::collections::BTreeMap::<String, u64>::new();
+    let mut planned_kinds = std::collections::BTreeMap::<String, u64>::new();
     let (mut lost, mut errors, mut unanswered) = (0u64, 0u64, 0u64);
     let total = a.unplanned + a.planned;
     let mut epoch = 0;
@@ -271,6 +305,7 @@ fn main() {
             std::thread::spawn(move || writer(nodes, start, mark, stop))
         };
         std::thread::sleep(Duration::from_millis(400));
+        let was_leader = leader(&w, "n4").as_deref() == Some(primary.as_str());
         let killed = Instant::now();
         mark.set(killed);
         let sig = if planned { "-TERM" } else { "-9" };
@@ -295,18 +330,31 @@ fn main() {
         errors += seen.errors;
         unanswered += seen.unanswered_applied;
         let took = seen.first_after_mark.map(|t| t - killed);
+        for (k, n) in &seen.kinds {
+            *all_kinds.entry(k.clone()).or_default() += n;
+            if planned {
+                *planned_kinds.entry(k.clone()).or_default() += n;
+            }
+        }
         if planned {
             pauses.push(seen.longest_gap);
+            planned_errors.push(seen.errors);
         } else if let Some(d) = took {
             unplanned.push(d);
+            if was_leader {
+                of_leader.push(d);
+            } else {
+                of_other.push(d);
+            }
         }
         println!(
-            "run {:>2}/{total} {:<9} primary {primary} -> {standby}: first write after {} ms, longest pause {} ms, {} refused/cut, {} lost",
+            "run {:>2}/{total} {:<9} primary {primary}{} -> {standby}: first write after {} ms, longest pause {} ms, errors: {}; {} lost",
             run + 1,
             if planned { "planned" } else { "unplanned" },
+            if was_leader { " (leader)" } else { "" },
             took.map_or("-".into(), ms),
             ms(seen.longest_gap),
-            seen.errors,
+            kinds(&seen.kinds),
             seen.lost
         );
         if let Err(e) = w.launch(&primary) {
@@ -323,30 +371,49 @@ fn main() {
         drop(w);
         std::process::exit(1);
     }
-    unplanned.sort();
-    pauses.sort();
+    for v in [&mut unplanned, &mut of_leader, &mut of_other, &mut pauses] {
+        v.sort();
+    }
+    planned_errors.sort();
     println!();
     println!("| measure | runs | p50 ms | p90 ms | p99 ms | max ms | goal |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    println!(
-        "| unplanned: SIGKILL → the standby acknowledges | {} | {} | {} | {} | {} | p99 ≤ 5000 |",
-        unplanned.len(),
-        ms(pct(&unplanned, 50.0)),
-        ms(pct(&unplanned, 90.0)),
-        ms(pct(&unplanned, 99.0)),
-        ms(unplanned.last().copied().unwrap_or_default())
+    let row = |what: &str, v: &[Duration], goal: &str| {
+        println!(
+            "| {what} | {} | {} | {} | {} | {} | {goal} |",
+            v.len(),
+            ms(pct(v, 50.0)),
+            ms(pct(v, 90.0)),
+            ms(pct(v, 99.0)),
+            ms(v.last().copied().unwrap_or_default())
+        )
+    };
+    row(
+        "unplanned: SIGKILL → the standby acknowledges",
+        &unplanned,
+        "p99 ≤ 5000",
     );
-    println!(
-        "| planned: SIGTERM, longest gap between acknowledgements | {} | {} | {} | {} | {} | p99 ≤ 500 |",
-        pauses.len(),
-        ms(pct(&pauses, 50.0)),
-        ms(pct(&pauses, 90.0)),
-        ms(pct(&pauses, 99.0)),
-        ms(pauses.last().copied().unwrap_or_default())
+    row("… the killed primary led the controller", &of_leader, "");
+    row("… it did not", &of_other, "");
+    row(
+        "planned: SIGTERM, longest gap between acknowledgements",
+        &pauses,
+        "p99 ≤ 500",
     );
     println!();
     println!(
-        "acknowledged writes lost over all runs: {lost}; answers refused or cut (retried): {errors}; writes whose answer was cut that took effect: {unanswered}"
+        "planned runs' errors per run: p50 {}, max {}, total {} ({})",
+        planned_errors
+            .get(planned_errors.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0),
+        planned_errors.last().copied().unwrap_or(0),
+        planned_errors.iter().sum::<u64>(),
+        kinds(&planned_kinds)
+    );
+    println!(
+        "acknowledged writes lost over all runs: {lost}; answers refused or cut (retried): {errors} ({}); writes whose answer was cut that took effect: {unanswered}",
+        kinds(&all_kinds)
     );
     drop(w);
     let _ = std::fs::remove_dir_all(&dir);
