@@ -333,8 +333,10 @@ pub fn spawn_lease_keeper(
 /// `kill_timeout`). The node gives its lease up (its primaries' writes
 /// wait from here, and meet `-READONLY` once the standby is primary),
 /// waits until each standby has acknowledged everything, and asks the
-/// controller's leader to commit it as primary at the next epoch. Returns
-/// when every handoff ended or the time is up.
+/// controller's leader to commit it as primary at the next epoch. A
+/// leaving leader then hands its leadership to another voter
+/// (`Controller::transfer_leadership`). Returns when all that ended or
+/// the time is up.
 pub async fn hand_off_all(
     c: &Arc<anykv_gossip::controller::Controller>,
     shared: &Arc<anykv_server::shared::Shared>,
@@ -349,11 +351,36 @@ pub async fn hand_off_all(
         .into_values()
         .filter(|r| r.primary == c.me() && r.standby.is_some() && r.in_sync == r.standby)
         .collect();
-    if mine.is_empty() {
-        return;
-    }
     let started = std::time::Instant::now();
     let deadline = started + timeout;
+    if !mine.is_empty() {
+        hand_over(c, shared, mine, started, deadline).await;
+    }
+    // A leaving leader passes the leadership on: the primaries' leases
+    // (the new ones' included) need a leader to renew them before they
+    // run out, sooner than the group would elect one by itself.
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    match c.transfer_leadership(left.min(Duration::from_secs(1))).await {
+        Ok(Some(l)) => tracing::warn!(
+            to = %l,
+            ms = started.elapsed().as_millis() as u64,
+            "controller leadership handed over"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "controller leadership not handed over ({e}); the group elects a leader after its election timeout"
+        ),
+    }
+}
+
+/// [`hand_off_all`]'s handoffs of `mine`.
+async fn hand_over(
+    c: &Arc<anykv_gossip::controller::Controller>,
+    shared: &Arc<anykv_server::shared::Shared>,
+    mine: Vec<anykv_gossip::catalog::RoleRecord>,
+    started: std::time::Instant,
+    deadline: std::time::Instant,
+) {
     shared.close_lease();
     tracing::warn!(databases = mine.len(), "planned handoff: writes held");
     // Concurrently: the leader batches the commits, and no database waits

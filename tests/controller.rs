@@ -150,6 +150,25 @@ fn wait_in_sync(w: &World, id: u64, standby: &str) {
     }
 }
 
+/// `text` without ANSI escape sequences (the nodes' logs are coloured).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -263,6 +282,44 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
         .expect("itself")["meta"]["controller"]
         .clone();
     assert_eq!(mine["records"], 1, "{mine}");
+
+    // The leader stopped with SIGTERM passes the leadership on before it
+    // exits (openraft's own election would leave the group without a
+    // leader for its lease plus an election timeout, 1.8–2.4 s).
+    let c = wait_iad(&w, &all, "a leader", |c| c["leader"].is_string());
+    let leader = c["leader"].as_str().expect("leader").to_string();
+    let term = c["term"].as_u64().expect("term");
+    let signalled = Instant::now();
+    w.signal(&leader, "-TERM").expect("SIGTERM the leader");
+    let exited = signalled.elapsed();
+    let log = std::fs::read_to_string(&w.node(&leader).expect("node").log).expect("log");
+    // (Without the terminal's colour codes.)
+    let log = strip_ansi(&log);
+    for l in log
+        .lines()
+        .filter(|l| l.contains("handoff") || l.contains("leadership") || l.contains("SIGTERM"))
+    {
+        eprintln!("{l}");
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("controller leadership handed over"))
+        .unwrap_or_else(|| panic!("the leader did not hand its leadership over:\n{log}"));
+    let to = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader && line.contains(&format!("to={n}")))
+        .unwrap_or_else(|| panic!("handed over to whom? {line}"));
+    let survivors: Vec<&str> = ["n1", "n2", "n3", "n4"]
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    let c = wait_iad(&w, &survivors, "the new leader, seen everywhere", |c| {
+        c["leader"] == to && c["term"].as_u64() > Some(term)
+    });
+    eprintln!(
+        "SIGTERM of leader {leader}: it exited after {exited:?}, {to} leads at term {}",
+        c["term"]
+    );
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -43,6 +43,8 @@ fn seeded_fault_schedules_lose_no_acknowledged_write_and_never_run_two_primaries
             "cut-standby",
             "cut-leader",
             "isolate-primary",
+            "term-primary",
+            "handoff",
         ];
         for k in all {
             assert!(kinds.contains(k), "the CI seeds never apply {k}: {kinds:?}");

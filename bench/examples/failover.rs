@@ -14,7 +14,7 @@
 //! next run waits until the database's standby is in sync.
 //!
 //!     cargo run --release -p anykv-bench --example failover -- \
-//!         --anykv target/release/anykv --unplanned 30 --planned 30
+//!         --anykv target/release/anykv --unplanned 30 --planned 30 [--keep]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -136,6 +136,8 @@ struct Args {
     planned: usize,
     net: u8,
     port: u16,
+    /// Keep the world's directory (nodes' logs) at the end.
+    keep: bool,
 }
 
 fn parse_args() -> Args {
@@ -145,6 +147,7 @@ fn parse_args() -> Args {
         planned: 30,
         net: 60,
         port: 23000,
+        keep: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -156,6 +159,11 @@ fn parse_args() -> Args {
             "--planned" => a.planned = v.parse().unwrap_or(a.planned),
             "--net" => a.net = v.parse().unwrap_or(a.net),
             "--port" => a.port = v.parse().unwrap_or(a.port),
+            "--keep" => {
+                a.keep = true;
+                i += 1;
+                continue;
+            }
             other => {
                 eprintln!("unknown argument {other}; see the example's doc comment");
                 std::process::exit(2);
@@ -416,5 +424,9 @@ fn main() {
         kinds(&all_kinds)
     );
     drop(w);
-    let _ = std::fs::remove_dir_all(&dir);
+    if a.keep {
+        println!("the nodes' directories and logs: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -135,6 +135,13 @@ pub enum Fault {
     /// then `ms` more; `region` writes sent to it meanwhile must never be
     /// acknowledged.
     Isolate { ms: u64 },
+    /// SIGTERM of the primary (a deploy): it hands its databases to their
+    /// standbys and exits; started again `restart_ms` after.
+    Term { restart_ms: u64 },
+    /// The planned failover of the `region` database (`POST
+    /// /admin/tenants/{id}/failover`), sent to the cdg node, which passes
+    /// it on to the primary's.
+    Handoff,
 }
 
 impl fmt::Display for Fault {
@@ -162,6 +169,10 @@ impl fmt::Display for Fault {
                 f,
                 "cut the primary off from every node until a new one is seen, then {ms} ms"
             ),
+            Fault::Term { restart_ms } => {
+                write!(f, "SIGTERM the primary, restart after {restart_ms} ms")
+            }
+            Fault::Handoff => write!(f, "planned failover of the region database"),
         }
     }
 }
@@ -186,6 +197,8 @@ impl Fault {
             Fault::CutFromStandby { .. } => "cut-standby",
             Fault::CutFromLeader { .. } => "cut-leader",
             Fault::Isolate { .. } => "isolate-primary",
+            Fault::Term { .. } => "term-primary",
+            Fault::Handoff => "handoff",
         }
     }
 }
@@ -227,7 +240,7 @@ impl Schedule {
         let steps = (0..rng.random_range(2..=3))
             .map(|_| Step {
                 pause_ms: rng.random_range(500..=2500),
-                fault: match rng.random_range(0..7) {
+                fault: match rng.random_range(0..9) {
                     0 => Fault::Kill {
                         target: Target::Primary,
                         restart_ms: rng.random_range(0..=2000),
@@ -249,9 +262,13 @@ impl Schedule {
                     5 => Fault::CutFromLeader {
                         ms: rng.random_range(1500..=6000),
                     },
-                    _ => Fault::Isolate {
+                    6 => Fault::Isolate {
                         ms: rng.random_range(300..=2000),
                     },
+                    7 => Fault::Term {
+                        restart_ms: rng.random_range(0..=2000),
+                    },
+                    _ => Fault::Handoff,
                 },
             })
             .collect();
@@ -852,6 +869,34 @@ impl Runner {
                     std::thread::sleep(Duration::from_millis(*ms));
                 }
                 r.map(|_| ())
+            }
+            Fault::Term { restart_ms } => {
+                self.log(&format!("SIGTERM {p} (roles {before:?})"));
+                let t = Instant::now();
+                // (Returns once the node exited: after its handoffs.)
+                self.signal(&p, "-TERM")?;
+                self.log(&format!(
+                    "{p} exited {} ms after SIGTERM",
+                    t.elapsed().as_millis()
+                ));
+                self.failover(regs.id, &before, t)?;
+                std::thread::sleep(Duration::from_millis(*restart_ms));
+                self.log(&format!("restart {p}"));
+                self.launch(&p)
+            }
+            Fault::Handoff => {
+                self.log(&format!(
+                    "planned failover of {} via n4 (roles {before:?})",
+                    regs.name
+                ));
+                let t = Instant::now();
+                let n4 = self.w().node("n4").map_err(|e| e.to_string())?.http;
+                let path = format!("/admin/tenants/{}/failover", regs.id);
+                match crate::world::http(n4, "POST", &path, self.w().admin_token(), "") {
+                    Some((200, body)) => self.log(&format!("answered {}", body.trim())),
+                    other => return Err(format!("POST {path} answered {other:?}")),
+                }
+                self.failover(regs.id, &before, t).map(|_| ())
             }
         }
     }

@@ -85,6 +85,12 @@ pub struct Leases {
     unsynced: HashMap<String, Vec<u64>>,
     /// The term this node leads and since when.
     leader_since: Option<(u64, Instant)>,
+    /// A leaving leader asked this node to take over (and voted for it):
+    /// its next term may begin right after that leader's last grant, so
+    /// that term earns no credit.
+    taking_over: bool,
+    /// The credit of the term this node leads.
+    term_credit: Duration,
 }
 
 impl Leases {
@@ -106,7 +112,25 @@ impl Leases {
         if self.leader_since.map(|l| l.0) != Some(term) {
             self.leader_since = Some((term, now));
             self.renewed.clear();
+            self.term_credit = if std::mem::take(&mut self.taking_over) {
+                Duration::ZERO
+            } else {
+                self.credit
+            };
         }
+    }
+
+    /// Since when this node leads its current term (None: it does not, or
+    /// not yet noted).
+    pub fn leading_since(&self) -> Option<Instant> {
+        self.leader_since.map(|l| l.1)
+    }
+
+    /// A leaving leader asked this node to take over: its election does
+    /// not wait out the election timeout (the leader votes for it at
+    /// once), so the wait before judging leases is a whole period.
+    pub fn take_over(&mut self) {
+        self.taking_over = true;
     }
 
     /// Records what `machine` said it applied.
@@ -156,7 +180,7 @@ impl Leases {
     /// Whether every lease an earlier leader may have granted has ended.
     pub fn settled(&self, now: Instant, lease: Duration) -> bool {
         self.leader_since.is_some_and(|(_, t)| {
-            now.saturating_duration_since(t) > lease.saturating_sub(self.credit)
+            now.saturating_duration_since(t) > lease.saturating_sub(self.term_credit)
         })
     }
 
@@ -268,6 +292,20 @@ mod tests {
         l.renew("b", t0 + Duration::from_millis(1000));
         assert!(!l.lapsed("b", t0 + Duration::from_millis(2900), lease));
         assert!(l.lapsed("b", t0 + Duration::from_millis(3100), lease));
+    }
+
+    #[test]
+    fn a_leader_that_took_over_from_a_leaving_one_waits_a_whole_lease() {
+        let lease = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut l = Leases::new(Duration::from_secs(1));
+        l.take_over();
+        l.lead(3, t0);
+        assert!(!l.settled(t0 + Duration::from_millis(1500), lease));
+        assert!(l.settled(t0 + Duration::from_millis(2100), lease));
+        // Its next term, won by an election, earns the credit again.
+        l.lead(4, t0);
+        assert!(l.settled(t0 + Duration::from_millis(1100), lease));
     }
 
     #[test]

@@ -53,6 +53,11 @@ enum Rpc {
         tenant: u64,
         from: String,
     },
+    /// The leader, leaving, asks a voter to take over (see
+    /// `Controller::transfer_leadership`).
+    TakeOver {
+        from: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -158,6 +163,10 @@ pub(super) async fn serve(
                 let r = c.hand_off(tenant, &from).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
+            Rpc::TakeOver { from } => {
+                let r = c.take_over(&from).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
         }
         send.finish()?;
         Ok(())
@@ -189,7 +198,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// One request to the leader at `addr` and its answer (leases, handoffs).
+/// One request to a member at `addr` (the leader: leases, handoffs; a
+/// voter: taking over) and its answer.
 async fn ask_leader<T: serde::de::DeserializeOwned>(
     syncer: &Syncer,
     region: &str,
@@ -243,6 +253,20 @@ pub(super) async fn hand_off(
 ) -> Result<Result<crate::catalog::RoleRecord, String>, String> {
     let rpc = Rpc::Handoff {
         tenant,
+        from: from.to_string(),
+    };
+    ask_leader(syncer, region, addr, rpc, ttl).await
+}
+
+/// Asks the voter at `addr` to take over from the leaving leader `from`.
+pub(super) async fn take_over(
+    syncer: &Syncer,
+    region: &str,
+    addr: SocketAddr,
+    from: &str,
+    ttl: Duration,
+) -> Result<Result<(), String>, String> {
+    let rpc = Rpc::TakeOver {
         from: from.to_string(),
     };
     ask_leader(syncer, region, addr, rpc, ttl).await
