@@ -220,7 +220,17 @@ impl Placement {
         // of any origin, are re-checked every second anyway.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut committed = self.controller.as_ref().map(|c| c.watch());
+        let mut announced = self.controller.as_ref().map(|c| c.announcements());
         loop {
+            let announcement = async {
+                match announced.as_mut() {
+                    Some(rx) => rx
+                        .recv()
+                        .await
+                        .map_err(|e| matches!(e, tokio::sync::broadcast::error::RecvError::Closed)),
+                    None => std::future::pending().await,
+                }
+            };
             let records_changed = async {
                 match committed.as_mut() {
                     Some(w) => w.changed().await.is_ok(),
@@ -229,6 +239,11 @@ impl Placement {
             };
             tokio::select! {
                 ok = records_changed => if !ok { committed = None },
+                a = announcement => match a {
+                    Ok(rec) => self.adopt_announced(rec),
+                    Err(true) => announced = None,
+                    Err(false) => {}
+                },
                 e = events.recv() => match e {
                     Ok(anykv_gossip::Event::StateChanged { table: Table::Nodes, .. }) => continue,
                     Ok(_) => {}
@@ -242,6 +257,29 @@ impl Placement {
             // Let a burst of changes settle into one pass.
             tokio::time::sleep(Duration::from_millis(5)).await;
             self.reconcile();
+        }
+    }
+
+    /// A record the database's primary region's leader announced to this
+    /// node (a read-region replica): taken into the table, as the state
+    /// sync would bring it later, when it is newer than the table's (by
+    /// epoch, then sequence; the table keeps the newest either way).
+    fn adopt_announced(&self, rec: RoleRecord) {
+        let row = rec.row();
+        let newer = self
+            .store
+            .lock()
+            .get(Table::Roles, &row.key)
+            .is_none_or(|cur| {
+                (cur.version.life, cur.version.seq) < (row.version.life, row.version.seq)
+            });
+        if newer {
+            tracing::debug!(
+                tenant = rec.tenant,
+                epoch = rec.epoch,
+                "the announced record is newer than the table's: taken"
+            );
+            let _ = self.wan.publisher.publish(vec![row]);
         }
     }
 

@@ -435,6 +435,21 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!(
+        "the cdg replica had the standby's first write {:?} after the kill",
+        killed.elapsed()
+    );
+    // It learnt of the new primary from iad's leader, which announced the
+    // record to it as soon as it committed it (not from the state sync).
+    let log = strip_ansi(&std::fs::read_to_string(&w.node("n4").expect("n4").log).expect("log"));
+    assert!(
+        log.lines().any(
+            |l| l.contains("role record announced by its region's leader")
+                && l.contains(&format!("primary={standby}"))
+                && l.contains("epoch=2")
+        ),
+        "the cdg node was not told of the new primary by iad's leader"
+    );
     let info = match np.cmd(&["INFO", "stats"]).expect("INFO") {
         common::Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
         other => panic!("{other:?}"),

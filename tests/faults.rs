@@ -1,8 +1,9 @@
 //! The fault harness in CI (bench/src/faults.rs, docs/FAILOVER.md "Fault
 //! harness"): seeded fault schedules — kill -9 of the primary, the standby
 //! or the controller's leader, SIGSTOP of the primary past its lease, the
-//! primary cut off from its standby, from the leader or from everyone, a
-//! clock offset on one node — run on a world of three iad nodes and one
+//! primary cut off from its standby, from the leader or from everyone,
+//! SIGTERM of the primary (its planned handoff), the planned failover of
+//! the `region` database, a clock offset on one node — run on a world of three iad nodes and one
 //! cdg node while clients write and read a `region` database (and an
 //! `async` one); the history must be linearizable, every acknowledged
 //! write present, one primary per epoch, and a cut-off old primary must

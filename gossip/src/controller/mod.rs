@@ -126,6 +126,9 @@ pub struct Controller {
     /// As the leader: since when each tenant's in-sync standby has not been
     /// reported synced by its primary (see `note_synced`).
     unsynced: parking_lot::Mutex<BTreeMap<u64, Instant>>,
+    /// Records another region's leader announced to this node (see
+    /// [`Controller::announcements`]).
+    announced: tokio::sync::broadcast::Sender<RoleRecord>,
 }
 
 impl Controller {
@@ -181,6 +184,7 @@ impl Controller {
             was_formed,
             absent: Default::default(),
             unsynced: Default::default(),
+            announced: tokio::sync::broadcast::channel(256).0,
         });
         {
             let weak = Arc::downgrade(&c);
@@ -189,6 +193,7 @@ impl Controller {
             }));
         }
         tokio::spawn(membership_loop(Arc::downgrade(&c), meta));
+        tokio::spawn(announce_loop(Arc::downgrade(&c)));
         tracing::info!(
             region = %c.cfg.region,
             id = node_id(&c.cfg.machine),
@@ -200,6 +205,26 @@ impl Controller {
     /// The records as this node has applied them.
     pub fn roles(&self) -> Roles {
         self.machine.roles()
+    }
+
+    /// Role records of other regions' databases that their leader
+    /// announced to this node, a read-region replica of them, right after
+    /// committing a new primary: the node applies each that is newer than
+    /// its own copy at once, rather than when the state sync brings it.
+    pub fn announcements(&self) -> tokio::sync::broadcast::Receiver<RoleRecord> {
+        self.announced.subscribe()
+    }
+
+    /// A record another region's leader announced (see
+    /// [`Controller::announcements`]).
+    pub(crate) fn take_announcement(&self, rec: RoleRecord) {
+        tracing::info!(
+            tenant = rec.tenant,
+            epoch = rec.epoch,
+            primary = %rec.primary,
+            "role record announced by its region's leader"
+        );
+        let _ = self.announced.send(rec);
     }
 
     /// Changes whenever the applied records change.
@@ -910,6 +935,59 @@ fn leader_addr(
         .get_node(&leader)
         .and_then(|n| n.addr.parse().ok())
         .ok_or("the leader's address is unknown")
+}
+
+/// As the leader: announces every record whose epoch changed (a
+/// promotion, a handoff, a forced promotion) to its read-region replicas'
+/// nodes, so they follow the new primary within a one-way trip instead of
+/// a state sync's gossip rounds. Best effort: the state sync still brings
+/// the record to every node. Records seen when the loop starts, or while
+/// this node follows, are not announced (their leader did).
+async fn announce_loop(c: std::sync::Weak<Controller>) {
+    let (mut changed, mut seen) = match c.upgrade() {
+        Some(c) => {
+            let seen: BTreeMap<u64, u64> = c
+                .roles()
+                .records
+                .values()
+                .map(|r| (r.tenant, r.epoch))
+                .collect();
+            (c.watch(), seen)
+        }
+        None => return,
+    };
+    while changed.changed().await.is_ok() {
+        let Some(c) = c.upgrade() else { return };
+        let leads = c.is_leader();
+        for rec in c.roles().records.into_values() {
+            let before = seen.insert(rec.tenant, rec.epoch);
+            if !leads || before.is_none_or(|e| e >= rec.epoch) {
+                continue;
+            }
+            let targets: Vec<(String, SocketAddr)> = {
+                let view = c.view.borrow();
+                rec.replicas
+                    .iter()
+                    .filter(|(region, _)| **region != c.cfg.region)
+                    .filter_map(|(region, m)| {
+                        let mv = view.member(m)?;
+                        Some((
+                            region.clone(),
+                            SocketAddr::new(mv.addr.ip(), c.cfg.sync_port),
+                        ))
+                    })
+                    .collect()
+            };
+            for (region, addr) in targets {
+                let (syncer, rec, ttl) = (c.syncer.clone(), rec.clone(), c.cfg.lease);
+                tokio::spawn(async move {
+                    if let Err(e) = net::announce(&syncer, &region, addr, rec, ttl).await {
+                        tracing::debug!(%addr, "announcing a role record: {e}");
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Runs membership steps and publishes the controller's state until the

@@ -58,6 +58,10 @@ enum Rpc {
     TakeOver {
         from: String,
     },
+    /// Another region's leader announces a record it committed to a node
+    /// of this region that replicates the database (see
+    /// `Controller::announcements`).
+    Announce(crate::catalog::RoleRecord),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,6 +171,10 @@ pub(super) async fn serve(
                 let r = c.take_over(&from).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
+            Rpc::Announce(rec) => {
+                c.take_announcement(rec);
+                write_frame(&mut send, &Ok::<_, WrongRegion>(())).await?
+            }
         }
         send.finish()?;
         Ok(())
@@ -200,7 +208,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// One request to a member at `addr` (the leader: leases, handoffs; a
 /// voter: taking over) and its answer.
-async fn ask_leader<T: serde::de::DeserializeOwned>(
+async fn ask<T: serde::de::DeserializeOwned>(
     syncer: &Syncer,
     region: &str,
     addr: SocketAddr,
@@ -239,7 +247,7 @@ pub(super) async fn renew(
         synced,
         applied,
     };
-    ask_leader(syncer, region, addr, rpc, ttl).await
+    ask(syncer, region, addr, rpc, ttl).await
 }
 
 /// Asks the leader at `addr` to hand `tenant` from `from` to its standby.
@@ -255,7 +263,7 @@ pub(super) async fn hand_off(
         tenant,
         from: from.to_string(),
     };
-    ask_leader(syncer, region, addr, rpc, ttl).await
+    ask(syncer, region, addr, rpc, ttl).await
 }
 
 /// Asks the voter at `addr` to take over from the leaving leader `from`.
@@ -269,7 +277,18 @@ pub(super) async fn take_over(
     let rpc = Rpc::TakeOver {
         from: from.to_string(),
     };
-    ask_leader(syncer, region, addr, rpc, ttl).await
+    ask(syncer, region, addr, rpc, ttl).await
+}
+
+/// Announces `rec` to the node at `addr`, of `region`.
+pub(super) async fn announce(
+    syncer: &Syncer,
+    region: &str,
+    addr: SocketAddr,
+    rec: crate::catalog::RoleRecord,
+    ttl: Duration,
+) -> Result<(), String> {
+    ask(syncer, region, addr, Rpc::Announce(rec), ttl).await
 }
 
 /// Raft's client for one peer.
