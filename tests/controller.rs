@@ -469,6 +469,23 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
     w.wait_members(4, Duration::from_secs(60))
         .expect("four members again");
     std::thread::sleep(Duration::from_secs(2));
+    // It answers (it is up), and either no longer holds the database (the
+    // record names it nowhere: the login is refused) or refuses writes.
+    let end = Instant::now() + Duration::from_secs(20);
+    let resp = w.node(&primary).expect("node").resp;
+    loop {
+        // (Any answer: a node of a cluster answers PING before AUTH with
+        // its NOAUTH error.)
+        let answered = common::RespConn::connect_addr(resp)
+            .ok()
+            .and_then(|mut c| c.cmd(&["PING"]).ok())
+            .is_some();
+        if answered {
+            break;
+        }
+        assert!(Instant::now() < end, "the restarted node never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     if let Some(mut old) = login(&w, &primary) {
         let r = old
             .cmd(&["SET", "from-the-old-primary", "x"])
@@ -567,6 +584,12 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Its reads stopped no later than its writes.
+    let read = get(&mut old);
+    assert!(
+        tryagain(&read),
+        "n1 refused a write but served a strong read: {read:?}"
+    );
     // The majority promotes the standby, which takes writes at epoch 2.
     let end = Instant::now() + Duration::from_secs(30);
     let mut new = loop {

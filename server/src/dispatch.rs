@@ -113,6 +113,12 @@ fn is_read_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.read || (r.fullname == "exec" && queued_any(s, |q| q.read))
 }
 
+/// How long (ms) a primary just named at a new epoch holds requests that
+/// need its lease before refusing them with `TRYAGAIN`: its renewal is
+/// asked for as soon as the record arrives and takes a round trip to the
+/// controller's leader and its majority.
+const NEW_EPOCH_LEASE_WAIT_MS: i64 = 1000;
+
 /// Executes `args` for session `s` of tenant `t`, writing the reply to `out`.
 pub fn dispatch(
     t: &mut Tenant,
@@ -283,6 +289,30 @@ pub(crate) fn run(
             return Outcome::Continue;
         }
     }
+    // Under a region controller, a primary writes only while its lease
+    // covers the tenant at the tenant's epoch: once it lapses, the
+    // controller may already have promoted the standby (docs/FAILOVER.md).
+    // With `consistency: strong` its reads need the lease as well: only
+    // then is no other primary taking writes they would miss.
+    if t.leased
+        && t.role == crate::repl::Role::Primary
+        && !s.replaying
+        && (is_write_command(r, s) || (t.strong && is_read_command(r, s)))
+        && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
+    {
+        // Given up for a planned handoff: the request waits (as under
+        // Redis's FAILOVER) until this node is the standby's replica
+        // (writes then meet `-READONLY`) or the handoff failed and the
+        // next renewal covers the tenant again. Just made the primary at
+        // a new epoch: it waits for the renewal that covers it (asked for
+        // at once), up to NEW_EPOCH_LEASE_WAIT_MS.
+        let new_epoch = now_ms - t.epoch_changed_ms < NEW_EPOCH_LEASE_WAIT_MS;
+        if (new_epoch || shared.handing_off(t.id.0, t.epoch)) && !s.in_exec {
+            return Outcome::Paused;
+        }
+        reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
+        return Outcome::Continue;
+    }
     // A primary refuses writes without enough good replicas:
     // min-replicas-to-write (replicas that acknowledged within
     // min-replicas-max-lag seconds), and durability `region` (the standby
@@ -316,27 +346,6 @@ pub(crate) fn run(
             );
             return Outcome::Continue;
         }
-    }
-    // Under a region controller, a primary writes only while its lease
-    // covers the tenant at the tenant's epoch: once it lapses, the
-    // controller may already have promoted the standby (docs/FAILOVER.md).
-    // With `consistency: strong` its reads need the lease as well: only
-    // then is no other primary taking writes they would miss.
-    if t.leased
-        && t.role == crate::repl::Role::Primary
-        && !s.replaying
-        && (is_write_command(r, s) || (t.strong && is_read_command(r, s)))
-        && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
-    {
-        // Given up for a planned handoff: the request waits (as under
-        // Redis's FAILOVER) until this node is the standby's replica
-        // (writes then meet `-READONLY`) or the handoff failed and the
-        // next renewal covers the tenant again.
-        if shared.handing_off(t.id.0, t.epoch) && !s.in_exec {
-            return Outcome::Paused;
-        }
-        reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
-        return Outcome::Continue;
     }
     // A read on a `strong` database's `region` primary: its reply waits
     // until the standby has everything the read could have seen (see

@@ -450,6 +450,9 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     t.standby = spec.standby;
     // Never back: a replica may have seen a newer epoch from its primary
     // (fenced links) before the record reached this node.
+    if spec.epoch > t.epoch {
+        t.epoch_changed_ms = crate::util::mstime();
+    }
     t.epoch = t.epoch.max(spec.epoch);
     t.leased = spec.leased;
     t.strong = spec.strong;

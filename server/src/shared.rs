@@ -230,6 +230,10 @@ impl Shared {
     /// clock, margin already taken). Replaces the previous one whole: a
     /// tenant left out is no longer this node's to write.
     pub fn set_lease(&self, primaries: Vec<(u64, u64)>, until: Instant) {
+        // Checked under the lease's lock, which `close_lease` takes too: a
+        // renewal answered while the handoff begins cannot put back the
+        // lease it just gave up.
+        let mut lease = self.lease.write();
         if self.lease_closed.load(Relaxed) {
             return;
         }
@@ -238,15 +242,16 @@ impl Shared {
             .into_iter()
             .filter(|(t, e)| released.get(t) != Some(e))
             .collect();
-        *self.lease.write() = (held, Some(until));
+        *lease = (held, Some(until));
     }
 
     /// Gives up the lease of one tenant at `epoch` (its planned failover):
     /// this node takes no write for it from now on, even if a renewal
     /// still lists it, until [`Shared::retake_lease`] or a newer epoch.
     pub fn release_lease(&self, tenant: u64, epoch: u64) {
+        let mut lease = self.lease.write();
         self.released.lock().insert(tenant, epoch);
-        self.lease.write().0.remove(&tenant);
+        lease.0.remove(&tenant);
     }
 
     /// Ends [`Shared::release_lease`] (the failover did not happen): the
@@ -258,8 +263,9 @@ impl Shared {
     /// Gives the lease up for good (a planned handoff: this node's leased
     /// primaries take no write from now on).
     pub fn close_lease(&self) {
+        let mut lease = self.lease.write();
         self.lease_closed.store(true, Relaxed);
-        *self.lease.write() = Default::default();
+        *lease = Default::default();
     }
 
     /// Whether this node is handing `tenant` (at `epoch`) over to its

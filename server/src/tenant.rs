@@ -169,6 +169,10 @@ pub struct Tenant {
     /// (a planned handoff that went ahead without them): the rejoin's full
     /// sync does not count them twice.
     pub discard_counted: u64,
+    /// When (ms) the role record last moved this tenant to a newer epoch:
+    /// a primary's lease covers the new epoch only from its next renewal
+    /// (asked for at once), and its writes wait for that a little while.
+    pub epoch_changed_ms: i64,
     /// Since when (ms) a `region` write found no standby attached (None:
     /// one is): writes wait `standby-wait-ms` from then for one.
     pub standby_missing_since: Option<i64>,
@@ -345,6 +349,7 @@ impl Tenant {
             standby_acked: 0,
             synced_since_start: false,
             discard_counted: 0,
+            epoch_changed_ms: 0,
             standby_missing_since: None,
             rate: None,
             failover: None,

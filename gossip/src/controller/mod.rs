@@ -530,13 +530,14 @@ impl Controller {
     /// refuses votes while it heard from its leader within the lease; the
     /// leader's own vote is not held back so). The new leader earns no
     /// election credit for that term (`Leases::take_over`). Returns the
-    /// new leader; None when this node does not lead.
+    /// new leader (None when this node does not lead), all within `limit`.
     pub async fn transfer_leadership(&self, limit: Duration) -> Result<Option<String>, String> {
         let m = self.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return Ok(None);
         }
         let me = node_id(&self.cfg.machine);
+        let end = Instant::now() + limit;
         // This node refuses a vote itself while its own vote is younger
         // than openraft's leader lease (the maximum election timeout): a
         // leader elected just now waits that out first.
@@ -568,15 +569,18 @@ impl Controller {
             })
             .ok_or("no other voter has the whole log")?;
         let addr = leader_addr(&m, target)?;
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no time left within {limit:?}"));
+        }
         net::take_over(
             &self.syncer,
             &self.cfg.region,
             addr,
             &self.cfg.machine,
-            limit,
+            left,
         )
         .await??;
-        let end = Instant::now() + limit;
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
             if let Some(l) = leader.filter(|l| *l != me) {
@@ -1046,16 +1050,21 @@ pub fn regions(view: &ClusterView, min_voters: usize) -> Vec<RegionController> {
                 .filter_map(|m| m.meta.as_ref()?.controller.as_ref())
                 .filter(|c| c.initialized)
                 .max_by_key(|c| (c.term, c.leader.is_some()));
+            // A group that formed keeps promoting while a majority of its
+            // voters elects a leader, even with fewer nodes alive than it
+            // needed to form.
             let promotion = match best {
+                Some(c) if c.voters.len() >= min_voters && c.leader.is_some() => {
+                    "automatic".to_string()
+                }
+                Some(c) if c.voters.len() >= min_voters => {
+                    "refused: the controller has no leader (no majority)".to_string()
+                }
                 _ if members.len() < min_voters => format!(
                     "refused: {} alive node(s) in {region}, automatic promotion needs {min_voters}",
                     members.len()
                 ),
-                None => "refused: the controller group has not formed yet".to_string(),
-                Some(c) if c.leader.is_none() => {
-                    "refused: the controller has no leader (no majority)".to_string()
-                }
-                Some(_) => "automatic".to_string(),
+                _ => "refused: the controller group has not formed yet".to_string(),
             };
             RegionController {
                 region: region.to_string(),
