@@ -139,42 +139,32 @@ async fn merge(
             if m.region != my_region {
                 continue;
             }
-            match l.member(&m.machine) {
+            // Announced to the region pool (at most once a second each):
+            // a node it does not know yet, or one it holds as down while
+            // the cluster-wide pool hears from it, a partition inside the
+            // region that healed. Neither side's region pool announces to
+            // the other by itself then (foca announces to down members
+            // only while it has a live peer, and each side may have none);
+            // the peer, holding this node as down too, answers that it is
+            // down, and both renew their identities and meet again.
+            let wan_alive = m.state == MemberState::Alive;
+            let introduce = match l.member(&m.machine) {
                 Some(lm) if lm.incarnation >= m.incarnation => {
-                    // The region pool holds it down while the cluster-wide
-                    // pool hears from it: a partition inside the region
-                    // healed. Neither side's region pool announces to the
-                    // other by itself (foca announces to down members only
-                    // while it has a live peer, and each side may have
-                    // none), so it is announced from here: the peer, which
-                    // holds this node as down too, answers that it is
-                    // down, and both renew their identities and meet again.
-                    let healed = m.state == MemberState::Alive && lm.state == MemberState::Down;
                     m.state = lm.state;
                     m.rtt_ms = lm.rtt_ms.or(m.rtt_ms);
                     m.rtt_min_ms = lm.rtt_min_ms.or(m.rtt_min_ms);
-                    if healed {
-                        let addr = SocketAddr::new(m.addr.ip(), lan_port);
-                        let due = announced
-                            .get(&addr)
-                            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
-                        if due {
-                            announced.insert(addr, Instant::now());
-                            announce.announce(addr);
-                        }
-                    }
+                    wan_alive && lm.state == MemberState::Down
                 }
-                _ => {
-                    if m.state == MemberState::Alive {
-                        let addr = SocketAddr::new(m.addr.ip(), lan_port);
-                        let due = announced
-                            .get(&addr)
-                            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
-                        if due {
-                            announced.insert(addr, Instant::now());
-                            announce.announce(addr);
-                        }
-                    }
+                _ => wan_alive,
+            };
+            if introduce {
+                let addr = SocketAddr::new(m.addr.ip(), lan_port);
+                let due = announced
+                    .get(&addr)
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+                if due {
+                    announced.insert(addr, Instant::now());
+                    announce.announce(addr);
                 }
             }
         }
