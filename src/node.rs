@@ -486,26 +486,20 @@ async fn hand_off_one(
     // Where the standby's copy ends when it did not catch up in time.
     let mut short_at = None;
     loop {
-        let (caught_up, lacking) = match shared.probe(TenantId(rec.tenant)).await {
-            Some(st) => {
-                let acked = st
-                    .replicas
-                    .iter()
-                    .filter(|r| Some(r.addr.ip()) == ip)
-                    .map(|r| r.ack_offset)
-                    .max();
-                (
-                    acked.is_some_and(|a| a >= st.offset),
-                    acked.map(|a| (a, st.offset - a.min(st.offset))),
-                )
-            }
-            None => (true, None),
+        let Some(st) = shared.probe(TenantId(rec.tenant)).await else {
+            break;
         };
-        if caught_up {
+        let acked = st
+            .replicas
+            .iter()
+            .filter(|r| Some(r.addr.ip()) == ip)
+            .map(|r| r.ack_offset)
+            .max();
+        if acked.is_some_and(|a| a >= st.offset) {
             break;
         }
         if std::time::Instant::now() >= wait_until {
-            let (from, bytes) = lacking.unwrap_or((0, 0));
+            let (from, bytes) = acked.map_or((0, 0), |a| (a, st.offset.saturating_sub(a)));
             tracing::warn!(tenant = rec.tenant, %standby, bytes, "{what}: the standby has not acknowledged the last {bytes} bytes; handing over anyway (with durability region none of them was acknowledged to a client; with async, the writes among them are counted as discarded)");
             short_at = Some(from);
             break;

@@ -833,12 +833,7 @@ fn durability_region_acknowledges_only_what_the_standby_has() {
     // Another client reads the key meanwhile: the write is applied here
     // but not on the standby, so the reply waits (shown, it could be
     // lost with this primary).
-    let mut reader = TcpStream::connect(addr).unwrap();
-    reader
-        .write_all(common::resp_str(&["AUTH", "shop", TOKEN]).as_slice())
-        .unwrap();
-    let n = reader.read(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"+OK\r\n");
+    let mut reader = w.raw_login(pn, "shop", TOKEN);
     reader
         .write_all(common::resp_str(&["GET", "held"]).as_slice())
         .unwrap();

@@ -22,18 +22,7 @@ import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, thre
 
 sys.path.insert(0, os.path.dirname(__file__))
 from compare import free_port  # noqa: E402
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def enc(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for x in args:
-        x = x if isinstance(x, bytes) else str(x).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(x), x))
-    return b"".join(out)
+from replication import enc, log  # noqa: E402
 
 
 class Conn:

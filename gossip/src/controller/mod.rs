@@ -160,6 +160,8 @@ impl Controller {
         }
         .validate()
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        // The leases' election credit: the shortest election timeout.
+        let credit = Duration::from_millis(config.election_timeout_min);
         let region: Arc<str> = cfg.region.as_str().into();
         let network = net::Network {
             syncer: syncer.clone(),
@@ -180,7 +182,7 @@ impl Controller {
             cfg,
             view,
             syncer: syncer.clone(),
-            leases: parking_lot::Mutex::new(lease::Leases::new(Duration::from_millis(hb * 4))),
+            leases: parking_lot::Mutex::new(lease::Leases::new(credit)),
             was_formed,
             absent: Default::default(),
             unsynced: Default::default(),
@@ -540,8 +542,9 @@ impl Controller {
         let end = Instant::now() + limit;
         // This node refuses a vote itself while its own vote is younger
         // than openraft's leader lease (the maximum election timeout): a
-        // leader elected just now waits that out first.
-        let young = self.cfg.heartbeat * 8 + self.cfg.heartbeat;
+        // leader elected just now waits that out first (a heartbeat more).
+        let rc = self.raft.config();
+        let young = Duration::from_millis(rc.election_timeout_max + rc.heartbeat_interval);
         let since = self.leases.lock().leading_since();
         let led = since.map_or(Duration::ZERO, |t| t.elapsed());
         if led < young {
