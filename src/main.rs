@@ -49,6 +49,23 @@ enum Cmd {
         #[arg(last = true, allow_hyphen_values = true)]
         server_args: Vec<String>,
     },
+    /// Run a router in front of a primary and its replicas (e.g.
+    /// redis-servers): one address; reads from the nearest replica that
+    /// has the client's writes, writes to the primary; many clients share
+    /// a few upstream connections.
+    Router {
+        #[command(flatten)]
+        args: anykv_router::standalone::RouterArgs,
+        /// Prometheus endpoint (`GET /metrics`).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// debug, verbose, notice or warning (as redis-server).
+        #[arg(long, default_value = "notice")]
+        loglevel: String,
+    },
     /// Inspect or set up the cluster.
     Cluster {
         #[command(subcommand)]
@@ -350,5 +367,44 @@ fn main() -> anyhow::Result<()> {
                 },
         } => cluster::promote(addr, db, &to, force, &admin_token),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Router {
+            args,
+            metrics_addr,
+            threads,
+            loglevel,
+        } => run_router(args, metrics_addr, threads, &loglevel),
     }
+}
+
+/// `anykv router`: serves until SIGTERM/SIGINT.
+fn run_router(
+    args: anykv_router::standalone::RouterArgs,
+    metrics_addr: Option<std::net::SocketAddr>,
+    threads: usize,
+    loglevel: &str,
+) -> anyhow::Result<()> {
+    init_tracing(loglevel);
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    let rt = b.enable_all().build().context("building the runtime")?;
+    rt.block_on(async {
+        if let Some(addr) = metrics_addr {
+            let bound = http::serve(addr, None, None, None).await?;
+            tracing::info!("Prometheus metrics on http://{bound}/metrics");
+        }
+        let running = anykv_router::standalone::start(args).await?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        tokio::select! {
+            _ = running.wait() => {}
+            _ = term.recv() => tracing::warn!("Received SIGTERM, exiting"),
+            _ = tokio::signal::ctrl_c() => tracing::warn!("Received SIGINT, exiting"),
+        }
+        anyhow::Ok(())
+    })?;
+    // Sessions still running end with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(())
 }

@@ -182,6 +182,34 @@ fn differential_vs_redis() {
     }
 }
 
+/// The same stream through `anykv router` in front of a redis-server:
+/// every reply and the whole state must be what a direct connection to a
+/// redis-server gives (SELECT, connection commands and errors included).
+#[test]
+fn differential_through_the_router() {
+    let seed = seed_from_env();
+    let ops = (ops_from_env() / 4).max(1_000);
+    let mut reference = common::start_reference();
+    let upstream = common::start_reference();
+    let bin = common::anykv_bin();
+    let up = format!("127.0.0.1:{}", upstream.port);
+    let mut router = common::spawn_server("anykv router", &|port| {
+        let mut c = std::process::Command::new(&bin);
+        c.args(["router", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--upstream", &up]);
+        c
+    });
+    eprintln!(
+        "differential through the router: seed={seed} ops={ops}; reference on port {}, router on {} (upstream {})",
+        reference.port, router.port, upstream.port
+    );
+    let mut rc = reference.connect();
+    let mut tc = router.connect();
+    if let Err(m) = run_differential(&mut rc, &mut tc, seed, ops) {
+        panic!("{m}\n\n{}\n{}", reference.describe(), router.describe());
+    }
+}
+
 /// The harness must be able to fail: tamper with one reply of the target and
 /// check that the mismatch is reported, naming the tampered command.
 #[test]

@@ -47,7 +47,7 @@ pub const MONITOR_PUSH_CAP: usize = 64 * 1024 * 1024;
 const SLOWLOG_MAX_STRING: usize = 128;
 
 /// Redis's "unknown command" text, byte for byte.
-fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
+pub fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
     let mut list: Vec<u8> = Vec::new();
     for a in &args[1..] {
         if list.len() >= 128 {

@@ -204,16 +204,21 @@ pub fn hello(ctx: &mut Ctx) {
         ctx.out.resp = ver as u8;
         ctx.s.info.resp.set(ver as u8);
     }
-    let out = &mut *ctx.out;
+    let (resp, id) = (ctx.s.resp, ctx.s.info.id);
+    hello_reply(ctx.out, REDIS_VERSION, resp, id);
+}
+
+/// HELLO's map (the router answers HELLO for its clients with it too).
+pub fn hello_reply(out: &mut crate::resp::Reply, version: &str, resp: u8, id: u64) {
     out.map(7);
     out.bulk(b"server");
     out.bulk(b"redis");
     out.bulk(b"version");
-    out.bulk(REDIS_VERSION.as_bytes());
+    out.bulk(version.as_bytes());
     out.bulk(b"proto");
-    out.int(ctx.s.resp as i64);
+    out.int(resp as i64);
     out.bulk(b"id");
-    out.int(ctx.s.info.id as i64);
+    out.int(id as i64);
     out.bulk(b"mode");
     out.bulk(b"standalone");
     out.bulk(b"role");

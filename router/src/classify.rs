@@ -1,0 +1,192 @@
+//! What the router does with a request, from the store's one command table
+//! (each row's route class) plus the few rules the table cannot say:
+//! which commands hold a connection (transactions, blocking, pub/sub,
+//! MONITOR, CLIENT TRACKING) and which the router answers itself.
+
+use anykv_server::cmd::{lookup, Lookup, Route};
+
+/// Where a request must go (the route class alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Any replica that has the client's last write.
+    Replica,
+    /// The tenant's primary (writes, blocking, pub/sub, admin).
+    Primary,
+    /// Answered by the router from connection state.
+    Local,
+    /// Unknown command: forwarded so the store produces Redis's error.
+    Unknown,
+}
+
+/// Classifies a request by the command table's route class.
+pub fn classify(args: &[&[u8]]) -> Target {
+    if args.is_empty() {
+        return Target::Local;
+    }
+    match lookup(args) {
+        Lookup::Found(r) => match r.spec.route {
+            Route::Read => Target::Replica,
+            Route::Connection => Target::Local,
+            Route::Write | Route::Admin | Route::PubSub | Route::Blocking => Target::Primary,
+        },
+        _ => Target::Unknown,
+    }
+}
+
+/// What the session does with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A read: a replica may answer it (per the consistency mode).
+    Read,
+    /// A cursor read (`SCAN` family): `first` when the cursor is 0. Later
+    /// calls go where the first went (cursors are a node's own).
+    Scan { first: bool },
+    /// Runs on the primary, on a shared connection.
+    Primary,
+    /// `MULTI`: the connection is the client's until `EXEC`/`DISCARD`.
+    Multi,
+    /// `WATCH`: as `MULTI`, until `EXEC`/`DISCARD`/`UNWATCH`.
+    Watch,
+    /// `EXEC`, `DISCARD`: end the transaction.
+    EndTx,
+    /// `UNWATCH`.
+    Unwatch,
+    /// May block: runs on a connection of the client's own.
+    Blocking,
+    /// Changes the connection for good (subscriptions, MONITOR, CLIENT
+    /// TRACKING): the client gets its own upstream connection, spliced.
+    Tunnel,
+    /// Answered by the router (connection state).
+    Local,
+}
+
+/// Blocking commands the command table does not have (streams, newer
+/// list and sorted-set pops): they must never block a shared connection.
+const BLOCKING_UNKNOWN: &[&str] = &[
+    "blmpop",
+    "bzmpop",
+    "blmove",
+    "brpoplpush",
+    "bzpopmin",
+    "bzpopmax",
+    "wait",
+    "waitaof",
+];
+
+/// Client subcommands the router answers (its own clients).
+const CLIENT_LOCAL: &[&str] = &[
+    "id", "setname", "getname", "list", "info", "kill", "reply", "help",
+];
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// The session's action for `args` (never empty).
+pub fn kind(args: &[&[u8]]) -> Kind {
+    let name = args[0];
+    let arg = |i: usize| args.get(i).copied().unwrap_or(b"");
+    if eq(name, "multi") {
+        return Kind::Multi;
+    }
+    if eq(name, "watch") {
+        return Kind::Watch;
+    }
+    if eq(name, "exec") || eq(name, "discard") {
+        return Kind::EndTx;
+    }
+    if eq(name, "unwatch") {
+        return Kind::Unwatch;
+    }
+    if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
+        .iter()
+        .any(|n| eq(name, n))
+    {
+        return Kind::Tunnel;
+    }
+    if eq(name, "client") {
+        let sub = arg(1);
+        if eq(sub, "tracking") && eq(arg(2), "on") {
+            return Kind::Tunnel;
+        }
+        if CLIENT_LOCAL.iter().any(|n| eq(sub, n)) {
+            return Kind::Local;
+        }
+        return Kind::Primary;
+    }
+    if (eq(name, "xread") || eq(name, "xreadgroup")) && args.iter().any(|a| eq(a, "block")) {
+        return Kind::Blocking;
+    }
+    if BLOCKING_UNKNOWN.iter().any(|n| eq(name, n)) {
+        return Kind::Blocking;
+    }
+    if ["scan", "hscan", "sscan", "zscan"]
+        .iter()
+        .any(|n| eq(name, n))
+    {
+        let cursor = if eq(name, "scan") { arg(1) } else { arg(2) };
+        return Kind::Scan {
+            first: cursor == b"0",
+        };
+    }
+    match lookup(args) {
+        Lookup::Found(r) => match r.spec.route {
+            Route::Read => Kind::Read,
+            Route::Blocking => Kind::Blocking,
+            Route::Connection => {
+                // COMMAND's rows are static facts of the store: ask it.
+                if eq(name, "command") {
+                    Kind::Primary
+                } else {
+                    Kind::Local
+                }
+            }
+            Route::Write | Route::Admin | Route::PubSub => Kind::Primary,
+        },
+        // Unknown to anykv's table (streams, scripts...): the primary
+        // answers, or produces Redis's own error.
+        _ => Kind::Primary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_writes_and_connection_commands() {
+        assert_eq!(classify(&[b"GET", b"k"]), Target::Replica);
+        assert_eq!(classify(&[b"set", b"k", b"v"]), Target::Primary);
+        assert_eq!(classify(&[b"PING"]), Target::Local);
+        assert_eq!(classify(&[b"CLIENT", b"SETNAME", b"x"]), Target::Local);
+        assert_eq!(classify(&[b"nosuch"]), Target::Unknown);
+    }
+
+    #[test]
+    fn session_kinds() {
+        assert_eq!(kind(&[b"get", b"k"]), Kind::Read);
+        assert_eq!(kind(&[b"SET", b"k", b"v"]), Kind::Primary);
+        assert_eq!(kind(&[b"multi"]), Kind::Multi);
+        assert_eq!(kind(&[b"EXEC"]), Kind::EndTx);
+        assert_eq!(kind(&[b"watch", b"k"]), Kind::Watch);
+        assert_eq!(kind(&[b"blpop", b"k", b"0"]), Kind::Blocking);
+        assert_eq!(
+            kind(&[b"BLMOVE", b"a", b"b", b"LEFT", b"LEFT", b"0"]),
+            Kind::Blocking
+        );
+        assert_eq!(
+            kind(&[b"xread", b"BLOCK", b"0", b"STREAMS", b"s", b"$"]),
+            Kind::Blocking
+        );
+        assert_eq!(kind(&[b"xread", b"STREAMS", b"s", b"0"]), Kind::Primary);
+        assert_eq!(kind(&[b"subscribe", b"c"]), Kind::Tunnel);
+        assert_eq!(kind(&[b"client", b"tracking", b"on"]), Kind::Tunnel);
+        assert_eq!(kind(&[b"client", b"setname", b"x"]), Kind::Local);
+        assert_eq!(kind(&[b"client", b"pause", b"10"]), Kind::Primary);
+        assert_eq!(kind(&[b"scan", b"0"]), Kind::Scan { first: true });
+        assert_eq!(kind(&[b"hscan", b"h", b"17"]), Kind::Scan { first: false });
+        assert_eq!(kind(&[b"select", b"1"]), Kind::Local);
+        assert_eq!(kind(&[b"command", b"count"]), Kind::Primary);
+        assert_eq!(kind(&[b"publish", b"c", b"m"]), Kind::Primary);
+    }
+}

@@ -1,0 +1,143 @@
+//! The router's own clients: what `CLIENT LIST`, `CLIENT INFO` and
+//! `CLIENT KILL` see. Upstream connections are shared, so the upstream's
+//! CLIENT LIST shows the router; the router's shows the applications.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+
+/// What changes while a client runs.
+#[derive(Debug, Clone)]
+pub struct ClientVar {
+    pub name: Vec<u8>,
+    pub db: u32,
+    pub resp: u8,
+    /// Last command's name (`client|list` style).
+    pub cmd: String,
+    pub last: Instant,
+    /// In MULTI.
+    pub multi: bool,
+    /// Subscribed or MONITOR (the connection is spliced upstream).
+    pub tunnel: bool,
+}
+
+/// One client connection of the router.
+pub struct ClientHandle {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    created: Instant,
+    pub var: Mutex<ClientVar>,
+    killed: AtomicBool,
+    kill: Notify,
+}
+
+impl ClientHandle {
+    /// Asks the client's session to close.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`kill`](Self::kill) was called.
+    pub async fn killed(&self) {
+        if self.is_killed() {
+            return;
+        }
+        self.kill.notified().await;
+    }
+
+    /// Redis's CLIENT LIST line for this client.
+    pub fn describe(&self, now: Instant) -> String {
+        let v = self.var.lock();
+        let mut flags = String::new();
+        if v.multi {
+            flags.push('x');
+        }
+        if v.tunnel {
+            flags.push('P');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            String::from_utf8_lossy(&v.name),
+            now.duration_since(self.created).as_secs(),
+            now.duration_since(v.last).as_secs(),
+            flags,
+            v.db,
+            if v.multi { 0 } else { -1 },
+            if v.cmd.is_empty() { "NULL" } else { &v.cmd },
+            v.resp,
+        )
+    }
+}
+
+/// Every client of the router.
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    pub fn add(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientHandle> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let h = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: now,
+            var: Mutex::new(ClientVar {
+                name: Vec::new(),
+                db: 0,
+                resp: 2,
+                cmd: String::new(),
+                last: now,
+                multi: false,
+                tunnel: false,
+            }),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        });
+        self.map.lock().insert(id, h.clone());
+        metrics::gauge!("anykv_router_clients").increment(1.0);
+        h
+    }
+
+    pub fn remove(&self, id: u64) {
+        if self.map.lock().remove(&id).is_some() {
+            metrics::gauge!("anykv_router_clients").decrement(1.0);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All clients, in id order.
+    pub fn all(&self) -> Vec<Arc<ClientHandle>> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.map.lock().get(&id).cloned()
+    }
+}

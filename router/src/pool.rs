@@ -1,0 +1,399 @@
+//! The upstreams of a standalone router: one primary and its replicas,
+//! told apart by asking each `ROLE`, and a few shared connections to each.
+//!
+//! A poller per upstream asks `ROLE` every `--role-interval-ms` on a
+//! control connection of its own (the `redis` crate's client), which gives
+//! four things at once: the upstream's role, whether it answers (one that
+//! does not within `--upstream-timeout-ms` is skipped), its round-trip time
+//! (replicas are chosen nearest first), and its replication offset, which
+//! is how read-your-writes knows a replica has caught up (see
+//! [`Upstreams::primary_offset_since`]).
+
+use parking_lot::{Mutex, RwLock};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::upstream::{Conn, Handshake, UpstreamError};
+
+/// What an upstream said it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Unknown,
+    Primary,
+    Replica,
+}
+
+/// The last poll's view of one upstream.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub role: Role,
+    /// Answered the last poll in time.
+    pub reachable: bool,
+    /// A replica's link to its primary is up (`connected`).
+    pub link_up: bool,
+    /// Replication offset: a primary's master offset, a replica's
+    /// processed offset.
+    pub offset: u64,
+    /// Smoothed round-trip time of `ROLE`.
+    pub rtt: Option<Duration>,
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Shared connections per upstream and RESP version.
+    pub connections: usize,
+    /// Bounded batch queue per connection.
+    pub queue: usize,
+    pub connect_timeout: Duration,
+    pub role_interval: Duration,
+    pub password: Option<String>,
+}
+
+/// Primary polls kept for read-your-writes (`sent at`, `offset`).
+const HISTORY: usize = 256;
+
+/// One upstream server.
+pub struct Server {
+    pub addr: SocketAddr,
+    status: RwLock<Status>,
+    /// Shared connections: `[resp2, resp3][slot]`.
+    shared: [Vec<tokio::sync::Mutex<Option<Conn>>>; 2],
+    /// Idle dedicated connections (transactions, blocking commands).
+    idle: [Mutex<Vec<Conn>>; 2],
+    /// The primary's recent polls: when each `ROLE` was sent and the
+    /// master offset it answered.
+    history: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl Server {
+    pub fn status(&self) -> Status {
+        self.status.read().clone()
+    }
+}
+
+/// All upstreams of the router.
+pub struct Upstreams {
+    pub servers: Vec<Arc<Server>>,
+    pub cfg: PoolConfig,
+}
+
+/// Dedicated connections kept idle per upstream and RESP version.
+const IDLE_DEDICATED: usize = 16;
+
+fn resp_index(resp: u8) -> usize {
+    usize::from(resp == 3)
+}
+
+impl Upstreams {
+    pub fn new(addrs: &[SocketAddr], cfg: PoolConfig) -> Arc<Upstreams> {
+        let servers = addrs
+            .iter()
+            .map(|&addr| {
+                let slots = || {
+                    (0..cfg.connections.max(1))
+                        .map(|_| tokio::sync::Mutex::new(None))
+                        .collect()
+                };
+                Arc::new(Server {
+                    addr,
+                    status: RwLock::new(Status {
+                        role: Role::Unknown,
+                        reachable: false,
+                        link_up: false,
+                        offset: 0,
+                        rtt: None,
+                    }),
+                    shared: [slots(), slots()],
+                    idle: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+                    history: Mutex::new(VecDeque::new()),
+                })
+            })
+            .collect();
+        Arc::new(Upstreams { servers, cfg })
+    }
+
+    fn handshake(&self, resp: u8, name: &str) -> Handshake {
+        Handshake {
+            password: self.cfg.password.clone(),
+            resp,
+            name: Some(name.to_string()),
+        }
+    }
+
+    /// The shared connection `slot` (taken modulo the pool size) to server
+    /// `i`, connecting it when missing or dead.
+    pub async fn shared(&self, i: usize, resp: u8, slot: usize) -> Result<Conn, UpstreamError> {
+        let s = &self.servers[i];
+        let pool = &s.shared[resp_index(resp)];
+        let mut g = pool[slot % pool.len()].lock().await;
+        if let Some(c) = g.as_ref() {
+            if !c.is_dead() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Conn::open(
+            s.addr,
+            &self.handshake(resp, "anykv-router"),
+            self.cfg.connect_timeout,
+            self.cfg.queue,
+        )
+        .await?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A connection of the caller's alone, to server `i`: an idle one or a
+    /// new one.
+    pub async fn dedicated(&self, i: usize, resp: u8) -> Result<Conn, UpstreamError> {
+        let s = &self.servers[i];
+        loop {
+            let c = s.idle[resp_index(resp)].lock().pop();
+            match c {
+                Some(c) if !c.is_dead() => return Ok(c),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        Conn::open(
+            s.addr,
+            &self.handshake(resp, "anykv-router-pinned"),
+            self.cfg.connect_timeout,
+            4,
+        )
+        .await
+    }
+
+    /// Returns a dedicated connection whose transaction or blocking command
+    /// is over (its only state left is its database, which the connection
+    /// itself tracks).
+    pub fn release(&self, i: usize, resp: u8, c: Conn) {
+        if c.is_dead() {
+            return;
+        }
+        let mut idle = self.servers[i].idle[resp_index(resp)].lock();
+        if idle.len() < IDLE_DEDICATED {
+            idle.push(c);
+        } else {
+            c.close();
+        }
+    }
+
+    /// The primary: the reachable upstream that says `master`.
+    pub fn primary(&self) -> Option<usize> {
+        self.servers.iter().position(|s| {
+            let st = s.status.read();
+            st.reachable && st.role == Role::Primary
+        })
+    }
+
+    /// The nearest usable replica (lowest RTT; ties: the first listed).
+    pub fn nearest_replica(&self) -> Option<usize> {
+        let mut best: Option<(usize, Duration)> = None;
+        for (i, s) in self.servers.iter().enumerate() {
+            let st = s.status.read();
+            if !(st.reachable && st.role == Role::Replica && st.link_up) {
+                continue;
+            }
+            let rtt = st.rtt.unwrap_or(Duration::MAX);
+            if best.is_none_or(|(_, b)| rtt < b) {
+                best = Some((i, rtt));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Is server `i` still a usable replica?
+    pub fn replica_usable(&self, i: usize) -> bool {
+        let st = self.servers[i].status.read();
+        st.reachable && st.role == Role::Replica && st.link_up
+    }
+
+    /// The primary's master offset as answered by the first `ROLE` sent at
+    /// or after `t`: every write acknowledged before `t` is at or below it.
+    /// `None` until such a poll has answered.
+    pub fn primary_offset_since(&self, i: usize, t: Instant) -> Option<u64> {
+        let h = self.servers[i].history.lock();
+        h.iter().find(|(sent, _)| *sent >= t).map(|&(_, o)| o)
+    }
+
+    /// Replica `i`'s processed offset (last poll).
+    pub fn offset(&self, i: usize) -> u64 {
+        self.servers[i].status.read().offset
+    }
+
+    /// Starts one poller per upstream; returns when every upstream has
+    /// answered once or `wait` passed.
+    pub async fn start_polling(self: &Arc<Self>, wait: Duration) {
+        for i in 0..self.servers.len() {
+            tokio::spawn(poll_loop(self.clone(), i));
+        }
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if self.servers.iter().all(|s| s.status.read().reachable) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// What `ROLE` answered.
+struct RoleReply {
+    role: Role,
+    offset: u64,
+    link_up: bool,
+}
+
+fn parse_role(v: &redis::Value) -> Option<RoleReply> {
+    use redis::Value;
+    let Value::Array(items) = v else { return None };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |v: &Value| match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    match text(items.first()?)?.as_str() {
+        "master" => Some(RoleReply {
+            role: Role::Primary,
+            offset: int(items.get(1)?)?.max(0) as u64,
+            link_up: true,
+        }),
+        "slave" => Some(RoleReply {
+            role: Role::Replica,
+            offset: int(items.get(4)?)?.max(0) as u64,
+            link_up: text(items.get(3)?)? == "connected",
+        }),
+        _ => Some(RoleReply {
+            role: Role::Unknown,
+            offset: 0,
+            link_up: false,
+        }),
+    }
+}
+
+async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
+    let s = ups.servers[i].clone();
+    let timeout = ups.cfg.connect_timeout;
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut warned = false;
+    loop {
+        let sent = Instant::now();
+        let answer = async {
+            if conn.is_none() {
+                let info = redis::ConnectionInfo {
+                    addr: redis::ConnectionAddr::Tcp(s.addr.ip().to_string(), s.addr.port()),
+                    redis: redis::RedisConnectionInfo {
+                        password: ups.cfg.password.clone(),
+                        ..Default::default()
+                    },
+                };
+                let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+                let c = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn = Some(c);
+            }
+            let c = conn.as_mut().ok_or("no connection")?;
+            let v: redis::Value = redis::cmd("ROLE")
+                .query_async(c)
+                .await
+                .map_err(|e| e.to_string())?;
+            parse_role(&v).ok_or_else(|| format!("unexpected ROLE reply {v:?}"))
+        };
+        let r = match tokio::time::timeout(timeout, answer).await {
+            Ok(r) => r,
+            Err(_) => Err("ROLE timed out".to_string()),
+        };
+        let took = sent.elapsed();
+        match r {
+            Ok(role) => {
+                if warned {
+                    tracing::info!(upstream = %s.addr, "upstream answers again");
+                    warned = false;
+                }
+                {
+                    let mut st = s.status.write();
+                    if st.role != role.role {
+                        tracing::info!(upstream = %s.addr, role = ?role.role, "upstream role");
+                        s.history.lock().clear();
+                    }
+                    st.role = role.role;
+                    st.reachable = true;
+                    st.link_up = role.link_up;
+                    st.offset = role.offset;
+                    st.rtt = Some(match st.rtt {
+                        Some(old) => (old * 7 + took) / 8,
+                        None => took,
+                    });
+                }
+                if role.role == Role::Primary {
+                    let mut h = s.history.lock();
+                    if h.len() == HISTORY {
+                        h.pop_front();
+                    }
+                    h.push_back((sent, role.offset));
+                }
+            }
+            Err(e) => {
+                conn = None;
+                let was = {
+                    let mut st = s.status.write();
+                    std::mem::replace(&mut st.reachable, false)
+                };
+                if was || !warned {
+                    tracing::warn!(upstream = %s.addr, "upstream does not answer: {e}");
+                    warned = true;
+                }
+                if was {
+                    // What waits on it fails now (reads retry on the
+                    // primary) instead of hanging until TCP gives up.
+                    for pool in &s.shared {
+                        for slot in pool {
+                            if let Ok(g) = slot.try_lock() {
+                                if let Some(c) = g.as_ref() {
+                                    c.close();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(ups.cfg.role_interval.saturating_sub(took)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    #[test]
+    fn role_replies() {
+        let m = Value::Array(vec![
+            Value::BulkString(b"master".to_vec()),
+            Value::Int(42),
+            Value::Array(vec![]),
+        ]);
+        let r = parse_role(&m).unwrap();
+        assert_eq!((r.role, r.offset, r.link_up), (Role::Primary, 42, true));
+        let s = Value::Array(vec![
+            Value::BulkString(b"slave".to_vec()),
+            Value::BulkString(b"127.0.0.1".to_vec()),
+            Value::Int(6379),
+            Value::BulkString(b"connect".to_vec()),
+            Value::Int(-1),
+        ]);
+        let r = parse_role(&s).unwrap();
+        assert_eq!((r.role, r.offset, r.link_up), (Role::Replica, 0, false));
+        assert!(parse_role(&Value::Int(1)).is_none());
+    }
+}

@@ -1,0 +1,1044 @@
+//! One client connection through the router.
+//!
+//! Two tasks per client. The *reader* parses requests, answers connection
+//! commands itself ([`crate::local`]), and sends the rest, as batches of
+//! consecutive requests for the same upstream connection, to shared
+//! upstream connections ([`crate::upstream`]). For each batch, and each
+//! local answer, it queues a [`Slot`] to the *writer*, which writes the
+//! slots' replies in request order. The slot queue is bounded
+//! (`--max-pending`): a client that does not read its replies stops being
+//! read, so it cannot grow the router's memory.
+//!
+//! Order: Redis runs one connection's requests in order. Batches on one
+//! upstream connection run in the order sent; before a client's requests
+//! move to another connection (primary to replica, shared to its own
+//! connection), the reader waits until every reply on the previous one
+//! came back. That wait happens only at such a switch.
+//!
+//! Read-your-writes (`--consistency ryw`): after the client touched the
+//! primary, a read goes to its replica only once the replica's offset is
+//! at least the primary's offset as polled *after* the client's last
+//! primary reply (see [`crate::pool::Upstreams::primary_offset_since`]);
+//! until then it goes to the primary. Each client keeps one replica
+//! (the nearest when it first reads), so its reads are monotonic.
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use anykv_server::resp::{ParseLimits, Request, RequestParser};
+
+use crate::classify::{self, Kind};
+use crate::clients::{ClientHandle, Registry};
+use crate::local::{self, ConnState, Effect, ReplyMode, Settings};
+use crate::pool::Upstreams;
+use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, UpstreamError};
+
+/// Which replies a read may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// Read-your-writes and monotonic reads (replicas that caught up).
+    Ryw,
+    /// Every read from the primary.
+    Strong,
+    /// Reads from the nearest replica, whatever it has.
+    Nearest,
+}
+
+/// Per-route counters, looked up once.
+pub struct Counters {
+    pub primary: metrics::Counter,
+    pub replica: metrics::Counter,
+    pub local: metrics::Counter,
+    pub pinned: metrics::Counter,
+    pub tunnel: metrics::Counter,
+    pub ryw_fallback: metrics::Counter,
+    pub retried: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        let c = |route: &'static str| metrics::counter!("anykv_router_requests_total", "route" => route);
+        Counters {
+            primary: c("primary"),
+            replica: c("replica"),
+            local: c("local"),
+            pinned: c("pinned"),
+            tunnel: c("tunnel"),
+            ryw_fallback: metrics::counter!("anykv_router_ryw_primary_reads_total"),
+            retried: metrics::counter!("anykv_router_read_retries_total"),
+        }
+    }
+}
+
+/// Everything sessions share.
+pub struct Router {
+    pub ups: Arc<Upstreams>,
+    pub set: Settings,
+    pub consistency: Consistency,
+    pub reg: Registry,
+    /// Slots (batches and local answers) a client may have unanswered.
+    pub max_pending: usize,
+    /// How long a write waits for a primary to appear (failover).
+    pub primary_wait: Duration,
+    /// Reply bytes a client may leave unread before the router stops
+    /// reading its requests.
+    pub client_buffer: usize,
+    pub limits: ParseLimits,
+    pub counters: Counters,
+}
+
+impl Router {
+    pub fn new(
+        ups: Arc<Upstreams>,
+        set: Settings,
+        consistency: Consistency,
+        max_pending: usize,
+        primary_wait: Duration,
+        client_buffer: usize,
+    ) -> Arc<Router> {
+        Arc::new(Router {
+            ups,
+            set,
+            consistency,
+            reg: Registry::default(),
+            max_pending: max_pending.max(1),
+            primary_wait,
+            client_buffer,
+            limits: ParseLimits::default(),
+            counters: Counters::new(),
+        })
+    }
+}
+
+/// A read batch that may be sent again, to the primary, if its upstream
+/// fails before answering (reads are safe to repeat; writes never are).
+struct Retry {
+    bytes: Bytes,
+    db: u32,
+    count: u32,
+    resp: u8,
+    slot: usize,
+}
+
+/// One entry of the writer's queue, in request order.
+enum Slot {
+    /// A reply the router made.
+    Ready(Vec<u8>),
+    /// Replies an upstream will send.
+    Wait {
+        rx: oneshot::Receiver<BatchReply>,
+        count: u32,
+        skip: bool,
+        retry: Option<Retry>,
+    },
+    /// From here on, the upstream's bytes go to the client as they come.
+    Tunnel(tokio::net::tcp::OwnedReadHalf),
+    /// Close once everything before is written.
+    Close,
+}
+
+/// Where a batch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    /// A shared connection to server `i`.
+    Shared(usize),
+    /// The client's own connection (transaction, blocking command).
+    Pinned,
+}
+
+/// Consecutive requests for one destination, not yet sent.
+struct Run {
+    dest: Dest,
+    /// The database its requests run in.
+    db: u32,
+    /// Contiguous range of the current chunk, or owned bytes once not.
+    start: usize,
+    end: usize,
+    owned: Option<Vec<u8>>,
+    count: u32,
+    reads_only: bool,
+}
+
+/// A parsed request: where its bytes are in the chunk (or its own bytes,
+/// for an inline request), and its arguments.
+struct Req {
+    range: Range<usize>,
+    own: Option<Bytes>,
+    args: SmallVec<[Range<usize>; 4]>,
+}
+
+impl Req {
+    fn bytes<'a>(&'a self, chunk: &'a Bytes) -> &'a [u8] {
+        match &self.own {
+            Some(b) => b,
+            None => &chunk[self.range.clone()],
+        }
+    }
+}
+
+/// Runs a client connection to its end.
+pub async fn serve<S>(router: Arc<Router>, stream: S, me: Arc<ClientHandle>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(router.max_pending);
+    let (prog_tx, prog_rx) = watch::channel((0u64, Instant::now()));
+    let held = Arc::new(Held::default());
+    let writer = tokio::spawn(write_loop(router.clone(), rx, wr, prog_tx, held.clone()));
+    let mut s = Session {
+        st: ConnState::new(&router.set),
+        slot: me.id as usize,
+        me: me.clone(),
+        r: router.clone(),
+        slots: tx,
+        sent: 0,
+        progress: prog_rx,
+        run: None,
+        cur: None,
+        shared: Vec::new(),
+        pinned: None,
+        release_pinned: false,
+        in_multi: false,
+        multi_failed: false,
+        watching: false,
+        scan_at: None,
+        replica: None,
+        primary_touched: false,
+        since: None,
+        floor: 0,
+        chunk: Bytes::new(),
+        held,
+        closing: false,
+    };
+    s.run(rd).await;
+    drop(s);
+    let _ = writer.await;
+    router.reg.remove(me.id);
+}
+
+struct Session {
+    r: Arc<Router>,
+    me: Arc<ClientHandle>,
+    st: ConnState,
+    /// Which shared connection of each pool this client uses.
+    slot: usize,
+    slots: mpsc::Sender<Slot>,
+    /// Slots queued so far.
+    sent: u64,
+    /// Slots the writer has finished, and when it finished the last.
+    progress: watch::Receiver<(u64, Instant)>,
+    run: Option<Run>,
+    /// Destination of the last batch sent.
+    cur: Option<Dest>,
+    /// Cached shared connections, by server.
+    shared: Vec<Option<Conn>>,
+    /// The client's own connection and its server.
+    pinned: Option<(usize, Conn)>,
+    /// Give the pinned connection back at the next switch.
+    release_pinned: bool,
+    in_multi: bool,
+    /// A request inside MULTI was refused: EXEC must abort.
+    multi_failed: bool,
+    watching: bool,
+    /// Server that answered the client's `SCAN` with cursor 0.
+    scan_at: Option<usize>,
+    /// The client's replica.
+    replica: Option<usize>,
+    /// Sent something to the primary since `since` was last set.
+    primary_touched: bool,
+    /// The client has seen the primary's state as of (at most) this time;
+    /// turned into `floor` once a poll after it answered.
+    since: Option<Instant>,
+    /// The replication offset a replica needs to serve this client.
+    floor: u64,
+    /// The read chunk whose requests are being handled (runs slice it).
+    chunk: Bytes,
+    /// Replies delivered but not yet written to the client.
+    held: Arc<Held>,
+    closing: bool,
+}
+
+impl Session {
+    async fn run<R: AsyncRead + Unpin>(&mut self, mut rd: R) {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut parser = RequestParser::new();
+        let mut reqs: Vec<Req> = Vec::new();
+        while !self.closing {
+            let mut limits = self.r.limits;
+            limits.unauthenticated = !self.st.authed;
+            let mut proto_err = None;
+            reqs.clear();
+            let mut last = parser.consumed();
+            loop {
+                match parser.next(&buf, &limits) {
+                    Ok(Some(Request::Multibulk)) => {
+                        let end = parser.consumed();
+                        let args = parser.ranges().iter().cloned().collect();
+                        reqs.push(Req {
+                            range: last..end,
+                            own: None,
+                            args,
+                        });
+                        last = end;
+                    }
+                    Ok(Some(Request::Inline)) => {
+                        let end = parser.consumed();
+                        let mut enc = Vec::new();
+                        let argv: Vec<&[u8]> =
+                            parser.inline_args().iter().map(|a| &a[..]).collect();
+                        upstream::encode(&mut enc, &argv);
+                        let args = arg_ranges(&enc);
+                        reqs.push(Req {
+                            range: last..end,
+                            own: Some(Bytes::from(enc)),
+                            args,
+                        });
+                        last = end;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        proto_err = Some(e);
+                        break;
+                    }
+                }
+                // A request may change what the next may be (AUTH lifts
+                // the unauthenticated limits): parse one at a time then.
+                if !self.st.authed {
+                    break;
+                }
+            }
+            if reqs.is_empty() && proto_err.is_none() {
+                // Everything buffered is handled: send it, then read more.
+                self.flush_run().await;
+                // A client that leaves its replies unread is not read.
+                let held = self.held.clone();
+                tokio::select! {
+                    _ = held.below(self.r.client_buffer) => {}
+                    _ = self.me.killed() => break,
+                }
+                let missing = parser.bulk_bytes_missing(buf.len());
+                buf.reserve(missing.clamp(16 * 1024, 64 * 1024 * 1024));
+                let n = tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    _ = self.me.killed() => break,
+                };
+                match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+            let consumed = parser.consumed();
+            let chunk = buf.split_to(consumed).freeze();
+            parser.rebase(consumed);
+            self.flush_run().await;
+            self.chunk = chunk.clone();
+            for req in &reqs {
+                if self.closing {
+                    break;
+                }
+                if let Some(up) = self.handle(&chunk, req).await {
+                    // The rest of what the client sent goes up as it is.
+                    let mut rest = chunk.slice(req.range.start..).to_vec();
+                    rest.extend_from_slice(&buf);
+                    self.splice(up, rest, rd).await;
+                    return;
+                }
+            }
+            if let Some(e) = proto_err {
+                let mut msg = b"-ERR ".to_vec();
+                msg.extend_from_slice(e.to_string().as_bytes());
+                msg.extend_from_slice(b"\r\n");
+                self.local_reply(msg).await;
+                self.closing = true;
+            }
+        }
+        self.flush_run().await;
+        let _ = self.slots.send(Slot::Close).await;
+        if let Some((_, c)) = self.pinned.take() {
+            c.close();
+        }
+    }
+
+    /// Queues a slot for the writer.
+    async fn push(&mut self, slot: Slot) {
+        if self.slots.send(slot).await.is_ok() {
+            self.sent += 1;
+        } else {
+            self.closing = true;
+        }
+    }
+
+    /// Waits until the writer has finished every queued slot.
+    async fn drain(&mut self) {
+        let sent = self.sent;
+        let _ = self.progress.wait_for(|(done, _)| *done >= sent).await;
+    }
+
+    fn in_flight(&self) -> bool {
+        self.progress.borrow().0 < self.sent
+    }
+
+    /// Handles one request. `Some(conn)`: the client is now spliced to
+    /// that upstream connection (subscriptions, MONITOR).
+    async fn handle(&mut self, chunk: &Bytes, req: &Req) -> Option<tokio::net::TcpStream> {
+        let base = req.own.as_ref().unwrap_or(chunk);
+        let args: SmallVec<[&[u8]; 4]> = req.args.iter().map(|r| &base[r.clone()]).collect();
+        if args.is_empty() {
+            return None;
+        }
+        {
+            let mut v = self.me.var.lock();
+            v.cmd = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            v.last = Instant::now();
+        }
+        if let Some(err) = local::precheck(&self.st, &args) {
+            self.local_reply(err).await;
+            return None;
+        }
+        let skip = match self.st.reply {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.st.reply = ReplyMode::On;
+                true
+            }
+        };
+        let mut kind = classify::kind(&args);
+        if self.in_multi {
+            kind = match kind {
+                Kind::EndTx => Kind::EndTx,
+                Kind::Local => {
+                    let name = args[0].to_ascii_lowercase();
+                    match &name[..] {
+                        b"ping" | b"echo" => Kind::Primary,
+                        b"quit" | b"reset" => Kind::Local,
+                        _ => {
+                            self.multi_failed = true;
+                            let msg = format!(
+                                "-ERR {} inside MULTI is not supported by the router\r\n",
+                                String::from_utf8_lossy(args[0]).to_uppercase()
+                            );
+                            self.local_reply(msg.into_bytes()).await;
+                            return None;
+                        }
+                    }
+                }
+                _ => Kind::Primary,
+            };
+            if kind != Kind::Local {
+                // Inside MULTI everything is queued on the client's own
+                // connection.
+                if kind == Kind::EndTx {
+                    if self.multi_failed && args[0].eq_ignore_ascii_case(b"exec") {
+                        // Redis's answer to EXEC after a refused command;
+                        // the upstream's transaction is discarded.
+                        self.flush_run().await;
+                        self.send_batch(
+                            Dest::Pinned,
+                            self.st.db,
+                            Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n"),
+                            1,
+                            false,
+                            true,
+                        )
+                        .await;
+                        self.local_reply(
+                            b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+                                .to_vec(),
+                        )
+                        .await;
+                        self.end_tx();
+                        return None;
+                    }
+                    self.forward(req, chunk, Dest::Pinned, skip, false).await;
+                    self.end_tx();
+                    return None;
+                }
+                self.forward(req, chunk, Dest::Pinned, skip, false).await;
+                return None;
+            }
+        }
+        match kind {
+            Kind::Local => {
+                let ctx = local::Ctx {
+                    me: &self.me,
+                    reg: &self.r.reg,
+                    set: &self.r.set,
+                };
+                let resp_before = self.st.resp;
+                let (reply, effect) = local::answer(&mut self.st, &ctx, &args);
+                if self.st.resp != resp_before {
+                    // Later requests use connections of the new protocol:
+                    // they must not overtake the earlier ones.
+                    self.flush_run().await;
+                    self.drain().await;
+                    self.shared.clear();
+                    self.cur = None;
+                }
+                {
+                    let mut v = self.me.var.lock();
+                    v.db = self.st.db;
+                    v.resp = self.st.resp;
+                    v.name.clone_from(&self.st.name);
+                }
+                self.r.counters.local.increment(1);
+                match effect {
+                    Effect::None => {
+                        if !skip {
+                            self.local_reply(reply).await;
+                        }
+                    }
+                    Effect::Close => {
+                        self.local_reply(reply).await;
+                        self.closing = true;
+                    }
+                    Effect::Reset => {
+                        self.flush_run().await;
+                        self.drain().await;
+                        if let Some((_, c)) = self.pinned.take() {
+                            c.close();
+                        }
+                        self.end_tx();
+                        self.release_pinned = false;
+                        self.local_reply(reply).await;
+                    }
+                }
+            }
+            Kind::Read => {
+                let d = self.read_dest().await;
+                self.forward(req, chunk, d, skip, true).await;
+            }
+            Kind::Scan { first } => {
+                let d = match (first, self.scan_at) {
+                    (false, Some(i)) => Dest::Shared(i),
+                    _ => self.read_dest().await,
+                };
+                if let Dest::Shared(i) = d {
+                    self.scan_at = Some(i);
+                }
+                self.forward(req, chunk, d, skip, true).await;
+            }
+            Kind::Primary | Kind::EndTx | Kind::Unwatch => {
+                if self.pinned.is_some() && (self.watching || kind != Kind::Primary) {
+                    self.forward(req, chunk, Dest::Pinned, skip, false).await;
+                    if kind != Kind::Primary {
+                        self.end_tx();
+                    }
+                } else {
+                    match self.primary().await {
+                        Some(p) => self.forward(req, chunk, Dest::Shared(p), skip, false).await,
+                        None => self.no_primary().await,
+                    }
+                }
+            }
+            Kind::Multi | Kind::Watch | Kind::Blocking => {
+                if self.pin().await {
+                    self.forward(req, chunk, Dest::Pinned, skip, false).await;
+                    match kind {
+                        Kind::Multi => {
+                            self.in_multi = true;
+                            self.multi_failed = false;
+                            self.me.var.lock().multi = true;
+                        }
+                        Kind::Watch => self.watching = true,
+                        _ => {
+                            if !self.watching {
+                                self.release_pinned = true;
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Tunnel => return self.tunnel().await,
+        }
+        None
+    }
+
+    fn end_tx(&mut self) {
+        self.in_multi = false;
+        self.multi_failed = false;
+        self.watching = false;
+        self.release_pinned = true;
+        self.me.var.lock().multi = false;
+    }
+
+    async fn local_reply(&mut self, reply: Vec<u8>) {
+        self.flush_run().await;
+        self.push(Slot::Ready(reply)).await;
+    }
+
+    async fn no_primary(&mut self) {
+        self.local_reply(
+            b"-TRYAGAIN no primary among the router's upstreams answers; retry shortly\r\n"
+                .to_vec(),
+        )
+        .await;
+    }
+
+    /// The primary's index, waiting up to `--primary-wait-ms` for one
+    /// (a failover in progress).
+    async fn primary(&mut self) -> Option<usize> {
+        if let Some(p) = self.r.ups.primary() {
+            return Some(p);
+        }
+        let deadline = Instant::now() + self.r.primary_wait;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Some(p) = self.r.ups.primary() {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Where a read goes under the consistency mode.
+    async fn read_dest(&mut self) -> Dest {
+        let ups = self.r.ups.clone();
+        let Some(p) = ups.primary() else {
+            // No primary: a replica still answers reads.
+            return match ups.nearest_replica() {
+                Some(r) => Dest::Shared(r),
+                None => Dest::Shared(self.primary().await.unwrap_or(0)),
+            };
+        };
+        if self.pinned.is_some() && self.watching {
+            return Dest::Pinned;
+        }
+        if self.r.consistency == Consistency::Strong {
+            return Dest::Shared(p);
+        }
+        let rep = match self.replica {
+            Some(r) if ups.replica_usable(r) => r,
+            _ => match ups.nearest_replica() {
+                Some(r) => {
+                    if self.replica.is_some() {
+                        // Another replica: it must catch up with what the
+                        // client saw, bounded by the primary's state now.
+                        self.since = Some(Instant::now());
+                    }
+                    self.replica = Some(r);
+                    r
+                }
+                None => return Dest::Shared(p),
+            },
+        };
+        if self.r.consistency == Consistency::Nearest {
+            return Dest::Shared(rep);
+        }
+        let run_on_primary = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.dest == Dest::Shared(p) || r.dest == Dest::Pinned);
+        if run_on_primary {
+            // The client's write is not even sent yet: stay behind it.
+            self.r.counters.ryw_fallback.increment(1);
+            return Dest::Shared(p);
+        }
+        if self.primary_touched {
+            if self.cur == Some(Dest::Shared(p)) && self.in_flight() {
+                // The client's write is still on its way: stay behind it.
+                self.r.counters.ryw_fallback.increment(1);
+                return Dest::Shared(p);
+            }
+            self.flush_run().await;
+            self.drain().await;
+            self.since = Some(self.progress.borrow().1);
+            self.primary_touched = false;
+        }
+        if let Some(t) = self.since {
+            match ups.primary_offset_since(p, t) {
+                Some(need) => {
+                    self.floor = self.floor.max(need);
+                    self.since = None;
+                }
+                None => {
+                    self.r.counters.ryw_fallback.increment(1);
+                    return Dest::Shared(p);
+                }
+            }
+        }
+        if ups.offset(rep) < self.floor {
+            self.r.counters.ryw_fallback.increment(1);
+            return Dest::Shared(p);
+        }
+        Dest::Shared(rep)
+    }
+
+    /// Makes sure the client has its own connection to the primary.
+    async fn pin(&mut self) -> bool {
+        if self.pinned.is_some() {
+            self.release_pinned = false;
+            return true;
+        }
+        let Some(p) = self.primary().await else {
+            self.no_primary().await;
+            return false;
+        };
+        match self.r.ups.dedicated(p, self.st.resp).await {
+            Ok(c) => {
+                self.pinned = Some((p, c));
+                self.release_pinned = false;
+                true
+            }
+            Err(e) => {
+                self.local_reply(error_reply(&e)).await;
+                false
+            }
+        }
+    }
+
+    /// Adds a request to the run for `dest`, sending the previous run
+    /// first if it went elsewhere.
+    async fn forward(&mut self, req: &Req, chunk: &Bytes, dest: Dest, skip: bool, read: bool) {
+        if let Some(run) = &self.run {
+            if run.dest != dest || run.db != self.st.db || skip || run.count >= MAX_BATCH {
+                self.flush_run().await;
+            }
+        }
+        match &mut self.run {
+            Some(run) => {
+                run.count += 1;
+                run.reads_only &= read;
+                match (&mut run.owned, &req.own) {
+                    (None, None) if req.range.start == run.end => run.end = req.range.end,
+                    (owned, _) => {
+                        let v = owned.get_or_insert_with(|| chunk[run.start..run.end].to_vec());
+                        v.extend_from_slice(req.bytes(chunk));
+                    }
+                }
+            }
+            None => {
+                self.run = Some(Run {
+                    dest,
+                    db: self.st.db,
+                    start: req.range.start,
+                    end: req.range.end,
+                    owned: req.own.as_ref().map(|b| b.to_vec()),
+                    count: 1,
+                    reads_only: read,
+                });
+            }
+        }
+        if skip {
+            self.send_run(true).await;
+        }
+    }
+
+    async fn flush_run(&mut self) {
+        self.send_run(false).await;
+    }
+
+    /// Sends the current run as one batch.
+    async fn send_run(&mut self, skip: bool) {
+        let Some(run) = self.run.take() else { return };
+        let bytes = match run.owned {
+            Some(v) => Bytes::from(v),
+            None => self.chunk.slice(run.start..run.end),
+        };
+        self.send_batch(run.dest, run.db, bytes, run.count, run.reads_only, skip)
+            .await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_batch(
+        &mut self,
+        dest: Dest,
+        db: u32,
+        bytes: Bytes,
+        count: u32,
+        reads: bool,
+        skip: bool,
+    ) {
+        if self.cur.is_some() && self.cur != Some(dest) {
+            if self.in_flight() {
+                self.drain().await;
+            }
+            if self.release_pinned && dest != Dest::Pinned {
+                if let Some((i, c)) = self.pinned.take() {
+                    self.r.ups.release(i, self.st.resp, c);
+                }
+                self.release_pinned = false;
+            }
+        }
+        self.cur = Some(dest);
+        let (conn, server) = match dest {
+            Dest::Pinned => match &self.pinned {
+                Some((i, c)) => (Ok(c.clone()), *i),
+                None => (Err(UpstreamError::Lost(self.r.ups.servers[0].addr)), 0),
+            },
+            Dest::Shared(i) => (self.shared_conn(i).await, i),
+        };
+        let c = &self.r.counters;
+        match dest {
+            Dest::Pinned => c.pinned.increment(u64::from(count)),
+            Dest::Shared(i) if Some(i) == self.r.ups.primary() => {
+                c.primary.increment(u64::from(count))
+            }
+            Dest::Shared(_) => c.replica.increment(u64::from(count)),
+        }
+        if Some(server) == self.r.ups.primary() || dest == Dest::Pinned {
+            self.primary_touched = true;
+        }
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                let mut out = Vec::new();
+                for _ in 0..count {
+                    out.extend_from_slice(&error_reply(&e));
+                }
+                if !skip {
+                    self.push(Slot::Ready(out)).await;
+                }
+                return;
+            }
+        };
+        // Backpressure: a client over its unread-reply limit sends nothing
+        // more until it reads.
+        if self.held.get() > self.r.client_buffer {
+            let held = self.held.clone();
+            tokio::select! {
+                _ = held.below(self.r.client_buffer) => {}
+                _ = self.me.killed() => { self.closing = true; return; }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let retry = (reads && dest != Dest::Pinned).then(|| Retry {
+            bytes: bytes.clone(),
+            db,
+            count,
+            resp: self.st.resp,
+            slot: self.slot,
+        });
+        conn.send(Batch {
+            db,
+            bytes,
+            count,
+            reply: tx,
+            held: Some(self.held.clone()),
+        })
+        .await;
+        self.push(Slot::Wait {
+            rx,
+            count,
+            skip,
+            retry,
+        })
+        .await;
+    }
+
+    async fn shared_conn(&mut self, i: usize) -> Result<Conn, UpstreamError> {
+        if self.shared.len() <= i {
+            self.shared.resize(i + 1, None);
+        }
+        if let Some(c) = &self.shared[i] {
+            if !c.is_dead() {
+                return Ok(c.clone());
+            }
+        }
+        let c = self.r.ups.shared(i, self.st.resp, self.slot).await?;
+        self.shared[i] = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Opens the client's own connection to the primary, in the client's
+    /// state, for a connection that will be spliced (subscriptions,
+    /// MONITOR, CLIENT TRACKING).
+    async fn tunnel(&mut self) -> Option<tokio::net::TcpStream> {
+        self.flush_run().await;
+        self.drain().await;
+        let Some(p) = self.primary().await else {
+            self.no_primary().await;
+            return None;
+        };
+        let hs = Handshake {
+            password: self.r.ups.cfg.password.clone(),
+            resp: self.st.resp,
+            name: (!self.st.name.is_empty())
+                .then(|| String::from_utf8_lossy(&self.st.name).into_owned()),
+        };
+        let addr = self.r.ups.servers[p].addr;
+        let mut s = match upstream::connect_raw(addr, &hs, self.r.ups.cfg.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.local_reply(error_reply(&e)).await;
+                return None;
+            }
+        };
+        if self.st.db != 0 {
+            let mut sel = Vec::new();
+            upstream::encode(&mut sel, &[b"SELECT", self.st.db.to_string().as_bytes()]);
+            match upstream::exchange(&mut s, &sel, 1).await {
+                Ok(r) if upstream::first_error(&r).is_none() => {}
+                _ => {
+                    self.local_reply(
+                        b"-ERR router could not select the database upstream\r\n".to_vec(),
+                    )
+                    .await;
+                    return None;
+                }
+            }
+        }
+        self.r.counters.tunnel.increment(1);
+        self.me.var.lock().tunnel = true;
+        Some(s)
+    }
+
+    /// Splices the client to `up` for the rest of its life.
+    async fn splice<R: AsyncRead + Unpin>(
+        &mut self,
+        up: tokio::net::TcpStream,
+        first: Vec<u8>,
+        mut rd: R,
+    ) {
+        let (ur, mut uw) = up.into_split();
+        self.push(Slot::Tunnel(ur)).await;
+        if uw.write_all(&first).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::io::copy(&mut rd, &mut uw) => {}
+            _ = self.me.killed() => {}
+        }
+        let _ = uw.shutdown().await;
+    }
+}
+
+/// Argument ranges of an encoded multibulk request.
+fn arg_ranges(enc: &[u8]) -> SmallVec<[Range<usize>; 4]> {
+    let mut p = RequestParser::new();
+    match p.next(enc, &ParseLimits::default()) {
+        Ok(Some(Request::Multibulk)) => p.ranges().iter().cloned().collect(),
+        _ => SmallVec::new(),
+    }
+}
+
+/// A client-facing error for an upstream failure.
+fn error_reply(e: &UpstreamError) -> Vec<u8> {
+    format!("-ERR router: {e}\r\n").into_bytes()
+}
+
+/// Most requests in one batch: an upstream reader holds a batch's replies
+/// until the last arrives, so this bounds what one batch can hold (and
+/// the client-buffer check runs between batches).
+const MAX_BATCH: u32 = 32;
+
+/// Replies this large are written without copying them into the buffer.
+const BIG_REPLY: usize = 16 * 1024;
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    router: Arc<Router>,
+    mut rx: mpsc::Receiver<Slot>,
+    mut wr: W,
+    progress: watch::Sender<(u64, Instant)>,
+    held: Arc<Held>,
+) {
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut done = 0u64;
+    while let Some(slot) = rx.recv().await {
+        match slot {
+            Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Wait {
+                mut rx,
+                count,
+                skip,
+                retry,
+            } => {
+                let r: Option<BatchReply> = match rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        if !out.is_empty() {
+                            if wr.write_all(&out).await.is_err() {
+                                break;
+                            }
+                            out.clear();
+                            progress.send_replace((done, Instant::now()));
+                        }
+                        rx.await.ok()
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => None,
+                };
+                let r = r.unwrap_or_else(|| Err(UpstreamError::Lost(router.ups.servers[0].addr)));
+                // Delivered replies are on the client's account until
+                // written (retries were never on it).
+                let accounted = r.as_ref().map(|b| b.len()).unwrap_or(0);
+                let r = match (r, retry) {
+                    (Err(e), Some(rt)) => retry_on_primary(&router, rt).await.map_err(|_| e),
+                    (r, _) => r,
+                };
+                if !skip {
+                    match r {
+                        Ok(b) if b.len() >= BIG_REPLY => {
+                            // Large replies go out as they are, uncopied.
+                            if wr.write_all(&out).await.is_err() || wr.write_all(&b).await.is_err()
+                            {
+                                held.sub(accounted);
+                                break;
+                            }
+                            out.clear();
+                        }
+                        Ok(b) => out.extend_from_slice(&b),
+                        Err(e) => {
+                            for _ in 0..count {
+                                out.extend_from_slice(&error_reply(&e));
+                            }
+                        }
+                    }
+                }
+                held.sub(accounted);
+            }
+            Slot::Tunnel(mut ur) => {
+                if wr.write_all(&out).await.is_err() {
+                    break;
+                }
+                done += 1;
+                progress.send_replace((done, Instant::now()));
+                let _ = tokio::io::copy(&mut ur, &mut wr).await;
+                break;
+            }
+            Slot::Close => {
+                let _ = wr.write_all(&out).await;
+                out.clear();
+                break;
+            }
+        }
+        done += 1;
+        if rx.is_empty() || out.len() >= 64 * 1024 {
+            if !out.is_empty() {
+                if wr.write_all(&out).await.is_err() {
+                    break;
+                }
+                out.clear();
+            }
+            progress.send_replace((done, Instant::now()));
+        }
+    }
+    let _ = wr.shutdown().await;
+    // Wake a reader waiting for progress that will not come.
+    progress.send_replace((u64::MAX, Instant::now()));
+}
+
+/// Sends a failed read batch to the primary once.
+async fn retry_on_primary(router: &Router, rt: Retry) -> Result<Bytes, UpstreamError> {
+    let p = router
+        .ups
+        .primary()
+        .ok_or(UpstreamError::Lost(router.ups.servers[0].addr))?;
+    router.counters.retried.increment(u64::from(rt.count));
+    let c = router.ups.shared(p, rt.resp, rt.slot).await?;
+    let (tx, rx) = oneshot::channel();
+    c.send(Batch {
+        db: rt.db,
+        bytes: rt.bytes,
+        count: rt.count,
+        reply: tx,
+        held: None,
+    })
+    .await;
+    rx.await.map_err(|_| UpstreamError::Lost(c.addr()))?
+}

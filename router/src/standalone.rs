@@ -1,0 +1,329 @@
+//! `anykv router`: the router with static upstreams and no cluster (one
+//! primary and its replicas, e.g. redis-servers), measured against
+//! twemproxy the same way.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::local::Settings;
+use crate::pool::{PoolConfig, Upstreams};
+use crate::session::{self, Consistency, Router};
+
+/// `anykv router`'s flags (Redis's names where Redis has one).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// Client port.
+    #[arg(long, default_value_t = 6379)]
+    pub port: u16,
+    /// An upstream `host:port`; repeat for the primary and each replica
+    /// (told apart by asking each `ROLE`).
+    #[arg(long = "upstream", required = true)]
+    pub upstreams: Vec<String>,
+    /// Addresses to listen on (default: `0.0.0.0` and `::`, for Flycast
+    /// and 6PN).
+    #[arg(long)]
+    pub bind: Vec<IpAddr>,
+    /// TLS client port (needs --tls-cert-file and --tls-key-file).
+    #[arg(long)]
+    pub tls_port: Option<u16>,
+    /// PEM certificate chain for --tls-port.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for --tls-port.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Clients must AUTH with this password.
+    #[arg(long, env = "ANYKV_ROUTER_PASSWORD", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Password the router's upstream connections AUTH with (default:
+    /// --requirepass).
+    #[arg(long, env = "ANYKV_UPSTREAM_PASSWORD", hide_env_values = true)]
+    pub upstream_password: Option<String>,
+    /// What reads see: `ryw` (your own writes, monotonic; replicas that
+    /// caught up), `strong` (the primary), `nearest` (any replica).
+    #[arg(long, value_enum, default_value = "ryw")]
+    pub consistency: Consistency,
+    /// Shared connections per upstream (and RESP version).
+    #[arg(long, default_value_t = 2)]
+    pub upstream_connections: usize,
+    /// How often each upstream is asked `ROLE` (role, health, RTT, offset).
+    #[arg(long, default_value_t = 100)]
+    pub role_interval_ms: u64,
+    /// An upstream that does not answer for this long is skipped.
+    #[arg(long, default_value_t = 1000)]
+    pub upstream_timeout_ms: u64,
+    /// How long a write waits for a primary to appear (failover) before
+    /// `-TRYAGAIN`.
+    #[arg(long, default_value_t = 2000)]
+    pub primary_wait_ms: u64,
+    /// Unanswered batches a client may have before the router stops
+    /// reading it (bounds memory per client).
+    #[arg(long, default_value_t = 1024)]
+    pub max_pending: usize,
+    /// Reply bytes a client may leave unread before the router stops
+    /// reading its requests (memory per slow client).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub client_buffer_limit: usize,
+    /// Batches queued per upstream connection before clients wait.
+    #[arg(long, default_value_t = 4096)]
+    pub upstream_queue: usize,
+    /// Most client connections (more are refused with Redis's error).
+    #[arg(long, default_value_t = 10000)]
+    pub maxclients: usize,
+}
+
+/// Resolves `host:port` (names through the system resolver).
+async fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(s)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve upstream {s}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("upstream {s} resolves to no address"))
+}
+
+/// Binds `ip:port`; `::` only for IPv6 so both families can listen.
+fn bind(ip: IpAddr, port: u16) -> std::io::Result<TcpListener> {
+    let addr = SocketAddr::new(ip, port);
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if ip.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// A router ready to accept clients: its listeners are bound.
+pub struct Running {
+    pub router: Arc<Router>,
+    /// Plain addresses listened on.
+    pub addrs: Vec<SocketAddr>,
+    /// The TLS address, if any.
+    pub tls_addr: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Serves until the process ends.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Raises the soft open-files limit to fit `want` descriptors (up to the
+/// hard limit), as redis-server's `adjustOpenFilesLimit` does: every
+/// client is a socket.
+fn raise_fd_limit(want: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 || r.rlim_cur >= want {
+        return;
+    }
+    let new = libc::rlimit {
+        rlim_cur: want.min(r.rlim_max),
+        rlim_max: r.rlim_max,
+    };
+    // SAFETY: setrlimit only reads the struct, which lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 || new.rlim_cur < want {
+        tracing::warn!(
+            "open files limit is {}: fewer than --maxclients clients may connect",
+            new.rlim_cur.min(r.rlim_cur.max(new.rlim_cur))
+        );
+    }
+}
+
+/// Starts the router: resolves and polls the upstreams, binds the ports.
+pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
+    // Each client, plus each upstream connection and a margin.
+    raise_fd_limit(a.maxclients as u64 * 2 + 64);
+    let mut addrs = Vec::new();
+    for u in &a.upstreams {
+        addrs.push(resolve(u).await?);
+    }
+    let timeout = Duration::from_millis(a.upstream_timeout_ms.max(1));
+    let password = a.upstream_password.clone().or(a.requirepass.clone());
+    let ups = Upstreams::new(
+        &addrs,
+        PoolConfig {
+            connections: a.upstream_connections.max(1),
+            queue: a.upstream_queue.max(1),
+            connect_timeout: timeout,
+            role_interval: Duration::from_millis(a.role_interval_ms.max(1)),
+            password,
+        },
+    );
+    ups.start_polling(timeout).await;
+    let (databases, version) = server_facts(&ups).await;
+    let set = Settings {
+        requirepass: a.requirepass.clone(),
+        databases,
+        version,
+    };
+    let router = Router::new(
+        ups,
+        set,
+        a.consistency,
+        a.max_pending,
+        Duration::from_millis(a.primary_wait_ms),
+        a.client_buffer_limit,
+    );
+    let ips = if a.bind.is_empty() {
+        vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]
+    } else {
+        a.bind.clone()
+    };
+    let mut tasks = Vec::new();
+    let mut bound = Vec::new();
+    let mut tls_addr = None;
+    let conns = Arc::new(tokio::sync::Semaphore::new(a.maxclients.max(1)));
+    // Port 0 (tests): every address shares the port the first one got.
+    let mut port = a.port;
+    for ip in &ips {
+        // With the default pair, a host without IPv6 still serves IPv4.
+        let l = match bind(*ip, port) {
+            Ok(l) => l,
+            Err(e) if a.bind.is_empty() && ip.is_ipv6() => {
+                tracing::warn!("not listening on [{ip}]:{port}: {e}");
+                continue;
+            }
+            Err(e) => anyhow::bail!("cannot listen on {}: {e}", SocketAddr::new(*ip, port)),
+        };
+        port = l.local_addr()?.port();
+        bound.push(l.local_addr()?);
+        tasks.push(tokio::spawn(accept_loop(
+            router.clone(),
+            l,
+            None,
+            conns.clone(),
+        )));
+    }
+    if bound.is_empty() {
+        anyhow::bail!("the router listens on no address");
+    }
+    if let Some(tp) = a.tls_port {
+        let (Some(cert), Some(key)) = (&a.tls_cert_file, &a.tls_key_file) else {
+            anyhow::bail!("--tls-port needs --tls-cert-file and --tls-key-file");
+        };
+        let acceptor = crate::tls::acceptor(cert, key)?;
+        let ip = ips[0];
+        let l = bind(ip, tp).map_err(|e| anyhow::anyhow!("cannot listen on TLS port {tp}: {e}"))?;
+        tls_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(accept_loop(
+            router.clone(),
+            l,
+            Some(acceptor),
+            conns.clone(),
+        )));
+    }
+    tracing::info!(listen = ?bound, tls = ?tls_addr, upstreams = ?addrs, "router ready");
+    Ok(Running {
+        router,
+        addrs: bound,
+        tls_addr,
+        tasks,
+    })
+}
+
+/// `databases` and `redis_version` of the primary (16 and 7.0.0 when it
+/// does not say).
+async fn server_facts(ups: &Upstreams) -> (u32, String) {
+    let Some(p) = ups.primary() else {
+        return (16, "7.0.0".into());
+    };
+    let addr = ups.servers[p].addr;
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
+        redis: redis::RedisConnectionInfo {
+            password: ups.cfg.password.clone(),
+            ..Default::default()
+        },
+    };
+    let fetch = async {
+        let client = redis::Client::open(info).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let dbs: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("databases")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_string());
+        Some((dbs.get(1).and_then(|d| d.parse().ok()), version))
+    };
+    match tokio::time::timeout(ups.cfg.connect_timeout, fetch).await {
+        Ok(Some((d, v))) => (d.unwrap_or(16), v.unwrap_or_else(|| "7.0.0".into())),
+        _ => (16, "7.0.0".into()),
+    }
+}
+
+async fn accept_loop(
+    router: Arc<Router>,
+    l: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    conns: Arc<tokio::sync::Semaphore>,
+) {
+    loop {
+        let (s, addr) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = s.set_nodelay(true);
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(s));
+            continue;
+        };
+        let laddr = s.local_addr().unwrap_or(addr);
+        let router = router.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let me = router.reg.add(addr, laddr);
+            match tls {
+                None => session::serve(router, s, me).await,
+                Some(acc) => match acc.accept(s).await {
+                    Ok(t) => session::serve(router, t, me).await,
+                    Err(e) => {
+                        tracing::debug!(%addr, "TLS handshake: {e}");
+                        router.reg.remove(me.id);
+                    }
+                },
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Redis's answer past `maxclients`.
+async fn refuse(mut s: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+}

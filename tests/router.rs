@@ -1,0 +1,556 @@
+//! `anykv router --upstream ...` in front of real redis-servers (a primary
+//! and a replica): shared upstream connections, reads served by the
+//! replica, read-your-writes against a lagging replica, pipelines in
+//! order, transactions, blocking commands and pub/sub across the router,
+//! a slow client's bounded memory, TLS, and a primary change.
+
+mod common;
+
+use common::{RespConn, ServerProcess, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn bulk(s: &str) -> Value {
+    Value::Bulk(s.as_bytes().to_vec())
+}
+
+fn ok() -> Value {
+    Value::Simple(b"OK".to_vec())
+}
+
+/// A redis-server replica of `primary_port`.
+fn start_replica(primary_port: u16) -> ServerProcess {
+    common::start_redis(&[
+        "--replicaof".to_string(),
+        "127.0.0.1".to_string(),
+        primary_port.to_string(),
+    ])
+}
+
+/// `anykv router` on loopback in front of `upstreams`.
+fn start_router(upstreams: &[u16], extra: &[&str]) -> ServerProcess {
+    let bin = common::anykv_bin();
+    let ups: Vec<String> = upstreams.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    common::spawn_server("anykv router", &|port| {
+        let mut c = Command::new(&bin);
+        c.args(["router", "--port", &port.to_string(), "--bind", "127.0.0.1"]);
+        for u in &ups {
+            c.args(["--upstream", u]);
+        }
+        c.args(&extra);
+        c
+    })
+}
+
+#[test]
+fn listens_on_ipv4_and_ipv6_by_default() {
+    let primary = common::start_redis(&[]);
+    let bin = common::anykv_bin();
+    let up = format!("127.0.0.1:{}", primary.port);
+    let router = common::spawn_server("anykv router", &|port| {
+        let mut c = Command::new(&bin);
+        c.args(["router", "--port", &port.to_string(), "--upstream", &up]);
+        c
+    });
+    let mut v6 = RespConn::connect_addr(format!("[::1]:{}", router.port).parse().unwrap())
+        .expect("the router listens on [::]");
+    assert_eq!(v6.cmd(&["SET", "six", "6"]).unwrap(), ok());
+    let mut v4 = router.connect();
+    assert_eq!(v4.cmd(&["GET", "six"]).unwrap(), bulk("6"));
+}
+
+/// Waits until the replica's link to its primary is up.
+fn wait_linked(replica: &ServerProcess) {
+    let mut c = replica.connect();
+    common::poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+        "replica link up",
+        || match c.cmd(&["INFO", "replication"]) {
+            Ok(Value::Bulk(b)) if String::from_utf8_lossy(&b).contains("master_link_status:up") => {
+                Some(())
+            }
+            _ => None,
+        },
+    );
+}
+
+/// `cmdstat_<cmd>`'s calls on a server.
+fn calls(c: &mut RespConn, cmd: &str) -> u64 {
+    let Ok(Value::Bulk(b)) = c.cmd(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats failed");
+    };
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lines of CLIENT LIST.
+fn client_count(c: &mut RespConn) -> usize {
+    match c.cmd(&["CLIENT", "LIST"]) {
+        Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).lines().count(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    }
+}
+
+/// Lets the router's ROLE polls see the primary's latest offset on the
+/// replica (several poll rounds at the default 100 ms).
+fn settle() {
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+#[test]
+fn thousand_clients_share_a_handful_of_upstream_connections() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut clients: Vec<RespConn> = (0..1000).map(|_| router.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let k = format!("k{i}");
+        let v = format!("v{i}");
+        let r = c.pipeline(&[vec!["SET", &k, &v], vec!["GET", &k]]).unwrap();
+        assert_eq!(r, vec![ok(), bulk(&v)], "client {i}");
+    }
+    // All 1000 are connected at once: the router lists them ...
+    let mut admin = router.connect();
+    assert!(client_count(&mut admin) >= 1001);
+    // ... while the upstreams see only the router's few connections (two
+    // shared ones, the ROLE poller; the test's own; the replica's link).
+    let mut p = primary.connect();
+    let n = client_count(&mut p);
+    assert!(n <= 6, "primary has {n} clients for 1000 router clients");
+    let mut r = replica.connect();
+    let n = client_count(&mut r);
+    assert!(n <= 6, "replica has {n} clients for 1000 router clients");
+    // Every reply was right and every client can still talk.
+    for (i, c) in clients.iter_mut().enumerate().step_by(97) {
+        assert_eq!(
+            c.cmd(&["GET", &format!("k{i}")]).unwrap(),
+            bulk(&format!("v{i}"))
+        );
+    }
+}
+
+#[test]
+fn reads_are_served_by_the_replica_once_it_has_the_write() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut c = router.connect();
+    assert_eq!(c.cmd(&["SET", "k", "v1"]).unwrap(), ok());
+    let mut rc = replica.connect();
+    let mut pc = primary.connect();
+    common::poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        "replica has the write",
+        || (rc.cmd(&["GET", "k"]).ok()? == bulk("v1")).then_some(()),
+    );
+    settle();
+    let (r0, p0) = (calls(&mut rc, "get"), calls(&mut pc, "get"));
+    for _ in 0..20 {
+        assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v1"));
+    }
+    let (r1, p1) = (calls(&mut rc, "get"), calls(&mut pc, "get"));
+    assert_eq!(r1 - r0, 20, "the replica served the reads");
+    assert_eq!(p1, p0, "the primary served none of them");
+    // With --consistency strong every read goes to the primary.
+    let strong = start_router(&[primary.port, replica.port], &["--consistency", "strong"]);
+    let mut s = strong.connect();
+    let p0 = calls(&mut pc, "get");
+    for _ in 0..5 {
+        assert_eq!(s.cmd(&["GET", "k"]).unwrap(), bulk("v1"));
+    }
+    assert_eq!(calls(&mut pc, "get") - p0, 5);
+}
+
+/// A TCP relay that delays every byte by `delay` (the replica's link to
+/// the primary goes through it, so the replica lags).
+fn delay_proxy(to: u16, delay: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for inc in l.incoming() {
+            let Ok(a) = inc else { return };
+            let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    for (at, bytes) in rx {
+                        let due = at + delay;
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        if into.write_all(&bytes).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn read_your_writes_holds_while_the_replica_lags() {
+    let primary = common::start_redis(&[]);
+    let via = delay_proxy(primary.port, Duration::from_millis(150));
+    let replica = start_replica(via);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut writer = router.connect();
+    let mut other = router.connect();
+    let mut rc = replica.connect();
+    let get0 = calls(&mut rc, "get");
+    // Seed, and let the replica catch up so the other connection reads it.
+    assert_eq!(writer.cmd(&["SET", "k", "0"]).unwrap(), ok());
+    common::poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        "replica has k",
+        || (rc.cmd(&["GET", "k"]).ok()? == bulk("0")).then_some(()),
+    );
+    settle();
+    let mut stale = 0;
+    for i in 1..=100 {
+        let v = i.to_string();
+        assert_eq!(writer.cmd(&["SET", "k", &v]).unwrap(), ok());
+        // The writer sees its write, every time.
+        assert_eq!(writer.cmd(&["GET", "k"]).unwrap(), bulk(&v), "round {i}");
+        // A connection that never wrote reads the replica, 150 ms behind.
+        let seen = other.cmd(&["GET", "k"]).unwrap();
+        if seen != bulk(&v) {
+            stale += 1;
+        }
+    }
+    assert!(
+        stale > 50,
+        "the other connection saw the new value {} times of 100: its reads did not go to the lagging replica",
+        100 - stale
+    );
+    // The replica served the other connection's reads (and the test's).
+    assert!(calls(&mut rc, "get") - get0 >= 50);
+}
+
+#[test]
+fn pipelines_of_mixed_reads_and_writes_keep_their_order() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut c = router.connect();
+    let mut cmds: Vec<Vec<String>> = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..400 {
+        let v = i.to_string();
+        cmds.push(vec!["SET".into(), "k".into(), v.clone()]);
+        want.push(ok());
+        cmds.push(vec!["GET".into(), "k".into()]);
+        want.push(bulk(&v));
+        cmds.push(vec!["INCR".into(), "n".into()]);
+        want.push(Value::Int(i + 1));
+        cmds.push(vec!["PING".into()]);
+        want.push(Value::Simple(b"PONG".to_vec()));
+        cmds.push(vec!["SELECT".into(), ((i % 3) as u8).to_string()]);
+        want.push(ok());
+        cmds.push(vec!["EXISTS".into(), "n".into()]);
+        // `n` lives in database 0 only.
+        want.push(Value::Int(i64::from(i % 3 == 0)));
+        cmds.push(vec!["SELECT".into(), "0".into()]);
+        want.push(ok());
+    }
+    let refs: Vec<Vec<&str>> = cmds
+        .iter()
+        .map(|c| c.iter().map(|s| s.as_str()).collect())
+        .collect();
+    let got = c.pipeline(&refs).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "reply {i} to {:?}", cmds[i]);
+    }
+}
+
+#[test]
+fn transactions_blocking_and_pubsub_across_the_router() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    // MULTI/EXEC, and WATCH seeing another client's write.
+    let mut a = router.connect();
+    let mut b = router.connect();
+    let r = a
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SET", "t", "1"],
+            vec!["INCR", "t"],
+            vec!["EXEC"],
+        ])
+        .unwrap();
+    assert_eq!(r[3], Value::Array(vec![ok(), Value::Int(2)]));
+    assert_eq!(a.cmd(&["WATCH", "t"]).unwrap(), ok());
+    assert_eq!(b.cmd(&["SET", "t", "9"]).unwrap(), ok());
+    let r = a
+        .pipeline(&[vec!["MULTI"], vec!["SET", "t", "x"], vec!["EXEC"]])
+        .unwrap();
+    assert_eq!(
+        r[2],
+        Value::NilArray,
+        "WATCH did not see the other client's write"
+    );
+    assert_eq!(a.cmd(&["GET", "t"]).unwrap(), bulk("9"));
+    // EXEC after a refused command aborts, as Redis.
+    let r = a
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SELECT", "1"],
+            vec!["SET", "t", "y"],
+            vec!["EXEC"],
+        ])
+        .unwrap();
+    assert!(r[1].is_error() && r[3].is_error(), "{r:?}");
+    assert_eq!(a.cmd(&["GET", "t"]).unwrap(), bulk("9"));
+
+    // BLPOP blocks its client only: others keep being served meanwhile.
+    let port = router.port;
+    let blocked = Arc::new(AtomicBool::new(true));
+    let flag = blocked.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut c = RespConn::connect(port).unwrap();
+        let r = c.cmd(&["BLPOP", "q", "0"]).unwrap();
+        flag.store(false, Ordering::SeqCst);
+        r
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    for i in 0..50 {
+        assert_eq!(b.cmd(&["SET", "x", &i.to_string()]).unwrap(), ok());
+        assert_eq!(b.cmd(&["GET", "x"]).unwrap(), bulk(&i.to_string()));
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(
+        blocked.load(Ordering::SeqCst),
+        "BLPOP returned before any push"
+    );
+    assert_eq!(b.cmd(&["LPUSH", "q", "job"]).unwrap(), Value::Int(1));
+    let r = waiter.join().unwrap();
+    assert_eq!(r, Value::Array(vec![bulk("q"), bulk("job")]));
+
+    // Pub/sub through the router, both sides.
+    let mut sub = router.connect();
+    let r = sub.cmd(&["SUBSCRIBE", "news"]).unwrap();
+    assert_eq!(
+        r,
+        Value::Array(vec![bulk("subscribe"), bulk("news"), Value::Int(1)])
+    );
+    let receivers = common::poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        "subscriber registered",
+        || match b.cmd(&["PUBLISH", "news", "hello"]).ok()? {
+            Value::Int(n) if n >= 1 => Some(n),
+            _ => None,
+        },
+    );
+    assert_eq!(receivers, 1);
+    let msg = sub.read_reply().unwrap();
+    assert_eq!(
+        msg,
+        Value::Array(vec![bulk("message"), bulk("news"), bulk("hello")])
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_grow_the_router() {
+    let primary = common::start_redis(&[]);
+    let router = start_router(&[primary.port], &["--client-buffer-limit", "8388608"]);
+    let mut c = router.connect();
+    let big = "x".repeat(1 << 20);
+    assert_eq!(c.cmd(&["SET", "big", &big]).unwrap(), ok());
+    let before = rss_kib(router.pid());
+    // 2,000 GETs of 1 MiB (2 GiB of replies), never read.
+    let mut slow = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+    slow.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let req = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
+    let mut sent = 0;
+    for _ in 0..2000 {
+        if slow.write_all(req).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(router.pid());
+    assert!(sent > 100, "only {sent} requests went out");
+    assert!(
+        after < before + 200 * 1024,
+        "router RSS grew from {before} KiB to {after} KiB for an unread client"
+    );
+    // Everyone else is still served.
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["SET", "k", "v"]).unwrap(), ok());
+    assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    drop(slow);
+}
+
+#[test]
+fn redis_cli_over_tls() {
+    let dir = std::env::temp_dir().join(format!("anykv-router-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let primary = common::start_redis(&[]);
+    let tls_port = common::free_port();
+    let router = start_router(
+        &[primary.port],
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    let cli = |args: &[&str]| {
+        let o = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "--sni",
+                "localhost",
+            ])
+            .args(["-h", "127.0.0.1", "-p", &tls_port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "tk", "tv"]), "OK");
+    assert_eq!(cli(&["GET", "tk"]), "tv");
+    let mut c = router.connect();
+    assert_eq!(c.cmd(&["GET", "tk"]).unwrap(), bulk("tv"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_new_primary_is_found_and_no_write_is_applied_twice() {
+    let mut primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &["--primary-wait-ms", "300"]);
+    let mut c = router.connect();
+    for i in 0..50 {
+        assert_eq!(
+            c.cmd(&["RPUSH", "log", &i.to_string()]).unwrap(),
+            Value::Int(i + 1)
+        );
+    }
+    let mut rc = replica.connect();
+    common::poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        "replica has the log",
+        || (rc.cmd(&["LLEN", "log"]).ok()? == Value::Int(50)).then_some(()),
+    );
+    // The primary dies; an operator (or Sentinel) promotes the replica.
+    let _ = Command::new("kill")
+        .args(["-9", &primary.pid().to_string()])
+        .status();
+    let _ = primary.exited();
+    let mut acked = 50;
+    let mut errors = 0;
+    let t = Instant::now();
+    let mut promoted = false;
+    while t.elapsed() < Duration::from_secs(15) {
+        if !promoted && t.elapsed() > Duration::from_millis(500) {
+            assert_eq!(rc.cmd(&["REPLICAOF", "NO", "ONE"]).unwrap(), ok());
+            promoted = true;
+        }
+        match c.cmd(&["RPUSH", "log", &acked.to_string()]) {
+            Ok(Value::Int(n)) => {
+                assert_eq!(n, acked + 1, "a write was applied twice or lost");
+                acked += 1;
+                if acked >= 80 {
+                    break;
+                }
+            }
+            Ok(Value::Error(e)) => {
+                errors += 1;
+                let e = String::from_utf8_lossy(&e).into_owned();
+                assert!(
+                    e.starts_with("TRYAGAIN") || e.starts_with("ERR router"),
+                    "{e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acked, 80, "writes did not resume on the new primary");
+    assert!(errors > 0, "the primary's death went unnoticed");
+    let want: Vec<Value> = (0..80).map(|i| bulk(&i.to_string())).collect();
+    assert_eq!(
+        rc.cmd(&["LRANGE", "log", "0", "-1"]).unwrap(),
+        Value::Array(want)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+}
