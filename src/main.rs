@@ -59,9 +59,6 @@ enum Cmd {
         /// Prometheus endpoint (`GET /metrics`).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
-        /// Worker threads (0: one per core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
         /// debug, verbose, notice or warning (as redis-server).
         #[arg(long, default_value = "notice")]
         loglevel: String,
@@ -370,9 +367,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Router {
             args,
             metrics_addr,
-            threads,
             loglevel,
-        } => run_router(args, metrics_addr, threads, &loglevel),
+        } => run_router(args, metrics_addr, &loglevel),
     }
 }
 
@@ -380,15 +376,15 @@ fn main() -> anyhow::Result<()> {
 fn run_router(
     args: anykv_router::standalone::RouterArgs,
     metrics_addr: Option<std::net::SocketAddr>,
-    threads: usize,
     loglevel: &str,
 ) -> anyhow::Result<()> {
     init_tracing(loglevel);
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
-    let rt = b.enable_all().build().context("building the runtime")?;
+    // The control runtime: ROLE polls, metrics, signals. Clients are
+    // served by the router's own worker threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
     rt.block_on(async {
         if let Some(addr) = metrics_addr {
             let bound = http::serve(addr, None, None, None).await?;

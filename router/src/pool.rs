@@ -59,10 +59,6 @@ const HISTORY: usize = 256;
 pub struct Server {
     pub addr: SocketAddr,
     status: RwLock<Status>,
-    /// Shared connections: `[resp2, resp3][slot]`.
-    shared: [Vec<tokio::sync::Mutex<Option<Conn>>>; 2],
-    /// Idle dedicated connections (transactions, blocking commands).
-    idle: [Mutex<Vec<Conn>>; 2],
     /// The primary's recent polls: when each `ROLE` was sent and the
     /// master offset it answered.
     history: Mutex<VecDeque<(Instant, u64)>>,
@@ -74,10 +70,23 @@ impl Server {
     }
 }
 
-/// All upstreams of the router.
+/// All upstreams of the router: what the polls say about each. Their
+/// connections are per worker thread ([`Pools`]).
 pub struct Upstreams {
     pub servers: Vec<Arc<Server>>,
     pub cfg: PoolConfig,
+    /// Every worker's pools (the poller closes a silent upstream's).
+    pools: Mutex<Vec<Arc<Pools>>>,
+}
+
+/// One worker thread's connections to the upstreams: shared ones
+/// (`[resp2, resp3][slot]` per server) and idle dedicated ones
+/// (transactions, blocking commands). A worker's sessions and its
+/// connections run on one thread, so a request never wakes another core.
+pub struct Pools {
+    ups: Arc<Upstreams>,
+    shared: Vec<[Vec<tokio::sync::Mutex<Option<Conn>>>; 2]>,
+    idle: Vec<[Mutex<Vec<Conn>>; 2]>,
 }
 
 /// Dedicated connections kept idle per upstream and RESP version.
@@ -92,11 +101,6 @@ impl Upstreams {
         let servers = addrs
             .iter()
             .map(|&addr| {
-                let slots = || {
-                    (0..cfg.connections.max(1))
-                        .map(|_| tokio::sync::Mutex::new(None))
-                        .collect()
-                };
                 Arc::new(Server {
                     addr,
                     status: RwLock::new(Status {
@@ -106,18 +110,57 @@ impl Upstreams {
                         offset: 0,
                         rtt: None,
                     }),
-                    shared: [slots(), slots()],
-                    idle: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
                     history: Mutex::new(VecDeque::new()),
                 })
             })
             .collect();
-        Arc::new(Upstreams { servers, cfg })
+        Arc::new(Upstreams {
+            servers,
+            cfg,
+            pools: Mutex::new(Vec::new()),
+        })
     }
 
+    /// Connection pools for one worker thread.
+    pub fn pools(self: &Arc<Self>) -> Arc<Pools> {
+        let slots = || {
+            (0..self.cfg.connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect()
+        };
+        let p = Arc::new(Pools {
+            ups: self.clone(),
+            shared: self.servers.iter().map(|_| [slots(), slots()]).collect(),
+            idle: self
+                .servers
+                .iter()
+                .map(|_| [Mutex::new(Vec::new()), Mutex::new(Vec::new())])
+                .collect(),
+        });
+        self.pools.lock().push(p.clone());
+        p
+    }
+
+    /// Fails what waits on server `i`'s shared connections, everywhere.
+    fn close_server(&self, i: usize) {
+        for p in self.pools.lock().iter() {
+            for pool in &p.shared[i] {
+                for slot in pool {
+                    if let Ok(g) = slot.try_lock() {
+                        if let Some(c) = g.as_ref() {
+                            c.close();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Pools {
     fn handshake(&self, resp: u8, name: &str) -> Handshake {
         Handshake {
-            password: self.cfg.password.clone(),
+            password: self.ups.cfg.password.clone(),
             resp,
             name: Some(name.to_string()),
         }
@@ -126,8 +169,8 @@ impl Upstreams {
     /// The shared connection `slot` (taken modulo the pool size) to server
     /// `i`, connecting it when missing or dead.
     pub async fn shared(&self, i: usize, resp: u8, slot: usize) -> Result<Conn, UpstreamError> {
-        let s = &self.servers[i];
-        let pool = &s.shared[resp_index(resp)];
+        let s = &self.ups.servers[i];
+        let pool = &self.shared[i][resp_index(resp)];
         let mut g = pool[slot % pool.len()].lock().await;
         if let Some(c) = g.as_ref() {
             if !c.is_dead() {
@@ -137,8 +180,8 @@ impl Upstreams {
         let c = Conn::open(
             s.addr,
             &self.handshake(resp, "anykv-router"),
-            self.cfg.connect_timeout,
-            self.cfg.queue,
+            self.ups.cfg.connect_timeout,
+            self.ups.cfg.queue,
         )
         .await?;
         *g = Some(c.clone());
@@ -148,9 +191,9 @@ impl Upstreams {
     /// A connection of the caller's alone, to server `i`: an idle one or a
     /// new one.
     pub async fn dedicated(&self, i: usize, resp: u8) -> Result<Conn, UpstreamError> {
-        let s = &self.servers[i];
+        let s = &self.ups.servers[i];
         loop {
-            let c = s.idle[resp_index(resp)].lock().pop();
+            let c = self.idle[i][resp_index(resp)].lock().pop();
             match c {
                 Some(c) if !c.is_dead() => return Ok(c),
                 Some(_) => continue,
@@ -160,7 +203,7 @@ impl Upstreams {
         Conn::open(
             s.addr,
             &self.handshake(resp, "anykv-router-pinned"),
-            self.cfg.connect_timeout,
+            self.ups.cfg.connect_timeout,
             4,
         )
         .await
@@ -173,14 +216,16 @@ impl Upstreams {
         if c.is_dead() {
             return;
         }
-        let mut idle = self.servers[i].idle[resp_index(resp)].lock();
+        let mut idle = self.idle[i][resp_index(resp)].lock();
         if idle.len() < IDLE_DEDICATED {
             idle.push(c);
         } else {
             c.close();
         }
     }
+}
 
+impl Upstreams {
     /// The primary: the reachable upstream that says `master`.
     pub fn primary(&self) -> Option<usize> {
         self.servers.iter().position(|s| {
@@ -355,15 +400,7 @@ async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
                 if was {
                     // What waits on it fails now (reads retry on the
                     // primary) instead of hanging until TCP gives up.
-                    for pool in &s.shared {
-                        for slot in pool {
-                            if let Ok(g) = slot.try_lock() {
-                                if let Some(c) = g.as_ref() {
-                                    c.close();
-                                }
-                            }
-                        }
-                    }
+                    ups.close_server(i);
                 }
             }
         }

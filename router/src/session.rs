@@ -1,13 +1,17 @@
 //! One client connection through the router.
 //!
-//! Two tasks per client. The *reader* parses requests, answers connection
-//! commands itself ([`crate::local`]), and sends the rest, as batches of
-//! consecutive requests for the same upstream connection, to shared
-//! upstream connections ([`crate::upstream`]). For each batch, and each
-//! local answer, it queues a [`Slot`] to the *writer*, which writes the
-//! slots' replies in request order. The slot queue is bounded
-//! (`--max-pending`): a client that does not read its replies stops being
-//! read, so it cannot grow the router's memory.
+//! One task per client. It parses requests, answers connection commands
+//! itself ([`crate::local`]), and sends the rest, as batches of consecutive
+//! requests for the same upstream connection, to shared upstream
+//! connections ([`crate::upstream`]). For each batch, and each local
+//! answer, it queues a [`Slot`]; replies are written in slot order as they
+//! arrive. One task (not a reader and a writer) because every hop between
+//! tasks is a wakeup per request, which is most of a proxy's cost at
+//! pipeline depth 1. The queue is bounded (`--max-pending`), and so are
+//! the reply bytes delivered but not yet written (`--client-buffer-limit`):
+//! a client that does not read its replies stops being read, so it cannot
+//! grow the router's memory, while the upstream connection it shares never
+//! waits for it.
 //!
 //! Order: Redis runs one connection's requests in order. Batches on one
 //! upstream connection run in the order sent; before a client's requests
@@ -24,18 +28,19 @@
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
 use anykv_server::resp::{ParseLimits, Request, RequestParser};
 
 use crate::classify::{self, Kind};
 use crate::clients::{ClientHandle, Registry};
 use crate::local::{self, ConnState, Effect, ReplyMode, Settings};
-use crate::pool::Upstreams;
+use crate::pool::{Pools, Upstreams};
 use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, UpstreamError};
 
 /// Which replies a read may see.
@@ -75,12 +80,15 @@ impl Counters {
     }
 }
 
-/// Everything sessions share.
+/// Everything the sessions of one worker thread share (the upstreams'
+/// status and the client registry are the whole router's).
 pub struct Router {
     pub ups: Arc<Upstreams>,
+    /// This worker's upstream connections.
+    pub pools: Arc<Pools>,
     pub set: Settings,
     pub consistency: Consistency,
-    pub reg: Registry,
+    pub reg: Arc<Registry>,
     /// Slots (batches and local answers) a client may have unanswered.
     pub max_pending: usize,
     /// How long a write waits for a primary to appear (failover).
@@ -93,8 +101,10 @@ pub struct Router {
 }
 
 impl Router {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ups: Arc<Upstreams>,
+        reg: Arc<Registry>,
         set: Settings,
         consistency: Consistency,
         max_pending: usize,
@@ -102,10 +112,11 @@ impl Router {
         client_buffer: usize,
     ) -> Arc<Router> {
         Arc::new(Router {
+            pools: ups.pools(),
             ups,
             set,
             consistency,
-            reg: Registry::default(),
+            reg,
             max_pending: max_pending.max(1),
             primary_wait,
             client_buffer,
@@ -125,7 +136,7 @@ struct Retry {
     slot: usize,
 }
 
-/// One entry of the writer's queue, in request order.
+/// One entry of the reply queue, in request order.
 enum Slot {
     /// A reply the router made.
     Ready(Vec<u8>),
@@ -136,10 +147,6 @@ enum Slot {
         skip: bool,
         retry: Option<Retry>,
     },
-    /// From here on, the upstream's bytes go to the client as they come.
-    Tunnel(tokio::net::tcp::OwnedReadHalf),
-    /// Close once everything before is written.
-    Close,
 }
 
 /// Where a batch goes.
@@ -187,18 +194,15 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel(router.max_pending);
-    let (prog_tx, prog_rx) = watch::channel((0u64, Instant::now()));
-    let held = Arc::new(Held::default());
-    let writer = tokio::spawn(write_loop(router.clone(), rx, wr, prog_tx, held.clone()));
     let mut s = Session {
         st: ConnState::new(&router.set),
         slot: me.id as usize,
         me: me.clone(),
         r: router.clone(),
-        slots: tx,
-        sent: 0,
-        progress: prog_rx,
+        wr: Box::new(wr),
+        fifo: VecDeque::new(),
+        out: Vec::with_capacity(16 * 1024),
+        last_done: Instant::now(),
         run: None,
         cur: None,
         shared: Vec::new(),
@@ -213,12 +217,12 @@ where
         since: None,
         floor: 0,
         chunk: Bytes::new(),
-        held,
+        held: Arc::new(Held::default()),
+        inflight: 0,
+        reply_size: None,
         closing: false,
     };
     s.run(rd).await;
-    drop(s);
-    let _ = writer.await;
     router.reg.remove(me.id);
 }
 
@@ -228,11 +232,13 @@ struct Session {
     st: ConnState,
     /// Which shared connection of each pool this client uses.
     slot: usize,
-    slots: mpsc::Sender<Slot>,
-    /// Slots queued so far.
-    sent: u64,
-    /// Slots the writer has finished, and when it finished the last.
-    progress: watch::Receiver<(u64, Instant)>,
+    wr: Box<dyn AsyncWrite + Unpin + Send>,
+    /// Replies owed to the client, in request order.
+    fifo: VecDeque<Slot>,
+    /// Replies ready to write.
+    out: Vec<u8>,
+    /// When the last upstream reply was taken off the queue.
+    last_done: Instant,
     run: Option<Run>,
     /// Destination of the last batch sent.
     cur: Option<Dest>,
@@ -261,6 +267,10 @@ struct Session {
     chunk: Bytes,
     /// Replies delivered but not yet written to the client.
     held: Arc<Held>,
+    /// Requests sent upstream whose replies are not yet written.
+    inflight: usize,
+    /// Smoothed bytes per reply of this client (None before the first).
+    reply_size: Option<f64>,
     closing: bool,
 }
 
@@ -314,24 +324,32 @@ impl Session {
                 }
             }
             if reqs.is_empty() && proto_err.is_none() {
-                // Everything buffered is handled: send it, then read more.
+                // Everything buffered is handled: send it, then wait for
+                // a reply or more requests.
                 self.flush_run().await;
-                // A client that leaves its replies unread is not read.
-                let held = self.held.clone();
-                tokio::select! {
-                    _ = held.below(self.r.client_buffer) => {}
-                    _ = self.me.killed() => break,
-                }
+                self.settle().await;
                 let missing = parser.bulk_bytes_missing(buf.len());
                 buf.reserve(missing.clamp(16 * 1024, 64 * 1024 * 1024));
-                let n = tokio::select! {
-                    r = rd.read_buf(&mut buf) => r,
-                    _ = self.me.killed() => break,
+                // A client that leaves its replies unread is not read.
+                let can_read =
+                    self.fifo.len() < self.r.max_pending && self.held.get() <= self.r.client_buffer;
+                let waiting = !self.fifo.is_empty();
+                let ev = {
+                    let fifo = &mut self.fifo;
+                    let me = &self.me;
+                    tokio::select! {
+                        biased;
+                        r = front_reply(fifo), if waiting => Event::Reply(r),
+                        n = rd.read_buf(&mut buf), if can_read => Event::Read(n),
+                        _ = me.killed() => Event::Killed,
+                    }
                 };
-                match n {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => continue,
+                match ev {
+                    Event::Reply(r) => self.complete(r).await,
+                    Event::Read(Ok(0)) | Event::Read(Err(_)) | Event::Killed => break,
+                    Event::Read(Ok(_)) => {}
                 }
+                continue;
             }
             let consumed = parser.consumed();
             let chunk = buf.split_to(consumed).freeze();
@@ -359,29 +377,135 @@ impl Session {
             }
         }
         self.flush_run().await;
-        let _ = self.slots.send(Slot::Close).await;
+        if !self.me.is_killed() {
+            self.drain().await;
+        }
+        let _ = self.wr.shutdown().await;
         if let Some((_, c)) = self.pinned.take() {
             c.close();
         }
     }
 
-    /// Queues a slot for the writer.
+    /// Queues a slot; with `--max-pending` slots queued, first waits for
+    /// the oldest (the client's own pipeline is then as deep as allowed).
     async fn push(&mut self, slot: Slot) {
-        if self.slots.send(slot).await.is_ok() {
-            self.sent += 1;
-        } else {
-            self.closing = true;
+        self.fifo.push_back(slot);
+        while self.fifo.len() > self.r.max_pending && !self.closing {
+            self.next_reply().await;
         }
     }
 
-    /// Waits until the writer has finished every queued slot.
+    /// Writes out the leading ready slots, without waiting.
+    async fn settle(&mut self) {
+        while let Some(front) = self.fifo.front_mut() {
+            match front {
+                Slot::Ready(b) => {
+                    let b = std::mem::take(b);
+                    self.fifo.pop_front();
+                    self.out.extend_from_slice(&b);
+                }
+                Slot::Wait { rx, .. } => match rx.try_recv() {
+                    Ok(r) => self.complete(Some(r)).await,
+                    Err(oneshot::error::TryRecvError::Empty) => break,
+                    Err(oneshot::error::TryRecvError::Closed) => self.complete(None).await,
+                },
+            }
+        }
+        self.flush_out().await;
+    }
+
+    /// Waits for the oldest slot and writes what is ready.
+    async fn next_reply(&mut self) {
+        self.settle().await;
+        if !self.fifo.is_empty() {
+            let r = front_reply(&mut self.fifo).await;
+            self.complete(r).await;
+            self.settle().await;
+        }
+    }
+
+    /// Finishes the front slot (a `Wait`) with its replies.
+    async fn complete(&mut self, r: Option<BatchReply>) {
+        let Some(Slot::Wait {
+            count, skip, retry, ..
+        }) = self.fifo.pop_front()
+        else {
+            return;
+        };
+        self.last_done = Instant::now();
+        self.inflight = self.inflight.saturating_sub(count as usize);
+        let lost = || UpstreamError::Lost(self.r.ups.servers[0].addr);
+        let r = r.unwrap_or_else(|| Err(lost()));
+        // Delivered replies are on the client's account until written
+        // (a retry's never were).
+        let accounted = r.as_ref().map(|b| b.len()).unwrap_or(0);
+        if accounted > 0 {
+            let per = accounted as f64 / f64::from(count.max(1));
+            self.reply_size = Some(match self.reply_size {
+                Some(old) => old * 0.75 + per * 0.25,
+                None => per,
+            });
+        }
+        let r = match (r, retry) {
+            (Err(e), Some(rt)) => retry_on_primary(&self.r, rt).await.map_err(|_| e),
+            (r, _) => r,
+        };
+        if !skip {
+            match r {
+                Ok(b) if b.len() >= BIG_REPLY => {
+                    // Large replies go out as they are, uncopied.
+                    self.flush_out().await;
+                    if self.wr.write_all(&b).await.is_err() {
+                        self.closing = true;
+                    }
+                }
+                Ok(b) => self.out.extend_from_slice(&b),
+                Err(e) => {
+                    for _ in 0..count {
+                        self.out.extend_from_slice(&error_reply(&e));
+                    }
+                }
+            }
+        }
+        self.held.sub(accounted);
+        if self.out.len() >= 64 * 1024 {
+            self.flush_out().await;
+        }
+    }
+
+    async fn flush_out(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if self.wr.write_all(&self.out).await.is_err() {
+            self.closing = true;
+        }
+        self.out.clear();
+    }
+
+    /// Waits for every queued reply and writes them.
     async fn drain(&mut self) {
-        let sent = self.sent;
-        let _ = self.progress.wait_for(|(done, _)| *done >= sent).await;
+        while !self.fifo.is_empty() {
+            self.next_reply().await;
+        }
+        self.flush_out().await;
     }
 
     fn in_flight(&self) -> bool {
-        self.progress.borrow().0 < self.sent
+        !self.fifo.is_empty()
+    }
+
+    /// Requests this client may have in flight: what its unread-reply
+    /// limit holds at its usual reply size (two batches until its first
+    /// reply says how large they are). Replies arrive whatever the client
+    /// does, so this is what bounds what it can make the router hold.
+    fn window(&self) -> usize {
+        let max = self.r.max_pending * MAX_BATCH as usize;
+        match self.reply_size {
+            None => 2 * MAX_BATCH as usize,
+            Some(size) => ((self.r.client_buffer as f64 / size.max(16.0)) as usize)
+                .clamp(MAX_BATCH as usize, max),
+        }
     }
 
     /// Handles one request. `Some(conn)`: the client is now spliced to
@@ -394,7 +518,9 @@ impl Session {
         }
         {
             let mut v = self.me.var.lock();
-            v.cmd = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            if !v.cmd.as_bytes().eq_ignore_ascii_case(args[0]) {
+                v.cmd = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            }
             v.last = Instant::now();
         }
         if let Some(err) = local::precheck(&self.st, &args) {
@@ -648,7 +774,7 @@ impl Session {
             }
             self.flush_run().await;
             self.drain().await;
-            self.since = Some(self.progress.borrow().1);
+            self.since = Some(self.last_done);
             self.primary_touched = false;
         }
         if let Some(t) = self.since {
@@ -680,7 +806,7 @@ impl Session {
             self.no_primary().await;
             return false;
         };
-        match self.r.ups.dedicated(p, self.st.resp).await {
+        match self.r.pools.dedicated(p, self.st.resp).await {
             Ok(c) => {
                 self.pinned = Some((p, c));
                 self.release_pinned = false;
@@ -761,7 +887,7 @@ impl Session {
             }
             if self.release_pinned && dest != Dest::Pinned {
                 if let Some((i, c)) = self.pinned.take() {
-                    self.r.ups.release(i, self.st.resp, c);
+                    self.r.pools.release(i, self.st.resp, c);
                 }
                 self.release_pinned = false;
             }
@@ -800,13 +926,14 @@ impl Session {
         };
         // Backpressure: a client over its unread-reply limit sends nothing
         // more until it reads.
-        if self.held.get() > self.r.client_buffer {
-            let held = self.held.clone();
-            tokio::select! {
-                _ = held.below(self.r.client_buffer) => {}
-                _ = self.me.killed() => { self.closing = true; return; }
-            }
+        while (self.held.get() > self.r.client_buffer
+            || self.inflight + count as usize > self.window())
+            && !self.fifo.is_empty()
+            && !self.closing
+        {
+            self.next_reply().await;
         }
+        self.inflight += count as usize;
         let (tx, rx) = oneshot::channel();
         let retry = (reads && dest != Dest::Pinned).then(|| Retry {
             bytes: bytes.clone(),
@@ -841,7 +968,7 @@ impl Session {
                 return Ok(c.clone());
             }
         }
-        let c = self.r.ups.shared(i, self.st.resp, self.slot).await?;
+        let c = self.r.pools.shared(i, self.st.resp, self.slot).await?;
         self.shared[i] = Some(c.clone());
         Ok(c)
     }
@@ -889,24 +1016,45 @@ impl Session {
         Some(s)
     }
 
-    /// Splices the client to `up` for the rest of its life.
+    /// Splices the client to `up` for the rest of its life: `first` (the
+    /// request that asked for it and what followed) goes up, then bytes
+    /// flow both ways untouched.
     async fn splice<R: AsyncRead + Unpin>(
         &mut self,
         up: tokio::net::TcpStream,
         first: Vec<u8>,
         mut rd: R,
     ) {
-        let (ur, mut uw) = up.into_split();
-        self.push(Slot::Tunnel(ur)).await;
+        self.drain().await;
+        let (mut ur, mut uw) = up.into_split();
         if uw.write_all(&first).await.is_err() {
             return;
         }
+        let me = self.me.clone();
+        let wr = &mut self.wr;
         tokio::select! {
             _ = tokio::io::copy(&mut rd, &mut uw) => {}
-            _ = self.me.killed() => {}
+            _ = tokio::io::copy(&mut ur, wr) => {}
+            _ = me.killed() => {}
         }
         let _ = uw.shutdown().await;
+        let _ = self.wr.shutdown().await;
     }
+}
+
+/// The oldest slot's replies (a `Wait` slot; pending for anything else).
+async fn front_reply(fifo: &mut VecDeque<Slot>) -> Option<BatchReply> {
+    match fifo.front_mut() {
+        Some(Slot::Wait { rx, .. }) => rx.await.ok(),
+        _ => std::future::pending().await,
+    }
+}
+
+/// What woke a session.
+enum Event {
+    Reply(Option<BatchReply>),
+    Read(std::io::Result<usize>),
+    Killed,
 }
 
 /// Argument ranges of an encoded multibulk request.
@@ -931,98 +1079,6 @@ const MAX_BATCH: u32 = 32;
 /// Replies this large are written without copying them into the buffer.
 const BIG_REPLY: usize = 16 * 1024;
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    router: Arc<Router>,
-    mut rx: mpsc::Receiver<Slot>,
-    mut wr: W,
-    progress: watch::Sender<(u64, Instant)>,
-    held: Arc<Held>,
-) {
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut done = 0u64;
-    while let Some(slot) = rx.recv().await {
-        match slot {
-            Slot::Ready(b) => out.extend_from_slice(&b),
-            Slot::Wait {
-                mut rx,
-                count,
-                skip,
-                retry,
-            } => {
-                let r: Option<BatchReply> = match rx.try_recv() {
-                    Ok(r) => Some(r),
-                    Err(oneshot::error::TryRecvError::Empty) => {
-                        if !out.is_empty() {
-                            if wr.write_all(&out).await.is_err() {
-                                break;
-                            }
-                            out.clear();
-                            progress.send_replace((done, Instant::now()));
-                        }
-                        rx.await.ok()
-                    }
-                    Err(oneshot::error::TryRecvError::Closed) => None,
-                };
-                let r = r.unwrap_or_else(|| Err(UpstreamError::Lost(router.ups.servers[0].addr)));
-                // Delivered replies are on the client's account until
-                // written (retries were never on it).
-                let accounted = r.as_ref().map(|b| b.len()).unwrap_or(0);
-                let r = match (r, retry) {
-                    (Err(e), Some(rt)) => retry_on_primary(&router, rt).await.map_err(|_| e),
-                    (r, _) => r,
-                };
-                if !skip {
-                    match r {
-                        Ok(b) if b.len() >= BIG_REPLY => {
-                            // Large replies go out as they are, uncopied.
-                            if wr.write_all(&out).await.is_err() || wr.write_all(&b).await.is_err()
-                            {
-                                held.sub(accounted);
-                                break;
-                            }
-                            out.clear();
-                        }
-                        Ok(b) => out.extend_from_slice(&b),
-                        Err(e) => {
-                            for _ in 0..count {
-                                out.extend_from_slice(&error_reply(&e));
-                            }
-                        }
-                    }
-                }
-                held.sub(accounted);
-            }
-            Slot::Tunnel(mut ur) => {
-                if wr.write_all(&out).await.is_err() {
-                    break;
-                }
-                done += 1;
-                progress.send_replace((done, Instant::now()));
-                let _ = tokio::io::copy(&mut ur, &mut wr).await;
-                break;
-            }
-            Slot::Close => {
-                let _ = wr.write_all(&out).await;
-                out.clear();
-                break;
-            }
-        }
-        done += 1;
-        if rx.is_empty() || out.len() >= 64 * 1024 {
-            if !out.is_empty() {
-                if wr.write_all(&out).await.is_err() {
-                    break;
-                }
-                out.clear();
-            }
-            progress.send_replace((done, Instant::now()));
-        }
-    }
-    let _ = wr.shutdown().await;
-    // Wake a reader waiting for progress that will not come.
-    progress.send_replace((u64::MAX, Instant::now()));
-}
-
 /// Sends a failed read batch to the primary once.
 async fn retry_on_primary(router: &Router, rt: Retry) -> Result<Bytes, UpstreamError> {
     let p = router
@@ -1030,7 +1086,7 @@ async fn retry_on_primary(router: &Router, rt: Retry) -> Result<Bytes, UpstreamE
         .primary()
         .ok_or(UpstreamError::Lost(router.ups.servers[0].addr))?;
     router.counters.retried.increment(u64::from(rt.count));
-    let c = router.ups.shared(p, rt.resp, rt.slot).await?;
+    let c = router.pools.shared(p, rt.resp, rt.slot).await?;
     let (tx, rx) = oneshot::channel();
     c.send(Batch {
         db: rt.db,

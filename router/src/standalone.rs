@@ -46,8 +46,12 @@ pub struct RouterArgs {
     /// caught up), `strong` (the primary), `nearest` (any replica).
     #[arg(long, value_enum, default_value = "ryw")]
     pub consistency: Consistency,
-    /// Shared connections per upstream (and RESP version).
-    #[arg(long, default_value_t = 2)]
+    /// Worker threads (0: one per core), each with its own upstream
+    /// connections.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Shared connections per upstream (and RESP version) per worker.
+    #[arg(long, default_value_t = 1)]
     pub upstream_connections: usize,
     /// How often each upstream is asked `ROLE` (role, health, RTT, offset).
     #[arg(long, default_value_t = 100)]
@@ -85,7 +89,7 @@ async fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Binds `ip:port`; `::` only for IPv6 so both families can listen.
-fn bind(ip: IpAddr, port: u16) -> std::io::Result<TcpListener> {
+fn bind(ip: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
     let addr = SocketAddr::new(ip, port);
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -99,7 +103,7 @@ fn bind(ip: IpAddr, port: u16) -> std::io::Result<TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
 /// A router ready to accept clients: its listeners are bound.
@@ -109,15 +113,19 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// The TLS address, if any.
     pub tls_addr: Option<SocketAddr>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Serves until the process ends.
+    /// Serves until the process ends (or every worker stopped).
     pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -173,9 +181,22 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
         databases,
         version,
     };
+    let reg = Arc::new(crate::clients::Registry::default());
+    let make_router = || {
+        Router::new(
+            ups.clone(),
+            reg.clone(),
+            set.clone(),
+            a.consistency,
+            a.max_pending,
+            Duration::from_millis(a.primary_wait_ms),
+            a.client_buffer_limit,
+        )
+    };
     let router = Router::new(
-        ups,
-        set,
+        ups.clone(),
+        reg.clone(),
+        set.clone(),
         a.consistency,
         a.max_pending,
         Duration::from_millis(a.primary_wait_ms),
@@ -189,10 +210,10 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
     } else {
         a.bind.clone()
     };
-    let mut tasks = Vec::new();
     let mut bound = Vec::new();
     let mut tls_addr = None;
-    let conns = Arc::new(tokio::sync::Semaphore::new(a.maxclients.max(1)));
+    // (listener, serves TLS)
+    let mut listeners: Vec<(std::net::TcpListener, bool)> = Vec::new();
     // Port 0 (tests): every address shares the port the first one got.
     let mut port = a.port;
     for ip in &ips {
@@ -207,37 +228,83 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
         };
         port = l.local_addr()?.port();
         bound.push(l.local_addr()?);
-        tasks.push(tokio::spawn(accept_loop(
-            router.clone(),
-            l,
-            None,
-            conns.clone(),
-        )));
+        listeners.push((l, false));
     }
     if bound.is_empty() {
         anyhow::bail!("the router listens on no address");
     }
+    let mut acceptor = None;
     if let Some(tp) = a.tls_port {
         let (Some(cert), Some(key)) = (&a.tls_cert_file, &a.tls_key_file) else {
             anyhow::bail!("--tls-port needs --tls-cert-file and --tls-key-file");
         };
-        let acceptor = crate::tls::acceptor(cert, key)?;
-        let ip = ips[0];
-        let l = bind(ip, tp).map_err(|e| anyhow::anyhow!("cannot listen on TLS port {tp}: {e}"))?;
+        acceptor = Some(crate::tls::acceptor(cert, key)?);
+        let l =
+            bind(ips[0], tp).map_err(|e| anyhow::anyhow!("cannot listen on TLS port {tp}: {e}"))?;
         tls_addr = Some(l.local_addr()?);
-        tasks.push(tokio::spawn(accept_loop(
-            router.clone(),
-            l,
-            Some(acceptor),
-            conns.clone(),
-        )));
+        listeners.push((l, true));
+    }
+    // One worker per core, each a single-threaded runtime with its own
+    // upstream connections: a client's session, its upstream connection
+    // and their wakeups stay on one thread. Every worker accepts on every
+    // listener (duplicated sockets), so connections spread over them.
+    let threads = if a.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        a.threads
+    };
+    let conns = Arc::new(tokio::sync::Semaphore::new(a.maxclients.max(1)));
+    let mut workers = Vec::new();
+    for w in 0..threads {
+        let router = if w == 0 {
+            router.clone()
+        } else {
+            make_router()
+        };
+        let mut mine = Vec::new();
+        for (l, tls) in &listeners {
+            mine.push((l.try_clone()?, *tls));
+        }
+        let (acceptor, conns) = (acceptor.clone(), conns.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("router-{w}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("router worker {w}: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for (l, tls) in mine {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => tasks.push(tokio::spawn(accept_loop(
+                                router.clone(),
+                                l,
+                                if tls { acceptor.clone() } else { None },
+                                conns.clone(),
+                            ))),
+                            Err(e) => tracing::error!("router worker {w}: {e}"),
+                        }
+                    }
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                });
+            })?;
+        workers.push(h);
     }
     tracing::info!(listen = ?bound, tls = ?tls_addr, upstreams = ?addrs, "router ready");
     Ok(Running {
         router,
         addrs: bound,
         tls_addr,
-        tasks,
+        workers,
     })
 }
 

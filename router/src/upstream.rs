@@ -40,40 +40,24 @@ pub enum UpstreamError {
 pub type BatchReply = Result<Bytes, UpstreamError>;
 
 /// Reply bytes an upstream delivered to a client that the client has not
-/// read yet. The reader adds, the client's writer subtracts, and the
-/// client's session stops reading requests while it is over its limit:
-/// a client that does not read its replies cannot grow the router's memory
+/// read yet. The upstream reader adds, the client's session subtracts once
+/// written, and stops reading requests while it is over its limit: a
+/// client that does not read its replies cannot grow the router's memory
 /// without bound, and the upstream reader never waits for it.
 #[derive(Default)]
-pub struct Held {
-    bytes: AtomicUsize,
-    drained: Notify,
-}
+pub struct Held(AtomicUsize);
 
 impl Held {
     pub fn add(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::AcqRel);
+        self.0.fetch_add(n, Ordering::AcqRel);
     }
 
     pub fn sub(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::AcqRel);
-        self.drained.notify_waiters();
+        self.0.fetch_sub(n, Ordering::AcqRel);
     }
 
     pub fn get(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
-    }
-
-    /// Returns once at most `limit` bytes are held.
-    pub async fn below(&self, limit: usize) {
-        loop {
-            // Created before the check: a `sub` in between still wakes it.
-            let woken = self.drained.notified();
-            if self.get() <= limit {
-                return;
-            }
-            woken.await;
-        }
+        self.0.load(Ordering::Acquire)
     }
 }
 
