@@ -5,7 +5,7 @@
 //!
 //! * [`classify`]: what a request is (read, write, connection-holding,
 //!   answered locally), from the store's command table.
-//! * [`frame`]: where an upstream reply ends.
+//! * [`frame`]: where an upstream reply ends (the store's codec, shared).
 //! * [`upstream`]: one shared, pipelined upstream connection.
 //! * [`pool`]: the upstreams, their roles, RTTs and offsets (`ROLE` polls).
 //! * [`session`]: one client connection: routing, ordering, consistency.
@@ -18,7 +18,6 @@
 
 pub mod classify;
 pub mod clients;
-pub mod frame;
 pub mod local;
 pub mod pool;
 pub mod session;
@@ -26,4 +25,5 @@ pub mod standalone;
 pub mod tls;
 pub mod upstream;
 
+pub use anykv_server::resp::frame;
 pub use classify::{classify, Target};

@@ -279,6 +279,9 @@ impl Session {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut parser = RequestParser::new();
         let mut reqs: Vec<Req> = Vec::new();
+        // Made once: registering a waiter on every wakeup costs a lock.
+        let me = self.me.clone();
+        let mut killed = std::pin::pin!(me.killed());
         while !self.closing {
             let mut limits = self.r.limits;
             limits.unauthenticated = !self.st.authed;
@@ -336,12 +339,11 @@ impl Session {
                 let waiting = !self.fifo.is_empty();
                 let ev = {
                     let fifo = &mut self.fifo;
-                    let me = &self.me;
                     tokio::select! {
                         biased;
                         r = front_reply(fifo), if waiting => Event::Reply(r),
                         n = rd.read_buf(&mut buf), if can_read => Event::Read(n),
-                        _ = me.killed() => Event::Killed,
+                        _ = &mut killed => Event::Killed,
                     }
                 };
                 match ev {
@@ -901,14 +903,13 @@ impl Session {
             Dest::Shared(i) => (self.shared_conn(i).await, i),
         };
         let c = &self.r.counters;
+        let primary = self.r.ups.primary();
         match dest {
             Dest::Pinned => c.pinned.increment(u64::from(count)),
-            Dest::Shared(i) if Some(i) == self.r.ups.primary() => {
-                c.primary.increment(u64::from(count))
-            }
+            Dest::Shared(i) if Some(i) == primary => c.primary.increment(u64::from(count)),
             Dest::Shared(_) => c.replica.increment(u64::from(count)),
         }
-        if Some(server) == self.r.ups.primary() || dest == Dest::Pinned {
+        if Some(server) == primary || dest == Dest::Pinned {
             self.primary_touched = true;
         }
         let conn = match conn {

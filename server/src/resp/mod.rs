@@ -1,5 +1,6 @@
 //! RESP: the request parser and the reply encoder.
 
+pub mod frame;
 pub mod parse;
 pub mod reply;
 

@@ -1,5 +1,6 @@
-//! Where a reply ends: the router forwards upstream replies untouched, so
-//! all it needs from a reply is its length.
+//! Where a reply ends: the router (and a node forwarding a request to
+//! another) passes replies on untouched, so all it needs from a reply is
+//! its length.
 //!
 //! Why not `redis-protocol`'s decoder: it builds a frame tree (allocating
 //! for every array) where a proxy needs one number, it restarts from the
