@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anykv_server::config::Config;
 use anykv_server::shared::Shared;
@@ -262,6 +263,15 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         // Hand this node's databases to their standbys before going.
         if let Some(c) = &leaving {
             node::hand_off_all(c, &shared, c.handoff_timeout()).await;
+            // The held writes meet the new roles: this node's copies follow
+            // the new primaries, so those writes are forwarded there. Let
+            // them be answered before the connections close.
+            node::drain_forwards(
+                &shared,
+                Duration::from_millis(100),
+                Duration::from_millis(600),
+            )
+            .await;
         }
         if let Some(n) = node {
             // Tell the cluster before going, so peers do not wait out a

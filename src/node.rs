@@ -373,6 +373,29 @@ pub async fn hand_off_all(
     }
 }
 
+/// After a planned handoff on SIGTERM: waits at least `min` (the held
+/// writes re-run against the new roles and are forwarded to the new
+/// primaries) and until no forwarded request is waiting for its reply,
+/// at most `max`, so clients of this node get their replies before it
+/// closes their connections.
+pub async fn drain_forwards(
+    shared: &Arc<anykv_server::shared::Shared>,
+    min: Duration,
+    max: Duration,
+) {
+    let started = std::time::Instant::now();
+    tokio::time::sleep(min).await;
+    while shared.forwards_in_flight() > 0 && started.elapsed() < max {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if shared.forwards_in_flight() > 0 {
+        tracing::warn!(
+            waiting = shared.forwards_in_flight(),
+            "leaving with forwarded requests unanswered"
+        );
+    }
+}
+
 /// [`hand_off_all`]'s handoffs of `mine`.
 async fn hand_over(
     c: &Arc<anykv_gossip::controller::Controller>,

@@ -761,7 +761,8 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
                         continue;
                     }
                     other => {
-                        if matches!(&other, Some(Ok(common::Value::Error(e))) if e.starts_with(b"TRYAGAIN"))
+                        eprintln!("planned handoff: a write got {other:?}");
+                        if matches!(&other, Some(Ok(common::Value::Error(e))) if e.starts_with(b"TRYAGAIN this node holds no lease"))
                         {
                             refused_no_lease += 1;
                         }

@@ -80,19 +80,7 @@ fn wait_linked(replica: &ServerProcess) {
     );
 }
 
-/// `cmdstat_<cmd>`'s calls on a server.
-fn calls(c: &mut RespConn, cmd: &str) -> u64 {
-    let Ok(Value::Bulk(b)) = c.cmd(&["INFO", "commandstats"]) else {
-        panic!("INFO commandstats failed");
-    };
-    let text = String::from_utf8_lossy(&b).into_owned();
-    let prefix = format!("cmdstat_{cmd}:calls=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
+use common::cmdstat_calls as calls;
 
 /// Lines of CLIENT LIST.
 fn client_count(c: &mut RespConn) -> usize {

@@ -209,6 +209,10 @@ pub struct Session {
     /// A router's request that is waiting (a blocking command, WAIT): its
     /// client stays in place until its reply is made.
     pub serving: Option<crate::envelope::Serving>,
+    /// The token of this connection's last write that a replica's node
+    /// forwarded to the primary: reads here wait for a copy that has it
+    /// (read-your-writes).
+    pub last_token: Option<crate::envelope::Token>,
 }
 
 /// A replica's REPLCONF options, before its PSYNC.
@@ -257,6 +261,7 @@ impl Session {
             envelope: None,
             origin: None,
             serving: None,
+            last_token: None,
         }
     }
 

@@ -557,6 +557,21 @@ async fn run(
                 .await;
                 return;
             }
+            After::Suspend(Suspend::Forward { req, args }) => {
+                // Replies before it are out; this one is the primary's.
+                match crate::forward::run_for(tenant, shared, req).await {
+                    crate::forward::Outcome::Reply(f) => {
+                        if f.token.is_some() {
+                            s.last_token = f.token;
+                        }
+                        out.raw(&f.reply);
+                    }
+                    crate::forward::Outcome::Error(e) => out.error(&e),
+                    // This node is the primary now: the request runs here.
+                    crate::forward::Outcome::RunHere => pending = Some(args),
+                }
+                continue;
+            }
             After::Suspend(Suspend::Switch(to)) => {
                 // AUTH logged in to another tenant: its reply is out; the
                 // rest of the input belongs to the new tenant's connection.

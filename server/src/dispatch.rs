@@ -107,6 +107,49 @@ fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.write || (r.fullname == "exec" && queued_any(s, |q| q.write))
 }
 
+/// The envelope and request that send `args` to the tenant's primary, when
+/// this connection's request can go there: a customer's (not a cluster
+/// link's), on a replica the cluster placed (its primary is a node), and
+/// not one that holds the connection (a transaction, a blocking command,
+/// subscriptions stay local and get Redis's replica answers).
+fn forward_request(
+    t: &Tenant,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Option<Vec<u8>> {
+    t.upstream.as_ref()?.node?;
+    // `origin`: the request came in a router's envelope (its link is a
+    // cluster peer's, made a customer's for the request): never again.
+    if s.cluster_peer
+        || s.origin.is_some()
+        || s.multi.is_some()
+        || s.subscriptions() > 0
+        || r.spec.has_flag("blocking")
+        || r.fullname == "exec"
+    {
+        return None;
+    }
+    let env = crate::envelope::Envelope {
+        tenant: t.id.0,
+        db: s.db,
+        client_id: s.info.id,
+        resp: s.resp,
+        addr: s.info.addr,
+        name: s.info.name.borrow().clone(),
+        min_token: None,
+    };
+    let mut out = Vec::with_capacity(128);
+    env.encode(&mut out);
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    Some(out)
+}
+
 /// A read of the keyspace (Redis's `readonly` flag), or an EXEC that
 /// queued one.
 fn is_read_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
@@ -353,7 +396,24 @@ pub(crate) fn run(
     if t.strong && t.durable && t.role == crate::repl::Role::Primary && is_read_command(r, s) {
         s.read_needs_standby = true;
     }
-    // A replica's data changes only by its primary's effects.
+    // A replica's data changes only by its primary's effects: a customer's
+    // write on a cluster replica goes to the primary (see `forward`), and
+    // so does a read this copy cannot serve yet because it lacks the
+    // client's own last write (read-your-writes).
+    if t.role == crate::repl::Role::Replica && !s.replaying {
+        let write = is_write_command(r, s);
+        let behind = !write
+            && is_read_command(r, s)
+            && s.last_token
+                .as_ref()
+                .is_some_and(|tok| !crate::envelope::can_serve(&t.repl, t.log.offset(), tok));
+        if write || behind {
+            if let Some(req) = forward_request(t, s, r, args) {
+                let args = args.iter().map(|a| a.to_vec()).collect();
+                return Outcome::Suspend(Suspend::Forward { req, args });
+            }
+        }
+    }
     if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {
         reject(
             t,

@@ -72,6 +72,7 @@ pub mod envelope;
 pub mod evict;
 pub mod executor;
 pub mod expire;
+pub mod forward;
 pub mod metrics;
 pub mod persist;
 pub mod proplog;

@@ -169,6 +169,8 @@ pub struct Shared {
     /// How a replica dials its primary on another node of the cluster
     /// (set once by `anykv node`; a standalone server has none).
     pub link_dialer: std::sync::OnceLock<Arc<dyn crate::stream::LinkDialer>>,
+    /// Forwarded requests without a reply yet ([`Shared::forwards_in_flight`]).
+    pub forwarding: std::sync::atomic::AtomicUsize,
     /// Each tenant's replication, refreshed once a second by its cron.
     pub repl_status: parking_lot::Mutex<
         std::collections::HashMap<crate::tenant::TenantId, crate::metrics::ReplStatus>,
@@ -217,6 +219,7 @@ impl Shared {
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
             link_dialer: std::sync::OnceLock::new(),
+            forwarding: Default::default(),
             repl_status: Default::default(),
             tenant_clients: Default::default(),
             lease: Default::default(),
@@ -266,6 +269,12 @@ impl Shared {
         let mut lease = self.lease.write();
         self.lease_closed.store(true, Relaxed);
         *lease = Default::default();
+    }
+
+    /// Requests this node's replicas forwarded to a primary that have no
+    /// reply yet (see `crate::forward`).
+    pub fn forwards_in_flight(&self) -> usize {
+        self.forwarding.load(Relaxed)
     }
 
     /// Whether this node is handing `tenant` (at `epoch`) over to its

@@ -138,6 +138,9 @@ pub struct Tenant {
     pub repl_last_ping_ms: i64,
     /// The primary this tenant follows (REPLICAOF), and its link's state.
     pub upstream: Option<crate::repl::replica::Upstream>,
+    /// As a cluster replica: the stream customers' writes are forwarded to
+    /// the primary on (this executor's; started on first use).
+    pub forwarder: Option<crate::forward::Forwarder>,
     /// Generations of REPLICAOF (a link task stops when it is not current).
     pub upstream_gen: u64,
     /// As a replica on a cluster link: how far behind its primary it is, in
@@ -338,6 +341,7 @@ impl Tenant {
             ack_waiters: Vec::new(),
             repl_last_ping_ms: 0,
             upstream: None,
+            forwarder: None,
             upstream_gen: 0,
             master_lag_ms: None,
             standby: None,

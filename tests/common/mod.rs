@@ -902,3 +902,17 @@ impl Raw {
         self.s.local_addr().unwrap().to_string()
     }
 }
+
+/// `cmdstat_<cmd>`'s calls in a server's INFO commandstats (0 if absent).
+pub fn cmdstat_calls(c: &mut RespConn, cmd: &str) -> u64 {
+    let Ok(Value::Bulk(b)) = c.cmd(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats failed");
+    };
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

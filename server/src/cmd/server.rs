@@ -6,7 +6,7 @@ use crate::util::{parse_i64, ustime};
 
 /// Work a command leaves for the connection task to do after replying
 /// (things that wait, which a handler on the executor thread must not do).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Suspend {
     /// WAIT: reply `:<n>` once `want` replicas acknowledged `target`, or
     /// at the deadline (ms; 0 = never) with how many did.
@@ -30,6 +30,11 @@ pub enum Suspend {
     /// AUTH logged in to another tenant: the connection moves there after
     /// this reply.
     Switch(crate::tenant::TenantId),
+    /// A replica's customer request that the primary must run: this
+    /// envelope and request go to the primary's node, and its reply is
+    /// the client's (see `crate::forward`). `args`: the request, to run
+    /// here after all if this node becomes the primary before it is sent.
+    Forward { req: Vec<u8>, args: Vec<Vec<u8>> },
 }
 
 pub fn dbsize(ctx: &mut Ctx) {

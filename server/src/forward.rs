@@ -1,0 +1,272 @@
+//! A replica's node passes a customer's write on to the tenant's primary.
+//!
+//! A client logged in on a node that holds only a replica of its database
+//! (a read region, or a primary that just handed over) still gets its
+//! writes done: the request goes to the primary's node in an envelope
+//! (docs/ROUTING.md) on a store stream of the cluster's links, and the
+//! primary's reply comes back as the client's reply, with the write's
+//! token, which the connection keeps so that its next reads wait for (or
+//! go to) a copy that has the write: read-your-writes.
+//!
+//! One [`Forwarder`] per tenant per executor: one stream to the primary's
+//! node, shared by that executor's clients of the tenant, pipelined,
+//! replies in request order. A connection forwards one request at a time
+//! (the request after it runs only once its reply is back), so its own
+//! requests keep their order.
+
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::envelope::{split_reply_token, Token};
+use crate::resp::frame::Scanner;
+use crate::shared::Shared;
+use crate::tenant::TenantId;
+
+/// `Err` of a forward: a whole Redis error (code and text, no `-`).
+/// A forwarded request's outcome: the primary's reply (the client's own
+/// bytes, in its RESP version) and the token of what it wrote, if it did.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub reply: Bytes,
+    pub token: Option<Token>,
+}
+
+struct Fwd {
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<Forwarded, String>>,
+}
+
+/// The stream to one primary's node for one tenant.
+pub struct Forwarder {
+    node: SocketAddr,
+    tx: mpsc::Sender<Fwd>,
+}
+
+/// How long dialing the primary's node may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests queued on one forwarder before callers wait.
+const QUEUE: usize = 1024;
+
+impl Forwarder {
+    /// Starts the stream's task on this executor (it dials on first use).
+    pub fn start(shared: &Arc<Shared>, node: SocketAddr, tenant: TenantId) -> Forwarder {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::task::spawn_local(run(shared.clone(), node, tenant, rx));
+        Forwarder { node, tx }
+    }
+
+    /// The primary's node this forwarder talks to.
+    pub fn node(&self) -> SocketAddr {
+        self.node
+    }
+
+    /// Its stream failed (a new forwarder must be started).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Sends `bytes` (an envelope and its request) and waits for the reply.
+    /// The caller bounds the wait.
+    pub fn send(
+        &self,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Forwarded, String>> + 'static {
+        let tx = self.tx.clone();
+        async move {
+            let (rtx, rrx) = oneshot::channel();
+            tx.send(Fwd { bytes, reply: rtx })
+                .await
+                .map_err(|_| "the link to the primary closed".to_string())?;
+            rrx.await
+                .map_err(|_| "the link to the primary closed".to_string())?
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, node: SocketAddr, tenant: TenantId, mut rx: mpsc::Receiver<Fwd>) {
+    // Requests never sent may be retried by the client: TRYAGAIN.
+    let fail_all = |rx: &mut mpsc::Receiver<Fwd>, why: &str| {
+        rx.close();
+        while let Ok(f) = rx.try_recv() {
+            let _ = f
+                .reply
+                .send(Err(format!("TRYAGAIN forwarding to the primary: {why}")));
+        }
+    };
+    let Some(dialer) = shared.link_dialer.get().cloned() else {
+        fail_all(&mut rx, "this server has no cluster link");
+        return;
+    };
+    let link = match tokio::time::timeout(DIAL_TIMEOUT, dialer.dial(node, tenant)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            fail_all(
+                &mut rx,
+                &format!("cannot reach the primary's node {node}: {e}"),
+            );
+            return;
+        }
+        Err(_) => {
+            fail_all(
+                &mut rx,
+                &format!("cannot reach the primary's node {node}: timed out"),
+            );
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tokio::io::split(link.io);
+    let mut owed: VecDeque<oneshot::Sender<Result<Forwarded, String>>> = VecDeque::new();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut sc = Scanner::default();
+    let why = loop {
+        tokio::select! {
+            f = rx.recv() => {
+                let Some(f) = f else { break "closed".to_string() };
+                owed.push_back(f.reply);
+                if let Err(e) = wr.write_all(&f.bytes).await {
+                    break format!("writing to the primary's node: {e}");
+                }
+            }
+            n = rd.read_buf(&mut buf) => {
+                match n {
+                    Ok(0) => break "the primary's node closed the link".to_string(),
+                    Err(e) => break format!("reading from the primary's node: {e}"),
+                    Ok(_) => {}
+                }
+                let mut bad = None;
+                loop {
+                    match sc.next(&buf) {
+                        Ok(Some(end)) => {
+                            let mut frame = buf.split_to(end).freeze();
+                            sc.rebase(end);
+                            let token = match split_reply_token(&frame) {
+                                Some((t, used)) => {
+                                    frame = frame.slice(used..);
+                                    Some(t)
+                                }
+                                None => None,
+                            };
+                            match owed.pop_front() {
+                                Some(tx) => {
+                                    let _ = tx.send(Ok(Forwarded { reply: frame, token }));
+                                }
+                                None => {
+                                    bad = Some("a reply nobody asked for".to_string());
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            bad = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                if let Some(b) = bad {
+                    break b;
+                }
+            }
+        }
+    };
+    tracing::debug!(tenant = tenant.0, %node, "forwarding link ends: {why}");
+    // Requests sent may have run: the client must not assume either way.
+    for tx in owed {
+        let _ = tx.send(Err(format!(
+            "ERR forwarding to the primary: {why}; the request may or may not have run"
+        )));
+    }
+    fail_all(&mut rx, &why);
+}
+
+/// How long a forwarded request may take, retries included.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What became of a forwarded request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The primary's reply.
+    Reply(Forwarded),
+    /// An error for the client (a whole Redis error, no `-`).
+    Error(String),
+    /// This node's copy is no longer a replica (it became the primary)
+    /// and the request was not sent: run it here.
+    RunHere,
+}
+
+/// Forwards `req` to tenant `tenant`'s primary and returns its reply.
+///
+/// A reply that says the request did not run there (`-READONLY`: that
+/// node is no longer the primary; `-TRYAGAIN`: a primary without its
+/// lease yet), or a link that failed before sending it, is retried, on
+/// whatever node the tenant then follows, until [`FORWARD_TIMEOUT`]: a
+/// failover in progress is waited out rather than shown to the client. A
+/// request that may have run is never sent twice.
+pub async fn run_for(
+    tenant: &std::rc::Rc<std::cell::RefCell<crate::tenant::Tenant>>,
+    shared: &Arc<Shared>,
+    req: Vec<u8>,
+) -> Outcome {
+    shared
+        .forwarding
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let r = forward_until(tenant, shared, req).await;
+    shared
+        .forwarding
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
+async fn forward_until(
+    tenant: &std::rc::Rc<std::cell::RefCell<crate::tenant::Tenant>>,
+    shared: &Arc<Shared>,
+    req: Vec<u8>,
+) -> Outcome {
+    let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    loop {
+        let sent = {
+            let mut t = tenant.borrow_mut();
+            match t.upstream.as_ref().and_then(|u| u.node) {
+                Some(node) if t.role == crate::repl::Role::Replica => {
+                    let stale = t
+                        .forwarder
+                        .as_ref()
+                        .is_none_or(|f| f.node() != node || f.is_closed());
+                    if stale {
+                        let id = t.id;
+                        t.forwarder = Some(Forwarder::start(shared, node, id));
+                    }
+                    t.forwarder.as_ref().map(|f| f.send(req.clone()))
+                }
+                _ => None,
+            }
+        };
+        let Some(f) = sent else {
+            return Outcome::RunHere;
+        };
+        let r =
+            match tokio::time::timeout_at(deadline, f).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::Error(
+                    "ERR the primary did not answer in time; the request may or may not have run"
+                        .into(),
+                ),
+            };
+        let retry = match &r {
+            Ok(f) => f.reply.starts_with(b"-READONLY") || f.reply.starts_with(b"-TRYAGAIN"),
+            Err(e) => e.starts_with("TRYAGAIN"),
+        };
+        if !retry || tokio::time::Instant::now() >= deadline {
+            return match r {
+                Ok(f) => Outcome::Reply(f),
+                Err(e) => Outcome::Error(e),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
