@@ -15,8 +15,11 @@ when every round's ratio meets it, not met when none does, and "within
 noise" otherwise.
 
 twemproxy runs with its defaults (one server connection, 16 KiB mbufs) and
-one thread, as deployed; the router with its defaults (two shared upstream
-connections) and one worker thread per core (--threads sets it).
+one thread, as deployed; the router twice: with its defaults (one worker
+thread per core, each with one shared upstream connection: `router`) and
+with one worker thread, as twemproxy (`router-1t`). On a machine whose
+cores are shared with redis-server and redis-benchmark, as here, the
+second worker competes with them for CPU.
 
 Usage:
     cargo build --release
@@ -36,7 +39,7 @@ def log(msg):
 
 
 def start_all(anykv, threads, tmp):
-    rport, tport, aport, sport = free_port(), free_port(), free_port(), free_port()
+    rport, tport, aport, sport, a1port = free_port(), free_port(), free_port(), free_port(), free_port()
     procs = {}
     procs["redis"] = subprocess.Popen(
         ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -61,7 +64,12 @@ def start_all(anykv, threads, tmp):
          "--upstream", f"127.0.0.1:{rport}", "--threads", str(threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(aport)
-    ports = {"direct": rport, "twemproxy": tport, "router": aport}
+    procs["router-1t"] = subprocess.Popen(
+        [anykv, "router", "--port", str(a1port), "--bind", "127.0.0.1",
+         "--upstream", f"127.0.0.1:{rport}", "--threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(a1port)
+    ports = {"direct": rport, "twemproxy": tport, "router": aport, "router-1t": a1port}
     return procs, ports
 
 
@@ -91,13 +99,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="anykv-router-bench-")
     procs, ports = start_all(a.anykv, a.threads, tmp)
     guard = QuietGuard(a.wait_quiet)
-    setups = ["direct", "twemproxy", "router"]
+    setups = ["direct", "twemproxy", "router", "router-1t"]
     tput = {}  # (setup, P, test) -> [rps]
     cpu = {}   # (setup, P) -> [µs/req of the proxy]
     lat = {}   # (setup, test) -> [(p50, p99)]
     try:
         for r in range(a.rounds):
-            order = setups[r % 3:] + setups[:r % 3]
+            order = setups[r % len(setups):] + setups[:r % len(setups)]
             for s in order:
                 pid = procs["redis" if s == "direct" else s].pid
                 for pipeline, n in ((1, 200000), (16, 2000000)):
@@ -129,30 +137,37 @@ def main():
         guard.close()
 
     med = statistics.median
+    routers = ("router", "router-1t")
     print(f"### Throughput, redis-benchmark -c 50, median of {a.rounds} rounds\n")
-    print("| test | -P | direct rps | twemproxy rps | router rps | router/twemproxy (min..max) | goal | verdict | CPU µs/req twemproxy | CPU µs/req router |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| test | -P | direct rps | twemproxy rps | router rps | router/twemproxy (min..max) | verdict | router-1t rps | router-1t/twemproxy (min..max) | verdict | goal | CPU µs/req twemproxy | router | router-1t |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for pipeline, goal in ((1, 1.0), (16, 1.2)):
         for t in ("SET", "GET"):
-            d, tw, ro = (tput[(s, pipeline, t)] for s in setups)
-            ratios = [x / y for x, y in zip(ro, tw)]
-            print(f"| {t} | {pipeline} | {med(d):,.0f} | {med(tw):,.0f} | {med(ro):,.0f} | "
-                  f"{med(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) | ≥ {goal:.1f}x | {verdict(ratios, goal)} | "
-                  f"{med(cpu[('twemproxy', pipeline)]):.2f} | {med(cpu[('router', pipeline)]):.2f} |")
+            tw = tput[("twemproxy", pipeline, t)]
+            cells = []
+            for rname in routers:
+                ro = tput[(rname, pipeline, t)]
+                ratios = [x / y for x, y in zip(ro, tw)]
+                cells.append(f"{med(ro):,.0f} | {med(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) | {verdict(ratios, goal)}")
+            print(f"| {t} | {pipeline} | {med(tput[('direct', pipeline, t)]):,.0f} | {med(tw):,.0f} | {cells[0]} | {cells[1]} | ≥ {goal:.1f}x | "
+                  f"{med(cpu[('twemproxy', pipeline)]):.2f} | {med(cpu[('router', pipeline)]):.2f} | {med(cpu[('router-1t', pipeline)]):.2f} |")
     print(f"\n### Latency, redis-benchmark -c 1 -P 1 -n 50000, median of {a.rounds} rounds (ms)\n")
-    print("| test | direct p50 | direct p99 | twemproxy p50 (+added) | router p50 (+added) | twemproxy p99 | router p99 | p50 added: router ≤ twemproxy | p99: router < twemproxy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| test | setup | p50 | p50 added over direct | p99 | p50 added ≤ twemproxy's | p99 < twemproxy's |")
+    print("|---|---|---|---|---|---|---|")
+
+    def word(oks):
+        return "met" if all(oks) else ("not met" if not any(oks) else f"within noise ({sum(oks)}/{len(oks)} rounds)")
     for t in ("SET", "GET"):
-        d, tw, ro = (lat[(s, t)] for s in setups)
+        d, tw = lat[("direct", t)], lat[("twemproxy", t)]
         add_tw = [x[0] - y[0] for x, y in zip(tw, d)]
-        add_ro = [x[0] - y[0] for x, y in zip(ro, d)]
-        p50_ok = [r <= w for r, w in zip(add_ro, add_tw)]
-        p99_ok = [r[1] < w[1] for r, w in zip(ro, tw)]
-        def word(oks):
-            return "met" if all(oks) else ("not met" if not any(oks) else f"within noise ({sum(oks)}/{len(oks)} rounds)")
-        print(f"| {t} | {med(x[0] for x in d):.3f} | {med(x[1] for x in d):.3f} | "
-              f"{med(x[0] for x in tw):.3f} (+{med(add_tw):.3f}) | {med(x[0] for x in ro):.3f} (+{med(add_ro):.3f}) | "
-              f"{med(x[1] for x in tw):.3f} | {med(x[1] for x in ro):.3f} | {word(p50_ok)} | {word(p99_ok)} |")
+        print(f"| {t} | direct | {med(x[0] for x in d):.3f} | | {med(x[1] for x in d):.3f} | | |")
+        print(f"| {t} | twemproxy | {med(x[0] for x in tw):.3f} | +{med(add_tw):.3f} | {med(x[1] for x in tw):.3f} | | |")
+        for rname in routers:
+            ro = lat[(rname, t)]
+            add_ro = [x[0] - y[0] for x, y in zip(ro, d)]
+            p50_ok = [r <= w for r, w in zip(add_ro, add_tw)]
+            p99_ok = [r[1] < w[1] for r, w in zip(ro, tw)]
+            print(f"| {t} | {rname} | {med(x[0] for x in ro):.3f} | +{med(add_ro):.3f} | {med(x[1] for x in ro):.3f} | {word(p50_ok)} | {word(p99_ok)} |")
 
 
 if __name__ == "__main__":
