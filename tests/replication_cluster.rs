@@ -577,6 +577,15 @@ fn scenario(w: &World) {
     assert_eq!(call(&mut p, &["GET", "x"]), Value::Bulk(b"fw1-4".to_vec()));
     // The writes ran on the primary (the replicas took none themselves).
     assert_eq!(common::cmdstat_calls(&mut p, "set") - writes0, 10);
+    // CLIENT REPLY SKIP holds for a forwarded write too: only GET answers.
+    let r = &mut replicas[0];
+    r.send_all(&[
+        vec!["CLIENT", "REPLY", "SKIP"],
+        vec!["INCR", "skipped"],
+        vec!["GET", "skipped"],
+    ])
+    .unwrap();
+    assert_eq!(r.read_reply().unwrap(), Value::Bulk(b"1".to_vec()));
     let forwarded_gets = common::cmdstat_calls(&mut p, "get") - gets0 - 1;
     eprintln!("read-your-writes: {forwarded_gets} of 10 reads went to the primary");
 

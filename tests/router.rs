@@ -345,6 +345,32 @@ fn transactions_blocking_and_pubsub_across_the_router() {
     let r = waiter.join().unwrap();
     assert_eq!(r, Value::Array(vec![bulk("q"), bulk("job")]));
 
+    // UNSUBSCRIBE of a client subscribed to nothing answers once per
+    // channel, as Redis, and leaves the shared connection in step.
+    let r = b
+        .pipeline(&[vec!["UNSUBSCRIBE", "a", "b"], vec!["GET", "x"]])
+        .unwrap();
+    assert!(
+        matches!(&r[0], Value::Array(v) if v[1] == bulk("a")),
+        "{r:?}"
+    );
+    assert_eq!(b.read_reply().unwrap(), bulk("49"));
+    assert_eq!(b.cmd(&["SET", "x", "after"]).unwrap(), ok());
+    assert_eq!(b.cmd(&["GET", "x"]).unwrap(), bulk("after"));
+
+    // A client that leaves while blocked takes nothing with it: its own
+    // connection goes, so a later push stays in the list.
+    {
+        let mut gone = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        gone.write_all(b"*3\r\n$5\r\nBLPOP\r\n$2\r\nq2\r\n$1\r\n0\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.cmd(&["LPUSH", "q2", "v"]).unwrap(), Value::Int(1));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(b.cmd(&["LLEN", "q2"]).unwrap(), Value::Int(1));
+
     // Pub/sub through the router, both sides.
     let mut sub = router.connect();
     let r = sub.cmd(&["SUBSCRIBE", "news"]).unwrap();

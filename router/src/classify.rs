@@ -104,6 +104,22 @@ pub fn kind(args: &[&[u8]]) -> Kind {
     {
         return Kind::Tunnel;
     }
+    // A client not yet spliced is subscribed to nothing: the router
+    // answers these (on a shared connection they would answer once per
+    // channel). A shared connection never carries replication either.
+    if [
+        "unsubscribe",
+        "punsubscribe",
+        "sunsubscribe",
+        "psync",
+        "sync",
+        "replconf",
+    ]
+    .iter()
+    .any(|n| eq(name, n))
+    {
+        return Kind::Local;
+    }
     if eq(name, "client") {
         let sub = arg(1);
         if eq(sub, "tracking") && eq(arg(2), "on") {
@@ -188,5 +204,7 @@ mod tests {
         assert_eq!(kind(&[b"select", b"1"]), Kind::Local);
         assert_eq!(kind(&[b"command", b"count"]), Kind::Primary);
         assert_eq!(kind(&[b"publish", b"c", b"m"]), Kind::Primary);
+        assert_eq!(kind(&[b"UNSUBSCRIBE", b"a", b"b"]), Kind::Local);
+        assert_eq!(kind(&[b"psync", b"?", b"-1"]), Kind::Local);
     }
 }

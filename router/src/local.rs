@@ -232,6 +232,31 @@ pub fn answer(st: &mut ConnState, ctx: &Ctx, args: &[&[u8]]) -> (Vec<u8>, Effect
             }
         }
         "acl|whoami" => out.bulk(b"default"),
+        // Not subscribed (a subscribed client is spliced to its own
+        // upstream connection): one reply per channel, count 0, as Redis.
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+            let names: Vec<Option<&[u8]>> = if args.len() == 1 {
+                vec![None]
+            } else {
+                args[1..].iter().map(|a| Some(*a)).collect()
+            };
+            for n in names {
+                if out.resp == 3 {
+                    out.push(3);
+                } else {
+                    out.array(3);
+                }
+                out.bulk(r.fullname.as_bytes());
+                match n {
+                    Some(c) => out.bulk(c),
+                    None => out.null(),
+                }
+                out.int(0);
+            }
+        }
+        "psync" | "sync" | "replconf" => {
+            out.err("the router does not relay replication: connect a replica to the server itself")
+        }
         other => out.err(&format!("'{other}' is not answered by the router")),
     }
     (out.buf.to_vec(), effect)
@@ -527,6 +552,20 @@ mod tests {
         let mut st = ConnState::new(&set);
         assert!(run(&mut st, &reg, &set, &[b"AUTH", b"x"])
             .starts_with("-ERR AUTH <password> called without"));
+    }
+
+    #[test]
+    fn unsubscribe_when_not_subscribed() {
+        let (reg, set) = setup(None);
+        let mut st = ConnState::new(&set);
+        assert_eq!(
+            run(&mut st, &reg, &set, &[b"UNSUBSCRIBE", b"a", b"b"]),
+            "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n"
+        );
+        assert_eq!(
+            run(&mut st, &reg, &set, &[b"punsubscribe"]),
+            "*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"
+        );
     }
 
     #[test]

@@ -348,7 +348,15 @@ impl Session {
                 };
                 match ev {
                     Event::Reply(r) => self.complete(r).await,
-                    Event::Read(Ok(0)) | Event::Read(Err(_)) | Event::Killed => break,
+                    Event::Read(Ok(0)) | Event::Read(Err(_)) | Event::Killed => {
+                        // The client is gone: a blocking command it left on
+                        // its own connection must not wait (nor take a
+                        // value nobody will read), so that connection goes.
+                        if let Some((_, c)) = self.pinned.take() {
+                            c.close();
+                        }
+                        break;
+                    }
                     Event::Read(Ok(_)) => {}
                 }
                 continue;
@@ -547,15 +555,16 @@ impl Session {
                         b"ping" | b"echo" => Kind::Primary,
                         b"quit" | b"reset" => Kind::Local,
                         _ => {
-                            self.multi_failed = true;
-                            let msg = format!(
-                                "-ERR {} inside MULTI is not supported by the router\r\n",
-                                String::from_utf8_lossy(args[0]).to_uppercase()
-                            );
-                            self.local_reply(msg.into_bytes()).await;
+                            self.refuse_in_multi(args[0]).await;
                             return None;
                         }
                     }
+                }
+                // They would change the connection for good: refused, as
+                // the connection commands are.
+                Kind::Tunnel => {
+                    self.refuse_in_multi(args[0]).await;
+                    return None;
                 }
                 _ => Kind::Primary,
             };
@@ -608,6 +617,12 @@ impl Session {
                     self.drain().await;
                     self.shared.clear();
                     self.cur = None;
+                    // Its own connection speaks the old protocol.
+                    if let Some((_, c)) = self.pinned.take() {
+                        c.close();
+                        self.end_tx();
+                        self.release_pinned = false;
+                    }
                 }
                 {
                     let mut v = self.me.var.lock();
@@ -666,7 +681,14 @@ impl Session {
                 }
             }
             Kind::Multi | Kind::Watch | Kind::Blocking => {
-                if self.pin().await {
+                if !self.pin().await {
+                    if kind == Kind::Multi {
+                        // What the client queues next must not run on its
+                        // own: it fails, and EXEC aborts.
+                        self.in_multi = true;
+                        self.multi_failed = true;
+                    }
+                } else {
                     self.forward(req, chunk, Dest::Pinned, skip, false).await;
                     match kind {
                         Kind::Multi => {
@@ -686,6 +708,17 @@ impl Session {
             Kind::Tunnel => return self.tunnel().await,
         }
         None
+    }
+
+    /// A command the router cannot queue in a transaction: refused, and
+    /// EXEC will abort (as Redis after any refused command).
+    async fn refuse_in_multi(&mut self, name: &[u8]) {
+        self.multi_failed = true;
+        let msg = format!(
+            "-ERR {} inside MULTI is not supported by the router\r\n",
+            String::from_utf8_lossy(name).to_uppercase()
+        );
+        self.local_reply(msg.into_bytes()).await;
     }
 
     fn end_tx(&mut self) {

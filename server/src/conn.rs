@@ -557,16 +557,19 @@ async fn run(
                 .await;
                 return;
             }
-            After::Suspend(Suspend::Forward { req, args }) => {
+            After::Suspend(Suspend::Forward { req, args, silent }) => {
                 // Replies before it are out; this one is the primary's.
                 match crate::forward::run_for(tenant, shared, req).await {
                     crate::forward::Outcome::Reply(f) => {
                         if f.token.is_some() {
                             s.last_token = f.token;
                         }
-                        out.raw(&f.reply);
+                        if !silent {
+                            out.raw(&f.reply);
+                        }
                     }
-                    crate::forward::Outcome::Error(e) => out.error(&e),
+                    crate::forward::Outcome::Error(e) if !silent => out.error(&e),
+                    crate::forward::Outcome::Error(_) => {}
                     // This node is the primary now: the request runs here.
                     crate::forward::Outcome::RunHere => pending = Some(args),
                 }

@@ -121,9 +121,11 @@ fn forward_request(
     t.upstream.as_ref()?.node?;
     // `origin`: the request came in a router's envelope (its link is a
     // cluster peer's, made a customer's for the request): never again.
+    // `in_exec`: EXEC's queued commands reply inside its array.
     if s.cluster_peer
         || s.origin.is_some()
         || s.multi.is_some()
+        || s.in_exec
         || s.subscriptions() > 0
         || r.spec.has_flag("blocking")
         || r.fullname == "exec"
@@ -176,7 +178,12 @@ pub fn dispatch(
     if s.reply_mode == ReplyMode::Skip {
         s.reply_mode = ReplyMode::SkipThis;
     }
-    let outcome = run(t, s, shared, set, args, out, now_ms);
+    let silent = matches!(s.reply_mode, ReplyMode::Off | ReplyMode::SkipThis);
+    let mut outcome = run(t, s, shared, set, args, out, now_ms);
+    // A forwarded request's reply is written later, by the connection.
+    if let Outcome::Suspend(Suspend::Forward { silent: sl, .. }) = &mut outcome {
+        *sl = silent;
+    }
     // Messages this command published to its own client (PUBLISH to a
     // channel it subscribes to, keyspace events of its own writes) precede
     // its reply, as in Redis.
@@ -410,7 +417,11 @@ pub(crate) fn run(
         if write || behind {
             if let Some(req) = forward_request(t, s, r, args) {
                 let args = args.iter().map(|a| a.to_vec()).collect();
-                return Outcome::Suspend(Suspend::Forward { req, args });
+                return Outcome::Suspend(Suspend::Forward {
+                    req,
+                    args,
+                    silent: false,
+                });
             }
         }
     }

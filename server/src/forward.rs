@@ -36,6 +36,9 @@ pub struct Forwarded {
     pub token: Option<Token>,
 }
 
+/// Who waits for the stream's next replies, in order.
+type Owed = std::rc::Rc<std::cell::RefCell<VecDeque<oneshot::Sender<Result<Forwarded, String>>>>>;
+
 struct Fwd {
     bytes: Vec<u8>,
     reply: oneshot::Sender<Result<Forwarded, String>>,
@@ -45,6 +48,7 @@ struct Fwd {
 pub struct Forwarder {
     node: SocketAddr,
     tx: mpsc::Sender<Fwd>,
+    dead: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// How long dialing the primary's node may take.
@@ -56,8 +60,9 @@ impl Forwarder {
     /// Starts the stream's task on this executor (it dials on first use).
     pub fn start(shared: &Arc<Shared>, node: SocketAddr, tenant: TenantId) -> Forwarder {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::task::spawn_local(run(shared.clone(), node, tenant, rx));
-        Forwarder { node, tx }
+        let dead = std::rc::Rc::new(std::cell::Cell::new(false));
+        tokio::task::spawn_local(run(shared.clone(), node, tenant, rx, dead.clone()));
+        Forwarder { node, tx, dead }
     }
 
     /// The primary's node this forwarder talks to.
@@ -67,7 +72,13 @@ impl Forwarder {
 
     /// Its stream failed (a new forwarder must be started).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.tx.is_closed() || self.dead.get()
+    }
+
+    /// Gives the stream up (a request on it got no reply in time): the
+    /// next request starts a new one.
+    pub fn abandon(&self) {
+        self.dead.set(true);
     }
 
     /// Sends `bytes` (an envelope and its request) and waits for the reply.
@@ -81,14 +92,22 @@ impl Forwarder {
             let (rtx, rrx) = oneshot::channel();
             tx.send(Fwd { bytes, reply: rtx })
                 .await
-                .map_err(|_| "the link to the primary closed".to_string())?;
-            rrx.await
-                .map_err(|_| "the link to the primary closed".to_string())?
+                .map_err(|_| "TRYAGAIN the link to the primary closed; retry".to_string())?;
+            rrx.await.map_err(|_| {
+                "ERR the link to the primary closed; the request may or may not have run"
+                    .to_string()
+            })?
         }
     }
 }
 
-async fn run(shared: Arc<Shared>, node: SocketAddr, tenant: TenantId, mut rx: mpsc::Receiver<Fwd>) {
+async fn run(
+    shared: Arc<Shared>,
+    node: SocketAddr,
+    tenant: TenantId,
+    mut rx: mpsc::Receiver<Fwd>,
+    dead: std::rc::Rc<std::cell::Cell<bool>>,
+) {
     // Requests never sent may be retried by the client: TRYAGAIN.
     let fail_all = |rx: &mut mpsc::Receiver<Fwd>, why: &str| {
         rx.close();
@@ -119,69 +138,83 @@ async fn run(shared: Arc<Shared>, node: SocketAddr, tenant: TenantId, mut rx: mp
             return;
         }
     };
-    let (mut rd, mut wr) = tokio::io::split(link.io);
-    let mut owed: VecDeque<oneshot::Sender<Result<Forwarded, String>>> = VecDeque::new();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut sc = Scanner::default();
+    let (rd, mut wr) = tokio::io::split(link.io);
+    // Who waits for the next reply, in order. The writer (this task)
+    // appends before writing; the reader (its own task, so a large write
+    // never keeps replies from being read) pops.
+    let owed: Owed = Default::default();
+    let reader = tokio::task::spawn_local(read_replies(rd, owed.clone()));
     let why = loop {
         tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { break "closed".to_string() };
-                owed.push_back(f.reply);
+                owed.borrow_mut().push_back(f.reply);
                 if let Err(e) = wr.write_all(&f.bytes).await {
                     break format!("writing to the primary's node: {e}");
                 }
             }
-            n = rd.read_buf(&mut buf) => {
-                match n {
-                    Ok(0) => break "the primary's node closed the link".to_string(),
-                    Err(e) => break format!("reading from the primary's node: {e}"),
-                    Ok(_) => {}
-                }
-                let mut bad = None;
-                loop {
-                    match sc.next(&buf) {
-                        Ok(Some(end)) => {
-                            let mut frame = buf.split_to(end).freeze();
-                            sc.rebase(end);
-                            let token = match split_reply_token(&frame) {
-                                Some((t, used)) => {
-                                    frame = frame.slice(used..);
-                                    Some(t)
-                                }
-                                None => None,
-                            };
-                            match owed.pop_front() {
-                                Some(tx) => {
-                                    let _ = tx.send(Ok(Forwarded { reply: frame, token }));
-                                }
-                                None => {
-                                    bad = Some("a reply nobody asked for".to_string());
-                                    break;
-                                }
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            bad = Some(e.to_string());
-                            break;
-                        }
+            r = async {
+                // The reader ended (the link broke, or a bad reply).
+                while !reader.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if dead.get() {
+                        return "given up".to_string();
                     }
                 }
-                if let Some(b) = bad {
-                    break b;
-                }
-            }
+                "the link to the primary's node ended".to_string()
+            } => break r,
         }
     };
+    reader.abort();
+    dead.set(true);
     tracing::debug!(tenant = tenant.0, %node, "forwarding link ends: {why}");
     // Requests sent may have run: the client must not assume either way.
-    for tx in owed {
+    for tx in owed.borrow_mut().drain(..) {
         let _ = tx.send(Err(format!(
             "ERR forwarding to the primary: {why}; the request may or may not have run"
         )));
     }
     fail_all(&mut rx, &why);
+}
+
+/// Hands each reply on the stream to the request it answers.
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(mut rd: R, owed: Owed) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut sc = Scanner::default();
+    loop {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            match sc.next(&buf) {
+                Ok(Some(end)) => {
+                    let mut frame = buf.split_to(end).freeze();
+                    sc.rebase(end);
+                    let token = match split_reply_token(&frame) {
+                        Some((t, used)) => {
+                            frame = frame.slice(used..);
+                            Some(t)
+                        }
+                        None => None,
+                    };
+                    let Some(tx) = owed.borrow_mut().pop_front() else {
+                        tracing::warn!("forwarding link: a reply nobody asked for");
+                        return;
+                    };
+                    let _ = tx.send(Ok(Forwarded {
+                        reply: frame,
+                        token,
+                    }));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("forwarding link: {e}");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// How long a forwarded request may take, retries included.

@@ -230,6 +230,13 @@ impl RespConn {
 impl RespConn {
     /// Sends every command in one write, then reads their replies in order.
     pub fn pipeline(&mut self, cmds: &[Vec<&str>]) -> io::Result<Vec<Value>> {
+        self.send_all(cmds)?;
+        cmds.iter().map(|_| self.read_value(0)).collect()
+    }
+
+    /// Sends every command in one write and reads nothing (for commands
+    /// whose replies are off, e.g. after CLIENT REPLY SKIP).
+    pub fn send_all(&mut self, cmds: &[Vec<&str>]) -> io::Result<()> {
         let mut out = Vec::new();
         for args in cmds {
             out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
@@ -239,8 +246,7 @@ impl RespConn {
                 out.extend_from_slice(b"\r\n");
             }
         }
-        self.writer.write_all(&out)?;
-        cmds.iter().map(|_| self.read_value(0)).collect()
+        self.writer.write_all(&out)
     }
 
     /// Reads one reply without sending anything (e.g. a MONITOR feed).

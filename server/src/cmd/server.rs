@@ -34,7 +34,12 @@ pub enum Suspend {
     /// envelope and request go to the primary's node, and its reply is
     /// the client's (see `crate::forward`). `args`: the request, to run
     /// here after all if this node becomes the primary before it is sent.
-    Forward { req: Vec<u8>, args: Vec<Vec<u8>> },
+    /// `silent`: the client turned replies off (CLIENT REPLY OFF/SKIP).
+    Forward {
+        req: Vec<u8>,
+        args: Vec<Vec<u8>>,
+        silent: bool,
+    },
 }
 
 pub fn dbsize(ctx: &mut Ctx) {
