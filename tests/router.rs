@@ -163,6 +163,46 @@ fn reads_are_served_by_the_replica_once_it_has_the_write() {
     assert_eq!(calls(&mut pc, "get") - p0, 5);
 }
 
+#[test]
+fn a_replica_that_stops_answering_is_skipped() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut c = router.connect();
+    assert_eq!(c.cmd(&["SET", "k", "v"]).unwrap(), ok());
+    settle();
+    let mut rc = replica.connect();
+    let before = calls(&mut rc, "get");
+    assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
+    assert_eq!(
+        calls(&mut rc, "get"),
+        before + 1,
+        "the replica served the read"
+    );
+    // The replica freezes (its process stopped): reads already on its
+    // connection and the ones after go to the primary within about the
+    // upstream timeout, and no client sees an error.
+    let stop = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &replica.pid().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    stop("-STOP");
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
+    }
+    let took = t.elapsed();
+    stop("-CONT");
+    assert!(
+        took < Duration::from_secs(3),
+        "reads waited {took:?} for a frozen replica"
+    );
+}
+
 /// A TCP relay that delays every byte by `delay` (the replica's link to
 /// the primary goes through it, so the replica lags).
 fn delay_proxy(to: u16, delay: Duration) -> u16 {
