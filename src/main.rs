@@ -262,16 +262,18 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         wait_for_signal(&shared).await;
         // Hand this node's databases to their standbys before going.
         if let Some(c) = &leaving {
+            let signalled = std::time::Instant::now();
             node::hand_off_all(c, &shared, c.handoff_timeout()).await;
             // The held writes meet the new roles: this node's copies follow
-            // the new primaries, so those writes are forwarded there. Let
-            // them be answered before the connections close.
-            node::drain_forwards(
-                &shared,
-                Duration::from_millis(100),
-                Duration::from_millis(600),
-            )
-            .await;
+            // the new primaries, so those writes are forwarded there, where
+            // a new primary holds them until its first lease (up to a
+            // second). Let them be answered before the connections close,
+            // within a second past the handoff's own budget (Fly's default
+            // kill_timeout of 5 s leaves room).
+            let budget = (c.handoff_timeout() + Duration::from_secs(1))
+                .saturating_sub(signalled.elapsed())
+                .min(Duration::from_millis(1500));
+            node::drain_forwards(&shared, Duration::from_millis(100), budget).await;
         }
         if let Some(n) = node {
             // Tell the cluster before going, so peers do not wait out a
