@@ -239,10 +239,24 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
             anyhow::bail!("--tls-port needs --tls-cert-file and --tls-key-file");
         };
         acceptor = Some(crate::tls::acceptor(cert, key)?);
-        let l =
-            bind(ips[0], tp).map_err(|e| anyhow::anyhow!("cannot listen on TLS port {tp}: {e}"))?;
-        tls_addr = Some(l.local_addr()?);
-        listeners.push((l, true));
+        // On the same addresses as the plain port (both families).
+        let mut port = tp;
+        for ip in &ips {
+            let l = match bind(*ip, port) {
+                Ok(l) => l,
+                Err(e) if a.bind.is_empty() && ip.is_ipv6() => {
+                    tracing::warn!("not listening on [{ip}]:{port} (TLS): {e}");
+                    continue;
+                }
+                Err(e) => anyhow::bail!(
+                    "cannot listen on TLS port {}: {e}",
+                    SocketAddr::new(*ip, port)
+                ),
+            };
+            port = l.local_addr()?.port();
+            tls_addr.get_or_insert(l.local_addr()?);
+            listeners.push((l, true));
+        }
     }
     // One worker per core, each a single-threaded runtime with its own
     // upstream connections: a client's session, its upstream connection
