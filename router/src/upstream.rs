@@ -152,19 +152,7 @@ impl Handshake {
     }
 }
 
-/// Encodes a request as a RESP multibulk.
-pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        out.push(b'$');
-        out.extend_from_slice(a.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
+pub use anykv_server::resp::encode_request as encode;
 
 /// Connects and runs the handshake; the first error reply fails it.
 pub async fn connect_raw(

@@ -143,12 +143,7 @@ fn forward_request(
     };
     let mut out = Vec::with_capacity(128);
     env.encode(&mut out);
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::resp::encode_request(&mut out, args);
     Some(out)
 }
 

@@ -113,20 +113,24 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 impl Envelope {
     /// The `ENVELOPE` array that precedes the client's request.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"*8\r\n");
-        bulk(out, b"ENVELOPE");
-        bulk(out, self.tenant.to_string().as_bytes());
-        bulk(out, self.db.to_string().as_bytes());
-        bulk(out, self.client_id.to_string().as_bytes());
-        bulk(out, self.resp.to_string().as_bytes());
-        bulk(out, self.addr.to_string().as_bytes());
-        bulk(out, &self.name);
         let token = self
             .min_token
             .as_ref()
             .map(Token::encode)
             .unwrap_or_default();
-        bulk(out, token.as_bytes());
+        crate::resp::encode_request(
+            out,
+            &[
+                b"ENVELOPE",
+                self.tenant.to_string().as_bytes(),
+                self.db.to_string().as_bytes(),
+                self.client_id.to_string().as_bytes(),
+                self.resp.to_string().as_bytes(),
+                self.addr.to_string().as_bytes(),
+                &self.name,
+                token.as_bytes(),
+            ],
+        );
     }
 
     /// Reads an `ENVELOPE` request's arguments (the command name first).

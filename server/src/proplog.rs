@@ -10,9 +10,10 @@
 //! Replaying the bytes through the normal command path on an empty keyspace
 //! rebuilds an identical keyspace (see the replay test).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use std::collections::VecDeque;
 
+use crate::resp::encode_request;
 use crate::util::fmt_i64;
 
 /// Default backlog size (Redis's `repl-backlog-size` default, 1 MB).
@@ -53,20 +54,6 @@ pub struct PropLog {
 impl Default for PropLog {
     fn default() -> Self {
         PropLog::new(DEFAULT_BACKLOG)
-    }
-}
-
-fn encode(buf: &mut BytesMut, args: &[&[u8]]) {
-    let mut b = [0u8; 20];
-    buf.put_u8(b'*');
-    buf.put_slice(fmt_i64(args.len() as i64, &mut b));
-    buf.put_slice(b"\r\n");
-    for a in args {
-        buf.put_u8(b'$');
-        buf.put_slice(fmt_i64(a.len() as i64, &mut b));
-        buf.put_slice(b"\r\n");
-        buf.put_slice(a);
-        buf.put_slice(b"\r\n");
     }
 }
 
@@ -252,10 +239,10 @@ impl PropLog {
         self.stream_db = db as i64;
         if self.last_db != db as i64 {
             let mut b = [0u8; 20];
-            encode(&mut scratch, &[b"SELECT", fmt_i64(db as i64, &mut b)]);
+            encode_request(&mut scratch, &[b"SELECT", fmt_i64(db as i64, &mut b)]);
             self.last_db = db as i64;
         }
-        encode(&mut scratch, args);
+        encode_request(&mut scratch, args);
         self.offset += scratch.len() as u64;
         if let Some(sink) = self.sink.as_mut() {
             sink.extend_from_slice(&scratch);
