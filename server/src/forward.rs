@@ -48,7 +48,15 @@ struct Fwd {
 pub struct Forwarder {
     node: SocketAddr,
     tx: mpsc::Sender<Fwd>,
-    dead: std::rc::Rc<std::cell::Cell<bool>>,
+    stop: std::rc::Rc<Stop>,
+}
+
+/// A forwarder's end: set by its task when the stream fails, or by a
+/// caller that gives the stream up (which wakes the task).
+#[derive(Default)]
+struct Stop {
+    dead: std::cell::Cell<bool>,
+    wake: tokio::sync::Notify,
 }
 
 /// How long dialing the primary's node may take.
@@ -60,9 +68,9 @@ impl Forwarder {
     /// Starts the stream's task on this executor (it dials on first use).
     pub fn start(shared: &Arc<Shared>, node: SocketAddr, tenant: TenantId) -> Forwarder {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let dead = std::rc::Rc::new(std::cell::Cell::new(false));
-        tokio::task::spawn_local(run(shared.clone(), node, tenant, rx, dead.clone()));
-        Forwarder { node, tx, dead }
+        let stop = std::rc::Rc::new(Stop::default());
+        tokio::task::spawn_local(run(shared.clone(), node, tenant, rx, stop.clone()));
+        Forwarder { node, tx, stop }
     }
 
     /// The primary's node this forwarder talks to.
@@ -72,13 +80,14 @@ impl Forwarder {
 
     /// Its stream failed (a new forwarder must be started).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.dead.get()
+        self.tx.is_closed() || self.stop.dead.get()
     }
 
     /// Gives the stream up (a request on it got no reply in time): the
     /// next request starts a new one.
     pub fn abandon(&self) {
-        self.dead.set(true);
+        self.stop.dead.set(true);
+        self.stop.wake.notify_one();
     }
 
     /// Sends `bytes` (an envelope and its request) and waits for the reply.
@@ -106,7 +115,7 @@ async fn run(
     node: SocketAddr,
     tenant: TenantId,
     mut rx: mpsc::Receiver<Fwd>,
-    dead: std::rc::Rc<std::cell::Cell<bool>>,
+    stop: std::rc::Rc<Stop>,
 ) {
     // Requests never sent may be retried by the client: TRYAGAIN.
     let fail_all = |rx: &mut mpsc::Receiver<Fwd>, why: &str| {
@@ -143,7 +152,7 @@ async fn run(
     // appends before writing; the reader (its own task, so a large write
     // never keeps replies from being read) pops.
     let owed: Owed = Default::default();
-    let reader = tokio::task::spawn_local(read_replies(rd, owed.clone()));
+    let mut reader = tokio::task::spawn_local(read_replies(rd, owed.clone()));
     let why = loop {
         tokio::select! {
             f = rx.recv() => {
@@ -153,20 +162,13 @@ async fn run(
                     break format!("writing to the primary's node: {e}");
                 }
             }
-            r = async {
-                // The reader ended (the link broke, or a bad reply).
-                while !reader.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if dead.get() {
-                        return "given up".to_string();
-                    }
-                }
-                "the link to the primary's node ended".to_string()
-            } => break r,
+            // The reader ended (the link broke, or a bad reply).
+            _ = &mut reader => break "the link to the primary's node ended".to_string(),
+            _ = stop.wake.notified() => break "given up".to_string(),
         }
     };
     reader.abort();
-    dead.set(true);
+    stop.dead.set(true);
     tracing::debug!(tenant = tenant.0, %node, "forwarding link ends: {why}");
     // Requests sent may have run: the client must not assume either way.
     for tx in owed.borrow_mut().drain(..) {
