@@ -226,6 +226,19 @@ impl Pools {
 }
 
 impl Upstreams {
+    /// A `redis` crate client for server `i`'s control connections (ROLE
+    /// polls, CONFIG GET), with the upstream password.
+    pub fn control_client(&self, i: usize) -> redis::RedisResult<redis::Client> {
+        let addr = self.servers[i].addr;
+        redis::Client::open(redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
+            redis: redis::RedisConnectionInfo {
+                password: self.cfg.password.clone(),
+                ..Default::default()
+            },
+        })
+    }
+
     /// The primary: the reachable upstream that says `master`.
     pub fn primary(&self) -> Option<usize> {
         self.servers.iter().position(|s| {
@@ -332,14 +345,7 @@ async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
         let sent = Instant::now();
         let answer = async {
             if conn.is_none() {
-                let info = redis::ConnectionInfo {
-                    addr: redis::ConnectionAddr::Tcp(s.addr.ip().to_string(), s.addr.port()),
-                    redis: redis::RedisConnectionInfo {
-                        password: ups.cfg.password.clone(),
-                        ..Default::default()
-                    },
-                };
-                let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+                let client = ups.control_client(i).map_err(|e| e.to_string())?;
                 let c = client
                     .get_multiplexed_async_connection()
                     .await

@@ -106,9 +106,33 @@ fn bind(ip: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+/// Binds `port` on every address of `ips`. Port 0 (tests): every address
+/// shares the port the first one got. With the default pair
+/// (`default_bind`), a host without IPv6 still serves IPv4.
+fn bind_all(
+    ips: &[IpAddr],
+    mut port: u16,
+    default_bind: bool,
+    what: &str,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::new();
+    for ip in ips {
+        let l = match bind(*ip, port) {
+            Ok(l) => l,
+            Err(e) if default_bind && ip.is_ipv6() => {
+                tracing::warn!("not listening on [{ip}]:{port}{what}: {e}");
+                continue;
+            }
+            Err(e) => anyhow::bail!("cannot listen on {}{what}: {e}", SocketAddr::new(*ip, port)),
+        };
+        port = l.local_addr()?.port();
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// A router ready to accept clients: its listeners are bound.
 pub struct Running {
-    pub router: Arc<Router>,
     /// Plain addresses listened on.
     pub addrs: Vec<SocketAddr>,
     /// The TLS address, if any.
@@ -193,15 +217,6 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
             a.client_buffer_limit,
         )
     };
-    let router = Router::new(
-        ups.clone(),
-        reg.clone(),
-        set.clone(),
-        a.consistency,
-        a.max_pending,
-        Duration::from_millis(a.primary_wait_ms),
-        a.client_buffer_limit,
-    );
     let ips = if a.bind.is_empty() {
         vec![
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -214,19 +229,8 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
     let mut tls_addr = None;
     // (listener, serves TLS)
     let mut listeners: Vec<(std::net::TcpListener, bool)> = Vec::new();
-    // Port 0 (tests): every address shares the port the first one got.
-    let mut port = a.port;
-    for ip in &ips {
-        // With the default pair, a host without IPv6 still serves IPv4.
-        let l = match bind(*ip, port) {
-            Ok(l) => l,
-            Err(e) if a.bind.is_empty() && ip.is_ipv6() => {
-                tracing::warn!("not listening on [{ip}]:{port}: {e}");
-                continue;
-            }
-            Err(e) => anyhow::bail!("cannot listen on {}: {e}", SocketAddr::new(*ip, port)),
-        };
-        port = l.local_addr()?.port();
+    let default_bind = a.bind.is_empty();
+    for l in bind_all(&ips, a.port, default_bind, "")? {
         bound.push(l.local_addr()?);
         listeners.push((l, false));
     }
@@ -240,20 +244,7 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
         };
         acceptor = Some(crate::tls::acceptor(cert, key)?);
         // On the same addresses as the plain port (both families).
-        let mut port = tp;
-        for ip in &ips {
-            let l = match bind(*ip, port) {
-                Ok(l) => l,
-                Err(e) if a.bind.is_empty() && ip.is_ipv6() => {
-                    tracing::warn!("not listening on [{ip}]:{port} (TLS): {e}");
-                    continue;
-                }
-                Err(e) => anyhow::bail!(
-                    "cannot listen on TLS port {}: {e}",
-                    SocketAddr::new(*ip, port)
-                ),
-            };
-            port = l.local_addr()?.port();
+        for l in bind_all(&ips, tp, default_bind, " (TLS)")? {
             tls_addr.get_or_insert(l.local_addr()?);
             listeners.push((l, true));
         }
@@ -270,11 +261,7 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
     let conns = Arc::new(tokio::sync::Semaphore::new(a.maxclients.max(1)));
     let mut workers = Vec::new();
     for w in 0..threads {
-        let router = if w == 0 {
-            router.clone()
-        } else {
-            make_router()
-        };
+        let router = make_router();
         let mut mine = Vec::new();
         for (l, tls) in &listeners {
             mine.push((l.try_clone()?, *tls));
@@ -315,7 +302,6 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
     }
     tracing::info!(listen = ?bound, tls = ?tls_addr, upstreams = ?addrs, "router ready");
     Ok(Running {
-        router,
         addrs: bound,
         tls_addr,
         workers,
@@ -328,16 +314,8 @@ async fn server_facts(ups: &Upstreams) -> (u32, String) {
     let Some(p) = ups.primary() else {
         return (16, "7.0.0".into());
     };
-    let addr = ups.servers[p].addr;
-    let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
-        redis: redis::RedisConnectionInfo {
-            password: ups.cfg.password.clone(),
-            ..Default::default()
-        },
-    };
     let fetch = async {
-        let client = redis::Client::open(info).ok()?;
+        let client = ups.control_client(p).ok()?;
         let mut c = client.get_multiplexed_async_connection().await.ok()?;
         let dbs: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
