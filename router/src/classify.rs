@@ -5,34 +5,6 @@
 
 use anykv_server::cmd::{lookup, Lookup, Route};
 
-/// Where a request must go (the route class alone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Any replica that has the client's last write.
-    Replica,
-    /// The tenant's primary (writes, blocking, pub/sub, admin).
-    Primary,
-    /// Answered by the router from connection state.
-    Local,
-    /// Unknown command: forwarded so the store produces Redis's error.
-    Unknown,
-}
-
-/// Classifies a request by the command table's route class.
-pub fn classify(args: &[&[u8]]) -> Target {
-    if args.is_empty() {
-        return Target::Local;
-    }
-    match lookup(args) {
-        Lookup::Found(r) => match r.spec.route {
-            Route::Read => Target::Replica,
-            Route::Connection => Target::Local,
-            Route::Write | Route::Admin | Route::PubSub | Route::Blocking => Target::Primary,
-        },
-        _ => Target::Unknown,
-    }
-}
-
 /// What the session does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -170,15 +142,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_writes_and_connection_commands() {
-        assert_eq!(classify(&[b"GET", b"k"]), Target::Replica);
-        assert_eq!(classify(&[b"set", b"k", b"v"]), Target::Primary);
-        assert_eq!(classify(&[b"PING"]), Target::Local);
-        assert_eq!(classify(&[b"CLIENT", b"SETNAME", b"x"]), Target::Local);
-        assert_eq!(classify(&[b"nosuch"]), Target::Unknown);
-    }
-
-    #[test]
     fn session_kinds() {
         assert_eq!(kind(&[b"get", b"k"]), Kind::Read);
         assert_eq!(kind(&[b"SET", b"k", b"v"]), Kind::Primary);
@@ -202,6 +165,8 @@ mod tests {
         assert_eq!(kind(&[b"scan", b"0"]), Kind::Scan { first: true });
         assert_eq!(kind(&[b"hscan", b"h", b"17"]), Kind::Scan { first: false });
         assert_eq!(kind(&[b"select", b"1"]), Kind::Local);
+        assert_eq!(kind(&[b"PING"]), Kind::Local);
+        assert_eq!(kind(&[b"nosuch"]), Kind::Primary);
         assert_eq!(kind(&[b"command", b"count"]), Kind::Primary);
         assert_eq!(kind(&[b"publish", b"c", b"m"]), Kind::Primary);
         assert_eq!(kind(&[b"UNSUBSCRIBE", b"a", b"b"]), Kind::Local);

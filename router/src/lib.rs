@@ -26,4 +26,3 @@ pub mod tls;
 pub mod upstream;
 
 pub use anykv_server::resp::frame;
-pub use classify::{classify, Target};
