@@ -464,7 +464,8 @@ impl Placement {
                 maxclients: e.maxclients,
                 ops_per_sec: e.ops_per_sec,
                 leased: controlled(e) && follow.is_none(),
-                strong: e.consistency == "strong",
+                consistency: anykv_server::catalog::Consistency::parse(&e.consistency)
+                    .unwrap_or_default(),
                 durable: follow.is_none() && e.durability == catalog::Durability::Region,
                 follow,
                 standby,

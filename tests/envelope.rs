@@ -6,8 +6,8 @@
 //!
 //! Checked: a write's reply carries the write's token (the primary's epoch,
 //! replid and offset, as its INFO says) before the reply the client sees;
-//! reads carry none; each request runs in its client's database and RESP
-//! version, and MONITOR shows the client's address, not the router's; the
+//! reads carry the token of the copy they read; each request runs in its
+//! client's database and RESP version, and MONITOR shows the client's address, not the router's; the
 //! cdg replica answers `-BEHIND` for a token it has not applied and serves
 //! it once it has (always with the write's value); replicas refuse writes;
 //! malformed envelopes, another tenant's, and commands that act on the
@@ -21,44 +21,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anykv_bench::world::{http, World, WorldSpec};
+use anykv_bench::world::World;
 use anykv_gossip::sync::{QuicDuplex, StoreClient};
 use anykv_gossip::tls::ClusterCa;
 use anykv_server::envelope::{split_reply_token, Envelope, Token};
-use common::{RespConn, Value};
+use common::{wait_for as wait, RespConn, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ADMIN: &str = "envelope-admin-token";
 const TOKEN: &str = "envelope-tenant-token-0123456789";
 const TENANT: u64 = 7;
-
-fn spec() -> WorldSpec {
-    let dir = std::env::temp_dir().join(format!("anykv-envelope-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    WorldSpec {
-        bin: env!("CARGO_BIN_EXE_anykv").into(),
-        dir,
-        net: 43,
-        port: 21920,
-        regions: vec![("iad".into(), 2), ("cdg".into(), 1)],
-        rtt_table: Some("builtin".into()),
-        loss: 0.0,
-        gossip_profile: "test".into(),
-        admin_token: ADMIN.into(),
-        server_args: ["--save", "", "--appendonly", "no"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    }
-}
-
-fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Length of the first complete RESP2/RESP3 value in `b` (attributes
 /// included), None while incomplete.
@@ -194,42 +166,13 @@ fn info_field(c: &mut RespConn, section: &str, field: &str) -> String {
 
 #[test]
 fn the_store_serves_a_routers_enveloped_requests() {
-    let spec = spec();
+    let spec = common::world_spec("envelope", 43, 21920, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
     let w = World::start(&spec).expect("the world starts");
     w.wait_members(3, Duration::from_secs(60))
         .expect("three members alive");
-    let digest: String = anykv_server::catalog::token_digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let entry = serde_json::json!({
-        "id": TENANT, "name": "shop", "token_sha256": [digest], "org": "acme",
-        "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": 0,
-        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": "async", "consistency": "nearest", "version": 1
-    });
-    let n1 = w.node("n1").expect("n1").clone();
-    let (code, body) = http(
-        n1.http,
-        "PUT",
-        &format!("/admin/tenants/{TENANT}"),
-        ADMIN,
-        &entry.to_string(),
-    )
-    .expect("the admin API answers");
-    assert_eq!(code, 200, "{body}");
-    let mut placed = None;
-    wait("the tenant placed", Duration::from_secs(20), || {
-        placed = w.cluster_view("n1").and_then(|v| {
-            v["tenants"]
-                .as_array()?
-                .iter()
-                .find(|t| t["id"] == TENANT)
-                .cloned()
-        });
-        placed.is_some()
-    });
-    let placed = placed.expect("placed");
+    let entry = common::shop_entry(TENANT, TOKEN, &["cdg"], "async", "nearest", 1);
+    common::put_tenant(&w, &entry);
+    let placed = common::placed_tenant(&w, TENANT);
     let primary = w
         .node(placed["primary"].as_str().expect("primary"))
         .expect("primary node")
@@ -283,8 +226,10 @@ fn the_store_serves_a_routers_enveloped_requests() {
             .expect("offset");
         assert_eq!(tok.offset, offset, "the offset right after the write");
 
-        // Reads carry no token; clients of several databases and RESP
-        // versions pipelined on one stream each get theirs.
+        // Reads carry the token of where the copy stood (a router keeps
+        // it: the client's later reads never go back in time); clients of
+        // several databases and RESP versions pipelined on one stream each
+        // get theirs.
         s.pipeline(&[
             (
                 Some(envelope(0, 501, 2, "10.1.2.3:4567", None)),
@@ -308,21 +253,25 @@ fn the_store_serves_a_routers_enveloped_requests() {
             ),
         ])
         .await;
-        assert_eq!(s.reply().await, (None, b"$2\r\nv1\r\n".to_vec()));
+        assert_eq!(
+            s.reply().await,
+            (Some(tok.clone()), b"$2\r\nv1\r\n".to_vec())
+        );
         let (t, r) = s.reply().await;
         assert_eq!(r, b":1\r\n");
-        assert!(t.expect("HSET's token").offset > tok.offset);
+        let hset = t.expect("HSET's token");
+        assert!(hset.offset > tok.offset);
         assert_eq!(
             s.reply().await,
-            (None, b"%1\r\n$1\r\nf\r\n$1\r\nx\r\n".to_vec())
+            (Some(hset.clone()), b"%1\r\n$1\r\nf\r\n$1\r\nx\r\n".to_vec())
         );
         assert_eq!(
             s.reply().await,
-            (None, b"*2\r\n$1\r\nf\r\n$1\r\nx\r\n".to_vec())
+            (Some(hset.clone()), b"*2\r\n$1\r\nf\r\n$1\r\nx\r\n".to_vec())
         );
         assert_eq!(
             s.reply().await,
-            (None, b":0\r\n".to_vec()),
+            (Some(hset), b":0\r\n".to_vec()),
             "h is in db 2 only"
         );
         assert_eq!(
@@ -418,9 +367,9 @@ fn the_store_serves_a_routers_enveloped_requests() {
                         &["GET", "k"],
                     )
                     .await;
-                assert!(t.is_none());
                 let text = String::from_utf8_lossy(&rep).into_owned();
                 if let Some(their) = text.strip_prefix("-BEHIND ") {
+                    assert!(t.is_none(), "a refusal carries no token");
                     let their = Token::parse(their.trim_end().as_bytes()).expect("its token");
                     assert_eq!(their.replid, last.replid);
                     assert!(their.offset < last.offset, "{their:?} vs {last:?}");
@@ -430,6 +379,10 @@ fn the_store_serves_a_routers_enveloped_requests() {
                     continue;
                 }
                 assert_eq!(text, format!("${}\r\n{v}\r\n", v.len()), "round {i}");
+                // The replica's own token: at least the write it served.
+                let t = t.expect("a served read carries the replica's token");
+                assert_eq!(t.replid, last.replid);
+                assert!(t.offset >= last.offset, "{t:?} vs {last:?}");
                 served += 1;
                 break;
             }

@@ -352,7 +352,7 @@ fn entry_with(version: u64, maxmemory: u64, durability: &str) -> String {
         "id": 7, "name": "shop", "token_sha256": [token_sha256()], "org": "acme",
         "primary_region": "iad", "read_regions": ["cdg"], "maxmemory": maxmemory,
         "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-        "durability": durability, "consistency": "nearest", "version": version
+        "durability": durability, "consistency": "ryw", "version": version
     })
     .to_string()
 }

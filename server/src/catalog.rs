@@ -55,14 +55,52 @@ pub struct TenantSpec {
     /// region controller's lease, and takes writes only while the lease
     /// covers the tenant at `epoch` (`Shared::lease_holds`).
     pub leased: bool,
-    /// The catalog's `consistency: strong`: on a `leased` primary, reads
-    /// need the lease too (they are linearizable only under it).
-    pub strong: bool,
+    /// What a connection's reads promise (docs/ROUTING.md): with `strong`
+    /// a `leased` primary's reads need the lease too (they are
+    /// linearizable only under it) and a replica's node sends every read
+    /// to the primary.
+    pub consistency: Consistency,
     /// On the primary of a tenant with durability `region`: every write
     /// waits for the standby's acknowledgement, and without a standby that
     /// has completed its sync none is taken (`NOREPLICAS` after
     /// `standby-wait-ms`), even when the record names no standby.
     pub durable: bool,
+}
+
+/// Which copy a connection's reads may use, per database (the catalog's
+/// `consistency`). Writes always run on the primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Read-your-writes and monotonic reads: a replica serves a read once
+    /// it has the connection's last write (waiting `ryw-wait-ms` for it),
+    /// otherwise the primary does.
+    #[default]
+    Ryw,
+    /// Every read on the primary, under its lease.
+    Strong,
+    /// Any copy as it is: a replica may not have the connection's own
+    /// last write yet.
+    Nearest,
+}
+
+impl Consistency {
+    /// `ryw`, `strong` or `nearest`; the empty string is the default.
+    pub fn parse(s: &str) -> Option<Consistency> {
+        match s {
+            "" | "ryw" => Some(Consistency::Ryw),
+            "strong" => Some(Consistency::Strong),
+            "nearest" => Some(Consistency::Nearest),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Ryw => "ryw",
+            Consistency::Strong => "strong",
+            Consistency::Nearest => "nearest",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -161,7 +199,7 @@ impl Catalog {
                 standby: None,
                 epoch: 0,
                 leased: false,
-                strong: false,
+                consistency: Consistency::Ryw,
                 durable: false,
             };
             for w in words {

@@ -213,6 +213,12 @@ pub struct Session {
     /// forwarded to the primary: reads here wait for a copy that has it
     /// (read-your-writes).
     pub last_token: Option<crate::envelope::Token>,
+    /// The request about to run again already waited for the local copy
+    /// to catch up with `last_token` (it goes to the primary now instead).
+    pub ryw_waited: bool,
+    /// The request running in an envelope read the keyspace: its reply
+    /// carries the token (see `envelope::end`).
+    pub read_token: bool,
 }
 
 /// A replica's REPLCONF options, before its PSYNC.
@@ -262,6 +268,8 @@ impl Session {
             origin: None,
             serving: None,
             last_token: None,
+            ryw_waited: false,
+            read_token: false,
         }
     }
 

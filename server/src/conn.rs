@@ -187,6 +187,45 @@ pub async fn serve(
     });
 }
 
+/// Waits (up to `ryw-wait-ms`) until the local replica has applied the
+/// connection's last write, woken by every chunk the replica applies.
+/// Either way the request then runs again: locally if the write arrived,
+/// on the primary if not.
+async fn await_applied(
+    tenant: &Rc<RefCell<Tenant>>,
+    s: &Session,
+    set: &crate::shared::Settings,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let start = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(set.ryw_wait_ms);
+    let applied = tenant.borrow().applied.clone();
+    loop {
+        // Registered before the check, so a chunk applied in between is
+        // not missed.
+        let woken = applied.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let caught_up = {
+            let t = tenant.borrow();
+            s.last_token
+                .as_ref()
+                .is_none_or(|tok| crate::envelope::can_serve(&t.repl, t.log.offset(), tok))
+        };
+        if caught_up || !tenant.borrow().upstream_connected() {
+            break;
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+    let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut t = tenant.borrow_mut();
+    t.stats.routes.wait_us = t.stats.routes.wait_us.saturating_add(us);
+}
+
 async fn run(
     stream: &mut ClientStream,
     mut inbuf: BytesMut,
@@ -573,6 +612,12 @@ async fn run(
                     // This node is the primary now: the request runs here.
                     crate::forward::Outcome::RunHere => pending = Some(args),
                 }
+                continue;
+            }
+            After::Suspend(Suspend::AwaitApplied { args }) => {
+                await_applied(tenant, s, &set, &mut shutdown).await;
+                s.ryw_waited = true;
+                pending = Some(args);
                 continue;
             }
             After::Suspend(Suspend::Switch(to)) => {

@@ -153,6 +153,70 @@ fn is_read_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.read || (r.fullname == "exec" && queued_any(s, |q| q.read))
 }
 
+/// Where a customer's request on a cluster replica runs: None here, or the
+/// outcome that sends it to the primary (or waits for this copy to catch
+/// up first). Counts the route in the tenant's `routes` (INFO routing).
+fn route_on_replica(
+    t: &mut Tenant,
+    s: &mut Session,
+    set: &Settings,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+    waited: bool,
+) -> Option<Outcome> {
+    use crate::catalog::Consistency;
+    let customer = !s.cluster_peer && s.origin.is_none() && t.upstream.as_ref()?.node.is_some();
+    let write = is_write_command(r, s);
+    let read = !write && is_read_command(r, s);
+    if !customer || !(write || read) {
+        return None;
+    }
+    let behind = read
+        && s.last_token
+            .as_ref()
+            .is_some_and(|tok| !crate::envelope::can_serve(&t.repl, t.log.offset(), tok));
+    let to_primary = write
+        || match t.consistency {
+            Consistency::Strong => read,
+            Consistency::Ryw => behind,
+            Consistency::Nearest => false,
+        };
+    let routes = &mut t.stats.routes;
+    if !to_primary {
+        if read && waited {
+            routes.waited_reads += 1;
+        } else if read {
+            routes.local_reads += 1;
+        }
+        return None;
+    }
+    // A transaction, a blocking command or a subscribed connection stays
+    // here (Redis's replica answers).
+    let req = forward_request(t, s, r, args)?;
+    // The copy is usually only a moment behind the write (the primary
+    // sent both at once): wait for it rather than cross the WAN, unless
+    // the link is down and nothing will arrive.
+    if behind && !waited && set.ryw_wait_ms > 0 && t.upstream_connected() {
+        let args = args.iter().map(|a| a.to_vec()).collect();
+        return Some(Outcome::Suspend(Suspend::AwaitApplied { args }));
+    }
+    let routes = &mut t.stats.routes;
+    if write {
+        routes.primary_writes += 1;
+    } else {
+        routes.primary_reads += 1;
+        if behind {
+            routes.fell_back_reads += 1;
+        }
+    }
+    let args = args.iter().map(|a| a.to_vec()).collect();
+    Some(Outcome::Suspend(Suspend::Forward {
+        req,
+        args,
+        silent: false,
+    }))
+}
+
 /// How long (ms) a primary just named at a new epoch holds requests that
 /// need its lease before refusing them with `TRYAGAIN`: its renewal is
 /// asked for as soon as the record arrives and takes a round trip to the
@@ -215,6 +279,9 @@ pub(crate) fn run(
     out: &mut Reply,
     now_ms: i64,
 ) -> Outcome {
+    // Set by the connection when this request already waited for the
+    // local copy to catch up (read-your-writes): it does not wait again.
+    let waited = std::mem::take(&mut s.ryw_waited);
     let r = match lookup(args) {
         Lookup::Found(r) => r,
         Lookup::Unknown => {
@@ -339,10 +406,11 @@ pub(crate) fn run(
     // controller may already have promoted the standby (docs/FAILOVER.md).
     // With `consistency: strong` its reads need the lease as well: only
     // then is no other primary taking writes they would miss.
+    let strong = t.consistency == crate::catalog::Consistency::Strong;
     if t.leased
         && t.role == crate::repl::Role::Primary
         && !s.replaying
-        && (is_write_command(r, s) || (t.strong && is_read_command(r, s)))
+        && (is_write_command(r, s) || (strong && is_read_command(r, s)))
         && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
     {
         // Given up for a planned handoff: the request waits (as under
@@ -395,29 +463,23 @@ pub(crate) fn run(
     // A read on a `strong` database's `region` primary: its reply waits
     // until the standby has everything the read could have seen (see
     // `conn::standby_acked`).
-    if t.strong && t.durable && t.role == crate::repl::Role::Primary && is_read_command(r, s) {
+    if strong && t.durable && t.role == crate::repl::Role::Primary && is_read_command(r, s) {
         s.read_needs_standby = true;
     }
+    // A read in a router's envelope: its reply carries this copy's token
+    // (what the read could reflect), so the client's later reads, on any
+    // copy, never go back in time (monotonic reads).
+    if s.origin.is_some() && is_read_command(r, s) {
+        s.read_token = true;
+    }
     // A replica's data changes only by its primary's effects: a customer's
-    // write on a cluster replica goes to the primary (see `forward`), and
-    // so does a read this copy cannot serve yet because it lacks the
-    // client's own last write (read-your-writes).
+    // write on a cluster replica goes to the primary (see `forward`). A
+    // read goes there too when the database's consistency asks: always
+    // with `strong`; with `ryw` when this copy lacks the connection's own
+    // last write even after waiting `ryw-wait-ms` for it.
     if t.role == crate::repl::Role::Replica && !s.replaying {
-        let write = is_write_command(r, s);
-        let behind = !write
-            && is_read_command(r, s)
-            && s.last_token
-                .as_ref()
-                .is_some_and(|tok| !crate::envelope::can_serve(&t.repl, t.log.offset(), tok));
-        if write || behind {
-            if let Some(req) = forward_request(t, s, r, args) {
-                let args = args.iter().map(|a| a.to_vec()).collect();
-                return Outcome::Suspend(Suspend::Forward {
-                    req,
-                    args,
-                    silent: false,
-                });
-            }
+        if let Some(outcome) = route_on_replica(t, s, set, r, args, waited) {
+            return outcome;
         }
     }
     if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {

@@ -5,14 +5,14 @@
 //! (tenant, database, client id and name, RESP version, the client's real
 //! address) and, for a read sent to a replica, how fresh the answer must be:
 //! the client's last write as a [`Token`]. The reply goes back as the
-//! client must see it, with the write's token beside it for the router to
-//! remember.
+//! client must see it, with a token beside it for the router to remember
+//! (the write's, or where the copy that read stood).
 //!
 //! - Request: one RESP array `ENVELOPE <tenant> <db> <client-id> <resp>
 //!   <addr> <name> <min-token>` right before the client's request, whose
 //!   bytes follow unchanged (empty strings for no name / no token).
-//! - Reply: when the request wrote, a RESP3 attribute `|1 token
-//!   <epoch>:<replid>:<offset>` right before the reply (attributes are
+//! - Reply: when the request wrote or read the keyspace, a RESP3 attribute
+//!   `|1 token <epoch>:<replid>:<offset>` right before the reply (attributes are
 //!   RESP3's frame for metadata about the reply that follows); the reply's
 //!   own bytes are unchanged, in the client's RESP version.
 //! - A replica that has not applied a request's token answers `-BEHIND
@@ -328,11 +328,13 @@ pub fn begin(
     Ok(sv)
 }
 
-/// Puts the stream back after the request and, when it wrote, sets the
-/// write's token before its reply. Returns the envelope (a paused request
+/// Puts the stream back after the request and, when it wrote or read,
+/// sets the token (where this copy's history stands after it) before its
+/// reply. Returns the envelope (a paused request
 /// runs again under it).
 pub fn end(t: &Tenant, s: &mut Session, out: &mut Reply, sv: Serving) -> Envelope {
-    if t.log.offset() > sv.log_at && out.len() > sv.reply_at {
+    let read = std::mem::take(&mut s.read_token);
+    if (t.log.offset() > sv.log_at || read) && out.len() > sv.reply_at {
         let mut attr = Vec::with_capacity(80);
         encode_reply_token(&mut attr, &token_of(t));
         let tail = out.buf.split_off(sv.reply_at);

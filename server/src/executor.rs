@@ -455,7 +455,7 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     }
     t.epoch = t.epoch.max(spec.epoch);
     t.leased = spec.leased;
-    t.strong = spec.strong;
+    t.consistency = spec.consistency;
     t.durable = spec.durable;
 }
 

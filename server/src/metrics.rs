@@ -42,6 +42,19 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         .absolute(s.sync_partial_ok);
     metrics::counter!("anykv_repl_sync_partial_err_total", "tenant" => tenant.clone())
         .absolute(s.sync_partial_err);
+    let r = &s.routes;
+    for (route, n) in [
+        ("local_read", r.local_reads),
+        ("waited_read", r.waited_reads),
+        ("primary_read", r.primary_reads),
+        ("fell_back_read", r.fell_back_reads),
+        ("primary_write", r.primary_writes),
+    ] {
+        metrics::counter!("anykv_routed_total", "tenant" => tenant.clone(), "route" => route)
+            .absolute(n);
+    }
+    metrics::counter!("anykv_ryw_wait_microseconds_total", "tenant" => tenant.clone())
+        .absolute(r.wait_us);
     let status = ReplStatus::of(t);
     for r in &status.replicas {
         let replica = r.addr.to_string();

@@ -78,6 +78,8 @@ pub struct Settings {
     pub repl_link_timeout_ms: u64,
     /// `standby-wait-ms`.
     pub standby_wait_ms: i64,
+    /// `ryw-wait-ms`.
+    pub ryw_wait_ms: u64,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -131,6 +133,7 @@ impl Settings {
             repl_timeout_s: c.repl_timeout(),
             repl_link_timeout_ms: c.repl_link_timeout_ms(),
             standby_wait_ms: i64::try_from(c.standby_wait_ms()).unwrap_or(i64::MAX),
+            ryw_wait_ms: c.ryw_wait_ms(),
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }

@@ -52,10 +52,33 @@ pub struct TenantStats {
     pub unexpected_error_replies: u64,
     /// Commands that waited for the plan's `ops_per_sec` (see [`RateLimit`]).
     pub throttled_commands: u64,
+    /// Where this node's customer requests went (INFO `routing`).
+    pub routes: RouteStats,
     /// `instantaneous_ops_per_sec`, sampled by the cron.
     pub ops_meter: OpsMeter,
     pub commands: Vec<CmdStat>,
     pub errors: BTreeMap<String, u64>,
+}
+
+/// Where a replica's node sent its customers' requests (INFO `routing`,
+/// `anykv_routed_total{route=...}`), per database. A primary's node serves
+/// everything in-process (`local_reads` counts only a replica's reads).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteStats {
+    /// Reads the local replica answered at once.
+    pub local_reads: u64,
+    /// Reads that found the local copy without the connection's last write,
+    /// waited for it to arrive and were then answered locally.
+    pub waited_reads: u64,
+    /// Reads that went to the primary: the wait ran out (`ryw`) or the
+    /// database is `strong`.
+    pub primary_reads: u64,
+    /// Of `primary_reads`, those that first waited in vain (`ryw`).
+    pub fell_back_reads: u64,
+    /// Writes sent to the primary's node.
+    pub primary_writes: u64,
+    /// Microseconds reads spent waiting for their connection's write.
+    pub wait_us: u64,
 }
 
 /// One SLOWLOG entry.
@@ -155,8 +178,12 @@ pub struct Tenant {
     pub epoch: u64,
     /// Writes need this node's lease (see `TenantSpec::leased`).
     pub leased: bool,
-    /// Reads need it too (`consistency: strong`, see `TenantSpec::strong`).
-    pub strong: bool,
+    /// The catalog's `consistency` (see `TenantSpec::consistency`).
+    pub consistency: crate::catalog::Consistency,
+    /// Woken whenever a replica applies a chunk of its primary's stream
+    /// (or loads a full sync): reads waiting for a connection's own write
+    /// to arrive (`consistency: ryw`) look again.
+    pub applied: std::rc::Rc<tokio::sync::Notify>,
     /// Durability `region` on its primary (see `TenantSpec::durable`).
     pub durable: bool,
     /// The log offset right after the latest client write (the target its
@@ -347,7 +374,8 @@ impl Tenant {
             standby: None,
             epoch: 0,
             leased: false,
-            strong: false,
+            consistency: crate::catalog::Consistency::Ryw,
+            applied: Default::default(),
             durable: false,
             pending_write_offset: 0,
             standby_acked: 0,

@@ -736,6 +736,112 @@ pub fn poll_every<T>(
     }
 }
 
+/// Waits (polling every 50 ms) until `f` holds; fails the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    poll_every(Duration::from_millis(50), limit, what, || f().then_some(()));
+}
+
+/// An emulated world for a test (`anykv_bench::world`): this build's
+/// `anykv` nodes on `127.0.<net>.x`, the built-in RTT table between
+/// `regions`, fast SWIM timings, no persistence, plus `extra` server flags.
+pub fn world_spec(
+    name: &str,
+    net: u8,
+    port: u16,
+    regions: &[(&str, usize)],
+    admin_token: &str,
+    extra: &[&str],
+) -> anykv_bench::world::WorldSpec {
+    let dir = std::env::temp_dir().join(format!("anykv-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    anykv_bench::world::WorldSpec {
+        bin: env!("CARGO_BIN_EXE_anykv").into(),
+        dir,
+        net,
+        port,
+        regions: regions.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        rtt_table: Some("builtin".into()),
+        loss: 0.0,
+        gossip_profile: "test".into(),
+        admin_token: admin_token.into(),
+        server_args: ["--save", "", "--appendonly", "no"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect(),
+    }
+}
+
+/// A catalog row for the admin API: database `id` named "shop" in org
+/// "acme", logging in with `token`, primary region iad, no plan limits.
+pub fn shop_entry(
+    id: u64,
+    token: &str,
+    read_regions: &[&str],
+    durability: &str,
+    consistency: &str,
+    version: u64,
+) -> serde_json::Value {
+    let digest: String = anykv_server::catalog::token_digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::json!({
+        "id": id, "name": "shop", "token_sha256": [digest], "org": "acme",
+        "primary_region": "iad", "read_regions": read_regions, "maxmemory": 0,
+        "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": durability, "consistency": consistency, "version": version
+    })
+}
+
+/// Creates or changes a tenant through n1's admin API (`entry` is the
+/// catalog row, its `id` the tenant's); fails the test unless it is 200.
+pub fn put_tenant(w: &anykv_bench::world::World, entry: &serde_json::Value) {
+    let n1 = w.node("n1").expect("n1").clone();
+    let (code, body) = anykv_bench::world::http(
+        n1.http,
+        "PUT",
+        &format!("/admin/tenants/{}", entry["id"]),
+        w.admin_token(),
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 200, "{body}");
+}
+
+/// A connection to `addr` logged in with `AUTH <name> <token>`, once that
+/// works and `ready` holds on it (None until then: poll it).
+pub fn login_ready(
+    addr: std::net::SocketAddr,
+    name: &str,
+    token: &str,
+    ready: impl FnOnce(&mut RespConn) -> bool,
+) -> Option<RespConn> {
+    let mut c = RespConn::connect_addr(addr).ok()?;
+    if !matches!(c.cmd(&["AUTH", name, token]).ok()?, Value::Simple(_)) {
+        return None;
+    }
+    ready(&mut c).then_some(c)
+}
+
+/// Tenant `id` as n1's cluster view shows it, once it is placed.
+pub fn placed_tenant(w: &anykv_bench::world::World, id: u64) -> serde_json::Value {
+    poll_every(
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+        "the tenant placed",
+        || {
+            w.cluster_view("n1").and_then(|v| {
+                v["tenants"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["id"] == id)
+                    .cloned()
+            })
+        },
+    )
+}
+
 // ---------------------------------------------------------------------------
 // A raw TCP client
 // ---------------------------------------------------------------------------

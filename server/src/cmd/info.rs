@@ -34,6 +34,7 @@ pub fn info(ctx: &mut Ctx) {
                 wanted.extend(DEFAULT.iter().map(|s| s.to_string()));
                 wanted.push("commandstats".into());
                 wanted.push("latencystats".into());
+                wanted.push("routing".into());
             }
             _ => wanted.push(s),
         }
@@ -50,6 +51,7 @@ pub fn info(ctx: &mut Ctx) {
         "persistence",
         "stats",
         "replication",
+        "routing",
         "cpu",
         "modules",
         "commandstats",
@@ -272,6 +274,23 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 ctx.t.log.backlog_cap(),
                 off - ctx.t.log.backlog_len() as u64 + 1,
                 ctx.t.log.backlog_len(),
+            );
+        }
+        // anykv's own: where a replica's node sent this database's
+        // customer requests (docs/ROUTING.md), and the rule it follows.
+        "routing" => {
+            let r = &ctx.t.stats.routes;
+            let _ = write!(
+                o,
+                "# Routing\r\nconsistency:{}\r\nryw_wait_ms:{}\r\nrouted_local_reads:{}\r\nrouted_waited_reads:{}\r\nrouted_primary_reads:{}\r\nrouted_fell_back_reads:{}\r\nrouted_primary_writes:{}\r\nryw_wait_usec:{}\r\n",
+                ctx.t.consistency.as_str(),
+                ctx.set.ryw_wait_ms,
+                r.local_reads,
+                r.waited_reads,
+                r.primary_reads,
+                r.fell_back_reads,
+                r.primary_writes,
+                r.wait_us,
             );
         }
         "cpu" => {

@@ -40,6 +40,11 @@ pub enum Suspend {
         args: Vec<Vec<u8>>,
         silent: bool,
     },
+    /// A `ryw` read on a replica that lacks the connection's last write:
+    /// the connection waits up to `ryw-wait-ms` for the stream to bring
+    /// it, then runs `args` again (here, or on the primary if still
+    /// behind).
+    AwaitApplied { args: Vec<Vec<u8>> },
 }
 
 pub fn dbsize(ctx: &mut Ctx) {

@@ -410,6 +410,12 @@ impl Config {
         self.u64_of(param!(NUM, "standby-wait-ms"))
     }
 
+    /// `ryw-wait-ms`: how long a replica's read waits for its connection's
+    /// own write before the primary answers it.
+    pub fn ryw_wait_ms(&self) -> u64 {
+        self.u64_of(param!(NUM, "ryw-wait-ms"))
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

@@ -703,6 +703,10 @@ pub(super) static PARAMS: &[Param] = &[
     // attached (a new standby after a failover still syncing) waits this
     // long for one before it is refused with NOREPLICAS.
     intp("standby-wait-ms", None, 0, 600_000, "3000", 0),
+    // A read on a replica's node that lacks its connection's own last
+    // write (`consistency: ryw`) waits this long for the write to arrive
+    // through replication before the primary answers it instead.
+    intp("ryw-wait-ms", None, 0, 60_000, "100", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),

@@ -609,6 +609,7 @@ fn load_full_sync(
     };
     t.log.set_offset(offset);
     crate::persist::ids_changed(&mut t);
+    t.applied.notify_waiters();
     tracing::info!(
         "MASTER <-> REPLICA sync: Finished with success ({} keys, offset {offset})",
         info.keys
@@ -667,6 +668,8 @@ async fn stream(
                     t.master_lag_ms = Some(lag.sample(stamp, now, l.s.rtt()));
                 }
                 t.wake_replicas();
+                // Reads waiting for their connection's write look again.
+                t.applied.notify_waiters();
             }
             l.buf = data;
             l.buf.clear();
