@@ -9,7 +9,11 @@
 //! second connection in syd reads the local copy as it is and sees the old
 //! value until replication arrives; INFO `routing` and `/metrics` count
 //! each route. With `strong` every read goes to the primary; with
-//! `nearest` none does.
+//! `nearest` none does. A transaction, WATCH and a blocking pop on the syd
+//! node run on the primary, on the connection's own stream, as on one
+//! Redis; a SCAN iteration stays on the copy that gave its cursor. A
+//! message published on the syd node reaches subscribers on the
+//! primary's node and on the cdg node.
 
 mod common;
 
@@ -77,6 +81,8 @@ fn a_read_region_connection_reads_its_own_writes_and_routes_by_consistency() {
     put(&w, "ryw", 1);
     let syd = w.node("n4").expect("n4").clone();
     assert_eq!(syd.region, "syd");
+    let cdg = w.node("n3").expect("n3").clone();
+    assert_eq!(cdg.region, "cdg");
     let placed = common::placed_tenant(&w, TENANT);
     let primary = w
         .node(placed["primary"].as_str().expect("primary"))
@@ -161,6 +167,10 @@ fn a_read_region_connection_reads_its_own_writes_and_routes_by_consistency() {
         })
     });
 
+    scan_stays_on_its_copy(&syd.resp, &mut p);
+    pinned_to_the_primary(&syd.resp, &mut p);
+    published_everywhere(&syd.resp, &[primary.resp, cdg.resp]);
+
     // strong: every read on the syd node goes to the primary.
     put(&w, "strong", 2);
     wait("syd to apply strong", Duration::from_secs(20), || {
@@ -197,4 +207,220 @@ fn a_read_region_connection_reads_its_own_writes_and_routes_by_consistency() {
         "{after:?}"
     );
     let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+fn field(c: &mut RespConn, section: &str, name: &str) -> String {
+    let Ok(Value::Bulk(text)) = c.cmd(&["INFO", section]) else {
+        panic!("INFO {section}");
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
+        .unwrap_or_else(|| panic!("INFO {section} has no {name}"))
+}
+
+fn ok() -> Value {
+    Value::Simple(b"OK".to_vec())
+}
+
+/// MULTI/EXEC, WATCH and BLPOP through the syd node: they run on the
+/// primary (`p` is a connection there), as one client.
+fn pinned_to_the_primary(syd: &std::net::SocketAddr, p: &mut RespConn) {
+    let mut a = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("A on syd");
+    let pinned0 = count(&routing(&mut a), "routed_pinned");
+
+    // A transaction: queued on the primary, run there at EXEC.
+    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(ok()));
+    assert_eq!(
+        a.cmd(&["SET", "tx", "1"]).ok(),
+        Some(Value::Simple(b"QUEUED".to_vec()))
+    );
+    assert_eq!(
+        a.cmd(&["INCR", "tx"]).ok(),
+        Some(Value::Simple(b"QUEUED".to_vec()))
+    );
+    // The connection's own commands stay on the node; SELECT would change
+    // the database under the queued commands, so it is refused.
+    let sel = a.cmd(&["SELECT", "1"]).expect("SELECT");
+    assert!(
+        matches!(&sel, Value::Error(e) if e.starts_with(b"ERR SELECT inside MULTI")),
+        "{sel:?}"
+    );
+    assert_eq!(
+        a.cmd(&["EXEC"]).ok(),
+        Some(Value::Array(vec![ok(), Value::Int(2)]))
+    );
+    assert_eq!(p.cmd(&["GET", "tx"]).ok(), Some(Value::Bulk(b"2".to_vec())));
+    assert_eq!(
+        count(&routing(&mut a), "routed_pinned") - pinned0,
+        4,
+        "MULTI, SET, INCR, EXEC on the pin"
+    );
+
+    // WATCH sees the primary's key: another client's write there aborts
+    // the transaction; untouched, it commits.
+    assert_eq!(a.cmd(&["WATCH", "tx"]).ok(), Some(ok()));
+    assert_eq!(a.cmd(&["GET", "tx"]).ok(), Some(Value::Bulk(b"2".to_vec())));
+    assert_eq!(p.cmd(&["SET", "tx", "other"]).ok(), Some(ok()));
+    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(ok()));
+    a.cmd(&["SET", "tx", "mine"]).expect("queued");
+    assert_eq!(a.cmd(&["EXEC"]).ok(), Some(Value::NilArray), "aborted");
+    assert_eq!(
+        p.cmd(&["GET", "tx"]).ok(),
+        Some(Value::Bulk(b"other".to_vec()))
+    );
+    assert_eq!(a.cmd(&["WATCH", "tx"]).ok(), Some(ok()));
+    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(ok()));
+    a.cmd(&["SET", "tx", "mine"]).expect("queued");
+    assert_eq!(a.cmd(&["EXEC"]).ok(), Some(Value::Array(vec![ok()])));
+    assert_eq!(
+        p.cmd(&["GET", "tx"]).ok(),
+        Some(Value::Bulk(b"mine".to_vec()))
+    );
+    // RESET ends a transaction: EXEC then has none.
+    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(ok()));
+    a.cmd(&["SET", "tx", "never"]).expect("queued");
+    assert_eq!(
+        a.cmd(&["RESET"]).ok(),
+        Some(Value::Simple(b"RESET".to_vec()))
+    );
+    assert_eq!(a.cmd(&["AUTH", "shop", TOKEN]).ok(), Some(ok()));
+    let exec = a.cmd(&["EXEC"]).expect("EXEC");
+    assert!(
+        matches!(&exec, Value::Error(e) if e.starts_with(b"ERR EXEC without MULTI")),
+        "{exec:?}"
+    );
+    assert_eq!(
+        p.cmd(&["GET", "tx"]).ok(),
+        Some(Value::Bulk(b"mine".to_vec()))
+    );
+
+    // A blocking pop waits on the primary and is served by a push there.
+    let blocked0: u64 = field(p, "clients", "blocked_clients").parse().expect("n");
+    let popper = std::thread::spawn(move || {
+        let r = a.cmd(&["BLPOP", "jobs", "0"]).expect("BLPOP");
+        (a, r)
+    });
+    common::wait_for(
+        "the pop blocked on the primary",
+        Duration::from_secs(10),
+        || field(p, "clients", "blocked_clients").parse::<u64>().ok() == Some(blocked0 + 1),
+    );
+    assert_eq!(p.cmd(&["RPUSH", "jobs", "j1"]).ok(), Some(Value::Int(1)));
+    let (mut a, popped) = popper.join().expect("the popper");
+    assert_eq!(
+        popped,
+        Value::Array(vec![
+            Value::Bulk(b"jobs".to_vec()),
+            Value::Bulk(b"j1".to_vec())
+        ])
+    );
+    // The pin is let go after the pop: a read is routed by consistency
+    // again.
+    let pinned1 = count(&routing(&mut a), "routed_pinned");
+    a.cmd(&["GET", "tx"]).expect("GET");
+    assert_eq!(count(&routing(&mut a), "routed_pinned"), pinned1);
+
+    // A client that goes away while its pop waits ends the wait there.
+    let mut gone = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("on syd");
+    gone.send_all(&[vec!["BLPOP", "never", "0"]]).expect("send");
+    common::wait_for("the second pop blocked", Duration::from_secs(10), || {
+        field(p, "clients", "blocked_clients").parse::<u64>().ok() == Some(blocked0 + 1)
+    });
+    drop(gone);
+    common::wait_for("the pop's wait ended", Duration::from_secs(10), || {
+        field(p, "clients", "blocked_clients").parse::<u64>().ok() == Some(blocked0)
+    });
+}
+
+/// PUBLISH on the syd node reaches subscribers on the primary's node and on
+/// the cdg replica's node: the primary's stream carries it everywhere.
+fn published_everywhere(syd: &std::net::SocketAddr, others: &[std::net::SocketAddr]) {
+    let mut subs: Vec<RespConn> = others
+        .iter()
+        .map(|addr| {
+            let mut c = common::login_ready(*addr, "shop", TOKEN, |_| true).expect("subscriber");
+            assert_eq!(
+                c.cmd(&["SUBSCRIBE", "news"]).ok(),
+                Some(Value::Array(vec![
+                    Value::Bulk(b"subscribe".to_vec()),
+                    Value::Bulk(b"news".to_vec()),
+                    Value::Int(1)
+                ]))
+            );
+            c
+        })
+        .collect();
+    let mut a = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("on syd");
+    // The primary's node counts its own subscriber (one of `others`).
+    assert_eq!(
+        a.cmd(&["PUBLISH", "news", "hello"]).ok(),
+        Some(Value::Int(1))
+    );
+    for (addr, c) in others.iter().zip(subs.iter_mut()) {
+        assert_eq!(
+            c.read_reply().ok(),
+            Some(Value::Array(vec![
+                Value::Bulk(b"message".to_vec()),
+                Value::Bulk(b"news".to_vec()),
+                Value::Bulk(b"hello".to_vec())
+            ])),
+            "the subscriber on {addr}"
+        );
+    }
+}
+
+/// A SCAN cursor is valid on the copy that gave it: an iteration that
+/// started on the syd copy continues there even when the connection's own
+/// write has not arrived yet (it neither waits nor goes to the primary).
+fn scan_stays_on_its_copy(syd: &std::net::SocketAddr, p: &mut RespConn) {
+    let keys: Vec<String> = (0..30).map(|i| format!("scan{i}")).collect();
+    let mut mset = vec!["MSET"];
+    for k in &keys {
+        mset.push(k);
+        mset.push("v");
+    }
+    assert_eq!(p.cmd(&mset).ok(), Some(ok()));
+    let mut a = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("A on syd");
+    wait("syd has the keys", Duration::from_secs(30), || {
+        a.cmd(&["EXISTS", "scan29"]).ok() == Some(Value::Int(1))
+    });
+    let scan = |a: &mut RespConn, cursor: &str| -> String {
+        match a.cmd(&["SCAN", cursor, "COUNT", "2"]) {
+            Ok(Value::Array(v)) => match &v[0] {
+                Value::Bulk(c) => String::from_utf8_lossy(c).into_owned(),
+                other => panic!("cursor {other:?}"),
+            },
+            other => panic!("SCAN: {other:?}"),
+        }
+    };
+    let cursor = scan(&mut a, "0");
+    assert_ne!(cursor, "0", "the iteration has more to go");
+    // The write makes the copy lack the connection's position (a value
+    // megabytes long takes a while to cross the WAN).
+    let before = routing(&mut a);
+    assert_eq!(
+        a.cmd(&["SET", "scanbig", &"y".repeat(3_000_000)]).ok(),
+        Some(ok())
+    );
+    scan(&mut a, &cursor);
+    let after = routing(&mut a);
+    let d = |k: &str| count(&after, k) - count(&before, k);
+    assert_eq!(d("routed_local_reads"), 1, "{after:?}");
+    assert_eq!(
+        d("routed_waited_reads") + d("routed_primary_reads"),
+        0,
+        "{after:?}"
+    );
+    // A new iteration follows the connection's position as any read.
+    let before = routing(&mut a);
+    scan(&mut a, "0");
+    let after = routing(&mut a);
+    let d = |k: &str| count(&after, k) - count(&before, k);
+    assert_eq!(d("routed_local_reads"), 0, "{after:?}");
+    assert_eq!(
+        d("routed_waited_reads") + d("routed_primary_reads"),
+        1,
+        "{after:?}"
+    );
 }

@@ -368,10 +368,16 @@ async fn accept_loop(
             let me = router.reg.add(addr, laddr);
             match tls {
                 None => session::serve(router, s, me).await,
-                Some(acc) => match acc.accept(s).await {
-                    Ok(t) => session::serve(router, t, me).await,
-                    Err(e) => {
+                // A client that opens the TCP connection and never
+                // finishes its handshake must not hold a connection slot.
+                Some(acc) => match tokio::time::timeout(TLS_HANDSHAKE, acc.accept(s)).await {
+                    Ok(Ok(t)) => session::serve(router, t, me).await,
+                    Ok(Err(e)) => {
                         tracing::debug!(%addr, "TLS handshake: {e}");
+                        router.reg.remove(me.id);
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake: timed out");
                         router.reg.remove(me.id);
                     }
                 },
@@ -380,6 +386,9 @@ async fn accept_loop(
         });
     }
 }
+
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Redis's answer past `maxclients`.
 async fn refuse(mut s: TcpStream) {

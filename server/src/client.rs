@@ -219,6 +219,12 @@ pub struct Session {
     /// The request running in an envelope read the keyspace: its reply
     /// carries the token (see `envelope::end`).
     pub read_token: bool,
+    /// On a replica's node: this connection's own stream to the primary
+    /// while a transaction, WATCH or blocking command ties it there.
+    pub pin: Option<crate::forward::Pin>,
+    /// The connection's last SCAN-family iteration started on the primary
+    /// (its cursors are valid there only).
+    pub scan_on_primary: bool,
 }
 
 /// A replica's REPLCONF options, before its PSYNC.
@@ -270,6 +276,8 @@ impl Session {
             last_token: None,
             ryw_waited: false,
             read_token: false,
+            pin: None,
+            scan_on_primary: false,
         }
     }
 

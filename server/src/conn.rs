@@ -596,7 +596,65 @@ async fn run(
                 .await;
                 return;
             }
-            After::Suspend(Suspend::Forward { req, args, silent }) => {
+            After::Suspend(Suspend::Forward {
+                req,
+                args,
+                silent,
+                pinned: true,
+                blocks,
+            }) => {
+                // On the connection's own stream: a blocking pop for as
+                // long as the primary takes, anything else for a bounded
+                // while; a client that goes away meanwhile drops the
+                // stream, which ends its wait there.
+                let Some(reply) = crate::forward::pin_send(tenant, shared, s, req) else {
+                    pending = Some(args);
+                    continue;
+                };
+                let deadline = (!blocks)
+                    .then(|| tokio::time::Instant::now() + crate::forward::FORWARD_TIMEOUT);
+                let late = async move {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(reply, late);
+                let r = loop {
+                    tokio::select! {
+                        r = &mut reply => break r,
+                        _ = &mut late => break Err(
+                            "ERR the primary did not answer in time; the request may or may not have run".to_string()
+                        ),
+                        w = wait_event(stream, &mut inbuf, &s.info, 0, &mut shutdown, &set) => {
+                            if w == Waited::Gone {
+                                return;
+                            }
+                        }
+                    }
+                };
+                match r {
+                    Ok(f) => {
+                        crate::forward::pin_after(s, &args[0], &f.reply);
+                        if f.token.is_some() {
+                            s.last_token = f.token;
+                        }
+                        if !silent {
+                            out.raw(&f.reply);
+                        }
+                    }
+                    Err(e) => {
+                        s.pin = None;
+                        if !silent {
+                            out.error(&e);
+                        }
+                    }
+                }
+                continue;
+            }
+            After::Suspend(Suspend::Forward {
+                req, args, silent, ..
+            }) => {
                 // Replies before it are out; this one is the primary's.
                 match crate::forward::run_for(tenant, shared, req).await {
                     crate::forward::Outcome::Reply(f) => {

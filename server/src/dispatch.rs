@@ -132,6 +132,11 @@ fn forward_request(
     {
         return None;
     }
+    Some(enveloped(t, s, args))
+}
+
+/// `args` in an envelope of this connection's client (docs/ROUTING.md).
+fn enveloped(t: &Tenant, s: &Session, args: &[&[u8]]) -> Vec<u8> {
     let env = crate::envelope::Envelope {
         tenant: t.id.0,
         db: s.db,
@@ -144,7 +149,7 @@ fn forward_request(
     let mut out = Vec::with_capacity(128);
     env.encode(&mut out);
     crate::resp::encode_request(&mut out, args);
-    Some(out)
+    out
 }
 
 /// A read of the keyspace (Redis's `readonly` flag), or an EXEC that
@@ -163,24 +168,75 @@ fn route_on_replica(
     r: &crate::cmd::table::Registered,
     args: &[&[u8]],
     waited: bool,
+    out: &mut Reply,
 ) -> Option<Outcome> {
     use crate::catalog::Consistency;
     let customer = !s.cluster_peer && s.origin.is_none() && t.upstream.as_ref()?.node.is_some();
-    let write = is_write_command(r, s);
-    let read = !write && is_read_command(r, s);
-    if !customer || !(write || read) {
+    if !customer {
         return None;
     }
-    let behind = read
+    // A transaction, WATCH or a blocking command ties the connection to
+    // the primary, on a stream of its own, until it ends (forward::Pin).
+    let name = r.fullname.as_str();
+    let own = crate::envelope::is_router_command(name);
+    if s.pin.is_some() || (crate::forward::pins(r) && !own && s.subscriptions() == 0) {
+        if !own {
+            t.stats.routes.pinned += 1;
+            let in_multi = s.pin.as_ref().is_some_and(|p| p.in_multi());
+            return Some(Outcome::Suspend(Suspend::Forward {
+                req: enveloped(t, s, args),
+                args: args.iter().map(|a| a.to_vec()).collect(),
+                silent: false,
+                pinned: true,
+                blocks: r.spec.route == crate::cmd::table::Route::Blocking && !in_multi,
+            }));
+        }
+        // The connection's own commands stay here. RESET ends the
+        // transaction and every WATCH: letting the stream go does.
+        if name == "reset" {
+            s.pin = None;
+        } else if name != "quit" && s.pin.as_ref().is_some_and(|p| p.in_multi()) {
+            let msg = format!(
+                "ERR {} inside MULTI is not supported on a node that holds a replica of this database; DISCARD, then send it before MULTI",
+                name.to_ascii_uppercase()
+            );
+            reject(t, s, out, Some(r.id), &msg, true);
+            return Some(Outcome::Continue);
+        }
+        return None;
+    }
+    // A message published here must reach every region's subscribers:
+    // the primary's stream carries it to all of them.
+    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    let read = !write && is_read_command(r, s);
+    if !(write || read) {
+        return None;
+    }
+    let mut behind = read
         && s.last_token
             .as_ref()
             .is_some_and(|tok| !crate::envelope::can_serve(&t.repl, t.log.offset(), tok));
-    let to_primary = write
+    let mut to_primary = write
         || match t.consistency {
             Consistency::Strong => read,
             Consistency::Ryw => behind,
             Consistency::Nearest => false,
         };
+    // A SCAN cursor is valid only on the copy that gave it (the tables it
+    // walks are that copy's): an iteration stays where its cursor 0 ran.
+    let cursor = match name {
+        "scan" => args.get(1),
+        "sscan" | "hscan" | "zscan" => args.get(2),
+        _ => None,
+    };
+    if let Some(c) = cursor {
+        if *c == b"0" {
+            s.scan_on_primary = to_primary;
+        } else {
+            to_primary = s.scan_on_primary;
+            behind &= to_primary;
+        }
+    }
     let routes = &mut t.stats.routes;
     if !to_primary {
         if read && waited {
@@ -214,6 +270,8 @@ fn route_on_replica(
         req,
         args,
         silent: false,
+        pinned: false,
+        blocks: false,
     }))
 }
 
@@ -478,7 +536,7 @@ pub(crate) fn run(
     // with `strong`; with `ryw` when this copy lacks the connection's own
     // last write even after waiting `ryw-wait-ms` for it.
     if t.role == crate::repl::Role::Replica && !s.replaying {
-        if let Some(outcome) = route_on_replica(t, s, set, r, args, waited) {
+        if let Some(outcome) = route_on_replica(t, s, set, r, args, waited, out) {
             return outcome;
         }
     }

@@ -226,6 +226,12 @@ const ROUTER_COMMANDS: &[&str] = &[
     "replconf",
 ];
 
+/// Whether `name` (lower case) acts on the connection itself (the
+/// router's to answer, never forwarded).
+pub fn is_router_command(name: &str) -> bool {
+    ROUTER_COMMANDS.contains(&name)
+}
+
 /// Whether a request is an envelope (on a cluster link, where they are
 /// taken; elsewhere `ENVELOPE` is an unknown command like any other).
 pub fn is_envelope(args: &[&[u8]]) -> bool {

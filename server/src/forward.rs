@@ -219,8 +219,90 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(mut rd: R, owed: Owed) {
     }
 }
 
+/// A connection's own stream to the primary's node, while Redis's
+/// semantics tie the connection to one server: a transaction (MULTI until
+/// EXEC or DISCARD), watched keys (WATCH until EXEC, DISCARD or UNWATCH),
+/// a blocking command until its reply. Everything the connection sends
+/// meanwhile (its connection commands excepted) goes on this stream, so
+/// the primary sees one client, as a single Redis would: the transaction
+/// queues there, WATCH sees the primary's keys, a pop waits for a push
+/// from anywhere. Dropping the pin (the connection closed, RESET) closes
+/// the stream, which ends the client's state on the primary.
+pub struct Pin {
+    fwd: Forwarder,
+    multi: bool,
+    watching: bool,
+}
+
+impl Pin {
+    /// Inside MULTI on the primary.
+    pub fn in_multi(&self) -> bool {
+        self.multi
+    }
+}
+
+/// Whether request `r` ties a customer's connection on a replica's node to
+/// the primary (see [`Pin`]).
+pub fn pins(r: &crate::cmd::table::Registered) -> bool {
+    matches!(r.fullname.as_str(), "multi" | "watch")
+        || r.spec.route == crate::cmd::table::Route::Blocking
+}
+
+/// Sends `req` on the session's pin, opening it to the node the tenant
+/// follows first. None: this node follows no primary any more (it became
+/// the primary): the request runs here.
+pub fn pin_send(
+    tenant: &std::rc::Rc<std::cell::RefCell<crate::tenant::Tenant>>,
+    shared: &Arc<Shared>,
+    s: &mut crate::client::Session,
+    req: Vec<u8>,
+) -> Option<impl std::future::Future<Output = Result<Forwarded, String>> + 'static> {
+    let t = tenant.borrow();
+    let node = t
+        .upstream
+        .as_ref()
+        .and_then(|u| u.node)
+        .filter(|_| t.role == crate::repl::Role::Replica);
+    let Some(node) = node else {
+        s.pin = None;
+        return None;
+    };
+    let pin = s.pin.get_or_insert_with(|| Pin {
+        fwd: Forwarder::start(shared, node, t.id),
+        multi: false,
+        watching: false,
+    });
+    Some(pin.fwd.send(req))
+}
+
+/// Follows the primary's reply to pinned command `name`: MULTI, WATCH,
+/// EXEC, DISCARD and UNWATCH change what ties the connection, and once
+/// nothing does the pin (and its stream) is let go.
+pub fn pin_after(s: &mut crate::client::Session, name: &[u8], reply: &[u8]) {
+    let Some(p) = s.pin.as_mut() else { return };
+    let ok = !reply.starts_with(b"-");
+    let name = name.to_ascii_lowercase();
+    match name.as_slice() {
+        b"multi" if ok => p.multi = true,
+        // EXEC ends the transaction and every WATCH, whatever it answers
+        // (EXECABORT, a nil for a watched key that changed); without a
+        // MULTI it changes nothing.
+        b"exec" | b"discard" if p.multi => {
+            p.multi = false;
+            p.watching = false;
+        }
+        b"watch" if ok => p.watching = true,
+        // Inside MULTI it is queued, and EXEC ends every WATCH anyway.
+        b"unwatch" if !p.multi => p.watching = false,
+        _ => {}
+    }
+    if !p.multi && !p.watching {
+        s.pin = None;
+    }
+}
+
 /// How long a forwarded request may take, retries included.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What became of a forwarded request.
 #[derive(Debug)]

@@ -49,6 +49,7 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         ("primary_read", r.primary_reads),
         ("fell_back_read", r.fell_back_reads),
         ("primary_write", r.primary_writes),
+        ("pinned", r.pinned),
     ] {
         metrics::counter!("anykv_routed_total", "tenant" => tenant.clone(), "route" => route)
             .absolute(n);

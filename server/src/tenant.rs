@@ -77,6 +77,9 @@ pub struct RouteStats {
     pub fell_back_reads: u64,
     /// Writes sent to the primary's node.
     pub primary_writes: u64,
+    /// Requests sent on a connection's own stream to the primary while a
+    /// transaction, WATCH or blocking command tied it there.
+    pub pinned: u64,
     /// Microseconds reads spent waiting for their connection's write.
     pub wait_us: u64,
 }

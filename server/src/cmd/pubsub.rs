@@ -172,17 +172,27 @@ pub fn unsubscribe_all(t: &mut Tenant, s: &mut Session) {
     counts(s);
 }
 
+/// PUBLISH: delivered to this node's subscribers, and propagated in the
+/// replication stream (as Redis 7.0 does without cluster mode), so every
+/// replica delivers it to its own: a subscriber in any region hears a
+/// message published in any other (a replica's node sends its customers'
+/// PUBLISH to the primary, see `dispatch`). The stream's bytes also reach
+/// the append-only log, whose offsets are the stream's; replayed at a
+/// restart it finds no subscribers.
 pub fn publish(ctx: &mut Ctx) {
     let (ch, msg) = (ctx.args[1], ctx.args[2]);
     let limit = ctx.t.push_limit;
     let n = ctx.t.pubsub.publish(ch, msg, limit, ctx.now_ms);
+    ctx.t.log.append_no_db(&[b"PUBLISH", ch, msg]);
     ctx.out.int(n as i64);
 }
 
+/// SPUBLISH: as PUBLISH, for shard channels.
 pub fn spublish(ctx: &mut Ctx) {
     let (ch, msg) = (ctx.args[1], ctx.args[2]);
     let limit = ctx.t.push_limit;
     let n = ctx.t.pubsub.spublish(ch, msg, limit, ctx.now_ms);
+    ctx.t.log.append_no_db(&[b"SPUBLISH", ch, msg]);
     ctx.out.int(n as i64);
 }
 

@@ -35,10 +35,16 @@ pub enum Suspend {
     /// the client's (see `crate::forward`). `args`: the request, to run
     /// here after all if this node becomes the primary before it is sent.
     /// `silent`: the client turned replies off (CLIENT REPLY OFF/SKIP).
+    /// `pinned`: on the connection's own stream (`forward::Pin`), sent
+    /// once (never retried); `blocks`: a blocking command outside MULTI,
+    /// which waits as long as the primary takes (its own timeout), where
+    /// any other request gets the shared stream's bounded wait.
     Forward {
         req: Vec<u8>,
         args: Vec<Vec<u8>>,
         silent: bool,
+        pinned: bool,
+        blocks: bool,
     },
     /// A `ryw` read on a replica that lacks the connection's last write:
     /// the connection waits up to `ryw-wait-ms` for the stream to bring
