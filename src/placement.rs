@@ -344,6 +344,78 @@ impl Placement {
         Some(SocketAddr::new(ip, self.sync_port))
     }
 
+    /// The store's spec of tenant `e` with role record `rec`, following
+    /// `follow` (None: its primary, or not held) with `standby`.
+    fn spec_of(
+        &self,
+        e: &TenantEntry,
+        rec: &RoleRecord,
+        follow: Option<SocketAddr>,
+        standby: Option<SocketAddr>,
+    ) -> TenantSpec {
+        TenantSpec {
+            id: TenantId(e.id),
+            name: e.name.clone(),
+            token_sha256: e.digests(),
+            maxmemory: e.maxmemory,
+            policy: e
+                .maxmemory_policy
+                .as_deref()
+                .map(anykv_server::evict::Policy::parse),
+            maxclients: e.maxclients,
+            ops_per_sec: e.ops_per_sec,
+            leased: false,
+            consistency: anykv_server::catalog::Consistency::parse(&e.consistency)
+                .unwrap_or_default(),
+            durable: false,
+            follow,
+            standby,
+            epoch: rec.epoch,
+            remote: None,
+        }
+    }
+
+    /// Where a tenant this node holds no copy of is served: its primary's
+    /// node, and the nodes with a copy nearest first by the gossip's
+    /// smallest round trip of the last minute (whole milliseconds, the
+    /// primary first among equals, so close nodes do not swap places at
+    /// every probe). A replica counts as a copy once its metadata shows it
+    /// streaming (a measured lag): one still taking its full sync would
+    /// answer from an empty keyspace. None while the primary's address is
+    /// unknown.
+    fn remote_route(
+        &self,
+        view: &ClusterView,
+        rec: &RoleRecord,
+    ) -> Option<anykv_server::catalog::RemoteRoute> {
+        let primary = self.link_addr(view, &rec.primary)?;
+        let mut copies: Vec<(u64, bool, SocketAddr)> = Vec::new();
+        for m in rec.holders() {
+            let Some(member) = view.member(m).filter(|v| v.state == MemberState::Alive) else {
+                continue;
+            };
+            let is_primary = m == rec.primary;
+            let streaming = member.meta.as_ref().is_some_and(|meta| {
+                meta.tenants
+                    .iter()
+                    .any(|t| t.id == rec.tenant && t.lag_ms.is_some())
+            });
+            if !is_primary && !streaming {
+                continue;
+            }
+            let Some(addr) = self.link_addr(view, m) else {
+                continue;
+            };
+            let rtt = member.rtt_min_ms.map_or(u64::MAX, |ms| ms.round() as u64);
+            copies.push((rtt, !is_primary, addr));
+        }
+        copies.sort();
+        Some(anykv_server::catalog::RemoteRoute {
+            primary,
+            copies: copies.into_iter().map(|(_, _, a)| a).collect(),
+        })
+    }
+
     /// One pass: records created or repaired, the store's catalog set to
     /// what this node holds, the applied version published, rows saved.
     pub fn reconcile(&self) {
@@ -413,6 +485,7 @@ impl Placement {
         }
 
         let mut specs: Vec<TenantSpec> = Vec::new();
+        let mut remote: Vec<TenantSpec> = Vec::new();
         let local = self.shared.repl_status.lock().clone();
         for e in entries.values() {
             let Some(rec) = roles.get(&e.id) else {
@@ -440,7 +513,17 @@ impl Placement {
                             .is_some_and(|s| s.link_up != Some(true));
                     match self.link_addr(&view, &rec.primary) {
                         Some(a) if rejoining => Some(a),
-                        _ => continue,
+                        _ => {
+                            // Held elsewhere: this node's customers reach
+                            // it through the nodes that hold it.
+                            if let Some(route) = self.remote_route(&view, rec) {
+                                remote.push(TenantSpec {
+                                    remote: Some(Box::new(route)),
+                                    ..self.spec_of(e, rec, None, None)
+                                });
+                            }
+                            continue;
+                        }
                     }
                 }
                 Some(Held::Primary) => None,
@@ -453,24 +536,21 @@ impl Placement {
                 },
             };
             specs.push(TenantSpec {
-                id: TenantId(e.id),
-                name: e.name.clone(),
-                token_sha256: e.digests(),
-                maxmemory: e.maxmemory,
-                policy: e
-                    .maxmemory_policy
-                    .as_deref()
-                    .map(anykv_server::evict::Policy::parse),
-                maxclients: e.maxclients,
-                ops_per_sec: e.ops_per_sec,
                 leased: controlled(e) && follow.is_none(),
-                consistency: anykv_server::catalog::Consistency::parse(&e.consistency)
-                    .unwrap_or_default(),
                 durable: follow.is_none() && e.durability == catalog::Durability::Region,
-                follow,
-                standby,
-                epoch: rec.epoch,
+                ..self.spec_of(e, rec, follow, standby)
             });
+        }
+        let (remote, skipped) = Catalog::from_specs(remote);
+        for s in skipped {
+            tracing::error!("remote catalog: {s}");
+        }
+        if self.shared.remote_catalog().tenants() != remote.tenants() {
+            tracing::info!(
+                "databases served through other nodes: {}",
+                remote.tenants().len()
+            );
+            self.shared.set_remote(remote);
         }
         // The cluster's tenants this pass gives the store, at their versions.
         let held: Vec<(u64, u64)> = specs

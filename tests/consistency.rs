@@ -89,16 +89,9 @@ fn a_read_region_connection_reads_its_own_writes_and_routes_by_consistency() {
         .expect("primary node")
         .clone();
     assert_eq!(primary.region, "iad");
-    let mut p = common::poll_every(
-        Duration::from_millis(50),
-        Duration::from_secs(30),
-        "the primary takes writes",
-        || {
-            common::login_ready(primary.resp, "shop", TOKEN, |c| {
-                matches!(c.cmd(&["SET", "big", ""]), Ok(Value::Simple(_)))
-            })
-        },
-    );
+    let mut p = common::shop_login(primary.resp, TOKEN, "the primary takes writes", |c| {
+        matches!(c.cmd(&["SET", "big", ""]), Ok(Value::Simple(_)))
+    });
     wait("the syd replica serves", Duration::from_secs(30), || {
         common::login_ready(syd.resp, "shop", TOKEN, |c| {
             c.cmd(&["EXISTS", "big"]).ok() == Some(Value::Int(1))

@@ -65,6 +65,20 @@ pub struct TenantSpec {
     /// has completed its sync none is taken (`NOREPLICAS` after
     /// `standby-wait-ms`), even when the record names no standby.
     pub durable: bool,
+    /// On a cluster node that holds no copy of the tenant: where its
+    /// customers' requests go (the node's remote catalog only, see
+    /// `Shared::set_remote`).
+    pub remote: Option<Box<RemoteRoute>>,
+}
+
+/// Where a tenant this node holds no copy of is served: the cluster
+/// addresses of its primary's node and of the nodes holding a copy,
+/// nearest first (by the gossip's measured round trip; the primary among
+/// them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteRoute {
+    pub primary: std::net::SocketAddr,
+    pub copies: Vec<std::net::SocketAddr>,
 }
 
 /// Which copy a connection's reads may use, per database (the catalog's
@@ -201,6 +215,7 @@ impl Catalog {
                 leased: false,
                 consistency: Consistency::Ryw,
                 durable: false,
+                remote: None,
             };
             for w in words {
                 let (k, v) = w

@@ -602,6 +602,7 @@ async fn run(
                 silent,
                 pinned: true,
                 blocks,
+                ..
             }) => {
                 // On the connection's own stream: a blocking pop for as
                 // long as the primary takes, anything else for a bounded
@@ -653,10 +654,19 @@ async fn run(
                 continue;
             }
             After::Suspend(Suspend::Forward {
-                req, args, silent, ..
+                req,
+                args,
+                silent,
+                read,
+                ..
             }) => {
-                // Replies before it are out; this one is the primary's.
-                match crate::forward::run_for(tenant, shared, req).await {
+                // Replies before it are out; this one is the primary's (or,
+                // for a database held elsewhere, the nearest copy's).
+                let outcome = match read {
+                    Some(read) => crate::forward::run_read(tenant, shared, read, req).await,
+                    None => crate::forward::run_for(tenant, shared, req).await,
+                };
+                match outcome {
                     crate::forward::Outcome::Reply(f) => {
                         if f.token.is_some() {
                             s.last_token = f.token;

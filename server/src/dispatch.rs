@@ -137,6 +137,16 @@ fn forward_request(
 
 /// `args` in an envelope of this connection's client (docs/ROUTING.md).
 fn enveloped(t: &Tenant, s: &Session, args: &[&[u8]]) -> Vec<u8> {
+    enveloped_at(t, s, args, None)
+}
+
+/// `args` in an envelope that asks the copy to have `min_token`.
+fn enveloped_at(
+    t: &Tenant,
+    s: &Session,
+    args: &[&[u8]],
+    min_token: Option<crate::envelope::Token>,
+) -> Vec<u8> {
     let env = crate::envelope::Envelope {
         tenant: t.id.0,
         db: s.db,
@@ -144,7 +154,7 @@ fn enveloped(t: &Tenant, s: &Session, args: &[&[u8]]) -> Vec<u8> {
         resp: s.resp,
         addr: s.info.addr,
         name: s.info.name.borrow().clone(),
-        min_token: None,
+        min_token,
     };
     let mut out = Vec::with_capacity(128);
     env.encode(&mut out);
@@ -177,7 +187,9 @@ fn route_on_replica(
     }
     // A transaction, WATCH or a blocking command ties the connection to
     // the primary, on a stream of its own, until it ends (forward::Pin).
-    let name = r.fullname.as_str();
+    // (`fullname` of a subcommand is `client|setname`: the command is
+    // what acts on the connection.)
+    let name = r.fullname.split('|').next().unwrap_or_default();
     let own = crate::envelope::is_router_command(name);
     if s.pin.is_some() || (crate::forward::pins(r) && !own && s.subscriptions() == 0) {
         if !own {
@@ -189,6 +201,7 @@ fn route_on_replica(
                 silent: false,
                 pinned: true,
                 blocks: r.spec.route == crate::cmd::table::Route::Blocking && !in_multi,
+                read: None,
             }));
         }
         // The connection's own commands stay here. RESET ends the
@@ -272,7 +285,89 @@ fn route_on_replica(
         silent: false,
         pinned: false,
         blocks: false,
+        read: None,
     }))
+}
+
+/// Commands a remote tenant's connection answers on this node: they act on
+/// the connection itself (besides the envelope's refusals below), or need
+/// no database.
+const REMOTE_LOCAL: &[&str] = &[
+    "auth", "hello", "select", "quit", "reset", "client", "ping", "echo", "command",
+];
+
+/// A customer's request for a database this node holds no copy of
+/// (`Tenant::remote`): everything but the connection's own commands is
+/// forwarded, as on a replica's node, except that reads go to the nearest
+/// node with a copy (with the connection's position as `min-token`, which
+/// a copy that lacks it refuses; the primary answers then).
+fn route_remote(
+    t: &mut Tenant,
+    s: &mut Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+    out: &mut Reply,
+) -> Option<Outcome> {
+    use crate::catalog::Consistency;
+    let name = r.fullname.split('|').next().unwrap_or_default();
+    // `INFO routing` is this node's own account of the connection's routes.
+    let own_info = name == "info" && args.len() == 2 && args[1].eq_ignore_ascii_case(b"routing");
+    if REMOTE_LOCAL.contains(&name) && s.pin.as_ref().is_none_or(|p| !p.in_multi()) || own_info {
+        if name == "reset" {
+            s.pin = None;
+        }
+        return None;
+    }
+    if crate::envelope::is_router_command(name) {
+        let msg = format!(
+            "ERR {} needs a node that holds a copy of this database; this node forwards its requests to other nodes. Connect to a node in one of the database's regions",
+            name.to_ascii_uppercase()
+        );
+        reject(t, s, out, Some(r.id), &msg, true);
+        return Some(Outcome::Continue);
+    }
+    let forward = |req, pinned, blocks, read| {
+        Some(Outcome::Suspend(Suspend::Forward {
+            req,
+            args: args.iter().map(|a| a.to_vec()).collect(),
+            silent: false,
+            pinned,
+            blocks,
+            read,
+        }))
+    };
+    if s.pin.is_some() || crate::forward::pins(r) {
+        t.stats.routes.pinned += 1;
+        let in_multi = s.pin.as_ref().is_some_and(|p| p.in_multi());
+        let blocks = r.spec.route == crate::cmd::table::Route::Blocking && !in_multi;
+        return forward(enveloped(t, s, args), true, blocks, None);
+    }
+    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    let read = !write && is_read_command(r, s);
+    // A SCAN cursor is valid only on the copy that gave it, and the
+    // nearest copy may change between calls: iterations run on the
+    // primary.
+    let scan = matches!(name, "scan" | "sscan" | "hscan" | "zscan");
+    let near = read
+        && !scan
+        && match t.consistency {
+            Consistency::Strong => false,
+            Consistency::Ryw | Consistency::Nearest => true,
+        };
+    if near {
+        let min = match t.consistency {
+            Consistency::Ryw => s.last_token.clone(),
+            _ => None,
+        };
+        let at_copy = enveloped_at(t, s, args, min);
+        return forward(enveloped(t, s, args), false, false, Some(at_copy));
+    }
+    if write {
+        t.stats.routes.primary_writes += 1;
+    } else if read {
+        t.stats.routes.primary_reads += 1;
+    }
+    forward(enveloped(t, s, args), false, false, None)
 }
 
 /// How long (ms) a primary just named at a new epoch holds requests that
@@ -401,6 +496,13 @@ pub(crate) fn run(
         );
         reject(t, s, out, Some(r.id), &msg, true);
         return Outcome::Continue;
+    }
+    // A database held on other nodes: nothing runs here but the
+    // connection's own commands.
+    if t.remote && !s.replaying {
+        if let Some(outcome) = route_remote(t, s, r, args, out) {
+            return outcome;
+        }
     }
     if r.protected {
         let mode = set.debug_command.as_str();

@@ -260,6 +260,9 @@ fn executor_main(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let tenants: Tenants = Rc::new(RefCell::new(HashMap::new()));
+        // Tenants this node holds no copy of, made when a client logs in
+        // (see `remote_tenant`).
+        let remotes: Tenants = Rc::new(RefCell::new(HashMap::new()));
         // Load every tenant this executor owns before serving anyone; a
         // load error stops the server (never start with partial data).
         let loaded = load_tenants(idx, &tenants, &shared);
@@ -279,19 +282,26 @@ fn executor_main(
         for l in listeners {
             match TcpListener::from_std(l) {
                 Ok(l) => {
-                    tokio::task::spawn_local(accept_loop(idx, l, tenants.clone(), shared.clone()));
+                    tokio::task::spawn_local(accept_loop(
+                        idx,
+                        l,
+                        tenants.clone(),
+                        remotes.clone(),
+                        shared.clone(),
+                    ));
                 }
                 Err(e) => tracing::error!("executor {idx}: listener: {e}"),
             }
         }
         {
             let tenants = tenants.clone();
+            let remotes = remotes.clone();
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
                 while let Some(m) = handoffs.recv().await {
                     match m {
                         ExecMsg::Conn(h) => match ClientStream::from_handoff(h.stream) {
-                            Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &shared),
+                            Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &remotes, &shared),
                             Err(e) => tracing::warn!("handoff: {e}"),
                         },
                         ExecMsg::Tenant(TenantChange::Upsert(spec)) => {
@@ -348,6 +358,40 @@ fn customer_tenant(spec: &crate::catalog::TenantSpec, dbs: usize) -> Tenant {
     });
     set_rate(&mut t, spec.ops_per_sec);
     t
+}
+
+/// The executor's stand-in for a tenant this node holds no copy of (in
+/// the remote catalog): an empty keyspace that never loads or saves a
+/// file and takes part in no replication; its clients' requests are all
+/// forwarded (`dispatch::route_remote`). Made at its first login, kept
+/// while the tenant is remote; its route is read from the remote catalog
+/// at every request, so placement changes apply at once.
+fn remote_tenant(
+    remotes: &Tenants,
+    id: TenantId,
+    shared: &Arc<Shared>,
+) -> Option<Rc<RefCell<Tenant>>> {
+    let spec = shared.remote_catalog().get(id).cloned()?;
+    if let Some(t) = remotes.borrow().get(&id) {
+        let mut tb = t.borrow_mut();
+        tb.name = spec.name.clone();
+        tb.consistency = spec.consistency;
+        set_rate(&mut tb, spec.ops_per_sec);
+        drop(tb);
+        return Some(t.clone());
+    }
+    let dbs = shared.config.read().databases();
+    let mut t = customer_tenant(&spec, dbs);
+    t.remote = true;
+    t.consistency = spec.consistency;
+    let t = Rc::new(RefCell::new(t));
+    t.borrow().spawn(crate::metrics::publish_routes_while(
+        t.clone(),
+        shared.clone(),
+    ));
+    remotes.borrow_mut().insert(id, t.clone());
+    tracing::info!(tenant = id.0, name = %spec.name, "serving a database held on other nodes");
+    Some(t)
 }
 
 /// Applies a plan's `ops_per_sec` (0: unlimited), keeping the tokens saved
@@ -516,9 +560,11 @@ fn start_conn(
     tenant: TenantId,
     carry: Option<crate::conn::Carry>,
     tenants: &Tenants,
+    remotes: &Tenants,
     shared: &Arc<Shared>,
 ) {
     let t = tenants.borrow().get(&tenant).cloned();
+    let t = t.or_else(|| remote_tenant(remotes, tenant, shared));
     match t {
         Some(t) => {
             let serve = crate::conn::serve(s, t.clone(), shared.clone(), carry);
@@ -534,7 +580,13 @@ fn start_conn(
     }
 }
 
-async fn accept_loop(idx: usize, listener: TcpListener, tenants: Tenants, shared: Arc<Shared>) {
+async fn accept_loop(
+    idx: usize,
+    listener: TcpListener,
+    tenants: Tenants,
+    remotes: Tenants,
+    shared: Arc<Shared>,
+) {
     let mut shutdown = shared.shutdown_rx();
     loop {
         let accepted = tokio::select! {
@@ -565,7 +617,14 @@ async fn accept_loop(idx: usize, listener: TcpListener, tenants: Tenants, shared
         let tenant = TenantId::DEFAULT;
         let owner = owner_of(tenant, shared.executors);
         if owner == idx {
-            start_conn(ClientStream::Tcp(stream), tenant, None, &tenants, &shared);
+            start_conn(
+                ClientStream::Tcp(stream),
+                tenant,
+                None,
+                &tenants,
+                &remotes,
+                &shared,
+            );
         } else {
             match stream.into_std() {
                 Ok(s) => shared.handoff(Handoff {

@@ -241,6 +241,10 @@ impl Pin {
     }
 }
 
+/// The reply to a request sent on a pin.
+pub type PinnedReply =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Forwarded, String>>>>;
+
 /// Whether request `r` ties a customer's connection on a replica's node to
 /// the primary (see [`Pin`]).
 pub fn pins(r: &crate::cmd::table::Registered) -> bool {
@@ -256,15 +260,13 @@ pub fn pin_send(
     shared: &Arc<Shared>,
     s: &mut crate::client::Session,
     req: Vec<u8>,
-) -> Option<impl std::future::Future<Output = Result<Forwarded, String>> + 'static> {
+) -> Option<PinnedReply> {
     let t = tenant.borrow();
-    let node = t
-        .upstream
-        .as_ref()
-        .and_then(|u| u.node)
-        .filter(|_| t.role == crate::repl::Role::Replica);
-    let Some(node) = node else {
+    let Some(node) = primary_node(&t, shared) else {
         s.pin = None;
+        if t.remote {
+            return Some(Box::pin(std::future::ready(Err(GONE.to_string()))));
+        }
         return None;
     };
     let pin = s.pin.get_or_insert_with(|| Pin {
@@ -272,7 +274,82 @@ pub fn pin_send(
         multi: false,
         watching: false,
     });
-    Some(pin.fwd.send(req))
+    Some(Box::pin(pin.fwd.send(req)))
+}
+
+/// A remote tenant's requests once the remote catalog no longer has it
+/// (deleted, or now held here): the client must log in again.
+const GONE: &str =
+    "ERR this node no longer routes this database (it was moved or deleted); reconnect and AUTH again";
+
+/// Where the tenant's primary is, seen from this node: the node a
+/// replica follows, or a remote tenant's primary (None: this node is the
+/// primary, or the remote tenant is gone).
+fn primary_node(t: &crate::tenant::Tenant, shared: &Shared) -> Option<SocketAddr> {
+    if t.remote {
+        return shared.remote_route(t.id).map(|r| r.primary);
+    }
+    t.upstream
+        .as_ref()
+        .and_then(|u| u.node)
+        .filter(|_| t.role == crate::repl::Role::Replica)
+}
+
+/// The forwarder in `slot`, started anew when it talks to another node or
+/// its stream failed.
+fn to_node<'a>(
+    slot: &'a mut Option<Forwarder>,
+    shared: &Arc<Shared>,
+    node: SocketAddr,
+    tenant: TenantId,
+) -> &'a Forwarder {
+    match slot {
+        Some(f) if f.node() == node && !f.is_closed() => {}
+        _ => *slot = Some(Forwarder::start(shared, node, tenant)),
+    }
+    slot.get_or_insert_with(|| Forwarder::start(shared, node, tenant))
+}
+
+/// How long a read may wait for another node's copy before the primary
+/// is asked instead (a read may run twice; a write never does).
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A remote tenant's read: `read` (with the connection's position as its
+/// `min-token`) to the nearest node with a copy; a copy that is behind
+/// (`-BEHIND`), unreachable or silent for [`READ_TIMEOUT`] is skipped and
+/// `req` goes to the primary, which has everything.
+pub async fn run_read(
+    tenant: &std::rc::Rc<std::cell::RefCell<crate::tenant::Tenant>>,
+    shared: &Arc<Shared>,
+    read: Vec<u8>,
+    req: Vec<u8>,
+) -> Outcome {
+    let sent = {
+        let mut t = tenant.borrow_mut();
+        let node = shared
+            .remote_route(t.id)
+            .and_then(|r| r.copies.first().copied());
+        let id = t.id;
+        node.map(|node| to_node(&mut t.read_forwarder, shared, node, id).send(read))
+    };
+    if let Some(f) = sent {
+        match tokio::time::timeout(READ_TIMEOUT, f).await {
+            Ok(Ok(f)) if !f.reply.starts_with(b"-BEHIND") => {
+                tenant.borrow_mut().stats.routes.remote_reads += 1;
+                return Outcome::Reply(f);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // Silent: the next read starts a new stream.
+                if let Some(f) = tenant.borrow().read_forwarder.as_ref() {
+                    f.abandon();
+                }
+            }
+        }
+        tenant.borrow_mut().stats.routes.fell_back_reads += 1;
+    }
+    tenant.borrow_mut().stats.routes.primary_reads += 1;
+    run_for(tenant, shared, req).await
 }
 
 /// Follows the primary's reply to pinned command `name`: MULTI, WATCH,
@@ -348,17 +425,13 @@ async fn forward_until(
     loop {
         let sent = {
             let mut t = tenant.borrow_mut();
-            match t.upstream.as_ref().and_then(|u| u.node) {
-                Some(node) if t.role == crate::repl::Role::Replica => {
-                    let stale = t
-                        .forwarder
-                        .as_ref()
-                        .is_none_or(|f| f.node() != node || f.is_closed());
-                    if stale {
-                        let id = t.id;
-                        t.forwarder = Some(Forwarder::start(shared, node, id));
-                    }
-                    t.forwarder.as_ref().map(|f| f.send(req.clone()))
+            if t.remote && primary_node(&t, shared).is_none() {
+                return Outcome::Error(GONE.into());
+            }
+            match primary_node(&t, shared) {
+                Some(node) => {
+                    let id = t.id;
+                    Some(to_node(&mut t.forwarder, shared, node, id).send(req.clone()))
                 }
                 _ => None,
             }

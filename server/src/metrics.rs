@@ -42,20 +42,7 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         .absolute(s.sync_partial_ok);
     metrics::counter!("anykv_repl_sync_partial_err_total", "tenant" => tenant.clone())
         .absolute(s.sync_partial_err);
-    let r = &s.routes;
-    for (route, n) in [
-        ("local_read", r.local_reads),
-        ("waited_read", r.waited_reads),
-        ("primary_read", r.primary_reads),
-        ("fell_back_read", r.fell_back_reads),
-        ("primary_write", r.primary_writes),
-        ("pinned", r.pinned),
-    ] {
-        metrics::counter!("anykv_routed_total", "tenant" => tenant.clone(), "route" => route)
-            .absolute(n);
-    }
-    metrics::counter!("anykv_ryw_wait_microseconds_total", "tenant" => tenant.clone())
-        .absolute(r.wait_us);
+    publish_routes(t);
     let status = ReplStatus::of(t);
     for r in &status.replicas {
         let replica = r.addr.to_string();
@@ -74,6 +61,42 @@ pub fn publish(t: &Tenant, shared: &Shared) {
         metrics::gauge!("anykv_repl_lag_ms", "tenant" => tenant).set(ms as f64);
     }
     shared.repl_status.lock().insert(t.id, status);
+}
+
+/// A tenant's route counters (INFO routing).
+fn publish_routes(t: &Tenant) {
+    let tenant = t.name.clone();
+    let r = &t.stats.routes;
+    for (route, n) in [
+        ("local_read", r.local_reads),
+        ("waited_read", r.waited_reads),
+        ("remote_read", r.remote_reads),
+        ("primary_read", r.primary_reads),
+        ("fell_back_read", r.fell_back_reads),
+        ("primary_write", r.primary_writes),
+        ("pinned", r.pinned),
+    ] {
+        metrics::counter!("anykv_routed_total", "tenant" => tenant.clone(), "route" => route)
+            .absolute(n);
+    }
+    metrics::counter!("anykv_ryw_wait_microseconds_total", "tenant" => tenant.clone())
+        .absolute(r.wait_us);
+}
+
+/// A remote tenant's route counters, every second for as long as the
+/// server runs (it has no cron of its own).
+pub async fn publish_routes_while(
+    t: std::rc::Rc<std::cell::RefCell<Tenant>>,
+    shared: std::sync::Arc<Shared>,
+) {
+    let mut shutdown = shared.shutdown_rx();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        publish_routes(&t.borrow());
+    }
 }
 
 /// A tenant's replication as other threads see it (the node's cluster

@@ -161,6 +161,8 @@ pub struct Shared {
     /// The tenants this server holds (besides the default one); swapped
     /// whole by [`Shared::set_catalog`] while the server runs.
     catalog: RwLock<Arc<crate::catalog::Catalog>>,
+    /// Tenants held elsewhere (see `remote_catalog`).
+    remote: RwLock<Arc<crate::catalog::Catalog>>,
     /// `tenants-only`: the default tenant only for operator users with a
     /// password; never open to unauthenticated clients.
     pub tenants_only: AtomicBool,
@@ -219,6 +221,7 @@ impl Shared {
             shutdown_tx: watch::channel(false).0,
             shutdown_save: std::sync::atomic::AtomicU8::new(0),
             catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
+            remote: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
             link_dialer: std::sync::OnceLock::new(),
@@ -390,6 +393,34 @@ impl Shared {
             }
             None => tracing::warn!("no executor {owner} to send to"),
         }
+    }
+
+    /// The tenants this node holds no copy of, each with where it is
+    /// served (`TenantSpec::remote`): a login to one of them is served by
+    /// forwarding every request (docs/ROUTING.md, Remote databases).
+    pub fn remote_catalog(&self) -> Arc<crate::catalog::Catalog> {
+        self.remote.read().clone()
+    }
+
+    /// Replaces the remote catalog (the node's placement, on every change).
+    pub fn set_remote(&self, c: crate::catalog::Catalog) {
+        *self.remote.write() = Arc::new(c);
+    }
+
+    /// Where remote tenant `id` is served now. A tenant this node has
+    /// since been given a replica of keeps its remote connections going to
+    /// the primary that replica follows (the copy may still be syncing;
+    /// new logins use it). None: the tenant is gone, or this node is its
+    /// primary now.
+    pub fn remote_route(&self, id: crate::tenant::TenantId) -> Option<crate::catalog::RemoteRoute> {
+        if let Some(r) = self.remote.read().get(id).and_then(|s| s.remote.as_deref()) {
+            return Some(r.clone());
+        }
+        let primary = self.catalog().get(id)?.follow?;
+        Some(crate::catalog::RemoteRoute {
+            primary,
+            copies: vec![primary],
+        })
     }
 
     /// The tenant catalog as it is now.

@@ -70,6 +70,9 @@ pub struct RouteStats {
     /// Reads that found the local copy without the connection's last write,
     /// waited for it to arrive and were then answered locally.
     pub waited_reads: u64,
+    /// Reads a copy on another node answered (a database this node holds
+    /// no copy of).
+    pub remote_reads: u64,
     /// Reads that went to the primary: the wait ran out (`ryw`) or the
     /// database is `strong`.
     pub primary_reads: u64,
@@ -167,6 +170,11 @@ pub struct Tenant {
     /// As a cluster replica: the stream customers' writes are forwarded to
     /// the primary on (this executor's; started on first use).
     pub forwarder: Option<crate::forward::Forwarder>,
+    /// This node holds no copy: every customer request is forwarded to the
+    /// nodes that do (`Shared::remote_route`); the keyspace stays empty.
+    pub remote: bool,
+    /// A remote tenant's stream to the nearest copy's node (reads).
+    pub read_forwarder: Option<crate::forward::Forwarder>,
     /// Generations of REPLICAOF (a link task stops when it is not current).
     pub upstream_gen: u64,
     /// As a replica on a cluster link: how far behind its primary it is, in
@@ -372,6 +380,8 @@ impl Tenant {
             repl_last_ping_ms: 0,
             upstream: None,
             forwarder: None,
+            remote: false,
+            read_forwarder: None,
             upstream_gen: 0,
             master_lag_ms: None,
             standby: None,

@@ -824,6 +824,21 @@ pub fn login_ready(
     ready(&mut c).then_some(c)
 }
 
+/// [`login_ready`] as database "shop", polled until it works (30 s).
+pub fn shop_login(
+    addr: std::net::SocketAddr,
+    token: &str,
+    what: &str,
+    ready: impl Fn(&mut RespConn) -> bool,
+) -> RespConn {
+    poll_every(
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+        what,
+        || login_ready(addr, "shop", token, &ready),
+    )
+}
+
 /// Tenant `id` as n1's cluster view shows it, once it is placed.
 pub fn placed_tenant(w: &anykv_bench::world::World, id: u64) -> serde_json::Value {
     poll_every(

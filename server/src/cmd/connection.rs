@@ -77,6 +77,12 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
     if let Some((to, max)) = catalog.authenticate(user, pw).map(|t| (t.id, t.maxclients)) {
         return login(ctx, to, None, max);
     }
+    // A database this node holds no copy of: served through the nodes
+    // that do (docs/ROUTING.md, Remote databases).
+    let remote = ctx.shared.remote_catalog();
+    if let Some((to, max)) = remote.authenticate(user, pw).map(|t| (t.id, t.maxclients)) {
+        return login(ctx, to, None, max);
+    }
     let with_catalog = !catalog.is_empty() || ctx.shared.tenants_only.load(Relaxed);
     let ok = ctx
         .shared

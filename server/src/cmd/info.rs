@@ -282,11 +282,12 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             let r = &ctx.t.stats.routes;
             let _ = write!(
                 o,
-                "# Routing\r\nconsistency:{}\r\nryw_wait_ms:{}\r\nrouted_local_reads:{}\r\nrouted_waited_reads:{}\r\nrouted_primary_reads:{}\r\nrouted_fell_back_reads:{}\r\nrouted_primary_writes:{}\r\nrouted_pinned:{}\r\nryw_wait_usec:{}\r\n",
+                "# Routing\r\nconsistency:{}\r\nryw_wait_ms:{}\r\nrouted_local_reads:{}\r\nrouted_waited_reads:{}\r\nrouted_remote_reads:{}\r\nrouted_primary_reads:{}\r\nrouted_fell_back_reads:{}\r\nrouted_primary_writes:{}\r\nrouted_pinned:{}\r\nryw_wait_usec:{}\r\n",
                 ctx.t.consistency.as_str(),
                 ctx.set.ryw_wait_ms,
                 r.local_reads,
                 r.waited_reads,
+                r.remote_reads,
                 r.primary_reads,
                 r.fell_back_reads,
                 r.primary_writes,

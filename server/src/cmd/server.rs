@@ -45,6 +45,11 @@ pub enum Suspend {
         silent: bool,
         pinned: bool,
         blocks: bool,
+        /// A read of a database this node holds no copy of: first this
+        /// request (the read with the connection's position as its
+        /// `min-token`) to the nearest copy's node; `req` goes to the
+        /// primary only if that copy is behind or does not answer.
+        read: Option<Vec<u8>>,
     },
     /// A `ryw` read on a replica that lacks the connection's last write:
     /// the connection waits up to `ryw-wait-ms` for the stream to bring
