@@ -420,6 +420,9 @@ impl Placement {
     /// what this node holds, the applied version published, rows saved.
     pub fn reconcile(&self) {
         let view = self.view.borrow().clone();
+        if self.shared.own_link.read().is_none() {
+            *self.shared.own_link.write() = self.link_addr(&view, &self.me);
+        }
         let live = self.live(&view);
         let (entries, mut roles, version) = self.tables();
         let mut writes = Vec::new();

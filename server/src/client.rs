@@ -245,6 +245,13 @@ pub struct ReplHello {
 }
 
 impl Session {
+    /// Whether the client is on this machine (`enable-debug-command
+    /// local`, protected configs): a router's request is its client's, and
+    /// the router's own link being local says nothing about that client.
+    pub fn client_is_local(&self) -> bool {
+        self.origin.unwrap_or(self.info.addr).ip().is_loopback()
+    }
+
     pub fn new(info: std::rc::Rc<ClientInfo>, authenticated: bool) -> Self {
         Session {
             info,
@@ -295,4 +302,22 @@ impl Session {
 /// Redis's `validateClientName`: printable ASCII without spaces.
 pub fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routed_client_is_local_only_if_its_own_address_is() {
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let info = std::rc::Rc::new(ClientInfo::new(1, lo, lo, -1, 0));
+        let mut s = Session::new(info, true);
+        assert!(s.client_is_local(), "a loopback connection");
+        // A router's request over a loopback link, from a remote client.
+        s.origin = Some("10.1.2.3:4567".parse().unwrap());
+        assert!(!s.client_is_local());
+        s.origin = Some("[::1]:4567".parse().unwrap());
+        assert!(s.client_is_local());
+    }
 }

@@ -506,7 +506,7 @@ pub(crate) fn run(
     }
     if r.protected {
         let mode = set.debug_command.as_str();
-        let local = s.info.addr.ip().is_loopback();
+        let local = s.client_is_local();
         if !(mode == "yes" || (mode == "local" && local)) {
             let msg = format!(
                 "{} command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",

@@ -163,6 +163,8 @@ pub struct Shared {
     catalog: RwLock<Arc<crate::catalog::Catalog>>,
     /// Tenants held elsewhere (see `remote_catalog`).
     remote: RwLock<Arc<crate::catalog::Catalog>>,
+    /// This node's own cluster address (its store streams), once known.
+    pub own_link: RwLock<Option<std::net::SocketAddr>>,
     /// `tenants-only`: the default tenant only for operator users with a
     /// password; never open to unauthenticated clients.
     pub tenants_only: AtomicBool,
@@ -222,6 +224,7 @@ impl Shared {
             shutdown_save: std::sync::atomic::AtomicU8::new(0),
             catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
             remote: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
+            own_link: RwLock::new(None),
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
             link_dialer: std::sync::OnceLock::new(),
@@ -408,15 +411,17 @@ impl Shared {
     }
 
     /// Where remote tenant `id` is served now. A tenant this node has
-    /// since been given a replica of keeps its remote connections going to
-    /// the primary that replica follows (the copy may still be syncing;
-    /// new logins use it). None: the tenant is gone, or this node is its
-    /// primary now.
+    /// since been given a copy of keeps its remote connections going to
+    /// the primary: the one its replica follows (the copy may still be
+    /// syncing; new logins use it), or this node's own store when it has
+    /// become the primary (a failover promoted it). None: the tenant is
+    /// gone.
     pub fn remote_route(&self, id: crate::tenant::TenantId) -> Option<crate::catalog::RemoteRoute> {
         if let Some(r) = self.remote.read().get(id).and_then(|s| s.remote.as_deref()) {
             return Some(r.clone());
         }
-        let primary = self.catalog().get(id)?.follow?;
+        let spec = self.catalog().get(id)?.clone();
+        let primary = spec.follow.or(*self.own_link.read())?;
         Some(crate::catalog::RemoteRoute {
             primary,
             copies: vec![primary],

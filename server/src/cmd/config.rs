@@ -54,7 +54,7 @@ pub fn set(ctx: &mut Ctx) {
         return ctx.syntax_error();
     }
     let pairs: Vec<(&[u8], &[u8])> = ctx.args[2..].chunks(2).map(|c| (c[0], c[1])).collect();
-    let local = ctx.s.info.addr.ip().is_loopback();
+    let local = ctx.s.client_is_local();
     let r = ctx.shared.update_config(|c| c.set_from(&pairs, local));
     match r {
         Ok(()) => {
