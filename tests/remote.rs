@@ -8,8 +8,10 @@
 //! run on the primary (once), reads are answered by the nearest copy and
 //! always show the connection's own writes; a pipeline of writes and
 //! reads keeps its order; SELECT, CLIENT SETNAME and CLIENT ID are the
-//! node's own; a transaction and a blocking pop run on the primary; pub/sub
-//! is refused with a clear error; INFO routing counts each route. Then,
+//! node's own; a transaction and a blocking pop run on the primary;
+//! subscribers hear messages published on the primary's node and on this
+//! one (shard channels are refused with a clear error); INFO routing
+//! counts each route. Then,
 //! under load from three clients on that node, the database's standby
 //! and then its primary are killed with SIGKILL: the failover harness's
 //! history checker finds the registers linearizable and no INCR answered
@@ -168,11 +170,49 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
     let (mut a, popped) = popper.join().expect("popper");
     assert_eq!(popped, Value::Array(vec![bulk("jobs"), bulk("j")]));
 
-    // Pub/sub needs a node with a copy: a clear error, nothing else.
-    let sub = a.cmd(&["SUBSCRIBE", "news"]).expect("SUBSCRIBE");
+    // Pub/sub: subscribers on this node hear what is published anywhere
+    // (a relay subscribed on the nearest copy brings it).
+    let mut sub = common::login_ready(node.resp, "shop", TOKEN, |_| true).expect("subscriber");
+    let push = |kind: &str, parts: &[&str]| {
+        let mut v = vec![bulk(kind)];
+        v.extend(parts.iter().map(|p| bulk(p)));
+        v
+    };
+    let mut confirm = push("subscribe", &["news"]);
+    confirm.push(Value::Int(1));
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "news"]).ok(),
+        Some(Value::Array(confirm))
+    );
+    let mut confirm = push("psubscribe", &["ne*"]);
+    confirm.push(Value::Int(2));
+    assert_eq!(
+        sub.cmd(&["PSUBSCRIBE", "ne*"]).ok(),
+        Some(Value::Array(confirm))
+    );
+    for (via, text) in [("the primary", "from-iad"), ("this node", "from-here")] {
+        let publisher = if via == "the primary" { &mut p } else { &mut a };
+        assert!(matches!(
+            publisher.cmd(&["PUBLISH", "news", text]),
+            Ok(Value::Int(_))
+        ));
+        assert_eq!(
+            sub.read_reply().ok(),
+            Some(Value::Array(push("message", &["news", text]))),
+            "published on {via}"
+        );
+        assert_eq!(
+            sub.read_reply().ok(),
+            Some(Value::Array(push("pmessage", &["ne*", "news", text]))),
+            "published on {via}"
+        );
+    }
+    drop(sub);
+    // Shard channels and MONITOR need a node with a copy: a clear error.
+    let refused = a.cmd(&["SSUBSCRIBE", "news"]).expect("SSUBSCRIBE");
     assert!(
-        matches!(&sub, Value::Error(e) if e.starts_with(b"ERR SUBSCRIBE needs a node that holds a copy")),
-        "{sub:?}"
+        matches!(&refused, Value::Error(e) if e.starts_with(b"ERR SSUBSCRIBE needs a node that holds a copy")),
+        "{refused:?}"
     );
     assert_eq!(a.cmd(&["PING"]).ok(), Some(Value::Simple(b"PONG".to_vec())));
     drop(a);

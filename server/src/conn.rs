@@ -451,6 +451,20 @@ async fn run(
             parser.rebase(consumed);
         }
         s.info.qbuf.set(inbuf.len());
+        // A subscriber of a database held elsewhere hears messages through
+        // the relay: its subscription's confirmation goes out once the
+        // relay is subscribed on a copy (or after a bounded wait).
+        if s.subscriptions() > 0 && tenant.borrow().remote {
+            let relay = tenant.borrow().relay.clone();
+            if !relay.ready.get() {
+                let woken = relay.readied.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if !relay.ready.get() {
+                    let _ = tokio::time::timeout(crate::relay::READY_WAIT, woken).await;
+                }
+            }
+        }
         if !out.is_empty() {
             GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
             if stream.write_all(&out.buf).await.is_err() {

@@ -318,6 +318,16 @@ fn route_remote(
         }
         return None;
     }
+    // Subscriptions are the node's own; a relay brings them what is
+    // published (see `relay`).
+    if matches!(
+        name,
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe"
+    ) && s.pin.is_none()
+    {
+        t.relay.wake.notify_one();
+        return None;
+    }
     if crate::envelope::is_router_command(name) {
         let msg = format!(
             "ERR {} needs a node that holds a copy of this database; this node forwards its requests to other nodes. Connect to a node in one of the database's regions",

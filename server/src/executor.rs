@@ -389,6 +389,8 @@ fn remote_tenant(
         t.clone(),
         shared.clone(),
     ));
+    t.borrow()
+        .spawn(crate::relay::run(t.clone(), shared.clone()));
     remotes.borrow_mut().insert(id, t.clone());
     tracing::info!(tenant = id.0, name = %spec.name, "serving a database held on other nodes");
     Some(t)

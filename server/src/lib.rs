@@ -41,6 +41,9 @@
 //! - [`repl`]: a tenant's role, replication ids and the apply mode.
 //! - [`envelope`]: the router ↔ store envelope (who a forwarded request is
 //!   from, the history point it must see, the write's token in reply).
+//! - [`forward`]: a node's customer requests sent to the nodes that must
+//!   run them (a replica's writes, a database held elsewhere).
+//! - [`relay`]: pub/sub for a database held elsewhere.
 //!
 //! Tenancy, users, memory:
 //! - [`catalog`]: the databases this server holds (`tenants-file`).
@@ -78,6 +81,7 @@ pub mod persist;
 pub mod proplog;
 pub mod pubsub;
 pub mod rdb;
+pub mod relay;
 pub mod repl;
 pub mod resp;
 pub mod sds;

@@ -175,6 +175,8 @@ pub struct Tenant {
     pub remote: bool,
     /// A remote tenant's stream to the nearest copy's node (reads).
     pub read_forwarder: Option<crate::forward::Forwarder>,
+    /// A remote tenant's pub/sub relay (see `relay`).
+    pub relay: std::rc::Rc<crate::relay::Relay>,
     /// Generations of REPLICAOF (a link task stops when it is not current).
     pub upstream_gen: u64,
     /// As a replica on a cluster link: how far behind its primary it is, in
@@ -382,6 +384,7 @@ impl Tenant {
             forwarder: None,
             remote: false,
             read_forwarder: None,
+            relay: Default::default(),
             upstream_gen: 0,
             master_lag_ms: None,
             standby: None,
