@@ -238,21 +238,15 @@ fn main() {
     let a = parse_args();
     let dir = std::env::temp_dir().join(format!("anykv-failover-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let spec = WorldSpec {
-        bin: a.anykv.clone().into(),
-        dir: dir.clone(),
-        net: a.net,
-        port: a.port,
-        regions: vec![("iad".into(), 3), ("cdg".into(), 1)],
-        rtt_table: Some("builtin".into()),
-        loss: 0.0,
-        gossip_profile: "test".into(),
-        admin_token: ADMIN.into(),
-        server_args: ["--save", "", "--appendonly", "yes"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
+    let spec = WorldSpec::shaped(
+        std::path::Path::new(&a.anykv),
+        dir.clone(),
+        a.net,
+        a.port,
+        &[("iad", 3), ("cdg", 1)],
+        ADMIN,
+        &["--save", "", "--appendonly", "yes"],
+    );
     let mut w = match World::start(&spec) {
         Ok(w) => w,
         Err(e) => {

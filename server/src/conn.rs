@@ -187,6 +187,94 @@ pub async fn serve(
     });
 }
 
+/// Most writes a connection has in flight to the primary at once.
+const FORWARD_WINDOW: usize = 64;
+
+/// A forwarded request and the writes that follow it in the input,
+/// already parsed and plain (`dispatch::pipelined_write`), sent at once in
+/// order on the tenant's stream to the primary; their outcomes in order.
+/// None (nothing sent) when no write follows: the caller forwards `req`
+/// alone, with its retries. A reply that says a request did not run is
+/// retried (`forward::run_for`) only while no later request of the window
+/// ran: otherwise it is answered `-TRYAGAIN`, so the writes never run out
+/// of order.
+async fn forward_window(
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    s: &Session,
+    parser: &mut RequestParser,
+    inbuf: &BytesMut,
+    req: Vec<u8>,
+) -> Option<Vec<crate::forward::Outcome>> {
+    use crate::forward::{did_not_run, send_now, Outcome};
+    let mut sent = Vec::new();
+    {
+        let mut t = tenant.borrow_mut();
+        if t.rate.is_some() {
+            return None;
+        }
+        let limits = ParseLimits {
+            max_bulk_len: i64::MAX,
+            max_multibulk_len: i64::MAX,
+            unauthenticated: false,
+        };
+        let mut bodies = Vec::new();
+        while bodies.len() < FORWARD_WINDOW {
+            let before = parser.clone();
+            let body = match parser.next(inbuf, &limits) {
+                Ok(Some(Request::Multibulk)) => {
+                    let args: SmallVec<[&[u8]; 8]> =
+                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
+                    crate::dispatch::pipelined_write(&mut t, s, &args)
+                }
+                _ => None,
+            };
+            match body {
+                Some(b) => bodies.push(b),
+                None => {
+                    *parser = before;
+                    break;
+                }
+            }
+        }
+        if bodies.is_empty() {
+            return None;
+        }
+        sent.push((send_now(&mut t, shared, req.clone())?, req));
+        for b in bodies {
+            // (The node cannot stop being a replica between these lines.)
+            let f = send_now(&mut t, shared, b.clone())?;
+            sent.push((f, b));
+        }
+    }
+    let mut replies = Vec::with_capacity(sent.len());
+    let mut reqs = Vec::with_capacity(sent.len());
+    for (f, b) in sent {
+        replies.push(f.await);
+        reqs.push(b);
+    }
+    // A later request ran: an earlier refused one must not run after it.
+    let mut later_ran = vec![false; replies.len()];
+    let mut ran = false;
+    for i in (0..replies.len()).rev() {
+        later_ran[i] = ran;
+        ran |= !did_not_run(&replies[i]);
+    }
+    let mut out = Vec::with_capacity(replies.len());
+    for ((r, b), later) in replies.into_iter().zip(reqs).zip(later_ran) {
+        let refused = did_not_run(&r);
+        out.push(match r {
+            _ if refused && !later => crate::forward::run_for(tenant, shared, b).await,
+            _ if refused => Outcome::Error(
+                "TRYAGAIN the database's primary changed while this write was in flight; it did not run, retry".into(),
+            ),
+            Ok(f) => Outcome::Reply(f),
+            Err(e) => Outcome::Error(e),
+        });
+    }
+    Some(out)
+}
+
 /// Waits (up to `ryw-wait-ms`) until the local replica has applied the
 /// connection's last write, woken by every chunk the replica applies.
 /// Either way the request then runs again: locally if the write arrived,
@@ -342,6 +430,10 @@ async fn run(
                 }
             }
         }
+        // Input the waits below read (a pipelining client's next requests,
+        // arriving while a write waits for the disk or the standby) is
+        // parsed before the connection waits for more.
+        let parsed_len = inbuf.len();
         // Persistence: hand this batch's effects to the append-only log,
         // start a save someone asked for, and send no reply before the log
         // holds everything this batch could have seen: written to the file
@@ -674,6 +766,35 @@ async fn run(
                 read,
                 ..
             }) => {
+                // Writes right behind it in the input go at once too, in
+                // order, on the same stream (a pipelining client's writes
+                // from a read region cost one round trip, not one each).
+                if read.is_none() && !silent {
+                    if let Some(window) =
+                        forward_window(tenant, shared, s, &mut parser, &inbuf, req.clone()).await
+                    {
+                        for (i, r) in window.into_iter().enumerate() {
+                            match r {
+                                crate::forward::Outcome::Reply(f) => {
+                                    if f.token.is_some() {
+                                        s.last_token = f.token;
+                                    }
+                                    out.raw(&f.reply);
+                                }
+                                crate::forward::Outcome::Error(e) => out.error(&e),
+                                // This node is the primary now: the first
+                                // request runs here (nothing was sent).
+                                crate::forward::Outcome::RunHere if i == 0 => {
+                                    pending = Some(args.clone())
+                                }
+                                crate::forward::Outcome::RunHere => out.error(
+                                    "TRYAGAIN this node just became the database's primary; retry",
+                                ),
+                            }
+                        }
+                        continue;
+                    }
+                }
                 // Replies before it are out; this one is the primary's (or,
                 // for a database held elsewhere, the nearest copy's).
                 let outcome = match read {
@@ -752,6 +873,9 @@ async fn run(
                 continue;
             }
             After::Read => {}
+        }
+        if inbuf.len() + consumed > parsed_len {
+            continue;
         }
         if inbuf.len() as u64 > set.query_buffer_limit {
             tracing::warn!(

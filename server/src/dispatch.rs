@@ -380,6 +380,43 @@ fn route_remote(
     forward(enveloped(t, s, args), false, false, None)
 }
 
+/// A write pipelined behind another forwarded request of the same
+/// connection (`conn`'s window): the envelope to send it in at once,
+/// without waiting for the reply before it, when it would be forwarded to
+/// the primary anyway and nothing on this node needs to see it first. Only
+/// for a session whose checks the primary repeats (a database's own
+/// unrestricted user, replies on, no transaction, pin or subscription);
+/// anything else (None) goes through `dispatch` once the window's replies
+/// are in.
+pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Vec<u8>> {
+    let plain = s.authenticated
+        && s.unrestricted
+        && s.reply_mode == ReplyMode::On
+        && s.pin.is_none()
+        && s.multi.is_none()
+        && s.subscriptions() == 0
+        && !s.cluster_peer
+        && s.origin.is_none()
+        && t.pause_mode == PauseMode::None
+        && t.failover.is_none();
+    let forwarded = t.remote
+        || (t.role == crate::repl::Role::Replica
+            && t.upstream.as_ref().is_some_and(|u| u.node.is_some()));
+    if !plain || !forwarded {
+        return None;
+    }
+    let Lookup::Found(r) = lookup(args) else {
+        return None;
+    };
+    let argc = args.len() as i32;
+    let arity_ok = !((r.spec.arity > 0 && r.spec.arity != argc) || argc < -r.spec.arity);
+    if !arity_ok || !r.write || crate::forward::pins(r) || r.no_multi {
+        return None;
+    }
+    t.stats.routes.primary_writes += 1;
+    Some(enveloped(t, s, args))
+}
+
 /// How long (ms) a primary just named at a new epoch holds requests that
 /// need its lease before refusing them with `TRYAGAIN`: its renewal is
 /// asked for as soon as the record arrives and takes a round trip to the

@@ -10,9 +10,10 @@
 //!
 //! One [`Forwarder`] per tenant per executor: one stream to the primary's
 //! node, shared by that executor's clients of the tenant, pipelined,
-//! replies in request order. A connection forwards one request at a time
-//! (the request after it runs only once its reply is back), so its own
-//! requests keep their order.
+//! replies in request order. A connection's pipelined writes go on it at
+//! once, in order (`conn::forward_window`); anything else of the
+//! connection waits for the replies before it, so its own requests keep
+//! their order.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -92,16 +93,32 @@ impl Forwarder {
 
     /// Sends `bytes` (an envelope and its request) and waits for the reply.
     /// The caller bounds the wait.
+    /// The request is queued at once when the queue has room (so requests
+    /// sent one after another go on the stream in that order, before any
+    /// reply is awaited: a connection's pipelined writes), else when the
+    /// future is first polled.
     pub fn send(
         &self,
         bytes: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<Forwarded, String>> + 'static {
         let tx = self.tx.clone();
+        let (rtx, rrx) = oneshot::channel();
+        let waiting = match self.tx.try_send(Fwd { bytes, reply: rtx }) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(f)) => Some(Ok(f)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(())),
+        };
         async move {
-            let (rtx, rrx) = oneshot::channel();
-            tx.send(Fwd { bytes, reply: rtx })
-                .await
-                .map_err(|_| "TRYAGAIN the link to the primary closed; retry".to_string())?;
+            match waiting {
+                None => {}
+                Some(Ok(f)) => tx
+                    .send(f)
+                    .await
+                    .map_err(|_| "TRYAGAIN the link to the primary closed; retry".to_string())?,
+                Some(Err(())) => {
+                    return Err("TRYAGAIN the link to the primary closed; retry".to_string())
+                }
+            }
             rrx.await.map_err(|_| {
                 "ERR the link to the primary closed; the request may or may not have run"
                     .to_string()
@@ -310,6 +327,28 @@ fn to_node<'a>(
     slot.get_or_insert_with(|| Forwarder::start(shared, node, tenant))
 }
 
+/// Sends `req` to the tenant's primary at once, without retries (a
+/// pipelined write of a window, see `conn`); None when this node follows
+/// no primary now.
+pub fn send_now(
+    t: &mut crate::tenant::Tenant,
+    shared: &Arc<Shared>,
+    req: Vec<u8>,
+) -> Option<impl std::future::Future<Output = Result<Forwarded, String>> + 'static> {
+    let node = primary_node(t, shared)?;
+    let id = t.id;
+    Some(to_node(&mut t.forwarder, shared, node, id).send(req))
+}
+
+/// A reply (or failure) that says the request did not run: it may be sent
+/// again (`forward_until` does, for up to [`FORWARD_TIMEOUT`]).
+pub fn did_not_run(r: &Result<Forwarded, String>) -> bool {
+    match r {
+        Ok(f) => f.reply.starts_with(b"-READONLY") || f.reply.starts_with(b"-TRYAGAIN"),
+        Err(e) => e.starts_with("TRYAGAIN"),
+    }
+}
+
 /// How long a read may wait for another node's copy before the primary
 /// is asked instead (a read may run twice; a write never does).
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -447,10 +486,7 @@ async fn forward_until(
                         .into(),
                 ),
             };
-        let retry = match &r {
-            Ok(f) => f.reply.starts_with(b"-READONLY") || f.reply.starts_with(b"-TRYAGAIN"),
-            Err(e) => e.starts_with("TRYAGAIN"),
-        };
+        let retry = did_not_run(&r);
         if !retry || tokio::time::Instant::now() >= deadline {
             return match r {
                 Ok(f) => Outcome::Reply(f),

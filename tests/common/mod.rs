@@ -754,22 +754,17 @@ pub fn world_spec(
 ) -> anykv_bench::world::WorldSpec {
     let dir = std::env::temp_dir().join(format!("anykv-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    anykv_bench::world::WorldSpec {
-        bin: env!("CARGO_BIN_EXE_anykv").into(),
+    let mut args = vec!["--save", "", "--appendonly", "no"];
+    args.extend_from_slice(extra);
+    anykv_bench::world::WorldSpec::shaped(
+        Path::new(env!("CARGO_BIN_EXE_anykv")),
         dir,
         net,
         port,
-        regions: regions.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
-        rtt_table: Some("builtin".into()),
-        loss: 0.0,
-        gossip_profile: "test".into(),
-        admin_token: admin_token.into(),
-        server_args: ["--save", "", "--appendonly", "no"]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect(),
-    }
+        regions,
+        admin_token,
+        &args,
+    )
 }
 
 /// A catalog row for the admin API: database `id` named "shop" in org

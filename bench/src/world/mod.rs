@@ -63,6 +63,34 @@ pub struct WorldSpec {
     pub server_args: Vec<String>,
 }
 
+impl WorldSpec {
+    /// A world of `regions` (in order, with how many nodes each) on
+    /// `127.0.<net>.x`, the builtin RTT table between them, no loss, fast
+    /// SWIM timings (`test`), and `server_args` for every node.
+    pub fn shaped(
+        bin: &Path,
+        dir: PathBuf,
+        net: u8,
+        port: u16,
+        regions: &[(&str, usize)],
+        admin_token: &str,
+        server_args: &[&str],
+    ) -> WorldSpec {
+        WorldSpec {
+            bin: bin.to_path_buf(),
+            dir,
+            net,
+            port,
+            regions: regions.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            rtt_table: Some("builtin".into()),
+            loss: 0.0,
+            gossip_profile: "test".into(),
+            admin_token: admin_token.into(),
+            server_args: server_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
 /// One node as `world.json` records it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeInfo {

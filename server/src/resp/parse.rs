@@ -54,8 +54,9 @@ pub enum Request {
     Inline,
 }
 
-/// Stateful parser over a growing read buffer.
-#[derive(Default, Debug)]
+/// Stateful parser over a growing read buffer. (Clone: a look-ahead that
+/// decides not to take a request puts the parser back.)
+#[derive(Default, Debug, Clone)]
 pub struct RequestParser {
     /// Offset of the next unparsed byte.
     pos: usize,
