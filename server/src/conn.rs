@@ -190,89 +190,152 @@ pub async fn serve(
 /// Most writes a connection has in flight to the primary at once.
 const FORWARD_WINDOW: usize = 64;
 
-/// A forwarded request and the writes that follow it in the input,
-/// already parsed and plain (`dispatch::pipelined_write`), sent at once in
-/// order on the tenant's stream to the primary; their outcomes in order.
-/// None (nothing sent) when no write follows: the caller forwards `req`
-/// alone, with its retries. A reply that says a request did not run is
-/// retried (`forward::run_for`) only while no later request of the window
-/// ran: otherwise it is answered `-TRYAGAIN`, so the writes never run out
-/// of order.
-async fn forward_window(
+/// How a write window ended.
+enum WindowEnd {
+    /// Nothing was sent (this node follows no primary now): the request
+    /// takes the single-request path.
+    NotOpened,
+    /// Every reply is in `out`; go on with the input.
+    Done,
+    /// The client went away.
+    Gone,
+}
+
+/// Takes the complete, plain writes at the parser's position
+/// (`dispatch::pipelined_write`) and sends each at once on the tenant's
+/// stream to the primary, until `inflight` holds [`FORWARD_WINDOW`] or the
+/// input ends (true: more may be taken), or a request that is not such a
+/// write comes (false: take no more; it runs once the window's replies are
+/// in).
+fn take_writes(
     tenant: &Rc<RefCell<Tenant>>,
     shared: &Arc<Shared>,
     s: &Session,
     parser: &mut RequestParser,
     inbuf: &BytesMut,
-    req: Vec<u8>,
-) -> Option<Vec<crate::forward::Outcome>> {
-    use crate::forward::{did_not_run, send_now, Outcome};
-    let mut sent = Vec::new();
-    {
-        let mut t = tenant.borrow_mut();
-        if t.rate.is_some() {
-            return None;
-        }
-        let limits = ParseLimits {
-            max_bulk_len: i64::MAX,
-            max_multibulk_len: i64::MAX,
-            unauthenticated: false,
+    inflight: &mut std::collections::VecDeque<(crate::forward::PinnedReply, Vec<u8>)>,
+) -> bool {
+    let limits = ParseLimits {
+        max_bulk_len: i64::MAX,
+        max_multibulk_len: i64::MAX,
+        unauthenticated: false,
+    };
+    let mut t = tenant.borrow_mut();
+    while inflight.len() < FORWARD_WINDOW {
+        let before = parser.clone();
+        let body = match parser.next(inbuf, &limits) {
+            Ok(Some(Request::Multibulk)) => {
+                let args: SmallVec<[&[u8]; 8]> =
+                    parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
+                crate::dispatch::pipelined_write(&mut t, s, &args)
+            }
+            // Incomplete: more may come.
+            Ok(None) => {
+                *parser = before;
+                return true;
+            }
+            _ => None,
         };
-        let mut bodies = Vec::new();
-        while bodies.len() < FORWARD_WINDOW {
-            let before = parser.clone();
-            let body = match parser.next(inbuf, &limits) {
-                Ok(Some(Request::Multibulk)) => {
-                    let args: SmallVec<[&[u8]; 8]> =
-                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
-                    crate::dispatch::pipelined_write(&mut t, s, &args)
-                }
-                _ => None,
-            };
-            match body {
-                Some(b) => bodies.push(b),
-                None => {
-                    *parser = before;
-                    break;
-                }
+        let sent = body.and_then(|b| {
+            let f = crate::forward::send_now(&mut t, shared, b.clone())?;
+            Some((Box::pin(f) as crate::forward::PinnedReply, b))
+        });
+        match sent {
+            Some(x) => inflight.push_back(x),
+            None => {
+                *parser = before;
+                return false;
             }
         }
-        if bodies.is_empty() {
-            return None;
+    }
+    true
+}
+
+/// A forwarded request and the writes of the connection that follow it,
+/// in flight together on the tenant's stream to the primary, in order:
+/// the ones already in the input, and those that arrive while replies are
+/// awaited (a pipelining or multiplexing client keeps up to
+/// [`FORWARD_WINDOW`] writes on the wire, so from a read region a burst
+/// costs about one round trip, not one per write). Each reply goes to the
+/// client as soon as it is in. Anything that is not such a write ends the
+/// window: it runs once the replies before it are in. A reply that says a
+/// request did not run is retried (`forward::run_for`) only when nothing
+/// was sent after it; otherwise it is answered `-TRYAGAIN`, so writes never
+/// run out of order.
+#[allow(clippy::too_many_arguments)]
+async fn forward_window(
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    s: &mut Session,
+    parser: &mut RequestParser,
+    inbuf: &mut BytesMut,
+    stream: &mut ClientStream,
+    out: &mut Reply,
+    req: Vec<u8>,
+) -> WindowEnd {
+    use crate::forward::{did_not_run, send_now, Outcome};
+    let first = {
+        let mut t = tenant.borrow_mut();
+        if t.rate.is_some() {
+            return WindowEnd::NotOpened;
         }
-        sent.push((send_now(&mut t, shared, req.clone())?, req));
-        for b in bodies {
-            // (The node cannot stop being a replica between these lines.)
-            let f = send_now(&mut t, shared, b.clone())?;
-            sent.push((f, b));
+        match send_now(&mut t, shared, req.clone()) {
+            Some(f) => Box::pin(f) as crate::forward::PinnedReply,
+            None => return WindowEnd::NotOpened,
         }
-    }
-    let mut replies = Vec::with_capacity(sent.len());
-    let mut reqs = Vec::with_capacity(sent.len());
-    for (f, b) in sent {
-        replies.push(f.await);
-        reqs.push(b);
-    }
-    // A later request ran: an earlier refused one must not run after it.
-    let mut later_ran = vec![false; replies.len()];
-    let mut ran = false;
-    for i in (0..replies.len()).rev() {
-        later_ran[i] = ran;
-        ran |= !did_not_run(&replies[i]);
-    }
-    let mut out = Vec::with_capacity(replies.len());
-    for ((r, b), later) in replies.into_iter().zip(reqs).zip(later_ran) {
-        let refused = did_not_run(&r);
-        out.push(match r {
-            _ if refused && !later => crate::forward::run_for(tenant, shared, b).await,
-            _ if refused => Outcome::Error(
+    };
+    let mut inflight = std::collections::VecDeque::from([(first, req)]);
+    let mut taking = take_writes(tenant, shared, s, parser, inbuf, &mut inflight);
+    while let Some((mut f, b)) = inflight.pop_front() {
+        let r = loop {
+            if inbuf.capacity() - inbuf.len() < 1024 {
+                inbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                r = &mut f => break r,
+                n = stream.read_buf(inbuf), if taking && inflight.len() < FORWARD_WINDOW => {
+                    match n {
+                        Ok(n) if n > 0 => {
+                            GlobalStats::add(&shared.stats.net_input_bytes, n as u64);
+                            taking = take_writes(tenant, shared, s, parser, inbuf, &mut inflight);
+                        }
+                        _ => return WindowEnd::Gone,
+                    }
+                }
+            }
+        };
+        let outcome = match r {
+            r if did_not_run(&r) && inflight.is_empty() => {
+                crate::forward::run_for(tenant, shared, b).await
+            }
+            r if did_not_run(&r) => Outcome::Error(
                 "TRYAGAIN the database's primary changed while this write was in flight; it did not run, retry".into(),
             ),
             Ok(f) => Outcome::Reply(f),
             Err(e) => Outcome::Error(e),
-        });
+        };
+        match outcome {
+            Outcome::Reply(f) => {
+                if f.token.is_some() {
+                    s.last_token = f.token;
+                }
+                out.raw(&f.reply);
+            }
+            Outcome::Error(e) => out.error(&e),
+            Outcome::RunHere => {
+                out.error("TRYAGAIN this node just became the database's primary; retry")
+            }
+        }
+        // Out at once: the client's next writes need not wait for the
+        // window's last reply.
+        GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
+        if stream.write_all(&out.buf).await.is_err() {
+            return WindowEnd::Gone;
+        }
+        out.buf.clear();
     }
-    Some(out)
+    WindowEnd::Done
 }
 
 /// Waits (up to `ryw-wait-ms`) until the local replica has applied the
@@ -770,29 +833,21 @@ async fn run(
                 // order, on the same stream (a pipelining client's writes
                 // from a read region cost one round trip, not one each).
                 if read.is_none() && !silent {
-                    if let Some(window) =
-                        forward_window(tenant, shared, s, &mut parser, &inbuf, req.clone()).await
+                    match forward_window(
+                        tenant,
+                        shared,
+                        s,
+                        &mut parser,
+                        &mut inbuf,
+                        stream,
+                        &mut out,
+                        req.clone(),
+                    )
+                    .await
                     {
-                        for (i, r) in window.into_iter().enumerate() {
-                            match r {
-                                crate::forward::Outcome::Reply(f) => {
-                                    if f.token.is_some() {
-                                        s.last_token = f.token;
-                                    }
-                                    out.raw(&f.reply);
-                                }
-                                crate::forward::Outcome::Error(e) => out.error(&e),
-                                // This node is the primary now: the first
-                                // request runs here (nothing was sent).
-                                crate::forward::Outcome::RunHere if i == 0 => {
-                                    pending = Some(args.clone())
-                                }
-                                crate::forward::Outcome::RunHere => out.error(
-                                    "TRYAGAIN this node just became the database's primary; retry",
-                                ),
-                            }
-                        }
-                        continue;
+                        WindowEnd::Done => continue,
+                        WindowEnd::Gone => return,
+                        WindowEnd::NotOpened => {}
                     }
                 }
                 // Replies before it are out; this one is the primary's (or,
