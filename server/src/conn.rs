@@ -199,6 +199,35 @@ enum WindowEnd {
     Done,
     /// The client went away.
     Gone,
+    /// This node became the primary while the window's last request was
+    /// refused (nothing after it was sent): it runs here.
+    RunHere(Vec<Vec<u8>>),
+}
+
+/// A request of a window on the wire: its reply, its envelope (to retry),
+/// its arguments (to run here), and its place in `Shared::forwarding` (a
+/// node that exits waits for its forwarded requests' replies).
+struct InFlight {
+    reply: crate::forward::PinnedReply,
+    env: Vec<u8>,
+    args: Vec<Vec<u8>>,
+    _counted: Counted,
+}
+
+/// One forwarded request in `Shared::forwarding` while it lives.
+struct Counted(Arc<Shared>);
+
+impl Counted {
+    fn new(shared: &Arc<Shared>) -> Counted {
+        shared.forwarding.fetch_add(1, Relaxed);
+        Counted(shared.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.forwarding.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Takes the complete, plain writes at the parser's position
@@ -213,7 +242,7 @@ fn take_writes(
     s: &Session,
     parser: &mut RequestParser,
     inbuf: &BytesMut,
-    inflight: &mut std::collections::VecDeque<(crate::forward::PinnedReply, Vec<u8>)>,
+    inflight: &mut std::collections::VecDeque<InFlight>,
 ) -> bool {
     let limits = ParseLimits {
         max_bulk_len: i64::MAX,
@@ -228,6 +257,7 @@ fn take_writes(
                 let args: SmallVec<[&[u8]; 8]> =
                     parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
                 crate::dispatch::pipelined_write(&mut t, s, &args)
+                    .map(|env| (env, args.iter().map(|a| a.to_vec()).collect()))
             }
             // Incomplete: more may come.
             Ok(None) => {
@@ -236,9 +266,14 @@ fn take_writes(
             }
             _ => None,
         };
-        let sent = body.and_then(|b| {
-            let f = crate::forward::send_now(&mut t, shared, b.clone())?;
-            Some((Box::pin(f) as crate::forward::PinnedReply, b))
+        let sent = body.and_then(|(env, args)| {
+            let f = crate::forward::send_now(&mut t, shared, env.clone())?;
+            Some(InFlight {
+                reply: Box::pin(f),
+                env,
+                args,
+                _counted: Counted::new(shared),
+            })
         });
         match sent {
             Some(x) => inflight.push_back(x),
@@ -272,6 +307,7 @@ async fn forward_window(
     stream: &mut ClientStream,
     out: &mut Reply,
     req: Vec<u8>,
+    args: &[Vec<u8>],
 ) -> WindowEnd {
     use crate::forward::{did_not_run, send_now, Outcome};
     let first = {
@@ -284,9 +320,20 @@ async fn forward_window(
             None => return WindowEnd::NotOpened,
         }
     };
-    let mut inflight = std::collections::VecDeque::from([(first, req)]);
+    let mut inflight = std::collections::VecDeque::from([InFlight {
+        reply: first,
+        env: req,
+        args: args.to_vec(),
+        _counted: Counted::new(shared),
+    }]);
     let mut taking = take_writes(tenant, shared, s, parser, inbuf, &mut inflight);
-    while let Some((mut f, b)) = inflight.pop_front() {
+    while let Some(InFlight {
+        reply: mut f,
+        env: b,
+        args,
+        _counted,
+    }) = inflight.pop_front()
+    {
         let r = loop {
             if inbuf.capacity() - inbuf.len() < 1024 {
                 inbuf.reserve(READ_CHUNK);
@@ -323,9 +370,8 @@ async fn forward_window(
                 out.raw(&f.reply);
             }
             Outcome::Error(e) => out.error(&e),
-            Outcome::RunHere => {
-                out.error("TRYAGAIN this node just became the database's primary; retry")
-            }
+            // Refused, and nothing was sent after it.
+            Outcome::RunHere => return WindowEnd::RunHere(args),
         }
         // Out at once: the client's next writes need not wait for the
         // window's last reply.
@@ -842,11 +888,16 @@ async fn run(
                         stream,
                         &mut out,
                         req.clone(),
+                        &args,
                     )
                     .await
                     {
                         WindowEnd::Done => continue,
                         WindowEnd::Gone => return,
+                        WindowEnd::RunHere(a) => {
+                            pending = Some(a);
+                            continue;
+                        }
                         WindowEnd::NotOpened => {}
                     }
                 }
