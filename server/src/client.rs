@@ -222,9 +222,13 @@ pub struct Session {
     /// On a replica's node: this connection's own stream to the primary
     /// while a transaction, WATCH or blocking command ties it there.
     pub pin: Option<crate::forward::Pin>,
-    /// The connection's last SCAN-family iteration started on the primary
-    /// (its cursors are valid there only).
-    pub scan_on_primary: bool,
+    /// Where each of the connection's SCAN-family iterations (by command
+    /// and key) started: true on the primary (its cursors are valid there
+    /// only). At most 64 remembered.
+    pub scans_on_primary: std::collections::HashMap<(String, Vec<u8>), bool>,
+    /// A SUBSCRIBE to a database held elsewhere in this batch: its
+    /// confirmation waits for the relay (see `relay`).
+    pub awaits_relay: bool,
 }
 
 /// A replica's REPLCONF options, before its PSYNC.
@@ -284,7 +288,8 @@ impl Session {
             ryw_waited: false,
             read_token: false,
             pin: None,
-            scan_on_primary: false,
+            scans_on_primary: Default::default(),
+            awaits_relay: false,
         }
     }
 

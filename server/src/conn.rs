@@ -236,23 +236,26 @@ impl Drop for Counted {
 /// input ends (true: more may be taken), or a request that is not such a
 /// write comes (false: take no more; it runs once the window's replies are
 /// in).
+#[allow(clippy::too_many_arguments)]
 fn take_writes(
     tenant: &Rc<RefCell<Tenant>>,
     shared: &Arc<Shared>,
     s: &Session,
     parser: &mut RequestParser,
     inbuf: &BytesMut,
+    limits: &ParseLimits,
     inflight: &mut std::collections::VecDeque<InFlight>,
+    node: std::net::SocketAddr,
 ) -> bool {
-    let limits = ParseLimits {
-        max_bulk_len: i64::MAX,
-        max_multibulk_len: i64::MAX,
-        unauthenticated: false,
-    };
     let mut t = tenant.borrow_mut();
+    // A window goes to one primary: once another is named, what follows
+    // waits for the window's replies.
+    if crate::forward::primary_node(&t, shared) != Some(node) {
+        return false;
+    }
     while inflight.len() < FORWARD_WINDOW {
         let before = parser.clone();
-        let body = match parser.next(inbuf, &limits) {
+        let body = match parser.next(inbuf, limits) {
             Ok(Some(Request::Multibulk)) => {
                 let args: SmallVec<[&[u8]; 8]> =
                     parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
@@ -308,15 +311,19 @@ async fn forward_window(
     out: &mut Reply,
     req: Vec<u8>,
     args: &[Vec<u8>],
+    set: &crate::shared::Settings,
 ) -> WindowEnd {
     use crate::forward::{did_not_run, send_now, Outcome};
-    let first = {
+    let (first, node) = {
         let mut t = tenant.borrow_mut();
         if t.rate.is_some() {
             return WindowEnd::NotOpened;
         }
+        let Some(node) = crate::forward::primary_node(&t, shared) else {
+            return WindowEnd::NotOpened;
+        };
         match send_now(&mut t, shared, req.clone()) {
-            Some(f) => Box::pin(f) as crate::forward::PinnedReply,
+            Some(f) => (Box::pin(f) as crate::forward::PinnedReply, node),
             None => return WindowEnd::NotOpened,
         }
     };
@@ -326,7 +333,23 @@ async fn forward_window(
         args: args.to_vec(),
         _counted: Counted::new(shared),
     }]);
-    let mut taking = take_writes(tenant, shared, s, parser, inbuf, &mut inflight);
+    let limits = ParseLimits {
+        max_bulk_len: set.max_bulk_len,
+        max_multibulk_len: set.max_multibulk_len,
+        unauthenticated: false,
+    };
+    let mut taking = take_writes(
+        tenant,
+        shared,
+        s,
+        parser,
+        inbuf,
+        &limits,
+        &mut inflight,
+        node,
+    );
+    // A request of the window was refused: no later one is retried.
+    let mut refused = false;
     while let Some(InFlight {
         reply: mut f,
         env: b,
@@ -334,6 +357,9 @@ async fn forward_window(
         _counted,
     }) = inflight.pop_front()
     {
+        // Each reply within the forward's time limit of the one before.
+        let late = tokio::time::sleep(crate::forward::FORWARD_TIMEOUT);
+        tokio::pin!(late);
         let r = loop {
             if inbuf.capacity() - inbuf.len() < 1024 {
                 inbuf.reserve(READ_CHUNK);
@@ -341,22 +367,34 @@ async fn forward_window(
             tokio::select! {
                 biased;
                 r = &mut f => break r,
+                _ = &mut late => {
+                    // The stream stopped answering: let it go; what was
+                    // sent may or may not have run.
+                    if let Some(fw) = tenant.borrow().forwarder.as_ref() {
+                        fw.abandon();
+                    }
+                    break Err("ERR the primary did not answer in time; the request may or may not have run".to_string());
+                }
                 n = stream.read_buf(inbuf), if taking && inflight.len() < FORWARD_WINDOW => {
                     match n {
-                        Ok(n) if n > 0 => {
+                        Ok(n) if n > 0 && (inbuf.len() as u64) <= set.query_buffer_limit => {
                             GlobalStats::add(&shared.stats.net_input_bytes, n as u64);
-                            taking = take_writes(tenant, shared, s, parser, inbuf, &mut inflight);
+                            taking = take_writes(tenant, shared, s, parser, inbuf, &limits, &mut inflight, node);
                         }
                         _ => return WindowEnd::Gone,
                     }
                 }
             }
         };
+        let not_run = did_not_run(&r);
+        let retry = not_run && inflight.is_empty() && !refused;
+        if not_run {
+            refused = true;
+            taking = false;
+        }
         let outcome = match r {
-            r if did_not_run(&r) && inflight.is_empty() => {
-                crate::forward::run_for(tenant, shared, b).await
-            }
-            r if did_not_run(&r) => Outcome::Error(
+            _ if retry => crate::forward::run_for(tenant, shared, b).await,
+            _ if not_run => Outcome::Error(
                 "TRYAGAIN the database's primary changed while this write was in flight; it did not run, retry".into(),
             ),
             Ok(f) => Outcome::Reply(f),
@@ -655,7 +693,7 @@ async fn run(
         // A subscriber of a database held elsewhere hears messages through
         // the relay: its subscription's confirmation goes out once the
         // relay is subscribed on a copy (or after a bounded wait).
-        if s.subscriptions() > 0 && tenant.borrow().remote {
+        if std::mem::take(&mut s.awaits_relay) {
             let relay = tenant.borrow().relay.clone();
             if !relay.ready.get() {
                 let woken = relay.readied.notified();
@@ -827,6 +865,8 @@ async fn run(
                     pending = Some(args);
                     continue;
                 };
+                // An exiting node waits for it (`Shared::forwarding`).
+                let _counted = Counted::new(shared);
                 let deadline = (!blocks)
                     .then(|| tokio::time::Instant::now() + crate::forward::FORWARD_TIMEOUT);
                 let late = async move {
@@ -889,6 +929,7 @@ async fn run(
                         &mut out,
                         req.clone(),
                         &args,
+                        &set,
                     )
                     .await
                     {

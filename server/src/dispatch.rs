@@ -243,10 +243,20 @@ fn route_on_replica(
         _ => None,
     };
     if let Some(c) = cursor {
-        if *c == b"0" {
-            s.scan_on_primary = to_primary;
+        // One iteration per command and key (a SCAN may nest HSCANs).
+        let key = if name == "scan" {
+            Vec::new()
         } else {
-            to_primary = s.scan_on_primary;
+            args[1].to_vec()
+        };
+        let it = (name.to_string(), key);
+        if *c == b"0" {
+            if s.scans_on_primary.len() >= 64 {
+                s.scans_on_primary.clear();
+            }
+            s.scans_on_primary.insert(it, to_primary);
+        } else if let Some(on_primary) = s.scans_on_primary.get(&it) {
+            to_primary = *on_primary;
             behind &= to_primary;
         }
     }
@@ -312,10 +322,27 @@ fn route_remote(
     let name = r.fullname.split('|').next().unwrap_or_default();
     // `INFO routing` is this node's own account of the connection's routes.
     let own_info = name == "info" && args.len() == 2 && args[1].eq_ignore_ascii_case(b"routing");
-    if REMOTE_LOCAL.contains(&name) && s.pin.as_ref().is_none_or(|p| !p.in_multi()) || own_info {
-        if name == "reset" {
-            s.pin = None;
+    let in_multi = s.pin.as_ref().is_some_and(|p| p.in_multi());
+    // RESET ends the transaction and every WATCH (letting the pin's stream
+    // go does); QUIT closes. Inside MULTI the connection's other commands
+    // would act at once rather than at EXEC: refused, as on a replica's
+    // node.
+    if name == "reset" {
+        s.pin = None;
+        return None;
+    }
+    if in_multi && (REMOTE_LOCAL.contains(&name) || crate::envelope::is_router_command(name)) {
+        if name == "quit" {
+            return None;
         }
+        let msg = format!(
+            "ERR {} inside MULTI is not supported on a node that holds no copy of this database; DISCARD, then send it before MULTI",
+            name.to_ascii_uppercase()
+        );
+        reject(t, s, out, Some(r.id), &msg, true);
+        return Some(Outcome::Continue);
+    }
+    if REMOTE_LOCAL.contains(&name) || own_info {
         return None;
     }
     // Subscriptions are the node's own; a relay brings them what is
@@ -325,6 +352,9 @@ fn route_remote(
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe"
     ) && s.pin.is_none()
     {
+        if matches!(name, "subscribe" | "psubscribe") {
+            s.awaits_relay = true;
+        }
         t.relay.wake.notify_one();
         return None;
     }
@@ -346,11 +376,13 @@ fn route_remote(
             read,
         }))
     };
-    if s.pin.is_some() || crate::forward::pins(r) {
+    // WAIT holds the stream it runs on: never the shared one. (On its own
+    // stream it counts the replicas that have everything, which is the
+    // connection's writes too.)
+    if s.pin.is_some() || crate::forward::pins(r) || name == "wait" {
         t.stats.routes.pinned += 1;
-        let in_multi = s.pin.as_ref().is_some_and(|p| p.in_multi());
-        let blocks = r.spec.route == crate::cmd::table::Route::Blocking && !in_multi;
-        return forward(enveloped(t, s, args), true, blocks, None);
+        let waits = r.spec.route == crate::cmd::table::Route::Blocking || name == "wait";
+        return forward(enveloped(t, s, args), true, waits && !in_multi, None);
     }
     let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
     let read = !write && is_read_command(r, s);

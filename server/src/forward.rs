@@ -79,6 +79,11 @@ impl Forwarder {
         self.node
     }
 
+    /// A request sent now is queued at once (see [`Forwarder::send`]).
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0
+    }
+
     /// Its stream failed (a new forwarder must be started).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed() || self.stop.dead.get()
@@ -302,7 +307,7 @@ const GONE: &str =
 /// Where the tenant's primary is, seen from this node: the node a
 /// replica follows, or a remote tenant's primary (None: this node is the
 /// primary, or the remote tenant is gone).
-fn primary_node(t: &crate::tenant::Tenant, shared: &Shared) -> Option<SocketAddr> {
+pub fn primary_node(t: &crate::tenant::Tenant, shared: &Shared) -> Option<SocketAddr> {
     if t.remote {
         return shared.remote_route(t.id).map(|r| r.primary);
     }
@@ -329,7 +334,7 @@ fn to_node<'a>(
 
 /// Sends `req` to the tenant's primary at once, without retries (a
 /// pipelined write of a window, see `conn`); None when this node follows
-/// no primary now.
+/// no primary now, or the stream's queue is full.
 pub fn send_now(
     t: &mut crate::tenant::Tenant,
     shared: &Arc<Shared>,
@@ -337,7 +342,10 @@ pub fn send_now(
 ) -> Option<impl std::future::Future<Output = Result<Forwarded, String>> + 'static> {
     let node = primary_node(t, shared)?;
     let id = t.id;
-    Some(to_node(&mut t.forwarder, shared, node, id).send(req))
+    let f = to_node(&mut t.forwarder, shared, node, id);
+    // Queued now or not at all: a request that waited for room could go
+    // out after one sent later.
+    f.has_room().then(|| f.send(req))
 }
 
 /// A reply (or failure) that says the request did not run: it may be sent
@@ -478,14 +486,19 @@ async fn forward_until(
         let Some(f) = sent else {
             return Outcome::RunHere;
         };
-        let r =
-            match tokio::time::timeout_at(deadline, f).await {
-                Ok(r) => r,
-                Err(_) => return Outcome::Error(
+        let r = match tokio::time::timeout_at(deadline, f).await {
+            Ok(r) => r,
+            Err(_) => {
+                // A stream that stopped answering is not used again.
+                if let Some(f) = tenant.borrow().forwarder.as_ref() {
+                    f.abandon();
+                }
+                return Outcome::Error(
                     "ERR the primary did not answer in time; the request may or may not have run"
                         .into(),
-                ),
-            };
+                );
+            }
+        };
         let retry = did_not_run(&r);
         if !retry || tokio::time::Instant::now() >= deadline {
             return match r {

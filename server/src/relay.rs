@@ -82,6 +82,8 @@ pub async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         if *shutdown.borrow() {
             return;
         }
+        // A copy that ends the stream at once is not asked again at once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -159,6 +161,8 @@ async fn follow(
             } else if frame.starts_with(b"*3\r\n$10\r\npsubscribe\r\n") {
                 relay.ready.set(true);
                 relay.readied.notify_waiters();
+            } else if frame.starts_with(b"-") {
+                return "the copy refused PSUBSCRIBE";
             }
         }
     }
