@@ -203,16 +203,6 @@ fn a_read_region_connection_reads_its_own_writes_and_routes_by_consistency() {
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
 
-fn field(c: &mut RespConn, section: &str, name: &str) -> String {
-    let Ok(Value::Bulk(text)) = c.cmd(&["INFO", section]) else {
-        panic!("INFO {section}");
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
-        .unwrap_or_else(|| panic!("INFO {section} has no {name}"))
-}
-
 fn ok() -> Value {
     Value::Simple(b"OK".to_vec())
 }
@@ -272,25 +262,16 @@ fn pinned_to_the_primary(syd: &std::net::SocketAddr, p: &mut RespConn) {
         Some(Value::Bulk(b"mine".to_vec()))
     );
     // RESET ends a transaction: EXEC then has none.
-    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(ok()));
-    a.cmd(&["SET", "tx", "never"]).expect("queued");
-    assert_eq!(
-        a.cmd(&["RESET"]).ok(),
-        Some(Value::Simple(b"RESET".to_vec()))
-    );
-    assert_eq!(a.cmd(&["AUTH", "shop", TOKEN]).ok(), Some(ok()));
-    let exec = a.cmd(&["EXEC"]).expect("EXEC");
-    assert!(
-        matches!(&exec, Value::Error(e) if e.starts_with(b"ERR EXEC without MULTI")),
-        "{exec:?}"
-    );
+    common::reset_ends_multi(&mut a, TOKEN, "tx", |_| {});
     assert_eq!(
         p.cmd(&["GET", "tx"]).ok(),
         Some(Value::Bulk(b"mine".to_vec()))
     );
 
     // A blocking pop waits on the primary and is served by a push there.
-    let blocked0: u64 = field(p, "clients", "blocked_clients").parse().expect("n");
+    let blocked0: u64 = common::info_field(p, "clients", "blocked_clients")
+        .parse()
+        .expect("n");
     let popper = std::thread::spawn(move || {
         let r = a.cmd(&["BLPOP", "jobs", "0"]).expect("BLPOP");
         (a, r)
@@ -298,7 +279,12 @@ fn pinned_to_the_primary(syd: &std::net::SocketAddr, p: &mut RespConn) {
     common::wait_for(
         "the pop blocked on the primary",
         Duration::from_secs(10),
-        || field(p, "clients", "blocked_clients").parse::<u64>().ok() == Some(blocked0 + 1),
+        || {
+            common::info_field(p, "clients", "blocked_clients")
+                .parse::<u64>()
+                .ok()
+                == Some(blocked0 + 1)
+        },
     );
     assert_eq!(p.cmd(&["RPUSH", "jobs", "j1"]).ok(), Some(Value::Int(1)));
     let (mut a, popped) = popper.join().expect("the popper");
@@ -319,11 +305,17 @@ fn pinned_to_the_primary(syd: &std::net::SocketAddr, p: &mut RespConn) {
     let mut gone = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("on syd");
     gone.send_all(&[vec!["BLPOP", "never", "0"]]).expect("send");
     common::wait_for("the second pop blocked", Duration::from_secs(10), || {
-        field(p, "clients", "blocked_clients").parse::<u64>().ok() == Some(blocked0 + 1)
+        common::info_field(p, "clients", "blocked_clients")
+            .parse::<u64>()
+            .ok()
+            == Some(blocked0 + 1)
     });
     drop(gone);
     common::wait_for("the pop's wait ended", Duration::from_secs(10), || {
-        field(p, "clients", "blocked_clients").parse::<u64>().ok() == Some(blocked0)
+        common::info_field(p, "clients", "blocked_clients")
+            .parse::<u64>()
+            .ok()
+            == Some(blocked0)
     });
 }
 

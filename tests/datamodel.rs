@@ -89,22 +89,8 @@ fn barr(items: &[&str]) -> Value {
     arr(items.iter().map(|s| bulk(s)).collect())
 }
 
-/// One field of `INFO <section>`.
-#[track_caller]
-fn info_field(c: &mut RespConn, section: &str, field: &str) -> String {
-    let text = match call(c, &["INFO", section]) {
-        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-        other => panic!("INFO {section} replied {other:?}"),
-    };
-    let prefix = format!("{field}:");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("INFO {section} has no {field}:\n{text}"))
-}
-
 fn info_num(c: &mut RespConn, section: &str, field: &str) -> i64 {
-    let v = info_field(c, section, field);
+    let v = common::info_field(c, section, field);
     v.parse()
         .unwrap_or_else(|_| panic!("INFO {field} is not a number: {v}"))
 }

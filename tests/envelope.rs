@@ -154,16 +154,6 @@ impl Stream {
     }
 }
 
-fn info_field(c: &mut RespConn, section: &str, field: &str) -> String {
-    let Ok(Value::Bulk(text)) = c.cmd(&["INFO", section]) else {
-        panic!("INFO {section}");
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
-        .unwrap_or_else(|| panic!("INFO {field}"))
-}
-
 #[test]
 fn the_store_serves_a_routers_enveloped_requests() {
     let spec = common::world_spec("envelope", 43, 21920, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
@@ -219,9 +209,9 @@ fn the_store_serves_a_routers_enveloped_requests() {
         assert_eq!(tok.epoch, epoch, "the role record's epoch");
         assert_eq!(
             tok.replid,
-            info_field(&mut p, "replication", "master_replid")
+            common::info_field(&mut p, "replication", "master_replid")
         );
-        let offset: u64 = info_field(&mut p, "replication", "master_repl_offset")
+        let offset: u64 = common::info_field(&mut p, "replication", "master_repl_offset")
             .parse()
             .expect("offset");
         assert_eq!(tok.offset, offset, "the offset right after the write");

@@ -154,23 +154,13 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
     );
     // Inside MULTI the connection's own commands are refused; RESET ends
     // the transaction on the primary.
-    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(ok()));
-    let sel = a.cmd(&["SELECT", "1"]).expect("SELECT");
-    assert!(
-        matches!(&sel, Value::Error(e) if e.starts_with(b"ERR SELECT inside MULTI")),
-        "{sel:?}"
-    );
-    a.cmd(&["SET", "never", "1"]).expect("queued");
-    assert_eq!(
-        a.cmd(&["RESET"]).ok(),
-        Some(Value::Simple(b"RESET".to_vec()))
-    );
-    assert_eq!(a.cmd(&["AUTH", "shop", TOKEN]).ok(), Some(ok()));
-    let exec = a.cmd(&["EXEC"]).expect("EXEC");
-    assert!(
-        matches!(&exec, Value::Error(e) if e.starts_with(b"ERR EXEC without MULTI")),
-        "{exec:?}"
-    );
+    common::reset_ends_multi(&mut a, TOKEN, "never", |a| {
+        let sel = a.cmd(&["SELECT", "1"]).expect("SELECT");
+        assert!(
+            matches!(&sel, Value::Error(e) if e.starts_with(b"ERR SELECT inside MULTI")),
+            "{sel:?}"
+        );
+    });
     assert_eq!(p.cmd(&["EXISTS", "never"]).ok(), Some(Value::Int(0)));
     // WAIT answers (on a stream of its own: the shared one stays free).
     assert!(matches!(a.cmd(&["WAIT", "1", "100"]), Ok(Value::Int(_))));

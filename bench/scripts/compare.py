@@ -195,6 +195,15 @@ def stop_all(servers):
         except Exception:
             p.kill()
 
+def verdict(ratios, goal):
+    """A goal (a minimum ratio) against every round's ratio: met when all
+    meet it, not met when none does, within noise otherwise."""
+    if min(ratios) >= goal:
+        return "met"
+    if max(ratios) < goal:
+        return "not met"
+    return "within noise"
+
 def cpu_stat(pid):
     """utime + stime of the whole process, in seconds (tick resolution)."""
     with open(f"/proc/{pid}/stat") as f:

@@ -31,7 +31,7 @@ import argparse, csv, io, json, os, shutil, statistics, subprocess, sys, tempfil
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, cpu_stat, free_port, wait_ready  # noqa: E402
+from compare import QuietGuard, cpu_stat, free_port, verdict, wait_ready  # noqa: E402
 
 TOKEN = "node-bench-token-0123456789abcdef"
 ADMIN = "node-bench-admin"
@@ -105,14 +105,6 @@ def start_node(anykv, tmp):
         if time.time() > deadline:
             raise SystemExit(f"the node never took a write for the database: {out!r} (see {tmp}/n1.log)")
         time.sleep(0.2)
-
-
-def verdict(ratios, goal):
-    if min(ratios) >= goal:
-        return "met"
-    if max(ratios) < goal:
-        return "not met"
-    return "within noise"
 
 
 def main():

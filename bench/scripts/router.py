@@ -31,7 +31,7 @@ Progress goes to stderr as plain lines; the tables (markdown) to stdout.
 import argparse, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from compare import QuietGuard, bench, cpu_stat, free_port, wait_ready  # noqa: E402
+from compare import QuietGuard, bench, cpu_stat, free_port, verdict, wait_ready  # noqa: E402
 
 
 def log(msg):
@@ -79,14 +79,6 @@ def measure(port, pid, clients, pipeline, n):
     rows = bench(port, "set,get", clients, pipeline, n)
     spent = cpu_stat(pid) - c0
     return rows, spent * 1e6 / max(1, 2 * n)
-
-
-def verdict(ratios, goal):
-    if min(ratios) >= goal:
-        return "met"
-    if max(ratios) < goal:
-        return "not met"
-    return "within noise"
 
 
 def main():

@@ -211,23 +211,7 @@ struct InFlight {
     reply: crate::forward::PinnedReply,
     env: Vec<u8>,
     args: Vec<Vec<u8>>,
-    _counted: Counted,
-}
-
-/// One forwarded request in `Shared::forwarding` while it lives.
-struct Counted(Arc<Shared>);
-
-impl Counted {
-    fn new(shared: &Arc<Shared>) -> Counted {
-        shared.forwarding.fetch_add(1, Relaxed);
-        Counted(shared.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.forwarding.fetch_sub(1, Relaxed);
-    }
+    _counted: crate::forward::Counted,
 }
 
 /// Takes the complete, plain writes at the parser's position
@@ -275,7 +259,7 @@ fn take_writes(
                 reply: Box::pin(f),
                 env,
                 args,
-                _counted: Counted::new(shared),
+                _counted: crate::forward::Counted::new(shared),
             })
         });
         match sent {
@@ -331,7 +315,7 @@ async fn forward_window(
         reply: first,
         env: req,
         args: args.to_vec(),
-        _counted: Counted::new(shared),
+        _counted: crate::forward::Counted::new(shared),
     }]);
     let limits = ParseLimits {
         max_bulk_len: set.max_bulk_len,
@@ -866,7 +850,7 @@ async fn run(
                     continue;
                 };
                 // An exiting node waits for it (`Shared::forwarding`).
-                let _counted = Counted::new(shared);
+                let _counted = crate::forward::Counted::new(shared);
                 let deadline = (!blocks)
                     .then(|| tokio::time::Instant::now() + crate::forward::FORWARD_TIMEOUT);
                 let late = async move {

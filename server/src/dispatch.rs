@@ -440,9 +440,7 @@ pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Ve
     let Lookup::Found(r) = lookup(args) else {
         return None;
     };
-    let argc = args.len() as i32;
-    let arity_ok = !((r.spec.arity > 0 && r.spec.arity != argc) || argc < -r.spec.arity);
-    if !arity_ok || !r.write || crate::forward::pins(r) || r.no_multi {
+    if !arity_fits(r.spec, args.len()) || !r.write || crate::forward::pins(r) || r.no_multi {
         return None;
     }
     t.stats.routes.primary_writes += 1;
@@ -500,6 +498,13 @@ pub fn dispatch(
     outcome
 }
 
+/// Whether `argc` arguments (the command's name included) fit the
+/// command's arity (Redis's: exactly `arity`, or at least `-arity`).
+fn arity_fits(spec: &crate::cmd::table::CommandSpec, argc: usize) -> bool {
+    let argc = argc as i32;
+    !((spec.arity > 0 && spec.arity != argc) || argc < -spec.arity)
+}
+
 /// One command without the CLIENT REPLY/push bookkeeping (EXEC calls this
 /// for each queued command).
 pub(crate) fn run(
@@ -544,8 +549,7 @@ pub(crate) fn run(
             .commands
             .resize(crate::cmd::registry().all.len(), CmdStat::default());
     }
-    let argc = args.len() as i32;
-    if (spec.arity > 0 && spec.arity != argc) || argc < -spec.arity {
+    if !arity_fits(spec, args.len()) {
         let msg = format!("wrong number of arguments for '{}' command", r.fullname);
         reject(t, s, out, Some(r.id), &msg, false);
         return Outcome::Continue;

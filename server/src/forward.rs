@@ -428,6 +428,27 @@ pub fn pin_after(s: &mut crate::client::Session, name: &[u8], reply: &[u8]) {
 /// How long a forwarded request may take, retries included.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One forwarded request in `Shared::forwarding` while it lives (a node
+/// that exits waits for its forwarded requests' replies).
+pub struct Counted(Arc<Shared>);
+
+impl Counted {
+    pub fn new(shared: &Arc<Shared>) -> Counted {
+        shared
+            .forwarding
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(shared.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0
+            .forwarding
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What became of a forwarded request.
 #[derive(Debug)]
 pub enum Outcome {
@@ -453,14 +474,8 @@ pub async fn run_for(
     shared: &Arc<Shared>,
     req: Vec<u8>,
 ) -> Outcome {
-    shared
-        .forwarding
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let r = forward_until(tenant, shared, req).await;
-    shared
-        .forwarding
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    r
+    let _counted = Counted::new(shared);
+    forward_until(tenant, shared, req).await
 }
 
 async fn forward_until(

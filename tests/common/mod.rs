@@ -819,6 +819,47 @@ pub fn login_ready(
     ready(&mut c).then_some(c)
 }
 
+/// One field of `INFO <section>` (trimmed); fails the test without it.
+#[track_caller]
+pub fn info_field(c: &mut RespConn, section: &str, field: &str) -> String {
+    let text = match c.cmd(&["INFO", section]) {
+        Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO {section} replied {other:?}"),
+    };
+    let prefix = format!("{field}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("INFO {section} has no {field}:\n{text}"))
+}
+
+/// A transaction `RESET` ends: MULTI, `inside` (more of it), a queued SET
+/// of `key`, RESET, AUTH again as "shop"; EXEC then has no MULTI. (The
+/// caller checks that the SET never ran.)
+pub fn reset_ends_multi(
+    a: &mut RespConn,
+    token: &str,
+    key: &str,
+    inside: impl FnOnce(&mut RespConn),
+) {
+    assert_eq!(a.cmd(&["MULTI"]).ok(), Some(Value::Simple(b"OK".to_vec())));
+    inside(a);
+    a.cmd(&["SET", key, "never"]).expect("queued");
+    assert_eq!(
+        a.cmd(&["RESET"]).ok(),
+        Some(Value::Simple(b"RESET".to_vec()))
+    );
+    assert_eq!(
+        a.cmd(&["AUTH", "shop", token]).ok(),
+        Some(Value::Simple(b"OK".to_vec()))
+    );
+    let exec = a.cmd(&["EXEC"]).expect("EXEC");
+    assert!(
+        matches!(&exec, Value::Error(e) if e.starts_with(b"ERR EXEC without MULTI")),
+        "{exec:?}"
+    );
+}
+
 /// [`login_ready`] as database "shop", polled until it works (30 s).
 pub fn shop_login(
     addr: std::net::SocketAddr,
