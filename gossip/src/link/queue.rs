@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
+
+use super::clock::sleep_until;
 
 /// Bytes a socket may have in flight in its delay line before further
 /// datagrams are dropped, like a router's tail drop: a sender blasting
@@ -161,7 +163,7 @@ mod tests {
     use super::*;
     use parking_lot::Mutex;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn delivers_in_time_order_fifo_on_ties() {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
