@@ -412,7 +412,10 @@ impl Placement {
         copies.sort();
         Some(anykv_server::catalog::RemoteRoute {
             primary,
-            copies: copies.into_iter().map(|(_, _, a)| a).collect(),
+            copies: copies
+                .into_iter()
+                .map(|(rtt_ms, _, addr)| anykv_server::catalog::CopyAt { addr, rtt_ms })
+                .collect(),
         })
     }
 

@@ -29,6 +29,7 @@ fn spec(name: &str, net: u8, port: u16) -> WorldSpec {
         rtt_table: Some("builtin".into()),
         loss: 0.0,
         gossip_profile: "test".into(),
+        lan_profile: "test".into(),
         admin_token: "controller-admin-token".into(),
         server_args: ["--save", "", "--appendonly", "no"]
             .iter()

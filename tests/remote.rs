@@ -5,12 +5,14 @@
 //! iad node, as Flycast may send it there.
 //!
 //! Checked on that node: AUTH with the database's token logs in; writes
-//! run on the primary (once), reads are answered by the nearest copy and
-//! always show the connection's own writes; a pipeline of writes and
+//! run on the primary (once), reads are answered by the nearest copies
+//! (taking turns on the two equally near ones) and always show the
+//! connection's own writes; a pipeline of writes and
 //! reads keeps its order; SELECT, CLIENT SETNAME and CLIENT ID are the
 //! node's own; a transaction and a blocking pop run on the primary;
-//! subscribers hear messages published on the primary's node and on this
-//! one (shard channels are refused with a clear error); INFO routing
+//! subscribers (of channels, patterns and shard channels) hear messages
+//! published on the primary's node and on this one (MONITOR is refused
+//! with a clear error); INFO routing
 //! counts each route. Then,
 //! under load from three clients on that node, the database's standby
 //! and then its primary are killed with SIGKILL: the failover harness's
@@ -104,6 +106,40 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
     let fell_back = routing(&mut a, "routed_fell_back_reads");
     assert_eq!(remote + fell_back, 20, "every read went to a copy first");
     assert!(remote > 0, "no read was answered by a copy");
+
+    // The primary and the standby are equally near (both in iad): reads
+    // take turns on them.
+    let standby = w.node(&holders[1]).expect("standby").clone();
+    let mut sb = common::shop_login(standby.resp, TOKEN, "the standby's node", |c| {
+        c.cmd(&["GET", "warm"]).ok() == Some(bulk("1"))
+    });
+    // A replica is a copy for reads once its node reports it streaming
+    // (and the gossip brought that here): rounds of 20 reads until one
+    // spreads, for at most 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = (
+            common::cmdstat_calls(&mut p, "strlen"),
+            common::cmdstat_calls(&mut sb, "strlen"),
+        );
+        for _ in 0..20 {
+            assert_eq!(a.cmd(&["STRLEN", "n"]).ok(), Some(Value::Int(2)));
+        }
+        let (on_primary, on_standby) = (
+            common::cmdstat_calls(&mut p, "strlen") - before.0,
+            common::cmdstat_calls(&mut sb, "strlen") - before.1,
+        );
+        assert_eq!(on_primary + on_standby, 20, "each read ran once");
+        if on_primary >= 5 && on_standby >= 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "20 reads: {on_primary} on the primary, {on_standby} on the standby; placed {}",
+            common::placed_tenant(&w, TENANT),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A pipeline keeps its order.
     a.send_all(&[
@@ -221,10 +257,74 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
         );
     }
     drop(sub);
-    // Shard channels and MONITOR need a node with a copy: a clear error.
-    let refused = a.cmd(&["SSUBSCRIBE", "news"]).expect("SSUBSCRIBE");
+    // Shard channels: the relay subscribes to each on the copy.
+    let mut ssub = common::login_ready(node.resp, "shop", TOKEN, |_| true).expect("subscriber");
+    let mut confirm = push("ssubscribe", &["orders"]);
+    confirm.push(Value::Int(1));
+    assert_eq!(
+        ssub.cmd(&["SSUBSCRIBE", "orders"]).ok(),
+        Some(Value::Array(confirm))
+    );
+    for (via, text) in [("the primary", "o-iad"), ("this node", "o-here")] {
+        let publisher = if via == "the primary" { &mut p } else { &mut a };
+        assert!(matches!(
+            publisher.cmd(&["SPUBLISH", "orders", text]),
+            Ok(Value::Int(_))
+        ));
+        assert_eq!(
+            ssub.read_reply().ok(),
+            Some(Value::Array(push("smessage", &["orders", text]))),
+            "published on {via}"
+        );
+    }
+    // Another shard channel joins the relay's; one left stops arriving.
+    let mut confirm = push("ssubscribe", &["refunds"]);
+    confirm.push(Value::Int(2));
+    assert_eq!(
+        ssub.cmd(&["SSUBSCRIBE", "refunds"]).ok(),
+        Some(Value::Array(confirm))
+    );
+    let mut confirm = push("sunsubscribe", &["orders"]);
+    confirm.push(Value::Int(1));
+    assert_eq!(
+        ssub.cmd(&["SUNSUBSCRIBE", "orders"]).ok(),
+        Some(Value::Array(confirm))
+    );
+    for (ch, text) in [("orders", "unheard"), ("refunds", "r-iad")] {
+        assert!(matches!(p.cmd(&["SPUBLISH", ch, text]), Ok(Value::Int(_))));
+    }
+    assert_eq!(
+        ssub.read_reply().ok(),
+        Some(Value::Array(push("smessage", &["refunds", "r-iad"]))),
+        "only the channel still subscribed"
+    );
+    // On the copies, the relay holds exactly the channels listened to here.
+    let mut shard_subs = |ch: &str| -> i64 {
+        [&mut p, &mut sb]
+            .into_iter()
+            .map(|c| match c.cmd(&["PUBSUB", "SHARDNUMSUB", ch]).ok() {
+                Some(Value::Array(v)) if v.len() == 2 => match v[1] {
+                    Value::Int(n) => n,
+                    _ => panic!("SHARDNUMSUB {v:?}"),
+                },
+                other => panic!("SHARDNUMSUB: {other:?}"),
+            })
+            .sum()
+    };
+    wait("the relay to leave orders", Duration::from_secs(10), || {
+        shard_subs("orders") == 0
+    });
+    assert_eq!(shard_subs("refunds"), 1);
+    drop(ssub);
+    wait(
+        "the relay to leave refunds",
+        Duration::from_secs(10),
+        || shard_subs("refunds") == 0,
+    );
+    // MONITOR needs a node with a copy: a clear error.
+    let refused = a.cmd(&["MONITOR"]).expect("MONITOR");
     assert!(
-        matches!(&refused, Value::Error(e) if e.starts_with(b"ERR SSUBSCRIBE needs a node that holds a copy")),
+        matches!(&refused, Value::Error(e) if e.starts_with(b"ERR MONITOR needs a node that holds a copy")),
         "{refused:?}"
     );
     assert_eq!(a.cmd(&["PING"]).ok(), Some(Value::Simple(b"PONG".to_vec())));

@@ -20,6 +20,7 @@ fn spec(name: &str) -> WorldSpec {
         rtt_table: Some("builtin".into()),
         loss: 0.0,
         gossip_profile: "test".into(),
+        lan_profile: "test".into(),
         admin_token: "world-admin-token".into(),
         server_args: vec![
             "--save".into(),

@@ -59,9 +59,11 @@ struct Args {
     keep: bool,
 }
 
+/// Ends the run: a panic, so that the world (owned by `main`) is dropped
+/// on the way out and its nodes stopped; the hook set in `main` prints
+/// just the message.
 fn fail(msg: &str) -> ! {
-    eprintln!("regions: {msg}");
-    std::process::exit(2)
+    std::panic::panic_any(msg.to_string())
 }
 
 fn log(msg: &str) {
@@ -172,8 +174,9 @@ fn ryw(addr: SocketAddr, key: &str, rate: u32, seconds: u32) -> Histogram<u64> {
         }
         let v = i.to_string();
         s.write_all(&command(&["SET", key, &v])).ok();
-        if !matches!(next(&mut s, &mut buf), Reply::Simple(_)) {
-            fail("SET");
+        match next(&mut s, &mut buf) {
+            Reply::Simple(_) => {}
+            other => fail(&format!("SET {key} {v}: {other:?}")),
         }
         let start = Instant::now();
         s.write_all(&command(&["GET", key])).ok();
@@ -204,6 +207,14 @@ fn ms(us: u64) -> f64 {
 
 fn main() {
     let a = <Args as clap::Parser>::parse();
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| info.to_string());
+        eprintln!("regions: {msg}");
+    }));
     let dir = std::env::temp_dir().join(format!("anykv-regions-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let spec = WorldSpec::shaped(

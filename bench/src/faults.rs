@@ -665,6 +665,7 @@ impl Runner {
             rtt_table: Some("builtin".into()),
             loss: 0.0,
             gossip_profile: "test".into(),
+            lan_profile: "test".into(),
             admin_token: "fault-harness-admin".into(),
             server_args: ["--save", "", "--appendonly", "yes"]
                 .iter()

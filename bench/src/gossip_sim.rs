@@ -193,6 +193,7 @@ fn profile_name(p: Profile) -> &'static str {
         Profile::Lan => "LAN",
         Profile::Wan => "WAN",
         Profile::Test => "test",
+        Profile::TestWan => "test-wan",
     }
 }
 
@@ -336,6 +337,7 @@ pub fn memberlist_expected(profile: Profile, nodes: usize) -> Duration {
         Profile::Lan => (Duration::from_secs(1), 4.0),
         Profile::Wan => (Duration::from_secs(5), 6.0),
         Profile::Test => (Duration::from_millis(200), 4.0),
+        Profile::TestWan => (Duration::from_millis(700), 4.0),
     };
     let n = u32::try_from(nodes).unwrap_or(u32::MAX);
     interval + timing::suspicion_timeout(n, interval, mult)

@@ -26,8 +26,17 @@ pub enum Profile {
     Lan,
     /// Nodes across regions (RTTs up to ~250 ms).
     Wan,
-    /// Fast timings for tests on loopback: 200 ms probes.
+    /// Fast timings for tests on loopback: 200 ms probes, 100 ms to ack.
     Test,
+    /// Fast timings for the cluster-wide pool of an emulated world whose
+    /// links are as slow as Fly's: 700 ms probes, 350 ms to ack (the
+    /// builtin table's longest RTT, iad–syd, is 257 ms). With [`Test`]'s
+    /// 100 ms a node across an ocean fails every direct and indirect
+    /// probe, is suspected at every probe and lives only as long as its
+    /// refutations win the race against the suspicion timeout.
+    ///
+    /// [`Test`]: Profile::Test
+    TestWan,
 }
 
 impl std::str::FromStr for Profile {
@@ -37,7 +46,10 @@ impl std::str::FromStr for Profile {
             "lan" => Ok(Profile::Lan),
             "wan" => Ok(Profile::Wan),
             "test" => Ok(Profile::Test),
-            _ => Err(format!("unknown gossip profile '{s}' (lan, wan, test)")),
+            "test-wan" => Ok(Profile::TestWan),
+            _ => Err(format!(
+                "unknown gossip profile '{s}' (lan, wan, test, test-wan)"
+            )),
         }
     }
 }
@@ -82,13 +94,17 @@ pub fn config(profile: Profile, cluster_size: u32) -> foca::Config {
     let mut c = match profile {
         Profile::Lan => foca::Config::new_lan(n),
         Profile::Wan => foca::Config::new_wan(n),
-        Profile::Test => {
+        Profile::Test | Profile::TestWan => {
             let mut c = foca::Config::new_lan(n);
-            c.probe_period = Duration::from_millis(200);
-            c.probe_rtt = Duration::from_millis(100);
+            let (period, rtt, gossip) = match profile {
+                Profile::Test => (200, 100, 50),
+                _ => (700, 350, 100),
+            };
+            c.probe_period = Duration::from_millis(period);
+            c.probe_rtt = Duration::from_millis(rtt);
             c.suspect_to_down_after = suspicion_timeout(cluster_size, c.probe_period, 4.0);
             if let Some(g) = c.periodic_gossip.as_mut() {
-                g.frequency = Duration::from_millis(50);
+                g.frequency = Duration::from_millis(gossip);
             }
             if let Some(a) = c.periodic_announce.as_mut() {
                 a.frequency = Duration::from_secs(2);

@@ -78,7 +78,26 @@ pub struct TenantSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteRoute {
     pub primary: std::net::SocketAddr,
-    pub copies: Vec<std::net::SocketAddr>,
+    pub copies: Vec<CopyAt>,
+}
+
+/// A node with a copy of a remote tenant, and how far it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyAt {
+    pub addr: std::net::SocketAddr,
+    /// The gossip's smallest round trip to it of the last minute, whole
+    /// milliseconds (`u64::MAX`: not measured yet).
+    pub rtt_ms: u64,
+}
+
+impl RemoteRoute {
+    /// The primary's measured round trip (`u64::MAX`: unknown).
+    pub fn primary_rtt_ms(&self) -> u64 {
+        self.copies
+            .iter()
+            .find(|c| c.addr == self.primary)
+            .map_or(u64::MAX, |c| c.rtt_ms)
+    }
 }
 
 /// Which copy a connection's reads may use, per database (the catalog's

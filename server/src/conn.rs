@@ -679,12 +679,16 @@ async fn run(
         // relay is subscribed on a copy (or after a bounded wait).
         if std::mem::take(&mut s.awaits_relay) {
             let relay = tenant.borrow().relay.clone();
-            if !relay.ready.get() {
+            let deadline = tokio::time::Instant::now() + crate::relay::READY_WAIT;
+            loop {
                 let woken = relay.readied.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                if !relay.ready.get() {
-                    let _ = tokio::time::timeout(crate::relay::READY_WAIT, woken).await;
+                if relay.covers(&tenant.borrow()) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                    break;
                 }
             }
         }
@@ -929,7 +933,13 @@ async fn run(
                 // Replies before it are out; this one is the primary's (or,
                 // for a database held elsewhere, the nearest copy's).
                 let outcome = match read {
-                    Some(read) => crate::forward::run_read(tenant, shared, read, req).await,
+                    Some(read) => {
+                        let limits = (
+                            Duration::from_millis(set.ryw_wait_ms),
+                            set.copy_max_inflight_reads,
+                        );
+                        crate::forward::run_read(tenant, shared, limits, read, req).await
+                    }
                     None => crate::forward::run_for(tenant, shared, req).await,
                 };
                 match outcome {

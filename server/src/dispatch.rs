@@ -349,10 +349,10 @@ fn route_remote(
     // published (see `relay`).
     if matches!(
         name,
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe"
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe" | "sunsubscribe"
     ) && s.pin.is_none()
     {
-        if matches!(name, "subscribe" | "psubscribe") {
+        if matches!(name, "subscribe" | "psubscribe" | "ssubscribe") {
             s.awaits_relay = true;
         }
         t.relay.wake.notify_one();

@@ -50,6 +50,24 @@ pub struct Forwarder {
     node: SocketAddr,
     tx: mpsc::Sender<Fwd>,
     stop: std::rc::Rc<Stop>,
+    /// Requests sent and not answered yet (a copy's load, seen from here).
+    in_flight: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+/// Counts one request in its forwarder's `in_flight` while it lives.
+struct InFlight(std::rc::Rc<std::cell::Cell<usize>>);
+
+impl InFlight {
+    fn new(count: &std::rc::Rc<std::cell::Cell<usize>>) -> InFlight {
+        count.set(count.get() + 1);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// A forwarder's end: set by its task when the stream fails, or by a
@@ -71,7 +89,17 @@ impl Forwarder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = std::rc::Rc::new(Stop::default());
         tokio::task::spawn_local(run(shared.clone(), node, tenant, rx, stop.clone()));
-        Forwarder { node, tx, stop }
+        Forwarder {
+            node,
+            tx,
+            stop,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Requests sent on it and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.get()
     }
 
     /// The primary's node this forwarder talks to.
@@ -107,6 +135,7 @@ impl Forwarder {
         bytes: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<Forwarded, String>> + 'static {
         let tx = self.tx.clone();
+        let counted = InFlight::new(&self.in_flight);
         let (rtx, rrx) = oneshot::channel();
         let waiting = match self.tx.try_send(Fwd { bytes, reply: rtx }) {
             Ok(()) => None,
@@ -114,6 +143,7 @@ impl Forwarder {
             Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(())),
         };
         async move {
+            let _counted = counted;
             match waiting {
                 None => {}
                 Some(Ok(f)) => tx
@@ -357,45 +387,184 @@ pub fn did_not_run(r: &Result<Forwarded, String>) -> bool {
     }
 }
 
-/// How long a read may wait for another node's copy before the primary
-/// is asked instead (a read may run twice; a write never does).
+/// How long a read may wait for another node's copy before it is tried
+/// elsewhere (a read may run twice; a write never does).
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a copy that left a read unanswered for [`READ_TIMEOUT`] (or
+/// whose stream failed) gets no reads from this executor: the gossip takes
+/// a dead node out of the route within a few seconds.
+const SILENT_FOR: Duration = Duration::from_secs(5);
+/// Copies whose round trips differ by no more than this are equally near:
+/// reads are spread over them.
+const TIE_MS: u64 = 1;
+
+/// A remote tenant's reads on one executor: a stream to each copy's node
+/// it reads from, the copies lately silent, and whose turn it is among
+/// equally near ones.
+#[derive(Default)]
+pub struct Reads {
+    streams: Vec<Forwarder>,
+    silent: Vec<(SocketAddr, tokio::time::Instant)>,
+    turn: usize,
+}
+
+impl Reads {
+    /// The stream to `node`, started anew when it failed.
+    fn to(&mut self, shared: &Arc<Shared>, node: SocketAddr, tenant: TenantId) -> &Forwarder {
+        self.streams.retain(|f| !f.is_closed());
+        let i = match self.streams.iter().position(|f| f.node() == node) {
+            Some(i) => i,
+            None => {
+                self.streams.push(Forwarder::start(shared, node, tenant));
+                self.streams.len() - 1
+            }
+        };
+        &self.streams[i]
+    }
+
+    fn load(&self, node: SocketAddr) -> usize {
+        self.streams
+            .iter()
+            .find(|f| f.node() == node)
+            .map_or(0, |f| f.in_flight())
+    }
+
+    /// Skips `node` for [`SILENT_FOR`] and gives its stream up.
+    fn silence(&mut self, node: SocketAddr) {
+        for f in self.streams.iter().filter(|f| f.node() == node) {
+            f.abandon();
+        }
+        self.silent
+            .push((node, tokio::time::Instant::now() + SILENT_FOR));
+    }
+
+    /// The copy the next read goes to (see [`choose`]), skipping those
+    /// lately silent.
+    fn pick(
+        &mut self,
+        copies: &[crate::catalog::CopyAt],
+        max_in_flight: usize,
+    ) -> Option<crate::catalog::CopyAt> {
+        let now = tokio::time::Instant::now();
+        self.silent.retain(|(_, until)| *until > now);
+        self.turn = self.turn.wrapping_add(1);
+        let silent = |a: SocketAddr| self.silent.iter().any(|(s, _)| *s == a);
+        choose(copies, self.turn, max_in_flight, silent, |a| self.load(a))
+    }
+}
+
+/// From `copies` (nearest first): the nearest group of equally near copies
+/// (within [`TIE_MS`] of the group's first) that has one neither skipped
+/// nor busy (`max_in_flight` reads in flight from here), and in it the
+/// least loaded, taken in turns (`turn`) when loads are equal. None:
+/// every copy is skipped or busy.
+fn choose(
+    copies: &[crate::catalog::CopyAt],
+    turn: usize,
+    max_in_flight: usize,
+    skipped: impl Fn(SocketAddr) -> bool,
+    load: impl Fn(SocketAddr) -> usize,
+) -> Option<crate::catalog::CopyAt> {
+    let mut i = 0;
+    while i < copies.len() {
+        let near = copies[i].rtt_ms;
+        let n = copies[i..]
+            .iter()
+            .take_while(|c| c.rtt_ms.saturating_sub(near) <= TIE_MS)
+            .count();
+        let group = &copies[i..i + n];
+        let best = (0..n)
+            .map(|k| group[(k + turn) % n])
+            .filter(|c| !skipped(c.addr))
+            .map(|c| (load(c.addr), c))
+            .filter(|(load, _)| *load < max_in_flight)
+            .min_by_key(|(load, _)| *load);
+        if let Some((_, c)) = best {
+            return Some(c);
+        }
+        i += n;
+    }
+    None
+}
 
 /// A remote tenant's read: `read` (with the connection's position as its
-/// `min-token`) to the nearest node with a copy; a copy that is behind
-/// (`-BEHIND`), unreachable or silent for [`READ_TIMEOUT`] is skipped and
-/// `req` goes to the primary, which has everything.
+/// `min-token`) to the nearest copy ([`Reads::pick`]: ties and busy copies
+/// go to the next). A copy whose stream fails is skipped for
+/// [`SILENT_FOR`] and the read tried on the next; one silent for
+/// [`READ_TIMEOUT`] is skipped as well, and the primary answers. A copy
+/// that is behind (`-BEHIND`: the connection's own write has
+/// not reached it) is asked again, a round trip to it later, for as long
+/// as that beats asking the primary and `ryw_wait` allows; then `req` goes
+/// to the primary, which has everything.
 pub async fn run_read(
     tenant: &std::rc::Rc<std::cell::RefCell<crate::tenant::Tenant>>,
     shared: &Arc<Shared>,
+    limits: (Duration, usize),
     read: Vec<u8>,
     req: Vec<u8>,
 ) -> Outcome {
-    let sent = {
-        let mut t = tenant.borrow_mut();
-        let node = shared
-            .remote_route(t.id)
-            .and_then(|r| r.copies.first().copied());
-        let id = t.id;
-        node.map(|node| to_node(&mut t.read_forwarder, shared, node, id).send(read))
+    let (ryw_wait, max_in_flight) = limits;
+    let start = tokio::time::Instant::now();
+    let (mut tried, mut behind) = (false, false);
+    // Time spent waiting for a copy to catch up, counted as ryw waits.
+    let waited = |t: &mut crate::tenant::Tenant| {
+        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        t.stats.routes.wait_us = t.stats.routes.wait_us.saturating_add(us);
     };
-    if let Some(f) = sent {
-        match tokio::time::timeout(READ_TIMEOUT, f).await {
+    loop {
+        let (copy, primary_rtt, sent) = {
+            let mut t = tenant.borrow_mut();
+            let Some(route) = shared.remote_route(t.id) else {
+                break;
+            };
+            let Some(copy) = t.reads.pick(&route.copies, max_in_flight) else {
+                break;
+            };
+            let id = t.id;
+            let sent = t.reads.to(shared, copy.addr, id).send(read.clone());
+            (copy, route.primary_rtt_ms(), sent)
+        };
+        tried = true;
+        match tokio::time::timeout(READ_TIMEOUT, sent).await {
             Ok(Ok(f)) if !f.reply.starts_with(b"-BEHIND") => {
-                tenant.borrow_mut().stats.routes.remote_reads += 1;
+                let mut t = tenant.borrow_mut();
+                t.stats.routes.remote_reads += 1;
+                if behind {
+                    t.stats.routes.waited_reads += 1;
+                    waited(&mut t);
+                }
                 return Outcome::Reply(f);
             }
-            Ok(_) => {}
-            Err(_) => {
-                // Silent: the next read starts a new stream.
-                if let Some(f) = tenant.borrow().read_forwarder.as_ref() {
-                    f.abandon();
+            Ok(Ok(_)) => {
+                // Behind: worth another try there only while one more
+                // round trip to the copy ends before the primary's would.
+                let rtt = Duration::from_millis(copy.rtt_ms.max(1));
+                let bound = ryw_wait.min(Duration::from_millis(primary_rtt));
+                if start.elapsed() + rtt * 2 >= bound {
+                    break;
+                }
+                behind = true;
+                tokio::time::sleep(rtt.max(Duration::from_millis(2))).await;
+            }
+            Ok(Err(_)) | Err(_) => {
+                tenant.borrow_mut().reads.silence(copy.addr);
+                // A silent copy cost a second already: the primary next.
+                if start.elapsed() >= READ_TIMEOUT {
+                    break;
                 }
             }
         }
-        tenant.borrow_mut().stats.routes.fell_back_reads += 1;
     }
-    tenant.borrow_mut().stats.routes.primary_reads += 1;
+    {
+        let mut t = tenant.borrow_mut();
+        if tried {
+            t.stats.routes.fell_back_reads += 1;
+        }
+        if behind {
+            waited(&mut t);
+        }
+        t.stats.routes.primary_reads += 1;
+    }
     run_for(tenant, shared, req).await
 }
 
@@ -522,5 +691,89 @@ async fn forward_until(
             };
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CopyAt;
+
+    fn at(port: u16, rtt_ms: u64) -> CopyAt {
+        CopyAt {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            rtt_ms,
+        }
+    }
+
+    #[test]
+    fn equally_near_copies_take_turns_and_the_least_loaded_goes_first() {
+        // Two copies in the region (0 and 1 ms: a tie), one across the sea.
+        let copies = [at(1, 0), at(2, 1), at(3, 98)];
+        let idle = |_| 0;
+        let picked: Vec<u16> = (0..4)
+            .map(|turn| {
+                choose(&copies, turn, 8, |_| false, idle)
+                    .unwrap()
+                    .addr
+                    .port()
+            })
+            .collect();
+        assert_eq!(picked, [1, 2, 1, 2]);
+        // Unequal loads: the lighter one, whoever's turn it is.
+        let load = |a: SocketAddr| if a.port() == 1 { 3 } else { 1 };
+        for turn in 0..4 {
+            assert_eq!(
+                choose(&copies, turn, 8, |_| false, load)
+                    .unwrap()
+                    .addr
+                    .port(),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn busy_and_silent_copies_send_reads_to_the_next_nearest() {
+        let copies = [at(1, 0), at(2, 1), at(3, 98)];
+        let busy_near = |a: SocketAddr| if a.port() == 3 { 0 } else { 8 };
+        assert_eq!(
+            choose(&copies, 0, 8, |_| false, busy_near)
+                .unwrap()
+                .addr
+                .port(),
+            3
+        );
+        let near_silent = |a: SocketAddr| a.port() != 3;
+        assert_eq!(
+            choose(&copies, 0, 8, near_silent, |_| 0)
+                .unwrap()
+                .addr
+                .port(),
+            3
+        );
+        let one_silent = |a: SocketAddr| a.port() == 1;
+        for turn in 0..3 {
+            assert_eq!(
+                choose(&copies, turn, 8, one_silent, |_| 0)
+                    .unwrap()
+                    .addr
+                    .port(),
+                2
+            );
+        }
+        // Everything busy or silent: the caller asks the primary.
+        assert_eq!(choose(&copies, 0, 8, |a| a.port() == 3, |_| 8), None);
+        assert_eq!(choose(&[], 0, 8, |_| false, |_| 0), None);
+    }
+
+    #[test]
+    fn a_tie_is_measured_from_the_nearest_of_its_group() {
+        // 0, 1 and 2 ms: 2 is not within a millisecond of 0.
+        let copies = [at(1, 0), at(2, 1), at(3, 2)];
+        let picked: Vec<u16> = (0..6)
+            .map(|t| choose(&copies, t, 8, |_| false, |_| 0).unwrap().addr.port())
+            .collect();
+        assert!(!picked.contains(&3), "{picked:?}");
     }
 }

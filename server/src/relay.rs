@@ -8,14 +8,17 @@
 //! store stream to the nearest copy's node, subscribed there to every
 //! channel (`PSUBSCRIBE *`), and publishes each message it receives to the
 //! local subscribers, as if it had been published here. Keyspace
-//! notifications the copy raises arrive the same way. Shard channels
-//! (SSUBSCRIBE) are not relayed.
+//! notifications the copy raises arrive the same way. Shard channels have
+//! no patterns: the relay subscribes on the copy (`SSUBSCRIBE`) to each
+//! shard channel its local subscribers have, and lets go of the ones they
+//! left (`SUNSUBSCRIBE`).
 //!
-//! A SUBSCRIBE's reply waits (up to [`READY_WAIT`]) until the relay is
-//! subscribed on the copy, so a message published after the client saw
-//! its subscription confirmed is not missed.
+//! A SUBSCRIBE's (or SSUBSCRIBE's) reply waits (up to [`READY_WAIT`])
+//! until the relay is subscribed on the copy, so a message published after
+//! the client saw its subscription confirmed is not missed.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +40,25 @@ pub struct Relay {
     pub wake: tokio::sync::Notify,
     /// Subscribed on a copy: messages published from now on arrive.
     pub ready: std::cell::Cell<bool>,
-    /// Woken when `ready` turns true.
+    /// Woken when `ready` turns true or a shard channel is subscribed.
     pub readied: tokio::sync::Notify,
+    /// Shard channels the copy confirmed the relay's subscription to.
+    pub shards: RefCell<HashSet<Vec<u8>>>,
+}
+
+impl Relay {
+    /// Subscribed on the copy to everything `t`'s subscribers listen to:
+    /// every channel, and each of their shard channels.
+    pub fn covers(&self, t: &Tenant) -> bool {
+        let shards = self.shards.borrow();
+        self.ready.get() && t.pubsub.shard_channels.keys().all(|c| shards.contains(c))
+    }
 }
 
 fn has_subscribers(t: &Tenant) -> bool {
-    !t.pubsub.channels.is_empty() || !t.pubsub.patterns.is_empty()
+    !t.pubsub.channels.is_empty()
+        || !t.pubsub.patterns.is_empty()
+        || !t.pubsub.shard_channels.is_empty()
 }
 
 /// Runs for the remote tenant's life on its executor: connected while it
@@ -63,7 +79,7 @@ pub async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         }
         let node = shared
             .remote_route(id)
-            .and_then(|r| r.copies.first().copied().or(Some(r.primary)));
+            .and_then(|r| r.copies.first().map(|c| c.addr).or(Some(r.primary)));
         let (Some(node), Some(dialer)) = (node, shared.link_dialer.get().cloned()) else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
@@ -78,6 +94,7 @@ pub async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         };
         let why = follow(&tenant, &shared, link.io, node, &mut shutdown).await;
         relay.ready.set(false);
+        relay.shards.borrow_mut().clear();
         tracing::debug!(tenant = id.0, %node, "pub/sub relay ends: {why}");
         if *shutdown.borrow() {
             return;
@@ -112,16 +129,23 @@ async fn follow(
         unauthenticated: false,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Shard channels SSUBSCRIBEd on the copy (confirmed or not).
+    let mut asked: HashSet<Vec<u8>> = HashSet::new();
     loop {
+        if !sync_shards(tenant, &mut asked, &mut io).await {
+            return "writing SSUBSCRIBE";
+        }
         tokio::select! {
             r = io.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return "the stream ended",
                 Ok(_) => {}
             },
+            // A local SSUBSCRIBE or SUNSUBSCRIBE (checked at the top).
+            _ = relay.wake.notified() => continue,
             _ = tick.tick() => {
                 let nearest = shared
                     .remote_route(id)
-                    .and_then(|r| r.copies.first().copied().or(Some(r.primary)));
+                    .and_then(|r| r.copies.first().map(|c| c.addr).or(Some(r.primary)));
                 if !has_subscribers(&tenant.borrow()) {
                     return "no subscribers left";
                 }
@@ -140,30 +164,109 @@ async fn follow(
             };
             let frame = buf.split_to(end);
             sc.rebase(end);
-            // A message: `pmessage <pattern> <channel> <message>`, all bulk
-            // strings (a request's shape); the subscription's confirmation
-            // ends with a count.
-            if frame.starts_with(b"*4\r\n$8\r\npmessage\r\n") {
+            // A message: `pmessage <pattern> <channel> <message>` or
+            // `smessage <channel> <message>`, all bulk strings (a
+            // request's shape); a subscription's confirmation ends with a
+            // count.
+            let shard = frame.starts_with(b"*3\r\n$8\r\nsmessage\r\n");
+            if shard || frame.starts_with(b"*4\r\n$8\r\npmessage\r\n") {
                 let mut parser = RequestParser::new();
                 if let Ok(Some(Request::Multibulk)) = parser.next(&frame, &limits) {
                     let r = parser.ranges();
-                    if r.len() == 4 {
+                    if let [.., ch, msg] = r {
+                        let (ch, msg) = (&frame[ch.clone()], &frame[msg.clone()]);
                         let mut t = tenant.borrow_mut();
-                        let limit = t.push_limit;
-                        t.pubsub.publish(
-                            &frame[r[2].clone()],
-                            &frame[r[3].clone()],
-                            limit,
-                            crate::util::mstime(),
-                        );
+                        let (limit, now) = (t.push_limit, crate::util::mstime());
+                        if shard {
+                            t.pubsub.spublish(ch, msg, limit, now);
+                        } else {
+                            t.pubsub.publish(ch, msg, limit, now);
+                        }
                     }
+                }
+            } else if frame.starts_with(b"*3\r\n$10\r\nssubscribe\r\n") {
+                // `ssubscribe <channel> <count>` (the count an integer).
+                if let Some(ch) = second_bulk(&frame) {
+                    relay.shards.borrow_mut().insert(ch);
+                    relay.readied.notify_waiters();
                 }
             } else if frame.starts_with(b"*3\r\n$10\r\npsubscribe\r\n") {
                 relay.ready.set(true);
                 relay.readied.notify_waiters();
             } else if frame.starts_with(b"-") {
-                return "the copy refused PSUBSCRIBE";
+                return "the copy refused a subscription";
             }
         }
     }
+}
+
+/// Subscribes the relay on the copy to the shard channels the local
+/// subscribers have and it has not asked for yet, and unsubscribes it
+/// from those nobody here listens to any more. False: the stream failed.
+async fn sync_shards(
+    tenant: &Rc<RefCell<Tenant>>,
+    asked: &mut HashSet<Vec<u8>>,
+    io: &mut Box<dyn crate::stream::Duplex>,
+) -> bool {
+    let (add, drop): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
+        let t = tenant.borrow();
+        let want = &t.pubsub.shard_channels;
+        (
+            want.keys()
+                .filter(|c| !asked.contains(*c))
+                .cloned()
+                .collect(),
+            asked
+                .iter()
+                .filter(|c| !want.contains_key(*c))
+                .cloned()
+                .collect(),
+        )
+    };
+    if add.is_empty() && drop.is_empty() {
+        return true;
+    }
+    let mut req = Vec::new();
+    for (cmd, chans) in [(&b"SSUBSCRIBE"[..], &add), (&b"SUNSUBSCRIBE"[..], &drop)] {
+        if !chans.is_empty() {
+            let mut args: Vec<&[u8]> = vec![cmd];
+            args.extend(chans.iter().map(Vec::as_slice));
+            crate::resp::encode_request(&mut req, &args);
+        }
+    }
+    if io.write_all(&req).await.is_err() {
+        return false;
+    }
+    let relay = tenant.borrow().relay.clone();
+    let mut confirmed = relay.shards.borrow_mut();
+    for c in drop {
+        asked.remove(&c);
+        confirmed.remove(&c);
+    }
+    asked.extend(add);
+    true
+}
+
+/// The second element of a RESP array whose first two are bulk strings
+/// (`ssubscribe <channel> <count>`): the channel.
+fn second_bulk(frame: &[u8]) -> Option<Vec<u8>> {
+    let mut at = frame.iter().position(|&b| b == b'\n')? + 1;
+    for i in 0..2 {
+        let rest = frame.get(at..)?;
+        if rest.first() != Some(&b'$') {
+            return None;
+        }
+        let eol = rest.iter().position(|&b| b == b'\n')?;
+        let len: usize = std::str::from_utf8(rest.get(1..eol.checked_sub(1)?)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let start = at + eol + 1;
+        let end = start.checked_add(len)?;
+        if i == 1 {
+            return frame.get(start..end).map(<[u8]>::to_vec);
+        }
+        at = end + 2;
+    }
+    None
 }

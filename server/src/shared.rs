@@ -80,6 +80,8 @@ pub struct Settings {
     pub standby_wait_ms: i64,
     /// `ryw-wait-ms`.
     pub ryw_wait_ms: u64,
+    /// `copy-max-inflight-reads`.
+    pub copy_max_inflight_reads: usize,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -134,6 +136,7 @@ impl Settings {
             repl_link_timeout_ms: c.repl_link_timeout_ms(),
             standby_wait_ms: i64::try_from(c.standby_wait_ms()).unwrap_or(i64::MAX),
             ryw_wait_ms: c.ryw_wait_ms(),
+            copy_max_inflight_reads: c.copy_max_inflight_reads(),
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }
@@ -424,7 +427,10 @@ impl Shared {
         let primary = spec.follow.or(*self.own_link.read())?;
         Some(crate::catalog::RemoteRoute {
             primary,
-            copies: vec![primary],
+            copies: vec![crate::catalog::CopyAt {
+                addr: primary,
+                rtt_ms: 0,
+            }],
         })
     }
 

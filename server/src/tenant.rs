@@ -68,7 +68,9 @@ pub struct RouteStats {
     /// Reads the local replica answered at once.
     pub local_reads: u64,
     /// Reads that found the local copy without the connection's last write,
-    /// waited for it to arrive and were then answered locally.
+    /// waited for it to arrive and were then answered locally (for a
+    /// database held elsewhere: answered by a copy asked again after it
+    /// was behind; these count in `remote_reads` too).
     pub waited_reads: u64,
     /// Reads a copy on another node answered (a database this node holds
     /// no copy of).
@@ -173,8 +175,8 @@ pub struct Tenant {
     /// This node holds no copy: every customer request is forwarded to the
     /// nodes that do (`Shared::remote_route`); the keyspace stays empty.
     pub remote: bool,
-    /// A remote tenant's stream to the nearest copy's node (reads).
-    pub read_forwarder: Option<crate::forward::Forwarder>,
+    /// A remote tenant's streams to its copies' nodes (reads).
+    pub reads: crate::forward::Reads,
     /// A remote tenant's pub/sub relay (see `relay`).
     pub relay: std::rc::Rc<crate::relay::Relay>,
     /// Generations of REPLICAOF (a link task stops when it is not current).
@@ -383,7 +385,7 @@ impl Tenant {
             upstream: None,
             forwarder: None,
             remote: false,
-            read_forwarder: None,
+            reads: Default::default(),
             relay: Default::default(),
             upstream_gen: 0,
             master_lag_ms: None,

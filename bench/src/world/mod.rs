@@ -54,8 +54,11 @@ pub struct WorldSpec {
     pub rtt_table: Option<String>,
     /// Loss between regions (0 to 1).
     pub loss: f64,
-    /// SWIM timings: `test` for tests (fast), `wan` as on Fly.
+    /// SWIM timings of the cluster-wide pool: `test` for tests (fast),
+    /// `test-wan` for fast tests across slow emulated links, `wan` as on Fly.
     pub gossip_profile: String,
+    /// SWIM timings of each region's pool (`test`, `lan`).
+    pub lan_profile: String,
     /// `ANYKV_ADMIN_TOKEN` for every node.
     pub admin_token: String,
     /// Server flags after `--` for every node (besides bind, port, dir,
@@ -66,7 +69,8 @@ pub struct WorldSpec {
 impl WorldSpec {
     /// A world of `regions` (in order, with how many nodes each) on
     /// `127.0.<net>.x`, the builtin RTT table between them, no loss, fast
-    /// SWIM timings (`test`), and `server_args` for every node.
+    /// SWIM timings (`test-wan` across the cluster, `test` in a region),
+    /// and `server_args` for every node.
     pub fn shaped(
         bin: &Path,
         dir: PathBuf,
@@ -84,7 +88,8 @@ impl WorldSpec {
             regions: regions.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
             rtt_table: Some("builtin".into()),
             loss: 0.0,
-            gossip_profile: "test".into(),
+            gossip_profile: "test-wan".into(),
+            lan_profile: "test".into(),
             admin_token: admin_token.into(),
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
         }
@@ -194,7 +199,7 @@ impl World {
             push(&["--gossip-profile", &spec.gossip_profile]);
             push(&["--cluster-size", &placed.len().to_string()]);
             push(&["--lan-port", &(p + 2).to_string()]);
-            push(&["--lan-profile", &spec.gossip_profile]);
+            push(&["--lan-profile", &spec.lan_profile]);
             let ca = spec.dir.join("cluster-ca.pem").display().to_string();
             let ca_key = spec.dir.join("cluster-ca.key").display().to_string();
             push(&["--cluster-ca", &ca, "--cluster-ca-key", &ca_key]);

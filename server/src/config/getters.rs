@@ -416,6 +416,12 @@ impl Config {
         self.u64_of(param!(NUM, "ryw-wait-ms"))
     }
 
+    /// `copy-max-inflight-reads`: an executor's reads in flight to one
+    /// copy's node before the next nearest copy gets them.
+    pub fn copy_max_inflight_reads(&self) -> usize {
+        usize::try_from(self.u64_of(param!(NUM, "copy-max-inflight-reads"))).unwrap_or(usize::MAX)
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

@@ -707,6 +707,10 @@ pub(super) static PARAMS: &[Param] = &[
     // write (`consistency: ryw`) waits this long for the write to arrive
     // through replication before the primary answers it instead.
     intp("ryw-wait-ms", None, 0, 60_000, "100", 0),
+    // A node without a copy of a database sends its reads to the nearest
+    // copies; one with this many of an executor's reads in flight is busy
+    // and the next nearest (at last the primary) gets them.
+    intp("copy-max-inflight-reads", None, 1, 1_000_000, "256", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),
