@@ -9,8 +9,10 @@
 //! [`COARSE_MARGIN`] before the deadline and then on one process-wide
 //! thread that waits on a condition variable with an absolute deadline
 //! (a futex with an hrtimer: tens of microseconds late, not a millisecond)
-//! and wakes the task. The thread only ever holds deadlines less than the
-//! margin away, so cancelled sleeps cost it little.
+//! and wakes the task. The thread only ever holds sleeps' deadlines less
+//! than the margin away, so cancelled sleeps cost it little. The datagram
+//! delay lines hand it their sends directly ([`run_at`]): no task wakes
+//! up between a datagram's time and its send.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,11 +52,22 @@ struct Slot {
     waker: Mutex<Option<Waker>>,
 }
 
+/// What the thread does at a deadline.
+enum Due {
+    /// Wake a sleeping future.
+    Wake(Arc<Slot>),
+    /// Run a (short, non-blocking) job: a datagram's send.
+    Run(Job),
+}
+
+/// A job for [`run_at`].
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
 /// A deadline in the thread's heap (earliest first, then by insertion).
 type Entry = Reverse<(StdInstant, u64, SlotRef)>;
 
-/// `Arc<Slot>` ordered by nothing (the heap orders by deadline and seq).
-struct SlotRef(Arc<Slot>);
+/// A [`Due`] ordered by nothing (the heap orders by deadline and seq).
+struct SlotRef(Due);
 impl PartialEq for SlotRef {
     fn eq(&self, _: &Self) -> bool {
         true
@@ -100,13 +113,24 @@ fn timer() -> &'static Timer {
 /// Set when the clock thread could not start: sleeps end at once.
 static FALLBACK: AtomicBool = AtomicBool::new(false);
 
+/// Runs `job` on the clock's thread at `at` (at once when the thread
+/// could not start). Jobs due at the same time run in the order given.
+pub(crate) fn run_at(at: StdInstant, job: Job) {
+    let timer = timer();
+    if FALLBACK.load(Ordering::Relaxed) {
+        job();
+        return;
+    }
+    timer.add(at, Due::Run(job));
+}
+
 impl Timer {
-    fn add(&self, at: StdInstant, slot: Arc<Slot>) {
+    fn add(&self, at: StdInstant, due: Due) {
         let mut guard = self.heap.lock();
         let (heap, seq) = &mut *guard;
         let earliest = heap.peek().is_none_or(|Reverse((first, _, _))| at < *first);
         *seq += 1;
-        heap.push(Reverse((at, *seq, SlotRef(slot))));
+        heap.push(Reverse((at, *seq, SlotRef(due))));
         drop(guard);
         if earliest {
             self.changed.notify_one();
@@ -115,18 +139,33 @@ impl Timer {
 
     fn run(&self) {
         let mut guard = self.heap.lock();
+        let mut ready = Vec::new();
         loop {
             let now = StdInstant::now();
             while let Some(Reverse((at, _, _))) = guard.0.peek() {
                 if *at > now {
                     break;
                 }
-                if let Some(Reverse((_, _, SlotRef(slot)))) = guard.0.pop() {
-                    slot.fired.store(true, Ordering::Release);
-                    if let Some(w) = slot.waker.lock().take() {
-                        w.wake();
-                    }
+                if let Some(Reverse((_, _, SlotRef(due)))) = guard.0.pop() {
+                    ready.push(due);
                 }
+            }
+            if !ready.is_empty() {
+                // Sends and wakes outside the lock: pushes go on meanwhile.
+                parking_lot::MutexGuard::unlocked(&mut guard, || {
+                    for due in ready.drain(..) {
+                        match due {
+                            Due::Wake(slot) => {
+                                slot.fired.store(true, Ordering::Release);
+                                if let Some(w) = slot.waker.lock().take() {
+                                    w.wake();
+                                }
+                            }
+                            Due::Run(job) => job(),
+                        }
+                    }
+                });
+                continue;
             }
             match guard.0.peek() {
                 Some(Reverse((at, _, _))) => {
@@ -173,7 +212,7 @@ impl Future for Precise {
                     waker: Mutex::new(Some(cx.waker().clone())),
                 });
                 self.slot = Some(slot.clone());
-                timer().add(self.at, slot);
+                timer().add(self.at, Due::Wake(slot));
             }
         }
         Poll::Pending

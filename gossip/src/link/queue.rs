@@ -1,34 +1,43 @@
-//! The per-socket delay line for datagrams: one tokio task with a timer
-//! heap that hands each datagram to the real socket when its time comes.
+//! The per-socket delay line for datagrams: each datagram is handed to
+//! the real socket by the link clock's thread (`clock`) when its time
+//! comes, with no task in between. A task's wake-up per datagram cost
+//! every emulated hop tens of microseconds more than the table says on a
+//! loaded machine; the clock thread only makes the (non-blocking) send.
 //!
-//! One task per socket (rather than a `sleep` task per datagram) keeps the
-//! emulation cheap under gossip fan-out and gives a strict order: items
-//! leave by deliver-at time, ties in the order they were queued, so
-//! without jitter a flow is never reordered.
+//! Items leave by deliver-at time, ties in the order they were queued, so
+//! without jitter a flow is not reordered (a send that would block is
+//! finished on the runtime, and may then leave after a later one, as a
+//! real network may reorder).
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-
-use super::clock::sleep_until;
+use super::clock;
 
 /// Bytes a socket may have in flight in its delay line before further
 /// datagrams are dropped, like a router's tail drop: a sender blasting
 /// faster than it can be delivered must not grow memory without bound.
 pub(crate) const MAX_QUEUED_BYTES: usize = 16 << 20;
 
-/// Handle to a running delay line; dropping every handle lets the task
-/// deliver what is still queued and exit.
+/// A send finished on the runtime.
+pub(crate) type Later = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Handle to a delay line; what is queued is delivered even after the
+/// last handle is dropped.
 pub(crate) struct DelayQueue<T> {
-    tx: mpsc::UnboundedSender<(Instant, usize, T)>,
-    queued: Arc<AtomicUsize>,
+    line: Arc<Line<T>>,
+}
+
+struct Line<T> {
+    queued: AtomicUsize,
+    /// Sends an item now; gives it back when the socket would block.
+    now: Box<dyn Fn(T) -> Result<(), T> + Send + Sync>,
+    /// Sends an item that would have blocked, on the runtime.
+    later: Box<dyn Fn(T) -> Later + Send + Sync>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Why [`DelayQueue::push`] did not take an item.
@@ -36,125 +45,55 @@ pub(crate) struct DelayQueue<T> {
 pub(crate) enum PushError {
     /// Over [`MAX_QUEUED_BYTES`]: the datagram is lost.
     Full,
-    /// The delivery task is gone (it panicked); nothing will be sent.
-    Closed,
 }
 
 impl<T: Send + 'static> DelayQueue<T> {
-    /// Spawns the delivery task; `deliver` is awaited for each item in
-    /// deliver-at order (it should swallow its own errors, as a network
-    /// does). Must be called inside a tokio runtime.
-    pub(crate) fn spawn<F, Fut>(deliver: F) -> Self
-    where
-        F: FnMut(T) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(rx, queued.clone(), deliver));
-        DelayQueue { tx, queued }
+    /// A delay line that sends with `now` (non-blocking; it swallows its
+    /// own errors, as a network does) and finishes a send that would block
+    /// with `later`. Must be called inside a tokio runtime.
+    pub(crate) fn spawn(
+        now: impl Fn(T) -> Result<(), T> + Send + Sync + 'static,
+        later: impl Fn(T) -> Later + Send + Sync + 'static,
+    ) -> Self {
+        DelayQueue {
+            line: Arc::new(Line {
+                queued: AtomicUsize::new(0),
+                now: Box::new(now),
+                later: Box::new(later),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        }
     }
 
     /// Queues `item` (of `len` bytes) for delivery after `delay`.
     pub(crate) fn push(&self, delay: Duration, len: usize, item: T) -> Result<(), PushError> {
-        let before = self.queued.fetch_add(len, AtomicOrdering::Relaxed);
+        let before = self.line.queued.fetch_add(len, AtomicOrdering::Relaxed);
         if before + len > MAX_QUEUED_BYTES {
-            self.queued.fetch_sub(len, AtomicOrdering::Relaxed);
+            self.line.queued.fetch_sub(len, AtomicOrdering::Relaxed);
             return Err(PushError::Full);
         }
-        let at = Instant::now() + delay;
-        self.tx.send((at, len, item)).map_err(|_| {
-            self.queued.fetch_sub(len, AtomicOrdering::Relaxed);
-            PushError::Closed
-        })
-    }
-}
-
-impl<T> fmt::Debug for DelayQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DelayQueue")
-            .field("queued_bytes", &self.queued.load(AtomicOrdering::Relaxed))
-            .finish()
-    }
-}
-
-/// A queued item; the heap pops the earliest `at`, then the lowest `seq`.
-struct Entry<T> {
-    at: Instant,
-    seq: u64,
-    len: usize,
-    item: T,
-}
-
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl<T> Eq for Entry<T> {}
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Entry<T> {
-    /// Reversed so `BinaryHeap` (a max-heap) pops the earliest entry.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// Most channel messages taken per loop turn, so a sender that never
-/// pauses cannot starve delivery (and vice versa).
-const INTAKE_BATCH: usize = 1024;
-
-async fn run<T, F, Fut>(
-    mut rx: mpsc::UnboundedReceiver<(Instant, usize, T)>,
-    queued: Arc<AtomicUsize>,
-    mut deliver: F,
-) where
-    F: FnMut(T) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut heap: BinaryHeap<Entry<T>> = BinaryHeap::new();
-    let mut seq: u64 = 0;
-    let mut open = true;
-    let mut push = |heap: &mut BinaryHeap<Entry<T>>, (at, len, item): (Instant, usize, T)| {
-        heap.push(Entry { at, seq, len, item });
-        seq += 1;
-    };
-    // Stands in for "no deadline" so the sleep branch can always be built.
-    let far = Duration::from_secs(86_400);
-    loop {
-        for _ in 0..INTAKE_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => push(&mut heap, msg),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                // Every handle is gone: deliver what is in flight, then stop.
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
+        let line = self.line.clone();
+        clock::run_at(
+            std::time::Instant::now() + delay,
+            Box::new(move || {
+                line.queued.fetch_sub(len, AtomicOrdering::Relaxed);
+                if let Err(item) = (line.now)(item) {
+                    line.runtime.spawn((line.later)(item));
                 }
-            }
-        }
-        let now = Instant::now();
-        while heap.peek().is_some_and(|e| e.at <= now) {
-            if let Some(e) = heap.pop() {
-                queued.fetch_sub(e.len, AtomicOrdering::Relaxed);
-                deliver(e.item).await;
-            }
-        }
-        if !open && heap.is_empty() {
-            return;
-        }
-        let next = heap.peek().map(|e| e.at);
-        tokio::select! {
-            msg = rx.recv(), if open => match msg {
-                Some(msg) => push(&mut heap, msg),
-                None => open = false,
-            },
-            _ = sleep_until(next.unwrap_or_else(|| Instant::now() + far)), if next.is_some() => {}
-        }
+            }),
+        );
+        Ok(())
+    }
+}
+
+impl<T> std::fmt::Debug for DelayQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelayQueue")
+            .field(
+                "queued_bytes",
+                &self.line.queued.load(AtomicOrdering::Relaxed),
+            )
+            .finish()
     }
 }
 
@@ -162,31 +101,53 @@ async fn run<T, F, Fut>(
 mod tests {
     use super::*;
     use parking_lot::Mutex;
+    use std::time::Instant;
 
     #[tokio::test]
     async fn delivers_in_time_order_fifo_on_ties() {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
         let start = Instant::now();
-        let q = DelayQueue::spawn(move |(tag, _): (u32, ())| {
-            let sink = sink.clone();
-            async move { sink.lock().push((tag, start.elapsed())) }
-        });
-        q.push(Duration::from_millis(30), 1, (1, ())).unwrap();
-        q.push(Duration::from_millis(10), 1, (2, ())).unwrap();
-        q.push(Duration::from_millis(10), 1, (3, ())).unwrap();
-        q.push(Duration::ZERO, 1, (4, ())).unwrap();
+        let q = DelayQueue::spawn(
+            move |tag: u32| {
+                sink.lock().push((tag, start.elapsed()));
+                Ok(())
+            },
+            |_| Box::pin(async {}),
+        );
+        q.push(Duration::from_millis(30), 1, 1).unwrap();
+        q.push(Duration::from_millis(10), 1, 2).unwrap();
+        q.push(Duration::from_millis(10), 1, 3).unwrap();
+        q.push(Duration::ZERO, 1, 4).unwrap();
         drop(q);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let got = out.lock().clone();
         let tags: Vec<u32> = got.iter().map(|(t, _)| *t).collect();
         assert_eq!(tags, [4, 2, 3, 1], "in-flight items survive the handle");
         assert!(got[3].1 >= Duration::from_millis(30), "{got:?}");
+        assert!(got[1].1 >= Duration::from_millis(10), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_send_that_would_block_is_finished_on_the_runtime() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Mutex::new(Some(tx));
+        let q = DelayQueue::spawn(Err, move |item: u32| {
+            let tx = tx.lock().take();
+            Box::pin(async move {
+                if let Some(tx) = tx {
+                    let _ = tx.send(item);
+                }
+            })
+        });
+        q.push(Duration::from_micros(200), 1, 7).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        assert_eq!(got.ok().and_then(Result::ok), Some(7));
     }
 
     #[tokio::test]
     async fn full_queue_drops() {
-        let q = DelayQueue::spawn(|_: ()| async {});
+        let q = DelayQueue::spawn(|_: ()| Ok(()), |_| Box::pin(async {}));
         q.push(Duration::from_secs(10), MAX_QUEUED_BYTES, ())
             .unwrap();
         assert_eq!(q.push(Duration::ZERO, 1, ()), Err(PushError::Full));

@@ -69,13 +69,38 @@ impl ShapedQuicSocket {
     fn new(inner: Arc<dyn AsyncUdpSocket>, shaper: Shaper) -> io::Result<Self> {
         let local_ip = inner.local_addr()?.ip();
         let out = inner.clone();
-        let queue = DelayQueue::spawn(move |d: Datagram| send_later(out.clone(), d));
+        let later = inner.clone();
+        let queue = DelayQueue::spawn(
+            move |d: Datagram| send_now(&*out, d),
+            move |d| Box::pin(send_later(later.clone(), d)),
+        );
         Ok(ShapedQuicSocket {
             inner,
             shaper,
             local_ip,
             queue,
         })
+    }
+}
+
+/// Hands one delayed datagram to the real socket if it takes it now;
+/// gives it back when the socket would block. Other errors are logged
+/// and the datagram is lost, as on a real network; QUIC recovers.
+fn send_now(socket: &dyn AsyncUdpSocket, d: Datagram) -> Result<(), Datagram> {
+    let transmit = Transmit {
+        destination: d.destination,
+        ecn: d.ecn,
+        contents: &d.contents,
+        segment_size: None,
+        src_ip: d.src_ip,
+    };
+    match socket.try_send(&transmit) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(d),
+        Err(e) => {
+            tracing::debug!(to = %d.destination, error = %e, "shaped quic send failed");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
 }
 
@@ -136,9 +161,6 @@ impl AsyncUdpSocket for ShapedQuicSocket {
                 Ok(()) => {}
                 Err(PushError::Full) => {
                     metrics::counter!("anykv_link_dropped_total", "reason" => "queue").increment(1);
-                }
-                Err(PushError::Closed) => {
-                    return Err(io::Error::other("link shaper delay line died"));
                 }
             }
         }

@@ -35,15 +35,25 @@ impl ShapedUdp {
     pub fn new(socket: Arc<UdpSocket>, shaper: Shaper) -> io::Result<Self> {
         let local_ip = socket.local_addr()?.ip();
         let queue = shaper.is_on().then(|| {
-            let out = socket.clone();
-            DelayQueue::spawn(move |(buf, to): (Bytes, SocketAddr)| {
-                let out = out.clone();
-                async move {
-                    if let Err(e) = out.send_to(&buf, to).await {
+            let (now, later) = (socket.clone(), socket.clone());
+            DelayQueue::spawn(
+                move |(buf, to): (Bytes, SocketAddr)| match now.try_send_to(&buf, to) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err((buf, to)),
+                    Err(e) => {
                         tracing::debug!(%to, error = %e, "shaped udp send failed");
+                        Ok(())
                     }
-                }
-            })
+                    Ok(_) => Ok(()),
+                },
+                move |(buf, to)| {
+                    let out = later.clone();
+                    Box::pin(async move {
+                        if let Err(e) = out.send_to(&buf, to).await {
+                            tracing::debug!(%to, error = %e, "shaped udp send failed");
+                        }
+                    })
+                },
+            )
         });
         Ok(ShapedUdp {
             socket,
@@ -69,7 +79,6 @@ impl ShapedUdp {
                             .increment(1);
                         Ok(buf.len())
                     }
-                    Err(PushError::Closed) => Err(io::Error::other("link shaper delay line died")),
                 }
             }
         }
