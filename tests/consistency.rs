@@ -320,7 +320,8 @@ fn pinned_to_the_primary(syd: &std::net::SocketAddr, p: &mut RespConn) {
 }
 
 /// PUBLISH on the syd node reaches subscribers on the primary's node and on
-/// the cdg replica's node: the primary's stream carries it everywhere.
+/// the cdg replica's node: the primary's stream carries it everywhere. A
+/// MONITOR on the syd node shows the PUBLISH it forwarded.
 fn published_everywhere(syd: &std::net::SocketAddr, others: &[std::net::SocketAddr]) {
     let mut subs: Vec<RespConn> = others
         .iter()
@@ -338,6 +339,9 @@ fn published_everywhere(syd: &std::net::SocketAddr, others: &[std::net::SocketAd
         })
         .collect();
     let mut a = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("on syd");
+    // A MONITOR on the syd node shows the request it forwards.
+    let mut mon = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("monitor");
+    assert_eq!(mon.cmd(&["MONITOR"]).ok(), Some(ok()));
     // The primary's node counts its own subscriber (one of `others`).
     assert_eq!(
         a.cmd(&["PUBLISH", "news", "hello"]).ok(),
@@ -353,6 +357,14 @@ fn published_everywhere(syd: &std::net::SocketAddr, others: &[std::net::SocketAd
             ])),
             "the subscriber on {addr}"
         );
+    }
+    match mon.read_reply() {
+        Ok(Value::Simple(line)) => assert!(
+            line.ends_with(br#""PUBLISH" "news" "hello""#),
+            "MONITOR showed {}",
+            String::from_utf8_lossy(&line)
+        ),
+        other => panic!("MONITOR: {other:?}"),
     }
 }
 

@@ -303,7 +303,7 @@ fn route_on_replica(
 /// the connection itself (besides the envelope's refusals below), or need
 /// no database.
 const REMOTE_LOCAL: &[&str] = &[
-    "auth", "hello", "select", "quit", "reset", "client", "ping", "echo", "command",
+    "auth", "hello", "select", "quit", "reset", "client", "ping", "echo", "command", "monitor",
 ];
 
 /// A customer's request for a database this node holds no copy of
@@ -430,7 +430,9 @@ pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Ve
         && !s.cluster_peer
         && s.origin.is_none()
         && t.pause_mode == PauseMode::None
-        && t.failover.is_none();
+        && t.failover.is_none()
+        // A MONITOR client sees each request (dispatch shows it).
+        && t.monitors.is_empty();
     let forwarded = t.remote
         || (t.role == crate::repl::Role::Replica
             && t.upstream.as_ref().is_some_and(|u| u.node.is_some()));
@@ -584,6 +586,9 @@ pub(crate) fn run(
     // connection's own commands.
     if t.remote && !s.replaying {
         if let Some(outcome) = route_remote(t, s, r, args, out) {
+            if matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
+                feed_monitors(t, s, shared, set, r, args);
+            }
             return outcome;
         }
     }
@@ -722,6 +727,9 @@ pub(crate) fn run(
     // last write even after waiting `ryw-wait-ms` for it.
     if t.role == crate::repl::Role::Replica && !s.replaying {
         if let Some(outcome) = route_on_replica(t, s, set, r, args, waited, out) {
+            if matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
+                feed_monitors(t, s, shared, set, r, args);
+            }
             return outcome;
         }
     }
@@ -857,35 +865,7 @@ pub(crate) fn run(
         let ev = if r.fast { "fast-command" } else { "command" };
         t.latency_sample(ev, elapsed_us / 1000, now_ms / 1000);
     }
-    if !t.monitors.is_empty() && !r.admin {
-        let addr = s.peer_addr().to_string();
-        let line = monitor_line(s.db, &addr, &redact(r.fullname.as_str(), args));
-        t.monitors.retain(|m| !m.killed.get());
-        // A MONITOR client that does not read must not grow our memory
-        // without bound: past the normal class's hard limit (or
-        // MONITOR_PUSH_CAP when that is 0, Redis's "unlimited") it is closed.
-        let cap = match set.output_hard_limit {
-            0 => MONITOR_PUSH_CAP,
-            n => n as usize,
-        };
-        for m in &t.monitors {
-            if m.id != s.info.id {
-                m.push_bytes(&line);
-                if m.push.borrow().len() > cap {
-                    tracing::warn!(
-                        id = m.id,
-                        "MONITOR client closed for overcoming of output buffer limits."
-                    );
-                    shared
-                        .stats
-                        .client_output_limit_disconnections
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    m.push.borrow_mut().clear();
-                    m.kill();
-                }
-            }
-        }
-    }
+    feed_monitors(t, s, shared, set, r, args);
     if let Some(su) = suspend {
         return Outcome::Suspend(su);
     }
@@ -893,6 +873,51 @@ pub(crate) fn run(
         return Outcome::Close;
     }
     Outcome::Continue
+}
+
+/// Shows request `args` to the tenant's MONITOR clients (not to the
+/// sender itself; admin commands never). Called for every request this
+/// node runs or forwards for its clients, so a MONITOR on a replica's node
+/// or on a node without a copy sees the writes it sent to the primary
+/// too.
+fn feed_monitors(
+    t: &mut Tenant,
+    s: &Session,
+    shared: &Shared,
+    set: &Settings,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) {
+    if t.monitors.is_empty() || r.admin {
+        return;
+    }
+    let addr = s.peer_addr().to_string();
+    let line = monitor_line(s.db, &addr, &redact(r.fullname.as_str(), args));
+    t.monitors.retain(|m| !m.killed.get());
+    // A MONITOR client that does not read must not grow our memory
+    // without bound: past the normal class's hard limit (or
+    // MONITOR_PUSH_CAP when that is 0, Redis's "unlimited") it is closed.
+    let cap = match set.output_hard_limit {
+        0 => MONITOR_PUSH_CAP,
+        n => n as usize,
+    };
+    for m in &t.monitors {
+        if m.id != s.info.id {
+            m.push_bytes(&line);
+            if m.push.borrow().len() > cap {
+                tracing::warn!(
+                    id = m.id,
+                    "MONITOR client closed for overcoming of output buffer limits."
+                );
+                shared
+                    .stats
+                    .client_output_limit_disconnections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                m.push.borrow_mut().clear();
+                m.kill();
+            }
+        }
+    }
 }
 
 /// Arguments as MONITOR/SLOWLOG show them: secrets redacted, as Redis does.
