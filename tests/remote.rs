@@ -12,7 +12,9 @@
 //! node's own; a transaction and a blocking pop run on the primary;
 //! subscribers (of channels, patterns and shard channels) hear messages
 //! published on the primary's node and on this one; MONITOR there shows
-//! the writes and reads it forwards and what it answers itself; INFO routing
+//! the writes and reads it forwards and what it answers itself; a
+//! consistency changed through the admin API applies to the connections
+//! already open there; INFO routing
 //! counts each route. Then,
 //! under load from three clients on that node, the database's standby
 //! and then its primary are killed with SIGKILL: the failover harness's
@@ -337,6 +339,18 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
         }
     }
     drop(mon);
+    // A consistency changed through the admin API applies to the
+    // connections already open on the node, not only to new logins.
+    assert_eq!(common::info_field(&mut a, "routing", "consistency"), "ryw");
+    common::put_tenant(
+        &w,
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "nearest", 2),
+    );
+    wait(
+        "the open connection to read nearest",
+        Duration::from_secs(15),
+        || common::info_field(&mut a, "routing", "consistency") == "nearest",
+    );
     assert_eq!(a.cmd(&["PING"]).ok(), Some(Value::Simple(b"PONG".to_vec())));
     drop(a);
 
@@ -463,7 +477,7 @@ fn client(id: u32, addr: std::net::SocketAddr, t0: Instant, stop: Arc<AtomicBool
 fn faults_under_load(w: &mut World, node: &anykv_bench::world::NodeInfo, iad: [String; 3]) {
     common::put_tenant(
         w,
-        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "strong", 2),
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "strong", 3),
     );
     let settled = |w: &World| {
         let p = common::placed_tenant(w, TENANT);

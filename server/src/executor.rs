@@ -363,9 +363,11 @@ fn customer_tenant(spec: &crate::catalog::TenantSpec, dbs: usize) -> Tenant {
 /// The executor's stand-in for a tenant this node holds no copy of (in
 /// the remote catalog): an empty keyspace that never loads or saves a
 /// file and takes part in no replication; its clients' requests are all
-/// forwarded (`dispatch::route_remote`). Made at its first login, kept
-/// while the tenant is remote; its route is read from the remote catalog
-/// at every request, so placement changes apply at once.
+/// forwarded (`dispatch::route_remote`). Made at its first login; its
+/// route is read from the remote catalog at every request, so placement
+/// changes apply at once, and its catalog entry (consistency, plan) every
+/// second ([`remote_cron`]), which lets it go once the tenant has left the
+/// remote catalog and its last client is gone.
 fn remote_tenant(
     remotes: &Tenants,
     id: TenantId,
@@ -373,11 +375,7 @@ fn remote_tenant(
 ) -> Option<Rc<RefCell<Tenant>>> {
     let spec = shared.remote_catalog().get(id).cloned()?;
     if let Some(t) = remotes.borrow().get(&id) {
-        let mut tb = t.borrow_mut();
-        tb.name = spec.name.clone();
-        tb.consistency = spec.consistency;
-        set_rate(&mut tb, spec.ops_per_sec);
-        drop(tb);
+        follow_spec(&mut t.borrow_mut(), &spec);
         return Some(t.clone());
     }
     let dbs = shared.config.read().databases();
@@ -385,15 +383,54 @@ fn remote_tenant(
     t.remote = true;
     t.consistency = spec.consistency;
     let t = Rc::new(RefCell::new(t));
-    t.borrow().spawn(crate::metrics::publish_routes_while(
-        t.clone(),
-        shared.clone(),
-    ));
+    t.borrow()
+        .spawn(remote_cron(t.clone(), remotes.clone(), shared.clone()));
     t.borrow()
         .spawn(crate::relay::run(t.clone(), shared.clone()));
     remotes.borrow_mut().insert(id, t.clone());
     tracing::info!(tenant = id.0, name = %spec.name, "serving a database held on other nodes");
     Some(t)
+}
+
+/// A stand-in takes what its catalog entry says now.
+fn follow_spec(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
+    t.name = spec.name.clone();
+    t.consistency = spec.consistency;
+    set_rate(t, spec.ops_per_sec);
+}
+
+/// A remote tenant's stand-in, every second: its route counters published,
+/// its catalog entry followed (a consistency or plan changed through the
+/// admin API applies to the connections it has, not only to new logins);
+/// once the tenant has left the remote catalog (deleted, or now held
+/// here) and no client is left, it is let go (its relay stops too).
+async fn remote_cron(t: Rc<RefCell<Tenant>>, remotes: Tenants, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown_rx();
+    let id = t.borrow().id;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        crate::metrics::publish_routes(&t.borrow());
+        match shared.remote_catalog().get(id) {
+            Some(spec) => follow_spec(&mut t.borrow_mut(), spec),
+            None if t.borrow().clients.is_empty() => {
+                let mut map = remotes.borrow_mut();
+                if map.get(&id).is_some_and(|x| Rc::ptr_eq(x, &t)) {
+                    map.remove(&id);
+                }
+                t.borrow().relay.retired.set(true);
+                t.borrow().relay.wake.notify_one();
+                tracing::info!(
+                    tenant = id.0,
+                    "no longer serving a database held on other nodes"
+                );
+                return;
+            }
+            None => {}
+        }
+    }
 }
 
 /// Applies a plan's `ops_per_sec` (0: unlimited), keeping the tokens saved

@@ -64,7 +64,7 @@ pub fn publish(t: &Tenant, shared: &Shared) {
 }
 
 /// A tenant's route counters (INFO routing).
-fn publish_routes(t: &Tenant) {
+pub fn publish_routes(t: &Tenant) {
     let tenant = t.name.clone();
     let r = &t.stats.routes;
     for (route, n) in [
@@ -81,22 +81,6 @@ fn publish_routes(t: &Tenant) {
     }
     metrics::counter!("anykv_ryw_wait_microseconds_total", "tenant" => tenant.clone())
         .absolute(r.wait_us);
-}
-
-/// A remote tenant's route counters, every second for as long as the
-/// server runs (it has no cron of its own).
-pub async fn publish_routes_while(
-    t: std::rc::Rc<std::cell::RefCell<Tenant>>,
-    shared: std::sync::Arc<Shared>,
-) {
-    let mut shutdown = shared.shutdown_rx();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
-        }
-        publish_routes(&t.borrow());
-    }
 }
 
 /// A tenant's replication as other threads see it (the node's cluster

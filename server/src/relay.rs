@@ -44,6 +44,8 @@ pub struct Relay {
     pub readied: tokio::sync::Notify,
     /// Shard channels the copy confirmed the relay's subscription to.
     pub shards: RefCell<HashSet<Vec<u8>>>,
+    /// The stand-in was let go: the relay ends.
+    pub retired: std::cell::Cell<bool>,
 }
 
 impl Relay {
@@ -71,6 +73,9 @@ pub async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
     loop {
         // Idle until someone subscribes.
         while !has_subscribers(&tenant.borrow()) {
+            if relay.retired.get() {
+                return;
+            }
             tokio::select! {
                 _ = relay.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
