@@ -216,6 +216,9 @@ pub struct Session {
     /// The request about to run again already waited for the local copy
     /// to catch up with `last_token` (it goes to the primary now instead).
     pub ryw_waited: bool,
+    /// The next request was shown to MONITOR already (it was forwarded,
+    /// then came back to run here: this node became the primary).
+    pub monitor_fed: bool,
     /// The request running in an envelope read the keyspace: its reply
     /// carries the token (see `envelope::end`).
     pub read_token: bool,
@@ -286,6 +289,7 @@ impl Session {
             serving: None,
             last_token: None,
             ryw_waited: false,
+            monitor_fed: false,
             read_token: false,
             pin: None,
             scans_on_primary: Default::default(),

@@ -954,7 +954,11 @@ async fn run(
                     crate::forward::Outcome::Error(e) if !silent => out.error(&e),
                     crate::forward::Outcome::Error(_) => {}
                     // This node is the primary now: the request runs here.
-                    crate::forward::Outcome::RunHere => pending = Some(args),
+                    crate::forward::Outcome::RunHere => {
+                        // MONITOR saw it when it was forwarded.
+                        s.monitor_fed = true;
+                        pending = Some(args);
+                    }
                 }
                 continue;
             }

@@ -521,6 +521,7 @@ pub(crate) fn run(
     // Set by the connection when this request already waited for the
     // local copy to catch up (read-your-writes): it does not wait again.
     let waited = std::mem::take(&mut s.ryw_waited);
+    let fed = std::mem::take(&mut s.monitor_fed);
     let r = match lookup(args) {
         Lookup::Found(r) => r,
         Lookup::Unknown => {
@@ -586,7 +587,7 @@ pub(crate) fn run(
     // connection's own commands.
     if t.remote && !s.replaying {
         if let Some(outcome) = route_remote(t, s, r, args, out) {
-            if matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
+            if !fed && matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
                 feed_monitors(t, s, shared, set, r, args);
             }
             return outcome;
@@ -727,7 +728,7 @@ pub(crate) fn run(
     // last write even after waiting `ryw-wait-ms` for it.
     if t.role == crate::repl::Role::Replica && !s.replaying {
         if let Some(outcome) = route_on_replica(t, s, set, r, args, waited, out) {
-            if matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
+            if !fed && matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
                 feed_monitors(t, s, shared, set, r, args);
             }
             return outcome;
@@ -865,7 +866,9 @@ pub(crate) fn run(
         let ev = if r.fast { "fast-command" } else { "command" };
         t.latency_sample(ev, elapsed_us / 1000, now_ms / 1000);
     }
-    feed_monitors(t, s, shared, set, r, args);
+    if !fed {
+        feed_monitors(t, s, shared, set, r, args);
+    }
     if let Some(su) = suspend {
         return Outcome::Suspend(su);
     }

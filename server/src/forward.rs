@@ -447,6 +447,9 @@ impl Reads {
     ) -> Option<crate::catalog::CopyAt> {
         let now = tokio::time::Instant::now();
         self.silent.retain(|(_, until)| *until > now);
+        // A node that is no longer a copy keeps no stream.
+        self.streams
+            .retain(|f| copies.iter().any(|c| c.addr == f.node()));
         self.turn = self.turn.wrapping_add(1);
         let silent = |a: SocketAddr| self.silent.iter().any(|(s, _)| *s == a);
         choose(copies, self.turn, max_in_flight, silent, |a| self.load(a))
@@ -505,10 +508,12 @@ pub async fn run_read(
 ) -> Outcome {
     let (ryw_wait, max_in_flight) = limits;
     let start = tokio::time::Instant::now();
-    let (mut tried, mut behind) = (false, false);
-    // Time spent waiting for a copy to catch up, counted as ryw waits.
-    let waited = |t: &mut crate::tenant::Tenant| {
-        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut tried = false;
+    // When a copy first answered that it is behind: the time from then on
+    // is spent waiting for the connection's write (ryw waits).
+    let mut behind: Option<tokio::time::Instant> = None;
+    let waited = |t: &mut crate::tenant::Tenant, since: tokio::time::Instant| {
+        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
         t.stats.routes.wait_us = t.stats.routes.wait_us.saturating_add(us);
     };
     loop {
@@ -529,9 +534,9 @@ pub async fn run_read(
             Ok(Ok(f)) if !f.reply.starts_with(b"-BEHIND") => {
                 let mut t = tenant.borrow_mut();
                 t.stats.routes.remote_reads += 1;
-                if behind {
+                if let Some(since) = behind {
                     t.stats.routes.waited_reads += 1;
-                    waited(&mut t);
+                    waited(&mut t, since);
                 }
                 return Outcome::Reply(f);
             }
@@ -543,7 +548,7 @@ pub async fn run_read(
                 if start.elapsed() + rtt * 2 >= bound {
                     break;
                 }
-                behind = true;
+                behind.get_or_insert_with(tokio::time::Instant::now);
                 tokio::time::sleep(rtt.max(Duration::from_millis(2))).await;
             }
             Ok(Err(_)) | Err(_) => {
@@ -560,8 +565,8 @@ pub async fn run_read(
         if tried {
             t.stats.routes.fell_back_reads += 1;
         }
-        if behind {
-            waited(&mut t);
+        if let Some(since) = behind {
+            waited(&mut t, since);
         }
         t.stats.routes.primary_reads += 1;
     }

@@ -18,7 +18,7 @@
 //! the client saw its subscription confirmed is not missed.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,8 +134,8 @@ async fn follow(
         unauthenticated: false,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // Shard channels SSUBSCRIBEd on the copy (confirmed or not).
-    let mut asked: HashSet<Vec<u8>> = HashSet::new();
+    // Shard channels asked of the copy (see `Shard`).
+    let mut asked: HashMap<Vec<u8>, Shard> = HashMap::new();
     loop {
         if !sync_shards(tenant, &mut asked, &mut io).await {
             return "writing SSUBSCRIBE";
@@ -189,11 +189,23 @@ async fn follow(
                         }
                     }
                 }
-            } else if frame.starts_with(b"*3\r\n$10\r\nssubscribe\r\n") {
-                // `ssubscribe <channel> <count>` (the count an integer).
+            } else if frame.starts_with(b"*3\r\n$10\r\nssubscribe\r\n")
+                || frame.starts_with(b"*3\r\n$12\r\nsunsubscribe\r\n")
+            {
+                // `ssubscribe <channel> <count>` (the count an integer),
+                // or its `sunsubscribe`: one per channel, in order.
                 if let Some(ch) = second_bulk(&frame) {
-                    relay.shards.borrow_mut().insert(ch);
-                    relay.readied.notify_waiters();
+                    if let Some(s) = asked.get_mut(&ch) {
+                        s.pending = s.pending.saturating_sub(1);
+                        if s.pending == 0 {
+                            if s.wanted {
+                                relay.shards.borrow_mut().insert(ch);
+                                relay.readied.notify_waiters();
+                            } else {
+                                asked.remove(&ch);
+                            }
+                        }
+                    }
                 }
             } else if frame.starts_with(b"*3\r\n$10\r\npsubscribe\r\n") {
                 relay.ready.set(true);
@@ -205,26 +217,34 @@ async fn follow(
     }
 }
 
+/// A shard channel the relay asked the copy about: whether its last
+/// request was SSUBSCRIBE, and how many of its requests have no reply
+/// yet. It counts as subscribed on the copy (`Relay::shards`) only once
+/// every request has its reply and the last was SSUBSCRIBE, so a late
+/// reply to an SSUBSCRIBE since undone confirms nothing.
+struct Shard {
+    wanted: bool,
+    pending: u32,
+}
+
 /// Subscribes the relay on the copy to the shard channels the local
 /// subscribers have and it has not asked for yet, and unsubscribes it
 /// from those nobody here listens to any more. False: the stream failed.
 async fn sync_shards(
     tenant: &Rc<RefCell<Tenant>>,
-    asked: &mut HashSet<Vec<u8>>,
+    asked: &mut HashMap<Vec<u8>, Shard>,
     io: &mut Box<dyn crate::stream::Duplex>,
 ) -> bool {
     let (add, drop): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
         let t = tenant.borrow();
         let want = &t.pubsub.shard_channels;
+        let wanted = |c: &Vec<u8>| asked.get(c).is_some_and(|s| s.wanted);
         (
-            want.keys()
-                .filter(|c| !asked.contains(*c))
-                .cloned()
-                .collect(),
+            want.keys().filter(|c| !wanted(c)).cloned().collect(),
             asked
                 .iter()
-                .filter(|c| !want.contains_key(*c))
-                .cloned()
+                .filter(|(c, s)| s.wanted && !want.contains_key(*c))
+                .map(|(c, _)| c.clone())
                 .collect(),
         )
     };
@@ -244,11 +264,14 @@ async fn sync_shards(
     }
     let relay = tenant.borrow().relay.clone();
     let mut confirmed = relay.shards.borrow_mut();
-    for c in drop {
-        asked.remove(&c);
-        confirmed.remove(&c);
+    for (chans, wanted) in [(add, true), (drop, false)] {
+        for c in chans {
+            confirmed.remove(&c);
+            let s = asked.entry(c).or_insert(Shard { wanted, pending: 0 });
+            s.wanted = wanted;
+            s.pending += 1;
+        }
     }
-    asked.extend(add);
     true
 }
 

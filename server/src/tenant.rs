@@ -78,7 +78,8 @@ pub struct RouteStats {
     /// Reads that went to the primary: the wait ran out (`ryw`) or the
     /// database is `strong`.
     pub primary_reads: u64,
-    /// Of `primary_reads`, those that first waited in vain (`ryw`).
+    /// Of `primary_reads`, those that first waited in vain (`ryw`), or, for
+    /// a database held elsewhere, found no copy that answered.
     pub fell_back_reads: u64,
     /// Writes sent to the primary's node.
     pub primary_writes: u64,

@@ -57,7 +57,8 @@ struct Datagram {
 ///
 /// `try_send` never blocks: every datagram (even one with zero delay, to
 /// an unknown host) goes through the delay line, so datagrams to one peer
-/// leave in the order quinn produced them unless jitter says otherwise.
+/// leave in the order quinn produced them unless jitter (or a send that
+/// would have blocked, finished on the runtime) says otherwise.
 struct ShapedQuicSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     shaper: Shaper,

@@ -30,8 +30,8 @@ pub struct ShapedUdp {
 }
 
 impl ShapedUdp {
-    /// Wraps `socket`. With shaping on this spawns the delay-line task, so
-    /// it must run inside a tokio runtime.
+    /// Wraps `socket`. With shaping on its delay line finishes blocked
+    /// sends on the current tokio runtime, so it must run inside one.
     pub fn new(socket: Arc<UdpSocket>, shaper: Shaper) -> io::Result<Self> {
         let local_ip = socket.local_addr()?.ip();
         let queue = shaper.is_on().then(|| {
