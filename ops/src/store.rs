@@ -1,0 +1,302 @@
+//! The sidecar's state: one SQLite database (WAL) in its data directory.
+//!
+//! The schema is versioned: [`MIGRATIONS`] are applied in order, each in
+//! its own transaction, and `PRAGMA user_version` records how many ran, so
+//! a sidecar upgraded in place migrates its database at start and one
+//! started twice does nothing the second time. Never edit a migration
+//! that shipped: add the next one.
+//!
+//! What it holds so far: the nonces of accepted requests ([`Store`] is the
+//! sidecar's [`Nonces`]: a replay is refused across restarts too), and the
+//! databases provisioned for Fly, keyed by Fly's id so a retried `POST
+//! /extensions` finds the database the first one made.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::sign::Nonces;
+
+/// Schema changes, in order; `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: organizations, users, databases, nonces.
+    "CREATE TABLE organizations (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        organization_id TEXT NOT NULL REFERENCES organizations(id),
+        role TEXT NOT NULL CHECK (role IN ('admin', 'member'))
+    );
+    CREATE TABLE databases (
+        fly_id TEXT PRIMARY KEY,
+        tenant_id INTEGER NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        organization_id TEXT NOT NULL REFERENCES organizations(id),
+        primary_region TEXT NOT NULL,
+        read_regions TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('provisioning', 'ready', 'error', 'deleted')),
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE nonces (
+        nonce TEXT PRIMARY KEY,
+        timestamp INTEGER NOT NULL
+    );
+    CREATE INDEX nonces_by_time ON nonces(timestamp);",
+];
+
+/// Errors of the sidecar's store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sidecar database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("sidecar database is at schema version {found}, newer than this build's {known}: run a newer anykv")]
+    TooNew { found: i64, known: usize },
+}
+
+/// A database provisioned for Fly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    pub fly_id: String,
+    pub tenant_id: u64,
+    pub name: String,
+    pub organization_id: String,
+    pub primary_region: String,
+    pub read_regions: Vec<String>,
+    pub status: String,
+    pub created_at: i64,
+}
+
+/// The sidecar's SQLite database.
+pub struct Store {
+    conn: Connection,
+    /// How long a nonce is kept (seconds): twice the signature window.
+    keep_nonces: i64,
+}
+
+impl Store {
+    /// Opens (creating) `dir/sidecar.db` and migrates it.
+    pub fn open(dir: &Path, window_secs: i64) -> Result<Store, StoreError> {
+        let conn = Connection::open(dir.join("sidecar.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store {
+            conn,
+            keep_nonces: 2 * window_secs.max(1),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version (migrations applied).
+    pub fn version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let found = self.version()?;
+        if found > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                found,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Records the organization (name and email as Fly sent them last).
+    pub fn put_organization(&self, id: &str, name: &str, email: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO organizations (id, name, email) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, email = excluded.email",
+            params![id, name, email],
+        )?;
+        Ok(())
+    }
+
+    /// Records `db` unless Fly's id is known already; returns the database
+    /// stored under that id either way (a retried provisioning request
+    /// gets the first one's database, never a second).
+    pub fn insert_database(&mut self, db: &Database) -> Result<Database, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO databases (fly_id, tenant_id, name, organization_id, primary_region,
+                                    read_regions, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(fly_id) DO NOTHING",
+            params![
+                db.fly_id,
+                db.tenant_id as i64,
+                db.name,
+                db.organization_id,
+                db.primary_region,
+                db.read_regions.join(","),
+                db.status,
+                db.created_at
+            ],
+        )?;
+        let stored = get_database(&tx, &db.fly_id)?;
+        tx.commit()?;
+        stored.ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))
+    }
+
+    /// The database Fly knows as `fly_id`.
+    pub fn database(&self, fly_id: &str) -> Result<Option<Database>, StoreError> {
+        get_database(&self.conn, fly_id)
+    }
+
+    /// The next free tenant id (ids are never reused, deleted ones included).
+    pub fn next_tenant_id(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(tenant_id) FROM databases", [], |r| r.get(0))?;
+        Ok(max.map_or(1, |m| m as u64 + 1))
+    }
+}
+
+fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT fly_id, tenant_id, name, organization_id, primary_region, read_regions,
+                    status, created_at
+             FROM databases WHERE fly_id = ?1",
+            params![fly_id],
+            |r| {
+                let regions: String = r.get(5)?;
+                Ok(Database {
+                    fly_id: r.get(0)?,
+                    tenant_id: r.get::<_, i64>(1)? as u64,
+                    name: r.get(2)?,
+                    organization_id: r.get(3)?,
+                    primary_region: r.get(4)?,
+                    read_regions: regions
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    status: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+impl Nonces for Store {
+    fn claim(&mut self, nonce: &str, timestamp: i64, now: i64) -> bool {
+        let claimed = (|| -> rusqlite::Result<bool> {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "DELETE FROM nonces WHERE timestamp < ?1",
+                params![now - self.keep_nonces],
+            )?;
+            let n = tx.execute(
+                "INSERT INTO nonces (nonce, timestamp) VALUES (?1, ?2)
+                 ON CONFLICT(nonce) DO NOTHING",
+                params![nonce, timestamp],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })();
+        // A nonce that cannot be recorded is not accepted: refusing a
+        // genuine request (Fly retries) beats accepting a replay.
+        claimed.unwrap_or_else(|e| {
+            tracing::error!("sidecar: recording a nonce failed: {e}");
+            false
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("anykv-ops-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn shop(fly_id: &str, tenant_id: u64) -> Database {
+        Database {
+            fly_id: fly_id.into(),
+            tenant_id,
+            name: "shop".into(),
+            organization_id: "org_1".into(),
+            primary_region: "iad".into(),
+            read_regions: vec!["cdg".into(), "syd".into()],
+            status: "ready".into(),
+            created_at: 1_800_000_000,
+        }
+    }
+
+    #[test]
+    fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let dir = tmp("migrate");
+        let s = Store::open(&dir, 300).unwrap();
+        assert_eq!(s.version().unwrap(), MIGRATIONS.len() as i64);
+        drop(s);
+        // Opening again applies nothing (a second CREATE TABLE would fail).
+        let s = Store::open(&dir, 300).unwrap();
+        s.conn
+            .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+            .unwrap();
+        drop(s);
+        assert!(matches!(
+            Store::open(&dir, 300),
+            Err(StoreError::TooNew { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_retried_provisioning_finds_the_first_database() {
+        let dir = tmp("provision");
+        let mut s = Store::open(&dir, 300).unwrap();
+        s.put_organization("org_1", "Acme", "admins@acme.example")
+            .unwrap();
+        assert_eq!(s.next_tenant_id().unwrap(), 1);
+        let first = s.insert_database(&shop("ext_1", 1)).unwrap();
+        assert_eq!(first, shop("ext_1", 1));
+        // The retry would have picked the next id: it gets the first.
+        let retry = s.insert_database(&shop("ext_1", 2)).unwrap();
+        assert_eq!(retry, first);
+        assert_eq!(s.next_tenant_id().unwrap(), 2);
+        // An unknown organization is refused (nothing half-created).
+        let mut orphan = shop("ext_2", 2);
+        orphan.organization_id = "org_unknown".into();
+        assert!(s.insert_database(&orphan).is_err());
+        assert_eq!(s.database("ext_2").unwrap(), None);
+        drop(s);
+        // After a restart it is still there.
+        let s = Store::open(&dir, 300).unwrap();
+        assert_eq!(s.database("ext_1").unwrap(), Some(first));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_nonce_is_refused_after_a_restart_and_forgotten_after_twice_the_window() {
+        let dir = tmp("nonces");
+        let mut s = Store::open(&dir, 10).unwrap();
+        assert!(s.claim("n1", 100, 100));
+        assert!(!s.claim("n1", 100, 101));
+        drop(s);
+        let mut s = Store::open(&dir, 10).unwrap();
+        assert!(!s.claim("n1", 100, 110), "replayed after a restart");
+        assert!(!s.claim("n1", 100, 120));
+        assert!(s.claim("n1", 100, 121), "kept for twice the window only");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
