@@ -14,6 +14,7 @@ mod demo;
 mod http;
 mod node;
 mod placement;
+mod sidecar;
 
 #[global_allocator]
 static ALLOC: anykv_server::alloc::CountingAlloc = anykv_server::alloc::CountingAlloc;
@@ -72,6 +73,10 @@ enum Cmd {
     /// Run the emulated multi-region world locally: a Fly-like DNS zone and
     /// store nodes in several regions with emulated WAN latency.
     Demo(demo::DemoArgs),
+    /// Run the Fly extension sidecar: Fly's signed provisioning requests
+    /// become databases in the cluster (docs/SIDECAR.md). Secrets from the
+    /// environment: ANYKV_EXT_SECRET, ANYKV_TOKEN_KEY, ANYKV_ADMIN_TOKEN.
+    Sidecar(sidecar::SidecarArgs),
 }
 
 #[derive(Subcommand)]
@@ -376,6 +381,7 @@ fn main() -> anyhow::Result<()> {
                 },
         } => cluster::promote(addr, db, &to, force, &admin_token),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Sidecar(args) => sidecar::run(args),
         Cmd::Router {
             args,
             metrics_addr,

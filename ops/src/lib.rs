@@ -1,9 +1,14 @@
 //! anykv ops: the Fly Extensions sidecar (provisioning, SSO, metering,
 //! billing) and region scaling (docs/SIDECAR.md).
 //!
-//! Built in slices: [`sign`] (Fly's request signatures) and [`store`]
-//! (its SQLite state: migrations, nonces, provisioned databases) so far;
-//! the HTTP API, SSO and billing build on them.
+//! Built in slices: [`sign`] (Fly's request signatures), [`store`] (its
+//! SQLite state: migrations, nonces, provisioned databases), [`tokens`]
+//! (tokens sealed at rest), [`cluster`] (the admin API it writes the
+//! catalog through) and [`api`] (provisioning, status, deletion) so far;
+//! SSO, the dashboard and billing build on them.
 
+pub mod api;
+pub mod cluster;
 pub mod sign;
 pub mod store;
+pub mod tokens;

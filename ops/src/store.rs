@@ -46,6 +46,9 @@ const MIGRATIONS: &[&str] = &[
         timestamp INTEGER NOT NULL
     );
     CREATE INDEX nonces_by_time ON nonces(timestamp);",
+    // 2: the token (sealed, see `tokens`) and the catalog row's version.
+    "ALTER TABLE databases ADD COLUMN token_sealed TEXT NOT NULL DEFAULT '';
+    ALTER TABLE databases ADD COLUMN catalog_version INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// Errors of the sidecar's store.
@@ -68,6 +71,10 @@ pub struct Database {
     pub read_regions: Vec<String>,
     pub status: String,
     pub created_at: i64,
+    /// The token, sealed with `ANYKV_TOKEN_KEY` (`tokens::Sealer`).
+    pub token_sealed: String,
+    /// The version of its row in the cluster's catalog.
+    pub catalog_version: u64,
 }
 
 /// The sidecar's SQLite database.
@@ -132,8 +139,9 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO databases (fly_id, tenant_id, name, organization_id, primary_region,
-                                    read_regions, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                    read_regions, status, created_at, token_sealed,
+                                    catalog_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT(fly_id) DO NOTHING",
             params![
                 db.fly_id,
@@ -143,12 +151,28 @@ impl Store {
                 db.primary_region,
                 db.read_regions.join(","),
                 db.status,
-                db.created_at
+                db.created_at,
+                db.token_sealed,
+                db.catalog_version as i64
             ],
         )?;
         let stored = get_database(&tx, &db.fly_id)?;
         tx.commit()?;
         stored.ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))
+    }
+
+    /// Sets a database's status (and the catalog version it is at).
+    pub fn set_status(
+        &self,
+        fly_id: &str,
+        status: &str,
+        catalog_version: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE databases SET status = ?2, catalog_version = ?3 WHERE fly_id = ?1",
+            params![fly_id, status, catalog_version as i64],
+        )?;
+        Ok(())
     }
 
     /// The database Fly knows as `fly_id`.
@@ -169,7 +193,7 @@ fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, Sto
     Ok(conn
         .query_row(
             "SELECT fly_id, tenant_id, name, organization_id, primary_region, read_regions,
-                    status, created_at
+                    status, created_at, token_sealed, catalog_version
              FROM databases WHERE fly_id = ?1",
             params![fly_id],
             |r| {
@@ -187,6 +211,8 @@ fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, Sto
                         .collect(),
                     status: r.get(6)?,
                     created_at: r.get(7)?,
+                    token_sealed: r.get(8)?,
+                    catalog_version: r.get::<_, i64>(9)? as u64,
                 })
             },
         )
@@ -239,6 +265,8 @@ mod tests {
             read_regions: vec!["cdg".into(), "syd".into()],
             status: "ready".into(),
             created_at: 1_800_000_000,
+            token_sealed: "sealed".into(),
+            catalog_version: 1,
         }
     }
 

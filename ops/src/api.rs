@@ -1,0 +1,459 @@
+//! The Extensions API Fly calls (axum): provisioning, status, deletion.
+//!
+//! Every request is verified first ([`crate::sign`]); the sidecar's
+//! SQLite store ([`crate::store`]) says what was provisioned, keyed by
+//! Fly's id; the cluster's admin API ([`crate::cluster`]) makes it real.
+//!
+//! - `POST /extensions` provisions a database synchronously: a new
+//!   tenant with its own token (the store keeps it sealed, the cluster its
+//!   SHA-256), durability `region`, consistency `ryw`, in the primary
+//!   region and read regions asked for, and answers its `REDIS_URL`
+//!   (`redis://default:<token>@<host>:6379`, the host the request's
+//!   Flycast `ip_address` unless `--redis-url-host` says otherwise, IPv6
+//!   bracketed). A retry with the same id answers the same database; a
+//!   failure leaves the row `error` and a retry finishes the job.
+//! - `GET /extensions/{id}`: the database as Fly sees it (`status`
+//!   `ready` | `provisioning` | `error` | `deleted`, regions).
+//! - `DELETE /extensions/{id}`: the database is deleted from the cluster
+//!   at once (its token stops working everywhere); the row stays,
+//!   `deleted`, so the id is never provisioned again by mistake.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::cluster::Cluster;
+use crate::sign::{Request, Verifier};
+use crate::store::{Database, Store};
+use crate::tokens::{self, Sealer};
+
+/// Fly's region codes (a region anykv may run in). A request naming
+/// another is refused with 422.
+pub const FLY_REGIONS: &[&str] = &[
+    "ams", "arn", "atl", "bog", "bom", "bos", "cdg", "den", "dfw", "ewr", "eze", "fra", "gdl",
+    "gig", "gru", "hkg", "iad", "jnb", "lax", "lhr", "mad", "mia", "nrt", "ord", "otp", "phx",
+    "qro", "scl", "sea", "sin", "sjc", "syd", "waw", "yul", "yyz",
+];
+
+/// What the handlers share.
+pub struct Api {
+    pub verifier: Verifier,
+    pub store: Mutex<Store>,
+    pub cluster: Cluster,
+    pub sealer: Sealer,
+    /// `--redis-url-host`: the host of every REDIS_URL (None: the
+    /// request's `ip_address`).
+    pub redis_host: Option<String>,
+    /// The port customers connect to.
+    pub redis_port: u16,
+}
+
+/// The router (mount it at `--base-path`).
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/extensions", post(provision))
+        .route("/extensions/{id}", get(show).delete(delete))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Response {
+    let mut body = json!({ "error": msg.into() });
+    if let Some(f) = field {
+        body["field"] = json!(f);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// [`error`], boxed for `Result`s (a `Response` is large).
+fn bad(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Box<Response> {
+    Box::new(error(status, msg, field))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Verifies the request; the error is the answer.
+fn verified(
+    api: &Api,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Box<Response>> {
+    let signature = headers.get("x-signature").and_then(|v| v.to_str().ok());
+    let req = Request {
+        method,
+        path,
+        query,
+        body,
+        signature,
+    };
+    let mut store = api.store.lock();
+    api.verifier
+        .verify(&req, now(), &mut *store)
+        .map(|_| ())
+        .map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            Box::new(error(status, e.to_string(), None))
+        })
+}
+
+/// A provisioning request's fields.
+struct Provision {
+    id: String,
+    name: String,
+    organization_id: String,
+    organization_name: String,
+    organization_email: String,
+    primary_region: String,
+    read_regions: Vec<String>,
+    ip_address: String,
+}
+
+fn parse_provision(body: &[u8]) -> Result<Provision, Box<Response>> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("body is not JSON: {e}"),
+            None,
+        ))
+    })?;
+    let text = |f: &str, required: bool| -> Result<String, Box<Response>> {
+        match v.get(f) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            None | Some(Value::Null) if !required => Ok(String::new()),
+            _ => Err(bad(
+                StatusCode::BAD_REQUEST,
+                format!("{f}: expected a non-empty string"),
+                Some(f),
+            )),
+        }
+    };
+    let read_regions = match v.get("read_regions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|r| r.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    "read_regions: expected an array of region codes",
+                    Some("read_regions"),
+                ))
+            })?,
+        Some(_) => {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                "read_regions: expected an array of region codes",
+                Some("read_regions"),
+            ))
+        }
+    };
+    let p = Provision {
+        id: text("id", true)?,
+        name: text("name", true)?,
+        organization_id: text("organization_id", true)?,
+        organization_name: text("organization_name", false)?,
+        organization_email: text("organization_email", false)?,
+        primary_region: text("primary_region", true)?,
+        read_regions,
+        ip_address: text("ip_address", false)?,
+    };
+    for r in std::iter::once(&p.primary_region).chain(&p.read_regions) {
+        if !FLY_REGIONS.contains(&r.as_str()) {
+            return Err(bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("unknown region '{r}'"),
+                Some(if *r == p.primary_region {
+                    "primary_region"
+                } else {
+                    "read_regions"
+                }),
+            ));
+        }
+    }
+    if p.read_regions.contains(&p.primary_region) {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "read_regions: the primary region is not also a read region",
+            Some("read_regions"),
+        ));
+    }
+    Ok(p)
+}
+
+/// The catalog's name for a database: Fly's name made valid (lowercase
+/// letters, digits, `-`, `_`) and unique with the tenant id.
+fn tenant_name(name: &str, tenant_id: u64) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    if s.is_empty() {
+        s.push_str("db");
+    }
+    format!("{s}-{tenant_id}")
+}
+
+fn redis_url(api: &Api, token: &str, ip: &str) -> String {
+    let host = api.redis_host.clone().unwrap_or_else(|| ip.to_string());
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    format!("redis://default:{token}@{host}:{}", api.redis_port)
+}
+
+/// The answer to a provisioning request for `db`.
+fn provisioned(api: &Api, db: &Database, ip: &str) -> Response {
+    let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    Json(json!({
+        "id": db.fly_id,
+        "name": db.name,
+        "fly_app_name": db.name,
+        "status": db.status,
+        "config": { "REDIS_URL": redis_url(api, &token, ip) },
+    }))
+    .into_response()
+}
+
+async fn provision(
+    State(api): State<Arc<Api>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = verified(
+        &api,
+        "POST",
+        "/extensions",
+        query.as_deref().unwrap_or(""),
+        &headers,
+        &body,
+    ) {
+        return *r;
+    }
+    let p = match parse_provision(&body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    // One critical section: the id's row, or a new one with the next
+    // tenant id (two requests for one id get one database).
+    let db = {
+        let mut store = api.store.lock();
+        let known = match store.database(&p.id) {
+            Ok(d) => d,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+        };
+        match known {
+            Some(d) if d.status == "deleted" => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "extension {} was deleted; provision it under a new id",
+                        p.id
+                    ),
+                    Some("id"),
+                )
+            }
+            Some(d) => d,
+            None => {
+                let made = (|| -> Result<Database, String> {
+                    let tenant_id = store.next_tenant_id().map_err(|e| e.to_string())?;
+                    let token = tokens::new_token().map_err(|e| e.to_string())?;
+                    let token_sealed = api.sealer.seal(&token, &p.id).map_err(|e| e.to_string())?;
+                    store
+                        .put_organization(
+                            &p.organization_id,
+                            &p.organization_name,
+                            &p.organization_email,
+                        )
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .insert_database(&Database {
+                            fly_id: p.id.clone(),
+                            tenant_id,
+                            name: p.name.clone(),
+                            organization_id: p.organization_id.clone(),
+                            primary_region: p.primary_region.clone(),
+                            read_regions: p.read_regions.clone(),
+                            status: "provisioning".into(),
+                            created_at: now(),
+                            token_sealed,
+                            catalog_version: 1,
+                        })
+                        .map_err(|e| e.to_string())
+                })();
+                match made {
+                    Ok(d) => d,
+                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e, None),
+                }
+            }
+        }
+    };
+    if db.status != "ready" {
+        // New, or a retry of one that failed half-way: (re)create it in
+        // the cluster. The catalog takes version 1 once; a retry's 409 is
+        // the tenant already there.
+        let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+        };
+        let entry = json!({
+            "id": db.tenant_id,
+            "name": tenant_name(&db.name, db.tenant_id),
+            "token_sha256": [tokens::digest_hex(&token)],
+            "org": db.organization_id,
+            "primary_region": db.primary_region,
+            "read_regions": db.read_regions,
+            "maxmemory": 0, "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+            "durability": "region",
+            "consistency": "ryw",
+            "version": 1,
+        });
+        let status = match api.cluster.put_tenant(db.tenant_id, &entry).await {
+            Ok(()) => "ready",
+            Err(e) => {
+                tracing::warn!(id = %db.fly_id, "provisioning failed: {e}");
+                let _ = api.store.lock().set_status(&db.fly_id, "error", 1);
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the cluster did not take the database ({e}); retry"),
+                    None,
+                );
+            }
+        };
+        if let Err(e) = api.store.lock().set_status(&db.fly_id, status, 1) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
+        }
+        tracing::info!(id = %db.fly_id, tenant = db.tenant_id, "provisioned");
+        let mut db = db;
+        db.status = status.into();
+        return provisioned(&api, &db, &p.ip_address);
+    }
+    provisioned(&api, &db, &p.ip_address)
+}
+
+/// [`verified`] for a request on `/extensions/{id}` that signs its query.
+fn verified_query(
+    api: &Api,
+    method: &str,
+    id: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
+    let path = format!("/extensions/{id}");
+    verified(api, method, &path, query.unwrap_or(""), headers, b"")
+}
+
+async fn show(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = verified_query(&api, "GET", &id, query.as_deref(), &headers) {
+        return *r;
+    }
+    let db = api.store.lock().database(&id);
+    match db {
+        Ok(Some(d)) => Json(json!({
+            "id": d.fly_id,
+            "name": d.name,
+            "status": d.status,
+            "primary_region": d.primary_region,
+            "read_regions": d.read_regions,
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+async fn delete(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = verified_query(&api, "DELETE", &id, query.as_deref(), &headers) {
+        return *r;
+    }
+    let db = match api.store.lock().database(&id) {
+        Ok(Some(d)) => d,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    if db.status != "deleted" {
+        let version = db.catalog_version + 1;
+        if let Err(e) = api.cluster.delete_tenant(db.tenant_id, version).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the cluster did not delete the database ({e}); retry"),
+                None,
+            );
+        }
+        if let Err(e) = api.store.lock().set_status(&id, "deleted", version) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
+        }
+        tracing::info!(id = %id, tenant = db.tenant_id, "deleted");
+    }
+    Json(json!({ "id": id, "status": "deleted" })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_urls() {
+        assert_eq!(tenant_name("My Shop!", 7), "my-shop--7");
+        assert_eq!(tenant_name("", 3), "db-3");
+        assert_eq!(tenant_name(&"x".repeat(80), 1).len(), 42);
+    }
+
+    #[tokio::test]
+    async fn provisioning_fields_are_checked_and_named() {
+        let ok = br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":["cdg"]}"#;
+        let p = parse_provision(ok).ok().unwrap();
+        assert_eq!(p.read_regions, ["cdg"]);
+        for (body, status, field) in [
+            (&br#"{"name":"shop","organization_id":"o1","primary_region":"iad"}"#[..], 400, "id"),
+            (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"xxx"}"#, 422, "primary_region"),
+            (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":["zzz"]}"#, 422, "read_regions"),
+            (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":"cdg"}"#, 400, "read_regions"),
+            (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":["iad"]}"#, 422, "read_regions"),
+            (br#"{"id":"e1","name":7,"organization_id":"o1","primary_region":"iad"}"#, 400, "name"),
+        ] {
+            let r = *parse_provision(body).err().unwrap();
+            assert_eq!(r.status().as_u16(), status, "{}", String::from_utf8_lossy(body));
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["field"], field, "{v}");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `anykv sidecar`: the Fly extension API in front of the cluster's admin
+//! API (docs/SIDECAR.md). Secrets come from the environment only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct SidecarArgs {
+    /// Where Fly's requests arrive.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The sidecar's state (SQLite) lives here.
+    #[arg(long, default_value = "sidecar-data")]
+    data: PathBuf,
+    /// The URL Fly calls the sidecar at; a signed request's `url` must be
+    /// it plus the path (default: http://<listen>).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// A node's admin endpoint (`host:port` of its HTTP port); repeat for
+    /// several, tried in order.
+    #[arg(long = "cluster-admin", required = true)]
+    cluster_admin: Vec<String>,
+    /// The host of every REDIS_URL handed out (default: the provisioning
+    /// request's Flycast `ip_address`).
+    #[arg(long)]
+    redis_url_host: Option<String>,
+    /// The port of every REDIS_URL.
+    #[arg(long, default_value_t = 6379)]
+    redis_port: u16,
+    /// How far a signed request's timestamp may be from now (seconds).
+    #[arg(long, default_value_t = anykv_ops::sign::DEFAULT_WINDOW_SECS)]
+    signature_window_secs: i64,
+    /// debug, verbose, notice or warning.
+    #[arg(long, default_value = "notice")]
+    loglevel: String,
+}
+
+fn secret(name: &str, what: &str) -> anyhow::Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("{name} is not set: {what}"))
+}
+
+pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
+    crate::init_tracing(&a.loglevel);
+    let ext_secret = secret(
+        "ANYKV_EXT_SECRET",
+        "set it to the secret Fly signs Extensions API requests with",
+    )?;
+    let token_key = secret(
+        "ANYKV_TOKEN_KEY",
+        "set it to 64 hex digits (openssl rand -hex 32); it encrypts database tokens at rest",
+    )?;
+    let admin_token = secret(
+        "ANYKV_ADMIN_TOKEN",
+        "set it to the cluster's admin API token",
+    )?;
+    std::fs::create_dir_all(&a.data)
+        .with_context(|| format!("creating the data directory {}", a.data.display()))?;
+    let store = anykv_ops::store::Store::open(&a.data, a.signature_window_secs)
+        .with_context(|| format!("opening {}", a.data.join("sidecar.db").display()))?;
+    let sealer = anykv_ops::tokens::Sealer::from_hex(&token_key)?;
+    let public_url = a
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", a.listen));
+    let api = Arc::new(anykv_ops::api::Api {
+        verifier: anykv_ops::sign::Verifier::new(
+            ext_secret.as_bytes(),
+            &public_url,
+            a.signature_window_secs,
+        ),
+        store: parking_lot::Mutex::new(store),
+        cluster: anykv_ops::cluster::Cluster::new(a.cluster_admin.clone(), admin_token),
+        sealer,
+        redis_host: a.redis_url_host.clone(),
+        redis_port: a.redis_port,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        tracing::info!(
+            "sidecar on http://{} (public URL {public_url}), cluster admin {}",
+            listener.local_addr()?,
+            a.cluster_admin.join(", ")
+        );
+        let app = anykv_ops::api::router(api);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                if let Ok(mut term) = signal(SignalKind::terminate()) {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+            })
+            .await
+            .context("serving")?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,231 @@
+//! The Fly extension sidecar end to end (docs/SIDECAR.md): a world of two
+//! iad nodes, `anykv sidecar` in front of their admin API, and requests
+//! signed as Fly signs them.
+//!
+//! Checked: a signed provisioning request gets a REDIS_URL that logs in
+//! (`AUTH default <token>`) and serves; a retry with the same id gets the
+//! same URL; a replayed request, a wrong signature and a tampered body are
+//! refused (401), an unknown region too (422, naming the field); GET
+//! shows the database ready; DELETE revokes its token on the nodes, and
+//! the id cannot be provisioned again; after the sidecar restarts, its
+//! state (the deleted database, the nonces it accepted) is still there.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anykv_bench::world::World;
+use common::{wait_for as wait, RespConn, Value};
+
+const ADMIN: &str = "sidecar-admin-token-0123456789";
+const SECRET: &str = "the-secret-fly-signs-with";
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const LISTEN: &str = "127.0.53.100:22790";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One request to the sidecar: (status, JSON body).
+fn call(method: &str, target: &str, sig: &str, body: &str) -> (u16, serde_json::Value) {
+    let addr: SocketAddr = LISTEN.parse().expect("address");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("the sidecar");
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: {LISTEN}\r\nX-Signature: {sig}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("answer");
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn provision_body(id: &str, region: &str, nonce: &str) -> String {
+    serde_json::json!({
+        "id": id, "name": "Shop", "organization_id": "org_1",
+        "organization_name": "Acme", "organization_email": "admins@acme.example",
+        "user_id": "u_1", "user_email": "u1@customer.fly.io", "user_role": "admin",
+        "primary_region": region, "read_regions": [],
+        "ip_address": "fdaa:0:1::3",
+        "url": format!("http://{LISTEN}/extensions"),
+        "nonce": nonce, "timestamp": now(),
+    })
+    .to_string()
+}
+
+/// POST /extensions signed with `secret`.
+fn post(body: &str, secret: &str) -> (u16, serde_json::Value) {
+    let sig = anykv_ops::sign::sign(secret.as_bytes(), body.as_bytes());
+    call("POST", "/extensions", &sig, body)
+}
+
+/// GET or DELETE /extensions/{id}, its query signed.
+fn signed_query(method: &str, id: &str, nonce: &str) -> (u16, serde_json::Value) {
+    let url: String = url_encode(&format!("http://{LISTEN}/extensions/{id}"));
+    let query = format!("url={url}&nonce={nonce}&timestamp={}", now());
+    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), query.as_bytes());
+    call(method, &format!("/extensions/{id}?{query}"), &sig, "")
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The sidecar's process, killed when dropped (a failed assertion must
+/// not leave it holding the port for the next run).
+struct Sidecar(Child);
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sidecar(w: &World, data: &std::path::Path, resp: SocketAddr) -> Sidecar {
+    let admins: Vec<String> = ["n1", "n2"]
+        .iter()
+        .map(|n| w.node(n).expect("node").http.to_string())
+        .collect();
+    assert!(
+        TcpStream::connect(LISTEN).is_err(),
+        "something else listens on {LISTEN}"
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .args(["sidecar", "--listen", LISTEN, "--data"])
+        .arg(data)
+        .args(["--cluster-admin", &admins[0], "--cluster-admin", &admins[1]])
+        .args(["--redis-url-host", &resp.ip().to_string()])
+        .args(["--redis-port", &resp.port().to_string()])
+        .env("ANYKV_EXT_SECRET", SECRET)
+        .env("ANYKV_TOKEN_KEY", KEY)
+        .env("ANYKV_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("anykv sidecar starts");
+    wait("the sidecar to listen", Duration::from_secs(20), || {
+        TcpStream::connect(LISTEN).is_ok()
+    });
+    Sidecar(child)
+}
+
+/// The REDIS_URL's token (`redis://default:<token>@host:port`).
+fn token_of(url: &str) -> String {
+    url.strip_prefix("redis://default:")
+        .and_then(|r| r.split_once('@'))
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| panic!("REDIS_URL {url}"))
+}
+
+#[test]
+fn fly_provisions_a_database_that_answers_on_its_redis_url() {
+    let spec = common::world_spec("sidecar", 53, 22700, &[("iad", 2)], ADMIN, &[]);
+    let w = World::start(&spec).expect("the world starts");
+    w.wait_members(2, Duration::from_secs(60))
+        .expect("two members alive");
+    let resp = w.node("n1").expect("n1").resp;
+    let data = spec.dir.join("sidecar");
+    let sidecar = start_sidecar(&w, &data, resp);
+
+    // Provisioning: a REDIS_URL that works.
+    let body = provision_body("ext_1", "iad", "nonce-1");
+    let (code, answer) = post(&body, SECRET);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["id"], "ext_1");
+    let url = answer["config"]["REDIS_URL"]
+        .as_str()
+        .expect("REDIS_URL")
+        .to_string();
+    assert!(
+        url.ends_with(&format!("@{}:{}", resp.ip(), resp.port())),
+        "{url}"
+    );
+    let token = token_of(&url);
+    let mut c = None;
+    wait(
+        "AUTH default <token> on n1",
+        Duration::from_secs(20),
+        || {
+            c = common::login_ready(resp, "default", &token, |c| {
+                c.cmd(&["SET", "k", "v"]).ok() == Some(Value::Simple(b"OK".to_vec()))
+            });
+            c.is_some()
+        },
+    );
+    let mut c: RespConn = c.expect("logged in");
+    assert_eq!(c.cmd(&["GET", "k"]).ok(), Some(Value::Bulk(b"v".to_vec())));
+
+    // The same request again is a replay; a retry (new nonce) gets the
+    // same database.
+    let (code, _) = post(&body, SECRET);
+    assert_eq!(code, 401, "a replayed nonce");
+    let (code, again) = post(&provision_body("ext_1", "iad", "nonce-2"), SECRET);
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["config"]["REDIS_URL"], url.as_str());
+
+    // Refusals.
+    let (code, _) = post(&provision_body("ext_2", "iad", "nonce-3"), "not-the-secret");
+    assert_eq!(code, 401, "wrong secret");
+    let good = provision_body("ext_2", "iad", "nonce-4");
+    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), good.as_bytes());
+    let (code, _) = call("POST", "/extensions", &sig, &good.replace("Shop", "Shoq"));
+    assert_eq!(code, 401, "a tampered body");
+    let (code, err) = post(&provision_body("ext_2", "xyz", "nonce-5"), SECRET);
+    assert_eq!(
+        (code, err["field"].as_str()),
+        (422, Some("primary_region")),
+        "{err}"
+    );
+
+    // Status, then deletion: the token stops working on the nodes.
+    let (code, shown) = signed_query("GET", "ext_1", "nonce-6");
+    assert_eq!(code, 200, "{shown}");
+    assert_eq!(shown["status"], "ready");
+    let (code, gone) = signed_query("DELETE", "ext_1", "nonce-7");
+    assert_eq!(code, 200, "{gone}");
+    wait("the token to stop working", Duration::from_secs(20), || {
+        let mut fresh = RespConn::connect_addr(resp).expect("connect");
+        matches!(fresh.cmd(&["AUTH", "default", &token]), Ok(Value::Error(_)))
+    });
+    let (code, _) = post(&provision_body("ext_1", "iad", "nonce-8"), SECRET);
+    assert_eq!(code, 409, "a deleted id is not provisioned again");
+
+    // A restart keeps the sidecar's state.
+    drop(sidecar);
+    let sidecar = start_sidecar(&w, &data, resp);
+    let (code, shown) = signed_query("GET", "ext_1", "nonce-9");
+    assert_eq!(
+        (code, shown["status"].as_str()),
+        (200, Some("deleted")),
+        "{shown}"
+    );
+    let (code, _) = signed_query("GET", "ext_1", "nonce-9");
+    assert_eq!(code, 401, "a nonce accepted before the restart");
+    drop(sidecar);
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
