@@ -3,7 +3,9 @@
 //! signed as Fly signs them.
 //!
 //! Checked: a signed provisioning request gets a REDIS_URL that logs in
-//! (`AUTH default <token>`) and serves; a retry with the same id gets the
+//! (`AUTH default <token>`) and serves; a read region added with PATCH
+//! serves reads from its own replica (a plan change is refused: none are
+//! offered yet); a retry with the same id gets the
 //! same URL; a replayed request, a wrong signature and a tampered body are
 //! refused (401), an unknown region too (422, naming the field); GET
 //! shows the database ready; DELETE revokes its token on the nodes, and
@@ -143,10 +145,10 @@ fn token_of(url: &str) -> String {
 
 #[test]
 fn fly_provisions_a_database_that_answers_on_its_redis_url() {
-    let spec = common::world_spec("sidecar", 53, 22700, &[("iad", 2)], ADMIN, &[]);
+    let spec = common::world_spec("sidecar", 53, 22700, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
     let w = World::start(&spec).expect("the world starts");
-    w.wait_members(2, Duration::from_secs(60))
-        .expect("two members alive");
+    w.wait_members(3, Duration::from_secs(60))
+        .expect("three members alive");
     let resp = w.node("n1").expect("n1").resp;
     let data = spec.dir.join("sidecar");
     let sidecar = start_sidecar(&w, &data, resp);
@@ -178,6 +180,49 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     );
     let mut c: RespConn = c.expect("logged in");
     assert_eq!(c.cmd(&["GET", "k"]).ok(), Some(Value::Bulk(b"v".to_vec())));
+
+    // A read region added through PATCH: its node serves reads from its
+    // own replica.
+    let patch = serde_json::json!({
+        "read_regions": ["cdg"],
+        "url": format!("http://{LISTEN}/extensions/ext_1"),
+        "nonce": "nonce-p1", "timestamp": now(),
+    })
+    .to_string();
+    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), patch.as_bytes());
+    let (code, changed) = call("PATCH", "/extensions/ext_1", &sig, &patch);
+    assert_eq!(code, 200, "{changed}");
+    assert_eq!(changed["read_regions"], serde_json::json!(["cdg"]));
+    let cdg = w.node("n3").expect("the cdg node").resp;
+    let mut r = None;
+    wait(
+        "the cdg replica to serve k",
+        Duration::from_secs(30),
+        || {
+            r = common::login_ready(cdg, "default", &token, |c| {
+                c.cmd(&["GET", "k"]).ok() == Some(Value::Bulk(b"v".to_vec()))
+            });
+            r.is_some()
+        },
+    );
+    let mut r = r.expect("logged in on cdg");
+    assert_eq!(common::info_field(&mut r, "replication", "role"), "slave");
+    let local = |r: &mut RespConn| -> u64 {
+        common::info_field(r, "routing", "routed_local_reads")
+            .parse()
+            .expect("a count")
+    };
+    let before = local(&mut r);
+    assert_eq!(r.cmd(&["GET", "k"]).ok(), Some(Value::Bulk(b"v".to_vec())));
+    assert_eq!(local(&mut r), before + 1, "the read was answered on cdg");
+    let plan = serde_json::json!({
+        "plan": "pro", "url": format!("http://{LISTEN}/extensions/ext_1"),
+        "nonce": "nonce-p2", "timestamp": now(),
+    })
+    .to_string();
+    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), plan.as_bytes());
+    let (code, err) = call("PATCH", "/extensions/ext_1", &sig, &plan);
+    assert_eq!((code, err["field"].as_str()), (422, Some("plan")), "{err}");
 
     // The same request again is a replay; a retry (new nonce) gets the
     // same database.

@@ -59,7 +59,7 @@ pub struct Api {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/extensions", post(provision))
-        .route("/extensions/{id}", get(show).delete(delete))
+        .route("/extensions/{id}", get(show).delete(delete).patch(change))
         .with_state(api)
 }
 
@@ -215,6 +215,22 @@ fn tenant_name(name: &str, tenant_id: u64) -> String {
     format!("{s}-{tenant_id}")
 }
 
+/// The cluster catalog's row for `db` at `version`.
+fn catalog_entry(db: &Database, token: &str, version: u64) -> Value {
+    json!({
+        "id": db.tenant_id,
+        "name": tenant_name(&db.name, db.tenant_id),
+        "token_sha256": [tokens::digest_hex(token)],
+        "org": db.organization_id,
+        "primary_region": db.primary_region,
+        "read_regions": db.read_regions,
+        "maxmemory": 0, "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "durability": "region",
+        "consistency": "ryw",
+        "version": version,
+    })
+}
+
 fn redis_url(api: &Api, token: &str, ip: &str) -> String {
     let host = api.redis_host.clone().unwrap_or_else(|| ip.to_string());
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -323,18 +339,7 @@ async fn provision(
             Ok(t) => t,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
         };
-        let entry = json!({
-            "id": db.tenant_id,
-            "name": tenant_name(&db.name, db.tenant_id),
-            "token_sha256": [tokens::digest_hex(&token)],
-            "org": db.organization_id,
-            "primary_region": db.primary_region,
-            "read_regions": db.read_regions,
-            "maxmemory": 0, "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
-            "durability": "region",
-            "consistency": "ryw",
-            "version": 1,
-        });
+        let entry = catalog_entry(&db, &token, 1);
         let status = match api.cluster.put_tenant(db.tenant_id, &entry).await {
             Ok(()) => "ready",
             Err(e) => {
@@ -370,6 +375,131 @@ fn verified_query(
     verified(api, method, &path, query.unwrap_or(""), headers, b"")
 }
 
+/// `read_regions` of a PATCH body, checked against `primary`.
+fn parse_change(body: &[u8], primary: &str) -> Result<Vec<String>, Box<Response>> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            format!("body is not JSON: {e}"),
+            None,
+        )
+    })?;
+    if v.get("plan").is_some_and(|p| !p.is_null()) {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plan: no plans are offered yet; only read_regions can change",
+            Some("plan"),
+        ));
+    }
+    let regions: Vec<String> = match v.get("read_regions") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|r| r.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    "read_regions: expected an array of region codes",
+                    Some("read_regions"),
+                )
+            })?,
+        _ => {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                "read_regions: expected an array of region codes (the only change offered)",
+                Some("read_regions"),
+            ))
+        }
+    };
+    for r in &regions {
+        if !FLY_REGIONS.contains(&r.as_str()) {
+            return Err(bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("unknown region '{r}'"),
+                Some("read_regions"),
+            ));
+        }
+        if r == primary {
+            return Err(bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "read_regions: the primary region is not also a read region",
+                Some("read_regions"),
+            ));
+        }
+    }
+    Ok(regions)
+}
+
+/// `PATCH /extensions/{id}`: new read regions; the cluster adds or drops
+/// their replicas live.
+async fn change(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/extensions/{id}");
+    if let Err(r) = verified(
+        &api,
+        "PATCH",
+        &path,
+        query.as_deref().unwrap_or(""),
+        &headers,
+        &body,
+    ) {
+        return *r;
+    }
+    let db = match api.store.lock().database(&id) {
+        Ok(Some(d)) if d.status == "deleted" => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("extension {id} was deleted"),
+                None,
+            )
+        }
+        Ok(Some(d)) => d,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    let regions = match parse_change(&body, &db.primary_region) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    let version = db.catalog_version + 1;
+    let mut changed = db.clone();
+    changed.read_regions = regions.clone();
+    let entry = catalog_entry(&changed, &token, version);
+    if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the cluster did not take the change ({e}); retry"),
+            None,
+        );
+    }
+    if let Err(e) = api.store.lock().set_read_regions(&id, &regions, version) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
+    }
+    tracing::info!(id = %id, tenant = db.tenant_id, ?regions, "read regions changed");
+    described(&changed)
+}
+
+/// The database as `GET` shows it.
+fn described(d: &Database) -> Response {
+    Json(json!({
+        "id": d.fly_id,
+        "name": d.name,
+        "status": d.status,
+        "primary_region": d.primary_region,
+        "read_regions": d.read_regions,
+    }))
+    .into_response()
+}
+
 async fn show(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
@@ -381,14 +511,7 @@ async fn show(
     }
     let db = api.store.lock().database(&id);
     match db {
-        Ok(Some(d)) => Json(json!({
-            "id": d.fly_id,
-            "name": d.name,
-            "status": d.status,
-            "primary_region": d.primary_region,
-            "read_regions": d.read_regions,
-        }))
-        .into_response(),
+        Ok(Some(d)) => described(&d),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }

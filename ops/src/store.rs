@@ -175,6 +175,20 @@ impl Store {
         Ok(())
     }
 
+    /// Sets a database's read regions, at catalog version `catalog_version`.
+    pub fn set_read_regions(
+        &self,
+        fly_id: &str,
+        regions: &[String],
+        catalog_version: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE databases SET read_regions = ?2, catalog_version = ?3 WHERE fly_id = ?1",
+            params![fly_id, regions.join(","), catalog_version as i64],
+        )?;
+        Ok(())
+    }
+
     /// The database Fly knows as `fly_id`.
     pub fn database(&self, fly_id: &str) -> Result<Option<Database>, StoreError> {
         get_database(&self.conn, fly_id)
