@@ -6,7 +6,8 @@
 //! (`AUTH default <token>`) and serves; a read region added with PATCH
 //! serves reads from its own replica (a plan change is refused: none are
 //! offered yet); a retry with the same id gets the
-//! same URL; a replayed request, a wrong signature and a tampered body are
+//! same URL, and four at once for a new id get one database; a replayed
+//! request, a wrong signature and a tampered body are
 //! refused (401), an unknown region too (422, naming the field); GET
 //! shows the database ready; DELETE revokes its token on the nodes, and
 //! the id cannot be provisioned again; after the sidecar restarts, its
@@ -231,6 +232,31 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     let (code, again) = post(&provision_body("ext_1", "iad", "nonce-2"), SECRET);
     assert_eq!(code, 200, "{again}");
     assert_eq!(again["config"]["REDIS_URL"], url.as_str());
+
+    // Four provisioning requests for one new id at once: one database.
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                post(
+                    &provision_body("ext_c", "iad", &format!("nonce-c{i}")),
+                    SECRET,
+                )
+            })
+        })
+        .collect();
+    let urls: Vec<String> = racers
+        .into_iter()
+        .map(|h| {
+            let (code, a) = h.join().expect("a racer");
+            assert_eq!(code, 200, "{a}");
+            a["config"]["REDIS_URL"]
+                .as_str()
+                .expect("REDIS_URL")
+                .to_string()
+        })
+        .collect();
+    assert!(urls.iter().all(|u| *u == urls[0]), "{urls:?}");
+    assert_ne!(urls[0], url, "another database than ext_1's");
 
     // Refusals.
     let (code, _) = post(&provision_body("ext_2", "iad", "nonce-3"), "not-the-secret");
