@@ -15,10 +15,14 @@ pub struct SidecarArgs {
     /// The sidecar's state (SQLite) lives here.
     #[arg(long, default_value = "sidecar-data")]
     data: PathBuf,
-    /// The URL Fly calls the sidecar at; a signed request's `url` must be
-    /// it plus the path (default: http://<listen>).
+    /// The URL Fly calls the sidecar at, base path included; a signed
+    /// request's `url` must be it plus the API's path (`/extensions...`)
+    /// (default: http://<listen> plus the base path).
     #[arg(long)]
     public_url: Option<String>,
+    /// Where the API is mounted (`/` or e.g. `/fly`).
+    #[arg(long, default_value = "/")]
+    base_path: String,
     /// A node's admin endpoint (`host:port` of its HTTP port); repeat for
     /// several, tried in order.
     #[arg(long = "cluster-admin", required = true)]
@@ -64,10 +68,14 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
     let store = anykv_ops::store::Store::open(&a.data, a.signature_window_secs)
         .with_context(|| format!("opening {}", a.data.join("sidecar.db").display()))?;
     let sealer = anykv_ops::tokens::Sealer::from_hex(&token_key)?;
+    let base = a.base_path.trim_end_matches('/').to_string();
+    if !base.is_empty() && !base.starts_with('/') {
+        anyhow::bail!("--base-path {}: it must start with /", a.base_path);
+    }
     let public_url = a
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", a.listen));
+        .unwrap_or_else(|| format!("http://{}{base}", a.listen));
     let api = Arc::new(anykv_ops::api::Api {
         verifier: anykv_ops::sign::Verifier::new(
             ext_secret.as_bytes(),
@@ -79,6 +87,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         sealer,
         redis_host: a.redis_url_host.clone(),
         redis_port: a.redis_port,
+        writes: Default::default(),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -93,7 +102,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             a.cluster_admin.join(", ")
         );
-        let app = anykv_ops::api::router(api);
+        let app = match base.as_str() {
+            "" => anykv_ops::api::router(api),
+            b => axum::Router::new().nest(b, anykv_ops::api::router(api)),
+        };
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 use tokio::signal::unix::{signal, SignalKind};

@@ -29,8 +29,9 @@ use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::cluster::Applied;
 use crate::cluster::Cluster;
-use crate::sign::{Request, Verifier};
+use crate::sign::{Request, Signed, Verifier};
 use crate::store::{Database, Store};
 use crate::tokens::{self, Sealer};
 
@@ -53,6 +54,24 @@ pub struct Api {
     pub redis_host: Option<String>,
     /// The port customers connect to.
     pub redis_port: u16,
+    /// Held by every change (provisioning, PATCH, DELETE) from its first
+    /// look at the store to its last write, the cluster call included: a
+    /// DELETE never overtakes a provisioning of the same id that is still
+    /// talking to the cluster, and concurrent retries see each other's
+    /// outcome. Fly's provisioning traffic is a few requests a minute.
+    pub writes: tokio::sync::Mutex<()>,
+}
+
+/// A request answered with a server error did nothing Fly can see: its
+/// nonce is released so that Fly's retry of the very same signed request
+/// is taken (a replay of a request that succeeded stays refused).
+fn release_if_failed(api: &Api, signed: &Signed, resp: Response) -> Response {
+    if resp.status().is_server_error() {
+        if let Err(e) = api.store.lock().release_nonce(&signed.nonce) {
+            tracing::warn!("releasing nonce {}: {e}", signed.nonce);
+        }
+    }
+    resp
 }
 
 /// The router (mount it at `--base-path`).
@@ -82,7 +101,7 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Verifies the request; the error is the answer.
+/// Verifies the request (claiming its nonce); the error is the answer.
 fn verified(
     api: &Api,
     method: &str,
@@ -90,7 +109,7 @@ fn verified(
     query: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Box<Response>> {
+) -> Result<Signed, Box<Response>> {
     let signature = headers.get("x-signature").and_then(|v| v.to_str().ok());
     let req = Request {
         method,
@@ -100,13 +119,10 @@ fn verified(
         signature,
     };
     let mut store = api.store.lock();
-    api.verifier
-        .verify(&req, now(), &mut *store)
-        .map(|_| ())
-        .map_err(|e| {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            Box::new(error(status, e.to_string(), None))
-        })
+    api.verifier.verify(&req, now(), &mut *store).map_err(|e| {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Box::new(error(status, e.to_string(), None))
+    })
 }
 
 /// A provisioning request's fields.
@@ -121,7 +137,9 @@ struct Provision {
     ip_address: String,
 }
 
-fn parse_provision(body: &[u8]) -> Result<Provision, Box<Response>> {
+/// `needs_ip`: no `--redis-url-host`, so the REDIS_URL's host is the
+/// request's `ip_address`, which must then be an IP address.
+fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Response>> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -169,8 +187,15 @@ fn parse_provision(body: &[u8]) -> Result<Provision, Box<Response>> {
         organization_email: text("organization_email", false)?,
         primary_region: text("primary_region", true)?,
         read_regions,
-        ip_address: text("ip_address", false)?,
+        ip_address: text("ip_address", needs_ip)?,
     };
+    if needs_ip && p.ip_address.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            format!("ip_address: '{}' is not an IP address", p.ip_address),
+            Some("ip_address"),
+        ));
+    }
     for r in std::iter::once(&p.primary_region).chain(&p.read_regions) {
         if !FLY_REGIONS.contains(&r.as_str()) {
             return Err(bad(
@@ -263,7 +288,7 @@ async fn provision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = verified(
+    let signed = match verified(
         &api,
         "POST",
         "/extensions",
@@ -271,9 +296,16 @@ async fn provision(
         &headers,
         &body,
     ) {
-        return *r;
-    }
-    let p = match parse_provision(&body) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let _writing = api.writes.lock().await;
+    let resp = provision_signed(&api, &body).await;
+    release_if_failed(&api, &signed, resp)
+}
+
+async fn provision_signed(api: &Api, body: &[u8]) -> Response {
+    let p = match parse_provision(body, api.redis_host.is_none()) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -302,26 +334,27 @@ async fn provision(
                     let tenant_id = store.next_tenant_id().map_err(|e| e.to_string())?;
                     let token = tokens::new_token().map_err(|e| e.to_string())?;
                     let token_sealed = api.sealer.seal(&token, &p.id).map_err(|e| e.to_string())?;
+                    let org = (
+                        p.organization_id.as_str(),
+                        p.organization_name.as_str(),
+                        p.organization_email.as_str(),
+                    );
                     store
-                        .put_organization(
-                            &p.organization_id,
-                            &p.organization_name,
-                            &p.organization_email,
+                        .insert_database(
+                            org,
+                            &Database {
+                                fly_id: p.id.clone(),
+                                tenant_id,
+                                name: p.name.clone(),
+                                organization_id: p.organization_id.clone(),
+                                primary_region: p.primary_region.clone(),
+                                read_regions: p.read_regions.clone(),
+                                status: "provisioning".into(),
+                                created_at: now(),
+                                token_sealed,
+                                catalog_version: 1,
+                            },
                         )
-                        .map_err(|e| e.to_string())?;
-                    store
-                        .insert_database(&Database {
-                            fly_id: p.id.clone(),
-                            tenant_id,
-                            name: p.name.clone(),
-                            organization_id: p.organization_id.clone(),
-                            primary_region: p.primary_region.clone(),
-                            read_regions: p.read_regions.clone(),
-                            status: "provisioning".into(),
-                            created_at: now(),
-                            token_sealed,
-                            catalog_version: 1,
-                        })
                         .map_err(|e| e.to_string())
                 })();
                 match made {
@@ -341,15 +374,14 @@ async fn provision(
         };
         let entry = catalog_entry(&db, &token, 1);
         let status = match api.cluster.put_tenant(db.tenant_id, &entry).await {
-            Ok(()) => "ready",
+            Ok(Applied::Everywhere) => "ready",
+            // In the catalog; its nodes (or its region's first node) are
+            // still to come: Fly polls GET.
+            Ok(Applied::Pending) => "provisioning",
             Err(e) => {
                 tracing::warn!(id = %db.fly_id, "provisioning failed: {e}");
                 let _ = api.store.lock().set_status(&db.fly_id, "error", 1);
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the cluster did not take the database ({e}); retry"),
-                    None,
-                );
+                return cluster_error(&e, "take the database");
             }
         };
         if let Err(e) = api.store.lock().set_status(&db.fly_id, status, 1) {
@@ -358,9 +390,23 @@ async fn provision(
         tracing::info!(id = %db.fly_id, tenant = db.tenant_id, "provisioned");
         let mut db = db;
         db.status = status.into();
-        return provisioned(&api, &db, &p.ip_address);
+        return provisioned(api, &db, &p.ip_address);
     }
-    provisioned(&api, &db, &p.ip_address)
+    provisioned(api, &db, &p.ip_address)
+}
+
+/// A failed admin call as the answer: 503 when no node answered (retry),
+/// 502 when the cluster refused the change.
+fn cluster_error(e: &crate::cluster::ClusterError, what: &str) -> Response {
+    let status = match e {
+        crate::cluster::ClusterError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        crate::cluster::ClusterError::Refused { .. } => StatusCode::BAD_GATEWAY,
+    };
+    error(
+        status,
+        format!("the cluster did not {what} ({e}); retry"),
+        None,
+    )
 }
 
 /// [`verified`] for a request on `/extensions/{id}` that signs its query.
@@ -370,7 +416,7 @@ fn verified_query(
     id: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<(), Box<Response>> {
+) -> Result<Signed, Box<Response>> {
     let path = format!("/extensions/{id}");
     verified(api, method, &path, query.unwrap_or(""), headers, b"")
 }
@@ -440,7 +486,7 @@ async fn change(
     body: Bytes,
 ) -> Response {
     let path = format!("/extensions/{id}");
-    if let Err(r) = verified(
+    let signed = match verified(
         &api,
         "PATCH",
         &path,
@@ -448,9 +494,16 @@ async fn change(
         &headers,
         &body,
     ) {
-        return *r;
-    }
-    let db = match api.store.lock().database(&id) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let _writing = api.writes.lock().await;
+    let resp = change_signed(&api, &id, &body).await;
+    release_if_failed(&api, &signed, resp)
+}
+
+async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
+    let db = match api.store.lock().database(id) {
         Ok(Some(d)) if d.status == "deleted" => {
             return error(
                 StatusCode::CONFLICT,
@@ -462,7 +515,7 @@ async fn change(
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     };
-    let regions = match parse_change(&body, &db.primary_region) {
+    let regions = match parse_change(body, &db.primary_region) {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -475,13 +528,9 @@ async fn change(
     changed.read_regions = regions.clone();
     let entry = catalog_entry(&changed, &token, version);
     if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the cluster did not take the change ({e}); retry"),
-            None,
-        );
+        return cluster_error(&e, "take the change");
     }
-    if let Err(e) = api.store.lock().set_read_regions(&id, &regions, version) {
+    if let Err(e) = api.store.lock().set_read_regions(id, &regions, version) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
     }
     tracing::info!(id = %id, tenant = db.tenant_id, ?regions, "read regions changed");
@@ -523,24 +572,30 @@ async fn delete(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = verified_query(&api, "DELETE", &id, query.as_deref(), &headers) {
-        return *r;
-    }
-    let db = match api.store.lock().database(&id) {
+    let signed = match verified_query(&api, "DELETE", &id, query.as_deref(), &headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let _writing = api.writes.lock().await;
+    let resp = delete_signed(&api, &id).await;
+    release_if_failed(&api, &signed, resp)
+}
+
+async fn delete_signed(api: &Api, id: &str) -> Response {
+    let db = match api.store.lock().database(id) {
         Ok(Some(d)) => d,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     };
     if db.status != "deleted" {
+        // The version this deletion is at is the next one, whatever the
+        // outcome: a retry after a lost answer asks for the same and gets
+        // 409, which means done.
         let version = db.catalog_version + 1;
         if let Err(e) = api.cluster.delete_tenant(db.tenant_id, version).await {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the cluster did not delete the database ({e}); retry"),
-                None,
-            );
+            return cluster_error(&e, "delete the database");
         }
-        if let Err(e) = api.store.lock().set_status(&id, "deleted", version) {
+        if let Err(e) = api.store.lock().set_status(id, "deleted", version) {
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
         }
         tracing::info!(id = %id, tenant = db.tenant_id, "deleted");
@@ -552,17 +607,65 @@ async fn delete(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn without_a_host_override_the_url_is_the_requests_ip() {
+        let body = |ip: &str| {
+            format!(
+                r#"{{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","ip_address":"{ip}"}}"#
+            )
+        };
+        assert_eq!(
+            parse_provision(body("fdaa:0:1::3").as_bytes(), true)
+                .ok()
+                .map(|p| p.ip_address),
+            Some("fdaa:0:1::3".to_string())
+        );
+        for ip in ["", "not-an-ip"] {
+            let r = *parse_provision(body(ip).as_bytes(), true).err().unwrap();
+            assert_eq!(r.status().as_u16(), 400);
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["field"], "ip_address", "{v}");
+        }
+    }
+
     #[test]
     fn names_and_urls() {
         assert_eq!(tenant_name("My Shop!", 7), "my-shop--7");
         assert_eq!(tenant_name("", 3), "db-3");
         assert_eq!(tenant_name(&"x".repeat(80), 1).len(), 42);
+        let api = |host: Option<&str>| Api {
+            verifier: Verifier::new(b"s", "http://x", 300),
+            store: Mutex::new({
+                let dir =
+                    std::env::temp_dir().join(format!("anykv-ops-urls-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("a temp dir");
+                Store::open(&dir, 300).expect("a store")
+            }),
+            cluster: Cluster::new(vec![], String::new()),
+            sealer: Sealer::from_hex(&"0".repeat(64)).unwrap(),
+            redis_host: host.map(str::to_string),
+            redis_port: 6379,
+            writes: Default::default(),
+        };
+        assert_eq!(
+            redis_url(&api(None), "tok", "fdaa:0:1::3"),
+            "redis://default:tok@[fdaa:0:1::3]:6379"
+        );
+        assert_eq!(
+            redis_url(&api(None), "tok", "172.16.0.3"),
+            "redis://default:tok@172.16.0.3:6379"
+        );
+        assert_eq!(
+            redis_url(&api(Some("anykv.flycast")), "tok", "fdaa::3"),
+            "redis://default:tok@anykv.flycast:6379"
+        );
     }
 
     #[tokio::test]
     async fn provisioning_fields_are_checked_and_named() {
         let ok = br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":["cdg"]}"#;
-        let p = parse_provision(ok).ok().unwrap();
+        let p = parse_provision(ok, false).ok().unwrap();
         assert_eq!(p.read_regions, ["cdg"]);
         for (body, status, field) in [
             (&br#"{"name":"shop","organization_id":"o1","primary_region":"iad"}"#[..], 400, "id"),
@@ -572,7 +675,7 @@ mod tests {
             (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":["iad"]}"#, 422, "read_regions"),
             (br#"{"id":"e1","name":7,"organization_id":"o1","primary_region":"iad"}"#, 400, "name"),
         ] {
-            let r = *parse_provision(body).err().unwrap();
+            let r = *parse_provision(body, false).err().unwrap();
             assert_eq!(r.status().as_u16(), status, "{}", String::from_utf8_lossy(body));
             let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
             let v: Value = serde_json::from_slice(&b).unwrap();

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long one admin request may take (the admin API answers once the
-/// change is applied, well within this).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long an admin call may take, every endpoint tried included (Fly
+/// wants a provisioning answer well under 5 s; the admin API answers
+/// within about a second: applied, or 202 while nodes catch up).
+const CALL_BUDGET: Duration = Duration::from_secs(3);
 /// Largest admin answer read.
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -23,6 +24,17 @@ pub enum ClusterError {
     Unreachable(String),
     #[error("the cluster refused the change: HTTP {status}: {body}")]
     Refused { status: u16, body: String },
+}
+
+/// How far a catalog change got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Every live node that holds the database applied it (200), or, for
+    /// a retried creation, the catalog had it already (409 at version 1).
+    Everywhere,
+    /// In the catalog; not every node applied it yet (202: a region with
+    /// no node, nodes catching up).
+    Pending,
 }
 
 /// The cluster's admin endpoints (`host:port`) and token.
@@ -39,29 +51,37 @@ impl Cluster {
 
     /// Creates or changes tenant `id` (`entry` is its catalog row, with a
     /// version above the catalog's). A 409 for version 1 means the tenant
-    /// exists already (a provisioning retried after the cluster took it):
-    /// success.
-    pub async fn put_tenant(&self, id: u64, entry: &serde_json::Value) -> Result<(), ClusterError> {
+    /// exists already: a provisioning retried after the cluster took it
+    /// (the sidecar is the catalog's only writer, so it is ours).
+    pub async fn put_tenant(
+        &self,
+        id: u64,
+        entry: &serde_json::Value,
+    ) -> Result<Applied, ClusterError> {
         let (status, body) = self
             .request("PUT", &format!("/admin/tenants/{id}"), &entry.to_string())
             .await?;
         let first = entry.get("version").and_then(|v| v.as_u64()) == Some(1);
         match status {
-            200 => Ok(()),
-            409 if first => Ok(()),
+            200 => Ok(Applied::Everywhere),
+            202 => Ok(Applied::Pending),
+            409 if first => Ok(Applied::Everywhere),
             _ => Err(ClusterError::Refused { status, body }),
         }
     }
 
     /// Deletes tenant `id` (`version` above the catalog's): its token stops
-    /// working on every node.
-    pub async fn delete_tenant(&self, id: u64, version: u64) -> Result<(), ClusterError> {
+    /// working on every node. Gone already (404), or deleted at this
+    /// version by an earlier try whose answer was lost (409), is success;
+    /// 202: in the catalog, nodes still applying it.
+    pub async fn delete_tenant(&self, id: u64, version: u64) -> Result<Applied, ClusterError> {
         let body = serde_json::json!({ "version": version }).to_string();
         let (status, body) = self
             .request("DELETE", &format!("/admin/tenants/{id}"), &body)
             .await?;
         match status {
-            200 | 404 => Ok(()),
+            200 | 404 | 409 => Ok(Applied::Everywhere),
+            202 => Ok(Applied::Pending),
             _ => Err(ClusterError::Refused { status, body }),
         }
     }
@@ -73,8 +93,13 @@ impl Cluster {
         body: &str,
     ) -> Result<(u16, String), ClusterError> {
         let mut why = Vec::new();
+        let deadline = tokio::time::Instant::now() + CALL_BUDGET;
         for ep in &self.endpoints {
-            match tokio::time::timeout(REQUEST_TIMEOUT, self.once(ep, method, path, body)).await {
+            if tokio::time::Instant::now() >= deadline {
+                why.push(format!("{ep}: not tried, out of time"));
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.once(ep, method, path, body)).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(e)) => why.push(format!("{ep}: {e}")),
                 Err(_) => why.push(format!("{ep}: timed out")),

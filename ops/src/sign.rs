@@ -177,7 +177,7 @@ impl Verifier {
                 want,
             });
         }
-        if (now - signed.timestamp).abs() > self.window {
+        if now.abs_diff(signed.timestamp) > self.window.unsigned_abs() {
             return Err(SignError::Stale {
                 timestamp: signed.timestamp,
                 now,

@@ -122,21 +122,22 @@ impl Store {
         Ok(())
     }
 
-    /// Records the organization (name and email as Fly sent them last).
-    pub fn put_organization(&self, id: &str, name: &str, email: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+    /// Records `db` (and its organization, `(id, name, email)` as Fly sent
+    /// them last) unless Fly's id is known already, in one transaction;
+    /// returns the database stored under that id either way (a retried
+    /// provisioning request gets the first one's database, never a
+    /// second).
+    pub fn insert_database(
+        &mut self,
+        org: (&str, &str, &str),
+        db: &Database,
+    ) -> Result<Database, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "INSERT INTO organizations (id, name, email) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, email = excluded.email",
-            params![id, name, email],
+            params![org.0, org.1, org.2],
         )?;
-        Ok(())
-    }
-
-    /// Records `db` unless Fly's id is known already; returns the database
-    /// stored under that id either way (a retried provisioning request
-    /// gets the first one's database, never a second).
-    pub fn insert_database(&mut self, db: &Database) -> Result<Database, StoreError> {
-        let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO databases (fly_id, tenant_id, name, organization_id, primary_region,
                                     read_regions, status, created_at, token_sealed,
@@ -161,7 +162,8 @@ impl Store {
         stored.ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))
     }
 
-    /// Sets a database's status (and the catalog version it is at).
+    /// Sets a database's status (and the catalog version it is at). A
+    /// deleted database stays deleted.
     pub fn set_status(
         &self,
         fly_id: &str,
@@ -169,9 +171,18 @@ impl Store {
         catalog_version: u64,
     ) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE databases SET status = ?2, catalog_version = ?3 WHERE fly_id = ?1",
+            "UPDATE databases SET status = ?2, catalog_version = ?3
+             WHERE fly_id = ?1 AND status != 'deleted'",
             params![fly_id, status, catalog_version as i64],
         )?;
+        Ok(())
+    }
+
+    /// Forgets an accepted nonce (its request failed and did nothing: the
+    /// same signed request may come again).
+    pub fn release_nonce(&self, nonce: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM nonces WHERE nonce = ?1", params![nonce])?;
         Ok(())
     }
 
@@ -307,24 +318,37 @@ mod tests {
     fn a_retried_provisioning_finds_the_first_database() {
         let dir = tmp("provision");
         let mut s = Store::open(&dir, 300).unwrap();
-        s.put_organization("org_1", "Acme", "admins@acme.example")
-            .unwrap();
+        let org = ("org_1", "Acme", "admins@acme.example");
         assert_eq!(s.next_tenant_id().unwrap(), 1);
-        let first = s.insert_database(&shop("ext_1", 1)).unwrap();
+        let first = s.insert_database(org, &shop("ext_1", 1)).unwrap();
         assert_eq!(first, shop("ext_1", 1));
         // The retry would have picked the next id: it gets the first.
-        let retry = s.insert_database(&shop("ext_1", 2)).unwrap();
+        let retry = s.insert_database(org, &shop("ext_1", 2)).unwrap();
         assert_eq!(retry, first);
         assert_eq!(s.next_tenant_id().unwrap(), 2);
-        // An unknown organization is refused (nothing half-created).
+        // A database whose organization does not match the one recorded
+        // with it is refused, and nothing of it is kept (one transaction).
         let mut orphan = shop("ext_2", 2);
         orphan.organization_id = "org_unknown".into();
-        assert!(s.insert_database(&orphan).is_err());
+        assert!(s.insert_database(("org_2", "Other", ""), &orphan).is_err());
         assert_eq!(s.database("ext_2").unwrap(), None);
+        let orgs: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM organizations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(orgs, 1, "org_2 was rolled back with its database");
+        // Deleted stays deleted.
+        s.set_status("ext_1", "deleted", 2).unwrap();
+        s.set_status("ext_1", "ready", 1).unwrap();
+        assert_eq!(s.database("ext_1").unwrap().unwrap().status, "deleted");
+        s.set_status("ext_1", "ready", 1).unwrap();
         drop(s);
         // After a restart it is still there.
         let s = Store::open(&dir, 300).unwrap();
-        assert_eq!(s.database("ext_1").unwrap(), Some(first));
+        let mut deleted = first;
+        deleted.status = "deleted".into();
+        deleted.catalog_version = 2;
+        assert_eq!(s.database("ext_1").unwrap(), Some(deleted));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -339,6 +363,11 @@ mod tests {
         assert!(!s.claim("n1", 100, 110), "replayed after a restart");
         assert!(!s.claim("n1", 100, 120));
         assert!(s.claim("n1", 100, 121), "kept for twice the window only");
+        s.release_nonce("n1").unwrap();
+        assert!(
+            s.claim("n1", 121, 121),
+            "released: the same request may come again"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
