@@ -599,6 +599,11 @@ pub fn pin_after(s: &mut crate::client::Session, name: &[u8], reply: &[u8]) {
     }
 }
 
+/// The answer to a forwarded request that no primary took within
+/// [`FORWARD_TIMEOUT`] (a failover that lasts): it did not run.
+pub const NOT_RUN: &str =
+    "TRYAGAIN no primary took the request within 5 s (a failover in progress?); it did not run, retry";
+
 /// How long a forwarded request may take, retries included.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -689,7 +694,12 @@ async fn forward_until(
             }
         };
         let retry = did_not_run(&r);
-        if !retry || tokio::time::Instant::now() >= deadline {
+        if retry && tokio::time::Instant::now() >= deadline {
+            // A replica's -READONLY is the cluster's business, not the
+            // client's: what it learns is that nothing ran.
+            return Outcome::Error(NOT_RUN.into());
+        }
+        if !retry {
             return match r {
                 Ok(f) => Outcome::Reply(f),
                 Err(e) => Outcome::Error(e),
