@@ -1796,6 +1796,19 @@ fn databases_on_the_same_nodes_are_isolated_for_every_command() {
     wait_for("A's replicas attached", Duration::from_secs(30), || {
         info(&mut a, "replication", "connected_slaves").as_deref() == Some("2")
     });
+    // B's too: a subscription made on a replica's node while its first
+    // sync is still running can miss what is published later (seen about
+    // once in seven runs; not understood yet, see the session notes), and
+    // this test is about isolation, not that.
+    let mut bprim = None;
+    wait_for("B's primary to serve", Duration::from_secs(20), || {
+        bprim = w.login_as(pb, "blog", BLOG_TOKEN);
+        bprim.is_some()
+    });
+    let mut bprim = bprim.unwrap();
+    wait_for("B's replicas attached", Duration::from_secs(30), || {
+        info(&mut bprim, "replication", "connected_slaves").as_deref() == Some("2")
+    });
 
     // Subscribers on every node, before anything runs: B's listen to every
     // channel (a pattern) and to the shard channels A uses; A's to one of
