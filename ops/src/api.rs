@@ -62,10 +62,22 @@ pub struct Api {
     pub writes: tokio::sync::Mutex<()>,
 }
 
-/// A request answered with a server error did nothing Fly can see: its
-/// nonce is released so that Fly's retry of the very same signed request
-/// is taken (a replay of a request that succeeded stays refused).
-fn release_if_failed(api: &Api, signed: &Signed, resp: Response) -> Response {
+/// Runs a verified change (`signed` is the verification's outcome; a
+/// refusal is the answer) under [`Api::writes`]. A change answered with a
+/// server error did nothing Fly can see: its nonce is released so that
+/// Fly's retry of the very same signed request is taken (a replay of a
+/// request that succeeded stays refused).
+async fn as_change(
+    api: &Api,
+    signed: Result<Signed, Box<Response>>,
+    change: impl std::future::Future<Output = Response>,
+) -> Response {
+    let signed = match signed {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let _writing = api.writes.lock().await;
+    let resp = change.await;
     if resp.status().is_server_error() {
         if let Err(e) = api.store.lock().release_nonce(&signed.nonce) {
             tracing::warn!("releasing nonce {}: {e}", signed.nonce);
@@ -140,13 +152,7 @@ struct Provision {
 /// `needs_ip`: no `--redis-url-host`, so the REDIS_URL's host is the
 /// request's `ip_address`, which must then be an IP address.
 fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Response>> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("body is not JSON: {e}"),
-            None,
-        ))
-    })?;
+    let v = json_body(body)?;
     let text = |f: &str, required: bool| -> Result<String, Box<Response>> {
         match v.get(f) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -158,27 +164,7 @@ fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Respons
             )),
         }
     };
-    let read_regions = match v.get("read_regions") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|r| r.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                Box::new(error(
-                    StatusCode::BAD_REQUEST,
-                    "read_regions: expected an array of region codes",
-                    Some("read_regions"),
-                ))
-            })?,
-        Some(_) => {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
-                "read_regions: expected an array of region codes",
-                Some("read_regions"),
-            ))
-        }
-    };
+    let read_regions = read_regions(&v, false)?;
     let p = Provision {
         id: text("id", true)?,
         name: text("name", true)?,
@@ -196,26 +182,7 @@ fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Respons
             Some("ip_address"),
         ));
     }
-    for r in std::iter::once(&p.primary_region).chain(&p.read_regions) {
-        if !FLY_REGIONS.contains(&r.as_str()) {
-            return Err(bad(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("unknown region '{r}'"),
-                Some(if *r == p.primary_region {
-                    "primary_region"
-                } else {
-                    "read_regions"
-                }),
-            ));
-        }
-    }
-    if p.read_regions.contains(&p.primary_region) {
-        return Err(bad(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "read_regions: the primary region is not also a read region",
-            Some("read_regions"),
-        ));
-    }
+    check_regions(&p.primary_region, true, &p.read_regions)?;
     Ok(p)
 }
 
@@ -288,20 +255,15 @@ async fn provision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let signed = match verified(
+    let signed = verified(
         &api,
         "POST",
         "/extensions",
         query.as_deref().unwrap_or(""),
         &headers,
         &body,
-    ) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let _writing = api.writes.lock().await;
-    let resp = provision_signed(&api, &body).await;
-    release_if_failed(&api, &signed, resp)
+    );
+    as_change(&api, signed, provision_signed(&api, &body)).await
 }
 
 async fn provision_signed(api: &Api, body: &[u8]) -> Response {
@@ -423,13 +385,7 @@ fn verified_query(
 
 /// `read_regions` of a PATCH body, checked against `primary`.
 fn parse_change(body: &[u8], primary: &str) -> Result<Vec<String>, Box<Response>> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        bad(
-            StatusCode::BAD_REQUEST,
-            format!("body is not JSON: {e}"),
-            None,
-        )
-    })?;
+    let v = json_body(body)?;
     if v.get("plan").is_some_and(|p| !p.is_null()) {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -437,7 +393,35 @@ fn parse_change(body: &[u8], primary: &str) -> Result<Vec<String>, Box<Response>
             Some("plan"),
         ));
     }
-    let regions: Vec<String> = match v.get("read_regions") {
+    let regions = read_regions(&v, true)?;
+    check_regions(primary, false, &regions)?;
+    Ok(regions)
+}
+
+/// A request body as JSON (400 when it is not).
+fn json_body(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            format!("body is not JSON: {e}"),
+            None,
+        )
+    })
+}
+
+/// The body's `read_regions`: an array of strings; absent (or null) is
+/// none unless `required` (a PATCH, where it is the only change offered).
+fn read_regions(v: &Value, required: bool) -> Result<Vec<String>, Box<Response>> {
+    let shape = || {
+        let msg = if required {
+            "read_regions: expected an array of region codes (the only change offered)"
+        } else {
+            "read_regions: expected an array of region codes"
+        };
+        bad(StatusCode::BAD_REQUEST, msg, Some("read_regions"))
+    };
+    match v.get("read_regions") {
+        None | Some(Value::Null) if !required => Ok(Vec::new()),
         Some(Value::Array(a)) => a
             .iter()
             .map(|r| r.as_str().map(str::to_string))
@@ -448,32 +432,36 @@ fn parse_change(body: &[u8], primary: &str) -> Result<Vec<String>, Box<Response>
                     "read_regions: expected an array of region codes",
                     Some("read_regions"),
                 )
-            })?,
-        _ => {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
-                "read_regions: expected an array of region codes (the only change offered)",
-                Some("read_regions"),
-            ))
-        }
-    };
-    for r in &regions {
-        if !FLY_REGIONS.contains(&r.as_str()) {
+            }),
+        _ => Err(shape()),
+    }
+}
+
+/// 422 naming the field for a region that is not Fly's (the primary
+/// region too when it is `given` in this request), or a read region that
+/// is the primary region.
+fn check_regions(primary: &str, given: bool, reads: &[String]) -> Result<(), Box<Response>> {
+    let named = given
+        .then_some((primary, "primary_region"))
+        .into_iter()
+        .chain(reads.iter().map(|r| (r.as_str(), "read_regions")));
+    for (r, field) in named {
+        if !FLY_REGIONS.contains(&r) {
             return Err(bad(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("unknown region '{r}'"),
-                Some("read_regions"),
-            ));
-        }
-        if r == primary {
-            return Err(bad(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "read_regions: the primary region is not also a read region",
-                Some("read_regions"),
+                Some(field),
             ));
         }
     }
-    Ok(regions)
+    if reads.iter().any(|r| r == primary) {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "read_regions: the primary region is not also a read region",
+            Some("read_regions"),
+        ));
+    }
+    Ok(())
 }
 
 /// `PATCH /extensions/{id}`: new read regions; the cluster adds or drops
@@ -486,20 +474,15 @@ async fn change(
     body: Bytes,
 ) -> Response {
     let path = format!("/extensions/{id}");
-    let signed = match verified(
+    let signed = verified(
         &api,
         "PATCH",
         &path,
         query.as_deref().unwrap_or(""),
         &headers,
         &body,
-    ) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let _writing = api.writes.lock().await;
-    let resp = change_signed(&api, &id, &body).await;
-    release_if_failed(&api, &signed, resp)
+    );
+    as_change(&api, signed, change_signed(&api, &id, &body)).await
 }
 
 async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
@@ -572,13 +555,8 @@ async fn delete(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let signed = match verified_query(&api, "DELETE", &id, query.as_deref(), &headers) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let _writing = api.writes.lock().await;
-    let resp = delete_signed(&api, &id).await;
-    release_if_failed(&api, &signed, resp)
+    let signed = verified_query(&api, "DELETE", &id, query.as_deref(), &headers);
+    as_change(&api, signed, delete_signed(&api, &id)).await
 }
 
 async fn delete_signed(api: &Api, id: &str) -> Response {

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod cluster;
+mod hex;
 pub mod sign;
 pub mod store;
 pub mod tokens;

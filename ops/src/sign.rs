@@ -160,7 +160,10 @@ impl Verifier {
     ) -> Result<Signed, SignError> {
         let payload = signed_payload(req);
         let sig = req.signature.ok_or(SignError::Missing)?;
-        let sig = decode_hex(sig.trim()).ok_or(SignError::BadSignature)?;
+        // 64 hex digits (either case): 32 bytes.
+        let sig = crate::hex::decode(sig.trim())
+            .filter(|b| b.len() == 32)
+            .ok_or(SignError::BadSignature)?;
         let mut mac = mac(&self.secret);
         mac.update(payload);
         mac.verify_slice(&sig)
@@ -217,34 +220,7 @@ fn mac(secret: &[u8]) -> HmacSha256 {
 pub fn sign(secret: &[u8], payload: &[u8]) -> String {
     let mut mac = mac(secret);
     mac.update(payload);
-    encode_hex(&mac.finalize().into_bytes())
-}
-
-fn encode_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
-/// 32 bytes from 64 hex digits (either case); None otherwise.
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 64 {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    crate::hex::encode(&mac.finalize().into_bytes())
 }
 
 /// `timestamp`, `nonce` and `url` from a signed JSON body.

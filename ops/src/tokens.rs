@@ -32,26 +32,12 @@ pub fn new_token() -> Result<String, TokenError> {
     SystemRandom::new()
         .fill(&mut b)
         .map_err(|_| TokenError::Random)?;
-    Ok(hex(&b))
+    Ok(crate::hex::encode(&b))
 }
 
 /// The token's SHA-256 in hex, as the cluster's catalog takes it.
 pub fn digest_hex(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+    crate::hex::encode(&Sha256::digest(token.as_bytes()))
 }
 
 /// Encrypts and decrypts tokens at rest.
@@ -62,7 +48,7 @@ pub struct Sealer {
 impl Sealer {
     /// From `ANYKV_TOKEN_KEY`'s value.
     pub fn from_hex(key: &str) -> Result<Sealer, TokenError> {
-        let raw = unhex(key.trim())
+        let raw = crate::hex::decode(key.trim())
             .filter(|k| k.len() == 32)
             .ok_or(TokenError::BadKey)?;
         let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| TokenError::BadKey)?;
@@ -87,12 +73,16 @@ impl Sealer {
                 &mut data,
             )
             .map_err(|_| TokenError::Random)?;
-        Ok(format!("{}{}", hex(&n), hex(&data)))
+        Ok(format!(
+            "{}{}",
+            crate::hex::encode(&n),
+            crate::hex::encode(&data)
+        ))
     }
 
     /// The token sealed for `row`.
     pub fn open(&self, sealed: &str, row: &str) -> Result<String, TokenError> {
-        let raw = unhex(sealed).ok_or(TokenError::Undecryptable)?;
+        let raw = crate::hex::decode(sealed).ok_or(TokenError::Undecryptable)?;
         if raw.len() < NONCE_LEN {
             return Err(TokenError::Undecryptable);
         }

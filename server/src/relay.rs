@@ -57,6 +57,14 @@ impl Relay {
     }
 }
 
+/// The node the relay follows: the nearest copy (the primary when the
+/// route lists none). None: the database is gone.
+fn nearest_copy(shared: &Shared, id: crate::tenant::TenantId) -> Option<std::net::SocketAddr> {
+    shared
+        .remote_route(id)
+        .map(|r| r.copies.first().map_or(r.primary, |c| c.addr))
+}
+
 fn has_subscribers(t: &Tenant) -> bool {
     !t.pubsub.channels.is_empty()
         || !t.pubsub.patterns.is_empty()
@@ -82,9 +90,7 @@ pub async fn run(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
                 _ = shutdown.changed() => return,
             }
         }
-        let node = shared
-            .remote_route(id)
-            .and_then(|r| r.copies.first().map(|c| c.addr).or(Some(r.primary)));
+        let node = nearest_copy(&shared, id);
         let (Some(node), Some(dialer)) = (node, shared.link_dialer.get().cloned()) else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
@@ -148,9 +154,7 @@ async fn follow(
             // A local SSUBSCRIBE or SUNSUBSCRIBE (checked at the top).
             _ = relay.wake.notified() => continue,
             _ = tick.tick() => {
-                let nearest = shared
-                    .remote_route(id)
-                    .and_then(|r| r.copies.first().map(|c| c.addr).or(Some(r.primary)));
+                let nearest = nearest_copy(shared, id);
                 if !has_subscribers(&tenant.borrow()) {
                     return "no subscribers left";
                 }

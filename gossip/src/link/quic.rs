@@ -84,17 +84,24 @@ impl ShapedQuicSocket {
     }
 }
 
+impl Datagram {
+    /// The datagram as quinn's socket sends it.
+    fn transmit(&self) -> Transmit<'_> {
+        Transmit {
+            destination: self.destination,
+            ecn: self.ecn,
+            contents: &self.contents,
+            segment_size: None,
+            src_ip: self.src_ip,
+        }
+    }
+}
+
 /// Hands one delayed datagram to the real socket if it takes it now;
 /// gives it back when the socket would block. Other errors are logged
 /// and the datagram is lost, as on a real network; QUIC recovers.
 fn send_now(socket: &dyn AsyncUdpSocket, d: Datagram) -> Result<(), Datagram> {
-    let transmit = Transmit {
-        destination: d.destination,
-        ecn: d.ecn,
-        contents: &d.contents,
-        segment_size: None,
-        src_ip: d.src_ip,
-    };
+    let transmit = d.transmit();
     match socket.try_send(&transmit) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(d),
         Err(e) => {
@@ -109,13 +116,7 @@ fn send_now(socket: &dyn AsyncUdpSocket, d: Datagram) -> Result<(), Datagram> {
 /// if its buffer is full. Errors are logged and the datagram is lost, as
 /// on a real network; QUIC recovers.
 async fn send_later(socket: Arc<dyn AsyncUdpSocket>, d: Datagram) {
-    let transmit = Transmit {
-        destination: d.destination,
-        ecn: d.ecn,
-        contents: &d.contents,
-        segment_size: None,
-        src_ip: d.src_ip,
-    };
+    let transmit = d.transmit();
     loop {
         match socket.try_send(&transmit) {
             Ok(()) => return,
