@@ -608,3 +608,94 @@ fn a_new_primary_is_found_and_no_write_is_applied_twice() {
         t.elapsed()
     );
 }
+
+/// A coordinated `FAILOVER` while clients pipeline writes and reads: the
+/// old primary refuses what reaches it after it stepped down
+/// (`-READONLY`); the router sends exactly that again to the new primary,
+/// so clients see no error, every write applied once, and each read after
+/// its own write sees it.
+#[test]
+fn a_primary_that_steps_down_never_shows_clients_readonly() {
+    let a = common::start_redis(&[]);
+    let b = start_replica(a.port);
+    wait_linked(&b);
+    let maddr = format!("127.0.0.1:{}", common::free_port());
+    // Slow polls: writes keep going to the old primary after it stepped
+    // down unless the router notices from the refusals themselves.
+    let router = start_router(
+        &[a.port, b.port],
+        &["--metrics-addr", &maddr, "--role-interval-ms", "1000"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|t| {
+            let mut c = router.connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let key = format!("log{t}");
+                let mut n = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let v = n.to_string();
+                    let got = c
+                        .pipeline(&[
+                            vec!["RPUSH", &key, &v],
+                            vec!["LLEN", &key],
+                            vec!["INCR", "total"],
+                        ])
+                        .unwrap();
+                    assert_eq!(got[0], Value::Int(n + 1), "client {t}: RPUSH {n}: {got:?}");
+                    assert_eq!(
+                        got[1],
+                        Value::Int(n + 1),
+                        "client {t}: LLEN after {n}: {got:?}"
+                    );
+                    assert!(matches!(got[2], Value::Int(_)), "client {t}: {got:?}");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ac = a.connect();
+    assert_eq!(ac.cmd(&["FAILOVER"]).unwrap(), ok());
+    let mut bc = b.connect();
+    common::poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        "the replica to take over",
+        || match bc.cmd(&["ROLE"]).ok()? {
+            Value::Array(v) if v.first() == Some(&bulk("master")) => Some(()),
+            _ => None,
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let counts: Vec<i64> = clients
+        .into_iter()
+        .map(|h| h.join().expect("a client saw an error or a wrong reply"))
+        .collect();
+    for (t, n) in counts.iter().enumerate() {
+        let want: Vec<Value> = (0..*n).map(|i| bulk(&i.to_string())).collect();
+        assert_eq!(
+            bc.cmd(&["LRANGE", &format!("log{t}"), "0", "-1"]).unwrap(),
+            Value::Array(want),
+            "client {t}'s writes on the new primary"
+        );
+    }
+    assert_eq!(
+        bc.cmd(&["GET", "total"]).unwrap(),
+        bulk(&counts.iter().sum::<i64>().to_string()),
+        "an INCR applied twice or lost"
+    );
+    match ac.cmd(&["ROLE"]).unwrap() {
+        Value::Array(v) => assert_eq!(v.first(), Some(&bulk("slave"))),
+        other => panic!("ROLE: {other:?}"),
+    }
+    let page = common::http_get(&maddr, "/metrics").unwrap();
+    let retried = common::metric(&page, "anykv_router_write_retries_total").unwrap_or(0.0);
+    assert!(
+        retried > 0.0,
+        "no write reached the old primary after it stepped down, so nothing was tested: {page}"
+    );
+}

@@ -17,8 +17,8 @@
 mod common;
 
 use common::{
-    against_reference, anykv_bin, escape, free_port, poll_every, resp, start_under_test, Conn, Raw,
-    RespConn, ServerProcess, Value, CLIENT_IO_TIMEOUT as IO_TIMEOUT,
+    against_reference, anykv_bin, escape, free_port, http_get, metric, poll_every, resp,
+    start_under_test, Conn, Raw, RespConn, ServerProcess, Value, CLIENT_IO_TIMEOUT as IO_TIMEOUT,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1143,22 +1143,6 @@ fn garbage_never_kills_the_server() {
 // ---------------------------------------------------------------------------
 // 4. Operations
 // ---------------------------------------------------------------------------
-
-fn http_get(addr: &str, path: &str) -> io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-    let mut body = Vec::new();
-    s.read_to_end(&mut body)?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of an unlabelled or labelled sample line `name{...} value`.
-fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_with_labels)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 #[test]
 fn metrics_endpoint_exports_counters() {

@@ -11,6 +11,7 @@
 //! * [`session`]: one client connection: routing, ordering, consistency.
 //! * [`local`]: connection commands the router answers itself.
 //! * [`clients`]: the router's clients (CLIENT LIST/KILL).
+//! * [`stepdown`]: writes refused by a primary that stepped down.
 //! * [`standalone`]: `anykv router --upstream ...`; [`tls`]: its TLS port.
 //!
 //! docs/ROUTER.md says what a client gets; docs/ROUTING.md is the envelope
@@ -22,6 +23,7 @@ pub mod local;
 pub mod pool;
 pub mod session;
 pub mod standalone;
+pub mod stepdown;
 pub mod tls;
 pub mod upstream;
 

@@ -12,6 +12,7 @@
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,11 +63,25 @@ pub struct Server {
     /// The primary's recent polls: when each `ROLE` was sent and the
     /// master offset it answered.
     history: Mutex<VecDeque<(Instant, u64)>>,
+    /// Answered polls so far (a role read after some moment is newer).
+    polls: AtomicU64,
+    /// Wakes the poller for an early `ROLE` (a write was refused).
+    poke: tokio::sync::Notify,
 }
 
 impl Server {
     pub fn status(&self) -> Status {
         self.status.read().clone()
+    }
+
+    /// Answered polls so far.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Acquire)
+    }
+
+    /// Asks the poller for a `ROLE` now rather than at its next interval.
+    pub fn poke(&self) {
+        self.poke.notify_one();
     }
 }
 
@@ -111,6 +126,8 @@ impl Upstreams {
                         rtt: None,
                     }),
                     history: Mutex::new(VecDeque::new()),
+                    polls: AtomicU64::new(0),
+                    poke: tokio::sync::Notify::new(),
                 })
             })
             .collect();
@@ -245,6 +262,23 @@ impl Upstreams {
             let st = s.status.read();
             st.reachable && st.role == Role::Primary
         })
+    }
+
+    /// The primary that replaces server `old`, which refused a write as
+    /// a replica once it had answered `polls` polls: another server that
+    /// says `master`, or `old` itself if a later poll says it is the
+    /// primary again.
+    pub fn primary_after(&self, old: usize, polls: u64) -> Option<usize> {
+        let p = self.primary()?;
+        (p != old || self.servers[old].polls() > polls).then_some(p)
+    }
+
+    /// Asks every poller for an early `ROLE` (a primary stepped down: the
+    /// new one should be known soon).
+    pub fn poke_all(&self) {
+        for s in &self.servers {
+            s.poke();
+        }
     }
 
     /// The nearest usable replica (lowest RTT; ties: the first listed).
@@ -385,6 +419,7 @@ async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
                         None => took,
                     });
                 }
+                s.polls.fetch_add(1, Ordering::AcqRel);
                 if role.role == Role::Primary {
                     let mut h = s.history.lock();
                     if h.len() == HISTORY {
@@ -410,7 +445,10 @@ async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
                 }
             }
         }
-        tokio::time::sleep(ups.cfg.role_interval.saturating_sub(took)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(ups.cfg.role_interval.saturating_sub(took)) => {}
+            _ = s.poke.notified() => {}
+        }
     }
 }
 

@@ -41,6 +41,7 @@ use crate::classify::{self, Kind};
 use crate::clients::{ClientHandle, Registry};
 use crate::local::{self, ConnState, Effect, ReplyMode, Settings};
 use crate::pool::{Pools, Upstreams};
+use crate::stepdown;
 use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, UpstreamError};
 
 /// Which replies a read may see.
@@ -63,6 +64,7 @@ pub struct Counters {
     pub tunnel: metrics::Counter,
     pub ryw_fallback: metrics::Counter,
     pub retried: metrics::Counter,
+    pub write_retries: metrics::Counter,
 }
 
 impl Counters {
@@ -76,6 +78,7 @@ impl Counters {
             tunnel: c("tunnel"),
             ryw_fallback: metrics::counter!("anykv_router_ryw_primary_reads_total"),
             retried: metrics::counter!("anykv_router_read_retries_total"),
+            write_retries: metrics::counter!("anykv_router_write_retries_total"),
         }
     }
 }
@@ -126,9 +129,16 @@ impl Router {
     }
 }
 
-/// A read batch that may be sent again, to the primary, if its upstream
-/// fails before answering (reads are safe to repeat; writes never are).
+/// A batch on a shared connection, kept so that it may be sent again: a
+/// read batch to the primary if its upstream fails before answering
+/// (reads are safe to repeat), a write batch's refused tail to the new
+/// primary if the old one stepped down ([`stepdown`]; refused writes did
+/// not run). A write that may have run is never sent again.
 struct Retry {
+    /// Only reads (the whole batch may be sent again on failure).
+    read: bool,
+    /// The server it went to.
+    server: usize,
     bytes: Bytes,
     db: u32,
     count: u32,
@@ -442,7 +452,6 @@ impl Session {
         else {
             return;
         };
-        self.last_done = Instant::now();
         self.inflight = self.inflight.saturating_sub(count as usize);
         let lost = || UpstreamError::Lost(self.r.ups.servers[0].addr);
         let r = r.unwrap_or_else(|| Err(lost()));
@@ -457,9 +466,17 @@ impl Session {
             });
         }
         let r = match (r, retry) {
-            (Err(e), Some(rt)) => retry_on_primary(&self.r, rt).await.map_err(|_| e),
+            (Err(e), Some(rt)) if rt.read => retry_on_primary(&self.r, rt).await.map_err(|_| e),
+            (Ok(b), rt) if stepdown::may_hold_refusal(&b) => Ok(match rt {
+                Some(rt) => self.redo_refused(b, rt).await,
+                // The client's own connection (a transaction, a blocking
+                // command): its state was on the old primary.
+                None => Bytes::from(stepdown::rewrite_refusals(&b)),
+            }),
             (r, _) => r,
         };
+        // After any retry: read-your-writes counts from the last reply.
+        self.last_done = Instant::now();
         if !skip {
             match r {
                 Ok(b) if b.len() >= BIG_REPLY => {
@@ -758,6 +775,79 @@ impl Session {
         None
     }
 
+    /// Sends the refused tail of a batch (see [`stepdown`]) to the primary
+    /// that replaced the one that refused it; returns the batch's replies
+    /// as the client gets them. A tail that cannot go again, or finds no
+    /// new primary within `--primary-wait-ms`, is answered with
+    /// [`stepdown::STEPPED_DOWN`].
+    async fn redo_refused(&mut self, replies: Bytes, rt: Retry) -> Bytes {
+        let mut done: Vec<u8> = Vec::new();
+        let (mut replies, mut bytes, mut server) = (replies, rt.bytes, rt.server);
+        // A few rounds: the new primary may step down too.
+        for _ in 0..3 {
+            let (Some(at), Some(reqs)) = (
+                stepdown::reply_ranges(&replies),
+                stepdown::request_ranges(&bytes),
+            ) else {
+                break;
+            };
+            let Some(k) = stepdown::refused_tail(&replies, &at, &reqs) else {
+                break;
+            };
+            let old = self.r.ups.servers[server].clone();
+            let polls = old.polls();
+            self.r.ups.poke_all();
+            let Some(p) = self.primary_after(server, polls).await else {
+                break;
+            };
+            done.extend_from_slice(&replies[..at[k].start]);
+            let tail = bytes.slice(reqs[k].0.start..);
+            let n = (reqs.len() - k) as u32;
+            self.r.counters.write_retries.increment(u64::from(n));
+            tracing::debug!(from = %old.addr, to = %self.r.ups.servers[p].addr, n, "sending refused writes to the new primary");
+            let sent = async {
+                let c = self.r.pools.shared(p, rt.resp, rt.slot).await?;
+                let (tx, rx) = oneshot::channel();
+                c.send(Batch {
+                    db: rt.db,
+                    bytes: tail.clone(),
+                    count: n,
+                    reply: tx,
+                    held: None,
+                })
+                .await;
+                rx.await.map_err(|_| UpstreamError::Lost(c.addr()))?
+            }
+            .await;
+            match sent {
+                Ok(b) => (replies, bytes, server) = (b, tail, p),
+                Err(e) => {
+                    for _ in 0..n {
+                        done.extend_from_slice(&error_reply(&e));
+                    }
+                    return Bytes::from(done);
+                }
+            }
+        }
+        done.extend_from_slice(&stepdown::rewrite_refusals(&replies));
+        Bytes::from(done)
+    }
+
+    /// The primary that replaced server `old` (see
+    /// [`Upstreams::primary_after`]), waiting up to `--primary-wait-ms`.
+    async fn primary_after(&mut self, old: usize, polls: u64) -> Option<usize> {
+        let deadline = Instant::now() + self.r.primary_wait;
+        loop {
+            if let Some(p) = self.r.ups.primary_after(old, polls) {
+                return Some(p);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Where a read goes under the consistency mode.
     async fn read_dest(&mut self) -> Dest {
         let ups = self.r.ups.clone();
@@ -969,7 +1059,9 @@ impl Session {
         }
         self.inflight += count as usize;
         let (tx, rx) = oneshot::channel();
-        let retry = (reads && dest != Dest::Pinned).then(|| Retry {
+        let retry = (dest != Dest::Pinned).then(|| Retry {
+            read: reads,
+            server,
             bytes: bytes.clone(),
             db,
             count,

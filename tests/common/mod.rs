@@ -1079,3 +1079,22 @@ pub fn cmdstat_calls(c: &mut RespConn, cmd: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// `GET path` over HTTP/1.0 from `addr`; the whole response, headers
+/// included.
+pub fn http_get(addr: &str, path: &str) -> io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of an unlabelled or labelled sample line `name{...} value`
+/// in a Prometheus text page.
+pub fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_with_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
