@@ -140,7 +140,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt;
 use std::io;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Also generate lists, sets and hashes (RPUSH/SADD/HSET/...) on the same key
 /// pool, so WRONGTYPE paths are exercised. Off until anykv has those types.
@@ -187,27 +187,77 @@ fn differential_vs_redis() {
 /// redis-server gives (SELECT, connection commands and errors included).
 #[test]
 fn differential_through_the_router() {
+    through_the_router(false);
+}
+
+/// The same through the router in front of a primary and its replica:
+/// reads go to the replica once it has the client's writes
+/// (read-your-writes), so one connection still sees one Redis.
+#[test]
+fn differential_through_the_router_with_a_replica() {
+    through_the_router(true);
+}
+
+fn through_the_router(with_replica: bool) {
     let seed = seed_from_env();
     let ops = (ops_from_env() / 4).max(1_000);
     let mut reference = common::start_reference();
     let upstream = common::start_reference();
+    // The reference gets a replica too: WAIT counts replicas.
+    let replicas = with_replica.then(|| (replica_of(&upstream), replica_of(&reference)));
+    let replica = replicas.as_ref().map(|(r, _)| r);
     let bin = common::anykv_bin();
-    let up = format!("127.0.0.1:{}", upstream.port);
+    let mut ups = vec![format!("127.0.0.1:{}", upstream.port)];
+    ups.extend(replica.map(|r| format!("127.0.0.1:{}", r.port)));
     let mut router = common::spawn_server("anykv router", &|port| {
         let mut c = std::process::Command::new(&bin);
-        c.args(["router", "--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--upstream", &up]);
+        c.args(["router", "--port", &port.to_string(), "--bind", "127.0.0.1"]);
+        for u in &ups {
+            c.args(["--upstream", u]);
+        }
+        // Frequent polls: reads reach the replica soon after each write,
+        // so read-your-writes is what keeps the stream one Redis.
+        c.args(["--role-interval-ms", "2"]);
         c
     });
     eprintln!(
-        "differential through the router: seed={seed} ops={ops}; reference on port {}, router on {} (upstream {})",
-        reference.port, router.port, upstream.port
+        "differential through the router: seed={seed} ops={ops}; reference on port {}, router on {} (upstreams {ups:?})",
+        reference.port, router.port
     );
     let mut rc = reference.connect();
     let mut tc = router.connect();
     if let Err(m) = run_differential(&mut rc, &mut tc, seed, ops) {
         panic!("{m}\n\n{}\n{}", reference.describe(), router.describe());
     }
+    if let Some(r) = replica {
+        // The replica must have served reads, or this was the test above.
+        let mut c = r.connect();
+        let reads: u64 = [
+            "get", "type", "pttl", "ttl", "scan", "dbsize", "exists", "strlen",
+        ]
+        .iter()
+        .map(|cmd| common::cmdstat_calls(&mut c, cmd))
+        .sum();
+        eprintln!("reads served by the replica: {reads}");
+        assert!(reads > 100, "only {reads} reads went to the replica");
+    }
+}
+
+/// A redis-server replica of `primary`, linked.
+fn replica_of(primary: &common::ServerProcess) -> common::ServerProcess {
+    let r = common::start_redis(&[
+        "--replicaof".to_string(),
+        "127.0.0.1".to_string(),
+        primary.port.to_string(),
+    ]);
+    let mut c = r.connect();
+    common::poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+        "replica link up",
+        || (common::info_field(&mut c, "replication", "master_link_status") == "up").then_some(()),
+    );
+    r
 }
 
 /// The harness must be able to fail: tamper with one reply of the target and
@@ -1876,7 +1926,14 @@ impl Gen {
                 }
                 v
             }
-            12 => vec![b("WAIT"), b("0"), b("0")],
+            // With replicas, whether an acknowledgement arrived yet is
+            // timing: 0 or 1 on both.
+            12 => {
+                return Op {
+                    cmp: Cmp::Tolerance(1),
+                    ..Gen::op(vec![b("WAIT"), b("0"), b("0")])
+                }
+            }
             13 => vec![
                 b("DEBUG"),
                 self.pick_str(&["NOSUCH", "SET-ACTIVE-EXPIRE"]),

@@ -699,3 +699,64 @@ fn a_primary_that_steps_down_never_shows_clients_readonly() {
         "no write reached the old primary after it stepped down, so nothing was tested: {page}"
     );
 }
+
+/// `WAIT` counts the replicas that have the client's own writes, though
+/// they went over shared connections: not replicas that merely exist.
+#[test]
+fn wait_counts_replicas_that_have_the_clients_writes() {
+    let a = common::start_redis(&[]);
+    let b = start_replica(a.port);
+    wait_linked(&b);
+    // One worker: clients share its idle dedicated connections, and Redis
+    // counts against a connection's own last command.
+    let router = start_router(&[a.port, b.port], &["--threads", "1"]);
+    let mut c = router.connect();
+    assert_eq!(c.cmd(&["SET", "k", "1"]).unwrap(), ok());
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["WAIT", "1", "5000"]).unwrap(), Value::Int(1));
+    // The primary was asked to hurry its replica's acknowledgement
+    // (replicas acknowledge on their own only once a second).
+    assert!(
+        t.elapsed() < Duration::from_millis(800),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // Another client's WAIT leaves an idle connection whose last command
+    // the replica will have acknowledged (its own once-a-second ack).
+    let mut other = router.connect();
+    let w = other.cmd(&["WAIT", "0", "0"]).unwrap();
+    assert!(matches!(w, Value::Int(0 | 1)), "{w:?}");
+    assert_eq!(other.cmd(&["GET", "k"]).unwrap(), bulk("1"));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // A replica that cannot acknowledge: the next write is on the primary
+    // only.
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &b.pid().to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    assert_eq!(c.cmd(&["SET", "k", "2"]).unwrap(), ok());
+    let t = Instant::now();
+    let got = c.cmd(&["WAIT", "1", "300"]);
+    let took = t.elapsed();
+    signal("-CONT");
+    assert_eq!(
+        got.unwrap(),
+        Value::Int(0),
+        "WAIT counted a replica without the write"
+    );
+    assert!(
+        took >= Duration::from_millis(290),
+        "WAIT 1 300 returned after {took:?}"
+    );
+    assert_eq!(c.cmd(&["WAIT", "1", "5000"]).unwrap(), Value::Int(1));
+    // Redis's own errors for what the router does not answer.
+    match c.cmd(&["WAIT", "1", "-1"]).unwrap() {
+        Value::Error(e) => assert_eq!(e, b"ERR timeout is negative"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -117,6 +117,12 @@ pub fn kind(args: &[&[u8]]) -> Kind {
             first: cursor == b"0",
         };
     }
+    // Facts of one copy, not of the data: a replica's encodings follow
+    // the effects it applied (and its idle times its own reads), so they
+    // may differ from the primary's. The primary's are the database's.
+    if eq(name, "object") {
+        return Kind::Primary;
+    }
     match lookup(args) {
         Lookup::Found(r) => match r.spec.route {
             Route::Read => Kind::Read,
@@ -144,6 +150,7 @@ mod tests {
     #[test]
     fn session_kinds() {
         assert_eq!(kind(&[b"get", b"k"]), Kind::Read);
+        assert_eq!(kind(&[b"OBJECT", b"ENCODING", b"k"]), Kind::Primary);
         assert_eq!(kind(&[b"SET", b"k", b"v"]), Kind::Primary);
         assert_eq!(kind(&[b"multi"]), Kind::Multi);
         assert_eq!(kind(&[b"EXEC"]), Kind::EndTx);

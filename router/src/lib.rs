@@ -12,6 +12,7 @@
 //! * [`local`]: connection commands the router answers itself.
 //! * [`clients`]: the router's clients (CLIENT LIST/KILL).
 //! * [`stepdown`]: writes refused by a primary that stepped down.
+//! * [`wait`]: `WAIT`, counted against the client's own writes.
 //! * [`standalone`]: `anykv router --upstream ...`; [`tls`]: its TLS port.
 //!
 //! docs/ROUTER.md says what a client gets; docs/ROUTING.md is the envelope
@@ -26,5 +27,6 @@ pub mod standalone;
 pub mod stepdown;
 pub mod tls;
 pub mod upstream;
+pub mod wait;
 
 pub use anykv_server::resp::frame;

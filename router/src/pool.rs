@@ -333,13 +333,15 @@ impl Upstreams {
 }
 
 /// What `ROLE` answered.
-struct RoleReply {
-    role: Role,
-    offset: u64,
-    link_up: bool,
+pub struct RoleReply {
+    pub role: Role,
+    pub offset: u64,
+    pub link_up: bool,
+    /// A primary's replicas' acknowledged offsets.
+    pub acks: Vec<u64>,
 }
 
-fn parse_role(v: &redis::Value) -> Option<RoleReply> {
+pub fn parse_role(v: &redis::Value) -> Option<RoleReply> {
     use redis::Value;
     let Value::Array(items) = v else { return None };
     let text = |v: &Value| match v {
@@ -356,16 +358,29 @@ fn parse_role(v: &redis::Value) -> Option<RoleReply> {
             role: Role::Primary,
             offset: int(items.get(1)?)?.max(0) as u64,
             link_up: true,
+            // Each replica is `[ip, port, offset]`, the offset as text.
+            acks: match items.get(2) {
+                Some(Value::Array(reps)) => reps
+                    .iter()
+                    .filter_map(|r| match r {
+                        Value::Array(f) => text(f.get(2)?)?.parse().ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
         }),
         "slave" => Some(RoleReply {
             role: Role::Replica,
             offset: int(items.get(4)?)?.max(0) as u64,
             link_up: text(items.get(3)?)? == "connected",
+            acks: Vec::new(),
         }),
         _ => Some(RoleReply {
             role: Role::Unknown,
             offset: 0,
             link_up: false,
+            acks: Vec::new(),
         }),
     }
 }
@@ -462,10 +477,15 @@ mod tests {
         let m = Value::Array(vec![
             Value::BulkString(b"master".to_vec()),
             Value::Int(42),
-            Value::Array(vec![]),
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::BulkString(b"6380".to_vec()),
+                Value::BulkString(b"40".to_vec()),
+            ])]),
         ]);
         let r = parse_role(&m).unwrap();
         assert_eq!((r.role, r.offset, r.link_up), (Role::Primary, 42, true));
+        assert_eq!(r.acks, [40]);
         let s = Value::Array(vec![
             Value::BulkString(b"slave".to_vec()),
             Value::BulkString(b"127.0.0.1".to_vec()),

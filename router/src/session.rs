@@ -41,8 +41,8 @@ use crate::classify::{self, Kind};
 use crate::clients::{ClientHandle, Registry};
 use crate::local::{self, ConnState, Effect, ReplyMode, Settings};
 use crate::pool::{Pools, Upstreams};
-use crate::stepdown;
 use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, UpstreamError};
+use crate::{stepdown, wait};
 
 /// Which replies a read may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -697,6 +697,20 @@ impl Session {
                     }
                 }
             }
+            Kind::Blocking if wait::args(&args).is_some() => {
+                let (want, timeout) = wait::args(&args)?;
+                // After every earlier reply: the client's writes are in.
+                self.flush_run().await;
+                self.drain().await;
+                let Some(p) = self.primary().await else {
+                    self.no_primary().await;
+                    return None;
+                };
+                let reply = wait::answer(&self.r, p, want, timeout).await;
+                if !skip {
+                    self.local_reply(reply).await;
+                }
+            }
             Kind::Multi | Kind::Watch | Kind::Blocking => {
                 if !self.pin().await {
                     if kind == Kind::Multi {
@@ -1193,7 +1207,7 @@ fn arg_ranges(enc: &[u8]) -> SmallVec<[Range<usize>; 4]> {
 }
 
 /// A client-facing error for an upstream failure.
-fn error_reply(e: &UpstreamError) -> Vec<u8> {
+pub(crate) fn error_reply(e: &UpstreamError) -> Vec<u8> {
     format!("-ERR router: {e}\r\n").into_bytes()
 }
 
