@@ -760,3 +760,113 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The `redis` crate, as an application would use it, through the router
+/// in front of a primary and its replica: typed commands, pipelines,
+/// atomic pipelines, `redis::transaction` (WATCH), SCAN iteration, RESP3
+/// and pub/sub.
+#[test]
+fn the_redis_crate_works_through_the_router() {
+    use redis::{Commands, PubSubCommands};
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let url = format!("redis://127.0.0.1:{}/", router.port);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+
+    let () = con.set("greeting", "hello").unwrap();
+    let got: String = con.get("greeting").unwrap();
+    assert_eq!(got, "hello");
+    let n: i64 = con.incr("counter", 5).unwrap();
+    assert_eq!(n, 5);
+
+    // A pipeline of mixed writes and reads keeps its order.
+    let (a, b, len): (i64, i64, usize) = redis::pipe()
+        .rpush("l", 1)
+        .rpush("l", 2)
+        .llen("l")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((a, b, len), (1, 2, 2));
+
+    // MULTI/EXEC.
+    let (x, y): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("counter", 1)
+        .incr("counter", 1)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((x, y), (6, 7));
+
+    // WATCH, retried by the crate when another client interferes.
+    let mut other = client.get_connection().unwrap();
+    let mut tries = 0;
+    let (v,): (i64,) = redis::transaction(&mut con, &["counter"], |c, pipe| {
+        tries += 1;
+        let cur: i64 = c.get("counter")?;
+        if tries == 1 {
+            let () = other.set("counter", 100)?;
+        }
+        pipe.set("counter", cur + 1)
+            .ignore()
+            .get("counter")
+            .query(c)
+    })
+    .unwrap();
+    assert_eq!(
+        (v, tries),
+        (101, 2),
+        "WATCH did not see the other client's write"
+    );
+
+    // SCAN iteration (cursors stay on the upstream that issued them).
+    for i in 0..300 {
+        let () = con.set(format!("scan:{i}"), i).unwrap();
+    }
+    let keys: std::collections::HashSet<String> = con.scan_match("scan:*").unwrap().collect();
+    assert_eq!(keys.len(), 300);
+
+    // RESP3: the router speaks it to the client and upstream.
+    let client3 = redis::Client::open(format!("{url}?protocol=resp3").as_str()).unwrap();
+    let mut con3 = client3.get_connection().unwrap();
+    let h: std::collections::HashMap<String, String> = {
+        let () = con3.hset("h", "f", "v").unwrap();
+        con3.hgetall("h").unwrap()
+    };
+    assert_eq!(h.get("f").map(String::as_str), Some("v"));
+    let v: redis::Value = redis::cmd("HGETALL").arg("h").query(&mut con3).unwrap();
+    assert!(
+        matches!(v, redis::Value::Map(_)),
+        "RESP3 map expected: {v:?}"
+    );
+
+    // Pub/sub: a subscriber through the router gets what is published
+    // through it.
+    let port = router.port;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sub = std::thread::spawn(move || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut s = client.get_connection().unwrap();
+        s.subscribe(&["news"], |msg| {
+            if msg.get_channel_name() == "news" {
+                let _ = tx.send(msg.get_payload::<String>().unwrap_or_default());
+                return redis::ControlFlow::Break(());
+            }
+            redis::ControlFlow::Continue
+        })
+        .unwrap();
+    });
+    let got = common::poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        "the subscriber to get the message",
+        || {
+            let _: i64 = con.publish("news", "extra").ok()?;
+            rx.try_recv().ok()
+        },
+    );
+    assert_eq!(got, "extra");
+    sub.join().unwrap();
+}
