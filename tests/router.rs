@@ -870,3 +870,111 @@ fn the_redis_crate_works_through_the_router() {
     assert_eq!(got, "extra");
     sub.join().unwrap();
 }
+
+/// CLIENT ID/LIST/KILL/INFO through the router are about the router's own
+/// clients: their addresses, names, databases and last commands; a killed
+/// client is disconnected, whether it is idle, blocked or subscribed.
+#[test]
+fn client_list_and_kill_describe_the_routers_own_clients() {
+    let primary = common::start_redis(&[]);
+    let router = start_router(&[primary.port], &[]);
+    let line_of = |c: &mut RespConn, id: i64| -> String {
+        match c.cmd(&["CLIENT", "LIST", "ID", &id.to_string()]).unwrap() {
+            Value::Bulk(b) => String::from_utf8(b).unwrap(),
+            other => panic!("CLIENT LIST ID: {other:?}"),
+        }
+    };
+    let field = |line: &str, name: &str| -> String {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line}"))
+            .to_string()
+    };
+    let mut a = router.connect();
+    assert_eq!(a.cmd(&["CLIENT", "SETNAME", "alpha"]).unwrap(), ok());
+    assert_eq!(a.cmd(&["SELECT", "2"]).unwrap(), ok());
+    assert_eq!(a.cmd(&["GET", "x"]).unwrap(), Value::Nil);
+    let ida = a.cmd(&["CLIENT", "ID"]).unwrap().as_int().unwrap();
+    let mut b = router.connect();
+    let idb = b.cmd(&["CLIENT", "ID"]).unwrap().as_int().unwrap();
+    assert_ne!(ida, idb);
+
+    let la = line_of(&mut b, ida);
+    assert_eq!(field(&la, "id"), ida.to_string());
+    assert_eq!(field(&la, "addr"), a.local_addr(), "{la}");
+    assert_eq!(field(&la, "laddr"), format!("127.0.0.1:{}", router.port));
+    assert_eq!(field(&la, "name"), "alpha");
+    assert_eq!(field(&la, "db"), "2");
+    assert_eq!(field(&la, "cmd"), "client|id", "{la}");
+    assert_eq!(field(&la, "flags"), "N");
+    match b.cmd(&["CLIENT", "LIST"]).unwrap() {
+        Value::Bulk(t) => assert_eq!(String::from_utf8(t).unwrap().lines().count(), 2),
+        other => panic!("{other:?}"),
+    }
+    match b.cmd(&["CLIENT", "INFO"]).unwrap() {
+        Value::Bulk(t) => {
+            let t = String::from_utf8(t).unwrap();
+            assert_eq!(field(&t, "id"), idb.to_string());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Redis's errors and counts.
+    let err = |v: Value| match v {
+        Value::Error(e) => String::from_utf8(e).unwrap(),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(
+        err(b.cmd(&["CLIENT", "KILL", "ID", "0"]).unwrap()),
+        "ERR client-id should be greater than 0"
+    );
+    assert_eq!(
+        err(b.cmd(&["CLIENT", "KILL", "10.0.0.1:1"]).unwrap()),
+        "ERR No such client"
+    );
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", "ID", "99999"]).unwrap(),
+        Value::Int(0)
+    );
+
+    // Idle, blocked and subscribed clients are all disconnected.
+    let mut blocked = router.connect();
+    let idx = blocked.cmd(&["CLIENT", "ID"]).unwrap().as_int().unwrap();
+    blocked.send_all(&[vec!["BLPOP", "nothing", "0"]]).unwrap();
+    let mut sub = router.connect();
+    let ids = sub.cmd(&["CLIENT", "ID"]).unwrap().as_int().unwrap();
+    assert!(matches!(
+        sub.cmd(&["SUBSCRIBE", "c"]).unwrap(),
+        Value::Array(_)
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(line_of(&mut b, ids).contains("flags=P"));
+    for (id, c) in [(ida, &mut a), (idx, &mut blocked), (ids, &mut sub)] {
+        assert_eq!(
+            b.cmd(&["CLIENT", "KILL", "ID", &id.to_string()]).unwrap(),
+            Value::Int(1),
+            "kill {id}"
+        );
+        let t = Instant::now();
+        assert!(c.read_reply().is_err(), "client {id} still connected");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "client {id} kept for {:?}",
+            t.elapsed()
+        );
+        assert_eq!(line_of(&mut b, id), "", "client {id} still listed");
+    }
+    // ADDR and SKIPME: a client may kill itself by address.
+    let me = b.local_addr();
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", "ADDR", &me, "SKIPME", "yes"])
+            .unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", "ADDR", &me, "SKIPME", "no"])
+            .unwrap(),
+        Value::Int(1)
+    );
+    assert!(b.read_reply().is_err(), "killed itself but still connected");
+}

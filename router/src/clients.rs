@@ -37,10 +37,12 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    /// Asks the client's session to close.
+    /// Asks the client's session to close. Every waiter wakes: a spliced
+    /// session waits on a future of its own while the main loop's is
+    /// still registered.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.kill.notify_waiters();
     }
 
     pub fn is_killed(&self) -> bool {
@@ -49,10 +51,15 @@ impl ClientHandle {
 
     /// Resolves once [`kill`](Self::kill) was called.
     pub async fn killed(&self) {
+        // Registered before the flag is read, so a kill in between is
+        // not missed.
+        let notified = self.kill.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
         if self.is_killed() {
             return;
         }
-        self.kill.notified().await;
+        notified.await;
     }
 
     /// Redis's CLIENT LIST line for this client.
@@ -139,5 +146,60 @@ impl Registry {
 
     pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
         self.map.lock().get(&id).cloned()
+    }
+}
+
+/// Commands whose CLIENT LIST `cmd=` names the subcommand too
+/// (`client|list`), as Redis 7.0 shows its container commands.
+const CONTAINERS: &[&str] = &[
+    "acl", "client", "cluster", "command", "config", "function", "latency", "memory", "module",
+    "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",
+];
+
+fn is_container(name: &[u8]) -> bool {
+    CONTAINERS
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
+}
+
+/// The `cmd=` of CLIENT LIST for a request (never empty `args`).
+pub fn cmd_name(args: &[&[u8]]) -> String {
+    let mut name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+    if let (true, Some(sub)) = (is_container(args[0]), args.get(1)) {
+        name.push('|');
+        name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+    }
+    name
+}
+
+/// Is `cur` already the `cmd=` of `args` (the common case, checked
+/// without allocating)?
+pub fn same_cmd(cur: &str, args: &[&[u8]]) -> bool {
+    let cur = cur.as_bytes();
+    match cur.iter().position(|&b| b == b'|') {
+        None => cur.eq_ignore_ascii_case(args[0]) && !is_container(args[0]),
+        Some(i) => {
+            cur[..i].eq_ignore_ascii_case(args[0])
+                && args
+                    .get(1)
+                    .is_some_and(|s| cur[i + 1..].eq_ignore_ascii_case(s))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_commands_name_their_subcommand() {
+        assert_eq!(cmd_name(&[b"GET", b"k"]), "get");
+        assert_eq!(cmd_name(&[b"CLIENT", b"List"]), "client|list");
+        assert_eq!(cmd_name(&[b"client"]), "client");
+        assert!(same_cmd("get", &[b"GET", b"x"]));
+        assert!(same_cmd("client|list", &[b"client", b"LIST"]));
+        assert!(!same_cmd("client|list", &[b"client", b"id"]));
+        assert!(!same_cmd("client", &[b"client", b"id"]));
+        assert!(!same_cmd("get", &[b"set", b"x"]));
     }
 }

@@ -545,8 +545,8 @@ impl Session {
         }
         {
             let mut v = self.me.var.lock();
-            if !v.cmd.as_bytes().eq_ignore_ascii_case(args[0]) {
-                v.cmd = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            if !crate::clients::same_cmd(&v.cmd, &args) {
+                v.cmd = crate::clients::cmd_name(&args);
             }
             v.last = Instant::now();
         }

@@ -150,6 +150,14 @@ impl RespConn {
         })
     }
 
+    /// This end's address (what the server's CLIENT LIST calls `addr`).
+    pub fn local_addr(&self) -> String {
+        self.writer
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+
     /// Convenience: `conn.cmd(&["SET", "k", "v"])`.
     pub fn cmd(&mut self, args: &[&str]) -> io::Result<Value> {
         let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
