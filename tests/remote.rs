@@ -355,6 +355,9 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
     drop(a);
 
     faults_under_load(&mut w, &node, ["n1", "n2", "n3"].map(String::from));
+    let cdg = w.node("n4").expect("cdg's node").clone();
+    assert_eq!(cdg.region, "cdg");
+    ryw_under_faults(&mut w, &cdg, ["n1", "n2", "n3"].map(String::from));
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
 
@@ -467,6 +470,104 @@ fn client(id: u32, addr: std::net::SocketAddr, t0: Instant, stop: Arc<AtomicBool
     seen
 }
 
+/// An in-sync standby for the database: its placement then.
+fn settled(w: &World) -> serde_json::Value {
+    common::poll_every(
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        "an in-sync standby",
+        || {
+            let p = common::placed_tenant(w, TENANT);
+            (p["standby"].is_string() && p["in_sync"] == p["standby"]).then_some(p)
+        },
+    )
+}
+
+/// Kills the database's standby, then its primary, with SIGKILL (never
+/// `keep`), each started again and the record given an in-sync standby
+/// (a new primary, for the primary) before the next; the kill times on
+/// `t0`'s clock.
+fn kill_standby_then_primary(
+    w: &mut World,
+    t0: Instant,
+    iad: &[String; 3],
+    keep: &str,
+) -> Vec<u64> {
+    let mut kills = Vec::new();
+    for role in ["standby", "primary"] {
+        let p = settled(w);
+        let victim = p[role].as_str().expect("machine").to_string();
+        assert!(iad.contains(&victim) && victim != keep, "{victim}");
+        kills.push(ns(t0));
+        w.signal(&victim, "-9").expect("kill -9");
+        std::thread::sleep(Duration::from_secs(3));
+        w.launch(&victim).expect("restart");
+        common::poll_every(
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            "an in-sync standby again",
+            || {
+                let p = common::placed_tenant(w, TENANT);
+                (p["standby"].is_string()
+                    && p["in_sync"] == p["standby"]
+                    && (role != "primary" || p["primary"] != victim.as_str()))
+                .then_some(())
+            },
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    kills
+}
+
+/// No two INCRs answered the same, and none acknowledged was lost
+/// (`ctr`: the counter read after the run).
+fn check_incrs(seen: &[Seen], ctr: i64) -> usize {
+    let mut incrs: Vec<i64> = seen.iter().flat_map(|s| s.incrs.iter().copied()).collect();
+    let acked = incrs.len();
+    incrs.sort_unstable();
+    incrs.dedup();
+    assert_eq!(incrs.len(), acked, "two INCRs answered the same value");
+    assert!(
+        ctr >= incrs.last().copied().unwrap_or(0) && ctr >= acked as i64,
+        "an acknowledged INCR was lost: counter {ctr}, {acked} acknowledged"
+    );
+    acked
+}
+
+/// Every error a client saw is one the docs name, sent within a second
+/// before a kill to 10 s after it.
+fn check_errors(seen: &[Seen], kills: &[u64]) -> Vec<String> {
+    let window = Duration::from_secs(10).as_nanos() as u64;
+    // `at` is when the failed request was sent: it may have been on its
+    // way (up to a second) when the kill came.
+    let before = Duration::from_secs(1).as_nanos() as u64;
+    for (at, e) in seen.iter().flat_map(|s| s.errors.iter()) {
+        let near = kills
+            .iter()
+            .any(|k| *at + before >= *k && *at <= *k + window);
+        let documented = e.contains("may or may not have run")
+            || e.contains("TRYAGAIN")
+            || e.contains("did not answer in time");
+        assert!(
+            near && documented,
+            "an error {} s into the run (kills at {:?} s): {e}",
+            *at as f64 / 1e9,
+            kills.iter().map(|k| *k as f64 / 1e9).collect::<Vec<_>>()
+        );
+    }
+    seen.iter()
+        .flat_map(|s| s.errors.iter())
+        .map(|(at, e)| format!("{:.2} s: {e}", *at as f64 / 1e9))
+        .collect()
+}
+
+fn read_ctr(c: &mut RespConn) -> i64 {
+    match c.cmd(&["GET", "ctr"]) {
+        Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).parse::<i64>().expect("ctr"),
+        other => panic!("GET ctr: {other:?}"),
+    }
+}
+
 /// The database's copies killed under load, its clients all on the node
 /// without a copy: first the standby (a copy reads may go to), then the
 /// primary (a failover). Each is started again and the record waits for
@@ -479,16 +580,7 @@ fn faults_under_load(w: &mut World, node: &anykv_bench::world::NodeInfo, iad: [S
         w,
         &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "strong", 3),
     );
-    let settled = |w: &World| {
-        let p = common::placed_tenant(w, TENANT);
-        (p["standby"].is_string() && p["in_sync"] == p["standby"]).then_some(p)
-    };
-    let placed = common::poll_every(
-        Duration::from_millis(100),
-        Duration::from_secs(60),
-        "an in-sync standby",
-        || settled(w),
-    );
+    settled(w);
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (1..=3)
@@ -498,27 +590,7 @@ fn faults_under_load(w: &mut World, node: &anykv_bench::world::NodeInfo, iad: [S
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
-    let mut kills = Vec::new();
-    for role in ["standby", "primary"] {
-        let p = if role == "standby" {
-            placed.clone()
-        } else {
-            common::placed_tenant(w, TENANT)
-        };
-        let victim = p[role].as_str().expect("machine").to_string();
-        assert!(iad.contains(&victim) && victim != node.name, "{victim}");
-        kills.push(ns(t0));
-        w.signal(&victim, "-9").expect("kill -9");
-        std::thread::sleep(Duration::from_secs(3));
-        w.launch(&victim).expect("restart");
-        common::poll_every(
-            Duration::from_millis(100),
-            Duration::from_secs(60),
-            "an in-sync standby again",
-            || settled(w).filter(|p| role != "primary" || p["primary"] != victim.as_str()),
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let kills = kill_standby_then_primary(w, t0, &iad, &node.name);
     stop.store(true, Ordering::Release);
     let seen: Vec<Seen> = clients
         .into_iter()
@@ -550,40 +622,192 @@ fn faults_under_load(w: &mut World, node: &anykv_bench::world::NodeInfo, iad: [S
     if let Err(v) = history::linearizable(&ops) {
         panic!("not linearizable through the node without a copy: {v:?}");
     }
-    let mut incrs: Vec<i64> = seen.iter().flat_map(|s| s.incrs.iter().copied()).collect();
-    let acked = incrs.len();
-    incrs.sort_unstable();
-    incrs.dedup();
-    assert_eq!(incrs.len(), acked, "two INCRs answered the same value");
-    let ctr = match c.cmd(&["GET", "ctr"]) {
-        Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).parse::<i64>().expect("ctr"),
-        other => panic!("GET ctr: {other:?}"),
-    };
-    assert!(
-        ctr >= incrs.last().copied().unwrap_or(0) && ctr >= acked as i64,
-        "an acknowledged INCR was lost: counter {ctr}, {acked} acknowledged"
-    );
-    // Errors: only the documented ones, and only near a kill.
-    let window = Duration::from_secs(10).as_nanos() as u64;
-    for (at, e) in seen.iter().flat_map(|s| s.errors.iter()) {
-        let near = kills.iter().any(|k| *at >= *k && *at - *k <= window);
-        let documented = e.contains("may or may not have run")
-            || e.contains("TRYAGAIN")
-            || e.contains("did not answer in time");
-        assert!(
-            near && documented,
-            "an error {} s into the run (kills at {:?} s): {e}",
-            *at as f64 / 1e9,
-            kills.iter().map(|k| *k as f64 / 1e9).collect::<Vec<_>>()
-        );
-    }
-    let errors: Vec<String> = seen
-        .iter()
-        .flat_map(|s| s.errors.iter())
-        .map(|(at, e)| format!("{:.2} s: {e}", *at as f64 / 1e9))
-        .collect();
+    let acked = check_incrs(&seen, read_ctr(&mut c));
+    let errors = check_errors(&seen, &kills);
     eprintln!(
         "faults through the node without a copy: {done} operations, {acked} INCRs, kills at {:?} s, errors: {errors:#?}",
         kills.iter().map(|k| *k as f64 / 1e9).collect::<Vec<_>>(),
     );
+}
+
+/// The same kills with the database `ryw` (the default), its clients on
+/// the node without a copy and on cdg's node, which holds a replica:
+/// reads come from replicas, which fall behind and re-sync with the new
+/// primary across the failover. Each client writes keys of its own with
+/// increasing values and reads its own and the others'; the history keeps
+/// the session guarantees (read-your-writes, monotonic reads, no invented
+/// value), no acknowledged write or INCR is lost or doubled, and every
+/// error is a documented one near a kill.
+fn ryw_under_faults(w: &mut World, cdg: &anykv_bench::world::NodeInfo, iad: [String; 3]) {
+    common::put_tenant(
+        w,
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "ryw", 4),
+    );
+    // The failovers before moved the copies: the node without one now.
+    let placed = settled(w);
+    let other = iad
+        .iter()
+        .find(|n| placed["primary"] != n.as_str() && placed["standby"] != n.as_str())
+        .expect("an iad node without a copy");
+    let node = w.node(other).expect("node").clone();
+    let nodes = [&node, cdg];
+    let mut on_cdg = common::login_ready(nodes[1].resp, "shop", TOKEN, |_| true).expect("login");
+    let local0 = routing(&mut on_cdg, "routed_local_reads");
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    const CLIENTS: u32 = 4;
+    let clients: Vec<_> = (1..=CLIENTS)
+        .map(|id| {
+            let (addr, stop) = (nodes[(id % 2) as usize].resp, stop.clone());
+            std::thread::spawn(move || ryw_client(id, CLIENTS, addr, t0, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let kills = kill_standby_then_primary(w, t0, &iad, &nodes[0].name);
+    stop.store(true, Ordering::Release);
+    let seen: Vec<Seen> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client"))
+        .collect();
+    let done: u64 = seen.iter().map(|s| s.done).sum();
+    assert!(done > 300, "the clients did little: {done} operations");
+    let ops: Vec<Op> = seen.iter().flat_map(|s| s.ops.iter().cloned()).collect();
+    if let Err(v) = history::session_guarantees(&ops) {
+        panic!("a ryw session guarantee broke: {v:?}");
+    }
+    // cdg's clients read its replica (the guarantees above were kept
+    // with reads that could lag, not by sending every read to the
+    // primary).
+    let replica_reads = routing(&mut on_cdg, "routed_local_reads") - local0;
+    assert!(
+        replica_reads > 50,
+        "only {replica_reads} reads on cdg's replica"
+    );
+    // Every acknowledged write reaches every copy: each node's reads end
+    // at or past the last acknowledged value of every key.
+    for n in nodes {
+        let mut c = common::login_ready(n.resp, "shop", TOKEN, |_| true).expect("login");
+        for op in &ops {
+            let (Kind::Write(v), Some(_)) = (&op.kind, op.complete) else {
+                continue;
+            };
+            common::poll_every(
+                Duration::from_millis(50),
+                Duration::from_secs(15),
+                "an acknowledged write on every node",
+                || match c.cmd(&["GET", &op.key]) {
+                    Ok(Value::Bulk(b)) => {
+                        (String::from_utf8_lossy(&b).parse::<u64>().ok()? >= *v).then_some(())
+                    }
+                    _ => None,
+                },
+            );
+        }
+        if n.region == "cdg" {
+            let ctr = read_ctr(&mut c);
+            check_incrs(&seen, ctr);
+        }
+    }
+    let errors = check_errors(&seen, &kills);
+    eprintln!(
+        "ryw faults: {done} operations ({replica_reads} read on cdg's replica), kills at {:?} s, errors: {errors:#?}",
+        kills.iter().map(|k| *k as f64 / 1e9).collect::<Vec<_>>(),
+    );
+}
+
+/// One `ryw` client: SETs of its own two keys with increasing values,
+/// GETs of its own and the other clients' keys, INCRs, on `t0`'s clock.
+fn ryw_client(
+    id: u32,
+    clients: u32,
+    addr: std::net::SocketAddr,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut conn: Option<RespConn> = None;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        if conn.is_none() {
+            conn = common::login_ready(addr, "shop", TOKEN, |_| true);
+            if conn.is_none() {
+                seen.errors.push((ns(t0), "login failed".into()));
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        n += 1;
+        let own = format!("w{id}:{}", n % 2);
+        let invoke = ns(t0);
+        let (key, r) = match n % 4 {
+            0 => {
+                let r = c.cmd(&["SET", &own, &n.to_string()]);
+                let complete = match &r {
+                    Ok(Value::Simple(_)) => Some(ns(t0)),
+                    Ok(Value::Error(e)) if e.starts_with(b"TRYAGAIN") => {
+                        seen.errors
+                            .push((invoke, String::from_utf8_lossy(e).into()));
+                        continue;
+                    }
+                    other => {
+                        seen.errors.push((invoke, format!("{other:?}")));
+                        if gone(other) {
+                            conn = None;
+                        }
+                        None
+                    }
+                };
+                seen.ops.push(Op {
+                    client: id,
+                    key: own,
+                    kind: Kind::Write(n),
+                    invoke,
+                    complete,
+                });
+                seen.done += 1;
+                continue;
+            }
+            1 => (own, None),
+            2 => (
+                format!("w{}:{}", 1 + (n / 4) as u32 % clients, (n / 8) % 2),
+                None,
+            ),
+            _ => (String::new(), Some(c.cmd(&["INCR", "ctr"]))),
+        };
+        match r {
+            Some(Ok(Value::Int(v))) => seen.incrs.push(v),
+            Some(other) => {
+                seen.errors.push((invoke, format!("{other:?}")));
+                if gone(&other) {
+                    conn = None;
+                }
+            }
+            None => {
+                let got = match c.cmd(&["GET", &key]) {
+                    Ok(Value::Bulk(b)) => Some(String::from_utf8_lossy(&b).parse().ok()),
+                    Ok(Value::Nil) => Some(None),
+                    other => {
+                        seen.errors.push((invoke, format!("{other:?}")));
+                        if gone(&other) {
+                            conn = None;
+                        }
+                        None
+                    }
+                };
+                if let Some(v) = got {
+                    seen.ops.push(Op {
+                        client: id,
+                        key,
+                        kind: Kind::Read(v),
+                        invoke,
+                        complete: Some(ns(t0)),
+                    });
+                }
+            }
+        }
+        seen.done += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seen
 }

@@ -634,24 +634,30 @@ fn a_primary_that_steps_down_never_shows_clients_readonly() {
             std::thread::spawn(move || {
                 let key = format!("log{t}");
                 let mut n = 0i64;
+                // Pipelines of 60 requests: two batches on the way to
+                // the primary at once, the second starting with a read
+                // (batches are 32 requests), which may reach the old
+                // primary after a write in the first was refused.
+                let mut incrs = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let v = n.to_string();
-                    let got = c
-                        .pipeline(&[
-                            vec!["RPUSH", &key, &v],
-                            vec!["LLEN", &key],
-                            vec!["INCR", "total"],
-                        ])
-                        .unwrap();
-                    assert_eq!(got[0], Value::Int(n + 1), "client {t}: RPUSH {n}: {got:?}");
-                    assert_eq!(
-                        got[1],
-                        Value::Int(n + 1),
-                        "client {t}: LLEN after {n}: {got:?}"
-                    );
-                    assert!(matches!(got[2], Value::Int(_)), "client {t}: {got:?}");
-                    n += 1;
+                    let vals: Vec<String> = (n..n + 20).map(|i| i.to_string()).collect();
+                    let mut p = Vec::new();
+                    for v in &vals {
+                        p.push(vec!["RPUSH", key.as_str(), v.as_str()]);
+                        p.push(vec!["INCR", "total"]);
+                        p.push(vec!["LLEN", key.as_str()]);
+                    }
+                    let got = c.pipeline(&p).unwrap();
+                    for (i, r) in got.chunks(3).enumerate() {
+                        let want = Value::Int(n + i as i64 + 1);
+                        assert_eq!(r[0], want, "client {t}: RPUSH {}: {r:?}", n + i as i64);
+                        assert!(matches!(r[1], Value::Int(_)), "client {t}: {r:?}");
+                        assert_eq!(r[2], want, "client {t}: LLEN after {}: {r:?}", n + i as i64);
+                    }
+                    n += 20;
+                    incrs += 20;
                 }
+                assert_eq!(incrs, n);
                 n
             })
         })
@@ -754,6 +760,43 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
         "WAIT 1 300 returned after {took:?}"
     );
     assert_eq!(c.cmd(&["WAIT", "1", "5000"]).unwrap(), Value::Int(1));
+    // A client that leaves while its WAIT can never be satisfied takes
+    // the WAIT's connection to the primary with it (the router's own
+    // WAITs end with ROLE: a connection showing `cmd=wait` is in one).
+    let mut pc = a.connect();
+    let waiting = |pc: &mut RespConn| match pc.cmd(&["CLIENT", "LIST"]).unwrap() {
+        Value::Bulk(t) => String::from_utf8_lossy(&t)
+            .lines()
+            .filter(|l| l.contains("cmd=wait"))
+            .count(),
+        other => panic!("{other:?}"),
+    };
+    let mut leaver = router.connect();
+    leaver.send_all(&[vec!["WAIT", "5", "0"]]).unwrap();
+    common::poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        "the WAIT on the primary",
+        || (waiting(&mut pc) > 0).then_some(()),
+    );
+    drop(leaver);
+    common::poll_every(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        "the WAIT's connection to go",
+        // A WAIT in progress shows `cmd=wait` nearly all the time (it
+        // blocks up to 100 ms between instant ROLEs): gone is ten
+        // samples in a row without one.
+        || {
+            (0..10)
+                .all(|_| {
+                    std::thread::sleep(Duration::from_millis(50));
+                    waiting(&mut pc) == 0
+                })
+                .then_some(())
+        },
+    );
+    assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("2"));
     // Redis's own errors for what the router does not answer.
     match c.cmd(&["WAIT", "1", "-1"]).unwrap() {
         Value::Error(e) => assert_eq!(e, b"ERR timeout is negative"),

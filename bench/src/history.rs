@@ -259,6 +259,110 @@ pub fn acknowledged_present(
     lost
 }
 
+/// A session guarantee a history breaks (see [`session_guarantees`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionViolation {
+    /// `read-your-writes`, `monotonic-reads`, `invented-value` or
+    /// `not-single-writer` (the history does not fit the check).
+    pub rule: &'static str,
+    pub op: Op,
+    pub detail: String,
+}
+
+/// What a client of a `ryw` database is promised (docs/ROUTING.md), for
+/// histories where each key has one writer that writes increasing values
+/// (so a value's size is its place in the key's order):
+///
+/// - read-your-writes: a read returns at least the last value its client
+///   wrote to that key and had acknowledged before invoking the read;
+/// - monotonic reads: a client's reads of a key never go back to an older
+///   value (nor to "no key" after a value: keys are never deleted);
+/// - no invented values: a read returns a value that some write of that
+///   key had been invoked with before the read completed.
+///
+/// Weaker than [`linearizable`] on purpose: a `ryw` client may read
+/// another client's key a little behind its writer.
+pub fn session_guarantees(ops: &[Op]) -> Result<(), SessionViolation> {
+    let fail = |rule, op: &Op, detail: String| {
+        Err(SessionViolation {
+            rule,
+            op: op.clone(),
+            detail,
+        })
+    };
+    // Each key's writer and its writes (value, invoked), in value order.
+    type Writes = (u32, Vec<(u64, u64)>);
+    let mut writes: HashMap<&str, Writes> = HashMap::new();
+    for op in ops {
+        if let Kind::Write(v) = op.kind {
+            let e = writes.entry(&op.key).or_insert((op.client, Vec::new()));
+            if e.0 != op.client {
+                return fail(
+                    "not-single-writer",
+                    op,
+                    format!("written by clients {} and {}", e.0, op.client),
+                );
+            }
+            e.1.push((v, op.invoke));
+        }
+    }
+    for (_, w) in writes.values_mut() {
+        w.sort_unstable();
+    }
+    let mut by_client: BTreeMap<u32, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        by_client.entry(op.client).or_default().push(op);
+    }
+    for (_, mut mine) in by_client {
+        mine.sort_by_key(|o| o.invoke);
+        // Per key: last acknowledged own write (and when it was
+        // acknowledged), last value read.
+        let mut acked: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut seen: HashMap<&str, Option<u64>> = HashMap::new();
+        for op in mine {
+            match op.kind {
+                Kind::Write(v) => {
+                    if let Some(done) = op.complete {
+                        acked.insert(&op.key, (v, done));
+                    }
+                }
+                Kind::Read(got) => {
+                    if let Some(v) = got {
+                        let written = writes.get(op.key.as_str()).is_some_and(|(_, w)| {
+                            w.binary_search_by_key(&v, |&(x, _)| x)
+                                .is_ok_and(|i| w[i].1 <= op.complete.unwrap_or(u64::MAX))
+                        });
+                        if !written {
+                            return fail("invented-value", op, format!("{v} was never written"));
+                        }
+                    }
+                    if let Some(&(mine, at)) = acked.get(op.key.as_str()) {
+                        if at <= op.invoke && got.is_none_or(|g| g < mine) {
+                            return fail(
+                                "read-your-writes",
+                                op,
+                                format!(
+                                    "read {got:?} after its own write of {mine} was acknowledged"
+                                ),
+                            );
+                        }
+                    }
+                    if let Some(before) = seen.insert(&op.key, got) {
+                        if got < before {
+                            return fail(
+                                "monotonic-reads",
+                                op,
+                                format!("read {got:?} after reading {before:?}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One acknowledgement of a write: when its request was sent and when the
 /// acknowledgement arrived (one clock, as [`Op`]'s), in which epoch, by
 /// which node.
@@ -335,6 +439,73 @@ pub fn one_primary_per_epoch(acks: &[Ack]) -> Result<(), SplitBrain> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sop(client: u32, key: &str, kind: Kind, invoke: u64, complete: Option<u64>) -> Op {
+        Op {
+            client,
+            key: key.into(),
+            kind,
+            invoke,
+            complete,
+        }
+    }
+
+    #[test]
+    fn session_guarantees_catch_each_broken_promise() {
+        let w = |c, v, i, d| sop(c, "a", Kind::Write(v), i, d);
+        let r = |c, v, i| sop(c, "a", Kind::Read(v), i, Some(i + 1));
+        // Another client may lag; the writer may not.
+        let ok = [
+            w(1, 1, 0, Some(1)),
+            w(1, 2, 2, Some(3)),
+            r(2, Some(1), 4),
+            r(1, Some(2), 5),
+        ];
+        assert_eq!(session_guarantees(&ok), Ok(()));
+        let stale_own = [w(1, 1, 0, Some(1)), w(1, 2, 2, Some(3)), r(1, Some(1), 4)];
+        assert_eq!(
+            session_guarantees(&stale_own).unwrap_err().rule,
+            "read-your-writes"
+        );
+        let lost = [w(1, 1, 0, Some(1)), r(1, None, 4)];
+        assert_eq!(
+            session_guarantees(&lost).unwrap_err().rule,
+            "read-your-writes"
+        );
+        // A write without an answer promises nothing.
+        let unknown = [w(1, 1, 0, Some(1)), w(1, 2, 2, None), r(1, Some(1), 4)];
+        assert_eq!(session_guarantees(&unknown), Ok(()));
+        let back = [
+            w(1, 1, 0, Some(1)),
+            w(1, 2, 2, Some(3)),
+            r(2, Some(2), 4),
+            r(2, Some(1), 6),
+        ];
+        assert_eq!(
+            session_guarantees(&back).unwrap_err().rule,
+            "monotonic-reads"
+        );
+        let gone = [w(1, 1, 0, Some(1)), r(2, Some(1), 4), r(2, None, 6)];
+        assert_eq!(
+            session_guarantees(&gone).unwrap_err().rule,
+            "monotonic-reads"
+        );
+        let invented = [w(1, 1, 0, Some(1)), r(2, Some(7), 4)];
+        assert_eq!(
+            session_guarantees(&invented).unwrap_err().rule,
+            "invented-value"
+        );
+        let future = [r(2, Some(1), 0), w(1, 1, 5, Some(6))];
+        assert_eq!(
+            session_guarantees(&future).unwrap_err().rule,
+            "invented-value"
+        );
+        let two = [w(1, 1, 0, Some(1)), w(2, 2, 2, Some(3))];
+        assert_eq!(
+            session_guarantees(&two).unwrap_err().rule,
+            "not-single-writer"
+        );
+    }
 
     fn w(client: u32, v: u64, invoke: u64, complete: Option<u64>) -> Op {
         Op {

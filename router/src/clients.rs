@@ -2,6 +2,7 @@
 //! `CLIENT KILL` see. Upstream connections are shared, so the upstream's
 //! CLIENT LIST shows the router; the router's shows the applications.
 
+use anykv_server::cmd::{lookup, Lookup};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -162,14 +163,22 @@ fn is_container(name: &[u8]) -> bool {
         .any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
 }
 
-/// The `cmd=` of CLIENT LIST for a request (never empty `args`).
-pub fn cmd_name(args: &[&[u8]]) -> String {
-    let mut name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
-    if let (true, Some(sub)) = (is_container(args[0]), args.get(1)) {
-        name.push('|');
-        name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+/// The `cmd=` of CLIENT LIST for a request (never empty `args`): the
+/// table's name (`client|list`), or for a command the table does not
+/// know (the upstream may: streams, scripts) its name if it looks like
+/// one; `None` leaves the last one (Redis names only commands it ran).
+pub fn cmd_name(args: &[&[u8]]) -> Option<String> {
+    let plausible = |n: &[u8]| {
+        !n.is_empty()
+            && n.len() <= 32
+            && n.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(b))
+    };
+    match lookup(args) {
+        Lookup::Found(r) => Some(r.fullname.clone()),
+        _ if plausible(args[0]) => Some(String::from_utf8_lossy(args[0]).to_ascii_lowercase()),
+        _ => None,
     }
-    name
 }
 
 /// Is `cur` already the `cmd=` of `args` (the common case, checked
@@ -193,9 +202,17 @@ mod tests {
 
     #[test]
     fn container_commands_name_their_subcommand() {
-        assert_eq!(cmd_name(&[b"GET", b"k"]), "get");
-        assert_eq!(cmd_name(&[b"CLIENT", b"List"]), "client|list");
-        assert_eq!(cmd_name(&[b"client"]), "client");
+        assert_eq!(cmd_name(&[b"GET", b"k"]).as_deref(), Some("get"));
+        assert_eq!(
+            cmd_name(&[b"CLIENT", b"List"]).as_deref(),
+            Some("client|list")
+        );
+        assert_eq!(cmd_name(&[b"XADD", b"s", b"*"]).as_deref(), Some("xadd"));
+        assert_eq!(
+            cmd_name(&[b"OBJECT", b"a\nid=1"]).as_deref(),
+            Some("object")
+        );
+        assert_eq!(cmd_name(&[b"bad\nname"]), None);
         assert!(same_cmd("get", &[b"GET", b"x"]));
         assert!(same_cmd("client|list", &[b"client", b"LIST"]));
         assert!(!same_cmd("client|list", &[b"client", b"id"]));

@@ -12,7 +12,6 @@
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,8 @@ pub struct Status {
     pub offset: u64,
     /// Smoothed round-trip time of `ROLE`.
     pub rtt: Option<Duration>,
+    /// When the `ROLE` that said all this was sent.
+    pub polled: Option<Instant>,
 }
 
 /// Pool settings.
@@ -63,8 +64,6 @@ pub struct Server {
     /// The primary's recent polls: when each `ROLE` was sent and the
     /// master offset it answered.
     history: Mutex<VecDeque<(Instant, u64)>>,
-    /// Answered polls so far (a role read after some moment is newer).
-    polls: AtomicU64,
     /// Wakes the poller for an early `ROLE` (a write was refused).
     poke: tokio::sync::Notify,
 }
@@ -72,11 +71,6 @@ pub struct Server {
 impl Server {
     pub fn status(&self) -> Status {
         self.status.read().clone()
-    }
-
-    /// Answered polls so far.
-    pub fn polls(&self) -> u64 {
-        self.polls.load(Ordering::Acquire)
     }
 
     /// Asks the poller for a `ROLE` now rather than at its next interval.
@@ -124,9 +118,9 @@ impl Upstreams {
                         link_up: false,
                         offset: 0,
                         rtt: None,
+                        polled: None,
                     }),
                     history: Mutex::new(VecDeque::new()),
-                    polls: AtomicU64::new(0),
                     poke: tokio::sync::Notify::new(),
                 })
             })
@@ -264,13 +258,22 @@ impl Upstreams {
         })
     }
 
-    /// The primary that replaces server `old`, which refused a write as
-    /// a replica once it had answered `polls` polls: another server that
-    /// says `master`, or `old` itself if a later poll says it is the
-    /// primary again.
-    pub fn primary_after(&self, old: usize, polls: u64) -> Option<usize> {
+    /// What a `-READONLY` from server `old` at `t` meant, once a poll
+    /// sent after `t` tells: `Ok(p)`, it stepped down and `p` is the
+    /// primary now; `Err(())`, it is still the primary (the error was not
+    /// a step-down: a script's own error, say). `None`: not known yet.
+    pub fn after_refusal(&self, old: usize, t: Instant) -> Option<Result<usize, ()>> {
+        {
+            let st = self.servers[old].status.read();
+            if st.polled.is_none_or(|sent| sent < t) {
+                return None;
+            }
+            if st.reachable && st.role == Role::Primary {
+                return Some(Err(()));
+            }
+        }
         let p = self.primary()?;
-        (p != old || self.servers[old].polls() > polls).then_some(p)
+        (p != old).then_some(Ok(p))
     }
 
     /// Asks every poller for an early `ROLE` (a primary stepped down: the
@@ -433,8 +436,8 @@ async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
                         Some(old) => (old * 7 + took) / 8,
                         None => took,
                     });
+                    st.polled = Some(sent);
                 }
-                s.polls.fetch_add(1, Ordering::AcqRel);
                 if role.role == Role::Primary {
                     let mut h = s.history.lock();
                     if h.len() == HISTORY {

@@ -137,8 +137,9 @@ impl Router {
 struct Retry {
     /// Only reads (the whole batch may be sent again on failure).
     read: bool,
-    /// The server it went to.
+    /// The server it went to, and when.
     server: usize,
+    sent: Instant,
     bytes: Bytes,
     db: u32,
     count: u32,
@@ -231,6 +232,9 @@ where
         inflight: 0,
         reply_size: None,
         closing: false,
+        stepped_from: None,
+        must_drain: false,
+        wait_task: None,
     };
     s.run(rd).await;
     router.reg.remove(me.id);
@@ -282,6 +286,14 @@ struct Session {
     /// Smoothed bytes per reply of this client (None before the first).
     reply_size: Option<f64>,
     closing: bool,
+    /// A server that refused this client's writes as a replica, and when
+    /// the router knew: batches sent to it before then go again.
+    stepped_from: Option<(usize, Instant)>,
+    /// Every queued reply must be in before the next batch goes out (a
+    /// `WAIT` in progress: Redis runs nothing after it meanwhile).
+    must_drain: bool,
+    /// The task answering the client's `WAIT`, if one runs.
+    wait_task: Option<tokio::task::AbortHandle>,
 }
 
 impl Session {
@@ -364,6 +376,10 @@ impl Session {
                         // value nobody will read), so that connection goes.
                         if let Some((_, c)) = self.pinned.take() {
                             c.close();
+                        }
+                        // Likewise a WAIT (its connection goes with it).
+                        if let Some(t) = self.wait_task.take() {
+                            t.abort();
                         }
                         break;
                     }
@@ -465,14 +481,22 @@ impl Session {
                 None => per,
             });
         }
+        // Sent to a primary that has since stepped down (a refusal in an
+        // earlier batch said so): it may have answered as a replica.
+        let whole = retry.as_ref().is_some_and(|rt| {
+            self.stepped_from
+                .is_some_and(|(s, at)| s == rt.server && rt.sent < at)
+        });
         let r = match (r, retry) {
             (Err(e), Some(rt)) if rt.read => retry_on_primary(&self.r, rt).await.map_err(|_| e),
-            (Ok(b), rt) if stepdown::may_hold_refusal(&b) => Ok(match rt {
-                Some(rt) => self.redo_refused(b, rt).await,
-                // The client's own connection (a transaction, a blocking
-                // command): its state was on the old primary.
-                None => Bytes::from(stepdown::rewrite_refusals(&b)),
-            }),
+            (Ok(b), Some(rt)) if whole || stepdown::may_hold_refusal(&b) => {
+                Ok(self.redo_refused(b, rt, whole).await)
+            }
+            // The client's own connection (a transaction, a blocking
+            // command): its state was on the old primary.
+            (Ok(b), None) if stepdown::may_hold_refusal(&b) => {
+                Ok(Bytes::from(stepdown::rewrite_refusals(&b)))
+            }
             (r, _) => r,
         };
         // After any retry: read-your-writes counts from the last reply.
@@ -546,7 +570,9 @@ impl Session {
         {
             let mut v = self.me.var.lock();
             if !crate::clients::same_cmd(&v.cmd, &args) {
-                v.cmd = crate::clients::cmd_name(&args);
+                if let Some(name) = crate::clients::cmd_name(&args) {
+                    v.cmd = name;
+                }
             }
             v.last = Instant::now();
         }
@@ -706,10 +732,21 @@ impl Session {
                     self.no_primary().await;
                     return None;
                 };
-                let reply = wait::answer(&self.r, p, want, timeout).await;
-                if !skip {
-                    self.local_reply(reply).await;
-                }
+                // Answered by a task of its own, so the session still sees
+                // its client leave (or get killed) meanwhile; nothing is
+                // sent upstream until it is in.
+                let (tx, rx) = oneshot::channel();
+                let r = self.r.clone();
+                let task = tokio::spawn(wait::answer(r, p, (want, timeout), tx, self.held.clone()));
+                self.wait_task = Some(task.abort_handle());
+                self.must_drain = true;
+                self.push(Slot::Wait {
+                    rx,
+                    count: 1,
+                    skip,
+                    retry: None,
+                })
+                .await;
             }
             Kind::Multi | Kind::Watch | Kind::Blocking => {
                 if !self.pin().await {
@@ -790,13 +827,16 @@ impl Session {
     }
 
     /// Sends the refused tail of a batch (see [`stepdown`]) to the primary
-    /// that replaced the one that refused it; returns the batch's replies
-    /// as the client gets them. A tail that cannot go again, or finds no
-    /// new primary within `--primary-wait-ms`, is answered with
-    /// [`stepdown::STEPPED_DOWN`].
-    async fn redo_refused(&mut self, replies: Bytes, rt: Retry) -> Bytes {
+    /// that replaced the one that refused it, or the whole batch when it
+    /// went to that server before the router noticed (`whole`); returns
+    /// the batch's replies as the client gets them. What cannot go again,
+    /// or finds no new primary within `--primary-wait-ms`, is answered
+    /// with [`stepdown::STEPPED_DOWN`]; a `-READONLY` from a server that
+    /// is still the primary is passed on as it is.
+    async fn redo_refused(&mut self, replies: Bytes, rt: Retry, whole: bool) -> Bytes {
         let mut done: Vec<u8> = Vec::new();
         let (mut replies, mut bytes, mut server) = (replies, rt.bytes, rt.server);
+        let mut whole = whole;
         // A few rounds: the new primary may step down too.
         for _ in 0..3 {
             let (Some(at), Some(reqs)) = (
@@ -805,20 +845,26 @@ impl Session {
             ) else {
                 break;
             };
-            let Some(k) = stepdown::refused_tail(&replies, &at, &reqs) else {
+            let Some(k) = stepdown::refused_tail(&replies, &at, &reqs, whole) else {
                 break;
             };
+            whole = false;
             let old = self.r.ups.servers[server].clone();
-            let polls = old.polls();
-            self.r.ups.poke_all();
-            let Some(p) = self.primary_after(server, polls).await else {
-                break;
+            let p = match self.after_refusal(server, Instant::now()).await {
+                Some(Ok(p)) => p,
+                Some(Err(())) => {
+                    // Not a step-down: the server's own answer.
+                    done.extend_from_slice(&replies);
+                    return Bytes::from(done);
+                }
+                None => break,
             };
+            self.stepped_from = Some((server, Instant::now()));
             done.extend_from_slice(&replies[..at[k].start]);
             let tail = bytes.slice(reqs[k].0.start..);
             let n = (reqs.len() - k) as u32;
             self.r.counters.write_retries.increment(u64::from(n));
-            tracing::debug!(from = %old.addr, to = %self.r.ups.servers[p].addr, n, "sending refused writes to the new primary");
+            tracing::debug!(from = %old.addr, to = %self.r.ups.servers[p].addr, n, "sending refused requests to the new primary");
             let sent = async {
                 let c = self.r.pools.shared(p, rt.resp, rt.slot).await?;
                 let (tx, rx) = oneshot::channel();
@@ -847,18 +893,20 @@ impl Session {
         Bytes::from(done)
     }
 
-    /// The primary that replaced server `old` (see
-    /// [`Upstreams::primary_after`]), waiting up to `--primary-wait-ms`.
-    async fn primary_after(&mut self, old: usize, polls: u64) -> Option<usize> {
+    /// What a refusal by server `old` at `t` meant (see
+    /// [`Upstreams::after_refusal`]): every poller is asked for an early
+    /// `ROLE`, and the answer awaited up to `--primary-wait-ms`.
+    async fn after_refusal(&mut self, old: usize, t: Instant) -> Option<Result<usize, ()>> {
+        self.r.ups.poke_all();
         let deadline = Instant::now() + self.r.primary_wait;
         loop {
-            if let Some(p) = self.r.ups.primary_after(old, polls) {
-                return Some(p);
+            if let Some(r) = self.r.ups.after_refusal(old, t) {
+                return Some(r);
             }
             if Instant::now() >= deadline {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -1020,6 +1068,9 @@ impl Session {
         reads: bool,
         skip: bool,
     ) {
+        if std::mem::take(&mut self.must_drain) && self.in_flight() {
+            self.drain().await;
+        }
         if self.cur.is_some() && self.cur != Some(dest) {
             if self.in_flight() {
                 self.drain().await;
@@ -1076,6 +1127,7 @@ impl Session {
         let retry = (dest != Dest::Pinned).then(|| Retry {
             read: reads,
             server,
+            sent: Instant::now(),
             bytes: bytes.clone(),
             db,
             count,

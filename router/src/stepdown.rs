@@ -5,23 +5,31 @@
 //! still sends writes to the old primary, which answers each with
 //! `-READONLY`. That error is the router's business, not the client's: a
 //! write refused that way did not run, so the session sends it again to
-//! the new primary (see `Session::redo_refused`). Only the refused tail of
-//! a batch goes again, and only when everything in that tail either was
-//! refused or is a read (safe to repeat): a write that ran is never sent
-//! twice. What cannot be sent again (a transaction on the client's own
-//! connection, no new primary in time) gets [`STEPPED_DOWN`] instead of
-//! `-READONLY`.
+//! the new primary (see `Session::redo_refused`), once a `ROLE` sent after
+//! the refusal says the server is no longer the primary (a script may
+//! return a `-READONLY` error of its own on a live primary). Only the
+//! refused tail of a batch goes again, and only when every request in it
+//! is a read (safe to repeat) or a command of the table refused whole
+//! (scripts and commands the table does not know may have done part of
+//! their work): a write that ran is never sent twice. Batches sent to the
+//! old primary before the router noticed go again from their start on
+//! the same terms, as a read there may have been answered by the demoted
+//! server without the client's write that was sent again. What cannot be
+//! sent again (a transaction on the client's own connection, no new
+//! primary in time) gets [`STEPPED_DOWN`] instead of `-READONLY`.
 
 use std::ops::Range;
 
 use anykv_server::resp::{ParseLimits, Request, RequestParser};
+
+use anykv_server::cmd::{lookup, Lookup};
 
 use crate::classify::{self, Kind};
 use crate::frame::Scanner;
 
 /// What replaces `-READONLY` when the router cannot send the write again.
 pub const STEPPED_DOWN: &[u8] =
-    b"-TRYAGAIN the primary stepped down (failover); the command did not run, retry\r\n";
+    b"-TRYAGAIN the primary stepped down (failover); no write of this command ran, retry\r\n";
 
 /// Quick test: could `replies` hold a `-READONLY` reply at all?
 pub fn may_hold_refusal(replies: &[u8]) -> bool {
@@ -46,9 +54,30 @@ pub fn reply_ranges(replies: &[u8]) -> Option<Vec<Range<usize>>> {
     Some(out)
 }
 
+/// What a request of a refused batch may do again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    /// A read: always.
+    Read,
+    /// A command of the table, refused whole: if it was refused.
+    Refused,
+    /// A script, or a command the table does not know: never.
+    Never,
+}
+
+fn again(args: &[&[u8]]) -> Again {
+    match classify::kind(args) {
+        Kind::Read | Kind::Scan { .. } => Again::Read,
+        _ => match lookup(args) {
+            Lookup::Found(r) if r.spec.is_write() => Again::Refused,
+            _ => Again::Never,
+        },
+    }
+}
+
 /// Where each request of a batch (multibulk requests back to back)
-/// starts and ends, and whether it is a read.
-pub fn request_ranges(batch: &[u8]) -> Option<Vec<(Range<usize>, bool)>> {
+/// starts and ends, and whether it may be sent again.
+pub fn request_ranges(batch: &[u8]) -> Option<Vec<(Range<usize>, Again)>> {
     let mut p = RequestParser::new();
     let limits = ParseLimits {
         max_multibulk_len: i64::MAX,
@@ -61,9 +90,8 @@ pub fn request_ranges(batch: &[u8]) -> Option<Vec<(Range<usize>, bool)>> {
         match p.next(batch, &limits) {
             Ok(Some(Request::Multibulk)) => {
                 let args: Vec<&[u8]> = p.ranges().iter().map(|r| &batch[r.clone()]).collect();
-                let read = matches!(classify::kind(&args), Kind::Read | Kind::Scan { .. });
                 let end = p.consumed();
-                out.push((start..end, read));
+                out.push((start..end, again(&args)));
                 start = end;
             }
             _ => return None,
@@ -72,23 +100,32 @@ pub fn request_ranges(batch: &[u8]) -> Option<Vec<(Range<usize>, bool)>> {
     Some(out)
 }
 
-/// The refused tail of a batch: from request `k` on, where `k` is the
-/// first request answered `-READONLY`, provided every later request was
-/// refused too or is a read. `None`: nothing was refused, or the tail
-/// cannot be sent again.
+/// The part of a batch to send again: from request `k` on, where `k` is
+/// the first request answered `-READONLY` (or 0 with `whole`: the batch
+/// went to the old primary after it stepped down), provided every
+/// request from `k` on is a read or a refused command of the table.
+/// `None`: nothing to send again, or it cannot be.
 pub fn refused_tail(
     replies: &[u8],
     reply_at: &[Range<usize>],
-    reqs: &[(Range<usize>, bool)],
+    reqs: &[(Range<usize>, Again)],
+    whole: bool,
 ) -> Option<usize> {
     if reply_at.len() != reqs.len() {
         return None;
     }
-    let k = reply_at
-        .iter()
-        .position(|r| is_refusal(&replies[r.clone()]))?;
-    let safe = (k..reqs.len()).all(|j| reqs[j].1 || is_refusal(&replies[reply_at[j].clone()]));
-    safe.then_some(k)
+    let k = match whole {
+        true => 0,
+        false => reply_at
+            .iter()
+            .position(|r| is_refusal(&replies[r.clone()]))?,
+    };
+    let safe = (k..reqs.len()).all(|j| match reqs[j].1 {
+        Again::Read => true,
+        Again::Refused => is_refusal(&replies[reply_at[j].clone()]),
+        Again::Never => false,
+    });
+    (safe && k < reqs.len()).then_some(k)
 }
 
 /// `replies` with every top-level `-READONLY` replaced by [`STEPPED_DOWN`].
@@ -133,7 +170,7 @@ mod tests {
         let reqs = request_ranges(&b).unwrap();
         assert_eq!(
             reqs.iter().map(|r| r.1).collect::<Vec<_>>(),
-            [false, false, true]
+            [Again::Refused, Again::Refused, Again::Read]
         );
         assert_eq!(reqs[2].0.end, b.len());
         let mut replies = b"+OK\r\n".to_vec();
@@ -141,7 +178,27 @@ mod tests {
         replies.extend_from_slice(b"$1\r\n1\r\n");
         let at = reply_ranges(&replies).unwrap();
         assert_eq!(at.len(), 3);
-        assert_eq!(refused_tail(&replies, &at, &reqs), Some(1));
+        assert_eq!(refused_tail(&replies, &at, &reqs, false), Some(1));
+        // Sent after the step-down: from the start (the first SET ran
+        // before it, so not at all).
+        assert_eq!(refused_tail(&replies, &at, &reqs, true), None);
+        let reads = batch(&[&[b"GET", b"a"], &[b"GET", b"b"]]);
+        let rr = request_ranges(&reads).unwrap();
+        let got = b"$1\r\n1\r\n$-1\r\n".to_vec();
+        let at = reply_ranges(&got).unwrap();
+        assert_eq!(refused_tail(&got, &at, &rr, false), None);
+        assert_eq!(refused_tail(&got, &at, &rr, true), Some(0));
+    }
+
+    #[test]
+    fn scripts_are_never_sent_again() {
+        let b = batch(&[&[b"EVAL", b"return 1", b"0"], &[b"NOSUCH"]]);
+        let reqs = request_ranges(&b).unwrap();
+        assert_eq!(reqs[0].1, Again::Never);
+        assert_eq!(reqs[1].1, Again::Never);
+        let replies = [RO, RO].concat();
+        let at = reply_ranges(&replies).unwrap();
+        assert_eq!(refused_tail(&replies, &at, &reqs, false), None);
     }
 
     #[test]
@@ -151,7 +208,7 @@ mod tests {
         let mut replies = RO.to_vec();
         replies.extend_from_slice(b":1\r\n");
         let at = reply_ranges(&replies).unwrap();
-        assert_eq!(refused_tail(&replies, &at, &reqs), None);
+        assert_eq!(refused_tail(&replies, &at, &reqs, false), None);
         let out = rewrite_refusals(&replies);
         assert_eq!(out, [STEPPED_DOWN, b":1\r\n"].concat());
     }
@@ -163,7 +220,7 @@ mod tests {
         let replies = b"$9\r\n-READONLY\r\n".to_vec();
         assert!(may_hold_refusal(&replies));
         let at = reply_ranges(&replies).unwrap();
-        assert_eq!(refused_tail(&replies, &at, &reqs), None);
+        assert_eq!(refused_tail(&replies, &at, &reqs, false), None);
         assert_eq!(rewrite_refusals(&replies), replies);
         assert!(!may_hold_refusal(b"+OK\r\n:3\r\n"));
     }

@@ -15,14 +15,16 @@
 //! with a short timeout, which makes the primary ask its replicas for an
 //! acknowledgement (`REPLCONF GETACK`) as a client's `WAIT` would.
 
+use anykv_server::util::parse_i64;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::pool::{parse_role, Role, RoleReply};
 use crate::session::{error_reply, Router};
 use crate::stepdown;
-use crate::upstream::{encode, Batch, Conn, UpstreamError};
+use crate::upstream::{encode, Batch, BatchReply, Conn, Held, UpstreamError};
 
 /// `WAIT`'s arguments when the router answers it: two integers, the
 /// timeout not negative. Anything else goes to the primary, which gives
@@ -31,31 +33,53 @@ pub fn args(args: &[&[u8]]) -> Option<(i64, u64)> {
     if args.len() != 3 || !args[0].eq_ignore_ascii_case(b"wait") {
         return None;
     }
-    // Redis's integers: no `+`, no spaces.
-    let int = |a: &[u8]| {
-        if a.first() == Some(&b'+') {
-            return None;
-        }
-        std::str::from_utf8(a).ok()?.parse::<i64>().ok()
-    };
-    let n = int(args[1])?;
-    let t = u64::try_from(int(args[2])?).ok()?;
-    Some((n, t))
+    let n = parse_i64(args[1])?;
+    let t = parse_i64(args[2])?;
+    // Redis's limit: the deadline must fit in milliseconds since 1970.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if t > i64::MAX - now_ms {
+        return None;
+    }
+    Some((n, u64::try_from(t).ok()?))
 }
 
-/// The reply to `WAIT want timeout_ms` on primary `p`.
-pub async fn answer(r: &Router, p: usize, want: i64, timeout_ms: u64) -> Vec<u8> {
+/// Sends the reply to `WAIT want timeout_ms` on primary `p` to `tx`, on
+/// the client's `held` account as an upstream's replies are; stops
+/// (closing its connection) if the client leaves meanwhile.
+pub async fn answer(
+    r: Arc<Router>,
+    p: usize,
+    (want, timeout_ms): (i64, u64),
+    mut tx: oneshot::Sender<BatchReply>,
+    held: Arc<Held>,
+) {
+    let deliver = |tx: oneshot::Sender<BatchReply>, reply: Vec<u8>| {
+        let n = reply.len();
+        held.add(n);
+        if tx.send(Ok(Bytes::from(reply))).is_err() {
+            held.sub(n);
+        }
+    };
     let c = match r.pools.dedicated(p, 2).await {
         Ok(c) => c,
-        Err(e) => return error_reply(&e),
+        Err(e) => return deliver(tx, error_reply(&e)),
     };
-    let out = count_acks(&c, want, timeout_ms).await;
+    let out = tokio::select! {
+        out = count_acks(&c, want, timeout_ms) => out,
+        _ = tx.closed() => {
+            c.close();
+            return;
+        }
+    };
     r.pools.release(p, 2, c);
-    match out {
+    let reply = match out {
         Ok(Some(n)) => format!(":{n}\r\n").into_bytes(),
         Ok(None) => stepdown::STEPPED_DOWN.to_vec(),
         Err(e) => error_reply(&e),
-    }
+    };
+    deliver(tx, reply);
 }
 
 /// Longest hurry-up `WAIT` (the primary asks for acks once per call).
@@ -129,6 +153,8 @@ mod tests {
         assert_eq!(args(&[b"WAIT", b"x", b"0"]), None);
         assert_eq!(args(&[b"WAIT", b"1"]), None);
         assert_eq!(args(&[b"WAIT", b"+1", b"0"]), None);
+        assert_eq!(args(&[b"WAIT", b"01", b"0"]), None);
+        assert_eq!(args(&[b"WAIT", b"1", b"9223372036854775807"]), None);
         assert_eq!(args(&[b"BLPOP", b"1", b"0"]), None);
     }
 }

@@ -316,10 +316,7 @@ fn wait_parse(ctx: &mut Ctx) -> Option<Suspend> {
         ctx.err(errors::NOT_INTEGER);
         return None;
     };
-    if n < 0 {
-        ctx.err("value is out of range, must be positive");
-        return None;
-    }
+    // A negative count is allowed in 7.0 (answered at once); 7.2 refuses.
     if ctx.t.role == crate::repl::Role::Replica {
         ctx.err("WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
         return None;
