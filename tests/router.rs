@@ -101,7 +101,9 @@ fn thousand_clients_share_a_handful_of_upstream_connections() {
     let primary = common::start_redis(&[]);
     let replica = start_replica(primary.port);
     wait_linked(&replica);
-    let router = start_router(&[primary.port, replica.port], &[]);
+    // Two workers whatever the machine's cores: each has its own shared
+    // connection per upstream.
+    let router = start_router(&[primary.port, replica.port], &["--threads", "2"]);
     let mut clients: Vec<RespConn> = (0..1000).map(|_| router.connect()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         let k = format!("k{i}");
@@ -112,8 +114,9 @@ fn thousand_clients_share_a_handful_of_upstream_connections() {
     // All 1000 are connected at once: the router lists them ...
     let mut admin = router.connect();
     assert!(client_count(&mut admin) >= 1001);
-    // ... while the upstreams see only the router's few connections (two
-    // shared ones, the ROLE poller; the test's own; the replica's link).
+    // ... while the upstreams see only the router's few connections (a
+    // shared one per worker, the ROLE poller; the test's own; the
+    // replica's link).
     let mut p = primary.connect();
     let n = client_count(&mut p);
     assert!(n <= 6, "primary has {n} clients for 1000 router clients");
@@ -476,6 +479,86 @@ fn a_client_that_does_not_read_cannot_grow_the_router() {
     assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
     assert!(t.elapsed() < Duration::from_secs(1));
     drop(slow);
+}
+
+/// An upstream that stops reading (SIGSTOP) while a client pipelines
+/// large writes: the router holds at most `--upstream-queue-bytes` of
+/// them and stops reading the client, then delivers every one in order
+/// once the upstream is back.
+#[test]
+fn a_slow_upstream_cannot_grow_the_router() {
+    let primary = common::start_redis(&[]);
+    let router = start_router(
+        &[primary.port],
+        // Slow, not gone: the router keeps waiting for it.
+        &[
+            "--threads",
+            "1",
+            "--upstream-queue-bytes",
+            "4194304",
+            "--upstream-timeout-ms",
+            "60000",
+        ],
+    );
+    let mut c = router.connect();
+    assert_eq!(c.cmd(&["SET", "warm", "1"]).unwrap(), ok());
+    let before = rss_kib(router.pid());
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &primary.pid().to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    // 8 clients, each 32 SETs of 256 KiB (within a client's own window
+    // of requests in flight): 64 MiB the upstream does not take for now.
+    const CLIENTS: usize = 8;
+    const N: usize = 32;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..CLIENTS)
+        .map(|w| {
+            let sent = sent.clone();
+            let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+            std::thread::spawn(move || {
+                let value = "v".repeat(256 * 1024);
+                for i in 0..N {
+                    let req = common::resp_str(&["SET", &format!("big{w}:{i}"), &value]);
+                    s.write_all(&req).unwrap();
+                    sent.fetch_add(req.len(), Ordering::SeqCst);
+                }
+                s
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = rss_kib(router.pid());
+    let pushed = sent.load(Ordering::SeqCst);
+    signal("-CONT");
+    assert!(
+        during < before + 24 * 1024,
+        "router RSS grew from {before} KiB to {during} KiB behind a stopped upstream ({pushed} bytes pushed)"
+    );
+    let want = b"+OK\r\n".repeat(N);
+    for w in writers {
+        let mut r = w.join().unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let mut buf = [0u8; 4096];
+            let n = r.read(&mut buf).unwrap();
+            assert!(n > 0, "the router closed the connection");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got == want,
+            "replies other than {N} +OK: {}",
+            String::from_utf8_lossy(&got[..got.len().min(300)])
+        );
+    }
+    assert_eq!(
+        c.cmd(&["DBSIZE"]).unwrap(),
+        Value::Int((CLIENTS * N) as i64 + 1)
+    );
 }
 
 #[test]

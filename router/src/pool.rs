@@ -49,6 +49,8 @@ pub struct PoolConfig {
     pub connections: usize,
     /// Bounded batch queue per connection.
     pub queue: usize,
+    /// Bounded request bytes queued per connection.
+    pub queue_bytes: usize,
     pub connect_timeout: Duration,
     pub role_interval: Duration,
     pub password: Option<String>,
@@ -192,7 +194,7 @@ impl Pools {
             s.addr,
             &self.handshake(resp, "anykv-router"),
             self.ups.cfg.connect_timeout,
-            self.ups.cfg.queue,
+            (self.ups.cfg.queue, self.ups.cfg.queue_bytes),
         )
         .await?;
         *g = Some(c.clone());
@@ -215,7 +217,7 @@ impl Pools {
             s.addr,
             &self.handshake(resp, "anykv-router-pinned"),
             self.ups.cfg.connect_timeout,
-            4,
+            (4, self.ups.cfg.queue_bytes),
         )
         .await
     }

@@ -74,6 +74,11 @@ pub struct RouterArgs {
     /// Batches queued per upstream connection before clients wait.
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,
+    /// Request bytes queued per upstream connection (not yet written to
+    /// it) before clients wait: what a slow upstream can make the router
+    /// hold.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub upstream_queue_bytes: usize,
     /// Most client connections (more are refused with Redis's error).
     #[arg(long, default_value_t = 10000)]
     pub maxclients: usize,
@@ -193,6 +198,7 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
         PoolConfig {
             connections: a.upstream_connections.max(1),
             queue: a.upstream_queue.max(1),
+            queue_bytes: a.upstream_queue_bytes.max(1),
             connect_timeout: timeout,
             role_interval: Duration::from_millis(a.role_interval_ms.max(1)),
             password,

@@ -9,9 +9,9 @@
 //! selected database and puts a `SELECT` before a batch of another one, so
 //! clients of any database share it (twemproxy serves only database 0).
 //!
-//! Backpressure: the batch queue is bounded, so a slow upstream stops the
-//! clients that use it (they stop reading their sockets) instead of
-//! growing memory; a slow client never stops the reader, because each
+//! Backpressure: the batch queue is bounded, in batches and in bytes not
+//! yet written to the upstream, so a slow upstream stops the clients that
+//! use it (they stop reading their sockets) instead of growing memory; a slow client never stops the reader, because each
 //! batch's replies go to that client's own queue.
 
 use bytes::{Bytes, BytesMut};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::frame::Scanner;
 
@@ -74,6 +74,13 @@ pub struct Batch {
     pub held: Option<Arc<Held>>,
 }
 
+/// A batch on its way: its share of the connection's byte budget goes
+/// back once it is written.
+struct Queued {
+    batch: Batch,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
 /// What the reader owes: `count` replies, then where they go (`None`:
 /// swallowed, the router's own `SELECT`).
 struct Owed {
@@ -89,6 +96,9 @@ struct State {
 
 struct Inner {
     addr: SocketAddr,
+    /// Request bytes queued and not yet written (`queue_bytes` permits).
+    budget: Arc<Semaphore>,
+    budget_max: u32,
     state: Mutex<State>,
     dead: AtomicBool,
     closed: Notify,
@@ -103,6 +113,7 @@ impl Inner {
             std::mem::take(&mut st.owed)
         };
         self.dead.store(true, Ordering::Release);
+        self.budget.close();
         self.closed.notify_waiters();
         self.closed.notify_one();
         for o in owed {
@@ -116,7 +127,7 @@ impl Inner {
 /// A shared, pipelined connection. Cloning shares it.
 #[derive(Clone)]
 pub struct Conn {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Queued>,
     inner: Arc<Inner>,
 }
 
@@ -210,17 +221,23 @@ pub fn first_error(replies: &[Bytes]) -> Option<String> {
 }
 
 impl Conn {
-    /// Connects, runs the handshake and starts the connection's tasks.
+    /// Connects, runs the handshake and starts the connection's tasks;
+    /// `queue` is at most how many batches, and how many request bytes,
+    /// wait to be written.
     pub async fn open(
         addr: SocketAddr,
         hs: &Handshake,
         timeout: Duration,
-        queue: usize,
+        queue: (usize, usize),
     ) -> Result<Conn, UpstreamError> {
+        let (queue, queue_bytes) = queue;
+        let budget_max = u32::try_from(queue_bytes.max(1)).unwrap_or(u32::MAX);
         let stream = connect_raw(addr, hs, timeout).await?;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let inner = Arc::new(Inner {
             addr,
+            budget: Arc::new(Semaphore::new(budget_max as usize)),
+            budget_max,
             state: Mutex::new(State {
                 owed: VecDeque::new(),
                 dead: false,
@@ -235,11 +252,35 @@ impl Conn {
         Ok(Conn { tx, inner })
     }
 
-    /// Queues a batch; waits while the queue is full (backpressure). A dead
-    /// connection answers the batch with [`UpstreamError::Lost`].
+    /// Queues a batch; waits while the queue is full, in batches or in
+    /// bytes (backpressure; a batch larger than the whole budget waits for
+    /// all of it). A dead connection answers the batch with
+    /// [`UpstreamError::Lost`].
     pub async fn send(&self, b: Batch) {
-        if let Err(mpsc::error::SendError(b)) = self.tx.send(b).await {
-            let _ = b.reply.send(Err(UpstreamError::Lost(self.inner.addr)));
+        let want = u32::try_from(b.bytes.len())
+            .unwrap_or(u32::MAX)
+            .min(self.inner.budget_max);
+        let permit = if want == 0 {
+            None
+        } else {
+            match self.inner.budget.clone().acquire_many_owned(want).await {
+                Ok(p) => Some(p),
+                // Closed with the connection.
+                Err(_) => {
+                    let _ = b.reply.send(Err(UpstreamError::Lost(self.inner.addr)));
+                    return;
+                }
+            }
+        };
+        let q = Queued {
+            batch: b,
+            bytes: permit,
+        };
+        if let Err(mpsc::error::SendError(q)) = self.tx.send(q).await {
+            let _ = q
+                .batch
+                .reply
+                .send(Err(UpstreamError::Lost(self.inner.addr)));
         }
     }
 
@@ -267,10 +308,12 @@ const WRITE_GATHER: usize = 64 * 1024;
 
 async fn write_loop(
     inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Queued>,
     mut wr: tokio::net::tcp::OwnedWriteHalf,
 ) {
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_GATHER);
+    // Budget of the batches in `out`, returned once it is written.
+    let mut spent: Vec<OwnedSemaphorePermit> = Vec::new();
     // The database the upstream will be in once it has read `out`.
     let mut db = 0u32;
     let mut select = Vec::new();
@@ -285,7 +328,9 @@ async fn write_loop(
         let Some(first) = first else { break };
         let mut next = Some(first);
         out.clear();
-        while let Some(b) = next.take() {
+        while let Some(q) = next.take() {
+            let b = q.batch;
+            spent.extend(q.bytes);
             let switch = b.db != db;
             {
                 let mut st = inner.state.lock();
@@ -321,11 +366,16 @@ async fn write_loop(
         if wr.write_all(&out).await.is_err() {
             break;
         }
+        spent.clear();
+        if out.capacity() > 4 * WRITE_GATHER {
+            // A large batch passed: do not keep its size.
+            out = Vec::with_capacity(WRITE_GATHER);
+        }
     }
     inner.kill();
     rx.close();
-    while let Some(b) = rx.recv().await {
-        let _ = b.reply.send(Err(UpstreamError::Lost(inner.addr)));
+    while let Some(q) = rx.recv().await {
+        let _ = q.batch.reply.send(Err(UpstreamError::Lost(inner.addr)));
     }
     let _ = wr.shutdown().await;
 }
