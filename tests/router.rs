@@ -64,6 +64,15 @@ fn listens_on_ipv4_and_ipv6_by_default() {
     assert_eq!(v4.cmd(&["GET", "six"]).unwrap(), bulk("6"));
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`, ...) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 /// Waits until the replica's link to its primary is up.
 fn wait_linked(replica: &ServerProcess) {
     let mut c = replica.connect();
@@ -503,12 +512,7 @@ fn a_slow_upstream_cannot_grow_the_router() {
     let mut c = router.connect();
     assert_eq!(c.cmd(&["SET", "warm", "1"]).unwrap(), ok());
     let before = rss_kib(router.pid());
-    let signal = |sig: &str| {
-        Command::new("kill")
-            .args([sig, &primary.pid().to_string()])
-            .status()
-            .unwrap()
-    };
+    let signal = |sig: &str| signal(primary.pid(), sig);
     signal("-STOP");
     // 8 clients, each 32 SETs of 256 KiB (within a client's own window
     // of requests in flight): 64 MiB the upstream does not take for now.
@@ -821,12 +825,7 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
 
     // A replica that cannot acknowledge: the next write is on the primary
     // only.
-    let signal = |sig: &str| {
-        Command::new("kill")
-            .args([sig, &b.pid().to_string()])
-            .status()
-            .unwrap()
-    };
+    let signal = |sig: &str| signal(b.pid(), sig);
     signal("-STOP");
     assert_eq!(c.cmd(&["SET", "k", "2"]).unwrap(), ok());
     let t = Instant::now();
