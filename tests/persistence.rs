@@ -1427,8 +1427,9 @@ fn aof_always_fsyncs_before_replying() {
 ///   last second or so may be lost. The server runs under the fsync shim
 ///   and each of 3 rounds simulates the cut ([`Crash::PowerCut`]: the
 ///   segment is cut back to what its last fsync covered); every lost write
-///   must have been acknowledged at most 1.5 s (the 1 s period plus
-///   scheduling slack) plus twice the slowest fsync of the round (a write
+///   must have been acknowledged at most 2 s (the 1 s period plus
+///   scheduling slack, Redis's own worst case) plus twice the slowest
+///   fsync of the round (a write
 ///   that just missed an fsync waits for the next one to start, a second
 ///   after the previous one finished, and to finish) before the kill. Each
 ///   round runs 2 to 3 s, so it has writes older than that which must
@@ -1457,7 +1458,12 @@ fn aof_everysec_loss_is_bounded() {
         shim_log: log.clone(),
     };
     let env = shim_env(&so, &log, &[]);
-    let bound = Duration::from_millis(1500);
+    // Redis's own worst case for everysec is 2 s (an fsync that finds
+    // the previous one still running waits up to 2 s); here the fsync
+    // thread's once-a-second wakeup can also be late when the test
+    // machine's two cores are busy with other tests (a 2.09 s loss was
+    // seen once under the full suite, with 20 ms fsyncs).
+    let bound = Duration::from_millis(2000);
     let lost = kill_restart_rounds(&dir, &args, &env, &crash, 0xE5EC, 3, Some(bound));
     eprintln!(
         "appendfsync everysec: acknowledged writes lost to a power cut per round: {lost:?} \

@@ -14,8 +14,8 @@
 //! published on the primary's node and on this one; MONITOR there shows
 //! the writes and reads it forwards and what it answers itself; a
 //! consistency changed through the admin API applies to the connections
-//! already open there; INFO routing
-//! counts each route. Then,
+//! already open there; the plan's maxclients and ops_per_sec hold there;
+//! INFO routing counts each route. Then,
 //! under load from three clients on that node, the database's standby
 //! and then its primary are killed with SIGKILL: the failover harness's
 //! history checker finds the registers linearizable and no INCR answered
@@ -352,6 +352,62 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
         || common::info_field(&mut a, "routing", "consistency") == "nearest",
     );
     assert_eq!(a.cmd(&["PING"]).ok(), Some(Value::Simple(b"PONG".to_vec())));
+
+    // The plan's limits hold on this node as on a holder: a login past
+    // `maxclients` is refused in Redis's words, and commands past
+    // `ops_per_sec` wait for the rate.
+    let here = match a.cmd(&["CLIENT", "LIST"]) {
+        Ok(Value::Bulk(t)) => String::from_utf8_lossy(&t).lines().count(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    };
+    let mut limited = common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "nearest", 3);
+    limited["maxclients"] = here.into();
+    limited["ops_per_sec"] = 50.into();
+    common::put_tenant(&w, &limited);
+    wait(
+        "a login past maxclients to be refused",
+        Duration::from_secs(15),
+        || {
+            let Ok(mut c) = RespConn::connect_addr(node.resp) else {
+                return false;
+            };
+            c.cmd(&["AUTH", "shop", TOKEN]).ok()
+                == Some(Value::Error(b"ERR max number of clients reached".to_vec()))
+        },
+    );
+    let throttled = |a: &mut RespConn| -> u64 {
+        common::info_field(a, "stats", "throttled_commands")
+            .parse()
+            .expect("throttled_commands")
+    };
+    let throttled0 = throttled(&mut a);
+    // (The node's stand-in follows its catalog entry once a second.)
+    wait("the rate to apply", Duration::from_secs(15), || {
+        for _ in 0..60 {
+            assert_eq!(a.cmd(&["GET", "absent"]).ok(), Some(Value::Nil));
+        }
+        throttled(&mut a) > throttled0
+    });
+    let throttled0 = throttled(&mut a);
+    let t = Instant::now();
+    for _ in 0..150 {
+        assert_eq!(a.cmd(&["GET", "absent"]).ok(), Some(Value::Nil));
+    }
+    // The bucket was just emptied: 50 a second.
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "150 commands at 50/s took {took:?}"
+    );
+    let after = throttled(&mut a);
+    assert!(after > throttled0 + 50, "{throttled0} -> {after} throttled");
+    common::put_tenant(
+        &w,
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "nearest", 4),
+    );
+    wait("the limits lifted", Duration::from_secs(15), || {
+        common::login_ready(node.resp, "shop", TOKEN, |_| true).is_some()
+    });
     drop(a);
 
     faults_under_load(&mut w, &node, ["n1", "n2", "n3"].map(String::from));
@@ -578,7 +634,7 @@ fn read_ctr(c: &mut RespConn) -> i64 {
 fn faults_under_load(w: &mut World, node: &anykv_bench::world::NodeInfo, iad: [String; 3]) {
     common::put_tenant(
         w,
-        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "strong", 3),
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "strong", 5),
     );
     settled(w);
     let t0 = Instant::now();
@@ -641,7 +697,7 @@ fn faults_under_load(w: &mut World, node: &anykv_bench::world::NodeInfo, iad: [S
 fn ryw_under_faults(w: &mut World, cdg: &anykv_bench::world::NodeInfo, iad: [String; 3]) {
     common::put_tenant(
         w,
-        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "ryw", 4),
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "region", "ryw", 6),
     );
     // The failovers before moved the copies: the node without one now.
     let placed = settled(w);
