@@ -426,6 +426,13 @@ impl Placement {
         if self.shared.own_link.read().is_none() {
             *self.shared.own_link.write() = self.link_addr(&view, &self.me);
         }
+        self.shared.set_down_links(
+            view.members
+                .iter()
+                .filter(|m| !m.me && m.state == MemberState::Down)
+                .map(|m| SocketAddr::new(m.addr.ip(), self.sync_port))
+                .collect(),
+        );
         let live = self.live(&view);
         let (entries, mut roles, version) = self.tables();
         let mut writes = Vec::new();

@@ -867,3 +867,80 @@ fn ryw_client(
     }
     seen
 }
+
+/// A primary that is gone with nothing to replace it (two nodes in its
+/// region: no controller, so no failover): a write sent to a node that
+/// must forward it waits out the failover window a forwarded request is
+/// given, then learns it did not run (`-TRYAGAIN ...`), never a replica's
+/// `-READONLY`; reads on the node's own copy go on; once the primary is
+/// back, writes run again.
+#[test]
+fn a_write_with_no_primary_to_take_it_says_it_did_not_run() {
+    let spec = common::world_spec(
+        "no-primary",
+        55,
+        22900,
+        &[("iad", 2), ("cdg", 1)],
+        ADMIN,
+        &[],
+    );
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(3, Duration::from_secs(60))
+        .expect("three members alive");
+    common::put_tenant(
+        &w,
+        &common::shop_entry(TENANT, TOKEN, &["cdg"], "async", "nearest", 1),
+    );
+    let placed = common::placed_tenant(&w, TENANT);
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let cdg = w.node("n3").expect("n3").clone();
+    assert_eq!(cdg.region, "cdg");
+    let mut c = common::shop_login(cdg.resp, TOKEN, "writes through cdg's node", |c| {
+        c.cmd(&["SET", "before", "1"]).ok() == Some(ok())
+    });
+    wait(
+        "cdg's replica has the write",
+        Duration::from_secs(20),
+        || c.cmd(&["GET", "before"]).ok() == Some(bulk("1")),
+    );
+
+    w.signal(&primary, "-9").expect("kill -9");
+    // Until the gossip says the node is down, a write goes out on the
+    // link to it and whether it ran is unknown: the client is told so.
+    // Then a write is not sent there; it waits for a new primary until
+    // the window ends and is told it did not run.
+    let t0 = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let t = Instant::now();
+        let r = c.cmd(&["SET", "during", &n.to_string()]).expect("a reply");
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "write {n} answered after {took:?}"
+        );
+        let Value::Error(e) = &r else {
+            panic!("write {n} with no primary answered {r:?}");
+        };
+        let e = String::from_utf8_lossy(e);
+        if e.starts_with("TRYAGAIN") && e.contains("did not run") {
+            assert!(took >= Duration::from_secs(4), "told after {took:?}: {e}");
+            break;
+        }
+        assert!(e.ends_with("may or may not have run"), "write {n}: {e}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(45),
+            "no write was told it did not run; cdg's view: {}",
+            common::http_get(&cdg.http.to_string(), "/cluster").unwrap_or_default()
+        );
+    }
+    assert_eq!(c.cmd(&["GET", "before"]).ok(), Some(bulk("1")));
+
+    w.launch(&primary).expect("restart");
+    wait("writes run again", Duration::from_secs(60), || {
+        c.cmd(&["SET", "after", "1"]).ok() == Some(ok())
+    });
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}

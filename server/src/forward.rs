@@ -43,6 +43,9 @@ type Owed = std::rc::Rc<std::cell::RefCell<VecDeque<oneshot::Sender<Result<Forwa
 struct Fwd {
     bytes: Vec<u8>,
     reply: oneshot::Sender<Result<Forwarded, String>>,
+    /// Set once the request is written to the link: until then it has
+    /// certainly not run (see [`Forwarder::send_tracked`]).
+    sent: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// The stream to one primary's node for one tenant.
@@ -134,15 +137,35 @@ impl Forwarder {
         &self,
         bytes: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<Forwarded, String>> + 'static {
+        self.send_tracked(bytes).1
+    }
+
+    /// [`Forwarder::send`], and whether the request has been written to
+    /// the link yet: a caller that gives up on a request not yet written
+    /// (the link still dialing) knows it did not run, and it never will
+    /// (a request whose caller is gone is not written).
+    pub fn send_tracked(
+        &self,
+        bytes: Vec<u8>,
+    ) -> (
+        std::rc::Rc<std::cell::Cell<bool>>,
+        impl std::future::Future<Output = Result<Forwarded, String>> + 'static,
+    ) {
         let tx = self.tx.clone();
         let counted = InFlight::new(&self.in_flight);
         let (rtx, rrx) = oneshot::channel();
-        let waiting = match self.tx.try_send(Fwd { bytes, reply: rtx }) {
+        let sent = std::rc::Rc::new(std::cell::Cell::new(false));
+        let fwd = Fwd {
+            bytes,
+            reply: rtx,
+            sent: sent.clone(),
+        };
+        let waiting = match self.tx.try_send(fwd) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(f)) => Some(Ok(f)),
             Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(())),
         };
-        async move {
+        let fut = async move {
             let _counted = counted;
             match waiting {
                 None => {}
@@ -158,7 +181,8 @@ impl Forwarder {
                 "ERR the link to the primary closed; the request may or may not have run"
                     .to_string()
             })?
-        }
+        };
+        (sent, fut)
     }
 }
 
@@ -209,6 +233,11 @@ async fn run(
         tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { break "closed".to_string() };
+                if f.reply.is_closed() {
+                    // Its caller gave up and was told it did not run.
+                    continue;
+                }
+                f.sent.set(true);
                 owed.borrow_mut().push_back(f.reply);
                 if let Err(e) = wr.write_all(&f.bytes).await {
                     break format!("writing to the primary's node: {e}");
@@ -364,13 +393,15 @@ fn to_node<'a>(
 
 /// Sends `req` to the tenant's primary at once, without retries (a
 /// pipelined write of a window, see `conn`); None when this node follows
-/// no primary now, or the stream's queue is full.
+/// no primary now (or none the gossip thinks is up), or the stream's
+/// queue is full.
 pub fn send_now(
     t: &mut crate::tenant::Tenant,
     shared: &Arc<Shared>,
     req: Vec<u8>,
 ) -> Option<impl std::future::Future<Output = Result<Forwarded, String>> + 'static> {
-    let node = primary_node(t, shared)?;
+    // Not to a node the gossip says is down (`forward_until` waits).
+    let node = primary_node(t, shared).filter(|n| !shared.link_down(*n))?;
     let id = t.id;
     let f = to_node(&mut t.forwarder, shared, node, id);
     // Queued now or not at all: a request that waited for room could go
@@ -670,15 +701,34 @@ async fn forward_until(
                 return Outcome::Error(GONE.into());
             }
             match primary_node(&t, shared) {
+                // The gossip says that node is down: nothing sent there
+                // could run. Wait for another primary (a failover), or
+                // tell the client it did not run.
+                Some(node) if shared.link_down(node) => {
+                    if let Some(f) = t.forwarder.as_ref().filter(|f| f.node() == node) {
+                        f.abandon();
+                    }
+                    Err(())
+                }
                 Some(node) => {
                     let id = t.id;
-                    Some(to_node(&mut t.forwarder, shared, node, id).send(req.clone()))
+                    Ok(Some(
+                        to_node(&mut t.forwarder, shared, node, id).send_tracked(req.clone()),
+                    ))
                 }
-                _ => None,
+                _ => Ok(None),
             }
         };
-        let Some(f) = sent else {
-            return Outcome::RunHere;
+        let (written, f) = match sent {
+            Ok(Some(sent)) => sent,
+            Ok(None) => return Outcome::RunHere,
+            Err(()) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Outcome::Error(NOT_RUN.into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let r = match tokio::time::timeout_at(deadline, f).await {
             Ok(r) => r,
@@ -686,6 +736,11 @@ async fn forward_until(
                 // A stream that stopped answering is not used again.
                 if let Some(f) = tenant.borrow().forwarder.as_ref() {
                     f.abandon();
+                }
+                if !written.get() {
+                    // Still waiting for the link (the primary's node is
+                    // gone): it never went out, and now never will.
+                    return Outcome::Error(NOT_RUN.into());
                 }
                 return Outcome::Error(
                     "ERR the primary did not answer in time; the request may or may not have run"

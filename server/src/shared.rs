@@ -168,6 +168,9 @@ pub struct Shared {
     remote: RwLock<Arc<crate::catalog::Catalog>>,
     /// This node's own cluster address (its store streams), once known.
     pub own_link: RwLock<Option<std::net::SocketAddr>>,
+    /// Cluster addresses of nodes the gossip says are down (set by the
+    /// node's placement on every view change).
+    down_links: RwLock<Arc<std::collections::HashSet<std::net::SocketAddr>>>,
     /// `tenants-only`: the default tenant only for operator users with a
     /// password; never open to unauthenticated clients.
     pub tenants_only: AtomicBool,
@@ -227,6 +230,7 @@ impl Shared {
             shutdown_save: std::sync::atomic::AtomicU8::new(0),
             catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
             remote: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
+            down_links: RwLock::new(Arc::default()),
             own_link: RwLock::new(None),
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
@@ -406,6 +410,19 @@ impl Shared {
     /// forwarding every request (docs/ROUTING.md, Remote databases).
     pub fn remote_catalog(&self) -> Arc<crate::catalog::Catalog> {
         self.remote.read().clone()
+    }
+
+    /// Whether the gossip says the node at cluster address `link` is down:
+    /// a request for it is not sent (it could only be lost).
+    pub fn link_down(&self, link: std::net::SocketAddr) -> bool {
+        self.down_links.read().contains(&link)
+    }
+
+    /// Replaces the set of down nodes' cluster addresses.
+    pub fn set_down_links(&self, down: std::collections::HashSet<std::net::SocketAddr>) {
+        if **self.down_links.read() != down {
+            *self.down_links.write() = Arc::new(down);
+        }
     }
 
     /// Replaces the remote catalog (the node's placement, on every change).
