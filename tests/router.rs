@@ -1103,3 +1103,77 @@ fn client_list_and_kill_describe_the_routers_own_clients() {
     );
     assert!(b.read_reply().is_err(), "killed itself but still connected");
 }
+
+/// Replicas equally near take turns, and a replica with
+/// `--replica-max-inflight` requests in flight is skipped: reads go to the
+/// next one instead of queueing behind it.
+#[test]
+fn equally_near_replicas_take_turns_and_a_busy_one_is_skipped() {
+    let primary = common::start_redis(&[]);
+    let (r1, r2) = (start_replica(primary.port), start_replica(primary.port));
+    wait_linked(&r1);
+    wait_linked(&r2);
+    let maddr = format!("127.0.0.1:{}", common::free_port());
+    let router = start_router(
+        &[primary.port, r1.port, r2.port],
+        &[
+            "--threads",
+            "1",
+            "--replica-max-inflight",
+            "2",
+            "--upstream-timeout-ms",
+            "10000",
+            "--metrics-addr",
+            &maddr,
+        ],
+    );
+    let mut p = primary.connect();
+    assert_eq!(p.cmd(&["SET", "k", "v"]).unwrap(), ok());
+    let (mut c1, mut c2) = (r1.connect(), r2.connect());
+    for c in [&mut c1, &mut c2] {
+        common::poll_every(
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            "the replicas have k",
+            || (c.cmd(&["GET", "k"]).ok()? == bulk("v")).then_some(()),
+        );
+    }
+    settle();
+
+    // Ten new clients, one read each: both replicas answer some.
+    let (g1, g2) = (calls(&mut c1, "get"), calls(&mut c2, "get"));
+    for _ in 0..10 {
+        let mut c = router.connect();
+        assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
+    }
+    let (d1, d2) = (calls(&mut c1, "get") - g1, calls(&mut c2, "get") - g2);
+    assert!(d1 >= 3 && d2 >= 3, "reads per replica: {d1} and {d2}");
+
+    // r1 stops answering clients for 1.5 s: at most two reads wait there,
+    // the rest go to r2.
+    assert_eq!(c1.cmd(&["CLIENT", "PAUSE", "1500"]).unwrap(), ok());
+    let t0 = Instant::now();
+    let port = router.port;
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = RespConn::connect(port).unwrap();
+                let mut n = 0;
+                while t0.elapsed() < Duration::from_millis(1000) {
+                    assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let done: Vec<usize> = readers.into_iter().map(|h| h.join().unwrap()).collect();
+    let served = done.iter().filter(|&&n| n >= 10).count();
+    assert!(
+        served >= 6,
+        "reads per client while r1 was paused: {done:?}"
+    );
+    let page = common::http_get(&maddr, "/metrics").unwrap();
+    let skips = common::metric(&page, "anykv_router_busy_replica_skips_total").unwrap_or(0.0);
+    assert!(skips > 0.0, "no busy replica was skipped");
+}

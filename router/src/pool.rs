@@ -201,6 +201,15 @@ impl Pools {
         Ok(c)
     }
 
+    /// Requests in flight on this worker's shared connections to server
+    /// `i` for protocol `resp`.
+    pub fn in_flight(&self, i: usize, resp: u8) -> usize {
+        self.shared[i][resp_index(resp)]
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok()?.as_ref().map(Conn::in_flight))
+            .sum()
+    }
+
     /// A connection of the caller's alone, to server `i`: an idle one or a
     /// new one.
     pub async fn dedicated(&self, i: usize, resp: u8) -> Result<Conn, UpstreamError> {
@@ -284,6 +293,17 @@ impl Upstreams {
         for s in &self.servers {
             s.poke();
         }
+    }
+
+    /// Every usable replica and its RTT.
+    pub fn usable_replicas(&self) -> Vec<(usize, Duration)> {
+        (0..self.servers.len())
+            .filter(|&i| self.replica_usable(i))
+            .map(|i| {
+                let rtt = self.servers[i].status.read().rtt;
+                (i, rtt.unwrap_or(Duration::MAX / 2))
+            })
+            .collect()
     }
 
     /// The nearest usable replica (lowest RTT; ties: the first listed).

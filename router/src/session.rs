@@ -65,6 +65,7 @@ pub struct Counters {
     pub ryw_fallback: metrics::Counter,
     pub retried: metrics::Counter,
     pub write_retries: metrics::Counter,
+    pub replica_busy: metrics::Counter,
 }
 
 impl Counters {
@@ -79,6 +80,7 @@ impl Counters {
             ryw_fallback: metrics::counter!("anykv_router_ryw_primary_reads_total"),
             retried: metrics::counter!("anykv_router_read_retries_total"),
             write_retries: metrics::counter!("anykv_router_write_retries_total"),
+            replica_busy: metrics::counter!("anykv_router_busy_replica_skips_total"),
         }
     }
 }
@@ -99,30 +101,40 @@ pub struct Router {
     /// Reply bytes a client may leave unread before the router stops
     /// reading its requests.
     pub client_buffer: usize,
+    /// Requests in flight on this worker's connection to a replica at
+    /// which it counts as busy (reads go to the next).
+    pub replica_busy: usize,
     pub limits: ParseLimits,
     pub counters: Counters,
 }
 
+/// How sessions behave (`anykv router`'s flags).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub consistency: Consistency,
+    pub max_pending: usize,
+    pub primary_wait: Duration,
+    pub client_buffer: usize,
+    pub replica_busy: usize,
+}
+
 impl Router {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ups: Arc<Upstreams>,
         reg: Arc<Registry>,
         set: Settings,
-        consistency: Consistency,
-        max_pending: usize,
-        primary_wait: Duration,
-        client_buffer: usize,
+        cfg: SessionConfig,
     ) -> Arc<Router> {
         Arc::new(Router {
             pools: ups.pools(),
             ups,
             set,
-            consistency,
+            consistency: cfg.consistency,
             reg,
-            max_pending: max_pending.max(1),
-            primary_wait,
-            client_buffer,
+            max_pending: cfg.max_pending.max(1),
+            primary_wait: cfg.primary_wait,
+            client_buffer: cfg.client_buffer,
+            replica_busy: cfg.replica_busy.max(1),
             limits: ParseLimits::default(),
             counters: Counters::new(),
         })
@@ -910,6 +922,41 @@ impl Session {
         }
     }
 
+    /// Whether this worker has `--replica-max-inflight` requests in flight
+    /// to replica `i` (its shared connection for the client's protocol).
+    fn replica_busy(&self, i: usize) -> bool {
+        let busy = self.r.pools.in_flight(i, self.st.resp) >= self.r.replica_busy;
+        if busy {
+            self.r.counters.replica_busy.increment(1);
+        }
+        busy
+    }
+
+    /// The replica for the client's reads: among those within 1 ms of the
+    /// nearest (equally near), the least loaded (clients take turns among
+    /// equals); then farther ones by RTT; never a busy one. None: every replica is busy or unusable
+    /// (the primary answers).
+    fn pick_replica(&self) -> Option<usize> {
+        let mut cands = self.r.ups.usable_replicas();
+        let near = cands.iter().map(|c| c.1).min()? + Duration::from_millis(1);
+        let load = |i: usize| self.r.pools.in_flight(i, self.st.resp);
+        // Equally near and equally loaded: clients take turns (by id).
+        let turn = |i: usize| (i + self.slot) % self.r.ups.servers.len();
+        cands.sort_by_key(|&(i, rtt)| {
+            let far = rtt > near;
+            (
+                far,
+                if far { 0 } else { load(i) },
+                if far { rtt } else { Duration::ZERO },
+                turn(i),
+            )
+        });
+        cands
+            .into_iter()
+            .map(|c| c.0)
+            .find(|&i| !self.replica_busy(i))
+    }
+
     /// Where a read goes under the consistency mode.
     async fn read_dest(&mut self) -> Dest {
         let ups = self.r.ups.clone();
@@ -927,8 +974,8 @@ impl Session {
             return Dest::Shared(p);
         }
         let rep = match self.replica {
-            Some(r) if ups.replica_usable(r) => r,
-            _ => match ups.nearest_replica() {
+            Some(r) if ups.replica_usable(r) && !self.replica_busy(r) => r,
+            _ => match self.pick_replica() {
                 Some(r) => {
                     if self.replica.is_some() {
                         // Another replica: it must catch up with what the

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::local::Settings;
 use crate::pool::{PoolConfig, Upstreams};
-use crate::session::{self, Consistency, Router};
+use crate::session::{self, Consistency, Router, SessionConfig};
 
 /// `anykv router`'s flags (Redis's names where Redis has one).
 #[derive(clap::Args, Debug, Clone)]
@@ -56,6 +56,10 @@ pub struct RouterArgs {
     /// How often each upstream is asked `ROLE` (role, health, RTT, offset).
     #[arg(long, default_value_t = 100)]
     pub role_interval_ms: u64,
+    /// Requests a worker may have in flight to one replica before reads
+    /// go to the next nearest (then the primary).
+    #[arg(long, default_value_t = 256)]
+    pub replica_max_inflight: usize,
     /// An upstream that does not answer for this long is skipped.
     #[arg(long, default_value_t = 1000)]
     pub upstream_timeout_ms: u64,
@@ -217,10 +221,13 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
             ups.clone(),
             reg.clone(),
             set.clone(),
-            a.consistency,
-            a.max_pending,
-            Duration::from_millis(a.primary_wait_ms),
-            a.client_buffer_limit,
+            SessionConfig {
+                consistency: a.consistency,
+                max_pending: a.max_pending,
+                primary_wait: Duration::from_millis(a.primary_wait_ms),
+                client_buffer: a.client_buffer_limit,
+                replica_busy: a.replica_max_inflight,
+            },
         )
     };
     let ips = if a.bind.is_empty() {

@@ -79,6 +79,21 @@ pub struct Batch {
 struct Queued {
     batch: Batch,
     bytes: Option<OwnedSemaphorePermit>,
+    load: Load,
+}
+
+/// A batch's requests on the connection's in-flight count until its
+/// replies are handed over (or it fails): the count is how busy the
+/// upstream is (see [`Conn::in_flight`]).
+struct Load {
+    count: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.n, Ordering::AcqRel);
+    }
 }
 
 /// What the reader owes: `count` replies, then where they go (`None`:
@@ -87,6 +102,7 @@ struct Owed {
     count: u32,
     reply: Option<oneshot::Sender<BatchReply>>,
     held: Option<Arc<Held>>,
+    _load: Option<Load>,
 }
 
 struct State {
@@ -98,6 +114,8 @@ struct Inner {
     addr: SocketAddr,
     /// Request bytes queued and not yet written (`queue_bytes` permits).
     budget: Arc<Semaphore>,
+    /// Requests sent and not answered yet.
+    load: Arc<AtomicUsize>,
     budget_max: u32,
     state: Mutex<State>,
     dead: AtomicBool,
@@ -238,6 +256,7 @@ impl Conn {
             addr,
             budget: Arc::new(Semaphore::new(budget_max as usize)),
             budget_max,
+            load: Arc::default(),
             state: Mutex::new(State {
                 owed: VecDeque::new(),
                 dead: false,
@@ -257,6 +276,13 @@ impl Conn {
     /// all of it). A dead connection answers the batch with
     /// [`UpstreamError::Lost`].
     pub async fn send(&self, b: Batch) {
+        self.inner
+            .load
+            .fetch_add(b.count as usize, Ordering::AcqRel);
+        let load = Load {
+            count: self.inner.load.clone(),
+            n: b.count as usize,
+        };
         let want = u32::try_from(b.bytes.len())
             .unwrap_or(u32::MAX)
             .min(self.inner.budget_max);
@@ -275,6 +301,7 @@ impl Conn {
         let q = Queued {
             batch: b,
             bytes: permit,
+            load,
         };
         if let Err(mpsc::error::SendError(q)) = self.tx.send(q).await {
             let _ = q
@@ -286,6 +313,11 @@ impl Conn {
 
     pub fn is_dead(&self) -> bool {
         self.inner.dead.load(Ordering::Acquire)
+    }
+
+    /// Requests sent on this connection and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.inner.load.load(Ordering::Acquire)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -330,6 +362,7 @@ async fn write_loop(
         out.clear();
         while let Some(q) = next.take() {
             let b = q.batch;
+            let load = q.load;
             spent.extend(q.bytes);
             let switch = b.db != db;
             {
@@ -344,12 +377,14 @@ async fn write_loop(
                         count: 1,
                         reply: None,
                         held: None,
+                        _load: None,
                     });
                 }
                 st.owed.push_back(Owed {
                     count: b.count,
                     reply: Some(b.reply),
                     held: b.held,
+                    _load: Some(load),
                 });
             }
             if switch {
