@@ -426,11 +426,22 @@ impl Placement {
         if self.shared.own_link.read().is_none() {
             *self.shared.own_link.write() = self.link_addr(&view, &self.me);
         }
+        // Down members' addresses, unless a live member has the same one
+        // (a machine that took over a retired one's address: the down
+        // row stays in the gossip for a day).
+        let link = |m: &anykv_gossip::MemberView| SocketAddr::new(m.addr.ip(), self.sync_port);
+        let live: std::collections::HashSet<SocketAddr> = view
+            .members
+            .iter()
+            .filter(|m| m.state != MemberState::Down)
+            .map(link)
+            .collect();
         self.shared.set_down_links(
             view.members
                 .iter()
                 .filter(|m| !m.me && m.state == MemberState::Down)
-                .map(|m| SocketAddr::new(m.addr.ip(), self.sync_port))
+                .map(link)
+                .filter(|a| !live.contains(a))
                 .collect(),
         );
         let live = self.live(&view);

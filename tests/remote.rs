@@ -936,6 +936,18 @@ fn a_write_with_no_primary_to_take_it_says_it_did_not_run() {
         );
     }
     assert_eq!(c.cmd(&["GET", "before"]).ok(), Some(bulk("1")));
+    // A blocking command (the connection's own stream to the primary) is
+    // not sent there either: told at once.
+    let t = Instant::now();
+    match c.cmd(&["BLPOP", "q", "0"]).expect("a reply") {
+        Value::Error(e) => assert!(
+            e.starts_with(b"TRYAGAIN the primary's node is down"),
+            "{}",
+            String::from_utf8_lossy(&e)
+        ),
+        other => panic!("BLPOP with the primary down answered {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 
     w.launch(&primary).expect("restart");
     wait("writes run again", Duration::from_secs(60), || {

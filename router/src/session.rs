@@ -925,11 +925,7 @@ impl Session {
     /// Whether this worker has `--replica-max-inflight` requests in flight
     /// to replica `i` (its shared connection for the client's protocol).
     fn replica_busy(&self, i: usize) -> bool {
-        let busy = self.r.pools.in_flight(i, self.st.resp) >= self.r.replica_busy;
-        if busy {
-            self.r.counters.replica_busy.increment(1);
-        }
-        busy
+        self.r.pools.in_flight(i, self.st.resp) >= self.r.replica_busy
     }
 
     /// The replica for the client's reads: among those within 1 ms of the
@@ -940,21 +936,32 @@ impl Session {
         let mut cands = self.r.ups.usable_replicas();
         let near = cands.iter().map(|c| c.1).min()? + Duration::from_millis(1);
         let load = |i: usize| self.r.pools.in_flight(i, self.st.resp);
+        let mut ranked: Vec<(bool, usize, Duration, usize)> = cands
+            .drain(..)
+            .map(|(i, rtt)| {
+                let far = rtt > near;
+                (
+                    far,
+                    if far { 0 } else { load(i) },
+                    if far { rtt } else { Duration::ZERO },
+                    i,
+                )
+            })
+            .collect();
+        ranked.sort_unstable();
         // Equally near and equally loaded: clients take turns (by id).
-        let turn = |i: usize| (i + self.slot) % self.r.ups.servers.len();
-        cands.sort_by_key(|&(i, rtt)| {
-            let far = rtt > near;
-            (
-                far,
-                if far { 0 } else { load(i) },
-                if far { rtt } else { Duration::ZERO },
-                turn(i),
-            )
-        });
-        cands
-            .into_iter()
-            .map(|c| c.0)
-            .find(|&i| !self.replica_busy(i))
+        let equals = ranked
+            .iter()
+            .take_while(|r| (r.0, r.1) == (ranked[0].0, ranked[0].1))
+            .count();
+        ranked[..equals].rotate_left(self.slot % equals.max(1));
+        let first = ranked[0].3;
+        let chosen = ranked.iter().map(|r| r.3).find(|&i| !self.replica_busy(i));
+        if chosen != Some(first) {
+            // The first choice was busy: this read goes elsewhere.
+            self.r.counters.replica_busy.increment(1);
+        }
+        chosen
     }
 
     /// Where a read goes under the consistency mode.

@@ -350,6 +350,11 @@ pub fn pin_send(
         }
         return None;
     };
+    // Not to a node the gossip says is down: it could only be lost.
+    let target = s.pin.as_ref().map_or(node, |p| p.fwd.node());
+    if shared.link_down(target) {
+        return Some(Box::pin(std::future::ready(Err(PRIMARY_DOWN.to_string()))));
+    }
     let pin = s.pin.get_or_insert_with(|| Pin {
         fwd: Forwarder::start(shared, node, t.id),
         multi: false,
@@ -357,6 +362,11 @@ pub fn pin_send(
     });
     Some(Box::pin(pin.fwd.send(req)))
 }
+
+/// The answer to a request for a connection's own stream to a primary
+/// whose node the gossip says is down: it was not sent.
+const PRIMARY_DOWN: &str =
+    "TRYAGAIN the primary's node is down (a failover may follow); the request did not run, retry";
 
 /// A remote tenant's requests once the remote catalog no longer has it
 /// (deleted, or now held here): the client must log in again.
