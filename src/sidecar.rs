@@ -37,6 +37,20 @@ pub struct SidecarArgs {
     /// How far a signed request's timestamp may be from now (seconds).
     #[arg(long, default_value_t = anykv_ops::sign::DEFAULT_WINDOW_SECS)]
     signature_window_secs: i64,
+    /// Back the state up online into this directory (SQLite's backup
+    /// API) every --backup-interval-secs; put it on another volume.
+    #[arg(long)]
+    backup_dir: Option<PathBuf>,
+    /// Seconds between backups.
+    #[arg(long, default_value_t = 3600)]
+    backup_interval_secs: u64,
+    /// Backups kept in --backup-dir (the oldest go).
+    #[arg(long, default_value_t = 48)]
+    backup_keep: usize,
+    /// Before starting, restore this backup into --data (which must not
+    /// hold a database yet: move a damaged one aside first).
+    #[arg(long)]
+    restore_from: Option<PathBuf>,
     /// debug, verbose, notice or warning.
     #[arg(long, default_value = "notice")]
     loglevel: String,
@@ -65,6 +79,11 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
     )?;
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("creating the data directory {}", a.data.display()))?;
+    if let Some(from) = &a.restore_from {
+        anykv_ops::backup::restore(from, &a.data)
+            .with_context(|| format!("restoring {}", from.display()))?;
+        tracing::info!("restored {} into {}", from.display(), a.data.display());
+    }
     let store = anykv_ops::store::Store::open(&a.data, a.signature_window_secs)
         .with_context(|| format!("opening {}", a.data.join("sidecar.db").display()))?;
     let sealer = anykv_ops::tokens::Sealer::from_hex(&token_key)?;
@@ -102,6 +121,14 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             a.cluster_admin.join(", ")
         );
+        if let Some(dir) = a.backup_dir.clone() {
+            tokio::spawn(backups(
+                api.clone(),
+                dir,
+                std::time::Duration::from_secs(a.backup_interval_secs.max(1)),
+                a.backup_keep,
+            ));
+        }
         let app = match base.as_str() {
             "" => anykv_ops::api::router(api),
             b => axum::Router::new().nest(b, anykv_ops::api::router(api)),
@@ -120,4 +147,35 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             .context("serving")?;
         anyhow::Ok(())
     })
+}
+
+/// Backs the sidecar's state up into `dir` every `every` (the first at
+/// once), keeping the newest `keep`; a failure is logged and the next
+/// interval tries again.
+async fn backups(
+    api: Arc<anykv_ops::api::Api>,
+    dir: PathBuf,
+    every: std::time::Duration,
+    keep: usize,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (a, into) = (api.clone(), dir.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            a.store.lock().backup_to(&into, now, keep)
+        })
+        .await;
+        match done {
+            Ok(Ok(path)) => tracing::info!("sidecar state backed up to {}", path.display()),
+            Ok(Err(e)) => {
+                tracing::warn!("backing the sidecar state up into {}: {e}", dir.display())
+            }
+            Err(e) => tracing::warn!("backup task: {e}"),
+        }
+    }
 }

@@ -109,23 +109,40 @@ impl Drop for Sidecar {
 }
 
 fn start_sidecar(w: &World, data: &std::path::Path, resp: SocketAddr) -> Sidecar {
+    start_sidecar_with(w, data, resp, &[])
+}
+
+/// The sidecar's command line for this world (without `--data`).
+fn sidecar_command(w: &World, resp: SocketAddr) -> Command {
     let admins: Vec<String> = ["n1", "n2"]
         .iter()
         .map(|n| w.node(n).expect("node").http.to_string())
         .collect();
-    assert!(
-        TcpStream::connect(LISTEN).is_err(),
-        "something else listens on {LISTEN}"
-    );
-    let child = Command::new(env!("CARGO_BIN_EXE_anykv"))
-        .args(["sidecar", "--listen", LISTEN, "--data"])
-        .arg(data)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anykv"));
+    c.args(["sidecar", "--listen", LISTEN])
         .args(["--cluster-admin", &admins[0], "--cluster-admin", &admins[1]])
         .args(["--redis-url-host", &resp.ip().to_string()])
         .args(["--redis-port", &resp.port().to_string()])
         .env("ANYKV_EXT_SECRET", SECRET)
         .env("ANYKV_TOKEN_KEY", KEY)
-        .env("ANYKV_ADMIN_TOKEN", ADMIN)
+        .env("ANYKV_ADMIN_TOKEN", ADMIN);
+    c
+}
+
+fn start_sidecar_with(
+    w: &World,
+    data: &std::path::Path,
+    resp: SocketAddr,
+    extra: &[&std::ffi::OsStr],
+) -> Sidecar {
+    assert!(
+        TcpStream::connect(LISTEN).is_err(),
+        "something else listens on {LISTEN}"
+    );
+    let child = sidecar_command(w, resp)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -297,7 +314,60 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     );
     let (code, _) = signed_query("GET", "ext_1", "nonce-7");
     assert_eq!(code, 401, "a nonce accepted before the restart");
+
+    // Online backups on a schedule, and a restore into an empty data
+    // directory: the same databases and nonces.
     drop(sidecar);
+    let backups = spec.dir.join("sidecar-backups");
+    let sidecar = start_sidecar_with(
+        &w,
+        &data,
+        resp,
+        &[
+            "--backup-dir".as_ref(),
+            backups.as_os_str(),
+            "--backup-interval-secs".as_ref(),
+            "1".as_ref(),
+        ],
+    );
+    let mut file = None;
+    wait("a backup", Duration::from_secs(20), || {
+        file = anykv_ops::backup::list(&backups)
+            .ok()
+            .and_then(|l| l.last().cloned());
+        file.is_some()
+    });
+    drop(sidecar);
+    let file = file.expect("a backup file");
+    let restored = spec.dir.join("sidecar-restored");
+    let sidecar = start_sidecar_with(
+        &w,
+        &restored,
+        resp,
+        &["--restore-from".as_ref(), file.as_os_str()],
+    );
+    let (code, shown) = signed_query("GET", "ext_1", "nonce-10");
+    assert_eq!(
+        (code, shown["status"].as_str()),
+        (200, Some("deleted")),
+        "{shown}"
+    );
+    let (code, _) = signed_query("GET", "ext_1", "nonce-9");
+    assert_eq!(code, 401, "a nonce accepted before the backup");
+    drop(sidecar);
+    // Never over a database that is there: the sidecar does not start.
+    let out = sidecar_command(&w, resp)
+        .arg("--data")
+        .arg(&restored)
+        .arg("--restore-from")
+        .arg(&file)
+        .output()
+        .expect("anykv sidecar runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("move it aside"),
+        "{err}"
+    );
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -4,10 +4,12 @@
 //! Built in slices: [`sign`] (Fly's request signatures), [`store`] (its
 //! SQLite state: migrations, nonces, provisioned databases), [`tokens`]
 //! (tokens sealed at rest), [`cluster`] (the admin API it writes the
-//! catalog through) and [`api`] (provisioning, status, deletion) so far;
+//! catalog through), [`api`] (provisioning, status, deletion) and
+//! [`backup`] (online backups of its state, and restoring one) so far;
 //! SSO, the dashboard and billing build on them.
 
 pub mod api;
+pub mod backup;
 pub mod cluster;
 mod hex;
 pub mod sign;

@@ -17,6 +17,21 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::sign::Nonces;
 
+/// The database's file in the data directory.
+pub const DB_FILE: &str = "sidecar.db";
+
+/// Refuses a database at schema version `found` if this build does not
+/// know it (a newer anykv wrote it).
+pub fn check_version(found: i64) -> Result<(), StoreError> {
+    if found > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew {
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Schema changes, in order; `user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
     // 1: organizations, users, databases, nonces.
@@ -87,7 +102,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating) `dir/sidecar.db` and migrates it.
     pub fn open(dir: &Path, window_secs: i64) -> Result<Store, StoreError> {
-        let conn = Connection::open(dir.join("sidecar.db"))?;
+        let conn = Connection::open(dir.join(DB_FILE))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = Store {
@@ -96,6 +111,17 @@ impl Store {
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Backs the live database up into `dir` (see [`crate::backup`]),
+    /// keeping the newest `keep` backups there.
+    pub fn backup_to(
+        &self,
+        dir: &Path,
+        now: i64,
+        keep: usize,
+    ) -> Result<std::path::PathBuf, crate::backup::BackupError> {
+        crate::backup::backup(&self.conn, dir, now, keep)
     }
 
     /// The schema version (migrations applied).
@@ -107,12 +133,7 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let found = self.version()?;
-        if found > MIGRATIONS.len() as i64 {
-            return Err(StoreError::TooNew {
-                found,
-                known: MIGRATIONS.len(),
-            });
-        }
+        check_version(found)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
