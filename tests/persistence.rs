@@ -577,6 +577,8 @@ fn shim_env(so: &Path, log: &Path, extra: &[(&'static str, &str)]) -> Vec<(&'sta
 struct SyncRecord {
     /// How long the call took (including any delay the shim added).
     took: Duration,
+    /// When it started (ns since the Unix epoch).
+    start: u64,
     /// `fsync`, `fdatasync` or `sync_file_range`.
     call: String,
     /// The file's size when the call started (for `sync_file_range`, the
@@ -601,6 +603,7 @@ fn sync_records(log: &Path) -> Vec<SyncRecord> {
             };
             SyncRecord {
                 took: Duration::from_nanos(end.saturating_sub(start)),
+                start,
                 call: f[2].to_string(),
                 size: f[3]
                     .parse()
@@ -618,6 +621,20 @@ fn syncs_of<'a>(records: &'a [SyncRecord], file: &Path) -> impl Iterator<Item = 
     records
         .iter()
         .filter(move |r| (r.call == "fsync" || r.call == "fdatasync") && r.path == file)
+}
+
+/// How long an fsync or fdatasync of `file` that began but had not
+/// returned by `at` (ns since the epoch) had been running then (zero if
+/// none: the disk was not stuck in one).
+fn unfinished_sync(records: &[SyncRecord], file: &Path, at: u64) -> Duration {
+    let file = fs::canonicalize(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let done: std::collections::HashSet<u64> = syncs_of(records, &file).map(|r| r.start).collect();
+    records
+        .iter()
+        .filter(|r| r.path == file && r.call.starts_with("begin-") && !done.contains(&r.start))
+        .map(|r| Duration::from_nanos(at.saturating_sub(r.start)))
+        .max()
+        .unwrap_or_default()
 }
 
 /// How many bytes of `file` an fsync or fdatasync made durable: the
@@ -1144,6 +1161,9 @@ fn kill_restart_rounds(
         let delay = Duration::from_millis(rng.range(lo, hi));
         thread::sleep(delay);
         let kill_at = Instant::now();
+        let kill_wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         s.kill9();
         let mut this_round = 0;
         let mut first_ack: Option<Instant> = None;
@@ -1162,8 +1182,11 @@ fn kill_restart_rounds(
             );
         }
         let mut cut = String::new();
-        // How long the slowest fsync of the segment took this round.
+        // How long the slowest fsync of the segment took this round, and
+        // how long one that never returned had been running at the kill
+        // (a stuck disk: what it held back was never durable).
         let mut slowest_fsync = Duration::ZERO;
+        let mut stuck = Duration::ZERO;
         if let Crash::PowerCut { shim_log } = crash {
             let seg = last_segment(dir);
             let len = file_len(&seg);
@@ -1172,6 +1195,7 @@ fn kill_restart_rounds(
                 .map(|r| r.took)
                 .max()
                 .unwrap_or_default();
+            stuck = unfinished_sync(&records, &seg, kill_wall);
             let mut durable = durable_size(&records, &seg);
             if let Some((path, size)) = &survived {
                 if *path == seg {
@@ -1192,7 +1216,7 @@ fn kill_restart_rounds(
             fs::write(shim_log, b"").expect("empty the shim log");
             cut = format!(
                 ", power cut: {durable} of {len} bytes of the segment durable (slowest fsync \
-                 {slowest_fsync:?})"
+                 {slowest_fsync:?}, one unfinished for {stuck:?})"
             );
         }
         s = Anykv::start_env(dir, args, env);
@@ -1228,12 +1252,13 @@ fn kill_restart_rounds(
                         let oldest = times[present as usize];
                         let before_kill = kill_at.saturating_duration_since(oldest);
                         oldest_lost = oldest_lost.max(before_kill);
-                        let bound = age + 2 * slowest_fsync;
+                        let bound = age + 2 * slowest_fsync + stuck;
                         assert!(
                             before_kill <= bound,
                             "round {round} client {client}: k:{client}:{present}, acknowledged \
                              {before_kill:?} before the kill, is lost (bound {bound:?}: \
-                             {age:?} + twice the slowest fsync, {slowest_fsync:?}){cut}"
+                             {age:?} + twice the slowest fsync, {slowest_fsync:?}, + an \
+                             unfinished one's time, {stuck:?}){cut}"
                         );
                     }
                 }
@@ -1427,11 +1452,13 @@ fn aof_always_fsyncs_before_replying() {
 ///   last second or so may be lost. The server runs under the fsync shim
 ///   and each of 3 rounds simulates the cut ([`Crash::PowerCut`]: the
 ///   segment is cut back to what its last fsync covered); every lost write
-///   must have been acknowledged at most 2 s (the 1 s period plus
-///   scheduling slack, Redis's own worst case) plus twice the slowest
-///   fsync of the round (a write
+///   must have been acknowledged at most 1.5 s (the 1 s period plus
+///   scheduling slack) plus twice the slowest fsync of the round (a write
 ///   that just missed an fsync waits for the next one to start, a second
-///   after the previous one finished, and to finish) before the kill. Each
+///   after the previous one finished, and to finish) plus how long an
+///   fsync that had not returned at the kill had been running (a disk
+///   stuck behind a machine's other writes, as right after a build:
+///   everything since it began was never durable) before the kill. Each
 ///   round runs 2 to 3 s, so it has writes older than that which must
 ///   survive: a server that never fsyncs loses them and fails. The rounds
 ///   must also lose something in total: a server that fsynced every write
@@ -1458,12 +1485,10 @@ fn aof_everysec_loss_is_bounded() {
         shim_log: log.clone(),
     };
     let env = shim_env(&so, &log, &[]);
-    // Redis's own worst case for everysec is 2 s (an fsync that finds
-    // the previous one still running waits up to 2 s); here the fsync
-    // thread's once-a-second wakeup can also be late when the test
-    // machine's two cores are busy with other tests (a 2.09 s loss was
-    // seen once under the full suite, with 20 ms fsyncs).
-    let bound = Duration::from_millis(2000);
+    // Plus twice the slowest fsync and an unfinished one's time (see
+    // above): a clean-clone CI run, its page cache full of a fresh build,
+    // had an fsync that did not return in 3 s.
+    let bound = Duration::from_millis(1500);
     let lost = kill_restart_rounds(&dir, &args, &env, &crash, 0xE5EC, 3, Some(bound));
     eprintln!(
         "appendfsync everysec: acknowledged writes lost to a power cut per round: {lost:?} \

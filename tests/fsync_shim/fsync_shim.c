@@ -16,7 +16,9 @@
  * was there before counts as durable. <path> is readlink(/proc/self/fd/N).
  * The line is written (one O_APPEND write) before the call returns to the
  * caller, so it is in the log before anything the caller does afterwards,
- * such as sending a reply. sync_file_range(2) is logged too (as
+ * such as sending a reply. A line with the call `begin-<call>` (both times
+ * its start) is written before the real call starts, so a call that never
+ * returned before a kill is in the log too. sync_file_range(2) is logged too (as
  * "sync_file_range"), but it makes nothing durable (no metadata, no device
  * cache flush), so the test does not count it.
  *
@@ -122,6 +124,9 @@ static int synced(const char *call, int fd, int (*real)(int)) {
         while (nanosleep(&d, &d) != 0 && errno == EINTR) {
         }
     }
+    char begin[32];
+    snprintf(begin, sizeof begin, "begin-%s", call);
+    log_line(&start, begin, size, path);
     int r = real(fd);
     int saved = errno;
     if (r == 0) {
