@@ -64,6 +64,18 @@ fn listens_on_ipv4_and_ipv6_by_default() {
     assert_eq!(v4.cmd(&["GET", "six"]).unwrap(), bulk("6"));
 }
 
+/// Waits until every replica connection in `cs` reads `key` as `value`.
+fn replicas_have(cs: &mut [&mut RespConn], key: &str, value: &str) {
+    for c in cs.iter_mut() {
+        common::poll_every(
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            "the replicas to have the write",
+            || (c.cmd(&["GET", key]).ok()? == bulk(value)).then_some(()),
+        );
+    }
+}
+
 /// Sends `sig` (`-STOP`, `-CONT`, ...) to process `pid`.
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -1130,14 +1142,7 @@ fn equally_near_replicas_take_turns_and_a_busy_one_is_skipped() {
     let mut p = primary.connect();
     assert_eq!(p.cmd(&["SET", "k", "v"]).unwrap(), ok());
     let (mut c1, mut c2) = (r1.connect(), r2.connect());
-    for c in [&mut c1, &mut c2] {
-        common::poll_every(
-            Duration::from_millis(10),
-            Duration::from_secs(10),
-            "the replicas have k",
-            || (c.cmd(&["GET", "k"]).ok()? == bulk("v")).then_some(()),
-        );
-    }
+    replicas_have(&mut [&mut c1, &mut c2], "k", "v");
     settle();
 
     // Ten new clients, one read each: both replicas answer some.
@@ -1176,4 +1181,54 @@ fn equally_near_replicas_take_turns_and_a_busy_one_is_skipped() {
     let page = common::http_get(&maddr, "/metrics").unwrap();
     let skips = common::metric(&page, "anykv_router_busy_replica_skips_total").unwrap_or(0.0);
     assert!(skips > 0.0, "no busy replica was skipped");
+}
+
+/// Reads go to the replica nearest by measured RTT (one behind a 20 ms
+/// relay is passed over); a frozen primary makes writes fail within about
+/// the upstream timeout, with a documented error, never hang; once it
+/// thaws, writes run again.
+#[test]
+fn the_nearest_replica_reads_and_a_frozen_primary_fails_writes_in_time() {
+    let primary = common::start_redis(&[]);
+    let (far, near) = (start_replica(primary.port), start_replica(primary.port));
+    wait_linked(&far);
+    wait_linked(&near);
+    let far_via = delay_proxy(far.port, Duration::from_millis(20));
+    let router = start_router(&[primary.port, far_via, near.port], &[]);
+    let mut w = router.connect();
+    assert_eq!(w.cmd(&["SET", "k", "v"]).unwrap(), ok());
+    let (mut fc, mut nc) = (far.connect(), near.connect());
+    replicas_have(&mut [&mut fc, &mut nc], "k", "v");
+    // Several polls, so both replicas' RTTs are measured.
+    std::thread::sleep(Duration::from_millis(1000));
+    let (f0, n0) = (calls(&mut fc, "get"), calls(&mut nc, "get"));
+    for _ in 0..10 {
+        let mut c = router.connect();
+        assert_eq!(c.cmd(&["GET", "k"]).unwrap(), bulk("v"));
+    }
+    let (df, dn) = (calls(&mut fc, "get") - f0, calls(&mut nc, "get") - n0);
+    assert_eq!((df, dn), (0, 10), "reads on the far and the near replica");
+
+    signal(primary.pid(), "-STOP");
+    let t = Instant::now();
+    let r = w.cmd(&["SET", "k", "frozen"]);
+    let took = t.elapsed();
+    signal(primary.pid(), "-CONT");
+    match r {
+        Ok(Value::Error(e)) => {
+            let e = String::from_utf8_lossy(&e).into_owned();
+            assert!(
+                e.starts_with("ERR router: connection to upstream") || e.starts_with("TRYAGAIN"),
+                "{e}"
+            );
+        }
+        other => panic!("a write to a frozen primary answered {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "the write waited {took:?}");
+    common::poll_every(
+        Duration::from_millis(50),
+        Duration::from_secs(10),
+        "writes after the thaw",
+        || (w.cmd(&["SET", "k", "thawed"]).ok()? == ok()).then_some(()),
+    );
 }
