@@ -450,89 +450,136 @@ fn ns(t0: Instant) -> u64 {
     u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// One client's connection and what it saw, each invocation and response
+/// on `t0`'s clock: the operations both kinds of client below record.
+struct Recorder {
+    id: u32,
+    addr: std::net::SocketAddr,
+    t0: Instant,
+    conn: Option<RespConn>,
+    seen: Seen,
+}
+
+impl Recorder {
+    fn new(id: u32, addr: std::net::SocketAddr, t0: Instant) -> Recorder {
+        Recorder {
+            id,
+            addr,
+            t0,
+            conn: None,
+            seen: Seen::default(),
+        }
+    }
+
+    /// Logs in when not connected; false (after a pause) when that failed.
+    fn connected(&mut self) -> bool {
+        if self.conn.is_none() {
+            self.conn = common::login_ready(self.addr, "shop", TOKEN, |_| true);
+            if self.conn.is_none() {
+                self.seen.errors.push((ns(self.t0), "login failed".into()));
+                std::thread::sleep(Duration::from_millis(50));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> std::io::Result<Value> {
+        match self.conn.as_mut() {
+            Some(c) => c.cmd(args),
+            None => Err(std::io::Error::other("not connected")),
+        }
+    }
+
+    /// An error reply or a broken connection, recorded (the connection
+    /// dropped when it is gone).
+    fn failed(&mut self, invoke: u64, r: &std::io::Result<Value>) {
+        self.seen.errors.push((invoke, format!("{r:?}")));
+        if gone(r) {
+            self.conn = None;
+        }
+    }
+
+    /// `SET key v`, recorded; false when refused with `-TRYAGAIN` (never
+    /// sent: it did not happen, and is not an operation).
+    fn set(&mut self, key: String, v: u64) -> bool {
+        let invoke = ns(self.t0);
+        let r = self.cmd(&["SET", &key, &v.to_string()]);
+        let complete = match &r {
+            Ok(Value::Simple(_)) => Some(ns(self.t0)),
+            Ok(Value::Error(e)) if e.starts_with(b"TRYAGAIN") => {
+                self.seen
+                    .errors
+                    .push((invoke, String::from_utf8_lossy(e).into()));
+                return false;
+            }
+            _ => {
+                self.failed(invoke, &r);
+                None
+            }
+        };
+        self.seen.ops.push(Op {
+            client: self.id,
+            key,
+            kind: Kind::Write(v),
+            invoke,
+            complete,
+        });
+        true
+    }
+
+    /// `GET key`, recorded.
+    fn get(&mut self, key: String) {
+        let invoke = ns(self.t0);
+        let r = self.cmd(&["GET", &key]);
+        let got = match &r {
+            Ok(Value::Bulk(b)) => String::from_utf8_lossy(b).parse().ok(),
+            Ok(Value::Nil) => None,
+            _ => return self.failed(invoke, &r),
+        };
+        self.seen.ops.push(Op {
+            client: self.id,
+            key,
+            kind: Kind::Read(got),
+            invoke,
+            complete: Some(ns(self.t0)),
+        });
+    }
+
+    /// `INCR ctr`, its answer recorded.
+    fn incr(&mut self) {
+        let invoke = ns(self.t0);
+        match self.cmd(&["INCR", "ctr"]) {
+            Ok(Value::Int(v)) => self.seen.incrs.push(v),
+            r => self.failed(invoke, &r),
+        }
+    }
+}
+
 /// One client: unique-value SETs and GETs of a few registers and INCRs of
 /// a counter, each invocation and response on `t0`'s clock, until `stop`.
 fn client(id: u32, addr: std::net::SocketAddr, t0: Instant, stop: Arc<AtomicBool>) -> Seen {
-    let mut seen = Seen::default();
-    let mut conn: Option<RespConn> = None;
+    let mut r = Recorder::new(id, addr, t0);
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
-        if conn.is_none() {
-            conn = common::login_ready(addr, "shop", TOKEN, |_| true);
-            if conn.is_none() {
-                seen.errors.push((ns(t0), "login failed".into()));
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+        if !r.connected() {
+            continue;
         }
-        let Some(c) = conn.as_mut() else { continue };
         n += 1;
         let key = format!("reg:{}", n % 4);
-        let invoke = ns(t0);
         match n % 3 {
             0 => {
-                let v = u64::from(id) * 1_000_000 + n;
-                let r = c.cmd(&["SET", &key, &v.to_string()]);
-                let complete = match &r {
-                    Ok(Value::Simple(_)) => Some(ns(t0)),
-                    Ok(Value::Error(e)) if e.starts_with(b"TRYAGAIN") => {
-                        // Never sent: it did not happen.
-                        seen.errors
-                            .push((invoke, String::from_utf8_lossy(e).into()));
-                        continue;
-                    }
-                    other => {
-                        seen.errors.push((invoke, format!("{other:?}")));
-                        if gone(other) {
-                            conn = None;
-                        }
-                        None
-                    }
-                };
-                seen.ops.push(Op {
-                    client: id,
-                    key,
-                    kind: Kind::Write(v),
-                    invoke,
-                    complete,
-                });
+                if !r.set(key, u64::from(id) * 1_000_000 + n) {
+                    continue;
+                }
             }
-            1 => match c.cmd(&["GET", &key]) {
-                Ok(Value::Bulk(b)) => seen.ops.push(Op {
-                    client: id,
-                    key,
-                    kind: Kind::Read(String::from_utf8_lossy(&b).parse().ok()),
-                    invoke,
-                    complete: Some(ns(t0)),
-                }),
-                Ok(Value::Nil) => seen.ops.push(Op {
-                    client: id,
-                    key,
-                    kind: Kind::Read(None),
-                    invoke,
-                    complete: Some(ns(t0)),
-                }),
-                other => {
-                    seen.errors.push((invoke, format!("{other:?}")));
-                    if gone(&other) {
-                        conn = None;
-                    }
-                }
-            },
-            _ => match c.cmd(&["INCR", "ctr"]) {
-                Ok(Value::Int(v)) => seen.incrs.push(v),
-                other => {
-                    seen.errors.push((invoke, format!("{other:?}")));
-                    if gone(&other) {
-                        conn = None;
-                    }
-                }
-            },
+            1 => r.get(key),
+            _ => r.incr(),
         }
-        seen.done += 1;
+        r.seen.done += 1;
         std::thread::sleep(Duration::from_millis(2));
     }
-    seen
+    r.seen
 }
 
 /// An in-sync standby for the database: its placement then.
@@ -827,92 +874,29 @@ fn ryw_client(
     t0: Instant,
     stop: Arc<AtomicBool>,
 ) -> Seen {
-    let mut seen = Seen::default();
-    let mut conn: Option<RespConn> = None;
+    let mut r = Recorder::new(id, addr, t0);
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
-        if conn.is_none() {
-            conn = common::login_ready(addr, "shop", TOKEN, |_| true);
-            if conn.is_none() {
-                seen.errors.push((ns(t0), "login failed".into()));
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+        if !r.connected() {
+            continue;
         }
-        let Some(c) = conn.as_mut() else { continue };
         n += 1;
         let own = format!("w{id}:{}", n % 2);
-        let invoke = ns(t0);
-        let (key, r) = match n % 4 {
+        match n % 4 {
             0 => {
-                let r = c.cmd(&["SET", &own, &n.to_string()]);
-                let complete = match &r {
-                    Ok(Value::Simple(_)) => Some(ns(t0)),
-                    Ok(Value::Error(e)) if e.starts_with(b"TRYAGAIN") => {
-                        seen.errors
-                            .push((invoke, String::from_utf8_lossy(e).into()));
-                        continue;
-                    }
-                    other => {
-                        seen.errors.push((invoke, format!("{other:?}")));
-                        if gone(other) {
-                            conn = None;
-                        }
-                        None
-                    }
-                };
-                seen.ops.push(Op {
-                    client: id,
-                    key: own,
-                    kind: Kind::Write(n),
-                    invoke,
-                    complete,
-                });
-                seen.done += 1;
+                if r.set(own, n) {
+                    r.seen.done += 1;
+                }
                 continue;
             }
-            1 => (own, None),
-            2 => (
-                format!("w{}:{}", 1 + (n / 4) as u32 % clients, (n / 8) % 2),
-                None,
-            ),
-            _ => (String::new(), Some(c.cmd(&["INCR", "ctr"]))),
-        };
-        match r {
-            Some(Ok(Value::Int(v))) => seen.incrs.push(v),
-            Some(other) => {
-                seen.errors.push((invoke, format!("{other:?}")));
-                if gone(&other) {
-                    conn = None;
-                }
-            }
-            None => {
-                let got = match c.cmd(&["GET", &key]) {
-                    Ok(Value::Bulk(b)) => Some(String::from_utf8_lossy(&b).parse().ok()),
-                    Ok(Value::Nil) => Some(None),
-                    other => {
-                        seen.errors.push((invoke, format!("{other:?}")));
-                        if gone(&other) {
-                            conn = None;
-                        }
-                        None
-                    }
-                };
-                if let Some(v) = got {
-                    seen.ops.push(Op {
-                        client: id,
-                        key,
-                        kind: Kind::Read(v),
-                        invoke,
-                        complete: Some(ns(t0)),
-                    });
-                }
-            }
+            1 => r.get(own),
+            2 => r.get(format!("w{}:{}", 1 + (n / 4) as u32 % clients, (n / 8) % 2)),
+            _ => r.incr(),
         }
-        seen.done += 1;
+        r.seen.done += 1;
         std::thread::sleep(Duration::from_millis(2));
     }
-    seen
+    r.seen
 }
 
 /// A primary that is gone with nothing to replace it (two nodes in its

@@ -308,18 +308,10 @@ impl Upstreams {
 
     /// The nearest usable replica (lowest RTT; ties: the first listed).
     pub fn nearest_replica(&self) -> Option<usize> {
-        let mut best: Option<(usize, Duration)> = None;
-        for (i, s) in self.servers.iter().enumerate() {
-            let st = s.status.read();
-            if !(st.reachable && st.role == Role::Replica && st.link_up) {
-                continue;
-            }
-            let rtt = st.rtt.unwrap_or(Duration::MAX);
-            if best.is_none_or(|(_, b)| rtt < b) {
-                best = Some((i, rtt));
-            }
-        }
-        best.map(|(i, _)| i)
+        self.usable_replicas()
+            .into_iter()
+            .min_by_key(|&(_, rtt)| rtt)
+            .map(|(i, _)| i)
     }
 
     /// Is server `i` still a usable replica?

@@ -877,20 +877,10 @@ impl Session {
             let n = (reqs.len() - k) as u32;
             self.r.counters.write_retries.increment(u64::from(n));
             tracing::debug!(from = %old.addr, to = %self.r.ups.servers[p].addr, n, "sending refused requests to the new primary");
-            let sent = async {
-                let c = self.r.pools.shared(p, rt.resp, rt.slot).await?;
-                let (tx, rx) = oneshot::channel();
-                c.send(Batch {
-                    db: rt.db,
-                    bytes: tail.clone(),
-                    count: n,
-                    reply: tx,
-                    held: None,
-                })
-                .await;
-                rx.await.map_err(|_| UpstreamError::Lost(c.addr()))?
-            }
-            .await;
+            let sent = match self.r.pools.shared(p, rt.resp, rt.slot).await {
+                Ok(c) => c.request(rt.db, tail.clone(), n).await,
+                Err(e) => Err(e),
+            };
             match sent {
                 Ok(b) => (replies, bytes, server) = (b, tail, p),
                 Err(e) => {
@@ -1333,14 +1323,5 @@ async fn retry_on_primary(router: &Router, rt: Retry) -> Result<Bytes, UpstreamE
         .ok_or(UpstreamError::Lost(router.ups.servers[0].addr))?;
     router.counters.retried.increment(u64::from(rt.count));
     let c = router.pools.shared(p, rt.resp, rt.slot).await?;
-    let (tx, rx) = oneshot::channel();
-    c.send(Batch {
-        db: rt.db,
-        bytes: rt.bytes,
-        count: rt.count,
-        reply: tx,
-        held: None,
-    })
-    .await;
-    rx.await.map_err(|_| UpstreamError::Lost(c.addr()))?
+    c.request(rt.db, rt.bytes, rt.count).await
 }

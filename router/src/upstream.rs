@@ -311,6 +311,22 @@ impl Conn {
         }
     }
 
+    /// Sends `count` requests (`bytes`, in database `db`) and waits for
+    /// their replies, outside any client's held-bytes account (the
+    /// router's own requests, and requests sent again).
+    pub async fn request(&self, db: u32, bytes: Bytes, count: u32) -> BatchReply {
+        let (tx, rx) = oneshot::channel();
+        self.send(Batch {
+            db,
+            bytes,
+            count,
+            reply: tx,
+            held: None,
+        })
+        .await;
+        rx.await.map_err(|_| UpstreamError::Lost(self.addr()))?
+    }
+
     pub fn is_dead(&self) -> bool {
         self.inner.dead.load(Ordering::Acquire)
     }

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::pool::{parse_role, Role, RoleReply};
 use crate::session::{error_reply, Router};
 use crate::stepdown;
-use crate::upstream::{encode, Batch, BatchReply, Conn, Held, UpstreamError};
+use crate::upstream::{encode, BatchReply, Conn, Held, UpstreamError};
 
 /// `WAIT`'s arguments when the router answers it: two integers, the
 /// timeout not negative. Anything else goes to the primary, which gives
@@ -125,16 +125,7 @@ async fn role(c: &Conn, hurry: Option<u64>) -> Result<Option<RoleReply>, Upstrea
         count += 1;
     }
     encode(&mut req, &[b"ROLE"]);
-    let (tx, rx) = oneshot::channel();
-    c.send(Batch {
-        db: 0,
-        bytes: Bytes::from(req),
-        count,
-        reply: tx,
-        held: None,
-    })
-    .await;
-    let replies = rx.await.map_err(|_| UpstreamError::Lost(c.addr()))??;
+    let replies = c.request(0, Bytes::from(req), count).await?;
     let last = stepdown::reply_ranges(&replies).and_then(|at| at.last().cloned());
     Ok(last
         .and_then(|r| redis::parse_redis_value(&replies[r]).ok())
