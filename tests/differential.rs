@@ -61,6 +61,8 @@
 //! Knobs (environment variables):
 //! * `DIFF_SEED=<u64>`: replay a run (the seed is printed on failure);
 //! * `DIFF_OPS=<n>`: number of generated commands (default [`DEFAULT_OPS`]);
+//! * `DIFF_CHECK_EVERY=<n>`: compare the whole keyspace every n commands
+//!   (default [`CHECK_EVERY`]; 1 finds the command a divergence began with);
 //! * `ANYKV_DIFF_TARGET_CMD='<sh command with {port}>'`: run the target from this
 //!   command instead of the anykv binary, e.g.
 //!   `ANYKV_DIFF_TARGET_CMD="redis-server --port {port} --save '' --appendonly no"`
@@ -68,6 +70,16 @@
 //! * `DIFF_WITH_OTHER_TYPES=1`: same as setting [`WITH_OTHER_TYPES`];
 //! * `DIFF_TRACE=<file>`: write every generated command and the reference's
 //!   reply to that file.
+//!
+//! The same streams run through `anykv router` (in front of a redis-server,
+//! alone and with a replica) and through an `anykv node`'s customer port,
+//! logged in as a database, on the node holding its primary, on a node of
+//! a read region and on a node holding no copy
+//! (`differential_through_anykv_nodes`). A database may not change server
+//! settings, so its stream has none ([`Gen::as_a_database`]); reads there
+//! may run on a replica, which never deletes an expired key itself (the
+//! reclaim below is a write, `RENAME k k`) and whose sorted sets SORT
+//! converts only there (see `sort_on_the_primary`).
 //!
 //! Redis 7.0 quirk the harness works around: `SET ... EXAT/PXAT <past>` (unlike
 //! `EXPIREAT` and `GETEX`, which delete the key at once) stores the key with an
@@ -240,6 +252,102 @@ fn through_the_router(with_replica: bool) {
         .sum();
         eprintln!("reads served by the replica: {reads}");
         assert!(reads > 100, "only {reads} reads went to the replica");
+    }
+}
+
+/// The same stream through an `anykv node`'s customer port, logged in as
+/// a database, against a direct redis-server: on the node holding the
+/// database's primary (served in-process), on a node of a read region
+/// (reads from its replica with read-your-writes, writes forwarded to the
+/// primary) and on a node holding no copy (everything over the cluster's
+/// links). One world without WAN shaping (the harness is lockstep); each
+/// run starts from an empty database and a fresh reference.
+#[test]
+fn differential_through_anykv_nodes() {
+    const ADMIN: &str = "differential-admin-token";
+    const TOKEN: &str = "differential-database-token-0123456789";
+    let seed = seed_from_env();
+    let ops = (ops_from_env() / 4).max(1_000);
+    let mut spec = common::world_spec(
+        "diff-nodes",
+        57,
+        23100,
+        &[("iad", 1), ("cdg", 1), ("syd", 1)],
+        ADMIN,
+        &[],
+    );
+    spec.rtt_table = None;
+    spec.gossip_profile = "test".into();
+    let w = anykv_bench::world::World::start(&spec).expect("the world starts");
+    w.wait_members(3, Duration::from_secs(60))
+        .expect("three members alive");
+    common::put_tenant(
+        &w,
+        &common::shop_entry(1, TOKEN, &["cdg"], "async", "ryw", 1),
+    );
+    let placed = common::placed_tenant(&w, 1);
+    assert_eq!(placed["primary"], "n1", "{placed}");
+    for (name, region, route) in [
+        ("n1", "iad", "the primary, in-process"),
+        ("n2", "cdg", "a read region's replica"),
+        ("n3", "syd", "a node with no copy"),
+    ] {
+        let node = w.node(name).expect("node").clone();
+        assert_eq!(node.region, region);
+        // Logged in once the database is there and this node's reads see
+        // its writes (the replica in cdg has its first sync).
+        let mut tc = common::shop_login(node.resp, TOKEN, "the database serves", |c| {
+            matches!(c.cmd(&["SET", "probe", name]), Ok(Value::Simple(_)))
+                && c.cmd(&["GET", "probe"]).ok() == Some(Value::Bulk(name.as_bytes().to_vec()))
+        });
+        assert_eq!(
+            tc.cmd(&["FLUSHALL"]).ok(),
+            Some(Value::Simple(b"OK".to_vec())),
+            "FLUSHALL on {name}"
+        );
+        let mut reference = common::start_reference();
+        let mut rc = reference.connect();
+        eprintln!(
+            "differential through {name} ({region}, {route}): seed={seed} ops={ops}; reference on port {}",
+            reference.port
+        );
+        let started = Instant::now();
+        if let Err(m) = run_differential_as(&mut rc, &mut tc, seed, ops, true) {
+            panic!(
+                "through {name} ({route}): {m}\n\n{}\nnode log: {}",
+                reference.describe(),
+                node.log.display()
+            );
+        }
+        let mut info = common::shop_login(node.resp, TOKEN, "INFO", |_| true);
+        let routing = match info.cmd(&["INFO", "routing"]) {
+            Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("INFO routing: {other:?}"),
+        };
+        eprintln!(
+            "through {name}: passed in {:.1?}; INFO routing:\n{routing}",
+            started.elapsed()
+        );
+        // Each run took the route it names: the primary's node routes
+        // nothing; the others sent writes to the primary and served reads
+        // from their own replica (cdg) or another node's copy (syd).
+        let count = |field: &str| -> u64 {
+            routing
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{field}:")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("INFO routing has no {field}:\n{routing}"))
+        };
+        let (writes, local, remote) = (
+            count("routed_primary_writes"),
+            count("routed_local_reads"),
+            count("routed_remote_reads"),
+        );
+        match name {
+            "n1" => assert_eq!((writes, local, remote), (0, 0, 0), "{routing}"),
+            "n2" => assert!(writes > 100 && local > 100 && remote == 0, "{routing}"),
+            _ => assert!(writes > 100 && local == 0 && remote > 100, "{routing}"),
+        }
     }
 }
 
@@ -479,6 +587,9 @@ struct Harness<'a> {
     summary: Summary,
     /// `DIFF_TRACE=<file>`: every generated command and the reference's reply.
     trace: Option<io::BufWriter<std::fs::File>>,
+    /// The target is a database's login on an `anykv node`, which may not
+    /// change server settings: the SPOP check does without them.
+    database: bool,
 }
 
 /// Runs `ops` generated commands against both connections, comparing every
@@ -489,7 +600,21 @@ fn run_differential(
     seed: u64,
     ops: usize,
 ) -> Result<String, Mismatch> {
+    run_differential_as(reference, target, seed, ops, false)
+}
+
+/// [`run_differential`]; with `database`, the target is a database's login
+/// on an `anykv node` and the stream has no server-setting commands
+/// ([`Gen::as_a_database`]).
+fn run_differential_as(
+    reference: &mut dyn Conn,
+    target: &mut dyn Conn,
+    seed: u64,
+    ops: usize,
+    database: bool,
+) -> Result<String, Mismatch> {
     let mut gen = Gen::new(seed, with_other_types());
+    gen.database = database;
     let mut h = Harness {
         reference,
         target,
@@ -505,14 +630,20 @@ fn run_differential(
                 std::fs::File::create(&path).unwrap_or_else(|e| panic!("DIFF_TRACE={path:?}: {e}"));
             io::BufWriter::new(file)
         }),
+        database,
     };
+    let check_every = std::env::var("DIFF_CHECK_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(CHECK_EVERY);
     h.check_state()?;
     for i in 0..ops {
         h.op_index = i;
         let op = gen.next();
         h.exec(&op)?;
         h.ops_done = i + 1;
-        if (i + 1) % CHECK_EVERY == 0 {
+        if (i + 1) % check_every == 0 {
             h.check_state()?;
         }
     }
@@ -661,11 +792,19 @@ impl Harness<'_> {
             return Err(self.mismatch(&fmt_cmd(&op.args), "", &r, &t, &note));
         }
         if let Some(key) = &op.reclaim {
-            self.same(
-                &[b"EXISTS".to_vec(), key.clone()],
-                "[touching a key that may have expired] ",
-                false,
-            )?;
+            // Through a node with a replica, a read runs on the replica,
+            // which never deletes an expired key (its primary does, and
+            // replicates the DEL): a write must touch it. RENAME of a key to
+            // itself changes nothing else (an existing key keeps its TTL).
+            let touch = if self.database {
+                vec![b"RENAME".to_vec(), key.clone(), key.clone()]
+            } else {
+                vec![b"EXISTS".to_vec(), key.clone()]
+            };
+            self.same(&touch, "[touching a key that may have expired] ", false)?;
+        }
+        if self.database && op.args.len() >= 2 {
+            self.sort_on_the_primary(&op.args)?;
         }
         if op.cmp == Cmp::Select && r == Value::Simple(b"OK".to_vec()) {
             let arg = op
@@ -1206,6 +1345,8 @@ struct Gen {
     other_types: bool,
     /// Set when the command being generated got an absolute time in the past.
     past_abs_used: bool,
+    /// The stream is for a database's login ([`Gen::as_a_database`]).
+    database: bool,
 }
 
 /// Spacing of the expiry grid. Every future expiry gets its own slot, so two
@@ -1239,7 +1380,27 @@ impl Gen {
             used_slots: HashSet::new(),
             other_types,
             past_abs_used: false,
+            database: false,
         }
+    }
+
+    /// A database's login on an `anykv node` may not change the server's
+    /// settings or run DEBUG (NOPERM, docs/TENANCY.md), and its AUTH and
+    /// ACL WHOAMI are about its own user, not Redis's `default`. Such a
+    /// command becomes a read of the same thing (`CONFIG GET` of the
+    /// setting) or a PING, after it was generated, so the rest of the
+    /// stream is the one the seed gives anyway.
+    fn as_a_database(op: &mut Op) {
+        let name = op.args[0].to_ascii_uppercase();
+        let sub = op.args.get(1).map(|a| a.to_ascii_uppercase());
+        let args = match (name.as_slice(), sub.as_deref()) {
+            (b"CONFIG", Some(b"SET")) if op.args.len() >= 3 => {
+                vec![b("CONFIG"), b("GET"), op.args[2].clone()]
+            }
+            (b"DEBUG" | b"AUTH", _) | (b"ACL", Some(b"WHOAMI")) => vec![b("PING")],
+            _ => return,
+        };
+        *op = Gen::op(args);
     }
 
     fn pct(&mut self, p: u32) -> bool {
@@ -1455,6 +1616,9 @@ impl Gen {
         }
         self.past_abs_used = false;
         let mut op = f(self);
+        if self.database {
+            Gen::as_a_database(&mut op);
+        }
         if self.past_abs_used {
             op.reclaim = op.args.get(1).cloned();
         }
@@ -2218,6 +2382,31 @@ impl Harness<'_> {
         Ok(None)
     }
 
+    /// Redis's SORT converts a sorted set it sorts to a skiplist, even
+    /// SORT_RO, which a node runs on the replica it reads from: the
+    /// primary's copy (whose encoding OBJECT reports) keeps its listpack,
+    /// as a Redis primary does when a read runs on its replica. After a
+    /// SORT read, a SORT that stores nothing (`LIMIT 0 0 STORE`) is sent to
+    /// both: a write, so it runs on the primary and converts there too.
+    fn sort_on_the_primary(&mut self, args: &[Vec<u8>]) -> Result<(), Mismatch> {
+        let name = args[0].to_ascii_uppercase();
+        let stores = args.iter().any(|a| a.eq_ignore_ascii_case(b"STORE"));
+        if !matches!(name.as_slice(), b"SORT" | b"SORT_RO") || stores {
+            return Ok(());
+        }
+        let convert = [
+            b"SORT".to_vec(),
+            args[1].clone(),
+            b"LIMIT".to_vec(),
+            b"0".to_vec(),
+            b"0".to_vec(),
+            b"STORE".to_vec(),
+            b"\x00harness-sort-tmp".to_vec(),
+        ];
+        self.same(&convert, "[SORT on the primary too] ", false)?;
+        Ok(())
+    }
+
     /// SPOP: replies compared by property (shape, number of distinct popped
     /// elements); then the target is made to have popped what the reference
     /// popped (re-adding its own picks, removing the reference's), so the
@@ -2250,18 +2439,25 @@ impl Harness<'_> {
         let remove: Vec<Vec<u8>> = rs.difference(&ts).cloned().collect();
         let ctx = "[SPOP check: giving the target the reference's pops] ";
         // Re-adding must not convert an intset that is over a limit lowered
-        // since it was built: lift the limit meanwhile.
+        // since it was built: lift the limit meanwhile. (A database's stream
+        // never lowers it, and may not set it.)
         let limit = b"set-max-intset-entries".to_vec();
-        let old = match self.call_one(
-            false,
-            &[b"CONFIG".to_vec(), b"GET".to_vec(), limit.clone()],
-            ctx,
-        )? {
-            Value::Array(kv) if kv.len() == 2 => match &kv[1] {
-                Value::Bulk(v) => v.clone(),
-                _ => b"512".to_vec(),
-            },
-            _ => b"512".to_vec(),
+        let old = if self.database {
+            None
+        } else {
+            Some(
+                match self.call_one(
+                    false,
+                    &[b"CONFIG".to_vec(), b"GET".to_vec(), limit.clone()],
+                    ctx,
+                )? {
+                    Value::Array(kv) if kv.len() == 2 => match &kv[1] {
+                        Value::Bulk(v) => v.clone(),
+                        _ => b"512".to_vec(),
+                    },
+                    _ => b"512".to_vec(),
+                },
+            )
         };
         let set_limit = |v: &[u8]| {
             vec![
@@ -2271,7 +2467,9 @@ impl Harness<'_> {
                 v.to_vec(),
             ]
         };
-        self.call_one(false, &set_limit(b"1073741824"), ctx)?;
+        if old.is_some() {
+            self.call_one(false, &set_limit(b"1073741824"), ctx)?;
+        }
         for (name, elems) in [("SADD", readd), ("SREM", remove)] {
             let mut a = vec![name.as_bytes().to_vec(), key.clone()];
             let n = elems.len() as i64;
@@ -2288,7 +2486,9 @@ impl Harness<'_> {
                 ));
             }
         }
-        self.call_one(false, &set_limit(&old), ctx)?;
+        if let Some(old) = old {
+            self.call_one(false, &set_limit(&old), ctx)?;
+        }
         let enc = vec![b"OBJECT".to_vec(), b"ENCODING".to_vec(), key.clone()];
         let (re, te) = self.both(&enc, ctx)?;
         if re == te {

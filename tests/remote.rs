@@ -175,6 +175,26 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
         ]
     );
 
+    // WAIT counts the replicas that have this connection's writes, though
+    // it runs on a stream of its own to the primary: with the cdg replica
+    // frozen, a write is on the standby only (durability `region` waited
+    // for it) and `WAIT 2` times out with 1. (Counting the new stream's
+    // own writes, which are none, gave 2 at once.)
+    let cdg = w.node("n4").expect("n4").clone();
+    assert_eq!(cdg.region, "cdg");
+    assert_eq!(a.cmd(&["WAIT", "2", "1000"]).ok(), Some(Value::Int(2)));
+    w.signal("n4", "-STOP").expect("SIGSTOP the cdg node");
+    let frozen = a.cmd(&["SET", "waited", "1"]).ok();
+    let waited = a.cmd(&["WAIT", "2", "300"]).ok();
+    w.signal("n4", "-CONT").expect("SIGCONT the cdg node");
+    assert_eq!(frozen, Some(ok()));
+    assert_eq!(
+        waited,
+        Some(Value::Int(1)),
+        "WAIT 2 with the cdg replica frozen"
+    );
+    assert_eq!(a.cmd(&["WAIT", "2", "5000"]).ok(), Some(Value::Int(2)));
+
     // The connection's own state: its database, name and id are the
     // node's, and its requests run in its database on the primary.
     assert_eq!(a.cmd(&["SELECT", "3"]).ok(), Some(ok()));

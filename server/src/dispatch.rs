@@ -135,6 +135,24 @@ fn forward_request(
     Some(enveloped(t, s, args))
 }
 
+/// A request for the connection's pin. WAIT carries the connection's
+/// position as its `min-token`: the pin's stream on the primary is not
+/// the one the connection's writes went on, and WAIT must count the
+/// replicas that have those writes (Redis's `c->woff`; see
+/// `envelope::begin`), not the ones that have what the new stream wrote,
+/// which is nothing.
+fn pinned_request(
+    t: &Tenant,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Vec<u8> {
+    let min = (r.fullname == "wait")
+        .then(|| s.last_token.clone())
+        .flatten();
+    enveloped_at(t, s, args, min)
+}
+
 /// `args` in an envelope of this connection's client (docs/ROUTING.md).
 fn enveloped(t: &Tenant, s: &Session, args: &[&[u8]]) -> Vec<u8> {
     enveloped_at(t, s, args, None)
@@ -160,6 +178,15 @@ fn enveloped_at(
     env.encode(&mut out);
     crate::resp::encode_request(&mut out, args);
     out
+}
+
+/// A read whose answer is a fact of one copy rather than of the data:
+/// a replica's encodings follow the effects it applied (a set rebuilt by
+/// a full sync, a sorted set the primary converted before it shrank) and
+/// its idle times its own reads. The primary's are the database's, as the
+/// standalone router also has it (router/src/classify.rs).
+fn primary_only_read(name: &str) -> bool {
+    name == "object"
 }
 
 /// A read of the keyspace (Redis's `readonly` flag), or an EXEC that
@@ -196,11 +223,11 @@ fn route_on_replica(
             t.stats.routes.pinned += 1;
             let in_multi = s.pin.as_ref().is_some_and(|p| p.in_multi());
             return Some(Outcome::Suspend(Suspend::Forward {
-                req: enveloped(t, s, args),
+                req: pinned_request(t, s, r, args),
                 args: args.iter().map(|a| a.to_vec()).collect(),
                 silent: false,
                 pinned: true,
-                blocks: r.spec.route == crate::cmd::table::Route::Blocking && !in_multi,
+                blocks: crate::forward::blocks(r, in_multi),
                 read: None,
             }));
         }
@@ -221,7 +248,7 @@ fn route_on_replica(
     // A message published here must reach every region's subscribers:
     // the primary's stream carries it to all of them.
     let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
-    let read = !write && is_read_command(r, s);
+    let read = !write && (is_read_command(r, s) || primary_only_read(name));
     if !(write || read) {
         return None;
     }
@@ -230,6 +257,7 @@ fn route_on_replica(
             .as_ref()
             .is_some_and(|tok| !crate::envelope::can_serve(&t.repl, t.log.offset(), tok));
     let mut to_primary = write
+        || primary_only_read(name)
         || match t.consistency {
             Consistency::Strong => read,
             Consistency::Ryw => behind,
@@ -376,22 +404,20 @@ fn route_remote(
             read,
         }))
     };
-    // WAIT holds the stream it runs on: never the shared one. (On its own
-    // stream it counts the replicas that have everything, which is the
-    // connection's writes too.)
-    if s.pin.is_some() || crate::forward::pins(r) || name == "wait" {
+    if s.pin.is_some() || crate::forward::pins(r) {
         t.stats.routes.pinned += 1;
-        let waits = r.spec.route == crate::cmd::table::Route::Blocking || name == "wait";
-        return forward(enveloped(t, s, args), true, waits && !in_multi, None);
+        let req = pinned_request(t, s, r, args);
+        return forward(req, true, crate::forward::blocks(r, in_multi), None);
     }
     let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
-    let read = !write && is_read_command(r, s);
+    let read = !write && (is_read_command(r, s) || primary_only_read(name));
     // A SCAN cursor is valid only on the copy that gave it, and the
     // nearest copy may change between calls: iterations run on the
     // primary.
     let scan = matches!(name, "scan" | "sscan" | "hscan" | "zscan");
     let near = read
         && !scan
+        && !primary_only_read(name)
         && match t.consistency {
             Consistency::Strong => false,
             Consistency::Ryw | Consistency::Nearest => true,

@@ -331,6 +331,13 @@ pub fn begin(
     out.resp = sv.env.resp;
     s.origin = Some(sv.env.addr);
     s.cluster_peer = false;
+    // The client's writes reached this copy's history up to its token
+    // (`receive` checked that it is this history): a WAIT counts the
+    // replicas that have them. Raising the stream's own mark never makes
+    // a later WAIT on it count a replica that lacks its writes.
+    if let Some(min) = &sv.env.min_token {
+        s.woff = s.woff.max(min.offset);
+    }
     Ok(sv)
 }
 

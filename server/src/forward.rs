@@ -327,10 +327,18 @@ pub type PinnedReply =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Forwarded, String>>>>;
 
 /// Whether request `r` ties a customer's connection on a replica's node to
-/// the primary (see [`Pin`]).
+/// the primary (see [`Pin`]). WAIT blocks like a blocking pop, and must
+/// never hold the stream other clients share.
 pub fn pins(r: &crate::cmd::table::Registered) -> bool {
-    matches!(r.fullname.as_str(), "multi" | "watch")
+    matches!(r.fullname.as_str(), "multi" | "watch" | "wait")
         || r.spec.route == crate::cmd::table::Route::Blocking
+}
+
+/// Whether `r`, sent on a pin, waits without a deadline of the router's
+/// own: a blocking command or WAIT, outside a transaction (its own
+/// timeout bounds it; queued in MULTI it only queues).
+pub fn blocks(r: &crate::cmd::table::Registered, in_multi: bool) -> bool {
+    (r.spec.route == crate::cmd::table::Route::Blocking || r.fullname == "wait") && !in_multi
 }
 
 /// Sends `req` on the session's pin, opening it to the node the tenant
