@@ -268,23 +268,7 @@ fn differential_through_anykv_nodes() {
     const TOKEN: &str = "differential-database-token-0123456789";
     let seed = seed_from_env();
     let ops = (ops_from_env() / 4).max(1_000);
-    let mut spec = common::world_spec(
-        "diff-nodes",
-        57,
-        23100,
-        &[("iad", 1), ("cdg", 1), ("syd", 1)],
-        ADMIN,
-        &[],
-    );
-    spec.rtt_table = None;
-    spec.gossip_profile = "test".into();
-    let w = anykv_bench::world::World::start(&spec).expect("the world starts");
-    w.wait_members(3, Duration::from_secs(60))
-        .expect("three members alive");
-    common::put_tenant(
-        &w,
-        &common::shop_entry(1, TOKEN, &["cdg"], "async", "ryw", 1),
-    );
+    let w = common::three_regions("diff-nodes", 57, 23100, ADMIN, TOKEN);
     let placed = common::placed_tenant(&w, 1);
     assert_eq!(placed["primary"], "n1", "{placed}");
     for (name, region, route) in [

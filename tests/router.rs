@@ -900,17 +900,53 @@ fn wait_counts_replicas_that_have_the_clients_writes() {
 
 /// The `redis` crate, as an application would use it, through the router
 /// in front of a primary and its replica: typed commands, pipelines,
-/// atomic pipelines, `redis::transaction` (WATCH), SCAN iteration, RESP3
-/// and pub/sub.
+/// atomic pipelines, `redis::transaction` (WATCH), SCAN iteration, RESP3,
+/// pub/sub and a blocking pop.
 #[test]
 fn the_redis_crate_works_through_the_router() {
-    use redis::{Commands, PubSubCommands};
     let primary = common::start_redis(&[]);
     let replica = start_replica(primary.port);
     wait_linked(&replica);
     let router = start_router(&[primary.port, replica.port], &[]);
     let url = format!("redis://127.0.0.1:{}/", router.port);
-    let client = redis::Client::open(url.as_str()).unwrap();
+    with_the_redis_crate(&url, &url);
+}
+
+/// The same through `anykv node`s' customer ports, with the database's
+/// URL (`redis://shop:TOKEN@node:port/`): on a read region's node (its
+/// replica reads, writes forwarded) and on a node holding no copy, the
+/// subscriber and the blocked client on the other one.
+#[test]
+fn the_redis_crate_works_through_anykv_nodes() {
+    const ADMIN: &str = "router-admin-token";
+    const TOKEN: &str = "router-database-token-0123456789";
+    let w = common::three_regions("router-crate", 58, 23200, ADMIN, TOKEN);
+    let url = |name: &str| {
+        let n = w.node(name).expect("node");
+        format!("redis://shop:{TOKEN}@{}/", n.resp)
+    };
+    // Both nodes let the database's clients in (the replica has its
+    // first sync, the other node knows where the copies are).
+    for name in ["n2", "n3"] {
+        let addr = w.node(name).expect("node").resp;
+        common::shop_login(addr, TOKEN, "the database serves", |c| {
+            matches!(c.cmd(&["SET", "probe", name]), Ok(Value::Simple(_)))
+                && c.cmd(&["GET", "probe"]).ok() == Some(bulk(name))
+        });
+    }
+    for (at, other) in [("n2", "n3"), ("n3", "n2")] {
+        let mut c = common::shop_login(w.node(at).expect("node").resp, TOKEN, "login", |_| true);
+        assert_eq!(c.cmd(&["FLUSHALL"]).ok(), Some(ok()));
+        eprintln!("the redis crate through {at} (the other client on {other})");
+        with_the_redis_crate(&url(at), &url(other));
+    }
+}
+
+/// An application's use of the `redis` crate at `url`; the subscriber and
+/// the blocked client connect to `other_url` (the same database).
+fn with_the_redis_crate(url: &str, other_url: &str) {
+    use redis::{Commands, PubSubCommands};
+    let client = redis::Client::open(url).unwrap();
     let mut con = client.get_connection().unwrap();
 
     let () = con.set("greeting", "hello").unwrap();
@@ -979,12 +1015,39 @@ fn the_redis_crate_works_through_the_router() {
         "RESP3 map expected: {v:?}"
     );
 
-    // Pub/sub: a subscriber through the router gets what is published
-    // through it.
-    let port = router.port;
+    // A blocking pop waits for a push from another client (CLIENT LIST
+    // where it is connected shows it blocked first).
+    let pop_url = other_url.to_string();
+    let popper = std::thread::spawn(move || {
+        let client = redis::Client::open(pop_url.as_str()).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let got: Option<(String, String)> = c.blpop("jobs", 10.0).unwrap();
+        got
+    });
+    let mut there = redis::Client::open(other_url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    common::wait_for("the pop to block", Duration::from_secs(10), || {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut there)
+            .unwrap_or_default();
+        clients
+            .lines()
+            .any(|l| l.contains("cmd=blpop") && l.contains("flags=b"))
+    });
+    let _: i64 = con.rpush("jobs", "job-1").unwrap();
+    assert_eq!(
+        popper.join().unwrap(),
+        Some(("jobs".to_string(), "job-1".to_string()))
+    );
+
+    // Pub/sub: a subscriber gets what is published.
+    let other = other_url.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     let sub = std::thread::spawn(move || {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let client = redis::Client::open(other.as_str()).unwrap();
         let mut s = client.get_connection().unwrap();
         s.subscribe(&["news"], |msg| {
             if msg.get_channel_name() == "news" {

@@ -24,6 +24,8 @@ pub struct ClientVar {
     pub multi: bool,
     /// Subscribed or MONITOR (the connection is spliced upstream).
     pub tunnel: bool,
+    /// Waiting for a blocking command's or WAIT's reply.
+    pub blocked: bool,
 }
 
 /// One client connection of the router.
@@ -69,6 +71,9 @@ impl ClientHandle {
         let mut flags = String::new();
         if v.multi {
             flags.push('x');
+        }
+        if v.blocked {
+            flags.push('b');
         }
         if v.tunnel {
             flags.push('P');
@@ -117,6 +122,7 @@ impl Registry {
                 last: now,
                 multi: false,
                 tunnel: false,
+                blocked: false,
             }),
             killed: AtomicBool::new(false),
             kill: Notify::new(),

@@ -169,6 +169,9 @@ enum Slot {
         count: u32,
         skip: bool,
         retry: Option<Retry>,
+        /// Ends with a blocking command or WAIT: the client is blocked
+        /// (CLIENT LIST's flag `b`) until it completes.
+        blocks: bool,
     },
 }
 
@@ -231,6 +234,7 @@ where
         shared: Vec::new(),
         pinned: None,
         release_pinned: false,
+        next_batch_blocks: false,
         in_multi: false,
         multi_failed: false,
         watching: false,
@@ -274,6 +278,8 @@ struct Session {
     pinned: Option<(usize, Conn)>,
     /// Give the pinned connection back at the next switch.
     release_pinned: bool,
+    /// The next batch sent ends with a blocking command.
+    next_batch_blocks: bool,
     in_multi: bool,
     /// A request inside MULTI was refused: EXEC must abort.
     multi_failed: bool,
@@ -437,6 +443,9 @@ impl Session {
     /// Queues a slot; with `--max-pending` slots queued, first waits for
     /// the oldest (the client's own pipeline is then as deep as allowed).
     async fn push(&mut self, slot: Slot) {
+        if matches!(slot, Slot::Wait { blocks: true, .. }) {
+            self.me.var.lock().blocked = true;
+        }
         self.fifo.push_back(slot);
         while self.fifo.len() > self.r.max_pending && !self.closing {
             self.next_reply().await;
@@ -475,11 +484,18 @@ impl Session {
     /// Finishes the front slot (a `Wait`) with its replies.
     async fn complete(&mut self, r: Option<BatchReply>) {
         let Some(Slot::Wait {
-            count, skip, retry, ..
+            count,
+            skip,
+            retry,
+            blocks,
+            ..
         }) = self.fifo.pop_front()
         else {
             return;
         };
+        if blocks {
+            self.me.var.lock().blocked = false;
+        }
         self.inflight = self.inflight.saturating_sub(count as usize);
         let lost = || UpstreamError::Lost(self.r.ups.servers[0].addr);
         let r = r.unwrap_or_else(|| Err(lost()));
@@ -757,6 +773,7 @@ impl Session {
                     count: 1,
                     skip,
                     retry: None,
+                    blocks: true,
                 })
                 .await;
             }
@@ -769,7 +786,18 @@ impl Session {
                         self.multi_failed = true;
                     }
                 } else {
+                    // Outside MULTI a blocking command blocks: its batch
+                    // ends with it, and the client shows blocked until
+                    // its reply.
+                    let blocks = kind == Kind::Blocking && !self.in_multi;
+                    if blocks {
+                        self.flush_run().await;
+                        self.next_batch_blocks = true;
+                    }
                     self.forward(req, chunk, Dest::Pinned, skip, false).await;
+                    if blocks {
+                        self.flush_run().await;
+                    }
                     match kind {
                         Kind::Multi => {
                             self.in_multi = true;
@@ -1186,11 +1214,13 @@ impl Session {
             held: Some(self.held.clone()),
         })
         .await;
+        let blocks = std::mem::take(&mut self.next_batch_blocks);
         self.push(Slot::Wait {
             rx,
             count,
             skip,
             retry,
+            blocks,
         })
         .await;
     }

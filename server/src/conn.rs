@@ -187,6 +187,15 @@ pub async fn serve(
     });
 }
 
+/// Clears a connection's `blocked` flag when its wait ends, however it ends.
+struct Unblocked(std::rc::Rc<crate::client::ClientInfo>);
+
+impl Drop for Unblocked {
+    fn drop(&mut self) {
+        self.0.blocked.set(false);
+    }
+}
+
 /// Most writes a connection has in flight to the primary at once.
 const FORWARD_WINDOW: usize = 64;
 
@@ -857,6 +866,9 @@ async fn run(
                 let _counted = crate::forward::Counted::new(shared);
                 let deadline = (!blocks)
                     .then(|| tokio::time::Instant::now() + crate::forward::FORWARD_TIMEOUT);
+                // CLIENT LIST shows it blocked (flag `b`), as where it runs.
+                s.info.blocked.set(blocks);
+                let _unblocked = Unblocked(s.info.clone());
                 let late = async move {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d).await,

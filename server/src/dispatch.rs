@@ -180,6 +180,28 @@ fn enveloped_at(
     out
 }
 
+/// A request this node forwards: MONITOR shows it here (once), and CLIENT
+/// LIST's `cmd=` names it, as if it ran here.
+#[allow(clippy::too_many_arguments)]
+fn forwarding(
+    t: &mut Tenant,
+    s: &mut Session,
+    shared: &Shared,
+    set: &Settings,
+    r: &'static crate::cmd::table::Registered,
+    args: &[&[u8]],
+    fed: bool,
+    outcome: &Outcome,
+) {
+    if !matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
+        return;
+    }
+    s.info.last_cmd.set(r.fullname.as_str());
+    if !fed {
+        feed_monitors(t, s, shared, set, r, args);
+    }
+}
+
 /// A read whose answer is a fact of one copy rather than of the data:
 /// a replica's encodings follow the effects it applied (a set rebuilt by
 /// a full sync, a sorted set the primary converted before it shrank) and
@@ -613,9 +635,7 @@ pub(crate) fn run(
     // connection's own commands.
     if t.remote && !s.replaying {
         if let Some(outcome) = route_remote(t, s, r, args, out) {
-            if !fed && matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
-                feed_monitors(t, s, shared, set, r, args);
-            }
+            forwarding(t, s, shared, set, r, args, fed, &outcome);
             return outcome;
         }
     }
@@ -754,9 +774,7 @@ pub(crate) fn run(
     // last write even after waiting `ryw-wait-ms` for it.
     if t.role == crate::repl::Role::Replica && !s.replaying {
         if let Some(outcome) = route_on_replica(t, s, set, r, args, waited, out) {
-            if !fed && matches!(outcome, Outcome::Suspend(Suspend::Forward { .. })) {
-                feed_monitors(t, s, shared, set, r, args);
-            }
+            forwarding(t, s, shared, set, r, args, fed, &outcome);
             return outcome;
         }
     }

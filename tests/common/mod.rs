@@ -775,6 +775,35 @@ pub fn world_spec(
     )
 }
 
+/// A world of three nodes without WAN shaping (for lockstep tests that
+/// would crawl over emulated round trips): n1 in iad, n2 in cdg, n3 in
+/// syd, and database 1 ("shop", `token`) with its primary in iad, a
+/// replica in cdg (durability `async`, consistency `ryw`) and no copy in
+/// syd.
+pub fn three_regions(
+    name: &str,
+    net: u8,
+    port: u16,
+    admin: &str,
+    token: &str,
+) -> anykv_bench::world::World {
+    let mut spec = world_spec(
+        name,
+        net,
+        port,
+        &[("iad", 1), ("cdg", 1), ("syd", 1)],
+        admin,
+        &[],
+    );
+    spec.rtt_table = None;
+    spec.gossip_profile = "test".into();
+    let w = anykv_bench::world::World::start(&spec).expect("the world starts");
+    w.wait_members(3, Duration::from_secs(60))
+        .expect("three members alive");
+    put_tenant(&w, &shop_entry(1, token, &["cdg"], "async", "ryw", 1));
+    w
+}
+
 /// A catalog row for the admin API: database `id` named "shop" in org
 /// "acme", logging in with `token`, primary region iad, no plan limits.
 pub fn shop_entry(
