@@ -75,7 +75,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run the Fly extension sidecar: Fly's signed provisioning requests
     /// become databases in the cluster (docs/SIDECAR.md). Secrets from the
-    /// environment: ANYKV_EXT_SECRET, ANYKV_TOKEN_KEY, ANYKV_ADMIN_TOKEN.
+    /// environment: ANYKV_EXT_SECRET, ANYKV_WEBHOOK_SECRET, ANYKV_TOKEN_KEY,
+    /// ANYKV_ADMIN_TOKEN.
     Sidecar(sidecar::SidecarArgs),
 }
 

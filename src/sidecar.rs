@@ -31,6 +31,10 @@ pub struct SidecarArgs {
     /// request's Flycast `ip_address`).
     #[arg(long)]
     redis_url_host: Option<String>,
+    /// Fly's API (webhooks go to <base>/api/hooks/extensions/anykv; the
+    /// OAuth endpoints are under it too).
+    #[arg(long, default_value = "https://api.fly.io")]
+    fly_api_base: String,
     /// The port of every REDIS_URL.
     #[arg(long, default_value_t = 6379)]
     redis_port: u16,
@@ -77,6 +81,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         "ANYKV_ADMIN_TOKEN",
         "set it to the cluster's admin API token",
     )?;
+    let webhook_secret = secret(
+        "ANYKV_WEBHOOK_SECRET",
+        "set it to the secret Fly gave for signing webhooks to it",
+    )?;
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("creating the data directory {}", a.data.display()))?;
     if let Some(from) = &a.restore_from {
@@ -106,6 +114,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         sealer,
         redis_host: a.redis_url_host.clone(),
         redis_port: a.redis_port,
+        hooks: Arc::new(anykv_ops::webhook::Hooks::new(
+            &a.fly_api_base,
+            webhook_secret.as_bytes(),
+        )),
         writes: Default::default(),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,6 +133,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             a.cluster_admin.join(", ")
         );
+        tokio::spawn(anykv_ops::webhook::run(api.clone()));
         if let Some(dir) = a.backup_dir.clone() {
             tokio::spawn(backups(
                 api.clone(),

@@ -12,6 +12,10 @@
 //! shows the database ready; DELETE revokes its token on the nodes, and
 //! the id cannot be provisioned again; after the sidecar restarts, its
 //! state (the deleted database, the nonces it accepted) is still there.
+//! Fly hears of the PATCH (`resource.updated`) and of the deletion
+//! (`resource.deleted`) through signed webhooks to a fake Fly endpoint;
+//! the deletion's, refused while that endpoint is down, is retried and
+//! delivered after the sidecar restarts.
 
 mod common;
 
@@ -27,6 +31,117 @@ const ADMIN: &str = "sidecar-admin-token-0123456789";
 const SECRET: &str = "the-secret-fly-signs-with";
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const LISTEN: &str = "127.0.53.100:22790";
+/// The fake Fly API that takes the sidecar's webhooks.
+const FLY: &str = "127.0.53.101:22795";
+const WEBHOOK_SECRET: &str = "the-secret-webhooks-are-signed-with";
+
+/// Fly's webhook endpoint, as far as the sidecar can tell: it checks each
+/// webhook's signature (the webhook secret over the body), url and
+/// timestamp as Fly would, records the good ones, and answers 200 while
+/// `accept` is set, 503 otherwise (counted in `refused`).
+#[derive(Clone, Default)]
+struct FakeFly {
+    got: std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
+    accept: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeFly {
+    fn start() -> FakeFly {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fly = FakeFly::default();
+        fly.accept.store(true, SeqCst);
+        let listener = std::net::TcpListener::bind(FLY).expect("the fake Fly's port");
+        let f = fly.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let Some((head, body)) = read_http(&mut conn) else {
+                    continue;
+                };
+                let path_ok = head.starts_with("POST /api/hooks/extensions/anykv HTTP/1.1");
+                let sig = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("x-signature")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let signed = sig == anykv_ops::sign::sign(WEBHOOK_SECRET.as_bytes(), &body)
+                    && v["url"] == format!("http://{FLY}/api/hooks/extensions/anykv")
+                    && v["timestamp"]
+                        .as_i64()
+                        .is_some_and(|t| (t - now()).abs() < 60);
+                let status = if !(path_ok && signed) {
+                    "401 Unauthorized"
+                } else if f.accept.load(SeqCst) {
+                    f.got.lock().push(v);
+                    "200 OK"
+                } else {
+                    f.refused.fetch_add(1, SeqCst);
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        fly
+    }
+
+    /// Waits for a webhook `action` about `id` and returns its resource.
+    fn expect(&self, action: &str, id: &str) -> serde_json::Value {
+        common::poll_every(
+            Duration::from_millis(50),
+            Duration::from_secs(20),
+            &format!("a {action} webhook for {id}"),
+            || {
+                self.got
+                    .lock()
+                    .iter()
+                    .find(|v| v["action"] == action && v["resource"]["id"] == id)
+                    .map(|v| v["resource"].clone())
+            },
+        )
+    }
+}
+
+/// An HTTP/1.1 request's head and body (by Content-Length).
+fn read_http(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < end + len {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, buf[end..end + len].to_vec()))
+}
 
 fn now() -> i64 {
     SystemTime::now()
@@ -123,6 +238,8 @@ fn sidecar_command(w: &World, resp: SocketAddr) -> Command {
         .args(["--cluster-admin", &admins[0], "--cluster-admin", &admins[1]])
         .args(["--redis-url-host", &resp.ip().to_string()])
         .args(["--redis-port", &resp.port().to_string()])
+        .args(["--fly-api-base", &format!("http://{FLY}")])
+        .env("ANYKV_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("ANYKV_EXT_SECRET", SECRET)
         .env("ANYKV_TOKEN_KEY", KEY)
         .env("ANYKV_ADMIN_TOKEN", ADMIN);
@@ -169,6 +286,7 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
         .expect("three members alive");
     let resp = w.node("n1").expect("n1").resp;
     let data = spec.dir.join("sidecar");
+    let fly = FakeFly::start();
     let sidecar = start_sidecar(&w, &data, resp);
 
     // Provisioning: a REDIS_URL that works.
@@ -211,6 +329,14 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     let (code, changed) = call("PATCH", "/extensions/ext_1", &sig, &patch);
     assert_eq!(code, 200, "{changed}");
     assert_eq!(changed["read_regions"], serde_json::json!(["cdg"]));
+    // Fly hears of it too, the resource shaped like GET's answer.
+    let hooked = fly.expect("resource.updated", "ext_1");
+    assert_eq!(
+        hooked["read_regions"],
+        serde_json::json!(["cdg"]),
+        "{hooked}"
+    );
+    assert_eq!(hooked["status"], "ready", "{hooked}");
     let cdg = w.node("n3").expect("the cdg node").resp;
     let mut r = None;
     wait(
@@ -289,10 +415,27 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
         "{err}"
     );
 
+    // Fly's machine events are taken (signed like the rest) and logged.
+    let event = serde_json::json!({
+        "action": "machine.started", "app": "customer-app",
+        "url": format!("http://{LISTEN}/extensions/events"),
+        "nonce": "nonce-e1", "timestamp": now(),
+    })
+    .to_string();
+    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), event.as_bytes());
+    let (code, _) = call("POST", "/extensions/events", &sig, &event);
+    assert_eq!(code, 200, "a signed event");
+    let (code, _) = call("POST", "/extensions/events", &sig, &event);
+    assert_eq!(code, 401, "a replayed event");
+
     // Status, then deletion: the token stops working on the nodes.
     let (code, shown) = signed_query("GET", "ext_1", "nonce-6");
     assert_eq!(code, 200, "{shown}");
     assert_eq!(shown["status"], "ready");
+    // Fly's webhook endpoint is down from here until after the restart:
+    // the deletion's webhook waits in the outbox, retried, and survives
+    // the restart.
+    fly.accept.store(false, std::sync::atomic::Ordering::SeqCst);
     let (code, gone) = signed_query("DELETE", "ext_1", "nonce-7");
     assert_eq!(code, 200, "{gone}");
     // At once: the admin API answered once every node holding it applied
@@ -304,8 +447,14 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     assert_eq!(code, 409, "a deleted id is not provisioned again");
 
     // A restart keeps the sidecar's state.
+    wait("a refused webhook attempt", Duration::from_secs(20), || {
+        fly.refused.load(std::sync::atomic::Ordering::SeqCst) > 0
+    });
     drop(sidecar);
+    fly.accept.store(true, std::sync::atomic::Ordering::SeqCst);
     let sidecar = start_sidecar(&w, &data, resp);
+    let deleted = fly.expect("resource.deleted", "ext_1");
+    assert_eq!(deleted["status"], "deleted", "{deleted}");
     let (code, shown) = signed_query("GET", "ext_1", "nonce-9");
     assert_eq!(
         (code, shown["status"].as_str()),

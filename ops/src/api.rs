@@ -17,6 +17,9 @@
 //! - `DELETE /extensions/{id}`: the database is deleted from the cluster
 //!   at once (its token stops working everywhere); the row stays,
 //!   `deleted`, so the id is never provisioned again by mistake.
+//! - PATCH and DELETE also tell Fly (`resource.updated`,
+//!   `resource.deleted`) through the webhook outbox ([`crate::webhook`]).
+//! - `POST /extensions/events`: Fly's machine events, logged.
 
 use std::sync::Arc;
 
@@ -54,6 +57,8 @@ pub struct Api {
     pub redis_host: Option<String>,
     /// The port customers connect to.
     pub redis_port: u16,
+    /// Webhooks to Fly (the outbox's sender, [`crate::webhook::run`]).
+    pub hooks: Arc<crate::webhook::Hooks>,
     /// Held by every change (provisioning, PATCH, DELETE) from its first
     /// look at the store to its last write, the cluster call included: a
     /// DELETE never overtakes a provisioning of the same id that is still
@@ -90,6 +95,7 @@ async fn as_change(
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/extensions", post(provision))
+        .route("/extensions/events", post(event))
         .route("/extensions/{id}", get(show).delete(delete).patch(change))
         .with_state(api)
 }
@@ -264,6 +270,37 @@ async fn provision(
         &body,
     );
     as_change(&api, signed, provision_signed(&api, &body)).await
+}
+
+/// `POST /extensions/events`: Fly's machine events, verified like every
+/// request, logged and acknowledged (nothing acts on them yet).
+async fn event(
+    State(api): State<Arc<Api>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/extensions/events";
+    if let Err(r) = verified(
+        &api,
+        "POST",
+        path,
+        query.as_deref().unwrap_or(""),
+        &headers,
+        &body,
+    ) {
+        return *r;
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}"), None),
+    };
+    let kind = ["action", "type", "event"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .unwrap_or("(no action)");
+    tracing::info!(event = kind, "Fly event: {v}");
+    Json(json!({ "ok": true })).into_response()
 }
 
 async fn provision_signed(api: &Api, body: &[u8]) -> Response {
@@ -513,23 +550,36 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
     if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
         return cluster_error(&e, "take the change");
     }
-    if let Err(e) = api.store.lock().set_read_regions(id, &regions, version) {
+    // Fly is told (`resource.updated`) as well as answered: the change
+    // may have been another client's PATCH, the answer lost.
+    let stored = api.store.lock().change_and_notify(
+        id,
+        now(),
+        "resource.updated",
+        |c| crate::store::set_read_regions(c, id, &regions, version),
+        |d| resource(d).to_string(),
+    );
+    if let Err(e) = stored {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
     }
+    api.hooks.wake.notify_one();
     tracing::info!(id = %id, tenant = db.tenant_id, ?regions, "read regions changed");
     described(&changed)
 }
 
-/// The database as `GET` shows it.
-fn described(d: &Database) -> Response {
-    Json(json!({
+/// The database as `GET` shows it, and as webhooks carry it.
+fn resource(d: &Database) -> Value {
+    json!({
         "id": d.fly_id,
         "name": d.name,
         "status": d.status,
         "primary_region": d.primary_region,
         "read_regions": d.read_regions,
-    }))
-    .into_response()
+    })
+}
+
+fn described(d: &Database) -> Response {
+    Json(resource(d)).into_response()
 }
 
 async fn show(
@@ -573,9 +623,17 @@ async fn delete_signed(api: &Api, id: &str) -> Response {
         if let Err(e) = api.cluster.delete_tenant(db.tenant_id, version).await {
             return cluster_error(&e, "delete the database");
         }
-        if let Err(e) = api.store.lock().set_status(id, "deleted", version) {
+        let stored = api.store.lock().change_and_notify(
+            id,
+            now(),
+            "resource.deleted",
+            |c| crate::store::set_status(c, id, "deleted", version),
+            |d| resource(d).to_string(),
+        );
+        if let Err(e) = stored {
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
         }
+        api.hooks.wake.notify_one();
         tracing::info!(id = %id, tenant = db.tenant_id, "deleted");
     }
     Json(json!({ "id": id, "status": "deleted" })).into_response()
@@ -624,6 +682,7 @@ mod tests {
             sealer: Sealer::from_hex(&"0".repeat(64)).unwrap(),
             redis_host: host.map(str::to_string),
             redis_port: 6379,
+            hooks: Arc::new(crate::webhook::Hooks::new("http://fly", b"w")),
             writes: Default::default(),
         };
         assert_eq!(

@@ -5,7 +5,8 @@
 //! SQLite state: migrations, nonces, provisioned databases), [`tokens`]
 //! (tokens sealed at rest), [`cluster`] (the admin API it writes the
 //! catalog through), [`api`] (provisioning, status, deletion) and
-//! [`backup`] (online backups of its state, and restoring one) so far;
+//! [`backup`] (online backups of its state, and restoring one) and
+//! [`webhook`] (the events Fly is told of, from a durable outbox) so far;
 //! SSO, the dashboard and billing build on them.
 
 pub mod api;
@@ -15,3 +16,4 @@ mod hex;
 pub mod sign;
 pub mod store;
 pub mod tokens;
+pub mod webhook;

@@ -64,7 +64,31 @@ const MIGRATIONS: &[&str] = &[
     // 2: the token (sealed, see `tokens`) and the catalog row's version.
     "ALTER TABLE databases ADD COLUMN token_sealed TEXT NOT NULL DEFAULT '';
     ALTER TABLE databases ADD COLUMN catalog_version INTEGER NOT NULL DEFAULT 1;",
+    // 3: the webhook outbox (see `crate::webhook`): a row per event, kept
+    // once sent, written in the transaction of the change it reports.
+    "CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        sent_at INTEGER
+    );
+    CREATE INDEX webhooks_due ON webhooks(next_at) WHERE sent_at IS NULL;",
 ];
+
+/// A webhook waiting in the outbox (or sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: i64,
+    /// `resource.updated` or `resource.deleted`.
+    pub action: String,
+    /// The resource, shaped like `GET /extensions/{id}` (JSON).
+    pub resource: String,
+    pub attempts: u32,
+}
 
 /// Errors of the sidecar's store.
 #[derive(Debug, thiserror::Error)]
@@ -191,11 +215,7 @@ impl Store {
         status: &str,
         catalog_version: u64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE databases SET status = ?2, catalog_version = ?3
-             WHERE fly_id = ?1 AND status != 'deleted'",
-            params![fly_id, status, catalog_version as i64],
-        )?;
+        set_status(&self.conn, fly_id, status, catalog_version)?;
         Ok(())
     }
 
@@ -214,9 +234,77 @@ impl Store {
         regions: &[String],
         catalog_version: u64,
     ) -> Result<(), StoreError> {
+        set_read_regions(&self.conn, fly_id, regions, catalog_version)?;
+        Ok(())
+    }
+
+    /// Runs `change` and queues webhook `action` about the database it
+    /// leaves (`resource` makes the payload from it) in one transaction:
+    /// a change Fly must hear of is never stored without its webhook, nor
+    /// the webhook without the change, whatever stops the sidecar.
+    pub fn change_and_notify(
+        &mut self,
+        fly_id: &str,
+        now: i64,
+        action: &str,
+        change: impl FnOnce(&Connection) -> rusqlite::Result<usize>,
+        resource: impl FnOnce(&Database) -> String,
+    ) -> Result<Database, StoreError> {
+        let tx = self.conn.transaction()?;
+        change(&tx)?;
+        let db = get_database(&tx, fly_id)?
+            .ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+        tx.execute(
+            "INSERT INTO webhooks (action, resource, created_at, next_at) VALUES (?1, ?2, ?3, ?3)",
+            params![action, resource(&db), now],
+        )?;
+        tx.commit()?;
+        Ok(db)
+    }
+
+    /// Webhooks due at `now`, oldest first (at most `limit`).
+    pub fn due_webhooks(&self, now: i64, limit: usize) -> Result<Vec<Webhook>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, action, resource, attempts FROM webhooks
+             WHERE sent_at IS NULL AND next_at <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now, limit as i64], |r| {
+            Ok(Webhook {
+                id: r.get(0)?,
+                action: r.get(1)?,
+                resource: r.get(2)?,
+                attempts: r.get::<_, i64>(3)? as u32,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Webhooks not delivered yet.
+    pub fn unsent_webhooks(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM webhooks WHERE sent_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Fly took webhook `id`.
+    pub fn webhook_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE databases SET read_regions = ?2, catalog_version = ?3 WHERE fly_id = ?1",
-            params![fly_id, regions.join(","), catalog_version as i64],
+            "UPDATE webhooks SET sent_at = ?2, attempts = attempts + 1, last_error = ''
+             WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Webhook `id` failed (`why`): it is tried again at `next_at`.
+    pub fn webhook_failed(&self, id: i64, next_at: i64, why: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE webhooks SET attempts = attempts + 1, next_at = ?2, last_error = ?3
+             WHERE id = ?1",
+            params![id, next_at, why],
         )?;
         Ok(())
     }
@@ -233,6 +321,34 @@ impl Store {
                 .query_row("SELECT MAX(tenant_id) FROM databases", [], |r| r.get(0))?;
         Ok(max.map_or(1, |m| m as u64 + 1))
     }
+}
+
+/// [`Store::set_status`] on `conn` (a transaction's, for
+/// [`Store::change_and_notify`]).
+pub fn set_status(
+    conn: &Connection,
+    fly_id: &str,
+    status: &str,
+    catalog_version: u64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET status = ?2, catalog_version = ?3
+         WHERE fly_id = ?1 AND status != 'deleted'",
+        params![fly_id, status, catalog_version as i64],
+    )
+}
+
+/// [`Store::set_read_regions`] on `conn`.
+pub fn set_read_regions(
+    conn: &Connection,
+    fly_id: &str,
+    regions: &[String],
+    catalog_version: u64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET read_regions = ?2, catalog_version = ?3 WHERE fly_id = ?1",
+        params![fly_id, regions.join(","), catalog_version as i64],
+    )
 }
 
 fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, StoreError> {

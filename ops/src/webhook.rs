@@ -1,0 +1,380 @@
+//! Webhooks to Fly: `resource.updated` and `resource.deleted`.
+//!
+//! Fly learns of a change it did not ask for synchronously — a database
+//! deleted, read regions changed, a provisioning that finished later —
+//! from a `POST {fly-api-base}/api/hooks/extensions/<provider>`, signed
+//! like Fly's own requests but with the webhook secret (`X-Signature`:
+//! HMAC-SHA256 of the body, [`crate::sign::sign`]). The body is
+//! `{timestamp, nonce, url, action, resource}`, `resource` shaped like
+//! `GET /extensions/{id}`.
+//!
+//! Never lost: the change and its webhook are written in one SQLite
+//! transaction (the outbox, [`crate::store::Store::change_and_notify`]);
+//! [`run`] sends what is due, marks what Fly took (2xx), and retries the
+//! rest with exponential backoff (1 s doubling up to [`MAX_BACKOFF_SECS`])
+//! for as long as it takes, across restarts. Each attempt is signed
+//! afresh (a new timestamp and nonce), so a retry is never stale; Fly may
+//! see an event twice when its 2xx is lost, never not at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::store::{Store, Webhook};
+
+/// The provider name in Fly's webhook path.
+pub const PROVIDER: &str = "anykv";
+
+/// Longest wait between two attempts at one webhook.
+pub const MAX_BACKOFF_SECS: i64 = 600;
+
+/// How long one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a webhook was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("webhook URL {0:?}: expected http:// or https://host[:port]/path")]
+    BadUrl(String),
+    #[error("connecting to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, String),
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("Fly answered HTTP {0}: {1}")]
+    Refused(u16, String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where and how webhooks go.
+pub struct Hooks {
+    /// `{fly-api-base}/api/hooks/extensions/anykv`.
+    pub url: String,
+    secret: Vec<u8>,
+    tls: tokio_rustls::TlsConnector,
+    /// Wakes the sender when a webhook was queued.
+    pub wake: tokio::sync::Notify,
+}
+
+impl Hooks {
+    /// Webhooks to Fly's API at `fly_api_base` (e.g. `https://api.fly.io`),
+    /// signed with `secret`; HTTPS checks the server against the Mozilla
+    /// roots (`webpki-roots`).
+    pub fn new(fly_api_base: &str, secret: &[u8]) -> Hooks {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Hooks::with_roots(fly_api_base, secret, roots)
+    }
+
+    /// [`Hooks::new`], trusting `roots` for HTTPS.
+    pub fn with_roots(fly_api_base: &str, secret: &[u8], roots: rustls::RootCertStore) -> Hooks {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+        let cfg = match cfg {
+            Ok(c) => c,
+            // The ring provider supports the default protocol versions.
+            Err(e) => unreachable!("rustls defaults with ring: {e}"),
+        };
+        Hooks {
+            url: format!(
+                "{}/api/hooks/extensions/{PROVIDER}",
+                fly_api_base.trim_end_matches('/')
+            ),
+            secret: secret.to_vec(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The signed body of one attempt at `hook`.
+    pub fn body(&self, hook: &Webhook, now: i64, nonce: &str) -> Vec<u8> {
+        let resource: serde_json::Value =
+            serde_json::from_str(&hook.resource).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "timestamp": now,
+            "nonce": nonce,
+            "url": self.url,
+            "action": hook.action,
+            "resource": resource,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Sends one attempt; Ok when Fly answered 2xx.
+    pub async fn post(&self, body: Vec<u8>) -> Result<(), HookError> {
+        let attempt = self.post_once(body);
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(HookError::Timeout(ATTEMPT_TIMEOUT)),
+        }
+    }
+
+    async fn post_once(&self, body: Vec<u8>) -> Result<(), HookError> {
+        let bad = || HookError::BadUrl(self.url.clone());
+        let uri: hyper::Uri = self.url.parse().map_err(|_| bad())?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad()),
+        };
+        let authority = uri.authority().ok_or_else(bad)?.as_str().to_string();
+        let host = uri.host().ok_or_else(bad)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let addr = format!("{authority} ({host}:{port})");
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| HookError::Connect(addr.clone(), e))?;
+        let signature = crate::sign::sign(&self.secret, &body);
+        let req = hyper::Request::post(path)
+            .header("host", authority)
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| HookError::Http(e.to_string()))?;
+        if tls {
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| bad())?;
+            let stream = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| HookError::Tls(addr.clone(), e.to_string()))?;
+            exchange(TokioIo::new(stream), req).await
+        } else {
+            exchange(TokioIo::new(tcp), req).await
+        }
+    }
+}
+
+/// One HTTP/1.1 request on `io`; Ok on a 2xx answer.
+async fn exchange<I>(io: I, req: hyper::Request<Full<Bytes>>) -> Result<(), HookError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let http = |e: hyper::Error| HookError::Http(e.to_string());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(http)?;
+    let driver = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(http);
+    let out = match resp {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            Err(HookError::Refused(status, text))
+        }
+        Err(e) => Err(e),
+    };
+    driver.abort();
+    out
+}
+
+/// The wait before attempt `attempts + 1` of a webhook that failed
+/// `attempts` times (1, 2, 4, ... seconds, at most [`MAX_BACKOFF_SECS`]).
+pub fn backoff_secs(attempts: u32) -> i64 {
+    1i64.checked_shl(attempts.min(30))
+        .unwrap_or(MAX_BACKOFF_SECS)
+        .min(MAX_BACKOFF_SECS)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Sends the outbox's due webhooks, oldest first, for ever: woken when one
+/// is queued, and every second for retries.
+pub async fn run(api: Arc<crate::api::Api>) {
+    let (store, hooks) = (&api.store, &api.hooks);
+    loop {
+        let due = store.lock().due_webhooks(now(), 32);
+        match due {
+            Ok(due) => {
+                for hook in due {
+                    deliver(store, hooks, &hook).await;
+                }
+            }
+            Err(e) => tracing::warn!("reading the webhook outbox: {e}"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), hooks.wake.notified()).await;
+    }
+}
+
+async fn deliver(store: &parking_lot::Mutex<Store>, hooks: &Hooks, hook: &Webhook) {
+    let nonce = match crate::tokens::new_token() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("webhook {}: no nonce: {e}", hook.id);
+            return;
+        }
+    };
+    let t = now();
+    let result = hooks.post(hooks.body(hook, t, &nonce)).await;
+    let t = now();
+    let stored = match &result {
+        Ok(()) => {
+            tracing::info!(id = hook.id, action = %hook.action, "webhook delivered");
+            store.lock().webhook_sent(hook.id, t)
+        }
+        Err(e) => {
+            let wait = backoff_secs(hook.attempts);
+            tracing::warn!(
+                id = hook.id,
+                action = %hook.action,
+                attempt = hook.attempts + 1,
+                "webhook to {} failed: {e}; again in {wait} s",
+                hooks.url
+            );
+            store
+                .lock()
+                .webhook_failed(hook.id, t + wait, &e.to_string())
+        }
+    };
+    if let Err(e) = stored {
+        tracing::warn!("recording webhook {}: {e}", hook.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-request HTTPS server with a certificate for `localhost`:
+    /// answers `status`, hands over the request it got.
+    async fn https_once(
+        status: u16,
+    ) -> (u16, rustls::RootCertStore, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().clone();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.clone()).unwrap();
+        let pkey = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der], pkey)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head, then as many body bytes as it announces.
+            loop {
+                let n = tls.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                assert!(n > 0, "the request ended early");
+            }
+            let answer =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno");
+            tls.write_all(answer.as_bytes()).await.unwrap();
+            tls.shutdown().await.ok();
+            got
+        });
+        (port, roots, server)
+    }
+
+    #[tokio::test]
+    async fn webhooks_go_over_https_signed() {
+        let (port, roots, server) = https_once(200).await;
+        let hooks = Hooks::with_roots(&format!("https://localhost:{port}"), b"k", roots);
+        hooks.post(b"{\"action\":\"x\"}".to_vec()).await.unwrap();
+        let got = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(
+            got.starts_with("POST /api/hooks/extensions/anykv HTTP/1.1\r\n"),
+            "{got}"
+        );
+        let sig = crate::sign::sign(b"k", b"{\"action\":\"x\"}");
+        assert!(got.contains(&format!("x-signature: {sig}\r\n")), "{got}");
+
+        // A refusal is an error with Fly's status; a server that the
+        // roots do not vouch for is never sent the webhook.
+        let (port, roots, _server) = https_once(500).await;
+        let hooks = Hooks::with_roots(&format!("https://localhost:{port}"), b"k", roots);
+        let e = hooks.post(b"{}".to_vec()).await.unwrap_err();
+        assert!(matches!(e, HookError::Refused(500, _)), "{e}");
+        let (port, _, _server) = https_once(200).await;
+        let hooks = Hooks::new(&format!("https://localhost:{port}"), b"k");
+        let e = hooks.post(b"{}".to_vec()).await.unwrap_err();
+        assert!(matches!(e, HookError::Tls(..)), "{e}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let waits: Vec<i64> = (0..12).map(backoff_secs).collect();
+        assert_eq!(&waits[..5], &[1, 2, 4, 8, 16]);
+        assert_eq!(waits[10], MAX_BACKOFF_SECS);
+        assert_eq!(backoff_secs(u32::MAX), MAX_BACKOFF_SECS);
+    }
+
+    #[test]
+    fn the_body_is_signed_for_flys_hook_url() {
+        let hooks = Hooks::new("https://api.fly.io/", b"hook-secret");
+        assert_eq!(hooks.url, "https://api.fly.io/api/hooks/extensions/anykv");
+        let hook = Webhook {
+            id: 1,
+            action: "resource.deleted".into(),
+            resource: r#"{"id":"e1","status":"deleted"}"#.into(),
+            attempts: 0,
+        };
+        let body = hooks.body(&hook, 1_700_000_000, "n1");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["action"], "resource.deleted");
+        assert_eq!(v["resource"]["status"], "deleted");
+        assert_eq!(v["url"], hooks.url);
+        assert_eq!(v["timestamp"], 1_700_000_000);
+        // What Fly checks: the signature over the raw body, the url, the
+        // timestamp window and the nonce, as the sidecar checks Fly's.
+        let verifier = crate::sign::Verifier::new(b"hook-secret", "https://api.fly.io", 300);
+        let req = crate::sign::Request {
+            method: "POST",
+            path: "/api/hooks/extensions/anykv",
+            query: "",
+            body: &body,
+            signature: Some(&crate::sign::sign(b"hook-secret", &body)),
+        };
+        let mut nonces = crate::sign::MemoryNonces::new(300);
+        assert!(verifier.verify(&req, 1_700_000_000, &mut nonces).is_ok());
+    }
+}
