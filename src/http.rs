@@ -6,7 +6,8 @@
 //!
 //! `PUT` / `DELETE /admin/tenants/{id}` change the tenant catalog (the
 //! sidecar is their one caller), with `Authorization: Bearer
-//! $ANYKV_ADMIN_TOKEN`; see [`admin_put`]. `POST
+//! $ANYKV_ADMIN_TOKEN`; see [`admin_put`]; `GET /admin/tenants/{id}` says
+//! how far the current version got ([`admin_get`]). `POST
 //! /admin/tenants/{id}/failover` hands a database to its standby (see
 //! [`admin_failover`]); `POST /admin/tenants/{id}/promote` is the
 //! operator's forced promotion ([`admin_promote`]). Without that variable the admin API answers 503.
@@ -180,24 +181,34 @@ fn authorize(
     Ok(admin.placement.clone())
 }
 
-/// Waits (up to [`APPLY_WAIT`]) until the nodes that hold tenant `id` have
-/// applied catalog `version`, then answers 200 with who applied it, or 202
-/// with who has not yet (the change is in the catalog and keeps spreading).
+/// Waits (up to `wait`) until the nodes that hold tenant `id` have
+/// applied catalog `version`, and (unless it is a deletion) every region
+/// it asks for has a node holding it, then answers 200 with who applied
+/// it, or 202 with who has not yet and the regions still without a copy
+/// (the change is in the catalog and keeps spreading; a region's first
+/// node will take it).
 async fn wait_applied(
     p: &crate::placement::Placement,
     id: u64,
     version: u64,
     deleted: bool,
     known: Option<Vec<String>>,
+    wait: std::time::Duration,
 ) -> Response {
-    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let holders = known.clone().or_else(|| p.holders(id));
         let want = (!deleted).then_some(version);
         let state = holders.as_deref().map(|h| p.applied(h, id, want));
-        let done = state
-            .as_ref()
-            .is_some_and(|s| s.iter().all(|(_, applied, alive)| *applied || !*alive));
+        let missing = if deleted {
+            Vec::new()
+        } else {
+            p.missing_regions(id)
+        };
+        let done = missing.is_empty()
+            && state
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|(_, applied, alive)| *applied || !*alive));
         if done || tokio::time::Instant::now() >= deadline {
             let state = state.unwrap_or_default();
             let applied: Vec<&str> = state.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect();
@@ -224,6 +235,7 @@ async fn wait_applied(
                     "applied": applied,
                     "pending": pending,
                     "down": down,
+                    "missing_regions": missing,
                     "placed": holders.is_some(),
                 })),
             )
@@ -235,6 +247,23 @@ async fn wait_applied(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// `GET /admin/tenants/{id}`: how far the tenant's current catalog version
+/// got, at once: 200 when every node that holds it applied it and every
+/// region it asks for has a copy, 202 otherwise (the same JSON as `PUT`'s
+/// answer), 404 for a tenant the catalog does not have.
+async fn admin_get(State(s): State<AppState>, Path(id): Path<u64>, headers: HeaderMap) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let (entries, _, _) = p.tables();
+    if !entries.contains_key(&id) {
+        return json_error(StatusCode::NOT_FOUND, format!("no tenant {id}"));
+    }
+    let version = p.version_of(id);
+    wait_applied(&p, id, version, false, None, std::time::Duration::ZERO).await
 }
 
 /// `PUT /admin/tenants/{id}`: creates or changes a tenant. The body is the
@@ -274,7 +303,7 @@ async fn admin_put(
         return r;
     }
     p.write_entry(&entry);
-    wait_applied(&p, id, entry.version, false, None).await
+    wait_applied(&p, id, entry.version, false, None, APPLY_WAIT).await
 }
 
 /// 409 when `version` is not above the catalog's for tenant `id` (the
@@ -324,7 +353,7 @@ async fn admin_delete(
     }
     let holders = p.holders(id).unwrap_or_default();
     p.write(anykv_gossip::catalog::tombstone(id, version));
-    wait_applied(&p, id, version, true, Some(holders)).await
+    wait_applied(&p, id, version, true, Some(holders), APPLY_WAIT).await
 }
 
 async fn metrics(State(s): State<AppState>) -> String {
@@ -529,7 +558,7 @@ pub async fn serve(
         .route("/cluster", get(cluster))
         .route(
             "/admin/tenants/{id}",
-            axum::routing::put(admin_put).delete(admin_delete),
+            get(admin_get).put(admin_put).delete(admin_delete),
         )
         .route(
             "/admin/tenants/{id}/failover",

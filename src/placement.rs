@@ -769,6 +769,32 @@ impl Placement {
             .map(|r| r.holders().into_iter().map(String::from).collect())
     }
 
+    /// The regions tenant `id` asks for (its primary region and read
+    /// regions) where no live node holds it yet: no node placed there so
+    /// far, or the one placed there is down. Empty for a tenant not in the
+    /// catalog.
+    pub fn missing_regions(&self, id: u64) -> Vec<String> {
+        let (entries, roles, _) = self.tables();
+        let Some(e) = entries.get(&id) else {
+            return Vec::new();
+        };
+        let view = self.view.borrow().clone();
+        let alive = |m: &str| {
+            view.member(m)
+                .is_some_and(|v| v.me || v.state == MemberState::Alive)
+        };
+        let record = roles.get(&id);
+        std::iter::once(&e.primary_region)
+            .chain(e.read_regions.iter())
+            .filter(|r| match record {
+                None => true,
+                Some(rec) if *r == &e.primary_region => !alive(&rec.primary),
+                Some(rec) => !rec.replicas.get(*r).is_some_and(|m| alive(m)),
+            })
+            .cloned()
+            .collect()
+    }
+
     /// For each of `machines`: (machine, has applied the change, is
     /// alive). The change is tenant `id` at catalog `version`, or (None)
     /// its deletion: applied once the node no longer serves it.

@@ -134,6 +134,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             a.cluster_admin.join(", ")
         );
         tokio::spawn(anykv_ops::webhook::run(api.clone()));
+        tokio::spawn(anykv_ops::api::finish_provisioning(
+            api.clone(),
+            std::time::Duration::from_secs(1),
+        ));
         if let Some(dir) = a.backup_dir.clone() {
             tokio::spawn(backups(
                 api.clone(),

@@ -1,6 +1,6 @@
 //! The Fly extension sidecar end to end (docs/SIDECAR.md): a world of two
-//! iad nodes, `anykv sidecar` in front of their admin API, and requests
-//! signed as Fly signs them.
+//! iad nodes, a cdg node and a syd node, `anykv sidecar` in front of the
+//! iad nodes' admin API, and requests signed as Fly signs them.
 //!
 //! Checked: a signed provisioning request gets a REDIS_URL that logs in
 //! (`AUTH default <token>`) and serves; a read region added with PATCH
@@ -12,6 +12,8 @@
 //! shows the database ready; DELETE revokes its token on the nodes, and
 //! the id cannot be provisioned again; after the sidecar restarts, its
 //! state (the deleted database, the nonces it accepted) is still there.
+//! A database whose read region has no live node is `provisioning` until
+//! that region's node is back, then `ready` (Fly hears it by webhook).
 //! Fly hears of the PATCH (`resource.updated`) and of the deletion
 //! (`resource.deleted`) through signed webhooks to a fake Fly endpoint;
 //! the deletion's, refused while that endpoint is down, is retried and
@@ -175,11 +177,15 @@ fn call(method: &str, target: &str, sig: &str, body: &str) -> (u16, serde_json::
 }
 
 fn provision_body(id: &str, region: &str, nonce: &str) -> String {
+    provision_body_with(id, region, &[], nonce)
+}
+
+fn provision_body_with(id: &str, region: &str, read: &[&str], nonce: &str) -> String {
     serde_json::json!({
         "id": id, "name": "Shop", "organization_id": "org_1",
         "organization_name": "Acme", "organization_email": "admins@acme.example",
         "user_id": "u_1", "user_email": "u1@customer.fly.io", "user_role": "admin",
-        "primary_region": region, "read_regions": [],
+        "primary_region": region, "read_regions": read,
         "ip_address": "fdaa:0:1::3",
         "url": format!("http://{LISTEN}/extensions"),
         "nonce": nonce, "timestamp": now(),
@@ -280,10 +286,17 @@ fn token_of(url: &str) -> String {
 
 #[test]
 fn fly_provisions_a_database_that_answers_on_its_redis_url() {
-    let spec = common::world_spec("sidecar", 53, 22700, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
-    let w = World::start(&spec).expect("the world starts");
-    w.wait_members(3, Duration::from_secs(60))
-        .expect("three members alive");
+    let spec = common::world_spec(
+        "sidecar",
+        53,
+        22700,
+        &[("iad", 2), ("cdg", 1), ("syd", 1)],
+        ADMIN,
+        &[],
+    );
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
     let resp = w.node("n1").expect("n1").resp;
     let data = spec.dir.join("sidecar");
     let fly = FakeFly::start();
@@ -427,6 +440,42 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     assert_eq!(code, 200, "a signed event");
     let (code, _) = call("POST", "/extensions/events", &sig, &event);
     assert_eq!(code, 401, "a replayed event");
+
+    // A read region with no node up: the database is `provisioning`
+    // (GET says so) until the region's node takes it; then Fly hears
+    // `resource.updated` with status `ready`, and that node serves it.
+    w.signal("n4", "-KILL").expect("stop the syd node");
+    w.wait_members(3, Duration::from_secs(30))
+        .expect("the others see the syd node down");
+    let (code, a) = post(
+        &provision_body_with("ext_s", "iad", &["syd"], "nonce-s1"),
+        SECRET,
+    );
+    assert_eq!(
+        (code, a["status"].as_str()),
+        (200, Some("provisioning")),
+        "{a}"
+    );
+    let (code, shown) = signed_query("GET", "ext_s", "nonce-s2");
+    assert_eq!(
+        (code, shown["status"].as_str()),
+        (200, Some("provisioning")),
+        "{shown}"
+    );
+    let s_token = token_of(a["config"]["REDIS_URL"].as_str().expect("REDIS_URL"));
+    w.launch("n4").expect("the syd node starts again");
+    let ready = fly.expect("resource.updated", "ext_s");
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["read_regions"], serde_json::json!(["syd"]), "{ready}");
+    let syd = w.node("n4").expect("the syd node").resp;
+    let mut s = common::login_ready(syd, "default", &s_token, |_| true).expect("login on syd");
+    assert_eq!(common::info_field(&mut s, "replication", "role"), "slave");
+    let (code, shown) = signed_query("GET", "ext_s", "nonce-s3");
+    assert_eq!(
+        (code, shown["status"].as_str()),
+        (200, Some("ready")),
+        "{shown}"
+    );
 
     // Status, then deletion: the token stops working on the nodes.
     let (code, shown) = signed_query("GET", "ext_1", "nonce-6");

@@ -567,6 +567,60 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
     described(&changed)
 }
 
+/// Moves databases from `provisioning` to `ready` once the cluster says
+/// every region they ask for has a node that applied them (a region's
+/// first node came up), telling Fly with `resource.updated` (status
+/// `ready`): checked every `every`, under [`Api::writes`] like any change.
+pub async fn finish_provisioning(api: Arc<Api>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pending = api.store.lock().provisioning();
+        let pending = match pending {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("reading the databases being provisioned: {e}");
+                continue;
+            }
+        };
+        for (fly_id, tenant) in pending {
+            let _writing = api.writes.lock().await;
+            match api.cluster.tenant_state(tenant).await {
+                Ok(Applied::Everywhere) => {}
+                Ok(Applied::Pending) => continue,
+                Err(e) => {
+                    tracing::debug!(id = %fly_id, "provisioning state: {e}");
+                    continue;
+                }
+            }
+            // Still provisioning (a DELETE may have come meanwhile: it
+            // took `writes` too, and a deleted row stays deleted).
+            let stored = api.store.lock().change_and_notify(
+                &fly_id,
+                now(),
+                "resource.updated",
+                |c| {
+                    c.execute(
+                        "UPDATE databases SET status = 'ready'
+                         WHERE fly_id = ?1 AND status = 'provisioning'",
+                        [&fly_id],
+                    )
+                },
+                |d| resource(d).to_string(),
+            );
+            match stored {
+                Ok(d) if d.status == "ready" => {
+                    api.hooks.wake.notify_one();
+                    tracing::info!(id = %fly_id, tenant, "provisioned in every region: ready");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(id = %fly_id, "marking ready: {e}"),
+            }
+        }
+    }
+}
+
 /// The database as `GET` shows it, and as webhooks carry it.
 fn resource(d: &Database) -> Value {
     json!({

@@ -86,6 +86,20 @@ impl Cluster {
         }
     }
 
+    /// How far tenant `id`'s current catalog version got: applied by every
+    /// node that holds it, with a copy in every region it asks for (200),
+    /// or not yet (202).
+    pub async fn tenant_state(&self, id: u64) -> Result<Applied, ClusterError> {
+        let (status, body) = self
+            .request("GET", &format!("/admin/tenants/{id}"), "")
+            .await?;
+        match status {
+            200 => Ok(Applied::Everywhere),
+            202 => Ok(Applied::Pending),
+            _ => Err(ClusterError::Refused { status, body }),
+        }
+    }
+
     async fn request(
         &self,
         method: &str,

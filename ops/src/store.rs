@@ -241,7 +241,8 @@ impl Store {
     /// Runs `change` and queues webhook `action` about the database it
     /// leaves (`resource` makes the payload from it) in one transaction:
     /// a change Fly must hear of is never stored without its webhook, nor
-    /// the webhook without the change, whatever stops the sidecar.
+    /// the webhook without the change, whatever stops the sidecar. A
+    /// change that touched no row queues nothing.
     pub fn change_and_notify(
         &mut self,
         fly_id: &str,
@@ -251,15 +252,27 @@ impl Store {
         resource: impl FnOnce(&Database) -> String,
     ) -> Result<Database, StoreError> {
         let tx = self.conn.transaction()?;
-        change(&tx)?;
+        let changed = change(&tx)?;
         let db = get_database(&tx, fly_id)?
             .ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
-        tx.execute(
-            "INSERT INTO webhooks (action, resource, created_at, next_at) VALUES (?1, ?2, ?3, ?3)",
-            params![action, resource(&db), now],
-        )?;
+        if changed > 0 {
+            tx.execute(
+                "INSERT INTO webhooks (action, resource, created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?3)",
+                params![action, resource(&db), now],
+            )?;
+        }
         tx.commit()?;
         Ok(db)
+    }
+
+    /// The databases still `provisioning` (Fly id, tenant id).
+    pub fn provisioning(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT fly_id, tenant_id FROM databases WHERE status = 'provisioning'")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Webhooks due at `now`, oldest first (at most `limit`).
