@@ -4,8 +4,8 @@
 //!
 //! Checked: a signed provisioning request gets a REDIS_URL that logs in
 //! (`AUTH default <token>`) and serves; a read region added with PATCH
-//! serves reads from its own replica (a plan change is refused: none are
-//! offered yet); a retry with the same id gets the
+//! serves reads from its own replica; a PATCH of the plan changes the
+//! database's limits on its nodes (an unknown plan is 422); a retry with the same id gets the
 //! same URL, and four at once for a new id get one database; a replayed
 //! request, a wrong signature and a tampered body are
 //! refused (401), an unknown region too (422, naming the field); GET
@@ -372,14 +372,38 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     let before = local(&mut r);
     assert_eq!(r.cmd(&["GET", "k"]).ok(), Some(Value::Bulk(b"v".to_vec())));
     assert_eq!(local(&mut r), before + 1, "the read was answered on cdg");
-    let plan = serde_json::json!({
-        "plan": "pro", "url": format!("http://{LISTEN}/extensions/ext_1"),
-        "nonce": "nonce-p2", "timestamp": now(),
-    })
-    .to_string();
-    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), plan.as_bytes());
-    let (code, err) = call("PATCH", "/extensions/ext_1", &sig, &plan);
+    // Plans: a new database is on `payg` (1 GiB on each node); PATCH
+    // moves it to `pro` (10 GiB), which the nodes apply live; a plan that
+    // does not exist is 422 naming the field.
+    let maxmemory = |c: &mut RespConn| common::info_field(c, "memory", "maxmemory");
+    assert_eq!(maxmemory(&mut c), (1u64 << 30).to_string());
+    let patch_plan = |plan: &str, nonce: &str| {
+        let body = serde_json::json!({
+            "plan": plan, "url": format!("http://{LISTEN}/extensions/ext_1"),
+            "nonce": nonce, "timestamp": now(),
+        })
+        .to_string();
+        let sig = anykv_ops::sign::sign(SECRET.as_bytes(), body.as_bytes());
+        call("PATCH", "/extensions/ext_1", &sig, &body)
+    };
+    let (code, err) = patch_plan("gold", "nonce-p2");
     assert_eq!((code, err["field"].as_str()), (422, Some("plan")), "{err}");
+    let (code, changed) = patch_plan("pro", "nonce-p3");
+    assert_eq!(code, 200, "{changed}");
+    assert_eq!(changed["plan"], "pro", "{changed}");
+    assert_eq!(
+        changed["read_regions"],
+        serde_json::json!(["cdg"]),
+        "{changed}"
+    );
+    wait(
+        "the nodes to apply pro's limits",
+        Duration::from_secs(20),
+        || {
+            maxmemory(&mut c) == (10u64 << 30).to_string()
+                && maxmemory(&mut r) == (10u64 << 30).to_string()
+        },
+    );
 
     // The same request again is a replay; a retry (new nonce) gets the
     // same database.
@@ -481,6 +505,7 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     let (code, shown) = signed_query("GET", "ext_1", "nonce-6");
     assert_eq!(code, 200, "{shown}");
     assert_eq!(shown["status"], "ready");
+    assert_eq!(shown["plan"], "pro");
     // Fly's webhook endpoint is down from here until after the restart:
     // the deletion's webhook waits in the outbox, retried, and survives
     // the restart.

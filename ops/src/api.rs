@@ -153,6 +153,9 @@ struct Provision {
     primary_region: String,
     read_regions: Vec<String>,
     ip_address: String,
+    /// The user who asked: (id, email, role), when Fly named one.
+    user: Option<(String, String, String)>,
+    plan: &'static crate::plans::Plan,
 }
 
 /// `needs_ip`: no `--redis-url-host`, so the REDIS_URL's host is the
@@ -171,6 +174,35 @@ fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Respons
         }
     };
     let read_regions = read_regions(&v, false)?;
+    let user_id = text("user_id", false)?;
+    let user = if user_id.is_empty() {
+        None
+    } else {
+        let role = text("user_role", false)?;
+        let role = match role.as_str() {
+            "" | "member" => "member",
+            "admin" => "admin",
+            _ => {
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("user_role: '{role}' is neither admin nor member"),
+                    Some("user_role"),
+                ))
+            }
+        };
+        Some((user_id, text("user_email", false)?, role.to_string()))
+    };
+    let plan = match v.get("plan") {
+        None | Some(Value::Null) => crate::plans::find(crate::plans::DEFAULT_PLAN),
+        Some(p) => Some(plan_of(p)?),
+    };
+    let Some(plan) = plan else {
+        return Err(bad(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the default plan is missing",
+            None,
+        ));
+    };
     let p = Provision {
         id: text("id", true)?,
         name: text("name", true)?,
@@ -180,6 +212,8 @@ fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Respons
         primary_region: text("primary_region", true)?,
         read_regions,
         ip_address: text("ip_address", needs_ip)?,
+        user,
+        plan,
     };
     if needs_ip && p.ip_address.parse::<std::net::IpAddr>().is_err() {
         return Err(bad(
@@ -213,8 +247,27 @@ fn tenant_name(name: &str, tenant_id: u64) -> String {
     format!("{s}-{tenant_id}")
 }
 
-/// The cluster catalog's row for `db` at `version`.
+/// A body's `plan`: one of [`crate::plans::PLANS`] (422 naming the field
+/// otherwise).
+fn plan_of(v: &Value) -> Result<&'static crate::plans::Plan, Box<Response>> {
+    let name = v.as_str().unwrap_or_default();
+    crate::plans::find(name).ok_or_else(|| {
+        bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "plan: {v} is not a plan; the plans are {}",
+                crate::plans::names()
+            ),
+            Some("plan"),
+        )
+    })
+}
+
+/// The cluster catalog's row for `db` at `version`, with its plan's
+/// limits (an unknown plan name, which the API never stores, has none).
 fn catalog_entry(db: &Database, token: &str, version: u64) -> Value {
+    let (maxmemory, maxclients, ops) = crate::plans::find(&db.plan)
+        .map_or((0, 0, 0), |p| (p.maxmemory, p.maxclients, p.ops_per_sec));
     json!({
         "id": db.tenant_id,
         "name": tenant_name(&db.name, db.tenant_id),
@@ -222,7 +275,8 @@ fn catalog_entry(db: &Database, token: &str, version: u64) -> Value {
         "org": db.organization_id,
         "primary_region": db.primary_region,
         "read_regions": db.read_regions,
-        "maxmemory": 0, "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+        "maxmemory": maxmemory, "maxmemory_policy": null,
+        "maxclients": maxclients, "ops_per_sec": ops,
         "durability": "region",
         "consistency": "ryw",
         "version": version,
@@ -338,9 +392,14 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
                         p.organization_name.as_str(),
                         p.organization_email.as_str(),
                     );
+                    let user = p
+                        .user
+                        .as_ref()
+                        .map(|(id, email, role)| (id.as_str(), email.as_str(), role.as_str()));
                     store
                         .insert_database(
                             org,
+                            user,
                             &Database {
                                 fly_id: p.id.clone(),
                                 tenant_id,
@@ -352,6 +411,7 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
                                 created_at: now(),
                                 token_sealed,
                                 catalog_version: 1,
+                                plan: p.plan.name.to_string(),
                             },
                         )
                         .map_err(|e| e.to_string())
@@ -421,18 +481,28 @@ fn verified_query(
 }
 
 /// `read_regions` of a PATCH body, checked against `primary`.
-fn parse_change(body: &[u8], primary: &str) -> Result<Vec<String>, Box<Response>> {
+/// A PATCH's changes: a new plan, new read regions, or both (at least
+/// one).
+struct Change {
+    plan: Option<&'static crate::plans::Plan>,
+    read_regions: Option<Vec<String>>,
+}
+
+fn parse_change(body: &[u8], primary: &str) -> Result<Change, Box<Response>> {
     let v = json_body(body)?;
-    if v.get("plan").is_some_and(|p| !p.is_null()) {
-        return Err(bad(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "plan: no plans are offered yet; only read_regions can change",
-            Some("plan"),
-        ));
-    }
-    let regions = read_regions(&v, true)?;
-    check_regions(primary, false, &regions)?;
-    Ok(regions)
+    let plan = match v.get("plan") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(plan_of(p)?),
+    };
+    let read_regions = match v.get("read_regions") {
+        None | Some(Value::Null) if plan.is_some() => None,
+        _ => {
+            let regions = read_regions(&v, true)?;
+            check_regions(primary, false, &regions)?;
+            Some(regions)
+        }
+    };
+    Ok(Change { plan, read_regions })
 }
 
 /// A request body as JSON (400 when it is not).
@@ -459,6 +529,11 @@ fn read_regions(v: &Value, required: bool) -> Result<Vec<String>, Box<Response>>
     };
     match v.get("read_regions") {
         None | Some(Value::Null) if !required => Ok(Vec::new()),
+        None | Some(Value::Null) => Err(bad(
+            StatusCode::BAD_REQUEST,
+            "read_regions or plan: a PATCH changes at least one",
+            Some("read_regions"),
+        )),
         Some(Value::Array(a)) => a
             .iter()
             .map(|r| r.as_str().map(str::to_string))
@@ -535,8 +610,8 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     };
-    let regions = match parse_change(body, &db.primary_region) {
-        Ok(r) => r,
+    let change = match parse_change(body, &db.primary_region) {
+        Ok(c) => c,
         Err(r) => return *r,
     };
     let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
@@ -545,7 +620,12 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
     };
     let version = db.catalog_version + 1;
     let mut changed = db.clone();
-    changed.read_regions = regions.clone();
+    if let Some(r) = &change.read_regions {
+        changed.read_regions = r.clone();
+    }
+    if let Some(p) = change.plan {
+        changed.plan = p.name.to_string();
+    }
     let entry = catalog_entry(&changed, &token, version);
     if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
         return cluster_error(&e, "take the change");
@@ -556,14 +636,23 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
         id,
         now(),
         "resource.updated",
-        |c| crate::store::set_read_regions(c, id, &regions, version),
+        |c| {
+            crate::store::set_read_regions(c, id, &changed.read_regions, version)?;
+            crate::store::set_plan(c, id, &changed.plan, version)
+        },
         |d| resource(d).to_string(),
     );
     if let Err(e) = stored {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
     }
     api.hooks.wake.notify_one();
-    tracing::info!(id = %id, tenant = db.tenant_id, ?regions, "read regions changed");
+    tracing::info!(
+        id = %id,
+        tenant = db.tenant_id,
+        regions = ?changed.read_regions,
+        plan = %changed.plan,
+        "changed"
+    );
     described(&changed)
 }
 
@@ -629,6 +718,7 @@ fn resource(d: &Database) -> Value {
         "status": d.status,
         "primary_region": d.primary_region,
         "read_regions": d.read_regions,
+        "plan": d.plan,
     })
 }
 
@@ -765,9 +855,60 @@ mod tests {
             (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":"cdg"}"#, 400, "read_regions"),
             (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","read_regions":["iad"]}"#, 422, "read_regions"),
             (br#"{"id":"e1","name":7,"organization_id":"o1","primary_region":"iad"}"#, 400, "name"),
+            (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","user_id":"u1","user_role":"owner"}"#, 400, "user_role"),
+            (br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","plan":"gold"}"#, 422, "plan"),
         ] {
             let r = *parse_provision(body, false).err().unwrap();
             assert_eq!(r.status().as_u16(), status, "{}", String::from_utf8_lossy(body));
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["field"], field, "{v}");
+        }
+        // The user who asked, and the default plan.
+        let with_user = br#"{"id":"e1","name":"shop","organization_id":"o1","primary_region":"iad","user_id":"u1","user_email":"u1@x.fly.io","user_role":"admin"}"#;
+        let p = parse_provision(with_user, false).ok().unwrap();
+        assert_eq!(
+            p.user,
+            Some(("u1".into(), "u1@x.fly.io".into(), "admin".into()))
+        );
+        assert_eq!(p.plan.name, crate::plans::DEFAULT_PLAN);
+    }
+
+    #[tokio::test]
+    async fn a_patch_changes_the_plan_the_read_regions_or_both() {
+        let c = parse_change(br#"{"plan":"pro"}"#, "iad").ok().unwrap();
+        assert_eq!(
+            (c.plan.map(|p| p.name), c.read_regions),
+            (Some("pro"), None)
+        );
+        let c = parse_change(br#"{"read_regions":["cdg"]}"#, "iad")
+            .ok()
+            .unwrap();
+        assert_eq!((c.plan, c.read_regions), (None, Some(vec!["cdg".into()])));
+        let c = parse_change(br#"{"plan":"free","read_regions":[]}"#, "iad")
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (c.plan.map(|p| p.name), c.read_regions),
+            (Some("free"), Some(vec![]))
+        );
+        for (body, status, field) in [
+            (&br#"{}"#[..], 400, "read_regions"),
+            (br#"{"plan":"gold"}"#, 422, "plan"),
+            (br#"{"plan":7}"#, 422, "plan"),
+            (
+                br#"{"plan":"pro","read_regions":["iad"]}"#,
+                422,
+                "read_regions",
+            ),
+        ] {
+            let r = *parse_change(body, "iad").err().unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                status,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
             let v: Value = serde_json::from_slice(&b).unwrap();
             assert_eq!(v["field"], field, "{v}");

@@ -142,6 +142,7 @@ mod tests {
             created_at: 1,
             token_sealed: format!("sealed{n}"),
             catalog_version: 1,
+            plan: "payg".into(),
         }
     }
 
@@ -157,7 +158,7 @@ mod tests {
         let (data, backups, restored) = (tmp("data"), tmp("backups"), tmp("restored"));
         let mut s = Store::open(&data, 300).unwrap();
         for n in 0..50 {
-            s.insert_database(("org_1", "Acme", "ops@acme.test"), &db(n))
+            s.insert_database(("org_1", "Acme", "ops@acme.test"), None, &db(n))
                 .unwrap();
         }
         let mut files = Vec::new();
@@ -167,7 +168,7 @@ mod tests {
         // The newest three are kept.
         assert_eq!(list(&backups).unwrap(), files[1..].to_vec());
         // A later change is not in the earlier backup.
-        s.insert_database(("org_1", "Acme", "ops@acme.test"), &db(99))
+        s.insert_database(("org_1", "Acme", "ops@acme.test"), None, &db(99))
             .unwrap();
         drop(s);
 

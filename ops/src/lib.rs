@@ -6,13 +6,15 @@
 //! (tokens sealed at rest), [`cluster`] (the admin API it writes the
 //! catalog through), [`api`] (provisioning, status, deletion) and
 //! [`backup`] (online backups of its state, and restoring one) and
-//! [`webhook`] (the events Fly is told of, from a durable outbox) so far;
+//! [`webhook`] (the events Fly is told of, from a durable outbox) and
+//! [`plans`] (each database's limits) so far;
 //! SSO, the dashboard and billing build on them.
 
 pub mod api;
 pub mod backup;
 pub mod cluster;
 mod hex;
+pub mod plans;
 pub mod sign;
 pub mod store;
 pub mod tokens;

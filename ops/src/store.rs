@@ -77,6 +77,8 @@ const MIGRATIONS: &[&str] = &[
         sent_at INTEGER
     );
     CREATE INDEX webhooks_due ON webhooks(next_at) WHERE sent_at IS NULL;",
+    // 4: each database's plan (`crate::plans`).
+    "ALTER TABLE databases ADD COLUMN plan TEXT NOT NULL DEFAULT 'payg';",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -114,6 +116,8 @@ pub struct Database {
     pub token_sealed: String,
     /// The version of its row in the cluster's catalog.
     pub catalog_version: u64,
+    /// Its plan's name (`crate::plans`).
+    pub plan: String,
 }
 
 /// The sidecar's SQLite database.
@@ -167,14 +171,15 @@ impl Store {
         Ok(())
     }
 
-    /// Records `db` (and its organization, `(id, name, email)` as Fly sent
-    /// them last) unless Fly's id is known already, in one transaction;
-    /// returns the database stored under that id either way (a retried
-    /// provisioning request gets the first one's database, never a
-    /// second).
+    /// Records `db` (and its organization, `(id, name, email)`, and the
+    /// user who asked, `(id, email, role)`, as Fly sent them last) unless
+    /// Fly's id is known already, in one transaction; returns the database
+    /// stored under that id either way (a retried provisioning request
+    /// gets the first one's database, never a second).
     pub fn insert_database(
         &mut self,
         org: (&str, &str, &str),
+        user: Option<(&str, &str, &str)>,
         db: &Database,
     ) -> Result<Database, StoreError> {
         let tx = self.conn.transaction()?;
@@ -183,11 +188,19 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, email = excluded.email",
             params![org.0, org.1, org.2],
         )?;
+        if let Some((id, email, role)) = user {
+            tx.execute(
+                "INSERT INTO users (id, email, organization_id, role) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET email = excluded.email,
+                     organization_id = excluded.organization_id, role = excluded.role",
+                params![id, email, org.0, role],
+            )?;
+        }
         tx.execute(
             "INSERT INTO databases (fly_id, tenant_id, name, organization_id, primary_region,
                                     read_regions, status, created_at, token_sealed,
-                                    catalog_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                    catalog_version, plan)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(fly_id) DO NOTHING",
             params![
                 db.fly_id,
@@ -199,7 +212,8 @@ impl Store {
                 db.status,
                 db.created_at,
                 db.token_sealed,
-                db.catalog_version as i64
+                db.catalog_version as i64,
+                db.plan
             ],
         )?;
         let stored = get_database(&tx, &db.fly_id)?;
@@ -322,6 +336,19 @@ impl Store {
         Ok(())
     }
 
+    /// A user as the last provisioning request named them: (email,
+    /// organization id, role).
+    pub fn user(&self, id: &str) -> Result<Option<(String, String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT email, organization_id, role FROM users WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
     /// The database Fly knows as `fly_id`.
     pub fn database(&self, fly_id: &str) -> Result<Option<Database>, StoreError> {
         get_database(&self.conn, fly_id)
@@ -351,6 +378,19 @@ pub fn set_status(
     )
 }
 
+/// Sets a database's plan (its catalog row at `catalog_version`).
+pub fn set_plan(
+    conn: &Connection,
+    fly_id: &str,
+    plan: &str,
+    catalog_version: u64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET plan = ?2, catalog_version = ?3 WHERE fly_id = ?1",
+        params![fly_id, plan, catalog_version as i64],
+    )
+}
+
 /// [`Store::set_read_regions`] on `conn`.
 pub fn set_read_regions(
     conn: &Connection,
@@ -368,7 +408,7 @@ fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, Sto
     Ok(conn
         .query_row(
             "SELECT fly_id, tenant_id, name, organization_id, primary_region, read_regions,
-                    status, created_at, token_sealed, catalog_version
+                    status, created_at, token_sealed, catalog_version, plan
              FROM databases WHERE fly_id = ?1",
             params![fly_id],
             |r| {
@@ -388,6 +428,7 @@ fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, Sto
                     created_at: r.get(7)?,
                     token_sealed: r.get(8)?,
                     catalog_version: r.get::<_, i64>(9)? as u64,
+                    plan: r.get(10)?,
                 })
             },
         )
@@ -442,6 +483,7 @@ mod tests {
             created_at: 1_800_000_000,
             token_sealed: "sealed".into(),
             catalog_version: 1,
+            plan: "payg".into(),
         }
     }
 
@@ -470,17 +512,33 @@ mod tests {
         let mut s = Store::open(&dir, 300).unwrap();
         let org = ("org_1", "Acme", "admins@acme.example");
         assert_eq!(s.next_tenant_id().unwrap(), 1);
-        let first = s.insert_database(org, &shop("ext_1", 1)).unwrap();
+        let user = Some(("u_1", "u1@customer.fly.io", "admin"));
+        let first = s.insert_database(org, user, &shop("ext_1", 1)).unwrap();
         assert_eq!(first, shop("ext_1", 1));
-        // The retry would have picked the next id: it gets the first.
-        let retry = s.insert_database(org, &shop("ext_1", 2)).unwrap();
+        assert_eq!(
+            s.user("u_1").unwrap(),
+            Some((
+                "u1@customer.fly.io".to_string(),
+                "org_1".to_string(),
+                "admin".to_string()
+            ))
+        );
+        // The retry would have picked the next id: it gets the first; the
+        // user's role is as Fly sent it last.
+        let user = Some(("u_1", "u1@customer.fly.io", "member"));
+        let retry = s.insert_database(org, user, &shop("ext_1", 2)).unwrap();
         assert_eq!(retry, first);
+        assert_eq!(s.user("u_1").unwrap().unwrap().2, "member");
         assert_eq!(s.next_tenant_id().unwrap(), 2);
         // A database whose organization does not match the one recorded
         // with it is refused, and nothing of it is kept (one transaction).
         let mut orphan = shop("ext_2", 2);
         orphan.organization_id = "org_unknown".into();
-        assert!(s.insert_database(("org_2", "Other", ""), &orphan).is_err());
+        let user = Some(("u_2", "u2@customer.fly.io", "admin"));
+        assert!(s
+            .insert_database(("org_2", "Other", ""), user, &orphan)
+            .is_err());
+        assert_eq!(s.user("u_2").unwrap(), None, "rolled back too");
         assert_eq!(s.database("ext_2").unwrap(), None);
         let orgs: i64 = s
             .conn
