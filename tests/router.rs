@@ -934,6 +934,23 @@ fn the_redis_crate_works_through_anykv_nodes() {
                 && c.cmd(&["GET", "probe"]).ok() == Some(bulk(name))
         });
     }
+    // On the primary's node, the database's CLIENT LIST shows its own
+    // clients, not the other nodes' replication and forwarding streams,
+    // and CLIENT KILL cannot cut them (the runs below go through them).
+    let n1 = w.node("n1").expect("n1").resp;
+    let mut p = common::shop_login(n1, TOKEN, "login on n1", |_| true);
+    match p.cmd(&["CLIENT", "LIST"]) {
+        Ok(Value::Bulk(list)) => {
+            let list = String::from_utf8_lossy(&list).into_owned();
+            assert_eq!(list.lines().count(), 1, "{list}");
+            assert!(list.contains("cmd=client|list"), "{list}");
+        }
+        other => panic!("CLIENT LIST: {other:?}"),
+    }
+    assert_eq!(
+        p.cmd(&["CLIENT", "KILL", "TYPE", "normal"]).ok(),
+        Some(Value::Int(0))
+    );
     for (at, other) in [("n2", "n3"), ("n3", "n2")] {
         let mut c = common::shop_login(w.node(at).expect("node").resp, TOKEN, "login", |_| true);
         assert_eq!(c.cmd(&["FLUSHALL"]).ok(), Some(ok()));

@@ -50,6 +50,10 @@ pub struct ClientInfo {
     pub soft_limit_since: Cell<i64>,
     /// Waiting inside a command (WAIT): exempt from the idle timeout.
     pub blocked: Cell<bool>,
+    /// Another node's stream (replication, forwarded requests): cluster
+    /// machinery, not a client of the database. Its users' CLIENT LIST
+    /// does not show it and CLIENT KILL cannot close it.
+    pub link: Cell<bool>,
     pub qbuf: Cell<usize>,
     pub obuf: Cell<usize>,
     /// Requested close (CLIENT KILL, idle timeout, output limits, shutdown).
@@ -79,6 +83,7 @@ impl ClientInfo {
             monitor: Cell::new(false),
             no_evict: Cell::new(false),
             blocked: Cell::new(false),
+            link: Cell::new(false),
             soft_limit_since: Cell::new(0),
             dirty_cas: Cell::new(false),
             unblocked: Cell::new(false),

@@ -112,6 +112,7 @@ pub async fn serve(
         }
     };
     session.cluster_peer = stream.is_link();
+    info.link.set(session.cluster_peer);
     // Client connections count against their tenant's `maxclients`: one
     // that moved here was counted by the AUTH that moved it.
     let counted = !session.cluster_peer;

@@ -42,6 +42,17 @@ fn line_of(ctx: &Ctx, info: &crate::client::ClientInfo) -> String {
     info.describe(ctx.now_ms)
 }
 
+/// The clients CLIENT LIST and KILL act on: the database's own, not the
+/// cluster's links to other nodes (a customer who killed the replication
+/// stream would cut its own replicas off).
+fn clients<'a>(ctx: &'a Ctx) -> impl Iterator<Item = &'a std::rc::Rc<crate::client::ClientInfo>> {
+    let links_too = ctx.s.cluster_peer;
+    ctx.t
+        .clients
+        .values()
+        .filter(move |c| links_too || !c.link.get())
+}
+
 /// Client type names Redis accepts (`getClientTypeByName`).
 fn client_type(name: &[u8]) -> Option<&'static str> {
     let l = name.to_ascii_lowercase();
@@ -70,7 +81,7 @@ pub fn list(ctx: &mut Ctx) {
             );
             return ctx.err(&msg);
         };
-        for c in ctx.t.clients.values() {
+        for c in clients(ctx) {
             if is_type(c, t) {
                 out.push_str(&line_of(ctx, c));
                 out.push('\n');
@@ -81,7 +92,7 @@ pub fn list(ctx: &mut Ctx) {
             let Some(id) = parse_i64(ctx.args[j]) else {
                 return ctx.err("Invalid client ID");
             };
-            if let Some(c) = ctx.t.clients.get(&(id as u64)) {
+            if let Some(c) = clients(ctx).find(|c| c.id == id as u64) {
                 out.push_str(&line_of(ctx, c));
                 out.push('\n');
             }
@@ -89,7 +100,7 @@ pub fn list(ctx: &mut Ctx) {
     } else if ctx.args.len() != 2 {
         return ctx.syntax_error();
     } else {
-        for c in ctx.t.clients.values() {
+        for c in clients(ctx) {
             out.push_str(&line_of(ctx, c));
             out.push('\n');
         }
@@ -172,7 +183,7 @@ pub fn kill(ctx: &mut Ctx) {
     let mut killed = 0;
     let mut kill_self = false;
     let mut gone = Vec::new();
-    for c in ctx.t.clients.values() {
+    for c in clients(ctx) {
         if addr.is_some_and(|a| a != c.addr.to_string().as_bytes())
             || laddr.is_some_and(|a| a != c.laddr.to_string().as_bytes())
             || typ.is_some_and(|t| !is_type(c, t))
