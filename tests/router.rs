@@ -306,6 +306,44 @@ fn read_your_writes_holds_while_the_replica_lags() {
     assert!(calls(&mut rc, "get") - get0 >= 50);
 }
 
+/// With `--ryw-wait-ms`, a read after the client's write waits for the
+/// replica to catch up (150 ms behind) instead of going to the primary:
+/// the writer still sees its write every time, from the replica.
+#[test]
+fn with_ryw_wait_a_read_waits_for_its_replica() {
+    let primary = common::start_redis(&[]);
+    let via = delay_proxy(primary.port, Duration::from_millis(150));
+    let replica = start_replica(via);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &["--ryw-wait-ms", "2000"]);
+    let mut writer = router.connect();
+    let mut rc = replica.connect();
+    let mut pc = primary.connect();
+    let (rget0, pget0) = (calls(&mut rc, "get"), calls(&mut pc, "get"));
+    let t0 = Instant::now();
+    for i in 1..=10 {
+        let v = i.to_string();
+        assert_eq!(writer.cmd(&["SET", "k", &v]).unwrap(), ok());
+        assert_eq!(writer.cmd(&["GET", "k"]).unwrap(), bulk(&v), "round {i}");
+    }
+    // Each read waited for the write to cross the 150 ms link.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        calls(&mut pc, "get") - pget0,
+        0,
+        "a read went to the primary"
+    );
+    assert_eq!(
+        calls(&mut rc, "get") - rget0,
+        10,
+        "the replica served the reads"
+    );
+}
+
 #[test]
 fn pipelines_of_mixed_reads_and_writes_keep_their_order() {
     let primary = common::start_redis(&[]);

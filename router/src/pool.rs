@@ -68,6 +68,9 @@ pub struct Server {
     history: Mutex<VecDeque<(Instant, u64)>>,
     /// Wakes the poller for an early `ROLE` (a write was refused).
     poke: tokio::sync::Notify,
+    /// Woken after every answered `ROLE` (a read waiting for a replica
+    /// to catch up looks again).
+    pub polled: tokio::sync::Notify,
 }
 
 impl Server {
@@ -124,6 +127,7 @@ impl Upstreams {
                     }),
                     history: Mutex::new(VecDeque::new()),
                     poke: tokio::sync::Notify::new(),
+                    polled: tokio::sync::Notify::new(),
                 })
             })
             .collect();
@@ -459,6 +463,7 @@ async fn poll_loop(ups: Arc<Upstreams>, i: usize) {
                     }
                     h.push_back((sent, role.offset));
                 }
+                s.polled.notify_waiters();
             }
             Err(e) => {
                 conn = None;

@@ -63,6 +63,7 @@ pub struct Counters {
     pub pinned: metrics::Counter,
     pub tunnel: metrics::Counter,
     pub ryw_fallback: metrics::Counter,
+    pub ryw_waited: metrics::Counter,
     pub retried: metrics::Counter,
     pub write_retries: metrics::Counter,
     pub replica_busy: metrics::Counter,
@@ -78,6 +79,7 @@ impl Counters {
             pinned: c("pinned"),
             tunnel: c("tunnel"),
             ryw_fallback: metrics::counter!("anykv_router_ryw_primary_reads_total"),
+            ryw_waited: metrics::counter!("anykv_router_ryw_waited_reads_total"),
             retried: metrics::counter!("anykv_router_read_retries_total"),
             write_retries: metrics::counter!("anykv_router_write_retries_total"),
             replica_busy: metrics::counter!("anykv_router_busy_replica_skips_total"),
@@ -98,6 +100,9 @@ pub struct Router {
     pub max_pending: usize,
     /// How long a write waits for a primary to appear (failover).
     pub primary_wait: Duration,
+    /// How long a read-your-writes read waits for its replica to catch
+    /// up before it goes to the primary (`--ryw-wait-ms`).
+    pub ryw_wait: Duration,
     /// Reply bytes a client may leave unread before the router stops
     /// reading its requests.
     pub client_buffer: usize,
@@ -114,6 +119,7 @@ pub struct SessionConfig {
     pub consistency: Consistency,
     pub max_pending: usize,
     pub primary_wait: Duration,
+    pub ryw_wait: Duration,
     pub client_buffer: usize,
     pub replica_busy: usize,
 }
@@ -133,6 +139,7 @@ impl Router {
             reg,
             max_pending: cfg.max_pending.max(1),
             primary_wait: cfg.primary_wait,
+            ryw_wait: cfg.ryw_wait,
             client_buffer: cfg.client_buffer,
             replica_busy: cfg.replica_busy.max(1),
             limits: ParseLimits::default(),
@@ -1036,23 +1043,59 @@ impl Session {
             self.since = Some(self.last_done);
             self.primary_touched = false;
         }
+        if self.caught_up(p, rep) {
+            return Dest::Shared(rep);
+        }
+        if self.wait_caught_up(p, rep).await {
+            self.r.counters.ryw_waited.increment(1);
+            return Dest::Shared(rep);
+        }
+        self.r.counters.ryw_fallback.increment(1);
+        Dest::Shared(p)
+    }
+
+    /// Whether replica `rep` has everything the client saw on primary
+    /// `p`, as the polls tell now: the primary's offset at a `ROLE` sent
+    /// after the client's last reply from it (`since`) becomes the floor
+    /// the replica's offset must reach.
+    fn caught_up(&mut self, p: usize, rep: usize) -> bool {
+        let ups = &self.r.ups;
         if let Some(t) = self.since {
             match ups.primary_offset_since(p, t) {
                 Some(need) => {
                     self.floor = self.floor.max(need);
                     self.since = None;
                 }
-                None => {
-                    self.r.counters.ryw_fallback.increment(1);
-                    return Dest::Shared(p);
-                }
+                None => return false,
             }
         }
-        if ups.offset(rep) < self.floor {
-            self.r.counters.ryw_fallback.increment(1);
-            return Dest::Shared(p);
+        ups.offset(rep) >= self.floor
+    }
+
+    /// [`caught_up`](Self::caught_up), waiting up to `--ryw-wait-ms` for
+    /// early polls (the primary's until its offset after the client's
+    /// write is known, then the replica's) to say so.
+    async fn wait_caught_up(&mut self, p: usize, rep: usize) -> bool {
+        let wait = self.r.ryw_wait;
+        if wait.is_zero() {
+            return false;
         }
-        Dest::Shared(rep)
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ups = self.r.ups.clone();
+            let server = &ups.servers[if self.since.is_some() { p } else { rep }];
+            // Registered before the poke, so its answer is not missed.
+            let polled = server.polled.notified();
+            tokio::pin!(polled);
+            polled.as_mut().enable();
+            server.poke();
+            if tokio::time::timeout_at(deadline, polled).await.is_err() {
+                return self.caught_up(p, rep);
+            }
+            if self.caught_up(p, rep) {
+                return true;
+            }
+        }
     }
 
     /// Makes sure the client has its own connection to the primary.

@@ -67,6 +67,11 @@ pub struct RouterArgs {
     /// `-TRYAGAIN`.
     #[arg(long, default_value_t = 2000)]
     pub primary_wait_ms: u64,
+    /// With `--consistency ryw`, how long a read waits for its replica to
+    /// catch up with the client before it goes to the primary (0: at
+    /// once; worth it when the primary is farther than the replica).
+    #[arg(long, default_value_t = 0)]
+    pub ryw_wait_ms: u64,
     /// Unanswered batches a client may have before the router stops
     /// reading it (bounds memory per client).
     #[arg(long, default_value_t = 1024)]
@@ -225,6 +230,7 @@ pub async fn start(a: RouterArgs) -> anyhow::Result<Running> {
                 consistency: a.consistency,
                 max_pending: a.max_pending,
                 primary_wait: Duration::from_millis(a.primary_wait_ms),
+                ryw_wait: Duration::from_millis(a.ryw_wait_ms),
                 client_buffer: a.client_buffer_limit,
                 replica_busy: a.replica_max_inflight,
             },
