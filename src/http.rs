@@ -241,12 +241,45 @@ async fn wait_applied(
             )
                 .into_response();
         }
-        if let Some(h) = &holders {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let _ = tokio::time::timeout(left, p.sync_with(h)).await;
+        // Push the change to the holders and pull what they applied,
+        // looking again every 10 ms meanwhile: a sync with a far region
+        // takes a few of its round trips, and the holders also push their
+        // applied versions as soon as they have them.
+        let tick = std::time::Duration::from_millis(10);
+        match &holders {
+            Some(h) => {
+                let sync = tokio::time::timeout_at(deadline, p.sync_with(h));
+                tokio::pin!(sync);
+                loop {
+                    tokio::select! {
+                        _ = &mut sync => break,
+                        _ = tokio::time::sleep(tick) => {}
+                    }
+                    if applied_everywhere(p, id, version, deleted, h) {
+                        break;
+                    }
+                }
+            }
+            None => tokio::time::sleep(tick).await,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// Whether every live holder in `holders` applied tenant `id` at `version`
+/// (or its deletion) and no region it asks for lacks a copy.
+fn applied_everywhere(
+    p: &crate::placement::Placement,
+    id: u64,
+    version: u64,
+    deleted: bool,
+    holders: &[String],
+) -> bool {
+    let want = (!deleted).then_some(version);
+    let all = p
+        .applied(holders, id, want)
+        .iter()
+        .all(|(_, applied, alive)| *applied || !*alive);
+    all && (deleted || p.missing_regions(id).is_empty())
 }
 
 /// `GET /admin/tenants/{id}`: how far the tenant's current catalog version

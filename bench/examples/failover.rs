@@ -236,17 +236,16 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let a = parse_args();
-    let dir = std::env::temp_dir().join(format!("anykv-failover-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = WorldSpec::shaped(
-        std::path::Path::new(&a.anykv),
-        dir.clone(),
+    let spec = WorldSpec::for_bench(
+        "failover-bench",
+        &a.anykv,
         a.net,
         a.port,
         &[("iad", 3), ("cdg", 1)],
         ADMIN,
         &["--save", "", "--appendonly", "yes"],
     );
+    let dir = spec.dir.clone();
     let mut w = match World::start(&spec) {
         Ok(w) => w,
         Err(e) => {

@@ -29,6 +29,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anykv_bench::client::{self, command, parse_reply, Conn, Database, Reply};
+use anykv_bench::fail;
 use anykv_bench::world::{World, WorldSpec};
 use hdrhistogram::Histogram;
 
@@ -62,10 +63,6 @@ struct Args {
 /// Ends the run: a panic, so that the world (owned by `main`) is dropped
 /// on the way out and its nodes stopped; the hook set in `main` prints
 /// just the message.
-fn fail(msg: &str) -> ! {
-    std::panic::panic_any(msg.to_string())
-}
-
 fn log(msg: &str) {
     eprintln!("{msg}");
 }
@@ -207,25 +204,17 @@ fn ms(us: u64) -> f64 {
 
 fn main() {
     let a = <Args as clap::Parser>::parse();
-    std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_else(|| info.to_string());
-        eprintln!("regions: {msg}");
-    }));
-    let dir = std::env::temp_dir().join(format!("anykv-regions-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = WorldSpec::shaped(
-        std::path::Path::new(&a.anykv),
-        dir.clone(),
+    anykv_bench::quiet_panics("regions");
+    let spec = WorldSpec::for_bench(
+        "regions",
+        &a.anykv,
         a.net,
         a.port,
         &[("iad", 3), ("cdg", 1), ("syd", 1)],
         ADMIN,
         &["--save", "", "--appendonly", "no"],
     );
+    let dir = spec.dir.clone();
     log("starting the world (iad x3, cdg, syd)");
     let w = World::start(&spec).unwrap_or_else(|e| fail(&e.to_string()));
     w.wait_members(5, Duration::from_secs(90))

@@ -35,3 +35,23 @@ pub mod faults;
 pub mod gossip_sim;
 pub mod history;
 pub mod world;
+
+/// Ends a benchmark tool's run with `msg`: a panic, so that what `main`
+/// owns (a world and its nodes) is dropped and stopped on the way out;
+/// [`quiet_panics`] prints just the message.
+pub fn fail(msg: &str) -> ! {
+    std::panic::panic_any(msg.to_string())
+}
+
+/// Makes a panic print `<tool>: <message>` only (no backtrace note): the
+/// benchmark tools end with [`fail`].
+pub fn quiet_panics(tool: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| info.to_string());
+        eprintln!("{tool}: {msg}");
+    }));
+}

@@ -690,6 +690,17 @@ impl NodeTask {
                         f(&mut self.meta);
                         if self.meta != before {
                             self.publish_meta();
+                            // The catalog versions this node applied are
+                            // awaited (an admin call waits on them): pushed
+                            // to every member now rather than left to the
+                            // digest's next round and a fetch.
+                            if self.meta.tenant_versions != before.tenant_versions {
+                                let members: Vec<SocketAddr> =
+                                    self.foca.iter_members().map(|m| m.id().addr).collect();
+                                for m in members {
+                                    self.sync_soon(m);
+                                }
+                            }
                             self.drain().await;
                         }
                     }

@@ -67,6 +67,30 @@ pub struct WorldSpec {
 }
 
 impl WorldSpec {
+    /// A benchmark's world: [`WorldSpec::shaped`] in a fresh directory
+    /// `anykv-<tool>-<pid>` under the system's temp dir.
+    pub fn for_bench(
+        tool: &str,
+        bin: &str,
+        net: u8,
+        port: u16,
+        regions: &[(&str, usize)],
+        admin_token: &str,
+        server_args: &[&str],
+    ) -> WorldSpec {
+        let dir = std::env::temp_dir().join(format!("anykv-{tool}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        WorldSpec::shaped(
+            Path::new(bin),
+            dir,
+            net,
+            port,
+            regions,
+            admin_token,
+            server_args,
+        )
+    }
+
     /// A world of `regions` (in order, with how many nodes each) on
     /// `127.0.<net>.x`, the builtin RTT table between them, no loss, fast
     /// SWIM timings (`test-wan` across the cluster, `test` in a region),
