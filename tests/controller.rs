@@ -287,7 +287,27 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
     // The leader stopped with SIGTERM passes the leadership on before it
     // exits (openraft's own election would leave the group without a
     // leader for its lease plus an election timeout, 1.8–2.4 s).
-    let c = wait_iad(&w, &all, "a leader", |c| c["leader"].is_string());
+    // A leader elected less than openraft's leader lease ago (the longest
+    // election timeout and a heartbeat: 1.8 s here) waits that out before
+    // it can hand over, which would eat the second the handoff has: the
+    // same leader at the same term for 2.5 s first.
+    let mut seen: Option<(String, u64, Instant)> = None;
+    let c = loop {
+        let c = wait_iad(&w, &all, "a leader", |c| c["leader"].is_string());
+        let now = (
+            c["leader"].as_str().expect("leader").to_string(),
+            c["term"].as_u64().expect("term"),
+        );
+        match &seen {
+            Some((l, t, since)) if (l, t) == (&now.0, &now.1) => {
+                if since.elapsed() >= Duration::from_millis(2500) {
+                    break c;
+                }
+            }
+            _ => seen = Some((now.0, now.1, Instant::now())),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let leader = c["leader"].as_str().expect("leader").to_string();
     let term = c["term"].as_u64().expect("term");
     let signalled = Instant::now();
