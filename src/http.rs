@@ -198,19 +198,9 @@ async fn wait_applied(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let holders = known.clone().or_else(|| p.holders(id));
-        let want = (!deleted).then_some(version);
-        let state = holders.as_deref().map(|h| p.applied(h, id, want));
-        let missing = if deleted {
-            Vec::new()
-        } else {
-            p.missing_regions(id)
-        };
-        let done = missing.is_empty()
-            && state
-                .as_ref()
-                .is_some_and(|s| s.iter().all(|(_, applied, alive)| *applied || !*alive));
+        let (state, missing) = progress(p, id, version, deleted, holders.as_deref());
+        let done = holders.is_some() && settled(&state, &missing);
         if done || tokio::time::Instant::now() >= deadline {
-            let state = state.unwrap_or_default();
             let applied: Vec<&str> = state.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect();
             let pending: Vec<&str> = state
                 .iter()
@@ -255,7 +245,8 @@ async fn wait_applied(
                         _ = &mut sync => break,
                         _ = tokio::time::sleep(tick) => {}
                     }
-                    if applied_everywhere(p, id, version, deleted, h) {
+                    let (state, missing) = progress(p, id, version, deleted, Some(h));
+                    if settled(&state, &missing) {
                         break;
                     }
                 }
@@ -265,21 +256,31 @@ async fn wait_applied(
     }
 }
 
-/// Whether every live holder in `holders` applied tenant `id` at `version`
-/// (or its deletion) and no region it asks for lacks a copy.
-fn applied_everywhere(
+/// How far tenant `id`'s change (catalog `version`, or its deletion) got:
+/// each of `holders` (none before it is placed) as (machine, applied it,
+/// is alive), and the regions it asks for that have no copy yet (none for
+/// a deletion).
+fn progress(
     p: &crate::placement::Placement,
     id: u64,
     version: u64,
     deleted: bool,
-    holders: &[String],
-) -> bool {
+    holders: Option<&[String]>,
+) -> (Vec<(String, bool, bool)>, Vec<String>) {
     let want = (!deleted).then_some(version);
-    let all = p
-        .applied(holders, id, want)
-        .iter()
-        .all(|(_, applied, alive)| *applied || !*alive);
-    all && (deleted || p.missing_regions(id).is_empty())
+    let state = holders.map_or_else(Vec::new, |h| p.applied(h, id, want));
+    let missing = if deleted {
+        Vec::new()
+    } else {
+        p.missing_regions(id)
+    };
+    (state, missing)
+}
+
+/// Whether a change has settled: every live holder applied it and no
+/// region lacks a copy.
+fn settled(state: &[(String, bool, bool)], missing: &[String]) -> bool {
+    missing.is_empty() && state.iter().all(|(_, applied, alive)| *applied || !*alive)
 }
 
 /// `GET /admin/tenants/{id}`: how far the tenant's current catalog version

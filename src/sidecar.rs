@@ -181,10 +181,7 @@ async fn backups(
         tick.tick().await;
         let (a, into) = (api.clone(), dir.clone());
         let done = tokio::task::spawn_blocking(move || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            a.store.lock().backup_to(&into, now, keep)
+            a.store.lock().backup_to(&into, anykv_ops::unix_now(), keep)
         })
         .await;
         match done {

@@ -199,6 +199,24 @@ fn post(body: &str, secret: &str) -> (u16, serde_json::Value) {
     call("POST", "/extensions", &sig, body)
 }
 
+/// `fields` as Fly sends a body to `path`: with the signed `url` (this
+/// sidecar plus `path`), `nonce` and `timestamp`; and its X-Signature.
+fn signed_body(path: &str, mut fields: serde_json::Value, nonce: &str) -> (String, String) {
+    fields["url"] = serde_json::json!(format!("http://{LISTEN}{path}"));
+    fields["nonce"] = serde_json::json!(nonce);
+    fields["timestamp"] = serde_json::json!(now());
+    let body = fields.to_string();
+    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), body.as_bytes());
+    (body, sig)
+}
+
+/// PATCH /extensions/{id} with `fields`, signed.
+fn patch(id: &str, fields: serde_json::Value, nonce: &str) -> (u16, serde_json::Value) {
+    let path = format!("/extensions/{id}");
+    let (body, sig) = signed_body(&path, fields, nonce);
+    call("PATCH", &path, &sig, &body)
+}
+
 /// GET or DELETE /extensions/{id}, its query signed.
 fn signed_query(method: &str, id: &str, nonce: &str) -> (u16, serde_json::Value) {
     let url: String = url_encode(&format!("http://{LISTEN}/extensions/{id}"));
@@ -332,14 +350,11 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
 
     // A read region added through PATCH: its node serves reads from its
     // own replica.
-    let patch = serde_json::json!({
-        "read_regions": ["cdg"],
-        "url": format!("http://{LISTEN}/extensions/ext_1"),
-        "nonce": "nonce-p1", "timestamp": now(),
-    })
-    .to_string();
-    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), patch.as_bytes());
-    let (code, changed) = call("PATCH", "/extensions/ext_1", &sig, &patch);
+    let (code, changed) = patch(
+        "ext_1",
+        serde_json::json!({ "read_regions": ["cdg"] }),
+        "nonce-p1",
+    );
     assert_eq!(code, 200, "{changed}");
     assert_eq!(changed["read_regions"], serde_json::json!(["cdg"]));
     // Fly hears of it too, the resource shaped like GET's answer.
@@ -377,15 +392,8 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     // does not exist is 422 naming the field.
     let maxmemory = |c: &mut RespConn| common::info_field(c, "memory", "maxmemory");
     assert_eq!(maxmemory(&mut c), (1u64 << 30).to_string());
-    let patch_plan = |plan: &str, nonce: &str| {
-        let body = serde_json::json!({
-            "plan": plan, "url": format!("http://{LISTEN}/extensions/ext_1"),
-            "nonce": nonce, "timestamp": now(),
-        })
-        .to_string();
-        let sig = anykv_ops::sign::sign(SECRET.as_bytes(), body.as_bytes());
-        call("PATCH", "/extensions/ext_1", &sig, &body)
-    };
+    let patch_plan =
+        |plan: &str, nonce: &str| patch("ext_1", serde_json::json!({ "plan": plan }), nonce);
     let (code, err) = patch_plan("gold", "nonce-p2");
     assert_eq!((code, err["field"].as_str()), (422, Some("plan")), "{err}");
     let (code, changed) = patch_plan("pro", "nonce-p3");
@@ -453,13 +461,11 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     );
 
     // Fly's machine events are taken (signed like the rest) and logged.
-    let event = serde_json::json!({
-        "action": "machine.started", "app": "customer-app",
-        "url": format!("http://{LISTEN}/extensions/events"),
-        "nonce": "nonce-e1", "timestamp": now(),
-    })
-    .to_string();
-    let sig = anykv_ops::sign::sign(SECRET.as_bytes(), event.as_bytes());
+    let (event, sig) = signed_body(
+        "/extensions/events",
+        serde_json::json!({ "action": "machine.started", "app": "customer-app" }),
+        "nonce-e1",
+    );
     let (code, _) = call("POST", "/extensions/events", &sig, &event);
     assert_eq!(code, 200, "a signed event");
     let (code, _) = call("POST", "/extensions/events", &sig, &event);

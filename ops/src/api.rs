@@ -113,11 +113,7 @@ fn bad(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Box<R
     Box::new(error(status, msg, field))
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::unix_now as now;
 
 /// Verifies the request (claiming its nonce); the error is the answer.
 fn verified(
@@ -193,15 +189,8 @@ fn parse_provision(body: &[u8], needs_ip: bool) -> Result<Provision, Box<Respons
         Some((user_id, text("user_email", false)?, role.to_string()))
     };
     let plan = match v.get("plan") {
-        None | Some(Value::Null) => crate::plans::find(crate::plans::DEFAULT_PLAN),
-        Some(p) => Some(plan_of(p)?),
-    };
-    let Some(plan) = plan else {
-        return Err(bad(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the default plan is missing",
-            None,
-        ));
+        None | Some(Value::Null) => crate::plans::DEFAULT,
+        Some(p) => plan_of(p)?,
     };
     let p = Provision {
         id: text("id", true)?,
@@ -632,20 +621,13 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
     }
     // Fly is told (`resource.updated`) as well as answered: the change
     // may have been another client's PATCH, the answer lost.
-    let stored = api.store.lock().change_and_notify(
-        id,
-        now(),
-        "resource.updated",
-        |c| {
-            crate::store::set_read_regions(c, id, &changed.read_regions, version)?;
-            crate::store::set_plan(c, id, &changed.plan, version)
-        },
-        |d| resource(d).to_string(),
-    );
+    let stored = notify(api, id, "resource.updated", |c| {
+        crate::store::set_read_regions(c, id, &changed.read_regions, version)?;
+        crate::store::set_plan(c, id, &changed.plan, version)
+    });
     if let Err(e) = stored {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
     }
-    api.hooks.wake.notify_one();
     tracing::info!(
         id = %id,
         tenant = db.tenant_id,
@@ -685,22 +667,11 @@ pub async fn finish_provisioning(api: Arc<Api>, every: std::time::Duration) {
             }
             // Still provisioning (a DELETE may have come meanwhile: it
             // took `writes` too, and a deleted row stays deleted).
-            let stored = api.store.lock().change_and_notify(
-                &fly_id,
-                now(),
-                "resource.updated",
-                |c| {
-                    c.execute(
-                        "UPDATE databases SET status = 'ready'
-                         WHERE fly_id = ?1 AND status = 'provisioning'",
-                        [&fly_id],
-                    )
-                },
-                |d| resource(d).to_string(),
-            );
+            let stored = notify(&api, &fly_id, "resource.updated", |c| {
+                crate::store::set_ready(c, &fly_id)
+            });
             match stored {
                 Ok(d) if d.status == "ready" => {
-                    api.hooks.wake.notify_one();
                     tracing::info!(id = %fly_id, tenant, "provisioned in every region: ready");
                 }
                 Ok(_) => {}
@@ -708,6 +679,23 @@ pub async fn finish_provisioning(api: Arc<Api>, every: std::time::Duration) {
             }
         }
     }
+}
+
+/// Runs `change` on database `id`'s row and queues webhook `action` about
+/// the row it leaves, in one transaction (see
+/// [`Store::change_and_notify`]), and wakes the webhook sender.
+fn notify(
+    api: &Api,
+    id: &str,
+    action: &str,
+    change: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<usize>,
+) -> Result<Database, crate::store::StoreError> {
+    let d = api
+        .store
+        .lock()
+        .change_and_notify(id, now(), action, change, |d| resource(d).to_string())?;
+    api.hooks.wake.notify_one();
+    Ok(d)
 }
 
 /// The database as `GET` shows it, and as webhooks carry it.
@@ -767,17 +755,12 @@ async fn delete_signed(api: &Api, id: &str) -> Response {
         if let Err(e) = api.cluster.delete_tenant(db.tenant_id, version).await {
             return cluster_error(&e, "delete the database");
         }
-        let stored = api.store.lock().change_and_notify(
-            id,
-            now(),
-            "resource.deleted",
-            |c| crate::store::set_status(c, id, "deleted", version),
-            |d| resource(d).to_string(),
-        );
+        let stored = notify(api, id, "resource.deleted", |c| {
+            crate::store::set_status(c, id, "deleted", version)
+        });
         if let Err(e) = stored {
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
         }
-        api.hooks.wake.notify_one();
         tracing::info!(id = %id, tenant = db.tenant_id, "deleted");
     }
     Json(json!({ "id": id, "status": "deleted" })).into_response()
@@ -871,7 +854,7 @@ mod tests {
             p.user,
             Some(("u1".into(), "u1@x.fly.io".into(), "admin".into()))
         );
-        assert_eq!(p.plan.name, crate::plans::DEFAULT_PLAN);
+        assert_eq!(p.plan, crate::plans::DEFAULT);
     }
 
     #[tokio::test]

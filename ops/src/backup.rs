@@ -142,7 +142,7 @@ mod tests {
             created_at: 1,
             token_sealed: format!("sealed{n}"),
             catalog_version: 1,
-            plan: "payg".into(),
+            plan: crate::plans::DEFAULT.name.into(),
         }
     }
 

@@ -19,3 +19,11 @@ pub mod sign;
 pub mod store;
 pub mod tokens;
 pub mod webhook;
+
+/// Now, in Unix seconds (the signatures', the store's and the webhooks'
+/// clock).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -2,7 +2,7 @@
 //! (the catalog's `maxmemory`, `maxclients`, `ops_per_sec`; docs/TENANCY.md
 //! says how each node applies them) and what the plan is for.
 //!
-//! A new database starts on [`DEFAULT_PLAN`] (Fly's provisioning request
+//! A new database starts on [`DEFAULT`] (Fly's provisioning request
 //! names none); `PATCH /extensions/{id}` with `"plan"` moves it to another
 //! (the cluster applies the new limits live). The table lives in the code,
 //! versioned with it and documented in docs/SIDECAR.md; each database's
@@ -23,33 +23,35 @@ pub struct Plan {
 
 const MIB: u64 = 1024 * 1024;
 
+const FREE: Plan = Plan {
+    name: "free",
+    maxmemory: 256 * MIB,
+    maxclients: 100,
+    ops_per_sec: 1_000,
+    summary: "to try anykv: 256 MiB, 100 connections, 1,000 commands/s",
+};
+
+const PAYG: Plan = Plan {
+    name: "payg",
+    maxmemory: 1024 * MIB,
+    maxclients: 1_000,
+    ops_per_sec: 10_000,
+    summary: "pay as you go: 1 GiB, 1,000 connections, 10,000 commands/s",
+};
+
+const PRO: Plan = Plan {
+    name: "pro",
+    maxmemory: 10 * 1024 * MIB,
+    maxclients: 10_000,
+    ops_per_sec: 100_000,
+    summary: "for production: 10 GiB, 10,000 connections, 100,000 commands/s",
+};
+
 /// Every plan, smallest first.
-pub const PLANS: &[Plan] = &[
-    Plan {
-        name: "free",
-        maxmemory: 256 * MIB,
-        maxclients: 100,
-        ops_per_sec: 1_000,
-        summary: "to try anykv: 256 MiB, 100 connections, 1,000 commands/s",
-    },
-    Plan {
-        name: "payg",
-        maxmemory: 1024 * MIB,
-        maxclients: 1_000,
-        ops_per_sec: 10_000,
-        summary: "pay as you go: 1 GiB, 1,000 connections, 10,000 commands/s",
-    },
-    Plan {
-        name: "pro",
-        maxmemory: 10 * 1024 * MIB,
-        maxclients: 10_000,
-        ops_per_sec: 100_000,
-        summary: "for production: 10 GiB, 10,000 connections, 100,000 commands/s",
-    },
-];
+pub const PLANS: &[Plan] = &[FREE, PAYG, PRO];
 
 /// The plan of a database provisioned without one.
-pub const DEFAULT_PLAN: &str = "payg";
+pub const DEFAULT: &Plan = &PAYG;
 
 /// The plan called `name`.
 pub fn find(name: &str) -> Option<&'static Plan> {
@@ -67,7 +69,7 @@ mod tests {
 
     #[test]
     fn the_default_plan_exists_and_plans_grow() {
-        assert!(find(DEFAULT_PLAN).is_some());
+        assert_eq!(find(DEFAULT.name), Some(DEFAULT));
         assert!(find("gold").is_none());
         for w in PLANS.windows(2) {
             assert!(w[0].maxmemory < w[1].maxmemory, "{w:?}");

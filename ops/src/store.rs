@@ -241,17 +241,6 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a database's read regions, at catalog version `catalog_version`.
-    pub fn set_read_regions(
-        &self,
-        fly_id: &str,
-        regions: &[String],
-        catalog_version: u64,
-    ) -> Result<(), StoreError> {
-        set_read_regions(&self.conn, fly_id, regions, catalog_version)?;
-        Ok(())
-    }
-
     /// Runs `change` and queues webhook `action` about the database it
     /// leaves (`resource` makes the payload from it) in one transaction:
     /// a change Fly must hear of is never stored without its webhook, nor
@@ -304,16 +293,6 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Webhooks not delivered yet.
-    pub fn unsent_webhooks(&self) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM webhooks WHERE sent_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
     }
 
     /// Fly took webhook `id`.
@@ -391,7 +370,16 @@ pub fn set_plan(
     )
 }
 
-/// [`Store::set_read_regions`] on `conn`.
+/// Marks a `provisioning` database `ready` (nothing else: a deleted one
+/// stays deleted).
+pub fn set_ready(conn: &Connection, fly_id: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET status = 'ready' WHERE fly_id = ?1 AND status = 'provisioning'",
+        params![fly_id],
+    )
+}
+
+/// Sets a database's read regions (its catalog row at `catalog_version`).
 pub fn set_read_regions(
     conn: &Connection,
     fly_id: &str,
@@ -483,7 +471,7 @@ mod tests {
             created_at: 1_800_000_000,
             token_sealed: "sealed".into(),
             catalog_version: 1,
-            plan: "payg".into(),
+            plan: crate::plans::DEFAULT.name.into(),
         }
     }
 

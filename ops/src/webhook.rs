@@ -196,11 +196,7 @@ pub fn backoff_secs(attempts: u32) -> i64 {
         .min(MAX_BACKOFF_SECS)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::unix_now as now;
 
 /// Sends the outbox's due webhooks, oldest first, for ever: woken when one
 /// is queued, and every second for retries.

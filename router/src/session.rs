@@ -1081,8 +1081,8 @@ impl Session {
             return false;
         }
         let deadline = tokio::time::Instant::now() + wait;
+        let ups = self.r.ups.clone();
         loop {
-            let ups = self.r.ups.clone();
             let server = &ups.servers[if self.since.is_some() { p } else { rep }];
             // Registered before the poke, so its answer is not missed.
             let polled = server.polled.notified();
