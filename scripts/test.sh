@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs anykv's whole test suite on a fresh machine.
 # It installs what the tests need when missing (redis-server and redis-tools
-# are the reference implementation and the CLI used by the tests), then
+# are the reference implementation and the CLI used by the tests; chromium
+# and chromium-driver the browser the dashboard is tested in), then
 # checks formatting and lints, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+# The dashboard's test drives a headless Chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing ${need_pkgs[*]}" >&2
   SUDO=""

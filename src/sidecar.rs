@@ -85,6 +85,18 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         "ANYKV_WEBHOOK_SECRET",
         "set it to the secret Fly gave for signing webhooks to it",
     )?;
+    // Single sign-on is optional: without Fly's OAuth client the API
+    // works and the dashboard says how to turn it on.
+    let oauth = match (
+        std::env::var("ANYKV_OAUTH_CLIENT_ID").ok().filter(|v| !v.is_empty()),
+        std::env::var("ANYKV_OAUTH_CLIENT_SECRET").ok().filter(|v| !v.is_empty()),
+    ) {
+        (Some(id), Some(secret)) => Some((id, secret)),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "set both ANYKV_OAUTH_CLIENT_ID and ANYKV_OAUTH_CLIENT_SECRET (Fly's OAuth client for the dashboard), or neither"
+        ),
+    };
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("creating the data directory {}", a.data.display()))?;
     if let Some(from) = &a.restore_from {
@@ -146,9 +158,29 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
                 a.backup_keep,
             ));
         }
+        let mut app = anykv_ops::api::router(api.clone());
+        match oauth {
+            Some((id, secret)) => {
+                let sso = anykv_ops::sso::Sso::new(
+                    &a.fly_api_base,
+                    &id,
+                    &secret,
+                    &public_url,
+                    token_key.as_bytes(),
+                );
+                let d = Arc::new(anykv_ops::dashboard::Dashboard { api, sso });
+                app = app.merge(anykv_ops::dashboard::router(d));
+            }
+            None => {
+                tracing::warn!(
+                    "ANYKV_OAUTH_CLIENT_ID and ANYKV_OAUTH_CLIENT_SECRET are not set: no dashboard sign-in"
+                );
+                app = app.merge(anykv_ops::dashboard::unconfigured());
+            }
+        }
         let app = match base.as_str() {
-            "" => anykv_ops::api::router(api),
-            b => axum::Router::new().nest(b, anykv_ops::api::router(api)),
+            "" => app,
+            b => axum::Router::new().nest(b, app),
         };
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -100,7 +100,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-fn error(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Response {
     let mut body = json!({ "error": msg.into() });
     if let Some(f) = field {
         body["field"] = json!(f);
@@ -272,7 +272,7 @@ fn catalog_entry(db: &Database, token: &str, version: u64) -> Value {
     })
 }
 
-fn redis_url(api: &Api, token: &str, ip: &str) -> String {
+pub(crate) fn redis_url(api: &Api, token: &str, ip: &str) -> String {
     let host = api.redis_host.clone().unwrap_or_else(|| ip.to_string());
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
@@ -401,6 +401,7 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
                                 token_sealed,
                                 catalog_version: 1,
                                 plan: p.plan.name.to_string(),
+                                ip_address: p.ip_address.clone(),
                             },
                         )
                         .map_err(|e| e.to_string())
@@ -472,9 +473,9 @@ fn verified_query(
 /// `read_regions` of a PATCH body, checked against `primary`.
 /// A PATCH's changes: a new plan, new read regions, or both (at least
 /// one).
-struct Change {
-    plan: Option<&'static crate::plans::Plan>,
-    read_regions: Option<Vec<String>>,
+pub(crate) struct Change {
+    pub plan: Option<&'static crate::plans::Plan>,
+    pub read_regions: Option<Vec<String>>,
 }
 
 fn parse_change(body: &[u8], primary: &str) -> Result<Change, Box<Response>> {
@@ -603,10 +604,25 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
-    };
+    match apply_change(api, db, change).await {
+        Ok(changed) => described(&changed),
+        Err(r) => *r,
+    }
+}
+
+/// Makes `change` to `db` in the cluster's catalog, then in the store,
+/// telling Fly (`resource.updated`); the database as it is now. The
+/// caller holds [`Api::writes`].
+pub(crate) async fn apply_change(
+    api: &Api,
+    db: Database,
+    change: Change,
+) -> Result<Database, Box<Response>> {
+    let id = db.fly_id.as_str();
+    let token = api
+        .sealer
+        .open(&db.token_sealed, &db.fly_id)
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
     let version = db.catalog_version + 1;
     let mut changed = db.clone();
     if let Some(r) = &change.read_regions {
@@ -617,7 +633,7 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
     }
     let entry = catalog_entry(&changed, &token, version);
     if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
-        return cluster_error(&e, "take the change");
+        return Err(Box::new(cluster_error(&e, "take the change")));
     }
     // Fly is told (`resource.updated`) as well as answered: the change
     // may have been another client's PATCH, the answer lost.
@@ -625,9 +641,8 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
         crate::store::set_read_regions(c, id, &changed.read_regions, version)?;
         crate::store::set_plan(c, id, &changed.plan, version)
     });
-    if let Err(e) = stored {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None);
-    }
+    let changed =
+        stored.map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
     tracing::info!(
         id = %id,
         tenant = db.tenant_id,
@@ -635,7 +650,7 @@ async fn change_signed(api: &Api, id: &str, body: &[u8]) -> Response {
         plan = %changed.plan,
         "changed"
     );
-    described(&changed)
+    Ok(changed)
 }
 
 /// Moves databases from `provisioning` to `ready` once the cluster says

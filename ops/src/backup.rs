@@ -143,6 +143,7 @@ mod tests {
             token_sealed: format!("sealed{n}"),
             catalog_version: 1,
             plan: crate::plans::DEFAULT.name.into(),
+            ip_address: String::new(),
         }
     }
 

@@ -7,15 +7,21 @@
 //! catalog through), [`api`] (provisioning, status, deletion) and
 //! [`backup`] (online backups of its state, and restoring one) and
 //! [`webhook`] (the events Fly is told of, from a durable outbox) and
-//! [`plans`] (each database's limits) so far;
-//! SSO, the dashboard and billing build on them.
+//! [`plans`] (each database's limits), [`sso`] (signing in through Fly's
+//! OAuth) and [`dashboard`] (what a signed-in user sees and may change),
+//! with [`fetch`] (the outbound HTTP client) and [`fakefly`] (Fly's side,
+//! for tests and the demo); billing builds on them.
 
 pub mod api;
 pub mod backup;
 pub mod cluster;
+pub mod dashboard;
+pub mod fakefly;
+pub mod fetch;
 mod hex;
 pub mod plans;
 pub mod sign;
+pub mod sso;
 pub mod store;
 pub mod tokens;
 pub mod webhook;

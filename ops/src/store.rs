@@ -79,6 +79,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhooks_due ON webhooks(next_at) WHERE sent_at IS NULL;",
     // 4: each database's plan (`crate::plans`).
     "ALTER TABLE databases ADD COLUMN plan TEXT NOT NULL DEFAULT 'payg';",
+    // 5: the Flycast address a database was provisioned for (the host of
+    // its REDIS_URL on the dashboard), and the dashboard's sign-in
+    // sessions (`crate::sso`): a session id is kept only as its SHA-256.
+    "ALTER TABLE databases ADD COLUMN ip_address TEXT NOT NULL DEFAULT '';
+    CREATE INDEX databases_by_org ON databases(organization_id);
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        organizations TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions(expires_at);",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -118,6 +132,22 @@ pub struct Database {
     pub catalog_version: u64,
     /// Its plan's name (`crate::plans`).
     pub plan: String,
+    /// The Flycast address Fly gave it (`ip_address`; empty when
+    /// provisioned before the sidecar kept it).
+    pub ip_address: String,
+}
+
+/// A signed-in dashboard user ([`crate::sso`]), as Fly's token info
+/// described them at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: String,
+    pub email: String,
+    /// (organization id, role: `admin` | `member`).
+    pub organizations: Vec<(String, String)>,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    pub expires_at: i64,
 }
 
 /// The sidecar's SQLite database.
@@ -199,8 +229,8 @@ impl Store {
         tx.execute(
             "INSERT INTO databases (fly_id, tenant_id, name, organization_id, primary_region,
                                     read_regions, status, created_at, token_sealed,
-                                    catalog_version, plan)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                    catalog_version, plan, ip_address)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT(fly_id) DO NOTHING",
             params![
                 db.fly_id,
@@ -213,7 +243,8 @@ impl Store {
                 db.created_at,
                 db.token_sealed,
                 db.catalog_version as i64,
-                db.plan
+                db.plan,
+                db.ip_address
             ],
         )?;
         let stored = get_database(&tx, &db.fly_id)?;
@@ -333,6 +364,104 @@ impl Store {
         get_database(&self.conn, fly_id)
     }
 
+    /// The databases of `organizations` not deleted, by name.
+    pub fn databases_of(&self, organizations: &[String]) -> Result<Vec<Database>, StoreError> {
+        let mut out = Vec::new();
+        let mut q = self.conn.prepare_cached(&format!(
+            "{SELECT_DATABASE} WHERE organization_id = ?1 AND status != 'deleted'"
+        ))?;
+        for org in organizations {
+            for d in q.query_map(params![org], database_row)? {
+                out.push(d?);
+            }
+        }
+        out.sort_by(|a, b| (&a.name, &a.fly_id).cmp(&(&b.name, &b.fly_id)));
+        Ok(out)
+    }
+
+    /// Keeps a new session under `id_hash` (the SHA-256 of its id), and
+    /// forgets the expired ones.
+    pub fn create_session(
+        &mut self,
+        id_hash: &str,
+        s: &Session,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let orgs = serde_json::Value::Array(
+            s.organizations
+                .iter()
+                .map(|(id, role)| serde_json::json!({"id": id, "role": role}))
+                .collect(),
+        );
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
+        tx.execute(
+            "INSERT INTO sessions (id_hash, user_id, email, organizations, csrf, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id_hash,
+                s.user_id,
+                s.email,
+                orgs.to_string(),
+                s.csrf,
+                s.expires_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The session kept under `id_hash`, unless it expired.
+    pub fn session(&self, id_hash: &str, now: i64) -> Result<Option<Session>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT user_id, email, organizations, csrf, expires_at FROM sessions
+                 WHERE id_hash = ?1 AND expires_at > ?2",
+                params![id_hash, now],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(user_id, email, orgs, csrf, expires_at)| {
+            let orgs: serde_json::Value = serde_json::from_str(&orgs).unwrap_or_default();
+            let organizations = orgs
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|o| {
+                            Some((
+                                o["id"].as_str()?.to_string(),
+                                o["role"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Session {
+                user_id,
+                email,
+                organizations,
+                csrf,
+                expires_at,
+            }
+        }))
+    }
+
+    /// Ends the session kept under `id_hash` (signing out).
+    pub fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM sessions WHERE id_hash = ?1", params![id_hash])?;
+        Ok(())
+    }
+
     /// The next free tenant id (ids are never reused, deleted ones included).
     pub fn next_tenant_id(&self) -> Result<u64, StoreError> {
         let max: Option<i64> =
@@ -392,33 +521,39 @@ pub fn set_read_regions(
     )
 }
 
+/// The columns of a [`Database`], as [`database_row`] reads them.
+const SELECT_DATABASE: &str = "SELECT fly_id, tenant_id, name, organization_id, primary_region,
+        read_regions, status, created_at, token_sealed, catalog_version, plan, ip_address
+    FROM databases";
+
+fn database_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Database> {
+    let regions: String = r.get(5)?;
+    Ok(Database {
+        fly_id: r.get(0)?,
+        tenant_id: r.get::<_, i64>(1)? as u64,
+        name: r.get(2)?,
+        organization_id: r.get(3)?,
+        primary_region: r.get(4)?,
+        read_regions: regions
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        status: r.get(6)?,
+        created_at: r.get(7)?,
+        token_sealed: r.get(8)?,
+        catalog_version: r.get::<_, i64>(9)? as u64,
+        plan: r.get(10)?,
+        ip_address: r.get(11)?,
+    })
+}
+
 fn get_database(conn: &Connection, fly_id: &str) -> Result<Option<Database>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT fly_id, tenant_id, name, organization_id, primary_region, read_regions,
-                    status, created_at, token_sealed, catalog_version, plan
-             FROM databases WHERE fly_id = ?1",
+            &format!("{SELECT_DATABASE} WHERE fly_id = ?1"),
             params![fly_id],
-            |r| {
-                let regions: String = r.get(5)?;
-                Ok(Database {
-                    fly_id: r.get(0)?,
-                    tenant_id: r.get::<_, i64>(1)? as u64,
-                    name: r.get(2)?,
-                    organization_id: r.get(3)?,
-                    primary_region: r.get(4)?,
-                    read_regions: regions
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    status: r.get(6)?,
-                    created_at: r.get(7)?,
-                    token_sealed: r.get(8)?,
-                    catalog_version: r.get::<_, i64>(9)? as u64,
-                    plan: r.get(10)?,
-                })
-            },
+            database_row,
         )
         .optional()?)
 }
@@ -472,6 +607,7 @@ mod tests {
             token_sealed: "sealed".into(),
             catalog_version: 1,
             plan: crate::plans::DEFAULT.name.into(),
+            ip_address: "fdaa:0:1::3".into(),
         }
     }
 

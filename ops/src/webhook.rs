@@ -19,10 +19,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-
 use crate::store::{Store, Webhook};
 
 /// The provider name in Fly's webhook path.
@@ -35,28 +31,14 @@ pub const MAX_BACKOFF_SECS: i64 = 600;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a webhook was not delivered.
-#[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    #[error("webhook URL {0:?}: expected http:// or https://host[:port]/path")]
-    BadUrl(String),
-    #[error("connecting to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("TLS with {0}: {1}")]
-    Tls(String, String),
-    #[error("HTTP: {0}")]
-    Http(String),
-    #[error("Fly answered HTTP {0}: {1}")]
-    Refused(u16, String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-}
+pub use crate::fetch::FetchError as HookError;
 
 /// Where and how webhooks go.
 pub struct Hooks {
     /// `{fly-api-base}/api/hooks/extensions/anykv`.
     pub url: String,
     secret: Vec<u8>,
-    tls: tokio_rustls::TlsConnector,
+    client: crate::fetch::Client,
     /// Wakes the sender when a webhook was queued.
     pub wake: tokio::sync::Notify,
 }
@@ -66,29 +48,30 @@ impl Hooks {
     /// signed with `secret`; HTTPS checks the server against the Mozilla
     /// roots (`webpki-roots`).
     pub fn new(fly_api_base: &str, secret: &[u8]) -> Hooks {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Hooks::with_roots(fly_api_base, secret, roots)
+        Hooks::with_client(
+            fly_api_base,
+            secret,
+            crate::fetch::Client::new(ATTEMPT_TIMEOUT),
+        )
     }
 
     /// [`Hooks::new`], trusting `roots` for HTTPS.
     pub fn with_roots(fly_api_base: &str, secret: &[u8], roots: rustls::RootCertStore) -> Hooks {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let cfg = match cfg {
-            Ok(c) => c,
-            // The ring provider supports the default protocol versions.
-            Err(e) => unreachable!("rustls defaults with ring: {e}"),
-        };
+        Hooks::with_client(
+            fly_api_base,
+            secret,
+            crate::fetch::Client::with_roots(roots, ATTEMPT_TIMEOUT),
+        )
+    }
+
+    fn with_client(fly_api_base: &str, secret: &[u8], client: crate::fetch::Client) -> Hooks {
         Hooks {
             url: format!(
                 "{}/api/hooks/extensions/{PROVIDER}",
                 fly_api_base.trim_end_matches('/')
             ),
             secret: secret.to_vec(),
-            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            client,
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -110,82 +93,17 @@ impl Hooks {
 
     /// Sends one attempt; Ok when Fly answered 2xx.
     pub async fn post(&self, body: Vec<u8>) -> Result<(), HookError> {
-        let attempt = self.post_once(body);
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(HookError::Timeout(ATTEMPT_TIMEOUT)),
-        }
-    }
-
-    async fn post_once(&self, body: Vec<u8>) -> Result<(), HookError> {
-        let bad = || HookError::BadUrl(self.url.clone());
-        let uri: hyper::Uri = self.url.parse().map_err(|_| bad())?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(bad()),
-        };
-        let authority = uri.authority().ok_or_else(bad)?.as_str().to_string();
-        let host = uri.host().ok_or_else(bad)?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let addr = format!("{authority} ({host}:{port})");
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| HookError::Connect(addr.clone(), e))?;
         let signature = crate::sign::sign(&self.secret, &body);
-        let req = hyper::Request::post(path)
-            .header("host", authority)
-            .header("content-type", "application/json")
-            .header("x-signature", signature)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| HookError::Http(e.to_string()))?;
-        if tls {
-            let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| bad())?;
-            let stream = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| HookError::Tls(addr.clone(), e.to_string()))?;
-            exchange(TokioIo::new(stream), req).await
-        } else {
-            exchange(TokioIo::new(tcp), req).await
-        }
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-signature", signature.as_str()),
+        ];
+        self.client
+            .send("POST", &self.url, &headers, body)
+            .await?
+            .success(&self.url)
+            .map(|_| ())
     }
-}
-
-/// One HTTP/1.1 request on `io`; Ok on a 2xx answer.
-async fn exchange<I>(io: I, req: hyper::Request<Full<Bytes>>) -> Result<(), HookError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let http = |e: hyper::Error| HookError::Http(e.to_string());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(http)?;
-    let driver = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(http);
-    let out = match resp {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let body = r
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            Err(HookError::Refused(status, text))
-        }
-        Err(e) => Err(e),
-    };
-    driver.abort();
-    out
 }
 
 /// The wait before attempt `attempts + 1` of a webhook that failed
@@ -329,7 +247,7 @@ mod tests {
         let (port, roots, _server) = https_once(500).await;
         let hooks = Hooks::with_roots(&format!("https://localhost:{port}"), b"k", roots);
         let e = hooks.post(b"{}".to_vec()).await.unwrap_err();
-        assert!(matches!(e, HookError::Refused(500, _)), "{e}");
+        assert!(matches!(e, HookError::Refused(_, 500, _)), "{e}");
         let (port, _, _server) = https_once(200).await;
         let hooks = Hooks::new(&format!("https://localhost:{port}"), b"k");
         let e = hooks.post(b"{}".to_vec()).await.unwrap_err();

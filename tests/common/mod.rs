@@ -357,6 +357,18 @@ impl ServerProcess {
     }
 }
 
+/// A child process (not a server with a log: a sidecar, a WebDriver)
+/// killed when dropped, so that a failed assertion leaves nothing holding
+/// its port for the next run.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

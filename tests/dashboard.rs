@@ -1,0 +1,492 @@
+//! Single sign-on and the dashboard in a real browser (Debian's headless
+//! `chromium`, driven over WebDriver by `chromedriver`; `scripts/test.sh`
+//! installs both when missing): one iad node, `anykv sidecar` with Fly's
+//! OAuth client set, and the fake Fly (`anykv_ops::fakefly`) for the OAuth
+//! endpoints and the webhooks.
+//!
+//! Checked: an admin of an organization signs in through the fake OAuth
+//! from a database's SSO link, lands on that database, sees the token
+//! hidden, reveals it (the REDIS_URL provisioning answered), changes the
+//! plan (the sidecar's GET and Fly's webhook say so); the list shows only
+//! the databases of the user's organizations, another organization's
+//! database answers 404; a form with a wrong CSRF token, or a POST from
+//! another origin, or with no session, is refused; a `member` sees the
+//! databases read-only, has no reveal or plan form, and a POST of theirs
+//! is refused; a callback that this browser did not start is refused;
+//! signing out ends the session.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anykv_bench::world::World;
+use anykv_ops::fakefly::{FakeFly, User};
+use common::Killed;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const ADMIN: &str = "dashboard-admin-token-0123456789";
+const SECRET: &str = "the-secret-fly-signs-with";
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const WEBHOOK_SECRET: &str = "the-secret-webhooks-are-signed-with";
+const CLIENT_ID: &str = "anykv-oauth-client";
+const CLIENT_SECRET: &str = "anykv-oauth-secret";
+const SIDECAR: &str = "127.0.64.100:23580";
+const FLY: &str = "127.0.64.101:23590";
+const DRIVER_PORT: u16 = 23595;
+
+fn base() -> String {
+    format!("http://{SIDECAR}")
+}
+
+fn users() -> Vec<User> {
+    let user = |id: &str, orgs: &[(&str, &str)]| User {
+        id: id.into(),
+        email: format!("{id}@customer.fly.io"),
+        organizations: orgs
+            .iter()
+            .map(|(o, r)| (o.to_string(), r.to_string()))
+            .collect(),
+    };
+    vec![
+        user("alice", &[("org_a", "admin")]),
+        user("bob", &[("org_a", "member")]),
+    ]
+}
+
+async fn provision(http: &anykv_ops::fetch::Client, id: &str, name: &str, org: &str) -> String {
+    let (status, v) = anykv_ops::fakefly::call_signed(
+        http,
+        SECRET.as_bytes(),
+        "POST",
+        &base(),
+        "/extensions",
+        Some(json!({
+            "id": id, "name": name, "organization_id": org,
+            "organization_name": org, "organization_email": format!("admins@{org}.example"),
+            "user_id": "alice", "user_email": "alice@customer.fly.io", "user_role": "admin",
+            "primary_region": "iad", "read_regions": [], "ip_address": "fdaa:0:1::3",
+        })),
+    )
+    .await
+    .expect("the sidecar answers");
+    assert_eq!(status, 200, "{v}");
+    v["config"]["REDIS_URL"]
+        .as_str()
+        .expect("REDIS_URL")
+        .to_string()
+}
+
+/// The element `css` on the current page (the failure names the page).
+async fn element(c: &Client, css: &str) -> fantoccini::elements::Element {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => {
+            let at = c.current_url().await;
+            let page = c.source().await.unwrap_or_default();
+            panic!("no {css} on {at:?}: {e}\n{page}")
+        }
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    element(c, css).await.text().await.expect("text")
+}
+
+/// The text of `css` once the page has one (a navigation a script
+/// started ends on its own time).
+async fn until(c: &Client, css: &str) -> String {
+    for _ in 0..100 {
+        if let Some(e) = c.find_all(Locator::Css(css)).await.expect("find").first() {
+            return e.text().await.expect("text");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {css} on {:?}", c.current_url().await)
+}
+
+async fn has(c: &Client, css: &str) -> bool {
+    !c.find_all(Locator::Css(css))
+        .await
+        .expect("find")
+        .is_empty()
+}
+
+/// Clicks `css` and waits for the page it leads to (the old page's
+/// document goes stale), so that what is read next is the new page's.
+async fn click(c: &Client, css: &str) {
+    let old = element(c, "html").await;
+    element(c, css).await.click().await.expect("click");
+    for _ in 0..200 {
+        if old.tag_name().await.is_err() {
+            // The new page's document, once it is complete.
+            for _ in 0..200 {
+                let ready = c.execute("return document.readyState", vec![]).await.ok();
+                if ready.as_ref().and_then(|v| v.as_str()) == Some("complete") {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "clicking {css} led nowhere: still on {:?}",
+        c.current_url().await
+    )
+}
+
+/// Signs in as `user` from `entry` (an SSO link) through the fake Fly's
+/// authorize page.
+async fn sign_in(c: &Client, entry: &str, user: &str) {
+    c.goto(&format!("{}{entry}", base())).await.expect("goto");
+    let at = c.current_url().await.expect("url");
+    assert!(
+        at.as_str()
+            .starts_with(&format!("http://{FLY}/oauth/authorize?")),
+        "{at}"
+    );
+    click(c, &format!("#as-{user}")).await;
+}
+
+/// The session cookie the browser holds (HttpOnly: not visible to
+/// scripts, but to WebDriver).
+async fn session_cookie(c: &Client) -> String {
+    let cookies = c.get_all_cookies().await.expect("cookies");
+    let s = cookies
+        .iter()
+        .find(|k| k.name() == "anykv_session")
+        .expect("a session cookie");
+    assert_eq!(s.http_only(), Some(true));
+    assert_eq!(s.secure(), Some(true));
+    format!("anykv_session={}", s.value())
+}
+
+/// A raw form POST to the sidecar: (status, page).
+async fn post_form(
+    http: &anykv_ops::fetch::Client,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    form: &str,
+) -> (u16, String) {
+    let mut h = vec![
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("cookie", cookie),
+    ];
+    if let Some(o) = origin {
+        h.push(("origin", o));
+    }
+    let a = http
+        .send(
+            "POST",
+            &format!("{}{path}", base()),
+            &h,
+            form.as_bytes().to_vec(),
+        )
+        .await
+        .expect("an answer");
+    (a.status, String::from_utf8_lossy(&a.body).into_owned())
+}
+
+#[test]
+fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
+    for bin in ["chromium", "chromedriver"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {bin}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "{bin} is not installed: scripts/test.sh installs it (apt-get install chromium chromium-driver)"
+        );
+    }
+    let spec = common::world_spec("dashboard", 64, 23500, &[("iad", 1)], ADMIN, &[]);
+    let w = World::start(&spec).expect("the world starts");
+    w.wait_members(1, Duration::from_secs(60))
+        .expect("the node is alive");
+    let node = w.node("n1").expect("n1").clone();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fly = Arc::new(FakeFly::new(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        WEBHOOK_SECRET.as_bytes(),
+        users(),
+    ));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(FLY))
+        .expect("the fake Fly's port");
+    rt.spawn(fly.clone().serve(listener));
+
+    let data = spec.dir.join("sidecar");
+    let _sidecar = Killed(
+        Command::new(env!("CARGO_BIN_EXE_anykv"))
+            .args(["sidecar", "--listen", SIDECAR])
+            .arg("--data")
+            .arg(&data)
+            .args(["--cluster-admin", &node.http.to_string()])
+            .args(["--redis-url-host", &node.resp.ip().to_string()])
+            .args(["--redis-port", &node.resp.port().to_string()])
+            .args(["--fly-api-base", &format!("http://{FLY}")])
+            .env("ANYKV_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("ANYKV_EXT_SECRET", SECRET)
+            .env("ANYKV_TOKEN_KEY", KEY)
+            .env("ANYKV_ADMIN_TOKEN", ADMIN)
+            .env("ANYKV_OAUTH_CLIENT_ID", CLIENT_ID)
+            .env("ANYKV_OAUTH_CLIENT_SECRET", CLIENT_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("anykv sidecar starts"),
+    );
+    let _driver = Killed(
+        Command::new("chromedriver")
+            .arg(format!("--port={DRIVER_PORT}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    common::wait_for(
+        "the sidecar and chromedriver to listen",
+        Duration::from_secs(20),
+        || {
+            TcpStream::connect(SIDECAR).is_ok()
+                && TcpStream::connect(("127.0.0.1", DRIVER_PORT)).is_ok()
+        },
+    );
+
+    rt.block_on(async {
+        let http = anykv_ops::fetch::Client::new(Duration::from_secs(10));
+        let shop_url = provision(&http, "ext_a1", "Shop", "org_a").await;
+        provision(&http, "ext_a2", "Cache", "org_a").await;
+        provision(&http, "ext_b1", "Elsewhere", "org_b").await;
+
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]}),
+        );
+        let c = ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
+        .await
+        .expect("a browser session");
+        // The browser quits (closing the session) even when a check
+        // fails: the checks run in a task whose panic is caught here.
+        let checks = tokio::spawn({
+            let c = c.clone();
+            let fly = fly.clone();
+            async move { browse(&c, &http, &fly, &shop_url).await }
+        });
+        let outcome = checks.await;
+        c.close().await.ok();
+        if let Err(e) = outcome {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            panic!("the browser checks did not finish: {e}");
+        }
+    });
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+async fn browse(c: &Client, http: &anykv_ops::fetch::Client, fly: &FakeFly, shop_url: &str) {
+    // A callback this browser did not start: refused.
+    c.goto(&format!("{}/oauth/callback?code=x&state=y", base()))
+        .await
+        .expect("goto");
+    assert!(text(c, "#error")
+        .await
+        .contains("expired or was not started here"));
+
+    // Alice, an admin of org_a, from the Shop database's SSO link.
+    sign_in(c, "/extensions/ext_a1/sso", "alice").await;
+    assert_eq!(
+        c.current_url().await.expect("url").as_str(),
+        format!("{}/dashboard/databases/ext_a1", base())
+    );
+    assert_eq!(text(c, "h1").await, "Shop");
+    assert_eq!(text(c, "#role").await, "admin");
+    assert_eq!(text(c, "#who").await, "alice@customer.fly.io");
+    let hidden = text(c, "#redis-url").await;
+    let token = shop_url
+        .strip_prefix("redis://default:")
+        .and_then(|r| r.split_once('@'))
+        .map(|(t, _)| t)
+        .expect("a token in the URL");
+    assert!(
+        hidden.contains("********") && !hidden.contains(token),
+        "{hidden}"
+    );
+    click(c, "#reveal").await;
+    assert_eq!(text(c, "#redis-url").await, shop_url);
+
+    // The plan: changed from the page, as Fly's PATCH would.
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    assert_eq!(text(c, "#plan").await, "payg");
+    c.find(Locator::Css("#plan-choice"))
+        .await
+        .expect("the plan form")
+        .select_by_value("pro")
+        .await
+        .expect("choose pro");
+    click(c, "#change-plan").await;
+    assert_eq!(text(c, "#notice").await, "Plan changed.");
+    assert_eq!(text(c, "#plan").await, "pro");
+    let (status, v) = anykv_ops::fakefly::call_signed(
+        http,
+        SECRET.as_bytes(),
+        "GET",
+        &base(),
+        "/extensions/ext_a1",
+        None,
+    )
+    .await
+    .expect("GET");
+    assert_eq!((status, v["plan"].as_str()), (200, Some("pro")), "{v}");
+    common::wait_for("Fly to hear of the plan", Duration::from_secs(10), || {
+        fly.webhooks.lock().iter().any(|h| {
+            h["action"] == "resource.updated"
+                && h["resource"]["id"] == "ext_a1"
+                && h["resource"]["plan"] == "pro"
+        })
+    });
+
+    // The list: org_a's two databases, not org_b's.
+    c.goto(&format!("{}/dashboard", base()))
+        .await
+        .expect("goto");
+    let rows = c
+        .find_all(Locator::Css("#databases tbody tr"))
+        .await
+        .expect("rows");
+    let mut ids = Vec::new();
+    for r in rows {
+        ids.push(r.attr("data-id").await.expect("attr").unwrap_or_default());
+    }
+    assert_eq!(ids, vec!["ext_a2".to_string(), "ext_a1".to_string()]);
+    c.goto(&format!("{}/dashboard/databases/ext_b1", base()))
+        .await
+        .expect("goto");
+    assert_eq!(text(c, "#error").await, "No such database.");
+
+    // CSRF: a form of the page's own with a wrong token, then POSTs
+    // outside the browser with the session's cookie: from another origin,
+    // without a token, without a session.
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    c.execute(
+        "const f = document.querySelector('form[action$=\"/plan\"]');
+         f.querySelector('input[name=csrf]').value = 'forged';
+         f.submit();",
+        vec![],
+    )
+    .await
+    .expect("script");
+    let refused = until(c, "#error").await;
+    assert!(refused.contains("CSRF check failed"), "{refused}");
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    assert_eq!(text(c, "#plan").await, "pro");
+    let csrf = c
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .expect("a form")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("a csrf token");
+    let cookie = session_cookie(c).await;
+    let path = "/dashboard/databases/ext_a1/plan";
+    let good = format!("csrf={csrf}&plan=free");
+    let (s, page) = post_form(http, path, &cookie, Some("http://evil.example"), &good).await;
+    assert_eq!(s, 403, "{page}");
+    let (s, _) = post_form(http, path, &cookie, None, "plan=free").await;
+    assert_eq!(s, 403);
+    let (s, _) = post_form(http, path, "anykv_session=forged.sig", None, &good).await;
+    assert_eq!(s, 403);
+    // The same request with the page's own origin and token goes through.
+    let (s, _) = post_form(http, path, &cookie, Some(&base()), &good).await;
+    assert_eq!(s, 303);
+    c.refresh().await.expect("refresh");
+    assert_eq!(text(c, "#plan").await, "free");
+
+    // Signing out ends the session: the cookie no longer opens a page.
+    click(c, "#logout").await;
+    assert!(c
+        .current_url()
+        .await
+        .expect("url")
+        .as_str()
+        .ends_with("/signed-out"));
+    let (s, _) = post_form(
+        http,
+        "/dashboard/databases/ext_a1/reveal",
+        &cookie,
+        None,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // Bob, a member of org_a: read-only.
+    c.delete_all_cookies().await.expect("cookies");
+    sign_in(c, "/sso", "bob").await;
+    assert_eq!(
+        c.current_url().await.expect("url").as_str(),
+        format!("{}/dashboard", base())
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("#databases tbody tr"))
+            .await
+            .expect("rows")
+            .len(),
+        2
+    );
+    c.goto(&format!("{}/dashboard/databases/ext_a2", base()))
+        .await
+        .expect("goto");
+    assert_eq!(text(c, "#role").await, "member");
+    assert!(has(c, "#read-only").await);
+    assert!(!has(c, "#reveal").await && !has(c, "#change-plan").await);
+    assert!(text(c, "#redis-url").await.contains("********"));
+    let csrf = c
+        .find(Locator::Css("#logout"))
+        .await
+        .expect("sign out")
+        .find(Locator::XPath("./preceding-sibling::input[@name='csrf']"))
+        .await
+        .expect("the form's token")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("a csrf token");
+    let cookie = session_cookie(c).await;
+    for (path, form) in [
+        ("/dashboard/databases/ext_a2/reveal", format!("csrf={csrf}")),
+        (
+            "/dashboard/databases/ext_a2/plan",
+            format!("csrf={csrf}&plan=pro"),
+        ),
+    ] {
+        let (s, page) = post_form(http, path, &cookie, Some(&base()), &form).await;
+        assert_eq!(s, 403, "{path}");
+        assert!(page.contains("Only an admin"), "{page}");
+    }
+}
