@@ -130,6 +130,60 @@ pub struct Admin {
     pub placement: Arc<crate::placement::Placement>,
     /// `ANYKV_ADMIN_TOKEN` (None: the admin API is disabled).
     pub token: Option<String>,
+    /// Where the node's usage log is (`GET /admin/usage`).
+    pub usage_dir: std::path::PathBuf,
+    /// This node's machine id.
+    pub machine: String,
+}
+
+/// Most usage records one `GET /admin/usage` answers.
+const USAGE_PAGE: usize = 1000;
+
+/// `GET /admin/usage?after=N[&limit=M]`: this node's usage records after
+/// sequence `N` (docs/METERING.md), oldest first, at most `M` (1000):
+/// `{"node", "log", "records": [...]}`. The sidecar pulls every node's
+/// and keeps each (log, seq) once.
+async fn admin_usage(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    if let Err((code, msg)) = authorize(&s, &headers) {
+        return json_error(code, msg);
+    }
+    let Some(admin) = &s.admin else {
+        return json_error(StatusCode::NOT_FOUND, "no cluster node");
+    };
+    let mut after = 0u64;
+    let mut limit = USAGE_PAGE;
+    for (k, v) in form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+        let n: Option<u64> = v.parse().ok();
+        match (&*k, n) {
+            ("after", Some(n)) => after = n,
+            ("limit", Some(n)) => limit = (n as usize).clamp(1, USAGE_PAGE),
+            ("after" | "limit", None) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k}: expected a non-negative integer, got {v:?}"),
+                )
+            }
+            _ => {}
+        }
+    }
+    let dir = admin.usage_dir.clone();
+    let read =
+        tokio::task::spawn_blocking(move || anykv_server::meter::read_after(&dir, after, limit))
+            .await;
+    match read {
+        Ok(Ok((log, records))) => Json(serde_json::json!({
+            "node": admin.machine,
+            "log": log,
+            "records": records,
+        }))
+        .into_response(),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// How long an admin call waits for the tenant's nodes to apply a change.
@@ -602,6 +656,7 @@ pub async fn serve(
             "/admin/tenants/{id}/promote",
             axum::routing::post(admin_promote),
         )
+        .route("/admin/usage", get(admin_usage))
         .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -12,6 +12,7 @@ use anykv_server::Server;
 mod cluster;
 mod demo;
 mod http;
+mod meter;
 mod node;
 mod placement;
 mod sidecar;
@@ -180,6 +181,12 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let metrics_addr = config.metrics_addr();
     let data_dir = std::path::PathBuf::from(config.dir());
+    let metering = gossip.as_ref().map(|g| {
+        (
+            g.machine.clone().unwrap_or_else(node::host_name),
+            Duration::from_millis(g.meter_interval_ms.max(100)),
+        )
+    });
     let controller_timing = gossip.as_ref().map(|g| node::ControllerTiming {
         heartbeat: std::time::Duration::from_millis(g.controller_heartbeat_ms),
         lease: std::time::Duration::from_millis(g.lease_ms),
@@ -191,6 +198,14 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         .transpose()?;
     let server = Server::start(config).context("starting the server")?;
     let shared = server.shared.clone();
+    // A node writes what its customers used (docs/METERING.md).
+    let meter = match &metering {
+        Some((machine, every)) => Some(
+            meter::Writer::start(&data_dir, machine, shared.clone(), *every)
+                .context("opening the usage log")?,
+        ),
+        None => None,
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -233,6 +248,11 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
                 token: std::env::var("ANYKV_ADMIN_TOKEN")
                     .ok()
                     .filter(|t| !t.is_empty()),
+                usage_dir: data_dir.clone(),
+                machine: metering
+                    .as_ref()
+                    .map(|(m, _)| m.clone())
+                    .unwrap_or_default(),
             }),
             _ => None,
         };
@@ -291,6 +311,10 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     // Executors observe the shutdown flag and finish in-flight batches.
     shared.begin_shutdown();
     server.join();
+    // What the executors handed over last goes into a final record.
+    if let Some(m) = meter {
+        m.stop();
+    }
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }

@@ -115,6 +115,11 @@ pub struct GossipArgs {
     /// is off would. Leases run on the monotonic clock and must not care.
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
+    /// How often the node writes its usage record (what each database's
+    /// customers used here: docs/METERING.md), in ms. A crash loses at
+    /// most this much metering, plus a second.
+    #[arg(long, default_value_t = 10_000)]
+    pub meter_interval_ms: u64,
 }
 
 /// The link shaper `--emulate-wan` asks for (off without it).
@@ -159,7 +164,7 @@ fn default_gossip_addr() -> SocketAddr {
     SocketAddr::new(ip, 7946)
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .ok()

@@ -55,6 +55,10 @@ pub struct SidecarArgs {
     /// hold a database yet: move a damaged one aside first).
     #[arg(long)]
     restore_from: Option<PathBuf>,
+    /// Seconds between pulls of every node's usage records (billing:
+    /// docs/METERING.md).
+    #[arg(long, default_value_t = 60)]
+    meter_pull_secs: u64,
     /// debug, verbose, notice or warning.
     #[arg(long, default_value = "notice")]
     loglevel: String,
@@ -146,6 +150,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             a.cluster_admin.join(", ")
         );
         tokio::spawn(anykv_ops::webhook::run(api.clone()));
+        tokio::spawn(anykv_ops::metering::run(
+            api.clone(),
+            std::time::Duration::from_secs(a.meter_pull_secs.max(1)),
+        ));
         tokio::spawn(anykv_ops::api::finish_provisioning(
             api.clone(),
             std::time::Duration::from_secs(1),

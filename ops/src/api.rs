@@ -97,6 +97,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/extensions", post(provision))
         .route("/extensions/events", post(event))
         .route("/extensions/{id}", get(show).delete(delete).patch(change))
+        .route("/billing", get(crate::metering::billing))
         .with_state(api)
 }
 
@@ -116,7 +117,7 @@ fn bad(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Box<R
 use crate::unix_now as now;
 
 /// Verifies the request (claiming its nonce); the error is the answer.
-fn verified(
+pub(crate) fn verified(
     api: &Api,
     method: &str,
     path: &str,
@@ -738,9 +739,23 @@ async fn show(
     if let Err(r) = verified_query(&api, "GET", &id, query.as_deref(), &headers) {
         return *r;
     }
-    let db = api.store.lock().database(&id);
-    match db {
-        Ok(Some(d)) => described(&d),
+    let store = api.store.lock();
+    match store.database(&id) {
+        Ok(Some(d)) => {
+            // Usage so far this month (UTC), at pay-as-you-go prices.
+            let today = crate::metering::day_of(now());
+            let month = format!("{}-01", &today[..7]);
+            let mut v = resource(&d);
+            match crate::metering::totals(&store, d.tenant_id, &month, &today) {
+                Ok(t) => {
+                    let mut u = t.json(d.plan != "free");
+                    u["since"] = json!(month);
+                    v["usage"] = u;
+                }
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+            }
+            Json(v).into_response()
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no extension {id}"), None),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }

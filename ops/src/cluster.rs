@@ -100,6 +100,21 @@ impl Cluster {
         }
     }
 
+    /// `GET path` from the first admin endpoint that answers.
+    pub async fn get(&self, path: &str) -> Result<(u16, String), ClusterError> {
+        self.request("GET", path, "").await
+    }
+
+    /// `GET path` from node `addr`'s HTTP port (not necessarily one of the
+    /// admin endpoints: a member `/cluster` named).
+    pub async fn get_at(&self, addr: &str, path: &str) -> Result<(u16, String), ClusterError> {
+        match tokio::time::timeout(CALL_BUDGET, self.once(addr, "GET", path, "")).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(ClusterError::Unreachable(format!("{addr}: {e}"))),
+            Err(_) => Err(ClusterError::Unreachable(format!("{addr}: timed out"))),
+        }
+    }
+
     async fn request(
         &self,
         method: &str,

@@ -223,7 +223,8 @@ async fn webhook(
 
 /// Sends a signed Extensions API call to the sidecar at `base` (its public
 /// URL) as Fly does: a JSON body gets `url`, `timestamp` and `nonce`
-/// added and is signed; a GET or DELETE signs its query string instead.
+/// added and is signed; a GET or DELETE signs its query string instead
+/// (a query in `path`, e.g. `/billing?date=...`, is part of it).
 /// The answer's status and JSON body.
 pub async fn call_signed(
     http: &crate::fetch::Client,
@@ -233,6 +234,7 @@ pub async fn call_signed(
     path: &str,
     fields: Option<Value>,
 ) -> Result<(u16, Value), crate::fetch::FetchError> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let nonce = crate::tokens::new_token().unwrap_or_else(|_| crate::unix_now().to_string());
     let ts = crate::unix_now();
@@ -255,7 +257,11 @@ pub async fn call_signed(
             .await?
         }
         None => {
-            let q: String = form_urlencoded::Serializer::new(String::new())
+            let mut q = String::from(query);
+            if !q.is_empty() {
+                q.push('&');
+            }
+            let q: String = form_urlencoded::Serializer::for_suffix(q.clone(), q.len())
                 .append_pair("url", &url)
                 .append_pair("timestamp", &ts.to_string())
                 .append_pair("nonce", &nonce)

@@ -19,6 +19,7 @@ pub mod dashboard;
 pub mod fakefly;
 pub mod fetch;
 mod hex;
+pub mod metering;
 pub mod plans;
 pub mod sign;
 pub mod sso;

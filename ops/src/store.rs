@@ -93,6 +93,30 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     CREATE INDEX sessions_by_expiry ON sessions(expires_at);",
+    // 6: metering (`crate::metering`): how far each node's usage log was
+    // taken, the usage per database per UTC day, and until when a
+    // database's read regions were counted.
+    "CREATE TABLE usage_cursors (
+        log TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX usage_cursors_by_node ON usage_cursors(node, updated_at);
+    CREATE TABLE usage_daily (
+        tenant_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        reads INTEGER NOT NULL DEFAULT 0,
+        writes INTEGER NOT NULL DEFAULT 0,
+        other INTEGER NOT NULL DEFAULT 0,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0,
+        connections INTEGER NOT NULL DEFAULT 0,
+        storage_byte_seconds INTEGER NOT NULL DEFAULT 0,
+        read_region_seconds INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, day)
+    );
+    ALTER TABLE databases ADD COLUMN regions_metered_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -460,6 +484,22 @@ impl Store {
         self.conn
             .execute("DELETE FROM sessions WHERE id_hash = ?1", params![id_hash])?;
         Ok(())
+    }
+
+    /// Runs `f` in one transaction (committed when it returns Ok).
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let tx = self.conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The connection, for reads.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// The next free tenant id (ids are never reused, deleted ones included).

@@ -193,6 +193,12 @@ pub struct Session {
     /// a replica's link, which runs the replication commands a customer's
     /// own connections may not.
     pub cluster_peer: bool,
+    /// The billing class of the request being dispatched (set by its
+    /// first lookup: EXEC's own, not its queued commands').
+    pub class: Option<crate::meter::Class>,
+    /// The request about to run again was metered already (it went to
+    /// the primary and runs here after all, or waited for the local copy).
+    pub metered: bool,
     /// AUTH counted this connection into another tenant it is about to
     /// move to (see `Shared::tenant_client_enter`): the move, or the
     /// connection's end, settles that count.
@@ -285,6 +291,8 @@ impl Session {
             shard_channels: Default::default(),
             replaying: false,
             cluster_peer: false,
+            class: None,
+            metered: false,
             moving_to: None,
             sync_payload: None,
             repl: ReplHello::default(),

@@ -121,7 +121,15 @@ pub async fn serve(
         shared.tenant_client_enter(tenant_id, 0);
     }
     let id = info.id;
-    tenant.borrow_mut().clients.insert(id, info.clone());
+    {
+        let mut t = tenant.borrow_mut();
+        // A customer's connection is metered once, when its login brings
+        // it to the database's tenant.
+        if counted && arrived && t.is_customer() {
+            t.usage.connections += 1;
+        }
+        t.clients.insert(id, info.clone());
+    }
     shared.stats.connected_clients.fetch_add(1, Relaxed);
     tracing::debug!(id, %addr, "client connected");
 
@@ -273,7 +281,14 @@ fn take_writes(
             })
         });
         match sent {
-            Some(x) => inflight.push_back(x),
+            Some(x) => {
+                // Metered here, where the client sent it (the window
+                // never runs it through dispatch).
+                if t.is_customer() {
+                    t.usage.count(crate::meter::Class::Write);
+                }
+                inflight.push_back(x)
+            }
             None => {
                 *parser = before;
                 return false;
@@ -408,6 +423,7 @@ async fn forward_window(
         // Out at once: the client's next writes need not wait for the
         // window's last reply.
         GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
+        meter_bytes(tenant, s, 0, out.len());
         if stream.write_all(&out.buf).await.is_err() {
             return WindowEnd::Gone;
         }
@@ -680,6 +696,7 @@ async fn run(
         // Drop consumed input; the parser's ranges are relative to it.
         let consumed = parser.consumed();
         if consumed > 0 {
+            meter_bytes(tenant, s, consumed, 0);
             inbuf.advance(consumed);
             parser.rebase(consumed);
         }
@@ -704,6 +721,7 @@ async fn run(
         }
         if !out.is_empty() {
             GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
+            meter_bytes(tenant, s, 0, out.len());
             if stream.write_all(&out.buf).await.is_err() {
                 return;
             }
@@ -937,6 +955,7 @@ async fn run(
                         WindowEnd::Done => continue,
                         WindowEnd::Gone => return,
                         WindowEnd::RunHere(a) => {
+                            s.metered = true;
                             pending = Some(a);
                             continue;
                         }
@@ -968,8 +987,10 @@ async fn run(
                     crate::forward::Outcome::Error(_) => {}
                     // This node is the primary now: the request runs here.
                     crate::forward::Outcome::RunHere => {
-                        // MONITOR saw it when it was forwarded.
+                        // MONITOR saw it when it was forwarded, and it
+                        // was metered then.
                         s.monitor_fed = true;
+                        s.metered = true;
                         pending = Some(args);
                     }
                 }
@@ -978,6 +999,7 @@ async fn run(
             After::Suspend(Suspend::AwaitApplied { args }) => {
                 await_applied(tenant, s, &set, &mut shutdown).await;
                 s.ryw_waited = true;
+                s.metered = true;
                 pending = Some(args);
                 continue;
             }
@@ -1068,6 +1090,7 @@ async fn run(
                     let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
                     if !pushed.is_empty() {
                         GlobalStats::add(&shared.stats.net_output_bytes, pushed.len() as u64);
+                        meter_bytes(tenant, s, 0, pushed.len());
                         if stream.write_all(&pushed).await.is_err() {
                             return;
                         }
@@ -1079,6 +1102,19 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Bytes a customer's connection sent (parsed) or was sent, metered on
+/// its database (a cluster link's are the other node's customer's).
+fn meter_bytes(tenant: &Rc<RefCell<Tenant>>, s: &Session, bytes_in: usize, bytes_out: usize) {
+    if s.cluster_peer {
+        return;
+    }
+    let mut t = tenant.borrow_mut();
+    if t.is_customer() {
+        t.usage.bytes_in += bytes_in as u64;
+        t.usage.bytes_out += bytes_out as u64;
     }
 }
 

@@ -518,7 +518,20 @@ pub fn dispatch(
         s.reply_mode = ReplyMode::SkipThis;
     }
     let silent = matches!(s.reply_mode, ReplyMode::Off | ReplyMode::SkipThis);
+    s.class = None;
+    let again = std::mem::take(&mut s.metered);
     let mut outcome = run(t, s, shared, set, args, out, now_ms);
+    // Metered where the customer is: a cluster link's requests were
+    // counted by the node that took them from the client (one a router
+    // sent runs with the client's `origin`), a replica's
+    // stream and a log's replay are no customer's; a paused
+    // request is counted when it runs, one that runs again was counted
+    // the first time.
+    if matches!(outcome, Outcome::Paused) {
+        s.metered = again;
+    } else if !again && !s.cluster_peer && s.origin.is_none() && !s.replaying && t.is_customer() {
+        t.usage.count(s.class.unwrap_or(crate::meter::Class::Other));
+    }
     // A forwarded request's reply is written later, by the connection.
     if let Outcome::Suspend(Suspend::Forward { silent: sl, .. }) = &mut outcome {
         *sl = silent;
@@ -571,7 +584,12 @@ pub(crate) fn run(
     let waited = std::mem::take(&mut s.ryw_waited);
     let fed = std::mem::take(&mut s.monitor_fed);
     let r = match lookup(args) {
-        Lookup::Found(r) => r,
+        Lookup::Found(r) => {
+            if s.class.is_none() {
+                s.class = Some(crate::meter::Class::of(r));
+            }
+            r
+        }
         Lookup::Unknown => {
             if s.multi.is_some() {
                 s.multi_error = true;

@@ -410,9 +410,16 @@ async fn remote_cron(t: Rc<RefCell<Tenant>>, remotes: Tenants, shared: Arc<Share
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                let u = std::mem::take(&mut t.borrow_mut().usage);
+                shared.meter.add_usage(id.0, u);
+                return;
+            }
         }
         crate::metrics::publish_routes(&t.borrow());
+        // Its customers' usage (it stores nothing here).
+        let u = std::mem::take(&mut t.borrow_mut().usage);
+        shared.meter.add_usage(id.0, u);
         match shared.remote_catalog().get(id) {
             Some(spec) => follow_spec(&mut t.borrow_mut(), spec),
             None if t.borrow().clients.is_empty() => {
@@ -679,6 +686,18 @@ async fn accept_loop(
 
 /// Per-tenant periodic work at `hz`: active expiry, idle timeouts, pause
 /// deadlines, memory peak, metrics.
+/// Hands what the tenant's customers used here to the node's meter
+/// (`crate::meter`), with its stored bytes while this node holds its
+/// primary.
+fn hand_over_usage(t: &mut Tenant, shared: &Shared) {
+    if !t.is_customer() {
+        return;
+    }
+    let u = std::mem::take(&mut t.usage);
+    let stored = (t.role == crate::repl::Role::Primary && !t.remote).then(|| t.mem.used());
+    shared.meter.hand_over(t.id.0, u, stored);
+}
+
 async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
     let mut set = shared.settings();
     let mut shutdown = shared.shutdown_rx();
@@ -690,13 +709,23 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(1000 / hz as u64)) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // The node writes a last usage record on its way out.
+                hand_over_usage(&mut tenant.borrow_mut(), &shared);
+                return;
+            }
         }
         shared.refresh(&mut set);
         let now = crate::util::mstime();
         let mut t = tenant.borrow_mut();
         if t.removed {
+            hand_over_usage(&mut t, &shared);
+            shared.meter.forget(t.id.0);
             return;
+        }
+        if now - t.usage_handed_ms >= 1000 {
+            t.usage_handed_ms = now;
+            hand_over_usage(&mut t, &shared);
         }
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
         // Replicas learn the primary is alive from the stream itself: a

@@ -76,6 +76,7 @@ pub mod evict;
 pub mod executor;
 pub mod expire;
 pub mod forward;
+pub mod meter;
 pub mod metrics;
 pub mod persist;
 pub mod proplog;

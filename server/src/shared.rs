@@ -150,6 +150,9 @@ pub struct Shared {
     /// taking the lock.
     pub config_gen: AtomicU64,
     pub stats: GlobalStats,
+    /// What each database's customers used on this node, until the node
+    /// writes it to its usage log (`crate::meter`).
+    pub meter: crate::meter::Meter,
     pub next_client_id: AtomicU64,
     pub started: Instant,
     pub started_unix: i64,
@@ -219,6 +222,7 @@ impl Shared {
             config: RwLock::new(config),
             config_gen: AtomicU64::new(gen),
             stats: GlobalStats::default(),
+            meter: Default::default(),
             next_client_id: AtomicU64::new(1),
             started: Instant::now(),
             started_unix: crate::util::mstime() / 1000,

@@ -118,6 +118,11 @@ pub struct Tenant {
     pub clients: BTreeMap<u64, Rc<ClientInfo>>,
     pub monitors: Vec<Rc<ClientInfo>>,
     pub stats: TenantStats,
+    /// What its customers used on this node since the cron last handed
+    /// it to the node's meter (`crate::meter`).
+    pub usage: crate::meter::Usage,
+    /// When the cron last handed `usage` over (ms).
+    pub usage_handed_ms: i64,
     pub slowlog: VecDeque<SlowEntry>,
     pub slowlog_next_id: u64,
     pub latency: HashMap<&'static str, LatencyEvent>,
@@ -357,6 +362,8 @@ impl Tenant {
             clients: BTreeMap::new(),
             monitors: Vec::new(),
             stats: TenantStats::default(),
+            usage: Default::default(),
+            usage_handed_ms: 0,
             slowlog: VecDeque::new(),
             slowlog_next_id: 0,
             latency: HashMap::new(),

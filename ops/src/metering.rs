@@ -1,0 +1,586 @@
+//! Metering and billing (docs/METERING.md): the sidecar pulls every
+//! node's usage records, rolls them up per database per UTC day, counts
+//! read-region hours itself, and answers Fly's daily `GET /billing`.
+//!
+//! Exactly once: a node's usage log is a sequence of records (a log id
+//! made with the file, a sequence number); the sidecar keeps, per log, the
+//! last sequence it took, and adds a page of records to the daily rows in
+//! the same SQLite transaction that moves that cursor. A retried or
+//! repeated pull finds the cursor moved and adds nothing; a node that
+//! restarts continues its log's sequence; a node whose log is new (a wiped
+//! volume) starts a new cursor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rusqlite::{params, OptionalExtension};
+use serde_json::{json, Value};
+
+use crate::api::Api;
+
+/// Prices, pay as you go, in millionths of a cent (µ¢) per unit.
+pub mod prices {
+    /// Per command: $0.20 per 100,000 commands.
+    pub const COMMAND: u128 = 200;
+    /// Per GiB stored for an hour: 0.035¢ (about $0.26 per GiB-month).
+    pub const GIB_HOUR: u128 = 35_000;
+    /// Per GiB in or out: 3¢.
+    pub const GIB_TRANSFER: u128 = 3_000_000;
+    /// Per read region per hour: 0.5¢ (about $3.65 a month).
+    pub const READ_REGION_HOUR: u128 = 500_000;
+}
+
+const GIB: u128 = 1 << 30;
+
+/// The UTC day (`YYYY-MM-DD`) of Unix second `t`.
+pub fn day_of(t: i64) -> String {
+    // Howard Hinnant's days-to-civil.
+    let z = t.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A `YYYY-MM-DD` that names a real day.
+pub fn valid_day(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
+        return false;
+    };
+    if !(1..=12).contains(&m) || d < 1 {
+        return false;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    d <= days[(m - 1) as usize]
+}
+
+/// One database's usage over a day (or a month).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub reads: u64,
+    pub writes: u64,
+    pub other: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections: u64,
+    pub storage_byte_seconds: u64,
+    pub read_region_seconds: u64,
+}
+
+impl Totals {
+    pub fn commands(&self) -> u64 {
+        self.reads + self.writes + self.other
+    }
+
+    /// The amount at pay-as-you-go prices, in cents (rounded half up).
+    pub fn amount_cents(&self) -> u64 {
+        let micro = u128::from(self.commands()) * prices::COMMAND
+            + u128::from(self.storage_byte_seconds) * prices::GIB_HOUR / (GIB * 3600)
+            + u128::from(self.bytes_in + self.bytes_out) * prices::GIB_TRANSFER / GIB
+            + u128::from(self.read_region_seconds) * prices::READ_REGION_HOUR / 3600;
+        u64::try_from((micro + 500_000) / 1_000_000).unwrap_or(u64::MAX)
+    }
+
+    /// As the billing answer shows it.
+    pub fn json(&self, charged: bool) -> Value {
+        json!({
+            "commands": {
+                "read": self.reads,
+                "write": self.writes,
+                "other": self.other,
+                "total": self.commands(),
+            },
+            "bandwidth_bytes": { "in": self.bytes_in, "out": self.bytes_out },
+            "connections": self.connections,
+            "storage_gb_hours": self.storage_byte_seconds as f64 / GIB as f64 / 3600.0,
+            "read_region_hours": self.read_region_seconds as f64 / 3600.0,
+            "amount_cents": if charged { self.amount_cents() } else { 0 },
+        })
+    }
+}
+
+fn totals_row(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<Totals> {
+    let g = |i: usize| r.get::<_, i64>(from + i).map(|v| v.max(0) as u64);
+    Ok(Totals {
+        reads: g(0)?,
+        writes: g(1)?,
+        other: g(2)?,
+        bytes_in: g(3)?,
+        bytes_out: g(4)?,
+        connections: g(5)?,
+        storage_byte_seconds: g(6)?,
+        read_region_seconds: g(7)?,
+    })
+}
+
+const TOTAL_COLUMNS: &str = "SUM(reads), SUM(writes), SUM(other), SUM(bytes_in), SUM(bytes_out),
+    SUM(connections), SUM(storage_byte_seconds), SUM(read_region_seconds)";
+
+/// Adds `t` to tenant `id`'s row of `day`.
+fn add(tx: &rusqlite::Transaction<'_>, id: i64, day: &str, t: &Totals) -> rusqlite::Result<()> {
+    let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO usage_daily (tenant_id, day, reads, writes, other, bytes_in, bytes_out,
+                                  connections, storage_byte_seconds, read_region_seconds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(tenant_id, day) DO UPDATE SET
+            reads = reads + excluded.reads, writes = writes + excluded.writes,
+            other = other + excluded.other, bytes_in = bytes_in + excluded.bytes_in,
+            bytes_out = bytes_out + excluded.bytes_out,
+            connections = connections + excluded.connections,
+            storage_byte_seconds = storage_byte_seconds + excluded.storage_byte_seconds,
+            read_region_seconds = read_region_seconds + excluded.read_region_seconds",
+        params![
+            id,
+            day,
+            v(t.reads),
+            v(t.writes),
+            v(t.other),
+            v(t.bytes_in),
+            v(t.bytes_out),
+            v(t.connections),
+            v(t.storage_byte_seconds),
+            v(t.read_region_seconds)
+        ],
+    )?;
+    Ok(())
+}
+
+/// One record's totals per tenant: its counts, and its stored bytes over
+/// the interval it covers; the day is the one its interval ends in.
+fn record_totals(rec: &Value) -> (String, Vec<(i64, Totals)>) {
+    let from = rec["from_ms"].as_i64().unwrap_or(0);
+    let to = rec["to_ms"].as_i64().unwrap_or(from);
+    let secs_ms = u128::try_from((to - from).max(0)).unwrap_or(0);
+    let mut out = Vec::new();
+    if let Some(ts) = rec["tenants"].as_object() {
+        for (id, u) in ts {
+            let Ok(id) = id.parse::<i64>() else { continue };
+            let g = |k: &str| u[k].as_u64().unwrap_or(0);
+            let stored = u128::from(g("stored_bytes"));
+            out.push((
+                id,
+                Totals {
+                    reads: g("reads"),
+                    writes: g("writes"),
+                    other: g("other"),
+                    bytes_in: g("bytes_in"),
+                    bytes_out: g("bytes_out"),
+                    connections: g("connections"),
+                    storage_byte_seconds: u64::try_from(stored * secs_ms / 1000)
+                        .unwrap_or(u64::MAX),
+                    read_region_seconds: 0,
+                },
+            ));
+        }
+    }
+    (day_of(to.div_euclid(1000)), out)
+}
+
+/// Takes one page of node `node`'s records (log `log`), past the cursor:
+/// added to the daily rows and the cursor moved, in one transaction. The
+/// number of records added.
+pub fn take_records(
+    store: &mut crate::store::Store,
+    node: &str,
+    log: &str,
+    records: &[Value],
+    now: i64,
+) -> Result<usize, crate::store::StoreError> {
+    store.transaction(|tx| {
+        let cursor: i64 = tx
+            .query_row(
+                "SELECT seq FROM usage_cursors WHERE log = ?1",
+                params![log],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let mut last = cursor;
+        let mut added = 0;
+        for rec in records {
+            let Some(seq) = rec["seq"].as_i64() else {
+                continue;
+            };
+            if seq <= last || rec["log"].as_str() != Some(log) {
+                continue;
+            }
+            let (day, tenants) = record_totals(rec);
+            for (id, t) in &tenants {
+                add(tx, *id, &day, t)?;
+            }
+            last = seq;
+            added += 1;
+        }
+        tx.execute(
+            "INSERT INTO usage_cursors (log, node, seq, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(log) DO UPDATE SET node = excluded.node, seq = excluded.seq,
+                 updated_at = excluded.updated_at",
+            params![log, node, last, now],
+        )?;
+        Ok(added)
+    })
+}
+
+/// Counts every ready database's read regions up to `now` (split at UTC
+/// midnights), and marks them counted.
+pub fn count_read_regions(
+    store: &mut crate::store::Store,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
+    store.transaction(|tx| {
+        let rows: Vec<(i64, String, i64, i64)> = {
+            let mut q = tx.prepare(
+                "SELECT tenant_id, read_regions, created_at, regions_metered_at FROM databases
+                 WHERE status = 'ready'",
+            )?;
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, regions, created, metered) in rows {
+            let n = regions.split(',').filter(|s| !s.is_empty()).count() as i64;
+            let mut from = metered.max(created);
+            if n > 0 {
+                while from < now {
+                    let midnight = (from.div_euclid(86_400) + 1) * 86_400;
+                    let until = midnight.min(now);
+                    let t = Totals {
+                        read_region_seconds: ((until - from) * n) as u64,
+                        ..Totals::default()
+                    };
+                    add(tx, id, &day_of(from), &t)?;
+                    from = until;
+                }
+            }
+            tx.execute(
+                "UPDATE databases SET regions_metered_at = ?2 WHERE tenant_id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// The nodes to pull from: every member `/cluster` lists with an HTTP
+/// address, as (machine, host:port).
+fn members(cluster_json: &str) -> Vec<(String, String)> {
+    let v: Value = serde_json::from_str(cluster_json).unwrap_or_default();
+    v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| {
+                    Some((
+                        m["machine"].as_str()?.to_string(),
+                        m["meta"]["http_addr"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Most pages taken from one node in one pull.
+const PAGES: usize = 100;
+
+/// Pulls node `machine`'s new records from `addr` until it has no more.
+async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String> {
+    let mut total = 0;
+    for _ in 0..PAGES {
+        // The cursor of the log this node wrote last.
+        let known: Option<(String, i64)> = {
+            let store = api.store.lock();
+            store
+                .conn()
+                .query_row(
+                    "SELECT log, seq FROM usage_cursors WHERE node = ?1
+                     ORDER BY updated_at DESC, rowid DESC LIMIT 1",
+                    params![machine],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| e.to_string())?
+        };
+        let after = known.as_ref().map_or(0, |k| k.1);
+        let (status, body) = api
+            .cluster
+            .get_at(addr, &format!("/admin/usage?after={after}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let Some(log) = v["log"].as_str() else {
+            return Ok(total);
+        };
+        let records = v["records"].as_array().cloned().unwrap_or_default();
+        if known.as_ref().is_some_and(|k| k.0 != log) && after > 0 {
+            // A new log (the node's volume is new): start it from zero.
+            let added = {
+                let mut store = api.store.lock();
+                take_records(&mut store, machine, log, &[], crate::unix_now())
+                    .map_err(|e| e.to_string())?
+            };
+            total += added;
+            continue;
+        }
+        if records.is_empty() {
+            return Ok(total);
+        }
+        let added = {
+            let mut store = api.store.lock();
+            take_records(&mut store, machine, log, &records, crate::unix_now())
+                .map_err(|e| e.to_string())?
+        };
+        total += added;
+        if added == 0 {
+            return Ok(total);
+        }
+    }
+    Ok(total)
+}
+
+/// One pull: every node's new records, then the read regions.
+pub async fn pull(api: &Api) -> Result<usize, String> {
+    let (status, body) = api
+        .cluster
+        .get("/cluster")
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("/cluster: HTTP {status}"));
+    }
+    let mut total = 0;
+    for (machine, addr) in members(&body) {
+        match pull_node(api, &machine, &addr).await {
+            Ok(n) => total += n,
+            // Its records wait in its log until it answers again.
+            Err(e) => tracing::debug!(node = %machine, "usage not pulled: {e}"),
+        }
+    }
+    count_read_regions(&mut api.store.lock(), crate::unix_now()).map_err(|e| e.to_string())?;
+    Ok(total)
+}
+
+/// Pulls every `every`, for ever.
+pub async fn run(api: Arc<Api>, every: Duration) {
+    loop {
+        match pull(&api).await {
+            Ok(n) if n > 0 => tracing::debug!("took {n} usage records"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("pulling usage: {e}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Database `tenant_id`'s totals over the days from `first` to `last`.
+pub fn totals(
+    store: &crate::store::Store,
+    tenant_id: u64,
+    first: &str,
+    last: &str,
+) -> Result<Totals, crate::store::StoreError> {
+    Ok(store.conn().query_row(
+        &format!(
+            "SELECT {TOTAL_COLUMNS} FROM usage_daily WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3"
+        ),
+        params![tenant_id as i64, first, last],
+        |r| {
+            // SUM over no rows is NULL.
+            if r.get::<_, Option<i64>>(0)?.is_none() {
+                return Ok(Totals::default());
+            }
+            totals_row(r, 0)
+        },
+    )?)
+}
+
+/// Fly's daily billing fetch: `GET /billing?date=YYYY-MM-DD` (signed like
+/// every request, over the query string).
+pub async fn billing(
+    State(api): State<Arc<Api>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let q = query.unwrap_or_default();
+    if let Err(r) = crate::api::verified(&api, "GET", "/billing", &q, &headers, b"") {
+        return *r;
+    }
+    let date = form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "date")
+        .map(|(_, v)| v.into_owned());
+    let Some(date) = date.filter(|d| valid_day(d)) else {
+        return crate::api::error(
+            StatusCode::BAD_REQUEST,
+            "date: expected a day as YYYY-MM-DD",
+            Some("date"),
+        );
+    };
+    match bill(&api.store.lock(), &date) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+/// The billing answer for `date`: per organization, per database.
+pub fn bill(store: &crate::store::Store, date: &str) -> Result<Value, crate::store::StoreError> {
+    let mut q = store.conn().prepare(
+        "SELECT d.organization_id, d.fly_id, d.name, d.plan, d.status,
+                u.reads, u.writes, u.other, u.bytes_in, u.bytes_out, u.connections,
+                u.storage_byte_seconds, u.read_region_seconds
+         FROM usage_daily u JOIN databases d ON d.tenant_id = u.tenant_id
+         WHERE u.day = ?1 ORDER BY d.organization_id, d.fly_id",
+    )?;
+    let rows = q.query_map(params![date], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            totals_row(r, 5)?,
+        ))
+    })?;
+    let mut orgs: Vec<(String, Vec<Value>, u64)> = Vec::new();
+    for row in rows {
+        let (org, id, name, plan, status, t) = row?;
+        // The free plan is not charged; its usage is still shown.
+        let charged = plan != "free";
+        let mut line = t.json(charged);
+        line["id"] = json!(id);
+        line["name"] = json!(name);
+        line["plan"] = json!(plan);
+        line["status"] = json!(status);
+        let amount = line["amount_cents"].as_u64().unwrap_or(0);
+        match orgs.last_mut() {
+            Some((o, lines, sum)) if *o == org => {
+                lines.push(line);
+                *sum += amount;
+            }
+            _ => orgs.push((org, vec![line], amount)),
+        }
+    }
+    Ok(json!({
+        "date": date,
+        "currency": "usd",
+        "organizations": orgs
+            .into_iter()
+            .map(|(o, lines, sum)| json!({
+                "organization_id": o,
+                "amount_cents": sum,
+                "databases": lines,
+            }))
+            .collect::<Vec<_>>(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_and_checked() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(951_782_400), "2000-02-29");
+        assert_eq!(day_of(1_796_515_199), "2026-12-05");
+        assert_eq!(day_of(1_796_515_200), "2026-12-06");
+        assert!(valid_day("2024-02-29") && !valid_day("2023-02-29"));
+        assert!(!valid_day("2026-13-01") && !valid_day("2026-1-01") && !valid_day("x"));
+    }
+
+    #[test]
+    fn amounts_follow_the_prices() {
+        let t = Totals {
+            reads: 60_000,
+            writes: 40_000,
+            ..Totals::default()
+        };
+        // 100,000 commands: 20 cents.
+        assert_eq!(t.amount_cents(), 20);
+        // A GiB for 30 days: 0.035¢ × 720 = 25.2¢.
+        let t = Totals {
+            storage_byte_seconds: (1u64 << 30) * 30 * 86_400,
+            ..Totals::default()
+        };
+        assert_eq!(t.amount_cents(), 25);
+        let t = Totals {
+            bytes_out: 10 << 30,
+            read_region_seconds: 2 * 24 * 3600,
+            ..Totals::default()
+        };
+        // 30¢ of transfer and 48 region-hours at 0.5¢.
+        assert_eq!(t.amount_cents(), 54);
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("anykv-metering-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rec(log: &str, seq: u64, to_ms: i64, reads: u64, stored: u64) -> Value {
+        json!({"seq": seq, "log": log, "boot": "b", "node": "n1", "from_ms": to_ms - 10_000,
+               "to_ms": to_ms, "tenants": {"5": {"reads": reads, "writes": 1, "other": 0,
+               "bytes_in": 10, "bytes_out": 20, "connections": 1, "stored_bytes": stored}}})
+    }
+
+    #[test]
+    fn records_are_taken_once_whatever_is_pulled_again() {
+        let dir = tmp("once");
+        let mut s = crate::store::Store::open(&dir, 300).unwrap();
+        let t0 = 1_796_515_190_000; // 2026-12-05 23:59:50 UTC
+        let page = [rec("L", 1, t0, 5, 1000), rec("L", 2, t0 + 10_000, 7, 1000)];
+        assert_eq!(take_records(&mut s, "n1", "L", &page, 1).unwrap(), 2);
+        // The same page again, and an overlapping one: only seq 3 is new.
+        assert_eq!(take_records(&mut s, "n1", "L", &page, 2).unwrap(), 0);
+        let more = [page[1].clone(), rec("L", 3, t0 + 20_000, 100, 0)];
+        assert_eq!(take_records(&mut s, "n1", "L", &more, 3).unwrap(), 1);
+        // Another log (a new volume) starts its own sequence.
+        assert_eq!(
+            take_records(&mut s, "n1", "M", &[rec("M", 1, t0, 1, 0)], 4).unwrap(),
+            1
+        );
+        let day1 = totals(&s, 5, "2026-12-05", "2026-12-05").unwrap();
+        let day2 = totals(&s, 5, "2026-12-06", "2026-12-06").unwrap();
+        assert_eq!((day1.reads, day1.writes), (6, 2));
+        assert_eq!((day2.reads, day2.writes), (107, 2));
+        // 1000 bytes for 10 s in each of the first two records.
+        assert_eq!(day1.storage_byte_seconds, 10_000);
+        assert_eq!(day2.storage_byte_seconds, 10_000);
+        assert_eq!(day1.bytes_in + day2.bytes_in, 40);
+        let none = totals(&s, 6, "2026-12-01", "2026-12-31").unwrap();
+        assert_eq!(none, Totals::default());
+    }
+}

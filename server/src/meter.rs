@@ -1,0 +1,435 @@
+//! Metering: what each database's customers used on this node, for
+//! billing (docs/METERING.md).
+//!
+//! Counted once, where the customer's connection is: the node that
+//! accepted a command from the client counts it (its class), the bytes it
+//! read from and wrote to that client, and the connection when it logged
+//! in to the database. A command a router forwarded to another node
+//! arrives there on a cluster link, and links are never counted; neither
+//! is a replica applying its primary's stream. A database's stored bytes
+//! are sampled on its primary only.
+//!
+//! Each tenant counts into its own [`Usage`] on its executor (no atomics
+//! on the command path); its cron hands that over to the node's [`Meter`]
+//! every second. The node writes what the meter took as one record of its
+//! [`UsageLog`] every `meter-interval` (a JSON line: a sequence number, the
+//! log's and the boot's ids, the interval it covers and each database's
+//! counts and stored bytes), fsynced unless `appendfsync no`. The sidecar
+//! pulls records after the last sequence it has (`GET /admin/usage`) and
+//! keeps each (log, sequence) once, so a retried pull never counts twice.
+//!
+//! Loss window: a crash loses what was counted since the last record (at
+//! most one interval plus one second); a graceful stop writes a last
+//! record first.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The usage log's file name, in the node's data directory.
+pub const FILE: &str = "usage.log";
+
+/// What a class a command is billed as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Reads the keyspace and writes nothing (Redis's `readonly`).
+    Read,
+    /// Writes (Redis's `write`).
+    Write,
+    /// Everything else: connection, server and pub/sub commands, unknown
+    /// commands.
+    Other,
+}
+
+impl Class {
+    pub fn of(r: &crate::cmd::table::Registered) -> Class {
+        if r.write {
+            Class::Write
+        } else if r.read {
+            Class::Read
+        } else {
+            Class::Other
+        }
+    }
+}
+
+/// One database's usage on one node over some time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub reads: u64,
+    pub writes: u64,
+    pub other: u64,
+    /// Bytes read from its customers' connections.
+    pub bytes_in: u64,
+    /// Bytes written to them.
+    pub bytes_out: u64,
+    /// Connections that logged in to it.
+    pub connections: u64,
+}
+
+impl Usage {
+    pub fn count(&mut self, class: Class) {
+        match class {
+            Class::Read => self.reads += 1,
+            Class::Write => self.writes += 1,
+            Class::Other => self.other += 1,
+        }
+    }
+
+    pub fn add(&mut self, o: &Usage) {
+        self.reads += o.reads;
+        self.writes += o.writes;
+        self.other += o.other;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.connections += o.connections;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+/// What the node's executors handed over since the last record.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub usage: HashMap<u64, Usage>,
+    /// Each database this node is the primary of: its stored bytes, as
+    /// last sampled.
+    pub stored: HashMap<u64, u64>,
+}
+
+/// The node's meter: filled by the executors, emptied into the log.
+#[derive(Default)]
+pub struct Meter {
+    usage: parking_lot::Mutex<HashMap<u64, Usage>>,
+    stored: parking_lot::Mutex<HashMap<u64, u64>>,
+}
+
+impl Meter {
+    /// Tenant `id`'s usage since its last hand-over, and its stored bytes
+    /// when this node holds its primary (None: not, or no longer).
+    pub fn hand_over(&self, id: u64, u: Usage, stored: Option<u64>) {
+        if !u.is_zero() {
+            self.usage.lock().entry(id).or_default().add(&u);
+        }
+        let mut s = self.stored.lock();
+        match stored {
+            Some(b) => {
+                s.insert(id, b);
+            }
+            None => {
+                s.remove(&id);
+            }
+        }
+    }
+
+    /// Usage of a database this node holds no copy of (its stored bytes
+    /// are its primary's node's to report).
+    pub fn add_usage(&self, id: u64, u: Usage) {
+        if !u.is_zero() {
+            self.usage.lock().entry(id).or_default().add(&u);
+        }
+    }
+
+    /// Tenant `id` is gone from this node (deleted, moved): it stores
+    /// nothing here any more.
+    pub fn forget(&self, id: u64) {
+        self.stored.lock().remove(&id);
+    }
+
+    /// Everything handed over so far (the usage is reset; the stored
+    /// bytes stay the latest sample).
+    pub fn take(&self) -> Taken {
+        Taken {
+            usage: std::mem::take(&mut *self.usage.lock()),
+            stored: self.stored.lock().clone(),
+        }
+    }
+
+    /// Gives usage back that could not be written (the next record has it).
+    pub fn restore(&self, t: Taken) {
+        let mut u = self.usage.lock();
+        for (id, x) in t.usage {
+            u.entry(id).or_default().add(&x);
+        }
+    }
+}
+
+/// Why the usage log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("usage log {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// The node's usage log: one JSON line per record.
+pub struct UsageLog {
+    path: PathBuf,
+    file: File,
+    /// Random, made with the file: a new file (a wiped data directory) is
+    /// a new log, whose sequence starts again.
+    log_id: String,
+    seq: u64,
+    boot: String,
+    node: String,
+    /// When the last record's interval ended (ms), or this boot began.
+    since_ms: i64,
+}
+
+/// 16 random bytes in hex.
+pub fn random_id() -> String {
+    use rand::Rng;
+    let b: [u8; 16] = rand::rng().random();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl UsageLog {
+    /// Opens (creating) `dir/usage.log` for node `node` in boot `boot`: its
+    /// log id and last sequence come from its last whole line, a torn
+    /// last line (a crash mid-write) is cut off.
+    pub fn open(dir: &Path, node: &str, boot: &str, now_ms: i64) -> Result<UsageLog, LogError> {
+        let path = dir.join(FILE);
+        let io = |e| LogError::Io(path.clone(), e);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut good_len = 0u64;
+        let mut last: Option<serde_json::Value> = None;
+        let mut first: Option<serde_json::Value> = None;
+        {
+            let mut r = BufReader::new(&file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = r.read_until(b'\n', &mut line).map_err(io)?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                match serde_json::from_slice::<serde_json::Value>(&line) {
+                    Ok(v) => {
+                        if first.is_none() {
+                            first = Some(v.clone());
+                        }
+                        last = Some(v);
+                        good_len += n as u64;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let len = file.metadata().map_err(io)?.len();
+        if len > good_len {
+            tracing::warn!(
+                "usage log {}: cutting {} bytes of a torn last record",
+                path.display(),
+                len - good_len
+            );
+            file.set_len(good_len).map_err(io)?;
+            file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        }
+        let log_id = first
+            .as_ref()
+            .and_then(|v| v["log"].as_str().map(str::to_string))
+            .unwrap_or_else(random_id);
+        let seq = last.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+        Ok(UsageLog {
+            path,
+            file,
+            log_id,
+            seq,
+            boot: boot.to_string(),
+            node: node.to_string(),
+            since_ms: now_ms,
+        })
+    }
+
+    pub fn log_id(&self) -> &str {
+        &self.log_id
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes what `taken` holds as the next record, covering the time
+    /// since the last one until `now_ms` (nothing when nothing was used
+    /// and nothing is stored); fsynced when `fsync`. Its sequence number,
+    /// if one was written.
+    pub fn append(
+        &mut self,
+        taken: &Taken,
+        now_ms: i64,
+        fsync: bool,
+    ) -> Result<Option<u64>, LogError> {
+        let from = self.since_ms;
+        self.since_ms = now_ms;
+        let mut ids: Vec<u64> = taken
+            .usage
+            .keys()
+            .chain(taken.stored.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let mut tenants = serde_json::Map::new();
+        for id in ids {
+            let u = taken.usage.get(&id).copied().unwrap_or_default();
+            tenants.insert(
+                id.to_string(),
+                serde_json::json!({
+                    "reads": u.reads,
+                    "writes": u.writes,
+                    "other": u.other,
+                    "bytes_in": u.bytes_in,
+                    "bytes_out": u.bytes_out,
+                    "connections": u.connections,
+                    "stored_bytes": taken.stored.get(&id).copied().unwrap_or(0),
+                }),
+            );
+        }
+        let seq = self.seq + 1;
+        let rec = serde_json::json!({
+            "seq": seq,
+            "log": self.log_id,
+            "boot": self.boot,
+            "node": self.node,
+            "from_ms": from,
+            "to_ms": now_ms,
+            "tenants": tenants,
+        });
+        let mut line = rec.to_string().into_bytes();
+        line.push(b'\n');
+        let io = |e| LogError::Io(self.path.clone(), e);
+        self.file.write_all(&line).map_err(io)?;
+        if fsync {
+            self.file.sync_data().map_err(io)?;
+        }
+        self.seq = seq;
+        Ok(Some(seq))
+    }
+}
+
+/// The records of the log at `dir` after sequence `after` (at most
+/// `limit`), with the log's id (None: no log yet).
+pub fn read_after(
+    dir: &Path,
+    after: u64,
+    limit: usize,
+) -> Result<(Option<String>, Vec<serde_json::Value>), LogError> {
+    let path = dir.join(FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+        Err(e) => return Err(LogError::Io(path, e)),
+    };
+    let mut log = None;
+    let mut out = Vec::new();
+    let mut r = BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| LogError::Io(path.clone(), e))?;
+        // A line still being written is not a record yet.
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            break;
+        };
+        if log.is_none() {
+            log = v["log"].as_str().map(str::to_string);
+        }
+        if v["seq"].as_u64().is_some_and(|s| s > after) {
+            out.push(v);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok((log, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("anykv-meter-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn records_continue_their_sequence_across_restarts_and_a_torn_tail() {
+        let dir = tmp("log");
+        let m = Meter::default();
+        let mut u = Usage::default();
+        u.count(Class::Read);
+        u.count(Class::Write);
+        u.bytes_in = 40;
+        m.hand_over(7, u, Some(1000));
+        m.hand_over(7, u, Some(2000));
+        let mut log = UsageLog::open(&dir, "n1", "boot1", 0).unwrap();
+        let id = log.log_id().to_string();
+        assert_eq!(log.append(&m.take(), 10_000, true).unwrap(), Some(1));
+        // Stored bytes keep being reported while usage is nil.
+        assert_eq!(log.append(&m.take(), 20_000, true).unwrap(), Some(2));
+        m.forget(7);
+        assert_eq!(log.append(&m.take(), 30_000, true).unwrap(), None);
+        drop(log);
+        // A torn record is cut; the sequence goes on in the same log.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE))
+            .unwrap();
+        f.write_all(b"{\"seq\":3,\"lo").unwrap();
+        drop(f);
+        let mut log = UsageLog::open(&dir, "n1", "boot2", 40_000).unwrap();
+        assert_eq!((log.log_id(), log.seq()), (id.as_str(), 2));
+        m.hand_over(9, u, None);
+        assert_eq!(log.append(&m.take(), 50_000, false).unwrap(), Some(3));
+
+        let (lid, recs) = read_after(&dir, 0, 100).unwrap();
+        assert_eq!(lid.as_deref(), Some(id.as_str()));
+        assert_eq!(recs.len(), 3);
+        let t = &recs[0]["tenants"]["7"];
+        assert_eq!(
+            (t["reads"].as_u64(), t["writes"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(t["bytes_in"], 80);
+        assert_eq!(t["stored_bytes"], 2000);
+        assert_eq!(
+            (recs[0]["from_ms"].as_i64(), recs[0]["to_ms"].as_i64()),
+            (Some(0), Some(10_000))
+        );
+        let t = &recs[1]["tenants"]["7"];
+        assert_eq!(
+            (t["reads"].as_u64(), t["stored_bytes"].as_u64()),
+            (Some(0), Some(2000))
+        );
+        assert_eq!(recs[2]["boot"], "boot2");
+        assert_eq!(recs[2]["from_ms"], 40_000);
+        assert_eq!(recs[2]["tenants"]["9"]["stored_bytes"], 0);
+        let (_, later) = read_after(&dir, 2, 100).unwrap();
+        assert_eq!(later.len(), 1);
+        let (_, capped) = read_after(&dir, 0, 2).unwrap();
+        assert_eq!(capped.len(), 2);
+        assert_eq!(read_after(&tmp("none"), 0, 9).unwrap(), (None, vec![]));
+    }
+}
