@@ -24,10 +24,10 @@ fn now_ms() -> i64 {
 
 /// One record of what the meter holds (usage that could not be written is
 /// given back for the next).
-fn write(log: &mut UsageLog, shared: &Shared) {
+fn write(log: &mut UsageLog, shared: &Shared, last: bool) {
     let taken = shared.meter.take();
     let fsync = shared.config.read().appendfsync() != "no";
-    match log.append(&taken, now_ms(), fsync) {
+    match log.append(&taken, now_ms(), fsync, last) {
         Ok(Some(seq)) => tracing::debug!(seq, "usage record written"),
         Ok(None) => {}
         Err(e) => {
@@ -58,9 +58,13 @@ impl Writer {
             .name("usage-log".into())
             .spawn(move || loop {
                 match stopped.recv_timeout(every) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => write(&mut log, &shared),
-                    // Stopping (or the node dropped its handle): last record.
-                    _ => return write(&mut log, &shared),
+                    Err(mpsc::RecvTimeoutError::Timeout) => write(&mut log, &shared, false),
+                    // Stopping: the last record, marking a clean end.
+                    Ok(()) => return write(&mut log, &shared, true),
+                    // The node dropped its handle without stopping it.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return write(&mut log, &shared, false)
+                    }
                 }
             })
             .context("starting the usage log thread")?;

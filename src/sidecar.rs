@@ -64,6 +64,24 @@ pub struct SidecarArgs {
     loglevel: String,
 }
 
+/// The public URL: `--public-url`, or `http://<listen><base path>`.
+fn public_url_for(a: &SidecarArgs) -> String {
+    let base = a.base_path.trim_end_matches('/');
+    a.public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}{base}", a.listen))
+}
+
+/// The host of a URL (`[v6]` kept bracketed).
+fn public_url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |x| x.1);
+    let authority = rest.split('/').next().unwrap_or("");
+    if let Some(end) = authority.find(']') {
+        return authority[..=end].to_string();
+    }
+    authority.split(':').next().unwrap_or("").to_string()
+}
+
 fn secret(name: &str, what: &str) -> anyhow::Result<String> {
     std::env::var(name)
         .ok()
@@ -95,7 +113,24 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         std::env::var("ANYKV_OAUTH_CLIENT_ID").ok().filter(|v| !v.is_empty()),
         std::env::var("ANYKV_OAUTH_CLIENT_SECRET").ok().filter(|v| !v.is_empty()),
     ) {
-        (Some(id), Some(secret)) => Some((id, secret)),
+        (Some(id), Some(secret)) => {
+            // The session cookie is Secure: a browser keeps it over
+            // HTTPS, or from a loopback address (local runs, the demo).
+            let url = public_url_for(&a);
+            let host = public_url_host(&url);
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !url.starts_with("https://") && !loopback {
+                anyhow::bail!(
+                    "dashboard sign-in needs an https:// --public-url (browsers drop the Secure session cookie over plain HTTP): set --public-url https://..."
+                );
+            }
+            Some((id, secret))
+        }
         (None, None) => None,
         _ => anyhow::bail!(
             "set both ANYKV_OAUTH_CLIENT_ID and ANYKV_OAUTH_CLIENT_SECRET (Fly's OAuth client for the dashboard), or neither"
@@ -115,10 +150,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
     if !base.is_empty() && !base.starts_with('/') {
         anyhow::bail!("--base-path {}: it must start with /", a.base_path);
     }
-    let public_url = a
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}{base}", a.listen));
+    let public_url = public_url_for(&a);
     let api = Arc::new(anykv_ops::api::Api {
         verifier: anykv_ops::sign::Verifier::new(
             ext_secret.as_bytes(),

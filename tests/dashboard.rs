@@ -205,7 +205,13 @@ fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
         );
     }
     let spec = common::world_spec("dashboard", 64, 23500, &[("iad", 1)], ADMIN, &[]);
-    let w = World::start(&spec).expect("the world starts");
+    // Usage records every 200 ms, pulled every second: the usage chart
+    // shows the test's own commands.
+    let fast = std::collections::BTreeMap::from([(
+        "n1".to_string(),
+        vec!["--meter-interval-ms".to_string(), "200".to_string()],
+    )]);
+    let w = World::start_with(&spec, &fast).expect("the world starts");
     w.wait_members(1, Duration::from_secs(60))
         .expect("the node is alive");
     let node = w.node("n1").expect("n1").clone();
@@ -229,7 +235,7 @@ fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
     let data = spec.dir.join("sidecar");
     let _sidecar = Killed(
         Command::new(env!("CARGO_BIN_EXE_anykv"))
-            .args(["sidecar", "--listen", SIDECAR])
+            .args(["sidecar", "--listen", SIDECAR, "--meter-pull-secs", "1"])
             .arg("--data")
             .arg(&data)
             .args(["--cluster-admin", &node.http.to_string()])
@@ -287,7 +293,8 @@ fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
         let checks = tokio::spawn({
             let c = c.clone();
             let fly = fly.clone();
-            async move { browse(&c, &http, &fly, &shop_url).await }
+            let resp = node.resp;
+            async move { browse(&c, &http, &fly, &shop_url, resp).await }
         });
         let outcome = checks.await;
         c.close().await.ok();
@@ -302,7 +309,33 @@ fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
 
-async fn browse(c: &Client, http: &anykv_ops::fetch::Client, fly: &FakeFly, shop_url: &str) {
+/// Whether `token` logs in to the database on `resp`.
+async fn logs_in(resp: std::net::SocketAddr, token: &str) -> bool {
+    let token = token.to_string();
+    tokio::task::spawn_blocking(move || {
+        common::login_ready(resp, "default", &token, |c| {
+            c.cmd(&["PING"]).ok() == Some(common::Value::Simple(b"PONG".to_vec()))
+        })
+        .is_some()
+    })
+    .await
+    .expect("a login attempt")
+}
+
+fn token_in(url: &str) -> String {
+    url.strip_prefix("redis://default:")
+        .and_then(|r| r.split_once('@'))
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| panic!("no token in {url}"))
+}
+
+async fn browse(
+    c: &Client,
+    http: &anykv_ops::fetch::Client,
+    fly: &FakeFly,
+    shop_url: &str,
+    resp: std::net::SocketAddr,
+) {
     // A callback this browser did not start: refused.
     c.goto(&format!("{}/oauth/callback?code=x&state=y", base()))
         .await
@@ -366,6 +399,61 @@ async fn browse(c: &Client, http: &anykv_ops::fetch::Client, fly: &FakeFly, shop
         })
     });
 
+    // Token rotation: a second token, shown at once, works beside the
+    // first; retiring the first leaves only the new one.
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    click(c, "#rotate").await;
+    assert_eq!(text(c, "#redis-url").await, shop_url);
+    let new_url = text(c, "#next-redis-url").await;
+    let (old_token, new_token) = (token_in(shop_url), token_in(&new_url));
+    assert_ne!(old_token, new_token);
+    assert!(logs_in(resp, &old_token).await && logs_in(resp, &new_token).await);
+    assert!(has(c, "#retire").await && !has(c, "#rotate").await);
+    click(c, "#retire").await;
+    assert!(text(c, "#notice").await.contains("old token is retired"));
+    assert!(!has(c, "#next-redis-url").await);
+    assert!(
+        !logs_in(resp, &old_token).await,
+        "the retired token still logs in"
+    );
+    assert!(logs_in(resp, &new_token).await);
+    click(c, "#reveal").await;
+    assert_eq!(text(c, "#redis-url").await, new_url);
+
+    // Usage: the PINGs above (three logins that worked) reach the page's
+    // totals and today's bar of the chart.
+    let mut shown = 0;
+    for _ in 0..60 {
+        c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+            .await
+            .expect("goto");
+        shown = text(c, "#usage-commands")
+            .await
+            .parse::<u64>()
+            .expect("a count");
+        if shown >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(shown, 3, "the dashboard's command count");
+    let bars = c
+        .find_all(Locator::Css("#usage-chart rect.day"))
+        .await
+        .expect("bars");
+    assert_eq!(bars.len(), 30);
+    let today = bars.last().expect("today's bar");
+    assert_eq!(
+        today.attr("data-day").await.expect("attr").as_deref(),
+        Some(anykv_ops::metering::day_of(anykv_ops::unix_now()).as_str())
+    );
+    assert_eq!(
+        today.attr("data-commands").await.expect("attr").as_deref(),
+        Some("3")
+    );
+
     // The list: org_a's two databases, not org_b's.
     c.goto(&format!("{}/dashboard", base()))
         .await
@@ -426,6 +514,15 @@ async fn browse(c: &Client, http: &anykv_ops::fetch::Client, fly: &FakeFly, shop
     assert_eq!(s, 303);
     c.refresh().await.expect("refresh");
     assert_eq!(text(c, "#plan").await, "free");
+
+    // Fly no longer vouches for Alice (her token revoked): her next admin
+    // action is refused and ends the session.
+    fly.revoke("alice");
+    let (s, page) = post_form(http, path, &cookie, Some(&base()), &good).await;
+    assert_eq!(s, 403, "{page}");
+    assert!(page.contains("no longer valid"), "{page}");
+    let (s, _) = post_form(http, path, &cookie, Some(&base()), &good).await;
+    assert_eq!(s, 403);
 
     // Signing out ends the session: the cookie no longer opens a page.
     click(c, "#logout").await;

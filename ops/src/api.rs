@@ -255,13 +255,13 @@ fn plan_of(v: &Value) -> Result<&'static crate::plans::Plan, Box<Response>> {
 
 /// The cluster catalog's row for `db` at `version`, with its plan's
 /// limits (an unknown plan name, which the API never stores, has none).
-fn catalog_entry(db: &Database, token: &str, version: u64) -> Value {
+fn catalog_entry(db: &Database, tokens: &[String], version: u64) -> Value {
     let (maxmemory, maxclients, ops) = crate::plans::find(&db.plan)
         .map_or((0, 0, 0), |p| (p.maxmemory, p.maxclients, p.ops_per_sec));
     json!({
         "id": db.tenant_id,
         "name": tenant_name(&db.name, db.tenant_id),
-        "token_sha256": [tokens::digest_hex(token)],
+        "token_sha256": tokens.iter().map(|t| tokens::digest_hex(t)).collect::<Vec<_>>(),
         "org": db.organization_id,
         "primary_region": db.primary_region,
         "read_regions": db.read_regions,
@@ -403,6 +403,7 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
                                 catalog_version: 1,
                                 plan: p.plan.name.to_string(),
                                 ip_address: p.ip_address.clone(),
+                                next_token_sealed: String::new(),
                             },
                         )
                         .map_err(|e| e.to_string())
@@ -422,7 +423,7 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
             Ok(t) => t,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
         };
-        let entry = catalog_entry(&db, &token, 1);
+        let entry = catalog_entry(&db, &[token], 1);
         let status = match api.cluster.put_tenant(db.tenant_id, &entry).await {
             Ok(Applied::Everywhere) => "ready",
             // In the catalog; its nodes (or its region's first node) are
@@ -477,6 +478,24 @@ fn verified_query(
 pub(crate) struct Change {
     pub plan: Option<&'static crate::plans::Plan>,
     pub read_regions: Option<Vec<String>>,
+    /// New tokens, sealed: (current, next; empty when no rotation).
+    pub tokens: Option<(String, String)>,
+}
+
+/// A database's valid tokens, opened: its token, and a rotation's new one.
+pub(crate) fn open_tokens(api: &Api, db: &Database) -> Result<Vec<String>, Box<Response>> {
+    let mut out = Vec::new();
+    for sealed in [&db.token_sealed, &db.next_token_sealed] {
+        if sealed.is_empty() {
+            continue;
+        }
+        let t = api
+            .sealer
+            .open(sealed, &db.fly_id)
+            .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+        out.push(t);
+    }
+    Ok(out)
 }
 
 fn parse_change(body: &[u8], primary: &str) -> Result<Change, Box<Response>> {
@@ -493,7 +512,11 @@ fn parse_change(body: &[u8], primary: &str) -> Result<Change, Box<Response>> {
             Some(regions)
         }
     };
-    Ok(Change { plan, read_regions })
+    Ok(Change {
+        plan,
+        read_regions,
+        tokens: None,
+    })
 }
 
 /// A request body as JSON (400 when it is not).
@@ -620,10 +643,6 @@ pub(crate) async fn apply_change(
     change: Change,
 ) -> Result<Database, Box<Response>> {
     let id = db.fly_id.as_str();
-    let token = api
-        .sealer
-        .open(&db.token_sealed, &db.fly_id)
-        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
     let version = db.catalog_version + 1;
     let mut changed = db.clone();
     if let Some(r) = &change.read_regions {
@@ -632,7 +651,12 @@ pub(crate) async fn apply_change(
     if let Some(p) = change.plan {
         changed.plan = p.name.to_string();
     }
-    let entry = catalog_entry(&changed, &token, version);
+    if let Some((current, next)) = &change.tokens {
+        changed.token_sealed = current.clone();
+        changed.next_token_sealed = next.clone();
+    }
+    let tokens = open_tokens(api, &changed)?;
+    let entry = catalog_entry(&changed, &tokens, version);
     if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
         return Err(Box::new(cluster_error(&e, "take the change")));
     }
@@ -640,6 +664,13 @@ pub(crate) async fn apply_change(
     // may have been another client's PATCH, the answer lost.
     let stored = notify(api, id, "resource.updated", |c| {
         crate::store::set_read_regions(c, id, &changed.read_regions, version)?;
+        crate::store::set_tokens(
+            c,
+            id,
+            &changed.token_sealed,
+            &changed.next_token_sealed,
+            version,
+        )?;
         crate::store::set_plan(c, id, &changed.plan, version)
     });
     let changed =
@@ -744,11 +775,11 @@ async fn show(
         Ok(Some(d)) => {
             // Usage so far this month (UTC), at pay-as-you-go prices.
             let today = crate::metering::day_of(now());
-            let month = format!("{}-01", &today[..7]);
+            let month = format!("{}-01", today.get(..7).unwrap_or("1970-01"));
             let mut v = resource(&d);
             match crate::metering::totals(&store, d.tenant_id, &month, &today) {
                 Ok(t) => {
-                    let mut u = t.json(d.plan != "free");
+                    let mut u = t.json();
                     u["since"] = json!(month);
                     v["usage"] = u;
                 }

@@ -144,6 +144,7 @@ mod tests {
             catalog_version: 1,
             plan: crate::plans::DEFAULT.name.into(),
             ip_address: String::new(),
+            next_token_sealed: String::new(),
         }
     }
 

@@ -10,6 +10,10 @@
 //! - `POST /dashboard/databases/{id}/plan` (admins): a new plan, applied
 //!   as a `PATCH` from Fly would be (the cluster's limits change live, Fly
 //!   hears `resource.updated`).
+//! - `POST /dashboard/databases/{id}/rotate` (admins): a second token,
+//!   valid alongside the first (the cluster's catalog holds both digests)
+//!   and shown at once; `POST .../retire` ends the rotation once the app
+//!   uses the new one: the old token stops working on every node.
 //! - `POST /logout`.
 //!
 //! Fly's `member` role is read-only: it sees the databases and their
@@ -49,6 +53,8 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/dashboard/databases/{id}", get(show))
         .route("/dashboard/databases/{id}/reveal", post(reveal))
         .route("/dashboard/databases/{id}/plan", post(plan))
+        .route("/dashboard/databases/{id}/rotate", post(rotate))
+        .route("/dashboard/databases/{id}/retire", post(retire))
         .route("/logout", post(logout))
         .route("/signed-out", get(signed_out))
         .with_state(d)
@@ -105,6 +111,7 @@ async fn callback(
         .sso
         .finish(
             &d.api.store,
+            &d.api.sealer,
             &headers,
             query.as_deref().unwrap_or(""),
             now(),
@@ -202,6 +209,9 @@ async fn show(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if !plain_id(&id) {
+        return page_error(StatusCode::NOT_FOUND, "No such database.");
+    }
     let s = match signed_in(&d, &headers, &format!("/dashboard/databases/{id}")) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -210,23 +220,28 @@ async fn show(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let changed = query.as_deref() == Some("changed=plan");
+    let notice = match query.as_deref() {
+        Some("changed=plan") => Some("Plan changed."),
+        Some("changed=retired") => Some("The old token is retired: only the new one works now."),
+        _ => None,
+    };
     page(
         &d,
         &s,
         &db.name,
-        &database_page(&d, &s, &db, &role, None, changed),
+        &database_page(&d, &s, &db, &role, None, notice),
     )
 }
 
-/// The database's page; `token` shown when revealed.
+/// The database's page; its tokens (the current one, a rotation's new
+/// one) shown when revealed.
 fn database_page(
     d: &Dashboard,
     s: &Session,
     db: &Database,
     role: &str,
-    token: Option<&str>,
-    changed: bool,
+    revealed: Option<&[String]>,
+    notice: Option<&str>,
 ) -> String {
     let base = d.sso.public_url();
     let id = esc(&db.fly_id);
@@ -234,8 +249,8 @@ fn database_page(
         "<p><a href=\"{base}/dashboard\">All databases</a></p><h1>{name}</h1>",
         name = esc(&db.name)
     );
-    if changed {
-        b.push_str("<p id=\"notice\">Plan changed.</p>");
+    if let Some(n) = notice {
+        b.push_str(&format!("<p id=\"notice\">{}</p>", esc(n)));
     }
     let plan = crate::plans::find(&db.plan);
     b.push_str(&format!(
@@ -252,21 +267,38 @@ fn database_page(
             db.read_regions.join(", ")
         }),
     ));
-    let shown = connection(d, db, token.unwrap_or("********"));
+    let hidden = "********".to_string();
+    let shown = |i: usize| connection(d, db, revealed.and_then(|t| t.get(i)).unwrap_or(&hidden));
     b.push_str(&format!(
         "<h2>Connect</h2><p><code id=\"redis-url\">{}</code></p>",
-        esc(&shown)
+        esc(&shown(0))
     ));
+    let rotating = !db.next_token_sealed.is_empty();
+    if rotating {
+        b.push_str(&format!(
+            "<p id=\"rotating\">A new token is valid alongside this one: <code id=\"next-redis-url\">{}</code>. Set your app's secret to it (<code>fly secrets set REDIS_URL=...</code>), then retire the old token.</p>",
+            esc(&shown(1))
+        ));
+    }
+    b.push_str(&usage_section(d, db));
     let csrf = esc(&s.csrf);
     if role != "admin" {
         b.push_str("<p id=\"read-only\">Your role in this organization is <b>member</b>: you can see this database but not its token, and you cannot change it. An admin of the organization can.</p>");
         return b;
     }
-    if token.is_none() {
+    if revealed.is_none() {
         b.push_str(&format!(
             "<form method=\"post\" action=\"{base}/dashboard/databases/{id}/reveal\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"reveal\" type=\"submit\">Reveal the token</button></form>"
         ));
     }
+    let (action, button, label) = if rotating {
+        ("retire", "retire", "Retire the old token")
+    } else {
+        ("rotate", "rotate", "Issue a new token")
+    };
+    b.push_str(&format!(
+        "<h2>Token</h2><form method=\"post\" action=\"{base}/dashboard/databases/{id}/{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"{button}\" type=\"submit\">{label}</button></form>"
+    ));
     let mut options = String::new();
     for p in crate::plans::PLANS {
         options.push_str(&format!(
@@ -282,6 +314,80 @@ fn database_page(
     b
 }
 
+/// Usage this month: its totals, and a bar per day of the last 30 (UTC)
+/// with its commands and amount, as inline SVG.
+fn usage_section(d: &Dashboard, db: &Database) -> String {
+    let now = now();
+    let today = crate::metering::day_of(now);
+    let since = crate::metering::day_of(now - 29 * 86_400);
+    let month = format!("{}-01", today.get(..7).unwrap_or("1970-01"));
+    let (days, month_total) = {
+        let store = d.api.store.lock();
+        (
+            crate::metering::days(&store, db.tenant_id, &since),
+            crate::metering::totals(&store, db.tenant_id, &month, &today),
+        )
+    };
+    let (Ok(days), Ok(month_total)) = (days, month_total) else {
+        return "<h2>Usage</h2><p>Usage is not available right now.</p>".into();
+    };
+    let cents = month_total.cents();
+    let t = month_total.totals;
+    let mut b = format!(
+        "<h2>Usage this month</h2><table id=\"usage\"><tr><th>commands</th><td id=\"usage-commands\">{}</td></tr><tr><th>reads / writes / other</th><td>{} / {} / {}</td></tr><tr><th>bandwidth in / out</th><td>{} / {} bytes</td></tr><tr><th>storage</th><td>{:.4} GB-hours</td></tr><tr><th>read regions</th><td>{:.1} region-hours</td></tr><tr><th>cost so far</th><td id=\"usage-cost\">${}.{:02}</td></tr></table>",
+        t.commands(),
+        t.reads,
+        t.writes,
+        t.other,
+        t.bytes_in,
+        t.bytes_out,
+        t.storage_byte_seconds as f64 / (1u64 << 30) as f64 / 3600.0,
+        t.read_region_seconds as f64 / 3600.0,
+        cents / 100,
+        cents % 100,
+    );
+    // 30 bars, scaled to the busiest day.
+    let (w, h, bar) = (600u64, 120u64, 20u64);
+    let max = days
+        .iter()
+        .map(|(_, b)| b.totals.commands())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut svg = format!(
+        "<svg id=\"usage-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"commands per day, last 30 days\"><line x1=\"0\" y1=\"{h}\" x2=\"{w}\" y2=\"{h}\" stroke=\"#999\"/>",
+        h + 20
+    );
+    for i in 0..30i64 {
+        let day = crate::metering::day_of(now - (29 - i) * 86_400);
+        let b = days
+            .iter()
+            .find(|(d, _)| *d == day)
+            .map(|(_, b)| *b)
+            .unwrap_or_default();
+        let (t, amount) = (b.totals, b.cents());
+        let bh = t.commands() * h / max;
+        let x = i as u64 * bar;
+        svg.push_str(&format!(
+            "<rect class=\"day\" data-day=\"{day}\" data-commands=\"{c}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"#5b7fd6\"><title>{day}: {c} commands, {amount}¢</title></rect>",
+            x + 2,
+            h - bh,
+            bar - 4,
+            c = t.commands(),
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"0\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{today}</text><text x=\"0\" y=\"11\" font-size=\"11\">{max} commands</text></svg>",
+        h + 16,
+        esc(&since),
+        w,
+        h + 16
+    ));
+    b.push_str("<p>Commands per day, last 30 days (UTC):</p>");
+    b.push_str(&svg);
+    b
+}
+
 /// A form's fields.
 fn form(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
@@ -294,7 +400,7 @@ fn field<'f>(f: &'f [(String, String)], name: &str) -> Option<&'f str> {
 /// A POST of the dashboard's, checked: signed in, the database visible,
 /// the user an admin of its organization, the form's CSRF token the
 /// session's, and no other site's `Origin`.
-fn admin_post(
+async fn admin_post(
     d: &Dashboard,
     headers: &HeaderMap,
     id: &str,
@@ -311,11 +417,40 @@ fn admin_post(
         tracing::warn!(user = %s.user_id, "dashboard form refused: CSRF check failed");
         return Err(forbidden("This form did not come from this dashboard (CSRF check failed): reload the page and try again."));
     }
+    // Fly says again what the user may do: an admin removed from the
+    // organization since signing in does nothing with the old session.
+    let s = match d
+        .sso
+        .recheck(&d.api.store, &d.api.sealer, headers, now())
+        .await
+    {
+        Ok(s) => s,
+        Err(e @ crate::sso::SsoError::Revoked) => return Err(forbidden(&e.to_string())),
+        Err(e) => {
+            return Err(Box::new(page_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("Your rights could not be confirmed with Fly, so nothing changed: {e}"),
+            )))
+        }
+    };
     let (db, role) = visible(d, &s, id)?;
     if role != "admin" {
         return Err(forbidden("Only an admin of the organization can do this."));
     }
     Ok((s, db))
+}
+
+/// [`admin_post`] of a form's raw `body`: the session, the database and
+/// the form's fields.
+async fn admin_form(
+    d: &Dashboard,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+) -> Result<(Session, Database, Vec<(String, String)>), Box<Response>> {
+    let f = form(body);
+    let (s, db) = admin_post(d, headers, id, &f).await?;
+    Ok((s, db, f))
 }
 
 /// No `Origin`, or ours.
@@ -331,18 +466,132 @@ async fn reveal(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form(&body);
-    let (s, db) = match admin_post(&d, &headers, &id, &f) {
+    let (s, db, _) = match admin_form(&d, &headers, &id, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let token = match d.api.sealer.open(&db.token_sealed, &db.fly_id) {
+    let tokens = match crate::api::open_tokens(&d.api, &db) {
         Ok(t) => t,
-        Err(e) => return page_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(r) => return *r,
     };
     tracing::info!(user = %s.user_id, id = %db.fly_id, "token revealed on the dashboard");
-    let body = database_page(&d, &s, &db, "admin", Some(&token), false);
+    let body = database_page(&d, &s, &db, "admin", Some(&tokens), None);
     page(&d, &s, &db.name, &body)
+}
+
+/// Applies `change` (under the change lock, the database read again),
+/// or the error page saying why it did not happen.
+async fn changed_by(
+    d: &Dashboard,
+    s: &Session,
+    id: &str,
+    what: &str,
+    make: impl FnOnce(&Database) -> Result<Option<crate::api::Change>, String>,
+) -> Result<Database, Box<Response>> {
+    let _writing = d.api.writes.lock().await;
+    // Read again under the lock: a change from Fly may have come first.
+    let (db, _) = visible(d, s, id)?;
+    let change =
+        make(&db).map_err(|e| Box::new(page_error(StatusCode::INTERNAL_SERVER_ERROR, &e)))?;
+    let Some(change) = change else {
+        return Ok(db);
+    };
+    match crate::api::apply_change(&d.api, db, change).await {
+        Ok(db) => {
+            tracing::info!(user = %s.user_id, id = %id, "{what} on the dashboard");
+            Ok(db)
+        }
+        Err(r) => {
+            let status = r.status();
+            let detail = String::from_utf8_lossy(
+                &axum::body::to_bytes((*r).into_body(), 4096)
+                    .await
+                    .unwrap_or_default(),
+            )
+            .into_owned();
+            Err(Box::new(page_error(
+                status,
+                &format!("Nothing changed ({what}): {detail}"),
+            )))
+        }
+    }
+}
+
+async fn rotate(
+    State(d): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (s, _, _) = match admin_form(&d, &headers, &id, &body).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let db = changed_by(&d, &s, &id, "new token issued", |db| {
+        if !db.next_token_sealed.is_empty() {
+            // A rotation is under way already: its new token stands.
+            return Ok(None);
+        }
+        let token = crate::tokens::new_token().map_err(|e| e.to_string())?;
+        let next = d
+            .api
+            .sealer
+            .seal(&token, &db.fly_id)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(crate::api::Change {
+            plan: None,
+            read_regions: None,
+            tokens: Some((db.token_sealed.clone(), next)),
+        }))
+    })
+    .await;
+    let db = match db {
+        Ok(db) => db,
+        Err(r) => return *r,
+    };
+    // The new token is shown at once: the admin is about to copy it.
+    let tokens = match crate::api::open_tokens(&d.api, &db) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let body = database_page(
+        &d,
+        &s,
+        &db,
+        "admin",
+        Some(&tokens),
+        Some("A new token was issued; the old one works until you retire it."),
+    );
+    page(&d, &s, &db.name, &body)
+}
+
+async fn retire(
+    State(d): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (s, _, _) = match admin_form(&d, &headers, &id, &body).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let done = changed_by(&d, &s, &id, "old token retired", |db| {
+        Ok(
+            (!db.next_token_sealed.is_empty()).then(|| crate::api::Change {
+                plan: None,
+                read_regions: None,
+                tokens: Some((db.next_token_sealed.clone(), String::new())),
+            }),
+        )
+    })
+    .await;
+    match done {
+        Ok(_) => redirect(&format!(
+            "{}/dashboard/databases/{id}?changed=retired",
+            d.sso.public_url()
+        )),
+        Err(r) => *r,
+    }
 }
 
 async fn plan(
@@ -351,8 +600,7 @@ async fn plan(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form(&body);
-    let (s, _) = match admin_post(&d, &headers, &id, &f) {
+    let (s, _, f) = match admin_form(&d, &headers, &id, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -362,28 +610,16 @@ async fn plan(
             &format!("Choose one of the plans: {}.", crate::plans::names()),
         );
     };
-    let _writing = d.api.writes.lock().await;
-    // Read again under the lock: a change from Fly may have come first.
-    let (db, _) = match visible(&d, &s, &id) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    if db.plan != p.name {
-        let change = crate::api::Change {
+    let done = changed_by(&d, &s, &id, "plan changed", |db| {
+        Ok((db.plan != p.name).then_some(crate::api::Change {
             plan: Some(p),
             read_regions: None,
-        };
-        if let Err(r) = crate::api::apply_change(&d.api, db, change).await {
-            let status = r.status();
-            let detail = String::from_utf8_lossy(
-                &axum::body::to_bytes((*r).into_body(), 4096)
-                    .await
-                    .unwrap_or_default(),
-            )
-            .into_owned();
-            return page_error(status, &format!("The plan did not change: {detail}"));
-        }
-        tracing::info!(user = %s.user_id, id = %id, plan = p.name, "plan changed on the dashboard");
+            tokens: None,
+        }))
+    })
+    .await;
+    if let Err(r) = done {
+        return *r;
     }
     redirect(&format!(
         "{}/dashboard/databases/{id}?changed=plan",

@@ -70,6 +70,15 @@ impl FakeFly {
         }
     }
 
+    /// Fly forgets every access token of user `id` (signed out of Fly,
+    /// removed from the organization): `/oauth/token/info` answers 401.
+    pub fn revoke(&self, id: &str) {
+        let Some(i) = self.users.iter().position(|u| u.id == id) else {
+            return;
+        };
+        self.tokens.lock().retain(|_, u| *u != i);
+    }
+
     /// Serves the fake on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         axum::serve(listener, router(self)).await

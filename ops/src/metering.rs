@@ -101,17 +101,32 @@ impl Totals {
         self.reads + self.writes + self.other
     }
 
-    /// The amount at pay-as-you-go prices, in cents (rounded half up).
-    pub fn amount_cents(&self) -> u64 {
-        let micro = u128::from(self.commands()) * prices::COMMAND
+    /// The amount at pay-as-you-go prices, in millionths of a cent.
+    pub fn amount_micro(&self) -> u128 {
+        u128::from(self.commands()) * prices::COMMAND
             + u128::from(self.storage_byte_seconds) * prices::GIB_HOUR / (GIB * 3600)
             + u128::from(self.bytes_in + self.bytes_out) * prices::GIB_TRANSFER / GIB
-            + u128::from(self.read_region_seconds) * prices::READ_REGION_HOUR / 3600;
-        u64::try_from((micro + 500_000) / 1_000_000).unwrap_or(u64::MAX)
+            + u128::from(self.read_region_seconds) * prices::READ_REGION_HOUR / 3600
     }
 
-    /// As the billing answer shows it.
-    pub fn json(&self, charged: bool) -> Value {
+    /// The amount at pay-as-you-go prices, in cents (rounded half up).
+    pub fn amount_cents(&self) -> u64 {
+        cents(self.amount_micro())
+    }
+
+    pub fn add(&mut self, o: &Totals) {
+        self.reads += o.reads;
+        self.writes += o.writes;
+        self.other += o.other;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.connections += o.connections;
+        self.storage_byte_seconds += o.storage_byte_seconds;
+        self.read_region_seconds += o.read_region_seconds;
+    }
+
+    /// As the billing answer shows it, with its amount.
+    pub fn json(&self, amount_cents: u64) -> Value {
         json!({
             "commands": {
                 "read": self.reads,
@@ -123,8 +138,40 @@ impl Totals {
             "connections": self.connections,
             "storage_gb_hours": self.storage_byte_seconds as f64 / GIB as f64 / 3600.0,
             "read_region_hours": self.read_region_seconds as f64 / 3600.0,
-            "amount_cents": if charged { self.amount_cents() } else { 0 },
+            "amount_cents": amount_cents,
         })
+    }
+}
+
+/// µ¢ to cents, rounded half up.
+fn cents(micro: u128) -> u64 {
+    u64::try_from((micro + 500_000) / 1_000_000).unwrap_or(u64::MAX)
+}
+
+/// Usage over any number of (day, plan) rows, and what it costs: each
+/// part at the plan that was in force when it was taken (`free` is not
+/// charged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bill {
+    pub totals: Totals,
+    /// The charged parts' amount, µ¢.
+    pub micro: u128,
+}
+
+impl Bill {
+    pub fn add(&mut self, t: &Totals, plan: &str) {
+        self.totals.add(t);
+        if plan != "free" {
+            self.micro += t.amount_micro();
+        }
+    }
+
+    pub fn cents(&self) -> u64 {
+        cents(self.micro)
+    }
+
+    pub fn json(&self) -> Value {
+        self.totals.json(self.cents())
     }
 }
 
@@ -142,17 +189,33 @@ fn totals_row(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<Totals> {
     })
 }
 
-const TOTAL_COLUMNS: &str = "SUM(reads), SUM(writes), SUM(other), SUM(bytes_in), SUM(bytes_out),
-    SUM(connections), SUM(storage_byte_seconds), SUM(read_region_seconds)";
+/// The plan database `id` is on now (`payg` for one the store does not
+/// know).
+fn plan_now(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<String> {
+    Ok(tx
+        .query_row(
+            "SELECT plan FROM databases WHERE tenant_id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| crate::plans::DEFAULT.name.to_string()))
+}
 
-/// Adds `t` to tenant `id`'s row of `day`.
-fn add(tx: &rusqlite::Transaction<'_>, id: i64, day: &str, t: &Totals) -> rusqlite::Result<()> {
+/// Adds `t` to tenant `id`'s row of `day` under `plan`.
+fn add(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    day: &str,
+    plan: &str,
+    t: &Totals,
+) -> rusqlite::Result<()> {
     let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO usage_daily (tenant_id, day, reads, writes, other, bytes_in, bytes_out,
+        "INSERT INTO usage_daily (tenant_id, day, plan, reads, writes, other, bytes_in, bytes_out,
                                   connections, storage_byte_seconds, read_region_seconds)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT(tenant_id, day) DO UPDATE SET
+         VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(tenant_id, day, plan) DO UPDATE SET
             reads = reads + excluded.reads, writes = writes + excluded.writes,
             other = other + excluded.other, bytes_in = bytes_in + excluded.bytes_in,
             bytes_out = bytes_out + excluded.bytes_out,
@@ -169,7 +232,8 @@ fn add(tx: &rusqlite::Transaction<'_>, id: i64, day: &str, t: &Totals) -> rusqli
             v(t.bytes_out),
             v(t.connections),
             v(t.storage_byte_seconds),
-            v(t.read_region_seconds)
+            v(t.read_region_seconds),
+            plan
         ],
     )?;
     Ok(())
@@ -236,7 +300,9 @@ pub fn take_records(
             }
             let (day, tenants) = record_totals(rec);
             for (id, t) in &tenants {
-                add(tx, *id, &day, t)?;
+                // Charged at the plan in force now: records are pulled
+                // within a minute of their end.
+                add(tx, *id, &day, &plan_now(tx, *id)?, t)?;
             }
             last = seq;
             added += 1;
@@ -252,24 +318,35 @@ pub fn take_records(
 }
 
 /// Counts every ready database's read regions up to `now` (split at UTC
-/// midnights), and marks them counted.
+/// midnights), and marks every database not deleted counted up to now (a
+/// database waiting in `provisioning` is not charged for the wait).
 pub fn count_read_regions(
     store: &mut crate::store::Store,
     now: i64,
 ) -> Result<(), crate::store::StoreError> {
     store.transaction(|tx| {
-        let rows: Vec<(i64, String, i64, i64)> = {
+        type Row = (i64, String, i64, i64, String, String);
+        let rows: Vec<Row> = {
             let mut q = tx.prepare(
-                "SELECT tenant_id, read_regions, created_at, regions_metered_at FROM databases
-                 WHERE status = 'ready'",
+                "SELECT tenant_id, read_regions, created_at, regions_metered_at, status, plan
+                 FROM databases WHERE status != 'deleted'",
             )?;
-            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = q.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        for (id, regions, created, metered) in rows {
+        for (id, regions, created, metered, status, plan) in rows {
             let n = regions.split(',').filter(|s| !s.is_empty()).count() as i64;
             let mut from = metered.max(created);
-            if n > 0 {
+            if n > 0 && status == "ready" {
                 while from < now {
                     let midnight = (from.div_euclid(86_400) + 1) * 86_400;
                     let until = midnight.min(now);
@@ -277,7 +354,7 @@ pub fn count_read_regions(
                         read_region_seconds: ((until - from) * n) as u64,
                         ..Totals::default()
                     };
-                    add(tx, id, &day_of(from), &t)?;
+                    add(tx, id, &day_of(from), &plan, &t)?;
                     from = until;
                 }
             }
@@ -312,57 +389,85 @@ fn members(cluster_json: &str) -> Vec<(String, String)> {
 /// Most pages taken from one node in one pull.
 const PAGES: usize = 100;
 
+/// The cursor of log `log` (0: none yet).
+fn cursor(api: &Api, log: &str) -> Result<i64, String> {
+    let store = api.store.lock();
+    store
+        .conn()
+        .query_row(
+            "SELECT seq FROM usage_cursors WHERE log = ?1",
+            params![log],
+            |r| r.get(0),
+        )
+        .optional()
+        .map(|c| c.unwrap_or(0))
+        .map_err(|e| e.to_string())
+}
+
+/// One page of node `addr`'s records after `after`: its log id (None: no
+/// log yet) and the records.
+async fn page(api: &Api, addr: &str, after: i64) -> Result<(Option<String>, Vec<Value>), String> {
+    let (status, body) = api
+        .cluster
+        .get_at(addr, &format!("/admin/usage?after={after}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {body}"));
+    }
+    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let log = v["log"].as_str().map(str::to_string);
+    Ok((log, v["records"].as_array().cloned().unwrap_or_default()))
+}
+
 /// Pulls node `machine`'s new records from `addr` until it has no more.
+/// The node names its log in every answer; the cursor is that log's (a
+/// first guess is the log this node wrote last, asked again when the
+/// node's log is another).
 async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String> {
+    let guess: Option<String> = {
+        let store = api.store.lock();
+        store
+            .conn()
+            .query_row(
+                "SELECT log FROM usage_cursors WHERE node = ?1
+                 ORDER BY updated_at DESC, rowid DESC LIMIT 1",
+                params![machine],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?
+    };
+    let mut after = match &guess {
+        Some(log) => cursor(api, log)?,
+        None => 0,
+    };
     let mut total = 0;
     for _ in 0..PAGES {
-        // The cursor of the log this node wrote last.
-        let known: Option<(String, i64)> = {
-            let store = api.store.lock();
-            store
-                .conn()
-                .query_row(
-                    "SELECT log, seq FROM usage_cursors WHERE node = ?1
-                     ORDER BY updated_at DESC, rowid DESC LIMIT 1",
-                    params![machine],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(|e| e.to_string())?
-        };
-        let after = known.as_ref().map_or(0, |k| k.1);
-        let (status, body) = api
-            .cluster
-            .get_at(addr, &format!("/admin/usage?after={after}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("HTTP {status}: {body}"));
-        }
-        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        let Some(log) = v["log"].as_str() else {
+        let (log, mut records) = page(api, addr, after).await?;
+        let Some(log) = log else {
             return Ok(total);
         };
-        let records = v["records"].as_array().cloned().unwrap_or_default();
-        if known.as_ref().is_some_and(|k| k.0 != log) && after > 0 {
-            // A new log (the node's volume is new): start it from zero.
-            let added = {
-                let mut store = api.store.lock();
-                take_records(&mut store, machine, log, &[], crate::unix_now())
-                    .map_err(|e| e.to_string())?
-            };
-            total += added;
-            continue;
+        let known = cursor(api, &log)?;
+        if known != after {
+            // Another log than the guess: ask again from its own cursor.
+            after = known;
+            let (again, more) = page(api, addr, after).await?;
+            if again.as_deref() != Some(log.as_str()) {
+                return Err(format!("{machine}'s usage log changed while it was read"));
+            }
+            records = more;
         }
         if records.is_empty() {
             return Ok(total);
         }
         let added = {
             let mut store = api.store.lock();
-            take_records(&mut store, machine, log, &records, crate::unix_now())
+            take_records(&mut store, machine, &log, &records, crate::unix_now())
                 .map_err(|e| e.to_string())?
         };
         total += added;
+        after = cursor(api, &log)?;
         if added == 0 {
             return Ok(total);
         }
@@ -404,26 +509,63 @@ pub async fn run(api: Arc<Api>, every: Duration) {
     }
 }
 
-/// Database `tenant_id`'s totals over the days from `first` to `last`.
+/// The columns [`totals_row`] reads, by name.
+const COLUMNS: &str = "reads, writes, other, bytes_in, bytes_out, connections,
+    storage_byte_seconds, read_region_seconds";
+
+/// Database `tenant_id`'s usage and charge over the days from `first` to
+/// `last`.
 pub fn totals(
     store: &crate::store::Store,
     tenant_id: u64,
     first: &str,
     last: &str,
-) -> Result<Totals, crate::store::StoreError> {
-    Ok(store.conn().query_row(
-        &format!(
-            "SELECT {TOTAL_COLUMNS} FROM usage_daily WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3"
-        ),
-        params![tenant_id as i64, first, last],
-        |r| {
-            // SUM over no rows is NULL.
-            if r.get::<_, Option<i64>>(0)?.is_none() {
-                return Ok(Totals::default());
+) -> Result<Bill, crate::store::StoreError> {
+    let mut q = store.conn().prepare_cached(&format!(
+        "SELECT plan, {COLUMNS} FROM usage_daily
+         WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3"
+    ))?;
+    let rows = q.query_map(params![tenant_id as i64, first, last], |r| {
+        Ok((r.get::<_, String>(0)?, totals_row(r, 1)?))
+    })?;
+    let mut b = Bill::default();
+    for row in rows {
+        let (plan, t) = row?;
+        b.add(&t, &plan);
+    }
+    Ok(b)
+}
+
+/// Database `tenant_id`'s days from `first` on, in order.
+pub fn days(
+    store: &crate::store::Store,
+    tenant_id: u64,
+    first: &str,
+) -> Result<Vec<(String, Bill)>, crate::store::StoreError> {
+    let mut q = store.conn().prepare_cached(&format!(
+        "SELECT day, plan, {COLUMNS} FROM usage_daily
+         WHERE tenant_id = ?1 AND day >= ?2 ORDER BY day"
+    ))?;
+    let rows = q.query_map(params![tenant_id as i64, first], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            totals_row(r, 2)?,
+        ))
+    })?;
+    let mut out: Vec<(String, Bill)> = Vec::new();
+    for row in rows {
+        let (day, plan, t) = row?;
+        match out.last_mut() {
+            Some((d, b)) if *d == day => b.add(&t, &plan),
+            _ => {
+                let mut b = Bill::default();
+                b.add(&t, &plan);
+                out.push((day, b));
             }
-            totals_row(r, 0)
-        },
-    )?)
+        }
+    }
+    Ok(out)
 }
 
 /// Fly's daily billing fetch: `GET /billing?date=YYYY-MM-DD` (signed like
@@ -456,36 +598,56 @@ pub async fn billing(
 /// The billing answer for `date`: per organization, per database.
 pub fn bill(store: &crate::store::Store, date: &str) -> Result<Value, crate::store::StoreError> {
     let mut q = store.conn().prepare(
-        "SELECT d.organization_id, d.fly_id, d.name, d.plan, d.status,
+        "SELECT d.organization_id, d.fly_id, d.name, d.plan, d.status, u.plan,
                 u.reads, u.writes, u.other, u.bytes_in, u.bytes_out, u.connections,
                 u.storage_byte_seconds, u.read_region_seconds
          FROM usage_daily u JOIN databases d ON d.tenant_id = u.tenant_id
-         WHERE u.day = ?1 ORDER BY d.organization_id, d.fly_id",
+         WHERE u.day = ?1 ORDER BY d.organization_id, d.fly_id, u.plan",
     )?;
     let rows = q.query_map(params![date], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            totals_row(r, 5)?,
+            [
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ],
+            r.get::<_, String>(5)?,
+            totals_row(r, 6)?,
         ))
     })?;
-    let mut orgs: Vec<(String, Vec<Value>, u64)> = Vec::new();
+    // (organization, database id, name, plan now, status, plans used, bill)
+    type Line = ([String; 5], Vec<String>, Bill);
+    let mut lines: Vec<Line> = Vec::new();
     for row in rows {
-        let (org, id, name, plan, status, t) = row?;
-        // The free plan is not charged; its usage is still shown.
-        let charged = plan != "free";
-        let mut line = t.json(charged);
+        let (who, plan, t) = row?;
+        match lines.last_mut() {
+            Some((w, plans, b)) if w[1] == who[1] => {
+                plans.push(plan.clone());
+                b.add(&t, &plan);
+            }
+            _ => {
+                let mut b = Bill::default();
+                b.add(&t, &plan);
+                lines.push((who, vec![plan], b));
+            }
+        }
+    }
+    let mut orgs: Vec<(String, Vec<Value>, u64)> = Vec::new();
+    for ([org, id, name, plan, status], plans, b) in lines {
+        // Each part at the plan it was taken under: the free plan is not
+        // charged; its usage is still shown.
+        let mut line = b.json();
         line["id"] = json!(id);
         line["name"] = json!(name);
         line["plan"] = json!(plan);
+        line["plans_used"] = json!(plans);
         line["status"] = json!(status);
-        let amount = line["amount_cents"].as_u64().unwrap_or(0);
+        let amount = b.cents();
         match orgs.last_mut() {
-            Some((o, lines, sum)) if *o == org => {
-                lines.push(line);
+            Some((o, ls, sum)) if *o == org => {
+                ls.push(line);
                 *sum += amount;
             }
             _ => orgs.push((org, vec![line], amount)),
@@ -572,8 +734,8 @@ mod tests {
             take_records(&mut s, "n1", "M", &[rec("M", 1, t0, 1, 0)], 4).unwrap(),
             1
         );
-        let day1 = totals(&s, 5, "2026-12-05", "2026-12-05").unwrap();
-        let day2 = totals(&s, 5, "2026-12-06", "2026-12-06").unwrap();
+        let day1 = totals(&s, 5, "2026-12-05", "2026-12-05").unwrap().totals;
+        let day2 = totals(&s, 5, "2026-12-06", "2026-12-06").unwrap().totals;
         assert_eq!((day1.reads, day1.writes), (6, 2));
         assert_eq!((day2.reads, day2.writes), (107, 2));
         // 1000 bytes for 10 s in each of the first two records.
@@ -581,6 +743,51 @@ mod tests {
         assert_eq!(day2.storage_byte_seconds, 10_000);
         assert_eq!(day1.bytes_in + day2.bytes_in, 40);
         let none = totals(&s, 6, "2026-12-01", "2026-12-31").unwrap();
-        assert_eq!(none, Totals::default());
+        assert_eq!(none, Bill::default());
+    }
+
+    #[test]
+    fn a_day_with_a_plan_change_is_charged_part_by_part() {
+        let dir = tmp("plans");
+        let mut s = crate::store::Store::open(&dir, 300).unwrap();
+        let db = crate::store::Database {
+            fly_id: "ext_5".into(),
+            tenant_id: 5,
+            name: "shop".into(),
+            organization_id: "org_1".into(),
+            primary_region: "iad".into(),
+            read_regions: vec![],
+            status: "ready".into(),
+            created_at: 1,
+            token_sealed: "x".into(),
+            catalog_version: 1,
+            plan: "free".into(),
+            ip_address: String::new(),
+            next_token_sealed: String::new(),
+        };
+        s.insert_database(("org_1", "Acme", ""), None, &db).unwrap();
+        let t0 = 1_796_515_000_000; // 2026-12-05
+        let big = |seq, to| {
+            let mut r = rec("L", seq, to, 100_000, 0);
+            r["tenants"]["5"]["writes"] = json!(0);
+            r["tenants"]["5"]["bytes_in"] = json!(0);
+            r["tenants"]["5"]["bytes_out"] = json!(0);
+            r
+        };
+        take_records(&mut s, "n1", "L", &[big(1, t0)], 1).unwrap();
+        s.transaction(|tx| crate::store::set_plan(tx, "ext_5", "payg", 2))
+            .unwrap();
+        take_records(&mut s, "n1", "L", &[big(2, t0 + 10_000)], 2).unwrap();
+        let v = bill(&s, "2026-12-05").unwrap();
+        let line = &v["organizations"][0]["databases"][0];
+        // 200,000 commands, of which the 100,000 taken under payg cost 20¢.
+        assert_eq!(line["commands"]["total"], 200_000, "{v}");
+        assert_eq!(line["amount_cents"], 20, "{v}");
+        assert_eq!(line["plans_used"], json!(["free", "payg"]));
+        assert_eq!(v["organizations"][0]["amount_cents"], 20);
+        assert_eq!(
+            totals(&s, 5, "2026-12-01", "2026-12-31").unwrap().cents(),
+            20
+        );
     }
 }

@@ -45,8 +45,10 @@ pub enum SsoError {
     Unexpected(String),
     #[error("the sidecar's store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("no randomness: {0}")]
+    #[error("no randomness, or a sealed token that does not open: {0}")]
     Random(#[from] crate::tokens::TokenError),
+    #[error("your Fly sign-in is no longer valid: open the dashboard from flyctl again")]
+    Revoked,
 }
 
 /// Who signed in, as Fly's token info says.
@@ -123,7 +125,7 @@ impl Sso {
             public_url,
             key,
             http,
-            session_secs: 8 * 3600,
+            session_secs: 2 * 3600,
         }
     }
 
@@ -205,8 +207,9 @@ impl Sso {
         (target.starts_with('/') && !target.starts_with("//")).then_some(target)
     }
 
-    /// Trades an authorization `code` for the user it stands for.
-    pub async fn identify(&self, code: &str) -> Result<Identity, SsoError> {
+    /// Trades an authorization `code` for the user it stands for, and
+    /// Fly's access token.
+    pub async fn identify(&self, code: &str) -> Result<(Identity, String), SsoError> {
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "authorization_code")
             .append_pair("code", code)
@@ -233,6 +236,12 @@ impl Sso {
         let access = v["access_token"]
             .as_str()
             .ok_or_else(|| SsoError::Unexpected("/oauth/token: no access_token".into()))?;
+        let who = self.token_info(access).await?;
+        Ok((who, access.to_string()))
+    }
+
+    /// Who Fly's access token `access` stands for, now.
+    async fn token_info(&self, access: &str) -> Result<Identity, SsoError> {
         let url = format!("{}/oauth/token/info", self.fly_api_base);
         let bearer = format!("Bearer {access}");
         let answer = self
@@ -246,9 +255,44 @@ impl Sso {
                 ],
                 Vec::new(),
             )
-            .await?
-            .success(&url)?;
-        identity(&answer.body)
+            .await?;
+        if answer.status == 401 || answer.status == 403 {
+            return Err(SsoError::Revoked);
+        }
+        identity(&answer.success(&url)?.body)
+    }
+
+    /// The request's session with the user's organizations and roles as
+    /// Fly says them now (kept for its next pages); a token Fly no longer
+    /// takes ends the session.
+    pub async fn recheck(
+        &self,
+        store: &parking_lot::Mutex<crate::store::Store>,
+        sealer: &crate::tokens::Sealer,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Session, SsoError> {
+        let sid = self.session_id(headers).ok_or(SsoError::Revoked)?;
+        let id_hash = crate::tokens::digest_hex(&sid);
+        let mut s = store
+            .lock()
+            .session(&id_hash, now)?
+            .ok_or(SsoError::Revoked)?;
+        let access = sealer.open(&s.access_sealed, &id_hash)?;
+        match self.token_info(&access).await {
+            Ok(who) => {
+                store
+                    .lock()
+                    .set_session_organizations(&id_hash, &who.organizations)?;
+                s.organizations = who.organizations;
+                Ok(s)
+            }
+            Err(SsoError::Revoked) => {
+                store.lock().end_session(&id_hash)?;
+                Err(SsoError::Revoked)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The answer to `GET /oauth/callback?code=..&state=..`: a session and
@@ -256,6 +300,7 @@ impl Sso {
     pub async fn finish(
         &self,
         store: &parking_lot::Mutex<crate::store::Store>,
+        sealer: &crate::tokens::Sealer,
         headers: &HeaderMap,
         query: &str,
         now: i64,
@@ -275,18 +320,18 @@ impl Sso {
         let target = self
             .landing(headers, &state, now)
             .ok_or(SsoError::BadState)?;
-        let who = self.identify(&code).await?;
+        let (who, access) = self.identify(&code).await?;
         let sid = crate::tokens::new_token()?;
+        let id_hash = crate::tokens::digest_hex(&sid);
         let session = Session {
             user_id: who.user_id,
             email: who.email,
             organizations: who.organizations,
             csrf: crate::tokens::new_token()?,
             expires_at: now + self.session_secs,
+            access_sealed: sealer.seal(&access, &id_hash)?,
         };
-        store
-            .lock()
-            .create_session(&crate::tokens::digest_hex(&sid), &session, now)?;
+        store.lock().create_session(&id_hash, &session, now)?;
         tracing::info!(user = %session.user_id, "signed in to the dashboard");
         let mac = self.mac(&["session", &sid]);
         let mut r = redirect(&format!("{}{target}", self.public_url));

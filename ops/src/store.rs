@@ -117,6 +117,36 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, day)
     );
     ALTER TABLE databases ADD COLUMN regions_metered_at INTEGER NOT NULL DEFAULT 0;",
+    // 7: a token rotation's new token (sealed; empty: none under way);
+    // usage kept per plan in force when it was taken (a day's charge
+    // follows the plan of each part of it); read regions counted from now
+    // for databases that were there before; a session's Fly access token
+    // (sealed), with which its rights are checked again.
+    "ALTER TABLE databases ADD COLUMN next_token_sealed TEXT NOT NULL DEFAULT '';
+    CREATE TABLE usage_by_plan (
+        tenant_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        reads INTEGER NOT NULL DEFAULT 0,
+        writes INTEGER NOT NULL DEFAULT 0,
+        other INTEGER NOT NULL DEFAULT 0,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0,
+        connections INTEGER NOT NULL DEFAULT 0,
+        storage_byte_seconds INTEGER NOT NULL DEFAULT 0,
+        read_region_seconds INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, day, plan)
+    );
+    INSERT INTO usage_by_plan
+        SELECT u.tenant_id, u.day, COALESCE(d.plan, 'payg'), u.reads, u.writes, u.other,
+               u.bytes_in, u.bytes_out, u.connections, u.storage_byte_seconds,
+               u.read_region_seconds
+        FROM usage_daily u LEFT JOIN databases d ON d.tenant_id = u.tenant_id;
+    DROP TABLE usage_daily;
+    ALTER TABLE usage_by_plan RENAME TO usage_daily;
+    UPDATE databases SET regions_metered_at = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE regions_metered_at = 0;
+    ALTER TABLE sessions ADD COLUMN access_sealed TEXT NOT NULL DEFAULT '';",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -159,6 +189,9 @@ pub struct Database {
     /// The Flycast address Fly gave it (`ip_address`; empty when
     /// provisioned before the sidecar kept it).
     pub ip_address: String,
+    /// During a token rotation, the new token (sealed like `token_sealed`;
+    /// both are valid until the old one is retired); empty otherwise.
+    pub next_token_sealed: String,
 }
 
 /// A signed-in dashboard user ([`crate::sso`]), as Fly's token info
@@ -172,6 +205,10 @@ pub struct Session {
     /// The token every form of this session carries.
     pub csrf: String,
     pub expires_at: i64,
+    /// Fly's access token for this user (sealed with `ANYKV_TOKEN_KEY`,
+    /// the session's id hash as associated data): an admin action asks
+    /// Fly again what the user may do.
+    pub access_sealed: String,
 }
 
 /// The sidecar's SQLite database.
@@ -420,15 +457,17 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
         tx.execute(
-            "INSERT INTO sessions (id_hash, user_id, email, organizations, csrf, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO sessions (id_hash, user_id, email, organizations, csrf, expires_at,
+                                   access_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 id_hash,
                 s.user_id,
                 s.email,
                 orgs.to_string(),
                 s.csrf,
-                s.expires_at
+                s.expires_at,
+                s.access_sealed
             ],
         )?;
         tx.commit()?;
@@ -440,8 +479,8 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT user_id, email, organizations, csrf, expires_at FROM sessions
-                 WHERE id_hash = ?1 AND expires_at > ?2",
+                "SELECT user_id, email, organizations, csrf, expires_at, access_sealed
+                 FROM sessions WHERE id_hash = ?1 AND expires_at > ?2",
                 params![id_hash, now],
                 |r| {
                     Ok((
@@ -450,33 +489,56 @@ impl Store {
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
                     ))
                 },
             )
             .optional()?;
-        Ok(row.map(|(user_id, email, orgs, csrf, expires_at)| {
-            let orgs: serde_json::Value = serde_json::from_str(&orgs).unwrap_or_default();
-            let organizations = orgs
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| {
-                            Some((
-                                o["id"].as_str()?.to_string(),
-                                o["role"].as_str()?.to_string(),
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Session {
-                user_id,
-                email,
-                organizations,
-                csrf,
-                expires_at,
-            }
-        }))
+        Ok(
+            row.map(|(user_id, email, orgs, csrf, expires_at, access_sealed)| {
+                let orgs: serde_json::Value = serde_json::from_str(&orgs).unwrap_or_default();
+                let organizations = orgs
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|o| {
+                                Some((
+                                    o["id"].as_str()?.to_string(),
+                                    o["role"].as_str()?.to_string(),
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Session {
+                    user_id,
+                    email,
+                    organizations,
+                    csrf,
+                    expires_at,
+                    access_sealed,
+                }
+            }),
+        )
+    }
+
+    /// Replaces a session's organizations and roles (Fly said again).
+    pub fn set_session_organizations(
+        &self,
+        id_hash: &str,
+        organizations: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let orgs = serde_json::Value::Array(
+            organizations
+                .iter()
+                .map(|(id, role)| serde_json::json!({"id": id, "role": role}))
+                .collect(),
+        );
+        self.conn.execute(
+            "UPDATE sessions SET organizations = ?2 WHERE id_hash = ?1",
+            params![id_hash, orgs.to_string()],
+        )?;
+        Ok(())
     }
 
     /// Ends the session kept under `id_hash` (signing out).
@@ -539,6 +601,22 @@ pub fn set_plan(
     )
 }
 
+/// Sets a database's tokens (sealed; `next` empty when no rotation is
+/// under way) and the catalog version they went out at.
+pub fn set_tokens(
+    conn: &Connection,
+    fly_id: &str,
+    current: &str,
+    next: &str,
+    catalog_version: u64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET token_sealed = ?2, next_token_sealed = ?3, catalog_version = ?4
+         WHERE fly_id = ?1",
+        params![fly_id, current, next, catalog_version as i64],
+    )
+}
+
 /// Marks a `provisioning` database `ready` (nothing else: a deleted one
 /// stays deleted).
 pub fn set_ready(conn: &Connection, fly_id: &str) -> rusqlite::Result<usize> {
@@ -563,7 +641,8 @@ pub fn set_read_regions(
 
 /// The columns of a [`Database`], as [`database_row`] reads them.
 const SELECT_DATABASE: &str = "SELECT fly_id, tenant_id, name, organization_id, primary_region,
-        read_regions, status, created_at, token_sealed, catalog_version, plan, ip_address
+        read_regions, status, created_at, token_sealed, catalog_version, plan, ip_address,
+        next_token_sealed
     FROM databases";
 
 fn database_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Database> {
@@ -585,6 +664,7 @@ fn database_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Database> {
         catalog_version: r.get::<_, i64>(9)? as u64,
         plan: r.get(10)?,
         ip_address: r.get(11)?,
+        next_token_sealed: r.get(12)?,
     })
 }
 
@@ -648,6 +728,7 @@ mod tests {
             catalog_version: 1,
             plan: crate::plans::DEFAULT.name.into(),
             ip_address: "fdaa:0:1::3".into(),
+            next_token_sealed: String::new(),
         }
     }
 

@@ -878,6 +878,8 @@ async fn run(
                 // while; a client that goes away meanwhile drops the
                 // stream, which ends its wait there.
                 let Some(reply) = crate::forward::pin_send(tenant, shared, s, req) else {
+                    // It runs here after all; it was metered already.
+                    s.metered = true;
                     pending = Some(args);
                     continue;
                 };
@@ -1106,9 +1108,11 @@ async fn run(
 }
 
 /// Bytes a customer's connection sent (parsed) or was sent, metered on
-/// its database (a cluster link's are the other node's customer's).
+/// its database (a cluster link's are the other node's customer's: the
+/// link flag, not `cluster_peer`, which serving a router's request
+/// clears for as long as it runs).
 fn meter_bytes(tenant: &Rc<RefCell<Tenant>>, s: &Session, bytes_in: usize, bytes_out: usize) {
-    if s.cluster_peer {
+    if s.info.link.get() {
         return;
     }
     let mut t = tenant.borrow_mut();

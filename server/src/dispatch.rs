@@ -529,6 +529,9 @@ pub fn dispatch(
     // the first time.
     if matches!(outcome, Outcome::Paused) {
         s.metered = again;
+    } else if matches!(outcome, Outcome::Suspend(Suspend::Switch(_))) {
+        // A login that moves the connection to another database is no
+        // command of this one's.
     } else if !again && !s.cluster_peer && s.origin.is_none() && !s.replaying && t.is_customer() {
         t.usage.count(s.class.unwrap_or(crate::meter::Class::Other));
     }

@@ -345,6 +345,12 @@ fn executor_main(
             if let Err(e) = crate::persist::shutdown(&mut t.borrow_mut(), save, has_points) {
                 tracing::error!("{e}");
             }
+            // The last batch's usage, for the node's last usage record.
+            hand_over_usage(&mut t.borrow_mut(), &shared);
+        }
+        for t in remotes.borrow().values() {
+            let u = std::mem::take(&mut t.borrow_mut().usage);
+            shared.meter.add_usage(t.borrow().id.0, u);
         }
     });
 }
@@ -410,11 +416,7 @@ async fn remote_cron(t: Rc<RefCell<Tenant>>, remotes: Tenants, shared: Arc<Share
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => {
-                let u = std::mem::take(&mut t.borrow_mut().usage);
-                shared.meter.add_usage(id.0, u);
-                return;
-            }
+            _ = shutdown.changed() => return,
         }
         crate::metrics::publish_routes(&t.borrow());
         // Its customers' usage (it stores nothing here).
@@ -709,11 +711,8 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(1000 / hz as u64)) => {}
-            _ = shutdown.changed() => {
-                // The node writes a last usage record on its way out.
-                hand_over_usage(&mut tenant.borrow_mut(), &shared);
-                return;
-            }
+            // (The executor hands the last usage over on its way out.)
+            _ = shutdown.changed() => return,
         }
         shared.refresh(&mut set);
         let now = crate::util::mstime();

@@ -20,7 +20,10 @@
 //!
 //! Loss window: a crash loses what was counted since the last record (at
 //! most one interval plus one second); a graceful stop writes a last
-//! record first.
+//! record first, marked `"last": true`. A log whose last record is not so
+//! marked ended uncleanly: records the sidecar may already have taken can
+//! be missing from its end (written, served, not yet on the disk), so its
+//! sequence jumps by [`UNCLEAN_JUMP`] and no number is used twice.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -29,6 +32,10 @@ use std::path::{Path, PathBuf};
 
 /// The usage log's file name, in the node's data directory.
 pub const FILE: &str = "usage.log";
+
+/// How far the sequence jumps after an unclean end: more records than a
+/// crash can take from the file's unsynced end.
+pub const UNCLEAN_JUMP: u64 = 1_000_000;
 
 /// What a class a command is billed as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,7 +243,15 @@ impl UsageLog {
             .as_ref()
             .and_then(|v| v["log"].as_str().map(str::to_string))
             .unwrap_or_else(random_id);
-        let seq = last.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+        let mut seq = last.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+        let clean = last.as_ref().is_none_or(|v| v["last"] == true) && len == good_len;
+        if !clean {
+            tracing::warn!(
+                "usage log {}: the last run did not end cleanly; its sequence jumps by {UNCLEAN_JUMP}",
+                path.display()
+            );
+            seq += UNCLEAN_JUMP;
+        }
         Ok(UsageLog {
             path,
             file,
@@ -262,13 +277,15 @@ impl UsageLog {
 
     /// Writes what `taken` holds as the next record, covering the time
     /// since the last one until `now_ms` (nothing when nothing was used
-    /// and nothing is stored); fsynced when `fsync`. Its sequence number,
-    /// if one was written.
+    /// and nothing is stored, unless it is the `last` one, which marks a
+    /// clean end); fsynced when `fsync`. Its sequence number, if one was
+    /// written.
     pub fn append(
         &mut self,
         taken: &Taken,
         now_ms: i64,
         fsync: bool,
+        last: bool,
     ) -> Result<Option<u64>, LogError> {
         let from = self.since_ms;
         self.since_ms = now_ms;
@@ -280,7 +297,7 @@ impl UsageLog {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        if ids.is_empty() {
+        if ids.is_empty() && !last {
             return Ok(None);
         }
         let mut tenants = serde_json::Map::new();
@@ -300,7 +317,7 @@ impl UsageLog {
             );
         }
         let seq = self.seq + 1;
-        let rec = serde_json::json!({
+        let mut rec = serde_json::json!({
             "seq": seq,
             "log": self.log_id,
             "boot": self.boot,
@@ -309,6 +326,9 @@ impl UsageLog {
             "to_ms": now_ms,
             "tenants": tenants,
         });
+        if last {
+            rec["last"] = serde_json::json!(true);
+        }
         let mut line = rec.to_string().into_bytes();
         line.push(b'\n');
         let io = |e| LogError::Io(self.path.clone(), e);
@@ -375,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn records_continue_their_sequence_across_restarts_and_a_torn_tail() {
+    fn records_continue_their_sequence_across_restarts_and_jump_after_a_crash() {
         let dir = tmp("log");
         let m = Meter::default();
         let mut u = Usage::default();
@@ -386,27 +406,37 @@ mod tests {
         m.hand_over(7, u, Some(2000));
         let mut log = UsageLog::open(&dir, "n1", "boot1", 0).unwrap();
         let id = log.log_id().to_string();
-        assert_eq!(log.append(&m.take(), 10_000, true).unwrap(), Some(1));
+        assert_eq!(log.append(&m.take(), 10_000, true, false).unwrap(), Some(1));
         // Stored bytes keep being reported while usage is nil.
-        assert_eq!(log.append(&m.take(), 20_000, true).unwrap(), Some(2));
+        assert_eq!(log.append(&m.take(), 20_000, true, false).unwrap(), Some(2));
         m.forget(7);
-        assert_eq!(log.append(&m.take(), 30_000, true).unwrap(), None);
+        assert_eq!(log.append(&m.take(), 30_000, true, false).unwrap(), None);
+        // A clean end: the last record, empty, marks it.
+        assert_eq!(log.append(&m.take(), 31_000, true, true).unwrap(), Some(3));
         drop(log);
-        // A torn record is cut; the sequence goes on in the same log.
+        let mut log = UsageLog::open(&dir, "n1", "boot2", 40_000).unwrap();
+        assert_eq!((log.log_id(), log.seq()), (id.as_str(), 3));
+        m.hand_over(9, u, None);
+        assert_eq!(
+            log.append(&m.take(), 50_000, false, false).unwrap(),
+            Some(4)
+        );
+        drop(log);
+        // A torn record is cut, and the run that wrote it did not end
+        // cleanly: the sequence jumps (numbers the sidecar may have taken
+        // before the crash are never used again).
         let mut f = OpenOptions::new()
             .append(true)
             .open(dir.join(FILE))
             .unwrap();
-        f.write_all(b"{\"seq\":3,\"lo").unwrap();
+        f.write_all(b"{\"seq\":5,\"lo").unwrap();
         drop(f);
-        let mut log = UsageLog::open(&dir, "n1", "boot2", 40_000).unwrap();
-        assert_eq!((log.log_id(), log.seq()), (id.as_str(), 2));
-        m.hand_over(9, u, None);
-        assert_eq!(log.append(&m.take(), 50_000, false).unwrap(), Some(3));
+        let log = UsageLog::open(&dir, "n1", "boot3", 60_000).unwrap();
+        assert_eq!((log.log_id(), log.seq()), (id.as_str(), 4 + UNCLEAN_JUMP));
 
         let (lid, recs) = read_after(&dir, 0, 100).unwrap();
         assert_eq!(lid.as_deref(), Some(id.as_str()));
-        assert_eq!(recs.len(), 3);
+        assert_eq!(recs.len(), 4);
         let t = &recs[0]["tenants"]["7"];
         assert_eq!(
             (t["reads"].as_u64(), t["writes"].as_u64()),
@@ -423,10 +453,12 @@ mod tests {
             (t["reads"].as_u64(), t["stored_bytes"].as_u64()),
             (Some(0), Some(2000))
         );
-        assert_eq!(recs[2]["boot"], "boot2");
-        assert_eq!(recs[2]["from_ms"], 40_000);
-        assert_eq!(recs[2]["tenants"]["9"]["stored_bytes"], 0);
-        let (_, later) = read_after(&dir, 2, 100).unwrap();
+        assert_eq!(recs[2]["last"], true);
+        assert_eq!(recs[2]["tenants"], serde_json::json!({}));
+        assert_eq!(recs[3]["boot"], "boot2");
+        assert_eq!(recs[3]["from_ms"], 40_000);
+        assert_eq!(recs[3]["tenants"]["9"]["stored_bytes"], 0);
+        let (_, later) = read_after(&dir, 3, 100).unwrap();
         assert_eq!(later.len(), 1);
         let (_, capped) = read_after(&dir, 0, 2).unwrap();
         assert_eq!(capped.len(), 2);
