@@ -130,10 +130,58 @@ pub struct Admin {
     pub placement: Arc<crate::placement::Placement>,
     /// `ANYKV_ADMIN_TOKEN` (None: the admin API is disabled).
     pub token: Option<String>,
-    /// Where the node's usage log is (`GET /admin/usage`).
+    /// The node's data directory: its usage log (`GET /admin/usage`) and
+    /// its databases' files (`tenants/<id>`, purged by
+    /// `DELETE /admin/tenants/{id}/data`).
     pub usage_dir: std::path::PathBuf,
     /// This node's machine id.
     pub machine: String,
+}
+
+/// `DELETE /admin/tenants/{id}/data`: removes a deleted database's files
+/// from this node (`<dir>/tenants/<id>`): the sidecar's purge once the
+/// deletion's grace period is over (docs/SIDECAR.md). Refused (409) while
+/// this node still serves the database; `{"removed": false}` when it had
+/// no files.
+async fn admin_purge(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let Some(admin) = &s.admin else {
+        return json_error(StatusCode::NOT_FOUND, "no cluster node");
+    };
+    if id == 0 {
+        return json_error(StatusCode::BAD_REQUEST, "tenant 0 is the node's own");
+    }
+    if p.serves(id) {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!("tenant {id} is still served here: delete it from the catalog first"),
+        );
+    }
+    let dir = admin.usage_dir.join("tenants").join(id.to_string());
+    let removing = dir.clone();
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&removing))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match removed {
+        Ok(()) => {
+            tracing::info!(tenant = id, "purged {}", dir.display());
+            Json(serde_json::json!({ "removed": true })).into_response()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Json(serde_json::json!({ "removed": false })).into_response()
+        }
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("removing {}: {e}", dir.display()),
+        ),
+    }
 }
 
 /// Most usage records one `GET /admin/usage` answers.
@@ -657,6 +705,10 @@ pub async fn serve(
             axum::routing::post(admin_promote),
         )
         .route("/admin/usage", get(admin_usage))
+        .route(
+            "/admin/tenants/{id}/data",
+            axum::routing::delete(admin_purge),
+        )
         .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -753,6 +753,13 @@ impl Placement {
     }
 
     /// The catalog version held for tenant `id` (0: never seen).
+    /// Whether this node's store serves tenant `id` (holds a copy, or
+    /// stands in for it).
+    pub fn serves(&self, id: u64) -> bool {
+        let t = anykv_server::tenant::TenantId(id);
+        self.shared.catalog().get(t).is_some() || self.shared.remote_catalog().get(t).is_some()
+    }
+
     pub fn version_of(&self, id: u64) -> u64 {
         self.store
             .lock()

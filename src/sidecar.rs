@@ -59,6 +59,11 @@ pub struct SidecarArgs {
     /// docs/METERING.md).
     #[arg(long, default_value_t = 60)]
     meter_pull_secs: u64,
+    /// How long a deleted database's files stay on the nodes before they
+    /// are purged (seconds; 7 days by default): until then an operator
+    /// can bring it back.
+    #[arg(long, default_value_t = anykv_ops::purge::DEFAULT_AFTER_SECS)]
+    purge_after_secs: i64,
     /// debug, verbose, notice or warning.
     #[arg(long, default_value = "notice")]
     loglevel: String,
@@ -167,6 +172,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             webhook_secret.as_bytes(),
         )),
         writes: Default::default(),
+        purge_after_secs: a.purge_after_secs.max(0),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,6 +188,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             a.cluster_admin.join(", ")
         );
         tokio::spawn(anykv_ops::webhook::run(api.clone()));
+        tokio::spawn(anykv_ops::purge::run(
+            api.clone(),
+            std::time::Duration::from_secs(a.purge_after_secs.clamp(1, 60) as u64),
+        ));
         tokio::spawn(anykv_ops::metering::run(
             api.clone(),
             std::time::Duration::from_secs(a.meter_pull_secs.max(1)),

@@ -8,7 +8,9 @@
 //! billing line and in GET's usage; after the primary's node restarts (a
 //! planned handoff: its last record written on the way out, its log
 //! continued after), more commands add exactly themselves, and further
-//! pulls add nothing.
+//! pulls add nothing. Deleting the database revokes its token at once and
+//! keeps its files through the grace period (3 s here); then the sidecar
+//! has every node purge them, and the day's bill still shows its usage.
 
 mod common;
 
@@ -136,7 +138,15 @@ fn billed(want: Sent) -> serde_json::Value {
 
 #[test]
 fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
-    let spec = common::world_spec("billing", 65, 23600, &[("iad", 2)], ADMIN, &[]);
+    // An append-only log, so that the database has files to purge.
+    let spec = common::world_spec(
+        "billing",
+        65,
+        23600,
+        &[("iad", 2)],
+        ADMIN,
+        &["--appendonly", "yes"],
+    );
     let fast = vec!["--meter-interval-ms".to_string(), "200".to_string()];
     let args = BTreeMap::from([("n1".to_string(), fast.clone()), ("n2".to_string(), fast)]);
     let mut w = World::start_with(&spec, &args).expect("the world starts");
@@ -149,6 +159,7 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
     let _sidecar = Killed(
         Command::new(env!("CARGO_BIN_EXE_anykv"))
             .args(["sidecar", "--listen", SIDECAR, "--meter-pull-secs", "1"])
+            .args(["--purge-after-secs", "3"])
             .arg("--data")
             .arg(spec.dir.join("sidecar"))
             .args(["--cluster-admin", &admins[0], "--cluster-admin", &admins[1]])
@@ -274,6 +285,37 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
     // A malformed date is refused, naming the field.
     let (code, bad) = call("GET", "/billing?date=2026-02-30", None);
     assert_eq!((code, bad["field"].as_str()), (400, Some("date")), "{bad}");
+
+    // Deletion: the token stops at once, the files stay for the grace
+    // period, then every node purges them.
+    let dirs: Vec<std::path::PathBuf> = ["n1", "n2"]
+        .iter()
+        .map(|n| w.node(n).expect("node").dir.join("tenants").join("1"))
+        .collect();
+    for d in &dirs {
+        assert!(d.is_dir(), "{} before the deletion", d.display());
+    }
+    let (code, gone) = call("DELETE", "/extensions/ext_1", None);
+    assert_eq!(code, 200, "{gone}");
+    assert!(
+        common::login_ready(s_addr, "default", &token, |_| true).is_none(),
+        "the deleted database's token still logs in"
+    );
+    for d in &dirs {
+        assert!(d.is_dir(), "{} purged within the grace period", d.display());
+    }
+    common::wait_for(
+        "the files purged on both nodes",
+        Duration::from_secs(30),
+        || dirs.iter().all(|d| !d.exists()),
+    );
+    let (_, bill) = call("GET", &format!("/billing?date={}", today()), None);
+    let line = &bill["organizations"][0]["databases"][0];
+    assert_eq!(
+        (line["id"].as_str(), line["status"].as_str()),
+        (Some("ext_1"), Some("deleted")),
+        "{bill}"
+    );
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

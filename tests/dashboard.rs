@@ -411,6 +411,16 @@ async fn browse(
     assert_ne!(old_token, new_token);
     assert!(logs_in(resp, &old_token).await && logs_in(resp, &new_token).await);
     assert!(has(c, "#retire").await && !has(c, "#rotate").await);
+    // A connection already open with the old token is closed when it is
+    // retired (not only new logins refused).
+    let open_conn = {
+        let t = old_token.clone();
+        tokio::task::spawn_blocking(move || {
+            common::login_ready(resp, "default", &t, |_| true).expect("a login with the old token")
+        })
+        .await
+        .expect("login")
+    };
     click(c, "#retire").await;
     assert!(text(c, "#notice").await.contains("old token is retired"));
     assert!(!has(c, "#next-redis-url").await);
@@ -418,12 +428,31 @@ async fn browse(
         !logs_in(resp, &old_token).await,
         "the retired token still logs in"
     );
+    // (Each PING answered before it closed is a command of the database.)
+    let (closed, answered) = tokio::task::spawn_blocking(move || {
+        let mut conn = open_conn;
+        let t0 = std::time::Instant::now();
+        let mut answered = 0u64;
+        while t0.elapsed() < Duration::from_secs(5) {
+            if !matches!(conn.cmd(&["PING"]), Ok(common::Value::Simple(_))) {
+                return (true, answered);
+            }
+            answered += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (false, answered)
+    })
+    .await
+    .expect("the check");
+    assert!(closed, "a connection with the retired token stayed open");
     assert!(logs_in(resp, &new_token).await);
     click(c, "#reveal").await;
     assert_eq!(text(c, "#redis-url").await, new_url);
 
-    // Usage: the PINGs above (three logins that worked) reach the page's
-    // totals and today's bar of the chart.
+    // Usage: the PINGs above (three logins that worked, and what the
+    // connection closed at retirement answered) reach the page's totals
+    // and today's bar of the chart.
+    let want = 3 + answered;
     let mut shown = 0;
     for _ in 0..60 {
         c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
@@ -433,12 +462,12 @@ async fn browse(
             .await
             .parse::<u64>()
             .expect("a count");
-        if shown >= 3 {
+        if shown >= want {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(shown, 3, "the dashboard's command count");
+    assert_eq!(shown, want, "the dashboard's command count");
     let bars = c
         .find_all(Locator::Css("#usage-chart rect.day"))
         .await
@@ -450,8 +479,8 @@ async fn browse(
         Some(anykv_ops::metering::day_of(anykv_ops::unix_now()).as_str())
     );
     assert_eq!(
-        today.attr("data-commands").await.expect("attr").as_deref(),
-        Some("3")
+        today.attr("data-commands").await.expect("attr"),
+        Some(want.to_string())
     );
 
     // The list: org_a's two databases, not org_b's.

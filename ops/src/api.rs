@@ -59,6 +59,9 @@ pub struct Api {
     pub redis_port: u16,
     /// Webhooks to Fly (the outbox's sender, [`crate::webhook::run`]).
     pub hooks: Arc<crate::webhook::Hooks>,
+    /// How long a deleted database's files stay on the nodes before they
+    /// are purged (`--purge-after-secs`; [`crate::purge`]).
+    pub purge_after_secs: i64,
     /// Held by every change (provisioning, PATCH, DELETE) from its first
     /// look at the store to its last write, the cluster call included: a
     /// DELETE never overtakes a provisioning of the same id that is still
@@ -817,6 +820,7 @@ async fn delete_signed(api: &Api, id: &str) -> Response {
             return cluster_error(&e, "delete the database");
         }
         let stored = notify(api, id, "resource.deleted", |c| {
+            crate::store::set_deleted_at(c, id, now())?;
             crate::store::set_status(c, id, "deleted", version)
         });
         if let Err(e) = stored {
@@ -872,6 +876,7 @@ mod tests {
             redis_port: 6379,
             hooks: Arc::new(crate::webhook::Hooks::new("http://fly", b"w")),
             writes: Default::default(),
+            purge_after_secs: 1,
         };
         assert_eq!(
             redis_url(&api(None), "tok", "fdaa:0:1::3"),

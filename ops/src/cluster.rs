@@ -115,6 +115,15 @@ impl Cluster {
         }
     }
 
+    /// `DELETE path` on node `addr`'s HTTP port.
+    pub async fn delete_at(&self, addr: &str, path: &str) -> Result<(u16, String), ClusterError> {
+        match tokio::time::timeout(CALL_BUDGET, self.once(addr, "DELETE", path, "")).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(ClusterError::Unreachable(format!("{addr}: {e}"))),
+            Err(_) => Err(ClusterError::Unreachable(format!("{addr}: timed out"))),
+        }
+    }
+
     async fn request(
         &self,
         method: &str,

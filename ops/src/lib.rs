@@ -21,6 +21,7 @@ pub mod fetch;
 mod hex;
 pub mod metering;
 pub mod plans;
+pub mod purge;
 pub mod sign;
 pub mod sso;
 pub mod store;

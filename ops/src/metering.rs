@@ -475,8 +475,9 @@ async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String
     Ok(total)
 }
 
-/// One pull: every node's new records, then the read regions.
-pub async fn pull(api: &Api) -> Result<usize, String> {
+/// The cluster's nodes, as (machine, HTTP address), from `/cluster` on
+/// the sidecar's admin endpoints.
+pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
     let (status, body) = api
         .cluster
         .get("/cluster")
@@ -485,8 +486,13 @@ pub async fn pull(api: &Api) -> Result<usize, String> {
     if status != 200 {
         return Err(format!("/cluster: HTTP {status}"));
     }
+    Ok(members(&body))
+}
+
+/// One pull: every node's new records, then the read regions.
+pub async fn pull(api: &Api) -> Result<usize, String> {
     let mut total = 0;
-    for (machine, addr) in members(&body) {
+    for (machine, addr) in nodes(api).await? {
         match pull_node(api, &machine, &addr).await {
             Ok(n) => total += n,
             // Its records wait in its log until it answers again.

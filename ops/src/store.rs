@@ -147,6 +147,10 @@ const MIGRATIONS: &[&str] = &[
     UPDATE databases SET regions_metered_at = CAST(strftime('%s', 'now') AS INTEGER)
         WHERE regions_metered_at = 0;
     ALTER TABLE sessions ADD COLUMN access_sealed TEXT NOT NULL DEFAULT '';",
+    // 8: when a database was deleted, and when its files were purged from
+    // the nodes after the grace period (`crate::purge`).
+    "ALTER TABLE databases ADD COLUMN deleted_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE databases ADD COLUMN purged_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -614,6 +618,15 @@ pub fn set_tokens(
         "UPDATE databases SET token_sealed = ?2, next_token_sealed = ?3, catalog_version = ?4
          WHERE fly_id = ?1",
         params![fly_id, current, next, catalog_version as i64],
+    )
+}
+
+/// Records when a database was deleted (its files are purged from the
+/// nodes a grace period later).
+pub fn set_deleted_at(conn: &Connection, fly_id: &str, at: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET deleted_at = ?2 WHERE fly_id = ?1 AND deleted_at = 0",
+        params![fly_id, at],
     )
 }
 

@@ -54,6 +54,11 @@ pub struct ClientInfo {
     /// machinery, not a client of the database. Its users' CLIENT LIST
     /// does not show it and CLIENT KILL cannot close it.
     pub link: Cell<bool>,
+    /// The SHA-256 of the database token this connection logged in with
+    /// (None: an operator's password, a link): when the database's
+    /// catalog entry drops that token (a rotation's old one retired), the
+    /// connection is closed.
+    pub token: Cell<Option<[u8; 32]>>,
     pub qbuf: Cell<usize>,
     pub obuf: Cell<usize>,
     /// Requested close (CLIENT KILL, idle timeout, output limits, shutdown).
@@ -84,6 +89,7 @@ impl ClientInfo {
             no_evict: Cell::new(false),
             blocked: Cell::new(false),
             link: Cell::new(false),
+            token: Cell::new(None),
             soft_limit_since: Cell::new(0),
             dirty_cas: Cell::new(false),
             unblocked: Cell::new(false),

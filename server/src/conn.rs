@@ -55,6 +55,8 @@ pub struct Carry {
     pub lib_ver: Vec<u8>,
     pub created_ms: i64,
     pub input: Vec<u8>,
+    /// The digest of the token it logged in with (`ClientInfo::token`).
+    pub token: Option<[u8; 32]>,
 }
 
 /// Serves one connection until it closes or moves to another tenant.
@@ -83,6 +85,7 @@ pub async fn serve(
             *info.lib_name.borrow_mut() = c.lib_name.clone();
             *info.lib_ver.borrow_mut() = c.lib_ver.clone();
             *info.user.borrow_mut() = c.user.clone();
+            info.token.set(c.token);
             info.resp.set(c.resp);
             let mut s = Session::new(info.clone(), true);
             s.resp = c.resp;
@@ -181,6 +184,7 @@ pub async fn serve(
         lib_ver: info.lib_ver.borrow().clone(),
         created_ms: info.created_ms,
         input: input.to_vec(),
+        token: info.token.get(),
     });
     drop(input);
     crate::alloc::unscoped(|| match stream.into_handoff() {

@@ -403,6 +403,25 @@ fn follow_spec(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     t.name = spec.name.clone();
     t.consistency = spec.consistency;
     set_rate(t, spec.ops_per_sec);
+    close_retired_tokens(t, spec);
+}
+
+/// Closes the connections that logged in with a token the catalog entry
+/// no longer has (a rotation's old token retired): a retired token stops
+/// working for connections already open too.
+fn close_retired_tokens(t: &Tenant, spec: &crate::catalog::TenantSpec) {
+    for c in t.clients.values() {
+        if let Some(d) = c.token.get() {
+            if !spec.token_sha256.contains(&d) {
+                tracing::info!(
+                    id = c.id,
+                    tenant = spec.id.0,
+                    "closing a connection whose token was retired"
+                );
+                c.kill();
+            }
+        }
+    }
 }
 
 /// A remote tenant's stand-in, every second: its route counters published,
@@ -505,6 +524,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
             });
             set_rate(&mut t, spec.ops_per_sec);
             set_roles(&mut t, &spec);
+            close_retired_tokens(&t, &spec);
             // Writes waiting for a standby that changed look again.
             for c in t.ack_waiters.iter() {
                 c.wake.notify_one();

@@ -74,14 +74,23 @@ fn set_user(ctx: &mut Ctx, user: &str) {
 /// tenant.
 fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
     let catalog = ctx.shared.catalog();
-    if let Some((to, max)) = catalog.authenticate(user, pw).map(|t| (t.id, t.maxclients)) {
-        return login(ctx, to, None, max);
-    }
-    // A database this node holds no copy of: served through the nodes
-    // that do (docs/ROUTING.md, Remote databases).
-    let remote = ctx.shared.remote_catalog();
-    if let Some((to, max)) = remote.authenticate(user, pw).map(|t| (t.id, t.maxclients)) {
-        return login(ctx, to, None, max);
+    // A database held here, or one this node holds no copy of (served
+    // through the nodes that do: docs/ROUTING.md, Remote databases).
+    let found = catalog
+        .authenticate(user, pw)
+        .map(|t| (t.id, t.maxclients))
+        .or_else(|| {
+            let remote = ctx.shared.remote_catalog();
+            remote.authenticate(user, pw).map(|t| (t.id, t.maxclients))
+        });
+    if let Some((to, max)) = found {
+        let ok = login(ctx, to, None, max);
+        if ok {
+            // Which token it was: dropping it from the catalog (a
+            // rotation's old token retired) closes this connection.
+            ctx.s.info.token.set(Some(crate::catalog::token_digest(pw)));
+        }
+        return ok;
     }
     let with_catalog = !catalog.is_empty() || ctx.shared.tenants_only.load(Relaxed);
     let ok = ctx
