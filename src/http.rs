@@ -184,6 +184,35 @@ async fn admin_purge(
     }
 }
 
+/// `GET /admin/tenants/{id}/live`: the database as this node's copy has it
+/// now: `{"role", "offset", "ops_per_sec", "used_memory", "keys"}` (the
+/// dashboard's live figures, read without a customer connection, so they
+/// are not the database's usage). 404 when this node holds no copy.
+async fn admin_live(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    match p.probe(id).await {
+        Some(r) => Json(serde_json::json!({
+            "role": if r.link_up.is_some() { "replica" } else { "primary" },
+            "offset": r.offset,
+            "ops_per_sec": r.ops_per_sec,
+            "used_memory": r.used_memory,
+            "keys": r.keys,
+        }))
+        .into_response(),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            format!("this node holds no copy of tenant {id}"),
+        ),
+    }
+}
+
 /// Most usage records one `GET /admin/usage` answers.
 const USAGE_PAGE: usize = 1000;
 
@@ -709,6 +738,7 @@ pub async fn serve(
             "/admin/tenants/{id}/data",
             axum::routing::delete(admin_purge),
         )
+        .route("/admin/tenants/{id}/live", get(admin_live))
         .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -753,6 +753,14 @@ impl Placement {
     }
 
     /// The catalog version held for tenant `id` (0: never seen).
+    /// This node's copy of tenant `id` as its executor sees it now (None:
+    /// no copy here).
+    pub async fn probe(&self, id: u64) -> Option<anykv_server::metrics::ReplStatus> {
+        let t = anykv_server::tenant::TenantId(id);
+        self.shared.catalog().get(t)?;
+        self.shared.probe(t).await
+    }
+
     /// Whether this node's store serves tenant `id` (holds a copy, or
     /// stands in for it).
     pub fn serves(&self, id: u64) -> bool {

@@ -1,6 +1,6 @@
 //! Single sign-on and the dashboard in a real browser (Debian's headless
 //! `chromium`, driven over WebDriver by `chromedriver`; `scripts/test.sh`
-//! installs both when missing): one iad node, `anykv sidecar` with Fly's
+//! installs both when missing): two iad nodes, `anykv sidecar` with Fly's
 //! OAuth client set, and the fake Fly (`anykv_ops::fakefly`) for the OAuth
 //! endpoints and the webhooks.
 //!
@@ -13,7 +13,12 @@
 //! another origin, or with no session, is refused; a `member` sees the
 //! databases read-only, has no reveal or plan form, and a POST of theirs
 //! is refused; a callback that this browser did not start is refused;
-//! signing out ends the session.
+//! signing out ends the session. Token rotation: both tokens log in, the
+//! retired one stops (and its open connection is closed). The database's
+//! page shows its usage (the test's own commands), its live figures (its
+//! keys) and its copies (primary, standby); the key browser lists keys
+//! with type, TTL and value and narrows by pattern, for admins only; a
+//! revoked Fly token is refused at the next admin action.
 
 mod common;
 
@@ -204,16 +209,19 @@ fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
             "{bin} is not installed: scripts/test.sh installs it (apt-get install chromium chromium-driver)"
         );
     }
-    let spec = common::world_spec("dashboard", 64, 23500, &[("iad", 1)], ADMIN, &[]);
+    // Two iad nodes: a database's writes wait for its standby (durability
+    // `region`).
+    let spec = common::world_spec("dashboard", 64, 23500, &[("iad", 2)], ADMIN, &[]);
     // Usage records every 200 ms, pulled every second: the usage chart
     // shows the test's own commands.
-    let fast = std::collections::BTreeMap::from([(
-        "n1".to_string(),
-        vec!["--meter-interval-ms".to_string(), "200".to_string()],
-    )]);
+    let fast = vec!["--meter-interval-ms".to_string(), "200".to_string()];
+    let fast = std::collections::BTreeMap::from([
+        ("n1".to_string(), fast.clone()),
+        ("n2".to_string(), fast),
+    ]);
     let w = World::start_with(&spec, &fast).expect("the world starts");
-    w.wait_members(1, Duration::from_secs(60))
-        .expect("the node is alive");
+    w.wait_members(2, Duration::from_secs(60))
+        .expect("both nodes alive");
     let node = w.node("n1").expect("n1").clone();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -483,6 +491,85 @@ async fn browse(
         Some(want.to_string())
     );
 
+    // Live figures and copies: INFO on the primary with the database's
+    // token, the cluster view's copies.
+    {
+        let t = new_token.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = common::login_ready(resp, "default", &t, |_| true).expect("a login");
+            for args in [
+                vec!["SET", "user:1", "alice"],
+                vec!["SET", "user:2", "bob", "EX", "100"],
+                vec!["RPUSH", "queue", "job"],
+            ] {
+                let r = w.cmd(&args);
+                assert!(
+                    !matches!(r, Ok(common::Value::Error(_)) | Err(_)),
+                    "{args:?}: {r:?}"
+                );
+            }
+        })
+        .await
+        .expect("writes");
+    }
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    assert_eq!(text(c, "#live-keys").await, "3");
+    let mem = text(c, "#live-memory").await;
+    assert!(
+        mem.ends_with(['B', 'K', 'M', 'G']),
+        "memory as INFO shows it: {mem}"
+    );
+    assert!(text(c, "#live-ops").await.parse::<u64>().is_ok());
+    let mut roles = Vec::new();
+    for r in c
+        .find_all(Locator::Css("#copies tbody tr td:nth-child(3)"))
+        .await
+        .expect("copies")
+    {
+        roles.push(r.text().await.expect("text"));
+    }
+    assert_eq!(roles, ["primary", "standby"]);
+
+    // The key browser (admins): every key with its type and TTL, a
+    // string's value; a pattern narrows it.
+    click(c, "#browse-keys").await;
+    let mut rows = Vec::new();
+    for r in c
+        .find_all(Locator::Css("#keys tbody tr"))
+        .await
+        .expect("rows")
+    {
+        let cells = r.find_all(Locator::Css("td")).await.expect("cells");
+        let mut row = Vec::new();
+        for cell in cells {
+            row.push(cell.text().await.expect("text"));
+        }
+        rows.push(row);
+    }
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0][..2], ["queue".to_string(), "list".to_string()]);
+    assert_eq!(rows[1], ["user:1", "string", "none", "alice"]);
+    assert_eq!(rows[2][..2], ["user:2".to_string(), "string".to_string()]);
+    assert!(
+        rows[2][2]
+            .parse::<u64>()
+            .is_ok_and(|ms| ms > 0 && ms <= 100_000),
+        "{rows:?}"
+    );
+    let m = element(c, "#key-match").await;
+    m.clear().await.expect("clear");
+    m.send_keys("user:*").await.expect("type");
+    click(c, "#key-search").await;
+    assert_eq!(
+        c.find_all(Locator::Css("#keys tbody tr"))
+            .await
+            .expect("rows")
+            .len(),
+        2
+    );
+
     // The list: org_a's two databases, not org_b's.
     c.goto(&format!("{}/dashboard", base()))
         .await
@@ -615,4 +702,10 @@ async fn browse(
         assert_eq!(s, 403, "{path}");
         assert!(page.contains("Only an admin"), "{page}");
     }
+    // Nor can a member browse keys.
+    c.goto(&format!("{}/dashboard/databases/ext_a2/keys", base()))
+        .await
+        .expect("goto");
+    assert!(text(c, "#error").await.contains("Only an admin"));
+    assert!(!has(c, "#keys").await);
 }

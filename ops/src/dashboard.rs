@@ -14,7 +14,15 @@
 //!   valid alongside the first (the cluster's catalog holds both digests)
 //!   and shown at once; `POST .../retire` ends the rotation once the app
 //!   uses the new one: the old token stops working on every node.
+//! - `GET /dashboard/databases/{id}/keys` (admins): the key browser
+//!   (SCAN with a pattern, each key's type, TTL and a string's first
+//!   bytes), read from the database's primary with its own token.
 //! - `POST /logout`.
+//!
+//! A database's page also shows it live: operations per second, memory
+//! and keys (INFO on its primary, logged in with its token), and its
+//! copies with their region, the round trip from the primary's node and
+//! their replication lag (the cluster view, `/cluster`).
 //!
 //! Fly's `member` role is read-only: it sees the databases and their
 //! settings, never a token, and changes nothing. Every form carries the
@@ -54,6 +62,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/dashboard/databases/{id}/reveal", post(reveal))
         .route("/dashboard/databases/{id}/plan", post(plan))
         .route("/dashboard/databases/{id}/rotate", post(rotate))
+        .route("/dashboard/databases/{id}/keys", get(keys))
         .route("/dashboard/databases/{id}/retire", post(retire))
         .route("/logout", post(logout))
         .route("/signed-out", get(signed_out))
@@ -225,12 +234,267 @@ async fn show(
         Some("changed=retired") => Some("The old token is retired: only the new one works now."),
         _ => None,
     };
+    let live = live_section(&d, &db).await;
     page(
         &d,
         &s,
         &db.name,
-        &database_page(&d, &s, &db, &role, None, notice),
+        &database_page(&d, &s, &db, &role, None, notice, &live),
     )
+}
+
+/// Where the database's primary answers: (its machine, `host:port` of its
+/// RESP and of its HTTP port), and the cluster view it came from.
+async fn primary_of(
+    d: &Dashboard,
+    db: &Database,
+) -> Result<(String, String, String, serde_json::Value), String> {
+    let view: serde_json::Value =
+        serde_json::from_str(&crate::metering::cluster_view(&d.api, None).await?)
+            .map_err(|e| e.to_string())?;
+    let tenant = view["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"].as_u64() == Some(db.tenant_id)))
+        .cloned()
+        .ok_or("the cluster has no copy of it yet")?;
+    let primary = tenant["primary"].as_str().unwrap_or_default().to_string();
+    let member = view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["machine"] == primary.as_str()))
+        .ok_or_else(|| format!("its primary {primary} is not a member"))?;
+    let redis = member["meta"]["redis_addr"]
+        .as_str()
+        .ok_or("its primary's node publishes no RESP address")?
+        .to_string();
+    let http = member["meta"]["http_addr"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((primary, redis, http, tenant))
+}
+
+/// The database live: INFO on its primary, its copies with their round
+/// trip from the primary's node and their lag. What cannot be read says
+/// why.
+async fn live_section(d: &Dashboard, db: &Database) -> String {
+    let mut b = String::from("<h2>Live</h2>");
+    let (primary, _, http, tenant) = match primary_of(d, db).await {
+        Ok(x) => x,
+        Err(e) => {
+            b.push_str(&format!(
+                "<p id=\"live-error\">Not available: {}</p>",
+                esc(&e)
+            ));
+            return b;
+        }
+    };
+    // The primary's node's admin API (not a customer connection: reading
+    // the figures is not the database's usage).
+    let figures = d
+        .api
+        .cluster
+        .get_at(&http, &format!("/admin/tenants/{}/live", db.tenant_id))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|(status, body)| match status {
+            200 => serde_json::from_str::<serde_json::Value>(&body).map_err(|e| e.to_string()),
+            s => Err(format!("HTTP {s}: {body}")),
+        });
+    match figures {
+        Ok(v) => {
+            b.push_str(&format!(
+                "<table id=\"live\"><tr><th>operations per second</th><td id=\"live-ops\">{}</td></tr><tr><th>memory</th><td id=\"live-memory\">{}</td></tr><tr><th>keys</th><td id=\"live-keys\">{}</td></tr></table>",
+                v["ops_per_sec"].as_u64().unwrap_or(0),
+                esc(&human_bytes(v["used_memory"].as_u64().unwrap_or(0))),
+                v["keys"].as_u64().unwrap_or(0),
+            ));
+        }
+        Err(e) => b.push_str(&format!(
+            "<p id=\"live-error\">Not available: {}</p>",
+            esc(&e)
+        )),
+    }
+    // Round trips as the primary's node measures them.
+    let rtts: serde_json::Value = match crate::metering::cluster_view(&d.api, Some(&http)).await {
+        Ok(v) => serde_json::from_str(&v).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    let rtt_to = |machine: &str| -> String {
+        rtts["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["machine"] == machine))
+            .and_then(|m| m["rtt_ms"].as_f64())
+            .map_or("".into(), |ms| format!("{ms:.1}"))
+    };
+    b.push_str(&format!(
+        "<table id=\"copies\"><thead><tr><th>node</th><th>region</th><th>role</th><th>round trip from the primary (ms)</th><th>replication lag (ms)</th></tr></thead><tbody><tr data-node=\"{p}\"><td>{p}</td><td>{region}</td><td>primary</td><td></td><td></td></tr>",
+        p = esc(&primary),
+        region = esc(&db.primary_region),
+    ));
+    let standby = tenant["standby"].as_str().unwrap_or_default();
+    for r in tenant["replicas"].as_array().into_iter().flatten() {
+        let node = r["node"].as_str().unwrap_or_default();
+        let role = if node == standby {
+            "standby"
+        } else {
+            "replica"
+        };
+        b.push_str(&format!(
+            "<tr data-node=\"{n}\"><td>{n}</td><td>{region}</td><td>{role}</td><td>{rtt}</td><td>{lag}</td></tr>",
+            n = esc(node),
+            region = esc(r["region"].as_str().unwrap_or_default()),
+            rtt = esc(&rtt_to(node)),
+            lag = r["lag_ms"].as_i64().map_or(String::new(), |l| l.to_string()),
+        ));
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
+/// `n` bytes for people (B, KiB, MiB, GiB).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// `GET /dashboard/databases/{id}/keys?match=..&cursor=..` (admins): a
+/// page of keys (SCAN on the primary) with type, TTL and a string's
+/// first 100 bytes.
+async fn keys(
+    State(d): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if !plain_id(&id) {
+        return page_error(StatusCode::NOT_FOUND, "No such database.");
+    }
+    let q: Vec<(String, String)> =
+        form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let pattern = field(&q, "match")
+        .filter(|m| !m.is_empty())
+        .unwrap_or("*")
+        .to_string();
+    let cursor = field(&q, "cursor")
+        .and_then(|c| c.parse::<u64>().ok())
+        .unwrap_or(0);
+    if d.sso.session(&d.api.store, &headers, now()).is_none() {
+        return begin(&d, &format!("/dashboard/databases/{id}"));
+    }
+    // Data is shown: Fly is asked again what the user may do.
+    let s = match d
+        .sso
+        .recheck(&d.api.store, &d.api.sealer, &headers, now())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return page_error(StatusCode::FORBIDDEN, &e.to_string()),
+    };
+    let (db, role) = match visible(&d, &s, &id) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if role != "admin" {
+        return page_error(
+            StatusCode::FORBIDDEN,
+            "Only an admin of the organization can browse keys.",
+        );
+    }
+    let base = d.sso.public_url();
+    let mut b = format!(
+        "<p><a href=\"{base}/dashboard/databases/{id}\">{name}</a></p><h1>Keys</h1><form method=\"get\" action=\"{base}/dashboard/databases/{id}/keys\"><input id=\"key-match\" name=\"match\" value=\"{m}\"> <button id=\"key-search\" type=\"submit\">Search</button></form>",
+        id = esc(&db.fly_id),
+        name = esc(&db.name),
+        m = esc(&pattern),
+    );
+    let listed = async {
+        let (_, redis, _, _) = primary_of(&d, &db)
+            .await
+            .map_err(|e| crate::redis::RedisError::Refused("the cluster".into(), e))?;
+        let token = crate::api::open_tokens(&d.api, &db)
+            .ok()
+            .and_then(|t| t.into_iter().next())
+            .unwrap_or_default();
+        let mut c = crate::redis::Conn::login(&redis, &token).await?;
+        let cur = cursor.to_string();
+        let r = c
+            .cmd(&["SCAN", &cur, "MATCH", &pattern, "COUNT", "100"])
+            .await?;
+        let (next, names) = match r {
+            crate::redis::Reply::Array(mut parts) if parts.len() == 2 => {
+                let names = match parts.pop() {
+                    Some(crate::redis::Reply::Array(ks)) => {
+                        ks.iter().map(crate::redis::text).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                (crate::redis::text(&parts[0]), names)
+            }
+            _ => (String::from("0"), Vec::new()),
+        };
+        let mut rows = Vec::new();
+        for k in names {
+            let t = crate::redis::text(&c.cmd(&["TYPE", &k]).await?);
+            let ttl = crate::redis::text(&c.cmd(&["PTTL", &k]).await?);
+            let value = if t == "string" {
+                crate::redis::text(&c.cmd(&["GETRANGE", &k, "0", "99"]).await?)
+            } else {
+                String::new()
+            };
+            rows.push((k, t, ttl, value));
+        }
+        Ok::<_, crate::redis::RedisError>((next, rows))
+    };
+    match listed.await {
+        Ok((next, mut rows)) => {
+            rows.sort();
+            b.push_str("<table id=\"keys\"><thead><tr><th>key</th><th>type</th><th>TTL (ms)</th><th>value (strings: first 100 bytes)</th></tr></thead><tbody>");
+            for (k, t, ttl, v) in &rows {
+                let ttl = if ttl == "-1" {
+                    "none".to_string()
+                } else {
+                    ttl.clone()
+                };
+                b.push_str(&format!(
+                    "<tr data-key=\"{k}\"><td>{k}</td><td>{t}</td><td>{ttl}</td><td>{v}</td></tr>",
+                    k = esc(k),
+                    t = esc(t),
+                    ttl = esc(&ttl),
+                    v = esc(v),
+                ));
+            }
+            b.push_str("</tbody></table>");
+            if next != "0" {
+                let q: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("match", &pattern)
+                    .append_pair("cursor", &next)
+                    .finish();
+                b.push_str(&format!(
+                    "<p><a id=\"next-keys\" href=\"{base}/dashboard/databases/{id}/keys?{q}\">More keys</a></p>",
+                    id = esc(&db.fly_id),
+                    q = esc(&q),
+                ));
+            }
+        }
+        Err(e) => b.push_str(&format!(
+            "<p id=\"keys-error\">Not available: {}</p>",
+            esc(&e.to_string())
+        )),
+    }
+    tracing::info!(user = %s.user_id, id = %db.fly_id, "keys browsed on the dashboard");
+    page(&d, &s, &format!("{} keys", db.name), &b)
 }
 
 /// The database's page; its tokens (the current one, a rotation's new
@@ -242,6 +506,7 @@ fn database_page(
     role: &str,
     revealed: Option<&[String]>,
     notice: Option<&str>,
+    live: &str,
 ) -> String {
     let base = d.sso.public_url();
     let id = esc(&db.fly_id);
@@ -280,12 +545,16 @@ fn database_page(
             esc(&shown(1))
         ));
     }
+    b.push_str(live);
     b.push_str(&usage_section(d, db));
     let csrf = esc(&s.csrf);
     if role != "admin" {
         b.push_str("<p id=\"read-only\">Your role in this organization is <b>member</b>: you can see this database but not its token, and you cannot change it. An admin of the organization can.</p>");
         return b;
     }
+    b.push_str(&format!(
+        "<p><a id=\"browse-keys\" href=\"{base}/dashboard/databases/{id}/keys\">Browse keys</a></p>"
+    ));
     if revealed.is_none() {
         b.push_str(&format!(
             "<form method=\"post\" action=\"{base}/dashboard/databases/{id}/reveal\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"reveal\" type=\"submit\">Reveal the token</button></form>"
@@ -475,7 +744,8 @@ async fn reveal(
         Err(r) => return *r,
     };
     tracing::info!(user = %s.user_id, id = %db.fly_id, "token revealed on the dashboard");
-    let body = database_page(&d, &s, &db, "admin", Some(&tokens), None);
+    let live = live_section(&d, &db).await;
+    let body = database_page(&d, &s, &db, "admin", Some(&tokens), None, &live);
     page(&d, &s, &db.name, &body)
 }
 
@@ -561,6 +831,7 @@ async fn rotate(
         "admin",
         Some(&tokens),
         Some("A new token was issued; the old one works until you retire it."),
+        &live_section(&d, &db).await,
     );
     page(&d, &s, &db.name, &body)
 }

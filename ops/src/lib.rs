@@ -22,6 +22,7 @@ mod hex;
 pub mod metering;
 pub mod plans;
 pub mod purge;
+pub mod redis;
 pub mod sign;
 pub mod sso;
 pub mod store;

@@ -475,18 +475,23 @@ async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String
     Ok(total)
 }
 
-/// The cluster's nodes, as (machine, HTTP address), from `/cluster` on
-/// the sidecar's admin endpoints.
-pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
-    let (status, body) = api
-        .cluster
-        .get("/cluster")
-        .await
-        .map_err(|e| e.to_string())?;
+/// The cluster view (`/cluster`) from the sidecar's admin endpoints, or
+/// from node `addr`'s HTTP port.
+pub(crate) async fn cluster_view(api: &Api, addr: Option<&str>) -> Result<String, String> {
+    let (status, body) = match addr {
+        None => api.cluster.get("/cluster").await,
+        Some(a) => api.cluster.get_at(a, "/cluster").await,
+    }
+    .map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(format!("/cluster: HTTP {status}"));
     }
-    Ok(members(&body))
+    Ok(body)
+}
+
+/// The cluster's nodes, as (machine, HTTP address).
+pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
+    Ok(members(&cluster_view(api, None).await?))
 }
 
 /// One pull: every node's new records, then the read regions.

@@ -106,6 +106,11 @@ pub struct ReplStatus {
     /// process started, so it has every write its primary sent up to its
     /// offset. (After a crash a replica may lack what it acknowledged.)
     pub synced_since_start: bool,
+    /// Live figures (the dashboard's): `instantaneous_ops_per_sec`, the
+    /// tenant's memory account, keys in all its databases.
+    pub ops_per_sec: u64,
+    pub used_memory: u64,
+    pub keys: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +152,9 @@ impl ReplStatus {
             avg_write_bytes: None,
             waits_for_standby: t.durable,
             synced_since_start: t.synced_since_start,
+            ops_per_sec: t.stats.ops_meter.per_sec(),
+            used_memory: t.mem.used(),
+            keys: t.ks.dbs.iter().map(|d| d.len() as u64).sum(),
         }
     }
 }
