@@ -431,6 +431,7 @@ impl Gossip {
             store: store.clone(),
             syncer: syncer.clone(),
             syncing: Arc::new(Mutex::new(HashSet::new())),
+            offers: Arc::new(Mutex::new(HashMap::new())),
             sync_port: sync_addr.map(|a| a.port()).unwrap_or(0),
             view_tx,
             events: events.clone(),
@@ -595,6 +596,8 @@ struct NodeTask {
     store: Arc<Mutex<StateStore>>,
     syncer: Option<Syncer>,
     syncing: Arc<Mutex<HashSet<SocketAddr>>>,
+    /// Rows to offer each peer in the next session's first message.
+    offers: Arc<Mutex<HashMap<SocketAddr, Vec<Row>>>>,
     sync_port: u16,
     view_tx: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<Event>,
@@ -689,16 +692,17 @@ impl NodeTask {
                         let before = self.meta.clone();
                         f(&mut self.meta);
                         if self.meta != before {
-                            self.publish_meta();
+                            let row = self.publish_meta();
                             // The catalog versions this node applied are
-                            // awaited (an admin call waits on them): pushed
-                            // to every member now rather than left to the
-                            // digest's next round and a fetch.
+                            // awaited (an admin call waits on them): offered
+                            // to every member now, in the session's first
+                            // message, rather than left to the digest's
+                            // next round and a fetch.
                             if self.meta.tenant_versions != before.tenant_versions {
                                 let members: Vec<SocketAddr> =
                                     self.foca.iter_members().map(|m| m.id().addr).collect();
                                 for m in members {
-                                    self.sync_soon(m);
+                                    self.sync_offering(m, vec![row.clone()]);
                                 }
                             }
                             self.drain().await;
@@ -710,12 +714,15 @@ impl NodeTask {
                             rows.into_iter().filter(|r| st.apply(r.clone())).collect()
                         };
                         if !news.is_empty() {
-                            self.on_rows(news);
+                            // Offered to every member in the session's
+                            // first message (a catalog change reaches a far
+                            // region half a round trip after it is made).
                             let members: Vec<SocketAddr> =
                                 self.foca.iter_members().map(|m| m.id().addr).collect();
                             for m in members {
-                                self.sync_soon(m);
+                                self.sync_offering(m, news.clone());
                             }
+                            self.on_rows(news);
                         }
                     }
                     Some(Cmd::Announce(addr)) => {
@@ -923,7 +930,8 @@ impl NodeTask {
     }
 
     /// Writes this node's metadata row and announces its version.
-    fn publish_meta(&mut self) {
+    /// Publishes this node's metadata as a new row; the row.
+    fn publish_meta(&mut self) -> Row {
         self.meta_version.seq += 1;
         let row = Row {
             table: Table::Nodes,
@@ -932,7 +940,7 @@ impl NodeTask {
             version: self.meta_version,
             value: postcard::to_allocvec(&self.meta).ok(),
         };
-        self.store.lock().apply(row);
+        self.store.lock().apply(row.clone());
         let item = DigestItem {
             origin: self.meta.machine.clone(),
             version: self.meta_version,
@@ -946,6 +954,7 @@ impl NodeTask {
             table: Table::Nodes,
             key: self.meta.machine.clone(),
         });
+        row
     }
 
     /// Starts fetches for origins whose announced version we lack.
@@ -979,17 +988,37 @@ impl NodeTask {
     /// Runs a sync session with the node gossiping at `gossip_addr`
     /// unless one is already running.
     fn sync_soon(&self, gossip_addr: SocketAddr) {
+        self.sync_offering(gossip_addr, Vec::new());
+    }
+
+    /// [`Self::sync_soon`], offering `rows` (just written here) in the
+    /// session's first message. Rows offered while a session with that
+    /// node runs go in another session right after it.
+    fn sync_offering(&self, gossip_addr: SocketAddr, rows: Vec<Row>) {
         let Some(syncer) = self.syncer.clone() else {
             return;
         };
         let peer = SocketAddr::new(canonical(gossip_addr).ip(), self.sync_port);
-        if !self.syncing.lock().insert(peer) {
-            return;
+        {
+            // `syncing` before `offers`, here and below.
+            let mut syncing = self.syncing.lock();
+            self.offers.lock().entry(peer).or_default().extend(rows);
+            if !syncing.insert(peer) {
+                return;
+            }
         }
-        let syncing = self.syncing.clone();
+        let (syncing, offers) = (self.syncing.clone(), self.offers.clone());
         tokio::spawn(async move {
-            let _ = syncer.sync_with(peer).await;
-            syncing.lock().remove(&peer);
+            loop {
+                let rows = offers.lock().remove(&peer).unwrap_or_default();
+                let _ = syncer.sync_offering(peer, rows).await;
+                let mut s = syncing.lock();
+                if offers.lock().get(&peer).is_none_or(|r| r.is_empty()) {
+                    offers.lock().remove(&peer);
+                    s.remove(&peer);
+                    return;
+                }
+            }
         });
     }
 
