@@ -431,7 +431,6 @@ impl Gossip {
             store: store.clone(),
             syncer: syncer.clone(),
             syncing: Arc::new(Mutex::new(HashSet::new())),
-            offers: Arc::new(Mutex::new(HashMap::new())),
             sync_port: sync_addr.map(|a| a.port()).unwrap_or(0),
             view_tx,
             events: events.clone(),
@@ -596,8 +595,6 @@ struct NodeTask {
     store: Arc<Mutex<StateStore>>,
     syncer: Option<Syncer>,
     syncing: Arc<Mutex<HashSet<SocketAddr>>>,
-    /// Rows to offer each peer in the next session's first message.
-    offers: Arc<Mutex<HashMap<SocketAddr, Vec<Row>>>>,
     sync_port: u16,
     view_tx: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<Event>,
@@ -992,33 +989,28 @@ impl NodeTask {
     }
 
     /// [`Self::sync_soon`], offering `rows` (just written here) in the
-    /// session's first message. Rows offered while a session with that
-    /// node runs go in another session right after it.
+    /// session's first message. A session that offers rows starts at once,
+    /// beside one already running with that node (an anti-entropy session
+    /// with a far region takes a round trip and a half: rows must not
+    /// wait for it); one without rows is skipped while another runs.
     fn sync_offering(&self, gossip_addr: SocketAddr, rows: Vec<Row>) {
         let Some(syncer) = self.syncer.clone() else {
             return;
         };
         let peer = SocketAddr::new(canonical(gossip_addr).ip(), self.sync_port);
-        {
-            // `syncing` before `offers`, here and below.
-            let mut syncing = self.syncing.lock();
-            self.offers.lock().entry(peer).or_default().extend(rows);
-            if !syncing.insert(peer) {
-                return;
-            }
-        }
-        let (syncing, offers) = (self.syncing.clone(), self.offers.clone());
-        tokio::spawn(async move {
-            loop {
-                let rows = offers.lock().remove(&peer).unwrap_or_default();
+        if !rows.is_empty() {
+            tokio::spawn(async move {
                 let _ = syncer.sync_offering(peer, rows).await;
-                let mut s = syncing.lock();
-                if offers.lock().get(&peer).is_none_or(|r| r.is_empty()) {
-                    offers.lock().remove(&peer);
-                    s.remove(&peer);
-                    return;
-                }
-            }
+            });
+            return;
+        }
+        if !self.syncing.lock().insert(peer) {
+            return;
+        }
+        let syncing = self.syncing.clone();
+        tokio::spawn(async move {
+            let _ = syncer.sync_with(peer).await;
+            syncing.lock().remove(&peer);
         });
     }
 
