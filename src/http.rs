@@ -158,10 +158,14 @@ async fn admin_purge(
     if id == 0 {
         return json_error(StatusCode::BAD_REQUEST, "tenant 0 is the node's own");
     }
-    if p.serves(id) {
+    // Neither served here nor in the catalog at all (a database put back
+    // during its grace period may not have reached this node's store yet).
+    if p.serves(id) || p.tables().0.contains_key(&id) {
         return json_error(
             StatusCode::CONFLICT,
-            format!("tenant {id} is still served here: delete it from the catalog first"),
+            format!(
+                "tenant {id} is in the catalog or served here: delete it from the catalog first"
+            ),
         );
     }
     let dir = admin.usage_dir.join("tenants").join(id.to_string());

@@ -752,7 +752,6 @@ impl Placement {
         self.kick();
     }
 
-    /// The catalog version held for tenant `id` (0: never seen).
     /// This node's copy of tenant `id` as its executor sees it now (None:
     /// no copy here).
     pub async fn probe(&self, id: u64) -> Option<anykv_server::metrics::ReplStatus> {
@@ -768,6 +767,7 @@ impl Placement {
         self.shared.catalog().get(t).is_some() || self.shared.remote_catalog().get(t).is_some()
     }
 
+    /// The catalog version held for tenant `id` (0: never seen).
     pub fn version_of(&self, id: u64) -> u64 {
         self.store
             .lock()

@@ -431,6 +431,7 @@ impl Gossip {
             store: store.clone(),
             syncer: syncer.clone(),
             syncing: Arc::new(Mutex::new(HashSet::new())),
+            offering: Arc::new(Mutex::new(HashMap::new())),
             sync_port: sync_addr.map(|a| a.port()).unwrap_or(0),
             view_tx,
             events: events.clone(),
@@ -595,6 +596,9 @@ struct NodeTask {
     store: Arc<Mutex<StateStore>>,
     syncer: Option<Syncer>,
     syncing: Arc<Mutex<HashSet<SocketAddr>>>,
+    /// Peers with an offering session running, and the rows offered to
+    /// each since it started (the next session's).
+    offering: Arc<Mutex<HashMap<SocketAddr, Vec<Row>>>>,
     sync_port: u16,
     view_tx: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<Event>,
@@ -989,18 +993,42 @@ impl NodeTask {
     }
 
     /// [`Self::sync_soon`], offering `rows` (just written here) in the
-    /// session's first message. A session that offers rows starts at once,
-    /// beside one already running with that node (an anti-entropy session
-    /// with a far region takes a round trip and a half: rows must not
-    /// wait for it); one without rows is skipped while another runs.
+    /// session's first message. An offering session starts at once, beside
+    /// a plain one already running with that node (an anti-entropy session
+    /// with a far region takes a round trip and a half: rows must not wait
+    /// for it); at most one offering session per node runs at a time, and
+    /// rows offered meanwhile go together in the next, right after it. A
+    /// peer that refuses the offer (an older build) gets a plain session.
     fn sync_offering(&self, gossip_addr: SocketAddr, rows: Vec<Row>) {
         let Some(syncer) = self.syncer.clone() else {
             return;
         };
         let peer = SocketAddr::new(canonical(gossip_addr).ip(), self.sync_port);
         if !rows.is_empty() {
+            {
+                let mut offering = self.offering.lock();
+                if let Some(waiting) = offering.get_mut(&peer) {
+                    waiting.extend(rows);
+                    return;
+                }
+                offering.insert(peer, Vec::new());
+            }
+            let offering = self.offering.clone();
             tokio::spawn(async move {
-                let _ = syncer.sync_offering(peer, rows).await;
+                let mut rows = rows;
+                loop {
+                    if syncer.sync_offering(peer, rows).await.is_err() {
+                        let _ = syncer.sync_with(peer).await;
+                    }
+                    let mut o = offering.lock();
+                    match o.get_mut(&peer) {
+                        Some(waiting) if !waiting.is_empty() => rows = std::mem::take(waiting),
+                        _ => {
+                            o.remove(&peer);
+                            return;
+                        }
+                    }
+                }
             });
             return;
         }

@@ -438,7 +438,13 @@ impl Syncer {
             Err(e) => {
                 tracing::debug!("sync with {peer} failed: {e}");
                 metrics::counter!("anykv_sync_errors_total", "side" => "client").increment(1);
-                self.conns.lock().remove(&peer);
+                // The connection is let go only when it is gone: a session
+                // a peer refused (an older build that does not know
+                // `Offer`) must not cost every stream sharing it a dial.
+                let mut conns = self.conns.lock();
+                if conns.get(&peer).is_some_and(|c| c.close_reason().is_some()) {
+                    conns.remove(&peer);
+                }
             }
         }
         r

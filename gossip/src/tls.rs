@@ -137,6 +137,11 @@ impl NodeTls {
         if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
             t.max_idle_timeout(Some(idle));
         }
+        // One connection per pair of nodes carries every store stream (one
+        // per database replicated between them), the controller's RPCs and
+        // sync sessions: quinn's default of 100 open streams would let
+        // many databases starve the controller.
+        t.max_concurrent_bidi_streams(4096u32.into());
         t
     }
 

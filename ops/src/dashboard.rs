@@ -20,7 +20,7 @@
 //! - `POST /logout`.
 //!
 //! A database's page also shows it live: operations per second, memory
-//! and keys (INFO on its primary, logged in with its token), and its
+//! and keys (its primary's node's admin API, not a customer connection), and its
 //! copies with their region, the round trip from the primary's node and
 //! their replication lag (the cluster view, `/cluster`).
 //!
@@ -273,7 +273,7 @@ async fn primary_of(
     Ok((primary, redis, http, tenant))
 }
 
-/// The database live: INFO on its primary, its copies with their round
+/// The database live: its primary's figures, its copies with their round
 /// trip from the primary's node and their lag. What cannot be read says
 /// why.
 async fn live_section(d: &Dashboard, db: &Database) -> String {

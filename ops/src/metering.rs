@@ -494,6 +494,26 @@ pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
     Ok(members(&cluster_view(api, None).await?))
 }
 
+/// Every member `/cluster` lists, as (machine, HTTP address if it has
+/// published one).
+pub(crate) async fn all_members(api: &Api) -> Result<Vec<(String, Option<String>)>, String> {
+    let v: Value =
+        serde_json::from_str(&cluster_view(api, None).await?).map_err(|e| e.to_string())?;
+    Ok(v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| {
+                    Some((
+                        m["machine"].as_str()?.to_string(),
+                        m["meta"]["http_addr"].as_str().map(str::to_string),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// One pull: every node's new records, then the read regions.
 pub async fn pull(api: &Api) -> Result<usize, String> {
     let mut total = 0;

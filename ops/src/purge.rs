@@ -47,11 +47,26 @@ pub async fn check(api: &Api) -> Result<usize, String> {
     if due.is_empty() {
         return Ok(0);
     }
-    let nodes = crate::metering::nodes(api).await?;
+    let nodes = crate::metering::all_members(api).await?;
     let mut purged = 0;
     for (fly_id, tenant) in due {
-        let mut all = true;
+        // Put back during its grace period (an operator's PUT): not purged.
+        match api.cluster.get(&format!("/admin/tenants/{tenant}")).await {
+            Ok((404, _)) => {}
+            Ok((code, _)) => {
+                tracing::debug!(id = %fly_id, "not purged: the catalog has it (HTTP {code})");
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        // Every member must say its files are gone; none listed is no one
+        // asked.
+        let mut all = !nodes.is_empty();
         for (machine, addr) in &nodes {
+            let Some(addr) = addr else {
+                all = false;
+                continue;
+            };
             let path = format!("/admin/tenants/{tenant}/data");
             match api.cluster.delete_at(addr, &path).await {
                 Ok((200, _)) => {}

@@ -137,15 +137,30 @@ pub async fn serve(
     tracing::debug!(id, %addr, "client connected");
 
     let mut switch = None;
-    run(
-        &mut stream,
-        inbuf,
-        &tenant,
-        &shared,
-        &mut session,
-        &mut switch,
-    )
-    .await;
+    // A login checked against the catalog before a change that retired its
+    // token, arriving after the change: closed, as the change closed the
+    // connections already here.
+    let retired = info.token.get().is_some_and(|d| {
+        let valid = |s: &crate::catalog::TenantSpec| s.token_sha256.contains(&d);
+        let held = shared.catalog().get(tenant_id).map(valid);
+        !held.unwrap_or_else(|| shared.remote_catalog().get(tenant_id).is_some_and(valid))
+    });
+    if retired {
+        tracing::info!(
+            id,
+            "closing a connection whose token was retired while it moved"
+        );
+    } else {
+        run(
+            &mut stream,
+            inbuf,
+            &tenant,
+            &shared,
+            &mut session,
+            &mut switch,
+        )
+        .await;
+    }
 
     let mut t = tenant.borrow_mut();
     crate::cmd::multi::unwatch_all(&mut t, &mut session);

@@ -456,7 +456,19 @@ async fn remote_cron(t: Rc<RefCell<Tenant>>, remotes: Tenants, shared: Arc<Share
                 );
                 return;
             }
-            None => {}
+            // Its clients stay until they leave; their tokens are still
+            // checked: against the entry of a copy now held here, or, for
+            // a database deleted, none is valid any more.
+            None => match shared.catalog().get(id) {
+                Some(spec) => close_retired_tokens(&t.borrow(), spec),
+                None => {
+                    for c in t.borrow().clients.values() {
+                        if c.token.get().is_some() {
+                            c.kill();
+                        }
+                    }
+                }
+            },
         }
     }
 }

@@ -103,7 +103,14 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
         .filter(|u| !(with_catalog && u.nopass))
         .map(|u| u.name.clone());
     match ok {
-        Some(name) => login(ctx, TenantId::DEFAULT, Some(&name), 0),
+        Some(name) => {
+            let logged_in = login(ctx, TenantId::DEFAULT, Some(&name), 0);
+            if logged_in {
+                // An operator's password, not a database's token.
+                ctx.s.info.token.set(None);
+            }
+            logged_in
+        }
         None => {
             ctx.error(errors::WRONGPASS);
             false
