@@ -279,6 +279,12 @@ impl MetaUpdater {
     }
 }
 
+/// Offering sessions (rows in the first message) run at once per peer
+/// at most (see `sync_offering`).
+const MAX_OFFERING: usize = 4;
+
+/// A peer's offering sessions running, and the rows waiting for one.
+type Offering = (usize, Vec<Row>);
 /// Publishes rows of the shared tables from anywhere (see
 /// [`Gossip::publish`]).
 #[derive(Clone)]
@@ -596,9 +602,9 @@ struct NodeTask {
     store: Arc<Mutex<StateStore>>,
     syncer: Option<Syncer>,
     syncing: Arc<Mutex<HashSet<SocketAddr>>>,
-    /// Peers with an offering session running, and the rows offered to
-    /// each since it started (the next session's).
-    offering: Arc<Mutex<HashMap<SocketAddr, Vec<Row>>>>,
+    /// Per peer: offering sessions running, and rows offered while
+    /// [`MAX_OFFERING`] ran (the next session's).
+    offering: Arc<Mutex<HashMap<SocketAddr, Offering>>>,
     sync_port: u16,
     view_tx: watch::Sender<Arc<ClusterView>>,
     events: broadcast::Sender<Event>,
@@ -996,9 +1002,12 @@ impl NodeTask {
     /// session's first message. An offering session starts at once, beside
     /// a plain one already running with that node (an anti-entropy session
     /// with a far region takes a round trip and a half: rows must not wait
-    /// for it); at most one offering session per node runs at a time, and
-    /// rows offered meanwhile go together in the next, right after it. A
-    /// peer that refuses the offer (an older build) gets a plain session.
+    /// for it); at most [`MAX_OFFERING`] offering sessions per node run at
+    /// a time (a session lasts a round trip and a half, its rows arrive
+    /// in half of one: a few in flight keep offers from queueing behind
+    /// each other), and rows offered beyond that go together in the next
+    /// one to finish. A peer that refuses the offer (an older build) gets
+    /// a plain session.
     fn sync_offering(&self, gossip_addr: SocketAddr, rows: Vec<Row>) {
         let Some(syncer) = self.syncer.clone() else {
             return;
@@ -1007,11 +1016,12 @@ impl NodeTask {
         if !rows.is_empty() {
             {
                 let mut offering = self.offering.lock();
-                if let Some(waiting) = offering.get_mut(&peer) {
+                let (running, waiting) = offering.entry(peer).or_default();
+                if *running >= MAX_OFFERING {
                     waiting.extend(rows);
                     return;
                 }
-                offering.insert(peer, Vec::new());
+                *running += 1;
             }
             let offering = self.offering.clone();
             tokio::spawn(async move {
@@ -1021,13 +1031,17 @@ impl NodeTask {
                         let _ = syncer.sync_with(peer).await;
                     }
                     let mut o = offering.lock();
-                    match o.get_mut(&peer) {
-                        Some(waiting) if !waiting.is_empty() => rows = std::mem::take(waiting),
-                        _ => {
+                    let Some((running, waiting)) = o.get_mut(&peer) else {
+                        return;
+                    };
+                    if waiting.is_empty() {
+                        *running -= 1;
+                        if *running == 0 {
                             o.remove(&peer);
-                            return;
                         }
+                        return;
                     }
+                    rows = std::mem::take(waiting);
                 }
             });
             return;
