@@ -432,11 +432,11 @@ async fn keys(
         let r = c
             .cmd(&["SCAN", &cur, "MATCH", &pattern, "COUNT", "100"])
             .await?;
-        let (next, names) = match r {
+        let (next, names): (String, Vec<Vec<u8>>) = match r {
             crate::redis::Reply::Array(mut parts) if parts.len() == 2 => {
                 let names = match parts.pop() {
                     Some(crate::redis::Reply::Array(ks)) => {
-                        ks.iter().map(crate::redis::text).collect()
+                        ks.iter().map(crate::redis::bytes).collect()
                     }
                     _ => Vec::new(),
                 };
@@ -444,16 +444,26 @@ async fn keys(
             }
             _ => (String::from("0"), Vec::new()),
         };
+        // Each key's type, TTL and (strings) first bytes, asked in one
+        // round trip (key names as bytes: a binary name is asked as is).
+        let mut asks: Vec<Vec<&[u8]>> = Vec::new();
+        for k in &names {
+            asks.push(vec![b"TYPE", k]);
+            asks.push(vec![b"PTTL", k]);
+            asks.push(vec![b"GETRANGE", k, b"0", b"99"]);
+        }
+        let answers = c.pipeline(&asks).await?;
         let mut rows = Vec::new();
-        for k in names {
-            let t = crate::redis::text(&c.cmd(&["TYPE", &k]).await?);
-            let ttl = crate::redis::text(&c.cmd(&["PTTL", &k]).await?);
+        for (k, a) in names.iter().zip(answers.chunks(3)) {
+            let t = crate::redis::text(&a[0]);
+            let ttl = crate::redis::text(&a[1]);
+            // GETRANGE of another type is an error reply: no value shown.
             let value = if t == "string" {
-                crate::redis::text(&c.cmd(&["GETRANGE", &k, "0", "99"]).await?)
+                crate::redis::text(&a[2])
             } else {
                 String::new()
             };
-            rows.push((k, t, ttl, value));
+            rows.push((String::from_utf8_lossy(k).into_owned(), t, ttl, value));
         }
         Ok::<_, crate::redis::RedisError>((next, rows))
     };
