@@ -367,23 +367,23 @@ pub fn count_read_regions(
     })
 }
 
-/// The nodes to pull from: every member `/cluster` lists with an HTTP
-/// address, as (machine, host:port).
-fn members(cluster_json: &str) -> Vec<(String, String)> {
-    let v: Value = serde_json::from_str(cluster_json).unwrap_or_default();
-    v["members"]
+/// Every member a `/cluster` answer lists, as (machine, its HTTP address
+/// if it published one).
+fn members(cluster_json: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    let v: Value = serde_json::from_str(cluster_json).map_err(|e| e.to_string())?;
+    Ok(v["members"]
         .as_array()
         .map(|ms| {
             ms.iter()
                 .filter_map(|m| {
                     Some((
                         m["machine"].as_str()?.to_string(),
-                        m["meta"]["http_addr"].as_str()?.to_string(),
+                        m["meta"]["http_addr"].as_str().map(str::to_string),
                     ))
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// Most pages taken from one node in one pull.
@@ -489,29 +489,21 @@ pub(crate) async fn cluster_view(api: &Api, addr: Option<&str>) -> Result<String
     Ok(body)
 }
 
-/// The cluster's nodes, as (machine, HTTP address).
+/// The nodes to pull from: every member with an HTTP address, as
+/// (machine, host:port) (an answer that does not parse lists none).
 pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
-    Ok(members(&cluster_view(api, None).await?))
+    let body = cluster_view(api, None).await?;
+    Ok(members(&body)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(m, addr)| Some((m, addr?)))
+        .collect())
 }
 
 /// Every member `/cluster` lists, as (machine, HTTP address if it has
 /// published one).
 pub(crate) async fn all_members(api: &Api) -> Result<Vec<(String, Option<String>)>, String> {
-    let v: Value =
-        serde_json::from_str(&cluster_view(api, None).await?).map_err(|e| e.to_string())?;
-    Ok(v["members"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter_map(|m| {
-                    Some((
-                        m["machine"].as_str()?.to_string(),
-                        m["meta"]["http_addr"].as_str().map(str::to_string),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default())
+    members(&cluster_view(api, None).await?)
 }
 
 /// One pull: every node's new records, then the read regions.
