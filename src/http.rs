@@ -217,6 +217,36 @@ async fn admin_live(
     }
 }
 
+/// `GET /admin/tenants/{id}/tokens`: the database's tokens this node has
+/// seen in use since it started (a login, or a connection still open), as
+/// `{"node", "tokens": [{"sha256", "idle_ms"}]}`: how long ago each was
+/// last in use. The sidecar retires a rotation's old token once no node
+/// has seen it for a while and the new one is in use (docs/SIDECAR.md).
+async fn admin_tokens(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let machine = s.admin.as_ref().map(|a| a.machine.clone());
+    let tokens: Vec<_> = p
+        .shared()
+        .meter
+        .tokens_idle(id)
+        .into_iter()
+        .map(|(d, idle)| {
+            serde_json::json!({
+                "sha256": d.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "idle_ms": idle.as_millis() as u64,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "node": machine, "tokens": tokens })).into_response()
+}
+
 /// Most usage records one `GET /admin/usage` answers.
 const USAGE_PAGE: usize = 1000;
 
@@ -743,6 +773,7 @@ pub async fn serve(
             axum::routing::delete(admin_purge),
         )
         .route("/admin/tenants/{id}/live", get(admin_live))
+        .route("/admin/tenants/{id}/tokens", get(admin_tokens))
         .route("/shaper", axum::routing::post(shaper_post))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -64,6 +64,11 @@ pub struct SidecarArgs {
     /// can bring it back.
     #[arg(long, default_value_t = anykv_ops::purge::DEFAULT_AFTER_SECS)]
     purge_after_secs: i64,
+    /// After a token rotation, the old token is retired once it went
+    /// unused this long on every node while the new one is in use
+    /// (seconds; 0: only an admin retires it).
+    #[arg(long, default_value_t = anykv_ops::rotation::DEFAULT_IDLE_SECS)]
+    retire_idle_secs: u64,
     /// debug, verbose, notice or warning.
     #[arg(long, default_value = "notice")]
     loglevel: String,
@@ -173,6 +178,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         )),
         writes: Default::default(),
         purge_after_secs: a.purge_after_secs.max(0),
+        retire_idle_secs: a.retire_idle_secs,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,6 +197,10 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
         tokio::spawn(anykv_ops::purge::run(
             api.clone(),
             std::time::Duration::from_secs(a.purge_after_secs.clamp(1, 60) as u64),
+        ));
+        tokio::spawn(anykv_ops::rotation::run(
+            api.clone(),
+            std::time::Duration::from_secs(a.retire_idle_secs),
         ));
         tokio::spawn(anykv_ops::metering::run(
             api.clone(),

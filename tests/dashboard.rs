@@ -14,7 +14,10 @@
 //! databases read-only, has no reveal or plan form, and a POST of theirs
 //! is refused; a callback that this browser did not start is refused;
 //! signing out ends the session. Token rotation: both tokens log in, the
-//! retired one stops (and its open connection is closed). The database's
+//! retired one stops (and its open connection is closed); a second
+//! rotation's old token is retired by the sidecar itself once the app's
+//! last connection on it closed and the new token is in use (not while
+//! that connection stays open, however idle). The database's
 //! page shows its usage (the test's own commands), its live figures (its
 //! keys) and its copies (primary, standby); the key browser lists keys
 //! with type, TTL and value and narrows by pattern, for admins only; a
@@ -42,6 +45,8 @@ const CLIENT_SECRET: &str = "anykv-oauth-secret";
 const SIDECAR: &str = "127.0.64.100:23580";
 const FLY: &str = "127.0.64.101:23590";
 const DRIVER_PORT: u16 = 23595;
+/// The sidecar's `--retire-idle-secs`.
+const RETIRE_IDLE_SECS: u64 = 3;
 
 fn base() -> String {
     format!("http://{SIDECAR}")
@@ -244,6 +249,7 @@ fn sign_in_through_fly_and_use_the_dashboard_in_a_browser() {
     let _sidecar = Killed(
         Command::new(env!("CARGO_BIN_EXE_anykv"))
             .args(["sidecar", "--listen", SIDECAR, "--meter-pull-secs", "1"])
+            .args(["--retire-idle-secs", &RETIRE_IDLE_SECS.to_string()])
             .arg("--data")
             .arg(&data)
             .args(["--cluster-admin", &node.http.to_string()])
@@ -569,6 +575,69 @@ async fn browse(
             .len(),
         2
     );
+
+    // The sidecar retires an old token by itself once the app switched: a
+    // second rotation; while a connection on the old token stays open
+    // (idle), the old token stays valid well past --retire-idle-secs; once
+    // that connection closes, the new token being in use, it is retired
+    // without anyone asking.
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    click(c, "#rotate").await;
+    let third = token_in(&text(c, "#next-redis-url").await);
+    assert!(
+        text(c, "#rotating").await.contains("retired by itself"),
+        "the page says the old token goes by itself"
+    );
+    let idle_conn = {
+        let t = new_token.clone();
+        tokio::task::spawn_blocking(move || {
+            common::login_ready(resp, "default", &t, |_| true).expect("a login with the old token")
+        })
+        .await
+        .expect("login")
+    };
+    assert!(logs_in(resp, &third).await, "the new token works");
+    tokio::time::sleep(Duration::from_secs(RETIRE_IDLE_SECS + 3)).await;
+    // (Not a refresh: that would send the rotation's POST again.)
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
+    assert!(
+        has(c, "#next-redis-url").await,
+        "the old token was retired under an open connection"
+    );
+    let idle_conn = tokio::task::spawn_blocking(move || {
+        let mut conn = idle_conn;
+        assert_eq!(
+            conn.cmd(&["PING"]).ok(),
+            Some(common::Value::Simple(b"PONG".to_vec())),
+            "the old token's connection stayed open all along"
+        );
+        conn
+    })
+    .await
+    .expect("ping");
+    drop(idle_conn);
+    let mut retired = false;
+    for _ in 0..80 {
+        // (Not a refresh: that would send the rotation's POST again.)
+        c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+            .await
+            .expect("goto");
+        if !has(c, "#next-redis-url").await {
+            retired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(retired, "the old token was not retired once unused");
+    assert!(
+        !logs_in(resp, &new_token).await,
+        "the retired token still logs in"
+    );
+    assert!(logs_in(resp, &third).await);
 
     // The list: org_a's two databases, not org_b's.
     c.goto(&format!("{}/dashboard", base()))

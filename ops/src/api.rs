@@ -62,6 +62,10 @@ pub struct Api {
     /// How long a deleted database's files stay on the nodes before they
     /// are purged (`--purge-after-secs`; [`crate::purge`]).
     pub purge_after_secs: i64,
+    /// How long a rotation's old token must go unused, the new one in use,
+    /// before it is retired (`--retire-idle-secs`; 0: only by an admin;
+    /// [`crate::rotation`]).
+    pub retire_idle_secs: u64,
     /// Held by every change (provisioning, PATCH, DELETE) from its first
     /// look at the store to its last write, the cluster call included: a
     /// DELETE never overtakes a provisioning of the same id that is still
@@ -877,6 +881,7 @@ mod tests {
             hooks: Arc::new(crate::webhook::Hooks::new("http://fly", b"w")),
             writes: Default::default(),
             purge_after_secs: 1,
+            retire_idle_secs: 0,
         };
         assert_eq!(
             redis_url(&api(None), "tok", "fdaa:0:1::3"),

@@ -550,8 +550,14 @@ fn database_page(
     ));
     let rotating = !db.next_token_sealed.is_empty();
     if rotating {
+        let idle = d.api.retire_idle_secs;
+        let by_itself = if idle > 0 {
+            format!(" It is retired by itself once your app uses the new token and no connection has used the old one for {}.", duration(idle))
+        } else {
+            String::new()
+        };
         b.push_str(&format!(
-            "<p id=\"rotating\">A new token is valid alongside this one: <code id=\"next-redis-url\">{}</code>. Set your app's secret to it (<code>fly secrets set REDIS_URL=...</code>), then retire the old token.</p>",
+            "<p id=\"rotating\">A new token is valid alongside this one: <code id=\"next-redis-url\">{}</code>. Set your app's secret to it (<code>fly secrets set REDIS_URL=...</code>), then retire the old token.{by_itself}</p>",
             esc(&shown(1))
         ));
     }
@@ -591,6 +597,18 @@ fn database_page(
         "<h2>Plan</h2><form method=\"post\" action=\"{base}/dashboard/databases/{id}/plan\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><select id=\"plan-choice\" name=\"plan\">{options}</select> <button id=\"change-plan\" type=\"submit\">Change plan</button></form>"
     ));
     b
+}
+
+/// `secs` as people say it: "90 seconds", "10 minutes", "2 hours".
+fn duration(secs: u64) -> String {
+    let (n, unit) = if secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else if secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Usage this month: its totals, and a bar per day of the last 30 (UTC)
@@ -1008,5 +1026,14 @@ mod tests {
         assert!(!plain_id("../x"));
         assert!(!plain_id(""));
         assert!(!plain_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(600), "10 minutes");
+        assert_eq!(duration(3600), "1 hour");
+        assert_eq!(duration(60), "1 minute");
+        assert_eq!(duration(90), "90 seconds");
+        assert_eq!(duration(1), "1 second");
     }
 }

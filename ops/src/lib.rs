@@ -10,7 +10,8 @@
 //! [`plans`] (each database's limits), [`sso`] (signing in through Fly's
 //! OAuth) and [`dashboard`] (what a signed-in user sees and may change),
 //! with [`fetch`] (the outbound HTTP client) and [`fakefly`] (Fly's side,
-//! for tests and the demo); billing builds on them.
+//! for tests and the demo); billing builds on them, and [`rotation`]
+//! retires a rotated token once the app switched.
 
 pub mod api;
 pub mod backup;
@@ -23,11 +24,19 @@ pub mod metering;
 pub mod plans;
 pub mod purge;
 pub mod redis;
+pub mod rotation;
 pub mod sign;
 pub mod sso;
 pub mod store;
 pub mod tokens;
 pub mod webhook;
+
+/// Now, in Unix milliseconds (when tokens were seen in use).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Now, in Unix seconds (the signatures', the store's and the webhooks'
 /// clock).

@@ -369,17 +369,18 @@ pub fn count_read_regions(
 
 /// Every member a `/cluster` answer lists, as (machine, its HTTP address
 /// if it published one).
-fn members(cluster_json: &str) -> Result<Vec<(String, Option<String>)>, String> {
+fn members(cluster_json: &str) -> Result<Vec<Member>, String> {
     let v: Value = serde_json::from_str(cluster_json).map_err(|e| e.to_string())?;
     Ok(v["members"]
         .as_array()
         .map(|ms| {
             ms.iter()
                 .filter_map(|m| {
-                    Some((
-                        m["machine"].as_str()?.to_string(),
-                        m["meta"]["http_addr"].as_str().map(str::to_string),
-                    ))
+                    Some(Member {
+                        machine: m["machine"].as_str()?.to_string(),
+                        http: m["meta"]["http_addr"].as_str().map(str::to_string),
+                        down: m["state"].as_str() == Some("down"),
+                    })
                 })
                 .collect()
         })
@@ -489,6 +490,16 @@ pub(crate) async fn cluster_view(api: &Api, addr: Option<&str>) -> Result<String
     Ok(body)
 }
 
+/// A member of the cluster as `/cluster` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub machine: String,
+    /// Its HTTP address (host:port), once it published one.
+    pub http: Option<String>,
+    /// The gossip holds it down.
+    pub down: bool,
+}
+
 /// The nodes to pull from: every member with an HTTP address, as
 /// (machine, host:port) (an answer that does not parse lists none).
 pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
@@ -496,13 +507,12 @@ pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
     Ok(members(&body)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(m, addr)| Some((m, addr?)))
+        .filter_map(|m| Some((m.machine, m.http?)))
         .collect())
 }
 
-/// Every member `/cluster` lists, as (machine, HTTP address if it has
-/// published one).
-pub(crate) async fn all_members(api: &Api) -> Result<Vec<(String, Option<String>)>, String> {
+/// Every member `/cluster` lists.
+pub(crate) async fn all_members(api: &Api) -> Result<Vec<Member>, String> {
     members(&cluster_view(api, None).await?)
 }
 

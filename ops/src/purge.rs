@@ -62,8 +62,8 @@ pub async fn check(api: &Api) -> Result<usize, String> {
         // Every member must say its files are gone; none listed is no one
         // asked.
         let mut all = !nodes.is_empty();
-        for (machine, addr) in &nodes {
-            let Some(addr) = addr else {
+        for crate::metering::Member { machine, http, .. } in &nodes {
+            let Some(addr) = http else {
                 all = false;
                 continue;
             };

@@ -151,6 +151,15 @@ const MIGRATIONS: &[&str] = &[
     // the nodes after the grace period (`crate::purge`).
     "ALTER TABLE databases ADD COLUMN deleted_at INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE databases ADD COLUMN purged_at INTEGER NOT NULL DEFAULT 0;",
+    // 9: token rotations under way (`crate::rotation`): when each began,
+    // and when the nodes last saw the old and the new token in use (Unix
+    // ms; 0: not yet).
+    "CREATE TABLE rotations (
+        fly_id TEXT PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        old_seen_at INTEGER NOT NULL,
+        new_seen_at INTEGER NOT NULL DEFAULT 0
+    );",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -614,11 +623,22 @@ pub fn set_tokens(
     next: &str,
     catalog_version: u64,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    let n = conn.execute(
         "UPDATE databases SET token_sealed = ?2, next_token_sealed = ?3, catalog_version = ?4
          WHERE fly_id = ?1",
         params![fly_id, current, next, catalog_version as i64],
-    )
+    )?;
+    // A rotation begins with its new token (the old one counts as in use
+    // from then on) and ends when either token is left alone.
+    if next.is_empty() {
+        conn.execute("DELETE FROM rotations WHERE fly_id = ?1", params![fly_id])?;
+    } else {
+        conn.execute(
+            "INSERT OR IGNORE INTO rotations (fly_id, started_at, old_seen_at) VALUES (?1, ?2, ?2)",
+            params![fly_id, crate::unix_now_ms()],
+        )?;
+    }
+    Ok(n)
 }
 
 /// Records when a database was deleted (its files are purged from the

@@ -424,6 +424,21 @@ fn close_retired_tokens(t: &Tenant, spec: &crate::catalog::TenantSpec) {
     }
 }
 
+/// The tokens this tenant's open connections logged in with are in use
+/// (marked every second): an idle connection still counts, so a
+/// rotation's old token is not retired under an app that keeps one open.
+fn mark_tokens(t: &Tenant, shared: &Shared) {
+    let mut seen: Vec<[u8; 32]> = Vec::new();
+    for c in t.clients.values() {
+        if let Some(d) = c.token.get() {
+            if !seen.contains(&d) {
+                seen.push(d);
+            }
+        }
+    }
+    shared.meter.tokens_used(t.id.0, &seen);
+}
+
 /// A remote tenant's stand-in, every second: its route counters published,
 /// its catalog entry followed (a consistency or plan changed through the
 /// admin API applies to the connections it has, not only to new logins);
@@ -438,6 +453,7 @@ async fn remote_cron(t: Rc<RefCell<Tenant>>, remotes: Tenants, shared: Arc<Share
             _ = shutdown.changed() => return,
         }
         crate::metrics::publish_routes(&t.borrow());
+        mark_tokens(&t.borrow(), &shared);
         // Its customers' usage (it stores nothing here).
         let u = std::mem::take(&mut t.borrow_mut().usage);
         shared.meter.add_usage(id.0, u);
@@ -757,6 +773,7 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         if now - t.usage_handed_ms >= 1000 {
             t.usage_handed_ms = now;
             hand_over_usage(&mut t, &shared);
+            mark_tokens(&t, &shared);
         }
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
         // Replicas learn the primary is alive from the stream itself: a

@@ -112,6 +112,11 @@ pub struct Taken {
 pub struct Meter {
     usage: parking_lot::Mutex<HashMap<u64, Usage>>,
     stored: parking_lot::Mutex<HashMap<u64, u64>>,
+    /// When each database's tokens were last in use here: a login, or a
+    /// connection still open (marked every second). The sidecar retires a
+    /// rotation's old token once no node has seen it for a while
+    /// (docs/SIDECAR.md, Token rotation).
+    tokens: parking_lot::Mutex<HashMap<u64, HashMap<[u8; 32], std::time::Instant>>>,
 }
 
 impl Meter {
@@ -153,6 +158,39 @@ impl Meter {
             usage: std::mem::take(&mut *self.usage.lock()),
             stored: self.stored.lock().clone(),
         }
+    }
+
+    /// Tokens (SHA-256) of database `id` in use now.
+    pub fn tokens_used(&self, id: u64, digests: &[[u8; 32]]) {
+        if digests.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut all = self.tokens.lock();
+        let seen = all.entry(id).or_default();
+        for d in digests {
+            seen.insert(*d, now);
+        }
+    }
+
+    /// Database `id`'s tokens used on this node since it started, with how
+    /// long ago each was last in use. Tokens unused for a week are
+    /// forgotten (a retired token's entry, a deleted database's).
+    pub fn tokens_idle(&self, id: u64) -> Vec<([u8; 32], std::time::Duration)> {
+        const FORGET: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+        let now = std::time::Instant::now();
+        let mut all = self.tokens.lock();
+        all.retain(|_, seen| {
+            seen.retain(|_, at| now.duration_since(*at) < FORGET);
+            !seen.is_empty()
+        });
+        all.get(&id)
+            .map(|seen| {
+                seen.iter()
+                    .map(|(d, at)| (*d, now.duration_since(*at)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Gives usage back that could not be written (the next record has it).
@@ -392,6 +430,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn token_use_is_kept_per_database_and_ages() {
+        let m = Meter::default();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        m.tokens_used(7, &[a]);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        m.tokens_used(7, &[b]);
+        m.tokens_used(8, &[b]);
+        let mut seen = m.tokens_idle(7);
+        seen.sort();
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].0, seen[1].0), (a, b));
+        // a was used first: it has been idle longer.
+        assert!(seen[0].1 >= std::time::Duration::from_millis(30));
+        assert!(seen[1].1 < seen[0].1);
+        assert_eq!(m.tokens_idle(8).len(), 1);
+        assert!(m.tokens_idle(9).is_empty());
+        // Used again: idle from now.
+        m.tokens_used(7, &[a]);
+        let again = m.tokens_idle(7);
+        let idle_a = again.iter().find(|(d, _)| *d == a).map(|x| x.1);
+        assert!(idle_a.is_some_and(|i| i < std::time::Duration::from_millis(30)));
     }
 
     #[test]

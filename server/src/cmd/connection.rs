@@ -88,7 +88,9 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
         if ok {
             // Which token it was: dropping it from the catalog (a
             // rotation's old token retired) closes this connection.
-            ctx.s.info.token.set(Some(crate::catalog::token_digest(pw)));
+            let digest = crate::catalog::token_digest(pw);
+            ctx.s.info.token.set(Some(digest));
+            ctx.shared.meter.tokens_used(to.0, &[digest]);
         }
         return ok;
     }
