@@ -46,6 +46,11 @@ struct Args {
     /// listens on the port before it.
     #[arg(long, default_value_t = 23300)]
     port: u16,
+    /// Keep the world's directory (the nodes' logs, `n1.log`..., and the
+    /// sidecar's, `sidecar.log`) to look into a slow round; set RUST_LOG
+    /// for more than the default level.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// The sidecar's process, stopped when dropped.
@@ -82,6 +87,17 @@ fn answers(node: SocketAddr, token: &str) -> bool {
     Conn::open(node, Some(("default", token)))
         .and_then(|mut c| c.call(&["GET", "probe"]))
         .is_some_and(|r| !matches!(r, Reply::Err(_)))
+}
+
+/// Where the sidecar's log goes: `sidecar.log` in the world's directory
+/// with `--keep`, nowhere otherwise.
+fn sidecar_log(dir: &std::path::Path, keep: bool) -> Stdio {
+    if !keep {
+        return Stdio::null();
+    }
+    std::fs::File::create(dir.join("sidecar.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|e| fail(&format!("creating sidecar.log: {e}")))
 }
 
 fn now_secs() -> i64 {
@@ -131,7 +147,7 @@ fn main() {
             .env("ANYKV_WEBHOOK_SECRET", "provision-bench-webhooks")
             .env("ANYKV_TOKEN_KEY", KEY)
             .env("ANYKV_ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::null())
+            .stdout(sidecar_log(&dir, a.keep))
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| fail(&format!("starting anykv sidecar: {e}"))),
@@ -159,6 +175,7 @@ fn main() {
             "nonce": format!("bench-{}-{i}", std::process::id()), "timestamp": now_secs(),
         })
         .to_string();
+        let started = std::time::SystemTime::now();
         let t0 = Instant::now();
         let (code, reply) =
             provision(listen, &body).unwrap_or_else(|| fail("the sidecar did not answer"));
@@ -186,9 +203,12 @@ fn main() {
         let _ = answer.record(answered.as_micros() as u64);
         let _ = everywhere.record(all.as_micros() as u64);
         eprintln!(
-            "{}/{}: answered in {:.1} ms, every region in {:.1} ms",
+            "{}/{} {id} (sent at {:.3}): answered in {:.1} ms, every region in {:.1} ms",
             i + 1,
             a.count,
+            started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             answered.as_secs_f64() * 1e3,
             all.as_secs_f64() * 1e3
         );
@@ -215,5 +235,9 @@ fn main() {
         if p99 < 500.0 { "met" } else { "not met" }
     );
     drop(w);
-    let _ = std::fs::remove_dir_all(&dir);
+    if a.keep {
+        eprintln!("logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
