@@ -228,6 +228,11 @@ pub struct Syncer {
     /// Rows that changed this node's store (from either side of a session).
     changed: mpsc::UnboundedSender<Vec<Row>>,
     conns: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+    /// Per peer, held while a connection to it is dialled: a session or
+    /// stream that needs the peer meanwhile waits for that handshake
+    /// instead of dialling a second connection (a round trip more: a
+    /// provisioning's first offer to a node that just came up).
+    dialing: Arc<Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>>,
     store_handler: Arc<std::sync::OnceLock<StoreHandler>>,
     raft_handler: Arc<std::sync::OnceLock<RaftHandler>>,
 }
@@ -245,6 +250,7 @@ impl Syncer {
             store,
             changed,
             conns: Arc::default(),
+            dialing: Arc::default(),
             store_handler: Arc::default(),
             raft_handler: Arc::default(),
         }
@@ -404,11 +410,24 @@ impl Syncer {
         Ok(())
     }
 
+    /// The open connection to `peer`, if there is one.
+    fn cached(&self, peer: SocketAddr) -> Option<quinn::Connection> {
+        self.conns
+            .lock()
+            .get(&peer)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
     async fn connection(&self, peer: SocketAddr) -> Result<quinn::Connection, SyncError> {
-        if let Some(c) = self.conns.lock().get(&peer) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.cached(peer) {
+            return Ok(c);
+        }
+        let gate = self.dialing.lock().entry(peer).or_default().clone();
+        let _dialing = gate.lock().await;
+        // Another caller's dial may have finished while this one waited.
+        if let Some(c) = self.cached(peer) {
+            return Ok(c);
         }
         let conn = self
             .endpoint
@@ -497,6 +516,7 @@ impl Syncer {
     /// Forgets the connection to `peer` (it restarted or went down): the
     /// next session or store stream dials a new one.
     pub fn forget(&self, peer: SocketAddr) {
+        self.dialing.lock().remove(&peer);
         if let Some(c) = self.conns.lock().remove(&peer) {
             c.close(0u32.into(), b"peer restarted");
         }
@@ -553,6 +573,31 @@ mod tests {
             version: Version { life: 0, seq },
             value: Some(vec![value]),
         }
+    }
+
+    #[tokio::test]
+    async fn sessions_started_together_share_one_dial() {
+        let ca = ClusterCa::generate().unwrap();
+        let (a, _) = syncer(&ca.issue("a").unwrap());
+        let (b, _) = syncer(&ca.issue("b").unwrap());
+        let peer = b.local_addr().unwrap();
+        // Eight sessions with a peer a has no connection to yet, all at
+        // once (a provisioning's offers to a node that just came up).
+        let runs: Vec<_> = (0..8u64)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move { a.sync_offering(peer, vec![row("a", i + 1)]).await })
+            })
+            .collect();
+        for r in runs {
+            r.await.unwrap().unwrap();
+        }
+        assert!(b.store.lock().get(Table::Nodes, "a").is_some());
+        assert_eq!(
+            b.endpoint.open_connections(),
+            1,
+            "one connection dialled for all of them"
+        );
     }
 
     #[tokio::test]
