@@ -17,7 +17,7 @@ use anykv_gossip::ClusterView;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -295,6 +295,43 @@ async fn admin_usage(
         Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `POST /admin/usage/taken?log=ID&seq=N`: the sidecar holds this node's
+/// usage records of log `ID` up to sequence `N` (its cursor, committed):
+/// the usage log's writer drops them from the file at its next
+/// compaction (docs/METERING.md). A log that is not this node's current
+/// one is remembered and never used.
+async fn admin_usage_taken(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let (mut log, mut seq) = (None, None);
+    for (k, v) in form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+        match &*k {
+            "log" => log = Some(v.into_owned()),
+            "seq" => match v.parse::<u64>() {
+                Ok(n) => seq = Some(n),
+                Err(_) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("seq: expected a non-negative integer, got {v:?}"),
+                    )
+                }
+            },
+            _ => {}
+        }
+    }
+    let (Some(log), Some(seq)) = (log, seq) else {
+        return json_error(StatusCode::BAD_REQUEST, "log and seq are required");
+    };
+    p.shared().meter.usage_taken(&log, seq);
+    Json(serde_json::json!({ "log": log, "seq": seq })).into_response()
 }
 
 /// How long an admin call waits for the tenant's nodes to apply a change.
@@ -768,6 +805,7 @@ pub async fn serve(
             axum::routing::post(admin_promote),
         )
         .route("/admin/usage", get(admin_usage))
+        .route("/admin/usage/taken", post(admin_usage_taken))
         .route(
             "/admin/tenants/{id}/data",
             axum::routing::delete(admin_purge),

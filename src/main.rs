@@ -185,6 +185,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         (
             g.machine.clone().unwrap_or_else(node::host_name),
             Duration::from_millis(g.meter_interval_ms.max(100)),
+            g.usage_log_max_mb.saturating_mul(1 << 20),
         )
     });
     let controller_timing = gossip.as_ref().map(|g| node::ControllerTiming {
@@ -200,8 +201,8 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     let shared = server.shared.clone();
     // A node writes what its customers used (docs/METERING.md).
     let meter = match &metering {
-        Some((machine, every)) => Some(
-            meter::Writer::start(&data_dir, machine, shared.clone(), *every)
+        Some((machine, every, max_bytes)) => Some(
+            meter::Writer::start(&data_dir, machine, shared.clone(), *every, *max_bytes)
                 .context("opening the usage log")?,
         ),
         None => None,
@@ -251,7 +252,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
                 usage_dir: data_dir.clone(),
                 machine: metering
                     .as_ref()
-                    .map(|(m, _)| m.clone())
+                    .map(|(m, _, _)| m.clone())
                     .unwrap_or_default(),
             }),
             _ => None,

@@ -1,7 +1,9 @@
 //! The node's usage log writer (docs/METERING.md): every interval, what
 //! the executors handed to the meter becomes one record of
 //! `<dir>/usage.log`, fsynced unless `appendfsync no`; on the way out, a
-//! last record after the executors handed over their last counts.
+//! last record after the executors handed over their last counts. Records
+//! the sidecar took (`POST /admin/usage/taken`) are dropped from the file
+//! as it goes.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -37,13 +39,38 @@ fn write(log: &mut UsageLog, shared: &Shared, last: bool) {
     }
 }
 
+/// Drops the records the sidecar has taken from the file, and the oldest
+/// others when it is over `max_bytes` (see [`UsageLog::compact`]).
+fn compact(log: &mut UsageLog, shared: &Shared, max_bytes: u64) {
+    let taken = shared.meter.taken_upto(log.log_id());
+    if !log.wants_compaction(taken, max_bytes) {
+        return;
+    }
+    match log.compact(taken, max_bytes) {
+        Ok(c) => {
+            if c.untaken > 0 {
+                tracing::warn!(
+                    dropped = c.untaken,
+                    "usage log over --usage-log-max-mb: dropped its oldest records, which the \
+                     sidecar had not taken (their usage is not billed); is the sidecar pulling?"
+                );
+            }
+            tracing::debug!(taken = c.taken, bytes = c.len, "usage log compacted");
+        }
+        Err(e) => tracing::warn!("compacting the usage log: {e}"),
+    }
+}
+
 impl Writer {
-    /// Opens `dir/usage.log` and writes a record every `every`.
+    /// Opens `dir/usage.log` and writes a record every `every`, keeping
+    /// the file under `max_bytes` (0: no limit) once the sidecar took its
+    /// records.
     pub fn start(
         dir: &Path,
         machine: &str,
         shared: Arc<Shared>,
         every: Duration,
+        max_bytes: u64,
     ) -> anyhow::Result<Writer> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut log = UsageLog::open(dir, machine, &shared.run_id, now_ms())?;
@@ -58,7 +85,10 @@ impl Writer {
             .name("usage-log".into())
             .spawn(move || loop {
                 match stopped.recv_timeout(every) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => write(&mut log, &shared, false),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        write(&mut log, &shared, false);
+                        compact(&mut log, &shared, max_bytes);
+                    }
                     // Stopping: the last record, marking a clean end.
                     Ok(()) => return write(&mut log, &shared, true),
                     // The node dropped its handle without stopping it.

@@ -120,6 +120,13 @@ pub struct GossipArgs {
     /// most this much metering, plus a second.
     #[arg(long, default_value_t = 10_000)]
     pub meter_interval_ms: u64,
+    /// The usage log's size limit, in MB (0: none). Records the sidecar
+    /// has taken are dropped from it as it goes; past this size the
+    /// oldest records it has not taken are dropped too (their usage is
+    /// lost to billing, with a warning): a node whose sidecar stopped
+    /// pulling does not fill its disk.
+    #[arg(long, default_value_t = 256)]
+    pub usage_log_max_mb: u64,
 }
 
 /// The link shaper `--emulate-wan` asks for (off without it).

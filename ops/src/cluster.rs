@@ -108,16 +108,27 @@ impl Cluster {
     /// `GET path` from node `addr`'s HTTP port (not necessarily one of the
     /// admin endpoints: a member `/cluster` named).
     pub async fn get_at(&self, addr: &str, path: &str) -> Result<(u16, String), ClusterError> {
-        match tokio::time::timeout(CALL_BUDGET, self.once(addr, "GET", path, "")).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(ClusterError::Unreachable(format!("{addr}: {e}"))),
-            Err(_) => Err(ClusterError::Unreachable(format!("{addr}: timed out"))),
-        }
+        self.at(addr, "GET", path).await
     }
 
     /// `DELETE path` on node `addr`'s HTTP port.
     pub async fn delete_at(&self, addr: &str, path: &str) -> Result<(u16, String), ClusterError> {
-        match tokio::time::timeout(CALL_BUDGET, self.once(addr, "DELETE", path, "")).await {
+        self.at(addr, "DELETE", path).await
+    }
+
+    /// `POST path` (no body) to node `addr`'s HTTP port.
+    pub async fn post_at(&self, addr: &str, path: &str) -> Result<(u16, String), ClusterError> {
+        self.at(addr, "POST", path).await
+    }
+
+    /// One call to node `addr`, within the call budget.
+    async fn at(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<(u16, String), ClusterError> {
+        match tokio::time::timeout(CALL_BUDGET, self.once(addr, method, path, "")).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(ClusterError::Unreachable(format!("{addr}: {e}"))),
             Err(_) => Err(ClusterError::Unreachable(format!("{addr}: timed out"))),

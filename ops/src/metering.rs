@@ -444,10 +444,12 @@ async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String
         None => 0,
     };
     let mut total = 0;
+    // The log and the cursor the store holds for it, once known.
+    let mut held: Option<(String, i64)> = None;
     for _ in 0..PAGES {
         let (log, mut records) = page(api, addr, after).await?;
         let Some(log) = log else {
-            return Ok(total);
+            break;
         };
         let known = cursor(api, &log)?;
         if known != after {
@@ -459,8 +461,9 @@ async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String
             }
             records = more;
         }
+        held = Some((log.clone(), after));
         if records.is_empty() {
-            return Ok(total);
+            break;
         }
         let added = {
             let mut store = api.store.lock();
@@ -469,8 +472,26 @@ async fn pull_node(api: &Api, machine: &str, addr: &str) -> Result<usize, String
         };
         total += added;
         after = cursor(api, &log)?;
+        held = Some((log, after));
         if added == 0 {
-            return Ok(total);
+            break;
+        }
+    }
+    // What the store holds (committed) the node may drop from its file.
+    if let Some((log, seq)) = held.filter(|h| h.1 > 0) {
+        let path = format!(
+            "/admin/usage/taken?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("log", &log)
+                .append_pair("seq", &seq.to_string())
+                .finish()
+        );
+        match api.cluster.post_at(addr, &path).await {
+            Ok((200, _)) => {}
+            Ok((code, body)) => {
+                tracing::debug!(node = %machine, "usage taken not told: HTTP {code}: {body}")
+            }
+            Err(e) => tracing::debug!(node = %machine, "usage taken not told: {e}"),
         }
     }
     Ok(total)

@@ -117,6 +117,9 @@ pub struct Meter {
     /// rotation's old token once no node has seen it for a while
     /// (docs/SIDECAR.md, Token rotation).
     tokens: parking_lot::Mutex<HashMap<u64, HashMap<[u8; 32], std::time::Instant>>>,
+    /// The sidecar has the records of log `.0` up to sequence `.1`
+    /// (`POST /admin/usage/taken`): the writer may drop them.
+    taken: parking_lot::Mutex<Option<(String, u64)>>,
 }
 
 impl Meter {
@@ -193,6 +196,23 @@ impl Meter {
             .unwrap_or_default()
     }
 
+    /// The sidecar holds log `log`'s records up to `seq`.
+    pub fn usage_taken(&self, log: &str, seq: u64) {
+        let mut t = self.taken.lock();
+        match &mut *t {
+            Some((l, s)) if l == log => *s = (*s).max(seq),
+            _ => *t = Some((log.to_string(), seq)),
+        }
+    }
+
+    /// Up to which sequence log `log`'s records were taken (0: none known).
+    pub fn taken_upto(&self, log: &str) -> u64 {
+        match &*self.taken.lock() {
+            Some((l, s)) if l == log => *s,
+            _ => 0,
+        }
+    }
+
     /// Gives usage back that could not be written (the next record has it).
     pub fn restore(&self, t: Taken) {
         let mut u = self.usage.lock();
@@ -221,6 +241,42 @@ pub struct UsageLog {
     node: String,
     /// When the last record's interval ended (ms), or this boot began.
     since_ms: i64,
+    /// The file's length (bytes).
+    len: u64,
+    /// Records up to this sequence are no longer in the file (or never
+    /// were): compaction dropped them.
+    dropped_upto: u64,
+}
+
+/// What one compaction did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Records dropped that the sidecar had taken.
+    pub taken: usize,
+    /// Records dropped that it had not: the file was over its size limit
+    /// (their usage is lost to billing).
+    pub untaken: usize,
+    /// The file's length afterwards.
+    pub len: u64,
+}
+
+/// Records the sidecar took that wait in the file before a compaction
+/// drops them (a compaction rewrites the file: not after every pull).
+pub const COMPACT_AFTER: u64 = 64;
+
+/// Calls `f` with each whole line of `r` (its newline included) until it
+/// answers false; a last line without its newline (being written, or torn
+/// by a crash) is not one.
+fn whole_lines(r: impl std::io::Read, mut f: impl FnMut(&[u8]) -> bool) -> std::io::Result<()> {
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') || !f(&line) {
+            return Ok(());
+        }
+    }
 }
 
 /// 16 random bytes in hex.
@@ -246,27 +302,18 @@ impl UsageLog {
         let mut good_len = 0u64;
         let mut last: Option<serde_json::Value> = None;
         let mut first: Option<serde_json::Value> = None;
-        {
-            let mut r = BufReader::new(&file);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = r.read_until(b'\n', &mut line).map_err(io)?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break;
-                }
-                match serde_json::from_slice::<serde_json::Value>(&line) {
-                    Ok(v) => {
-                        if first.is_none() {
-                            first = Some(v.clone());
-                        }
-                        last = Some(v);
-                        good_len += n as u64;
-                    }
-                    Err(_) => break,
-                }
+        whole_lines(&file, |line| {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                return false;
+            };
+            if first.is_none() {
+                first = Some(v.clone());
             }
-        }
+            last = Some(v);
+            good_len += line.len() as u64;
+            true
+        })
+        .map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len > good_len {
             tracing::warn!(
@@ -281,6 +328,10 @@ impl UsageLog {
             .as_ref()
             .and_then(|v| v["log"].as_str().map(str::to_string))
             .unwrap_or_else(random_id);
+        let dropped_upto = first
+            .as_ref()
+            .and_then(|v| v["seq"].as_u64())
+            .map_or(0, |s| s.saturating_sub(1));
         let mut seq = last.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
         let clean = last.as_ref().is_none_or(|v| v["last"] == true) && len == good_len;
         if !clean {
@@ -298,7 +349,112 @@ impl UsageLog {
             boot: boot.to_string(),
             node: node.to_string(),
             since_ms: now_ms,
+            len: good_len,
+            dropped_upto,
         })
+    }
+
+    /// The file's length (bytes).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether a compaction is worth its rewrite: [`COMPACT_AFTER`]
+    /// records taken up to `taken` are still in the file, or the file is
+    /// over `max_bytes` (0: no limit).
+    pub fn wants_compaction(&self, taken: u64, max_bytes: u64) -> bool {
+        taken.min(self.seq) >= self.dropped_upto + COMPACT_AFTER
+            || (max_bytes > 0 && self.len > max_bytes)
+    }
+
+    /// Drops the records up to sequence `taken` (the sidecar has them),
+    /// and, while the rest is over `max_bytes` (0: no limit), the oldest
+    /// of the others, down to half of it: the file is rewritten beside
+    /// itself, synced and renamed over. The last record always stays: the
+    /// log's id and sequence, and whether it ended cleanly, live in it.
+    pub fn compact(&mut self, taken: u64, max_bytes: u64) -> Result<Compacted, LogError> {
+        let io = |e| LogError::Io(self.path.clone(), e);
+        // Every whole record's sequence and length.
+        let mut records: Vec<(u64, u64)> = Vec::new();
+        whole_lines(File::open(&self.path).map_err(io)?, |line| {
+            let seq = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+                .unwrap_or(0);
+            records.push((seq, line.len() as u64));
+            true
+        })
+        .map_err(io)?;
+        let last = records.len().saturating_sub(1);
+        let mut keep: Vec<bool> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (seq, _))| i == last || *seq > taken)
+            .collect();
+        let mut out = Compacted::default();
+        let mut kept: u64 = records
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| r.1)
+            .sum();
+        if max_bytes > 0 && kept > max_bytes {
+            for (i, k) in keep.iter_mut().enumerate() {
+                if kept <= max_bytes / 2 || i == last {
+                    break;
+                }
+                if *k {
+                    *k = false;
+                    kept -= records[i].1;
+                    out.untaken += 1;
+                }
+            }
+        }
+        out.taken = keep.iter().filter(|k| !**k).count() - out.untaken;
+        if out.taken + out.untaken == 0 {
+            out.len = self.len;
+            return Ok(out);
+        }
+        let tmp = self.path.with_extension("log.compacting");
+        {
+            let mut r = BufReader::new(File::open(&self.path).map_err(io)?);
+            let mut w = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
+            let mut line = Vec::new();
+            for k in &keep {
+                line.clear();
+                r.read_until(b'\n', &mut line).map_err(io)?;
+                if *k {
+                    w.write_all(&line).map_err(io)?;
+                }
+            }
+            let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            // The rename itself on the disk.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        self.len = kept;
+        self.dropped_upto = records
+            .iter()
+            .zip(&keep)
+            .find(|(_, k)| **k)
+            .map_or(self.seq, |(r, _)| r.0.saturating_sub(1));
+        out.len = kept;
+        Ok(out)
     }
 
     pub fn log_id(&self) -> &str {
@@ -374,6 +530,7 @@ impl UsageLog {
         if fsync {
             self.file.sync_data().map_err(io)?;
         }
+        self.len += line.len() as u64;
         self.seq = seq;
         Ok(Some(seq))
     }
@@ -394,30 +551,20 @@ pub fn read_after(
     };
     let mut log = None;
     let mut out = Vec::new();
-    let mut r = BufReader::new(file);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = r
-            .read_until(b'\n', &mut line)
-            .map_err(|e| LogError::Io(path.clone(), e))?;
-        // A line still being written is not a record yet.
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
-        }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
-            break;
+    // (A line still being written is not a record yet.)
+    whole_lines(file, |line| {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return false;
         };
         if log.is_none() {
             log = v["log"].as_str().map(str::to_string);
         }
         if v["seq"].as_u64().is_some_and(|s| s > after) {
             out.push(v);
-            if out.len() >= limit {
-                break;
-            }
         }
-    }
+        out.len() < limit
+    })
+    .map_err(|e| LogError::Io(path.clone(), e))?;
     Ok((log, out))
 }
 
@@ -430,6 +577,85 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A log of `n` records (each with usage of database 7), cleanly ended.
+    fn log_of(dir: &Path, n: u64) -> UsageLog {
+        let m = Meter::default();
+        let mut log = UsageLog::open(dir, "n1", "boot1", 0).unwrap();
+        for i in 1..=n {
+            let mut u = Usage::default();
+            u.count(Class::Read);
+            m.hand_over(7, u, None);
+            assert_eq!(
+                log.append(&m.take(), i as i64 * 1000, false, i == n)
+                    .unwrap(),
+                Some(i)
+            );
+        }
+        log
+    }
+
+    #[test]
+    fn compaction_drops_what_the_sidecar_took_and_keeps_the_log_whole() {
+        let dir = tmp("compact");
+        let mut log = log_of(&dir, 100);
+        let id = log.log_id().to_string();
+        let full = log.len();
+        assert_eq!(full, std::fs::metadata(dir.join(FILE)).unwrap().len());
+        // Fewer than COMPACT_AFTER taken records: not worth a rewrite.
+        assert!(!log.wants_compaction(COMPACT_AFTER - 1, 0));
+        assert!(log.wants_compaction(80, 0));
+        let c = log.compact(80, 0).unwrap();
+        assert_eq!((c.taken, c.untaken), (80, 0));
+        assert_eq!(c.len, std::fs::metadata(dir.join(FILE)).unwrap().len());
+        assert!(c.len < full / 4);
+        // What the sidecar has not taken is all there, in order.
+        let (lid, recs) = read_after(&dir, 0, 1000).unwrap();
+        assert_eq!(lid.as_deref(), Some(id.as_str()));
+        let seqs: Vec<u64> = recs.iter().filter_map(|r| r["seq"].as_u64()).collect();
+        assert_eq!(seqs, (81..=100).collect::<Vec<_>>());
+        assert!(!log.wants_compaction(80, 0));
+        // Appending after a compaction goes to the new file.
+        let m = Meter::default();
+        m.hand_over(7, Usage::default(), Some(5));
+        assert_eq!(
+            log.append(&m.take(), 200_000, false, false).unwrap(),
+            Some(101)
+        );
+        assert_eq!(read_after(&dir, 100, 10).unwrap().1.len(), 1);
+        // Everything taken: the last record stays (the log's id and
+        // sequence), and a restart goes on from it.
+        let c = log.compact(101, 0).unwrap();
+        assert_eq!((c.taken, c.untaken), (20, 0));
+        assert!(read_after(&dir, 101, 10).unwrap().1.is_empty());
+        drop(log);
+        let log = UsageLog::open(&dir, "n1", "boot2", 300_000).unwrap();
+        assert_eq!(log.log_id(), id);
+        // (The last record was not a clean end's: the sequence jumps.)
+        assert_eq!(log.seq(), 101 + UNCLEAN_JUMP);
+    }
+
+    #[test]
+    fn a_log_over_its_limit_drops_its_oldest_records_even_untaken() {
+        let dir = tmp("limit");
+        let mut log = log_of(&dir, 100);
+        let limit = log.len() / 2;
+        assert!(log.wants_compaction(0, limit));
+        let c = log.compact(10, limit).unwrap();
+        assert_eq!(c.taken, 10);
+        assert!(c.untaken > 0);
+        assert!(c.len <= limit / 2, "{} > {}", c.len, limit / 2);
+        let (_, recs) = read_after(&dir, 0, 1000).unwrap();
+        let seqs: Vec<u64> = recs.iter().filter_map(|r| r["seq"].as_u64()).collect();
+        // The newest survive, the last one with its clean-end mark.
+        assert_eq!(seqs.last(), Some(&100));
+        assert_eq!(recs.last().unwrap()["last"], true);
+        assert_eq!(seqs.len(), 100 - c.taken - c.untaken);
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+        drop(log);
+        let log = UsageLog::open(&dir, "n1", "boot2", 300_000).unwrap();
+        assert_eq!(log.seq(), 100, "a clean end stays clean");
     }
 
     #[test]
