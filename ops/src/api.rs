@@ -432,10 +432,10 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
         };
         let entry = catalog_entry(&db, &[token], 1);
         let status = match api.cluster.put_tenant(db.tenant_id, &entry).await {
-            Ok(Applied::Everywhere) => "ready",
+            Ok((Applied::Everywhere, _)) => "ready",
             // In the catalog; its nodes (or its region's first node) are
             // still to come: Fly polls GET.
-            Ok(Applied::Pending) => "provisioning",
+            Ok((Applied::Pending, _)) => "provisioning",
             Err(e) => {
                 tracing::warn!(id = %db.fly_id, "provisioning failed: {e}");
                 let _ = api.store.lock().set_status(&db.fly_id, "error", 1);
@@ -664,9 +664,10 @@ pub(crate) async fn apply_change(
     }
     let tokens = open_tokens(api, &changed)?;
     let entry = catalog_entry(&changed, &tokens, version);
-    if let Err(e) = api.cluster.put_tenant(db.tenant_id, &entry).await {
-        return Err(Box::new(cluster_error(&e, "take the change")));
-    }
+    let version = match api.cluster.put_tenant(db.tenant_id, &entry).await {
+        Ok((_, v)) => v,
+        Err(e) => return Err(Box::new(cluster_error(&e, "take the change"))),
+    };
     // Fly is told (`resource.updated`) as well as answered: the change
     // may have been another client's PATCH, the answer lost.
     let stored = notify(api, id, "resource.updated", |c| {
@@ -816,13 +817,18 @@ async fn delete_signed(api: &Api, id: &str) -> Response {
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     };
     if db.status != "deleted" {
-        // The version this deletion is at is the next one, whatever the
-        // outcome: a retry after a lost answer asks for the same and gets
-        // 409, which means done.
-        let version = db.catalog_version + 1;
-        if let Err(e) = api.cluster.delete_tenant(db.tenant_id, version).await {
-            return cluster_error(&e, "delete the database");
-        }
+        // The version this deletion is at is the next one (or the one
+        // after the catalog's, should the catalog be ahead of the record):
+        // a retry after a lost answer asks for the same and gets 409, and
+        // the tenant is gone, which means done.
+        let version = match api
+            .cluster
+            .delete_tenant(db.tenant_id, db.catalog_version + 1)
+            .await
+        {
+            Ok((_, v)) => v,
+            Err(e) => return cluster_error(&e, "delete the database"),
+        };
         let stored = notify(api, id, "resource.deleted", |c| {
             crate::store::set_deleted_at(c, id, now())?;
             crate::store::set_status(c, id, "deleted", version)

@@ -50,40 +50,93 @@ impl Cluster {
     }
 
     /// Creates or changes tenant `id` (`entry` is its catalog row, with a
-    /// version above the catalog's). A 409 for version 1 means the tenant
-    /// exists already: a provisioning retried after the cluster took it
-    /// (the sidecar is the catalog's only writer, so it is ours).
+    /// version above the catalog's); answers the version it is at. A 409
+    /// for version 1 means the tenant exists already: a provisioning
+    /// retried after the cluster took it (the sidecar is the catalog's
+    /// only writer, so it is ours), whose state is then asked (it may
+    /// still wait for a region's first node). A 409 for a later version
+    /// means the catalog is ahead of the sidecar's record (a change the
+    /// cluster took whose record failed): the change goes in at the
+    /// version after the catalog's.
     pub async fn put_tenant(
         &self,
         id: u64,
         entry: &serde_json::Value,
-    ) -> Result<Applied, ClusterError> {
-        let (status, body) = self
-            .request("PUT", &format!("/admin/tenants/{id}"), &entry.to_string())
-            .await?;
-        let first = entry.get("version").and_then(|v| v.as_u64()) == Some(1);
-        match status {
-            200 => Ok(Applied::Everywhere),
-            202 => Ok(Applied::Pending),
-            409 if first => Ok(Applied::Everywhere),
-            _ => Err(ClusterError::Refused { status, body }),
+    ) -> Result<(Applied, u64), ClusterError> {
+        let mut entry = entry.clone();
+        let mut version = entry.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        for _ in 0..2 {
+            entry["version"] = version.into();
+            let (status, body) = self
+                .request("PUT", &format!("/admin/tenants/{id}"), &entry.to_string())
+                .await?;
+            match status {
+                200 => return Ok((Applied::Everywhere, version)),
+                202 => return Ok((Applied::Pending, version)),
+                409 if version == 1 => return Ok((self.tenant_state(id).await?, version)),
+                409 => match self.catalog_version(id).await? {
+                    Some(held) if held >= version => version = held + 1,
+                    _ => return Err(ClusterError::Refused { status, body }),
+                },
+                _ => return Err(ClusterError::Refused { status, body }),
+            }
         }
+        Err(ClusterError::Refused {
+            status: 409,
+            body: format!("tenant {id}'s catalog version keeps moving; retry"),
+        })
     }
 
-    /// Deletes tenant `id` (`version` above the catalog's): its token stops
-    /// working on every node. Gone already (404), or deleted at this
-    /// version by an earlier try whose answer was lost (409), is success;
-    /// 202: in the catalog, nodes still applying it.
-    pub async fn delete_tenant(&self, id: u64, version: u64) -> Result<Applied, ClusterError> {
-        let body = serde_json::json!({ "version": version }).to_string();
+    /// The version the catalog holds tenant `id` at (None: it has no live
+    /// tenant `id`).
+    async fn catalog_version(&self, id: u64) -> Result<Option<u64>, ClusterError> {
         let (status, body) = self
-            .request("DELETE", &format!("/admin/tenants/{id}"), &body)
+            .request("GET", &format!("/admin/tenants/{id}"), "")
             .await?;
-        match status {
-            200 | 404 | 409 => Ok(Applied::Everywhere),
-            202 => Ok(Applied::Pending),
-            _ => Err(ClusterError::Refused { status, body }),
+        if status == 404 {
+            return Ok(None);
         }
+        Ok(serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["version"].as_u64()))
+    }
+
+    /// Deletes tenant `id` (`version` above the catalog's, as the sidecar
+    /// knows it): its token stops working on every node. Gone already
+    /// (404) is success. A 409 is success only when the tenant is gone (an
+    /// earlier try whose answer was lost deleted it); a tenant the catalog
+    /// holds at a newer version than the sidecar recorded (a change the
+    /// cluster took whose record failed) is deleted at the version after
+    /// that one. 202: in the catalog, nodes still applying it. Answers the
+    /// version the deletion is at.
+    pub async fn delete_tenant(
+        &self,
+        id: u64,
+        version: u64,
+    ) -> Result<(Applied, u64), ClusterError> {
+        let mut version = version;
+        // At most once more, at the catalog's own version plus one.
+        for _ in 0..2 {
+            let body = serde_json::json!({ "version": version }).to_string();
+            let (status, body) = self
+                .request("DELETE", &format!("/admin/tenants/{id}"), &body)
+                .await?;
+            match status {
+                200 | 404 => return Ok((Applied::Everywhere, version)),
+                202 => return Ok((Applied::Pending, version)),
+                409 => {}
+                _ => return Err(ClusterError::Refused { status, body }),
+            }
+            match self.catalog_version(id).await? {
+                None => return Ok((Applied::Everywhere, version)),
+                Some(held) if held >= version => version = held + 1,
+                Some(_) => return Err(ClusterError::Refused { status, body }),
+            }
+        }
+        Err(ClusterError::Refused {
+            status: 409,
+            body: format!("tenant {id}'s catalog version keeps moving; retry"),
+        })
     }
 
     /// How far tenant `id`'s current catalog version got: applied by every
@@ -184,5 +237,129 @@ impl Cluster {
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
         Ok((status, body.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncBufReadExt;
+
+    /// An admin endpoint answering `script` in order, one answer per
+    /// request: (method and path expected, status, body). It records each
+    /// request's body.
+    async fn admin(
+        script: Vec<(&'static str, u16, &'static str)>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for (want, status, body) in script {
+                let (s, _) = listener.accept().await.unwrap();
+                let mut r = tokio::io::BufReader::new(s);
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                let got: Vec<&str> = line.split_whitespace().take(2).collect();
+                assert_eq!(got.join(" "), want);
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).await.unwrap();
+                    if h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut b = vec![0; len];
+                r.read_exact(&mut b).await.unwrap();
+                log.lock().unwrap().push(String::from_utf8(b).unwrap());
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                r.get_mut().write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        (addr, seen)
+    }
+
+    fn version_of(body: &str) -> u64 {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retried_creation_reports_the_tenants_real_state() {
+        let (addr, _) = admin(vec![
+            (
+                "PUT /admin/tenants/7",
+                409,
+                r#"{"error":"version 1 is not above 2"}"#,
+            ),
+            (
+                "GET /admin/tenants/7",
+                202,
+                r#"{"version":2,"missing_regions":["syd"]}"#,
+            ),
+        ])
+        .await;
+        let c = Cluster::new(vec![addr], "t".into());
+        let entry = serde_json::json!({"id": 7, "version": 1});
+        assert_eq!(
+            c.put_tenant(7, &entry).await.unwrap(),
+            (Applied::Pending, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_behind_the_catalog_goes_in_after_it() {
+        let (addr, seen) = admin(vec![
+            ("PUT /admin/tenants/7", 409, r#"{"error":"stale"}"#),
+            ("GET /admin/tenants/7", 200, r#"{"version":5}"#),
+            ("PUT /admin/tenants/7", 200, r#"{"version":6}"#),
+        ])
+        .await;
+        let c = Cluster::new(vec![addr], "t".into());
+        let entry = serde_json::json!({"id": 7, "version": 3});
+        assert_eq!(
+            c.put_tenant(7, &entry).await.unwrap(),
+            (Applied::Everywhere, 6)
+        );
+        let bodies = seen.lock().unwrap().clone();
+        assert_eq!(version_of(&bodies[2]), 6);
+    }
+
+    #[tokio::test]
+    async fn a_deletion_is_done_only_once_the_tenant_is_gone() {
+        // Deleted by an earlier try whose answer was lost.
+        let (addr, _) = admin(vec![
+            ("DELETE /admin/tenants/7", 409, r#"{"error":"stale"}"#),
+            ("GET /admin/tenants/7", 404, r#"{"error":"no tenant 7"}"#),
+        ])
+        .await;
+        let c = Cluster::new(vec![addr], "t".into());
+        assert_eq!(
+            c.delete_tenant(7, 2).await.unwrap(),
+            (Applied::Everywhere, 2)
+        );
+        // Alive at a version the sidecar never recorded: deleted after it.
+        let (addr, seen) = admin(vec![
+            ("DELETE /admin/tenants/7", 409, r#"{"error":"stale"}"#),
+            ("GET /admin/tenants/7", 200, r#"{"version":4}"#),
+            ("DELETE /admin/tenants/7", 200, r#"{"version":5}"#),
+        ])
+        .await;
+        let c = Cluster::new(vec![addr], "t".into());
+        assert_eq!(
+            c.delete_tenant(7, 2).await.unwrap(),
+            (Applied::Everywhere, 5)
+        );
+        assert_eq!(version_of(&seen.lock().unwrap()[2]), 5);
     }
 }

@@ -594,8 +594,10 @@ pub fn set_status(
     status: &str,
     catalog_version: u64,
 ) -> rusqlite::Result<usize> {
+    // The version never goes back: a retried provisioning says 1 again
+    // for a row a change has moved on since.
     conn.execute(
-        "UPDATE databases SET status = ?2, catalog_version = ?3
+        "UPDATE databases SET status = ?2, catalog_version = MAX(catalog_version, ?3)
          WHERE fly_id = ?1 AND status != 'deleted'",
         params![fly_id, status, catalog_version as i64],
     )
