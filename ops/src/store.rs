@@ -383,11 +383,20 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Webhooks due at `now`, oldest first (at most `limit`).
+    /// Webhooks due at `now`, oldest first (at most `limit`). A webhook
+    /// waits while an older one about the same resource is unsent (one
+    /// that failed waits for its retry): Fly hears of a database's changes
+    /// in the order they were made, never a `resource.updated` after the
+    /// `resource.deleted` that followed it.
     pub fn due_webhooks(&self, now: i64, limit: usize) -> Result<Vec<Webhook>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT id, action, resource, attempts FROM webhooks
-             WHERE sent_at IS NULL AND next_at <= ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, action, resource, attempts FROM webhooks w
+             WHERE sent_at IS NULL AND next_at <= ?1
+               AND NOT EXISTS (
+                   SELECT 1 FROM webhooks o
+                   WHERE o.sent_at IS NULL AND o.id < w.id
+                     AND json_extract(o.resource, '$.id') = json_extract(w.resource, '$.id'))
+             ORDER BY id LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, limit as i64], |r| {
             Ok(Webhook {
@@ -765,6 +774,78 @@ mod tests {
             ip_address: "fdaa:0:1::3".into(),
             next_token_sealed: String::new(),
         }
+    }
+
+    #[test]
+    fn a_resources_webhooks_go_out_in_order() {
+        let dir = tmp("hook-order");
+        let mut s = Store::open(&dir, 300).unwrap();
+        let org = ("org_1", "Acme", "admins@acme.example");
+        s.insert_database(org, None, &shop("ext_1", 1)).unwrap();
+        s.insert_database(org, None, &shop("ext_2", 2)).unwrap();
+        let res = |d: &Database| format!("{{\"id\":\"{}\"}}", d.fly_id);
+        let ch = |c: &Connection, id: &str, st: &str| set_status(c, id, st, 2);
+        s.change_and_notify(
+            "ext_1",
+            100,
+            "resource.updated",
+            |c| ch(c, "ext_1", "error"),
+            res,
+        )
+        .unwrap();
+        s.change_and_notify(
+            "ext_2",
+            100,
+            "resource.updated",
+            |c| ch(c, "ext_2", "error"),
+            res,
+        )
+        .unwrap();
+        s.change_and_notify(
+            "ext_1",
+            101,
+            "resource.deleted",
+            |c| ch(c, "ext_1", "deleted"),
+            res,
+        )
+        .unwrap();
+        let ids = |s: &Store, now| -> Vec<(String, String)> {
+            s.due_webhooks(now, 10)
+                .unwrap()
+                .into_iter()
+                .map(|w| (w.action, w.resource))
+                .collect()
+        };
+        // ext_1's deletion waits behind its update; ext_2's goes.
+        let due = s.due_webhooks(101, 10).unwrap();
+        assert_eq!(
+            ids(&s, 101),
+            vec![
+                (
+                    "resource.updated".to_string(),
+                    "{\"id\":\"ext_1\"}".to_string()
+                ),
+                (
+                    "resource.updated".to_string(),
+                    "{\"id\":\"ext_2\"}".to_string()
+                ),
+            ]
+        );
+        // ext_1's update fails (retry at 200): its deletion still waits.
+        s.webhook_failed(due[0].id, 200, "503").unwrap();
+        s.webhook_sent(due[1].id, 101).unwrap();
+        assert!(ids(&s, 150).is_empty());
+        assert_eq!(ids(&s, 200).len(), 1);
+        assert_eq!(ids(&s, 200)[0].0, "resource.updated");
+        s.webhook_sent(due[0].id, 200).unwrap();
+        assert_eq!(
+            ids(&s, 200),
+            vec![(
+                "resource.deleted".to_string(),
+                "{\"id\":\"ext_1\"}".to_string()
+            )]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
