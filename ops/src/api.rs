@@ -74,6 +74,10 @@ pub struct Api {
     pub writes: tokio::sync::Mutex<()>,
 }
 
+/// The longest a change may take to answer, its wait for the change
+/// before it included: Fly wants provisioning answered well under 5 s.
+pub const CHANGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Runs a verified change (`signed` is the verification's outcome; a
 /// refusal is the answer) under [`Api::writes`]. A change answered with a
 /// server error did nothing Fly can see: its nonce is released so that
@@ -88,8 +92,23 @@ async fn as_change(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let _writing = api.writes.lock().await;
-    let resp = change.await;
+    let run = async {
+        let _writing = api.writes.lock().await;
+        change.await
+    };
+    let resp = match tokio::time::timeout(CHANGE_BUDGET, run).await {
+        Ok(r) => r,
+        // The change stops where it is: a catalog write it made is found
+        // again by the retry (a 409 there is read as what it is).
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the cluster did not take the change within {} s; retry the request",
+                CHANGE_BUDGET.as_secs()
+            ),
+            None,
+        ),
+    };
     if resp.status().is_server_error() {
         if let Err(e) = api.store.lock().release_nonce(&signed.nonce) {
             tracing::warn!("releasing nonce {}: {e}", signed.nonce);
@@ -867,16 +886,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn names_and_urls() {
-        assert_eq!(tenant_name("My Shop!", 7), "my-shop--7");
-        assert_eq!(tenant_name("", 3), "db-3");
-        assert_eq!(tenant_name(&"x".repeat(80), 1).len(), 42);
-        let api = |host: Option<&str>| Api {
+    fn test_api(name: &str, host: Option<&str>) -> Api {
+        Api {
             verifier: Verifier::new(b"s", "http://x", 300),
             store: Mutex::new({
                 let dir =
-                    std::env::temp_dir().join(format!("anykv-ops-urls-{}", std::process::id()));
+                    std::env::temp_dir().join(format!("anykv-ops-{name}-{}", std::process::id()));
                 std::fs::create_dir_all(&dir).expect("a temp dir");
                 Store::open(&dir, 300).expect("a store")
             }),
@@ -888,7 +903,41 @@ mod tests {
             writes: Default::default(),
             purge_after_secs: 1,
             retire_idle_secs: 0,
+        }
+    }
+
+    /// Fly gives up on an answer at 5 s: a change waiting behind a slow
+    /// one, or slow itself, answers 503 (retry) within the budget.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_answers_within_the_budget_however_slow_the_cluster() {
+        let api = test_api("budget", None);
+        let signed = || {
+            Ok(Signed {
+                timestamp: 0,
+                nonce: "n".into(),
+                url: String::new(),
+            })
         };
+        let t0 = tokio::time::Instant::now();
+        let busy = api.writes.lock().await;
+        let r = as_change(&api, signed(), async { StatusCode::OK.into_response() }).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(t0.elapsed(), CHANGE_BUDGET);
+        drop(busy);
+        let r = as_change(&api, signed(), std::future::pending()).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(t0.elapsed(), 2 * CHANGE_BUDGET);
+        // Not slow: answered as the change answers.
+        let r = as_change(&api, signed(), async { StatusCode::OK.into_response() }).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn names_and_urls() {
+        assert_eq!(tenant_name("My Shop!", 7), "my-shop--7");
+        assert_eq!(tenant_name("", 3), "db-3");
+        assert_eq!(tenant_name(&"x".repeat(80), 1).len(), 42);
+        let api = |host: Option<&str>| test_api("urls", host);
         assert_eq!(
             redis_url(&api(None), "tok", "fdaa:0:1::3"),
             "redis://default:tok@[fdaa:0:1::3]:6379"
