@@ -3,14 +3,16 @@
 //! iad nodes' admin API, and requests signed as Fly signs them.
 //!
 //! Checked: a signed provisioning request gets a REDIS_URL that logs in
-//! (`AUTH default <token>`) and serves; a read region added with PATCH
+//! (`AUTH default <token>`) and serves, in `redis-cli -u <REDIS_URL>` too;
+//! a read region added with PATCH
 //! serves reads from its own replica; a PATCH of the plan changes the
 //! database's limits on its nodes (an unknown plan is 422); a retry with the same id gets the
 //! same URL, and four at once for a new id get one database; a replayed
 //! request, a wrong signature and a tampered body are
 //! refused (401), an unknown region too (422, naming the field); GET
-//! shows the database ready; DELETE revokes its token on the nodes, and
-//! the id cannot be provisioned again; after the sidecar restarts, its
+//! shows the database ready; DELETE revokes its token on the nodes (new
+//! logins refused, an open connection closed), and the id cannot be
+//! provisioned again; after the sidecar restarts, its
 //! state (the deleted database, the nonces it accepted) is still there.
 //! A database whose read region has no live node is `provisioning` until
 //! that region's node is back, then `ready` (Fly hears it by webhook).
@@ -347,6 +349,19 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     );
     let mut c: RespConn = c.expect("logged in");
     assert_eq!(c.cmd(&["GET", "k"]).ok(), Some(Value::Bulk(b"v".to_vec())));
+    // The REDIS_URL as Fly hands it to the app, in redis-cli.
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["--no-auth-warning", "-u", &url])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (scripts/test.sh installs redis-tools)");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "via-cli", "yes"]), "OK");
+    assert_eq!(cli(&["GET", "via-cli"]), "yes");
+    assert_eq!(cli(&["GET", "k"]), "v");
 
     // A read region added through PATCH: its node serves reads from its
     // own replica.
@@ -516,6 +531,12 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     // the deletion's webhook waits in the outbox, retried, and survives
     // the restart.
     fly.accept.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut open =
+        common::login_ready(resp, "default", &token, |_| true).expect("a connection before");
+    assert_eq!(
+        open.cmd(&["PING"]).ok(),
+        Some(Value::Simple(b"PONG".to_vec()))
+    );
     let (code, gone) = signed_query("DELETE", "ext_1", "nonce-7");
     assert_eq!(code, 200, "{gone}");
     // At once: the admin API answered once every node holding it applied
@@ -523,6 +544,11 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
     let mut fresh = RespConn::connect_addr(resp).expect("connect");
     let refused = fresh.cmd(&["AUTH", "default", &token]);
     assert!(matches!(refused, Ok(Value::Error(_))), "{refused:?}");
+    // A connection already open is closed too (within its tenant's next
+    // check of the catalog, a second).
+    wait("the open connection closed", Duration::from_secs(5), || {
+        !matches!(open.cmd(&["PING"]), Ok(Value::Simple(_)))
+    });
     let (code, _) = post(&provision_body("ext_1", "iad", "nonce-8"), SECRET);
     assert_eq!(code, 409, "a deleted id is not provisioned again");
 
