@@ -156,24 +156,27 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
         .iter()
         .map(|n| w.node(n).expect("node").http.to_string())
         .collect();
-    let _sidecar = Killed(
-        Command::new(env!("CARGO_BIN_EXE_anykv"))
-            .args(["sidecar", "--listen", SIDECAR, "--meter-pull-secs", "1"])
-            .args(["--purge-after-secs", "3"])
-            .arg("--data")
-            .arg(spec.dir.join("sidecar"))
-            .args(["--cluster-admin", &admins[0], "--cluster-admin", &admins[1]])
-            .args(["--redis-url-host", "127.0.65.1"])
-            .args(["--fly-api-base", "http://127.0.65.101:9"])
-            .env("ANYKV_WEBHOOK_SECRET", "webhook-secret")
-            .env("ANYKV_EXT_SECRET", SECRET)
-            .env("ANYKV_TOKEN_KEY", KEY)
-            .env("ANYKV_ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("anykv sidecar starts"),
-    );
+    let start_sidecar = || {
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_anykv"))
+                .args(["sidecar", "--listen", SIDECAR, "--meter-pull-secs", "1"])
+                .args(["--purge-after-secs", "3"])
+                .arg("--data")
+                .arg(spec.dir.join("sidecar"))
+                .args(["--cluster-admin", &admins[0], "--cluster-admin", &admins[1]])
+                .args(["--redis-url-host", "127.0.65.1"])
+                .args(["--fly-api-base", "http://127.0.65.101:9"])
+                .env("ANYKV_WEBHOOK_SECRET", "webhook-secret")
+                .env("ANYKV_EXT_SECRET", SECRET)
+                .env("ANYKV_TOKEN_KEY", KEY)
+                .env("ANYKV_ADMIN_TOKEN", ADMIN)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("anykv sidecar starts"),
+        )
+    };
+    let mut sidecar = start_sidecar();
     common::wait_for("the sidecar to listen", Duration::from_secs(20), || {
         TcpStream::connect(SIDECAR).is_ok()
     });
@@ -277,7 +280,15 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
         logs.iter().any(|p| first_seq(p) > 1)
     });
 
-    // Pulls go on every second: nothing is counted twice.
+    // Pulls go on every second, and the sidecar restarts (killed, as a
+    // crash would): nothing is counted twice.
+    drop(sidecar);
+    sidecar = start_sidecar();
+    common::wait_for(
+        "the sidecar to listen again",
+        Duration::from_secs(20),
+        || TcpStream::connect(SIDECAR).is_ok(),
+    );
     std::thread::sleep(Duration::from_secs(3));
     let (_, again) = call("GET", &format!("/billing?date={}", today()), None);
     let again_line = &again["organizations"][0]["databases"][0];
@@ -296,6 +307,29 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
         ..Default::default()
     };
     assert!(again_line["amount_cents"].as_u64() >= Some(t.amount_cents()));
+    // Exactly the prices of the line's own usage: its counts (the
+    // workload's, above) and its storage and read-region seconds.
+    let exact = anykv_ops::metering::Totals {
+        storage_byte_seconds: again_line["storage_byte_seconds"]
+            .as_u64()
+            .expect("storage_byte_seconds"),
+        read_region_seconds: again_line["read_region_seconds"]
+            .as_u64()
+            .expect("read_region_seconds"),
+        connections: sent.connections,
+        ..t
+    };
+    assert!(exact.storage_byte_seconds > 0, "{again_line}");
+    assert_eq!(
+        again_line["amount_micro_cents"].as_u64(),
+        u64::try_from(exact.amount_micro()).ok(),
+        "{again_line}"
+    );
+    assert_eq!(
+        again_line["amount_cents"].as_u64(),
+        Some(exact.amount_cents()),
+        "{again_line}"
+    );
     let (code, shown) = call("GET", "/extensions/ext_1", None);
     assert_eq!(code, 200, "{shown}");
     assert_eq!(
@@ -336,6 +370,7 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
         (Some("ext_1"), Some("deleted")),
         "{bill}"
     );
+    drop(sidecar);
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

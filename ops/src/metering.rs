@@ -125,8 +125,9 @@ impl Totals {
         self.read_region_seconds += o.read_region_seconds;
     }
 
-    /// As the billing answer shows it, with its amount.
-    pub fn json(&self, amount_cents: u64) -> Value {
+    /// As the billing answer shows it, with its amount (`micro`, µ¢: in
+    /// cents, rounded half up, and exactly).
+    pub fn json(&self, micro: u128) -> Value {
         json!({
             "commands": {
                 "read": self.reads,
@@ -137,8 +138,11 @@ impl Totals {
             "bandwidth_bytes": { "in": self.bytes_in, "out": self.bytes_out },
             "connections": self.connections,
             "storage_gb_hours": self.storage_byte_seconds as f64 / GIB as f64 / 3600.0,
+            "storage_byte_seconds": self.storage_byte_seconds,
             "read_region_hours": self.read_region_seconds as f64 / 3600.0,
-            "amount_cents": amount_cents,
+            "read_region_seconds": self.read_region_seconds,
+            "amount_cents": cents(micro),
+            "amount_micro_cents": u64::try_from(micro).unwrap_or(u64::MAX),
         })
     }
 }
@@ -171,7 +175,7 @@ impl Bill {
     }
 
     pub fn json(&self) -> Value {
-        self.totals.json(self.cents())
+        self.totals.json(self.micro)
     }
 }
 
