@@ -210,9 +210,15 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             api.clone(),
             std::time::Duration::from_secs(1),
         ));
+        if a.backup_dir.is_none() {
+            tracing::warn!(
+                "no --backup-dir: the sidecar's state (which Fly resource is which database, \
+                 the sealed tokens, usage) is not backed up; give it a directory on another volume"
+            );
+        }
         if let Some(dir) = a.backup_dir.clone() {
             tokio::spawn(backups(
-                api.clone(),
+                a.data.clone(),
                 dir,
                 std::time::Duration::from_secs(a.backup_interval_secs.max(1)),
                 a.backup_keep,
@@ -258,22 +264,18 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Backs the sidecar's state up into `dir` every `every` (the first at
-/// once), keeping the newest `keep`; a failure is logged and the next
-/// interval tries again.
-async fn backups(
-    api: Arc<anykv_ops::api::Api>,
-    dir: PathBuf,
-    every: std::time::Duration,
-    keep: usize,
-) {
+/// Backs the sidecar's state (in data directory `data`) up into `dir`
+/// every `every` (the first at once), keeping the newest `keep`, through
+/// a connection of its own (the handlers do not wait for it); a failure
+/// is logged and the next interval tries again.
+async fn backups(data: PathBuf, dir: PathBuf, every: std::time::Duration, keep: usize) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (a, into) = (api.clone(), dir.clone());
+        let (from, into) = (data.clone(), dir.clone());
         let done = tokio::task::spawn_blocking(move || {
-            a.store.lock().backup_to(&into, anykv_ops::unix_now(), keep)
+            anykv_ops::backup::backup_file(&from, &into, anykv_ops::unix_now(), keep)
         })
         .await;
         match done {

@@ -68,6 +68,14 @@ pub fn backup(src: &Connection, dir: &Path, now: i64, keep: usize) -> Result<Pat
     Ok(done)
 }
 
+/// [`backup`] of the sidecar's database in data directory `data`, read
+/// through a connection of its own: the sidecar's handlers go on using
+/// theirs (WAL: a reader blocks no writer) while the copy runs.
+pub fn backup_file(data: &Path, dir: &Path, now: i64, keep: usize) -> Result<PathBuf, BackupError> {
+    let src = Connection::open_with_flags(data.join(DB_FILE), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    backup(&src, dir, now, keep)
+}
+
 /// The backups in `dir`, oldest first.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -164,9 +172,18 @@ mod tests {
                 .unwrap();
         }
         let mut files = Vec::new();
-        for t in 0..4 {
+        for t in 0..2 {
             files.push(s.backup_to(&backups, 100 + t, 3).unwrap());
         }
+        // Through a connection of its own, the store open and writing
+        // (a row is added between the two).
+        files.push(backup_file(&data, &backups, 102, 3).unwrap());
+        s.insert_database(("org_1", "Acme", "ops@acme.test"), None, &db(50))
+            .unwrap();
+        files.push(backup_file(&data, &backups, 103, 3).unwrap());
+        s.conn()
+            .execute("DELETE FROM databases WHERE fly_id = 'ext_50'", [])
+            .unwrap();
         // The newest three are kept.
         assert_eq!(list(&backups).unwrap(), files[1..].to_vec());
         // A later change is not in the earlier backup.
@@ -176,7 +193,7 @@ mod tests {
 
         restore(&files[3], &restored).unwrap();
         let r = Store::open(&restored, 300).unwrap();
-        for n in 0..50 {
+        for n in 0..51 {
             assert_eq!(r.database(&format!("ext_{n}")).unwrap(), Some(db(n)));
         }
         assert_eq!(r.database("ext_99").unwrap(), None);
