@@ -206,6 +206,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             api.clone(),
             std::time::Duration::from_secs(a.meter_pull_secs.max(1)),
         ));
+        tokio::spawn(anykv_ops::api::undo_failed_forever(api.clone()));
         tokio::spawn(anykv_ops::api::finish_provisioning(
             api.clone(),
             std::time::Duration::from_secs(1),

@@ -755,6 +755,76 @@ pub async fn finish_provisioning(api: Arc<Api>, every: std::time::Duration) {
     }
 }
 
+/// How long a provisioning that failed (`error`: Fly was answered with a
+/// server error) waits for Fly's retry before it is undone.
+pub const FAILED_GRACE_SECS: i64 = 3600;
+
+/// Undoes provisionings that failed and were not retried within
+/// [`FAILED_GRACE_SECS`]: whatever the cluster took of them (a catalog
+/// write whose answer was lost) is deleted, and the row is marked
+/// `deleted` (its files are purged like any deleted database's; the id
+/// cannot be provisioned again, as after a `DELETE`). Fly never had the
+/// database, so it is not told. How many were undone.
+pub async fn undo_failed(api: &Api, now: i64) -> Result<usize, String> {
+    let failed: Vec<String> = {
+        let store = api.store.lock();
+        let mut q = store
+            .conn()
+            .prepare(
+                "SELECT fly_id FROM databases WHERE status = 'error' AND created_at + ?1 <= ?2",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = q
+            .query_map(rusqlite::params![FAILED_GRACE_SECS, now], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| e.to_string())?
+    };
+    let mut undone = 0;
+    for id in failed {
+        let _writing = api.writes.lock().await;
+        // Read again under the lock: a retry may have finished it.
+        let db = match api.store.lock().database(&id) {
+            Ok(Some(d)) if d.status == "error" => d,
+            Ok(_) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let version = match api
+            .cluster
+            .delete_tenant(db.tenant_id, db.catalog_version + 1)
+            .await
+        {
+            Ok((_, v)) => v,
+            Err(e) => {
+                tracing::warn!(id = %id, "undoing a failed provisioning: {e}");
+                continue;
+            }
+        };
+        let done = api.store.lock().transaction(|tx| {
+            crate::store::set_deleted_at(tx, &id, now)?;
+            crate::store::set_status(tx, &id, "deleted", version)
+        });
+        match done {
+            Ok(_) => {
+                tracing::info!(id = %id, tenant = db.tenant_id, "failed provisioning undone");
+                undone += 1;
+            }
+            Err(e) => tracing::warn!(id = %id, "recording an undone provisioning: {e}"),
+        }
+    }
+    Ok(undone)
+}
+
+/// [`undo_failed`] every minute, for ever.
+pub async fn undo_failed_forever(api: Arc<Api>) {
+    loop {
+        if let Err(e) = undo_failed(&api, now()).await {
+            tracing::warn!("undoing failed provisionings: {e}");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
+}
+
 /// Runs `change` on database `id`'s row and queues webhook `action` about
 /// the row it leaves, in one transaction (see
 /// [`Store::change_and_notify`]), and wakes the webhook sender.
@@ -904,6 +974,55 @@ mod tests {
             purge_after_secs: 1,
             retire_idle_secs: 0,
         }
+    }
+
+    /// A provisioning the cluster may have taken, answered with an error
+    /// and never retried, is undone after the grace period; one retried
+    /// into `ready`, or still within it, is left alone.
+    #[tokio::test]
+    async fn failed_provisionings_are_undone_after_the_grace_period() {
+        let (addr, seen) = crate::cluster::scripted::admin(vec![(
+            "DELETE /admin/tenants/1",
+            200,
+            r#"{"version":2}"#,
+        )])
+        .await;
+        let mut api = test_api("undo", None);
+        api.cluster = Cluster::new(vec![addr], "t".into());
+        let row = |id: &str, tenant: u64, status: &str, created_at: i64| Database {
+            fly_id: id.into(),
+            tenant_id: tenant,
+            name: id.into(),
+            organization_id: "org_1".into(),
+            primary_region: "iad".into(),
+            read_regions: vec![],
+            status: status.into(),
+            created_at,
+            token_sealed: String::new(),
+            catalog_version: 1,
+            plan: crate::plans::DEFAULT.name.into(),
+            ip_address: String::new(),
+            next_token_sealed: String::new(),
+        };
+        {
+            let mut st = api.store.lock();
+            let org = ("org_1", "Acme", "a@acme.test");
+            st.insert_database(org, None, &row("old_failed", 1, "error", 1_000))
+                .unwrap();
+            st.insert_database(org, None, &row("new_failed", 2, "error", 5_000))
+                .unwrap();
+            st.insert_database(org, None, &row("old_ready", 3, "ready", 1_000))
+                .unwrap();
+        }
+        let now = 1_000 + FAILED_GRACE_SECS;
+        assert_eq!(undo_failed(&api, now).await, Ok(1));
+        let st = api.store.lock();
+        let gone = st.database("old_failed").unwrap().unwrap();
+        assert_eq!((gone.status.as_str(), gone.catalog_version), ("deleted", 2));
+        assert_eq!(st.database("new_failed").unwrap().unwrap().status, "error");
+        assert_eq!(st.database("old_ready").unwrap().unwrap().status, "ready");
+        // The deletion went to the cluster at the version after the row's.
+        assert_eq!(seen.lock().unwrap().as_slice(), [r#"{"version":2}"#]);
     }
 
     /// Fly gives up on an answer at 5 s: a change waiting behind a slow

@@ -240,16 +240,16 @@ impl Cluster {
     }
 }
 
+/// A scripted admin endpoint for the sidecar's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod scripted {
     use std::sync::{Arc, Mutex};
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
     /// An admin endpoint answering `script` in order, one answer per
     /// request: (method and path expected, status, body). It records each
     /// request's body.
-    async fn admin(
+    pub(crate) async fn admin(
         script: Vec<(&'static str, u16, &'static str)>,
     ) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -287,6 +287,12 @@ mod tests {
         });
         (addr, seen)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scripted::admin;
+    use super::*;
 
     fn version_of(body: &str) -> u64 {
         serde_json::from_str::<serde_json::Value>(body).unwrap()["version"]
