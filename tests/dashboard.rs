@@ -18,8 +18,10 @@
 //! rotation's old token is retired by the sidecar itself once the app's
 //! last connection on it closed and the new token is in use (not while
 //! that connection stays open, however idle). The database's
-//! page shows its usage (the test's own commands), its live figures (its
-//! keys) and its copies (primary, standby); the key browser lists keys
+//! page shows its usage (the test's own commands, in this month's
+//! commands and cost charts), its live figures (its keys, in a frame that
+//! refreshes itself), its copies (primary, standby) and the round trips
+//! between its regions; the key browser lists keys
 //! with type, TTL and value and narrows by pattern, for admins only; a
 //! revoked Fly token is refused at the next admin action.
 
@@ -482,19 +484,41 @@ async fn browse(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(shown, want, "the dashboard's command count");
+    // A bar per day of this month so far, today's last, in both charts.
+    let today = anykv_ops::metering::day_of(anykv_ops::unix_now());
+    let day_of_month: usize = today[8..].parse().expect("a day");
     let bars = c
         .find_all(Locator::Css("#usage-chart rect.day"))
         .await
         .expect("bars");
-    assert_eq!(bars.len(), 30);
-    let today = bars.last().expect("today's bar");
+    assert_eq!(bars.len(), day_of_month);
+    let last = bars.last().expect("today's bar");
     assert_eq!(
-        today.attr("data-day").await.expect("attr").as_deref(),
-        Some(anykv_ops::metering::day_of(anykv_ops::unix_now()).as_str())
+        last.attr("data-day").await.expect("attr").as_deref(),
+        Some(today.as_str())
     );
     assert_eq!(
-        today.attr("data-commands").await.expect("attr"),
+        last.attr("data-commands").await.expect("attr"),
         Some(want.to_string())
+    );
+    let costs = c
+        .find_all(Locator::Css("#cost-chart rect.day"))
+        .await
+        .expect("bars");
+    assert_eq!(costs.len(), day_of_month);
+    let cost: u64 = costs
+        .last()
+        .expect("today's cost")
+        .attr("data-micro-cents")
+        .await
+        .expect("attr")
+        .and_then(|v| v.parse().ok())
+        .expect("a cost");
+    // At least the commands' price (the plan is pro by now: its prices
+    // are pay-as-you-go's, docs/METERING.md).
+    assert!(
+        u128::from(cost) >= u128::from(want) * anykv_ops::metering::prices::COMMAND,
+        "today's cost {cost} µ¢ for {want} commands"
     );
 
     // Live figures and copies: INFO on the primary with the database's
@@ -518,9 +542,30 @@ async fn browse(
         .await
         .expect("writes");
     }
+    // The page frames them, refreshed every few seconds; read here from
+    // the frame's own page (read within its refresh interval).
     c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
         .await
         .expect("goto");
+    let frame = element(c, "#live-frame").await;
+    assert_eq!(
+        frame.attr("src").await.expect("attr"),
+        Some(format!("{}/dashboard/databases/ext_a1/live", base()))
+    );
+    frame.enter_frame().await.expect("the live frame");
+    assert_eq!(text(c, "#live-keys").await, "3", "in the frame");
+    c.enter_parent_frame().await.expect("back to the page");
+    c.goto(&format!("{}/dashboard/databases/ext_a1/live", base()))
+        .await
+        .expect("goto");
+    let refresh = c
+        .find(Locator::Css("meta[http-equiv=refresh]"))
+        .await
+        .expect("the live page refreshes itself")
+        .attr("content")
+        .await
+        .expect("attr");
+    assert_eq!(refresh.as_deref(), Some("5"));
     assert_eq!(text(c, "#live-keys").await, "3");
     let mem = text(c, "#live-memory").await;
     assert!(
@@ -537,9 +582,18 @@ async fn browse(
         roles.push(r.text().await.expect("text"));
     }
     assert_eq!(roles, ["primary", "standby"]);
+    // Round trips between its regions (one here: iad, its nodes' own).
+    let rtt = text(c, "#region-rtt tr[data-region=iad] td[data-to=iad]").await;
+    assert!(
+        rtt.parse::<f64>().is_ok_and(|ms| ms >= 0.0),
+        "iad to iad round trip: {rtt:?}"
+    );
 
     // The key browser (admins): every key with its type and TTL, a
     // string's value; a pattern narrows it.
+    c.goto(&format!("{}/dashboard/databases/ext_a1", base()))
+        .await
+        .expect("goto");
     click(c, "#browse-keys").await;
     let mut rows = Vec::new();
     for r in c

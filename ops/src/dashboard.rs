@@ -63,6 +63,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/dashboard/databases/{id}/plan", post(plan))
         .route("/dashboard/databases/{id}/rotate", post(rotate))
         .route("/dashboard/databases/{id}/keys", get(keys))
+        .route("/dashboard/databases/{id}/live", get(live))
         .route("/dashboard/databases/{id}/retire", post(retire))
         .route("/logout", post(logout))
         .route("/signed-out", get(signed_out))
@@ -212,20 +213,32 @@ fn connection(d: &Dashboard, db: &Database, token: &str) -> String {
     crate::api::redis_url(&d.api, token, &db.ip_address)
 }
 
+/// The signed-in user's session, database `id` and their role in its
+/// organization, for a page about it (404 for an id that is not one of
+/// theirs; a sign-in that comes back to the database's page).
+fn database_for(
+    d: &Dashboard,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Session, Database, String), Box<Response>> {
+    if !plain_id(id) {
+        return Err(Box::new(page_error(
+            StatusCode::NOT_FOUND,
+            "No such database.",
+        )));
+    }
+    let s = signed_in(d, headers, &format!("/dashboard/databases/{id}"))?;
+    let (db, role) = visible(d, &s, id)?;
+    Ok((s, db, role))
+}
+
 async fn show(
     State(d): State<Arc<Dashboard>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if !plain_id(&id) {
-        return page_error(StatusCode::NOT_FOUND, "No such database.");
-    }
-    let s = match signed_in(&d, &headers, &format!("/dashboard/databases/{id}")) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let (db, role) = match visible(&d, &s, &id) {
+    let (s, db, role) = match database_for(&d, &headers, &id) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -234,7 +247,7 @@ async fn show(
         Some("changed=retired") => Some("The old token is retired: only the new one works now."),
         _ => None,
     };
-    let live = live_section(&d, &db).await;
+    let live = live_frame(&d, &db);
     page(
         &d,
         &s,
@@ -273,11 +286,47 @@ async fn primary_of(
     Ok((primary, redis, http, tenant))
 }
 
+/// How often the live figures refresh themselves (seconds).
+const LIVE_REFRESH_SECS: u32 = 5;
+
+/// The database page's live part: a frame of `GET .../live`, which
+/// refreshes itself (no script: the pages' policy allows none), so the
+/// page around it stays as it is while the figures move.
+fn live_frame(d: &Dashboard, db: &Database) -> String {
+    format!(
+        "<h2>Live</h2><iframe id=\"live-frame\" src=\"{}/dashboard/databases/{}/live\" title=\"Live figures, refreshed every {LIVE_REFRESH_SECS} s\" style=\"border:0;width:100%;height:32rem\"></iframe>",
+        d.sso.public_url(),
+        esc(&db.fly_id)
+    )
+}
+
+/// `GET /dashboard/databases/{id}/live`: the live figures alone, for the
+/// database page's frame (refreshing every few seconds); members see them
+/// too.
+async fn live(
+    State(d): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, db, _) = match database_for(&d, &headers, &id) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let body = live_section(&d, &db).await;
+    html_doc(
+        StatusCode::OK,
+        &db.name,
+        &format!("<meta http-equiv=\"refresh\" content=\"{LIVE_REFRESH_SECS}\">"),
+        &body,
+        true,
+    )
+}
+
 /// The database live: its primary's figures, its copies with their round
-/// trip from the primary's node and their lag. What cannot be read says
-/// why.
+/// trip from the primary's node and their lag, the round trips between
+/// its regions. What cannot be read says why.
 async fn live_section(d: &Dashboard, db: &Database) -> String {
-    let mut b = String::from("<h2>Live</h2>");
+    let mut b = String::new();
     let (primary, _, http, tenant) = match primary_of(d, db).await {
         Ok(x) => x,
         Err(e) => {
@@ -348,7 +397,78 @@ async fn live_section(d: &Dashboard, db: &Database) -> String {
         ));
     }
     b.push_str("</tbody></table>");
+    // Round trips between the database's regions: each row as a node of
+    // that region holding a copy measures them (its own cluster view).
+    let mut holders: Vec<(String, String)> = vec![(db.primary_region.clone(), primary.clone())];
+    for r in tenant["replicas"].as_array().into_iter().flatten() {
+        let (region, node) = (
+            r["region"].as_str().unwrap_or_default(),
+            r["node"].as_str().unwrap_or_default(),
+        );
+        if !holders.iter().any(|(g, _)| g == region) {
+            holders.push((region.to_string(), node.to_string()));
+        }
+    }
+    let mut views = Vec::new();
+    for (_, node) in &holders {
+        let addr = rtts["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["machine"] == node.as_str()))
+            .and_then(|m| m["meta"]["http_addr"].as_str())
+            .map(str::to_string);
+        let view = match addr {
+            _ if *node == primary => rtts.clone(),
+            Some(a) => match crate::metering::cluster_view(&d.api, Some(&a)).await {
+                Ok(v) => serde_json::from_str(&v).unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            },
+            None => serde_json::Value::Null,
+        };
+        views.push(view);
+    }
+    b.push_str(&region_matrix(&holders, &views));
     b
+}
+
+/// The round trip from each of `holders` (region, node) to each of their
+/// regions, as that node's cluster view (`views`, in the same order)
+/// measures it: the nearest member of the region (its smoothed RTT), the
+/// same region's other nodes on the diagonal. An unmeasured pair is empty.
+fn region_matrix(holders: &[(String, String)], views: &[serde_json::Value]) -> String {
+    let mut t = String::from(
+        "<h3>Round trips between its regions (ms)</h3><table id=\"region-rtt\"><thead><tr><th>from \\ to</th>",
+    );
+    for (region, _) in holders {
+        t.push_str(&format!("<th>{}</th>", esc(region)));
+    }
+    t.push_str("</tr></thead><tbody>");
+    for ((from, node), view) in holders.iter().zip(views) {
+        t.push_str(&format!(
+            "<tr data-region=\"{r}\"><th>{r}</th>",
+            r = esc(from)
+        ));
+        for (to, _) in holders {
+            let best = view["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| {
+                    m["region"].as_str() == Some(to.as_str())
+                        && m["machine"].as_str() != Some(node.as_str())
+                        && m["state"].as_str() != Some("down")
+                })
+                .filter_map(|m| m["rtt_ms"].as_f64())
+                .min_by(f64::total_cmp);
+            t.push_str(&format!(
+                "<td data-to=\"{}\">{}</td>",
+                esc(to),
+                best.map_or(String::new(), |ms| format!("{ms:.1}"))
+            ));
+        }
+        t.push_str("</tr>");
+    }
+    t.push_str("</tbody></table>");
+    t
 }
 
 /// `n` bytes for people (B, KiB, MiB, GiB).
@@ -611,13 +731,13 @@ fn duration(secs: u64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Usage this month: its totals, and a bar per day of the last 30 (UTC)
-/// with its commands and amount, as inline SVG.
+/// Usage this month: its totals, and two inline SVG charts with a bar
+/// per day of the month so far (UTC): commands, and cost.
 fn usage_section(d: &Dashboard, db: &Database) -> String {
     let now = now();
     let today = crate::metering::day_of(now);
-    let since = crate::metering::day_of(now - 29 * 86_400);
     let month = format!("{}-01", today.get(..7).unwrap_or("1970-01"));
+    let since = month.clone();
     let (days, month_total) = {
         let store = d.api.store.lock();
         (
@@ -631,7 +751,7 @@ fn usage_section(d: &Dashboard, db: &Database) -> String {
     let cents = month_total.cents();
     let t = month_total.totals;
     let mut b = format!(
-        "<h2>Usage this month</h2><table id=\"usage\"><tr><th>commands</th><td id=\"usage-commands\">{}</td></tr><tr><th>reads / writes / other</th><td>{} / {} / {}</td></tr><tr><th>bandwidth in / out</th><td>{} / {} bytes</td></tr><tr><th>storage</th><td>{:.4} GB-hours</td></tr><tr><th>read regions</th><td>{:.1} region-hours</td></tr><tr><th>cost so far</th><td id=\"usage-cost\">${}.{:02}</td></tr></table>",
+        "<h2>Usage this month</h2><table id=\"usage\"><tr><th>commands</th><td id=\"usage-commands\">{}</td></tr><tr><th>reads / writes / other</th><td>{} / {} / {}</td></tr><tr><th>bandwidth in / out</th><td>{} / {} bytes</td></tr><tr><th>storage</th><td>{:.4} GiB-hours</td></tr><tr><th>read regions</th><td>{:.1} region-hours</td></tr><tr><th>cost so far</th><td id=\"usage-cost\">${}.{:02}</td></tr></table>",
         t.commands(),
         t.reads,
         t.writes,
@@ -643,46 +763,109 @@ fn usage_section(d: &Dashboard, db: &Database) -> String {
         cents / 100,
         cents % 100,
     );
-    // 30 bars, scaled to the busiest day.
-    let (w, h, bar) = (600u64, 120u64, 20u64);
-    let max = days
-        .iter()
-        .map(|(_, b)| b.totals.commands())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let mut svg = format!(
-        "<svg id=\"usage-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"commands per day, last 30 days\"><line x1=\"0\" y1=\"{h}\" x2=\"{w}\" y2=\"{h}\" stroke=\"#999\"/>",
-        h + 20
-    );
-    for i in 0..30i64 {
-        let day = crate::metering::day_of(now - (29 - i) * 86_400);
+    // A bar per day of this month so far, for commands and for cost.
+    let first = month_day_start(&month, now);
+    let mut commands = Vec::new();
+    let mut costs = Vec::new();
+    let mut t = first;
+    while t <= now {
+        let day = crate::metering::day_of(t);
         let b = days
             .iter()
             .find(|(d, _)| *d == day)
             .map(|(_, b)| *b)
             .unwrap_or_default();
-        let (t, amount) = (b.totals, b.cents());
-        let bh = t.commands() * h / max;
-        let x = i as u64 * bar;
+        let (c, micro) = (b.totals.commands(), b.micro);
+        commands.push(Bar {
+            title: format!("{day}: {c} commands, {}¢", b.cents()),
+            data: format!("data-commands=\"{c}\""),
+            value: u128::from(c),
+            day: day.clone(),
+        });
+        costs.push(Bar {
+            title: format!("{day}: {:.4}¢", micro as f64 / 1e6),
+            data: format!("data-micro-cents=\"{micro}\""),
+            value: micro,
+            day,
+        });
+        t += 86_400;
+    }
+    let max_commands = commands.iter().map(|b| b.value).max().unwrap_or(0);
+    let max_cost = costs.iter().map(|b| b.value).max().unwrap_or(0);
+    b.push_str("<p>Commands per day this month (UTC):</p>");
+    b.push_str(&bar_chart(
+        "usage-chart",
+        "commands per day this month",
+        &commands,
+        &format!("{max_commands} commands"),
+        "#5b7fd6",
+    ));
+    b.push_str("<p>Cost per day this month (UTC):</p>");
+    b.push_str(&bar_chart(
+        "cost-chart",
+        "cost per day this month",
+        &costs,
+        &format!("{:.4}¢", max_cost as f64 / 1e6),
+        "#d68a5b",
+    ));
+    b
+}
+
+/// One bar of a chart: its day, value, tooltip and data attribute.
+struct Bar {
+    day: String,
+    value: u128,
+    title: String,
+    data: String,
+}
+
+/// Unix time of 00:00 UTC on `month` (`YYYY-MM-01`), found from `now` in
+/// that month.
+fn month_day_start(month: &str, now: i64) -> i64 {
+    let mut t = now - now.rem_euclid(86_400);
+    while crate::metering::day_of(t) != month && t > now - 31 * 86_400 {
+        t -= 86_400;
+    }
+    t
+}
+
+/// An SVG bar chart, a bar per day (scaled to the largest), with the
+/// first and last days and the largest value as labels.
+fn bar_chart(id: &str, label: &str, bars: &[Bar], top: &str, fill: &str) -> String {
+    let (w, h) = (620u128, 120u128);
+    let bar = w / 31;
+    let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1);
+    let mut svg = format!(
+        "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"{}\"><line x1=\"0\" y1=\"{h}\" x2=\"{w}\" y2=\"{h}\" stroke=\"#999\"/>",
+        h + 20,
+        esc(label)
+    );
+    for (i, b) in bars.iter().enumerate() {
+        let bh = b.value * h / max;
+        let x = i as u128 * bar;
         svg.push_str(&format!(
-            "<rect class=\"day\" data-day=\"{day}\" data-commands=\"{c}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"#5b7fd6\"><title>{day}: {c} commands, {amount}¢</title></rect>",
+            "<rect class=\"day\" data-day=\"{day}\" {data} x=\"{}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"{fill}\"><title>{}</title></rect>",
             x + 2,
             h - bh,
             bar - 4,
-            c = t.commands(),
+            esc(&b.title),
+            day = esc(&b.day),
+            data = b.data,
         ));
     }
+    let (first, last) = (
+        bars.first().map_or("", |b| b.day.as_str()),
+        bars.last().map_or("", |b| b.day.as_str()),
+    );
     svg.push_str(&format!(
-        "<text x=\"0\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{today}</text><text x=\"0\" y=\"11\" font-size=\"11\">{max} commands</text></svg>",
+        "<text x=\"0\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{w}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{}</text><text x=\"0\" y=\"11\" font-size=\"11\">{}</text></svg>",
         h + 16,
-        esc(&since),
-        w,
-        h + 16
+        esc(first),
+        h + 16,
+        esc(last),
+        esc(top),
     ));
-    b.push_str("<p>Commands per day, last 30 days (UTC):</p>");
-    b.push_str(&svg);
-    b
+    svg
 }
 
 /// A form's fields.
@@ -772,7 +955,7 @@ async fn reveal(
         Err(r) => return *r,
     };
     tracing::info!(user = %s.user_id, id = %db.fly_id, "token revealed on the dashboard");
-    let live = live_section(&d, &db).await;
+    let live = live_frame(&d, &db);
     let body = database_page(&d, &s, &db, "admin", Some(&tokens), None, &live);
     page(&d, &s, &db.name, &body)
 }
@@ -859,7 +1042,7 @@ async fn rotate(
         "admin",
         Some(&tokens),
         Some("A new token was issued; the old one works until you retire it."),
-        &live_section(&d, &db).await,
+        &live_frame(&d, &db),
     );
     page(&d, &s, &db.name, &body)
 }
@@ -993,8 +1176,14 @@ fn page_error(status: StatusCode, msg: &str) -> Response {
 
 /// An HTML answer no one caches or frames.
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    html_doc(status, title, "", body, false)
+}
+
+/// An HTML answer no one caches, with `head` added to its head; framed
+/// only by the dashboard's own pages when `framed` (the live figures).
+fn html_doc(status: StatusCode, title: &str, head: &str, body: &str, framed: bool) -> Response {
     let doc = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · anykv</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{head}<title>{} · anykv</title><style>{STYLE}</style></head><body>{body}</body></html>",
         esc(title)
     );
     let mut r = (status, doc).into_response();
@@ -1004,11 +1193,17 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
-    );
+    let (frame_options, ancestors) = if framed {
+        ("SAMEORIGIN", "'self'")
+    } else {
+        ("DENY", "'none'")
+    };
+    h.insert("x-frame-options", HeaderValue::from_static(frame_options));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'unsafe-inline'; frame-src 'self'; form-action 'self'; frame-ancestors {ancestors}"
+    )) {
+        h.insert("content-security-policy", v);
+    }
     r
 }
 
@@ -1026,6 +1221,30 @@ mod tests {
         assert!(!plain_id("../x"));
         assert!(!plain_id(""));
         assert!(!plain_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn region_round_trips_come_from_each_regions_own_node() {
+        let holders = vec![
+            ("iad".to_string(), "n1".to_string()),
+            ("cdg".to_string(), "n3".to_string()),
+        ];
+        let views = vec![
+            serde_json::json!({"members": [
+                {"machine": "n1", "region": "iad", "rtt_ms": null},
+                {"machine": "n2", "region": "iad", "rtt_ms": 0.6},
+                {"machine": "n3", "region": "cdg", "rtt_ms": 81.5},
+                {"machine": "n4", "region": "cdg", "rtt_ms": 79.25, "state": "down"},
+            ]}),
+            serde_json::json!({"members": [
+                {"machine": "n1", "region": "iad", "rtt_ms": 82.0},
+                {"machine": "n2", "region": "iad", "rtt_ms": 80.4},
+            ]}),
+        ];
+        let html = region_matrix(&holders, &views);
+        assert!(html.contains("<tr data-region=\"iad\"><th>iad</th><td data-to=\"iad\">0.6</td><td data-to=\"cdg\">81.5</td></tr>"), "{html}");
+        // cdg's own view: the nearest iad node; no other cdg node.
+        assert!(html.contains("<tr data-region=\"cdg\"><th>cdg</th><td data-to=\"iad\">80.4</td><td data-to=\"cdg\"></td></tr>"), "{html}");
     }
 
     #[test]
