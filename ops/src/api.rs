@@ -79,24 +79,23 @@ pub struct Api {
 pub const CHANGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Runs a verified change (`signed` is the verification's outcome; a
-/// refusal is the answer) under [`Api::writes`]. A change answered with a
-/// server error did nothing Fly can see: its nonce is released so that
-/// Fly's retry of the very same signed request is taken (a replay of a
-/// request that succeeded stays refused).
+/// refusal is the answer) under [`Api::writes`]. Its nonce stays spent
+/// whatever the answer: a change answered with a server error may have
+/// reached the cluster (a timeout, a lost answer), so only a new request
+/// (Fly signs every attempt anew) is taken.
 async fn as_change(
     api: &Api,
     signed: Result<Signed, Box<Response>>,
     change: impl std::future::Future<Output = Response>,
 ) -> Response {
-    let signed = match signed {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    if let Err(r) = signed {
+        return *r;
+    }
     let run = async {
         let _writing = api.writes.lock().await;
         change.await
     };
-    let resp = match tokio::time::timeout(CHANGE_BUDGET, run).await {
+    match tokio::time::timeout(CHANGE_BUDGET, run).await {
         Ok(r) => r,
         // The change stops where it is: a catalog write it made is found
         // again by the retry (a 409 there is read as what it is).
@@ -108,13 +107,7 @@ async fn as_change(
             ),
             None,
         ),
-    };
-    if resp.status().is_server_error() {
-        if let Err(e) = api.store.lock().release_nonce(&signed.nonce) {
-            tracing::warn!("releasing nonce {}: {e}", signed.nonce);
-        }
     }
-    resp
 }
 
 /// The router (mount it at `--base-path`).
@@ -974,6 +967,41 @@ mod tests {
             purge_after_secs: 1,
             retire_idle_secs: 0,
         }
+    }
+
+    /// A request answered with a server error keeps its nonce spent: the
+    /// very same signed request again is a replay (401); Fly's retry,
+    /// signed anew, is taken.
+    #[tokio::test]
+    async fn a_nonce_is_never_accepted_twice_even_after_a_server_error() {
+        // No admin endpoint answers: every provisioning is a 503.
+        let api = Arc::new(test_api("spent", Some("10.0.0.1")));
+        let body = |nonce: &str| {
+            json!({
+                "id": "ext_1", "name": "shop", "organization_id": "org_1",
+                "primary_region": "iad", "url": "http://x/extensions",
+                "nonce": nonce, "timestamp": now(),
+            })
+            .to_string()
+        };
+        let send = |body: String| {
+            let api = api.clone();
+            async move {
+                let mut headers = HeaderMap::new();
+                let sig = crate::sign::sign(b"s", body.as_bytes());
+                headers.insert("x-signature", sig.parse().unwrap());
+                provision(State(api), RawQuery(None), headers, Bytes::from(body))
+                    .await
+                    .status()
+            }
+        };
+        assert_eq!(send(body("n1")).await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(send(body("n1")).await, StatusCode::UNAUTHORIZED, "replayed");
+        assert_eq!(
+            send(body("n2")).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a retry"
+        );
     }
 
     /// A provisioning the cluster may have taken, answered with an error

@@ -338,14 +338,6 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets an accepted nonce (its request failed and did nothing: the
-    /// same signed request may come again).
-    pub fn release_nonce(&self, nonce: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM nonces WHERE nonce = ?1", params![nonce])?;
-        Ok(())
-    }
-
     /// Runs `change` and queues webhook `action` about the database it
     /// leaves (`resource` makes the payload from it) in one transaction:
     /// a change Fly must hear of is never stored without its webhook, nor
@@ -932,11 +924,6 @@ mod tests {
         assert!(!s.claim("n1", 100, 110), "replayed after a restart");
         assert!(!s.claim("n1", 100, 120));
         assert!(s.claim("n1", 100, 121), "kept for twice the window only");
-        s.release_nonce("n1").unwrap();
-        assert!(
-            s.claim("n1", 121, 121),
-            "released: the same request may come again"
-        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
