@@ -155,7 +155,7 @@ pub(crate) fn verified(
     let mut store = api.store.lock();
     api.verifier.verify(&req, now(), &mut *store).map_err(|e| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        Box::new(error(status, e.to_string(), None))
+        Box::new(error(status, e.to_string(), e.field()))
     })
 }
 

@@ -62,6 +62,16 @@ impl SignError {
             _ => 401,
         }
     }
+
+    /// The signed field a malformed payload got wrong (`timestamp`,
+    /// `nonce`, `url`), when one did.
+    pub fn field(&self) -> Option<&str> {
+        let SignError::Malformed(m) = self else {
+            return None;
+        };
+        let (name, _) = m.split_once(':')?;
+        (!name.is_empty() && !name.contains(' ')).then_some(name)
+    }
 }
 
 /// The signed fields of an accepted request.
@@ -436,6 +446,9 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.status(), 400, "{err}");
             assert!(err.to_string().contains(field), "{err} should name {field}");
+            // The answer's "field": the signed field at fault, if one is.
+            let want = (field != "body is not JSON").then_some(field);
+            assert_eq!(err.field(), want, "{err}");
         }
     }
 

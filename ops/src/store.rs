@@ -160,6 +160,16 @@ const MIGRATIONS: &[&str] = &[
         old_seen_at INTEGER NOT NULL,
         new_seen_at INTEGER NOT NULL DEFAULT 0
     );",
+    // 10: a user's role in each organization Fly named them in (a Fly
+    // user may be in several; `users` keeps the last one seen).
+    "CREATE TABLE memberships (
+        user_id TEXT NOT NULL REFERENCES users(id),
+        organization_id TEXT NOT NULL REFERENCES organizations(id),
+        role TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+        PRIMARY KEY (user_id, organization_id)
+    );
+    INSERT INTO memberships (user_id, organization_id, role)
+        SELECT id, organization_id, role FROM users;",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -299,6 +309,11 @@ impl Store {
                      organization_id = excluded.organization_id, role = excluded.role",
                 params![id, email, org.0, role],
             )?;
+            tx.execute(
+                "INSERT INTO memberships (user_id, organization_id, role) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user_id, organization_id) DO UPDATE SET role = excluded.role",
+                params![id, org.0, role],
+            )?;
         }
         tx.execute(
             "INSERT INTO databases (fly_id, tenant_id, name, organization_id, primary_region,
@@ -401,6 +416,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Forgets webhooks Fly took before `before` (the outbox keeps sent
+    /// ones for a while, to look into). How many went.
+    pub fn prune_sent_webhooks(&self, before: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM webhooks WHERE sent_at IS NOT NULL AND sent_at < ?1",
+            params![before],
+        )?)
+    }
+
     /// Fly took webhook `id`.
     pub fn webhook_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
         self.conn.execute(
@@ -432,6 +456,17 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?)
+    }
+
+    /// The organizations Fly named user `id` in, with their role in each
+    /// (as the last request from that organization said), by id.
+    pub fn memberships(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT organization_id, role FROM memberships WHERE user_id = ?1
+             ORDER BY organization_id",
+        )?;
+        let rows = q.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The database Fly knows as `fly_id`.
@@ -830,6 +865,9 @@ mod tests {
         assert_eq!(ids(&s, 200).len(), 1);
         assert_eq!(ids(&s, 200)[0].0, "resource.updated");
         s.webhook_sent(due[0].id, 200).unwrap();
+        // Sent ones are forgotten after a while; unsent ones never.
+        assert_eq!(s.prune_sent_webhooks(150).unwrap(), 1);
+        assert_eq!(s.prune_sent_webhooks(150).unwrap(), 0);
         assert_eq!(
             ids(&s, 200),
             vec![(
@@ -883,6 +921,19 @@ mod tests {
         assert_eq!(retry, first);
         assert_eq!(s.user("u_1").unwrap().unwrap().2, "member");
         assert_eq!(s.next_tenant_id().unwrap(), 2);
+        // The same user provisioning in a second organization is in both.
+        let other = ("org_3", "Beta", "ops@beta.example");
+        let mut beta = shop("ext_3", 3);
+        beta.organization_id = "org_3".into();
+        s.insert_database(other, Some(("u_1", "u1@customer.fly.io", "admin")), &beta)
+            .unwrap();
+        assert_eq!(
+            s.memberships("u_1").unwrap(),
+            vec![
+                ("org_1".to_string(), "member".to_string()),
+                ("org_3".to_string(), "admin".to_string())
+            ]
+        );
         // A database whose organization does not match the one recorded
         // with it is refused, and nothing of it is kept (one transaction).
         let mut orphan = shop("ext_2", 2);
@@ -895,9 +946,13 @@ mod tests {
         assert_eq!(s.database("ext_2").unwrap(), None);
         let orgs: i64 = s
             .conn
-            .query_row("SELECT COUNT(*) FROM organizations", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM organizations WHERE id = 'org_2'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
-        assert_eq!(orgs, 1, "org_2 was rolled back with its database");
+        assert_eq!(orgs, 0, "org_2 was rolled back with its database");
         // Deleted stays deleted.
         s.set_status("ext_1", "deleted", 2).unwrap();
         s.set_status("ext_1", "ready", 1).unwrap();

@@ -106,6 +106,9 @@ impl Hooks {
     }
 }
 
+/// How long the outbox keeps a webhook Fly took: 30 days.
+pub const KEEP_SENT_SECS: i64 = 30 * 86_400;
+
 /// The wait before attempt `attempts + 1` of a webhook that failed
 /// `attempts` times (1, 2, 4, ... seconds, at most [`MAX_BACKOFF_SECS`]).
 pub fn backoff_secs(attempts: u32) -> i64 {
@@ -120,7 +123,16 @@ use crate::unix_now as now;
 /// is queued, and every second for retries.
 pub async fn run(api: Arc<crate::api::Api>) {
     let (store, hooks) = (&api.store, &api.hooks);
+    let mut pruned_at = 0;
     loop {
+        if now() - pruned_at >= 3600 {
+            pruned_at = now();
+            match store.lock().prune_sent_webhooks(pruned_at - KEEP_SENT_SECS) {
+                Ok(n) if n > 0 => tracing::debug!("forgot {n} webhooks sent long ago"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("pruning the webhook outbox: {e}"),
+            }
+        }
         let due = store.lock().due_webhooks(now(), 32);
         match due {
             Ok(due) => {
