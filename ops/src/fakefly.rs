@@ -12,7 +12,8 @@
 //! - `GET /oauth/token/info` (`Authorization: Bearer`): `user_id`,
 //!   `email`, `organizations: [{id, role}]`.
 //! - `POST /api/hooks/extensions/{provider}`: webhooks, kept when their
-//!   signature (the webhook secret over the body) holds.
+//!   signature (the webhook secret over the body), url, timestamp and
+//!   nonce hold, as Fly checks them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct FakeFly {
     tokens: Mutex<HashMap<String, usize>>,
     /// The webhooks received, signature checked, in order.
     pub webhooks: Mutex<Vec<Value>>,
+    /// The webhooks' nonces seen (a replay is refused, as Fly would).
+    nonces: Mutex<crate::sign::MemoryNonces>,
 }
 
 impl FakeFly {
@@ -67,6 +70,9 @@ impl FakeFly {
             codes: Mutex::default(),
             tokens: Mutex::default(),
             webhooks: Mutex::default(),
+            nonces: Mutex::new(crate::sign::MemoryNonces::new(
+                crate::sign::DEFAULT_WINDOW_SECS,
+            )),
         }
     }
 
@@ -206,20 +212,36 @@ async fn token_info(State(fly): State<Arc<FakeFly>>, headers: HeaderMap) -> Resp
 
 async fn webhook(
     State(fly): State<Arc<FakeFly>>,
-    Path(_provider): Path<String>,
+    Path(provider): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let sig = headers
-        .get("x-signature")
+    // Checked as Fly checks what it is sent: the signature over the body,
+    // the url (this endpoint, at the address it was called at), the
+    // timestamp's window and the nonce's first use.
+    let host = headers
+        .get("host")
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let good = crate::sign::equal(
-        sig.as_bytes(),
-        crate::sign::sign(&fly.webhook_secret, &body).as_bytes(),
+    let verifier = crate::sign::Verifier::new(
+        &fly.webhook_secret,
+        &format!("http://{host}"),
+        crate::sign::DEFAULT_WINDOW_SECS,
     );
-    if !good {
-        return StatusCode::UNAUTHORIZED.into_response();
+    let path = format!("/api/hooks/extensions/{provider}");
+    let req = crate::sign::Request {
+        method: "POST",
+        path: &path,
+        query: "",
+        body: &body,
+        signature: headers.get("x-signature").and_then(|h| h.to_str().ok()),
+    };
+    let checked = verifier.verify(&req, crate::unix_now(), &mut *fly.nonces.lock());
+    if let Err(e) = checked {
+        tracing::warn!("fake Fly: webhook refused: {e}");
+        return StatusCode::from_u16(e.status())
+            .unwrap_or(StatusCode::UNAUTHORIZED)
+            .into_response();
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(v) => {
@@ -287,4 +309,47 @@ pub async fn call_signed(
     };
     let v = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     Ok((answer.status, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fake takes a webhook the sidecar signs, and refuses what Fly
+    /// would: a replay, another secret's, one signed for another url.
+    #[tokio::test]
+    async fn webhooks_are_checked_as_fly_checks_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let fly = Arc::new(FakeFly::new("c", "s", b"hook-secret", vec![]));
+        tokio::spawn(fly.clone().serve(listener));
+        let hook = crate::store::Webhook {
+            id: 1,
+            action: "resource.updated".into(),
+            resource: r#"{"id":"ext_1"}"#.into(),
+            attempts: 0,
+        };
+        let now = crate::unix_now();
+        let hooks = crate::webhook::Hooks::new(&base, b"hook-secret");
+        let body = hooks.body(&hook, now, "nonce-1");
+        assert!(hooks.post(body.clone()).await.is_ok());
+        assert_eq!(fly.webhooks.lock().len(), 1);
+        assert!(hooks.post(body).await.is_err(), "a replay");
+        let wrong = crate::webhook::Hooks::new(&base, b"another-secret");
+        assert!(wrong.post(wrong.body(&hook, now, "nonce-2")).await.is_err());
+        let elsewhere = crate::webhook::Hooks::new("http://fly.example", b"hook-secret");
+        let misdirected = elsewhere.body(&hook, now, "nonce-3");
+        assert!(
+            hooks.post(misdirected).await.is_err(),
+            "signed for another url"
+        );
+        assert!(
+            hooks
+                .post(hooks.body(&hook, now - 3600, "nonce-4"))
+                .await
+                .is_err(),
+            "stale"
+        );
+        assert_eq!(fly.webhooks.lock().len(), 1);
+    }
 }
