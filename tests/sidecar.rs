@@ -623,6 +623,29 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
         !out.status.success() && err.contains("move it aside"),
         "{err}"
     );
+    // Mounted under --base-path: the API answers there, signed for the
+    // URL with the base path, and nowhere else.
+    let sidecar = start_sidecar_with(
+        &w,
+        &restored,
+        resp,
+        &["--base-path".as_ref(), "/fly".as_ref()],
+    );
+    let signed_at = |path: &str, nonce: &str| {
+        let url = url_encode(&format!("http://{LISTEN}/fly/extensions/ext_1"));
+        let query = format!("url={url}&nonce={nonce}&timestamp={}", now());
+        let sig = anykv_ops::sign::sign(SECRET.as_bytes(), query.as_bytes());
+        call("GET", &format!("{path}?{query}"), &sig, "")
+    };
+    let (code, shown) = signed_at("/fly/extensions/ext_1", "nonce-11");
+    assert_eq!(
+        (code, shown["status"].as_str()),
+        (200, Some("deleted")),
+        "{shown}"
+    );
+    let (code, _) = signed_at("/extensions/ext_1", "nonce-12");
+    assert_eq!(code, 404, "the API is under the base path only");
+    drop(sidecar);
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
