@@ -185,7 +185,12 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
         (
             g.machine.clone().unwrap_or_else(node::host_name),
             Duration::from_millis(g.meter_interval_ms.max(100)),
-            g.usage_log_max_mb.saturating_mul(1 << 20),
+            meter::Keep {
+                max_bytes: g.usage_log_max_mb.saturating_mul(1 << 20),
+                taken_ms: i64::try_from(g.usage_keep_hours.saturating_mul(3_600_000))
+                    .unwrap_or(i64::MAX),
+                last: None,
+            },
         )
     });
     let controller_timing = gossip.as_ref().map(|g| node::ControllerTiming {
@@ -201,8 +206,8 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     let shared = server.shared.clone();
     // A node writes what its customers used (docs/METERING.md).
     let meter = match &metering {
-        Some((machine, every, max_bytes)) => Some(
-            meter::Writer::start(&data_dir, machine, shared.clone(), *every, *max_bytes)
+        Some((machine, every, keep)) => Some(
+            meter::Writer::start(&data_dir, machine, shared.clone(), *every, keep.clone())
                 .context("opening the usage log")?,
         ),
         None => None,

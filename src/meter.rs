@@ -39,14 +39,34 @@ fn write(log: &mut UsageLog, shared: &Shared, last: bool) {
     }
 }
 
-/// Drops the records the sidecar has taken from the file, and the oldest
-/// others when it is over `max_bytes` (see [`UsageLog::compact`]).
-fn compact(log: &mut UsageLog, shared: &Shared, max_bytes: u64) {
+/// How often a compaction may look at the file for taken records old
+/// enough to go (one over its size limit is compacted at once).
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+
+/// What the writer keeps of the log besides its records: the size limit,
+/// how long taken records stay, when it last compacted.
+#[derive(Clone, Debug)]
+pub struct Keep {
+    /// `--usage-log-max-mb`, in bytes (0: no limit).
+    pub max_bytes: u64,
+    /// `--usage-keep-hours`, in ms.
+    pub taken_ms: i64,
+    pub last: Option<std::time::Instant>,
+}
+
+/// Drops the records the sidecar has taken (once they are `keep.taken_ms`
+/// old) from the file, and the oldest others when it is over its limit
+/// (see [`UsageLog::compact`]).
+fn compact(log: &mut UsageLog, shared: &Shared, keep: &mut Keep) {
     let taken = shared.meter.taken_upto(log.log_id());
-    if !log.wants_compaction(taken, max_bytes) {
+    let over = keep.max_bytes > 0 && log.len() > keep.max_bytes;
+    let due = keep.last.is_none_or(|t| t.elapsed() >= COMPACT_EVERY);
+    let wanted = over || (due && log.wants_compaction(taken, keep.max_bytes));
+    if !wanted {
         return;
     }
-    match log.compact(taken, max_bytes) {
+    keep.last = Some(std::time::Instant::now());
+    match log.compact(taken, now_ms() - keep.taken_ms, keep.max_bytes) {
         Ok(c) => {
             if c.untaken > 0 {
                 tracing::warn!(
@@ -62,15 +82,14 @@ fn compact(log: &mut UsageLog, shared: &Shared, max_bytes: u64) {
 }
 
 impl Writer {
-    /// Opens `dir/usage.log` and writes a record every `every`, keeping
-    /// the file under `max_bytes` (0: no limit) once the sidecar took its
-    /// records.
+    /// Opens `dir/usage.log` and writes a record every `every`, dropping
+    /// what the sidecar took as `keep` says.
     pub fn start(
         dir: &Path,
         machine: &str,
         shared: Arc<Shared>,
         every: Duration,
-        max_bytes: u64,
+        mut keep: Keep,
     ) -> anyhow::Result<Writer> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut log = UsageLog::open(dir, machine, &shared.run_id, now_ms())?;
@@ -87,7 +106,7 @@ impl Writer {
                 match stopped.recv_timeout(every) {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         write(&mut log, &shared, false);
-                        compact(&mut log, &shared, max_bytes);
+                        compact(&mut log, &shared, &mut keep);
                     }
                     // Stopping: the last record, marking a clean end.
                     Ok(()) => return write(&mut log, &shared, true),

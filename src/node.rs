@@ -127,6 +127,11 @@ pub struct GossipArgs {
     /// pulling does not fill its disk.
     #[arg(long, default_value_t = 256)]
     pub usage_log_max_mb: u64,
+    /// How long usage records the sidecar has taken stay in the usage log
+    /// (hours): a sidecar restored from a backup up to this old takes
+    /// them again and loses nothing.
+    #[arg(long, default_value_t = 48)]
+    pub usage_keep_hours: u64,
 }
 
 /// The link shaper `--emulate-wan` asks for (off without it).

@@ -147,7 +147,12 @@ fn a_known_workload_is_billed_exactly_across_a_restart_and_repeated_pulls() {
         ADMIN,
         &["--appendonly", "yes"],
     );
-    let fast = vec!["--meter-interval-ms".to_string(), "200".to_string()];
+    // Records every 200 ms; taken ones leave the log at once (no 48 h
+    // keep) so that a compaction happens within the test.
+    let fast: Vec<String> = ["--meter-interval-ms", "200", "--usage-keep-hours", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let args = BTreeMap::from([("n1".to_string(), fast.clone()), ("n2".to_string(), fast)]);
     let mut w = World::start_with(&spec, &args).expect("the world starts");
     w.wait_members(2, Duration::from_secs(60))

@@ -5,7 +5,8 @@
 //! Checked: a signed provisioning request gets a REDIS_URL that logs in
 //! (`AUTH default <token>`) and serves, in `redis-cli -u <REDIS_URL>` too;
 //! a read region added with PATCH
-//! serves reads from its own replica; a PATCH of the plan changes the
+//! serves reads from its own replica, and dropped again loses it (a region
+//! named twice is 422); a PATCH of the plan changes the
 //! database's limits on its nodes (an unknown plan is 422); a retry with the same id gets the
 //! same URL, and four at once for a new id get one database; a replayed
 //! request, a wrong signature and a tampered body are
@@ -427,6 +428,40 @@ fn fly_provisions_a_database_that_answers_on_its_redis_url() {
                 && maxmemory(&mut r) == (10u64 << 30).to_string()
         },
     );
+    // The read region dropped again: the cdg node's replica goes (the
+    // cluster places no copy there); a region named twice is refused.
+    let (code, err) = patch(
+        "ext_1",
+        serde_json::json!({ "read_regions": ["cdg", "cdg"] }),
+        "nonce-p4",
+    );
+    assert_eq!(
+        (code, err["field"].as_str()),
+        (422, Some("read_regions")),
+        "{err}"
+    );
+    let (code, changed) = patch(
+        "ext_1",
+        serde_json::json!({ "read_regions": [] }),
+        "nonce-p5",
+    );
+    assert_eq!(code, 200, "{changed}");
+    assert_eq!(changed["read_regions"], serde_json::json!([]), "{changed}");
+    // (ext_1 is the first database this world's sidecar provisions.)
+    let tenant = 1;
+    wait("the cdg replica to go", Duration::from_secs(30), || {
+        w.cluster_view("n1").is_some_and(|v| {
+            v["tenants"].as_array().is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    t["id"] == tenant
+                        && t["replicas"]
+                            .as_array()
+                            .is_some_and(|rs| rs.iter().all(|r| r["region"] != "cdg"))
+                })
+            })
+        })
+    });
+    drop(r);
 
     // The same request again is a replay; a retry (new nonce) gets the
     // same database.

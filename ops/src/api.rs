@@ -450,7 +450,7 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
             Ok((Applied::Pending, _)) => "provisioning",
             Err(e) => {
                 tracing::warn!(id = %db.fly_id, "provisioning failed: {e}");
-                let _ = api.store.lock().set_status(&db.fly_id, "error", 1);
+                let _ = crate::store::set_failed(api.store.lock().conn(), &db.fly_id, now());
                 return cluster_error(&e, "take the database");
             }
         };
@@ -606,6 +606,18 @@ fn check_regions(primary: &str, given: bool, reads: &[String]) -> Result<(), Box
             Some("read_regions"),
         ));
     }
+    // (A region named twice would be billed twice for one replica.)
+    if let Some((i, r)) = reads
+        .iter()
+        .enumerate()
+        .find(|(i, r)| reads[..*i].contains(r))
+    {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("read_regions: '{r}' is named twice (at {i})"),
+            Some("read_regions"),
+        ));
+    }
     Ok(())
 }
 
@@ -676,10 +688,15 @@ pub(crate) async fn apply_change(
     }
     let tokens = open_tokens(api, &changed)?;
     let entry = catalog_entry(&changed, &tokens, version);
-    let version = match api.cluster.put_tenant(db.tenant_id, &entry).await {
-        Ok((_, v)) => v,
+    let (applied, version) = match api.cluster.put_tenant(db.tenant_id, &entry).await {
+        Ok(x) => x,
         Err(e) => return Err(Box::new(cluster_error(&e, "take the change"))),
     };
+    // A read region added where no node runs yet: the database waits for
+    // that region's first node as a new one does (`provisioning`, then
+    // `ready` and `resource.updated`), and its read-region hours count
+    // from then.
+    let waits = applied == Applied::Pending && change.read_regions.is_some();
     // Fly is told (`resource.updated`) as well as answered: the change
     // may have been another client's PATCH, the answer lost.
     let stored = notify(api, id, "resource.updated", |c| {
@@ -691,6 +708,13 @@ pub(crate) async fn apply_change(
             &changed.next_token_sealed,
             version,
         )?;
+        if waits {
+            c.execute(
+                "UPDATE databases SET status = 'provisioning'
+                 WHERE fly_id = ?1 AND status = 'ready'",
+                rusqlite::params![id],
+            )?;
+        }
         crate::store::set_plan(c, id, &changed.plan, version)
     });
     let changed =
@@ -714,57 +738,74 @@ pub async fn finish_provisioning(api: Arc<Api>, every: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let pending = api.store.lock().provisioning();
-        let pending = match pending {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!("reading the databases being provisioned: {e}");
+        finish_provisioning_once(&api).await;
+    }
+}
+
+/// One pass of [`finish_provisioning`].
+async fn finish_provisioning_once(api: &Api) {
+    let pending = api.store.lock().provisioning();
+    let pending = match pending {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("reading the databases being provisioned: {e}");
+            return;
+        }
+    };
+    for (fly_id, tenant) in pending {
+        let _writing = api.writes.lock().await;
+        match api.cluster.tenant_state(tenant).await {
+            Ok(Applied::Everywhere) => {}
+            Ok(Applied::Pending) => continue,
+            // Not in the catalog: its provisioning stopped before the
+            // cluster took it (the change budget ran out, the sidecar
+            // stopped). Failed: Fly's retry finishes it, or it is
+            // undone after the grace period.
+            Err(crate::cluster::ClusterError::Refused { status: 404, .. }) => {
+                tracing::warn!(id = %fly_id, tenant, "provisioning never reached the cluster: error");
+                if let Err(e) = crate::store::set_failed(api.store.lock().conn(), &fly_id, now()) {
+                    tracing::warn!(id = %fly_id, "marking a provisioning failed: {e}");
+                }
                 continue;
             }
-        };
-        for (fly_id, tenant) in pending {
-            let _writing = api.writes.lock().await;
-            match api.cluster.tenant_state(tenant).await {
-                Ok(Applied::Everywhere) => {}
-                Ok(Applied::Pending) => continue,
-                Err(e) => {
-                    tracing::debug!(id = %fly_id, "provisioning state: {e}");
-                    continue;
-                }
+            Err(e) => {
+                tracing::debug!(id = %fly_id, "provisioning state: {e}");
+                continue;
             }
-            // Still provisioning (a DELETE may have come meanwhile: it
-            // took `writes` too, and a deleted row stays deleted).
-            let stored = notify(&api, &fly_id, "resource.updated", |c| {
-                crate::store::set_ready(c, &fly_id)
-            });
-            match stored {
-                Ok(d) if d.status == "ready" => {
-                    tracing::info!(id = %fly_id, tenant, "provisioned in every region: ready");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(id = %fly_id, "marking ready: {e}"),
+        }
+        // Still provisioning (a DELETE may have come meanwhile: it
+        // took `writes` too, and a deleted row stays deleted).
+        let stored = notify(api, &fly_id, "resource.updated", |c| {
+            crate::store::set_ready(c, &fly_id)
+        });
+        match stored {
+            Ok(d) if d.status == "ready" => {
+                tracing::info!(id = %fly_id, tenant, "provisioned in every region: ready");
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(id = %fly_id, "marking ready: {e}"),
         }
     }
 }
 
 /// How long a provisioning that failed (`error`: Fly was answered with a
-/// server error) waits for Fly's retry before it is undone.
+/// server error) waits for Fly's retry before what it made is undone.
 pub const FAILED_GRACE_SECS: i64 = 3600;
 
-/// Undoes provisionings that failed and were not retried within
-/// [`FAILED_GRACE_SECS`]: whatever the cluster took of them (a catalog
-/// write whose answer was lost) is deleted, and the row is marked
-/// `deleted` (its files are purged like any deleted database's; the id
-/// cannot be provisioned again, as after a `DELETE`). Fly never had the
-/// database, so it is not told. How many were undone.
+/// Undoes what failed provisionings made, an hour after they last failed
+/// (`failed_at`) with no retry since: whatever the cluster took of them (a
+/// catalog write whose answer was lost) is deleted, and the row gets a
+/// fresh tenant id and token, so that a later retry of the same id
+/// provisions it afresh. It stays `error` (what Fly was told); nothing is
+/// sent to Fly. How many were undone.
 pub async fn undo_failed(api: &Api, now: i64) -> Result<usize, String> {
     let failed: Vec<String> = {
         let store = api.store.lock();
         let mut q = store
             .conn()
             .prepare(
-                "SELECT fly_id FROM databases WHERE status = 'error' AND created_at + ?1 <= ?2",
+                "SELECT fly_id FROM databases
+                 WHERE status = 'error' AND failed_at > 0 AND failed_at + ?1 <= ?2",
             )
             .map_err(|e| e.to_string())?;
         let rows = q
@@ -782,20 +823,28 @@ pub async fn undo_failed(api: &Api, now: i64) -> Result<usize, String> {
             Ok(_) => continue,
             Err(e) => return Err(e.to_string()),
         };
-        let version = match api
+        if let Err(e) = api
             .cluster
             .delete_tenant(db.tenant_id, db.catalog_version + 1)
             .await
         {
-            Ok((_, v)) => v,
-            Err(e) => {
-                tracing::warn!(id = %id, "undoing a failed provisioning: {e}");
-                continue;
-            }
-        };
+            tracing::warn!(id = %id, "undoing a failed provisioning: {e}");
+            continue;
+        }
+        let token = crate::tokens::new_token().map_err(|e| e.to_string())?;
+        let sealed = api.sealer.seal(&token, &id).map_err(|e| e.to_string())?;
         let done = api.store.lock().transaction(|tx| {
-            crate::store::set_deleted_at(tx, &id, now)?;
-            crate::store::set_status(tx, &id, "deleted", version)
+            let fresh: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(tenant_id), 0) + 1 FROM databases",
+                [],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "UPDATE databases SET tenant_id = ?2, token_sealed = ?3, next_token_sealed = '',
+                     catalog_version = 1, failed_at = 0
+                 WHERE fly_id = ?1 AND status = 'error'",
+                rusqlite::params![id, fresh, sealed],
+            )
         });
         match done {
             Ok(_) => {
@@ -949,6 +998,53 @@ mod tests {
         }
     }
 
+    /// Every validation error of a provisioning body: its status and the
+    /// field it names.
+    #[tokio::test]
+    async fn every_invalid_provisioning_names_its_field() {
+        let good = json!({
+            "id": "e1", "name": "shop", "organization_id": "o1", "primary_region": "iad",
+            "read_regions": ["cdg"], "user_id": "u1", "user_role": "admin",
+        });
+        assert!(parse_provision(good.to_string().as_bytes(), false).is_ok());
+        let with = |k: &str, v: Value| {
+            let mut b = good.clone();
+            b[k] = v;
+            b
+        };
+        let without = |k: &str| {
+            let mut b = good.clone();
+            b.as_object_mut().unwrap().remove(k);
+            b
+        };
+        let cases = [
+            (without("id"), 400, "id"),
+            (without("name"), 400, "name"),
+            (without("organization_id"), 400, "organization_id"),
+            (without("primary_region"), 400, "primary_region"),
+            (with("id", json!(7)), 400, "id"),
+            (with("read_regions", json!("cdg")), 400, "read_regions"),
+            (with("user_role", json!("owner")), 400, "user_role"),
+            (with("primary_region", json!("xyz")), 422, "primary_region"),
+            (with("read_regions", json!(["xyz"])), 422, "read_regions"),
+            (with("read_regions", json!(["iad"])), 422, "read_regions"),
+            (
+                with("read_regions", json!(["cdg", "syd", "cdg"])),
+                422,
+                "read_regions",
+            ),
+        ];
+        for (body, status, field) in cases {
+            let r = *parse_provision(body.to_string().as_bytes(), false)
+                .err()
+                .unwrap_or_else(|| panic!("{body} was taken"));
+            assert_eq!(r.status().as_u16(), status, "{body}");
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["field"], field, "{body}: {v}");
+        }
+    }
+
     fn test_api(name: &str, host: Option<&str>) -> Api {
         Api {
             verifier: Verifier::new(b"s", "http://x", 300),
@@ -966,6 +1062,94 @@ mod tests {
             writes: Default::default(),
             purge_after_secs: 1,
             retire_idle_secs: 0,
+        }
+    }
+
+    /// A provisioning cut short before the cluster took it (its tenant is
+    /// not in the catalog) becomes `error`, from when it is found; one the
+    /// cluster has everywhere becomes `ready`; one still waiting stays.
+    #[tokio::test]
+    async fn provisionings_the_cluster_never_took_become_errors() {
+        let (addr, _) = crate::cluster::scripted::admin(vec![
+            ("GET /admin/tenants/1", 404, r#"{"error":"no tenant 1"}"#),
+            ("GET /admin/tenants/2", 200, r#"{"version":1}"#),
+            ("GET /admin/tenants/3", 202, r#"{"version":1}"#),
+        ])
+        .await;
+        let mut api = test_api("cut", None);
+        api.cluster = Cluster::new(vec![addr], "t".into());
+        {
+            let mut st = api.store.lock();
+            let org = ("org_1", "Acme", "a@acme.test");
+            for (id, tenant) in [("cut", 1), ("took", 2), ("waits", 3)] {
+                let mut d = test_row(id, tenant, "provisioning");
+                d.tenant_id = tenant;
+                st.insert_database(org, None, &d).unwrap();
+            }
+        }
+        finish_provisioning_once(&api).await;
+        let st = api.store.lock();
+        let status = |id: &str| st.database(id).unwrap().unwrap().status;
+        assert_eq!(
+            (status("cut"), status("took"), status("waits")),
+            ("error".into(), "ready".into(), "provisioning".into())
+        );
+        let failed_at: i64 = st
+            .conn()
+            .query_row(
+                "SELECT failed_at FROM databases WHERE fly_id = 'cut'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(failed_at > 0, "the grace period counts from now");
+    }
+
+    /// A read region added where no node runs yet: the database waits for
+    /// it as a new one does (`provisioning`), not billed for it meanwhile.
+    #[tokio::test]
+    async fn a_read_region_added_with_no_node_makes_the_database_wait() {
+        let (addr, _) = crate::cluster::scripted::admin(vec![(
+            "PUT /admin/tenants/1",
+            202,
+            r#"{"missing_regions":["syd"]}"#,
+        )])
+        .await;
+        let mut api = test_api("waits", None);
+        api.cluster = Cluster::new(vec![addr], "t".into());
+        let mut d = test_row("ext_1", 1, "ready");
+        d.token_sealed = api.sealer.seal("tok", "ext_1").unwrap();
+        api.store
+            .lock()
+            .insert_database(("org_1", "Acme", "a@acme.test"), None, &d)
+            .unwrap();
+        let change = Change {
+            plan: None,
+            read_regions: Some(vec!["syd".into()]),
+            tokens: None,
+        };
+        let changed = apply_change(&api, d, change).await.ok().unwrap();
+        assert_eq!(changed.status, "provisioning");
+        assert_eq!(changed.read_regions, vec!["syd".to_string()]);
+        assert_eq!(changed.catalog_version, 2);
+    }
+
+    /// A row of `org_1` for the tests.
+    fn test_row(id: &str, tenant: u64, status: &str) -> Database {
+        Database {
+            fly_id: id.into(),
+            tenant_id: tenant,
+            name: id.into(),
+            organization_id: "org_1".into(),
+            primary_region: "iad".into(),
+            read_regions: vec![],
+            status: status.into(),
+            created_at: 1_000,
+            token_sealed: String::new(),
+            catalog_version: 1,
+            plan: crate::plans::DEFAULT.name.into(),
+            ip_address: String::new(),
+            next_token_sealed: String::new(),
         }
     }
 
@@ -1005,8 +1189,8 @@ mod tests {
     }
 
     /// A provisioning the cluster may have taken, answered with an error
-    /// and never retried, is undone after the grace period; one retried
-    /// into `ready`, or still within it, is left alone.
+    /// and not retried, is undone an hour after it failed; one retried
+    /// into `ready`, or failed more recently, is left alone.
     #[tokio::test]
     async fn failed_provisionings_are_undone_after_the_grace_period() {
         let (addr, seen) = crate::cluster::scripted::admin(vec![(
@@ -1017,40 +1201,43 @@ mod tests {
         .await;
         let mut api = test_api("undo", None);
         api.cluster = Cluster::new(vec![addr], "t".into());
-        let row = |id: &str, tenant: u64, status: &str, created_at: i64| Database {
-            fly_id: id.into(),
-            tenant_id: tenant,
-            name: id.into(),
-            organization_id: "org_1".into(),
-            primary_region: "iad".into(),
-            read_regions: vec![],
-            status: status.into(),
-            created_at,
-            token_sealed: String::new(),
-            catalog_version: 1,
-            plan: crate::plans::DEFAULT.name.into(),
-            ip_address: String::new(),
-            next_token_sealed: String::new(),
-        };
         {
             let mut st = api.store.lock();
             let org = ("org_1", "Acme", "a@acme.test");
-            st.insert_database(org, None, &row("old_failed", 1, "error", 1_000))
+            st.insert_database(org, None, &test_row("old_failed", 1, "error"))
                 .unwrap();
-            st.insert_database(org, None, &row("new_failed", 2, "error", 5_000))
+            st.insert_database(org, None, &test_row("new_failed", 2, "error"))
                 .unwrap();
-            st.insert_database(org, None, &row("old_ready", 3, "ready", 1_000))
+            st.insert_database(org, None, &test_row("old_ready", 3, "ready"))
                 .unwrap();
+        }
+        {
+            let st = api.store.lock();
+            for (id, at) in [("old_failed", 1_000), ("new_failed", 5_000)] {
+                crate::store::set_failed(st.conn(), id, at).unwrap();
+            }
         }
         let now = 1_000 + FAILED_GRACE_SECS;
         assert_eq!(undo_failed(&api, now).await, Ok(1));
-        let st = api.store.lock();
-        let gone = st.database("old_failed").unwrap().unwrap();
-        assert_eq!((gone.status.as_str(), gone.catalog_version), ("deleted", 2));
-        assert_eq!(st.database("new_failed").unwrap().unwrap().status, "error");
-        assert_eq!(st.database("old_ready").unwrap().unwrap().status, "ready");
-        // The deletion went to the cluster at the version after the row's.
-        assert_eq!(seen.lock().unwrap().as_slice(), [r#"{"version":2}"#]);
+        {
+            let st = api.store.lock();
+            let undone = st.database("old_failed").unwrap().unwrap();
+            // Still an error, as Fly was told; a fresh tenant for a retry.
+            assert_eq!(
+                (
+                    undone.status.as_str(),
+                    undone.tenant_id,
+                    undone.catalog_version
+                ),
+                ("error", 4, 1)
+            );
+            assert_eq!(st.database("new_failed").unwrap().unwrap().status, "error");
+            assert_eq!(st.database("old_ready").unwrap().unwrap().status, "ready");
+            // The deletion went to the cluster at the version after the row's.
+            assert_eq!(seen.lock().unwrap().as_slice(), [r#"{"version":2}"#]);
+        }
+        // Undone once: not again.
+        assert_eq!(undo_failed(&api, now + 10).await, Ok(0));
     }
 
     /// Fly gives up on an answer at 5 s: a change waiting behind a slow

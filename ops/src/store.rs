@@ -170,6 +170,9 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO memberships (user_id, organization_id, role)
         SELECT id, organization_id, role FROM users;",
+    // 11: when a provisioning last failed (its row `error`; 0: never), from
+    // which `api::undo_failed` counts its grace period.
+    "ALTER TABLE databases ADD COLUMN failed_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A webhook waiting in the outbox (or sent).
@@ -677,6 +680,16 @@ pub fn set_tokens(
         )?;
     }
     Ok(n)
+}
+
+/// Marks a provisioning failed at `now` (`error`; a deleted row stays
+/// deleted).
+pub fn set_failed(conn: &Connection, fly_id: &str, now: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET status = 'error', failed_at = ?2
+         WHERE fly_id = ?1 AND status != 'deleted'",
+        params![fly_id, now],
+    )
 }
 
 /// Records when a database was deleted (its files are purged from the

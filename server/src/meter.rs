@@ -261,8 +261,12 @@ pub struct Compacted {
 }
 
 /// Records the sidecar took that wait in the file before a compaction
-/// drops them (a compaction rewrites the file: not after every pull).
+/// may drop them (a compaction rewrites the file: not after every pull).
 pub const COMPACT_AFTER: u64 = 64;
+
+/// How long records the sidecar took stay in the file by default (ms): a
+/// sidecar restored from a backup up to this old takes them again.
+pub const KEEP_TAKEN_MS: i64 = 48 * 3600 * 1000;
 
 /// Calls `f` with each whole line of `r` (its newline included) until it
 /// answers false; a last line without its newline (being written, or torn
@@ -372,21 +376,30 @@ impl UsageLog {
             || (max_bytes > 0 && self.len > max_bytes)
     }
 
-    /// Drops the records up to sequence `taken` (the sidecar has them),
-    /// and, while the rest is over `max_bytes` (0: no limit), the oldest
-    /// of the others, down to half of it: the file is rewritten beside
+    /// Drops the records up to sequence `taken` (the sidecar has them)
+    /// whose interval ended before `kept_from_ms` (taken records stay a
+    /// while: a sidecar restored from a backup takes them again), and,
+    /// while the rest is over `max_bytes` (0: no limit), the oldest of
+    /// the others, down to half of it: the file is rewritten beside
     /// itself, synced and renamed over. The last record always stays: the
     /// log's id and sequence, and whether it ended cleanly, live in it.
-    pub fn compact(&mut self, taken: u64, max_bytes: u64) -> Result<Compacted, LogError> {
+    pub fn compact(
+        &mut self,
+        taken: u64,
+        kept_from_ms: i64,
+        max_bytes: u64,
+    ) -> Result<Compacted, LogError> {
         let io = |e| LogError::Io(self.path.clone(), e);
-        // Every whole record's sequence and length.
-        let mut records: Vec<(u64, u64)> = Vec::new();
+        // Every whole record's sequence, end and length.
+        let mut records: Vec<(u64, i64, u64)> = Vec::new();
         whole_lines(File::open(&self.path).map_err(io)?, |line| {
-            let seq = serde_json::from_slice::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["seq"].as_u64())
-                .unwrap_or(0);
-            records.push((seq, line.len() as u64));
+            let v = serde_json::from_slice::<serde_json::Value>(line).ok();
+            let field = |k: &str| v.as_ref().and_then(|v| v[k].as_i64()).unwrap_or(0);
+            records.push((
+                field("seq").max(0) as u64,
+                field("to_ms"),
+                line.len() as u64,
+            ));
             true
         })
         .map_err(io)?;
@@ -394,14 +407,14 @@ impl UsageLog {
         let mut keep: Vec<bool> = records
             .iter()
             .enumerate()
-            .map(|(i, (seq, _))| i == last || *seq > taken)
+            .map(|(i, (seq, to, _))| i == last || *seq > taken || *to >= kept_from_ms)
             .collect();
         let mut out = Compacted::default();
         let mut kept: u64 = records
             .iter()
             .zip(&keep)
             .filter(|(_, k)| **k)
-            .map(|(r, _)| r.1)
+            .map(|(r, _)| r.2)
             .sum();
         if max_bytes > 0 && kept > max_bytes {
             for (i, k) in keep.iter_mut().enumerate() {
@@ -410,8 +423,10 @@ impl UsageLog {
                 }
                 if *k {
                     *k = false;
-                    kept -= records[i].1;
-                    out.untaken += 1;
+                    kept -= records[i].2;
+                    if records[i].0 > taken {
+                        out.untaken += 1;
+                    }
                 }
             }
         }
@@ -526,9 +541,24 @@ impl UsageLog {
         let mut line = rec.to_string().into_bytes();
         line.push(b'\n');
         let io = |e| LogError::Io(self.path.clone(), e);
-        self.file.write_all(&line).map_err(io)?;
+        if let Err(e) = self.file.write_all(&line) {
+            // Not written (the caller keeps the usage for the next
+            // record): a part of the line must not stay in the file, where
+            // it would hide the records after it.
+            if let Err(t) = self.file.set_len(self.len) {
+                tracing::warn!(
+                    "usage log {}: cutting a failed write: {t}",
+                    self.path.display()
+                );
+            }
+            return Err(io(e));
+        }
         if fsync {
-            self.file.sync_data().map_err(io)?;
+            // Written, so counted: the record may reach the disk yet, and
+            // counting it again in the next one would bill it twice.
+            if let Err(e) = self.file.sync_data() {
+                tracing::warn!("usage log {}: fsync: {e}", self.path.display());
+            }
         }
         self.len += line.len() as u64;
         self.seq = seq;
@@ -606,8 +636,14 @@ mod tests {
         // Fewer than COMPACT_AFTER taken records: not worth a rewrite.
         assert!(!log.wants_compaction(COMPACT_AFTER - 1, 0));
         assert!(log.wants_compaction(80, 0));
-        let c = log.compact(80, 0).unwrap();
-        assert_eq!((c.taken, c.untaken), (80, 0));
+        // Taken, but not old enough: records 1..=50 end before 50.5 s,
+        // the others stay (a restored sidecar would take them again).
+        let c = log.compact(80, 50_500, 0).unwrap();
+        assert_eq!((c.taken, c.untaken), (50, 0));
+        let (_, recs) = read_after(&dir, 0, 1000).unwrap();
+        assert_eq!(recs.first().and_then(|r| r["seq"].as_u64()), Some(51));
+        let c = log.compact(80, i64::MAX, 0).unwrap();
+        assert_eq!((c.taken, c.untaken), (30, 0));
         assert_eq!(c.len, std::fs::metadata(dir.join(FILE)).unwrap().len());
         assert!(c.len < full / 4);
         // What the sidecar has not taken is all there, in order.
@@ -626,7 +662,7 @@ mod tests {
         assert_eq!(read_after(&dir, 100, 10).unwrap().1.len(), 1);
         // Everything taken: the last record stays (the log's id and
         // sequence), and a restart goes on from it.
-        let c = log.compact(101, 0).unwrap();
+        let c = log.compact(101, i64::MAX, 0).unwrap();
         assert_eq!((c.taken, c.untaken), (20, 0));
         assert!(read_after(&dir, 101, 10).unwrap().1.is_empty());
         drop(log);
@@ -642,7 +678,7 @@ mod tests {
         let mut log = log_of(&dir, 100);
         let limit = log.len() / 2;
         assert!(log.wants_compaction(0, limit));
-        let c = log.compact(10, limit).unwrap();
+        let c = log.compact(10, i64::MAX, limit).unwrap();
         assert_eq!(c.taken, 10);
         assert!(c.untaken > 0);
         assert!(c.len <= limit / 2, "{} > {}", c.len, limit / 2);
