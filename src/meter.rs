@@ -39,8 +39,7 @@ fn write(log: &mut UsageLog, shared: &Shared, last: bool) {
     }
 }
 
-/// How often a compaction may look at the file for taken records old
-/// enough to go (one over its size limit is compacted at once).
+/// How often a compaction may run (it rewrites the file).
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 /// What the writer keeps of the log besides its records: the size limit,
@@ -59,15 +58,22 @@ pub struct Keep {
 /// (see [`UsageLog::compact`]).
 fn compact(log: &mut UsageLog, shared: &Shared, keep: &mut Keep) {
     let taken = shared.meter.taken_upto(log.log_id());
-    let over = keep.max_bytes > 0 && log.len() > keep.max_bytes;
+    let kept_from = now_ms().saturating_sub(keep.taken_ms);
     let due = keep.last.is_none_or(|t| t.elapsed() >= COMPACT_EVERY);
-    let wanted = over || (due && log.wants_compaction(taken, keep.max_bytes));
-    if !wanted {
+    if !due || !log.wants_compaction(taken, kept_from, keep.max_bytes) {
         return;
     }
     keep.last = Some(std::time::Instant::now());
-    match log.compact(taken, now_ms() - keep.taken_ms, keep.max_bytes) {
+    match log.compact(taken, kept_from, keep.max_bytes) {
         Ok(c) => {
+            if c.young > 0 {
+                tracing::warn!(
+                    dropped = c.young,
+                    "usage log over --usage-log-max-mb: dropped records the sidecar took less \
+                     than --usage-keep-hours ago (a sidecar restored from an older backup would \
+                     miss them); raise the limit"
+                );
+            }
             if c.untaken > 0 {
                 tracing::warn!(
                     dropped = c.untaken,

@@ -125,7 +125,7 @@ pub struct GossipArgs {
     /// oldest records it has not taken are dropped too (their usage is
     /// lost to billing, with a warning): a node whose sidecar stopped
     /// pulling does not fill its disk.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     pub usage_log_max_mb: u64,
     /// How long usage records the sidecar has taken stay in the usage log
     /// (hours): a sidecar restored from a backup up to this old takes

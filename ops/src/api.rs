@@ -674,6 +674,15 @@ pub(crate) async fn apply_change(
     change: Change,
 ) -> Result<Database, Box<Response>> {
     let id = db.fly_id.as_str();
+    if db.status == "error" {
+        // Its provisioning failed: nothing to change until a retry of it
+        // (`POST` with the same id) makes it.
+        return Err(bad(
+            StatusCode::CONFLICT,
+            format!("extension {id} failed to provision; retry the provisioning first"),
+            None,
+        ));
+    }
     let version = db.catalog_version + 1;
     let mut changed = db.clone();
     if let Some(r) = &change.read_regions {
@@ -688,15 +697,13 @@ pub(crate) async fn apply_change(
     }
     let tokens = open_tokens(api, &changed)?;
     let entry = catalog_entry(&changed, &tokens, version);
-    let (applied, version) = match api.cluster.put_tenant(db.tenant_id, &entry).await {
-        Ok(x) => x,
+    // (A read region added where no node runs yet: the database stays
+    // usable where it is; that region's hours count once a node there
+    // has its replica, `metering::count_read_regions`.)
+    let version = match api.cluster.put_tenant(db.tenant_id, &entry).await {
+        Ok((_, v)) => v,
         Err(e) => return Err(Box::new(cluster_error(&e, "take the change"))),
     };
-    // A read region added where no node runs yet: the database waits for
-    // that region's first node as a new one does (`provisioning`, then
-    // `ready` and `resource.updated`), and its read-region hours count
-    // from then.
-    let waits = applied == Applied::Pending && change.read_regions.is_some();
     // Fly is told (`resource.updated`) as well as answered: the change
     // may have been another client's PATCH, the answer lost.
     let stored = notify(api, id, "resource.updated", |c| {
@@ -708,13 +715,6 @@ pub(crate) async fn apply_change(
             &changed.next_token_sealed,
             version,
         )?;
-        if waits {
-            c.execute(
-                "UPDATE databases SET status = 'provisioning'
-                 WHERE fly_id = ?1 AND status = 'ready'",
-                rusqlite::params![id],
-            )?;
-        }
         crate::store::set_plan(c, id, &changed.plan, version)
     });
     let changed =
@@ -757,16 +757,20 @@ async fn finish_provisioning_once(api: &Api) {
         match api.cluster.tenant_state(tenant).await {
             Ok(Applied::Everywhere) => {}
             Ok(Applied::Pending) => continue,
-            // Not in the catalog: its provisioning stopped before the
-            // cluster took it (the change budget ran out, the sidecar
-            // stopped). Failed: Fly's retry finishes it, or it is
-            // undone after the grace period.
+            // Not in the catalog (as this endpoint sees it): a
+            // provisioning cut short before the cluster took it (the
+            // change budget ran out, the sidecar stopped). It is finished
+            // here: its first catalog row sent again (a 409 from a node
+            // that has it is read as its state).
             Err(crate::cluster::ClusterError::Refused { status: 404, .. }) => {
-                tracing::warn!(id = %fly_id, tenant, "provisioning never reached the cluster: error");
-                if let Err(e) = crate::store::set_failed(api.store.lock().conn(), &fly_id, now()) {
-                    tracing::warn!(id = %fly_id, "marking a provisioning failed: {e}");
+                match resend_first(api, &fly_id).await {
+                    Ok(Applied::Everywhere) => {}
+                    Ok(Applied::Pending) => continue,
+                    Err(e) => {
+                        tracing::debug!(id = %fly_id, "provisioning not finished: {e}");
+                        continue;
+                    }
                 }
-                continue;
             }
             Err(e) => {
                 tracing::debug!(id = %fly_id, "provisioning state: {e}");
@@ -786,6 +790,36 @@ async fn finish_provisioning_once(api: &Api) {
             Err(e) => tracing::warn!(id = %fly_id, "marking ready: {e}"),
         }
     }
+}
+
+/// Sends database `fly_id`'s first catalog row (version 1) to the cluster
+/// again: a provisioning the catalog does not have yet. One a change has
+/// moved past version 1 is not sent (the catalog had it then).
+async fn resend_first(api: &Api, fly_id: &str) -> Result<Applied, String> {
+    let db = api
+        .store
+        .lock()
+        .database(fly_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("no such database")?;
+    if db.catalog_version != 1 || db.status != "provisioning" {
+        return Err(format!(
+            "at version {} ({}): not a first provisioning",
+            db.catalog_version, db.status
+        ));
+    }
+    let token = api
+        .sealer
+        .open(&db.token_sealed, &db.fly_id)
+        .map_err(|e| e.to_string())?;
+    let entry = catalog_entry(&db, &[token], 1);
+    let (applied, _) = api
+        .cluster
+        .put_tenant(db.tenant_id, &entry)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(id = %fly_id, tenant = db.tenant_id, "a cut-short provisioning sent to the cluster again");
+    Ok(applied)
 }
 
 /// How long a provisioning that failed (`error`: Fly was answered with a
@@ -1066,12 +1100,13 @@ mod tests {
     }
 
     /// A provisioning cut short before the cluster took it (its tenant is
-    /// not in the catalog) becomes `error`, from when it is found; one the
+    /// not in the catalog) is finished: its first row sent again; one the
     /// cluster has everywhere becomes `ready`; one still waiting stays.
     #[tokio::test]
-    async fn provisionings_the_cluster_never_took_become_errors() {
-        let (addr, _) = crate::cluster::scripted::admin(vec![
+    async fn provisionings_the_cluster_never_took_are_finished() {
+        let (addr, seen) = crate::cluster::scripted::admin(vec![
             ("GET /admin/tenants/1", 404, r#"{"error":"no tenant 1"}"#),
+            ("PUT /admin/tenants/1", 200, r#"{"version":1}"#),
             ("GET /admin/tenants/2", 200, r#"{"version":1}"#),
             ("GET /admin/tenants/3", 202, r#"{"version":1}"#),
         ])
@@ -1083,32 +1118,33 @@ mod tests {
             let org = ("org_1", "Acme", "a@acme.test");
             for (id, tenant) in [("cut", 1), ("took", 2), ("waits", 3)] {
                 let mut d = test_row(id, tenant, "provisioning");
-                d.tenant_id = tenant;
+                d.token_sealed = api.sealer.seal("tok", id).unwrap();
                 st.insert_database(org, None, &d).unwrap();
             }
         }
         finish_provisioning_once(&api).await;
-        let st = api.store.lock();
-        let status = |id: &str| st.database(id).unwrap().unwrap().status;
+        {
+            let st = api.store.lock();
+            let status = |id: &str| st.database(id).unwrap().unwrap().status;
+            assert_eq!(
+                (status("cut"), status("took"), status("waits")),
+                ("ready".into(), "ready".into(), "provisioning".into())
+            );
+        }
+        // The first row again, at version 1, with the database's token.
+        let sent: Value = serde_json::from_str(&seen.lock().unwrap()[1]).unwrap();
+        assert_eq!(sent["version"], 1, "{sent}");
         assert_eq!(
-            (status("cut"), status("took"), status("waits")),
-            ("error".into(), "ready".into(), "provisioning".into())
+            sent["token_sha256"][0].as_str(),
+            Some(tokens::digest_hex("tok").as_str())
         );
-        let failed_at: i64 = st
-            .conn()
-            .query_row(
-                "SELECT failed_at FROM databases WHERE fly_id = 'cut'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(failed_at > 0, "the grace period counts from now");
     }
 
-    /// A read region added where no node runs yet: the database waits for
-    /// it as a new one does (`provisioning`), not billed for it meanwhile.
+    /// A read region added where no node runs yet: the database stays
+    /// usable (`ready`) where it is; that region is billed once a node
+    /// there has its replica (`metering::count_read_regions`).
     #[tokio::test]
-    async fn a_read_region_added_with_no_node_makes_the_database_wait() {
+    async fn a_read_region_added_with_no_node_keeps_the_database_ready() {
         let (addr, _) = crate::cluster::scripted::admin(vec![(
             "PUT /admin/tenants/1",
             202,
@@ -1129,7 +1165,7 @@ mod tests {
             tokens: None,
         };
         let changed = apply_change(&api, d, change).await.ok().unwrap();
-        assert_eq!(changed.status, "provisioning");
+        assert_eq!(changed.status, "ready");
         assert_eq!(changed.read_regions, vec!["syd".to_string()]);
         assert_eq!(changed.catalog_version, 2);
     }

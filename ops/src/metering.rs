@@ -10,6 +10,7 @@
 //! restarts continues its log's sequence; a node whose log is new (a wiped
 //! volume) starts a new cursor.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -327,6 +328,7 @@ pub fn take_records(
 pub fn count_read_regions(
     store: &mut crate::store::Store,
     now: i64,
+    copies: &HashMap<u64, HashSet<String>>,
 ) -> Result<(), crate::store::StoreError> {
     store.transaction(|tx| {
         type Row = (i64, String, i64, i64, String, String);
@@ -348,7 +350,13 @@ pub fn count_read_regions(
             rows.collect::<rusqlite::Result<_>>()?
         };
         for (id, regions, created, metered, status, plan) in rows {
-            let n = regions.split(',').filter(|s| !s.is_empty()).count() as i64;
+            // The read regions it asks for that have its replica (one
+            // added where no node runs yet counts once a node has it).
+            let held = copies.get(&(id as u64));
+            let n = regions
+                .split(',')
+                .filter(|r| !r.is_empty() && held.is_some_and(|h| h.contains(*r)))
+                .count() as i64;
             let mut from = metered.max(created);
             if n > 0 && status == "ready" {
                 while from < now {
@@ -525,33 +533,54 @@ pub(crate) struct Member {
     pub down: bool,
 }
 
-/// The nodes to pull from: every member with an HTTP address, as
-/// (machine, host:port) (an answer that does not parse lists none).
-pub(crate) async fn nodes(api: &Api) -> Result<Vec<(String, String)>, String> {
-    let body = cluster_view(api, None).await?;
-    Ok(members(&body)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| Some((m.machine, m.http?)))
-        .collect())
-}
-
 /// Every member `/cluster` lists.
 pub(crate) async fn all_members(api: &Api) -> Result<Vec<Member>, String> {
     members(&cluster_view(api, None).await?)
 }
 
+/// Per tenant, the regions where the cluster view (`/cluster`'s
+/// `tenants`) shows a replica of it; None when the view has no tenants
+/// (not a node's).
+pub(crate) fn replica_regions(cluster_json: &str) -> Option<HashMap<u64, HashSet<String>>> {
+    let v: Value = serde_json::from_str(cluster_json).ok()?;
+    let tenants = v["tenants"].as_array()?;
+    Some(
+        tenants
+            .iter()
+            .filter_map(|t| {
+                let regions = t["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["region"].as_str().map(str::to_string))
+                    .collect();
+                Some((t["id"].as_u64()?, regions))
+            })
+            .collect(),
+    )
+}
+
 /// One pull: every node's new records, then the read regions.
 pub async fn pull(api: &Api) -> Result<usize, String> {
+    let view = cluster_view(api, None).await?;
     let mut total = 0;
-    for (machine, addr) in nodes(api).await? {
+    let nodes: Vec<(String, String)> = members(&view)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| Some((m.machine, m.http?)))
+        .collect();
+    for (machine, addr) in nodes {
         match pull_node(api, &machine, &addr).await {
             Ok(n) => total += n,
             // Its records wait in its log until it answers again.
             Err(e) => tracing::debug!(node = %machine, "usage not pulled: {e}"),
         }
     }
-    count_read_regions(&mut api.store.lock(), crate::unix_now()).map_err(|e| e.to_string())?;
+    // Without the view the regions wait: the next pull counts the time.
+    if let Some(copies) = replica_regions(&view) {
+        count_read_regions(&mut api.store.lock(), crate::unix_now(), &copies)
+            .map_err(|e| e.to_string())?;
+    }
     Ok(total)
 }
 
@@ -847,5 +876,66 @@ mod tests {
             totals(&s, 5, "2026-12-01", "2026-12-31").unwrap().cents(),
             20
         );
+    }
+
+    /// Database `id`'s read-region seconds on 2026-12-05.
+    fn region_seconds(s: &crate::store::Store, id: u64) -> u64 {
+        totals(s, id, "2026-12-05", "2026-12-05")
+            .unwrap()
+            .totals
+            .read_region_seconds
+    }
+
+    #[test]
+    fn read_regions_count_where_their_replica_runs() {
+        let dir = tmp("regions");
+        let mut s = crate::store::Store::open(&dir, 300).unwrap();
+        let db = |id: &str, tenant: u64, status: &str| crate::store::Database {
+            fly_id: id.into(),
+            tenant_id: tenant,
+            name: id.into(),
+            organization_id: "org_1".into(),
+            primary_region: "iad".into(),
+            read_regions: vec!["cdg".into(), "syd".into()],
+            status: status.into(),
+            created_at: 1,
+            token_sealed: "x".into(),
+            catalog_version: 1,
+            plan: "payg".into(),
+            ip_address: String::new(),
+            next_token_sealed: String::new(),
+        };
+        let org = ("org_1", "Acme", "");
+        s.insert_database(org, None, &db("ext_1", 1, "ready"))
+            .unwrap();
+        s.insert_database(org, None, &db("ext_2", 2, "provisioning"))
+            .unwrap();
+        let t0 = 1_796_428_800; // 2026-12-05 00:00 UTC
+        s.conn()
+            .execute("UPDATE databases SET regions_metered_at = ?1", params![t0])
+            .unwrap();
+        // ext_1's syd replica is not there yet (no node in syd); ext_2
+        // waits for its regions (provisioning): neither counts for those.
+        let copies = HashMap::from([
+            (1u64, HashSet::from(["iad".to_string(), "cdg".to_string()])),
+            (2u64, HashSet::from(["cdg".to_string()])),
+        ]);
+        count_read_regions(&mut s, t0 + 3600, &copies).unwrap();
+        assert_eq!((region_seconds(&s, 1), region_seconds(&s, 2)), (3600, 0));
+        // The syd replica came: both regions count from then.
+        let copies = HashMap::from([(1u64, HashSet::from(["cdg".to_string(), "syd".to_string()]))]);
+        count_read_regions(&mut s, t0 + 5400, &copies).unwrap();
+        assert_eq!(region_seconds(&s, 1), 3600 + 2 * 1800);
+    }
+
+    #[test]
+    fn replica_regions_come_from_the_cluster_views_tenants() {
+        let view = r#"{"members": [], "tenants": [
+            {"id": 1, "replicas": [{"node": "n2", "region": "iad"}, {"node": "n3", "region": "cdg"}]},
+            {"id": 2, "replicas": []}]}"#;
+        let r = replica_regions(view).unwrap();
+        assert_eq!(r[&1], HashSet::from(["iad".to_string(), "cdg".to_string()]));
+        assert!(r[&2].is_empty());
+        assert!(replica_regions(r#"{"members": []}"#).is_none());
     }
 }

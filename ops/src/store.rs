@@ -172,7 +172,8 @@ const MIGRATIONS: &[&str] = &[
         SELECT id, organization_id, role FROM users;",
     // 11: when a provisioning last failed (its row `error`; 0: never), from
     // which `api::undo_failed` counts its grace period.
-    "ALTER TABLE databases ADD COLUMN failed_at INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE databases ADD COLUMN failed_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE databases SET failed_at = created_at WHERE status = 'error';",
 ];
 
 /// A webhook waiting in the outbox (or sent).

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The usage log's file name, in the node's data directory.
@@ -243,26 +243,43 @@ pub struct UsageLog {
     since_ms: i64,
     /// The file's length (bytes).
     len: u64,
-    /// Records up to this sequence are no longer in the file (or never
-    /// were): compaction dropped them.
-    dropped_upto: u64,
+    /// Every whole line of the file, in order: what compaction decides on
+    /// without reading the file.
+    lines: std::collections::VecDeque<Line>,
+    /// A write failed and its part could not be cut off: the next record
+    /// starts on a line of its own.
+    torn: bool,
+}
+
+/// One whole line of the usage log: its record's sequence and end (0 for
+/// a line that is not a record), and its length with the newline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Line {
+    seq: u64,
+    to_ms: i64,
+    len: u64,
 }
 
 /// What one compaction did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Compacted {
-    /// Records dropped that the sidecar had taken.
+    /// Records dropped that the sidecar had taken (and lines that were
+    /// no records).
     pub taken: usize,
-    /// Records dropped that it had not: the file was over its size limit
-    /// (their usage is lost to billing).
+    /// Of those, records still inside the keep time, dropped because the
+    /// file was over its size limit (a sidecar restored from an older
+    /// backup would miss them).
+    pub young: usize,
+    /// Records dropped that it had not taken: the file was over its size
+    /// limit (their usage is lost to billing).
     pub untaken: usize,
     /// The file's length afterwards.
     pub len: u64,
 }
 
-/// Records the sidecar took that wait in the file before a compaction
-/// may drop them (a compaction rewrites the file: not after every pull).
-pub const COMPACT_AFTER: u64 = 64;
+/// Records the sidecar took and that are past the keep time, in the
+/// file, before a compaction is worth it (it rewrites the file).
+pub const COMPACT_AFTER: usize = 64;
 
 /// How long records the sidecar took stay in the file by default (ms): a
 /// sidecar restored from a backup up to this old takes them again.
@@ -292,8 +309,9 @@ pub fn random_id() -> String {
 
 impl UsageLog {
     /// Opens (creating) `dir/usage.log` for node `node` in boot `boot`: its
-    /// log id and last sequence come from its last whole line, a torn
-    /// last line (a crash mid-write) is cut off.
+    /// log id and last sequence come from its records, a torn last line
+    /// (a crash mid-write) is cut off. A whole line that is not a record
+    /// (a failed write's part) is passed over.
     pub fn open(dir: &Path, node: &str, boot: &str, now_ms: i64) -> Result<UsageLog, LogError> {
         let path = dir.join(FILE);
         let io = |e| LogError::Io(path.clone(), e);
@@ -304,17 +322,29 @@ impl UsageLog {
             .open(&path)
             .map_err(io)?;
         let mut good_len = 0u64;
+        let mut lines = std::collections::VecDeque::new();
         let mut last: Option<serde_json::Value> = None;
         let mut first: Option<serde_json::Value> = None;
         whole_lines(&file, |line| {
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-                return false;
-            };
-            if first.is_none() {
-                first = Some(v.clone());
-            }
-            last = Some(v);
             good_len += line.len() as u64;
+            match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(v) => {
+                    lines.push_back(Line {
+                        seq: v["seq"].as_u64().unwrap_or(0),
+                        to_ms: v["to_ms"].as_i64().unwrap_or(0),
+                        len: line.len() as u64,
+                    });
+                    if first.is_none() {
+                        first = Some(v.clone());
+                    }
+                    last = Some(v);
+                }
+                Err(_) => lines.push_back(Line {
+                    seq: 0,
+                    to_ms: 0,
+                    len: line.len() as u64,
+                }),
+            }
             true
         })
         .map_err(io)?;
@@ -332,10 +362,6 @@ impl UsageLog {
             .as_ref()
             .and_then(|v| v["log"].as_str().map(str::to_string))
             .unwrap_or_else(random_id);
-        let dropped_upto = first
-            .as_ref()
-            .and_then(|v| v["seq"].as_u64())
-            .map_or(0, |s| s.saturating_sub(1));
         let mut seq = last.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
         let clean = last.as_ref().is_none_or(|v| v["last"] == true) && len == good_len;
         if !clean {
@@ -354,122 +380,9 @@ impl UsageLog {
             node: node.to_string(),
             since_ms: now_ms,
             len: good_len,
-            dropped_upto,
+            lines,
+            torn: false,
         })
-    }
-
-    /// The file's length (bytes).
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether the file holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether a compaction is worth its rewrite: [`COMPACT_AFTER`]
-    /// records taken up to `taken` are still in the file, or the file is
-    /// over `max_bytes` (0: no limit).
-    pub fn wants_compaction(&self, taken: u64, max_bytes: u64) -> bool {
-        taken.min(self.seq) >= self.dropped_upto + COMPACT_AFTER
-            || (max_bytes > 0 && self.len > max_bytes)
-    }
-
-    /// Drops the records up to sequence `taken` (the sidecar has them)
-    /// whose interval ended before `kept_from_ms` (taken records stay a
-    /// while: a sidecar restored from a backup takes them again), and,
-    /// while the rest is over `max_bytes` (0: no limit), the oldest of
-    /// the others, down to half of it: the file is rewritten beside
-    /// itself, synced and renamed over. The last record always stays: the
-    /// log's id and sequence, and whether it ended cleanly, live in it.
-    pub fn compact(
-        &mut self,
-        taken: u64,
-        kept_from_ms: i64,
-        max_bytes: u64,
-    ) -> Result<Compacted, LogError> {
-        let io = |e| LogError::Io(self.path.clone(), e);
-        // Every whole record's sequence, end and length.
-        let mut records: Vec<(u64, i64, u64)> = Vec::new();
-        whole_lines(File::open(&self.path).map_err(io)?, |line| {
-            let v = serde_json::from_slice::<serde_json::Value>(line).ok();
-            let field = |k: &str| v.as_ref().and_then(|v| v[k].as_i64()).unwrap_or(0);
-            records.push((
-                field("seq").max(0) as u64,
-                field("to_ms"),
-                line.len() as u64,
-            ));
-            true
-        })
-        .map_err(io)?;
-        let last = records.len().saturating_sub(1);
-        let mut keep: Vec<bool> = records
-            .iter()
-            .enumerate()
-            .map(|(i, (seq, to, _))| i == last || *seq > taken || *to >= kept_from_ms)
-            .collect();
-        let mut out = Compacted::default();
-        let mut kept: u64 = records
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(r, _)| r.2)
-            .sum();
-        if max_bytes > 0 && kept > max_bytes {
-            for (i, k) in keep.iter_mut().enumerate() {
-                if kept <= max_bytes / 2 || i == last {
-                    break;
-                }
-                if *k {
-                    *k = false;
-                    kept -= records[i].2;
-                    if records[i].0 > taken {
-                        out.untaken += 1;
-                    }
-                }
-            }
-        }
-        out.taken = keep.iter().filter(|k| !**k).count() - out.untaken;
-        if out.taken + out.untaken == 0 {
-            out.len = self.len;
-            return Ok(out);
-        }
-        let tmp = self.path.with_extension("log.compacting");
-        {
-            let mut r = BufReader::new(File::open(&self.path).map_err(io)?);
-            let mut w = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
-            let mut line = Vec::new();
-            for k in &keep {
-                line.clear();
-                r.read_until(b'\n', &mut line).map_err(io)?;
-                if *k {
-                    w.write_all(&line).map_err(io)?;
-                }
-            }
-            let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            // The rename itself on the disk.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        self.len = kept;
-        self.dropped_upto = records
-            .iter()
-            .zip(&keep)
-            .find(|(_, k)| **k)
-            .map_or(self.seq, |(r, _)| r.0.saturating_sub(1));
-        out.len = kept;
-        Ok(out)
     }
 
     pub fn log_id(&self) -> &str {
@@ -482,6 +395,119 @@ impl UsageLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's length (bytes).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The lines at the file's start that the sidecar took (sequence up
+    /// to `taken`) and that ended before `kept_from_ms`, never the last:
+    /// how many, and their bytes.
+    fn droppable(&self, taken: u64, kept_from_ms: i64) -> (usize, u64) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for l in self.lines.iter().take(self.lines.len().saturating_sub(1)) {
+            if l.seq > taken || l.to_ms >= kept_from_ms {
+                break;
+            }
+            n += 1;
+            bytes += l.len;
+        }
+        (n, bytes)
+    }
+
+    /// Whether a compaction is worth its rewrite: at least
+    /// [`COMPACT_AFTER`] taken records past the keep time, a quarter of the
+    /// file or more, wait at its start; or the file is over `max_bytes`
+    /// (0: no limit).
+    pub fn wants_compaction(&self, taken: u64, kept_from_ms: i64, max_bytes: u64) -> bool {
+        let (n, bytes) = self.droppable(taken, kept_from_ms);
+        (n >= COMPACT_AFTER && bytes * 4 >= self.len) || (max_bytes > 0 && self.len > max_bytes)
+    }
+
+    /// Drops the records at the file's start that the sidecar took (up to
+    /// sequence `taken`) and whose interval ended before `kept_from_ms`
+    /// (taken records stay a while: a sidecar restored from a backup
+    /// takes them again), then, while the rest is over `max_bytes` (0: no
+    /// limit), the oldest others, down to half of it. What stays is copied
+    /// beside the file, synced and renamed over it. The last record always
+    /// stays: the log's id and sequence, and whether it ended cleanly,
+    /// live in it.
+    pub fn compact(
+        &mut self,
+        taken: u64,
+        kept_from_ms: i64,
+        max_bytes: u64,
+    ) -> Result<Compacted, LogError> {
+        let (mut n, mut bytes) = self.droppable(taken, kept_from_ms);
+        let mut out = Compacted {
+            taken: n,
+            ..Compacted::default()
+        };
+        if max_bytes > 0 {
+            let last = self.lines.len().saturating_sub(1);
+            while n < last && self.len - bytes > max_bytes / 2 {
+                let l = self.lines[n];
+                if l.seq > taken {
+                    out.untaken += 1;
+                } else {
+                    out.taken += 1;
+                    out.young += 1;
+                }
+                n += 1;
+                bytes += l.len;
+            }
+        }
+        out.len = self.len - bytes;
+        if n == 0 {
+            return Ok(out);
+        }
+        let tmp = self.path.with_extension("log.compacting");
+        match self.rewrite_from(bytes, &tmp) {
+            Ok(file) => {
+                self.file = file;
+                self.lines.drain(..n);
+                self.len -= bytes;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(LogError::Io(self.path.clone(), e))
+            }
+        }
+    }
+
+    /// Copies the file from byte `from` to `tmp`, syncs it, and renames it
+    /// over the file: the new file, open for appending.
+    fn rewrite_from(&self, from: u64, tmp: &Path) -> std::io::Result<File> {
+        let mut src = File::open(&self.path)?;
+        src.seek(std::io::SeekFrom::Start(from))?;
+        let mut dst = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)?;
+        std::io::copy(&mut src.take(self.len - from), &mut dst)?;
+        dst.sync_all()?;
+        // Opened for appending before the rename: once renamed, the handle
+        // is the log's.
+        let file = OpenOptions::new().read(true).append(true).open(tmp)?;
+        std::fs::rename(tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            // The rename itself on the disk.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(file)
     }
 
     /// Writes what `taken` holds as the next record, covering the time
@@ -497,7 +523,6 @@ impl UsageLog {
         last: bool,
     ) -> Result<Option<u64>, LogError> {
         let from = self.since_ms;
-        self.since_ms = now_ms;
         let mut ids: Vec<u64> = taken
             .usage
             .keys()
@@ -507,6 +532,7 @@ impl UsageLog {
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() && !last {
+            self.since_ms = now_ms;
             return Ok(None);
         }
         let mut tenants = serde_json::Map::new();
@@ -540,18 +566,18 @@ impl UsageLog {
         }
         let mut line = rec.to_string().into_bytes();
         line.push(b'\n');
-        let io = |e| LogError::Io(self.path.clone(), e);
+        if self.torn {
+            self.mend();
+        }
         if let Err(e) = self.file.write_all(&line) {
-            // Not written (the caller keeps the usage for the next
-            // record): a part of the line must not stay in the file, where
-            // it would hide the records after it.
-            if let Err(t) = self.file.set_len(self.len) {
-                tracing::warn!(
-                    "usage log {}: cutting a failed write: {t}",
-                    self.path.display()
-                );
+            // Not written: the caller keeps the usage, and the interval
+            // (the stored bytes' time), for the next record. A part of the
+            // line must not stay in the file: it is cut off, or failing
+            // that, ended before the next record.
+            if self.file.set_len(self.len).is_err() {
+                self.torn = true;
             }
-            return Err(io(e));
+            return Err(LogError::Io(self.path.clone(), e));
         }
         if fsync {
             // Written, so counted: the record may reach the disk yet, and
@@ -560,9 +586,38 @@ impl UsageLog {
                 tracing::warn!("usage log {}: fsync: {e}", self.path.display());
             }
         }
+        self.since_ms = now_ms;
         self.len += line.len() as u64;
+        self.lines.push_back(Line {
+            seq,
+            to_ms: now_ms,
+            len: line.len() as u64,
+        });
         self.seq = seq;
         Ok(Some(seq))
+    }
+
+    /// After a failed write whose part could not be cut off: cuts it now,
+    /// or ends it with a newline (a line that is no record, passed over by
+    /// readers, dropped at the next compaction).
+    fn mend(&mut self) {
+        if self.file.set_len(self.len).is_ok() {
+            self.torn = false;
+            return;
+        }
+        let Ok(now) = self.file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if now > self.len && self.file.write_all(b"\n").is_ok() {
+            let len = now + 1 - self.len;
+            self.lines.push_back(Line {
+                seq: 0,
+                to_ms: 0,
+                len,
+            });
+            self.len += len;
+            self.torn = false;
+        }
     }
 }
 
@@ -581,10 +636,11 @@ pub fn read_after(
     };
     let mut log = None;
     let mut out = Vec::new();
-    // (A line still being written is not a record yet.)
+    // (A line still being written is not a record yet; a whole line that
+    // is not one, a failed write's part, is passed over.)
     whole_lines(file, |line| {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-            return false;
+            return true;
         };
         if log.is_none() {
             log = v["log"].as_str().map(str::to_string);
@@ -633,13 +689,18 @@ mod tests {
         let id = log.log_id().to_string();
         let full = log.len();
         assert_eq!(full, std::fs::metadata(dir.join(FILE)).unwrap().len());
-        // Fewer than COMPACT_AFTER taken records: not worth a rewrite.
-        assert!(!log.wants_compaction(COMPACT_AFTER - 1, 0));
-        assert!(log.wants_compaction(80, 0));
+        // Fewer than COMPACT_AFTER taken records past the keep time, or
+        // under a quarter of the file: not worth a rewrite.
+        assert!(!log.wants_compaction(COMPACT_AFTER as u64 - 1, i64::MAX, 0));
+        assert!(
+            !log.wants_compaction(80, 20_500, 0),
+            "20 records are old enough"
+        );
+        assert!(log.wants_compaction(80, i64::MAX, 0));
         // Taken, but not old enough: records 1..=50 end before 50.5 s,
         // the others stay (a restored sidecar would take them again).
         let c = log.compact(80, 50_500, 0).unwrap();
-        assert_eq!((c.taken, c.untaken), (50, 0));
+        assert_eq!((c.taken, c.young, c.untaken), (50, 0, 0));
         let (_, recs) = read_after(&dir, 0, 1000).unwrap();
         assert_eq!(recs.first().and_then(|r| r["seq"].as_u64()), Some(51));
         let c = log.compact(80, i64::MAX, 0).unwrap();
@@ -651,7 +712,7 @@ mod tests {
         assert_eq!(lid.as_deref(), Some(id.as_str()));
         let seqs: Vec<u64> = recs.iter().filter_map(|r| r["seq"].as_u64()).collect();
         assert_eq!(seqs, (81..=100).collect::<Vec<_>>());
-        assert!(!log.wants_compaction(80, 0));
+        assert!(!log.wants_compaction(80, i64::MAX, 0));
         // Appending after a compaction goes to the new file.
         let m = Meter::default();
         m.hand_over(7, Usage::default(), Some(5));
@@ -660,6 +721,7 @@ mod tests {
             Some(101)
         );
         assert_eq!(read_after(&dir, 100, 10).unwrap().1.len(), 1);
+        assert_eq!(log.len(), std::fs::metadata(dir.join(FILE)).unwrap().len());
         // Everything taken: the last record stays (the log's id and
         // sequence), and a restart goes on from it.
         let c = log.compact(101, i64::MAX, 0).unwrap();
@@ -677,9 +739,11 @@ mod tests {
         let dir = tmp("limit");
         let mut log = log_of(&dir, 100);
         let limit = log.len() / 2;
-        assert!(log.wants_compaction(0, limit));
-        let c = log.compact(10, i64::MAX, limit).unwrap();
-        assert_eq!(c.taken, 10);
+        assert!(log.wants_compaction(0, 0, limit));
+        // Taken up to 20: records 1..=14 end before 14.5 s (old enough),
+        // 15..=20 are young; the rest untaken.
+        let c = log.compact(20, 14_500, limit).unwrap();
+        assert_eq!((c.taken, c.young), (20, 6));
         assert!(c.untaken > 0);
         assert!(c.len <= limit / 2, "{} > {}", c.len, limit / 2);
         let (_, recs) = read_after(&dir, 0, 1000).unwrap();
@@ -692,6 +756,34 @@ mod tests {
         drop(log);
         let log = UsageLog::open(&dir, "n1", "boot2", 300_000).unwrap();
         assert_eq!(log.seq(), 100, "a clean end stays clean");
+    }
+
+    #[test]
+    fn a_line_that_is_no_record_is_passed_over_and_compacted_away() {
+        let dir = tmp("garbage");
+        drop(log_of(&dir, 3));
+        // A failed write's part, ended with a newline, then more records.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE))
+            .unwrap();
+        f.write_all(b"{\"seq\":4,\"lo\n").unwrap();
+        drop(f);
+        let mut log = UsageLog::open(&dir, "n1", "boot2", 10_000).unwrap();
+        assert_eq!(log.seq(), 3, "a clean end before it: no jump");
+        let m = Meter::default();
+        m.hand_over(7, Usage::default(), Some(5));
+        assert_eq!(
+            log.append(&m.take(), 20_000, false, false).unwrap(),
+            Some(4)
+        );
+        let (_, recs) = read_after(&dir, 0, 100).unwrap();
+        let seqs: Vec<u64> = recs.iter().filter_map(|r| r["seq"].as_u64()).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4], "the record after it is read");
+        // Taken: the line goes with the records before it.
+        log.compact(3, i64::MAX, 0).unwrap();
+        let text = std::fs::read_to_string(dir.join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     #[test]
