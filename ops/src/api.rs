@@ -765,9 +765,17 @@ async fn finish_provisioning_once(api: &Api) {
             Err(crate::cluster::ClusterError::Refused { status: 404, .. }) => {
                 match resend_first(api, &fly_id).await {
                     Ok(Applied::Everywhere) => {}
-                    Ok(Applied::Pending) => continue,
-                    Err(e) => {
-                        tracing::debug!(id = %fly_id, "provisioning not finished: {e}");
+                    Ok(Applied::Pending) | Err(None) => continue,
+                    // Refused (a tombstone in its way, a row the cluster
+                    // will not take): failed, as if its POST had been; a
+                    // retry or the undo after the grace period follows.
+                    Err(Some(e)) => {
+                        tracing::warn!(id = %fly_id, "the cluster refuses this provisioning: {e}; error");
+                        let failed =
+                            crate::store::set_failed(api.store.lock().conn(), &fly_id, now());
+                        if let Err(e) = failed {
+                            tracing::warn!(id = %fly_id, "marking a provisioning failed: {e}");
+                        }
                         continue;
                     }
                 }
@@ -795,31 +803,33 @@ async fn finish_provisioning_once(api: &Api) {
 /// Sends database `fly_id`'s first catalog row (version 1) to the cluster
 /// again: a provisioning the catalog does not have yet. One a change has
 /// moved past version 1 is not sent (the catalog had it then).
-async fn resend_first(api: &Api, fly_id: &str) -> Result<Applied, String> {
-    let db = api
-        .store
-        .lock()
-        .database(fly_id)
-        .map_err(|e| e.to_string())?
-        .ok_or("no such database")?;
-    if db.catalog_version != 1 || db.status != "provisioning" {
-        return Err(format!(
-            "at version {} ({}): not a first provisioning",
-            db.catalog_version, db.status
-        ));
-    }
-    let token = api
-        .sealer
-        .open(&db.token_sealed, &db.fly_id)
-        .map_err(|e| e.to_string())?;
+/// The cluster refused it (`Err(Some(..))`), or it could not be sent now
+/// (`Err(None)`, logged).
+async fn resend_first(api: &Api, fly_id: &str) -> Result<Applied, Option<String>> {
+    let db = match api.store.lock().database(fly_id) {
+        Ok(Some(d)) if d.catalog_version == 1 && d.status == "provisioning" => d,
+        Ok(_) => return Err(None),
+        Err(e) => {
+            tracing::warn!(id = %fly_id, "reading a provisioning: {e}");
+            return Err(None);
+        }
+    };
+    let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
+        Ok(t) => t,
+        Err(e) => return Err(Some(e.to_string())),
+    };
     let entry = catalog_entry(&db, &[token], 1);
-    let (applied, _) = api
-        .cluster
-        .put_tenant(db.tenant_id, &entry)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(id = %fly_id, tenant = db.tenant_id, "a cut-short provisioning sent to the cluster again");
-    Ok(applied)
+    match api.cluster.put_tenant(db.tenant_id, &entry).await {
+        Ok((applied, _)) => {
+            tracing::info!(id = %fly_id, tenant = db.tenant_id, "a cut-short provisioning sent to the cluster again");
+            Ok(applied)
+        }
+        Err(e @ crate::cluster::ClusterError::Refused { .. }) => Err(Some(e.to_string())),
+        Err(e) => {
+            tracing::debug!(id = %fly_id, "provisioning not sent again: {e}");
+            Err(None)
+        }
+    }
 }
 
 /// How long a provisioning that failed (`error`: Fly was answered with a
@@ -1109,6 +1119,10 @@ mod tests {
             ("PUT /admin/tenants/1", 200, r#"{"version":1}"#),
             ("GET /admin/tenants/2", 200, r#"{"version":1}"#),
             ("GET /admin/tenants/3", 202, r#"{"version":1}"#),
+            // A tombstone in its way: 409 for version 1, then no tenant.
+            ("GET /admin/tenants/4", 404, r#"{"error":"no tenant 4"}"#),
+            ("PUT /admin/tenants/4", 409, r#"{"error":"stale"}"#),
+            ("GET /admin/tenants/4", 404, r#"{"error":"no tenant 4"}"#),
         ])
         .await;
         let mut api = test_api("cut", None);
@@ -1116,7 +1130,7 @@ mod tests {
         {
             let mut st = api.store.lock();
             let org = ("org_1", "Acme", "a@acme.test");
-            for (id, tenant) in [("cut", 1), ("took", 2), ("waits", 3)] {
+            for (id, tenant) in [("cut", 1), ("took", 2), ("waits", 3), ("refused", 4)] {
                 let mut d = test_row(id, tenant, "provisioning");
                 d.token_sealed = api.sealer.seal("tok", id).unwrap();
                 st.insert_database(org, None, &d).unwrap();
@@ -1130,6 +1144,7 @@ mod tests {
                 (status("cut"), status("took"), status("waits")),
                 ("ready".into(), "ready".into(), "provisioning".into())
             );
+            assert_eq!(status("refused"), "error");
         }
         // The first row again, at version 1, with the database's token.
         let sent: Value = serde_json::from_str(&seen.lock().unwrap()[1]).unwrap();

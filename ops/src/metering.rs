@@ -351,8 +351,13 @@ pub fn count_read_regions(
         };
         for (id, regions, created, metered, status, plan) in rows {
             // The read regions it asks for that have its replica (one
-            // added where no node runs yet counts once a node has it).
+            // added where no node runs yet counts once a node has it). A
+            // ready database the view does not list (its node behind)
+            // waits: the next view that lists it counts the time.
             let held = copies.get(&(id as u64));
+            if held.is_none() && status == "ready" {
+                continue;
+            }
             let n = regions
                 .split(',')
                 .filter(|r| !r.is_empty() && held.is_some_and(|h| h.contains(*r)))
@@ -922,6 +927,10 @@ mod tests {
         ]);
         count_read_regions(&mut s, t0 + 3600, &copies).unwrap();
         assert_eq!((region_seconds(&s, 1), region_seconds(&s, 2)), (3600, 0));
+        // A view that does not list ext_1 (its node behind): its time
+        // waits for the next view that does.
+        count_read_regions(&mut s, t0 + 4000, &HashMap::new()).unwrap();
+        assert_eq!(region_seconds(&s, 1), 3600);
         // The syd replica came: both regions count from then.
         let copies = HashMap::from([(1u64, HashSet::from(["cdg".to_string(), "syd".to_string()]))]);
         count_read_regions(&mut s, t0 + 5400, &copies).unwrap();

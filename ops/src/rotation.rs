@@ -53,7 +53,7 @@ fn under_way(api: &Api) -> Result<Vec<Rotation>, String> {
                 "SELECT d.fly_id, d.tenant_id, d.token_sealed, d.next_token_sealed,
                         r.old_seen_at, r.new_seen_at
                  FROM rotations r JOIN databases d ON d.fly_id = r.fly_id
-                 WHERE d.status != 'deleted' AND d.next_token_sealed != ''",
+                 WHERE d.status NOT IN ('deleted', 'error') AND d.next_token_sealed != ''",
             )
             .map_err(|e| e.to_string())?;
         let rows = q
@@ -187,7 +187,7 @@ async fn retire(api: &Api, r: &Rotation) -> Result<bool, String> {
         return Ok(false);
     };
     let next = api.sealer.open(&db.next_token_sealed, &db.fly_id);
-    let same = db.status != "deleted"
+    let same = !matches!(db.status.as_str(), "deleted" | "error")
         && !db.next_token_sealed.is_empty()
         && next.is_ok_and(|t| crate::tokens::digest_hex(&t) == r.new);
     if !same {

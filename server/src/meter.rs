@@ -459,7 +459,9 @@ impl UsageLog {
                     out.untaken += 1;
                 } else {
                     out.taken += 1;
-                    out.young += 1;
+                    if l.seq != 0 && l.to_ms >= kept_from_ms {
+                        out.young += 1;
+                    }
                 }
                 n += 1;
                 bytes += l.len;
@@ -495,7 +497,10 @@ impl UsageLog {
             .create(true)
             .truncate(true)
             .open(tmp)?;
-        std::io::copy(&mut src.take(self.len - from), &mut dst)?;
+        let want = self.len - from;
+        if std::io::copy(&mut src.take(want), &mut dst)? != want {
+            return Err(std::io::Error::other("the log is shorter than its index"));
+        }
         dst.sync_all()?;
         // Opened for appending before the rename: once renamed, the handle
         // is the log's.
@@ -568,6 +573,14 @@ impl UsageLog {
         line.push(b'\n');
         if self.torn {
             self.mend();
+            if self.torn {
+                // Still a part in the way: this record waits (its usage
+                // and interval go into the next).
+                return Err(LogError::Io(
+                    self.path.clone(),
+                    std::io::Error::other("a failed write's part could not be cut off or ended"),
+                ));
+            }
         }
         if let Err(e) = self.file.write_all(&line) {
             // Not written: the caller keeps the usage, and the interval
@@ -608,6 +621,10 @@ impl UsageLog {
         let Ok(now) = self.file.metadata().map(|m| m.len()) else {
             return;
         };
+        if now == self.len {
+            self.torn = false;
+            return;
+        }
         if now > self.len && self.file.write_all(b"\n").is_ok() {
             let len = now + 1 - self.len;
             self.lines.push_back(Line {
