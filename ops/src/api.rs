@@ -438,11 +438,10 @@ async fn provision_signed(api: &Api, body: &[u8]) -> Response {
         // New, or a retry of one that failed half-way: (re)create it in
         // the cluster. The catalog takes version 1 once; a retry's 409 is
         // the tenant already there.
-        let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
-            Ok(t) => t,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+        let entry = match first_entry(api, &db) {
+            Ok(e) => e,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e, None),
         };
-        let entry = catalog_entry(&db, &[token], 1);
         let status = match api.cluster.put_tenant(db.tenant_id, &entry).await {
             Ok((Applied::Everywhere, _)) => "ready",
             // In the catalog; its nodes (or its region's first node) are
@@ -803,6 +802,16 @@ async fn finish_provisioning_once(api: &Api) {
 /// Sends database `fly_id`'s first catalog row (version 1) to the cluster
 /// again: a provisioning the catalog does not have yet. One a change has
 /// moved past version 1 is not sent (the catalog had it then).
+/// Database `db`'s first catalog row (version 1), with its token opened:
+/// what a provisioning, or its resending, puts.
+fn first_entry(api: &Api, db: &Database) -> Result<Value, String> {
+    let token = api
+        .sealer
+        .open(&db.token_sealed, &db.fly_id)
+        .map_err(|e| e.to_string())?;
+    Ok(catalog_entry(db, &[token], 1))
+}
+
 /// The cluster refused it (`Err(Some(..))`), or it could not be sent now
 /// (`Err(None)`, logged).
 async fn resend_first(api: &Api, fly_id: &str) -> Result<Applied, Option<String>> {
@@ -814,11 +823,7 @@ async fn resend_first(api: &Api, fly_id: &str) -> Result<Applied, Option<String>
             return Err(None);
         }
     };
-    let token = match api.sealer.open(&db.token_sealed, &db.fly_id) {
-        Ok(t) => t,
-        Err(e) => return Err(Some(e.to_string())),
-    };
-    let entry = catalog_entry(&db, &[token], 1);
+    let entry = first_entry(api, &db).map_err(Some)?;
     match api.cluster.put_tenant(db.tenant_id, &entry).await {
         Ok((applied, _)) => {
             tracing::info!(id = %fly_id, tenant = db.tenant_id, "a cut-short provisioning sent to the cluster again");
