@@ -1193,19 +1193,13 @@ mod tests {
     /// A row of `org_1` for the tests.
     fn test_row(id: &str, tenant: u64, status: &str) -> Database {
         Database {
-            fly_id: id.into(),
-            tenant_id: tenant,
             name: id.into(),
-            organization_id: "org_1".into(),
-            primary_region: "iad".into(),
             read_regions: vec![],
             status: status.into(),
             created_at: 1_000,
             token_sealed: String::new(),
-            catalog_version: 1,
-            plan: crate::plans::DEFAULT.name.into(),
             ip_address: String::new(),
-            next_token_sealed: String::new(),
+            ..Database::sample(id, tenant)
         }
     }
 

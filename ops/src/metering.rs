@@ -843,19 +843,10 @@ mod tests {
         let dir = tmp("plans");
         let mut s = crate::store::Store::open(&dir, 300).unwrap();
         let db = crate::store::Database {
-            fly_id: "ext_5".into(),
-            tenant_id: 5,
-            name: "shop".into(),
-            organization_id: "org_1".into(),
-            primary_region: "iad".into(),
             read_regions: vec![],
-            status: "ready".into(),
             created_at: 1,
-            token_sealed: "x".into(),
-            catalog_version: 1,
             plan: "free".into(),
-            ip_address: String::new(),
-            next_token_sealed: String::new(),
+            ..crate::store::Database::sample("ext_5", 5)
         };
         s.insert_database(("org_1", "Acme", ""), None, &db).unwrap();
         let t0 = 1_796_515_000_000; // 2026-12-05
@@ -896,19 +887,10 @@ mod tests {
         let dir = tmp("regions");
         let mut s = crate::store::Store::open(&dir, 300).unwrap();
         let db = |id: &str, tenant: u64, status: &str| crate::store::Database {
-            fly_id: id.into(),
-            tenant_id: tenant,
-            name: id.into(),
-            organization_id: "org_1".into(),
-            primary_region: "iad".into(),
-            read_regions: vec!["cdg".into(), "syd".into()],
             status: status.into(),
             created_at: 1,
-            token_sealed: "x".into(),
-            catalog_version: 1,
             plan: "payg".into(),
-            ip_address: String::new(),
-            next_token_sealed: String::new(),
+            ..crate::store::Database::sample(id, tenant)
         };
         let org = ("org_1", "Acme", "");
         s.insert_database(org, None, &db("ext_1", 1, "ready"))

@@ -187,6 +187,29 @@ pub struct Webhook {
     pub attempts: u32,
 }
 
+#[cfg(test)]
+impl Database {
+    /// A ready database "shop" of `org_1` for the sidecar's tests: primary
+    /// iad, read regions cdg and syd, the default plan.
+    pub(crate) fn sample(fly_id: &str, tenant_id: u64) -> Database {
+        Database {
+            fly_id: fly_id.into(),
+            tenant_id,
+            name: "shop".into(),
+            organization_id: "org_1".into(),
+            primary_region: "iad".into(),
+            read_regions: vec!["cdg".into(), "syd".into()],
+            status: "ready".into(),
+            created_at: 1_800_000_000,
+            token_sealed: "sealed".into(),
+            catalog_version: 1,
+            plan: crate::plans::DEFAULT.name.into(),
+            ip_address: "fdaa:0:1::3".into(),
+            next_token_sealed: String::new(),
+        }
+    }
+}
+
 /// Errors of the sidecar's store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -800,21 +823,7 @@ mod tests {
     }
 
     fn shop(fly_id: &str, tenant_id: u64) -> Database {
-        Database {
-            fly_id: fly_id.into(),
-            tenant_id,
-            name: "shop".into(),
-            organization_id: "org_1".into(),
-            primary_region: "iad".into(),
-            read_regions: vec!["cdg".into(), "syd".into()],
-            status: "ready".into(),
-            created_at: 1_800_000_000,
-            token_sealed: "sealed".into(),
-            catalog_version: 1,
-            plan: crate::plans::DEFAULT.name.into(),
-            ip_address: "fdaa:0:1::3".into(),
-            next_token_sealed: String::new(),
-        }
+        Database::sample(fly_id, tenant_id)
     }
 
     #[test]
