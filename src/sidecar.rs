@@ -198,10 +198,7 @@ pub fn run(a: SidecarArgs) -> anyhow::Result<()> {
             api.clone(),
             std::time::Duration::from_secs(a.purge_after_secs.clamp(1, 60) as u64),
         ));
-        tokio::spawn(anykv_ops::rotation::run(
-            api.clone(),
-            std::time::Duration::from_secs(a.retire_idle_secs),
-        ));
+        tokio::spawn(anykv_ops::rotation::run(api.clone()));
         tokio::spawn(anykv_ops::metering::run(
             api.clone(),
             std::time::Duration::from_secs(a.meter_pull_secs.max(1)),

@@ -215,9 +215,10 @@ async fn retire(api: &Api, r: &Rotation) -> Result<bool, String> {
     }
 }
 
-/// Checks every `every`, for ever (nothing when `idle` is zero: the admin
-/// retires old tokens).
-pub async fn run(api: Arc<Api>, idle: Duration) {
+/// Checks every `--retire-idle-secs`/4 (1 to 30 s), for ever (nothing
+/// when it is zero: the admin retires old tokens).
+pub async fn run(api: Arc<Api>) {
+    let idle = Duration::from_secs(api.retire_idle_secs);
     if idle.is_zero() {
         return;
     }
