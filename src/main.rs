@@ -10,7 +10,6 @@ use anykv_server::shared::Shared;
 use anykv_server::Server;
 
 mod cluster;
-mod demo;
 mod http;
 mod meter;
 mod node;
@@ -73,12 +72,26 @@ enum Cmd {
     },
     /// Run the emulated multi-region world locally: a Fly-like DNS zone and
     /// store nodes in several regions with emulated WAN latency.
-    Demo(demo::DemoArgs),
+    Demo(anykv_bench::demo::DemoArgs),
     /// Run the Fly extension sidecar: Fly's signed provisioning requests
     /// become databases in the cluster (docs/SIDECAR.md). Secrets from the
     /// environment: ANYKV_EXT_SECRET, ANYKV_WEBHOOK_SECRET, ANYKV_TOKEN_KEY,
     /// ANYKV_ADMIN_TOKEN.
     Sidecar(sidecar::SidecarArgs),
+    /// Measure: load against any Redis-compatible endpoint.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// A load generator for any Redis-compatible endpoint (anykv,
+    /// redis-server, a proxy): many connections, pipelining or a fixed
+    /// rate (open loop, latency from when each request was due), uniform
+    /// or zipfian keys, a read/write mix; throughput and HDR latencies.
+    Load(anykv_bench::load::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -411,8 +424,23 @@ fn main() -> anyhow::Result<()> {
                     admin_token,
                 },
         } => cluster::promote(addr, db, &to, force, &admin_token),
-        Cmd::Demo(args) => demo::run(args),
+        Cmd::Demo(args) => {
+            init_tracing("warning");
+            anykv_bench::demo::run(args).map_err(anyhow::Error::from)
+        }
         Cmd::Sidecar(args) => sidecar::run(args),
+        Cmd::Bench {
+            cmd: BenchCmd::Load(args),
+        } => {
+            let json = args.json;
+            let report = anykv_bench::load::run(args)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
         Cmd::Router {
             args,
             metrics_addr,

@@ -144,7 +144,7 @@ fn shaper(a: &GossipArgs) -> anyhow::Result<anykv_gossip::link::Shaper> {
         return Ok(Shaper::off());
     };
     let table = if src == "builtin" {
-        RttTable::parse(crate::demo::REGION_RTT).context("the built-in RTT table")?
+        RttTable::parse(anykv_bench::REGION_RTT).context("the built-in RTT table")?
     } else {
         RttTable::load(std::path::Path::new(src)).with_context(|| format!("loading {src}"))?
     };

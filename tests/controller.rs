@@ -35,6 +35,7 @@ fn spec(name: &str, net: u8, port: u16) -> WorldSpec {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        launch: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ fn spec(name: &str) -> WorldSpec {
             "--appendonly".into(),
             "no".into(),
         ],
+        launch: Default::default(),
     }
 }
 

@@ -671,6 +671,7 @@ impl Runner {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            launch: Default::default(),
         };
         let mut extra = BTreeMap::new();
         if let Some(s) = &schedule.skew {

@@ -25,16 +25,22 @@
 //! (AOF throughput, restart time, memory during a background save) and
 //! `bench/scripts/replication.py` (replication lag, what a replica costs a
 //! primary, full sync); results are in `docs/BENCHMARKS.md`. The
-//! emulated multi-region world is `anykv demo` (`src/demo.rs`), using the
+//! emulated multi-region world is `anykv demo` ([`demo`]), using the
 //! RTT table in `bench/data/region-rtt.csv`. Planned here: load
 //! generation, the world launcher used by benchmarks, and Markdown/SVG
 //! reports.
 
 pub mod client;
+pub mod demo;
 pub mod faults;
 pub mod gossip_sim;
 pub mod history;
+pub mod load;
 pub mod world;
+
+/// The region RTT table shipped with the project (WonderProxy city
+/// pings between Fly's regions): `--emulate-wan builtin`, the demo's.
+pub const REGION_RTT: &str = include_str!("../data/region-rtt.csv");
 
 /// Ends a benchmark tool's run with `msg`: a panic, so that what `main`
 /// owns (a world and its nodes) is dropped and stopped on the way out;

@@ -64,6 +64,32 @@ pub struct WorldSpec {
     /// Server flags after `--` for every node (besides bind, port, dir,
     /// metrics-addr).
     pub server_args: Vec<String>,
+    /// How the demo (and anything Fly-like) starts nodes differently from
+    /// a test's defaults.
+    pub launch: Launch,
+}
+
+/// Launch options a test's world leaves at their defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Every node's RESP port (default: the gossip port + 4). Each node
+    /// has its own address, so all can take the same one, as on Fly.
+    pub resp_port: Option<u16>,
+    /// Every node's HTTP port (metrics, `/cluster`, admin; default: the
+    /// gossip port + 5).
+    pub http_port: Option<u16>,
+    /// Discovery through DNS, as on Fly: `--app` and `--dns-server` (a
+    /// zone that lists the nodes, e.g. `anykv_gossip::testzone`) instead
+    /// of the first node as a fixed seed.
+    pub dns: Option<(String, SocketAddr)>,
+    /// `world.json` is written only by [`World::publish`] (its appearance
+    /// then means ready), not at every start of a node.
+    pub hold_file: bool,
+    /// Linux: a node gets SIGKILL when the thread that started it exits
+    /// (`PR_SET_PDEATHSIG`), so a launcher killed with SIGKILL leaves no
+    /// node behind. Start nodes from a thread that lives as long as the
+    /// world (the main thread) when this is set.
+    pub die_with_parent: bool,
 }
 
 impl WorldSpec {
@@ -116,6 +142,7 @@ impl WorldSpec {
             lan_profile: "test".into(),
             admin_token: admin_token.into(),
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
+            launch: Launch::default(),
         }
     }
 }
@@ -143,6 +170,36 @@ pub struct NodeInfo {
 pub struct WorldFile {
     pub dir: PathBuf,
     pub nodes: Vec<NodeInfo>,
+    /// The demo's sidecar (absent in a test's world).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarInfo>,
+    /// Where a person signs in to the dashboard (the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
+    /// Databases provisioned in the world (the demo's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseInfo>,
+}
+
+/// The sidecar as `world.json` records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SidecarInfo {
+    /// The base URL `/extensions` hangs off.
+    pub url: String,
+    /// The `ANYKV_EXT_SECRET` Fly's calls are signed with.
+    pub secret: String,
+}
+
+/// A database as `world.json` records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseInfo {
+    /// The catalog name.
+    pub name: String,
+    /// The catalog id (the admin API's and `/cluster`'s).
+    pub id: u64,
+    pub primary_region: String,
+    /// A `redis://` URL per region, reaching that region's node.
+    pub urls: BTreeMap<String, String>,
 }
 
 impl WorldFile {
@@ -159,6 +216,9 @@ pub struct World {
     pub file: WorldFile,
     children: BTreeMap<String, Child>,
     admin_token: String,
+    /// Whether `world.json` is written (see [`Launch::hold_file`]).
+    published: bool,
+    die_with_parent: bool,
 }
 
 impl World {
@@ -218,7 +278,12 @@ impl World {
             push(&["--machine", &name, "--region", region]);
             push(&["--gossip-addr", &SocketAddr::new(addr, p).to_string()]);
             push(&["--sync-port", &(p + 1).to_string()]);
-            push(&["--seeds", &seed.to_string()]);
+            match &spec.launch.dns {
+                Some((app, server)) => {
+                    push(&["--app", app, "--dns-server", &server.to_string()]);
+                }
+                None => push(&["--seeds", &seed.to_string()]),
+            }
             push(&["--gossip-keys", key.trim()]);
             push(&["--gossip-profile", &spec.gossip_profile]);
             push(&["--cluster-size", &placed.len().to_string()]);
@@ -234,14 +299,14 @@ impl World {
             if let Some(extra) = node_args.get(&name) {
                 push(&extra.iter().map(String::as_str).collect::<Vec<_>>());
             }
-            let resp = SocketAddr::new(addr, p + 4);
-            let http = SocketAddr::new(addr, p + 5);
+            let resp = SocketAddr::new(addr, spec.launch.resp_port.unwrap_or(p + 4));
+            let http = SocketAddr::new(addr, spec.launch.http_port.unwrap_or(p + 5));
             push(&[
                 "--",
                 "--bind",
                 &addr.to_string(),
                 "--port",
-                &(p + 4).to_string(),
+                &resp.port().to_string(),
             ]);
             push(&["--dir", &dir.display().to_string()]);
             push(&["--metrics-addr", &http.to_string()]);
@@ -265,9 +330,14 @@ impl World {
             file: WorldFile {
                 dir: spec.dir.clone(),
                 nodes,
+                sidecar: None,
+                dashboard: None,
+                databases: Vec::new(),
             },
             children: BTreeMap::new(),
             admin_token: spec.admin_token.clone(),
+            published: !spec.launch.hold_file,
+            die_with_parent: spec.launch.die_with_parent,
         };
         let names: Vec<String> = world.file.nodes.iter().map(|n| n.name.clone()).collect();
         for name in names {
@@ -286,14 +356,16 @@ impl World {
             .open(&node.log)
             .map_err(io(format!("opening {}", node.log.display())))?;
         let err_log = log.try_clone().map_err(io("log file"))?;
-        let child = Command::new(&node.argv[0])
-            .args(&node.argv[1..])
+        let mut cmd = Command::new(&node.argv[0]);
+        cmd.args(&node.argv[1..])
             .envs(&node.env)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(err_log)
-            .spawn()
-            .map_err(io(format!("starting {name}")))?;
+            .stderr(err_log);
+        if self.die_with_parent {
+            die_with_parent(&mut cmd);
+        }
+        let child = cmd.spawn().map_err(io(format!("starting {name}")))?;
         if let Some(n) = self.file.nodes.iter_mut().find(|n| n.name == name) {
             n.pid = child.id();
         }
@@ -301,17 +373,68 @@ impl World {
         self.save()
     }
 
-    /// Writes `world.json`.
+    /// Writes `world.json` (unless it is held until [`World::publish`]):
+    /// to a temporary file renamed over it, so a reader never sees half.
     pub fn save(&self) -> Result<(), WorldError> {
+        if !self.published {
+            return Ok(());
+        }
         let path = self.file.dir.join("world.json");
+        let tmp = self.file.dir.join("world.json.tmp");
         let text = serde_json::to_string_pretty(&self.file)
             .map_err(|e| WorldError::Failed(format!("world.json: {e}")))?;
-        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))
+    }
+
+    /// Writes `world.json` from now on (a held one: the world is ready).
+    pub fn publish(&mut self) -> Result<(), WorldError> {
+        self.published = true;
+        self.save()
+    }
+
+    /// Stops every node with SIGTERM (each hands its primaries over and
+    /// leaves the cluster), waiting up to `grace` for all of them before
+    /// killing those left.
+    pub fn stop(&mut self, grace: Duration) {
+        for c in self.children.values() {
+            // SAFETY: kill(2) with a pid this World started and has not
+            // reaped (so the pid is still its child's) has no memory effects.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            let running = self
+                .children
+                .values_mut()
+                .filter_map(|c| c.try_wait().ok())
+                .filter(Option::is_none)
+                .count();
+            if running == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
     }
 
     /// The admin API's token (`ANYKV_ADMIN_TOKEN`) every node was given.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// Whether node `name`'s process is still there (a stopped one
+    /// counts): started, not killed through the world, and not exited.
+    pub fn running(&mut self, name: &str) -> bool {
+        self.children
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Whether node `name` was started and not killed since (a stopped
@@ -404,6 +527,33 @@ impl Drop for World {
             let _ = c.wait();
         }
     }
+}
+
+/// Makes `cmd`'s child get SIGKILL when the thread that spawns it exits
+/// (Linux's `PR_SET_PDEATHSIG`; nothing elsewhere).
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only prctl(2) and getppid(2), both async-signal-safe; it
+        // allocates nothing and touches no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the prctl: then the
+                // child is adopted, and must not outlive it either.
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::other("the launcher is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// A minimal HTTP/1.1 request: (status, body), None when nobody answers.

@@ -1,0 +1,326 @@
+//! `anykv demo` as a newcomer runs it: the whole service on one machine.
+//!
+//! The demo runs as a process (its own directory, addresses and ports,
+//! started from an empty working directory). Once `world.json` appears,
+//! a real client (the `redis` crate) writes and reads through every
+//! region's printed URL and reads every region's write from every
+//! region; the database's primary process is killed with SIGKILL and the
+//! database takes writes again (through another region's node) within
+//! the failover bound, with nothing acknowledged lost; SIGTERM then
+//! stops the demo, which leaves no process, no port and no directory
+//! behind, and nothing in its working directory.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const NET: u8 = 71;
+const RESP_PORT: u16 = 24100;
+const HTTP_PORT: u16 = 24101;
+const GOSSIP_PORT: u16 = 24102;
+const SIDECAR_PORT: u16 = 24110;
+/// How soon after its primary's process is killed the database must take
+/// writes again (docs/DEMO.md: about 3–5 s; this allows a loaded CI
+/// machine twice that).
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+/// The demo's process, killed if the test ends early (its nodes die with
+/// it), with what it printed.
+struct Demo {
+    child: Child,
+    out: Arc<Mutex<String>>,
+}
+
+impl Demo {
+    fn output(&self) -> String {
+        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_into(r: impl std::io::Read + Send + 'static, out: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if let Ok(mut s) = out.lock() {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+    });
+}
+
+fn http_get(addr: &str, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+}
+
+fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
+    let c = redis::Client::open(url)?;
+    let conn = c.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(conn)
+}
+
+fn get(url: &str, key: &str) -> Option<String> {
+    let mut c = connect(url).ok()?;
+    redis::cmd("GET").arg(key).query(&mut c).ok()?
+}
+
+fn set(url: &str, key: &str, value: &str) -> bool {
+    connect(url).is_ok_and(|mut c| {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query::<String>(&mut c)
+            .is_ok_and(|r| r == "OK")
+    })
+}
+
+fn process_exists(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn the_demo_serves_every_region_fails_over_and_leaves_nothing_behind() {
+    let base = std::env::temp_dir().join(format!("anykv-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir: PathBuf = base.join("world");
+    let cwd = base.join("cwd");
+    std::fs::create_dir_all(&cwd).expect("working directory");
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .arg("demo")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--net", &NET.to_string()])
+        .args(["--port", &RESP_PORT.to_string()])
+        .args(["--http-port", &HTTP_PORT.to_string()])
+        .args(["--gossip-port", &GOSSIP_PORT.to_string()])
+        .args(["--sidecar-port", &SIDECAR_PORT.to_string()])
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting anykv demo");
+    read_into(child.stdout.take().expect("stdout"), out.clone());
+    read_into(child.stderr.take().expect("stderr"), out.clone());
+    let mut demo = Demo { child, out };
+
+    // world.json appears once everything is ready.
+    let started = Instant::now();
+    let file = dir.join("world.json");
+    while !file.exists() {
+        if let Ok(Some(status)) = demo.child.try_wait() {
+            panic!(
+                "the demo exited ({status}) before it was ready:\n{}",
+                demo.output()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no world.json after 120 s:\n{}",
+            demo.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready_in = started.elapsed();
+    let world: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("world.json"))
+            .expect("world.json is JSON, written whole");
+    let nodes = world["nodes"].as_array().expect("nodes").clone();
+    let regions: Vec<&str> = nodes.iter().filter_map(|n| n["region"].as_str()).collect();
+    assert_eq!(
+        regions,
+        ["iad", "iad", "iad", "cdg", "syd"],
+        "the default world"
+    );
+    for n in &nodes {
+        let resp: SocketAddr = n["resp"]
+            .as_str()
+            .expect("resp")
+            .parse()
+            .expect("resp is ip:port");
+        assert_eq!(resp.port(), RESP_PORT);
+        let _: SocketAddr = n["http"]
+            .as_str()
+            .expect("http")
+            .parse()
+            .expect("http is ip:port");
+        assert!(n["pid"].as_u64().is_some_and(process_exists), "{n}");
+        assert!(n["argv"].as_array().is_some_and(|a| a.len() > 2), "{n}");
+        let d = PathBuf::from(n["dir"].as_str().expect("dir"));
+        assert!(
+            d.starts_with(&dir) && d.is_dir(),
+            "{n}: its own directory under --dir"
+        );
+    }
+    let sidecar = world["sidecar"]["url"].as_str().expect("sidecar.url");
+    assert!(!world["sidecar"]["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
+    assert!(world["dashboard"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(sidecar)));
+    let db = &world["databases"][0];
+    assert_eq!(db["primary_region"], "iad");
+    let name = db["name"].as_str().expect("databases[0].name");
+    let id = db["id"].as_u64().expect("databases[0].id");
+    let url = |r: &str| {
+        db["urls"][r]
+            .as_str()
+            .expect("a URL per region")
+            .to_string()
+    };
+    for r in ["iad", "cdg", "syd"] {
+        assert!(url(r).starts_with("redis://default:"), "{}", url(r));
+    }
+    let printed = demo.output();
+    for r in ["iad", "cdg", "syd"] {
+        assert!(
+            printed.contains(&format!("redis-cli -u {}", url(r))),
+            "the {r} line is printed:\n{printed}"
+        );
+    }
+
+    // Each region writes through its own URL and reads its write at once.
+    for r in ["iad", "cdg", "syd"] {
+        assert!(set(&url(r), &format!("from:{r}"), r), "SET through {r}");
+        let mut c = connect(&url(r)).expect("connect");
+        redis::cmd("SET")
+            .arg("mine")
+            .arg(r)
+            .query::<String>(&mut c)
+            .expect("SET");
+        let v: Option<String> = redis::cmd("GET").arg("mine").query(&mut c).expect("GET");
+        assert_eq!(v.as_deref(), Some(r), "{r} reads its own write");
+    }
+    // Every region's write reaches every region.
+    let end = Instant::now() + Duration::from_secs(20);
+    for reader in ["iad", "cdg", "syd"] {
+        for writer in ["iad", "cdg", "syd"] {
+            while get(&url(reader), &format!("from:{writer}")).as_deref() != Some(writer) {
+                assert!(Instant::now() < end, "{reader} never saw {writer}'s write");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    // Kill the primary's process; the database takes writes again.
+    let http0 = nodes[3]["http"].as_str().expect("cdg's http").to_string();
+    let view = http_get(&http0, "/cluster").expect("/cluster");
+    let tenant = view["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id))
+        .unwrap_or_else(|| panic!("{name} in /cluster: {view}"))
+        .clone();
+    assert_eq!(tenant["name"], name);
+    let primary = tenant["primary"].as_str().expect("a primary").to_string();
+    let victim = nodes
+        .iter()
+        .find(|n| n["name"] == primary)
+        .expect("the primary in world.json");
+    assert_eq!(victim["region"], "iad");
+    let pid = victim["pid"].as_u64().expect("pid");
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let killed = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if set(&url("cdg"), "after", &n.to_string()) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < FAILOVER_BOUND,
+            "no write taken within {FAILOVER_BOUND:?} of the primary's kill:\n{}",
+            demo.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failover = killed.elapsed();
+    // Nothing acknowledged was lost.
+    for writer in ["iad", "cdg", "syd"] {
+        assert_eq!(
+            get(&url("cdg"), &format!("from:{writer}")).as_deref(),
+            Some(writer)
+        );
+    }
+    eprintln!("ready in {ready_in:?}; writable again {failover:?} after the primary's kill");
+
+    // SIGTERM stops everything, and nothing is left behind.
+    let ok = Command::new("kill")
+        .args(["-TERM", &demo.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let stopping = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = demo.child.try_wait() {
+            break s;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(30),
+            "the demo did not stop within 30 s of SIGTERM:\n{}",
+            demo.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}:\n{}", demo.output());
+    for n in &nodes {
+        let pid = n["pid"].as_u64().expect("pid");
+        assert!(
+            !process_exists(pid),
+            "node {} (pid {pid}) is still there",
+            n["name"]
+        );
+        for key in ["resp", "http"] {
+            let a: SocketAddr = n[key].as_str().expect("addr").parse().expect("addr");
+            TcpListener::bind(a).unwrap_or_else(|e| panic!("{a} still taken: {e}"));
+        }
+        let gossip: SocketAddr = format!(
+            "{}:{GOSSIP_PORT}",
+            n["resp"]
+                .as_str()
+                .and_then(|r| r.split(':').next())
+                .unwrap_or_default()
+        )
+        .parse()
+        .expect("gossip addr");
+        UdpSocket::bind(gossip).unwrap_or_else(|e| panic!("{gossip} still taken: {e}"));
+    }
+    let sidecar_addr: SocketAddr = sidecar
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the sidecar's address");
+    TcpListener::bind(sidecar_addr).unwrap_or_else(|e| panic!("{sidecar_addr} still taken: {e}"));
+    assert!(!dir.exists(), "--dir is removed on exit without --keep");
+    let left: Vec<_> = std::fs::read_dir(&cwd).expect("cwd").collect();
+    assert!(
+        left.is_empty(),
+        "the demo wrote into its working directory: {left:?}"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
