@@ -92,6 +92,12 @@ enum BenchCmd {
     /// rate (open loop, latency from when each request was due), uniform
     /// or zipfian keys, a read/write mix; throughput and HDR latencies.
     Load(anykv_bench::load::LoadArgs),
+    /// What multi-region buys, per region: clients in every region of an
+    /// emulated world (or of a real deployment with --target) against
+    /// anykv and two baselines (one primary region; local reads without
+    /// read-your-writes), then the primary killed mid-run. Writes a
+    /// Markdown report and SVG plots.
+    Global(anykv_bench::global::GlobalArgs),
 }
 
 #[derive(Subcommand)]
@@ -439,6 +445,20 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", report.table());
             }
+            Ok(())
+        }
+        Cmd::Bench {
+            cmd: BenchCmd::Global(args),
+        } => {
+            init_tracing("warning");
+            let json = args.json;
+            let (report, dir) = anykv_bench::global::run(args)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.markdown());
+            }
+            eprintln!("bench global: report and plots in {}", dir.display());
             Ok(())
         }
         Cmd::Router {

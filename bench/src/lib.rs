@@ -33,6 +33,7 @@
 pub mod client;
 pub mod demo;
 pub mod faults;
+pub mod global;
 pub mod gossip_sim;
 pub mod history;
 pub mod load;

@@ -102,7 +102,8 @@ pub struct DemoArgs {
     pub duration: Option<u64>,
 }
 
-fn parse_region(s: &str) -> Result<(String, usize), String> {
+/// `REGION=COUNT` (a bare region is one node).
+pub fn parse_region(s: &str) -> Result<(String, usize), String> {
     let (code, n) = s.split_once('=').unwrap_or((s, "1"));
     let n: usize = n
         .parse()
