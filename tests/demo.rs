@@ -324,3 +324,94 @@ fn the_demo_serves_every_region_fails_over_and_leaves_nothing_behind() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// The processes whose command line names `needle` (the demo's nodes and
+/// sidecar are started with paths under its directory).
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && !process_is_zombie(&e.path()) {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn process_is_zombie(proc_dir: &Path) -> bool {
+    std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Ctrl-C while the demo is still starting (its nodes already running):
+/// it stops them, removes its directory and exits with 130.
+#[test]
+fn ctrl_c_while_starting_stops_what_was_started() {
+    let base = std::env::temp_dir().join(format!("anykv-demo-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("world");
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .arg("demo")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--net", "72", "--port", "24150", "--http-port", "24151"])
+        .args(["--gossip-port", "24152", "--sidecar-port", "24160"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting anykv demo");
+    read_into(child.stdout.take().expect("stdout"), out.clone());
+    read_into(child.stderr.take().expect("stderr"), out.clone());
+    let mut demo = Demo { child, out };
+    let needle = dir.display().to_string();
+    // Interrupt once its nodes run, before it is ready.
+    let started = Instant::now();
+    while processes_naming(&needle).len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no nodes started:\n{}",
+            demo.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dir.join("world.json").exists(),
+        "the test meant to interrupt before ready"
+    );
+    let ok = Command::new("kill")
+        .args(["-INT", &demo.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let stopping = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = demo.child.try_wait() {
+            break s;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(20),
+            "the demo did not stop within 20 s of Ctrl-C:\n{}",
+            demo.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{}", demo.output());
+    let end = Instant::now() + Duration::from_secs(5);
+    while !processes_naming(&needle).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "left behind: {:?}",
+            processes_naming(&needle)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!dir.exists(), "the directory is removed");
+    let _ = std::fs::remove_dir_all(&base);
+}

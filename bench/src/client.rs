@@ -99,7 +99,8 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
             n if n < 0 => (Reply::Array(Vec::new()), head),
             n => {
                 let mut at = head;
-                let mut items = Vec::with_capacity(n as usize);
+                // (A length is only a claim: what is reserved is capped.)
+                let mut items = Vec::with_capacity((n as usize).min(1024));
                 for _ in 0..n {
                     match parse_reply(&buf[at..])? {
                         Some((r, used)) => {

@@ -193,13 +193,17 @@ impl Progress {
 }
 
 /// Fails early, with what to do, when an address the world needs is taken.
-fn check_free(addrs: &[SocketAddr]) -> Result<(), DemoError> {
-    for a in addrs {
-        if let Err(e) = std::net::TcpListener::bind(a) {
-            return Err(failed(format!(
-                "{a} is not free ({e}): another anykv demo may be running; stop it, or pick other addresses with --net N or ports with --port/--http-port/--sidecar-port"
-            )));
-        }
+fn check_free(tcp: &[SocketAddr], udp: &[SocketAddr]) -> Result<(), DemoError> {
+    let taken = |a: &SocketAddr, proto: &str, e: std::io::Error| {
+        failed(format!(
+            "{a}/{proto} is not free ({e}): another anykv demo may be running; stop it, or pick other addresses with --net N or ports with --port/--http-port/--gossip-port/--sidecar-port"
+        ))
+    };
+    for a in tcp {
+        std::net::TcpListener::bind(a).map_err(|e| taken(a, "tcp", e))?;
+    }
+    for a in udp {
+        std::net::UdpSocket::bind(a).map_err(|e| taken(a, "udp", e))?;
     }
     Ok(())
 }
@@ -236,14 +240,24 @@ pub fn run(a: DemoArgs) -> Result<(), DemoError> {
     let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(127, 0, a.net, n));
     let sidecar_addr = SocketAddr::new(ip(100), a.sidecar_port);
     let fly_addr = SocketAddr::new(ip(101), a.sidecar_port);
-    let mut wanted = vec![sidecar_addr, fly_addr];
+    let mut tcp = vec![sidecar_addr, fly_addr];
+    let mut udp = Vec::new();
     for n in 1..=total as u8 {
-        wanted.push(SocketAddr::new(ip(n), a.port));
-        wanted.push(SocketAddr::new(ip(n), a.http_port));
+        tcp.push(SocketAddr::new(ip(n), a.port));
+        tcp.push(SocketAddr::new(ip(n), a.http_port));
+        for p in 0..3 {
+            udp.push(SocketAddr::new(ip(n), a.gossip_port.saturating_add(p)));
+        }
     }
-    check_free(&wanted)?;
+    check_free(&tcp, &udp)?;
     std::fs::create_dir_all(&path)
         .map_err(|e| failed(format!("creating {}: {e}", path.display())))?;
+    // world.json holds the demo's secrets (the admin token among them).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    }
     let dir = WorldDir {
         path: path.clone(),
         keep: a.keep,
@@ -271,6 +285,96 @@ pub fn run(a: DemoArgs) -> Result<(), DemoError> {
     result
 }
 
+/// Ctrl-C and SIGTERM, from the first moment: before the demo is ready
+/// a signal stops what was started (the processes listed here, SIGTERM
+/// then SIGKILL; any not listed yet die with the demo through
+/// `PR_SET_PDEATHSIG`), removes the directory unless `--keep`, and exits
+/// with 130; once ready it wakes [`follow`], which stops everything in
+/// order.
+struct Signals {
+    pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Signals {
+    fn install(dir: &Path, keep: bool) -> Result<Signals, DemoError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| failed(format!("installing the Ctrl-C handler: {e}")))?;
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| failed(format!("installing the SIGTERM handler: {e}")))?;
+        let s = Signals {
+            pids: Arc::default(),
+            ready: Arc::default(),
+            stop: Arc::new(tokio::sync::Notify::new()),
+        };
+        let (pids, ready, stop) = (s.pids.clone(), s.ready.clone(), s.stop.clone());
+        let dir = dir.to_path_buf();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if ready.load(std::sync::atomic::Ordering::Acquire) {
+                // (A stored permit: `follow` sees it even if it is busy.)
+                stop.notify_one();
+                return;
+            }
+            eprintln!("\nanykv demo: interrupted while starting; stopping what was started");
+            let pids = pids.lock().map(|p| p.clone()).unwrap_or_default();
+            tokio::task::spawn_blocking(move || {
+                terminate(&pids, Duration::from_secs(5));
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                std::process::exit(130);
+            });
+        });
+        Ok(s)
+    }
+
+    fn started(&self, pid: u32) {
+        if let Ok(mut p) = self.pids.lock() {
+            p.push(pid);
+        }
+    }
+}
+
+/// SIGTERM to `pids`, then SIGKILL to those still there after `grace`.
+/// Only for the demo's own children while the demo still runs (so none
+/// has been reaped and a pid is still its child's).
+fn terminate(pids: &[u32], grace: Duration) {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid);
+    for &pid in pids {
+        // SAFETY: kill(2) has no memory effects; the pid is a child of
+        // this process that nothing has waited for (see above).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let end = Instant::now() + grace;
+    while Instant::now() < end && pids.iter().any(|&p| alive(p)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &pid in pids {
+        if alive(pid) {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Whether `pid` has exited and waits to be reaped.
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// What the demo started, stopped in reverse order.
 struct Running {
     world: World,
@@ -286,6 +390,7 @@ async fn run_world(
     total: usize,
 ) -> Result<(), DemoError> {
     let started = Instant::now();
+    let signals = Signals::install(dir, a.keep)?;
     let progress = Progress::new();
     progress.step("starting the DNS zone and the fake Fly");
     let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(127, 0, a.net, n));
@@ -351,6 +456,9 @@ async fn run_world(
         die_with_parent: true,
     };
     let world = World::start(&spec)?;
+    for n in &world.file.nodes {
+        signals.started(n.pid);
+    }
     progress.step("waiting for the nodes to find each other");
     world.wait_members(total, Duration::from_secs(60))?;
 
@@ -366,6 +474,7 @@ async fn run_world(
         &format!("http://{fly_addr}"),
         &first_region,
     )?;
+    signals.started(sidecar.0.id());
     let mut run = Running {
         world,
         sidecar,
@@ -454,6 +563,9 @@ async fn run_world(
         urls: urls.clone(),
     }];
     run.world.publish()?;
+    signals
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     progress.done();
 
     println!(
@@ -488,7 +600,7 @@ async fn run_world(
         "Try `kill -9 <pid>` on the primary below and watch its standby take over. Ctrl-C stops.\n"
     );
 
-    let outcome = follow(&mut run, a, id).await;
+    let outcome = follow(&mut run, a, id, &signals.stop).await;
     println!("\nanykv demo: stopping");
     let Running {
         mut world,
@@ -653,10 +765,13 @@ fn wait_replicated(
     Ok(())
 }
 
-/// Shows the status until Ctrl-C, SIGTERM or `--duration`.
-async fn follow(run: &mut Running, a: &DemoArgs, id: u64) -> Result<(), DemoError> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| failed(format!("SIGTERM handler: {e}")))?;
+/// Shows the status until Ctrl-C, SIGTERM (`signalled`) or `--duration`.
+async fn follow(
+    run: &mut Running,
+    a: &DemoArgs,
+    id: u64,
+    signalled: &tokio::sync::Notify,
+) -> Result<(), DemoError> {
     let stop = async {
         match a.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -669,8 +784,7 @@ async fn follow(run: &mut Running, a: &DemoArgs, id: u64) -> Result<(), DemoErro
     loop {
         tokio::select! {
             _ = &mut stop => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = term.recv() => return Ok(()),
+            _ = signalled.notified() => return Ok(()),
             _ = tick.tick() => {
                 let s = status::Status::read(&mut run.world, id);
                 screen.show(&s);

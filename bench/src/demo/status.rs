@@ -13,7 +13,6 @@ use crate::world::{http, World};
 pub struct Row {
     pub name: String,
     pub region: String,
-    pub resp: String,
     pub pid: u32,
     pub running: bool,
     /// Gossip's state of it (alive, suspect, down), as another node sees it.
@@ -80,9 +79,9 @@ impl Status {
                 for r in t["replicas"].as_array().into_iter().flatten() {
                     let node = r["node"].as_str().unwrap_or_default();
                     let role = if node == standby && node == in_sync {
-                        "standby (in sync)"
+                        "standby"
                     } else if node == standby {
-                        "standby (syncing)"
+                        "standby…"
                     } else {
                         "replica"
                     };
@@ -126,7 +125,7 @@ impl Status {
                 let (role, replica) = roles
                     .get(&n.name)
                     .cloned()
-                    .unwrap_or_else(|| ("no copy".to_string(), None));
+                    .unwrap_or_else(|| ("-".to_string(), None));
                 let live = live.get(&n.name);
                 // A replica's offset as the cluster view has it (what it
                 // processed of the primary's stream); the primary's own.
@@ -138,7 +137,6 @@ impl Status {
                 Row {
                     name: n.name.clone(),
                     region: n.region.clone(),
-                    resp: n.resp.to_string(),
                     pid: n.pid,
                     running: up,
                     gossip: gossip
@@ -178,32 +176,22 @@ impl Status {
             + &self.epoch.to_string()
     }
 
-    /// The table.
+    /// The table: under 80 columns, so a terminal redraws it in place
+    /// without wrapping.
     pub fn table(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let mut out = format!(
-            "{:<5} {:<6} {:<18} {:>7} {:<8} {:<7} {:<18} {:>10} {:>9} {:>7} {:>6}\n",
-            "NODE",
-            "REGION",
-            "RESP",
-            "PID",
-            "PROCESS",
-            "GOSSIP",
-            "ROLE",
-            "OFFSET",
-            "BEHIND",
-            "LAG",
-            "OPS/S"
+            "{:<4} {:<6} {:>7} {:<14} {:<8} {:>10} {:>8} {:>7} {:>6}\n",
+            "NODE", "REGION", "PID", "PROCESS/GOSSIP", "ROLE", "OFFSET", "BEHIND", "LAG", "OPS/S"
         );
         for r in &self.rows {
+            let state = format!("{}/{}", if r.running { "up" } else { "exited" }, r.gossip);
             out.push_str(&format!(
-                "{:<5} {:<6} {:<18} {:>7} {:<8} {:<7} {:<18} {:>10} {:>9} {:>7} {:>6}\n",
+                "{:<4} {:<6} {:>7} {:<14} {:<8} {:>10} {:>8} {:>7} {:>6}\n",
                 r.name,
                 r.region,
-                r.resp,
                 r.pid,
-                if r.running { "running" } else { "exited" },
-                r.gossip,
+                state,
                 r.role,
                 opt(r.offset),
                 r.behind.map_or("-".to_string(), |b| format!("{b} B")),
@@ -211,7 +199,10 @@ impl Status {
                 opt(r.ops),
             ));
         }
-        out.push_str(&format!("demo database: epoch {}\n", self.epoch));
+        out.push_str(&format!(
+            "demo database: epoch {} (standby… = still syncing; - = no copy on that node)\n",
+            self.epoch
+        ));
         out
     }
 }

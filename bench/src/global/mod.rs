@@ -2,15 +2,17 @@
 //!
 //! In an emulated world (node processes in `--regions`, the RTT table on
 //! every inter-node byte; [`crate::world`]) three databases are created
-//! with the same primary region and read regions, differing only in how
-//! reads are routed, and measured one after the other in the same world:
+//! with the same primary region and read regions, differing in how reads
+//! are routed (and baseline (b) in its replication), and measured one
+//! after the other in the same world:
 //!
 //! - **anykv** (consistency `ryw`): reads from the nearest copy that has
 //!   the connection's own writes, writes to the primary;
 //! - **baseline (a)**, one primary region serving every region
 //!   (consistency `strong`: every read goes to the primary);
 //! - **baseline (b)**, reads local, writes forwarded, no read-your-writes
-//!   (consistency `nearest`: Upstash's Redis-protocol model).
+//!   (consistency `nearest`, durability `async`: Upstash's
+//!   Redis-protocol model, whose replication is asynchronous).
 //!
 //! In every region, read-heavy (95% reads) and write-heavy (50%) clients
 //! connect to their own region's node ([`workload`]); each write is
@@ -140,6 +142,7 @@ pub struct RegionResult {
 pub struct StrategyResult {
     pub strategy: String,
     pub consistency: String,
+    pub durability: String,
     pub regions: Vec<RegionResult>,
     /// (seconds, region, lag ms) samples.
     pub lag: Vec<(f64, String, f64)>,
@@ -247,9 +250,15 @@ pub fn run(a: GlobalArgs) -> Result<(Report, PathBuf), GlobalError> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("global-{}", anykv_ops::unix_now())));
+    let ok = |v: f64| v.is_finite() && (0.5..=86_400.0).contains(&v);
+    if !ok(a.duration) || !ok(a.failover_window) {
+        return Err(failed(
+            "--duration and --failover-window are seconds, from 0.5 to 86400",
+        ));
+    }
     std::fs::create_dir_all(&out)
         .map_err(|e| failed(format!("creating {}: {e}", out.display())))?;
-    let duration = Duration::from_secs_f64(a.duration.max(0.5));
+    let duration = Duration::from_secs_f64(a.duration);
     let pace = Duration::from_millis(a.pace_ms.max(1));
     let report = if a.targets.is_empty() {
         run_world(&a, duration, pace)?
@@ -284,6 +293,7 @@ fn run_targets(a: &GlobalArgs, duration: Duration, pace: Duration) -> Result<Rep
         strategies: vec![StrategyResult {
             strategy: "target".into(),
             consistency: "as deployed".into(),
+            durability: "as deployed".into(),
             regions: summarize(&endpoints, &seen, None, &[]),
             lag: Vec::new(),
         }],
@@ -334,20 +344,26 @@ fn measure_world(
             .map_err(failed)?;
     }
     let read_regions: Vec<String> = a.regions[1..].iter().map(|(r, _)| r.clone()).collect();
+    // (name, consistency, durability): baseline (b) replicates
+    // asynchronously, as Upstash's global databases do.
     let strategies = [
-        ("anykv", "ryw"),
-        ("baseline (a): one primary region", "strong"),
-        ("baseline (b): local reads, no read-your-writes", "nearest"),
+        ("anykv", "ryw", "region"),
+        ("baseline (a): one primary region", "strong", "region"),
+        (
+            "baseline (b): local reads, no read-your-writes",
+            "nearest",
+            "async",
+        ),
     ];
     let mut dbs = Vec::new();
-    for (i, (_, consistency)) in strategies.iter().enumerate() {
+    for (i, (_, consistency, durability)) in strategies.iter().enumerate() {
         let db = Database {
             id: 700 + i as u64,
             name: format!("global-{consistency}"),
             token: format!("bench-global-{consistency}-token-0123456789"),
             primary_region: primary.clone(),
             read_regions: read_regions.clone(),
-            durability: "region".into(),
+            durability: (*durability).into(),
             consistency: (*consistency).into(),
         };
         crate::client::create(world, "n1", &db).map_err(failed)?;
@@ -377,8 +393,10 @@ fn measure_world(
         wait_served(&endpoints(db), Duration::from_secs(60))?;
     }
     let mut results = Vec::new();
-    for ((name, consistency), db) in strategies.iter().zip(&dbs) {
-        eprintln!("bench global: {name} (consistency {consistency}) for {duration:?}");
+    for ((name, consistency, durability), db) in strategies.iter().zip(&dbs) {
+        eprintln!(
+            "bench global: {name} (consistency {consistency}, durability {durability}) for {duration:?}"
+        );
         let eps = endpoints(db);
         let lag: LagSamples = Arc::new(Mutex::new(Vec::new()));
         let stop = AtomicBool::new(false);
@@ -399,6 +417,7 @@ fn measure_world(
         results.push(StrategyResult {
             strategy: (*name).into(),
             consistency: (*consistency).into(),
+            durability: (*durability).into(),
             regions: summarize(&eps, &seen, Some(table), &lag),
             lag,
         });
@@ -460,7 +479,7 @@ fn fail_over(
     std::thread::sleep(Duration::from_secs(1));
     world.signal(&role.primary, "-9")?;
     let killed_at = start.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs_f64(a.failover_window.max(1.0)));
+    std::thread::sleep(Duration::from_secs_f64(a.failover_window));
     stop.store(true, Ordering::Relaxed);
     let mut events = Vec::new();
     let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -38,7 +38,11 @@ impl Report {
             );
         }
         for s in &self.strategies {
-            let _ = writeln!(o, "## {} (consistency `{}`)\n", s.strategy, s.consistency);
+            let _ = writeln!(
+                o,
+                "## {} (consistency `{}`, durability `{}`)\n",
+                s.strategy, s.consistency, s.durability
+            );
             o.push_str("| region | RTT to primary | local PING p50 | read p50 | read p99 | write p50 | write p99 | staleness p50 | staleness p99 | RYW violations | replica lag p50 / max | errors |\n");
             o.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
             for r in &s.regions {

@@ -172,6 +172,18 @@ pub fn run(
     }
     std::thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
+    let mut written = vec![format!("{tag}:clock")];
+    for (ri, ep) in endpoints.iter().enumerate() {
+        for ci in 0..clients {
+            for mix in 0..2 {
+                written.push(format!(
+                    "{tag}:ryw:{}:{}",
+                    ep.region,
+                    ri * 1000 + ci * 2 + mix
+                ));
+            }
+        }
+    }
     let mut out: Vec<Seen> = endpoints.iter().map(|_| Seen::new()).collect();
     for (ri, h) in handles {
         let Ok(s) = h.join() else { continue };
@@ -183,6 +195,14 @@ pub fn run(
             if o.first_error.is_none() {
                 o.first_error = s.first_error;
             }
+        }
+    }
+    // Leave the database as it was (a real deployment's, with --target).
+    if let Some(mut c) = endpoints.first().and_then(Endpoint::connect) {
+        for k in written.chunks(100) {
+            let mut args = vec!["DEL"];
+            args.extend(k.iter().map(String::as_str));
+            let _ = c.call(&args);
         }
     }
     out

@@ -80,6 +80,10 @@ pub struct LoadArgs {
     /// Seed of the key and mix choices (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A connection with requests in flight and no reply for this long
+    /// (seconds) ends the run with an error.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -188,10 +192,22 @@ impl Report {
 /// `redis://[user:password@]host:port` or `host:port`: the address and
 /// the login, if any.
 pub fn parse_target(t: &str) -> Result<(String, Option<(String, String)>), LoadError> {
-    let rest = t
-        .strip_prefix("redis://")
-        .unwrap_or(t)
-        .trim_end_matches('/');
+    if t.starts_with("rediss://") {
+        return Err(LoadError::Bad(format!(
+            "--target {t:?}: TLS (rediss://) is not supported by bench load; use the plain port"
+        )));
+    }
+    let rest = t.strip_prefix("redis://").unwrap_or(t);
+    // A database number (`/0`) selects nothing here: only 0 is used.
+    let rest = match rest.split_once('/') {
+        Some((r, db)) if db.is_empty() || db == "0" => r,
+        Some((_, db)) => {
+            return Err(LoadError::Bad(format!(
+                "--target {t:?}: database {db:?}: bench load uses database 0"
+            )))
+        }
+        None => rest,
+    };
     let (login, addr) = match rest.rsplit_once('@') {
         Some((l, a)) => {
             let (user, pass) = l.split_once(':').unwrap_or(("default", l));
@@ -269,8 +285,21 @@ pub fn run(args: LoadArgs) -> Result<Report, LoadError> {
     if !(0.0..=1.0).contains(&args.read_ratio) {
         return Err(LoadError::Bad("--read-ratio is a share, 0 to 1".into()));
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(LoadError::Bad("--rate must be above 0".into()));
+    if args.rate.is_some_and(|r| !(r.is_finite() && r >= 0.001)) {
+        return Err(LoadError::Bad(
+            "--rate is requests per second in total, at least 0.001".into(),
+        ));
+    }
+    let seconds_ok = |v: f64| v.is_finite() && v > 0.0 && v <= 1e7;
+    if args.duration.is_some_and(|d| !seconds_ok(d)) || !seconds_ok(args.timeout) {
+        return Err(LoadError::Bad(
+            "--duration and --timeout are seconds, above 0 and at most 10^7".into(),
+        ));
+    }
+    if args.rate.is_some_and(|r| args.connections as f64 / r > 1e7) {
+        return Err(LoadError::Bad(
+            "--rate is too low for that many connections (each would wait months)".into(),
+        ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -622,8 +651,17 @@ async fn connection(
         if writer_done.load(Ordering::Acquire) && inflight.lock().await.is_empty() {
             break;
         }
+        let limit = Duration::from_secs_f64(shared.args.timeout);
         tokio::select! {
-            n = rd.read(&mut chunk) => {
+            n = tokio::time::timeout(limit, rd.read(&mut chunk)) => {
+                let Ok(n) = n else {
+                    if inflight.lock().await.is_empty() {
+                        continue;
+                    }
+                    return Err(LoadError::Bad(format!(
+                        "no reply within {limit:?} (the server is stuck or gone; --timeout)"
+                    )));
+                };
                 let n = n.map_err(|source| LoadError::Io { what: "reading replies".into(), source })?;
                 if n == 0 {
                     return Err(LoadError::Bad("the server closed a connection".into()));

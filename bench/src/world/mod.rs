@@ -397,9 +397,15 @@ impl World {
     /// leaves the cluster), waiting up to `grace` for all of them before
     /// killing those left.
     pub fn stop(&mut self, grace: Duration) {
-        for c in self.children.values() {
-            // SAFETY: kill(2) with a pid this World started and has not
-            // reaped (so the pid is still its child's) has no memory effects.
+        for c in self.children.values_mut() {
+            // A child already reaped (it exited; `running` or a kill
+            // waited for it) may have had its pid reused: not signalled.
+            if !matches!(c.try_wait(), Ok(None)) {
+                continue;
+            }
+            // SAFETY: kill(2) has no memory effects; the pid is a child of
+            // this process that has not been reaped (checked just above,
+            // on this thread), so it is still that child's.
             unsafe {
                 libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
             }
