@@ -38,6 +38,28 @@ impl Demo {
     fn output(&self) -> String {
         self.out.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    /// Sends `signal` (`-TERM`, `-INT`) and waits at most `limit` for the
+    /// demo to exit.
+    fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let stopping = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                stopping.elapsed() < limit,
+                "the demo did not stop within {limit:?} of kill {signal}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Demo {
@@ -271,23 +293,7 @@ fn the_demo_serves_every_region_fails_over_and_leaves_nothing_behind() {
     eprintln!("ready in {ready_in:?}; writable again {failover:?} after the primary's kill");
 
     // SIGTERM stops everything, and nothing is left behind.
-    let ok = Command::new("kill")
-        .args(["-TERM", &demo.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let stopping = Instant::now();
-    let status = loop {
-        if let Ok(Some(s)) = demo.child.try_wait() {
-            break s;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(30),
-            "the demo did not stop within 30 s of SIGTERM:\n{}",
-            demo.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = demo.signal_and_wait("-TERM", Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", demo.output());
     for n in &nodes {
         let pid = n["pid"].as_u64().expect("pid");
@@ -385,23 +391,7 @@ fn ctrl_c_while_starting_stops_what_was_started() {
         !dir.join("world.json").exists(),
         "the test meant to interrupt before ready"
     );
-    let ok = Command::new("kill")
-        .args(["-INT", &demo.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let stopping = Instant::now();
-    let status = loop {
-        if let Ok(Some(s)) = demo.child.try_wait() {
-            break s;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(20),
-            "the demo did not stop within 20 s of Ctrl-C:\n{}",
-            demo.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = demo.signal_and_wait("-INT", Duration::from_secs(20));
     assert_eq!(status.code(), Some(130), "{}", demo.output());
     let end = Instant::now() + Duration::from_secs(5);
     while !processes_naming(&needle).is_empty() {
