@@ -68,6 +68,17 @@ pub fn command(args: &[&str]) -> Vec<u8> {
 /// The first reply in `buf` and the bytes it took; Ok(None) while it is
 /// incomplete, Err when `buf` is not RESP.
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    parse_nested(buf, 0)
+}
+
+/// Arrays nested deeper than this are refused (not RESP any server sends
+/// here; the recursion must not exhaust the stack).
+const MAX_DEPTH: usize = 64;
+
+fn parse_nested(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("a reply nested more than {MAX_DEPTH} arrays deep"));
+    }
     let Some(nl) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
@@ -102,7 +113,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
                 // (A length is only a claim: what is reserved is capped.)
                 let mut items = Vec::with_capacity((n as usize).min(1024));
                 for _ in 0..n {
-                    match parse_reply(&buf[at..])? {
+                    match parse_nested(&buf[at..], depth + 1)? {
                         Some((r, used)) => {
                             items.push(r);
                             at += used;

@@ -226,10 +226,21 @@ pub fn run(a: DemoArgs) -> Result<(), DemoError> {
     if total > 99 {
         return Err(failed("at most 99 nodes"));
     }
+    if a.gossip_port > u16::MAX - 2 {
+        return Err(failed(format!(
+            "--gossip-port {}: the next two ports are used too; pick one below {}",
+            a.gossip_port,
+            u16::MAX - 2
+        )));
+    }
     let bin = std::env::current_exe().map_err(|e| failed(format!("finding anykv: {e}")))?;
     let path = match &a.dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("anykv-demo-{}", std::process::id())),
+        None => std::env::temp_dir().join(format!(
+            "anykv-demo-{}-{}",
+            std::process::id(),
+            random_hex(3)
+        )),
     };
     if std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some()) {
         return Err(failed(format!(
@@ -286,13 +297,11 @@ pub fn run(a: DemoArgs) -> Result<(), DemoError> {
 }
 
 /// Ctrl-C and SIGTERM, from the first moment: before the demo is ready
-/// a signal stops what was started (the processes listed here, SIGTERM
-/// then SIGKILL; any not listed yet die with the demo through
-/// `PR_SET_PDEATHSIG`), removes the directory unless `--keep`, and exits
-/// with 130; once ready it wakes [`follow`], which stops everything in
-/// order.
+/// a signal stops what was started (every child process of the demo:
+/// SIGTERM, then SIGKILL), removes the directory unless `--keep`, and
+/// exits with 130; once ready it wakes [`follow`], which stops everything
+/// in order, and a second signal meanwhile stops the children at once.
 struct Signals {
-    pids: Arc<std::sync::Mutex<Vec<u32>>>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<tokio::sync::Notify>,
 }
@@ -305,26 +314,31 @@ impl Signals {
         let mut term = signal(SignalKind::terminate())
             .map_err(|e| failed(format!("installing the SIGTERM handler: {e}")))?;
         let s = Signals {
-            pids: Arc::default(),
             ready: Arc::default(),
             stop: Arc::new(tokio::sync::Notify::new()),
         };
-        let (pids, ready, stop) = (s.pids.clone(), s.ready.clone(), s.stop.clone());
+        let (ready, stop) = (s.ready.clone(), s.stop.clone());
         let dir = dir.to_path_buf();
         tokio::spawn(async move {
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            if ready.load(std::sync::atomic::Ordering::Acquire) {
+            let grace = if ready.load(std::sync::atomic::Ordering::Acquire) {
                 // (A stored permit: `follow` sees it even if it is busy.)
                 stop.notify_one();
-                return;
-            }
-            eprintln!("\nanykv demo: interrupted while starting; stopping what was started");
-            let pids = pids.lock().map(|p| p.clone()).unwrap_or_default();
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("\nanykv demo: stopping at once");
+                Duration::ZERO
+            } else {
+                eprintln!("\nanykv demo: interrupted while starting; stopping what was started");
+                Duration::from_secs(5)
+            };
             tokio::task::spawn_blocking(move || {
-                terminate(&pids, Duration::from_secs(5));
+                terminate(&children(), grace);
                 if !keep {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
@@ -333,12 +347,29 @@ impl Signals {
         });
         Ok(s)
     }
+}
 
-    fn started(&self, pid: u32) {
-        if let Ok(mut p) = self.pids.lock() {
-            p.push(pid);
-        }
-    }
+/// This process's children (nodes, sidecar), found by their parent pid:
+/// also those started a moment ago, before anything recorded them.
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // `pid (comm) state ppid ...`; comm may hold spaces.
+                    let rest = s.rsplit_once(") ")?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(me)
+        })
+        .collect()
 }
 
 /// SIGTERM to `pids`, then SIGKILL to those still there after `grace`.
@@ -456,9 +487,6 @@ async fn run_world(
         die_with_parent: true,
     };
     let world = World::start(&spec)?;
-    for n in &world.file.nodes {
-        signals.started(n.pid);
-    }
     progress.step("waiting for the nodes to find each other");
     world.wait_members(total, Duration::from_secs(60))?;
 
@@ -474,7 +502,6 @@ async fn run_world(
         &format!("http://{fly_addr}"),
         &first_region,
     )?;
-    signals.started(sidecar.0.id());
     let mut run = Running {
         world,
         sidecar,
@@ -562,10 +589,12 @@ async fn run_world(
         primary_region: first_region.clone(),
         urls: urls.clone(),
     }];
-    run.world.publish()?;
+    // Ready before world.json appears: a signal from now on stops the
+    // demo in order (and so removes a world.json it may have seen).
     signals
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
+    run.world.publish()?;
     progress.done();
 
     println!(

@@ -287,7 +287,13 @@ fn run_targets(a: &GlobalArgs, duration: Duration, pace: Duration) -> Result<Rep
         "bench global: measuring {} regions for {duration:?}",
         endpoints.len()
     );
-    let seen = workload::run(&endpoints, a.clients, pace, duration, "global:target");
+    // Its own keys: runs from several machines at once do not share them.
+    let tag = format!(
+        "global:target:{}-{}",
+        std::process::id(),
+        anykv_ops::unix_now_ms()
+    );
+    let seen = workload::run(&endpoints, a.clients, pace, duration, &tag);
     Ok(Report {
         world: None,
         strategies: vec![StrategyResult {
@@ -303,6 +309,15 @@ fn run_targets(a: &GlobalArgs, duration: Duration, pace: Duration) -> Result<Rep
 
 fn run_world(a: &GlobalArgs, duration: Duration, pace: Duration) -> Result<Report, GlobalError> {
     let table = RttTable::parse(crate::REGION_RTT).map_err(|e| failed(e.to_string()))?;
+    for (r, _) in &a.regions {
+        if !table.regions().any(|t| t == r) {
+            let known: Vec<&str> = table.regions().collect();
+            return Err(failed(format!(
+                "region {r:?} is not in the RTT table; pick from: {}",
+                known.join(",")
+            )));
+        }
+    }
     let bin = std::env::current_exe().map_err(|e| failed(format!("finding anykv: {e}")))?;
     let regions: Vec<(&str, usize)> = a.regions.iter().map(|(r, n)| (r.as_str(), *n)).collect();
     let mut spec = WorldSpec::for_bench(

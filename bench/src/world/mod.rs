@@ -237,6 +237,13 @@ impl World {
         spec: &WorldSpec,
         node_args: &BTreeMap<String, Vec<String>>,
     ) -> Result<World, WorldError> {
+        if spec.port > u16::MAX - 5 {
+            return Err(WorldError::Failed(format!(
+                "port {}: every node uses the five after it too; pick one below {}",
+                spec.port,
+                u16::MAX - 5
+            )));
+        }
         std::fs::create_dir_all(&spec.dir)
             .map_err(io(format!("creating {}", spec.dir.display())))?;
         let out = Command::new(&spec.bin)
