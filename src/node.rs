@@ -47,11 +47,13 @@ pub struct GossipArgs {
     /// Gossip keys, comma-separated; the first signs, all verify (rotation).
     #[arg(long, env = "ANYKV_GOSSIP_KEYS", hide_env_values = true)]
     pub gossip_keys: String,
-    /// Cluster CA certificate (PEM file).
-    #[arg(long, env = "ANYKV_CLUSTER_CA")]
+    /// Cluster CA certificate: a PEM file, or the PEM text itself (as a
+    /// Fly secret in ANYKV_CLUSTER_CA).
+    #[arg(long, env = "ANYKV_CLUSTER_CA", hide_env_values = true)]
     pub cluster_ca: PathBuf,
-    /// Cluster CA key (PEM file); node certificates are issued from it.
-    #[arg(long, env = "ANYKV_CLUSTER_CA_KEY")]
+    /// Cluster CA key (a PEM file, or the PEM text itself); node
+    /// certificates are issued from it.
+    #[arg(long, env = "ANYKV_CLUSTER_CA_KEY", hide_env_values = true)]
     pub cluster_ca_key: PathBuf,
     /// SWIM timings of the cluster-wide pool: wan, lan (memberlist's
     /// defaults) or test.
@@ -184,6 +186,17 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|| "anykv".into())
 }
 
+/// A certificate or key given as PEM text (a Fly secret in the variable:
+/// `fly secrets set ANYKV_CLUSTER_CA="$(cat ca.pem)"`) or as the path of
+/// a file holding it (e.g. one fly.toml's `[[files]]` mounts).
+fn pem_or_file(p: &std::path::Path) -> anyhow::Result<String> {
+    let text = p.to_string_lossy();
+    if text.trim_start().starts_with("-----BEGIN ") {
+        return Ok(text.into_owned());
+    }
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}
+
 /// Builds the gossip configuration from arguments (shared with the demo).
 pub fn gossip_config(
     a: &GossipArgs,
@@ -191,9 +204,7 @@ pub fn gossip_config(
 ) -> anyhow::Result<ClusterConfig> {
     let machine = a.machine.clone().unwrap_or_else(host_name);
     let keys = ClusterKeys::parse(&a.gossip_keys).context("gossip keys")?;
-    let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
+    let read = |p: &PathBuf| pem_or_file(p);
     let ca = ClusterCa {
         cert_pem: read(&a.cluster_ca)?,
         key_pem: read(&a.cluster_ca_key)?,
@@ -623,4 +634,25 @@ pub fn redis_addr(config: &Config) -> SocketAddr {
         .and_then(|b| b.trim_start_matches('-').parse::<IpAddr>().ok())
         .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     SocketAddr::new(ip, config.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CA is PEM text (a Fly secret in the variable) or a file's path.
+    #[test]
+    fn a_certificate_is_pem_text_or_a_file() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_or_file(std::path::Path::new(pem)).unwrap(), pem);
+        let dir = std::env::temp_dir().join(format!("anykv-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ca.pem");
+        std::fs::write(&file, pem).unwrap();
+        assert_eq!(pem_or_file(&file).unwrap(), pem);
+        let missing = dir.join("missing.pem");
+        let err = pem_or_file(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing.pem"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -96,6 +96,21 @@ fn http_get(addr: &str, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
 }
 
+/// The status code of `GET path` from `addr`.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
+
 fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
     let c = redis::Client::open(url)?;
     let conn = c.get_connection_with_timeout(Duration::from_secs(2))?;
@@ -217,6 +232,9 @@ fn the_demo_serves_every_region_fails_over_and_leaves_nothing_behind() {
         );
     }
     let sidecar = world["sidecar"]["url"].as_str().expect("sidecar.url");
+    // The sidecar answers its health check (Fly's, fly.sidecar.toml).
+    let health = http_status(sidecar.trim_start_matches("http://"), "/healthz");
+    assert_eq!(health, Some(200), "GET {sidecar}/healthz");
     assert!(!world["sidecar"]["secret"]
         .as_str()
         .unwrap_or_default()

@@ -117,7 +117,21 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/extensions/events", post(event))
         .route("/extensions/{id}", get(show).delete(delete).patch(change))
         .route("/billing", get(crate::metering::billing))
+        .route("/healthz", get(healthz))
         .with_state(api)
+}
+
+/// `GET /healthz`: 200 while the store answers a query (Fly's health
+/// check: fly.sidecar.toml), 503 with the store's error otherwise.
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    match api.store.lock().database("") {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store does not answer: {e}"),
+            None,
+        ),
+    }
 }
 
 pub(crate) fn error(status: StatusCode, msg: impl Into<String>, field: Option<&str>) -> Response {

@@ -1,0 +1,243 @@
+//! The deployment files (docs/DEPLOY.md): no container engine runs here,
+//! so the image's build is checked as far as this machine allows — the
+//! Dockerfile runs scripts/build-release.sh (the same release build CI's
+//! binary comes from, `--locked`) and sets up what Fly needs — and the
+//! fly.toml files are parsed and checked for the settings Fly and a
+//! planned handoff need. The binary CI built is smoke-tested as the image
+//! starts it.
+
+use std::process::Command;
+
+fn file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn toml_file(name: &str) -> toml::Table {
+    file(name)
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("{name} is not TOML: {e}"))
+}
+
+/// `t[a][b]...`, a table path; arrays of tables take their first entry.
+fn get<'a>(t: &'a toml::Table, path: &[&str]) -> &'a toml::Value {
+    let mut v: Option<&toml::Value> = None;
+    let mut table = t;
+    for (i, k) in path.iter().enumerate() {
+        let x = table
+            .get(*k)
+            .unwrap_or_else(|| panic!("no {} in {t:?}", path[..=i].join(".")));
+        let x = match x {
+            toml::Value::Array(a) if i + 1 < path.len() => a.first().expect("an entry"),
+            other => other,
+        };
+        if let toml::Value::Table(next) = x {
+            table = next;
+        }
+        v = Some(x);
+    }
+    v.expect("a path")
+}
+
+#[test]
+fn the_dockerfile_builds_with_the_release_script_and_runs_a_node_as_a_user() {
+    let d = file("Dockerfile");
+    let lines: Vec<&str> = d
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "a build stage and a runtime stage: {froms:?}"
+    );
+    assert!(
+        froms[0].ends_with(" AS build") && froms[0].contains("rust:"),
+        "{froms:?}"
+    );
+    assert!(
+        froms[1].contains("debian:") && froms[1].contains("slim"),
+        "{froms:?}"
+    );
+    let build_stage = &d[..d.find(froms[1]).expect("second stage")];
+    assert!(
+        build_stage.contains("RUN scripts/build-release.sh"),
+        "the build stage runs the release script"
+    );
+    assert!(lines.contains(&"COPY --from=build /src/dist/anykv /usr/local/bin/anykv"));
+    let user = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER");
+    assert!(user != "root" && user != "0", "runs as {user}");
+    assert!(
+        d.contains("useradd --system --uid 10001"),
+        "the user exists"
+    );
+    assert!(lines.contains(&"STOPSIGNAL SIGTERM"));
+    assert!(lines.contains(&r#"ENTRYPOINT ["anykv", "node"]"#));
+    assert!(lines.contains(&"VOLUME /data") && d.contains("chown anykv:anykv /data"));
+    let cmd = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("CMD "))
+        .expect("a CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd).expect("CMD in exec form");
+    let at = |flag: &str| cmd.iter().position(|a| a == flag).map(|i| &cmd[i + 1..]);
+    assert_eq!(cmd[0], "--", "store arguments after --");
+    let bind = at("--bind").expect("--bind");
+    assert_eq!(
+        &bind[..2],
+        ["0.0.0.0", "::"],
+        "Flycast needs IPv4, 6PN IPv6"
+    );
+    assert_eq!(at("--dir").expect("--dir")[0], "/data");
+    assert_eq!(at("--port").expect("--port")[0], "6379");
+    assert_eq!(
+        at("--metrics-addr").expect("--metrics-addr")[0],
+        "[::]:9091"
+    );
+
+    let script = file("scripts/build-release.sh");
+    assert!(script.contains("cargo build --release --locked --bin anykv"));
+    assert!(script.contains("cp target/release/anykv dist/anykv"));
+    let ignore = file(".dockerignore");
+    for p in ["target/", ".git/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == p),
+            ".dockerignore leaves out {p}"
+        );
+    }
+}
+
+#[test]
+fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill() {
+    let t = toml_file("fly.toml");
+    assert!(get(&t, &["app"]).as_str().is_some_and(|a| !a.is_empty()));
+    assert!(get(&t, &["primary_region"]).is_str());
+    // The planned handoff (--handoff-timeout-ms, 3.5 s) and a second to
+    // stop must fit before Fly's SIGKILL.
+    let kill = get(&t, &["kill_timeout"])
+        .as_integer()
+        .expect("kill_timeout in seconds");
+    assert!(kill >= 5, "kill_timeout {kill} s");
+    assert_eq!(get(&t, &["mounts", "source"]).as_str(), Some("anykv_data"));
+    assert_eq!(get(&t, &["mounts", "destination"]).as_str(), Some("/data"));
+    let services = t["services"].as_array().expect("[[services]]");
+    assert_eq!(services.len(), 1, "one service: RESP over Flycast");
+    assert_eq!(
+        get(&t, &["services", "internal_port"]).as_integer(),
+        Some(6379)
+    );
+    assert_eq!(get(&t, &["services", "protocol"]).as_str(), Some("tcp"));
+    assert_eq!(
+        get(&t, &["services", "auto_stop_machines"]).as_str(),
+        Some("off")
+    );
+    assert!(get(&t, &["services", "min_machines_running"])
+        .as_integer()
+        .is_some_and(|n| n >= 3));
+    assert_eq!(
+        get(&t, &["services", "ports", "port"]).as_integer(),
+        Some(6379)
+    );
+    assert!(
+        get(&t, &["services", "ports"]).get("handlers").is_none(),
+        "plain TCP"
+    );
+    assert!(get(&t, &["services", "tcp_checks", "interval"]).is_str());
+    // Cluster ports reach peers over 6PN only: no service exposes them.
+    let text = file("fly.toml");
+    for p in ["7946", "7947", "7948"] {
+        assert!(
+            !text.contains(&format!("port = {p}")),
+            "{p} is not a service"
+        );
+    }
+    assert_eq!(get(&t, &["metrics", "port"]).as_integer(), Some(9091));
+    assert_eq!(get(&t, &["metrics", "path"]).as_str(), Some("/metrics"));
+    assert!(get(&t, &["vm", "size"]).is_str());
+    assert_eq!(
+        get(&t, &["build", "dockerfile"]).as_str(),
+        Some("Dockerfile")
+    );
+    // The log level, keeping the node's quiet defaults for its libraries.
+    let filter = get(&t, &["env", "RUST_LOG"])
+        .as_str()
+        .expect("[env] RUST_LOG");
+    assert!(
+        filter.starts_with("info,") && filter.contains("openraft=error"),
+        "{filter}"
+    );
+}
+
+#[test]
+fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
+    let t = toml_file("fly.sidecar.toml");
+    assert_eq!(get(&t, &["mounts", "destination"]).as_str(), Some("/data"));
+    assert_eq!(
+        get(&t, &["http_service", "internal_port"]).as_integer(),
+        Some(8080)
+    );
+    assert_eq!(
+        get(&t, &["http_service", "auto_stop_machines"]).as_str(),
+        Some("off")
+    );
+    assert_eq!(
+        get(&t, &["http_service", "force_https"]).as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        get(&t, &["http_service", "checks", "path"]).as_str(),
+        Some("/healthz")
+    );
+    let cmd: Vec<&str> = get(&t, &["experimental", "cmd"])
+        .as_array()
+        .expect("cmd")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(cmd[0], "sidecar");
+    let after = |flag: &str| cmd.iter().position(|a| *a == flag).map(|i| cmd[i + 1]);
+    assert!(after("--data").is_some_and(|d| d.starts_with("/data/")));
+    assert_eq!(after("--listen"), Some("0.0.0.0:8080"));
+    assert!(after("--cluster-admin").is_some_and(|a| a.ends_with(".internal:9091")));
+    assert!(after("--public-url").is_some_and(|u| u.starts_with("https://")));
+    // The binary takes these flags (its own parser says so).
+    let help = Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .args(["sidecar", "--help"])
+        .output()
+        .expect("anykv sidecar --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in cmd.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(flag), "anykv sidecar takes {flag}");
+    }
+}
+
+/// The binary CI built starts as the image starts it: `anykv node` knows
+/// the flags and variables the image and fly.toml give it.
+#[test]
+fn the_built_binary_takes_what_the_image_gives_it() {
+    let bin = env!("CARGO_BIN_EXE_anykv");
+    let v = Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("--version");
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("anykv "));
+    let help = Command::new(bin)
+        .args(["node", "--help"])
+        .output()
+        .expect("node --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for v in [
+        "FLY_MACHINE_ID",
+        "FLY_REGION",
+        "FLY_APP_NAME",
+        "ANYKV_GOSSIP_KEYS",
+        "ANYKV_CLUSTER_CA",
+        "ANYKV_CLUSTER_CA_KEY",
+    ] {
+        assert!(help.contains(v), "anykv node reads {v}");
+    }
+}
