@@ -82,7 +82,8 @@ fn read_into(r: impl std::io::Read + Send + 'static, out: Arc<Mutex<String>>) {
     });
 }
 
-fn http_get(addr: &str, path: &str) -> Option<serde_json::Value> {
+/// `GET path` from `addr`: the status code and the body.
+fn http(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -93,22 +94,17 @@ fn http_get(addr: &str, path: &str) -> Option<serde_json::Value> {
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+fn http_get(addr: &str, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http(addr, path)?.1).ok()
 }
 
 /// The status code of `GET path` from `addr`.
 fn http_status(addr: &str, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split(' ').nth(1)?.parse().ok()
+    http(addr, path).map(|(code, _)| code)
 }
 
 fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
