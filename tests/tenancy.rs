@@ -207,6 +207,37 @@ fn auth_selects_the_database_and_keeps_databases_apart() {
     );
 }
 
+/// Each database has its own script cache: a script loaded by one is
+/// unknown to another, and a flush empties only the caller's.
+#[test]
+fn each_database_has_its_own_scripts() {
+    let dir = Scratch::new("scripts");
+    let srv = start(&dir, &[]);
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    let mut blog = login(&srv, "default", BLOG_TOKEN);
+    let one = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db";
+    let two = "7f923f79fe76194c868d7e1d0820de36700eb649";
+    assert_eq!(
+        bulk(&mut shop, &["SCRIPT", "LOAD", "return 1"]).as_deref(),
+        Some(one.as_bytes())
+    );
+    assert_eq!(
+        bulk(&mut blog, &["SCRIPT", "LOAD", "return 2"]).as_deref(),
+        Some(two.as_bytes())
+    );
+    let exists = |c: &mut RespConn| call(c, &["SCRIPT", "EXISTS", one, two]);
+    let pair = |a: i64, b: i64| Value::Array(vec![Value::Int(a), Value::Int(b)]);
+    assert_eq!(exists(&mut shop), pair(1, 0));
+    assert_eq!(exists(&mut blog), pair(0, 1));
+    ok(&mut blog, &["SCRIPT", "FLUSH"]);
+    assert_eq!(exists(&mut blog), pair(0, 0));
+    assert_eq!(
+        exists(&mut shop),
+        pair(1, 0),
+        "shop's script survives blog's flush"
+    );
+}
+
 #[test]
 fn a_login_keeps_the_connection_and_its_pipelined_commands() {
     use std::io::{Read, Write};

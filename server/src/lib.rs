@@ -85,6 +85,7 @@ pub mod rdb;
 pub mod relay;
 pub mod repl;
 pub mod resp;
+pub mod script;
 pub mod sds;
 pub mod shared;
 pub mod stream;

@@ -125,6 +125,8 @@ pub struct Tenant {
     pub usage_handed_ms: i64,
     pub slowlog: VecDeque<SlowEntry>,
     pub slowlog_next_id: u64,
+    /// The database's Lua scripts (SCRIPT LOAD).
+    pub scripts: crate::script::Scripts,
     pub latency: HashMap<&'static str, LatencyEvent>,
     pub pause_mode: PauseMode,
     pub pause_until_ms: i64,
@@ -366,6 +368,7 @@ impl Tenant {
             usage_handed_ms: 0,
             slowlog: VecDeque::new(),
             slowlog_next_id: 0,
+            scripts: Default::default(),
             latency: HashMap::new(),
             pause_mode: PauseMode::None,
             pause_until_ms: 0,

@@ -19,6 +19,7 @@ pub mod list;
 pub mod multi;
 pub mod pubsub;
 pub mod replication;
+pub mod script;
 pub mod server;
 pub mod set;
 pub mod sort;

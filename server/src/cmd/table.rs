@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use super::{
     blocking, client, command, config, connection, debug, info, keys, multi, pubsub, replication,
-    server, string, Ctx,
+    script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -207,6 +207,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("role", 1, "noscript loading stale fast", 0, 0, 0, "@admin @fast @dangerous", Admin, OwnTenant, "server", "2.8.12", "Returns the replication role", replication::role),
     cmd!("wait", 3, "noscript", 0, 0, 0, "@slow @connection", Write, Allowed, "generic", "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", server::wait),
     container!("slowlog", "@slow", Admin, OwnTenant, "server", "2.2.12", "A container for slow log commands", SLOWLOG_SUBS),
+    container!("script", "@slow", Admin, Allowed, "scripting", "2.6.0", "A container for Lua scripts management commands", SCRIPT_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
     // ---- lists ----
     cmd!("lpush", -3, "write denyoom fast", 1, 1, 1, "@write @list @fast", Write, Allowed, "list", "1.0.0", "Prepend one or multiple elements to a list", super::list::lpush),
@@ -388,6 +389,15 @@ static COMMAND_SUBS: &[CommandSpec] = &[
     cmd!("list", -2, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "7.0.0", "Get an array of Redis command names", command::list),
     cmd!("getkeys", -4, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "2.8.13", "Extract keys given a full Redis command", command::getkeys),
     cmd!("help", 2, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "5.0.0", "Show helpful text about the different subcommands", command::help),
+];
+
+#[rustfmt::skip]
+static SCRIPT_SUBS: &[CommandSpec] = &[
+    cmd!("exists", -3, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Determine if server-side Lua scripts exist in the script cache", script::exists),
+    cmd!("flush", -2, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Remove all server-side Lua scripts from the script cache", script::flush),
+    cmd!("kill", 2, "noscript allow_busy", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Terminate a server-side Lua script during execution", script::kill),
+    cmd!("load", 3, "noscript stale", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Load a server-side Lua script to the script cache", script::load),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "5.0.0", "Show helpful text about the different subcommands", script::help),
 ];
 
 #[rustfmt::skip]
