@@ -111,3 +111,166 @@ fn the_script_cache_answers_as_redis_does() {
         "flushed"
     );
 }
+
+/// EVAL and EVALSHA: replies, errors (Redis's words, the script's sha and
+/// line), conversions both ways, KEYS/ARGV, the `redis` API, globals.
+#[test]
+fn scripts_run_as_redis_runs_them() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let cases: &[&[&str]] = &[
+        &["SET", "s", "abc"],
+        &["EVAL", "return 1", "0"],
+        &[
+            "EVAL",
+            "return redis.call('SET', KEYS[1], ARGV[1])",
+            "1",
+            "k",
+            "v",
+        ],
+        &["EVAL", "return redis.call('GET', KEYS[1])", "1", "k"],
+        &["EVAL", "return redis.call('nope')", "0"],
+        &["EVAL", "return redis.call('get')", "0"],
+        &["EVAL", "return redis.call('incr', 's')", "0"],
+        &["EVAL", "return redis.pcall('incr', 's')", "0"],
+        &[
+            "EVAL",
+            "local a = 1\nlocal b = 2\nreturn redis.call('incr', 's')",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "local a = 1\nlocal c = redis.call('incr', 's')\nreturn c",
+            "0",
+        ],
+        &["EVAL", "return redis.call()", "0"],
+        &["EVAL", "return redis.call('get', {})", "0"],
+        &["EVAL_RO", "return redis.call('set', 'a', 'b')", "0"],
+        &["EVAL_RO", "return redis.call('get', 'k')", "0"],
+        &[
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('set', 'a', 'b')",
+            "0",
+        ],
+        &["EVAL_RO", "#!lua\nreturn 1", "0"],
+        &["EVAL_RO", "#!lua flags=no-writes\nreturn 1", "0"],
+        &["EVAL", "error('boom')", "0"],
+        &["EVAL", "local a = 1\nerror('two')", "0"],
+        &["EVAL", "error({err='MY custom'})", "0"],
+        &["EVAL", "return x", "0"],
+        &["EVAL", "x = 1", "0"],
+        &["EVAL", "return redis.call('subscribe', 'c')", "0"],
+        &["EVAL", "return {1, 2, {3, 'a'}, nil, 5}", "0"],
+        &["EVAL", "return {ok='fine'}", "0"],
+        &["EVAL", "return redis.status_reply('FINE')", "0"],
+        &["EVAL", "return redis.error_reply('My Error')", "0"],
+        &["EVAL", "return {err='x'}", "0"],
+        &["EVAL", "return 3.99", "0"],
+        &["EVAL", "return -3.99", "0"],
+        &["EVAL", "return true", "0"],
+        &["EVAL", "return false", "0"],
+        &["EVAL", "return nil", "0"],
+        &["EVAL", "return redis.call('set', 'n', 0.1)", "0"],
+        &["GET", "n"],
+        &["EVAL", "return redis.call('set', 'n', 12)", "0"],
+        &["GET", "n"],
+        &["EVAL", "return KEYS", "-1"],
+        &["EVAL", "return KEYS", "2", "a"],
+        &["EVAL", "return KEYS", "x"],
+        &[
+            "EVAL",
+            "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}",
+            "1",
+            "a",
+            "b",
+            "c",
+        ],
+        &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"],
+        &["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"],
+        &["EVALSHA", "E0E1F9FABFC9D4800C877A703B823AC0578FF8DB", "0"],
+        &["EVAL", "return redis.sha1hex('')", "0"],
+        &["EVAL", "local t = redis.pcall('nope') return t['err']", "0"],
+        &["EVAL", "return redis.call('lrange', 'nolist', 0, -1)", "0"],
+        &[
+            "EVAL",
+            "redis.call('rpush', 'l', 'a', 'b') return redis.call('lrange', 'l', 0, -1)",
+            "0",
+        ],
+        &["EVAL", "return redis.call('hgetall', 'nohash')", "0"],
+        &["EVAL", "return redis.call('ping')", "0"],
+        &["EVAL", "return type(redis.call('ping'))", "0"],
+        &["EVAL", "return redis.call('get', 'missing') == false", "0"],
+        &[
+            "EVAL",
+            "return string.format('%d-%s', 5, 'x') .. table.concat({1,2}, ',') .. math.floor(2.5)",
+            "0",
+        ],
+        &["EVAL", "return tostring(loadfile) .. tostring(dofile)", "0"],
+        &["EVAL", "return redis.REDIS_VERSION", "0"],
+        &["EVAL", "return redis.call('select', '3')", "0"],
+        &["GET", "k"],
+        &["EVAL", "return 1 +", "0"],
+        &["EVAL"],
+        &["EVAL", "return 1"],
+    ];
+    for case in cases {
+        same(&mut r, &mut a, case);
+    }
+}
+
+/// A script's writes are its effects, in one MULTI/EXEC: a real
+/// redis-server replicating from anykv and a restart from the AOF both
+/// end with them.
+#[test]
+fn a_scripts_writes_replicate_and_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("anykv-scripting-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = dir.display().to_string();
+    let target = common::start_anykv_with(
+        &common::anykv_bin(),
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &d,
+        ],
+    );
+    let replica = common::start_redis(&[
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        target.port.to_string(),
+    ]);
+    let mut a = target.connect();
+    let script = "redis.call('SET', KEYS[1], ARGV[1]) redis.call('INCRBY', KEYS[2], ARGV[2]) return redis.call('GET', KEYS[2])";
+    for _ in 0..3 {
+        let n = a
+            .cmd(&["EVAL", script, "2", "name", "n", "anykv", "5"])
+            .ok();
+        assert!(matches!(n, Some(Value::Bulk(_))), "{n:?}");
+    }
+    assert_eq!(a.cmd(&["GET", "n"]).ok(), Some(Value::Bulk(b"15".to_vec())));
+    let mut rr = replica.connect();
+    common::wait_for(
+        "the replica to have the script's writes",
+        std::time::Duration::from_secs(15),
+        || {
+            rr.cmd(&["GET", "n"]).ok() == Some(Value::Bulk(b"15".to_vec()))
+                && rr.cmd(&["GET", "name"]).ok() == Some(Value::Bulk(b"anykv".to_vec()))
+        },
+    );
+    drop(a);
+    drop(target);
+    let again =
+        common::start_anykv_with(&common::anykv_bin(), &["--appendonly", "yes", "--dir", &d]);
+    let mut a = again.connect();
+    assert_eq!(a.cmd(&["GET", "n"]).ok(), Some(Value::Bulk(b"15".to_vec())));
+    assert_eq!(
+        a.cmd(&["GET", "name"]).ok(),
+        Some(Value::Bulk(b"anykv".to_vec()))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

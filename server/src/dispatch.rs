@@ -103,8 +103,16 @@ fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -
 }
 
 /// Redis's `is_write_command`: a write, or an EXEC that queued one.
+/// A write, for routing and the primary's checks: a script that may
+/// write (EVAL, EVALSHA: their writes are known only once they run)
+/// counts as one.
 fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
-    r.write || (r.fullname == "exec" && queued_any(s, |q| q.write))
+    r.write
+        || matches!(r.fullname.as_str(), "eval" | "evalsha")
+        || (r.fullname == "exec"
+            && queued_any(s, |q| {
+                q.write || matches!(q.fullname.as_str(), "eval" | "evalsha")
+            }))
 }
 
 /// The envelope and request that send `args` to the tenant's primary, when
@@ -566,7 +574,7 @@ pub fn dispatch(
 
 /// Whether `argc` arguments (the command's name included) fit the
 /// command's arity (Redis's: exactly `arity`, or at least `-arity`).
-fn arity_fits(spec: &crate::cmd::table::CommandSpec, argc: usize) -> bool {
+pub(crate) fn arity_fits(spec: &crate::cmd::table::CommandSpec, argc: usize) -> bool {
     let argc = argc as i32;
     !((spec.arity > 0 && spec.arity != argc) || argc < -spec.arity)
 }
@@ -910,18 +918,7 @@ pub(crate) fn run(
     let suspend = ctx.suspend;
     let elapsed_us = start.elapsed().as_micros() as u64;
 
-    // The handler may have reset the stats (CONFIG RESETSTAT).
-    if t.stats.commands.len() <= r.id {
-        t.stats
-            .commands
-            .resize(crate::cmd::registry().all.len(), CmdStat::default());
-    }
-    let stat = &mut t.stats.commands[r.id];
-    stat.calls += 1;
-    stat.usec += elapsed_us;
-    if failed {
-        stat.failed_calls += 1;
-    }
+    count_call(t, r.id, elapsed_us, failed);
     t.stats.total_commands += 1;
 
     if set.slowlog_slower_than >= 0 && elapsed_us as i64 >= set.slowlog_slower_than && !r.admin {
@@ -941,6 +938,23 @@ pub(crate) fn run(
         return Outcome::Close;
     }
     Outcome::Continue
+}
+
+/// Counts a run of command `id` in its `INFO commandstats` line (a
+/// script's `redis.call` too).
+pub(crate) fn count_call(t: &mut Tenant, id: usize, us: u64, failed: bool) {
+    // The handler may have reset the stats (CONFIG RESETSTAT).
+    if t.stats.commands.len() <= id {
+        t.stats
+            .commands
+            .resize(crate::cmd::registry().all.len(), CmdStat::default());
+    }
+    let stat = &mut t.stats.commands[id];
+    stat.calls += 1;
+    stat.usec += us;
+    if failed {
+        stat.failed_calls += 1;
+    }
 }
 
 /// Shows request `args` to the tenant's MONITOR clients (not to the

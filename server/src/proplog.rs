@@ -186,6 +186,12 @@ impl PropLog {
         self.trim();
     }
 
+    /// Whether a transaction's effects are being collected (EXEC, a
+    /// script).
+    pub fn in_tx(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Starts collecting the effects of a transaction (EXEC).
     pub fn begin_tx(&mut self) {
         self.tx = Some(Vec::new());

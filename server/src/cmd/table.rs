@@ -207,6 +207,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("role", 1, "noscript loading stale fast", 0, 0, 0, "@admin @fast @dangerous", Admin, OwnTenant, "server", "2.8.12", "Returns the replication role", replication::role),
     cmd!("wait", 3, "noscript", 0, 0, 0, "@slow @connection", Write, Allowed, "generic", "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", server::wait),
     container!("slowlog", "@slow", Admin, OwnTenant, "server", "2.2.12", "A container for slow log commands", SLOWLOG_SUBS),
+    cmd!("eval", -3, "noscript stale skip_monitor may_replicate no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Write, Allowed, "scripting", "2.6.0", "Execute a Lua script server side", crate::script::eval::eval),
+    cmd!("evalsha", -3, "noscript stale skip_monitor may_replicate no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Write, Allowed, "scripting", "2.6.0", "Execute a Lua script server side", crate::script::eval::evalsha),
+    cmd!("eval_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Execute a read-only Lua script server side", crate::script::eval::eval_ro),
+    cmd!("evalsha_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Execute a read-only Lua script server side", crate::script::eval::evalsha_ro),
     container!("script", "@slow", Admin, Allowed, "scripting", "2.6.0", "A container for Lua scripts management commands", SCRIPT_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
     // ---- lists ----

@@ -4,9 +4,16 @@
 //! is loaded, so a script that does not compile is refused at `SCRIPT
 //! LOAD` with Lua's own message.
 //!
-//! Built so far: the cache and its commands (`SCRIPT LOAD|EXISTS|FLUSH|
-//! KILL|HELP`, `cmd/script.rs`). Running scripts (`EVAL`, `EVALSHA`, the
-//! `redis` API) is not built yet: docs/COMPATIBILITY.md.
+//! - [`Scripts`]: the cache (`SCRIPT LOAD|EXISTS|FLUSH`, `cmd/script.rs`)
+//!   and the database's Lua state, made at the first script.
+//! - [`eval`]: running one (`EVAL`, `EVALSHA`, `*_RO`), with the `redis`
+//!   API's `call`/`pcall` running commands in the database.
+//! - [`convert`]: values between Redis replies and Lua.
+//!
+//! What is not built yet is in docs/COMPATIBILITY.md.
+
+pub mod convert;
+pub mod eval;
 
 use std::collections::HashMap;
 
@@ -28,6 +35,8 @@ pub struct Flags {
 pub struct Script {
     pub body: Vec<u8>,
     pub flags: Flags,
+    /// Its compiled function, in the database's Lua state.
+    pub func: mlua::RegistryKey,
 }
 
 /// A database's scripts. The Lua state that compiles them is made at the
@@ -93,23 +102,35 @@ impl Scripts {
             return Ok(sha);
         }
         let (flags, skip) = shebang(body)?;
-        let lua = self.lua.get_or_insert_with(mlua::Lua::new);
+        if self.lua.is_none() {
+            self.lua = Some(eval::new_state().map_err(|e| format!("starting Lua: {e}"))?);
+        }
+        let Some(lua) = self.lua.as_ref() else {
+            return Err("no Lua state".into());
+        };
         let compiled = lua
             .load(&body[skip..])
             .set_name("@user_script")
             .into_function();
-        if let Err(e) = compiled {
-            let msg = match e {
-                mlua::Error::SyntaxError { message, .. } => message,
-                other => other.to_string(),
-            };
-            return Err(format!("Error compiling script (new function): {msg}"));
-        }
+        let func = match compiled {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = match e {
+                    mlua::Error::SyntaxError { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(format!("Error compiling script (new function): {msg}"));
+            }
+        };
+        let func = lua
+            .create_registry_value(func)
+            .map_err(|e| format!("keeping the script: {e}"))?;
         self.cache.insert(
             sha.clone(),
             Script {
                 body: body.to_vec(),
                 flags,
+                func,
             },
         );
         Ok(sha)
@@ -120,6 +141,18 @@ impl Scripts {
         std::str::from_utf8(sha)
             .map(|s| self.cache.contains_key(&s.to_ascii_lowercase()))
             .unwrap_or(false)
+    }
+
+    /// Script `sha` (lowercase hex).
+    pub fn get(&self, sha: &str) -> Option<&Script> {
+        self.cache.get(sha)
+    }
+
+    /// The Lua state and script `sha`'s function in it.
+    pub fn function(&self, sha: &str) -> Option<(mlua::Lua, mlua::Function)> {
+        let lua = self.lua.as_ref()?;
+        let f = lua.registry_value(&self.cache.get(sha)?.func).ok()?;
+        Some((lua.clone(), f))
     }
 
     /// Drops every script and the Lua state (SCRIPT FLUSH).

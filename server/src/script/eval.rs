@@ -1,0 +1,405 @@
+//! Running a script: `EVAL`, `EVALSHA` and their read-only forms, as Redis
+//! 7.0 runs them. The script runs to its end inside the database's
+//! executor (nothing else of the database runs meanwhile: it is atomic);
+//! its `redis.call`/`redis.pcall` run commands in the database as the
+//! caller; the writes it makes are propagated as their effects, wrapped
+//! in MULTI/EXEC when there are several (7.0's effects replication).
+
+use std::cell::RefCell;
+
+use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
+
+use crate::cmd::Ctx;
+use crate::resp::Reply;
+
+use super::convert::{error_table, lua_to_reply, reply_to_lua};
+
+/// The state scripts run in: Lua 5.1 with the libraries Redis loads
+/// (base without `loadfile`/`dofile`/`print`, `table`, `string`, `math`),
+/// the `redis` table's constant parts, and globals protected as in 7.0 (a
+/// script may neither create a global nor read one that does not exist).
+pub fn new_state() -> mlua::Result<Lua> {
+    let lua = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+        LuaOptions::new(),
+    )?;
+    let g = lua.globals();
+    for name in [
+        "loadfile", "dofile", "print", "getfenv", "setfenv", "newproxy",
+    ] {
+        g.raw_set(name, Value::Nil)?;
+    }
+    let redis = lua.create_table()?;
+    redis.raw_set(
+        "error_reply",
+        lua.create_function(|lua, msg: mlua::String| error_table(lua, &msg.to_str()?))?,
+    )?;
+    redis.raw_set(
+        "status_reply",
+        lua.create_function(|lua, msg: mlua::String| {
+            let t = lua.create_table()?;
+            t.raw_set("ok", msg)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.raw_set(
+        "sha1hex",
+        lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
+    )?;
+    redis.raw_set(
+        "log",
+        lua.create_function(|_, (level, msg): (i64, mlua::String)| {
+            let msg = msg.to_string_lossy();
+            match level {
+                0 | 1 => tracing::debug!(target: "script", "{msg}"),
+                2 => tracing::info!(target: "script", "{msg}"),
+                _ => tracing::warn!(target: "script", "{msg}"),
+            }
+            Ok(())
+        })?,
+    )?;
+    for (name, v) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
+        redis.raw_set(name, v)?;
+    }
+    // 7.0 always replicates a script's effects: this says so.
+    redis.raw_set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    redis.raw_set("REDIS_VERSION", crate::shared::REDIS_VERSION)?;
+    redis.raw_set(
+        "REDIS_VERSION_NUM",
+        version_num(crate::shared::REDIS_VERSION),
+    )?;
+    g.raw_set("redis", redis)?;
+    // Runs a script: (true, result), or (false, error, line) with the
+    // script's line where it was raised.
+    let handler = lua.create_function(|lua, e: Value| {
+        let mut line = 1;
+        for level in 1..64 {
+            let Some(d) = lua.inspect_stack(level) else {
+                break;
+            };
+            if d.source().source.as_deref() == Some("@user_script") {
+                line = d.curr_line();
+                break;
+            }
+        }
+        Ok((e, line))
+    })?;
+    let runner: mlua::Function = lua
+        .load(
+            r#"
+            local handler = ...
+            return function(f)
+                local ok, e, line = xpcall(f, function(e) return { handler(e) } end)
+                if ok then return true, e end
+                return false, e[1], e[2]
+            end
+            "#,
+        )
+        .set_name("=run")
+        .call(handler)?;
+    lua.set_named_registry_value(RUNNER, runner)?;
+    // Globals are read-only from here on (KEYS and ARGV are set raw).
+    lua.load(
+        r#"
+        setmetatable(_G, {
+            __index = function(_, k)
+                error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+            end,
+            __newindex = function()
+                error("Attempt to modify a readonly table", 2)
+            end,
+        })
+        "#,
+    )
+    .set_name("=protect")
+    .exec()?;
+    Ok(lua)
+}
+
+/// The error `redis.call` raises: Redis's error reply text. (A Rust
+/// function, as Redis's is a C one: `return redis.call(...)` is then no
+/// tail call, and the script's line stays on the stack for the error.)
+#[derive(Debug)]
+struct CallError(String);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// The registry's name of the function that runs a script.
+const RUNNER: &str = "anykv.run";
+
+/// `7.0.15` as 0x07000f.
+fn version_num(v: &str) -> i64 {
+    v.split('.')
+        .take(3)
+        .map(|p| p.parse::<i64>().unwrap_or(0))
+        .fold(0, |acc, p| (acc << 8) | (p & 0xff))
+}
+
+/// `EVAL script numkeys [key ...] [arg ...]`.
+pub fn eval(ctx: &mut Ctx) {
+    run(ctx, false, false)
+}
+
+/// `EVALSHA sha1 numkeys [key ...] [arg ...]`.
+pub fn evalsha(ctx: &mut Ctx) {
+    run(ctx, true, false)
+}
+
+pub fn eval_ro(ctx: &mut Ctx) {
+    run(ctx, false, true)
+}
+
+pub fn evalsha_ro(ctx: &mut Ctx) {
+    run(ctx, true, true)
+}
+
+fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
+    let numkeys = match std::str::from_utf8(ctx.args[2])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        Some(n) => n,
+        None => return ctx.error("ERR value is not an integer or out of range"),
+    };
+    if numkeys < 0 {
+        return ctx.error("ERR Number of keys can't be negative");
+    }
+    if numkeys as usize > ctx.args.len() - 3 {
+        return ctx.error("ERR Number of keys can't be greater than number of args");
+    }
+    let sha = if by_sha {
+        let sha = String::from_utf8_lossy(ctx.args[1]).to_ascii_lowercase();
+        if ctx.t.scripts.get(&sha).is_none() {
+            return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
+        }
+        sha
+    } else {
+        match ctx.t.scripts.load(ctx.args[1]) {
+            Ok(sha) => sha,
+            Err(e) => return ctx.error(&format!("ERR {e}")),
+        }
+    };
+    let flags = ctx.t.scripts.get(&sha).map(|s| s.flags).unwrap_or_default();
+    if read_only && flags.declared && !flags.no_writes {
+        return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
+    }
+    // A script declaring no-writes may not write either.
+    let no_writes = read_only || (flags.declared && flags.no_writes);
+    let Some((lua, func)) = ctx.t.scripts.function(&sha) else {
+        return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
+    };
+    let n = numkeys as usize;
+    let keys = ctx.args[3..3 + n].to_vec();
+    let argv = ctx.args[3 + n..].to_vec();
+    // What a script changes goes out as one transaction (unless it runs
+    // inside EXEC, whose transaction it is part of).
+    let own_tx = !ctx.t.log.in_tx();
+    if own_tx {
+        ctx.t.log.begin_tx();
+    }
+    let db_before = ctx.s.db;
+    let in_exec_before = ctx.s.in_exec;
+    // Blocking commands do not block in a script (as in a transaction).
+    ctx.s.in_exec = true;
+    let result = call_script(ctx, &lua, &func, &keys, &argv, no_writes);
+    ctx.s.in_exec = in_exec_before;
+    // SELECT inside a script is the script's own.
+    ctx.s.db = db_before;
+    if own_tx {
+        ctx.t.log.commit_tx();
+    }
+    let (msg, line) = match result {
+        Ok(Ok(v)) => {
+            let mark = ctx.out.len();
+            lua_to_reply(&v, ctx.out, 0);
+            if ctx.out.buf.get(mark) == Some(&b'-') {
+                ctx.failed = true;
+            }
+            return;
+        }
+        // An error the script raised: a string (Lua's, with its
+        // position) gets `ERR`; an error table (`redis.call`'s, or the
+        // script's own) keeps its code.
+        Ok(Err((e, line))) => (raised(&e), line),
+        Err(e) => (
+            format!("ERR {}", e.to_string().lines().next().unwrap_or_default()),
+            1,
+        ),
+    };
+    ctx.error(&format!("{msg} script: {sha}, on @user_script:{line}."));
+}
+
+/// What a script's raised error says, as Redis reports it.
+fn raised(e: &Value) -> String {
+    match e {
+        Value::Table(t) => match t.raw_get::<Value>("err") {
+            Ok(Value::String(s)) => s.to_string_lossy(),
+            _ => "ERR unknown error".to_string(),
+        },
+        Value::String(s) => format!("ERR {}", s.to_string_lossy()),
+        Value::Error(e) => {
+            let mut cur: &mlua::Error = e;
+            loop {
+                match cur {
+                    mlua::Error::CallbackError { cause, .. } => cur = cause,
+                    mlua::Error::ExternalError(x) => {
+                        if let Some(c) = x.downcast_ref::<CallError>() {
+                            return c.0.clone();
+                        }
+                        return format!("ERR {x}");
+                    }
+                    other => {
+                        return format!(
+                            "ERR {}",
+                            other.to_string().lines().next().unwrap_or_default()
+                        )
+                    }
+                }
+            }
+        }
+        other => format!("ERR {}", other.to_string().unwrap_or_default()),
+    }
+}
+
+fn call_script(
+    ctx: &mut Ctx,
+    lua: &Lua,
+    func: &mlua::Function,
+    keys: &[&[u8]],
+    argv: &[&[u8]],
+    no_writes: bool,
+) -> mlua::Result<Result<Value, (Value, i32)>> {
+    let g = lua.globals();
+    let list = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
+        let t = lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, a) in items.iter().enumerate() {
+            t.raw_set(i + 1, lua.create_string(a)?)?;
+        }
+        Ok(t)
+    };
+    g.raw_set("KEYS", list(keys)?)?;
+    g.raw_set("ARGV", list(argv)?)?;
+    let redis: mlua::Table = g.raw_get("redis")?;
+    let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
+    let ctx = RefCell::new(ctx);
+    lua.scope(|scope| {
+        let pcall = scope.create_function(|lua, args: MultiValue| {
+            let mut c = ctx
+                .try_borrow_mut()
+                .map_err(|_| mlua::Error::RecursiveMutCallback)?;
+            match command(&mut c, lua, args, no_writes)? {
+                Ok(v) => Ok(v),
+                Err(msg) => Ok(Value::Table(error_table(lua, &msg)?)),
+            }
+        })?;
+        let call = scope.create_function(|lua, args: MultiValue| {
+            let mut c = ctx
+                .try_borrow_mut()
+                .map_err(|_| mlua::Error::RecursiveMutCallback)?;
+            match command(&mut c, lua, args, no_writes)? {
+                Ok(v) => Ok(v),
+                Err(msg) => Err(mlua::Error::external(CallError(msg))),
+            }
+        })?;
+        redis.raw_set("pcall", pcall)?;
+        redis.raw_set("call", call)?;
+        let (ok, v, line): (bool, Value, Option<i32>) = runner.call(func.clone())?;
+        Ok(if ok {
+            Ok(v)
+        } else {
+            Err((v, line.unwrap_or(1)))
+        })
+    })
+}
+
+/// Runs one `redis.call`: the command's reply as a Lua value, or the
+/// error reply's text (`Err`).
+fn command(
+    ctx: &mut Ctx,
+    lua: &Lua,
+    args: MultiValue,
+    no_writes: bool,
+) -> mlua::Result<Result<Value, String>> {
+    let mut owned: Vec<Vec<u8>> = Vec::with_capacity(args.len());
+    for a in args.iter() {
+        match a {
+            Value::String(s) => owned.push(s.as_bytes().to_vec()),
+            Value::Integer(n) => owned.push(n.to_string().into_bytes()),
+            Value::Number(f) => owned.push(crate::util::fmt_f64(*f).into_bytes()),
+            _ => {
+                return Ok(Err(
+                    "ERR Lua redis lib command arguments must be strings or integers".into(),
+                ))
+            }
+        }
+    }
+    if owned.is_empty() {
+        return Ok(Err(
+            "ERR Please specify at least one argument for this redis lib call".into(),
+        ));
+    }
+    let argv: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
+    let r = match crate::cmd::lookup(&argv) {
+        crate::cmd::Lookup::Found(r) => r,
+        _ => return Ok(Err("ERR Unknown Redis command called from script".into())),
+    };
+    if !crate::dispatch::arity_fits(r.spec, argv.len()) {
+        return Ok(Err(
+            "ERR Wrong number of args calling Redis command from script".into(),
+        ));
+    }
+    if r.spec.has_flag("noscript") {
+        return Ok(Err(
+            "ERR This Redis command is not allowed from script".into()
+        ));
+    }
+    if r.spec.scope == crate::cmd::table::Scope::Denied && ctx.t.is_customer() {
+        return Ok(Err(format!(
+            "NOPERM this user has no permissions to run the '{}' command",
+            r.fullname
+        )));
+    }
+    if r.write && no_writes {
+        return Ok(Err(
+            "ERR Write commands are not allowed from read-only scripts.".into(),
+        ));
+    }
+    // A replica's data changes only by its primary's stream.
+    if r.write && ctx.t.role == crate::repl::Role::Replica && !ctx.s.replaying {
+        return Ok(Err(
+            "READONLY You can't write against a read only replica.".into()
+        ));
+    }
+    let mut out = Reply::new(2);
+    let start = std::time::Instant::now();
+    {
+        let mut inner = Ctx {
+            args: &argv,
+            out: &mut out,
+            t: &mut *ctx.t,
+            s: &mut *ctx.s,
+            shared: ctx.shared,
+            set: ctx.set,
+            now_ms: ctx.now_ms,
+            spec: r.spec,
+            failed: false,
+            suspend: None,
+        };
+        (r.spec.handler)(&mut inner);
+        let failed = inner.failed;
+        let us = start.elapsed().as_micros() as u64;
+        crate::dispatch::count_call(ctx.t, r.id, us, failed);
+    }
+    reply_to_lua(lua, &out.buf)
+}
