@@ -103,6 +103,31 @@ pub fn new_state() -> mlua::Result<Lua> {
         .set_name("=run")
         .call(handler)?;
     lua.set_named_registry_value(RUNNER, runner)?;
+    // pcall and xpcall cannot hold on to a script that was stopped: once
+    // it is, they raise again whatever they caught.
+    let killed = lua
+        .create_function(|lua, ()| Ok(lua.named_registry_value::<bool>(KILLED).unwrap_or(false)))?;
+    lua.load(
+        r##"
+        local killed, raw_pcall, raw_xpcall, select, unpack, error = ...
+        local function pack(...) return { n = select("#", ...), ... } end
+        local function check(r)
+            if killed() then error("Script killed: it ran longer than busy-reply-threshold", 0) end
+            return unpack(r, 1, r.n)
+        end
+        pcall = function(...) return check(pack(raw_pcall(...))) end
+        xpcall = function(...) return check(pack(raw_xpcall(...))) end
+        "##,
+    )
+    .set_name("=guard")
+    .call::<()>((
+        killed,
+        g.raw_get::<mlua::Function>("pcall")?,
+        g.raw_get::<mlua::Function>("xpcall")?,
+        g.raw_get::<mlua::Function>("select")?,
+        g.raw_get::<mlua::Function>("unpack")?,
+        g.raw_get::<mlua::Function>("error")?,
+    ))?;
     // Globals are read-only from here on (KEYS and ARGV are set raw).
     lua.load(
         r#"
@@ -134,6 +159,9 @@ impl std::fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+/// The registry's flag: the running script was stopped.
+const KILLED: &str = "anykv.killed";
 
 /// The registry's name of the function that runs a script.
 const RUNNER: &str = "anykv.run";
@@ -232,10 +260,7 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
         // position) gets `ERR`; an error table (`redis.call`'s, or the
         // script's own) keeps its code.
         Ok(Err((e, line))) => (raised(&e), line),
-        Err(e) => (
-            format!("ERR {}", e.to_string().lines().next().unwrap_or_default()),
-            1,
-        ),
+        Err(e) => (error_text(&e), 1),
     };
     ctx.error(&format!("{msg} script: {sha}, on @user_script:{line}."));
 }
@@ -248,27 +273,34 @@ fn raised(e: &Value) -> String {
             _ => "ERR unknown error".to_string(),
         },
         Value::String(s) => format!("ERR {}", s.to_string_lossy()),
-        Value::Error(e) => {
-            let mut cur: &mlua::Error = e;
-            loop {
-                match cur {
-                    mlua::Error::CallbackError { cause, .. } => cur = cause,
-                    mlua::Error::ExternalError(x) => {
-                        if let Some(c) = x.downcast_ref::<CallError>() {
-                            return c.0.clone();
-                        }
-                        return format!("ERR {x}");
-                    }
-                    other => {
-                        return format!(
-                            "ERR {}",
-                            other.to_string().lines().next().unwrap_or_default()
-                        )
-                    }
+        Value::Error(e) => error_text(e),
+        other => format!("ERR {}", other.to_string().unwrap_or_default()),
+    }
+}
+
+/// An mlua error as Redis's words: `redis.call`'s error reply as it
+/// came, anything else `ERR` and its first line.
+fn error_text(e: &mlua::Error) -> String {
+    let mut cur = e;
+    loop {
+        match cur {
+            mlua::Error::CallbackError { cause, .. } => cur = cause,
+            mlua::Error::ExternalError(x) => {
+                if let Some(c) = x.downcast_ref::<CallError>() {
+                    return c.0.clone();
                 }
+                return format!("ERR {x}");
+            }
+            mlua::Error::RuntimeError(msg) => {
+                return format!("ERR {}", msg.lines().next().unwrap_or_default())
+            }
+            other => {
+                return format!(
+                    "ERR {}",
+                    other.to_string().lines().next().unwrap_or_default()
+                )
             }
         }
-        other => format!("ERR {}", other.to_string().unwrap_or_default()),
     }
 }
 
@@ -292,6 +324,8 @@ fn call_script(
     g.raw_set("ARGV", list(argv)?)?;
     let redis: mlua::Table = g.raw_get("redis")?;
     let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
+    let limit =
+        std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1));
     let ctx = RefCell::new(ctx);
     lua.scope(|scope| {
         let pcall = scope.create_function(|lua, args: MultiValue| {
@@ -314,7 +348,25 @@ fn call_script(
         })?;
         redis.raw_set("pcall", pcall)?;
         redis.raw_set("call", call)?;
-        let (ok, v, line): (bool, Value, Option<i32>) = runner.call(func.clone())?;
+        // A script shares its executor with other databases: past
+        // busy-reply-threshold it is stopped (every check raises again, so
+        // a pcall loop cannot hold on for long).
+        let start = std::time::Instant::now();
+        let mut triggers = mlua::HookTriggers::new();
+        triggers.every_nth_instruction = Some(1000);
+        lua.set_named_registry_value(KILLED, false)?;
+        lua.set_hook(triggers, move |lua, _| {
+            if start.elapsed() > limit {
+                lua.set_named_registry_value(KILLED, true)?;
+                return Err(mlua::Error::runtime(
+                    "Script killed: it ran longer than busy-reply-threshold",
+                ));
+            }
+            Ok(mlua::VmState::Continue)
+        });
+        let outcome = runner.call(func.clone());
+        lua.remove_hook();
+        let (ok, v, line): (bool, Value, Option<i32>) = outcome?;
         Ok(if ok {
             Ok(v)
         } else {
