@@ -236,6 +236,15 @@ fn each_database_has_its_own_scripts() {
         pair(1, 0),
         "shop's script survives blog's flush"
     );
+    // A script's own memory counts against its database's plan (shop: 4
+    // MB): it fails, and the next script runs.
+    let big = "local t = {} for i = 1, 100 do t[i] = string.rep('x', 1000000) .. i end return #t";
+    let e = err(&mut shop, &["EVAL", big, "0"]);
+    assert!(e.starts_with("ERR not enough memory script: "), "{e}");
+    assert_eq!(
+        int(&mut shop, &["EVAL", "return #string.rep('x', 1000)", "0"]),
+        1000
+    );
 }
 
 #[test]

@@ -77,6 +77,9 @@ pub fn new_state() -> mlua::Result<Lua> {
     // Runs a script: (true, result), or (false, error, line) with the
     // script's line where it was raised.
     let handler = lua.create_function(|lua, e: Value| {
+        // A script out of memory still gets its error reported (the
+        // limit is set again before the next script).
+        let _ = lua.set_memory_limit(0);
         let mut line = 1;
         for level in 1..64 {
             let Some(d) = lua.inspect_stack(level) else {
@@ -96,6 +99,8 @@ pub fn new_state() -> mlua::Result<Lua> {
             return function(f)
                 local ok, e, line = xpcall(f, function(e) return { handler(e) } end)
                 if ok then return true, e end
+                -- (Out of memory, Lua calls no handler: the message as is.)
+                if type(e) ~= "table" then return false, e, nil end
                 return false, e[1], e[2]
             end
             "#,
@@ -159,6 +164,10 @@ impl std::fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+/// The most memory a database's Lua state may hold (its scripts' tables
+/// and strings), whatever its plan: 512 MB.
+pub const LUA_MEMORY_CAP: u64 = 512 << 20;
 
 /// The registry's flag: the running script was stopped.
 const KILLED: &str = "anykv.killed";
@@ -326,6 +335,15 @@ fn call_script(
     let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
     let limit =
         std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1));
+    // Nor may it take the node's memory: at most the database's plan
+    // limit (or LUA_MEMORY_CAP without one) for Lua's own allocations.
+    let plan = ctx.t.limit.as_ref().map_or(0, |l| l.maxmemory);
+    let cap = if plan > 0 {
+        plan.min(LUA_MEMORY_CAP)
+    } else {
+        LUA_MEMORY_CAP
+    };
+    lua.set_memory_limit(usize::try_from(cap).unwrap_or(usize::MAX))?;
     let ctx = RefCell::new(ctx);
     lua.scope(|scope| {
         let pcall = scope.create_function(|lua, args: MultiValue| {
@@ -366,6 +384,11 @@ fn call_script(
         });
         let outcome = runner.call(func.clone());
         lua.remove_hook();
+        // A script that failed may have left much garbage (one out of
+        // memory, up to the limit): collected now, not at the next one.
+        if !matches!(outcome, Ok((true, _, _))) {
+            let _ = lua.gc_collect();
+        }
         let (ok, v, line): (bool, Value, Option<i32>) = outcome?;
         Ok(if ok {
             Ok(v)
