@@ -191,6 +191,27 @@ fn scripts_run_as_redis_runs_them() {
         &["EVALSHA", "E0E1F9FABFC9D4800C877A703B823AC0578FF8DB", "0"],
         &["EVAL", "return redis.sha1hex('')", "0"],
         &["EVAL", "local t = redis.pcall('nope') return t['err']", "0"],
+        &[
+            "EVAL",
+            "local ok, e = pcall(redis.call, 'nope') return {tostring(ok), e}",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "local ok, e = pcall(redis.call, 'nope') return type(e)",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "local ok, e = pcall(error, {err='x'}) return e",
+            "0",
+        ],
+        &["EVAL", "local ok, e = pcall(error, 'msg') return e", "0"],
+        &[
+            "EVAL",
+            "return {pcall(function() return 1, nil, 3 end)}",
+            "0",
+        ],
         &["EVAL", "return redis.call('lrange', 'nolist', 0, -1)", "0"],
         &[
             "EVAL",

@@ -115,12 +115,26 @@ pub fn new_state() -> mlua::Result<Lua> {
     lua.load(
         r##"
         local killed, raw_pcall, raw_xpcall, select, unpack, error = ...
+        local match, tostring, type, rawget = string.match, tostring, type, rawget
         local function pack(...) return { n = select("#", ...), ... } end
         local function check(r)
             if killed() then error("Script killed: it ran longer than busy-reply-threshold", 0) end
             return unpack(r, 1, r.n)
         end
-        pcall = function(...) return check(pack(raw_pcall(...))) end
+        -- As Redis's pcall: a caught error is its text (an error table's
+        -- `err`, redis.call's error reply), not the object raised.
+        pcall = function(...)
+            local r = pack(raw_pcall(...))
+            if r[1] == false then
+                local e = r[2]
+                if type(e) == "table" and rawget(e, "err") ~= nil then
+                    r[2] = rawget(e, "err")
+                elseif type(e) == "userdata" then
+                    r[2] = match(tostring(e), "^[^\n]*")
+                end
+            end
+            return check(r)
+        end
         xpcall = function(...) return check(pack(raw_xpcall(...))) end
         "##,
     )
