@@ -162,6 +162,7 @@ fn a_read_region_connection_reads_its_own_writes_and_routes_by_consistency() {
 
     scan_stays_on_its_copy(&syd.resp, &mut p);
     pipelined_writes_go_at_once(&syd.resp);
+    scripts_from_a_read_region(&syd.resp, &mut p);
     pinned_to_the_primary(&syd.resp, &mut p);
     published_everywhere(&syd.resp, &[primary.resp, cdg.resp]);
 
@@ -421,6 +422,56 @@ fn scan_stays_on_its_copy(syd: &std::net::SocketAddr, p: &mut RespConn) {
         1,
         "{after:?}"
     );
+}
+
+/// Scripts from the syd node: SCRIPT LOAD, EXISTS and EVALSHA reach the
+/// primary's cache, so loading then calling by sha works from a read
+/// region; a script's writes are the primary's; read-only scripts run
+/// too, the one this copy has not cached on the primary.
+fn scripts_from_a_read_region(syd: &std::net::SocketAddr, p: &mut RespConn) {
+    let mut a = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("A on syd");
+    let incr = "return redis.call('INCR', KEYS[1])";
+    let sha = match a.cmd(&["SCRIPT", "LOAD", incr]) {
+        Ok(Value::Bulk(s)) => String::from_utf8(s).expect("a sha"),
+        other => panic!("SCRIPT LOAD on syd: {other:?}"),
+    };
+    for c in [&mut a, &mut *p] {
+        assert_eq!(
+            c.cmd(&["SCRIPT", "EXISTS", &sha]).ok(),
+            Some(Value::Array(vec![Value::Int(1)])),
+            "the primary has the script"
+        );
+    }
+    assert_eq!(
+        a.cmd(&["EVALSHA", &sha, "1", "scripted"]).ok(),
+        Some(Value::Int(1))
+    );
+    assert_eq!(
+        a.cmd(&["EVAL", incr, "1", "scripted"]).ok(),
+        Some(Value::Int(2))
+    );
+    assert_eq!(
+        p.cmd(&["GET", "scripted"]).ok(),
+        Some(Value::Bulk(b"2".to_vec()))
+    );
+    let get = "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])";
+    let ro = match a.cmd(&["SCRIPT", "LOAD", get]) {
+        Ok(Value::Bulk(s)) => String::from_utf8(s).expect("a sha"),
+        other => panic!("SCRIPT LOAD on syd: {other:?}"),
+    };
+    // (Read your writes: the copy answers once it has the write.)
+    assert_eq!(
+        a.cmd(&["EVALSHA_RO", &ro, "1", "scripted"]).ok(),
+        Some(Value::Bulk(b"2".to_vec()))
+    );
+    assert_eq!(
+        a.cmd(&["EVAL_RO", get, "1", "scripted"]).ok(),
+        Some(Value::Bulk(b"2".to_vec()))
+    );
+    assert!(matches!(
+        a.cmd(&["EVAL_RO", incr, "1", "scripted"]),
+        Ok(Value::Error(e)) if e.starts_with(b"ERR Write commands are not allowed from read-only scripts.")
+    ));
 }
 
 /// A pipeline of writes on the syd node goes to the primary at once, in

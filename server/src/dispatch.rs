@@ -276,8 +276,17 @@ fn route_on_replica(
         return None;
     }
     // A message published here must reach every region's subscribers:
-    // the primary's stream carries it to all of them.
-    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    // the primary's stream carries it to all of them. Scripts are cached
+    // on the primary, where EVAL/EVALSHA run: SCRIPT LOAD, FLUSH and
+    // EXISTS go there too, so SCRIPT LOAD then EVALSHA works from any
+    // region; a read-only script this copy has not cached runs there.
+    let script_cache = matches!(
+        r.fullname.as_str(),
+        "script|load" | "script|flush" | "script|exists"
+    );
+    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish") || script_cache;
+    let script_elsewhere =
+        name == "evalsha_ro" && args.get(1).is_some_and(|sha| !t.scripts.exists(sha));
     let read = !write && (is_read_command(r, s) || primary_only_read(name));
     if !(write || read) {
         return None;
@@ -288,6 +297,7 @@ fn route_on_replica(
             .is_some_and(|tok| !crate::envelope::can_serve(&t.repl, t.log.offset(), tok));
     let mut to_primary = write
         || primary_only_read(name)
+        || script_elsewhere
         || match t.consistency {
             Consistency::Strong => read,
             Consistency::Ryw => behind,
@@ -445,8 +455,10 @@ fn route_remote(
     // nearest copy may change between calls: iterations run on the
     // primary.
     let scan = matches!(name, "scan" | "sscan" | "hscan" | "zscan");
+    // (EVALSHA_RO too: the copy may not have the script cached.)
     let near = read
         && !scan
+        && name != "evalsha_ro"
         && !primary_only_read(name)
         && match t.consistency {
             Consistency::Strong => false,
