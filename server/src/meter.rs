@@ -50,8 +50,10 @@ pub enum Class {
 }
 
 impl Class {
+    /// A script that may write (EVAL, EVALSHA) is one write, whatever
+    /// it runs; a read-only one is a read.
     pub fn of(r: &crate::cmd::table::Registered) -> Class {
-        if r.write {
+        if r.write || matches!(r.fullname.as_str(), "eval" | "evalsha") {
             Class::Write
         } else if r.read {
             Class::Read
@@ -896,5 +898,20 @@ mod tests {
         let (_, capped) = read_after(&dir, 0, 2).unwrap();
         assert_eq!(capped.len(), 2);
         assert_eq!(read_after(&tmp("none"), 0, 9).unwrap(), (None, vec![]));
+    }
+
+    /// A script that may write is billed as one write; a read-only one
+    /// as a read.
+    #[test]
+    fn scripts_are_billed_by_what_they_may_do() {
+        let class = |args: &[&[u8]]| match crate::cmd::lookup(args) {
+            crate::cmd::Lookup::Found(r) => Class::of(r),
+            _ => panic!("{args:?} is a command"),
+        };
+        assert_eq!(class(&[b"eval", b"return 1", b"0"]), Class::Write);
+        assert_eq!(class(&[b"evalsha", b"x", b"0"]), Class::Write);
+        assert_eq!(class(&[b"eval_ro", b"return 1", b"0"]), Class::Read);
+        assert_eq!(class(&[b"evalsha_ro", b"x", b"0"]), Class::Read);
+        assert_eq!(class(&[b"script", b"load", b"x"]), Class::Other);
     }
 }
