@@ -1,6 +1,8 @@
 //! Lua scripts against the reference redis-server 7.0: the same requests
-//! to both, the same replies. What is built so far is the script cache
-//! (SCRIPT LOAD, EXISTS, FLUSH, KILL, HELP); running scripts is not yet.
+//! to both, the same replies (the script cache, EVAL/EVALSHA and their
+//! read-only forms, the redis API, read-only globals); and what anykv
+//! adds: scripts stopped past busy-reply-threshold, endless replies
+//! refused, effects replicated and persisted.
 
 mod common;
 
@@ -232,12 +234,73 @@ fn scripts_run_as_redis_runs_them() {
         &["EVAL", "return redis.call('select', '3')", "0"],
         &["GET", "k"],
         &["EVAL", "return 1 +", "0"],
+        // Globals and libraries are read-only, whatever the way in.
+        &["EVAL", "pcall = nil", "0"],
+        &["EVAL", "_G.pcall = nil", "0"],
+        &["EVAL", "rawset(_G, 'x', 1)", "0"],
+        &["EVAL", "setmetatable(_G, nil)", "0"],
+        &["EVAL", "string.rep = nil", "0"],
+        &["EVAL", "redis.call = nil", "0"],
+        &["EVAL", "return getmetatable(_G)", "0"],
+        &["EVAL", "return rawget(_G, 'x')", "0"],
+        &["EVAL", "return {pcall(error, 'still')}", "0"],
+        &["EVAL", "return string.rep('ab', 3)", "0"],
+        // Replies that nest.
+        &[
+            "EVAL",
+            "local t = {} for i = 1, 40 do t = {t} end return t",
+            "0",
+        ],
+        // Numbers as arguments: %.17g.
+        &["EVAL", "return redis.call('set', 'big', 1e17)", "0"],
+        &["GET", "big"],
+        &["EVAL", "return redis.call('set', 'neg', -2.5)", "0"],
+        &["GET", "neg"],
+        // A read-only script does not publish either.
+        &["EVAL_RO", "return redis.call('publish', 'c', 'm')", "0"],
+        // Inside a transaction.
+        &["MULTI"],
+        &["EVAL", "return redis.call('incr', 'm')", "0"],
+        &["EVAL", "return redis.call('incr', 'm')", "0"],
+        &["EXEC"],
         &["EVAL"],
         &["EVAL", "return 1"],
     ];
     for case in cases {
         same(&mut r, &mut a, case);
     }
+}
+
+/// A return value that names the same tables over and over (2^40
+/// elements from 40 tables) is refused quickly, and the server goes on.
+#[test]
+fn an_endless_reply_is_refused() {
+    let target = start_anykv(&common::anykv_bin());
+    let mut a = target.connect();
+    let t = std::time::Instant::now();
+    let got = a
+        .cmd(&[
+            "EVAL",
+            "local t = {} for i = 1, 40 do t = {t, t} end return t",
+            "0",
+        ])
+        .expect("a reply");
+    assert!(
+        matches!(&got, Value::Error(e) if e.starts_with(b"ERR the script's reply is too large")),
+        "{got:?}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+    // A table inside itself: Redis's words (it writes arrays until its
+    // stack gives out; here nothing but the error is written).
+    assert_eq!(
+        a.cmd(&["EVAL", "local t = {} t[1] = t return t", "0"]).ok(),
+        Some(Value::Error(b"ERR reached lua stack limit".to_vec()))
+    );
+    assert_eq!(a.cmd(&["PING"]).ok(), Some(Value::Simple(b"PONG".to_vec())));
 }
 
 /// A script's writes are its effects, in one MULTI/EXEC: a real
@@ -274,6 +337,14 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
         assert!(matches!(n, Some(Value::Bulk(_))), "{n:?}");
     }
     assert_eq!(a.cmd(&["GET", "n"]).ok(), Some(Value::Bulk(b"15".to_vec())));
+    // A value the script computes from the clock: run again elsewhere it
+    // would differ; its effect is the same everywhere.
+    let when = "local t = redis.call('TIME') return redis.call('SET', 'when', t[1] .. '.' .. t[2])";
+    assert_eq!(
+        a.cmd(&["EVAL", when, "0"]).ok(),
+        Some(Value::Simple(b"OK".to_vec()))
+    );
+    let when_value = a.cmd(&["GET", "when"]).ok();
     let mut rr = replica.connect();
     common::wait_for(
         "the replica to have the script's writes",
@@ -281,6 +352,7 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
         || {
             rr.cmd(&["GET", "n"]).ok() == Some(Value::Bulk(b"15".to_vec()))
                 && rr.cmd(&["GET", "name"]).ok() == Some(Value::Bulk(b"anykv".to_vec()))
+                && rr.cmd(&["GET", "when"]).ok() == when_value
         },
     );
     drop(a);
@@ -292,6 +364,11 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
     assert_eq!(
         a.cmd(&["GET", "name"]).ok(),
         Some(Value::Bulk(b"anykv".to_vec()))
+    );
+    assert_eq!(
+        a.cmd(&["GET", "when"]).ok(),
+        when_value,
+        "the effect, not a rerun"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -342,4 +419,29 @@ fn a_script_that_runs_too_long_is_stopped() {
         .ok(),
         Some(Value::Int(5_000_050_000))
     );
+}
+
+/// The caller's ACL holds inside its script, in Redis's words.
+#[test]
+fn a_script_runs_with_its_callers_rights() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let setup = [
+        "ACL", "SETUSER", "limited", "on", ">pw", "~k*", "+eval", "+get", "+set",
+    ];
+    for server in [&reference, &target] {
+        let mut c = server.connect();
+        assert_eq!(c.cmd(&setup).ok(), Some(Value::Simple(b"OK".to_vec())));
+    }
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    same(&mut r, &mut a, &["AUTH", "limited", "pw"]);
+    for case in [
+        &["EVAL", "return redis.call('set', 'k1', 'v')", "0"][..],
+        &["EVAL", "return redis.call('get', 'k1')", "0"],
+        &["EVAL", "return redis.call('del', 'k1')", "0"],
+        &["EVAL", "return redis.call('get', 'other')", "0"],
+        &["EVAL", "return redis.pcall('get', 'other')", "0"],
+    ] {
+        same(&mut r, &mut a, case);
+    }
 }

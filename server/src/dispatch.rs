@@ -819,7 +819,10 @@ pub(crate) fn run(
             return outcome;
         }
     }
-    if t.role == crate::repl::Role::Replica && !s.replaying && is_write_command(r, s) {
+    // (A script runs on a replica and is refused at its first write, as
+    // in Redis: its writes are known only once it runs.)
+    let writes_here = r.write || (r.fullname == "exec" && queued_any(s, |q| q.write));
+    if t.role == crate::repl::Role::Replica && !s.replaying && writes_here {
         reject(
             t,
             s,
@@ -1070,7 +1073,7 @@ fn record_slow(t: &mut Tenant, s: &Session, args: &[&[u8]], us: u64, now_ms: i64
 }
 
 /// ACL check for restricted users; `Some(error)` when denied.
-fn acl_denied(
+pub(crate) fn acl_denied(
     shared: &Shared,
     s: &Session,
     r: &crate::cmd::table::Registered,
@@ -1101,7 +1104,7 @@ fn acl_denied(
 }
 
 /// Redis's `writeCommandsDeniedByDiskError`.
-fn disk_error(t: &Tenant, shared: &Shared) -> Option<String> {
+pub(crate) fn disk_error(t: &Tenant, shared: &Shared) -> Option<String> {
     let p = &t.persist;
     if !p.last_bgsave_ok {
         let c = shared.config.read();

@@ -1,6 +1,7 @@
 //! SCRIPT: a database's Lua script cache (`crate::script`). SCRIPT LOAD
-//! compiles and caches, EXISTS and FLUSH as Redis 7.0 answers them; no
-//! script runs yet, so KILL always finds none.
+//! compiles and caches, EXISTS and FLUSH as Redis 7.0 answers them. A
+//! script runs to its end before anything else of its database runs
+//! (one past busy-reply-threshold is stopped), so KILL never finds one.
 
 use super::Ctx;
 
@@ -39,7 +40,8 @@ pub fn flush(ctx: &mut Ctx) {
     ctx.out.ok();
 }
 
-/// `SCRIPT KILL`: no script runs here yet, so there is none to kill.
+/// `SCRIPT KILL`: no other command of a database runs while its script
+/// does, so there is never one to kill.
 pub fn kill(ctx: &mut Ctx) {
     ctx.error("NOTBUSY No scripts in execution right now.");
 }

@@ -21,7 +21,8 @@ fn line<'a>(bytes: &'a [u8], at: &mut usize) -> mlua::Result<&'a [u8]> {
         .position(|w| w == b"\r\n")
         .ok_or_else(|| mlua::Error::runtime("a command's reply was cut short"))?;
     *at += end + 2;
-    Ok(&rest[1..end])
+    rest.get(1..end)
+        .ok_or_else(|| mlua::Error::runtime("a command's reply has an empty line"))
 }
 
 fn number(l: &[u8]) -> mlua::Result<i64> {
@@ -95,11 +96,50 @@ pub fn error_table(lua: &Lua, msg: &str) -> mlua::Result<Table> {
     Ok(t)
 }
 
+/// How much of a script's return value is written before it is refused:
+/// a few tables can name each other so that the reply would be endless
+/// (`t = {t, t}` forty times is 2^40 elements).
+pub struct Budget {
+    pub elements: usize,
+    /// The reply may not grow past this many bytes.
+    pub max_bytes: usize,
+    /// Tables on the path from the top: one met again is a cycle.
+    path: Vec<*const std::ffi::c_void>,
+}
+
+impl Budget {
+    pub fn new(elements: usize, max_bytes: usize) -> Budget {
+        Budget {
+            elements,
+            max_bytes,
+            path: Vec::new(),
+        }
+    }
+}
+
+/// Why a return value was not written (Redis's words where it has some).
+#[derive(Debug, PartialEq)]
+pub enum TooBig {
+    /// A table inside itself, or nested past the limit.
+    Nested,
+    /// More elements or bytes than the budget.
+    Elements,
+}
+
+/// Tables nested deeper than this in a reply are refused.
+pub const MAX_REPLY_DEPTH: usize = 1000;
+
 /// Writes a script's return value as the client's reply: numbers are
 /// integers (truncated), strings bulk strings, `true` 1, `false` and
 /// `nil` a null, `{err=...}` an error, `{ok=...}` a status, other tables
-/// arrays up to their first `nil`.
-pub fn lua_to_reply(v: &Value, out: &mut Reply, depth: usize) {
+/// arrays up to their first `nil`. Refused (and nothing meaningful
+/// written: the caller cuts `out` back) past the budget or for a table
+/// that contains itself.
+pub fn lua_to_reply(v: &Value, out: &mut Reply, budget: &mut Budget) -> Result<(), TooBig> {
+    if budget.elements == 0 || out.len() > budget.max_bytes {
+        return Err(TooBig::Elements);
+    }
+    budget.elements -= 1;
     match v {
         Value::Integer(n) => out.int(*n),
         // C's cast, as Redis's: what does not fit is i64::MIN.
@@ -110,11 +150,23 @@ pub fn lua_to_reply(v: &Value, out: &mut Reply, depth: usize) {
         }),
         Value::String(s) => out.bulk(&s.as_bytes()),
         Value::Boolean(true) => out.int(1),
-        Value::Table(t) if depth < 64 => {
+        Value::Table(t) => {
+            let p = t.to_pointer();
+            if budget.path.contains(&p) || budget.path.len() >= MAX_REPLY_DEPTH {
+                return Err(TooBig::Nested);
+            }
             if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
                 out.error_bytes(&e.as_bytes());
             } else if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
-                out.simple(&String::from_utf8_lossy(&s.as_bytes()).replace(['\r', '\n'], " "));
+                // The bytes as they are, CR/LF as spaces (Redis's).
+                let b: Vec<u8> = s
+                    .as_bytes()
+                    .iter()
+                    .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+                    .collect();
+                out.buf.extend_from_slice(b"+");
+                out.buf.extend_from_slice(&b);
+                out.buf.extend_from_slice(b"\r\n");
             } else {
                 let mut items = Vec::new();
                 for i in 1.. {
@@ -122,13 +174,19 @@ pub fn lua_to_reply(v: &Value, out: &mut Reply, depth: usize) {
                         Ok(Value::Nil) | Err(_) => break,
                         Ok(v) => items.push(v),
                     }
+                    if items.len() > budget.elements {
+                        return Err(TooBig::Elements);
+                    }
                 }
                 out.array(items.len());
+                budget.path.push(p);
                 for item in &items {
-                    lua_to_reply(item, out, depth + 1);
+                    lua_to_reply(item, out, budget)?;
                 }
+                budget.path.pop();
             }
         }
         _ => out.null(),
     }
+    Ok(())
 }

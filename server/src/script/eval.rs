@@ -12,7 +12,7 @@ use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
 use crate::cmd::Ctx;
 use crate::resp::Reply;
 
-use super::convert::{error_table, lua_to_reply, reply_to_lua};
+use super::convert::{error_table, lua_to_reply, reply_to_lua, Budget, TooBig};
 
 /// The state scripts run in: Lua 5.1 with the libraries Redis loads
 /// (base without `loadfile`/`dofile`/`print`, `table`, `string`, `math`),
@@ -24,9 +24,7 @@ pub fn new_state() -> mlua::Result<Lua> {
         LuaOptions::new(),
     )?;
     let g = lua.globals();
-    for name in [
-        "loadfile", "dofile", "print", "getfenv", "setfenv", "newproxy",
-    ] {
+    for name in ["loadfile", "dofile", "print", "newproxy"] {
         g.raw_set(name, Value::Nil)?;
     }
     let redis = lua.create_table()?;
@@ -73,9 +71,9 @@ pub fn new_state() -> mlua::Result<Lua> {
         "REDIS_VERSION_NUM",
         version_num(crate::shared::REDIS_VERSION),
     )?;
+    lua.set_named_registry_value(REDIS, redis.clone())?;
     g.raw_set("redis", redis)?;
-    // Runs a script: (true, result), or (false, error, line) with the
-    // script's line where it was raised.
+    // The handler of a script's errors: the error and the script's line.
     let handler = lua.create_function(|lua, e: Value| {
         // A script out of memory still gets its error reported (the
         // limit is set again before the next script).
@@ -92,22 +90,7 @@ pub fn new_state() -> mlua::Result<Lua> {
         }
         Ok((e, line))
     })?;
-    let runner: mlua::Function = lua
-        .load(
-            r#"
-            local handler = ...
-            return function(f)
-                local ok, e, line = xpcall(f, function(e) return { handler(e) } end)
-                if ok then return true, e end
-                -- (Out of memory, Lua calls no handler: the message as is.)
-                if type(e) ~= "table" then return false, e, nil end
-                return false, e[1], e[2]
-            end
-            "#,
-        )
-        .set_name("=run")
-        .call(handler)?;
-    lua.set_named_registry_value(RUNNER, runner)?;
+    let raw_xpcall: mlua::Function = g.raw_get("xpcall")?;
     // pcall and xpcall cannot hold on to a script that was stopped: once
     // it is, they raise again whatever they caught.
     let killed = lua
@@ -142,26 +125,89 @@ pub fn new_state() -> mlua::Result<Lua> {
     .call::<()>((
         killed,
         g.raw_get::<mlua::Function>("pcall")?,
-        g.raw_get::<mlua::Function>("xpcall")?,
+        raw_xpcall.clone(),
         g.raw_get::<mlua::Function>("select")?,
         g.raw_get::<mlua::Function>("unpack")?,
         g.raw_get::<mlua::Function>("error")?,
     ))?;
-    // Globals are read-only from here on (KEYS and ARGV are set raw).
-    lua.load(
-        r#"
-        setmetatable(_G, {
-            __index = function(_, k)
-                error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-            end,
-            __newindex = function()
-                error("Attempt to modify a readonly table", 2)
-            end,
-        })
-        "#,
-    )
-    .set_name("=protect")
-    .exec()?;
+    // Read-only globals, as Redis 7.0's: a script runs in an environment
+    // of its own (a new one each run) that reads the globals and refuses
+    // writes; `_G` and the libraries are read-only views; rawset and
+    // setmetatable refuse them; loadstring's chunks run in their caller's
+    // environment. Returns the function that runs a script.
+    let runner: mlua::Function = lua
+        .load(
+            r#"
+            local handler, raw_xpcall = ...
+            local raw_rawset, raw_rawget, raw_setmetatable = rawset, rawget, setmetatable
+            local raw_setfenv, raw_getfenv = setfenv, getfenv
+            local raw_loadstring, raw_load = loadstring, load
+            local error, tostring, type, ipairs, getmetatable = error, tostring, type, ipairs, getmetatable
+            local G = _G
+            local protected = {}
+            local function deny(level) error("Attempt to modify a readonly table", level) end
+            local function readonly(t)
+                local p = {}
+                raw_setmetatable(p, {
+                    __index = t,
+                    __newindex = function() deny(3) end,
+                    -- (What getmetatable answers: an empty table, as Redis.)
+                    __metatable = {},
+                })
+                protected[p] = true
+                return p
+            end
+            G.loadstring = function(s, name)
+                local f, e = raw_loadstring(s, name)
+                if f then raw_setfenv(f, raw_getfenv(2)) end
+                return f, e
+            end
+            G.load = function(fn, name)
+                local f, e = raw_load(fn, name)
+                if f then raw_setfenv(f, raw_getfenv(2)) end
+                return f, e
+            end
+            G.rawset = function(t, k, v)
+                if protected[t] then deny(0) end
+                return raw_rawset(t, k, v)
+            end
+            G.setmetatable = function(t, mt)
+                if protected[t] then deny(0) end
+                return raw_setmetatable(t, mt)
+            end
+            G.setfenv, G.getfenv = nil, nil
+            for _, name in ipairs({ "string", "table", "math", "redis" }) do
+                G[name] = readonly(G[name])
+            end
+            getmetatable("").__metatable = false
+            G._G = readonly(G)
+            local env_mt = {
+                __index = function(_, k)
+                    local v = raw_rawget(G, k)
+                    if v == nil then
+                        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                    end
+                    return v
+                end,
+                __newindex = function() deny(3) end,
+                __metatable = false,
+            }
+            return function(f)
+                local env = raw_setmetatable({}, env_mt)
+                protected[env] = true
+                raw_setfenv(f, env)
+                local ok, e = raw_xpcall(f, function(e) return { handler(e) } end)
+                protected[env] = nil
+                if ok then return true, e end
+                -- (Out of memory, Lua calls no handler: the message as is.)
+                if type(e) ~= "table" then return false, e, nil end
+                return false, e[1], e[2]
+            end
+            "#,
+        )
+        .set_name("=run")
+        .call((handler, raw_xpcall))?;
+    lua.set_named_registry_value(RUNNER, runner)?;
     Ok(lua)
 }
 
@@ -183,8 +229,16 @@ impl std::error::Error for CallError {}
 /// and strings), whatever its plan: 512 MB.
 pub const LUA_MEMORY_CAP: u64 = 512 << 20;
 
+/// The most elements a script's reply may have (a few tables naming
+/// each other could otherwise make an endless one).
+pub const MAX_REPLY_ELEMENTS: usize = 10_000_000;
+
 /// The registry's flag: the running script was stopped.
 const KILLED: &str = "anykv.killed";
+
+/// The registry's name of the `redis` table itself (scripts see a
+/// read-only view of it).
+const REDIS: &str = "anykv.redis";
 
 /// The registry's name of the function that runs a script.
 const RUNNER: &str = "anykv.run";
@@ -267,15 +321,30 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
     ctx.s.db = db_before;
+    ctx.s.info.db.set(db_before);
     if own_tx {
         ctx.t.log.commit_tx();
     }
     let (msg, line) = match result {
         Ok(Ok(v)) => {
             let mark = ctx.out.len();
-            lua_to_reply(&v, ctx.out, 0);
-            if ctx.out.buf.get(mark) == Some(&b'-') {
-                ctx.failed = true;
+            let mut budget = Budget::new(MAX_REPLY_ELEMENTS, LUA_MEMORY_CAP as usize);
+            match lua_to_reply(&v, ctx.out, &mut budget) {
+                Ok(()) => {
+                    if ctx.out.buf.get(mark) == Some(&b'-') {
+                        ctx.failed = true;
+                    }
+                }
+                Err(why) => {
+                    ctx.out.buf.truncate(mark);
+                    match why {
+                        TooBig::Nested => ctx.error("ERR reached lua stack limit"),
+                        TooBig::Elements => ctx.error(&format!(
+                            "ERR the script's reply is too large (over {MAX_REPLY_ELEMENTS} elements or {} MB)",
+                            LUA_MEMORY_CAP >> 20
+                        )),
+                    }
+                }
             }
             return;
         }
@@ -345,7 +414,7 @@ fn call_script(
     };
     g.raw_set("KEYS", list(keys)?)?;
     g.raw_set("ARGV", list(argv)?)?;
-    let redis: mlua::Table = g.raw_get("redis")?;
+    let redis: mlua::Table = lua.named_registry_value(REDIS)?;
     let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
     let limit =
         std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1));
@@ -358,6 +427,7 @@ fn call_script(
         LUA_MEMORY_CAP
     };
     lua.set_memory_limit(usize::try_from(cap).unwrap_or(usize::MAX))?;
+    let replaying = ctx.s.replaying;
     let ctx = RefCell::new(ctx);
     lua.scope(|scope| {
         let pcall = scope.create_function(|lua, args: MultiValue| {
@@ -387,6 +457,12 @@ fn call_script(
         let mut triggers = mlua::HookTriggers::new();
         triggers.every_nth_instruction = Some(1000);
         lua.set_named_registry_value(KILLED, false)?;
+        // (Not when the log is replayed: what ran once must run whole.)
+        let limit = if replaying {
+            std::time::Duration::MAX
+        } else {
+            limit
+        };
         lua.set_hook(triggers, move |lua, _| {
             if start.elapsed() > limit {
                 lua.set_named_registry_value(KILLED, true)?;
@@ -424,7 +500,8 @@ fn command(
     for a in args.iter() {
         match a {
             Value::String(s) => owned.push(s.as_bytes().to_vec()),
-            Value::Integer(n) => owned.push(n.to_string().into_bytes()),
+            // (Lua 5.1's numbers are doubles: as Redis, %.17g.)
+            Value::Integer(n) => owned.push(crate::util::fmt_f64(*n as f64).into_bytes()),
             Value::Number(f) => owned.push(crate::util::fmt_f64(*f).into_bytes()),
             _ => {
                 return Ok(Err(
@@ -459,7 +536,25 @@ fn command(
             r.fullname
         )));
     }
-    if r.write && no_writes {
+    // The caller's ACL holds inside its script (Redis's words).
+    if !ctx.s.unrestricted {
+        if let Some(denied) = crate::dispatch::acl_denied(ctx.shared, ctx.s, r, &argv) {
+            return Ok(Err(if denied.contains("keys") {
+                "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments".into()
+            } else {
+                "ERR The user executing the script can't run this command or subcommand".into()
+            }));
+        }
+    }
+    // Writes stop while persistence fails, inside scripts too.
+    if r.write {
+        if let Some(msg) = crate::dispatch::disk_error(ctx.t, ctx.shared) {
+            return Ok(Err(msg));
+        }
+    }
+    // A read-only script neither writes nor publishes (PUBLISH and the
+    // like move the replication stream).
+    if (r.write || r.may_replicate) && no_writes {
         return Ok(Err(
             "ERR Write commands are not allowed from read-only scripts.".into(),
         ));
