@@ -37,6 +37,26 @@ struct Demo {
 }
 
 impl Demo {
+    /// `anykv demo --dir dir args...` (in `cwd` when given), what it
+    /// prints collected.
+    fn start(dir: &Path, args: &[&str], cwd: Option<&Path>) -> Demo {
+        let out = Arc::new(Mutex::new(String::new()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anykv"));
+        cmd.arg("demo").arg("--dir").arg(dir).args(args);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting anykv demo");
+        read_into(child.stdout.take().expect("stdout"), out.clone());
+        read_into(child.stderr.take().expect("stderr"), out.clone());
+        Demo { child, out }
+    }
+
     fn output(&self) -> String {
         self.out.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -159,25 +179,15 @@ fn the_demo_serves_every_region_fails_over_and_leaves_nothing_behind() {
     let dir: PathBuf = base.join("world");
     let cwd = base.join("cwd");
     std::fs::create_dir_all(&cwd).expect("working directory");
-    let out = Arc::new(Mutex::new(String::new()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anykv"))
-        .arg("demo")
-        .arg("--dir")
-        .arg(&dir)
-        .args(["--net", &NET.to_string()])
-        .args(["--port", &RESP_PORT.to_string()])
-        .args(["--http-port", &HTTP_PORT.to_string()])
-        .args(["--gossip-port", &GOSSIP_PORT.to_string()])
-        .args(["--sidecar-port", &SIDECAR_PORT.to_string()])
-        .current_dir(&cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting anykv demo");
-    read_into(child.stdout.take().expect("stdout"), out.clone());
-    read_into(child.stderr.take().expect("stderr"), out.clone());
-    let mut demo = Demo { child, out };
+    let ports = [
+        ("--net", NET.to_string()),
+        ("--port", RESP_PORT.to_string()),
+        ("--http-port", HTTP_PORT.to_string()),
+        ("--gossip-port", GOSSIP_PORT.to_string()),
+        ("--sidecar-port", SIDECAR_PORT.to_string()),
+    ];
+    let args: Vec<&str> = ports.iter().flat_map(|(f, v)| [*f, v.as_str()]).collect();
+    let mut demo = Demo::start(&dir, &args, Some(&cwd));
 
     // world.json appears once everything is ready.
     let started = Instant::now();
@@ -449,21 +459,22 @@ fn ctrl_c_while_starting_stops_what_was_started() {
     let base = std::env::temp_dir().join(format!("anykv-demo-int-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let dir = base.join("world");
-    let out = Arc::new(Mutex::new(String::new()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anykv"))
-        .arg("demo")
-        .arg("--dir")
-        .arg(&dir)
-        .args(["--net", "72", "--port", "24150", "--http-port", "24151"])
-        .args(["--gossip-port", "24152", "--sidecar-port", "24160"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting anykv demo");
-    read_into(child.stdout.take().expect("stdout"), out.clone());
-    read_into(child.stderr.take().expect("stderr"), out.clone());
-    let mut demo = Demo { child, out };
+    let mut demo = Demo::start(
+        &dir,
+        &[
+            "--net",
+            "72",
+            "--port",
+            "24150",
+            "--http-port",
+            "24151",
+            "--gossip-port",
+            "24152",
+            "--sidecar-port",
+            "24160",
+        ],
+        None,
+    );
     let needle = dir.display().to_string();
     // Interrupt once its nodes run, before it is ready.
     let started = Instant::now();

@@ -114,19 +114,28 @@ pub fn parse_region(s: &str) -> Result<(String, usize), String> {
     Ok((code.to_ascii_lowercase(), n))
 }
 
+/// Every region of `regions` is in `table`, or an error naming the ones
+/// to pick from (the demo's and `bench global`'s `--regions`).
+pub fn known_regions(table: &RttTable, regions: &[(String, usize)]) -> Result<(), String> {
+    for (r, _) in regions {
+        if !table.regions().any(|t| t == r) {
+            let known: Vec<&str> = table.regions().collect();
+            return Err(format!(
+                "region {r:?} is not in the RTT table; pick from: {}",
+                known.join(",")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A child process killed (SIGTERM, then SIGKILL) when dropped.
 struct Proc(Child);
 
 impl Proc {
+    /// SIGTERM, SIGKILL after `grace`, then reaped.
     fn stop(&mut self, grace: Duration) {
-        // SAFETY: kill(2) on our own unreaped child's pid; no memory effects.
-        unsafe {
-            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let end = Instant::now() + grace;
-        while Instant::now() < end && matches!(self.0.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&[self.0.id()], grace);
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -213,15 +222,7 @@ pub fn run(a: DemoArgs) -> Result<(), DemoError> {
         Some(p) => RttTable::load(p).map_err(|e| failed(format!("{}: {e}", p.display())))?,
         None => RttTable::parse(crate::REGION_RTT).map_err(|e| failed(e.to_string()))?,
     };
-    for (r, _) in &a.regions {
-        if !table.regions().any(|t| t == r) {
-            let known: Vec<&str> = table.regions().collect();
-            return Err(failed(format!(
-                "region {r:?} is not in the RTT table; pick from: {}",
-                known.join(",")
-            )));
-        }
-    }
+    known_regions(&table, &a.regions).map_err(failed)?;
     let total: usize = a.regions.iter().map(|(_, n)| n).sum();
     if total > 99 {
         return Err(failed("at most 99 nodes"));

@@ -309,15 +309,7 @@ fn run_targets(a: &GlobalArgs, duration: Duration, pace: Duration) -> Result<Rep
 
 fn run_world(a: &GlobalArgs, duration: Duration, pace: Duration) -> Result<Report, GlobalError> {
     let table = RttTable::parse(crate::REGION_RTT).map_err(|e| failed(e.to_string()))?;
-    for (r, _) in &a.regions {
-        if !table.regions().any(|t| t == r) {
-            let known: Vec<&str> = table.regions().collect();
-            return Err(failed(format!(
-                "region {r:?} is not in the RTT table; pick from: {}",
-                known.join(",")
-            )));
-        }
-    }
+    crate::demo::known_regions(&table, &a.regions).map_err(failed)?;
     let bin = std::env::current_exe().map_err(|e| failed(format!("finding anykv: {e}")))?;
     let regions: Vec<(&str, usize)> = a.regions.iter().map(|(r, n)| (r.as_str(), *n)).collect();
     let mut spec = WorldSpec::for_bench(
