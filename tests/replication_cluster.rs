@@ -1491,7 +1491,8 @@ fn evictions_on_the_primary_reach_the_replicas() {
 /// One way to run each key-taking command in a database: (the command as
 /// `COMMAND` names it, its subcommands as `container|sub`; the commands to
 /// run, `;`-separated, where `K` stands for `iso:<command>` and `K:x` for
-/// `iso:<command>:x`). Each one sets up the keys it reads.
+/// `iso:<command>:x`; `\s` and `\n` a space and a newline, for function
+/// libraries). Each one sets up the keys it reads.
 const ISO_COMMANDS: &[(&str, &str)] = &[
     ("append", "APPEND K v"),
     ("blmove", "RPUSH K a b ; BLMOVE K K:to LEFT RIGHT 1"),
@@ -1513,6 +1514,8 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
     ("eval_ro", "SET K v ; EVAL_RO return(redis.call('GET',KEYS[1])) 1 K"),
     ("evalsha", "SCRIPT LOAD return(redis.call('SET',KEYS[1],'v')) ; EVALSHA 3e2feda524ce47490a94e4a49a2a6ef846627ef6 1 K"),
     ("evalsha_ro", "SET K v ; SCRIPT LOAD return(redis.call('GET',KEYS[1])) ; EVALSHA_RO bfef805d9dcd9d3857da9372933ef22c17736f58 1 K"),
+    ("fcall", "FUNCTION LOAD REPLACE #!lua\\sname=iso\\nredis.register_function('isoset',function(k)return(redis.call('SET',k[1],'v'))end)\\nredis.register_function{function_name='isoget',callback=function(k)return(redis.call('GET',k[1]))end,flags={'no-writes'}} ; FCALL isoset 1 K ; GET K"),
+    ("fcall_ro", "SET K v ; FUNCTION LOAD REPLACE #!lua\\sname=iso\\nredis.register_function('isoset',function(k)return(redis.call('SET',k[1],'v'))end)\\nredis.register_function{function_name='isoget',callback=function(k)return(redis.call('GET',k[1]))end,flags={'no-writes'}} ; FCALL_RO isoget 1 K"),
     ("getdel", "SET K v ; SET K:2 v ; GETDEL K:2"),
     ("getex", "SET K v ; GETEX K EX 100000"),
     ("getrange", "SET K value ; GETRANGE K 1 3"),
@@ -1741,7 +1744,7 @@ fn run_template(c: &mut RespConn, name: &str) -> bool {
                 "K" => key.clone(),
                 _ => match a.strip_prefix("K:") {
                     Some(rest) => format!("{key}:{rest}"),
-                    None => a.to_string(),
+                    None => a.replace("\\s", " ").replace("\\n", "\n"),
                 },
             })
             .collect();

@@ -308,10 +308,8 @@ fn an_endless_reply_is_refused() {
 /// end with them.
 #[test]
 fn a_scripts_writes_replicate_and_survive_a_restart() {
-    let dir = std::env::temp_dir().join(format!("anykv-scripting-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let d = dir.display().to_string();
+    let dir = common::Scratch::new("scripting");
+    let d = dir.dir();
     let target = common::start_anykv_with(
         &common::anykv_bin(),
         &[
@@ -370,7 +368,6 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
         when_value,
         "the effect, not a rerun"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A script shares its thread with other databases: past

@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{anykv_bin, poll_every, start_anykv_with, RespConn, ServerProcess, Value};
+use common::{anykv_bin, poll_every, start_anykv_with, RespConn, Scratch, ServerProcess, Value};
 
 const SHOP_TOKEN: &str = "shop-token-5a1b9c2d7e";
 const BLOG_TOKEN: &str = "blog-token-8f3e6d4c1a";
@@ -22,31 +21,6 @@ const CACHE_TOKEN: &str = "cache-token-3c4d5e6f7a";
 const ADMIN_PW: &str = "operator-pw";
 
 /// A scratch directory (removed unless the test failed).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("anykv-tenancy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("scratch dir");
-        Scratch(p)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// shop: 4 MB, allkeys-lru. blog: 2 MB, noeviction, two valid tokens (one
 /// given as its SHA-256, as the control plane hands them out). cache: no
 /// plan limit (the server's), allkeys-lfu.
@@ -207,8 +181,9 @@ fn auth_selects_the_database_and_keeps_databases_apart() {
     );
 }
 
-/// Each database has its own script cache: a script loaded by one is
-/// unknown to another, and a flush empties only the caller's.
+/// Each database has its own script cache and function libraries: a
+/// script loaded by one is unknown to another, and a flush empties only
+/// the caller's.
 #[test]
 fn each_database_has_its_own_scripts() {
     let dir = Scratch::new("scripts");
@@ -235,6 +210,20 @@ fn each_database_has_its_own_scripts() {
         exists(&mut shop),
         pair(1, 0),
         "shop's script survives blog's flush"
+    );
+    // So are function libraries: blog's is not shop's.
+    let lib = "#!lua name=lib\nredis.register_function('f', function() return 'blog' end)";
+    assert_eq!(
+        bulk(&mut blog, &["FUNCTION", "LOAD", lib]).as_deref(),
+        Some(&b"lib"[..])
+    );
+    assert_eq!(
+        err(&mut shop, &["FCALL", "f", "0"]),
+        "ERR Function not found"
+    );
+    assert_eq!(
+        bulk(&mut blog, &["FCALL", "f", "0"]).as_deref(),
+        Some(&b"blog"[..])
     );
     // A script's own memory counts against its database's plan (shop: 4
     // MB): it fails, and the next script runs.

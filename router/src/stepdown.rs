@@ -70,11 +70,7 @@ fn again(args: &[&[u8]]) -> Again {
         Kind::Read | Kind::Scan { .. } => Again::Read,
         _ => match lookup(args) {
             // (A script may have run part way before its refusal.)
-            Lookup::Found(r)
-                if r.spec.is_write() && !matches!(r.fullname.as_str(), "eval" | "evalsha") =>
-            {
-                Again::Refused
-            }
+            Lookup::Found(r) if r.spec.is_write() && !r.runs_script() => Again::Refused,
             _ => Again::Never,
         },
     }

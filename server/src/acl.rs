@@ -28,21 +28,10 @@ pub fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::util::hex;
 
 fn unhex(s: &[u8]) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        let h = (s[2 * i] as char).to_digit(16)?;
-        let l = (s[2 * i + 1] as char).to_digit(16)?;
-        *o = (h * 16 + l) as u8;
-    }
-    Some(out)
+    crate::util::unhex(s)?.try_into().ok()
 }
 
 impl User {

@@ -103,16 +103,13 @@ fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -
 }
 
 /// Redis's `is_write_command`: a write, or an EXEC that queued one.
-/// A write, for routing and the primary's checks: a script that may
-/// write (EVAL, EVALSHA: their writes are known only once they run)
-/// counts as one.
+/// A write, for routing and the primary's checks: a script or function
+/// that may write (EVAL, EVALSHA, FCALL: their writes are known only once
+/// they run) counts as one.
 fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.write
-        || matches!(r.fullname.as_str(), "eval" | "evalsha")
-        || (r.fullname == "exec"
-            && queued_any(s, |q| {
-                q.write || matches!(q.fullname.as_str(), "eval" | "evalsha")
-            }))
+        || r.runs_script()
+        || (r.fullname == "exec" && queued_any(s, |q| q.write || q.runs_script()))
 }
 
 /// The envelope and request that send `args` to the tenant's primary, when

@@ -53,7 +53,7 @@ impl Class {
     /// A script that may write (EVAL, EVALSHA) is one write, whatever
     /// it runs; a read-only one is a read.
     pub fn of(r: &crate::cmd::table::Registered) -> Class {
-        if r.write || matches!(r.fullname.as_str(), "eval" | "evalsha") {
+        if r.write || r.runs_script() {
             Class::Write
         } else if r.read {
             Class::Read

@@ -127,6 +127,9 @@ pub struct Tenant {
     pub slowlog_next_id: u64,
     /// The database's Lua scripts (SCRIPT LOAD).
     pub scripts: crate::script::Scripts,
+    /// Its function libraries (FUNCTION LOAD): data, persisted and
+    /// replicated.
+    pub functions: crate::script::function::Functions,
     pub latency: HashMap<&'static str, LatencyEvent>,
     pub pause_mode: PauseMode,
     pub pause_until_ms: i64,
@@ -369,6 +372,7 @@ impl Tenant {
             slowlog: VecDeque::new(),
             slowlog_next_id: 0,
             scripts: Default::default(),
+            functions: Default::default(),
             latency: HashMap::new(),
             pause_mode: PauseMode::None,
             pause_until_ms: 0,

@@ -307,8 +307,40 @@ fn glob_inner(
     p.is_empty() && s.is_empty()
 }
 
+/// `b` in lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(out, "{x:02x}");
+    }
+    out
+}
+
+/// The bytes hex digits `s` spell (either case), if they are hex.
+pub fn unhex(s: &[u8]) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.chunks(2)
+        .map(|p| {
+            let h = (p[0] as char).to_digit(16)?;
+            let l = (p[1] as char).to_digit(16)?;
+            Some((h * 16 + l) as u8)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex(b"\x00\xffa"), "00ff61");
+        assert_eq!(unhex(b"00FF61").as_deref(), Some(&b"\x00\xffa"[..]));
+        assert_eq!(unhex(b"0"), None);
+        assert_eq!(unhex(b"zz"), None);
+    }
+
     use super::*;
 
     #[test]

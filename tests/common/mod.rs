@@ -1147,3 +1147,36 @@ pub fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name_with_labels)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// A directory of its own for a test's files (`anykv-<name>-<pid>` in the
+/// temp dir, emptied first), removed when dropped unless the test failed.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("anykv-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Scratch(p)
+    }
+
+    /// `name` inside it.
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

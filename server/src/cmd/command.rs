@@ -33,6 +33,12 @@ pub const ACL_CATEGORIES: &[&str] = &[
 
 /// Redis's `addReplyHelp`: a header, the lines, and the HELP entry.
 pub fn reply_help(ctx: &mut Ctx, name: &str, lines: &[&str]) {
+    reply_help_ending(ctx, name, lines, "    Print this help.")
+}
+
+/// The same with the HELP entry's own words (SCRIPT and FUNCTION say
+/// "Prints this help." in 7.0).
+pub fn reply_help_ending(ctx: &mut Ctx, name: &str, lines: &[&str], last: &str) {
     ctx.out.array(lines.len() + 3);
     ctx.out.simple(&format!(
         "{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
@@ -41,7 +47,7 @@ pub fn reply_help(ctx: &mut Ctx, name: &str, lines: &[&str]) {
         ctx.out.simple(l);
     }
     ctx.out.simple("HELP");
-    ctx.out.simple("    Print this help.");
+    ctx.out.simple(last);
 }
 
 /// Containers reached without a known subcommand (cannot normally happen:

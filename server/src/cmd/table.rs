@@ -5,8 +5,8 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    blocking, client, command, config, connection, debug, info, keys, multi, pubsub, replication,
-    script, server, string, Ctx,
+    blocking, client, command, config, connection, debug, function, info, keys, multi, pubsub,
+    replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -212,6 +212,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("eval_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Execute a read-only Lua script server side", crate::script::eval::eval_ro),
     cmd!("evalsha_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Execute a read-only Lua script server side", crate::script::eval::evalsha_ro),
     container!("script", "@slow", Admin, Allowed, "scripting", "2.6.0", "A container for Lua scripts management commands", SCRIPT_SUBS),
+    cmd!("fcall", -3, "noscript stale skip_monitor may_replicate no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Write, Allowed, "scripting", "7.0.0", "Invoke a function", function::fcall),
+    cmd!("fcall_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Invoke a read-only function", function::fcall_ro),
+    container!("function", "@slow", Admin, Allowed, "scripting", "7.0.0", "A container for function commands", FUNCTION_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
     // ---- lists ----
     cmd!("lpush", -3, "write denyoom fast", 1, 1, 1, "@write @list @fast", Write, Allowed, "list", "1.0.0", "Prepend one or multiple elements to a list", super::list::lpush),
@@ -405,6 +408,19 @@ static SCRIPT_SUBS: &[CommandSpec] = &[
 ];
 
 #[rustfmt::skip]
+static FUNCTION_SUBS: &[CommandSpec] = &[
+    cmd!("delete", 3, "noscript write", 0, 0, 0, "@write @slow @scripting", Write, Allowed, "scripting", "7.0.0", "Delete a function by name", function::delete),
+    cmd!("dump", 2, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "7.0.0", "Dump all functions into a serialized binary payload", function::dump),
+    cmd!("flush", -2, "noscript write", 0, 0, 0, "@write @slow @scripting", Write, Allowed, "scripting", "7.0.0", "Deleting all functions", function::flush),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "7.0.0", "Show helpful text about the different subcommands", function::help),
+    cmd!("kill", 2, "noscript allow_busy", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "7.0.0", "Kill the function currently in execution.", function::kill),
+    cmd!("list", -2, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "7.0.0", "List information about all the functions", function::list),
+    cmd!("load", -3, "noscript write denyoom", 0, 0, 0, "@write @slow @scripting", Write, Allowed, "scripting", "7.0.0", "Create a function with the given arguments (name, code, description)", function::load),
+    cmd!("restore", -3, "noscript write denyoom", 0, 0, 0, "@write @slow @scripting", Write, Allowed, "scripting", "7.0.0", "Restore all the functions on the given payload", function::restore),
+    cmd!("stats", 2, "noscript allow_busy", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "7.0.0", "Return information about the function currently running (name, description, duration)", function::stats),
+];
+
+#[rustfmt::skip]
 static SLOWLOG_SUBS: &[CommandSpec] = &[
     cmd!("get", -2, "admin loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.2.12", "Get the slow log's entries", server::slowlog_get),
     cmd!("len", 2, "admin loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.2.12", "Get the slow log's length", server::slowlog_len),
@@ -444,6 +460,12 @@ pub struct Registered {
 }
 
 impl Registered {
+    /// EVAL, EVALSHA and FCALL: whether they write is known only once
+    /// they run, so routing and the primary's checks count them as writes.
+    pub fn runs_script(&self) -> bool {
+        matches!(self.fullname.as_str(), "eval" | "evalsha" | "fcall")
+    }
+
     fn new(id: usize, spec: &'static CommandSpec, fullname: String, parent: Option<usize>) -> Self {
         Registered {
             id,

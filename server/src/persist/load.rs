@@ -46,6 +46,12 @@ pub(super) fn load_snapshot_into(
     let reader = snapshot::SnapshotReader::new(std::io::BufReader::with_capacity(1 << 20, f))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     t.log.set_offset(reader.meta().offset);
+    let codes = crate::script::function::Functions::codes_in_aux(&reader.meta().aux)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mem = crate::script::eval::memory_cap(t);
+    t.functions =
+        crate::script::function::Functions::from_codes(codes.iter().map(|c| c.as_slice()), mem)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(ids) = crate::repl::ReplIds::from_aux(&reader.meta().aux) {
         t.repl = ids;
     }
@@ -163,6 +169,12 @@ fn load_rdb_into(
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (info, expired) = crate::rdb::read_into(f, th, &mut t.ks, Some(now_ms))
         .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
+    let mem = crate::script::eval::memory_cap(t);
+    t.functions = crate::script::function::Functions::from_codes(
+        info.functions.iter().map(|c| c.as_slice()),
+        mem,
+    )
+    .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
     tracing::info!("{} is a Redis RDB file: loaded it", path.display());
     Ok((info.keys - expired, expired))
 }

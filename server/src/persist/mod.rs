@@ -204,6 +204,8 @@ pub(crate) fn meta_for(t: &Tenant) -> SnapshotMeta {
         ]
         .into_iter()
         .chain(t.repl.to_aux())
+        // (Functions are data: a snapshot holds them, as Redis's RDB.)
+        .chain(t.functions.to_aux())
         .chain([(
             "repl-stream-db".to_string(),
             t.log

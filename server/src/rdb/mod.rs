@@ -15,8 +15,8 @@
 //! - [`crc64`], [`lzf`], [`packed`]: the checksum, the string compression
 //!   and the packed encodings they need.
 //!
-//! Not yet: streams (with the stream commands), module values, function
-//! libraries (read and kept aside until scripting exists).
+//! Function libraries travel in both (`FUNCTION DUMP` payloads too).
+//! Not yet: streams (with the stream commands), module values.
 
 pub mod crc64;
 pub mod lzf;
@@ -32,6 +32,7 @@ use thiserror::Error;
 /// The RDB version this server writes and the newest it reads.
 pub const RDB_VERSION: u32 = 10;
 
+pub(crate) const OP_FUNCTION_PRE_GA: u8 = 246;
 pub(crate) const OP_FUNCTION2: u8 = 245;
 pub(crate) const OP_IDLE: u8 = 248;
 pub(crate) const OP_FREQ: u8 = 249;

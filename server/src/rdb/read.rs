@@ -22,8 +22,8 @@ pub struct RdbInfo {
     pub keys: u64,
     /// Keys skipped because their collection was empty (Redis skips them).
     pub empty: u64,
-    /// Function libraries in the file (kept for FUNCTION RESTORE once
-    /// scripting exists; skipped, and counted, today).
+    /// Function libraries' code (`crate::script::function`), for the
+    /// caller to load.
     pub functions: Vec<Vec<u8>>,
 }
 
@@ -415,4 +415,43 @@ fn is_empty(v: &Value) -> bool {
         Value::Set(s) => s.len() == 0,
         Value::ZSet(z) => z.len() == 0,
     }
+}
+
+/// The libraries' code in a `FUNCTION DUMP` payload (see
+/// `super::write::function_dump`), or Redis's error (without `ERR `).
+pub fn function_dump(payload: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let bad = || "DUMP payload version or checksum are wrong".to_string();
+    if payload.len() < 10 {
+        return Err(bad());
+    }
+    let (body, footer) = payload.split_at(payload.len() - 10);
+    let version = u16::from_le_bytes([footer[0], footer[1]]);
+    let mut crc = [0u8; 8];
+    crc.copy_from_slice(&footer[2..]);
+    if u32::from(version) > super::RDB_VERSION
+        || super::crc64::update(0, &payload[..payload.len() - 8]) != u64::from_le_bytes(crc)
+    {
+        return Err(bad());
+    }
+    let mut s = Src {
+        r: BufReader::new(body),
+        crc: 0,
+        pos: 0,
+    };
+    let mut codes = Vec::new();
+    while (s.pos as usize) < body.len() {
+        match s.u8() {
+            Err(_) => return Err("can not read data type".into()),
+            Ok(super::OP_FUNCTION_PRE_GA) => {
+                return Err("Pre-GA function format not supported".into())
+            }
+            Ok(super::OP_FUNCTION2) => {}
+            Ok(_) => return Err("given type is not a function".into()),
+        }
+        match s.string() {
+            Ok(code) => codes.push(code),
+            Err(_) => return Err("failed loading the given functions payload".into()),
+        }
+    }
+    Ok(codes)
 }

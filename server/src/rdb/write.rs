@@ -9,7 +9,10 @@
 
 use std::io::{self, Write};
 
-use super::{crc64, Type, OP_AUX, OP_EOF, OP_EXPIRETIME_MS, OP_RESIZEDB, OP_SELECTDB, RDB_VERSION};
+use super::{
+    crc64, Type, OP_AUX, OP_EOF, OP_EXPIRETIME_MS, OP_FUNCTION2, OP_RESIZEDB, OP_SELECTDB,
+    RDB_VERSION,
+};
 use crate::db::{Value, NO_EXPIRE};
 use crate::util::parse_i64;
 
@@ -86,6 +89,14 @@ impl<W: Write> RdbWriter<W> {
         self.w.write_all(&self.scratch)?;
         self.scratch.clear();
         Ok(())
+    }
+
+    /// A function library's code (written after the AUX fields, before
+    /// the databases, as Redis does).
+    pub fn function(&mut self, code: &[u8]) -> io::Result<()> {
+        self.scratch.push(OP_FUNCTION2);
+        put_string(&mut self.scratch, code);
+        self.flush_scratch()
     }
 
     /// Starts database `db` (`keys` and `expires` size the loader's tables).
@@ -184,4 +195,19 @@ impl<W: Write> RdbWriter<W> {
         self.w.flush()?;
         Ok(self.w)
     }
+}
+
+/// `FUNCTION DUMP`'s payload, as Redis writes it: each library's code as
+/// an RDB function record, then the RDB version (2 bytes) and the CRC-64
+/// of everything before (8 bytes), both little-endian.
+pub fn function_dump<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for code in codes {
+        out.push(OP_FUNCTION2);
+        put_string(&mut out, code);
+    }
+    out.extend_from_slice(&(RDB_VERSION as u16).to_le_bytes());
+    let crc = crc64::update(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }

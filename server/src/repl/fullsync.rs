@@ -48,6 +48,8 @@ pub struct RdbStream {
     pub aux: Vec<(String, String)>,
     /// Keys and keys with a TTL per database at the start (RESIZEDB hints).
     pub sizes: Vec<(u64, u64)>,
+    /// The function libraries' code.
+    pub functions: Vec<Vec<u8>>,
     pub tx: mpsc::Sender<Vec<u8>>,
 }
 
@@ -71,6 +73,9 @@ impl RdbStream {
             },
             &aux,
         )?;
+        for code in &self.functions {
+            w.function(code)?;
+        }
         let thresholds = codec::Thresholds::default();
         let mut announced = vec![false; self.sizes.len()];
         let mut current: Option<u32> = None;
@@ -167,6 +172,7 @@ mod tests {
         let stream = RdbStream {
             aux: vec![("repl-offset".into(), "42".into())],
             sizes,
+            functions: vec![b"#!lua name=l\nredis.register_function('f', function() end)".to_vec()],
             tx,
         };
         let writer = std::thread::spawn(move || stream.write(|push| push(&block, 3)));
@@ -186,6 +192,7 @@ mod tests {
             crate::rdb::read_into(&rdb[..], &codec::Thresholds::default(), &mut ks, None)
                 .expect("the RDB loads");
         assert_eq!(info.aux("repl-offset"), Some("42"));
+        assert_eq!(info.functions.len(), 1, "libraries travel with the keys");
         assert_eq!(ks.dbs[0].len(), 2);
         assert_eq!(ks.dbs[3].len(), 1);
     }
@@ -197,6 +204,7 @@ mod tests {
         let stream = RdbStream {
             aux: Vec::new(),
             sizes: vec![(0, 0)],
+            functions: Vec::new(),
             tx,
         };
         let mut block = Vec::new();

@@ -122,6 +122,9 @@ pub fn rdb_payload(t: &Tenant) -> std::io::Result<Vec<u8>> {
     let aux = rdb_aux(t);
     let aux: Vec<(&str, &str)> = aux.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut w = crate::rdb::RdbWriter::new(Vec::new(), &aux)?;
+    for code in t.functions.codes() {
+        w.function(&code)?;
+    }
     w.keyspace(&t.ks)?;
     w.finish()
 }
@@ -140,7 +143,15 @@ pub fn start_payload(t: &mut Tenant) -> std::io::Result<super::fullsync::Payload
             .map(|d| (d.len() as u64, d.volatile_len() as u64))
             .collect();
     let (tx, rx) = tokio::sync::mpsc::channel(super::fullsync::CHUNKS_QUEUED);
-    crate::persist::start_sync_job(t, super::fullsync::RdbStream { aux, sizes, tx })?;
+    crate::persist::start_sync_job(
+        t,
+        super::fullsync::RdbStream {
+            aux,
+            sizes,
+            functions: t.functions.codes(),
+            tx,
+        },
+    )?;
     Ok(super::fullsync::Payload {
         rx,
         mark: super::random_replid(),

@@ -572,6 +572,12 @@ fn load_full_sync(
     let mut ks = crate::db::Keyspace::new(n);
     let (info, _) = crate::rdb::read_into(rdb, &th, &mut ks, None)
         .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+    let mem = crate::script::eval::memory_cap(&t);
+    let functions = crate::script::function::Functions::from_codes(
+        info.functions.iter().map(|c| c.as_slice()),
+        mem,
+    )
+    .map_err(|e| format!("loading the primary's RDB: {e}"))?;
     // This tenant's own replicas follow a history that ends here: drop
     // them (they reconnect and resync from the new one), as Redis's
     // disconnectSlaves() after a full sync.
@@ -602,6 +608,7 @@ fn load_full_sync(
         t.log.disable_sink();
     }
     t.ks = ks;
+    t.functions = functions;
     t.repl = super::ReplIds {
         replid: replid.to_string(),
         replid2: super::NO_REPLID.to_string(),

@@ -83,7 +83,8 @@ pub fn new_state() -> mlua::Result<Lua> {
             let Some(d) = lua.inspect_stack(level) else {
                 break;
             };
-            if d.source().source.as_deref() == Some("@user_script") {
+            let src = d.source().source;
+            if matches!(src.as_deref(), Some("@user_script" | "@user_function")) {
                 line = d.curr_line();
                 break;
             }
@@ -135,7 +136,7 @@ pub fn new_state() -> mlua::Result<Lua> {
     // writes; `_G` and the libraries are read-only views; rawset and
     // setmetatable refuse them; loadstring's chunks run in their caller's
     // environment. Returns the function that runs a script.
-    let runner: mlua::Function = lua
+    let (runner, fcall, loader): (mlua::Function, mlua::Function, mlua::Function) = lua
         .load(
             r#"
             local handler, raw_xpcall = ...
@@ -146,10 +147,10 @@ pub fn new_state() -> mlua::Result<Lua> {
             local G = _G
             local protected = {}
             local function deny(level) error("Attempt to modify a readonly table", level) end
-            local function readonly(t)
+            local function readonly(t, index)
                 local p = {}
                 raw_setmetatable(p, {
-                    __index = t,
+                    __index = index or t,
                     __newindex = function() deny(3) end,
                     -- (What getmetatable answers: an empty table, as Redis.)
                     __metatable = {},
@@ -181,33 +182,92 @@ pub fn new_state() -> mlua::Result<Lua> {
             end
             getmetatable("").__metatable = false
             G._G = readonly(G)
-            local env_mt = {
-                __index = function(_, k)
-                    local v = raw_rawget(G, k)
-                    if v == nil then
-                        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-                    end
-                    return v
-                end,
-                __newindex = function() deny(3) end,
-                __metatable = false,
-            }
-            return function(f)
-                local env = raw_setmetatable({}, env_mt)
+            -- An environment reading globals through `index` and refusing
+            -- writes.
+            local function env_for(index)
+                local env = raw_setmetatable({}, {
+                    __index = function(_, k)
+                        local v = index(k)
+                        if v == nil then
+                            error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                        end
+                        return v
+                    end,
+                    __newindex = function() deny(3) end,
+                    __metatable = false,
+                })
                 protected[env] = true
-                raw_setfenv(f, env)
-                local ok, e = raw_xpcall(f, function(e) return { handler(e) } end)
-                protected[env] = nil
+                return env
+            end
+            local function globals(k) return raw_rawget(G, k) end
+            local function trap(e) return { handler(e) } end
+            local function finish(ok, e)
                 if ok then return true, e end
                 -- (Out of memory, Lua calls no handler: the message as is.)
                 if type(e) ~= "table" then return false, e, nil end
                 return false, e[1], e[2]
             end
+            -- A script (EVAL): in an environment of its own each run.
+            local function run(f)
+                local env = env_for(globals)
+                raw_setfenv(f, env)
+                local ok, e = raw_xpcall(f, trap)
+                protected[env] = nil
+                return finish(ok, e)
+            end
+            -- A function (FCALL): its keys and arguments as parameters.
+            local function fcall(f, keys, args)
+                return finish(raw_xpcall(function() return f(keys, args) end, trap))
+            end
+            -- A library (FUNCTION LOAD): its code runs where only the
+            -- loading API is (`redis.register_function`, `redis.log`...);
+            -- its functions, later, see the globals scripts see.
+            local R = G.redis
+            local register
+            -- (Its `redis` table, as the globals, refuses names it lacks.)
+            local function strict(t)
+                return readonly(t, function(_, k)
+                    local v = raw_rawget(t, k)
+                    if v == nil then
+                        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                    end
+                    return v
+                end)
+            end
+            local api = {
+                redis = strict({
+                    register_function = function(...)
+                        if not register then
+                            error({ err = "ERR redis.register_function can only be called on FUNCTION LOAD command" })
+                        end
+                        local e = register(...)
+                        if e then error({ err = "ERR " .. e }) end
+                    end,
+                    log = R.log,
+                    LOG_DEBUG = R.LOG_DEBUG, LOG_VERBOSE = R.LOG_VERBOSE,
+                    LOG_NOTICE = R.LOG_NOTICE, LOG_WARNING = R.LOG_WARNING,
+                    REDIS_VERSION = R.REDIS_VERSION, REDIS_VERSION_NUM = R.REDIS_VERSION_NUM,
+                }),
+            }
+            local function load_library(chunk, reg)
+                local loading = true
+                raw_setfenv(chunk, env_for(function(k)
+                    if loading then return raw_rawget(api, k) end
+                    return raw_rawget(G, k)
+                end))
+                register = reg
+                local ok, e = raw_xpcall(chunk, trap)
+                register, loading = nil, false
+                return finish(ok, e)
+            end
+            return run, fcall, load_library
             "#,
         )
         .set_name("=run")
         .call((handler, raw_xpcall))?;
     lua.set_named_registry_value(RUNNER, runner)?;
+    lua.set_named_registry_value(FCALL, fcall)?;
+    lua.set_named_registry_value(LIB_LOADER, loader)?;
     Ok(lua)
 }
 
@@ -243,6 +303,23 @@ const REDIS: &str = "anykv.redis";
 /// The registry's name of the function that runs a script.
 const RUNNER: &str = "anykv.run";
 
+/// The registry's name of the function that calls a library's function.
+const FCALL: &str = "anykv.fcall";
+
+/// The registry's name of the function that runs a library's code.
+pub(super) const LIB_LOADER: &str = "anykv.load_library";
+
+/// The most memory a tenant's Lua state may hold: its plan's limit, at
+/// most [`LUA_MEMORY_CAP`].
+pub(crate) fn memory_cap(t: &crate::tenant::Tenant) -> u64 {
+    let plan = t.limit.as_ref().map_or(0, |l| l.maxmemory);
+    if plan > 0 {
+        plan.min(LUA_MEMORY_CAP)
+    } else {
+        LUA_MEMORY_CAP
+    }
+}
+
 /// `7.0.15` as 0x07000f.
 fn version_num(v: &str) -> i64 {
     v.split('.')
@@ -269,20 +346,31 @@ pub fn evalsha_ro(ctx: &mut Ctx) {
     run(ctx, true, true)
 }
 
-fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
-    let numkeys = match std::str::from_utf8(ctx.args[2])
+/// The number of keys in `ctx.args[2]`, checked against the arguments
+/// (`bad`: Redis's words for one that is no number), or the error sent.
+pub(crate) fn numkeys(ctx: &mut Ctx, bad: &str) -> Option<usize> {
+    let Some(n) = std::str::from_utf8(ctx.args[2])
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-    {
-        Some(n) => n,
-        None => return ctx.error("ERR value is not an integer or out of range"),
+    else {
+        ctx.error(bad);
+        return None;
     };
-    if numkeys < 0 {
-        return ctx.error("ERR Number of keys can't be negative");
+    if n > (ctx.args.len() - 3) as i64 {
+        ctx.error("ERR Number of keys can't be greater than number of args");
+        return None;
     }
-    if numkeys as usize > ctx.args.len() - 3 {
-        return ctx.error("ERR Number of keys can't be greater than number of args");
+    if n < 0 {
+        ctx.error("ERR Number of keys can't be negative");
+        return None;
     }
+    Some(n as usize)
+}
+
+fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
+    let Some(n) = numkeys(ctx, "ERR value is not an integer or out of range") else {
+        return;
+    };
     let sha = if by_sha {
         let sha = String::from_utf8_lossy(ctx.args[1]).to_ascii_lowercase();
         if ctx.t.scripts.get(&sha).is_none() {
@@ -296,15 +384,64 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
         }
     };
     let flags = ctx.t.scripts.get(&sha).map(|s| s.flags).unwrap_or_default();
+    let Some((lua, func)) = ctx.t.scripts.function(&sha) else {
+        return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
+    };
+    execute(
+        ctx,
+        Invocation {
+            lua,
+            func,
+            flags,
+            name: &sha,
+            kind: Kind::Script,
+            read_only,
+            numkeys: n,
+        },
+    );
+}
+
+/// Whether a script (EVAL) or a library's function (FCALL) runs: they
+/// differ in how they get their keys and arguments and in what errors
+/// call them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Script,
+    Function,
+}
+
+/// One run: the compiled function, in its Lua state, and how it was
+/// asked for.
+pub(crate) struct Invocation<'a> {
+    pub lua: Lua,
+    pub func: mlua::Function,
+    pub flags: super::Flags,
+    /// The script's SHA-1 or the function's name (for errors).
+    pub name: &'a str,
+    pub kind: Kind,
+    /// EVAL_RO, EVALSHA_RO, FCALL_RO.
+    pub read_only: bool,
+    /// `ctx.args[3..3 + numkeys]` are the keys, the rest the arguments.
+    pub numkeys: usize,
+}
+
+/// Runs `inv` as the command's reply: atomically, its writes one
+/// transaction in the log.
+pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
+    let Invocation {
+        lua,
+        func,
+        flags,
+        name,
+        kind,
+        read_only,
+        numkeys: n,
+    } = inv;
     if read_only && flags.declared && !flags.no_writes {
         return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
     }
     // A script declaring no-writes may not write either.
     let no_writes = read_only || (flags.declared && flags.no_writes);
-    let Some((lua, func)) = ctx.t.scripts.function(&sha) else {
-        return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
-    };
-    let n = numkeys as usize;
     let keys = ctx.args[3..3 + n].to_vec();
     let argv = ctx.args[3 + n..].to_vec();
     // What a script changes goes out as one transaction (unless it runs
@@ -317,7 +454,7 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
     let in_exec_before = ctx.s.in_exec;
     // Blocking commands do not block in a script (as in a transaction).
     ctx.s.in_exec = true;
-    let result = call_script(ctx, &lua, &func, &keys, &argv, no_writes);
+    let result = call_script(ctx, &lua, &func, kind, &keys, &argv, no_writes);
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
     ctx.s.db = db_before;
@@ -354,11 +491,15 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
         Ok(Err((e, line))) => (raised(&e), line),
         Err(e) => (error_text(&e), 1),
     };
-    ctx.error(&format!("{msg} script: {sha}, on @user_script:{line}."));
+    let source = match kind {
+        Kind::Script => "user_script",
+        Kind::Function => "user_function",
+    };
+    ctx.error(&format!("{msg} script: {name}, on @{source}:{line}."));
 }
 
 /// What a script's raised error says, as Redis reports it.
-fn raised(e: &Value) -> String {
+pub(super) fn raised(e: &Value) -> String {
     match e {
         Value::Table(t) => match t.raw_get::<Value>("err") {
             Ok(Value::String(s)) => s.to_string_lossy(),
@@ -372,7 +513,7 @@ fn raised(e: &Value) -> String {
 
 /// An mlua error as Redis's words: `redis.call`'s error reply as it
 /// came, anything else `ERR` and its first line.
-fn error_text(e: &mlua::Error) -> String {
+pub(super) fn error_text(e: &mlua::Error) -> String {
     let mut cur = e;
     loop {
         match cur {
@@ -400,6 +541,7 @@ fn call_script(
     ctx: &mut Ctx,
     lua: &Lua,
     func: &mlua::Function,
+    kind: Kind,
     keys: &[&[u8]],
     argv: &[&[u8]],
     no_writes: bool,
@@ -412,20 +554,21 @@ fn call_script(
         }
         Ok(t)
     };
-    g.raw_set("KEYS", list(keys)?)?;
-    g.raw_set("ARGV", list(argv)?)?;
+    let (keys, argv) = (list(keys)?, list(argv)?);
+    if kind == Kind::Script {
+        g.raw_set("KEYS", keys.clone())?;
+        g.raw_set("ARGV", argv.clone())?;
+    }
     let redis: mlua::Table = lua.named_registry_value(REDIS)?;
-    let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
+    let runner: mlua::Function = lua.named_registry_value(match kind {
+        Kind::Script => RUNNER,
+        Kind::Function => FCALL,
+    })?;
     let limit =
         std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1));
     // Nor may it take the node's memory: at most the database's plan
     // limit (or LUA_MEMORY_CAP without one) for Lua's own allocations.
-    let plan = ctx.t.limit.as_ref().map_or(0, |l| l.maxmemory);
-    let cap = if plan > 0 {
-        plan.min(LUA_MEMORY_CAP)
-    } else {
-        LUA_MEMORY_CAP
-    };
+    let cap = memory_cap(ctx.t);
     lua.set_memory_limit(usize::try_from(cap).unwrap_or(usize::MAX))?;
     let replaying = ctx.s.replaying;
     let ctx = RefCell::new(ctx);
@@ -472,7 +615,10 @@ fn call_script(
             }
             Ok(mlua::VmState::Continue)
         });
-        let outcome = runner.call(func.clone());
+        let outcome = match kind {
+            Kind::Script => runner.call(func.clone()),
+            Kind::Function => runner.call((func.clone(), keys, argv)),
+        };
         lua.remove_hook();
         // A script that failed may have left much garbage (one out of
         // memory, up to the limit): collected now, not at the next one.

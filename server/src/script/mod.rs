@@ -9,11 +9,14 @@
 //! - [`eval`]: running one (`EVAL`, `EVALSHA`, `*_RO`), with the `redis`
 //!   API's `call`/`pcall` running commands in the database.
 //! - [`convert`]: values between Redis replies and Lua.
+//! - [`function`]: libraries of functions (`FUNCTION LOAD`, `FCALL`),
+//!   which, unlike scripts, are persisted and replicated.
 //!
 //! What is not built yet is in docs/COMPATIBILITY.md.
 
 pub mod convert;
 pub mod eval;
+pub mod function;
 
 use std::collections::HashMap;
 
@@ -29,6 +32,48 @@ pub struct Flags {
     pub allow_stale: bool,
     pub no_cluster: bool,
     pub allow_cross_slot_keys: bool,
+}
+
+/// The flags' names, in the order Redis lists them.
+pub const FLAG_NAMES: [&str; 5] = [
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+impl Flags {
+    /// Sets flag `name` (any case); false for a name Redis does not know.
+    pub fn set(&mut self, name: &str) -> bool {
+        let f = match name.to_ascii_lowercase().as_str() {
+            "no-writes" => &mut self.no_writes,
+            "allow-oom" => &mut self.allow_oom,
+            "allow-stale" => &mut self.allow_stale,
+            "no-cluster" => &mut self.no_cluster,
+            "allow-cross-slot-keys" => &mut self.allow_cross_slot_keys,
+            _ => return false,
+        };
+        *f = true;
+        true
+    }
+
+    /// The names of the flags set, in Redis's order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let on = [
+            self.no_writes,
+            self.allow_oom,
+            self.allow_stale,
+            self.no_cluster,
+            self.allow_cross_slot_keys,
+        ];
+        FLAG_NAMES
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect()
+    }
 }
 
 /// One cached script.
@@ -50,8 +95,7 @@ pub struct Scripts {
 /// The SHA-1 of `body`, in lowercase hex (Redis's script names).
 pub fn sha1_hex(body: &[u8]) -> String {
     use sha1::Digest;
-    let d = sha1::Sha1::digest(body);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(&sha1::Sha1::digest(body))
 }
 
 /// Reads a `#!` first line: its flags and how many bytes it takes (the
