@@ -271,6 +271,226 @@ fn scripts_run_as_redis_runs_them() {
     }
 }
 
+/// RESP3 both ways, as Redis 7.0: `redis.setresp(3)` gives `redis.call`
+/// replies as RESP3 values (maps, sets, nulls as nil, booleans, doubles),
+/// a script may return RESP3 types (`{map=...}`, `{double=...}`...),
+/// which reach a RESP2 client as RESP2 shapes and a RESP3 client as
+/// themselves; `set_repl`'s and `setresp`'s arguments and errors; the
+/// debugger's stand-ins; `acl_check_cmd`.
+#[test]
+fn resp3_conversions_match_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let scripts = [
+        "redis.call('HSET', 'h', 'a', '1') redis.call('SADD', 's', 'x') redis.call('ZADD', 'z', 1.5, 'm') return 1",
+        "redis.setresp(3) return redis.call('HGETALL', 'h')",
+        "redis.setresp(3) local r = redis.call('HGETALL', 'h') return {type(r), type(r.map), r.map.a}",
+        "redis.setresp(3) local r = redis.call('SMEMBERS', 's') return {type(r.set), tostring(r.set.x)}",
+        "redis.setresp(3) return type(redis.call('GET', 'nokey'))",
+        "return type(redis.call('GET', 'nokey'))",
+        "redis.setresp(3) return redis.call('ZSCORE', 'nokey', 'a')",
+        "redis.setresp(3) local r = redis.call('ZSCORE', 'z', 'm') return {type(r), tostring(r.double)}",
+        "redis.setresp(3) return redis.call('ZSCORE', 'z', 'm')",
+        "redis.setresp(3) return redis.call('EXISTS', 'h')",
+        "redis.setresp(3) return {redis.call('ZSCORE', 'z', 'm'), redis.call('HGETALL', 'h')}",
+        "redis.setresp(2) return type(redis.call('GET', 'nokey'))",
+        "return {double=3.25}",
+        "return {double=0.1}",
+        "return {big_number='123456789012345678901234567890'}",
+        "return {map={a=1}}",
+        "return {set={a=true}}",
+        "return {verbatim_string={format='txt', string='hello'}}",
+        "return {1, {double=0.1}, {map={x={1,2}}}}",
+        "return true",
+        "return false",
+        "redis.setresp(3) return true",
+        "redis.setresp(3) return false",
+        "redis.setresp(3) return nil",
+        "redis.setresp(4)",
+        "redis.setresp()",
+        "redis.setresp('3') return 1",
+        "return {pcall(redis.setresp, 4)}",
+        "redis.set_repl(9)",
+        "redis.set_repl()",
+        "redis.set_repl(redis.REPL_ALL) return 1",
+        "return {redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL}",
+        "return redis.breakpoint()",
+        "return redis.debug('x')",
+        "return redis.acl_check_cmd('set', 'a', 'b')",
+        "return redis.acl_check_cmd('nosuch')",
+    ];
+    for script in scripts {
+        same(&mut r, &mut a, &["EVAL", script, "0"]);
+    }
+    // The same return values to a RESP3 client: compared as raw bytes.
+    let (mut raw_r, mut raw_a) = (raw_resp3(reference.port), raw_resp3(target.port));
+    let resp3 = [
+        "return {double=3.25}",
+        "return {big_number='123'}",
+        "return {map={a=1}}",
+        "return {set={a=true}}",
+        "return {verbatim_string={format='txt', string='hello'}}",
+        "return true",
+        "return false",
+        "return nil",
+        "redis.setresp(3) return true",
+        "redis.setresp(3) return false",
+        "redis.setresp(3) return redis.call('ZSCORE', 'z', 'm')",
+        "redis.setresp(3) return redis.call('HGETALL', 'h')",
+        "return redis.call('HGETALL', 'h')",
+    ];
+    for script in resp3 {
+        let want = raw_r.eval(script);
+        let got = raw_a.eval(script);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{script}"
+        );
+    }
+}
+
+/// The libraries Redis 7.0 loads (`bit`, `struct`, `cjson`, `cmsgpack`)
+/// give the same results and errors; those it does not load are absent.
+#[test]
+fn libraries_match_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let scripts = [
+        // bit
+        "return {bit.tobit(2^32 + 5), bit.tobit(1.5), bit.tobit(2.5), bit.tobit(-1.5), bit.tobit(0xffffffff)}",
+        "return {bit.bnot(0), bit.band(0xff, 0x0f, 0x3), bit.bor(1, 2, 4), bit.bxor(5, 1)}",
+        "return {bit.lshift(1, 33), bit.rshift(-1, 28), bit.arshift(-256, 4), bit.rol(1, 33), bit.ror(1, 1)}",
+        "return {bit.bswap(0x12345678), bit.tohex(255), bit.tohex(-1, -4), bit.tohex(0x1234, 2), bit.band('3', 1)}",
+        "return bit.band('x')",
+        "return bit.bor()",
+        // struct
+        "return struct.pack('>I2 <i4 b B h H l L', 1, -2, -3, 250, -300, 60000, -5, 7)",
+        "return struct.pack('!4 b i4 d f', 1, 2, 1.5, 0.25)",
+        "return struct.pack('s c3 x c0', 'ab', 'xyz', 'tail')",
+        "return {struct.unpack('>i2 B c2', struct.pack('>i2 B c2', -3, 200, 'hi'))}",
+        "return {struct.unpack('<d f', struct.pack('<d f', 1.5, 0.5))}",
+        "return {struct.unpack('b c0', struct.pack('b', 3) .. 'abcdef')}",
+        "return {struct.unpack('s s', 'ab\\0cd\\0')}",
+        "return {struct.unpack('i2', 'abcd', 3)}",
+        "return {struct.size('>!4 b i4 d'), struct.size('i8 h')}",
+        "return struct.pack('z')",
+        "return struct.unpack('i4', 'ab')",
+        "return struct.size('s')",
+        "return struct.pack('i40', 1)",
+        "return struct.unpack('s', 'abc')",
+        "return struct.pack('!3 i', 1)",
+        // cjson
+        "return cjson.encode({1, 2, {a = 1}})",
+        "return cjson.encode({1.5, 0.1, 1e20, 123456789012345, -3, 1/3})",
+        "return cjson.encode({})",
+        "return cjson.encode({[1] = 1, [3] = 3})",
+        r#"return cjson.encode('a/\"b\"\n\1')"#,
+        "return cjson.encode({[2.5] = 'x'})",
+        r#"return cjson.encode(cjson.decode('[1,2,null,"x",true,{"k":[false]}]'))"#,
+        r#"return cjson.decode('{"a":[true,false]}').a[1]"#,
+        r#"return cjson.decode('"\\u00e9\\ud83d\\ude00"')"#,
+        "return tostring(cjson.decode('[1,2,null]')[3] == cjson.null)",
+        "return cjson.decode('[1.5e3, -0.25, 10]')",
+        "return cjson.encode({[1] = 1, [20] = 3})",
+        "return cjson.encode(function() end)",
+        "return cjson.encode({[true] = 1})",
+        "return cjson.encode(0/0)",
+        "return cjson.decode('{')",
+        "return cjson.decode('[1,]')",
+        "return cjson.decode('[1 2]')",
+        r#"return cjson.decode('{"a" 1}')"#,
+        "return cjson.decode('1 2')",
+        "return cjson.decode('x')",
+        // cmsgpack
+        "return cmsgpack.pack(1, -1, 200, -200, 70000, -70000, 2^40, -2^40)",
+        "return cmsgpack.pack(1.5, 0.1, 'ab', true, false, nil)",
+        "return cmsgpack.pack({1, 2}, {}, {a = 1}, string.rep('x', 40), string.rep('y', 300))",
+        "return {cmsgpack.unpack(cmsgpack.pack(1, 'z', 3.25, {1, {2}}))}",
+        "local t = cmsgpack.unpack(cmsgpack.pack({a = {b = 'c'}})) return t.a.b",
+        "return {cmsgpack.unpack_one(cmsgpack.pack(7, 8))}",
+        "return {cmsgpack.unpack_one(cmsgpack.pack(7, 8), 1)}",
+        "return {cmsgpack.unpack_limit(cmsgpack.pack(7, 8, 9), 2)}",
+        "return cmsgpack.unpack('\\146\\1')",
+        "return cmsgpack.unpack('\\193')",
+        "return cmsgpack.pack()",
+        // What Redis does not load.
+        "return {type(os), type(io), type(package), type(require), type(loadfile), type(dofile)}",
+    ];
+    for script in scripts {
+        same(&mut r, &mut a, &["EVAL", script, "0"]);
+    }
+}
+
+/// A connection that said `HELLO 3`, reading each reply as its raw bytes.
+struct Resp3 {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+fn raw_resp3(port: u16) -> Resp3 {
+    let writer = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    writer
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let reader = std::io::BufReader::new(writer.try_clone().expect("clone"));
+    let mut c = Resp3 { reader, writer };
+    c.send(&["HELLO", "3"]);
+    c.reply();
+    c
+}
+
+impl Resp3 {
+    fn send(&mut self, args: &[&str]) {
+        use std::io::Write;
+        let mut b = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            b.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.writer.write_all(&b).expect("write");
+    }
+
+    fn eval(&mut self, script: &str) -> Vec<u8> {
+        self.send(&["EVAL", script, "0"]);
+        self.reply()
+    }
+
+    /// One whole reply (nested aggregates included) as it came.
+    fn reply(&mut self) -> Vec<u8> {
+        use std::io::{BufRead, Read};
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).expect("reply");
+        let n = || -> i64 {
+            std::str::from_utf8(&line[1..line.len() - 2])
+                .ok()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut out = line.clone();
+        match line.first() {
+            Some(b'$' | b'=' | b'!') if n() >= 0 => {
+                let mut body = vec![0; n() as usize + 2];
+                self.reader.read_exact(&mut body).expect("body");
+                out.extend_from_slice(&body);
+            }
+            Some(b'*' | b'~' | b'>') => {
+                for _ in 0..n().max(0) {
+                    out.extend(self.reply());
+                }
+            }
+            Some(b'%' | b'|') => {
+                for _ in 0..2 * n() {
+                    out.extend(self.reply());
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
 /// A return value that names the same tables over and over (2^40
 /// elements from 40 tables) is refused quickly, and the server goes on.
 #[test]
@@ -343,6 +563,13 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
         Some(Value::Simple(b"OK".to_vec()))
     );
     let when_value = a.cmd(&["GET", "when"]).ok();
+    // redis.set_repl(redis.REPL_NONE): what follows stays on this server.
+    let unlogged = "redis.set_repl(redis.REPL_NONE) redis.call('SET', 'here-only', 1) \
+        redis.set_repl(redis.REPL_ALL) return redis.call('SET', 'everywhere', 1)";
+    assert_eq!(
+        a.cmd(&["EVAL", unlogged, "0"]).ok(),
+        Some(Value::Simple(b"OK".to_vec()))
+    );
     let mut rr = replica.connect();
     common::wait_for(
         "the replica to have the script's writes",
@@ -351,7 +578,13 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
             rr.cmd(&["GET", "n"]).ok() == Some(Value::Bulk(b"15".to_vec()))
                 && rr.cmd(&["GET", "name"]).ok() == Some(Value::Bulk(b"anykv".to_vec()))
                 && rr.cmd(&["GET", "when"]).ok() == when_value
+                && rr.cmd(&["GET", "everywhere"]).ok() == Some(Value::Bulk(b"1".to_vec()))
         },
+    );
+    assert_eq!(
+        rr.cmd(&["GET", "here-only"]).ok(),
+        Some(Value::Nil),
+        "REPL_NONE keeps a script's effect off the stream"
     );
     drop(a);
     drop(target);

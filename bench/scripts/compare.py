@@ -37,8 +37,13 @@ The memory table shows `used_memory` as each server reports it (Redis:
 jemalloc's usable sizes; anykv: the bytes it asked its allocator for, see
 server/src/alloc.rs) and the process's peak RSS (VmHWM), which is what the
 memory goals compare.
+
+Two tests run a script rather than a built-in command (issue 16): `evalsha`
+(EVALSHA of SCRIPT below, loaded first) and `fcall` (FCALL of the same code
+registered as a function), both on `key:__rand_int__` with `-r 100000`:
+`--tests evalsha,fcall --memory none`.
 """
-import argparse, csv, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
+import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -227,12 +232,31 @@ def bench_cpu(port, pid, test, clients, pipeline, n):
 def cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
 
+# A small read-modify-write script: what EVALSHA and FCALL run.
+SCRIPT_BODY = ("local v = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1]) "
+               "redis.call('SET', KEYS[1], v) return v")
+LIBRARY = ("#!lua name=bench\n"
+           f"redis.register_function('rmw', function(KEYS, ARGV) {SCRIPT_BODY} end)")
+SCRIPTED = {
+    "evalsha": ["EVALSHA", hashlib.sha1(SCRIPT_BODY.encode()).hexdigest(), "1", "key:__rand_int__", "1"],
+    "fcall": ["FCALL", "rmw", "1", "key:__rand_int__", "1"],
+}
+
+def prepare_scripts(port):
+    """Loads what the scripted tests call (once per server start)."""
+    for args in (["SCRIPT", "LOAD", SCRIPT_BODY], ["FUNCTION", "LOAD", "REPLACE", LIBRARY]):
+        out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
+        if "ERR" in out:
+            sys.exit(f"preparing the scripted tests on port {port}: {out.strip()}")
+
 def bench(port, tests, clients, pipeline, n):
-    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", tests, "-c", str(clients), "-P", str(pipeline),
-                          "-n", str(n), "--csv"], capture_output=True, text=True).stdout
+    what = ["-r", "100000", *SCRIPTED[tests]] if tests in SCRIPTED else ["-t", tests]
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(clients), "-P", str(pipeline),
+                          "-n", str(n), "--csv", *what], capture_output=True, text=True).stdout
     rows = {}
     for r in csv.DictReader(io.StringIO(out)):
-        rows[r["test"]] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]))
+        name = tests if tests in SCRIPTED else r["test"]
+        rows[name] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]))
     return rows
 
 def info_mem(port):
@@ -321,6 +345,8 @@ def main():
     try:
         for name, (kind, binary, extra) in specs.items():
             servers[name] = start(kind, binary, ports[name], extra)
+            if any(t in SCRIPTED for t in a.tests.split(",")):
+                prepare_scripts(ports[name])
         configs = [(50, 1, 200000)] + ([] if a.no_pipelined else [(50, 16, 2000000)])
         if a.latency:
             configs.append((1, 1, 50000))

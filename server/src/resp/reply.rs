@@ -202,6 +202,31 @@ impl Reply {
         }
     }
 
+    /// Verbatim text of format `format` (three characters, `txt` or
+    /// `mkd`; others are written as they are).
+    pub fn verbatim_as(&mut self, format: &[u8], s: &[u8]) {
+        if self.resp >= 3 {
+            self.line(b'=', (s.len() + format.len() + 1) as i64);
+            self.buf.put_slice(format);
+            self.buf.put_u8(b':');
+            self.buf.put_slice(s);
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(s);
+        }
+    }
+
+    /// A big number (`(digits` / bulk).
+    pub fn big_number(&mut self, digits: &[u8]) {
+        if self.resp >= 3 {
+            self.buf.put_u8(b'(');
+            self.buf.put_slice(digits);
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(digits);
+        }
+    }
+
     /// Raw pre-encoded bytes.
     pub fn raw(&mut self, b: &[u8]) {
         self.buf.put_slice(b);

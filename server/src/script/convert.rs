@@ -1,17 +1,51 @@
-//! Values between Redis and Lua, as Redis 7.0 converts them for RESP2
-//! scripts: a command's reply becomes a Lua value for `redis.call`, and a
-//! script's return value becomes the client's reply.
+//! Values between Redis and Lua, as Redis 7.0 converts them: a command's
+//! reply becomes a Lua value for `redis.call` (in the RESP version the
+//! script chose with `redis.setresp`, 2 unless it did), and a script's
+//! return value becomes the client's reply (in the client's RESP version;
+//! the RESP3 types a script may return, `{map=...}`, `{set=...}`,
+//! `{double=...}`..., reach a RESP2 client as RESP2 shapes).
 
 use mlua::{Lua, Table, Value};
 
 use crate::resp::Reply;
 
-/// A command's reply (RESP2 bytes) as a Lua value: integers are numbers,
-/// bulk strings strings, a null bulk or array `false`, arrays tables,
-/// status replies `{ok=...}`; an error reply is `Err(message)`.
+/// A command's reply (RESP2 or RESP3 bytes) as a Lua value: integers are
+/// numbers, bulk strings strings, a RESP2 null bulk or array `false`,
+/// arrays tables, status replies `{ok=...}`; and RESP3's null `nil`,
+/// booleans booleans, maps `{map={k=v...}}`, sets `{set={e=true...}}`,
+/// doubles `{double=n}`, big numbers `{big_number=s}`, verbatim strings
+/// `{verbatim_string={format=f, string=s}}` (attributes are skipped). An
+/// error reply is `Err(message)`.
 pub fn reply_to_lua(lua: &Lua, bytes: &[u8]) -> mlua::Result<Result<Value, String>> {
     let mut at = 0;
     parse(lua, bytes, &mut at, 0)
+}
+
+/// `{name = v}`.
+fn wrapped(lua: &Lua, name: &str, v: impl mlua::IntoLua) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.raw_set(name, v)?;
+    Ok(Value::Table(t))
+}
+
+/// The value at `at` (an error inside an aggregate is an `{err=...}`
+/// element).
+fn element(lua: &Lua, bytes: &[u8], at: &mut usize, depth: usize) -> mlua::Result<Value> {
+    Ok(match parse(lua, bytes, at, depth + 1)? {
+        Ok(v) => v,
+        Err(e) => Value::Table(error_table(lua, &e)?),
+    })
+}
+
+/// The `n` bytes of a bulk-like reply at `at`, and its CRLF.
+fn body<'a>(bytes: &'a [u8], at: &mut usize, n: i64) -> mlua::Result<&'a [u8]> {
+    let n = usize::try_from(n)
+        .map_err(|_| mlua::Error::runtime("a command's reply has a bad length"))?;
+    let b = bytes
+        .get(*at..*at + n)
+        .ok_or_else(|| mlua::Error::runtime("a command's reply was cut short"))?;
+    *at += n + 2;
+    Ok(b)
 }
 
 fn line<'a>(bytes: &'a [u8], at: &mut usize) -> mlua::Result<&'a [u8]> {
@@ -55,30 +89,57 @@ fn parse(
         b':' => Value::Integer(number(l)?),
         b'$' => match number(l)? {
             n if n < 0 => Value::Boolean(false),
-            n => {
-                let n = n as usize;
-                let body = bytes
-                    .get(*at..*at + n)
-                    .ok_or_else(|| mlua::Error::runtime("a command's reply was cut short"))?;
-                *at += n + 2;
-                Value::String(lua.create_string(body)?)
-            }
+            n => Value::String(lua.create_string(body(bytes, at, n)?)?),
         },
         b'*' => match number(l)? {
             n if n < 0 => Value::Boolean(false),
             n => {
                 let t = lua.create_table()?;
                 for i in 1..=n {
-                    // An error inside an array is an `{err=...}` element.
-                    let v = match parse(lua, bytes, at, depth + 1)? {
-                        Ok(v) => v,
-                        Err(e) => Value::Table(error_table(lua, &e)?),
-                    };
-                    t.raw_set(i, v)?;
+                    t.raw_set(i, element(lua, bytes, at, depth)?)?;
                 }
                 Value::Table(t)
             }
         },
+        b'_' => Value::Nil,
+        b'#' => Value::Boolean(l == b"t"),
+        b',' => {
+            let f = crate::util::parse_f64(l)
+                .ok_or_else(|| mlua::Error::runtime("a command's reply has a bad double"))?;
+            wrapped(lua, "double", f)?
+        }
+        b'(' => wrapped(lua, "big_number", lua.create_string(l)?)?,
+        b'=' => {
+            let b = body(bytes, at, number(l)?)?;
+            let (format, text) = match b.get(3) {
+                Some(b':') => (&b[..3], &b[4..]),
+                _ => (&b""[..], b),
+            };
+            let v = lua.create_table()?;
+            v.raw_set("format", lua.create_string(format)?)?;
+            v.raw_set("string", lua.create_string(text)?)?;
+            wrapped(lua, "verbatim_string", v)?
+        }
+        b'%' | b'~' => {
+            let t = lua.create_table()?;
+            for _ in 0..number(l)? {
+                let k = element(lua, bytes, at, depth)?;
+                let v = if kind == b'%' {
+                    element(lua, bytes, at, depth)?
+                } else {
+                    Value::Boolean(true)
+                };
+                t.raw_set(k, v)?;
+            }
+            wrapped(lua, if kind == b'%' { "map" } else { "set" }, t)?
+        }
+        // Attributes annotate the reply that follows: skipped.
+        b'|' => {
+            for _ in 0..2 * number(l)? {
+                element(lua, bytes, at, depth)?;
+            }
+            return parse(lua, bytes, at, depth + 1);
+        }
         other => {
             return Err(mlua::Error::runtime(format!(
                 "a command's reply of a kind scripts do not take ({:?})",
@@ -105,6 +166,8 @@ pub struct Budget {
     pub max_bytes: usize,
     /// Tables on the path from the top: one met again is a cycle.
     path: Vec<*const std::ffi::c_void>,
+    /// Tables already written as plain arrays.
+    plain: std::collections::HashSet<*const std::ffi::c_void>,
 }
 
 impl Budget {
@@ -113,6 +176,7 @@ impl Budget {
             elements,
             max_bytes,
             path: Vec::new(),
+            plain: Default::default(),
         }
     }
 }
@@ -130,12 +194,20 @@ pub enum TooBig {
 pub const MAX_REPLY_DEPTH: usize = 1000;
 
 /// Writes a script's return value as the client's reply: numbers are
-/// integers (truncated), strings bulk strings, `true` 1, `false` and
-/// `nil` a null, `{err=...}` an error, `{ok=...}` a status, other tables
+/// integers (truncated), strings bulk strings, `nil` a null, booleans as
+/// the script's RESP version says (`script_resp` 2: `true` 1, `false` a
+/// null; 3: booleans), `{err=...}` an error, `{ok=...}` a status,
+/// `{double=n}`, `{big_number=s}`, `{map=t}`, `{set=t}`,
+/// `{verbatim_string={format=f, string=s}}` those types, other tables
 /// arrays up to their first `nil`. Refused (and nothing meaningful
 /// written: the caller cuts `out` back) past the budget or for a table
 /// that contains itself.
-pub fn lua_to_reply(v: &Value, out: &mut Reply, budget: &mut Budget) -> Result<(), TooBig> {
+pub fn lua_to_reply(
+    v: &Value,
+    out: &mut Reply,
+    budget: &mut Budget,
+    script_resp: u8,
+) -> Result<(), TooBig> {
     if budget.elements == 0 || out.len() > budget.max_bytes {
         return Err(TooBig::Elements);
     }
@@ -149,13 +221,19 @@ pub fn lua_to_reply(v: &Value, out: &mut Reply, budget: &mut Budget) -> Result<(
             i64::MIN
         }),
         Value::String(s) => out.bulk(&s.as_bytes()),
+        Value::Boolean(b) if script_resp >= 3 => out.boolean(*b),
         Value::Boolean(true) => out.int(1),
         Value::Table(t) => {
             let p = t.to_pointer();
             if budget.path.contains(&p) || budget.path.len() >= MAX_REPLY_DEPTH {
                 return Err(TooBig::Nested);
             }
-            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+            // (A table met again that was a plain array is one still: the
+            // same few tables named over and over are looked at once.)
+            let plain = budget.plain.contains(&p);
+            if plain {
+                write_array(t, p, out, budget, script_resp)?;
+            } else if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
                 out.error_bytes(&e.as_bytes());
             } else if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
                 // The bytes as they are, CR/LF as spaces (Redis's).
@@ -167,26 +245,101 @@ pub fn lua_to_reply(v: &Value, out: &mut Reply, budget: &mut Budget) -> Result<(
                 out.buf.extend_from_slice(b"+");
                 out.buf.extend_from_slice(&b);
                 out.buf.extend_from_slice(b"\r\n");
-            } else {
-                let mut items = Vec::new();
-                for i in 1.. {
-                    match t.raw_get::<Value>(i) {
-                        Ok(Value::Nil) | Err(_) => break,
-                        Ok(v) => items.push(v),
-                    }
-                    if items.len() > budget.elements {
-                        return Err(TooBig::Elements);
-                    }
-                }
-                out.array(items.len());
+            } else if let Ok(Value::Number(f)) = t.raw_get::<Value>("double") {
+                out.double(f);
+            } else if let Ok(Value::Integer(n)) = t.raw_get::<Value>("double") {
+                out.double(n as f64);
+            } else if let Ok(Value::String(s)) = t.raw_get::<Value>("big_number") {
+                out.big_number(&s.as_bytes());
+            } else if let Ok(Value::Table(m)) = t.raw_get::<Value>("map") {
                 budget.path.push(p);
-                for item in &items {
-                    lua_to_reply(item, out, budget)?;
-                }
+                write_pairs(&m, out, budget, script_resp, true)?;
                 budget.path.pop();
+            } else if let Ok(Value::Table(m)) = t.raw_get::<Value>("set") {
+                budget.path.push(p);
+                write_pairs(&m, out, budget, script_resp, false)?;
+                budget.path.pop();
+            } else if let Some((format, text)) = verbatim(t) {
+                out.verbatim_as(&format, &text);
+            } else {
+                budget.plain.insert(p);
+                write_array(t, p, out, budget, script_resp)?;
             }
         }
         _ => out.null(),
+    }
+    Ok(())
+}
+
+/// A table's elements up to its first `nil`, as an array reply.
+fn write_array(
+    t: &Table,
+    p: *const std::ffi::c_void,
+    out: &mut Reply,
+    budget: &mut Budget,
+    script_resp: u8,
+) -> Result<(), TooBig> {
+    let mut items = Vec::new();
+    for i in 1.. {
+        match t.raw_get::<Value>(i) {
+            Ok(Value::Nil) | Err(_) => break,
+            Ok(v) => items.push(v),
+        }
+        if items.len() > budget.elements {
+            return Err(TooBig::Elements);
+        }
+    }
+    out.array(items.len());
+    budget.path.push(p);
+    for item in &items {
+        lua_to_reply(item, out, budget, script_resp)?;
+    }
+    budget.path.pop();
+    Ok(())
+}
+
+/// A `{verbatim_string={format=f, string=s}}` table's format and text.
+fn verbatim(t: &Table) -> Option<(Vec<u8>, Vec<u8>)> {
+    let Ok(Value::Table(v)) = t.raw_get::<Value>("verbatim_string") else {
+        return None;
+    };
+    match (v.raw_get::<Value>("format"), v.raw_get::<Value>("string")) {
+        (Ok(Value::String(f)), Ok(Value::String(s))) => {
+            Some((f.as_bytes().to_vec(), s.as_bytes().to_vec()))
+        }
+        _ => None,
+    }
+}
+
+/// A `{map=t}` (`with_values`) or `{set=t}` table's pairs as a map or set
+/// reply.
+fn write_pairs(
+    t: &Table,
+    out: &mut Reply,
+    budget: &mut Budget,
+    script_resp: u8,
+    with_values: bool,
+) -> Result<(), TooBig> {
+    let mut pairs = Vec::new();
+    for pair in t.pairs::<Value, Value>() {
+        let Ok(kv) = pair else {
+            break;
+        };
+        pairs.push(kv);
+        if pairs.len() > budget.elements {
+            return Err(TooBig::Elements);
+        }
+    }
+    if with_values {
+        out.map(pairs.len());
+    } else {
+        out.set(pairs.len());
+    }
+    for (k, v) in &pairs {
+        lua_to_reply(k, out, budget, script_resp)?;
+        if with_values {
+            lua_to_reply(v, out, budget, script_resp)?;
+        }
     }
     Ok(())
 }

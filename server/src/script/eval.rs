@@ -15,7 +15,8 @@ use crate::resp::Reply;
 use super::convert::{error_table, lua_to_reply, reply_to_lua, Budget, TooBig};
 
 /// The state scripts run in: Lua 5.1 with the libraries Redis loads
-/// (base without `loadfile`/`dofile`/`print`, `table`, `string`, `math`),
+/// (base without `loadfile`/`dofile`/`print`, `table`, `string`, `math`,
+/// and `bit`, `struct`, `cjson`, `cmsgpack`: `super::libs`),
 /// the `redis` table's constant parts, and globals protected as in 7.0 (a
 /// script may neither create a global nor read one that does not exist).
 pub fn new_state() -> mlua::Result<Lua> {
@@ -23,6 +24,7 @@ pub fn new_state() -> mlua::Result<Lua> {
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::new(),
     )?;
+    super::libs::install(&lua)?;
     let g = lua.globals();
     for name in ["loadfile", "dofile", "print", "newproxy"] {
         g.raw_set(name, Value::Nil)?;
@@ -66,6 +68,53 @@ pub fn new_state() -> mlua::Result<Lua> {
     }
     // 7.0 always replicates a script's effects: this says so.
     redis.raw_set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    // The RESP version `redis.call` replies come in (for this run).
+    redis.raw_set(
+        "setresp",
+        lua.create_function(|lua, args: MultiValue| {
+            if args.len() != 1 {
+                return Err(call_error("ERR redis.setresp() requires one argument."));
+            }
+            let resp = lua.coerce_number(args[0].clone()).ok().flatten();
+            match resp {
+                Some(r) if r == 2.0 || r == 3.0 => lua.set_named_registry_value(RESP, r as u8),
+                _ => Err(call_error("ERR RESP version must be 2 or 3.")),
+            }
+        })?,
+    )?;
+    // Where the effects of this run's next commands go. One log feeds
+    // both the AOF and the replicas here: REPL_NONE keeps effects out of
+    // both; REPL_AOF and REPL_REPLICA alone send them to both.
+    redis.raw_set(
+        "set_repl",
+        lua.create_function(|lua, args: MultiValue| {
+            if args.len() != 1 {
+                return Err(call_error("ERR redis.set_repl() requires two arguments."));
+            }
+            let flags = lua.coerce_number(args[0].clone()).ok().flatten();
+            match flags {
+                Some(f) if (0.0..=3.0).contains(&f) && f.fract() == 0.0 => {
+                    lua.set_named_registry_value(REPL, f as u8)
+                }
+                _ => Err(call_error(
+                    "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+                )),
+            }
+        })?,
+    )?;
+    for (name, v) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
+        redis.raw_set(name, v)?;
+    }
+    // Without a debugger attached (SCRIPT DEBUG), as in Redis: a
+    // breakpoint is not taken and debug output goes nowhere.
+    redis.raw_set("breakpoint", lua.create_function(|_, ()| Ok(false))?)?;
+    redis.raw_set("debug", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
     redis.raw_set("REDIS_VERSION", crate::shared::REDIS_VERSION)?;
     redis.raw_set(
         "REDIS_VERSION_NUM",
@@ -177,7 +226,7 @@ pub fn new_state() -> mlua::Result<Lua> {
                 return raw_setmetatable(t, mt)
             end
             G.setfenv, G.getfenv = nil, nil
-            for _, name in ipairs({ "string", "table", "math", "redis" }) do
+            for _, name in ipairs({ "string", "table", "math", "redis", "bit", "struct", "cjson", "cmsgpack" }) do
                 G[name] = readonly(G[name])
             end
             getmetatable("").__metatable = false
@@ -292,6 +341,19 @@ pub const LUA_MEMORY_CAP: u64 = 512 << 20;
 /// The most elements a script's reply may have (a few tables naming
 /// each other could otherwise make an endless one).
 pub const MAX_REPLY_ELEMENTS: usize = 10_000_000;
+
+/// The registry's name of the RESP version of this run's `redis.call`
+/// replies (`redis.setresp`).
+const RESP: &str = "anykv.resp";
+
+/// The registry's name of where this run's effects go (`redis.set_repl`):
+/// 0 nowhere, else the log.
+const REPL: &str = "anykv.repl";
+
+/// An error a `redis` function raises: Redis's text, as `redis.call`'s.
+fn call_error(msg: &str) -> mlua::Error {
+    mlua::Error::external(CallError(msg.to_string()))
+}
 
 /// The registry's flag: the running script was stopped.
 const KILLED: &str = "anykv.killed";
@@ -466,7 +528,8 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
         Ok(Ok(v)) => {
             let mark = ctx.out.len();
             let mut budget = Budget::new(MAX_REPLY_ELEMENTS, LUA_MEMORY_CAP as usize);
-            match lua_to_reply(&v, ctx.out, &mut budget) {
+            let script_resp = lua.named_registry_value::<u8>(RESP).unwrap_or(2);
+            match lua_to_reply(&v, ctx.out, &mut budget, script_resp) {
                 Ok(()) => {
                     if ctx.out.buf.get(mark) == Some(&b'-') {
                         ctx.failed = true;
@@ -591,8 +654,15 @@ fn call_script(
                 Err(msg) => Err(mlua::Error::external(CallError(msg))),
             }
         })?;
+        let acl_check_cmd = scope.create_function(|_, args: MultiValue| {
+            let mut c = ctx
+                .try_borrow_mut()
+                .map_err(|_| mlua::Error::RecursiveMutCallback)?;
+            acl_check(&mut c, &args)
+        })?;
         redis.raw_set("pcall", pcall)?;
         redis.raw_set("call", call)?;
+        redis.raw_set("acl_check_cmd", acl_check_cmd)?;
         // A script shares its executor with other databases: past
         // busy-reply-threshold it is stopped (every check raises again, so
         // a pcall loop cannot hold on for long).
@@ -600,6 +670,8 @@ fn call_script(
         let mut triggers = mlua::HookTriggers::new();
         triggers.every_nth_instruction = Some(1000);
         lua.set_named_registry_value(KILLED, false)?;
+        lua.set_named_registry_value(RESP, 2u8)?;
+        lua.set_named_registry_value(REPL, 3u8)?;
         // (Not when the log is replayed: what ran once must run whole.)
         let limit = if replaying {
             std::time::Duration::MAX
@@ -634,6 +706,36 @@ fn call_script(
     })
 }
 
+/// A `redis.call`'s arguments as bytes (Redis's error when one is neither
+/// a string nor a number).
+fn command_args(args: &MultiValue) -> Result<Vec<Vec<u8>>, String> {
+    args.iter()
+        .map(|a| match a {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            // (Lua 5.1's numbers are doubles: as Redis, %.17g.)
+            Value::Integer(n) => Ok(crate::util::fmt_f64(*n as f64).into_bytes()),
+            Value::Number(f) => Ok(crate::util::fmt_f64(*f).into_bytes()),
+            _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
+        })
+        .collect()
+}
+
+/// `redis.acl_check_cmd(command, args...)`: whether the caller's user may
+/// run it.
+fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
+    let owned = command_args(args).map_err(|e| call_error(&e))?;
+    let argv: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
+    let r = match crate::cmd::lookup(&argv) {
+        crate::cmd::Lookup::Found(r) if !argv.is_empty() => r,
+        _ => {
+            return Err(call_error(
+                "ERR Invalid command passed to redis.acl_check_cmd()",
+            ))
+        }
+    };
+    Ok(ctx.s.unrestricted || crate::dispatch::acl_denied(ctx.shared, ctx.s, r, &argv).is_none())
+}
+
 /// Runs one `redis.call`: the command's reply as a Lua value, or the
 /// error reply's text (`Err`).
 fn command(
@@ -642,20 +744,10 @@ fn command(
     args: MultiValue,
     no_writes: bool,
 ) -> mlua::Result<Result<Value, String>> {
-    let mut owned: Vec<Vec<u8>> = Vec::with_capacity(args.len());
-    for a in args.iter() {
-        match a {
-            Value::String(s) => owned.push(s.as_bytes().to_vec()),
-            // (Lua 5.1's numbers are doubles: as Redis, %.17g.)
-            Value::Integer(n) => owned.push(crate::util::fmt_f64(*n as f64).into_bytes()),
-            Value::Number(f) => owned.push(crate::util::fmt_f64(*f).into_bytes()),
-            _ => {
-                return Ok(Err(
-                    "ERR Lua redis lib command arguments must be strings or integers".into(),
-                ))
-            }
-        }
-    }
+    let owned = match command_args(&args) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
     if owned.is_empty() {
         return Ok(Err(
             "ERR Please specify at least one argument for this redis lib call".into(),
@@ -711,7 +803,14 @@ fn command(
             "READONLY You can't write against a read only replica.".into()
         ));
     }
-    let mut out = Reply::new(2);
+    let resp = lua.named_registry_value::<u8>(RESP).unwrap_or(2);
+    let mut out = Reply::new(resp);
+    // redis.set_repl(redis.REPL_NONE): the effects stay here.
+    let unlogged = lua.named_registry_value::<u8>(REPL).unwrap_or(3) == 0;
+    let was_suppressed = ctx.t.log.is_suppressed();
+    if unlogged {
+        ctx.t.log.set_suppressed(true);
+    }
     let start = std::time::Instant::now();
     {
         let mut inner = Ctx {
@@ -731,5 +830,6 @@ fn command(
         let us = start.elapsed().as_micros() as u64;
         crate::dispatch::count_call(ctx.t, r.id, us, failed);
     }
+    ctx.t.log.set_suppressed(was_suppressed);
     reply_to_lua(lua, &out.buf)
 }

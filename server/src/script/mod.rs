@@ -9,6 +9,8 @@
 //! - [`eval`]: running one (`EVAL`, `EVALSHA`, `*_RO`), with the `redis`
 //!   API's `call`/`pcall` running commands in the database.
 //! - [`convert`]: values between Redis replies and Lua.
+//! - [`libs`]: the C libraries Redis loads into Lua (`bit`, `struct`,
+//!   `cjson`, `cmsgpack`), in Rust.
 //! - [`function`]: libraries of functions (`FUNCTION LOAD`, `FCALL`),
 //!   which, unlike scripts, are persisted and replicated.
 //!
@@ -17,6 +19,7 @@
 pub mod convert;
 pub mod eval;
 pub mod function;
+pub mod libs;
 
 use std::collections::HashMap;
 
