@@ -424,6 +424,27 @@ fn libraries_match_redis() {
     }
 }
 
+/// `math.random` is Redis 7.0's: one generator from drand48's default
+/// state, not reseeded per script (both servers start fresh here), and
+/// `math.randomseed` seeds it.
+#[test]
+fn math_random_is_redis_s() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    for script in [
+        "return {math.random(1000000), math.random(1000000), math.random(5, 10)}",
+        "return tostring(math.random())",
+        "math.randomseed(7) return math.random(1000)",
+        "return math.random(0)",
+        "return math.random(3, 2)",
+        "return math.random(1, 2, 3)",
+        "return math.random('x')",
+    ] {
+        same(&mut r, &mut a, &["EVAL", script, "0"]);
+    }
+}
+
 /// A connection that said `HELLO 3`, reading each reply as its raw bytes.
 struct Resp3 {
     reader: std::io::BufReader<std::net::TcpStream>,

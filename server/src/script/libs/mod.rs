@@ -1,11 +1,12 @@
 //! The C libraries Redis 7.0 loads into its Lua, written here in Rust
 //! with the same behaviour and error words: `bit` (LuaBitOp), `struct`,
-//! `cjson` and `cmsgpack`. Each module's `install` adds its table to the
+//! `cjson` and `cmsgpack`; and `math.random` as Redis replaces it. Each module's `install` adds its table to the
 //! globals (scripts then see it read-only, as the standard libraries).
 
 pub mod bit;
 pub mod cjson;
 pub mod cmsgpack;
+pub mod random;
 pub mod structlib;
 
 use mlua::{Lua, Table, Value};
@@ -16,6 +17,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     structlib::install(lua)?;
     cjson::install(lua)?;
     cmsgpack::install(lua)?;
+    random::install(lua)?;
     Ok(())
 }
 
