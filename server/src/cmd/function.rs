@@ -21,7 +21,7 @@ pub fn fcall_ro(ctx: &mut Ctx) {
 }
 
 fn call(ctx: &mut Ctx, read_only: bool) {
-    let Some((lua, func, flags, name)) = ctx.t.functions.get(ctx.args[1]) else {
+    let Some((engine, func, flags, name)) = ctx.t.functions.get(ctx.args[1]) else {
         return ctx.error("ERR Function not found");
     };
     let Some(n) = numkeys(ctx, "ERR Bad number of keys provided") else {
@@ -30,7 +30,7 @@ fn call(ctx: &mut Ctx, read_only: bool) {
     execute(
         ctx,
         Invocation {
-            lua,
+            engine,
             func,
             flags,
             name: &name,

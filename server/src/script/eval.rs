@@ -5,334 +5,13 @@
 //! caller; the writes it makes are propagated as their effects, wrapped
 //! in MULTI/EXEC when there are several (7.0's effects replication).
 
-use std::cell::RefCell;
-
-use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
+use mlua::{Lua, MultiValue, Value};
 
 use crate::cmd::Ctx;
 use crate::resp::Reply;
 
-use super::convert::{error_table, lua_to_reply, reply_to_lua, Budget, TooBig};
-
-/// The state scripts run in: Lua 5.1 with the libraries Redis loads
-/// (base without `loadfile`/`dofile`/`print`, `table`, `string`, `math`,
-/// and `bit`, `struct`, `cjson`, `cmsgpack`: `super::libs`),
-/// the `redis` table's constant parts, and globals protected as in 7.0 (a
-/// script may neither create a global nor read one that does not exist).
-pub fn new_state() -> mlua::Result<Lua> {
-    let lua = Lua::new_with(
-        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
-        LuaOptions::new(),
-    )?;
-    super::libs::install(&lua)?;
-    let g = lua.globals();
-    for name in ["loadfile", "dofile", "print", "newproxy"] {
-        g.raw_set(name, Value::Nil)?;
-    }
-    let redis = lua.create_table()?;
-    redis.raw_set(
-        "error_reply",
-        lua.create_function(|lua, msg: mlua::String| error_table(lua, &msg.to_str()?))?,
-    )?;
-    redis.raw_set(
-        "status_reply",
-        lua.create_function(|lua, msg: mlua::String| {
-            let t = lua.create_table()?;
-            t.raw_set("ok", msg)?;
-            Ok(t)
-        })?,
-    )?;
-    redis.raw_set(
-        "sha1hex",
-        lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
-    )?;
-    redis.raw_set(
-        "log",
-        lua.create_function(|_, (level, msg): (i64, mlua::String)| {
-            let msg = msg.to_string_lossy();
-            match level {
-                0 | 1 => tracing::debug!(target: "script", "{msg}"),
-                2 => tracing::info!(target: "script", "{msg}"),
-                _ => tracing::warn!(target: "script", "{msg}"),
-            }
-            Ok(())
-        })?,
-    )?;
-    for (name, v) in [
-        ("LOG_DEBUG", 0),
-        ("LOG_VERBOSE", 1),
-        ("LOG_NOTICE", 2),
-        ("LOG_WARNING", 3),
-    ] {
-        redis.raw_set(name, v)?;
-    }
-    // 7.0 always replicates a script's effects: this says so.
-    redis.raw_set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
-    // The RESP version `redis.call` replies come in (for this run).
-    redis.raw_set(
-        "setresp",
-        lua.create_function(|lua, args: MultiValue| {
-            if args.len() != 1 {
-                return Err(call_error("ERR redis.setresp() requires one argument."));
-            }
-            let resp = lua.coerce_number(args[0].clone()).ok().flatten();
-            match resp {
-                Some(r) if r == 2.0 || r == 3.0 => lua.set_named_registry_value(RESP, r as u8),
-                _ => Err(call_error("ERR RESP version must be 2 or 3.")),
-            }
-        })?,
-    )?;
-    // Where the effects of this run's next commands go. One log feeds
-    // both the AOF and the replicas here: REPL_NONE keeps effects out of
-    // both; REPL_AOF and REPL_REPLICA alone send them to both.
-    redis.raw_set(
-        "set_repl",
-        lua.create_function(|lua, args: MultiValue| {
-            if args.len() != 1 {
-                return Err(call_error("ERR redis.set_repl() requires two arguments."));
-            }
-            let flags = lua.coerce_number(args[0].clone()).ok().flatten();
-            match flags {
-                Some(f) if (0.0..=3.0).contains(&f) && f.fract() == 0.0 => {
-                    lua.set_named_registry_value(REPL, f as u8)
-                }
-                _ => Err(call_error(
-                    "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
-                )),
-            }
-        })?,
-    )?;
-    for (name, v) in [
-        ("REPL_NONE", 0),
-        ("REPL_AOF", 1),
-        ("REPL_SLAVE", 2),
-        ("REPL_REPLICA", 2),
-        ("REPL_ALL", 3),
-    ] {
-        redis.raw_set(name, v)?;
-    }
-    // Without a debugger attached (SCRIPT DEBUG), as in Redis: a
-    // breakpoint is not taken and debug output goes nowhere.
-    redis.raw_set("breakpoint", lua.create_function(|_, ()| Ok(false))?)?;
-    redis.raw_set("debug", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
-    redis.raw_set("REDIS_VERSION", crate::shared::REDIS_VERSION)?;
-    redis.raw_set(
-        "REDIS_VERSION_NUM",
-        version_num(crate::shared::REDIS_VERSION),
-    )?;
-    lua.set_named_registry_value(REDIS, redis.clone())?;
-    g.raw_set("redis", redis)?;
-    // The handler of a script's errors: the error and the script's line.
-    let handler = lua.create_function(|lua, e: Value| {
-        // A script out of memory still gets its error reported (the
-        // limit is set again before the next script).
-        let _ = lua.set_memory_limit(0);
-        let mut line = 1;
-        for level in 1..64 {
-            let Some(d) = lua.inspect_stack(level) else {
-                break;
-            };
-            let src = d.source().source;
-            if matches!(src.as_deref(), Some("@user_script" | "@user_function")) {
-                line = d.curr_line();
-                break;
-            }
-        }
-        Ok((e, line))
-    })?;
-    let raw_xpcall: mlua::Function = g.raw_get("xpcall")?;
-    // pcall and xpcall cannot hold on to a script that was stopped: once
-    // it is, they raise again whatever they caught.
-    let killed = lua
-        .create_function(|lua, ()| Ok(lua.named_registry_value::<bool>(KILLED).unwrap_or(false)))?;
-    lua.load(
-        r##"
-        local killed, raw_pcall, raw_xpcall, select, unpack, error = ...
-        local match, tostring, type, rawget = string.match, tostring, type, rawget
-        local function pack(...) return { n = select("#", ...), ... } end
-        local function check(r)
-            if killed() then error("Script killed: it ran longer than busy-reply-threshold", 0) end
-            return unpack(r, 1, r.n)
-        end
-        -- As Redis's pcall: a caught error is its text (an error table's
-        -- `err`, redis.call's error reply), not the object raised.
-        pcall = function(...)
-            local r = pack(raw_pcall(...))
-            if r[1] == false then
-                local e = r[2]
-                if type(e) == "table" and rawget(e, "err") ~= nil then
-                    r[2] = rawget(e, "err")
-                elseif type(e) == "userdata" then
-                    r[2] = match(tostring(e), "^[^\n]*")
-                end
-            end
-            return check(r)
-        end
-        xpcall = function(...) return check(pack(raw_xpcall(...))) end
-        "##,
-    )
-    .set_name("=guard")
-    .call::<()>((
-        killed,
-        g.raw_get::<mlua::Function>("pcall")?,
-        raw_xpcall.clone(),
-        g.raw_get::<mlua::Function>("select")?,
-        g.raw_get::<mlua::Function>("unpack")?,
-        g.raw_get::<mlua::Function>("error")?,
-    ))?;
-    // Read-only globals, as Redis 7.0's: a script runs in an environment
-    // of its own (a new one each run) that reads the globals and refuses
-    // writes; `_G` and the libraries are read-only views; rawset and
-    // setmetatable refuse them; loadstring's chunks run in their caller's
-    // environment. Returns the function that runs a script.
-    let (runner, fcall, loader): (mlua::Function, mlua::Function, mlua::Function) = lua
-        .load(
-            r#"
-            local handler, raw_xpcall = ...
-            local raw_rawset, raw_rawget, raw_setmetatable = rawset, rawget, setmetatable
-            local raw_setfenv, raw_getfenv = setfenv, getfenv
-            local raw_loadstring, raw_load = loadstring, load
-            local error, tostring, type, ipairs, getmetatable = error, tostring, type, ipairs, getmetatable
-            local G = _G
-            local protected = {}
-            local function deny(level) error("Attempt to modify a readonly table", level) end
-            local function readonly(t, index)
-                local p = {}
-                raw_setmetatable(p, {
-                    __index = index or t,
-                    __newindex = function() deny(3) end,
-                    -- (What getmetatable answers: an empty table, as Redis.)
-                    __metatable = {},
-                })
-                protected[p] = true
-                return p
-            end
-            G.loadstring = function(s, name)
-                local f, e = raw_loadstring(s, name)
-                if f then raw_setfenv(f, raw_getfenv(2)) end
-                return f, e
-            end
-            G.load = function(fn, name)
-                local f, e = raw_load(fn, name)
-                if f then raw_setfenv(f, raw_getfenv(2)) end
-                return f, e
-            end
-            G.rawset = function(t, k, v)
-                if protected[t] then deny(0) end
-                return raw_rawset(t, k, v)
-            end
-            G.setmetatable = function(t, mt)
-                if protected[t] then deny(0) end
-                return raw_setmetatable(t, mt)
-            end
-            G.setfenv, G.getfenv = nil, nil
-            for _, name in ipairs({ "string", "table", "math", "redis", "bit", "struct", "cjson", "cmsgpack" }) do
-                G[name] = readonly(G[name])
-            end
-            getmetatable("").__metatable = false
-            G._G = readonly(G)
-            -- An environment reading globals through `index` and refusing
-            -- writes.
-            local function env_for(index)
-                local env = raw_setmetatable({}, {
-                    __index = function(_, k)
-                        local v = index(k)
-                        if v == nil then
-                            error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-                        end
-                        return v
-                    end,
-                    __newindex = function() deny(3) end,
-                    __metatable = false,
-                })
-                protected[env] = true
-                return env
-            end
-            local function globals(k) return raw_rawget(G, k) end
-            local function trap(e) return { handler(e) } end
-            local function finish(ok, e)
-                if ok then return true, e end
-                -- (Out of memory, Lua calls no handler: the message as is.)
-                if type(e) ~= "table" then return false, e, nil end
-                return false, e[1], e[2]
-            end
-            -- A script (EVAL): in an environment of its own each run.
-            local function run(f)
-                local env = env_for(globals)
-                raw_setfenv(f, env)
-                local ok, e = raw_xpcall(f, trap)
-                protected[env] = nil
-                return finish(ok, e)
-            end
-            -- A function (FCALL): its keys and arguments as parameters.
-            local function fcall(f, keys, args)
-                return finish(raw_xpcall(function() return f(keys, args) end, trap))
-            end
-            -- A library (FUNCTION LOAD): its code runs where only the
-            -- loading API is (`redis.register_function`, `redis.log`...);
-            -- its functions, later, see the globals scripts see.
-            local R = G.redis
-            local register
-            -- (Its `redis` table, as the globals, refuses names it lacks.)
-            local function strict(t)
-                return readonly(t, function(_, k)
-                    local v = raw_rawget(t, k)
-                    if v == nil then
-                        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-                    end
-                    return v
-                end)
-            end
-            local api = {
-                redis = strict({
-                    register_function = function(...)
-                        if not register then
-                            error({ err = "ERR redis.register_function can only be called on FUNCTION LOAD command" })
-                        end
-                        local e = register(...)
-                        if e then error({ err = "ERR " .. e }) end
-                    end,
-                    log = R.log,
-                    LOG_DEBUG = R.LOG_DEBUG, LOG_VERBOSE = R.LOG_VERBOSE,
-                    LOG_NOTICE = R.LOG_NOTICE, LOG_WARNING = R.LOG_WARNING,
-                    REDIS_VERSION = R.REDIS_VERSION, REDIS_VERSION_NUM = R.REDIS_VERSION_NUM,
-                }),
-            }
-            local function load_library(chunk, reg)
-                local loading = true
-                raw_setfenv(chunk, env_for(function(k)
-                    if loading then return raw_rawget(api, k) end
-                    return raw_rawget(G, k)
-                end))
-                register = reg
-                local ok, e = raw_xpcall(chunk, trap)
-                register, loading = nil, false
-                return finish(ok, e)
-            end
-            return run, fcall, load_library
-            "#,
-        )
-        .set_name("=run")
-        .call((handler, raw_xpcall))?;
-    lua.set_named_registry_value(RUNNER, runner)?;
-    lua.set_named_registry_value(FCALL, fcall)?;
-    lua.set_named_registry_value(LIB_LOADER, loader)?;
-    Ok(lua)
-}
-
-/// The error `redis.call` raises: Redis's error reply text. (A Rust
-/// function, as Redis's is a C one: `return redis.call(...)` is then no
-/// tail call, and the script's line stays on the stack for the error.)
-#[derive(Debug)]
-struct CallError(String);
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CallError {}
+use super::convert::{lua_to_reply, reply_to_lua, Budget, TooBig};
+use super::engine::{call_error, CallError, Engine, Run};
 
 /// The most memory a database's Lua state may hold (its scripts' tables
 /// and strings), whatever its plan: 512 MB.
@@ -341,35 +20,6 @@ pub const LUA_MEMORY_CAP: u64 = 512 << 20;
 /// The most elements a script's reply may have (a few tables naming
 /// each other could otherwise make an endless one).
 pub const MAX_REPLY_ELEMENTS: usize = 10_000_000;
-
-/// The registry's name of the RESP version of this run's `redis.call`
-/// replies (`redis.setresp`).
-const RESP: &str = "anykv.resp";
-
-/// The registry's name of where this run's effects go (`redis.set_repl`):
-/// 0 nowhere, else the log.
-const REPL: &str = "anykv.repl";
-
-/// An error a `redis` function raises: Redis's text, as `redis.call`'s.
-fn call_error(msg: &str) -> mlua::Error {
-    mlua::Error::external(CallError(msg.to_string()))
-}
-
-/// The registry's flag: the running script was stopped.
-const KILLED: &str = "anykv.killed";
-
-/// The registry's name of the `redis` table itself (scripts see a
-/// read-only view of it).
-const REDIS: &str = "anykv.redis";
-
-/// The registry's name of the function that runs a script.
-const RUNNER: &str = "anykv.run";
-
-/// The registry's name of the function that calls a library's function.
-const FCALL: &str = "anykv.fcall";
-
-/// The registry's name of the function that runs a library's code.
-pub(super) const LIB_LOADER: &str = "anykv.load_library";
 
 /// The most memory a tenant's Lua state may hold: its plan's limit, at
 /// most [`LUA_MEMORY_CAP`].
@@ -380,14 +30,6 @@ pub(crate) fn memory_cap(t: &crate::tenant::Tenant) -> u64 {
     } else {
         LUA_MEMORY_CAP
     }
-}
-
-/// `7.0.15` as 0x07000f.
-fn version_num(v: &str) -> i64 {
-    v.split('.')
-        .take(3)
-        .map(|p| p.parse::<i64>().unwrap_or(0))
-        .fold(0, |acc, p| (acc << 8) | (p & 0xff))
 }
 
 /// `EVAL script numkeys [key ...] [arg ...]`.
@@ -446,13 +88,13 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
         }
     };
     let flags = ctx.t.scripts.get(&sha).map(|s| s.flags).unwrap_or_default();
-    let Some((lua, func)) = ctx.t.scripts.function(&sha) else {
+    let Some((engine, func)) = ctx.t.scripts.function(&sha) else {
         return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
     };
     execute(
         ctx,
         Invocation {
-            lua,
+            engine,
             func,
             flags,
             name: &sha,
@@ -475,7 +117,7 @@ pub(crate) enum Kind {
 /// One run: the compiled function, in its Lua state, and how it was
 /// asked for.
 pub(crate) struct Invocation<'a> {
-    pub lua: Lua,
+    pub engine: Engine,
     pub func: mlua::Function,
     pub flags: super::Flags,
     /// The script's SHA-1 or the function's name (for errors).
@@ -491,7 +133,7 @@ pub(crate) struct Invocation<'a> {
 /// transaction in the log.
 pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     let Invocation {
-        lua,
+        engine,
         func,
         flags,
         name,
@@ -516,7 +158,7 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     let in_exec_before = ctx.s.in_exec;
     // Blocking commands do not block in a script (as in a transaction).
     ctx.s.in_exec = true;
-    let result = call_script(ctx, &lua, &func, kind, &keys, &argv, no_writes);
+    let result = call_script(ctx, &engine, &func, kind, &keys, &argv, no_writes);
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
     ctx.s.db = db_before;
@@ -528,7 +170,7 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
         Ok(Ok(v)) => {
             let mark = ctx.out.len();
             let mut budget = Budget::new(MAX_REPLY_ELEMENTS, LUA_MEMORY_CAP as usize);
-            let script_resp = lua.named_registry_value::<u8>(RESP).unwrap_or(2);
+            let script_resp = engine.run().resp.get();
             match lua_to_reply(&v, ctx.out, &mut budget, script_resp) {
                 Ok(()) => {
                     if ctx.out.buf.get(mark) == Some(&b'-') {
@@ -602,14 +244,14 @@ pub(super) fn error_text(e: &mlua::Error) -> String {
 
 fn call_script(
     ctx: &mut Ctx,
-    lua: &Lua,
+    engine: &Engine,
     func: &mlua::Function,
     kind: Kind,
     keys: &[&[u8]],
     argv: &[&[u8]],
     no_writes: bool,
 ) -> mlua::Result<Result<Value, (Value, i32)>> {
-    let g = lua.globals();
+    let lua = engine.lua();
     let list = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
         let t = lua.create_table_with_capacity(items.len(), 0)?;
         for (i, a) in items.iter().enumerate() {
@@ -619,90 +261,45 @@ fn call_script(
     };
     let (keys, argv) = (list(keys)?, list(argv)?);
     if kind == Kind::Script {
+        let g = lua.globals();
         g.raw_set("KEYS", keys.clone())?;
         g.raw_set("ARGV", argv.clone())?;
     }
-    let redis: mlua::Table = lua.named_registry_value(REDIS)?;
-    let runner: mlua::Function = lua.named_registry_value(match kind {
-        Kind::Script => RUNNER,
-        Kind::Function => FCALL,
-    })?;
-    let limit =
-        std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1));
-    // Nor may it take the node's memory: at most the database's plan
-    // limit (or LUA_MEMORY_CAP without one) for Lua's own allocations.
+    let run = engine.run();
+    run.no_writes.set(no_writes);
+    run.resp.set(2);
+    run.repl.set(3);
+    // A script shares its executor with other databases: past
+    // busy-reply-threshold it is stopped (every check raises again, so a
+    // pcall loop cannot hold on for long); not when the log is replayed
+    // (what ran once must run whole). Nor may it take the node's memory:
+    // at most the database's plan limit (or LUA_MEMORY_CAP without one)
+    // for Lua's own allocations.
+    let limit = (!ctx.s.replaying).then(|| {
+        std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1))
+    });
     let cap = memory_cap(ctx.t);
-    lua.set_memory_limit(usize::try_from(cap).unwrap_or(usize::MAX))?;
-    let replaying = ctx.s.replaying;
-    let ctx = RefCell::new(ctx);
-    lua.scope(|scope| {
-        let pcall = scope.create_function(|lua, args: MultiValue| {
-            let mut c = ctx
-                .try_borrow_mut()
-                .map_err(|_| mlua::Error::RecursiveMutCallback)?;
-            match command(&mut c, lua, args, no_writes)? {
-                Ok(v) => Ok(v),
-                Err(msg) => Ok(Value::Table(error_table(lua, &msg)?)),
-            }
-        })?;
-        let call = scope.create_function(|lua, args: MultiValue| {
-            let mut c = ctx
-                .try_borrow_mut()
-                .map_err(|_| mlua::Error::RecursiveMutCallback)?;
-            match command(&mut c, lua, args, no_writes)? {
-                Ok(v) => Ok(v),
-                Err(msg) => Err(mlua::Error::external(CallError(msg))),
-            }
-        })?;
-        let acl_check_cmd = scope.create_function(|_, args: MultiValue| {
-            let mut c = ctx
-                .try_borrow_mut()
-                .map_err(|_| mlua::Error::RecursiveMutCallback)?;
-            acl_check(&mut c, &args)
-        })?;
-        redis.raw_set("pcall", pcall)?;
-        redis.raw_set("call", call)?;
-        redis.raw_set("acl_check_cmd", acl_check_cmd)?;
-        // A script shares its executor with other databases: past
-        // busy-reply-threshold it is stopped (every check raises again, so
-        // a pcall loop cannot hold on for long).
-        let start = std::time::Instant::now();
-        let mut triggers = mlua::HookTriggers::new();
-        triggers.every_nth_instruction = Some(1000);
-        lua.set_named_registry_value(KILLED, false)?;
-        lua.set_named_registry_value(RESP, 2u8)?;
-        lua.set_named_registry_value(REPL, 3u8)?;
-        // (Not when the log is replayed: what ran once must run whole.)
-        let limit = if replaying {
-            std::time::Duration::MAX
-        } else {
-            limit
-        };
-        lua.set_hook(triggers, move |lua, _| {
-            if start.elapsed() > limit {
-                lua.set_named_registry_value(KILLED, true)?;
-                return Err(mlua::Error::runtime(
-                    "Script killed: it ran longer than busy-reply-threshold",
-                ));
-            }
-            Ok(mlua::VmState::Continue)
-        });
-        let outcome = match kind {
-            Kind::Script => runner.call(func.clone()),
-            Kind::Function => runner.call((func.clone(), keys, argv)),
-        };
-        lua.remove_hook();
-        // A script that failed may have left much garbage (one out of
-        // memory, up to the limit): collected now, not at the next one.
-        if !matches!(outcome, Ok((true, _, _))) {
-            let _ = lua.gc_collect();
-        }
-        let (ok, v, line): (bool, Value, Option<i32>) = outcome?;
-        Ok(if ok {
-            Ok(v)
-        } else {
-            Err((v, line.unwrap_or(1)))
-        })
+    let outcome = engine.limited(
+        cap,
+        limit,
+        "Script killed: it ran longer than busy-reply-threshold",
+        || {
+            run.with_ctx(ctx, || match kind {
+                Kind::Script => engine.runner().call(func.clone()),
+                Kind::Function => engine.fcall().call((func.clone(), keys, argv)),
+            })
+        },
+    );
+    // A script that failed may have left much garbage (one out of memory,
+    // up to the limit): collected now, not at the next one.
+    if !matches!(outcome, Ok((true, _, _))) {
+        let _ = lua.gc_collect();
+    }
+    let (ok, v, line): (bool, Value, Option<i32>) = outcome?;
+    Ok(if ok {
+        Ok(v)
+    } else {
+        Err((v, line.unwrap_or(1)))
     })
 }
 
@@ -722,7 +319,7 @@ fn command_args(args: &MultiValue) -> Result<Vec<Vec<u8>>, String> {
 
 /// `redis.acl_check_cmd(command, args...)`: whether the caller's user may
 /// run it.
-fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
+pub(super) fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
     let owned = command_args(args).map_err(|e| call_error(&e))?;
     let argv: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
     let r = match crate::cmd::lookup(&argv) {
@@ -738,13 +335,14 @@ fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
 
 /// Runs one `redis.call`: the command's reply as a Lua value, or the
 /// error reply's text (`Err`).
-fn command(
+pub(super) fn command(
     ctx: &mut Ctx,
+    run: &Run,
     lua: &Lua,
-    args: MultiValue,
-    no_writes: bool,
+    args: &MultiValue,
 ) -> mlua::Result<Result<Value, String>> {
-    let owned = match command_args(&args) {
+    let no_writes = run.no_writes.get();
+    let owned = match command_args(args) {
         Ok(a) => a,
         Err(e) => return Ok(Err(e)),
     };
@@ -803,10 +401,9 @@ fn command(
             "READONLY You can't write against a read only replica.".into()
         ));
     }
-    let resp = lua.named_registry_value::<u8>(RESP).unwrap_or(2);
-    let mut out = Reply::new(resp);
+    let mut out = Reply::new(run.resp.get());
     // redis.set_repl(redis.REPL_NONE): the effects stay here.
-    let unlogged = lua.named_registry_value::<u8>(REPL).unwrap_or(3) == 0;
+    let unlogged = run.repl.get() == 0;
     let was_suppressed = ctx.t.log.is_suppressed();
     if unlogged {
         ctx.t.log.set_suppressed(true);

@@ -14,11 +14,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Value};
 
-use super::eval::{error_text, raised, LIB_LOADER};
+use super::engine::Engine;
+use super::eval::{error_text, raised};
 use super::Flags;
 
 /// How long a library's code may run at `FUNCTION LOAD` (Redis's fixed
@@ -52,7 +53,7 @@ pub struct Functions {
     /// Every function's name, lowercased (FCALL finds a function whatever
     /// the case), to its library's name.
     index: HashMap<String, String>,
-    lua: Option<Lua>,
+    lua: Option<Engine>,
 }
 
 /// How `FUNCTION RESTORE` treats the libraries already there.
@@ -224,9 +225,9 @@ fn read_registration(lua: &Lua, args: MultiValue) -> Result<Registered, String> 
 }
 
 impl Functions {
-    fn state(&mut self) -> Result<Lua, String> {
+    fn state(&mut self) -> Result<Engine, String> {
         if self.lua.is_none() {
-            self.lua = Some(super::eval::new_state().map_err(|e| format!("starting Lua: {e}"))?);
+            self.lua = Some(Engine::new().map_err(|e| format!("starting Lua: {e}"))?);
         }
         self.lua.clone().ok_or_else(|| "no Lua state".into())
     }
@@ -247,7 +248,8 @@ impl Functions {
         if self.libs.contains_key(&name) && !replace {
             return Err(format!("Library '{name}' already exists"));
         }
-        let lua = self.state()?;
+        let engine = self.state()?;
+        let lua = engine.lua();
         let chunk = match lua
             .load(&code[body..])
             .set_name("@user_function")
@@ -259,7 +261,7 @@ impl Functions {
             }
             Err(e) => return Err(format!("Error compiling function: {e}")),
         };
-        let registered = run_library(&lua, chunk, timeout, memory)?;
+        let registered = run_library(&engine, chunk, timeout, memory)?;
         if registered.is_empty() {
             return Err("No functions registered".into());
         }
@@ -306,9 +308,9 @@ impl Functions {
         for f in &lib.functions {
             self.index.remove(&f.name.to_ascii_lowercase());
         }
-        if let Some(lua) = &self.lua {
+        if let Some(engine) = &self.lua {
             drop(lib);
-            lua.expire_registry_values();
+            engine.lua().expire_registry_values();
         }
         true
     }
@@ -341,16 +343,16 @@ impl Functions {
 
     /// Function `name` (any case): its Lua state, compiled callback, flags
     /// and registered name.
-    pub fn get(&self, name: &[u8]) -> Option<(Lua, mlua::Function, Flags, String)> {
+    pub fn get(&self, name: &[u8]) -> Option<(Engine, mlua::Function, Flags, String)> {
         let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
         let lib = self.libs.get(self.index.get(&lower)?)?;
         let f = lib
             .functions
             .iter()
             .find(|f| f.name.eq_ignore_ascii_case(&lower))?;
-        let lua = self.lua.as_ref()?;
-        let func = lua.registry_value(&f.func).ok()?;
-        Some((lua.clone(), func, f.flags, f.name.clone()))
+        let engine = self.lua.as_ref()?;
+        let func = engine.lua().registry_value(&f.func).ok()?;
+        Some((engine.clone(), func, f.flags, f.name.clone()))
     }
 
     /// `FUNCTION DUMP`: every library in Redis's payload format.
@@ -442,28 +444,14 @@ impl Functions {
 /// it registers (Redis's error text, `Error registering functions: ...`,
 /// when it fails).
 fn run_library(
-    lua: &Lua,
+    engine: &Engine,
     chunk: mlua::Function,
     timeout: Option<Duration>,
     memory: u64,
 ) -> Result<Vec<Registered>, String> {
     let failed = |msg: String| format!("Error registering functions: {msg}");
-    let loader: mlua::Function = lua
-        .named_registry_value(LIB_LOADER)
-        .map_err(|e| failed(e.to_string()))?;
+    let lua = engine.lua();
     let registered: RefCell<Vec<Registered>> = RefCell::new(Vec::new());
-    let _ = lua.set_memory_limit(usize::try_from(memory).unwrap_or(usize::MAX));
-    if let Some(limit) = timeout {
-        let start = Instant::now();
-        let mut triggers = mlua::HookTriggers::new();
-        triggers.every_nth_instruction = Some(100_000);
-        lua.set_hook(triggers, move |_, _| {
-            if start.elapsed() > limit {
-                return Err(mlua::Error::runtime("FUNCTION LOAD timeout"));
-            }
-            Ok(mlua::VmState::Continue)
-        });
-    }
     let outcome = lua.scope(|scope| {
         let register = scope.create_function(|lua, args: MultiValue| {
             let mut list = registered
@@ -481,10 +469,12 @@ fn run_library(
                 }
             })
         })?;
-        loader.call::<(bool, Value, Option<i32>)>((chunk, register))
+        engine.limited(memory, timeout, "FUNCTION LOAD timeout", || {
+            engine
+                .loader()
+                .call::<(bool, Value, Option<i32>)>((chunk, register))
+        })
     });
-    lua.remove_hook();
-    let _ = lua.set_memory_limit(0);
     match outcome {
         Ok((true, _, _)) => Ok(registered.into_inner()),
         Ok((false, e, _)) => {

@@ -6,6 +6,8 @@
 //!
 //! - [`Scripts`]: the cache (`SCRIPT LOAD|EXISTS|FLUSH`, `cmd/script.rs`)
 //!   and the database's Lua state, made at the first script.
+//! - [`engine`]: a database's Lua state, made as Redis makes its own,
+//!   and what runs code in it.
 //! - [`eval`]: running one (`EVAL`, `EVALSHA`, `*_RO`), with the `redis`
 //!   API's `call`/`pcall` running commands in the database.
 //! - [`convert`]: values between Redis replies and Lua.
@@ -17,6 +19,7 @@
 //! What is not built yet is in docs/COMPATIBILITY.md.
 
 pub mod convert;
+pub mod engine;
 pub mod eval;
 pub mod function;
 pub mod libs;
@@ -92,7 +95,7 @@ pub struct Script {
 #[derive(Default)]
 pub struct Scripts {
     cache: HashMap<String, Script>,
-    lua: Option<mlua::Lua>,
+    lua: Option<engine::Engine>,
 }
 
 /// The SHA-1 of `body`, in lowercase hex (Redis's script names).
@@ -150,9 +153,9 @@ impl Scripts {
         }
         let (flags, skip) = shebang(body)?;
         if self.lua.is_none() {
-            self.lua = Some(eval::new_state().map_err(|e| format!("starting Lua: {e}"))?);
+            self.lua = Some(engine::Engine::new().map_err(|e| format!("starting Lua: {e}"))?);
         }
-        let Some(lua) = self.lua.as_ref() else {
+        let Some(lua) = self.lua.as_ref().map(|e| e.lua()) else {
             return Err("no Lua state".into());
         };
         let compiled = lua
@@ -196,10 +199,13 @@ impl Scripts {
     }
 
     /// The Lua state and script `sha`'s function in it.
-    pub fn function(&self, sha: &str) -> Option<(mlua::Lua, mlua::Function)> {
-        let lua = self.lua.as_ref()?;
-        let f = lua.registry_value(&self.cache.get(sha)?.func).ok()?;
-        Some((lua.clone(), f))
+    pub fn function(&self, sha: &str) -> Option<(engine::Engine, mlua::Function)> {
+        let engine = self.lua.as_ref()?;
+        let f = engine
+            .lua()
+            .registry_value(&self.cache.get(sha)?.func)
+            .ok()?;
+        Some((engine.clone(), f))
     }
 
     /// Drops every script and the Lua state (SCRIPT FLUSH).

@@ -1,0 +1,550 @@
+//! A Lua state for a database's scripts, or for its function libraries,
+//! made as Redis 7.0 makes its own: the libraries it loads, the `redis`
+//! table, globals read-only; and what runs code in it ([`Engine`]).
+//!
+//! What Rust code does while a script runs is kept cheap, as it costs
+//! every EVALSHA: the `redis` functions are made once per state and reach
+//! the running command through [`Run`] (no closures made per run); the
+//! time limit is one hook set once; and Lua's memory limit is lifted
+//! while Rust code builds values for Lua (mlua protects every call it
+//! makes under a limit, which allocates), so the limit holds for what the
+//! script itself allocates, and what a command's reply adds is counted at
+//! the script's next allocation.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
+
+use super::convert::error_table;
+use crate::cmd::Ctx;
+
+/// A database's Lua state and the functions that run code in it. Cheap
+/// to clone (the state is shared).
+#[derive(Clone)]
+pub struct Engine(Rc<Inner>);
+
+struct Inner {
+    lua: Lua,
+    run: Rc<Run>,
+    /// `run(f)`: a script.
+    runner: mlua::Function,
+    /// `fcall(f, keys, args)`: a library's function.
+    fcall: mlua::Function,
+    /// `load_library(chunk, register)`: a library's code.
+    loader: mlua::Function,
+}
+
+impl Engine {
+    pub fn new() -> mlua::Result<Engine> {
+        let run = Rc::new(Run::default());
+        let (lua, _redis, [runner, fcall, loader]) = new_state(&run)?;
+        // The time limit: one hook for the state's life, which stops
+        // code past `Run`'s deadline.
+        let r = run.clone();
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(1000),
+            move |_, _| {
+                if r.deadline.get().is_some_and(|d| Instant::now() > d) {
+                    r.killed.set(true);
+                    return Err(mlua::Error::runtime(r.kill_message.get()));
+                }
+                Ok(mlua::VmState::Continue)
+            },
+        );
+        Ok(Engine(Rc::new(Inner {
+            lua,
+            run,
+            runner,
+            fcall,
+            loader,
+        })))
+    }
+
+    pub fn lua(&self) -> &Lua {
+        &self.0.lua
+    }
+
+    pub(crate) fn run(&self) -> &Run {
+        &self.0.run
+    }
+
+    pub(crate) fn runner(&self) -> &mlua::Function {
+        &self.0.runner
+    }
+
+    pub(crate) fn fcall(&self) -> &mlua::Function {
+        &self.0.fcall
+    }
+
+    pub(crate) fn loader(&self) -> &mlua::Function {
+        &self.0.loader
+    }
+
+    /// Runs `f` as Lua code of a run: under `memory` bytes and stopped
+    /// past `limit` (none: no limit) with `kill_message`; `run.killed`
+    /// then says whether it was.
+    pub(crate) fn limited<R>(
+        &self,
+        memory: u64,
+        limit: Option<Duration>,
+        kill_message: &'static str,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let run = self.run();
+        run.killed.set(false);
+        run.kill_message.set(kill_message);
+        run.deadline
+            .set(limit.and_then(|l| Instant::now().checked_add(l)));
+        let cap = usize::try_from(memory).unwrap_or(usize::MAX);
+        run.cap.set(cap);
+        let _ = self.lua().set_memory_limit(cap);
+        let r = f();
+        let _ = self.lua().set_memory_limit(0);
+        run.deadline.set(None);
+        r
+    }
+}
+
+/// What the `redis` functions see of the run in progress.
+pub(crate) struct Run {
+    /// The running command's context (a `*mut Ctx`), null outside
+    /// [`Run::with_ctx`]'s caller's run.
+    ctx: Cell<*mut ()>,
+    /// The script may not write (EVAL_RO, `no-writes`).
+    pub no_writes: Cell<bool>,
+    /// The RESP version of `redis.call`'s replies (`redis.setresp`).
+    pub resp: Cell<u8>,
+    /// Where effects go (`redis.set_repl`): 0 nowhere, else the log.
+    pub repl: Cell<u8>,
+    /// The code was stopped past its deadline.
+    pub killed: Cell<bool>,
+    deadline: Cell<Option<Instant>>,
+    kill_message: Cell<&'static str>,
+    /// Lua's memory limit for the run (lifted while Rust code runs).
+    cap: Cell<usize>,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            ctx: Cell::new(std::ptr::null_mut()),
+            no_writes: Cell::new(false),
+            resp: Cell::new(2),
+            repl: Cell::new(3),
+            killed: Cell::new(false),
+            deadline: Cell::new(None),
+            kill_message: Cell::new(""),
+            cap: Cell::new(0),
+        }
+    }
+}
+
+/// Which `redis` function reaches the running command.
+#[derive(Clone, Copy)]
+enum Callback {
+    Call,
+    Pcall,
+    AclCheck,
+}
+
+impl Run {
+    /// Runs `f` (Lua code calling back into the command through `redis.*`)
+    /// with `ctx` reachable from those functions, and unreachable again
+    /// once it returns.
+    pub(crate) fn with_ctx<R>(&self, ctx: &mut Ctx<'_>, f: impl FnOnce() -> R) -> R {
+        let p: *mut Ctx<'_> = ctx;
+        self.ctx.set(p.cast());
+        let r = f();
+        self.ctx.set(std::ptr::null_mut());
+        r
+    }
+
+    /// `redis.call`, `redis.pcall`, `redis.acl_check_cmd`.
+    fn call(&self, lua: &Lua, kind: Callback, args: MultiValue) -> mlua::Result<Value> {
+        // Taken while in use: a second use (there is none: the commands
+        // a script runs cannot run Lua) would find it null.
+        let p = self.ctx.replace(std::ptr::null_mut());
+        if p.is_null() {
+            return Err(call_error(
+                "ERR redis.call can only be used while a script runs",
+            ));
+        }
+        // SAFETY: `p` was set by `with_ctx` from a `&mut Ctx` that stays
+        // borrowed (unused by its owner) until `with_ctx` returns, and
+        // this function runs only inside it: Lua calls it synchronously
+        // from the code `with_ctx` runs, on this thread (a Lua state is
+        // neither Send nor shared). Taking the pointer out above makes
+        // this the only reference made from it until it is put back. The
+        // context's lifetime parameter is not 'static, but nothing here
+        // keeps a reference past this call.
+        let ctx = unsafe { &mut *p.cast::<Ctx<'static>>() };
+        // (Values made for Lua by Rust code: see the module's comment.)
+        let limit = lua.set_memory_limit(0).unwrap_or(0);
+        let r = match kind {
+            Callback::Call => match super::eval::command(ctx, self, lua, &args) {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(msg)) => Err(mlua::Error::external(CallError(msg))),
+                Err(e) => Err(e),
+            },
+            Callback::Pcall => match super::eval::command(ctx, self, lua, &args) {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(msg)) => error_table(lua, &msg).map(Value::Table),
+                Err(e) => Err(e),
+            },
+            Callback::AclCheck => super::eval::acl_check(ctx, &args).map(Value::Boolean),
+        };
+        let _ = lua.set_memory_limit(limit.max(self.cap.get()));
+        self.ctx.set(p);
+        r
+    }
+}
+
+/// A new state: Lua 5.1 with the libraries Redis loads
+/// (base without `loadfile`/`dofile`/`print`, `table`, `string`, `math`,
+/// and `bit`, `struct`, `cjson`, `cmsgpack`: `super::libs`),
+/// the `redis` table's constant parts, and globals protected as in 7.0 (a
+/// script may neither create a global nor read one that does not exist).
+fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 3])> {
+    let lua = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+        LuaOptions::new(),
+    )?;
+    super::libs::install(&lua)?;
+    let g = lua.globals();
+    for name in ["loadfile", "dofile", "print", "newproxy"] {
+        g.raw_set(name, Value::Nil)?;
+    }
+    let redis = lua.create_table()?;
+    redis.raw_set(
+        "error_reply",
+        lua.create_function(|lua, msg: mlua::String| error_table(lua, &msg.to_str()?))?,
+    )?;
+    redis.raw_set(
+        "status_reply",
+        lua.create_function(|lua, msg: mlua::String| {
+            let t = lua.create_table()?;
+            t.raw_set("ok", msg)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.raw_set(
+        "sha1hex",
+        lua.create_function(|_, s: mlua::String| Ok(super::sha1_hex(&s.as_bytes())))?,
+    )?;
+    redis.raw_set(
+        "log",
+        lua.create_function(|_, (level, msg): (i64, mlua::String)| {
+            let msg = msg.to_string_lossy();
+            match level {
+                0 | 1 => tracing::debug!(target: "script", "{msg}"),
+                2 => tracing::info!(target: "script", "{msg}"),
+                _ => tracing::warn!(target: "script", "{msg}"),
+            }
+            Ok(())
+        })?,
+    )?;
+    for (name, v) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
+        redis.raw_set(name, v)?;
+    }
+    // 7.0 always replicates a script's effects: this says so.
+    redis.raw_set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    // The RESP version `redis.call` replies come in (for this run).
+    redis.raw_set("setresp", {
+        let run = run.clone();
+        lua.create_function(move |lua, args: MultiValue| {
+            if args.len() != 1 {
+                return Err(call_error("ERR redis.setresp() requires one argument."));
+            }
+            let resp = lua.coerce_number(args[0].clone()).ok().flatten();
+            match resp {
+                Some(r) if r == 2.0 || r == 3.0 => {
+                    run.resp.set(r as u8);
+                    Ok(())
+                }
+                _ => Err(call_error("ERR RESP version must be 2 or 3.")),
+            }
+        })?
+    })?;
+    // Where the effects of this run's next commands go. One log feeds
+    // both the AOF and the replicas here: REPL_NONE keeps effects out of
+    // both; REPL_AOF and REPL_REPLICA alone send them to both.
+    redis.raw_set(
+        "set_repl",
+        {
+            let run = run.clone();
+            lua.create_function(move |lua, args: MultiValue| {
+                if args.len() != 1 {
+                    return Err(call_error("ERR redis.set_repl() requires two arguments."));
+                }
+                let flags = lua.coerce_number(args[0].clone()).ok().flatten();
+                match flags {
+                    Some(f) if (0.0..=3.0).contains(&f) && f.fract() == 0.0 => {
+                        run.repl.set(f as u8);
+                        Ok(())
+                    }
+                    _ => Err(call_error(
+                        "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+                    )),
+                }
+            })?
+        },
+    )?;
+    for (name, v) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
+        redis.raw_set(name, v)?;
+    }
+    // Without a debugger attached (SCRIPT DEBUG), as in Redis: a
+    // breakpoint is not taken and debug output goes nowhere.
+    redis.raw_set("breakpoint", lua.create_function(|_, ()| Ok(false))?)?;
+    redis.raw_set("debug", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+    redis.raw_set("REDIS_VERSION", crate::shared::REDIS_VERSION)?;
+    redis.raw_set(
+        "REDIS_VERSION_NUM",
+        version_num(crate::shared::REDIS_VERSION),
+    )?;
+    // The functions that reach the running command (`Run::ctx`).
+    for (name, kind) in [
+        ("call", Callback::Call),
+        ("pcall", Callback::Pcall),
+        ("acl_check_cmd", Callback::AclCheck),
+    ] {
+        let run = run.clone();
+        redis.raw_set(
+            name,
+            lua.create_function(move |lua, args: MultiValue| run.call(lua, kind, args))?,
+        )?;
+    }
+    g.raw_set("redis", redis.clone())?;
+    // The handler of a script's errors: the error and the script's line.
+    let handler = lua.create_function(|lua, e: Value| {
+        // A script out of memory still gets its error reported (the
+        // limit is set again at the next run).
+        let _ = lua.set_memory_limit(0);
+        let mut line = 1;
+        for level in 1..64 {
+            let Some(d) = lua.inspect_stack(level) else {
+                break;
+            };
+            let src = d.source().source;
+            if matches!(src.as_deref(), Some("@user_script" | "@user_function")) {
+                line = d.curr_line();
+                break;
+            }
+        }
+        Ok((e, line))
+    })?;
+    let raw_xpcall: mlua::Function = g.raw_get("xpcall")?;
+    // pcall and xpcall cannot hold on to a script that was stopped: once
+    // it is, they raise again whatever they caught.
+    let killed = {
+        let run = run.clone();
+        lua.create_function(move |_, ()| Ok(run.killed.get()))?
+    };
+    lua.load(
+        r##"
+        local killed, raw_pcall, raw_xpcall, select, unpack, error = ...
+        local match, tostring, type, rawget = string.match, tostring, type, rawget
+        local function pack(...) return { n = select("#", ...), ... } end
+        local function check(r)
+            if killed() then error("Script killed: it ran longer than busy-reply-threshold", 0) end
+            return unpack(r, 1, r.n)
+        end
+        -- As Redis's pcall: a caught error is its text (an error table's
+        -- `err`, redis.call's error reply), not the object raised.
+        pcall = function(...)
+            local r = pack(raw_pcall(...))
+            if r[1] == false then
+                local e = r[2]
+                if type(e) == "table" and rawget(e, "err") ~= nil then
+                    r[2] = rawget(e, "err")
+                elseif type(e) == "userdata" then
+                    r[2] = match(tostring(e), "^[^\n]*")
+                end
+            end
+            return check(r)
+        end
+        xpcall = function(...) return check(pack(raw_xpcall(...))) end
+        "##,
+    )
+    .set_name("=guard")
+    .call::<()>((
+        killed,
+        g.raw_get::<mlua::Function>("pcall")?,
+        raw_xpcall.clone(),
+        g.raw_get::<mlua::Function>("select")?,
+        g.raw_get::<mlua::Function>("unpack")?,
+        g.raw_get::<mlua::Function>("error")?,
+    ))?;
+    // Read-only globals, as Redis 7.0's: a script runs in an environment
+    // that reads the globals and refuses writes; `_G` and the libraries are read-only views; rawset and
+    // setmetatable refuse them; loadstring's chunks run in their caller's
+    // environment. Returns the function that runs a script.
+    let (runner, fcall, loader): (mlua::Function, mlua::Function, mlua::Function) = lua
+        .load(
+            r#"
+            local handler, raw_xpcall = ...
+            local raw_rawset, raw_rawget, raw_setmetatable = rawset, rawget, setmetatable
+            local raw_setfenv, raw_getfenv = setfenv, getfenv
+            local raw_loadstring, raw_load = loadstring, load
+            local error, tostring, type, ipairs, getmetatable = error, tostring, type, ipairs, getmetatable
+            local G = _G
+            local protected = {}
+            local function deny(level) error("Attempt to modify a readonly table", level) end
+            local function readonly(t, index)
+                local p = {}
+                raw_setmetatable(p, {
+                    __index = index or t,
+                    __newindex = function() deny(3) end,
+                    -- (What getmetatable answers: an empty table, as Redis.)
+                    __metatable = {},
+                })
+                protected[p] = true
+                return p
+            end
+            G.loadstring = function(s, name)
+                local f, e = raw_loadstring(s, name)
+                if f then raw_setfenv(f, raw_getfenv(2)) end
+                return f, e
+            end
+            G.load = function(fn, name)
+                local f, e = raw_load(fn, name)
+                if f then raw_setfenv(f, raw_getfenv(2)) end
+                return f, e
+            end
+            G.rawset = function(t, k, v)
+                if protected[t] then deny(0) end
+                return raw_rawset(t, k, v)
+            end
+            G.setmetatable = function(t, mt)
+                if protected[t] then deny(0) end
+                return raw_setmetatable(t, mt)
+            end
+            G.setfenv, G.getfenv = nil, nil
+            for _, name in ipairs({ "string", "table", "math", "redis", "bit", "struct", "cjson", "cmsgpack" }) do
+                G[name] = readonly(G[name])
+            end
+            getmetatable("").__metatable = false
+            G._G = readonly(G)
+            -- An environment reading globals through `index` and refusing
+            -- writes.
+            local function env_for(index)
+                local env = raw_setmetatable({}, {
+                    __index = function(_, k)
+                        local v = index(k)
+                        if v == nil then
+                            error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                        end
+                        return v
+                    end,
+                    __newindex = function() deny(3) end,
+                    __metatable = false,
+                })
+                protected[env] = true
+                return env
+            end
+            local function globals(k) return raw_rawget(G, k) end
+            local function trap(e) return { handler(e) } end
+            local function finish(ok, e)
+                if ok then return true, e end
+                -- (Out of memory, Lua calls no handler: the message as is.)
+                if type(e) ~= "table" then return false, e, nil end
+                return false, e[1], e[2]
+            end
+            -- A script (EVAL): every script in the one environment that
+            -- reads the globals and refuses writes.
+            local script_env = env_for(globals)
+            local function run(f)
+                raw_setfenv(f, script_env)
+                return finish(raw_xpcall(f, trap))
+            end
+            -- A function (FCALL): its keys and arguments as parameters.
+            local function fcall(f, keys, args)
+                return finish(raw_xpcall(function() return f(keys, args) end, trap))
+            end
+            -- A library (FUNCTION LOAD): its code runs where only the
+            -- loading API is (`redis.register_function`, `redis.log`...);
+            -- its functions, later, see the globals scripts see.
+            local R = G.redis
+            local register
+            -- (Its `redis` table, as the globals, refuses names it lacks.)
+            local function strict(t)
+                return readonly(t, function(_, k)
+                    local v = raw_rawget(t, k)
+                    if v == nil then
+                        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                    end
+                    return v
+                end)
+            end
+            local api = {
+                redis = strict({
+                    register_function = function(...)
+                        if not register then
+                            error({ err = "ERR redis.register_function can only be called on FUNCTION LOAD command" })
+                        end
+                        local e = register(...)
+                        if e then error({ err = "ERR " .. e }) end
+                    end,
+                    log = R.log,
+                    LOG_DEBUG = R.LOG_DEBUG, LOG_VERBOSE = R.LOG_VERBOSE,
+                    LOG_NOTICE = R.LOG_NOTICE, LOG_WARNING = R.LOG_WARNING,
+                    REDIS_VERSION = R.REDIS_VERSION, REDIS_VERSION_NUM = R.REDIS_VERSION_NUM,
+                }),
+            }
+            local function load_library(chunk, reg)
+                local loading = true
+                raw_setfenv(chunk, env_for(function(k)
+                    if loading then return raw_rawget(api, k) end
+                    return raw_rawget(G, k)
+                end))
+                register = reg
+                local ok, e = raw_xpcall(chunk, trap)
+                register, loading = nil, false
+                return finish(ok, e)
+            end
+            return run, fcall, load_library
+            "#,
+        )
+        .set_name("=run")
+        .call((handler, raw_xpcall))?;
+    Ok((lua, redis, [runner, fcall, loader]))
+}
+
+/// The error `redis.call` raises: Redis's error reply text. (A Rust
+/// function, as Redis's is a C one: `return redis.call(...)` is then no
+/// tail call, and the script's line stays on the stack for the error.)
+#[derive(Debug)]
+pub(crate) struct CallError(pub String);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// An error a `redis` function raises: Redis's text, as `redis.call`'s.
+pub(crate) fn call_error(msg: &str) -> mlua::Error {
+    mlua::Error::external(CallError(msg.to_string()))
+}
+
+/// `7.0.15` as 0x07000f.
+fn version_num(v: &str) -> i64 {
+    v.split('.')
+        .take(3)
+        .map(|p| p.parse::<i64>().unwrap_or(0))
+        .fold(0, |acc, p| (acc << 8) | (p & 0xff))
+}
