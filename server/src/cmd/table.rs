@@ -449,6 +449,8 @@ pub struct Registered {
     pub admin: bool,
     pub fast: bool,
     pub no_multi: bool,
+    /// Refused inside scripts.
+    pub noscript: bool,
     pub denyoom: bool,
     pub write: bool,
     /// Redis's `readonly` flag: reads the keyspace.
@@ -477,6 +479,7 @@ impl Registered {
             admin: spec.has_flag("admin"),
             fast: spec.has_flag("fast"),
             no_multi: spec.has_flag("no_multi"),
+            noscript: spec.has_flag("noscript"),
             denyoom: spec.has_flag("denyoom"),
             write: spec.has_flag("write"),
             read: spec.has_flag("readonly"),

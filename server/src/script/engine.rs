@@ -19,6 +19,7 @@ use mlua::{Lua, LuaOptions, MultiValue, StdLib, Value};
 
 use super::convert::error_table;
 use crate::cmd::Ctx;
+use crate::resp::Reply;
 
 /// A database's Lua state and the functions that run code in it. Cheap
 /// to clone (the state is shared).
@@ -124,6 +125,9 @@ pub(crate) struct Run {
     kill_message: Cell<&'static str>,
     /// Lua's memory limit for the run (lifted while Rust code runs).
     cap: Cell<usize>,
+    /// The reply buffer `redis.call` lends each command (one allocation
+    /// for the state's life, not one per call).
+    reply: Cell<Option<Reply>>,
 }
 
 impl Default for Run {
@@ -137,6 +141,7 @@ impl Default for Run {
             deadline: Cell::new(None),
             kill_message: Cell::new(""),
             cap: Cell::new(0),
+            reply: Cell::new(None),
         }
     }
 }
@@ -149,7 +154,25 @@ enum Callback {
     AclCheck,
 }
 
+/// A reply buffer grown past this is not kept for the next call.
+const KEPT_REPLY: usize = 64 << 10;
+
 impl Run {
+    /// An empty reply buffer in the run's RESP version.
+    pub(crate) fn take_reply(&self) -> Reply {
+        let mut r = self.reply.take().unwrap_or_else(|| Reply::new(2));
+        r.buf.clear();
+        r.resp = self.resp.get();
+        r
+    }
+
+    /// Gives the buffer back (unless it grew large).
+    pub(crate) fn put_reply(&self, r: Reply) {
+        if r.buf.capacity() <= KEPT_REPLY {
+            self.reply.set(Some(r));
+        }
+    }
+
     /// Runs `f` (Lua code calling back into the command through `redis.*`)
     /// with `ctx` reachable from those functions, and unreachable again
     /// once it returns.

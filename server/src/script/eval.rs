@@ -8,7 +8,6 @@
 use mlua::{Lua, MultiValue, Value};
 
 use crate::cmd::Ctx;
-use crate::resp::Reply;
 
 use super::convert::{lua_to_reply, reply_to_lua, Budget, TooBig};
 use super::engine::{call_error, CallError, Engine, Run};
@@ -76,19 +75,18 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
         return;
     };
     let sha = if by_sha {
-        let sha = String::from_utf8_lossy(ctx.args[1]).to_ascii_lowercase();
-        if ctx.t.scripts.get(&sha).is_none() {
-            return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
+        // (Names are cached in lower case; most clients send them so.)
+        match std::str::from_utf8(ctx.args[1]) {
+            Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.to_string(),
+            _ => String::from_utf8_lossy(ctx.args[1]).to_ascii_lowercase(),
         }
-        sha
     } else {
         match ctx.t.scripts.load(ctx.args[1]) {
             Ok(sha) => sha,
             Err(e) => return ctx.error(&format!("ERR {e}")),
         }
     };
-    let flags = ctx.t.scripts.get(&sha).map(|s| s.flags).unwrap_or_default();
-    let Some((engine, func)) = ctx.t.scripts.function(&sha) else {
+    let Some((engine, func, flags)) = ctx.t.scripts.function(&sha) else {
         return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
     };
     execute(
@@ -146,8 +144,8 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     }
     // A script declaring no-writes may not write either.
     let no_writes = read_only || (flags.declared && flags.no_writes);
-    let keys = ctx.args[3..3 + n].to_vec();
-    let argv = ctx.args[3 + n..].to_vec();
+    let args: &[&[u8]] = ctx.args;
+    let (keys, argv) = (&args[3..3 + n], &args[3 + n..]);
     // What a script changes goes out as one transaction (unless it runs
     // inside EXEC, whose transaction it is part of).
     let own_tx = !ctx.t.log.in_tx();
@@ -158,7 +156,7 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     let in_exec_before = ctx.s.in_exec;
     // Blocking commands do not block in a script (as in a transaction).
     ctx.s.in_exec = true;
-    let result = call_script(ctx, &engine, &func, kind, &keys, &argv, no_writes);
+    let result = call_script(ctx, &engine, &func, kind, keys, argv, no_writes);
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
     ctx.s.db = db_before;
@@ -303,15 +301,32 @@ fn call_script(
     })
 }
 
-/// A `redis.call`'s arguments as bytes (Redis's error when one is neither
-/// a string nor a number).
-fn command_args(args: &MultiValue) -> Result<Vec<Vec<u8>>, String> {
+/// A `redis.call` argument's bytes: a Lua string's own, or a number
+/// written out.
+enum Arg<'a> {
+    Str(mlua::BorrowedBytes<'a>),
+    Num(Vec<u8>),
+}
+
+impl std::ops::Deref for Arg<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Arg::Str(b) => b,
+            Arg::Num(v) => v,
+        }
+    }
+}
+
+/// A `redis.call`'s arguments (Redis's error when one is neither a string
+/// nor a number).
+fn command_args(args: &MultiValue) -> Result<Vec<Arg<'_>>, String> {
     args.iter()
         .map(|a| match a {
-            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::String(s) => Ok(Arg::Str(s.as_bytes())),
             // (Lua 5.1's numbers are doubles: as Redis, %.17g.)
-            Value::Integer(n) => Ok(crate::util::fmt_f64(*n as f64).into_bytes()),
-            Value::Number(f) => Ok(crate::util::fmt_f64(*f).into_bytes()),
+            Value::Integer(n) => Ok(Arg::Num(crate::util::fmt_f64(*n as f64).into_bytes())),
+            Value::Number(f) => Ok(Arg::Num(crate::util::fmt_f64(*f).into_bytes())),
             _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
         })
         .collect()
@@ -321,7 +336,7 @@ fn command_args(args: &MultiValue) -> Result<Vec<Vec<u8>>, String> {
 /// run it.
 pub(super) fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
     let owned = command_args(args).map_err(|e| call_error(&e))?;
-    let argv: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
+    let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
     let r = match crate::cmd::lookup(&argv) {
         crate::cmd::Lookup::Found(r) if !argv.is_empty() => r,
         _ => {
@@ -351,7 +366,7 @@ pub(super) fn command(
             "ERR Please specify at least one argument for this redis lib call".into(),
         ));
     }
-    let argv: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
+    let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
     let r = match crate::cmd::lookup(&argv) {
         crate::cmd::Lookup::Found(r) => r,
         _ => return Ok(Err("ERR Unknown Redis command called from script".into())),
@@ -361,7 +376,7 @@ pub(super) fn command(
             "ERR Wrong number of args calling Redis command from script".into(),
         ));
     }
-    if r.spec.has_flag("noscript") {
+    if r.noscript {
         return Ok(Err(
             "ERR This Redis command is not allowed from script".into()
         ));
@@ -401,7 +416,7 @@ pub(super) fn command(
             "READONLY You can't write against a read only replica.".into()
         ));
     }
-    let mut out = Reply::new(run.resp.get());
+    let mut out = run.take_reply();
     // redis.set_repl(redis.REPL_NONE): the effects stay here.
     let unlogged = run.repl.get() == 0;
     let was_suppressed = ctx.t.log.is_suppressed();
@@ -428,5 +443,7 @@ pub(super) fn command(
         crate::dispatch::count_call(ctx.t, r.id, us, failed);
     }
     ctx.t.log.set_suppressed(was_suppressed);
-    reply_to_lua(lua, &out.buf)
+    let v = reply_to_lua(lua, &out.buf);
+    run.put_reply(out);
+    v
 }

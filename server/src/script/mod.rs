@@ -198,14 +198,12 @@ impl Scripts {
         self.cache.get(sha)
     }
 
-    /// The Lua state and script `sha`'s function in it.
-    pub fn function(&self, sha: &str) -> Option<(engine::Engine, mlua::Function)> {
+    /// The Lua state, script `sha`'s function in it and its flags.
+    pub fn function(&self, sha: &str) -> Option<(engine::Engine, mlua::Function, Flags)> {
         let engine = self.lua.as_ref()?;
-        let f = engine
-            .lua()
-            .registry_value(&self.cache.get(sha)?.func)
-            .ok()?;
-        Some((engine.clone(), f))
+        let script = self.cache.get(sha)?;
+        let f = engine.lua().registry_value(&script.func).ok()?;
+        Some((engine.clone(), f, script.flags))
     }
 
     /// Drops every script and the Lua state (SCRIPT FLUSH).
