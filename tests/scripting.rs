@@ -103,6 +103,9 @@ fn the_script_cache_answers_as_redis_does() {
         &["SCRIPT", "KILL", "x"],
         &["SCRIPT", "HELP"],
         &["SCRIPT", "NOPE"],
+        &["SCRIPT", "DEBUG", "NO"],
+        &["SCRIPT", "DEBUG", "bad"],
+        &["SCRIPT", "DEBUG"],
     ];
     for step in steps {
         same(&mut r, &mut a, step);
@@ -112,6 +115,11 @@ fn the_script_cache_answers_as_redis_does() {
         Some(Value::Array(vec![Value::Int(0)])),
         "flushed"
     );
+    // No Lua debugger here: turning it on is refused, not ignored.
+    assert!(matches!(
+        a.cmd(&["SCRIPT", "DEBUG", "YES"]),
+        Ok(Value::Error(e)) if e.starts_with(b"ERR SCRIPT DEBUG is not supported")
+    ));
 }
 
 /// EVAL and EVALSHA: replies, errors (Redis's words, the script's sha and
@@ -422,6 +430,112 @@ fn libraries_match_redis() {
     for script in scripts {
         same(&mut r, &mut a, &["EVAL", script, "0"]);
     }
+}
+
+/// Over `maxmemory` (1 byte: always), as Redis 7.0: a script without a
+/// shebang runs, but its first `denyoom` command is refused; one that
+/// declares its flags is refused before it starts unless it says
+/// `allow-oom` or `no-writes`; FCALL likewise by its function's flags.
+#[test]
+fn scripts_over_maxmemory_as_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let lib = "#!lua name=oom\nredis.register_function('w', function() return redis.call('set', 'f', 'v') end)\n\
+        redis.register_function{function_name='ok', callback=function() return redis.call('set', 'f', 'v') end, flags={'allow-oom'}}";
+    for step in [
+        vec!["SET", "k", "v"],
+        vec!["FUNCTION", "LOAD", lib],
+        vec!["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+        vec!["CONFIG", "SET", "maxmemory", "1"],
+        vec!["EVAL", "return redis.call('set', 'a', 'b')", "0"],
+        vec!["EVAL", "return redis.call('get', 'k')", "0"],
+        vec![
+            "EVAL",
+            "redis.call('del', 'k') return redis.call('set', 'a', 'b')",
+            "0",
+        ],
+        vec!["EVAL", "return redis.pcall('set', 'a', 'b')", "0"],
+        vec!["EVAL", "#!lua\nreturn redis.call('set', 'a', 'b')", "0"],
+        vec![
+            "EVAL",
+            "#!lua flags=allow-oom\nreturn redis.call('set', 'a', 'b')",
+            "0",
+        ],
+        vec![
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('get', 'a')",
+            "0",
+        ],
+        vec!["FCALL", "w", "0"],
+        vec!["FCALL", "ok", "0"],
+        vec!["CONFIG", "SET", "maxmemory", "0"],
+        vec!["EVAL", "#!lua\nreturn redis.call('set', 'a', 'c')", "0"],
+        vec!["GET", "a"],
+    ] {
+        same(&mut r, &mut a, &step);
+    }
+}
+
+/// Errors are counted once, as Redis 7.0 counts them: a command's error
+/// where the command failed (also when refused inside the script), the
+/// script's own error where the script failed; a `redis.pcall` error
+/// table carries `ignore_error_stats_update`.
+#[test]
+fn script_errors_are_counted_as_redis_counts_them() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    for step in [
+        vec!["SET", "s", "abc"],
+        vec!["CONFIG", "RESETSTAT"],
+        vec!["EVAL", "return redis.call('incr', 's')", "0"],
+        vec!["EVAL", "return redis.pcall('incr', 's')", "0"],
+        vec![
+            "EVAL",
+            "local t = redis.pcall('incr', 's') return tostring(t.ignore_error_stats_update)",
+            "0",
+        ],
+        vec!["EVAL", "error('x')", "0"],
+        vec!["EVAL", "return redis.error_reply('MY x')", "0"],
+        vec!["EVAL", "return {err='MINE y'}", "0"],
+        vec!["EVAL", "return {1, redis.error_reply('NESTED z')}", "0"],
+        vec!["EVAL", "return redis.call('nosuch')", "0"],
+        vec!["EVAL", "return redis.call('get')", "0"],
+        vec!["EVAL_RO", "return redis.call('set', 'a', 'b')", "0"],
+        vec!["EVAL", "redis.setresp(4)", "0"],
+        vec!["EVAL", "return redis.pcall('subscribe', 'c')", "0"],
+    ] {
+        same(&mut r, &mut a, &step);
+    }
+    // The counters, without the timings.
+    let stats = |c: &mut RespConn| -> Vec<String> {
+        let mut lines = Vec::new();
+        for section in ["errorstats", "commandstats", "stats"] {
+            let Ok(Value::Bulk(b)) = c.cmd(&["INFO", section]) else {
+                panic!("INFO {section}");
+            };
+            for l in String::from_utf8_lossy(&b).lines() {
+                if l.starts_with("errorstat_") || l.starts_with("total_error_replies") {
+                    lines.push(l.to_string());
+                } else if let Some(rest) = l.strip_prefix("cmdstat_") {
+                    if ["eval:", "eval_ro:", "incr:", "get:", "set:", "subscribe:"]
+                        .iter()
+                        .any(|c| rest.starts_with(c))
+                    {
+                        let kept: Vec<&str> = rest
+                            .split([',', ':'])
+                            .filter(|f| !f.starts_with("usec"))
+                            .collect();
+                        lines.push(kept.join(","));
+                    }
+                }
+            }
+        }
+        lines.sort();
+        lines
+    };
+    assert_eq!(stats(&mut a), stats(&mut r));
 }
 
 /// `math.random` is Redis 7.0's: one generator from drand48's default

@@ -187,6 +187,10 @@ pub struct Session {
     pub multi_error: bool,
     /// Running EXEC's queued commands (blocking commands do not block).
     pub in_exec: bool,
+    /// The database was over its memory limit when this command (or its
+    /// EXEC) started, eviction notwithstanding: a script may then not
+    /// write (Redis's `pre_command_oom_state`).
+    pub oom_at_start: bool,
     /// WATCHed keys: (db, key, was logically expired when watched).
     pub watched: Vec<(usize, Vec<u8>, bool)>,
     pub channels: hashbrown::HashSet<Vec<u8>>,
@@ -291,6 +295,7 @@ impl Session {
             multi: None,
             multi_error: false,
             in_exec: false,
+            oom_at_start: false,
             watched: Vec::new(),
             channels: Default::default(),
             patterns: Vec::new(),

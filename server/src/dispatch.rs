@@ -102,6 +102,26 @@ fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -
     })
 }
 
+/// Whether a script or function that declares its flags may not start
+/// over the memory limit: it may write and says nothing of `allow-oom`
+/// (Redis's `scriptFlagsToCmdFlags` makes it `denyoom`). Scripts without
+/// a shebang are checked at their first write instead.
+fn script_denies_oom(t: &Tenant, r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
+    let flags = match r.fullname.as_str() {
+        "eval" => args
+            .get(1)
+            .and_then(|b| crate::script::shebang(b).ok())
+            .map(|f| f.0),
+        "evalsha" => args.get(1).and_then(|sha| t.scripts.flags(sha)),
+        "fcall" => args
+            .get(1)
+            .and_then(|f| t.functions.get(f))
+            .map(|(_, _, flags, _)| flags),
+        _ => None,
+    };
+    flags.is_some_and(|f| f.declared && !f.allow_oom && !f.no_writes)
+}
+
 /// Redis's `is_write_command`: a write, or an EXEC that queued one.
 /// A write, for routing and the primary's checks: a script or function
 /// that may write (EVAL, EVALSHA, FCALL: their writes are known only once
@@ -699,6 +719,9 @@ pub(crate) fn run(
     // A replica and a paused primary neither evict nor refuse: their data
     // must change only by their primary's effects / stand still (Redis's
     // `isSafeToPerformEvictions`).
+    if !s.in_exec {
+        s.oom_at_start = false;
+    }
     if lim.maxmemory > 0 && !s.in_exec && !s.replaying && t.deletes_on_its_own(now_ms) {
         // As Redis does, the replication backlog does not count against
         // a database's limit (it is the service's, sized by the operator),
@@ -714,7 +737,8 @@ pub(crate) fn run(
             None => crate::alloc::allocated() as u64,
         };
         let ok = crate::evict::perform(t, &lim, now_ms, used);
-        if !ok && r.denyoom {
+        s.oom_at_start = !ok;
+        if !ok && (r.denyoom || script_denies_oom(t, r, args)) {
             reject(
                 t,
                 s,

@@ -40,6 +40,20 @@ pub fn flush(ctx: &mut Ctx) {
     ctx.out.ok();
 }
 
+/// `SCRIPT DEBUG YES|SYNC|NO`: there is no Lua debugger here, so
+/// debugging stays off: NO is what is already so, YES and SYNC are
+/// refused (not accepted and then ignored).
+pub fn debug(ctx: &mut Ctx) {
+    let mode = ctx.args[2];
+    if mode.eq_ignore_ascii_case(b"no") {
+        ctx.out.ok();
+    } else if mode.eq_ignore_ascii_case(b"yes") || mode.eq_ignore_ascii_case(b"sync") {
+        ctx.error("ERR SCRIPT DEBUG is not supported: this server has no Lua debugger");
+    } else {
+        ctx.error("ERR Use SCRIPT DEBUG YES/SYNC/NO");
+    }
+}
+
 /// `SCRIPT KILL`: no other command of a database runs while its script
 /// does, so there is never one to kill.
 pub fn kill(ctx: &mut Ctx) {

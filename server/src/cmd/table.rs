@@ -400,6 +400,7 @@ static COMMAND_SUBS: &[CommandSpec] = &[
 
 #[rustfmt::skip]
 static SCRIPT_SUBS: &[CommandSpec] = &[
+    cmd!("debug", 3, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "3.2.0", "Set the debug mode for executed scripts.", script::debug),
     cmd!("exists", -3, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Determine if server-side Lua scripts exist in the script cache", script::exists),
     cmd!("flush", -2, "noscript", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Remove all server-side Lua scripts from the script cache", script::flush),
     cmd!("kill", 2, "noscript allow_busy", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "2.6.0", "Terminate a server-side Lua script during execution", script::kill),

@@ -168,6 +168,11 @@ pub struct Budget {
     path: Vec<*const std::ffi::c_void>,
     /// Tables already written as plain arrays.
     plain: std::collections::HashSet<*const std::ffi::c_void>,
+    /// Error replies written that were not counted where they came from
+    /// (the script's own `{err=...}`): for the error statistics.
+    pub errors: Vec<String>,
+    /// Error replies written that were counted where they came from.
+    pub uncounted: usize,
 }
 
 impl Budget {
@@ -177,6 +182,8 @@ impl Budget {
             max_bytes,
             path: Vec::new(),
             plain: Default::default(),
+            errors: Vec::new(),
+            uncounted: 0,
         }
     }
 }
@@ -235,6 +242,15 @@ pub fn lua_to_reply(
                 write_array(t, p, out, budget, script_resp)?;
             } else if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
                 out.error_bytes(&e.as_bytes());
+                // (redis.pcall's were counted when the command failed.)
+                if !t
+                    .raw_get::<bool>("ignore_error_stats_update")
+                    .unwrap_or(false)
+                {
+                    budget.errors.push(e.to_string_lossy());
+                } else {
+                    budget.uncounted += 1;
+                }
             } else if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
                 // The bytes as they are, CR/LF as spaces (Redis's).
                 let b: Vec<u8> = s

@@ -121,6 +121,15 @@ pub(crate) struct Run {
     pub repl: Cell<u8>,
     /// The code was stopped past its deadline.
     pub killed: Cell<bool>,
+    /// The database was over its memory limit when the script started:
+    /// `denyoom` commands are refused until it has written (unless it
+    /// declared `allow-oom`).
+    pub oom: Cell<bool>,
+    /// The database's change count when the script started.
+    pub dirty_at_start: Cell<u64>,
+    /// The error count after the script's last command (or at its
+    /// start): errors past it are the script's own reply's.
+    pub errors_mark: Cell<u64>,
     deadline: Cell<Option<Instant>>,
     kill_message: Cell<&'static str>,
     /// Lua's memory limit for the run (lifted while Rust code runs).
@@ -138,6 +147,9 @@ impl Default for Run {
             resp: Cell::new(2),
             repl: Cell::new(3),
             killed: Cell::new(false),
+            oom: Cell::new(false),
+            dirty_at_start: Cell::new(0),
+            errors_mark: Cell::new(0),
             deadline: Cell::new(None),
             kill_message: Cell::new(""),
             cap: Cell::new(0),
@@ -208,12 +220,17 @@ impl Run {
         let r = match kind {
             Callback::Call => match super::eval::command(ctx, self, lua, &args) {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(msg)) => Err(mlua::Error::external(CallError(msg))),
+                Ok(Err(msg)) => Err(mlua::Error::external(CallError { msg, counted: true })),
                 Err(e) => Err(e),
             },
             Callback::Pcall => match super::eval::command(ctx, self, lua, &args) {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(msg)) => error_table(lua, &msg).map(Value::Table),
+                Ok(Err(msg)) => error_table(lua, &msg).and_then(|t| {
+                    // Counted where it happened (Redis's field, which
+                    // scripts see too).
+                    t.raw_set("ignore_error_stats_update", true)?;
+                    Ok(Value::Table(t))
+                }),
                 Err(e) => Err(e),
             },
             Callback::AclCheck => super::eval::acl_check(ctx, &args).map(Value::Boolean),
@@ -545,15 +562,21 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
     Ok((lua, redis, [runner, fcall, loader]))
 }
 
-/// The error `redis.call` raises: Redis's error reply text. (A Rust
-/// function, as Redis's is a C one: `return redis.call(...)` is then no
-/// tail call, and the script's line stays on the stack for the error.)
+/// The error `redis.call` and the other `redis` functions raise: Redis's
+/// error text. (A Rust function, as Redis's is a C one: `return
+/// redis.call(...)` is then no tail call, and the script's line stays on
+/// the stack for the error.)
 #[derive(Debug)]
-pub(crate) struct CallError(pub String);
+pub(crate) struct CallError {
+    pub msg: String,
+    /// Already counted in the error statistics (a command's error, which
+    /// the script's own error reply then does not count again).
+    pub counted: bool,
+}
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.msg)
     }
 }
 
@@ -561,7 +584,10 @@ impl std::error::Error for CallError {}
 
 /// An error a `redis` function raises: Redis's text, as `redis.call`'s.
 pub(crate) fn call_error(msg: &str) -> mlua::Error {
-    mlua::Error::external(CallError(msg.to_string()))
+    mlua::Error::external(CallError {
+        msg: msg.to_string(),
+        counted: false,
+    })
 }
 
 /// `7.0.15` as 0x07000f.

@@ -156,6 +156,14 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     let in_exec_before = ctx.s.in_exec;
     // Blocking commands do not block in a script (as in a transaction).
     ctx.s.in_exec = true;
+    // Over the memory limit at the start, a script without `allow-oom`
+    // runs no `denyoom` command until it has written (Redis's
+    // scriptVerifyOOM; one declaring its flags did not even start).
+    let run = engine.run();
+    run.oom
+        .set(ctx.s.oom_at_start && !ctx.s.replaying && !flags.allow_oom);
+    run.dirty_at_start.set(ctx.t.dirty);
+    run.errors_mark.set(ctx.t.stats.total_error_replies);
     let result = call_script(ctx, &engine, &func, kind, keys, argv, no_writes);
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
@@ -171,7 +179,15 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
             let script_resp = engine.run().resp.get();
             match lua_to_reply(&v, ctx.out, &mut budget, script_resp) {
                 Ok(()) => {
-                    if ctx.out.buf.get(mark) == Some(&b'-') {
+                    for e in &budget.errors {
+                        ctx.t.count_error(e);
+                    }
+                    // As Redis: the script failed when its reply holds an
+                    // error (one counted where it came from, or one
+                    // counted since its last command).
+                    if budget.uncounted > 0
+                        || ctx.t.stats.total_error_replies > engine.run().errors_mark.get()
+                    {
                         ctx.failed = true;
                     }
                 }
@@ -198,42 +214,66 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
         Kind::Script => "user_script",
         Kind::Function => "user_function",
     };
-    ctx.error(&format!("{msg} script: {name}, on @{source}:{line}."));
+    let ((msg, counted), line) = (msg, line);
+    let msg = format!("{msg} script: {name}, on @{source}:{line}.");
+    // A command's error the script passed on was counted when the
+    // command failed: the script's reply is not counted again.
+    if counted {
+        ctx.failed = true;
+        ctx.out.error(&msg);
+    } else {
+        ctx.error(&msg);
+    }
 }
 
-/// What a script's raised error says, as Redis reports it.
-pub(super) fn raised(e: &Value) -> String {
+/// What a script's raised error says, as Redis reports it, and whether
+/// it was counted already (see [`CallError`]).
+pub(super) fn raised(e: &Value) -> (String, bool) {
     match e {
-        Value::Table(t) => match t.raw_get::<Value>("err") {
-            Ok(Value::String(s)) => s.to_string_lossy(),
-            _ => "ERR unknown error".to_string(),
-        },
-        Value::String(s) => format!("ERR {}", s.to_string_lossy()),
+        Value::Table(t) => (
+            match t.raw_get::<Value>("err") {
+                Ok(Value::String(s)) => s.to_string_lossy(),
+                _ => "ERR unknown error".to_string(),
+            },
+            t.raw_get::<bool>("ignore_error_stats_update")
+                .unwrap_or(false),
+        ),
+        Value::String(s) => (format!("ERR {}", s.to_string_lossy()), false),
         Value::Error(e) => error_text(e),
-        other => format!("ERR {}", other.to_string().unwrap_or_default()),
+        other => (
+            format!("ERR {}", other.to_string().unwrap_or_default()),
+            false,
+        ),
     }
 }
 
 /// An mlua error as Redis's words: `redis.call`'s error reply as it
-/// came, anything else `ERR` and its first line.
-pub(super) fn error_text(e: &mlua::Error) -> String {
+/// came, anything else `ERR` and its first line; and whether it was
+/// counted already (see [`CallError`]).
+pub(super) fn error_text(e: &mlua::Error) -> (String, bool) {
     let mut cur = e;
     loop {
         match cur {
             mlua::Error::CallbackError { cause, .. } => cur = cause,
             mlua::Error::ExternalError(x) => {
                 if let Some(c) = x.downcast_ref::<CallError>() {
-                    return c.0.clone();
+                    return (c.msg.clone(), c.counted);
                 }
-                return format!("ERR {x}");
+                return (format!("ERR {x}"), false);
             }
             mlua::Error::RuntimeError(msg) => {
-                return format!("ERR {}", msg.lines().next().unwrap_or_default())
+                return (
+                    format!("ERR {}", msg.lines().next().unwrap_or_default()),
+                    false,
+                )
             }
             other => {
-                return format!(
-                    "ERR {}",
-                    other.to_string().lines().next().unwrap_or_default()
+                return (
+                    format!(
+                        "ERR {}",
+                        other.to_string().lines().next().unwrap_or_default()
+                    ),
+                    false,
                 )
             }
         }
@@ -356,66 +396,97 @@ pub(super) fn command(
     lua: &Lua,
     args: &MultiValue,
 ) -> mlua::Result<Result<Value, String>> {
-    let no_writes = run.no_writes.get();
-    let owned = match command_args(args) {
-        Ok(a) => a,
-        Err(e) => return Ok(Err(e)),
+    let result = match checked(ctx, run, args) {
+        Err((msg, id)) => {
+            // Counted here, as Redis counts a call it refuses.
+            ctx.t.count_error(&msg);
+            if let Some(s) = id.and_then(|id| ctx.t.stats.commands.get_mut(id)) {
+                s.rejected_calls += 1;
+            }
+            Ok(Err(msg))
+        }
+        Ok((r, argv)) => run_command(ctx, run, lua, r, &argv),
     };
+    // (Errors counted from here on are the script's own.)
+    run.errors_mark.set(ctx.t.stats.total_error_replies);
+    result
+}
+
+/// A `redis.call`'s command and arguments once the checks Redis makes
+/// before running it pass; else the error and the command refused.
+#[allow(clippy::type_complexity)]
+fn checked<'a>(
+    ctx: &mut Ctx,
+    run: &Run,
+    args: &'a MultiValue,
+) -> Result<(&'static crate::cmd::table::Registered, Vec<Arg<'a>>), (String, Option<usize>)> {
+    let no_writes = run.no_writes.get();
+    let owned = command_args(args).map_err(|e| (e, None))?;
     if owned.is_empty() {
-        return Ok(Err(
+        return Err((
             "ERR Please specify at least one argument for this redis lib call".into(),
+            None,
         ));
     }
     let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
     let r = match crate::cmd::lookup(&argv) {
         crate::cmd::Lookup::Found(r) => r,
-        _ => return Ok(Err("ERR Unknown Redis command called from script".into())),
+        _ => return Err(("ERR Unknown Redis command called from script".into(), None)),
     };
+    let refuse = |msg: &str| Err((msg.to_string(), Some(r.id)));
     if !crate::dispatch::arity_fits(r.spec, argv.len()) {
-        return Ok(Err(
-            "ERR Wrong number of args calling Redis command from script".into(),
-        ));
+        return refuse("ERR Wrong number of args calling Redis command from script");
     }
     if r.noscript {
-        return Ok(Err(
-            "ERR This Redis command is not allowed from script".into()
-        ));
+        return refuse("ERR This Redis command is not allowed from script");
     }
     if r.spec.scope == crate::cmd::table::Scope::Denied && ctx.t.is_customer() {
-        return Ok(Err(format!(
+        return refuse(&format!(
             "NOPERM this user has no permissions to run the '{}' command",
             r.fullname
-        )));
+        ));
     }
     // The caller's ACL holds inside its script (Redis's words).
     if !ctx.s.unrestricted {
         if let Some(denied) = crate::dispatch::acl_denied(ctx.shared, ctx.s, r, &argv) {
-            return Ok(Err(if denied.contains("keys") {
-                "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments".into()
+            return refuse(if denied.contains("keys") {
+                "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments"
             } else {
-                "ERR The user executing the script can't run this command or subcommand".into()
-            }));
+                "ERR The user executing the script can't run this command or subcommand"
+            });
         }
     }
     // Writes stop while persistence fails, inside scripts too.
     if r.write {
         if let Some(msg) = crate::dispatch::disk_error(ctx.t, ctx.shared) {
-            return Ok(Err(msg));
+            return refuse(&msg);
         }
     }
     // A read-only script neither writes nor publishes (PUBLISH and the
     // like move the replication stream).
     if (r.write || r.may_replicate) && no_writes {
-        return Ok(Err(
-            "ERR Write commands are not allowed from read-only scripts.".into(),
-        ));
+        return refuse("ERR Write commands are not allowed from read-only scripts.");
+    }
+    if r.denyoom && run.oom.get() && ctx.t.dirty == run.dirty_at_start.get() {
+        return refuse("OOM command not allowed when used memory > 'maxmemory'.");
     }
     // A replica's data changes only by its primary's stream.
     if r.write && ctx.t.role == crate::repl::Role::Replica && !ctx.s.replaying {
-        return Ok(Err(
-            "READONLY You can't write against a read only replica.".into()
-        ));
+        return refuse("READONLY You can't write against a read only replica.");
     }
+    Ok((r, owned))
+}
+
+/// Runs a checked `redis.call`: the command's reply as a Lua value, or
+/// its error reply's text.
+fn run_command(
+    ctx: &mut Ctx,
+    run: &Run,
+    lua: &Lua,
+    r: &crate::cmd::table::Registered,
+    owned: &[Arg],
+) -> mlua::Result<Result<Value, String>> {
+    let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
     let mut out = run.take_reply();
     // redis.set_repl(redis.REPL_NONE): the effects stay here.
     let unlogged = run.repl.get() == 0;

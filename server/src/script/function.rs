@@ -479,9 +479,9 @@ fn run_library(
         Ok((true, _, _)) => Ok(registered.into_inner()),
         Ok((false, e, _)) => {
             let _ = lua.gc_collect();
-            Err(failed(raised(&e)))
+            Err(failed(raised(&e).0))
         }
-        Err(e) => Err(failed(error_text(&e))),
+        Err(e) => Err(failed(error_text(&e).0)),
     }
 }
 

@@ -193,6 +193,12 @@ impl Scripts {
             .unwrap_or(false)
     }
 
+    /// Script `sha`'s flags (hex, either case).
+    pub fn flags(&self, sha: &[u8]) -> Option<Flags> {
+        let sha = std::str::from_utf8(sha).ok()?.to_ascii_lowercase();
+        self.cache.get(&sha).map(|s| s.flags)
+    }
+
     /// Script `sha` (lowercase hex).
     pub fn get(&self, sha: &str) -> Option<&Script> {
         self.cache.get(sha)
