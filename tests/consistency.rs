@@ -427,7 +427,8 @@ fn scan_stays_on_its_copy(syd: &std::net::SocketAddr, p: &mut RespConn) {
 /// Scripts from the syd node: SCRIPT LOAD, EXISTS and EVALSHA reach the
 /// primary's cache, so loading then calling by sha works from a read
 /// region; a script's writes are the primary's; read-only scripts run
-/// too, the one this copy has not cached on the primary.
+/// too, the one this copy has not cached on the primary. Functions:
+/// loaded and called on the primary, replicated, read on the copy.
 fn scripts_from_a_read_region(syd: &std::net::SocketAddr, p: &mut RespConn) {
     let mut a = common::login_ready(*syd, "shop", TOKEN, |_| true).expect("A on syd");
     let incr = "return redis.call('INCR', KEYS[1])";
@@ -472,6 +473,27 @@ fn scripts_from_a_read_region(syd: &std::net::SocketAddr, p: &mut RespConn) {
         a.cmd(&["EVAL_RO", incr, "1", "scripted"]),
         Ok(Value::Error(e)) if e.starts_with(b"ERR Write commands are not allowed from read-only scripts.")
     ));
+    // Functions are data: FUNCTION LOAD from syd reaches the primary and
+    // replicates back; FCALL writes there, FCALL_RO reads on the copy.
+    let lib = "#!lua name=cons\nredis.register_function('bump', function(k) return redis.call('INCR', k[1]) end)\n\
+        redis.register_function{function_name='peek', callback=function(k) return redis.call('GET', k[1]) end, flags={'no-writes'}}";
+    assert_eq!(
+        a.cmd(&["FUNCTION", "LOAD", lib]).ok(),
+        Some(Value::Bulk(b"cons".to_vec()))
+    );
+    assert_eq!(
+        a.cmd(&["FCALL", "bump", "1", "scripted"]).ok(),
+        Some(Value::Int(3))
+    );
+    assert_eq!(
+        p.cmd(&["GET", "scripted"]).ok(),
+        Some(Value::Bulk(b"3".to_vec()))
+    );
+    common::wait_for(
+        "the copy on syd to have the library",
+        std::time::Duration::from_secs(10),
+        || a.cmd(&["FCALL_RO", "peek", "1", "scripted"]).ok() == Some(Value::Bulk(b"3".to_vec())),
+    );
 }
 
 /// A pipeline of writes on the syd node goes to the primary at once, in

@@ -123,6 +123,11 @@ pub fn kind(args: &[&[u8]]) -> Kind {
     if eq(name, "object") {
         return Kind::Primary;
     }
+    // Scripts are cached where SCRIPT LOAD ran, the primary (replicas get
+    // libraries, not scripts): a replica would answer NOSCRIPT.
+    if eq(name, "evalsha_ro") {
+        return Kind::Primary;
+    }
     match lookup(args) {
         Lookup::Found(r) => match r.spec.route {
             Route::Read => Kind::Read,
@@ -178,5 +183,11 @@ mod tests {
         assert_eq!(kind(&[b"publish", b"c", b"m"]), Kind::Primary);
         assert_eq!(kind(&[b"UNSUBSCRIBE", b"a", b"b"]), Kind::Local);
         assert_eq!(kind(&[b"psync", b"?", b"-1"]), Kind::Local);
+        // Scripts: cached on the primary; functions are replicated.
+        assert_eq!(kind(&[b"EVALSHA_RO", b"abc", b"0"]), Kind::Primary);
+        assert_eq!(kind(&[b"EVAL_RO", b"return 1", b"0"]), Kind::Read);
+        assert_eq!(kind(&[b"FCALL_RO", b"f", b"0"]), Kind::Read);
+        assert_eq!(kind(&[b"FCALL", b"f", b"0"]), Kind::Primary);
+        assert_eq!(kind(&[b"FUNCTION", b"LOAD", b"x"]), Kind::Primary);
     }
 }
