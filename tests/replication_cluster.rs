@@ -1495,6 +1495,11 @@ fn evictions_on_the_primary_reach_the_replicas() {
 /// libraries). Each one sets up the keys it reads.
 const ISO_COMMANDS: &[(&str, &str)] = &[
     ("append", "APPEND K v"),
+    ("bitcount", "SET K foobar ; BITCOUNT K 1 2"),
+    ("bitfield", "BITFIELD K SET u8 0 200 INCRBY i5 8 3 GET u4 0"),
+    ("bitfield_ro", "SET K foobar ; BITFIELD_RO K GET i8 8"),
+    ("bitop", "SET K foobar ; SET K:2 abcdef ; BITOP XOR K:dest K K:2"),
+    ("bitpos", "SET K foobar ; BITPOS K 1 2"),
     ("blmove", "RPUSH K a b ; BLMOVE K K:to LEFT RIGHT 1"),
     ("blpop", "RPUSH K a b ; BLPOP K 1"),
     ("brpop", "RPUSH K a b ; BRPOP K 1"),
@@ -1516,6 +1521,7 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
     ("evalsha_ro", "SET K v ; SCRIPT LOAD return(redis.call('GET',KEYS[1])) ; EVALSHA_RO bfef805d9dcd9d3857da9372933ef22c17736f58 1 K"),
     ("fcall", "FUNCTION LOAD REPLACE #!lua\\sname=iso\\nredis.register_function('isoset',function(k)return(redis.call('SET',k[1],'v'))end)\\nredis.register_function{function_name='isoget',callback=function(k)return(redis.call('GET',k[1]))end,flags={'no-writes'}} ; FCALL isoset 1 K ; GET K"),
     ("fcall_ro", "SET K v ; FUNCTION LOAD REPLACE #!lua\\sname=iso\\nredis.register_function('isoset',function(k)return(redis.call('SET',k[1],'v'))end)\\nredis.register_function{function_name='isoget',callback=function(k)return(redis.call('GET',k[1]))end,flags={'no-writes'}} ; FCALL_RO isoget 1 K"),
+    ("getbit", "SET K foobar ; GETBIT K 9"),
     ("getdel", "SET K v ; SET K:2 v ; GETDEL K:2"),
     ("getex", "SET K v ; GETEX K EX 100000"),
     ("getrange", "SET K value ; GETRANGE K 1 3"),
@@ -1576,6 +1582,7 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
         "SADD K:1 a b ; SADD K:2 b ; SDIFFSTORE K K:1 K:2",
     ),
     ("set", "SET K v"),
+    ("setbit", "SETBIT K 100 1"),
     ("setex", "SETEX K 100000 v"),
     ("setnx", "SETNX K v"),
     ("setrange", "SET K hello ; SETRANGE K 1 a"),

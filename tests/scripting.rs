@@ -6,15 +6,7 @@
 
 mod common;
 
-use common::{start_anykv, start_reference, RespConn, Value};
-
-/// Sends `args` to both servers and requires the same reply.
-fn same(redis: &mut RespConn, anykv: &mut RespConn, args: &[&str]) -> Value {
-    let want = redis.cmd(args).expect("redis-server");
-    let got = anykv.cmd(args).expect("anykv");
-    assert_eq!(got, want, "{args:?}");
-    got
-}
+use common::{same, start_anykv, start_reference, RespConn, Value};
 
 #[test]
 fn the_script_cache_answers_as_redis_does() {

@@ -236,6 +236,45 @@ fn each_database_has_its_own_scripts() {
     );
 }
 
+/// A runaway script holds its executor thread until busy-reply-threshold
+/// stops it: another database on the same thread (one executor here)
+/// waits at most that long, then is served. The bound is the threshold
+/// (300 ms here); a PING that waited is what shows the two shared the
+/// thread.
+#[test]
+fn a_runaway_script_stalls_other_databases_at_most_the_limit() {
+    let dir = Scratch::new("runaway");
+    let srv = start(&dir, &["--executors", "1", "--busy-reply-threshold", "300"]);
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    let mut blog = login(&srv, "default", BLOG_TOKEN);
+    assert_eq!(call(&mut blog, &["PING"]), Value::Simple(b"PONG".to_vec()));
+    let sent = std::time::Instant::now();
+    shop.send_all(&[vec!["EVAL", "while true do end", "0"]])
+        .expect("send EVAL");
+    // PINGs from the other database until one had to wait for the script.
+    let mut waited = None;
+    while sent.elapsed() < std::time::Duration::from_secs(5) {
+        let t = std::time::Instant::now();
+        assert_eq!(call(&mut blog, &["PING"]), Value::Simple(b"PONG".to_vec()));
+        if t.elapsed() > std::time::Duration::from_millis(50) {
+            waited = Some(t.elapsed());
+            break;
+        }
+    }
+    let waited = waited.expect("a PING of the other database waited for the script");
+    let reply = shop.read_reply().expect("the script's reply");
+    let ran = sent.elapsed();
+    assert!(
+        matches!(&reply, Value::Error(e) if e.starts_with(b"ERR Script killed: it ran longer than busy-reply-threshold")),
+        "{reply:?}"
+    );
+    eprintln!("the script ran {ran:?}; the other database waited {waited:?}");
+    assert!(
+        waited <= std::time::Duration::from_millis(300 + 400),
+        "the other database waited {waited:?}, past the 300 ms threshold and slack"
+    );
+}
+
 #[test]
 fn a_login_keeps_the_connection_and_its_pipelined_commands() {
     use std::io::{Read, Write};

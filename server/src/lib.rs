@@ -29,6 +29,8 @@
 //! - [`evict`]: `maxmemory` policies and eviction.
 //! - [`blocking`]: clients blocked in BLPOP and friends, served in order.
 //! - [`pubsub`]: channels, patterns and keyspace notifications per tenant.
+//! - [`script`]: Lua scripts and function libraries as Redis 7.0 runs
+//!   them (docs/SCRIPTING.md).
 //!
 //! The log, persistence, replication:
 //! - [`proplog`]: the propagation log of write effects, with offsets and

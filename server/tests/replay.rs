@@ -356,8 +356,33 @@ impl Gen {
                     a.push(b(if self.pct(50) { "SYNC" } else { "ASYNC" }));
                 }
             }
+            // Bitmap writes (strings grown and changed bit by bit).
+            651..=689 => match self.rng.random_range(0..3) {
+                0 => {
+                    a.push(b("SETBIT"));
+                    a.push(self.key());
+                    a.push(self.rng.random_range(0..300).to_string().into_bytes());
+                    a.push(b(if self.pct(50) { "1" } else { "0" }));
+                }
+                1 => {
+                    a.push(b("BITFIELD"));
+                    a.push(self.key());
+                    a.push(b("OVERFLOW"));
+                    a.push(b(["WRAP", "SAT", "FAIL"][self.rng.random_range(0..3)]));
+                    a.push(b(if self.pct(50) { "INCRBY" } else { "SET" }));
+                    a.push(b(["i8", "u5", "i16", "u1"][self.rng.random_range(0..4)]));
+                    a.push(self.rng.random_range(0..100).to_string().into_bytes());
+                    a.push(self.rng.random_range(-300i64..300).to_string().into_bytes());
+                }
+                _ => {
+                    a.push(b("BITOP"));
+                    a.push(b(["AND", "OR", "XOR", "NOT"][self.rng.random_range(0..4)]));
+                    a.push(self.key());
+                    a.push(self.key());
+                }
+            },
             // Reads that expire keys lazily.
-            651..=749 => {
+            690..=749 => {
                 a.push(b("GET"));
                 a.push(self.key());
             }
@@ -715,6 +740,9 @@ fn workload_covers_every_logged_effect() {
         "MSETNX",
         "APPEND",
         "SETRANGE",
+        "SETBIT",
+        "BITFIELD",
+        "BITOP",
         "INCR",
         "DECR",
         "INCRBY",

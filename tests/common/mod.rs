@@ -1180,3 +1180,12 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// Sends `args` to the reference redis-server `r` and to anykv `a` and
+/// requires the same reply (the differential tests' step).
+pub fn same(r: &mut RespConn, a: &mut RespConn, args: &[&str]) -> Value {
+    let want = r.cmd(args).expect("redis-server");
+    let got = a.cmd(args).expect("anykv");
+    assert_eq!(got, want, "{args:?}");
+    got
+}

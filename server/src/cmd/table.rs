@@ -5,8 +5,8 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    blocking, client, command, config, connection, debug, function, info, keys, multi, pubsub,
-    replication, script, server, string, Ctx,
+    bitmap, blocking, client, command, config, connection, debug, function, info, keys, multi,
+    pubsub, replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -138,6 +138,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("getrange", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "2.4.0", "Get a substring of the string stored at a key", string::getrange),
     cmd!("substr", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "1.0.0", "Get a substring of the string stored at a key", string::getrange),
     cmd!("setrange", 4, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "2.2.0", "Overwrite part of a string at key starting at the specified offset", string::setrange),
+    cmd!("setbit", 4, "write denyoom", 1, 1, 1, "@write @bitmap @slow", Write, Allowed, "bitmap", "2.2.0", "Sets or clears the bit at offset in the string value stored at key", bitmap::setbit),
+    cmd!("getbit", 3, "readonly fast", 1, 1, 1, "@read @bitmap @fast", Read, Allowed, "bitmap", "2.2.0", "Returns the bit value at offset in the string value stored at key", bitmap::getbit),
+    cmd!("bitcount", -2, "readonly", 1, 1, 1, "@read @bitmap @slow", Read, Allowed, "bitmap", "2.6.0", "Count set bits in a string", bitmap::bitcount),
+    cmd!("bitpos", -3, "readonly", 1, 1, 1, "@read @bitmap @slow", Read, Allowed, "bitmap", "2.8.7", "Find first bit set or clear in a string", bitmap::bitpos),
+    cmd!("bitop", -4, "write denyoom", 2, -1, 1, "@write @bitmap @slow", Write, Allowed, "bitmap", "2.6.0", "Perform bitwise operations between strings", bitmap::bitop),
+    cmd!("bitfield", -2, "write denyoom", 1, 1, 1, "@write @bitmap @slow", Write, Allowed, "bitmap", "3.2.0", "Perform arbitrary bitfield integer operations on strings", bitmap::bitfield),
+    cmd!("bitfield_ro", -2, "readonly fast", 1, 1, 1, "@read @bitmap @fast", Read, Allowed, "bitmap", "6.0.0", "Perform arbitrary bitfield integer operations on strings. Read-only variant of BITFIELD", bitmap::bitfield_ro),
     cmd!("incr", 2, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Increment the integer value of a key by one", string::incr),
     cmd!("decr", 2, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Decrement the integer value of a key by one", string::decr),
     cmd!("incrby", 3, "write denyoom fast", 1, 1, 1, WF, Write, Allowed, "string", "1.0.0", "Increment the integer value of a key by the given amount", string::incrby),

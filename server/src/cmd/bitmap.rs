@@ -1,0 +1,587 @@
+//! Bitmaps: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD and
+//! BITFIELD_RO, as Redis 7.0 answers them. A bitmap is a string; bit 0 is
+//! the most significant bit of the first byte, and a string grows with
+//! zero bytes when a write reaches past its end.
+
+use super::{errors, Ctx, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::db::Value;
+use crate::util::parse_i64;
+
+const BAD_OFFSET: &str = "bit offset is not an integer or out of range";
+
+/// Redis's `getBitOffsetFromArgument`: a bit offset (`#n` means `n`
+/// fields of `bits` when `hash` is allowed) that keeps the string within
+/// proto-max-bulk-len.
+fn bit_offset(ctx: &Ctx, arg: &[u8], hash: bool, bits: u64) -> Option<u64> {
+    let (arg, mul) = match arg.split_first() {
+        Some((b'#', rest)) if hash => (rest, bits),
+        _ => (arg, 1),
+    };
+    let n = parse_i64(arg)?;
+    let off = u64::try_from(n).ok()?.checked_mul(mul)?;
+    ((off >> 3) < ctx.set.max_bulk_len as u64).then_some(off)
+}
+
+/// The string at `key` for a bit write reaching bit `max_bit`, created or
+/// grown with zero bytes as needed, and whether it was; `None` after a
+/// WRONGTYPE reply.
+fn string_for_write<'c>(
+    ctx: &'c mut Ctx,
+    key: &[u8],
+    max_bit: u64,
+) -> Option<(&'c mut Vec<u8>, bool)> {
+    let need = (max_bit >> 3) as usize + 1;
+    let (idx, created) = match ctx.lookup_write(key) {
+        Some(idx) => {
+            if ctx.db().entry(idx).value.as_str().is_none() {
+                ctx.wrongtype();
+                return None;
+            }
+            (idx, false)
+        }
+        None => (ctx.set_key(key, Value::from_bytes(b""), false), true),
+    };
+    let v = ctx.db().entry_mut(idx).value.str_mut_raw()?;
+    let grew = v.len() < need;
+    if grew {
+        v.resize(need, 0);
+    }
+    Some((v, created || grew))
+}
+
+/// The string at `key` for reading: `Ok(None)` when missing, `Err` after
+/// a WRONGTYPE reply.
+fn string_for_read(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    match ctx.lookup_read(key) {
+        None => Ok(None),
+        Some(idx) => match ctx.db().entry(idx).value.as_str() {
+            Some(s) => Ok(Some(s.to_vec())),
+            None => {
+                ctx.wrongtype();
+                Err(())
+            }
+        },
+    }
+}
+
+fn get_bit(s: &[u8], bit: u64) -> u8 {
+    let byte = (bit >> 3) as usize;
+    s.get(byte).map_or(0, |b| (b >> (7 - (bit & 7))) & 1)
+}
+
+/// `SETBIT key offset value`: the bit's old value.
+pub fn setbit(ctx: &mut Ctx) {
+    let key = ctx.args[1];
+    let Some(off) = bit_offset(ctx, ctx.args[2], false, 0) else {
+        return ctx.err(BAD_OFFSET);
+    };
+    let on = match parse_i64(ctx.args[3]) {
+        Some(1) => true,
+        Some(0) => false,
+        _ => return ctx.err("bit is not an integer or out of range"),
+    };
+    let Some((v, _)) = string_for_write(ctx, key, off) else {
+        return;
+    };
+    let byte = (off >> 3) as usize;
+    let mask = 1u8 << (7 - (off & 7));
+    let old = v[byte] & mask != 0;
+    if on {
+        v[byte] |= mask;
+    } else {
+        v[byte] &= !mask;
+    }
+    ctx.propagate_as_is();
+    ctx.notify(NOTIFY_STRING, "setbit", key);
+    ctx.out.int(i64::from(old));
+}
+
+/// `GETBIT key offset`.
+pub fn getbit(ctx: &mut Ctx) {
+    let Some(off) = bit_offset(ctx, ctx.args[2], false, 0) else {
+        return ctx.err(BAD_OFFSET);
+    };
+    let key = ctx.args[1];
+    match string_for_read(ctx, key) {
+        Err(()) => {}
+        Ok(s) => ctx
+            .out
+            .int(i64::from(get_bit(s.as_deref().unwrap_or(b""), off))),
+    }
+}
+
+/// A BITCOUNT/BITPOS range as Redis reads it: `start`, `end`, `unit`
+/// (BYTE or BIT), over a string of `len` bytes. The range in bits,
+/// inclusive, or `None` when it is empty.
+fn bit_range(start: i64, end: i64, bit_unit: bool, len: usize) -> Option<(u64, u64)> {
+    let total = if bit_unit { len as i64 * 8 } else { len as i64 };
+    let (mut s, mut e) = (start, end);
+    if s < 0 {
+        s += total;
+    }
+    if e < 0 {
+        e += total;
+    }
+    s = s.max(0);
+    e = e.max(0);
+    if e >= total {
+        e = total - 1;
+    }
+    if s > e {
+        return None;
+    }
+    Some(if bit_unit {
+        (s as u64, e as u64)
+    } else {
+        (s as u64 * 8, e as u64 * 8 + 7)
+    })
+}
+
+/// BYTE or BIT (any case).
+fn unit(arg: &[u8]) -> Option<bool> {
+    if arg.eq_ignore_ascii_case(b"bit") {
+        Some(true)
+    } else if arg.eq_ignore_ascii_case(b"byte") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Set bits in bit positions `from..=to` of `s`.
+fn count_bits(s: &[u8], from: u64, to: u64) -> i64 {
+    let (fb, tb) = ((from >> 3) as usize, (to >> 3) as usize);
+    // Eight bytes at a time (one popcount each), then the rest.
+    let bytes = &s[fb..=tb];
+    let words = bytes.chunks_exact(8);
+    let rest: i64 = words
+        .remainder()
+        .iter()
+        .map(|b| i64::from(b.count_ones()))
+        .sum();
+    let all = rest
+        + words
+            .map(|w| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(w);
+                i64::from(u64::from_ne_bytes(a).count_ones())
+            })
+            .sum::<i64>();
+    // Less the bits of the first and last bytes outside the range.
+    let head_mask = !(0xffu8 >> (from & 7));
+    let tail_mask = if to & 7 == 7 {
+        0
+    } else {
+        0xffu8 >> ((to & 7) + 1)
+    };
+    all - i64::from((s[fb] & head_mask).count_ones() + (s[tb] & tail_mask).count_ones())
+}
+
+/// `BITCOUNT key [start end [BYTE|BIT]]`.
+pub fn bitcount(ctx: &mut Ctx) {
+    let key = ctx.args[1];
+    let s = match string_for_read(ctx, key) {
+        Err(()) => return,
+        Ok(None) => return ctx.out.int(0),
+        Ok(Some(s)) => s,
+    };
+    let range = match ctx.args.len() {
+        2 => bit_range(0, -1, false, s.len()),
+        4 | 5 => {
+            let (Some(start), Some(end)) = (parse_i64(ctx.args[2]), parse_i64(ctx.args[3])) else {
+                return ctx.err(errors::NOT_INTEGER);
+            };
+            let bit_unit = match ctx.args.get(4) {
+                None => false,
+                Some(u) => match unit(u) {
+                    Some(b) => b,
+                    None => return ctx.syntax_error(),
+                },
+            };
+            if start < 0 && end < 0 && start > end {
+                return ctx.out.int(0);
+            }
+            bit_range(start, end, bit_unit, s.len())
+        }
+        _ => return ctx.syntax_error(),
+    };
+    match range {
+        None => ctx.out.int(0),
+        Some((from, to)) => ctx.out.int(count_bits(&s, from, to)),
+    }
+}
+
+/// `BITPOS key bit [start [end [BYTE|BIT]]]`.
+pub fn bitpos(ctx: &mut Ctx) {
+    let key = ctx.args[1];
+    let bit = match parse_i64(ctx.args[2]) {
+        Some(b @ (0 | 1)) => b as u8,
+        Some(_) => return ctx.err("The bit argument must be 1 or 0."),
+        None => return ctx.err(errors::NOT_INTEGER),
+    };
+    let s = match string_for_read(ctx, key) {
+        Err(()) => return,
+        // A missing key is endless zero bits.
+        Ok(None) => return ctx.out.int(if bit == 1 { -1 } else { 0 }),
+        Ok(Some(s)) => s,
+    };
+    let n = ctx.args.len();
+    if !(3..=6).contains(&n) {
+        return ctx.syntax_error();
+    }
+    let mut bit_unit = false;
+    let mut end_given = false;
+    let range = if n == 3 {
+        bit_range(0, -1, false, s.len())
+    } else {
+        let Some(start) = parse_i64(ctx.args[3]) else {
+            return ctx.err(errors::NOT_INTEGER);
+        };
+        if n == 6 {
+            match unit(ctx.args[5]) {
+                Some(b) => bit_unit = b,
+                None => return ctx.syntax_error(),
+            }
+        }
+        let end = if n >= 5 {
+            end_given = true;
+            match parse_i64(ctx.args[4]) {
+                Some(e) => e,
+                None => return ctx.err(errors::NOT_INTEGER),
+            }
+        } else {
+            -1
+        };
+        bit_range(start, end, bit_unit, s.len())
+    };
+    let Some((from, to)) = range else {
+        return ctx.out.int(-1);
+    };
+    let found = (from..=to).find(|&i| get_bit(&s, i) == bit);
+    ctx.out.int(match found {
+        Some(i) => i as i64,
+        // Past the end of the string, bits are zero; not past an explicit
+        // end.
+        None if bit == 0 && !end_given => to as i64 + 1,
+        None => -1,
+    });
+}
+
+/// `BITOP AND|OR|XOR|NOT destkey key [key ...]`: the result's length.
+pub fn bitop(ctx: &mut Ctx) {
+    let op = ctx.args[1].to_ascii_lowercase();
+    if !matches!(op.as_slice(), b"and" | b"or" | b"xor" | b"not") {
+        return ctx.syntax_error();
+    }
+    if op == b"not" && ctx.args.len() != 4 {
+        return ctx.err("BITOP NOT must be called with a single source key.");
+    }
+    let dest = ctx.args[2];
+    let mut sources: Vec<Vec<u8>> = Vec::with_capacity(ctx.args.len() - 3);
+    for i in 3..ctx.args.len() {
+        let key = ctx.args[i];
+        match string_for_read(ctx, key) {
+            Err(()) => return,
+            Ok(s) => sources.push(s.unwrap_or_default()),
+        }
+    }
+    let len = sources.iter().map(Vec::len).max().unwrap_or(0);
+    let byte = |s: &Vec<u8>, i: usize| s.get(i).copied().unwrap_or(0);
+    let out: Vec<u8> = (0..len)
+        .map(|i| match op.as_slice() {
+            b"not" => !byte(&sources[0], i),
+            b"and" => sources.iter().fold(0xff, |acc, s| acc & byte(s, i)),
+            b"or" => sources.iter().fold(0, |acc, s| acc | byte(s, i)),
+            _ => sources.iter().fold(0, |acc, s| acc ^ byte(s, i)),
+        })
+        .collect();
+    if out.is_empty() {
+        if ctx.delete_key(dest) {
+            ctx.notify(NOTIFY_GENERIC, "del", dest);
+        }
+    } else {
+        ctx.set_key(dest, Value::from_vec(out), false);
+        ctx.notify(NOTIFY_STRING, "set", dest);
+    }
+    ctx.propagate_as_is();
+    ctx.out.int(len as i64);
+}
+
+/// A BITFIELD integer type: `i1`..`i64` or `u1`..`u63`.
+#[derive(Clone, Copy)]
+struct Field {
+    signed: bool,
+    bits: u32,
+}
+
+fn field_type(arg: &[u8]) -> Option<Field> {
+    let (signed, digits) = match arg.split_first()? {
+        (b'i' | b'I', d) => (true, d),
+        (b'u' | b'U', d) => (false, d),
+        _ => return None,
+    };
+    let bits = u32::try_from(parse_i64(digits)?).ok()?;
+    let ok = if signed {
+        (1..=64).contains(&bits)
+    } else {
+        (1..=63).contains(&bits)
+    };
+    ok.then_some(Field { signed, bits })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Overflow {
+    Wrap,
+    Sat,
+    Fail,
+}
+
+enum Op {
+    Get,
+    Set(i64),
+    Incr(i64),
+}
+
+struct FieldOp {
+    op: Op,
+    field: Field,
+    offset: u64,
+    overflow: Overflow,
+}
+
+/// The `bits` bits at `offset` as an unsigned number.
+fn read_field(s: &[u8], offset: u64, bits: u32) -> u64 {
+    (0..u64::from(bits)).fold(0u64, |acc, i| {
+        (acc << 1) | u64::from(get_bit(s, offset + i))
+    })
+}
+
+fn write_field(s: &mut [u8], offset: u64, bits: u32, value: u64) {
+    for i in 0..u64::from(bits) {
+        let bit = (value >> (u64::from(bits) - 1 - i)) & 1;
+        let pos = offset + i;
+        let byte = (pos >> 3) as usize;
+        let mask = 1u8 << (7 - (pos & 7));
+        if bit == 1 {
+            s[byte] |= mask;
+        } else {
+            s[byte] &= !mask;
+        }
+    }
+}
+
+/// A field's stored bits as its value.
+fn decode(f: Field, raw: u64) -> i64 {
+    if f.signed && f.bits < 64 && raw & (1 << (f.bits - 1)) != 0 {
+        (raw | (u64::MAX << f.bits)) as i64
+    } else {
+        raw as i64
+    }
+}
+
+/// `value` into field `f` under `overflow`: the value stored, or `None`
+/// when FAIL refuses it.
+fn fit(f: Field, value: i128, overflow: Overflow) -> Option<i64> {
+    let (min, max): (i128, i128) = if f.signed {
+        (-(1i128 << (f.bits - 1)), (1i128 << (f.bits - 1)) - 1)
+    } else {
+        (0, (1i128 << f.bits) - 1)
+    };
+    if (min..=max).contains(&value) {
+        return Some(value as i64);
+    }
+    match overflow {
+        Overflow::Fail => None,
+        Overflow::Sat => Some(if value > max { max } else { min } as i64),
+        Overflow::Wrap => {
+            let m = 1i128 << f.bits;
+            let mut w = value.rem_euclid(m);
+            if f.signed && w > max {
+                w -= m;
+            }
+            Some(w as i64)
+        }
+    }
+}
+
+/// The bits of `v` as field `f` stores them.
+fn encode(f: Field, v: i64) -> u64 {
+    if f.bits == 64 {
+        v as u64
+    } else {
+        (v as u64) & ((1u64 << f.bits) - 1)
+    }
+}
+
+/// Runs BITFIELD's operations on `s` (long enough for every write): the
+/// replies (`None` where OVERFLOW FAIL refused a write) and the writes
+/// made.
+fn apply(s: &mut [u8], ops: &[FieldOp]) -> (Vec<Option<i64>>, usize) {
+    let mut replies = Vec::with_capacity(ops.len());
+    let mut changes = 0;
+    for o in ops {
+        let f = o.field;
+        let old = decode(f, read_field(s, o.offset, f.bits));
+        let (target, reply_new) = match o.op {
+            Op::Get => {
+                replies.push(Some(old));
+                continue;
+            }
+            // (An unsigned field takes the value as C's unsigned cast.)
+            Op::Set(v) if !f.signed => (i128::from(v as u64), false),
+            Op::Set(v) => (i128::from(v), false),
+            Op::Incr(by) => (i128::from(old) + i128::from(by), true),
+        };
+        match fit(f, target, o.overflow) {
+            Some(new) => {
+                write_field(s, o.offset, f.bits, encode(f, new));
+                changes += 1;
+                replies.push(Some(if reply_new { new } else { old }));
+            }
+            None => replies.push(None),
+        }
+    }
+    (replies, changes)
+}
+
+/// `BITFIELD key [GET type offset] [SET type offset value] [INCRBY type
+/// offset increment] [OVERFLOW WRAP|SAT|FAIL] ...`.
+pub fn bitfield(ctx: &mut Ctx) {
+    bitfield_generic(ctx, false)
+}
+
+/// `BITFIELD_RO key [GET type offset] ...`.
+pub fn bitfield_ro(ctx: &mut Ctx) {
+    bitfield_generic(ctx, true)
+}
+
+fn bitfield_generic(ctx: &mut Ctx, read_only: bool) {
+    let mut ops = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    let mut i = 2;
+    while i < ctx.args.len() {
+        let sub = ctx.args[i].to_ascii_lowercase();
+        let remaining = ctx.args.len() - i - 1;
+        let takes = match sub.as_slice() {
+            b"get" => 2,
+            b"set" | b"incrby" => 3,
+            b"overflow" => 1,
+            _ => return ctx.syntax_error(),
+        };
+        if remaining < takes {
+            return ctx.syntax_error();
+        }
+        if sub == b"overflow" {
+            let o = ctx.args[i + 1].to_ascii_lowercase();
+            overflow = match o.as_slice() {
+                b"wrap" => Overflow::Wrap,
+                b"sat" => Overflow::Sat,
+                b"fail" => Overflow::Fail,
+                _ => return ctx.err("Invalid OVERFLOW type specified"),
+            };
+            i += 2;
+            continue;
+        }
+        let Some(field) = field_type(ctx.args[i + 1]) else {
+            return ctx.err(
+                "Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.",
+            );
+        };
+        let Some(offset) = bit_offset(ctx, ctx.args[i + 2], true, u64::from(field.bits)) else {
+            return ctx.err(BAD_OFFSET);
+        };
+        let op = match sub.as_slice() {
+            b"get" => Op::Get,
+            _ => {
+                let Some(n) = parse_i64(ctx.args[i + 3]) else {
+                    return ctx.err(errors::NOT_INTEGER);
+                };
+                if sub == b"set" {
+                    Op::Set(n)
+                } else {
+                    Op::Incr(n)
+                }
+            }
+        };
+        ops.push(FieldOp {
+            op,
+            field,
+            offset,
+            overflow,
+        });
+        i += 1 + takes;
+    }
+    let key = ctx.args[1];
+    let max_bit = ops
+        .iter()
+        .filter(|o| !matches!(o.op, Op::Get))
+        .map(|o| o.offset + u64::from(o.field.bits) - 1)
+        .max();
+    if read_only && max_bit.is_some() {
+        return ctx.err("BITFIELD_RO only supports the GET subcommand");
+    }
+    // Reads alone never create the key.
+    let (replies, changes) = match max_bit {
+        Some(max) => match string_for_write(ctx, key, max) {
+            Some((v, grew)) => {
+                let (replies, changes) = apply(v, &ops);
+                // (A key made or grown changed the data even when every
+                // write failed: replicas must have it too.)
+                (replies, changes + usize::from(grew))
+            }
+            None => return,
+        },
+        None => match string_for_read(ctx, key) {
+            Err(()) => return,
+            Ok(s) => apply(&mut s.unwrap_or_default(), &ops),
+        },
+    };
+    if changes > 0 {
+        ctx.propagate_as_is();
+        ctx.notify(NOTIFY_STRING, "setbit", key);
+    }
+    ctx.out.array(replies.len());
+    for r in replies {
+        match r {
+            Some(n) => ctx.out.int(n),
+            None => ctx.out.null(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_counts() {
+        let s = b"foobar";
+        assert_eq!(count_bits(s, 0, 47), 26);
+        assert_eq!(bit_range(1, 1, false, 6), Some((8, 15)));
+        assert_eq!(count_bits(s, 8, 15), 6);
+        assert_eq!(bit_range(5, 30, true, 6), Some((5, 30)));
+        assert_eq!(count_bits(s, 5, 30), 17);
+        assert_eq!(bit_range(2, 1, false, 6), None);
+        assert_eq!(bit_range(-100, -1, false, 6), Some((0, 47)));
+    }
+
+    #[test]
+    fn fields_fit_as_redis_wraps_and_saturates() {
+        let i8 = Field {
+            signed: true,
+            bits: 8,
+        };
+        let u2 = Field {
+            signed: false,
+            bits: 2,
+        };
+        assert_eq!(fit(i8, 128, Overflow::Wrap), Some(-128));
+        assert_eq!(fit(i8, 128, Overflow::Sat), Some(127));
+        assert_eq!(fit(i8, -129, Overflow::Sat), Some(-128));
+        assert_eq!(fit(i8, 128, Overflow::Fail), None);
+        assert_eq!(fit(u2, 5, Overflow::Wrap), Some(1));
+        assert_eq!(fit(u2, -1, Overflow::Wrap), Some(3));
+        assert_eq!(decode(i8, 0xff), -1);
+        assert_eq!(encode(i8, -1), 0xff);
+    }
+}
