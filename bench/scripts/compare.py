@@ -38,10 +38,12 @@ jemalloc's usable sizes; anykv: the bytes it asked its allocator for, see
 server/src/alloc.rs) and the process's peak RSS (VmHWM), which is what the
 memory goals compare.
 
-Two tests run a script rather than a built-in command (issue 16): `evalsha`
-(EVALSHA of SCRIPT below, loaded first) and `fcall` (FCALL of the same code
-registered as a function), both on `key:__rand_int__` with `-r 100000`:
-`--tests evalsha,fcall --memory none`.
+Tests that are not redis-benchmark's own: `evalsha` (EVALSHA of SCRIPT_BODY
+below, loaded first) and `fcall` (FCALL of the same code registered as a
+function), both on `key:__rand_int__` with `-r 100000` (issue 16):
+`--tests evalsha,fcall --memory none`; `setbit` (SETBIT of random bits of
+one bitmap, `-r 100000`) and `bitcount` (BITCOUNT of that bitmap) (issue
+17): `--tests setbit,bitcount --memory none`.
 """
 import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -240,7 +242,12 @@ LIBRARY = ("#!lua name=bench\n"
 SCRIPTED = {
     "evalsha": ["EVALSHA", hashlib.sha1(SCRIPT_BODY.encode()).hexdigest(), "1", "key:__rand_int__", "1"],
     "fcall": ["FCALL", "rmw", "1", "key:__rand_int__", "1"],
+    # Bitmaps (issue 17): bits set at random in one bitmap (12.5 KB once
+    # filled), and BITCOUNT of all of it.
+    "setbit": ["SETBIT", "bm", "__rand_int__", "1"],
+    "bitcount": ["BITCOUNT", "bm"],
 }
+
 
 def prepare_scripts(port):
     """Loads what the scripted tests call (once per server start)."""
@@ -345,7 +352,7 @@ def main():
     try:
         for name, (kind, binary, extra) in specs.items():
             servers[name] = start(kind, binary, ports[name], extra)
-            if any(t in SCRIPTED for t in a.tests.split(",")):
+            if any(t in ("evalsha", "fcall") for t in a.tests.split(",")):
                 prepare_scripts(ports[name])
         configs = [(50, 1, 200000)] + ([] if a.no_pipelined else [(50, 16, 2000000)])
         if a.latency:
