@@ -49,8 +49,21 @@ fn string_for_write<'c>(
     Some((v, created || grew))
 }
 
-/// The string at `key` for reading: `Ok(None)` when missing, `Err` after
-/// a WRONGTYPE reply.
+/// The string at `key`, borrowed: `Ok(None)` when missing, `Err` after a
+/// WRONGTYPE reply.
+fn string_ref<'c>(ctx: &'c mut Ctx, key: &[u8]) -> Result<Option<&'c [u8]>, ()> {
+    let Some(idx) = ctx.lookup_read(key) else {
+        return Ok(None);
+    };
+    if ctx.db().entry(idx).value.as_str().is_none() {
+        ctx.wrongtype();
+        return Err(());
+    }
+    Ok(ctx.db().entry(idx).value.as_str())
+}
+
+/// The string at `key` for reading, copied: `Ok(None)` when missing,
+/// `Err` after a WRONGTYPE reply.
 fn string_for_read(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Vec<u8>>, ()> {
     match ctx.lookup_read(key) {
         None => Ok(None),
@@ -102,12 +115,11 @@ pub fn getbit(ctx: &mut Ctx) {
         return ctx.err(BAD_OFFSET);
     };
     let key = ctx.args[1];
-    match string_for_read(ctx, key) {
-        Err(()) => {}
-        Ok(s) => ctx
-            .out
-            .int(i64::from(get_bit(s.as_deref().unwrap_or(b""), off))),
-    }
+    let bit = match string_ref(ctx, key) {
+        Err(()) => return,
+        Ok(s) => get_bit(s.unwrap_or(b""), off),
+    };
+    ctx.out.int(i64::from(bit));
 }
 
 /// A BITCOUNT/BITPOS range as Redis reads it: `start`, `end`, `unit`
@@ -179,92 +191,100 @@ fn count_bits(s: &[u8], from: u64, to: u64) -> i64 {
 
 /// `BITCOUNT key [start end [BYTE|BIT]]`.
 pub fn bitcount(ctx: &mut Ctx) {
-    let key = ctx.args[1];
-    let s = match string_for_read(ctx, key) {
+    let (key, args) = (ctx.args[1], ctx.args);
+    // (The key first, as Redis: a missing one counts 0 whatever follows.)
+    let s = match string_ref(ctx, key) {
         Err(()) => return,
         Ok(None) => return ctx.out.int(0),
         Ok(Some(s)) => s,
     };
-    let range = match ctx.args.len() {
-        2 => bit_range(0, -1, false, s.len()),
-        4 | 5 => {
-            let (Some(start), Some(end)) = (parse_i64(ctx.args[2]), parse_i64(ctx.args[3])) else {
-                return ctx.err(errors::NOT_INTEGER);
-            };
-            let bit_unit = match ctx.args.get(4) {
-                None => false,
-                Some(u) => match unit(u) {
-                    Some(b) => b,
-                    None => return ctx.syntax_error(),
-                },
-            };
-            if start < 0 && end < 0 && start > end {
-                return ctx.out.int(0);
-            }
-            bit_range(start, end, bit_unit, s.len())
-        }
-        _ => return ctx.syntax_error(),
+    let range = match args.len() {
+        2 => Ok(bit_range(0, -1, false, s.len())),
+        4 | 5 => match (parse_i64(args[2]), parse_i64(args[3])) {
+            (Some(start), Some(end)) => match args.get(4).map(|u| unit(u)) {
+                Some(None) => Err(errors::SYNTAX),
+                _ if start < 0 && end < 0 && start > end => Ok(None),
+                unit => Ok(bit_range(start, end, unit == Some(Some(true)), s.len())),
+            },
+            _ => Err(errors::NOT_INTEGER),
+        },
+        _ => Err(errors::SYNTAX),
     };
-    match range {
-        None => ctx.out.int(0),
-        Some((from, to)) => ctx.out.int(count_bits(&s, from, to)),
+    let counted = range.map(|r| r.map_or(0, |(from, to)| count_bits(s, from, to)));
+    match counted {
+        Ok(n) => ctx.out.int(n),
+        Err(e) => ctx.err(e),
     }
 }
 
 /// `BITPOS key bit [start [end [BYTE|BIT]]]`.
 pub fn bitpos(ctx: &mut Ctx) {
-    let key = ctx.args[1];
-    let bit = match parse_i64(ctx.args[2]) {
+    let (key, args) = (ctx.args[1], ctx.args);
+    let bit = match parse_i64(args[2]) {
         Some(b @ (0 | 1)) => b as u8,
         Some(_) => return ctx.err("The bit argument must be 1 or 0."),
         None => return ctx.err(errors::NOT_INTEGER),
     };
-    let s = match string_for_read(ctx, key) {
+    let s = match string_ref(ctx, key) {
         Err(()) => return,
         // A missing key is endless zero bits.
         Ok(None) => return ctx.out.int(if bit == 1 { -1 } else { 0 }),
         Ok(Some(s)) => s,
     };
-    let n = ctx.args.len();
-    if !(3..=6).contains(&n) {
-        return ctx.syntax_error();
+    let found = bitpos_in(s, bit, args);
+    match found {
+        Ok(n) => ctx.out.int(n),
+        Err(e) => ctx.err(e),
     }
-    let mut bit_unit = false;
+}
+
+/// BITPOS over string `s` with the request's range arguments: the
+/// position, -1, or the error.
+fn bitpos_in(s: &[u8], bit: u8, args: &[&[u8]]) -> Result<i64, &'static str> {
+    let n = args.len();
+    if !(3..=6).contains(&n) {
+        return Err(errors::SYNTAX);
+    }
     let mut end_given = false;
     let range = if n == 3 {
         bit_range(0, -1, false, s.len())
     } else {
-        let Some(start) = parse_i64(ctx.args[3]) else {
-            return ctx.err(errors::NOT_INTEGER);
+        let start = parse_i64(args[3]).ok_or(errors::NOT_INTEGER)?;
+        let bit_unit = if n == 6 {
+            unit(args[5]).ok_or(errors::SYNTAX)?
+        } else {
+            false
         };
-        if n == 6 {
-            match unit(ctx.args[5]) {
-                Some(b) => bit_unit = b,
-                None => return ctx.syntax_error(),
-            }
-        }
         let end = if n >= 5 {
             end_given = true;
-            match parse_i64(ctx.args[4]) {
-                Some(e) => e,
-                None => return ctx.err(errors::NOT_INTEGER),
-            }
+            parse_i64(args[4]).ok_or(errors::NOT_INTEGER)?
         } else {
             -1
         };
         bit_range(start, end, bit_unit, s.len())
     };
     let Some((from, to)) = range else {
-        return ctx.out.int(-1);
+        return Ok(-1);
     };
-    let found = (from..=to).find(|&i| get_bit(&s, i) == bit);
-    ctx.out.int(match found {
-        Some(i) => i as i64,
+    // Whole bytes that cannot hold the bit are skipped.
+    let skip = if bit == 1 { 0x00 } else { 0xff };
+    let mut i = from;
+    while i <= to {
+        if i & 7 == 0 && i + 7 <= to && s[(i >> 3) as usize] == skip {
+            i += 8;
+            continue;
+        }
+        if get_bit(s, i) == bit {
+            return Ok(i as i64);
+        }
+        i += 1;
+    }
+    Ok(match bit {
         // Past the end of the string, bits are zero; not past an explicit
         // end.
-        None if bit == 0 && !end_given => to as i64 + 1,
-        None => -1,
-    });
+        0 if !end_given => to as i64 + 1,
+        _ => -1,
+    })
 }
 
 /// `BITOP AND|OR|XOR|NOT destkey key [key ...]`: the result's length.
