@@ -247,15 +247,7 @@ fn function_dumps_move_between_redis_and_anykv() {
 fn functions_replicate_and_survive_restarts() {
     let dir = common::Scratch::new("functions");
     let d = dir.dir();
-    let aof = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        &d,
-    ];
-    let target = common::start_anykv_with(&common::anykv_bin(), &aof);
+    let target = common::start_anykv_aof(&d);
     let mut a = target.connect();
     a.cmd(&["FUNCTION", "LOAD", LIB]).expect("load");
     let replica = common::start_redis(&[
@@ -295,7 +287,7 @@ fn functions_replicate_and_survive_restarts() {
     // Restart from the log.
     drop(a);
     drop(target);
-    let target = common::start_anykv_with(&common::anykv_bin(), &aof);
+    let target = common::start_anykv_aof(&d);
     let mut a = target.connect();
     assert_eq!(
         a.cmd(&["FUNCTION", "LIST", "WITHCODE"]).ok().map(canonical),
@@ -322,7 +314,7 @@ fn functions_replicate_and_survive_restarts() {
     let after = canonical(a.cmd(&["FUNCTION", "LIST", "WITHCODE"]).expect("list"));
     drop(a);
     drop(target);
-    let target = common::start_anykv_with(&common::anykv_bin(), &aof);
+    let target = common::start_anykv_aof(&d);
     let mut a = target.connect();
     assert_eq!(
         a.cmd(&["FUNCTION", "LIST", "WITHCODE"]).ok().map(canonical),

@@ -1507,6 +1507,7 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
     ("bzpopmax", "ZADD K 1 a 2 b ; BZPOPMAX K 1"),
     ("bzpopmin", "ZADD K 1 a 2 b ; BZPOPMIN K 1"),
     ("copy", "SET K v ; COPY K K:copy DB 2"),
+    ("dump", "SET K v ; DUMP K"),
     ("decr", "DECR K"),
     ("decrby", "DECRBY K 5"),
     ("del", "SET K v ; SET K:2 v ; DEL K:2"),
@@ -1568,6 +1569,7 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
     ("pexpiretime", "SET K v EX 100000 ; PEXPIRETIME K"),
     ("psetex", "PSETEX K 100000000 v"),
     ("pttl", "SET K v EX 100000 ; PTTL K"),
+    ("restore", "SET K v ; RESTORE K:copy 0 DUMPOF:K ; GET K:copy"),
     ("rename", "SET K v ; RENAME K K:renamed"),
     ("renamenx", "SET K v ; RENAMENX K K:renamed"),
     ("rpop", "RPUSH K a b c ; RPOP K"),
@@ -1757,7 +1759,23 @@ fn run_template(c: &mut RespConn, name: &str) -> bool {
             .collect();
         ran_it |= args.len() >= words.len() && args[..words.len()] == words[..];
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        if let Value::Error(e) = call(c, &argv) {
+        // `DUMPOF:<key>` stands for that key's DUMP payload (binary).
+        let reply = if let Some(at) = argv.iter().position(|a| a.starts_with("DUMPOF:")) {
+            let of = &argv[at]["DUMPOF:".len()..];
+            let of = match of.strip_prefix('K') {
+                Some(rest) if rest.is_empty() || rest.starts_with(':') => format!("{key}{rest}"),
+                _ => of.to_string(),
+            };
+            let Value::Bulk(payload) = call(c, &["DUMP", &of]) else {
+                panic!("DUMP for {name}'s template");
+            };
+            let mut bytes: Vec<Vec<u8>> = argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+            bytes[at] = payload;
+            common::Conn::call(c, &bytes).expect("reply")
+        } else {
+            call(c, &argv)
+        };
+        if let Value::Error(e) = reply {
             let allowed = ISO_EXPECTED_ERRORS
                 .iter()
                 .any(|(n, prefix)| *n == name && e.starts_with(prefix.as_bytes()));

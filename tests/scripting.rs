@@ -657,17 +657,7 @@ fn an_endless_reply_is_refused() {
 fn a_scripts_writes_replicate_and_survive_a_restart() {
     let dir = common::Scratch::new("scripting");
     let d = dir.dir();
-    let target = common::start_anykv_with(
-        &common::anykv_bin(),
-        &[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &d,
-        ],
-    );
+    let target = common::start_anykv_aof(&d);
     let replica = common::start_redis(&[
         "--replicaof".into(),
         "127.0.0.1".into(),

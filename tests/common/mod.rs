@@ -1189,3 +1189,19 @@ pub fn same(r: &mut RespConn, a: &mut RespConn, args: &[&str]) -> Value {
     assert_eq!(got, want, "{args:?}");
     got
 }
+
+/// Starts anykv with an append-only log fsynced on every write in `dir`
+/// (restart tests start it again with the same call).
+pub fn start_anykv_aof(dir: &str) -> ServerProcess {
+    start_anykv_with(
+        &anykv_bin(),
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            dir,
+        ],
+    )
+}

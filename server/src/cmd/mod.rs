@@ -13,6 +13,7 @@ pub mod command;
 pub mod config;
 pub mod connection;
 pub mod debug;
+pub mod dump;
 pub mod function;
 pub mod hash;
 pub mod info;

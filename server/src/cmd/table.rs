@@ -5,8 +5,8 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    bitmap, blocking, client, command, config, connection, debug, function, info, keys, multi,
-    pubsub, replication, script, server, string, Ctx,
+    bitmap, blocking, client, command, config, connection, debug, dump, function, info, keys,
+    multi, pubsub, replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -171,6 +171,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("rename", 3, "write", 1, 2, 1, "@keyspace @write @slow", Write, Allowed, "generic", "1.0.0", "Rename a key", keys::rename),
     cmd!("renamenx", 3, "write fast", 1, 2, 1, KW, Write, Allowed, "generic", "1.0.0", "Rename a key, only if the new key does not exist", keys::renamenx),
     cmd!("copy", -3, "write denyoom", 1, 2, 1, "@keyspace @write @slow", Write, Allowed, "generic", "6.2.0", "Copy a key", keys::copy),
+    cmd!("dump", 2, "readonly", 1, 1, 1, "@keyspace @read @slow", Read, Allowed, "generic", "2.6.0", "Return a serialized version of the value stored at the specified key.", dump::dump),
+    cmd!("restore", -4, "write denyoom", 1, 1, 1, "@keyspace @write @slow @dangerous", Write, Allowed, "generic", "2.6.0", "Create a key using the provided serialized value, previously obtained using DUMP.", dump::restore),
     cmd!("move", 3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "1.0.0", "Move a key to another database", keys::move_),
     cmd!("touch", -2, "readonly fast", 1, -1, 1, KR, Read, Allowed, "generic", "3.2.1", "Alters the last access time of a key(s). Returns the number of existing keys specified.", keys::touch),
     cmd!("dbsize", 1, "readonly fast", 0, 0, 0, KR, Read, Allowed, "server", "1.0.0", "Return the number of keys in the selected database", server::dbsize),

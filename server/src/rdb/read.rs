@@ -417,22 +417,41 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The libraries' code in a `FUNCTION DUMP` payload (see
-/// `super::write::function_dump`), or Redis's error (without `ERR `).
-pub fn function_dump(payload: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let bad = || "DUMP payload version or checksum are wrong".to_string();
+/// The body of a DUMP-style payload once its footer (RDB version, CRC-64)
+/// checks out (Redis's `verifyDumpPayload`).
+pub fn dump_body(payload: &[u8]) -> Option<&[u8]> {
     if payload.len() < 10 {
-        return Err(bad());
+        return None;
     }
     let (body, footer) = payload.split_at(payload.len() - 10);
     let version = u16::from_le_bytes([footer[0], footer[1]]);
     let mut crc = [0u8; 8];
     crc.copy_from_slice(&footer[2..]);
-    if u32::from(version) > super::RDB_VERSION
-        || super::crc64::update(0, &payload[..payload.len() - 8]) != u64::from_le_bytes(crc)
-    {
-        return Err(bad());
-    }
+    let ok = u32::from(version) <= super::RDB_VERSION
+        && super::crc64::update(0, &payload[..payload.len() - 8]) == u64::from_le_bytes(crc);
+    ok.then_some(body)
+}
+
+/// The value in a `DUMP` payload (see `super::write::dump_value`; Redis's
+/// own, every encoding it writes), built under `th`. `None` when the body
+/// is not one whole value (Redis's "Bad data format"); the caller checks
+/// the footer first with [`dump_body`].
+pub fn dump_value(body: &[u8], th: &Thresholds) -> Option<Value> {
+    let mut s = Src {
+        r: BufReader::new(body),
+        crc: 0,
+        pos: 0,
+    };
+    let ty = s.u8().ok()?;
+    let v = load_value(&mut s, ty, b"", th).ok()??;
+    (s.pos as usize == body.len()).then_some(v)
+}
+
+/// The libraries' code in a `FUNCTION DUMP` payload (see
+/// `super::write::function_dump`), or Redis's error (without `ERR `).
+pub fn function_dump(payload: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let body = dump_body(payload)
+        .ok_or_else(|| "DUMP payload version or checksum are wrong".to_string())?;
     let mut s = Src {
         r: BufReader::new(body),
         crc: 0,

@@ -125,47 +125,7 @@ impl<W: Write> RdbWriter<W> {
             out.push(OP_EXPIRETIME_MS);
             out.extend_from_slice(&expire_at.to_le_bytes());
         }
-        match value {
-            Value::Str(s) => {
-                out.push(Type::String as u8);
-                put_string(out, key);
-                put_string(out, s.as_bytes());
-            }
-            Value::List(l) => {
-                out.push(Type::List as u8);
-                put_string(out, key);
-                put_len(out, l.len() as u64);
-                for it in &l.items {
-                    put_string(out, it);
-                }
-            }
-            Value::Set(s) => {
-                out.push(Type::Set as u8);
-                put_string(out, key);
-                put_len(out, s.len() as u64);
-                for m in s.iter() {
-                    m.with_bytes(|b| put_string(out, b));
-                }
-            }
-            Value::ZSet(z) => {
-                out.push(Type::ZSet2 as u8);
-                put_string(out, key);
-                put_len(out, z.len() as u64);
-                for (m, score) in z.iter() {
-                    put_string(out, m);
-                    out.extend_from_slice(&score.to_le_bytes());
-                }
-            }
-            Value::Hash(h) => {
-                out.push(Type::Hash as u8);
-                put_string(out, key);
-                put_len(out, h.len() as u64);
-                for (f, v) in h.iter() {
-                    f.with_bytes(|b| put_string(out, b));
-                    v.with_bytes(|b| put_string(out, b));
-                }
-            }
-        }
+        put_value(out, Some(key), value);
         if self.scratch.len() >= 32 << 10 {
             self.flush_scratch()?;
         }
@@ -197,6 +157,71 @@ impl<W: Write> RdbWriter<W> {
     }
 }
 
+/// A value's RDB type byte, then `key` (a record's) when given, then the
+/// value in RDB's generic encoding for its type.
+fn put_value(out: &mut Vec<u8>, key: Option<&[u8]>, value: &Value) {
+    let head = |out: &mut Vec<u8>, t: Type| {
+        out.push(t as u8);
+        if let Some(k) = key {
+            put_string(out, k);
+        }
+    };
+    match value {
+        Value::Str(s) => {
+            head(out, Type::String);
+            put_string(out, s.as_bytes());
+        }
+        Value::List(l) => {
+            head(out, Type::List);
+            put_len(out, l.len() as u64);
+            for it in &l.items {
+                put_string(out, it);
+            }
+        }
+        Value::Set(s) => {
+            head(out, Type::Set);
+            put_len(out, s.len() as u64);
+            for m in s.iter() {
+                m.with_bytes(|b| put_string(out, b));
+            }
+        }
+        Value::ZSet(z) => {
+            head(out, Type::ZSet2);
+            put_len(out, z.len() as u64);
+            for (m, score) in z.iter() {
+                put_string(out, m);
+                out.extend_from_slice(&score.to_le_bytes());
+            }
+        }
+        Value::Hash(h) => {
+            head(out, Type::Hash);
+            put_len(out, h.len() as u64);
+            for (f, v) in h.iter() {
+                f.with_bytes(|b| put_string(out, b));
+                v.with_bytes(|b| put_string(out, b));
+            }
+        }
+    }
+}
+
+/// The footer of a DUMP-style payload: RDB version (2 bytes) and the
+/// CRC-64 of everything before (8 bytes), little-endian.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    out.extend_from_slice(&(RDB_VERSION as u16).to_le_bytes());
+    let crc = crc64::update(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// `DUMP`'s payload, as Redis writes it: the value as RDB writes it (type
+/// and encoding, no key), then the version and the CRC-64. Redis's RESTORE
+/// loads it (generic encodings; Redis converts to its compact ones).
+pub fn dump_value(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_value(&mut out, None, value);
+    seal(out)
+}
+
 /// `FUNCTION DUMP`'s payload, as Redis writes it: each library's code as
 /// an RDB function record, then the RDB version (2 bytes) and the CRC-64
 /// of everything before (8 bytes), both little-endian.
@@ -206,8 +231,5 @@ pub fn function_dump<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
         out.push(OP_FUNCTION2);
         put_string(&mut out, code);
     }
-    out.extend_from_slice(&(RDB_VERSION as u16).to_le_bytes());
-    let crc = crc64::update(0, &out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    seal(out)
 }

@@ -1,0 +1,275 @@
+//! DUMP and RESTORE between redis-server 7.0 and anykv: a value of every
+//! type, in every encoding Redis picks for it, dumped by one restores into
+//! the other with the same contents; RESTORE's options and errors are
+//! Redis's.
+
+mod common;
+
+use common::{same, start_anykv, start_reference, Conn, RespConn, Value};
+
+fn call(c: &mut RespConn, args: &[&[u8]]) -> Value {
+    let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+    c.call(&args).expect("reply")
+}
+
+/// A value's contents, whatever its encoding, in a form that compares
+/// (sets and hashes sorted).
+fn contents(c: &mut RespConn, key: &str) -> Value {
+    let Value::Simple(t) = c.cmd(&["TYPE", key]).expect("TYPE") else {
+        panic!("TYPE {key}");
+    };
+    let sorted = |v: Value| match v {
+        Value::Array(mut items) => {
+            items.sort_by_key(|i| format!("{i:?}"));
+            Value::Array(items)
+        }
+        other => other,
+    };
+    let body = match t.as_slice() {
+        b"string" => c.cmd(&["GET", key]),
+        b"list" => c.cmd(&["LRANGE", key, "0", "-1"]),
+        b"set" => c.cmd(&["SMEMBERS", key]).map(sorted),
+        b"zset" => c.cmd(&["ZRANGE", key, "0", "-1", "WITHSCORES"]),
+        b"hash" => c.cmd(&["HGETALL", key]).map(|v| match v {
+            // (Pairs sorted as pairs.)
+            Value::Array(items) => {
+                let mut pairs: Vec<Vec<Value>> = items.chunks(2).map(|p| p.to_vec()).collect();
+                pairs.sort_by_key(|p| format!("{p:?}"));
+                Value::Array(pairs.into_iter().flatten().collect())
+            }
+            other => other,
+        }),
+        other => panic!("type {}", String::from_utf8_lossy(other)),
+    }
+    .expect("contents");
+    Value::Array(vec![Value::Simple(t), body])
+}
+
+/// Keys of every type in the encodings Redis 7.0 gives them.
+fn populate(c: &mut RespConn) -> Vec<String> {
+    let big = "x".repeat(100);
+    let mut keys = Vec::new();
+    let mut run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = c.cmd(&a).expect("populate");
+        assert!(!r.is_error(), "{a:?}: {r:?}");
+    };
+    run(vec!["SET".into(), "s:int".into(), "12345".into()]);
+    run(vec!["SET".into(), "s:neg".into(), "-70000".into()]);
+    run(vec!["SET".into(), "s:short".into(), "hello".into()]);
+    run(vec!["SET".into(), "s:long".into(), big.repeat(50)]);
+    run(vec!["SET".into(), "s:bin".into(), "\u{0}\u{1}\r\n".into()]);
+    run(vec![
+        "RPUSH".into(),
+        "l:small".into(),
+        "a".into(),
+        "1".into(),
+        big.clone(),
+    ]);
+    let mut l = vec!["RPUSH".to_string(), "l:big".into()];
+    l.extend((0..300).map(|i| format!("item-{i}-{big}")));
+    run(l);
+    run(vec![
+        "SADD".into(),
+        "set:int".into(),
+        "1".into(),
+        "2".into(),
+        "-3".into(),
+    ]);
+    run(vec![
+        "SADD".into(),
+        "set:str".into(),
+        "a".into(),
+        "b".into(),
+    ]);
+    let mut s = vec!["SADD".to_string(), "set:big".into()];
+    s.extend((0..600).map(|i| i.to_string()));
+    run(s);
+    run(vec![
+        "ZADD".into(),
+        "z:small".into(),
+        "1.5".into(),
+        "a".into(),
+        "-2".into(),
+        "b".into(),
+    ]);
+    let mut z = vec!["ZADD".to_string(), "z:big".into()];
+    for i in 0..200 {
+        z.push(format!("{}.25", i));
+        z.push(format!("m{i}"));
+    }
+    run(z);
+    run(vec![
+        "ZADD".into(),
+        "z:inf".into(),
+        "inf".into(),
+        "top".into(),
+        "-inf".into(),
+        "bottom".into(),
+    ]);
+    run(vec![
+        "HSET".into(),
+        "h:small".into(),
+        "f".into(),
+        "v".into(),
+        "n".into(),
+        "7".into(),
+    ]);
+    let mut h = vec!["HSET".to_string(), "h:big".into()];
+    for i in 0..200 {
+        h.push(format!("f{i}"));
+        h.push(format!("{i}-{big}"));
+    }
+    run(h);
+    keys.extend(
+        [
+            "s:int", "s:neg", "s:short", "s:long", "s:bin", "l:small", "l:big", "set:int",
+            "set:str", "set:big", "z:small", "z:big", "z:inf", "h:small", "h:big",
+        ]
+        .map(String::from),
+    );
+    keys
+}
+
+#[test]
+fn dumps_restore_across_redis_and_anykv_for_every_type() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let keys = populate(&mut r);
+    for key in &keys {
+        let Value::Bulk(payload) = call(&mut r, &[b"DUMP", key.as_bytes()]) else {
+            panic!("DUMP {key} on redis-server");
+        };
+        assert_eq!(
+            call(&mut a, &[b"RESTORE", key.as_bytes(), b"0", &payload]),
+            Value::Simple(b"OK".to_vec()),
+            "RESTORE {key} from redis-server's dump"
+        );
+        assert_eq!(contents(&mut a, key), contents(&mut r, key), "{key}");
+        // And back: anykv's dump into redis-server under another name.
+        let Value::Bulk(back) = call(&mut a, &[b"DUMP", key.as_bytes()]) else {
+            panic!("DUMP {key} on anykv");
+        };
+        let copy = format!("{key}:back");
+        assert_eq!(
+            call(&mut r, &[b"RESTORE", copy.as_bytes(), b"0", &back]),
+            Value::Simple(b"OK".to_vec()),
+            "redis-server restores anykv's dump of {key}"
+        );
+        let (Value::Array(x), Value::Array(y)) = (contents(&mut r, &copy), contents(&mut r, key))
+        else {
+            panic!("contents");
+        };
+        assert_eq!(x, y, "{key} after the round trip");
+    }
+    assert_eq!(call(&mut a, &[b"DUMP", b"nokey"]), Value::Nil);
+}
+
+#[test]
+fn restore_options_and_errors_as_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    same(&mut r, &mut a, &["SET", "src", "value"]);
+    let Value::Bulk(payload) = call(&mut r, &[b"DUMP", b"src"]) else {
+        panic!("DUMP");
+    };
+    let p = payload.as_slice();
+    let both = |r: &mut RespConn, a: &mut RespConn, args: &[&[u8]]| {
+        let want = call(r, args);
+        let got = call(a, args);
+        assert_eq!(
+            got,
+            want,
+            "{:?}",
+            args.iter()
+                .map(|x| String::from_utf8_lossy(x))
+                .collect::<Vec<_>>()
+        );
+        got
+    };
+    both(&mut r, &mut a, &[b"RESTORE", b"k", b"0", p]);
+    both(&mut r, &mut a, &[b"RESTORE", b"k", b"0", p]);
+    both(&mut r, &mut a, &[b"RESTORE", b"k", b"0", p, b"REPLACE"]);
+    both(&mut r, &mut a, &[b"GET", b"k"]);
+    both(&mut r, &mut a, &[b"RESTORE", b"t", b"100000", p]);
+    assert!(matches!(call(&mut a, &[b"PTTL", b"t"]), Value::Int(n) if n > 90_000 && n <= 100_000));
+    both(
+        &mut r,
+        &mut a,
+        &[b"RESTORE", b"abs", b"4102444800000", p, b"ABSTTL"],
+    );
+    both(&mut r, &mut a, &[b"PEXPIRETIME", b"abs"]);
+    // Already expired: not created, and what it replaced is gone.
+    both(
+        &mut r,
+        &mut a,
+        &[b"RESTORE", b"k", b"1", p, b"REPLACE", b"ABSTTL"],
+    );
+    both(&mut r, &mut a, &[b"EXISTS", b"k"]);
+    both(
+        &mut r,
+        &mut a,
+        &[b"RESTORE", b"i", b"0", p, b"IDLETIME", b"1000"],
+    );
+    assert!(
+        matches!(call(&mut a, &[b"OBJECT", b"IDLETIME", b"i"]), Value::Int(n) if (1000..1010).contains(&n))
+    );
+    for bad in [
+        &[&b"RESTORE"[..], b"e", b"-1", p][..],
+        &[b"RESTORE", b"e", b"x", p],
+        &[b"RESTORE", b"e", b"0", b"garbage"],
+        &[b"RESTORE", b"e", b"0", p, b"BOGUS"],
+        &[b"RESTORE", b"e", b"0", p, b"IDLETIME", b"-1"],
+        &[b"RESTORE", b"e", b"0", p, b"IDLETIME", b"x"],
+        &[b"RESTORE", b"e", b"0", p, b"FREQ", b"256"],
+        &[b"RESTORE", b"e", b"0", p, b"FREQ", b"1", b"IDLETIME", b"1"],
+        &[b"RESTORE", b"e", b"0", p, b"IDLETIME"],
+        &[b"RESTORE", b"src", b"-1", b"garbage"],
+    ] {
+        assert!(both(&mut r, &mut a, bad).is_error());
+    }
+    // A damaged payload, and a body that is not one value.
+    let mut damaged = payload.clone();
+    damaged[1] ^= 1;
+    both(&mut r, &mut a, &[b"RESTORE", b"e", b"0", &damaged]);
+    let Value::Bulk(two) = call(&mut r, &[b"FUNCTION", b"DUMP"]) else {
+        panic!("FUNCTION DUMP");
+    };
+    both(&mut r, &mut a, &[b"RESTORE", b"e", b"0", &two]);
+}
+
+/// RESTORE is logged with its TTL made absolute: a restart from the log
+/// has the value and the same expiry time.
+#[test]
+fn a_restore_survives_a_restart() {
+    let dir = common::Scratch::new("dump-restore");
+    let d = dir.dir();
+    let target = common::start_anykv_aof(&d);
+    let mut a = target.connect();
+    a.cmd(&["RPUSH", "src", "a", "b", "c"]).expect("rpush");
+    let Value::Bulk(payload) = call(&mut a, &[b"DUMP", b"src"]) else {
+        panic!("DUMP");
+    };
+    assert_eq!(
+        call(&mut a, &[b"RESTORE", b"copy", b"100000", &payload]),
+        Value::Simple(b"OK".to_vec())
+    );
+    let Value::Int(at) = a.cmd(&["PEXPIRETIME", "copy"]).expect("pexpiretime") else {
+        panic!("PEXPIRETIME");
+    };
+    drop(a);
+    drop(target);
+    let again = common::start_anykv_aof(&d);
+    let mut a = again.connect();
+    assert_eq!(
+        a.cmd(&["LRANGE", "copy", "0", "-1"]).expect("lrange"),
+        Value::Array(vec![
+            Value::Bulk(b"a".to_vec()),
+            Value::Bulk(b"b".to_vec()),
+            Value::Bulk(b"c".to_vec())
+        ])
+    );
+    assert_eq!(a.cmd(&["PEXPIRETIME", "copy"]).ok(), Some(Value::Int(at)));
+}
