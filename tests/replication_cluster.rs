@@ -1559,6 +1559,7 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
     ("lrem", "RPUSH K a b a ; LREM K 1 a"),
     ("lset", "RPUSH K a b ; LSET K 0 z"),
     ("ltrim", "RPUSH K a b c ; LTRIM K 0 1"),
+    ("memory|usage", "SET K v ; MEMORY USAGE K"),
     ("mget", "SET K v ; MGET K K:none"),
     ("move", "SET K v ; MOVE K 1"),
     ("mset", "MSET K v K:2 w"),

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use super::{
     bitmap, blocking, client, command, config, connection, debug, dump, function, info, keys,
-    multi, pubsub, replication, script, server, string, Ctx,
+    memory, multi, pubsub, replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -225,6 +225,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("fcall_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Invoke a read-only function", function::fcall_ro),
     container!("function", "@slow", Admin, Allowed, "scripting", "7.0.0", "A container for function commands", FUNCTION_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
+    container!("memory", "@slow", Admin, OwnTenant, "server", "4.0.0", "A container for memory diagnostics commands", MEMORY_SUBS),
     // ---- lists ----
     cmd!("lpush", -3, "write denyoom fast", 1, 1, 1, "@write @list @fast", Write, Allowed, "list", "1.0.0", "Prepend one or multiple elements to a list", super::list::lpush),
     cmd!("rpush", -3, "write denyoom fast", 1, 1, 1, "@write @list @fast", Write, Allowed, "list", "1.0.0", "Append one or multiple elements to a list", super::list::rpush),
@@ -428,6 +429,16 @@ static FUNCTION_SUBS: &[CommandSpec] = &[
     cmd!("load", -3, "noscript write denyoom", 0, 0, 0, "@write @slow @scripting", Write, Allowed, "scripting", "7.0.0", "Create a function with the given arguments (name, code, description)", function::load),
     cmd!("restore", -3, "noscript write denyoom", 0, 0, 0, "@write @slow @scripting", Write, Allowed, "scripting", "7.0.0", "Restore all the functions on the given payload", function::restore),
     cmd!("stats", 2, "noscript allow_busy", 0, 0, 0, "@slow @scripting", Admin, Allowed, "scripting", "7.0.0", "Return information about the function currently running (name, description, duration)", function::stats),
+];
+
+#[rustfmt::skip]
+static MEMORY_SUBS: &[CommandSpec] = &[
+    cmd!("doctor", 2, "", 0, 0, 0, "@slow", Admin, OwnTenant, "server", "4.0.0", "Outputs memory problems report", memory::doctor),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", Admin, OwnTenant, "server", "4.0.0", "Show helpful text about the different subcommands", memory::help),
+    cmd!("malloc-stats", 2, "", 0, 0, 0, "@slow", Admin, OwnTenant, "server", "4.0.0", "Show allocator internal stats", memory::malloc_stats),
+    cmd!("purge", 2, "", 0, 0, 0, "@slow", Admin, OwnTenant, "server", "4.0.0", "Ask the allocator to release memory", memory::purge),
+    cmd!("stats", 2, "", 0, 0, 0, "@slow", Admin, OwnTenant, "server", "4.0.0", "Show memory usage details", memory::stats),
+    cmd!("usage", -3, "readonly", 2, 2, 1, "@read @slow", Read, Allowed, "server", "4.0.0", "Estimate the memory usage of a key", memory::usage),
 ];
 
 #[rustfmt::skip]

@@ -341,6 +341,11 @@ impl Functions {
         self.libs.is_empty()
     }
 
+    /// The libraries' code, in bytes (`MEMORY STATS functions.caches`).
+    pub fn cache_bytes(&self) -> usize {
+        self.libs.values().map(|l| l.code.len()).sum()
+    }
+
     /// Function `name` (any case): its Lua state, compiled callback, flags
     /// and registered name.
     pub fn get(&self, name: &[u8]) -> Option<(Engine, mlua::Function, Flags, String)> {

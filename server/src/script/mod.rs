@@ -218,6 +218,11 @@ impl Scripts {
         self.lua = None;
     }
 
+    /// The cached scripts' bodies, in bytes (`MEMORY STATS lua.caches`).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.values().map(|s| s.body.len()).sum()
+    }
+
     /// How many scripts are cached (`INFO memory number_of_cached_scripts`).
     pub fn len(&self) -> usize {
         self.cache.len()

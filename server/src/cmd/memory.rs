@@ -1,0 +1,199 @@
+//! MEMORY: USAGE, STATS, DOCTOR, MALLOC-STATS, PURGE, HELP, as Redis 7.0
+//! words them. A customer's database sees its own memory (its account in
+//! `crate::alloc`), the default database the process's, as `INFO memory`.
+//! The allocator is glibc's malloc, not jemalloc: MALLOC-STATS says so as
+//! Redis does for other allocators, and PURGE returns free memory to the
+//! system with `malloc_trim`.
+
+use super::{errors, Ctx};
+use crate::alloc;
+use crate::util::parse_i64;
+
+/// What a database's memory looks like now (shared with `INFO memory`).
+pub(crate) struct Figures {
+    pub used: u64,
+    pub peak: u64,
+    pub rss: u64,
+    /// The tables' own memory (buckets, entries), not the values.
+    pub overhead: u64,
+}
+
+pub(crate) fn figures(ctx: &mut Ctx) -> Figures {
+    let (_, own_account) = ctx.t.memory_limits(&ctx.set.evict);
+    let (used, peak) = match own_account.then(|| ctx.t.mem.used()) {
+        Some(used) => (used, used),
+        None => {
+            let used = alloc::allocated() as u64;
+            (used, alloc::peak().max(used as usize) as u64)
+        }
+    };
+    let overhead = ctx.t.ks.dbs.iter().map(|d| d.overhead_bytes() as u64).sum();
+    Figures {
+        used,
+        peak,
+        rss: alloc::rss_bytes(),
+        overhead,
+    }
+}
+
+/// `MEMORY USAGE key [SAMPLES count]`: the key's bytes (its name, its
+/// value's allocations and its entry), or nil. Values are measured whole,
+/// so SAMPLES is checked and needs no sampling.
+pub fn usage(ctx: &mut Ctx) {
+    let mut j = 3;
+    while j < ctx.args.len() {
+        if ctx.args[j].eq_ignore_ascii_case(b"samples") && j + 1 < ctx.args.len() {
+            match parse_i64(ctx.args[j + 1]) {
+                Some(n) if n >= 0 => {}
+                Some(_) => return ctx.syntax_error(),
+                None => return ctx.err(errors::NOT_INTEGER),
+            }
+            j += 2;
+        } else {
+            return ctx.syntax_error();
+        }
+    }
+    let key = ctx.args[2];
+    let Some(idx) = ctx.lookup_notouch(ctx.s.db, key) else {
+        return ctx.out.null();
+    };
+    let e = ctx.db().entry(idx);
+    let bytes = e.key.len() + e.value.heap_size() + std::mem::size_of_val(e);
+    ctx.out.int(bytes as i64);
+}
+
+/// `MEMORY STATS`: Redis's fields, in its order.
+pub fn stats(ctx: &mut Ctx) {
+    let f = figures(ctx);
+    let backlog = ctx.t.log.backlog_alloc() as u64;
+    let lua = ctx.t.scripts.cache_bytes() as u64;
+    let functions = ctx.t.functions.cache_bytes() as u64;
+    let dbs: Vec<(usize, u64, u64)> = ctx
+        .t
+        .ks
+        .dbs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(i, d)| {
+            (
+                i,
+                d.overhead_bytes() as u64,
+                (d.volatile_len() * std::mem::size_of::<u32>()) as u64,
+            )
+        })
+        .collect();
+    let keys = ctx.t.ks.total_keys() as u64;
+    let overhead_total = f.overhead + backlog + lua + functions;
+    let dataset = f.used.saturating_sub(overhead_total);
+    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    let out = &mut *ctx.out;
+    out.map(27 + dbs.len());
+    let int = |out: &mut crate::resp::Reply, name: &str, v: u64| {
+        out.bulk(name.as_bytes());
+        out.int(v as i64);
+    };
+    let dbl = |out: &mut crate::resp::Reply, name: &str, v: f64| {
+        out.bulk(name.as_bytes());
+        out.double(v);
+    };
+    int(out, "peak.allocated", f.peak);
+    int(out, "total.allocated", f.used);
+    int(out, "startup.allocated", 0);
+    int(out, "replication.backlog", backlog);
+    int(out, "clients.slaves", 0);
+    int(out, "clients.normal", 0);
+    int(out, "cluster.links", 0);
+    int(out, "aof.buffer", 0);
+    int(out, "lua.caches", lua);
+    int(out, "functions.caches", functions);
+    for (i, main, expires) in dbs {
+        out.bulk(format!("db.{i}").as_bytes());
+        out.map(3);
+        int(out, "overhead.hashtable.main", main);
+        int(out, "overhead.hashtable.expires", expires);
+        int(out, "overhead.hashtable.slot-to-keys", 0);
+    }
+    int(out, "overhead.total", overhead_total);
+    int(out, "keys.count", keys);
+    int(
+        out,
+        "keys.bytes-per-key",
+        f.used.checked_div(keys).unwrap_or(0),
+    );
+    int(out, "dataset.bytes", dataset);
+    dbl(out, "dataset.percentage", ratio(dataset, f.used) * 100.0);
+    dbl(out, "peak.percentage", ratio(f.used, f.peak) * 100.0);
+    int(out, "allocator.allocated", f.used);
+    int(out, "allocator.active", f.used);
+    int(out, "allocator.resident", f.rss);
+    dbl(out, "allocator-fragmentation.ratio", 1.0);
+    int(out, "allocator-fragmentation.bytes", 0);
+    dbl(out, "allocator-rss.ratio", ratio(f.rss, f.used));
+    int(out, "allocator-rss.bytes", f.rss.saturating_sub(f.used));
+    dbl(out, "rss-overhead.ratio", 1.0);
+    int(out, "rss-overhead.bytes", 0);
+    dbl(out, "fragmentation", ratio(f.rss, f.used));
+    int(out, "fragmentation.bytes", f.rss.saturating_sub(f.used));
+}
+
+/// `MEMORY DOCTOR`: Redis's report, from the checks that apply to this
+/// allocator (a past peak, RSS much above the allocations).
+pub fn doctor(ctx: &mut Ctx) {
+    let f = figures(ctx);
+    let report = if f.used < 5 << 20 {
+        "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.".to_string()
+    } else {
+        let mut issues = String::new();
+        if f.peak as f64 / f.used as f64 > 1.5 {
+            issues.push_str(" * Peak memory: In the past this instance used more than 150% the memory that is currently using. The allocator is normally not able to release memory after a peak, so you can expect to see a big fragmentation ratio, however this is actually harmless and is only due to the memory peak, and if the Redis instance Resident Set Size (RSS) is currently bigger than expected, the memory will be used as soon as you fill the Redis instance with more data. If the memory peak was only occasional and you want to try to reclaim memory, please try the MEMORY PURGE command, otherwise the only other option is to shutdown and restart the instance.\n\n");
+        }
+        if f.rss as f64 / f.used as f64 > 1.4 && f.rss - f.used > 10 << 20 {
+            issues.push_str(" * High total RSS: This instance has a memory fragmentation and RSS overhead greater than 1.4 (this means that the Resident Set Size of the Redis process is much larger than the sum of the logical allocations Redis performed). This problem is usually due either to a large peak memory (check if there is a peak memory entry above in the report) or may result from a workload that causes the allocator to fragment memory a lot. If the problem is a large peak memory, then there is no issue. Note: The currently used allocator is \"libc\"; MEMORY PURGE returns its free memory to the system.\n\n");
+        }
+        if issues.is_empty() {
+            "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.".to_string()
+        } else {
+            format!("Sam, I detected a few issues in this Redis instance memory implants:\n\n{issues}I'm here to keep you safe, Sam. I want to help you.\n")
+        }
+    };
+    ctx.out.verbatim(report.as_bytes());
+}
+
+/// `MEMORY MALLOC-STATS`: as Redis answers when not built with jemalloc.
+pub fn malloc_stats(ctx: &mut Ctx) {
+    ctx.out
+        .verbatim(b"Stats not supported for the current allocator");
+}
+
+/// `MEMORY PURGE`: returns the allocator's free memory to the system.
+pub fn purge(ctx: &mut Ctx) {
+    // SAFETY: malloc_trim only releases free pages held by glibc's
+    // allocator; it takes no pointers and is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    ctx.out.ok();
+}
+
+/// `MEMORY HELP`.
+pub fn help(ctx: &mut Ctx) {
+    super::command::reply_help_ending(
+        ctx,
+        "MEMORY",
+        &[
+            "DOCTOR",
+            "    Return memory problems reports.",
+            "MALLOC-STATS",
+            "    Return internal statistics report from the memory allocator.",
+            "PURGE",
+            "    Attempt to purge dirty pages for reclamation by the allocator.",
+            "STATS",
+            "    Return information about the memory usage of the server.",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value. Nested values are",
+            "    sampled up to <count> times (default: 5, 0 means sample all).",
+        ],
+        "    Prints this help.",
+    )
+}

@@ -1,0 +1,72 @@
+//! MEMORY against the reference redis-server 7.0: the same help, errors
+//! and field names; sizes are anykv's own (another allocator and other
+//! encodings), so they are checked for sense, not compared.
+
+mod common;
+
+use common::{same, start_anykv, start_reference, Value};
+
+/// The names of a MEMORY STATS reply (RESP2: name, value, ...), with the
+/// nested `db.N` maps' names.
+fn names(v: &Value) -> Vec<String> {
+    let Value::Array(items) = v else {
+        panic!("MEMORY STATS: {v:?}");
+    };
+    let mut out = Vec::new();
+    for pair in items.chunks(2) {
+        let Value::Bulk(n) = &pair[0] else {
+            panic!("a field name: {:?}", pair[0]);
+        };
+        out.push(String::from_utf8_lossy(n).into_owned());
+        if let Value::Array(_) = &pair[1] {
+            out.extend(names(&pair[1]));
+        }
+    }
+    out
+}
+
+#[test]
+fn memory_answers_as_redis_does() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    for step in [
+        vec!["MEMORY", "HELP"],
+        vec!["MEMORY", "USAGE", "nokey"],
+        vec!["SET", "k", "v"],
+        vec!["MEMORY", "USAGE", "k", "SAMPLES", "x"],
+        vec!["MEMORY", "USAGE", "k", "SAMPLES", "-1"],
+        vec!["MEMORY", "USAGE", "k", "FOO"],
+        vec!["MEMORY", "USAGE", "k", "SAMPLES"],
+        vec!["MEMORY", "USAGE"],
+        vec!["MEMORY", "PURGE"],
+        vec!["MEMORY", "NOPE"],
+        vec!["MEMORY", "STATS", "x"],
+    ] {
+        same(&mut r, &mut a, &step);
+    }
+    // Sizes: a key's grows with its value.
+    let usage =
+        |c: &mut common::RespConn, k: &str| match c.cmd(&["MEMORY", "USAGE", k, "SAMPLES", "0"]) {
+            Ok(Value::Int(n)) => n,
+            other => panic!("MEMORY USAGE {k}: {other:?}"),
+        };
+    a.cmd(&["SET", "big", &"x".repeat(10_000)]).expect("set");
+    let (small, big) = (usage(&mut a, "k"), usage(&mut a, "big"));
+    assert!(small > 0 && big > 10_000 && big < 20_000, "{small} {big}");
+    // STATS: Redis's field names in Redis's order.
+    let want = names(&r.cmd(&["MEMORY", "STATS"]).expect("stats"));
+    let got = names(&a.cmd(&["MEMORY", "STATS"]).expect("stats"));
+    assert_eq!(got, want);
+    // This allocator is not jemalloc: said as Redis says it.
+    assert_eq!(
+        a.cmd(&["MEMORY", "MALLOC-STATS"]).ok(),
+        Some(Value::Bulk(
+            b"Stats not supported for the current allocator".to_vec()
+        ))
+    );
+    let Ok(Value::Bulk(report)) = a.cmd(&["MEMORY", "DOCTOR"]) else {
+        panic!("MEMORY DOCTOR");
+    };
+    assert!(report.starts_with(b"Hi Sam") || report.starts_with(b"Sam, I detected"));
+}
