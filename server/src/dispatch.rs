@@ -579,19 +579,31 @@ pub fn dispatch(
     // Messages this command published to its own client (PUBLISH to a
     // channel it subscribes to, keyspace events of its own writes) precede
     // its reply, as in Redis.
+    // CLIENT REPLY OFF/SKIP silence the command's reply, not what Redis
+    // pushes: subscription confirmations (in RESP2 too) and messages.
+    let confirms = args.first().is_some_and(|n| {
+        [
+            &b"subscribe"[..],
+            b"unsubscribe",
+            b"psubscribe",
+            b"punsubscribe",
+            b"ssubscribe",
+            b"sunsubscribe",
+        ]
+        .iter()
+        .any(|c| n.eq_ignore_ascii_case(c))
+    });
+    if matches!(s.reply_mode, ReplyMode::Off | ReplyMode::SkipThis) && !confirms {
+        out.buf.truncate(mark);
+    }
+    if s.reply_mode == ReplyMode::SkipThis {
+        s.reply_mode = ReplyMode::On;
+    }
     if !s.info.push.borrow().is_empty() {
         let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
         let tail = out.buf.split_off(mark);
         out.buf.extend_from_slice(&pushed);
         out.buf.extend_from_slice(&tail);
-    }
-    match s.reply_mode {
-        ReplyMode::Off => out.buf.truncate(mark),
-        ReplyMode::SkipThis => {
-            out.buf.truncate(mark);
-            s.reply_mode = ReplyMode::On;
-        }
-        _ => {}
     }
     // Writes may have given data to blocked clients: serve them now, before
     // any other command runs (Redis's handleClientsBlockedOnKeys).

@@ -221,12 +221,23 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
                 v
             }
             "sort" | "sort_ro" => {
+                // Redis's sortGetKeys: options' arguments skipped, and the
+                // last STORE is the one SORT stores into.
                 let mut v = vec![1];
-                if let Some(p) =
-                    (2..argc.saturating_sub(1)).find(|&i| args[i].eq_ignore_ascii_case(b"store"))
-                {
-                    v.push(p + 1);
+                let mut store = None;
+                let mut i = 2;
+                while i < argc {
+                    let a = args[i];
+                    if a.eq_ignore_ascii_case(b"limit") {
+                        i += 2;
+                    } else if a.eq_ignore_ascii_case(b"get") || a.eq_ignore_ascii_case(b"by") {
+                        i += 1;
+                    } else if a.eq_ignore_ascii_case(b"store") && i + 1 < argc {
+                        store = Some(i + 1);
+                    }
+                    i += 1;
                 }
+                v.extend(store);
                 v.retain(|&k| k < argc);
                 v
             }

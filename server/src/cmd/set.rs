@@ -355,8 +355,12 @@ pub fn smove(ctx: &mut Ctx) {
     let added = set_at_mut(ctx.t, db, didx).is_some_and(|d| d.add(m, max));
     if added {
         ctx.notify(NOTIFY_SET, "sadd", dst);
+        ctx.propagate_as_is();
+    } else {
+        // The destination had it: only the source changed (and only its
+        // WATCHes fail, as in Redis).
+        ctx.propagate(&[b"SREM", src, m]);
     }
-    ctx.propagate_as_is();
     ctx.out.int(1);
 }
 

@@ -1,0 +1,127 @@
+//! Behaviours found wrong by trying anykv as a user would (issue 17's
+//! list), each checked against redis-server 7.0: a WATCH on an SMOVE's
+//! destination that already had the member, COMMAND GETKEYS for SORT with
+//! several STORE options, and subscription confirmations under CLIENT
+//! REPLY OFF.
+
+mod common;
+
+use common::{same, start_anykv, start_reference, ServerProcess};
+use std::io::{Read, Write};
+
+/// SMOVE of a member the destination already has changes only the
+/// source: a WATCH on the destination holds.
+#[test]
+fn smove_to_a_set_that_has_the_member_keeps_its_watch() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let (mut r2, mut a2) = (reference.connect(), target.connect());
+    for step in [
+        vec!["SADD", "src", "m", "n"],
+        vec!["SADD", "dst", "m"],
+        vec!["WATCH", "dst"],
+    ] {
+        same(&mut r, &mut a, &step);
+    }
+    same(&mut r2, &mut a2, &["SMOVE", "src", "dst", "m"]);
+    for step in [
+        vec!["MULTI"],
+        vec!["SET", "x", "1"],
+        vec!["EXEC"],
+        vec!["WATCH", "src"],
+    ] {
+        same(&mut r, &mut a, &step);
+    }
+    // A WATCH on the source does fail.
+    same(&mut r2, &mut a2, &["SMOVE", "src", "dst", "n"]);
+    for step in [vec!["MULTI"], vec!["SET", "x", "2"], vec!["EXEC"]] {
+        same(&mut r, &mut a, &step);
+    }
+}
+
+/// SORT stores into its last STORE, skipping the arguments of LIMIT, GET
+/// and BY: COMMAND GETKEYS (and so ACL key checks) names that one.
+#[test]
+fn sort_keys_name_the_last_store() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    for step in [
+        vec![
+            "COMMAND", "GETKEYS", "SORT", "a", "STORE", "b", "STORE", "c",
+        ],
+        vec![
+            "COMMAND", "GETKEYS", "SORT", "a", "GET", "store", "STORE", "c",
+        ],
+        vec![
+            "COMMAND", "GETKEYS", "SORT", "a", "LIMIT", "0", "1", "STORE", "c",
+        ],
+        vec!["COMMAND", "GETKEYS", "SORT", "a", "BY", "store", "DESC"],
+        vec!["COMMAND", "GETKEYS", "SORT", "a", "STORE"],
+        vec!["RPUSH", "a", "3", "1", "2"],
+        vec!["SORT", "a", "STORE", "b", "STORE", "c"],
+        vec!["EXISTS", "b"],
+        vec!["LRANGE", "c", "0", "-1"],
+    ] {
+        same(&mut r, &mut a, &step);
+    }
+}
+
+/// A raw connection's bytes after `cmds`, read until the server is quiet.
+fn exchange(srv: &ServerProcess, resp3: bool, cmds: &[&[&str]]) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .expect("timeout");
+    let send = |s: &mut std::net::TcpStream, args: &[&str]| {
+        let mut b = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            b.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        s.write_all(&b).expect("write");
+    };
+    let drain = |s: &mut std::net::TcpStream| {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    };
+    if resp3 {
+        send(&mut s, &["HELLO", "3"]);
+        drain(&mut s);
+    }
+    for c in cmds {
+        send(&mut s, c);
+    }
+    drain(&mut s)
+}
+
+/// CLIENT REPLY OFF silences replies, not what Redis pushes:
+/// subscription confirmations arrive, in RESP2 and RESP3.
+#[test]
+fn subscriptions_are_confirmed_under_client_reply_off() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    for resp3 in [false, true] {
+        let cmds: &[&[&str]] = &[
+            &["CLIENT", "REPLY", "OFF"],
+            &["PING"],
+            &["SUBSCRIBE", "ch", "other"],
+            &["PSUBSCRIBE", "p*"],
+            &["UNSUBSCRIBE", "other"],
+        ];
+        let want = exchange(&reference, resp3, cmds);
+        let got = exchange(&target, resp3, cmds);
+        assert!(!want.is_empty(), "redis-server confirms");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "resp3: {resp3}"
+        );
+    }
+}
