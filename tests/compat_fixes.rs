@@ -1,8 +1,8 @@
 //! Behaviours found wrong by trying anykv as a user would (issue 17's
 //! list), each checked against redis-server 7.0: a WATCH on an SMOVE's
 //! destination that already had the member, COMMAND GETKEYS for SORT with
-//! several STORE options, and subscription confirmations under CLIENT
-//! REPLY OFF.
+//! several STORE options, subscription confirmations under CLIENT REPLY
+//! OFF, and CLIENT LIST's query buffer.
 
 mod common;
 
@@ -123,5 +123,29 @@ fn subscriptions_are_confirmed_under_client_reply_off() {
             String::from_utf8_lossy(&want),
             "resp3: {resp3}"
         );
+    }
+}
+
+/// CLIENT INFO / LIST show the query buffer in use: while the command
+/// runs, its own bytes (Redis's qbuf).
+#[test]
+fn client_info_shows_the_query_buffer_in_use() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let qbuf = |srv: &ServerProcess, cmd: &[&str]| -> String {
+        let mut c = srv.connect();
+        let Ok(common::Value::Bulk(b)) = c.cmd(cmd) else {
+            panic!("{cmd:?}");
+        };
+        String::from_utf8_lossy(&b)
+            .split_whitespace()
+            .find(|f| f.starts_with("qbuf="))
+            .map(str::to_string)
+            .expect("a qbuf field")
+    };
+    for cmd in [&["CLIENT", "INFO"][..], &["CLIENT", "LIST"]] {
+        let want = qbuf(&reference, cmd);
+        assert_ne!(want, "qbuf=0");
+        assert_eq!(qbuf(&target, cmd), want, "{cmd:?}");
     }
 }

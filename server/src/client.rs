@@ -59,7 +59,9 @@ pub struct ClientInfo {
     /// catalog entry drops that token (a rotation's old one retired), the
     /// connection is closed.
     pub token: Cell<Option<[u8; 32]>>,
+    /// The query buffer's bytes in use, and its free capacity.
     pub qbuf: Cell<usize>,
+    pub qbuf_free: Cell<usize>,
     pub obuf: Cell<usize>,
     /// Requested close (CLIENT KILL, idle timeout, output limits, shutdown).
     pub killed: Cell<bool>,
@@ -98,6 +100,7 @@ impl ClientInfo {
             psubs: Cell::new(0),
             ssubs: Cell::new(0),
             qbuf: Cell::new(0),
+            qbuf_free: Cell::new(0),
             obuf: Cell::new(0),
             killed: Cell::new(false),
             push: RefCell::new(BytesMut::new()),
@@ -142,7 +145,7 @@ impl ClientInfo {
             flags.push('N');
         }
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -157,6 +160,7 @@ impl ClientInfo {
             self.ssubs.get(),
             multi,
             self.qbuf.get(),
+            self.qbuf_free.get(),
             self.obuf.get(),
             self.last_cmd.get(),
             self.user.borrow(),

@@ -516,6 +516,12 @@ async fn run(
         };
         let now = mstime();
         s.info.last_interaction_ms.set(now);
+        // While a batch runs its bytes are the query buffer in use (what
+        // Redis's CLIENT LIST shows as qbuf, the running command's too).
+        s.info.qbuf.set(inbuf.len());
+        s.info
+            .qbuf_free
+            .set(inbuf.capacity().saturating_sub(inbuf.len()));
         let mut after = After::Read;
         let log_before = tenant.borrow().log.offset();
         {
@@ -720,6 +726,9 @@ async fn run(
             parser.rebase(consumed);
         }
         s.info.qbuf.set(inbuf.len());
+        s.info
+            .qbuf_free
+            .set(inbuf.capacity().saturating_sub(inbuf.len()));
         // A subscriber of a database held elsewhere hears messages through
         // the relay: its subscription's confirmation goes out once the
         // relay is subscribed on a copy (or after a bounded wait).
