@@ -47,6 +47,7 @@ fn bitmap_commands_answer_as_redis_does() {
         &["BITCOUNT", "s", "-100", "100"],
         &["BITCOUNT", "s", "3", "1"],
         &["BITCOUNT", "s", "-1", "-2"],
+        &["BITCOUNT", "s", "-1", "-2", "foo"],
         &["BITCOUNT", "s", "0", "-1", "BIT"],
         &["BITCOUNT", "s", "7", "8", "BIT"],
         &["BITCOUNT", "s", "0"],

@@ -19,6 +19,8 @@ fn bit_offset(ctx: &Ctx, arg: &[u8], hash: bool, bits: u64) -> Option<u64> {
     };
     let n = parse_i64(arg)?;
     let off = u64::try_from(n).ok()?.checked_mul(mul)?;
+    // (Room for a 64-bit field after it: later arithmetic cannot wrap.)
+    off.checked_add(64)?;
     ((off >> 3) < ctx.set.max_bulk_len as u64).then_some(off)
 }
 
@@ -201,9 +203,11 @@ pub fn bitcount(ctx: &mut Ctx) {
     let range = match args.len() {
         2 => Ok(bit_range(0, -1, false, s.len())),
         4 | 5 => match (parse_i64(args[2]), parse_i64(args[3])) {
+            // (An empty negative range counts 0 before the unit is read,
+            // as Redis 7.0.)
+            (Some(start), Some(end)) if start < 0 && end < 0 && start > end => Ok(None),
             (Some(start), Some(end)) => match args.get(4).map(|u| unit(u)) {
                 Some(None) => Err(errors::SYNTAX),
-                _ if start < 0 && end < 0 && start > end => Ok(None),
                 unit => Ok(bit_range(start, end, unit == Some(Some(true)), s.len())),
             },
             _ => Err(errors::NOT_INTEGER),
@@ -433,6 +437,13 @@ fn encode(f: Field, v: i64) -> u64 {
     }
 }
 
+/// The replies of BITFIELD's operations when they are all GETs.
+fn read_only_ops(s: &[u8], ops: &[FieldOp]) -> Vec<Option<i64>> {
+    ops.iter()
+        .map(|o| Some(decode(o.field, read_field(s, o.offset, o.field.bits))))
+        .collect()
+}
+
 /// Runs BITFIELD's operations on `s` (long enough for every write): the
 /// replies (`None` where OVERFLOW FAIL refused a write) and the writes
 /// made.
@@ -551,9 +562,10 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) {
             }
             None => return,
         },
-        None => match string_for_read(ctx, key) {
+        // (GETs only: read in place, without copying the string.)
+        None => match string_ref(ctx, key) {
             Err(()) => return,
-            Ok(s) => apply(&mut s.unwrap_or_default(), &ops),
+            Ok(s) => (read_only_ops(s.unwrap_or(b""), &ops), 0),
         },
     };
     if changes > 0 {

@@ -182,7 +182,8 @@ pub fn restore(ctx: &mut Ctx) {
             ),
         };
     let mem = memory(ctx);
-    match ctx.t.functions.restore(ctx.args[2], policy, mem) {
+    let timeout = (!ctx.s.replaying).then_some(LOAD_TIMEOUT);
+    match ctx.t.functions.restore(ctx.args[2], policy, timeout, mem) {
         Ok(()) => {
             ctx.propagate_as_is();
             ctx.t.dirty += 1;

@@ -160,10 +160,11 @@ pub fn doctor(ctx: &mut Ctx) {
     ctx.out.verbatim(report.as_bytes());
 }
 
-/// `MEMORY MALLOC-STATS`: as Redis answers when not built with jemalloc.
+/// `MEMORY MALLOC-STATS`: as Redis answers when not built with jemalloc
+/// (a plain bulk string).
 pub fn malloc_stats(ctx: &mut Ctx) {
     ctx.out
-        .verbatim(b"Stats not supported for the current allocator");
+        .bulk(b"Stats not supported for the current allocator");
 }
 
 /// `MEMORY PURGE`: returns the allocator's free memory to the system.

@@ -189,11 +189,17 @@ impl Run {
     /// with `ctx` reachable from those functions, and unreachable again
     /// once it returns.
     pub(crate) fn with_ctx<R>(&self, ctx: &mut Ctx<'_>, f: impl FnOnce() -> R) -> R {
+        /// Clears the pointer however `f` ends (a panic unwinding too).
+        struct Clear<'a>(&'a Cell<*mut ()>);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.set(std::ptr::null_mut());
+            }
+        }
         let p: *mut Ctx<'_> = ctx;
         self.ctx.set(p.cast());
-        let r = f();
-        self.ctx.set(std::ptr::null_mut());
-        r
+        let _clear = Clear(&self.ctx);
+        f()
     }
 
     /// `redis.call`, `redis.pcall`, `redis.acl_check_cmd`.

@@ -93,7 +93,12 @@ pub fn metadata(code: &[u8]) -> Result<(String, usize), String> {
     let engine = &first[2..];
     let mut name = None;
     for part in parts {
-        if part.len() >= 5 && part[..5].eq_ignore_ascii_case("name=") {
+        // (Compared as bytes: the line may have any characters.)
+        if part
+            .as_bytes()
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"name="))
+        {
             if name.is_some() {
                 return Err(
                     "Invalid metadata value, name argument was given multiple times".into(),
@@ -368,13 +373,19 @@ impl Functions {
     /// `FUNCTION RESTORE payload [policy]`: Redis's error (without `ERR `)
     /// when the payload is bad or its libraries collide with these; then
     /// nothing changed.
-    pub fn restore(&mut self, payload: &[u8], policy: Policy, memory: u64) -> Result<(), String> {
+    pub fn restore(
+        &mut self,
+        payload: &[u8],
+        policy: Policy,
+        timeout: Option<Duration>,
+        memory: u64,
+    ) -> Result<(), String> {
         let codes = crate::rdb::read::function_dump(payload)?;
         // Loaded on the side first: a payload that fails leaves these as
         // they were.
         let mut new = Functions::default();
         for code in &codes {
-            new.load(code, false, None, memory)?;
+            new.load(code, false, timeout, memory)?;
         }
         if policy == Policy::Flush {
             *self = new;
@@ -514,6 +525,11 @@ mod tests {
             "Invalid metadata value, name argument was given multiple times"
         );
         assert_eq!(err(b"#!js name=x\n"), "Engine 'js' not found");
+        // Any characters: no panic on a multi-byte one.
+        assert_eq!(
+            err("#!lua abcdé\n".as_bytes()),
+            "Invalid metadata value given: abcdé"
+        );
     }
 
     #[test]
@@ -600,6 +616,23 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_library_that_runs_too_long_is_stopped() {
+        let payload =
+            crate::rdb::write::function_dump([&b"#!lua name=x\nwhile true do end"[..]].into_iter());
+        let mut f = Functions::default();
+        let e = f
+            .restore(
+                &payload,
+                Policy::Append,
+                Some(Duration::from_millis(50)),
+                MEM,
+            )
+            .unwrap_err();
+        assert!(e.contains("FUNCTION LOAD timeout"), "{e}");
+        assert!(f.is_empty());
+    }
+
+    #[test]
     fn dump_and_restore_move_libraries() {
         let mut a = Functions::default();
         a.load(
@@ -618,19 +651,19 @@ mod tests {
         .unwrap();
         let payload = a.dump();
         let mut b = Functions::default();
-        b.restore(&payload, Policy::Append, MEM).unwrap();
+        b.restore(&payload, Policy::Append, None, MEM).unwrap();
         assert_eq!(b.counts(), (2, 2));
         assert_eq!(
-            b.restore(&payload, Policy::Append, MEM).unwrap_err(),
+            b.restore(&payload, Policy::Append, None, MEM).unwrap_err(),
             "Library one already exists"
         );
-        b.restore(&payload, Policy::Replace, MEM).unwrap();
-        b.restore(&payload, Policy::Flush, MEM).unwrap();
+        b.restore(&payload, Policy::Replace, None, MEM).unwrap();
+        b.restore(&payload, Policy::Flush, None, MEM).unwrap();
         assert_eq!(b.counts(), (2, 2));
         let mut bad = payload.clone();
         bad[3] ^= 1;
         assert_eq!(
-            b.restore(&bad, Policy::Flush, MEM).unwrap_err(),
+            b.restore(&bad, Policy::Flush, None, MEM).unwrap_err(),
             "DUMP payload version or checksum are wrong"
         );
         assert_eq!(b.counts(), (2, 2));

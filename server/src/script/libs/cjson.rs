@@ -41,6 +41,12 @@ impl Default for Config {
     }
 }
 
+/// Nesting past this fails whatever the settings say (Lua CJSON stops at
+/// its setting, 1000, or where Lua's stack check does): the encoder and
+/// decoder recurse, and the executor thread's stack must not be the
+/// limit, also in a debug build (docs/COMPATIBILITY.md).
+pub const MAX_DEPTH: i64 = 256;
+
 /// `cjson.null`: a light userdata holding NULL, as Lua CJSON's.
 pub fn null() -> Value {
     Value::LightUserData(LightUserData(std::ptr::null_mut()))
@@ -157,6 +163,9 @@ impl Encoder<'_> {
     }
 
     fn value(&mut self, v: &Value, depth: i64) -> mlua::Result<()> {
+        if self.out.len() > super::MAX_OUTPUT {
+            return Err(mlua::Error::runtime(super::TOO_LARGE));
+        }
         match v {
             Value::Nil => self.out.extend_from_slice(b"null"),
             Value::Boolean(b) => self
@@ -168,7 +177,7 @@ impl Encoder<'_> {
             x if is_null(x) => self.out.extend_from_slice(b"null"),
             Value::Table(t) => {
                 let depth = depth + 1;
-                if depth > self.cfg.encode_max_depth.get() {
+                if depth > self.cfg.encode_max_depth.get().min(MAX_DEPTH) {
                     return Err(error(
                         self.lua,
                         &format!("Cannot serialise, excessive nesting ({depth})"),
@@ -449,7 +458,7 @@ impl Decoder<'_> {
 
     fn nest(&mut self, at: usize) -> mlua::Result<()> {
         self.depth += 1;
-        if self.depth > self.cfg.decode_max_depth.get() {
+        if self.depth > self.cfg.decode_max_depth.get().min(MAX_DEPTH) {
             return Err(error(
                 self.lua,
                 &format!(
@@ -694,6 +703,32 @@ mod tests {
             Ok(Value::String(s)) => s.to_string_lossy(),
             Ok(v) => format!("{v:?}"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_whatever_the_settings() {
+        let lua = Lua::new();
+        install(&lua).unwrap();
+        // 256 levels decode...
+        let ok: mlua::Value = lua
+            .load("return cjson.decode(string.rep('[', 256) .. string.rep(']', 256))")
+            .eval()
+            .unwrap();
+        assert!(matches!(ok, mlua::Value::Table(_)));
+        // ...past that, an error even when a script raised the setting.
+        for (code, want) in [
+            (
+                "cjson.decode_max_depth(1e9) return cjson.decode(string.rep('[', 100000))",
+                "Found too many nested data structures (257)",
+            ),
+            (
+                "cjson.encode_max_depth(1e9) local t = {} t[1] = t return cjson.encode(t)",
+                "Cannot serialise, excessive nesting (257)",
+            ),
+        ] {
+            let e = lua.load(code).exec().unwrap_err().to_string();
+            assert!(e.contains(want), "{code}: {e}");
         }
     }
 

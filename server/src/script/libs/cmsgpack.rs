@@ -76,6 +76,9 @@ fn is_array(t: &Table) -> mlua::Result<Option<usize>> {
 }
 
 fn encode(out: &mut Vec<u8>, v: &Value, level: usize) -> mlua::Result<()> {
+    if out.len() > MAX_OUTPUT {
+        return Err(mlua::Error::runtime(super::TOO_LARGE));
+    }
     match v {
         Value::Boolean(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
         Value::Integer(i) => encode_number(out, *i as f64),
@@ -112,11 +115,23 @@ fn encode(out: &mut Vec<u8>, v: &Value, level: usize) -> mlua::Result<()> {
 enum Bad {
     Missing,
     Format,
+    /// Nested deeper than [`MAX_DECODE_DEPTH`] (Lua's stack check).
+    Deep,
 }
+
+/// Arrays and maps nested deeper than this are refused when decoding (the
+/// C library stops where Lua's stack does; this thread's stack must not
+/// be the limit: the same bound as cjson's).
+const MAX_DECODE_DEPTH: usize = super::cjson::MAX_DEPTH as usize;
+
+/// The most bytes `pack` writes (past it the script is refused: Rust's
+/// buffer is not under Lua's memory limit).
+const MAX_OUTPUT: usize = super::MAX_OUTPUT;
 
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    depth: usize,
 }
 
 impl Reader<'_> {
@@ -193,6 +208,16 @@ impl Reader<'_> {
     }
 
     fn array(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
+        self.depth += 1;
+        if self.depth > MAX_DECODE_DEPTH {
+            return Err(Bad::Deep);
+        }
+        let r = self.array_items(lua, n);
+        self.depth -= 1;
+        r
+    }
+
+    fn array_items(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
         let t = match lua.create_table() {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
@@ -210,6 +235,16 @@ impl Reader<'_> {
     }
 
     fn map(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
+        self.depth += 1;
+        if self.depth > MAX_DECODE_DEPTH {
+            return Err(Bad::Deep);
+        }
+        let r = self.map_items(lua, n);
+        self.depth -= 1;
+        r
+    }
+
+    fn map_items(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
         let t = match lua.create_table() {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
@@ -242,13 +277,23 @@ fn unpack_some(
     limit: usize,
     offset: usize,
 ) -> mlua::Result<(Vec<Value>, i64)> {
-    let mut r = Reader { b: s, at: offset };
+    let mut r = Reader {
+        b: s,
+        at: offset,
+        depth: 0,
+    };
     let mut out = Vec::new();
     while r.at < s.len() && (limit == 0 || out.len() < limit) {
         match r.value(lua) {
             Ok(v) => out.push(v?),
             Err(Bad::Missing) => return Err(error(lua, "Missing bytes in input.")),
             Err(Bad::Format) => return Err(error(lua, "Bad data format in input.")),
+            Err(Bad::Deep) => {
+                return Err(error(
+                    lua,
+                    "stack overflow (in function mp_decode_to_lua_array)",
+                ))
+            }
         }
     }
     let next = if r.at >= s.len() { -1 } else { r.at as i64 };
@@ -357,6 +402,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Bad data format in input."), "{e}");
+        // Nesting past the limit is an error, not this thread's stack.
+        let e = lua
+            .load("return cmsgpack.unpack(string.rep('\\145', 100000))")
+            .exec()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stack overflow"), "{e}");
         let (next, one): (i64, i64) = lua
             .load("return cmsgpack.unpack_one(cmsgpack.pack(7, 8))")
             .eval()

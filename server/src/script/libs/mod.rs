@@ -11,6 +11,15 @@ pub mod structlib;
 
 use mlua::{Lua, Table, Value};
 
+/// The most bytes a library function writes into one Rust buffer
+/// (`cjson.encode`, `cmsgpack.pack`): those buffers are not under Lua's
+/// memory limit, and a few tables naming each other could make an
+/// endless output. A script's Lua memory is capped at this too.
+pub(crate) const MAX_OUTPUT: usize = 512 << 20;
+
+/// The error past [`MAX_OUTPUT`].
+pub(crate) const TOO_LARGE: &str = "the encoded value is too large (over 512 MB)";
+
 /// Adds the four libraries to `lua`'s globals.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     bit::install(lua)?;

@@ -227,8 +227,13 @@ fn unpack(lua: &Lua, args: &[Value]) -> mlua::Result<MultiValue> {
         return Err(arg_error(lua, 3, "unpack", "offset must be 1 or greater"));
     }
     pos -= 1.0;
-    let mut pos = pos as usize;
     let ld = data.len();
+    // (Past the end, nothing fits: as struct.c's check of the first
+    // option, without arithmetic near usize's end.)
+    if pos > ld as f64 {
+        return Err(arg_error(lua, 2, "unpack", "data string too short"));
+    }
+    let mut pos = pos as usize;
     let mut fmt = Fmt { b: &f, at: 0 };
     let mut h = Header::default();
     let mut out: Vec<Value> = Vec::new();
@@ -386,6 +391,12 @@ mod tests {
         );
         let e = lua
             .load("return struct.unpack('i4', 'ab')")
+            .exec()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data string too short"), "{e}");
+        let e = lua
+            .load("return struct.unpack('!8 i4', 'abcd', 2^63)")
             .exec()
             .unwrap_err()
             .to_string();
