@@ -333,14 +333,36 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             let a = args.as_slice();
             let s = check_string(lua, a, 1, name)?;
             let (limit, off_arg) = match fixed {
-                Some(l) => (l, 2),
-                None => (check_number(lua, a, 2, name)?.max(0.0) as usize, 3),
+                Some(l) => (l as i64, 2),
+                None => (check_number(lua, a, 2, name)? as i64, 3),
             };
             let offset = match a.get(off_arg - 1) {
                 None | Some(Value::Nil) => 0,
-                Some(_) => check_number(lua, a, off_arg, name)?.max(0.0) as usize,
+                Some(_) => check_number(lua, a, off_arg, name)? as i64,
             };
-            let (vals, next) = unpack_some(lua, &s, limit, offset)?;
+            // lua_cmsgpack's checks and words (its first message names
+            // the input's length as the limit).
+            let len = s.len() as i64;
+            if offset < 0 || limit < 0 {
+                return Err(error(
+                    lua,
+                    &format!(
+                        "Invalid request to unpack with offset of {offset} and limit of {len}."
+                    ),
+                ));
+            }
+            if offset > len {
+                return Err(error(
+                    lua,
+                    &format!("Start offset {offset} greater than input length {len}."),
+                ));
+            }
+            let (vals, next) = unpack_some(lua, &s, limit as usize, offset as usize)?;
+            // (Everything from the start: no offset to go on from, as
+            // `unpack`.)
+            if limit == 0 && offset == 0 {
+                return Ok(MultiValue::from_iter(vals));
+            }
             Ok(MultiValue::from_iter(
                 std::iter::once(Value::Integer(next)).chain(vals),
             ))
