@@ -146,22 +146,18 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             // A customer's database sees its own memory and limit; the
             // default tenant sees the process, as in Redis.
             let (lim, own_account) = ctx.t.memory_limits(&ctx.set.evict);
-            let (used, peak, maxmemory, policy) = match own_account.then(|| ctx.t.mem.used()) {
-                Some(used) => (used, used, lim.maxmemory, lim.policy.name().to_string()),
-                None => {
-                    let used = alloc::allocated() as u64;
-                    let peak = alloc::peak().max(used as usize) as u64;
-                    (used, peak, cfg.maxmemory(), cfg.maxmemory_policy())
-                }
+            let (maxmemory, policy) = if own_account {
+                (lim.maxmemory, lim.policy.name().to_string())
+            } else {
+                (cfg.maxmemory(), cfg.maxmemory_policy())
             };
-            let rss = alloc::rss_bytes();
-            let dataset = ctx
-                .t
-                .ks
-                .dbs
-                .iter()
-                .map(|d| d.overhead_bytes() as u64)
-                .sum::<u64>();
+            // (The same figures as MEMORY STATS.)
+            let super::memory::Figures {
+                used,
+                peak,
+                rss,
+                overhead,
+            } = super::memory::figures(ctx);
             let _ = write!(
                 o,
                 "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_overhead:{}\r\nused_memory_startup:0\r\nused_memory_dataset:{}\r\nallocator_allocated:{used}\r\nallocator_resident:{rss}\r\ntotal_system_memory:{}\r\nmaxmemory:{maxmemory}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nrepl_backlog_bytes:{}\r\n",
@@ -169,8 +165,8 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 human(rss),
                 human(peak),
                 if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 100.0 },
-                dataset,
-                used.saturating_sub(dataset),
+                overhead,
+                used.saturating_sub(overhead),
                 alloc::total_system_memory(),
                 human(maxmemory),
                 policy,

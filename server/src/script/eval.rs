@@ -396,40 +396,47 @@ pub(super) fn command(
     lua: &Lua,
     args: &MultiValue,
 ) -> mlua::Result<Result<Value, String>> {
-    let result = match checked(ctx, run, args) {
-        Err((msg, id)) => {
-            // Counted here, as Redis counts a call it refuses.
-            ctx.t.count_error(&msg);
-            if let Some(s) = id.and_then(|id| ctx.t.stats.commands.get_mut(id)) {
-                s.rejected_calls += 1;
+    let result = match command_args(args) {
+        Err(e) => Ok(Err(refused(ctx, e, None))),
+        Ok(owned) => {
+            // (The arguments as bytes once, for the checks and the command.)
+            let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
+            match checked(ctx, run, &argv) {
+                Err((msg, id)) => Ok(Err(refused(ctx, msg, id))),
+                Ok(r) => run_command(ctx, run, lua, r, &argv),
             }
-            Ok(Err(msg))
         }
-        Ok((r, argv)) => run_command(ctx, run, lua, r, &argv),
     };
     // (Errors counted from here on are the script's own.)
     run.errors_mark.set(ctx.t.stats.total_error_replies);
     result
 }
 
-/// A `redis.call`'s command and arguments once the checks Redis makes
-/// before running it pass; else the error and the command refused.
-#[allow(clippy::type_complexity)]
-fn checked<'a>(
+/// A `redis.call` refused before running: counted, as Redis counts a call
+/// it refuses (`id`: the command, when it is one), and its error text.
+fn refused(ctx: &mut Ctx, msg: String, id: Option<usize>) -> String {
+    ctx.t.count_error(&msg);
+    if let Some(s) = id.and_then(|id| ctx.t.stats.commands.get_mut(id)) {
+        s.rejected_calls += 1;
+    }
+    msg
+}
+
+/// The command a `redis.call` names once the checks Redis makes before
+/// running it pass; else the error and the command refused.
+fn checked(
     ctx: &mut Ctx,
     run: &Run,
-    args: &'a MultiValue,
-) -> Result<(&'static crate::cmd::table::Registered, Vec<Arg<'a>>), (String, Option<usize>)> {
+    argv: &[&[u8]],
+) -> Result<&'static crate::cmd::table::Registered, (String, Option<usize>)> {
     let no_writes = run.no_writes.get();
-    let owned = command_args(args).map_err(|e| (e, None))?;
-    if owned.is_empty() {
+    if argv.is_empty() {
         return Err((
             "ERR Please specify at least one argument for this redis lib call".into(),
             None,
         ));
     }
-    let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
-    let r = match crate::cmd::lookup(&argv) {
+    let r = match crate::cmd::lookup(argv) {
         crate::cmd::Lookup::Found(r) => r,
         _ => return Err(("ERR Unknown Redis command called from script".into(), None)),
     };
@@ -448,7 +455,7 @@ fn checked<'a>(
     }
     // The caller's ACL holds inside its script (Redis's words).
     if !ctx.s.unrestricted {
-        if let Some(denied) = crate::dispatch::acl_denied(ctx.shared, ctx.s, r, &argv) {
+        if let Some(denied) = crate::dispatch::acl_denied(ctx.shared, ctx.s, r, argv) {
             return refuse(if denied.contains("keys") {
                 "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments"
             } else {
@@ -474,7 +481,7 @@ fn checked<'a>(
     if r.write && ctx.t.role == crate::repl::Role::Replica && !ctx.s.replaying {
         return refuse("READONLY You can't write against a read only replica.");
     }
-    Ok((r, owned))
+    Ok(r)
 }
 
 /// Runs a checked `redis.call`: the command's reply as a Lua value, or
@@ -484,9 +491,8 @@ fn run_command(
     run: &Run,
     lua: &Lua,
     r: &crate::cmd::table::Registered,
-    owned: &[Arg],
+    argv: &[&[u8]],
 ) -> mlua::Result<Result<Value, String>> {
-    let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
     let mut out = run.take_reply();
     // redis.set_repl(redis.REPL_NONE): the effects stay here.
     let unlogged = run.repl.get() == 0;
@@ -497,7 +503,7 @@ fn run_command(
     let start = std::time::Instant::now();
     {
         let mut inner = Ctx {
-            args: &argv,
+            args: argv,
             out: &mut out,
             t: &mut *ctx.t,
             s: &mut *ctx.s,

@@ -207,14 +207,22 @@ impl Reader<'_> {
         Ok(lua.create_string(s).map(Value::String))
     }
 
-    fn array(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
+    /// Decodes one level deeper with `f` (an array's or a map's items).
+    fn nested(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<mlua::Result<Value>, Bad>,
+    ) -> Result<mlua::Result<Value>, Bad> {
         self.depth += 1;
         if self.depth > MAX_DECODE_DEPTH {
             return Err(Bad::Deep);
         }
-        let r = self.array_items(lua, n);
+        let r = f(self);
         self.depth -= 1;
         r
+    }
+
+    fn array(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
+        self.nested(|r| r.array_items(lua, n))
     }
 
     fn array_items(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
@@ -235,13 +243,7 @@ impl Reader<'_> {
     }
 
     fn map(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
-        self.depth += 1;
-        if self.depth > MAX_DECODE_DEPTH {
-            return Err(Bad::Deep);
-        }
-        let r = self.map_items(lua, n);
-        self.depth -= 1;
-        r
+        self.nested(|r| r.map_items(lua, n))
     }
 
     fn map_items(&mut self, lua: &Lua, n: usize) -> Result<mlua::Result<Value>, Bad> {
