@@ -1,8 +1,8 @@
 //! Lua scripts against the reference redis-server 7.0: the same requests
 //! to both, the same replies (the script cache, EVAL/EVALSHA and their
 //! read-only forms, the redis API, read-only globals); and what anykv
-//! adds: scripts stopped past busy-reply-threshold, endless replies
-//! refused, effects replicated and persisted.
+//! adds: endless replies refused, effects replicated and persisted. Long
+//! scripts (-BUSY, SCRIPT KILL) are in tests/script_busy.rs.
 
 mod common;
 
@@ -722,54 +722,6 @@ fn a_scripts_writes_replicate_and_survive_a_restart() {
         a.cmd(&["GET", "when"]).ok(),
         when_value,
         "the effect, not a rerun"
-    );
-}
-
-/// A script shares its thread with other databases: past
-/// busy-reply-threshold anykv stops it (Redis would answer BUSY to
-/// everyone else until SCRIPT KILL), also when it catches errors in a
-/// loop; the server goes on serving.
-#[test]
-fn a_script_that_runs_too_long_is_stopped() {
-    let target = start_anykv(&common::anykv_bin());
-    let mut a = target.connect();
-    assert!(matches!(
-        a.cmd(&["CONFIG", "SET", "busy-reply-threshold", "200"]),
-        Ok(Value::Simple(_))
-    ));
-    for script in [
-        "while true do end",
-        "local n = 0 while true do pcall(function() while true do n = n + 1 end end) end",
-        "while true do xpcall(function() while true do end end, function(e) return e end) end",
-    ] {
-        let t = std::time::Instant::now();
-        let got = a.cmd(&["EVAL", script, "0"]).expect("a reply");
-        let took = t.elapsed();
-        let Value::Error(e) = &got else {
-            panic!("{script}: {got:?}")
-        };
-        let e = String::from_utf8_lossy(e);
-        assert!(
-            e.starts_with("ERR Script killed: it ran longer than busy-reply-threshold script: "),
-            "{e}"
-        );
-        assert!(
-            took >= std::time::Duration::from_millis(200)
-                && took < std::time::Duration::from_secs(5),
-            "{script}: stopped after {took:?}"
-        );
-    }
-    let mut b = target.connect();
-    assert_eq!(b.cmd(&["PING"]).ok(), Some(Value::Simple(b"PONG".to_vec())));
-    // A long but finite script is not stopped under the threshold.
-    assert_eq!(
-        a.cmd(&[
-            "EVAL",
-            "local s = 0 for i = 1, 100000 do s = s + i end return s",
-            "0"
-        ])
-        .ok(),
-        Some(Value::Int(5_000_050_000))
     );
 }
 

@@ -236,42 +236,94 @@ fn each_database_has_its_own_scripts() {
     );
 }
 
-/// A runaway script holds its executor thread until busy-reply-threshold
-/// stops it: another database on the same thread (one executor here)
-/// waits at most that long, then is served. The bound is the threshold
-/// (300 ms here); a PING that waited is what shows the two shared the
-/// thread.
+/// A runaway script of one database does not stall another database on
+/// the same executor (one executor here): the script is suspended every
+/// `script-time-slice-us` (1 ms) and the other database is served in
+/// between, while the script's own database answers -BUSY past the
+/// threshold, until SCRIPT KILL stops it. The bound: a PING of the other
+/// database waits at most one slice, plus scheduling; asserted under
+/// 100 ms (CI machines are noisy), the worst seen is printed.
 #[test]
-fn a_runaway_script_stalls_other_databases_at_most_the_limit() {
+fn a_runaway_script_does_not_stall_other_databases() {
     let dir = Scratch::new("runaway");
     let srv = start(&dir, &["--executors", "1", "--busy-reply-threshold", "300"]);
     let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    let mut shop2 = login(&srv, "shop", SHOP_TOKEN);
     let mut blog = login(&srv, "default", BLOG_TOKEN);
     assert_eq!(call(&mut blog, &["PING"]), Value::Simple(b"PONG".to_vec()));
     let sent = std::time::Instant::now();
     shop.send_all(&[vec!["EVAL", "while true do end", "0"]])
         .expect("send EVAL");
-    // PINGs from the other database until one had to wait for the script.
-    let mut waited = None;
-    while sent.elapsed() < std::time::Duration::from_secs(5) {
+    // The other database's PINGs for a second, while the script runs.
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    while sent.elapsed() < Duration::from_secs(1) {
         let t = std::time::Instant::now();
         assert_eq!(call(&mut blog, &["PING"]), Value::Simple(b"PONG".to_vec()));
-        if t.elapsed() > std::time::Duration::from_millis(50) {
-            waited = Some(t.elapsed());
-            break;
-        }
+        worst = worst.max(t.elapsed());
+        pings += 1;
     }
-    let waited = waited.expect("a PING of the other database waited for the script");
-    let reply = shop.read_reply().expect("the script's reply");
-    let ran = sent.elapsed();
+    // The script was running all along: its own database is busy.
+    let busy = call(&mut shop2, &["GET", "k"]);
     assert!(
-        matches!(&reply, Value::Error(e) if e.starts_with(b"ERR Script killed: it ran longer than busy-reply-threshold")),
+        matches!(&busy, Value::Error(e) if e.starts_with(b"BUSY Redis is busy running a script.")),
+        "{busy:?}"
+    );
+    assert_eq!(
+        call(&mut shop2, &["SCRIPT", "KILL"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    let reply = shop.read_reply().expect("the script's reply");
+    assert!(
+        matches!(&reply, Value::Error(e) if e.starts_with(b"ERR Script killed by user with SCRIPT KILL...")),
         "{reply:?}"
     );
-    eprintln!("the script ran {ran:?}; the other database waited {waited:?}");
+    eprintln!(
+        "{pings} PINGs of the other database while the script ran; the slowest took {worst:?}"
+    );
+    assert!(pings > 100, "only {pings} PINGs were served in a second");
     assert!(
-        waited <= std::time::Duration::from_millis(300 + 400),
-        "the other database waited {waited:?}, past the 300 ms threshold and slack"
+        worst < Duration::from_millis(100),
+        "a PING of the other database waited {worst:?}"
+    );
+    // The database is free again.
+    assert_eq!(
+        call(&mut shop2, &["SET", "k", "v"]),
+        Value::Simple(b"OK".to_vec())
+    );
+}
+
+/// A script of one database that writes for a while (so SCRIPT KILL
+/// cannot stop it: UNKILLABLE) runs to its end; the other database on the
+/// executor is served meanwhile, and the script's database afterwards.
+#[test]
+fn an_unkillable_script_runs_to_its_end_beside_other_databases() {
+    let dir = Scratch::new("unkillable");
+    let srv = start(&dir, &["--executors", "1", "--busy-reply-threshold", "100"]);
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    let mut shop2 = login(&srv, "shop", SHOP_TOKEN);
+    let mut blog = login(&srv, "default", BLOG_TOKEN);
+    // Writes, then spins on the clock for 800 ms.
+    let script = "redis.call('INCR', 'runs') \
+        local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+        repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 800000 \
+        return redis.call('GET', 'runs')";
+    shop.send_all(&[vec!["EVAL", script, "0"]])
+        .expect("send EVAL");
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = call(&mut shop2, &["SCRIPT", "KILL"]);
+    assert!(
+        matches!(&kill, Value::Error(e) if e.starts_with(b"UNKILLABLE Sorry the script already executed write commands")),
+        "{kill:?}"
+    );
+    assert_eq!(call(&mut blog, &["PING"]), Value::Simple(b"PONG".to_vec()));
+    assert_eq!(
+        shop.read_reply().expect("the script's reply"),
+        Value::Bulk(b"1".to_vec())
+    );
+    assert_eq!(
+        call(&mut shop2, &["GET", "runs"]),
+        Value::Bulk(b"1".to_vec())
     );
 }
 

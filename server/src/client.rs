@@ -189,6 +189,11 @@ pub struct Session {
     pub multi: Option<Vec<Vec<Vec<u8>>>>,
     /// A command was rejected while queuing: EXEC must abort.
     pub multi_error: bool,
+    /// The connection has run a script: its batches run in a coroutine
+    /// (`script::busy`).
+    pub scripting: bool,
+    /// Bytes to meter once the database is free (`conn::meter_bytes`).
+    pub unmetered: std::cell::Cell<(usize, usize)>,
     /// Running EXEC's queued commands (blocking commands do not block).
     pub in_exec: bool,
     /// The database was over its memory limit when this command (or its
@@ -298,6 +303,8 @@ impl Session {
             monitor: false,
             multi: None,
             multi_error: false,
+            scripting: false,
+            unmetered: Default::default(),
             in_exec: false,
             oom_at_start: false,
             watched: Vec::new(),

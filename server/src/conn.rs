@@ -64,9 +64,12 @@ pub struct Carry {
 pub async fn serve(
     mut stream: ClientStream,
     tenant: Rc<RefCell<Tenant>>,
+    tenant_id: crate::tenant::TenantId,
     shared: Arc<Shared>,
     carry: Option<Carry>,
 ) {
+    // (Until it registers, this task may run while a script holds the
+    // database: nothing here borrows it. See `script::busy::spawn_conn`.)
     stream.set_nodelay();
     let (addr, laddr) = match stream.addrs() {
         Ok(a) => a,
@@ -89,12 +92,13 @@ pub async fn serve(
             info.resp.set(c.resp);
             let mut s = Session::new(info.clone(), true);
             s.resp = c.resp;
-            s.db = c.db.min(tenant.borrow().ks.dbs.len().saturating_sub(1));
+            let dbs = shared.config.read().databases();
+            s.db = c.db.min(dbs.saturating_sub(1));
             info.db.set(s.db);
             // A customer's token user may do anything inside its own
             // database; the operator's users keep their ACL rules.
-            s.unrestricted =
-                tenant.borrow().is_customer() || shared.users.read().is_unrestricted(&c.user);
+            s.unrestricted = tenant_id != crate::tenant::TenantId::DEFAULT
+                || shared.users.read().is_unrestricted(&c.user);
             s.user = c.user.clone();
             // The input was allocated in the tenant it came from: copy it
             // here, free the original outside any account.
@@ -116,10 +120,42 @@ pub async fn serve(
     };
     session.cluster_peer = stream.is_link();
     info.link.set(session.cluster_peer);
+    // A script holds the database: what the client sends is answered as
+    // Redis answers it then, until the database is free.
+    let mut first = None;
+    if !crate::script::busy::is_free(&tenant) {
+        let mut parser = RequestParser::new();
+        let mut set = shared.settings();
+        let mut out = Reply::new(session.resp);
+        let mut shutdown = shared.shutdown_rx();
+        let may_shutdown = tenant_id == crate::tenant::TenantId::DEFAULT && !session.cluster_peer;
+        let go_on = while_busy(
+            &mut stream,
+            &mut inbuf,
+            &mut parser,
+            &tenant,
+            &mut session,
+            &shared,
+            &mut set,
+            &mut out,
+            &mut first,
+            &mut shutdown,
+            may_shutdown,
+        )
+        .await;
+        if !go_on {
+            if arrived && !session.cluster_peer {
+                // Counted by the AUTH that moved it here.
+                shared.tenant_client_leave(tenant_id);
+            }
+            return crate::alloc::unscoped(|| drop(stream));
+        }
+    }
+    // From here on, a task of the database like the others.
+    crate::script::busy::close();
     // Client connections count against their tenant's `maxclients`: one
     // that moved here was counted by the AUTH that moved it.
     let counted = !session.cluster_peer;
-    let tenant_id = tenant.borrow().id;
     if counted && !arrived {
         shared.tenant_client_enter(tenant_id, 0);
     }
@@ -154,6 +190,7 @@ pub async fn serve(
         run(
             &mut stream,
             inbuf,
+            first,
             &tenant,
             &shared,
             &mut session,
@@ -162,6 +199,7 @@ pub async fn serve(
         .await;
     }
 
+    crate::script::busy::idle(&tenant).await;
     let mut t = tenant.borrow_mut();
     crate::cmd::multi::unwatch_all(&mut t, &mut session);
     crate::blocking::unblock(&mut t, id);
@@ -493,6 +531,7 @@ async fn await_applied(
 async fn run(
     stream: &mut ClientStream,
     mut inbuf: BytesMut,
+    first: Option<Vec<Vec<u8>>>,
     tenant: &Rc<RefCell<Tenant>>,
     shared: &Arc<Shared>,
     s: &mut Session,
@@ -501,12 +540,16 @@ async fn run(
     let mut out = Reply::new(s.resp);
     let mut parser = RequestParser::new();
     let mut set = shared.settings();
-    let mut pending: Option<Vec<Vec<u8>>> = None;
+    // (A request that waited for a script's end, see `serve`.)
+    let mut pending: Option<Vec<Vec<u8>>> = first;
     let mut shutdown = shared.shutdown_rx();
     // A reply another client's write produced for this one (a blocked pop
     // served): the log offset its effect reached, which durability
     // `region` must see acknowledged before the reply goes out.
     let mut served_at: u64 = 0;
+    // SHUTDOWN NOSAVE stops even a busy script's server: not a
+    // customer's to ask (the command is denied to databases' clients).
+    let may_shutdown = !tenant.borrow().is_customer() && !s.cluster_peer;
     loop {
         shared.refresh(&mut set);
         let limits = ParseLimits {
@@ -522,96 +565,48 @@ async fn run(
         s.info
             .qbuf_free
             .set(inbuf.capacity().saturating_sub(inbuf.len()));
-        let mut after = After::Read;
-        let log_before = tenant.borrow().log.offset();
-        {
-            let mut t = tenant.borrow_mut();
-            if let Some(p) = pending.take() {
-                let args: SmallVec<[&[u8]; 8]> = p.iter().map(|a| a.as_slice()).collect();
-                match run_request(&mut t, s, shared, &set, &args, &mut out, now) {
-                    Outcome::Continue => {}
-                    Outcome::Close => after = After::Close,
-                    Outcome::Paused => {
-                        pending = Some(p.clone());
-                        after = After::Paused;
-                    }
-                    Outcome::Suspend(su) => after = After::Suspend(su),
-                }
+        // A script of this database runs (suspended, in another
+        // connection's coroutine): this client waits, then gets -BUSY.
+        if !crate::script::busy::is_free(tenant) {
+            let busy = while_busy(
+                stream,
+                &mut inbuf,
+                &mut parser,
+                tenant,
+                s,
+                shared,
+                &mut set,
+                &mut out,
+                &mut pending,
+                &mut shutdown,
+                may_shutdown,
+            )
+            .await;
+            if !busy {
+                return;
             }
-            while matches!(after, After::Read) {
-                let limits = ParseLimits {
-                    unauthenticated: !s.authenticated,
-                    ..limits
-                };
-                let req = match parser.next(&inbuf, &limits) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        GlobalStats::add(&shared.stats.protocol_errors, 1);
-                        t.count_error("ERR");
-                        out.err(&e.to_string());
-                        tracing::debug!(id = s.info.id, "protocol error: {e}");
-                        after = After::Close;
-                        break;
-                    }
-                };
-                let args: SmallVec<[&[u8]; 8]> = match req {
-                    Request::Multibulk => {
-                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect()
-                    }
-                    Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
-                };
-                // A router's envelope (docs/ROUTING.md), on cluster links
-                // only: it says whose the next request is, and has no reply
-                // of its own.
-                if s.cluster_peer && crate::envelope::is_envelope(&args) {
-                    if s.envelope.is_some() {
-                        // The one before had no request: it gets an error.
-                        t.count_error("ERR");
-                        out.err("ENVELOPE must be followed by the request it is for");
-                    }
-                    s.envelope = Some(crate::envelope::receive(&t, &args));
-                    continue;
-                }
-                // The plan's command rate (replication links are not
-                // customer commands; a router's requests are).
-                let customer = !s.cluster_peer || s.envelope.is_some();
-                if let (Some(rate), true) = (t.rate.as_mut(), customer) {
-                    if let Err(wait) = rate.take(std::time::Instant::now()) {
-                        t.stats.throttled_commands += 1;
-                        pending = Some(args.iter().map(|a| a.to_vec()).collect());
-                        after = After::Throttled(wait);
-                        break;
-                    }
-                }
-                match run_request(&mut t, s, shared, &set, &args, &mut out, now) {
-                    Outcome::Continue => {}
-                    Outcome::Close => after = After::Close,
-                    Outcome::Paused => {
-                        pending = Some(args.iter().map(|a| a.to_vec()).collect());
-                        after = After::Paused;
-                    }
-                    Outcome::Suspend(su) => after = After::Suspend(su),
-                }
-                // (A full sync's payload is a replica's, not a normal
-                // client's reply: the normal class's limit does not apply.)
-                if set.output_hard_limit > 0
-                    && out.len() as u64 > set.output_hard_limit
-                    && !matches!(after, After::Suspend(Suspend::Replica { .. }))
-                {
-                    tracing::warn!(
-                        id = s.info.id,
-                        "Client closed for overcoming of output buffer limits."
-                    );
-                    GlobalStats::add(&shared.stats.client_output_limit_disconnections, 1);
-                    out.buf.clear();
-                    after = After::Close;
-                }
-                if matches!(after, After::Read) && out.len() >= FLUSH_AT {
-                    after = After::Flush;
-                }
-            }
+            continue;
         }
+        let log_before = tenant.borrow().log.offset();
+        let batch = Batch {
+            tenant,
+            s: &mut *s,
+            shared,
+            set: &set,
+            parser: &mut parser,
+            inbuf: &inbuf,
+            out: &mut out,
+            pending: &mut pending,
+            limits,
+            now,
+        };
+        // A connection that runs scripts runs its batches in a coroutine
+        // a long script can be suspended in (script::busy).
+        let after = if batch.s.scripting {
+            crate::script::busy::suspendable(|| batch.run(true)).await
+        } else {
+            batch.run(false)
+        };
         // Input the waits below read (a pipelining client's next requests,
         // arriving while a write waits for the disk or the standby) is
         // parsed before the connection waits for more.
@@ -1101,36 +1096,44 @@ async fn run(
         if inbuf.capacity() - inbuf.len() < want / 2 {
             inbuf.reserve(want);
         }
-        loop {
-            tokio::select! {
-                biased;
-                r = stream.read_buf(&mut inbuf) => {
-                    match r {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            GlobalStats::add(&shared.stats.net_input_bytes, n as u64);
-                            break;
+        // (Open: what arrives while another connection's script holds
+        // the database is answered at the loop's top, `while_busy`.)
+        let gone = crate::script::busy::open(async {
+            loop {
+                tokio::select! {
+                    biased;
+                    r = stream.read_buf(&mut inbuf) => {
+                        match r {
+                            Ok(0) | Err(_) => return true,
+                            Ok(n) => {
+                                GlobalStats::add(&shared.stats.net_input_bytes, n as u64);
+                                return false;
+                            }
                         }
                     }
-                }
-                _ = s.info.wake.notified() => {
-                    if s.info.killed.get() {
-                        return;
-                    }
-                    let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
-                    if !pushed.is_empty() {
-                        GlobalStats::add(&shared.stats.net_output_bytes, pushed.len() as u64);
-                        meter_bytes(tenant, s, 0, pushed.len());
-                        if stream.write_all(&pushed).await.is_err() {
-                            return;
+                    _ = s.info.wake.notified() => {
+                        if s.info.killed.get() {
+                            return true;
+                        }
+                        let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
+                        if !pushed.is_empty() {
+                            GlobalStats::add(&shared.stats.net_output_bytes, pushed.len() as u64);
+                            meter_bytes(tenant, s, 0, pushed.len());
+                            if stream.write_all(&pushed).await.is_err() {
+                                return true;
+                            }
                         }
                     }
-                }
-                _ = shutdown.changed() => {
-                    // Graceful shutdown: stop after the batch in flight.
-                    return;
+                    _ = shutdown.changed() => {
+                        // Graceful shutdown: stop after the batch in flight.
+                        return true;
+                    }
                 }
             }
+        })
+        .await;
+        if gone {
+            return;
         }
     }
 }
@@ -1143,10 +1146,15 @@ fn meter_bytes(tenant: &Rc<RefCell<Tenant>>, s: &Session, bytes_in: usize, bytes
     if s.info.link.get() {
         return;
     }
-    let mut t = tenant.borrow_mut();
+    // (Held by a script: counted with the next bytes.)
+    let (held_in, held_out) = s.unmetered.take();
+    let Ok(mut t) = tenant.try_borrow_mut() else {
+        s.unmetered.set((held_in + bytes_in, held_out + bytes_out));
+        return;
+    };
     if t.is_customer() {
-        t.usage.bytes_in += bytes_in as u64;
-        t.usage.bytes_out += bytes_out as u64;
+        t.usage.bytes_in += (held_in + bytes_in) as u64;
+        t.usage.bytes_out += (held_out + bytes_out) as u64;
     }
 }
 
@@ -1196,6 +1204,310 @@ fn run_request(
         s.envelope = Some(Pending::Serve(env));
     }
     outcome
+}
+
+/// Serves the client while another connection's script holds its
+/// database (`script::busy`): up to `busy-reply-threshold` it waits, as
+/// Redis's clients do; past it, what it sends is answered as Redis
+/// answers it then (-BUSY to most). Returns once the database is free
+/// (false: the connection is to close).
+#[allow(clippy::too_many_arguments)]
+async fn while_busy(
+    stream: &mut ClientStream,
+    inbuf: &mut BytesMut,
+    parser: &mut RequestParser,
+    tenant: &Rc<RefCell<Tenant>>,
+    s: &mut Session,
+    shared: &Arc<Shared>,
+    set: &mut crate::shared::Settings,
+    out: &mut Reply,
+    pending: &mut Option<Vec<Vec<u8>>>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    may_shutdown: bool,
+) -> bool {
+    use crate::script::busy::{self, Answer};
+    let mut unwatch = false;
+    // WATCHes answered meanwhile, and whether a script that ran wrote.
+    let mut watch: Vec<Vec<u8>> = Vec::new();
+    let mut wrote = false;
+    let mut last: Option<Rc<crate::script::busy::Busy>> = None;
+    let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
+    let free = busy::open(async {
+        loop {
+            shared.refresh(set);
+            if busy::is_free(tenant) {
+                break true;
+            }
+            let Some(b) = busy::running(tenant) else {
+                busy::idle(tenant).await;
+                continue;
+            };
+            if !watch.is_empty() {
+                // (Its writes touch what was watched meanwhile, as far as
+                // anyone here knows.)
+                if let Some(l) = last.take() {
+                    wrote |= l.wrote.get();
+                }
+                last = Some(b.clone());
+            }
+            let threshold = b.started + Duration::from_millis(set.busy_reply_threshold_ms);
+            if std::time::Instant::now() < threshold || pending.is_some() {
+                // (A request that waits for the script's end holds back the
+                // ones after it.)
+                tokio::select! {
+                    _ = busy::idle_or(tenant, threshold) => {}
+                    _ = shutdown.changed() => break false,
+                }
+                continue;
+            }
+            let limits = ParseLimits {
+                max_bulk_len: set.max_bulk_len,
+                max_multibulk_len: set.max_multibulk_len,
+                unauthenticated: !s.authenticated,
+            };
+            let mut close = false;
+            while pending.is_none() && !close {
+                let req = match parser.next(inbuf, &limits) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        GlobalStats::add(&shared.stats.protocol_errors, 1);
+                        out.err(&e.to_string());
+                        close = true;
+                        break;
+                    }
+                };
+                let args: SmallVec<[&[u8]; 8]> = match req {
+                    Request::Multibulk => {
+                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect()
+                    }
+                    Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
+                };
+                let no_auth = |n: &[u8]| {
+                    [&b"auth"[..], b"hello", b"quit", b"reset"]
+                        .iter()
+                        .any(|c| n.eq_ignore_ascii_case(c))
+                };
+                if !s.authenticated && !no_auth(args[0]) {
+                    out.error("NOAUTH Authentication required.");
+                    continue;
+                }
+                match busy::answer(&b, s, &args, out, may_shutdown) {
+                    Answer::Replied => {}
+                    Answer::Unwatch => {
+                        unwatch = true;
+                        watch.clear();
+                    }
+                    Answer::Watch => watch.extend(args[1..].iter().map(|k| k.to_vec())),
+                    Answer::Close => close = true,
+                    Answer::Later => *pending = Some(args.iter().map(|a| a.to_vec()).collect()),
+                    Answer::Shutdown => {
+                        tracing::warn!(
+                            client = s.info.id,
+                            "User requested shutdown while a script was running..."
+                        );
+                        shared.set_shutdown_save(Some(false));
+                        shared.begin_shutdown();
+                        close = true;
+                    }
+                }
+            }
+            let consumed = parser.consumed();
+            if consumed > 0 {
+                bytes_in += consumed;
+                inbuf.advance(consumed);
+                parser.rebase(consumed);
+            }
+            if !out.is_empty() {
+                GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
+                bytes_out += out.len();
+                if stream.write_all(&out.buf).await.is_err() {
+                    break false;
+                }
+                out.buf.clear();
+            }
+            if close {
+                let _ = stream.shutdown().await;
+                break false;
+            }
+            if pending.is_some() {
+                continue;
+            }
+            tokio::select! {
+                w = wait_event(stream, inbuf, &s.info, 0, shutdown, set) => {
+                    if w == Waited::Gone {
+                        break false;
+                    }
+                }
+                _ = busy::idle(tenant) => {}
+            }
+        }
+    })
+    .await;
+    // What the wait held back, now that the database is free (or the
+    // connection ends).
+    busy::idle(tenant).await;
+    if unwatch {
+        crate::cmd::multi::unwatch_all(&mut tenant.borrow_mut(), s);
+    }
+    if !watch.is_empty() {
+        // (A script's last writes are known once it has ended.)
+        wrote |= last.is_some_and(|l| l.wrote.get());
+        let keys: Vec<&[u8]> = watch.iter().map(|k| k.as_slice()).collect();
+        crate::cmd::multi::watch_keys(&mut tenant.borrow_mut(), s, &keys, mstime());
+        if wrote {
+            s.info.dirty_cas.set(true);
+        }
+    }
+    meter_bytes(tenant, s, bytes_in, bytes_out);
+    free
+}
+
+/// One batch's requests, run in the database without a wait: what is
+/// buffered, up to a wait (a pause, a blocked pop, the plan's rate) or a
+/// full reply buffer.
+struct Batch<'a> {
+    tenant: &'a Rc<RefCell<Tenant>>,
+    s: &'a mut Session,
+    shared: &'a Arc<Shared>,
+    set: &'a crate::shared::Settings,
+    parser: &'a mut RequestParser,
+    inbuf: &'a BytesMut,
+    out: &'a mut Reply,
+    pending: &'a mut Option<Vec<Vec<u8>>>,
+    limits: ParseLimits,
+    now: i64,
+}
+
+impl Batch<'_> {
+    /// Runs the batch; `coroutine`: in one a script can be suspended in
+    /// (without, a script ends the batch: it runs first in the next one,
+    /// which runs in a coroutine).
+    fn run(self, coroutine: bool) -> After {
+        let Batch {
+            tenant,
+            s,
+            shared,
+            set,
+            parser,
+            inbuf,
+            out,
+            pending,
+            limits,
+            now,
+        } = self;
+        let mut after = After::Read;
+        {
+            let mut t = tenant.borrow_mut();
+            if let Some(p) = pending.take() {
+                let args: SmallVec<[&[u8]; 8]> = p.iter().map(|a| a.as_slice()).collect();
+                if !coroutine && crate::script::busy::runs_script(s, &args) {
+                    s.scripting = true;
+                    drop(args);
+                    *pending = Some(p);
+                    return After::Flush;
+                }
+                after = after_request(
+                    run_request(&mut t, s, shared, set, &args, out, now),
+                    pending,
+                    &args,
+                );
+            }
+            while matches!(after, After::Read) {
+                let limits = ParseLimits {
+                    unauthenticated: !s.authenticated,
+                    ..limits
+                };
+                let req = match parser.next(inbuf, &limits) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        GlobalStats::add(&shared.stats.protocol_errors, 1);
+                        t.count_error("ERR");
+                        out.err(&e.to_string());
+                        tracing::debug!(id = s.info.id, "protocol error: {e}");
+                        after = After::Close;
+                        break;
+                    }
+                };
+                let args: SmallVec<[&[u8]; 8]> = match req {
+                    Request::Multibulk => {
+                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect()
+                    }
+                    Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
+                };
+                // A router's envelope (docs/ROUTING.md), on cluster links
+                // only: it says whose the next request is, and has no reply
+                // of its own.
+                if s.cluster_peer && crate::envelope::is_envelope(&args) {
+                    if s.envelope.is_some() {
+                        // The one before had no request: it gets an error.
+                        t.count_error("ERR");
+                        out.err("ENVELOPE must be followed by the request it is for");
+                    }
+                    s.envelope = Some(crate::envelope::receive(&t, &args));
+                    continue;
+                }
+                // The plan's command rate (replication links are not
+                // customer commands; a router's requests are).
+                let customer = !s.cluster_peer || s.envelope.is_some();
+                if let (Some(rate), true) = (t.rate.as_mut(), customer) {
+                    if let Err(wait) = rate.take(std::time::Instant::now()) {
+                        t.stats.throttled_commands += 1;
+                        *pending = Some(args.iter().map(|a| a.to_vec()).collect());
+                        after = After::Throttled(wait);
+                        break;
+                    }
+                }
+                // A script runs in a coroutine: this one runs first in the
+                // next batch, which is one (and so are the connection's
+                // batches from now on).
+                if !coroutine && crate::script::busy::runs_script(s, &args) {
+                    s.scripting = true;
+                    *pending = Some(args.iter().map(|a| a.to_vec()).collect());
+                    after = After::Flush;
+                    break;
+                }
+                after = after_request(
+                    run_request(&mut t, s, shared, set, &args, out, now),
+                    pending,
+                    &args,
+                );
+                // (A full sync's payload is a replica's, not a normal
+                // client's reply: the normal class's limit does not apply.)
+                if set.output_hard_limit > 0
+                    && out.len() as u64 > set.output_hard_limit
+                    && !matches!(after, After::Suspend(Suspend::Replica { .. }))
+                {
+                    tracing::warn!(
+                        id = s.info.id,
+                        "Client closed for overcoming of output buffer limits."
+                    );
+                    GlobalStats::add(&shared.stats.client_output_limit_disconnections, 1);
+                    out.buf.clear();
+                    after = After::Close;
+                }
+                if matches!(after, After::Read) && out.len() >= FLUSH_AT {
+                    after = After::Flush;
+                }
+            }
+        }
+        after
+    }
+}
+
+/// What follows a request's outcome in its batch (a paused one waits in
+/// `pending`).
+fn after_request(o: Outcome, pending: &mut Option<Vec<Vec<u8>>>, args: &[&[u8]]) -> After {
+    match o {
+        Outcome::Continue => After::Read,
+        Outcome::Close => After::Close,
+        Outcome::Paused => {
+            *pending = Some(args.iter().map(|a| a.to_vec()).collect());
+            After::Paused
+        }
+        Outcome::Suspend(su) => After::Suspend(su),
+    }
 }
 
 /// Waits until the tenant's standby has acknowledged `target`; false when

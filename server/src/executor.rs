@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::script::busy;
 use crate::shared::{GlobalStats, Shared};
 use crate::stream::{ClientStream, HandoffStream};
 use crate::tenant::{Tenant, TenantId};
@@ -299,30 +300,47 @@ fn executor_main(
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
                 while let Some(m) = handoffs.recv().await {
+                    // A tenant's own work waits while a script of it is
+                    // suspended (script::busy::when_free), in order; the
+                    // other tenants' goes on.
+                    let held = |id: &TenantId| tenants.borrow().get(id).cloned();
                     match m {
                         ExecMsg::Conn(h) => match ClientStream::from_handoff(h.stream) {
                             Ok(s) => start_conn(s, h.tenant, h.carry, &tenants, &remotes, &shared),
                             Err(e) => tracing::warn!("handoff: {e}"),
                         },
-                        ExecMsg::Tenant(TenantChange::Upsert(spec)) => {
-                            upsert_tenant(&tenants, &shared, spec)
-                        }
+                        ExecMsg::Tenant(TenantChange::Upsert(spec)) => match held(&spec.id) {
+                            Some(t) => {
+                                let (tenants, shared) = (tenants.clone(), shared.clone());
+                                busy::when_free(&t, move || upsert_tenant(&tenants, &shared, spec))
+                            }
+                            None => upsert_tenant(&tenants, &shared, spec),
+                        },
                         ExecMsg::Tenant(TenantChange::Remove(id)) => {
-                            remove_tenant(&tenants, &shared, id)
+                            if let Some(t) = held(&id) {
+                                let (tenants, shared) = (tenants.clone(), shared.clone());
+                                busy::when_free(&t, move || remove_tenant(&tenants, &shared, id))
+                            }
                         }
                         ExecMsg::Probe(id, write_size, reply) => {
-                            if let Some(t) = tenants.borrow().get(&id) {
-                                let t = t.borrow();
-                                let _ = reply.send(if write_size {
-                                    crate::metrics::ReplStatus::with_write_size(&t)
-                                } else {
-                                    crate::metrics::ReplStatus::of(&t)
+                            if let Some(t) = held(&id) {
+                                let t2 = t.clone();
+                                busy::when_free(&t, move || {
+                                    let t = t2.borrow();
+                                    let _ = reply.send(if write_size {
+                                        crate::metrics::ReplStatus::with_write_size(&t)
+                                    } else {
+                                        crate::metrics::ReplStatus::of(&t)
+                                    });
                                 });
                             }
                         }
                         ExecMsg::Abandon(id, at) => {
-                            if let Some(t) = tenants.borrow().get(&id) {
-                                crate::repl::replica::abandon(&mut t.borrow_mut(), at);
+                            if let Some(t) = held(&id) {
+                                let t2 = t.clone();
+                                busy::when_free(&t, move || {
+                                    crate::repl::replica::abandon(&mut t2.borrow_mut(), at);
+                                });
                             }
                         }
                     }
@@ -341,7 +359,17 @@ fn executor_main(
         // save points are set, unless SHUTDOWN NOSAVE).
         let save = shared.shutdown_save();
         let has_points = !shared.config.read().save_params().is_empty();
-        for t in tenants.borrow().values() {
+        for (id, t) in tenants.borrow().iter() {
+            if !busy::is_free(t) {
+                // SHUTDOWN NOSAVE past a script that holds its database
+                // (or one ended otherwise meanwhile): its log is on disk
+                // up to the script, whose effects are lost, as in Redis.
+                tracing::warn!(
+                    tenant = id.0,
+                    "a script still runs: its database is not saved"
+                );
+                continue;
+            }
             if let Err(e) = crate::persist::shutdown(&mut t.borrow_mut(), save, has_points) {
                 tracing::error!("{e}");
             }
@@ -663,8 +691,8 @@ fn start_conn(
     let t = t.or_else(|| remote_tenant(remotes, tenant, shared));
     match t {
         Some(t) => {
-            let serve = crate::conn::serve(s, t.clone(), shared.clone(), carry);
-            t.borrow().spawn(serve);
+            let serve = crate::conn::serve(s, t.clone(), tenant, shared.clone(), carry);
+            busy::spawn_conn(&t, serve);
         }
         None => {
             tracing::error!("no tenant {:?} on this executor", tenant);

@@ -82,6 +82,11 @@ pub struct Settings {
     pub ryw_wait_ms: u64,
     /// `copy-max-inflight-reads`.
     pub copy_max_inflight_reads: usize,
+    /// `busy-reply-threshold` (ms): a script's own clients get -BUSY past it.
+    pub busy_reply_threshold_ms: u64,
+    /// `script-time-slice-us`: how long a script runs before the others
+    /// on its executor are served (`script::busy`).
+    pub script_time_slice_us: u64,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -137,6 +142,8 @@ impl Settings {
             standby_wait_ms: i64::try_from(c.standby_wait_ms()).unwrap_or(i64::MAX),
             ryw_wait_ms: c.ryw_wait_ms(),
             copy_max_inflight_reads: c.copy_max_inflight_reads(),
+            busy_reply_threshold_ms: c.busy_reply_threshold(),
+            script_time_slice_us: c.script_time_slice_us(),
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }

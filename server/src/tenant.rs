@@ -486,6 +486,8 @@ impl Tenant {
     /// Spawns one of this tenant's tasks on the current executor, its work
     /// charged to the tenant's memory account (the task cell is not).
     pub fn spawn<F: std::future::Future + 'static>(&self, fut: F) {
+        // Not polled while a script of this tenant is suspended.
+        let fut = crate::script::busy::gated(crate::script::busy::key_of(self), fut);
         let f = crate::alloc::scoped(&self.mem, fut);
         crate::alloc::unscoped(|| {
             tokio::task::spawn_local(f);

@@ -76,25 +76,28 @@ pub fn watch(ctx: &mut Ctx) {
     if ctx.s.multi.is_some() {
         return ctx.err("WATCH inside MULTI is not allowed");
     }
-    let db = ctx.s.db;
-    let now = ctx.now_ms;
-    for i in 1..ctx.args.len() {
-        let key = ctx.args[i];
-        if ctx.s.watched.iter().any(|(d, k, _)| *d == db && k == key) {
+    watch_keys(ctx.t, ctx.s, &ctx.args[1..], ctx.now_ms);
+    ctx.out.ok();
+}
+
+/// Watches `keys` of the session's database (WATCH; one answered while
+/// a script held the database, registered once it is free).
+pub fn watch_keys(t: &mut Tenant, s: &mut Session, keys: &[&[u8]], now: i64) {
+    let db = s.db;
+    for &key in keys {
+        if s.watched.iter().any(|(d, k, _)| *d == db && k == key) {
             continue;
         }
-        let expired = ctx.t.ks.dbs[db]
+        let expired = t.ks.dbs[db]
             .find(key)
-            .map(|i| ctx.t.ks.dbs[db].entry(i))
+            .map(|i| t.ks.dbs[db].entry(i))
             .is_some_and(|e| e.has_expire() && e.expire_at <= now);
-        ctx.s.watched.push((db, key.to_vec(), expired));
-        ctx.t
-            .watched
+        s.watched.push((db, key.to_vec(), expired));
+        t.watched
             .entry((db, key.to_vec()))
             .or_default()
-            .push(ctx.s.info.clone());
+            .push(s.info.clone());
     }
-    ctx.out.ok();
 }
 
 pub fn unwatch(ctx: &mut Ctx) {

@@ -377,6 +377,10 @@ impl Config {
         self.u64_of(param!(NUM, "busy-reply-threshold"))
     }
 
+    pub fn script_time_slice_us(&self) -> u64 {
+        self.u64_of(param!(NUM, "script-time-slice-us"))
+    }
+
     /// `replica-serve-stale-data`: a replica whose link is down still
     /// answers reads (yes) or refuses with -MASTERDOWN (no).
     pub fn replica_serve_stale_data(&self) -> bool {

@@ -707,6 +707,10 @@ pub(super) static PARAMS: &[Param] = &[
     // write (`consistency: ryw`) waits this long for the write to arrive
     // through replication before the primary answers it instead.
     intp("ryw-wait-ms", None, 0, 60_000, "100", 0),
+    // A script runs this many microseconds at a time: then the other
+    // databases on its executor are served before it goes on (a script
+    // of one database holds up the others at most this long).
+    intp("script-time-slice-us", None, 100, 1_000_000, "1000", 0),
     // A node without a copy of a database sends its reads to the nearest
     // copies; one with this many of an executor's reads in flight is busy
     // and the next nearest (at last the primary) gets them.

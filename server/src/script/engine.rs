@@ -21,6 +21,9 @@ use super::convert::error_table;
 use crate::cmd::Ctx;
 use crate::resp::Reply;
 
+/// What a script stopped by SCRIPT KILL / FUNCTION KILL fails with.
+const KILLED_BY_USER: &str = "Script killed by user with SCRIPT KILL...";
+
 /// A database's Lua state and the functions that run code in it. Cheap
 /// to clone (the state is shared).
 #[derive(Clone)]
@@ -41,13 +44,21 @@ impl Engine {
     pub fn new() -> mlua::Result<Engine> {
         let run = Rc::new(Run::default());
         let (lua, _redis, [runner, fcall, loader]) = new_state(&run)?;
-        // The time limit: one hook for the state's life, which stops
-        // code past `Run`'s deadline.
+        // Time: one hook for the state's life. A script in a coroutine
+        // is suspended at the end of each time slice (`super::busy`);
+        // other code is stopped past `Run`'s deadline.
         let r = run.clone();
         lua.set_hook(
             mlua::HookTriggers::new().every_nth_instruction(1000),
             move |_, _| {
-                if r.deadline.get().is_some_and(|d| Instant::now() > d) {
+                let now = Instant::now();
+                if r.suspendable.get() && super::busy::in_coroutine() {
+                    if r.slice.due(now) && r.suspend() {
+                        r.killed.set(true);
+                        r.kill_message.set(KILLED_BY_USER);
+                        return Err(mlua::Error::runtime(KILLED_BY_USER));
+                    }
+                } else if r.deadline.get().is_some_and(|d| now > d) {
                     r.killed.set(true);
                     return Err(mlua::Error::runtime(r.kill_message.get()));
                 }
@@ -85,16 +96,23 @@ impl Engine {
 
     /// Runs `f` as Lua code of a run: under `memory` bytes and stopped
     /// past `limit` (none: no limit) with `kill_message`; `run.killed`
-    /// then says whether it was.
+    /// then says whether it was. With `slice`, a script in a coroutine
+    /// is suspended every `slice` instead of stopped (`super::busy`).
     pub(crate) fn limited<R>(
         &self,
         memory: u64,
         limit: Option<Duration>,
+        slice: Option<Duration>,
         kill_message: &'static str,
         f: impl FnOnce() -> R,
     ) -> R {
         let run = self.run();
         run.killed.set(false);
+        run.wrote.set(false);
+        run.suspendable.set(slice.is_some());
+        if let Some(len) = slice {
+            run.slice.start(len);
+        }
         run.kill_message.set(kill_message);
         run.deadline
             .set(limit.and_then(|l| Instant::now().checked_add(l)));
@@ -104,6 +122,7 @@ impl Engine {
         let r = f();
         let _ = self.lua().set_memory_limit(0);
         run.deadline.set(None);
+        run.suspendable.set(false);
         r
     }
 }
@@ -119,8 +138,16 @@ pub(crate) struct Run {
     pub resp: Cell<u8>,
     /// Where effects go (`redis.set_repl`): 0 nowhere, else the log.
     pub repl: Cell<u8>,
-    /// The code was stopped past its deadline.
+    /// The code was stopped (past its deadline, or by a KILL).
     pub killed: Cell<bool>,
+    /// The script has called a write command (it cannot be killed).
+    pub wrote: Cell<bool>,
+    /// The run is a library's function (FCALL), not a script.
+    pub function: Cell<bool>,
+    /// The run may be suspended (a script or function, not a library's
+    /// loading).
+    suspendable: Cell<bool>,
+    pub(crate) slice: super::busy::Slice,
     /// The database was over its memory limit when the script started:
     /// `denyoom` commands are refused until it has written (unless it
     /// declared `allow-oom`).
@@ -147,6 +174,10 @@ impl Default for Run {
             resp: Cell::new(2),
             repl: Cell::new(3),
             killed: Cell::new(false),
+            wrote: Cell::new(false),
+            function: Cell::new(false),
+            suspendable: Cell::new(false),
+            slice: super::busy::Slice::default(),
             oom: Cell::new(false),
             dirty_at_start: Cell::new(0),
             errors_mark: Cell::new(0),
@@ -200,6 +231,43 @@ impl Run {
         self.ctx.set(p.cast());
         let _clear = Clear(&self.ctx);
         f()
+    }
+
+    /// Suspends the running script (see `super::busy`); true if it was
+    /// killed meanwhile.
+    fn suspend(&self) -> bool {
+        let p = self.ctx.replace(std::ptr::null_mut());
+        if p.is_null() {
+            return false;
+        }
+        // SAFETY: as in `call`: `p` comes from `with_ctx`'s `&mut Ctx`,
+        // borrowed until it returns, and the hook runs inside it, on this
+        // thread; taken out of the cell, it is the only reference made
+        // from it until it is put back below. While the coroutine is
+        // suspended, nothing else reaches what it points to: the
+        // database stays borrowed by this run, and its connection waits
+        // for the coroutine.
+        let ctx = unsafe { &mut *p.cast::<Ctx<'static>>() };
+        let key = super::busy::key_of(&*ctx.t);
+        let killed = self
+            .slice
+            .suspend(key, self.wrote.get(), || super::busy::Busy {
+                started: self.slice.began(),
+                function: self.function.get().then(|| {
+                    (
+                        String::from_utf8_lossy(ctx.args.get(1).copied().unwrap_or_default())
+                            .into_owned(),
+                        ctx.args.iter().map(|a| a.to_vec()).collect(),
+                    )
+                }),
+                wrote: Cell::new(false),
+                kill: Cell::new(false),
+                libraries: ctx.t.functions.counts(),
+                mem: ctx.t.mem.clone(),
+                refused: Default::default(),
+            });
+        self.ctx.set(p);
+        killed
     }
 
     /// `redis.call`, `redis.pcall`, `redis.acl_check_cmd`.
@@ -396,7 +464,7 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
     // it is, they raise again whatever they caught.
     let killed = {
         let run = run.clone();
-        lua.create_function(move |_, ()| Ok(run.killed.get()))?
+        lua.create_function(move |_, ()| Ok(run.killed.get().then(|| run.kill_message.get())))?
     };
     lua.load(
         r##"
@@ -404,7 +472,8 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
         local match, tostring, type, rawget = string.match, tostring, type, rawget
         local function pack(...) return { n = select("#", ...), ... } end
         local function check(r)
-            if killed() then error("Script killed: it ran longer than busy-reply-threshold", 0) end
+            local why = killed()
+            if why then error(why, 0) end
             return unpack(r, 1, r.n)
         end
         -- As Redis's pcall: a caught error is its text (an error table's

@@ -165,6 +165,12 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     run.dirty_at_start.set(ctx.t.dirty);
     run.errors_mark.set(ctx.t.stats.total_error_replies);
     let result = call_script(ctx, &engine, &func, kind, keys, argv, no_writes);
+    // Suspended on the way: its database is no longer busy; what its
+    // clients were refused meanwhile is counted now.
+    let refused = run
+        .slice
+        .finish(super::busy::key_of(&*ctx.t), run.wrote.get());
+    super::busy::count_refused(ctx.t, refused);
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
     ctx.s.db = db_before;
@@ -307,19 +313,24 @@ fn call_script(
     run.no_writes.set(no_writes);
     run.resp.set(2);
     run.repl.set(3);
-    // A script shares its executor with other databases: past
-    // busy-reply-threshold it is stopped (every check raises again, so a
-    // pcall loop cannot hold on for long); not when the log is replayed
-    // (what ran once must run whole). Nor may it take the node's memory:
-    // at most the database's plan limit (or LUA_MEMORY_CAP without one)
-    // for Lua's own allocations.
-    let limit = (!ctx.s.replaying).then(|| {
-        std::time::Duration::from_millis(ctx.shared.config.read().busy_reply_threshold().max(1))
-    });
+    run.function.set(kind == Kind::Function);
+    // A script shares its executor with other databases. Run from a
+    // client's coroutine it is suspended every script-time-slice
+    // (`super::busy`): the others go on, its own clients wait, then get
+    // -BUSY. Anywhere else it is stopped past busy-reply-threshold
+    // (every check raises again, so a pcall loop cannot hold on for
+    // long); not when the log is replayed (what ran once must run
+    // whole). Nor may it take the node's memory: at most the database's
+    // plan limit (or LUA_MEMORY_CAP without one) for Lua's own
+    // allocations.
+    let limit = (!ctx.s.replaying)
+        .then(|| std::time::Duration::from_millis(ctx.set.busy_reply_threshold_ms.max(1)));
+    let slice = std::time::Duration::from_micros(ctx.set.script_time_slice_us.max(100));
     let cap = memory_cap(ctx.t);
     let outcome = engine.limited(
         cap,
         limit,
+        Some(slice),
         "Script killed: it ran longer than busy-reply-threshold",
         || {
             run.with_ctx(ctx, || match kind {
@@ -499,6 +510,9 @@ fn run_command(
     let was_suppressed = ctx.t.log.is_suppressed();
     if unlogged {
         ctx.t.log.set_suppressed(true);
+    }
+    if r.write {
+        run.wrote.set(true);
     }
     let start = std::time::Instant::now();
     {

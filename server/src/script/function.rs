@@ -485,7 +485,7 @@ fn run_library(
                 }
             })
         })?;
-        engine.limited(memory, timeout, "FUNCTION LOAD timeout", || {
+        engine.limited(memory, timeout, None, "FUNCTION LOAD timeout", || {
             engine
                 .loader()
                 .call::<(bool, Value, Option<i32>)>((chunk, register))

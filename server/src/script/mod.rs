@@ -13,11 +13,14 @@
 //! - [`convert`]: values between Redis replies and Lua.
 //! - [`libs`]: the C libraries Redis loads into Lua (`bit`, `struct`,
 //!   `cjson`, `cmsgpack`), in Rust.
+//! - [`busy`]: long scripts suspended so the executor's other databases
+//!   go on, and what their own clients get meanwhile (-BUSY, KILL).
 //! - [`function`]: libraries of functions (`FUNCTION LOAD`, `FCALL`),
 //!   which, unlike scripts, are persisted and replicated.
 //!
 //! What is not built yet is in docs/COMPATIBILITY.md.
 
+pub mod busy;
 pub mod convert;
 pub mod engine;
 pub mod eval;

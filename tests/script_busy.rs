@@ -1,0 +1,245 @@
+//! Long scripts as Redis 7.0 runs them, against the reference
+//! redis-server: past busy-reply-threshold other clients get -BUSY to
+//! everything but what Redis still serves then; SCRIPT KILL / FUNCTION
+//! KILL stop a script that has not written; one that has written can only
+//! be stopped by SHUTDOWN NOSAVE, which loses its effects. anykv suspends
+//! such a script (script::busy) instead of blocking its thread: that side
+//! is in tests/tenancy.rs (another database on the same executor).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{start_redis, RespConn, Scratch, ServerProcess, Value};
+
+/// busy-reply-threshold in these tests.
+const THRESHOLD_MS: u64 = 200;
+
+fn start_both(dir: &Scratch, extra: &[&str]) -> (ServerProcess, ServerProcess) {
+    let mut args: Vec<String> = vec!["--save".into(), "".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let rdir = dir.path("redis");
+    std::fs::create_dir_all(&rdir).expect("dir");
+    let mut rargs = args.clone();
+    rargs.extend(["--dir".to_string(), rdir]);
+    let reference = start_redis(&rargs);
+    let adir = dir.path("anykv");
+    std::fs::create_dir_all(&adir).expect("dir");
+    let mut aargs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    aargs.extend(["--dir", &adir]);
+    let target = common::start_anykv_with(&common::anykv_bin(), &aargs);
+    (reference, target)
+}
+
+fn set_threshold(c: &mut RespConn) {
+    let ms = THRESHOLD_MS.to_string();
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "busy-reply-threshold", &ms]).ok(),
+        Some(Value::Simple(b"OK".to_vec()))
+    );
+}
+
+/// `FUNCTION STATS` with the running script's duration taken out (it
+/// differs by the milliseconds the two runs differ).
+fn without_duration(v: Value) -> Value {
+    match v {
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            let mut skip = false;
+            for i in items {
+                if skip {
+                    skip = false;
+                    out.push(Value::Int(0));
+                    continue;
+                }
+                if i == Value::Bulk(b"duration_ms".to_vec()) {
+                    skip = true;
+                }
+                out.push(without_duration(i));
+            }
+            Value::Array(out)
+        }
+        other => other,
+    }
+}
+
+fn compare(label: &str, r: Vec<(String, Value)>, a: Vec<(String, Value)>) {
+    assert_eq!(r.len(), a.len(), "{label}");
+    for ((what, rv), (_, av)) in r.iter().zip(a.iter()) {
+        assert_eq!(rv, av, "{label}: {what}: redis-server {rv:?}, anykv {av:?}");
+    }
+}
+
+/// A script that loops: past the threshold everyone else gets -BUSY
+/// (inside MULTI too, whose EXEC then aborts), WATCH and MULTI are still
+/// served, FUNCTION STATS and FUNCTION KILL are refused for a script, and
+/// SCRIPT KILL stops it (also when it catches errors in a loop); then
+/// the statistics count what was refused, as Redis counts it.
+#[test]
+fn a_looping_script_gets_busy_replies_and_script_kill_as_redis() {
+    let dir = Scratch::new("busy-eval");
+    let (reference, target) = start_both(&dir, &[]);
+    let during: Vec<Vec<&str>> = vec![
+        vec!["GET", "x"],
+        vec!["PING"],
+        vec!["FUNCTION", "STATS"],
+        vec!["SHUTDOWN", "SAVE"],
+        vec!["WATCH", "x"],
+        vec!["MULTI"],
+        vec!["GET", "x"],
+        vec!["EXEC"],
+        vec!["CLIENT", "LIST"],
+        vec!["FUNCTION", "KILL"],
+    ];
+    let mut last = during.clone();
+    last.push(vec!["SCRIPT", "KILL"]);
+    let after: Vec<Vec<&str>> = vec![
+        vec!["SCRIPT", "KILL"],
+        vec!["INFO", "errorstats"],
+        vec!["EXISTS", "x"],
+    ];
+    for script in [
+        "while true do end",
+        "local n = 0 while true do pcall(function() while true do n = n + 1 end end) end",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+    ] {
+        // The requests from a connection open before the script, then
+        // from one opened after, which ends with SCRIPT KILL.
+        let run = |s: &ServerProcess| transcript(s, &["EVAL", script, "0"], &during, &last, &after);
+        compare(script, run(&reference), run(&target));
+    }
+}
+
+/// What one server answers around a long script: `start` sent on its own
+/// connection; past the threshold, `first` from a connection open before
+/// it started, then `second` (ending with a KILL) from one opened after;
+/// then the script's own reply, then `after`.
+fn transcript(
+    server: &ServerProcess,
+    start: &[&str],
+    first: &[Vec<&str>],
+    second: &[Vec<&str>],
+    after: &[Vec<&str>],
+) -> Vec<(String, Value)> {
+    let mut setup = server.connect();
+    set_threshold(&mut setup);
+    let lib = "#!lua name=busylib\n\
+        redis.register_function('spin', function(k, a) while true do end end)";
+    assert!(setup
+        .cmd(&["FUNCTION", "LOAD", "REPLACE", lib])
+        .is_ok_and(|v| !v.is_error()));
+    assert_eq!(
+        setup.cmd(&["CONFIG", "RESETSTAT"]).ok(),
+        Some(Value::Simple(b"OK".to_vec()))
+    );
+    let mut before = server.connect();
+    let mut runner = server.connect();
+    runner.send_all(&[start.to_vec()]).expect("send the script");
+    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 150));
+    let mut late = server.connect();
+    let mut out = Vec::new();
+    for (who, c, cmds) in [("before", &mut before, first), ("late", &mut late, second)] {
+        for cmd in cmds {
+            let v = c.cmd(cmd).expect("a reply while busy");
+            out.push((format!("{who}: {}", cmd.join(" ")), without_duration(v)));
+        }
+    }
+    let v = runner.read_reply().expect("the script's reply");
+    out.push(("script".to_string(), v));
+    for cmd in after {
+        let v = setup.cmd(cmd).expect("a reply after");
+        out.push((format!("after: {}", cmd.join(" ")), v));
+    }
+    out
+}
+
+/// A library's function: FUNCTION STATS shows it running (name, command),
+/// SCRIPT KILL is refused for it, FUNCTION KILL stops it.
+#[test]
+fn a_looping_function_is_shown_and_stopped_by_function_kill() {
+    let dir = Scratch::new("busy-fcall");
+    let (reference, target) = start_both(&dir, &[]);
+    let first: Vec<Vec<&str>> = vec![
+        vec!["GET", "x"],
+        vec!["FUNCTION", "STATS"],
+        vec!["SCRIPT", "KILL"],
+        vec!["SHUTDOWN"],
+    ];
+    let second: Vec<Vec<&str>> = vec![vec!["FUNCTION", "STATS"], vec!["FUNCTION", "KILL"]];
+    let after: Vec<Vec<&str>> = vec![
+        vec!["FUNCTION", "KILL"],
+        vec!["FUNCTION", "STATS"],
+        vec!["INFO", "errorstats"],
+    ];
+    let run = |s: &ServerProcess| {
+        transcript(
+            s,
+            &["FCALL", "spin", "1", "k", "a"],
+            &first,
+            &second,
+            &after,
+        )
+    };
+    compare("fcall", run(&reference), run(&target));
+}
+
+/// A script that wrote cannot be killed (UNKILLABLE to both KILLs);
+/// SHUTDOWN NOSAVE stops the server, and the script's write, never
+/// propagated, is not there after a restart from the append-only file
+/// (the writes before the script are).
+#[test]
+fn a_script_that_wrote_is_unkillable_and_shutdown_nosave_loses_it() {
+    let dir = Scratch::new("busy-write");
+    let extra = ["--appendonly", "yes", "--appendfsync", "always"];
+    let (mut reference, mut target) = start_both(&dir, &extra);
+    let script = "redis.call('SET', 'partial', '1') while true do end";
+    let mut transcripts = Vec::new();
+    for s in [&mut reference, &mut target] {
+        let mut setup = s.connect();
+        set_threshold(&mut setup);
+        assert_eq!(
+            setup.cmd(&["SET", "before", "1"]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+        let mut runner = s.connect();
+        runner
+            .send_all(&[vec!["EVAL", script, "0"]])
+            .expect("send the script");
+        std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 150));
+        let mut other = s.connect();
+        let mut t = Vec::new();
+        for cmd in [
+            vec!["SCRIPT", "KILL"],
+            vec!["FUNCTION", "KILL"],
+            vec!["GET", "before"],
+        ] {
+            t.push(other.cmd(&cmd).expect("a reply"));
+        }
+        // SHUTDOWN NOSAVE: no reply, the connection closes, the process
+        // ends.
+        let _ = other.cmd(&["SHUTDOWN", "NOSAVE"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.exited().is_none() {
+            assert!(Instant::now() < deadline, "{} did not stop", s.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        transcripts.push(t);
+    }
+    assert_eq!(transcripts[0], transcripts[1]);
+    assert!(
+        matches!(&transcripts[1][0], Value::Error(e) if e.starts_with(b"UNKILLABLE")),
+        "{:?}",
+        transcripts[1]
+    );
+    // Restarted from their files: the write before, not the script's.
+    let (reference, target) = start_both(&dir, &extra);
+    for s in [&reference, &target] {
+        let mut c = s.connect();
+        assert_eq!(
+            c.cmd(&["MGET", "before", "partial"]).ok(),
+            Some(Value::Array(vec![Value::Bulk(b"1".to_vec()), Value::Nil])),
+            "{}",
+            s.name
+        );
+    }
+}
