@@ -322,6 +322,7 @@ pub async fn suspendable<R>(f: impl FnOnce() -> R) -> R {
         })
     };
     let mut co = Unfinished(Some(co));
+    let mut yielded = false;
     // This task resumes the coroutine: its gate lets it through while the
     // coroutine holds its database.
     let _driving = Flag::set(|g| &g.driving);
@@ -332,7 +333,10 @@ pub async fn suspendable<R>(f: impl FnOnce() -> R) -> R {
         let step = c.resume(());
         CURRENT.with(|c| c.set(std::ptr::null()));
         match step {
-            CoroutineResult::Yield(()) => tokio::task::yield_now().await,
+            CoroutineResult::Yield(()) => {
+                yielded = true;
+                tokio::task::yield_now().await
+            }
             CoroutineResult::Return(r) => {
                 if let Some(c) = co.0.take() {
                     let stack = c.into_stack();
@@ -343,7 +347,11 @@ pub async fn suspendable<R>(f: impl FnOnce() -> R) -> R {
                         }
                     });
                 }
-                DONE.with(|d| d.notify_waiters());
+                // (Only a coroutine that was suspended can have kept
+                // anyone waiting.)
+                if yielded {
+                    DONE.with(|d| d.notify_waiters());
+                }
                 return r;
             }
         }
