@@ -84,7 +84,19 @@ fn a_looping_script_gets_busy_replies_and_script_kill_as_redis() {
         vec!["PING"],
         vec!["FUNCTION", "STATS"],
         vec!["SHUTDOWN", "SAVE"],
+        // Checked before BUSY: unknown commands, arity.
+        vec!["NOSUCHCOMMAND", "a"],
+        vec!["GET"],
+        vec!["EXEC"],
+        vec!["DISCARD"],
+        vec!["UNWATCH"],
         vec!["WATCH", "x"],
+        vec!["MULTI"],
+        vec!["GET", "x"],
+        // Served while busy, so queued; SHUTDOWN never in a transaction.
+        vec!["FUNCTION", "STATS"],
+        vec!["SHUTDOWN", "NOSAVE"],
+        vec!["DISCARD"],
         vec!["MULTI"],
         vec!["GET", "x"],
         vec!["EXEC"],
@@ -98,6 +110,8 @@ fn a_looping_script_gets_busy_replies_and_script_kill_as_redis() {
         vec!["INFO", "errorstats"],
         vec!["EXISTS", "x"],
     ];
+    // (commandstats are compared for the commands whose counts both
+    // servers keep while busy: refusals and failures.)
     for script in [
         "while true do end",
         "local n = 0 while true do pcall(function() while true do n = n + 1 end end) end",
@@ -242,4 +256,85 @@ fn a_script_that_wrote_is_unkillable_and_shutdown_nosave_loses_it() {
             s.name
         );
     }
+}
+
+/// A WATCH answered while a script runs, on a key the script then
+/// writes: the transaction after it fails, as in Redis.
+#[test]
+fn a_watch_answered_while_busy_sees_the_scripts_later_write() {
+    let dir = Scratch::new("busy-watch");
+    let (reference, target) = start_both(&dir, &[]);
+    // Spins 600 ms on the clock, then writes x.
+    let script = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+        repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 600000 \
+        redis.call('SET', 'x', 'by-script') return 1";
+    let mut got = Vec::new();
+    for s in [&reference, &target] {
+        let mut setup = s.connect();
+        set_threshold(&mut setup);
+        let mut runner = s.connect();
+        runner.send_all(&[vec!["EVAL", script, "0"]]).expect("send");
+        std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 100));
+        let mut c = s.connect();
+        let mut t = vec![c.cmd(&["WATCH", "x"]).expect("WATCH")];
+        t.push(runner.read_reply().expect("the script's reply"));
+        for cmd in [
+            vec!["MULTI"],
+            vec!["SET", "x", "by-client"],
+            vec!["EXEC"],
+            vec!["GET", "x"],
+        ] {
+            t.push(c.cmd(&cmd).expect("reply"));
+        }
+        got.push(t);
+    }
+    assert_eq!(got[0], got[1]);
+    assert_eq!(got[1][4], Value::NilArray, "{:?}", got[1]);
+}
+
+/// Rights are checked before BUSY: a user without SHUTDOWN or SCRIPT may
+/// not stop the server or the script while it runs.
+#[test]
+fn a_user_without_the_rights_cannot_kill_or_shutdown_while_busy() {
+    let dir = Scratch::new("busy-acl");
+    let (reference, target) = start_both(&dir, &[]);
+    let during: Vec<Vec<&str>> = vec![
+        vec!["SHUTDOWN", "NOSAVE"],
+        vec!["SCRIPT", "KILL"],
+        vec!["GET", "k"],
+    ];
+    let run = |s: &ServerProcess| {
+        let mut setup = s.connect();
+        set_threshold(&mut setup);
+        assert_eq!(
+            setup
+                .cmd(&["ACL", "SETUSER", "reader", "on", ">pw", "~*", "+get"])
+                .ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+        let mut limited = s.connect();
+        assert_eq!(
+            limited.cmd(&["AUTH", "reader", "pw"]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+        let mut runner = s.connect();
+        runner
+            .send_all(&[vec!["EVAL", "while true do end", "0"]])
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 150));
+        let mut t: Vec<Value> = during
+            .iter()
+            .map(|c| limited.cmd(c).expect("reply"))
+            .collect();
+        t.push(setup.cmd(&["SCRIPT", "KILL"]).expect("kill"));
+        t.push(runner.read_reply().expect("the script's reply"));
+        t.push(setup.cmd(&["PING"]).expect("ping"));
+        t
+    };
+    let (r, a) = (run(&reference), run(&target));
+    assert_eq!(r, a);
+    assert!(
+        matches!(&a[0], Value::Error(e) if e.starts_with(b"NOPERM")),
+        "{a:?}"
+    );
 }

@@ -316,7 +316,13 @@ fn an_unkillable_script_runs_to_its_end_beside_other_databases() {
         matches!(&kill, Value::Error(e) if e.starts_with(b"UNKILLABLE Sorry the script already executed write commands")),
         "{kill:?}"
     );
+    let t = std::time::Instant::now();
     assert_eq!(call(&mut blog, &["PING"]), Value::Simple(b"PONG".to_vec()));
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "a PING of the other database waited {:?}",
+        t.elapsed()
+    );
     assert_eq!(
         shop.read_reply().expect("the script's reply"),
         Value::Bulk(b"1".to_vec())

@@ -1242,18 +1242,27 @@ async fn while_busy(
                 busy::idle(tenant).await;
                 continue;
             };
-            if !watch.is_empty() {
-                // (Its writes touch what was watched meanwhile, as far as
-                // anyone here knows.)
+            // The scripts seen: whether one wrote decides a WATCH
+            // answered meanwhile (the last one's final word comes at its
+            // end).
+            if !last.as_ref().is_some_and(|l| Rc::ptr_eq(l, &b)) {
                 if let Some(l) = last.take() {
                     wrote |= l.wrote.get();
                 }
                 last = Some(b.clone());
             }
             let threshold = b.started + Duration::from_millis(set.busy_reply_threshold_ms);
-            if std::time::Instant::now() < threshold || pending.is_some() {
-                // (A request that waits for the script's end holds back the
-                // ones after it.)
+            // A request that waits for the script's end holds back the
+            // ones after it; a router's link is not answered meanwhile
+            // (its envelopes pair requests with replies: they wait).
+            if pending.is_some() || s.cluster_peer {
+                tokio::select! {
+                    _ = busy::idle(tenant) => {}
+                    _ = shutdown.changed() => break false,
+                }
+                continue;
+            }
+            if std::time::Instant::now() < threshold {
                 tokio::select! {
                     _ = busy::idle_or(tenant, threshold) => {}
                     _ = shutdown.changed() => break false,
@@ -1289,7 +1298,32 @@ async fn while_busy(
                         .any(|c| n.eq_ignore_ascii_case(c))
                 };
                 if !s.authenticated && !no_auth(args[0]) {
+                    b.refused(&args, "NOAUTH", true);
                     out.error("NOAUTH Authentication required.");
+                    continue;
+                }
+                // What Redis checks before it answers BUSY: the command
+                // exists, its arity, the user's rights.
+                use crate::cmd::table::{lookup, Lookup};
+                let refusal = match lookup(&args) {
+                    Lookup::Found(r) if !crate::dispatch::arity_fits(r.spec, args.len()) => Some(
+                        format!("ERR wrong number of arguments for '{}' command", r.fullname),
+                    ),
+                    Lookup::Found(r) if !s.unrestricted => {
+                        crate::dispatch::acl_denied(shared, s, r, &args)
+                    }
+                    Lookup::Found(_) | Lookup::UnknownSub => None,
+                    Lookup::Unknown => Some(
+                        String::from_utf8_lossy(&crate::dispatch::unknown_command(&args))
+                            .into_owned(),
+                    ),
+                };
+                if let Some(e) = refusal {
+                    if s.multi.is_some() {
+                        s.multi_error = true;
+                    }
+                    b.refused(&args, &e, true);
+                    out.error(&e);
                     continue;
                 }
                 match busy::answer(&b, s, &args, out, may_shutdown) {

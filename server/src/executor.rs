@@ -359,11 +359,33 @@ fn executor_main(
         // save points are set, unless SHUTDOWN NOSAVE).
         let save = shared.shutdown_save();
         let has_points = !shared.config.read().save_params().is_empty();
-        for (id, t) in tenants.borrow().iter() {
+        // A database a script holds: unless SHUTDOWN NOSAVE, a script
+        // that has not written is killed and one that has gets up to
+        // SHUTDOWN_SCRIPT_WAIT to end, so the database can be saved.
+        let all: Vec<(TenantId, Rc<RefCell<Tenant>>)> = tenants
+            .borrow()
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        if save != Some(false) {
+            let until = std::time::Instant::now() + SHUTDOWN_SCRIPT_WAIT;
+            for (_, t) in &all {
+                if let Some(b) = busy::running(t) {
+                    if !b.wrote.get() {
+                        b.kill.set(true);
+                    }
+                }
+            }
+            for (_, t) in &all {
+                busy::idle_or(t, until).await;
+            }
+        }
+        for (id, t) in &all {
             if !busy::is_free(t) {
-                // SHUTDOWN NOSAVE past a script that holds its database
-                // (or one ended otherwise meanwhile): its log is on disk
-                // up to the script, whose effects are lost, as in Redis.
+                // SHUTDOWN NOSAVE past a script that holds its database,
+                // or one that wrote and did not end in time: its log is
+                // on disk up to the script, whose effects are lost, as
+                // with Redis's SHUTDOWN NOSAVE.
                 tracing::warn!(
                     tenant = id.0,
                     "a script still runs: its database is not saved"
@@ -382,6 +404,10 @@ fn executor_main(
         }
     });
 }
+
+/// How long a shutdown that saves waits for a script that has written
+/// (and so cannot be killed) to end.
+const SHUTDOWN_SCRIPT_WAIT: Duration = Duration::from_secs(10);
 
 /// A customer's tenant as the catalog describes it (not loaded yet).
 fn customer_tenant(spec: &crate::catalog::TenantSpec, dbs: usize) -> Tenant {

@@ -330,8 +330,18 @@ pub async fn suspendable<R>(f: impl FnOnce() -> R) -> R {
         let Some(c) = co.0.as_mut() else {
             unreachable!("the coroutine is kept until it returns");
         };
-        let step = c.resume(());
-        CURRENT.with(|c| c.set(std::ptr::null()));
+        let step = {
+            // Back on this stack, no yielder is current, however
+            // `resume` returns (a panic too).
+            struct Clear;
+            impl Drop for Clear {
+                fn drop(&mut self) {
+                    CURRENT.with(|c| c.set(std::ptr::null()));
+                }
+            }
+            let _clear = Clear;
+            c.resume(())
+        };
         match step {
             CoroutineResult::Yield(()) => {
                 yielded = true;
@@ -364,9 +374,27 @@ struct Unfinished<F>(Option<F>);
 impl<F> Drop for Unfinished<F> {
     fn drop(&mut self) {
         if let Some(c) = self.0.take() {
-            tracing::warn!("a script was still running as its executor stopped; it is abandoned");
+            // The executor stopping, or a panic out of the coroutine
+            // (a bug): either way it never runs again.
+            tracing::warn!(
+                "a coroutine did not finish (the executor stops, or it panicked); it is abandoned"
+            );
             std::mem::forget(c);
+            DONE.with(|d| d.notify_waiters());
         }
+    }
+}
+
+/// Ends a script's busy state however its run ends (a panic too, which
+/// would otherwise leave its database's tasks gated for good).
+pub(crate) struct Finish<'a> {
+    pub slice: &'a Slice,
+    pub key: usize,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let _ = self.slice.finish(self.key, true);
     }
 }
 
@@ -489,22 +517,49 @@ fn queued_script(s: &Session) -> bool {
     })
 }
 
-/// A command refused while the database was busy.
+/// An error a client got while the database was busy.
 pub struct Refused {
+    /// The request's first two arguments.
     pub command: [Vec<u8>; 2],
-    pub code: &'static str,
+    /// The error's code (errorstats).
+    pub code: String,
+    /// Refused before it ran (`rejected_calls`), or ran and failed
+    /// (`calls`, `failed_calls`).
+    pub rejected: bool,
 }
 
-/// Counts what was refused while the script ran, as Redis counts it: the
-/// error (errorstats) and the command's `rejected_calls`.
+impl Busy {
+    /// Records an error sent meanwhile, for the statistics.
+    pub fn refused(&self, args: &[&[u8]], msg: &str, rejected: bool) {
+        let arg = |i: usize| {
+            args.get(i)
+                .map(|a| a.to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        self.refused.borrow_mut().push(Refused {
+            command: [arg(0), arg(1)],
+            code: msg.split(' ').next().unwrap_or("ERR").to_string(),
+            rejected,
+        });
+    }
+}
+
+/// Counts the errors sent while the script ran, as Redis counts them:
+/// the error (errorstats) and the command's `rejected_calls`, or its
+/// `calls` and `failed_calls`.
 pub fn count_refused(t: &mut Tenant, refused: Vec<Refused>) {
     for r in refused {
-        t.count_error(r.code);
+        t.count_error(&r.code);
         let args: [&[u8]; 2] = [&r.command[0], &r.command[1]];
         let n = if r.command[1].is_empty() { 1 } else { 2 };
         if let crate::cmd::table::Lookup::Found(c) = crate::cmd::table::lookup(&args[..n]) {
             if let Some(s) = t.stats.commands.get_mut(c.id) {
-                s.rejected_calls += 1;
+                if r.rejected {
+                    s.rejected_calls += 1;
+                } else {
+                    s.calls += 1;
+                    s.failed_calls += 1;
+                }
             }
         }
     }
@@ -558,30 +613,35 @@ pub fn answer(
         .get(1)
         .map(|a| a.to_ascii_lowercase())
         .unwrap_or_default();
+    // Refused before running (Redis's rejectCommand), or run and failed.
     let refuse = |out: &mut Reply, msg: &str| {
-        b.refused.borrow_mut().push(Refused {
-            command: [name.clone(), sub.clone()],
-            code: if msg.starts_with("EXECABORT") {
-                "EXECABORT"
-            } else {
-                "BUSY"
-            },
-        });
+        b.refused(args, msg, true);
         out.error(msg);
     };
+    let fail = |out: &mut Reply, msg: &str| {
+        b.refused(args, msg, false);
+        out.error(msg);
+    };
+    let allowed_in_multi = matches!(
+        (&name[..], &sub[..]),
+        (b"script", b"kill") | (b"function", b"kill") | (b"function", b"stats")
+    );
+    if s.multi.is_some() && allowed_in_multi {
+        // Served while busy, so queued as usual.
+        if let Some(q) = s.multi.as_mut() {
+            q.push(args.iter().map(|a| a.to_vec()).collect());
+        }
+        out.simple("QUEUED");
+        return Answer::Replied;
+    }
     match (&name[..], &sub[..], args.len()) {
         (b"script", b"kill", 2) | (b"function", b"kill", 2) => {
             let eval = &name[..] == b"script";
             if b.wrote.get() {
-                // (The command ran and failed: no rejected call.)
-                b.refused.borrow_mut().push(Refused {
-                    command: [Vec::new(), Vec::new()],
-                    code: "UNKILLABLE",
-                });
-                out.error(UNKILLABLE);
+                fail(out, UNKILLABLE);
             } else if eval == b.function.is_some() {
                 // SCRIPT KILL of a function, FUNCTION KILL of a script.
-                refuse(out, busy_error(b));
+                fail(out, busy_error(b));
             } else {
                 b.kill.set(true);
                 out.ok();
@@ -590,7 +650,7 @@ pub fn answer(
         }
         (b"function", b"stats", 2) => {
             let Some((fname, command)) = &b.function else {
-                refuse(out, busy_error(b));
+                fail(out, busy_error(b));
                 return Answer::Replied;
             };
             out.map(2);
@@ -615,6 +675,11 @@ pub fn answer(
             out.int(b.libraries.1 as i64);
             Answer::Replied
         }
+        (b"shutdown", _, _) if s.multi.is_some() => {
+            s.multi_error = true;
+            refuse(out, "ERR Command not allowed inside a transaction");
+            Answer::Replied
+        }
         (b"shutdown", _, _) => {
             let nosave = args[1..].iter().any(|a| a.eq_ignore_ascii_case(b"nosave"))
                 && !args[1..].iter().any(|a| a.eq_ignore_ascii_case(b"save"));
@@ -631,24 +696,35 @@ pub fn answer(
             out.ok();
             Answer::Replied
         }
-        (b"discard", _, 1) if s.multi.is_some() => Answer::Later,
+        (b"discard", _, 1) => {
+            if s.multi.take().is_some() {
+                s.multi_error = false;
+                out.ok();
+                Answer::Unwatch
+            } else {
+                fail(out, "ERR DISCARD without MULTI");
+                Answer::Replied
+            }
+        }
+        (b"unwatch", _, 1) => {
+            out.ok();
+            Answer::Unwatch
+        }
         (b"quit", _, _) => {
             out.ok();
             Answer::Close
         }
         (b"watch", _, n) if n > 1 => {
             if s.multi.is_some() {
-                out.error("ERR WATCH inside MULTI is not allowed");
+                fail(out, "ERR WATCH inside MULTI is not allowed");
                 Answer::Replied
             } else {
                 out.ok();
                 Answer::Watch
             }
         }
-        (b"watch" | b"unwatch" | b"auth" | b"hello" | b"reset" | b"replconf" | b"multi", _, _) => {
-            Answer::Later
-        }
-        (b"exec", _, _) if s.multi.is_some() => {
+        (b"watch" | b"auth" | b"hello" | b"reset" | b"replconf" | b"multi", _, _) => Answer::Later,
+        (b"exec", _, _) => {
             // Redis discards the transaction: EXECABORT with the refusal.
             s.multi = None;
             s.multi_error = false;

@@ -164,12 +164,16 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
         .set(ctx.s.oom_at_start && !ctx.s.replaying && !flags.allow_oom);
     run.dirty_at_start.set(ctx.t.dirty);
     run.errors_mark.set(ctx.t.stats.total_error_replies);
+    let key = super::busy::key_of(&*ctx.t);
+    let finish = super::busy::Finish {
+        slice: &run.slice,
+        key,
+    };
     let result = call_script(ctx, &engine, &func, kind, keys, argv, no_writes);
     // Suspended on the way: its database is no longer busy; what its
     // clients were refused meanwhile is counted now.
-    let refused = run
-        .slice
-        .finish(super::busy::key_of(&*ctx.t), run.wrote.get());
+    let refused = run.slice.finish(key, run.wrote.get());
+    drop(finish);
     super::busy::count_refused(ctx.t, refused);
     ctx.s.in_exec = in_exec_before;
     // SELECT inside a script is the script's own.
