@@ -43,7 +43,9 @@ below, loaded first) and `fcall` (FCALL of the same code registered as a
 function), both on `key:__rand_int__` with `-r 100000` (issue 16):
 `--tests evalsha,fcall --memory none`; `setbit` (SETBIT of bit 1000 of
 `bm:__rand_int__`) and `bitcount` (BITCOUNT of those 126-byte bitmaps)
-(issue 17): `--tests setbit,bitcount --memory none`.
+(issue 17): `--tests setbit,bitcount --memory none`; `pfadd` (PFADD of a
+random element to `hll:__rand_int__`) and `pfcount` (PFCOUNT of one of
+those keys) (issue 17): `--tests pfadd,pfcount --memory none`.
 """
 import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -248,6 +250,11 @@ SCRIPTED = {
     # refuses as an integer.)
     "setbit": ["SETBIT", "bm:__rand_int__", "1000", "1"],
     "bitcount": ["BITCOUNT", "bm:__rand_int__"],
+    # HyperLogLog (issue 17): random elements into 100k keys (sparse
+    # values), and PFCOUNT of one key (its cached estimate, recomputed
+    # after each change).
+    "pfadd": ["PFADD", "hll:__rand_int__", "el:__rand_int__"],
+    "pfcount": ["PFCOUNT", "hll:__rand_int__"],
 }
 
 

@@ -87,6 +87,8 @@ pub struct Settings {
     /// `script-time-slice-us`: how long a script runs before the others
     /// on its executor are served (`script::busy`).
     pub script_time_slice_us: u64,
+    /// `hll-sparse-max-bytes`: a sparse HyperLogLog past it turns dense.
+    pub hll_sparse_max_bytes: usize,
 }
 
 fn push_limit(l: crate::config::OutputLimit) -> crate::pubsub::PushLimit {
@@ -144,6 +146,7 @@ impl Settings {
             copy_max_inflight_reads: c.copy_max_inflight_reads(),
             busy_reply_threshold_ms: c.busy_reply_threshold(),
             script_time_slice_us: c.script_time_slice_us(),
+            hll_sparse_max_bytes: c.hll_sparse_max_bytes() as usize,
             replica_limit: push_limit(c.client_output_buffer_limit().replica),
             pubsub_limit: push_limit(c.client_output_buffer_limit().pubsub),
         }

@@ -16,6 +16,7 @@ pub mod debug;
 pub mod dump;
 pub mod function;
 pub mod hash;
+pub mod hyperloglog;
 pub mod info;
 pub mod keys;
 pub mod list;

@@ -5,8 +5,8 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    bitmap, blocking, client, command, config, connection, debug, dump, function, info, keys,
-    memory, multi, pubsub, replication, script, server, string, Ctx,
+    bitmap, blocking, client, command, config, connection, debug, dump, function, hyperloglog,
+    info, keys, memory, multi, pubsub, replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -138,6 +138,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("getrange", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "2.4.0", "Get a substring of the string stored at a key", string::getrange),
     cmd!("substr", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "1.0.0", "Get a substring of the string stored at a key", string::getrange),
     cmd!("setrange", 4, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "2.2.0", "Overwrite part of a string at key starting at the specified offset", string::setrange),
+    cmd!("pfadd", -2, "write denyoom fast", 1, 1, 1, "@write @hyperloglog @fast", Write, Allowed, "hyperloglog", "2.8.9", "Adds the specified elements to the specified HyperLogLog.", hyperloglog::pfadd),
+    cmd!("pfcount", -2, "readonly", 1, -1, 1, "@read @hyperloglog @slow", Read, Allowed, "hyperloglog", "2.8.9", "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).", hyperloglog::pfcount),
+    cmd!("pfmerge", -2, "write denyoom", 1, -1, 1, "@write @hyperloglog @slow", Write, Allowed, "hyperloglog", "2.8.9", "Merge N different HyperLogLogs into a single one.", hyperloglog::pfmerge),
+    cmd!("pfdebug", 3, "write denyoom admin", 2, 2, 1, "@write @hyperloglog @admin @slow @dangerous", Write, Allowed, "hyperloglog", "2.8.9", "Internal commands for debugging HyperLogLog values", hyperloglog::pfdebug),
     cmd!("setbit", 4, "write denyoom", 1, 1, 1, "@write @bitmap @slow", Write, Allowed, "bitmap", "2.2.0", "Sets or clears the bit at offset in the string value stored at key", bitmap::setbit),
     cmd!("getbit", 3, "readonly fast", 1, 1, 1, "@read @bitmap @fast", Read, Allowed, "bitmap", "2.2.0", "Returns the bit value at offset in the string value stored at key", bitmap::getbit),
     cmd!("bitcount", -2, "readonly", 1, 1, 1, "@read @bitmap @slow", Read, Allowed, "bitmap", "2.6.0", "Count set bits in a string", bitmap::bitcount),
