@@ -128,7 +128,7 @@ pub async fn serve(
         let mut set = shared.settings();
         let mut out = Reply::new(session.resp);
         let mut shutdown = shared.shutdown_rx();
-        let may_shutdown = tenant_id == crate::tenant::TenantId::DEFAULT && !session.cluster_peer;
+        let may_shutdown = may_shutdown(tenant_id, &session);
         let go_on = while_busy(
             &mut stream,
             &mut inbuf,
@@ -547,9 +547,7 @@ async fn run(
     // served): the log offset its effect reached, which durability
     // `region` must see acknowledged before the reply goes out.
     let mut served_at: u64 = 0;
-    // SHUTDOWN NOSAVE stops even a busy script's server: not a
-    // customer's to ask (the command is denied to databases' clients).
-    let may_shutdown = !tenant.borrow().is_customer() && !s.cluster_peer;
+    let may_shutdown = may_shutdown(tenant.borrow().id, s);
     loop {
         shared.refresh(&mut set);
         let limits = ParseLimits {
@@ -1206,6 +1204,13 @@ fn run_request(
     outcome
 }
 
+/// Whether the client may stop a server a script holds (SHUTDOWN NOSAVE):
+/// not a customer database's (the command is denied to them), nor a
+/// cluster link.
+fn may_shutdown(tenant: crate::tenant::TenantId, s: &Session) -> bool {
+    tenant == crate::tenant::TenantId::DEFAULT && !s.cluster_peer
+}
+
 /// Serves the client while another connection's script holds its
 /// database (`script::busy`): up to `busy-reply-threshold` it waits, as
 /// Redis's clients do; past it, what it sends is answered as Redis
@@ -1286,26 +1291,17 @@ async fn while_busy(
                         break;
                     }
                 };
-                let args: SmallVec<[&[u8]; 8]> = match req {
-                    Request::Multibulk => {
-                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect()
-                    }
-                    Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
-                };
-                let no_auth = |n: &[u8]| {
-                    [&b"auth"[..], b"hello", b"quit", b"reset"]
-                        .iter()
-                        .any(|c| n.eq_ignore_ascii_case(c))
-                };
-                if !s.authenticated && !no_auth(args[0]) {
-                    b.refused(&args, "NOAUTH", true);
-                    out.error("NOAUTH Authentication required.");
+                let args = parser.args(&req, inbuf);
+                use crate::cmd::table::{lookup, Lookup};
+                let found = lookup(&args);
+                if !s.authenticated && !matches!(found, Lookup::Found(r) if r.no_auth) {
+                    b.refused(&args, crate::cmd::errors::NOAUTH, true);
+                    out.error(crate::cmd::errors::NOAUTH);
                     continue;
                 }
                 // What Redis checks before it answers BUSY: the command
                 // exists, its arity, the user's rights.
-                use crate::cmd::table::{lookup, Lookup};
-                let refusal = match lookup(&args) {
+                let refusal = match found {
                     Lookup::Found(r) if !crate::dispatch::arity_fits(r.spec, args.len()) => Some(
                         format!("ERR wrong number of arguments for '{}' command", r.fullname),
                     ),
@@ -1464,12 +1460,7 @@ impl Batch<'_> {
                         break;
                     }
                 };
-                let args: SmallVec<[&[u8]; 8]> = match req {
-                    Request::Multibulk => {
-                        parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect()
-                    }
-                    Request::Inline => parser.inline_args().iter().map(|a| a.as_slice()).collect(),
-                };
+                let args = parser.args(&req, inbuf);
                 // A router's envelope (docs/ROUTING.md), on cluster links
                 // only: it says whose the next request is, and has no reply
                 // of its own.

@@ -93,7 +93,7 @@ fn reject(
 
 /// Whether a command queued in the session's transaction is `f` (EXEC
 /// counts as a write / may-replicate command when one of its commands is).
-fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -> bool {
+pub(crate) fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered) -> bool) -> bool {
     s.multi.as_ref().is_some_and(|q| {
         q.iter().any(|c| {
             let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();

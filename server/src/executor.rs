@@ -312,21 +312,20 @@ fn executor_main(
                         ExecMsg::Tenant(TenantChange::Upsert(spec)) => match held(&spec.id) {
                             Some(t) => {
                                 let (tenants, shared) = (tenants.clone(), shared.clone());
-                                busy::when_free(&t, move || upsert_tenant(&tenants, &shared, spec))
+                                busy::when_free(&t, move |_| upsert_tenant(&tenants, &shared, spec))
                             }
                             None => upsert_tenant(&tenants, &shared, spec),
                         },
                         ExecMsg::Tenant(TenantChange::Remove(id)) => {
                             if let Some(t) = held(&id) {
                                 let (tenants, shared) = (tenants.clone(), shared.clone());
-                                busy::when_free(&t, move || remove_tenant(&tenants, &shared, id))
+                                busy::when_free(&t, move |_| remove_tenant(&tenants, &shared, id))
                             }
                         }
                         ExecMsg::Probe(id, write_size, reply) => {
                             if let Some(t) = held(&id) {
-                                let t2 = t.clone();
-                                busy::when_free(&t, move || {
-                                    let t = t2.borrow();
+                                busy::when_free(&t, move |t| {
+                                    let t = t.borrow();
                                     let _ = reply.send(if write_size {
                                         crate::metrics::ReplStatus::with_write_size(&t)
                                     } else {
@@ -337,9 +336,8 @@ fn executor_main(
                         }
                         ExecMsg::Abandon(id, at) => {
                             if let Some(t) = held(&id) {
-                                let t2 = t.clone();
-                                busy::when_free(&t, move || {
-                                    crate::repl::replica::abandon(&mut t2.borrow_mut(), at);
+                                busy::when_free(&t, move |t| {
+                                    crate::repl::replica::abandon(&mut t.borrow_mut(), at);
                                 });
                             }
                         }

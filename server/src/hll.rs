@@ -134,26 +134,75 @@ fn dense_set(regs: &mut [u8], i: usize, val: u8) -> bool {
     }
 }
 
-/// The registers of a sparse body, run by run: (value, run length);
-/// `None` when the runs do not cover exactly the registers.
-fn sparse_runs(body: &[u8]) -> Option<Vec<(u8, usize)>> {
-    let mut runs = Vec::new();
+/// One sparse opcode: a run of zero registers (ZERO, XZERO) or of
+/// registers of one value (VAL), with its length.
+#[derive(Clone, Copy)]
+enum Op {
+    Zero(usize),
+    XZero(usize),
+    Val(u8, usize),
+}
+
+impl Op {
+    /// The opcode at `p`; `None` past the end or for a cut XZERO.
+    fn at(s: &[u8], p: usize) -> Option<Op> {
+        let op = *s.get(p)?;
+        Some(if op & 0xc0 == 0 {
+            Op::Zero((op & 0x3f) as usize + 1)
+        } else if op & 0x80 == 0 {
+            let lo = *s.get(p + 1)? as usize;
+            Op::XZero(((((op & 0x3f) as usize) << 8) | lo) + 1)
+        } else {
+            Op::Val(((op >> 2) & 0x1f) + 1, (op & 3) as usize + 1)
+        })
+    }
+
+    /// Registers it covers.
+    fn run(self) -> usize {
+        match self {
+            Op::Zero(n) | Op::XZero(n) | Op::Val(_, n) => n,
+        }
+    }
+
+    /// Its registers' value.
+    fn value(self) -> u8 {
+        match self {
+            Op::Val(v, _) => v,
+            _ => 0,
+        }
+    }
+
+    /// Its length in bytes.
+    fn bytes(self) -> usize {
+        match self {
+            Op::XZero(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The opcodes of a sparse body; `None` when the
+/// body is cut or its runs do not cover exactly the registers.
+fn sparse_ops(body: &[u8]) -> Option<Vec<Op>> {
+    let mut ops = Vec::new();
     let (mut p, mut idx) = (0, 0usize);
     while p < body.len() {
-        let op = body[p];
-        let (val, len, oplen) = if op & 0xc0 == 0 {
-            (0, (op & 0x3f) as usize + 1, 1)
-        } else if op & 0x80 == 0 {
-            let lo = *body.get(p + 1)? as usize;
-            (0, ((((op & 0x3f) as usize) << 8) | lo) + 1, 2)
-        } else {
-            (((op >> 2) & 0x1f) + 1, (op & 3) as usize + 1, 1)
-        };
-        runs.push((val, len));
-        idx += len;
-        p += oplen;
+        let op = Op::at(body, p)?;
+        ops.push(op);
+        idx += op.run();
+        p += op.bytes();
     }
-    (idx == REGISTERS).then_some(runs)
+    (idx == REGISTERS).then_some(ops)
+}
+
+/// The registers of a sparse body, run by run: (value, run length).
+fn sparse_runs(body: &[u8]) -> Option<Vec<(u8, usize)>> {
+    Some(
+        sparse_ops(body)?
+            .into_iter()
+            .map(|op| (op.value(), op.run()))
+            .collect(),
+    )
 }
 
 /// Converts a sparse value to dense in place (the header kept, cache
@@ -190,55 +239,37 @@ fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Res
     }
     // Step 1: the opcode covering `index`.
     let (mut p, mut first, mut prev) = (HDR, 0usize, None);
-    let mut span = 0;
-    while p < v.len() {
-        let op = v[p];
-        let mut oplen = 1;
-        span = if op & 0xc0 == 0 {
-            (op & 0x3f) as usize + 1
-        } else if op & 0x80 != 0 {
-            (op & 3) as usize + 1
-        } else {
-            oplen = 2;
-            let lo = *v.get(p + 1).ok_or(Corrupt)? as usize;
-            ((((op & 0x3f) as usize) << 8) | lo) + 1
-        };
-        if index < first + span {
-            break;
+    let op = loop {
+        let op = Op::at(v, p).ok_or(Corrupt)?;
+        if index < first + op.run() {
+            break op;
         }
         prev = Some(p);
-        p += oplen;
-        first += span;
-    }
-    if span == 0 || p >= v.len() {
-        return Err(Corrupt);
-    }
-    let op = v[p];
-    let is_xzero = op & 0xc0 == 0x40;
-    let is_zero = op & 0xc0 == 0;
-    let is_val = op & 0x80 != 0;
-    let runlen = span;
+        p += op.bytes();
+        first += op.run();
+    };
     // Step 2: the cases updated in place.
-    let mut replaced = false;
-    if is_val {
-        let old = ((op >> 2) & 0x1f) + 1;
-        if old >= count {
-            return Ok(false);
-        }
-        if runlen == 1 {
+    let replaced = match op {
+        Op::Val(old, _) if old >= count => return Ok(false),
+        Op::Val(_, 1) | Op::Zero(1) => {
             v[p] = val_op(count, 1);
-            replaced = true;
+            true
         }
-    }
-    if !replaced && is_zero && runlen == 1 {
-        v[p] = val_op(count, 1);
-        replaced = true;
-    }
+        _ => false,
+    };
     if !replaced {
         // Step 3: the opcode split around the register.
         let mut seq: Vec<u8> = Vec::with_capacity(5);
-        let last = first + span - 1;
-        if is_zero || is_xzero {
+        let last = first + op.run() - 1;
+        if let Op::Val(cur, _) = op {
+            if index != first {
+                seq.push(val_op(cur, index - first));
+            }
+            seq.push(val_op(count, 1));
+            if index != last {
+                seq.push(val_op(cur, last - index));
+            }
+        } else {
             let zeros = |seq: &mut Vec<u8>, len: usize| {
                 if len > SPARSE_ZERO_MAX_LEN {
                     xzero(seq, len);
@@ -253,17 +284,8 @@ fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Res
             if index != last {
                 zeros(&mut seq, last - index);
             }
-        } else {
-            let cur = ((op >> 2) & 0x1f) + 1;
-            if index != first {
-                seq.push(val_op(cur, index - first));
-            }
-            seq.push(val_op(count, 1));
-            if index != last {
-                seq.push(val_op(cur, last - index));
-            }
         }
-        let oldlen = if is_xzero { 2 } else { 1 };
+        let oldlen = op.bytes();
         if seq.len() > oldlen && v.len() + seq.len() - oldlen > max_bytes {
             return promote(v, index, count);
         }
@@ -273,29 +295,19 @@ fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Res
     // before the one changed, over at most 5 opcodes.
     let mut q = prev.unwrap_or(HDR);
     let mut scan = 5;
-    while q < v.len() && scan > 0 {
+    while scan > 0 {
+        let Some(op) = Op::at(v, q) else { break };
         scan -= 1;
-        let op = v[q];
-        if op & 0xc0 == 0x40 {
-            q += 2;
-            continue;
-        }
-        if op & 0xc0 == 0 {
-            q += 1;
-            continue;
-        }
-        if q + 1 < v.len() && v[q + 1] & 0x80 != 0 {
-            let (v1, v2) = (((op >> 2) & 0x1f) + 1, ((v[q + 1] >> 2) & 0x1f) + 1);
-            let len = (op & 3) as usize + 1 + (v[q + 1] & 3) as usize + 1;
-            if v1 == v2 && len <= SPARSE_VAL_MAX_LEN {
-                v[q + 1] = val_op(v1, len);
+        if let (Op::Val(v1, l1), Some(Op::Val(v2, l2))) = (op, Op::at(v, q + 1)) {
+            if v1 == v2 && l1 + l2 <= SPARSE_VAL_MAX_LEN {
+                v[q + 1] = val_op(v1, l1 + l2);
                 v.remove(q);
                 continue;
             }
         }
-        q += 1;
+        q += op.bytes();
     }
-    invalidate(v);
+    mark_changed(v);
     Ok(true)
 }
 
@@ -305,10 +317,6 @@ fn promote(v: &mut Vec<u8>, index: usize, count: u8) -> Result<bool, Corrupt> {
     }
     dense_set(&mut v[HDR..], index, count);
     Ok(true)
-}
-
-fn invalidate(v: &mut [u8]) {
-    v[15] |= 0x80;
 }
 
 /// Adds an element (PFADD): whether a register changed. `Err` if the
@@ -324,7 +332,7 @@ pub fn add(v: &mut Vec<u8>, ele: &[u8], sparse_max_bytes: usize) -> Result<bool,
 
 /// Marks the cached cardinality stale (after changes).
 pub fn mark_changed(v: &mut [u8]) {
-    invalidate(v);
+    v[15] |= 0x80;
 }
 
 /// The cached cardinality, if it is current.
@@ -382,7 +390,7 @@ pub fn store(
             sparse_set(v, i, m, max_bytes)?;
         }
     }
-    invalidate(v);
+    mark_changed(v);
     Ok(())
 }
 
@@ -474,22 +482,20 @@ pub fn decode(v: &[u8]) -> Option<String> {
     if v[4] == DENSE {
         return None;
     }
-    let body = &v[HDR..];
+    // (A cut XZERO at the end reads a zero byte after it, as Redis reads
+    // its string's terminator.)
+    let mut body = v[HDR..].to_vec();
+    let end = body.len();
+    body.push(0);
     let mut out = Vec::new();
     let mut p = 0;
-    while p < body.len() {
-        let op = body[p];
-        if op & 0xc0 == 0 {
-            out.push(format!("z:{}", (op & 0x3f) as usize + 1));
-            p += 1;
-        } else if op & 0x80 == 0 {
-            let lo = body.get(p + 1).copied().unwrap_or(0) as usize;
-            out.push(format!("Z:{}", ((((op & 0x3f) as usize) << 8) | lo) + 1));
-            p += 2;
-        } else {
-            out.push(format!("v:{},{}", ((op >> 2) & 0x1f) + 1, (op & 3) + 1));
-            p += 1;
-        }
+    while let (true, Some(op)) = (p < end, Op::at(&body, p)) {
+        out.push(match op {
+            Op::Zero(n) => format!("z:{n}"),
+            Op::XZero(n) => format!("Z:{n}"),
+            Op::Val(v, n) => format!("v:{v},{n}"),
+        });
+        p += op.bytes();
     }
     Some(out.join(" "))
 }

@@ -487,11 +487,7 @@ impl Tenant {
     /// charged to the tenant's memory account (the task cell is not).
     pub fn spawn<F: std::future::Future + 'static>(&self, fut: F) {
         // Not polled while a script of this tenant is suspended.
-        let fut = crate::script::busy::gated(crate::script::busy::key_of(self), fut);
-        let f = crate::alloc::scoped(&self.mem, fut);
-        crate::alloc::unscoped(|| {
-            tokio::task::spawn_local(f);
-        });
+        crate::script::busy::spawn_gated(&self.mem, crate::script::busy::key_of(self), fut, false);
     }
 
     /// The memory limit that applies to this tenant, and whether it is

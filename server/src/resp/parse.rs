@@ -210,6 +210,15 @@ impl RequestParser {
         &self.inline
     }
 
+    /// The arguments of the request `next` just returned, whichever its
+    /// form (a multibulk one's in `buf`).
+    pub fn args<'a>(&'a self, req: &Request, buf: &'a [u8]) -> smallvec::SmallVec<[&'a [u8]; 8]> {
+        match req {
+            Request::Multibulk => self.ranges.iter().map(|r| &buf[r.clone()]).collect(),
+            Request::Inline => self.inline.iter().map(|a| a.as_slice()).collect(),
+        }
+    }
+
     /// Bytes fully consumed by complete requests (safe to drop from the
     /// buffer). A request in progress keeps its bytes until complete.
     pub fn consumed(&self) -> usize {

@@ -65,9 +65,8 @@ pub struct Busy {
     /// The database's memory account (a new connection's task is
     /// charged to it).
     pub mem: std::sync::Arc<crate::alloc::Account>,
-    /// Commands refused meanwhile (their arguments' first two, and the
-    /// error's code): counted in the database's statistics once the
-    /// script ends, as Redis counts them (`rejected_calls`, errorstats).
+    /// Errors sent meanwhile: counted in the database's statistics once
+    /// the script ends ([`count_refused`]).
     pub refused: RefCell<Vec<Refused>>,
 }
 
@@ -104,13 +103,28 @@ pub struct Gated<F> {
     fut: Pin<Box<F>>,
 }
 
-/// `fut` as a task of the database at `key` ([`key_of`]).
-pub fn gated<F: Future>(key: usize, fut: F) -> Gated<F> {
-    Gated {
-        key,
-        state: Rc::default(),
-        fut: Box::pin(fut),
-    }
+/// Spawns `fut` as a task of the database at `key` ([`key_of`]), its
+/// work charged to the database's memory account `mem` (the task cell
+/// is not); `open`: it starts [`open`] (see [`spawn_conn`]).
+pub fn spawn_gated<F: Future + 'static>(
+    mem: &std::sync::Arc<crate::alloc::Account>,
+    key: usize,
+    fut: F,
+    open: bool,
+) {
+    let state = Rc::new(GateState::default());
+    state.open.set(open);
+    let f = crate::alloc::scoped(
+        mem,
+        Gated {
+            key,
+            state,
+            fut: Box::pin(fut),
+        },
+    );
+    crate::alloc::unscoped(|| {
+        tokio::task::spawn_local(f);
+    });
 }
 
 /// Spawns a connection's task for the database, even while a script
@@ -128,19 +142,7 @@ pub fn spawn_conn<F: Future + 'static>(tenant: &RefCell<Tenant>, fut: F) {
             }
         },
     };
-    let state = Rc::new(GateState::default());
-    state.open.set(true);
-    let f = crate::alloc::scoped(
-        &mem,
-        Gated {
-            key,
-            state,
-            fut: Box::pin(fut),
-        },
-    );
-    crate::alloc::unscoped(|| {
-        tokio::task::spawn_local(f);
-    });
+    spawn_gated(&mem, key, fut, true);
 }
 
 /// Ends the open start of a task made by [`spawn_conn`].
@@ -240,7 +242,7 @@ pub async fn idle(tenant: &RefCell<Tenant>) {
 }
 
 /// Work waiting for a database to be free, in order.
-type Deferred = Vec<Box<dyn FnOnce()>>;
+type Deferred = Vec<Box<dyn FnOnce(&Rc<RefCell<Tenant>>)>>;
 
 thread_local! {
     /// Work for busy databases ([`when_free`]).
@@ -251,11 +253,11 @@ thread_local! {
 /// the database; in order with the others deferred for it. For the
 /// executor's own tasks, which serve every database and so are not
 /// [`Gated`] (a new connection, a catalog change).
-pub fn when_free(tenant: &Rc<RefCell<Tenant>>, f: impl FnOnce() + 'static) {
+pub fn when_free(tenant: &Rc<RefCell<Tenant>>, f: impl FnOnce(&Rc<RefCell<Tenant>>) + 'static) {
     let key = key_of(tenant.as_ptr());
     let queued = DEFERRED.with(|d| d.borrow().contains_key(&key));
     if !queued && is_free(tenant) {
-        return f();
+        return f(tenant);
     }
     let first = DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
@@ -269,7 +271,7 @@ pub fn when_free(tenant: &Rc<RefCell<Tenant>>, f: impl FnOnce() + 'static) {
             idle(&t).await;
             while let Some(q) = DEFERRED.with(|d| d.borrow_mut().remove(&key)) {
                 for f in q {
-                    f();
+                    f(&t);
                 }
             }
         });
@@ -492,29 +494,25 @@ impl Slice {
 /// Whether the request runs Lua (EVAL, FCALL and their forms, or an EXEC
 /// of a transaction that queued one): it must run in a coroutine.
 pub fn runs_script(s: &Session, args: &[&[u8]]) -> bool {
-    let Some(name) = args.first() else {
-        return false;
-    };
+    args.first().is_some_and(|name| {
+        is_script(name)
+            || (name.eq_ignore_ascii_case(b"exec")
+                && crate::dispatch::queued_any(s, |q| is_script(q.fullname.as_bytes())))
+    })
+}
+
+/// Whether a command name runs Lua (checked by length first: this is
+/// asked of every request of a connection that has not run a script).
+fn is_script(name: &[u8]) -> bool {
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     match name.len() {
-        4 => is(b"eval") || (is(b"exec") && queued_script(s)),
+        4 => is(b"eval"),
         5 => is(b"fcall"),
         7 => is(b"evalsha") || is(b"eval_ro"),
         8 => is(b"fcall_ro"),
         10 => is(b"evalsha_ro"),
         _ => false,
     }
-}
-
-fn queued_script(s: &Session) -> bool {
-    s.multi.as_ref().is_some_and(|q| {
-        q.iter().any(|c| {
-            let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
-            !args.is_empty()
-                && (args[0].len() != 4 || !args[0].eq_ignore_ascii_case(b"exec"))
-                && runs_script(s, &args)
-        })
-    })
 }
 
 /// An error a client got while the database was busy.
