@@ -537,8 +537,21 @@ async fn hand_off_one(
     // Where the standby's copy ends when it did not catch up in time.
     let mut short_at = None;
     loop {
-        let Some(st) = shared.probe(TenantId(rec.tenant)).await else {
-            break;
+        // The executor answers at once unless it is stuck (a script of the
+        // database answers from what it was when the script began): the
+        // wait is bounded all the same.
+        let probed = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(wait_until),
+            shared.probe(TenantId(rec.tenant)),
+        )
+        .await;
+        let st = match probed {
+            Ok(Some(st)) => st,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(tenant = rec.tenant, %standby, "{what}: the database's executor did not answer; handing over without knowing what the standby has");
+                break;
+            }
         };
         let acked = st
             .replicas

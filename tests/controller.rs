@@ -152,6 +152,29 @@ fn wait_in_sync(w: &World, id: u64, standby: &str) {
     }
 }
 
+/// `anykv cluster failover ID` sent to n4 (not the primary's node): it
+/// must succeed and say the primary moved from `primary` to `standby`
+/// at epoch 2. Returns what it said.
+fn failover_via_n4(w: &World, id: u64, primary: &str, standby: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .args(["cluster", "failover", &id.to_string(), "--addr"])
+        .arg(w.node("n4").expect("n4").http.to_string())
+        .env("ANYKV_ADMIN_TOKEN", "controller-admin-token")
+        .output()
+        .expect("anykv cluster failover runs");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("{primary} -> {standby} at epoch 2")),
+        "{said}"
+    );
+    said
+}
+
 /// `text` without ANSI escape sequences (the nodes' logs are coloured).
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -834,22 +857,7 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     };
     reached(0, 100, "the writer never got 100 writes acknowledged");
     // The operator's failover, sent to a node that is not the primary.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anykv"))
-        .args(["cluster", "failover", &id.to_string(), "--addr"])
-        .arg(w.node("n4").expect("n4").http.to_string())
-        .env("ANYKV_ADMIN_TOKEN", "controller-admin-token")
-        .output()
-        .expect("anykv cluster failover runs");
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        said.contains(&format!("{primary} -> {standby} at epoch 2")),
-        "{said}"
-    );
+    let said = failover_via_n4(&w, id, &primary, &standby);
     eprintln!("{}", said.trim());
     let before = progress.0.load(std::sync::atomic::Ordering::Acquire);
     reached(0, before + 100, "writes did not resume after the failover");
@@ -1210,6 +1218,97 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+/// A script that wrote and then never ends (SCRIPT KILL cannot stop it,
+/// as in Redis) does not hold up the operator's planned failover: the
+/// primary's executor answers the handoff's probes from what the database
+/// was when the script began (its replication is frozen meanwhile), so
+/// the standby takes over at the next epoch with every acknowledged write
+/// and none of the unfinished script's, and takes writes.
+#[test]
+fn a_script_that_cannot_be_killed_does_not_hold_up_a_planned_failover() {
+    let mut spec = spec("busy-handoff", 59, 23300);
+    spec.server_args
+        .extend(["--busy-reply-threshold", "100"].map(String::from));
+    let w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+    wait_iad(&w, &all, "iad's group with a leader", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    let id = 31u64;
+    let token = "busy-handoff-token-0123456789abcd";
+    create_db(&w, id, token, "region", "nearest");
+    let placed = record_of(&w, "n4", id).expect("placed");
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let standby = placed["standby"].as_str().expect("standby").to_string();
+    wait_in_sync(&w, id, &standby);
+    let mut c = login_to(&w, &primary, token).expect("log in on the primary");
+    for i in 1..=50 {
+        assert_eq!(
+            c.cmd(&["INCR", "counter"]).expect("INCR"),
+            common::Value::Int(i)
+        );
+    }
+    // The runaway: it writes, then spins for ever.
+    c.send_all(&[vec![
+        "EVAL",
+        "redis.call('INCR', 'counter') while true do end",
+        "0",
+    ]])
+    .expect("send EVAL");
+    let mut other = login_to(&w, &primary, token).expect("a second login");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        match other.cmd(&["SCRIPT", "KILL"]).expect("SCRIPT KILL") {
+            common::Value::Error(e) if e.starts_with(b"UNKILLABLE") => break,
+            // Not running yet, or not past the threshold.
+            common::Value::Error(e) if e.starts_with(b"NOTBUSY") => {}
+            other => panic!("SCRIPT KILL answered {other:?}"),
+        }
+        assert!(Instant::now() < end, "the script never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = Instant::now();
+    let said = failover_via_n4(&w, id, &primary, &standby);
+    eprintln!(
+        "planned failover beside an unkillable script: {} in {:?}",
+        said.trim(),
+        took.elapsed()
+    );
+    // The script is still running on the old primary.
+    let busy = other.cmd(&["GET", "counter"]).expect("GET");
+    assert!(
+        matches!(&busy, common::Value::Error(e) if e.starts_with(b"BUSY")),
+        "{busy:?}"
+    );
+    // The new primary (once its node has taken the role: a write there
+    // before would go to the busy old one) has the 50 acknowledged
+    // writes, not the script's, and takes writes.
+    let mut s = login_to(&w, &standby, token).expect("log in on the new primary");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let Ok(common::Value::Bulk(role)) = s.cmd(&["INFO", "replication"]) else {
+            panic!("INFO replication");
+        };
+        if String::from_utf8_lossy(&role).contains("role:master") {
+            break;
+        }
+        assert!(Instant::now() < end, "the standby never became primary");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.cmd(&["GET", "counter"]).expect("GET"),
+        common::Value::Bulk(b"50".to_vec())
+    );
+    assert_eq!(
+        s.cmd(&["INCR", "counter"]).expect("INCR"),
+        common::Value::Int(51)
+    );
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -474,6 +474,98 @@ fn scripts_over_maxmemory_as_redis() {
     }
 }
 
+/// Scripts on a replica, as Redis 7.0 runs them: one that declares it may
+/// write is refused as a write (`-READONLY`, `_RO` forms too); one
+/// without a shebang runs and is refused at its first write. Cut off
+/// from its primary with `replica-serve-stale-data no`, a script runs
+/// only if it declares `allow-stale`, and then only the commands flagged
+/// `stale`.
+#[test]
+fn scripts_on_a_replica_as_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    let lib = "#!lua name=rep\nredis.register_function('w', function() return 1 end)\n\
+        redis.register_function{function_name='r', callback=function() return redis.call('get', 'k') end, flags={'no-writes'}}\n\
+        redis.register_function{function_name='s', callback=function() return redis.call('get', 'k') end, flags={'no-writes', 'allow-stale'}}";
+    same(&mut r, &mut a, &["SET", "k", "v"]);
+    same(&mut r, &mut a, &["FUNCTION", "LOAD", lib]);
+    let stale_script = "#!lua flags=allow-stale,no-writes\nreturn 5";
+    let Value::Bulk(sha) = same(&mut r, &mut a, &["SCRIPT", "LOAD", stale_script]) else {
+        panic!("SCRIPT LOAD");
+    };
+    let sha = String::from_utf8(sha).expect("a hex name");
+    // A primary nobody listens on: the link stays down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port().to_string();
+    drop(dead);
+    same(&mut r, &mut a, &["REPLICAOF", "127.0.0.1", &port]);
+    let battery: Vec<Vec<&str>> = vec![
+        vec!["EVAL", "return 1", "0"],
+        vec!["EVAL", "return redis.call('get', 'k')", "0"],
+        vec!["EVAL", "return redis.call('set', 'k', 'w')", "0"],
+        vec!["EVAL", "return redis.pcall('set', 'k', 'w')", "0"],
+        vec!["EVAL", "#!lua\nreturn 1", "0"],
+        vec!["EVAL", "#!lua flags=allow-stale\nreturn 1", "0"],
+        vec![
+            "EVAL",
+            "#!lua flags=no-writes\nreturn redis.call('get', 'k')",
+            "0",
+        ],
+        vec![
+            "EVAL",
+            "#!lua flags=allow-stale,no-writes\nreturn redis.call('get', 'k')",
+            "0",
+        ],
+        vec![
+            "EVAL",
+            "#!lua flags=allow-stale,no-writes\nreturn redis.pcall('get', 'k')",
+            "0",
+        ],
+        vec![
+            "EVAL",
+            "#!lua flags=allow-stale,no-writes\nreturn type(redis.call('info', 'server'))",
+            "0",
+        ],
+        vec!["EVAL_RO", "return 1", "0"],
+        vec!["EVAL_RO", "#!lua\nreturn 1", "0"],
+        vec!["EVALSHA", &sha, "0"],
+        vec!["EVALSHA_RO", &sha, "0"],
+        vec!["EVALSHA", "0000000000000000000000000000000000000000", "0"],
+        vec!["FCALL", "w", "0"],
+        vec!["FCALL", "r", "0"],
+        vec!["FCALL", "s", "0"],
+        vec!["FCALL_RO", "w", "0"],
+        vec!["FCALL_RO", "r", "0"],
+        vec!["FCALL", "nosuch", "0"],
+    ];
+    for serve_stale in ["yes", "no"] {
+        same(
+            &mut r,
+            &mut a,
+            &["CONFIG", "SET", "replica-serve-stale-data", serve_stale],
+        );
+        for step in &battery {
+            same(&mut r, &mut a, step);
+        }
+        // Inside a transaction: refused as it is queued.
+        same(&mut r, &mut a, &["MULTI"]);
+        same(&mut r, &mut a, &["EVAL", "#!lua\nreturn 1", "0"]);
+        same(
+            &mut r,
+            &mut a,
+            &["EVAL", "#!lua flags=allow-stale,no-writes\nreturn 2", "0"],
+        );
+        same(&mut r, &mut a, &["EXEC"]);
+    }
+    same(&mut r, &mut a, &["REPLICAOF", "NO", "ONE"]);
+    same(
+        &mut r,
+        &mut a,
+        &["EVAL", "#!lua\nreturn redis.call('set', 'k', 'x')", "0"],
+    );
+}
+
 /// Errors are counted once, as Redis 7.0 counts them: a command's error
 /// where the command failed (also when refused inside the script), the
 /// script's own error where the script failed; a `redis.pcall` error

@@ -102,24 +102,32 @@ pub(crate) fn queued_any(s: &Session, f: impl Fn(&crate::cmd::table::Registered)
     })
 }
 
-/// Whether a script or function that declares its flags may not start
-/// over the memory limit: it may write and says nothing of `allow-oom`
-/// (Redis's `scriptFlagsToCmdFlags` makes it `denyoom`). Scripts without
-/// a shebang are checked at their first write instead.
-fn script_denies_oom(t: &Tenant, r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
+/// The flags a script or function declares (a shebang, a library's
+/// registration) that EVAL, EVALSHA, FCALL or one of their `_RO` forms
+/// runs; None for other commands, unknown scripts and scripts without a
+/// shebang. Redis's `scriptFlagsToCmdFlags` makes them the command's
+/// own: one that may write is a write (and `denyoom` unless
+/// `allow-oom`), one that says `allow-stale` runs on a stale replica.
+/// (Scripts without a shebang are checked as they run instead.)
+fn declared_script_flags(
+    t: &Tenant,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Option<crate::script::Flags> {
+    let name = args.get(1)?;
     let flags = match r.fullname.as_str() {
-        "eval" => args
-            .get(1)
-            .and_then(|b| crate::script::shebang(b).ok())
-            .map(|f| f.0),
-        "evalsha" => args.get(1).and_then(|sha| t.scripts.flags(sha)),
-        "fcall" => args
-            .get(1)
-            .and_then(|f| t.functions.get(f))
-            .map(|(_, _, flags, _)| flags),
+        "eval" | "eval_ro" => crate::script::shebang(name).ok().map(|f| f.0),
+        "evalsha" | "evalsha_ro" => t.scripts.flags(name),
+        "fcall" | "fcall_ro" => t.functions.get(name).map(|(_, _, flags, _)| flags),
         _ => None,
     };
-    flags.is_some_and(|f| f.declared && !f.allow_oom && !f.no_writes)
+    flags.filter(|f| f.declared)
+}
+
+/// Whether a script or function that declares its flags may not start
+/// over the memory limit: it may write and says nothing of `allow-oom`.
+fn script_denies_oom(t: &Tenant, r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
+    declared_script_flags(t, r, args).is_some_and(|f| !f.allow_oom && !f.no_writes)
 }
 
 /// Redis's `is_write_command`: a write, or an EXEC that queued one.
@@ -852,10 +860,18 @@ pub(crate) fn run(
             return outcome;
         }
     }
-    // (A script runs on a replica and is refused at its first write, as
-    // in Redis: its writes are known only once it runs.)
-    let writes_here = r.write || (r.fullname == "exec" && queued_any(s, |q| q.write));
-    if t.role == crate::repl::Role::Replica && !s.replaying && writes_here {
+    // A script that declares it may write is a write; one without a
+    // shebang runs, and is refused at its first write, as in Redis.
+    let on_replica = t.role == crate::repl::Role::Replica && !s.replaying;
+    let declared = if on_replica {
+        declared_script_flags(t, r, args)
+    } else {
+        None
+    };
+    let writes_here = r.write
+        || declared.is_some_and(|f| !f.no_writes)
+        || (r.fullname == "exec" && queued_any(s, |q| q.write));
+    if on_replica && writes_here {
         reject(
             t,
             s,
@@ -876,13 +892,13 @@ pub(crate) fn run(
         return Outcome::Continue;
     }
     // replica-serve-stale-data no: while the link is down only commands
-    // flagged `stale` (INFO, REPLICAOF, PING...) run.
-    if !set.replica_serve_stale
-        && t.role == crate::repl::Role::Replica
-        && !s.replaying
-        && !t.upstream_connected()
-        && !spec.has_flag("stale")
-    {
+    // flagged `stale` (INFO, REPLICAOF...) run, and scripts that declare
+    // `allow-stale`.
+    let stale_ok = match declared {
+        Some(f) => f.allow_stale,
+        None => spec.has_flag("stale"),
+    };
+    if !stale_ok && t.running_stale(set.replica_serve_stale, s.replaying) {
         reject(
             t,
             s,

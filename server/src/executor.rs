@@ -323,7 +323,12 @@ fn executor_main(
                             }
                         }
                         ExecMsg::Probe(id, write_size, reply) => {
-                            if let Some(t) = held(&id) {
+                            // While a script holds the database, what it
+                            // was when the script began (see Busy::repl).
+                            let busy = held(&id).and_then(|t| busy::running(&t));
+                            if let Some(b) = busy {
+                                let _ = reply.send(b.repl.clone());
+                            } else if let Some(t) = held(&id) {
                                 busy::when_free(&t, move |t| {
                                     let t = t.borrow();
                                     let _ = reply.send(if write_size {

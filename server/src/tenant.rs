@@ -436,6 +436,16 @@ impl Tenant {
             .is_some_and(|u| u.status == crate::repl::replica::LinkStatus::Connected)
     }
 
+    /// A replica cut off from its primary that must not serve its stale
+    /// data (`replica-serve-stale-data no`): only commands flagged `stale`
+    /// run (`replaying`: the request is its primary's stream).
+    pub fn running_stale(&self, serve_stale: bool, replaying: bool) -> bool {
+        !serve_stale
+            && self.role == crate::repl::Role::Replica
+            && !replaying
+            && !self.upstream_connected()
+    }
+
     /// A CLIENT PAUSE (WRITE or ALL) or a FAILOVER holds writes at
     /// `now_ms`.
     pub fn paused(&self, now_ms: i64) -> bool {

@@ -68,6 +68,12 @@ pub struct Busy {
     /// Errors sent meanwhile: counted in the database's statistics once
     /// the script ends ([`count_refused`]).
     pub refused: RefCell<Vec<Refused>>,
+    /// The database's replication when the script was first suspended:
+    /// what a probe (a planned handoff, the dashboard) is answered
+    /// meanwhile. Nothing of it moves while the script holds the
+    /// database (its replication links are [`Gated`]), and a script that
+    /// never ends (one that wrote) must not hold up a handoff.
+    pub repl: crate::metrics::ReplStatus,
 }
 
 thread_local! {

@@ -265,6 +265,7 @@ impl Run {
                 libraries: ctx.t.functions.counts(),
                 mem: ctx.t.mem.clone(),
                 refused: Default::default(),
+                repl: crate::metrics::ReplStatus::of(ctx.t),
             });
         self.ctx.set(p);
         killed

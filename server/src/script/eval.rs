@@ -139,6 +139,20 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
         read_only,
         numkeys: n,
     } = inv;
+    // On a replica cut off from its primary (`replica-serve-stale-data
+    // no`), a script runs only if it says `allow-stale`. The command's
+    // own check stopped those that declare flags, except inside EXEC.
+    if !flags.allow_stale
+        && ctx
+            .t
+            .running_stale(ctx.set.replica_serve_stale, ctx.s.replaying)
+    {
+        return ctx.error(if flags.declared {
+            "MASTERDOWN Link with MASTER is down, replica-serve-stale-data is set to 'no' and 'allow-stale' flag is not set on the script."
+        } else {
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
+        });
+    }
     if read_only && flags.declared && !flags.no_writes {
         return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
     }
@@ -462,6 +476,15 @@ fn checked(
     if r.noscript {
         return refuse("ERR This Redis command is not allowed from script");
     }
+    // A script that may run on a stale replica (`allow-stale`) runs only
+    // the commands that may.
+    if !r.spec.has_flag("stale")
+        && ctx
+            .t
+            .running_stale(ctx.set.replica_serve_stale, ctx.s.replaying)
+    {
+        return refuse("ERR Can not execute the command on a stale replica");
+    }
     if r.spec.scope == crate::cmd::table::Scope::Denied && ctx.t.is_customer() {
         return refuse(&format!(
             "NOPERM this user has no permissions to run the '{}' command",
@@ -478,23 +501,23 @@ fn checked(
             });
         }
     }
+    // A read-only script neither writes nor publishes (PUBLISH and the
+    // like move the replication stream).
+    if (r.write || r.may_replicate) && no_writes {
+        return refuse("ERR Write commands are not allowed from read-only scripts.");
+    }
+    // A replica's data changes only by its primary's stream.
+    if r.write && ctx.t.role == crate::repl::Role::Replica && !ctx.s.replaying {
+        return refuse("READONLY You can't write against a read only replica.");
+    }
     // Writes stop while persistence fails, inside scripts too.
     if r.write {
         if let Some(msg) = crate::dispatch::disk_error(ctx.t, ctx.shared) {
             return refuse(&msg);
         }
     }
-    // A read-only script neither writes nor publishes (PUBLISH and the
-    // like move the replication stream).
-    if (r.write || r.may_replicate) && no_writes {
-        return refuse("ERR Write commands are not allowed from read-only scripts.");
-    }
     if r.denyoom && run.oom.get() && ctx.t.dirty == run.dirty_at_start.get() {
         return refuse("OOM command not allowed when used memory > 'maxmemory'.");
-    }
-    // A replica's data changes only by its primary's stream.
-    if r.write && ctx.t.role == crate::repl::Role::Replica && !ctx.s.replaying {
-        return refuse("READONLY You can't write against a read only replica.");
     }
     Ok(r)
 }
