@@ -243,6 +243,11 @@ fn scripts_run_as_redis_runs_them() {
         &["EVAL", "redis.call = nil", "0"],
         &["EVAL", "return getmetatable(_G)", "0"],
         &["EVAL", "return rawget(_G, 'x')", "0"],
+        // Reading one that does not exist is an error, by name or in _G.
+        &["EVAL", "return nosuch", "0"],
+        &["EVAL", "return _G.nosuch", "0"],
+        &["EVAL", "return _G['tonumber'] ~= nil", "0"],
+        &["EVAL", "return {pcall(function() return nosuch end)}", "0"],
         &["EVAL", "return {pcall(error, 'still')}", "0"],
         &["EVAL", "return string.rep('ab', 3)", "0"],
         // Replies that nest.
@@ -256,6 +261,14 @@ fn scripts_run_as_redis_runs_them() {
         &["GET", "big"],
         &["EVAL", "return redis.call('set', 'neg', -2.5)", "0"],
         &["GET", "neg"],
+        &[
+            "EVAL",
+            "return redis.call('set', 'whole', 99999999999999984)",
+            "0",
+        ],
+        &["GET", "whole"],
+        &["EVAL", "return redis.call('set', 'sum', 41 + 1)", "0"],
+        &["GET", "sum"],
         // A read-only script does not publish either.
         &["EVAL_RO", "return redis.call('publish', 'c', 'm')", "0"],
         // Inside a transaction.

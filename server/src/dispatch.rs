@@ -894,11 +894,11 @@ pub(crate) fn run(
     // replica-serve-stale-data no: while the link is down only commands
     // flagged `stale` (INFO, REPLICAOF...) run, and scripts that declare
     // `allow-stale`.
-    let stale_ok = match declared {
+    let stale_ok = || match declared {
         Some(f) => f.allow_stale,
         None => spec.has_flag("stale"),
     };
-    if !stale_ok && t.running_stale(set.replica_serve_stale, s.replaying) {
+    if t.running_stale(set.replica_serve_stale, s.replaying) && !stale_ok() {
         reject(
             t,
             s,

@@ -172,6 +172,17 @@ pub fn fmt_f64(v: f64) -> String {
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
+    // A whole number below 1e17 (17 digits at most) is written by %.17g
+    // as its digits, exactly (such a double is an integer): no printf.
+    // (-0.0 is "-0" there.)
+    if v.fract() == 0.0 && v.abs() < 1e17 && !(v == 0.0 && v.is_sign_negative()) {
+        return (v as i64).to_string();
+    }
+    fmt_g17(v)
+}
+
+/// `%.17g` by the C library.
+fn fmt_g17(v: f64) -> String {
     let mut buf = [0u8; 64];
     // SAFETY: the buffer is 64 bytes and snprintf writes at most that many,
     // including the terminating NUL; "%.17g" of a double needs < 32.
@@ -383,6 +394,14 @@ mod tests {
         assert_eq!(fmt_f64(1.5), "1.5");
         assert_eq!(fmt_f64(0.1), "0.10000000000000001");
         assert_eq!(fmt_f64(f64::NEG_INFINITY), "-inf");
+        // Whole numbers skip printf: the same text as %.17g.
+        let mut whole = vec![0.0, -0.0, 1.0, -1.0, 5.0, 1e15, 1e16, 1e17, -1e17, 1e18];
+        whole.extend([2f64.powi(53), 2f64.powi(53) + 2.0, 99999999999999984.0]);
+        whole.extend((0..2000).map(|i| (i as f64 - 1000.0) * 12345.0));
+        whole.extend((0..60).map(|e| 1.7f64.powi(e).round()));
+        for v in whole {
+            assert_eq!(fmt_f64(v), fmt_g17(v), "{v:?}");
+        }
     }
 
     #[test]

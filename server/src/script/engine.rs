@@ -553,24 +553,28 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
             end
             getmetatable("").__metatable = false
             G._G = readonly(G)
-            -- An environment reading globals through `index` and refusing
-            -- writes.
+            -- An environment reading globals through `index` (a table, or
+            -- a function returning nil for what is not there) and refusing
+            -- writes; and its metatable.
             local function env_for(index)
-                local env = raw_setmetatable({}, {
-                    __index = function(_, k)
+                local mt = {
+                    __index = index,
+                    __newindex = function() deny(3) end,
+                    __metatable = false,
+                }
+                if type(index) == "function" then
+                    mt.__index = function(_, k)
                         local v = index(k)
                         if v == nil then
                             error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
                         end
                         return v
-                    end,
-                    __newindex = function() deny(3) end,
-                    __metatable = false,
-                })
+                    end
+                end
+                local env = raw_setmetatable({}, mt)
                 protected[env] = true
-                return env
+                return env, mt
             end
-            local function globals(k) return raw_rawget(G, k) end
             local function trap(e) return { handler(e) } end
             local function finish(ok, e)
                 if ok then return true, e end
@@ -579,9 +583,14 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
                 return false, e[1], e[2]
             end
             -- A script (EVAL): every script in the one environment that
-            -- reads the globals and refuses writes.
-            local script_env = env_for(globals)
-            local function run(f)
+            -- reads the globals and refuses writes. (The globals table
+            -- itself, not a function: a script reads a global at the cost
+            -- of a table lookup; a missing one reaches the globals'
+            -- metatable, set below.)
+            local script_env = env_for(G)
+            local function run(f, keys, args)
+                raw_rawset(G, "KEYS", keys)
+                raw_rawset(G, "ARGV", args)
                 raw_setfenv(f, script_env)
                 return finish(raw_xpcall(f, trap))
             end
@@ -620,16 +629,24 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
                 }),
             }
             local function load_library(chunk, reg)
-                local loading = true
-                raw_setfenv(chunk, env_for(function(k)
-                    if loading then return raw_rawget(api, k) end
-                    return raw_rawget(G, k)
-                end))
+                local env, mt = env_for(function(k) return raw_rawget(api, k) end)
+                raw_setfenv(chunk, env)
                 register = reg
                 local ok, e = raw_xpcall(chunk, trap)
-                register, loading = nil, false
+                register = nil
+                -- Loaded: its functions read the globals as scripts do.
+                mt.__index = G
                 return finish(ok, e)
             end
+            -- Reading a global that does not exist is an error, in Redis's
+            -- words, whether by name or through `_G`. (Set last: the code
+            -- above reads only what is there.)
+            raw_setmetatable(G, {
+                __index = function(_, k)
+                    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+                end,
+                __metatable = false,
+            })
             return run, fcall, load_library
             "#,
         )

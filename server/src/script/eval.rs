@@ -74,15 +74,17 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
     let Some(n) = numkeys(ctx, "ERR value is not an integer or out of range") else {
         return;
     };
-    let sha = if by_sha {
+    let sha: std::borrow::Cow<str> = if by_sha {
         // (Names are cached in lower case; most clients send them so.)
         match std::str::from_utf8(ctx.args[1]) {
-            Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.to_string(),
-            _ => String::from_utf8_lossy(ctx.args[1]).to_ascii_lowercase(),
+            Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
+            _ => String::from_utf8_lossy(ctx.args[1])
+                .to_ascii_lowercase()
+                .into(),
         }
     } else {
         match ctx.t.scripts.load(ctx.args[1]) {
-            Ok(sha) => sha,
+            Ok(sha) => sha.into(),
             Err(e) => return ctx.error(&format!("ERR {e}")),
         }
     };
@@ -322,11 +324,6 @@ fn call_script(
         Ok(t)
     };
     let (keys, argv) = (list(keys)?, list(argv)?);
-    if kind == Kind::Script {
-        let g = lua.globals();
-        g.raw_set("KEYS", keys.clone())?;
-        g.raw_set("ARGV", argv.clone())?;
-    }
     let run = engine.run();
     run.no_writes.set(no_writes);
     run.resp.set(2);
@@ -352,7 +349,8 @@ fn call_script(
         "Script killed: it ran longer than busy-reply-threshold",
         || {
             run.with_ctx(ctx, || match kind {
-                Kind::Script => engine.runner().call(func.clone()),
+                // (The runner makes them the globals KEYS and ARGV.)
+                Kind::Script => engine.runner().call((func.clone(), keys, argv)),
                 Kind::Function => engine.fcall().call((func.clone(), keys, argv)),
             })
         },
@@ -387,9 +385,12 @@ impl std::ops::Deref for Arg<'_> {
     }
 }
 
+/// A command's arguments, on the stack when there are few.
+type Args<T> = smallvec::SmallVec<[T; 8]>;
+
 /// A `redis.call`'s arguments (Redis's error when one is neither a string
 /// nor a number).
-fn command_args(args: &MultiValue) -> Result<Vec<Arg<'_>>, String> {
+fn command_args(args: &MultiValue) -> Result<Args<Arg<'_>>, String> {
     args.iter()
         .map(|a| match a {
             Value::String(s) => Ok(Arg::Str(s.as_bytes())),
@@ -405,7 +406,7 @@ fn command_args(args: &MultiValue) -> Result<Vec<Arg<'_>>, String> {
 /// run it.
 pub(super) fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
     let owned = command_args(args).map_err(|e| call_error(&e))?;
-    let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
+    let argv: Args<&[u8]> = owned.iter().map(|a| &**a).collect();
     let r = match crate::cmd::lookup(&argv) {
         crate::cmd::Lookup::Found(r) if !argv.is_empty() => r,
         _ => {
@@ -429,7 +430,7 @@ pub(super) fn command(
         Err(e) => Ok(Err(refused(ctx, e, None))),
         Ok(owned) => {
             // (The arguments as bytes once, for the checks and the command.)
-            let argv: Vec<&[u8]> = owned.iter().map(|a| &**a).collect();
+            let argv: Args<&[u8]> = owned.iter().map(|a| &**a).collect();
             match checked(ctx, run, &argv) {
                 Err((msg, id)) => Ok(Err(refused(ctx, msg, id))),
                 Ok(r) => run_command(ctx, run, lua, r, &argv),
@@ -478,10 +479,10 @@ fn checked(
     }
     // A script that may run on a stale replica (`allow-stale`) runs only
     // the commands that may.
-    if !r.spec.has_flag("stale")
-        && ctx
-            .t
-            .running_stale(ctx.set.replica_serve_stale, ctx.s.replaying)
+    if ctx
+        .t
+        .running_stale(ctx.set.replica_serve_stale, ctx.s.replaying)
+        && !r.spec.has_flag("stale")
     {
         return refuse("ERR Can not execute the command on a stale replica");
     }
