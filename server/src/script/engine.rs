@@ -595,8 +595,15 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
                 return finish(raw_xpcall(f, trap))
             end
             -- A function (FCALL): its keys and arguments as parameters.
+            -- (xpcall passes no arguments: one closure, made once, reads
+            -- them from these, set just before; none is made per call.)
+            local cur_f, cur_keys, cur_args
+            local function call_current() return cur_f(cur_keys, cur_args) end
             local function fcall(f, keys, args)
-                return finish(raw_xpcall(function() return f(keys, args) end, trap))
+                cur_f, cur_keys, cur_args = f, keys, args
+                local ok, e = raw_xpcall(call_current, trap)
+                cur_f, cur_keys, cur_args = nil, nil, nil
+                return finish(ok, e)
             end
             -- A library (FUNCTION LOAD): its code runs where only the
             -- loading API is (`redis.register_function`, `redis.log`...);

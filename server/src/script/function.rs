@@ -31,7 +31,8 @@ const AUX_KEY: &str = "lua-library";
 
 /// One function of a library.
 pub struct Function {
-    pub name: String,
+    /// (Shared: FCALL takes it along for its errors without a copy.)
+    pub name: std::rc::Rc<str>,
     pub description: Option<Vec<u8>>,
     pub flags: Flags,
     func: mlua::RegistryKey,
@@ -284,7 +285,7 @@ impl Functions {
                 .create_registry_value(f.func)
                 .map_err(|e| format!("keeping the function: {e}"))?;
             functions.push(Function {
-                name: f.name,
+                name: f.name.into(),
                 description: f.description,
                 flags: f.flags,
                 func,
@@ -353,9 +354,13 @@ impl Functions {
 
     /// Function `name` (any case): its Lua state, compiled callback, flags
     /// and registered name.
-    pub fn get(&self, name: &[u8]) -> Option<(Engine, mlua::Function, Flags, String)> {
-        let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-        let lib = self.libs.get(self.index.get(&lower)?)?;
+    pub fn get(&self, name: &[u8]) -> Option<(Engine, mlua::Function, Flags, std::rc::Rc<str>)> {
+        // (Most callers name it in lower case already: no copy then.)
+        let lower: std::borrow::Cow<str> = match std::str::from_utf8(name) {
+            Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
+            _ => String::from_utf8_lossy(name).to_ascii_lowercase().into(),
+        };
+        let lib = self.libs.get(self.index.get(&*lower)?)?;
         let f = lib
             .functions
             .iter()
@@ -405,7 +410,7 @@ impl Functions {
                         .libs
                         .get(lib)
                         .and_then(|l| l.functions.iter().find(|x| x.name.eq_ignore_ascii_case(f)))
-                        .map_or(f.as_str(), |x| x.name.as_str());
+                        .map_or(f.as_str(), |x| &*x.name);
                     return Err(format!("Function {name} already exists"));
                 }
                 _ => {}
@@ -540,7 +545,7 @@ mod tests {
         assert_eq!(f.load(lib, false, Some(LOAD_TIMEOUT), MEM).unwrap(), "lib");
         assert_eq!(f.counts(), (1, 2));
         let (_, _, flags, name) = f.get(b"g").unwrap();
-        assert_eq!(name, "G");
+        assert_eq!(&*name, "G");
         assert!(flags.no_writes && flags.declared);
         assert_eq!(
             f.load(lib, false, None, MEM).unwrap_err(),
