@@ -78,6 +78,7 @@ pub mod evict;
 pub mod executor;
 pub mod expire;
 pub mod forward;
+pub mod geohash;
 pub mod hll;
 pub mod meter;
 pub mod metrics;

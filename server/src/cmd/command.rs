@@ -220,6 +220,19 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
                 v.retain(|&k| k < argc);
                 v
             }
+            "georadius" | "georadiusbymember" => {
+                // Redis 7.0's key specs: the last STORE's key, then the
+                // last STOREDIST's (each searched from the end).
+                let mut v = vec![1];
+                for kw in [&b"store"[..], b"storedist"] {
+                    let found = (2..argc.saturating_sub(1))
+                        .rev()
+                        .find(|&i| args[i].eq_ignore_ascii_case(kw));
+                    v.extend(found.map(|i| i + 1));
+                }
+                v.retain(|&k| k < argc);
+                v
+            }
             "sort" | "sort_ro" => {
                 // Redis's sortGetKeys: options' arguments skipped, and the
                 // last STORE is the one SORT stores into.

@@ -15,6 +15,7 @@ pub mod connection;
 pub mod debug;
 pub mod dump;
 pub mod function;
+pub mod geo;
 pub mod hash;
 pub mod hyperloglog;
 pub mod info;

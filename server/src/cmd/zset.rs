@@ -172,7 +172,7 @@ fn write_zset(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
     ctx.lookup_typed(key, Kind::ZSet, false)
 }
 
-fn zset_in(t: &Tenant, db: usize, idx: u32) -> Option<&ZSet> {
+pub(crate) fn zset_in(t: &Tenant, db: usize, idx: u32) -> Option<&ZSet> {
     t.ks.dbs[db].entry(idx).value.as_zset()
 }
 
@@ -212,7 +212,7 @@ fn reply_entries(out: &mut crate::resp::Reply, items: &[(&[u8], f64)], withscore
 /// command, or deletes `dst` when empty; replies the count, notifies and
 /// propagates the result. `event` is the keyspace event of a non-empty
 /// result.
-fn store_result(ctx: &mut Ctx, dst: &[u8], entries: Vec<(Vec<u8>, f64)>, event: &str) {
+pub(crate) fn store_result(ctx: &mut Ctx, dst: &[u8], entries: Vec<(Vec<u8>, f64)>, event: &str) {
     let existed = ctx.lookup_write(dst).is_some();
     if entries.is_empty() {
         ctx.out.int(0);
