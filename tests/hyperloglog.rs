@@ -166,3 +166,19 @@ fn hyperloglog_errors_and_dumps_as_redis() {
     );
     same(&mut r, &mut a, &["PFCOUNT", "hd"]);
 }
+
+/// PFSELFTEST runs the HyperLogLog code's own checks (ten million
+/// elements, as Redis) and answers as redis-server does; a database may
+/// not run it (it holds its executor for a while).
+#[test]
+fn pfselftest_passes_as_on_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    assert_eq!(
+        same(&mut r, &mut a, &["PFSELFTEST"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    same(&mut r, &mut a, &["PFSELFTEST", "extra"]);
+    same(&mut r, &mut a, &["COMMAND", "INFO", "PFSELFTEST"]);
+}

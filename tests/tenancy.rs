@@ -445,6 +445,7 @@ fn databases_cannot_run_the_servers_commands() {
         &["BGREWRITEAOF"],
         &["ACL", "SETUSER", "eve", "on", ">pw", "+@all", "~*"],
         &["ACL", "LIST"],
+        &["PFSELFTEST"],
     ] {
         let e = err(&mut c, args);
         assert!(

@@ -201,3 +201,13 @@ pub fn pfdebug(ctx: &mut Ctx) {
         }
     }
 }
+
+/// `PFSELFTEST`: the HyperLogLog code's own checks (`hll::selftest`),
+/// with ten million elements as Redis runs them; `OK` or `TESTFAILED`.
+pub fn pfselftest(ctx: &mut Ctx) {
+    let seed = crate::util::ustime() as u64;
+    match hll::selftest(seed, 10_000_000, ctx.set.hll_sparse_max_bytes) {
+        Ok(()) => ctx.out.simple("OK"),
+        Err(e) => ctx.error(&e),
+    }
+}

@@ -141,6 +141,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("pfadd", -2, "write denyoom fast", 1, 1, 1, "@write @hyperloglog @fast", Write, Allowed, "hyperloglog", "2.8.9", "Adds the specified elements to the specified HyperLogLog.", hyperloglog::pfadd),
     cmd!("pfcount", -2, "readonly", 1, -1, 1, "@read @hyperloglog @slow", Read, Allowed, "hyperloglog", "2.8.9", "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).", hyperloglog::pfcount),
     cmd!("pfmerge", -2, "write denyoom", 1, -1, 1, "@write @hyperloglog @slow", Write, Allowed, "hyperloglog", "2.8.9", "Merge N different HyperLogLogs into a single one.", hyperloglog::pfmerge),
+    cmd!("pfselftest", 1, "admin", 0, 0, 0, "@hyperloglog @admin @slow @dangerous", Admin, Denied, "hyperloglog", "2.8.9", "An internal command for testing HyperLogLog values", hyperloglog::pfselftest),
     cmd!("pfdebug", 3, "write denyoom admin", 2, 2, 1, "@write @hyperloglog @admin @slow @dangerous", Write, Allowed, "hyperloglog", "2.8.9", "Internal commands for debugging HyperLogLog values", hyperloglog::pfdebug),
     cmd!("setbit", 4, "write denyoom", 1, 1, 1, "@write @bitmap @slow", Write, Allowed, "bitmap", "2.2.0", "Sets or clears the bit at offset in the string value stored at key", bitmap::setbit),
     cmd!("getbit", 3, "readonly fast", 1, 1, 1, "@read @bitmap @fast", Read, Allowed, "bitmap", "2.2.0", "Returns the bit value at offset in the string value stored at key", bitmap::getbit),
