@@ -45,7 +45,10 @@ function), both on `key:__rand_int__` with `-r 100000` (issue 16):
 `bm:__rand_int__`) and `bitcount` (BITCOUNT of those 126-byte bitmaps)
 (issue 17): `--tests setbit,bitcount --memory none`; `pfadd` (PFADD of a
 random element to `hll:__rand_int__`) and `pfcount` (PFCOUNT of one of
-those keys) (issue 17): `--tests pfadd,pfcount --memory none`.
+those keys) (issue 17): `--tests pfadd,pfcount --memory none`; `geoadd`
+(GEOADD of random points to one set) and `geosearch` (GEOSEARCH BYRADIUS 5
+km ASC around random points) (issue 17): `--tests geoadd,geosearch
+--memory none`.
 """
 import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -255,6 +258,13 @@ SCRIPTED = {
     # after each change).
     "pfadd": ["PFADD", "hll:__rand_int__", "el:__rand_int__"],
     "pfcount": ["PFCOUNT", "hll:__rand_int__"],
+    # Geo (issue 17): points anywhere in a 10 x 10 degree square (each
+    # __rand_int__ is its own random number; "000000054321e-4" is 5.4321),
+    # up to 100k members in one set, and searches of 5 km around random
+    # points of it (a handful of members each), nearest first.
+    "geoadd": ["GEOADD", "geo", "__rand_int__e-4", "__rand_int__e-4", "m:__rand_int__"],
+    "geosearch": ["GEOSEARCH", "geo", "FROMLONLAT", "__rand_int__e-4", "__rand_int__e-4",
+                  "BYRADIUS", "5", "km", "ASC"],
 }
 
 
