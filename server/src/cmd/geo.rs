@@ -8,6 +8,7 @@
 use super::{errors, Ctx, NOTIFY_GENERIC};
 use crate::db::Kind;
 use crate::geohash::{self, Search, Shape};
+use crate::resp::Reply;
 use crate::util::parse_f64;
 
 /// A float argument, or the error sent (`msg`: Redis's own words for it).
@@ -77,7 +78,7 @@ fn box_size(ctx: &mut Ctx, i: usize) -> Option<(f64, f64, f64)> {
 
 /// A coordinate as Redis writes it (`%.17Lf`, trailing zeros dropped):
 /// a bulk string in RESP2, a double in RESP3.
-fn coord(ctx: &mut Ctx, v: f64) {
+fn coord(out: &mut Reply, v: f64) {
     let mut s = format!("{v:.17}");
     if s.contains('.') {
         let t = s.trim_end_matches('0').trim_end_matches('.').len();
@@ -86,16 +87,16 @@ fn coord(ctx: &mut Ctx, v: f64) {
     if s == "-0" {
         s = "0".into();
     }
-    if ctx.out.resp >= 3 {
-        ctx.out.raw(format!(",{s}\r\n").as_bytes());
+    if out.resp >= 3 {
+        out.raw(format!(",{s}\r\n").as_bytes());
     } else {
-        ctx.out.bulk(s.as_bytes());
+        out.bulk(s.as_bytes());
     }
 }
 
 /// A distance with four decimals (a bulk string in both protocols).
-fn dist(ctx: &mut Ctx, d: f64) {
-    ctx.out.bulk(format!("{d:.4}").as_bytes());
+fn dist(out: &mut Reply, d: f64) {
+    out.bulk(format!("{d:.4}").as_bytes());
 }
 
 /// The geo set at `key` for reading (`Err`: WRONGTYPE sent).
@@ -172,8 +173,8 @@ pub fn geopos(ctx: &mut Ctx) {
         match idx.and_then(|idx| position(ctx, idx, ctx.args[i])) {
             Some((lon, lat)) => {
                 ctx.out.array(2);
-                coord(ctx, lon);
-                coord(ctx, lat);
+                coord(ctx.out, lon);
+                coord(ctx.out, lat);
             }
             None => ctx.out.null_array(),
         }
@@ -216,7 +217,7 @@ pub fn geodist(ctx: &mut Ctx) {
         position(ctx, idx, ctx.args[2]),
         position(ctx, idx, ctx.args[3]),
     ) {
-        (Some(a), Some(b)) => dist(ctx, geohash::distance(a.0, a.1, b.0, b.1) / to_meters),
+        (Some(a), Some(b)) => dist(ctx.out, geohash::distance(a.0, a.1, b.0, b.1) / to_meters),
         _ => ctx.out.null(),
     }
 }
@@ -242,8 +243,8 @@ enum Sort {
 }
 
 /// A member found: its name, score, position and distance (meters).
-struct Found {
-    member: Vec<u8>,
+struct Found<'z> {
+    member: &'z [u8],
     score: f64,
     lon: f64,
     lat: f64,
@@ -436,46 +437,49 @@ fn search(ctx: &mut Ctx, form: Form, store: bool) {
         conversion,
     };
     let limit = if any { count as usize } else { 0 };
+    // (The members are borrowed from the set while the reply is written:
+    // `ctx.t` and `ctx.out` are apart.)
+    let Some(z) = super::zset::zset_in(ctx.t, ctx.s.db, idx) else {
+        return ctx.out.array(0);
+    };
     let mut found: Vec<Found> = Vec::new();
-    if let Some(z) = super::zset::zset_in(ctx.t, ctx.s.db, idx) {
-        let areas = s.areas();
-        let mut last: Option<usize> = None;
-        for (n, area) in areas.iter().enumerate() {
+    let areas = s.areas();
+    let mut last: Option<usize> = None;
+    for (n, area) in areas.iter().enumerate() {
+        if limit > 0 && found.len() >= limit {
+            break;
+        }
+        let Some(h) = area else { continue };
+        // Huge searches: neighbours may be the same cell (not the
+        // centre's, as Redis compares).
+        if let Some(l) = last.filter(|&l| l > 0) {
+            if areas[l] == Some(*h) {
+                continue;
+            }
+        }
+        let (min, max) = geohash::score_range(*h);
+        let r = crate::db::zset::ScoreRange {
+            min,
+            max,
+            minex: false,
+            maxex: true,
+        };
+        for (member, score) in z.range_by_score(&r, false, 0, -1) {
             if limit > 0 && found.len() >= limit {
                 break;
             }
-            let Some(h) = area else { continue };
-            // Huge searches: neighbours may be the same cell (not the
-            // centre's, as Redis compares).
-            if let Some(l) = last.filter(|&l| l > 0) {
-                if areas[l] == Some(*h) {
-                    continue;
-                }
+            let (lon, lat) = geohash::decode_score(score);
+            if let Some(dist) = s.contains(lon, lat) {
+                found.push(Found {
+                    member,
+                    score,
+                    lon,
+                    lat,
+                    dist,
+                });
             }
-            let (min, max) = geohash::score_range(*h);
-            let r = crate::db::zset::ScoreRange {
-                min,
-                max,
-                minex: false,
-                maxex: true,
-            };
-            for (m, score) in z.range_by_score(&r, false, 0, -1) {
-                if limit > 0 && found.len() >= limit {
-                    break;
-                }
-                let (plon, plat) = geohash::decode_score(score);
-                if let Some(d) = s.contains(plon, plat) {
-                    found.push(Found {
-                        member: m.to_vec(),
-                        score,
-                        lon: plon,
-                        lat: plat,
-                        dist: d,
-                    });
-                }
-            }
-            last = Some(n);
         }
+        last = Some(n);
     }
     match sort {
         Sort::Asc => found.sort_by(|a, b| a.dist.total_cmp(&b.dist)),
@@ -491,7 +495,7 @@ fn search(ctx: &mut Ctx, form: Form, store: bool) {
     if let Some(dst) = store_key {
         let entries = found
             .into_iter()
-            .map(|f| (f.member, if storedist { f.dist } else { f.score }))
+            .map(|f| (f.member.to_vec(), if storedist { f.dist } else { f.score }))
             .collect();
         let event = if geosearch {
             "geosearchstore"
@@ -501,22 +505,23 @@ fn search(ctx: &mut Ctx, form: Form, store: bool) {
         return super::zset::store_result(ctx, dst, entries, event);
     }
     let extra = withdist as usize + withhash as usize + withcoord as usize;
-    ctx.out.array(found.len());
+    let out = &mut *ctx.out;
+    out.array(found.len());
     for f in &found {
         if extra > 0 {
-            ctx.out.array(extra + 1);
+            out.array(extra + 1);
         }
-        ctx.out.bulk(&f.member);
+        out.bulk(f.member);
         if withdist {
-            dist(ctx, f.dist);
+            dist(out, f.dist);
         }
         if withhash {
-            ctx.out.int(f.score as i64);
+            out.int(f.score as i64);
         }
         if withcoord {
-            ctx.out.array(2);
-            coord(ctx, f.lon);
-            coord(ctx, f.lat);
+            out.array(2);
+            coord(out, f.lon);
+            coord(out, f.lat);
         }
     }
 }
