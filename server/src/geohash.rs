@@ -162,10 +162,7 @@ pub fn score_of(lon: f64, lat: f64) -> Option<u64> {
 pub fn geohash_string(lon: f64, lat: f64) -> Option<String> {
     const ALPHABET: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";
     let hash = encode(
-        Range {
-            min: -180.0,
-            max: 180.0,
-        },
+        WGS84.0,
         Range {
             min: -90.0,
             max: 90.0,

@@ -181,6 +181,15 @@ pub fn fmt_f64(v: f64) -> String {
     fmt_g17(v)
 }
 
+/// `name` as lower-case text, borrowed when it already is (script and
+/// function names are kept lower-cased; most clients send them so).
+pub fn ascii_lower(name: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(name) {
+        Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
+        _ => String::from_utf8_lossy(name).to_ascii_lowercase().into(),
+    }
+}
+
 /// `%.17g` by the C library.
 fn fmt_g17(v: f64) -> String {
     let mut buf = [0u8; 64];

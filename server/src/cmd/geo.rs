@@ -29,12 +29,17 @@ fn lon_lat(ctx: &mut Ctx, i: usize) -> Option<(f64, f64)> {
     if !(geohash::LONG_MIN..=geohash::LONG_MAX).contains(&lon)
         || !(geohash::LAT_MIN..=geohash::LAT_MAX).contains(&lat)
     {
-        ctx.err(&format!(
-            "invalid longitude,latitude pair {lon:.6},{lat:.6}"
-        ));
+        invalid_pair(ctx, lon, lat);
         return None;
     }
     Some((lon, lat))
+}
+
+/// Redis's error for coordinates outside what a member may have.
+fn invalid_pair(ctx: &mut Ctx, lon: f64, lat: f64) {
+    ctx.err(&format!(
+        "invalid longitude,latitude pair {lon:.6},{lat:.6}"
+    ));
 }
 
 /// A unit's meters (m, km, ft, mi, any case).
@@ -135,9 +140,7 @@ pub fn geoadd(ctx: &mut Ctx) {
             return;
         };
         let Some(s) = geohash::score_of(lon, lat) else {
-            return ctx.err(&format!(
-                "invalid longitude,latitude pair {lon:.6},{lat:.6}"
-            ));
+            return invalid_pair(ctx, lon, lat);
         };
         scores.push(s.to_string());
     }
@@ -389,7 +392,7 @@ fn search(ctx: &mut Ctx, form: Form, store: bool) {
         }
         i += 1;
     }
-    let name = String::from_utf8_lossy(args[0]).into_owned();
+    let name = || String::from_utf8_lossy(args[0]).into_owned();
     if store_key.is_some() && (withdist || withhash || withcoord) {
         let what = if form == Form::SearchStore {
             "GEOSEARCHSTORE"
@@ -402,12 +405,14 @@ fn search(ctx: &mut Ctx, form: Form, store: bool) {
     }
     if geosearch && !(frommember || fromloc) {
         return ctx.err(&format!(
-            "exactly one of FROMMEMBER or FROMLONLAT can be specified for {name}"
+            "exactly one of FROMMEMBER or FROMLONLAT can be specified for {}",
+            name()
         ));
     }
     if geosearch && !(byradius || bybox) {
         return ctx.err(&format!(
-            "exactly one of BYRADIUS and BYBOX can be specified for {name}"
+            "exactly one of BYRADIUS and BYBOX can be specified for {}",
+            name()
         ));
     }
     if any && count == 0 {

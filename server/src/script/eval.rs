@@ -75,13 +75,7 @@ fn run(ctx: &mut Ctx, by_sha: bool, read_only: bool) {
         return;
     };
     let sha: std::borrow::Cow<str> = if by_sha {
-        // (Names are cached in lower case; most clients send them so.)
-        match std::str::from_utf8(ctx.args[1]) {
-            Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
-            _ => String::from_utf8_lossy(ctx.args[1])
-                .to_ascii_lowercase()
-                .into(),
-        }
+        crate::util::ascii_lower(ctx.args[1])
     } else {
         match ctx.t.scripts.load(ctx.args[1]) {
             Ok(sha) => sha.into(),

@@ -355,11 +355,7 @@ impl Functions {
     /// Function `name` (any case): its Lua state, compiled callback, flags
     /// and registered name.
     pub fn get(&self, name: &[u8]) -> Option<(Engine, mlua::Function, Flags, std::rc::Rc<str>)> {
-        // (Most callers name it in lower case already: no copy then.)
-        let lower: std::borrow::Cow<str> = match std::str::from_utf8(name) {
-            Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
-            _ => String::from_utf8_lossy(name).to_ascii_lowercase().into(),
-        };
+        let lower = crate::util::ascii_lower(name);
         let lib = self.libs.get(self.index.get(&*lower)?)?;
         let f = lib
             .functions
