@@ -269,6 +269,34 @@ fn scripts_run_as_redis_runs_them() {
         &["GET", "whole"],
         &["EVAL", "return redis.call('set', 'sum', 41 + 1)", "0"],
         &["GET", "sum"],
+        // Numbers a conversion to integers would change.
+        &["EVAL", "return redis.call('set', 'nz', -0.0)", "0"],
+        &["GET", "nz"],
+        &["EVAL", "return redis.call('set', 'tiny', 1e-17)", "0"],
+        &["GET", "tiny"],
+        &["EVAL", "return redis.call('set', 'near', 3 + 1e-16)", "0"],
+        &["GET", "near"],
+        &["EVAL", "return redis.acl_check_cmd('set', 'k', -0.0)", "0"],
+        &["EVAL", "return redis.acl_check_cmd('set', 'k', {})", "0"],
+        &["EVAL", "return redis.pcall('set', 'k', {})", "0"],
+        &["EVAL", "return redis.call('set', 'k', true)", "0"],
+        // redis.call's error as the script holds it.
+        &[
+            "EVAL",
+            "local ok, e = pcall(redis.call, 'nosuch') return {tostring(ok), e}",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "local e = redis.pcall('incr', KEYS[1]) return {e.err, tostring(e.ignore_error_stats_update)}",
+            "1",
+            "neg",
+        ],
+        &[
+            "EVAL",
+            "local ok, e = xpcall(function() return redis.call('incr', 'neg') end, function(e) return e end) return {type(e), e.err}",
+            "0",
+        ],
         // A read-only script does not publish either.
         &["EVAL_RO", "return redis.call('publish', 'c', 'm')", "0"],
         // Inside a transaction.

@@ -164,6 +164,8 @@ pub(crate) struct Run {
     /// The reply buffer `redis.call` lends each command (one allocation
     /// for the state's life, not one per call).
     reply: Cell<Option<Reply>>,
+    /// The state the run is in (set once it exists), for `super::call`.
+    pub(super) lua: std::cell::OnceCell<mlua::WeakLua>,
 }
 
 impl Default for Run {
@@ -185,16 +187,9 @@ impl Default for Run {
             kill_message: Cell::new(""),
             cap: Cell::new(0),
             reply: Cell::new(None),
+            lua: std::cell::OnceCell::new(),
         }
     }
-}
-
-/// Which `redis` function reaches the running command.
-#[derive(Clone, Copy)]
-enum Callback {
-    Call,
-    Pcall,
-    AclCheck,
 }
 
 /// A reply buffer grown past this is not kept for the next call.
@@ -233,6 +228,22 @@ impl Run {
         f()
     }
 
+    /// The running command's context, taken out while a `redis` function
+    /// uses it (null outside a run, or while in use); see `super::call`.
+    pub(super) fn take_ctx(&self) -> *mut () {
+        self.ctx.replace(std::ptr::null_mut())
+    }
+
+    /// Puts back what [`Run::take_ctx`] took.
+    pub(super) fn put_ctx(&self, p: *mut ()) {
+        self.ctx.set(p);
+    }
+
+    /// Lua's memory limit for the run.
+    pub(super) fn cap(&self) -> usize {
+        self.cap.get()
+    }
+
     /// Suspends the running script (see `super::busy`); true if it was
     /// killed meanwhile.
     fn suspend(&self) -> bool {
@@ -269,50 +280,6 @@ impl Run {
             });
         self.ctx.set(p);
         killed
-    }
-
-    /// `redis.call`, `redis.pcall`, `redis.acl_check_cmd`.
-    fn call(&self, lua: &Lua, kind: Callback, args: MultiValue) -> mlua::Result<Value> {
-        // Taken while in use: a second use (there is none: the commands
-        // a script runs cannot run Lua) would find it null.
-        let p = self.ctx.replace(std::ptr::null_mut());
-        if p.is_null() {
-            return Err(call_error(
-                "ERR redis.call can only be used while a script runs",
-            ));
-        }
-        // SAFETY: `p` was set by `with_ctx` from a `&mut Ctx` that stays
-        // borrowed (unused by its owner) until `with_ctx` returns, and
-        // this function runs only inside it: Lua calls it synchronously
-        // from the code `with_ctx` runs, on this thread (a Lua state is
-        // neither Send nor shared). Taking the pointer out above makes
-        // this the only reference made from it until it is put back. The
-        // context's lifetime parameter is not 'static, but nothing here
-        // keeps a reference past this call.
-        let ctx = unsafe { &mut *p.cast::<Ctx<'static>>() };
-        // (Values made for Lua by Rust code: see the module's comment.)
-        let limit = lua.set_memory_limit(0).unwrap_or(0);
-        let r = match kind {
-            Callback::Call => match super::eval::command(ctx, self, lua, &args) {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(msg)) => Err(mlua::Error::external(CallError { msg, counted: true })),
-                Err(e) => Err(e),
-            },
-            Callback::Pcall => match super::eval::command(ctx, self, lua, &args) {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(msg)) => error_table(lua, &msg).and_then(|t| {
-                    // Counted where it happened (Redis's field, which
-                    // scripts see too).
-                    t.raw_set("ignore_error_stats_update", true)?;
-                    Ok(Value::Table(t))
-                }),
-                Err(e) => Err(e),
-            },
-            Callback::AclCheck => super::eval::acl_check(ctx, &args).map(Value::Boolean),
-        };
-        let _ = lua.set_memory_limit(limit.max(self.cap.get()));
-        self.ctx.set(p);
-        r
     }
 }
 
@@ -430,17 +397,7 @@ fn new_state(run: &Rc<Run>) -> mlua::Result<(Lua, mlua::Table, [mlua::Function; 
         version_num(crate::shared::REDIS_VERSION),
     )?;
     // The functions that reach the running command (`Run::ctx`).
-    for (name, kind) in [
-        ("call", Callback::Call),
-        ("pcall", Callback::Pcall),
-        ("acl_check_cmd", Callback::AclCheck),
-    ] {
-        let run = run.clone();
-        redis.raw_set(
-            name,
-            lua.create_function(move |lua, args: MultiValue| run.call(lua, kind, args))?,
-        )?;
-    }
+    super::call::install(&lua, &redis, run)?;
     g.raw_set("redis", redis.clone())?;
     // The handler of a script's errors: the error and the script's line.
     let handler = lua.create_function(|lua, e: Value| {

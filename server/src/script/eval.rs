@@ -5,12 +5,13 @@
 //! caller; the writes it makes are propagated as their effects, wrapped
 //! in MULTI/EXEC when there are several (7.0's effects replication).
 
-use mlua::{Lua, MultiValue, Value};
+use mlua::Value;
 
 use crate::cmd::Ctx;
 
-use super::convert::{lua_to_reply, reply_to_lua, Budget, TooBig};
-use super::engine::{call_error, CallError, Engine, Run};
+use super::convert::{lua_to_reply, Budget, TooBig};
+use super::engine::{CallError, Engine, Run};
+use crate::resp::Reply;
 
 /// The most memory a database's Lua state may hold (its scripts' tables
 /// and strings), whatever its plan: 512 MB.
@@ -362,74 +363,22 @@ fn call_script(
     })
 }
 
-/// A `redis.call` argument's bytes: a Lua string's own, or a number
-/// written out.
-enum Arg<'a> {
-    Str(mlua::BorrowedBytes<'a>),
-    Num(Vec<u8>),
-}
-
-impl std::ops::Deref for Arg<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Arg::Str(b) => b,
-            Arg::Num(v) => v,
-        }
-    }
-}
-
-/// A command's arguments, on the stack when there are few.
-type Args<T> = smallvec::SmallVec<[T; 8]>;
-
-/// A `redis.call`'s arguments (Redis's error when one is neither a string
-/// nor a number).
-fn command_args(args: &MultiValue) -> Result<Args<Arg<'_>>, String> {
-    args.iter()
-        .map(|a| match a {
-            Value::String(s) => Ok(Arg::Str(s.as_bytes())),
-            // (Lua 5.1's numbers are doubles: as Redis, %.17g.)
-            Value::Integer(n) => Ok(Arg::Num(crate::util::fmt_f64(*n as f64).into_bytes())),
-            Value::Number(f) => Ok(Arg::Num(crate::util::fmt_f64(*f).into_bytes())),
-            _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
-        })
-        .collect()
-}
-
 /// `redis.acl_check_cmd(command, args...)`: whether the caller's user may
 /// run it.
-pub(super) fn acl_check(ctx: &mut Ctx, args: &MultiValue) -> mlua::Result<bool> {
-    let owned = command_args(args).map_err(|e| call_error(&e))?;
-    let argv: Args<&[u8]> = owned.iter().map(|a| &**a).collect();
-    let r = match crate::cmd::lookup(&argv) {
+pub(super) fn acl_check(ctx: &mut Ctx, argv: &[&[u8]]) -> Result<bool, String> {
+    let r = match crate::cmd::lookup(argv) {
         crate::cmd::Lookup::Found(r) if !argv.is_empty() => r,
-        _ => {
-            return Err(call_error(
-                "ERR Invalid command passed to redis.acl_check_cmd()",
-            ))
-        }
+        _ => return Err("ERR Invalid command passed to redis.acl_check_cmd()".into()),
     };
-    Ok(ctx.s.unrestricted || crate::dispatch::acl_denied(ctx.shared, ctx.s, r, &argv).is_none())
+    Ok(ctx.s.unrestricted || crate::dispatch::acl_denied(ctx.shared, ctx.s, r, argv).is_none())
 }
 
-/// Runs one `redis.call`: the command's reply as a Lua value, or the
-/// error reply's text (`Err`).
-pub(super) fn command(
-    ctx: &mut Ctx,
-    run: &Run,
-    lua: &Lua,
-    args: &MultiValue,
-) -> mlua::Result<Result<Value, String>> {
-    let result = match command_args(args) {
-        Err(e) => Ok(Err(refused(ctx, e, None))),
-        Ok(owned) => {
-            // (The arguments as bytes once, for the checks and the command.)
-            let argv: Args<&[u8]> = owned.iter().map(|a| &**a).collect();
-            match checked(ctx, run, &argv) {
-                Err((msg, id)) => Ok(Err(refused(ctx, msg, id))),
-                Ok(r) => run_command(ctx, run, lua, r, &argv),
-            }
-        }
+/// Runs one `redis.call`: the buffer holding the command's reply (an
+/// error reply too), or the error of a call refused before running.
+pub(super) fn command(ctx: &mut Ctx, run: &Run, argv: &[&[u8]]) -> Result<Reply, String> {
+    let result = match checked(ctx, run, argv) {
+        Err((msg, id)) => Err(refused(ctx, msg, id)),
+        Ok(r) => Ok(run_command(ctx, run, r, argv)),
     };
     // (Errors counted from here on are the script's own.)
     run.errors_mark.set(ctx.t.stats.total_error_replies);
@@ -438,7 +387,7 @@ pub(super) fn command(
 
 /// A `redis.call` refused before running: counted, as Redis counts a call
 /// it refuses (`id`: the command, when it is one), and its error text.
-fn refused(ctx: &mut Ctx, msg: String, id: Option<usize>) -> String {
+pub(super) fn refused(ctx: &mut Ctx, msg: String, id: Option<usize>) -> String {
     ctx.t.count_error(&msg);
     if let Some(s) = id.and_then(|id| ctx.t.stats.commands.get_mut(id)) {
         s.rejected_calls += 1;
@@ -517,15 +466,13 @@ fn checked(
     Ok(r)
 }
 
-/// Runs a checked `redis.call`: the command's reply as a Lua value, or
-/// its error reply's text.
+/// Runs a checked `redis.call`: the buffer holding its reply.
 fn run_command(
     ctx: &mut Ctx,
     run: &Run,
-    lua: &Lua,
     r: &crate::cmd::table::Registered,
     argv: &[&[u8]],
-) -> mlua::Result<Result<Value, String>> {
+) -> Reply {
     let mut out = run.take_reply();
     // redis.set_repl(redis.REPL_NONE): the effects stay here.
     let unlogged = run.repl.get() == 0;
@@ -556,7 +503,5 @@ fn run_command(
         crate::dispatch::count_call(ctx.t, r.id, us, failed);
     }
     ctx.t.log.set_suppressed(was_suppressed);
-    let v = reply_to_lua(lua, &out.buf);
-    run.put_reply(out);
-    v
+    out
 }

@@ -412,9 +412,15 @@ impl Functions {
                 _ => {}
             }
         }
-        for lib in new.libs.values() {
-            self.load(&lib.code, true, None, memory)?;
+        // The libraries kept join the new ones on the side too, and the
+        // whole set replaces the old one only once every library loaded:
+        // a failure here (Lua's memory) leaves nothing half restored.
+        for (name, lib) in &self.libs {
+            if !new.libs.contains_key(name) {
+                new.load(&lib.code, false, None, memory)?;
+            }
         }
+        *self = new;
         Ok(())
     }
 
@@ -631,6 +637,37 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("FUNCTION LOAD timeout"), "{e}");
         assert!(f.is_empty());
+    }
+
+    /// A library whose load keeps about 4 MB of Lua memory alive.
+    fn heavy(name: &str) -> Vec<u8> {
+        format!(
+            "#!lua name={name}\nlocal t = {{}} for i = 1, 200000 do t[i] = i end\n\
+             redis.register_function('{name}_f', function() return #t end)"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_restore_that_runs_out_of_memory_changes_nothing() {
+        // Each heavy library fits alone, two fit together, three do not.
+        let cap: u64 = 11 << 20;
+        let mut probe = Functions::default();
+        probe.load(&heavy("p1"), false, None, cap).unwrap();
+        probe.load(&heavy("p2"), false, None, cap).unwrap();
+        assert!(probe.load(&heavy("p3"), false, None, cap).is_err());
+
+        let mut f = Functions::default();
+        f.load(&heavy("kept"), false, None, cap).unwrap();
+        let (c, d) = (heavy("c"), heavy("d"));
+        let payload = crate::rdb::write::function_dump([&c[..], &d[..]].into_iter());
+        for policy in [Policy::Append, Policy::Replace] {
+            let e = f.restore(&payload, policy, None, cap).unwrap_err();
+            assert!(e.contains("memory"), "{e}");
+            // Neither `c` nor `d` arrived; `kept` is still there.
+            assert_eq!(f.counts(), (1, 1));
+            assert!(f.get(b"kept_f").is_some());
+        }
     }
 
     #[test]

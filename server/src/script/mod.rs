@@ -21,6 +21,7 @@
 //! What is not built yet is in docs/COMPATIBILITY.md.
 
 pub mod busy;
+mod call;
 pub mod convert;
 pub mod engine;
 pub mod eval;
