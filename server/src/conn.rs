@@ -128,7 +128,6 @@ pub async fn serve(
         let mut set = shared.settings();
         let mut out = Reply::new(session.resp);
         let mut shutdown = shared.shutdown_rx();
-        let may_shutdown = may_shutdown(tenant_id, &session);
         let go_on = while_busy(
             &mut stream,
             &mut inbuf,
@@ -140,7 +139,7 @@ pub async fn serve(
             &mut out,
             &mut first,
             &mut shutdown,
-            may_shutdown,
+            tenant_id,
         )
         .await;
         if !go_on {
@@ -547,7 +546,7 @@ async fn run(
     // served): the log offset its effect reached, which durability
     // `region` must see acknowledged before the reply goes out.
     let mut served_at: u64 = 0;
-    let may_shutdown = may_shutdown(tenant.borrow().id, s);
+    let on = tenant.borrow().id;
     loop {
         shared.refresh(&mut set);
         let limits = ParseLimits {
@@ -577,7 +576,7 @@ async fn run(
                 &mut out,
                 &mut pending,
                 &mut shutdown,
-                may_shutdown,
+                on,
             )
             .await;
             if !busy {
@@ -1228,9 +1227,11 @@ async fn while_busy(
     out: &mut Reply,
     pending: &mut Option<Vec<Vec<u8>>>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    may_shutdown: bool,
+    on: crate::tenant::TenantId,
 ) -> bool {
+    use crate::cmd::connection::{auth_login, hello_login, Login, LoginOutcome};
     use crate::script::busy::{self, Answer};
+    let may_shutdown = may_shutdown(on, s);
     let mut unwatch = false;
     // WATCHes answered meanwhile, and whether a script that ran wrote.
     let mut watch: Vec<Vec<u8>> = Vec::new();
@@ -1321,6 +1322,30 @@ async fn while_busy(
                     b.refused(&args, &e, true);
                     out.error(&e);
                     continue;
+                }
+                // AUTH and HELLO are answered now, as Redis answers them
+                // (outside MULTI, which queues them), unless they would
+                // move the connection to another database.
+                let login: Option<fn(&mut Login) -> LoginOutcome> = match &args[0] {
+                    n if n.eq_ignore_ascii_case(b"auth") => Some(auth_login),
+                    n if n.eq_ignore_ascii_case(b"hello") => Some(hello_login),
+                    _ => None,
+                };
+                if let (Some(f), None) = (login, &s.multi) {
+                    let mut l = Login {
+                        args: &args,
+                        shared,
+                        s: &mut *s,
+                        out: &mut *out,
+                        on,
+                        may_move: false,
+                        switch: None,
+                        error: None,
+                    };
+                    if f(&mut l) == LoginOutcome::Done {
+                        b.ran(&args, l.error.as_deref());
+                        continue;
+                    }
                 }
                 match busy::answer(&b, s, &args, out, may_shutdown) {
                     Answer::Replied => {}

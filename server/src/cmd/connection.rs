@@ -4,7 +4,7 @@
 use super::server::Suspend;
 use super::{errors, Ctx};
 use crate::acl::User;
-use crate::client::{valid_client_name, ReplyMode};
+use crate::client::{valid_client_name, ReplyMode, Session};
 use crate::shared::REDIS_VERSION;
 use crate::tenant::TenantId;
 use crate::util::parse_i64;
@@ -62,40 +62,117 @@ pub fn reset(ctx: &mut Ctx) {
 
 /// Switches the session to `user` and caches whether ACL checks can be skipped.
 fn set_user(ctx: &mut Ctx, user: &str) {
-    ctx.s.user = user.to_string();
-    *ctx.s.info.user.borrow_mut() = user.to_string();
-    ctx.s.unrestricted = ctx.shared.users.read().is_unrestricted(user);
+    set_session_user(ctx.shared, ctx.s, user);
 }
 
-/// Authenticates; on failure replies WRONGPASS and returns false. `user`
-/// is None for `AUTH <password>`. A database's token logs the connection in
-/// to that tenant (`AUTH <token>`, `AUTH default <token>`, `AUTH <db-name>
+fn set_session_user(shared: &crate::shared::Shared, s: &mut Session, user: &str) {
+    s.user = user.to_string();
+    *s.info.user.borrow_mut() = user.to_string();
+    s.unrestricted = shared.users.read().is_unrestricted(user);
+}
+
+/// What AUTH and HELLO use of a command's context: not the database.
+/// Redis answers both while a script runs past busy-reply-threshold
+/// (they are `allow-busy`); here the script holds its database meanwhile
+/// (`script::busy`), so the connection's wait runs them on this.
+pub struct Login<'a> {
+    pub args: &'a [&'a [u8]],
+    pub shared: &'a crate::shared::Shared,
+    pub s: &'a mut Session,
+    pub out: &'a mut crate::resp::Reply,
+    /// The database the connection is on.
+    pub on: TenantId,
+    /// Whether the connection may move to another database now (not
+    /// while it waits for a script's end).
+    pub may_move: bool,
+    /// Set when the connection is to move after this reply.
+    pub switch: Option<Suspend>,
+    /// The error reply written, if one was (the caller counts it).
+    pub error: Option<String>,
+}
+
+/// How a [`Login`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// Replied (`Login::error` says whether with an error).
+    Done,
+    /// It would move the connection, which may not move now: nothing
+    /// was written or changed; run it again later.
+    Later,
+}
+
+impl Login<'_> {
+    /// An error with its own code (`WRONGPASS ...`).
+    fn error(&mut self, msg: &str) {
+        self.out.error(msg);
+        self.error = Some(msg.to_string());
+    }
+
+    /// `-ERR <msg>`.
+    fn err(&mut self, msg: &str) {
+        self.error(&format!("ERR {msg}"));
+    }
+
+    /// Runs `f` for a command whose context is `ctx`.
+    fn run(ctx: &mut Ctx, f: fn(&mut Login) -> LoginOutcome) {
+        let mut l = Login {
+            args: ctx.args,
+            shared: ctx.shared,
+            s: &mut *ctx.s,
+            out: &mut *ctx.out,
+            on: ctx.t.id,
+            may_move: true,
+            switch: None,
+            error: None,
+        };
+        f(&mut l);
+        let (switch, error) = (l.switch, l.error);
+        if switch.is_some() {
+            ctx.suspend = switch;
+        }
+        if let Some(e) = error {
+            ctx.failed = true;
+            ctx.t.count_error(&e);
+        }
+    }
+}
+
+/// What [`authenticate`] did.
+enum Auth {
+    In,
+    Refused,
+    Later,
+}
+
+/// Authenticates; on failure replies WRONGPASS. `user` is None for
+/// `AUTH <password>`. A database's token logs the connection in to that
+/// tenant (`AUTH <token>`, `AUTH default <token>`, `AUTH <db-name>
 /// <token>`); otherwise the server's own ACL users log in to the default
 /// tenant.
-fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
-    let catalog = ctx.shared.catalog();
+fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
+    let catalog = l.shared.catalog();
     // A database held here, or one this node holds no copy of (served
     // through the nodes that do: docs/ROUTING.md, Remote databases).
     let found = catalog
         .authenticate(user, pw)
         .map(|t| (t.id, t.maxclients))
         .or_else(|| {
-            let remote = ctx.shared.remote_catalog();
+            let remote = l.shared.remote_catalog();
             remote.authenticate(user, pw).map(|t| (t.id, t.maxclients))
         });
     if let Some((to, max)) = found {
-        let ok = login(ctx, to, None, max);
-        if ok {
+        let r = login(l, to, None, max);
+        if matches!(r, Auth::In) {
             // Which token it was: dropping it from the catalog (a
             // rotation's old token retired) closes this connection.
             let digest = crate::catalog::token_digest(pw);
-            ctx.s.info.token.set(Some(digest));
-            ctx.shared.meter.tokens_used(to.0, &[digest]);
+            l.s.info.token.set(Some(digest));
+            l.shared.meter.tokens_used(to.0, &[digest]);
         }
-        return ok;
+        return r;
     }
-    let with_catalog = !catalog.is_empty() || ctx.shared.tenants_only.load(Relaxed);
-    let ok = ctx
+    let with_catalog = !catalog.is_empty() || l.shared.tenants_only.load(Relaxed);
+    let ok = l
         .shared
         .users
         .read()
@@ -106,16 +183,16 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
         .map(|u| u.name.clone());
     match ok {
         Some(name) => {
-            let logged_in = login(ctx, TenantId::DEFAULT, Some(&name), 0);
-            if logged_in {
+            let r = login(l, TenantId::DEFAULT, Some(&name), 0);
+            if matches!(r, Auth::In) {
                 // An operator's password, not a database's token.
-                ctx.s.info.token.set(None);
+                l.s.info.token.set(None);
             }
-            logged_in
+            r
         }
         None => {
-            ctx.error(errors::WRONGPASS);
-            false
+            l.error(errors::WRONGPASS);
+            Auth::Refused
         }
     }
 }
@@ -124,112 +201,141 @@ fn authenticate(ctx: &mut Ctx, user: Option<&[u8]>, pw: &[u8]) -> bool {
 /// (None) as a database's own all-powerful `default` user; moves the
 /// connection after this reply when `to` is not the tenant it is on and
 /// has fewer than `maxclients` (0: no limit) connections.
-fn login(ctx: &mut Ctx, to: TenantId, user: Option<&str>, maxclients: u64) -> bool {
-    if to != ctx.t.id {
-        let busy = ctx.s.in_exec
-            || ctx.s.multi.is_some()
-            || !ctx.s.watched.is_empty()
-            || ctx.s.monitor
-            || !ctx.s.channels.is_empty()
-            || !ctx.s.patterns.is_empty()
-            || !ctx.s.shard_channels.is_empty();
-        if busy {
-            ctx.err("AUTH to another database is not allowed in a transaction, while watching keys, subscribed or in MONITOR");
-            return false;
+fn login(l: &mut Login, to: TenantId, user: Option<&str>, maxclients: u64) -> Auth {
+    if to != l.on {
+        if !l.may_move {
+            return Auth::Later;
         }
-        if !ctx.shared.tenant_client_enter(to, maxclients) {
+        let s = &*l.s;
+        let busy = s.in_exec
+            || s.multi.is_some()
+            || !s.watched.is_empty()
+            || s.monitor
+            || !s.channels.is_empty()
+            || !s.patterns.is_empty()
+            || !s.shard_channels.is_empty();
+        if busy {
+            l.err("AUTH to another database is not allowed in a transaction, while watching keys, subscribed or in MONITOR");
+            return Auth::Refused;
+        }
+        if !l.shared.tenant_client_enter(to, maxclients) {
             // The plan's connection limit, in Redis's words for the
             // server's; the connection stays where it is.
-            crate::shared::GlobalStats::add(&ctx.shared.stats.rejected_connections, 1);
-            ctx.err("max number of clients reached");
-            return false;
+            crate::shared::GlobalStats::add(&l.shared.stats.rejected_connections, 1);
+            l.err("max number of clients reached");
+            return Auth::Refused;
         }
-        ctx.s.moving_to = Some(to);
-        ctx.suspend = Some(Suspend::Switch(to));
+        l.s.moving_to = Some(to);
+        l.switch = Some(Suspend::Switch(to));
     }
-    ctx.s.authenticated = true;
+    l.s.authenticated = true;
     match user {
-        Some(name) => set_user(ctx, name),
+        Some(name) => set_session_user(l.shared, l.s, name),
         None => {
-            ctx.s.user = "default".to_string();
-            *ctx.s.info.user.borrow_mut() = "default".to_string();
-            ctx.s.unrestricted = true;
+            l.s.user = "default".to_string();
+            *l.s.info.user.borrow_mut() = "default".to_string();
+            l.s.unrestricted = true;
         }
     }
-    true
+    Auth::In
 }
 
 pub fn auth(ctx: &mut Ctx) {
-    if ctx.args.len() > 3 {
-        return ctx.syntax_error();
+    Login::run(ctx, auth_login);
+}
+
+/// `AUTH [user] password`.
+pub fn auth_login(l: &mut Login) -> LoginOutcome {
+    if l.args.len() > 3 {
+        l.err(errors::SYNTAX);
+        return LoginOutcome::Done;
     }
-    let (user, pw): (Option<&[u8]>, &[u8]) = if ctx.args.len() == 2 {
-        if ctx.shared.default_open() {
-            return ctx.err("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    let (user, pw): (Option<&[u8]>, &[u8]) = if l.args.len() == 2 {
+        if l.shared.default_open() {
+            l.err("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            return LoginOutcome::Done;
         }
-        (None, ctx.args[1])
+        (None, l.args[1])
     } else {
-        (Some(ctx.args[1]), ctx.args[2])
+        (Some(l.args[1]), l.args[2])
     };
-    if authenticate(ctx, user, pw) {
-        ctx.out.ok();
+    match authenticate(l, user, pw) {
+        Auth::In => l.out.ok(),
+        Auth::Refused => {}
+        Auth::Later => return LoginOutcome::Later,
     }
+    LoginOutcome::Done
 }
 
 pub fn hello(ctx: &mut Ctx) {
+    Login::run(ctx, hello_login);
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+pub fn hello_login(l: &mut Login) -> LoginOutcome {
     let mut ver = 0;
     let mut next = 1;
-    if ctx.args.len() >= 2 {
-        match parse_i64(ctx.args[1]) {
+    if l.args.len() >= 2 {
+        match parse_i64(l.args[1]) {
             Some(v) => ver = v,
-            None => return ctx.err("Protocol version is not an integer or out of range"),
+            None => {
+                l.err("Protocol version is not an integer or out of range");
+                return LoginOutcome::Done;
+            }
         }
         next = 2;
         if !(2..=3).contains(&ver) {
-            return ctx.error("NOPROTO unsupported protocol version");
+            l.error("NOPROTO unsupported protocol version");
+            return LoginOutcome::Done;
         }
     }
     let mut creds: Option<(&[u8], &[u8])> = None;
     let mut j = next;
-    while j < ctx.args.len() {
-        let more = ctx.args.len() - 1 - j;
-        let opt = ctx.args[j];
+    while j < l.args.len() {
+        let more = l.args.len() - 1 - j;
+        let opt = l.args[j];
         if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            creds = Some((ctx.args[j + 1], ctx.args[j + 2]));
+            creds = Some((l.args[j + 1], l.args[j + 2]));
             j += 2;
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-            let n = ctx.args[j + 1];
+            let n = l.args[j + 1];
             if !valid_client_name(n) {
-                return ctx
-                    .err("Client names cannot contain spaces, newlines or special characters.");
+                l.err("Client names cannot contain spaces, newlines or special characters.");
+                return LoginOutcome::Done;
             }
             // Redis 7.0 applies SETNAME while parsing, even if a later
-            // option is rejected.
-            *ctx.s.info.name.borrow_mut() = n.to_vec();
+            // option is rejected. (Again when run later: the same name.)
+            *l.s.info.name.borrow_mut() = n.to_vec();
             j += 1;
         } else {
-            let mut msg = b"Syntax error in HELLO option '".to_vec();
+            let mut msg = b"ERR Syntax error in HELLO option '".to_vec();
             msg.extend_from_slice(crate::util::c_str(opt, usize::MAX));
             msg.push(b'\'');
-            return ctx.err_bytes(&msg);
+            l.out.error_bytes(&msg);
+            l.error = Some(String::from_utf8_lossy(&msg).into_owned());
+            return LoginOutcome::Done;
         }
         j += 1;
     }
     if let Some((u, p)) = creds {
-        if !authenticate(ctx, Some(u), p) {
-            return;
+        match authenticate(l, Some(u), p) {
+            Auth::In => {}
+            Auth::Refused => return LoginOutcome::Done,
+            Auth::Later => return LoginOutcome::Later,
         }
     }
-    if !ctx.s.authenticated {
-        return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    if !l.s.authenticated {
+        l.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return LoginOutcome::Done;
     }
     if ver != 0 {
-        ctx.s.resp = ver as u8;
-        ctx.out.resp = ver as u8;
-        ctx.s.info.resp.set(ver as u8);
+        l.s.resp = ver as u8;
+        l.out.resp = ver as u8;
+        l.s.info.resp.set(ver as u8);
     }
-    let (resp, id) = (ctx.s.resp, ctx.s.info.id);
-    hello_reply(ctx.out, REDIS_VERSION, resp, id);
+    let (resp, id) = (l.s.resp, l.s.info.id);
+    hello_reply(l.out, REDIS_VERSION, resp, id);
+    LoginOutcome::Done
 }
 
 /// HELLO's map (the router answers HELLO for its clients with it too).

@@ -521,18 +521,27 @@ fn is_script(name: &[u8]) -> bool {
     }
 }
 
-/// An error a client got while the database was busy.
+/// A command a client sent while the database was busy: refused, or one
+/// Redis serves then (AUTH, HELLO...), for the statistics.
 pub struct Refused {
     /// The request's first two arguments.
     pub command: [Vec<u8>; 2],
-    /// The error's code (errorstats).
+    /// The error's code (errorstats); empty when the command succeeded.
     pub code: String,
-    /// Refused before it ran (`rejected_calls`), or ran and failed
-    /// (`calls`, `failed_calls`).
+    /// Refused before it ran (`rejected_calls`), or ran (`calls`, and
+    /// `failed_calls` with an error).
     pub rejected: bool,
 }
 
 impl Busy {
+    /// Records a command that ran meanwhile, and its error if it failed.
+    pub fn ran(&self, args: &[&[u8]], error: Option<&str>) {
+        match error {
+            Some(msg) => self.refused(args, msg, false),
+            None => self.refused(args, "", false),
+        }
+    }
+
     /// Records an error sent meanwhile, for the statistics.
     pub fn refused(&self, args: &[&[u8]], msg: &str, rejected: bool) {
         let arg = |i: usize| {
@@ -553,7 +562,10 @@ impl Busy {
 /// `calls` and `failed_calls`.
 pub fn count_refused(t: &mut Tenant, refused: Vec<Refused>) {
     for r in refused {
-        t.count_error(&r.code);
+        let failed = !r.code.is_empty();
+        if failed {
+            t.count_error(&r.code);
+        }
         let args: [&[u8]; 2] = [&r.command[0], &r.command[1]];
         let n = if r.command[1].is_empty() { 1 } else { 2 };
         if let crate::cmd::table::Lookup::Found(c) = crate::cmd::table::lookup(&args[..n]) {
@@ -562,7 +574,7 @@ pub fn count_refused(t: &mut Tenant, refused: Vec<Refused>) {
                     s.rejected_calls += 1;
                 } else {
                     s.calls += 1;
-                    s.failed_calls += 1;
+                    s.failed_calls += u64::from(failed);
                 }
             }
         }
@@ -582,8 +594,9 @@ pub enum Answer {
     Watch,
     /// Replied; the connection closes (QUIT).
     Close,
-    /// Must wait for the script's end, then run as usual (WATCH, AUTH,
-    /// HELLO, RESET, REPLCONF: they need the database).
+    /// Must wait for the script's end, then run as usual (RESET,
+    /// REPLCONF, and AUTH or HELLO that move the connection to another
+    /// database: they need the database).
     Later,
     /// SHUTDOWN NOSAVE by a client allowed to: stop the server.
     Shutdown,
@@ -727,6 +740,7 @@ pub fn answer(
                 Answer::Watch
             }
         }
+        // (AUTH and HELLO are answered before: `conn`'s wait.)
         (b"watch" | b"auth" | b"hello" | b"reset" | b"replconf" | b"multi", _, _) => Answer::Later,
         (b"exec", _, _) => {
             // Redis discards the transaction: EXECABORT with the refusal.

@@ -1,7 +1,7 @@
 //! `redis.call`, `redis.pcall` and `redis.acl_check_cmd`, written against
 //! Lua's C API as Redis's own are: the arguments are read from the Lua
-//! stack and the command's reply is pushed onto it. These are the hottest
-//! path a script has; through mlua's safe API every argument and every
+//! stack and the command's reply is pushed onto it; and a run's KEYS and
+//! ARGV, pushed as tables. These are the hottest path a script has; through mlua's safe API every argument and every
 //! value of a reply became a registered handle (an auxiliary stack slot
 //! or a registry reference) and a `MultiValue` per call.
 //!
@@ -63,6 +63,36 @@ pub(super) fn install(lua: &mlua::Lua, redis: &mlua::Table, run: &Rc<Run>) -> ml
         redis.raw_set(name, func)?;
     }
     Ok(())
+}
+
+/// Calls `runner(func, KEYS, ARGV)` (a script's or a function's runner,
+/// see `super::engine`), the two tables built on the Lua stack: its
+/// results `(ok, value, line)`.
+pub(super) fn run(
+    lua: &mlua::Lua,
+    runner: &mlua::Function,
+    func: &mlua::Function,
+    keys: &[&[u8]],
+    argv: &[&[u8]],
+) -> mlua::Result<(bool, mlua::Value, Option<i32>)> {
+    // SAFETY: exec_raw pushes `runner` and `func` and runs the closure in
+    // protected mode (a Lua error, memory's included, unwinds to it); the
+    // closure owns nothing to drop (it borrows the slices), pushes the
+    // two tables after the checked stack room, and calls the runner with
+    // the three values, leaving only its results.
+    unsafe {
+        lua.exec_raw((runner, func), |state| {
+            for list in [keys, argv] {
+                ffi::luaL_checkstack(state, 3, std::ptr::null());
+                ffi::lua_createtable(state, c_int::try_from(list.len()).unwrap_or(0), 0);
+                for (i, a) in (1..).zip(list.iter()) {
+                    push_bytes(state, a);
+                    ffi::lua_rawseti_(state, -2, i);
+                }
+            }
+            ffi::lua_call(state, 3, ffi::LUA_MULTRET);
+        })
+    }
 }
 
 unsafe extern "C-unwind" fn call(state: *mut ffi::lua_State) -> c_int {

@@ -311,14 +311,6 @@ fn call_script(
     no_writes: bool,
 ) -> mlua::Result<Result<Value, (Value, i32)>> {
     let lua = engine.lua();
-    let list = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
-        let t = lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, a) in items.iter().enumerate() {
-            t.raw_set(i + 1, lua.create_string(a)?)?;
-        }
-        Ok(t)
-    };
-    let (keys, argv) = (list(keys)?, list(argv)?);
     let run = engine.run();
     run.no_writes.set(no_writes);
     run.resp.set(2);
@@ -343,10 +335,13 @@ fn call_script(
         Some(slice),
         "Script killed: it ran longer than busy-reply-threshold",
         || {
-            run.with_ctx(ctx, || match kind {
-                // (The runner makes them the globals KEYS and ARGV.)
-                Kind::Script => engine.runner().call((func.clone(), keys, argv)),
-                Kind::Function => engine.fcall().call((func.clone(), keys, argv)),
+            run.with_ctx(ctx, || {
+                let runner = match kind {
+                    // (The runner makes them the globals KEYS and ARGV.)
+                    Kind::Script => engine.runner(),
+                    Kind::Function => engine.fcall(),
+                };
+                super::call::run(lua, runner, func, keys, argv)
             })
         },
     );
