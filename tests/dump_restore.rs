@@ -39,6 +39,7 @@ fn contents(c: &mut RespConn, key: &str) -> Value {
             }
             other => other,
         }),
+        b"stream" => c.cmd(&["XRANGE", key, "-", "+"]),
         other => panic!("type {}", String::from_utf8_lossy(other)),
     }
     .expect("contents");
@@ -121,10 +122,22 @@ fn populate(c: &mut RespConn) -> Vec<String> {
         h.push(format!("{i}-{big}"));
     }
     run(h);
+    // A stream over several nodes (big values start new ones), with
+    // entries of other fields and a deleted one.
+    for i in 1..=150 {
+        let mut x = vec!["XADD".to_string(), "x:big".into(), format!("{i}-0")];
+        if i % 9 == 0 {
+            x.extend(["other".into(), big.clone()]);
+        } else {
+            x.extend(["n".into(), i.to_string(), "tag".into(), "t".into()]);
+        }
+        run(x);
+    }
+    run(vec!["XDEL".into(), "x:big".into(), "20-0".into()]);
     keys.extend(
         [
             "s:int", "s:neg", "s:short", "s:long", "s:bin", "l:small", "l:big", "set:int",
-            "set:str", "set:big", "z:small", "z:big", "z:inf", "h:small", "h:big",
+            "set:str", "set:big", "z:small", "z:big", "z:inf", "h:small", "h:big", "x:big",
         ]
         .map(String::from),
     );

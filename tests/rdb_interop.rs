@@ -65,6 +65,22 @@ fn workload() -> Vec<Vec<String>> {
         "ZADD", "smallz", "1.5", "a", "-inf", "b", "inf", "c", "0", "d",
     ]);
     add(&["EXPIRE", "smallhash", "100000"]);
+    // Streams: several nodes, entries with and without the master's
+    // fields, deletions, an empty one with its last id.
+    add(&["CONFIG", "SET", "stream-node-max-entries", "5"]);
+    for i in 1..=23 {
+        let (id, v) = (format!("{i}-1"), (i * 7).to_string());
+        if i % 4 == 0 {
+            add(&["XADD", "events", &id, "other", &v]);
+        } else {
+            add(&["XADD", "events", &id, "kind", "click", "n", &v]);
+        }
+    }
+    add(&["XDEL", "events", "2-1", "12-1"]);
+    add(&["XTRIM", "events", "MAXLEN", "20"]);
+    add(&["XADD", "gone", "5-5", "a", "b"]);
+    add(&["XDEL", "gone", "5-5"]);
+    add(&["CONFIG", "SET", "stream-node-max-entries", "100"]);
     add(&["SELECT", "3"]);
     add(&["SET", "db3", "three"]);
     add(&["HSET", "bighash", "long", &"v".repeat(100)]);

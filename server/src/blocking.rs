@@ -80,6 +80,7 @@ pub fn serve_ready(t: &mut Tenant, shared: &Shared, set: &Settings, now_ms: i64)
         }
         let (db, key) = t.ready_keys.remove(0);
         let slot = (db, key.clone());
+        let mut skipped: Vec<u64> = Vec::new();
         while let Some(id) = t.blocked_keys.get(&slot).and_then(|q| q.front().copied()) {
             let Some(b) = t.blocked.get(&id) else {
                 // Stale queue entry: drop it.
@@ -90,9 +91,29 @@ pub fn serve_ready(t: &mut Tenant, shared: &Shared, set: &Settings, now_ms: i64)
             };
             let (info, bdb, resp, args) = (b.info.clone(), b.db, b.resp, b.args.clone());
             if !serve_one(t, shared, set, now_ms, &info, bdb, resp, &args, &key) {
+                // A pop that found nothing leaves nothing for those after
+                // it; a stream read takes nothing, and a reader waiting
+                // past a later id does not hold up the others.
+                if args
+                    .first()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"xread"))
+                {
+                    skipped.push(id);
+                    if let Some(q) = t.blocked_keys.get_mut(&slot) {
+                        q.retain(|x| *x != id);
+                    }
+                    continue;
+                }
                 break;
             }
             unblock(t, id);
+        }
+        // The readers passed over wait on, in their order.
+        if !skipped.is_empty() {
+            let q = t.blocked_keys.entry(slot).or_default();
+            for id in skipped.into_iter().rev() {
+                q.push_front(id);
+            }
         }
     }
 }

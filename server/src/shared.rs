@@ -68,6 +68,9 @@ pub struct Settings {
     pub set_max_intset_entries: usize,
     pub zset_max_listpack_entries: usize,
     pub zset_max_listpack_value: usize,
+    /// Where a stream starts a new node (`stream-node-max-bytes`,
+    /// `stream-node-max-entries`).
+    pub stream_node: crate::db::stream::NodeLimits,
     /// `replica-serve-stale-data`.
     pub replica_serve_stale: bool,
     /// `min-replicas-to-write` / `min-replicas-max-lag` (seconds).
@@ -134,6 +137,10 @@ impl Settings {
                 .unwrap_or(usize::MAX),
             zset_max_listpack_value: usize::try_from(c.zset_max_listpack_value())
                 .unwrap_or(usize::MAX),
+            stream_node: crate::db::stream::NodeLimits {
+                max_bytes: usize::try_from(c.stream_node_max_bytes()).unwrap_or(usize::MAX),
+                max_entries: c.stream_node_max_entries(),
+            },
             replica_serve_stale: c.replica_serve_stale_data(),
             min_replicas: (
                 usize::try_from(c.min_replicas_to_write()).unwrap_or(usize::MAX),

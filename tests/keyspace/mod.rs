@@ -24,6 +24,8 @@ pub enum Canon {
     Set(Vec<Vec<u8>>),
     Hash(Vec<(Vec<u8>, Vec<u8>)>),
     ZSet(Vec<(Vec<u8>, f64)>),
+    /// Entries in order: id, then fields and values.
+    Stream(Vec<(String, Vec<Vec<u8>>)>),
 }
 
 pub fn canon_of(v: &Val) -> Canon {
@@ -44,6 +46,22 @@ pub fn canon_of(v: &Val) -> Canon {
             Canon::Hash(m)
         }
         Val::ZSet(z) => Canon::ZSet(z.iter().map(|(m, s)| (m.to_vec(), s)).collect()),
+        Val::Stream(x) => {
+            use anykv_server::db::stream::StreamId;
+            let mut out = Vec::new();
+            x.range(StreamId::MIN, StreamId::MAX, false, |id, fields| {
+                let f = fields
+                    .iter()
+                    .map(|e| {
+                        let mut b = [0u8; 20];
+                        e.bytes(&mut b).to_vec()
+                    })
+                    .collect();
+                out.push((id.to_string(), f));
+                true
+            });
+            Canon::Stream(out)
+        }
     }
 }
 
@@ -101,6 +119,26 @@ pub fn canon_from_redis(c: &mut RespConn, key: &str) -> Canon {
                             x => x.parse().expect("score"),
                         };
                         (p[0].clone(), f)
+                    })
+                    .collect(),
+            )
+        }
+        b"stream" => {
+            let Value::Array(entries) = call(c, &["XRANGE", key, "-", "+"]) else {
+                panic!("XRANGE {key}");
+            };
+            Canon::Stream(
+                entries
+                    .into_iter()
+                    .map(|e| match e {
+                        Value::Array(mut pair) if pair.len() == 2 => {
+                            let fields = bulks(pair.pop().expect("fields"));
+                            let Some(Value::Bulk(id)) = pair.pop() else {
+                                panic!("XRANGE {key}: id");
+                            };
+                            (String::from_utf8_lossy(&id).into_owned(), fields)
+                        }
+                        other => panic!("XRANGE {key}: {other:?}"),
                     })
                     .collect(),
             )
@@ -174,12 +212,13 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A random write over every type, with TTLs, in one of four databases.
+/// A random write over every type (streams too), with TTLs, in one of
+/// four databases.
 pub fn random_write(rng: &mut StdRng) -> Vec<String> {
     let k = format!("k{}", rng.random_range(0..60));
     let v = rng.random_range(0..1000).to_string();
     let s = |x: &str| x.to_string();
-    match rng.random_range(0..16) {
+    match rng.random_range(0..18) {
         0 => vec![s("SET"), k, v],
         1 => vec![
             s("SET"),
@@ -225,6 +264,24 @@ pub fn random_write(rng: &mut StdRng) -> Vec<String> {
         12 => vec![s("PEXPIRE"), k, rng.random_range(1..300).to_string()],
         13 => vec![s("DEL"), k],
         14 => vec![s("SPOP"), format!("set{}", rng.random_range(0..5))],
+        // Streams: generated ids and approximate trims, which a primary
+        // sends on as the exact ids and trims they were.
+        15 => vec![
+            s("XADD"),
+            format!("x{}", rng.random_range(0..5)),
+            s("MAXLEN"),
+            s("~"),
+            rng.random_range(0..30).to_string(),
+            s("*"),
+            s("f"),
+            v,
+        ],
+        16 => vec![
+            s("XTRIM"),
+            format!("x{}", rng.random_range(0..5)),
+            s("MAXLEN"),
+            rng.random_range(0..10).to_string(),
+        ],
         _ => vec![s("SELECT"), rng.random_range(0..4).to_string()],
     }
 }

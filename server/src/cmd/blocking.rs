@@ -231,6 +231,7 @@ pub fn serve_fn(name: &str) -> Option<blocking::ServeFn> {
         "bzpopmin" => serve_bzpopmin,
         "bzpopmax" => serve_bzpopmax,
         "bzmpop" => serve_bzmpop,
+        "xread" => super::stream::serve_xread,
         _ => return None,
     })
 }

@@ -254,6 +254,17 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
                 v.retain(|&k| k < argc);
                 v
             }
+            "xread" | "xreadgroup" => {
+                // Redis 7.0's key spec: after the first STREAMS, half of
+                // what follows (the other half are ids).
+                match (1..argc).find(|&i| args[i].eq_ignore_ascii_case(b"streams")) {
+                    Some(s) => {
+                        let n = (argc - s - 1) / 2;
+                        (s + 1..s + 1 + n).collect()
+                    }
+                    None => Vec::new(),
+                }
+            }
             _ => Vec::new(),
         };
     }

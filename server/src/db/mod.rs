@@ -5,6 +5,7 @@ pub mod hash;
 pub mod list;
 pub mod listpack;
 pub mod set;
+pub mod stream;
 pub mod table;
 pub mod value;
 pub mod zset;

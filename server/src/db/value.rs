@@ -7,6 +7,7 @@ use std::hash::{Hash as _, Hasher};
 use crate::db::hash::Hash;
 use crate::db::list::List;
 use crate::db::set::Set;
+use crate::db::stream::Stream;
 use crate::db::zset::ZSet;
 use crate::sds::Sds;
 use crate::util::parse_i64;
@@ -23,6 +24,7 @@ pub enum Value {
     Hash(Box<Hash>),
     Set(Box<Set>),
     ZSet(Box<ZSet>),
+    Stream(Box<Stream>),
 }
 
 /// Redis's string encodings depend on how the value was made, not only on
@@ -51,6 +53,7 @@ pub enum Kind {
     Hash,
     Set,
     ZSet,
+    Stream,
 }
 
 impl Kind {
@@ -61,14 +64,22 @@ impl Kind {
             Kind::Hash => "hash",
             Kind::Set => "set",
             Kind::ZSet => "zset",
+            Kind::Stream => "stream",
         }
     }
 
     /// Parses a TYPE name (SCAN ... TYPE); unknown names are `None`.
     pub fn from_name(name: &[u8]) -> Option<Kind> {
-        [Kind::String, Kind::List, Kind::Hash, Kind::Set, Kind::ZSet]
-            .into_iter()
-            .find(|k| name.eq_ignore_ascii_case(k.name().as_bytes()))
+        [
+            Kind::String,
+            Kind::List,
+            Kind::Hash,
+            Kind::Set,
+            Kind::ZSet,
+            Kind::Stream,
+        ]
+        .into_iter()
+        .find(|k| name.eq_ignore_ascii_case(k.name().as_bytes()))
     }
 }
 
@@ -100,6 +111,7 @@ impl Value {
             Value::Hash(_) => Kind::Hash,
             Value::Set(_) => Kind::Set,
             Value::ZSet(_) => Kind::ZSet,
+            Value::Stream(_) => Kind::Stream,
         }
     }
 
@@ -180,6 +192,23 @@ impl Value {
         }
     }
 
+    /// The stream, if this is one.
+    #[inline]
+    pub fn as_stream(&self) -> Option<&Stream> {
+        match self {
+            Value::Stream(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn as_stream_mut(&mut self) -> Option<&mut Stream> {
+        match self {
+            Value::Stream(x) => Some(x),
+            _ => None,
+        }
+    }
+
     /// The encoding name OBJECT ENCODING reports.
     pub fn encoding(&self) -> &'static str {
         match self {
@@ -198,6 +227,7 @@ impl Value {
             Value::Hash(h) => h.encoding(),
             Value::Set(x) => x.encoding(),
             Value::ZSet(z) => z.encoding(),
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -211,6 +241,7 @@ impl Value {
             Value::Hash(x) => x.digest_into(h),
             Value::Set(x) => x.digest_into(h),
             Value::ZSet(z) => z.digest_into(h),
+            Value::Stream(x) => x.digest_into(h),
         }
     }
 
@@ -262,6 +293,7 @@ impl Value {
             Value::Hash(h) => std::mem::size_of::<Hash>() + h.heap_size(),
             Value::Set(x) => std::mem::size_of::<Set>() + x.heap_size(),
             Value::ZSet(z) => std::mem::size_of::<ZSet>() + z.heap_size(),
+            Value::Stream(x) => std::mem::size_of::<Stream>() + x.allocated(),
         }
     }
 }

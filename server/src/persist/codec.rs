@@ -89,6 +89,9 @@ const T_HASH: u8 = 2;
 const T_SET: u8 = 3;
 const T_SET_INTS: u8 = 4;
 const T_ZSET: u8 = 5;
+/// A stream: its nodes as Redis's listpacks (`db::stream`), then its ids
+/// and counts, then its consumer groups (a count, 0 for now).
+const T_STREAM: u8 = 6;
 
 const TYPE_MASK: u8 = 0x0F;
 const ENC_SHIFT: u32 = 4;
@@ -176,6 +179,8 @@ pub enum CodecError {
     NanScore,
     #[error("duplicate {0}")]
     Duplicate(&'static str),
+    #[error("bad stream: {0}")]
+    Stream(&'static str),
 }
 
 // ---------------------------------------------------------------------------
@@ -227,6 +232,7 @@ pub fn encode_entry(out: &mut Vec<u8>, db: u32, key: &[u8], value: &Value, expir
         Value::Set(s) if matches!(**s, Set::Intset(_)) => (T_SET_INTS, 0),
         Value::Set(_) => (T_SET, 0),
         Value::ZSet(_) => (T_ZSET, 0),
+        Value::Stream(_) => (T_STREAM, 0),
     };
     let has_expire = expire_at != NO_EXPIRE;
     out.push(ty | (enc << ENC_SHIFT) | if has_expire { HAS_EXPIRE } else { 0 });
@@ -269,6 +275,20 @@ pub fn encode_entry(out: &mut Vec<u8>, db: u32, key: &[u8], value: &Value, expir
                 put_bytes(out, m);
                 out.extend_from_slice(&score.to_bits().to_le_bytes());
             }
+        }
+        Value::Stream(x) => {
+            put_varint(out, x.node_count() as u64);
+            for (id, lp) in x.nodes() {
+                out.extend_from_slice(&id.to_key());
+                put_bytes(out, lp.as_bytes());
+            }
+            put_varint(out, x.length);
+            for id in [x.last_id, x.first_id, x.max_deleted] {
+                put_varint(out, id.ms);
+                put_varint(out, id.seq);
+            }
+            put_varint(out, x.entries_added);
+            put_varint(out, 0);
         }
     }
 }
@@ -418,6 +438,7 @@ pub fn decode_entry(input: &mut &[u8], t: &Thresholds) -> Result<Record, CodecEr
         T_SET => decode_set(&mut c, t)?,
         T_SET_INTS => decode_int_set(&mut c, t)?,
         T_ZSET => decode_zset(&mut c, t)?,
+        T_STREAM => decode_stream(&mut c)?,
         _ => return Err(CodecError::BadHead(head)),
     };
     *input = c.b;
@@ -427,6 +448,29 @@ pub fn decode_entry(input: &mut &[u8], t: &Thresholds) -> Result<Record, CodecEr
         value,
         expire_at,
     })
+}
+
+fn decode_stream(c: &mut Cur<'_>) -> Result<Value, CodecError> {
+    use crate::db::stream::{lp::Lp, Stream, StreamId};
+    // (A node is at least its 16-byte id and a 7-byte listpack.)
+    let n = c.count(24)?;
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = StreamId::from_key(c.take(16)?).ok_or(CodecError::Truncated)?;
+        let lp = Lp::from_bytes(c.bytes()?.to_vec())
+            .map_err(|_| CodecError::Stream("a node is not a listpack"))?;
+        nodes.push((id, lp));
+    }
+    let length = c.varint()?;
+    let mut id = || -> Result<StreamId, CodecError> { Ok(StreamId::new(c.varint()?, c.varint()?)) };
+    let (last, first, max_deleted) = (id()?, id()?, id()?);
+    let added = c.varint()?;
+    if c.varint()? != 0 {
+        return Err(CodecError::Stream("consumer groups are not supported yet"));
+    }
+    let s = Stream::from_parts(nodes, length, last, first, max_deleted, added)
+        .map_err(CodecError::Stream)?;
+    Ok(Value::Stream(Box::new(s)))
 }
 
 fn decode_list(c: &mut Cur<'_>) -> Result<Value, CodecError> {
@@ -653,6 +697,32 @@ mod tests {
         // AutoCopy loads as Auto: a reloaded small integer is shared again.
         let r = round_trip(&str_val(b"5", StrEnc::AutoCopy), NO_EXPIRE, &t);
         assert!(r.value.is_shared_integer());
+    }
+
+    #[test]
+    fn streams_round_trip_whole() {
+        use crate::db::stream::{NodeLimits, Stream, StreamId, Trim};
+        let t = Thresholds::default();
+        let mut s = Stream::new();
+        let lim = NodeLimits {
+            max_bytes: 4096,
+            max_entries: 3,
+        };
+        for i in 1..=10u64 {
+            let v = i.to_string();
+            s.append(StreamId::new(i, 0), &[b"f", v.as_bytes()], lim)
+                .unwrap();
+        }
+        s.xdel(&[StreamId::new(5, 0)]);
+        s.trim(Trim::MaxLen(7), false, 0);
+        let v = Value::Stream(Box::new(s.clone()));
+        let r = round_trip(&v, 1_700_000_000_000, &t);
+        assert_eq!(r.value.as_stream(), Some(&s));
+        // An empty stream keeps its ids.
+        s.xdel(&[StreamId::new(10, 0)]);
+        let empty = Value::Stream(Box::new(Stream::new()));
+        let r = round_trip(&empty, NO_EXPIRE, &t);
+        assert_eq!(r.value.as_stream().map(|x| x.len()), Some(0));
     }
 
     #[test]
@@ -902,8 +972,23 @@ mod tests {
                 assert_eq!(decode(&b, th).unwrap_err(), CodecError::NanScore);
             }
         }
+        // A stream whose node is not a listpack, or that has groups.
+        let mut b = head(T_STREAM);
+        b.push(1);
+        b.extend_from_slice(&[0u8; 16]);
+        put_bytes(&mut b, b"notalistpack");
+        b.extend_from_slice(&[0; 9]);
+        assert!(matches!(decode(&b, &t), Err(CodecError::Stream(_))));
+        let mut s = crate::db::stream::Stream::new();
+        let id = crate::db::stream::StreamId::new(1, 1);
+        s.append(id, &[b"f", b"v"], Default::default()).unwrap();
+        let mut ok = Vec::new();
+        encode_entry(&mut ok, 0, b"k", &Value::Stream(Box::new(s)), NO_EXPIRE);
+        let mut grouped = ok.clone();
+        *grouped.last_mut().unwrap() = 1;
+        assert!(matches!(decode(&grouped, &t), Err(CodecError::Stream(_))));
         // Unknown types, reserved bit, encoding bits on a non-string.
-        for h in [6u8, 0x0F, 0x40, T_LIST | 0x10, T_ZSET | 0x30] {
+        for h in [7u8, 0x0F, 0x40, T_LIST | 0x10, T_ZSET | 0x30] {
             let mut b = head(h);
             b.push(0);
             assert_eq!(decode(&b, &t).unwrap_err(), CodecError::BadHead(h));

@@ -608,6 +608,8 @@ fn is_empty_collection(v: &Value) -> bool {
         Value::Hash(h) => h.is_empty(),
         Value::Set(s) => s.is_empty(),
         Value::ZSet(z) => z.is_empty(),
+        // (An empty stream is a value: its last id is kept.)
+        Value::Stream(_) => false,
     }
 }
 
@@ -706,6 +708,7 @@ mod tests {
                 a.set_flag(StrEnc::Auto as u8);
                 Value::Str(a).encoding()
             }
+            Value::Stream(_) => "stream",
             Value::List(_) => "quicklist",
             Value::Hash(h) => {
                 let fits = h.len() <= t.hash.max_entries

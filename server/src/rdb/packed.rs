@@ -104,13 +104,7 @@ pub fn listpack(b: &[u8]) -> Result<Vec<Vec<u8>>, PackedError> {
         };
         p = start + len;
         // The back-length: the entry's length in 7-bit groups, 1-5 bytes.
-        let backlen = match len {
-            0..=127 => 1,
-            128..=16_383 => 2,
-            16_384..=2_097_151 => 3,
-            2_097_152..=268_435_455 => 4,
-            _ => 5,
-        };
+        let backlen = crate::db::stream::lp::backlen_size(len as u64);
         get(b, p, backlen, W)?;
         p += backlen;
         out.push(elem);

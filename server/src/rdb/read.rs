@@ -398,9 +398,71 @@ fn load_value<R: Read>(
         }
         Type::HashZipmap => return Err(unsupported("zipmap hash (Redis before 2.6)")),
         Type::Module | Type::Module2 => return Err(unsupported("module value")),
-        Type::Stream | Type::Stream2 => return Err(unsupported("stream")),
+        Type::Stream | Type::Stream2 => stream(s, t == Type::Stream2).map_err(|e| match e {
+            StreamLoad::Rdb(e) => e,
+            StreamLoad::Groups => unsupported("stream consumer groups (not yet supported)"),
+            StreamLoad::Bad(why) => unsupported(why),
+        })?,
     };
     Ok((!is_empty(&v)).then_some(v))
+}
+
+/// Why a stream did not load.
+enum StreamLoad {
+    Rdb(RdbError),
+    Groups,
+    Bad(&'static str),
+}
+
+impl From<RdbError> for StreamLoad {
+    fn from(e: RdbError) -> Self {
+        StreamLoad::Rdb(e)
+    }
+}
+
+/// A stream: its nodes (16-byte master id, listpack), length, last id;
+/// since 7.0 (`v2`) its first id, greatest deleted id and entries added;
+/// then its consumer groups.
+fn stream<R: Read>(s: &mut Src<R>, v2: bool) -> Result<Value, StreamLoad> {
+    use crate::db::stream::{lp::Lp, Stream, StreamId};
+    let n = s.len()?;
+    let mut nodes = Vec::with_capacity(n.min(PREALLOC) as usize);
+    for _ in 0..n {
+        let key = s.string()?;
+        let id =
+            StreamId::from_key(&key).ok_or(StreamLoad::Bad("a stream node key is not 16 bytes"))?;
+        let lp = Lp::from_bytes(s.string()?).map_err(|e| StreamLoad::Rdb(e.into()))?;
+        if lp.first().is_none() {
+            return Err(StreamLoad::Bad("an empty listpack inside a stream"));
+        }
+        nodes.push((id, lp));
+    }
+    let length = s.len()?;
+    let last_id = StreamId::new(s.len()?, s.len()?);
+    let (first_id, max_deleted, entries_added) = if v2 {
+        let first = StreamId::new(s.len()?, s.len()?);
+        let max_deleted = StreamId::new(s.len()?, s.len()?);
+        (Some(first), max_deleted, s.len()?)
+    } else {
+        (None, StreamId::MIN, length)
+    };
+    let groups = s.len()?;
+    if groups > 0 {
+        return Err(StreamLoad::Groups);
+    }
+    let mut st = Stream::from_parts(
+        nodes,
+        length,
+        last_id,
+        first_id.unwrap_or_default(),
+        max_deleted,
+        entries_added,
+    )
+    .map_err(StreamLoad::Bad)?;
+    if first_id.is_none() {
+        st.first_id = st.edge(false).unwrap_or_default();
+    }
+    Ok(Value::Stream(Box::new(st)))
 }
 
 fn list(items: std::collections::VecDeque<Sds>) -> Value {
@@ -414,6 +476,8 @@ fn is_empty(v: &Value) -> bool {
         Value::Hash(h) => h.len() == 0,
         Value::Set(s) => s.len() == 0,
         Value::ZSet(z) => z.len() == 0,
+        // (An empty stream is a value: its last id is kept.)
+        Value::Stream(_) => false,
     }
 }
 

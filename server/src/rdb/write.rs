@@ -193,6 +193,22 @@ fn put_value(out: &mut Vec<u8>, key: Option<&[u8]>, value: &Value) {
                 out.extend_from_slice(&score.to_le_bytes());
             }
         }
+        Value::Stream(x) => {
+            head(out, Type::Stream2);
+            put_len(out, x.node_count() as u64);
+            for (id, lp) in x.nodes() {
+                put_string(out, &id.to_key());
+                put_string(out, lp.as_bytes());
+            }
+            put_len(out, x.length);
+            for id in [x.last_id, x.first_id, x.max_deleted] {
+                put_len(out, id.ms);
+                put_len(out, id.seq);
+            }
+            put_len(out, x.entries_added);
+            // Consumer groups (none yet).
+            put_len(out, 0);
+        }
         Value::Hash(h) => {
             head(out, Type::Hash);
             put_len(out, h.len() as u64);
