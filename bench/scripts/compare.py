@@ -48,7 +48,10 @@ random element to `hll:__rand_int__`) and `pfcount` (PFCOUNT of one of
 those keys) (issue 17): `--tests pfadd,pfcount --memory none`; `geoadd`
 (GEOADD of random points to one set) and `geosearch` (GEOSEARCH BYRADIUS 5
 km ASC around random points) (issue 17): `--tests geoadd,geosearch
---memory none`.
+--memory none`; `xadd` (XADD of a two-field event to `xs:__rand_int__`)
+and `xrange` (XRANGE ... COUNT 100 of a prepared 10,000-entry stream)
+(issue 17): `--tests xadd,xrange --memory streams` (the `streams` dataset:
+1M entries in 1000 streams).
 """
 import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -265,7 +268,17 @@ SCRIPTED = {
     "geoadd": ["GEOADD", "geo", "__rand_int__e-4", "__rand_int__e-4", "m:__rand_int__"],
     "geosearch": ["GEOSEARCH", "geo", "FROMLONLAT", "__rand_int__e-4", "__rand_int__e-4",
                   "BYRADIUS", "5", "km", "ASC"],
+    # Streams (issue 17): events appended to 100k streams (generated ids,
+    # two fields as a typical event), and XRANGE of 100 entries from a
+    # prepared 10,000-entry stream (at a random point of it: ids are
+    # 1-0 .. 10000-0).
+    "xadd": ["XADD", "xs:__rand_int__", "*", "kind", "click", "user", "__rand_int__"],
+    "xrange": ["XRANGE", "xr", "__rand_int__", "+", "COUNT", "100"],
 }
+
+# The stream XRANGE reads: ids 1-0 .. 10000-0, the XADD test's shape.
+XRANGE_STREAM = [["XADD", "xr", f"{i}-0", "kind", "click", "user", str(i % 977)]
+                 for i in range(1, 10001)]
 
 
 def prepare_scripts(port):
@@ -275,8 +288,14 @@ def prepare_scripts(port):
         if "ERR" in out:
             sys.exit(f"preparing the scripted tests on port {port}: {out.strip()}")
 
+def prepare_streams(port):
+    """The stream the xrange test reads (once per server start)."""
+    pipe(port, XRANGE_STREAM)
+
 def bench(port, tests, clients, pipeline, n):
-    what = ["-r", "100000", *SCRIPTED[tests]] if tests in SCRIPTED else ["-t", tests]
+    # (xrange: start ids up to 9901, so each reply is 100 entries.)
+    rand = "9900" if tests == "xrange" else "100000"
+    what = ["-r", rand, *SCRIPTED[tests]] if tests in SCRIPTED else ["-t", tests]
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(clients), "-P", str(pipeline),
                           "-n", str(n), "--csv", *what], capture_output=True, text=True).stdout
     rows = {}
@@ -301,6 +320,7 @@ DATASETS = {
     "strings": "DEBUG POPULATE 1000000 key 16",
     "hashes": "100k hashes x 10 fields (f0..f9 = 8-byte values)",
     "zsets": "100k zsets x 100 members (m0..m99, integer scores)",
+    "streams": "1M stream entries: 1000 streams x 1000 entries (two fields, generated ids)",
 }
 
 def pipe(port, lines):
@@ -321,6 +341,10 @@ def load(ds, port, populate):
         for start_i in range(0, 100000, 10000):
             pipe(port, (["HSET", f"h:{i}"] + [x for f in range(10) for x in (f"f{f}", f"v{i % 1000:07d}")]
                         for i in range(start_i, start_i + 10000)))
+    elif ds == "streams":
+        for start_i in range(0, 1000, 50):
+            pipe(port, (["XADD", f"x:{k}", "*", "kind", "click", "user", str((k * 1000 + e) % 977)]
+                        for k in range(start_i, start_i + 50) for e in range(1000)))
     elif ds == "zsets":
         for start_i in range(0, 100000, 2000):
             pipe(port, (["ZADD", f"z:{i}"] + [x for m in range(100) for x in (str(m * 7 + i % 13), f"m{m}")]
@@ -351,7 +375,7 @@ def main():
     ap.add_argument("--variant-arg", action="append", default=[], help="LABEL=ARG: a flag for that variant (repeat)")
     ap.add_argument("--tests", default="set,get,incr,mset")
     ap.add_argument("--populate", type=int, default=1000000)
-    ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets (or none)")
+    ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets,streams (or none)")
     ap.add_argument("--latency", action="store_true", help="also run -c 1 -P 1 SET/GET")
     ap.add_argument("--no-pipelined", action="store_true", help="skip the -P 16 runs")
     ap.add_argument("--lrange-n", type=int, default=200000, help="request count cap for lrange_* tests")
@@ -373,6 +397,8 @@ def main():
             servers[name] = start(kind, binary, ports[name], extra)
             if any(t in ("evalsha", "fcall") for t in a.tests.split(",")):
                 prepare_scripts(ports[name])
+            if "xrange" in a.tests.split(","):
+                prepare_streams(ports[name])
         configs = [(50, 1, 200000)] + ([] if a.no_pipelined else [(50, 16, 2000000)])
         if a.latency:
             configs.append((1, 1, 50000))

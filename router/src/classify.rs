@@ -32,8 +32,9 @@ pub enum Kind {
     Local,
 }
 
-/// Blocking commands the command table does not have (streams, newer
-/// list and sorted-set pops): they must never block a shared connection.
+/// Commands that block which the command table does not route as such
+/// (newer list and sorted-set pops, WAIT; XREAD blocks only with BLOCK,
+/// checked below): they must never block a shared connection.
 const BLOCKING_UNKNOWN: &[&str] = &[
     "blmpop",
     "bzmpop",
@@ -142,8 +143,8 @@ pub fn kind(args: &[&[u8]]) -> Kind {
             }
             Route::Write | Route::Admin | Route::PubSub => Kind::Primary,
         },
-        // Unknown to anykv's table (streams, scripts...): the primary
-        // answers, or produces Redis's own error.
+        // Unknown to anykv's table (stream consumer groups...): the
+        // primary answers, or produces Redis's own error.
         _ => Kind::Primary,
     }
 }
@@ -169,7 +170,8 @@ mod tests {
             kind(&[b"xread", b"BLOCK", b"0", b"STREAMS", b"s", b"$"]),
             Kind::Blocking
         );
-        assert_eq!(kind(&[b"xread", b"STREAMS", b"s", b"0"]), Kind::Primary);
+        // Without BLOCK, a read a replica may answer.
+        assert_eq!(kind(&[b"xread", b"STREAMS", b"s", b"0"]), Kind::Read);
         assert_eq!(kind(&[b"subscribe", b"c"]), Kind::Tunnel);
         assert_eq!(kind(&[b"client", b"tracking", b"on"]), Kind::Tunnel);
         assert_eq!(kind(&[b"client", b"setname", b"x"]), Kind::Local);
