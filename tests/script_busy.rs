@@ -112,6 +112,11 @@ fn a_looping_script_gets_busy_replies_and_script_kill_as_redis() {
         vec!["HELLO", "4"],
         vec!["HELLO", "2", "SETNAME", "late"],
         vec!["GET", "x"],
+        vec!["WATCH", "x"],
+        vec!["MULTI"],
+        vec!["RESET"],
+        vec!["CLIENT", "GETNAME"],
+        vec!["GET", "x"],
     ]);
     last.push(vec!["SCRIPT", "KILL"]);
     let after: Vec<Vec<&str>> = vec![

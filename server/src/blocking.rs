@@ -93,11 +93,12 @@ pub fn serve_ready(t: &mut Tenant, shared: &Shared, set: &Settings, now_ms: i64)
             if !serve_one(t, shared, set, now_ms, &info, bdb, resp, &args, &key) {
                 // A pop that found nothing leaves nothing for those after
                 // it; a stream read takes nothing, and a reader waiting
-                // past a later id does not hold up the others.
-                if args
+                // past a later id does not hold up the others; nor does a
+                // waiter for another type than the key now holds.
+                let xread = args
                     .first()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(b"xread"))
-                {
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"xread"));
+                if xread || !waits_for_type_of(t, bdb, &key, &args) {
                     skipped.push(id);
                     if let Some(q) = t.blocked_keys.get_mut(&slot) {
                         q.retain(|x| *x != id);
@@ -116,6 +117,29 @@ pub fn serve_ready(t: &mut Tenant, shared: &Shared, set: &Settings, now_ms: i64)
             }
         }
     }
+}
+
+/// Whether the waiter's command is one for the type `key` holds (or the
+/// key is missing).
+fn waits_for_type_of(t: &Tenant, db: usize, key: &[u8], args: &[Vec<u8>]) -> bool {
+    use crate::db::Kind;
+    let Some(kind) =
+        t.ks.dbs
+            .get(db)
+            .and_then(|d| d.find(key).map(|i| d.entry(i).value.kind()))
+    else {
+        return true;
+    };
+    let name = args
+        .first()
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    let wants = match &name[..] {
+        b"bzpopmin" | b"bzpopmax" | b"bzmpop" => Kind::ZSet,
+        b"xread" => Kind::Stream,
+        _ => Kind::List,
+    };
+    kind == wants
 }
 
 /// Runs a waiter's command against `key`; true if it was served.

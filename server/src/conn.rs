@@ -1323,6 +1323,16 @@ async fn while_busy(
                     out.error(&e);
                     continue;
                 }
+                // RESET too, when what it undoes is the session's own (a
+                // WATCH is dropped once the script ends, as UNWATCH's).
+                if args[0].eq_ignore_ascii_case(b"reset") && s.subscriptions() == 0 && !s.monitor {
+                    crate::cmd::connection::reset_session(shared, s, out);
+                    out.simple("RESET");
+                    b.ran(&args, None);
+                    unwatch = true;
+                    watch.clear();
+                    continue;
+                }
                 // AUTH and HELLO are answered now, as Redis answers them
                 // (outside MULTI, which queues them), unless they would
                 // move the connection to another database.

@@ -36,28 +36,40 @@ pub fn quit(ctx: &mut Ctx) {
 }
 
 pub fn reset(ctx: &mut Ctx) {
-    ctx.s.multi = None;
-    ctx.s.multi_error = false;
-    ctx.s.info.multi_len.set(-1);
     super::multi::unwatch_all(ctx.t, ctx.s);
     super::pubsub::unsubscribe_all(ctx.t, ctx.s);
-    ctx.s.db = 0;
-    ctx.s.info.db.set(0);
-    ctx.s.resp = 2;
-    ctx.out.resp = 2;
-    ctx.s.info.resp.set(2);
-    ctx.s.reply_mode = ReplyMode::On;
-    ctx.s.info.name.borrow_mut().clear();
     if ctx.s.monitor {
-        ctx.s.monitor = false;
-        ctx.s.info.monitor.set(false);
         let id = ctx.s.info.id;
         ctx.t.monitors.retain(|m| m.id != id);
     }
-    let open = ctx.shared.default_open();
-    ctx.s.authenticated = open;
-    set_user(ctx, "default");
+    reset_session(ctx.shared, ctx.s, ctx.out);
     ctx.out.simple("RESET");
+}
+
+/// What RESET changes in the session itself: its transaction, database,
+/// protocol, reply mode, name, MONITOR flag and login. (The WATCHes,
+/// subscriptions and the MONITOR registration are the database's: see
+/// [`reset`]; while a script holds the database, `conn` answers RESET
+/// with this when the session has none of the last two.)
+pub fn reset_session(
+    shared: &crate::shared::Shared,
+    s: &mut Session,
+    out: &mut crate::resp::Reply,
+) {
+    s.multi = None;
+    s.multi_error = false;
+    s.info.multi_len.set(-1);
+    s.db = 0;
+    s.info.db.set(0);
+    s.resp = 2;
+    out.resp = 2;
+    s.info.resp.set(2);
+    s.reply_mode = ReplyMode::On;
+    s.info.name.borrow_mut().clear();
+    s.monitor = false;
+    s.info.monitor.set(false);
+    s.authenticated = shared.default_open();
+    set_session_user(shared, s, "default");
 }
 
 /// Switches the session to `user` and caches whether ACL checks can be skipped.

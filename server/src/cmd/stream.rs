@@ -342,7 +342,10 @@ fn exact_effect(
             if i == t.threshold_at {
                 out.push(match t.how {
                     Some(Trim::MaxLen(_)) => s.length.to_string().into_bytes(),
-                    _ => s.first_id.to_string().into_bytes(),
+                    // (Deleted entries count: a node of them the trim kept
+                    // stays on the replica too; an empty stream is
+                    // trimmed whole there.)
+                    _ => s.first_any().to_string().into_bytes(),
                 });
                 continue;
             }
@@ -562,6 +565,14 @@ fn range(ctx: &mut Ctx, rev: bool) {
 
 /// `XDEL key id [id ...]`.
 pub fn xdel(ctx: &mut Ctx) {
+    // As Redis 7.0: the key first (missing: 0, whatever the ids), then
+    // every id before anything is deleted.
+    let key = ctx.args[1];
+    let idx = match ctx.lookup_typed(key, Kind::Stream, false) {
+        Err(Replied) => return,
+        Ok(None) => return ctx.out.int(0),
+        Ok(Some(i)) => i,
+    };
     let mut ids = Vec::with_capacity(ctx.args.len() - 2);
     for j in 2..ctx.args.len() {
         let Some(id) = strict_id(ctx, ctx.args[j], None) else {
@@ -569,12 +580,6 @@ pub fn xdel(ctx: &mut Ctx) {
         };
         ids.push(id);
     }
-    let key = ctx.args[1];
-    let idx = match ctx.lookup_typed(key, Kind::Stream, false) {
-        Err(Replied) => return,
-        Ok(None) => return ctx.out.int(0),
-        Ok(Some(i)) => i,
-    };
     let deleted = stream_mut(ctx, idx).xdel(&ids);
     if deleted > 0 {
         ctx.notify(NOTIFY_STREAM, "xdel", key);
@@ -661,7 +666,9 @@ struct Read {
     n: usize,
 }
 
-fn parse_read(ctx: &mut Ctx) -> Option<Read> {
+/// `blocked`: re-read for a client that blocked (its timeout was
+/// checked then and is not read again).
+fn parse_read(ctx: &mut Ctx, blocked: bool) -> Option<Read> {
     let mut count = 0u64;
     let mut block = None;
     let mut i = 1;
@@ -669,7 +676,11 @@ fn parse_read(ctx: &mut Ctx) -> Option<Read> {
         let more = ctx.args.len() - 1 - i;
         let o = ctx.args[i];
         if o.eq_ignore_ascii_case(b"block") && more > 0 {
-            block = Some(timeout_ms(ctx, ctx.args[i + 1])?);
+            block = Some(if blocked {
+                0
+            } else {
+                timeout_ms(ctx, ctx.args[i + 1])?
+            });
             i += 2;
         } else if o.eq_ignore_ascii_case(b"count") && more > 0 {
             count = ctx.arg_i64(i + 1)?.max(0) as u64;
@@ -698,7 +709,7 @@ fn parse_read(ctx: &mut Ctx) -> Option<Read> {
 
 /// `XREAD [COUNT n] [BLOCK ms] STREAMS key [key ...] id [id ...]`.
 pub fn xread(ctx: &mut Ctx) {
-    let Some(r) = parse_read(ctx) else {
+    let Some(r) = parse_read(ctx, false) else {
         return;
     };
     let mut after = Vec::with_capacity(r.n);
@@ -723,7 +734,7 @@ pub fn xread(ctx: &mut Ctx) {
         };
         after.push(id);
     }
-    let served = reply_new_entries(ctx, &r, &after, None);
+    let served = reply_new_entries(ctx, &r, &after, None, false);
     if served {
         return;
     }
@@ -749,13 +760,22 @@ pub fn xread(ctx: &mut Ctx) {
 }
 
 /// Replies with the entries after `after[k]` of each stream that has
-/// some (only `only`'s when given); false (nothing written) if none has.
-fn reply_new_entries(ctx: &mut Ctx, r: &Read, after: &[StreamId], only: Option<&[u8]>) -> bool {
+/// some; false (nothing written) if none has. For a client that blocked
+/// (`only`: the key that changed), as Redis 7.0 serves one: that key once,
+/// when the stream's last id passed the one it waits after (the entries
+/// may since be deleted: the list is then empty).
+fn reply_new_entries(
+    ctx: &mut Ctx,
+    r: &Read,
+    after: &[StreamId],
+    only: Option<&[u8]>,
+    by_last_id: bool,
+) -> bool {
     let mut body = crate::resp::Reply::new(ctx.out.resp);
     let mut served = 0;
     for (k, gt) in after.iter().enumerate() {
         let key = ctx.args[r.keys_at + k];
-        if only.is_some_and(|o| o != key) {
+        if only.is_some_and(|o| o != key) || (only.is_some() && served > 0) {
             continue;
         }
         let db = ctx.s.db;
@@ -765,7 +785,12 @@ fn reply_new_entries(ctx: &mut Ctx, r: &Read, after: &[StreamId], only: Option<&
         let Some(s) = ctx.t.ks.dbs[db].entry(idx).value.as_stream() else {
             continue;
         };
-        if s.length == 0 || s.edge(true).is_none_or(|top| top <= *gt) {
+        let has_new = if by_last_id {
+            s.last_id > *gt
+        } else {
+            s.length > 0 && s.edge(true).is_some_and(|top| top > *gt)
+        };
+        if !has_new {
             continue;
         }
         let Some(start) = gt.incr() else {
@@ -791,9 +816,9 @@ fn reply_new_entries(ctx: &mut Ctx, r: &Read, after: &[StreamId], only: Option<&
 }
 
 /// Serves a client blocked in XREAD once `key` changed: true if the
-/// stream now has entries after the id it waits past.
+/// stream's last id is now past the id it waits after.
 pub fn serve_xread(ctx: &mut Ctx, key: &[u8]) -> bool {
-    let Some(r) = parse_read(ctx) else {
+    let Some(r) = parse_read(ctx, true) else {
         return false;
     };
     let mut after = Vec::with_capacity(r.n);
@@ -803,5 +828,5 @@ pub fn serve_xread(ctx: &mut Ctx, key: &[u8]) -> bool {
             None => return false,
         }
     }
-    reply_new_entries(ctx, &r, &after, Some(key))
+    reply_new_entries(ctx, &r, &after, Some(key), true)
 }

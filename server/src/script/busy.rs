@@ -594,9 +594,9 @@ pub enum Answer {
     Watch,
     /// Replied; the connection closes (QUIT).
     Close,
-    /// Must wait for the script's end, then run as usual (RESET,
-    /// REPLCONF, and AUTH or HELLO that move the connection to another
-    /// database: they need the database).
+    /// Must wait for the script's end, then run as usual (REPLCONF,
+    /// RESET of a subscribed or MONITOR session, and AUTH or HELLO that
+    /// move the connection to another database: they need the database).
     Later,
     /// SHUTDOWN NOSAVE by a client allowed to: stop the server.
     Shutdown,
@@ -740,7 +740,7 @@ pub fn answer(
                 Answer::Watch
             }
         }
-        // (AUTH and HELLO are answered before: `conn`'s wait.)
+        // (AUTH, HELLO and RESET are answered before: `conn`'s wait.)
         (b"watch" | b"auth" | b"hello" | b"reset" | b"replconf" | b"multi", _, _) => Answer::Later,
         (b"exec", _, _) => {
             // Redis discards the transaction: EXECABORT with the refusal.

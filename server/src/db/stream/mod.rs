@@ -178,15 +178,10 @@ fn master(id: StreamId, lp: &Lp) -> Option<Master<'_>> {
     })
 }
 
-/// An entry read from a node.
+/// An entry read from a node: its id, its fields and values.
 struct Entry<'a> {
-    flags: i64,
-    /// Where its flags are.
-    at: usize,
     id: StreamId,
     fields: Fields<'a>,
-    /// The next entry's position.
-    next: Option<usize>,
 }
 
 fn entry_at<'a>(lp: &'a Lp, m: &Master<'a>, at: usize) -> Option<Entry<'a>> {
@@ -205,36 +200,142 @@ fn entry_at<'a>(lp: &'a Lp, m: &Master<'a>, at: usize) -> Option<Entry<'a>> {
     } else {
         p = lp.next(p)?;
         let n = lp.get(p).int();
-        for _ in 0..2 * n {
+        for _ in 0..n.checked_mul(2)? {
             p = lp.next(p)?;
             fields.push(lp.get(p));
         }
     }
-    // (The entry's lp-count.)
-    let p = lp.next(p)?;
     Some(Entry {
-        flags,
-        at,
         id: StreamId::new(ms, seq),
         fields,
-        next: lp.next(p),
     })
 }
 
-/// Every entry of a node (deleted ones too), in order.
-fn entries<'a>(lp: &'a Lp, m: &Master<'a>) -> smallvec::SmallVec<[Entry<'a>; 8]> {
-    let mut out = smallvec::SmallVec::new();
+/// An entry's flags, id and the next entry's position, its fields
+/// skipped (not read).
+fn entry_head(lp: &Lp, m: &Master<'_>, at: usize) -> Option<(i64, StreamId, Option<usize>)> {
+    let flags = lp.get(at).int();
+    let p = lp.next(at)?;
+    let ms = m.id.ms.wrapping_add(lp.get(p).int() as u64);
+    let mut p = lp.next(p)?;
+    let seq = m.id.seq.wrapping_add(lp.get(p).int() as u64);
+    let skip = if flags & FLAG_SAMEFIELDS != 0 {
+        m.fields.len() as i64
+    } else {
+        p = lp.next(p)?;
+        lp.get(p).int().checked_mul(2)?
+    };
+    for _ in 0..skip {
+        p = lp.next(p)?;
+    }
+    // (The entry's lp-count.)
+    let p = lp.next(p)?;
+    Some((flags, StreamId::new(ms, seq), lp.next(p)))
+}
+
+/// Every entry's head in a node (deleted ones too), in order: its
+/// position, flags and id.
+fn heads(lp: &Lp, m: &Master<'_>) -> Vec<(usize, i64, StreamId)> {
+    let mut out = Vec::new();
     let mut p = m.first_entry;
     while let Some(at) = p {
-        match entry_at(lp, m, at) {
-            Some(e) => {
-                p = e.next;
-                out.push(e);
-            }
-            None => break,
-        }
+        let Some((flags, id, next)) = entry_head(lp, m, at) else {
+            break;
+        };
+        out.push((at, flags, id));
+        p = next;
     }
     out
+}
+
+/// Checks a node from outside (an RDB file, a DUMP payload, a snapshot)
+/// the way Redis's deep integrity check does, and more: every element
+/// where a number belongs is one; the master entry ends with its zero;
+/// every entry has the fields it says and the lp-count that matches, ids
+/// strictly increasing from the node's key up to `below` (the next
+/// node's key, or past the stream's last id); the walk ends exactly at
+/// the end. Its live and deleted entry counts.
+fn validate_node(
+    key: StreamId,
+    lp: &Lp,
+    below: Option<StreamId>,
+    last: StreamId,
+) -> Result<(u64, u64), &'static str> {
+    const BAD: &str = "a stream node is malformed";
+    let int = |p: usize| -> Result<i64, &'static str> {
+        match lp.get(p) {
+            Elem::Int(v) => Ok(v),
+            Elem::Str(s) => crate::util::parse_i64(s).ok_or(BAD),
+        }
+    };
+    let next = |p: usize| lp.next(p).ok_or(BAD);
+    let mut p = lp.first().ok_or(BAD)?;
+    let count = int(p)?;
+    p = next(p)?;
+    let deleted = int(p)?;
+    p = next(p)?;
+    let nfields = int(p)?;
+    if count < 0 || deleted < 0 || nfields < 0 {
+        return Err(BAD);
+    }
+    for _ in 0..nfields {
+        p = next(p)?;
+    }
+    p = next(p)?;
+    if int(p)? != 0 {
+        return Err(BAD);
+    }
+    let (mut live, mut dead) = (0u64, 0u64);
+    let mut prev: Option<StreamId> = None;
+    let mut cur = lp.next(p);
+    while let Some(at) = cur {
+        let flags = int(at)?;
+        let mut q = next(at)?;
+        let ms = key.ms.wrapping_add(int(q)? as u64);
+        q = next(q)?;
+        let seq = key.seq.wrapping_add(int(q)? as u64);
+        let id = StreamId::new(ms, seq);
+        if id < key || prev.is_some_and(|x| id <= x) || id > last || below.is_some_and(|b| id >= b)
+        {
+            return Err("stream entry ids are out of order");
+        }
+        prev = Some(id);
+        let n = if flags & FLAG_SAMEFIELDS != 0 {
+            for _ in 0..nfields {
+                q = next(q)?;
+            }
+            nfields
+        } else {
+            q = next(q)?;
+            let n = int(q)?;
+            if n < 0 {
+                return Err(BAD);
+            }
+            for _ in 0..n.checked_mul(2).ok_or(BAD)? {
+                q = next(q)?;
+            }
+            n
+        };
+        q = next(q)?;
+        let want = if flags & FLAG_SAMEFIELDS != 0 {
+            n + 3
+        } else {
+            2 * n + 4
+        };
+        if int(q)? != want {
+            return Err(BAD);
+        }
+        if flags & FLAG_DELETED != 0 {
+            dead += 1;
+        } else {
+            live += 1;
+        }
+        cur = lp.next(q);
+    }
+    if prev.is_none() || live as i64 != count || dead as i64 != deleted {
+        return Err("a stream node's counts differ from its entries");
+    }
+    Ok((live, dead))
 }
 
 impl Stream {
@@ -275,34 +376,32 @@ impl Stream {
         entries_added: u64,
     ) -> Result<Stream, &'static str> {
         let mut map = BTreeMap::new();
-        let mut live = 0u64;
         for (id, lp) in nodes {
-            let alive = {
-                let m = master(id, &lp).ok_or("a stream node has no master entry")?;
-                let all = entries(&lp, &m);
-                let alive = all.iter().filter(|e| e.flags & FLAG_DELETED == 0).count();
-                if m.count < 0 || alive as i64 != m.count || (all.len() - alive) as i64 != m.deleted
-                {
-                    return Err("a stream node's counts differ from its entries");
-                }
-                alive
-            };
-            live += alive as u64;
             if map.insert(id, lp).is_some() {
                 return Err("two stream nodes have the same id");
             }
         }
+        let mut live = 0u64;
+        let keys: Vec<StreamId> = map.keys().copied().collect();
+        for (i, k) in keys.iter().enumerate() {
+            let lp = &map[k];
+            let (alive, _) = validate_node(*k, lp, keys.get(i + 1).copied(), last_id)?;
+            live += alive;
+        }
         if live != length {
             return Err("a stream's length differs from its entries");
         }
-        Ok(Stream {
+        let mut s = Stream {
             nodes: map,
             length,
             last_id,
             first_id,
             max_deleted,
             entries_added,
-        })
+        };
+        // (Recomputed: the file's value is a cache of this.)
+        s.first_id = s.edge(false).unwrap_or_default();
+        Ok(s)
     }
 
     /// Appends an entry with `id` (above the last id) and `pairs`
@@ -326,7 +425,8 @@ impl Stream {
             0 => NODE_MAX_SIZE,
             b => b.min(NODE_MAX_SIZE),
         };
-        let mut last = self.nodes.last_key_value().map(|(k, _)| *k);
+        let tail = self.nodes.last_key_value().map(|(k, _)| *k);
+        let mut last = tail;
         if let Some(k) = last {
             let lp = &self.nodes[&k];
             if lp.len_bytes() + total >= max_bytes {
@@ -336,6 +436,17 @@ impl Stream {
                 if m.is_none_or(|m| m.count + m.deleted >= limits.max_entries) {
                     last = None;
                 }
+            }
+        }
+        if last.is_none() {
+            // A node is full: it gives back what it allocated past its
+            // size (Redis's lpShrinkToFit). A new node's key is the new
+            // id, above every entry (and so every key) there is.
+            if let Some(lp) = tail.and_then(|k| self.nodes.get_mut(&k)) {
+                lp.shrink();
+            }
+            if self.nodes.contains_key(&id) {
+                return Err(AppendError::IdTooSmall);
             }
         }
         let mut flags = 0;
@@ -423,28 +534,53 @@ impl Stream {
             .range(..=start)
             .next_back()
             .map_or(start, |(k, _)| *k);
+        // Entries are read in place: their heads to find those in range,
+        // their fields only for those.
         let visit = |k: &StreamId, lp: &Lp, f: &mut dyn FnMut(StreamId, &[Elem<'_>]) -> bool| {
             let Some(m) = master(*k, lp) else {
                 return true;
             };
-            let all = entries(lp, &m);
-            let mut go = |e: &Entry| -> Option<bool> {
-                if e.flags & FLAG_DELETED != 0 || e.id < start || e.id > end {
-                    return None;
+            let mut go = |at: usize| -> bool {
+                match entry_at(lp, &m, at) {
+                    Some(e) => f(e.id, &e.fields),
+                    None => true,
                 }
-                Some(f(e.id, &e.fields))
             };
             if rev {
-                for e in all.iter().rev() {
-                    if go(e) == Some(false) {
+                let mut heads: smallvec::SmallVec<[(usize, i64, StreamId); 128]> =
+                    smallvec::SmallVec::new();
+                let mut p = m.first_entry;
+                while let Some(at) = p {
+                    let Some((flags, id, next)) = entry_head(lp, &m, at) else {
+                        break;
+                    };
+                    if id > end {
+                        break;
+                    }
+                    heads.push((at, flags, id));
+                    p = next;
+                }
+                for &(at, flags, id) in heads.iter().rev() {
+                    if id < start {
+                        return false;
+                    }
+                    if flags & FLAG_DELETED == 0 && !go(at) {
                         return false;
                     }
                 }
             } else {
-                for e in all.iter() {
-                    if go(e) == Some(false) {
+                let mut p = m.first_entry;
+                while let Some(at) = p {
+                    let Some((flags, id, next)) = entry_head(lp, &m, at) else {
+                        break;
+                    };
+                    if id > end {
                         return false;
                     }
+                    if flags & FLAG_DELETED == 0 && id >= start && !go(at) {
+                        return false;
+                    }
+                    p = next;
                 }
             }
             true
@@ -485,6 +621,23 @@ impl Stream {
         });
     }
 
+    /// The first entry's id, deleted or not (Redis's `streamGetEdgeID`
+    /// without skipping tombstones); the greatest id when empty. What an
+    /// approximate MINID trim is logged as.
+    pub fn first_any(&self) -> StreamId {
+        if self.length == 0 {
+            return StreamId::MAX;
+        }
+        self.nodes
+            .iter()
+            .next()
+            .and_then(|(k, lp)| {
+                let m = master(*k, lp)?;
+                entry_head(lp, &m, m.first_entry?).map(|h| h.1)
+            })
+            .unwrap_or(StreamId::MAX)
+    }
+
     /// The first or last live entry's id.
     pub fn edge(&self, last: bool) -> Option<StreamId> {
         let mut found = None;
@@ -503,15 +656,23 @@ impl Stream {
         };
         let found = self.nodes.get(&k).and_then(|lp| {
             let m = master(k, lp)?;
-            entries(lp, &m)
-                .iter()
-                .find(|e| e.id == id && e.flags & FLAG_DELETED == 0)
-                .map(|e| (e.at, e.flags, m.count))
+            let mut p = m.first_entry;
+            while let Some(at) = p {
+                let (flags, eid, next) = entry_head(lp, &m, at)?;
+                if eid == id {
+                    return (flags & FLAG_DELETED == 0).then_some((at, flags, m.count));
+                }
+                if eid > id {
+                    return None;
+                }
+                p = next;
+            }
+            None
         });
         let Some((at, flags, count)) = found else {
             return false;
         };
-        if count == 1 {
+        if count <= 1 {
             self.nodes.remove(&k);
         } else if let Some(lp) = self.nodes.get_mut(&k) {
             lp.replace_int(at, flags | FLAG_DELETED);
@@ -523,7 +684,7 @@ impl Stream {
                 }
             }
         }
-        self.length -= 1;
+        self.length = self.length.saturating_sub(1);
         true
     }
 
@@ -559,8 +720,8 @@ impl Stream {
     /// number removed.
     pub fn trim(&mut self, how: Trim, approx: bool, limit: u64) -> u64 {
         let mut deleted = 0u64;
-        let keys: Vec<StreamId> = self.nodes.keys().copied().collect();
-        for k in keys {
+        // Nodes go from the front only: the next one is always the first.
+        while let Some(k) = self.nodes.keys().next().copied() {
             if let Trim::MaxLen(max) = how {
                 if self.length <= max {
                     break;
@@ -571,14 +732,13 @@ impl Stream {
             type Seen = (i64, bool, i64, Vec<(usize, i64, StreamId)>);
             let seen: Option<Seen> = self.nodes.get(&k).and_then(|lp| {
                 let m = master(k, lp)?;
-                let all = entries(lp, &m);
+                let all = heads(lp, &m);
                 let remove_node = match how {
-                    Trim::MaxLen(max) => self.length - m.count as u64 >= max,
+                    Trim::MaxLen(max) => self.length.saturating_sub(m.count as u64) >= max,
                     // The node's last entry (deleted or not) is below.
-                    Trim::MinId(min) => all.last().map_or(k, |e| e.id) < min,
+                    Trim::MinId(min) => all.last().map_or(k, |e| e.2) < min,
                 };
-                let list = all.iter().map(|e| (e.at, e.flags, e.id)).collect();
-                Some((m.count, remove_node, m.deleted, list))
+                Some((m.count, remove_node, m.deleted, all))
             });
             let Some((count, remove_node, deleted_before, all)) = seen else {
                 break;
@@ -590,7 +750,7 @@ impl Stream {
             }
             if remove_node {
                 self.nodes.remove(&k);
-                self.length -= count as u64;
+                self.length = self.length.saturating_sub(count as u64);
                 deleted += count as u64;
                 continue;
             }
@@ -767,6 +927,58 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back, s);
+    }
+
+    /// A node built element by element (for malformed ones).
+    fn raw_node(elems: &[i64]) -> Lp {
+        let mut lp = Lp::new();
+        for &e in elems {
+            lp.append_int(e);
+        }
+        lp
+    }
+
+    #[test]
+    fn malformed_nodes_from_outside_are_refused() {
+        let k = id(1, 0);
+        let load = |lp: Lp, len: u64, last: StreamId| {
+            Stream::from_parts(vec![(k, lp)], len, last, k, StreamId::MIN, len)
+        };
+        // A good one: master (1 live, 0 deleted, 0 fields, 0), one
+        // SAMEFIELDS entry (flags 2, ms 0, seq 0, lp-count 3).
+        assert!(load(raw_node(&[1, 0, 0, 0, 2, 0, 0, 3]), 1, k).is_ok());
+        // Stray elements after the last entry.
+        assert!(load(raw_node(&[1, 0, 0, 0, 2, 0, 0, 3, 2, 0]), 1, k).is_err());
+        // A field count that overflows when doubled.
+        assert!(load(raw_node(&[1, 0, 0, 0, 0, 0, 0, 1 << 62, 3]), 1, k).is_err());
+        // A wrong lp-count, a non-zero master terminator.
+        assert!(load(raw_node(&[1, 0, 0, 0, 2, 0, 0, 4]), 1, k).is_err());
+        assert!(load(raw_node(&[1, 0, 0, 5, 2, 0, 0, 3]), 1, k).is_err());
+        // Counts that differ, ids out of order or past the last id.
+        assert!(load(raw_node(&[2, 0, 0, 0, 2, 0, 0, 3]), 1, k).is_err());
+        assert!(load(raw_node(&[2, 0, 0, 0, 2, 0, 0, 3, 2, 0, 0, 3]), 2, k).is_err());
+        assert!(load(raw_node(&[1, 0, 0, 0, 2, 5, 0, 3]), 1, k).is_err());
+        assert!(load(raw_node(&[1, 0, 0, 0, 2, 0, 0, 3]), 1, id(0, 5)).is_err());
+        // No entries at all.
+        assert!(load(raw_node(&[0, 0, 0, 0]), 0, k).is_err());
+    }
+
+    #[test]
+    fn the_first_entry_deleted_or_not_is_what_minid_logs() {
+        let lim = NodeLimits {
+            max_bytes: 4096,
+            max_entries: 3,
+        };
+        let mut s = Stream::new();
+        assert_eq!(s.first_any(), StreamId::MAX);
+        for i in 1..=5 {
+            s.append(id(i, 0), &[b"f", b"v"], lim).unwrap();
+        }
+        s.xdel(&[id(1, 0)]);
+        assert_eq!(s.first_any(), id(1, 0));
+        assert_eq!(s.first_id, id(2, 0));
+        assert_eq!(s.trim(Trim::MinId(id(100, 0)), true, 0), 4);
+        assert_eq!(s.first_any(), StreamId::MAX);
     }
 
     #[test]
