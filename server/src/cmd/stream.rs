@@ -125,13 +125,15 @@ fn interval_id(ctx: &mut Ctx, arg: &[u8], missing_seq: u64) -> Option<(StreamId,
 
 /// Writes an id as a bulk string.
 fn bulk_id(ctx: &mut Ctx, id: StreamId) {
-    ctx.out.bulk(id.to_string().as_bytes());
+    let mut b = [0u8; 41];
+    ctx.out.bulk(id.write(&mut b));
 }
 
 /// Writes one entry: `[id, [field, value, ...]]`.
 fn reply_entry(out: &mut crate::resp::Reply, id: StreamId, fields: &[Elem<'_>]) {
     out.array(2);
-    out.bulk(id.to_string().as_bytes());
+    let mut b = [0u8; 41];
+    out.bulk(id.write(&mut b));
     out.array(fields.len());
     for f in fields {
         match f {

@@ -77,6 +77,31 @@ impl StreamId {
     }
 }
 
+impl StreamId {
+    /// `ms-seq` written into `buf` without allocating (replies write one
+    /// per entry).
+    pub fn write<'b>(self, buf: &'b mut [u8; 41]) -> &'b [u8] {
+        fn digits(mut v: u64, out: &mut [u8; 20]) -> usize {
+            let mut i = out.len();
+            loop {
+                i -= 1;
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    return i;
+                }
+            }
+        }
+        let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
+        let (i, j) = (digits(self.ms, &mut a), digits(self.seq, &mut b));
+        let (la, lb) = (20 - i, 20 - j);
+        buf[..la].copy_from_slice(&a[i..]);
+        buf[la] = b'-';
+        buf[la + 1..la + 1 + lb].copy_from_slice(&b[j..]);
+        &buf[..la + 1 + lb]
+    }
+}
+
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
@@ -936,6 +961,19 @@ mod tests {
             lp.append_int(e);
         }
         lp
+    }
+
+    #[test]
+    fn ids_write_as_they_display() {
+        for x in [
+            id(0, 0),
+            id(1, 2),
+            id(u64::MAX, u64::MAX),
+            id(1_700_000_000_000, 99),
+        ] {
+            let mut b = [0u8; 41];
+            assert_eq!(x.write(&mut b), x.to_string().as_bytes());
+        }
     }
 
     #[test]
