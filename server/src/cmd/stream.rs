@@ -462,9 +462,20 @@ pub fn xadd(ctx: &mut Ctx) {
         Some((_, true)) => None,
         _ => Some((id_at, id)),
     };
-    if t.approx || id_rewrite.is_some() {
+    if t.approx {
         let effect = exact_effect(ctx.args, &t, stream_at(ctx, idx), id_rewrite);
         propagate_owned(ctx, &effect);
+    } else if let Some((at, id)) = id_rewrite {
+        // (The common case: a generated id, written in place.)
+        let mut b = [0u8; 41];
+        let written = id.write(&mut b);
+        let argv: smallvec::SmallVec<[&[u8]; 16]> = ctx
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| if i == at { written } else { *a })
+            .collect();
+        ctx.propagate(&argv);
     } else {
         ctx.propagate_as_is();
     }

@@ -80,7 +80,7 @@ impl StreamId {
 impl StreamId {
     /// `ms-seq` written into `buf` without allocating (replies write one
     /// per entry).
-    pub fn write<'b>(self, buf: &'b mut [u8; 41]) -> &'b [u8] {
+    pub fn write(self, buf: &mut [u8; 41]) -> &[u8] {
         fn digits(mut v: u64, out: &mut [u8; 20]) -> usize {
             let mut i = out.len();
             loop {
@@ -363,6 +363,26 @@ fn validate_node(
     Ok((live, dead))
 }
 
+/// Appends an entry to node `lp` whose master id is `master_id`: its
+/// flags, id deltas, fields (unless SAMEFIELDS) and values, lp-count.
+fn push_entry(lp: &mut Lp, id: StreamId, master_id: StreamId, flags: i64, pairs: &[&[u8]]) {
+    let n = (pairs.len() / 2) as i64;
+    let same = flags & FLAG_SAMEFIELDS != 0;
+    lp.append_int(flags);
+    lp.append_int(id.ms.wrapping_sub(master_id.ms) as i64);
+    lp.append_int(id.seq.wrapping_sub(master_id.seq) as i64);
+    if !same {
+        lp.append_int(n);
+    }
+    for pair in pairs.chunks(2) {
+        if !same {
+            lp.append(pair[0]);
+        }
+        lp.append(pair[1]);
+    }
+    lp.append_int(if same { n + 3 } else { 2 * n + 4 });
+}
+
 impl Stream {
     pub fn new() -> Stream {
         Stream::default()
@@ -450,88 +470,54 @@ impl Stream {
             0 => NODE_MAX_SIZE,
             b => b.min(NODE_MAX_SIZE),
         };
-        let tail = self.nodes.last_key_value().map(|(k, _)| *k);
-        let mut last = tail;
-        if let Some(k) = last {
-            let lp = &self.nodes[&k];
-            if lp.len_bytes() + total >= max_bytes {
-                last = None;
-            } else if limits.max_entries > 0 {
-                let m = master(k, lp);
-                if m.is_none_or(|m| m.count + m.deleted >= limits.max_entries) {
-                    last = None;
+        // The tail node takes the entry unless it is full (one lookup, one
+        // read of its master entry).
+        let mut appended = false;
+        if let Some(mut tail) = self.nodes.last_entry() {
+            let k = *tail.key();
+            let lp = tail.get_mut();
+            // (full, same fields as the master, live count)
+            let seen = master(k, lp).map(|m| {
+                let full = lp.len_bytes() + total >= max_bytes
+                    || (limits.max_entries > 0 && m.count + m.deleted >= limits.max_entries);
+                let same = m.fields.len() == n
+                    && m.fields
+                        .iter()
+                        .zip(pairs.iter().step_by(2))
+                        .all(|(a, b)| a.is(b));
+                (full, same, m.count)
+            });
+            match seen {
+                Some((false, same, count)) => {
+                    if let Some(p) = lp.first() {
+                        lp.replace_int(p, count + 1);
+                    }
+                    let flags = if same { FLAG_SAMEFIELDS } else { 0 };
+                    push_entry(lp, id, k, flags, pairs);
+                    appended = true;
                 }
+                // A full node gives back what it allocated past its size
+                // (Redis's lpShrinkToFit).
+                _ => lp.shrink(),
             }
         }
-        if last.is_none() {
-            // A node is full: it gives back what it allocated past its
-            // size (Redis's lpShrinkToFit). A new node's key is the new
-            // id, above every entry (and so every key) there is.
-            if let Some(lp) = tail.and_then(|k| self.nodes.get_mut(&k)) {
-                lp.shrink();
-            }
+        if !appended {
+            // A new node's key is the new id, above every entry (and so
+            // every key) there is.
             if self.nodes.contains_key(&id) {
                 return Err(AppendError::IdTooSmall);
             }
-        }
-        let mut flags = 0;
-        let master_id = match last {
-            None => {
-                let mut lp = Lp::new();
-                lp.append_int(1);
-                lp.append_int(0);
-                lp.append_int(n as i64);
-                for f in pairs.iter().step_by(2) {
-                    lp.append(f);
-                }
-                lp.append_int(0);
-                self.nodes.insert(id, lp);
-                flags |= FLAG_SAMEFIELDS;
-                id
-            }
-            Some(k) => {
-                let lp = self.nodes.get_mut(&k).ok_or(AppendError::TooLarge)?;
-                let same = match master(k, lp) {
-                    Some(m) => {
-                        m.fields.len() == n
-                            && m.fields
-                                .iter()
-                                .zip(pairs.iter().step_by(2))
-                                .all(|(a, b)| a.is(b))
-                    }
-                    None => false,
-                };
-                if same {
-                    flags |= FLAG_SAMEFIELDS;
-                }
-                if let Some(p) = lp.first() {
-                    let count = lp.get(p).int();
-                    lp.replace_int(p, count + 1);
-                }
-                k
-            }
-        };
-        let lp = self
-            .nodes
-            .get_mut(&master_id)
-            .ok_or(AppendError::TooLarge)?;
-        lp.append_int(flags);
-        lp.append_int(id.ms.wrapping_sub(master_id.ms) as i64);
-        lp.append_int(id.seq.wrapping_sub(master_id.seq) as i64);
-        if flags & FLAG_SAMEFIELDS == 0 {
+            let mut lp = Lp::new();
+            lp.append_int(1);
+            lp.append_int(0);
             lp.append_int(n as i64);
-        }
-        for pair in pairs.chunks(2) {
-            if flags & FLAG_SAMEFIELDS == 0 {
-                lp.append(pair[0]);
+            for f in pairs.iter().step_by(2) {
+                lp.append(f);
             }
-            lp.append(pair[1]);
+            lp.append_int(0);
+            push_entry(&mut lp, id, id, FLAG_SAMEFIELDS, pairs);
+            self.nodes.insert(id, lp);
         }
-        let mut lp_count = n as i64 + 3;
-        if flags & FLAG_SAMEFIELDS == 0 {
-            lp_count += n as i64 + 1;
-        }
-        lp.append_int(lp_count);
         if self.length == 0 {
             self.first_id = id;
         }
