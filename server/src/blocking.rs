@@ -11,6 +11,7 @@
 use std::rc::Rc;
 
 use crate::client::{ClientInfo, Session};
+use crate::cmd::blocking::Waiter;
 use crate::cmd::{lookup, Ctx, Lookup};
 use crate::resp::Reply;
 use crate::shared::{Settings, Shared};
@@ -90,15 +91,19 @@ pub fn serve_ready(t: &mut Tenant, shared: &Shared, set: &Settings, now_ms: i64)
                 continue;
             };
             let (info, bdb, resp, args) = (b.info.clone(), b.db, b.resp, b.args.clone());
-            if !serve_one(t, shared, set, now_ms, &info, bdb, resp, &args, &key) {
+            let argv: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+            let w = waiter_of(&argv);
+            let served = w.is_some_and(|(w, spec)| {
+                serve_one(
+                    t, shared, set, now_ms, &info, bdb, resp, &argv, &key, w, spec,
+                )
+            });
+            if !served {
                 // A pop that found nothing leaves nothing for those after
-                // it; a stream read takes nothing, and a reader waiting
-                // past a later id does not hold up the others; nor does a
-                // waiter for another type than the key now holds.
-                let xread = args
-                    .first()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(b"xread"));
-                if xread || !waits_for_type_of(t, bdb, &key, &args) {
+                // it. A waiter that takes nothing (a stream reader waiting
+                // past a later id) does not hold them up, nor does one
+                // for another type than the key now holds.
+                if w.is_some_and(|(w, _)| !w.consumes || !key_holds(t, bdb, &key, w.kind)) {
                     skipped.push(id);
                     if let Some(q) = t.blocked_keys.get_mut(&slot) {
                         q.retain(|x| *x != id);
@@ -119,30 +124,24 @@ pub fn serve_ready(t: &mut Tenant, shared: &Shared, set: &Settings, now_ms: i64)
     }
 }
 
-/// Whether the waiter's command is one for the type `key` holds (or the
-/// key is missing).
-fn waits_for_type_of(t: &Tenant, db: usize, key: &[u8], args: &[Vec<u8>]) -> bool {
-    use crate::db::Kind;
-    let Some(kind) =
-        t.ks.dbs
-            .get(db)
-            .and_then(|d| d.find(key).map(|i| d.entry(i).value.kind()))
-    else {
-        return true;
+/// The blocking command `argv` names, and its table row.
+fn waiter_of(argv: &[&[u8]]) -> Option<(Waiter, &'static crate::cmd::CommandSpec)> {
+    let Lookup::Found(r) = lookup(argv) else {
+        return None;
     };
-    let name = args
-        .first()
-        .map(|a| a.to_ascii_lowercase())
-        .unwrap_or_default();
-    let wants = match &name[..] {
-        b"bzpopmin" | b"bzpopmax" | b"bzmpop" => Kind::ZSet,
-        b"xread" => Kind::Stream,
-        _ => Kind::List,
-    };
-    kind == wants
+    Some((crate::cmd::blocking::waiter(&r.fullname)?, r.spec))
 }
 
-/// Runs a waiter's command against `key`; true if it was served.
+/// Whether `key` holds a `kind` (or is missing).
+fn key_holds(t: &Tenant, db: usize, key: &[u8], kind: crate::db::Kind) -> bool {
+    t.ks.dbs
+        .get(db)
+        .and_then(|d| d.find(key).map(|i| d.entry(i).value.kind()))
+        .is_none_or(|k| k == kind)
+}
+
+/// Runs a waiter's command `argv` (the blocking command `w`, row `spec`)
+/// against `key`; true if it was served.
 #[allow(clippy::too_many_arguments)]
 fn serve_one(
     t: &mut Tenant,
@@ -152,33 +151,28 @@ fn serve_one(
     info: &Rc<ClientInfo>,
     db: usize,
     resp: u8,
-    args: &[Vec<u8>],
+    argv: &[&[u8]],
     key: &[u8],
+    w: Waiter,
+    spec: &'static crate::cmd::CommandSpec,
 ) -> bool {
-    let argv: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-    let Lookup::Found(r) = lookup(&argv) else {
-        return false;
-    };
-    let Some(serve) = crate::cmd::blocking::serve_fn(&r.fullname) else {
-        return false;
-    };
     let mut s = Session::new(info.clone(), true);
     s.db = db;
     s.resp = resp;
     let mut out = Reply::new(resp);
     let mut ctx = Ctx {
-        args: &argv,
+        args: argv,
         out: &mut out,
         t,
         s: &mut s,
         shared,
         set,
         now_ms,
-        spec: r.spec,
+        spec,
         failed: false,
         suspend: None,
     };
-    if !serve(&mut ctx, key) {
+    if !(w.serve)(&mut ctx, key) {
         return false;
     }
     info.push_bytes(&out.buf);

@@ -8,6 +8,7 @@ use super::server::Suspend;
 use super::zset;
 use super::{errors, Ctx};
 use crate::blocking;
+use crate::db::Kind;
 use crate::util::{parse_i64, timeout_ms};
 
 /// Redis's `getTimeoutFromObjectOrReply(UNIT_SECONDS)`: absolute deadline in
@@ -17,6 +18,13 @@ pub fn parse_timeout(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
         ctx.err("timeout is not a float or out of range");
         return None;
     };
+    deadline(ctx, ms)
+}
+
+/// The rest of `getTimeoutFromObjectOrReply`, once the timeout is in ms
+/// (whatever unit it was given in): the absolute deadline, 0 for
+/// "forever", or the error sent for a negative or too large one.
+pub fn deadline(ctx: &mut Ctx, ms: i64) -> Option<i64> {
     if ms < 0 {
         ctx.err("timeout is negative");
         return None;
@@ -221,17 +229,37 @@ fn serve_bzmpop(ctx: &mut Ctx, key: &[u8]) -> bool {
     serve_zpop(ctx, key, m.max, m.count)
 }
 
-/// The serve function for a blocking command, by full name.
-pub fn serve_fn(name: &str) -> Option<blocking::ServeFn> {
+/// How a blocking command waits: the function that serves it once a key
+/// it waits on changes, the type of key it serves from, and whether
+/// serving takes the data (a pop: the waiters after it then find nothing)
+/// or not (a stream read).
+#[derive(Clone, Copy)]
+pub struct Waiter {
+    pub serve: blocking::ServeFn,
+    pub kind: Kind,
+    pub consumes: bool,
+}
+
+/// The blocking command `name` (its full name) as a [`Waiter`].
+pub fn waiter(name: &str) -> Option<Waiter> {
+    let pop = |serve, kind| Waiter {
+        serve,
+        kind,
+        consumes: true,
+    };
     Some(match name {
-        "blpop" => serve_blpop,
-        "brpop" => serve_brpop,
-        "blmove" | "brpoplpush" => serve_bmove,
-        "blmpop" => serve_blmpop,
-        "bzpopmin" => serve_bzpopmin,
-        "bzpopmax" => serve_bzpopmax,
-        "bzmpop" => serve_bzmpop,
-        "xread" => super::stream::serve_xread,
+        "blpop" => pop(serve_blpop, Kind::List),
+        "brpop" => pop(serve_brpop, Kind::List),
+        "blmove" | "brpoplpush" => pop(serve_bmove, Kind::List),
+        "blmpop" => pop(serve_blmpop, Kind::List),
+        "bzpopmin" => pop(serve_bzpopmin, Kind::ZSet),
+        "bzpopmax" => pop(serve_bzpopmax, Kind::ZSet),
+        "bzmpop" => pop(serve_bzmpop, Kind::ZSet),
+        "xread" => Waiter {
+            serve: super::stream::serve_xread,
+            kind: Kind::Stream,
+            consumes: false,
+        },
         _ => return None,
     })
 }

@@ -367,18 +367,7 @@ fn timeout_ms(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
         ctx.err("timeout is not an integer or out of range");
         return None;
     };
-    if ms < 0 {
-        ctx.err("timeout is negative");
-        return None;
-    }
-    if ms == 0 {
-        return Some(0);
-    }
-    if ms > i64::MAX - ctx.now_ms {
-        ctx.err("timeout is out of range");
-        return None;
-    }
-    Some(ms + ctx.now_ms)
+    super::blocking::deadline(ctx, ms)
 }
 
 fn propagate_owned(ctx: &mut Ctx, args: &[Vec<u8>]) {

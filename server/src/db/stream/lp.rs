@@ -337,31 +337,27 @@ impl Lp {
 
     /// Appends integer `v`.
     pub fn append_int(&mut self, v: i64) {
-        let end = self.buf.len() - 1;
-        self.buf.truncate(end);
-        let start = self.buf.len();
-        encode_int(&mut self.buf, v);
-        let size = (self.buf.len() - start) as u64;
-        put_backlen(&mut self.buf, size);
-        self.buf.push(EOF);
-        self.grew(1);
+        self.push(|out| encode_int(out, v));
     }
 
     /// Appends `s` (as an integer when it is a canonical one).
     pub fn append(&mut self, s: &[u8]) {
         match canonical_int(s) {
             Some(v) => self.append_int(v),
-            None => {
-                let end = self.buf.len() - 1;
-                self.buf.truncate(end);
-                let start = self.buf.len();
-                encode_str(&mut self.buf, s);
-                let size = (self.buf.len() - start) as u64;
-                put_backlen(&mut self.buf, size);
-                self.buf.push(EOF);
-                self.grew(1);
-            }
+            None => self.push(|out| encode_str(out, s)),
         }
+    }
+
+    /// Appends the element `encode` writes (encoding and data), then its
+    /// back-length, before the end marker.
+    fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let end = self.buf.len() - 1;
+        self.buf.truncate(end);
+        encode(&mut self.buf);
+        let size = (self.buf.len() - end) as u64;
+        put_backlen(&mut self.buf, size);
+        self.buf.push(EOF);
+        self.grew(1);
     }
 
     /// Replaces the element at `p` with integer `v` (its size may change:

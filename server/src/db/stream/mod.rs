@@ -209,12 +209,19 @@ struct Entry<'a> {
     fields: Fields<'a>,
 }
 
-fn entry_at<'a>(lp: &'a Lp, m: &Master<'a>, at: usize) -> Option<Entry<'a>> {
+/// An entry's flags and id (from the master's and its deltas), and the
+/// position of its last id element: its fields follow.
+fn entry_id(lp: &Lp, m: &Master<'_>, at: usize) -> Option<(i64, StreamId, usize)> {
     let flags = lp.get(at).int();
     let p = lp.next(at)?;
     let ms = m.id.ms.wrapping_add(lp.get(p).int() as u64);
-    let mut p = lp.next(p)?;
+    let p = lp.next(p)?;
     let seq = m.id.seq.wrapping_add(lp.get(p).int() as u64);
+    Some((flags, StreamId::new(ms, seq), p))
+}
+
+fn entry_at<'a>(lp: &'a Lp, m: &Master<'a>, at: usize) -> Option<Entry<'a>> {
+    let (flags, id, mut p) = entry_id(lp, m, at)?;
     let mut fields = Fields::new();
     if flags & FLAG_SAMEFIELDS != 0 {
         for f in &m.fields {
@@ -230,20 +237,13 @@ fn entry_at<'a>(lp: &'a Lp, m: &Master<'a>, at: usize) -> Option<Entry<'a>> {
             fields.push(lp.get(p));
         }
     }
-    Some(Entry {
-        id: StreamId::new(ms, seq),
-        fields,
-    })
+    Some(Entry { id, fields })
 }
 
 /// An entry's flags, id and the next entry's position, its fields
 /// skipped (not read).
 fn entry_head(lp: &Lp, m: &Master<'_>, at: usize) -> Option<(i64, StreamId, Option<usize>)> {
-    let flags = lp.get(at).int();
-    let p = lp.next(at)?;
-    let ms = m.id.ms.wrapping_add(lp.get(p).int() as u64);
-    let mut p = lp.next(p)?;
-    let seq = m.id.seq.wrapping_add(lp.get(p).int() as u64);
+    let (flags, id, mut p) = entry_id(lp, m, at)?;
     let skip = if flags & FLAG_SAMEFIELDS != 0 {
         m.fields.len() as i64
     } else {
@@ -255,7 +255,7 @@ fn entry_head(lp: &Lp, m: &Master<'_>, at: usize) -> Option<(i64, StreamId, Opti
     }
     // (The entry's lp-count.)
     let p = lp.next(p)?;
-    Some((flags, StreamId::new(ms, seq), lp.next(p)))
+    Some((flags, id, lp.next(p)))
 }
 
 /// Every entry's head in a node (deleted ones too), in order: its
