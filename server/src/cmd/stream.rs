@@ -736,7 +736,7 @@ pub fn xread(ctx: &mut Ctx) {
         };
         after.push(id);
     }
-    let served = reply_new_entries(ctx, &r, &after, None, false);
+    let served = reply_new_entries(ctx, &r, &after, None);
     if served {
         return;
     }
@@ -766,13 +766,7 @@ pub fn xread(ctx: &mut Ctx) {
 /// (`only`: the key that changed), as Redis 7.0 serves one: that key once,
 /// when the stream's last id passed the one it waits after (the entries
 /// may since be deleted: the list is then empty).
-fn reply_new_entries(
-    ctx: &mut Ctx,
-    r: &Read,
-    after: &[StreamId],
-    only: Option<&[u8]>,
-    by_last_id: bool,
-) -> bool {
+fn reply_new_entries(ctx: &mut Ctx, r: &Read, after: &[StreamId], only: Option<&[u8]>) -> bool {
     let mut body = crate::resp::Reply::new(ctx.out.resp);
     let mut served = 0;
     for (k, gt) in after.iter().enumerate() {
@@ -787,7 +781,7 @@ fn reply_new_entries(
         let Some(s) = ctx.t.ks.dbs[db].entry(idx).value.as_stream() else {
             continue;
         };
-        let has_new = if by_last_id {
+        let has_new = if only.is_some() {
             s.last_id > *gt
         } else {
             s.length > 0 && s.edge(true).is_some_and(|top| top > *gt)
@@ -830,5 +824,5 @@ pub fn serve_xread(ctx: &mut Ctx, key: &[u8]) -> bool {
             None => return false,
         }
     }
-    reply_new_entries(ctx, &r, &after, Some(key), true)
+    reply_new_entries(ctx, &r, &after, Some(key))
 }
