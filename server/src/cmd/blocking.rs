@@ -260,6 +260,13 @@ pub fn waiter(name: &str) -> Option<Waiter> {
             kind: Kind::Stream,
             consumes: false,
         },
+        // (A group's reader that finds nothing new for its group holds up
+        // no reader of another group.)
+        "xreadgroup" => Waiter {
+            serve: super::stream::group::serve_xreadgroup,
+            kind: Kind::Stream,
+            consumes: false,
+        },
         _ => return None,
     })
 }

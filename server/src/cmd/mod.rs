@@ -104,7 +104,8 @@ pub fn record(t: &mut Tenant, db: usize, args: &[&[u8]]) {
             t.ready_keys.extend(keys);
         }
         _ => {
-            let Some(r) = registry().by_name(args[0]) else {
+            // (Resolved as a call is: XGROUP's keys are its subcommand's.)
+            let Lookup::Found(r) = lookup(args) else {
                 return;
             };
             for k in command::key_positions(r.spec, args) {

@@ -309,6 +309,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("xtrim", -4, "write", 1, 1, 1, "@write @stream @slow", Write, Allowed, "stream", "5.0.0", "Trims the stream to (approximately if '~' is passed) a certain size", super::stream::xtrim),
     cmd!("xsetid", -3, "write denyoom fast", 1, 1, 1, "@write @stream @fast", Write, Allowed, "stream", "5.0.0", "An internal command for replicating stream values", super::stream::xsetid),
     cmd!("xread", -4, "readonly blocking movablekeys", 0, 0, 0, "@read @stream @slow @blocking", Read, Allowed, "stream", "5.0.0", "Return never seen elements in multiple streams, with IDs greater than the ones reported by the caller for each stream. Can block.", super::stream::xread),
+    cmd!("xreadgroup", -7, "write blocking movablekeys", 0, 0, 0, "@write @stream @slow @blocking", Write, Allowed, "stream", "5.0.0", "Return new entries from a stream using a consumer group, or access the history of the pending entries for a given consumer. Can block.", super::stream::group::xreadgroup),
+    cmd!("xack", -4, "write fast", 1, 1, 1, "@write @stream @fast", Write, Allowed, "stream", "5.0.0", "Marks a pending message as correctly processed, effectively removing it from the pending entries list of the consumer group. Return value of the command is the number of messages successfully acknowledged, that is, the IDs we were actually able to resolve in the PEL.", super::stream::group::xack),
+    cmd!("xpending", -3, "readonly", 1, 1, 1, "@read @stream @slow", Read, Allowed, "stream", "5.0.0", "Return information and entries from a stream consumer group pending entries list, that are messages fetched but never acknowledged.", super::stream::group::xpending),
+    cmd!("xclaim", -6, "write fast", 1, 1, 1, "@write @stream @fast", Write, Allowed, "stream", "5.0.0", "Changes (or acquires) ownership of a message in a consumer group, as if the message was delivered to the specified consumer.", super::stream::group::xclaim),
+    cmd!("xautoclaim", -6, "write fast", 1, 1, 1, "@write @stream @fast", Write, Allowed, "stream", "6.2.0", "Changes (or acquires) ownership of messages in a consumer group, as if the messages were delivered to the specified consumer.", super::stream::group::xautoclaim),
+    container!("xgroup", "@slow", Write, Allowed, "stream", "5.0.0", "A container for consumer groups commands", XGROUP_SUBS),
+    container!("xinfo", "@slow", Read, Allowed, "stream", "5.0.0", "A container for stream introspection commands", XINFO_SUBS),
     cmd!("zcard", 2, "readonly fast", 1, 1, 1, "@read @sortedset @fast", Read, Allowed, "sorted-set", "1.2.0", "Get the number of members in a sorted set", super::zset::zcard),
     cmd!("zcount", 4, "readonly fast", 1, 1, 1, "@read @sortedset @fast", Read, Allowed, "sorted-set", "2.0.0", "Count the members in a sorted set with scores within the given values", super::zset::zcount),
     cmd!("zlexcount", 4, "readonly fast", 1, 1, 1, "@read @sortedset @fast", Read, Allowed, "sorted-set", "2.8.9", "Count the number of members in a sorted set between a given lexicographical range", super::zset::zlexcount),
@@ -376,6 +383,24 @@ static PUBSUB_SUBS: &[CommandSpec] = &[
     cmd!("shardchannels", -2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "7.0.0", "List active shard channels", pubsub::pubsub_shardchannels),
     cmd!("shardnumsub", -2, "pubsub loading stale", 0, 0, 0, "@pubsub @slow", PubSub, OwnTenant, "pubsub", "7.0.0", "Get the count of subscribers for shard channels", pubsub::pubsub_shardnumsub),
     cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", PubSub, Allowed, "pubsub", "6.2.0", "Show helpful text about the different subcommands", pubsub::pubsub_help),
+];
+
+#[rustfmt::skip]
+static XGROUP_SUBS: &[CommandSpec] = &[
+    cmd!("create", -5, "write denyoom", 2, 2, 1, "@write @stream @slow", Write, Allowed, "stream", "5.0.0", "Create a consumer group.", super::stream::group::xgroup_create),
+    cmd!("createconsumer", 5, "write denyoom", 2, 2, 1, "@write @stream @slow", Write, Allowed, "stream", "6.2.0", "Create a consumer in a consumer group.", super::stream::group::xgroup_createconsumer),
+    cmd!("delconsumer", 5, "write", 2, 2, 1, "@write @stream @slow", Write, Allowed, "stream", "5.0.0", "Delete a consumer from a consumer group.", super::stream::group::xgroup_delconsumer),
+    cmd!("destroy", 4, "write", 2, 2, 1, "@write @stream @slow", Write, Allowed, "stream", "5.0.0", "Destroy a consumer group.", super::stream::group::xgroup_destroy),
+    cmd!("setid", -5, "write", 2, 2, 1, "@write @stream @slow", Write, Allowed, "stream", "5.0.0", "Set a consumer group to an arbitrary last delivered ID value.", super::stream::group::xgroup_setid),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@stream @slow", Read, Allowed, "stream", "5.0.0", "Show helpful text about the different subcommands", super::stream::group::xgroup_help),
+];
+
+#[rustfmt::skip]
+static XINFO_SUBS: &[CommandSpec] = &[
+    cmd!("consumers", 4, "readonly", 2, 2, 1, "@read @stream @slow", Read, Allowed, "stream", "5.0.0", "List the consumers in a consumer group", super::stream::info::xinfo_consumers),
+    cmd!("groups", 3, "readonly", 2, 2, 1, "@read @stream @slow", Read, Allowed, "stream", "5.0.0", "List the consumer groups of a stream", super::stream::info::xinfo_groups),
+    cmd!("stream", -3, "readonly", 2, 2, 1, "@read @stream @slow", Read, Allowed, "stream", "5.0.0", "Get information about a stream", super::stream::info::xinfo_stream),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@stream @slow", Read, Allowed, "stream", "5.0.0", "Show helpful text about the different subcommands", super::stream::info::xinfo_help),
 ];
 
 #[rustfmt::skip]

@@ -90,7 +90,9 @@ const T_SET: u8 = 3;
 const T_SET_INTS: u8 = 4;
 const T_ZSET: u8 = 5;
 /// A stream: its nodes as Redis's listpacks (`db::stream`), then its ids
-/// and counts, then its consumer groups (a count, 0 for now).
+/// and counts, then its consumer groups: each its name, last id, entries
+/// read, pending entries (id, delivery time, count) and consumers (name,
+/// seen time, the ids they own).
 const T_STREAM: u8 = 6;
 
 const TYPE_MASK: u8 = 0x0F;
@@ -288,7 +290,28 @@ pub fn encode_entry(out: &mut Vec<u8>, db: u32, key: &[u8], value: &Value, expir
                 put_varint(out, id.seq);
             }
             put_varint(out, x.entries_added);
-            put_varint(out, 0);
+            put_varint(out, x.groups.len() as u64);
+            for (name, g) in &x.groups {
+                put_bytes(out, name);
+                put_varint(out, g.last_id.ms);
+                put_varint(out, g.last_id.seq);
+                put_varint(out, g.entries_read as u64);
+                put_varint(out, g.pel.len() as u64);
+                for (id, n) in &g.pel {
+                    out.extend_from_slice(&id.to_key());
+                    out.extend_from_slice(&n.delivery_time.to_le_bytes());
+                    put_varint(out, n.delivery_count);
+                }
+                put_varint(out, g.consumers.len() as u64);
+                for (cname, c) in &g.consumers {
+                    put_bytes(out, cname);
+                    out.extend_from_slice(&c.seen_time.to_le_bytes());
+                    put_varint(out, c.pel.len() as u64);
+                    for id in &c.pel {
+                        out.extend_from_slice(&id.to_key());
+                    }
+                }
+            }
         }
     }
 }
@@ -465,12 +488,68 @@ fn decode_stream(c: &mut Cur<'_>) -> Result<Value, CodecError> {
     let mut id = || -> Result<StreamId, CodecError> { Ok(StreamId::new(c.varint()?, c.varint()?)) };
     let (last, first, max_deleted) = (id()?, id()?, id()?);
     let added = c.varint()?;
-    if c.varint()? != 0 {
-        return Err(CodecError::Stream("consumer groups are not supported yet"));
-    }
-    let s = Stream::from_parts(nodes, length, last, first, max_deleted, added)
+    let mut s = Stream::from_parts(nodes, length, last, first, max_deleted, added)
         .map_err(CodecError::Stream)?;
+    // (A group is at least its name's length, two ids and three counts.)
+    let groups = c.count(6)?;
+    for _ in 0..groups {
+        let name = c.bytes()?.to_vec();
+        let g = decode_group(c)?;
+        if s.groups.insert(name, g).is_some() {
+            return Err(CodecError::Stream("two groups have the same name"));
+        }
+    }
     Ok(Value::Stream(Box::new(s)))
+}
+
+/// A consumer group after its name (see [`T_STREAM`]), checked whole:
+/// every pending entry has exactly the owner that lists it.
+fn decode_group(c: &mut Cur<'_>) -> Result<crate::db::stream::group::Group, CodecError> {
+    use crate::db::stream::group::Group;
+    use crate::db::stream::StreamId;
+    let id = |b: &[u8]| StreamId::from_key(b).ok_or(CodecError::Truncated);
+    let time = |b: &[u8]| -> Result<i64, CodecError> {
+        Ok(i64::from_le_bytes(
+            b.try_into().map_err(|_| CodecError::Truncated)?,
+        ))
+    };
+    let last = StreamId::new(c.varint()?, c.varint()?);
+    let mut g = Group::new(last, c.varint()? as i64);
+    let n = c.count(25)?;
+    let mut pel = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = id(c.take(16)?)?;
+        let t = time(c.take(8)?)?;
+        pel.push((at, t, c.varint()?));
+    }
+    let consumers = c.count(10)?;
+    let mut owner = std::collections::BTreeMap::new();
+    for _ in 0..consumers {
+        let name = c.bytes()?;
+        let seen = time(c.take(8)?)?;
+        let (_, created) = g.consumer_or_create(name, seen);
+        if !created {
+            return Err(CodecError::Stream("two consumers have the same name"));
+        }
+        for _ in 0..c.count(16)? {
+            if owner.insert(id(c.take(16)?)?, name).is_some() {
+                return Err(CodecError::Stream("a pending entry has two owners"));
+            }
+        }
+    }
+    for (at, t, count) in pel {
+        if g.pel.contains_key(&at) {
+            return Err(CodecError::Stream("a pending entry is listed twice"));
+        }
+        let name = owner
+            .remove(&at)
+            .ok_or(CodecError::Stream("a pending entry has no owner"))?;
+        g.assign(at, name, t, count);
+    }
+    if !owner.is_empty() {
+        return Err(CodecError::Stream("a consumer owns an entry not pending"));
+    }
+    Ok(g)
 }
 
 fn decode_list(c: &mut Cur<'_>) -> Result<Value, CodecError> {
@@ -984,8 +1063,15 @@ mod tests {
         s.append(id, &[b"f", b"v"], Default::default()).unwrap();
         let mut ok = Vec::new();
         encode_entry(&mut ok, 0, b"k", &Value::Stream(Box::new(s)), NO_EXPIRE);
+        // A group whose consumer owns an entry the group has not pending.
         let mut grouped = ok.clone();
         *grouped.last_mut().unwrap() = 1;
+        put_bytes(&mut grouped, b"g");
+        grouped.extend_from_slice(&[0, 0, 0, 0, 1]);
+        put_bytes(&mut grouped, b"c");
+        grouped.extend_from_slice(&[0; 8]);
+        grouped.push(1);
+        grouped.extend_from_slice(&id.to_key());
         assert!(matches!(decode(&grouped, &t), Err(CodecError::Stream(_))));
         // Unknown types, reserved bit, encoding bits on a non-string.
         for h in [7u8, 0x0F, 0x40, T_LIST | 0x10, T_ZSET | 0x30] {

@@ -400,7 +400,6 @@ fn load_value<R: Read>(
         Type::Module | Type::Module2 => return Err(unsupported("module value")),
         Type::Stream | Type::Stream2 => stream(s, t == Type::Stream2).map_err(|e| match e {
             StreamLoad::Rdb(e) => e,
-            StreamLoad::Groups => unsupported("stream consumer groups (not yet supported)"),
             StreamLoad::Bad(why) => unsupported(why),
         })?,
     };
@@ -410,7 +409,6 @@ fn load_value<R: Read>(
 /// Why a stream did not load.
 enum StreamLoad {
     Rdb(RdbError),
-    Groups,
     Bad(&'static str),
 }
 
@@ -425,6 +423,7 @@ impl From<RdbError> for StreamLoad {
 /// then its consumer groups.
 fn stream<R: Read>(s: &mut Src<R>, v2: bool) -> Result<Value, StreamLoad> {
     use crate::db::stream::{lp::Lp, Stream, StreamId};
+
     let n = s.len()?;
     let mut nodes = Vec::with_capacity(n.min(PREALLOC) as usize);
     for _ in 0..n {
@@ -447,9 +446,6 @@ fn stream<R: Read>(s: &mut Src<R>, v2: bool) -> Result<Value, StreamLoad> {
         (None, StreamId::MIN, length)
     };
     let groups = s.len()?;
-    if groups > 0 {
-        return Err(StreamLoad::Groups);
-    }
     let mut st = Stream::from_parts(
         nodes,
         length,
@@ -462,7 +458,80 @@ fn stream<R: Read>(s: &mut Src<R>, v2: bool) -> Result<Value, StreamLoad> {
     if first_id.is_none() {
         st.first_id = st.edge(false).unwrap_or_default();
     }
+    for _ in 0..groups {
+        let (name, g) = stream_group(s, &st, v2)?;
+        if st.groups.insert(name, g).is_some() {
+            return Err(StreamLoad::Bad(
+                "two consumer groups of a stream have the same name",
+            ));
+        }
+    }
     Ok(Value::Stream(Box::new(st)))
+}
+
+/// A consumer group: name, last id, (since 7.0) entries read, its PEL
+/// (16-byte id, delivery time in ms, delivery count), its consumers
+/// (name, seen time, the ids of the PEL they own).
+fn stream_group<R: Read>(
+    s: &mut Src<R>,
+    st: &crate::db::stream::Stream,
+    v2: bool,
+) -> Result<(Vec<u8>, crate::db::stream::group::Group), StreamLoad> {
+    use crate::db::stream::group::Group;
+    use crate::db::stream::StreamId;
+    let name = s.string()?;
+    let last = StreamId::new(s.len()?, s.len()?);
+    let entries_read = if v2 {
+        // (-1, "unknown", is written as the 64-bit length it casts to.)
+        s.len()? as i64
+    } else {
+        st.counts().entries_up_to(last)
+    };
+    let mut g = Group::new(last, entries_read);
+    let n = s.len()?;
+    let mut pel = Vec::with_capacity(n.min(PREALLOC) as usize);
+    for _ in 0..n {
+        let id = StreamId::from_key(&s.array::<16>()?).ok_or(StreamLoad::Bad("bad id"))?;
+        let time = i64::from_le_bytes(s.array::<8>()?);
+        let count = s.len()?;
+        pel.push((id, time, count));
+    }
+    let consumers = s.len()?;
+    let mut owner: std::collections::BTreeMap<StreamId, Vec<u8>> = Default::default();
+    for _ in 0..consumers {
+        let cname = s.string()?;
+        let seen = i64::from_le_bytes(s.array::<8>()?);
+        let (c, created) = g.consumer_or_create(&cname, seen);
+        if !created {
+            return Err(StreamLoad::Bad(
+                "two consumers of a group have the same name",
+            ));
+        }
+        c.seen_time = seen;
+        let owned = s.len()?;
+        for _ in 0..owned {
+            let id = StreamId::from_key(&s.array::<16>()?).ok_or(StreamLoad::Bad("bad id"))?;
+            if owner.insert(id, cname.clone()).is_some() {
+                return Err(StreamLoad::Bad("a pending entry has two consumers"));
+            }
+        }
+    }
+    for (id, time, count) in pel {
+        let Some(cname) = owner.remove(&id) else {
+            return Err(StreamLoad::Bad("a group's pending entry has no consumer"));
+        };
+        if g.pel.contains_key(&id) {
+            return Err(StreamLoad::Bad("a group's pending entry is listed twice"));
+        }
+        g.assign(id, &cname, time, count);
+    }
+    if !owner.is_empty() {
+        return Err(StreamLoad::Bad(
+            "a consumer's pending entry is not the group's",
+        ));
+    }
+    g.check().map_err(StreamLoad::Bad)?;
+    Ok((name, g))
 }
 
 fn list(items: std::collections::VecDeque<Sds>) -> Value {

@@ -206,8 +206,29 @@ fn put_value(out: &mut Vec<u8>, key: Option<&[u8]>, value: &Value) {
                 put_len(out, id.seq);
             }
             put_len(out, x.entries_added);
-            // Consumer groups (none yet).
-            put_len(out, 0);
+            put_len(out, x.groups.len() as u64);
+            for (name, g) in &x.groups {
+                put_string(out, name);
+                put_len(out, g.last_id.ms);
+                put_len(out, g.last_id.seq);
+                // (-1, "unknown", as Redis writes it: cast to 64 bits.)
+                put_len(out, g.entries_read as u64);
+                put_len(out, g.pel.len() as u64);
+                for (id, n) in &g.pel {
+                    out.extend_from_slice(&id.to_key());
+                    out.extend_from_slice(&n.delivery_time.to_le_bytes());
+                    put_len(out, n.delivery_count);
+                }
+                put_len(out, g.consumers.len() as u64);
+                for (cname, c) in &g.consumers {
+                    put_string(out, cname);
+                    out.extend_from_slice(&c.seen_time.to_le_bytes());
+                    put_len(out, c.pel.len() as u64);
+                    for id in &c.pel {
+                        out.extend_from_slice(&id.to_key());
+                    }
+                }
+            }
         }
         Value::Hash(h) => {
             head(out, Type::Hash);

@@ -12,6 +12,7 @@
 //! `MAXLEN ~` trims what redis-server trims), and nodes go to and come
 //! from RDB files and DUMP payloads as they are.
 
+pub mod group;
 pub mod lp;
 
 use std::collections::BTreeMap;
@@ -168,6 +169,8 @@ pub struct Stream {
     pub max_deleted: StreamId,
     /// Entries ever added.
     pub entries_added: u64,
+    /// Consumer groups by name.
+    pub groups: BTreeMap<Vec<u8>, group::Group>,
 }
 
 /// A node's master entry, read.
@@ -407,7 +410,13 @@ impl Stream {
 
     /// Bytes the nodes take (memory accounting).
     pub fn allocated(&self) -> usize {
-        self.nodes.values().map(|l| l.allocated() + 48).sum()
+        let nodes: usize = self.nodes.values().map(|l| l.allocated() + 48).sum();
+        let groups: usize = self
+            .groups
+            .iter()
+            .map(|(n, g)| n.len() + g.allocated())
+            .sum();
+        nodes + groups
     }
 
     /// A stream from its nodes and fields as an RDB file holds them; each
@@ -443,6 +452,7 @@ impl Stream {
             first_id,
             max_deleted,
             entries_added,
+            groups: BTreeMap::new(),
         };
         // (Recomputed: the file's value is a cache of this.)
         s.first_id = s.edge(false).unwrap_or_default();
@@ -630,6 +640,17 @@ impl Stream {
             }
             true
         });
+        for (name, g) in &self.groups {
+            (name, g.last_id, g.entries_read).hash(h);
+            for (id, n) in &g.pel {
+                (id, n.delivery_time, n.delivery_count, &n.consumer[..]).hash(h);
+            }
+            // (Not when consumers were last seen: a replica sees them
+            // at its own time, as Redis's do.)
+            for (name, c) in &g.consumers {
+                (&name[..], c.pel.len()).hash(h);
+            }
+        }
     }
 
     /// The first entry's id, deleted or not (Redis's `streamGetEdgeID`

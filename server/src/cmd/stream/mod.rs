@@ -16,7 +16,10 @@ use crate::db::stream::{AppendError, Stream, StreamId, Trim};
 use crate::db::{Kind, Value};
 use crate::util::parse_i64;
 
-const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
+pub mod group;
+pub mod info;
+
+pub(super) const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
 
 /// Redis's `string2ull`: a strict integer that is not negative, else what
 /// C's `strtoull` takes (leading blanks, a sign, leading zeros; a minus
@@ -56,7 +59,7 @@ fn string2ull(s: &[u8]) -> Option<u64> {
 /// (unless `strict`), `ms`, `ms-seq`, and with `seq_given` also `ms-*`
 /// (then `seq_given` is set false). `missing_seq` is the sequence of a
 /// bare `ms`.
-fn parse_id(
+pub(super) fn parse_id(
     arg: &[u8],
     missing_seq: u64,
     strict: bool,
@@ -97,7 +100,11 @@ fn parse_id(
 }
 
 /// A strict id or the error sent.
-fn strict_id(ctx: &mut Ctx, arg: &[u8], seq_given: Option<&mut bool>) -> Option<StreamId> {
+pub(super) fn strict_id(
+    ctx: &mut Ctx,
+    arg: &[u8],
+    seq_given: Option<&mut bool>,
+) -> Option<StreamId> {
     let r = parse_id(arg, 0, true, seq_given);
     if r.is_none() {
         ctx.err(INVALID_ID);
@@ -107,7 +114,7 @@ fn strict_id(ctx: &mut Ctx, arg: &[u8], seq_given: Option<&mut bool>) -> Option<
 
 /// A range bound (`(` for exclusive), or the error sent: the id and
 /// whether it excludes.
-fn interval_id(ctx: &mut Ctx, arg: &[u8], missing_seq: u64) -> Option<(StreamId, bool)> {
+pub(super) fn interval_id(ctx: &mut Ctx, arg: &[u8], missing_seq: u64) -> Option<(StreamId, bool)> {
     let exclude = arg.len() > 1 && arg[0] == b'(';
     let r = if exclude {
         parse_id(&arg[1..], missing_seq, true, None)
@@ -124,13 +131,13 @@ fn interval_id(ctx: &mut Ctx, arg: &[u8], missing_seq: u64) -> Option<(StreamId,
 }
 
 /// Writes an id as a bulk string.
-fn bulk_id(ctx: &mut Ctx, id: StreamId) {
+pub(super) fn bulk_id(ctx: &mut Ctx, id: StreamId) {
     let mut b = [0u8; 41];
     ctx.out.bulk(id.write(&mut b));
 }
 
 /// Writes one entry: `[id, [field, value, ...]]`.
-fn reply_entry(out: &mut crate::resp::Reply, id: StreamId, fields: &[Elem<'_>]) {
+pub(super) fn reply_entry(out: &mut crate::resp::Reply, id: StreamId, fields: &[Elem<'_>]) {
     out.array(2);
     let mut b = [0u8; 41];
     out.bulk(id.write(&mut b));
@@ -145,7 +152,7 @@ fn reply_entry(out: &mut crate::resp::Reply, id: StreamId, fields: &[Elem<'_>]) 
 
 /// Writes the entries from `start` to `end` (at most `count`, 0: all), in
 /// order or reversed.
-fn reply_range(
+pub(super) fn reply_range(
     out: &mut crate::resp::Reply,
     s: &Stream,
     start: StreamId,
@@ -167,18 +174,18 @@ fn reply_range(
 
 /// The stream at `key` for reading: `Ok(None)` if missing, `Err` after
 /// WRONGTYPE.
-fn read_stream(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
+pub(super) fn read_stream(ctx: &mut Ctx, key: &[u8]) -> Result<Option<u32>, Replied> {
     ctx.lookup_typed(key, Kind::Stream, true)
 }
 
-fn stream_at<'c>(ctx: &'c mut Ctx, idx: u32) -> &'c Stream {
+pub(super) fn stream_at<'c>(ctx: &'c mut Ctx, idx: u32) -> &'c Stream {
     match ctx.db().entry(idx).value.as_stream() {
         Some(s) => s,
         None => unreachable_stream(),
     }
 }
 
-fn stream_mut<'c>(ctx: &'c mut Ctx, idx: u32) -> &'c mut Stream {
+pub(super) fn stream_mut<'c>(ctx: &'c mut Ctx, idx: u32) -> &'c mut Stream {
     match ctx.db().entry_mut(idx).value.as_stream_mut() {
         Some(s) => s,
         None => unreachable_stream(),
@@ -187,7 +194,7 @@ fn stream_mut<'c>(ctx: &'c mut Ctx, idx: u32) -> &'c mut Stream {
 
 /// (The type was checked by the lookup.)
 #[cold]
-fn unreachable_stream() -> ! {
+pub(super) fn unreachable_stream() -> ! {
     unreachable!("a key checked to hold a stream holds another type")
 }
 
@@ -362,7 +369,7 @@ fn exact_effect(
 
 /// A timeout in milliseconds (XREAD's BLOCK): the deadline (0: none), or
 /// the error sent (Redis's `getTimeoutFromObjectOrReply` in ms).
-fn timeout_ms(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
+pub(super) fn timeout_ms(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
     let Some(ms) = parse_i64(arg) else {
         ctx.err("timeout is not an integer or out of range");
         return None;
@@ -370,7 +377,7 @@ fn timeout_ms(ctx: &mut Ctx, arg: &[u8]) -> Option<i64> {
     super::blocking::deadline(ctx, ms)
 }
 
-fn propagate_owned(ctx: &mut Ctx, args: &[Vec<u8>]) {
+pub(super) fn propagate_owned(ctx: &mut Ctx, args: &[Vec<u8>]) {
     let argv: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     ctx.propagate(&argv);
 }
@@ -658,21 +665,29 @@ pub fn xsetid(ctx: &mut Ctx) {
     ctx.propagate_as_is();
 }
 
-/// XREAD's parsed request.
-struct Read {
-    count: u64,
+/// XREAD's and XREADGROUP's parsed request.
+pub(super) struct Read {
+    pub count: u64,
     /// The deadline when it may block (0: forever).
-    block: Option<i64>,
+    pub block: Option<i64>,
     /// Where the keys start, and how many.
-    keys_at: usize,
-    n: usize,
+    pub keys_at: usize,
+    pub n: usize,
+    /// XREADGROUP's GROUP: where the group and consumer names are.
+    pub group: Option<(usize, usize)>,
+    pub noack: bool,
 }
 
-/// `blocked`: re-read for a client that blocked (its timeout was
-/// checked then and is not read again).
-fn parse_read(ctx: &mut Ctx, blocked: bool) -> Option<Read> {
+/// Parses XREAD's and XREADGROUP's options as Redis's `xreadCommand`
+/// (one parser for both: each refuses the other's options by name).
+/// `blocked`: re-read for a client that blocked (its timeout was checked
+/// then and is not read again).
+pub(super) fn parse_read(ctx: &mut Ctx, blocked: bool) -> Option<Read> {
+    let xreadgroup = ctx.spec.name == "xreadgroup";
     let mut count = 0u64;
     let mut block = None;
+    let mut group = None;
+    let mut noack = false;
     let mut i = 1;
     while i < ctx.args.len() {
         let more = ctx.args.len() - 1 - i;
@@ -699,7 +714,27 @@ fn parse_read(ctx: &mut Ctx, blocked: bool) -> Option<Read> {
                 block,
                 keys_at,
                 n: rest / 2,
+                group,
+                noack,
             });
+        } else if o.eq_ignore_ascii_case(b"group") && more >= 2 {
+            if !xreadgroup {
+                ctx.err(
+                    "The GROUP option is only supported by XREADGROUP. You called XREAD instead.",
+                );
+                return None;
+            }
+            group = Some((i + 1, i + 2));
+            i += 3;
+        } else if o.eq_ignore_ascii_case(b"noack") {
+            if !xreadgroup {
+                ctx.err(
+                    "The NOACK option is only supported by XREADGROUP. You called XREAD instead.",
+                );
+                return None;
+            }
+            noack = true;
+            i += 1;
         } else {
             ctx.err(errors::SYNTAX);
             return None;
