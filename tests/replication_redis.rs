@@ -264,6 +264,16 @@ fn redis_cli_takes_an_rdb_and_follows_the_stream() {
     assert!(text.contains("\"SET\",\"live\",\"value\""), "{text}");
 }
 
+/// The keyspaces of redis-server and of its replica anykv, with what
+/// Redis 7.0 does not send its replicas (a group's read counter after an
+/// acknowledged read) left out.
+fn compare_as_replica(redis: &mut RespConn, anykv: &mut RespConn) {
+    let (mut want, mut got) = (keyspace_of(redis), keyspace_of(anykv));
+    keyspace::forget_entries_read(&mut want);
+    keyspace::forget_entries_read(&mut got);
+    compare(&want, &got);
+}
+
 fn client_list_id(c: &mut RespConn, needle: &str) -> Option<String> {
     let Value::Bulk(b) = call(c, &["CLIENT", "LIST"]) else {
         return None;
@@ -316,7 +326,7 @@ fn anykv_replicates_from_redis_server_and_takes_over() {
     };
     std::thread::sleep(Duration::from_millis(500));
     caught(&mut r, &mut a);
-    compare(&keyspace_of(&mut r), &keyspace_of(&mut a));
+    compare_as_replica(&mut r, &mut a);
     match call(&mut a, &["SET", "x", "1"]) {
         Value::Error(e) => assert!(
             e.starts_with(b"READONLY"),
@@ -348,7 +358,7 @@ fn anykv_replicates_from_redis_server_and_takes_over() {
     assert_eq!(counter(&mut r, "sync_full"), full, "no second full sync");
     std::thread::sleep(Duration::from_millis(500));
     caught(&mut r, &mut a);
-    compare(&keyspace_of(&mut r), &keyspace_of(&mut a));
+    compare_as_replica(&mut r, &mut a);
 
     // Take over.
     let old_id = info(&mut r, "replication", "master_replid").expect("replid");

@@ -242,6 +242,23 @@ fn group_commands_answer_as_redis_does() {
         &["XINFO", "STREAM", "s", "FULL", "COUNT", "1"],
         &["XINFO", "STREAM", "s", "FULL", "COUNT", "0"],
         &["XINFO", "STREAM", "s", "FULL", "COUNT"],
+        &["XINFO", "STREAM", "s", "FULL", "COUNT", "-5"],
+        // No BLOCK from scripts (nor blocking in MULTI).
+        &[
+            "EVAL",
+            "return redis.call('xreadgroup','group','g0','c1','block','10','streams','s','>')",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "return redis.call('XREAD','BLOCK','10','STREAMS','s','$')",
+            "0",
+        ],
+        &[
+            "EVAL",
+            "return redis.call('xreadgroup','group','g0','c1','streams','s','>')",
+            "0",
+        ],
         &["XINFO", "STREAM", "s", "PARTIAL"],
         &["XINFO", "STREAM", "nokey"],
         &["XINFO", "STREAM", "str"],
@@ -618,6 +635,58 @@ fn blocked_group_readers_wake_as_in_redis() {
         let got_second = second.read_reply().expect("second");
         let pending = w.cmd(&["XPENDING", "q", "g1"]).expect("xpending");
         vec![got_first, got_other, got_doomed, got_second, pending]
+    };
+    assert_eq!(run(&target), run(&reference));
+}
+
+/// A group's reader blocked on a stream that goes away (deleted,
+/// overwritten, flushed, swapped to another database) is answered as
+/// Redis answers it; one whose stream is deleted and made again with
+/// its group in one transaction keeps waiting, then times out.
+#[test]
+fn blocked_group_readers_learn_their_stream_is_gone() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let run = |server: &common::ServerProcess| -> Vec<Value> {
+        let mut w = server.connect();
+        let mut out = Vec::new();
+        let killers: [&[&[&str]]; 5] = [
+            &[&["DEL", "q"]],
+            &[&["SET", "q", "x"]],
+            &[&["FLUSHALL"]],
+            &[&["SWAPDB", "0", "1"]],
+            &[
+                &["MULTI"],
+                &["DEL", "q"],
+                &["XGROUP", "CREATE", "q", "g", "$", "MKSTREAM"],
+                &["EXEC"],
+            ],
+        ];
+        for killer in killers {
+            w.cmd(&["FLUSHALL"]).expect("flushall");
+            w.cmd(&["XGROUP", "CREATE", "q", "g", "$", "MKSTREAM"])
+                .expect("create");
+            let mut reader = server.connect();
+            reader
+                .send_all(&[vec![
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "a",
+                    "BLOCK",
+                    "400",
+                    "STREAMS",
+                    "q",
+                    ">",
+                ]])
+                .expect("send");
+            std::thread::sleep(Duration::from_millis(100));
+            for c in killer {
+                w.cmd(c).expect("killer");
+            }
+            out.push(reader.read_reply().expect("reader"));
+        }
+        out
     };
     assert_eq!(run(&target), run(&reference));
 }

@@ -51,7 +51,10 @@ km ASC around random points) (issue 17): `--tests geoadd,geosearch
 --memory none`; `xadd` (XADD of a two-field event to `xs:__rand_int__`)
 and `xrange` (XRANGE ... COUNT 100 of a prepared 10,000-entry stream)
 (issue 17): `--tests xadd,xrange --memory streams` (the `streams` dataset:
-1M entries in 1000 streams).
+1M entries in 1000 streams); `xreadgroup` (XREADGROUP ... COUNT 1 ... >
+by 100 consumers of one group, each read a new pending entry, from a
+stream refilled before each run; its request count is capped as LRANGE's)
+(issue 17): `--tests xreadgroup --memory none`.
 """
 import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -274,6 +277,10 @@ SCRIPTED = {
     # 1-0 .. 10000-0).
     "xadd": ["XADD", "xs:__rand_int__", "*", "kind", "click", "user", "__rand_int__"],
     "xrange": ["XRANGE", "xr", "__rand_int__", "+", "COUNT", "100"],
+    # A consumer group handing out new entries one at a time to 100
+    # consumers (each read makes a pending entry: the path of a worker
+    # queue), from a stream refilled before each run.
+    "xreadgroup": ["XREADGROUP", "GROUP", "g", "c:__rand_int__", "COUNT", "1", "STREAMS", "xg", ">"],
 }
 
 # The stream XRANGE reads: ids 1-0 .. 10000-0, the XADD test's shape.
@@ -292,9 +299,19 @@ def prepare_streams(port):
     """The stream the xrange test reads (once per server start)."""
     pipe(port, XRANGE_STREAM)
 
+def prepare_group(port, n):
+    """The xreadgroup test's stream, made again before each run: n + 1000
+    entries (every read delivers one) and its group at the start."""
+    cli(port, "del", "xg")
+    for start_i in range(1, n + 1001, 100000):
+        pipe(port, (["XADD", "xg", f"{i}-0", "kind", "click", "user", str(i % 977)]
+                    for i in range(start_i, min(start_i + 100000, n + 1001))))
+    cli(port, "xgroup", "create", "xg", "g", "0")
+
 def bench(port, tests, clients, pipeline, n):
-    # (xrange: start ids up to 9901, so each reply is 100 entries.)
-    rand = "9900" if tests == "xrange" else "100000"
+    # (xrange: start ids up to 9901, so each reply is 100 entries;
+    # xreadgroup: 100 consumers.)
+    rand = {"xrange": "9900", "xreadgroup": "100"}.get(tests, "100000")
     what = ["-r", rand, *SCRIPTED[tests]] if tests in SCRIPTED else ["-t", tests]
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(clients), "-P", str(pipeline),
                           "-n", str(n), "--csv", *what], capture_output=True, text=True).stdout
@@ -378,7 +395,8 @@ def main():
     ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets,streams (or none)")
     ap.add_argument("--latency", action="store_true", help="also run -c 1 -P 1 SET/GET")
     ap.add_argument("--no-pipelined", action="store_true", help="skip the -P 16 runs")
-    ap.add_argument("--lrange-n", type=int, default=200000, help="request count cap for lrange_* tests")
+    ap.add_argument("--lrange-n", type=int, default=200000,
+                    help="request count cap for lrange_* and xreadgroup tests")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECS",
                     help="before each (round, configuration), wait until no compiler (rustc, cargo, cc, ld) has "
                          "run for SECS seconds and other processes are idle; measure it again if a compiler ran "
@@ -420,6 +438,9 @@ def main():
                         rows = {}
                         for t in tests.split(","):
                             n = min(cfg[2], a.lrange_n) if t.startswith("lrange") else cfg[2]
+                            if t == "xreadgroup":
+                                n = min(n, a.lrange_n)
+                                prepare_group(ports[name], n)
                             rows.update(bench_cpu(ports[name], pid, t, cfg[0], cfg[1], n))
                         for t, v in rows.items():
                             unit[(cfg, name, t)] = v

@@ -196,6 +196,8 @@ pub struct Session {
     pub unmetered: std::cell::Cell<(usize, usize)>,
     /// Running EXEC's queued commands (blocking commands do not block).
     pub in_exec: bool,
+    /// Running a script's `redis.call`s (XREAD's BLOCK is refused there).
+    pub in_script: bool,
     /// The database was over its memory limit when this command (or its
     /// EXEC) started, eviction notwithstanding: a script may then not
     /// write (Redis's `pre_command_oom_state`).
@@ -306,6 +308,7 @@ impl Session {
             scripting: false,
             unmetered: Default::default(),
             in_exec: false,
+            in_script: false,
             oom_at_start: false,
             watched: Vec::new(),
             channels: Default::default(),

@@ -24,8 +24,22 @@ pub enum Canon {
     Set(Vec<Vec<u8>>),
     Hash(Vec<(Vec<u8>, Vec<u8>)>),
     ZSet(Vec<(Vec<u8>, f64)>),
-    /// Entries in order: id, then fields and values.
-    Stream(Vec<(String, Vec<Vec<u8>>)>),
+    /// Entries in order: id, then fields and values; consumer groups.
+    Stream(Vec<(String, Vec<Vec<u8>>)>, Vec<Group>),
+}
+
+/// A consumer group as both sides can show it: name, last delivered id,
+/// entries read (None: unknown), pending entries (id, owner, delivery
+/// time, delivery count) and consumers (name, ids owned). Consumers'
+/// seen times are left out: a replica or a restart sees them at its own
+/// time, in Redis too.
+#[derive(Debug, PartialEq)]
+pub struct Group {
+    pub name: Vec<u8>,
+    pub last_id: String,
+    pub entries_read: Option<i64>,
+    pub pel: Vec<(String, Vec<u8>, i64, i64)>,
+    pub consumers: Vec<(Vec<u8>, Vec<String>)>,
 }
 
 pub fn canon_of(v: &Val) -> Canon {
@@ -60,7 +74,33 @@ pub fn canon_of(v: &Val) -> Canon {
                 out.push((id.to_string(), f));
                 true
             });
-            Canon::Stream(out)
+            let groups = x
+                .groups
+                .iter()
+                .map(|(name, g)| Group {
+                    name: name.clone(),
+                    last_id: g.last_id.to_string(),
+                    entries_read: (g.entries_read != -1).then_some(g.entries_read),
+                    pel: g
+                        .pel
+                        .iter()
+                        .map(|(id, n)| {
+                            (
+                                id.to_string(),
+                                n.consumer.to_vec(),
+                                n.delivery_time,
+                                n.delivery_count as i64,
+                            )
+                        })
+                        .collect(),
+                    consumers: g
+                        .consumers
+                        .iter()
+                        .map(|(n, c)| (n.to_vec(), c.pel.iter().map(|i| i.to_string()).collect()))
+                        .collect(),
+                })
+                .collect();
+            Canon::Stream(out, groups)
         }
     }
 }
@@ -127,6 +167,7 @@ pub fn canon_from_redis(c: &mut RespConn, key: &str) -> Canon {
             let Value::Array(entries) = call(c, &["XRANGE", key, "-", "+"]) else {
                 panic!("XRANGE {key}");
             };
+            let groups = groups_from_redis(c, key);
             Canon::Stream(
                 entries
                     .into_iter()
@@ -141,10 +182,84 @@ pub fn canon_from_redis(c: &mut RespConn, key: &str) -> Canon {
                         other => panic!("XRANGE {key}: {other:?}"),
                     })
                     .collect(),
+                groups,
             )
         }
         other => panic!("{key}: type {}", String::from_utf8_lossy(other)),
     }
+}
+
+/// A flat RESP2 map's value under `name`.
+fn field<'v>(map: &'v [Value], name: &str) -> &'v Value {
+    map.chunks(2)
+        .find(|kv| kv[0] == Value::Bulk(name.as_bytes().to_vec()))
+        .map(|kv| &kv[1])
+        .unwrap_or_else(|| panic!("no field {name} in {map:?}"))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("expected bulk, got {other:?}"),
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+fn list(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// A stream's groups as XINFO STREAM FULL shows them.
+pub fn groups_from_redis(c: &mut RespConn, key: &str) -> Vec<Group> {
+    let Value::Array(info) = call(c, &["XINFO", "STREAM", key, "FULL", "COUNT", "0"]) else {
+        panic!("XINFO STREAM {key} FULL");
+    };
+    list(field(&info, "groups"))
+        .iter()
+        .map(|g| {
+            let g = list(g);
+            Group {
+                name: text(field(g, "name")).into_bytes(),
+                last_id: text(field(g, "last-delivered-id")),
+                entries_read: match field(g, "entries-read") {
+                    Value::Nil => None,
+                    v => Some(int(v)),
+                },
+                pel: list(field(g, "pending"))
+                    .iter()
+                    .map(|p| {
+                        let p = list(p);
+                        (
+                            text(&p[0]),
+                            text(&p[1]).into_bytes(),
+                            int(&p[2]),
+                            int(&p[3]),
+                        )
+                    })
+                    .collect(),
+                consumers: list(field(g, "consumers"))
+                    .iter()
+                    .map(|cm| {
+                        let cm = list(cm);
+                        let owned = list(field(cm, "pending"))
+                            .iter()
+                            .map(|p| text(&list(p)[0]))
+                            .collect();
+                        (text(field(cm, "name")).into_bytes(), owned)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// Every key of every database of a server (redis-server or anykv), with
@@ -162,6 +277,21 @@ pub fn keyspace_of(c: &mut RespConn) -> Keyspace {
     }
     call(c, &["SELECT", "0"]);
     all
+}
+
+/// Clears every group's entries read. For comparing a replica of
+/// redis-server with it: Redis 7.0 logs a group's read counter only for
+/// NOACK reads (an acknowledged read sends the last id alone, in its
+/// XCLAIM), so its replicas, redis-server's as anykv's, count on from
+/// what they last heard and may differ from it.
+pub fn forget_entries_read(ks: &mut Keyspace) {
+    for (v, _) in ks.values_mut() {
+        if let Canon::Stream(_, groups) = v {
+            for g in groups {
+                g.entries_read = None;
+            }
+        }
+    }
 }
 
 pub fn compare(redis: &Keyspace, anykv: &Keyspace) {
@@ -218,7 +348,7 @@ pub fn random_write(rng: &mut StdRng) -> Vec<String> {
     let k = format!("k{}", rng.random_range(0..60));
     let v = rng.random_range(0..1000).to_string();
     let s = |x: &str| x.to_string();
-    match rng.random_range(0..18) {
+    match rng.random_range(0..22) {
         0 => vec![s("SET"), k, v],
         1 => vec![
             s("SET"),
@@ -282,6 +412,52 @@ pub fn random_write(rng: &mut StdRng) -> Vec<String> {
             s("MAXLEN"),
             rng.random_range(0..10).to_string(),
         ],
+        // Consumer groups: reads and claims, which a primary sends on as
+        // the XCLAIM and XGROUP SETID effects they had.
+        17 => vec![
+            s("XGROUP"),
+            s("CREATE"),
+            format!("x{}", rng.random_range(0..5)),
+            format!("g{}", rng.random_range(0..2)),
+            s(if rng.random_range(0..2) == 0 {
+                "0"
+            } else {
+                "$"
+            }),
+            s("MKSTREAM"),
+        ],
+        18 => {
+            let mut c = vec![
+                s("XREADGROUP"),
+                s("GROUP"),
+                format!("g{}", rng.random_range(0..2)),
+                format!("c{}", rng.random_range(0..3)),
+                s("COUNT"),
+                rng.random_range(1..4).to_string(),
+            ];
+            if rng.random_range(0..4) == 0 {
+                c.push(s("NOACK"));
+            }
+            c.extend([s("STREAMS"), format!("x{}", rng.random_range(0..5)), s(">")]);
+            c
+        }
+        19 => vec![
+            s("XAUTOCLAIM"),
+            format!("x{}", rng.random_range(0..5)),
+            format!("g{}", rng.random_range(0..2)),
+            format!("c{}", rng.random_range(0..3)),
+            s("0"),
+            s("0"),
+            s("COUNT"),
+            rng.random_range(1..3).to_string(),
+        ],
+        20 => vec![
+            s("XGROUP"),
+            s("DELCONSUMER"),
+            format!("x{}", rng.random_range(0..5)),
+            format!("g{}", rng.random_range(0..2)),
+            format!("c{}", rng.random_range(0..3)),
+        ],
         _ => vec![s("SELECT"), rng.random_range(0..4).to_string()],
     }
 }
@@ -289,10 +465,14 @@ pub fn random_write(rng: &mut StdRng) -> Vec<String> {
 pub fn run(c: &mut RespConn, cmd: &[String]) {
     let args: Vec<&str> = cmd.iter().map(|x| x.as_str()).collect();
     let r = call(c, &args);
-    // WRONGTYPE is fine (random keys of random types); nothing else is.
+    // WRONGTYPE is fine (random keys of random types), and so are a
+    // group that exists or does not; nothing else is.
     if let Value::Error(e) = &r {
         assert!(
-            e.starts_with(b"WRONGTYPE"),
+            e.starts_with(b"WRONGTYPE")
+                || e.starts_with(b"BUSYGROUP")
+                || e.starts_with(b"NOGROUP")
+                || e.starts_with(b"ERR The XGROUP subcommand requires the key to exist"),
             "{args:?}: {}",
             String::from_utf8_lossy(e)
         );

@@ -96,8 +96,19 @@ pub fn record(t: &mut Tenant, db: usize, args: &[&[u8]]) {
     let name = args[0].to_ascii_lowercase();
     match &name[..] {
         // Their WATCH effects depend on which keys existed before, so
-        // the commands call `touch_watched_in_dbs` themselves.
-        b"flushall" | b"flushdb" => {}
+        // the commands call `touch_watched_in_dbs` themselves. Blocked
+        // clients of the emptied databases look again (a group's reader
+        // learns its stream is gone, as in Redis).
+        b"flushall" | b"flushdb" => {
+            let all = name == b"flushall";
+            let keys: Vec<(usize, Vec<u8>)> = t
+                .blocked_keys
+                .keys()
+                .filter(|(d, _)| all || *d == db)
+                .cloned()
+                .collect();
+            t.ready_keys.extend(keys);
+        }
         b"swapdb" => {
             // Blocked clients may now find data in either database.
             let keys: Vec<(usize, Vec<u8>)> = t.blocked_keys.keys().cloned().collect();

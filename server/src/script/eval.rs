@@ -164,9 +164,10 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
         ctx.t.log.begin_tx();
     }
     let db_before = ctx.s.db;
-    let in_exec_before = ctx.s.in_exec;
+    let (in_exec_before, in_script_before) = (ctx.s.in_exec, ctx.s.in_script);
     // Blocking commands do not block in a script (as in a transaction).
     ctx.s.in_exec = true;
+    ctx.s.in_script = true;
     // Over the memory limit at the start, a script without `allow-oom`
     // runs no `denyoom` command until it has written (Redis's
     // scriptVerifyOOM; one declaring its flags did not even start).
@@ -187,6 +188,7 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
     drop(finish);
     super::busy::count_refused(ctx.t, refused);
     ctx.s.in_exec = in_exec_before;
+    ctx.s.in_script = in_script_before;
     // SELECT inside a script is the script's own.
     ctx.s.db = db_before;
     ctx.s.info.db.set(db_before);

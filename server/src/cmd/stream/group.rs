@@ -611,8 +611,9 @@ fn deliver(
 }
 
 /// Serves a client blocked in XREADGROUP once `key` changed: the new
-/// entries for its group, or NOGROUP if the group (or the stream) went
-/// away meanwhile.
+/// entries for its group, or an error if the stream (deleted, replaced,
+/// flushed, swapped away) or the group went away meanwhile, as Redis 7.0
+/// answers.
 pub fn serve_xreadgroup(ctx: &mut Ctx, key: &[u8]) -> bool {
     let Some(r) = super::parse_read(ctx, true) else {
         return false;
@@ -622,16 +623,19 @@ pub fn serve_xreadgroup(ctx: &mut Ctx, key: &[u8]) -> bool {
     };
     let group = ctx.args[group_at];
     let db = ctx.s.db;
-    let gone = match ctx.t.ks.dbs[db].find(key) {
-        None => true,
-        Some(i) => match ctx.t.ks.dbs[db].entry(i).value.as_stream() {
-            None => true,
-            Some(s) => !s.groups.contains_key(group),
-        },
-    };
-    if gone {
-        ctx.error("NOGROUP the consumer group this client was blocked on no longer exists");
-        return true;
+    let stream = ctx.t.ks.dbs[db]
+        .find(key)
+        .and_then(|i| ctx.t.ks.dbs[db].entry(i).value.as_stream());
+    match stream {
+        None => {
+            ctx.error("UNBLOCKED the stream key no longer exists");
+            return true;
+        }
+        Some(s) if !s.groups.contains_key(group) => {
+            ctx.error("NOGROUP the consumer group this client was blocked on no longer exists");
+            return true;
+        }
+        Some(_) => {}
     }
     let wants = vec![Want::New; r.n];
     as_one_effect_ret(ctx, |ctx| serve_group(ctx, &r, &wants, Some(key)))

@@ -103,7 +103,10 @@ pub fn xinfo_stream(ctx: &mut Ctx) {
             let Some(c) = ctx.arg_i64(5) else {
                 return;
             };
-            count = c.max(0);
+            // (A negative count is the default, as in Redis.)
+            if c >= 0 {
+                count = c;
+            }
         }
     }
     let Some(idx) = stream_arg(ctx) else {

@@ -693,6 +693,13 @@ pub(super) fn parse_read(ctx: &mut Ctx, blocked: bool) -> Option<Read> {
         let more = ctx.args.len() - 1 - i;
         let o = ctx.args[i];
         if o.eq_ignore_ascii_case(b"block") && more > 0 {
+            if ctx.s.in_script {
+                // (Redis's words, with the command's name as typed.)
+                let mut m = ctx.args[0].to_vec();
+                m.extend_from_slice(b" command is not allowed with BLOCK option from scripts");
+                ctx.err_bytes(&m);
+                return None;
+            }
             block = Some(if blocked {
                 0
             } else {
