@@ -67,6 +67,10 @@ pub struct ClientInfo {
     pub killed: Cell<bool>,
     /// Bytes queued by other connections (MONITOR feed, later pub/sub).
     pub push: RefCell<BytesMut>,
+    /// Client-side caching (`CLIENT TRACKING`): None when off.
+    pub tracking: RefCell<Option<crate::tracking::Mode>>,
+    /// `CLIENT CACHING yes|no` given for the next command.
+    pub caching: Cell<bool>,
     /// Wakes the connection task: something was pushed or it was killed.
     pub wake: Notify,
 }
@@ -104,6 +108,8 @@ impl ClientInfo {
             obuf: Cell::new(0),
             killed: Cell::new(false),
             push: RefCell::new(BytesMut::new()),
+            tracking: RefCell::new(None),
+            caching: Cell::new(false),
             wake: Notify::new(),
         }
     }
@@ -122,21 +128,35 @@ impl ClientInfo {
     /// One line of CLIENT LIST / CLIENT INFO, in Redis 7.0's field order.
     pub fn describe(&self, now_ms: i64) -> String {
         let (multi, sub, psub) = (self.multi_len.get(), self.subs.get(), self.psubs.get());
+        // (In Redis 7.0's order.)
         let mut flags = String::new();
         if self.monitor.get() {
             flags.push('O');
         }
+        if sub + psub + self.ssubs.get() > 0 {
+            flags.push('P');
+        }
         if multi >= 0 {
             flags.push('x');
-        }
-        if self.dirty_cas.get() {
-            flags.push('d');
         }
         if self.blocked.get() {
             flags.push('b');
         }
-        if sub + psub + self.ssubs.get() > 0 {
-            flags.push('P');
+        let redir = match &*self.tracking.borrow() {
+            Some(m) => {
+                flags.push('t');
+                if m.broken {
+                    flags.push('R');
+                }
+                if m.bcast {
+                    flags.push('B');
+                }
+                m.redirect as i64
+            }
+            None => -1,
+        };
+        if self.dirty_cas.get() {
+            flags.push('d');
         }
         if self.no_evict.get() {
             flags.push('e');
@@ -145,7 +165,7 @@ impl ClientInfo {
             flags.push('N');
         }
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir={} resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -164,6 +184,7 @@ impl ClientInfo {
             self.obuf.get(),
             self.last_cmd.get(),
             self.user.borrow(),
+            redir,
             self.resp.get(),
         )
     }

@@ -203,6 +203,7 @@ pub async fn serve(
     crate::cmd::multi::unwatch_all(&mut t, &mut session);
     crate::blocking::unblock(&mut t, id);
     t.pubsub.remove_client(id);
+    crate::tracking::disable(&mut t, &session.info);
     t.clients.remove(&id);
     t.monitors.retain(|m| m.id != id);
     // A replica whose connection ended before its stream began.
@@ -1325,7 +1326,11 @@ async fn while_busy(
                 }
                 // RESET too, when what it undoes is the session's own (a
                 // WATCH is dropped once the script ends, as UNWATCH's).
-                if args[0].eq_ignore_ascii_case(b"reset") && s.subscriptions() == 0 && !s.monitor {
+                if args[0].eq_ignore_ascii_case(b"reset")
+                    && s.subscriptions() == 0
+                    && !s.monitor
+                    && s.info.tracking.borrow().is_none()
+                {
                     crate::cmd::connection::reset_session(shared, s, out);
                     out.simple("RESET");
                     b.ran(&args, None);
@@ -1551,6 +1556,9 @@ impl Batch<'_> {
                     after = After::Flush;
                 }
             }
+            // Broadcast-mode invalidations go out once per batch (Redis:
+            // once per event-loop turn).
+            crate::tracking::housekeeping(&mut t, set.tracking_max_keys);
         }
         after
     }

@@ -565,6 +565,7 @@ pub fn dispatch(
     let silent = matches!(s.reply_mode, ReplyMode::Off | ReplyMode::SkipThis);
     s.class = None;
     let again = std::mem::take(&mut s.metered);
+    t.tracking.current = s.info.id;
     let mut outcome = run(t, s, shared, set, args, out, now_ms);
     // Metered where the customer is: a cluster link's requests were
     // counted by the node that took them from the client (one a router
@@ -613,12 +614,25 @@ pub fn dispatch(
         out.buf.extend_from_slice(&pushed);
         out.buf.extend_from_slice(&tail);
     }
+    // Invalidations of keys this client cached and just changed follow
+    // the reply (Redis's pending tracking keys); `CLIENT CACHING` lasts
+    // one command (a transaction's, when queued in one).
+    crate::tracking::after_command(t, &s.info, out);
+    t.tracking.current = 0;
+    if s.info.caching.get() && s.multi.is_none() && !is_client_command(args) {
+        s.info.caching.set(false);
+    }
     // Writes may have given data to blocked clients: serve them now, before
     // any other command runs (Redis's handleClientsBlockedOnKeys).
     if !t.ready_keys.is_empty() {
         crate::blocking::serve_ready(t, shared, set, now_ms);
     }
     outcome
+}
+
+fn is_client_command(args: &[&[u8]]) -> bool {
+    args.first()
+        .is_some_and(|n| n.eq_ignore_ascii_case(b"client"))
 }
 
 /// Whether `argc` arguments (the command's name included) fit the
@@ -975,6 +989,9 @@ pub(crate) fn run(
     if shield {
         ctx.t.log.set_suppressed(was_suppressed);
     }
+    if r.read {
+        remember_reads(ctx.t, ctx.s, r, args);
+    }
     if ctx.t.log.offset() != offset_before {
         ctx.s.woff = ctx.t.log.offset();
     }
@@ -1002,6 +1019,25 @@ pub(crate) fn run(
         return Outcome::Close;
     }
     Outcome::Continue
+}
+
+/// After a read-only command: its keys, for the session's client if it
+/// tracks them (`tracking.rs`). Not the read-only script commands
+/// themselves: the reads their scripts make are remembered one by one.
+pub(crate) fn remember_reads(
+    t: &mut Tenant,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) {
+    if s.info.tracking.borrow().is_none()
+        || matches!(r.fullname.as_str(), "eval_ro" | "evalsha_ro" | "fcall_ro")
+        || r.spec.has_flag("pubsub")
+    {
+        return;
+    }
+    let keys = crate::cmd::command::key_positions(r.spec, args);
+    crate::tracking::after_read(t, &s.info, keys.into_iter().map(|k| args[k]));
 }
 
 /// Counts a run of command `id` in its `INFO commandstats` line (a

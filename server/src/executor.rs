@@ -833,6 +833,7 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             mark_tokens(&t, &shared);
         }
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
+        crate::tracking::housekeeping(&mut t, set.tracking_max_keys);
         // Replicas learn the primary is alive from the stream itself: a
         // PING every repl-ping-replica-period (10 s), as Redis sends it.
         if !t.replicas.is_empty()

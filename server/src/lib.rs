@@ -94,6 +94,7 @@ pub mod sds;
 pub mod shared;
 pub mod stream;
 pub mod tenant;
+pub mod tracking;
 pub mod util;
 pub mod varint;
 

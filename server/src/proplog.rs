@@ -35,8 +35,11 @@ pub struct PropLog {
     /// When set, every byte is also kept here (tests and full-stream consumers).
     capture: Option<BytesMut>,
     scratch: BytesMut,
-    /// Effects of the EXEC in progress: (db, args), written at commit.
-    tx: Option<Vec<(usize, Vec<Vec<u8>>)>>,
+    /// Effects of the EXEC (or script, or multi-effect command) in
+    /// progress, written at commit.
+    tx: Option<Tx>,
+    /// A finished transaction's buffers, for the next one.
+    tx_spare: Tx,
     /// Bytes not yet handed to the append-only log (when it is on).
     sink: Option<Vec<u8>>,
     /// While set, [`PropLog::append`] drops effects: the apply mode, in
@@ -49,6 +52,14 @@ pub struct PropLog {
     /// replication buffer), at most `retain_cap` of them.
     retain_from: Option<u64>,
     retain_cap: usize,
+}
+
+/// A transaction's effects, encoded as they come: the bytes, and each
+/// effect's database and where its bytes end.
+#[derive(Default)]
+struct Tx {
+    bytes: BytesMut,
+    effects: Vec<(usize, usize)>,
 }
 
 impl Default for PropLog {
@@ -68,6 +79,7 @@ impl PropLog {
             capture: None,
             scratch: BytesMut::new(),
             tx: None,
+            tx_spare: Tx::default(),
             sink: None,
             suppressed: false,
             retain_from: None,
@@ -194,29 +206,35 @@ impl PropLog {
 
     /// Starts collecting the effects of a transaction (EXEC).
     pub fn begin_tx(&mut self) {
-        self.tx = Some(Vec::new());
+        let mut tx = std::mem::take(&mut self.tx_spare);
+        tx.bytes.clear();
+        tx.effects.clear();
+        self.tx = Some(tx);
     }
 
     /// Writes the transaction's effects: wrapped in MULTI/EXEC when there
     /// is more than one, so a replica applies them atomically, as Redis
     /// propagates transactions.
     pub fn commit_tx(&mut self) {
-        let Some(effects) = self.tx.take() else {
+        let Some(tx) = self.tx.take() else {
             return;
         };
-        let wrap = effects.len() > 1;
+        let wrap = tx.effects.len() > 1;
         if wrap {
-            let db = effects[0].0;
+            let db = tx.effects[0].0;
             self.append(db, &[b"MULTI"]);
         }
-        for (db, args) in &effects {
-            let a: Vec<&[u8]> = args.iter().map(|x| x.as_slice()).collect();
-            self.append(*db, &a);
+        let mut start = 0;
+        for &(db, end) in &tx.effects {
+            let effect = &tx.bytes[start..end];
+            self.write(db, |b| b.extend_from_slice(effect));
+            start = end;
         }
         if wrap {
-            let db = effects[effects.len() - 1].0;
+            let db = tx.effects[tx.effects.len() - 1].0;
             self.append(db, &[b"EXEC"]);
         }
+        self.tx_spare = tx;
     }
 
     /// Appends a command that belongs to no database (the replication
@@ -237,9 +255,16 @@ impl PropLog {
             return;
         }
         if let Some(tx) = self.tx.as_mut() {
-            tx.push((db, args.iter().map(|a| a.to_vec()).collect()));
+            encode_request(&mut tx.bytes, args);
+            tx.effects.push((db, tx.bytes.len()));
             return;
         }
+        self.write(db, |b| encode_request(b, args));
+    }
+
+    /// Writes an effect in database `db` (a SELECT first if the stream is
+    /// in another), its bytes written by `body`.
+    fn write(&mut self, db: usize, body: impl FnOnce(&mut BytesMut)) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         self.stream_db = db as i64;
@@ -248,7 +273,7 @@ impl PropLog {
             encode_request(&mut scratch, &[b"SELECT", fmt_i64(db as i64, &mut b)]);
             self.last_db = db as i64;
         }
-        encode_request(&mut scratch, args);
+        body(&mut scratch);
         self.offset += scratch.len() as u64;
         if let Some(sink) = self.sink.as_mut() {
             sink.extend_from_slice(&scratch);

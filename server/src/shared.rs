@@ -71,6 +71,8 @@ pub struct Settings {
     /// Where a stream starts a new node (`stream-node-max-bytes`,
     /// `stream-node-max-entries`).
     pub stream_node: crate::db::stream::NodeLimits,
+    /// `tracking-table-max-keys` (0: no limit).
+    pub tracking_max_keys: u64,
     /// `replica-serve-stale-data`.
     pub replica_serve_stale: bool,
     /// `min-replicas-to-write` / `min-replicas-max-lag` (seconds).
@@ -141,6 +143,7 @@ impl Settings {
                 max_bytes: usize::try_from(c.stream_node_max_bytes()).unwrap_or(usize::MAX),
                 max_entries: c.stream_node_max_entries(),
             },
+            tracking_max_keys: c.tracking_table_max_keys(),
             replica_serve_stale: c.replica_serve_stale_data(),
             min_replicas: (
                 usize::try_from(c.min_replicas_to_write()).unwrap_or(usize::MAX),

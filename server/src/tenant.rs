@@ -157,6 +157,8 @@ pub struct Tenant {
     pub lfu: Option<(u32, u32)>,
     /// Keys written since blocked clients were last served.
     pub ready_keys: Vec<(usize, Vec<u8>)>,
+    /// Client-side caching: who read which keys (`tracking.rs`).
+    pub tracking: crate::tracking::Tracking,
     /// Memory charged to this tenant (see `alloc`).
     pub mem: std::sync::Arc<crate::alloc::Account>,
     /// A customer's plan limits (None for the default tenant, which the
@@ -387,6 +389,7 @@ impl Tenant {
             blocked: Default::default(),
             blocked_keys: Default::default(),
             ready_keys: Vec::new(),
+            tracking: Default::default(),
             lfu: None,
             mem: Default::default(),
             limit: None,
@@ -532,8 +535,12 @@ impl Tenant {
         self.touch_key(db, key);
     }
 
-    /// A key changed: fail WATCHes on it, wake clients blocked on it.
+    /// A key changed: fail WATCHes on it, wake clients blocked on it,
+    /// invalidate it for the clients that cached it.
     pub fn touch_key(&mut self, db: usize, key: &[u8]) {
+        if self.tracking.active() {
+            crate::tracking::key_changed(self, key);
+        }
         if !self.watched.is_empty() {
             if let Some(cs) = self.watched.get(&(db, key.to_vec())) {
                 for c in cs {

@@ -1,7 +1,7 @@
 //! CLIENT subcommands. Lists and kills are scoped to the caller's tenant:
 //! the registry they read is the tenant's own.
 
-use super::Ctx;
+use super::{errors, Ctx};
 use crate::client::{valid_client_name, ReplyMode};
 use crate::tenant::PauseMode;
 use crate::util::parse_i64;
@@ -206,6 +206,9 @@ pub fn kill(ctx: &mut Ctx) {
     // Killed clients leave the registry at once, as Redis frees them before
     // the next command (CLIENT LIST/KILL in the same pipeline see it gone).
     for id in gone {
+        if let Some(c) = ctx.t.clients.get(&id).cloned() {
+            crate::tracking::disable(ctx.t, &c);
+        }
         ctx.t.clients.remove(&id);
         ctx.t.monitors.retain(|m| m.id != id);
     }
@@ -294,10 +297,14 @@ pub fn reply(ctx: &mut Ctx) {
 }
 
 pub fn help(ctx: &mut Ctx) {
-    super::command::reply_help(
+    super::command::reply_help_ending(
         ctx,
         "CLIENT",
         &[
+            "CACHING (YES|NO)",
+            "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+            "GETREDIR",
+            "    Return the client ID we are redirecting to when tracking is enabled.",
             "GETNAME",
             "    Return the name of the current connection.",
             "ID",
@@ -318,8 +325,6 @@ pub fn help(ctx: &mut Ctx) {
             "      Kill connections authenticated by <username>.",
             "    * SKIPME (YES|NO)",
             "      Skip killing current connection (default: yes).",
-            "    * ID <client-id>",
-            "      Kill connections by client id.",
             "LIST [options ...]",
             "    Return information about client connections. Options:",
             "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
@@ -332,8 +337,200 @@ pub fn help(ctx: &mut Ctx) {
             "    Control the replies sent to the current connection.",
             "SETNAME <name>",
             "    Assign the name <name> to the current connection.",
+            "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+            "    Unblock the specified blocked client.",
+            "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+            "         [OPTIN] [OPTOUT] [NOLOOP]",
+            "    Control server assisted client side caching.",
+            "TRACKINGINFO",
+            "    Report tracking status for the current connection.",
             "NO-EVICT (ON|OFF)",
             "    Protect current client connection from eviction.",
         ],
+        "    Prints this help.",
     );
+}
+
+/// `CLIENT TRACKING ON|OFF [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN]
+/// [OPTOUT] [NOLOOP]`: options first, then their fit with each other and
+/// with the mode already on, as Redis checks them.
+pub fn tracking(ctx: &mut Ctx) {
+    use crate::tracking::{overlap, Mode};
+    let mut mode = Mode::default();
+    let mut j = 3;
+    while j < ctx.args.len() {
+        let more = ctx.args.len() - 1 - j;
+        let a = ctx.args[j];
+        if a.eq_ignore_ascii_case(b"redirect") && more > 0 {
+            j += 1;
+            if mode.redirect != 0 {
+                return ctx.err("A client can only redirect to a single other client");
+            }
+            let Some(id) = ctx.arg_i64(j) else {
+                return;
+            };
+            // (A client of this database: others are not visible.)
+            if id <= 0 || !ctx.t.clients.contains_key(&(id as u64)) {
+                return ctx.err("The client ID you want redirect to does not exist");
+            }
+            mode.redirect = id as u64;
+        } else if a.eq_ignore_ascii_case(b"bcast") {
+            mode.bcast = true;
+        } else if a.eq_ignore_ascii_case(b"optin") {
+            mode.optin = true;
+        } else if a.eq_ignore_ascii_case(b"optout") {
+            mode.optout = true;
+        } else if a.eq_ignore_ascii_case(b"noloop") {
+            mode.noloop = true;
+        } else if a.eq_ignore_ascii_case(b"prefix") && more > 0 {
+            j += 1;
+            mode.prefixes.push(ctx.args[j].to_vec());
+        } else {
+            return ctx.err(errors::SYNTAX);
+        }
+        j += 1;
+    }
+    let on = ctx.args[2];
+    if on.eq_ignore_ascii_case(b"off") {
+        crate::tracking::disable(ctx.t, &ctx.s.info);
+        return ctx.out.ok();
+    }
+    if !on.eq_ignore_ascii_case(b"on") {
+        return ctx.err(errors::SYNTAX);
+    }
+    if !mode.bcast && !mode.prefixes.is_empty() {
+        return ctx.err("PREFIX option requires BCAST mode to be enabled");
+    }
+    let old = ctx.s.info.tracking.borrow().clone();
+    if let Some(o) = &old {
+        if o.bcast != mode.bcast {
+            return ctx.err("You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+    }
+    if mode.bcast && (mode.optin || mode.optout) {
+        return ctx.err("OPTIN and OPTOUT are not compatible with BCAST");
+    }
+    if mode.optin && mode.optout {
+        return ctx.err("You can't specify both OPTIN mode and OPTOUT mode");
+    }
+    if let Some(o) = &old {
+        if (mode.optin && o.optout) || (mode.optout && o.optin) {
+            return ctx.err("You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+    }
+    if mode.bcast {
+        // No prefix may start another: among those given, and against
+        // those the client already has.
+        let have: &[Vec<u8>] = old.as_ref().map_or(&[], |o| &o.prefixes);
+        for (i, p) in mode.prefixes.iter().enumerate() {
+            if let Some(q) = have.iter().find(|q| overlap(p, q)) {
+                return prefix_clash(ctx, p, q, "an existing prefix");
+            }
+            if let Some(q) = mode.prefixes[i + 1..].iter().find(|q| overlap(p, q)) {
+                return prefix_clash(ctx, p, q, "another provided prefix");
+            }
+        }
+    }
+    crate::tracking::enable(ctx.t, &ctx.s.info, mode);
+    ctx.out.ok();
+}
+
+/// `Prefix 'p' overlaps with <what> 'q'. ...`
+fn prefix_clash(ctx: &mut Ctx, p: &[u8], q: &[u8], what: &str) {
+    let mut m = b"Prefix '".to_vec();
+    m.extend_from_slice(p);
+    m.extend_from_slice(b"' overlaps with ");
+    m.extend_from_slice(what.as_bytes());
+    m.extend_from_slice(b" '");
+    m.extend_from_slice(q);
+    m.extend_from_slice(b"'. Prefixes for a single client must not overlap.");
+    ctx.err_bytes(&m);
+}
+
+/// `CLIENT CACHING YES|NO`: for the next command, in OPTIN / OPTOUT mode.
+pub fn caching(ctx: &mut Ctx) {
+    let (optin, optout) = match &*ctx.s.info.tracking.borrow() {
+        None => (None, None),
+        Some(m) => (Some(m.optin), Some(m.optout)),
+    };
+    if optin.is_none() {
+        return ctx.err("CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled");
+    }
+    let a = ctx.args[2];
+    if a.eq_ignore_ascii_case(b"yes") {
+        if optin != Some(true) {
+            return ctx
+                .err("CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.");
+        }
+    } else if a.eq_ignore_ascii_case(b"no") {
+        if optout != Some(true) {
+            return ctx
+                .err("CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.");
+        }
+    } else {
+        return ctx.err(errors::SYNTAX);
+    }
+    ctx.s.info.caching.set(true);
+    ctx.out.ok();
+}
+
+/// `CLIENT GETREDIR`: the redirect (0: none), -1 when not tracking.
+pub fn getredir(ctx: &mut Ctx) {
+    let r = ctx
+        .s
+        .info
+        .tracking
+        .borrow()
+        .as_ref()
+        .map_or(-1, |m| m.redirect as i64);
+    ctx.out.int(r);
+}
+
+/// `CLIENT TRACKINGINFO`: flags, redirect and prefixes.
+pub fn trackinginfo(ctx: &mut Ctx) {
+    let m = ctx.s.info.tracking.borrow().clone();
+    let caching = ctx.s.info.caching.get();
+    let mut flags: Vec<&str> = Vec::new();
+    match &m {
+        None => flags.push("off"),
+        Some(m) => {
+            flags.push("on");
+            if m.bcast {
+                flags.push("bcast");
+            }
+            if m.optin {
+                flags.push("optin");
+                if caching {
+                    flags.push("caching-yes");
+                }
+            }
+            if m.optout {
+                flags.push("optout");
+                if caching {
+                    flags.push("caching-no");
+                }
+            }
+            if m.noloop {
+                flags.push("noloop");
+            }
+            if m.broken {
+                flags.push("broken_redirect");
+            }
+        }
+    }
+    let out = &mut *ctx.out;
+    out.map(3);
+    out.bulk(b"flags");
+    out.set(flags.len());
+    for f in flags {
+        out.bulk(f.as_bytes());
+    }
+    out.bulk(b"redirect");
+    out.int(m.as_ref().map_or(-1, |m| m.redirect as i64));
+    out.bulk(b"prefixes");
+    let prefixes: &[Vec<u8>] = m.as_ref().map_or(&[], |m| &m.prefixes);
+    out.array(prefixes.len());
+    for p in prefixes {
+        out.bulk(p);
+    }
 }

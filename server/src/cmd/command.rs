@@ -214,6 +214,10 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
                 numkeys_at(1, 2)
             }
             "blmpop" | "bzmpop" => numkeys_at(2, 3),
+            // Scripts' declared keys.
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
+                numkeys_at(2, 3)
+            }
             "zunionstore" | "zinterstore" | "zdiffstore" => {
                 let mut v = vec![1];
                 v.extend(numkeys_at(2, 3));
@@ -287,14 +291,16 @@ pub fn getkeys(ctx: &mut Ctx) {
         super::Lookup::Found(r) => r,
         _ => return ctx.err("Invalid command specified"),
     };
+    // (Redis's order: whether the command takes keys at all, its arity,
+    // then the keys these arguments name: possibly none, EVAL with 0.)
+    if r.spec.first_key <= 0 && !r.spec.has_flag("movablekeys") {
+        return ctx.err("The command has no key arguments");
+    }
     let a = r.spec.arity;
     if (a > 0 && a as usize != cmdargs.len()) || (cmdargs.len() as i64) < -(a as i64) {
         return ctx.err("Invalid number of arguments specified for command");
     }
     let keys = key_positions(r.spec, cmdargs);
-    if keys.is_empty() {
-        return ctx.err("The command has no key arguments");
-    }
     ctx.out.array(keys.len());
     for k in keys {
         ctx.out.bulk(cmdargs[k]);

@@ -38,6 +38,7 @@ pub fn quit(ctx: &mut Ctx) {
 pub fn reset(ctx: &mut Ctx) {
     super::multi::unwatch_all(ctx.t, ctx.s);
     super::pubsub::unsubscribe_all(ctx.t, ctx.s);
+    crate::tracking::disable(ctx.t, &ctx.s.info);
     if ctx.s.monitor {
         let id = ctx.s.info.id;
         ctx.t.monitors.retain(|m| m.id != id);

@@ -90,7 +90,7 @@ pub use crate::evict::lru_clock;
 /// on them and marks them ready for clients blocked on them.
 pub fn record(t: &mut Tenant, db: usize, args: &[&[u8]]) {
     t.log.append(db, args);
-    if t.watched.is_empty() && t.blocked_keys.is_empty() {
+    if t.watched.is_empty() && t.blocked_keys.is_empty() && !t.tracking.active() {
         return;
     }
     let name = args[0].to_ascii_lowercase();
@@ -101,6 +101,7 @@ pub fn record(t: &mut Tenant, db: usize, args: &[&[u8]]) {
         // learns its stream is gone, as in Redis).
         b"flushall" | b"flushdb" => {
             let all = name == b"flushall";
+            crate::tracking::flushed(t);
             let keys: Vec<(usize, Vec<u8>)> = t
                 .blocked_keys
                 .keys()
@@ -119,15 +120,20 @@ pub fn record(t: &mut Tenant, db: usize, args: &[&[u8]]) {
             let Lookup::Found(r) = lookup(args) else {
                 return;
             };
-            for k in command::key_positions(r.spec, args) {
-                t.touch_key(db, args[k]);
+            // (COPY changes its destination only: its source's WATCHes
+            // and cached copies stay valid, as in Redis.)
+            if name != b"copy" {
+                for k in command::key_positions(r.spec, args) {
+                    t.touch_key(db, args[k]);
+                }
+            } else if !args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")) {
+                t.touch_key(db, args[2]);
             }
             // MOVE and COPY ... DB n also change a key in another database.
             let other_db = match &name[..] {
                 b"move" => args.get(2).and_then(|a| crate::util::parse_i64(a)),
-                b"copy" => args
-                    .iter()
-                    .position(|a| a.eq_ignore_ascii_case(b"db"))
+                b"copy" => (3..args.len())
+                    .find(|&i| args[i].eq_ignore_ascii_case(b"db"))
                     .and_then(|i| args.get(i + 1))
                     .and_then(|a| crate::util::parse_i64(a)),
                 _ => None,

@@ -414,6 +414,10 @@ static OBJECT_SUBS: &[CommandSpec] = &[
 
 #[rustfmt::skip]
 static CLIENT_SUBS: &[CommandSpec] = &[
+    cmd!("tracking", -3, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "6.0.0", "Enable or disable server assisted client side caching support", client::tracking),
+    cmd!("caching", 3, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "6.0.0", "Instruct the server about tracking or not keys in the next request", client::caching),
+    cmd!("getredir", 2, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "6.0.0", "Get tracking notifications redirection client ID if any", client::getredir),
+    cmd!("trackinginfo", 2, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "6.2.0", "Return information about server assisted client side caching for the current connection", client::trackinginfo),
     cmd!("id", 2, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "5.0.0", "Returns the client ID for the current connection", client::id),
     cmd!("setname", 3, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "2.6.9", "Set the current connection name", client::setname),
     cmd!("getname", 2, "noscript loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "connection", "2.6.9", "Get the current connection name", client::getname),

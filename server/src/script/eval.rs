@@ -495,6 +495,17 @@ fn run_command(
             suspend: None,
         };
         (r.spec.handler)(&mut inner);
+        // A tracking caller is remembered as having read the script's
+        // declared keys once the script reads anything (Redis 7.0 takes
+        // them from the calling command, not from the call).
+        if r.read && inner.s.info.tracking.borrow().is_some() {
+            let keys = crate::cmd::command::key_positions(ctx.spec, ctx.args);
+            crate::tracking::after_read(
+                inner.t,
+                &inner.s.info,
+                keys.into_iter().map(|k| ctx.args[k]),
+            );
+        }
         let failed = inner.failed;
         let us = start.elapsed().as_micros() as u64;
         crate::dispatch::count_call(ctx.t, r.id, us, failed);

@@ -67,26 +67,22 @@ fn group_mut<'c>(ctx: &'c mut Ctx, idx: u32, name: &[u8]) -> &'c mut Group {
 /// (Redis's `streamPropagateXCLAIM`). For an entry no longer in the
 /// stream, the replay drops it from the PEL as the claim did.
 fn log_claim(ctx: &mut Ctx, key: &[u8], group: &[u8], id: StreamId, nack: &Nack, last: StreamId) {
-    let (mut a, mut b) = ([0u8; 41], [0u8; 41]);
-    let id = id.write(&mut a).to_vec();
-    let last = last.write(&mut b).to_vec();
-    let time = nack.delivery_time.to_string();
-    let count = nack.delivery_count.to_string();
+    let (mut a, mut b, mut c, mut d) = ([0u8; 41], [0u8; 41], [0u8; 20], [0u8; 20]);
     let argv: [&[u8]; 14] = [
         b"XCLAIM",
         key,
         group,
         &nack.consumer[..],
         b"0",
-        &id,
+        id.write(&mut a),
         b"TIME",
-        time.as_bytes(),
+        crate::util::fmt_i64(nack.delivery_time, &mut c),
         b"RETRYCOUNT",
-        count.as_bytes(),
+        crate::util::fmt_i64(nack.delivery_count as i64, &mut d),
         b"FORCE",
         b"JUSTID",
         b"LASTID",
-        &last,
+        last.write(&mut b),
     ];
     ctx.propagate(&argv);
 }
@@ -94,17 +90,15 @@ fn log_claim(ctx: &mut Ctx, key: &[u8], group: &[u8], id: StreamId, nack: &Nack,
 /// Logs `XGROUP SETID key group last ENTRIESREAD n` (Redis's
 /// `streamPropagateGroupID`).
 fn log_group_position(ctx: &mut Ctx, key: &[u8], group: &[u8], g_last: StreamId, read: i64) {
-    let mut a = [0u8; 41];
-    let last = g_last.write(&mut a).to_vec();
-    let n = read.to_string();
+    let (mut a, mut b) = ([0u8; 41], [0u8; 20]);
     ctx.propagate(&[
         b"XGROUP",
         b"SETID",
         key,
         group,
-        &last,
+        g_last.write(&mut a),
         b"ENTRIESREAD",
-        n.as_bytes(),
+        crate::util::fmt_i64(read, &mut b),
     ]);
 }
 
@@ -440,20 +434,26 @@ fn serve_group(ctx: &mut Ctx, r: &super::Read, wants: &[Want], only: Option<&[u8
         // Where this stream is read from, if it is: the history always
         // (after the greatest id, Redis's increment wraps to 0-0), new
         // entries when the group is behind the last one.
-        let start = match *want {
+        // New entries are read at once (one walk of the node): none
+        // there, the stream is not served, unless for a client that
+        // blocked, which is served once the stream's last id passed its
+        // group's (the entries may be gone: an empty list).
+        let (start, new) = match *want {
             Want::History(_) if only.is_some() => continue,
-            Want::History(after) => after.incr().unwrap_or(StreamId::MIN),
+            Want::History(after) => (after.incr().unwrap_or(StreamId::MIN), None),
             Want::New => {
                 let last = g.last_id;
-                let ready = if only.is_some() {
-                    s.last_id > last
-                } else {
-                    s.length > 0 && s.edge(true).is_some_and(|top| top > last)
+                let Some(start) = last.incr() else {
+                    continue;
                 };
-                match last.incr() {
-                    Some(start) if ready => start,
-                    _ => continue,
+                if only.is_some() && s.last_id <= last {
+                    continue;
                 }
+                let read = read_new(s, start, r.count);
+                if read.0.is_empty() && only.is_none() {
+                    continue;
+                }
+                (start, Some(read))
             }
         };
         // The consumer is made when it is served (seen now).
@@ -469,9 +469,13 @@ fn serve_group(ctx: &mut Ctx, r: &super::Read, wants: &[Want], only: Option<&[u8
             body.array(2);
         }
         body.bulk(key);
-        match *want {
-            Want::History(_) => history(ctx, idx, key, group, consumer, start, r.count, &mut body),
-            Want::New => deliver(ctx, idx, key, group, consumer, start, r, &mut body),
+        match new {
+            None => history(ctx, idx, key, group, consumer, start, r.count, &mut body),
+            Some((ids, entries)) => {
+                body.array(ids.len());
+                body.raw(&entries.buf);
+                deliver(ctx, idx, key, group, consumer, &ids, r.noack);
+            }
         }
         served += 1;
         if only.is_some() {
@@ -560,48 +564,51 @@ fn history(
     }
 }
 
-/// Delivers the entries from `start` on (at most COUNT) to the consumer:
-/// the group moves past them and, unless NOACK, each becomes the
-/// consumer's pending entry (taken from another consumer if one had it).
-#[allow(clippy::too_many_arguments)]
+/// The entries from `start` on (at most `count`, 0: all): their ids,
+/// and their reply (without its array header).
+fn read_new(s: &Stream, start: StreamId, count: u64) -> (smallvec::SmallVec<[StreamId; 8]>, Reply) {
+    let mut ids = smallvec::SmallVec::new();
+    let mut entries = Reply::new(2);
+    s.range(start, StreamId::MAX, false, |id, fields| {
+        reply_entry(&mut entries, id, fields);
+        ids.push(id);
+        count == 0 || (ids.len() as u64) < count
+    });
+    (ids, entries)
+}
+
+/// Delivers entries `ids` to the consumer: the group moves past them
+/// and, unless `noack`, each becomes the consumer's pending entry (taken
+/// from another consumer if one had it).
 fn deliver(
     ctx: &mut Ctx,
     idx: u32,
     key: &[u8],
     group: &[u8],
     consumer: &[u8],
-    start: StreamId,
-    r: &super::Read,
-    body: &mut Reply,
+    ids: &[StreamId],
+    noack: bool,
 ) {
     let now = ctx.now_ms;
-    let mut ids = Vec::new();
-    {
-        let s = stream_at(ctx, idx);
-        let mut sub = Reply::new(body.resp);
-        let mut n = 0u64;
-        s.range(start, StreamId::MAX, false, |id, fields| {
-            reply_entry(&mut sub, id, fields);
-            ids.push(id);
-            n += 1;
-            r.count == 0 || n < r.count
-        });
-        body.array(ids.len());
-        body.raw(&sub.buf);
-    }
     let counts = stream_at(ctx, idx).counts();
+    let Some(name) = group_mut(ctx, idx, group).name_of(consumer) else {
+        return;
+    };
     let mut moved = false;
-    for &id in &ids {
+    for &id in ids {
         let g = group_mut(ctx, idx, group);
         moved |= counts.advance(g, id);
-        if r.noack {
+        if noack {
             continue;
         }
-        g.assign(id, consumer, now, 1);
-        let (nack, last) = (g.pel.get(&id).cloned(), g.last_id);
-        if let Some(nack) = nack {
-            log_claim(ctx, key, group, id, &nack, last);
-        }
+        g.assign_named(id, &name, now, 1);
+        let nack = Nack {
+            delivery_time: now,
+            delivery_count: 1,
+            consumer: name.clone(),
+        };
+        let last = g.last_id;
+        log_claim(ctx, key, group, id, &nack, last);
     }
     if moved {
         let g = group_mut(ctx, idx, group);

@@ -83,23 +83,36 @@ impl Group {
     /// Gives `id` to `consumer` (which must exist): a new pending entry,
     /// or one taken from its owner. The delivery time and count are set.
     pub fn assign(&mut self, id: StreamId, consumer: &[u8], time: i64, count: u64) {
-        let Some(name) = self.name_of(consumer) else {
-            return;
-        };
-        if let Some(old) = self.pel.get(&id).map(|n| n.consumer.clone()) {
-            if let Some(c) = self.consumers.get_mut(&old) {
-                c.pel.remove(&id);
+        if let Some(name) = self.name_of(consumer) {
+            self.assign_named(id, &name, time, count);
+        }
+    }
+
+    /// [`Group::assign`] to the consumer named `name` (as the consumers
+    /// map holds it).
+    pub fn assign_named(&mut self, id: StreamId, name: &Name, time: i64, count: u64) {
+        use std::collections::btree_map::Entry;
+        match self.pel.entry(id) {
+            Entry::Vacant(v) => {
+                v.insert(Nack {
+                    delivery_time: time,
+                    delivery_count: count,
+                    consumer: name.clone(),
+                });
+            }
+            Entry::Occupied(mut o) => {
+                let n = o.get_mut();
+                if !Arc::ptr_eq(&n.consumer, name) && n.consumer != *name {
+                    let old = std::mem::replace(&mut n.consumer, name.clone());
+                    if let Some(c) = self.consumers.get_mut(&old) {
+                        c.pel.remove(&id);
+                    }
+                }
+                n.delivery_time = time;
+                n.delivery_count = count;
             }
         }
-        self.pel.insert(
-            id,
-            Nack {
-                delivery_time: time,
-                delivery_count: count,
-                consumer: name.clone(),
-            },
-        );
-        if let Some(c) = self.consumers.get_mut(&name) {
+        if let Some(c) = self.consumers.get_mut(name) {
             c.pel.insert(id);
         }
     }
