@@ -822,7 +822,7 @@ fn snapshot_survives_restart() {
         lastsave >= save_started - 1 && lastsave <= unix_secs() + 1,
         "LASTSAVE {lastsave} after a SAVE at {save_started}"
     );
-    assert!(dir.file("dump.rdb").exists(), "SAVE wrote no dump.rdb");
+    assert!(dir.file("dump.akv").exists(), "SAVE wrote no dump.akv");
     drop(c);
     s.shutdown(Some("NOSAVE"));
 
@@ -1648,15 +1648,15 @@ const JOB_FSYNC_DELAY_MS: &str = "30000";
 /// kill -9 while a BGSAVE is in progress loses nothing and corrupts
 /// nothing: with the log on and `appendfsync always`, every write
 /// acknowledged during the save is back after the restart, with the 50k
-/// keys from before; `dump.rdb` is byte for byte the previous snapshot (the
+/// keys from before; `dump.akv` is byte for byte the previous snapshot (the
 /// new one goes to a temporary file, renamed over it only when complete)
 /// and still loads as it was (checked in a separate server with the log
 /// off); and a BGSAVE after the restart succeeds.
 ///
 /// The save must surely be in progress when the kill lands, and a save of
 /// 50k keys takes only tens of ms. So the server runs under the fsync shim
-/// holding any fsync of a file named like `dump.rdb` (the save's temporary
-/// `temp-<pid>-dump.rdb`, fsynced after every record is written) for 30 s:
+/// holding any fsync of a file named like `dump.akv` (the save's temporary
+/// `temp-<pid>-dump.akv`, fsynced after every record is written) for 30 s:
 /// a slow disk. The save walks the keyspace while the writers run, then
 /// waits in that fsync. The test asserts what it relies on: INFO reported
 /// `rdb_bgsave_in_progress:1` after 100 writes were acknowledged, and the
@@ -1681,23 +1681,23 @@ fn kill9_during_bgsave_loses_nothing() {
             ("ANYKV_FSYNC_SHIM_DELAY_MS", JOB_FSYNC_DELAY_MS),
             // The save's file (under whatever name it is written): the
             // only file with this name the server fsyncs here.
-            ("ANYKV_FSYNC_SHIM_DELAY_PATH", "dump.rdb"),
+            ("ANYKV_FSYNC_SHIM_DELAY_PATH", "dump.akv"),
         ],
     );
     let (mut s, samples) = populated_for_job(&dir, &args, &env);
     let mut c = s.conn();
     let populated = digest(&mut c);
-    let dump = dir.file("dump.rdb");
-    let old_dump = fs::read(&dump).expect("read dump.rdb");
+    let dump = dir.file("dump.akv");
+    let old_dump = fs::read(&dump).expect("read dump.akv");
     let pid = s.child.id();
     assert_eq!(text(&mut c, &["BGSAVE"]), "Background saving started");
     let (counts, during) = write_and_kill_during(&mut s, "rdb_bgsave_in_progress");
-    let tmp = dir.file(&format!("temp-{pid}-dump.rdb"));
-    let dump_unchanged = fs::read(&dump).expect("read dump.rdb") == old_dump;
+    let tmp = dir.file(&format!("temp-{pid}-dump.akv"));
+    let dump_unchanged = fs::read(&dump).expect("read dump.akv") == old_dump;
     assert!(
         tmp.exists() && dump_unchanged,
-        "after kill -9 during BGSAVE: {} exists: {}, dump.rdb unchanged: {dump_unchanged} \
-         (both must hold: the save was cut short before replacing dump.rdb, and did not write \
+        "after kill -9 during BGSAVE: {} exists: {}, dump.akv unchanged: {dump_unchanged} \
+         (both must hold: the save was cut short before replacing dump.akv, and did not write \
          it in place)",
         tmp.display(),
         tmp.exists()
@@ -1706,12 +1706,12 @@ fn kill9_during_bgsave_loses_nothing() {
     check_after_job_kill(&s, &counts, &samples, "kill -9 during BGSAVE");
     // The snapshot left behind is whole: it loads, as it was.
     let scratch = TestDir::new("kill-bgsave-dump");
-    fs::copy(&dump, scratch.file("dump.rdb")).expect("copy dump.rdb");
+    fs::copy(&dump, scratch.file("dump.akv")).expect("copy dump.akv");
     let other = Anykv::start(&scratch, &["--save", "", "--appendonly", "no"]);
     assert_eq!(
         digest(&mut other.conn()),
         populated,
-        "dump.rdb after kill -9 during BGSAVE does not load as the previous snapshot\n{}",
+        "dump.akv after kill -9 during BGSAVE does not load as the previous snapshot\n{}",
         other.describe()
     );
     drop(other);
@@ -2065,11 +2065,11 @@ fn corrupt_snapshot_refuses_to_start() {
         digest(&mut c)
     };
     s.shutdown(Some("NOSAVE"));
-    let path = dir.file("dump.rdb");
+    let path = dir.file("dump.akv");
     let good = fs::read(&path).unwrap();
     assert!(
         good.starts_with(b"ANYKVSNP"),
-        "dump.rdb is not an anykv snapshot"
+        "dump.akv is not an anykv snapshot"
     );
     let len = good.len();
     let mut flipped = good.clone();
@@ -2085,14 +2085,14 @@ fn corrupt_snapshot_refuses_to_start() {
         ),
         ("truncated to half", good[..len / 2].to_vec(), "byte"),
         ("missing its last byte", good[..len - 1].to_vec(), "byte"),
-        ("cut inside the magic", good[..5].to_vec(), "dump.rdb"),
+        ("cut inside the magic", good[..5].to_vec(), "dump.akv"),
     ];
     for (what, bytes, needle) in cases {
         fs::write(&path, &bytes).unwrap();
         let log = start_must_fail(&dir, &args);
         assert!(
-            log.contains("dump.rdb") && log.contains(needle),
-            "{what}: the error does not name dump.rdb and {needle:?}:\n{log}"
+            log.contains("dump.akv") && log.contains(needle),
+            "{what}: the error does not name dump.akv and {needle:?}:\n{log}"
         );
     }
     fs::write(&path, &good).unwrap();
@@ -2269,7 +2269,7 @@ fn debug_reload_flushall_and_shutdown_modes() {
     ok(&mut c, &["DEBUG", "RELOAD"]);
     assert_eq!(digest(&mut c), d, "DEBUG RELOAD changed the keyspace");
     assert!(int(&mut c, &["PTTL", "b"]) > 0);
-    assert!(dir.file("dump.rdb").exists());
+    assert!(dir.file("dump.akv").exists());
 
     // FLUSHALL with save points rewrites the snapshot empty.
     ok(&mut c, &["FLUSHALL"]);
@@ -2318,7 +2318,7 @@ fn debug_reload_flushall_and_shutdown_modes() {
 
     // Without save points a plain SHUTDOWN saves nothing.
     let no_save = ["--save", "", "--appendonly", "no"];
-    let dump = dir.file("dump.rdb");
+    let dump = dir.file("dump.akv");
     let before = fs::read(&dump).unwrap();
     s = Anykv::start(&dir, &no_save);
     let mut c = s.conn();
@@ -2329,7 +2329,7 @@ fn debug_reload_flushall_and_shutdown_modes() {
     assert_eq!(
         fs::read(&dump).unwrap(),
         before,
-        "SHUTDOWN with save \"\" rewrote dump.rdb"
+        "SHUTDOWN with save \"\" rewrote dump.akv"
     );
     drop(s);
 
@@ -2338,8 +2338,8 @@ fn debug_reload_flushall_and_shutdown_modes() {
     ok(&mut s.conn(), &["SET", "k", "v"]);
     s.shutdown(None);
     assert!(
-        !fresh.file("dump.rdb").exists(),
-        "SHUTDOWN with save \"\" wrote dump.rdb"
+        !fresh.file("dump.akv").exists(),
+        "SHUTDOWN with save \"\" wrote dump.akv"
     );
 }
 
@@ -2355,7 +2355,7 @@ fn snapshot_save_rules_fire() {
     // Nothing changed: no save, however long we wait.
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(info_field(&mut c, "rdb_saves"), "0");
-    assert!(!dir.file("dump.rdb").exists(), "saved with no changes");
+    assert!(!dir.file("dump.akv").exists(), "saved with no changes");
 
     ok(&mut c, &["SET", "k", "v"]);
     let t = Instant::now();
@@ -2366,8 +2366,8 @@ fn snapshot_save_rules_fire() {
     assert_eq!(field(&i, "rdb_last_bgsave_status"), "ok", "{i:?}");
     assert_eq!(field(&i, "rdb_changes_since_last_save"), "0", "{i:?}");
     assert!(
-        dir.file("dump.rdb").exists(),
-        "rdb_saves went up but no dump.rdb"
+        dir.file("dump.akv").exists(),
+        "rdb_saves went up but no dump.akv"
     );
     drop(c);
     s.kill9();

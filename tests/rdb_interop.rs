@@ -246,3 +246,128 @@ fn an_rdb_written_by_anykv_loads_into_redis() {
     }
     drop(srv);
 }
+
+/// Moving in and out through files, with the servers themselves: anykv
+/// started where redis-server saved a `dump.rdb` loads it (its configured
+/// snapshot file missing), consumer groups and functions included; with
+/// `dbfilename` naming an `.rdb` file its SAVE writes an RDB file that
+/// redis-server loads, and that anykv itself restarts from with the same
+/// replication history; with the default name it writes its own format,
+/// never under an RDB name.
+#[test]
+fn servers_move_data_both_ways_through_rdb_files() {
+    let dir = Scratch::new("move");
+    let d = dir.0.to_string_lossy().into_owned();
+    let redis = start_redis(&[
+        "--dir".into(),
+        d.clone(),
+        "--dbfilename".into(),
+        "dump.rdb".into(),
+    ]);
+    let mut r = redis.connect();
+    run_on_redis(&mut r, &workload());
+    for cmd in [
+        vec!["XGROUP", "CREATE", "events", "g", "0"],
+        vec![
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "alice",
+            "COUNT",
+            "3",
+            "STREAMS",
+            "events",
+            ">",
+        ],
+        vec!["XGROUP", "CREATECONSUMER", "events", "g", "bob"],
+        vec![
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=lib\nredis.register_function('f', function() return 1 end)",
+        ],
+        vec!["SAVE"],
+    ] {
+        assert!(!call(&mut r, &cmd).is_error(), "redis-server: {cmd:?}");
+    }
+    let theirs = keyspace_of(&mut r);
+    drop(r);
+    drop(redis);
+
+    // In: no out.rdb yet, so redis-server's dump.rdb.
+    let bin = common::anykv_bin();
+    let args = [
+        "--dir",
+        d.as_str(),
+        "--dbfilename",
+        "out.rdb",
+        "--appendonly",
+        "no",
+    ];
+    let anykv = common::start_anykv_with(&bin, &args);
+    let mut a = anykv.connect();
+    compare(&theirs, &keyspace_of(&mut a));
+    assert_eq!(
+        call(&mut a, &["FCALL", "f", "0"]),
+        Value::Int(1),
+        "the library came along"
+    );
+    // Out: its SAVE writes RDB under the .rdb name.
+    assert!(!call(&mut a, &["SET", "added", "by-anykv"]).is_error());
+    assert!(!call(
+        &mut a,
+        &["XREADGROUP", "GROUP", "g", "bob", "STREAMS", "events", ">"]
+    )
+    .is_error());
+    assert_eq!(call(&mut a, &["SAVE"]), Value::Simple(b"OK".to_vec()));
+    let out = std::fs::read(dir.0.join("out.rdb")).expect("out.rdb");
+    assert!(out.starts_with(b"REDIS0010"), "out.rdb is not an RDB file");
+    let mine = keyspace_of(&mut a);
+    let id = keyspace::info(&mut a, "replication", "master_replid");
+    let offset = keyspace::info(&mut a, "replication", "master_repl_offset");
+    // (A clean stop: after a crash a restart continues under a new id.)
+    let _ = a.cmd(&["SHUTDOWN", "NOSAVE"]);
+    let mut anykv = anykv;
+    keyspace::wait_for("anykv to stop", std::time::Duration::from_secs(10), || {
+        anykv.exited().is_some()
+    });
+    drop(anykv);
+    // anykv restarts from its own RDB file with the same history.
+    let anykv = common::start_anykv_with(&bin, &args);
+    let mut a = anykv.connect();
+    compare(&mine, &keyspace_of(&mut a));
+    assert_eq!(keyspace::info(&mut a, "replication", "master_replid"), id);
+    assert_eq!(
+        keyspace::info(&mut a, "replication", "master_repl_offset"),
+        offset
+    );
+    drop(a);
+    drop(anykv);
+    // redis-server loads it.
+    let redis = start_redis(&[
+        "--dir".into(),
+        d.clone(),
+        "--dbfilename".into(),
+        "out.rdb".into(),
+    ]);
+    let mut r = redis.connect();
+    compare(&mine, &keyspace_of(&mut r));
+    assert_eq!(call(&mut r, &["FCALL", "f", "0"]), Value::Int(1));
+    drop(r);
+    drop(redis);
+    // The default name is anykv's own format.
+    let plain = common::start_anykv_with(&bin, &["--dir", d.as_str(), "--appendonly", "no"]);
+    let mut a = plain.connect();
+    assert_eq!(
+        call(&mut a, &["CONFIG", "GET", "dbfilename"]),
+        Value::Array(vec![
+            Value::Bulk(b"dbfilename".to_vec()),
+            Value::Bulk(b"dump.akv".to_vec())
+        ])
+    );
+    assert_eq!(call(&mut a, &["SAVE"]), Value::Simple(b"OK".to_vec()));
+    let own = std::fs::read(dir.0.join("dump.akv")).expect("dump.akv");
+    assert!(
+        own.starts_with(b"ANYKVSNP"),
+        "dump.akv is not anykv's format"
+    );
+}

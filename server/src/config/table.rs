@@ -362,7 +362,7 @@ pub(super) static PARAMS: &[Param] = &[
         None,
         false,
         Some(check_dbfilename),
-        "dump.rdb",
+        "dump.akv",
         PROTECTED,
     ),
     strp(

@@ -21,6 +21,9 @@ enum WriterMsg {
 pub enum Sink {
     /// A snapshot file: BGSAVE's, or the append-only log's new base.
     File(std::path::PathBuf),
+    /// BGSAVE's file when `dbfilename` names an RDB file: the blocks
+    /// transcoded to RDB on the writer thread.
+    Rdb(std::path::PathBuf, super::RdbFileMeta),
     /// A replica's full sync: the writer thread transcodes the blocks to
     /// RDB and hands them to the replica's connection in chunks (see
     /// `repl::fullsync`), so building the payload takes the executor no
@@ -71,6 +74,10 @@ pub fn start_job(t: &mut Tenant, purpose: Purpose) -> io::Result<()> {
             return Err(io::Error::other(
                 "a replica's full sync starts with start_sync_job",
             ))
+        }
+        Purpose::Save if super::is_rdb_name(&t.persist.dbfilename) => {
+            let meta = super::rdb_meta_for(t);
+            return launch(t, purpose, seq, Sink::Rdb(t.persist.snapshot_path(), meta));
         }
         Purpose::Save => t.persist.snapshot_path(),
         Purpose::Rewrite => {
@@ -161,6 +168,7 @@ fn launch(t: &mut Tenant, purpose: Purpose, seq: u64, sink: Sink) -> io::Result<
                 };
                 let r = match sink {
                     Sink::File(path) => write_snapshot_file(&path, &meta, pump),
+                    Sink::Rdb(path, rdb) => super::write_rdb_file(&path, &rdb, pump),
                     Sink::Replica(stream) => stream.write(pump),
                 };
                 let _ = res_tx.send(r);

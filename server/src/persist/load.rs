@@ -158,8 +158,9 @@ fn is_rdb(path: &Path) -> bool {
 }
 
 /// Loads a Redis RDB file as a primary does: keys whose TTL passed are
-/// skipped; the data starts a new replication history (fresh ids, offset
-/// 0). The next save writes anykv's own snapshot format.
+/// skipped; a redis-server's file starts a new replication history (fresh
+/// ids, offset 0), one anykv wrote continues its own. The next save
+/// writes the format `dbfilename` names.
 fn load_rdb_into(
     t: &mut Tenant,
     path: &Path,
@@ -175,8 +176,37 @@ fn load_rdb_into(
         mem,
     )
     .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
+    // One anykv wrote continues its history: the log's offset, both
+    // replication ids and the database the stream was in (a Redis's own
+    // file starts a new history, as a Redis restarted from it does).
+    if info.aux("anykv-ver").is_some() {
+        if let Some(ids) = crate::repl::ReplIds::from_aux(&info.aux) {
+            t.repl = ids;
+            if let Some(off) = info.aux("repl-offset").and_then(|v| v.parse().ok()) {
+                t.log.set_offset(off);
+            }
+            t.log.set_stream_db(
+                info.aux("repl-stream-db")
+                    .and_then(|v| v.parse::<usize>().ok()),
+            );
+        }
+    }
     tracing::info!("{} is a Redis RDB file: loaded it", path.display());
     Ok((info.keys - expired, expired))
+}
+
+/// Loads a snapshot file of either format (as its first bytes say).
+pub(super) fn load_any(
+    t: &mut Tenant,
+    path: &Path,
+    th: &codec::Thresholds,
+    now_ms: i64,
+) -> Result<(u64, u64), String> {
+    if is_rdb(path) {
+        load_rdb_into(t, path, th, now_ms)
+    } else {
+        load_snapshot_into(t, path, th, now_ms, Expired::Skip)
+    }
 }
 
 /// Loads the tenant's data at start: with `appendonly yes` the log's base
@@ -188,13 +218,19 @@ fn load_snapshot_if_any(
     now: i64,
     report: &mut LoadReport,
 ) -> Result<(), String> {
-    let snap = t.persist.snapshot_path();
+    let mut snap = t.persist.snapshot_path();
+    // Moving in: no snapshot under the configured name, but a `dump.rdb`
+    // in the directory (a redis-server's, or one anykv wrote before its
+    // default name was `dump.akv`): loaded as what its first bytes say.
+    if !snap.exists() {
+        let redis = t.persist.dir.join("dump.rdb");
+        if redis.exists() {
+            tracing::info!("no {} but {}: loading it", snap.display(), redis.display());
+            snap = redis;
+        }
+    }
     if snap.exists() {
-        let (k, e) = if is_rdb(&snap) {
-            load_rdb_into(t, &snap, th, now)?
-        } else {
-            load_snapshot_into(t, &snap, th, now, Expired::Skip)?
-        };
+        let (k, e) = load_any(t, &snap, th, now)?;
         report.keys = k;
         report.expired = e;
         report.source = snap.display().to_string();

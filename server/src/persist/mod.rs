@@ -99,7 +99,7 @@ impl Default for Persist {
     fn default() -> Self {
         Persist {
             dir: PathBuf::from("."),
-            dbfilename: "dump.rdb".into(),
+            dbfilename: "dump.akv".into(),
             appenddirname: "appendonlydir".into(),
             appendfilename: "appendonly.aof".into(),
             aof: None,
@@ -244,30 +244,130 @@ pub(crate) fn write_snapshot_file(
     Ok(keys)
 }
 
-/// SAVE: writes the whole keyspace now, on this thread (as Redis's SAVE
-/// blocks the server).
-pub fn save_sync(t: &mut Tenant, path: &Path) -> io::Result<u64> {
-    let meta = meta_for(t);
-    let ks = &t.ks;
-    let keys = write_snapshot_file(path, &meta, |push| {
-        let mut buf = Vec::with_capacity(BLOCK + 4096);
-        let mut n = 0u32;
-        for (db, table) in ks.dbs.iter().enumerate() {
-            for e in table.iter() {
-                codec::encode_entry(&mut buf, db as u32, &e.key, &e.value, e.expire_at);
-                n += 1;
-                if buf.len() >= BLOCK {
-                    push(&buf, n)?;
-                    buf.clear();
-                    n = 0;
-                }
+/// Whether a snapshot file of this name is a Redis RDB file (`*.rdb`):
+/// the format follows the name, so anykv never writes its own format
+/// under a name redis-server and RDB tools would open.
+pub fn is_rdb_name(name: &str) -> bool {
+    name.len() >= 4
+        && name
+            .get(name.len() - 4..)
+            .is_some_and(|e| e.eq_ignore_ascii_case(".rdb"))
+}
+
+/// An RDB snapshot's metadata: Redis's AUX fields (the replication id
+/// and offset among them) with anykv's own (its version, the second
+/// replication id and where it ends), so a restart from the file
+/// continues the same history; the databases' sizes; the libraries.
+pub struct RdbFileMeta {
+    pub aux: Vec<(String, String)>,
+    pub sizes: Vec<(u64, u64)>,
+    pub functions: Vec<Vec<u8>>,
+}
+
+pub(crate) fn rdb_meta_for(t: &Tenant) -> RdbFileMeta {
+    let stream_db = t.log.stream_db().map_or(0, |d| d as i64).to_string();
+    let mut aux: Vec<(String, String)> = crate::repl::primary::rdb_aux(t)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == "repl-stream-db" {
+                stream_db.clone()
+            } else {
+                v
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    aux.push(("anykv-ver".into(), crate::shared::ANYKV_VERSION.into()));
+    aux.extend(t.repl.to_aux().into_iter().filter(|(k, _)| k != "repl-id"));
+    RdbFileMeta {
+        aux,
+        sizes: t
+            .ks
+            .dbs
+            .iter()
+            .map(|d| (d.len() as u64, d.volatile_len() as u64))
+            .collect(),
+        functions: t.functions.codes(),
+    }
+}
+
+/// Writes an RDB file at `path` (through a temporary file, renamed once
+/// synced) from the snapshot blocks `blocks` feeds.
+pub(crate) fn write_rdb_file(
+    path: &Path,
+    meta: &RdbFileMeta,
+    blocks: impl FnOnce(&mut dyn FnMut(&[u8], u32) -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<u64> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = files::temp_name(path);
+    let f = std::fs::File::create(&tmp)?;
+    let aux: Vec<(&str, &str)> = meta
+        .aux
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let written = (|| {
+        let mut w = crate::rdb::RdbWriter::new(BufWriter::with_capacity(1 << 20, f), &aux)?;
+        for code in &meta.functions {
+            w.function(code)?;
+        }
+        let keys = crate::repl::fullsync::transcode(&mut w, &meta.sizes, blocks)?;
+        let bw = w.finish()?;
+        let f = bw.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        Ok::<u64, io::Error>(keys)
+    })();
+    let keys = match written {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    files::rename_durably(&tmp, path)?;
+    Ok(keys)
+}
+
+/// The keyspace as snapshot blocks, for `push` (SAVE's walk).
+fn keyspace_blocks(
+    ks: &crate::db::Keyspace,
+    push: &mut dyn FnMut(&[u8], u32) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(BLOCK + 4096);
+    let mut n = 0u32;
+    for (db, table) in ks.dbs.iter().enumerate() {
+        for e in table.iter() {
+            codec::encode_entry(&mut buf, db as u32, &e.key, &e.value, e.expire_at);
+            n += 1;
+            if buf.len() >= BLOCK {
+                push(&buf, n)?;
+                buf.clear();
+                n = 0;
             }
         }
-        if n > 0 {
-            push(&buf, n)?;
-        }
-        Ok(())
-    })?;
+    }
+    if n > 0 {
+        push(&buf, n)?;
+    }
+    Ok(())
+}
+
+/// SAVE: writes the whole keyspace now, on this thread (as Redis's SAVE
+/// blocks the server), as RDB or anykv's snapshot as `path` is named.
+pub fn save_sync(t: &mut Tenant, path: &Path) -> io::Result<u64> {
+    let rdb = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_rdb_name);
+    if rdb {
+        let meta = rdb_meta_for(t);
+        return write_rdb_file(path, &meta, |push| keyspace_blocks(&t.ks, push));
+    }
+    let meta = meta_for(t);
+    let ks = &t.ks;
+    let keys = write_snapshot_file(path, &meta, |push| keyspace_blocks(ks, push))?;
     Ok(keys)
 }
 
@@ -466,7 +566,7 @@ pub fn debug_reload(t: &mut Tenant, set: &crate::shared::Settings) -> Result<(),
     let n = t.ks.dbs.len();
     t.ks = crate::db::Keyspace::new(n);
     let th = codec::Thresholds::from_settings(set);
-    load::load_snapshot_into(t, &path, &th, crate::util::mstime(), load::Expired::Skip).map(|_| ())
+    load::load_any(t, &path, &th, crate::util::mstime()).map(|_| ())
 }
 
 #[cfg(test)]

@@ -76,34 +76,7 @@ impl RdbStream {
         for code in &self.functions {
             w.function(code)?;
         }
-        let thresholds = codec::Thresholds::default();
-        let mut announced = vec![false; self.sizes.len()];
-        let mut current: Option<u32> = None;
-        let mut keys = 0u64;
-        blocks(&mut |block: &[u8], n: u32| {
-            let mut input = block;
-            for _ in 0..n {
-                let rec = codec::decode_entry(&mut input, &thresholds)
-                    .map_err(|e| io::Error::other(format!("snapshot block: {e}")))?;
-                if current != Some(rec.db) {
-                    // Pre-images of several databases interleave: the RDB
-                    // switches back and forth (loaders take any order).
-                    let i = rec.db as usize;
-                    match announced.get_mut(i) {
-                        Some(a) if !*a => {
-                            *a = true;
-                            let (k, e) = self.sizes[i];
-                            w.select_db(rec.db, k, e)?;
-                        }
-                        _ => w.select_only(rec.db)?,
-                    }
-                    current = Some(rec.db);
-                }
-                w.entry(rec.key.as_bytes(), &rec.value, rec.expire_at)?;
-                keys += 1;
-            }
-            Ok(())
-        })?;
+        let keys = transcode(&mut w, &self.sizes, blocks)?;
         let mut sink = w.finish()?;
         sink.send()?;
         sink.tx
@@ -111,6 +84,45 @@ impl RdbStream {
             .map_err(|_| io::Error::other("the replica went away"))?;
         Ok(keys)
     }
+}
+
+/// Writes the records the snapshot blocks `blocks` feeds (n each) as RDB
+/// entries, each database announced with its sizes (`sizes`: keys and
+/// keys with a TTL) the first time it comes: the number of keys.
+pub fn transcode<W: io::Write>(
+    w: &mut RdbWriter<W>,
+    sizes: &[(u64, u64)],
+    blocks: impl FnOnce(&mut dyn FnMut(&[u8], u32) -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<u64> {
+    let thresholds = codec::Thresholds::default();
+    let mut announced = vec![false; sizes.len()];
+    let mut current: Option<u32> = None;
+    let mut keys = 0u64;
+    blocks(&mut |block: &[u8], n: u32| {
+        let mut input = block;
+        for _ in 0..n {
+            let rec = codec::decode_entry(&mut input, &thresholds)
+                .map_err(|e| io::Error::other(format!("snapshot block: {e}")))?;
+            if current != Some(rec.db) {
+                // Pre-images of several databases interleave: the RDB
+                // switches back and forth (loaders take any order).
+                let i = rec.db as usize;
+                match announced.get_mut(i) {
+                    Some(a) if !*a => {
+                        *a = true;
+                        let (k, e) = sizes[i];
+                        w.select_db(rec.db, k, e)?;
+                    }
+                    _ => w.select_only(rec.db)?,
+                }
+                current = Some(rec.db);
+            }
+            w.entry(rec.key.as_bytes(), &rec.value, rec.expire_at)?;
+            keys += 1;
+        }
+        Ok(())
+    })?;
+    Ok(keys)
 }
 
 /// The RDB writer's output: chunks for the connection.

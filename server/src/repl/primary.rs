@@ -160,7 +160,7 @@ pub fn start_payload(t: &mut Tenant) -> std::io::Result<super::fullsync::Payload
 
 /// A full-sync RDB's AUX fields: Redis's, with the ids a replica continues
 /// from (the offset is the log's now).
-fn rdb_aux(t: &Tenant) -> Vec<(&'static str, String)> {
+pub(crate) fn rdb_aux(t: &Tenant) -> Vec<(&'static str, String)> {
     let now = mstime();
     let offset = t.log.offset().to_string();
     let ctime = (now / 1000).to_string();
