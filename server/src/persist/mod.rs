@@ -216,16 +216,23 @@ pub(crate) fn meta_for(t: &Tenant) -> SnapshotMeta {
     }
 }
 
-pub(crate) fn write_snapshot_file(
-    path: &Path,
-    meta: &SnapshotMeta,
-    blocks: impl FnOnce(&mut dyn FnMut(&[u8], u32) -> io::Result<()>) -> io::Result<()>,
-) -> io::Result<u64> {
+/// The temporary file a snapshot of `path` is written to (its directory
+/// made if missing): renamed over `path` once complete and synced.
+fn create_temp(path: &Path) -> io::Result<(PathBuf, std::fs::File)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = files::temp_name(path);
     let f = std::fs::File::create(&tmp)?;
+    Ok((tmp, f))
+}
+
+pub(crate) fn write_snapshot_file(
+    path: &Path,
+    meta: &SnapshotMeta,
+    blocks: impl FnOnce(&mut dyn FnMut(&[u8], u32) -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<u64> {
+    let (tmp, f) = create_temp(path)?;
     let mut w = SnapshotWriter::new(BufWriter::with_capacity(1 << 20, f), meta)?;
     let mut keys = 0u64;
     let r = blocks(&mut |b: &[u8], n: u32| {
@@ -298,11 +305,7 @@ pub(crate) fn write_rdb_file(
     meta: &RdbFileMeta,
     blocks: impl FnOnce(&mut dyn FnMut(&[u8], u32) -> io::Result<()>) -> io::Result<()>,
 ) -> io::Result<u64> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = files::temp_name(path);
-    let f = std::fs::File::create(&tmp)?;
+    let (tmp, f) = create_temp(path)?;
     let aux: Vec<(&str, &str)> = meta
         .aux
         .iter()
