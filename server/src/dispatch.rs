@@ -962,6 +962,7 @@ pub(crate) fn run(
 
     s.info.last_cmd.set(r.fullname.as_str());
     t.notify_flags = set.notify_flags;
+    t.latency_tracking = set.latency_tracking;
     t.push_limit = set.pubsub_limit;
     let start = Instant::now();
     let mut ctx = Ctx {
@@ -1049,11 +1050,15 @@ pub(crate) fn count_call(t: &mut Tenant, id: usize, us: u64, failed: bool) {
             .commands
             .resize(crate::cmd::registry().all.len(), CmdStat::default());
     }
+    let tracking = t.latency_tracking;
     let stat = &mut t.stats.commands[id];
     stat.calls += 1;
     stat.usec += us;
     if failed {
         stat.failed_calls += 1;
+    }
+    if tracking {
+        crate::cmd::latency::record(stat, us);
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Settings {
     pub slowlog_slower_than: i64,
     pub slowlog_max_len: usize,
     pub latency_threshold_ms: u64,
+    /// `latency-tracking`: per-command latency histograms.
+    pub latency_tracking: bool,
     /// `enable-debug-command`: "no", "yes" or "local".
     pub debug_command: String,
     pub max_bulk_len: i64,
@@ -111,6 +113,7 @@ impl Settings {
             slowlog_slower_than: c.slowlog_log_slower_than(),
             slowlog_max_len: c.slowlog_max_len() as usize,
             latency_threshold_ms: c.latency_monitor_threshold(),
+            latency_tracking: c.latency_tracking(),
             debug_command: c.enable_debug_command(),
             max_bulk_len: c.proto_max_bulk_len(),
             max_multibulk_len: c.max_multibulk_len(),

@@ -25,12 +25,15 @@ impl TenantId {
 }
 
 /// Per-command counters (INFO commandstats).
-#[derive(Clone, Copy, Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct CmdStat {
     pub calls: u64,
     pub usec: u64,
     pub rejected_calls: u64,
     pub failed_calls: u64,
+    /// Run times in ns, once the command ran with `latency-tracking` on
+    /// (LATENCY HISTOGRAM, INFO latencystats).
+    pub latency: Option<Box<hdrhistogram::Histogram<u64>>>,
 }
 
 #[derive(Default)]
@@ -131,6 +134,9 @@ pub struct Tenant {
     /// replicated.
     pub functions: crate::script::function::Functions,
     pub latency: HashMap<&'static str, LatencyEvent>,
+    /// `latency-tracking` as of the running command (per-command
+    /// histograms are kept).
+    pub latency_tracking: bool,
     pub pause_mode: PauseMode,
     pub pause_until_ms: i64,
     /// Changes ever made (Redis's `dirty`; changes since the last save are
@@ -376,6 +382,7 @@ impl Tenant {
             scripts: Default::default(),
             functions: Default::default(),
             latency: HashMap::new(),
+            latency_tracking: false,
             pause_mode: PauseMode::None,
             pause_until_ms: 0,
             dirty: 0,

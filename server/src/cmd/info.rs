@@ -331,7 +331,10 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 let _ = write!(o, "errorstat_{code}:count={n}\r\n");
             }
         }
-        "latencystats" => o.push_str("# Latencystats\r\n"),
+        "latencystats" => {
+            let p = sh.config.read().latency_tracking_info_percentiles();
+            super::latency::info_section(ctx, &p, o);
+        }
         "cluster" => o.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
         "keyspace" => {
             o.push_str("# Keyspace\r\n");

@@ -20,6 +20,7 @@ pub mod hash;
 pub mod hyperloglog;
 pub mod info;
 pub mod keys;
+pub mod latency;
 pub mod list;
 pub mod memory;
 pub mod multi;

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use super::{
     bitmap, blocking, client, command, config, connection, debug, dump, function, hyperloglog,
-    info, keys, memory, multi, pubsub, replication, script, server, string, Ctx,
+    info, keys, latency, memory, multi, pubsub, replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -230,6 +230,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("fcall_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Invoke a read-only function", function::fcall_ro),
     container!("function", "@slow", Admin, Allowed, "scripting", "7.0.0", "A container for function commands", FUNCTION_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
+    cmd!("lolwut", -1, "readonly fast", 0, 0, 0, "@read @fast", Read, Allowed, "server", "5.0.0", "Display some computer art and the Redis version", server::lolwut),
     container!("memory", "@slow", Admin, OwnTenant, "server", "4.0.0", "A container for memory diagnostics commands", MEMORY_SUBS),
     // ---- lists ----
     cmd!("lpush", -3, "write denyoom fast", 1, 1, 1, "@write @list @fast", Write, Allowed, "list", "1.0.0", "Prepend one or multiple elements to a list", super::list::lpush),
@@ -503,10 +504,13 @@ static SLOWLOG_SUBS: &[CommandSpec] = &[
 
 #[rustfmt::skip]
 static LATENCY_SUBS: &[CommandSpec] = &[
-    cmd!("latest", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Return the latest latency samples for all events", server::latency_latest),
-    cmd!("history", 3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Return timestamp-latency samples for the event", server::latency_history),
-    cmd!("reset", -2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Reset latency data for one or more events", server::latency_reset),
-    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", Admin, Allowed, "server", "2.8.13", "Show helpful text about the different subcommands", server::latency_help),
+    cmd!("latest", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Return the latest latency samples for all events", latency::latest),
+    cmd!("history", 3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Return timestamp-latency samples for the event", latency::history),
+    cmd!("reset", -2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Reset latency data for one or more events", latency::reset),
+    cmd!("graph", 3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Return a latency graph for the event", latency::graph),
+    cmd!("doctor", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "2.8.13", "Return a human readable latency analysis report", latency::doctor),
+    cmd!("histogram", -2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "7.0.0", "Return the cumulative distribution of latencies of a subset of commands or all commands", latency::histogram),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", Admin, Allowed, "server", "2.8.13", "Show helpful text about the different subcommands", latency::help),
 ];
 
 /// A command with its position in the flattened registry.

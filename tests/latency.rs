@@ -1,0 +1,173 @@
+//! LATENCY's subcommands and per-command latency histograms, against the
+//! reference redis-server 7.0 where the reply is Redis's (HELP, errors,
+//! the shape of LATENCY HISTOGRAM and INFO latencystats, LOLWUT), and on
+//! anykv alone for the reports written for people (DOCTOR, GRAPH).
+
+mod common;
+
+use common::{start_anykv, start_reference, RespConn, Value};
+
+fn call(c: &mut RespConn, args: &[&str]) -> Value {
+    c.cmd(args).expect("reply")
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// LATENCY HISTOGRAM's reply reduced to what two servers share: each
+/// command's name and calls, that its buckets grow, and that the last
+/// holds every call.
+fn histogram_shape(v: Value) -> Vec<(String, i64)> {
+    let Value::Array(items) = v else {
+        panic!("LATENCY HISTOGRAM: {v:?}");
+    };
+    let mut out = Vec::new();
+    for pair in items.chunks(2) {
+        let name = match &pair[0] {
+            Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("command name: {other:?}"),
+        };
+        let Value::Array(m) = &pair[1] else {
+            panic!("{name}: {:?}", pair[1]);
+        };
+        assert_eq!(m[0], Value::Bulk(b"calls".to_vec()));
+        let Value::Int(calls) = m[1] else {
+            panic!("{name} calls");
+        };
+        assert_eq!(m[2], Value::Bulk(b"histogram_usec".to_vec()));
+        let Value::Array(buckets) = &m[3] else {
+            panic!("{name} buckets");
+        };
+        let ints: Vec<i64> = buckets
+            .iter()
+            .map(|b| match b {
+                Value::Int(n) => *n,
+                other => panic!("{name} bucket {other:?}"),
+            })
+            .collect();
+        assert!(!ints.is_empty(), "{name}: no buckets");
+        for w in ints.chunks(2).collect::<Vec<_>>().windows(2) {
+            assert!(w[1][0] > w[0][0] && w[1][1] > w[0][1], "{name}: {ints:?}");
+        }
+        assert_eq!(ints[ints.len() - 1], calls, "{name}: {ints:?}");
+        out.push((name, calls));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn latency_histograms_and_help_answer_as_redis_does() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    for c in [&mut reference.connect(), &mut target.connect()] {
+        call(c, &["CONFIG", "RESETSTAT"]);
+    }
+    let (mut r, mut a) = (reference.connect(), target.connect());
+    for c in [&mut r, &mut a] {
+        for i in 0..5 {
+            call(c, &["SET", &format!("k{i}"), "v"]);
+        }
+        call(c, &["GET", "k1"]);
+        call(c, &["GET", "k2"]);
+        call(c, &["CLIENT", "GETNAME"]);
+    }
+    for args in [
+        &["LATENCY", "HELP"][..],
+        &["LATENCY", "GRAPH", "nosuch"],
+        &["LATENCY", "HISTORY", "nosuch"],
+        &["LATENCY", "HISTOGRAM", "nosuch"],
+        &["LATENCY", "NOSUCH"],
+        &["LOLWUT"],
+        &["LOLWUT", "VERSION", "x"],
+    ] {
+        assert_eq!(call(&mut a, args), call(&mut r, args), "{args:?}");
+    }
+    for args in [
+        &["LATENCY", "HISTOGRAM", "set", "get", "nosuch"][..],
+        &["LATENCY", "HISTOGRAM", "client"],
+    ] {
+        let want = histogram_shape(call(&mut r, args));
+        let got = histogram_shape(call(&mut a, args));
+        assert_eq!(got, want, "{args:?}");
+    }
+    let all = histogram_shape(call(&mut a, &["LATENCY", "HISTOGRAM"]));
+    assert!(all.contains(&("set".to_string(), 5)), "{all:?}");
+    // INFO latencystats: a line per command run, Redis's names; the
+    // percentiles as configured.
+    let lines = |c: &mut RespConn| -> Vec<String> {
+        text(call(c, &["INFO", "latencystats"]))
+            .lines()
+            .filter(|l| l.starts_with("latency_percentiles_usec_set:"))
+            .map(|l| {
+                l.split([':', ','])
+                    .map(|f| f.split('=').next().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    assert_eq!(lines(&mut a), lines(&mut r));
+    for c in [&mut r, &mut a] {
+        call(
+            c,
+            &[
+                "CONFIG",
+                "SET",
+                "latency-tracking-info-percentiles",
+                "50 99.9 100",
+            ],
+        );
+    }
+    assert_eq!(lines(&mut a), lines(&mut r));
+    assert_eq!(
+        lines(&mut a),
+        vec!["latency_percentiles_usec_set p50 p99.9 p100".to_string()]
+    );
+    // Tracking off: commands not yet run get no histogram.
+    for c in [&mut r, &mut a] {
+        call(c, &["CONFIG", "SET", "latency-tracking", "no"]);
+        call(c, &["INCR", "n"]);
+    }
+    assert_eq!(
+        histogram_shape(call(&mut a, &["LATENCY", "HISTOGRAM", "incr"])),
+        histogram_shape(call(&mut r, &["LATENCY", "HISTOGRAM", "incr"]))
+    );
+}
+
+/// DOCTOR and GRAPH on recorded events (anykv's own words and drawing).
+#[test]
+fn latency_doctor_and_graph_report_recorded_events() {
+    let target = start_anykv(&common::anykv_bin());
+    let mut a = target.connect();
+    let off = text(call(&mut a, &["LATENCY", "DOCTOR"]));
+    assert!(off.contains("latency-monitor-threshold"), "{off}");
+    call(&mut a, &["CONFIG", "SET", "latency-monitor-threshold", "1"]);
+    let none = text(call(&mut a, &["LATENCY", "DOCTOR"]));
+    assert!(none.contains("No event of 1 ms"), "{none}");
+    // A slow script is a slow command.
+    let slow = "local t = redis.call('time'); local s = t[1] * 1000000 + t[2]; \
+                repeat t = redis.call('time') until t[1] * 1000000 + t[2] - s > 20000";
+    call(&mut a, &["EVAL", slow, "0"]);
+    let latest = call(&mut a, &["LATENCY", "LATEST"]);
+    assert!(
+        matches!(&latest, Value::Array(v) if !v.is_empty()),
+        "no event recorded: {latest:?}"
+    );
+    let report = text(call(&mut a, &["LATENCY", "DOCTOR"]));
+    assert!(report.contains("1. command: 1 samples"), "{report}");
+    assert!(report.contains("SLOWLOG"), "{report}");
+    let graph = text(call(&mut a, &["LATENCY", "GRAPH", "command"]));
+    let first = graph.lines().next().unwrap_or_default();
+    assert!(first.starts_with("command - high "), "{graph}");
+    assert!(graph.lines().any(|l| l == "#"), "{graph}");
+    assert_eq!(call(&mut a, &["LATENCY", "RESET"]), Value::Int(1));
+    assert!(matches!(
+        call(&mut a, &["LATENCY", "GRAPH", "command"]),
+        Value::Error(_)
+    ));
+}
