@@ -374,6 +374,11 @@ fn group_commands_answer_as_redis_does() {
         ],
         &["COMMAND", "GETKEYS", "XGROUP", "CREATE", "s", "g", "$"],
         &["COMMAND", "GETKEYS", "XINFO", "STREAM", "s"],
+        &["COMMAND", "GETKEYS", "EVAL", "x", "9223372036854775807"],
+        &["COMMAND", "GETKEYS", "ZUNION", "9223372036854775807", "a"],
+        &["COMMAND", "GETKEYS", "ZUNION", "2", "a", "b"],
+        &["COMMAND", "GETKEYS", "EVAL", "x", "0"],
+        &["XINFO", "STREAM", "nokey", "bogus"],
     ];
     for case in cases {
         same(&mut r, &mut a, case);
@@ -635,6 +640,60 @@ fn blocked_group_readers_wake_as_in_redis() {
         let got_second = second.read_reply().expect("second");
         let pending = w.cmd(&["XPENDING", "q", "g1"]).expect("xpending");
         vec![got_first, got_other, got_doomed, got_second, pending]
+    };
+    assert_eq!(run(&target), run(&reference));
+}
+
+/// Group commands change a stream's groups, not its entries: a WATCH on
+/// the stream survives them (as in Redis), and fails on an XADD.
+#[test]
+fn group_commands_leave_watches_alone() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let run = |server: &common::ServerProcess| -> Vec<Value> {
+        let (mut w, mut o) = (server.connect(), server.connect());
+        call(&mut o, &["XADD", "s", "1-1", "f", "v"]);
+        call(&mut o, &["XADD", "s", "2-1", "f", "v"]);
+        call(&mut o, &["XGROUP", "CREATE", "s", "g", "0"]);
+        let mut out = Vec::new();
+        let others: [&[&str]; 9] = [
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "NOACK",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+            &["XACK", "s", "g", "1-1"],
+            &["XCLAIM", "s", "g", "d", "0", "2-1", "FORCE"],
+            &["XAUTOCLAIM", "s", "g", "e", "0", "0"],
+            &["XGROUP", "SETID", "s", "g", "0"],
+            &["XGROUP", "CREATECONSUMER", "s", "g", "x"],
+            &["XGROUP", "DELCONSUMER", "s", "g", "x"],
+            &["XADD", "s", "3-1", "f", "v"],
+        ];
+        for other in others {
+            call(&mut w, &["WATCH", "s"]);
+            call(&mut o, other);
+            call(&mut w, &["MULTI"]);
+            call(&mut w, &["PING"]);
+            out.push(call(&mut w, &["EXEC"]));
+        }
+        out
     };
     assert_eq!(run(&target), run(&reference));
 }

@@ -120,6 +120,10 @@ impl<T> Unaccounted<T> {
     pub fn get(&self) -> Option<&T> {
         self.0.as_ref()
     }
+
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_mut()
+    }
 }
 
 impl<T> Drop for Unaccounted<T> {

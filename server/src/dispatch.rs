@@ -690,7 +690,7 @@ pub(crate) fn run(
     if t.stats.commands.len() <= r.id {
         t.stats
             .commands
-            .resize(crate::cmd::registry().all.len(), CmdStat::default());
+            .resize_with(crate::cmd::registry().all.len(), CmdStat::default);
     }
     if !arity_fits(spec, args.len()) {
         let msg = format!("wrong number of arguments for '{}' command", r.fullname);
@@ -870,6 +870,11 @@ pub(crate) fn run(
     // last write even after waiting `ryw-wait-ms` for it.
     if t.role == crate::repl::Role::Replica && !s.replaying {
         if let Some(outcome) = route_on_replica(t, s, set, r, args, waited, out) {
+            // A read the primary answers is cached all the same: this
+            // copy applies the primary's writes and invalidates it then.
+            if r.read {
+                remember_reads(t, s, r, args);
+            }
             forwarding(t, s, shared, set, r, args, fed, &outcome);
             return outcome;
         }
@@ -1048,7 +1053,7 @@ pub(crate) fn count_call(t: &mut Tenant, id: usize, us: u64, failed: bool) {
     if t.stats.commands.len() <= id {
         t.stats
             .commands
-            .resize(crate::cmd::registry().all.len(), CmdStat::default());
+            .resize_with(crate::cmd::registry().all.len(), CmdStat::default);
     }
     let tracking = t.latency_tracking;
     let stat = &mut t.stats.commands[id];

@@ -219,6 +219,9 @@ impl PropLog {
         let Some(tx) = self.tx.take() else {
             return;
         };
+        if self.suppressed {
+            return;
+        }
         let wrap = tx.effects.len() > 1;
         if wrap {
             let db = tx.effects[0].0;
@@ -234,7 +237,10 @@ impl PropLog {
             let db = tx.effects[tx.effects.len() - 1].0;
             self.append(db, &[b"EXEC"]);
         }
-        self.tx_spare = tx;
+        // (A large transaction's buffer is not kept for the next one.)
+        if tx.bytes.capacity() <= 64 << 10 {
+            self.tx_spare = tx;
+        }
     }
 
     /// Appends a command that belongs to no database (the replication

@@ -25,15 +25,17 @@ impl TenantId {
 }
 
 /// Per-command counters (INFO commandstats).
-#[derive(Clone, Default, Debug)]
+#[derive(Default)]
 pub struct CmdStat {
     pub calls: u64,
     pub usec: u64,
     pub rejected_calls: u64,
     pub failed_calls: u64,
     /// Run times in ns, once the command ran with `latency-tracking` on
-    /// (LATENCY HISTOGRAM, INFO latencystats).
-    pub latency: Option<Box<hdrhistogram::Histogram<u64>>>,
+    /// (LATENCY HISTOGRAM, INFO latencystats). The server's bookkeeping,
+    /// not the database's data: outside its memory account (a plan's
+    /// `maxmemory` is for its keys).
+    pub latency: Option<crate::alloc::Unaccounted<hdrhistogram::Histogram<u64>>>,
 }
 
 #[derive(Default)]
@@ -542,6 +544,18 @@ impl Tenant {
         self.touch_key(db, key);
     }
 
+    /// Clients blocked on `key` look at it again (without it counting as
+    /// changed: Redis's `signalKeyAsReady` alone).
+    pub fn signal_ready(&mut self, db: usize, key: &[u8]) {
+        if !self.blocked_keys.is_empty() && self.blocked_keys.contains_key(&(db, key.to_vec())) {
+            // (Once per key until served: a command changing it ten times
+            // makes its waiters look once.)
+            if !self.ready_keys.iter().any(|(d, k)| *d == db && k == key) {
+                self.ready_keys.push((db, key.to_vec()));
+            }
+        }
+    }
+
     /// A key changed: fail WATCHes on it, wake clients blocked on it,
     /// invalidate it for the clients that cached it.
     pub fn touch_key(&mut self, db: usize, key: &[u8]) {
@@ -555,9 +569,7 @@ impl Tenant {
                 }
             }
         }
-        if !self.blocked_keys.is_empty() && self.blocked_keys.contains_key(&(db, key.to_vec())) {
-            self.ready_keys.push((db, key.to_vec()));
-        }
+        self.signal_ready(db, key);
     }
 
     /// Before FLUSHDB/FLUSHALL/SWAPDB (Redis's `touchAllWatchedKeysInDb`):

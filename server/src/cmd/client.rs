@@ -398,6 +398,11 @@ pub fn tracking(ctx: &mut Ctx) {
     if !on.eq_ignore_ascii_case(b"on") {
         return ctx.err(errors::SYNTAX);
     }
+    // A node without a copy of the database sees none of its writes: it
+    // could not invalidate anything.
+    if ctx.t.remote {
+        return ctx.err("CLIENT TRACKING needs a node holding a copy of this database: connect to one of its regions, or through the router");
+    }
     if !mode.bcast && !mode.prefixes.is_empty() {
         return ctx.err("PREFIX option requires BCAST mode to be enabled");
     }

@@ -204,9 +204,12 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
             .filter(|n| *n > 0)
             .map(|n| n as usize)
             .unwrap_or(0);
-        (first..first.saturating_add(n))
-            .filter(|&k| k < argc)
-            .collect()
+        // More keys than arguments: none (Redis's getkeys procs refuse
+        // it), and no loop to 2^63.
+        if first.saturating_add(n) > argc {
+            return Vec::new();
+        }
+        (first..first + n).collect()
     };
     if spec.has_flag("movablekeys") {
         return match spec.name {
@@ -301,6 +304,11 @@ pub fn getkeys(ctx: &mut Ctx) {
         return ctx.err("Invalid number of arguments specified for command");
     }
     let keys = key_positions(r.spec, cmdargs);
+    // None found: fine for commands whose keys are optional (EVAL with
+    // 0), an error for the others (a numkeys past the arguments).
+    if keys.is_empty() && !r.spec.has_flag("no_mandatory_keys") {
+        return ctx.err("Invalid arguments specified for command");
+    }
     ctx.out.array(keys.len());
     for k in keys {
         ctx.out.bulk(cmdargs[k]);

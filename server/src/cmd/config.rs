@@ -75,7 +75,7 @@ pub fn resetstat(ctx: &mut Ctx) {
     // Keep the per-command slots: the dispatcher indexes them by command id.
     let slots = ctx.t.stats.commands.len();
     ctx.t.stats = Default::default();
-    ctx.t.stats.commands.resize(slots, Default::default());
+    ctx.t.stats.commands.resize_with(slots, Default::default);
     // The server-wide counters are the operator's: a customer resets only
     // their own database's.
     if !ctx.t.is_customer() {

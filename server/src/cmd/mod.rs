@@ -238,6 +238,22 @@ impl<'a> Ctx<'a> {
         when <= self.now_ms && !self.s.replaying && self.t.role == crate::repl::Role::Primary
     }
 
+    /// Logs an effect that changes a key's bookkeeping, not the value
+    /// clients read or cache (a stream's consumer groups): no WATCH fails,
+    /// no cached copy is invalidated, no blocked client looks again, as
+    /// Redis does not signal the key for them.
+    pub fn propagate_quiet(&mut self, args: &[&[u8]]) {
+        let db = self.s.db;
+        self.t.log.append(db, args);
+        self.t.dirty += 1;
+    }
+
+    /// [`Ctx::propagate_quiet`] of the command as it was received.
+    pub fn propagate_quiet_as_is(&mut self) {
+        let args = self.args;
+        self.propagate_quiet(args);
+    }
+
     /// Propagates the command as it was received.
     pub fn propagate_as_is(&mut self) {
         let args = self.args;

@@ -514,7 +514,11 @@ fn decode_group(c: &mut Cur<'_>) -> Result<crate::db::stream::group::Group, Code
         ))
     };
     let last = StreamId::new(c.varint()?, c.varint()?);
-    let mut g = Group::new(last, c.varint()? as i64);
+    let read = c.varint()? as i64;
+    if read < -1 {
+        return Err(CodecError::Stream("a group's entries-read is out of range"));
+    }
+    let mut g = Group::new(last, read);
     let n = c.count(25)?;
     let mut pel = Vec::with_capacity(n);
     for _ in 0..n {

@@ -483,7 +483,11 @@ fn stream_group<R: Read>(
     let last = StreamId::new(s.len()?, s.len()?);
     let entries_read = if v2 {
         // (-1, "unknown", is written as the 64-bit length it casts to.)
-        s.len()? as i64
+        let n = s.len()? as i64;
+        if n < -1 {
+            return Err(StreamLoad::Bad("a group's entries-read is out of range"));
+        }
+        n
     } else {
         st.counts().entries_up_to(last)
     };

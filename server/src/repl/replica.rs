@@ -588,12 +588,14 @@ fn load_full_sync(
         }
     }
     t.replicas.clear();
-    // Every WATCH fails: the keyspace changed under it.
+    // Every WATCH fails and every cached copy is stale: the keyspace
+    // changed under them (Redis flushes before loading).
     for cs in t.watched.values() {
         for c in cs {
             c.dirty_cas.set(true);
         }
     }
+    crate::tracking::flushed(&mut t);
     // A save or rewrite walking the old tables would write half of each
     // history: stop it. The append-only log, which holds the old history,
     // is closed; cron reopens it with a rewrite whose base is the new

@@ -84,14 +84,14 @@ fn log_claim(ctx: &mut Ctx, key: &[u8], group: &[u8], id: StreamId, nack: &Nack,
         b"LASTID",
         last.write(&mut b),
     ];
-    ctx.propagate(&argv);
+    ctx.propagate_quiet(&argv);
 }
 
 /// Logs `XGROUP SETID key group last ENTRIESREAD n` (Redis's
 /// `streamPropagateGroupID`).
 fn log_group_position(ctx: &mut Ctx, key: &[u8], group: &[u8], g_last: StreamId, read: i64) {
     let (mut a, mut b) = ([0u8; 41], [0u8; 20]);
-    ctx.propagate(&[
+    ctx.propagate_quiet(&[
         b"XGROUP",
         b"SETID",
         key,
@@ -215,6 +215,7 @@ pub fn xgroup_create(ctx: &mut Ctx) {
         id
     };
     let key = ctx.args[2];
+    let made = idx.is_none();
     let idx = match idx {
         Some(i) => i,
         None => ctx.set_key(key, Value::Stream(Box::default()), false),
@@ -227,7 +228,13 @@ pub fn xgroup_create(ctx: &mut Ctx) {
     s.groups.insert(name.to_vec(), Group::new(id, entries_read));
     ctx.out.ok();
     ctx.notify(NOTIFY_STREAM, "xgroup-create", key);
-    ctx.propagate_as_is();
+    // (A stream MKSTREAM made is a new key; a group alone is not a change
+    // of the key's value.)
+    if made {
+        ctx.propagate_as_is();
+    } else {
+        ctx.propagate_quiet_as_is();
+    }
 }
 
 /// `XGROUP SETID key group id|$ [ENTRIESREAD n]`.
@@ -255,7 +262,7 @@ pub fn xgroup_setid(ctx: &mut Ctx) {
     g.entries_read = entries_read;
     ctx.out.ok();
     ctx.notify(NOTIFY_STREAM, "xgroup-setid", ctx.args[2]);
-    ctx.propagate_as_is();
+    ctx.propagate_quiet_as_is();
 }
 
 /// `XGROUP DESTROY key group`: clients blocked reading for the group are
@@ -272,8 +279,10 @@ pub fn xgroup_destroy(ctx: &mut Ctx) {
     }
     ctx.out.int(1);
     ctx.notify(NOTIFY_STREAM, "xgroup-destroy", ctx.args[2]);
-    // (Logging it wakes the key's blocked readers.)
-    ctx.propagate_as_is();
+    ctx.propagate_quiet_as_is();
+    // Its blocked readers are answered NOGROUP.
+    let (db, key) = (ctx.s.db, ctx.args[2]);
+    ctx.t.signal_ready(db, key);
 }
 
 /// `XGROUP CREATECONSUMER key group consumer`: 1 if made, 0 if it was.
@@ -286,7 +295,7 @@ pub fn xgroup_createconsumer(ctx: &mut Ctx) {
     ctx.out.int(i64::from(created));
     if created {
         ctx.notify(NOTIFY_STREAM, "xgroup-createconsumer", ctx.args[2]);
-        ctx.propagate_as_is();
+        ctx.propagate_quiet_as_is();
     }
 }
 
@@ -302,7 +311,7 @@ pub fn xgroup_delconsumer(ctx: &mut Ctx) {
         Some(n) => {
             ctx.out.int(n as i64);
             ctx.notify(NOTIFY_STREAM, "xgroup-delconsumer", ctx.args[2]);
-            ctx.propagate_as_is();
+            ctx.propagate_quiet_as_is();
         }
     }
 }
@@ -462,7 +471,7 @@ fn serve_group(ctx: &mut Ctx, r: &super::Read, wants: &[Want], only: Option<&[u8
         if created {
             ctx.notify(NOTIFY_STREAM, "xgroup-createconsumer", key);
             if r.noack {
-                ctx.propagate(&[b"XGROUP", b"CREATECONSUMER", key, group, consumer]);
+                ctx.propagate_quiet(&[b"XGROUP", b"CREATECONSUMER", key, group, consumer]);
             }
         }
         if body.resp == 2 {
@@ -558,7 +567,7 @@ fn history(
             continue;
         };
         n.delivery_time = now;
-        n.delivery_count += 1;
+        n.delivery_count = n.delivery_count.saturating_add(1);
         let (nack, last) = (n.clone(), g.last_id);
         log_claim(ctx, key, group, id, &nack, last);
     }
@@ -630,9 +639,11 @@ pub fn serve_xreadgroup(ctx: &mut Ctx, key: &[u8]) -> bool {
     };
     let group = ctx.args[group_at];
     let db = ctx.s.db;
-    let stream = ctx.t.ks.dbs[db]
+    // (A stream whose TTL passed is gone, as a read would find it.)
+    let live = ctx.t.ks.dbs[db]
         .find(key)
-        .and_then(|i| ctx.t.ks.dbs[db].entry(i).value.as_stream());
+        .filter(|&i| !ctx.expire_if_needed(db, i));
+    let stream = live.and_then(|i| ctx.t.ks.dbs[db].entry(i).value.as_stream());
     match stream {
         None => {
             ctx.error("UNBLOCKED the stream key no longer exists");
@@ -671,7 +682,7 @@ pub fn xack(ctx: &mut Ctx) {
     let acked = ids.into_iter().filter(|&id| g.ack(id)).count();
     ctx.out.int(acked as i64);
     if acked > 0 {
-        ctx.propagate_as_is();
+        ctx.propagate_quiet_as_is();
     }
 }
 
@@ -968,7 +979,7 @@ pub fn xclaim(ctx: &mut Ctx) {
             let count = match retry {
                 Some(r) => r,
                 None if justid => count,
-                None => count + 1,
+                None => count.saturating_add(1),
             };
             let claim = Claim {
                 idx,
@@ -1097,7 +1108,7 @@ pub fn xautoclaim(ctx: &mut Ctx) {
             let times = if justid {
                 nack.delivery_count
             } else {
-                nack.delivery_count + 1
+                nack.delivery_count.saturating_add(1)
             };
             let claim = Claim {
                 idx,

@@ -88,6 +88,10 @@ fn position_fields(out: &mut Reply, counts: &Counts, g: &Group) {
 
 /// `XINFO STREAM key [FULL [COUNT n]]`.
 pub fn xinfo_stream(ctx: &mut Ctx) {
+    // (The key first, then the options, as Redis's XINFO checks them.)
+    let Some(idx) = stream_arg(ctx) else {
+        return;
+    };
     let argc = ctx.args.len();
     let mut full = false;
     let mut count: i64 = 10;
@@ -109,9 +113,6 @@ pub fn xinfo_stream(ctx: &mut Ctx) {
             }
         }
     }
-    let Some(idx) = stream_arg(ctx) else {
-        return;
-    };
     let resp = ctx.out.resp;
     let mut out = Reply::new(resp);
     let s = stream_of(ctx, idx);

@@ -247,7 +247,7 @@ impl Counts {
             return false;
         }
         if g.entries_read != ENTRIES_READ_UNKNOWN && !self.tombstones_from(id) {
-            g.entries_read += 1;
+            g.entries_read = g.entries_read.saturating_add(1);
         } else if self.entries_added > 0 {
             g.entries_read = self.entries_up_to(id);
         }
