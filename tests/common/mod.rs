@@ -123,6 +123,12 @@ impl fmt::Debug for Value {
 /// wrap a connection (e.g. to tamper with replies).
 pub trait Conn {
     fn call(&mut self, args: &[Vec<u8>]) -> io::Result<Value>;
+
+    /// On a RESP3 connection, the types of the last reply (see
+    /// [`RespConn::connect_resp3`]); None on RESP2.
+    fn shape(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A raw RESP2 connection over TCP.
@@ -130,6 +136,10 @@ pub struct RespConn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     buf: Vec<u8>,
+    /// Speaking RESP3 (after `HELLO 3`): replies are read as RESP3 and
+    /// given in RESP2's shape, their RESP3 types kept in `last_shape`.
+    resp3: bool,
+    last_shape: String,
 }
 
 impl RespConn {
@@ -147,6 +157,8 @@ impl RespConn {
             reader: BufReader::with_capacity(64 * 1024, stream),
             writer,
             buf: Vec::new(),
+            resp3: false,
+            last_shape: String::new(),
         })
     }
 
@@ -183,7 +195,116 @@ impl RespConn {
         Ok(line)
     }
 
+    /// A connection that said `HELLO 3`. Its replies come back in RESP2's
+    /// shape (a map as its flat key/value array, a set as an array, a
+    /// double, big number or verbatim string as its text, a boolean as
+    /// 1/0, a null as a nil), so comparisons written for RESP2 apply, and
+    /// `shape()` gives the RESP3 types: `%{..}` and `~{..}` with their
+    /// entries' types sorted (their order is the server's), `*[..]` in
+    /// order, `,` `#` `(` `=` `_` and RESP2's one-byte types.
+    pub fn connect_resp3(port: u16) -> io::Result<RespConn> {
+        let mut c = Self::connect(port)?;
+        c.resp3 = true;
+        let hello = c.call(&[b"HELLO".to_vec(), b"3".to_vec()])?;
+        if matches!(hello, Value::Error(_)) {
+            return Err(proto_err(format!("HELLO 3 refused: {hello:?}")));
+        }
+        Ok(c)
+    }
+
+    /// A RESP3 reply: (its RESP2-shaped value, its types).
+    fn read_value3(&mut self, depth: usize) -> io::Result<(Value, String)> {
+        if depth > 64 {
+            return Err(proto_err("reply nested too deeply".into()));
+        }
+        let line = self.read_line()?;
+        let (kind, rest) = match line.split_first() {
+            Some((k, r)) => (*k, r.to_vec()),
+            None => return Err(proto_err("empty reply line".into())),
+        };
+        let text = |v: Vec<u8>| Value::Bulk(v);
+        Ok(match kind {
+            b'+' => (Value::Simple(rest), "+".into()),
+            b'-' => (Value::Error(rest), "-".into()),
+            b':' => (Value::Int(parse_i64(&rest)?), ":".into()),
+            b'_' => (Value::Nil, "_".into()),
+            b',' => (text(rest), ",".into()),
+            b'(' => (text(rest), "(".into()),
+            b'#' => (Value::Int(i64::from(rest == b"t")), "#".into()),
+            b'$' | b'=' | b'!' => {
+                let n = parse_i64(&rest)?;
+                if n == -1 {
+                    return Ok((Value::Nil, "$-1".into()));
+                }
+                if !(0..=1 << 30).contains(&n) {
+                    return Err(proto_err(format!("bad bulk length {n}")));
+                }
+                let mut data = vec![0u8; n as usize + 2];
+                self.reader.read_exact(&mut data)?;
+                data.truncate(n as usize);
+                match kind {
+                    // (Verbatim: "txt:" and the text.)
+                    b'=' => (text(data.get(4..).unwrap_or_default().to_vec()), "=".into()),
+                    b'!' => (Value::Error(data), "!".into()),
+                    _ => (text(data), "$".into()),
+                }
+            }
+            b'*' | b'~' | b'%' | b'>' => {
+                let n = parse_i64(&rest)?;
+                if n == -1 {
+                    return Ok((Value::NilArray, "*-1".into()));
+                }
+                if !(0..=1 << 24).contains(&n) {
+                    return Err(proto_err(format!("bad aggregate length {n}")));
+                }
+                let count = if kind == b'%' { 2 * n } else { n };
+                let mut items = Vec::with_capacity(count as usize);
+                let mut shapes = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let (v, sh) = self.read_value3(depth + 1)?;
+                    items.push(v);
+                    shapes.push(sh);
+                }
+                let shape = match kind {
+                    b'%' => {
+                        let mut pairs: Vec<String> =
+                            shapes.chunks(2).map(|p| p.join(":")).collect();
+                        pairs.sort();
+                        format!("%{{{}}}", pairs.join(","))
+                    }
+                    b'~' => {
+                        shapes.sort();
+                        format!("~{{{}}}", shapes.join(","))
+                    }
+                    b'>' => format!(">[{}]", shapes.join(",")),
+                    _ => format!("*[{}]", shapes.join(",")),
+                };
+                (Value::Array(items), shape)
+            }
+            b'|' => {
+                // An attribute: skipped, the reply it annotates follows.
+                let n = parse_i64(&rest)?;
+                for _ in 0..2 * n.max(0) {
+                    self.read_value3(depth + 1)?;
+                }
+                return self.read_value3(depth);
+            }
+            other => {
+                return Err(proto_err(format!(
+                    "unexpected RESP3 type byte {} in line {}",
+                    escape(&[other]),
+                    escape(&line)
+                )))
+            }
+        })
+    }
+
     fn read_value(&mut self, depth: usize) -> io::Result<Value> {
+        if self.resp3 && depth == 0 {
+            let (v, shape) = self.read_value3(0)?;
+            self.last_shape = shape;
+            return Ok(v);
+        }
         if depth > 64 {
             return Err(proto_err("reply nested too deeply".into()));
         }
@@ -276,6 +397,10 @@ impl Conn for RespConn {
         }
         self.writer.write_all(&self.buf)?;
         self.read_value(0)
+    }
+
+    fn shape(&self) -> Option<&str> {
+        self.resp3.then_some(self.last_shape.as_str())
     }
 }
 

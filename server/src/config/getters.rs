@@ -597,7 +597,8 @@ mod tests {
             ("appenddirname", "appendonlydir"),
             ("auto-aof-rewrite-percentage", "100"),
             ("auto-aof-rewrite-min-size", "67108864"),
-            ("dbfilename", "dump.rdb"),
+            // (anykv's: its own format is named so; `*.rdb` is RDB.)
+            ("dbfilename", "dump.akv"),
             ("requirepass", ""),
             ("loglevel", "notice"),
             ("logfile", ""),
