@@ -54,7 +54,9 @@ and `xrange` (XRANGE ... COUNT 100 of a prepared 10,000-entry stream)
 1M entries in 1000 streams); `xreadgroup` (XREADGROUP ... COUNT 1 ... >
 by 100 consumers of one group, each read a new pending entry, from a
 stream refilled before each run; its request count is capped as LRANGE's)
-(issue 17): `--tests xreadgroup --memory none`.
+(issue 17): `--tests xreadgroup --memory none`. The `hlls` memory dataset
+is 100k HyperLogLogs of 200 elements each, sparse as PFADD leaves them
+(issue 17): `--tests get --memory hlls`.
 """
 import argparse, csv, hashlib, io, os, re, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -338,6 +340,7 @@ DATASETS = {
     "hashes": "100k hashes x 10 fields (f0..f9 = 8-byte values)",
     "zsets": "100k zsets x 100 members (m0..m99, integer scores)",
     "streams": "1M stream entries: 1000 streams x 1000 entries (two fields, generated ids)",
+    "hlls": "100k HyperLogLogs x 200 elements each (sparse, as PFADD leaves them)",
 }
 
 def pipe(port, lines):
@@ -362,6 +365,10 @@ def load(ds, port, populate):
         for start_i in range(0, 1000, 50):
             pipe(port, (["XADD", f"x:{k}", "*", "kind", "click", "user", str((k * 1000 + e) % 977)]
                         for k in range(start_i, start_i + 50) for e in range(1000)))
+    elif ds == "hlls":
+        for start_i in range(0, 100000, 5000):
+            pipe(port, (["PFADD", f"hll:{i}"] + [f"el:{(i * 7919 + e * 104729) % 1000003}" for e in range(200)]
+                        for i in range(start_i, start_i + 5000)))
     elif ds == "zsets":
         for start_i in range(0, 100000, 2000):
             pipe(port, (["ZADD", f"z:{i}"] + [x for m in range(100) for x in (str(m * 7 + i % 13), f"m{m}")]
@@ -392,7 +399,7 @@ def main():
     ap.add_argument("--variant-arg", action="append", default=[], help="LABEL=ARG: a flag for that variant (repeat)")
     ap.add_argument("--tests", default="set,get,incr,mset")
     ap.add_argument("--populate", type=int, default=1000000)
-    ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets,streams (or none)")
+    ap.add_argument("--memory", default="strings", help="comma list of strings,hashes,zsets,streams,hlls (or none)")
     ap.add_argument("--latency", action="store_true", help="also run -c 1 -P 1 SET/GET")
     ap.add_argument("--no-pipelined", action="store_true", help="skip the -P 16 runs")
     ap.add_argument("--lrange-n", type=int, default=200000,
