@@ -158,13 +158,19 @@ pub fn latest(ctx: &mut Ctx) {
     }
 }
 
-/// The samples (unix seconds, ms) of event `name`, oldest first.
-fn samples_of(ctx: &Ctx, name: &[u8]) -> Vec<(i64, u64)> {
+/// Event `name`'s record, if it has one.
+fn event<'c>(ctx: &'c Ctx, name: &[u8]) -> Option<&'c crate::tenant::LatencyEvent> {
     ctx.t
         .latency
         .iter()
         .find(|(k, _)| k.as_bytes() == name)
-        .map(|(_, v)| v.samples.iter().copied().collect())
+        .map(|(_, v)| v)
+}
+
+/// The samples (unix seconds, ms) of event `name`, oldest first.
+fn samples_of(ctx: &Ctx, name: &[u8]) -> Vec<(i64, u64)> {
+    event(ctx, name)
+        .map(|v| v.samples.iter().copied().collect())
         .unwrap_or_default()
 }
 
@@ -200,7 +206,9 @@ pub fn reset(ctx: &mut Ctx) {
 /// range, the time since each sample below.
 pub fn graph(ctx: &mut Ctx) {
     let name = ctx.args[2];
-    let samples = samples_of(ctx, name);
+    let (samples, all_time) = event(ctx, name).map_or((Vec::new(), 0), |v| {
+        (v.samples.iter().copied().collect::<Vec<_>>(), v.max)
+    });
     if samples.is_empty() {
         let mut m = b"No samples available for event '".to_vec();
         m.extend_from_slice(name);
@@ -213,14 +221,7 @@ pub fn graph(ctx: &mut Ctx) {
         .iter()
         .fold((u64::MAX, 0u64), |(lo, hi), s| (lo.min(s.1), hi.max(s.1)));
     const ROWS: u64 = 8;
-    let mut text = format!(
-        "{ev} - high {max} ms, low {min} ms (all time high {} ms)\n",
-        ctx.t
-            .latency
-            .iter()
-            .find(|(k, _)| k.as_bytes() == name)
-            .map_or(max, |(_, v)| v.max)
-    );
+    let mut text = format!("{ev} - high {max} ms, low {min} ms (all time high {all_time} ms)\n");
     text.push_str(&"-".repeat(80));
     text.push('\n');
     let height = |ms: u64| -> u64 {

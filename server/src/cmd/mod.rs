@@ -162,11 +162,18 @@ impl<'a> Ctx<'a> {
 
     /// `-ERR <msg>` from bytes (messages that echo client arguments).
     pub fn err_bytes(&mut self, msg: &[u8]) {
-        self.failed = true;
-        self.t.count_error("ERR");
         let mut m = b"ERR ".to_vec();
         m.extend_from_slice(msg);
-        self.out.error_bytes(&m);
+        self.error_bytes(&m);
+    }
+
+    /// An error reply with its own code, from bytes (`NOGROUP ...` naming
+    /// client arguments): counted under that code.
+    pub fn error_bytes(&mut self, msg: &[u8]) {
+        self.failed = true;
+        let code = msg.split(|&b| b == b' ').next().unwrap_or_default();
+        self.t.count_error(&String::from_utf8_lossy(code));
+        self.out.error_bytes(msg);
     }
 
     /// Writes an error reply with its own code (`WRONGTYPE ...`).

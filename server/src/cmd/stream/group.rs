@@ -29,9 +29,7 @@ fn error_named(ctx: &mut Ctx, code: &str, parts: &[&[u8]]) {
     for p in parts {
         m.extend_from_slice(p);
     }
-    ctx.failed = true;
-    ctx.t.count_error(code);
-    ctx.out.error_bytes(&m);
+    ctx.error_bytes(&m);
 }
 
 /// `NOGROUP No such key 'k' or consumer group 'g'` (and `tail`).
@@ -105,15 +103,16 @@ fn log_group_position(ctx: &mut Ctx, key: &[u8], group: &[u8], g_last: StreamId,
 /// Runs `f` with the log collecting its effects, so that several are
 /// written as one MULTI/EXEC (Redis wraps a command's propagated
 /// effects so) unless a transaction already collects them.
-fn as_one_effect(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx)) {
+fn as_one_effect<R>(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> R) -> R {
     let own = !ctx.t.log.in_tx();
     if own {
         ctx.t.log.begin_tx();
     }
-    f(ctx);
+    let r = f(ctx);
     if own {
         ctx.t.log.commit_tx();
     }
+    r
 }
 
 // ---- XGROUP ----
@@ -151,8 +150,9 @@ fn xgroup_key(ctx: &mut Ctx) -> Result<Option<u32>, Replied> {
     ctx.lookup_typed(ctx.args[2], Kind::Stream, false)
 }
 
-/// `NOGROUP No such consumer group 'g' for key name 'k'`.
-fn no_group(ctx: &mut Ctx) {
+/// `NOGROUP No such consumer group 'g' for key name 'k'` (the key and
+/// group at arguments 2 and 3: XGROUP's, XINFO CONSUMERS').
+pub(super) fn no_group(ctx: &mut Ctx) {
     let (key, group) = (ctx.args[2], ctx.args[3]);
     error_named(
         ctx,
@@ -386,7 +386,7 @@ pub fn xreadgroup(ctx: &mut Ctx) {
         };
         wants.push(Want::History(id));
     }
-    let served = as_one_effect_ret(ctx, |ctx| serve_group(ctx, &r, &wants, None));
+    let served = as_one_effect(ctx, |ctx| serve_group(ctx, &r, &wants, None));
     if served {
         return;
     }
@@ -404,12 +404,6 @@ pub fn xreadgroup(ctx: &mut Ctx) {
         }
         _ => ctx.out.null_array(),
     }
-}
-
-fn as_one_effect_ret(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> bool) -> bool {
-    let mut r = false;
-    as_one_effect(ctx, |ctx| r = f(ctx));
-    r
 }
 
 /// Serves an XREADGROUP: for each stream, the consumer's history, or the
@@ -474,10 +468,7 @@ fn serve_group(ctx: &mut Ctx, r: &super::Read, wants: &[Want], only: Option<&[u8
                 ctx.propagate_quiet(&[b"XGROUP", b"CREATECONSUMER", key, group, consumer]);
             }
         }
-        if body.resp == 2 {
-            body.array(2);
-        }
-        body.bulk(key);
+        super::stream_header(&mut body, key);
         match new {
             None => history(ctx, idx, key, group, consumer, start, r.count, &mut body),
             Some((ids, entries)) => {
@@ -491,16 +482,7 @@ fn serve_group(ctx: &mut Ctx, r: &super::Read, wants: &[Want], only: Option<&[u8
             break;
         }
     }
-    if served == 0 {
-        return false;
-    }
-    if ctx.out.resp == 2 {
-        ctx.out.array(served);
-    } else {
-        ctx.out.map(served);
-    }
-    ctx.out.raw(&body.buf);
-    true
+    super::finish_streams(ctx, served, &body)
 }
 
 /// The consumer's pending entries from `start` (at most `count`, 0: all),
@@ -656,7 +638,7 @@ pub fn serve_xreadgroup(ctx: &mut Ctx, key: &[u8]) -> bool {
         Some(_) => {}
     }
     let wants = vec![Want::New; r.n];
-    as_one_effect_ret(ctx, |ctx| serve_group(ctx, &r, &wants, Some(key)))
+    as_one_effect(ctx, |ctx| serve_group(ctx, &r, &wants, Some(key)))
 }
 
 // ---- XACK, XPENDING ----
@@ -819,26 +801,20 @@ struct Claim<'a> {
     group: &'a [u8],
     consumer: &'a [u8],
     justid: bool,
+    /// The consumer was made (and seen) by this command's first claim.
+    made: bool,
 }
 
 impl Claim<'_> {
     /// Gives entry `id` (in the stream) to the consumer, delivered at
     /// `time` for the `count`th time; the consumer is made (and seen) by
-    /// the first claim of the command (`made`). Replies with the id or
-    /// the entry, and logs the claim.
-    fn give(
-        &self,
-        ctx: &mut Ctx,
-        id: StreamId,
-        time: i64,
-        count: u64,
-        made: &mut bool,
-        out: &mut Reply,
-    ) {
+    /// the first claim of the command. Replies with the id or the entry,
+    /// and logs the claim.
+    fn give(&mut self, ctx: &mut Ctx, id: StreamId, time: i64, count: u64, out: &mut Reply) {
         let now = ctx.now_ms;
         let g = group_mut(ctx, self.idx, self.group);
-        if !*made {
-            *made = true;
+        if !self.made {
+            self.made = true;
             let (c, created) = g.consumer_or_create(self.consumer, now);
             c.seen_time = now;
             if created {
@@ -950,7 +926,14 @@ pub fn xclaim(ctx: &mut Ctx) {
                 last_moved = true;
             }
         }
-        let mut made = false;
+        let mut claim = Claim {
+            idx,
+            key,
+            group,
+            consumer,
+            justid,
+            made: false,
+        };
         for &id in &ids {
             let exists = stream_at(ctx, idx).contains(id);
             let g = group_mut(ctx, idx, group);
@@ -981,14 +964,7 @@ pub fn xclaim(ctx: &mut Ctx) {
                 None if justid => count,
                 None => count.saturating_add(1),
             };
-            let claim = Claim {
-                idx,
-                key,
-                group,
-                consumer,
-                justid,
-            };
-            claim.give(ctx, id, time, count, &mut made, &mut out);
+            claim.give(ctx, id, time, count, &mut out);
             n += 1;
             last_moved = false;
         }
@@ -1065,7 +1041,14 @@ pub fn xautoclaim(ctx: &mut Ctx) {
     let mut next = StreamId::MIN;
     as_one_effect(ctx, |ctx| {
         let mut cursor = start;
-        let mut made = false;
+        let mut claim = Claim {
+            idx,
+            key,
+            group,
+            consumer,
+            justid,
+            made: false,
+        };
         loop {
             let Some((id, nack)) = group_mut(ctx, idx, group)
                 .pel
@@ -1110,14 +1093,7 @@ pub fn xautoclaim(ctx: &mut Ctx) {
             } else {
                 nack.delivery_count.saturating_add(1)
             };
-            let claim = Claim {
-                idx,
-                key,
-                group,
-                consumer,
-                justid,
-            };
-            claim.give(ctx, id, now, times, &mut made, &mut out);
+            claim.give(ctx, id, now, times, &mut out);
             claimed += 1;
             count -= 1;
             if last_entry {

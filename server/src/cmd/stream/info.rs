@@ -220,15 +220,7 @@ pub fn xinfo_consumers(ctx: &mut Ctx) {
     let mut out = Reply::new(ctx.out.resp);
     let s = stream_of(ctx, idx);
     let Some(g) = s.groups.get(ctx.args[3]) else {
-        let (key, group) = (ctx.args[2], ctx.args[3]);
-        let mut m = b"NOGROUP No such consumer group '".to_vec();
-        m.extend_from_slice(group);
-        m.extend_from_slice(b"' for key name '");
-        m.extend_from_slice(key);
-        m.push(b'\'');
-        ctx.failed = true;
-        ctx.t.count_error("NOGROUP");
-        return ctx.out.error_bytes(&m);
+        return super::group::no_group(ctx);
     };
     out.array(g.consumers.len());
     for (name, c) in &g.consumers {

@@ -834,13 +834,25 @@ fn reply_new_entries(ctx: &mut Ctx, r: &Read, after: &[StreamId], only: Option<&
         let Some(start) = gt.incr() else {
             continue;
         };
-        if body.resp == 2 {
-            body.array(2);
-        }
-        body.bulk(key);
+        stream_header(&mut body, key);
         reply_range(&mut body, s, start, StreamId::MAX, r.count, false);
         served += 1;
     }
+    finish_streams(ctx, served, &body)
+}
+
+/// Starts one stream's part of an XREAD/XREADGROUP reply: `[key, ...]`
+/// in RESP2, a map key in RESP3 (its entries follow).
+pub(super) fn stream_header(body: &mut crate::resp::Reply, key: &[u8]) {
+    if body.resp == 2 {
+        body.array(2);
+    }
+    body.bulk(key);
+}
+
+/// Writes an XREAD/XREADGROUP reply of `served` streams from `body`: an
+/// array (RESP2) or a map (RESP3); false, nothing written, when none.
+pub(super) fn finish_streams(ctx: &mut Ctx, served: usize, body: &crate::resp::Reply) -> bool {
     if served == 0 {
         return false;
     }
