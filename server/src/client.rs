@@ -190,6 +190,10 @@ impl ClientInfo {
     }
 }
 
+/// [`Session::acl_epoch`] of a session no ACL applies to (Redis's
+/// connection-less clients: the AOF loader, the master link).
+pub const ACL_INTERNAL: u64 = u64::MAX;
+
 /// Connection-local state, owned by the connection task and lent to
 /// commands through `Ctx`.
 pub struct Session {
@@ -203,6 +207,10 @@ pub struct Session {
     pub user: String,
     /// The user may run every command on every key: skip ACL checks.
     pub unrestricted: bool,
+    /// The ACL epoch `unrestricted` was worked out at
+    /// (`dispatch::refresh_acl`); [`ACL_INTERNAL`] for sessions never
+    /// checked (a log's replay, a primary's stream, cluster links).
+    pub acl_epoch: u64,
     pub reply_mode: ReplyMode,
     pub close_after_reply: bool,
     pub monitor: bool,
@@ -321,6 +329,7 @@ impl Session {
             authenticated,
             user: "default".into(),
             unrestricted: true,
+            acl_epoch: ACL_INTERNAL,
             reply_mode: ReplyMode::On,
             close_after_reply: false,
             monitor: false,

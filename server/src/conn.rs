@@ -95,11 +95,11 @@ pub async fn serve(
             let dbs = shared.config.read().databases();
             s.db = c.db.min(dbs.saturating_sub(1));
             info.db.set(s.db);
-            // A customer's token user may do anything inside its own
-            // database; the operator's users keep their ACL rules.
-            s.unrestricted = tenant_id != crate::tenant::TenantId::DEFAULT
-                || shared.users.read().is_unrestricted(&c.user);
+            // Its user's rules are looked up in this database before its
+            // first command (`dispatch::refresh_acl`).
             s.user = c.user.clone();
+            s.unrestricted = false;
+            s.acl_epoch = 0;
             // The input was allocated in the tenant it came from: copy it
             // here, free the original outside any account.
             inbuf.extend_from_slice(&c.input);
@@ -119,6 +119,12 @@ pub async fn serve(
         }
     };
     session.cluster_peer = stream.is_link();
+    // A customer's connection is checked against its user's rules; a
+    // cluster link carries other nodes' requests, checked where they came
+    // from.
+    if !session.cluster_peer {
+        session.acl_epoch = 0;
+    }
     info.link.set(session.cluster_peer);
     // A script holds the database: what the client sends is answered as
     // Redis answers it then, until the database is free.
@@ -1303,12 +1309,13 @@ async fn while_busy(
                 }
                 // What Redis checks before it answers BUSY: the command
                 // exists, its arity, the user's rights.
+                crate::dispatch::refresh_acl(shared, on, s);
                 let refusal = match found {
                     Lookup::Found(r) if !crate::dispatch::arity_fits(r.spec, args.len()) => Some(
                         format!("ERR wrong number of arguments for '{}' command", r.fullname),
                     ),
                     Lookup::Found(r) if !s.unrestricted => {
-                        crate::dispatch::acl_denied(shared, s, r, &args)
+                        crate::dispatch::acl_denied(shared, on, s, r, &args)
                     }
                     Lookup::Found(_) | Lookup::UnknownSub => None,
                     Lookup::Unknown => Some(

@@ -77,7 +77,24 @@ fn reject(
     if s.multi.is_some() {
         s.multi_error = true;
     }
-    if with_code {
+    // EXEC itself refused (a user without it): the transaction (if any)
+    // is discarded, in Redis's words (`execCommandAbort`, even outside
+    // MULTI).
+    let is_exec = id.is_some_and(|i| crate::cmd::registry().all[i].fullname == "exec");
+    if is_exec {
+        s.multi = None;
+        s.multi_error = false;
+        s.info.multi_len.set(-1);
+        crate::cmd::multi::unwatch_all(t, s);
+        let text = if with_code {
+            msg.to_string()
+        } else {
+            format!("ERR {msg}")
+        };
+        let abort = format!("EXECABORT Transaction discarded because of: {text}");
+        t.count_error(&abort);
+        out.error(&abort);
+    } else if with_code {
         t.count_error(msg);
         out.error(msg);
     } else {
@@ -516,6 +533,7 @@ fn route_remote(
 pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Vec<u8>> {
     let plain = s.authenticated
         && s.unrestricted
+        && (s.acl_epoch == crate::acl::epoch() || s.acl_epoch == crate::client::ACL_INTERNAL)
         && s.reply_mode == ReplyMode::On
         && s.pin.is_none()
         && s.multi.is_none()
@@ -701,8 +719,9 @@ pub(crate) fn run(
         reject(t, s, out, Some(r.id), errors::NOAUTH, true);
         return Outcome::Continue;
     }
+    refresh_acl(shared, t.id, s);
     if !s.unrestricted {
-        if let Some(msg) = acl_denied(shared, s, r, args) {
+        if let Some(msg) = acl_denied(shared, t.id, s, r, args) {
             reject(t, s, out, Some(r.id), &msg, true);
             return Outcome::Continue;
         }
@@ -1167,35 +1186,103 @@ fn record_slow(t: &mut Tenant, s: &Session, args: &[&[u8]], us: u64, now_ms: i64
     }
 }
 
-/// ACL check for restricted users; `Some(error)` when denied.
+/// Brings the session's cached "may do anything" answer up to date with
+/// its user's rules (they may have changed since it was worked out).
+/// Internal sessions (a log's replay, a primary's stream, cluster links)
+/// are never checked.
+pub(crate) fn refresh_acl(shared: &Shared, tenant: crate::tenant::TenantId, s: &mut Session) {
+    let now = crate::acl::epoch();
+    if s.acl_epoch != now && s.acl_epoch != crate::client::ACL_INTERNAL {
+        s.acl_epoch = now;
+        s.unrestricted = shared.acl.read(tenant, |u| u.is_unrestricted(&s.user));
+    }
+}
+
+/// Whether the session's user may run the command with these arguments.
+pub(crate) fn acl_check(
+    shared: &Shared,
+    tenant: crate::tenant::TenantId,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Result<(), crate::acl::Denied> {
+    shared
+        .acl
+        .read(tenant, |users| match users.users.get(&s.user) {
+            Some(u) => u.check(r, args),
+            None => Err(crate::acl::Denied::Command),
+        })
+}
+
+/// Adds a refusal to the database's ACL LOG, as Redis's `addACLLogEntry`.
+pub(crate) fn acl_log(
+    shared: &Shared,
+    tenant: crate::tenant::TenantId,
+    s: &Session,
+    denied: crate::acl::Denied,
+    context: &'static str,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) {
+    use crate::acl::Denied;
+    let (reason, object) = match denied {
+        Denied::Command => ("command", r.fullname.clone()),
+        Denied::Key(i) => ("key", String::from_utf8_lossy(args[i]).into_owned()),
+        Denied::Channel(i) => ("channel", String::from_utf8_lossy(args[i]).into_owned()),
+    };
+    let now = crate::util::mstime();
+    let entry = crate::acl::log::Entry {
+        count: 1,
+        reason,
+        context,
+        object,
+        username: s.user.clone(),
+        ctime_ms: now,
+        client_info: s.info.describe(now),
+    };
+    let max = shared.config.read().acllog_max_len() as usize;
+    shared.acl.log(tenant, entry, max);
+}
+
+/// ACL check for restricted users; `Some(error)` when denied (logged in
+/// the ACL LOG). At EXEC, a queued command refused now was allowed when
+/// it was queued: Redis's words say the rules changed.
 pub(crate) fn acl_denied(
     shared: &Shared,
+    tenant: crate::tenant::TenantId,
     s: &Session,
     r: &crate::cmd::table::Registered,
     args: &[&[u8]],
 ) -> Option<String> {
-    let users = shared.users.read();
-    let Some(u) = users.users.get(&s.user) else {
-        return Some(format!(
-            "NOPERM User {} has no permissions to run the '{}' command",
-            s.user, r.fullname
-        ));
+    use crate::acl::Denied;
+    let denied = acl_check(shared, tenant, s, r, args).err()?;
+    let context = if s.in_exec || s.multi.is_some() {
+        "multi"
+    } else {
+        "toplevel"
     };
-    if !u.can_run(r) {
-        return Some(format!(
+    acl_log(shared, tenant, s, denied, context, r, args);
+    if s.in_exec {
+        let reason = match denied {
+            Denied::Command => "no permission to execute the command or subcommand",
+            Denied::Key(_) => "no permission to touch the specified keys",
+            Denied::Channel(_) => "no permission to access one of the channels used as arguments",
+        };
+        return Some(format!("NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}"));
+    }
+    Some(match denied {
+        Denied::Command => format!(
             "NOPERM this user has no permissions to run the '{}' command",
             r.fullname
-        ));
-    }
-    for k in crate::cmd::command::key_positions(r.spec, args) {
-        if !u.can_access_key(args[k]) {
-            return Some(
-                "NOPERM this user has no permissions to access one of the keys used as arguments"
-                    .into(),
-            );
+        ),
+        Denied::Key(_) => {
+            "NOPERM this user has no permissions to access one of the keys used as arguments".into()
         }
-    }
-    None
+        Denied::Channel(_) => {
+            "NOPERM this user has no permissions to access one of the channels used as arguments"
+                .into()
+        }
+    })
 }
 
 /// Redis's `writeCommandsDeniedByDiskError`.

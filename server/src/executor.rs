@@ -569,6 +569,17 @@ fn load_tenant(t: &mut Tenant, shared: &Arc<Shared>) -> Result<(), String> {
             e
         }
     })?;
+    // Its users: the operator's `aclfile`, a database's saved users.
+    let users = if t.is_customer() {
+        Some(t.data_dir(&shared.config.read().dir()).join("users.acl")).filter(|p| p.exists())
+    } else {
+        let f = shared.config.read().aclfile();
+        (!f.is_empty()).then(|| std::path::PathBuf::from(f))
+    };
+    if let Some(path) = users {
+        crate::cmd::acl::load_file(shared, t.id, &path)
+            .map_err(|e| format!("Aborting Redis startup because of ACL errors: {e}"))?;
+    }
     Ok(())
 }
 
@@ -689,6 +700,7 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
         return;
     };
     shared.repl_status.lock().remove(&id);
+    shared.acl.forget(id);
     let mut t = t.borrow_mut();
     t.removed = true;
     // A replica link of this tenant stops at its next step.

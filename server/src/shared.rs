@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
-use crate::acl::Users;
 use crate::config::Config;
 
 /// The Redis version whose behaviour anykv implements (reported as
@@ -168,7 +167,8 @@ impl Settings {
 
 pub struct Shared {
     pub config: RwLock<Config>,
-    pub users: RwLock<Users>,
+    /// Every database's ACL users.
+    pub acl: crate::acl::Store,
     /// Mirrors `config.generation()` so hot paths notice changes without
     /// taking the lock.
     pub config_gen: AtomicU64,
@@ -238,10 +238,10 @@ impl Shared {
             })
             .collect();
         let gen = config.generation();
-        let users = Users::new(config.requirepass().as_deref());
+        let acl = crate::acl::Store::new(config.requirepass().as_deref());
         let tenants_only = config.tenants_only();
         Shared {
-            users: RwLock::new(users),
+            acl,
             config: RwLock::new(config),
             config_gen: AtomicU64::new(gen),
             stats: GlobalStats::default(),
@@ -528,7 +528,9 @@ impl Shared {
     pub fn default_open(&self) -> bool {
         self.catalog.read().is_empty()
             && !self.tenants_only.load(Relaxed)
-            && self.users.read().default_is_open()
+            && self
+                .acl
+                .read(crate::tenant::TenantId::DEFAULT, |u| u.default_is_open())
     }
 
     pub fn next_client_id(&self) -> u64 {

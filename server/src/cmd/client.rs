@@ -153,13 +153,12 @@ pub fn kill(ctx: &mut Ctx) {
                 laddr = Some(v);
             } else if o.eq_ignore_ascii_case(b"user") {
                 let name = String::from_utf8_lossy(v).into_owned();
-                // A database has only its own `default` user: the answer
-                // must not tell it which users the operator has.
-                let known = if ctx.t.is_customer() {
-                    name == "default"
-                } else {
-                    ctx.shared.users.read().users.contains_key(&name)
-                };
+                // A database's own users: the answer never tells it which
+                // users the operator (or another database) has.
+                let known = ctx
+                    .shared
+                    .acl
+                    .read(ctx.t.id, |u| u.users.contains_key(&name));
                 if !known {
                     let msg = format!("No such user '{name}'");
                     return ctx.err(&msg);
@@ -223,6 +222,24 @@ pub fn kill(ctx: &mut Ctx) {
     }
     if kill_self {
         ctx.s.close_after_reply = true;
+    }
+}
+
+/// Closes these clients of the database (ACL DELUSER and LOAD, a user's
+/// lost channel rights): at once, as CLIENT KILL; the caller's own
+/// connection after its reply.
+pub(crate) fn kill_ids(ctx: &mut Ctx, ids: &[u64]) {
+    for &id in ids {
+        if id == ctx.s.info.id {
+            ctx.s.close_after_reply = true;
+            continue;
+        }
+        if let Some(c) = ctx.t.clients.get(&id).cloned() {
+            c.kill();
+            crate::tracking::disable(ctx.t, &c);
+        }
+        ctx.t.clients.remove(&id);
+        ctx.t.monitors.retain(|m| m.id != id);
     }
 }
 

@@ -5,32 +5,6 @@ use super::table::{registry, Registered};
 use super::{client::subcommand_syntax_error, Ctx};
 use crate::util::glob_match;
 
-/// ACL categories Redis 7.0 knows.
-pub const ACL_CATEGORIES: &[&str] = &[
-    "all",
-    "keyspace",
-    "read",
-    "write",
-    "set",
-    "sortedset",
-    "list",
-    "hash",
-    "string",
-    "bitmap",
-    "hyperloglog",
-    "geo",
-    "stream",
-    "pubsub",
-    "admin",
-    "fast",
-    "slow",
-    "blocking",
-    "dangerous",
-    "connection",
-    "transaction",
-    "scripting",
-];
-
 /// Redis's `addReplyHelp`: a header, the lines, and the HELP entry.
 pub fn reply_help(ctx: &mut Ctx, name: &str, lines: &[&str]) {
     reply_help_ending(ctx, name, lines, "    Print this help.")

@@ -63,7 +63,9 @@ pub fn set(ctx: &mut Ctx) {
                 let c = ctx.shared.config.read();
                 (c.requirepass(), c.repl_backlog_size())
             };
-            ctx.shared.users.write().set_requirepass(pass.as_deref());
+            ctx.shared.acl.write(crate::tenant::TenantId::DEFAULT, |u| {
+                u.set_requirepass(pass.as_deref())
+            });
             ctx.t.log.set_backlog_cap(backlog);
             ctx.out.ok();
         }

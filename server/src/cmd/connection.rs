@@ -1,9 +1,7 @@
-//! Connection commands: PING, ECHO, QUIT, RESET, AUTH, HELLO, SELECT and
-//! the ACL basics.
+//! Connection commands: PING, ECHO, QUIT, RESET, AUTH, HELLO and SELECT.
 
 use super::server::Suspend;
 use super::{errors, Ctx};
-use crate::acl::User;
 use crate::client::{valid_client_name, ReplyMode, Session};
 use crate::shared::REDIS_VERSION;
 use crate::tenant::TenantId;
@@ -70,18 +68,18 @@ pub fn reset_session(
     s.monitor = false;
     s.info.monitor.set(false);
     s.authenticated = shared.default_open();
-    set_session_user(shared, s, "default");
+    set_session_user(s, "default");
 }
 
-/// Switches the session to `user` and caches whether ACL checks can be skipped.
-fn set_user(ctx: &mut Ctx, user: &str) {
-    set_session_user(ctx.shared, ctx.s, user);
-}
-
-fn set_session_user(shared: &crate::shared::Shared, s: &mut Session, user: &str) {
+/// Switches the session to `user`; its rules are looked up before its
+/// next command (`dispatch::refresh_acl`).
+pub(crate) fn set_session_user(s: &mut Session, user: &str) {
     s.user = user.to_string();
     *s.info.user.borrow_mut() = user.to_string();
-    s.unrestricted = shared.users.read().is_unrestricted(user);
+    s.unrestricted = false;
+    if s.acl_epoch != crate::client::ACL_INTERNAL {
+        s.acl_epoch = 0;
+    }
 }
 
 /// What AUTH and HELLO use of a command's context: not the database.
@@ -157,11 +155,14 @@ enum Auth {
     Later,
 }
 
-/// Authenticates; on failure replies WRONGPASS. `user` is None for
-/// `AUTH <password>`. A database's token logs the connection in to that
-/// tenant (`AUTH <token>`, `AUTH default <token>`, `AUTH <db-name>
-/// <token>`); otherwise the server's own ACL users log in to the default
-/// tenant.
+/// Authenticates; on failure replies WRONGPASS (and logs it in the ACL
+/// LOG). `user` is None for `AUTH <password>`. In order:
+/// - a database's token logs the connection in to that database as its
+///   `default` user (`AUTH <token>`, `AUTH default <token>`,
+///   `AUTH <db-name> <token>`);
+/// - `AUTH <db-name>.<user> <password>`: one of that database's own users;
+/// - on a connection in a database, one of that database's users;
+/// - otherwise the server's own users, in the default tenant.
 fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
     let catalog = l.shared.catalog();
     // A database held here, or one this node holds no copy of (served
@@ -174,6 +175,14 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             remote.authenticate(user, pw).map(|t| (t.id, t.maxclients))
         });
     if let Some((to, max)) = found {
+        // Its default user may have been switched off with ACL SETUSER.
+        if !l
+            .shared
+            .acl
+            .read(to, |u| u.users.get("default").is_some_and(|d| d.enabled))
+        {
+            return refused(l, user);
+        }
         let r = login(l, to, None, max);
         if matches!(r, Auth::In) {
             // Which token it was: dropping it from the catalog (a
@@ -184,16 +193,42 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
         }
         return r;
     }
+    // `<db>.<user>`: database names have no dots.
+    let qualified = user.and_then(|u| {
+        let dot = u.iter().position(|&b| b == b'.')?;
+        let db = std::str::from_utf8(&u[..dot]).ok()?;
+        let t = catalog.tenants().iter().find(|t| t.name == db)?;
+        Some((t.id, t.maxclients, &u[dot + 1..]))
+    });
+    if let Some((to, max, name)) = qualified {
+        return match l
+            .shared
+            .acl
+            .read(to, |u| u.authenticate(name, pw).map(|u| u.name.clone()))
+        {
+            Some(name) => database_user_login(l, to, &name, max),
+            None => refused(l, user),
+        };
+    }
+    if l.on != TenantId::DEFAULT {
+        let name = user.unwrap_or(b"default");
+        if let Some(name) = l
+            .shared
+            .acl
+            .read(l.on, |u| u.authenticate(name, pw).map(|u| u.name.clone()))
+        {
+            let on = l.on;
+            return database_user_login(l, on, &name, 0);
+        }
+    }
     let with_catalog = !catalog.is_empty() || l.shared.tenants_only.load(Relaxed);
-    let ok = l
-        .shared
-        .users
-        .read()
-        .authenticate(user.unwrap_or(b"default"), pw)
-        // With tenants, a user without a password would let any wrong
-        // token in as the operator: only passwords count.
-        .filter(|u| !(with_catalog && u.nopass))
-        .map(|u| u.name.clone());
+    let ok = l.shared.acl.read(TenantId::DEFAULT, |u| {
+        u.authenticate(user.unwrap_or(b"default"), pw)
+            // With tenants, a user without a password would let any
+            // wrong token in as the operator: only passwords count.
+            .filter(|u| !(with_catalog && u.nopass))
+            .map(|u| u.name.clone())
+    });
     match ok {
         Some(name) => {
             let r = login(l, TenantId::DEFAULT, Some(&name), 0);
@@ -203,15 +238,43 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             }
             r
         }
-        None => {
-            l.error(errors::WRONGPASS);
-            Auth::Refused
-        }
+        None => refused(l, user),
     }
 }
 
-/// Logs the session in to tenant `to`, as the server's ACL user `user` or
-/// (None) as a database's own all-powerful `default` user; moves the
+/// Logs in as one of database `to`'s own users (not by token).
+fn database_user_login(l: &mut Login, to: TenantId, name: &str, max: u64) -> Auth {
+    let r = login(l, to, Some(name), max);
+    if matches!(r, Auth::In) {
+        l.s.info.token.set(None);
+    }
+    r
+}
+
+/// WRONGPASS, logged in the ACL LOG of the database the connection is on.
+fn refused(l: &mut Login, user: Option<&[u8]>) -> Auth {
+    let now = crate::util::mstime();
+    let entry = crate::acl::log::Entry {
+        count: 1,
+        reason: "auth",
+        context: if l.s.multi.is_some() {
+            "multi"
+        } else {
+            "toplevel"
+        },
+        object: String::from_utf8_lossy(l.args[0]).into_owned(),
+        username: String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned(),
+        ctime_ms: now,
+        client_info: l.s.info.describe(now),
+    };
+    let max = l.shared.config.read().acllog_max_len() as usize;
+    l.shared.acl.log(l.on, entry, max);
+    l.error(errors::WRONGPASS);
+    Auth::Refused
+}
+
+/// Logs the session in to tenant `to`, as its ACL user `user` or (None)
+/// as a database's `default` user (by token); moves the
 /// connection after this reply when `to` is not the tenant it is on and
 /// has fewer than `maxclients` (0: no limit) connections.
 fn login(l: &mut Login, to: TenantId, user: Option<&str>, maxclients: u64) -> Auth {
@@ -242,14 +305,7 @@ fn login(l: &mut Login, to: TenantId, user: Option<&str>, maxclients: u64) -> Au
         l.switch = Some(Suspend::Switch(to));
     }
     l.s.authenticated = true;
-    match user {
-        Some(name) => set_session_user(l.shared, l.s, name),
-        None => {
-            l.s.user = "default".to_string();
-            *l.s.info.user.borrow_mut() = "default".to_string();
-            l.s.unrestricted = true;
-        }
-    }
+    set_session_user(l.s, user.unwrap_or("default"));
     Auth::In
 }
 
@@ -378,82 +434,4 @@ pub fn select(ctx: &mut Ctx) {
     ctx.s.db = id as usize;
     ctx.s.info.db.set(id as usize);
     ctx.out.ok();
-}
-
-pub fn acl_whoami(ctx: &mut Ctx) {
-    let u = ctx.s.user.clone();
-    ctx.out.bulk(u.as_bytes());
-}
-
-pub fn acl_list(ctx: &mut Ctx) {
-    let lines: Vec<String> = ctx
-        .shared
-        .users
-        .read()
-        .users
-        .values()
-        .map(User::describe)
-        .collect();
-    ctx.out.array(lines.len());
-    for l in lines {
-        ctx.out.bulk(l.as_bytes());
-    }
-}
-
-pub fn acl_users(ctx: &mut Ctx) {
-    let names: Vec<String> = ctx.shared.users.read().users.keys().cloned().collect();
-    ctx.out.array(names.len());
-    for n in names {
-        ctx.out.bulk(n.as_bytes());
-    }
-}
-
-pub fn acl_setuser(ctx: &mut Ctx) {
-    let Ok(name) = std::str::from_utf8(ctx.args[2]) else {
-        return ctx.err("Usernames can't contain spaces or null characters");
-    };
-    if name.contains(' ') || name.contains('\0') {
-        return ctx.err("Usernames can't contain spaces or null characters");
-    }
-    let mut users = ctx.shared.users.write();
-    // All-or-nothing, as Redis applies rules to a copy first.
-    let mut u = users
-        .users
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| User::new(name));
-    for i in 3..ctx.args.len() {
-        if let Err(why) = u.apply_rule(ctx.args[i]) {
-            drop(users);
-            let msg = format!(
-                "Error in ACL SETUSER modifier '{}': {}",
-                String::from_utf8_lossy(ctx.args[i]),
-                why
-            );
-            return ctx.err(&msg);
-        }
-    }
-    users.users.insert(name.to_string(), u);
-    drop(users);
-    if ctx.s.user == name {
-        set_user(ctx, name);
-    }
-    ctx.out.ok();
-}
-
-pub fn acl_help(ctx: &mut Ctx) {
-    super::command::reply_help(
-        ctx,
-        "ACL",
-        &[
-            "LIST",
-            "    Show users details in config file format.",
-            "SETUSER <username> <attribute> [<attribute> ...]",
-            "    Create or modify a user with the specified attributes.",
-            "USERS",
-            "    List all the registered usernames.",
-            "WHOAMI",
-            "    Return the current connection username.",
-        ],
-    );
 }

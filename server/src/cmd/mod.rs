@@ -6,6 +6,7 @@
 //! describes it. Each command family has its own module, named as Redis
 //! groups them (`string`, `keys`, `connection`, `server`, ...).
 
+pub mod acl;
 pub mod bitmap;
 pub mod blocking;
 pub mod client;

@@ -5,7 +5,7 @@ use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use super::{
-    bitmap, blocking, client, command, config, connection, debug, dump, function, hyperloglog,
+    acl, bitmap, blocking, client, command, config, connection, debug, dump, function, hyperloglog,
     info, keys, latency, memory, multi, pubsub, replication, script, server, string, Ctx,
 };
 
@@ -435,11 +435,19 @@ static CLIENT_SUBS: &[CommandSpec] = &[
 
 #[rustfmt::skip]
 static ACL_SUBS: &[CommandSpec] = &[
-    cmd!("whoami", 2, "noscript loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Return the name of the user associated to the current connection", connection::acl_whoami),
-    cmd!("list", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.0.0", "List the current ACL rules in ACL config file format", connection::acl_list),
-    cmd!("users", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.0.0", "List the username of all the configured ACL rules", connection::acl_users),
-    cmd!("setuser", -3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, Denied, "server", "6.0.0", "Modify or create the rules for a specific ACL user", connection::acl_setuser),
-    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Show helpful text about the different subcommands", connection::acl_help),
+    cmd!("cat", -2, "noscript loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "List the ACL categories or the commands inside a category", acl::cat),
+    cmd!("deluser", -3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "Remove the specified ACL users and the associated rules", acl::deluser),
+    cmd!("dryrun", -4, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "7.0.0", "Returns whether the user can execute the given command without executing the command.", acl::dryrun),
+    cmd!("genpass", -2, "noscript loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Generate a pseudorandom secure password to use for ACL users", acl::genpass),
+    cmd!("getuser", 3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "Get the rules for a specific ACL user", acl::getuser),
+    cmd!("list", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "List the current ACL rules in ACL config file format", acl::list),
+    cmd!("load", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "Reload the ACLs from the configured ACL file", acl::load),
+    cmd!("log", -2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "List latest events denied because of ACLs in place", acl::acl_log),
+    cmd!("save", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "Save the current ACL rules in the configured ACL file", acl::save),
+    cmd!("setuser", -3, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "Modify or create the rules for a specific ACL user", acl::setuser),
+    cmd!("users", 2, "admin noscript loading stale", 0, 0, 0, "@admin @slow @dangerous", Admin, OwnTenant, "server", "6.0.0", "List the username of all the configured ACL rules", acl::users),
+    cmd!("whoami", 2, "noscript loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Return the name of the user associated to the current connection", acl::whoami),
+    cmd!("help", 2, "loading stale", 0, 0, 0, "@slow", Connection, Allowed, "server", "6.0.0", "Show helpful text about the different subcommands", acl::help),
 ];
 
 #[rustfmt::skip]

@@ -245,6 +245,11 @@ impl Config {
         self.str_of(param!(STR, "dir")).to_string()
     }
 
+    /// The operator's users file (ACL LOAD/SAVE); empty: none.
+    pub fn aclfile(&self) -> String {
+        self.str_of(param!(STR, "aclfile")).to_string()
+    }
+
     pub fn dbfilename(&self) -> String {
         self.str_of(param!(STR, "dbfilename")).to_string()
     }

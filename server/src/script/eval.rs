@@ -367,7 +367,9 @@ pub(super) fn acl_check(ctx: &mut Ctx, argv: &[&[u8]]) -> Result<bool, String> {
         crate::cmd::Lookup::Found(r) if !argv.is_empty() => r,
         _ => return Err("ERR Invalid command passed to redis.acl_check_cmd()".into()),
     };
-    Ok(ctx.s.unrestricted || crate::dispatch::acl_denied(ctx.shared, ctx.s, r, argv).is_none())
+    crate::dispatch::refresh_acl(ctx.shared, ctx.t.id, ctx.s);
+    Ok(ctx.s.unrestricted
+        || crate::dispatch::acl_check(ctx.shared, ctx.t.id, ctx.s, r, argv).is_ok())
 }
 
 /// Runs one `redis.call`: the buffer holding the command's reply (an
@@ -433,12 +435,15 @@ fn checked(
         ));
     }
     // The caller's ACL holds inside its script (Redis's words).
+    crate::dispatch::refresh_acl(ctx.shared, ctx.t.id, ctx.s);
     if !ctx.s.unrestricted {
-        if let Some(denied) = crate::dispatch::acl_denied(ctx.shared, ctx.s, r, argv) {
-            return refuse(if denied.contains("keys") {
-                "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments"
-            } else {
-                "ERR The user executing the script can't run this command or subcommand"
+        use crate::acl::Denied;
+        if let Err(denied) = crate::dispatch::acl_check(ctx.shared, ctx.t.id, ctx.s, r, argv) {
+            crate::dispatch::acl_log(ctx.shared, ctx.t.id, ctx.s, denied, "lua", r, argv);
+            return refuse(match denied {
+                Denied::Command => "ERR The user executing the script can't run this command or subcommand",
+                Denied::Key(_) => "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments",
+                Denied::Channel(_) => "ERR The user executing the script can't publish to the channel mentioned in the command",
             });
         }
     }
