@@ -286,3 +286,174 @@ fn a_restore_survives_a_restart() {
     );
     assert_eq!(a.cmd(&["PEXPIRETIME", "copy"]).ok(), Some(Value::Int(at)));
 }
+
+/// MIGRATE from anykv and from redis-server, to redis-server targets, give
+/// the same replies and leave the same keys on both sides (every type,
+/// TTLs kept, KEYS/COPY/REPLACE/AUTH/AUTH2, NOKEY, the target's BUSYKEY,
+/// a target that is not there, bad arguments); keys moved from anykv reach
+/// its replica as DELs; anykv takes MIGRATE from redis-server as a target.
+#[test]
+fn migrate_as_redis_both_ways() {
+    let src_r = start_reference();
+    let src_a = start_anykv(&common::anykv_bin());
+    let dst_r = common::start_redis(&["--requirepass".to_string(), "dst-pw".to_string()]);
+    let dst_a = common::start_redis(&["--requirepass".to_string(), "dst-pw".to_string()]);
+    let replica = start_anykv(&common::anykv_bin());
+    let (mut sr, mut sa) = (src_r.connect(), src_a.connect());
+    let (mut dr, mut da) = (dst_r.connect(), dst_a.connect());
+    for d in [&mut dr, &mut da] {
+        assert_eq!(
+            d.cmd(&["AUTH", "dst-pw"]).expect("auth"),
+            Value::Simple(b"OK".to_vec())
+        );
+        d.cmd(&["ACL", "SETUSER", "mover", "on", ">mover-pw", "+@all", "~*"])
+            .expect("setuser");
+    }
+    let mut rep = replica.connect();
+    let src_port = src_a.port.to_string();
+    rep.cmd(&["REPLICAOF", "127.0.0.1", &src_port])
+        .expect("replicaof");
+    let keys = populate(&mut sr);
+    populate(&mut sa);
+    for c in [&mut sr, &mut sa] {
+        c.cmd(&["SET", "ttl", "v", "PX", "100000"]).expect("set");
+        c.cmd(&["SET", "busy", "here"]).expect("set");
+    }
+    for d in [&mut dr, &mut da] {
+        d.cmd(&["SET", "busy", "there"]).expect("set");
+    }
+    let closed = common::free_port().to_string();
+    let (pr, pa) = (dst_r.port.to_string(), dst_a.port.to_string());
+    // One step: the same MIGRATE from each source to its own target ($P;
+    // $C: a port nothing listens on; '' an empty argument).
+    let mut lines: Vec<String> = [
+        "$P s:int 0 5000 AUTH dst-pw",
+        "$P nokey 0 5000 AUTH dst-pw",
+        "$P ttl 3 5000 COPY AUTH2 mover mover-pw",
+        "$P busy 0 5000 AUTH dst-pw",
+        "$P busy 0 5000 REPLACE COPY AUTH dst-pw",
+        "$P s:short 0 5000 AUTH wrong",
+        "$P s:short 0 5000",
+        "$P x 0 5000 KEYS a",
+        "$P x 0 5000 BOGUS",
+        "$P x 0 5000 AUTH",
+        "$P x zero 5000",
+        "$P x 0 soon",
+        "$C s:short 0 500",
+        "$C nokey 0 500",
+    ]
+    .map(String::from)
+    .to_vec();
+    let moved: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != "s:int")
+        .collect();
+    lines.push(format!(
+        "$P '' 0 5000 AUTH dst-pw KEYS {} nokey",
+        moved.join(" ")
+    ));
+    let steps: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let mut v = vec!["MIGRATE".to_string(), "127.0.0.1".to_string()];
+            v.extend(l.split(' ').map(|a| {
+                if a == "''" {
+                    String::new()
+                } else {
+                    a.to_string()
+                }
+            }));
+            v
+        })
+        .collect();
+    for step in &steps {
+        let with = |port: &str| -> Vec<String> {
+            step.iter()
+                .map(|a| a.replace("$P", port).replace("$C", &closed))
+                .collect()
+        };
+        let (ar, aa) = (with(&pr), with(&pa));
+        let rr = sr
+            .cmd(&ar.iter().map(String::as_str).collect::<Vec<_>>())
+            .expect("redis");
+        let ra = sa
+            .cmd(&aa.iter().map(String::as_str).collect::<Vec<_>>())
+            .expect("anykv");
+        assert_eq!(ra, rr, "{step:?}");
+    }
+    // The same keys left and arrived, with their contents and TTLs.
+    let listing = |c: &mut RespConn, db: &str| -> Vec<(String, Value, bool)> {
+        c.cmd(&["SELECT", db]).expect("select");
+        let Value::Array(ks) = c.cmd(&["KEYS", "*"]).expect("keys") else {
+            panic!("KEYS");
+        };
+        let mut out: Vec<(String, Value, bool)> = ks
+            .into_iter()
+            .map(|k| {
+                let Value::Bulk(k) = k else { panic!("key") };
+                let k = String::from_utf8_lossy(&k).into_owned();
+                let ttl = c.cmd(&["PTTL", &k]).expect("pttl").as_int().unwrap_or(-2);
+                (k.clone(), contents(c, &k), ttl > 0)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    // (Compared whole; on a difference, the key names say where.)
+    for db in ["0", "3"] {
+        for (what, x, y) in [("sources", &mut sa, &mut sr), ("targets", &mut da, &mut dr)] {
+            let (lx, ly) = (listing(x, db), listing(y, db));
+            if lx != ly {
+                let names = |l: &[(String, Value, bool)]| -> Vec<String> {
+                    l.iter()
+                        .map(|(k, _, t)| format!("{k}{}", if *t { "(ttl)" } else { "" }))
+                        .collect()
+                };
+                panic!(
+                    "{what}, db {db}: anykv's side {:?}, redis's {:?}",
+                    names(&lx),
+                    names(&ly)
+                );
+            }
+        }
+    }
+    sa.cmd(&["SELECT", "0"]).expect("select");
+    assert!(!listing(&mut da, "0").is_empty() && listing(&mut da, "3").len() == 1);
+    // Moved keys left the source's replica too (logged as DEL).
+    assert_eq!(
+        sa.cmd(&["WAIT", "1", "5000"]).expect("wait"),
+        Value::Int(1),
+        "the replica caught up"
+    );
+    assert_eq!(
+        rep.cmd(&["EXISTS", "s:int", "s:neg", "x:big"])
+            .expect("exists"),
+        Value::Int(0)
+    );
+    let names = |c: &mut RespConn| {
+        let Value::Array(mut v) = c.cmd(&["KEYS", "*"]).expect("keys") else {
+            panic!("KEYS")
+        };
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&mut rep),
+        names(&mut sa),
+        "the replica has the source's keys"
+    );
+    // anykv as the target of redis-server's MIGRATE.
+    sr.cmd(&["SET", "to-anykv", "v"]).expect("set");
+    let ap = src_a.port.to_string();
+    assert_eq!(
+        sr.cmd(&["MIGRATE", "127.0.0.1", &ap, "to-anykv", "5", "5000"])
+            .expect("migrate"),
+        Value::Simple(b"OK".to_vec())
+    );
+    sa.cmd(&["SELECT", "5"]).expect("select");
+    assert_eq!(
+        sa.cmd(&["GET", "to-anykv"]).expect("get"),
+        Value::Bulk(b"v".to_vec())
+    );
+}

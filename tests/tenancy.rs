@@ -575,6 +575,7 @@ fn databases_cannot_run_the_servers_commands() {
         &["BGSAVE"],
         &["BGREWRITEAOF"],
         &["PFSELFTEST"],
+        &["MIGRATE", "127.0.0.1", "6379", "k", "0", "100"],
     ] {
         let e = err(&mut c, args);
         assert!(

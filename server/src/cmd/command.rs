@@ -235,6 +235,27 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
                 v.retain(|&k| k < argc);
                 v
             }
+            "migrate" => {
+                // Redis's migrateGetKeys: the key at 3, or (with an empty
+                // one) every argument after KEYS; options' values skipped.
+                let mut i = 6;
+                while i < argc {
+                    let a = args[i];
+                    if a.eq_ignore_ascii_case(b"keys") {
+                        if !args[3].is_empty() {
+                            return Vec::new();
+                        }
+                        return (i + 1..argc).collect();
+                    }
+                    if a.eq_ignore_ascii_case(b"auth") {
+                        i += 1;
+                    } else if a.eq_ignore_ascii_case(b"auth2") {
+                        i += 2;
+                    }
+                    i += 1;
+                }
+                vec![3]
+            }
             "xread" | "xreadgroup" => {
                 // Redis 7.0's key spec: after the first STREAMS, half of
                 // what follows (the other half are ids).

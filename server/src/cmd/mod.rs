@@ -24,6 +24,7 @@ pub mod keys;
 pub mod latency;
 pub mod list;
 pub mod memory;
+pub mod migrate;
 pub mod multi;
 pub mod pubsub;
 pub mod replication;

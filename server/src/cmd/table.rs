@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use super::{
     acl, bitmap, blocking, client, command, config, connection, debug, dump, function, hyperloglog,
-    info, keys, latency, memory, multi, pubsub, replication, script, server, string, Ctx,
+    info, keys, latency, memory, migrate, multi, pubsub, replication, script, server, string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -178,6 +178,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("copy", -3, "write denyoom", 1, 2, 1, "@keyspace @write @slow", Write, Allowed, "generic", "6.2.0", "Copy a key", keys::copy),
     cmd!("dump", 2, "readonly", 1, 1, 1, "@keyspace @read @slow", Read, Allowed, "generic", "2.6.0", "Return a serialized version of the value stored at the specified key.", dump::dump),
     cmd!("restore", -4, "write denyoom", 1, 1, 1, "@keyspace @write @slow @dangerous", Write, Allowed, "generic", "2.6.0", "Create a key using the provided serialized value, previously obtained using DUMP.", dump::restore),
+    // A customer's database may not open connections elsewhere (cmd/migrate.rs).
+    cmd!("migrate", -6, "write movablekeys", 3, 3, 1, "@keyspace @write @slow @dangerous", Write, Denied, "generic", "2.6.0", "Atomically transfer a key from a Redis instance to another one.", migrate::migrate),
     cmd!("move", 3, "write fast", 1, 1, 1, KW, Write, Allowed, "generic", "1.0.0", "Move a key to another database", keys::move_),
     cmd!("touch", -2, "readonly fast", 1, -1, 1, KR, Read, Allowed, "generic", "3.2.1", "Alters the last access time of a key(s). Returns the number of existing keys specified.", keys::touch),
     cmd!("dbsize", 1, "readonly fast", 0, 0, 0, KR, Read, Allowed, "server", "1.0.0", "Return the number of keys in the selected database", server::dbsize),
