@@ -84,8 +84,50 @@ fn latency_histograms_and_help_answer_as_redis_does() {
         &["LATENCY", "NOSUCH"],
         &["LOLWUT"],
         &["LOLWUT", "VERSION", "x"],
+        &["LOLWUT", "VERSION", "5", "x"],
+        &["LOLWUT", "VERSION", "6", "10", "y"],
+        &["LOLWUT", "VERSION", "7", "5"],
+        &["LOLWUT", "VERSION", "4"],
     ] {
         assert_eq!(call(&mut a, args), call(&mut r, args), "{args:?}");
+    }
+    // The drawings are random (Redis's too): compared on their size and
+    // their last line's version.
+    for args in [
+        &["LOLWUT", "VERSION", "5"][..],
+        &["LOLWUT", "VERSION", "5", "30", "4", "3"],
+        &["LOLWUT", "VERSION", "5", "0", "0", "0"],
+        &["LOLWUT", "VERSION", "6"],
+        &["LOLWUT", "VERSION", "6", "25", "7"],
+        &["LOLWUT", "VERSION", "6", "-3", "0"],
+    ] {
+        let (x, y) = (text(call(&mut a, args)), text(call(&mut r, args)));
+        // (Characters for a Braille drawing, coloured cells for a skyline.)
+        let width = |t: &str| {
+            let first = t.lines().next().unwrap_or("");
+            if first.contains('\x1b') {
+                first.matches("\x1b[0m").count()
+            } else {
+                first.chars().count()
+            }
+        };
+        assert_eq!(width(&x), width(&y), "{args:?} width");
+        let last = |t: &str| {
+            t.lines()
+                .last()
+                .map(|l| l.rsplit(". ").next().unwrap_or("").to_string())
+        };
+        assert_eq!(last(&x), last(&y), "{args:?} version line");
+        if args[2] == "6" {
+            let rows = |t: &str| t.lines().filter(|l| l.contains('\x1b')).count();
+            assert_eq!(rows(&x), rows(&y), "{args:?} height");
+        }
+        let drawn = x
+            .chars()
+            .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+            .count()
+            + x.matches("\x1b[0;30;40m").count();
+        assert!(drawn > 0, "{args:?}: nothing drawn");
     }
     for args in [
         &["LATENCY", "HISTOGRAM", "set", "get", "nosuch"][..],

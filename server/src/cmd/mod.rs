@@ -23,6 +23,7 @@ pub mod info;
 pub mod keys;
 pub mod latency;
 pub mod list;
+pub mod lolwut;
 pub mod memory;
 pub mod migrate;
 pub mod multi;

@@ -400,22 +400,3 @@ pub fn slowlog_help(ctx: &mut Ctx) {
         ],
     );
 }
-
-/// `LOLWUT [VERSION v]`: Redis 7.0 answers its version line for every
-/// version but 5 and 6, whose drawings are left out here (the version
-/// line is what tools look for).
-pub fn lolwut(ctx: &mut Ctx) {
-    let mut i = 1;
-    while i < ctx.args.len() {
-        if ctx.args[i].eq_ignore_ascii_case(b"version") && i + 1 < ctx.args.len() {
-            if ctx.arg_i64(i + 1).is_none() {
-                return;
-            }
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    let line = format!("Redis ver. {}\n", crate::shared::REDIS_VERSION);
-    ctx.out.verbatim(line.as_bytes());
-}

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use super::{
     acl, bitmap, blocking, client, command, config, connection, debug, dump, function, hyperloglog,
-    info, keys, latency, memory, migrate, multi, pubsub, replication, script, server, string, Ctx,
+    info, keys, latency, lolwut, memory, migrate, multi, pubsub, replication, script, server,
+    string, Ctx,
 };
 
 pub type Handler = fn(&mut Ctx);
@@ -232,7 +233,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("fcall_ro", -3, "readonly noscript stale skip_monitor no_mandatory_keys movablekeys", 0, 0, 0, "@slow @scripting", Read, Allowed, "scripting", "7.0.0", "Invoke a read-only function", function::fcall_ro),
     container!("function", "@slow", Admin, Allowed, "scripting", "7.0.0", "A container for function commands", FUNCTION_SUBS),
     container!("latency", "@slow", Admin, OwnTenant, "server", "2.8.13", "A container for latency diagnostics commands", LATENCY_SUBS),
-    cmd!("lolwut", -1, "readonly fast", 0, 0, 0, "@read @fast", Read, Allowed, "server", "5.0.0", "Display some computer art and the Redis version", server::lolwut),
+    cmd!("lolwut", -1, "readonly fast", 0, 0, 0, "@read @fast", Read, Allowed, "server", "5.0.0", "Display some computer art and the Redis version", lolwut::lolwut),
     container!("memory", "@slow", Admin, OwnTenant, "server", "4.0.0", "A container for memory diagnostics commands", MEMORY_SUBS),
     // ---- lists ----
     cmd!("lpush", -3, "write denyoom fast", 1, 1, 1, "@write @list @fast", Write, Allowed, "list", "1.0.0", "Prepend one or multiple elements to a list", super::list::lpush),
