@@ -88,6 +88,9 @@ fn latency_histograms_and_help_answer_as_redis_does() {
         &["LOLWUT", "VERSION", "6", "10", "y"],
         &["LOLWUT", "VERSION", "7", "5"],
         &["LOLWUT", "VERSION", "4"],
+        &["LOLWUT", "foo"],
+        &["LOLWUT", "VERSION"],
+        &["LOLWUT", "VERSION", "7", "x"],
     ] {
         assert_eq!(call(&mut a, args), call(&mut r, args), "{args:?}");
     }
@@ -97,6 +100,8 @@ fn latency_histograms_and_help_answer_as_redis_does() {
         &["LOLWUT", "VERSION", "5"][..],
         &["LOLWUT", "VERSION", "5", "30", "4", "3"],
         &["LOLWUT", "VERSION", "5", "0", "0", "0"],
+        &["LOLWUT", "VERSION", "5", "25", "3"],
+        &["LOLWUT", "VERSION", "5", "1", "1", "1", "x"],
         &["LOLWUT", "VERSION", "6"],
         &["LOLWUT", "VERSION", "6", "25", "7"],
         &["LOLWUT", "VERSION", "6", "-3", "0"],
@@ -118,6 +123,9 @@ fn latency_histograms_and_help_answer_as_redis_does() {
                 .map(|l| l.rsplit(". ").next().unwrap_or("").to_string())
         };
         assert_eq!(last(&x), last(&y), "{args:?} version line");
+        if args[2] == "5" {
+            assert_eq!(x.lines().count(), y.lines().count(), "{args:?} lines");
+        }
         if args[2] == "6" {
             let rows = |t: &str| t.lines().filter(|l| l.contains('\x1b')).count();
             assert_eq!(rows(&x), rows(&y), "{args:?} height");

@@ -506,6 +506,11 @@ fn databases_have_their_own_acl_users() {
     match call(&mut shop, &["ACL", "LOG"]) {
         Value::Array(entries) => {
             let text = format!("{entries:?}");
+            // The failed login to shop.reader is shop's to see.
+            assert!(
+                text.contains("\"auth\"") && text.contains("\"reader\""),
+                "{text}"
+            );
             assert!(
                 text.contains("\"key\"") && text.contains("\"secret\""),
                 "{text}"
@@ -532,9 +537,16 @@ fn databases_have_their_own_acl_users() {
     ok(&mut blog, &["ACL", "SETUSER", "default", "-flushall"]);
     assert!(err(&mut blog, &["FLUSHALL"])
         .starts_with("NOPERM this user has no permissions to run the 'flushall' command"));
+    ok(
+        &mut blog,
+        &["ACL", "SETUSER", "default", "resetkeys", "~post:*"],
+    );
+    assert!(err(&mut blog, &["GET", "secret"]).starts_with("NOPERM"));
     ok(&mut blog, &["ACL", "SETUSER", "default", "off"]);
     let mut b2 = srv.connect();
     assert!(err(&mut b2, &["AUTH", "blog", BLOG_TOKEN]).starts_with("WRONGPASS"));
+    // Saved narrowed and off, it stays so after a restart (below).
+    ok(&mut blog, &["ACL", "SAVE"]);
     // Saved beside the data; back after a restart.
     ok(&mut shop, &["ACL", "SAVE"]);
     let saved = std::fs::read_to_string(dir.path("data/tenants/1/users.acl")).expect("users.acl");
@@ -551,6 +563,11 @@ fn databases_have_their_own_acl_users() {
     assert_eq!(
         bulk(&mut r, &["ACL", "WHOAMI"]).as_deref(),
         Some(&b"reader"[..])
+    );
+    let mut b3 = srv.connect();
+    assert!(
+        err(&mut b3, &["AUTH", "blog", BLOG_TOKEN]).starts_with("WRONGPASS"),
+        "blog's default user came back on after the restart"
     );
     // DELUSER closes the user's connections.
     let mut shop = login(&srv, "shop", SHOP_TOKEN);

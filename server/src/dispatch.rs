@@ -86,12 +86,8 @@ fn reject(
         s.multi_error = false;
         s.info.multi_len.set(-1);
         crate::cmd::multi::unwatch_all(t, s);
-        let text = if with_code {
-            msg.to_string()
-        } else {
-            format!("ERR {msg}")
-        };
-        let abort = format!("EXECABORT Transaction discarded because of: {text}");
+        // (Redis's text: the error's code, if it has one, not `ERR`.)
+        let abort = format!("EXECABORT Transaction discarded because of: {msg}");
         t.count_error(&abort);
         out.error(&abort);
     } else if with_code {
@@ -526,8 +522,10 @@ fn route_remote(
 /// connection (`conn`'s window): the envelope to send it in at once,
 /// without waiting for the reply before it, when it would be forwarded to
 /// the primary anyway and nothing on this node needs to see it first. Only
-/// for a session whose checks the primary repeats (a database's own
-/// unrestricted user, replies on, no transaction, pin or subscription);
+/// for a session nothing here would refuse (a user that may do anything,
+/// replies on, no transaction, pin or subscription; the primary runs
+/// forwarded requests without ACL checks, so restricted users go through
+/// `dispatch`, which checks them here);
 /// anything else (None) goes through `dispatch` once the window's replies
 /// are in.
 pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Vec<u8>> {
@@ -1212,6 +1210,23 @@ pub(crate) fn acl_check(
             Some(u) => u.check(r, args),
             None => Err(crate::acl::Denied::Command),
         })
+}
+
+/// Whether the running command's user may read every key with it (SORT's
+/// BY and GET read keys its arguments do not name).
+pub(crate) fn reads_every_key(ctx: &Ctx) -> bool {
+    if ctx.s.unrestricted {
+        return true;
+    }
+    let Lookup::Found(r) = lookup(ctx.args) else {
+        return false;
+    };
+    ctx.shared.acl.read(ctx.t.id, |users| {
+        users
+            .users
+            .get(&ctx.s.user)
+            .is_some_and(|u| u.reads_every_key_with(r, ctx.args))
+    })
 }
 
 /// Adds a refusal to the database's ACL LOG, as Redis's `addACLLogEntry`.

@@ -600,7 +600,17 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
         }
     }
     for mut t in mine {
-        load_tenant(&mut t, shared)?;
+        if let Err(e) = load_tenant(&mut t, shared) {
+            // The server's own database stops the start; a customer's is
+            // not served (its logins are closed) and the others are, so
+            // one database's files never take a node down.
+            if !t.is_customer() {
+                return Err(e);
+            }
+            tracing::error!("cannot serve {e}");
+            metrics::counter!("anykv_tenant_load_errors_total").increment(1);
+            continue;
+        }
         tenants.borrow_mut().insert(t.id, Rc::new(RefCell::new(t)));
     }
     Ok(())

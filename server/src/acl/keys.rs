@@ -203,12 +203,13 @@ fn by_procedure(r: &Registered, args: &[&[u8]]) -> Vec<(usize, Access)> {
             };
             Box::new(move |_| a)
         }
-        // BITFIELD only GETs, or also changes.
+        // BITFIELD only GETs, or also changes (or cannot be read: then
+        // it may change, as Redis's bitfieldGetKeys assumes).
         "bitfield" => {
-            let a = if has_arg(2, &[b"set", b"incrby"]) {
-                Access::RW
-            } else {
+            let a = if bitfield_reads_only(args) {
                 Access::RO_ACCESS
+            } else {
+                Access::RW
             };
             Box::new(move |_| a)
         }
@@ -227,6 +228,23 @@ fn by_procedure(r: &Registered, args: &[&[u8]]) -> Vec<(usize, Access)> {
         _ => Box::new(|_| Access::RW),
     };
     positions.into_iter().map(|i| (i, access(i))).collect()
+}
+
+/// Redis's `bitfieldGetKeys` walk: GETs (and OVERFLOWs) only.
+fn bitfield_reads_only(args: &[&[u8]]) -> bool {
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        let a = args[i];
+        if a.eq_ignore_ascii_case(b"get") && more >= 2 {
+            i += 3;
+        } else if a.eq_ignore_ascii_case(b"overflow") && more >= 1 {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -274,6 +292,8 @@ mod tests {
         assert_eq!(keys("set a 1 get"), vec![(1, Access::RW)]);
         assert_eq!(keys("bitfield a get u8 0"), vec![(1, R)]);
         assert_eq!(keys("bitfield a set u8 0 1"), vec![(1, Access::RW)]);
+        assert_eq!(keys("bitfield a overflow sat get u8 0"), vec![(1, R)]);
+        assert_eq!(keys("bitfield a get u8"), vec![(1, Access::RW)]);
         assert_eq!(keys("sort a store b"), vec![(1, R), (3, W)]);
         assert_eq!(keys("sort_ro a"), vec![(1, R)]);
     }

@@ -75,16 +75,30 @@ pub struct KeyPattern {
 }
 
 impl KeyPattern {
-    /// The rule that adds it (`~p`, `%R~p`, `%W~p`).
-    pub fn rule(&self) -> String {
-        let p = String::from_utf8_lossy(&self.pattern);
-        match (self.read, self.write) {
-            (true, true) => format!("~{p}"),
-            (true, false) => format!("%R~{p}"),
-            (false, true) => format!("%W~{p}"),
-            (false, false) => format!("%~{p}"),
-        }
+    /// The rule that adds it (`~p`, `%R~p`, `%W~p`), as bytes: a pattern
+    /// is any bytes but whitespace.
+    pub fn rule(&self) -> Vec<u8> {
+        let mut r: Vec<u8> = match (self.read, self.write) {
+            (true, true) => b"~".to_vec(),
+            (true, false) => b"%R~".to_vec(),
+            (false, true) => b"%W~".to_vec(),
+            (false, false) => b"%~".to_vec(),
+        };
+        r.extend_from_slice(&self.pattern);
+        r
     }
+}
+
+/// Redis's `ACLStringHasSpaces`: whitespace or NUL, which no user name or
+/// pattern may hold (they are separated by spaces in ACL LIST and files).
+pub fn has_spaces(b: &[u8]) -> bool {
+    b.iter()
+        .any(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0))
+}
+
+/// Joins rules with single spaces.
+pub fn join(parts: &[Vec<u8>]) -> Vec<u8> {
+    parts.join(&b' ')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +212,7 @@ impl Selector {
                         return Err(RuleError::AfterAllChannels);
                     }
                     let p = &op[1..];
-                    if p.contains(&b' ') {
+                    if has_spaces(p) {
                         return Err(RuleError::Syntax);
                     }
                     if !self.channels.iter().any(|c| c == p) {
@@ -206,7 +220,9 @@ impl Selector {
                     }
                     self.all_channels = false;
                 }
-                Some(b'+') | Some(b'-') => self.command_rule(op[0] == b'+', &lower[1..])?,
+                Some(b'+') | Some(b'-') => {
+                    self.command_rule(op[0] == b'+', &lower[1..], &op[1..])?
+                }
                 _ => return Err(RuleError::Syntax),
             },
         }
@@ -238,7 +254,7 @@ impl Selector {
             }
         }
         let pattern = &op[at..];
-        if pattern.contains(&b' ') {
+        if has_spaces(pattern) {
             return Err(RuleError::Syntax);
         }
         match self.keys.iter_mut().find(|k| k.pattern == pattern) {
@@ -256,8 +272,9 @@ impl Selector {
     }
 
     /// `+cmd`, `-cmd`, `+cmd|sub`, `+cmd|firstarg`, `+@cat`, `-@cat`
-    /// (`name` lowercased, without its sign).
-    fn command_rule(&mut self, allow: bool, name: &[u8]) -> Result<(), RuleError> {
+    /// (`name` lowercased, without its sign; `as_given` its case kept,
+    /// for a first argument).
+    fn command_rule(&mut self, allow: bool, name: &[u8], as_given: &[u8]) -> Result<(), RuleError> {
         if let Some(cat) = name.strip_prefix(b"@") {
             let cat = std::str::from_utf8(cat).map_err(|_| RuleError::Unknown)?;
             let idx = super::describe::category_index(cat).ok_or(RuleError::Unknown)?;
@@ -293,7 +310,7 @@ impl Selector {
         } else {
             // Allowing one first argument of an otherwise refused command
             // (`+select|0`); Redis deprecates it but 7.0 has it.
-            let arg = String::from_utf8_lossy(arg).into_owned();
+            let arg = String::from_utf8_lossy(&as_given[bar + 1..]).into_owned();
             let list = self.first_args.entry(r.id).or_default();
             if !list.iter().any(|a| a.eq_ignore_ascii_case(&arg)) {
                 list.push(arg);
@@ -364,47 +381,51 @@ impl Selector {
 
     /// The key, channel and command rules that rebuild this selector
     /// (Redis's `ACLDescribeSelector`).
-    pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
+    pub fn describe(&self) -> Vec<u8> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
         if self.all_keys {
-            parts.push("~*".into());
+            parts.push(b"~*".to_vec());
         } else {
             parts.extend(self.keys.iter().map(KeyPattern::rule));
         }
-        if self.all_channels {
-            parts.push("&*".into());
-        } else {
-            parts.push("resetchannels".into());
-            for c in &self.channels {
-                parts.push(format!("&{}", String::from_utf8_lossy(c)));
-            }
+        if !self.all_channels {
+            parts.push(b"resetchannels".to_vec());
         }
-        parts.push(super::describe::command_rules(self));
-        parts.join(" ")
+        let channels = self.channels_rules();
+        if !channels.is_empty() {
+            parts.push(channels);
+        }
+        parts.push(super::describe::command_rules(self).into_bytes());
+        join(&parts)
     }
 
     /// GETUSER's `keys`: the patterns as rules, or `~*`.
-    pub fn keys_rules(&self) -> String {
+    pub fn keys_rules(&self) -> Vec<u8> {
         if self.all_keys {
-            "~*".into()
+            b"~*".to_vec()
         } else {
-            let v: Vec<String> = self.keys.iter().map(KeyPattern::rule).collect();
-            v.join(" ")
+            join(&self.keys.iter().map(KeyPattern::rule).collect::<Vec<_>>())
         }
     }
 
     /// GETUSER's `channels`.
-    pub fn channels_rules(&self) -> String {
+    pub fn channels_rules(&self) -> Vec<u8> {
         if self.all_channels {
-            "&*".into()
+            b"&*".to_vec()
         } else {
-            let v: Vec<String> = self
+            let v: Vec<Vec<u8>> = self
                 .channels
                 .iter()
-                .map(|c| format!("&{}", String::from_utf8_lossy(c)))
+                .map(|c| [&b"&"[..], c].concat())
                 .collect();
-            v.join(" ")
+            join(&v)
         }
+    }
+
+    /// Whether the selector reads every key (a `~*`-like pattern that
+    /// allows reading): Redis's `ACLSelectorHasUnrestrictedKeyAccess`.
+    pub fn reads_every_key(&self) -> bool {
+        self.all_keys || self.keys.iter().any(|p| p.read && p.pattern == b"*")
     }
 }
 

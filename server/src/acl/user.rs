@@ -65,6 +65,10 @@ impl User {
     /// Applies one ACL SETUSER rule (a selector `(...)` already merged
     /// into one argument).
     pub fn apply(&mut self, op: &[u8]) -> Result<(), RuleError> {
+        // An empty rule does nothing, as in Redis.
+        if op.is_empty() {
+            return Ok(());
+        }
         let lower = op.to_ascii_lowercase();
         let password_rule = matches!(&lower[..], b"nopass" | b"resetpass")
             || matches!(op.first(), Some(b'>' | b'<' | b'#' | b'!'));
@@ -115,7 +119,7 @@ impl User {
                 Some(b'!') => self.remove_password(unhex(&op[1..]).ok_or(RuleError::BadHash)?)?,
                 Some(b'(') if op.last() == Some(&b')') => {
                     let mut sel = Selector::new();
-                    for part in op[1..op.len() - 1].split(|&b| b == b' ') {
+                    for part in op[1..op.len() - 1].split(|b| b.is_ascii_whitespace()) {
                         if !part.is_empty() {
                             sel.apply(part)?;
                         }
@@ -181,35 +185,56 @@ impl User {
         f
     }
 
-    /// The ACL LIST line (also an aclfile's line).
-    pub fn describe(&self) -> String {
-        let mut s = format!("user {}", self.name);
+    /// The ACL LIST line (also an aclfile's line), as bytes (patterns
+    /// are bytes).
+    pub fn describe(&self) -> Vec<u8> {
+        let mut s = format!("user {}", self.name).into_bytes();
         for f in self.flags() {
-            s.push(' ');
-            s.push_str(f);
+            s.push(b' ');
+            s.extend_from_slice(f.as_bytes());
         }
         for p in &self.passwords {
-            s.push_str(" #");
-            s.push_str(&crate::util::hex(p));
+            s.extend_from_slice(b" #");
+            s.extend_from_slice(crate::util::hex(p).as_bytes());
         }
-        s.push(' ');
-        s.push_str(&self.root.describe());
+        s.push(b' ');
+        s.extend_from_slice(&self.root.describe());
         for sel in &self.selectors {
-            s.push_str(" (");
-            s.push_str(&sel.describe());
-            s.push(')');
+            s.extend_from_slice(b" (");
+            s.extend_from_slice(&sel.describe());
+            s.push(b')');
         }
         s
+    }
+
+    /// Whether one selector allowing this command reads every key
+    /// (SORT's BY and GET need it: Redis's
+    /// `ACLUserCheckCmdWithUnrestrictedKeyAccess`).
+    pub fn reads_every_key_with(&self, r: &Registered, args: &[&[u8]]) -> bool {
+        let mut cache: Option<std::rc::Rc<Vec<(usize, Access)>>> = None;
+        let mut keys = || {
+            cache
+                .get_or_insert_with(|| std::rc::Rc::new(super::keys::keys_with_access(r, args)))
+                .clone()
+        };
+        std::iter::once(&self.root)
+            .chain(&self.selectors)
+            .any(|s| s.reads_every_key() && s.check(r, args, &mut keys).is_ok())
     }
 }
 
 /// Joins the arguments of a selector split over several (`(~a`, `+get)`)
-/// into one, as Redis's `ACLMergeSelectorArguments`; Err is the argument
-/// whose parenthesis is never closed.
+/// into one, as Redis's `ACLMergeSelectorArguments` (a new `(` starts
+/// the selector again); Err is the argument whose parenthesis is never
+/// closed.
 pub fn merge_selectors(args: &[&[u8]]) -> Result<Vec<Vec<u8>>, Vec<u8>> {
     let mut out = Vec::new();
     let mut open: Option<(usize, Vec<u8>)> = None;
     for (i, a) in args.iter().enumerate() {
+        if a.first() == Some(&b'(') && a.last() != Some(&b')') {
+            open = Some((i, a.to_vec()));
+            continue;
+        }
         if let Some((_, buf)) = open.as_mut() {
             buf.push(b' ');
             buf.extend_from_slice(a);
@@ -217,10 +242,6 @@ pub fn merge_selectors(args: &[&[u8]]) -> Result<Vec<Vec<u8>>, Vec<u8>> {
                 out.push(std::mem::take(buf));
                 open = None;
             }
-            continue;
-        }
-        if a.first() == Some(&b'(') && a.last() != Some(&b')') {
-            open = Some((i, a.to_vec()));
             continue;
         }
         out.push(a.to_vec());
@@ -307,7 +328,7 @@ mod tests {
             "on", "~app:*", "%R~ro:*", "&chan*", "+@read", "-get", "(~sel*", "+set)",
         ]);
         assert_eq!(
-            u.describe(),
+            String::from_utf8_lossy(&u.describe()),
             "user u on ~app:* %R~ro:* resetchannels &chan* -@all +@read -get (~sel* resetchannels -@all +set)"
         );
         assert_eq!(

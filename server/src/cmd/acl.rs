@@ -12,13 +12,13 @@ pub fn whoami(ctx: &mut Ctx) {
 }
 
 pub fn list(ctx: &mut Ctx) {
-    let lines: Vec<String> = ctx
+    let lines: Vec<Vec<u8>> = ctx
         .shared
         .acl
         .read(ctx.t.id, |u| u.users.values().map(User::describe).collect());
     ctx.out.array(lines.len());
     for l in lines {
-        ctx.out.bulk(l.as_bytes());
+        ctx.out.bulk(&l);
     }
 }
 
@@ -36,7 +36,7 @@ pub fn users(ctx: &mut Ctx) {
 fn valid_name(name: &[u8]) -> Option<&str> {
     std::str::from_utf8(name)
         .ok()
-        .filter(|n| !n.contains(' ') && !n.contains('\0'))
+        .filter(|n| !crate::acl::selector::has_spaces(n.as_bytes()))
 }
 
 pub fn setuser(ctx: &mut Ctx) {
@@ -176,9 +176,9 @@ fn reply_selector(ctx: &mut Ctx, s: &crate::acl::Selector) {
     ctx.out
         .bulk(crate::acl::describe::command_rules(s).as_bytes());
     ctx.out.bulk(b"keys");
-    ctx.out.bulk(s.keys_rules().as_bytes());
+    ctx.out.bulk(&s.keys_rules());
     ctx.out.bulk(b"channels");
-    ctx.out.bulk(s.channels_rules().as_bytes());
+    ctx.out.bulk(&s.channels_rules());
 }
 
 pub fn cat(ctx: &mut Ctx) {
@@ -249,7 +249,14 @@ pub fn dryrun(ctx: &mut Ctx) {
         let msg = format!("wrong number of arguments for '{}' command", r.fullname);
         return ctx.err(&msg);
     }
-    match u.check(r, args) {
+    // A database never runs the server's own commands, whoever asks.
+    let denied_here = r.spec.scope == super::table::Scope::Denied && ctx.t.is_customer();
+    let verdict = if denied_here {
+        Err(Denied::Command)
+    } else {
+        u.check(r, args)
+    };
+    match verdict {
         Ok(()) => ctx.out.ok(),
         Err(d) => {
             let msg = match d {

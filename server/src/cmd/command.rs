@@ -196,9 +196,14 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
                 numkeys_at(2, 3)
             }
             "zunionstore" | "zinterstore" | "zdiffstore" => {
+                // No keys at all when the count is wrong (the command
+                // will refuse it), as Redis's getkeys procedure.
+                let sources = numkeys_at(2, 3);
+                if sources.is_empty() {
+                    return Vec::new();
+                }
                 let mut v = vec![1];
-                v.extend(numkeys_at(2, 3));
-                v.retain(|&k| k < argc);
+                v.extend(sources);
                 v
             }
             "georadius" | "georadiusbymember" => {

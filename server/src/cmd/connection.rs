@@ -181,7 +181,7 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             .acl
             .read(to, |u| u.users.get("default").is_some_and(|d| d.enabled))
         {
-            return refused(l, user);
+            return refused(l, user, to);
         }
         let r = login(l, to, None, max);
         if matches!(r, Auth::In) {
@@ -207,7 +207,7 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             .read(to, |u| u.authenticate(name, pw).map(|u| u.name.clone()))
         {
             Some(name) => database_user_login(l, to, &name, max),
-            None => refused(l, user),
+            None => refused(l, user, to),
         };
     }
     if l.on != TenantId::DEFAULT {
@@ -238,7 +238,10 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             }
             r
         }
-        None => refused(l, user),
+        None => {
+            let on = l.on;
+            refused(l, user, on)
+        }
     }
 }
 
@@ -251,24 +254,23 @@ fn database_user_login(l: &mut Login, to: TenantId, name: &str, max: u64) -> Aut
     r
 }
 
-/// WRONGPASS, logged in the ACL LOG of the database the connection is on.
-fn refused(l: &mut Login, user: Option<&[u8]>) -> Auth {
+/// WRONGPASS, logged in the ACL LOG of database `log_to`: the one whose
+/// user it was (`AUTH <db>.<user>`, a token), or the one the connection is
+/// on.
+fn refused(l: &mut Login, user: Option<&[u8]>, log_to: TenantId) -> Auth {
     let now = crate::util::mstime();
+    let in_tx = l.s.multi.is_some() || l.s.in_exec;
     let entry = crate::acl::log::Entry {
         count: 1,
         reason: "auth",
-        context: if l.s.multi.is_some() {
-            "multi"
-        } else {
-            "toplevel"
-        },
+        context: if in_tx { "multi" } else { "toplevel" },
         object: String::from_utf8_lossy(l.args[0]).into_owned(),
         username: String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned(),
         ctime_ms: now,
         client_info: l.s.info.describe(now),
     };
     let max = l.shared.config.read().acllog_max_len() as usize;
-    l.shared.acl.log(l.on, entry, max);
+    l.shared.acl.log(log_to, entry, max);
     l.error(errors::WRONGPASS);
     Auth::Refused
 }

@@ -11,18 +11,30 @@ use rand::Rng;
 use super::Ctx;
 use crate::util::parse_i64;
 
+/// The tallest drawing VERSION 5 makes, in dots (1000 lines of text):
+/// Redis has no such bound (`VERSION 5 1000 1 200` allocates 800 MB
+/// there), but here one call would stall every database on the thread.
+const MAX_DOTS_HIGH: usize = 4000;
+
 /// `LOLWUT [VERSION v] [args...]`.
 pub fn lolwut(ctx: &mut Ctx) {
-    let mut version = 7;
+    let mut version = 7u32;
     let mut from = 1;
     if ctx.args.len() >= 3 && ctx.args[1].eq_ignore_ascii_case(b"version") {
         let Some(v) = ctx.arg_i64(2) else { return };
-        version = v;
+        // (Redis reads it as an unsigned int.)
+        version = v as u32;
         from = 3;
     }
-    // The drawings' optional numbers: integers, then clamped.
+    // A drawing's own numbers (3 for version 5, 2 for version 6; any
+    // further arguments are ignored, as by Redis), then clamped.
+    let wanted = match version {
+        5 => 3,
+        6 => 2,
+        _ => 0,
+    };
     let mut nums = Vec::new();
-    for a in &ctx.args[from..] {
+    for a in ctx.args[from..].iter().take(wanted) {
         match parse_i64(a) {
             Some(n) => nums.push(n),
             None => return ctx.err(super::errors::NOT_INTEGER),
@@ -124,10 +136,10 @@ impl Canvas {
 fn schotter(cols: i64, per_row: i64, per_col: i64) -> String {
     let width = cols as usize * 2;
     let pad = if width > 4 { 2 } else { 0 };
-    let side = ((width - 2 * pad) / per_row as usize).max(1) as f64;
-    let height = (side as usize * per_col as usize + 2 * pad).max(4);
-    // Centred across (what the division leaves, half on each side).
-    let left = (width as f64 - side * per_row as f64) / 2.0;
+    // Redis's sizes: a square's side in dots, not rounded.
+    let side = (width - 2 * pad) as f64 / per_row as f64;
+    let height = ((side * per_col as f64) as usize + 2 * pad).min(MAX_DOTS_HIGH);
+    let left = pad as f64;
     let mut c = Canvas::new(width, height);
     let mut rng = rand::rng();
     for row in 0..per_col {

@@ -10,7 +10,7 @@
 //! as Redis keeps them (logged in, in the database last selected), one
 //! set per executor thread.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -98,7 +98,6 @@ pub fn migrate(ctx: &mut Ctx) {
             }
             Err(_) => return ctx.error("IOERR error or timeout connecting to the client"),
         };
-        let reused = conn.reused;
         match transfer(ctx, &mut conn, auth, dbid, replace, copy, &keys) {
             Transfer::Done {
                 moved,
@@ -126,7 +125,9 @@ pub fn migrate(ctx: &mut Ctx) {
                 answered,
             } => {
                 log_moved(ctx, &moved);
-                if may_retry && reused && !answered && !timed_out {
+                // Once more on a new connection, unless it timed out or
+                // the target answered something (Redis's rule).
+                if may_retry && !answered && !timed_out {
                     may_retry = false;
                     continue;
                 }
@@ -213,10 +214,13 @@ fn transfer(
         return failed(Vec::new(), true, Some(e), false);
     }
     let mut reader = BufReader::new(&conn.stream);
+    // A reply line is short (Redis reads at most 1024 bytes of one): a
+    // target sending more without an end of line is not answering.
     let mut line = || -> Result<Vec<u8>, Option<std::io::Error>> {
         let mut l = Vec::new();
-        match reader.read_until(b'\n', &mut l) {
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut l) {
             Ok(0) => Err(None),
+            Ok(_) if l.last() != Some(&b'\n') => Err(None),
             Ok(_) => Ok(l.trim_ascii_end().to_vec()),
             Err(e) => Err(Some(e)),
         }
@@ -258,6 +262,9 @@ fn transfer(
     }
 }
 
+/// The longest reply line read from a target.
+const MAX_LINE: u64 = 1024;
+
 /// How long an unused connection to a target is kept (Redis's
 /// `MIGRATE_SOCKET_CACHE_TTL`), and how many are kept.
 const CACHE_TTL: Duration = Duration::from_secs(10);
@@ -269,7 +276,6 @@ struct Cached {
     stream: TcpStream,
     last_dbid: i64,
     last_use: std::time::Instant,
-    reused: bool,
 }
 
 thread_local! {
@@ -290,20 +296,18 @@ fn take_socket(
         s.retain(|_, c| c.last_use.elapsed() < CACHE_TTL);
         s.remove(target)
     });
-    if let Some(mut c) = cached {
+    if let Some(c) = cached {
         let set = |s: &TcpStream| {
             s.set_read_timeout(Some(timeout))?;
             s.set_write_timeout(Some(timeout))
         };
         set(&c.stream).map_err(|e| Some(e.kind()))?;
-        c.reused = true;
         return Ok(c);
     }
     Ok(Cached {
         stream: connect(host, port, timeout)?,
         last_dbid: -1,
         last_use: std::time::Instant::now(),
-        reused: false,
     })
 }
 

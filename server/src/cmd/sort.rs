@@ -92,6 +92,9 @@ fn sort_generic(ctx: &mut Ctx, readonly: bool) {
     let mut sortby: Option<&[u8]> = None;
     let mut store: Option<&[u8]> = None;
     let mut gets: Vec<&[u8]> = Vec::new();
+    // BY with a pattern and GET read keys the arguments do not name: only
+    // for a user who may read every key, as Redis 7.0 rules.
+    let reads_every_key = crate::dispatch::reads_every_key(ctx);
     let mut j = 2;
     while j < args.len() {
         let left = args.len() - j - 1;
@@ -115,9 +118,14 @@ fn sort_generic(ctx: &mut Ctx, readonly: bool) {
             sortby = Some(args[j + 1]);
             if !cstr(args[j + 1]).contains(&b'*') {
                 dontsort = true;
+            } else if !reads_every_key {
+                return ctx.err("BY option of SORT denied due to insufficient ACL permissions.");
             }
             j += 1;
         } else if o.eq_ignore_ascii_case(b"get") && left >= 1 {
+            if !reads_every_key {
+                return ctx.err("GET option of SORT denied due to insufficient ACL permissions.");
+            }
             gets.push(args[j + 1]);
             j += 1;
         } else {
