@@ -855,3 +855,92 @@ fn acl_replies_have_redis_resp3_types() {
         }
     }
 }
+
+/// A database's users travel with it: made on the primary (n1, iad), they
+/// reach its replica's node (n2, cdg) through the replication stream, with
+/// their restrictions; a change sent to the replica's node is made on the
+/// primary and comes back; a deletion reaches the replica and closes its
+/// connections there.
+#[test]
+fn a_databases_users_follow_it_to_its_replicas() {
+    const ADMIN: &str = "acl-admin-token";
+    const TOKEN: &str = "acl-database-token-0123456789";
+    let w = common::three_regions("acl-nodes", 66, 23700, ADMIN, TOKEN);
+    let placed = common::placed_tenant(&w, 1);
+    assert_eq!(placed["primary"], "n1", "{placed}");
+    let n1 = w.node("n1").expect("n1").clone();
+    let n2 = w.node("n2").expect("n2").clone();
+    let mut p = common::shop_login(n1.resp, TOKEN, "the primary serves", |c| {
+        matches!(c.cmd(&["SET", "pub:1", "hello"]), Ok(Value::Simple(_)))
+    });
+    let ok = Value::Simple(b"OK".to_vec());
+    assert_eq!(
+        p.cmd(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">reader-pw",
+            "~pub:*",
+            "+@read"
+        ])
+        .expect("setuser"),
+        ok
+    );
+    assert_eq!(
+        p.cmd(&["ACL", "SETUSER", "default", "-flushall"])
+            .expect("setuser"),
+        ok
+    );
+    // On the replica's node, once the stream has brought them.
+    let mut r = common::poll_every(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(30),
+        "the user on the replica's node",
+        || {
+            let mut c = RespConn::connect_addr(n2.resp).ok()?;
+            (c.cmd(&["AUTH", "shop.reader", "reader-pw"]).ok()? == Value::Simple(b"OK".to_vec()))
+                .then_some(c)
+        },
+    );
+    assert_eq!(
+        r.cmd(&["GET", "pub:1"]).expect("get"),
+        Value::Bulk(b"hello".to_vec())
+    );
+    let denied = |v: Value| matches!(&v, Value::Error(e) if e.starts_with(b"NOPERM"));
+    assert!(denied(r.cmd(&["GET", "secret"]).expect("get")));
+    assert!(denied(r.cmd(&["SET", "pub:2", "x"]).expect("set")));
+    let mut d2 = common::shop_login(n2.resp, TOKEN, "the replica serves", |_| true);
+    assert!(
+        denied(d2.cmd(&["FLUSHALL"]).expect("flushall")),
+        "the narrowed default user on the replica's node"
+    );
+    // A change made through the replica's node is the primary's.
+    assert_eq!(
+        d2.cmd(&["ACL", "SETUSER", "writer", "on", ">w-pw", "~w:*", "+@write"])
+            .expect("setuser"),
+        ok
+    );
+    let getuser = |c: &mut RespConn, name: &str| c.cmd(&["ACL", "GETUSER", name]).expect("getuser");
+    assert_ne!(getuser(&mut p, "writer"), Value::Nil, "made on the primary");
+    common::wait_for(
+        "the change back on the replica's node",
+        std::time::Duration::from_secs(30),
+        || getuser(&mut d2, "writer") != Value::Nil,
+    );
+    assert_eq!(getuser(&mut d2, "writer"), getuser(&mut p, "writer"));
+    assert_eq!(
+        d2.cmd(&["ACL", "LIST"]).expect("list"),
+        p.cmd(&["ACL", "LIST"]).expect("list")
+    );
+    // A deletion on the primary closes the user's connections there too.
+    assert_eq!(
+        p.cmd(&["ACL", "DELUSER", "reader"]).expect("deluser"),
+        Value::Int(1)
+    );
+    common::wait_for(
+        "the deleted user's connection closed",
+        std::time::Duration::from_secs(30),
+        || r.cmd(&["PING"]).is_err(),
+    );
+}

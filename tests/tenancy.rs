@@ -1101,3 +1101,49 @@ fn each_database_has_its_own_connection_limit_and_command_rate() {
     );
     assert_eq!(info_field(&mut shop, "stats", "throttled_commands"), 0);
 }
+
+/// A database's users are data: with the append-only log on they come
+/// back after a restart without ACL SAVE, changes and deletions included,
+/// and a `users.acl` older than the log does not undo them.
+#[test]
+fn database_users_survive_a_restart_through_the_log() {
+    let dir = Scratch::new("db-users-aof");
+    let srv = start(&dir, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    ok(
+        &mut shop,
+        &["ACL", "SETUSER", "old", "on", ">old-pw", "+@all", "~*"],
+    );
+    ok(&mut shop, &["ACL", "SAVE"]);
+    ok(
+        &mut shop,
+        &[
+            "ACL",
+            "SETUSER",
+            "writer",
+            "on",
+            ">w-pw",
+            "~w:*",
+            "+@write",
+            "(~r:* +get)",
+        ],
+    );
+    assert_eq!(int(&mut shop, &["ACL", "DELUSER", "old"]), 1);
+    ok(&mut shop, &["ACL", "SETUSER", "default", "-flushdb"]);
+    let before = format!("{:?}", call(&mut shop, &["ACL", "LIST"]));
+    drop(shop);
+    drop(srv);
+    let srv = start(&dir, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    assert_eq!(format!("{:?}", call(&mut shop, &["ACL", "LIST"])), before);
+    assert!(err(&mut shop, &["FLUSHDB"]).starts_with("NOPERM"));
+    let mut w = srv.connect();
+    ok(&mut w, &["AUTH", "shop.writer", "w-pw"]);
+    ok(&mut w, &["SET", "w:1", "v"]);
+    assert!(err(&mut w, &["SET", "r:1", "v"]).starts_with("NOPERM"));
+    let mut o = srv.connect();
+    assert!(
+        err(&mut o, &["AUTH", "shop.old", "old-pw"]).starts_with("WRONGPASS"),
+        "a deleted user came back from users.acl"
+    );
+}

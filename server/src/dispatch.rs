@@ -322,7 +322,16 @@ fn route_on_replica(
         r.fullname.as_str(),
         "script|load" | "script|flush" | "script|exists"
     );
-    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish") || script_cache;
+    // A database's users change on its primary, whose stream brings the
+    // change to every copy (docs/ACL.md).
+    let users_change = matches!(
+        r.fullname.as_str(),
+        "acl|setuser" | "acl|deluser" | "acl|load"
+    );
+    let write = is_write_command(r, s)
+        || matches!(name, "publish" | "spublish")
+        || script_cache
+        || users_change;
     let script_elsewhere =
         name == "evalsha_ro" && args.get(1).is_some_and(|sha| !t.scripts.exists(sha));
     let read = !write && (is_read_command(r, s) || primary_only_read(name));

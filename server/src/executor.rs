@@ -569,9 +569,11 @@ fn load_tenant(t: &mut Tenant, shared: &Arc<Shared>) -> Result<(), String> {
             e
         }
     })?;
-    // Its users: the operator's `aclfile`, a database's saved users.
+    // Its users: the operator's `aclfile`; a database's come with its data
+    // (snapshot and log), else from the `users.acl` ACL SAVE wrote.
     let users = if t.is_customer() {
-        Some(t.data_dir(&shared.config.read().dir()).join("users.acl")).filter(|p| p.exists())
+        Some(t.data_dir(&shared.config.read().dir()).join("users.acl"))
+            .filter(|p| t.users_file.is_none() && p.exists())
     } else {
         let f = shared.config.read().aclfile();
         (!f.is_empty()).then(|| std::path::PathBuf::from(f))
@@ -579,6 +581,9 @@ fn load_tenant(t: &mut Tenant, shared: &Arc<Shared>) -> Result<(), String> {
     if let Some(path) = users {
         crate::cmd::acl::load_file(shared, t.id, &path)
             .map_err(|e| format!("Aborting Redis startup because of ACL errors: {e}"))?;
+        if t.is_customer() {
+            t.users_file = Some(shared.acl.read(t.id, crate::acl::file::serialize));
+        }
     }
     Ok(())
 }

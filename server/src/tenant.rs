@@ -135,6 +135,11 @@ pub struct Tenant {
     /// Its function libraries (FUNCTION LOAD): data, persisted and
     /// replicated.
     pub functions: crate::script::function::Functions,
+    /// A customer database's ACL users as an aclfile (None: only its
+    /// default user, as made): data too, persisted and replicated with
+    /// the keys (the users themselves are in `Shared::acl`, where logins
+    /// on every executor find them; docs/ACL.md).
+    pub users_file: Option<Vec<u8>>,
     pub latency: HashMap<&'static str, LatencyEvent>,
     /// `latency-tracking` as of the running command (per-command
     /// histograms are kept).
@@ -383,6 +388,7 @@ impl Tenant {
             slowlog_next_id: 0,
             scripts: Default::default(),
             functions: Default::default(),
+            users_file: None,
             latency: HashMap::new(),
             latency_tracking: false,
             pause_mode: PauseMode::None,

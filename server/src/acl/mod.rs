@@ -34,6 +34,21 @@ pub use user::{sha256, User};
 
 use crate::tenant::TenantId;
 
+/// The snapshot AUX field (anykv's snapshots, RDB files and full syncs)
+/// holding a customer database's users, as a hex-encoded aclfile.
+pub const AUX_KEY: &str = "anykv-users";
+
+/// The users a snapshot's AUX fields carry, if any (a field that is not
+/// hex is refused: the snapshot is damaged).
+pub fn users_in_aux(aux: &[(String, String)]) -> Result<Option<Vec<u8>>, String> {
+    match aux.iter().find(|(k, _)| k == AUX_KEY) {
+        None => Ok(None),
+        Some((_, v)) => crate::util::unhex(v.as_bytes())
+            .map(Some)
+            .ok_or_else(|| "the users in the snapshot are not hex".to_string()),
+    }
+}
+
 /// Bumped by every change to any user: a connection whose cached
 /// "may do anything" answer is older looks again (Redis applies rule
 /// changes to logged-in connections at once).
@@ -155,6 +170,21 @@ impl Store {
             .or_insert_with(|| Store::fresh(t))
             .log
             .add(entry, max_len);
+    }
+
+    /// Replaces customer database `t`'s users with those of an aclfile
+    /// (None: only its default user), keeping its ACL LOG: how a snapshot,
+    /// a full sync or a `users.acl` brings them. Nothing changes on error.
+    pub fn install(&self, t: TenantId, file: Option<&[u8]>, name: &str) -> Result<(), String> {
+        let mut users = match file {
+            Some(f) => file::parse(f, name, Users::database())?,
+            None => Users::database(),
+        };
+        self.write(t, |u| {
+            users.log = std::mem::take(&mut u.log);
+            *u = users;
+        });
+        Ok(())
     }
 
     /// A removed database's users go with it (its file stays).

@@ -74,7 +74,48 @@ pub fn setuser(ctx: &mut Ctx) {
     if let Some(before) = before {
         kill_lost_subscribers(ctx, &before, &after);
     }
+    log_rebuild(ctx, &after);
+    changed(ctx);
     ctx.out.ok();
+}
+
+/// A customer database's users are data: after a change, its snapshot
+/// copy follows (`Tenant::users_file`).
+fn changed(ctx: &mut Ctx) {
+    if ctx.t.is_customer() {
+        ctx.t.users_file = Some(ctx.shared.acl.read(ctx.t.id, file::serialize));
+    }
+}
+
+/// Logs a customer database's user as the SETUSER that rebuilds it from
+/// nothing (passwords as their digests, never as sent), so the database's
+/// replicas and its append-only log carry it. (Redis propagates no ACL
+/// change; its users are the server's, not a database's.)
+fn log_rebuild(ctx: &mut Ctx, u: &User) {
+    if !ctx.t.is_customer() {
+        return;
+    }
+    let mut args: Vec<Vec<u8>> = vec![
+        b"ACL".to_vec(),
+        b"SETUSER".to_vec(),
+        u.name.clone().into_bytes(),
+    ];
+    let mut from_nothing = vec![
+        "off",
+        "resetkeys",
+        "resetchannels",
+        "clearselectors",
+        "-@all",
+    ];
+    if !u.token_login {
+        from_nothing.push("resetpass");
+    }
+    args.extend(from_nothing.iter().map(|w| w.as_bytes().to_vec()));
+    // The ACL LIST words after `user <name>`.
+    let line = u.describe();
+    args.extend(line.split(|&b| b == b' ').skip(2).map(<[u8]>::to_vec));
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    ctx.propagate(&args);
 }
 
 /// A user whose channel rules shrank: its clients subscribed to a channel
@@ -133,6 +174,12 @@ pub fn deluser(ctx: &mut Ctx) {
         .map(|c| c.id)
         .collect();
     super::client::kill_ids(ctx, &ids);
+    if ctx.t.is_customer() && !gone.is_empty() {
+        let mut del: Vec<&[u8]> = vec![b"ACL", b"DELUSER"];
+        del.extend(gone.iter().map(|g| g.as_bytes()));
+        ctx.propagate(&del);
+        changed(ctx);
+    }
     ctx.out.int(gone.len() as i64);
 }
 
@@ -348,8 +395,34 @@ pub fn load(ctx: &mut Ctx) {
         return ctx.err(NO_ACLFILE);
     };
     let tenant = ctx.t.id;
+    let before: Vec<String> = ctx
+        .shared
+        .acl
+        .read(tenant, |u| u.users.keys().cloned().collect());
     match load_file(ctx.shared, tenant, &path) {
         Ok(()) => {
+            // Logged as what it did: the users gone deleted, every user
+            // rebuilt (a replica has no such file to read).
+            if ctx.t.is_customer() {
+                let now: Vec<User> = ctx
+                    .shared
+                    .acl
+                    .read(tenant, |u| u.users.values().cloned().collect());
+                let gone: Vec<&[u8]> = before
+                    .iter()
+                    .filter(|n| !now.iter().any(|u| u.name == **n))
+                    .map(|n| n.as_bytes())
+                    .collect();
+                if !gone.is_empty() {
+                    let mut del: Vec<&[u8]> = vec![b"ACL", b"DELUSER"];
+                    del.extend(gone);
+                    ctx.propagate(&del);
+                }
+                for u in &now {
+                    log_rebuild(ctx, u);
+                }
+                changed(ctx);
+            }
             // Connections logged in as the users replaced close, as in
             // Redis (the default user's stay).
             let ids: Vec<u64> = ctx

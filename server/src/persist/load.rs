@@ -48,6 +48,8 @@ pub(super) fn load_snapshot_into(
     t.log.set_offset(reader.meta().offset);
     let codes = crate::script::function::Functions::codes_in_aux(&reader.meta().aux)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    t.users_file = crate::acl::users_in_aux(&reader.meta().aux)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mem = crate::script::eval::memory_cap(t);
     t.functions =
         crate::script::function::Functions::from_codes(codes.iter().map(|c| c.as_slice()), mem)
@@ -170,6 +172,8 @@ fn load_rdb_into(
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (info, expired) = crate::rdb::read_into(f, th, &mut t.ks, Some(now_ms))
         .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
+    t.users_file = crate::acl::users_in_aux(&info.aux)
+        .map_err(|e| format!("{} (Redis RDB): {e}", path.display()))?;
     let mem = crate::script::eval::memory_cap(t);
     t.functions = crate::script::function::Functions::from_codes(
         info.functions.iter().map(|c| c.as_slice()),
@@ -238,6 +242,17 @@ fn load_snapshot_if_any(
     Ok(())
 }
 
+/// Makes the users a snapshot brought (`Tenant::users_file`) a customer
+/// database's users.
+fn install_users(t: &Tenant, shared: &crate::shared::Shared) -> Result<(), String> {
+    if t.is_customer() {
+        shared
+            .acl
+            .install(t.id, t.users_file.as_deref(), "the snapshot's users")?;
+    }
+    Ok(())
+}
+
 pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadReport, String> {
     let cfg = shared.config.read().clone();
     let set = shared.settings();
@@ -270,6 +285,9 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
                     report.keys += k;
                     report.expired += e;
                 }
+                // The base's users, before the segments' ACL changes
+                // apply to them.
+                install_users(t, shared)?;
                 // The segments continue one stream: the first starts in the
                 // database the stream was in when the base was taken (a
                 // replica's log holds its primary's bytes as they were,
@@ -354,6 +372,8 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     } else {
         load_snapshot_if_any(t, &th, now, &mut report)?;
     }
+    // The users the data holds (after a log's replay: as it left them).
+    install_users(t, shared)?;
     let dir = t.persist.dir.clone();
     let loaded = t.log.offset();
     super::replids::restore(&dir, &mut t.repl, loaded)

@@ -204,8 +204,10 @@ pub(crate) fn meta_for(t: &Tenant) -> SnapshotMeta {
         ]
         .into_iter()
         .chain(t.repl.to_aux())
-        // (Functions are data: a snapshot holds them, as Redis's RDB.)
+        // (Functions are data: a snapshot holds them, as Redis's RDB; so
+        // are a customer database's users.)
         .chain(t.functions.to_aux())
+        .chain(users_aux(t))
         .chain([(
             "repl-stream-db".to_string(),
             t.log
@@ -269,6 +271,14 @@ pub struct RdbFileMeta {
     pub aux: Vec<(String, String)>,
     pub sizes: Vec<(u64, u64)>,
     pub functions: Vec<Vec<u8>>,
+}
+
+/// A customer database's users as a snapshot AUX field (Redis ignores
+/// fields it does not know).
+fn users_aux(t: &Tenant) -> Option<(String, String)> {
+    t.users_file
+        .as_ref()
+        .map(|f| (crate::acl::AUX_KEY.to_string(), crate::util::hex(f)))
 }
 
 pub(crate) fn rdb_meta_for(t: &Tenant) -> RdbFileMeta {

@@ -171,7 +171,7 @@ pub(crate) fn rdb_aux(t: &Tenant) -> Vec<(&'static str, String)> {
         crate::alloc::allocated() as u64
     }
     .to_string();
-    vec![
+    let mut aux = vec![
         ("redis-ver", crate::shared::REDIS_VERSION.to_string()),
         ("redis-bits", "64".to_string()),
         ("ctime", ctime),
@@ -180,7 +180,13 @@ pub(crate) fn rdb_aux(t: &Tenant) -> Vec<(&'static str, String)> {
         ("repl-id", t.repl.replid.clone()),
         ("repl-offset", offset),
         ("aof-base", "0".to_string()),
-    ]
+    ];
+    // A customer database's users travel with its keys (a redis-server
+    // replica ignores the field).
+    if let Some(f) = &t.users_file {
+        aux.push((crate::acl::AUX_KEY, crate::util::hex(f)));
+    }
+    aux
 }
 
 /// Frames an RDB for the wire: `$EOF:<40 random chars>` ... mark (diskless,

@@ -578,6 +578,18 @@ fn load_full_sync(
         mem,
     )
     .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+    // The database's users come with it (none: only its default user).
+    let users_file = if t.is_customer() {
+        let f = crate::acl::users_in_aux(&info.aux)
+            .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+        shared
+            .acl
+            .install(t.id, f.as_deref(), "the primary's users")
+            .map_err(|e| format!("loading the primary's RDB: {e}"))?;
+        f
+    } else {
+        None
+    };
     // This tenant's own replicas follow a history that ends here: drop
     // them (they reconnect and resync from the new one), as Redis's
     // disconnectSlaves() after a full sync.
@@ -611,6 +623,7 @@ fn load_full_sync(
     }
     t.ks = ks;
     t.functions = functions;
+    t.users_file = users_file;
     t.repl = super::ReplIds {
         replid: replid.to_string(),
         replid2: super::NO_REPLID.to_string(),
