@@ -1578,6 +1578,9 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
     ("pexpire", "SET K v ; PEXPIRE K 100000000"),
     ("pexpireat", "SET K v ; PEXPIREAT K 4000000000000"),
     ("pexpiretime", "SET K v EX 100000 ; PEXPIRETIME K"),
+    // A database may not open connections from the server: refused, and
+    // K stays.
+    ("migrate", "SET K v ; MIGRATE 127.0.0.1 1 K 0 100 ; GET K"),
     ("pfadd", "PFADD K a b c"),
     ("pfcount", "PFADD K a b ; PFADD K:x c ; PFCOUNT K K:x"),
     ("pfdebug", "PFADD K a ; PFDEBUG TODENSE K"),
@@ -1734,8 +1737,13 @@ const ISO_COMMANDS: &[(&str, &str)] = &[
 
 /// Errors a template gets by design: the command ran on its key, and
 /// answers this (OBJECT FREQ needs an LFU policy; the plan has none).
-const ISO_EXPECTED_ERRORS: &[(&str, &str)] =
-    &[("object|freq", "ERR An LFU maxmemory policy is not selected")];
+const ISO_EXPECTED_ERRORS: &[(&str, &str)] = &[
+    ("object|freq", "ERR An LFU maxmemory policy is not selected"),
+    (
+        "migrate",
+        "NOPERM this user has no permissions to run the 'migrate' command",
+    ),
+];
 
 /// The commands `COMMAND` lists that take keys: a known first key
 /// position, or keys found by parsing (`movablekeys`, first key 0, as
