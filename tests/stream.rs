@@ -500,3 +500,42 @@ fn streams_survive_restarts() {
         Some(Value::Bulk(b"7-9".to_vec()))
     );
 }
+
+/// XREAD and XREADGROUP count keyspace hits and misses as Redis 7.0 does:
+/// every stream key is looked up twice (its id, then serving it).
+#[test]
+fn stream_reads_count_keyspace_hits_as_redis() {
+    let reference = common::start_reference();
+    let target = common::start_anykv(&common::anykv_bin());
+    let stats = |c: &mut common::RespConn| -> (String, String) {
+        let Ok(common::Value::Bulk(text)) = c.cmd(&["INFO", "stats"]) else {
+            panic!("INFO stats");
+        };
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let field = |f: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{f}:")))
+                .unwrap_or("?")
+                .trim()
+                .to_string()
+        };
+        (field("keyspace_hits"), field("keyspace_misses"))
+    };
+    let mut got = Vec::new();
+    for srv in [&reference, &target] {
+        let mut c = srv.connect();
+        for cmd in [
+            &["XADD", "s", "1-0", "f", "v"][..],
+            &["CONFIG", "RESETSTAT"],
+            &["XREAD", "STREAMS", "s", "nokey", "0", "0"],
+            &["XREAD", "COUNT", "1", "STREAMS", "s", "$"],
+            &["XGROUP", "CREATE", "s", "g", "0"],
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"],
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "0"],
+        ] {
+            c.cmd(cmd).expect("reply");
+        }
+        got.push(stats(&mut c));
+    }
+    assert_eq!(got[1], got[0], "(hits, misses): anykv vs redis-server");
+}

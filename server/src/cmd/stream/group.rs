@@ -425,7 +425,12 @@ fn serve_group(ctx: &mut Ctx, r: &super::Read, wants: &[Want], only: Option<&[u8
             continue;
         }
         let db = ctx.s.db;
-        let Some(idx) = ctx.t.ks.dbs[db].find(key) else {
+        let found = ctx.t.ks.dbs[db].find(key);
+        // (A second lookup, as Redis's, counted; not for a blocked client.)
+        if only.is_none() {
+            ctx.count_read(key, found.is_some());
+        }
+        let Some(idx) = found else {
             continue;
         };
         let Some(s) = ctx.t.ks.dbs[db].entry(idx).value.as_stream() else {

@@ -817,7 +817,13 @@ fn reply_new_entries(ctx: &mut Ctx, r: &Read, after: &[StreamId], only: Option<&
             continue;
         }
         let db = ctx.s.db;
-        let Some(idx) = ctx.t.ks.dbs[db].find(key) else {
+        let found = ctx.t.ks.dbs[db].find(key);
+        // Redis looks every key up a second time to serve it (a hit or a
+        // miss more in INFO); a blocked client is served without.
+        if only.is_none() {
+            ctx.count_read(key, found.is_some());
+        }
+        let Some(idx) = found else {
             continue;
         };
         let Some(s) = ctx.t.ks.dbs[db].entry(idx).value.as_stream() else {
