@@ -1254,18 +1254,41 @@ pub(crate) fn acl_log(
         Denied::Key(i) => ("key", String::from_utf8_lossy(args[i]).into_owned()),
         Denied::Channel(i) => ("channel", String::from_utf8_lossy(args[i]).into_owned()),
     };
+    acl_log_entry(shared, tenant, s, reason, context, object, s.user.clone());
+}
+
+/// One entry of database `tenant`'s ACL LOG: the session's client, now.
+pub(crate) fn acl_log_entry(
+    shared: &Shared,
+    tenant: crate::tenant::TenantId,
+    s: &Session,
+    reason: &'static str,
+    context: &'static str,
+    object: String,
+    username: String,
+) {
     let now = crate::util::mstime();
     let entry = crate::acl::log::Entry {
         count: 1,
         reason,
         context,
         object,
-        username: s.user.clone(),
+        username,
         ctime_ms: now,
         client_info: s.info.describe(now),
     };
     let max = shared.config.read().acllog_max_len() as usize;
     shared.acl.log(tenant, entry, max);
+}
+
+/// An ACL LOG entry's context outside scripts: `multi` while a
+/// transaction is queued or runs.
+pub(crate) fn acl_context(s: &Session) -> &'static str {
+    if s.in_exec || s.multi.is_some() {
+        "multi"
+    } else {
+        "toplevel"
+    }
 }
 
 /// ACL check for restricted users; `Some(error)` when denied (logged in
@@ -1280,12 +1303,7 @@ pub(crate) fn acl_denied(
 ) -> Option<String> {
     use crate::acl::Denied;
     let denied = acl_check(shared, tenant, s, r, args).err()?;
-    let context = if s.in_exec || s.multi.is_some() {
-        "multi"
-    } else {
-        "toplevel"
-    };
-    acl_log(shared, tenant, s, denied, context, r, args);
+    acl_log(shared, tenant, s, denied, acl_context(s), r, args);
     if s.in_exec {
         let reason = match denied {
             Denied::Command => "no permission to execute the command or subcommand",

@@ -172,13 +172,14 @@ impl Store {
             .add(entry, max_len);
     }
 
-    /// Replaces customer database `t`'s users with those of an aclfile
-    /// (None: only its default user), keeping its ACL LOG: how a snapshot,
-    /// a full sync or a `users.acl` brings them. Nothing changes on error.
+    /// Replaces database `t`'s users with those of an aclfile named
+    /// `name` (None: only its default user), keeping its ACL LOG: how a
+    /// snapshot, a full sync, ACL LOAD or a file at start brings them.
+    /// Nothing changes on error.
     pub fn install(&self, t: TenantId, file: Option<&[u8]>, name: &str) -> Result<(), String> {
         let mut users = match file {
-            Some(f) => file::parse(f, name, Users::database())?,
-            None => Users::database(),
+            Some(f) => file::parse(f, name, Store::fresh(t))?,
+            None => Store::fresh(t),
         };
         self.write(t, |u| {
             users.log = std::mem::take(&mut u.log);

@@ -153,14 +153,7 @@ impl User {
     /// Whether one of the user's selectors allows the command; otherwise
     /// the most significant refusal (Redis's `ACLCheckAllUserCommandPerm`).
     pub fn check(&self, r: &Registered, args: &[&[u8]]) -> Result<(), Denied> {
-        // The keys are worked out once, by the first selector that needs
-        // them.
-        let mut cache: Option<std::rc::Rc<Vec<(usize, Access)>>> = None;
-        let mut keys = || {
-            cache
-                .get_or_insert_with(|| std::rc::Rc::new(super::keys::keys_with_access(r, args)))
-                .clone()
-        };
+        let mut keys = lazy_keys(r, args);
         let mut worst: Option<Denied> = None;
         for sel in std::iter::once(&self.root).chain(&self.selectors) {
             match sel.check(r, args, &mut keys) {
@@ -211,15 +204,24 @@ impl User {
     /// (SORT's BY and GET need it: Redis's
     /// `ACLUserCheckCmdWithUnrestrictedKeyAccess`).
     pub fn reads_every_key_with(&self, r: &Registered, args: &[&[u8]]) -> bool {
-        let mut cache: Option<std::rc::Rc<Vec<(usize, Access)>>> = None;
-        let mut keys = || {
-            cache
-                .get_or_insert_with(|| std::rc::Rc::new(super::keys::keys_with_access(r, args)))
-                .clone()
-        };
+        let mut keys = lazy_keys(r, args);
         std::iter::once(&self.root)
             .chain(&self.selectors)
             .any(|s| s.reads_every_key() && s.check(r, args, &mut keys).is_ok())
+    }
+}
+
+/// The command's keys and their access, worked out once, by the first
+/// selector that needs them (most users' checks never do).
+fn lazy_keys<'a>(
+    r: &'a Registered,
+    args: &'a [&'a [u8]],
+) -> impl FnMut() -> std::rc::Rc<Vec<(usize, Access)>> + 'a {
+    let mut cache: Option<std::rc::Rc<Vec<(usize, Access)>>> = None;
+    move || {
+        cache
+            .get_or_insert_with(|| std::rc::Rc::new(super::keys::keys_with_access(r, args)))
+            .clone()
     }
 }
 

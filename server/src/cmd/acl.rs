@@ -166,21 +166,36 @@ pub fn deluser(ctx: &mut Ctx) {
             .collect()
     });
     // Their connections close, as in Redis.
+    kill_logged_in(ctx, |user| gone.iter().any(|g| g == user));
+    let names: Vec<&[u8]> = gone.iter().map(|g| g.as_bytes()).collect();
+    log_deleted(ctx, &names);
+    if !gone.is_empty() {
+        changed(ctx);
+    }
+    ctx.out.int(gone.len() as i64);
+}
+
+/// Closes the database's client connections logged in as a user `which`
+/// names (links to other nodes aside).
+fn kill_logged_in(ctx: &mut Ctx, which: impl Fn(&str) -> bool) {
     let ids: Vec<u64> = ctx
         .t
         .clients
         .values()
-        .filter(|c| !c.link.get() && gone.iter().any(|g| *g == *c.user.borrow()))
+        .filter(|c| !c.link.get() && which(&c.user.borrow()))
         .map(|c| c.id)
         .collect();
     super::client::kill_ids(ctx, &ids);
-    if ctx.t.is_customer() && !gone.is_empty() {
+}
+
+/// Logs a customer database's deleted users as the ACL DELUSER that
+/// deletes them on its replicas and at a replay.
+fn log_deleted(ctx: &mut Ctx, names: &[&[u8]]) {
+    if ctx.t.is_customer() && !names.is_empty() {
         let mut del: Vec<&[u8]> = vec![b"ACL", b"DELUSER"];
-        del.extend(gone.iter().map(|g| g.as_bytes()));
+        del.extend_from_slice(names);
         ctx.propagate(&del);
-        changed(ctx);
     }
-    ctx.out.int(gone.len() as i64);
 }
 
 /// The user named by argument 2 of the caller's database, if any.
@@ -413,11 +428,7 @@ pub fn load(ctx: &mut Ctx) {
                     .filter(|n| !now.iter().any(|u| u.name == **n))
                     .map(|n| n.as_bytes())
                     .collect();
-                if !gone.is_empty() {
-                    let mut del: Vec<&[u8]> = vec![b"ACL", b"DELUSER"];
-                    del.extend(gone);
-                    ctx.propagate(&del);
-                }
+                log_deleted(ctx, &gone);
                 for u in &now {
                     log_rebuild(ctx, u);
                 }
@@ -425,14 +436,7 @@ pub fn load(ctx: &mut Ctx) {
             }
             // Connections logged in as the users replaced close, as in
             // Redis (the default user's stay).
-            let ids: Vec<u64> = ctx
-                .t
-                .clients
-                .values()
-                .filter(|c| !c.link.get() && *c.user.borrow() != "default")
-                .map(|c| c.id)
-                .collect();
-            super::client::kill_ids(ctx, &ids);
+            kill_logged_in(ctx, |user| user != "default");
             ctx.out.ok();
         }
         Err(e) => ctx.err(&e),
@@ -453,25 +457,15 @@ pub fn load_file(
             os_error_text(&e)
         )
     })?;
-    let base = if tenant == crate::tenant::TenantId::DEFAULT {
-        Users::operator(None)
-    } else {
-        Users::database()
-    };
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    // (Errors name the operator's file as configured, a database's by
+    // its name alone: its path is the operator's.)
     let name = if tenant == crate::tenant::TenantId::DEFAULT {
         path.display().to_string()
     } else {
-        name
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     };
-    let mut users = file::parse(&text, &name, base)?;
-    shared.acl.write(tenant, |u| {
-        users.log = std::mem::take(&mut u.log);
-        *u = users;
-    });
-    Ok(())
+    shared.acl.install(tenant, Some(&text), &name)
 }
 
 /// The operating system's words for an I/O error, without Rust's

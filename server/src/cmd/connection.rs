@@ -258,19 +258,15 @@ fn database_user_login(l: &mut Login, to: TenantId, name: &str, max: u64) -> Aut
 /// user it was (`AUTH <db>.<user>`, a token), or the one the connection is
 /// on.
 fn refused(l: &mut Login, user: Option<&[u8]>, log_to: TenantId) -> Auth {
-    let now = crate::util::mstime();
-    let in_tx = l.s.multi.is_some() || l.s.in_exec;
-    let entry = crate::acl::log::Entry {
-        count: 1,
-        reason: "auth",
-        context: if in_tx { "multi" } else { "toplevel" },
-        object: String::from_utf8_lossy(l.args[0]).into_owned(),
-        username: String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned(),
-        ctime_ms: now,
-        client_info: l.s.info.describe(now),
-    };
-    let max = l.shared.config.read().acllog_max_len() as usize;
-    l.shared.acl.log(log_to, entry, max);
+    crate::dispatch::acl_log_entry(
+        l.shared,
+        log_to,
+        l.s,
+        "auth",
+        crate::dispatch::acl_context(l.s),
+        String::from_utf8_lossy(l.args[0]).into_owned(),
+        String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned(),
+    );
     l.error(errors::WRONGPASS);
     Auth::Refused
 }
