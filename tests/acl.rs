@@ -860,7 +860,10 @@ fn acl_replies_have_redis_resp3_types() {
 /// reach its replica's node (n2, cdg) through the replication stream, with
 /// their restrictions; a change sent to the replica's node is made on the
 /// primary and comes back; a deletion reaches the replica and closes its
-/// connections there.
+/// connections there. Through the node holding no copy (n3, syd), the
+/// users log in (checked on the primary, a refusal in its ACL LOG) and
+/// their requests are checked against the primary's rules as they are
+/// now; the default user narrowed or switched off holds there too.
 #[test]
 fn a_databases_users_follow_it_to_its_replicas() {
     const ADMIN: &str = "acl-admin-token";
@@ -933,7 +936,83 @@ fn a_databases_users_follow_it_to_its_replicas() {
         d2.cmd(&["ACL", "LIST"]).expect("list"),
         p.cmd(&["ACL", "LIST"]).expect("list")
     );
-    // A deletion on the primary closes the user's connections there too.
+    // Through n3 (syd), which holds no copy of the database: logins are
+    // checked on the primary, and requests against its rules as they are.
+    let n3 = w.node("n3").expect("n3").clone();
+    let mut d3 = common::shop_login(n3.resp, TOKEN, "n3 routes the database", |c| {
+        c.cmd(&["GET", "pub:1"]).ok() == Some(Value::Bulk(b"hello".to_vec()))
+    });
+    assert!(
+        denied(d3.cmd(&["FLUSHALL"]).expect("flushall")),
+        "the narrowed default user on a node without a copy"
+    );
+    let wrongpass =
+        Value::Error(b"WRONGPASS invalid username-password pair or user is disabled.".to_vec());
+    let mut far = RespConn::connect_addr(n3.resp).expect("n3");
+    assert_eq!(
+        far.cmd(&["AUTH", "shop.reader", "not-the-password"])
+            .expect("auth"),
+        wrongpass
+    );
+    let logged = p.cmd(&["ACL", "LOG", "1"]).expect("acl log");
+    let field = |entry: &Value, name: &str| -> Option<Value> {
+        let Value::Array(kv) = entry else { return None };
+        kv.chunks(2)
+            .find(|p| p[0] == Value::Bulk(name.as_bytes().to_vec()))
+            .map(|p| p[1].clone())
+    };
+    let Value::Array(entries) = &logged else {
+        panic!("ACL LOG: {logged:?}")
+    };
+    assert_eq!(
+        (field(&entries[0], "reason"), field(&entries[0], "username")),
+        (
+            Some(Value::Bulk(b"auth".to_vec())),
+            Some(Value::Bulk(b"reader".to_vec()))
+        ),
+        "the refused login is in the primary's ACL LOG: {logged:?}"
+    );
+    assert_eq!(
+        far.cmd(&["AUTH", "shop.reader", "reader-pw"])
+            .expect("auth"),
+        ok
+    );
+    assert_eq!(
+        far.cmd(&["GET", "pub:1"]).expect("get"),
+        Value::Bulk(b"hello".to_vec())
+    );
+    assert!(denied(far.cmd(&["GET", "secret"]).expect("get")));
+    assert!(denied(far.cmd(&["SET", "pub:2", "x"]).expect("set")));
+    // A right given on the primary holds on n3 at once, and so does one
+    // taken away.
+    assert_eq!(
+        p.cmd(&["ACL", "SETUSER", "reader", "+set"])
+            .expect("setuser"),
+        ok
+    );
+    assert_eq!(far.cmd(&["SET", "pub:2", "x"]).expect("set"), ok);
+    assert_eq!(
+        p.cmd(&["ACL", "SETUSER", "reader", "-set"])
+            .expect("setuser"),
+        ok
+    );
+    assert!(denied(far.cmd(&["SET", "pub:3", "x"]).expect("set")));
+    // The default user switched off: its tokens no longer log in on n3.
+    assert_eq!(
+        p.cmd(&["ACL", "SETUSER", "default", "off"])
+            .expect("setuser"),
+        ok
+    );
+    let mut off = RespConn::connect_addr(n3.resp).expect("n3");
+    assert_eq!(off.cmd(&["AUTH", TOKEN]).expect("auth"), wrongpass);
+    assert_eq!(
+        p.cmd(&["ACL", "SETUSER", "default", "on"])
+            .expect("setuser"),
+        ok
+    );
+    assert_eq!(off.cmd(&["AUTH", TOKEN]).expect("auth"), ok);
+    // A deletion on the primary closes the user's connections there too,
+    // and on n3 at its next request there.
     assert_eq!(
         p.cmd(&["ACL", "DELUSER", "reader"]).expect("deluser"),
         Value::Int(1)
@@ -942,5 +1021,19 @@ fn a_databases_users_follow_it_to_its_replicas() {
         "the deleted user's connection closed",
         std::time::Duration::from_secs(30),
         || r.cmd(&["PING"]).is_err(),
+    );
+    // (A read goes to the nearest copy, which has the deletion once the
+    // stream brought it.)
+    common::wait_for(
+        "the deleted user's connection on n3 closed",
+        std::time::Duration::from_secs(30),
+        || far.cmd(&["GET", "pub:1"]).is_err(),
+    );
+    assert_eq!(
+        RespConn::connect_addr(n3.resp)
+            .expect("n3")
+            .cmd(&["AUTH", "shop.reader", "reader-pw"])
+            .expect("auth"),
+        wrongpass
     );
 }

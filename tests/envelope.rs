@@ -91,6 +91,7 @@ fn envelope(db: usize, client: u64, resp: u8, addr: &str, min: Option<&Token>) -
         addr: addr.parse().expect("address"),
         name: format!("client-{client}").into_bytes(),
         min_token: min.cloned(),
+        user: String::new(),
     }
 }
 
@@ -307,6 +308,11 @@ fn the_store_serves_a_routers_enveloped_requests() {
         envelope(0, 505, 2, "10.1.2.3:4567", None).encode(&mut wire);
         wire.extend_from_slice(&cmd(&["SELECT", "3"]));
         envelope(0, 505, 2, "10.1.2.3:4567", None).encode(&mut wire);
+        // AUTH in an envelope is a login check (a node holding no copy
+        // asks): the database's users for a token or a user's password,
+        // WRONGPASS otherwise; nothing logs in.
+        wire.extend_from_slice(&cmd(&["AUTH", "default", TOKEN]));
+        envelope(0, 505, 2, "10.1.2.3:4567", None).encode(&mut wire);
         wire.extend_from_slice(&cmd(&["AUTH", "shop", TOKEN]));
         s.send(&wire).await;
         for want in [
@@ -314,12 +320,16 @@ fn the_store_serves_a_routers_enveloped_requests() {
             "-ERR ENVELOPE for tenant 99 on a stream of tenant 7",
             "-ERR DB index is out of range",
             "-ERR SELECT acts on the router's connection",
-            "-ERR AUTH acts on the router's connection",
+            "$",
+            "-WRONGPASS invalid username-password pair",
         ] {
             let (t, r) = s.reply().await;
             assert!(t.is_none());
             let r = String::from_utf8_lossy(&r);
             assert!(r.starts_with(want), "{r} (wanted {want})");
+            if want == "$" {
+                assert!(r.contains("\r\nuser default on "), "{r}");
+            }
         }
         for k in ["never1", "never2", "never3"] {
             assert_eq!(p.cmd(&["EXISTS", k]).ok(), Some(Value::Int(0)), "{k}");

@@ -1497,6 +1497,7 @@ impl Worker {
                 addr: SocketAddr::from(([10, 0, 0, id as u8], 1000)),
                 name: format!("fault-client-{id}").into_bytes(),
                 min_token: None,
+                user: String::new(),
             },
             base,
             rng: SmallRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id as u64)),

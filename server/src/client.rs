@@ -277,6 +277,9 @@ pub struct Session {
     /// The request about to run again already waited for the local copy
     /// to catch up with `last_token` (it goes to the primary now instead).
     pub ryw_waited: bool,
+    /// A node with a copy of the database just accepted the login the
+    /// connection runs again now (`Suspend::VerifyLogin`).
+    pub login_checked: bool,
     /// The next request was shown to MONITOR already (it was forwarded,
     /// then came back to run here: this node became the primary).
     pub monitor_fed: bool,
@@ -357,6 +360,7 @@ impl Session {
             serving: None,
             last_token: None,
             ryw_waited: false,
+            login_checked: false,
             monitor_fed: false,
             read_token: false,
             pin: None,

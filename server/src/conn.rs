@@ -473,6 +473,10 @@ async fn forward_window(
             Err(e) => Outcome::Error(e),
         };
         match outcome {
+            Outcome::Reply(f) if crate::envelope::user_gone(&f.reply) => {
+                user_gone(s);
+                return WindowEnd::Gone;
+            }
             Outcome::Reply(f) => {
                 if f.token.is_some() {
                     s.last_token = f.token;
@@ -951,6 +955,7 @@ async fn run(
                     }
                 };
                 match r {
+                    Ok(f) if crate::envelope::user_gone(&f.reply) => return user_gone(s),
                     Ok(f) => {
                         crate::forward::pin_after(s, &args[0], &f.reply);
                         if f.token.is_some() {
@@ -1017,6 +1022,9 @@ async fn run(
                     None => crate::forward::run_for(tenant, shared, req).await,
                 };
                 match outcome {
+                    crate::forward::Outcome::Reply(f) if crate::envelope::user_gone(&f.reply) => {
+                        return user_gone(s);
+                    }
                     crate::forward::Outcome::Reply(f) => {
                         if f.token.is_some() {
                             s.last_token = f.token;
@@ -1034,6 +1042,35 @@ async fn run(
                         s.monitor_fed = true;
                         s.metered = true;
                         pending = Some(args);
+                    }
+                }
+                continue;
+            }
+            After::Suspend(Suspend::VerifyLogin { to, req, args }) => {
+                // Nothing of the connection's runs meanwhile: its next
+                // requests are for whoever this login makes it.
+                match crate::forward::check_login(shared, to, req).await {
+                    Ok(crate::forward::LoginCheck::Users(file)) => {
+                        if let Err(e) = shared.acl.install(to, Some(&file), "the database's users")
+                        {
+                            tracing::warn!(
+                                tenant = to.0,
+                                "a login check brought users that do not load: {e}"
+                            );
+                            out.error("ERR the database's users could not be loaded on this node; connect to a node in one of the database's regions");
+                        } else {
+                            s.login_checked = true;
+                            s.metered = true;
+                            pending = Some(args);
+                        }
+                    }
+                    Ok(crate::forward::LoginCheck::Refused(reply)) => {
+                        tenant.borrow_mut().count_error("WRONGPASS");
+                        out.raw(&reply);
+                    }
+                    Err(e) => {
+                        tenant.borrow_mut().count_error(&e);
+                        out.error(&e);
                     }
                 }
                 continue;
@@ -1175,6 +1212,17 @@ fn meter_bytes(tenant: &Rc<RefCell<Tenant>>, s: &Session, bytes_in: usize, bytes
     }
 }
 
+/// The database's primary no longer has the connection's user (it was
+/// deleted there): the connection closes, as Redis closes a deleted
+/// user's connections.
+fn user_gone(s: &Session) {
+    tracing::info!(
+        id = s.info.id,
+        user = %s.user,
+        "closing a connection whose user the database no longer has"
+    );
+}
+
 /// Runs one request: as its client's when a router's envelope came
 /// before it (the envelope taken; refused when the envelope was), as the
 /// connection's own otherwise.
@@ -1197,6 +1245,16 @@ fn run_request(
         }
         Some(Pending::Serve(env)) => env,
     };
+    if !env.user.is_empty() && !shared.acl.read(t.id, |u| u.users.contains_key(&env.user)) {
+        let e = format!(
+            "{} the user '{}' no longer exists in this database",
+            crate::envelope::USER_GONE,
+            env.user
+        );
+        t.count_error(&e);
+        out.error(&e);
+        return Outcome::Continue;
+    }
     let serving = match begin(t, s, out, env, args) {
         Ok(sv) => sv,
         Err(e) => {
@@ -1205,6 +1263,14 @@ fn run_request(
             return Outcome::Continue;
         }
     };
+    if args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"auth"))
+    {
+        crate::cmd::connection::check_login_for_node(t, s, shared, args, out);
+        end(t, s, out, serving);
+        return Outcome::Continue;
+    }
     let outcome = dispatch(t, s, shared, set, args, out, now);
     if matches!(
         outcome,

@@ -9,8 +9,11 @@
 //! (the write's, or where the copy that read stood).
 //!
 //! - Request: one RESP array `ENVELOPE <tenant> <db> <client-id> <resp>
-//!   <addr> <name> <min-token>` right before the client's request, whose
-//!   bytes follow unchanged (empty strings for no name / no token).
+//!   <addr> <name> <min-token> [<user>]` right before the client's
+//!   request, whose bytes follow unchanged (empty strings for no name / no
+//!   token / no user). `user` is set by a node that holds no copy of the
+//!   database's users (docs/ACL.md): the copy checks the request against
+//!   that user's rules; without it the sender checked them.
 //! - Reply: when the request wrote or read the keyspace, a RESP3 attribute
 //!   `|1 token <epoch>:<replid>:<offset>` right before the reply (attributes are
 //!   RESP3's frame for metadata about the reply that follows); the reply's
@@ -102,6 +105,9 @@ pub struct Envelope {
     pub addr: SocketAddr,
     pub name: Vec<u8>,
     pub min_token: Option<Token>,
+    /// The database user the request runs as, checked by the node that
+    /// runs it; empty when the sending node checked it (it has the users).
+    pub user: String,
 }
 
 fn bulk(out: &mut Vec<u8>, b: &[u8]) {
@@ -129,13 +135,15 @@ impl Envelope {
                 self.addr.to_string().as_bytes(),
                 &self.name,
                 token.as_bytes(),
+                self.user.as_bytes(),
             ],
         );
     }
 
     /// Reads an `ENVELOPE` request's arguments (the command name first).
     pub fn from_args(args: &[&[u8]]) -> Result<Envelope, EnvelopeError> {
-        if args.len() != 8 || !args[0].eq_ignore_ascii_case(b"envelope") {
+        // (8: a node of a version before `user`.)
+        if !(8..=9).contains(&args.len()) || !args[0].eq_ignore_ascii_case(b"envelope") {
             return Err(EnvelopeError::Arity(args.len().saturating_sub(1)));
         }
         fn num<T: std::str::FromStr>(b: &[u8], what: &'static str) -> Result<T, EnvelopeError> {
@@ -159,6 +167,12 @@ impl Envelope {
                 b"" => None,
                 t => Some(Token::parse(t)?),
             },
+            user: match args.get(8) {
+                None => String::new(),
+                Some(u) => std::str::from_utf8(u)
+                    .map_err(|_| EnvelopeError::Field("user"))?
+                    .to_string(),
+            },
         })
     }
 }
@@ -175,7 +189,16 @@ pub fn encode_reply_token(out: &mut Vec<u8>, token: &Token) {
 /// without a token, or more bytes are needed: the caller tells them apart
 /// by the first byte, `|`).
 pub fn split_reply_token(buf: &[u8]) -> Option<(Token, usize)> {
-    let rest = buf.strip_prefix(b"|1\r\n$5\r\ntoken\r\n$")?;
+    let rest = buf.strip_prefix(b"|1\r\n$5\r\ntoken\r\n")?;
+    let (body, used) = bulk_prefix(rest)?;
+    let token = Token::parse(body).ok()?;
+    Some((token, buf.len() - rest.len() + used))
+}
+
+/// The RESP bulk string at the front of `buf`: (its body, bytes it
+/// takes). None when `buf` does not start with a whole one.
+pub fn bulk_prefix(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let rest = buf.strip_prefix(b"$")?;
     let nl = rest.iter().position(|&b| b == b'\n')?;
     let len: usize = std::str::from_utf8(rest.get(..nl)?.strip_suffix(b"\r")?)
         .ok()?
@@ -188,9 +211,39 @@ pub fn split_reply_token(buf: &[u8]) -> Option<(Token, usize)> {
     if rest.get(end..end.checked_add(2)?)? != b"\r\n" {
         return None;
     }
-    let token = Token::parse(body).ok()?;
-    let used = buf.len() - rest.len() + end + 2;
-    Some((token, used))
+    Some((body, 1 + end + 2))
+}
+
+/// The error code with which a copy refuses a request of an envelope's
+/// user that the database no longer has (deleted, or gone with ACL LOAD):
+/// the node that sent it closes the client's connection, as Redis closes
+/// the connections of a deleted user, rather than pass it on.
+pub const USER_GONE: &str = "NOUSER";
+
+/// Whether a forwarded request's reply is the copy's [`USER_GONE`].
+pub fn user_gone(reply: &[u8]) -> bool {
+    reply.starts_with(b"-NOUSER ")
+}
+
+/// The envelope and `AUTH <user> <password>` with which a node that holds
+/// no copy of tenant `tenant` asks one that does whether the credentials
+/// log in (docs/ACL.md): the answer is the database's users (an aclfile,
+/// as a bulk string), or WRONGPASS. `user` is `default` for a token.
+pub fn login_check(tenant: u64, s: &Session, user: &str, pw: &[u8]) -> Vec<u8> {
+    let env = Envelope {
+        tenant,
+        db: 0,
+        client_id: s.info.id,
+        resp: s.resp,
+        addr: s.info.addr,
+        name: s.info.name.borrow().clone(),
+        min_token: None,
+        user: String::new(),
+    };
+    let mut out = Vec::with_capacity(96);
+    env.encode(&mut out);
+    crate::resp::encode_request(&mut out, &[b"AUTH", user.as_bytes(), pw]);
+    out
 }
 
 /// What an `ENVELOPE` left for the request after it.
@@ -279,6 +332,9 @@ pub struct Serving {
     db: usize,
     resp: u8,
     name: Vec<u8>,
+    /// The stream's own user, "may do anything" and ACL epoch, while an
+    /// envelope's user is checked in its place.
+    user: (String, bool, u64),
     /// Where the request's reply starts in the output, and the log's
     /// offset before it ran (a write moves it).
     reply_at: usize,
@@ -306,8 +362,10 @@ pub fn begin(
     args: &[&[u8]],
 ) -> Result<Serving, String> {
     if let Some(name) = args.first() {
+        // (AUTH in an envelope is a login check: `run_request` answers it.)
         if let Some(c) = ROUTER_COMMANDS
             .iter()
+            .filter(|c| **c != "auth")
             .find(|c| name.eq_ignore_ascii_case(c.as_bytes()))
         {
             return Err(format!(
@@ -321,10 +379,19 @@ pub fn begin(
         db: s.db,
         resp: s.resp,
         name,
+        user: (s.user.clone(), s.unrestricted, s.acl_epoch),
         reply_at: out.len(),
         log_at: t.log.offset(),
         env,
     };
+    if !sv.env.user.is_empty() {
+        // Checked against the user's rules here (`dispatch::refresh_acl`
+        // looks them up before the request runs).
+        s.user = sv.env.user.clone();
+        *s.info.user.borrow_mut() = sv.env.user.clone();
+        s.unrestricted = false;
+        s.acl_epoch = 0;
+    }
     s.db = sv.env.db;
     s.info.db.set(sv.env.db);
     s.resp = sv.env.resp;
@@ -355,6 +422,10 @@ pub fn end(t: &Tenant, s: &mut Session, out: &mut Reply, sv: Serving) -> Envelop
         out.buf.unsplit(tail);
     }
     *s.info.name.borrow_mut() = sv.name;
+    if !sv.env.user.is_empty() {
+        (s.user, s.unrestricted, s.acl_epoch) = sv.user;
+        *s.info.user.borrow_mut() = s.user.clone();
+    }
     s.db = sv.db;
     s.info.db.set(sv.db);
     s.resp = sv.resp;
@@ -386,6 +457,7 @@ mod tests {
             addr: "[fdaa::5]:41234".parse().unwrap(),
             name: b"worker 1".to_vec(),
             min_token: Some(token(1234)),
+            user: "reader".into(),
         };
         let mut wire = Vec::new();
         env.encode(&mut wire);
@@ -404,6 +476,7 @@ mod tests {
         let plain = Envelope {
             name: Vec::new(),
             min_token: None,
+            user: String::new(),
             ..env
         };
         let mut wire = Vec::new();
@@ -428,6 +501,22 @@ mod tests {
         ];
         assert!(Envelope::from_args(&ok).is_ok());
         assert_eq!(Envelope::from_args(&ok[..7]), Err(EnvelopeError::Arity(6)));
+        let mut with_user = ok.to_vec();
+        with_user.push(b"reader");
+        assert_eq!(
+            Envelope::from_args(&with_user).map(|e| e.user),
+            Ok("reader".to_string())
+        );
+        with_user[8] = b"\xff";
+        assert_eq!(
+            Envelope::from_args(&with_user),
+            Err(EnvelopeError::Field("user"))
+        );
+        with_user.push(b"x");
+        assert_eq!(
+            Envelope::from_args(&with_user),
+            Err(EnvelopeError::Arity(9))
+        );
         for (i, bad, what) in [
             (1, &b"x"[..], "tenant"),
             (2, b"-1", "db"),

@@ -782,6 +782,60 @@ async fn forward_until(
     }
 }
 
+/// What a node with a copy of a database answered a login check
+/// (`envelope::login_check`).
+pub enum LoginCheck {
+    /// The credentials log in: the database's users, as an aclfile.
+    Users(Vec<u8>),
+    /// Refused: the reply for the client, as the copy wrote it
+    /// (WRONGPASS).
+    Refused(Bytes),
+}
+
+/// Sends a login check for database `to`, which this node holds no copy
+/// of, to its primary's node (whose users and ACL LOG are the
+/// database's), on a stream of its own: logins are rare, and a client's
+/// login must not wait behind other clients' requests. `Err`: a whole
+/// Redis error for the client (the check did not happen).
+pub async fn check_login(
+    shared: &Arc<Shared>,
+    to: TenantId,
+    req: Vec<u8>,
+) -> Result<LoginCheck, String> {
+    const UNREACHED: &str =
+        "TRYAGAIN the database's primary could not check this login (it is unreachable); retry";
+    let Some(node) = shared.remote_route(to).map(|r| r.primary) else {
+        return Err(GONE.into());
+    };
+    if shared.link_down(node) {
+        return Err(UNREACHED.into());
+    }
+    let f = Forwarder::start(shared, node, to);
+    let reply = match tokio::time::timeout(FORWARD_TIMEOUT, f.send(req)).await {
+        Ok(Ok(r)) => r.reply,
+        Ok(Err(_)) | Err(_) => return Err(UNREACHED.into()),
+    };
+    drop(f);
+    match reply.first() {
+        Some(b'$') => bulk_body(&reply)
+            .map(|b| LoginCheck::Users(b.to_vec()))
+            .ok_or_else(|| {
+                "ERR the database's primary answered the login check with a malformed reply".into()
+            }),
+        Some(b'-') => Ok(LoginCheck::Refused(reply)),
+        _ => {
+            Err("ERR the database's primary answered the login check with a malformed reply".into())
+        }
+    }
+}
+
+/// The body of a whole RESP bulk string (`$<len>\r\n<body>\r\n`).
+fn bulk_body(reply: &[u8]) -> Option<&[u8]> {
+    crate::envelope::bulk_prefix(reply)
+        .filter(|(_, used)| *used == reply.len())
+        .map(|(body, _)| body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,5 +917,16 @@ mod tests {
             .map(|t| choose(&copies, t, 8, |_| false, |_| 0).unwrap().addr.port())
             .collect();
         assert!(!picked.contains(&3), "{picked:?}");
+    }
+
+    #[test]
+    fn a_bulk_body_is_read_whole_or_not_at_all() {
+        assert_eq!(bulk_body(b"$5\r\nhello\r\n"), Some(&b"hello"[..]));
+        assert_eq!(bulk_body(b"$0\r\n\r\n"), Some(&b""[..]));
+        assert_eq!(bulk_body(b"$5\r\nhell\r\n"), None);
+        assert_eq!(bulk_body(b"$5\r\nhello\r\nx"), None);
+        assert_eq!(bulk_body(b"$-1\r\n"), None);
+        let huge = format!("${}\r\nx\r\n", usize::MAX);
+        assert_eq!(bulk_body(huge.as_bytes()), None);
     }
 }

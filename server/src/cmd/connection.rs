@@ -153,6 +153,36 @@ enum Auth {
     In,
     Refused,
     Later,
+    /// The credentials are for a database this node holds no copy of:
+    /// a node that does checks them first (`Login::switch` holds the
+    /// check), then the command runs again.
+    Verify,
+}
+
+/// Whether logins to tenant `to` are checked by another node: this node
+/// holds no copy of it (nor of its users) and this login was not just
+/// checked there (`Session::login_checked`).
+fn held_elsewhere(l: &Login, to: TenantId, checked: bool) -> bool {
+    !checked && l.shared.catalog().get(to).is_none() && l.shared.remote_catalog().get(to).is_some()
+}
+
+/// Asks a node with a copy of database `to` whether `user` logs in with
+/// `pw` there (see `envelope::login_check`); the command runs again once
+/// it answers yes.
+fn verify_elsewhere(l: &mut Login, to: TenantId, user: &str, pw: &[u8]) -> Auth {
+    if !l.may_move {
+        return Auth::Later;
+    }
+    if l.s.in_exec {
+        l.err("AUTH to a database held on other nodes is not allowed in a transaction");
+        return Auth::Refused;
+    }
+    l.switch = Some(Suspend::VerifyLogin {
+        to,
+        req: crate::envelope::login_check(to.0, l.s, user, pw),
+        args: l.args.iter().map(|a| a.to_vec()).collect(),
+    });
+    Auth::Verify
 }
 
 /// Authenticates; on failure replies WRONGPASS (and logs it in the ACL
@@ -163,7 +193,13 @@ enum Auth {
 /// - `AUTH <db-name>.<user> <password>`: one of that database's own users;
 /// - on a connection in a database, one of that database's users;
 /// - otherwise the server's own users, in the default tenant.
+///
+/// A database this node holds no copy of has its users elsewhere: a login
+/// to it is checked by a node that has them (which also sends them, so
+/// this node's rules for the connection's own commands are those of its
+/// last login), then runs again here.
 fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
+    let checked = std::mem::take(&mut l.s.login_checked);
     let catalog = l.shared.catalog();
     // A database held here, or one this node holds no copy of (served
     // through the nodes that do: docs/ROUTING.md, Remote databases).
@@ -175,6 +211,9 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             remote.authenticate(user, pw).map(|t| (t.id, t.maxclients))
         });
     if let Some((to, max)) = found {
+        if held_elsewhere(l, to, checked) {
+            return verify_elsewhere(l, to, "default", pw);
+        }
         // Its default user may have been switched off with ACL SETUSER.
         if !l
             .shared
@@ -197,10 +236,22 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
     let qualified = user.and_then(|u| {
         let dot = u.iter().position(|&b| b == b'.')?;
         let db = std::str::from_utf8(&u[..dot]).ok()?;
-        let t = catalog.tenants().iter().find(|t| t.name == db)?;
-        Some((t.id, t.maxclients, &u[dot + 1..]))
+        let named = |c: &crate::catalog::Catalog| {
+            c.tenants()
+                .iter()
+                .find(|t| t.name == db)
+                .map(|t| (t.id, t.maxclients))
+        };
+        let (id, max) = named(&catalog).or_else(|| named(&l.shared.remote_catalog()))?;
+        Some((id, max, &u[dot + 1..]))
     });
     if let Some((to, max, name)) = qualified {
+        if held_elsewhere(l, to, checked) {
+            let Ok(name) = std::str::from_utf8(name) else {
+                return refused(l, user, to);
+            };
+            return verify_elsewhere(l, to, name, pw);
+        }
         return match l
             .shared
             .acl
@@ -209,6 +260,19 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             Some(name) => database_user_login(l, to, &name, max),
             None => refused(l, user, to),
         };
+    }
+    if l.on != TenantId::DEFAULT && held_elsewhere(l, l.on, checked) {
+        // The operator's users first (they are this node's), then the
+        // database's, where they are.
+        if let Some(name) = operator_user(l, user, pw) {
+            return operator_login(l, &name);
+        }
+        let Ok(name) = std::str::from_utf8(user.unwrap_or(b"default")) else {
+            let on = l.on;
+            return refused(l, user, on);
+        };
+        let on = l.on;
+        return verify_elsewhere(l, on, name, pw);
     }
     if l.on != TenantId::DEFAULT {
         let name = user.unwrap_or(b"default");
@@ -221,28 +285,84 @@ fn authenticate(l: &mut Login, user: Option<&[u8]>, pw: &[u8]) -> Auth {
             return database_user_login(l, on, &name, 0);
         }
     }
-    let with_catalog = !catalog.is_empty() || l.shared.tenants_only.load(Relaxed);
-    let ok = l.shared.acl.read(TenantId::DEFAULT, |u| {
-        u.authenticate(user.unwrap_or(b"default"), pw)
-            // With tenants, a user without a password would let any
-            // wrong token in as the operator: only passwords count.
-            .filter(|u| !(with_catalog && u.nopass))
-            .map(|u| u.name.clone())
-    });
-    match ok {
-        Some(name) => {
-            let r = login(l, TenantId::DEFAULT, Some(&name), 0);
-            if matches!(r, Auth::In) {
-                // An operator's password, not a database's token.
-                l.s.info.token.set(None);
-            }
-            r
-        }
+    match operator_user(l, user, pw) {
+        Some(name) => operator_login(l, &name),
         None => {
             let on = l.on;
             refused(l, user, on)
         }
     }
+}
+
+/// The operator's user (the default tenant's) these credentials are.
+fn operator_user(l: &Login, user: Option<&[u8]>, pw: &[u8]) -> Option<String> {
+    let with_catalog = !l.shared.catalog().is_empty() || l.shared.tenants_only.load(Relaxed);
+    l.shared.acl.read(TenantId::DEFAULT, |u| {
+        u.authenticate(user.unwrap_or(b"default"), pw)
+            // With tenants, a user without a password would let any
+            // wrong token in as the operator: only passwords count.
+            .filter(|u| !(with_catalog && u.nopass))
+            .map(|u| u.name.clone())
+    })
+}
+
+fn operator_login(l: &mut Login, name: &str) -> Auth {
+    let r = login(l, TenantId::DEFAULT, Some(name), 0);
+    if matches!(r, Auth::In) {
+        // An operator's password, not a database's token.
+        l.s.info.token.set(None);
+    }
+    r
+}
+
+/// `AUTH <user> <password>` in an envelope: a node that holds no copy of
+/// this database asks whether the credentials log in to it (see
+/// `authenticate`). `default` logs in with one of the database's tokens
+/// while it is on; any other user with its password. The answer is the
+/// database's users as an aclfile (bulk string), which that node keeps
+/// for the connection's own commands; a refusal is WRONGPASS, logged in
+/// this database's ACL LOG as Redis logs a failed AUTH. Nothing logs in.
+pub fn check_login_for_node(
+    t: &crate::tenant::Tenant,
+    s: &Session,
+    shared: &crate::shared::Shared,
+    args: &[&[u8]],
+    out: &mut crate::resp::Reply,
+) {
+    if args.len() != 3 {
+        out.error("ERR wrong number of arguments for 'auth' command");
+        return;
+    }
+    let (user, pw) = (args[1], args[2]);
+    let ok = if user == b"default" {
+        let token = shared
+            .catalog()
+            .authenticate(None, pw)
+            .is_some_and(|spec| spec.id == t.id);
+        token
+            && shared
+                .acl
+                .read(t.id, |u| u.users.get("default").is_some_and(|d| d.enabled))
+    } else {
+        shared
+            .acl
+            .read(t.id, |u| u.authenticate(user, pw).is_some())
+    };
+    if ok {
+        let file = shared.acl.read(t.id, crate::acl::file::serialize);
+        out.bulk(&file);
+        return;
+    }
+    crate::dispatch::acl_log_entry(
+        shared,
+        t.id,
+        s,
+        "auth",
+        "toplevel",
+        "AUTH".into(),
+        String::from_utf8_lossy(user).into_owned(),
+    );
+    out.error(errors::WRONGPASS);
 }
 
 /// Logs in as one of database `to`'s own users (not by token).
@@ -328,7 +448,7 @@ pub fn auth_login(l: &mut Login) -> LoginOutcome {
     };
     match authenticate(l, user, pw) {
         Auth::In => l.out.ok(),
-        Auth::Refused => {}
+        Auth::Refused | Auth::Verify => {}
         Auth::Later => return LoginOutcome::Later,
     }
     LoginOutcome::Done
@@ -387,7 +507,7 @@ pub fn hello_login(l: &mut Login) -> LoginOutcome {
     if let Some((u, p)) = creds {
         match authenticate(l, Some(u), p) {
             Auth::In => {}
-            Auth::Refused => return LoginOutcome::Done,
+            Auth::Refused | Auth::Verify => return LoginOutcome::Done,
             Auth::Later => return LoginOutcome::Later,
         }
     }

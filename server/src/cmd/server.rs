@@ -56,6 +56,16 @@ pub enum Suspend {
     /// it, then runs `args` again (here, or on the primary if still
     /// behind).
     AwaitApplied { args: Vec<Vec<u8>> },
+    /// AUTH or HELLO with credentials for a database this node holds no
+    /// copy of: `req` (an envelope and `AUTH <user> <password>`) goes to
+    /// its primary's node, which checks them and answers with the
+    /// database's users; they are installed here and `args` runs again,
+    /// logging in with them. A refusal's reply is the client's.
+    VerifyLogin {
+        to: crate::tenant::TenantId,
+        req: Vec<u8>,
+        args: Vec<Vec<u8>>,
+    },
 }
 
 pub fn dbsize(ctx: &mut Ctx) {
