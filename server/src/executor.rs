@@ -858,6 +858,7 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             t.usage_handed_ms = now;
             hand_over_usage(&mut t, &shared);
             mark_tokens(&t, &shared);
+            crate::cmd::migrate::close_idle_sockets();
         }
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
         crate::tracking::housekeeping(&mut t, set.tracking_max_keys);

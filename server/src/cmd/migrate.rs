@@ -291,11 +291,8 @@ fn take_socket(
     port: &[u8],
     timeout: Duration,
 ) -> Result<Cached, Option<std::io::ErrorKind>> {
-    let cached = SOCKETS.with(|s| {
-        let mut s = s.borrow_mut();
-        s.retain(|_, c| c.last_use.elapsed() < CACHE_TTL);
-        s.remove(target)
-    });
+    close_idle_sockets();
+    let cached = SOCKETS.with(|s| s.borrow_mut().remove(target));
     if let Some(c) = cached {
         let set = |s: &TcpStream| {
             s.set_read_timeout(Some(timeout))?;
@@ -309,6 +306,18 @@ fn take_socket(
         last_dbid: -1,
         last_use: std::time::Instant::now(),
     })
+}
+
+/// Closes this executor's connections to targets unused for
+/// [`CACHE_TTL`] (the executor's cron calls it, as Redis's cron closes
+/// them: a target must not see a connection linger for ever).
+pub fn close_idle_sockets() {
+    SOCKETS.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.is_empty() {
+            s.retain(|_, c| c.last_use.elapsed() < CACHE_TTL);
+        }
+    });
 }
 
 fn put_socket(target: String, mut c: Cached) {
