@@ -68,8 +68,14 @@ fn sort_keys_name_the_last_store() {
     }
 }
 
-/// A raw connection's bytes after `cmds`, read until the server is quiet.
-fn exchange(srv: &ServerProcess, resp3: bool, cmds: &[&[&str]]) -> Vec<u8> {
+/// A raw connection's bytes after `cmds`, read until the server is quiet,
+/// then (with `publish`) after another connection's `PUBLISH`.
+fn exchange(
+    srv: &ServerProcess,
+    resp3: bool,
+    cmds: &[&[&str]],
+    publish: Option<(&str, &str)>,
+) -> Vec<u8> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
         .expect("timeout");
@@ -98,11 +104,18 @@ fn exchange(srv: &ServerProcess, resp3: bool, cmds: &[&[&str]]) -> Vec<u8> {
     for c in cmds {
         send(&mut s, c);
     }
-    drain(&mut s)
+    let mut got = drain(&mut s);
+    if let Some((channel, message)) = publish {
+        let mut p = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+        send(&mut p, &["PUBLISH", channel, message]);
+        got.extend_from_slice(&drain(&mut s));
+    }
+    got
 }
 
 /// CLIENT REPLY OFF silences replies, not what Redis pushes:
-/// subscription confirmations arrive, in RESP2 and RESP3.
+/// subscription confirmations and published messages arrive, in RESP2
+/// and RESP3; a subscription command's error is its reply, silenced.
 #[test]
 fn subscriptions_are_confirmed_under_client_reply_off() {
     let reference = start_reference();
@@ -111,13 +124,18 @@ fn subscriptions_are_confirmed_under_client_reply_off() {
         let cmds: &[&[&str]] = &[
             &["CLIENT", "REPLY", "OFF"],
             &["PING"],
+            &["SUBSCRIBE"],
             &["SUBSCRIBE", "ch", "other"],
             &["PSUBSCRIBE", "p*"],
             &["UNSUBSCRIBE", "other"],
         ];
-        let want = exchange(&reference, resp3, cmds);
-        let got = exchange(&target, resp3, cmds);
-        assert!(!want.is_empty(), "redis-server confirms");
+        let publish = Some(("ch", "hello"));
+        let want = exchange(&reference, resp3, cmds, publish);
+        let got = exchange(&target, resp3, cmds, publish);
+        assert!(
+            String::from_utf8_lossy(&want).contains("hello"),
+            "redis-server delivers the message"
+        );
         assert_eq!(
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(&want),

@@ -173,7 +173,9 @@ fn forward_request(
         || s.multi.is_some()
         || s.in_exec
         || s.subscriptions() > 0
-        || r.spec.has_flag("blocking")
+        // (XREADGROUP blocks only with BLOCK; XREAD may block here.)
+        || (r.spec.has_flag("blocking") && r.fullname != "xreadgroup")
+        || crate::forward::pins(r, args)
         || r.fullname == "exec"
     {
         return None;
@@ -295,7 +297,7 @@ fn route_on_replica(
     // what acts on the connection.)
     let name = r.fullname.split('|').next().unwrap_or_default();
     let own = crate::envelope::is_router_command(name);
-    if s.pin.is_some() || (crate::forward::pins(r) && !own && s.subscriptions() == 0) {
+    if s.pin.is_some() || (crate::forward::pins(r, args) && !own && s.subscriptions() == 0) {
         if !own {
             t.stats.routes.pinned += 1;
             let in_multi = s.pin.as_ref().is_some_and(|p| p.in_multi());
@@ -304,7 +306,7 @@ fn route_on_replica(
                 args: args.iter().map(|a| a.to_vec()).collect(),
                 silent: false,
                 pinned: true,
-                blocks: crate::forward::blocks(r, in_multi),
+                blocks: crate::forward::blocks(r, args, in_multi),
                 read: None,
             }));
         }
@@ -520,10 +522,10 @@ fn route_remote(
             read,
         }))
     };
-    if s.pin.is_some() || crate::forward::pins(r) {
+    if s.pin.is_some() || crate::forward::pins(r, args) {
         t.stats.routes.pinned += 1;
         let req = pinned_request(t, s, r, args);
-        return forward(req, true, crate::forward::blocks(r, in_multi), None);
+        return forward(req, true, crate::forward::blocks(r, args, in_multi), None);
     }
     let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
     let read = !write && (is_read_command(r, s) || primary_only_read(name));
@@ -589,7 +591,7 @@ pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Ve
     let Lookup::Found(r) = lookup(args) else {
         return None;
     };
-    if !arity_fits(r.spec, args.len()) || !r.write || crate::forward::pins(r) || r.no_multi {
+    if !arity_fits(r.spec, args.len()) || !r.write || crate::forward::pins(r, args) || r.no_multi {
         return None;
     }
     t.stats.routes.primary_writes += 1;
@@ -656,7 +658,10 @@ pub fn dispatch(
         .iter()
         .any(|c| n.eq_ignore_ascii_case(c))
     });
-    if matches!(s.reply_mode, ReplyMode::Off | ReplyMode::SkipThis) && !confirms {
+    // An error (arity, NOAUTH, NOPERM) is the command's reply, silenced
+    // like any other: only confirmations are pushed.
+    let pushed_confirms = confirms && out.buf.get(mark) != Some(&b'-');
+    if matches!(s.reply_mode, ReplyMode::Off | ReplyMode::SkipThis) && !pushed_confirms {
         out.buf.truncate(mark);
     }
     if s.reply_mode == ReplyMode::SkipThis {

@@ -329,16 +329,33 @@ pub type PinnedReply =
 /// Whether request `r` ties a customer's connection on a replica's node to
 /// the primary (see [`Pin`]). WAIT blocks like a blocking pop, and must
 /// never hold the stream other clients share.
-pub fn pins(r: &crate::cmd::table::Registered) -> bool {
+pub fn pins(r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
     matches!(r.fullname.as_str(), "multi" | "watch" | "wait")
         || r.spec.route == crate::cmd::table::Route::Blocking
+        || blocks_by_option(r, args)
 }
 
 /// Whether `r`, sent on a pin, waits without a deadline of the router's
 /// own: a blocking command or WAIT, outside a transaction (its own
 /// timeout bounds it; queued in MULTI it only queues).
-pub fn blocks(r: &crate::cmd::table::Registered, in_multi: bool) -> bool {
-    (r.spec.route == crate::cmd::table::Route::Blocking || r.fullname == "wait") && !in_multi
+pub fn blocks(r: &crate::cmd::table::Registered, args: &[&[u8]], in_multi: bool) -> bool {
+    (r.spec.route == crate::cmd::table::Route::Blocking
+        || r.fullname == "wait"
+        || blocks_by_option(r, args))
+        && !in_multi
+}
+
+/// XREADGROUP, a write the primary runs, blocks only when given BLOCK
+/// (among its options, after `GROUP <group> <consumer>` and before
+/// `STREAMS`); without it, it is forwarded like any write.
+fn blocks_by_option(r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
+    r.fullname == "xreadgroup"
+        && args
+            .get(4..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+            .any(|a| a.eq_ignore_ascii_case(b"block"))
 }
 
 /// Sends `req` on the session's pin, opening it to the node the tenant

@@ -324,7 +324,7 @@ pub fn bitop(ctx: &mut Ctx) {
             ctx.notify(NOTIFY_GENERIC, "del", dest);
         }
     } else {
-        ctx.set_key(dest, Value::from_vec(out), false);
+        ctx.set_key(dest, Value::raw_vec(out), false);
         ctx.notify(NOTIFY_STRING, "set", dest);
     }
     ctx.propagate_as_is();

@@ -24,7 +24,7 @@ fn hll_for_write<'c>(ctx: &'c mut Ctx, key: &[u8]) -> Option<(&'c mut Vec<u8>, b
             }
             (idx, false)
         }
-        None => (ctx.set_key(key, Value::from_vec(hll::new()), false), true),
+        None => (ctx.set_key(key, Value::raw_vec(hll::new()), false), true),
     };
     let v = ctx.db().entry_mut(idx).value.str_mut_raw()?;
     Some((v, created))

@@ -92,6 +92,14 @@ impl Value {
         Value::Str(Sds::from_vec(v))
     }
 
+    /// A string Redis builds itself rather than from a client's argument
+    /// (BITOP's result, a new HyperLogLog): `raw` whatever its length.
+    pub fn raw_vec(v: Vec<u8>) -> Value {
+        let mut s = Sds::from_vec(v);
+        s.set_flag(StrEnc::Raw as u8);
+        Value::Str(s)
+    }
+
     /// A string that Redis would not have integer-encoded.
     pub fn plain(b: &[u8]) -> Value {
         let mut s = Sds::from_slice(b);

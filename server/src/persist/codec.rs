@@ -135,6 +135,17 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
+    /// For a value an RDB file holds already packed (a listpack or
+    /// ziplist sorted set or hash): Redis keeps it packed unless it has
+    /// more entries than the setting allows, whatever its elements'
+    /// lengths (`rdbLoadObject` checks only the count).
+    pub fn for_packed(&self) -> Thresholds {
+        let mut t = *self;
+        t.hash.max_value = usize::MAX;
+        t.zset.max_value = usize::MAX;
+        t
+    }
+
     /// The thresholds of the current configuration.
     pub fn from_settings(s: &Settings) -> Self {
         Thresholds {

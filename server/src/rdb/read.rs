@@ -363,17 +363,21 @@ fn load_value<R: Read>(
                 .map(Sds::from_vec)
                 .collect(),
         ),
-        Type::ZSetZiplist => codec::build_zset(&zset_pairs(&packed::ziplist(&s.string()?)?)?, th)?,
-        Type::ZSetListpack => {
-            codec::build_zset(&zset_pairs(&packed::listpack(&s.string()?)?)?, th)?
-        }
+        Type::ZSetZiplist => codec::build_zset(
+            &zset_pairs(&packed::ziplist(&s.string()?)?)?,
+            &th.for_packed(),
+        )?,
+        Type::ZSetListpack => codec::build_zset(
+            &zset_pairs(&packed::listpack(&s.string()?)?)?,
+            &th.for_packed(),
+        )?,
         Type::HashZiplist => {
             let e = packed::ziplist(&s.string()?)?;
-            codec::build_hash(&elems_to_pairs(&e, "hash")?, th)?
+            codec::build_hash(&elems_to_pairs(&e, "hash")?, &th.for_packed())?
         }
         Type::HashListpack => {
             let e = packed::listpack(&s.string()?)?;
-            codec::build_hash(&elems_to_pairs(&e, "hash")?, th)?
+            codec::build_hash(&elems_to_pairs(&e, "hash")?, &th.for_packed())?
         }
         Type::ListQuicklist | Type::ListQuicklist2 => {
             let nodes = s.len()?;

@@ -22,12 +22,13 @@ use crate::db::stream::{Stream, StreamId};
 use crate::db::{Kind, Value};
 use crate::resp::Reply;
 
-/// Writes `-<code> <text>` where the text names client arguments.
+/// Writes `-<code> <text>` where the text names client arguments, each
+/// up to its first NUL byte (Redis formats them with `%s`).
 fn error_named(ctx: &mut Ctx, code: &str, parts: &[&[u8]]) {
     let mut m = code.as_bytes().to_vec();
     m.push(b' ');
     for p in parts {
-        m.extend_from_slice(p);
+        m.extend_from_slice(crate::util::c_str(p, usize::MAX));
     }
     ctx.error_bytes(&m);
 }
