@@ -1147,3 +1147,43 @@ fn database_users_survive_a_restart_through_the_log() {
         "a deleted user came back from users.acl"
     );
 }
+
+/// Client-side caching is per database: a tracking client of one hears
+/// about writes to its keys there, never about another database's key of
+/// the same name, nor about another database's flush.
+#[test]
+fn tracking_invalidations_stay_in_their_database() {
+    let dir = Scratch::new("tenancy-tracking");
+    let srv = start(&dir, &[]);
+    let mut t = RespConn::connect_resp3_auth(srv.port, "shop", SHOP_TOKEN).expect("HELLO 3 AUTH");
+    ok(&mut t, &["CLIENT", "TRACKING", "ON"]);
+    call(&mut t, &["GET", "k"]);
+    let mut blog = login(&srv, "blog", BLOG_TOKEN);
+    let mut shop = login(&srv, "shop", SHOP_TOKEN);
+    // What reached the tracking client before its PING's reply.
+    let pushes = |t: &mut RespConn| -> Vec<Value> {
+        let mut got = Vec::new();
+        let mut v = call(t, &["PING"]);
+        while v != Value::Simple(b"PONG".to_vec()) {
+            got.push(v);
+            v = t.read_reply().expect("reply");
+        }
+        got
+    };
+    ok(&mut blog, &["SET", "k", "blog's"]);
+    ok(&mut blog, &["FLUSHALL"]);
+    assert_eq!(
+        pushes(&mut t),
+        Vec::<Value>::new(),
+        "another database's writes"
+    );
+    ok(&mut shop, &["SET", "k", "shop's"]);
+    assert_eq!(
+        pushes(&mut t),
+        vec![Value::Array(vec![
+            Value::Bulk(b"invalidate".to_vec()),
+            Value::Array(vec![Value::Bulk(b"k".to_vec())]),
+        ])],
+        "its own database's write"
+    );
+}

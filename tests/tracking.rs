@@ -589,3 +589,151 @@ fn info_and_client_list_show_tracking() {
     };
     assert_eq!(run(&target), run(&reference));
 }
+
+/// A RESP3 connection with tracking on, and the invalidations pushed to
+/// it: each push's keys (a nil push, a flush, as `*`).
+struct Tracked {
+    c: common::RespConn,
+}
+
+impl Tracked {
+    fn new(server: &ServerProcess) -> Tracked {
+        let mut c = common::RespConn::connect_resp3(server.port).expect("HELLO 3");
+        assert_eq!(
+            c.cmd(&["CLIENT", "TRACKING", "ON"]).expect("tracking"),
+            common::Value::Simple(b"OK".to_vec())
+        );
+        Tracked { c }
+    }
+
+    /// The keys invalidated since the last call: pushes read until this
+    /// PING's reply.
+    fn invalidated(&mut self) -> Vec<Vec<u8>> {
+        use common::Conn;
+        use common::Value;
+        let mut keys = Vec::new();
+        let mut reply = self.c.call(&[b"PING".to_vec()]).expect("ping");
+        while reply != Value::Simple(b"PONG".to_vec()) {
+            match reply {
+                // (The replies of reads sent without waiting for them.)
+                Value::Nil => {}
+                Value::Array(p) if p.len() == 2 && p[0] == Value::Bulk(b"invalidate".to_vec()) => {
+                    match &p[1] {
+                        Value::Array(ks) => keys.extend(ks.iter().filter_map(|k| match k {
+                            Value::Bulk(b) => Some(b.clone()),
+                            _ => None,
+                        })),
+                        _ => keys.push(b"*".to_vec()),
+                    }
+                }
+                other => panic!("not an invalidation: {other:?}"),
+            }
+            reply = self.c.read_reply().expect("next reply");
+        }
+        keys
+    }
+}
+
+fn info_u64(c: &mut common::RespConn, field: &str) -> u64 {
+    let Ok(common::Value::Bulk(text)) = c.cmd(&["INFO", "all"]) else {
+        panic!("INFO");
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no {field}"))
+}
+
+/// `tracking-table-max-keys`: past it, keys are dropped from the table
+/// (which keys is Redis's random pick) and their readers told they are
+/// invalid, as in redis-server: the table holds at most the limit, and
+/// every key read is either still tracked or was invalidated, once.
+#[test]
+fn the_tracking_table_keeps_to_its_limit() {
+    for server in [start_reference(), start_anykv(&common::anykv_bin())] {
+        let mut admin = server.connect();
+        admin
+            .cmd(&["CONFIG", "SET", "tracking-table-max-keys", "2"])
+            .expect("config set");
+        let mut t = Tracked::new(&server);
+        // (Sent without reading: pushes may come between the replies.)
+        let gets: Vec<Vec<&str>> = ["k1", "k2", "k3", "k4", "k5"]
+            .iter()
+            .map(|k| vec!["GET", k])
+            .collect();
+        t.c.send_all(&gets).expect("gets");
+        // (The GETs' replies and any pushes before them, once they ran.)
+        let mut dropped = t.invalidated();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while info_u64(&mut admin, "tracking_total_keys") > 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dropped.extend(t.invalidated());
+        let kept = info_u64(&mut admin, "tracking_total_keys");
+        assert!(kept <= 2, "{}: {kept} keys tracked", server.name);
+        dropped.sort();
+        let before = dropped.len();
+        dropped.dedup();
+        assert_eq!(
+            dropped.len(),
+            before,
+            "{}: a key invalidated twice",
+            server.name
+        );
+        assert_eq!(
+            dropped.len() as u64 + kept,
+            5,
+            "{}: every key read is tracked or was invalidated: {dropped:?}",
+            server.name
+        );
+    }
+}
+
+/// A key evicted under maxmemory is invalidated for the clients that
+/// cached it, as in redis-server: exactly the keys that are gone.
+#[test]
+fn evicted_keys_are_invalidated() {
+    for server in [start_reference(), start_anykv(&common::anykv_bin())] {
+        let mut admin = server.connect();
+        admin
+            .cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"])
+            .expect("policy");
+        let value = "v".repeat(10_000);
+        let keys: Vec<String> = (0..200).map(|i| format!("big:{i}")).collect();
+        for k in &keys {
+            admin.cmd(&["SET", k, &value]).expect("set");
+        }
+        let mut t = Tracked::new(&server);
+        for k in &keys {
+            t.c.cmd(&["GET", k]).expect("get");
+        }
+        let used = info_u64(&mut admin, "used_memory");
+        admin
+            .cmd(&[
+                "CONFIG",
+                "SET",
+                "maxmemory",
+                &(used - 1_000_000).to_string(),
+            ])
+            .expect("maxmemory");
+        // Eviction runs before the next command (and, in Redis, in the
+        // background until memory is under the limit).
+        let limit = used - 1_000_000;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while info_u64(&mut admin, "used_memory") > limit && Instant::now() < deadline {
+            admin.cmd(&["PING"]).expect("ping");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut gone: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| admin.cmd(&["EXISTS", k]).expect("exists") == common::Value::Int(0))
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        assert!(!gone.is_empty(), "{}: nothing was evicted", server.name);
+        let mut told = t.invalidated();
+        told.sort();
+        gone.sort();
+        assert_eq!(told, gone, "{}: invalidated = evicted", server.name);
+    }
+}

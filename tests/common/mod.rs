@@ -212,6 +212,18 @@ impl RespConn {
         Ok(c)
     }
 
+    /// [`RespConn::connect_resp3`] on a server that wants a login first:
+    /// `HELLO 3 AUTH <user> <password>`.
+    pub fn connect_resp3_auth(port: u16, user: &str, password: &str) -> io::Result<RespConn> {
+        let mut c = Self::connect(port)?;
+        c.resp3 = true;
+        let hello = c.cmd(&["HELLO", "3", "AUTH", user, password])?;
+        if matches!(hello, Value::Error(_)) {
+            return Err(proto_err(format!("HELLO 3 AUTH refused: {hello:?}")));
+        }
+        Ok(c)
+    }
+
     /// A RESP3 reply: (its RESP2-shaped value, its types).
     fn read_value3(&mut self, depth: usize) -> io::Result<(Value, String)> {
         if depth > 64 {
