@@ -229,6 +229,30 @@ fn restore_options_and_errors_as_redis() {
     assert!(
         matches!(call(&mut a, &[b"OBJECT", b"IDLETIME", b"i"]), Value::Int(n) if (1000..1010).contains(&n))
     );
+    assert!(
+        matches!(call(&mut r, &[b"OBJECT", b"IDLETIME", b"i"]), Value::Int(n) if (1000..1010).contains(&n)),
+        "redis-server's idle time too"
+    );
+    // FREQ sets the LFU counter (under an LFU policy; OBJECT FREQ refuses
+    // otherwise, as Redis does), and a FREQ under LRU is taken and
+    // ignored; IDLETIME under LFU likewise.
+    let restored_freq = |r: &mut RespConn, a: &mut RespConn, key: &[u8], opt: &[u8], n: &[u8]| {
+        both(r, a, &[b"RESTORE", key, b"0", p, opt, n]);
+        both(r, a, &[b"OBJECT", b"FREQ", key])
+    };
+    restored_freq(&mut r, &mut a, b"f0", b"FREQ", b"100");
+    for c in [&mut r, &mut a] {
+        call(c, &[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lfu"]);
+    }
+    assert_eq!(
+        restored_freq(&mut r, &mut a, b"f", b"FREQ", b"100"),
+        Value::Int(100)
+    );
+    restored_freq(&mut r, &mut a, b"f2", b"FREQ", b"0");
+    restored_freq(&mut r, &mut a, b"i2", b"IDLETIME", b"50");
+    for c in [&mut r, &mut a] {
+        call(c, &[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
+    }
     for bad in [
         &[&b"RESTORE"[..], b"e", b"-1", p][..],
         &[b"RESTORE", b"e", b"x", p],

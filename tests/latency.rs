@@ -78,6 +78,13 @@ fn latency_histograms_and_help_answer_as_redis_does() {
     }
     for args in [
         &["LATENCY", "HELP"][..],
+        &["OBJECT", "HELP"],
+        &["CONFIG", "HELP"],
+        &["PUBSUB", "HELP"],
+        &["SLOWLOG", "HELP"],
+        &["OBJECT", "HELP", "x"],
+        &["OBJECT", "NOSUCH"],
+        &["MEMORY", "HELP"],
         &["LATENCY", "GRAPH", "nosuch"],
         &["LATENCY", "HISTORY", "nosuch"],
         &["LATENCY", "HISTOGRAM", "nosuch"],
@@ -208,6 +215,23 @@ fn latency_doctor_and_graph_report_recorded_events() {
         matches!(&latest, Value::Array(v) if !v.is_empty()),
         "no event recorded: {latest:?}"
     );
+    // HISTORY: one [unix time, ms] sample, the script's 20 ms or more.
+    let Value::Array(history) = call(&mut a, &["LATENCY", "HISTORY", "command"]) else {
+        panic!("LATENCY HISTORY");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match history.as_slice() {
+        [Value::Array(sample)] => match sample.as_slice() {
+            [Value::Int(t), Value::Int(ms)] => {
+                assert!((now - 5..=now + 1).contains(t), "time {t}, now {now}");
+                assert!(*ms >= 20, "{ms} ms");
+            }
+            other => panic!("a sample: {other:?}"),
+        },
+        other => panic!("one sample: {other:?}"),
+    }
     let report = text(call(&mut a, &["LATENCY", "DOCTOR"]));
     assert!(report.contains("1. command: 1 samples"), "{report}");
     assert!(report.contains("SLOWLOG"), "{report}");

@@ -981,7 +981,77 @@ impl Gen {
             45..=59 => self.g_hash(),
             60..=71 => self.g_set(),
             72..=84 => self.g_zset(),
+            85..=91 => self.g_bits_hll_geo(),
             _ => self.g_generic(),
+        }
+    }
+
+    /// Bitmaps and HyperLogLogs (strings) and geo sets (sorted sets).
+    fn g_bits_hll_geo(&mut self) -> Cmd {
+        match self.rng.below(12) {
+            0 | 1 => {
+                let k = self.key(Ty::Str);
+                c!["SETBIT", k, self.rng.int(0, 400), self.rng.int(0, 1)]
+            }
+            2 => {
+                let k = self.key(Ty::Str);
+                let ty = self.rng.pick(&["u8", "i16", "u4", "i64"]);
+                c![
+                    "BITFIELD",
+                    k,
+                    "OVERFLOW",
+                    self.rng.pick(&["WRAP", "SAT", "FAIL"]),
+                    "INCRBY",
+                    ty,
+                    format!("#{}", self.rng.int(0, 5)),
+                    self.rng.int(-300, 300)
+                ]
+            }
+            3 => {
+                let (d, a, b) = (self.key(Ty::Str), self.key(Ty::Str), self.key(Ty::Str));
+                c!["BITOP", self.rng.pick(&["AND", "OR", "XOR"]), d, a, b]
+            }
+            4..=6 => {
+                let k = self.key(Ty::Str);
+                let mut a: Vec<Arg> = vec!["PFADD".into(), k.into()];
+                let n = if self.rng.chance(5) { 600 } else { 3 };
+                let base = self.rng.int(0, 100_000);
+                for i in base..base + n {
+                    a.push(format!("e{i}").into());
+                }
+                Cmd::new(a)
+            }
+            7 => c!["PFCOUNT", self.key(Ty::Str)],
+            8 => {
+                let (d, a) = (self.key(Ty::Str), self.key(Ty::Str));
+                c!["PFMERGE", d, a]
+            }
+            9 | 10 => {
+                let k = self.key(Ty::Zset);
+                c![
+                    "GEOADD",
+                    k,
+                    format!("{:.5}", self.rng.int(-17_900_000, 17_900_000) as f64 / 1e5),
+                    format!("{:.5}", self.rng.int(-8_400_000, 8_400_000) as f64 / 1e5),
+                    format!("m{}", self.rng.int(0, 20))
+                ]
+            }
+            _ => {
+                let (d, k) = (self.key(Ty::Zset), self.key(Ty::Zset));
+                c![
+                    "GEOSEARCHSTORE",
+                    d,
+                    k,
+                    "FROMLONLAT",
+                    "0",
+                    "0",
+                    "BYRADIUS",
+                    "20000",
+                    "km",
+                    "ASC",
+                    "STOREDIST"
+                ]
+            }
         }
     }
 

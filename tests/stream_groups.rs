@@ -1113,3 +1113,53 @@ fn mask_times(v: Value) -> Value {
     }
     Value::Array(out)
 }
+
+/// XCLAIM's IDLE and TIME set the entry's delivery time as redis-server
+/// sets it: XPENDING's idle time is then the given one (plus the moment
+/// between), on both.
+#[test]
+fn xclaim_idle_and_time_set_the_idle_time_as_in_redis() {
+    let servers = [start_reference(), start_anykv(&common::anykv_bin())];
+    for server in &servers {
+        let mut c = server.connect();
+        call(&mut c, &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+        call(&mut c, &["XADD", "s", "1-0", "f", "v"]);
+        call(&mut c, &["XADD", "s", "2-0", "f", "v"]);
+        call(
+            &mut c,
+            &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", ">"],
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        call(
+            &mut c,
+            &["XCLAIM", "s", "g", "c2", "0", "1-0", "IDLE", "5000"],
+        );
+        let time = (now_ms - 3000).to_string();
+        call(
+            &mut c,
+            &[
+                "XCLAIM", "s", "g", "c2", "0", "2-0", "TIME", &time, "JUSTID",
+            ],
+        );
+        let Value::Array(pending) = call(&mut c, &["XPENDING", "s", "g", "-", "+", "10"]) else {
+            panic!("{}: XPENDING", server.name);
+        };
+        let idle: Vec<i64> = pending
+            .iter()
+            .map(|e| match e {
+                Value::Array(f) => match f.get(2) {
+                    Some(Value::Int(n)) => *n,
+                    other => panic!("{}: idle {other:?}", server.name),
+                },
+                other => panic!("{}: entry {other:?}", server.name),
+            })
+            .collect();
+        assert!(
+            (5000..5500).contains(&idle[0]) && (3000..3500).contains(&idle[1]),
+            "{}: idle times {idle:?}",
+            server.name
+        );
+    }
+}

@@ -348,7 +348,7 @@ pub fn random_write(rng: &mut StdRng) -> Vec<String> {
     let k = format!("k{}", rng.random_range(0..60));
     let v = rng.random_range(0..1000).to_string();
     let s = |x: &str| x.to_string();
-    match rng.random_range(0..22) {
+    match rng.random_range(0..26) {
         0 => vec![s("SET"), k, v],
         1 => vec![
             s("SET"),
@@ -457,6 +457,37 @@ pub fn random_write(rng: &mut StdRng) -> Vec<String> {
             format!("x{}", rng.random_range(0..5)),
             format!("g{}", rng.random_range(0..2)),
             format!("c{}", rng.random_range(0..3)),
+        ],
+        // Bitmaps, HyperLogLog (sparse, and dense once big) and geo.
+        21 => vec![
+            s("SETBIT"),
+            format!("b{}", rng.random_range(0..5)),
+            rng.random_range(0..300).to_string(),
+            rng.random_range(0..2).to_string(),
+        ],
+        22 => vec![
+            s("BITFIELD"),
+            format!("b{}", rng.random_range(0..5)),
+            s("OVERFLOW"),
+            s("SAT"),
+            s("INCRBY"),
+            s("i8"),
+            format!("#{}", rng.random_range(0..4)),
+            (rng.random_range(0..200) - 100).to_string(),
+        ],
+        23 => {
+            let base = rng.random_range(0..100_000);
+            let n = if rng.random_range(0..20) == 0 { 400 } else { 3 };
+            let mut c = vec![s("PFADD"), format!("hll{}", rng.random_range(0..5))];
+            c.extend((base..base + n).map(|i| format!("e{i}")));
+            c
+        }
+        24 => vec![
+            s("GEOADD"),
+            format!("geo{}", rng.random_range(0..3)),
+            format!("{:.5}", rng.random_range(-179.0..179.0f64)),
+            format!("{:.5}", rng.random_range(-84.0..84.0f64)),
+            format!("m{v}"),
         ],
         _ => vec![s("SELECT"), rng.random_range(0..4).to_string()],
     }

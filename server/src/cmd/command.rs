@@ -5,13 +5,13 @@ use super::table::{registry, Registered};
 use super::{client::subcommand_syntax_error, Ctx};
 use crate::util::glob_match;
 
-/// Redis's `addReplyHelp`: a header, the lines, and the HELP entry.
+/// Redis's `addReplyHelp`: a header, the lines, and the HELP entry
+/// ("Prints this help." in 7.0.15, for every container command).
 pub fn reply_help(ctx: &mut Ctx, name: &str, lines: &[&str]) {
-    reply_help_ending(ctx, name, lines, "    Print this help.")
+    reply_help_ending(ctx, name, lines, "    Prints this help.")
 }
 
-/// The same with the HELP entry's own words (SCRIPT and FUNCTION say
-/// "Prints this help." in 7.0).
+/// The same with the HELP entry's own words.
 pub fn reply_help_ending(ctx: &mut Ctx, name: &str, lines: &[&str], last: &str) {
     ctx.out.array(lines.len() + 3);
     ctx.out.simple(&format!(
