@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{same, start_anykv, start_reference, ServerProcess};
+use common::{same, start_anykv, start_reference, Conn, ServerProcess};
 use std::io::{Read, Write};
 
 /// SMOVE of a member the destination already has changes only the
@@ -165,5 +165,79 @@ fn client_info_shows_the_query_buffer_in_use() {
         let want = qbuf(&reference, cmd);
         assert_ne!(want, "qbuf=0");
         assert_eq!(qbuf(&target, cmd), want, "{cmd:?}");
+    }
+}
+
+/// COMMAND GETKEYSANDFLAGS names each key with the flags redis-server
+/// 7.0 gives it: from the key specs, or from its getkeys procedures where
+/// the specs cannot tell (SET with and without GET, BITFIELD reading or
+/// writing, SORT's STORE, MIGRATE's KEYS, GEORADIUS's STORE); its errors
+/// as GETKEYS's; in RESP2 and RESP3 (flags are a set there).
+#[test]
+fn getkeysandflags_names_each_keys_flags_as_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let lines: &[&[&str]] = &[
+        &["GET", "k"],
+        &["SET", "k", "v"],
+        &["SET", "k", "v", "GET"],
+        &["MSET", "a", "1", "b", "2"],
+        &["APPEND", "k", "x"],
+        &["DEL", "a", "b"],
+        &["RENAME", "a", "b"],
+        &["LMOVE", "a", "b", "LEFT", "RIGHT"],
+        &["BLPOP", "a", "b", "0"],
+        &["ZUNIONSTORE", "d", "2", "a", "b"],
+        &["ZUNION", "2", "a", "b"],
+        &["LMPOP", "2", "a", "b", "LEFT"],
+        &["BITFIELD", "k", "GET", "u8", "0"],
+        &["BITFIELD", "k", "SET", "u8", "0", "1"],
+        &["BITFIELD_RO", "k", "GET", "u8", "0"],
+        &["BITOP", "AND", "d", "a", "b"],
+        &["SORT", "k"],
+        &["SORT", "k", "STORE", "d"],
+        &["SORT_RO", "k"],
+        &["EVAL", "return 1", "2", "a", "b"],
+        &["FCALL", "f", "1", "a"],
+        &["XREAD", "STREAMS", "a", "b", "0", "0"],
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", ">"],
+        &["MIGRATE", "h", "1", "k", "0", "10"],
+        &["MIGRATE", "h", "1", "", "0", "10", "KEYS", "a", "b"],
+        &["GEORADIUS", "k", "0", "0", "1", "km", "STORE", "d"],
+        &[
+            "GEOSEARCHSTORE",
+            "d",
+            "k",
+            "FROMLONLAT",
+            "0",
+            "0",
+            "BYRADIUS",
+            "1",
+            "km",
+        ],
+        &["PFMERGE", "d", "a", "b"],
+        &["OBJECT", "ENCODING", "k"],
+        &["PING"],
+        &["NOSUCH", "k"],
+        &["GET"],
+        &["ZUNIONSTORE", "d", "5", "a"],
+    ];
+    for resp3 in [false, true] {
+        let conn = |s: &ServerProcess| {
+            if resp3 {
+                common::RespConn::connect_resp3(s.port).expect("HELLO 3")
+            } else {
+                s.connect()
+            }
+        };
+        let (mut r, mut a) = (conn(&reference), conn(&target));
+        for line in lines {
+            let mut args = vec!["COMMAND", "GETKEYSANDFLAGS"];
+            args.extend_from_slice(line);
+            same(&mut r, &mut a, &args);
+            if resp3 {
+                assert_eq!(a.shape(), r.shape(), "{args:?}: RESP3 types");
+            }
+        }
     }
 }

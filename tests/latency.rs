@@ -79,6 +79,7 @@ fn latency_histograms_and_help_answer_as_redis_does() {
     for args in [
         &["LATENCY", "HELP"][..],
         &["OBJECT", "HELP"],
+        &["COMMAND", "HELP"],
         &["CONFIG", "HELP"],
         &["PUBSUB", "HELP"],
         &["SLOWLOG", "HELP"],

@@ -67,14 +67,17 @@ impl Access {
             write: has("insert") || has("update") || has("delete"),
         }
     }
+    #[cfg(test)]
     const RO_ACCESS: Access = Access {
         read: true,
         write: false,
     };
+    #[cfg(test)]
     const OW_UPDATE: Access = Access {
         read: false,
         write: true,
     };
+    #[cfg(test)]
     const RW: Access = Access {
         read: true,
         write: true,
@@ -93,6 +96,16 @@ pub fn specs_of(fullname: &str) -> &'static [KeySpec] {
 /// The keys among `args` (the command's name first) and what the command
 /// does to each, as Redis's `getKeysFromCommandWithSpecs`.
 pub fn keys_with_access(r: &Registered, args: &[&[u8]]) -> Vec<(usize, Access)> {
+    keys_with_flags(r, args)
+        .into_iter()
+        .map(|(i, flags)| (i, Access::of_flags(flags)))
+        .collect()
+}
+
+/// The keys among `args` and each one's key-spec flags as Redis reports
+/// them (`COMMAND GETKEYSANDFLAGS`): the spec's, or those Redis's getkeys
+/// procedure gives when the specs cannot tell.
+pub fn keys_with_flags(r: &Registered, args: &[&[u8]]) -> Vec<(usize, &'static str)> {
     let specs = specs_of(&r.fullname);
     let has = |s: &KeySpec, f: &str| s.flags.split(' ').any(|x| x == f);
     let variable = specs.iter().any(|s| has(s, "variable_flags"));
@@ -107,7 +120,7 @@ pub fn keys_with_access(r: &Registered, args: &[&[u8]]) -> Vec<(usize, Access)> 
 
 /// Redis's `getKeysUsingKeySpecs`: None when a spec cannot be followed
 /// (unknown, incomplete, out of range).
-fn by_specs(specs: &[KeySpec], args: &[&[u8]]) -> Option<Vec<(usize, Access)>> {
+fn by_specs(specs: &[KeySpec], args: &[&[u8]]) -> Option<Vec<(usize, &'static str)>> {
     let argc = args.len() as i64;
     let mut keys = Vec::new();
     for spec in specs {
@@ -170,10 +183,9 @@ fn by_specs(specs: &[KeySpec], args: &[&[u8]]) -> Option<Vec<(usize, Access)>> {
         if last >= argc || last < first || first >= argc {
             return None;
         }
-        let access = Access::of_flags(spec.flags);
         let mut i = first;
         while i <= last {
-            keys.push((i as usize, access));
+            keys.push((i as usize, spec.flags));
             i += step.max(1);
         }
         if spec.flags.split(' ').any(|f| f == "incomplete") {
@@ -183,23 +195,28 @@ fn by_specs(specs: &[KeySpec], args: &[&[u8]]) -> Option<Vec<(usize, Access)>> {
     Some(keys)
 }
 
+/// The flags Redis's getkeys procedures give (`CMD_KEY_*`).
+const RO_ACCESS: &str = "RO access";
+const OW_UPDATE: &str = "OW update";
+const RW_ACCESS_UPDATE: &str = "RW access update";
+
 /// Redis's `getkeys` procedures, for what the specs cannot tell: the
 /// positions are the ones COMMAND GETKEYS reports, the access the one each
 /// procedure gives.
-fn by_procedure(r: &Registered, args: &[&[u8]]) -> Vec<(usize, Access)> {
+fn by_procedure(r: &Registered, args: &[&[u8]]) -> Vec<(usize, &'static str)> {
     let positions = crate::cmd::command::key_positions(r.spec, args);
     let has_arg = |from: usize, words: &[&[u8]]| {
         args.iter()
             .skip(from)
             .any(|a| words.iter().any(|w| a.eq_ignore_ascii_case(w)))
     };
-    let access: Box<dyn Fn(usize) -> Access> = match r.fullname.as_str() {
+    let access: Box<dyn Fn(usize) -> &'static str> = match r.fullname.as_str() {
         // SET with GET reads the old value; without it, overwrites.
         "set" => {
             let a = if has_arg(3, &[b"get"]) {
-                Access::RW
+                RW_ACCESS_UPDATE
             } else {
-                Access::OW_UPDATE
+                OW_UPDATE
             };
             Box::new(move |_| a)
         }
@@ -207,25 +224,21 @@ fn by_procedure(r: &Registered, args: &[&[u8]]) -> Vec<(usize, Access)> {
         // it may change, as Redis's bitfieldGetKeys assumes).
         "bitfield" => {
             let a = if bitfield_reads_only(args) {
-                Access::RO_ACCESS
+                RO_ACCESS
             } else {
-                Access::RW
+                RW_ACCESS_UPDATE
             };
             Box::new(move |_| a)
         }
         // The source is read; STORE (and GEORADIUS's STOREDIST) overwrite.
-        "sort" | "georadius" | "georadiusbymember" => Box::new(|i| {
-            if i == 1 {
-                Access::RO_ACCESS
-            } else {
-                Access::OW_UPDATE
-            }
-        }),
-        "sort_ro" => Box::new(|_| Access::RO_ACCESS),
+        "sort" | "georadius" | "georadiusbymember" => {
+            Box::new(|i| if i == 1 { RO_ACCESS } else { OW_UPDATE })
+        }
+        "sort_ro" => Box::new(|_| RO_ACCESS),
         // Moved away: read and deleted.
-        "migrate" => Box::new(|_| Access::RW),
+        "migrate" => Box::new(|_| "RW access delete"),
         // Anything else the specs could not follow: the strictest reading.
-        _ => Box::new(|_| Access::RW),
+        _ => Box::new(|_| RW_ACCESS_UPDATE),
     };
     positions.into_iter().map(|i| (i, access(i))).collect()
 }

@@ -289,30 +289,69 @@ pub fn key_positions(spec: &super::CommandSpec, args: &[&[u8]]) -> Vec<usize> {
 }
 
 pub fn getkeys(ctx: &mut Ctx) {
+    let Some((_, keys)) = keys_of_command(ctx) else {
+        return;
+    };
+    ctx.out.array(keys.len());
+    for k in keys {
+        ctx.out.bulk(ctx.args[2 + k]);
+    }
+}
+
+/// `COMMAND GETKEYSANDFLAGS`: each key with its key-spec flags (a set in
+/// RESP3, as Redis writes command flags).
+pub fn getkeysandflags(ctx: &mut Ctx) {
+    let Some((r, keys)) = keys_of_command(ctx) else {
+        return;
+    };
+    let cmdargs = &ctx.args[2..];
+    let flagged = crate::acl::keys::keys_with_flags(r, cmdargs);
+    ctx.out.array(keys.len());
+    for k in keys {
+        let flags = flagged
+            .iter()
+            .find(|(i, _)| *i == k)
+            .map_or("", |(_, f)| *f);
+        let words: Vec<&str> = flags.split(' ').filter(|w| !w.is_empty()).collect();
+        ctx.out.array(2);
+        ctx.out.bulk(cmdargs[k]);
+        ctx.out.set(words.len());
+        for w in words {
+            ctx.out.simple(w);
+        }
+    }
+}
+
+/// The command named after `COMMAND GETKEYS[ANDFLAGS]` and the positions
+/// of its keys in `ctx.args[2..]`, or None after Redis's error reply.
+fn keys_of_command(ctx: &mut Ctx) -> Option<(&'static Registered, Vec<usize>)> {
     let cmdargs = &ctx.args[2..];
     let r = match super::lookup(cmdargs) {
         super::Lookup::Found(r) => r,
-        _ => return ctx.err("Invalid command specified"),
+        _ => {
+            ctx.err("Invalid command specified");
+            return None;
+        }
     };
     // (Redis's order: whether the command takes keys at all, its arity,
     // then the keys these arguments name: possibly none, EVAL with 0.)
     if r.spec.first_key <= 0 && !r.spec.has_flag("movablekeys") {
-        return ctx.err("The command has no key arguments");
+        ctx.err("The command has no key arguments");
+        return None;
     }
     let a = r.spec.arity;
     if (a > 0 && a as usize != cmdargs.len()) || (cmdargs.len() as i64) < -(a as i64) {
-        return ctx.err("Invalid number of arguments specified for command");
+        ctx.err("Invalid number of arguments specified for command");
+        return None;
     }
     let keys = key_positions(r.spec, cmdargs);
     // None found: fine for commands whose keys are optional (EVAL with
     // 0), an error for the others (a numkeys past the arguments).
     if keys.is_empty() && !r.spec.has_flag("no_mandatory_keys") {
-        return ctx.err("Invalid arguments specified for command");
+        ctx.err("Invalid arguments specified for command");
+        return None;
     }
-    ctx.out.array(keys.len());
-    for k in keys {
-        ctx.out.bulk(cmdargs[k]);
-    }
+    Some((r, keys))
 }
 
 pub fn help(ctx: &mut Ctx) {
@@ -336,6 +375,8 @@ pub fn help(ctx: &mut Ctx) {
             "    commands are returned.",
             "GETKEYS <full-command>",
             "    Return the keys from a full Redis command.",
+            "GETKEYSANDFLAGS <full-command>",
+            "    Return the keys and the access flags from a full Redis command.",
         ],
     );
 }

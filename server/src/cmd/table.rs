@@ -469,6 +469,7 @@ static COMMAND_SUBS: &[CommandSpec] = &[
     cmd!("docs", -2, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "7.0.0", "Get array of specific Redis command documentation", command::docs),
     cmd!("list", -2, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "7.0.0", "Get an array of Redis command names", command::list),
     cmd!("getkeys", -4, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "2.8.13", "Extract keys given a full Redis command", command::getkeys),
+    cmd!("getkeysandflags", -4, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "7.0.0", "Extract keys and access flags given a full Redis command", command::getkeysandflags),
     cmd!("help", 2, "loading stale", 0, 0, 0, "@slow @connection", Connection, Allowed, "server", "5.0.0", "Show helpful text about the different subcommands", command::help),
 ];
 
