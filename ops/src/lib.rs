@@ -11,7 +11,8 @@
 //! OAuth) and [`dashboard`] (what a signed-in user sees and may change),
 //! with [`fetch`] (the outbound HTTP client) and [`fakefly`] (Fly's side,
 //! for tests and the demo); billing builds on them, and [`rotation`]
-//! retires a rotated token once the app switched.
+//! retires a rotated token once the app switched. [`machines`] is the Fly
+//! Machines API client region scaling drives (with a fake of Fly's side).
 
 pub mod api;
 pub mod backup;
@@ -20,6 +21,7 @@ pub mod dashboard;
 pub mod fakefly;
 pub mod fetch;
 mod hex;
+pub mod machines;
 pub mod metering;
 pub mod plans;
 pub mod purge;
