@@ -972,10 +972,26 @@ fn a_databases_users_follow_it_to_its_replicas() {
         ),
         "the refused login is in the primary's ACL LOG: {logged:?}"
     );
+    // It names the client's own address (its connection to n3), not the
+    // link's.
+    let Some(Value::Bulk(info)) = field(&entries[0], "client-info") else {
+        panic!("client-info: {logged:?}")
+    };
+    let addr = |line: &[u8]| {
+        String::from_utf8_lossy(line)
+            .split(' ')
+            .find(|f| f.starts_with("addr="))
+            .map(str::to_string)
+    };
     assert_eq!(
         far.cmd(&["AUTH", "shop.reader", "reader-pw"])
             .expect("auth"),
         ok
+    );
+    assert_eq!(
+        addr(&info),
+        Some(format!("addr={}", far.local_addr())),
+        "the client's address"
     );
     assert_eq!(
         far.cmd(&["GET", "pub:1"]).expect("get"),

@@ -1304,6 +1304,16 @@ pub(crate) fn acl_log_entry(
     username: String,
 ) {
     let now = crate::util::mstime();
+    let mut client_info = s.info.describe(now);
+    // A request another node forwarded: its client's address, not the
+    // link's.
+    if let Some(origin) = s.origin {
+        client_info = client_info.replacen(
+            &format!(" addr={} ", s.info.addr),
+            &format!(" addr={origin} "),
+            1,
+        );
+    }
     let entry = crate::acl::log::Entry {
         count: 1,
         reason,
@@ -1311,7 +1321,7 @@ pub(crate) fn acl_log_entry(
         object,
         username,
         ctime_ms: now,
-        client_info: s.info.describe(now),
+        client_info,
     };
     let max = shared.config.read().acllog_max_len() as usize;
     shared.acl.log(tenant, entry, max);
