@@ -26,6 +26,7 @@ pub mod metering;
 pub mod plans;
 pub mod purge;
 pub mod redis;
+pub mod regions;
 pub mod rotation;
 pub mod sign;
 pub mod sso;
