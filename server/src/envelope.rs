@@ -124,20 +124,29 @@ impl Envelope {
             .as_ref()
             .map(Token::encode)
             .unwrap_or_default();
-        crate::resp::encode_request(
-            out,
-            &[
-                b"ENVELOPE",
-                self.tenant.to_string().as_bytes(),
-                self.db.to_string().as_bytes(),
-                self.client_id.to_string().as_bytes(),
-                self.resp.to_string().as_bytes(),
-                self.addr.to_string().as_bytes(),
-                &self.name,
-                token.as_bytes(),
-                self.user.as_bytes(),
-            ],
+        let (tenant, db, client, resp, addr) = (
+            self.tenant.to_string(),
+            self.db.to_string(),
+            self.client_id.to_string(),
+            self.resp.to_string(),
+            self.addr.to_string(),
         );
+        let mut fields: Vec<&[u8]> = vec![
+            b"ENVELOPE",
+            tenant.as_bytes(),
+            db.as_bytes(),
+            client.as_bytes(),
+            resp.as_bytes(),
+            addr.as_bytes(),
+            &self.name,
+            token.as_bytes(),
+        ];
+        // Without a user, the form nodes of earlier versions take too
+        // (a rolling upgrade keeps replica nodes' forwarding working).
+        if !self.user.is_empty() {
+            fields.push(self.user.as_bytes());
+        }
+        crate::resp::encode_request(out, &fields);
     }
 
     /// Reads an `ENVELOPE` request's arguments (the command name first).
@@ -481,6 +490,8 @@ mod tests {
         };
         let mut wire = Vec::new();
         plain.encode(&mut wire);
+        // (Without a user: the 8-field form earlier versions read.)
+        assert!(wire.starts_with(b"*8\r\n"));
         let mut p = crate::resp::RequestParser::new();
         p.next(&wire, &lim).unwrap();
         let args: Vec<&[u8]> = p.ranges().iter().map(|r| &wire[r.clone()]).collect();
