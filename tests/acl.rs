@@ -946,6 +946,53 @@ fn a_databases_users_follow_it_to_its_replicas() {
         denied(d3.cmd(&["FLUSHALL"]).expect("flushall")),
         "the narrowed default user on a node without a copy"
     );
+    // A blocking XREADGROUP, BLOCK before GROUP, waits on a stream of its
+    // own past the shared stream's 5 s bound, and is served.
+    assert_eq!(
+        d3.cmd(&["XGROUP", "CREATE", "jobs", "g", "$", "MKSTREAM"])
+            .expect("xgroup"),
+        ok
+    );
+    let adder = {
+        let addr = n1.resp;
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5_500));
+            let mut c = common::shop_login(addr, TOKEN, "the primary", |_| true);
+            c.cmd(&["XADD", "jobs", "*", "job", "1"]).expect("xadd")
+        })
+    };
+    let served = d3
+        .cmd(&[
+            "XREADGROUP",
+            "BLOCK",
+            "8000",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "jobs",
+            ">",
+        ])
+        .expect("xreadgroup");
+    let _ = adder.join();
+    assert!(
+        format!("{served:?}").contains("job"),
+        "served after 5.5 s: {served:?}"
+    );
+    // A login checked on the primary under CLIENT REPLY SKIP: its reply
+    // is skipped, the next command's is not.
+    let mut sk = common::shop_login(n3.resp, TOKEN, "n3", |_| true);
+    sk.send_all(&[
+        vec!["CLIENT", "REPLY", "SKIP"],
+        vec!["AUTH", "shop.reader", "reader-pw"],
+        vec!["GET", "pub:1"],
+    ])
+    .expect("send");
+    assert_eq!(
+        sk.read_reply().expect("reply"),
+        Value::Bulk(b"hello".to_vec()),
+        "GET's reply, the AUTH's skipped"
+    );
     let wrongpass =
         Value::Error(b"WRONGPASS invalid username-password pair or user is disabled.".to_vec());
     let mut far = RespConn::connect_addr(n3.resp).expect("n3");

@@ -1046,7 +1046,12 @@ async fn run(
                 }
                 continue;
             }
-            After::Suspend(Suspend::VerifyLogin { to, req, args }) => {
+            After::Suspend(Suspend::VerifyLogin {
+                to,
+                req,
+                args,
+                silent,
+            }) => {
                 // Nothing of the connection's runs meanwhile: its next
                 // requests are for whoever this login makes it.
                 match crate::forward::check_login(shared, to, req).await {
@@ -1061,16 +1066,25 @@ async fn run(
                         } else {
                             s.login_checked = true;
                             s.metered = true;
+                            // A CLIENT REPLY SKIP the first run used up
+                            // still applies to the run that replies.
+                            if silent && s.reply_mode == crate::client::ReplyMode::On {
+                                s.reply_mode = crate::client::ReplyMode::SkipThis;
+                            }
                             pending = Some(args);
                         }
                     }
                     Ok(crate::forward::LoginCheck::Refused(reply)) => {
                         tenant.borrow_mut().count_error("WRONGPASS");
-                        out.raw(&reply);
+                        if !silent {
+                            out.raw(&reply);
+                        }
                     }
                     Err(e) => {
                         tenant.borrow_mut().count_error(&e);
-                        out.error(&e);
+                        if !silent {
+                            out.error(&e);
+                        }
                     }
                 }
                 continue;
@@ -1246,11 +1260,18 @@ fn run_request(
         Some(Pending::Serve(env)) => env,
     };
     if !env.user.is_empty() && !shared.acl.read(t.id, |u| u.users.contains_key(&env.user)) {
-        let e = format!(
-            "{} the user '{}' no longer exists in this database",
-            crate::envelope::USER_GONE,
-            env.user
-        );
+        // A replica may only not have the user yet (made on the primary a
+        // moment ago): behind, so the request goes to the primary, which
+        // alone says a user is gone.
+        let e = if t.role == crate::repl::Role::Replica {
+            format!("BEHIND {}", crate::envelope::token_of(t).encode())
+        } else {
+            format!(
+                "{} the user '{}' no longer exists in this database",
+                crate::envelope::USER_GONE,
+                env.user
+            )
+        };
         t.count_error(&e);
         out.error(&e);
         return Outcome::Continue;

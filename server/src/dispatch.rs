@@ -638,7 +638,10 @@ pub fn dispatch(
         t.usage.count(s.class.unwrap_or(crate::meter::Class::Other));
     }
     // A forwarded request's reply is written later, by the connection.
-    if let Outcome::Suspend(Suspend::Forward { silent: sl, .. }) = &mut outcome {
+    if let Outcome::Suspend(
+        Suspend::Forward { silent: sl, .. } | Suspend::VerifyLogin { silent: sl, .. },
+    ) = &mut outcome
+    {
         *sl = silent;
     }
     // Messages this command published to its own client (PUBLISH to a

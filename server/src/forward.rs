@@ -345,13 +345,15 @@ pub fn blocks(r: &crate::cmd::table::Registered, args: &[&[u8]], in_multi: bool)
         && !in_multi
 }
 
-/// XREADGROUP, a write the primary runs, blocks only when given BLOCK
-/// (among its options, after `GROUP <group> <consumer>` and before
-/// `STREAMS`); without it, it is forwarded like any write.
+/// XREADGROUP (a write the primary runs) and XREAD block only when given
+/// BLOCK, which may come anywhere among their options before `STREAMS`
+/// (a group or consumer named "block" counts too: pinning one that
+/// would not block costs a stream, not correctness); without it they are
+/// forwarded like any write or read.
 fn blocks_by_option(r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
-    r.fullname == "xreadgroup"
+    matches!(r.fullname.as_str(), "xreadgroup" | "xread")
         && args
-            .get(4..)
+            .get(1..)
             .unwrap_or_default()
             .iter()
             .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))

@@ -181,6 +181,7 @@ fn verify_elsewhere(l: &mut Login, to: TenantId, user: &str, pw: &[u8]) -> Auth 
         to,
         req: crate::envelope::login_check(to.0, l.s, user, pw),
         args: l.args.iter().map(|a| a.to_vec()).collect(),
+        silent: false,
     });
     Auth::Verify
 }

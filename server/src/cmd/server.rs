@@ -65,6 +65,8 @@ pub enum Suspend {
         to: crate::tenant::TenantId,
         req: Vec<u8>,
         args: Vec<Vec<u8>>,
+        /// The client turned replies off (CLIENT REPLY OFF/SKIP).
+        silent: bool,
     },
 }
 
