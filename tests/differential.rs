@@ -777,7 +777,12 @@ impl Harness<'_> {
                         .first()
                         .is_some_and(|a| a.eq_ignore_ascii_case(b"xinfo")) =>
             {
-                Ok((mask_entries_read(&r), mask_entries_read(&t)))
+                {
+                    // (See `Harness::redis_replica_reads`.)
+                    let mask =
+                        |v: &Value| common::mask_fields(v, &["entries-read", "lag"], &Value::Nil);
+                    Ok((mask(&r), mask(&t)))
+                }
             }
             // A replica's copy changes only by its primary's stream: a
             // PFCOUNT it answers does not cache the count in its copy of
@@ -889,7 +894,7 @@ impl Harness<'_> {
                 (kind(&r) != kind(&t))
                     .then(|| "compared by RDB version (see Cmp::Dump)".to_string())
             }
-            Cmp::Idle => (mask_idle(&r) != mask_idle(&t))
+            Cmp::Idle => (common::mask_stream_times(&r) != common::mask_stream_times(&t))
                 .then(|| "compared with idle and delivery times masked".to_string()),
             Cmp::RandomPick { set } => self.check_random_pick(op, set, &r, &t)?,
             Cmp::ZRandMember => self.check_zrandmember(op, &r, &t)?,
@@ -1262,33 +1267,6 @@ fn sorted(v: &Value) -> Value {
     }
 }
 
-/// `v` with idle and delivery times zeroed: the values after `idle`,
-/// `seen-time` and `active-time` in name/value arrays, the third element
-/// of XPENDING's and XINFO FULL's `[id, consumer, time, count]` entries
-/// and the second of a consumer's `[id, time, count]` ones.
-fn mask_idle(v: &Value) -> Value {
-    let Value::Array(items) = v else {
-        return v.clone();
-    };
-    let mut out: Vec<Value> = items.iter().map(mask_idle).collect();
-    let is = |v: &Value, what: &str| matches!(v, Value::Bulk(b) if b == what.as_bytes());
-    match out.as_slice() {
-        [Value::Bulk(_), Value::Bulk(_), Value::Int(_), Value::Int(_)] => out[2] = Value::Int(0),
-        [Value::Bulk(_), Value::Int(_), Value::Int(_)] => out[1] = Value::Int(0),
-        _ => {
-            for i in (0..out.len().saturating_sub(1)).step_by(2) {
-                if ["idle", "seen-time", "active-time"]
-                    .iter()
-                    .any(|w| is(&out[i], w))
-                {
-                    out[i + 1] = Value::Int(0);
-                }
-            }
-        }
-    }
-    Value::Array(out)
-}
-
 /// A HyperLogLog string with its cached cardinality zeroed (see
 /// `Harness::both`); any other reply as it is.
 fn hll_cache_masked(v: Value) -> Value {
@@ -1299,21 +1277,6 @@ fn hll_cache_masked(v: Value) -> Value {
         }
         other => other,
     }
-}
-
-/// `v` with the values after `entries-read` and `lag` nil (see
-/// `Harness::redis_replica_reads`).
-fn mask_entries_read(v: &Value) -> Value {
-    let Value::Array(items) = v else {
-        return v.clone();
-    };
-    let mut out: Vec<Value> = items.iter().map(mask_entries_read).collect();
-    for i in (0..out.len().saturating_sub(1)).step_by(2) {
-        if matches!(&out[i], Value::Bulk(b) if b == b"entries-read" || b == b"lag") {
-            out[i + 1] = Value::Nil;
-        }
-    }
-    Value::Array(out)
 }
 
 fn sorted_pairs(v: &Value) -> Value {
@@ -1635,6 +1598,18 @@ impl Gen {
             return b"k-not-in-pool".to_vec();
         }
         KEYS[self.idx(KEYS.len())].to_vec()
+    }
+
+    /// A key for one family's commands: `pool_pct`% of the time from the
+    /// shared pool (where other types live, so WRONGTYPE paths run), else
+    /// one of `own`, keys only that family creates (so its values live
+    /// long enough to be worked on).
+    fn family_key(&mut self, pool_pct: u32, own: &[&str]) -> Vec<u8> {
+        if self.pct(pool_pct) {
+            self.key()
+        } else {
+            self.pick_str(own)
+        }
     }
 
     fn keys(&mut self, min: usize, max: usize) -> Vec<Vec<u8>> {
@@ -2344,11 +2319,7 @@ impl Gen {
     /// strings live too, so WRONGTYPE paths run), else from a few keys that
     /// only list commands create, so lists live long enough to be worked on.
     fn list_key(&mut self) -> Vec<u8> {
-        if self.pct(40) {
-            self.key()
-        } else {
-            self.pick_str(&["list:a", "list:b"])
-        }
+        self.family_key(40, &["list:a", "list:b"])
     }
 
     /// A list element: mostly from a small pool, so LREM/LPOS/LINSERT match.
@@ -2850,11 +2821,7 @@ impl Gen {
     /// A key for hash commands: often from the shared pool (strings live
     /// there: WRONGTYPE paths), else from keys only hash commands write.
     fn hash_key(&mut self) -> Vec<u8> {
-        if self.pct(35) {
-            self.key()
-        } else {
-            self.pick_str(&["hash:a", "hash:b", "hash:c"])
-        }
+        self.family_key(35, &["hash:a", "hash:b", "hash:c"])
     }
 
     fn long_str(&mut self, c: u8) -> Vec<u8> {
@@ -2887,11 +2854,7 @@ impl Gen {
     }
 
     fn set_key(&mut self) -> Vec<u8> {
-        if self.pct(35) {
-            self.key()
-        } else {
-            self.pick_str(&["set:a", "set:b", "set:c"])
-        }
+        self.family_key(35, &["set:a", "set:b", "set:c"])
     }
 
     fn set_member(&mut self) -> Vec<u8> {
@@ -3301,11 +3264,7 @@ impl Gen {
     /// A key for sorted-set commands: often from the shared pool (other
     /// types live there: WRONGTYPE paths), else keys only zset commands use.
     fn zset_key(&mut self) -> Vec<u8> {
-        if self.pct(30) {
-            self.key()
-        } else {
-            self.pick_str(&["zset:a", "zset:b", "zset:c"])
-        }
+        self.family_key(30, &["zset:a", "zset:b", "zset:c"])
     }
 
     /// A source for ZUNION & co: sorted sets mostly, sets, pool keys.

@@ -907,7 +907,7 @@ fn groups_survive_restarts() {
     );
     let full = ["XINFO", "STREAM", "jobs", "FULL", "COUNT", "0"];
     // (Consumers' seen times are the replay's, in Redis too.)
-    let seen = |v: Value| mask_seen(v);
+    let seen = |v: Value| common::mask_fields(&v, &["seen-time"], &Value::Int(0));
     let before = seen(call(&mut a, &full));
     let Value::Array(fields) = &before else {
         panic!("XINFO");
@@ -929,25 +929,6 @@ fn groups_survive_restarts() {
     let third = common::start_anykv_aof(&d);
     let mut a = third.connect();
     assert_eq!(seen(call(&mut a, &full)), before, "after the snapshot");
-}
-
-/// Only `seen-time` values masked.
-fn mask_seen(v: Value) -> Value {
-    let Value::Array(items) = v else {
-        return v;
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut mask_next = false;
-    for item in items {
-        if mask_next {
-            out.push(Value::Int(0));
-            mask_next = false;
-            continue;
-        }
-        mask_next = matches!(&item, Value::Bulk(k) if k == b"seen-time");
-        out.push(mask_seen(item));
-    }
-    Value::Array(out)
 }
 
 /// A blocked XREADGROUP served just before a crash (SIGKILL, with
@@ -977,15 +958,8 @@ fn a_blocked_group_read_survives_a_restart_as_in_redis() {
             common::start_anykv_aof(&d)
         }
     };
-    let blocked = |c: &mut common::RespConn| -> i64 {
-        let Ok(Value::Bulk(info)) = c.cmd(&["INFO", "clients"]) else {
-            panic!("INFO clients");
-        };
-        String::from_utf8_lossy(&info)
-            .lines()
-            .find_map(|l| l.strip_prefix("blocked_clients:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("blocked_clients")
+    let blocked = |c: &mut common::RespConn| -> String {
+        common::info_field(c, "clients", "blocked_clients")
     };
     fn read(consumer: &str) -> Vec<&str> {
         vec![
@@ -1016,7 +990,7 @@ fn a_blocked_group_read_survives_a_restart_as_in_redis() {
         let mut w2 = server.connect();
         w1.send_all(&[read("w1")]).expect("w1 blocks");
         common::wait_for("w1 blocked", Duration::from_secs(10), || {
-            blocked(&mut a) == 1
+            blocked(&mut a) == "1"
         });
         assert_eq!(
             call(&mut a, &["XADD", "jobs", "5-0", "job", "1"]),
@@ -1026,7 +1000,7 @@ fn a_blocked_group_read_survives_a_restart_as_in_redis() {
         assert!(format!("{served:?}").contains("5-0"), "{served:?}");
         w2.send_all(&[read("w2")]).expect("w2 blocks");
         common::wait_for("w2 blocked", Duration::from_secs(10), || {
-            blocked(&mut a) == 1
+            blocked(&mut a) == "1"
         });
         // SIGKILL: nothing but what was fsynced survives.
         drop((a, w1, w2));
@@ -1034,7 +1008,7 @@ fn a_blocked_group_read_survives_a_restart_as_in_redis() {
         let again = start(which);
         let mut a = again.connect();
         let after = (
-            mask_times(call(&mut a, &full)),
+            common::mask_stream_times(&call(&mut a, &full)),
             call(&mut a, &["XPENDING", "jobs", "workers"]),
             call(&mut a, &["XINFO", "GROUPS", "jobs"]),
         );
@@ -1043,7 +1017,7 @@ fn a_blocked_group_read_survives_a_restart_as_in_redis() {
         let mut w1 = again.connect();
         w1.send_all(&[read("w1")]).expect("w1 blocks again");
         common::wait_for("w1 blocked again", Duration::from_secs(10), || {
-            blocked(&mut a) == 1
+            blocked(&mut a) == "1"
         });
         call(&mut a, &["XADD", "jobs", "6-0", "job", "2"]);
         let served = w1.read_reply().expect("w1 served again");
@@ -1065,53 +1039,14 @@ fn a_blocked_group_read_survives_a_restart_as_in_redis() {
         seen[1].0 .2
     );
     let unknown = |(a, b, c): &(Value, Value, Value)| {
-        (
-            mask_entries_read(a.clone()),
-            b.clone(),
-            mask_entries_read(c.clone()),
-        )
+        let mask = |v: &Value| common::mask_fields(v, &["entries-read"], &Value::Nil);
+        (mask(a), b.clone(), mask(c))
     };
     assert_eq!(
         (unknown(&seen[1].0), &seen[1].1),
         (unknown(&seen[0].0), &seen[0].1),
         "anykv against redis-server"
     );
-}
-
-/// The values after `entries-read` made nil.
-fn mask_entries_read(v: Value) -> Value {
-    let Value::Array(items) = v else {
-        return v;
-    };
-    let mut out: Vec<Value> = items.into_iter().map(mask_entries_read).collect();
-    for i in (0..out.len().saturating_sub(1)).step_by(2) {
-        if matches!(&out[i], Value::Bulk(k) if k == b"entries-read") {
-            out[i + 1] = Value::Nil;
-        }
-    }
-    Value::Array(out)
-}
-
-/// `seen-time`, `active-time` and delivery times zeroed (each server's
-/// clock): the values after those names, and the time of each
-/// `[id, consumer, time, count]` / `[id, time, count]` pending entry.
-fn mask_times(v: Value) -> Value {
-    let Value::Array(items) = v else {
-        return v;
-    };
-    let mut out: Vec<Value> = items.into_iter().map(mask_times).collect();
-    match out.as_slice() {
-        [Value::Bulk(_), Value::Bulk(_), Value::Int(_), Value::Int(_)] => out[2] = Value::Int(0),
-        [Value::Bulk(_), Value::Int(_), Value::Int(_)] => out[1] = Value::Int(0),
-        _ => {
-            for i in (0..out.len().saturating_sub(1)).step_by(2) {
-                if matches!(&out[i], Value::Bulk(k) if k == b"seen-time" || k == b"active-time") {
-                    out[i + 1] = Value::Int(0);
-                }
-            }
-        }
-    }
-    Value::Array(out)
 }
 
 /// XCLAIM's IDLE and TIME set the entry's delivery time as redis-server

@@ -1160,26 +1160,16 @@ fn tracking_invalidations_stay_in_their_database() {
     call(&mut t, &["GET", "k"]);
     let mut blog = login(&srv, "blog", BLOG_TOKEN);
     let mut shop = login(&srv, "shop", SHOP_TOKEN);
-    // What reached the tracking client before its PING's reply.
-    let pushes = |t: &mut RespConn| -> Vec<Value> {
-        let mut got = Vec::new();
-        let mut v = call(t, &["PING"]);
-        while v != Value::Simple(b"PONG".to_vec()) {
-            got.push(v);
-            v = t.read_reply().expect("reply");
-        }
-        got
-    };
     ok(&mut blog, &["SET", "k", "blog's"]);
     ok(&mut blog, &["FLUSHALL"]);
     assert_eq!(
-        pushes(&mut t),
+        common::until_pong(&mut t),
         Vec::<Value>::new(),
         "another database's writes"
     );
     ok(&mut shop, &["SET", "k", "shop's"]);
     assert_eq!(
-        pushes(&mut t),
+        common::until_pong(&mut t),
         vec![Value::Array(vec![
             Value::Bulk(b"invalidate".to_vec()),
             Value::Array(vec![Value::Bulk(b"k".to_vec())]),

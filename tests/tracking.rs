@@ -609,11 +609,9 @@ impl Tracked {
     /// The keys invalidated since the last call: pushes read until this
     /// PING's reply.
     fn invalidated(&mut self) -> Vec<Vec<u8>> {
-        use common::Conn;
         use common::Value;
         let mut keys = Vec::new();
-        let mut reply = self.c.call(&[b"PING".to_vec()]).expect("ping");
-        while reply != Value::Simple(b"PONG".to_vec()) {
+        for reply in common::until_pong(&mut self.c) {
             match reply {
                 // (The replies of reads sent without waiting for them.)
                 Value::Nil => {}
@@ -628,21 +626,15 @@ impl Tracked {
                 }
                 other => panic!("not an invalidation: {other:?}"),
             }
-            reply = self.c.read_reply().expect("next reply");
         }
         keys
     }
 }
 
 fn info_u64(c: &mut common::RespConn, field: &str) -> u64 {
-    let Ok(common::Value::Bulk(text)) = c.cmd(&["INFO", "all"]) else {
-        panic!("INFO");
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("INFO has no {field}"))
+    let v = common::info_field(c, "all", field);
+    v.parse()
+        .unwrap_or_else(|_| panic!("INFO {field}: {v} is not a number"))
 }
 
 /// `tracking-table-max-keys`: past it, keys are dropped from the table

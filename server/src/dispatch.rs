@@ -213,24 +213,16 @@ fn enveloped_at(
     args: &[&[u8]],
     min_token: Option<crate::envelope::Token>,
 ) -> Vec<u8> {
-    let env = crate::envelope::Envelope {
-        tenant: t.id.0,
-        db: s.db,
-        client_id: s.info.id,
-        resp: s.resp,
-        addr: s.info.addr,
-        name: s.info.name.borrow().clone(),
-        min_token,
-        // A node holding no copy of the database has no copy of its users
-        // either (only those of its last login, docs/ACL.md): the copy
-        // checks the request against the user's rules as they are there.
-        // A replica's node checked them itself.
-        user: if t.remote {
-            s.user.clone()
-        } else {
-            String::new()
-        },
+    // A node holding no copy of the database has no copy of its users
+    // either (only those of its last login, docs/ACL.md): the copy checks
+    // the request against the user's rules as they are there. A
+    // replica's node checked them itself.
+    let user = if t.remote {
+        s.user.clone()
+    } else {
+        String::new()
     };
+    let env = crate::envelope::Envelope::of_client(t.id.0, s, min_token, user);
     let mut out = Vec::with_capacity(128);
     env.encode(&mut out);
     crate::resp::encode_request(&mut out, args);

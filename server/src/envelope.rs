@@ -117,6 +117,21 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 impl Envelope {
+    /// The envelope of session `s`'s client for tenant `tenant`: its
+    /// database, id, protocol, address and name.
+    pub fn of_client(tenant: u64, s: &Session, min_token: Option<Token>, user: String) -> Envelope {
+        Envelope {
+            tenant,
+            db: s.db,
+            client_id: s.info.id,
+            resp: s.resp,
+            addr: s.info.addr,
+            name: s.info.name.borrow().clone(),
+            min_token,
+            user,
+        }
+    }
+
     /// The `ENVELOPE` array that precedes the client's request.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let token = self
@@ -239,15 +254,10 @@ pub fn user_gone(reply: &[u8]) -> bool {
 /// log in (docs/ACL.md): the answer is the database's users (an aclfile,
 /// as a bulk string), or WRONGPASS. `user` is `default` for a token.
 pub fn login_check(tenant: u64, s: &Session, user: &str, pw: &[u8]) -> Vec<u8> {
+    // (A login check reads no keys: database 0.)
     let env = Envelope {
-        tenant,
         db: 0,
-        client_id: s.info.id,
-        resp: s.resp,
-        addr: s.info.addr,
-        name: s.info.name.borrow().clone(),
-        min_token: None,
-        user: String::new(),
+        ..Envelope::of_client(tenant, s, None, String::new())
     };
     let mut out = Vec::with_capacity(96);
     env.encode(&mut out);

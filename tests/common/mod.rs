@@ -1342,3 +1342,55 @@ pub fn start_anykv_aof(dir: &str) -> ServerProcess {
         ],
     )
 }
+
+/// `v` with the value after each of `names` (in name/value arrays, at any
+/// depth) replaced by `with`: fields one server cannot be expected to
+/// agree on with another.
+pub fn mask_fields(v: &Value, names: &[&str], with: &Value) -> Value {
+    let Value::Array(items) = v else {
+        return v.clone();
+    };
+    let mut out: Vec<Value> = items.iter().map(|x| mask_fields(x, names, with)).collect();
+    for i in (0..out.len().saturating_sub(1)).step_by(2) {
+        if matches!(&out[i], Value::Bulk(b) if names.iter().any(|n| b == n.as_bytes())) {
+            out[i + 1] = with.clone();
+        }
+    }
+    Value::Array(out)
+}
+
+/// A stream reply with each server's clock taken out: `idle`,
+/// `seen-time` and `active-time` zeroed, and the time of every pending
+/// entry (`[id, consumer, time, count]` in XPENDING and a group of XINFO
+/// STREAM FULL, `[id, time, count]` in a consumer there).
+pub fn mask_stream_times(v: &Value) -> Value {
+    let Value::Array(items) = v else {
+        return v.clone();
+    };
+    let mut out: Vec<Value> = items.iter().map(mask_stream_times).collect();
+    match out.as_slice() {
+        [Value::Bulk(_), Value::Bulk(_), Value::Int(_), Value::Int(_)] => out[2] = Value::Int(0),
+        [Value::Bulk(_), Value::Int(_), Value::Int(_)] => out[1] = Value::Int(0),
+        _ => {
+            return mask_fields(
+                &Value::Array(out),
+                &["idle", "seen-time", "active-time"],
+                &Value::Int(0),
+            )
+        }
+    }
+    Value::Array(out)
+}
+
+/// What arrives on `c` up to the reply of a PING sent now: the replies of
+/// requests sent before without reading them, and pushes (RESP3
+/// invalidations, messages), in order.
+pub fn until_pong(c: &mut RespConn) -> Vec<Value> {
+    let mut got = Vec::new();
+    let mut v = c.cmd(&["PING"]).expect("PING");
+    while v != Value::Simple(b"PONG".to_vec()) {
+        got.push(v);
+        v = c.read_reply().expect("a reply");
+    }
+    got
+}

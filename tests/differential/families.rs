@@ -18,11 +18,7 @@ const CONSUMERS: &[&str] = &["c1", "c2", "c3"];
 
 impl Gen {
     fn stream_key(&mut self) -> Vec<u8> {
-        if self.pct(10) {
-            self.key()
-        } else {
-            self.pick_str(STREAM_KEYS)
-        }
+        self.family_key(10, STREAM_KEYS)
     }
 
     /// A stream entry id: mostly the next few milliseconds of the run's
@@ -330,11 +326,7 @@ impl Gen {
     }
 
     fn bitmap_key(&mut self) -> Vec<u8> {
-        if self.pct(40) {
-            self.key()
-        } else {
-            self.pick_str(&["bm:a", "bm:b", "bm:c"])
-        }
+        self.family_key(40, &["bm:a", "bm:b", "bm:c"])
     }
 
     fn bit_offset(&mut self) -> Vec<u8> {
@@ -461,11 +453,7 @@ impl Gen {
     }
 
     fn hll_key(&mut self) -> Vec<u8> {
-        if self.pct(15) {
-            self.key()
-        } else {
-            self.pick_str(&["hll:a", "hll:b", "hll:c"])
-        }
+        self.family_key(15, &["hll:a", "hll:b", "hll:c"])
     }
 
     pub(crate) fn g_hll(&mut self) -> Op {
@@ -503,11 +491,7 @@ impl Gen {
     }
 
     fn geo_key(&mut self) -> Vec<u8> {
-        if self.pct(15) {
-            self.key()
-        } else {
-            self.pick_str(&["geo:a", "geo:b"])
-        }
+        self.family_key(15, &["geo:a", "geo:b"])
     }
 
     fn geo_member(&mut self) -> Vec<u8> {
