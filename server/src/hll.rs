@@ -13,6 +13,8 @@
 //! same values come out of the same additions. The estimator is Ertl's
 //! (arXiv:1702.01284), as Redis's `hllCount`.
 
+use crate::sds::GrowBuf;
+
 /// Register index bits.
 const P: u32 = 14;
 /// Hash bits left for the run of zeros.
@@ -144,13 +146,15 @@ enum Op {
 }
 
 impl Op {
-    /// The opcode at `p`; `None` past the end or for a cut XZERO.
+    /// The opcode at `p`; `None` past the end. An XZERO cut by the end
+    /// of the value (a SETRANGE into the registers can leave one) reads
+    /// its missing byte as 0, as Redis reads the string's NUL terminator.
     fn at(s: &[u8], p: usize) -> Option<Op> {
         let op = *s.get(p)?;
         Some(if op & 0xc0 == 0 {
             Op::Zero((op & 0x3f) as usize + 1)
         } else if op & 0x80 == 0 {
-            let lo = *s.get(p + 1)? as usize;
+            let lo = s.get(p + 1).copied().unwrap_or(0) as usize;
             Op::XZero(((((op & 0x3f) as usize) << 8) | lo) + 1)
         } else {
             Op::Val(((op >> 2) & 0x1f) + 1, (op & 3) as usize + 1)
@@ -207,14 +211,15 @@ fn sparse_runs(body: &[u8]) -> Option<Vec<(u8, usize)>> {
 
 /// Converts a sparse value to dense in place (the header kept, cache
 /// included); false if it is corrupt.
-pub fn to_dense(v: &mut Vec<u8>) -> bool {
+pub fn to_dense(v: &mut GrowBuf) -> bool {
     if v[4] == DENSE {
         return true;
     }
     let Some(runs) = sparse_runs(&v[HDR..]) else {
         return false;
     };
-    let mut out = vec![0u8; DENSE_SIZE];
+    let mut out = GrowBuf::with_capacity(DENSE_SIZE);
+    out.resize(DENSE_SIZE, 0);
     out[..HDR].copy_from_slice(&v[..HDR]);
     out[4] = DENSE;
     let mut i = 0;
@@ -233,7 +238,7 @@ pub fn to_dense(v: &mut Vec<u8>) -> bool {
 /// Sets register `index` to `count` if that raises it, keeping the
 /// sparse form as Redis's `hllSparseSet` does (promoting to dense past
 /// `max_bytes` or a value above 32). `Err` if the value is corrupt.
-fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Result<bool, Corrupt> {
+fn sparse_set(v: &mut GrowBuf, index: usize, count: u8, max_bytes: usize) -> Result<bool, Corrupt> {
     if count > SPARSE_VAL_MAX_VALUE {
         return promote(v, index, count);
     }
@@ -289,7 +294,17 @@ fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Res
         if seq.len() > oldlen && v.len() + seq.len() - oldlen > max_bytes {
             return promote(v, index, count);
         }
-        v.splice(p..p + oldlen, seq);
+        if p + oldlen > v.len() {
+            // A cut XZERO at the end: Redis writes the new opcodes over it
+            // and grows the length by their difference, so the last byte
+            // written falls past the end.
+            let new_len = v.len() + seq.len() - oldlen;
+            v.truncate(p);
+            v.extend_from_slice(&seq);
+            v.truncate(new_len);
+        } else {
+            replace_range(v, p, oldlen, &seq);
+        }
     }
     // Step 4: adjacent VAL opcodes of one value merged, from the opcode
     // before the one changed, over at most 5 opcodes.
@@ -311,7 +326,25 @@ fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8, max_bytes: usize) -> Res
     Ok(true)
 }
 
-fn promote(v: &mut Vec<u8>, index: usize, count: u8) -> Result<bool, Corrupt> {
+/// Replaces the `old` bytes at `at` with `new`, growing the buffer by
+/// doubling as a vector's push does. (Not `ThinVec::splice`: it reserves
+/// the whole length again as *additional* room, so a sparse value would
+/// end up with twice the memory it needs.)
+fn replace_range(v: &mut GrowBuf, at: usize, old: usize, new: &[u8]) {
+    let len = v.len();
+    if new.len() >= old {
+        let extra = new.len() - old;
+        v.reserve(extra);
+        v.resize(len + extra, 0);
+        v.copy_within(at + old..len, at + new.len());
+    } else {
+        v.copy_within(at + old..len, at + new.len());
+        v.truncate(len - (old - new.len()));
+    }
+    v[at..at + new.len()].copy_from_slice(new);
+}
+
+fn promote(v: &mut GrowBuf, index: usize, count: u8) -> Result<bool, Corrupt> {
     if !to_dense(v) {
         return Err(Corrupt);
     }
@@ -321,7 +354,7 @@ fn promote(v: &mut Vec<u8>, index: usize, count: u8) -> Result<bool, Corrupt> {
 
 /// Adds an element (PFADD): whether a register changed. `Err` if the
 /// value is corrupt.
-pub fn add(v: &mut Vec<u8>, ele: &[u8], sparse_max_bytes: usize) -> Result<bool, Corrupt> {
+pub fn add(v: &mut GrowBuf, ele: &[u8], sparse_max_bytes: usize) -> Result<bool, Corrupt> {
     let (index, count) = pat_len(ele);
     if v[4] == DENSE {
         Ok(dense_set(&mut v[HDR..], index, count))
@@ -372,7 +405,7 @@ pub fn merge_into(max: &mut [u8; REGISTERS], v: &[u8]) -> Result<(), Corrupt> {
 /// Writes the registers `max` into `v` (PFMERGE's target), dense if
 /// `dense`, raising only (as Redis's per-register sets).
 pub fn store(
-    v: &mut Vec<u8>,
+    v: &mut GrowBuf,
     max: &[u8; REGISTERS],
     dense: bool,
     max_bytes: usize,
@@ -530,9 +563,9 @@ pub fn selftest(seed: u64, cycles: u64, sparse_max_bytes: usize) -> Result<(), S
             return Err(format!("TESTFAILED Register error at {i}"));
         }
     }
-    let mut dense = new();
+    let mut dense = GrowBuf::from(&new()[..]);
     to_dense(&mut dense);
-    let mut sparse = new();
+    let mut sparse = GrowBuf::from(&new()[..]);
     let relerr = 1.04 / (REGISTERS as f64).sqrt();
     let salt = next();
     let mut checkpoint = 1u64;
@@ -587,8 +620,61 @@ mod tests {
     }
 
     #[test]
+    fn replacing_a_range_grows_and_shrinks_in_place() {
+        let mut v = GrowBuf::from(&b"abcdef"[..]);
+        replace_range(&mut v, 2, 1, b"XYZ");
+        assert_eq!(&v[..], b"abXYZdef");
+        replace_range(&mut v, 1, 4, b"-");
+        assert_eq!(&v[..], b"a-def");
+        replace_range(&mut v, 5, 0, b"!");
+        assert_eq!(&v[..], b"a-def!");
+    }
+
+    #[test]
+    fn a_cut_xzero_at_the_end_reads_its_missing_byte_as_zero() {
+        // An empty sparse value whose registers a SETRANGE overwrote with
+        // `lcj`: XZERO of 11364, then an XZERO cut by the end (0x6a, 0).
+        let mut v = GrowBuf::from(&new()[..]);
+        v.truncate(HDR);
+        v.extend_from_slice(b"lcj");
+        assert!(matches!(Op::at(&v, HDR + 2), Some(Op::XZero(10753))));
+        // Registers below 11364 are found in the first opcode, those in
+        // the cut one are too: both updates succeed, as on Redis.
+        assert_eq!(sparse_set(&mut v, 5, 1, 3000), Ok(true));
+        assert_eq!(sparse_set(&mut v, 12000, 1, 3000), Ok(true));
+    }
+
+    #[test]
+    fn sparse_values_stay_well_formed_as_they_grow() {
+        for seed in 0..200u32 {
+            let mut v = GrowBuf::from(&new()[..]);
+            for i in 0..400u32 {
+                let e = format!("e{}", seed.wrapping_mul(7919).wrapping_add(i * 31));
+                add(&mut v, e.as_bytes(), 3000).unwrap();
+                if !is_dense(&v) {
+                    assert!(sparse_ops(&v[HDR..]).is_some(), "seed {seed} i {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sparse_value_keeps_at_most_twice_its_bytes() {
+        let mut v = GrowBuf::from(&new()[..]);
+        for i in 0..200u32 {
+            add(&mut v, format!("el:{i}").as_bytes(), 3000).unwrap();
+        }
+        assert!(
+            v.capacity() < 2 * v.len(),
+            "{} for {}",
+            v.capacity(),
+            v.len()
+        );
+    }
+
+    #[test]
     fn counts_stay_close_and_dense_agrees_with_sparse() {
-        let mut v = new();
+        let mut v = GrowBuf::from(&new()[..]);
         for i in 0..2000u32 {
             add(&mut v, format!("e{i}").as_bytes(), 3000).unwrap();
         }

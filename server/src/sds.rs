@@ -12,6 +12,10 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
+/// A string's growable storage: a vector whose length and capacity live
+/// in its allocation (one pointer in the handle).
+pub type GrowBuf = thin_vec::ThinVec<u8>;
+
 /// Longest string kept inline.
 pub const INLINE_CAP: usize = 21;
 
@@ -30,7 +34,8 @@ pub enum Sds {
     /// Exact-size heap storage.
     Heap { flag: u8, b: Box<[u8]> },
     /// Heap storage with spare capacity (APPEND/SETRANGE grow in place).
-    Grow { flag: u8, v: Box<Vec<u8>> },
+    /// Length and capacity sit in front of the bytes, in one allocation.
+    Grow { flag: u8, v: GrowBuf },
 }
 
 impl Sds {
@@ -96,12 +101,12 @@ impl Sds {
 
     /// Mutable access to the bytes as a growable vector (moves inline data to
     /// the heap: used by APPEND/SETRANGE, which Redis also turns into "raw").
-    pub fn make_mut_vec(&mut self) -> &mut Vec<u8> {
+    pub fn make_mut_vec(&mut self) -> &mut GrowBuf {
         let flag = self.flag();
         let v = match std::mem::take(self) {
             Sds::Grow { v, .. } => v,
-            Sds::Inline { len, buf, .. } => Box::new(buf[..len as usize].to_vec()),
-            Sds::Heap { b, .. } => Box::new(b.into_vec()),
+            Sds::Inline { len, buf, .. } => GrowBuf::from(&buf[..len as usize]),
+            Sds::Heap { b, .. } => GrowBuf::from(&b[..]),
         };
         *self = Sds::Grow { flag, v };
         match self {
@@ -119,7 +124,8 @@ impl Sds {
         match self {
             Sds::Inline { .. } => 0,
             Sds::Heap { b, .. } => b.len(),
-            Sds::Grow { v, .. } => v.capacity() + std::mem::size_of::<Vec<u8>>(),
+            // The header (length, capacity) shares the allocation.
+            Sds::Grow { v, .. } => v.capacity() + 2 * std::mem::size_of::<usize>(),
         }
     }
 }

@@ -31,7 +31,7 @@ fn string_for_write<'c>(
     ctx: &'c mut Ctx,
     key: &[u8],
     max_bit: u64,
-) -> Option<(&'c mut Vec<u8>, bool)> {
+) -> Option<(&'c mut crate::sds::GrowBuf, bool)> {
     let need = (max_bit >> 3) as usize + 1;
     let (idx, created) = match ctx.lookup_write(key) {
         Some(idx) => {
@@ -403,27 +403,80 @@ fn decode(f: Field, raw: u64) -> i64 {
     }
 }
 
-/// `value` into field `f` under `overflow`: the value stored, or `None`
-/// when FAIL refuses it.
-fn fit(f: Field, value: i128, overflow: Overflow) -> Option<i64> {
-    let (min, max): (i128, i128) = if f.signed {
-        (-(1i128 << (f.bits - 1)), (1i128 << (f.bits - 1)) - 1)
+/// Whether `value + incr` overflows field `f` upwards (1), downwards (-1)
+/// or not (0), decided as Redis 7.0 decides it: its margins `max - value`
+/// and `min - value` are computed in 64 bits and may wrap, so a SET of a
+/// value far below a narrow signed field's minimum (e.g. `i60` and
+/// -2^63) counts as overflowing *upwards* and saturates to the maximum.
+fn overflow_direction(f: Field, value: i64, incr: i64) -> i8 {
+    if f.signed {
+        let max = if f.bits == 64 {
+            i64::MAX
+        } else {
+            (1i64 << (f.bits - 1)) - 1
+        };
+        let min = -max - 1;
+        let (maxincr, minincr) = (max.wrapping_sub(value), min.wrapping_sub(value));
+        let narrow = f.bits != 64;
+        if value > max || (narrow && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
+            1
+        } else if value < min
+            || (narrow && incr < minincr)
+            || (value < 0 && incr < 0 && incr < minincr)
+        {
+            -1
+        } else {
+            0
+        }
     } else {
-        (0, (1i128 << f.bits) - 1)
-    };
-    if (min..=max).contains(&value) {
-        return Some(value as i64);
+        let value = value as u64;
+        let max = (1u64 << f.bits) - 1;
+        let maxincr = max.wrapping_sub(value) as i64;
+        let minincr = value.wrapping_neg() as i64;
+        if value > max || (incr > 0 && incr > maxincr) {
+            1
+        } else if incr < 0 && incr < minincr {
+            -1
+        } else {
+            0
+        }
     }
+}
+
+/// `value + incr` into field `f` under `overflow`: the value stored, or
+/// `None` when FAIL refuses it. (A SET is `value` with `incr` 0; an
+/// unsigned field's `value` is the bits of a `u64`.)
+fn fit(f: Field, value: i64, incr: i64, overflow: Overflow) -> Option<i64> {
+    let dir = overflow_direction(f, value, incr);
+    if dir == 0 {
+        return Some(value.wrapping_add(incr));
+    }
+    let (min, max) = if f.signed {
+        let max = if f.bits == 64 {
+            i64::MAX
+        } else {
+            (1i64 << (f.bits - 1)) - 1
+        };
+        (-max - 1, max)
+    } else {
+        (0, ((1u64 << f.bits) - 1) as i64)
+    };
     match overflow {
         Overflow::Fail => None,
-        Overflow::Sat => Some(if value > max { max } else { min } as i64),
+        Overflow::Sat => Some(if dir > 0 { max } else { min }),
         Overflow::Wrap => {
-            let m = 1i128 << f.bits;
-            let mut w = value.rem_euclid(m);
-            if f.signed && w > max {
-                w -= m;
+            // The sum's low `bits` bits, sign-extended for a signed field.
+            let sum = (value as u64).wrapping_add(incr as u64);
+            if f.bits == 64 {
+                return Some(sum as i64);
             }
-            Some(w as i64)
+            let low = sum & ((1u64 << f.bits) - 1);
+            let negative = f.signed && low >> (f.bits - 1) & 1 == 1;
+            Some(if negative {
+                (low | !((1u64 << f.bits) - 1)) as i64
+            } else {
+                low as i64
+            })
         }
     }
 }
@@ -458,12 +511,10 @@ fn apply(s: &mut [u8], ops: &[FieldOp]) -> (Vec<Option<i64>>, usize) {
                 replies.push(Some(old));
                 continue;
             }
-            // (An unsigned field takes the value as C's unsigned cast.)
-            Op::Set(v) if !f.signed => (i128::from(v as u64), false),
-            Op::Set(v) => (i128::from(v), false),
-            Op::Incr(by) => (i128::from(old) + i128::from(by), true),
+            Op::Set(v) => ((v, 0), false),
+            Op::Incr(by) => ((old, by), true),
         };
-        match fit(f, target, o.overflow) {
+        match fit(f, target.0, target.1, o.overflow) {
             Some(new) => {
                 write_field(s, o.offset, f.bits, encode(f, new));
                 changes += 1;
@@ -607,12 +658,29 @@ mod tests {
             signed: false,
             bits: 2,
         };
-        assert_eq!(fit(i8, 128, Overflow::Wrap), Some(-128));
-        assert_eq!(fit(i8, 128, Overflow::Sat), Some(127));
-        assert_eq!(fit(i8, -129, Overflow::Sat), Some(-128));
-        assert_eq!(fit(i8, 128, Overflow::Fail), None);
-        assert_eq!(fit(u2, 5, Overflow::Wrap), Some(1));
-        assert_eq!(fit(u2, -1, Overflow::Wrap), Some(3));
+        assert_eq!(fit(i8, 127, 1, Overflow::Wrap), Some(-128));
+        assert_eq!(fit(i8, 127, 1, Overflow::Sat), Some(127));
+        assert_eq!(fit(i8, -128, -1, Overflow::Sat), Some(-128));
+        assert_eq!(fit(i8, 127, 1, Overflow::Fail), None);
+        assert_eq!(fit(i8, -129, 0, Overflow::Sat), Some(-128));
+        assert_eq!(fit(u2, 3, 2, Overflow::Wrap), Some(1));
+        assert_eq!(fit(u2, 0, -1, Overflow::Wrap), Some(3));
+        assert_eq!(fit(u2, -1, 0, Overflow::Sat), Some(3));
+        let i64f = Field {
+            signed: true,
+            bits: 64,
+        };
+        assert_eq!(fit(i64f, i64::MAX, 1, Overflow::Sat), Some(i64::MAX));
+        assert_eq!(fit(i64f, i64::MAX, 1, Overflow::Wrap), Some(i64::MIN));
+        assert_eq!(fit(i64f, i64::MIN, -1, Overflow::Sat), Some(i64::MIN));
+        // Redis 7.0's wrapped margin: SET of -2^63 into an i60 under SAT
+        // stores the field's maximum, not its minimum.
+        let i60 = Field {
+            signed: true,
+            bits: 60,
+        };
+        assert_eq!(fit(i60, i64::MIN, 0, Overflow::Sat), Some((1 << 59) - 1));
+        assert_eq!(fit(i60, -(1 << 60), 0, Overflow::Sat), Some(-(1 << 59)));
         assert_eq!(decode(i8, 0xff), -1);
         assert_eq!(encode(i8, -1), 0xff);
     }

@@ -5,10 +5,11 @@
 use super::{Ctx, NOTIFY_STRING};
 use crate::db::Value;
 use crate::hll;
+use crate::sds::GrowBuf;
 
 /// The HyperLogLog at `key` for writing (created empty if missing, and
 /// whether it was); `None` after an error reply.
-fn hll_for_write<'c>(ctx: &'c mut Ctx, key: &[u8]) -> Option<(&'c mut Vec<u8>, bool)> {
+fn hll_for_write<'c>(ctx: &'c mut Ctx, key: &[u8]) -> Option<(&'c mut GrowBuf, bool)> {
     let (idx, created) = match ctx.lookup_write(key) {
         Some(idx) => {
             match ctx.db().entry(idx).value.as_str() {

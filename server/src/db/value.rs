@@ -282,7 +282,7 @@ impl Value {
 
     /// Mutable string bytes, switched to a growable buffer and marked
     /// "raw" (APPEND/SETRANGE modify in place). `None` if not a string.
-    pub fn str_mut_raw(&mut self) -> Option<&mut Vec<u8>> {
+    pub fn str_mut_raw(&mut self) -> Option<&mut crate::sds::GrowBuf> {
         match self {
             Value::Str(s) => {
                 s.set_flag(StrEnc::Raw as u8);
