@@ -502,6 +502,27 @@ async fn admin_get(State(s): State<AppState>, Path(id): Path<u64>, headers: Head
     wait_applied(&p, id, version, false, None, std::time::Duration::ZERO).await
 }
 
+/// `GET /admin/tenants/{id}/entry`: the tenant's catalog entry as the
+/// catalog holds it (the JSON `PUT` takes), so a tool that changes one
+/// field (`anykv regions remove` taking a read region out) sends the rest
+/// back as it was, with the version one up. 404 for a tenant the catalog
+/// does not have.
+async fn admin_entry(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authorize(&s, &headers) {
+        Ok(p) => p,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let (entries, _, _) = p.tables();
+    match entries.get(&id) {
+        Some(e) => Json(e).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, format!("no tenant {id}")),
+    }
+}
+
 /// `PUT /admin/tenants/{id}`: creates or changes a tenant. The body is the
 /// catalog entry as JSON (`{id, name, token_sha256, org, primary_region,
 /// read_regions, maxmemory, maxmemory_policy, maxclients, ops_per_sec,
@@ -810,6 +831,7 @@ pub async fn serve(
             "/admin/tenants/{id}/data",
             axum::routing::delete(admin_purge),
         )
+        .route("/admin/tenants/{id}/entry", get(admin_entry))
         .route("/admin/tenants/{id}/live", get(admin_live))
         .route("/admin/tenants/{id}/tokens", get(admin_tokens))
         .route("/shaper", axum::routing::post(shaper_post))

@@ -14,6 +14,7 @@ mod http;
 mod meter;
 mod node;
 mod placement;
+mod regions;
 mod sidecar;
 
 #[global_allocator]
@@ -69,6 +70,13 @@ enum Cmd {
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
+    },
+    /// Add or remove a region of data nodes on Fly (Machines API): list,
+    /// add REGION [--count N], remove REGION; --dry-run prints the plan.
+    /// Interrupted runs resume when run again.
+    Regions {
+        #[command(subcommand)]
+        cmd: regions::RegionsCmd,
     },
     /// Run the emulated multi-region world locally: a Fly-like DNS zone and
     /// store nodes in several regions with emulated WAN latency.
@@ -430,6 +438,10 @@ fn main() -> anyhow::Result<()> {
                     admin_token,
                 },
         } => cluster::promote(addr, db, &to, force, &admin_token),
+        Cmd::Regions { cmd } => {
+            init_tracing("warning");
+            regions::run(cmd)
+        }
         Cmd::Demo(args) => {
             init_tracing("warning");
             anykv_bench::demo::run(args).map_err(anyhow::Error::from)

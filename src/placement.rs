@@ -894,6 +894,8 @@ impl Placement {
                 in_sync: rec.in_sync.clone(),
                 offset: position(&rec.primary, e.id).0,
                 replicas,
+                primary_region: e.primary_region.clone(),
+                read_regions: e.read_regions.clone(),
             });
         }
         out

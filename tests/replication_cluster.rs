@@ -357,6 +357,118 @@ fn entry_with(version: u64, maxmemory: u64, durability: &str) -> String {
     .to_string()
 }
 
+/// `anykv regions` against this cluster's admin API (n2's) and a fake
+/// Fly Machines API holding one data node in iad and one in cdg: `list`
+/// counts them and the database's regions, removing iad (the database's
+/// primary region) is refused naming it, and removing cdg plans taking
+/// cdg out of its read regions, the drain, then machine before volume.
+fn regions_cli_plans_from_this_cluster(w: &World) {
+    use anykv_ops::machines::{fake::FakeMachines, Machines, NewMachine, NewVolume};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let fake = FakeMachines::new("anykv-data", "fly-tok");
+    let base = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}/v1", l.local_addr().expect("addr"));
+        tokio::spawn(fake.clone().serve(l));
+        let api = Machines::new(&base, "anykv-data", "fly-tok");
+        for region in ["iad", "cdg"] {
+            let v = api
+                .create_volume(&NewVolume {
+                    name: "anykv_data".into(),
+                    region: region.into(),
+                    size_gb: 10,
+                    require_unique_zone: true,
+                })
+                .await
+                .expect("volume");
+            let config = serde_json::json!({
+                "image": "registry.fly.io/anykv-data:deployment-1",
+                "mounts": [{ "volume": v.id, "path": "/data" }],
+            });
+            api.create_machine(
+                &NewMachine {
+                    name: format!("anykv-{region}"),
+                    region: region.into(),
+                    config,
+                },
+                region,
+            )
+            .await
+            .expect("machine");
+        }
+        base
+    });
+    let made = fake.requests().len();
+    let node = format!("{}:{}", w.ip(2), w.port + 5);
+    let regions = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("regions")
+            .args(args)
+            .args(["--app", "anykv-data", "--fly-token", "fly-tok"])
+            .args([
+                "--machines-api",
+                &base,
+                "--node",
+                &node,
+                "--admin-token",
+                ADMIN_TOKEN,
+            ])
+            .output()
+            .expect("running anykv regions");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, list, err) = regions(&["list"]);
+    assert!(ok, "{err}");
+    let row = |r: &str| {
+        list.lines()
+            .find(|l| l.starts_with(r))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|| panic!("no {r} row:\n{list}"))
+    };
+    // nodes, volumes, primary-region databases, read-region databases
+    assert_eq!(row("iad"), ["1", "1", "1", "0"], "{list}");
+    assert_eq!(row("cdg"), ["1", "1", "0", "1"], "{list}");
+    let (ok, _, err) = regions(&["remove", "iad", "--dry-run"]);
+    assert!(!ok);
+    assert!(
+        err.contains("iad is the primary region of shop") && err.contains("--move-primaries-to"),
+        "{err}"
+    );
+    let (ok, plan, err) = regions(&["remove", "cdg", "--dry-run"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = plan.lines().collect();
+    assert_eq!(lines.len(), 5, "{plan}");
+    assert!(
+        lines[0].ends_with("take cdg out of database 7's read regions"),
+        "{plan}"
+    );
+    assert!(
+        lines[1].ends_with("wait until no database has a copy in cdg"),
+        "{plan}"
+    );
+    assert!(lines[2].contains("stop node"), "{plan}");
+    assert!(lines[3].contains("destroy node"), "{plan}");
+    assert!(lines[4].contains("destroy volume"), "{plan}");
+    // Listing and dry runs change nothing: only reads reached Fly.
+    let after: Vec<_> = fake.requests().into_iter().skip(made).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|q| q.method == "GET"),
+        "{after:?}"
+    );
+    rt.shutdown_background();
+}
+
 fn role(c: &mut RespConn) -> String {
     match call(c, &["ROLE"]) {
         Value::Array(items) => match items.first() {
@@ -486,6 +598,39 @@ fn scenario(w: &World) {
         .http(1, "PUT", "/admin/tenants/7", ADMIN_TOKEN, &entry(1, 0))
         .unwrap();
     assert_eq!(code, 409);
+    // The entry as the catalog holds it (what `anykv regions` sends back
+    // changed), behind the token; `/cluster` names each database's regions.
+    let (code, _) = w
+        .http(2, "GET", "/admin/tenants/7/entry", "wrong", "")
+        .unwrap();
+    assert_eq!(code, 401);
+    let (code, _) = w
+        .http(2, "GET", "/admin/tenants/99/entry", ADMIN_TOKEN, "")
+        .unwrap();
+    assert_eq!(code, 404);
+    let (code, body) = w
+        .http(2, "GET", "/admin/tenants/7/entry", ADMIN_TOKEN, "")
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let held: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let sent: serde_json::Value = serde_json::from_str(&entry(1, 0)).expect("JSON");
+    assert_eq!(held, sent);
+    wait_for(
+        "/cluster to name the regions",
+        Duration::from_secs(10),
+        || {
+            w.cluster_json(1).is_some_and(|v| {
+                v["tenants"].as_array().is_some_and(|t| {
+                    t.iter().any(|x| {
+                        x["id"] == 7
+                            && x["primary_region"] == "iad"
+                            && x["read_regions"] == serde_json::json!(["cdg"])
+                    })
+                })
+            })
+        },
+    );
+    regions_cli_plans_from_this_cluster(w);
 
     // Exactly one primary, in iad; the others follow it.
     let mut conns: Vec<(u8, RespConn)> = Vec::new();

@@ -262,6 +262,11 @@ pub struct TenantView {
     pub offset: Option<u64>,
     /// The standby first, then one per read region.
     pub replicas: Vec<ReplicaView>,
+    /// The catalog's regions for it (what `anykv regions` plans by).
+    #[serde(default)]
+    pub primary_region: String,
+    #[serde(default)]
+    pub read_regions: Vec<String>,
 }
 
 /// One replica of a tenant in the cluster view.

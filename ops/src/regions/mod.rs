@@ -10,9 +10,13 @@
 //! there, waits until no database has a copy on its nodes, then stops
 //! and destroys its machines, and only then their volumes.
 //!
-//! This module is the plan and its rules; the steps are carried out over
-//! the Fly Machines API ([`crate::machines`]) or, locally, over `anykv
-//! node` processes (both to come: issue 18).
+//! This module is the plan and its rules; [`run`] carries a plan out,
+//! on machines over the Fly Machines API ([`fly`]) and on the cluster
+//! over a node's admin API ([`cluster`]).
+
+pub mod cluster;
+pub mod fly;
+pub mod run;
 
 use std::fmt;
 

@@ -1,0 +1,674 @@
+//! Carrying a plan out: each step on the machines (an [`Infra`]: Fly's
+//! Machines API, or local processes) or on the cluster (a [`Cluster`]: a
+//! node's admin API), with a report per step.
+//!
+//! Nothing here remembers a run: [`Runner::run`] takes the inventory
+//! afresh and plans from it, so a run stopped anywhere (Ctrl-C, a lost
+//! connection, a machine that would not start) is resumed by running the
+//! same command again. The one rule the plan's order cannot guarantee on
+//! its own, that no volume goes while a database still has a copy on its
+//! region's nodes, is checked again just before each volume is destroyed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::cluster::{ClusterApi, ClusterError, State};
+use super::{plan_add, plan_remove, Inventory, Node, PlanError, Step, Tenant, Vol};
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Infra(String),
+    #[error("{what} did not happen within {limit:?}: {now}; run the command again to go on waiting (nothing done so far is undone)")]
+    Timeout {
+        what: String,
+        limit: Duration,
+        now: String,
+    },
+    #[error("database {tenant}'s primary would have to move to {to}, and this version cannot yet hand a primary to another region with nothing lost; keep the region for now")]
+    CrossRegionHandoff { tenant: u64, to: String },
+    #[error("refusing to destroy volume {volume}: {why}")]
+    Unsafe { volume: String, why: String },
+}
+
+/// Machines and volumes: what the plan creates and destroys.
+pub trait Infra {
+    /// The data nodes and their volumes now.
+    fn inventory(&self) -> impl Future<Output = Result<(Vec<Node>, Vec<Vol>), RunError>> + Send;
+    /// A new volume in `region`: its id.
+    fn create_volume(&self, region: &str) -> impl Future<Output = Result<String, RunError>> + Send;
+    /// A new data node in `region` mounting `volume`: its id (the
+    /// cluster's name for it).
+    fn create_node(
+        &self,
+        region: &str,
+        volume: &str,
+    ) -> impl Future<Output = Result<String, RunError>> + Send;
+    /// Stops a node (SIGTERM: it hands its primaries over) and waits
+    /// until it has.
+    fn stop_node(&self, node: &str) -> impl Future<Output = Result<(), RunError>> + Send;
+    fn destroy_node(&self, node: &str) -> impl Future<Output = Result<(), RunError>> + Send;
+    fn destroy_volume(&self, volume: &str) -> impl Future<Output = Result<(), RunError>> + Send;
+}
+
+/// The cluster's side: its view, and changes to a database's regions.
+pub trait Cluster {
+    fn state(&self) -> impl Future<Output = Result<State, ClusterError>> + Send;
+    fn drop_read_region(
+        &self,
+        tenant: u64,
+        region: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}
+
+impl Cluster for ClusterApi {
+    fn state(&self) -> impl Future<Output = Result<State, ClusterError>> + Send {
+        ClusterApi::state(self)
+    }
+    fn drop_read_region(
+        &self,
+        tenant: u64,
+        region: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send {
+        ClusterApi::drop_read_region(self, tenant, region)
+    }
+}
+
+/// What a run does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Add {
+        region: String,
+        count: usize,
+    },
+    Remove {
+        region: String,
+        move_primaries_to: Option<String>,
+    },
+}
+
+/// What a run reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The plan, before the first step.
+    Planned(Vec<Step>),
+    /// Step `index` (from 0) of `of` begins.
+    Step { index: usize, of: usize, step: Step },
+    /// A wait goes on: what it is waiting for now.
+    Waiting(String),
+    /// The step made something: its id.
+    Made(String),
+}
+
+/// Carries plans out.
+pub struct Runner<I, C> {
+    pub infra: I,
+    pub cluster: C,
+    /// How often a wait looks again.
+    pub poll: Duration,
+    /// How long a wait may take before the run stops (to be resumed).
+    pub wait_limit: Duration,
+}
+
+impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
+    pub fn new(infra: I, cluster: C) -> Self {
+        Runner {
+            infra,
+            cluster,
+            poll: Duration::from_millis(500),
+            wait_limit: Duration::from_secs(600),
+        }
+    }
+
+    /// What exists now: machines, volumes, and the databases with where
+    /// their copies are.
+    pub async fn inventory(&self) -> Result<Inventory, RunError> {
+        let (nodes, volumes) = self.infra.inventory().await?;
+        let state = self.cluster.state().await?;
+        Ok(Inventory {
+            nodes,
+            volumes,
+            tenants: tenants_of(&state),
+        })
+    }
+
+    /// The plan for `change`, from what exists now.
+    pub async fn plan(&self, change: &Change) -> Result<Vec<Step>, RunError> {
+        let inv = self.inventory().await?;
+        Ok(match change {
+            Change::Add { region, count } => plan_add(&inv, region, *count)?,
+            Change::Remove {
+                region,
+                move_primaries_to,
+            } => plan_remove(&inv, region, move_primaries_to.as_deref())?,
+        })
+    }
+
+    /// Plans `change` and carries it out, reporting to `report`.
+    pub async fn run(
+        &self,
+        change: &Change,
+        report: &mut impl FnMut(Event),
+    ) -> Result<(), RunError> {
+        let steps = self.plan(change).await?;
+        report(Event::Planned(steps.clone()));
+        let mut new_volume: Option<String> = None;
+        for (index, step) in steps.iter().enumerate() {
+            report(Event::Step {
+                index,
+                of: steps.len(),
+                step: step.clone(),
+            });
+            match step {
+                Step::CreateVolume { region } => {
+                    let id = self.infra.create_volume(region).await?;
+                    report(Event::Made(id.clone()));
+                    new_volume = Some(id);
+                }
+                Step::CreateNode { region, volume } => {
+                    let Some(vol) = volume.clone().or_else(|| new_volume.take()) else {
+                        return Err(RunError::Infra(format!(
+                            "no volume for the new node in {region}; run the command again"
+                        )));
+                    };
+                    let id = self.infra.create_node(region, &vol).await?;
+                    report(Event::Made(id));
+                }
+                Step::WaitJoined { region, count } => {
+                    self.wait_joined(region, *count, report).await?;
+                }
+                Step::MovePrimary { tenant, to } => {
+                    return Err(RunError::CrossRegionHandoff {
+                        tenant: *tenant,
+                        to: to.clone(),
+                    });
+                }
+                Step::DropReadRegion { tenant, region } => {
+                    self.cluster.drop_read_region(*tenant, region).await?;
+                }
+                Step::WaitNoCopies { region } => {
+                    let nodes = self.nodes_of(region).await?;
+                    self.wait(
+                        &format!("no database left with a copy in {region}"),
+                        report,
+                        |s| {
+                            let left = copies_on(s, &nodes);
+                            if left.is_empty() {
+                                None
+                            } else {
+                                Some(format!("copies left: {}", left.join(", ")))
+                            }
+                        },
+                    )
+                    .await?;
+                }
+                Step::StopNode { node } => self.infra.stop_node(node).await?,
+                Step::DestroyNode { node } => self.infra.destroy_node(node).await?,
+                Step::DestroyVolume { volume } => {
+                    self.check_volume_free(volume).await?;
+                    self.infra.destroy_volume(volume).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the nodes the machines say are in `region`.
+    async fn nodes_of(&self, region: &str) -> Result<Vec<String>, RunError> {
+        let (nodes, _) = self.infra.inventory().await?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| n.region == region)
+            .map(|n| n.id)
+            .collect())
+    }
+
+    /// Until `count` nodes of `region` are alive members and every
+    /// database that lives or reads in `region` has a copy there that has
+    /// reached the offset its primary had when the wait began.
+    async fn wait_joined(
+        &self,
+        region: &str,
+        count: usize,
+        report: &mut impl FnMut(Event),
+    ) -> Result<(), RunError> {
+        let start = self.cluster.state().await?;
+        let targets: Vec<(u64, u64)> = start
+            .tenants
+            .iter()
+            .filter(|t| t.primary_region == region || t.read_regions.iter().any(|r| r == region))
+            .map(|t| (t.id, t.offset.unwrap_or(0)))
+            .collect();
+        self.wait(
+            &format!("{count} node(s) of {region} joined and caught up"),
+            report,
+            |s| {
+                let alive = s.alive_in(region).len();
+                if alive < count {
+                    return Some(format!(
+                        "{alive} of {count} node(s) of {region} are members"
+                    ));
+                }
+                let behind: Vec<String> = targets
+                    .iter()
+                    .filter(|(id, target)| {
+                        let Some(t) = s.tenants.iter().find(|t| t.id == *id) else {
+                            return false;
+                        };
+                        let primary_here = s
+                            .members
+                            .iter()
+                            .any(|m| m.machine == t.primary && m.region == region);
+                        !primary_here
+                            && !t.replicas.iter().any(|c| {
+                                c.region == region && c.offset.is_some_and(|o| o >= *target)
+                            })
+                    })
+                    .map(|(id, _)| {
+                        s.tenants
+                            .iter()
+                            .find(|t| t.id == *id)
+                            .map_or(id.to_string(), |t| t.name.clone())
+                    })
+                    .collect();
+                if behind.is_empty() {
+                    None
+                } else {
+                    Some(format!("catching up in {region}: {}", behind.join(", ")))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Polls the cluster until `pending` says nothing is left (`None`), up
+    /// to the wait limit.
+    async fn wait(
+        &self,
+        what: &str,
+        report: &mut impl FnMut(Event),
+        pending: impl Fn(&State) -> Option<String>,
+    ) -> Result<(), RunError> {
+        let end = tokio::time::Instant::now() + self.wait_limit;
+        let mut last = String::new();
+        loop {
+            let now = match self.cluster.state().await {
+                Ok(s) => pending(&s),
+                // A node that is restarting or busy: look again.
+                Err(e) => Some(e.to_string()),
+            };
+            let Some(now) = now else {
+                return Ok(());
+            };
+            if now != last {
+                report(Event::Waiting(now.clone()));
+                last = now.clone();
+            }
+            if tokio::time::Instant::now() >= end {
+                return Err(RunError::Timeout {
+                    what: what.to_string(),
+                    limit: self.wait_limit,
+                    now,
+                });
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// Refuses unless `volume` is mounted by no machine and no database
+    /// has a copy on a node of its region.
+    async fn check_volume_free(&self, volume: &str) -> Result<(), RunError> {
+        let (nodes, volumes) = self.infra.inventory().await?;
+        let Some(vol) = volumes.iter().find(|v| v.id == volume) else {
+            return Ok(()); // gone already
+        };
+        let inv = Inventory {
+            nodes: nodes.clone(),
+            volumes: volumes.clone(),
+            tenants: Vec::new(),
+        };
+        if !super::volume_is_free(&inv, vol) {
+            return Err(RunError::Unsafe {
+                volume: volume.into(),
+                why: "a machine still mounts it".into(),
+            });
+        }
+        let state = self.cluster.state().await?;
+        let mut region_nodes: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.region == vol.region)
+            .map(|n| n.id.clone())
+            .collect();
+        region_nodes.extend(
+            state
+                .members
+                .iter()
+                .filter(|m| m.region == vol.region)
+                .map(|m| m.machine.clone()),
+        );
+        let left = copies_on(&state, &region_nodes);
+        if !left.is_empty() {
+            return Err(RunError::Unsafe {
+                volume: volume.into(),
+                why: format!(
+                    "databases still have copies on {}'s nodes: {}",
+                    vol.region,
+                    left.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Databases (by name) with a copy on one of `nodes`.
+fn copies_on(s: &State, nodes: &[String]) -> Vec<String> {
+    s.tenants
+        .iter()
+        .filter(|t| t.nodes().iter().any(|n| nodes.contains(n)))
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// The plan's view of the cluster's databases.
+fn tenants_of(s: &State) -> Vec<Tenant> {
+    s.tenants
+        .iter()
+        .map(|t| Tenant {
+            id: t.id,
+            name: t.name.clone(),
+            primary_region: t.primary_region.clone(),
+            read_regions: t.read_regions.clone(),
+            copies_on: t.nodes(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cluster::{Copy, Database, Member};
+    use super::super::fly::FlyInfra;
+    use super::super::render;
+    use super::*;
+    use crate::machines::fake::FakeMachines;
+    use crate::machines::{Machines, NewMachine, NewVolume, Retry};
+    use parking_lot::Mutex;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    /// The cluster as the fake machines make it: a started machine is an
+    /// alive member; a database gets a caught-up copy in each of its read
+    /// regions as soon as that region has a member, and loses the copy
+    /// when the region stops being one of its read regions (unless
+    /// `stuck`, a copy that does not go).
+    struct FakeCluster {
+        fly: Arc<FakeMachines>,
+        dbs: Mutex<Vec<Database>>,
+        stuck: Mutex<Option<String>>,
+    }
+
+    impl FakeCluster {
+        fn members(&self) -> Vec<Member> {
+            self.fly
+                .machines()
+                .iter()
+                .map(|m| Member {
+                    machine: m["id"].as_str().unwrap_or_default().into(),
+                    region: m["region"].as_str().unwrap_or_default().into(),
+                    state: if m["state"] == "started" {
+                        "alive"
+                    } else {
+                        "down"
+                    }
+                    .into(),
+                })
+                .collect()
+        }
+    }
+
+    impl Cluster for FakeCluster {
+        async fn state(&self) -> Result<State, ClusterError> {
+            let members = self.members();
+            let mut dbs = self.dbs.lock();
+            let stuck = self.stuck.lock().clone();
+            for d in dbs.iter_mut() {
+                let reads = d.read_regions.clone();
+                d.replicas
+                    .retain(|c| reads.contains(&c.region) || Some(&c.node) == stuck.as_ref());
+                for r in &reads {
+                    if d.replicas.iter().any(|c| &c.region == r) {
+                        continue;
+                    }
+                    if let Some(m) = members
+                        .iter()
+                        .find(|m| &m.region == r && m.state == "alive")
+                    {
+                        d.replicas.push(Copy {
+                            node: m.machine.clone(),
+                            region: r.clone(),
+                            offset: d.offset,
+                        });
+                    }
+                }
+            }
+            Ok(State {
+                members,
+                tenants: dbs.clone(),
+            })
+        }
+
+        async fn drop_read_region(&self, tenant: u64, region: &str) -> Result<(), ClusterError> {
+            for d in self.dbs.lock().iter_mut().filter(|d| d.id == tenant) {
+                d.read_regions.retain(|r| r != region);
+            }
+            Ok(())
+        }
+    }
+
+    async fn world() -> (Arc<FakeMachines>, Runner<FlyInfra, FakeCluster>) {
+        let fake = FakeMachines::new("anykv-data", "tok");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}/v1", l.local_addr().expect("addr"));
+        tokio::spawn(fake.clone().serve(l));
+        let mut api = Machines::new(&base, "anykv-data", "tok");
+        api.retry = Retry {
+            attempts: 3,
+            first: Duration::from_millis(2),
+            max: Duration::from_millis(5),
+        };
+        // The app as deployed: one node in iad.
+        let vol = api
+            .create_volume(&NewVolume {
+                name: "anykv_data".into(),
+                region: "iad".into(),
+                size_gb: 20,
+                require_unique_zone: true,
+            })
+            .await
+            .expect("volume");
+        api.create_machine(
+            &NewMachine {
+                name: "anykv-iad-1".into(),
+                region: "iad".into(),
+                config: json!({
+                    "image": "registry.fly.io/anykv-data:deployment-7",
+                    "env": { "RUST_LOG": "info" },
+                    "guest": { "cpu_kind": "shared", "cpus": 2, "memory_mb": 1024 },
+                    "mounts": [{ "volume": vol.id, "path": "/data" }],
+                    "restart": { "policy": "always" },
+                }),
+            },
+            "deploy",
+        )
+        .await
+        .expect("machine");
+        let cluster = FakeCluster {
+            fly: fake.clone(),
+            dbs: Mutex::new(vec![Database {
+                id: 1,
+                name: "shop".into(),
+                primary_region: "iad".into(),
+                read_regions: vec!["cdg".into()],
+                primary: "".into(),
+                offset: Some(1000),
+                replicas: Vec::new(),
+            }]),
+            stuck: Mutex::new(None),
+        };
+        let infra = FlyInfra {
+            api,
+            volume_gb: 10,
+            stop_timeout: Duration::from_secs(5),
+        };
+        let mut r = Runner::new(infra, cluster);
+        r.poll = Duration::from_millis(5);
+        r.wait_limit = Duration::from_secs(5);
+        (fake, r)
+    }
+
+    fn in_region(list: &[serde_json::Value], region: &str) -> Vec<serde_json::Value> {
+        list.iter()
+            .filter(|x| x["region"] == region)
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn adding_a_region_makes_volumes_and_nodes_from_the_apps_config_and_resumes() {
+        let (fake, r) = world().await;
+        let change = Change::Add {
+            region: "cdg".into(),
+            count: 2,
+        };
+        let steps = r.plan(&change).await.expect("plan");
+        assert_eq!(
+            render(&steps),
+            "  1. create a volume in cdg (unique zone)\n  2. create a node in cdg on the new volume\n  3. create a volume in cdg (unique zone)\n  4. create a node in cdg on the new volume\n  5. wait until 2 node(s) of cdg are members and their copies caught up\n"
+        );
+        // The first run stops at its first node: once the volume is made,
+        // the API fails every try of the next call.
+        let mut made = false;
+        let dropped = r
+            .run(&change, &mut |e| {
+                if matches!(e, Event::Made(_)) && !made {
+                    made = true;
+                    fake.fail_next(&[500, 500, 500]);
+                }
+            })
+            .await;
+        assert!(dropped.is_err(), "the first run must stop: {dropped:?}");
+        assert_eq!(in_region(&fake.volumes(), "cdg").len(), 1);
+        assert_eq!(in_region(&fake.machines(), "cdg").len(), 0);
+        // Run again: the volume made is used, one more is made, both nodes
+        // join and the database's copy in cdg has caught up.
+        let mut events = Vec::new();
+        r.run(&change, &mut |e| events.push(e))
+            .await
+            .expect("second run");
+        let vols = in_region(&fake.volumes(), "cdg");
+        let nodes = in_region(&fake.machines(), "cdg");
+        assert_eq!((vols.len(), nodes.len()), (2, 2));
+        assert_ne!(vols[0]["zone"], vols[1]["zone"], "unique zones");
+        for n in &nodes {
+            assert_eq!(
+                n["config"]["image"],
+                "registry.fly.io/anykv-data:deployment-7"
+            );
+            assert_eq!(n["config"]["guest"]["memory_mb"], 1024);
+            let mounted = n["config"]["mounts"][0]["volume"].as_str().expect("mount");
+            assert!(vols.iter().any(|v| v["id"] == mounted), "{n}");
+            assert_eq!(n["config"]["mounts"][0]["path"], "/data");
+        }
+        assert!(
+            vols.iter().all(|v| v["size_gb"] == 20),
+            "size copied: {vols:?}"
+        );
+        let posts: Vec<_> = fake
+            .requests()
+            .into_iter()
+            .filter(|q| q.method == "POST" && q.path.ends_with("/volumes"))
+            .collect();
+        assert!(posts.iter().all(|p| p.body["require_unique_zone"] == true));
+        // A third run has nothing left to do but check.
+        let steps = r.plan(&change).await.expect("plan");
+        assert_eq!(
+            render(&steps),
+            "  1. wait until 2 node(s) of cdg are members and their copies caught up\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_a_region_drains_it_then_destroys_machines_before_volumes() {
+        let (fake, r) = world().await;
+        let add = Change::Add {
+            region: "cdg".into(),
+            count: 1,
+        };
+        r.run(&add, &mut |_| {}).await.expect("add");
+        let remove = Change::Remove {
+            region: "cdg".into(),
+            move_primaries_to: None,
+        };
+        r.run(&remove, &mut |_| {}).await.expect("remove");
+        assert!(in_region(&fake.machines(), "cdg").is_empty());
+        assert!(in_region(&fake.volumes(), "cdg").is_empty());
+        assert_eq!(in_region(&fake.machines(), "iad").len(), 1, "iad untouched");
+        let reqs = fake.requests();
+        let at = |pred: &dyn Fn(&crate::machines::fake::Recorded) -> bool| {
+            reqs.iter().position(pred).expect("request made")
+        };
+        let stop = at(&|q| q.method == "POST" && q.path.contains("/stop"));
+        let destroy_machine = at(&|q| q.method == "DELETE" && q.path.contains("/machines/"));
+        let destroy_volume = at(&|q| q.method == "DELETE" && q.path.contains("/volumes/"));
+        assert!(stop < destroy_machine && destroy_machine < destroy_volume);
+    }
+
+    #[tokio::test]
+    async fn a_region_with_a_copy_that_stays_keeps_its_volume() {
+        let (fake, r) = world().await;
+        let add = Change::Add {
+            region: "cdg".into(),
+            count: 1,
+        };
+        r.run(&add, &mut |_| {}).await.expect("add");
+        let node = in_region(&fake.machines(), "cdg")[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        *r.cluster.stuck.lock() = Some(node);
+        let mut r = r;
+        r.wait_limit = Duration::from_millis(200);
+        let remove = Change::Remove {
+            region: "cdg".into(),
+            move_primaries_to: None,
+        };
+        match r.run(&remove, &mut |_| {}).await {
+            Err(RunError::Timeout { now, .. }) => assert!(now.contains("shop"), "{now}"),
+            other => panic!("expected the drain to time out: {other:?}"),
+        }
+        assert_eq!(in_region(&fake.machines(), "cdg").len(), 1, "node kept");
+        assert_eq!(in_region(&fake.volumes(), "cdg").len(), 1, "volume kept");
+    }
+
+    #[tokio::test]
+    async fn a_primary_region_is_not_removed_without_somewhere_to_go() {
+        let (_fake, r) = world().await;
+        let remove = Change::Remove {
+            region: "iad".into(),
+            move_primaries_to: None,
+        };
+        match r.run(&remove, &mut |_| {}).await {
+            Err(RunError::Plan(PlanError::PrimaryRegion { tenants, .. })) => {
+                assert_eq!(tenants, vec!["shop".to_string()])
+            }
+            other => panic!("expected a refusal naming the database: {other:?}"),
+        }
+    }
+}
