@@ -77,6 +77,10 @@ struct ShaperChange {
     restore: Vec<std::net::IpAddr>,
     /// Two groups of hosts that cannot reach each other.
     partition: Option<(Vec<std::net::IpAddr>, Vec<std::net::IpAddr>)>,
+    /// Hosts (IP to region) to shape like the ones given at start: a node
+    /// added while the world runs (`anykv regions add --backend local`).
+    #[serde(default)]
+    place: std::collections::BTreeMap<std::net::IpAddr, String>,
 }
 
 async fn shaper_post(
@@ -104,6 +108,19 @@ async fn shaper_post(
     };
     if c.loss.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
         return json_error(StatusCode::BAD_REQUEST, "loss must be between 0 and 1");
+    }
+    if let Some(bad) = c.place.values().find(|r| {
+        shaper
+            .table()
+            .is_some_and(|t| !t.regions().any(|x| x == r.as_str()))
+    }) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("region {bad} is not in this node's RTT table"),
+        );
+    }
+    for (ip, region) in &c.place {
+        shaper.set_region(*ip, region);
     }
     if c.heal {
         shaper.heal();

@@ -1,6 +1,8 @@
 //! `anykv regions list|add|remove`: scaling the data nodes' regions on
-//! Fly (docs/DEPLOY.md, Scaling regions). The plan and its execution are
-//! `anykv_ops::regions`; this is the command line: where the APIs are,
+//! Fly, or of a world on this machine (docs/DEPLOY.md, `anykv regions`).
+//! The plan and its execution are `anykv_ops::regions` (the local
+//! machines `anykv_bench::world::local`); this is the command line: where
+//! the APIs are,
 //! and showing the run as it goes (a spinner on a terminal, plain lines
 //! otherwise).
 
@@ -8,10 +10,14 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use anykv_bench::world::local::LocalInfra;
+use anykv_bench::world::WorldFile;
 use anykv_ops::machines::{Machines, API};
 use anykv_ops::regions::cluster::ClusterApi;
 use anykv_ops::regions::fly::FlyInfra;
-use anykv_ops::regions::run::{Change, Event, Runner};
+use anykv_ops::regions::run::{Change, Cluster, Event, Infra, Runner};
 use anykv_ops::regions::{render, Inventory};
 use clap::{Args, Subcommand};
 
@@ -56,22 +62,30 @@ pub enum RegionsCmd {
 /// Where the machines and the cluster are.
 #[derive(Args)]
 pub struct Target {
-    /// The Fly app the data nodes run as.
+    /// `fly`: the app's machines over the Machines API; `local`: the
+    /// `anykv node` processes of a world on this machine (`anykv demo`'s).
+    #[arg(long, value_enum, default_value_t = Backend::Fly)]
+    backend: Backend,
+    /// The Fly app the data nodes run as (fly).
     #[arg(long, env = "FLY_APP_NAME")]
-    app: String,
-    /// A Fly API token (`fly tokens create deploy`).
+    app: Option<String>,
+    /// A Fly API token, `fly tokens create deploy` (fly).
     #[arg(long, env = "FLY_API_TOKEN", hide_env_values = true)]
-    fly_token: String,
-    /// The Machines API (a fake's, in tests).
+    fly_token: Option<String>,
+    /// The Machines API (a fake's, in tests) (fly).
     #[arg(long, default_value = API)]
     machines_api: String,
-    /// A data node's metrics/admin address (over 6PN, e.g. through
-    /// `fly proxy 9091`).
-    #[arg(long, default_value = "127.0.0.1:9091")]
-    node: SocketAddr,
-    /// The admin API's token.
+    /// The world's directory, with its world.json (local).
+    #[arg(long)]
+    world: Option<PathBuf>,
+    /// A data node's metrics/admin address (fly: over 6PN, e.g. through
+    /// `fly proxy 9091`; default 127.0.0.1:9091. local: default a running
+    /// node of the world).
+    #[arg(long)]
+    node: Option<SocketAddr>,
+    /// The admin API's token (local: default the world's).
     #[arg(long, env = "ANYKV_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
+    admin_token: Option<String>,
     /// Size of a new volume when the app has none to copy it from (GB).
     #[arg(long, default_value_t = 10)]
     volume_gb: u64,
@@ -85,64 +99,122 @@ pub struct Target {
     wait_timeout: Duration,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Fly,
+    Local,
+}
+
 fn secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|_| format!("{s:?} is not a number of seconds"))
 }
 
-fn runner(t: &Target) -> Runner<FlyInfra, ClusterApi> {
+fn required(v: &Option<String>, what: &str) -> anyhow::Result<String> {
+    v.clone().ok_or_else(|| anyhow::anyhow!("{what}"))
+}
+
+fn cluster(node: SocketAddr, token: String) -> ClusterApi {
+    ClusterApi::new(&node.to_string(), &token)
+}
+
+fn fly_runner(t: &Target) -> anyhow::Result<Runner<FlyInfra, ClusterApi>> {
+    let app = required(
+        &t.app,
+        "--app (or FLY_APP_NAME): the Fly app of the data nodes",
+    )?;
+    let token = required(
+        &t.fly_token,
+        "--fly-token (or FLY_API_TOKEN): create one with `fly tokens create deploy`",
+    )?;
+    let admin = required(&t.admin_token, "--admin-token (or ANYKV_ADMIN_TOKEN)")?;
     let infra = FlyInfra {
-        api: Machines::new(&t.machines_api, &t.app, &t.fly_token),
+        api: Machines::new(&t.machines_api, &app, &token),
         volume_gb: t.volume_gb,
         stop_timeout: t.stop_timeout,
     };
-    let mut r = Runner::new(infra, ClusterApi::new(&t.node.to_string(), &t.admin_token));
+    let node = t
+        .node
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091)));
+    let mut r = Runner::new(infra, cluster(node, admin));
     r.wait_limit = t.wait_timeout;
-    r
+    Ok(r)
+}
+
+fn local_runner(t: &Target) -> anyhow::Result<Runner<LocalInfra, ClusterApi>> {
+    let Some(dir) = t.world.clone() else {
+        anyhow::bail!("--world DIR: the world's directory (anykv demo --dir DIR --keep)");
+    };
+    let world = WorldFile::load(&dir.join("world.json"))
+        .map_err(|e| anyhow::anyhow!("{e}; is a world running there (anykv demo --dir)?"))?;
+    let running = world
+        .nodes
+        .iter()
+        .find(|n| anykv_bench::world::local::alive(n.pid));
+    let node = match (t.node, running) {
+        (Some(a), _) => a,
+        (None, Some(n)) => n.http,
+        (None, None) => anyhow::bail!("no node of the world in {} runs", dir.display()),
+    };
+    let admin = match (&t.admin_token, running) {
+        (Some(a), _) => a.clone(),
+        (None, Some(n)) => n.env.get("ANYKV_ADMIN_TOKEN").cloned().unwrap_or_default(),
+        (None, None) => String::new(),
+    };
+    let infra = LocalInfra {
+        dir,
+        stop_timeout: t.stop_timeout,
+    };
+    let mut r = Runner::new(infra, cluster(node, admin));
+    r.wait_limit = t.wait_timeout;
+    Ok(r)
 }
 
 pub fn run(cmd: RegionsCmd) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        match cmd {
-            RegionsCmd::List { target } => {
-                let inv = runner(&target).inventory().await?;
-                print!("{}", list_table(&inv));
-                Ok(())
-            }
-            RegionsCmd::Add {
-                region,
-                count,
-                dry_run,
-                target,
-            } => {
-                let change = Change::Add { region, count };
-                execute(&runner(&target), &change, dry_run).await
-            }
-            RegionsCmd::Remove {
+    let (change, dry_run, target) = match cmd {
+        RegionsCmd::List { target } => (None, false, target),
+        RegionsCmd::Add {
+            region,
+            count,
+            dry_run,
+            target,
+        } => (Some(Change::Add { region, count }), dry_run, target),
+        RegionsCmd::Remove {
+            region,
+            move_primaries_to,
+            dry_run,
+            target,
+        } => (
+            Some(Change::Remove {
                 region,
                 move_primaries_to,
-                dry_run,
-                target,
-            } => {
-                let change = Change::Remove {
-                    region,
-                    move_primaries_to,
-                };
-                execute(&runner(&target), &change, dry_run).await
-            }
+            }),
+            dry_run,
+            target,
+        ),
+    };
+    rt.block_on(async move {
+        match target.backend {
+            Backend::Fly => execute(&fly_runner(&target)?, change.as_ref(), dry_run).await,
+            Backend::Local => execute(&local_runner(&target)?, change.as_ref(), dry_run).await,
         }
     })
 }
 
-async fn execute(
-    r: &Runner<FlyInfra, ClusterApi>,
-    change: &Change,
+/// Lists (no change), prints the plan (a dry run) or carries it out.
+async fn execute<I: Infra + Sync, C: Cluster + Sync>(
+    r: &Runner<I, C>,
+    change: Option<&Change>,
     dry_run: bool,
 ) -> anyhow::Result<()> {
+    let Some(change) = change else {
+        print!("{}", list_table(&r.inventory().await?));
+        return Ok(());
+    };
     if dry_run {
         print!("{}", render(&r.plan(change).await?));
         return Ok(());

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod local;
+
 /// Why the world could not be started or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
@@ -203,6 +205,19 @@ pub struct DatabaseInfo {
 }
 
 impl WorldFile {
+    /// Writes `<dir>/world.json`: to a temporary file renamed over it, so
+    /// a reader never sees half.
+    pub fn save(&self) -> Result<(), WorldError> {
+        let path = self.dir.join("world.json");
+        let tmp = self
+            .dir
+            .join(format!("world.json.{}.tmp", std::process::id()));
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| WorldError::Failed(format!("world.json: {e}")))?;
+        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))
+    }
+
     pub fn load(path: &Path) -> Result<WorldFile, WorldError> {
         let text =
             std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
@@ -386,12 +401,7 @@ impl World {
         if !self.published {
             return Ok(());
         }
-        let path = self.file.dir.join("world.json");
-        let tmp = self.file.dir.join("world.json.tmp");
-        let text = serde_json::to_string_pretty(&self.file)
-            .map_err(|e| WorldError::Failed(format!("world.json: {e}")))?;
-        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))
+        self.file.save()
     }
 
     /// Writes `world.json` from now on (a held one: the world is ready).

@@ -1,0 +1,314 @@
+//! `anykv regions --backend local`: the plan's machines as `anykv node`
+//! processes of an emulated world on this machine (`world.json`), so
+//! region scaling runs and is tested here as it runs on Fly.
+//!
+//! A node's directory is its volume: the volume's id is the directory's
+//! name under the world's directory (`n1` for the nodes the world started
+//! with, `vol-<k>` for ones made by `add`). A new node copies the argv of
+//! a node (of its region if there is one) with its own name, loopback
+//! address, region and directory, starts detached from the command (it
+//! outlives it, as a Fly machine outlives `fly`), is recorded in
+//! `world.json`, and is placed in every running node's link shaper so
+//! its links get the region's emulated round trips both ways. Stopping
+//! is SIGTERM (the node hands its primaries over and leaves), waited
+//! for; destroying a node takes it out of `world.json` and leaves its
+//! directory, which a later step removes as its volume.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anykv_ops::regions::run::{Infra, RunError};
+use anykv_ops::regions::{Node, Vol};
+
+use super::{http, NodeInfo, WorldFile};
+
+/// The file in a volume's directory naming its region (written when the
+/// volume is made, or when its node is destroyed).
+const REGION_FILE: &str = ".anykv-region";
+
+/// A world on this machine as the plan's [`Infra`].
+pub struct LocalInfra {
+    /// The world's directory (`world.json` in it).
+    pub dir: PathBuf,
+    /// How long a stopping node gets before SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+fn failed(e: impl std::fmt::Display) -> RunError {
+    RunError::Infra(e.to_string())
+}
+
+/// Whether process `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Replaces the value after the first `flag` in `argv`.
+fn set_flag(argv: &mut [String], flag: &str, value: &str) -> Result<(), RunError> {
+    let i = argv
+        .iter()
+        .position(|a| a == flag)
+        .ok_or_else(|| failed(format!("the template node's argv has no {flag}")))?;
+    match argv.get_mut(i + 1) {
+        Some(v) => {
+            *v = value.to_string();
+            Ok(())
+        }
+        None => Err(failed(format!("the template node's {flag} has no value"))),
+    }
+}
+
+impl LocalInfra {
+    fn world(&self) -> Result<WorldFile, RunError> {
+        WorldFile::load(&self.dir.join("world.json")).map_err(|e| {
+            failed(format!(
+                "{e}; start a world first (anykv demo) or pass its directory with --world"
+            ))
+        })
+    }
+
+    /// A volume id as a directory of the world (no path tricks).
+    fn volume_dir(&self, id: &str) -> Result<PathBuf, RunError> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(failed(format!("{id:?} is not a volume of this world")));
+        }
+        Ok(self.dir.join(id))
+    }
+
+    fn volume_id(&self, dir: &Path) -> Option<String> {
+        (dir.parent() == Some(self.dir.as_path()))
+            .then(|| dir.file_name()?.to_str().map(str::to_string))
+            .flatten()
+    }
+}
+
+impl Infra for LocalInfra {
+    async fn inventory(&self) -> Result<(Vec<Node>, Vec<Vol>), RunError> {
+        let w = self.world()?;
+        let nodes: Vec<Node> = w
+            .nodes
+            .iter()
+            .map(|n| Node {
+                id: n.name.clone(),
+                region: n.region.clone(),
+                volume: self.volume_id(&n.dir),
+                state: if alive(n.pid) { "started" } else { "stopped" }.into(),
+            })
+            .collect();
+        let mut volumes: BTreeMap<String, Vol> = BTreeMap::new();
+        for n in &w.nodes {
+            if let Some(id) = self.volume_id(&n.dir) {
+                volumes.insert(
+                    id.clone(),
+                    Vol {
+                        id,
+                        region: n.region.clone(),
+                        attached: Some(n.name.clone()),
+                    },
+                );
+            }
+        }
+        // Volumes no node mounts: directories that name their region.
+        let entries = std::fs::read_dir(&self.dir).map_err(failed)?;
+        for e in entries.flatten() {
+            let Ok(region) = std::fs::read_to_string(e.path().join(REGION_FILE)) else {
+                continue;
+            };
+            let Some(id) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            volumes.entry(id.clone()).or_insert(Vol {
+                id,
+                region: region.trim().to_string(),
+                attached: None,
+            });
+        }
+        Ok((nodes, volumes.into_values().collect()))
+    }
+
+    async fn create_volume(&self, region: &str) -> Result<String, RunError> {
+        let k = (1..)
+            .find(|k| !self.dir.join(format!("vol-{k}")).exists())
+            .unwrap_or(0);
+        let id = format!("vol-{k}");
+        let dir = self.dir.join(&id);
+        std::fs::create_dir_all(&dir).map_err(failed)?;
+        std::fs::write(dir.join(REGION_FILE), region).map_err(failed)?;
+        Ok(id)
+    }
+
+    async fn create_node(&self, region: &str, volume: &str) -> Result<String, RunError> {
+        let mut w = self.world()?;
+        let vdir = self.volume_dir(volume)?;
+        if let Some(n) = w.nodes.iter().find(|n| n.dir == vdir) {
+            return Ok(n.name.clone()); // made by a run that was stopped
+        }
+        let Some(template) = w
+            .nodes
+            .iter()
+            .find(|n| n.region == region)
+            .or_else(|| w.nodes.first())
+            .cloned()
+        else {
+            return Err(failed("the world has no node to copy"));
+        };
+        let IpAddr::V4(tip) = template.ip else {
+            return Err(failed("the world's nodes are not on IPv4 loopback"));
+        };
+        let used: Vec<u8> = w
+            .nodes
+            .iter()
+            .filter_map(|n| match n.ip {
+                IpAddr::V4(ip) => Some(ip.octets()[3]),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let Some(k) = (1..=254u8)
+            .find(|k| !used.contains(k) && !w.nodes.iter().any(|n| n.name == format!("n{k}")))
+        else {
+            return Err(failed("the world has no loopback address left"));
+        };
+        let o = tip.octets();
+        let ip = IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], k));
+        let name = format!("n{k}");
+        let at = |port: u16| SocketAddr::new(ip, port);
+        let mut argv = template.argv.clone();
+        set_flag(&mut argv, "--machine", &name)?;
+        set_flag(&mut argv, "--region", region)?;
+        set_flag(
+            &mut argv,
+            "--gossip-addr",
+            &at(template.gossip.port()).to_string(),
+        )?;
+        set_flag(&mut argv, "--bind", &ip.to_string())?;
+        set_flag(&mut argv, "--dir", &vdir.display().to_string())?;
+        set_flag(
+            &mut argv,
+            "--metrics-addr",
+            &at(template.http.port()).to_string(),
+        )?;
+        if argv.iter().any(|a| a == "--emulate-host") {
+            let mut hosts: Vec<String> = w
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.ip, n.region))
+                .collect();
+            hosts.push(format!("{ip}={region}"));
+            set_flag(&mut argv, "--emulate-host", &hosts.join(","))?;
+        }
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(failed)?;
+        let err_log = log.try_clone().map_err(failed)?;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(&template.env)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log);
+        // Its own process group: a Ctrl-C of the command does not reach
+        // the node, which lives on as a machine does.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(failed)?;
+        let node = NodeInfo {
+            name: name.clone(),
+            region: region.into(),
+            pid: child.id(),
+            ip,
+            gossip: at(template.gossip.port()),
+            resp: at(template.resp.port()),
+            http: at(template.http.port()),
+            dir: vdir,
+            log: log_path,
+            argv,
+            env: template.env.clone(),
+        };
+        // Every shaped node learns the new host's region, so both
+        // directions of its links are shaped.
+        let token = template
+            .env
+            .get("ANYKV_ADMIN_TOKEN")
+            .cloned()
+            .unwrap_or_default();
+        let place = serde_json::json!({ "place": { ip.to_string(): region } }).to_string();
+        for n in w.nodes.iter().filter(|n| alive(n.pid)) {
+            let _ = http(n.http, "POST", "/shaper", &token, &place);
+        }
+        w.nodes.push(node);
+        w.save().map_err(failed)?;
+        Ok(name)
+    }
+
+    async fn stop_node(&self, node: &str) -> Result<(), RunError> {
+        let w = self.world()?;
+        let Some(n) = w.nodes.iter().find(|n| n.name == node) else {
+            return Ok(());
+        };
+        if !alive(n.pid) {
+            return Ok(());
+        }
+        // SAFETY: kill(2) has no memory effects; the pid is the node's as
+        // world.json records it and was checked alive (not a zombie) just
+        // above.
+        unsafe {
+            libc::kill(n.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let end = Instant::now() + self.stop_timeout;
+        while alive(n.pid) {
+            if Instant::now() >= end {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(n.pid as libc::pid_t, libc::SIGKILL);
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    async fn destroy_node(&self, node: &str) -> Result<(), RunError> {
+        let mut w = self.world()?;
+        let Some(n) = w.nodes.iter().find(|n| n.name == node).cloned() else {
+            return Ok(());
+        };
+        if alive(n.pid) {
+            return Err(failed(format!(
+                "{node} still runs (pid {}); it is stopped first",
+                n.pid
+            )));
+        }
+        // Its directory stays, as a volume of its region.
+        if n.dir.is_dir() {
+            std::fs::write(n.dir.join(REGION_FILE), &n.region).map_err(failed)?;
+        }
+        w.nodes.retain(|x| x.name != node);
+        w.save().map_err(failed)
+    }
+
+    async fn destroy_volume(&self, volume: &str) -> Result<(), RunError> {
+        let dir = self.volume_dir(volume)?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(failed(format!("removing {}: {e}", dir.display())))
+            }
+            _ => Ok(()),
+        }
+    }
+}
