@@ -689,15 +689,9 @@ async fn admin_failover(
         Ok(p) => p,
         Err((code, msg)) => return json_error(code, msg),
     };
-    let Some(t) = p.tenant_views().into_iter().find(|t| t.id == id) else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            format!("no database {id} is placed in the cluster"),
-        );
-    };
-    if t.primary != p.me {
-        let path = format!("/admin/tenants/{id}/failover");
-        return pass_on(&s, &t.primary, &path, &headers, "").await;
+    let path = format!("/admin/tenants/{id}/failover");
+    if let Some(elsewhere) = unless_primary(&s, &p, id, &path, &headers, "").await {
+        return elsewhere;
     }
     let Some(c) = p.controller().filter(|c| c.formed()) else {
         return json_error(
@@ -717,6 +711,85 @@ async fn admin_failover(
         .into_response(),
         Err(e) => json_error(StatusCode::CONFLICT, e),
     }
+}
+
+/// An admin call's placement (the token checked) and its JSON body
+/// (`expected` names its shape in the 400 answer); `Err`: the error
+/// answer's status and message.
+fn authorized_body<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &str,
+) -> Result<(Arc<crate::placement::Placement>, T), (StatusCode, String)> {
+    let p = authorize(s, headers).map_err(|(code, msg)| (code, msg.to_string()))?;
+    let b = serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("expected {expected}: {e}")))?;
+    Ok((p, b))
+}
+
+#[derive(serde::Deserialize)]
+struct MoveBody {
+    /// The region to make the database's primary region.
+    to: String,
+    /// How long the replica there may take to acknowledge everything
+    /// while writes are held (default 10 s).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `POST /admin/tenants/{id}/move` with `{"to": "<region>"}`: a planned
+/// move of the database's primary to its replica in another region, with
+/// nothing acknowledged lost (`crate::placement::Placement::move_primary`:
+/// writes wait meanwhile). Any node takes it and passes it on to the
+/// primary's node. 200 with `{tenant, from, primary, region, epoch,
+/// offset, held_ms}`; 409 with the reason when refused (no replica in
+/// that region, it did not catch up in time: then nothing changed).
+async fn admin_move(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (p, b): (_, MoveBody) = match authorized_body(&s, &headers, &body, r#"{"to": "<region>"}"#)
+    {
+        Ok(x) => x,
+        Err((code, msg)) => return json_error(code, msg),
+    };
+    let path = format!("/admin/tenants/{id}/move");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if let Some(elsewhere) = unless_primary(&s, &p, id, &path, &headers, &text).await {
+        return elsewhere;
+    }
+    let timeout = std::time::Duration::from_millis(b.timeout_ms.unwrap_or(10_000));
+    match p.move_primary(id, &b.to, timeout).await {
+        Ok(m) => Json(m).into_response(),
+        Err(crate::placement::ForceError::NotFound(m)) => json_error(StatusCode::NOT_FOUND, m),
+        Err(crate::placement::ForceError::Refused(m)) => json_error(StatusCode::CONFLICT, m),
+    }
+}
+
+/// For an admin call the database's primary's node must answer: `None`
+/// on that node; elsewhere the answer (404 when the database is placed
+/// nowhere, else the primary's node's answer to `path` with `body`).
+async fn unless_primary(
+    s: &AppState,
+    p: &crate::placement::Placement,
+    id: u64,
+    path: &str,
+    headers: &HeaderMap,
+    body: &str,
+) -> Option<Response> {
+    let Some(t) = p.tenant_views().into_iter().find(|t| t.id == id) else {
+        return Some(json_error(
+            StatusCode::NOT_FOUND,
+            format!("no database {id} is placed in the cluster"),
+        ));
+    };
+    if t.primary == p.me {
+        return None;
+    }
+    Some(pass_on(s, &t.primary, path, headers, body).await)
 }
 
 /// Passes an admin call on to node `machine` (whose HTTP address its
@@ -781,19 +854,11 @@ async fn admin_promote(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let p = match authorize(&s, &headers) {
-        Ok(p) => p,
-        Err((code, msg)) => return json_error(code, msg),
-    };
-    let b: PromoteBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"to\": \"<node>\", \"force\": true}}: {e}"),
-            )
-        }
-    };
+    let (p, b): (_, PromoteBody) =
+        match authorized_body(&s, &headers, &body, r#"{"to": "<node>", "force": true}"#) {
+            Ok(x) => x,
+            Err((code, msg)) => return json_error(code, msg),
+        };
     if !b.force {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -842,6 +907,7 @@ pub async fn serve(
             "/admin/tenants/{id}/promote",
             axum::routing::post(admin_promote),
         )
+        .route("/admin/tenants/{id}/move", axum::routing::post(admin_move))
         .route("/admin/usage", get(admin_usage))
         .route("/admin/usage/taken", post(admin_usage_taken))
         .route(

@@ -990,7 +990,152 @@ pub enum ForceError {
     Refused(String),
 }
 
+/// A planned move of a database's primary to another region
+/// ([`Placement::move_primary`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Moved {
+    pub tenant: u64,
+    pub from: String,
+    pub primary: String,
+    pub region: String,
+    pub epoch: u64,
+    /// The offset both had when the move was published.
+    pub offset: u64,
+    /// How long writes were held, ms.
+    pub held_ms: u64,
+}
+
 impl Placement {
+    /// Tenant `id`'s catalog entry and its newest role record (this
+    /// region's controller's included).
+    fn entry_and_record(&self, id: u64) -> Result<(TenantEntry, RoleRecord), ForceError> {
+        let (entries, mut roles, _) = self.tables();
+        self.merge_group_records(&entries, &mut roles);
+        let entry = entries
+            .get(&id)
+            .ok_or_else(|| ForceError::NotFound(format!("no database {id} in the catalog")))?;
+        let rec = roles.get(&id).ok_or_else(|| {
+            ForceError::NotFound(format!("database {id} is not placed on any node yet"))
+        })?;
+        Ok((entry.clone(), rec.clone()))
+    }
+
+    /// Moves tenant `id`'s primary from this node (its primary) to its
+    /// replica in region `to`, with nothing acknowledged lost: this node
+    /// stops taking writes for it (they wait, as in a planned failover),
+    /// waits until that replica has acknowledged everything it wrote, then
+    /// publishes the database's catalog entry with `to` as its primary
+    /// region (the old one becomes a read region, version one up) and a
+    /// role record two epochs up (so it wins over anything the old
+    /// region's controller committed meanwhile) with the replica as
+    /// primary and this node, caught up, as the old region's replica. The
+    /// new region's controller adopts the record (and gives the primary a
+    /// standby there), the old one drops it. Writes stay held here until
+    /// this node follows the new primary, then go there. Refused (nothing
+    /// changed, writes resumed) when there is no replica in `to` or it
+    /// does not catch up within `timeout`.
+    pub async fn move_primary(
+        &self,
+        id: u64,
+        to: &str,
+        timeout: Duration,
+    ) -> Result<Moved, ForceError> {
+        let (entry, rec) = self.entry_and_record(id)?;
+        let (entry, rec) = (&entry, &rec);
+        if rec.primary != self.me {
+            return Err(ForceError::Refused(format!(
+                "{} is database {id}'s primary, not {}",
+                rec.primary, self.me
+            )));
+        }
+        if entry.primary_region == to {
+            return Err(ForceError::Refused(format!(
+                "{to} already is database {id}'s primary region"
+            )));
+        }
+        let Some(target) = rec.replicas.get(to).cloned() else {
+            return Err(ForceError::Refused(format!(
+                "database {id} has no replica in {to}: add {to} to its read regions first and let the replica catch up"
+            )));
+        };
+        let ip = {
+            let view = self.view.borrow();
+            match view.member(&target) {
+                Some(m) if m.state == MemberState::Alive => m.addr.ip(),
+                _ => {
+                    return Err(ForceError::Refused(format!(
+                        "database {id}'s replica in {to}, {target}, is not alive"
+                    )))
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.shared.release_lease(id, rec.epoch);
+        tracing::warn!(tenant = id, to, %target, "moving the primary: writes held");
+        let offset = loop {
+            let st = tokio::time::timeout_at(deadline, self.shared.probe(TenantId(id)))
+                .await
+                .ok()
+                .flatten();
+            if let Some(st) = st {
+                let acked = st
+                    .replicas
+                    .iter()
+                    .filter(|r| r.addr.ip() == ip)
+                    .map(|r| r.ack_offset)
+                    .max();
+                if acked.is_some_and(|a| a >= st.offset) {
+                    break st.offset;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.shared.retake_lease(id);
+                return Err(ForceError::Refused(format!(
+                    "database {id}'s replica {target} in {to} did not acknowledge everything within {} ms; nothing moved, writes resumed",
+                    timeout.as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let mut e = entry.clone();
+        e.read_regions.retain(|r| r != to);
+        if !e.read_regions.contains(&entry.primary_region) {
+            e.read_regions.push(entry.primary_region.clone());
+        }
+        e.primary_region = to.to_string();
+        e.version += 1;
+        let mut next = rec.clone();
+        next.epoch = rec.epoch + 2;
+        next.seq = 0;
+        next.primary = target.clone();
+        next.standby = None;
+        next.in_sync = None;
+        next.replicas.remove(to);
+        next.replicas
+            .insert(entry.primary_region.clone(), self.me.clone());
+        tracing::warn!(
+            tenant = id,
+            to,
+            primary = %target,
+            epoch = next.epoch,
+            offset,
+            held_ms = started.elapsed().as_millis() as u64,
+            "primary moved to another region"
+        );
+        let _ = self.wan.publisher.publish(vec![e.row(), next.row()]);
+        self.kick();
+        Ok(Moved {
+            tenant: id,
+            from: self.me.clone(),
+            primary: target,
+            region: to.to_string(),
+            epoch: next.epoch,
+            offset,
+            held_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
     /// The operator's forced promotion of this node to primary of tenant
     /// `id`, for when every in-sync copy is gone: refused while the primary
     /// or an in-sync standby other than this node is alive (a failover
@@ -1004,14 +1149,8 @@ impl Placement {
     /// replica). Logged, counted (`anykv_forced_promotions_total`), and
     /// answered with what may have been lost.
     pub async fn force_promote(&self, id: u64) -> Result<Forced, ForceError> {
-        let (entries, mut roles, _) = self.tables();
-        self.merge_group_records(&entries, &mut roles);
-        let entry = entries
-            .get(&id)
-            .ok_or_else(|| ForceError::NotFound(format!("no database {id} in the catalog")))?;
-        let rec = roles.get(&id).ok_or_else(|| {
-            ForceError::NotFound(format!("database {id} is not placed on any node yet"))
-        })?;
+        let (entry, rec) = self.entry_and_record(id)?;
+        let (entry, rec) = (&entry, &rec);
         let view = self.view.borrow().clone();
         let alive = |m: &str| {
             view.member(m)

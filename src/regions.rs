@@ -142,7 +142,11 @@ fn fly_runner(t: &Target) -> anyhow::Result<Runner<FlyInfra, ClusterApi>> {
     Ok(r)
 }
 
-fn local_runner(t: &Target) -> anyhow::Result<Runner<LocalInfra, ClusterApi>> {
+/// `leaving`: the region a removal empties (its nodes are asked last).
+fn local_runner(
+    t: &Target,
+    leaving: Option<&str>,
+) -> anyhow::Result<Runner<LocalInfra, ClusterApi>> {
     let Some(dir) = t.world.clone() else {
         anyhow::bail!("--world DIR: the world's directory (anykv demo --dir DIR --keep)");
     };
@@ -152,10 +156,20 @@ fn local_runner(t: &Target) -> anyhow::Result<Runner<LocalInfra, ClusterApi>> {
         .nodes
         .iter()
         .find(|n| anykv_bench::world::local::alive(n.pid));
-    let node = match (t.node, running) {
-        (Some(a), _) => a,
-        (None, Some(n)) => n.http,
-        (None, None) => anyhow::bail!("no node of the world in {} runs", dir.display()),
+    // Every running node, those of a region being removed last: the run
+    // asks the next when it stopped the one it asked.
+    let mut nodes: Vec<&anykv_bench::world::NodeInfo> = world
+        .nodes
+        .iter()
+        .filter(|n| anykv_bench::world::local::alive(n.pid))
+        .collect();
+    nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
+    let addrs: Vec<String> = match t.node {
+        Some(a) => vec![a.to_string()],
+        None if nodes.is_empty() => {
+            anyhow::bail!("no node of the world in {} runs", dir.display())
+        }
+        None => nodes.iter().map(|n| n.http.to_string()).collect(),
     };
     let admin = match (&t.admin_token, running) {
         (Some(a), _) => a.clone(),
@@ -166,7 +180,7 @@ fn local_runner(t: &Target) -> anyhow::Result<Runner<LocalInfra, ClusterApi>> {
         dir,
         stop_timeout: t.stop_timeout,
     };
-    let mut r = Runner::new(infra, cluster(node, admin));
+    let mut r = Runner::new(infra, ClusterApi::with_nodes(addrs, &admin));
     r.wait_limit = t.wait_timeout;
     Ok(r)
 }
@@ -200,7 +214,13 @@ pub fn run(cmd: RegionsCmd) -> anyhow::Result<()> {
     rt.block_on(async move {
         match target.backend {
             Backend::Fly => execute(&fly_runner(&target)?, change.as_ref(), dry_run).await,
-            Backend::Local => execute(&local_runner(&target)?, change.as_ref(), dry_run).await,
+            Backend::Local => {
+                let leaving = match &change {
+                    Some(Change::Remove { region, .. }) => Some(region.as_str()),
+                    _ => None,
+                };
+                execute(&local_runner(&target, leaving)?, change.as_ref(), dry_run).await
+            }
         }
     })
 }

@@ -54,52 +54,76 @@ fn login(addr: std::net::SocketAddr) -> Option<RespConn> {
     common::login_ready(addr, "shop", TOKEN, |_| true)
 }
 
-#[test]
-fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
-    let mut spec = common::world_spec("regions", 67, 23800, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
+/// Starts `spec` (unshaped, fast gossip) and database 1 ("shop", primary
+/// region iad, read region cdg) on it.
+fn start_world(mut spec: anykv_bench::world::WorldSpec) -> (World, PathBuf, Reaper) {
     spec.rtt_table = None;
     spec.gossip_profile = "test".into();
     let dir = spec.dir.clone();
-    let mut w = World::start(&spec).expect("the world starts");
-    let _reaper = Reaper(dir.clone());
+    let w = World::start(&spec).expect("the world starts");
+    let reaper = Reaper(dir.clone());
     w.wait_members(3, Duration::from_secs(60))
         .expect("three members alive");
     put_tenant(&w, &shop_entry(1, TOKEN, &["cdg"], "async", "ryw", 1));
     common::placed_tenant(&w, 1);
+    (w, dir, reaper)
+}
+
+/// What a writer saw: the acknowledged values, the failures, the slowest
+/// acknowledged write.
+type Written = (Vec<u64>, Vec<String>, Duration);
+
+/// A client that SETs `<prefix>:<i>` to `i` through `addr` until `stop`,
+/// counting acknowledgements in `count` as they come.
+fn spawn_writer(
+    addr: std::net::SocketAddr,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Written> {
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut errors = Vec::new();
+        let mut slowest = Duration::ZERO;
+        let mut conn: Option<RespConn> = None;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let Some(c) = conn.as_mut() else {
+                conn = login(addr);
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let (k, v) = (format!("{prefix}:{i}"), i.to_string());
+            let t = std::time::Instant::now();
+            match c.cmd(&["SET", &k, &v]) {
+                Ok(Value::Simple(s)) if s == b"OK" => {
+                    slowest = slowest.max(t.elapsed());
+                    acked.push(i);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                other => {
+                    errors.push(format!("{other:?}"));
+                    conn = None;
+                }
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (acked, errors, slowest)
+    })
+}
+
+#[test]
+fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
+    let spec = common::world_spec("regions", 67, 23800, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
+    let (mut w, dir, _reaper) = start_world(spec);
     let n1 = w.node("n1").expect("n1").resp;
 
     // The write load: SETs through n1 (iad) for the whole test; the
     // values it was told OK for are the acknowledged ones.
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let stop = stop.clone();
-        let count = count.clone();
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut conn: Option<RespConn> = None;
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(c) = conn.as_mut() else {
-                    conn = login(n1);
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                let (k, v) = (format!("w:{i}"), i.to_string());
-                match c.cmd(&["SET", &k, &v]) {
-                    Ok(Value::Simple(s)) if s == b"OK" => {
-                        acked.push(i);
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(_) => conn = None,
-                }
-                i += 1;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            acked
-        })
-    };
+    let writer = spawn_writer(n1, "w", stop.clone(), count.clone());
 
     // Adding syd: its node starts, joins, and the run says done.
     let out = regions_cmd(&dir, &["add", "syd"])
@@ -216,7 +240,7 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
         count.load(Ordering::Relaxed) > after_removal + 20
     });
     stop.store(true, Ordering::Relaxed);
-    let acked = writer.join().expect("writer");
+    let (acked, _, _) = writer.join().expect("writer");
     assert!(
         acked.len() > 100,
         "only {} writes acknowledged",
@@ -230,5 +254,79 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
             other => panic!("{k}, acknowledged, reads {other:?}"),
         }
     }
+    w.stop(Duration::from_secs(10));
+}
+
+/// Removing the database's primary region with `--move-primaries-to`:
+/// the primary is handed to the replica in cdg with writes held only
+/// while it takes the last bytes, then iad's nodes go; writes through
+/// cdg are acknowledged throughout, none is lost, and no write waited
+/// longer than the move's bound.
+#[test]
+fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
+    let spec = common::world_spec(
+        "regions-move",
+        68,
+        23820,
+        &[("iad", 2), ("cdg", 1)],
+        ADMIN,
+        &[],
+    );
+    let (mut w, dir, _reaper) = start_world(spec);
+    let n3 = w.node("n3").expect("n3").clone();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(n3.resp, "m", stop.clone(), count.clone());
+    wait_for("writes through cdg", Duration::from_secs(20), || {
+        count.load(Ordering::Relaxed) > 50
+    });
+
+    let before = count.load(Ordering::Relaxed);
+    let out = regions_cmd(&dir, &["remove", "iad", "--move-primaries-to", "cdg"])
+        .output()
+        .expect("running anykv regions remove");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let during = count.load(Ordering::Relaxed) - before;
+    assert!(
+        during > 10,
+        "only {during} writes acknowledged while the command ran"
+    );
+    assert!(err.contains("hand database 1's primary to cdg"), "{err}");
+
+    // The database lives in cdg now, iad is gone from it and from the world.
+    let view = w.cluster_view("n3").expect("n3 answers");
+    let t = view["tenants"]
+        .as_array()
+        .and_then(|t| t.iter().find(|x| x["id"] == 1).cloned())
+        .expect("tenant 1");
+    assert_eq!(t["primary"], "n3", "{t}");
+    assert_eq!(t["primary_region"], "cdg", "{t}");
+    assert_eq!(t["read_regions"], serde_json::json!([]), "{t}");
+    assert!(world_file(&dir).nodes.iter().all(|n| n.region != "iad"));
+    assert!(!w.running("n1") && !w.running("n2"));
+    let after = count.load(Ordering::Relaxed);
+    wait_for("writes after the removal", Duration::from_secs(10), || {
+        count.load(Ordering::Relaxed) > after + 20
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (acked, errors, slowest) = writer.join().expect("writer");
+    assert!(errors.is_empty(), "writes failed: {errors:?}");
+    // The move holds writes at most its 10 s bound (the replica was caught
+    // up first, so in practice milliseconds).
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a write took {slowest:?}"
+    );
+    let mut c = login(n3.resp).expect("login on n3");
+    for i in &acked {
+        let k = format!("m:{i}");
+        match c.cmd(&["GET", &k]) {
+            Ok(Value::Bulk(b)) => assert_eq!(b, i.to_string().into_bytes(), "{k}"),
+            other => panic!("{k}, acknowledged, reads {other:?}"),
+        }
+    }
+    eprintln!("{} writes acknowledged, slowest {slowest:?}", acked.len());
     w.stop(Duration::from_secs(10));
 }

@@ -5,6 +5,7 @@
 //! Only the fields scaling needs are read, each with a default, so a node
 //! of a newer or older version still answers usefully.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -113,30 +114,68 @@ pub enum ClusterError {
     Decode { what: String, message: String },
 }
 
-/// A node's admin API.
+/// A node's admin API; with several nodes' addresses, the next one is
+/// asked when one does not answer (a node the run itself stopped).
 pub struct ClusterApi {
     http: Client,
-    /// `host:port` of the node's metrics/HTTP endpoint.
-    addr: String,
+    /// `host:port` of nodes' metrics/HTTP endpoints, in preference order.
+    addrs: Vec<String>,
+    /// The one that answered last.
+    current: AtomicUsize,
     token: String,
 }
 
 impl ClusterApi {
     pub fn new(addr: &str, token: &str) -> ClusterApi {
+        ClusterApi::with_nodes(vec![addr.to_string()], token)
+    }
+
+    /// Any of `addrs` (at least one) will do.
+    pub fn with_nodes(addrs: Vec<String>, token: &str) -> ClusterApi {
         ClusterApi {
             http: Client::new(Duration::from_secs(30)),
-            addr: addr.to_string(),
+            addrs,
+            current: AtomicUsize::new(0),
             token: token.to_string(),
         }
     }
 
+    /// [`ClusterApi::call_one`] on the node that answered last, then on
+    /// the others while a node cannot be reached.
     async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClusterError> {
-        let url = format!("http://{}{path}", self.addr);
+        let n = self.addrs.len().max(1);
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let Some(addr) = self.addrs.get(i) else { break };
+            match self.call_one(addr, method, path, body).await {
+                Err(e @ ClusterError::Http { .. }) => last = Some(e),
+                other => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClusterError::Decode {
+            what: format!("{method} {path}"),
+            message: "no node address to ask".into(),
+        }))
+    }
+
+    async fn call_one(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClusterError> {
+        let url = format!("http://{addr}{path}");
         let auth = format!("Bearer {}", self.token);
         let mut headers = vec![("authorization", auth.as_str())];
         let bytes = match body {
@@ -151,7 +190,7 @@ impl ClusterApi {
             .send(method, &url, &headers, bytes)
             .await
             .map_err(|source| ClusterError::Http {
-                addr: self.addr.clone(),
+                addr: addr.to_string(),
                 source,
             })?;
         let what = format!("{method} {path}");
@@ -193,6 +232,35 @@ impl ClusterApi {
     /// 202: still going).
     pub async fn put_entry(&self, id: u64, entry: &Value) -> Result<Value, ClusterError> {
         self.call("PUT", &format!("/admin/tenants/{id}"), Some(entry))
+            .await
+    }
+
+    /// Adds `region` to database `id`'s read regions (nothing to do when
+    /// it is one, or its primary region).
+    pub async fn add_read_region(&self, id: u64, region: &str) -> Result<(), ClusterError> {
+        let mut e = self.entry(id).await?;
+        if e["primary_region"].as_str() == Some(region) {
+            return Ok(());
+        }
+        let Some(regions) = e["read_regions"].as_array_mut() else {
+            return Err(ClusterError::Decode {
+                what: format!("GET /admin/tenants/{id}/entry"),
+                message: "no read_regions array".into(),
+            });
+        };
+        if regions.iter().any(|r| r.as_str() == Some(region)) {
+            return Ok(());
+        }
+        regions.push(region.into());
+        e["version"] = (e["version"].as_u64().unwrap_or(0) + 1).into();
+        self.put_entry(id, &e).await.map(drop)
+    }
+
+    /// Moves database `id`'s primary to its replica in region `to`, with
+    /// nothing acknowledged lost (the node holds writes meanwhile).
+    pub async fn move_primary(&self, id: u64, to: &str) -> Result<Value, ClusterError> {
+        let body = serde_json::json!({ "to": to });
+        self.call("POST", &format!("/admin/tenants/{id}/move"), Some(&body))
             .await
     }
 

@@ -214,8 +214,10 @@ pub fn plan_remove(
             });
         }
     }
+    // (A moved primary leaves its old region as a read region, which is
+    // then taken out like the others.)
     for t in &inv.tenants {
-        if t.read_regions.iter().any(|r| r == region) {
+        if t.primary_region == region || t.read_regions.iter().any(|r| r == region) {
             steps.push(Step::DropReadRegion {
                 tenant: t.id,
                 region: region.into(),
@@ -402,6 +404,10 @@ mod tests {
                     tenant: 1,
                     region: "cdg".into()
                 },
+                Step::DropReadRegion {
+                    tenant: 2,
+                    region: "cdg".into()
+                },
                 Step::WaitNoCopies {
                     region: "cdg".into()
                 },
@@ -427,7 +433,7 @@ mod tests {
             printed.starts_with("  1. hand database 2's primary to iad\n"),
             "{printed}"
         );
-        assert_eq!(printed.lines().count(), 6);
+        assert_eq!(printed.lines().count(), 7);
     }
 
     #[test]

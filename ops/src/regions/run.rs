@@ -30,8 +30,6 @@ pub enum RunError {
         limit: Duration,
         now: String,
     },
-    #[error("database {tenant}'s primary would have to move to {to}, and this version cannot yet hand a primary to another region with nothing lost; keep the region for now")]
-    CrossRegionHandoff { tenant: u64, to: String },
     #[error("refusing to destroy volume {volume}: {why}")]
     Unsafe { volume: String, why: String },
 }
@@ -64,6 +62,17 @@ pub trait Cluster {
         tenant: u64,
         region: &str,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn add_read_region(
+        &self,
+        tenant: u64,
+        region: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Hands the primary to the replica in `to` (planned, nothing lost).
+    fn move_primary(
+        &self,
+        tenant: u64,
+        to: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 }
 
 impl Cluster for ClusterApi {
@@ -76,6 +85,16 @@ impl Cluster for ClusterApi {
         region: &str,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send {
         ClusterApi::drop_read_region(self, tenant, region)
+    }
+    fn add_read_region(
+        &self,
+        tenant: u64,
+        region: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send {
+        ClusterApi::add_read_region(self, tenant, region)
+    }
+    async fn move_primary(&self, tenant: u64, to: &str) -> Result<(), ClusterError> {
+        ClusterApi::move_primary(self, tenant, to).await.map(drop)
     }
 }
 
@@ -183,10 +202,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
                     self.wait_joined(region, *count, report).await?;
                 }
                 Step::MovePrimary { tenant, to } => {
-                    return Err(RunError::CrossRegionHandoff {
-                        tenant: *tenant,
-                        to: to.clone(),
-                    });
+                    self.move_primary(*tenant, to, report).await?;
                 }
                 Step::DropReadRegion { tenant, region } => {
                     self.cluster.drop_read_region(*tenant, region).await?;
@@ -216,6 +232,65 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
             }
         }
         Ok(())
+    }
+
+    /// Hands database `tenant`'s primary to region `to`: a replica there
+    /// first (`to` made a read region if it is not one), caught up with
+    /// what the primary had when the wait began, so the move holds writes
+    /// only for the last bytes; then the move, and a wait until the
+    /// cluster shows the primary there.
+    async fn move_primary(
+        &self,
+        tenant: u64,
+        to: &str,
+        report: &mut impl FnMut(Event),
+    ) -> Result<(), RunError> {
+        let s = self.cluster.state().await?;
+        let Some(t) = s.tenants.iter().find(|t| t.id == tenant) else {
+            return Ok(()); // deleted meanwhile
+        };
+        let region_of = |s: &State, node: &str| {
+            s.members
+                .iter()
+                .find(|m| m.machine == node)
+                .map(|m| m.region.clone())
+        };
+        if region_of(&s, &t.primary).as_deref() == Some(to) {
+            return Ok(()); // moved by a run that was stopped
+        }
+        if !t.read_regions.iter().any(|r| r == to) {
+            self.cluster.add_read_region(tenant, to).await?;
+        }
+        let target = t.offset.unwrap_or(0);
+        self.wait(
+            &format!("a replica of database {tenant} in {to} caught up"),
+            report,
+            |s| {
+                let caught_up = s.tenants.iter().any(|t| {
+                    t.id == tenant
+                        && t.replicas
+                            .iter()
+                            .any(|c| c.region == to && c.offset.is_some_and(|o| o >= target))
+                });
+                (!caught_up).then(|| format!("database {tenant}'s replica in {to} catching up"))
+            },
+        )
+        .await?;
+        self.cluster.move_primary(tenant, to).await?;
+        self.wait(
+            &format!("database {tenant}'s primary in {to}"),
+            report,
+            |s| {
+                let there = s.tenants.iter().any(|t| {
+                    t.id == tenant
+                        && s.members
+                            .iter()
+                            .any(|m| m.machine == t.primary && m.region == to && m.state == "alive")
+                });
+                (!there).then(|| format!("database {tenant}'s primary moving to {to}"))
+            },
+        )
+        .await
     }
 
     /// The ids of the nodes the machines say are in `region`.
@@ -468,6 +543,43 @@ mod tests {
             }
             Ok(())
         }
+
+        async fn add_read_region(&self, tenant: u64, region: &str) -> Result<(), ClusterError> {
+            for d in self.dbs.lock().iter_mut().filter(|d| d.id == tenant) {
+                if !d.read_regions.iter().any(|r| r == region) {
+                    d.read_regions.push(region.into());
+                }
+            }
+            Ok(())
+        }
+
+        /// The replica in `to` becomes the primary; the old primary
+        /// region a read region.
+        async fn move_primary(&self, tenant: u64, to: &str) -> Result<(), ClusterError> {
+            let members = self.members();
+            for d in self.dbs.lock().iter_mut().filter(|d| d.id == tenant) {
+                let Some(i) = d.replicas.iter().position(|c| c.region == to) else {
+                    return Err(ClusterError::Refused {
+                        what: "move".into(),
+                        status: 409,
+                        message: format!("no replica in {to}"),
+                    });
+                };
+                let new = d.replicas.remove(i);
+                let old_region = std::mem::replace(&mut d.primary_region, to.into());
+                d.read_regions.retain(|r| r != to);
+                d.read_regions.push(old_region.clone());
+                if let Some(m) = members.iter().find(|m| m.machine == d.primary) {
+                    d.replicas.push(Copy {
+                        node: m.machine.clone(),
+                        region: old_region,
+                        offset: d.offset,
+                    });
+                }
+                d.primary = new.node;
+            }
+            Ok(())
+        }
     }
 
     async fn world() -> (Arc<FakeMachines>, Runner<FlyInfra, FakeCluster>) {
@@ -493,22 +605,23 @@ mod tests {
             })
             .await
             .expect("volume");
-        api.create_machine(
-            &NewMachine {
-                name: "anykv-iad-1".into(),
-                region: "iad".into(),
-                config: json!({
-                    "image": "registry.fly.io/anykv-data:deployment-7",
-                    "env": { "RUST_LOG": "info" },
-                    "guest": { "cpu_kind": "shared", "cpus": 2, "memory_mb": 1024 },
-                    "mounts": [{ "volume": vol.id, "path": "/data" }],
-                    "restart": { "policy": "always" },
-                }),
-            },
-            "deploy",
-        )
-        .await
-        .expect("machine");
+        let first = api
+            .create_machine(
+                &NewMachine {
+                    name: "anykv-iad-1".into(),
+                    region: "iad".into(),
+                    config: json!({
+                        "image": "registry.fly.io/anykv-data:deployment-7",
+                        "env": { "RUST_LOG": "info" },
+                        "guest": { "cpu_kind": "shared", "cpus": 2, "memory_mb": 1024 },
+                        "mounts": [{ "volume": vol.id, "path": "/data" }],
+                        "restart": { "policy": "always" },
+                    }),
+                },
+                "deploy",
+            )
+            .await
+            .expect("machine");
         let cluster = FakeCluster {
             fly: fake.clone(),
             dbs: Mutex::new(vec![Database {
@@ -516,7 +629,7 @@ mod tests {
                 name: "shop".into(),
                 primary_region: "iad".into(),
                 read_regions: vec!["cdg".into()],
-                primary: "".into(),
+                primary: first.id.clone(),
                 offset: Some(1000),
                 replicas: Vec::new(),
             }]),
@@ -530,6 +643,17 @@ mod tests {
         let mut r = Runner::new(infra, cluster);
         r.poll = Duration::from_millis(5);
         r.wait_limit = Duration::from_secs(5);
+        (fake, r)
+    }
+
+    /// [`world`] with a node added in cdg (where the database reads).
+    async fn world_with_cdg() -> (Arc<FakeMachines>, Runner<FlyInfra, FakeCluster>) {
+        let (fake, r) = world().await;
+        let add = Change::Add {
+            region: "cdg".into(),
+            count: 1,
+        };
+        r.run(&add, &mut |_| {}).await.expect("add");
         (fake, r)
     }
 
@@ -606,12 +730,7 @@ mod tests {
 
     #[tokio::test]
     async fn removing_a_region_drains_it_then_destroys_machines_before_volumes() {
-        let (fake, r) = world().await;
-        let add = Change::Add {
-            region: "cdg".into(),
-            count: 1,
-        };
-        r.run(&add, &mut |_| {}).await.expect("add");
+        let (fake, r) = world_with_cdg().await;
         let remove = Change::Remove {
             region: "cdg".into(),
             move_primaries_to: None,
@@ -632,12 +751,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_region_with_a_copy_that_stays_keeps_its_volume() {
-        let (fake, r) = world().await;
-        let add = Change::Add {
-            region: "cdg".into(),
-            count: 1,
-        };
-        r.run(&add, &mut |_| {}).await.expect("add");
+        let (fake, r) = world_with_cdg().await;
         let node = in_region(&fake.machines(), "cdg")[0]["id"]
             .as_str()
             .expect("id")
@@ -655,6 +769,31 @@ mod tests {
         }
         assert_eq!(in_region(&fake.machines(), "cdg").len(), 1, "node kept");
         assert_eq!(in_region(&fake.volumes(), "cdg").len(), 1, "volume kept");
+    }
+
+    #[tokio::test]
+    async fn removing_the_primary_region_moves_the_primary_first() {
+        let (fake, r) = world_with_cdg().await;
+        let remove = Change::Remove {
+            region: "iad".into(),
+            move_primaries_to: Some("cdg".into()),
+        };
+        let mut steps = Vec::new();
+        r.run(&remove, &mut |e| {
+            if let Event::Step { step, .. } = e {
+                steps.push(step);
+            }
+        })
+        .await
+        .expect("remove");
+        assert!(matches!(&steps[0], Step::MovePrimary { tenant: 1, to } if to == "cdg"));
+        let cdg = in_region(&fake.machines(), "cdg");
+        let db = r.cluster.dbs.lock()[0].clone();
+        assert_eq!(db.primary, cdg[0]["id"].as_str().expect("id"));
+        assert_eq!(db.primary_region, "cdg");
+        assert!(db.read_regions.is_empty(), "{db:?}");
+        assert!(in_region(&fake.machines(), "iad").is_empty());
+        assert!(in_region(&fake.volumes(), "iad").is_empty());
     }
 
     #[tokio::test]
