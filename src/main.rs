@@ -106,6 +106,11 @@ enum BenchCmd {
     /// read-your-writes), then the primary killed mid-run. Writes a
     /// Markdown report and SVG plots.
     Global(anykv_bench::global::GlobalArgs),
+    /// What scaling regions costs on an emulated world: adding a region
+    /// that holds a database (against a bulk copy of its bytes over the
+    /// same link) and removing its primary region under writes (their
+    /// latency). Prints a Markdown table.
+    Regions(anykv_bench::scale::RegionsArgs),
 }
 
 #[derive(Subcommand)]
@@ -457,6 +462,14 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", report.table());
             }
+            Ok(())
+        }
+        Cmd::Bench {
+            cmd: BenchCmd::Regions(args),
+        } => {
+            init_tracing("warning");
+            let report = anykv_bench::scale::run(args).map_err(anyhow::Error::msg)?;
+            print!("{report}");
             Ok(())
         }
         Cmd::Bench {

@@ -37,6 +37,7 @@ pub mod global;
 pub mod gossip_sim;
 pub mod history;
 pub mod load;
+pub mod scale;
 pub mod world;
 
 /// The region RTT table shipped with the project (WonderProxy city

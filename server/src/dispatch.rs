@@ -874,6 +874,19 @@ pub(crate) fn run(
         reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
         return Outcome::Continue;
     }
+    // A primary without a lease (its region has no controller group) whose
+    // writes were held for a move of the primary to another region: they
+    // wait the same way, until this node follows the new primary (they
+    // then go there) or the move failed.
+    if !t.leased
+        && t.role == crate::repl::Role::Primary
+        && !s.replaying
+        && !s.in_exec
+        && is_write_command(r, s)
+        && shared.writes_held(t.id.0, t.epoch)
+    {
+        return Outcome::Paused;
+    }
     // A primary refuses writes without enough good replicas:
     // min-replicas-to-write (replicas that acknowledged within
     // min-replicas-max-lag seconds), and durability `region` (the standby

@@ -291,9 +291,11 @@ impl Shared {
         *lease = (held, Some(until));
     }
 
-    /// Gives up the lease of one tenant at `epoch` (its planned failover):
-    /// this node takes no write for it from now on, even if a renewal
-    /// still lists it, until [`Shared::retake_lease`] or a newer epoch.
+    /// Gives up the lease of one tenant at `epoch` (its planned failover,
+    /// or a move of its primary to another region): this node takes no
+    /// write for it from now on, even if a renewal still lists it (or it
+    /// has no lease: see [`Shared::writes_held`]), until
+    /// [`Shared::retake_lease`] or a newer epoch.
     pub fn release_lease(&self, tenant: u64, epoch: u64) {
         let mut lease = self.lease.write();
         self.released.lock().insert(tenant, epoch);
@@ -304,6 +306,12 @@ impl Shared {
     /// next renewal covers the tenant again.
     pub fn retake_lease(&self, tenant: u64) {
         self.released.lock().remove(&tenant);
+    }
+
+    /// Whether [`Shared::release_lease`] holds `tenant`'s writes at
+    /// `epoch` (a move of its primary in progress).
+    pub fn writes_held(&self, tenant: u64, epoch: u64) -> bool {
+        self.released.lock().get(&tenant) == Some(&epoch)
     }
 
     /// Gives the lease up for good (a planned handoff: this node's leased

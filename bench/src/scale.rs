@@ -1,0 +1,441 @@
+//! `anykv bench regions`: what scaling regions costs, on an emulated world
+//! (issue 18's measurements, docs/BENCHMARKS.md).
+//!
+//! 1. **Adding a region holding a database.** A world of `--from` nodes
+//!    (its links shaped by the RTT table) and one database with `--keys`
+//!    keys; `anykv regions add --to` (the local backend, in process), the
+//!    database made to read there, until the new node serves the last key
+//!    written. Compared, in the same run, with a plain bulk copy of the same
+//!    bytes (the database's keys as an RDB stream holds them) over a QUIC
+//!    connection between a `--from` and a `--to` address through the same
+//!    shaper and the same transport settings as the nodes' links. Goal:
+//!    within 2x.
+//! 2. **Removing the database's primary region under writes.** A client
+//!    writes through the new region's node at a fixed pace while `anykv
+//!    regions remove --from --move-primaries-to --to` runs; every write's
+//!    latency and every error in that window. Goal: p99 ≤ 500 ms, no error.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anykv_gossip::link::{quic_endpoint, RttTable, Shaper};
+use anykv_gossip::tls::{ClusterCa, NODE_NAME};
+use anykv_ops::regions::cluster::ClusterApi;
+use anykv_ops::regions::run::{Change, Event, Runner};
+
+use crate::client::{create, Conn, Database, Reply};
+use crate::world::local::LocalInfra;
+use crate::world::{http, World, WorldFile, WorldSpec};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegionsArgs {
+    /// The database's primary region (two nodes there).
+    #[arg(long, default_value = "iad")]
+    pub from: String,
+    /// The region added, then made the primary region.
+    #[arg(long, default_value = "syd")]
+    pub to: String,
+    /// Keys the database holds when the region is added.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Milliseconds between the writer's requests during the removal.
+    #[arg(long, default_value_t = 5)]
+    pub pace_ms: u64,
+    /// Third octet of the world's loopback addresses.
+    #[arg(long, default_value_t = 72)]
+    pub net: u8,
+    /// The nodes' gossip port (the next five are theirs too).
+    #[arg(long, default_value_t = 24900)]
+    pub port: u16,
+    /// Also write the report here (Markdown).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+const ADMIN: &str = "bench-regions-admin";
+const TOKEN: &str = "bench-regions-token";
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("{}", msg.as_ref());
+}
+
+/// Runs both measurements; the report as Markdown.
+pub fn run(a: RegionsArgs) -> Result<String, String> {
+    let bin = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = bin.to_string_lossy().into_owned();
+    let spec = WorldSpec::for_bench(
+        "regions",
+        &bin,
+        a.net,
+        a.port,
+        &[(a.from.as_str(), 2)],
+        ADMIN,
+        &["--save", "", "--appendonly", "no"],
+    );
+    let dir = spec.dir.clone();
+    let mut w = World::start(&spec).map_err(|e| e.to_string())?;
+    let result = measure(&a, &mut w, &dir);
+    // Nodes the runner started are not the world's children.
+    if let Ok(f) = WorldFile::load(&dir.join("world.json")) {
+        for n in f.nodes.iter().filter(|n| crate::world::local::alive(n.pid)) {
+            // SAFETY: kill(2) has no memory effects; the pid is a node of
+            // this world that runs (checked just above).
+            unsafe {
+                libc::kill(n.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+    w.stop(Duration::from_secs(5));
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(format!(
+                "{e}\n(the world's directory, with each node's log, is kept: {})",
+                dir.display()
+            ))
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(out) = &a.out {
+        std::fs::write(out, &report).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(report)
+}
+
+fn measure(a: &RegionsArgs, w: &mut World, dir: &std::path::Path) -> Result<String, String> {
+    w.wait_members(2, Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    let mut db = Database {
+        id: 1,
+        name: "bulk".into(),
+        token: TOKEN.into(),
+        primary_region: a.from.clone(),
+        read_regions: Vec::new(),
+        durability: "async".into(),
+        consistency: "ryw".into(),
+    };
+    create(w, "n1", &db)?;
+    let n1 = w.node("n1").map_err(|e| e.to_string())?.clone();
+    let mut c = wait_login(n1.resp, Duration::from_secs(30))?;
+    say(format!("loading {} keys of {} bytes", a.keys, a.value_size));
+    let value = "v".repeat(a.value_size);
+    load(&mut c, a.keys, &value)?;
+    let rdb_bytes = rdb_size(&mut c, a.keys)?;
+    say(format!("the database's RDB: {rdb_bytes} bytes"));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let runner = |leaving: Option<&str>| -> Result<Runner<LocalInfra, ClusterApi>, String> {
+        let f = WorldFile::load(&dir.join("world.json")).map_err(|e| e.to_string())?;
+        let mut nodes: Vec<_> = f
+            .nodes
+            .iter()
+            .filter(|n| crate::world::local::alive(n.pid))
+            .collect();
+        nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
+        let addrs = nodes.iter().map(|n| n.http.to_string()).collect();
+        let mut r = Runner::new(
+            LocalInfra {
+                dir: dir.to_path_buf(),
+                stop_timeout: Duration::from_secs(20),
+            },
+            ClusterApi::with_nodes(addrs, ADMIN),
+        );
+        r.wait_limit = Duration::from_secs(900);
+        Ok(r)
+    };
+    let mut show = |e: Event| {
+        if let Event::Step { index, of, step } = e {
+            say(format!("  [{}/{of}] {step}", index + 1));
+        }
+    };
+
+    // 1. Add the region, then read there.
+    say(format!("adding {}", a.to));
+    let started = Instant::now();
+    rt.block_on(runner(None)?.run(
+        &Change::Add {
+            region: a.to.clone(),
+            count: 1,
+        },
+        &mut show,
+    ))
+    .map_err(|e| e.to_string())?;
+    let joined = started.elapsed();
+    db.read_regions = vec![a.to.clone()];
+    let mut entry = db.entry();
+    entry["version"] = 2.into();
+    match http(
+        n1.http,
+        "PUT",
+        "/admin/tenants/1",
+        ADMIN,
+        &entry.to_string(),
+    ) {
+        Some((200 | 202, _)) => {}
+        other => return Err(format!("making {} a read region: {other:?}", a.to)),
+    }
+    let new = WorldFile::load(&dir.join("world.json"))
+        .map_err(|e| e.to_string())?
+        .nodes
+        .into_iter()
+        .find(|n| n.region == a.to)
+        .ok_or("the new node is not in world.json")?;
+    let last = format!("k:{}", a.keys - 1);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let served = Conn::open(new.resp, Some(("bulk", TOKEN)))
+            .and_then(|mut c| c.call(&["GET", &last]))
+            .is_some_and(|r| matches!(r, Reply::Bulk(Some(ref b)) if b == value.as_bytes()));
+        if served {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} did not serve {last} within 15 min", new.name));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let serving = started.elapsed();
+    say(format!("{} serves the database after {serving:?}", a.to));
+
+    let copy = rt.block_on(bulk_copy(&a.from, &a.to, a.net, rdb_bytes))?;
+    say(format!("a bulk copy of {rdb_bytes} bytes: {copy:?}"));
+
+    // 2. Remove the primary region while a client writes through `to`.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let addr = new.resp;
+        let pace = Duration::from_millis(a.pace_ms);
+        std::thread::spawn(move || writes(addr, pace, &stop))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    say(format!(
+        "removing {} (primaries to {}) under writes",
+        a.from, a.to
+    ));
+    let removing = Instant::now();
+    let removed = rt.block_on(runner(Some(&a.from))?.run(
+        &Change::Remove {
+            region: a.from.clone(),
+            move_primaries_to: Some(a.to.clone()),
+        },
+        &mut show,
+    ));
+    let removal = removing.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (hist, errors) = writer.join().map_err(|_| "the writer panicked")?;
+    removed.map_err(|e| e.to_string())?;
+
+    let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    let ratio = serving.as_secs_f64() / copy.as_secs_f64();
+    let p99 = q(0.99);
+    Ok(format!(
+        "| measurement | result | goal | verdict |\n| --- | --- | --- | --- |\n\
+         | add {to} holding {keys} keys ({rdb} B RDB): until it serves reads | {serve} ms (joined after {join} ms) | | |\n\
+         | a bulk copy of the same bytes {from} → {to}, same shaped QUIC link | {copy} ms | | |\n\
+         | ratio | {ratio:.2}x | ≤ 2x | {v1} |\n\
+         | writes through {to} while {from} is removed ({removal} ms, {n} writes) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, {errs} errors | p99 ≤ 500 ms, 0 errors | {v2} |\n",
+        to = a.to,
+        from = a.from,
+        keys = a.keys,
+        rdb = rdb_bytes,
+        serve = ms(serving),
+        join = ms(joined),
+        copy = ms(copy),
+        v1 = if ratio <= 2.0 { "met" } else { "not met" },
+        removal = ms(removal),
+        n = hist.len(),
+        p50 = q(0.5),
+        max = hist.max() as f64 / 1000.0,
+        errs = errors,
+        v2 = if p99 <= 500.0 && errors == 0 { "met" } else { "not met" },
+    ))
+}
+
+fn wait_login(addr: SocketAddr, limit: Duration) -> Result<Conn, String> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(c) = Conn::open(addr, Some(("bulk", TOKEN))) {
+            return Ok(c);
+        }
+        if Instant::now() > end {
+            return Err(format!("no login on {addr} within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SETs `k:0` .. `k:<n-1>` to `value`, 1000 in flight at a time.
+fn load(c: &mut Conn, n: u64, value: &str) -> Result<(), String> {
+    c.set_timeout(Duration::from_secs(30));
+    let mut i = 0;
+    while i < n {
+        let batch = (n - i).min(1000);
+        for k in i..i + batch {
+            c.send(&["SET", &format!("k:{k}"), value])
+                .ok_or("the connection closed while loading")?;
+        }
+        for _ in 0..batch {
+            match c.next_reply()? {
+                Reply::Simple(_) => {}
+                other => return Err(format!("SET answered {other:?}")),
+            }
+        }
+        i += batch;
+    }
+    Ok(())
+}
+
+/// The bytes the database's keys take in an RDB stream (what a full
+/// sync sends): per key its `DUMP` payload less the payload's version and
+/// checksum (10 bytes), plus the key as a length-prefixed string; plus
+/// the stream's header and end. (A tenant's login may not run `SYNC`, so
+/// `redis-cli --rdb` is not an option here.)
+fn rdb_size(c: &mut Conn, n: u64) -> Result<u64, String> {
+    let mut total = 9 + 1 + 8 + 64; // magic+version, EOF, checksum, aux fields
+    let mut i = 0;
+    while i < n {
+        let batch = (n - i).min(1000);
+        for k in i..i + batch {
+            c.send(&["DUMP", &format!("k:{k}")])
+                .ok_or("the connection closed while dumping")?;
+        }
+        for k in i..i + batch {
+            let key_len = format!("k:{k}").len() as u64;
+            match c.next_reply()? {
+                Reply::Bulk(Some(b)) => {
+                    let prefix = if key_len < 64 { 1 } else { 2 };
+                    total += (b.len() as u64).saturating_sub(10) + prefix + key_len;
+                }
+                other => return Err(format!("DUMP k:{k} answered {other:?}")),
+            }
+        }
+        i += batch;
+    }
+    Ok(total)
+}
+
+/// Time to send `bytes` over one QUIC stream from an address in region
+/// `from` to one in `to`, through a shaper with the built-in RTT table
+/// and the nodes' own TLS and transport settings (handshake included).
+async fn bulk_copy(from: &str, to: &str, net: u8, bytes: u64) -> Result<Duration, String> {
+    let table = RttTable::parse(crate::REGION_RTT).map_err(|e| e.to_string())?;
+    let shaper = Shaper::new(table, 7);
+    let (a, b) = (
+        IpAddr::V4(Ipv4Addr::new(127, 0, net, 250)),
+        IpAddr::V4(Ipv4Addr::new(127, 0, net, 251)),
+    );
+    shaper.set_region(a, from);
+    shaper.set_region(b, to);
+    let ca = ClusterCa::generate().map_err(|e| e.to_string())?;
+    let (ta, tb) = (
+        ca.issue("copy-a").map_err(|e| e.to_string())?,
+        ca.issue("copy-b").map_err(|e| e.to_string())?,
+    );
+    let sock = |ip| std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(|e| e.to_string());
+    let server = quic_endpoint(
+        sock(a)?,
+        shaper.clone(),
+        quinn::EndpointConfig::default(),
+        Some(ta.server_config().map_err(|e| e.to_string())?),
+    )
+    .map_err(|e| e.to_string())?;
+    let client = quic_endpoint(sock(b)?, shaper, quinn::EndpointConfig::default(), None)
+        .map_err(|e| e.to_string())?;
+    let server_addr = server.local_addr().map_err(|e| e.to_string())?;
+    let sender = tokio::spawn(async move {
+        let conn = server
+            .accept()
+            .await
+            .ok_or("no connection")?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let mut hello = [0u8; 1];
+        recv.read_exact(&mut hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        let chunk = vec![0x5a_u8; 64 << 10];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            send.write_all(&chunk[..n])
+                .await
+                .map_err(|e| e.to_string())?;
+            left -= n as u64;
+        }
+        send.finish().map_err(|e| e.to_string())?;
+        let _ = send.stopped().await;
+        Ok::<_, String>(())
+    });
+    let started = Instant::now();
+    let conn = client
+        .connect_with(
+            tb.client_config().map_err(|e| e.to_string())?,
+            server_addr,
+            NODE_NAME,
+        )
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(b"!").await.map_err(|e| e.to_string())?;
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some(n) = recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+        got += n as u64;
+    }
+    let took = started.elapsed();
+    sender.await.map_err(|e| e.to_string())??;
+    if got != bytes {
+        return Err(format!("the copy got {got} of {bytes} bytes"));
+    }
+    Ok(took)
+}
+
+/// SETs through `addr` every `pace` until `stop`: the latencies (µs) and
+/// the number of errors.
+fn writes(
+    addr: SocketAddr,
+    pace: Duration,
+    stop: &AtomicBool,
+) -> (hdrhistogram::Histogram<u64>, u64) {
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
+    let mut errors = 0;
+    let mut conn: Option<Conn> = None;
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(c) = conn.as_mut() else {
+            conn = Conn::open(addr, Some(("bulk", TOKEN)));
+            if conn.is_none() {
+                errors += 1;
+                std::thread::sleep(pace);
+            }
+            continue;
+        };
+        let t = Instant::now();
+        match c.call(&["SET", &format!("w:{i}"), "x"]) {
+            Some(Reply::Simple(_)) => {
+                let _ = hist.record(t.elapsed().as_micros() as u64);
+            }
+            _ => {
+                errors += 1;
+                conn = None;
+            }
+        }
+        i += 1;
+        std::thread::sleep(pace.saturating_sub(t.elapsed()));
+    }
+    (hist, errors)
+}
