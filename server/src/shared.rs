@@ -227,6 +227,10 @@ pub struct Shared {
     /// Tenants whose lease this node gave up at an epoch (the planned
     /// failover of one database): renewals do not cover them again.
     released: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// Whether `released` holds any tenant: every write of a primary
+    /// without a lease asks [`Shared::writes_held`], which must not take
+    /// a lock when nothing is held.
+    any_released: AtomicBool,
 }
 
 impl Shared {
@@ -268,6 +272,7 @@ impl Shared {
             lease: Default::default(),
             lease_closed: AtomicBool::new(false),
             released: Default::default(),
+            any_released: AtomicBool::new(false),
         }
     }
 
@@ -299,19 +304,22 @@ impl Shared {
     pub fn release_lease(&self, tenant: u64, epoch: u64) {
         let mut lease = self.lease.write();
         self.released.lock().insert(tenant, epoch);
+        self.any_released.store(true, Relaxed);
         lease.0.remove(&tenant);
     }
 
     /// Ends [`Shared::release_lease`] (the failover did not happen): the
     /// next renewal covers the tenant again.
     pub fn retake_lease(&self, tenant: u64) {
-        self.released.lock().remove(&tenant);
+        let mut released = self.released.lock();
+        released.remove(&tenant);
+        self.any_released.store(!released.is_empty(), Relaxed);
     }
 
     /// Whether [`Shared::release_lease`] holds `tenant`'s writes at
     /// `epoch` (a move of its primary in progress).
     pub fn writes_held(&self, tenant: u64, epoch: u64) -> bool {
-        self.released.lock().get(&tenant) == Some(&epoch)
+        self.any_released.load(Relaxed) && self.released.lock().get(&tenant) == Some(&epoch)
     }
 
     /// Gives the lease up for good (a planned handoff: this node's leased
