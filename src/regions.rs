@@ -78,11 +78,13 @@ pub struct Target {
     /// The world's directory, with its world.json (local).
     #[arg(long)]
     world: Option<PathBuf>,
-    /// A data node's metrics/admin address (fly: over 6PN, e.g. through
-    /// `fly proxy 9091`; default 127.0.0.1:9091. local: default a running
-    /// node of the world).
+    /// A data node's metrics/admin address; repeat it for others to ask
+    /// when one does not answer (a node the run stops). fly: over 6PN
+    /// (`<machine id>.vm.<app>.internal:9091`) or through `fly proxy 9091`;
+    /// default 127.0.0.1:9091. local: default every running node of the
+    /// world.
     #[arg(long)]
-    node: Option<SocketAddr>,
+    node: Vec<SocketAddr>,
     /// The admin API's token (local: default the world's).
     #[arg(long, env = "ANYKV_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -90,8 +92,8 @@ pub struct Target {
     #[arg(long, default_value_t = 10)]
     volume_gb: u64,
     /// How long a node being stopped gets to hand its primaries over
-    /// (fly.toml's kill_timeout).
-    #[arg(long, default_value = "300", value_parser = secs)]
+    /// (fly.toml's kill_timeout, 10 s).
+    #[arg(long, default_value = "10", value_parser = secs)]
     stop_timeout: Duration,
     /// How long a wait (nodes joining, copies draining) may take before
     /// the command stops; run it again to go on.
@@ -115,10 +117,6 @@ fn required(v: &Option<String>, what: &str) -> anyhow::Result<String> {
     v.clone().ok_or_else(|| anyhow::anyhow!("{what}"))
 }
 
-fn cluster(node: SocketAddr, token: String) -> ClusterApi {
-    ClusterApi::new(&node.to_string(), &token)
-}
-
 fn fly_runner(t: &Target) -> anyhow::Result<Runner<FlyInfra, ClusterApi>> {
     let app = required(
         &t.app,
@@ -134,10 +132,12 @@ fn fly_runner(t: &Target) -> anyhow::Result<Runner<FlyInfra, ClusterApi>> {
         volume_gb: t.volume_gb,
         stop_timeout: t.stop_timeout,
     };
-    let node = t
-        .node
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091)));
-    let mut r = Runner::new(infra, cluster(node, admin));
+    let nodes: Vec<String> = if t.node.is_empty() {
+        vec!["127.0.0.1:9091".into()]
+    } else {
+        t.node.iter().map(|a| a.to_string()).collect()
+    };
+    let mut r = Runner::new(infra, ClusterApi::with_nodes(nodes, &admin));
     r.wait_limit = t.wait_timeout;
     Ok(r)
 }
@@ -155,21 +155,24 @@ fn local_runner(
     let running = world
         .nodes
         .iter()
-        .find(|n| anykv_bench::world::local::alive(n.pid));
+        .find(|n| anykv_bench::world::local::node_pid(n).is_some());
     // Every running node, those of a region being removed last: the run
     // asks the next when it stopped the one it asked.
     let mut nodes: Vec<&anykv_bench::world::NodeInfo> = world
         .nodes
         .iter()
-        .filter(|n| anykv_bench::world::local::alive(n.pid))
+        .filter(|n| anykv_bench::world::local::node_pid(n).is_some())
         .collect();
     nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
-    let addrs: Vec<String> = match t.node {
-        Some(a) => vec![a.to_string()],
-        None if nodes.is_empty() => {
-            anyhow::bail!("no node of the world in {} runs", dir.display())
-        }
-        None => nodes.iter().map(|n| n.http.to_string()).collect(),
+    let addrs: Vec<String> = if !t.node.is_empty() {
+        t.node.iter().map(|a| a.to_string()).collect()
+    } else if nodes.is_empty() {
+        anyhow::bail!(
+            "no node of the world in {} runs; start it again (anykv demo --dir)",
+            dir.display()
+        )
+    } else {
+        nodes.iter().map(|n| n.http.to_string()).collect()
     };
     let admin = match (&t.admin_token, running) {
         (Some(a), _) => a.clone(),

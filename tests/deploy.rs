@@ -142,9 +142,18 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
         get(&t, &["services", "ports", "port"]).as_integer(),
         Some(6379)
     );
-    assert!(
-        get(&t, &["services", "ports"]).get("handlers").is_none(),
-        "plain TCP"
+    let port = get(&t, &["services", "ports"])
+        .as_array()
+        .and_then(|p| p.first())
+        .and_then(|p| p.as_table())
+        .expect("[[services.ports]]");
+    assert!(port.get("handlers").is_none(), "plain TCP: {port:?}");
+    // A rolling deploy replaces one machine at a time (Fly's default is a
+    // third of them): a region keeps its other nodes while one restarts.
+    assert_eq!(get(&t, &["deploy", "strategy"]).as_str(), Some("rolling"));
+    assert_eq!(
+        get(&t, &["deploy", "max_unavailable"]).as_integer(),
+        Some(1)
     );
     assert!(get(&t, &["services", "tcp_checks", "interval"]).is_str());
     // Cluster ports reach peers over 6PN only: no service exposes them.

@@ -37,10 +37,8 @@ struct Reaper(PathBuf);
 impl Drop for Reaper {
     fn drop(&mut self) {
         if let Ok(w) = WorldFile::load(&self.0.join("world.json")) {
-            for n in w.nodes.iter().filter(|n| local::alive(n.pid)) {
-                let _ = Command::new("kill")
-                    .args(["-9", &n.pid.to_string()])
-                    .status();
+            for pid in w.nodes.iter().filter_map(local::node_pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
         }
     }
@@ -52,6 +50,44 @@ fn world_file(dir: &Path) -> WorldFile {
 
 fn login(addr: std::net::SocketAddr) -> Option<RespConn> {
     common::login_ready(addr, "shop", TOKEN, |_| true)
+}
+
+/// Runs `anykv regions <args>` killed as step 1 begins, then again killed
+/// as step 2 of that run begins, and so on (each run plans afresh from
+/// what is done), until a run finishes on its own, which must succeed and
+/// say done: how many runs were killed.
+fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> usize {
+    let mut kills = 0;
+    for k in 1..=10 {
+        let mut child = regions_cmd(dir, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running anykv regions");
+        let stderr = child.stderr.take().expect("stderr");
+        let mark = format!("[{k}/");
+        let mut killed = false;
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with(&mark) {
+                // Killed as the step begins: it may be half done.
+                let _ = child.kill();
+                killed = true;
+                break;
+            }
+            seen.push(line);
+        }
+        let out = child.wait_with_output().expect("wait");
+        if killed && !out.status.success() {
+            kills += 1;
+            continue;
+        }
+        assert!(out.status.success(), "run {k} of {args:?} failed: {seen:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+        return kills;
+    }
+    panic!("no run of {args:?} finished in 10");
 }
 
 /// Starts `spec` (unshaped, fast gossip) and database 1 ("shop", primary
@@ -125,20 +161,22 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
     let count = Arc::new(AtomicU64::new(0));
     let writer = spawn_writer(n1, "w", stop.clone(), count.clone());
 
-    // Adding syd: its node starts, joins, and the run says done.
-    let out = regions_cmd(&dir, &["add", "syd"])
-        .output()
-        .expect("running anykv regions add");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
-    assert!(err.contains("create a node in syd"), "{err}");
+    // Adding syd, the command killed at each step in turn: its node
+    // starts (once), joins, and the last run says done.
+    let kills = run_killed_at_each_step(&dir, &["add", "syd"]);
+    assert!(kills >= 2, "add was killed {kills} time(s)");
+    let syds = world_file(&dir)
+        .nodes
+        .into_iter()
+        .filter(|n| n.region == "syd")
+        .count();
+    assert_eq!(syds, 1, "one syd node");
     let syd = world_file(&dir)
         .nodes
         .into_iter()
         .find(|n| n.region == "syd")
         .expect("a syd node in world.json");
-    assert!(local::alive(syd.pid));
+    assert!(local::node_pid(&syd).is_some());
     // Run again: nothing to make, only the check.
     let out = regions_cmd(&dir, &["add", "syd", "--dry-run"])
         .output()
@@ -180,37 +218,8 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
     // Removing cdg, the command killed as step 1 begins, then as step 2
     // of the run after begins, and so on (each run plans afresh from what
     // is done), until a run finishes on its own.
-    let mut kills = 0;
-    let mut finished = false;
-    for k in 1..=8 {
-        let mut child = regions_cmd(&dir, &["remove", "cdg"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running anykv regions remove");
-        let stderr = child.stderr.take().expect("stderr");
-        let mark = format!("[{k}/");
-        let mut killed = false;
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with(&mark) {
-                // Killed as the step begins: it may be half done.
-                let _ = child.kill();
-                killed = true;
-                break;
-            }
-        }
-        let status = child.wait().expect("wait");
-        if killed && !status.success() {
-            kills += 1;
-            continue;
-        }
-        assert!(status.success(), "run {k} failed: {status}");
-        finished = true;
-        break;
-    }
-    assert!(finished, "no run of remove finished");
-    assert!(kills >= 2, "the command was killed {kills} time(s)");
+    let kills = run_killed_at_each_step(&dir, &["remove", "cdg"]);
+    assert!(kills >= 2, "remove was killed {kills} time(s)");
 
     // cdg is gone: its node stopped and out of world.json, its directory
     // (volume) removed; the database reads in syd only and has no copy
@@ -240,7 +249,8 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
         count.load(Ordering::Relaxed) > after_removal + 20
     });
     stop.store(true, Ordering::Relaxed);
-    let (acked, _, _) = writer.join().expect("writer");
+    let (acked, errors, _) = writer.join().expect("writer");
+    assert!(errors.is_empty(), "writes failed: {errors:?}");
     assert!(
         acked.len() > 100,
         "only {} writes acknowledged",

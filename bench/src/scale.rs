@@ -83,11 +83,11 @@ pub fn run(a: RegionsArgs) -> Result<String, String> {
     let result = measure(&a, &mut w, &dir);
     // Nodes the runner started are not the world's children.
     if let Ok(f) = WorldFile::load(&dir.join("world.json")) {
-        for n in f.nodes.iter().filter(|n| crate::world::local::alive(n.pid)) {
-            // SAFETY: kill(2) has no memory effects; the pid is a node of
-            // this world that runs (checked just above).
+        for pid in f.nodes.iter().filter_map(crate::world::local::node_pid) {
+            // SAFETY: kill(2) has no memory effects; the pid runs a node of
+            // this world (found by its argv just now).
             unsafe {
-                libc::kill(n.pid as libc::pid_t, libc::SIGKILL);
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
         }
     }
@@ -138,7 +138,7 @@ fn measure(a: &RegionsArgs, w: &mut World, dir: &std::path::Path) -> Result<Stri
         let mut nodes: Vec<_> = f
             .nodes
             .iter()
-            .filter(|n| crate::world::local::alive(n.pid))
+            .filter(|n| crate::world::local::node_pid(n).is_some())
             .collect();
         nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
         let addrs = nodes.iter().map(|n| n.http.to_string()).collect();

@@ -698,8 +698,25 @@ pub(crate) async fn apply_change(
     }
     let version = db.catalog_version + 1;
     let mut changed = db.clone();
+    // The cluster's operators may have moved the database since (`anykv
+    // regions remove` takes a region out of its read regions, or hands its
+    // primary to another region, each a catalog version up): their
+    // regions are the database's now, so this change does not put it back
+    // where it no longer is.
+    if let Ok(Some(held)) = api.cluster.entry(db.tenant_id).await {
+        if held["version"]
+            .as_u64()
+            .is_some_and(|v| v > db.catalog_version)
+        {
+            adopt_regions(&mut changed, &held);
+        }
+    }
     if let Some(r) = &change.read_regions {
-        changed.read_regions = r.clone();
+        changed.read_regions = r
+            .iter()
+            .filter(|x| **x != changed.primary_region)
+            .cloned()
+            .collect();
     }
     if let Some(p) = change.plan {
         changed.plan = p.name.to_string();
@@ -720,6 +737,7 @@ pub(crate) async fn apply_change(
     // Fly is told (`resource.updated`) as well as answered: the change
     // may have been another client's PATCH, the answer lost.
     let stored = notify(api, id, "resource.updated", |c| {
+        crate::store::set_primary_region(c, id, &changed.primary_region)?;
         crate::store::set_read_regions(c, id, &changed.read_regions, version)?;
         crate::store::set_tokens(
             c,
@@ -740,6 +758,23 @@ pub(crate) async fn apply_change(
         "changed"
     );
     Ok(changed)
+}
+
+/// Takes the primary and read regions of the catalog's entry `held` (a
+/// newer one than the sidecar wrote) into `db`.
+fn adopt_regions(db: &mut Database, held: &serde_json::Value) {
+    if let Some(p) = held["primary_region"].as_str() {
+        if p != db.primary_region {
+            tracing::info!(tenant = db.tenant_id, from = %db.primary_region, to = p, "the cluster moved this database's primary region");
+            db.primary_region = p.to_string();
+        }
+    }
+    if let Some(r) = held["read_regions"].as_array() {
+        db.read_regions = r
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+    }
 }
 
 /// Moves databases from `provisioning` to `ready` once the cluster says
@@ -1179,11 +1214,18 @@ mod tests {
     /// there has its replica (`metering::count_read_regions`).
     #[tokio::test]
     async fn a_read_region_added_with_no_node_keeps_the_database_ready() {
-        let (addr, _) = crate::cluster::scripted::admin(vec![(
-            "PUT /admin/tenants/1",
-            202,
-            r#"{"missing_regions":["syd"]}"#,
-        )])
+        let (addr, _) = crate::cluster::scripted::admin(vec![
+            (
+                "GET /admin/tenants/1/entry",
+                200,
+                r#"{"id":1,"primary_region":"iad","read_regions":[],"version":1}"#,
+            ),
+            (
+                "PUT /admin/tenants/1",
+                202,
+                r#"{"missing_regions":["syd"]}"#,
+            ),
+        ])
         .await;
         let mut api = test_api("waits", None);
         api.cluster = Cluster::new(vec![addr], "t".into());
@@ -1202,6 +1244,70 @@ mod tests {
         assert_eq!(changed.status, "ready");
         assert_eq!(changed.read_regions, vec!["syd".to_string()]);
         assert_eq!(changed.catalog_version, 2);
+    }
+
+    /// The cluster's operators moved the database (`anykv regions remove
+    /// iad --move-primaries-to cdg`: primary region cdg, no read region,
+    /// catalog version 3): a plan change keeps those regions, goes in at
+    /// the version after the catalog's, and the sidecar's record takes
+    /// them; a later read-region change leaves out the primary region.
+    #[tokio::test]
+    async fn a_change_keeps_the_regions_the_clusters_operators_moved() {
+        let (addr, seen) = crate::cluster::scripted::admin(vec![
+            (
+                "GET /admin/tenants/1/entry",
+                200,
+                r#"{"id":1,"primary_region":"cdg","read_regions":[],"version":3}"#,
+            ),
+            ("PUT /admin/tenants/1", 409, r#"{"error":"stale"}"#),
+            ("GET /admin/tenants/1", 200, r#"{"version":3}"#),
+            ("PUT /admin/tenants/1", 200, r#"{"version":4}"#),
+            (
+                "GET /admin/tenants/1/entry",
+                200,
+                r#"{"id":1,"primary_region":"cdg","read_regions":[],"version":4}"#,
+            ),
+            ("PUT /admin/tenants/1", 200, r#"{"version":5}"#),
+        ])
+        .await;
+        let mut api = test_api("moved", None);
+        api.cluster = Cluster::new(vec![addr], "t".into());
+        let mut d = test_row("ext_1", 1, "ready");
+        d.read_regions = vec!["cdg".into()];
+        d.token_sealed = api.sealer.seal("tok", "ext_1").unwrap();
+        api.store
+            .lock()
+            .insert_database(("org_1", "Acme", "a@acme.test"), None, &d)
+            .unwrap();
+        let change = Change {
+            plan: crate::plans::find("pro"),
+            read_regions: None,
+            tokens: None,
+        };
+        let changed = apply_change(&api, d, change).await.ok().unwrap();
+        assert_eq!(changed.primary_region, "cdg");
+        assert!(
+            changed.read_regions.is_empty(),
+            "{:?}",
+            changed.read_regions
+        );
+        assert_eq!(changed.catalog_version, 4);
+        let sent: Value = serde_json::from_str(&seen.lock().unwrap()[3]).unwrap();
+        assert_eq!(sent["primary_region"], "cdg", "{sent}");
+        assert_eq!(sent["read_regions"], json!([]), "{sent}");
+        assert_eq!(sent["version"], 4, "{sent}");
+        let stored = api.store.lock().database("ext_1").unwrap().unwrap();
+        assert_eq!(stored.primary_region, "cdg");
+        // Asked to read in iad and cdg: cdg is the primary region now.
+        let change = Change {
+            plan: None,
+            read_regions: Some(vec!["iad".into(), "cdg".into()]),
+            tokens: None,
+        };
+        let changed = apply_change(&api, stored, change).await.ok().unwrap();
+        assert_eq!(changed.read_regions, vec!["iad".to_string()]);
+        let sent: Value = serde_json::from_str(&seen.lock().unwrap()[5]).unwrap();
+        assert_eq!(sent["read_regions"], json!(["iad"]), "{sent}");
     }
 
     /// A row of `org_1` for the tests.

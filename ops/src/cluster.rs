@@ -87,6 +87,19 @@ impl Cluster {
         })
     }
 
+    /// Tenant `id`'s catalog entry as the catalog holds it (None: no live
+    /// tenant `id`).
+    pub async fn entry(&self, id: u64) -> Result<Option<serde_json::Value>, ClusterError> {
+        let (status, body) = self
+            .request("GET", &format!("/admin/tenants/{id}/entry"), "")
+            .await?;
+        match status {
+            200 => Ok(serde_json::from_str(&body).ok()),
+            404 => Ok(None),
+            _ => Err(ClusterError::Refused { status, body }),
+        }
+    }
+
     /// The version the catalog holds tenant `id` at (None: it has no live
     /// tenant `id`).
     async fn catalog_version(&self, id: u64) -> Result<Option<u64>, ClusterError> {

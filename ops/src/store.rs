@@ -747,6 +747,19 @@ pub fn set_read_regions(
     )
 }
 
+/// Sets a database's primary region (the cluster's operators moved it:
+/// `anykv regions remove --move-primaries-to`).
+pub fn set_primary_region(
+    conn: &Connection,
+    fly_id: &str,
+    region: &str,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE databases SET primary_region = ?2 WHERE fly_id = ?1",
+        params![fly_id, region],
+    )
+}
+
 /// The columns of a [`Database`], as [`database_row`] reads them.
 const SELECT_DATABASE: &str = "SELECT fly_id, tenant_id, name, organization_id, primary_region,
         read_regions, status, created_at, token_sealed, catalog_version, plan, ip_address,

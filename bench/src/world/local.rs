@@ -56,6 +56,54 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The process running `node`, found by its argv (`--dir <its
+/// directory>`, unique to it) rather than trusted from the recorded pid,
+/// which may be stale (a pid reused by another process) or missing (a run
+/// stopped between starting the node and recording it).
+pub fn node_pid(node: &NodeInfo) -> Option<u32> {
+    let dir = node.dir.display().to_string();
+    let runs_it = |pid: u32| {
+        alive(pid)
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.windows(2)
+                    .any(|w| w[0] == b"--dir" && w[1] == dir.as_bytes())
+                    && args.iter().any(|a| *a == b"node")
+            })
+    };
+    if runs_it(node.pid) {
+        return Some(node.pid);
+    }
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| runs_it(*pid))
+}
+
+/// Starts `node` from its argv, detached from this process (its own
+/// process group: a Ctrl-C of the command does not reach it, and it
+/// outlives the command as a machine outlives `fly`): its pid.
+fn spawn_node(node: &NodeInfo) -> Result<u32, RunError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .map_err(failed)?;
+    let err_log = log.try_clone().map_err(failed)?;
+    let Some(bin) = node.argv.first() else {
+        return Err(failed(format!("{} has no argv in world.json", node.name)));
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(&node.argv[1..])
+        .envs(&node.env)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    Ok(cmd.spawn().map_err(failed)?.id())
+}
+
 /// Replaces the value after the first `flag` in `argv`.
 fn set_flag(argv: &mut [String], flag: &str, value: &str) -> Result<(), RunError> {
     let i = argv
@@ -69,6 +117,14 @@ fn set_flag(argv: &mut [String], flag: &str, value: &str) -> Result<(), RunError
         }
         None => Err(failed(format!("the template node's {flag} has no value"))),
     }
+}
+
+/// Records `pid` as node `name`'s in world.json.
+fn record_pid(w: &mut WorldFile, name: &str, pid: u32) -> Result<(), RunError> {
+    if let Some(n) = w.nodes.iter_mut().find(|n| n.name == name) {
+        n.pid = pid;
+    }
+    w.save().map_err(failed)
 }
 
 impl LocalInfra {
@@ -105,7 +161,12 @@ impl Infra for LocalInfra {
                 id: n.name.clone(),
                 region: n.region.clone(),
                 volume: self.volume_id(&n.dir),
-                state: if alive(n.pid) { "started" } else { "stopped" }.into(),
+                state: if node_pid(n).is_some() {
+                    "started"
+                } else {
+                    "stopped"
+                }
+                .into(),
             })
             .collect();
         let mut volumes: BTreeMap<String, Vol> = BTreeMap::new();
@@ -209,36 +270,26 @@ impl Infra for LocalInfra {
             hosts.push(format!("{ip}={region}"));
             set_flag(&mut argv, "--emulate-host", &hosts.join(","))?;
         }
-        let log_path = self.dir.join(format!("{name}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(failed)?;
-        let err_log = log.try_clone().map_err(failed)?;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .envs(&template.env)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log);
-        // Its own process group: a Ctrl-C of the command does not reach
-        // the node, which lives on as a machine does.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(failed)?;
         let node = NodeInfo {
             name: name.clone(),
             region: region.into(),
-            pid: child.id(),
+            pid: 0,
             ip,
             gossip: at(template.gossip.port()),
             resp: at(template.resp.port()),
             http: at(template.http.port()),
             dir: vdir,
-            log: log_path,
+            log: self.dir.join(format!("{name}.log")),
             argv,
             env: template.env.clone(),
         };
+        // Recorded before it starts: a run stopped in between leaves a
+        // node the next run finds (and starts, or finds running by its
+        // argv), never an untracked process.
+        w.nodes.push(node.clone());
+        w.save().map_err(failed)?;
+        let pid = spawn_node(&node)?;
+        record_pid(&mut w, &name, pid)?;
         // Every shaped node learns the new host's region, so both
         // directions of its links are shaped.
         let token = template
@@ -247,12 +298,26 @@ impl Infra for LocalInfra {
             .cloned()
             .unwrap_or_default();
         let place = serde_json::json!({ "place": { ip.to_string(): region } }).to_string();
-        for n in w.nodes.iter().filter(|n| alive(n.pid)) {
+        for n in w
+            .nodes
+            .iter()
+            .filter(|n| n.name != name && node_pid(n).is_some())
+        {
             let _ = http(n.http, "POST", "/shaper", &token, &place);
         }
-        w.nodes.push(node);
-        w.save().map_err(failed)?;
         Ok(name)
+    }
+
+    async fn start_node(&self, node: &str) -> Result<(), RunError> {
+        let mut w = self.world()?;
+        let Some(n) = w.nodes.iter().find(|n| n.name == node).cloned() else {
+            return Err(failed(format!("no node {node} in world.json")));
+        };
+        if node_pid(&n).is_some() {
+            return Ok(());
+        }
+        let pid = spawn_node(&n)?;
+        record_pid(&mut w, node, pid)
     }
 
     async fn stop_node(&self, node: &str) -> Result<(), RunError> {
@@ -260,21 +325,21 @@ impl Infra for LocalInfra {
         let Some(n) = w.nodes.iter().find(|n| n.name == node) else {
             return Ok(());
         };
-        if !alive(n.pid) {
+        let Some(pid) = node_pid(n) else {
             return Ok(());
-        }
-        // SAFETY: kill(2) has no memory effects; the pid is the node's as
-        // world.json records it and was checked alive (not a zombie) just
-        // above.
+        };
+        // SAFETY: kill(2) has no memory effects; `pid` runs this node's
+        // argv (checked just above), so it is the node's process.
         unsafe {
-            libc::kill(n.pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
         let end = Instant::now() + self.stop_timeout;
-        while alive(n.pid) {
+        while alive(pid) {
             if Instant::now() >= end {
-                // SAFETY: as above.
+                // SAFETY: as above (a pid is not reused while its process
+                // is alive, and `alive` just said it is).
                 unsafe {
-                    libc::kill(n.pid as libc::pid_t, libc::SIGKILL);
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
                 }
                 break;
             }
@@ -288,10 +353,9 @@ impl Infra for LocalInfra {
         let Some(n) = w.nodes.iter().find(|n| n.name == node).cloned() else {
             return Ok(());
         };
-        if alive(n.pid) {
+        if let Some(pid) = node_pid(&n) {
             return Err(failed(format!(
-                "{node} still runs (pid {}); it is stopped first",
-                n.pid
+                "{node} still runs (pid {pid}); stop it first (run the command again: its plan does)"
             )));
         }
         // Its directory stays, as a volume of its region.

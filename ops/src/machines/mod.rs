@@ -282,7 +282,7 @@ impl Machines {
             Ok(now.into_iter().find(|x| {
                 x.name == v.name
                     && x.region == v.region
-                    && x.attached_machine_id.is_none()
+                    && x.attached_machine_id.as_deref().is_none_or(str::is_empty)
                     && !before.contains(&x.id)
             }))
         })
@@ -344,6 +344,13 @@ impl Machines {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Starts a stopped machine.
+    pub async fn start_machine(&self, id: &str) -> Result<(), MachinesError> {
+        self.retried("POST", &format!("machines/{id}/start"), None)
+            .await
+            .map(drop)
     }
 
     /// Stops a machine (SIGTERM: an anykv node hands its primaries over

@@ -133,6 +133,10 @@ impl Infra for FlyInfra {
         Ok(m.id)
     }
 
+    async fn start_node(&self, node: &str) -> Result<(), RunError> {
+        self.api.start_machine(node).await.map_err(infra)
+    }
+
     async fn stop_node(&self, node: &str) -> Result<(), RunError> {
         let m = self.api.get_machine(node).await.map_err(infra)?;
         if m.state == "stopped" || m.state == "destroyed" {

@@ -71,6 +71,11 @@ pub enum Step {
         region: String,
         volume: Option<String>,
     },
+    /// Starts a node of the region that is stopped (one an interrupted
+    /// run made but did not start, or one stopped by hand).
+    StartNode {
+        node: String,
+    },
     /// Until `count` nodes of `region` are members, and every copy placed
     /// on them has caught up with its primary.
     WaitJoined {
@@ -110,6 +115,7 @@ impl fmt::Display for Step {
                 Some(v) => write!(f, "create a node in {region} on volume {v}"),
                 None => write!(f, "create a node in {region} on the new volume"),
             },
+            Step::StartNode { node } => write!(f, "start node {node}"),
             Step::WaitJoined { region, count } => write!(
                 f,
                 "wait until {count} node(s) of {region} are members and their copies caught up"
@@ -142,6 +148,8 @@ pub enum PlanError {
     NoSuchTarget(String),
     #[error("--count must be at least 1")]
     ZeroCount,
+    #[error("{0} has no data node, volume or database; `anykv regions list` shows the regions there are")]
+    UnknownRegion(String),
 }
 
 fn names(t: &[String]) -> String {
@@ -159,7 +167,12 @@ pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>
         .iter()
         .filter(|v| v.region == region && v.attached.is_none())
         .collect();
-    let mut steps = Vec::new();
+    let mut steps: Vec<Step> = inv
+        .nodes
+        .iter()
+        .filter(|n| n.region == region && n.state == "stopped")
+        .map(|n| Step::StartNode { node: n.id.clone() })
+        .collect();
     for _ in have..count {
         match spare.pop() {
             // A volume an interrupted run made: the next node takes it.
@@ -191,6 +204,15 @@ pub fn plan_remove(
     region: &str,
     move_primaries_to: Option<&str>,
 ) -> Result<Vec<Step>, PlanError> {
+    let known = inv.nodes.iter().any(|n| n.region == region)
+        || inv.volumes.iter().any(|v| v.region == region)
+        || inv
+            .tenants
+            .iter()
+            .any(|t| t.primary_region == region || t.read_regions.iter().any(|r| r == region));
+    if !known {
+        return Err(PlanError::UnknownRegion(region.into()));
+    }
     let primaries: Vec<&Tenant> = inv
         .tenants
         .iter()
@@ -378,6 +400,27 @@ mod tests {
             }]
         );
         assert_eq!(plan_add(&inv, "syd", 0), Err(PlanError::ZeroCount));
+    }
+
+    #[test]
+    fn an_unknown_region_is_not_removed_and_stopped_nodes_are_started() {
+        let mut inv = world();
+        assert_eq!(
+            plan_remove(&inv, "ams", None),
+            Err(PlanError::UnknownRegion("ams".into()))
+        );
+        // A node an interrupted add recorded but did not start: started.
+        inv.nodes[2].state = "stopped".into();
+        assert_eq!(
+            plan_add(&inv, "cdg", 1).expect("plan"),
+            vec![
+                Step::StartNode { node: "m3".into() },
+                Step::WaitJoined {
+                    region: "cdg".into(),
+                    count: 1
+                }
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub enum RunError {
     Cluster(#[from] ClusterError),
     #[error("{0}")]
     Infra(String),
-    #[error("{what} did not happen within {limit:?}: {now}; run the command again to go on waiting (nothing done so far is undone)")]
+    #[error("{what} did not happen within {limit:?}: {now}; look at the nodes' logs (fly logs -i <machine>, or the world's <node>.log) for why, then run the command again to go on (nothing done so far is undone)")]
     Timeout {
         what: String,
         limit: Duration,
@@ -47,6 +47,8 @@ pub trait Infra {
         region: &str,
         volume: &str,
     ) -> impl Future<Output = Result<String, RunError>> + Send;
+    /// Starts a stopped node.
+    fn start_node(&self, node: &str) -> impl Future<Output = Result<(), RunError>> + Send;
     /// Stops a node (SIGTERM: it hands its primaries over) and waits
     /// until it has.
     fn stop_node(&self, node: &str) -> impl Future<Output = Result<(), RunError>> + Send;
@@ -223,6 +225,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
                     )
                     .await?;
                 }
+                Step::StartNode { node } => self.infra.start_node(node).await?,
                 Step::StopNode { node } => self.infra.stop_node(node).await?,
                 Step::DestroyNode { node } => self.infra.destroy_node(node).await?,
                 Step::DestroyVolume { volume } => {
