@@ -1227,14 +1227,7 @@ mod tests {
             ),
         ])
         .await;
-        let mut api = test_api("waits", None);
-        api.cluster = Cluster::new(vec![addr], "t".into());
-        let mut d = test_row("ext_1", 1, "ready");
-        d.token_sealed = api.sealer.seal("tok", "ext_1").unwrap();
-        api.store
-            .lock()
-            .insert_database(("org_1", "Acme", "a@acme.test"), None, &d)
-            .unwrap();
+        let (api, d) = api_with_one_database("waits", addr, &[]);
         let change = Change {
             plan: None,
             read_regions: Some(vec!["syd".into()]),
@@ -1270,15 +1263,7 @@ mod tests {
             ("PUT /admin/tenants/1", 200, r#"{"version":5}"#),
         ])
         .await;
-        let mut api = test_api("moved", None);
-        api.cluster = Cluster::new(vec![addr], "t".into());
-        let mut d = test_row("ext_1", 1, "ready");
-        d.read_regions = vec!["cdg".into()];
-        d.token_sealed = api.sealer.seal("tok", "ext_1").unwrap();
-        api.store
-            .lock()
-            .insert_database(("org_1", "Acme", "a@acme.test"), None, &d)
-            .unwrap();
+        let (api, d) = api_with_one_database("moved", addr, &["cdg"]);
         let change = Change {
             plan: crate::plans::find("pro"),
             read_regions: None,
@@ -1308,6 +1293,22 @@ mod tests {
         assert_eq!(changed.read_regions, vec!["iad".to_string()]);
         let sent: Value = serde_json::from_str(&seen.lock().unwrap()[5]).unwrap();
         assert_eq!(sent["read_regions"], json!(["iad"]), "{sent}");
+    }
+
+    /// An API whose cluster is the admin endpoint `addr`, holding one
+    /// `ready` database `ext_1` (tenant 1, primary iad, reading in
+    /// `reads`, token "tok").
+    fn api_with_one_database(name: &str, addr: String, reads: &[&str]) -> (Api, Database) {
+        let mut api = test_api(name, None);
+        api.cluster = Cluster::new(vec![addr], "t".into());
+        let mut d = test_row("ext_1", 1, "ready");
+        d.read_regions = reads.iter().map(|r| r.to_string()).collect();
+        d.token_sealed = api.sealer.seal("tok", "ext_1").unwrap();
+        api.store
+            .lock()
+            .insert_database(("org_1", "Acme", "a@acme.test"), None, &d)
+            .unwrap();
+        (api, d)
     }
 
     /// A row of `org_1` for the tests.

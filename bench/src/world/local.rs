@@ -28,6 +28,9 @@ use super::{http, NodeInfo, WorldFile};
 /// The file in a volume's directory naming its region (written when the
 /// volume is made, or when its node is destroyed).
 const REGION_FILE: &str = ".anykv-region";
+/// A file a node's directory gets when the node is destroyed: the volume
+/// holds an old node's data and is not given to a new node.
+const OLD_DATA_MARK: &str = ".anykv-old-node";
 
 /// A world on this machine as the plan's [`Infra`].
 pub struct LocalInfra {
@@ -217,6 +220,15 @@ impl Infra for LocalInfra {
         if let Some(n) = w.nodes.iter().find(|n| n.dir == vdir) {
             return Ok(n.name.clone()); // made by a run that was stopped
         }
+        // A volume an interrupted removal left behind holds that node's
+        // files: a new node must not start on them (it would serve the old
+        // node's databases as they were).
+        if vdir.join(OLD_DATA_MARK).exists() {
+            return Err(failed(format!(
+                "volume {volume} in {region} holds a removed node's data; finish removing it first (anykv regions remove {region}), or delete {} by hand",
+                vdir.display()
+            )));
+        }
         let Some(template) = w
             .nodes
             .iter()
@@ -358,9 +370,11 @@ impl Infra for LocalInfra {
                 "{node} still runs (pid {pid}); stop it first (run the command again: its plan does)"
             )));
         }
-        // Its directory stays, as a volume of its region.
+        // Its directory stays, as a volume of its region holding old data
+        // (removed by the plan's next step, never given to a new node).
         if n.dir.is_dir() {
             std::fs::write(n.dir.join(REGION_FILE), &n.region).map_err(failed)?;
+            std::fs::write(n.dir.join(OLD_DATA_MARK), &n.name).map_err(failed)?;
         }
         w.nodes.retain(|x| x.name != node);
         w.save().map_err(failed)
@@ -374,5 +388,97 @@ impl Infra for LocalInfra {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A world of one iad node (never started) in a fresh directory.
+    fn world(name: &str) -> LocalInfra {
+        let dir = std::env::temp_dir().join(format!("anykv-local-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("n1")).expect("dir");
+        let ip: IpAddr = "127.0.99.1".parse().expect("ip");
+        let at = |p| SocketAddr::new(ip, p);
+        let argv = [
+            "anykv",
+            "node",
+            "--machine",
+            "n1",
+            "--region",
+            "iad",
+            "--gossip-addr",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([at(7946).to_string()])
+        .collect();
+        let file = WorldFile {
+            dir: dir.clone(),
+            nodes: vec![NodeInfo {
+                name: "n1".into(),
+                region: "iad".into(),
+                pid: 0,
+                ip,
+                gossip: at(7946),
+                resp: at(6379),
+                http: at(9091),
+                dir: dir.join("n1"),
+                log: dir.join("n1.log"),
+                argv,
+                env: BTreeMap::new(),
+            }],
+            sidecar: None,
+            dashboard: None,
+            databases: Vec::new(),
+        };
+        file.save().expect("world.json");
+        LocalInfra {
+            dir,
+            stop_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_destroyed_nodes_directory_is_a_volume_no_new_node_starts_on() {
+        let infra = world("old-data");
+        // n1 was never started: stopped, so it may be destroyed; its
+        // directory stays, listed as a volume of iad, attached to nothing.
+        let (nodes, _) = infra.inventory().await.expect("inventory");
+        assert_eq!(nodes[0].state, "stopped");
+        infra.destroy_node("n1").await.expect("destroyed");
+        let (nodes, volumes) = infra.inventory().await.expect("inventory");
+        assert!(nodes.is_empty());
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(
+            (volumes[0].id.as_str(), volumes[0].region.as_str()),
+            ("n1", "iad")
+        );
+        assert!(volumes[0].attached.is_none());
+        // A new node is refused on it, with what to do.
+        let err = infra.create_node("iad", "n1").await.expect_err("refused");
+        assert!(
+            err.to_string().contains("holds a removed node's data"),
+            "{err}"
+        );
+        // A fresh volume is fine until the node must start (no template
+        // left here, so that is where it stops).
+        let fresh = infra.create_volume("iad").await.expect("volume");
+        assert_eq!(fresh, "vol-1");
+        let err = infra
+            .create_node("iad", &fresh)
+            .await
+            .expect_err("no template");
+        assert!(err.to_string().contains("no node to copy"), "{err}");
+        infra.destroy_volume("n1").await.expect("gone");
+        assert!(!infra.dir.join("n1").exists());
+        assert!(
+            infra.destroy_volume("../x").await.is_err(),
+            "no path tricks"
+        );
+        let _ = std::fs::remove_dir_all(&infra.dir);
     }
 }
