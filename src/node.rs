@@ -553,12 +553,7 @@ async fn hand_off_one(
                 break;
             }
         };
-        let acked = st
-            .replicas
-            .iter()
-            .filter(|r| Some(r.addr.ip()) == ip)
-            .map(|r| r.ack_offset)
-            .max();
+        let acked = ip.and_then(|ip| st.acked_by(ip));
         if acked.is_some_and(|a| a >= st.offset) {
             break;
         }

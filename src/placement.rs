@@ -990,6 +990,34 @@ pub enum ForceError {
     Refused(String),
 }
 
+/// `rec` with `primary` the primary, two epochs up (a controller that
+/// promoted from the same record meanwhile, unseen here across a
+/// partition, committed epoch + 1 at seq 0 too; an operator's record must
+/// win everywhere, never tie with it), not in sync with anyone yet and no
+/// longer a replica.
+fn taken_over(rec: &RoleRecord, primary: &str) -> RoleRecord {
+    let mut next = rec.clone();
+    next.epoch = rec.epoch + 2;
+    next.seq = 0;
+    next.primary = primary.to_string();
+    next.in_sync = None;
+    next.replicas.retain(|_, m| m != primary);
+    next
+}
+
+/// `entry` with `to` as its primary region, the old one a read region,
+/// one version up.
+fn moved_entry(entry: &TenantEntry, to: &str) -> TenantEntry {
+    let mut e = entry.clone();
+    e.read_regions.retain(|r| r != to);
+    if !e.read_regions.contains(&entry.primary_region) {
+        e.read_regions.push(entry.primary_region.clone());
+    }
+    e.primary_region = to.to_string();
+    e.version += 1;
+    e
+}
+
 /// A planned move of a database's primary to another region
 /// ([`Placement::move_primary`]).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -1079,13 +1107,7 @@ impl Placement {
                 .ok()
                 .flatten();
             if let Some(st) = st {
-                let acked = st
-                    .replicas
-                    .iter()
-                    .filter(|r| r.addr.ip() == ip)
-                    .map(|r| r.ack_offset)
-                    .max();
-                if acked.is_some_and(|a| a >= st.offset) {
+                if st.acked_by(ip).is_some_and(|a| a >= st.offset) {
                     break st.offset;
                 }
             }
@@ -1098,20 +1120,9 @@ impl Placement {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        let mut e = entry.clone();
-        e.read_regions.retain(|r| r != to);
-        if !e.read_regions.contains(&entry.primary_region) {
-            e.read_regions.push(entry.primary_region.clone());
-        }
-        e.primary_region = to.to_string();
-        e.version += 1;
-        let mut next = rec.clone();
-        next.epoch = rec.epoch + 2;
-        next.seq = 0;
-        next.primary = target.clone();
+        let e = moved_entry(entry, to);
+        let mut next = taken_over(rec, &target);
         next.standby = None;
-        next.in_sync = None;
-        next.replicas.remove(to);
         next.replicas
             .insert(entry.primary_region.clone(), self.me.clone());
         tracing::warn!(
@@ -1212,24 +1223,11 @@ impl Placement {
             .member(&self.me)
             .map(|m| m.region.clone())
             .unwrap_or_default();
-        // Two epochs up: a controller that promoted from the same record
-        // meanwhile (unseen here, across a partition) committed epoch + 1
-        // at seq 0 too; the operator's record must win everywhere, never
-        // tie with it.
-        let mut next = rec.clone();
-        next.epoch = rec.epoch + 2;
-        next.seq = 0;
-        next.primary = self.me.clone();
-        next.in_sync = None;
-        next.replicas.retain(|_, m| *m != self.me);
+        let mut next = taken_over(rec, &self.me);
         let mut rows = Vec::new();
         let moved = my_region != entry.primary_region;
         if moved {
-            let mut e = entry.clone();
-            e.read_regions.retain(|r| *r != my_region);
-            e.read_regions.push(entry.primary_region.clone());
-            e.primary_region = my_region.clone();
-            e.version += 1;
+            let e = moved_entry(entry, &my_region);
             if let Some(s) = rec.standby.clone().filter(|s| *s != self.me) {
                 next.replicas.insert(entry.primary_region.clone(), s);
             }

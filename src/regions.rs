@@ -152,18 +152,7 @@ fn local_runner(
     };
     let world = WorldFile::load(&dir.join("world.json"))
         .map_err(|e| anyhow::anyhow!("{e}; is a world running there (anykv demo --dir)?"))?;
-    let running = world
-        .nodes
-        .iter()
-        .find(|n| anykv_bench::world::local::node_pid(n).is_some());
-    // Every running node, those of a region being removed last: the run
-    // asks the next when it stopped the one it asked.
-    let mut nodes: Vec<&anykv_bench::world::NodeInfo> = world
-        .nodes
-        .iter()
-        .filter(|n| anykv_bench::world::local::node_pid(n).is_some())
-        .collect();
-    nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
+    let nodes = anykv_bench::world::local::running_nodes(&world, leaving);
     let addrs: Vec<String> = if !t.node.is_empty() {
         t.node.iter().map(|a| a.to_string()).collect()
     } else if nodes.is_empty() {
@@ -174,7 +163,7 @@ fn local_runner(
     } else {
         nodes.iter().map(|n| n.http.to_string()).collect()
     };
-    let admin = match (&t.admin_token, running) {
+    let admin = match (&t.admin_token, nodes.first()) {
         (Some(a), _) => a.clone(),
         (None, Some(n)) => n.env.get("ANYKV_ADMIN_TOKEN").cloned().unwrap_or_default(),
         (None, None) => String::new(),

@@ -105,6 +105,18 @@ fn start_world(mut spec: anykv_bench::world::WorldSpec) -> (World, PathBuf, Reap
     (w, dir, reaper)
 }
 
+/// Every acknowledged `<prefix>:<i>` reads back as `i` through `addr`.
+fn assert_read_back(addr: std::net::SocketAddr, prefix: &str, acked: &[u64]) {
+    let mut c = login(addr).unwrap_or_else(|| panic!("login on {addr}"));
+    for i in acked {
+        let k = format!("{prefix}:{i}");
+        match c.cmd(&["GET", &k]) {
+            Ok(Value::Bulk(b)) => assert_eq!(b, i.to_string().into_bytes(), "{k}"),
+            other => panic!("{k}, acknowledged, reads {other:?}"),
+        }
+    }
+}
+
 /// What a writer saw: the acknowledged values, the failures, the slowest
 /// acknowledged write.
 type Written = (Vec<u64>, Vec<String>, Duration);
@@ -256,14 +268,7 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
         "only {} writes acknowledged",
         acked.len()
     );
-    let mut c = login(n1).expect("login on n1");
-    for i in &acked {
-        let k = format!("w:{i}");
-        match c.cmd(&["GET", &k]) {
-            Ok(Value::Bulk(b)) => assert_eq!(b, i.to_string().into_bytes(), "{k}"),
-            other => panic!("{k}, acknowledged, reads {other:?}"),
-        }
-    }
+    assert_read_back(n1, "w", &acked);
     w.stop(Duration::from_secs(10));
 }
 
@@ -329,14 +334,7 @@ fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
         slowest < Duration::from_secs(10),
         "a write took {slowest:?}"
     );
-    let mut c = login(n3.resp).expect("login on n3");
-    for i in &acked {
-        let k = format!("m:{i}");
-        match c.cmd(&["GET", &k]) {
-            Ok(Value::Bulk(b)) => assert_eq!(b, i.to_string().into_bytes(), "{k}"),
-            other => panic!("{k}, acknowledged, reads {other:?}"),
-        }
-    }
+    assert_read_back(n3.resp, "m", &acked);
     eprintln!("{} writes acknowledged, slowest {slowest:?}", acked.len());
     w.stop(Duration::from_secs(10));
 }

@@ -135,13 +135,10 @@ fn measure(a: &RegionsArgs, w: &mut World, dir: &std::path::Path) -> Result<Stri
         .map_err(|e| e.to_string())?;
     let runner = |leaving: Option<&str>| -> Result<Runner<LocalInfra, ClusterApi>, String> {
         let f = WorldFile::load(&dir.join("world.json")).map_err(|e| e.to_string())?;
-        let mut nodes: Vec<_> = f
-            .nodes
+        let addrs = crate::world::local::running_nodes(&f, leaving)
             .iter()
-            .filter(|n| crate::world::local::node_pid(n).is_some())
+            .map(|n| n.http.to_string())
             .collect();
-        nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
-        let addrs = nodes.iter().map(|n| n.http.to_string()).collect();
         let mut r = Runner::new(
             LocalInfra {
                 dir: dir.to_path_buf(),

@@ -42,11 +42,28 @@ pub enum Applied {
 pub struct Cluster {
     endpoints: Vec<String>,
     token: String,
+    /// How long one call may take, every endpoint tried included.
+    budget: Duration,
+    /// Largest answer read.
+    max_answer: usize,
 }
 
 impl Cluster {
     pub fn new(endpoints: Vec<String>, token: String) -> Cluster {
-        Cluster { endpoints, token }
+        Cluster {
+            endpoints,
+            token,
+            budget: CALL_BUDGET,
+            max_answer: MAX_ANSWER,
+        }
+    }
+
+    /// The same endpoints with another call budget and answer limit (an
+    /// operator's tool waits longer and reads the whole cluster view).
+    pub fn with_limits(mut self, budget: Duration, max_answer: usize) -> Cluster {
+        self.budget = budget;
+        self.max_answer = max_answer;
+        self
     }
 
     /// Creates or changes tenant `id` (`entry` is its catalog row, with a
@@ -194,21 +211,23 @@ impl Cluster {
         method: &str,
         path: &str,
     ) -> Result<(u16, String), ClusterError> {
-        match tokio::time::timeout(CALL_BUDGET, self.once(addr, method, path, "")).await {
+        match tokio::time::timeout(self.budget, self.once(addr, method, path, "")).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(ClusterError::Unreachable(format!("{addr}: {e}"))),
             Err(_) => Err(ClusterError::Unreachable(format!("{addr}: timed out"))),
         }
     }
 
-    async fn request(
+    /// `method path` with `body` on the first endpoint that answers, in
+    /// order, within the call budget: its status and body.
+    pub async fn request(
         &self,
         method: &str,
         path: &str,
         body: &str,
     ) -> Result<(u16, String), ClusterError> {
         let mut why = Vec::new();
-        let deadline = tokio::time::Instant::now() + CALL_BUDGET;
+        let deadline = tokio::time::Instant::now() + self.budget;
         for ep in &self.endpoints {
             if tokio::time::Instant::now() >= deadline {
                 why.push(format!("{ep}: not tried, out of time"));
@@ -239,7 +258,7 @@ impl Cluster {
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         (&mut s)
-            .take(MAX_ANSWER as u64)
+            .take(self.max_answer as u64)
             .read_to_end(&mut buf)
             .await?;
         let text = String::from_utf8_lossy(&buf);

@@ -874,12 +874,11 @@ pub(crate) fn run(
         reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
         return Outcome::Continue;
     }
-    // A primary without a lease (its region has no controller group) whose
-    // writes were held for a move of the primary to another region: they
-    // wait the same way, until this node follows the new primary (they
-    // then go there) or the move failed.
-    if !t.leased
-        && t.role == crate::repl::Role::Primary
+    // A primary whose writes are held (a move of the primary to another
+    // region, leased or not: a region without a controller group has no
+    // lease to give up): they wait, until this node follows the new
+    // primary (they then go there) or the move failed.
+    if t.role == crate::repl::Role::Primary
         && !s.replaying
         && !s.in_exec
         && is_write_command(r, s)

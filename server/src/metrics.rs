@@ -123,6 +123,16 @@ pub struct ReplicaStatus {
 }
 
 impl ReplStatus {
+    /// The offset the replica at `ip` acknowledged last (a primary's
+    /// handoff waits for it to reach [`ReplStatus::offset`]).
+    pub fn acked_by(&self, ip: std::net::IpAddr) -> Option<u64> {
+        self.replicas
+            .iter()
+            .filter(|r| r.addr.ip() == ip)
+            .map(|r| r.ack_offset)
+            .max()
+    }
+
     /// [`ReplStatus::of`] plus the backlog's average write size.
     pub fn with_write_size(t: &Tenant) -> ReplStatus {
         let mut s = ReplStatus::of(t);

@@ -84,6 +84,19 @@ pub fn node_pid(node: &NodeInfo) -> Option<u32> {
         .find(|pid| runs_it(*pid))
 }
 
+/// The running nodes of `world`, those of region `leaving` (one a
+/// removal empties) last: the admin addresses a run asks in turn, going
+/// on to the next when it stopped the one it asked.
+pub fn running_nodes<'w>(world: &'w WorldFile, leaving: Option<&str>) -> Vec<&'w NodeInfo> {
+    let mut nodes: Vec<&NodeInfo> = world
+        .nodes
+        .iter()
+        .filter(|n| node_pid(n).is_some())
+        .collect();
+    nodes.sort_by_key(|n| Some(n.region.as_str()) == leaving);
+    nodes
+}
+
 /// Starts `node` from its argv, detached from this process (its own
 /// process group: a Ctrl-C of the command does not reach it, and it
 /// outlives the command as a machine outlives `fly`): its pid.

@@ -5,13 +5,10 @@
 //! Only the fields scaling needs are read, each with a default, so a node
 //! of a newer or older version still answers usefully.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-
-use crate::fetch::{Client, FetchError};
 
 /// A member of the cluster (a data node).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -57,6 +54,13 @@ pub struct Database {
 }
 
 impl Database {
+    /// Whether a replica of it in `region` has reached `offset`.
+    pub fn caught_up_in(&self, region: &str, offset: u64) -> bool {
+        self.replicas
+            .iter()
+            .any(|c| c.region == region && c.offset.is_some_and(|o| o >= offset))
+    }
+
     /// Nodes holding a copy of it (the primary's first).
     pub fn nodes(&self) -> Vec<String> {
         std::iter::once(self.primary.clone())
@@ -76,6 +80,14 @@ pub struct State {
 }
 
 impl State {
+    /// The region of member `machine`.
+    pub fn region_of(&self, machine: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.machine == machine)
+            .map(|m| m.region.as_str())
+    }
+
     /// Live members of `region`.
     pub fn alive_in(&self, region: &str) -> Vec<&Member> {
         self.members
@@ -84,16 +96,11 @@ impl State {
             .collect()
     }
 
-    /// Databases with a copy on a node of `region`, by name.
-    pub fn with_copies_in(&self, region: &str) -> Vec<String> {
-        let in_region = |node: &str| {
-            self.members
-                .iter()
-                .any(|m| m.machine == node && m.region == region)
-        };
+    /// Databases (by name) with a copy on one of `nodes`.
+    pub fn with_copies_on(&self, nodes: &[String]) -> Vec<String> {
         self.tenants
             .iter()
-            .filter(|t| t.nodes().iter().any(|n| in_region(n)))
+            .filter(|t| t.nodes().iter().any(|n| nodes.contains(n)))
             .map(|t| t.name.clone())
             .collect()
     }
@@ -102,8 +109,8 @@ impl State {
 /// Why the cluster's admin API could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("the node's admin API at {addr}: {source}")]
-    Http { addr: String, source: FetchError },
+    #[error("no node's admin API answered ({0})")]
+    Unreachable(String),
     #[error("the node's admin API answered HTTP {status} to {what}: {message}")]
     Refused {
         what: String,
@@ -114,15 +121,12 @@ pub enum ClusterError {
     Decode { what: String, message: String },
 }
 
-/// A node's admin API; with several nodes' addresses, the next one is
-/// asked when one does not answer (a node the run itself stopped).
+/// The cluster's admin API as scaling uses it: the sidecar's client
+/// ([`crate::cluster::Cluster`]: nodes asked in order, the next when one
+/// does not answer, e.g. a node the run itself stopped), with a budget
+/// long enough for a move and no cap that a large cluster view meets.
 pub struct ClusterApi {
-    http: Client,
-    /// `host:port` of nodes' metrics/HTTP endpoints, in preference order.
-    addrs: Vec<String>,
-    /// The one that answered last.
-    current: AtomicUsize,
-    token: String,
+    api: crate::cluster::Cluster,
 }
 
 impl ClusterApi {
@@ -130,79 +134,43 @@ impl ClusterApi {
         ClusterApi::with_nodes(vec![addr.to_string()], token)
     }
 
-    /// Any of `addrs` (at least one) will do.
+    /// Any of `addrs` (at least one), asked in this order, will do.
     pub fn with_nodes(addrs: Vec<String>, token: &str) -> ClusterApi {
         ClusterApi {
-            http: Client::new(Duration::from_secs(30)),
-            addrs,
-            current: AtomicUsize::new(0),
-            token: token.to_string(),
+            api: crate::cluster::Cluster::new(addrs, token.to_string())
+                .with_limits(Duration::from_secs(30), 256 << 20),
         }
     }
 
-    /// [`ClusterApi::call_one`] on the node that answered last, then on
-    /// the others while a node cannot be reached.
+    /// `method path` with `body`: the answer's JSON, or why there is none.
     async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClusterError> {
-        let n = self.addrs.len().max(1);
-        let first = self.current.load(Ordering::Relaxed);
-        let mut last = None;
-        for k in 0..n {
-            let i = (first + k) % n;
-            let Some(addr) = self.addrs.get(i) else { break };
-            match self.call_one(addr, method, path, body).await {
-                Err(e @ ClusterError::Http { .. }) => last = Some(e),
-                other => {
-                    self.current.store(i, Ordering::Relaxed);
-                    return other;
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| ClusterError::Decode {
-            what: format!("{method} {path}"),
-            message: "no node address to ask".into(),
-        }))
-    }
-
-    async fn call_one(
-        &self,
-        addr: &str,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClusterError> {
-        let url = format!("http://{addr}{path}");
-        let auth = format!("Bearer {}", self.token);
-        let mut headers = vec![("authorization", auth.as_str())];
-        let bytes = match body {
-            Some(b) => {
-                headers.push(("content-type", "application/json"));
-                b.to_string().into_bytes()
-            }
-            None => Vec::new(),
-        };
-        let a = self
-            .http
-            .send(method, &url, &headers, bytes)
-            .await
-            .map_err(|source| ClusterError::Http {
-                addr: addr.to_string(),
-                source,
-            })?;
         let what = format!("{method} {path}");
-        let text = String::from_utf8_lossy(&a.body).into_owned();
-        if !(200..300).contains(&a.status) {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let (status, text) = self
+            .api
+            .request(method, path, &body)
+            .await
+            .map_err(|e| match e {
+                crate::cluster::ClusterError::Unreachable(why) => ClusterError::Unreachable(why),
+                crate::cluster::ClusterError::Refused { status, body } => ClusterError::Refused {
+                    what: what.clone(),
+                    status,
+                    message: body,
+                },
+            })?;
+        if !(200..300).contains(&status) {
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| text.trim().to_string());
             return Err(ClusterError::Refused {
                 what,
-                status: a.status,
+                status,
                 message,
             });
         }
@@ -238,22 +206,14 @@ impl ClusterApi {
     /// Adds `region` to database `id`'s read regions (nothing to do when
     /// it is one, or its primary region).
     pub async fn add_read_region(&self, id: u64, region: &str) -> Result<(), ClusterError> {
-        let mut e = self.entry(id).await?;
-        if e["primary_region"].as_str() == Some(region) {
-            return Ok(());
-        }
-        let Some(regions) = e["read_regions"].as_array_mut() else {
-            return Err(ClusterError::Decode {
-                what: format!("GET /admin/tenants/{id}/entry"),
-                message: "no read_regions array".into(),
-            });
-        };
-        if regions.iter().any(|r| r.as_str() == Some(region)) {
-            return Ok(());
-        }
-        regions.push(region.into());
-        e["version"] = (e["version"].as_u64().unwrap_or(0) + 1).into();
-        self.put_entry(id, &e).await.map(drop)
+        self.change_read_regions(id, |primary, regions| {
+            if primary == Some(region) || regions.iter().any(|r| r.as_str() == Some(region)) {
+                return false;
+            }
+            regions.push(region.into());
+            true
+        })
+        .await
     }
 
     /// Moves database `id`'s primary to its replica in region `to`, with
@@ -267,22 +227,33 @@ impl ClusterApi {
     /// Takes `region` out of database `id`'s read regions (nothing to do
     /// when it is not one).
     pub async fn drop_read_region(&self, id: u64, region: &str) -> Result<(), ClusterError> {
+        self.change_read_regions(id, |_, regions| {
+            let before = regions.len();
+            regions.retain(|r| r.as_str() != Some(region));
+            regions.len() != before
+        })
+        .await
+    }
+
+    /// Sends database `id`'s entry back with its read regions changed by
+    /// `change` (given the primary region and the read regions; true when
+    /// it changed them), one version up; nothing is sent when it did not.
+    async fn change_read_regions(
+        &self,
+        id: u64,
+        change: impl FnOnce(Option<&str>, &mut Vec<Value>) -> bool,
+    ) -> Result<(), ClusterError> {
         let mut e = self.entry(id).await?;
-        let Some(regions) = e["read_regions"].as_array() else {
+        let primary = e["primary_region"].as_str().map(str::to_string);
+        let Some(regions) = e["read_regions"].as_array_mut() else {
             return Err(ClusterError::Decode {
                 what: format!("GET /admin/tenants/{id}/entry"),
                 message: "no read_regions array".into(),
             });
         };
-        let kept: Vec<Value> = regions
-            .iter()
-            .filter(|r| r.as_str() != Some(region))
-            .cloned()
-            .collect();
-        if kept.len() == regions.len() {
+        if !change(primary.as_deref(), regions) {
             return Ok(());
         }
-        e["read_regions"] = Value::Array(kept);
         e["version"] = (e["version"].as_u64().unwrap_or(0) + 1).into();
         self.put_entry(id, &e).await.map(drop)
     }
@@ -310,8 +281,9 @@ mod tests {
         });
         let s: State = serde_json::from_value(v).expect("decodes");
         assert_eq!(s.alive_in("cdg").len(), 1);
-        assert_eq!(s.with_copies_in("cdg"), vec!["a".to_string()]);
-        assert_eq!(s.with_copies_in("iad").len(), 2);
+        let cdg = ["m2".to_string(), "m3".to_string()];
+        assert_eq!(s.with_copies_on(&cdg), vec!["a".to_string()]);
+        assert_eq!(s.with_copies_on(&["m1".to_string()]).len(), 2);
         assert!(s.tenants[1].read_regions.is_empty());
     }
 }

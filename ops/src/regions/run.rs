@@ -215,7 +215,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
                         &format!("no database left with a copy in {region}"),
                         report,
                         |s| {
-                            let left = copies_on(s, &nodes);
+                            let left = s.with_copies_on(&nodes);
                             if left.is_empty() {
                                 None
                             } else {
@@ -252,13 +252,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
         let Some(t) = s.tenants.iter().find(|t| t.id == tenant) else {
             return Ok(()); // deleted meanwhile
         };
-        let region_of = |s: &State, node: &str| {
-            s.members
-                .iter()
-                .find(|m| m.machine == node)
-                .map(|m| m.region.clone())
-        };
-        if region_of(&s, &t.primary).as_deref() == Some(to) {
+        if s.region_of(&t.primary) == Some(to) {
             return Ok(()); // moved by a run that was stopped
         }
         if !t.read_regions.iter().any(|r| r == to) {
@@ -269,12 +263,10 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
             &format!("a replica of database {tenant} in {to} caught up"),
             report,
             |s| {
-                let caught_up = s.tenants.iter().any(|t| {
-                    t.id == tenant
-                        && t.replicas
-                            .iter()
-                            .any(|c| c.region == to && c.offset.is_some_and(|o| o >= target))
-                });
+                let caught_up = s
+                    .tenants
+                    .iter()
+                    .any(|t| t.id == tenant && t.caught_up_in(to, target));
                 (!caught_up).then(|| format!("database {tenant}'s replica in {to} catching up"))
             },
         )
@@ -285,10 +277,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
             report,
             |s| {
                 let there = s.tenants.iter().any(|t| {
-                    t.id == tenant
-                        && s.members
-                            .iter()
-                            .any(|m| m.machine == t.primary && m.region == to && m.state == "alive")
+                    t.id == tenant && s.alive_in(to).iter().any(|m| m.machine == t.primary)
                 });
                 (!there).then(|| format!("database {tenant}'s primary moving to {to}"))
             },
@@ -338,14 +327,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
                         let Some(t) = s.tenants.iter().find(|t| t.id == *id) else {
                             return false;
                         };
-                        let primary_here = s
-                            .members
-                            .iter()
-                            .any(|m| m.machine == t.primary && m.region == region);
-                        !primary_here
-                            && !t.replicas.iter().any(|c| {
-                                c.region == region && c.offset.is_some_and(|o| o >= *target)
-                            })
+                        s.region_of(&t.primary) != Some(region) && !t.caught_up_in(region, *target)
                     })
                     .map(|(id, _)| {
                         s.tenants
@@ -429,7 +411,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
                 .filter(|m| m.region == vol.region)
                 .map(|m| m.machine.clone()),
         );
-        let left = copies_on(&state, &region_nodes);
+        let left = state.with_copies_on(&region_nodes);
         if !left.is_empty() {
             return Err(RunError::Unsafe {
                 volume: volume.into(),
@@ -442,15 +424,6 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
         }
         Ok(())
     }
-}
-
-/// Databases (by name) with a copy on one of `nodes`.
-fn copies_on(s: &State, nodes: &[String]) -> Vec<String> {
-    s.tenants
-        .iter()
-        .filter(|t| t.nodes().iter().any(|n| nodes.contains(n)))
-        .map(|t| t.name.clone())
-        .collect()
 }
 
 /// The plan's view of the cluster's databases.

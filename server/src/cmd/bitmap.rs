@@ -403,6 +403,20 @@ fn decode(f: Field, raw: u64) -> i64 {
     }
 }
 
+/// The smallest and largest values field `f` holds (an unsigned one is
+/// at most 63 bits wide, so its maximum fits an `i64`).
+fn bounds(f: Field) -> (i64, i64) {
+    if !f.signed {
+        return (0, ((1u64 << f.bits) - 1) as i64);
+    }
+    let max = if f.bits == 64 {
+        i64::MAX
+    } else {
+        (1i64 << (f.bits - 1)) - 1
+    };
+    (-max - 1, max)
+}
+
 /// Whether `value + incr` overflows field `f` upwards (1), downwards (-1)
 /// or not (0), decided as Redis 7.0 decides it: its margins `max - value`
 /// and `min - value` are computed in 64 bits and may wrap, so a SET of a
@@ -410,12 +424,7 @@ fn decode(f: Field, raw: u64) -> i64 {
 /// -2^63) counts as overflowing *upwards* and saturates to the maximum.
 fn overflow_direction(f: Field, value: i64, incr: i64) -> i8 {
     if f.signed {
-        let max = if f.bits == 64 {
-            i64::MAX
-        } else {
-            (1i64 << (f.bits - 1)) - 1
-        };
-        let min = -max - 1;
+        let (min, max) = bounds(f);
         let (maxincr, minincr) = (max.wrapping_sub(value), min.wrapping_sub(value));
         let narrow = f.bits != 64;
         if value > max || (narrow && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
@@ -451,16 +460,7 @@ fn fit(f: Field, value: i64, incr: i64, overflow: Overflow) -> Option<i64> {
     if dir == 0 {
         return Some(value.wrapping_add(incr));
     }
-    let (min, max) = if f.signed {
-        let max = if f.bits == 64 {
-            i64::MAX
-        } else {
-            (1i64 << (f.bits - 1)) - 1
-        };
-        (-max - 1, max)
-    } else {
-        (0, ((1u64 << f.bits) - 1) as i64)
-    };
+    let (min, max) = bounds(f);
     match overflow {
         Overflow::Fail => None,
         Overflow::Sat => Some(if dir > 0 { max } else { min }),
