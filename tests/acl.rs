@@ -1046,6 +1046,27 @@ fn a_databases_users_follow_it_to_its_replicas() {
     );
     assert!(denied(far.cmd(&["GET", "secret"]).expect("get")));
     assert!(denied(far.cmd(&["SET", "pub:2", "x"]).expect("set")));
+    // A refusal n3 makes itself (PING runs there, and `+@read` does not
+    // allow it) is in the database's ACL LOG, the primary's, with the
+    // client's address.
+    assert!(denied(far.cmd(&["PING"]).expect("ping")));
+    common::wait_for(
+        "n3's refusal of PING in the primary's ACL LOG",
+        std::time::Duration::from_secs(30),
+        || {
+            let logged = p.cmd(&["ACL", "LOG", "1"]).expect("acl log");
+            let Value::Array(entries) = &logged else {
+                return false;
+            };
+            entries.first().is_some_and(|e| {
+                field(e, "reason") == Some(Value::Bulk(b"command".to_vec()))
+                    && field(e, "object") == Some(Value::Bulk(b"ping".to_vec()))
+                    && field(e, "username") == Some(Value::Bulk(b"reader".to_vec()))
+                    && matches!(field(e, "client-info"), Some(Value::Bulk(i))
+                        if addr(&i) == Some(format!("addr={}", far.local_addr())))
+            })
+        },
+    );
     // A right given on the primary holds on n3 at once, and so does one
     // taken away.
     assert_eq!(
@@ -1074,6 +1095,18 @@ fn a_databases_users_follow_it_to_its_replicas() {
         ok
     );
     assert_eq!(off.cmd(&["AUTH", TOKEN]).expect("auth"), ok);
+    // A script's own NOUSER error, run for n3 by a copy, is a reply like
+    // any other: only the copy's refusal of a deleted user closes a
+    // connection.
+    assert_eq!(
+        off.cmd(&["EVAL", "return redis.error_reply('NOUSER made up')", "0"])
+            .expect("eval"),
+        Value::Error(b"NOUSER made up".to_vec())
+    );
+    assert_eq!(
+        off.cmd(&["PING"]).expect("the connection is still open"),
+        Value::Simple(b"PONG".to_vec())
+    );
     // A deletion on the primary closes the user's connections there too,
     // and on n3 at its next request there.
     assert_eq!(

@@ -280,6 +280,10 @@ pub struct Session {
     /// A node with a copy of the database just accepted the login the
     /// connection runs again now (`Suspend::VerifyLogin`).
     pub login_checked: bool,
+    /// ACL refusals this node logged for a database it holds no copy of,
+    /// still to be sent to the database's primary, whose ACL LOG is the
+    /// database's (see `envelope::acl_log_record`).
+    pub acl_refusals: std::cell::RefCell<Vec<crate::envelope::Refusal>>,
     /// The next request was shown to MONITOR already (it was forwarded,
     /// then came back to run here: this node became the primary).
     pub monitor_fed: bool,
@@ -361,6 +365,7 @@ impl Session {
             last_token: None,
             ryw_waited: false,
             login_checked: false,
+            acl_refusals: Default::default(),
             monitor_fed: false,
             read_token: false,
             pin: None,

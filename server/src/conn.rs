@@ -473,7 +473,7 @@ async fn forward_window(
             Err(e) => Outcome::Error(e),
         };
         match outcome {
-            Outcome::Reply(f) if crate::envelope::user_gone(&f.reply) => {
+            Outcome::Reply(f) if f.user_gone => {
                 user_gone(s);
                 return WindowEnd::Gone;
             }
@@ -955,7 +955,7 @@ async fn run(
                     }
                 };
                 match r {
-                    Ok(f) if crate::envelope::user_gone(&f.reply) => return user_gone(s),
+                    Ok(f) if f.user_gone => return user_gone(s),
                     Ok(f) => {
                         crate::forward::pin_after(s, &args[0], &f.reply);
                         if f.token.is_some() {
@@ -1022,7 +1022,7 @@ async fn run(
                     None => crate::forward::run_for(tenant, shared, req).await,
                 };
                 match outcome {
-                    crate::forward::Outcome::Reply(f) if crate::envelope::user_gone(&f.reply) => {
+                    crate::forward::Outcome::Reply(f) if f.user_gone => {
                         return user_gone(s);
                     }
                     crate::forward::Outcome::Reply(f) => {
@@ -1053,8 +1053,21 @@ async fn run(
                 silent,
             }) => {
                 // Nothing of the connection's runs meanwhile: its next
-                // requests are for whoever this login makes it.
-                match crate::forward::check_login(shared, to, req).await {
+                // requests are for whoever this login makes it. A client
+                // that goes away, or a shutdown, ends the wait.
+                let check = crate::forward::check_login(shared, to, req);
+                tokio::pin!(check);
+                let checked = loop {
+                    tokio::select! {
+                        r = &mut check => break r,
+                        w = wait_event(stream, &mut inbuf, &s.info, 0, &mut shutdown, &set) => {
+                            if w == Waited::Gone {
+                                return;
+                            }
+                        }
+                    }
+                };
+                match checked {
                     Ok(crate::forward::LoginCheck::Users(file)) => {
                         if let Err(e) = shared.acl.install(to, Some(&file), "the database's users")
                         {
@@ -1264,18 +1277,24 @@ fn run_request(
         // moment ago): behind, so the request goes to the primary, which
         // alone says a user is gone.
         let e = if t.role == crate::repl::Role::Replica {
-            format!("BEHIND {}", crate::envelope::token_of(t).encode())
+            let e = format!("BEHIND {}", crate::envelope::token_of(t).encode());
+            out.error(&e);
+            e
         } else {
-            format!(
-                "{} the user '{}' no longer exists in this database",
-                crate::envelope::USER_GONE,
-                env.user
-            )
+            crate::envelope::refuse_user_gone(out, &env.user)
         };
         t.count_error(&e);
-        out.error(&e);
         return Outcome::Continue;
     }
+    let record = args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(crate::envelope::ACL_LOG_RECORD.as_bytes()));
+    // (Its user names the refused one: kept before `begin` takes it.)
+    let refused_user = if record {
+        env.user.clone()
+    } else {
+        String::new()
+    };
     let serving = match begin(t, s, out, env, args) {
         Ok(sv) => sv,
         Err(e) => {
@@ -1289,6 +1308,19 @@ fn run_request(
         .is_some_and(|a| a.eq_ignore_ascii_case(b"auth"))
     {
         crate::cmd::connection::check_login_for_node(t, s, shared, args, out);
+        end(t, s, out, serving);
+        return Outcome::Continue;
+    }
+    if record {
+        match crate::envelope::parse_acl_log_record(&args[1..], &refused_user) {
+            Some(r) if !refused_user.is_empty() => {
+                crate::dispatch::acl_log_entry(
+                    shared, t.id, s, r.reason, r.context, r.object, r.username,
+                );
+                out.ok();
+            }
+            _ => out.error("ERR malformed ACL refusal record"),
+        }
         end(t, s, out, serving);
         return Outcome::Continue;
     }
@@ -1675,8 +1707,39 @@ impl Batch<'_> {
             // Broadcast-mode invalidations go out once per batch (Redis:
             // once per event-loop turn).
             crate::tracking::housekeeping(&mut t, set.tracking_max_keys);
+            ship_acl_refusals(&mut t, s, shared);
         }
         after
+    }
+}
+
+/// Sends the ACL refusals this node logged for a database it holds no
+/// copy of to the database's primary (docs/ACL.md), on the stream its
+/// forwarded requests take, without waiting for the answer: best effort,
+/// as a log is (one that finds the stream full or the primary down is
+/// only in this node's log).
+fn ship_acl_refusals(t: &mut Tenant, s: &Session, shared: &Arc<Shared>) {
+    if s.acl_refusals.borrow().is_empty() {
+        return;
+    }
+    let refusals = std::mem::take(&mut *s.acl_refusals.borrow_mut());
+    if !t.remote {
+        return;
+    }
+    for r in refusals {
+        let req = crate::envelope::acl_log_record(t.id.0, s, &r);
+        if let Some(sent) = crate::forward::send_now(t, shared, req) {
+            tokio::task::spawn_local(async move {
+                if let Ok(f) = sent.await {
+                    if f.reply.first() == Some(&b'-') {
+                        tracing::debug!(
+                            "the primary did not record an ACL refusal: {}",
+                            String::from_utf8_lossy(&f.reply).trim_end()
+                        );
+                    }
+                }
+            });
+        }
     }
 }
 

@@ -1331,6 +1331,17 @@ pub(crate) fn acl_log_entry(
         client_info,
     };
     let max = shared.config.read().acllog_max_len() as usize;
+    // A database this node holds no copy of: its ACL LOG is its primary's,
+    // where the connection loop sends the refusal (`ship_acl_refusals`).
+    // (Kept here too: this node's copy of the users keeps its own log.)
+    if s.envelope.is_none() && shared.remote_route(tenant).is_some() {
+        s.acl_refusals.borrow_mut().push(crate::envelope::Refusal {
+            reason,
+            context,
+            object: entry.object.clone(),
+            username: entry.username.clone(),
+        });
+    }
     shared.acl.log(tenant, entry, max);
 }
 

@@ -244,9 +244,27 @@ pub fn bulk_prefix(buf: &[u8]) -> Option<(&[u8], usize)> {
 /// the connections of a deleted user, rather than pass it on.
 pub const USER_GONE: &str = "NOUSER";
 
-/// Whether a forwarded request's reply is the copy's [`USER_GONE`].
-pub fn user_gone(reply: &[u8]) -> bool {
-    reply.starts_with(b"-NOUSER ")
+/// The attribute a copy puts before its [`USER_GONE`] refusal. The sender
+/// acts on the attribute, never on the error's text: a script may return
+/// any error it likes (`redis.error_reply("NOUSER x")`), and that reply
+/// must reach its client like any other. No command's reply carries an
+/// attribute, so nothing else can look like this.
+const USER_GONE_ATTR: &[u8] = b"|1\r\n$4\r\ngone\r\n$4\r\nuser\r\n";
+
+/// Writes a copy's refusal of a request whose user is gone: the
+/// [`USER_GONE_ATTR`] attribute, then the error for the client.
+pub fn refuse_user_gone(out: &mut Reply, user: &str) -> String {
+    out.raw(USER_GONE_ATTR);
+    let e = format!("{USER_GONE} the user '{user}' no longer exists in this database");
+    out.error(&e);
+    e
+}
+
+/// Takes a copy's user-gone attribute off the front of a reply: the
+/// bytes it took, or None when the reply has none.
+pub fn split_user_gone(buf: &[u8]) -> Option<usize> {
+    buf.starts_with(USER_GONE_ATTR)
+        .then_some(USER_GONE_ATTR.len())
 }
 
 /// The envelope and `AUTH <user> <password>` with which a node that holds
@@ -263,6 +281,60 @@ pub fn login_check(tenant: u64, s: &Session, user: &str, pw: &[u8]) -> Vec<u8> {
     env.encode(&mut out);
     crate::resp::encode_request(&mut out, &[b"AUTH", user.as_bytes(), pw]);
     out
+}
+
+/// The request, in an envelope naming the refused user, with which a
+/// node that holds no copy of a database sends an ACL refusal it made
+/// itself (of a command that runs on that node: PING, CLIENT, SUBSCRIBE...)
+/// to the database's primary, so that `ACL LOG` (the primary's) shows it.
+/// Only taken after an envelope on a cluster link: a client sending it is
+/// told the command is unknown.
+pub const ACL_LOG_RECORD: &str = "ANYKV-ACL-LOG-RECORD";
+
+/// An ACL refusal to send to the database's primary.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub context: &'static str,
+    pub object: String,
+    pub username: String,
+}
+
+/// The envelope and [`ACL_LOG_RECORD`] request for refusal `r` of client
+/// `s` of tenant `tenant`.
+pub fn acl_log_record(tenant: u64, s: &Session, r: &Refusal) -> Vec<u8> {
+    let env = Envelope {
+        db: 0,
+        ..Envelope::of_client(tenant, s, None, r.username.clone())
+    };
+    let mut out = Vec::with_capacity(128);
+    env.encode(&mut out);
+    crate::resp::encode_request(
+        &mut out,
+        &[
+            ACL_LOG_RECORD.as_bytes(),
+            r.reason.as_bytes(),
+            r.context.as_bytes(),
+            r.object.as_bytes(),
+        ],
+    );
+    out
+}
+
+/// The refusal an [`ACL_LOG_RECORD`] request carries (`args` after the
+/// command's name: reason, context, object); None when it names a reason
+/// or context ACL LOG does not have.
+pub fn parse_acl_log_record(args: &[&[u8]], username: &str) -> Option<Refusal> {
+    let [reason, context, object] = args else {
+        return None;
+    };
+    let pick = |v: &[u8], of: &[&'static str]| of.iter().copied().find(|k| k.as_bytes() == v);
+    Some(Refusal {
+        reason: pick(reason, &["command", "key", "channel", "auth"])?,
+        context: pick(context, &["toplevel", "multi", "lua"])?,
+        object: String::from_utf8_lossy(object).into_owned(),
+        username: username.to_string(),
+    })
 }
 
 /// What an `ENVELOPE` left for the request after it.

@@ -35,6 +35,10 @@ use crate::tenant::TenantId;
 pub struct Forwarded {
     pub reply: Bytes,
     pub token: Option<Token>,
+    /// The copy refused the request because the envelope's user is gone
+    /// (see [`crate::envelope::refuse_user_gone`]): the client's
+    /// connection must close.
+    pub user_gone: bool,
 }
 
 /// Who waits for the stream's next replies, in order.
@@ -281,6 +285,13 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(mut rd: R, owed: Owed) {
                         }
                         None => None,
                     };
+                    let user_gone = match crate::envelope::split_user_gone(&frame) {
+                        Some(used) => {
+                            frame = frame.slice(used..);
+                            true
+                        }
+                        None => false,
+                    };
                     let Some(tx) = owed.borrow_mut().pop_front() else {
                         tracing::warn!("forwarding link: a reply nobody asked for");
                         return;
@@ -288,6 +299,7 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(mut rd: R, owed: Owed) {
                     let _ = tx.send(Ok(Forwarded {
                         reply: frame,
                         token,
+                        user_gone,
                     }));
                 }
                 Ok(None) => break,
@@ -811,10 +823,21 @@ pub enum LoginCheck {
     Refused(Bytes),
 }
 
+thread_local! {
+    /// Each executor's login-check stream per database (see
+    /// [`check_login`]).
+    static LOGIN_STREAMS: std::cell::RefCell<std::collections::HashMap<TenantId, Forwarder>> =
+        Default::default();
+}
+
 /// Sends a login check for database `to`, which this node holds no copy
 /// of, to its primary's node (whose users and ACL LOG are the
-/// database's), on a stream of its own: logins are rare, and a client's
-/// login must not wait behind other clients' requests. `Err`: a whole
+/// database's). The checks go on a stream of their own, one per database
+/// and executor, kept while it works: a client's login must not wait
+/// behind other clients' requests, and a storm of logins (a password
+/// being guessed) costs the primary one stream, not one per attempt. At
+/// most the stream's queue (1024) of checks wait at once; a login beyond
+/// that is refused with TRYAGAIN before anything is sent. `Err`: a whole
 /// Redis error for the client (the check did not happen).
 pub async fn check_login(
     shared: &Arc<Shared>,
@@ -829,12 +852,35 @@ pub async fn check_login(
     if shared.link_down(node) {
         return Err(UNREACHED.into());
     }
-    let f = Forwarder::start(shared, node, to);
-    let reply = match tokio::time::timeout(FORWARD_TIMEOUT, f.send(req)).await {
-        Ok(Ok(r)) => r.reply,
-        Ok(Err(_)) | Err(_) => return Err(UNREACHED.into()),
+    let sent = LOGIN_STREAMS.with(|streams| {
+        let mut streams = streams.borrow_mut();
+        // Streams of databases whose primary moved, or that failed, go.
+        streams.retain(|_, f| !f.is_closed());
+        let mut slot = streams.remove(&to);
+        let f = to_node(&mut slot, shared, node, to);
+        let sent = f.has_room().then(|| (f.send(req), f.stop.clone()));
+        if let Some(f) = slot {
+            streams.insert(to, f);
+        }
+        sent
+    });
+    let Some((reply, stop)) = sent else {
+        return Err(
+            "TRYAGAIN too many logins to this database are being checked on this node; retry"
+                .into(),
+        );
     };
-    drop(f);
+    let reply = match tokio::time::timeout(FORWARD_TIMEOUT, reply).await {
+        Ok(Ok(r)) => r.reply,
+        Ok(Err(_)) => return Err(UNREACHED.into()),
+        Err(_) => {
+            // No reply in time: the stream is given up, the next check
+            // starts a new one.
+            stop.dead.set(true);
+            stop.wake.notify_one();
+            return Err(UNREACHED.into());
+        }
+    };
     match reply.first() {
         Some(b'$') => bulk_body(&reply)
             .map(|b| LoginCheck::Users(b.to_vec()))
