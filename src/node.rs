@@ -492,7 +492,11 @@ pub async fn fail_over(
         None => return Err(format!("database {tenant} has no standby to hand over to")),
     }
     let started = std::time::Instant::now();
-    shared.release_lease(tenant, rec.epoch);
+    shared.release_lease(
+        tenant,
+        rec.epoch,
+        timeout + anykv_server::shared::HOLD_GRACE,
+    );
     tracing::warn!(tenant, "planned failover: writes held");
     let r = hand_off_one(
         c,

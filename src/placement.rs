@@ -1099,7 +1099,8 @@ impl Placement {
         };
         let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        self.shared.release_lease(id, rec.epoch);
+        self.shared
+            .release_lease(id, rec.epoch, timeout + anykv_server::shared::HOLD_GRACE);
         tracing::warn!(tenant = id, to, %target, "moving the primary: writes held");
         let offset = loop {
             let st = tokio::time::timeout_at(deadline, self.shared.probe(TenantId(id)))
@@ -1134,7 +1135,13 @@ impl Placement {
             held_ms = started.elapsed().as_millis() as u64,
             "primary moved to another region"
         );
-        let _ = self.wan.publisher.publish(vec![e.row(), next.row()]);
+        if !self.wan.publisher.publish(vec![e.row(), next.row()]) {
+            // Nothing left this node: the move did not happen.
+            self.shared.retake_lease(id);
+            return Err(ForceError::Refused(format!(
+                "database {id}'s move could not be published (this node's gossip has stopped); nothing moved, writes resumed"
+            )));
+        }
         self.kick();
         Ok(Moved {
             tenant: id,

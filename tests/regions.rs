@@ -338,3 +338,121 @@ fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
     eprintln!("{} writes acknowledged, slowest {slowest:?}", acked.len());
     w.stop(Duration::from_secs(10));
 }
+
+/// A primary in a region with a controller group (three nodes: its writes
+/// run under the group's lease) moves to its replica in another region
+/// under writes through both regions: the lease is given up, the held
+/// writes go to the new primary, nothing acknowledged is lost, and the
+/// old primary's node (now a replica) passes writes on.
+#[test]
+fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
+    let mut spec = common::world_spec(
+        "regions-leased-move",
+        69,
+        23840,
+        &[("iad", 3), ("cdg", 1)],
+        ADMIN,
+        &[],
+    );
+    spec.rtt_table = None;
+    spec.gossip_profile = "test".into();
+    let dir = spec.dir.clone();
+    let mut w = World::start(&spec).expect("the world starts");
+    let _reaper = Reaper(dir.clone());
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    put_tenant(&w, &shop_entry(1, TOKEN, &["cdg"], "async", "ryw", 1));
+    let placed = common::placed_tenant(&w, 1);
+    // The group holds the database's record: its primary writes under
+    // the group's lease.
+    wait_for(
+        "iad's controller group holding the database's record",
+        Duration::from_secs(60),
+        || {
+            w.cluster_view("n4").is_some_and(|v| {
+                v["controllers"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["region"] == "iad" && c["leader"].is_string() && c["records"] == 1
+                    })
+                })
+            })
+        },
+    );
+    let old = placed["primary"].as_str().expect("primary").to_string();
+    assert!(["n1", "n2", "n3"].contains(&old.as_str()), "{placed}");
+    let n4 = w.node("n4").expect("n4").clone();
+    let old_node = w.node(&old).expect("old primary").clone();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (near, far) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let iad_writer = spawn_writer(old_node.resp, "i", stop.clone(), near.clone());
+    let cdg_writer = spawn_writer(n4.resp, "c", stop.clone(), far.clone());
+    wait_for(
+        "writes through both regions",
+        Duration::from_secs(30),
+        || near.load(Ordering::Relaxed) > 50 && far.load(Ordering::Relaxed) > 50,
+    );
+
+    // Asked of n4, which passes it on to the primary's node.
+    let (code, body) = anykv_bench::world::http(
+        n4.http,
+        "POST",
+        "/admin/tenants/1/move",
+        ADMIN,
+        r#"{"to": "cdg"}"#,
+    )
+    .expect("n4's admin API answers");
+    assert_eq!(code, 200, "{body}");
+    let moved: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(moved["primary"], "n4", "{moved}");
+    assert_eq!(moved["from"], old.as_str(), "{moved}");
+
+    wait_for("the move seen by n4", Duration::from_secs(30), || {
+        w.cluster_view("n4").is_some_and(|v| {
+            v["tenants"].as_array().is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t["id"] == 1 && t["primary"] == "n4" && t["primary_region"] == "cdg")
+            })
+        })
+    });
+    // Writes go on through both regions, the old primary's node passing
+    // its clients' on to cdg.
+    let after = (near.load(Ordering::Relaxed), far.load(Ordering::Relaxed));
+    wait_for("writes after the move", Duration::from_secs(30), || {
+        near.load(Ordering::Relaxed) > after.0 + 20 && far.load(Ordering::Relaxed) > after.1 + 20
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (iad_acked, iad_errors, iad_slowest) = iad_writer.join().expect("iad writer");
+    let (cdg_acked, cdg_errors, cdg_slowest) = cdg_writer.join().expect("cdg writer");
+    assert!(
+        iad_errors.is_empty(),
+        "writes through iad failed: {iad_errors:?}"
+    );
+    assert!(
+        cdg_errors.is_empty(),
+        "writes through cdg failed: {cdg_errors:?}"
+    );
+    for slowest in [iad_slowest, cdg_slowest] {
+        assert!(
+            slowest < Duration::from_secs(10),
+            "a write took {slowest:?}"
+        );
+    }
+    // On the new primary, every acknowledged write.
+    assert_read_back(n4.resp, "i", &iad_acked);
+    assert_read_back(n4.resp, "c", &cdg_acked);
+    let mut p = login(n4.resp).expect("login on n4");
+    assert!(
+        matches!(p.cmd(&["INFO", "replication"]), Ok(Value::Bulk(b)) if String::from_utf8_lossy(&b).contains("role:master")),
+        "n4 is the primary"
+    );
+    eprintln!(
+        "{} + {} writes acknowledged, slowest {:?} / {:?}, held {} ms",
+        iad_acked.len(),
+        cdg_acked.len(),
+        iad_slowest,
+        cdg_slowest,
+        moved["held_ms"]
+    );
+    w.stop(Duration::from_secs(10));
+}

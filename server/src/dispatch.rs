@@ -46,6 +46,11 @@ const SLOWLOG_MAX_ARGC: usize = 32;
 pub const MONITOR_PUSH_CAP: usize = 64 * 1024 * 1024;
 const SLOWLOG_MAX_STRING: usize = 128;
 
+/// A write held by a move of the database's primary (or a planned
+/// failover) longer than the move may take: this node no longer takes
+/// writes, and has not learnt where the new primary is.
+const MOVE_STALLED: &str = "TRYAGAIN the database's primary is moving and this node has not seen the move end yet; the write did not run, retry";
+
 /// Redis's "unknown command" text, byte for byte.
 pub fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
     let mut list: Vec<u8> = Vec::new();
@@ -878,13 +883,16 @@ pub(crate) fn run(
     // region, leased or not: a region without a controller group has no
     // lease to give up): they wait, until this node follows the new
     // primary (they then go there) or the move failed.
-    if t.role == crate::repl::Role::Primary
-        && !s.replaying
-        && !s.in_exec
-        && is_write_command(r, s)
-        && shared.writes_held(t.id.0, t.epoch)
+    if t.role == crate::repl::Role::Primary && !s.replaying && !s.in_exec && is_write_command(r, s)
     {
-        return Outcome::Paused;
+        match shared.writes_held(t.id.0, t.epoch) {
+            crate::shared::Held::No => {}
+            crate::shared::Held::Wait => return Outcome::Paused,
+            crate::shared::Held::TooLong => {
+                reject(t, s, out, Some(r.id), MOVE_STALLED, true);
+                return Outcome::Continue;
+            }
+        }
     }
     // A primary refuses writes without enough good replicas:
     // min-replicas-to-write (replicas that acknowledged within

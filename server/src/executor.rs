@@ -635,6 +635,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
             });
             set_rate(&mut t, spec.ops_per_sec);
             set_roles(&mut t, &spec);
+            shared.settle_released(t.id.0, t.epoch);
             close_retired_tokens(&t, &spec);
             // Writes waiting for a standby that changed look again.
             for c in t.ack_waiters.iter() {
@@ -716,6 +717,7 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
     };
     shared.repl_status.lock().remove(&id);
     shared.acl.forget(id);
+    shared.settle_released(id.0, u64::MAX);
     let mut t = t.borrow_mut();
     t.removed = true;
     // A replica link of this tenant stops at its next step.

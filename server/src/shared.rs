@@ -5,7 +5,7 @@
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -225,12 +225,30 @@ pub struct Shared {
     /// Set by a planned handoff: no lease is taken any more.
     lease_closed: AtomicBool,
     /// Tenants whose lease this node gave up at an epoch (the planned
-    /// failover of one database): renewals do not cover them again.
-    released: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// failover of one database), and until when their writes wait:
+    /// renewals do not cover them again.
+    released: parking_lot::Mutex<std::collections::HashMap<u64, (u64, Instant)>>,
     /// Whether `released` holds any tenant: every write of a primary
     /// without a lease asks [`Shared::writes_held`], which must not take
     /// a lock when nothing is held.
     any_released: AtomicBool,
+}
+
+/// How long past its own deadline a failover or move of a primary holds
+/// the database's writes (see [`Shared::release_lease`]): the new role's
+/// record reaches the old primary's node in milliseconds when all is
+/// well; this covers a slow gossip round or two.
+pub const HOLD_GRACE: Duration = Duration::from_secs(5);
+
+/// What [`Shared::writes_held`] says of a primary's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Not held: they run.
+    No,
+    /// Held by a failover or move in progress: they wait.
+    Wait,
+    /// Held longer than the failover or move may take: refused (retry).
+    TooLong,
 }
 
 impl Shared {
@@ -291,7 +309,7 @@ impl Shared {
         let released = self.released.lock();
         let held = primaries
             .into_iter()
-            .filter(|(t, e)| released.get(t) != Some(e))
+            .filter(|(t, e)| released.get(t).map(|r| r.0) != Some(*e))
             .collect();
         *lease = (held, Some(until));
     }
@@ -300,10 +318,15 @@ impl Shared {
     /// or a move of its primary to another region): this node takes no
     /// write for it from now on, even if a renewal still lists it (or it
     /// has no lease: see [`Shared::writes_held`]), until
-    /// [`Shared::retake_lease`] or a newer epoch.
-    pub fn release_lease(&self, tenant: u64, epoch: u64) {
+    /// [`Shared::retake_lease`] or a newer epoch. Its writes wait for
+    /// `hold` at most: should the new role never reach this node (the
+    /// record lost, the gossip cut), clients are told to retry rather than
+    /// left waiting, and this node still takes none of them.
+    pub fn release_lease(&self, tenant: u64, epoch: u64, hold: Duration) {
         let mut lease = self.lease.write();
-        self.released.lock().insert(tenant, epoch);
+        self.released
+            .lock()
+            .insert(tenant, (epoch, Instant::now() + hold));
         self.any_released.store(true, Relaxed);
         lease.0.remove(&tenant);
     }
@@ -316,10 +339,38 @@ impl Shared {
         self.any_released.store(!released.is_empty(), Relaxed);
     }
 
+    /// Forgets a release of `tenant` older than `epoch`, the epoch its
+    /// executor has just applied: the failover or move is over, and this
+    /// node's writes no longer pay for a look at the released map. Called
+    /// by the executor that owns the tenant, so no write of the old epoch
+    /// runs after it.
+    pub fn settle_released(&self, tenant: u64, epoch: u64) {
+        if !self.any_released.load(Relaxed) {
+            return;
+        }
+        let mut released = self.released.lock();
+        if released.get(&tenant).is_some_and(|r| r.0 < epoch) {
+            released.remove(&tenant);
+            self.any_released.store(!released.is_empty(), Relaxed);
+        }
+    }
+
     /// Whether [`Shared::release_lease`] holds `tenant`'s writes at
     /// `epoch` (a move of its primary in progress).
-    pub fn writes_held(&self, tenant: u64, epoch: u64) -> bool {
-        self.any_released.load(Relaxed) && self.released.lock().get(&tenant) == Some(&epoch)
+    pub fn writes_held(&self, tenant: u64, epoch: u64) -> Held {
+        if !self.any_released.load(Relaxed) {
+            return Held::No;
+        }
+        match self.released.lock().get(&tenant) {
+            Some(&(e, until)) if e == epoch => {
+                if Instant::now() < until {
+                    Held::Wait
+                } else {
+                    Held::TooLong
+                }
+            }
+            _ => Held::No,
+        }
     }
 
     /// Gives the lease up for good (a planned handoff: this node's leased
@@ -341,7 +392,7 @@ impl Shared {
     /// on SIGTERM): its writes wait rather than fail, and meet the new
     /// role once the handoff ends (docs/FAILOVER.md).
     pub fn handing_off(&self, tenant: u64, epoch: u64) -> bool {
-        self.lease_closed.load(Relaxed) || self.released.lock().get(&tenant) == Some(&epoch)
+        self.lease_closed.load(Relaxed) || self.writes_held(tenant, epoch) == Held::Wait
     }
 
     /// A tenant's replication as its executor sees it now (None: not held).
@@ -623,5 +674,37 @@ impl Shared {
         let r = f(&mut c);
         self.config_gen.store(c.generation(), Relaxed);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_holds_writes_for_a_while_then_refuses_them_until_it_settles() {
+        let shared = Shared::new(Config::default(), 1);
+        assert_eq!(shared.writes_held(7, 3), Held::No);
+        shared.release_lease(7, 3, Duration::from_secs(60));
+        assert_eq!(shared.writes_held(7, 3), Held::Wait);
+        assert!(shared.handing_off(7, 3));
+        // Another tenant, or the same one at another epoch, is not held.
+        assert_eq!(shared.writes_held(8, 3), Held::No);
+        assert_eq!(shared.writes_held(7, 5), Held::No);
+        // The executor applied epoch 3 again (a renewal): still held.
+        shared.settle_released(7, 3);
+        assert_eq!(shared.writes_held(7, 3), Held::Wait);
+        // It applied the next epoch: the release is forgotten, and writes
+        // no longer look at the map.
+        shared.settle_released(7, 5);
+        assert_eq!(shared.writes_held(7, 3), Held::No);
+        assert!(!shared.any_released.load(Relaxed));
+
+        // A release whose hold ran out: writes are refused, not run.
+        shared.release_lease(9, 1, Duration::ZERO);
+        assert_eq!(shared.writes_held(9, 1), Held::TooLong);
+        assert!(!shared.handing_off(9, 1));
+        shared.retake_lease(9);
+        assert_eq!(shared.writes_held(9, 1), Held::No);
     }
 }
