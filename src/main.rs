@@ -225,12 +225,16 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             },
         )
     });
-    let controller_timing = gossip.as_ref().map(|g| node::ControllerTiming {
-        heartbeat: std::time::Duration::from_millis(g.controller_heartbeat_ms),
-        lease: std::time::Duration::from_millis(g.lease_ms),
-        remove_after: std::time::Duration::from_millis(g.controller_remove_after_ms),
-        handoff: std::time::Duration::from_millis(g.handoff_timeout_ms),
-    });
+    // A router holds no records and has no vote: no controller.
+    let controller_timing = gossip
+        .as_ref()
+        .filter(|g| !g.router)
+        .map(|g| node::ControllerTiming {
+            heartbeat: std::time::Duration::from_millis(g.controller_heartbeat_ms),
+            lease: std::time::Duration::from_millis(g.lease_ms),
+            remove_after: std::time::Duration::from_millis(g.controller_remove_after_ms),
+            handoff: std::time::Duration::from_millis(g.handoff_timeout_ms),
+        });
     let gossip = gossip
         .map(|g| node::gossip_config(&g, Some(node::redis_addr(&config))))
         .transpose()?;

@@ -31,6 +31,18 @@ pub struct GossipArgs {
     /// Fly app whose `<app>.internal` names list the peers.
     #[arg(long, env = "FLY_APP_NAME")]
     pub app: Option<String>,
+    /// The app whose `<app>.internal` names list the peers, when it is not
+    /// this machine's own (a router app joins the data nodes' app).
+    /// Takes precedence over `--app`.
+    #[arg(long, env = "ANYKV_DISCOVER_APP")]
+    pub discover_app: Option<String>,
+    /// A router node: it holds no data (never a primary, replica or
+    /// standby, no vote in its region's controller) and serves every
+    /// database through the nodes that hold it, as any node without a
+    /// copy does. For regions without data, and machines that may stop
+    /// when idle (fly.router.toml).
+    #[arg(long, env = "ANYKV_ROUTER")]
+    pub router: bool,
     /// Gossip (UDP) address. Default: FLY_PRIVATE_IP (the 6PN address)
     /// port 7946, else 127.0.0.1:7946.
     #[arg(long)]
@@ -225,9 +237,9 @@ pub fn gossip_config(
     c.profile = a.gossip_profile;
     c.cluster_size = a.cluster_size;
     c.meta.redis_addr = redis_addr;
-    c.meta.roles = vec!["store".into()];
+    c.meta.roles = vec![if a.router { "router" } else { "store" }.into()];
     c.meta.build = anykv_server::shared::ANYKV_VERSION.to_string();
-    c.seeds = match &a.app {
+    c.seeds = match a.discover_app.as_ref().or(a.app.as_ref()) {
         Some(app) => {
             let mut dc = DiscoveryConfig::for_app(app.clone());
             dc.resolver = a.dns_server;

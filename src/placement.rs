@@ -288,15 +288,12 @@ impl Placement {
         self.kick.notify_one();
     }
 
-    /// Live store nodes by region, this one included.
+    /// Live store nodes by region, this one included. A member whose
+    /// metadata has not arrived yet is not one: it may be a router.
     fn live(&self, view: &ClusterView) -> LiveNodes {
         let mut live: LiveNodes = BTreeMap::new();
         for m in &view.members {
-            let store = m
-                .meta
-                .as_ref()
-                .is_none_or(|meta| meta.roles.iter().any(|r| r == "store"));
-            if (m.me || m.state == MemberState::Alive) && store {
+            if (m.me || m.state == MemberState::Alive) && anykv_gossip::holds_data(m) {
                 live.entry(m.region.clone())
                     .or_default()
                     .push(m.machine.clone());

@@ -224,6 +224,76 @@ fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
     }
 }
 
+#[test]
+fn fly_router_toml_runs_routers_that_hold_no_data_and_may_stop() {
+    let t = toml_file("fly.router.toml");
+    let data = toml_file("fly.toml");
+    assert_ne!(get(&t, &["app"]), get(&data, &["app"]), "an app of its own");
+    // No volume: a router holds no data.
+    assert!(t.get("mounts").is_none(), "a router has no volume");
+    // A router, finding its peers through the data nodes' app.
+    assert_eq!(get(&t, &["env", "ANYKV_ROUTER"]).as_str(), Some("true"));
+    assert_eq!(
+        get(&t, &["env", "ANYKV_DISCOVER_APP"]).as_str(),
+        get(&data, &["app"]).as_str()
+    );
+    // Fly's cost-cutting: stopped when idle, started on a connection.
+    assert_eq!(
+        get(&t, &["services", "auto_stop_machines"]).as_str(),
+        Some("stop")
+    );
+    assert_eq!(
+        get(&t, &["services", "auto_start_machines"]).as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        get(&t, &["services", "min_machines_running"]).as_integer(),
+        Some(0)
+    );
+    assert_eq!(
+        get(&t, &["services", "internal_port"]).as_integer(),
+        Some(6379)
+    );
+    assert_eq!(get(&t, &["services", "protocol"]).as_str(), Some("tcp"));
+    assert_eq!(
+        get(&t, &["services", "ports", "port"]).as_integer(),
+        Some(6379)
+    );
+    assert!(get(&t, &["services", "tcp_checks", "interval"]).is_str());
+    let text = file("fly.router.toml");
+    for p in ["7946", "7947", "7948"] {
+        assert!(
+            !text.contains(&format!("port = {p}")),
+            "{p} is not a service"
+        );
+    }
+    assert_eq!(get(&t, &["metrics", "port"]).as_integer(), Some(9091));
+    assert_eq!(
+        get(&t, &["build", "dockerfile"]).as_str(),
+        Some("Dockerfile")
+    );
+    // The binary takes the variables the file sets, with those values.
+    let help = Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .args(["node", "--help"])
+        .output()
+        .expect("anykv node --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for v in ["ANYKV_ROUTER", "ANYKV_DISCOVER_APP"] {
+        assert!(help.contains(v), "anykv node reads {v}");
+    }
+    let parsed = Command::new(env!("CARGO_BIN_EXE_anykv"))
+        .arg("node")
+        .env("ANYKV_ROUTER", "true")
+        .env_remove("ANYKV_GOSSIP_KEYS")
+        .output()
+        .expect("anykv node");
+    let err = String::from_utf8_lossy(&parsed.stderr);
+    assert!(
+        !err.contains("invalid value") && err.contains("--gossip-keys"),
+        "ANYKV_ROUTER=true parses (only the missing secrets stop it): {err}"
+    );
+}
+
 /// The binary CI built starts as the image starts it: `anykv node` knows
 /// the flags and variables the image and fly.toml give it.
 #[test]

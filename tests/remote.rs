@@ -1022,3 +1022,130 @@ fn a_write_with_no_primary_to_take_it_says_it_did_not_run() {
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
+
+/// Router nodes (`anykv node --router`, fly.router.toml): one among a
+/// region's data nodes and one alone in a region without data. Neither
+/// gets a copy of anything nor a vote in its region's controller (the
+/// group forms of the three data nodes, which a router in their region
+/// would otherwise keep from forming), a region of routers only has no
+/// controller, and each serves the database through the data nodes.
+#[test]
+fn router_nodes_hold_nothing_and_serve_every_database() {
+    let _one = one_world_at_a_time();
+    let spec = common::world_spec("routers", 57, 23060, &[("iad", 4), ("syd", 1)], ADMIN, &[]);
+    let router = vec!["--router".to_string()];
+    let args = std::collections::BTreeMap::from([
+        ("n4".to_string(), router.clone()),
+        ("n5".to_string(), router),
+    ]);
+    let mut w = World::start_with(&spec, &args).expect("the world starts");
+    w.wait_members(5, Duration::from_secs(60))
+        .expect("five members alive");
+    // Still going (202): syd, a read region, has no data node to take
+    // its replica.
+    let entry = common::shop_entry(TENANT, TOKEN, &["syd"], "region", "ryw", 1);
+    let (code, body) = anykv_bench::world::http(
+        w.node("n1").expect("n1").http,
+        "PUT",
+        &format!("/admin/tenants/{TENANT}"),
+        ADMIN,
+        &entry.to_string(),
+    )
+    .expect("the admin API answers");
+    assert_eq!(code, 202, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        answer["missing_regions"],
+        serde_json::json!(["syd"]),
+        "{body}"
+    );
+    let mut placed = common::placed_tenant(&w, TENANT);
+    wait("a standby named", Duration::from_secs(30), || {
+        placed = common::placed_tenant(&w, TENANT);
+        placed["standby"].is_string()
+    });
+    let mut controllers = serde_json::Value::Null;
+    wait(
+        "iad's controller formed of its data nodes, holding the record",
+        Duration::from_secs(60),
+        || {
+            controllers = w.cluster_view("n5").unwrap_or_default()["controllers"].clone();
+            controllers.as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["region"] == "iad"
+                        && c["leader"].is_string()
+                        && c["records"] == 1
+                        && c["nodes"] == 3
+                })
+            })
+        },
+    );
+    let iad = controllers
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["region"] == "iad"))
+        .expect("iad's controller");
+    let mut voters: Vec<&str> = iad["voters"]
+        .as_array()
+        .expect("voters")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    voters.sort();
+    assert_eq!(voters, ["n1", "n2", "n3"], "{controllers}");
+    assert!(
+        !controllers
+            .as_array()
+            .expect("controllers")
+            .iter()
+            .any(|c| c["region"] == "syd"),
+        "a region of routers only has no controller: {controllers}"
+    );
+    // No copy on a router: syd, a read region without a data node, has
+    // none yet.
+    let placed = common::placed_tenant(&w, TENANT);
+    let mut holders = vec![placed["primary"].clone(), placed["standby"].clone()];
+    holders.extend(
+        placed["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .map(|r| r["node"].clone()),
+    );
+    for h in &holders {
+        assert!(h != "n4" && h != "n5", "a copy on a router: {placed}");
+    }
+    let view = w.cluster_view("n1").expect("n1's view");
+    let roles = |name: &str| {
+        view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["machine"] == name))
+            .map(|m| m["meta"]["roles"].clone())
+    };
+    assert_eq!(roles("n4"), Some(serde_json::json!(["router"])));
+    assert_eq!(roles("n1"), Some(serde_json::json!(["store"])));
+
+    // Each router serves the database: writes on the primary, the
+    // connection's own writes read back.
+    for (i, name) in ["n4", "n5"].into_iter().enumerate() {
+        let node = w.node(name).expect("router").clone();
+        let mut c = common::shop_login(node.resp, TOKEN, "a login on a router", |c| {
+            c.cmd(&["PING"]).ok() == Some(Value::Simple(b"PONG".to_vec()))
+        });
+        let key = format!("via:{name}");
+        for n in 1..=10 {
+            assert_eq!(c.cmd(&["INCR", &key]).ok(), Some(Value::Int(n)));
+            assert_eq!(c.cmd(&["GET", &key]).ok(), Some(bulk(&n.to_string())));
+        }
+        assert_eq!(c.cmd(&["SET", "last", name]).ok(), Some(ok()), "router {i}");
+        assert!(routing(&mut c, "routed_primary_writes") >= 11);
+    }
+    let primary = w
+        .node(placed["primary"].as_str().expect("primary"))
+        .expect("primary")
+        .clone();
+    let mut p = common::shop_login(primary.resp, TOKEN, "the primary", |c| {
+        c.cmd(&["GET", "last"]).ok() == Some(bulk("n5"))
+    });
+    assert_eq!(p.cmd(&["GET", "via:n4"]).ok(), Some(bulk("10")));
+    w.stop(Duration::from_secs(10));
+}

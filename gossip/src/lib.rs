@@ -43,4 +43,7 @@ pub mod wire;
 
 pub use cluster::{Cluster, ClusterConfig};
 pub use identity::NodeId;
-pub use node::{ClusterView, Event, Gossip, GossipConfig, MemberState, MemberView, Seeds};
+pub use node::{
+    holds_data, known_router, ClusterView, Event, Gossip, GossipConfig, MemberState, MemberView,
+    Seeds,
+};

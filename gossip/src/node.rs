@@ -141,6 +141,23 @@ pub struct MemberView {
     pub me: bool,
 }
 
+/// Whether a member holds data: its metadata says it plays `store`. The
+/// nodes placement puts copies on and the region's controller counts as
+/// voters; routers (`anykv node --router`) are not, nor is a member whose
+/// metadata has not arrived yet (it may be a router).
+pub fn holds_data(m: &MemberView) -> bool {
+    m.meta
+        .as_ref()
+        .is_some_and(|meta| meta.roles.iter().any(|r| r == "store"))
+}
+
+/// Whether a member's metadata says it holds no data (a router).
+pub fn known_router(m: &MemberView) -> bool {
+    m.meta
+        .as_ref()
+        .is_some_and(|meta| !meta.roles.iter().any(|r| r == "store"))
+}
+
 /// The cluster as one node sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {

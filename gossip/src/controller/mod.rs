@@ -769,6 +769,8 @@ impl Controller {
         view.members
             .iter()
             .filter(|m| m.region == self.cfg.region && (m.me || m.state == MemberState::Alive))
+            // Routers hold no data and run no controller.
+            .filter(|m| crate::node::holds_data(m))
             .map(|m| {
                 (
                     m.machine.clone(),
@@ -788,7 +790,7 @@ impl Controller {
         // two groups); each alive one reports the same region, fresh.
         view.members
             .iter()
-            .filter(|m| m.region == self.cfg.region && !m.me)
+            .filter(|m| m.region == self.cfg.region && !m.me && !crate::node::known_router(m))
             .all(|m| {
                 m.state == MemberState::Alive
                     && m.meta
@@ -1041,7 +1043,8 @@ pub struct RegionController {
 pub fn regions(view: &ClusterView, min_voters: usize) -> Vec<RegionController> {
     let mut by_region: BTreeMap<&str, Vec<&crate::node::MemberView>> = BTreeMap::new();
     for m in &view.members {
-        if m.me || m.state == MemberState::Alive {
+        // Routers hold no data: a region of routers only has no controller.
+        if (m.me || m.state == MemberState::Alive) && !crate::node::known_router(m) {
             by_region.entry(m.region.as_str()).or_default().push(m);
         }
     }

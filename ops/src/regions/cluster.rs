@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// A member of the cluster (a data node).
+/// A member of the cluster (a data node, or a router).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Member {
     pub machine: String,
@@ -19,6 +19,26 @@ pub struct Member {
     /// `alive`, `suspect`, `down`, `left`.
     #[serde(default)]
     pub state: String,
+    #[serde(default)]
+    pub meta: Option<MemberMeta>,
+}
+
+/// The part of a member's gossip metadata scaling reads.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct MemberMeta {
+    /// `store` for a data node, `router` for a router.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Member {
+    /// A router (`anykv node --router`, another Fly app): it holds no
+    /// data, and a region's routers are not its data nodes.
+    pub fn is_router(&self) -> bool {
+        self.meta
+            .as_ref()
+            .is_some_and(|m| !m.roles.iter().any(|r| r == "store"))
+    }
 }
 
 /// One copy of a database on a node other than its primary's.
@@ -88,11 +108,11 @@ impl State {
             .map(|m| m.region.as_str())
     }
 
-    /// Live members of `region`.
+    /// Live data nodes of `region` (routers are not counted).
     pub fn alive_in(&self, region: &str) -> Vec<&Member> {
         self.members
             .iter()
-            .filter(|m| m.region == region && m.state == "alive")
+            .filter(|m| m.region == region && m.state == "alive" && !m.is_router())
             .collect()
     }
 
@@ -270,7 +290,11 @@ mod tests {
             "members": [
                 {"machine": "m1", "region": "iad", "state": "alive", "addr": "[::1]:1"},
                 {"machine": "m2", "region": "cdg", "state": "alive"},
-                {"machine": "m3", "region": "cdg", "state": "down"}
+                {"machine": "m3", "region": "cdg", "state": "down"},
+                {"machine": "r1", "region": "cdg", "state": "alive",
+                 "meta": {"roles": ["router"], "build": "x"}},
+                {"machine": "m4", "region": "syd", "state": "alive",
+                 "meta": {"roles": ["store"]}}
             ],
             "tenants": [
                 {"id": 1, "name": "a", "primary": "m1", "primary_region": "iad",
@@ -280,7 +304,9 @@ mod tests {
             "controllers": []
         });
         let s: State = serde_json::from_value(v).expect("decodes");
+        // A router is no data node of its region.
         assert_eq!(s.alive_in("cdg").len(), 1);
+        assert_eq!(s.alive_in("syd").len(), 1);
         let cdg = ["m2".to_string(), "m3".to_string()];
         assert_eq!(s.with_copies_on(&cdg), vec!["a".to_string()]);
         assert_eq!(s.with_copies_on(&["m1".to_string()]).len(), 2);

@@ -477,6 +477,7 @@ mod tests {
                         "down"
                     }
                     .into(),
+                    meta: None,
                 })
                 .collect()
         }
