@@ -39,6 +39,20 @@ fn get<'a>(t: &'a toml::Table, path: &[&str]) -> &'a toml::Value {
     v.expect("a path")
 }
 
+/// A node's service checks (every 15 s) and metrics (on 9091); the
+/// cluster ports reach peers over 6PN only: no service exposes them.
+fn assert_cluster_ports_private(t: &toml::Table, name: &str) {
+    assert!(get(t, &["services", "tcp_checks", "interval"]).is_str());
+    let text = file(name);
+    for p in ["7946", "7947", "7948"] {
+        assert!(
+            !text.contains(&format!("port = {p}")),
+            "{name}: {p} is not a service"
+        );
+    }
+    assert_eq!(get(t, &["metrics", "port"]).as_integer(), Some(9091));
+}
+
 #[test]
 fn the_dockerfile_builds_with_the_release_script_and_runs_a_node_as_a_user() {
     let d = file("Dockerfile");
@@ -155,16 +169,7 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
         get(&t, &["deploy", "max_unavailable"]).as_integer(),
         Some(1)
     );
-    assert!(get(&t, &["services", "tcp_checks", "interval"]).is_str());
-    // Cluster ports reach peers over 6PN only: no service exposes them.
-    let text = file("fly.toml");
-    for p in ["7946", "7947", "7948"] {
-        assert!(
-            !text.contains(&format!("port = {p}")),
-            "{p} is not a service"
-        );
-    }
-    assert_eq!(get(&t, &["metrics", "port"]).as_integer(), Some(9091));
+    assert_cluster_ports_private(&t, "fly.toml");
     assert_eq!(get(&t, &["metrics", "path"]).as_str(), Some("/metrics"));
     assert!(get(&t, &["vm", "size"]).is_str());
     assert_eq!(
@@ -259,15 +264,7 @@ fn fly_router_toml_runs_routers_that_hold_no_data_and_may_stop() {
         get(&t, &["services", "ports", "port"]).as_integer(),
         Some(6379)
     );
-    assert!(get(&t, &["services", "tcp_checks", "interval"]).is_str());
-    let text = file("fly.router.toml");
-    for p in ["7946", "7947", "7948"] {
-        assert!(
-            !text.contains(&format!("port = {p}")),
-            "{p} is not a service"
-        );
-    }
-    assert_eq!(get(&t, &["metrics", "port"]).as_integer(), Some(9091));
+    assert_cluster_ports_private(&t, "fly.router.toml");
     assert_eq!(
         get(&t, &["build", "dockerfile"]).as_str(),
         Some("Dockerfile")
