@@ -213,6 +213,11 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let metrics_addr = config.metrics_addr();
     let data_dir = std::path::PathBuf::from(config.dir());
+    // A node's directory is its machine's: never another node's data.
+    if let Some(g) = &gossip {
+        let machine = g.machine.clone().unwrap_or_else(node::host_name);
+        node::claim_dir(&data_dir, &machine)?;
+    }
     let metering = gossip.as_ref().map(|g| {
         (
             g.machine.clone().unwrap_or_else(node::host_name),

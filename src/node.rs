@@ -190,6 +190,44 @@ fn default_gossip_addr() -> SocketAddr {
     SocketAddr::new(ip, 7946)
 }
 
+/// The file in a node's data directory naming the machine it belongs to.
+const OWNER_FILE: &str = "anykv-machine";
+
+/// Claims data directory `dir` (on Fly, the machine's volume) for machine
+/// `machine`, or refuses it. A directory no machine claimed yet (new, or
+/// written by a version before this file) becomes this machine's; one it
+/// claimed before is its own again after a restart or a migration to
+/// another host (Fly keeps the machine's id and volume). One another
+/// machine claimed holds that node's data: its databases as they were
+/// when it stopped, its controller's Raft log under its identity, its
+/// usage log. Served by a new node those would be stale copies and a
+/// confused controller group, so the node does not start: the directory
+/// is a volume an interrupted `anykv regions remove` left behind (running
+/// the removal again destroys it) or one attached by hand.
+pub fn claim_dir(dir: &std::path::Path, machine: &str) -> anyhow::Result<()> {
+    let path = dir.join(OWNER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(owner) if owner.trim() == machine => Ok(()),
+        Ok(owner) => anyhow::bail!(
+            "the data directory {} belongs to machine {}, not to this one ({machine}): it holds that node's data. \
+             If it is a volume an interrupted `anykv regions remove` left behind, run the removal again (it destroys the volume); \
+             to reuse it empty, delete its files first; to run that node again, start it with --machine {}",
+            dir.display(),
+            owner.trim(),
+            owner.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            let tmp = dir.join(format!("{OWNER_FILE}.tmp"));
+            std::fs::write(&tmp, format!("{machine}\n"))
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
@@ -677,6 +715,39 @@ mod tests {
         let missing = dir.join("missing.pem");
         let err = pem_or_file(&missing).unwrap_err().to_string();
         assert!(err.contains("missing.pem"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A data directory is claimed by the first machine that starts on
+    /// it, is its own again after a restart or a migration, and is
+    /// refused to another machine.
+    #[test]
+    fn a_data_directory_belongs_to_the_machine_that_claimed_it() {
+        let dir = std::env::temp_dir().join(format!("anykv-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let vol = dir.join("volume");
+        claim_dir(&vol, "m1").expect("a new directory is claimed");
+        assert_eq!(
+            std::fs::read_to_string(vol.join(OWNER_FILE)).unwrap(),
+            "m1\n"
+        );
+        claim_dir(&vol, "m1").expect("the same machine again");
+        let err = claim_dir(&vol, "m2").unwrap_err().to_string();
+        assert!(
+            err.contains("belongs to machine m1") && err.contains("regions remove"),
+            "{err}"
+        );
+        // Refused, it stays the first machine's.
+        assert_eq!(
+            std::fs::read_to_string(vol.join(OWNER_FILE)).unwrap(),
+            "m1\n"
+        );
+        // A directory of an earlier version (data, no claim) is adopted.
+        let old = dir.join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("dump.akv"), b"x").unwrap();
+        claim_dir(&old, "m3").expect("adopted");
+        claim_dir(&old, "m3").expect("and its own");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

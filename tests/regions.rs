@@ -456,3 +456,132 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
     );
     w.stop(Duration::from_secs(10));
 }
+
+/// A machine that Fly migrates to another host keeps its id and volume
+/// and gets a new 6PN address. Emulated: n3 (cdg, the database's read
+/// replica) is stopped with SIGTERM and started again from its directory
+/// as n3 on another address while writes go on. It rejoins as itself:
+/// one member n3, alive at the new address, the same copy (caught up
+/// with what was written while it was away, served at its new address),
+/// and no database placed anew.
+#[test]
+fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
+    let spec = common::world_spec(
+        "regions-migrate",
+        70,
+        23880,
+        &[("iad", 2), ("cdg", 1)],
+        ADMIN,
+        &[],
+    );
+    let (mut w, _dir, _reaper) = start_world(spec);
+    let n1 = w.node("n1").expect("n1").clone();
+    let mut p = login(n1.resp).expect("login on n1");
+    for i in 0..100 {
+        let k = format!("before:{i}");
+        assert_eq!(
+            p.cmd(&["SET", &k, &i.to_string()]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+    }
+    let n3 = w.node("n3").expect("n3").clone();
+    wait_for("n3's replica caught up", Duration::from_secs(30), || {
+        login(n3.resp).is_some_and(|mut c| {
+            c.cmd(&["GET", "before:99"]).ok() == Some(Value::Bulk(b"99".to_vec()))
+        })
+    });
+    let epoch_before = common::placed_tenant(&w, 1)["epoch"].clone();
+
+    // The host goes: SIGTERM, then the machine starts elsewhere.
+    w.signal("n3", "-TERM").expect("stopping n3");
+    for i in 0..100 {
+        let k = format!("away:{i}");
+        assert_eq!(
+            p.cmd(&["SET", &k, &i.to_string()]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+    }
+    let std::net::IpAddr::V4(old) = n3.ip else {
+        panic!("IPv4 loopback")
+    };
+    let o = old.octets();
+    let new_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], 9));
+    {
+        let node = w
+            .file
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "n3")
+            .expect("n3 in the world");
+        let (from, to) = (old.to_string(), new_ip.to_string());
+        for a in node.argv.iter_mut() {
+            if a.starts_with(&from) {
+                *a = a.replacen(&from, &to, 1);
+            }
+        }
+        node.ip = new_ip;
+        node.gossip.set_ip(new_ip);
+        node.resp.set_ip(new_ip);
+        node.http.set_ip(new_ip);
+    }
+    w.launch("n3").expect("n3 starts on its new host");
+    let moved = w.node("n3").expect("n3").clone();
+    assert_eq!(moved.resp.ip(), new_ip);
+
+    wait_for(
+        "n1 seeing n3 alive at its new address",
+        Duration::from_secs(60),
+        || {
+            w.cluster_view("n1").is_some_and(|v| {
+                let ms = v["members"].as_array().cloned().unwrap_or_default();
+                let n3s: Vec<_> = ms.iter().filter(|m| m["machine"] == "n3").collect();
+                n3s.len() == 1
+                    && n3s[0]["state"] == "alive"
+                    && n3s[0]["addr"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with(&new_ip.to_string()))
+            })
+        },
+    );
+    // Its copy is served at the new address, with what it missed.
+    wait_for(
+        "n3's replica caught up at its new address",
+        Duration::from_secs(60),
+        || {
+            login(moved.resp).is_some_and(|mut c| {
+                c.cmd(&["GET", "away:99"]).ok() == Some(Value::Bulk(b"99".to_vec()))
+            })
+        },
+    );
+    let mut c = login(moved.resp).expect("login on n3");
+    for prefix in ["before", "away"] {
+        for i in 0..100 {
+            let k = format!("{prefix}:{i}");
+            assert_eq!(
+                c.cmd(&["GET", &k]).ok(),
+                Some(Value::Bulk(i.to_string().into_bytes())),
+                "{k} on the migrated n3"
+            );
+        }
+    }
+    // The same placement: n3 keeps the cdg copy, nothing was re-placed.
+    let placed = common::placed_tenant(&w, 1);
+    assert_eq!(placed["epoch"], epoch_before, "{placed}");
+    assert!(
+        placed["replicas"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["node"] == "n3" && r["region"] == "cdg")),
+        "{placed}"
+    );
+    // n3 answers in the cluster from its new address: writes through it
+    // reach the primary.
+    assert_eq!(
+        c.cmd(&["SET", "from:n3", "1"]).ok(),
+        Some(Value::Simple(b"OK".to_vec()))
+    );
+    assert_eq!(
+        p.cmd(&["GET", "from:n3"]).ok(),
+        Some(Value::Bulk(b"1".to_vec()))
+    );
+    w.stop(Duration::from_secs(10));
+}
