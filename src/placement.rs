@@ -893,6 +893,7 @@ impl Placement {
                 replicas,
                 primary_region: e.primary_region.clone(),
                 read_regions: e.read_regions.clone(),
+                version: e.version,
             });
         }
         out

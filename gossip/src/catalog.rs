@@ -267,6 +267,10 @@ pub struct TenantView {
     pub primary_region: String,
     #[serde(default)]
     pub read_regions: Vec<String>,
+    /// The catalog entry's version (an operator's change of its regions
+    /// moves it up: the sidecar adopts newer ones).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// One replica of a tenant in the cluster view.

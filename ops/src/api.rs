@@ -777,6 +777,61 @@ fn adopt_regions(db: &mut Database, held: &serde_json::Value) {
     }
 }
 
+/// Takes into the store the regions the cluster's operators gave ready
+/// databases since the sidecar last wrote them (`anykv regions remove`
+/// moved a primary or took out a read region, each a catalog version up),
+/// as `/cluster`'s `tenants` (`cluster_json`) show them, and tells Fly
+/// (`resource.updated`): without it, `GET` and Fly would show the old
+/// regions until the database's next change. Under [`Api::writes`], so a
+/// change in flight is never undone by an older view. Returns how many
+/// databases it updated.
+pub async fn adopt_moves(api: &Api, cluster_json: &str) -> usize {
+    let Ok(view) = serde_json::from_str::<serde_json::Value>(cluster_json) else {
+        return 0;
+    };
+    let Some(tenants) = view["tenants"].as_array() else {
+        return 0;
+    };
+    let _writing = api.writes.lock().await;
+    let ready = match api.store.lock().ready() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("reading the ready databases: {e}");
+            return 0;
+        }
+    };
+    let mut adopted = 0;
+    for db in ready {
+        let Some(t) = tenants
+            .iter()
+            .find(|t| t["id"].as_u64() == Some(db.tenant_id))
+        else {
+            continue;
+        };
+        let version = t["version"].as_u64().unwrap_or(0);
+        if version <= db.catalog_version {
+            continue;
+        }
+        let mut moved = db.clone();
+        adopt_regions(&mut moved, t);
+        if moved.primary_region == db.primary_region && moved.read_regions == db.read_regions {
+            continue;
+        }
+        let r = notify(api, &db.fly_id, "resource.updated", |c| {
+            crate::store::set_primary_region(c, &db.fly_id, &moved.primary_region)?;
+            crate::store::set_read_regions(c, &db.fly_id, &moved.read_regions, version)
+        });
+        match r {
+            Ok(_) => {
+                tracing::info!(id = %db.fly_id, tenant = db.tenant_id, primary = %moved.primary_region, reads = ?moved.read_regions, version, "took the regions the cluster's operators gave this database");
+                adopted += 1;
+            }
+            Err(e) => tracing::warn!(id = %db.fly_id, "taking the cluster's regions: {e}"),
+        }
+    }
+    adopted
+}
+
 /// Moves databases from `provisioning` to `ready` once the cluster says
 /// every region they ask for has a node that applied them (a region's
 /// first node came up), telling Fly with `resource.updated` (status
@@ -1293,6 +1348,42 @@ mod tests {
         assert_eq!(changed.read_regions, vec!["iad".to_string()]);
         let sent: Value = serde_json::from_str(&seen.lock().unwrap()[5]).unwrap();
         assert_eq!(sent["read_regions"], json!(["iad"]), "{sent}");
+    }
+
+    /// The cluster's operators moved a ready database (primary region
+    /// cdg, no read region, catalog version 3): the next pull's view
+    /// brings it into the store, at that version, and Fly hears of it; a
+    /// view no newer than the store's changes nothing.
+    #[tokio::test]
+    async fn a_move_by_the_clusters_operators_reaches_the_store_and_fly() {
+        let (api, d) = api_with_one_database("adopt", "127.0.0.1:9".into(), &["cdg"]);
+        assert_eq!((d.primary_region.as_str(), d.catalog_version), ("iad", 1));
+        let view = |version: u64, primary: &str, reads: &[&str]| {
+            json!({"members": [], "tenants": [
+                {"id": 1, "name": "moved", "epoch": 4, "primary": "n3", "replicas": [],
+                 "primary_region": primary, "read_regions": reads, "version": version},
+                {"id": 99, "name": "other", "epoch": 1, "primary": "n1", "replicas": [],
+                 "primary_region": "syd", "read_regions": [], "version": 7}
+            ]})
+            .to_string()
+        };
+        // Not newer: nothing.
+        assert_eq!(adopt_moves(&api, &view(1, "cdg", &[])).await, 0);
+        assert_eq!(adopt_moves(&api, &view(3, "cdg", &[])).await, 1);
+        let stored = api.store.lock().database("ext_1").unwrap().unwrap();
+        assert_eq!(stored.primary_region, "cdg");
+        assert!(stored.read_regions.is_empty(), "{:?}", stored.read_regions);
+        assert_eq!(stored.catalog_version, 3);
+        let hooks = api.store.lock().due_webhooks(i64::MAX, 10).unwrap();
+        let last = hooks.last().expect("a webhook");
+        assert_eq!(last.action, "resource.updated");
+        let sent: Value = serde_json::from_str(&last.resource).unwrap();
+        assert_eq!(sent["primary_region"], "cdg", "{sent}");
+        assert_eq!(sent["read_regions"], json!([]), "{sent}");
+        // Taken once: the same view again changes nothing.
+        assert_eq!(adopt_moves(&api, &view(3, "cdg", &[])).await, 0);
+        // Garbage is no view.
+        assert_eq!(adopt_moves(&api, "not json").await, 0);
     }
 
     /// An API whose cluster is the admin endpoint `addr`, holding one

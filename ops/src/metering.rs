@@ -586,6 +586,9 @@ pub async fn pull(api: &Api) -> Result<usize, String> {
         count_read_regions(&mut api.store.lock(), crate::unix_now(), &copies)
             .map_err(|e| e.to_string())?;
     }
+    // The same view brings the regions the cluster's operators moved
+    // databases to (before the next pull counts their read regions).
+    crate::api::adopt_moves(api, &view).await;
     Ok(total)
 }
 

@@ -501,6 +501,15 @@ impl Store {
         get_database(&self.conn, fly_id)
     }
 
+    /// The databases that are `ready`.
+    pub fn ready(&self) -> Result<Vec<Database>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(&format!("{SELECT_DATABASE} WHERE status = 'ready'"))?;
+        let rows = q.query_map([], database_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The databases of `organizations` not deleted, by name.
     pub fn databases_of(&self, organizations: &[String]) -> Result<Vec<Database>, StoreError> {
         let mut out = Vec::new();
