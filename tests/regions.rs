@@ -98,8 +98,9 @@ fn start_world(mut spec: anykv_bench::world::WorldSpec) -> (World, PathBuf, Reap
     let dir = spec.dir.clone();
     let w = World::start(&spec).expect("the world starts");
     let reaper = Reaper(dir.clone());
-    w.wait_members(3, Duration::from_secs(60))
-        .expect("three members alive");
+    let members: usize = spec.regions.iter().map(|(_, n)| *n).sum();
+    w.wait_members(members, Duration::from_secs(60))
+        .expect("every member alive");
     put_tenant(&w, &shop_entry(1, TOKEN, &["cdg"], "async", "ryw", 1));
     common::placed_tenant(&w, 1);
     (w, dir, reaper)
@@ -346,7 +347,7 @@ fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
 /// old primary's node (now a replica) passes writes on.
 #[test]
 fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
-    let mut spec = common::world_spec(
+    let spec = common::world_spec(
         "regions-leased-move",
         69,
         23840,
@@ -354,14 +355,7 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
         ADMIN,
         &[],
     );
-    spec.rtt_table = None;
-    spec.gossip_profile = "test".into();
-    let dir = spec.dir.clone();
-    let mut w = World::start(&spec).expect("the world starts");
-    let _reaper = Reaper(dir.clone());
-    w.wait_members(4, Duration::from_secs(60))
-        .expect("four members alive");
-    put_tenant(&w, &shop_entry(1, TOKEN, &["cdg"], "async", "ryw", 1));
+    let (mut w, _dir, _reaper) = start_world(spec);
     let placed = common::placed_tenant(&w, 1);
     // The group holds the database's record: its primary writes under
     // the group's lease.
@@ -457,26 +451,98 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
     w.stop(Duration::from_secs(10));
 }
 
+/// Emulates Fly migrating node `name` to another host: stopped with
+/// SIGTERM, started again from its directory (its volume) with the same
+/// machine name at `127.0.<net>.<octet>`. Returns it as it is now.
+fn migrate(w: &mut World, name: &str, octet: u8) -> anykv_bench::world::NodeInfo {
+    let before = w.node(name).expect("the node").clone();
+    w.signal(name, "-TERM").expect("stopping the node");
+    let std::net::IpAddr::V4(old) = before.ip else {
+        panic!("IPv4 loopback")
+    };
+    let o = old.octets();
+    let new_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], octet));
+    // It finds its peers as on Fly, where `<app>.internal` lists every
+    // machine: the others' gossip addresses (the world's one static seed
+    // may be the node itself, at its old address).
+    let peers: Vec<String> = w
+        .file
+        .nodes
+        .iter()
+        .filter(|n| n.name != name)
+        .map(|n| n.gossip.to_string())
+        .collect();
+    {
+        let node = w
+            .file
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("the node in the world");
+        let (from, to) = (old.to_string(), new_ip.to_string());
+        for a in node.argv.iter_mut() {
+            if a.starts_with(&from) {
+                *a = a.replacen(&from, &to, 1);
+            }
+        }
+        if let Some(i) = node.argv.iter().position(|a| a == "--seeds") {
+            node.argv[i + 1] = peers.join(",");
+        }
+        node.ip = new_ip;
+        node.gossip.set_ip(new_ip);
+        node.resp.set_ip(new_ip);
+        node.http.set_ip(new_ip);
+    }
+    w.launch(name).expect("the node starts on its new host");
+    w.node(name).expect("the node").clone()
+}
+
+/// Waits until `via` sees one member `name`, alive at `ip`.
+fn wait_alive_at(w: &World, via: &str, name: &str, ip: std::net::IpAddr) {
+    wait_for(
+        &format!("{via} seeing {name} alive at {ip}"),
+        Duration::from_secs(60),
+        || {
+            w.cluster_view(via).is_some_and(|v| {
+                let ms = v["members"].as_array().cloned().unwrap_or_default();
+                let found: Vec<_> = ms.iter().filter(|m| m["machine"] == name).collect();
+                found.len() == 1
+                    && found[0]["state"] == "alive"
+                    && found[0]["addr"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with(&format!("{ip}:")))
+            })
+        },
+    );
+}
+
 /// A machine that Fly migrates to another host keeps its id and volume
-/// and gets a new 6PN address. Emulated: n3 (cdg, the database's read
-/// replica) is stopped with SIGTERM and started again from its directory
-/// as n3 on another address while writes go on. It rejoins as itself:
-/// one member n3, alive at the new address, the same copy (caught up
-/// with what was written while it was away, served at its new address),
-/// and no database placed anew.
+/// and gets a new 6PN address. Emulated on a world of three iad nodes
+/// (a controller group) and one cdg node: first n4 (cdg, the database's
+/// read replica) moves while writes go on; it rejoins as itself: one
+/// member n4, alive at the new address, the same copy (caught up with
+/// what was written while it was away, served at its new address), no
+/// database placed anew. Then an iad node holding no copy, one of the
+/// controller group's voters, moves: the group reaches it at its new
+/// address (a record committed afterwards is applied there too).
 #[test]
 fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
     let spec = common::world_spec(
         "regions-migrate",
         70,
         23880,
-        &[("iad", 2), ("cdg", 1)],
+        &[("iad", 3), ("cdg", 1)],
         ADMIN,
         &[],
     );
     let (mut w, _dir, _reaper) = start_world(spec);
+    let placed = common::placed_tenant(&w, 1);
     let n1 = w.node("n1").expect("n1").clone();
-    let mut p = login(n1.resp).expect("login on n1");
+    let primary = w
+        .node(placed["primary"].as_str().expect("primary"))
+        .expect("primary")
+        .clone();
+    let mut p = login(primary.resp).expect("login on the primary");
     for i in 0..100 {
         let k = format!("before:{i}");
         assert_eq!(
@@ -484,16 +550,16 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
             Some(Value::Simple(b"OK".to_vec()))
         );
     }
-    let n3 = w.node("n3").expect("n3").clone();
-    wait_for("n3's replica caught up", Duration::from_secs(30), || {
-        login(n3.resp).is_some_and(|mut c| {
+    let n4 = w.node("n4").expect("n4").clone();
+    wait_for("n4's replica caught up", Duration::from_secs(30), || {
+        login(n4.resp).is_some_and(|mut c| {
             c.cmd(&["GET", "before:99"]).ok() == Some(Value::Bulk(b"99".to_vec()))
         })
     });
     let epoch_before = common::placed_tenant(&w, 1)["epoch"].clone();
 
-    // The host goes: SIGTERM, then the machine starts elsewhere.
-    w.signal("n3", "-TERM").expect("stopping n3");
+    // n4's host goes; writes go on meanwhile.
+    w.signal("n4", "-STOP").expect("pausing n4");
     for i in 0..100 {
         let k = format!("away:{i}");
         assert_eq!(
@@ -501,51 +567,12 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
             Some(Value::Simple(b"OK".to_vec()))
         );
     }
-    let std::net::IpAddr::V4(old) = n3.ip else {
-        panic!("IPv4 loopback")
-    };
-    let o = old.octets();
-    let new_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], 9));
-    {
-        let node = w
-            .file
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == "n3")
-            .expect("n3 in the world");
-        let (from, to) = (old.to_string(), new_ip.to_string());
-        for a in node.argv.iter_mut() {
-            if a.starts_with(&from) {
-                *a = a.replacen(&from, &to, 1);
-            }
-        }
-        node.ip = new_ip;
-        node.gossip.set_ip(new_ip);
-        node.resp.set_ip(new_ip);
-        node.http.set_ip(new_ip);
-    }
-    w.launch("n3").expect("n3 starts on its new host");
-    let moved = w.node("n3").expect("n3").clone();
-    assert_eq!(moved.resp.ip(), new_ip);
-
-    wait_for(
-        "n1 seeing n3 alive at its new address",
-        Duration::from_secs(60),
-        || {
-            w.cluster_view("n1").is_some_and(|v| {
-                let ms = v["members"].as_array().cloned().unwrap_or_default();
-                let n3s: Vec<_> = ms.iter().filter(|m| m["machine"] == "n3").collect();
-                n3s.len() == 1
-                    && n3s[0]["state"] == "alive"
-                    && n3s[0]["addr"]
-                        .as_str()
-                        .is_some_and(|a| a.starts_with(&new_ip.to_string()))
-            })
-        },
-    );
+    w.signal("n4", "-CONT").expect("resuming n4");
+    let moved = migrate(&mut w, "n4", 9);
+    wait_alive_at(&w, &n1.name, "n4", moved.ip);
     // Its copy is served at the new address, with what it missed.
     wait_for(
-        "n3's replica caught up at its new address",
+        "n4's replica caught up at its new address",
         Duration::from_secs(60),
         || {
             login(moved.resp).is_some_and(|mut c| {
@@ -553,35 +580,109 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
             })
         },
     );
-    let mut c = login(moved.resp).expect("login on n3");
+    let mut c = login(moved.resp).expect("login on n4");
     for prefix in ["before", "away"] {
         for i in 0..100 {
             let k = format!("{prefix}:{i}");
             assert_eq!(
                 c.cmd(&["GET", &k]).ok(),
                 Some(Value::Bulk(i.to_string().into_bytes())),
-                "{k} on the migrated n3"
+                "{k} on the migrated n4"
             );
         }
     }
-    // The same placement: n3 keeps the cdg copy, nothing was re-placed.
+    // The same placement: n4 keeps the cdg copy, nothing was re-placed.
     let placed = common::placed_tenant(&w, 1);
     assert_eq!(placed["epoch"], epoch_before, "{placed}");
     assert!(
         placed["replicas"]
             .as_array()
-            .is_some_and(|rs| rs.iter().any(|r| r["node"] == "n3" && r["region"] == "cdg")),
+            .is_some_and(|rs| rs.iter().any(|r| r["node"] == "n4" && r["region"] == "cdg")),
         "{placed}"
     );
-    // n3 answers in the cluster from its new address: writes through it
+    // n4 answers in the cluster from its new address: writes through it
     // reach the primary.
     assert_eq!(
-        c.cmd(&["SET", "from:n3", "1"]).ok(),
+        c.cmd(&["SET", "from:n4", "1"]).ok(),
         Some(Value::Simple(b"OK".to_vec()))
     );
     assert_eq!(
-        p.cmd(&["GET", "from:n3"]).ok(),
+        p.cmd(&["GET", "from:n4"]).ok(),
         Some(Value::Bulk(b"1".to_vec()))
     );
+
+    // A voter of iad's controller group moves: the iad node with no copy.
+    let holders: Vec<String> = [&placed["primary"], &placed["standby"]]
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let voter = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| !holders.iter().any(|h| h == n))
+        .expect("an iad node without a copy");
+    let via = holders[0].clone();
+    let group = |w: &World| -> Option<Vec<serde_json::Value>> {
+        let v = w.cluster_view(&via)?;
+        let ms = v["members"].as_array()?.clone();
+        Some(
+            ms.into_iter()
+                .filter(|m| m["region"] == "iad")
+                .map(|m| m["meta"]["controller"].clone())
+                .collect(),
+        )
+    };
+    wait_for(
+        "iad's controller group formed",
+        Duration::from_secs(60),
+        || {
+            group(&w).is_some_and(|g| {
+                g.len() == 3
+                    && g.iter()
+                        .all(|c| c["voters"].as_array().is_some_and(|v| v.len() == 3))
+            })
+        },
+    );
+    let moved = migrate(&mut w, voter, 10);
+    wait_alive_at(&w, &via, voter, moved.ip);
+    // A record the group commits now (a new database's) is applied on the
+    // moved voter too: the leader replicates to its new address.
+    put_tenant(
+        &w,
+        &serde_json::json!({
+            "id": 2, "name": "cart",
+            "token_sha256": [anykv_server::catalog::token_digest(b"cart-token")
+                .iter().map(|b| format!("{b:02x}")).collect::<String>()],
+            "org": "acme", "primary_region": "iad", "read_regions": [], "maxmemory": 0,
+            "maxmemory_policy": null, "maxclients": 0, "ops_per_sec": 0,
+            "durability": "async", "consistency": "ryw", "version": 1
+        }),
+    );
+    wait_for(
+        "the moved voter applying the group's newest record",
+        Duration::from_secs(60),
+        || {
+            group(&w).is_some_and(|g| {
+                let applied: Vec<&serde_json::Value> = g.iter().map(|c| &c["applied"]).collect();
+                g.len() == 3
+                    && g.iter().all(|c| c["records"] == 2)
+                    && applied.iter().all(|a| !a.is_null() && *a == applied[0])
+            })
+        },
+    );
+    // The database's primary keeps renewing its lease from the group's
+    // leader (the moved voter may be it, at its new address): its writes
+    // are taken for several lease periods (2 s each).
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let mut i = 0;
+    while std::time::Instant::now() < until {
+        let k = format!("after-move:{i}");
+        assert_eq!(
+            p.cmd(&["SET", &k, "1"]).ok(),
+            Some(Value::Simple(b"OK".to_vec())),
+            "a write {i} after the voter moved"
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
     w.stop(Duration::from_secs(10));
 }

@@ -836,6 +836,29 @@ impl Controller {
         let mem = m.membership_config.membership().clone();
         let voters: BTreeSet<u64> = mem.voter_ids().collect();
         let learners: BTreeSet<u64> = mem.learner_ids().collect();
+        // A member at another address than the group knows (a Fly machine
+        // that migrated to another host keeps its id and gets a new 6PN
+        // address): the group reaches it there from now on. It is the same
+        // node with the same log, so replacing its address is safe.
+        for (machine, addr) in &alive {
+            let id = node_id(machine);
+            let addr = addr.to_string();
+            match mem.get_node(&id) {
+                Some(known) if known.addr != addr => {
+                    tracing::info!(%machine, from = %known.addr, to = %addr, "controller: a member moved to another address");
+                    let moved = BTreeMap::from([(id, Peer::new(addr))]);
+                    if let Err(e) = self
+                        .raft
+                        .change_membership(ChangeMembers::SetNodes(moved), false)
+                        .await
+                    {
+                        tracing::warn!(%machine, "controller: updating a member's address: {e}");
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         // One change at a time: a new node is a learner until it has the
         // log, then a voter.
         for (machine, addr) in &alive {
