@@ -81,17 +81,20 @@ fn the_dockerfile_builds_with_the_release_script_and_runs_a_node_as_a_user() {
         "the build stage runs the release script"
     );
     assert!(lines.contains(&"COPY --from=build /src/dist/anykv /usr/local/bin/anykv"));
-    let user = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("a USER");
-    assert!(user != "root" && user != "0", "runs as {user}");
+    // Root only until the entrypoint has given the volume (mounted owned
+    // by root on Fly) to the user and dropped to it: no USER, and the
+    // node runs through the script (tested below).
+    assert!(
+        !lines.iter().any(|l| l.starts_with("USER ")),
+        "the entrypoint drops to the user itself"
+    );
     assert!(
         d.contains("useradd --system --uid 10001"),
         "the user exists"
     );
+    assert!(lines.contains(&"COPY scripts/docker-entrypoint.sh /usr/local/bin/anykv-entrypoint"));
     assert!(lines.contains(&"STOPSIGNAL SIGTERM"));
-    assert!(lines.contains(&r#"ENTRYPOINT ["anykv", "node"]"#));
+    assert!(lines.contains(&r#"ENTRYPOINT ["anykv-entrypoint", "anykv", "node"]"#));
     assert!(lines.contains(&"VOLUME /data") && d.contains("chown anykv:anykv /data"));
     let cmd = lines
         .iter()
@@ -213,6 +216,14 @@ fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
         .filter_map(|v| v.as_str())
         .collect();
     assert_eq!(cmd[0], "sidecar");
+    // Through the image's entrypoint: the volume is the user's.
+    let entry: Vec<&str> = get(&t, &["experimental", "entrypoint"])
+        .as_array()
+        .expect("entrypoint")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(entry, ["anykv-entrypoint", "anykv"]);
     let after = |flag: &str| cmd.iter().position(|a| *a == flag).map(|i| cmd[i + 1]);
     assert!(after("--data").is_some_and(|d| d.starts_with("/data/")));
     assert_eq!(after("--listen"), Some("0.0.0.0:8080"));
@@ -289,6 +300,55 @@ fn fly_router_toml_runs_routers_that_hold_no_data_and_may_stop() {
         !err.contains("invalid value") && err.contains("--gossip-keys"),
         "ANYKV_ROUTER=true parses (only the missing secrets stop it): {err}"
     );
+}
+
+/// The image's entrypoint: started as root (as on Fly, whose volumes are
+/// mounted owned by root) it gives the data directory and everything in
+/// it to uid/gid 10001 and runs its command as that user, with no
+/// supplementary groups; started as another user it runs the command as
+/// that user, changing nothing.
+#[test]
+fn the_entrypoint_gives_the_volume_to_the_user_and_drops_to_it() {
+    use std::os::unix::fs::MetadataExt;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-entrypoint.sh");
+    let mode = std::fs::metadata(&script).expect("the script").mode();
+    assert!(mode & 0o111 != 0, "executable: {mode:o}");
+    let dir = std::env::temp_dir().join(format!("anykv-entrypoint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).expect("dirs");
+    std::fs::write(dir.join("sub/old"), b"x").expect("a file");
+    let me = std::fs::metadata(&dir).expect("dir").uid();
+    let out = Command::new(&script)
+        .env("ANYKV_DATA_DIR", &dir)
+        .args([
+            "sh",
+            "-c",
+            r#"id -u; id -g; id -G; touch "$ANYKV_DATA_DIR/written""#,
+        ])
+        .output()
+        .expect("running the entrypoint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let owners: Vec<u32> = ["", "sub", "sub/old", "written"]
+        .iter()
+        .map(|p| std::fs::metadata(dir.join(p)).expect("a file").uid())
+        .collect();
+    if me == 0 {
+        assert_eq!(ids, ["10001", "10001", "10001"], "dropped to the user");
+        assert_eq!(owners, [10001; 4], "the volume is the user's");
+    } else {
+        assert_eq!(ids[0], me.to_string(), "run as it is");
+        assert_eq!(owners, [me; 4], "nothing changed hands");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The binary CI built starts as the image starts it: `anykv node` knows
