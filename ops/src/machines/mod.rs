@@ -51,9 +51,11 @@ impl MachinesError {
         }
     }
 
-    /// Fly surely did nothing (rate limited, or refused before acting).
+    /// Fly surely did nothing (rate limited, or refused before acting). A
+    /// 408 is not such a refusal: the request timed out and may have
+    /// acted, so a create is looked for before it is sent again.
     fn not_done(&self) -> bool {
-        matches!(self, MachinesError::Api { status, .. } if *status == 429 || (400..500).contains(status))
+        matches!(self, MachinesError::Api { status, .. } if (400..500).contains(status) && *status != 408)
     }
 }
 
@@ -536,6 +538,80 @@ mod tests {
             .unwrap_or(Value::Null)
     }
 
+    /// The fake refuses what Fly refuses, with Fly's status codes and
+    /// error bodies, and makes nothing then: the tests above pass because
+    /// the client sends what Fly requires, not because the fake takes
+    /// anything.
+    #[tokio::test]
+    async fn the_fake_refuses_what_fly_refuses() {
+        let (fake, api, base) = start().await;
+        let api = &api;
+        let status = |r: Result<Answer, MachinesError>| match r {
+            Err(MachinesError::Api { status, message }) => {
+                assert!(!message.is_empty(), "Fly says why");
+                status
+            }
+            other => panic!("not refused: {other:?}"),
+        };
+        let vol = |body: Value| async move { api.once("POST", "volumes", Some(&body)).await };
+        assert_eq!(status(vol(json!({"region": "iad"})).await), 400, "no name");
+        assert_eq!(
+            status(vol(json!({"name": "anykv_data"})).await),
+            400,
+            "no region"
+        );
+        assert_eq!(
+            status(vol(json!({"name": "anykv_data", "region": "iad", "size_gb": 0})).await),
+            422
+        );
+        assert!(fake.volumes().is_empty(), "nothing made");
+        let v = api
+            .create_volume(&data_volume("iad"))
+            .await
+            .expect("volume");
+        let mut good = json!({"name": "n", "region": "iad", "config": node("iad", &v.id).config});
+        let machine = |body: Value| async move { api.once("POST", "machines", Some(&body)).await };
+        let mut no_image = good.clone();
+        no_image["config"]["image"] = Value::Null;
+        assert_eq!(status(machine(no_image).await), 400);
+        let mut bad_policy = good.clone();
+        bad_policy["config"]["restart"]["policy"] = json!("sometimes");
+        assert_eq!(status(machine(bad_policy).await), 400);
+        let mut elsewhere = good.clone();
+        elsewhere["region"] = json!("cdg");
+        assert_eq!(
+            status(machine(elsewhere).await),
+            400,
+            "a volume of another region"
+        );
+        let mut no_path = good.clone();
+        no_path["config"]["mounts"][0]["path"] = Value::Null;
+        assert_eq!(status(machine(no_path).await), 400);
+        let mut missing = good.clone();
+        missing["config"]["mounts"][0]["volume"] = json!("vol_nosuch");
+        assert_eq!(status(machine(missing).await), 404);
+        assert!(fake.machines().is_empty(), "nothing made");
+        // The volume mounted: a second machine on it, and its destroy, are
+        // refused (412) until its machine is gone.
+        api.once("POST", "machines", Some(&good))
+            .await
+            .expect("a machine");
+        good["name"] = json!("n2");
+        assert_eq!(status(machine(good).await), 412);
+        assert_eq!(
+            status(api.once("DELETE", &format!("volumes/{}", v.id), None).await),
+            412
+        );
+        assert_eq!(fake.machines().len(), 1);
+        assert_eq!(fake.volumes().len(), 1);
+        // No token, no answer.
+        let stranger = Machines::new(&base, APP, "");
+        assert!(matches!(
+            stranger.list_machines().await,
+            Err(MachinesError::Api { status: 401, .. })
+        ));
+    }
+
     #[tokio::test]
     async fn transient_failures_are_retried_and_a_lost_create_is_made_once() {
         let (fake, api, base) = start().await;
@@ -575,6 +651,15 @@ mod tests {
             .expect("volume");
         assert_eq!(fake.volumes().len(), 3, "made once");
         assert!(fake.volumes().iter().any(|v| v["id"] == vol3.id.as_str()));
+        // A create that timed out (408) after Fly made the machine: found,
+        // not made twice.
+        fake.fail_after_acting(&[408]);
+        let m408 = api
+            .create_machine(&node("iad", &vol3.id), "plan-2/iad/3")
+            .await
+            .expect("machine after 408");
+        assert_eq!(fake.machines().len(), 3, "made once");
+        assert!(fake.machines().iter().any(|x| x["id"] == m408.id.as_str()));
         // Not transient: said at once.
         let stranger = Machines::new(&base, APP, "wrong-token");
         assert!(matches!(

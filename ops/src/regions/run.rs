@@ -726,6 +726,49 @@ mod tests {
         assert!(stop < destroy_machine && destroy_machine < destroy_volume);
     }
 
+    /// The last look before a volume is destroyed: refused while a
+    /// machine mounts it, or while a database has a copy on any node of
+    /// its region (whatever the plan thought when it began); allowed once
+    /// neither holds.
+    #[tokio::test]
+    async fn a_volume_is_destroyed_only_when_nothing_mounts_it_and_its_region_holds_no_copy() {
+        let (fake, r) = world_with_cdg().await;
+        let mounted = in_region(&fake.volumes(), "cdg")[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let spare = r
+            .infra
+            .api
+            .create_volume(&NewVolume {
+                name: "anykv_data".into(),
+                region: "cdg".into(),
+                size_gb: 10,
+                require_unique_zone: true,
+            })
+            .await
+            .expect("a spare volume")
+            .id;
+        match r.check_volume_free(&mounted).await {
+            Err(RunError::Unsafe { why, .. }) => assert!(why.contains("mounts"), "{why}"),
+            other => panic!("a mounted volume: {other:?}"),
+        }
+        // Unmounted, but the database reads in cdg: its copy is on the
+        // region's node.
+        match r.check_volume_free(&spare).await {
+            Err(RunError::Unsafe { why, .. }) => assert!(why.contains("shop"), "{why}"),
+            other => panic!("a copy in the region: {other:?}"),
+        }
+        r.cluster
+            .drop_read_region(1, "cdg")
+            .await
+            .expect("drop cdg");
+        r.check_volume_free(&spare)
+            .await
+            .expect("no copy left in cdg: free");
+        assert_eq!(in_region(&fake.volumes(), "cdg").len(), 2, "only checked");
+    }
+
     #[tokio::test]
     async fn a_region_with_a_copy_that_stays_keeps_its_volume() {
         let (fake, r) = world_with_cdg().await;
