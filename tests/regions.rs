@@ -686,3 +686,86 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
     }
     w.stop(Duration::from_secs(10));
 }
+
+/// A region whose third node arrives forms its controller group, which
+/// takes over the records of the databases already there: their
+/// primaries write under its lease from then on. Writes going on through
+/// the region's nodes meanwhile are not refused: the primary waits for
+/// its first lease as after a new epoch (before, the writes between the
+/// group's adoption and that lease met "no lease").
+#[test]
+fn writes_go_on_while_a_region_forms_its_controller_group() {
+    let spec = common::world_spec(
+        "regions-forms",
+        71,
+        23920,
+        &[("iad", 2), ("cdg", 1)],
+        ADMIN,
+        &[],
+    );
+    let (w, dir, _reaper) = start_world(spec);
+    let group_holds_the_record = |w: &World| {
+        w.cluster_view("n3").is_some_and(|v| {
+            v["controllers"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["region"] == "iad" && c["leader"].is_string() && c["records"] == 1)
+            })
+        })
+    };
+    assert!(!group_holds_the_record(&w), "two nodes form no group");
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let writers: Vec<_> = [("n1", "a"), ("n2", "b")]
+        .into_iter()
+        .zip(&counts)
+        .map(|((n, prefix), count)| {
+            let addr = w.node(n).expect("node").resp;
+            spawn_writer(addr, prefix, stop.clone(), count.clone())
+        })
+        .collect();
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    wait_for(
+        "writes through both iad nodes",
+        Duration::from_secs(20),
+        || counts.iter().all(|c| c.load(Ordering::Relaxed) > 20),
+    );
+    let out = regions_cmd(&dir, &["add", "iad", "--count", "3"])
+        .output()
+        .expect("running anykv regions add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "iad's new group holding the database's record",
+        Duration::from_secs(60),
+        || group_holds_the_record(&w),
+    );
+    // Past the group's first leases.
+    let after = total();
+    wait_for(
+        "writes under the group's lease",
+        Duration::from_secs(30),
+        || total() > after + 200,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for (wr, prefix) in writers.into_iter().zip(["a", "b"]) {
+        let (acked, errors, slowest) = wr.join().expect("writer");
+        assert!(
+            errors.is_empty(),
+            "writes through the {prefix} writer failed: {errors:?}"
+        );
+        assert!(slowest < Duration::from_secs(5), "a write took {slowest:?}");
+        all.push((prefix, acked));
+    }
+    for (prefix, acked) in &all {
+        assert_read_back(w.node("n1").expect("n1").resp, prefix, acked);
+    }
+}

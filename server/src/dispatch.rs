@@ -870,8 +870,9 @@ pub(crate) fn run(
         // Redis's FAILOVER) until this node is the standby's replica
         // (writes then meet `-READONLY`) or the handoff failed and the
         // next renewal covers the tenant again. Just made the primary at
-        // a new epoch: it waits for the renewal that covers it (asked for
-        // at once), up to NEW_EPOCH_LEASE_WAIT_MS.
+        // a new epoch, or just put under a lease (its region's group
+        // formed): it waits for the renewal that covers it (asked for at
+        // once), up to NEW_EPOCH_LEASE_WAIT_MS.
         let new_epoch = now_ms - t.epoch_changed_ms < NEW_EPOCH_LEASE_WAIT_MS;
         if (new_epoch || shared.handing_off(t.id.0, t.epoch)) && !s.in_exec {
             return Outcome::Paused;

@@ -674,7 +674,11 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     t.standby = spec.standby;
     // Never back: a replica may have seen a newer epoch from its primary
     // (fenced links) before the record reached this node.
-    if spec.epoch > t.epoch {
+    // Newly under a controller's lease (its region's group formed and
+    // took the tenant's record over) counts as a new epoch too: writes
+    // wait for the first lease (asked for as the records changed) rather
+    // than meet "no lease" in between.
+    if spec.epoch > t.epoch || (spec.leased && !t.leased) {
         t.epoch_changed_ms = crate::util::mstime();
     }
     t.epoch = t.epoch.max(spec.epoch);
