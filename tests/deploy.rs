@@ -139,6 +139,11 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
         .as_integer()
         .expect("kill_timeout in seconds");
     assert!(kill >= 5, "kill_timeout {kill} s");
+    // (docs/DEPLOY.md gives the value: they agree.)
+    assert!(
+        file("docs/DEPLOY.md").contains(&format!("kill_timeout = {kill}`")),
+        "DEPLOY.md names kill_timeout = {kill}"
+    );
     assert_eq!(get(&t, &["mounts", "source"]).as_str(), Some("anykv_data"));
     assert_eq!(get(&t, &["mounts", "destination"]).as_str(), Some("/data"));
     let services = t["services"].as_array().expect("[[services]]");
@@ -151,6 +156,10 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
     assert_eq!(
         get(&t, &["services", "auto_stop_machines"]).as_str(),
         Some("off")
+    );
+    assert_eq!(
+        get(&t, &["services", "auto_start_machines"]).as_bool(),
+        Some(false)
     );
     assert!(get(&t, &["services", "min_machines_running"])
         .as_integer()
@@ -175,6 +184,7 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
     assert_cluster_ports_private(&t, "fly.toml");
     assert_eq!(get(&t, &["metrics", "path"]).as_str(), Some("/metrics"));
     assert!(get(&t, &["vm", "size"]).is_str());
+    assert!(get(&t, &["vm", "memory"]).is_str());
     assert_eq!(
         get(&t, &["build", "dockerfile"]).as_str(),
         Some("Dockerfile")
@@ -193,6 +203,10 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
 fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
     let t = toml_file("fly.sidecar.toml");
     assert_eq!(get(&t, &["mounts", "destination"]).as_str(), Some("/data"));
+    assert_eq!(
+        get(&t, &["mounts", "source"]).as_str(),
+        Some("sidecar_data")
+    );
     assert_eq!(
         get(&t, &["http_service", "internal_port"]).as_integer(),
         Some(8080)
@@ -226,6 +240,7 @@ fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
     assert_eq!(entry, ["anykv-entrypoint", "anykv"]);
     let after = |flag: &str| cmd.iter().position(|a| *a == flag).map(|i| cmd[i + 1]);
     assert!(after("--data").is_some_and(|d| d.starts_with("/data/")));
+    assert!(after("--backup-dir").is_some_and(|d| d.starts_with("/data/")));
     assert_eq!(after("--listen"), Some("0.0.0.0:8080"));
     assert!(after("--cluster-admin").is_some_and(|a| a.ends_with(".internal:9091")));
     assert!(after("--public-url").is_some_and(|u| u.starts_with("https://")));
