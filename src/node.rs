@@ -208,7 +208,8 @@ pub fn claim_dir(dir: &std::path::Path, machine: &str) -> anyhow::Result<()> {
     let path = dir.join(OWNER_FILE);
     match std::fs::read_to_string(&path) {
         Ok(owner) if owner.trim() == machine => Ok(()),
-        Ok(owner) => anyhow::bail!(
+        // Empty: a claim a crash cut short (it names no machine).
+        Ok(owner) if !owner.trim().is_empty() => anyhow::bail!(
             "the data directory {} belongs to machine {}, not to this one ({machine}): it holds that node's data. \
              If it is a volume an interrupted `anykv regions remove` left behind, run the removal again (it destroys the volume); \
              to reuse it empty, delete its files first; to run that node again, start it with --machine {}",
@@ -216,16 +217,28 @@ pub fn claim_dir(dir: &std::path::Path, machine: &str) -> anyhow::Result<()> {
             owner.trim(),
             owner.trim()
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the data directory {}", dir.display()))?;
-            let tmp = dir.join(format!("{OWNER_FILE}.tmp"));
-            std::fs::write(&tmp, format!("{machine}\n"))
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .with_context(|| format!("writing {}", path.display()))
-        }
+        Ok(_) => write_claim(dir, &path, machine),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_claim(dir, &path, machine),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Writes `machine`'s claim to `path` in `dir`: whole and on disk (synced,
+/// then renamed over, the directory synced) before the node writes
+/// anything else there.
+fn write_claim(dir: &std::path::Path, path: &std::path::Path, machine: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let tmp = dir.join(format!("{OWNER_FILE}.tmp"));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(format!("{machine}\n").as_bytes())?;
+        f.sync_all()
+    });
+    written
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .and_then(|_| std::fs::File::open(dir)?.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub(crate) fn host_name() -> String {
@@ -748,6 +761,13 @@ mod tests {
         std::fs::write(old.join("dump.akv"), b"x").unwrap();
         claim_dir(&old, "m3").expect("adopted");
         claim_dir(&old, "m3").expect("and its own");
+        // A claim a crash left empty names no machine: taken.
+        std::fs::write(old.join(OWNER_FILE), b"").unwrap();
+        claim_dir(&old, "m4").expect("an empty claim is no claim");
+        assert_eq!(
+            std::fs::read_to_string(old.join(OWNER_FILE)).unwrap(),
+            "m4\n"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
