@@ -213,14 +213,14 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     }
     let metrics_addr = config.metrics_addr();
     let data_dir = std::path::PathBuf::from(config.dir());
+    let machine = gossip.as_ref().map(node::GossipArgs::machine_name);
     // A node's directory is its machine's: never another node's data.
-    if let Some(g) = &gossip {
-        let machine = g.machine.clone().unwrap_or_else(node::host_name);
-        node::claim_dir(&data_dir, &machine)?;
+    if let Some(m) = &machine {
+        node::claim_dir(&data_dir, m)?;
     }
-    let metering = gossip.as_ref().map(|g| {
+    let metering = gossip.as_ref().zip(machine).map(|(g, machine)| {
         (
-            g.machine.clone().unwrap_or_else(node::host_name),
+            machine,
             Duration::from_millis(g.meter_interval_ms.max(100)),
             meter::Keep {
                 max_bytes: g.usage_log_max_mb.saturating_mul(1 << 20),

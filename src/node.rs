@@ -190,6 +190,14 @@ fn default_gossip_addr() -> SocketAddr {
     SocketAddr::new(ip, 7946)
 }
 
+impl GossipArgs {
+    /// The node's machine name: `--machine` (Fly: FLY_MACHINE_ID), else
+    /// the host name.
+    pub fn machine_name(&self) -> String {
+        self.machine.clone().unwrap_or_else(host_name)
+    }
+}
+
 /// The file in a node's data directory naming the machine it belongs to.
 const OWNER_FILE: &str = "anykv-machine";
 
@@ -265,7 +273,7 @@ pub fn gossip_config(
     a: &GossipArgs,
     redis_addr: Option<SocketAddr>,
 ) -> anyhow::Result<ClusterConfig> {
-    let machine = a.machine.clone().unwrap_or_else(host_name);
+    let machine = a.machine_name();
     let keys = ClusterKeys::parse(&a.gossip_keys).context("gossip keys")?;
     let read = |p: &PathBuf| pem_or_file(p);
     let ca = ClusterCa {
@@ -288,7 +296,8 @@ pub fn gossip_config(
     c.profile = a.gossip_profile;
     c.cluster_size = a.cluster_size;
     c.meta.redis_addr = redis_addr;
-    c.meta.roles = vec![if a.router { "router" } else { "store" }.into()];
+    use anykv_gossip::state::{ROLE_ROUTER, ROLE_STORE};
+    c.meta.roles = vec![if a.router { ROLE_ROUTER } else { ROLE_STORE }.into()];
     c.meta.build = anykv_server::shared::ANYKV_VERSION.to_string();
     c.seeds = match a.discover_app.as_ref().or(a.app.as_ref()) {
         Some(app) => {

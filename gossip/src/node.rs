@@ -146,16 +146,12 @@ pub struct MemberView {
 /// voters; routers (`anykv node --router`) are not, nor is a member whose
 /// metadata has not arrived yet (it may be a router).
 pub fn holds_data(m: &MemberView) -> bool {
-    m.meta
-        .as_ref()
-        .is_some_and(|meta| meta.roles.iter().any(|r| r == "store"))
+    m.meta.as_ref().is_some_and(NodeMeta::holds_data)
 }
 
 /// Whether a member's metadata says it holds no data (a router).
 pub fn known_router(m: &MemberView) -> bool {
-    m.meta
-        .as_ref()
-        .is_some_and(|meta| !meta.roles.iter().any(|r| r == "store"))
+    m.meta.as_ref().is_some_and(|meta| !meta.holds_data())
 }
 
 /// The cluster as one node sees it.

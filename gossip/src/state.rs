@@ -61,6 +61,11 @@ pub struct Load {
     pub used_memory: u64,
 }
 
+/// The role of a node that holds data (`anykv node`).
+pub const ROLE_STORE: &str = "store";
+/// The role of a router (`anykv node --router`): it holds no data.
+pub const ROLE_ROUTER: &str = "router";
+
 /// What a node says about itself, replicated to every node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeMeta {
@@ -87,6 +92,13 @@ pub struct NodeMeta {
     /// Where its HTTP port answers (metrics, `/cluster`, the admin API):
     /// an admin call that must run on another node is passed on there.
     pub http_addr: Option<SocketAddr>,
+}
+
+impl NodeMeta {
+    /// Whether the node plays [`ROLE_STORE`] (holds data).
+    pub fn holds_data(&self) -> bool {
+        self.roles.iter().any(|r| r == ROLE_STORE)
+    }
 }
 
 /// One tenant a node holds, as its metadata reports it.

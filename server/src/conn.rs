@@ -1286,15 +1286,6 @@ fn run_request(
         t.count_error(&e);
         return Outcome::Continue;
     }
-    let record = args
-        .first()
-        .is_some_and(|a| a.eq_ignore_ascii_case(crate::envelope::ACL_LOG_RECORD.as_bytes()));
-    // (Its user names the refused one: kept before `begin` takes it.)
-    let refused_user = if record {
-        env.user.clone()
-    } else {
-        String::new()
-    };
     let serving = match begin(t, s, out, env, args) {
         Ok(sv) => sv,
         Err(e) => {
@@ -1311,9 +1302,13 @@ fn run_request(
         end(t, s, out, serving);
         return Outcome::Continue;
     }
-    if record {
-        match crate::envelope::parse_acl_log_record(&args[1..], &refused_user) {
-            Some(r) if !refused_user.is_empty() => {
+    if args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(crate::envelope::ACL_LOG_RECORD.as_bytes()))
+    {
+        // The envelope names the refused user.
+        match crate::envelope::parse_acl_log_record(&args[1..], serving.user()) {
+            Some(r) if !r.username.is_empty() => {
                 crate::dispatch::acl_log_entry(
                     shared, t.id, s, r.reason, r.context, r.object, r.username,
                 );

@@ -1343,7 +1343,7 @@ pub(crate) fn acl_log_entry(
     // A database this node holds no copy of: its ACL LOG is its primary's,
     // where the connection loop sends the refusal (`ship_acl_refusals`).
     // (Kept here too: this node's copy of the users keeps its own log.)
-    if s.envelope.is_none() && shared.remote_route(tenant).is_some() {
+    if shared.remote_route(tenant).is_some() {
         s.acl_refusals.borrow_mut().push(crate::envelope::Refusal {
             reason,
             context,

@@ -433,6 +433,11 @@ pub struct Serving {
 }
 
 impl Serving {
+    /// The envelope's user (empty: the sender checked the request).
+    pub fn user(&self) -> &str {
+        &self.env.user
+    }
+
     /// The reply of a request that waited starts here (its bytes come
     /// after the wait, in a later batch).
     pub fn reply_starts_at(&mut self, at: usize) {

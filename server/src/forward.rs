@@ -85,6 +85,14 @@ struct Stop {
     wake: tokio::sync::Notify,
 }
 
+impl Stop {
+    /// Marks the stream dead and wakes its task, which ends it.
+    fn give_up(&self) {
+        self.dead.set(true);
+        self.wake.notify_one();
+    }
+}
+
 /// How long dialing the primary's node may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests queued on one forwarder before callers wait.
@@ -127,8 +135,7 @@ impl Forwarder {
     /// Gives the stream up (a request on it got no reply in time): the
     /// next request starts a new one.
     pub fn abandon(&self) {
-        self.stop.dead.set(true);
-        self.stop.wake.notify_one();
+        self.stop.give_up();
     }
 
     /// Sends `bytes` (an envelope and its request) and waits for the reply.
@@ -876,8 +883,7 @@ pub async fn check_login(
         Err(_) => {
             // No reply in time: the stream is given up, the next check
             // starts a new one.
-            stop.dead.set(true);
-            stop.wake.notify_one();
+            stop.give_up();
             return Err(UNREACHED.into());
         }
     };
