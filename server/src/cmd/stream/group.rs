@@ -194,9 +194,8 @@ fn existing_group(ctx: &mut Ctx) -> Option<u32> {
 
 /// `XGROUP CREATE key group id|$ [MKSTREAM] [ENTRIESREAD n]`.
 pub fn xgroup_create(ctx: &mut Ctx) {
-    if ctx.args.len() > 8 {
-        return crate::cmd::client::subcommand_syntax_error(ctx);
-    }
+    // Redis's order: the options (a bad ENTRIESREAD value), the key, then
+    // the number of arguments.
     let Some((mkstream, entries_read)) = parse_group_options(ctx, true) else {
         return;
     };
@@ -206,6 +205,9 @@ pub fn xgroup_create(ctx: &mut Ctx) {
     };
     if idx.is_none() && !mkstream {
         return ctx.err(REQUIRES_KEY);
+    }
+    if ctx.args.len() > 8 {
+        return crate::cmd::client::subcommand_syntax_error(ctx);
     }
     let id = if ctx.args[4] == b"$" {
         idx.map_or(StreamId::MIN, |i| stream_at(ctx, i).last_id)
@@ -240,15 +242,17 @@ pub fn xgroup_create(ctx: &mut Ctx) {
 
 /// `XGROUP SETID key group id|$ [ENTRIESREAD n]`.
 pub fn xgroup_setid(ctx: &mut Ctx) {
-    if ctx.args.len() != 5 && ctx.args.len() != 7 {
-        return crate::cmd::client::subcommand_syntax_error(ctx);
-    }
+    // Redis's order: the options, the key and group, then the number of
+    // arguments.
     let Some((_, entries_read)) = parse_group_options(ctx, false) else {
         return;
     };
     let Some(idx) = existing_group(ctx) else {
         return;
     };
+    if ctx.args.len() != 5 && ctx.args.len() != 7 {
+        return crate::cmd::client::subcommand_syntax_error(ctx);
+    }
     let id = if ctx.args[4] == b"$" {
         stream_at(ctx, idx).last_id
     } else {
