@@ -89,7 +89,7 @@
 //! settings, so its stream has none ([`Gen::as_a_database`]); reads there
 //! may run on a replica, which never deletes an expired key itself (the
 //! reclaim below is a write, `RENAME k k`) and whose sorted sets SORT
-//! converts only there (see `sort_on_the_primary`).
+//! converts only there (see `sort_on_every_copy`).
 //!
 //! Redis 7.0 quirk the harness works around: `SET ... EXAT/PXAT <past>` (unlike
 //! `EXPIREAT` and `GETEX`, which delete the key at once) stores the key with an
@@ -737,7 +737,7 @@ impl Harness<'_> {
         note: &str,
     ) -> Mismatch {
         let mut r = format!(
-            "DIFFERENTIAL MISMATCH (seed={seed}, op #{op} of {total}; replay with DIFF_SEED={seed} DIFF_OPS={total})\n\
+            "DIFFERENTIAL MISMATCH (seed={seed}, op #{op} of {total}; replay with DIFF_SEED={seed} DIFF_OPS={replay})\n\
              {context}command: {command}\n\
              reference reply: {}\n\
              target reply:    {}\n",
@@ -746,6 +746,8 @@ impl Harness<'_> {
             seed = self.seed,
             op = self.op_index,
             total = self.total_ops,
+            // (A test may run a share of DIFF_OPS: the replay sets it.)
+            replay = ops_from_env(),
         );
         if !note.is_empty() {
             r.push_str(&format!("note: {note}\n"));
@@ -928,8 +930,8 @@ impl Harness<'_> {
             };
             self.same(&touch, "[touching a key that may have expired] ", false)?;
         }
-        if self.database && op.args.len() >= 2 {
-            self.sort_on_the_primary(&op.args)?;
+        if (self.database || self.redis_replica_reads) && op.args.len() >= 2 {
+            self.sort_on_every_copy(&op.args)?;
         }
         if op.cmp == Cmp::Select && r == Value::Simple(b"OK".to_vec()) {
             let arg = op
@@ -2597,12 +2599,16 @@ impl Harness<'_> {
     }
 
     /// Redis's SORT converts a sorted set it sorts to a skiplist, even
-    /// SORT_RO, which a node runs on the replica it reads from: the
-    /// primary's copy (whose encoding OBJECT reports) keeps its listpack,
-    /// as a Redis primary does when a read runs on its replica. After a
-    /// SORT read, a SORT that stores nothing (`ALPHA LIMIT 0 0 STORE`) is sent to
-    /// both: a write, so it runs on the primary and converts there too.
-    fn sort_on_the_primary(&mut self, args: &[Vec<u8>]) -> Result<(), Mismatch> {
+    /// SORT_RO, and is not replicated: run on the replica a client reads
+    /// from, it leaves the primary's copy (whose encoding OBJECT reports)
+    /// a listpack; run on a redis-server primary (a SORT that may store
+    /// goes there), it leaves the replica's copy a listpack, which stores
+    /// a score of -0 as 0. After a SORT read, a SORT that stores one
+    /// element (`ALPHA LIMIT 0 1 STORE`) is sent to both, then its key
+    /// deleted: a write that changes the keyspace, so it runs on the
+    /// primary and is replicated, and every copy converts.
+    fn sort_on_every_copy(&mut self, args: &[Vec<u8>]) -> Result<(), Mismatch> {
+        const TMP: &[u8] = b"\x00harness-sort-tmp";
         let name = args[0].to_ascii_uppercase();
         let stores = args.iter().any(|a| a.eq_ignore_ascii_case(b"STORE"));
         if !matches!(name.as_slice(), b"SORT" | b"SORT_RO") || stores {
@@ -2616,11 +2622,16 @@ impl Harness<'_> {
             b"ALPHA".to_vec(),
             b"LIMIT".to_vec(),
             b"0".to_vec(),
-            b"0".to_vec(),
+            b"1".to_vec(),
             b"STORE".to_vec(),
-            b"\x00harness-sort-tmp".to_vec(),
+            TMP.to_vec(),
         ];
-        self.same(&convert, "[SORT on the primary too] ", false)?;
+        self.same(&convert, "[SORT on every copy] ", false)?;
+        self.same(
+            &[b"DEL".to_vec(), TMP.to_vec()],
+            "[SORT on every copy] ",
+            false,
+        )?;
         Ok(())
     }
 
