@@ -1350,3 +1350,129 @@ fn the_nearest_replica_reads_and_a_frozen_primary_fails_writes_in_time() {
         || (w.cmd(&["SET", "k", "thawed"]).ok()? == ok()).then_some(()),
     );
 }
+
+fn is_error_starting(v: &Value, prefix: &str) -> bool {
+    matches!(v, Value::Error(e) if e.starts_with(prefix.as_bytes()))
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// A user of the upstreams' own (their ACL, the same on the primary and
+/// the replica: Redis does not replicate ACL) logs in through the router:
+/// the primary checks the password, and the client's requests run on
+/// upstream connections logged in as that user, so its rules apply to
+/// writes, to reads on the replica and to subscriptions.
+#[test]
+fn an_upstream_user_logs_in_through_the_router() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    for s in [&primary, &replica] {
+        let rules = [
+            "ACL",
+            "SETUSER",
+            "alice",
+            "on",
+            ">alicepw",
+            "~a:*",
+            "resetchannels",
+            "&news",
+            "+@all",
+        ];
+        assert_eq!(s.connect().cmd(&rules).unwrap(), ok());
+    }
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut c = router.connect();
+
+    // A wrong password: the primary's own refusal; the client stays default.
+    assert_eq!(
+        c.cmd(&["AUTH", "alice", "nope"]).unwrap(),
+        Value::Error(b"WRONGPASS invalid username-password pair or user is disabled.".to_vec())
+    );
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]).unwrap(), bulk("default"));
+    assert_eq!(c.cmd(&["SET", "b:1", "x"]).unwrap(), ok());
+
+    assert_eq!(c.cmd(&["AUTH", "alice", "alicepw"]).unwrap(), ok());
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]).unwrap(), bulk("alice"));
+    assert!(text(c.cmd(&["CLIENT", "INFO"]).unwrap()).contains(" user=alice "));
+    assert_eq!(c.cmd(&["SET", "a:1", "v"]).unwrap(), ok());
+    // Her rules: a key outside `a:*` is refused by the primary.
+    let refused = c.cmd(&["SET", "b:2", "x"]).unwrap();
+    assert!(is_error_starting(&refused, "NOPERM"), "{refused:?}");
+
+    // Reads go to the replica once it has her write, logged in as her.
+    let mut rc = replica.connect();
+    common::poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        "replica has the write",
+        || (rc.cmd(&["GET", "a:1"]).ok()? == bulk("v")).then_some(()),
+    );
+    settle();
+    let before = common::cmdstat_calls(&mut rc, "get");
+    for _ in 0..5 {
+        assert_eq!(c.cmd(&["GET", "a:1"]).unwrap(), bulk("v"));
+    }
+    assert!(
+        common::cmdstat_calls(&mut rc, "get") - before >= 5,
+        "the replica served the reads"
+    );
+    let denied = c.cmd(&["GET", "b:1"]).unwrap();
+    assert!(is_error_starting(&denied, "NOPERM"), "{denied:?}");
+    for (who, s) in [("primary", &primary), ("replica", &replica)] {
+        let list = text(s.connect().cmd(&["CLIENT", "LIST"]).unwrap());
+        assert!(
+            list.lines()
+                .any(|l| l.contains("name=anykv-router") && l.contains(" user=alice ")),
+            "no router connection logged in as alice on the {who}:\n{list}"
+        );
+    }
+
+    // Subscriptions run on a connection of her own, as her.
+    let mut sub = router.connect();
+    assert_eq!(sub.cmd(&["AUTH", "alice", "alicepw"]).unwrap(), ok());
+    let nope = sub.cmd(&["SUBSCRIBE", "sports"]).unwrap();
+    assert!(is_error_starting(&nope, "NOPERM"), "{nope:?}");
+
+    // HELLO AUTH logs in too. Its options act in order, as in Redis 7.0:
+    // a failed login stops before a later SETNAME, not an earlier one.
+    let mut h = router.connect();
+    let bad = h
+        .cmd(&["HELLO", "2", "AUTH", "alice", "nope", "SETNAME", "app"])
+        .unwrap();
+    assert!(is_error_starting(&bad, "WRONGPASS"), "{bad:?}");
+    assert_eq!(h.cmd(&["CLIENT", "GETNAME"]).unwrap(), Value::Nil);
+    let bad = h
+        .cmd(&["HELLO", "2", "SETNAME", "first", "AUTH", "alice", "nope"])
+        .unwrap();
+    assert!(is_error_starting(&bad, "WRONGPASS"), "{bad:?}");
+    assert_eq!(h.cmd(&["CLIENT", "GETNAME"]).unwrap(), bulk("first"));
+    let hello = h
+        .cmd(&["HELLO", "2", "AUTH", "alice", "alicepw", "SETNAME", "app"])
+        .unwrap();
+    assert!(matches!(hello, Value::Array(_)), "{hello:?}");
+    assert_eq!(h.cmd(&["CLIENT", "GETNAME"]).unwrap(), bulk("app"));
+    assert_eq!(h.cmd(&["ACL", "WHOAMI"]).unwrap(), bulk("alice"));
+    assert!(is_error_starting(
+        &h.cmd(&["SET", "b:3", "x"]).unwrap(),
+        "NOPERM"
+    ));
+
+    // Back to the router's own user: everything is allowed again.
+    assert_eq!(c.cmd(&["AUTH", "default", "anything"]).unwrap(), ok());
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]).unwrap(), bulk("default"));
+    assert_eq!(c.cmd(&["SET", "b:2", "x"]).unwrap(), ok());
+
+    // A user the primary deleted can no longer log in.
+    assert_eq!(
+        primary.connect().cmd(&["ACL", "DELUSER", "alice"]).unwrap(),
+        Value::Int(1)
+    );
+    let gone = router.connect().cmd(&["AUTH", "alice", "alicepw"]).unwrap();
+    assert!(is_error_starting(&gone, "WRONGPASS"), "{gone:?}");
+}

@@ -17,6 +17,8 @@ pub struct ClientVar {
     pub name: Vec<u8>,
     pub db: u32,
     pub resp: u8,
+    /// The upstreams' user it logged in as (`None`: `default`).
+    pub user: Option<Vec<u8>>,
     /// Last command's name (`client|list` style).
     pub cmd: String,
     pub last: Instant,
@@ -82,7 +84,7 @@ impl ClientHandle {
             flags.push('N');
         }
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -93,6 +95,9 @@ impl ClientHandle {
             v.db,
             if v.multi { 0 } else { -1 },
             if v.cmd.is_empty() { "NULL" } else { &v.cmd },
+            v.user
+                .as_deref()
+                .map_or("default".into(), String::from_utf8_lossy),
             v.resp,
         )
     }
@@ -116,6 +121,7 @@ impl Registry {
             created: now,
             var: Mutex::new(ClientVar {
                 name: Vec::new(),
+                user: None,
                 db: 0,
                 resp: 2,
                 cmd: String::new(),

@@ -10,6 +10,7 @@ use anykv_server::util::{c_str, parse_i64};
 use std::time::Instant;
 
 use crate::clients::{ClientHandle, Registry};
+use crate::upstream::Login;
 
 /// Router-wide settings the answers need.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct ConnState {
     pub resp: u8,
     pub name: Vec<u8>,
     pub authed: bool,
+    /// Logged in as one of the upstreams' users (`None`: `default`, the
+    /// router's own).
+    pub login: Option<Login>,
     pub reply: ReplyMode,
 }
 
@@ -48,13 +52,14 @@ impl ConnState {
             resp: 2,
             name: Vec::new(),
             authed: set.requirepass.is_none(),
+            login: None,
             reply: ReplyMode::On,
         }
     }
 }
 
 /// What the session must do after the reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     None,
     /// Close the connection once the reply is written (QUIT, CLIENT KILL
@@ -62,6 +67,9 @@ pub enum Effect {
     Close,
     /// RESET: leave any transaction or pinned connection.
     Reset,
+    /// No reply yet: ask the primary whether this login is good, then
+    /// answer again with its verdict in [`Ctx::checked`].
+    CheckLogin(Login),
 }
 
 /// The checks Redis makes before running anything: unknown command, arity,
@@ -109,6 +117,9 @@ pub struct Ctx<'a> {
     pub me: &'a ClientHandle,
     pub reg: &'a Registry,
     pub set: &'a Settings,
+    /// The primary's verdict on the login the request names, once the
+    /// session asked it ([`Effect::CheckLogin`]): `Err` holds its error.
+    pub checked: Option<Result<(), Vec<u8>>>,
 }
 
 /// Answers a connection command. Arity and subcommand errors are Redis's.
@@ -159,12 +170,21 @@ pub fn answer(st: &mut ConnState, ctx: &Ctx, args: &[&[u8]]) -> (Vec<u8>, Effect
             st.name.clear();
             st.reply = ReplyMode::On;
             st.authed = ctx.set.requirepass.is_none();
+            st.login = None;
             out = Reply::new(2);
             out.simple("RESET");
             effect = Effect::Reset;
         }
-        "auth" => auth(st, ctx, &args[1..], &mut out),
-        "hello" => hello(st, ctx, args, &mut out),
+        "auth" | "hello" => {
+            let check = if r.fullname == "auth" {
+                auth(st, ctx, &args[1..], &mut out)
+            } else {
+                hello(st, ctx, args, &mut out)
+            };
+            if let Some(l) = check {
+                return (Vec::new(), Effect::CheckLogin(l));
+            }
+        }
         "client|id" => out.int(ctx.me.id as i64),
         "client|setname" => {
             if valid_name(args[2]) {
@@ -231,7 +251,7 @@ pub fn answer(st: &mut ConnState, ctx: &Ctx, args: &[&[u8]]) -> (Vec<u8>, Effect
                 out.simple(l);
             }
         }
-        "acl|whoami" => out.bulk(b"default"),
+        "acl|whoami" => out.bulk(st.login.as_ref().map_or(&b"default"[..], |l| &l.user)),
         // Not subscribed (a subscribed client is spliced to its own
         // upstream connection): one reply per channel, count 0, as Redis.
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
@@ -266,59 +286,90 @@ fn valid_name(n: &[u8]) -> bool {
     n.iter().all(|&c| (b'!'..=b'~').contains(&c))
 }
 
-/// AUTH [user] pass: the router's one user is `default`.
-fn auth(st: &mut ConnState, ctx: &Ctx, a: &[&[u8]], out: &mut Reply) {
+/// AUTH [user] pass. `default` is the router's own user (`--requirepass`);
+/// any other is one of the upstreams' users (their ACL), which the primary
+/// checks: the first call returns the login to check, the second (with
+/// [`Ctx::checked`]) answers. A failed AUTH leaves the user as it was.
+fn auth(st: &mut ConnState, ctx: &Ctx, a: &[&[u8]], out: &mut Reply) -> Option<Login> {
     if a.len() > 2 {
-        return out.err(errors::SYNTAX);
+        out.err(errors::SYNTAX);
+        return None;
+    }
+    if a.len() == 2 && a[0] != b"default" {
+        let login = Login {
+            user: a[0].to_vec(),
+            password: a[1].to_vec(),
+        };
+        match &ctx.checked {
+            None => return Some(login),
+            Some(Ok(())) => {
+                st.authed = true;
+                st.login = Some(login);
+                out.ok();
+            }
+            Some(Err(e)) => out.error_bytes(e),
+        }
+        return None;
     }
     let Some(pass) = &ctx.set.requirepass else {
         if a.len() == 1 {
-            return out.err("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            out.err("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        } else {
+            // `AUTH default <anything>` is accepted by a Redis without a
+            // password (the default user is `nopass`).
+            st.login = None;
+            out.ok();
         }
-        // `AUTH default <anything>` is accepted by a Redis without a
-        // password (the default user is `nopass`).
-        if a[0] == b"default" {
-            return out.ok();
-        }
-        return out.error(errors::WRONGPASS);
+        return None;
     };
-    let (user, p) = if a.len() == 2 {
-        (a[0], a[1])
-    } else {
-        (&b"default"[..], a[0])
-    };
-    if user == b"default" && p == pass.as_bytes() {
+    if a.last().is_some_and(|p| *p == pass.as_bytes()) {
         st.authed = true;
+        st.login = None;
         out.ok();
     } else {
         out.error(errors::WRONGPASS);
     }
+    None
 }
 
-fn hello(st: &mut ConnState, ctx: &Ctx, args: &[&[u8]], out: &mut Reply) {
+/// HELLO [protover [AUTH user pass] [SETNAME name]]; a login to check is
+/// returned as [`auth`] does.
+fn hello(st: &mut ConnState, ctx: &Ctx, args: &[&[u8]], out: &mut Reply) -> Option<Login> {
     let mut ver = 0i64;
     let mut j = 1;
     if args.len() >= 2 {
         match parse_i64(args[1]) {
             Some(v) => ver = v,
-            None => return out.err("Protocol version is not an integer or out of range"),
+            None => {
+                out.err("Protocol version is not an integer or out of range");
+                return None;
+            }
         }
         if !(2..=3).contains(&ver) {
-            return out.error("NOPROTO unsupported protocol version");
+            out.error("NOPROTO unsupported protocol version");
+            return None;
         }
         j = 2;
     }
-    let mut creds = None;
+    // As Redis 7.0: each option takes effect in order (a name set before
+    // a failed login or a bad option stays).
     while j < args.len() {
         let more = args.len() - 1 - j;
         let opt = args[j];
         if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            creds = Some((args[j + 1], args[j + 2]));
+            let mut r = Reply::new(out.resp);
+            if let Some(check) = auth(st, ctx, &[args[j + 1], args[j + 2]], &mut r) {
+                return Some(check);
+            }
+            if r.buf.first() == Some(&b'-') {
+                out.buf.extend_from_slice(&r.buf);
+                return None;
+            }
             j += 2;
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             if !valid_name(args[j + 1]) {
-                return out
-                    .err("Client names cannot contain spaces, newlines or special characters.");
+                out.err("Client names cannot contain spaces, newlines or special characters.");
+                return None;
             }
             st.name = args[j + 1].to_vec();
             j += 1;
@@ -326,26 +377,21 @@ fn hello(st: &mut ConnState, ctx: &Ctx, args: &[&[u8]], out: &mut Reply) {
             let mut msg = b"ERR Syntax error in HELLO option '".to_vec();
             msg.extend_from_slice(c_str(opt, usize::MAX));
             msg.push(b'\'');
-            return out.error_bytes(&msg);
+            out.error_bytes(&msg);
+            return None;
         }
         j += 1;
     }
-    if let Some((u, p)) = creds {
-        let mut r = Reply::new(out.resp);
-        auth(st, ctx, &[u, p], &mut r);
-        if r.buf.first() == Some(&b'-') {
-            out.buf.extend_from_slice(&r.buf);
-            return;
-        }
-    }
     if !st.authed {
-        return out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return None;
     }
     if ver != 0 {
         st.resp = ver as u8;
         out.resp = ver as u8;
     }
     anykv_server::cmd::connection::hello_reply(out, &ctx.set.version, st.resp, ctx.me.id);
+    None
 }
 
 fn client_type_ok(v: &[u8]) -> Result<bool, String> {
@@ -505,7 +551,12 @@ mod tests {
             "127.0.0.1:5000".parse().unwrap(),
             "127.0.0.1:6379".parse().unwrap(),
         );
-        let ctx = Ctx { me: &me, reg, set };
+        let ctx = Ctx {
+            me: &me,
+            reg,
+            set,
+            checked: None,
+        };
         let (b, _) = answer(st, &ctx, args);
         reg.remove(me.id);
         String::from_utf8(b).unwrap()
@@ -552,6 +603,53 @@ mod tests {
         let mut st = ConnState::new(&set);
         assert!(run(&mut st, &reg, &set, &[b"AUTH", b"x"])
             .starts_with("-ERR AUTH <password> called without"));
+    }
+
+    #[test]
+    fn another_user_is_checked_by_the_primary() {
+        let (reg, set) = setup(Some("pw"));
+        let mut st = ConnState::new(&set);
+        let me = reg.add(
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:6379".parse().unwrap(),
+        );
+        let mut ctx = Ctx {
+            me: &me,
+            reg: &reg,
+            set: &set,
+            checked: None,
+        };
+        let alice = Login {
+            user: b"alice".to_vec(),
+            password: b"a".to_vec(),
+        };
+        for args in [
+            &[&b"AUTH"[..], b"alice", b"a"][..],
+            &[b"HELLO", b"3", b"AUTH", b"alice", b"a"],
+        ] {
+            let (reply, effect) = answer(&mut st, &ctx, args);
+            assert_eq!(
+                (reply.len(), effect),
+                (0, Effect::CheckLogin(alice.clone()))
+            );
+            assert!(!st.authed && st.login.is_none());
+        }
+        ctx.checked = Some(Err(
+            b"WRONGPASS invalid username-password pair or user is disabled.".to_vec(),
+        ));
+        let (reply, _) = answer(&mut st, &ctx, &[b"AUTH", b"alice", b"a"]);
+        assert!(reply.starts_with(b"-WRONGPASS"));
+        assert!(!st.authed && st.login.is_none());
+        ctx.checked = Some(Ok(()));
+        let (reply, _) = answer(&mut st, &ctx, &[b"AUTH", b"alice", b"a"]);
+        assert_eq!((&reply[..], st.authed), (&b"+OK\r\n"[..], true));
+        assert_eq!(st.login.as_ref(), Some(&alice));
+        let (reply, _) = answer(&mut st, &ctx, &[b"ACL", b"WHOAMI"]);
+        assert_eq!(reply, b"$5\r\nalice\r\n");
+        // `default` is the router's own, checked here, and leaves alice.
+        let (reply, _) = answer(&mut st, &ctx, &[b"AUTH", b"default", b"pw"]);
+        assert_eq!((&reply[..], st.login.is_none()), (&b"+OK\r\n"[..], true));
+        reg.remove(me.id);
     }
 
     #[test]

@@ -10,12 +10,12 @@
 //! [`Upstreams::primary_offset_since`]).
 
 use parking_lot::{Mutex, RwLock};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::upstream::{Conn, Handshake, UpstreamError};
+use crate::upstream::{Conn, Handshake, Login, UpstreamError};
 
 /// What an upstream said it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +99,14 @@ pub struct Upstreams {
 /// connections run on one thread, so a request never wakes another core.
 pub struct Pools {
     ups: Arc<Upstreams>,
+    /// The user these connections log in as (`None`: the router's own,
+    /// `--upstream-password`).
+    login: Option<Login>,
     shared: Vec<[Vec<tokio::sync::Mutex<Option<Conn>>>; 2]>,
     idle: Vec<[Mutex<Vec<Conn>>; 2]>,
+    /// The worker's pools for the upstream users its clients logged in
+    /// as (kept on the router's own pools only).
+    users: Mutex<HashMap<Login, Arc<Pools>>>,
 }
 
 /// Dedicated connections kept idle per upstream and RESP version.
@@ -140,6 +146,10 @@ impl Upstreams {
 
     /// Connection pools for one worker thread.
     pub fn pools(self: &Arc<Self>) -> Arc<Pools> {
+        self.new_pools(None)
+    }
+
+    fn new_pools(self: &Arc<Self>, login: Option<Login>) -> Arc<Pools> {
         let slots = || {
             (0..self.cfg.connections.max(1))
                 .map(|_| tokio::sync::Mutex::new(None))
@@ -147,6 +157,8 @@ impl Upstreams {
         };
         let p = Arc::new(Pools {
             ups: self.clone(),
+            login,
+            users: Mutex::new(HashMap::new()),
             shared: self.servers.iter().map(|_| [slots(), slots()]).collect(),
             idle: self
                 .servers
@@ -178,9 +190,27 @@ impl Pools {
     fn handshake(&self, resp: u8, name: &str) -> Handshake {
         Handshake {
             password: self.ups.cfg.password.clone(),
+            login: self.login.clone(),
             resp,
             name: Some(name.to_string()),
         }
+    }
+
+    /// This worker's pools for connections logged in as `login` (`None`:
+    /// the router's own user), made at its first use and kept: a login
+    /// reaches here only once the primary accepted it, so there are as
+    /// many as the upstreams have users (and passwords) in use.
+    pub fn for_login(self: &Arc<Self>, login: Option<&Login>) -> Arc<Pools> {
+        let Some(l) = login else {
+            return self.clone();
+        };
+        let mut users = self.users.lock();
+        if let Some(p) = users.get(l) {
+            return p.clone();
+        }
+        let p = self.ups.new_pools(Some(l.clone()));
+        users.insert(l.clone(), p.clone());
+        p
     }
 
     /// The shared connection `slot` (taken modulo the pool size) to server

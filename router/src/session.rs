@@ -41,7 +41,7 @@ use crate::classify::{self, Kind};
 use crate::clients::{ClientHandle, Registry};
 use crate::local::{self, ConnState, Effect, ReplyMode, Settings};
 use crate::pool::{Pools, Upstreams};
-use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, UpstreamError};
+use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, Login, UpstreamError};
 use crate::{stepdown, wait};
 
 /// Which replies a read may see.
@@ -229,6 +229,7 @@ where
     let (rd, wr) = tokio::io::split(stream);
     let mut s = Session {
         st: ConnState::new(&router.set),
+        pools: router.pools.clone(),
         slot: me.id as usize,
         me: me.clone(),
         r: router.clone(),
@@ -267,6 +268,9 @@ struct Session {
     r: Arc<Router>,
     me: Arc<ClientHandle>,
     st: ConnState,
+    /// The upstream connections of the client's user (the router's own
+    /// until it logs in as one of the upstreams' users).
+    pools: Arc<Pools>,
     /// Which shared connection of each pool this client uses.
     slot: usize,
     wr: Box<dyn AsyncWrite + Unpin + Send>,
@@ -523,7 +527,9 @@ impl Session {
                 .is_some_and(|(s, at)| s == rt.server && rt.sent < at)
         });
         let r = match (r, retry) {
-            (Err(e), Some(rt)) if rt.read => retry_on_primary(&self.r, rt).await.map_err(|_| e),
+            (Err(e), Some(rt)) if rt.read => retry_on_primary(&self.r, &self.pools, rt)
+                .await
+                .map_err(|_| e),
             (Ok(b), Some(rt)) if whole || stepdown::may_hold_refusal(&b) => {
                 Ok(self.redo_refused(b, rt, whole).await)
             }
@@ -681,21 +687,33 @@ impl Session {
         }
         match kind {
             Kind::Local => {
-                let ctx = local::Ctx {
-                    me: &self.me,
-                    reg: &self.r.reg,
-                    set: &self.r.set,
-                };
                 let resp_before = self.st.resp;
-                let (reply, effect) = local::answer(&mut self.st, &ctx, &args);
-                if self.st.resp != resp_before {
-                    // Later requests use connections of the new protocol:
-                    // they must not overtake the earlier ones.
+                let login_before = self.st.login.clone();
+                let mut checked = None;
+                let (reply, effect) = loop {
+                    let ctx = local::Ctx {
+                        me: &self.me,
+                        reg: &self.r.reg,
+                        set: &self.r.set,
+                        checked: checked.take(),
+                    };
+                    match local::answer(&mut self.st, &ctx, &args) {
+                        // A user of the upstreams': the primary says
+                        // whether it may log in, then the answer is made.
+                        (_, Effect::CheckLogin(l)) => checked = Some(self.check_login(&l).await),
+                        done => break done,
+                    }
+                };
+                if self.st.resp != resp_before || self.st.login != login_before {
+                    // Later requests use connections of the new protocol
+                    // or user: they must not overtake the earlier ones.
                     self.flush_run().await;
                     self.drain().await;
                     self.shared.clear();
                     self.cur = None;
-                    // Its own connection speaks the old protocol.
+                    self.pools = self.r.pools.for_login(self.st.login.as_ref());
+                    // Its own connection speaks the old protocol, as the
+                    // old user.
                     if let Some((_, c)) = self.pinned.take() {
                         c.close();
                         self.end_tx();
@@ -707,6 +725,7 @@ impl Session {
                     v.db = self.st.db;
                     v.resp = self.st.resp;
                     v.name.clone_from(&self.st.name);
+                    v.user = self.st.login.as_ref().map(|l| l.user.clone());
                 }
                 self.r.counters.local.increment(1);
                 match effect {
@@ -719,6 +738,7 @@ impl Session {
                         self.local_reply(reply).await;
                         self.closing = true;
                     }
+                    Effect::CheckLogin(_) => {}
                     Effect::Reset => {
                         self.flush_run().await;
                         self.drain().await;
@@ -849,12 +869,24 @@ impl Session {
         self.push(Slot::Ready(reply)).await;
     }
 
+    /// Whether the primary lets `login` log in: `Err` holds the error
+    /// line the client gets (the primary's own refusal, `WRONGPASS ...`).
+    async fn check_login(&mut self, login: &Login) -> Result<(), Vec<u8>> {
+        let Some(p) = self.primary().await else {
+            return Err(NO_PRIMARY.to_vec());
+        };
+        let addr = self.r.ups.servers[p].addr;
+        match upstream::check_login(addr, login, self.r.ups.cfg.connect_timeout).await {
+            Ok(verdict) => verdict,
+            Err(e) => Err(format!("ERR router: {e}").into_bytes()),
+        }
+    }
+
     async fn no_primary(&mut self) {
-        self.local_reply(
-            b"-TRYAGAIN no primary among the router's upstreams answers; retry shortly\r\n"
-                .to_vec(),
-        )
-        .await;
+        let mut line = b"-".to_vec();
+        line.extend_from_slice(NO_PRIMARY);
+        line.extend_from_slice(b"\r\n");
+        self.local_reply(line).await;
     }
 
     /// The primary's index, waiting up to `--primary-wait-ms` for one
@@ -912,7 +944,7 @@ impl Session {
             let n = (reqs.len() - k) as u32;
             self.r.counters.write_retries.increment(u64::from(n));
             tracing::debug!(from = %old.addr, to = %self.r.ups.servers[p].addr, n, "sending refused requests to the new primary");
-            let sent = match self.r.pools.shared(p, rt.resp, rt.slot).await {
+            let sent = match self.pools.shared(p, rt.resp, rt.slot).await {
                 Ok(c) => c.request(rt.db, tail.clone(), n).await,
                 Err(e) => Err(e),
             };
@@ -950,7 +982,7 @@ impl Session {
     /// Whether this worker has `--replica-max-inflight` requests in flight
     /// to replica `i` (its shared connection for the client's protocol).
     fn replica_busy(&self, i: usize) -> bool {
-        self.r.pools.in_flight(i, self.st.resp) >= self.r.replica_busy
+        self.pools.in_flight(i, self.st.resp) >= self.r.replica_busy
     }
 
     /// The replica for the client's reads: among those within 1 ms of the
@@ -960,7 +992,7 @@ impl Session {
     fn pick_replica(&self) -> Option<usize> {
         let mut cands = self.r.ups.usable_replicas();
         let near = cands.iter().map(|c| c.1).min()? + Duration::from_millis(1);
-        let load = |i: usize| self.r.pools.in_flight(i, self.st.resp);
+        let load = |i: usize| self.pools.in_flight(i, self.st.resp);
         let mut ranked: Vec<(bool, usize, Duration, usize)> = cands
             .drain(..)
             .map(|(i, rtt)| {
@@ -1108,7 +1140,7 @@ impl Session {
             self.no_primary().await;
             return false;
         };
-        match self.r.pools.dedicated(p, self.st.resp).await {
+        match self.pools.dedicated(p, self.st.resp).await {
             Ok(c) => {
                 self.pinned = Some((p, c));
                 self.release_pinned = false;
@@ -1192,7 +1224,7 @@ impl Session {
             }
             if self.release_pinned && dest != Dest::Pinned {
                 if let Some((i, c)) = self.pinned.take() {
-                    self.r.pools.release(i, self.st.resp, c);
+                    self.pools.release(i, self.st.resp, c);
                 }
                 self.release_pinned = false;
             }
@@ -1277,7 +1309,7 @@ impl Session {
                 return Ok(c.clone());
             }
         }
-        let c = self.r.pools.shared(i, self.st.resp, self.slot).await?;
+        let c = self.pools.shared(i, self.st.resp, self.slot).await?;
         self.shared[i] = Some(c.clone());
         Ok(c)
     }
@@ -1294,6 +1326,7 @@ impl Session {
         };
         let hs = Handshake {
             password: self.r.ups.cfg.password.clone(),
+            login: self.st.login.clone(),
             resp: self.st.resp,
             name: (!self.st.name.is_empty())
                 .then(|| String::from_utf8_lossy(&self.st.name).into_owned()),
@@ -1380,6 +1413,10 @@ pub(crate) fn error_reply(e: &UpstreamError) -> Vec<u8> {
     format!("-ERR router: {e}\r\n").into_bytes()
 }
 
+/// What a request that needs the primary gets while there is none.
+const NO_PRIMARY: &[u8] =
+    b"TRYAGAIN no primary among the router's upstreams answers; retry shortly";
+
 /// Most requests in one batch: an upstream reader holds a batch's replies
 /// until the last arrives, so this bounds what one batch can hold (and
 /// the client-buffer check runs between batches).
@@ -1389,12 +1426,16 @@ const MAX_BATCH: u32 = 32;
 const BIG_REPLY: usize = 16 * 1024;
 
 /// Sends a failed read batch to the primary once.
-async fn retry_on_primary(router: &Router, rt: Retry) -> Result<Bytes, UpstreamError> {
+async fn retry_on_primary(
+    router: &Router,
+    pools: &Pools,
+    rt: Retry,
+) -> Result<Bytes, UpstreamError> {
     let p = router
         .ups
         .primary()
         .ok_or(UpstreamError::Lost(router.ups.servers[0].addr))?;
     router.counters.retried.increment(u64::from(rt.count));
-    let c = router.pools.shared(p, rt.resp, rt.slot).await?;
+    let c = pools.shared(p, rt.resp, rt.slot).await?;
     c.request(rt.db, rt.bytes, rt.count).await
 }

@@ -154,6 +154,8 @@ pub struct Conn {
 pub struct Handshake {
     /// `AUTH` with this password (`--upstream-password`).
     pub password: Option<String>,
+    /// A client's own upstream user: `AUTH user password` instead.
+    pub login: Option<Login>,
     /// RESP version the connection speaks (3: `HELLO 3`).
     pub resp: u8,
     /// `CLIENT SETNAME`, so the upstream's CLIENT LIST says who it is.
@@ -165,7 +167,10 @@ impl Handshake {
     pub fn requests(&self) -> (Vec<u8>, u32) {
         let mut out = Vec::new();
         let mut n = 0;
-        if let Some(p) = &self.password {
+        if let Some(l) = &self.login {
+            encode(&mut out, &[b"AUTH", &l.user, &l.password]);
+            n += 1;
+        } else if let Some(p) = &self.password {
             encode(&mut out, &[b"AUTH", p.as_bytes()]);
             n += 1;
         }
@@ -183,6 +188,22 @@ impl Handshake {
 
 pub use anykv_server::resp::encode_request as encode;
 
+/// A user of the upstreams' own (their ACL), as a client logged in with
+/// `AUTH user password`: the client's requests go on connections logged
+/// in as that user, so the upstream applies the user's rules.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Login {
+    pub user: Vec<u8>,
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for Login {
+    /// The user only: a password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({})", String::from_utf8_lossy(&self.user))
+    }
+}
+
 /// Connects and runs the handshake; the first error reply fails it.
 pub async fn connect_raw(
     addr: SocketAddr,
@@ -190,11 +211,7 @@ pub async fn connect_raw(
     timeout: Duration,
 ) -> Result<TcpStream, UpstreamError> {
     let fail = |e: String| UpstreamError::Connect(addr, e);
-    let mut s = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = s.set_nodelay(true);
+    let mut s = dial(addr, timeout).await?;
     let (req, n) = hs.requests();
     if n > 0 {
         let replies = tokio::time::timeout(timeout, exchange(&mut s, &req, n))
@@ -206,6 +223,38 @@ pub async fn connect_raw(
         }
     }
     Ok(s)
+}
+
+async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    let fail = |e: String| UpstreamError::Connect(addr, e);
+    let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Asks the server at `addr` whether `login` may log in, on a connection
+/// of its own (closed after): `Ok(Ok(()))` yes, `Ok(Err(line))` the
+/// server's refusal as it said it (`WRONGPASS ...`, without the `-`).
+pub async fn check_login(
+    addr: SocketAddr,
+    login: &Login,
+    timeout: Duration,
+) -> Result<Result<(), Vec<u8>>, UpstreamError> {
+    let fail = |e: String| UpstreamError::Connect(addr, e);
+    let mut s = dial(addr, timeout).await?;
+    let mut req = Vec::new();
+    encode(&mut req, &[b"AUTH", &login.user, &login.password]);
+    let replies = tokio::time::timeout(timeout, exchange(&mut s, &req, 1))
+        .await
+        .map_err(|_| fail("AUTH timed out".into()))?
+        .map_err(fail)?;
+    Ok(match replies.first() {
+        Some(r) if r.first() == Some(&b'-') => Err(r[1..r.len().saturating_sub(2)].to_vec()),
+        _ => Ok(()),
+    })
 }
 
 /// Writes `req` and reads exactly `n` replies.
