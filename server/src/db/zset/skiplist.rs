@@ -322,35 +322,52 @@ impl SkipList {
 
     /// `zslInsert` of a member known to be absent; returns its id.
     pub(super) fn insert(&mut self, member: Sds, score: f64) -> u32 {
-        let mut update = [HEAD; MAX_LEVEL];
-        let mut rank = [0usize; MAX_LEVEL];
-        let mut x = HEAD;
-        for i in (0..self.level).rev() {
-            rank[i] = if i == self.level - 1 { 0 } else { rank[i + 1] };
-            while let Some(f) = self.step_lt(x, i, score, member.as_bytes()) {
-                rank[i] += self.span(x, i);
-                x = f;
-            }
-            update[i] = x;
-        }
+        let (update, rank) = self.insert_point(score, member.as_bytes());
         let level = self.random_level();
-        if level > self.level {
-            for i in self.level..level {
-                rank[i] = 0;
-                update[i] = HEAD;
-                self.head[i].span = self.len as u32;
-            }
-            self.level = level;
-        }
-        let back = if update[0] == HEAD { NIL } else { update[0] };
         let id = self.alloc(
             level,
             Node {
                 member,
                 score,
-                back,
+                back: NIL,
             },
         );
+        self.link_in(id, update, rank);
+        self.index_insert(id);
+        id
+    }
+
+    /// Where (score, m) goes: on each level, the last node before it and
+    /// that node's rank.
+    fn insert_point(&self, score: f64, m: &[u8]) -> ([u32; MAX_LEVEL], [usize; MAX_LEVEL]) {
+        let mut update = [HEAD; MAX_LEVEL];
+        let mut rank = [0usize; MAX_LEVEL];
+        let mut x = HEAD;
+        for i in (0..self.level).rev() {
+            rank[i] = if i == self.level - 1 { 0 } else { rank[i + 1] };
+            while let Some(f) = self.step_lt(x, i, score, m) {
+                rank[i] += self.span(x, i);
+                x = f;
+            }
+            update[i] = x;
+        }
+        (update, rank)
+    }
+
+    /// Links node `id` (counted in `len`, its score set, in no level) in
+    /// after `update` ([`insert_point`](Self::insert_point)), at its height.
+    fn link_in(&mut self, id: u32, mut update: [u32; MAX_LEVEL], mut rank: [usize; MAX_LEVEL]) {
+        let level = id_height(id);
+        let score = self.node(id).score;
+        if level > self.level {
+            for i in self.level..level {
+                rank[i] = 0;
+                update[i] = HEAD;
+                self.head[i].span = (self.len - 1) as u32;
+            }
+            self.level = level;
+        }
+        self.node_mut(id).back = if update[0] == HEAD { NIL } else { update[0] };
         for i in 0..level {
             let (uf, ufs) = (self.fwd(update[i], i), self.fwd_score(update[i], i));
             self.set_fwd(id, i, uf, ufs);
@@ -371,11 +388,8 @@ impl SkipList {
         } else {
             self.tail = id;
         }
-        self.index_insert(id);
-        id
     }
 
-    /// The last node before (score, m) on every level.
     fn predecessors(&self, score: f64, m: &[u8]) -> [u32; MAX_LEVEL] {
         let mut update = [HEAD; MAX_LEVEL];
         let mut x = HEAD;
@@ -584,8 +598,20 @@ impl SkipList {
             self.node_mut(x).score = score;
             return;
         }
-        let n = self.remove_idx(x);
-        self.insert(n.member, score);
+        // It moves: out of every level and in at its new place, as the
+        // same node (its height, slot, member and index entry stay; Redis
+        // reuses the member and sets the dict entry it already found).
+        let update = {
+            let n = self.node(x);
+            self.predecessors(n.score, n.member.as_bytes())
+        };
+        self.unlink(x, &update);
+        self.node_mut(x).score = score;
+        let (update, rank) = {
+            let n = self.node(x);
+            self.insert_point(score, n.member.as_bytes())
+        };
+        self.link_in(x, update, rank);
     }
 
     /// 1-based rank of the node `id` (`zslGetRank`).
