@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{same, start_anykv, start_reference};
+use common::{same, start_anykv, start_reference, RespConn};
 
 #[test]
 fn bitmap_commands_answer_as_redis_does() {
@@ -279,4 +279,56 @@ fn random_bitmap_workload_matches_redis() {
     for key in keys {
         same(&mut r, &mut a, &["GET", key]);
     }
+}
+
+/// A bit write that leaves the string as it was changes nothing, as in
+/// Redis 7.0: a WATCH on the key survives it and nothing is logged
+/// (`rdb_changes_since_last_save` stays); one that changes a bit, or makes
+/// or grows the string, fails the WATCH. BITOP with an empty result and no
+/// destination to delete changes nothing either.
+#[test]
+fn bit_writes_that_change_nothing_leave_watches_alone() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let run = |server: &common::ServerProcess| -> Vec<String> {
+        let (mut w, mut o) = (server.connect(), server.connect());
+        o.cmd(&["SETBIT", "b", "7", "1"]).expect("setbit");
+        let writes: &[&[&str]] = &[
+            &["SETBIT", "b", "7", "1"],
+            &["SETBIT", "b", "6", "0"],
+            &["SETBIT", "b", "6", "1"],
+            &["SETBIT", "b", "100", "0"],
+            &["BITFIELD", "b", "SET", "u8", "0", "3"],
+            &["BITFIELD", "b", "SET", "u8", "0", "3"],
+            &["BITFIELD", "b", "INCRBY", "u8", "0", "0", "GET", "u8", "0"],
+            &[
+                "BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "u8", "0", "300",
+            ],
+            &["BITFIELD", "b", "INCRBY", "u8", "0", "1"],
+            &["BITFIELD", "b", "SET", "u8", "400", "0"],
+            &["BITOP", "AND", "b", "nokey1", "nokey2"],
+            &["BITOP", "AND", "nodest", "nokey1", "nokey2"],
+        ];
+        let mut out = Vec::new();
+        for (i, write) in writes.iter().enumerate() {
+            let key = if i == writes.len() - 1 { "nodest" } else { "b" };
+            let dirty = |c: &mut RespConn| -> i64 {
+                common::info_field(c, "persistence", "rdb_changes_since_last_save")
+                    .parse()
+                    .expect("rdb_changes_since_last_save")
+            };
+            let before = dirty(&mut o);
+            o.cmd(&["WATCH", key]).expect("watch");
+            let reply = w.cmd(write).expect("write");
+            let changes = dirty(&mut o) - before;
+            o.cmd(&["MULTI"]).expect("multi");
+            o.cmd(&["PING"]).expect("ping");
+            let exec = o.cmd(&["EXEC"]).expect("exec");
+            out.push(format!(
+                "{write:?} -> {reply:?}; logged {changes}; EXEC {exec:?}"
+            ));
+        }
+        out
+    };
+    assert_eq!(run(&target), run(&reference));
 }

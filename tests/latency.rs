@@ -50,6 +50,19 @@ fn histogram_shape(v: Value) -> Vec<(String, i64)> {
             })
             .collect();
         assert!(!ints.is_empty(), "{name}: no buckets");
+        // Each bucket is labelled, as Redis labels it, with the highest
+        // value it holds (2 significant digits), in µs: 2^m ns plus its
+        // sub-bucket's width less one.
+        let labels: Vec<i64> = (10..45)
+            .map(|m: u32| ((1i64 << m) + (1i64 << (m - 7)) - 1) / 1000)
+            .collect();
+        for b in ints.chunks(2) {
+            assert!(
+                labels.contains(&b[0]),
+                "{name}: bucket {} is none of Redis's {labels:?}",
+                b[0]
+            );
+        }
         for w in ints.chunks(2).collect::<Vec<_>>().windows(2) {
             assert!(w[1][0] > w[0][0] && w[1][1] > w[0][1], "{name}: {ints:?}");
         }
@@ -75,6 +88,8 @@ fn latency_histograms_and_help_answer_as_redis_does() {
         call(c, &["GET", "k1"]);
         call(c, &["GET", "k2"]);
         call(c, &["CLIENT", "GETNAME"]);
+        // A slow call, in a bucket whose label is not its power of two.
+        call(c, &["DEBUG", "SLEEP", "0.05"]);
     }
     for args in [
         &["LATENCY", "HELP"][..],

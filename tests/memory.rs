@@ -69,4 +69,10 @@ fn memory_answers_as_redis_does() {
         panic!("MEMORY DOCTOR");
     };
     assert!(report.starts_with(b"Hi Sam") || report.starts_with(b"Sam, I detected"));
+    // Every one of Redis's reports ends its last line.
+    assert!(
+        report.ends_with(b"\n"),
+        "{}",
+        String::from_utf8_lossy(&report)
+    );
 }

@@ -253,7 +253,8 @@ fn an_rdb_written_by_anykv_loads_into_redis() {
 /// `dbfilename` naming an `.rdb` file its SAVE writes an RDB file that
 /// redis-server loads, and that anykv itself restarts from with the same
 /// replication history; with the default name it writes its own format,
-/// never under an RDB name.
+/// never under an RDB name; restarted with an RDB name over it, it loads
+/// its own snapshot, not nothing.
 #[test]
 fn servers_move_data_both_ways_through_rdb_files() {
     let dir = Scratch::new("move");
@@ -364,10 +365,33 @@ fn servers_move_data_both_ways_through_rdb_files() {
             Value::Bulk(b"dump.akv".to_vec())
         ])
     );
+    assert!(!call(&mut a, &["SET", "only-in-akv", "1"]).is_error());
     assert_eq!(call(&mut a, &["SAVE"]), Value::Simple(b"OK".to_vec()));
     let own = std::fs::read(dir.0.join("dump.akv")).expect("dump.akv");
     assert!(
         own.starts_with(b"ANYKVSNP"),
         "dump.akv is not anykv's format"
+    );
+    let mine = keyspace_of(&mut a);
+    drop(a);
+    drop(plain);
+    // Switching to RDB by name: no export.rdb yet, so the newest of
+    // dump.akv and (redis-server's, older) dump.rdb, not an empty start.
+    let args = [
+        "--dir",
+        d.as_str(),
+        "--dbfilename",
+        "export.rdb",
+        "--appendonly",
+        "no",
+    ];
+    let switched = common::start_anykv_with(&bin, &args);
+    let mut a = switched.connect();
+    compare(&mine, &keyspace_of(&mut a));
+    assert_eq!(call(&mut a, &["SAVE"]), Value::Simple(b"OK".to_vec()));
+    let export = std::fs::read(dir.0.join("export.rdb")).expect("export.rdb");
+    assert!(
+        export.starts_with(b"REDIS0010"),
+        "export.rdb is not an RDB file"
     );
 }

@@ -51,6 +51,10 @@ fn stream_commands_answer_as_redis_does() {
         ],
         &["XADD", "s", "18446744073709551615-*", "a", "b"],
         &["XADD", "s", "*", "a", "b"],
+        // `ms-*` after that millisecond's last possible sequence.
+        &["XADD", "seqmax", "5-18446744073709551615", "a", "b"],
+        &["XADD", "seqmax", "5-*", "a", "b"],
+        &["XLEN", "seqmax"],
         &["XADD", "s", "18446744073709551616-0", "a", "b"],
         &["XRANGE", "s", "-", "+"],
         &["XLEN", "s"],

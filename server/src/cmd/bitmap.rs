@@ -95,7 +95,7 @@ pub fn setbit(ctx: &mut Ctx) {
         Some(0) => false,
         _ => return ctx.err("bit is not an integer or out of range"),
     };
-    let Some((v, _)) = string_for_write(ctx, key, off) else {
+    let Some((v, created_or_grown)) = string_for_write(ctx, key, off) else {
         return;
     };
     let byte = (off >> 3) as usize;
@@ -106,8 +106,13 @@ pub fn setbit(ctx: &mut Ctx) {
     } else {
         v[byte] &= !mask;
     }
-    ctx.propagate_as_is();
-    ctx.notify(NOTIFY_STRING, "setbit", key);
+    // A bit set to the value it had changes nothing (unless the string
+    // was made or grown), as in Redis 7.0: no WATCH fails, nothing is
+    // invalidated, logged or notified.
+    if created_or_grown || old != on {
+        ctx.propagate_as_is();
+        ctx.notify(NOTIFY_STRING, "setbit", key);
+    }
     ctx.out.int(i64::from(old));
 }
 
@@ -319,15 +324,18 @@ pub fn bitop(ctx: &mut Ctx) {
             _ => sources.iter().fold(0, |acc, s| acc ^ byte(s, i)),
         })
         .collect();
+    // An empty result deletes the destination; with none there, nothing
+    // changed (no WATCH fails, nothing is logged), as in Redis.
     if out.is_empty() {
         if ctx.delete_key(dest) {
             ctx.notify(NOTIFY_GENERIC, "del", dest);
+            ctx.propagate_as_is();
         }
     } else {
         ctx.set_key(dest, Value::raw_vec(out), false);
         ctx.notify(NOTIFY_STRING, "set", dest);
+        ctx.propagate_as_is();
     }
-    ctx.propagate_as_is();
     ctx.out.int(len as i64);
 }
 
@@ -499,13 +507,15 @@ fn read_only_ops(s: &[u8], ops: &[FieldOp]) -> Vec<Option<i64>> {
 
 /// Runs BITFIELD's operations on `s` (long enough for every write): the
 /// replies (`None` where OVERFLOW FAIL refused a write) and the writes
-/// made.
+/// that changed a field (one that stores the value it had changes nothing,
+/// as in Redis 7.0: no WATCH fails, nothing is invalidated or logged).
 fn apply(s: &mut [u8], ops: &[FieldOp]) -> (Vec<Option<i64>>, usize) {
     let mut replies = Vec::with_capacity(ops.len());
     let mut changes = 0;
     for o in ops {
         let f = o.field;
-        let old = decode(f, read_field(s, o.offset, f.bits));
+        let raw = read_field(s, o.offset, f.bits);
+        let old = decode(f, raw);
         let (target, reply_new) = match o.op {
             Op::Get => {
                 replies.push(Some(old));
@@ -516,8 +526,11 @@ fn apply(s: &mut [u8], ops: &[FieldOp]) -> (Vec<Option<i64>>, usize) {
         };
         match fit(f, target.0, target.1, o.overflow) {
             Some(new) => {
-                write_field(s, o.offset, f.bits, encode(f, new));
-                changes += 1;
+                let bits = encode(f, new);
+                if bits != raw {
+                    write_field(s, o.offset, f.bits, bits);
+                    changes += 1;
+                }
                 replies.push(Some(if reply_new { new } else { old }));
             }
             None => replies.push(None),

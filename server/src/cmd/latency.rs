@@ -85,7 +85,10 @@ fn reply_histogram(out: &mut crate::resp::Reply, h: &Histogram<u64>) {
         let before = total;
         total += v.count_since_last_iteration();
         if total > before {
-            rows.push(((v.value_iterated_to() / 1000) as i64, total as i64));
+            // Redis labels a bucket with the highest value equivalent to
+            // its power of two (the iterator stops one below it).
+            let top = h.highest_equivalent(v.value_iterated_to() + 1);
+            rows.push(((top / 1000) as i64, total as i64));
         }
     }
     out.map(rows.len());

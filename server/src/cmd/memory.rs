@@ -142,7 +142,7 @@ pub fn stats(ctx: &mut Ctx) {
 pub fn doctor(ctx: &mut Ctx) {
     let f = figures(ctx);
     let report = if f.used < 5 << 20 {
-        "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.".to_string()
+        "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.\n".to_string()
     } else {
         let mut issues = String::new();
         if f.peak as f64 / f.used as f64 > 1.5 {
@@ -152,7 +152,7 @@ pub fn doctor(ctx: &mut Ctx) {
             issues.push_str(" * High total RSS: This instance has a memory fragmentation and RSS overhead greater than 1.4 (this means that the Resident Set Size of the Redis process is much larger than the sum of the logical allocations Redis performed). This problem is usually due either to a large peak memory (check if there is a peak memory entry above in the report) or may result from a workload that causes the allocator to fragment memory a lot. If the problem is a large peak memory, then there is no issue. Note: The currently used allocator is \"libc\"; MEMORY PURGE returns its free memory to the system.\n\n");
         }
         if issues.is_empty() {
-            "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.".to_string()
+            "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n".to_string()
         } else {
             format!("Sam, I detected a few issues in this Redis instance memory implants:\n\n{issues}I'm here to keep you safe, Sam. I want to help you.\n")
         }

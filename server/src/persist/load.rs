@@ -223,14 +223,20 @@ fn load_snapshot_if_any(
     report: &mut LoadReport,
 ) -> Result<(), String> {
     let mut snap = t.persist.snapshot_path();
-    // Moving in: no snapshot under the configured name, but a `dump.rdb`
-    // in the directory (a redis-server's, or one anykv wrote before its
-    // default name was `dump.akv`): loaded as what its first bytes say.
+    // No snapshot under the configured name, but one under the other
+    // usual name: moving in (a redis-server's `dump.rdb`), or switching to
+    // writing RDB (`dbfilename dump.rdb` over anykv's own `dump.akv`).
+    // Starting empty there would lose the data at the next save, so the
+    // newest of them is loaded, as what its first bytes say.
     if !snap.exists() {
-        let redis = t.persist.dir.join("dump.rdb");
-        if redis.exists() {
-            tracing::info!("no {} but {}: loading it", snap.display(), redis.display());
-            snap = redis;
+        let newest = ["dump.rdb", "dump.akv"]
+            .iter()
+            .map(|name| t.persist.dir.join(name))
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .max_by_key(|(modified, _)| *modified);
+        if let Some((_, other)) = newest {
+            tracing::info!("no {} but {}: loading it", snap.display(), other.display());
+            snap = other;
         }
     }
     if snap.exists() {

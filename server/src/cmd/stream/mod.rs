@@ -434,7 +434,9 @@ pub fn xadd(ctx: &mut Ctx) {
         Some(id) => stream_mut(ctx, idx)
             .append(id, &args[fields_at..], limits)
             .map(|()| id),
-        None => Err(AppendError::IdTooSmall),
+        // `ms-*` after `ms-18446744073709551615`: Redis 7.0's XADD fails
+        // without setting errno, so it answers with its other error.
+        None => return ctx.err("Elements are too large to be stored"),
     };
     let id = match appended {
         Ok(id) => id,
@@ -662,7 +664,9 @@ pub fn xsetid(ctx: &mut Ctx) {
     }
     ctx.out.ok();
     ctx.notify(NOTIFY_STREAM, "xsetid", key);
-    ctx.propagate_as_is();
+    // Redis 7.0's XSETID notifies and replicates but does not signal the
+    // key: no WATCH fails, no cached copy is invalidated.
+    ctx.propagate_quiet_as_is();
 }
 
 /// XREAD's and XREADGROUP's parsed request.
