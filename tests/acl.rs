@@ -118,7 +118,9 @@ fn normalize(cmd: &[&str], v: Value, known: &HashSet<String>) -> Value {
             Value::Array(f)
         }
         (true, "GENPASS", Value::Bulk(b)) => {
-            let hex = b.iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            let hex = b
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
             Value::Bulk(format!("{} hex digits, lowercase: {hex}", b.len()).into_bytes())
         }
         (true, "LOG", Value::Array(entries)) => Value::Array(
@@ -127,10 +129,26 @@ fn normalize(cmd: &[&str], v: Value, known: &HashSet<String>) -> Value {
                 .map(|e| match e {
                     Value::Array(mut f) => {
                         for i in (0..f.len()).step_by(2) {
-                            if matches!(&f[i], Value::Bulk(k) if k == b"age-seconds" || k == b"client-info")
+                            if matches!(&f[i], Value::Bulk(k) if k == b"age-seconds")
                                 && i + 1 < f.len()
                             {
                                 f[i + 1] = Value::Bulk(b"(masked)".to_vec());
+                            }
+                            // The client's line differs (ids, addresses,
+                            // ages) but for the command it names: the
+                            // refused one, as Redis sets it first.
+                            if matches!(&f[i], Value::Bulk(k) if k == b"client-info")
+                                && i + 1 < f.len()
+                            {
+                                let cmd = match &f[i + 1] {
+                                    Value::Bulk(line) => String::from_utf8_lossy(line)
+                                        .split(' ')
+                                        .find(|w| w.starts_with("cmd="))
+                                        .unwrap_or("(no cmd=)")
+                                        .to_string(),
+                                    other => format!("{other:?}"),
+                                };
+                                f[i + 1] = Value::Bulk(cmd.into_bytes());
                             }
                         }
                         Value::Array(f)

@@ -2214,7 +2214,7 @@ impl Gen {
     /// reads and rejected config writes, ACL/AUTH/HELLO errors, COMMAND
     /// GETKEYS, subcommand errors.
     fn g_server(&mut self) -> Op {
-        let op = match self.idx(16) {
+        let op = match self.idx(21) {
             0 => vec![
                 b("CLIENT"),
                 b("SETNAME"),
@@ -2311,6 +2311,63 @@ impl Gen {
                 b("OBJECT"),
                 self.pick_str(&["NOSUCH", "ENCODING", "REFCOUNT"]),
                 self.key(),
+            ],
+            // The help texts of the families issue 17 added (a database's
+            // login may not run LATENCY or ACL beyond WHOAMI).
+            15 => {
+                let family = if self.database {
+                    self.pick_str(&["OBJECT", "MEMORY", "XINFO", "XGROUP"])
+                } else {
+                    self.pick_str(&["OBJECT", "MEMORY", "XINFO", "XGROUP", "LATENCY", "ACL"])
+                };
+                vec![family, b("HELP")]
+            }
+            // ACL CAT: the categories, the commands of the categories issue
+            // 17 filled (as sets), an unknown one.
+            16 => {
+                let mut v = vec![b("ACL"), b("CAT")];
+                if self.pct(70) {
+                    v.push(self.pick_str(&["hyperloglog", "geo", "stream", "bitmap", "nosuch"]));
+                }
+                return Op {
+                    cmp: Cmp::Unordered,
+                    ..Gen::op(v)
+                };
+            }
+            17 if !self.database => match self.idx(4) {
+                0 => vec![
+                    b("ACL"),
+                    b("DRYRUN"),
+                    self.pick_str(&["default", "nosuch"]),
+                    self.pick_str(&["GET", "SET", "NOSUCH", "XADD"]),
+                    self.key(),
+                ],
+                1 => vec![
+                    b("ACL"),
+                    b("GETUSER"),
+                    self.pick_str(&["default", "nosuch"]),
+                ],
+                2 => vec![b("ACL"), b("USERS")],
+                _ => vec![b("ACL"), b("LOG"), b("NOSUCH")],
+            },
+            // SORT's keys: with several STOREs, the last is the one it
+            // writes (and the one reported).
+            18 => {
+                let mut v = vec![b("COMMAND"), b("GETKEYS"), b("SORT"), self.key()];
+                for _ in 0..self.idx(3) {
+                    v.push(b("STORE"));
+                    v.push(self.key());
+                }
+                if self.pct(30) {
+                    v.push(b("BY"));
+                    v.push(b("w_*"));
+                }
+                v
+            }
+            19 if !self.database => vec![
+                b("PFDEBUG"),
+                self.pick_str(&["ENCODING", "GETREG", "NOSUCH"]),
+                self.hll_key(),
             ],
             _ => vec![b("CONFIG"), self.pick_str(&["NOSUCH", "RESETSTAT2"])],
         };

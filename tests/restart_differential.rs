@@ -9,7 +9,8 @@
 //! set to pass, restarted on the same directories, and their keyspaces are
 //! compared: for every db 0..15, the sorted `KEYS *`, and for every key its
 //! `TYPE`, its value (`GET`, `LRANGE 0 -1`, `HGETALL` as sorted pairs,
-//! sorted `SMEMBERS`, `ZRANGE 0 -1 WITHSCORES`) and whether a TTL is set
+//! sorted `SMEMBERS`, `ZRANGE 0 -1 WITHSCORES`, `XINFO STREAM FULL`) and
+//! whether a TTL is set
 //! (`PTTL` -1 versus > 0; the exact number is never compared).
 //!
 //! With `appendfsync always`, everything acknowledged before the kill must
@@ -23,8 +24,10 @@
 //! [`ROUNDS`] rounds on the same two directories; each round is:
 //!
 //! * phase A: a seeded random stream over strings (SET with every option,
-//!   INCR/INCRBYFLOAT/APPEND/SETRANGE/GETEX...), lists, hashes, sets and
-//!   sorted sets, generic key commands (EXPIRE/PEXPIRE/EXPIREAT with
+//!   INCR/INCRBYFLOAT/APPEND/SETRANGE/GETEX...), lists, hashes, sets,
+//!   sorted sets, bitmaps, HyperLogLogs, geo sets and streams with consumer
+//!   groups (read back as `XINFO STREAM FULL`, times and node packing
+//!   masked), generic key commands (EXPIRE/PEXPIRE/EXPIREAT with
 //!   NX/XX/GT/LT, PERSIST, RENAME, COPY ... DB, MOVE, SWAPDB, FLUSHDB, now
 //!   and then FLUSHALL), on two connections that SELECT among several dbs,
 //!   with MULTI/EXEC (and DISCARD) blocks, some containing SELECT, and two
@@ -575,17 +578,35 @@ fn read_key(s: &mut Side, key: &[u8], note: &str) -> KeyView {
         "hash" => vec![b"HGETALL"],
         "set" => vec![b"SMEMBERS"],
         "zset" => vec![b"ZRANGE", b"0", b"-1", b"WITHSCORES"],
+        // Entries, ids, groups, their pending entries and consumers; not
+        // the times (idle, delivery) nor how the entries are packed.
+        "stream" => vec![b"XINFO", b"STREAM", b"FULL"],
         _ => vec![],
     };
     let value = if read.is_empty() {
         Value::Nil
     } else {
-        let mut args: Vec<Vec<u8>> = vec![read[0].to_vec(), k.clone()];
-        args.extend(read[1..].iter().map(|a| a.to_vec()));
+        let args: Vec<Vec<u8>> = if ty == "stream" {
+            vec![
+                read[0].to_vec(),
+                read[1].to_vec(),
+                k.clone(),
+                read[2].to_vec(),
+            ]
+        } else {
+            let mut a = vec![read[0].to_vec(), k.clone()];
+            a.extend(read[1..].iter().map(|a| a.to_vec()));
+            a
+        };
         let v = s.call(ADMIN, &args, note);
         match ty.as_str() {
             "hash" => normalize(v, Norm::SortedPairs),
             "set" => normalize(v, Norm::Sorted),
+            "stream" => common::mask_fields(
+                &common::mask_stream_times(&v),
+                &["radix-tree-keys", "radix-tree-nodes"],
+                &Value::Int(0),
+            ),
             _ => v,
         }
     };
@@ -832,6 +853,7 @@ enum Ty {
     Hash,
     Set,
     Zset,
+    Stream,
 }
 
 const STR_KEYS: &[&str] = &["s0", "s1", "s2", "s3", "s4", "s5"];
@@ -839,6 +861,7 @@ const LIST_KEYS: &[&str] = &["l0", "l1", "l2", "l3"];
 const HASH_KEYS: &[&str] = &["h0", "h1", "h2", "h3"];
 const SET_KEYS: &[&str] = &["t0", "t1", "t2", "t3"];
 const ZSET_KEYS: &[&str] = &["z0", "z1", "z2", "z3"];
+const STREAM_KEYS: &[&str] = &["x0", "x1", "x2"];
 /// Keys any type may land on (WRONGTYPE errors, RENAME across types).
 const MIXED_KEYS: &[&str] = &["k0", "k1", "k2"];
 const ELEMS: &[&str] = &["a", "b", "c", "d", "1", "2", "10", ""];
@@ -854,6 +877,9 @@ struct Gen {
     client_db: [u8; CLIENTS],
     /// Phase C: TTLs are tiny and set in milliseconds only.
     tiny: bool,
+    /// The millisecond part of the last stream id made: ids are explicit
+    /// (the same on both servers) and grow.
+    stream_ms: i64,
 }
 
 impl Gen {
@@ -863,6 +889,7 @@ impl Gen {
             slots: std::collections::HashSet::new(),
             client_db: [0; CLIENTS],
             tiny: false,
+            stream_ms: 0,
         }
     }
 
@@ -876,6 +903,7 @@ impl Gen {
                 Ty::Hash => HASH_KEYS,
                 Ty::Set => SET_KEYS,
                 Ty::Zset => ZSET_KEYS,
+                Ty::Stream => STREAM_KEYS,
             }
         };
         self.rng.pick(pool).as_bytes().to_vec()
@@ -884,7 +912,7 @@ impl Gen {
     fn any_key(&mut self) -> Vec<u8> {
         let ty = self
             .rng
-            .pick(&[Ty::Str, Ty::List, Ty::Hash, Ty::Set, Ty::Zset]);
+            .pick(&[Ty::Str, Ty::List, Ty::Hash, Ty::Set, Ty::Zset, Ty::Stream]);
         self.key(ty)
     }
 
@@ -982,7 +1010,59 @@ impl Gen {
             60..=71 => self.g_set(),
             72..=84 => self.g_zset(),
             85..=91 => self.g_bits_hll_geo(),
+            92..=95 => self.g_stream(),
             _ => self.g_generic(),
+        }
+    }
+
+    /// Streams with consumer groups: entries added (explicit, growing
+    /// ids), deleted and trimmed, groups made and reset, entries read by
+    /// consumers, acknowledged and claimed, so the log replays reads as
+    /// Redis logs them.
+    fn g_stream(&mut self) -> Cmd {
+        let k = self.key(Ty::Stream);
+        let group = self.rng.pick(&["g1", "g2"]);
+        let old_id = |g: &mut Self| format!("{}-0", g.rng.int(1, g.stream_ms.max(1)));
+        match self.rng.below(14) {
+            0..=3 => {
+                self.stream_ms += 1;
+                let id = format!("{}-{}", self.stream_ms, self.rng.int(0, 2));
+                c!["XADD", k, id, "f", self.val()]
+            }
+            4 => {
+                self.stream_ms += 1;
+                let id = format!("{}-0", self.stream_ms);
+                c!["XADD", k, "MAXLEN", "=", self.rng.int(2, 8), id, "f", "v"]
+            }
+            5 => c!["XDEL", k, old_id(self)],
+            6 => c!["XTRIM", k, "MAXLEN", self.rng.int(0, 10)],
+            7 => c![
+                "XGROUP",
+                "CREATE",
+                k,
+                group,
+                self.rng.pick(&["$", "0"]),
+                "MKSTREAM"
+            ],
+            8 | 9 => {
+                let consumer = self.rng.pick(&["c1", "c2"]);
+                let n = self.rng.int(1, 3);
+                c![
+                    "XREADGROUP",
+                    "GROUP",
+                    group,
+                    consumer,
+                    "COUNT",
+                    n,
+                    "STREAMS",
+                    k,
+                    ">"
+                ]
+            }
+            10 => c!["XACK", k, group, old_id(self)],
+            11 => c!["XCLAIM", k, group, "c3", "0", old_id(self)],
+            12 => c!["XGROUP", "SETID", k, group, self.rng.pick(&["0", "$"])],
+            _ => c!["XGROUP", "DELCONSUMER", k, group, "c1"],
         }
     }
 

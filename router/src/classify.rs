@@ -124,6 +124,11 @@ pub fn kind(args: &[&[u8]]) -> Kind {
     if eq(name, "object") {
         return Kind::Primary;
     }
+    // ACL is the upstreams' (their users, categories, log): the router
+    // answers only WHOAMI, which is about the client's own login.
+    if eq(name, "acl") && !eq(arg(1), "whoami") {
+        return Kind::Primary;
+    }
     // Scripts are cached where SCRIPT LOAD ran, the primary (replicas get
     // libraries, not scripts): a replica would answer NOSCRIPT.
     if eq(name, "evalsha_ro") {
@@ -180,6 +185,9 @@ mod tests {
         assert_eq!(kind(&[b"hscan", b"h", b"17"]), Kind::Scan { first: false });
         assert_eq!(kind(&[b"select", b"1"]), Kind::Local);
         assert_eq!(kind(&[b"PING"]), Kind::Local);
+        assert_eq!(kind(&[b"ACL", b"WHOAMI"]), Kind::Local);
+        assert_eq!(kind(&[b"acl", b"cat", b"geo"]), Kind::Primary);
+        assert_eq!(kind(&[b"ACL", b"GENPASS"]), Kind::Primary);
         assert_eq!(kind(&[b"nosuch"]), Kind::Primary);
         assert_eq!(kind(&[b"command", b"count"]), Kind::Primary);
         assert_eq!(kind(&[b"publish", b"c", b"m"]), Kind::Primary);

@@ -1371,11 +1371,14 @@ pub(crate) fn acl_denied(
     shared: &Shared,
     tenant: crate::tenant::TenantId,
     s: &Session,
-    r: &crate::cmd::table::Registered,
+    r: &'static crate::cmd::table::Registered,
     args: &[&[u8]],
 ) -> Option<String> {
     use crate::acl::Denied;
     let denied = acl_check(shared, tenant, s, r, args).err()?;
+    // Redis names the command before it checks it: the log's client line
+    // (and CLIENT LIST after) show the refused command.
+    s.info.last_cmd.set(r.fullname.as_str());
     acl_log(shared, tenant, s, denied, acl_context(s), r, args);
     if s.in_exec {
         let reason = match denied {

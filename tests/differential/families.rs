@@ -452,7 +452,7 @@ impl Gen {
         }
     }
 
-    fn hll_key(&mut self) -> Vec<u8> {
+    pub(crate) fn hll_key(&mut self) -> Vec<u8> {
         self.family_key(15, &["hll:a", "hll:b", "hll:c"])
     }
 
