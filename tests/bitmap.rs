@@ -305,6 +305,10 @@ fn bit_writes_that_change_nothing_leave_watches_alone() {
                 "BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "u8", "0", "300",
             ],
             &["BITFIELD", "b", "INCRBY", "u8", "0", "1"],
+            &[
+                "BITFIELD", "b", "INCRBY", "u8", "0", "1", "SET", "u4", "8", "5", "SET", "u4", "8",
+                "5",
+            ],
             &["BITFIELD", "b", "SET", "u8", "400", "0"],
             &["BITOP", "AND", "b", "nokey1", "nokey2"],
             &["BITOP", "AND", "nodest", "nokey1", "nokey2"],

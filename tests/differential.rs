@@ -212,7 +212,8 @@ fn differential_vs_redis() {
 /// verbatim strings); the state checks alike.
 #[test]
 fn differential_in_resp3_vs_redis() {
-    let seed = seed_from_env() ^ 0x5245_5350_3300;
+    const RESP3_STREAM: u64 = 0x5245_5350_3300;
+    let seed = seed_from_env() ^ RESP3_STREAM;
     let ops = ops_from_env().min(3000);
     let reference = common::start_reference();
     let target = start_target();
@@ -225,7 +226,12 @@ fn differential_in_resp3_vs_redis() {
             "differential (RESP3): passed in {:.1?}\n{summary}",
             started.elapsed()
         ),
-        Err(m) => panic!("{m}"),
+        // (This test's stream is DIFF_SEED's, XORed: the report's seed
+        // is not the one to set.)
+        Err(m) => panic!(
+            "{m}\nto replay this RESP3 stream, set DIFF_SEED={}",
+            seed ^ RESP3_STREAM
+        ),
     }
     // (The types were read: a hash comes back as a map on both.)
     for c in [&mut rc, &mut tc] {

@@ -634,6 +634,9 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) {
     };
     if changes > 0 {
         ctx.propagate_as_is();
+        // (Redis counts every changed field as a change, as
+        // `rdb_changes_since_last_save` shows.)
+        ctx.t.dirty += changes as u64 - 1;
         ctx.notify(NOTIFY_STRING, "setbit", key);
     }
     ctx.out.array(replies.len());
