@@ -187,12 +187,14 @@ impl Upstreams {
 }
 
 impl Pools {
-    fn handshake(&self, resp: u8, name: &str) -> Handshake {
+    /// How a connection of these pools introduces itself: as their user,
+    /// speaking `resp`, named `name`.
+    pub fn handshake(&self, resp: u8, name: Option<String>) -> Handshake {
         Handshake {
             password: self.ups.cfg.password.clone(),
             login: self.login.clone(),
             resp,
-            name: Some(name.to_string()),
+            name,
         }
     }
 
@@ -226,7 +228,7 @@ impl Pools {
         }
         let c = Conn::open(
             s.addr,
-            &self.handshake(resp, "anykv-router"),
+            &self.handshake(resp, Some("anykv-router".into())),
             self.ups.cfg.connect_timeout,
             (self.ups.cfg.queue, self.ups.cfg.queue_bytes),
         )
@@ -258,7 +260,7 @@ impl Pools {
         }
         Conn::open(
             s.addr,
-            &self.handshake(resp, "anykv-router-pinned"),
+            &self.handshake(resp, Some("anykv-router-pinned".into())),
             self.ups.cfg.connect_timeout,
             (4, self.ups.cfg.queue_bytes),
         )

@@ -41,7 +41,7 @@ use crate::classify::{self, Kind};
 use crate::clients::{ClientHandle, Registry};
 use crate::local::{self, ConnState, Effect, ReplyMode, Settings};
 use crate::pool::{Pools, Upstreams};
-use crate::upstream::{self, Batch, BatchReply, Conn, Handshake, Held, Login, UpstreamError};
+use crate::upstream::{self, Batch, BatchReply, Conn, Held, Login, UpstreamError};
 use crate::{stepdown, wait};
 
 /// Which replies a read may see.
@@ -1324,13 +1324,10 @@ impl Session {
             self.no_primary().await;
             return None;
         };
-        let hs = Handshake {
-            password: self.r.ups.cfg.password.clone(),
-            login: self.st.login.clone(),
-            resp: self.st.resp,
-            name: (!self.st.name.is_empty())
-                .then(|| String::from_utf8_lossy(&self.st.name).into_owned()),
-        };
+        // Logged in as the client's pools are (its user), named as it is.
+        let name =
+            (!self.st.name.is_empty()).then(|| String::from_utf8_lossy(&self.st.name).into_owned());
+        let hs = self.pools.handshake(self.st.resp, name);
         let addr = self.r.ups.servers[p].addr;
         let mut s = match upstream::connect_raw(addr, &hs, self.r.ups.cfg.connect_timeout).await {
             Ok(s) => s,

@@ -245,16 +245,16 @@ pub async fn check_login(
 ) -> Result<Result<(), Vec<u8>>, UpstreamError> {
     let fail = |e: String| UpstreamError::Connect(addr, e);
     let mut s = dial(addr, timeout).await?;
-    let mut req = Vec::new();
-    encode(&mut req, &[b"AUTH", &login.user, &login.password]);
-    let replies = tokio::time::timeout(timeout, exchange(&mut s, &req, 1))
+    let hs = Handshake {
+        login: Some(login.clone()),
+        ..Handshake::default()
+    };
+    let (req, n) = hs.requests();
+    let replies = tokio::time::timeout(timeout, exchange(&mut s, &req, n))
         .await
         .map_err(|_| fail("AUTH timed out".into()))?
         .map_err(fail)?;
-    Ok(match replies.first() {
-        Some(r) if r.first() == Some(&b'-') => Err(r[1..r.len().saturating_sub(2)].to_vec()),
-        _ => Ok(()),
-    })
+    Ok(first_error(&replies).map_or(Ok(()), |e| Err(e.into_bytes())))
 }
 
 /// Writes `req` and reads exactly `n` replies.

@@ -390,6 +390,7 @@ impl SkipList {
         }
     }
 
+    /// The last node before (score, m) on every level.
     fn predecessors(&self, score: f64, m: &[u8]) -> [u32; MAX_LEVEL] {
         let mut update = [HEAD; MAX_LEVEL];
         let mut x = HEAD;
