@@ -204,10 +204,10 @@ impl Counts {
         // live entries are the last ones added.
         if self.max_deleted == StreamId::MIN || self.max_deleted < self.first_id {
             if id < self.first_id {
-                return added - self.length as i64;
+                return added.wrapping_sub(self.length as i64);
             }
             if id == self.first_id {
-                return added - self.length as i64 + 1;
+                return added.wrapping_sub(self.length as i64).wrapping_add(1);
             }
         }
         ENTRIES_READ_UNKNOWN
@@ -226,17 +226,19 @@ impl Counts {
         start <= self.max_deleted
     }
 
-    /// A group's lag: entries added it has not read, if known.
+    /// A group's lag: entries added it has not read, if known. The
+    /// arithmetic wraps, as Redis's signed subtraction does once XSETID
+    /// ENTRIESADDED set the count near `i64::MAX` and XADD went past it.
     pub fn lag(&self, g: &Group) -> Option<i64> {
         let added = self.entries_added as i64;
         if self.entries_added == 0 {
             return Some(0);
         }
         if g.entries_read != ENTRIES_READ_UNKNOWN && !self.tombstones_from(g.last_id) {
-            return Some(added - g.entries_read);
+            return Some(added.wrapping_sub(g.entries_read));
         }
         let read = self.entries_up_to(g.last_id);
-        (read != ENTRIES_READ_UNKNOWN).then(|| added - read)
+        (read != ENTRIES_READ_UNKNOWN).then(|| added.wrapping_sub(read))
     }
 
     /// Moves group `g` to `id` as a delivery of entry `id` does (nothing
@@ -312,6 +314,19 @@ mod tests {
         assert_eq!((g.entries_read, s.counts().lag(&g)), (-1, None));
         s.counts().advance(&mut g, StreamId::new(5, 0));
         assert_eq!((g.entries_read, s.counts().lag(&g)), (5, Some(0)));
+    }
+
+    #[test]
+    fn lag_wraps_as_redis_when_entries_added_passed_i64_max() {
+        // XSETID ... ENTRIESADDED 9223372036854775807, then three XADDs:
+        // redis-server 7.0 reports lag 9223372036854775800 for a group
+        // that read 10 (its signed subtraction wraps).
+        let mut s = stream(5);
+        s.entries_added = i64::MAX as u64 + 3;
+        let g = Group::new(StreamId::new(5, 0), 10);
+        assert_eq!(s.counts().lag(&g), Some(9_223_372_036_854_775_800));
+        let g = Group::new(StreamId::new(1, 0), ENTRIES_READ_UNKNOWN);
+        assert!(s.counts().lag(&g).is_some());
     }
 
     #[test]

@@ -532,7 +532,7 @@ impl Stream {
             self.first_id = id;
         }
         self.length += 1;
-        self.entries_added += 1;
+        self.entries_added = self.entries_added.wrapping_add(1);
         self.last_id = id;
         Ok(())
     }
