@@ -44,7 +44,7 @@ pub struct GossipArgs {
     #[arg(long, env = "ANYKV_ROUTER")]
     pub router: bool,
     /// Gossip (UDP) address. Default: FLY_PRIVATE_IP (the 6PN address)
-    /// port 7946, else 127.0.0.1:7946.
+    /// port 7946; on Fly without it, `fly-local-6pn`; else 127.0.0.1:7946.
     #[arg(long)]
     pub gossip_addr: Option<SocketAddr>,
     /// QUIC state-sync port, the same on every node.
@@ -183,11 +183,42 @@ fn shaper(a: &GossipArgs) -> anyhow::Result<anykv_gossip::link::Shaper> {
 }
 
 fn default_gossip_addr() -> SocketAddr {
-    let ip = std::env::var("FLY_PRIVATE_IP")
-        .ok()
-        .and_then(|s| s.parse::<IpAddr>().ok())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let on_fly = std::env::var_os("FLY_APP_NAME").is_some();
+    let private = std::env::var("FLY_PRIVATE_IP").ok();
+    let ip = cluster_ip(private.as_deref(), on_fly, || {
+        use std::net::ToSocketAddrs;
+        ("fly-local-6pn", 0)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip())
+    });
     SocketAddr::new(ip, 7946)
+}
+
+/// The address the cluster ports bind by default: on Fly, the machine's
+/// 6PN address (`FLY_PRIVATE_IP`, else the `fly-local-6pn` name Fly puts
+/// in /etc/hosts), so gossip and replication reach peers over the private
+/// network only; elsewhere loopback. (The name is looked up only on Fly:
+/// elsewhere a DNS look-up of it could hang on an unreachable resolver.)
+fn cluster_ip(
+    private_ip: Option<&str>,
+    on_fly: bool,
+    six_pn: impl FnOnce() -> Option<IpAddr>,
+) -> IpAddr {
+    if let Some(ip) = private_ip.and_then(|s| s.parse::<IpAddr>().ok()) {
+        return ip;
+    }
+    if on_fly {
+        if let Some(ip) = six_pn() {
+            return ip;
+        }
+        tracing::warn!(
+            "on Fly without FLY_PRIVATE_IP or fly-local-6pn: the cluster ports bind 127.0.0.1 \
+             and no peer can reach them; pass --gossip-addr"
+        );
+    }
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
 }
 
 impl GossipArgs {
@@ -295,7 +326,7 @@ pub fn gossip_config(
     c.sync_port = a.sync_port;
     c.profile = a.gossip_profile;
     c.cluster_size = a.cluster_size;
-    c.meta.redis_addr = redis_addr;
+    c.meta.redis_addr = redis_addr.map(|r| announced(r, bind));
     use anykv_gossip::state::{ROLE_ROUTER, ROLE_STORE};
     c.meta.roles = vec![if a.router { ROLE_ROUTER } else { ROLE_STORE }.into()];
     c.meta.build = anykv_server::shared::ANYKV_VERSION.to_string();
@@ -710,6 +741,19 @@ pub fn spawn_load_reporter(cmd: MetaUpdater, shared: Arc<anykv_server::shared::S
     });
 }
 
+/// The RESP address other machines can reach: a wildcard bind (the
+/// image binds `0.0.0.0` and `::` for Flycast) is announced with the
+/// node's cluster address, its 6PN address on Fly. (The dashboard's key
+/// browser connects to what a node announces; `0.0.0.0` would be the
+/// sidecar's own host.)
+pub fn announced(redis: SocketAddr, cluster: SocketAddr) -> SocketAddr {
+    if redis.ip().is_unspecified() && !cluster.ip().is_unspecified() {
+        SocketAddr::new(cluster.ip(), redis.port())
+    } else {
+        redis
+    }
+}
+
 /// Where the store answers RESP, for the node's metadata.
 pub fn redis_addr(config: &Config) -> SocketAddr {
     let ip = config
@@ -723,6 +767,50 @@ pub fn redis_addr(config: &Config) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cluster ports: FLY_PRIVATE_IP, else (on Fly only) fly-local-6pn,
+    /// else loopback.
+    #[test]
+    fn cluster_ports_bind_the_6pn_address_on_fly() {
+        let six: IpAddr = "fdaa:0:1:a7b:1::2".parse().unwrap();
+        let never = || -> Option<IpAddr> { panic!("looked up off Fly") };
+        assert_eq!(
+            cluster_ip(Some("fdaa::3"), true, || Some(six)),
+            "fdaa::3".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(cluster_ip(None, true, || Some(six)), six);
+        assert_eq!(cluster_ip(Some("junk"), true, || Some(six)), six);
+        assert_eq!(
+            cluster_ip(None, false, never),
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            cluster_ip(None, true, || None),
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        );
+    }
+
+    /// A wildcard RESP bind is announced at the cluster address; a
+    /// specific one as it is.
+    #[test]
+    fn a_wildcard_resp_bind_is_announced_at_the_cluster_address() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let six = sa("[fdaa:0:1:a7b:1::2]:7946");
+        assert_eq!(
+            announced(sa("0.0.0.0:6379"), six),
+            sa("[fdaa:0:1:a7b:1::2]:6379")
+        );
+        assert_eq!(
+            announced(sa("[::]:6379"), six),
+            sa("[fdaa:0:1:a7b:1::2]:6379")
+        );
+        assert_eq!(announced(sa("10.0.0.5:6379"), six), sa("10.0.0.5:6379"));
+        // Nothing better to say when the cluster port is a wildcard too.
+        assert_eq!(
+            announced(sa("0.0.0.0:6379"), sa("[::]:7946")),
+            sa("0.0.0.0:6379")
+        );
+    }
 
     /// The CA is PEM text (a Fly secret in the variable) or a file's path.
     #[test]

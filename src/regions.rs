@@ -99,6 +99,12 @@ pub struct Target {
     /// the command stops; run it again to go on.
     #[arg(long, default_value = "600", value_parser = secs)]
     wait_timeout: Duration,
+    /// Fault testing: how long to wait after naming each step before
+    /// carrying it out, so that a test can kill the command as a step
+    /// begins (local steps take microseconds, less than a kill takes to
+    /// land).
+    #[arg(long, hide = true, default_value = "0", value_parser = millis)]
+    step_pause_ms: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +117,12 @@ fn secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|_| format!("{s:?} is not a number of seconds"))
+}
+
+fn millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{s:?} is not a number of milliseconds"))
 }
 
 fn required(v: &Option<String>, what: &str) -> anyhow::Result<String> {
@@ -203,15 +215,17 @@ pub fn run(cmd: RegionsCmd) -> anyhow::Result<()> {
             target,
         ),
     };
+    let pause = target.step_pause_ms;
     rt.block_on(async move {
         match target.backend {
-            Backend::Fly => execute(&fly_runner(&target)?, change.as_ref(), dry_run).await,
+            Backend::Fly => execute(&fly_runner(&target)?, change.as_ref(), dry_run, pause).await,
             Backend::Local => {
                 let leaving = match &change {
                     Some(Change::Remove { region, .. }) => Some(region.as_str()),
                     _ => None,
                 };
-                execute(&local_runner(&target, leaving)?, change.as_ref(), dry_run).await
+                let runner = local_runner(&target, leaving)?;
+                execute(&runner, change.as_ref(), dry_run, pause).await
             }
         }
     })
@@ -222,6 +236,7 @@ async fn execute<I: Infra + Sync, C: Cluster + Sync>(
     r: &Runner<I, C>,
     change: Option<&Change>,
     dry_run: bool,
+    step_pause: Duration,
 ) -> anyhow::Result<()> {
     let Some(change) = change else {
         print!("{}", list_table(&r.inventory().await?));
@@ -232,7 +247,17 @@ async fn execute<I: Infra + Sync, C: Cluster + Sync>(
         return Ok(());
     }
     let mut show = Progress::new();
-    let result = r.run(change, &mut |e| show.event(e)).await;
+    let result = r
+        .run(change, &mut |e| {
+            let step = matches!(e, Event::Step { .. });
+            show.event(e);
+            if step && !step_pause.is_zero() {
+                // (Blocks the run's one thread: nothing else is under way
+                // between two steps.)
+                std::thread::sleep(step_pause);
+            }
+        })
+        .await;
     show.finish();
     match result {
         Ok(()) => {

@@ -2706,8 +2706,8 @@ impl Harness<'_> {
                 let streams = args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS"));
                 if let Some(at) = streams {
                     let keys = &args[at + 1..];
-                    for key in keys[..keys.len() / 2].to_vec() {
-                        self.create_consumer(&key, &group, &consumer)?;
+                    for key in &keys[..keys.len() / 2] {
+                        self.create_consumer(key, &group, &consumer)?;
                     }
                 }
             }

@@ -52,42 +52,81 @@ fn login(addr: std::net::SocketAddr) -> Option<RespConn> {
     common::login_ready(addr, "shop", TOKEN, |_| true)
 }
 
-/// Runs `anykv regions <args>` killed as step 1 begins, then again killed
-/// as step 2 of that run begins, and so on (each run plans afresh from
-/// what is done), until a run finishes on its own, which must succeed and
-/// say done: how many runs were killed.
-fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> usize {
-    let mut kills = 0;
-    for k in 1..=10 {
+/// Runs `anykv regions <args>` again and again, each run killed in a
+/// step: as it begins, the first time a run comes to it; a moment after
+/// it began (part-way, if it is still going) the second time, should it
+/// come again (each run plans afresh from what is done). Once a run
+/// finishes on its own, it must succeed and say done. Returns the steps
+/// killed as they began, as the runs named them.
+///
+/// Each run waits [`STEP_PAUSE`] between naming a step and starting it
+/// (`--step-pause-ms`), so the kill as a step begins lands before it does
+/// anything: local steps take less time than a kill takes to land.
+fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> Vec<String> {
+    let mut at_start: Vec<String> = Vec::new();
+    let mut part_way: Vec<String> = Vec::new();
+    for run in 1..=40 {
         let mut child = regions_cmd(dir, args)
+            .arg(format!("--step-pause-ms={}", STEP_PAUSE.as_millis()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("running anykv regions");
         let stderr = child.stderr.take().expect("stderr");
-        let mark = format!("[{k}/");
         let mut killed = false;
         let mut seen = Vec::new();
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if line.starts_with(&mark) {
-                // Killed as the step begins: it may be half done.
-                let _ = child.kill();
-                killed = true;
-                break;
+            if let Some(step) = step_of(&line) {
+                if !at_start.contains(&step) {
+                    let _ = child.kill();
+                    at_start.push(step);
+                    killed = true;
+                    break;
+                }
+                if !part_way.contains(&step) {
+                    std::thread::sleep(STEP_PAUSE + Duration::from_millis(30));
+                    let _ = child.kill();
+                    part_way.push(step);
+                    killed = true;
+                    break;
+                }
             }
             seen.push(line);
         }
         let out = child.wait_with_output().expect("wait");
         if killed && !out.status.success() {
-            kills += 1;
             continue;
         }
-        assert!(out.status.success(), "run {k} of {args:?} failed: {seen:?}");
+        assert!(
+            out.status.success(),
+            "run {run} of {args:?} failed: {seen:?}"
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
-        return kills;
+        eprintln!("{args:?}: killed as {at_start:?} began, part-way through {part_way:?}");
+        return at_start;
     }
-    panic!("no run of {args:?} finished in 10");
+    panic!("no run of {args:?} finished in 40: killed in {at_start:?} and {part_way:?}");
+}
+
+/// How long each killed run waits before each step.
+const STEP_PAUSE: Duration = Duration::from_millis(300);
+
+/// The step a progress line `[i/n] <step>` begins.
+fn step_of(line: &str) -> Option<String> {
+    let (head, step) = line.strip_prefix('[')?.split_once("] ")?;
+    let (i, n) = head.split_once('/')?;
+    (i.parse::<usize>().is_ok() && n.parse::<usize>().is_ok()).then(|| step.to_string())
+}
+
+/// Every one of `kinds` (a step's first words) was killed once.
+fn assert_killed_in_each(killed: &[String], kinds: &[&str]) {
+    for kind in kinds {
+        assert!(
+            killed.iter().any(|s| s.starts_with(kind)),
+            "no run was killed in \"{kind}...\": {killed:?}"
+        );
+    }
 }
 
 /// Starts `spec` (unshaped, fast gossip) and database 1 ("shop", primary
@@ -176,8 +215,15 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
 
     // Adding syd, the command killed at each step in turn: its node
     // starts (once), joins, and the last run says done.
-    let kills = run_killed_at_each_step(&dir, &["add", "syd"]);
-    assert!(kills >= 2, "add was killed {kills} time(s)");
+    let killed = run_killed_at_each_step(&dir, &["add", "syd"]);
+    assert_killed_in_each(
+        &killed,
+        &[
+            "create a volume in syd",
+            "create a node in syd",
+            "wait until 1 node(s) of syd",
+        ],
+    );
     let syds = world_file(&dir)
         .nodes
         .into_iter()
@@ -231,8 +277,17 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
     // Removing cdg, the command killed as step 1 begins, then as step 2
     // of the run after begins, and so on (each run plans afresh from what
     // is done), until a run finishes on its own.
-    let kills = run_killed_at_each_step(&dir, &["remove", "cdg"]);
-    assert!(kills >= 2, "remove was killed {kills} time(s)");
+    let killed = run_killed_at_each_step(&dir, &["remove", "cdg"]);
+    assert_killed_in_each(
+        &killed,
+        &[
+            "take cdg out of database 1's read regions",
+            "wait until no database has a copy in cdg",
+            "stop node",
+            "destroy node",
+            "destroy volume",
+        ],
+    );
 
     // cdg is gone: its node stopped and out of world.json, its directory
     // (volume) removed; the database reads in syd only and has no copy
@@ -275,9 +330,10 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
 
 /// Removing the database's primary region with `--move-primaries-to`:
 /// the primary is handed to the replica in cdg with writes held only
-/// while it takes the last bytes, then iad's nodes go; writes through
-/// cdg are acknowledged throughout, none is lost, and no write waited
-/// longer than the move's bound.
+/// while it takes the last bytes, then iad's nodes go, the command killed
+/// in each of its steps in turn (the move too) and run again; writes
+/// through cdg are acknowledged throughout, none is lost, and no write
+/// waited longer than the move's bound.
 #[test]
 fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
     let spec = common::world_spec(
@@ -298,18 +354,23 @@ fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
         count.load(Ordering::Relaxed) > 50
     });
 
+    // The command killed in each of its steps in turn, the move too.
     let before = count.load(Ordering::Relaxed);
-    let out = regions_cmd(&dir, &["remove", "iad", "--move-primaries-to", "cdg"])
-        .output()
-        .expect("running anykv regions remove");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let killed = run_killed_at_each_step(&dir, &["remove", "iad", "--move-primaries-to", "cdg"]);
+    assert_killed_in_each(
+        &killed,
+        &[
+            "hand database 1's primary to cdg",
+            "stop node",
+            "destroy node",
+            "destroy volume",
+        ],
+    );
     let during = count.load(Ordering::Relaxed) - before;
     assert!(
         during > 10,
-        "only {during} writes acknowledged while the command ran"
+        "only {during} writes acknowledged while the commands ran"
     );
-    assert!(err.contains("hand database 1's primary to cdg"), "{err}");
 
     // The database lives in cdg now, iad is gone from it and from the world.
     let view = w.cluster_view("n3").expect("n3 answers");

@@ -94,6 +94,24 @@ impl FakeMachines {
     pub fn volumes(&self) -> Vec<Value> {
         self.inner.lock().volumes.values().cloned().collect()
     }
+
+    /// A machine another client made in `volume`'s region, mounting it
+    /// (as `fly deploy` or a person would): its id.
+    pub fn mount_elsewhere(&self, volume: &str) -> Option<String> {
+        let mut g = self.inner.lock();
+        let region = g.volumes.get(volume)?["region"].clone();
+        let id = new_id(&mut g, "");
+        let m = json!({
+            "id": id, "name": format!("machine-{id}"), "state": "started",
+            "region": region,
+            "config": { "mounts": [{ "volume": volume, "path": "/data" }] },
+        });
+        if let Some(v) = g.volumes.get_mut(volume) {
+            v["attached_machine_id"] = json!(id);
+        }
+        g.machines.insert(id.clone(), m);
+        Some(id)
+    }
 }
 
 /// Every path under `/v1/apps/{app}` (Fly's), answered by [`handle`].

@@ -461,6 +461,9 @@ mod tests {
         fly: Arc<FakeMachines>,
         dbs: Mutex<Vec<Database>>,
         stuck: Mutex<Option<String>>,
+        /// New copies start at offset 0 and stay there (a full sync under
+        /// way) until this is cleared.
+        syncing: Mutex<bool>,
     }
 
     impl FakeCluster {
@@ -506,6 +509,10 @@ mod tests {
                             offset: d.offset,
                         });
                     }
+                }
+                let syncing = *self.syncing.lock();
+                for c in &mut d.replicas {
+                    c.offset = if syncing { Some(0) } else { d.offset };
                 }
             }
             Ok(State {
@@ -611,6 +618,7 @@ mod tests {
                 replicas: Vec::new(),
             }]),
             stuck: Mutex::new(None),
+            syncing: Mutex::new(false),
         };
         let infra = FlyInfra {
             api,
@@ -686,6 +694,10 @@ mod tests {
             let mounted = n["config"]["mounts"][0]["volume"].as_str().expect("mount");
             assert!(vols.iter().any(|v| v["id"] == mounted), "{n}");
             assert_eq!(n["config"]["mounts"][0]["path"], "/data");
+            // The rest of the config as the app's machine has it.
+            assert_eq!(n["region"], "cdg", "{n}");
+            assert_eq!(n["config"]["env"]["RUST_LOG"], "info", "{n}");
+            assert_eq!(n["config"]["restart"]["policy"], "always", "{n}");
         }
         assert!(
             vols.iter().all(|v| v["size_gb"] == 20),
@@ -702,6 +714,72 @@ mod tests {
         assert_eq!(
             render(&steps),
             "  1. wait until 2 node(s) of cdg are members and their copies caught up\n"
+        );
+    }
+
+    /// A node that joined is not enough: the add waits until the copies
+    /// the region is to hold have caught up with their primary.
+    #[tokio::test]
+    async fn an_added_region_is_done_only_once_its_copies_caught_up() {
+        let (_fake, mut r) = world().await;
+        *r.cluster.syncing.lock() = true;
+        r.wait_limit = Duration::from_millis(300);
+        let add = Change::Add {
+            region: "cdg".into(),
+            count: 1,
+        };
+        match r.run(&add, &mut |_| {}).await {
+            Err(RunError::Timeout { now, .. }) => {
+                assert!(now.contains("catching up in cdg: shop"), "{now}")
+            }
+            other => panic!("expected the wait to time out: {other:?}"),
+        }
+        // The full sync ends: the same command, run again, is done.
+        *r.cluster.syncing.lock() = false;
+        r.run(&add, &mut |_| {}).await.expect("caught up");
+    }
+
+    /// The run looks again just before it destroys a volume: a machine
+    /// made meanwhile that mounts it (a deploy racing the removal) stops
+    /// the run, and the volume stays.
+    #[tokio::test]
+    async fn a_volume_mounted_again_during_a_removal_is_not_destroyed() {
+        let (fake, r) = world_with_cdg().await;
+        let remove = Change::Remove {
+            region: "cdg".into(),
+            move_primaries_to: None,
+        };
+        let vol = in_region(&fake.volumes(), "cdg")[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let mut raced = None;
+        let result = r
+            .run(&remove, &mut |e| {
+                if let Event::Step {
+                    step: Step::DestroyVolume { .. },
+                    ..
+                } = e
+                {
+                    raced = fake.mount_elsewhere(&vol);
+                }
+            })
+            .await;
+        assert!(raced.is_some(), "the run came to the volume");
+        match result {
+            Err(RunError::Unsafe { volume, why }) => {
+                assert_eq!(volume, vol);
+                assert!(why.contains("mounts"), "{why}");
+            }
+            other => panic!("expected the run to stop: {other:?}"),
+        }
+        assert_eq!(in_region(&fake.volumes(), "cdg").len(), 1, "volume kept");
+        assert!(
+            !fake
+                .requests()
+                .iter()
+                .any(|q| q.method == "DELETE" && q.path.contains("/volumes/")),
+            "no destroy was sent"
         );
     }
 
