@@ -261,6 +261,7 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     rt.block_on(async {
         let sync_port = gossip.as_ref().map(|c| c.wan.sync_port);
         let shaper = gossip.as_ref().map(|c| c.wan.shaper.clone());
+        let cluster_addr = gossip.as_ref().map(|c| c.wan.bind);
         let node = match gossip {
             Some(c) => Some(
                 anykv_gossip::Cluster::start(c)
@@ -308,21 +309,12 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
                 .parse()
                 .with_context(|| format!("metrics-addr '{addr}'"))?;
             let bound = http::serve(sock, node.as_ref().map(|n| n.view()), admin, shaper).await?;
-            if let Some(n) = &node {
+            if let (Some(n), Some(cluster)) = (&node, cluster_addr) {
                 // Reachable by the other nodes: a wildcard bind is
-                // announced with this node's own (gossip) address.
-                let own = n
-                    .view()
-                    .borrow()
-                    .members
-                    .iter()
-                    .find(|m| m.me)
-                    .map(|m| m.addr.ip());
-                let ip = match own {
-                    Some(ip) if bound.ip().is_unspecified() => ip,
-                    _ => bound.ip(),
-                };
-                let published = std::net::SocketAddr::new(ip, bound.port());
+                // announced with this node's cluster (6PN) address. (It
+                // was taken from the view, which may not hold this node
+                // yet when the port opens: `[::]` was announced then.)
+                let published = node::announced(bound, cluster);
                 n.updater().update(move |m| m.http_addr = Some(published));
             }
             tracing::info!(

@@ -56,8 +56,9 @@ fn bench_regions_reports_adding_and_removing_a_region() {
     assert!(writes[0].contains("(syd) while iad is removed"), "{report}");
     assert!(writes[1].contains("(iad, the primary's node"), "{report}");
     for w in &writes {
-        assert!(w.contains(", 0 errors |"), "{w}");
-        assert!(w.contains("max (the pause)"), "{w}");
+        assert!(w.contains("; 0 errors |"), "{w}");
+        assert!(w.contains("longest (the pause)"), "{w}");
+        assert!(w.contains("paced (a write every"), "{w}");
     }
     assert!(
         stderr.contains("hand database 1's primary to syd"),

@@ -392,3 +392,154 @@ fn the_built_binary_takes_what_the_image_gives_it() {
         assert!(help.contains(v), "anykv node reads {v}");
     }
 }
+
+/// The image's command line, as the Dockerfile's ENTRYPOINT (less the
+/// entrypoint script) and CMD give it.
+fn image_argv() -> Vec<String> {
+    let docker = file("Dockerfile");
+    let json_of = |word: &str| -> Vec<String> {
+        let line = docker
+            .lines()
+            .find(|l| l.starts_with(word))
+            .unwrap_or_else(|| panic!("the Dockerfile has no {word}"));
+        serde_json::from_str(line[word.len()..].trim()).expect("exec form (a JSON array)")
+    };
+    let mut argv = json_of("ENTRYPOINT");
+    assert_eq!(argv[0], "anykv-entrypoint");
+    argv.remove(0);
+    argv.extend(json_of("CMD"));
+    argv
+}
+
+/// The binary CI built, started with the image's very command line (its
+/// volume, RESP and metrics ports moved to free ones here) and Fly's
+/// variables, the cluster's secrets as PEM text in them: it serves RESP
+/// on the wildcard bind, metrics on `[::]`, and announces its RESP
+/// address at its 6PN (here loopback) address, not at `0.0.0.0`.
+#[test]
+fn the_node_starts_from_the_images_command_line_and_fly_variables() {
+    use std::io::{Read, Write};
+    let bin = env!("CARGO_BIN_EXE_anykv");
+    let dir = std::env::temp_dir().join(format!("anykv-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let secrets = dir.join("secrets");
+    let out = Command::new(bin)
+        .args(["cluster", "keygen", "--dir"])
+        .arg(&secrets)
+        .output()
+        .expect("anykv cluster keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).expect("a secret");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (resp, metrics) = (free(), free());
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let argv: Vec<String> = image_argv()
+        .into_iter()
+        .map(|a| match a.as_str() {
+            "6379" => resp.to_string(),
+            "/data" => data.display().to_string(),
+            "[::]:9091" => format!("[::]:{metrics}"),
+            _ => a,
+        })
+        .collect();
+    assert_eq!(argv[0], "anykv");
+    let six_pn = "127.0.0.93";
+    let mut child = Command::new(bin)
+        .args(&argv[1..])
+        .env("FLY_MACHINE_ID", "d8dd123a456789")
+        .env("FLY_REGION", "iad")
+        .env("FLY_PRIVATE_IP", six_pn)
+        .env("ANYKV_GOSSIP_KEYS", read("gossip.key").trim())
+        .env("ANYKV_CLUSTER_CA", read("cluster-ca.pem"))
+        .env("ANYKV_CLUSTER_CA_KEY", read("cluster-ca.key"))
+        .env_remove("FLY_APP_NAME")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("anykv node");
+    // Killed should the test fail before it stops the node.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let _kill = Kill(child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let announced = loop {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the node exited: {:?}",
+            child
+                .wait_with_output()
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        );
+        let pong = std::net::TcpStream::connect(("127.0.0.1", resp))
+            .ok()
+            .and_then(|mut s| {
+                s.write_all(b"PING\r\n").ok()?;
+                let mut b = [0u8; 7];
+                s.read_exact(&mut b).ok()?;
+                Some(b)
+            });
+        // (A node is never open before it loaded its databases: NOAUTH.)
+        let pong = pong.filter(|b| b == b"+PONG\r\n" || b == b"-NOAUTH");
+        let cluster = anykv_bench::world::http(
+            std::net::SocketAddr::from(([127, 0, 0, 1], metrics)),
+            "GET",
+            "/cluster",
+            "",
+            "",
+        )
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok());
+        let me = cluster.and_then(|v| {
+            v["members"]
+                .as_array()
+                .and_then(|ms| ms.iter().find(|m| m["me"] == true).cloned())
+                .filter(|m| m["meta"]["redis_addr"].is_string())
+        });
+        if let (Some(_), Some(me)) = (pong, me) {
+            break me;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        announced["meta"]["redis_addr"],
+        format!("{six_pn}:{resp}"),
+        "{announced}"
+    );
+    assert_eq!(
+        announced["meta"]["http_addr"],
+        format!("{six_pn}:{metrics}"),
+        "{announced}"
+    );
+    assert_eq!(announced["machine"], "d8dd123a456789", "{announced}");
+    assert_eq!(announced["region"], "iad", "{announced}");
+    assert!(
+        status.success(),
+        "a SIGTERM ends the node cleanly: {status}"
+    );
+}
