@@ -495,6 +495,21 @@ async fn forward_window(
             return WindowEnd::Gone;
         }
         out.buf.clear();
+        // A reply made room: writes already in the input go now, not once
+        // the whole window has drained (a burst that arrived at once would
+        // otherwise go out FORWARD_WINDOW at a time, a round trip each).
+        if taking && inflight.len() < FORWARD_WINDOW {
+            taking = take_writes(
+                tenant,
+                shared,
+                s,
+                parser,
+                inbuf,
+                &limits,
+                &mut inflight,
+                node,
+            );
+        }
     }
     WindowEnd::Done
 }
