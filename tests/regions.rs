@@ -78,16 +78,13 @@ fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> Vec<String> {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(step) = step_of(&line) {
-                if !at_start.contains(&step) {
+                let first = !at_start.contains(&step);
+                if first || !part_way.contains(&step) {
+                    if !first {
+                        std::thread::sleep(STEP_PAUSE + Duration::from_millis(30));
+                    }
                     let _ = child.kill();
-                    at_start.push(step);
-                    killed = true;
-                    break;
-                }
-                if !part_way.contains(&step) {
-                    std::thread::sleep(STEP_PAUSE + Duration::from_millis(30));
-                    let _ = child.kill();
-                    part_way.push(step);
+                    if first { &mut at_start } else { &mut part_way }.push(step);
                     killed = true;
                     break;
                 }
@@ -119,7 +116,8 @@ fn step_of(line: &str) -> Option<String> {
     (i.parse::<usize>().is_ok() && n.parse::<usize>().is_ok()).then(|| step.to_string())
 }
 
-/// Every one of `kinds` (a step's first words) was killed once.
+/// Some run was killed as a step of each of `kinds` (a step's first
+/// words) began.
 fn assert_killed_in_each(killed: &[String], kinds: &[&str]) {
     for kind in kinds {
         assert!(
@@ -274,9 +272,9 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
         },
     );
 
-    // Removing cdg, the command killed as step 1 begins, then as step 2
-    // of the run after begins, and so on (each run plans afresh from what
-    // is done), until a run finishes on its own.
+    // Removing cdg, the command killed in each step of its plan in turn
+    // (each run plans afresh from what is done), until a run finishes on
+    // its own.
     let killed = run_killed_at_each_step(&dir, &["remove", "cdg"]);
     assert_killed_in_each(
         &killed,

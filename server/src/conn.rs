@@ -410,16 +410,8 @@ async fn forward_window(
         max_multibulk_len: set.max_multibulk_len,
         unauthenticated: false,
     };
-    let mut taking = take_writes(
-        tenant,
-        shared,
-        s,
-        parser,
-        inbuf,
-        &limits,
-        &mut inflight,
-        node,
-    );
+    // Whether writes of the input may still join the window.
+    let mut taking = true;
     // A request of the window was refused: no later one is retried.
     let mut refused = false;
     while let Some(InFlight {
@@ -433,6 +425,22 @@ async fn forward_window(
         let late = tokio::time::sleep(crate::forward::FORWARD_TIMEOUT);
         tokio::pin!(late);
         let r = loop {
+            // Writes already in the input join the window whenever it has
+            // room: as it opens, after each reply, after each read (a
+            // burst that arrived at once is not sent FORWARD_WINDOW at a
+            // time, a round trip each).
+            if taking && inflight.len() < FORWARD_WINDOW {
+                taking = take_writes(
+                    tenant,
+                    shared,
+                    s,
+                    parser,
+                    inbuf,
+                    &limits,
+                    &mut inflight,
+                    node,
+                );
+            }
             if inbuf.capacity() - inbuf.len() < 1024 {
                 inbuf.reserve(READ_CHUNK);
             }
@@ -451,7 +459,6 @@ async fn forward_window(
                     match n {
                         Ok(n) if n > 0 && (inbuf.len() as u64) <= set.query_buffer_limit => {
                             GlobalStats::add(&shared.stats.net_input_bytes, n as u64);
-                            taking = take_writes(tenant, shared, s, parser, inbuf, &limits, &mut inflight, node);
                         }
                         _ => return WindowEnd::Gone,
                     }
@@ -495,21 +502,6 @@ async fn forward_window(
             return WindowEnd::Gone;
         }
         out.buf.clear();
-        // A reply made room: writes already in the input go now, not once
-        // the whole window has drained (a burst that arrived at once would
-        // otherwise go out FORWARD_WINDOW at a time, a round trip each).
-        if taking && inflight.len() < FORWARD_WINDOW {
-            taking = take_writes(
-                tenant,
-                shared,
-                s,
-                parser,
-                inbuf,
-                &limits,
-                &mut inflight,
-                node,
-            );
-        }
     }
     WindowEnd::Done
 }
