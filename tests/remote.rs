@@ -175,6 +175,45 @@ fn a_node_without_a_copy_serves_the_database_through_the_others() {
         ]
     );
 
+    // A pipeline of reads goes to one copy at once (a read window), not
+    // one round trip each: nearly every read is sent while one before it
+    // still awaits its reply, and the replies keep their order.
+    let n = 300;
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..n {
+        mset.extend([format!("r{i}"), format!("v{i}")]);
+    }
+    let mset: Vec<&str> = mset.iter().map(|s| s.as_str()).collect();
+    assert_eq!(a.cmd(&mset).ok(), Some(ok()));
+    let (piped0, remote0, fell_back0) = (
+        routing(&mut a, "routed_pipelined"),
+        routing(&mut a, "routed_remote_reads"),
+        routing(&mut a, "routed_fell_back_reads"),
+    );
+    let keys: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let gets: Vec<Vec<&str>> = keys.iter().map(|k| vec!["GET", k.as_str()]).collect();
+    a.send_all(&gets).expect("pipeline of reads");
+    for i in 0..n {
+        assert_eq!(
+            a.read_reply().expect("reply"),
+            bulk(&format!("v{i}")),
+            "reply {i}"
+        );
+    }
+    let piped = routing(&mut a, "routed_pipelined") - piped0;
+    let remote = routing(&mut a, "routed_remote_reads") - remote0;
+    let fell_back = routing(&mut a, "routed_fell_back_reads") - fell_back0;
+    assert_eq!(
+        remote + fell_back,
+        n as u64,
+        "every read went to a copy first"
+    );
+    assert!(remote > 0, "no read of the pipeline was answered by a copy");
+    assert!(
+        piped >= 200,
+        "{piped} of {n} pipelined reads were sent while one before them was in flight"
+    );
+
     // WAIT counts the replicas that have this connection's writes, though
     // it runs on a stream of its own to the primary: with the cdg replica
     // frozen, a write is on the standby only (durability `region` waited

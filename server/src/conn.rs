@@ -268,13 +268,14 @@ impl Drop for Unblocked {
     }
 }
 
-/// Most writes a connection has in flight to the primary at once.
+/// Most requests a connection has in flight in one window (writes to the
+/// primary, or reads to one copy) at once.
 const FORWARD_WINDOW: usize = 64;
 
-/// How a write window ended.
+/// How a window ended.
 enum WindowEnd {
-    /// Nothing was sent (this node follows no primary now): the request
-    /// takes the single-request path.
+    /// Nothing was sent (this node follows no primary now, or no copy may
+    /// take a read): the request takes the single-request path.
     NotOpened,
     /// Every reply is in `out`; go on with the input.
     Done,
@@ -285,24 +286,38 @@ enum WindowEnd {
     RunHere(Vec<Vec<u8>>),
 }
 
-/// A request of a window on the wire: its reply, its envelope (to retry),
-/// its arguments (to run here), and its place in `Shared::forwarding` (a
-/// node that exits waits for its forwarded requests' replies).
+/// Where a window's requests go: all to one node, on one stream, so their
+/// replies come in the order they were sent.
+#[derive(Clone, Copy, PartialEq)]
+enum Leg {
+    /// Writes, to the database's primary.
+    Primary(std::net::SocketAddr),
+    /// Reads of a database held elsewhere, to one copy.
+    Copy(std::net::SocketAddr),
+}
+
+/// A request of a window on the wire: its reply, its envelope to the
+/// primary (to retry a write, or to fall back to for a read), the read's
+/// envelope to a copy (to ask another copy), its arguments (to run here),
+/// and its place in `Shared::forwarding` (a node that exits waits for its
+/// forwarded requests' replies).
 struct InFlight {
     reply: crate::forward::PinnedReply,
     env: Vec<u8>,
+    read: Option<Vec<u8>>,
     args: Vec<Vec<u8>>,
     _counted: crate::forward::Counted,
 }
 
-/// Takes the complete, plain writes at the parser's position
-/// (`dispatch::pipelined_write`) and sends each at once on the tenant's
-/// stream to the primary, until `inflight` holds [`FORWARD_WINDOW`] or the
-/// input ends (true: more may be taken), or a request that is not such a
-/// write comes (false: take no more; it runs once the window's replies are
-/// in).
+/// Takes the complete requests at the parser's position that may join the
+/// window (plain writes, `dispatch::pipelined_write`, for the primary;
+/// reads a copy may answer, `dispatch::pipelined_read`, for a copy) and
+/// sends each at once on the window's stream, until `inflight` holds
+/// [`FORWARD_WINDOW`] or the input ends (true: more may be taken), or a
+/// request that may not join comes (false: take no more; it runs once the
+/// window's replies are in).
 #[allow(clippy::too_many_arguments)]
-fn take_writes(
+fn take_pipelined(
     tenant: &Rc<RefCell<Tenant>>,
     shared: &Arc<Shared>,
     s: &Session,
@@ -310,13 +325,16 @@ fn take_writes(
     inbuf: &BytesMut,
     limits: &ParseLimits,
     inflight: &mut std::collections::VecDeque<InFlight>,
-    node: std::net::SocketAddr,
+    leg: Leg,
+    max_reads: usize,
 ) -> bool {
     let mut t = tenant.borrow_mut();
-    // A window goes to one primary: once another is named, what follows
-    // waits for the window's replies.
-    if crate::forward::primary_node(&t, shared) != Some(node) {
-        return false;
+    // A write window goes to one primary: once another is named, what
+    // follows waits for the window's replies.
+    if let Leg::Primary(node) = leg {
+        if crate::forward::primary_node(&t, shared) != Some(node) {
+            return false;
+        }
     }
     while inflight.len() < FORWARD_WINDOW {
         let before = parser.clone();
@@ -324,8 +342,14 @@ fn take_writes(
             Ok(Some(Request::Multibulk)) => {
                 let args: SmallVec<[&[u8]; 8]> =
                     parser.ranges().iter().map(|r| &inbuf[r.clone()]).collect();
-                crate::dispatch::pipelined_write(&mut t, s, &args)
-                    .map(|env| (env, args.iter().map(|a| a.to_vec()).collect()))
+                let envs = match leg {
+                    Leg::Primary(_) => {
+                        crate::dispatch::pipelined_write(&mut t, s, &args).map(|env| (env, None))
+                    }
+                    Leg::Copy(_) => crate::dispatch::pipelined_read(&t, s, &args)
+                        .map(|(read, env)| (env, Some(read))),
+                };
+                envs.map(|(env, read)| (env, read, args.iter().map(|a| a.to_vec()).collect()))
             }
             // Incomplete: more may come.
             Ok(None) => {
@@ -334,11 +358,17 @@ fn take_writes(
             }
             _ => None,
         };
-        let sent = body.and_then(|(env, args)| {
-            let f = crate::forward::send_now(&mut t, shared, env.clone())?;
+        let sent = body.and_then(|(env, read, args)| {
+            let reply: crate::forward::PinnedReply = match (leg, &read) {
+                (Leg::Copy(node), Some(read)) => {
+                    crate::forward::send_read_to(&mut t, shared, node, max_reads, read.clone())?
+                }
+                _ => Box::pin(crate::forward::send_now(&mut t, shared, env.clone())?),
+            };
             Some(InFlight {
-                reply: Box::pin(f),
+                reply,
                 env,
+                read,
                 args,
                 _counted: crate::forward::Counted::new(shared),
             })
@@ -347,8 +377,12 @@ fn take_writes(
             Some(x) => {
                 // Metered here, where the client sent it (the window
                 // never runs it through dispatch).
+                t.stats.routes.pipelined += 1;
                 if t.is_customer() {
-                    t.usage.count(crate::meter::Class::Write);
+                    t.usage.count(match leg {
+                        Leg::Primary(_) => crate::meter::Class::Write,
+                        Leg::Copy(_) => crate::meter::Class::Read,
+                    });
                 }
                 inflight.push_back(x)
             }
@@ -361,17 +395,23 @@ fn take_writes(
     true
 }
 
-/// A forwarded request and the writes of the connection that follow it,
-/// in flight together on the tenant's stream to the primary, in order:
-/// the ones already in the input, and those that arrive while replies are
+/// A forwarded request and the requests of the connection that follow it
+/// and may join it, in flight together on one stream, in order: writes to
+/// the primary, or reads of a database held elsewhere to one copy; the
+/// ones already in the input, and those that arrive while replies are
 /// awaited (a pipelining or multiplexing client keeps up to
-/// [`FORWARD_WINDOW`] writes on the wire, so from a read region a burst
-/// costs about one round trip, not one per write). Each reply goes to the
-/// client as soon as it is in. Anything that is not such a write ends the
-/// window: it runs once the replies before it are in. A reply that says a
-/// request did not run is retried (`forward::run_for`) only when nothing
-/// was sent after it; otherwise it is answered `-TRYAGAIN`, so writes never
-/// run out of order.
+/// [`FORWARD_WINDOW`] requests on the wire, so from a read region a burst
+/// of writes, or from a region without a copy a burst of reads, costs
+/// about one round trip, not one per request). Each reply goes to the
+/// client as soon as it is in. Anything that may not join ends the window:
+/// it runs once the replies before it are in.
+///
+/// A write whose reply says it did not run is retried
+/// (`forward::run_for`) only when nothing was sent after it; otherwise it
+/// is answered `-TRYAGAIN`, so writes never run out of order. A read the
+/// copy does not answer in time, or answers `-BEHIND`, is asked again as a
+/// single read is (`forward::run_read`: another copy, then the primary);
+/// after a copy that did not answer, the window takes no more.
 #[allow(clippy::too_many_arguments)]
 async fn forward_window(
     tenant: &Rc<RefCell<Tenant>>,
@@ -381,27 +421,42 @@ async fn forward_window(
     inbuf: &mut BytesMut,
     stream: &mut ClientStream,
     out: &mut Reply,
-    req: Vec<u8>,
-    args: &[Vec<u8>],
+    first: (Vec<u8>, Option<Vec<u8>>, &[Vec<u8>]),
     set: &crate::shared::Settings,
 ) -> WindowEnd {
     use crate::forward::{did_not_run, send_now, Outcome};
-    let (first, node) = {
+    let (req, read, args) = first;
+    let max_reads = set.copy_max_inflight_reads;
+    let (reply, leg) = {
         let mut t = tenant.borrow_mut();
         if t.rate.is_some() {
             return WindowEnd::NotOpened;
         }
-        let Some(node) = crate::forward::primary_node(&t, shared) else {
-            return WindowEnd::NotOpened;
-        };
-        match send_now(&mut t, shared, req.clone()) {
-            Some(f) => (Box::pin(f) as crate::forward::PinnedReply, node),
-            None => return WindowEnd::NotOpened,
+        match &read {
+            Some(read) => {
+                match crate::forward::send_read_near(&mut t, shared, max_reads, read.clone()) {
+                    Some((node, f)) => (f, Leg::Copy(node)),
+                    None => return WindowEnd::NotOpened,
+                }
+            }
+            None => {
+                let Some(node) = crate::forward::primary_node(&t, shared) else {
+                    return WindowEnd::NotOpened;
+                };
+                match send_now(&mut t, shared, req.clone()) {
+                    Some(f) => (
+                        Box::pin(f) as crate::forward::PinnedReply,
+                        Leg::Primary(node),
+                    ),
+                    None => return WindowEnd::NotOpened,
+                }
+            }
         }
     };
     let mut inflight = std::collections::VecDeque::from([InFlight {
-        reply: first,
+        reply,
         env: req,
+        read,
         args: args.to_vec(),
         _counted: crate::forward::Counted::new(shared),
     }]);
@@ -410,27 +465,32 @@ async fn forward_window(
         max_multibulk_len: set.max_multibulk_len,
         unauthenticated: false,
     };
-    // Whether writes of the input may still join the window.
+    // How long each reply may take after the one before.
+    let patience = match leg {
+        Leg::Primary(_) => crate::forward::FORWARD_TIMEOUT,
+        Leg::Copy(_) => crate::forward::READ_TIMEOUT,
+    };
+    // Whether requests of the input may still join the window.
     let mut taking = true;
     // A request of the window was refused: no later one is retried.
     let mut refused = false;
     while let Some(InFlight {
         reply: mut f,
         env: b,
+        read,
         args,
         _counted,
     }) = inflight.pop_front()
     {
-        // Each reply within the forward's time limit of the one before.
-        let late = tokio::time::sleep(crate::forward::FORWARD_TIMEOUT);
+        let late = tokio::time::sleep(patience);
         tokio::pin!(late);
         let r = loop {
-            // Writes already in the input join the window whenever it has
-            // room: as it opens, after each reply, after each read (a
+            // Requests already in the input join the window whenever it
+            // has room: as it opens, after each reply, after each read (a
             // burst that arrived at once is not sent FORWARD_WINDOW at a
             // time, a round trip each).
             if taking && inflight.len() < FORWARD_WINDOW {
-                taking = take_writes(
+                taking = take_pipelined(
                     tenant,
                     shared,
                     s,
@@ -438,7 +498,8 @@ async fn forward_window(
                     inbuf,
                     &limits,
                     &mut inflight,
-                    node,
+                    leg,
+                    max_reads,
                 );
             }
             if inbuf.capacity() - inbuf.len() < 1024 {
@@ -449,8 +510,9 @@ async fn forward_window(
                 r = &mut f => break r,
                 _ = &mut late => {
                     // The stream stopped answering: let it go; what was
-                    // sent may or may not have run.
-                    if let Some(fw) = tenant.borrow().forwarder.as_ref() {
+                    // sent may or may not have run (a read is asked
+                    // elsewhere, and its copy skipped, below).
+                    if let (Leg::Primary(_), Some(fw)) = (leg, tenant.borrow().forwarder.as_ref()) {
                         fw.abandon();
                     }
                     break Err("ERR the primary did not answer in time; the request may or may not have run".to_string());
@@ -465,19 +527,44 @@ async fn forward_window(
                 }
             }
         };
-        let not_run = did_not_run(&r);
-        let retry = not_run && inflight.is_empty() && !refused;
-        if not_run {
-            refused = true;
-            taking = false;
-        }
-        let outcome = match r {
-            _ if retry => crate::forward::run_for(tenant, shared, b).await,
-            _ if not_run => Outcome::Error(
-                "TRYAGAIN the database's primary changed while this write was in flight; it did not run, retry".into(),
-            ),
-            Ok(f) => Outcome::Reply(f),
-            Err(e) => Outcome::Error(e),
+        let outcome = match (read, r) {
+            (Some(_), Ok(f)) if !f.reply.starts_with(b"-BEHIND") => {
+                tenant.borrow_mut().stats.routes.remote_reads += 1;
+                Outcome::Reply(f)
+            }
+            (Some(read), r) => {
+                // Not answered here: asked as a single read is. A copy
+                // that did not answer at all is skipped for a while, and
+                // what follows in the input waits for this read.
+                if let (Err(_), Leg::Copy(node)) = (&r, leg) {
+                    crate::forward::silence_copy(&mut tenant.borrow_mut(), node);
+                    taking = false;
+                }
+                let limits = (Duration::from_millis(set.ryw_wait_ms), max_reads);
+                match crate::forward::run_read(tenant, shared, limits, read, b).await {
+                    // Only a write window's refused last request runs here.
+                    Outcome::RunHere if !inflight.is_empty() => Outcome::Error(
+                        "TRYAGAIN this node took a copy of the database while the read was in flight; retry".into(),
+                    ),
+                    o => o,
+                }
+            }
+            (None, r) => {
+                let not_run = did_not_run(&r);
+                let retry = not_run && inflight.is_empty() && !refused;
+                if not_run {
+                    refused = true;
+                    taking = false;
+                }
+                match r {
+                    _ if retry => crate::forward::run_for(tenant, shared, b).await,
+                    _ if not_run => Outcome::Error(
+                        "TRYAGAIN the database's primary changed while this write was in flight; it did not run, retry".into(),
+                    ),
+                    Ok(f) => Outcome::Reply(f),
+                    Err(e) => Outcome::Error(e),
+                }
+            }
         };
         match outcome {
             Outcome::Reply(f) if f.user_gone => {
@@ -494,7 +581,7 @@ async fn forward_window(
             // Refused, and nothing was sent after it.
             Outcome::RunHere => return WindowEnd::RunHere(args),
         }
-        // Out at once: the client's next writes need not wait for the
+        // Out at once: the client's next requests need not wait for the
         // window's last reply.
         GlobalStats::add(&shared.stats.net_output_bytes, out.len() as u64);
         meter_bytes(tenant, s, 0, out.len());
@@ -988,10 +1075,11 @@ async fn run(
                 read,
                 ..
             }) => {
-                // Writes right behind it in the input go at once too, in
-                // order, on the same stream (a pipelining client's writes
-                // from a read region cost one round trip, not one each).
-                if read.is_none() && !silent {
+                // Writes (or reads of a database held elsewhere) right
+                // behind it in the input go at once too, in order, on the
+                // same stream (a pipelining client's burst costs one round
+                // trip, not one each).
+                if !silent {
                     match forward_window(
                         tenant,
                         shared,
@@ -1000,8 +1088,7 @@ async fn run(
                         &mut inbuf,
                         stream,
                         &mut out,
-                        req.clone(),
-                        &args,
+                        (req.clone(), read.clone(), &args),
                         &set,
                     )
                     .await

@@ -461,7 +461,6 @@ fn route_remote(
     args: &[&[u8]],
     out: &mut Reply,
 ) -> Option<Outcome> {
-    use crate::catalog::Consistency;
     let name = r.fullname.split('|').next().unwrap_or_default();
     // `INFO routing` is this node's own account of the connection's routes.
     let own_info = name == "info" && args.len() == 2 && args[1].eq_ignore_ascii_case(b"routing");
@@ -526,25 +525,7 @@ fn route_remote(
     }
     let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
     let read = !write && (is_read_command(r, s) || primary_only_read(name));
-    // A SCAN cursor is valid only on the copy that gave it, and the
-    // nearest copy may change between calls: iterations run on the
-    // primary.
-    let scan = matches!(name, "scan" | "sscan" | "hscan" | "zscan");
-    // (EVALSHA_RO too: the copy may not have the script cached.)
-    let near = read
-        && !scan
-        && name != "evalsha_ro"
-        && !primary_only_read(name)
-        && match t.consistency {
-            Consistency::Strong => false,
-            Consistency::Ryw | Consistency::Nearest => true,
-        };
-    if near {
-        let min = match t.consistency {
-            Consistency::Ryw => s.last_token.clone(),
-            _ => None,
-        };
-        let at_copy = enveloped_at(t, s, args, min);
+    if let Some(at_copy) = near_read(t, s, r, args) {
         return forward(enveloped(t, s, args), false, false, Some(at_copy));
     }
     if write {
@@ -555,18 +536,42 @@ fn route_remote(
     forward(enveloped(t, s, args), false, false, None)
 }
 
-/// A write pipelined behind another forwarded request of the same
-/// connection (`conn`'s window): the envelope to send it in at once,
-/// without waiting for the reply before it, when it would be forwarded to
-/// the primary anyway and nothing on this node needs to see it first. Only
-/// for a session nothing here would refuse (a user that may do anything,
-/// replies on, no transaction, pin or subscription; the primary runs
-/// forwarded requests without ACL checks, so restricted users go through
-/// `dispatch`, which checks them here);
-/// anything else (None) goes through `dispatch` once the window's replies
-/// are in.
-pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Vec<u8>> {
-    let plain = s.authenticated
+/// A remote tenant's read that may go to the nearest copy: the envelope
+/// that asks a copy for it (with the connection's position as
+/// `min-token` under read-your-writes). None: it goes to the primary
+/// (strong consistency, or a read only the primary answers right).
+fn near_read(
+    t: &Tenant,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Option<Vec<u8>> {
+    use crate::catalog::Consistency;
+    let name = r.fullname.split('|').next().unwrap_or_default();
+    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    // A SCAN cursor is valid only on the copy that gave it, and the
+    // nearest copy may change between calls: iterations run on the
+    // primary. (EVALSHA_RO too: the copy may not have the script cached.)
+    let scan = matches!(name, "scan" | "sscan" | "hscan" | "zscan");
+    if write || !is_read_command(r, s) || scan || name == "evalsha_ro" || primary_only_read(name) {
+        return None;
+    }
+    let min = match t.consistency {
+        Consistency::Strong => return None,
+        Consistency::Ryw => s.last_token.clone(),
+        Consistency::Nearest => None,
+    };
+    Some(enveloped_at(t, s, args, min))
+}
+
+/// Whether a connection's pipelined requests may be sent without going
+/// through `dispatch` (`conn`'s windows): nothing here would refuse or
+/// need to see them (a user that may do anything, replies on, no
+/// transaction, pin or subscription, no pause or failover, no MONITOR;
+/// the primary runs forwarded requests without ACL checks, so restricted
+/// users go through `dispatch`, which checks them here).
+fn pipelinable(t: &Tenant, s: &Session) -> bool {
+    s.authenticated
         && s.unrestricted
         && (s.acl_epoch == crate::acl::epoch() || s.acl_epoch == crate::client::ACL_INTERNAL)
         && s.reply_mode == ReplyMode::On
@@ -578,7 +583,17 @@ pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Ve
         && t.pause_mode == PauseMode::None
         && t.failover.is_none()
         // A MONITOR client sees each request (dispatch shows it).
-        && t.monitors.is_empty();
+        && t.monitors.is_empty()
+}
+
+/// A write pipelined behind another forwarded request of the same
+/// connection (`conn`'s window): the envelope to send it in at once,
+/// without waiting for the reply before it, when it would be forwarded to
+/// the primary anyway and nothing on this node needs to see it first
+/// ([`pipelinable`]); anything else (None) goes through `dispatch` once
+/// the window's replies are in.
+pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Vec<u8>> {
+    let plain = pipelinable(t, s);
     let forwarded = t.remote
         || (t.role == crate::repl::Role::Replica
             && t.upstream.as_ref().is_some_and(|u| u.node.is_some()));
@@ -593,6 +608,30 @@ pub fn pipelined_write(t: &mut Tenant, s: &Session, args: &[&[u8]]) -> Option<Ve
     }
     t.stats.routes.primary_writes += 1;
     Some(enveloped(t, s, args))
+}
+
+/// A read of a database held elsewhere, pipelined behind another such
+/// read of the same connection (`conn`'s read window): the envelopes that
+/// ask the nearest copy for it and, should that copy not answer, the
+/// primary ([`near_read`]). None: it goes through `dispatch` once the
+/// window's replies are in (also when the client tracks keys: the keys it
+/// reads are remembered there).
+pub fn pipelined_read(t: &Tenant, s: &Session, args: &[&[u8]]) -> Option<(Vec<u8>, Vec<u8>)> {
+    if !t.remote || !pipelinable(t, s) || s.info.tracking.borrow().is_some() {
+        return None;
+    }
+    let Lookup::Found(r) = lookup(args) else {
+        return None;
+    };
+    if !arity_fits(r.spec, args.len())
+        || crate::forward::pins(r, args)
+        || runs_on_remote_node(r, args)
+        || crate::envelope::is_router_command(r.fullname.split('|').next().unwrap_or_default())
+    {
+        return None;
+    }
+    let read = near_read(t, s, r, args)?;
+    Some((read, enveloped(t, s, args)))
 }
 
 /// How long (ms) a primary just named at a new epoch holds requests that

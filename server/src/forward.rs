@@ -476,7 +476,7 @@ pub fn did_not_run(r: &Result<Forwarded, String>) -> bool {
 
 /// How long a read may wait for another node's copy before it is tried
 /// elsewhere (a read may run twice; a write never does).
-const READ_TIMEOUT: Duration = Duration::from_secs(1);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a copy that left a read unanswered for [`READ_TIMEOUT`] (or
 /// whose stream failed) gets no reads from this executor: the gossip takes
 /// a dead node out of the route within a few seconds.
@@ -541,6 +541,51 @@ impl Reads {
         let silent = |a: SocketAddr| self.silent.iter().any(|(s, _)| *s == a);
         choose(copies, self.turn, max_in_flight, silent, |a| self.load(a))
     }
+}
+
+/// Sends `read` at once to the copy a read of the remote tenant would go
+/// to now ([`Reads::pick`]), opening a read window (`conn`): the copy's
+/// node and the reply. None: no copy may take it now (none in the route,
+/// all silent or busy, or the stream's queue is full).
+pub fn send_read_near(
+    t: &mut crate::tenant::Tenant,
+    shared: &Arc<Shared>,
+    max_in_flight: usize,
+    read: Vec<u8>,
+) -> Option<(SocketAddr, PinnedReply)> {
+    let route = shared.remote_route(t.id)?;
+    let copy = t.reads.pick(&route.copies, max_in_flight)?;
+    let f = send_read_to(t, shared, copy.addr, max_in_flight, read)?;
+    Some((copy.addr, f))
+}
+
+/// Sends `read` at once to the copy on `node` (a read pipelined behind
+/// others of a read window, which all go to one copy, so that their
+/// replies come in order). None: `node` holds no copy in the route any
+/// more, is lately silent or busy, or its stream's queue is full.
+pub fn send_read_to(
+    t: &mut crate::tenant::Tenant,
+    shared: &Arc<Shared>,
+    node: SocketAddr,
+    max_in_flight: usize,
+    read: Vec<u8>,
+) -> Option<PinnedReply> {
+    let route = shared.remote_route(t.id)?;
+    let now = tokio::time::Instant::now();
+    let silent = t.reads.silent.iter().any(|(a, u)| *a == node && *u > now);
+    if silent || !route.copies.iter().any(|c| c.addr == node) || t.reads.load(node) >= max_in_flight
+    {
+        return None;
+    }
+    let id = t.id;
+    let f = t.reads.to(shared, node, id);
+    f.has_room().then(|| Box::pin(f.send(read)) as PinnedReply)
+}
+
+/// Skips the copy on `node` for a while and gives its stream up: it left
+/// a read unanswered (or its stream failed).
+pub fn silence_copy(t: &mut crate::tenant::Tenant, node: SocketAddr) {
+    t.reads.silence(node);
 }
 
 /// From `copies` (nearest first): the nearest group of equally near copies

@@ -75,6 +75,7 @@ pub fn publish_routes(t: &Tenant) {
         ("fell_back_read", r.fell_back_reads),
         ("primary_write", r.primary_writes),
         ("pinned", r.pinned),
+        ("pipelined", r.pipelined),
     ] {
         metrics::counter!("anykv_routed_total", "tenant" => tenant.clone(), "route" => route)
             .absolute(n);

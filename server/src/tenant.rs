@@ -91,6 +91,11 @@ pub struct RouteStats {
     /// Requests sent on a connection's own stream to the primary while a
     /// transaction, WATCH or blocking command tied it there.
     pub pinned: u64,
+    /// Requests sent to another node while one before them on the same
+    /// connection was still awaiting its reply (a window of pipelined
+    /// writes to the primary, or reads to a copy, `conn`); these count in
+    /// their routes too.
+    pub pipelined: u64,
     /// Microseconds reads spent waiting for their connection's write.
     pub wait_us: u64,
 }
