@@ -367,6 +367,9 @@ impl Placement {
             durable: false,
             follow,
             standby,
+            promote_at: (follow.is_none() && rec.primary == self.me)
+                .then(|| rec.handoff_offset())
+                .flatten(),
             epoch: rec.epoch,
             remote: None,
         }
@@ -999,6 +1002,7 @@ fn taken_over(rec: &RoleRecord, primary: &str) -> RoleRecord {
     next.seq = 0;
     next.primary = primary.to_string();
     next.in_sync = None;
+    next.handoff = None;
     next.replicas.retain(|_, m| m != primary);
     next
 }
@@ -1025,9 +1029,11 @@ pub struct Moved {
     pub primary: String,
     pub region: String,
     pub epoch: u64,
-    /// The offset both had when the move was published.
+    /// Where the old primary stopped: the new primary takes writes once it
+    /// has applied the stream up to there.
     pub offset: u64,
-    /// How long writes were held, ms.
+    /// How long writes were held before the move was published, ms (they
+    /// then go to the new primary: about one round trip more).
     pub held_ms: u64,
 }
 
@@ -1047,19 +1053,31 @@ impl Placement {
     }
 
     /// Moves tenant `id`'s primary from this node (its primary) to its
-    /// replica in region `to`, with nothing acknowledged lost: this node
-    /// stops taking writes for it (they wait, as in a planned failover),
-    /// waits until that replica has acknowledged everything it wrote, then
-    /// publishes the database's catalog entry with `to` as its primary
-    /// region (the old one becomes a read region, version one up) and a
-    /// role record two epochs up (so it wins over anything the old
-    /// region's controller committed meanwhile) with the replica as
-    /// primary and this node, caught up, as the old region's replica. The
-    /// new region's controller adopts the record (and gives the primary a
-    /// standby there), the old one drops it. Writes stay held here until
-    /// this node follows the new primary, then go there. Refused (nothing
-    /// changed, writes resumed) when there is no replica in `to` or it
-    /// does not catch up within `timeout`.
+    /// replica in region `to`, with nothing acknowledged lost, holding
+    /// writes about one round trip to `to`:
+    ///
+    /// 1. writes flowing, it waits until that replica has acknowledged the
+    ///    offset the move began at (it is attached, streaming and close);
+    /// 2. it stops taking writes (they wait, as in a planned failover) and
+    ///    freezes its log (no expiry, eviction or PING appends), whose
+    ///    offset now stands still;
+    /// 3. at once it publishes the database's catalog entry with `to` as
+    ///    its primary region (the old one becomes a read region, version
+    ///    one up) and a role record two epochs up (so it wins over anything
+    ///    the old region's controller committed meanwhile) with the replica
+    ///    as primary, this node as the old region's replica, and the
+    ///    handoff: the offset where this node stopped. The replica takes
+    ///    writes only once it has applied this node's stream up to there
+    ///    (`repl::replica::promote_at`; the bytes are already on their way,
+    ///    ahead of the record), and holds the writes sent to it meanwhile.
+    ///
+    /// This node follows the new primary as soon as the record is applied
+    /// here, and its held writes go there at once: a write held by the move
+    /// costs about one round trip to `to`, not two (the replica's
+    /// acknowledgement, then the forward). The new region's controller
+    /// adopts the record (and gives the primary a standby there), the old
+    /// one drops it. Refused (nothing changed, writes resumed) when there
+    /// is no replica in `to` or it does not catch up within `timeout`.
     pub async fn move_primary(
         &self,
         id: u64,
@@ -1095,32 +1113,55 @@ impl Placement {
                 }
             }
         };
-        let started = std::time::Instant::now();
+        let tenant = TenantId(id);
         let deadline = tokio::time::Instant::now() + timeout;
-        self.shared
-            .release_lease(id, rec.epoch, timeout + anykv_server::shared::HOLD_GRACE);
-        tracing::warn!(tenant = id, to, %target, "moving the primary: writes held");
-        let offset = loop {
-            let st = tokio::time::timeout_at(deadline, self.shared.probe(TenantId(id)))
+        let not_caught_up = || {
+            ForceError::Refused(format!(
+                "database {id}'s replica {target} in {to} did not acknowledge everything within {} ms; nothing moved, writes resumed",
+                timeout.as_millis()
+            ))
+        };
+        // 1. The replica catches up with writes flowing.
+        let mut began: Option<u64> = None;
+        loop {
+            let st = tokio::time::timeout_at(deadline, self.shared.probe(tenant))
                 .await
                 .ok()
                 .flatten();
             if let Some(st) = st {
-                if st.acked_by(ip).is_some_and(|a| a >= st.offset) {
-                    break st.offset;
+                let since = *began.get_or_insert(st.offset);
+                if st.acked_by(ip).is_some_and(|a| a >= since) {
+                    break;
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                self.shared.retake_lease(id);
-                return Err(ForceError::Refused(format!(
-                    "database {id}'s replica {target} in {to} did not acknowledge everything within {} ms; nothing moved, writes resumed",
-                    timeout.as_millis()
-                )));
+                return Err(not_caught_up());
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // 2. Writes held, the log frozen where it stands.
+        let started = std::time::Instant::now();
+        let hold = timeout + anykv_server::shared::HOLD_GRACE;
+        self.shared.release_lease(id, rec.epoch, hold);
+        let frozen_until = anykv_server::util::mstime()
+            .saturating_add(i64::try_from(hold.as_millis()).unwrap_or(i64::MAX));
+        let resume = || async {
+            self.shared.retake_lease(id);
+            self.shared.freeze(tenant, 0).await;
         };
+        let Some(st) = self.shared.freeze(tenant, frozen_until).await else {
+            resume().await;
+            return Err(not_caught_up());
+        };
+        let offset = st.offset;
+        tracing::warn!(tenant = id, to, %target, offset, "moving the primary: writes held");
+        // 3. The move published, with where this node stopped.
         let e = moved_entry(entry, to);
         let mut next = taken_over(rec, &target);
+        next.handoff = Some(catalog::Handoff {
+            epoch: next.epoch,
+            offset,
+        });
         next.standby = None;
         next.replicas
             .insert(entry.primary_region.clone(), self.me.clone());
@@ -1135,7 +1176,7 @@ impl Placement {
         );
         if !self.wan.publisher.publish(vec![e.row(), next.row()]) {
             // Nothing left this node: the move did not happen.
-            self.shared.retake_lease(id);
+            resume().await;
             return Err(ForceError::Refused(format!(
                 "database {id}'s move could not be published (this node's gossip has stopped); nothing moved, writes resumed"
             )));

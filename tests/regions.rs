@@ -468,6 +468,26 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
             })
         })
     });
+    // n4 took over through the move's handoff (the record told it where
+    // the old primary stopped), and lost none of it.
+    let page = common::http_get(&n4.http.to_string(), "/metrics").expect("n4's metrics");
+    let took = ["no", "yes"]
+        .iter()
+        .filter_map(|w| {
+            common::metric(
+                &page,
+                &format!(
+                    "anykv_handoff_takeovers_total{{tenant=\"{}\",waited=\"{w}\"}}",
+                    placed["name"].as_str().expect("the tenant's name")
+                ),
+            )
+        })
+        .sum::<f64>();
+    assert_eq!(took, 1.0, "n4's takeovers: {page}");
+    assert!(
+        !page.contains("anykv_handoff_bytes_lost_total"),
+        "n4 lost bytes of the handoff"
+    );
     // Writes go on through both regions, the old primary's node passing
     // its clients' on to cdg.
     let after = (near.load(Ordering::Relaxed), far.load(Ordering::Relaxed));

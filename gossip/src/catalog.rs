@@ -201,6 +201,22 @@ pub struct RoleRecord {
     /// standby changes.
     #[serde(default)]
     pub in_sync: Option<String>,
+    /// Set by a move of the primary to another region (the old primary
+    /// publishes it the moment it stops writing): the new primary takes
+    /// writes only once it has applied the old primary's stream up to
+    /// `offset`. Holds only at `epoch` (a later record ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+}
+
+/// Where the old primary of a moved database stopped (see
+/// [`RoleRecord::handoff`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The record's epoch when the move published it.
+    pub epoch: u64,
+    /// The old primary's replication offset, which stands still from then.
+    pub offset: u64,
 }
 
 impl RoleRecord {
@@ -229,6 +245,14 @@ impl RoleRecord {
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// The offset the primary must have applied before it takes writes:
+    /// the handoff of a move, at this record's epoch only.
+    pub fn handoff_offset(&self) -> Option<u64> {
+        self.handoff
+            .filter(|h| h.epoch == self.epoch)
+            .map(|h| h.offset)
     }
 
     /// What `machine` is for this tenant.
@@ -378,6 +402,7 @@ pub fn place(entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
         replicas,
         seq: 0,
         in_sync: None,
+        handoff: None,
     })
 }
 

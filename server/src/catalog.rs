@@ -48,6 +48,11 @@ pub struct TenantSpec {
     /// On the primary of a tenant with durability `region`: the cluster
     /// address of its standby, whose acknowledgement every write waits for.
     pub standby: Option<std::net::SocketAddr>,
+    /// On the node a move of the primary names the new primary: the old
+    /// primary's offset where it stopped writing. This node, still its
+    /// replica, takes over only once it has applied the stream up to
+    /// there (`repl::replica::take_over`); writes wait meanwhile.
+    pub promote_at: Option<u64>,
     /// On a cluster node: the failover epoch of the tenant's role record
     /// (0 standalone). Tokens carry it (docs/ROUTING.md).
     pub epoch: u64,
@@ -230,6 +235,7 @@ impl Catalog {
                 ops_per_sec: 0,
                 follow: None,
                 standby: None,
+                promote_at: None,
                 epoch: 0,
                 leased: false,
                 consistency: Consistency::Ryw,

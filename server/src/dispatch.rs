@@ -923,7 +923,11 @@ pub(crate) fn run(
     // region, leased or not: a region without a controller group has no
     // lease to give up): they wait, until this node follows the new
     // primary (they then go there) or the move failed.
-    if t.role == crate::repl::Role::Primary && !s.replaying && !s.in_exec && is_write_command(r, s)
+    // (PUBLISH too: the replication stream carries it.)
+    if t.role == crate::repl::Role::Primary
+        && !s.replaying
+        && !s.in_exec
+        && (is_write_command(r, s) || matches!(r.fullname.as_str(), "publish" | "spublish"))
     {
         match shared.writes_held(t.id.0, t.epoch) {
             crate::shared::Held::No => {}
@@ -979,6 +983,20 @@ pub(crate) fn run(
     // copy, never go back in time (monotonic reads).
     if s.origin.is_some() && is_read_command(r, s) {
         s.read_token = true;
+    }
+    // Named the primary by a move and still applying the old primary's
+    // stream up to where it stopped: writes (a customer's here, or sent by
+    // other nodes) and what would tie a connection to the primary wait
+    // until this copy takes over (`repl::replica::take_over`), rather than
+    // go to the old primary, which takes none any more.
+    if t.taking_over.is_some()
+        && !s.replaying
+        && !s.in_exec
+        && (is_write_command(r, s)
+            || matches!(r.fullname.as_str(), "publish" | "spublish")
+            || (!s.cluster_peer && crate::forward::pins(r, args)))
+    {
+        return Outcome::Paused;
     }
     // A replica's data changes only by its primary's effects: a customer's
     // write on a cluster replica goes to the primary (see `forward`). A
@@ -1457,4 +1475,68 @@ pub(crate) fn disk_error(t: &Tenant, shared: &Shared) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{ClientInfo, Session};
+    use crate::config::Config;
+    use crate::tenant::TenantId;
+    use std::rc::Rc;
+
+    fn session(id: u64, peer: bool) -> Session {
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        let info = Rc::new(ClientInfo::new(id, addr, addr, 0, 0));
+        let mut s = Session::new(info, true);
+        s.cluster_peer = peer;
+        s
+    }
+
+    /// A copy a move named the primary, still applying the old primary's
+    /// stream: writes wait (a customer's here, and those other nodes
+    /// send), reads are served, and no replica may sync from it; once it
+    /// took over, the writes that waited run here.
+    #[test]
+    fn a_copy_taking_over_holds_writes_and_syncs_until_it_has_the_stream() {
+        let shared = Shared::new(Config::default(), 1);
+        let set = shared.settings();
+        let mut t = Tenant::new(TenantId::DEFAULT, "t", 16);
+        let node = "127.0.0.1:7000".parse().ok();
+        crate::repl::replica::become_replica(&mut t, "127.0.0.1".into(), 7000, node, 0);
+        t.log.append(0, &[b"SET", b"k", b"old"]);
+        let at = t.log.offset() + 30;
+        assert!(!crate::repl::replica::promote_at(&mut t, at, 1_000, 5_000));
+        let mut out = Reply::new(2);
+        let run = |t: &mut Tenant, s: &mut Session, args: &[&[u8]], out: &mut Reply| {
+            out.buf.clear();
+            dispatch(t, s, &shared, &set, args, out, 1_000)
+        };
+        let (mut customer, mut peer) = (session(1, false), session(2, true));
+        for s in [&mut customer, &mut peer] {
+            let o = run(&mut t, s, &[b"SET", b"k", b"new"], &mut out);
+            assert!(matches!(o, Outcome::Paused), "a write waits");
+            let o = run(&mut t, s, &[b"PUBLISH", b"ch", b"m"], &mut out);
+            assert!(matches!(o, Outcome::Paused), "PUBLISH waits");
+        }
+        let o = run(&mut t, &mut customer, &[b"MULTI"], &mut out);
+        assert!(
+            matches!(o, Outcome::Paused),
+            "a customer's MULTI is not pinned to the old primary"
+        );
+        let o = run(&mut t, &mut peer, &[b"PSYNC", b"?", b"-1"], &mut out);
+        assert!(!matches!(o, Outcome::Paused));
+        assert!(
+            out.buf.starts_with(b"-NOMASTERLINK"),
+            "{:?}",
+            String::from_utf8_lossy(&out.buf)
+        );
+        // Taken over: the write that waited runs here.
+        t.log.append(0, &[b"SET", b"k", b"last"]);
+        crate::repl::replica::take_over(&mut t, 1_000);
+        assert_eq!(t.role, crate::repl::Role::Primary);
+        let o = run(&mut t, &mut customer, &[b"SET", b"k", b"new"], &mut out);
+        assert!(matches!(o, Outcome::Continue));
+        assert_eq!(&out.buf[..], b"+OK\r\n");
+    }
 }

@@ -73,6 +73,14 @@ pub enum ExecMsg {
         bool,
         tokio::sync::oneshot::Sender<crate::metrics::ReplStatus>,
     ),
+    /// A move of the tenant's primary (this node) to another region stops
+    /// writing: freeze the log until this Unix ms (0: thaw it, the move
+    /// failed) and report its replication, whose offset then stands still.
+    Freeze(
+        TenantId,
+        i64,
+        tokio::sync::oneshot::Sender<crate::metrics::ReplStatus>,
+    ),
     /// A planned handoff went ahead without the standby having the log
     /// past this offset (durability `async`, out of time): count and log
     /// the writes the new primary will not have (`repl::replica::abandon`).
@@ -339,6 +347,17 @@ fn executor_main(
                                 });
                             }
                         }
+                        ExecMsg::Freeze(id, until_ms, reply) => {
+                            // After a running script: its writes are in
+                            // the offset reported.
+                            if let Some(t) = held(&id) {
+                                busy::when_free(&t, move |t| {
+                                    let mut t = t.borrow_mut();
+                                    t.frozen_until_ms = until_ms;
+                                    let _ = reply.send(crate::metrics::ReplStatus::of(&t));
+                                });
+                            }
+                        }
                         ExecMsg::Abandon(id, at) => {
                             if let Some(t) = held(&id) {
                                 busy::when_free(&t, move |t| {
@@ -600,7 +619,7 @@ fn load_tenants(idx: usize, tenants: &Tenants, shared: &Arc<Shared>) -> Result<(
     for spec in shared.catalog().tenants() {
         if owner_of(spec.id, n) == idx {
             let mut t = customer_tenant(spec, dbs);
-            set_roles(&mut t, spec);
+            set_roles(&mut t, spec, shared);
             mine.push(t);
         }
     }
@@ -634,7 +653,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
                 policy: spec.policy,
             });
             set_rate(&mut t, spec.ops_per_sec);
-            set_roles(&mut t, &spec);
+            set_roles(&mut t, &spec, shared);
             shared.settle_released(t.id.0, t.epoch);
             close_retired_tokens(&t, &spec);
             // Writes waiting for a standby that changed look again.
@@ -653,7 +672,7 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
         metrics::counter!("anykv_tenant_load_errors_total").increment(1);
         return;
     }
-    set_roles(&mut t, &spec);
+    set_roles(&mut t, &spec, shared);
     let t = Rc::new(RefCell::new(t));
     t.borrow().spawn(cron(t.clone(), shared.clone()));
     crate::repl::replica::kick(&t, shared);
@@ -666,8 +685,8 @@ fn upsert_tenant(tenants: &Tenants, shared: &Arc<Shared>, spec: crate::catalog::
 /// already follows that node or already is the primary.
 /// The tenant's place in its role record: whom it follows, the standby
 /// its writes wait for, the epoch its tokens carry.
-fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
-    set_follow(t, spec.follow);
+fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec, shared: &Shared) {
+    set_follow(t, spec.follow, spec.promote_at, shared);
     if t.standby != spec.standby {
         t.standby_acked = 0;
     }
@@ -687,9 +706,19 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec) {
     t.durable = spec.durable;
 }
 
-fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {
+/// Makes the tenant follow `follow`, or be the primary: at once, or, named
+/// by a move with `promote_at`, once it has the old primary's stream up to
+/// there (`repl::replica::promote_at`).
+fn set_follow(
+    t: &mut Tenant,
+    follow: Option<SocketAddr>,
+    promote_at: Option<u64>,
+    shared: &Shared,
+) {
     match follow {
         Some(addr) => {
+            // No longer named the primary (a newer record).
+            t.taking_over = None;
             if t.upstream.as_ref().and_then(|u| u.node) != Some(addr) {
                 let host = addr.ip().to_string();
                 crate::repl::replica::become_replica(
@@ -704,8 +733,21 @@ fn set_follow(t: &mut Tenant, follow: Option<SocketAddr>) {
         }
         None => {
             if t.upstream.as_ref().is_some_and(|u| u.node.is_some()) {
-                crate::repl::replica::become_primary(t);
-                tracing::info!(tenant = t.id.0, "primary");
+                let now = crate::util::mstime();
+                let promoted = match promote_at {
+                    Some(at) => {
+                        let wait = shared.config.read().handoff_apply_wait_ms();
+                        let wait = i64::try_from(wait).unwrap_or(i64::MAX);
+                        crate::repl::replica::promote_at(t, at, now, wait)
+                    }
+                    None => {
+                        crate::repl::replica::become_primary(t);
+                        true
+                    }
+                };
+                if promoted {
+                    tracing::info!(tenant = t.id.0, "primary");
+                }
             }
         }
     }
@@ -866,6 +908,9 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
             mark_tokens(&t, &shared);
             crate::cmd::migrate::close_idle_sockets();
         }
+        // A copy taking over from a moved primary whose stream stopped
+        // coming takes over with what it has once its wait is over.
+        crate::repl::replica::take_over(&mut t, now);
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
         crate::tracking::housekeeping(&mut t, set.tracking_max_keys);
         // Replicas learn the primary is alive from the stream itself: a

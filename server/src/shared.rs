@@ -419,6 +419,24 @@ impl Shared {
         rx.await.ok()
     }
 
+    /// Freezes `tenant`'s log until `until_ms` (a move of its primary to
+    /// another region, after [`Shared::release_lease`] held its writes;
+    /// 0 thaws it): nothing this node does on its own (expiry, eviction,
+    /// PINGs) appends to it. Its replication then (None: not held).
+    pub async fn freeze(
+        &self,
+        tenant: crate::tenant::TenantId,
+        until_ms: i64,
+    ) -> Option<crate::metrics::ReplStatus> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let owner = crate::executor::owner_of(tenant, self.executors);
+        self.send_to(
+            owner,
+            crate::executor::ExecMsg::Freeze(tenant, until_ms, tx),
+        );
+        rx.await.ok()
+    }
+
     /// Counts and logs the writes of `tenant` past offset `at` (its standby
     /// has the log up to there) as discarded: a planned handoff of an
     /// `async` database went ahead without them.

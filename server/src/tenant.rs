@@ -257,6 +257,15 @@ pub struct Tenant {
     /// A `FAILOVER` in progress: writes are held as by `CLIENT PAUSE
     /// WRITE`, which `CLIENT UNPAUSE` does not lift.
     pub failover: Option<crate::repl::failover::Failover>,
+    /// Named the primary by a move of the primary (`TenantSpec::
+    /// promote_at`) while still applying the old primary's stream: the
+    /// offset to reach, and the Unix ms after which it takes over with
+    /// what it has (`repl::replica::take_over`). Writes wait meanwhile.
+    pub taking_over: Option<(u64, i64)>,
+    /// A move of this primary to another region froze its log until this
+    /// Unix ms: no expiry, eviction or replication PING appends to it, so
+    /// the offset the move published stands still.
+    pub frozen_until_ms: i64,
 }
 
 /// A customer's memory plan: what is not set falls back to the server's
@@ -441,6 +450,8 @@ impl Tenant {
             standby_missing_since: None,
             rate: None,
             failover: None,
+            taking_over: None,
+            frozen_until_ms: 0,
         }
     }
 
@@ -470,10 +481,11 @@ impl Tenant {
     }
 
     /// A CLIENT PAUSE (WRITE or ALL) or a FAILOVER holds writes at
-    /// `now_ms`.
+    /// `now_ms`, or a move of the primary froze the log.
     pub fn paused(&self, now_ms: i64) -> bool {
         self.failover.is_some()
             || (self.pause_mode != PauseMode::None && now_ms < self.pause_until_ms)
+            || now_ms < self.frozen_until_ms
     }
 
     /// What is held at `now_ms`: CLIENT PAUSE's mode (cleared once past its

@@ -228,6 +228,7 @@ pub fn promote(
         replicas: rec.replicas.clone(),
         seq: 0,
         in_sync: None,
+        handoff: None,
     })
 }
 
@@ -244,6 +245,7 @@ mod tests {
             replicas: [("cdg".to_string(), "x".to_string())].into(),
             seq: 5,
             in_sync: Some("b".into()),
+            handoff: None,
         }
     }
 

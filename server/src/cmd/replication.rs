@@ -96,6 +96,12 @@ pub fn psync(ctx: &mut Ctx) {
     if ctx.t.failover.is_some() {
         return ctx.error("NOMASTERLINK Can't SYNC while failing over");
     }
+    // Taking over from a moved primary: what this copy has is not yet the
+    // database (a replica asking for more than it has would be given a
+    // full sync of less than it holds). Asked again once it took over.
+    if ctx.t.taking_over.is_some() {
+        return ctx.error("NOMASTERLINK Can't SYNC while taking over as the primary");
+    }
     let Some(offset) = parse_i64(ctx.args[2]) else {
         return ctx.err(errors::NOT_INTEGER);
     };
@@ -187,6 +193,9 @@ fn fullresync_line(t: &crate::tenant::Tenant, s: &crate::client::Session, from: 
 pub fn sync(ctx: &mut Ctx) {
     if ctx.t.failover.is_some() {
         return ctx.error("NOMASTERLINK Can't SYNC while failing over");
+    }
+    if ctx.t.taking_over.is_some() {
+        return ctx.error("NOMASTERLINK Can't SYNC while taking over as the primary");
     }
     full_sync(ctx, false);
 }

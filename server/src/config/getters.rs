@@ -431,6 +431,12 @@ impl Config {
         usize::try_from(self.u64_of(param!(NUM, "copy-max-inflight-reads"))).unwrap_or(usize::MAX)
     }
 
+    /// `handoff-apply-wait-ms`: how long a moved database's new primary
+    /// waits for the old primary's stream before it takes over.
+    pub fn handoff_apply_wait_ms(&self) -> u64 {
+        self.u64_of(param!(NUM, "handoff-apply-wait-ms"))
+    }
+
     pub fn replica_read_only(&self) -> bool {
         self.bool_of(param!(BOOL, "replica-read-only"))
     }

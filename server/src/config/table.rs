@@ -715,6 +715,10 @@ pub(super) static PARAMS: &[Param] = &[
     // copies; one with this many of an executor's reads in flight is busy
     // and the next nearest (at last the primary) gets them.
     intp("copy-max-inflight-reads", None, 1, 1_000_000, "256", 0),
+    // The node a move of a database's primary names the new primary waits
+    // this long for the old primary's stream up to where it stopped; then
+    // it takes over with what it has (the rest is lost, and counted).
+    intp("handoff-apply-wait-ms", None, 100, 600_000, "5000", 0),
     // Start even if the append-only log is corrupt in the middle, dropping
     // everything from the corruption on (reported in the log).
     boolp("repair", None, false, IMMUTABLE),

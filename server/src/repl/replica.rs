@@ -83,6 +83,8 @@ pub fn become_replica(
     now_ms: i64,
 ) {
     t.role = super::Role::Replica;
+    t.taking_over = None;
+    t.frozen_until_ms = 0;
     t.upstream_gen += 1;
     t.upstream = Some(Upstream {
         host,
@@ -103,11 +105,80 @@ pub fn become_primary(t: &mut Tenant) {
         return;
     }
     t.role = super::Role::Primary;
+    t.taking_over = None;
     t.upstream = None;
     t.upstream_gen += 1;
     let off = t.log.offset();
     t.repl.shift(off);
     crate::persist::ids_changed(t);
+}
+
+/// Named the primary by a move of the primary, whose old primary stopped
+/// writing at offset `at` (`TenantSpec::promote_at`): a copy that already
+/// has the stream up to there takes over at once; one that does not stays
+/// the old primary's replica, applying its stream (a newer epoch does not
+/// fence that link off), with writes waiting, until it has it all
+/// ([`take_over`]) or `wait_ms` passed. True: it took over now.
+pub fn promote_at(t: &mut Tenant, at: u64, now_ms: i64, wait_ms: i64) -> bool {
+    if t.role != super::Role::Replica {
+        return false;
+    }
+    if t.log.offset() >= at {
+        took_over(t, "no");
+        return true;
+    }
+    if t.taking_over.map(|(a, _)| a) != Some(at) {
+        tracing::warn!(
+            tenant = t.id.0,
+            at,
+            have = t.log.offset(),
+            "named the primary by a move: taking over once the old primary's stream is applied up to where it stopped; writes wait"
+        );
+        t.taking_over = Some((at, now_ms.saturating_add(wait_ms)));
+    }
+    false
+}
+
+/// A copy taking over from a moved primary ([`promote_at`]) becomes the
+/// primary once it has applied the old primary's stream up to the handoff
+/// offset, or, past its wait, with what it has: the old primary's last
+/// writes are then lost (logged and counted here; the old primary counts
+/// them too as it rejoins, `discard`). Called after every applied chunk
+/// and by the cron.
+pub fn take_over(t: &mut Tenant, now_ms: i64) {
+    let Some((at, until)) = t.taking_over else {
+        return;
+    };
+    let have = t.log.offset();
+    if have >= at {
+        tracing::warn!(
+            tenant = t.id.0,
+            at,
+            "took over as the primary: the old primary's stream is applied up to where it stopped"
+        );
+    } else if now_ms >= until {
+        tracing::error!(
+            tenant = t.id.0,
+            at,
+            have,
+            "took over as the primary without the old primary's last {} bytes of writes (its stream stopped coming); they are lost",
+            at - have
+        );
+        metrics::counter!("anykv_handoff_bytes_lost_total", "tenant" => t.name.clone())
+            .increment(at - have);
+    } else {
+        return;
+    }
+    took_over(t, "yes");
+}
+
+/// Becomes the primary at the end of a move, counted in
+/// `anykv_handoff_takeovers_total{tenant,waited}` (whether it had to wait
+/// for the old primary's last bytes).
+fn took_over(t: &mut Tenant, waited: &'static str) {
+    metrics::counter!("anykv_handoff_takeovers_total", "tenant" => t.name.clone(), "waited" => waited)
+        .increment(1);
+    become_primary(t);
 }
 
 /// Starts the link task REPLICAOF asked for (called by connections after
@@ -491,6 +562,11 @@ async fn fence(tenant: &Rc<RefCell<Tenant>>, l: &mut Link) -> Result<u64, String
         return Err(format!("REPLCONF EPOCH: {reply}"));
     };
     let mut t = tenant.borrow_mut();
+    // Taking over from a moved primary: its stream up to where it stopped
+    // is what this copy needs, at whatever epoch it is now.
+    if t.taking_over.is_some() {
+        return Ok(theirs);
+    }
     if theirs < t.epoch {
         return Err(format!(
             "the primary is at epoch {theirs}, this replica has seen epoch {}: refused",
@@ -506,8 +582,15 @@ async fn fence(tenant: &Rc<RefCell<Tenant>>, l: &mut Link) -> Result<u64, String
 /// the primary any more. Nothing more of its stream is applied and no
 /// acknowledgement is sent to it; the link is made again, fenced anew.
 fn fenced(tenant: &Rc<RefCell<Tenant>>, link_epoch: Option<u64>) -> Result<(), String> {
-    let seen = tenant.borrow().epoch;
+    let (seen, taking_over) = {
+        let t = tenant.borrow();
+        (t.epoch, t.taking_over.is_some())
+    };
     match link_epoch {
+        // Taking over from a moved primary: the newer epoch named this
+        // copy the primary, and the old one's stream up to where it
+        // stopped is exactly what it still needs.
+        Some(_) if taking_over => Ok(()),
         Some(e) if e < seen => Err(format!(
             "this replica has seen epoch {seen}, newer than the link's {e}: dropping the link"
         )),
@@ -692,9 +775,14 @@ async fn stream(
                 t.wake_replicas();
                 // Reads waiting for their connection's write look again.
                 t.applied.notify_waiters();
+                take_over(&mut t, now);
             }
             l.buf = data;
             l.buf.clear();
+            // Took over as the primary with that chunk: the link is done.
+            if !current(tenant, gen) {
+                return Ok(());
+            }
             // Asked for (`REPLCONF GETACK`, however the reads split it), or,
             // on a cluster link, every applied chunk is acknowledged at once:
             // a primary with durability `region` holds its replies until its
@@ -886,5 +974,81 @@ mod tests {
         );
         t.borrow_mut().epoch = 4;
         assert!(fenced(&t, Some(3)).is_err());
+    }
+
+    /// A replica of a cluster node, with `n` writes of its stream applied.
+    fn replica_with(n: usize) -> Tenant {
+        let mut t = Tenant::new(TenantId::DEFAULT, "r", 16);
+        let node = "127.0.0.1:7000".parse().ok();
+        become_replica(&mut t, "127.0.0.1".into(), 7000, node, 0);
+        for i in 0..n {
+            t.log.append(0, &[b"SET", b"k", i.to_string().as_bytes()]);
+        }
+        t
+    }
+
+    #[test]
+    fn a_copy_named_by_a_move_takes_over_once_it_has_the_old_primarys_stream() {
+        let mut t = replica_with(2);
+        let replid = t.repl.replid.clone();
+        let mut ahead = replica_with(3);
+        let at = ahead.log.offset();
+        assert!(at > t.log.offset());
+        // Behind where the old primary stopped: it stays a replica, its
+        // link to the old primary survives the newer epoch, writes wait.
+        assert!(!promote_at(&mut t, at, 1_000, 5_000));
+        assert_eq!(t.role, crate::repl::Role::Replica);
+        assert_eq!(t.taking_over, Some((at, 6_000)));
+        t.epoch = 9;
+        let link = Rc::new(RefCell::new(std::mem::replace(
+            &mut t,
+            Tenant::new(TenantId::DEFAULT, "x", 16),
+        )));
+        assert!(
+            fenced(&link, Some(8)).is_ok(),
+            "the old primary's link is kept"
+        );
+        let mut t = Rc::try_unwrap(link).ok().expect("one owner").into_inner();
+        // Named again: the deadline does not move.
+        assert!(!promote_at(&mut t, at, 2_000, 5_000));
+        assert_eq!(t.taking_over, Some((at, 6_000)));
+        // Not there yet: nothing happens before the deadline.
+        take_over(&mut t, 5_999);
+        assert_eq!(t.role, crate::repl::Role::Replica);
+        // The last write arrives: it takes over, under a new history id
+        // that continues the old one (its replicas resync partially).
+        t.log.append(0, &[b"SET", b"k", b"2"]);
+        assert_eq!(t.log.offset(), at);
+        take_over(&mut t, 3_000);
+        assert_eq!(t.role, crate::repl::Role::Primary);
+        assert_eq!(t.taking_over, None);
+        assert!(t.upstream.is_none());
+        assert_ne!(t.repl.replid, replid);
+        assert_eq!(t.repl.replid2, replid);
+        // A copy that already has it all takes over at once.
+        assert!(promote_at(&mut ahead, at, 1_000, 5_000));
+        assert_eq!(ahead.role, crate::repl::Role::Primary);
+        // A primary is not named again.
+        assert!(!promote_at(&mut ahead, at + 10, 1_000, 5_000));
+        assert_eq!(ahead.taking_over, None);
+    }
+
+    #[test]
+    fn a_copy_whose_old_primary_went_silent_takes_over_at_its_deadline() {
+        let mut t = replica_with(1);
+        let at = t.log.offset() + 100;
+        assert!(!promote_at(&mut t, at, 1_000, 5_000));
+        take_over(&mut t, 5_999);
+        assert_eq!(t.role, crate::repl::Role::Replica);
+        take_over(&mut t, 6_000);
+        assert_eq!(t.role, crate::repl::Role::Primary);
+        assert_eq!(t.taking_over, None);
+        // Following someone again ends a take-over that was pending.
+        let mut u = replica_with(1);
+        assert!(!promote_at(&mut u, at, 1_000, 5_000));
+        become_replica(&mut u, "127.0.0.1".into(), 7001, None, 2_000);
+        assert_eq!(u.taking_over, None);
+        take_over(&mut u, 10_000);
+        assert_eq!(u.role, crate::repl::Role::Replica);
     }
 }
