@@ -42,6 +42,11 @@ struct Inner {
     requests: Vec<Recorded>,
     fail: VecDeque<u16>,
     fail_after: VecDeque<u16>,
+    /// Machine destroys whose volumes still show them attached for this
+    /// many of their destroys (see [`FakeMachines::lag_detach`]).
+    detach_lag: u32,
+    /// Volumes still shown attached to a destroyed machine: refusals left.
+    stale: BTreeMap<String, u32>,
 }
 
 /// The fake API of app `app`, taking token `token`.
@@ -83,6 +88,13 @@ impl FakeMachines {
     /// The next requests act, then are answered with these statuses.
     pub fn fail_after_acting(&self, statuses: &[u16]) {
         self.inner.lock().fail_after.extend(statuses);
+    }
+
+    /// From now on a destroyed machine's volume still shows it attached for
+    /// its next `n` destroy requests (refused with 412, as Fly does until
+    /// it catches up with the machine's destroy).
+    pub fn lag_detach(&self, n: u32) {
+        self.inner.lock().detach_lag = n;
     }
 
     /// The app's machines that are not destroyed.
@@ -294,6 +306,16 @@ fn create_volume(fake: &FakeMachines, req: &Value) -> Response {
 
 fn delete_volume(fake: &FakeMachines, id: &str) -> Response {
     let mut g = fake.inner.lock();
+    match g.stale.get_mut(id) {
+        Some(0) => {
+            g.stale.remove(id);
+            if let Some(v) = g.volumes.get_mut(id) {
+                v["attached_machine_id"] = Value::Null;
+            }
+        }
+        Some(n) => *n -= 1,
+        None => {}
+    }
     let Some(v) = g.volumes.get(id) else {
         return not_found("volume", id);
     };
@@ -434,10 +456,19 @@ fn delete_machine(fake: &FakeMachines, id: &str, force: bool) -> Response {
         );
     }
     g.machines.remove(id);
-    for v in g.volumes.values_mut() {
+    let lag = g.detach_lag;
+    let mut stale = Vec::new();
+    for (vid, v) in g.volumes.iter_mut() {
         if v["attached_machine_id"] == id {
-            v["attached_machine_id"] = Value::Null;
+            if lag > 0 {
+                stale.push(vid.clone());
+            } else {
+                v["attached_machine_id"] = Value::Null;
+            }
         }
+    }
+    for vid in stale {
+        g.stale.insert(vid, lag);
     }
     drop(g);
     answer(fake, Json(json!({ "ok": true })).into_response())

@@ -136,6 +136,10 @@ pub struct Retry {
     pub attempts: u32,
     pub first: Duration,
     pub max: Duration,
+    /// How long a volume's destroy waits for Fly to see that its machine
+    /// is gone (its `attached_machine_id` lags a destroy by a few seconds,
+    /// and the destroy is refused with 412 meanwhile).
+    pub detach: Duration,
 }
 
 impl Default for Retry {
@@ -144,6 +148,7 @@ impl Default for Retry {
             attempts: 6,
             first: Duration::from_millis(250),
             max: Duration::from_secs(5),
+            detach: Duration::from_secs(60),
         }
     }
 }
@@ -401,12 +406,43 @@ impl Machines {
         }
     }
 
-    /// Destroys volume `id` (Fly refuses while a machine has it mounted).
-    /// Gone already counts as done.
+    /// Destroys volume `id`. Gone already counts as done. Fly refuses
+    /// (412) while a machine has it mounted: then, if that machine still
+    /// exists, the refusal is the answer (a volume in use is never
+    /// destroyed); if it is destroyed, Fly has not caught up with it yet
+    /// (`attached_machine_id` lags a destroy) and the destroy is asked
+    /// again, every second for up to [`Retry::detach`].
     pub async fn destroy_volume(&self, id: &str) -> Result<(), MachinesError> {
-        match self.retried("DELETE", &format!("volumes/{id}"), None).await {
-            Err(MachinesError::Api { status: 404, .. }) | Ok(_) => Ok(()),
-            Err(e) => Err(e),
+        let path = format!("volumes/{id}");
+        let deadline = tokio::time::Instant::now() + self.retry.detach;
+        loop {
+            let refused = match self.retried("DELETE", &path, None).await {
+                Err(MachinesError::Api { status: 404, .. }) | Ok(_) => return Ok(()),
+                Err(e @ MachinesError::Api { status: 412, .. }) => e,
+                Err(e) => return Err(e),
+            };
+            let attached = match self.retried("GET", &path, None).await {
+                Err(MachinesError::Api { status: 404, .. }) => return Ok(()),
+                a => Self::decode::<Volume>(&a?)?.attached_machine_id,
+            };
+            let machine_gone = match attached.filter(|m| !m.is_empty()) {
+                None => true,
+                Some(m) => match self.get_machine(&m).await {
+                    Err(MachinesError::Api { status: 404, .. }) => true,
+                    Ok(m) => m.state == "destroyed",
+                    Err(e) => return Err(e),
+                },
+            };
+            if !machine_gone || tokio::time::Instant::now() >= deadline {
+                return Err(refused);
+            }
+            tracing::debug!(
+                volume = id,
+                "its machine is destroyed but Fly still has it mounted; asking again"
+            );
+            let pause =
+                (self.retry.detach / 20).clamp(Duration::from_millis(1), Duration::from_secs(1));
+            tokio::time::sleep(pause).await;
         }
     }
 }
@@ -431,6 +467,7 @@ mod tests {
             attempts: 6,
             first: Duration::from_millis(5),
             max: Duration::from_millis(20),
+            detach: Duration::from_millis(50),
         };
         (fake, api, base)
     }
@@ -674,5 +711,64 @@ mod tests {
             Err(MachinesError::Api { status: 503, .. })
         ));
         assert_eq!(fake.requests().len() - before, api.retry.attempts as usize);
+    }
+
+    /// Right after a machine's destroy Fly may still show its volume
+    /// mounted and refuse the volume's destroy (412): asked again until it
+    /// catches up. A volume a live machine mounts is refused at once.
+    #[tokio::test]
+    async fn a_volume_is_destroyed_once_fly_sees_its_machine_gone() {
+        let (fake, mut api, _) = start().await;
+        api.retry.detach = Duration::from_secs(10);
+        let vol = api
+            .create_volume(&data_volume("cdg"))
+            .await
+            .expect("volume");
+        let m = api
+            .create_machine(&node("cdg", &vol.id), "plan-1/cdg/1")
+            .await
+            .expect("machine");
+        // Mounted by a live machine: refused, without waiting.
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            api.destroy_volume(&vol.id).await,
+            Err(MachinesError::Api { status: 412, .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(fake.volumes().len(), 1);
+        // Destroyed, but Fly shows the volume mounted for three more asks.
+        fake.lag_detach(3);
+        api.destroy_machine(&m.id, true)
+            .await
+            .expect("destroy machine");
+        let before = fake.requests().len();
+        api.destroy_volume(&vol.id)
+            .await
+            .expect("destroyed once Fly caught up");
+        assert!(fake.volumes().is_empty());
+        let deletes = fake.requests()[before..]
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path.ends_with(&vol.id))
+            .count();
+        assert_eq!(deletes, 4, "three refusals, then the destroy");
+        // A lag longer than the wait: the refusal is the answer.
+        api.retry.detach = Duration::from_millis(30);
+        let vol = api
+            .create_volume(&data_volume("cdg"))
+            .await
+            .expect("volume");
+        let m = api
+            .create_machine(&node("cdg", &vol.id), "plan-1/cdg/2")
+            .await
+            .expect("machine");
+        fake.lag_detach(1000);
+        api.destroy_machine(&m.id, true)
+            .await
+            .expect("destroy machine");
+        assert!(matches!(
+            api.destroy_volume(&vol.id).await,
+            Err(MachinesError::Api { status: 412, .. })
+        ));
+        assert_eq!(fake.volumes().len(), 1);
     }
 }

@@ -31,21 +31,32 @@ fn infra(e: impl std::fmt::Display) -> RunError {
 }
 
 impl FlyInfra {
-    async fn data_machines(&self) -> Result<Vec<Machine>, RunError> {
+    /// The app's machines that are not destroyed.
+    async fn live_machines(&self) -> Result<Vec<Machine>, RunError> {
         Ok(self
             .api
             .list_machines()
             .await
             .map_err(infra)?
             .into_iter()
-            .filter(|m| m.volume_at(DATA_PATH).is_some() && m.state != "destroyed")
+            .filter(|m| m.state != "destroyed")
             .collect())
+    }
+
+    async fn data_machines(&self) -> Result<Vec<Machine>, RunError> {
+        let mut machines = self.live_machines().await?;
+        machines.retain(|m| m.volume_at(DATA_PATH).is_some());
+        Ok(machines)
     }
 }
 
 impl Infra for FlyInfra {
     async fn inventory(&self) -> Result<(Vec<Node>, Vec<Vol>), RunError> {
-        let machines = self.data_machines().await?;
+        let live = self.live_machines().await?;
+        let machines: Vec<&Machine> = live
+            .iter()
+            .filter(|m| m.volume_at(DATA_PATH).is_some())
+            .collect();
         let nodes = machines
             .iter()
             .map(|m| Node {
@@ -67,7 +78,11 @@ impl Infra for FlyInfra {
             .map(|v| Vol {
                 id: v.id,
                 region: v.region,
-                attached: v.attached_machine_id.filter(|m| !m.is_empty()),
+                // Fly's `attached_machine_id` lags a machine's destroy by
+                // a few seconds: a machine that is gone mounts nothing.
+                attached: v
+                    .attached_machine_id
+                    .filter(|m| live.iter().any(|x| &x.id == m)),
             })
             .collect();
         Ok((nodes, volumes))

@@ -578,6 +578,7 @@ mod tests {
             attempts: 3,
             first: Duration::from_millis(2),
             max: Duration::from_millis(5),
+            detach: Duration::from_secs(5),
         };
         // The app as deployed: one node in iad.
         let vol = api
@@ -790,11 +791,22 @@ mod tests {
             region: "cdg".into(),
             move_primaries_to: None,
         };
+        // As on Fly, the volume shows its destroyed machine for a while
+        // (and its destroy is refused meanwhile): the run waits it out.
+        fake.lag_detach(2);
         r.run(&remove, &mut |_| {}).await.expect("remove");
         assert!(in_region(&fake.machines(), "cdg").is_empty());
         assert!(in_region(&fake.volumes(), "cdg").is_empty());
         assert_eq!(in_region(&fake.machines(), "iad").len(), 1, "iad untouched");
         let reqs = fake.requests();
+        let refused = reqs
+            .iter()
+            .filter(|q| q.method == "DELETE" && q.path.contains("/volumes/"))
+            .count();
+        assert_eq!(
+            refused, 3,
+            "two refusals while Fly lagged, then the destroy"
+        );
         let at = |pred: &dyn Fn(&crate::machines::fake::Recorded) -> bool| {
             reqs.iter().position(pred).expect("request made")
         };
