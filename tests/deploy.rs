@@ -43,11 +43,25 @@ fn get<'a>(t: &'a toml::Table, path: &[&str]) -> &'a toml::Value {
 /// cluster ports reach peers over 6PN only: no service exposes them.
 fn assert_cluster_ports_private(t: &toml::Table, name: &str) {
     assert!(get(t, &["services", "tcp_checks", "interval"]).is_str());
-    let text = file(name);
-    for p in ["7946", "7947", "7948"] {
+    // Every port a service or the HTTP service takes, inside the machine
+    // (`internal_port`) and at the edge (`ports[].port`).
+    let mut exposed: Vec<i64> = Vec::new();
+    let services = t.get("services").and_then(|s| s.as_array());
+    for s in services.into_iter().flatten().filter_map(|s| s.as_table()) {
+        exposed.extend(s.get("internal_port").and_then(|p| p.as_integer()));
+        let ports = s.get("ports").and_then(|p| p.as_array());
+        for p in ports.into_iter().flatten().filter_map(|p| p.as_table()) {
+            exposed.extend(p.get("port").and_then(|p| p.as_integer()));
+        }
+    }
+    let http = t.get("http_service").and_then(|h| h.as_table());
+    exposed.extend(http.and_then(|h| h.get("internal_port")?.as_integer()));
+    assert!(!exposed.is_empty(), "{name}: no service ports read");
+    // Gossip, QUIC, region gossip (src/node.rs's defaults).
+    for p in [7946, 7947, 7948] {
         assert!(
-            !text.contains(&format!("port = {p}")),
-            "{name}: {p} is not a service"
+            !exposed.contains(&p),
+            "{name}: cluster port {p} is exposed by a service ({exposed:?})"
         );
     }
     assert_eq!(get(t, &["metrics", "port"]).as_integer(), Some(9091));
