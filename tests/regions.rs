@@ -848,3 +848,61 @@ fn writes_go_on_while_a_region_forms_its_controller_group() {
         assert_read_back(w.node("n1").expect("n1").resp, prefix, acked);
     }
 }
+
+/// What a backup holds is readable: a node's volume keeps each database
+/// in `tenants/<id>/` in the server's own formats, so a copy of that
+/// directory (as a volume restored from a snapshot holds it) is served by
+/// a standalone `anykv server --dir` started on it, every key there
+/// (docs/DEPLOY.md, Backups).
+#[test]
+fn a_databases_files_from_a_nodes_volume_are_served_by_a_standalone_server() {
+    let spec = common::world_spec(
+        "regions-restore",
+        73,
+        23960,
+        &[("iad", 1), ("cdg", 1)],
+        ADMIN,
+        &["--appendonly", "yes"],
+    );
+    let (mut w, dir, _reaper) = start_world(spec);
+    let n1 = w.node("n1").expect("n1").clone();
+    let mut c = login(n1.resp).expect("login on n1");
+    for i in 0..200 {
+        let (k, v) = (format!("b:{i}"), format!("v{i}"));
+        assert_eq!(
+            c.cmd(&["SET", &k, &v]).ok(),
+            Some(Value::Simple(b"OK".to_vec()))
+        );
+    }
+    assert_eq!(c.cmd(&["HSET", "b:h", "f", "1"]).ok(), Some(Value::Int(1)));
+    drop(c);
+    w.stop(Duration::from_secs(10));
+    // The volume's copy, as a snapshot would restore it.
+    let restored = dir.join("restored");
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(n1.dir.join("tenants").join("1"))
+        .arg(&restored)
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    let restored = restored.to_string_lossy().into_owned();
+    let mut s = common::start_anykv_with(
+        Path::new(env!("CARGO_BIN_EXE_anykv")),
+        &["--dir", &restored, "--appendonly", "yes"],
+    );
+    common::wait_ready(&mut s, Duration::from_secs(20)).expect("the server on the copy starts");
+    let mut r = RespConn::connect(s.port).expect("connect");
+    assert_eq!(r.cmd(&["DBSIZE"]).ok(), Some(Value::Int(201)));
+    for i in 0..200 {
+        assert_eq!(
+            r.cmd(&["GET", &format!("b:{i}")]).ok(),
+            Some(Value::Bulk(format!("v{i}").into_bytes())),
+            "b:{i}"
+        );
+    }
+    assert_eq!(
+        r.cmd(&["HGET", "b:h", "f"]).ok(),
+        Some(Value::Bulk(b"1".to_vec()))
+    );
+}
