@@ -879,6 +879,27 @@ async fn admin_promote(
     }
 }
 
+/// `GET /ready`: 200 once every copy this node holds is in sync (see
+/// `Placement::not_ready`), else 503 naming what it waits for. Fly's
+/// machine check (fly.toml's `[checks]`) asks it, so a rolling deploy
+/// stops the next machine only once this one caught up: its primaries can
+/// then be handed to an in-sync standby. A process without a cluster (or
+/// a router node, which holds nothing) is ready once it answers.
+async fn ready(State(s): State<AppState>) -> Response {
+    let waiting = s
+        .admin
+        .as_ref()
+        .map(|a| a.placement.not_ready())
+        .unwrap_or_default();
+    let code = if waiting.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": waiting.is_empty(), "waiting": waiting });
+    (code, Json(body)).into_response()
+}
+
 /// Binds `addr` and serves until the process ends.
 pub async fn serve(
     addr: SocketAddr,
@@ -895,6 +916,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route("/ready", get(ready))
         .route(
             "/admin/tenants/{id}",
             get(admin_get).put(admin_put).delete(admin_delete),

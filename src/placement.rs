@@ -850,6 +850,48 @@ impl Placement {
     /// Every tenant of the catalog with its roles and each replica's
     /// position: this node's own from its store, the others' as their
     /// metadata last reported it (a few seconds old at most).
+    /// What keeps this node from being ready for the next machine of a
+    /// rolling deploy to stop (`GET /ready`): each database whose record
+    /// names this node and whose copy here is not loaded, not streaming
+    /// from its primary with a sync done since the node started, or, as
+    /// the standby under this region's controller group, not yet the one
+    /// the record marks in sync (a planned handoff on SIGTERM gives the
+    /// primary only to an in-sync standby; without a group nothing marks
+    /// it). Empty: ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let (entries, mut roles, _) = self.tables();
+        self.merge_group_records(&entries, &mut roles);
+        let grouped = self.controller.as_ref().is_some_and(|c| c.region_formed());
+        let local = self.shared.repl_status.lock().clone();
+        let mut waiting = Vec::new();
+        for rec in roles.values() {
+            let (Some(entry), Some(role)) = (entries.get(&rec.tenant), rec.role_of(&self.me))
+            else {
+                continue;
+            };
+            let db = format!("database {} ({})", rec.tenant, entry.name);
+            let Some(st) = local.get(&TenantId(rec.tenant)) else {
+                waiting.push(format!("{db}: not loaded here yet"));
+                continue;
+            };
+            if role == Held::Primary {
+                continue;
+            }
+            if st.link_up != Some(true) || !st.synced_since_start {
+                waiting.push(format!(
+                    "{db}: the copy here has not synced from its primary since this node started"
+                ));
+            } else if grouped
+                && entry.primary_region == self.region
+                && rec.standby.as_deref() == Some(self.me.as_str())
+                && rec.in_sync.as_deref() != Some(self.me.as_str())
+            {
+                waiting.push(format!("{db}: the standby here is not marked in sync yet"));
+            }
+        }
+        waiting
+    }
+
     pub fn tenant_views(&self) -> Vec<catalog::TenantView> {
         let (entries, roles, _) = self.tables();
         let view = self.view.borrow().clone();

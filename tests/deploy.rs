@@ -195,6 +195,20 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
         get(&t, &["deploy", "max_unavailable"]).as_integer(),
         Some(1)
     );
+    // ... and only once the restarted one's copies are in sync: a machine
+    // check on the node's readiness (GET /ready, tests/regions.rs).
+    assert_eq!(
+        get(&t, &["checks", "copies_in_sync", "type"]).as_str(),
+        Some("http")
+    );
+    assert_eq!(
+        get(&t, &["checks", "copies_in_sync", "path"]).as_str(),
+        Some("/ready")
+    );
+    assert_eq!(
+        get(&t, &["checks", "copies_in_sync", "port"]).as_integer(),
+        Some(9091)
+    );
     assert_cluster_ports_private(&t, "fly.toml");
     assert_eq!(get(&t, &["metrics", "path"]).as_str(), Some("/metrics"));
     assert!(get(&t, &["vm", "size"]).is_str());

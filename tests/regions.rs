@@ -433,6 +433,12 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
     );
     let old = placed["primary"].as_str().expect("primary").to_string();
     assert!(["n1", "n2", "n3"].contains(&old.as_str()), "{placed}");
+    // Under a group, the standby is ready once the group marks it in sync.
+    for n in ["n1", "n2", "n3", "n4"] {
+        wait_for(&format!("{n} ready"), Duration::from_secs(60), || {
+            ready(&w, n).is_some_and(|(code, _)| code == 200)
+        });
+    }
     let n4 = w.node("n4").expect("n4").clone();
     let old_node = w.node(&old).expect("old primary").clone();
 
@@ -905,4 +911,74 @@ fn a_databases_files_from_a_nodes_volume_are_served_by_a_standalone_server() {
         r.cmd(&["HGET", "b:h", "f"]).ok(),
         Some(Value::Bulk(b"1".to_vec()))
     );
+}
+
+/// Node `n`'s `GET /ready`: its status and JSON body.
+fn ready(w: &World, n: &str) -> Option<(u16, serde_json::Value)> {
+    let node = w.node(n).ok()?;
+    let (code, body) = anykv_bench::world::http(node.http, "GET", "/ready", "", "")?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// `GET /ready` on a node's metrics port: what fly.toml's machine check
+/// asks, so a rolling deploy stops the next machine only once the one it
+/// restarted has its copies back in sync. Every node of a settled world
+/// is ready; the standby, restarted while its primary is frozen, answers
+/// 503 naming the database until it has synced again, then 200.
+#[test]
+fn a_restarted_node_is_ready_only_once_its_copies_synced_again() {
+    let spec = common::world_spec(
+        "regions-ready",
+        74,
+        23980,
+        &[("iad", 2), ("cdg", 1)],
+        ADMIN,
+        &[],
+    );
+    let (mut w, _dir, _reaper) = start_world(spec);
+    for n in ["n1", "n2", "n3"] {
+        wait_for(&format!("{n} ready"), Duration::from_secs(60), || {
+            ready(&w, n).is_some_and(|(code, _)| code == 200)
+        });
+    }
+    let placed = common::placed_tenant(&w, 1);
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let standby = placed["standby"]
+        .as_str()
+        .expect("a standby in iad")
+        .to_string();
+
+    w.signal(&primary, "-STOP").expect("freezing the primary");
+    w.signal(&standby, "-TERM").expect("stopping the standby");
+    wait_for("the standby stopped", Duration::from_secs(20), || {
+        !w.running(&standby)
+    });
+    w.launch(&standby).expect("the standby starts again");
+    let mut seen = None;
+    wait_for(
+        "the restarted standby answering /ready",
+        Duration::from_secs(30),
+        || {
+            seen = ready(&w, &standby);
+            seen.is_some()
+        },
+    );
+    let (code, body) = seen.expect("an answer");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    assert!(
+        body["waiting"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|x| x.as_str().is_some_and(|s| s.contains("database 1 (shop)")))),
+        "{body}"
+    );
+    // Still not ready a moment later: nothing to sync from.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ready(&w, &standby).map(|(c, _)| c), Some(503));
+
+    w.signal(&primary, "-CONT").expect("thawing the primary");
+    wait_for("the standby ready again", Duration::from_secs(60), || {
+        ready(&w, &standby).is_some_and(|(code, _)| code == 200)
+    });
+    w.stop(Duration::from_secs(10));
 }
