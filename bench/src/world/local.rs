@@ -40,6 +40,37 @@ pub struct LocalInfra {
     pub stop_timeout: Duration,
 }
 
+impl LocalInfra {
+    /// In a world whose links are shaped by an RTT table (`--emulate-wan`),
+    /// `region` must be one of the table's: a node of another region
+    /// would not start (its links have no round trip), and the run would
+    /// wait for it until its limit.
+    fn check_region(&self, region: &str) -> Result<(), RunError> {
+        use anykv_gossip::link::RttTable;
+        let w = self.world()?;
+        let Some(src) = w.nodes.iter().find_map(|n| {
+            let i = n.argv.iter().position(|a| a == "--emulate-wan")?;
+            n.argv.get(i + 1).cloned()
+        }) else {
+            return Ok(());
+        };
+        let table = if src == "builtin" {
+            RttTable::parse(crate::REGION_RTT)
+        } else {
+            RttTable::load(Path::new(&src))
+        }
+        .map_err(|e| failed(format!("the world's RTT table {src}: {e}")))?;
+        if table.regions().any(|r| r == region) {
+            return Ok(());
+        }
+        let known: Vec<&str> = table.regions().collect();
+        Err(failed(format!(
+            "region {region:?} is not in the world's RTT table ({src}); pick from: {}",
+            known.join(", ")
+        )))
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> RunError {
     RunError::Infra(e.to_string())
 }
@@ -217,6 +248,7 @@ impl Infra for LocalInfra {
     }
 
     async fn create_volume(&self, region: &str) -> Result<String, RunError> {
+        self.check_region(region)?;
         let k = (1..)
             .find(|k| !self.dir.join(format!("vol-{k}")).exists())
             .unwrap_or(0);
@@ -262,9 +294,10 @@ impl Infra for LocalInfra {
                 IpAddr::V6(_) => None,
             })
             .collect();
-        let Some(k) = (1..=254u8)
-            .find(|k| !used.contains(k) && !w.nodes.iter().any(|n| n.name == format!("n{k}")))
-        else {
+        // A name no node has, nor had: a destroyed node's is retired.
+        let taken =
+            |name: String| w.nodes.iter().any(|n| n.name == name) || w.retired.contains(&name);
+        let Some(k) = (1..=254u8).find(|k| !used.contains(k) && !taken(format!("n{k}"))) else {
             return Err(failed("the world has no loopback address left"));
         };
         let o = tip.octets();
@@ -390,6 +423,9 @@ impl Infra for LocalInfra {
             std::fs::write(n.dir.join(OLD_DATA_MARK), &n.name).map_err(failed)?;
         }
         w.nodes.retain(|x| x.name != node);
+        if !w.retired.contains(&n.name) {
+            w.retired.push(n.name.clone());
+        }
         w.save().map_err(failed)
     }
 
@@ -447,12 +483,75 @@ mod tests {
             sidecar: None,
             dashboard: None,
             databases: Vec::new(),
+            retired: Vec::new(),
         };
         file.save().expect("world.json");
         LocalInfra {
             dir,
             stop_timeout: Duration::from_secs(1),
         }
+    }
+
+    /// A world shaped by the built-in RTT table takes only its regions: a
+    /// typo is refused at once, naming the ones to pick from, not waited
+    /// for; an unshaped world takes any.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_region_outside_the_worlds_rtt_table_is_refused() {
+        let infra = world("rtt-regions");
+        assert!(infra.create_volume("cgd").await.is_ok(), "unshaped");
+        let mut w = infra.world().expect("world");
+        w.nodes[0]
+            .argv
+            .extend(["--emulate-wan".to_string(), "builtin".to_string()]);
+        w.save().expect("world.json");
+        let err = infra
+            .create_volume("cgd")
+            .await
+            .expect_err("not in the table")
+            .to_string();
+        assert!(
+            err.contains("\"cgd\"") && err.contains("cdg") && err.contains("syd"),
+            "{err}"
+        );
+        infra
+            .create_volume("cdg")
+            .await
+            .expect("a region of the table");
+        let _ = std::fs::remove_dir_all(&infra.dir);
+    }
+
+    /// A destroyed node's name is never given to a new node, as Fly never
+    /// reuses a machine id: the cluster may still know the old node.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_destroyed_nodes_name_is_not_given_again() {
+        let infra = world("retired");
+        let mut w = infra.world().expect("world");
+        let mut n2 = w.nodes[0].clone();
+        n2.name = "n2".into();
+        n2.ip = "127.0.99.2".parse().expect("ip");
+        n2.dir = infra.dir.join("n2");
+        // A binary that is not there: the new node is recorded, then its
+        // start fails (nothing runs).
+        n2.argv[0] = "/nonexistent/anykv".into();
+        for f in ["--bind", "--dir", "--metrics-addr"] {
+            n2.argv.extend([f.to_string(), String::new()]);
+        }
+        std::fs::create_dir_all(&n2.dir).expect("dir");
+        w.nodes.push(n2);
+        w.save().expect("world.json");
+        infra.destroy_node("n1").await.expect("destroyed");
+        assert_eq!(infra.world().expect("world").retired, ["n1"]);
+        let vol = infra.create_volume("iad").await.expect("volume");
+        let _ = infra.create_node("iad", &vol).await;
+        let names: Vec<String> = infra
+            .world()
+            .expect("world")
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        assert_eq!(names, ["n2", "n3"], "n1 is retired");
+        let _ = std::fs::remove_dir_all(&infra.dir);
     }
 
     #[tokio::test(flavor = "current_thread")]

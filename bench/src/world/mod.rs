@@ -181,6 +181,11 @@ pub struct WorldFile {
     /// Databases provisioned in the world (the demo's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseInfo>,
+    /// Names of nodes `anykv regions` destroyed: never given to a new
+    /// node (Fly never reuses a machine id; the cluster may still know
+    /// the old one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
 }
 
 /// The sidecar as `world.json` records it.
@@ -355,6 +360,7 @@ impl World {
                 sidecar: None,
                 dashboard: None,
                 databases: Vec::new(),
+                retired: Vec::new(),
             },
             children: BTreeMap::new(),
             admin_token: spec.admin_token.clone(),

@@ -148,7 +148,7 @@ pub enum PlanError {
     NoSuchTarget(String),
     #[error("--count must be at least 1")]
     ZeroCount,
-    #[error("{0} has no data node, volume or database; `anykv regions list` shows the regions there are")]
+    #[error("nothing to remove: {0} has no data node, volume or database (a removal already finished, or a misspelt region); `anykv regions list` shows the regions there are")]
     UnknownRegion(String),
 }
 
