@@ -851,19 +851,62 @@ impl Placement {
     /// position: this node's own from its store, the others' as their
     /// metadata last reported it (a few seconds old at most).
     /// What keeps this node from being ready for the next machine of a
-    /// rolling deploy to stop (`GET /ready`): each database whose record
+    /// rolling deploy to stop (`GET /ready`): a catalog older than one an
+    /// alive member has applied (just started, it has not synced the
+    /// cluster's state yet, so it does not know what it holds); each
+    /// database whose record
     /// names this node and whose copy here is not loaded, not streaming
     /// from its primary with a sync done since the node started, or, as
-    /// the standby under this region's controller group, not yet the one
-    /// the record marks in sync (a planned handoff on SIGTERM gives the
-    /// primary only to an in-sync standby; without a group nothing marks
-    /// it). Empty: ready.
+    /// the standby under its region's controller group, not yet one the
+    /// group's leader would hand the primary to (a planned handoff on
+    /// SIGTERM gives a primary only to an in-sync standby that holds its
+    /// data; without a group nothing marks it). Empty: ready.
     pub fn not_ready(&self) -> Vec<String> {
-        let (entries, mut roles, _) = self.tables();
+        let (entries, mut roles, version) = self.tables();
         self.merge_group_records(&entries, &mut roles);
-        let grouped = self.controller.as_ref().is_some_and(|c| c.region_formed());
-        let local = self.shared.repl_status.lock().clone();
         let mut waiting = Vec::new();
+        let view = self.view.borrow().clone();
+        let alive = |m: &&anykv_gossip::node::MemberView| m.me || m.state == MemberState::Alive;
+        let newest = view
+            .members
+            .iter()
+            .filter(|m| !m.me && m.state == MemberState::Alive)
+            .filter_map(|m| m.meta.as_ref().map(|x| x.catalog_version))
+            .max()
+            .unwrap_or(0);
+        // A node that knows of others (its state on the volume) but sees
+        // none alive has not joined again yet.
+        let knows_others = self
+            .store
+            .lock()
+            .nodes()
+            .iter()
+            .any(|n| n.machine != self.me);
+        if knows_others
+            && !view
+                .members
+                .iter()
+                .any(|m| !m.me && m.state == MemberState::Alive)
+        {
+            waiting.push("no other member of the cluster is alive here yet: still joining".into());
+        }
+        // A region whose controller group formed (as its members' metadata,
+        // this node's own included, shows it; a restarted member's group
+        // state is on its volume).
+        let grouped = |region: &str| {
+            view.members
+                .iter()
+                .filter(alive)
+                .filter(|m| m.region == region)
+                .filter_map(|m| m.meta.as_ref()?.controller.as_ref())
+                .any(|c| c.initialized && c.voters.len() >= anykv_gossip::controller::MIN_VOTERS)
+        };
+        if version < newest {
+            waiting.push(format!(
+                "the catalog here is at version {version}, the cluster's at {newest}: still syncing the cluster's state"
+            ));
+        }
+        let local = self.shared.repl_status.lock().clone();
         for rec in roles.values() {
             let (Some(entry), Some(role)) = (entries.get(&rec.tenant), rec.role_of(&self.me))
             else {
@@ -881,12 +924,18 @@ impl Placement {
                 waiting.push(format!(
                     "{db}: the copy here has not synced from its primary since this node started"
                 ));
-            } else if grouped
-                && entry.primary_region == self.region
+            } else if grouped(&entry.primary_region)
                 && rec.standby.as_deref() == Some(self.me.as_str())
-                && rec.in_sync.as_deref() != Some(self.me.as_str())
+                && !self
+                    .controller
+                    .as_ref()
+                    .is_some_and(|c| c.standby_ready(rec.tenant))
             {
-                waiting.push(format!("{db}: the standby here is not marked in sync yet"));
+                // As the group's leader counts it at this node's last
+                // renewal (its record here may be behind the leader's).
+                waiting.push(format!(
+                    "{db}: the standby here is not yet one the controller would hand the primary to (in sync, holding its data, reported synced by the primary)"
+                ));
             }
         }
         waiting

@@ -55,6 +55,11 @@ pub struct Grant {
     pub duration_ms: u64,
     /// `(tenant, epoch)` for every tenant the node is primary of.
     pub primaries: Vec<(u64, u64)>,
+    /// The tenants the node is the standby of that a planned handoff may
+    /// give it now: marked in sync, holding its data (no restart since its
+    /// last sync), and reported synced by the primary's last renewal.
+    #[serde(default)]
+    pub standby_of: Vec<u64>,
 }
 
 /// Not granted: the node asked is not the leader.

@@ -126,6 +126,9 @@ pub struct Controller {
     /// As the leader: since when each tenant's in-sync standby has not been
     /// reported synced by its primary (see `note_synced`).
     unsynced: parking_lot::Mutex<BTreeMap<u64, Instant>>,
+    /// The last lease this node was granted: when, and the tenants it may
+    /// be handed as their standby (`lease::Grant::standby_of`).
+    granted: parking_lot::Mutex<Option<(Instant, Vec<u64>)>>,
     /// Records another region's leader announced to this node (see
     /// [`Controller::announcements`]).
     announced: tokio::sync::broadcast::Sender<RoleRecord>,
@@ -186,6 +189,7 @@ impl Controller {
             was_formed,
             absent: Default::default(),
             unsynced: Default::default(),
+            granted: Default::default(),
             announced: tokio::sync::broadcast::channel(256).0,
         });
         {
@@ -310,10 +314,23 @@ impl Controller {
                 .collect()
         };
         self.note_synced(machine, synced).await;
+        let standby_of = {
+            let l = self.leases.lock();
+            let unsynced = self.unsynced.lock();
+            self.machine
+                .roles()
+                .records
+                .values()
+                .filter(|r| r.standby.as_deref() == Some(machine) && r.in_sync == r.standby)
+                .filter(|r| l.holds(machine, r.tenant) && !unsynced.contains_key(&r.tenant))
+                .map(|r| r.tenant)
+                .collect()
+        };
         Ok(lease::Grant {
             term: m.current_term,
             duration_ms: self.cfg.lease.as_millis() as u64,
             primaries,
+            standby_of,
         })
     }
 
@@ -424,7 +441,7 @@ impl Controller {
             return self
                 .grant(&self.cfg.machine, &synced, applied)
                 .await
-                .map(|g| (sent, g))
+                .map(|g| self.granted(sent, g))
                 .map_err(|e| e.to_string());
         }
         let addr = leader_addr(&m, leader)?;
@@ -439,9 +456,26 @@ impl Controller {
         )
         .await?
         {
-            Ok(g) => Ok((sent, g)),
+            Ok(g) => Ok(self.granted(sent, g)),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Notes a lease granted at `sent` (see [`Controller::standby_ready`]).
+    fn granted(&self, sent: Instant, g: lease::Grant) -> (Instant, lease::Grant) {
+        *self.granted.lock() = Some((sent, g.standby_of.clone()));
+        (sent, g)
+    }
+
+    /// Whether the leader, at this node's last lease renewal (within two
+    /// lease periods), counted it an in-sync standby of `tenant` that
+    /// holds its data and that its primary reports synced: a planned
+    /// handoff of `tenant` may give it this node now (`GET /ready`).
+    pub fn standby_ready(&self, tenant: u64) -> bool {
+        self.granted
+            .lock()
+            .as_ref()
+            .is_some_and(|(at, of)| at.elapsed() < self.cfg.lease * 2 && of.contains(&tenant))
     }
 
     /// As the leader: hands `tenant` from its primary `from` (which is

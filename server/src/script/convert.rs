@@ -146,6 +146,66 @@ pub fn lua_to_reply(
     Ok(())
 }
 
+/// At least how many elements `v` is written as, counted up to past
+/// `cap`: a plain array is itself and its entries, any other value one (a
+/// lower bound: `{map=...}` and the like count one). Each table is
+/// counted once and remembered, so a few tables naming each other over
+/// and over (`t = {t, t}` forty times: 2^40 elements) are counted in a
+/// few steps, and such a reply is refused before any of it is written
+/// rather than after `cap` elements of it.
+pub fn at_least_elements(v: &Value, cap: usize) -> usize {
+    let mut memo = std::collections::HashMap::new();
+    count(v, cap, &mut memo, &mut Vec::new())
+}
+
+fn count(
+    v: &Value,
+    cap: usize,
+    memo: &mut std::collections::HashMap<*const std::ffi::c_void, usize>,
+    path: &mut Vec<*const std::ffi::c_void>,
+) -> usize {
+    let Value::Table(t) = v else {
+        return 1;
+    };
+    let p = t.to_pointer();
+    if let Some(n) = memo.get(&p) {
+        return *n;
+    }
+    // (Cycles and depth are refused as the reply is written.)
+    if path.contains(&p) || path.len() >= MAX_REPLY_DEPTH {
+        return 1;
+    }
+    let special = [
+        "err",
+        "ok",
+        "double",
+        "big_number",
+        "map",
+        "set",
+        "verbatim_string",
+    ];
+    if special
+        .iter()
+        .any(|k| !matches!(t.raw_get::<Value>(*k), Ok(Value::Nil)))
+    {
+        return 1;
+    }
+    path.push(p);
+    let mut n = 1usize;
+    for i in 1.. {
+        match t.raw_get::<Value>(i) {
+            Ok(Value::Nil) | Err(_) => break,
+            Ok(c) => n = n.saturating_add(count(&c, cap, memo, path)),
+        }
+        if n > cap {
+            break;
+        }
+    }
+    path.pop();
+    memo.insert(p, n);
+    n
+}
+
 /// A table's elements up to its first `nil`, as an array reply.
 fn write_array(
     t: &Table,
@@ -217,4 +277,43 @@ fn write_pairs(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(lua: &Lua, code: &str) -> Value {
+        lua.load(code).eval().expect("the chunk runs")
+    }
+
+    /// Tables that name each other are counted once each, so an endless
+    /// reply is seen as such in a few steps; a plain array counts itself
+    /// and its entries up to the first nil; a special table counts one.
+    #[test]
+    fn a_reply_is_counted_without_expanding_shared_tables() {
+        let lua = Lua::new();
+        let endless = eval(
+            &lua,
+            "local t = {} for i = 1, 40 do t = {t, t} end return t",
+        );
+        let started = std::time::Instant::now();
+        assert!(at_least_elements(&endless, 10_000_000) > 10_000_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            at_least_elements(&eval(&lua, "return {1, 'a', {2, 3}, nil, 9}"), 100),
+            6
+        );
+        assert_eq!(
+            at_least_elements(&eval(&lua, "return {map={a=1, b=2}}"), 100),
+            1
+        );
+        assert_eq!(at_least_elements(&eval(&lua, "return 7"), 100), 1);
+        // Twenty tables each naming the next twice: 2^21 - 1 elements.
+        let wide = eval(
+            &lua,
+            "local t = {} for i = 1, 20 do t = {t, t} end return t",
+        );
+        assert_eq!(at_least_elements(&wide, usize::MAX), (1 << 21) - 1);
+    }
 }

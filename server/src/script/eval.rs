@@ -9,7 +9,7 @@ use mlua::Value;
 
 use crate::cmd::Ctx;
 
-use super::convert::{lua_to_reply, Budget, TooBig};
+use super::convert::{at_least_elements, lua_to_reply, Budget, TooBig};
 use super::engine::{CallError, Engine, Run};
 use crate::resp::Reply;
 
@@ -200,7 +200,13 @@ pub(crate) fn execute(ctx: &mut Ctx, inv: Invocation) {
             let mark = ctx.out.len();
             let mut budget = Budget::new(MAX_REPLY_ELEMENTS, LUA_MEMORY_CAP as usize);
             let script_resp = engine.run().resp.get();
-            match lua_to_reply(&v, ctx.out, &mut budget, script_resp) {
+            // Refused at once when surely too large (see at_least_elements).
+            let converted = if at_least_elements(&v, MAX_REPLY_ELEMENTS) > MAX_REPLY_ELEMENTS {
+                Err(TooBig::Elements)
+            } else {
+                lua_to_reply(&v, ctx.out, &mut budget, script_resp)
+            };
+            match converted {
                 Ok(()) => {
                     for e in &budget.errors {
                         ctx.t.count_error(e);
