@@ -476,12 +476,32 @@ pub async fn hand_off_all(
     if !c.formed() {
         return;
     }
-    let mine: Vec<_> = c
-        .roles()
-        .records
-        .into_values()
-        .filter(|r| r.primary == c.me() && r.standby.is_some() && r.in_sync == r.standby)
-        .collect();
+    // The databases this node is primary of whose standby is in sync: as
+    // this node's copy of the group's records says, or (that copy may lag
+    // the leader's commits) as its own replication shows the standby now
+    // (attached, synced). The leader decides with its own records.
+    let mut mine = Vec::new();
+    for r in c.roles().records.into_values() {
+        if r.primary != c.me() || r.standby.is_none() {
+            continue;
+        }
+        if r.in_sync == r.standby {
+            mine.push(r);
+            continue;
+        }
+        let ip = r.standby.as_deref().and_then(|s| c.ip_of(s));
+        let probe = shared.probe(anykv_server::tenant::TenantId(r.tenant));
+        let st = tokio::time::timeout(Duration::from_millis(200), probe)
+            .await
+            .ok()
+            .flatten();
+        if ip
+            .zip(st)
+            .is_some_and(|(ip, st)| st.replicas.iter().any(|x| x.synced && x.addr.ip() == ip))
+        {
+            mine.push(r);
+        }
+    }
     let started = std::time::Instant::now();
     let deadline = started + timeout;
     if !mine.is_empty() {

@@ -874,14 +874,17 @@ impl Placement {
             .filter_map(|m| m.meta.as_ref().map(|x| x.catalog_version))
             .max()
             .unwrap_or(0);
-        // A node that knows of others (its state on the volume) but sees
-        // none alive has not joined again yet.
+        // A node that knows of others (their metadata, or records naming
+        // them, from its volume) but sees none alive has not joined again.
         let knows_others = self
             .store
             .lock()
             .nodes()
             .iter()
-            .any(|n| n.machine != self.me);
+            .any(|n| n.machine != self.me)
+            || roles
+                .values()
+                .any(|r| r.holders().iter().any(|h| *h != self.me.as_str()));
         if knows_others
             && !view
                 .members

@@ -143,6 +143,47 @@ fn start_world(mut spec: anykv_bench::world::WorldSpec) -> (World, PathBuf, Reap
     (w, dir, reaper)
 }
 
+/// The tests here each run a world of nodes with timing bounds (leases,
+/// handoffs, kills at each step): on a 2-core machine two at once starve
+/// each other, so they take turns.
+fn one_world_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static WORLDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    WORLDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A world of `regions` (named `name`, loopback net `net`, gossip port
+/// `port`) with the test database placed (see [`start_world`]).
+fn world(name: &str, net: u8, port: u16, regions: &[(&str, usize)]) -> (World, PathBuf, Reaper) {
+    start_world(common::world_spec(name, net, port, regions, ADMIN, &[]))
+}
+
+/// Until iad's controller group holds the database's record (its primary
+/// writes under the group's lease; a SIGTERM hands over only then).
+fn wait_group_holds_record(w: &World) {
+    wait_for(
+        "iad's controller group holding the database's record",
+        Duration::from_secs(60),
+        || {
+            w.cluster_view("n4").is_some_and(|v| {
+                v["controllers"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["region"] == "iad" && c["leader"].is_string() && c["records"] == 1
+                    })
+                })
+            })
+        },
+    );
+}
+
+/// Until each of `nodes` answers `GET /ready` with 200.
+fn wait_ready(w: &World, nodes: &[&str]) {
+    for n in nodes {
+        wait_for(&format!("{n} ready"), Duration::from_secs(60), || {
+            ready(w, n).is_some_and(|(code, _)| code == 200)
+        });
+    }
+}
+
 /// Every acknowledged `<prefix>:<i>` reads back as `i` through `addr`.
 fn assert_read_back(addr: std::net::SocketAddr, prefix: &str, acked: &[u64]) {
     let mut c = login(addr).unwrap_or_else(|| panic!("login on {addr}"));
@@ -201,6 +242,7 @@ fn spawn_writer(
 
 #[test]
 fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
+    let _turn = one_world_at_a_time();
     let spec = common::world_spec("regions", 67, 23800, &[("iad", 2), ("cdg", 1)], ADMIN, &[]);
     let (mut w, dir, _reaper) = start_world(spec);
     let n1 = w.node("n1").expect("n1").resp;
@@ -344,15 +386,8 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
 /// waited longer than the move's bound.
 #[test]
 fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
-    let spec = common::world_spec(
-        "regions-move",
-        68,
-        23820,
-        &[("iad", 2), ("cdg", 1)],
-        ADMIN,
-        &[],
-    );
-    let (mut w, dir, _reaper) = start_world(spec);
+    let _turn = one_world_at_a_time();
+    let (mut w, dir, _reaper) = world("regions-move", 68, 23820, &[("iad", 2), ("cdg", 1)]);
     let n3 = w.node("n3").expect("n3").clone();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -416,39 +451,16 @@ fn removing_the_primary_region_moves_the_primary_with_nothing_lost() {
 /// old primary's node (now a replica) passes writes on.
 #[test]
 fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
-    let spec = common::world_spec(
-        "regions-leased-move",
-        69,
-        23840,
-        &[("iad", 3), ("cdg", 1)],
-        ADMIN,
-        &[],
-    );
-    let (mut w, _dir, _reaper) = start_world(spec);
+    let _turn = one_world_at_a_time();
+    let (mut w, _dir, _reaper) = world("regions-leased-move", 69, 23840, &[("iad", 3), ("cdg", 1)]);
     let placed = common::placed_tenant(&w, 1);
     // The group holds the database's record: its primary writes under
     // the group's lease.
-    wait_for(
-        "iad's controller group holding the database's record",
-        Duration::from_secs(60),
-        || {
-            w.cluster_view("n4").is_some_and(|v| {
-                v["controllers"].as_array().is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c["region"] == "iad" && c["leader"].is_string() && c["records"] == 1
-                    })
-                })
-            })
-        },
-    );
+    wait_group_holds_record(&w);
     let old = placed["primary"].as_str().expect("primary").to_string();
     assert!(["n1", "n2", "n3"].contains(&old.as_str()), "{placed}");
     // Under a group, the standby is ready once the group marks it in sync.
-    for n in ["n1", "n2", "n3", "n4"] {
-        wait_for(&format!("{n} ready"), Duration::from_secs(60), || {
-            ready(&w, n).is_some_and(|(code, _)| code == 200)
-        });
-    }
+    wait_ready(&w, &["n1", "n2", "n3", "n4"]);
     let n4 = w.node("n4").expect("n4").clone();
     let old_node = w.node(&old).expect("old primary").clone();
 
@@ -499,7 +511,21 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
             )
         })
         .sum::<f64>();
-    assert_eq!(took, 1.0, "n4's takeovers: {page}");
+    let n4_log = plain(&std::fs::read_to_string(&n4.log).unwrap_or_default());
+    assert_eq!(
+        took,
+        1.0,
+        "n4's takeovers: {}\nn4's log: {}",
+        page.lines()
+            .filter(|l| l.contains("handoff"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        n4_log
+            .lines()
+            .filter(|l| l.contains("primary") || l.contains("took over") || l.contains("move"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         !page.contains("anykv_handoff_bytes_lost_total"),
         "n4 lost bytes of the handoff"
@@ -622,15 +648,8 @@ fn wait_alive_at(w: &World, via: &str, name: &str, ip: std::net::IpAddr) {
 /// address (a record committed afterwards is applied there too).
 #[test]
 fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
-    let spec = common::world_spec(
-        "regions-migrate",
-        70,
-        23880,
-        &[("iad", 3), ("cdg", 1)],
-        ADMIN,
-        &[],
-    );
-    let (mut w, _dir, _reaper) = start_world(spec);
+    let _turn = one_world_at_a_time();
+    let (mut w, _dir, _reaper) = world("regions-migrate", 70, 23880, &[("iad", 3), ("cdg", 1)]);
     let placed = common::placed_tenant(&w, 1);
     let n1 = w.node("n1").expect("n1").clone();
     let primary = w
@@ -790,15 +809,8 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
 /// group's adoption and that lease met "no lease").
 #[test]
 fn writes_go_on_while_a_region_forms_its_controller_group() {
-    let spec = common::world_spec(
-        "regions-forms",
-        71,
-        23920,
-        &[("iad", 2), ("cdg", 1)],
-        ADMIN,
-        &[],
-    );
-    let (w, dir, _reaper) = start_world(spec);
+    let _turn = one_world_at_a_time();
+    let (w, dir, _reaper) = world("regions-forms", 71, 23920, &[("iad", 2), ("cdg", 1)]);
     let group_holds_the_record = |w: &World| {
         w.cluster_view("n3").is_some_and(|v| {
             v["controllers"].as_array().is_some_and(|cs| {
@@ -872,6 +884,7 @@ fn writes_go_on_while_a_region_forms_its_controller_group() {
 /// (docs/DEPLOY.md, Backups).
 #[test]
 fn a_databases_files_from_a_nodes_volume_are_served_by_a_standalone_server() {
+    let _turn = one_world_at_a_time();
     let spec = common::world_spec(
         "regions-restore",
         73,
@@ -937,20 +950,9 @@ fn ready(w: &World, n: &str) -> Option<(u16, serde_json::Value)> {
 /// 503 naming the database until it has synced again, then 200.
 #[test]
 fn a_restarted_node_is_ready_only_once_its_copies_synced_again() {
-    let spec = common::world_spec(
-        "regions-ready",
-        74,
-        23980,
-        &[("iad", 2), ("cdg", 1)],
-        ADMIN,
-        &[],
-    );
-    let (mut w, _dir, _reaper) = start_world(spec);
-    for n in ["n1", "n2", "n3"] {
-        wait_for(&format!("{n} ready"), Duration::from_secs(60), || {
-            ready(&w, n).is_some_and(|(code, _)| code == 200)
-        });
-    }
+    let _turn = one_world_at_a_time();
+    let (mut w, _dir, _reaper) = world("regions-ready", 74, 23980, &[("iad", 2), ("cdg", 1)]);
+    wait_ready(&w, &["n1", "n2", "n3"]);
     let placed = common::placed_tenant(&w, 1);
     let primary = placed["primary"].as_str().expect("primary").to_string();
     let standby = placed["standby"]
@@ -1021,35 +1023,12 @@ fn plain(text: &str) -> String {
 /// no write fails, and every acknowledged write reads back.
 #[test]
 fn a_rolling_restart_paced_by_readiness_hands_primaries_over_with_nothing_lost() {
-    let spec = common::world_spec(
-        "regions-rolling",
-        75,
-        24000,
-        &[("iad", 3), ("cdg", 1)],
-        ADMIN,
-        &[],
-    );
-    let (mut w, _dir, _reaper) = start_world(spec);
+    let _turn = one_world_at_a_time();
+    let (mut w, _dir, _reaper) = world("regions-rolling", 75, 24000, &[("iad", 3), ("cdg", 1)]);
     // The group holds the database's record (a SIGTERM hands over only
     // under a group), and every node is ready.
-    wait_for(
-        "iad's controller group holding the database's record",
-        Duration::from_secs(60),
-        || {
-            w.cluster_view("n4").is_some_and(|v| {
-                v["controllers"].as_array().is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c["region"] == "iad" && c["leader"].is_string() && c["records"] == 1
-                    })
-                })
-            })
-        },
-    );
-    for n in ["n1", "n2", "n3", "n4"] {
-        wait_for(&format!("{n} ready"), Duration::from_secs(60), || {
-            ready(&w, n).is_some_and(|(code, _)| code == 200)
-        });
-    }
+    wait_group_holds_record(&w);
+    wait_ready(&w, &["n1", "n2", "n3", "n4"]);
     let n4 = w.node("n4").expect("n4").clone();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -1101,9 +1080,13 @@ fn a_rolling_restart_paced_by_readiness_hands_primaries_over_with_nothing_lost()
         }
         w.launch(n).expect("started again");
         let before = count.load(Ordering::Relaxed);
+        let mut answers = Vec::new();
         wait_for(&format!("{n} ready again"), Duration::from_secs(60), || {
-            ready(&w, n).is_some_and(|(code, _)| code == 200)
+            let r = ready(&w, n);
+            answers.push(format!("{r:?}"));
+            r.is_some_and(|(code, _)| code == 200)
         });
+        eprintln!("{n}'s /ready after its restart: {}", answers.join(" | "));
         wait_for("writes go on", Duration::from_secs(20), || {
             count.load(Ordering::Relaxed) > before + 20
         });
