@@ -881,7 +881,7 @@ async fn admin_promote(
 
 /// `GET /ready`: 200 once every copy this node holds is in sync (see
 /// `Placement::not_ready`), else 503 naming what it waits for. Fly's
-/// machine check (fly.toml's `[checks]`) asks it, so a rolling deploy
+/// top-level health check (fly.toml's `[checks]`) asks it, so a rolling deploy
 /// stops the next machine only once this one caught up: its primaries can
 /// then be handed to an in-sync standby. A process without a cluster (or
 /// a router node, which holds nothing) is ready once it answers.

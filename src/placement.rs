@@ -847,9 +847,6 @@ impl Placement {
             .collect()
     }
 
-    /// Every tenant of the catalog with its roles and each replica's
-    /// position: this node's own from its store, the others' as their
-    /// metadata last reported it (a few seconds old at most).
     /// What keeps this node from being ready for the next machine of a
     /// rolling deploy to stop (`GET /ready`): a catalog older than one an
     /// alive member has applied (just started, it has not synced the
@@ -860,7 +857,9 @@ impl Placement {
     /// the standby under its region's controller group, not yet one the
     /// group's leader would hand the primary to (a planned handoff on
     /// SIGTERM gives a primary only to an in-sync standby that holds its
-    /// data; without a group nothing marks it). Empty: ready.
+    /// data; without a group nothing marks it); and, in a grouped region,
+    /// any database whose primary is here without an in-sync standby
+    /// (the region could not lose another machine). Empty: ready.
     pub fn not_ready(&self) -> Vec<String> {
         let (entries, mut roles, version) = self.tables();
         self.merge_group_records(&entries, &mut roles);
@@ -932,7 +931,8 @@ impl Placement {
                 && !self
                     .controller
                     .as_ref()
-                    .is_some_and(|c| c.standby_ready(rec.tenant))
+                    .and_then(|c| c.standby_ready(rec.tenant))
+                    .unwrap_or(rec.in_sync.as_deref() == Some(self.me.as_str()))
             {
                 // As the group's leader counts it at this node's last
                 // renewal (its record here may be behind the leader's).
@@ -941,9 +941,34 @@ impl Placement {
                 ));
             }
         }
+        // The region can lose another machine: every database whose
+        // primary is in this (grouped) region has an in-sync standby, so a
+        // SIGTERM of its primary's node hands it over (after a handoff the
+        // new standby is a third node, which syncs from nothing).
+        if grouped(&self.region) {
+            for rec in roles.values() {
+                let Some(entry) = entries.get(&rec.tenant) else {
+                    continue;
+                };
+                if entry.primary_region == self.region
+                    && rec.standby.is_some()
+                    && rec.in_sync != rec.standby
+                {
+                    waiting.push(format!(
+                        "database {} ({}): its standby {} is not in sync yet, so its primary could not be handed over",
+                        rec.tenant,
+                        entry.name,
+                        rec.standby.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
+        }
         waiting
     }
 
+    /// Every tenant of the catalog with its roles and each replica's
+    /// position: this node's own from its store, the others' as their
+    /// metadata last reported it (a few seconds old at most).
     pub fn tenant_views(&self) -> Vec<catalog::TenantView> {
         let (entries, roles, _) = self.tables();
         let view = self.view.borrow().clone();

@@ -95,6 +95,14 @@ fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> Vec<String> {
         if killed && !out.status.success() {
             continue;
         }
+        // The run before was killed after a removal's last step had
+        // finished (before it printed done): nothing is left, as this run
+        // says, and the removal is complete.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if run > 1 && !out.status.success() && stderr.contains("nothing to remove") {
+            eprintln!("{args:?}: finished by the run killed last; killed as {at_start:?} began, part-way through {part_way:?}");
+            return at_start;
+        }
         assert!(
             out.status.success(),
             "run {run} of {args:?} failed: {seen:?}"
@@ -497,35 +505,29 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
         })
     });
     // n4 took over through the move's handoff (the record told it where
-    // the old primary stopped), and lost none of it.
-    let page = common::http_get(&n4.http.to_string(), "/metrics").expect("n4's metrics");
-    let took = ["no", "yes"]
-        .iter()
-        .filter_map(|w| {
-            common::metric(
-                &page,
-                &format!(
-                    "anykv_handoff_takeovers_total{{tenant=\"{}\",waited=\"{w}\"}}",
-                    placed["name"].as_str().expect("the tenant's name")
-                ),
-            )
-        })
-        .sum::<f64>();
-    let n4_log = plain(&std::fs::read_to_string(&n4.log).unwrap_or_default());
-    assert_eq!(
-        took,
-        1.0,
-        "n4's takeovers: {}\nn4's log: {}",
-        page.lines()
-            .filter(|l| l.contains("handoff"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        n4_log
-            .lines()
-            .filter(|l| l.contains("primary") || l.contains("took over") || l.contains("move"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    // the old primary stopped), once (its store acts on the record a
+    // moment after the view shows it), and lost none of it.
+    let name = placed["name"]
+        .as_str()
+        .expect("the tenant's name")
+        .to_string();
+    let takeovers = |page: &str| -> f64 {
+        ["no", "yes"]
+            .iter()
+            .filter_map(|w| {
+                common::metric(
+                    page,
+                    &format!("anykv_handoff_takeovers_total{{tenant=\"{name}\",waited=\"{w}\"}}"),
+                )
+            })
+            .sum()
+    };
+    let mut page = String::new();
+    wait_for("n4 to take over", Duration::from_secs(30), || {
+        page = common::http_get(&n4.http.to_string(), "/metrics").unwrap_or_default();
+        takeovers(&page) > 0.0
+    });
+    assert_eq!(takeovers(&page), 1.0, "n4 took over once");
     assert!(
         !page.contains("anykv_handoff_bytes_lost_total"),
         "n4 lost bytes of the handoff"
@@ -943,7 +945,7 @@ fn ready(w: &World, n: &str) -> Option<(u16, serde_json::Value)> {
     Some((code, serde_json::from_str(&body).ok()?))
 }
 
-/// `GET /ready` on a node's metrics port: what fly.toml's machine check
+/// `GET /ready` on a node's metrics port: what fly.toml's health check
 /// asks, so a rolling deploy stops the next machine only once the one it
 /// restarted has its copies back in sync. Every node of a settled world
 /// is ready; the standby, restarted while its primary is frozen, answers

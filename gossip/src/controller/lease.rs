@@ -58,8 +58,9 @@ pub struct Grant {
     /// The tenants the node is the standby of that a planned handoff may
     /// give it now: marked in sync, holding its data (no restart since its
     /// last sync), and reported synced by the primary's last renewal.
+    /// None from a leader that predates the list (a rolling upgrade).
     #[serde(default)]
-    pub standby_of: Vec<u64>,
+    pub standby_of: Option<Vec<u64>>,
 }
 
 /// Not granted: the node asked is not the leader.

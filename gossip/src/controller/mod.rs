@@ -127,8 +127,9 @@ pub struct Controller {
     /// reported synced by its primary (see `note_synced`).
     unsynced: parking_lot::Mutex<BTreeMap<u64, Instant>>,
     /// The last lease this node was granted: when, and the tenants it may
-    /// be handed as their standby (`lease::Grant::standby_of`).
-    granted: parking_lot::Mutex<Option<(Instant, Vec<u64>)>>,
+    /// be handed as their standby (`lease::Grant::standby_of`; None from an
+    /// older leader).
+    granted: parking_lot::Mutex<Option<(Instant, Option<Vec<u64>>)>>,
     /// Records another region's leader announced to this node (see
     /// [`Controller::announcements`]).
     announced: tokio::sync::broadcast::Sender<RoleRecord>,
@@ -326,6 +327,7 @@ impl Controller {
                 .map(|r| r.tenant)
                 .collect()
         };
+        let standby_of = Some(standby_of);
         Ok(lease::Grant {
             term: m.current_term,
             duration_ms: self.cfg.lease.as_millis() as u64,
@@ -471,11 +473,13 @@ impl Controller {
     /// lease periods), counted it an in-sync standby of `tenant` that
     /// holds its data and that its primary reports synced: a planned
     /// handoff of `tenant` may give it this node now (`GET /ready`).
-    pub fn standby_ready(&self, tenant: u64) -> bool {
-        self.granted
-            .lock()
-            .as_ref()
-            .is_some_and(|(at, of)| at.elapsed() < self.cfg.lease * 2 && of.contains(&tenant))
+    /// None: the leader runs an older version that does not say (the
+    /// caller falls back to the record).
+    pub fn standby_ready(&self, tenant: u64) -> Option<bool> {
+        let granted = self.granted.lock();
+        let (at, of) = granted.as_ref()?;
+        let of = of.as_ref()?;
+        Some(at.elapsed() < self.cfg.lease * 2 && of.contains(&tenant))
     }
 
     /// As the leader: hands `tenant` from its primary `from` (which is

@@ -429,7 +429,7 @@ impl Machines {
                 None => true,
                 Some(m) => match self.get_machine(&m).await {
                     Err(MachinesError::Api { status: 404, .. }) => true,
-                    Ok(m) => m.state == "destroyed",
+                    Ok(m) => m.state == "destroyed" || m.state == "destroying",
                     Err(e) => return Err(e),
                 },
             };
@@ -711,6 +711,22 @@ mod tests {
             Err(MachinesError::Api { status: 503, .. })
         ));
         assert_eq!(fake.requests().len() - before, api.retry.attempts as usize);
+    }
+
+    /// A macaroon (`FlyV1 ...`, what `fly tokens create` prints) is sent as
+    /// the Authorization header as it is, not as a bearer token.
+    #[tokio::test]
+    async fn a_macaroon_is_sent_as_it_is() {
+        let token = "FlyV1 fm2_lJPECAAAAAAAAA";
+        let fake = FakeMachines::new(APP, token);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}/v1", l.local_addr().expect("addr"));
+        tokio::spawn(fake.clone().serve(l));
+        // (The fake, as Fly, refuses a macaroon sent as a bearer token.)
+        let api = Machines::new(&base, APP, token);
+        assert!(api.list_machines().await.expect("listed").is_empty());
     }
 
     /// Right after a machine's destroy Fly may still show its volume

@@ -31,7 +31,7 @@ fn infra(e: impl std::fmt::Display) -> RunError {
 }
 
 impl FlyInfra {
-    /// The app's machines that are not destroyed.
+    /// The app's machines that are not destroyed (nor being destroyed).
     async fn live_machines(&self) -> Result<Vec<Machine>, RunError> {
         Ok(self
             .api
@@ -39,7 +39,7 @@ impl FlyInfra {
             .await
             .map_err(infra)?
             .into_iter()
-            .filter(|m| m.state != "destroyed")
+            .filter(|m| m.state != "destroyed" && m.state != "destroying")
             .collect())
     }
 

@@ -156,6 +156,10 @@ fn names(t: &[String]) -> String {
     t.join(", ")
 }
 
+/// Machine states a node is started from by `add` (Fly's: made but never
+/// started, stopped, suspended, or whose process failed).
+const STARTABLE: &[&str] = &["created", "stopped", "suspended", "failed"];
+
 /// The plan that gives `region` `count` data nodes (more are left alone).
 pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>, PlanError> {
     if count == 0 {
@@ -170,7 +174,7 @@ pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>
     let mut steps: Vec<Step> = inv
         .nodes
         .iter()
-        .filter(|n| n.region == region && n.state == "stopped")
+        .filter(|n| n.region == region && STARTABLE.contains(&n.state.as_str()))
         .map(|n| Step::StartNode { node: n.id.clone() })
         .collect();
     for _ in have..count {
@@ -409,17 +413,30 @@ mod tests {
             plan_remove(&inv, "ams", None),
             Err(PlanError::UnknownRegion("ams".into()))
         );
-        // A node an interrupted add recorded but did not start: started.
-        inv.nodes[2].state = "stopped".into();
+        // A node an interrupted add recorded but did not start (or one
+        // suspended, or whose process failed): started.
+        for state in ["stopped", "created", "suspended", "failed"] {
+            inv.nodes[2].state = state.into();
+            assert_eq!(
+                plan_add(&inv, "cdg", 1).expect("plan"),
+                vec![
+                    Step::StartNode { node: "m3".into() },
+                    Step::WaitJoined {
+                        region: "cdg".into(),
+                        count: 1
+                    }
+                ],
+                "{state}"
+            );
+        }
+        // A started one is waited for, not started again.
+        inv.nodes[2].state = "started".into();
         assert_eq!(
             plan_add(&inv, "cdg", 1).expect("plan"),
-            vec![
-                Step::StartNode { node: "m3".into() },
-                Step::WaitJoined {
-                    region: "cdg".into(),
-                    count: 1
-                }
-            ]
+            vec![Step::WaitJoined {
+                region: "cdg".into(),
+                count: 1
+            }]
         );
     }
 

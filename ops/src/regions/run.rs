@@ -906,6 +906,33 @@ mod tests {
         assert!(in_region(&fake.volumes(), "iad").is_empty());
     }
 
+    /// A target region the database does not read in yet is made one
+    /// first (the runner adds it, its replica catches up), then the
+    /// primary goes there.
+    #[tokio::test]
+    async fn a_move_to_a_region_the_database_does_not_read_in_makes_it_one_first() {
+        let (fake, r) = world_with_cdg().await;
+        let add = Change::Add {
+            region: "syd".into(),
+            count: 1,
+        };
+        r.run(&add, &mut |_| {}).await.expect("add syd");
+        let reads = r.cluster.dbs.lock()[0].read_regions.clone();
+        assert!(!reads.iter().any(|x| x == "syd"), "{reads:?}");
+        let remove = Change::Remove {
+            region: "iad".into(),
+            move_primaries_to: Some("syd".into()),
+        };
+        r.run(&remove, &mut |_| {}).await.expect("remove");
+        let syd = in_region(&fake.machines(), "syd");
+        let db = r.cluster.dbs.lock()[0].clone();
+        assert_eq!(db.primary, syd[0]["id"].as_str().expect("id"));
+        assert_eq!(db.primary_region, "syd");
+        assert!(!db.read_regions.iter().any(|x| x == "iad"), "{db:?}");
+        assert!(in_region(&fake.machines(), "iad").is_empty());
+        assert!(in_region(&fake.volumes(), "iad").is_empty());
+    }
+
     #[tokio::test]
     async fn a_primary_region_is_not_removed_without_somewhere_to_go() {
         let (_fake, r) = world().await;

@@ -175,18 +175,18 @@ fn count(
     if path.contains(&p) || path.len() >= MAX_REPLY_DEPTH {
         return 1;
     }
-    let special = [
-        "err",
-        "ok",
-        "double",
-        "big_number",
-        "map",
-        "set",
-        "verbatim_string",
-    ];
-    if special
-        .iter()
-        .any(|k| !matches!(t.raw_get::<Value>(*k), Ok(Value::Nil)))
+    // Written as one value, as `lua_to_reply` reads them.
+    let is = |k: &str, f: fn(&Value) -> bool| t.raw_get::<Value>(k).is_ok_and(|v| f(&v));
+    let string = |v: &Value| matches!(v, Value::String(_));
+    let table = |v: &Value| matches!(v, Value::Table(_));
+    let number = |v: &Value| matches!(v, Value::Number(_) | Value::Integer(_));
+    if is("err", string)
+        || is("ok", string)
+        || is("double", number)
+        || is("big_number", string)
+        || is("map", table)
+        || is("set", table)
+        || verbatim(t).is_some()
     {
         return 1;
     }
@@ -309,6 +309,12 @@ mod tests {
             1
         );
         assert_eq!(at_least_elements(&eval(&lua, "return 7"), 100), 1);
+        // A key that only looks special does not hide the table's entries.
+        let fake_err = eval(
+            &lua,
+            "local t = {} for i = 1, 40 do t = {t, t, err = true} end return t",
+        );
+        assert!(at_least_elements(&fake_err, 10_000_000) > 10_000_000);
         // Twenty tables each naming the next twice: 2^21 - 1 elements.
         let wide = eval(
             &lua,
