@@ -476,10 +476,15 @@ pub async fn hand_off_all(
     if !c.formed() {
         return;
     }
+    // The whole handoff, these looks included, fits `timeout`.
+    let started = std::time::Instant::now();
+    let deadline = started + timeout;
     // The databases this node is primary of whose standby is in sync: as
     // this node's copy of the group's records says, or (that copy may lag
     // the leader's commits) as its own replication shows the standby now
-    // (attached, synced). The leader decides with its own records.
+    // (attached, synced). The leader decides with its own records. The
+    // looks together take at most a fifth of the time.
+    let looks_end = tokio::time::Instant::from_std(started + timeout / 5);
     let mut mine = Vec::new();
     for r in c.roles().records.into_values() {
         if r.primary != c.me() || r.standby.is_none() {
@@ -491,7 +496,7 @@ pub async fn hand_off_all(
         }
         let ip = r.standby.as_deref().and_then(|s| c.ip_of(s));
         let probe = shared.probe(anykv_server::tenant::TenantId(r.tenant));
-        let st = tokio::time::timeout(Duration::from_millis(200), probe)
+        let st = tokio::time::timeout_at(looks_end, probe)
             .await
             .ok()
             .flatten();
@@ -502,8 +507,6 @@ pub async fn hand_off_all(
             mine.push(r);
         }
     }
-    let started = std::time::Instant::now();
-    let deadline = started + timeout;
     if !mine.is_empty() {
         hand_over(c, shared, mine, started, deadline).await;
     }
