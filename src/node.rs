@@ -150,18 +150,14 @@ pub struct GossipArgs {
 
 /// The link shaper `--emulate-wan` asks for (off without it).
 fn shaper(a: &GossipArgs) -> anyhow::Result<anykv_gossip::link::Shaper> {
-    use anykv_gossip::link::{RttTable, Shaper};
+    use anykv_gossip::link::Shaper;
     let Some(src) = &a.emulate_wan else {
         if !a.emulate_host.is_empty() || a.emulate_loss != 0.0 {
             anyhow::bail!("--emulate-host and --emulate-loss need --emulate-wan");
         }
         return Ok(Shaper::off());
     };
-    let table = if src == "builtin" {
-        RttTable::parse(anykv_bench::REGION_RTT).context("the built-in RTT table")?
-    } else {
-        RttTable::load(std::path::Path::new(src)).with_context(|| format!("loading {src}"))?
-    };
+    let table = anykv_bench::rtt_table(src).map_err(anyhow::Error::msg)?;
     if !(0.0..=1.0).contains(&a.emulate_loss) {
         anyhow::bail!("--emulate-loss must be between 0 and 1");
     }

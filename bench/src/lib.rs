@@ -44,6 +44,17 @@ pub mod world;
 /// pings between Fly's regions): `--emulate-wan builtin`, the demo's.
 pub const REGION_RTT: &str = include_str!("../data/region-rtt.csv");
 
+/// The RTT table `--emulate-wan` names: `builtin` ([`REGION_RTT`]) or the
+/// path of a CSV file.
+pub fn rtt_table(src: &str) -> Result<anykv_gossip::link::RttTable, String> {
+    use anykv_gossip::link::RttTable;
+    if src == "builtin" {
+        RttTable::parse(REGION_RTT).map_err(|e| format!("the built-in RTT table: {e}"))
+    } else {
+        RttTable::load(std::path::Path::new(src)).map_err(|e| format!("loading {src}: {e}"))
+    }
+}
+
 /// Ends a benchmark tool's run with `msg`: a panic, so that what `main`
 /// owns (a world and its nodes) is dropped and stopped on the way out;
 /// [`quiet_panics`] prints just the message.

@@ -537,7 +537,7 @@ async fn forward_window(
                 // that did not answer at all is skipped for a while, and
                 // what follows in the input waits for this read.
                 if let (Err(_), Leg::Copy(node)) = (&r, leg) {
-                    crate::forward::silence_copy(&mut tenant.borrow_mut(), node);
+                    tenant.borrow_mut().reads.silence(node);
                     taking = false;
                 }
                 let limits = (Duration::from_millis(set.ryw_wait_ms), max_reads);

@@ -152,6 +152,11 @@ fn script_denies_oom(t: &Tenant, r: &crate::cmd::table::Registered, args: &[&[u8
 /// A write, for routing and the primary's checks: a script or function
 /// that may write (EVAL, EVALSHA, FCALL: their writes are known only once
 /// they run) counts as one.
+/// A write, or a PUBLISH: what the replication stream carries.
+fn writes_or_publishes(r: &crate::cmd::table::Registered, s: &Session) -> bool {
+    is_write_command(r, s) || matches!(r.fullname.as_str(), "publish" | "spublish")
+}
+
 fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.write
         || r.runs_script()
@@ -523,7 +528,7 @@ fn route_remote(
         let req = pinned_request(t, s, r, args);
         return forward(req, true, crate::forward::blocks(r, args, in_multi), None);
     }
-    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    let write = writes_or_publishes(r, s);
     let read = !write && (is_read_command(r, s) || primary_only_read(name));
     if let Some(at_copy) = near_read(t, s, r, args) {
         return forward(enveloped(t, s, args), false, false, Some(at_copy));
@@ -548,7 +553,7 @@ fn near_read(
 ) -> Option<Vec<u8>> {
     use crate::catalog::Consistency;
     let name = r.fullname.split('|').next().unwrap_or_default();
-    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    let write = writes_or_publishes(r, s);
     // A SCAN cursor is valid only on the copy that gave it, and the
     // nearest copy may change between calls: iterations run on the
     // primary. (EVALSHA_RO too: the copy may not have the script cached.)
@@ -927,7 +932,7 @@ pub(crate) fn run(
     if t.role == crate::repl::Role::Primary
         && !s.replaying
         && !s.in_exec
-        && (is_write_command(r, s) || matches!(r.fullname.as_str(), "publish" | "spublish"))
+        && writes_or_publishes(r, s)
     {
         match shared.writes_held(t.id.0, t.epoch) {
             crate::shared::Held::No => {}
@@ -992,9 +997,7 @@ pub(crate) fn run(
     if t.taking_over.is_some()
         && !s.replaying
         && !s.in_exec
-        && (is_write_command(r, s)
-            || matches!(r.fullname.as_str(), "publish" | "spublish")
-            || (!s.cluster_peer && crate::forward::pins(r, args)))
+        && (writes_or_publishes(r, s) || (!s.cluster_peer && crate::forward::pins(r, args)))
     {
         return Outcome::Paused;
     }

@@ -516,8 +516,9 @@ impl Reads {
             .map_or(0, |f| f.in_flight())
     }
 
-    /// Skips `node` for [`SILENT_FOR`] and gives its stream up.
-    fn silence(&mut self, node: SocketAddr) {
+    /// Skips `node` for [`SILENT_FOR`] and gives its stream up (a read
+    /// left unanswered, or its stream failed).
+    pub(crate) fn silence(&mut self, node: SocketAddr) {
         for f in self.streams.iter().filter(|f| f.node() == node) {
             f.abandon();
         }
@@ -555,8 +556,7 @@ pub fn send_read_near(
 ) -> Option<(SocketAddr, PinnedReply)> {
     let route = shared.remote_route(t.id)?;
     let copy = t.reads.pick(&route.copies, max_in_flight)?;
-    let f = send_read_to(t, shared, copy.addr, max_in_flight, read)?;
-    Some((copy.addr, f))
+    Some((copy.addr, send_on(t, shared, copy.addr, read)?))
 }
 
 /// Sends `read` at once to the copy on `node` (a read pipelined behind
@@ -577,15 +577,20 @@ pub fn send_read_to(
     {
         return None;
     }
+    send_on(t, shared, node, read)
+}
+
+/// `read` on the tenant's stream to the copy on `node`, queued now or not
+/// at all (None: the stream's queue is full).
+fn send_on(
+    t: &mut crate::tenant::Tenant,
+    shared: &Arc<Shared>,
+    node: SocketAddr,
+    read: Vec<u8>,
+) -> Option<PinnedReply> {
     let id = t.id;
     let f = t.reads.to(shared, node, id);
     f.has_room().then(|| Box::pin(f.send(read)) as PinnedReply)
-}
-
-/// Skips the copy on `node` for a while and gives its stream up: it left
-/// a read unanswered (or its stream failed).
-pub fn silence_copy(t: &mut crate::tenant::Tenant, node: SocketAddr) {
-    t.reads.silence(node);
 }
 
 /// From `copies` (nearest first): the nearest group of equally near copies

@@ -410,13 +410,10 @@ impl Shared {
         tenant: crate::tenant::TenantId,
         write_size: bool,
     ) -> Option<crate::metrics::ReplStatus> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let owner = crate::executor::owner_of(tenant, self.executors);
-        self.send_to(
-            owner,
-            crate::executor::ExecMsg::Probe(tenant, write_size, tx),
-        );
-        rx.await.ok()
+        self.ask(tenant, |tx| {
+            crate::executor::ExecMsg::Probe(tenant, write_size, tx)
+        })
+        .await
     }
 
     /// Freezes `tenant`'s log until `until_ms` (a move of its primary to
@@ -428,12 +425,25 @@ impl Shared {
         tenant: crate::tenant::TenantId,
         until_ms: i64,
     ) -> Option<crate::metrics::ReplStatus> {
+        self.ask(tenant, |tx| {
+            crate::executor::ExecMsg::Freeze(tenant, until_ms, tx)
+        })
+        .await
+    }
+
+    /// Sends `tenant`'s executor the message `msg` makes of a reply
+    /// channel, and awaits the tenant's replication status it answers
+    /// (None: the executor does not hold the tenant).
+    async fn ask(
+        &self,
+        tenant: crate::tenant::TenantId,
+        msg: impl FnOnce(
+            tokio::sync::oneshot::Sender<crate::metrics::ReplStatus>,
+        ) -> crate::executor::ExecMsg,
+    ) -> Option<crate::metrics::ReplStatus> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let owner = crate::executor::owner_of(tenant, self.executors);
-        self.send_to(
-            owner,
-            crate::executor::ExecMsg::Freeze(tenant, until_ms, tx),
-        );
+        self.send_to(owner, msg(tx));
         rx.await.ok()
     }
 

@@ -46,7 +46,6 @@ impl LocalInfra {
     /// would not start (its links have no round trip), and the run would
     /// wait for it until its limit.
     fn check_region(&self, region: &str) -> Result<(), RunError> {
-        use anykv_gossip::link::RttTable;
         let w = self.world()?;
         let Some(src) = w.nodes.iter().find_map(|n| {
             let i = n.argv.iter().position(|a| a == "--emulate-wan")?;
@@ -54,20 +53,8 @@ impl LocalInfra {
         }) else {
             return Ok(());
         };
-        let table = if src == "builtin" {
-            RttTable::parse(crate::REGION_RTT)
-        } else {
-            RttTable::load(Path::new(&src))
-        }
-        .map_err(|e| failed(format!("the world's RTT table {src}: {e}")))?;
-        if table.regions().any(|r| r == region) {
-            return Ok(());
-        }
-        let known: Vec<&str> = table.regions().collect();
-        Err(failed(format!(
-            "region {region:?} is not in the world's RTT table ({src}); pick from: {}",
-            known.join(", ")
-        )))
+        let table = crate::rtt_table(&src).map_err(failed)?;
+        crate::demo::known_regions(&table, &[(region.to_string(), 1)]).map_err(failed)
     }
 }
 

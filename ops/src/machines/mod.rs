@@ -95,6 +95,11 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// Destroyed, or being destroyed (Fly's transient state).
+    pub fn gone(&self) -> bool {
+        self.state == "destroyed" || self.state == "destroying"
+    }
+
     /// The volume mounted at `path`, if any.
     pub fn volume_at(&self, path: &str) -> Option<&str> {
         self.config["mounts"]
@@ -429,7 +434,7 @@ impl Machines {
                 None => true,
                 Some(m) => match self.get_machine(&m).await {
                     Err(MachinesError::Api { status: 404, .. }) => true,
-                    Ok(m) => m.state == "destroyed" || m.state == "destroying",
+                    Ok(m) => m.gone(),
                     Err(e) => return Err(e),
                 },
             };
@@ -456,13 +461,18 @@ mod tests {
     const APP: &str = "anykv-test";
 
     async fn start() -> (Arc<FakeMachines>, Machines, String) {
-        let fake = FakeMachines::new(APP, "fly-token");
+        start_with("fly-token").await
+    }
+
+    /// [`start`] with the app's token `token`.
+    async fn start_with(token: &str) -> (Arc<FakeMachines>, Machines, String) {
+        let fake = FakeMachines::new(APP, token);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}/v1", l.local_addr().expect("addr"));
         tokio::spawn(fake.clone().serve(l));
-        let mut api = Machines::new(&base, APP, "fly-token");
+        let mut api = Machines::new(&base, APP, token);
         api.retry = Retry {
             attempts: 6,
             first: Duration::from_millis(5),
@@ -717,15 +727,8 @@ mod tests {
     /// the Authorization header as it is, not as a bearer token.
     #[tokio::test]
     async fn a_macaroon_is_sent_as_it_is() {
-        let token = "FlyV1 fm2_lJPECAAAAAAAAA";
-        let fake = FakeMachines::new(APP, token);
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}/v1", l.local_addr().expect("addr"));
-        tokio::spawn(fake.clone().serve(l));
         // (The fake, as Fly, refuses a macaroon sent as a bearer token.)
-        let api = Machines::new(&base, APP, token);
+        let (_fake, api, _) = start_with("FlyV1 fm2_lJPECAAAAAAAAA").await;
         assert!(api.list_machines().await.expect("listed").is_empty());
     }
 

@@ -39,7 +39,7 @@ impl FlyInfra {
             .await
             .map_err(infra)?
             .into_iter()
-            .filter(|m| m.state != "destroyed" && m.state != "destroying")
+            .filter(|m| !m.gone())
             .collect())
     }
 

@@ -93,14 +93,8 @@ pub fn psync(ctx: &mut Ctx) {
             ctx.s.info.addr
         );
     }
-    if ctx.t.failover.is_some() {
-        return ctx.error("NOMASTERLINK Can't SYNC while failing over");
-    }
-    // Taking over from a moved primary: what this copy has is not yet the
-    // database (a replica asking for more than it has would be given a
-    // full sync of less than it holds). Asked again once it took over.
-    if ctx.t.taking_over.is_some() {
-        return ctx.error("NOMASTERLINK Can't SYNC while taking over as the primary");
+    if let Some(why) = no_sync(ctx.t) {
+        return ctx.error(why);
     }
     let Some(offset) = parse_i64(ctx.args[2]) else {
         return ctx.err(errors::NOT_INTEGER);
@@ -191,13 +185,24 @@ fn fullresync_line(t: &crate::tenant::Tenant, s: &crate::client::Session, from: 
 
 /// `SYNC`: the old full synchronisation (no FULLRESYNC line).
 pub fn sync(ctx: &mut Ctx) {
-    if ctx.t.failover.is_some() {
-        return ctx.error("NOMASTERLINK Can't SYNC while failing over");
-    }
-    if ctx.t.taking_over.is_some() {
-        return ctx.error("NOMASTERLINK Can't SYNC while taking over as the primary");
+    if let Some(why) = no_sync(ctx.t) {
+        return ctx.error(why);
     }
     full_sync(ctx, false);
+}
+
+/// Why no replica may sync from this tenant now: a FAILOVER of it runs,
+/// or it is taking over from a moved primary (what it has is not yet the
+/// database: a replica asking for more than it has would be given a full
+/// sync of less than it holds; it asks again once this copy took over).
+fn no_sync(t: &crate::tenant::Tenant) -> Option<&'static str> {
+    if t.failover.is_some() {
+        Some("NOMASTERLINK Can't SYNC while failing over")
+    } else if t.taking_over.is_some() {
+        Some("NOMASTERLINK Can't SYNC while taking over as the primary")
+    } else {
+        None
+    }
 }
 
 /// `FAILOVER [TO host port [FORCE]] [ABORT] [TIMEOUT ms]`: hands this
