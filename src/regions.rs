@@ -215,6 +215,11 @@ pub fn run(cmd: RegionsCmd) -> anyhow::Result<()> {
             target,
         ),
     };
+    if target.backend == Backend::Fly {
+        if let Some(change) = &change {
+            check_fly_regions(change)?;
+        }
+    }
     let pause = target.step_pause_ms;
     rt.block_on(async move {
         match target.backend {
@@ -229,6 +234,30 @@ pub fn run(cmd: RegionsCmd) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Fly's region codes are three lowercase letters (`iad`, `cdg`): a
+/// city name or an upper-case code is refused before anything is asked
+/// of Fly. (Whether Fly has the region, Fly says when the first volume is
+/// made: nothing is created in a region it refuses.)
+fn check_fly_regions(change: &Change) -> anyhow::Result<()> {
+    let regions = match change {
+        Change::Add { region, .. } => vec![region],
+        Change::Remove {
+            region,
+            move_primaries_to,
+        } => std::iter::once(region)
+            .chain(move_primaries_to.as_ref())
+            .collect(),
+    };
+    for r in regions {
+        if r.len() != 3 || !r.bytes().all(|b| b.is_ascii_lowercase()) {
+            anyhow::bail!(
+                "{r:?} is not a Fly region code (three lowercase letters, such as iad or cdg); `fly platform regions` lists them"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Lists (no change), prints the plan (a dry run) or carries it out.
@@ -246,6 +275,7 @@ async fn execute<I: Infra + Sync, C: Cluster + Sync>(
         print!("{}", render(&r.plan(change).await?));
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let mut show = Progress::new();
     let result = r
         .run(change, &mut |e| {
@@ -259,13 +289,15 @@ async fn execute<I: Infra + Sync, C: Cluster + Sync>(
         })
         .await;
     show.finish();
-    match result {
-        Ok(()) => {
-            println!("done");
-            Ok(())
-        }
-        Err(e) => Err(anyhow::anyhow!(e)),
+    result?;
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    // What the region holds now (a node that stops answering just after
+    // is not a failed run: the work is done).
+    match r.outcome(change).await {
+        Ok(outcome) => print!("{outcome}"),
+        Err(e) => eprintln!("(no report: {e})"),
     }
+    Ok(())
 }
 
 /// A run's progress: a spinner with the step and what it waits for on a

@@ -107,8 +107,9 @@ fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> Vec<String> {
             out.status.success(),
             "run {run} of {args:?} failed: {seen:?}"
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
-        eprintln!("{args:?}: killed as {at_start:?} began, part-way through {part_way:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("done in "), "{stdout}");
+        eprintln!("{args:?}: killed as {at_start:?} began, part-way through {part_way:?}; the last run's report:\n{stdout}");
         return at_start;
     }
     panic!("no run of {args:?} finished in 40: killed in {at_start:?} and {part_way:?}");
@@ -274,6 +275,14 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
     .expect("the admin API answers");
     assert_eq!(code, 202, "{body}");
 
+    // What the primary had written before the add began (once the
+    // writes reached its log and its node reported them).
+    let mut before_add = 0;
+    wait_for("the primary's offset", Duration::from_secs(30), || {
+        before_add = common::placed_tenant(&w, 1)["offset"].as_u64().unwrap_or(0);
+        before_add > 0
+    });
+
     // Adding syd, the command killed at each step in turn: its node
     // starts (once), joins, its copy catches up, and the last run says
     // done.
@@ -307,21 +316,18 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
         "  1. wait until 1 node(s) of syd are members and their copies caught up\n"
     );
 
-    // Done means caught up: the replica on the new node is there, and
-    // serves what was written before the add, at once.
-    wait_for("a replica in syd", Duration::from_secs(5), || {
-        w.cluster_view("n1").is_some_and(|v| {
-            v["tenants"].as_array().is_some_and(|t| {
-                t.iter().any(|x| {
-                    x["id"] == 1
-                        && x["replicas"].as_array().is_some_and(|r| {
-                            r.iter()
-                                .any(|c| c["node"] == syd.name.as_str() && c["offset"].is_u64())
-                        })
-                })
-            })
-        })
-    });
+    // Done means caught up, as the command returns (no waiting here):
+    // the replica on the new node has everything the primary had before
+    // the add began.
+    let placed = common::placed_tenant(&w, 1);
+    let syd_offset = placed["replicas"]
+        .as_array()
+        .and_then(|r| r.iter().find(|c| c["node"] == syd.name.as_str()))
+        .and_then(|c| c["offset"].as_u64());
+    assert!(
+        syd_offset.is_some_and(|o| o >= before_add),
+        "when add said done, the syd replica was at {syd_offset:?}, the primary at {before_add} before the add: {placed}"
+    );
     wait_for(
         "the syd replica to serve a write",
         Duration::from_secs(5),
@@ -383,7 +389,26 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
         acked.len()
     );
     assert_read_back(n1, "w", &acked);
+
+    // The world that started the first nodes (the demo's launcher)
+    // starting one of them again keeps the node `add` made in
+    // world.json, and stopping the world stops that node too.
+    w.signal("n2", "-9").expect("kill n2");
+    w.launch("n2").expect("n2 started again");
+    let wf = world_file(&dir);
+    assert!(
+        wf.nodes.iter().any(|n| n.name == syd.name),
+        "{} is gone from world.json after the world restarted n2: {:?}",
+        syd.name,
+        wf.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
+    );
+    assert!(wf.retired.contains(&"n3".to_string()), "{:?}", wf.retired);
+    let syd_pid = local::node_pid(&syd).expect("the syd node runs");
     w.stop(Duration::from_secs(10));
+    assert!(
+        !local::alive(syd_pid),
+        "the syd node (pid {syd_pid}) outlived the world's stop"
+    );
 }
 
 /// Removing the database's primary region with `--move-primaries-to`:
@@ -1038,6 +1063,15 @@ fn a_rolling_restart_paced_by_readiness_hands_primaries_over_with_nothing_lost()
     wait_for("writes through cdg", Duration::from_secs(30), || {
         count.load(Ordering::Relaxed) > 50
     });
+    // Fly sends SIGKILL kill_timeout after its SIGTERM.
+    let kill_timeout = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fly.toml"))
+        .expect("fly.toml")
+        .parse::<toml::Table>()
+        .expect("fly.toml parses")["kill_timeout"]
+        .as_integer()
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .expect("kill_timeout in seconds");
     let mut handed = 0;
     for n in ["n1", "n2", "n3"] {
         // As the node about to stop sees it.
@@ -1057,11 +1091,20 @@ fn a_rolling_restart_paced_by_readiness_hands_primaries_over_with_nothing_lost()
             .unwrap_or_default()
             .matches("planned handoff ended")
             .count();
+        let pid = w.node(n).expect("node").pid;
+        let sent = std::time::Instant::now();
         w.signal(n, "-TERM").expect("SIGTERM");
         wait_for(&format!("{n} stopped"), Duration::from_secs(20), || {
-            !w.running(n)
+            !local::alive(pid)
         });
+        let stopped_in = sent.elapsed();
         if primary == n {
+            // Its handoff ends, and the node exits, before Fly would
+            // have killed it.
+            assert!(
+                stopped_in < kill_timeout,
+                "{n}, holding the primary, took {stopped_in:?} to exit after SIGTERM; fly.toml's kill_timeout is {kill_timeout:?}"
+            );
             let text = plain(&std::fs::read_to_string(&log).expect("the node's log"));
             let ended: Vec<&str> = text
                 .lines()

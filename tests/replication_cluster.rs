@@ -466,6 +466,26 @@ fn regions_cli_plans_from_this_cluster(w: &World) {
         !after.is_empty() && after.iter().all(|q| q.method == "GET"),
         "{after:?}"
     );
+    // A region that is no Fly region code is refused before Fly is
+    // asked; one Fly does not have is refused by Fly at the first volume,
+    // and nothing is made there.
+    let (ok, _, err) = regions(&["add", "Paris"]);
+    assert!(!ok);
+    assert!(
+        err.contains("\"Paris\" is not a Fly region code") && err.contains("fly platform regions"),
+        "{err}"
+    );
+    let (ok, out, err) = regions(&["add", "xyz"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("Fly refused a volume in xyz") && err.contains("fly platform regions"),
+        "{err}"
+    );
+    assert!(
+        fake.volumes().iter().all(|v| v["region"] != "xyz")
+            && fake.machines().iter().all(|m| m["region"] != "xyz"),
+        "something was made in xyz"
+    );
     rt.shutdown_background();
 }
 

@@ -153,15 +153,113 @@ fn set_flag(argv: &mut [String], flag: &str, value: &str) -> Result<(), RunError
     }
 }
 
-/// Records `pid` as node `name`'s in world.json.
-fn record_pid(w: &mut WorldFile, name: &str, pid: u32) -> Result<(), RunError> {
-    if let Some(n) = w.nodes.iter_mut().find(|n| n.name == name) {
-        n.pid = pid;
-    }
-    w.save().map_err(failed)
+/// Records `pid` as node `name`'s in the world.json of `dir`.
+fn record_pid(dir: &Path, name: &str, pid: u32) -> Result<(), RunError> {
+    WorldFile::update(dir, |w| {
+        if let Some(n) = w.nodes.iter_mut().find(|n| n.name == name) {
+            n.pid = pid;
+        }
+        Ok(())
+    })
+    .map(drop)
+    .map_err(failed)
+}
+
+/// A run's error inside a change of world.json (same text).
+fn world_error(e: RunError) -> super::WorldError {
+    super::WorldError::Failed(e.to_string())
 }
 
 impl LocalInfra {
+    /// A new node of `region` on volume `volume` (directory `vdir`), made
+    /// from a template node of `w` (of its region if there is one): a
+    /// name no node has or had, and a loopback address of its own.
+    fn new_node(
+        &self,
+        w: &WorldFile,
+        region: &str,
+        volume: &str,
+        vdir: &Path,
+    ) -> Result<NodeInfo, RunError> {
+        // A volume an interrupted removal left behind holds that node's
+        // files: a new node must not start on them (it would serve the old
+        // node's databases as they were).
+        if vdir.join(OLD_DATA_MARK).exists() {
+            return Err(failed(format!(
+                "volume {volume} in {region} holds a removed node's data; finish removing it first (anykv regions remove {region}), or delete {} by hand",
+                vdir.display()
+            )));
+        }
+        let Some(template) = w
+            .nodes
+            .iter()
+            .find(|n| n.region == region)
+            .or_else(|| w.nodes.first())
+            .cloned()
+        else {
+            return Err(failed("the world has no node to copy"));
+        };
+        let IpAddr::V4(tip) = template.ip else {
+            return Err(failed("the world's nodes are not on IPv4 loopback"));
+        };
+        let used: Vec<u8> = w
+            .nodes
+            .iter()
+            .filter_map(|n| match n.ip {
+                IpAddr::V4(ip) => Some(ip.octets()[3]),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        // A name no node has, nor had: a destroyed node's is retired.
+        let taken =
+            |name: String| w.nodes.iter().any(|n| n.name == name) || w.retired.contains(&name);
+        let Some(k) = (1..=254u8).find(|k| !used.contains(k) && !taken(format!("n{k}"))) else {
+            return Err(failed("the world has no loopback address left"));
+        };
+        let o = tip.octets();
+        let ip = IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], k));
+        let name = format!("n{k}");
+        let at = |port: u16| SocketAddr::new(ip, port);
+        let mut argv = template.argv.clone();
+        set_flag(&mut argv, "--machine", &name)?;
+        set_flag(&mut argv, "--region", region)?;
+        set_flag(
+            &mut argv,
+            "--gossip-addr",
+            &at(template.gossip.port()).to_string(),
+        )?;
+        set_flag(&mut argv, "--bind", &ip.to_string())?;
+        set_flag(&mut argv, "--dir", &vdir.display().to_string())?;
+        set_flag(
+            &mut argv,
+            "--metrics-addr",
+            &at(template.http.port()).to_string(),
+        )?;
+        if argv.iter().any(|a| a == "--emulate-host") {
+            let mut hosts: Vec<String> = w
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.ip, n.region))
+                .collect();
+            hosts.push(format!("{ip}={region}"));
+            set_flag(&mut argv, "--emulate-host", &hosts.join(","))?;
+        }
+        let node = NodeInfo {
+            name: name.clone(),
+            region: region.into(),
+            pid: 0,
+            ip,
+            gossip: at(template.gossip.port()),
+            resp: at(template.resp.port()),
+            http: at(template.http.port()),
+            dir: vdir.to_path_buf(),
+            log: self.dir.join(format!("{name}.log")),
+            argv,
+            env: template.env.clone(),
+        };
+        Ok(node)
+    }
+
     fn world(&self) -> Result<WorldFile, RunError> {
         WorldFile::load(&self.dir.join("world.json")).map_err(|e| {
             failed(format!(
@@ -247,102 +345,38 @@ impl Infra for LocalInfra {
     }
 
     async fn create_node(&self, region: &str, volume: &str) -> Result<String, RunError> {
-        let mut w = self.world()?;
+        self.world()?; // (a clear error when there is none)
         let vdir = self.volume_dir(volume)?;
-        if let Some(n) = w.nodes.iter().find(|n| n.dir == vdir) {
-            return Ok(n.name.clone()); // made by a run that was stopped
-        }
-        // A volume an interrupted removal left behind holds that node's
-        // files: a new node must not start on them (it would serve the old
-        // node's databases as they were).
-        if vdir.join(OLD_DATA_MARK).exists() {
-            return Err(failed(format!(
-                "volume {volume} in {region} holds a removed node's data; finish removing it first (anykv regions remove {region}), or delete {} by hand",
-                vdir.display()
-            )));
-        }
-        let Some(template) = w
-            .nodes
-            .iter()
-            .find(|n| n.region == region)
-            .or_else(|| w.nodes.first())
-            .cloned()
-        else {
-            return Err(failed("the world has no node to copy"));
-        };
-        let IpAddr::V4(tip) = template.ip else {
-            return Err(failed("the world's nodes are not on IPv4 loopback"));
-        };
-        let used: Vec<u8> = w
-            .nodes
-            .iter()
-            .filter_map(|n| match n.ip {
-                IpAddr::V4(ip) => Some(ip.octets()[3]),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        // A name no node has, nor had: a destroyed node's is retired.
-        let taken =
-            |name: String| w.nodes.iter().any(|n| n.name == name) || w.retired.contains(&name);
-        let Some(k) = (1..=254u8).find(|k| !used.contains(k) && !taken(format!("n{k}"))) else {
-            return Err(failed("the world has no loopback address left"));
-        };
-        let o = tip.octets();
-        let ip = IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], k));
-        let name = format!("n{k}");
-        let at = |port: u16| SocketAddr::new(ip, port);
-        let mut argv = template.argv.clone();
-        set_flag(&mut argv, "--machine", &name)?;
-        set_flag(&mut argv, "--region", region)?;
-        set_flag(
-            &mut argv,
-            "--gossip-addr",
-            &at(template.gossip.port()).to_string(),
-        )?;
-        set_flag(&mut argv, "--bind", &ip.to_string())?;
-        set_flag(&mut argv, "--dir", &vdir.display().to_string())?;
-        set_flag(
-            &mut argv,
-            "--metrics-addr",
-            &at(template.http.port()).to_string(),
-        )?;
-        if argv.iter().any(|a| a == "--emulate-host") {
-            let mut hosts: Vec<String> = w
-                .nodes
-                .iter()
-                .map(|n| format!("{}={}", n.ip, n.region))
-                .collect();
-            hosts.push(format!("{ip}={region}"));
-            set_flag(&mut argv, "--emulate-host", &hosts.join(","))?;
-        }
-        let node = NodeInfo {
-            name: name.clone(),
-            region: region.into(),
-            pid: 0,
-            ip,
-            gossip: at(template.gossip.port()),
-            resp: at(template.resp.port()),
-            http: at(template.http.port()),
-            dir: vdir,
-            log: self.dir.join(format!("{name}.log")),
-            argv,
-            env: template.env.clone(),
-        };
         // Recorded before it starts: a run stopped in between leaves a
         // node the next run finds (and starts, or finds running by its
-        // argv), never an untracked process.
-        w.nodes.push(node.clone());
-        w.save().map_err(failed)?;
+        // argv), never an untracked process. Named and addressed under
+        // the file's lock, from the nodes recorded then.
+        let (w, made) = WorldFile::update(&self.dir, |w| {
+            if let Some(n) = w.nodes.iter().find(|n| n.dir == vdir) {
+                return Ok(Err(n.name.clone())); // made by a run that was stopped
+            }
+            let node = self
+                .new_node(w, region, volume, &vdir)
+                .map_err(world_error)?;
+            w.nodes.push(node.clone());
+            Ok(Ok(node))
+        })
+        .map_err(failed)?;
+        let node = match made {
+            Ok(node) => node,
+            Err(name) => return Ok(name),
+        };
+        let name = node.name.clone();
         let pid = spawn_node(&node)?;
-        record_pid(&mut w, &name, pid)?;
+        record_pid(&self.dir, &name, pid)?;
         // Every shaped node learns the new host's region, so both
         // directions of its links are shaped.
-        let token = template
+        let token = node
             .env
             .get("ANYKV_ADMIN_TOKEN")
             .cloned()
             .unwrap_or_default();
-        let place = serde_json::json!({ "place": { ip.to_string(): region } }).to_string();
+        let place = serde_json::json!({ "place": { node.ip.to_string(): region } }).to_string();
         for n in w
             .nodes
             .iter()
@@ -352,9 +386,8 @@ impl Infra for LocalInfra {
         }
         Ok(name)
     }
-
     async fn start_node(&self, node: &str) -> Result<(), RunError> {
-        let mut w = self.world()?;
+        let w = self.world()?;
         let Some(n) = w.nodes.iter().find(|n| n.name == node).cloned() else {
             return Err(failed(format!("no node {node} in world.json")));
         };
@@ -362,7 +395,7 @@ impl Infra for LocalInfra {
             return Ok(());
         }
         let pid = spawn_node(&n)?;
-        record_pid(&mut w, node, pid)
+        record_pid(&self.dir, node, pid)
     }
 
     async fn stop_node(&self, node: &str) -> Result<(), RunError> {
@@ -394,7 +427,7 @@ impl Infra for LocalInfra {
     }
 
     async fn destroy_node(&self, node: &str) -> Result<(), RunError> {
-        let mut w = self.world()?;
+        let w = self.world()?;
         let Some(n) = w.nodes.iter().find(|n| n.name == node).cloned() else {
             return Ok(());
         };
@@ -409,11 +442,15 @@ impl Infra for LocalInfra {
             std::fs::write(n.dir.join(REGION_FILE), &n.region).map_err(failed)?;
             std::fs::write(n.dir.join(OLD_DATA_MARK), &n.name).map_err(failed)?;
         }
-        w.nodes.retain(|x| x.name != node);
-        if !w.retired.contains(&n.name) {
-            w.retired.push(n.name.clone());
-        }
-        w.save().map_err(failed)
+        WorldFile::update(&self.dir, |w| {
+            w.nodes.retain(|x| x.name != node);
+            if !w.retired.contains(&n.name) {
+                w.retired.push(n.name.clone());
+            }
+            Ok(())
+        })
+        .map(drop)
+        .map_err(failed)
     }
 
     async fn destroy_volume(&self, volume: &str) -> Result<(), RunError> {

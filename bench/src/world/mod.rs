@@ -223,6 +223,32 @@ impl WorldFile {
         std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))
     }
 
+    /// Changes `<dir>/world.json` as it is on disk, under an exclusive
+    /// lock on `world.json.lock`: the demo (relaunching a node) and
+    /// `anykv regions` (adding or destroying one) are different processes
+    /// writing the same file, and neither may write back a stale copy
+    /// over the other's change. The file after the change, and what
+    /// `change` returned.
+    pub fn update<T>(
+        dir: &Path,
+        change: impl FnOnce(&mut WorldFile) -> Result<T, WorldError>,
+    ) -> Result<(WorldFile, T), WorldError> {
+        let path = dir.join("world.json.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        // Released when `lock` is dropped (closed), on every return.
+        lock.lock()
+            .map_err(io(format!("locking {}", path.display())))?;
+        let mut file = WorldFile::load(&dir.join("world.json"))?;
+        let out = change(&mut file)?;
+        file.save()?;
+        Ok((file, out))
+    }
+
     pub fn load(path: &Path) -> Result<WorldFile, WorldError> {
         let text =
             std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
@@ -364,12 +390,15 @@ impl World {
             },
             children: BTreeMap::new(),
             admin_token: spec.admin_token.clone(),
-            published: !spec.launch.hold_file,
+            published: false,
             die_with_parent: spec.launch.die_with_parent,
         };
         let names: Vec<String> = world.file.nodes.iter().map(|n| n.name.clone()).collect();
         for name in names {
             world.launch(&name)?;
+        }
+        if !spec.launch.hold_file {
+            world.publish()?;
         }
         Ok(world)
     }
@@ -394,32 +423,76 @@ impl World {
             die_with_parent(&mut cmd);
         }
         let child = cmd.spawn().map_err(io(format!("starting {name}")))?;
-        if let Some(n) = self.file.nodes.iter_mut().find(|n| n.name == name) {
-            n.pid = child.id();
-        }
+        let pid = child.id();
         self.children.insert(name.to_string(), child);
-        self.save()
+        let mut started = node;
+        started.pid = pid;
+        self.record(started)
     }
 
-    /// Writes `world.json` (unless it is held until [`World::publish`]):
-    /// to a temporary file renamed over it, so a reader never sees half.
-    pub fn save(&self) -> Result<(), WorldError> {
+    /// Records `node` (its argv and pid as this world last started it) in
+    /// `world.json`, and reads back what others changed meanwhile (nodes
+    /// `anykv regions` added or destroyed): only this node's entry is
+    /// this world's to write.
+    fn record(&mut self, node: NodeInfo) -> Result<(), WorldError> {
+        let put = |nodes: &mut Vec<NodeInfo>, node: NodeInfo| match nodes
+            .iter_mut()
+            .find(|n| n.name == node.name)
+        {
+            Some(n) => *n = node,
+            None => nodes.push(node),
+        };
         if !self.published {
+            put(&mut self.file.nodes, node);
             return Ok(());
         }
+        let (file, ()) = WorldFile::update(&self.file.dir, |f| {
+            // A node `anykv regions` destroyed stays destroyed.
+            if !f.retired.contains(&node.name) {
+                put(&mut f.nodes, node);
+            }
+            Ok(())
+        })?;
+        self.file = file;
+        Ok(())
+    }
+
+    /// Writes `world.json` from now on (a held one: the world is ready),
+    /// whole: nothing else writes it before.
+    pub fn publish(&mut self) -> Result<(), WorldError> {
+        self.published = true;
         self.file.save()
     }
 
-    /// Writes `world.json` from now on (a held one: the world is ready).
-    pub fn publish(&mut self) -> Result<(), WorldError> {
-        self.published = true;
-        self.save()
+    /// Nodes of `world.json` that run but are not this world's children:
+    /// ones `anykv regions add` started (detached, as a machine outlives
+    /// `fly`). A world that stops stops them too.
+    fn adopted(&self) -> Vec<u32> {
+        if !self.published {
+            return Vec::new();
+        }
+        let Ok(file) = WorldFile::load(&self.file.dir.join("world.json")) else {
+            return Vec::new();
+        };
+        file.nodes
+            .iter()
+            .filter(|n| !self.children.contains_key(&n.name))
+            .filter_map(local::node_pid)
+            .collect()
     }
 
     /// Stops every node with SIGTERM (each hands its primaries over and
     /// leaves the cluster), waiting up to `grace` for all of them before
     /// killing those left.
     pub fn stop(&mut self, grace: Duration) {
+        let adopted = self.adopted();
+        for pid in &adopted {
+            // SAFETY: kill(2) has no memory effects; `node_pid` just found
+            // this pid running the node's argv, so it is that node.
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
         for c in self.children.values_mut() {
             // A child already reaped (it exited; `running` or a kill
             // waited for it) may have had its pid reused: not signalled.
@@ -440,11 +513,20 @@ impl World {
                 .values_mut()
                 .filter_map(|c| c.try_wait().ok())
                 .filter(Option::is_none)
-                .count();
+                .count()
+                + adopted.iter().filter(|p| local::alive(**p)).count();
             if running == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in adopted.iter().filter(|p| local::alive(**p)) {
+            // SAFETY: as above; a pid is not reused while its process is
+            // alive, and `alive` just said it is (not yet reaped: its
+            // parent, `anykv regions`, is gone, so init reaps it).
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            }
         }
         for c in self.children.values_mut() {
             let _ = c.kill();
@@ -551,6 +633,13 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        for pid in self.adopted() {
+            // SAFETY: as in `stop`: `node_pid` just found it running the
+            // node's argv.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
         for c in self.children.values_mut() {
             let _ = c.kill();
             let _ = c.wait();
@@ -616,4 +705,72 @@ pub fn http(
         .unwrap_or("")
         .to_string();
     Some((code, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Two writers changing world.json at once (the demo and `anykv
+    /// regions` are two processes; here two threads, each with its own
+    /// lock descriptor, as flock tells them apart) lose nothing: every
+    /// change is there, and the writers did contend for the file.
+    #[test]
+    fn concurrent_changes_of_world_json_are_all_kept() {
+        let dir = std::env::temp_dir().join(format!("anykv-world-update-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        WorldFile {
+            dir: dir.clone(),
+            nodes: Vec::new(),
+            sidecar: None,
+            dashboard: None,
+            databases: Vec::new(),
+            retired: Vec::new(),
+        }
+        .save()
+        .expect("world.json");
+        let inside = Arc::new(AtomicBool::new(false));
+        let contended = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|who| {
+                let (dir, inside, contended, barrier) = (
+                    dir.clone(),
+                    inside.clone(),
+                    contended.clone(),
+                    barrier.clone(),
+                );
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..20 {
+                        if inside.load(Ordering::SeqCst) {
+                            contended.fetch_add(1, Ordering::SeqCst);
+                        }
+                        WorldFile::update(&dir, |f| {
+                            assert!(!inside.swap(true, Ordering::SeqCst), "two writers at once");
+                            f.retired.push(format!("{who}{i}"));
+                            std::thread::sleep(Duration::from_millis(3));
+                            inside.store(false, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .expect("update");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let f = WorldFile::load(&dir.join("world.json")).expect("world.json");
+        assert_eq!(f.retired.len(), 40, "{:?}", f.retired);
+        assert!(
+            contended.load(Ordering::SeqCst) > 0,
+            "the writers never met at the file"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

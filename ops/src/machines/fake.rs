@@ -26,6 +26,24 @@ use serde_json::{json, Value};
 /// Hardware zones of every region (a unique-zone volume takes a free one).
 const ZONES: &[&str] = &["a1b2", "c3d4", "e5f6"];
 
+/// Fly's region codes (`fly platform regions`): a volume or machine
+/// elsewhere is refused, as Fly refuses one (the wording is the fake's).
+pub const REGIONS: &[&str] = &[
+    "ams", "arn", "atl", "bog", "bom", "bos", "cdg", "den", "dfw", "ewr", "eze", "fra", "gdl",
+    "gig", "gru", "hkg", "iad", "jnb", "lax", "lhr", "mad", "mia", "nrt", "ord", "otp", "phx",
+    "qro", "scl", "sea", "sin", "sjc", "syd", "waw", "yul", "yyz",
+];
+
+/// Refuses a region Fly does not have.
+fn unknown_region(region: &str) -> Option<Response> {
+    (!REGIONS.contains(&region)).then(|| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("region {region:?} is not a Fly region"),
+        )
+    })
+}
+
 /// A request the fake received: method, path (with query) and body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
@@ -270,6 +288,9 @@ fn create_volume(fake: &FakeMachines, req: &Value) -> Response {
     let (Some(name), Some(region)) = (req["name"].as_str(), req["region"].as_str()) else {
         return error(StatusCode::BAD_REQUEST, "name and region are required");
     };
+    if let Some(refused) = unknown_region(region) {
+        return refused;
+    }
     let size = req["size_gb"].as_u64().unwrap_or(3);
     if size == 0 {
         return error(
@@ -347,6 +368,9 @@ fn create_machine(fake: &FakeMachines, req: &Value) -> Response {
         // (Fly picks one near the caller; a data node must be placed.)
         return error(StatusCode::BAD_REQUEST, "region is required");
     };
+    if let Some(refused) = unknown_region(region) {
+        return refused;
+    }
     if let Some(p) = config["restart"]["policy"].as_str() {
         if !["no", "always", "on-failure"].contains(&p) {
             return error(

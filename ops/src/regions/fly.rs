@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::run::{Infra, RunError};
 use super::{Node, Vol};
-use crate::machines::{Machine, Machines, NewMachine, NewVolume};
+use crate::machines::{Machine, Machines, MachinesError, NewMachine, NewVolume};
 
 /// Where a data node mounts its volume (fly.toml's `[[mounts]]`).
 pub const DATA_PATH: &str = "/data";
@@ -108,7 +108,18 @@ impl Infra for FlyInfra {
                 require_unique_zone: true,
             })
             .await
-            .map_err(infra)?;
+            .map_err(|e| match e {
+                // Refused as asked (not a limit or an outage): a region
+                // Fly does not have, or one the organization may not use.
+                MachinesError::Api { status, message }
+                    if (400..500).contains(&status) && status != 408 && status != 429 =>
+                {
+                    infra(format!(
+                        "Fly refused a volume in {region} (HTTP {status}: {message}); is {region} a Fly region? `fly platform regions` lists them"
+                    ))
+                }
+                e => infra(e),
+            })?;
         Ok(v.id)
     }
 

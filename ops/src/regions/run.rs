@@ -9,6 +9,7 @@
 //! its own, that no volume goes while a database still has a copy on its
 //! region's nodes, is checked again just before each volume is destroyed.
 
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -237,6 +238,16 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
         Ok(())
     }
 
+    /// What `change` left in its region, as it is now.
+    pub async fn outcome(&self, change: &Change) -> Result<Outcome, RunError> {
+        let region = match change {
+            Change::Add { region, .. } | Change::Remove { region, .. } => region,
+        };
+        let (nodes, volumes) = self.infra.inventory().await?;
+        let state = self.cluster.state().await?;
+        Ok(Outcome::of(region, &nodes, &volumes, &state))
+    }
+
     /// Hands database `tenant`'s primary to region `to`: a replica there
     /// first (`to` made a read region if it is not one), caught up with
     /// what the primary had when the wait began, so the move holds writes
@@ -421,6 +432,155 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
                     left.join(", ")
                 ),
             });
+        }
+        Ok(())
+    }
+}
+
+/// What a finished run left in its region: the report `anykv regions`
+/// prints after `done`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub region: String,
+    /// The region's data nodes: machine, volume, the machine's state and
+    /// the node's state as a member of the cluster.
+    pub nodes: Vec<(Node, String)>,
+    /// Volumes of the region no node mounts.
+    pub spare_volumes: Vec<String>,
+    /// The copies the region's nodes hold.
+    pub copies: Vec<CopyRow>,
+    /// Databases with their primary elsewhere, by the primary's region
+    /// (where a removal moved them to).
+    pub primaries_elsewhere: Vec<(String, usize)>,
+}
+
+/// One copy of a database on a node of the region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyRow {
+    pub database: String,
+    pub node: String,
+    /// `primary` or `replica`.
+    pub role: &'static str,
+    /// The copy's replication offset (a primary's is the database's).
+    pub offset: Option<u64>,
+    /// The database's primary: node, region and offset.
+    pub primary: String,
+    pub primary_region: String,
+    pub primary_offset: Option<u64>,
+}
+
+impl Outcome {
+    /// The region as `state` and the machines show it now.
+    pub fn of(region: &str, nodes: &[Node], volumes: &[Vol], state: &State) -> Outcome {
+        let nodes: Vec<(Node, String)> = nodes
+            .iter()
+            .filter(|n| n.region == region)
+            .map(|n| {
+                let member = state
+                    .members
+                    .iter()
+                    .find(|m| m.machine == n.id)
+                    .map_or("not a member", |m| m.state.as_str());
+                (n.clone(), member.to_string())
+            })
+            .collect();
+        let spare_volumes = volumes
+            .iter()
+            .filter(|v| v.region == region && v.attached.is_none())
+            .map(|v| v.id.clone())
+            .collect();
+        let here = |node: &str| nodes.iter().any(|(n, _)| n.id == node);
+        let mut copies = Vec::new();
+        let mut elsewhere: std::collections::BTreeMap<String, usize> = Default::default();
+        for t in &state.tenants {
+            let primary_region = state.region_of(&t.primary).unwrap_or("?").to_string();
+            let row = |node: &str, role, offset| CopyRow {
+                database: t.name.clone(),
+                node: node.to_string(),
+                role,
+                offset,
+                primary: t.primary.clone(),
+                primary_region: primary_region.clone(),
+                primary_offset: t.offset,
+            };
+            if here(&t.primary) {
+                copies.push(row(&t.primary, "primary", t.offset));
+            } else {
+                *elsewhere.entry(primary_region.clone()).or_default() += 1;
+            }
+            for c in t.replicas.iter().filter(|c| here(&c.node)) {
+                copies.push(row(&c.node, "replica", c.offset));
+            }
+        }
+        Outcome {
+            region: region.to_string(),
+            nodes,
+            spare_volumes,
+            copies,
+            primaries_elsewhere: elsewhere.into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opt = |o: Option<u64>| o.map_or("-".to_string(), |o| o.to_string());
+        let r = &self.region;
+        if self.nodes.is_empty() {
+            writeln!(f, "{r}: no data node")?;
+        } else {
+            writeln!(f, "{r}: {} data node(s)", self.nodes.len())?;
+            writeln!(
+                f,
+                "  {:<16} {:<24} {:<10} MEMBER",
+                "NODE", "VOLUME", "MACHINE"
+            )?;
+            for (n, member) in &self.nodes {
+                let vol = n.volume.as_deref().unwrap_or("-");
+                writeln!(f, "  {:<16} {vol:<24} {:<10} {member}", n.id, n.state)?;
+            }
+        }
+        if !self.spare_volumes.is_empty() {
+            writeln!(
+                f,
+                "{r}: volume(s) no node mounts: {}",
+                self.spare_volumes.join(", ")
+            )?;
+        }
+        if self.copies.is_empty() {
+            writeln!(f, "{r}: no database has a copy here")?;
+        } else {
+            writeln!(f, "{r}: database copies held here: {}", self.copies.len())?;
+            writeln!(
+                f,
+                "  {:<20} {:<8} {:<16} {:>12}   PRIMARY",
+                "DATABASE", "ROLE", "NODE", "OFFSET"
+            )?;
+            for c in &self.copies {
+                writeln!(
+                    f,
+                    "  {:<20} {:<8} {:<16} {:>12}   {} ({}) at {}",
+                    c.database,
+                    c.role,
+                    c.node,
+                    opt(c.offset),
+                    c.primary,
+                    c.primary_region,
+                    opt(c.primary_offset)
+                )?;
+            }
+        }
+        if !self.primaries_elsewhere.is_empty() {
+            let by: Vec<String> = self
+                .primaries_elsewhere
+                .iter()
+                .map(|(region, n)| format!("{region} {n}"))
+                .collect();
+            writeln!(
+                f,
+                "databases with their primary elsewhere: {}",
+                by.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -710,6 +870,32 @@ mod tests {
             .filter(|q| q.method == "POST" && q.path.ends_with("/volumes"))
             .collect();
         assert!(posts.iter().all(|p| p.body["require_unique_zone"] == true));
+        // The report: both nodes, members, on the volumes made; the
+        // database's copy on one of them at its primary's offset.
+        let out = r.outcome(&change).await.expect("outcome");
+        assert_eq!(out.nodes.len(), 2, "{out}");
+        for (n, member) in &out.nodes {
+            assert_eq!(member, "alive", "{out}");
+            let made: Vec<&str> = vols.iter().filter_map(|v| v["id"].as_str()).collect();
+            assert!(
+                n.volume.as_deref().is_some_and(|v| made.contains(&v)),
+                "{out}"
+            );
+        }
+        assert!(out.spare_volumes.is_empty(), "{out}");
+        assert_eq!(out.copies.len(), 1, "{out}");
+        let c = &out.copies[0];
+        assert_eq!((c.database.as_str(), c.role), ("shop", "replica"), "{out}");
+        assert_eq!(
+            (c.offset, c.primary_offset),
+            (Some(1000), Some(1000)),
+            "{out}"
+        );
+        assert_eq!(c.primary_region, "iad", "{out}");
+        assert_eq!(out.primaries_elsewhere, [("iad".to_string(), 1)], "{out}");
+        let text = out.to_string();
+        assert!(text.starts_with("cdg: 2 data node(s)\n"), "{text}");
+        assert!(text.contains(" replica "), "{text}");
         // A third run has nothing left to do but check.
         let steps = r.plan(&change).await.expect("plan");
         assert_eq!(
@@ -798,6 +984,12 @@ mod tests {
         assert!(in_region(&fake.machines(), "cdg").is_empty());
         assert!(in_region(&fake.volumes(), "cdg").is_empty());
         assert_eq!(in_region(&fake.machines(), "iad").len(), 1, "iad untouched");
+        let out = r.outcome(&remove).await.expect("outcome");
+        assert!(out.nodes.is_empty() && out.copies.is_empty(), "{out}");
+        assert_eq!(
+            out.to_string(),
+            "cdg: no data node\ncdg: no database has a copy here\ndatabases with their primary elsewhere: iad 1\n"
+        );
         let reqs = fake.requests();
         let refused = reqs
             .iter()
