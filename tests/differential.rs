@@ -572,6 +572,15 @@ enum Cmp {
     Idle,
     /// RESTORE of the reference's DUMP of `Op::dump_from`.
     Restore,
+    /// Introspection whose numbers and texts are each server's own
+    /// (MEMORY USAGE and STATS, ROLE's offset, LATENCY HISTOGRAM's
+    /// counts, the DOCTORs' prose): errors exactly; otherwise the same
+    /// kind of reply (nil, integer, bulk, array... and in RESP3 the same
+    /// top-level type), and with `first` an array's first element the
+    /// same (ROLE's role).
+    Kind {
+        first: bool,
+    },
     /// DUMP: nil on both, or payloads of the same RDB version. The bytes
     /// before may differ and mean the same: Redis writes its compact
     /// encodings (listpacks, intsets, quicklists) and compresses long
@@ -684,6 +693,7 @@ fn run_differential_as(
     // decides whether a score keeps the sign of -0 (a listpack stores
     // "0"): the stream changes no settings there, as for a database.
     gen.database = database || reads_on_replica;
+    gen.resp3 = reference.shape().is_some() || target.shape().is_some();
     let mut h = Harness {
         reference,
         target,
@@ -886,10 +896,19 @@ impl Harness<'_> {
                 | Cmp::RandomKey
                 | Cmp::Tolerance(_)
                 | Cmp::Sort { .. }
+                | Cmp::Kind { .. }
         );
         if let (true, Some(rs), Some(ts)) = (typed, self.reference.shape(), self.target.shape()) {
             if rs != ts {
                 let note = format!("RESP3 types differ: redis-server {rs}, anykv {ts}");
+                return Err(self.mismatch(&fmt_cmd(&op.args), "", &r, &t, &note));
+            }
+        }
+        if let (Cmp::Kind { .. }, Some(rs), Some(ts)) =
+            (op.cmp, self.reference.shape(), self.target.shape())
+        {
+            if rs.get(..1) != ts.get(..1) {
+                let note = format!("RESP3 reply types differ: redis-server {rs}, anykv {ts}");
                 return Err(self.mismatch(&fmt_cmd(&op.args), "", &r, &t, &note));
             }
         }
@@ -920,6 +939,17 @@ impl Harness<'_> {
             Cmp::ErrorsExact => {
                 let err = |v: &Value| matches!(v, Value::Error(_));
                 ((err(&r) || err(&t)) && r != t).then(|| "errors compared exactly".to_string())
+            }
+            Cmp::Kind { first } => {
+                let err = |v: &Value| matches!(v, Value::Error(_));
+                let differ = if err(&r) || err(&t) {
+                    r != t
+                } else {
+                    std::mem::discriminant(&r) != std::mem::discriminant(&t)
+                        || (first
+                            && matches!((&r, &t), (Value::Array(a), Value::Array(b)) if a.first() != b.first()))
+                };
+                differ.then(|| "compared by kind of reply (see Cmp::Kind)".to_string())
             }
             Cmp::Unordered => {
                 (sorted(&r) != sorted(&t)).then(|| "compared as sorted multisets".to_string())
@@ -1538,6 +1568,9 @@ struct Gen {
     past_abs_used: bool,
     /// The stream is for a database's login ([`Gen::as_a_database`]).
     database: bool,
+    /// The connections speak RESP3: client-side caching is never switched
+    /// on (its invalidations would be pushes among the replies).
+    resp3: bool,
     /// The milliseconds of the stream ids XADD is given (`g_stream`).
     stream_ms: u64,
 }
@@ -1574,6 +1607,7 @@ impl Gen {
             other_types,
             past_abs_used: false,
             database: false,
+            resp3: false,
             stream_ms: 1,
         }
     }
@@ -1812,6 +1846,8 @@ impl Gen {
             (20, Gen::g_hll),
             (30, Gen::g_geo),
             (12, Gen::g_dump_restore),
+            // ---- MEMORY, LATENCY, ROLE, client-side caching ----
+            (15, Gen::g_introspection),
         ];
         if self.other_types {
             table.push((40, Gen::g_other_types));
@@ -2395,6 +2431,101 @@ impl Gen {
             _ => vec![b("CONFIG"), self.pick_str(&["NOSUCH", "RESETSTAT2"])],
         };
         Gen::op(op)
+    }
+
+    /// MEMORY, LATENCY and ROLE (numbers and prose compared by kind, see
+    /// [`Cmp::Kind`]; a database's login runs no LATENCY or ROLE), and
+    /// client-side caching's commands, compared exactly: switching modes,
+    /// the errors of bad combinations, CACHING, GETREDIR, TRACKINGINFO.
+    /// Tracking is switched on only on RESP2, where with no redirect no
+    /// invalidation is ever sent (Redis's rule: RESP2 has no pushes), so
+    /// every command still has exactly one reply; a RESP3 stream sends
+    /// OFF instead. So does a database's stream: a node holding no copy
+    /// refuses tracking (it has no keyspace to track), and the router
+    /// keeps a tracking connection on the primary (its reads would no
+    /// longer reach the replica the test checks). tests/tracking.rs
+    /// compares the invalidations.
+    fn g_introspection(&mut self) -> Op {
+        let kind = |args: Vec<Vec<u8>>, first: bool| Op {
+            cmp: Cmp::Kind { first },
+            ..Gen::op(args)
+        };
+        let server = !self.database;
+        match self.idx(12) {
+            0 | 1 => {
+                let mut v = vec![b("MEMORY"), b("USAGE"), self.key()];
+                match self.idx(6) {
+                    0 => v.extend([b("SAMPLES"), self.pick_str(&["0", "5", "-1", "x"])]),
+                    1 => v.push(self.pick_str(&["SAMPLES", "FOO"])),
+                    _ => {}
+                }
+                kind(v, false)
+            }
+            2 => kind(
+                vec![
+                    b("MEMORY"),
+                    self.pick_str(&["DOCTOR", "MALLOC-STATS", "STATS", "PURGE", "NOSUCH"]),
+                ],
+                false,
+            ),
+            3 if server => {
+                let event = self.pick_str(&["command", "fast-command", "fork", "nosuch"]);
+                match self.idx(6) {
+                    0 => Gen::op(vec![b("LATENCY"), b("LATEST")]),
+                    1 => Gen::op(vec![b("LATENCY"), b("HISTORY"), event]),
+                    2 => Gen::op(vec![b("LATENCY"), b("RESET"), event]),
+                    3 => Gen::op(vec![b("LATENCY"), b("GRAPH"), event]),
+                    4 => kind(vec![b("LATENCY"), b("DOCTOR")], false),
+                    _ => {
+                        let mut v = vec![b("LATENCY"), b("HISTOGRAM")];
+                        if self.pct(60) {
+                            v.push(self.pick_str(&["get", "SET", "nosuch", "client|id"]));
+                        }
+                        kind(v, false)
+                    }
+                }
+            }
+            4 if server => kind(vec![b("ROLE")], true),
+            5..=7 => {
+                let mut v = vec![b("CLIENT"), b("TRACKING")];
+                if self.resp3 || !server || self.pct(25) {
+                    v.push(self.pick_str(&["OFF", "off", "MAYBE"]));
+                    return Gen::op(v);
+                }
+                v.push(b("ON"));
+                if self.pct(35) {
+                    v.push(b("BCAST"));
+                    for _ in 0..self.idx(3) {
+                        v.push(b("PREFIX"));
+                        v.push(self.pick_str(&["user:", "us", "zz", "", "list:"]));
+                    }
+                }
+                if self.pct(40) {
+                    v.push(self.pick_str(&["OPTIN", "OPTOUT"]));
+                }
+                if self.pct(30) {
+                    v.push(b("NOLOOP"));
+                }
+                if self.pct(10) {
+                    // Ids differ between the servers: only ones that
+                    // name no client, or are not numbers.
+                    v.push(b("REDIRECT"));
+                    v.push(self.pick_str(&["999999", "abc", "-1"]));
+                }
+                if self.pct(5) {
+                    v.push(self.pick_str(&["OPTIN", "PREFIX", "BOGUS"]));
+                }
+                Gen::op(v)
+            }
+            8 => Gen::op(vec![
+                b("CLIENT"),
+                b("CACHING"),
+                self.pick_str(&["yes", "NO", "maybe"]),
+            ]),
+            9 => Gen::op(vec![b("CLIENT"), b("GETREDIR")]),
+            10 => Gen::op(vec![b("CLIENT"), b("TRACKINGINFO")]),
+            _ => Gen::op(vec![b("CLIENT"), b("TRACKING"), b("OFF")]),
+        }
     }
 
     /// A key for a list command: half the time from the shared pool (where

@@ -1,9 +1,9 @@
 //! MEMORY: USAGE, STATS, DOCTOR, MALLOC-STATS, PURGE, HELP, as Redis 7.0
 //! words them. A customer's database sees its own memory (its account in
 //! `crate::alloc`), the default database the process's, as `INFO memory`.
-//! The allocator is glibc's malloc, not jemalloc: MALLOC-STATS says so as
-//! Redis does for other allocators, and PURGE returns free memory to the
-//! system with `malloc_trim`.
+//! The allocator is glibc's malloc, not jemalloc: MALLOC-STATS reports
+//! its `mallinfo2` figures, and PURGE returns free memory to the system
+//! with `malloc_trim`.
 
 use super::{errors, Ctx};
 use crate::alloc;
@@ -160,11 +160,58 @@ pub fn doctor(ctx: &mut Ctx) {
     ctx.out.verbatim(report.as_bytes());
 }
 
-/// `MEMORY MALLOC-STATS`: as Redis answers when not built with jemalloc
-/// (a plain bulk string).
+/// `MEMORY MALLOC-STATS`: the allocator's own statistics, as a verbatim
+/// text (Redis's reply type with jemalloc). The allocator is glibc's
+/// malloc, so the figures are its `mallinfo2` (the heap it took from the
+/// system, what is in use and free in it, what is mapped separately),
+/// beside what anykv counts as requested; elsewhere Redis's answer for
+/// an allocator with no statistics.
 pub fn malloc_stats(ctx: &mut Ctx) {
-    ctx.out
-        .bulk(b"Stats not supported for the current allocator");
+    match glibc_stats() {
+        Some(text) => ctx.out.verbatim(text.as_bytes()),
+        None => ctx
+            .out
+            .bulk(b"Stats not supported for the current allocator"),
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_stats() -> Option<String> {
+    // SAFETY: mallinfo2 takes no arguments and returns a struct by value;
+    // it only reads the allocator's own counters (under its locks).
+    let m = unsafe { libc::mallinfo2() };
+    let line = |name: &str, value: usize, what: &str| format!("{name:<10} {value:>14}  {what}\n");
+    let mut s = String::from("___ Begin glibc malloc statistics (mallinfo2) ___\n");
+    s += &line(
+        "arena",
+        m.arena,
+        "bytes of heap taken from the system (brk and arenas)",
+    );
+    s += &line("ordblks", m.ordblks, "free chunks");
+    s += &line("smblks", m.smblks, "free fastbin chunks");
+    s += &line("hblks", m.hblks, "chunks mapped on their own (mmap)");
+    s += &line("hblkhd", m.hblkhd, "bytes in chunks mapped on their own");
+    s += &line("fsmblkd", m.fsmblks, "bytes in free fastbin chunks");
+    s += &line("uordblks", m.uordblks, "bytes in use in the heap");
+    s += &line("fordblks", m.fordblks, "bytes free in the heap");
+    s += &line(
+        "keepcost",
+        m.keepcost,
+        "bytes at the top a trim could release",
+    );
+    s += &line(
+        "requested",
+        alloc::allocated(),
+        "bytes anykv asked for and holds (used_memory)",
+    );
+    s += &line("peak", alloc::peak(), "most bytes anykv held at once");
+    s += "___ End glibc malloc statistics ___\n";
+    Some(s)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn glibc_stats() -> Option<String> {
+    None
 }
 
 /// `MEMORY PURGE`: returns the allocator's free memory to the system.
