@@ -153,6 +153,9 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
     let kill = get(&t, &["kill_timeout"])
         .as_integer()
         .expect("kill_timeout in seconds");
+    // What Fly sends first is SIGTERM, as the image's STOPSIGNAL (Fly's
+    // own default is SIGINT).
+    assert_eq!(get(&t, &["kill_signal"]).as_str(), Some("SIGTERM"));
     let help = Command::new(env!("CARGO_BIN_EXE_anykv"))
         .args(["node", "--help"])
         .output()
@@ -246,6 +249,7 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
 #[test]
 fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
     let t = toml_file("fly.sidecar.toml");
+    assert_eq!(get(&t, &["kill_signal"]).as_str(), Some("SIGTERM"));
     assert_eq!(get(&t, &["mounts", "destination"]).as_str(), Some("/data"));
     assert_eq!(
         get(&t, &["mounts", "source"]).as_str(),
@@ -302,6 +306,7 @@ fn fly_sidecar_toml_runs_the_sidecar_on_its_volume_with_a_health_check() {
 #[test]
 fn fly_router_toml_runs_routers_that_hold_no_data_and_may_stop() {
     let t = toml_file("fly.router.toml");
+    assert_eq!(get(&t, &["kill_signal"]).as_str(), Some("SIGTERM"));
     let data = toml_file("fly.toml");
     assert_ne!(get(&t, &["app"]), get(&data, &["app"]), "an app of its own");
     // No volume: a router holds no data.
@@ -348,17 +353,7 @@ fn fly_router_toml_runs_routers_that_hold_no_data_and_may_stop() {
     for v in ["ANYKV_ROUTER", "ANYKV_DISCOVER_APP"] {
         assert!(help.contains(v), "anykv node reads {v}");
     }
-    let parsed = Command::new(env!("CARGO_BIN_EXE_anykv"))
-        .arg("node")
-        .env("ANYKV_ROUTER", "true")
-        .env_remove("ANYKV_GOSSIP_KEYS")
-        .output()
-        .expect("anykv node");
-    let err = String::from_utf8_lossy(&parsed.stderr);
-    assert!(
-        !err.contains("invalid value") && err.contains("--gossip-keys"),
-        "ANYKV_ROUTER=true parses (only the missing secrets stop it): {err}"
-    );
+    // (That ANYKV_ROUTER=true makes a router: the test below.)
 }
 
 /// The image's entrypoint: started as root (as on Fly, whose volumes are
@@ -455,16 +450,34 @@ fn image_argv() -> Vec<String> {
     argv
 }
 
-/// The binary CI built, started with the image's very command line (its
-/// volume, RESP and metrics ports moved to free ones here) and Fly's
-/// variables, the cluster's secrets as PEM text in them: it serves RESP
-/// on the wildcard bind, metrics on `[::]`, and announces its RESP
-/// address at its 6PN (here loopback) address, not at `0.0.0.0`.
-#[test]
-fn the_node_starts_from_the_images_command_line_and_fly_variables() {
+/// A node started as the image starts it: the binary CI built, the
+/// image's very command line (its volume, RESP and metrics ports moved to
+/// free ones here), Fly's variables, the cluster's secrets as PEM text in
+/// them, and `env` besides. Returns it once it answers RESP and lists
+/// itself in `/cluster` with its addresses: the process, its directory,
+/// its RESP and metrics ports, and its own `/cluster` entry.
+struct ImageNode {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    resp: u16,
+    metrics: u16,
+    me: serde_json::Value,
+}
+
+impl Drop for ImageNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `six_pn`: the node's 6PN address (FLY_PRIVATE_IP), its own loopback
+/// address, where its cluster ports bind.
+fn start_image_node(name: &str, six_pn: &str, env: &[(&str, &str)]) -> ImageNode {
     use std::io::{Read, Write};
     let bin = env!("CARGO_BIN_EXE_anykv");
-    let dir = std::env::temp_dir().join(format!("anykv-image-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("anykv-image-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let secrets = dir.join("secrets");
     let out = Command::new(bin)
@@ -497,8 +510,7 @@ fn the_node_starts_from_the_images_command_line_and_fly_variables() {
         })
         .collect();
     assert_eq!(argv[0], "anykv");
-    let six_pn = "127.0.0.93";
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(&argv[1..])
         .env("FLY_MACHINE_ID", "d8dd123a456789")
         .env("FLY_REGION", "iad")
@@ -507,30 +519,27 @@ fn the_node_starts_from_the_images_command_line_and_fly_variables() {
         .env("ANYKV_CLUSTER_CA", read("cluster-ca.pem"))
         .env("ANYKV_CLUSTER_CA_KEY", read("cluster-ca.key"))
         .env_remove("FLY_APP_NAME")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("anykv node");
-    // Killed should the test fail before it stops the node.
-    struct Kill(u32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-    let _kill = Kill(child.id());
+    let mut node = ImageNode {
+        child,
+        dir,
+        resp,
+        metrics,
+        me: serde_json::Value::Null,
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let announced = loop {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the node exited: {:?}",
-            child
-                .wait_with_output()
-                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-        );
+    node.me = loop {
+        if node.child.try_wait().expect("wait").is_some() {
+            let mut err = String::new();
+            if let Some(mut e) = node.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the node exited: {err}");
+        }
         let pong = std::net::TcpStream::connect(("127.0.0.1", resp))
             .ok()
             .and_then(|mut s| {
@@ -565,6 +574,19 @@ fn the_node_starts_from_the_images_command_line_and_fly_variables() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
+    node
+}
+
+/// The image's node: it serves RESP on the wildcard bind, metrics on
+/// `[::]`, and announces its RESP address at its 6PN (here loopback)
+/// address, not at `0.0.0.0`; a SIGTERM ends it within kill_timeout.
+#[test]
+fn the_node_starts_from_the_images_command_line_and_fly_variables() {
+    use std::io::{Read, Write};
+    let six_pn = "127.0.0.93";
+    let mut node = start_image_node("data", six_pn, &[]);
+    let (resp, metrics) = (node.resp, node.metrics);
+    let announced = node.me.clone();
     // The CMD binds `::` beside `0.0.0.0` (Flycast and 6PN): RESP answers
     // over IPv6 too, where the machine has it (this one has ::1).
     if std::net::TcpListener::bind("[::1]:0").is_ok() {
@@ -581,11 +603,10 @@ fn the_node_starts_from_the_images_command_line_and_fly_variables() {
         .expect("kill_timeout");
     let stopping = std::time::Instant::now();
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &node.child.id().to_string()])
         .status();
-    let status = child.wait().expect("wait");
+    let status = node.child.wait().expect("wait");
     let stopped_in = stopping.elapsed();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         stopped_in < std::time::Duration::from_secs(kill_timeout),
         "stopping took {stopped_in:?}, fly.toml's kill_timeout is {kill_timeout} s"
@@ -605,5 +626,30 @@ fn the_node_starts_from_the_images_command_line_and_fly_variables() {
     assert!(
         status.success(),
         "a SIGTERM ends the node cleanly: {status}"
+    );
+}
+
+/// fly.router.toml's `[env]` makes the image's node a router: it
+/// announces the router role (no store), so it holds no data and no
+/// vote.
+#[test]
+fn the_router_apps_environment_starts_a_router() {
+    let t = toml_file("fly.router.toml");
+    let router = get(&t, &["env", "ANYKV_ROUTER"])
+        .as_str()
+        .expect("ANYKV_ROUTER in fly.router.toml");
+    let node = start_image_node("router", "127.0.0.94", &[("ANYKV_ROUTER", router)]);
+    assert_eq!(
+        node.me["meta"]["roles"],
+        serde_json::json!(["router"]),
+        "{}",
+        node.me
+    );
+    let data = start_image_node("not-router", "127.0.0.95", &[]);
+    assert_eq!(
+        data.me["meta"]["roles"],
+        serde_json::json!(["store"]),
+        "{}",
+        data.me
     );
 }

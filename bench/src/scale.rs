@@ -204,10 +204,13 @@ fn measure(a: &RegionsArgs, w: &mut World, dir: &std::path::Path) -> Result<Stri
     let last = format!("k:{}", a.keys - 1);
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
+        // Served from its own copy: the read answers, and the copy there
+        // has the primary's whole log (nothing is written meanwhile), so
+        // the read was not one forwarded to the primary.
         let served = Conn::open(new.resp, Some(("bulk", TOKEN)))
             .and_then(|mut c| c.call(&["GET", &last]))
             .is_some_and(|r| matches!(r, Reply::Bulk(Some(ref b)) if b == value.as_bytes()));
-        if served {
+        if served && copy_caught_up(n1.http, &new.name) {
             break;
         }
         if Instant::now() > deadline {
@@ -304,6 +307,29 @@ fn measure(a: &RegionsArgs, w: &mut World, dir: &std::path::Path) -> Result<Stri
             &from_written,
         ),
     ))
+}
+
+/// Whether `node`'s copy of database 1 has reached its primary's offset,
+/// as `/cluster` on the node at `admin` shows them.
+fn copy_caught_up(admin: SocketAddr, node: &str) -> bool {
+    let Some((200, body)) = http(admin, "GET", "/cluster", "", "") else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return false;
+    };
+    let Some(t) = v["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == 1))
+    else {
+        return false;
+    };
+    let primary = t["offset"].as_u64();
+    let copy = t["replicas"]
+        .as_array()
+        .and_then(|r| r.iter().find(|c| c["node"] == node))
+        .and_then(|c| c["offset"].as_u64());
+    matches!((primary, copy), (Some(p), Some(c)) if c >= p)
 }
 
 fn wait_login(addr: SocketAddr, limit: Duration) -> Result<Conn, String> {

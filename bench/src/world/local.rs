@@ -334,14 +334,21 @@ impl Infra for LocalInfra {
 
     async fn create_volume(&self, region: &str) -> Result<String, RunError> {
         self.check_region(region)?;
-        let k = (1..)
-            .find(|k| !self.dir.join(format!("vol-{k}")).exists())
-            .unwrap_or(0);
-        let id = format!("vol-{k}");
-        let dir = self.dir.join(&id);
-        std::fs::create_dir_all(&dir).map_err(failed)?;
-        std::fs::write(dir.join(REGION_FILE), region).map_err(failed)?;
-        Ok(id)
+        // The first free name, taken by creating it (create_dir fails on
+        // one that exists): two runs at once never share a volume.
+        for k in 1u32.. {
+            let id = format!("vol-{k}");
+            let dir = self.dir.join(&id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    std::fs::write(dir.join(REGION_FILE), region).map_err(failed)?;
+                    return Ok(id);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(failed(format!("creating {}: {e}", dir.display()))),
+            }
+        }
+        Err(failed("no volume name left"))
     }
 
     async fn create_node(&self, region: &str, volume: &str) -> Result<String, RunError> {

@@ -413,8 +413,13 @@ impl World {
             .open(&node.log)
             .map_err(io(format!("opening {}", node.log.display())))?;
         let err_log = log.try_clone().map_err(io("log file"))?;
-        let mut cmd = Command::new(&node.argv[0]);
-        cmd.args(&node.argv[1..])
+        let Some((bin, args)) = node.argv.split_first() else {
+            return Err(WorldError::Failed(format!(
+                "{name} has no argv in world.json"
+            )));
+        };
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
             .envs(&node.env)
             .stdin(Stdio::null())
             .stdout(log)

@@ -51,12 +51,22 @@ pub struct Tenant {
     pub copies_on: Vec<String>,
 }
 
+/// A data node the cluster still remembers (it left, or is down) whose
+/// machine is gone: destroyed by a removal, perhaps one that stopped
+/// before destroying its volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departed {
+    pub machine: String,
+    pub region: String,
+}
+
 /// What exists now.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     pub nodes: Vec<Node>,
     pub volumes: Vec<Vol>,
     pub tenants: Vec<Tenant>,
+    pub departed: Vec<Departed>,
 }
 
 /// One step of a plan.
@@ -148,6 +158,12 @@ pub enum PlanError {
     NoSuchTarget(String),
     #[error("--count must be at least 1")]
     ZeroCount,
+    #[error("{region} has volume(s) no node mounts ({}) and node(s) that left the cluster with their machines gone ({}): a removal of {region} did not finish, and those volumes may hold the data of the nodes that left (a new node would refuse them). Run `anykv regions remove {region}` to finish it (it destroys only volumes no database copy needs), then add {region} again", names(.volumes), names(.departed))]
+    UnfinishedRemoval {
+        region: String,
+        volumes: Vec<String>,
+        departed: Vec<String>,
+    },
     #[error("nothing to remove: {0} has no data node, volume or database (a removal already finished, or a misspelt region); `anykv regions list` shows the regions there are")]
     UnknownRegion(String),
 }
@@ -171,6 +187,23 @@ pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>
         .iter()
         .filter(|v| v.region == region && v.attached.is_none())
         .collect();
+    // A spare volume is taken by a new node only when no node of the
+    // region left with its machine destroyed: else it may be that node's
+    // (a removal stopped between destroying the machine and the volume),
+    // and Fly's volume says nothing of what it holds.
+    let departed: Vec<String> = inv
+        .departed
+        .iter()
+        .filter(|d| d.region == region)
+        .map(|d| d.machine.clone())
+        .collect();
+    if have < count && !spare.is_empty() && !departed.is_empty() {
+        return Err(PlanError::UnfinishedRemoval {
+            region: region.into(),
+            volumes: spare.iter().map(|v| v.id.clone()).collect(),
+            departed,
+        });
+    }
     let mut steps: Vec<Step> = inv
         .nodes
         .iter()
@@ -344,7 +377,65 @@ mod tests {
                     copies_on: vec!["m3".into()],
                 },
             ],
+            departed: Vec::new(),
         }
+    }
+
+    /// A removal of cdg stopped after destroying m3's machine, before its
+    /// volume: adding cdg again does not give v3 (m3's data) to a new
+    /// node; it refuses, naming the volume, the node that left and the
+    /// command that finishes the removal. Once the removal destroyed the
+    /// volume, the add goes ahead with a new one.
+    #[test]
+    fn a_volume_an_unfinished_removal_left_is_not_given_to_a_new_node() {
+        let mut inv = world();
+        inv.nodes.retain(|n| n.id != "m3");
+        inv.volumes[2].attached = None;
+        // (blog, whose primary region cdg was, went before the removal.)
+        inv.tenants.retain(|t| t.id != 2);
+        inv.departed.push(Departed {
+            machine: "m3".into(),
+            region: "cdg".into(),
+        });
+        let refused = plan_add(&inv, "cdg", 1).expect_err("refused");
+        assert_eq!(
+            refused,
+            PlanError::UnfinishedRemoval {
+                region: "cdg".into(),
+                volumes: vec!["v3".into()],
+                departed: vec!["m3".into()],
+            }
+        );
+        assert!(
+            refused
+                .to_string()
+                .contains("Run `anykv regions remove cdg` to finish it"),
+            "{refused}"
+        );
+        // The removal's plan destroys the volume; then the add makes a
+        // new one (the node that left is still remembered: no matter).
+        assert!(plan_remove(&inv, "cdg", None)
+            .expect("plan")
+            .contains(&Step::DestroyVolume {
+                volume: "v3".into()
+            }));
+        inv.volumes.retain(|v| v.id != "v3");
+        assert_eq!(
+            plan_add(&inv, "cdg", 1).expect("plan")[0],
+            Step::CreateVolume {
+                region: "cdg".into()
+            }
+        );
+        // A node that left elsewhere does not stop a spare volume here
+        // from being used.
+        inv.volumes.push(vol("v9", "syd", None));
+        assert_eq!(
+            plan_add(&inv, "syd", 1).expect("plan")[0],
+            Step::CreateNode {
+                region: "syd".into(),
+                volume: Some("v9".into())
+            }
+        );
     }
 
     #[test]

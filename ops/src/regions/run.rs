@@ -14,7 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::cluster::{ClusterApi, ClusterError, State};
-use super::{plan_add, plan_remove, Inventory, Node, PlanError, Step, Tenant, Vol};
+use super::{plan_add, plan_remove, Departed, Inventory, Node, PlanError, Step, Tenant, Vol};
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -152,10 +152,21 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
     pub async fn inventory(&self) -> Result<Inventory, RunError> {
         let (nodes, volumes) = self.infra.inventory().await?;
         let state = self.cluster.state().await?;
+        let departed = state
+            .members
+            .iter()
+            .filter(|m| m.state != "alive" && !m.is_router())
+            .filter(|m| !nodes.iter().any(|n| n.id == m.machine))
+            .map(|m| Departed {
+                machine: m.machine.clone(),
+                region: m.region.clone(),
+            })
+            .collect();
         Ok(Inventory {
             nodes,
             volumes,
             tenants: tenants_of(&state),
+            departed,
         })
     }
 
@@ -401,7 +412,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
         let inv = Inventory {
             nodes: nodes.clone(),
             volumes: volumes.clone(),
-            tenants: Vec::new(),
+            ..Inventory::default()
         };
         if !super::volume_is_free(&inv, vol) {
             return Err(RunError::Unsafe {
