@@ -210,7 +210,10 @@ fn measure(a: &RegionsArgs, w: &mut World, dir: &std::path::Path) -> Result<Stri
         let served = Conn::open(new.resp, Some(("bulk", TOKEN)))
             .and_then(|mut c| c.call(&["GET", &last]))
             .is_some_and(|r| matches!(r, Reply::Bulk(Some(ref b)) if b == value.as_bytes()));
-        if served && copy_caught_up(n1.http, &new.name) {
+        // (Asked of the new node: its own copy's offset is its store's,
+        // the primary's as gossip last reported it, settled since the
+        // load.)
+        if served && copy_caught_up(new.http, &new.name) {
             break;
         }
         if Instant::now() > deadline {
