@@ -109,6 +109,13 @@ fn run_killed_at_each_step(dir: &Path, args: &[&str]) -> Vec<String> {
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.starts_with("done in "), "{stdout}");
+        // Then what the region holds now.
+        let report = format!("\n{}: ", args[1]);
+        assert!(
+            stdout.contains(&report),
+            "no report of {}: {stdout}",
+            args[1]
+        );
         eprintln!("{args:?}: killed as {at_start:?} began, part-way through {part_way:?}; the last run's report:\n{stdout}");
         return at_start;
     }

@@ -53,6 +53,62 @@ pub fn day_of(t: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Unix milliseconds of an RFC 3339 time as Fly writes them
+/// (`2026-12-06T10:31:08.123Z`, or with an offset such as `+02:00`);
+/// None for anything else.
+pub fn unix_ms_of(t: &str) -> Option<u64> {
+    let (date, rest) = t.split_at_checked(10)?;
+    if !valid_day(date) {
+        return None;
+    }
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (h, m, sec) = (
+        num(rest.get(0..2)?)?,
+        num(rest.get(3..5)?)?,
+        num(rest.get(6..8)?)?,
+    );
+    if rest.get(2..3)? != ":" || rest.get(5..6)? != ":" || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let mut tail = &rest[8..];
+    let mut ms = 0i64;
+    if let Some(frac) = tail.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
+        ms = num(&first3)?;
+        tail = &frac[digits..];
+    }
+    let offset_min = match tail {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match tail.get(0..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            if tail.len() != 6 || tail.get(3..4)? != ":" {
+                return None;
+            }
+            sign * (num(tail.get(1..3)?)? * 60 + num(tail.get(4..6)?)?)
+        }
+    };
+    let (y, mo, d) = (num(&date[0..4])?, num(&date[5..7])?, num(&date[8..10])?);
+    // Howard Hinnant's days-from-civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec - offset_min * 60;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
 /// A `YYYY-MM-DD` that names a real day.
 pub fn valid_day(s: &str) -> bool {
     let b = s.as_bytes();
@@ -769,6 +825,31 @@ mod tests {
     #[test]
     fn days_are_utc_and_checked() {
         assert_eq!(day_of(0), "1970-01-01");
+        // Fly's volume and machine times.
+        assert_eq!(unix_ms_of("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_ms_of("2026-12-06T00:00:00Z"), Some(1_796_515_200_000));
+        assert_eq!(
+            unix_ms_of("2026-12-06T10:31:08.1234Z"),
+            Some(1_796_515_200_000 + 37_868_123)
+        );
+        assert_eq!(
+            unix_ms_of("2026-12-06T02:00:00+02:00"),
+            Some(1_796_515_200_000)
+        );
+        assert_eq!(
+            unix_ms_of("2024-02-29T00:00:00.5Z"),
+            Some(1_709_164_800_500)
+        );
+        for bad in [
+            "",
+            "2026-12-06",
+            "2026-13-06T00:00:00Z",
+            "2026-12-06T00:00:00",
+            "2026-12-06T24:00:00Z",
+            "2026-12-06T00:00:00.Z",
+        ] {
+            assert_eq!(unix_ms_of(bad), None, "{bad}");
+        }
         assert_eq!(day_of(951_782_400), "2000-02-29");
         assert_eq!(day_of(1_796_515_199), "2026-12-05");
         assert_eq!(day_of(1_796_515_200), "2026-12-06");

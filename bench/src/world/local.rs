@@ -165,6 +165,12 @@ fn record_pid(dir: &Path, name: &str, pid: u32) -> Result<(), RunError> {
     .map_err(failed)
 }
 
+/// When `path` was last written (Unix ms).
+fn made_ms(path: &Path) -> Option<u64> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
 /// A run's error inside a change of world.json (same text).
 fn world_error(e: RunError) -> super::WorldError {
     super::WorldError::Failed(e.to_string())
@@ -310,6 +316,7 @@ impl Infra for LocalInfra {
                         id,
                         region: n.region.clone(),
                         attached: Some(n.name.clone()),
+                        created_ms: made_ms(&n.dir),
                     },
                 );
             }
@@ -323,10 +330,18 @@ impl Infra for LocalInfra {
             let Some(id) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            // A destroyed node's directory holds its data: as old as
+            // can be. Another was made when its region file was written.
+            let created_ms = if e.path().join(OLD_DATA_MARK).exists() {
+                Some(0)
+            } else {
+                made_ms(&e.path().join(REGION_FILE))
+            };
             volumes.entry(id.clone()).or_insert(Vol {
                 id,
                 region: region.trim().to_string(),
                 attached: None,
+                created_ms,
             });
         }
         Ok((nodes, volumes.into_values().collect()))

@@ -406,6 +406,16 @@ impl World {
     /// Starts node `name` from its recorded argv (again, after a kill), and
     /// records its new pid in `world.json`.
     pub fn launch(&mut self, name: &str) -> Result<(), WorldError> {
+        // A node `anykv regions` destroyed is not started again (this
+        // world's copy of the file may predate that).
+        if self.published {
+            let file = WorldFile::load(&self.file.dir.join("world.json"))?;
+            if file.retired.iter().any(|r| r == name) {
+                return Err(WorldError::Failed(format!(
+                    "{name} was destroyed by anykv regions: it is not started again"
+                )));
+            }
+        }
         let node = self.node(name)?.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -34,6 +34,22 @@ pub const REGIONS: &[&str] = &[
     "qro", "scl", "sea", "sin", "sjc", "syd", "waw", "yul", "yyz",
 ];
 
+/// The time now as Fly writes it (`2026-12-06T10:31:08.123Z`).
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (secs, ms) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let t = secs.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{ms:03}Z",
+        crate::metering::day_of(secs),
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
 /// Refuses a region Fly does not have.
 fn unknown_region(region: &str) -> Option<Response> {
     (!REGIONS.contains(&region)).then(|| {
@@ -325,7 +341,7 @@ fn create_volume(fake: &FakeMachines, req: &Value) -> Response {
         "id": id, "name": name, "state": "created", "size_gb": size,
         "region": region, "zone": zone, "encrypted": true,
         "attached_machine_id": null, "attached_alloc_id": null,
-        "created_at": "2026-12-06T00:00:00Z", "fstype": "ext4",
+        "created_at": now_rfc3339(), "fstype": "ext4",
     });
     g.volumes.insert(id, v.clone());
     drop(g);
@@ -420,8 +436,8 @@ fn create_machine(fake: &FakeMachines, req: &Value) -> Response {
         "private_ip": ip,
         "config": config,
         "image_ref": { "registry": "registry.fly.io", "repository": fake.app, "tag": "latest" },
-        "created_at": "2026-12-06T00:00:00Z",
-        "updated_at": "2026-12-06T00:00:00Z",
+        "created_at": now_rfc3339(),
+        "updated_at": now_rfc3339(),
     });
     for mnt in &mounts {
         if let Some(v) = mnt["volume"].as_str().and_then(|v| g.volumes.get_mut(v)) {

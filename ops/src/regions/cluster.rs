@@ -16,9 +16,13 @@ pub struct Member {
     pub machine: String,
     #[serde(default)]
     pub region: String,
-    /// `alive`, `suspect`, `down`, `left`.
+    /// `alive`, `suspect` or `down`.
     #[serde(default)]
     pub state: String,
+    /// The node's start time (Unix ms; one more for each rejoin after it
+    /// was declared down).
+    #[serde(default)]
+    pub incarnation: u64,
     #[serde(default)]
     pub meta: Option<MemberMeta>,
 }

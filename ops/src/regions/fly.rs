@@ -76,6 +76,7 @@ impl Infra for FlyInfra {
                 v.name == VOLUME_NAME && v.state != "destroyed" && v.state != "pending_destroy"
             })
             .map(|v| Vol {
+                created_ms: crate::metering::unix_ms_of(&v.created_at),
                 id: v.id,
                 region: v.region,
                 // Fly's `attached_machine_id` lags a machine's destroy by

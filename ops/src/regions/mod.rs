@@ -38,6 +38,8 @@ pub struct Vol {
     pub region: String,
     /// The machine that mounts it.
     pub attached: Option<String>,
+    /// When it was made (Unix ms); None when unknown (taken as old).
+    pub created_ms: Option<u64>,
 }
 
 /// A database, as the cluster places it.
@@ -51,13 +53,17 @@ pub struct Tenant {
     pub copies_on: Vec<String>,
 }
 
-/// A data node the cluster still remembers (it left, or is down) whose
-/// machine is gone: destroyed by a removal, perhaps one that stopped
-/// before destroying its volume.
+/// A data node the cluster still remembers (down) whose machine is gone:
+/// destroyed by a removal, perhaps one that stopped before destroying its
+/// volume, or by hand. Remembered by the nodes that saw it go and have
+/// not restarted since (SWIM keeps a down member for a day).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Departed {
     pub machine: String,
     pub region: String,
+    /// When it last started (Unix ms, its gossip incarnation): a volume
+    /// made after that cannot be the one it ran on.
+    pub started_ms: u64,
 }
 
 /// What exists now.
@@ -158,11 +164,13 @@ pub enum PlanError {
     NoSuchTarget(String),
     #[error("--count must be at least 1")]
     ZeroCount,
-    #[error("{region} has volume(s) no node mounts ({}) and node(s) that left the cluster with their machines gone ({}): a removal of {region} did not finish, and those volumes may hold the data of the nodes that left (a new node would refuse them). Run `anykv regions remove {region}` to finish it (it destroys only volumes no database copy needs), then add {region} again", names(.volumes), names(.departed))]
-    UnfinishedRemoval {
+    #[error("{region} has volume(s) no node mounts ({}), made before node(s) of {region} that left the cluster with their machines gone last started ({}): they may hold those nodes' data, which a new node refuses to serve. {}", names(.volumes), names(.departed), stale_advice(.region, .serving))]
+    StaleVolumes {
         region: String,
         volumes: Vec<String>,
         departed: Vec<String>,
+        /// Databases that still live or read in the region.
+        serving: Vec<String>,
     },
     #[error("nothing to remove: {0} has no data node, volume or database (a removal already finished, or a misspelt region); `anykv regions list` shows the regions there are")]
     UnknownRegion(String),
@@ -170,6 +178,25 @@ pub enum PlanError {
 
 fn names(t: &[String]) -> String {
     t.join(", ")
+}
+
+/// What to do about volumes that may hold departed nodes' data: finish
+/// the removal that left them when no database uses the region any more
+/// (a removal takes the region out of every database before it destroys
+/// a machine); otherwise no removal got that far, the machines went some
+/// other way, and only the person who knows what is on the volumes can
+/// destroy them.
+fn stale_advice(region: &str, serving: &[String]) -> String {
+    if serving.is_empty() {
+        format!(
+            "A removal of {region} did not finish: run `anykv regions remove {region}` to finish it (it destroys only volumes no database copy needs), then add {region} again"
+        )
+    } else {
+        format!(
+            "{region} still serves {} (no removal got that far: the machines were destroyed some other way). If nothing on those volumes is needed, destroy them (`fly volumes destroy <id>`; with --backend local, delete that directory of the world), then add {region} again",
+            names(serving)
+        )
+    }
 }
 
 /// Machine states a node is started from by `add` (Fly's: made but never
@@ -187,21 +214,34 @@ pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>
         .iter()
         .filter(|v| v.region == region && v.attached.is_none())
         .collect();
-    // A spare volume is taken by a new node only when no node of the
-    // region left with its machine destroyed: else it may be that node's
-    // (a removal stopped between destroying the machine and the volume),
-    // and Fly's volume says nothing of what it holds.
-    let departed: Vec<String> = inv
-        .departed
+    // A spare volume made before a node of the region that left (its
+    // machine destroyed) last started may be that node's: a removal
+    // stopped between destroying the machine and the volume, or a
+    // machine destroyed by hand. Fly's volume says nothing of what it
+    // holds, so such a volume is not given to a new node. One made after
+    // every such start is one an interrupted `add` made.
+    let left_here: Vec<&Departed> = inv.departed.iter().filter(|d| d.region == region).collect();
+    let stale: Vec<String> = spare
         .iter()
-        .filter(|d| d.region == region)
-        .map(|d| d.machine.clone())
+        .filter(|v| {
+            left_here
+                .iter()
+                .any(|d| v.created_ms.is_none_or(|made| made <= d.started_ms))
+        })
+        .map(|v| v.id.clone())
         .collect();
-    if have < count && !spare.is_empty() && !departed.is_empty() {
-        return Err(PlanError::UnfinishedRemoval {
+    if have < count && !stale.is_empty() {
+        let serving = inv
+            .tenants
+            .iter()
+            .filter(|t| t.primary_region == region || t.read_regions.iter().any(|r| r == region))
+            .map(|t| t.name.clone())
+            .collect();
+        return Err(PlanError::StaleVolumes {
             region: region.into(),
-            volumes: spare.iter().map(|v| v.id.clone()).collect(),
-            departed,
+            volumes: stale,
+            departed: left_here.iter().map(|d| d.machine.clone()).collect(),
+            serving,
         });
     }
     let mut steps: Vec<Step> = inv
@@ -346,6 +386,7 @@ mod tests {
             id: id.into(),
             region: region.into(),
             attached: attached.map(str::to_string),
+            created_ms: Some(1_000),
         }
     }
 
@@ -381,39 +422,51 @@ mod tests {
         }
     }
 
-    /// A removal of cdg stopped after destroying m3's machine, before its
-    /// volume: adding cdg again does not give v3 (m3's data) to a new
-    /// node; it refuses, naming the volume, the node that left and the
-    /// command that finishes the removal. Once the removal destroyed the
-    /// volume, the add goes ahead with a new one.
+    /// m3 (cdg) left, its machine destroyed, its volume v3 still there
+    /// (made at 1 s; m3 last started at 5 s). Adding cdg does not give v3
+    /// to a new node: it refuses, naming the volume and the node. While a
+    /// database still reads in cdg, no removal got that far: the advice
+    /// is to destroy the volume if nothing on it is needed, not to remove
+    /// the region. Once no database uses cdg, a removal stopped there:
+    /// finish it. A volume made after m3's last start (an interrupted
+    /// add's, after the removal finished) is taken by the new node.
     #[test]
-    fn a_volume_an_unfinished_removal_left_is_not_given_to_a_new_node() {
+    fn a_volume_a_departed_node_may_have_used_is_not_given_to_a_new_node() {
         let mut inv = world();
         inv.nodes.retain(|n| n.id != "m3");
         inv.volumes[2].attached = None;
-        // (blog, whose primary region cdg was, went before the removal.)
-        inv.tenants.retain(|t| t.id != 2);
         inv.departed.push(Departed {
             machine: "m3".into(),
             region: "cdg".into(),
+            started_ms: 5_000,
         });
         let refused = plan_add(&inv, "cdg", 1).expect_err("refused");
+        let text = refused.to_string();
         assert_eq!(
             refused,
-            PlanError::UnfinishedRemoval {
+            PlanError::StaleVolumes {
                 region: "cdg".into(),
                 volumes: vec!["v3".into()],
                 departed: vec!["m3".into()],
+                serving: vec!["shop".into(), "blog".into()],
             }
         );
+        assert!(text.contains("fly volumes destroy"), "{text}");
+        assert!(!text.contains("regions remove"), "{text}");
+        // No database uses cdg: a removal stopped before the volume.
+        for t in &mut inv.tenants {
+            t.read_regions.retain(|r| r != "cdg");
+            t.primary_region = "iad".into();
+            t.copies_on.retain(|n| n != "m3");
+        }
+        let text = plan_add(&inv, "cdg", 1).expect_err("refused").to_string();
         assert!(
-            refused
-                .to_string()
-                .contains("Run `anykv regions remove cdg` to finish it"),
-            "{refused}"
+            text.contains("run `anykv regions remove cdg` to finish it"),
+            "{text}"
         );
-        // The removal's plan destroys the volume; then the add makes a
-        // new one (the node that left is still remembered: no matter).
+        // The removal destroys the volume; an add then makes a new one,
+        // and, interrupted after it, takes it when run again although m3
+        // is still remembered.
         assert!(plan_remove(&inv, "cdg", None)
             .expect("plan")
             .contains(&Step::DestroyVolume {
@@ -426,8 +479,22 @@ mod tests {
                 region: "cdg".into()
             }
         );
-        // A node that left elsewhere does not stop a spare volume here
-        // from being used.
+        let mut made = vol("v7", "cdg", None);
+        made.created_ms = Some(9_000);
+        inv.volumes.push(made);
+        assert_eq!(
+            plan_add(&inv, "cdg", 1).expect("plan")[0],
+            Step::CreateNode {
+                region: "cdg".into(),
+                volume: Some("v7".into())
+            }
+        );
+        // A volume of unknown age counts as old.
+        for v in inv.volumes.iter_mut().filter(|v| v.id == "v7") {
+            v.created_ms = None;
+        }
+        assert!(plan_add(&inv, "cdg", 1).is_err());
+        // A node that left elsewhere is no matter here.
         inv.volumes.push(vol("v9", "syd", None));
         assert_eq!(
             plan_add(&inv, "syd", 1).expect("plan")[0],

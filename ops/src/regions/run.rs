@@ -160,6 +160,7 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
             .map(|m| Departed {
                 machine: m.machine.clone(),
                 region: m.region.clone(),
+                started_ms: m.incarnation,
             })
             .collect();
         Ok(Inventory {
@@ -635,11 +636,15 @@ mod tests {
         /// New copies start at offset 0 and stay there (a full sync under
         /// way) until this is cleared.
         syncing: Mutex<bool>,
+        /// Every member seen, as SWIM remembers them: one whose machine
+        /// is destroyed stays, down.
+        seen: Mutex<Vec<Member>>,
     }
 
     impl FakeCluster {
         fn members(&self) -> Vec<Member> {
-            self.fly
+            let live: Vec<Member> = self
+                .fly
                 .machines()
                 .iter()
                 .map(|m| Member {
@@ -651,7 +656,28 @@ mod tests {
                         "down"
                     }
                     .into(),
+                    incarnation: crate::metering::unix_ms_of(
+                        m["created_at"].as_str().unwrap_or_default(),
+                    )
+                    .unwrap_or(0),
                     meta: None,
+                })
+                .collect();
+            let mut seen = self.seen.lock();
+            for m in &live {
+                if !seen.iter().any(|s| s.machine == m.machine) {
+                    seen.push(m.clone());
+                }
+            }
+            seen.iter()
+                .map(|s| {
+                    live.iter()
+                        .find(|l| l.machine == s.machine)
+                        .cloned()
+                        .unwrap_or_else(|| Member {
+                            state: "down".into(),
+                            ..s.clone()
+                        })
                 })
                 .collect()
         }
@@ -791,6 +817,7 @@ mod tests {
             }]),
             stuck: Mutex::new(None),
             syncing: Mutex::new(false),
+            seen: Mutex::new(Vec::new()),
         };
         let infra = FlyInfra {
             api,
@@ -940,6 +967,98 @@ mod tests {
     /// The run looks again just before it destroys a volume: a machine
     /// made meanwhile that mounts it (a deploy racing the removal) stops
     /// the run, and the volume stays.
+    /// A removal of cdg stopped after destroying the node's machine,
+    /// before its volume (Fly failed the last calls). The cluster still
+    /// remembers the node, down; a router of cdg that went down and a
+    /// stopped machine count for nothing. Adding cdg then refuses the
+    /// volume, naming it and the node and saying to finish the removal;
+    /// after the removal is run again, the add makes a new volume and
+    /// node, and an add interrupted once its volume is made takes that
+    /// volume when run again.
+    #[tokio::test]
+    async fn an_add_after_an_unfinished_removal_refuses_the_left_volume() {
+        let (fake, r) = world_with_cdg().await;
+        let remove = Change::Remove {
+            region: "cdg".into(),
+            move_primaries_to: None,
+        };
+        let result = r
+            .run(&remove, &mut |e| {
+                if let Event::Step {
+                    step: Step::DestroyVolume { .. },
+                    ..
+                } = e
+                {
+                    fake.fail_next(&[500, 500, 500]);
+                }
+            })
+            .await;
+        assert!(result.is_err(), "the removal stops at the volume");
+        let left = in_region(&fake.volumes(), "cdg");
+        assert_eq!(left.len(), 1, "the volume is still there");
+        assert!(in_region(&fake.machines(), "cdg").is_empty());
+        let vol = left[0]["id"].as_str().expect("id").to_string();
+        // A router of cdg, down, and a stopped iad machine.
+        r.cluster.seen.lock().push(Member {
+            machine: "router-cdg".into(),
+            region: "cdg".into(),
+            state: "down".into(),
+            incarnation: u64::MAX,
+            meta: Some(super::super::cluster::MemberMeta {
+                roles: vec!["router".into()],
+            }),
+        });
+        let add = Change::Add {
+            region: "cdg".into(),
+            count: 1,
+        };
+        let iad = in_region(&fake.machines(), "iad")[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        r.infra
+            .api
+            .stop_machine(&iad, Duration::from_secs(1))
+            .await
+            .expect("stop");
+        let departed = r.inventory().await.expect("inventory").departed;
+        assert_eq!(departed.len(), 1, "only the destroyed node: {departed:?}");
+        r.infra.api.start_machine(&iad).await.expect("start");
+        match r.run(&add, &mut |_| {}).await {
+            Err(RunError::Plan(PlanError::StaleVolumes {
+                volumes, serving, ..
+            })) => {
+                assert_eq!(volumes, [vol]);
+                assert!(serving.is_empty(), "{serving:?}");
+            }
+            other => panic!("expected the add to refuse the volume: {other:?}"),
+        }
+        assert!(
+            in_region(&fake.machines(), "cdg").is_empty(),
+            "no machine made"
+        );
+        // Finish the removal; then the add goes ahead.
+        r.run(&remove, &mut |_| {}).await.expect("removal finished");
+        assert!(in_region(&fake.volumes(), "cdg").is_empty());
+        // Interrupted as its node is made: the run again takes the volume.
+        let _ = r
+            .run(&add, &mut |e| {
+                if let Event::Made(_) = e {
+                    fake.fail_next(&[500, 500, 500]);
+                }
+            })
+            .await;
+        assert_eq!(in_region(&fake.volumes(), "cdg").len(), 1);
+        assert!(in_region(&fake.machines(), "cdg").is_empty());
+        r.run(&add, &mut |_| {}).await.expect("the add resumed");
+        assert_eq!(
+            in_region(&fake.volumes(), "cdg").len(),
+            1,
+            "no second volume"
+        );
+        assert_eq!(in_region(&fake.machines(), "cdg").len(), 1);
+    }
+
     #[tokio::test]
     async fn a_volume_mounted_again_during_a_removal_is_not_destroyed() {
         let (fake, r) = world_with_cdg().await;
