@@ -577,9 +577,12 @@ enum Cmp {
     /// counts, the DOCTORs' prose): errors exactly; otherwise the same
     /// kind of reply (nil, integer, bulk, array... and in RESP3 the same
     /// top-level type), and with `first` an array's first element the
-    /// same (ROLE's role).
+    /// same (ROLE's role); with `typed`, the whole RESP3 type structure
+    /// the same (every field's type and every array's length: MEMORY
+    /// STATS and USAGE, ROLE).
     Kind {
         first: bool,
+        typed: bool,
     },
     /// DUMP: nil on both, or payloads of the same RDB version. The bytes
     /// before may differ and mean the same: Redis writes its compact
@@ -609,6 +612,8 @@ struct Op {
 struct Summary {
     ops: usize,
     state_checks: usize,
+    /// anykv's DUMPs restored into redis-server and read back there.
+    cross_restores: usize,
     per_command: BTreeMap<String, (usize, usize)>,
     max_keys: usize,
 }
@@ -618,8 +623,8 @@ impl fmt::Display for Summary {
         let errors: usize = self.per_command.values().map(|(_, e)| e).sum();
         writeln!(
             f,
-            "  {} commands ({} error replies), {} state checks, largest keyspace {} keys",
-            self.ops, errors, self.state_checks, self.max_keys
+            "  {} commands ({} error replies), {} state checks, {} of anykv's DUMPs restored into redis-server, largest keyspace {} keys",
+            self.ops, errors, self.state_checks, self.cross_restores, self.max_keys
         )?;
         let mut line = String::from("  ");
         for (name, (n, e)) in &self.per_command {
@@ -904,10 +909,14 @@ impl Harness<'_> {
                 return Err(self.mismatch(&fmt_cmd(&op.args), "", &r, &t, &note));
             }
         }
-        if let (Cmp::Kind { .. }, Some(rs), Some(ts)) =
+        if let (Cmp::Kind { typed, .. }, Some(rs), Some(ts)) =
             (op.cmp, self.reference.shape(), self.target.shape())
         {
-            if rs.get(..1) != ts.get(..1) {
+            if if typed {
+                rs != ts
+            } else {
+                rs.get(..1) != ts.get(..1)
+            } {
                 let note = format!("RESP3 reply types differ: redis-server {rs}, anykv {ts}");
                 return Err(self.mismatch(&fmt_cmd(&op.args), "", &r, &t, &note));
             }
@@ -940,7 +949,7 @@ impl Harness<'_> {
                 let err = |v: &Value| matches!(v, Value::Error(_));
                 ((err(&r) || err(&t)) && r != t).then(|| "errors compared exactly".to_string())
             }
-            Cmp::Kind { first } => {
+            Cmp::Kind { first, .. } => {
                 let err = |v: &Value| matches!(v, Value::Error(_));
                 let differ = if err(&r) || err(&t) {
                     r != t
@@ -961,6 +970,9 @@ impl Harness<'_> {
         };
         if let Some(note) = note {
             return Err(self.mismatch(&fmt_cmd(&op.args), "", &r, &t, &note));
+        }
+        if let (Cmp::Dump, Value::Bulk(payload), Some(src)) = (op.cmp, &t, op.args.get(1)) {
+            self.cross_restore(src, payload)?;
         }
         if let Some(key) = &op.reclaim {
             // Through a node with a replica, a read runs on the replica,
@@ -1037,6 +1049,105 @@ impl Harness<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// anykv's DUMP of `src` (`payload`) the other way: restored into
+    /// redis-server under a scratch key, which must then read back, by
+    /// its type, as `src` reads there (a stream's entries, groups and
+    /// counters; a HyperLogLog's bytes but its cached count); then the
+    /// scratch key goes. So every generated value of every type and
+    /// encoding, streams with their groups included, crosses from anykv
+    /// to redis-server as well as the reverse (`restore_of`).
+    fn cross_restore(&mut self, src: &[u8], payload: &[u8]) -> Result<(), Mismatch> {
+        const SCRATCH: &[u8] = b"__anykv_dump__";
+        let context = "[anykv's DUMP restored into redis-server] ";
+        let call = |h: &mut Self, args: Vec<Vec<u8>>| -> Result<Value, Mismatch> {
+            h.reference.call(&args).map_err(|e| {
+                h.mismatch(
+                    &fmt_cmd(&args),
+                    context,
+                    &Raw(format!("I/O ERROR: {e}")),
+                    &Raw("(not sent)".into()),
+                    "connection or protocol failure",
+                )
+            })
+        };
+        let restore = vec![
+            b"RESTORE".to_vec(),
+            SCRATCH.to_vec(),
+            b"0".to_vec(),
+            payload.to_vec(),
+            b"REPLACE".to_vec(),
+        ];
+        let done = call(self, restore)?;
+        if done != Value::Simple(b"OK".to_vec()) {
+            return Err(self.mismatch(
+                &format!(
+                    "RESTORE {:?} 0 <anykv's DUMP of {:?}> REPLACE",
+                    "__anykv_dump__",
+                    String::from_utf8_lossy(src)
+                ),
+                context,
+                &done,
+                &Raw(format!("{} payload bytes", payload.len())),
+                "redis-server refused anykv's DUMP payload",
+            ));
+        }
+        let ty = call(self, vec![b"TYPE".to_vec(), src.to_vec()])?;
+        let reads: Vec<Vec<&[u8]>> = match &ty {
+            Value::Simple(t) if t == b"string" => vec![vec![b"GET"]],
+            Value::Simple(t) if t == b"list" => vec![vec![b"LRANGE", b"@", b"0", b"-1"]],
+            Value::Simple(t) if t == b"set" => vec![vec![b"SMEMBERS"]],
+            Value::Simple(t) if t == b"zset" => {
+                vec![vec![b"ZRANGE", b"@", b"0", b"-1", b"WITHSCORES"]]
+            }
+            Value::Simple(t) if t == b"hash" => vec![vec![b"HGETALL"]],
+            Value::Simple(t) if t == b"stream" => vec![
+                vec![b"XRANGE", b"@", b"-", b"+"],
+                vec![b"XINFO", b"STREAM", b"@"],
+                vec![b"XINFO", b"GROUPS", b"@"],
+            ],
+            _ => Vec::new(),
+        };
+        for read in reads {
+            let with = |key: &[u8]| -> Vec<Vec<u8>> {
+                let mut a: Vec<Vec<u8>> = read.iter().map(|p| p.to_vec()).collect();
+                match a.iter().position(|p| p == b"@") {
+                    Some(i) => a[i] = key.to_vec(),
+                    None => a.push(key.to_vec()),
+                }
+                a
+            };
+            let want = call(self, with(src))?;
+            let got = call(self, with(SCRATCH))?;
+            // What may differ and mean the same: a set's and a hash's
+            // order, a HyperLogLog's cached count, and how a stream's
+            // entries are cut into nodes (its radix tree's size).
+            let norm = |v: Value| -> Value {
+                let v =
+                    common::mask_fields(&v, &["radix-tree-keys", "radix-tree-nodes"], &Value::Nil);
+                match read[0] {
+                    b"SMEMBERS" => sorted(&v),
+                    b"HGETALL" => sorted_pairs(&v),
+                    b"GET" => hll_cache_masked(v),
+                    _ => v,
+                }
+            };
+            let (want, got) = (norm(want), norm(got));
+            if want != got {
+                let _ = call(self, vec![b"DEL".to_vec(), SCRATCH.to_vec()]);
+                return Err(self.mismatch(
+                    &fmt_cmd(&with(src)),
+                    context,
+                    &want,
+                    &got,
+                    "the reference's value (left), and the same read of anykv's DUMP restored there (right)",
+                ));
+            }
+        }
+        call(self, vec![b"DEL".to_vec(), SCRATCH.to_vec()])?;
+        self.summary.cross_restores += 1;
+        Ok(())
     }
 
     /// `op` (a RESTORE) with the reference's DUMP of `src` as its
@@ -2425,7 +2536,7 @@ impl Gen {
             }
             19 if !self.database => vec![
                 b("PFDEBUG"),
-                self.pick_str(&["ENCODING", "GETREG", "NOSUCH"]),
+                self.pick_str(&["ENCODING", "GETREG", "NOSUCH", "TODENSE", "DECODE"]),
                 self.hll_key(),
             ],
             _ => vec![b("CONFIG"), self.pick_str(&["NOSUCH", "RESETSTAT2"])],
@@ -2447,7 +2558,14 @@ impl Gen {
     /// compares the invalidations.
     fn g_introspection(&mut self) -> Op {
         let kind = |args: Vec<Vec<u8>>, first: bool| Op {
-            cmp: Cmp::Kind { first },
+            cmp: Cmp::Kind {
+                first,
+                typed: false,
+            },
+            ..Gen::op(args)
+        };
+        let typed = |args: Vec<Vec<u8>>, first: bool| Op {
+            cmp: Cmp::Kind { first, typed: true },
             ..Gen::op(args)
         };
         let server = !self.database;
@@ -2459,15 +2577,16 @@ impl Gen {
                     1 => v.push(self.pick_str(&["SAMPLES", "FOO"])),
                     _ => {}
                 }
-                kind(v, false)
+                typed(v, false)
             }
-            2 => kind(
-                vec![
-                    b("MEMORY"),
-                    self.pick_str(&["DOCTOR", "MALLOC-STATS", "STATS", "PURGE", "NOSUCH"]),
-                ],
-                false,
-            ),
+            2 => {
+                let sub = self.pick_str(&["DOCTOR", "MALLOC-STATS", "STATS", "PURGE", "NOSUCH"]);
+                if sub == b"STATS" {
+                    typed(vec![b("MEMORY"), sub], false)
+                } else {
+                    kind(vec![b("MEMORY"), sub], false)
+                }
+            }
             3 if server => {
                 let event = self.pick_str(&["command", "fast-command", "fork", "nosuch"]);
                 match self.idx(6) {
@@ -2485,7 +2604,7 @@ impl Gen {
                     }
                 }
             }
-            4 if server => kind(vec![b("ROLE")], true),
+            4 if server => typed(vec![b("ROLE")], true),
             5..=7 => {
                 let mut v = vec![b("CLIENT"), b("TRACKING")];
                 if self.resp3 || !server || self.pct(25) {

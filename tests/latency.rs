@@ -261,3 +261,91 @@ fn latency_doctor_and_graph_report_recorded_events() {
         Value::Error(_)
     ));
 }
+
+/// The event names of a LATENCY LATEST reply (each entry: name, time,
+/// latest ms, max ms).
+fn latest_events(v: Value) -> Vec<String> {
+    let Value::Array(entries) = v else {
+        panic!("LATENCY LATEST: {v:?}");
+    };
+    let mut names: Vec<String> = entries
+        .iter()
+        .map(|e| match e {
+            Value::Array(f) => match f.first() {
+                Some(Value::Bulk(n)) => String::from_utf8_lossy(n).into_owned(),
+                other => panic!("an event name: {other:?}"),
+            },
+            other => panic!("an event: {other:?}"),
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Events beside commands, recorded as Redis records them once they
+/// take `latency-monitor-threshold`: the active expiry cycle deleting
+/// 200,000 keys whose TTL ran out together (`expire-cycle`), and
+/// eviction freeing memory for a write past `maxmemory`
+/// (`eviction-cycle`, one key's deletion `eviction-del`). The same
+/// events on redis-server and on anykv.
+#[test]
+fn expiry_and_eviction_are_latency_events_as_in_redis() {
+    let reference = start_reference();
+    let target = start_anykv(&common::anykv_bin());
+    let mut events = Vec::new();
+    for server in [&reference, &target] {
+        let mut c = server.connect();
+        call(&mut c, &["CONFIG", "SET", "latency-monitor-threshold", "1"]);
+        // (The setup's own slow commands are not what is looked at.)
+        call(&mut c, &["DEBUG", "POPULATE", "200000", "exp"]);
+        let expire_all = "for i = 0, 199999 do redis.call('PEXPIRE', 'exp:' .. i, 50) end";
+        call(&mut c, &["EVAL", expire_all, "0"]);
+        call(&mut c, &["LATENCY", "RESET"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while call(&mut c, &["DBSIZE"]) != Value::Int(0) {
+            assert!(std::time::Instant::now() < deadline, "keys did not expire");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let expired = latest_events(call(&mut c, &["LATENCY", "LATEST"]));
+        // Eviction: a big dataset, then a limit below it; the next write
+        // evicts (a lot at once: a pass of milliseconds).
+        call(&mut c, &["DEBUG", "POPULATE", "200000", "ev", "64"]);
+        call(&mut c, &["LATENCY", "RESET"]);
+        call(
+            &mut c,
+            &["CONFIG", "SET", "maxmemory-policy", "allkeys-random"],
+        );
+        // (No time limit: one pass frees it all, as long as that takes.)
+        call(
+            &mut c,
+            &["CONFIG", "SET", "maxmemory-eviction-tenacity", "100"],
+        );
+        let Value::Bulk(info) = call(&mut c, &["INFO", "memory"]) else {
+            panic!("INFO memory");
+        };
+        let used: u64 = String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+            .expect("used_memory");
+        call(
+            &mut c,
+            &["CONFIG", "SET", "maxmemory", &(used / 2).to_string()],
+        );
+        call(&mut c, &["SET", "one-more", "write"]);
+        let evicted = latest_events(call(&mut c, &["LATENCY", "LATEST"]));
+        call(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+        events.push((expired, evicted));
+    }
+    let (redis, anykv) = (&events[0], &events[1]);
+    assert!(redis.0.contains(&"expire-cycle".to_string()), "{redis:?}");
+    assert!(anykv.0.contains(&"expire-cycle".to_string()), "{anykv:?}");
+    assert!(redis.1.contains(&"eviction-cycle".to_string()), "{redis:?}");
+    assert!(anykv.1.contains(&"eviction-cycle".to_string()), "{anykv:?}");
+    // The eviction pass's events as redis-server has them (eviction-del
+    // too when one deletion took a millisecond; the command itself).
+    for e in &redis.1 {
+        if e != "eviction-del" {
+            assert!(anykv.1.contains(e), "redis {redis:?}, anykv {anykv:?}");
+        }
+    }
+}

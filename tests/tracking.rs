@@ -729,3 +729,127 @@ fn evicted_keys_are_invalidated() {
         assert_eq!(told, gone, "{}: invalidated = evicted", server.name);
     }
 }
+
+/// Reads and writes of issue 17's families, tracked: a RESP3 client (0)
+/// and a RESP2 one redirecting to a subscribed connection (2) read
+/// streams, bitmaps, HyperLogLogs, geo sets and DUMPs; another client (1)
+/// changes them with each family's writes (XADD, XDEL, XTRIM, XSETID,
+/// group commands, SETBIT, BITFIELD, BITOP, PFADD, PFMERGE, GEOADD,
+/// GEORADIUS/GEOSEARCH STORE). Invalidations, or their absence
+/// (a read-only BITFIELD_RO, a PFADD that changes no register, an XREAD
+/// of nothing new), are as redis-server sends them.
+#[test]
+fn the_new_families_writes_invalidate_what_was_read() {
+    same(
+        &[true, false, false],
+        &[
+            Cmd(2, &["SUBSCRIBE", "__redis__:invalidate"]),
+            Cmd(0, &["CLIENT", "TRACKING", "ON"]),
+            Cmd(1, &["XADD", "s", "1-1", "f", "v"]),
+            Cmd(1, &["SETBIT", "b", "7", "1"]),
+            Cmd(1, &["PFADD", "h", "a", "b"]),
+            Cmd(1, &["GEOADD", "g", "13.361389", "38.115556", "palermo"]),
+            Cmd(1, &["SET", "d", "dumped"]),
+            // Streams: a range read, then an entry added; XLEN then XDEL.
+            Pipe(0, &[&["XRANGE", "s", "-", "+"], &["XLEN", "s"]]),
+            Cmd(1, &["XADD", "s", "2-1", "f", "w"]),
+            Cmd(0, &["XREAD", "COUNT", "10", "STREAMS", "s", "0-0"]),
+            Cmd(1, &["XDEL", "s", "1-1"]),
+            Cmd(0, &["XINFO", "STREAM", "s"]),
+            Cmd(1, &["XTRIM", "s", "MAXLEN", "0"]),
+            Cmd(0, &["XREVRANGE", "s", "+", "-"]),
+            Cmd(1, &["XSETID", "s", "5-0"]),
+            // Groups: reading as a group changes the stream (its groups).
+            Cmd(1, &["XADD", "s", "6-1", "f", "x"]),
+            Cmd(1, &["XGROUP", "CREATE", "s", "grp", "0"]),
+            Cmd(0, &["XLEN", "s"]),
+            Cmd(
+                1,
+                &["XREADGROUP", "GROUP", "grp", "c1", "STREAMS", "s", ">"],
+            ),
+            Cmd(0, &["XPENDING", "s", "grp"]),
+            Cmd(1, &["XACK", "s", "grp", "6-1"]),
+            Cmd(0, &["XLEN", "s"]),
+            Cmd(1, &["XGROUP", "CREATECONSUMER", "s", "grp", "c2"]),
+            // Bitmaps.
+            Pipe(0, &[&["GETBIT", "b", "7"], &["BITCOUNT", "b"]]),
+            Cmd(1, &["SETBIT", "b", "7", "1"]),
+            Cmd(1, &["SETBIT", "b", "8", "1"]),
+            Cmd(0, &["BITPOS", "b", "1"]),
+            Cmd(1, &["BITFIELD_RO", "b", "GET", "u8", "0"]),
+            Cmd(1, &["BITFIELD", "b", "INCRBY", "u8", "0", "1"]),
+            Cmd(0, &["BITFIELD_RO", "b", "GET", "u4", "0"]),
+            Cmd(1, &["BITOP", "NOT", "b", "b"]),
+            // HyperLogLog: PFCOUNT caches its estimate in the value.
+            Cmd(0, &["PFCOUNT", "h"]),
+            Cmd(1, &["PFADD", "h", "a"]),
+            Cmd(1, &["PFADD", "h", "c"]),
+            Cmd(0, &["PFCOUNT", "h"]),
+            Cmd(1, &["PFCOUNT", "h"]),
+            Cmd(1, &["PFMERGE", "h", "h2"]),
+            // Geo.
+            Pipe(
+                0,
+                &[&["GEOPOS", "g", "palermo"], &["GEOHASH", "g", "palermo"]],
+            ),
+            Cmd(1, &["GEOADD", "g", "15.087269", "37.502669", "catania"]),
+            Cmd(
+                0,
+                &[
+                    "GEOSEARCH",
+                    "g",
+                    "FROMLONLAT",
+                    "15",
+                    "37",
+                    "BYRADIUS",
+                    "200",
+                    "km",
+                    "ASC",
+                ],
+            ),
+            Cmd(
+                1,
+                &["GEOADD", "g", "XX", "15.087269", "37.502669", "catania"],
+            ),
+            Cmd(0, &["GEODIST", "g", "palermo", "catania"]),
+            Cmd(
+                1,
+                &[
+                    "GEOSEARCHSTORE",
+                    "gs",
+                    "g",
+                    "FROMLONLAT",
+                    "15",
+                    "37",
+                    "BYRADIUS",
+                    "200",
+                    "km",
+                ],
+            ),
+            Cmd(0, &["ZCARD", "gs"]),
+            Cmd(
+                1,
+                &["GEORADIUS", "g", "15", "37", "200", "km", "STORE", "gs"],
+            ),
+            // DUMP is a read.
+            Cmd(0, &["DUMP", "d"]),
+            Cmd(1, &["SET", "d", "other"]),
+            // The RESP2 client redirecting to connection 2.
+            Cmd(1, &["CLIENT", "TRACKING", "ON", "REDIRECT", "$ID2"]),
+            Pipe(
+                1,
+                &[
+                    &["XLEN", "s"],
+                    &["BITCOUNT", "b"],
+                    &["PFCOUNT", "h"],
+                    &["ZCARD", "g"],
+                ],
+            ),
+            Cmd(0, &["XADD", "s", "7-1", "f", "y"]),
+            Cmd(0, &["SETRANGE", "b", "0", "z"]),
+            Cmd(0, &["PFADD", "h", "zz"]),
+            Cmd(0, &["GEOADD", "g", "2.3522", "48.8566", "paris"]),
+            Cmd(0, &["DEL", "d"]),
+        ],
+    );
+}

@@ -116,6 +116,21 @@ pub struct Limits {
     pub decay_time: u32,
     /// Longest time one call may spend evicting (`maxmemory-eviction-tenacity`).
     pub time_limit: Duration,
+    /// `latency-monitor-threshold` (ms; 0: off): an eviction pass or one
+    /// key's deletion that long is a LATENCY event (`eviction-cycle`,
+    /// `eviction-del`), as in Redis.
+    pub latency_ms: u64,
+}
+
+/// How long one eviction pass may take for `maxmemory-eviction-tenacity`
+/// (0 to 100), as Redis computes it: 50 µs per step up to 10 (500 µs),
+/// then 15% more per step, and no limit at 100.
+pub fn tenacity_limit(tenacity: i64) -> Duration {
+    match tenacity {
+        ..=10 => Duration::from_micros(50 * tenacity.max(0) as u64),
+        11..=99 => Duration::from_micros((500.0 * 1.15f64.powi(tenacity as i32 - 10)) as u64),
+        _ => Duration::MAX,
+    }
 }
 
 /// 24-bit LRU clock in seconds, as Redis's `LRU_CLOCK()`.
@@ -218,15 +233,31 @@ pub fn perform(t: &mut Tenant, lim: &Limits, now_ms: i64, used: impl Fn() -> u64
         return true;
     }
     let start = Instant::now();
-    while used() > lim.maxmemory {
-        if !evict_one(t, lim, now_ms) {
-            return false;
+    let ok = loop {
+        if used() <= lim.maxmemory {
+            break true;
+        }
+        let one = Instant::now();
+        let evicted = evict_one(t, lim, now_ms);
+        latency(t, lim, "eviction-del", one, now_ms);
+        if !evicted {
+            break false;
         }
         if start.elapsed() > lim.time_limit {
-            return used() <= lim.maxmemory;
+            break used() <= lim.maxmemory;
         }
+    };
+    latency(t, lim, "eviction-cycle", start, now_ms);
+    ok
+}
+
+/// Records `event` (LATENCY) when the time since `since` reaches the
+/// monitor's threshold.
+fn latency(t: &mut Tenant, lim: &Limits, event: &'static str, since: Instant, now_ms: i64) {
+    let ms = since.elapsed().as_millis() as u64;
+    if lim.latency_ms > 0 && ms >= lim.latency_ms {
+        t.latency_sample(event, ms, now_ms / 1000);
     }
-    true
 }
 
 #[cfg(test)]
@@ -248,7 +279,17 @@ mod tests {
             samples: 5,
             decay_time: 1,
             time_limit: Duration::from_secs(1),
+            latency_ms: 0,
         }
+    }
+
+    #[test]
+    fn tenacity_gives_redis_time_limits() {
+        assert_eq!(tenacity_limit(0), Duration::ZERO);
+        assert_eq!(tenacity_limit(10), Duration::from_micros(500));
+        assert_eq!(tenacity_limit(11), Duration::from_micros(575));
+        assert_eq!(tenacity_limit(50), Duration::from_micros(133_931));
+        assert_eq!(tenacity_limit(100), Duration::MAX);
     }
 
     #[test]

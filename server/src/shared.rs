@@ -125,10 +125,10 @@ impl Settings {
                 policy: crate::evict::Policy::parse(&c.maxmemory_policy()),
                 samples: c.maxmemory_samples() as usize,
                 decay_time: c.lfu_decay_time(),
-                // Redis: tenacity 10 is 500 us, scaling linearly below.
-                time_limit: std::time::Duration::from_micros(
-                    50 * c.maxmemory_eviction_tenacity().clamp(1, 10) as u64,
-                ),
+                time_limit: crate::evict::tenacity_limit(i64::from(
+                    c.maxmemory_eviction_tenacity(),
+                )),
+                latency_ms: c.latency_monitor_threshold(),
             },
             lfu_log_factor: c.lfu_log_factor(),
             hash_max_listpack_entries: usize::try_from(c.hash_max_listpack_entries())

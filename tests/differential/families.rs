@@ -221,12 +221,25 @@ impl Gen {
                     a.push(b("NOACK"));
                 }
                 a.push(b("STREAMS"));
-                a.push(key);
-                a.push(if self.pct(75) {
-                    b(">")
+                // Now and then two streams at once (the group must be on
+                // both, or the error names the one without it).
+                let keys = if self.pct(20) {
+                    vec![key, self.stream_key()]
                 } else {
-                    self.stream_bound(true)
-                });
+                    vec![key]
+                };
+                let ids: Vec<Vec<u8>> = keys
+                    .iter()
+                    .map(|_| {
+                        if self.pct(75) {
+                            b(">")
+                        } else {
+                            self.stream_bound(true)
+                        }
+                    })
+                    .collect();
+                a.extend(keys);
+                a.extend(ids);
                 Gen::op(a)
             }
             29 | 30 => {
@@ -263,11 +276,19 @@ impl Gen {
                 for _ in 0..self.rng.random_range(1..=3) {
                     a.push(self.stream_id());
                 }
-                for opt in ["IDLE", "RETRYCOUNT", "FORCE", "JUSTID", "LASTID"] {
+                for opt in ["IDLE", "TIME", "RETRYCOUNT", "FORCE", "JUSTID", "LASTID"] {
                     if self.pct(15) {
                         a.push(b(opt));
                         match opt {
                             "IDLE" => a.push(self.int_arg(0, 100_000)),
+                            // A delivery time in the past (an idle time
+                            // each server computes from its own clock:
+                            // masked) or one not a number.
+                            "TIME" => a.push(if self.pct(85) {
+                                (now_ms() - 5_000).to_string().into_bytes()
+                            } else {
+                                b("soon")
+                            }),
                             "RETRYCOUNT" => a.push(self.int_arg(0, 5)),
                             "LASTID" => a.push(self.stream_id()),
                             _ => {}

@@ -15,8 +15,9 @@
 //! - [`crc64`], [`lzf`], [`packed`]: the checksum, the string compression
 //!   and the packed encodings they need.
 //!
-//! Function libraries travel in both (`FUNCTION DUMP` payloads too).
-//! Not yet: streams (with the stream commands), module values.
+//! Function libraries travel in both (`FUNCTION DUMP` payloads too), and
+//! streams with their consumer groups (RDB types 15 and 19, as Redis 7.0 writes them).
+//! Module values do not: anykv has no modules.
 
 pub mod crc64;
 pub mod lzf;
