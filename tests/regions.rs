@@ -369,6 +369,20 @@ fn regions_are_added_and_removed_under_writes_and_interrupted_runs_resume() {
     assert!(!n3.dir.exists(), "{} is still there", n3.dir.display());
     assert!(!w.running("n3"), "n3 still runs");
     let view = w.cluster_view("n1").expect("n1 answers");
+    // The cluster remembers n3, down, with its start time, as the plan
+    // reads it (a later add of cdg weighs spare volumes against it).
+    let state: anykv_ops::regions::cluster::State =
+        serde_json::from_value(view.clone()).expect("/cluster as the plan reads it");
+    let n3_member = state
+        .members
+        .iter()
+        .find(|m| m.machine == "n3")
+        .unwrap_or_else(|| panic!("n3 forgotten: {:?}", state.members));
+    assert_ne!(n3_member.state, "alive", "{n3_member:?}");
+    assert!(
+        n3_member.incarnation > 1_700_000_000_000,
+        "n3's start time: {n3_member:?}"
+    );
     let t = view["tenants"]
         .as_array()
         .and_then(|t| t.iter().find(|x| x["id"] == 1).cloned())

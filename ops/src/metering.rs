@@ -62,7 +62,13 @@ pub fn unix_ms_of(t: &str) -> Option<u64> {
         return None;
     }
     let rest = rest.strip_prefix(['T', 't', ' '])?;
-    let num = |s: &str| s.parse::<i64>().ok();
+    // Digits only (no sign, as parse would take).
+    let num = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<i64>().ok())
+            .flatten()
+    };
     let (h, m, sec) = (
         num(rest.get(0..2)?)?,
         num(rest.get(3..5)?)?,
@@ -93,7 +99,11 @@ pub fn unix_ms_of(t: &str) -> Option<u64> {
             if tail.len() != 6 || tail.get(3..4)? != ":" {
                 return None;
             }
-            sign * (num(tail.get(1..3)?)? * 60 + num(tail.get(4..6)?)?)
+            let (oh, om) = (num(tail.get(1..3)?)?, num(tail.get(4..6)?)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 60 + om)
         }
     };
     let (y, mo, d) = (num(&date[0..4])?, num(&date[5..7])?, num(&date[8..10])?);
@@ -841,6 +851,8 @@ mod tests {
             Some(1_709_164_800_500)
         );
         for bad in [
+            "2026-12-06T-1:00:00Z",
+            "2026-12-06T00:00:00+99:99",
             "",
             "2026-12-06",
             "2026-13-06T00:00:00Z",

@@ -39,6 +39,7 @@ pub struct Vol {
     /// The machine that mounts it.
     pub attached: Option<String>,
     /// When it was made (Unix ms); None when unknown (taken as old).
+    /// Only a spare volume's age is looked at.
     pub created_ms: Option<u64>,
 }
 
@@ -199,6 +200,10 @@ fn stale_advice(region: &str, serving: &[String]) -> String {
     }
 }
 
+/// How far a node's clock (its start time) may be behind Fly's (a
+/// volume's creation time) for the stale-volume rule.
+const CLOCK_SKEW_MS: u64 = 60_000;
+
 /// Machine states a node is started from by `add` (Fly's: made but never
 /// started, stopped, suspended, or whose process failed).
 const STARTABLE: &[&str] = &["created", "stopped", "suspended", "failed"];
@@ -220,14 +225,15 @@ pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>
     // machine destroyed by hand. Fly's volume says nothing of what it
     // holds, so such a volume is not given to a new node. One made after
     // every such start is one an interrupted `add` made.
+    // (A minute's grace for the node's clock against Fly's.)
+    let older = |v: &Vol, d: &Departed| {
+        v.created_ms
+            .is_none_or(|made| made <= d.started_ms.saturating_add(CLOCK_SKEW_MS))
+    };
     let left_here: Vec<&Departed> = inv.departed.iter().filter(|d| d.region == region).collect();
     let stale: Vec<String> = spare
         .iter()
-        .filter(|v| {
-            left_here
-                .iter()
-                .any(|d| v.created_ms.is_none_or(|made| made <= d.started_ms))
-        })
+        .filter(|v| left_here.iter().any(|d| older(v, d)))
         .map(|v| v.id.clone())
         .collect();
     if have < count && !stale.is_empty() {
@@ -240,7 +246,11 @@ pub fn plan_add(inv: &Inventory, region: &str, count: usize) -> Result<Vec<Step>
         return Err(PlanError::StaleVolumes {
             region: region.into(),
             volumes: stale,
-            departed: left_here.iter().map(|d| d.machine.clone()).collect(),
+            departed: left_here
+                .iter()
+                .filter(|d| spare.iter().any(|v| older(v, d)))
+                .map(|d| d.machine.clone())
+                .collect(),
             serving,
         });
     }
@@ -480,7 +490,7 @@ mod tests {
             }
         );
         let mut made = vol("v7", "cdg", None);
-        made.created_ms = Some(9_000);
+        made.created_ms = Some(100_000);
         inv.volumes.push(made);
         assert_eq!(
             plan_add(&inv, "cdg", 1).expect("plan")[0],
@@ -489,6 +499,26 @@ mod tests {
                 volume: Some("v7".into())
             }
         );
+        // Made within a minute after m3's start (its clock may be
+        // behind), or at it: stale. A second departed node that started
+        // after the volume was made makes it stale alone, and only the
+        // nodes that make a volume stale are named.
+        for (made, stale) in [(65_000, true), (5_000, true), (65_001, false)] {
+            for v in inv.volumes.iter_mut().filter(|v| v.id == "v7") {
+                v.created_ms = Some(made);
+            }
+            assert_eq!(plan_add(&inv, "cdg", 1).is_err(), stale, "made at {made}");
+        }
+        inv.departed.push(Departed {
+            machine: "m8".into(),
+            region: "cdg".into(),
+            started_ms: 200_000,
+        });
+        match plan_add(&inv, "cdg", 1) {
+            Err(PlanError::StaleVolumes { departed, .. }) => assert_eq!(departed, ["m8"]),
+            other => panic!("m8 started after v7 was made: {other:?}"),
+        }
+        inv.departed.pop();
         // A volume of unknown age counts as old.
         for v in inv.volumes.iter_mut().filter(|v| v.id == "v7") {
             v.created_ms = None;

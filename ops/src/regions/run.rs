@@ -160,7 +160,13 @@ impl<I: Infra + Sync, C: Cluster + Sync> Runner<I, C> {
             .map(|m| Departed {
                 machine: m.machine.clone(),
                 region: m.region.clone(),
-                started_ms: m.incarnation,
+                // A node that reported no start time may have started at
+                // any time: every spare volume counts as older.
+                started_ms: if m.incarnation == 0 {
+                    u64::MAX
+                } else {
+                    m.incarnation
+                },
             })
             .collect();
         Ok(Inventory {
@@ -964,9 +970,6 @@ mod tests {
         r.run(&add, &mut |_| {}).await.expect("caught up");
     }
 
-    /// The run looks again just before it destroys a volume: a machine
-    /// made meanwhile that mounts it (a deploy racing the removal) stops
-    /// the run, and the volume stays.
     /// A removal of cdg stopped after destroying the node's machine,
     /// before its volume (Fly failed the last calls). The cluster still
     /// remembers the node, down; a router of cdg that went down and a
@@ -1040,7 +1043,12 @@ mod tests {
         // Finish the removal; then the add goes ahead.
         r.run(&remove, &mut |_| {}).await.expect("removal finished");
         assert!(in_region(&fake.volumes(), "cdg").is_empty());
-        // Interrupted as its node is made: the run again takes the volume.
+        // Later (the departed node's start is more than the minute the
+        // rule gives clocks in the past), an add interrupted as its node
+        // is made takes its own volume when run again.
+        for m in r.cluster.seen.lock().iter_mut() {
+            m.incarnation = m.incarnation.saturating_sub(120_000);
+        }
         let _ = r
             .run(&add, &mut |e| {
                 if let Event::Made(_) = e {
@@ -1059,6 +1067,9 @@ mod tests {
         assert_eq!(in_region(&fake.machines(), "cdg").len(), 1);
     }
 
+    /// The run looks again just before it destroys a volume: a machine
+    /// made meanwhile that mounts it (a deploy racing the removal) stops
+    /// the run, and the volume stays.
     #[tokio::test]
     async fn a_volume_mounted_again_during_a_removal_is_not_destroyed() {
         let (fake, r) = world_with_cdg().await;
