@@ -1023,12 +1023,75 @@ impl Gen {
         let k = self.key(Ty::Stream);
         let group = self.rng.pick(&["g1", "g2"]);
         let old_id = |g: &mut Self| format!("{}-0", g.rng.int(1, g.stream_ms.max(1)));
-        match self.rng.below(14) {
+        match self.rng.below(20) {
             0..=3 => {
                 self.stream_ms += 1;
                 let id = format!("{}-{}", self.stream_ms, self.rng.int(0, 2));
                 c!["XADD", k, id, "f", self.val()]
             }
+            14 => {
+                // A trim by id as it adds, approximate with LIMIT.
+                self.stream_ms += 1;
+                let id = format!("{}-0", self.stream_ms);
+                let min = old_id(self);
+                c![
+                    "XADD",
+                    k,
+                    "MINID",
+                    "~",
+                    min,
+                    "LIMIT",
+                    self.rng.int(0, 20),
+                    id,
+                    "f",
+                    "v"
+                ]
+            }
+            15 => c!["XTRIM", k, "MINID", old_id(self)],
+            16 => c![
+                "XAUTOCLAIM",
+                k,
+                group,
+                self.rng.pick(&["c1", "c3"]),
+                "0",
+                "0-0",
+                "COUNT",
+                self.rng.int(1, 4)
+            ],
+            17 => {
+                // The last id moves ahead (and the counters with it);
+                // later XADDs stay above it.
+                self.stream_ms += 5;
+                let id = format!("{}-0", self.stream_ms);
+                c![
+                    "XSETID",
+                    k,
+                    id,
+                    "ENTRIESADDED",
+                    self.rng.int(50, 60),
+                    "MAXDELETEDID",
+                    "1-0"
+                ]
+            }
+            18 => c![
+                "XGROUP",
+                "CREATECONSUMER",
+                k,
+                group,
+                self.rng.pick(&["c4", "c5"])
+            ],
+            19 => c![
+                "XREADGROUP",
+                "GROUP",
+                group,
+                "c2",
+                "NOACK",
+                "COUNT",
+                2,
+                "STREAMS",
+                k,
+                ">"
+            ],
             4 => {
                 self.stream_ms += 1;
                 let id = format!("{}-0", self.stream_ms);
@@ -1068,7 +1131,23 @@ impl Gen {
 
     /// Bitmaps and HyperLogLogs (strings) and geo sets (sorted sets).
     fn g_bits_hll_geo(&mut self) -> Cmd {
-        match self.rng.below(12) {
+        match self.rng.below(13) {
+            12 => {
+                let (d, k) = (self.key(Ty::Zset), self.key(Ty::Zset));
+                c![
+                    "GEORADIUS",
+                    k,
+                    "10",
+                    "10",
+                    "3000",
+                    "km",
+                    "COUNT",
+                    5,
+                    "ASC",
+                    "STORE",
+                    d
+                ]
+            }
             0 | 1 => {
                 let k = self.key(Ty::Str);
                 c!["SETBIT", k, self.rng.int(0, 400), self.rng.int(0, 1)]

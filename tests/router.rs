@@ -1476,3 +1476,33 @@ fn an_upstream_user_logs_in_through_the_router() {
     let gone = router.connect().cmd(&["AUTH", "alice", "alicepw"]).unwrap();
     assert!(is_error_starting(&gone, "WRONGPASS"), "{gone:?}");
 }
+
+/// Client-side caching through the router (docs/CLIENT_CACHING.md): a
+/// RESP3 client that turns tracking on gets its own upstream connection to
+/// the primary, so a key it read is invalidated, as a push, when another
+/// client of the router changes it; one it did not read is not.
+#[test]
+fn tracking_through_the_router_pushes_invalidations() {
+    let primary = common::start_redis(&[]);
+    let replica = start_replica(primary.port);
+    wait_linked(&replica);
+    let router = start_router(&[primary.port, replica.port], &[]);
+    let mut a = common::RespConn::connect_resp3(router.port).expect("HELLO 3 through the router");
+    let mut b = router.connect();
+    assert_eq!(b.cmd(&["SET", "cached", "1"]).unwrap(), ok());
+    assert_eq!(a.cmd(&["CLIENT", "TRACKING", "ON"]).unwrap(), ok());
+    assert_eq!(a.cmd(&["GET", "cached"]).unwrap(), bulk("1"));
+    // A key it did not read changes first: nothing for it.
+    assert_eq!(b.cmd(&["SET", "other", "x"]).unwrap(), ok());
+    assert_eq!(b.cmd(&["SET", "cached", "2"]).unwrap(), ok());
+    let push = a.read_reply().expect("an invalidation push");
+    let shape = common::Conn::shape(&a).unwrap_or_default().to_string();
+    assert!(shape.starts_with('>'), "a push, not {shape}: {push:?}");
+    assert_eq!(
+        push,
+        Value::Array(vec![bulk("invalidate"), Value::Array(vec![bulk("cached")])])
+    );
+    // The connection goes on answering in order.
+    assert_eq!(a.cmd(&["GET", "cached"]).unwrap(), bulk("2"));
+    assert_eq!(a.cmd(&["CLIENT", "TRACKING", "OFF"]).unwrap(), ok());
+}

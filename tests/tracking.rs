@@ -11,7 +11,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{resp_str, start_anykv, start_reference, ServerProcess};
+use common::{resp_str, start_anykv, start_reference, ServerProcess, Value};
 
 /// One step: connection `n` sends a command (`$ID<k>` stands for
 /// connection k's client id), or several at once (a pipeline).
@@ -609,7 +609,6 @@ impl Tracked {
     /// The keys invalidated since the last call: pushes read until this
     /// PING's reply.
     fn invalidated(&mut self) -> Vec<Vec<u8>> {
-        use common::Value;
         let mut keys = Vec::new();
         for reply in common::until_pong(&mut self.c) {
             match reply {
@@ -852,4 +851,73 @@ fn the_new_families_writes_invalidate_what_was_read() {
             Cmd(0, &["DEL", "d"]),
         ],
     );
+}
+
+/// Client-side caching on a cluster's nodes (docs/CLIENT_CACHING.md): a
+/// RESP3 client of the read region's node (cdg, holding a replica) reads
+/// a key there; a client of the primary's node (iad) changes it; the
+/// replica's node invalidates as it applies the write: a push to its
+/// client, and only for the key it read. A node holding no copy (syd)
+/// refuses tracking, saying where to connect.
+#[test]
+fn a_replicas_node_invalidates_as_it_applies_its_primarys_writes() {
+    const ADMIN: &str = "tracking-admin-token";
+    const TOKEN: &str = "tracking-database-token-0123456789";
+    let w = common::three_regions("track-nodes", 76, 24100, ADMIN, TOKEN);
+    let node = |n: &str| w.node(n).expect("node").resp;
+    let mut primary = common::shop_login(node("n1"), TOKEN, "the primary serves", |c| {
+        matches!(c.cmd(&["SET", "cached", "1"]), Ok(Value::Simple(_)))
+    });
+    // The replica in cdg has the write, read by a RESP3 client there.
+    let mut reader = common::poll_every(
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+        "the cdg replica serves the write",
+        || {
+            let mut c =
+                common::RespConn::connect_resp3_auth_addr(node("n2"), "shop", TOKEN).ok()?;
+            (c.cmd(&["GET", "cached"]).ok()? == Value::Bulk(b"1".to_vec())).then_some(c)
+        },
+    );
+    let tracking = |c: &mut common::RespConn| c.cmd(&["CLIENT", "TRACKING", "ON"]).expect("reply");
+    assert_eq!(tracking(&mut reader), Value::Simple(b"OK".to_vec()));
+    assert_eq!(
+        reader.cmd(&["GET", "cached"]).expect("GET"),
+        Value::Bulk(b"1".to_vec())
+    );
+    let served_here = common::info_field(&mut reader, "replication", "role");
+    assert_eq!(served_here, "slave", "n2 serves the database as a replica");
+    // Another key first (not read by the client), then the one it read.
+    for (k, v) in [("other", "x"), ("cached", "2")] {
+        assert_eq!(
+            primary.cmd(&["SET", k, v]).expect("SET"),
+            Value::Simple(b"OK".to_vec())
+        );
+    }
+    let push = reader
+        .read_reply()
+        .expect("an invalidation push from the replica's node");
+    let shape = common::Conn::shape(&reader).unwrap_or_default().to_string();
+    assert!(shape.starts_with('>'), "a push, not {shape}: {push:?}");
+    assert_eq!(
+        push,
+        Value::Array(vec![
+            Value::Bulk(b"invalidate".to_vec()),
+            Value::Array(vec![Value::Bulk(b"cached".to_vec())])
+        ])
+    );
+    assert_eq!(
+        reader.cmd(&["GET", "cached"]).expect("GET"),
+        Value::Bulk(b"2".to_vec())
+    );
+    // syd holds no copy: no tracking there.
+    let mut far = common::shop_login(node("n3"), TOKEN, "syd serves", |_| true);
+    match tracking(&mut far) {
+        Value::Error(e) => assert!(
+            String::from_utf8_lossy(&e).contains("needs a node holding a copy"),
+            "{}",
+            String::from_utf8_lossy(&e)
+        ),
+        other => panic!("tracking on a node with no copy: {other:?}"),
+    }
 }

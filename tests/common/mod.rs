@@ -215,7 +215,17 @@ impl RespConn {
     /// [`RespConn::connect_resp3`] on a server that wants a login first:
     /// `HELLO 3 AUTH <user> <password>`.
     pub fn connect_resp3_auth(port: u16, user: &str, password: &str) -> io::Result<RespConn> {
-        let mut c = Self::connect(port)?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Self::connect_resp3_auth_addr(addr, user, password)
+    }
+
+    /// [`RespConn::connect_resp3_auth`] at any address (a world's node).
+    pub fn connect_resp3_auth_addr(
+        addr: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> io::Result<RespConn> {
+        let mut c = Self::connect_addr(addr)?;
         c.resp3 = true;
         let hello = c.cmd(&["HELLO", "3", "AUTH", user, password])?;
         if matches!(hello, Value::Error(_)) {
