@@ -137,24 +137,38 @@ pub fn stats(ctx: &mut Ctx) {
     int(out, "fragmentation.bytes", f.rss.saturating_sub(f.used));
 }
 
-/// `MEMORY DOCTOR`: Redis's report, from the checks that apply to this
-/// allocator (a past peak, RSS much above the allocations).
+/// `MEMORY DOCTOR`: a report for people, in anykv's own words (as
+/// LATENCY DOCTOR), from the checks of Redis's that apply to this
+/// allocator: a past peak well above what is used now, and resident
+/// memory well above the allocations.
 pub fn doctor(ctx: &mut Ctx) {
     let f = figures(ctx);
     let report = if f.used < 5 << 20 {
-        "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.\n".to_string()
+        "Memory report: under 5 MB in use, too little for these checks to mean anything. Ask again once the database holds more data.\n".to_string()
     } else {
-        let mut issues = String::new();
+        let mut issues = Vec::new();
         if f.peak as f64 / f.used as f64 > 1.5 {
-            issues.push_str(" * Peak memory: In the past this instance used more than 150% the memory that is currently using. The allocator is normally not able to release memory after a peak, so you can expect to see a big fragmentation ratio, however this is actually harmless and is only due to the memory peak, and if the Redis instance Resident Set Size (RSS) is currently bigger than expected, the memory will be used as soon as you fill the Redis instance with more data. If the memory peak was only occasional and you want to try to reclaim memory, please try the MEMORY PURGE command, otherwise the only other option is to shutdown and restart the instance.\n\n");
+            issues.push(format!(
+                " * Past peak: {} bytes were in use at the most, over 1.5 times the {} in use now. The allocator keeps much of what a peak freed, so resident memory stays high until data fills it again; MEMORY PURGE hands the free part back to the system now, a restart all of it.",
+                f.peak, f.used
+            ));
         }
         if f.rss as f64 / f.used as f64 > 1.4 && f.rss - f.used > 10 << 20 {
-            issues.push_str(" * High total RSS: This instance has a memory fragmentation and RSS overhead greater than 1.4 (this means that the Resident Set Size of the Redis process is much larger than the sum of the logical allocations Redis performed). This problem is usually due either to a large peak memory (check if there is a peak memory entry above in the report) or may result from a workload that causes the allocator to fragment memory a lot. If the problem is a large peak memory, then there is no issue. Note: The currently used allocator is \"libc\"; MEMORY PURGE returns its free memory to the system.\n\n");
+            issues.push(format!(
+                " * Resident memory: {} bytes, {:.2} times the {} allocated. A past peak explains it (see above, if listed); otherwise the workload leaves the heap fragmented. The allocator is glibc's malloc: MEMORY PURGE returns its free pages.",
+                f.rss,
+                f.rss as f64 / f.used as f64,
+                f.used
+            ));
         }
         if issues.is_empty() {
-            "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n".to_string()
+            "Memory report: nothing to look at (no past peak above 1.5 times the memory in use, resident memory within 1.4 times the allocations).\n".to_string()
         } else {
-            format!("Sam, I detected a few issues in this Redis instance memory implants:\n\n{issues}I'm here to keep you safe, Sam. I want to help you.\n")
+            format!(
+                "Memory report: {} thing(s) to look at.\n\n{}\n",
+                issues.len(),
+                issues.join("\n\n")
+            )
         }
     };
     ctx.out.verbatim(report.as_bytes());
