@@ -318,21 +318,16 @@ fn copy_caught_up(admin: SocketAddr, node: &str) -> bool {
     let Some((200, body)) = http(admin, "GET", "/cluster", "", "") else {
         return false;
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+    // (Read as `anykv regions` reads it.)
+    let Ok(state) = serde_json::from_str::<anykv_ops::regions::cluster::State>(&body) else {
         return false;
     };
-    let Some(t) = v["tenants"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["id"] == 1))
-    else {
-        return false;
-    };
-    let primary = t["offset"].as_u64();
-    let copy = t["replicas"]
-        .as_array()
-        .and_then(|r| r.iter().find(|c| c["node"] == node))
-        .and_then(|c| c["offset"].as_u64());
-    matches!((primary, copy), (Some(p), Some(c)) if c >= p)
+    state.tenants.iter().any(|t| {
+        t.id == 1
+            && t.replicas.iter().any(|c| {
+                c.node == node && matches!((c.offset, t.offset), (Some(c), Some(p)) if c >= p)
+            })
+    })
 }
 
 fn wait_login(addr: SocketAddr, limit: Duration) -> Result<Conn, String> {

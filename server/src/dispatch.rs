@@ -1149,10 +1149,13 @@ pub(crate) fn run(
     if set.slowlog_slower_than >= 0 && elapsed_us as i64 >= set.slowlog_slower_than && !r.admin {
         record_slow(t, s, args, elapsed_us, now_ms, set.slowlog_max_len);
     }
-    if set.latency_threshold_ms > 0 && elapsed_us / 1000 >= set.latency_threshold_ms {
-        let ev = if r.fast { "fast-command" } else { "command" };
-        t.latency_sample(ev, elapsed_us / 1000, now_ms / 1000);
-    }
+    let ev = if r.fast { "fast-command" } else { "command" };
+    t.latency_sample(
+        ev,
+        elapsed_us / 1000,
+        set.latency_threshold_ms,
+        now_ms / 1000,
+    );
     if !fed {
         feed_monitors(t, s, shared, set, r, args);
     }

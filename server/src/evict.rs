@@ -239,7 +239,8 @@ pub fn perform(t: &mut Tenant, lim: &Limits, now_ms: i64, used: impl Fn() -> u64
         }
         let one = Instant::now();
         let evicted = evict_one(t, lim, now_ms);
-        latency(t, lim, "eviction-del", one, now_ms);
+        let ms = one.elapsed().as_millis() as u64;
+        t.latency_sample("eviction-del", ms, lim.latency_ms, now_ms / 1000);
         if !evicted {
             break false;
         }
@@ -247,17 +248,9 @@ pub fn perform(t: &mut Tenant, lim: &Limits, now_ms: i64, used: impl Fn() -> u64
             break used() <= lim.maxmemory;
         }
     };
-    latency(t, lim, "eviction-cycle", start, now_ms);
+    let ms = start.elapsed().as_millis() as u64;
+    t.latency_sample("eviction-cycle", ms, lim.latency_ms, now_ms / 1000);
     ok
-}
-
-/// Records `event` (LATENCY) when the time since `since` reaches the
-/// monitor's threshold.
-fn latency(t: &mut Tenant, lim: &Limits, event: &'static str, since: Instant, now_ms: i64) {
-    let ms = since.elapsed().as_millis() as u64;
-    if lim.latency_ms > 0 && ms >= lim.latency_ms {
-        t.latency_sample(event, ms, now_ms / 1000);
-    }
 }
 
 #[cfg(test)]

@@ -914,9 +914,12 @@ async fn cron(tenant: Rc<RefCell<Tenant>>, shared: Arc<Shared>) {
         let cycle = std::time::Instant::now();
         crate::expire::active_expire_cycle(&mut t, now, effort, hz);
         let cycle_ms = cycle.elapsed().as_millis() as u64;
-        if set.latency_threshold_ms > 0 && cycle_ms >= set.latency_threshold_ms {
-            t.latency_sample("expire-cycle", cycle_ms, now / 1000);
-        }
+        t.latency_sample(
+            "expire-cycle",
+            cycle_ms,
+            set.latency_threshold_ms,
+            now / 1000,
+        );
         crate::tracking::housekeeping(&mut t, set.tracking_max_keys);
         // Replicas learn the primary is alive from the stream itself: a
         // PING every repl-ping-replica-period (10 s), as Redis sends it.

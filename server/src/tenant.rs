@@ -632,8 +632,12 @@ impl Tenant {
         *self.stats.errors.entry(code.to_string()).or_insert(0) += 1;
     }
 
-    /// Records a latency sample (LATENCY LATEST/HISTORY) if above threshold.
-    pub fn latency_sample(&mut self, event: &'static str, ms: u64, now_s: i64) {
+    /// Records a latency sample (LATENCY LATEST/HISTORY) when `ms`
+    /// reaches `latency-monitor-threshold` (`threshold_ms`; 0: off).
+    pub fn latency_sample(&mut self, event: &'static str, ms: u64, threshold_ms: u64, now_s: i64) {
+        if threshold_ms == 0 || ms < threshold_ms {
+            return;
+        }
         let ev = self.latency.entry(event).or_default();
         if let Some(last) = ev.samples.back_mut() {
             if last.0 == now_s {

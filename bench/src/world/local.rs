@@ -316,7 +316,8 @@ impl Infra for LocalInfra {
                         id,
                         region: n.region.clone(),
                         attached: Some(n.name.clone()),
-                        created_ms: made_ms(&n.dir),
+                        // (Only a spare volume's age is looked at.)
+                        created_ms: None,
                     },
                 );
             }
