@@ -510,7 +510,7 @@ pub async fn hand_off_all(
     // (the new ones' included) need a leader to renew them before they
     // run out, sooner than the group would elect one by itself.
     let left = deadline.saturating_duration_since(std::time::Instant::now());
-    match c.transfer_leadership(left.min(Duration::from_secs(1))).await {
+    match c.transfer_leadership(left).await {
         Ok(Some(l)) => tracing::warn!(
             to = %l,
             ms = started.elapsed().as_millis() as u64,

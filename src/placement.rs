@@ -96,7 +96,15 @@ pub struct Placement {
     controller: Option<Arc<Controller>>,
     /// A batch of proposals to the controller is in flight.
     proposing: Arc<AtomicBool>,
+    /// When this placement started (see [`Placement::gone`]).
+    started: std::time::Instant,
 }
+
+/// How long a node that just started gives its cluster view to fill before
+/// it takes a member it has not heard of for gone. Joining brings the
+/// members within a gossip round or two (about 0.2 s on loopback); a few
+/// seconds cover Fly's slower wide-area profile too.
+const VIEW_SETTLE: Duration = Duration::from_secs(5);
 
 /// What placement needs of the cluster-wide gossip pool.
 #[derive(Clone)]
@@ -176,6 +184,7 @@ impl Placement {
             region: cluster.wan().identity().region.clone(),
             controller,
             proposing: Arc::new(AtomicBool::new(false)),
+            started: std::time::Instant::now(),
         });
         match p.load_saved() {
             Ok(rows) if !rows.is_empty() => {
@@ -300,6 +309,21 @@ impl Placement {
             }
         }
         live
+    }
+
+    /// Whether `machine`, a holder of some tenant, is gone (its place goes
+    /// to another node): the view has it suspect or down, or does not have
+    /// it at all once the view had [`VIEW_SETTLE`] to fill. A node that just
+    /// restarted (a leader that openraft resumes at once, on a migrated
+    /// machine) has heard of few members yet: replacing a holder only not
+    /// known yet would cost a healthy, in-sync copy its place and make a
+    /// full sync elsewhere. Alive without metadata yet is not gone either.
+    fn gone<'a>(&self, view: &'a ClusterView) -> impl Fn(&str) -> bool + 'a {
+        let settled = self.started.elapsed() >= VIEW_SETTLE;
+        move |machine| match view.member(machine) {
+            Some(m) => !(m.me || m.state == MemberState::Alive),
+            None => settled,
+        }
     }
 
     /// The catalog's entries and the role records, as held now.
@@ -445,6 +469,7 @@ impl Placement {
                 .collect(),
         );
         let live = self.live(&view);
+        let gone = self.gone(&view);
         let (entries, mut roles, version) = self.tables();
         let mut writes = Vec::new();
         // The region's group's records of the region's tenants, and every
@@ -475,7 +500,7 @@ impl Placement {
                     }
                 }
                 Some(rec) if rec.primary == self.me => {
-                    if let Some(next) = catalog::repair(rec, e, &live) {
+                    if let Some(next) = catalog::repair(rec, e, &live, &gone) {
                         tracing::info!(tenant = e.id, ?next, "replicas moved");
                         writes.push(next.row());
                         roles.insert(e.id, next);
@@ -505,7 +530,7 @@ impl Placement {
         }
         if let Some(c) = ctrl.filter(|c| c.is_leader()) {
             let tombstones = self.tombstones();
-            self.propose(c, &entries, &roles, &live, &tombstones);
+            self.propose(c, &entries, &roles, (&live, &gone), &tombstones);
         }
 
         let mut specs: Vec<TenantSpec> = Vec::new();
@@ -614,7 +639,7 @@ impl Placement {
         c: &Arc<Controller>,
         entries: &BTreeMap<u64, TenantEntry>,
         table: &BTreeMap<u64, RoleRecord>,
-        live: &LiveNodes,
+        (live, gone): (&LiveNodes, &dyn Fn(&str) -> bool),
         deleted: &std::collections::BTreeSet<u64>,
     ) {
         let applied = c.roles().records;
@@ -651,7 +676,7 @@ impl Placement {
                     }
                 }
                 Some(rec) => {
-                    if let Some(next) = catalog::repair(rec, e, live) {
+                    if let Some(next) = catalog::repair(rec, e, live, gone) {
                         cmds.push(Command::PutRole {
                             expect: Some((rec.epoch, rec.seq)),
                             record: next,

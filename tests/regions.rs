@@ -624,8 +624,14 @@ fn a_primary_moves_out_of_a_leased_region_with_nothing_lost() {
 /// SIGTERM, started again from its directory (its volume) with the same
 /// machine name at `127.0.<net>.<octet>`. Returns it as it is now.
 fn migrate(w: &mut World, name: &str, octet: u8) -> anykv_bench::world::NodeInfo {
+    move_host(w, name, "-TERM", octet)
+}
+
+/// [`migrate`], the node stopped by `signal` (`-KILL`: its host died, and
+/// Fly starts the machine on another one from its volume).
+fn move_host(w: &mut World, name: &str, signal: &str, octet: u8) -> anykv_bench::world::NodeInfo {
     let before = w.node(name).expect("the node").clone();
-    w.signal(name, "-TERM").expect("stopping the node");
+    w.signal(name, signal).expect("stopping the node");
     let std::net::IpAddr::V4(old) = before.ip else {
         panic!("IPv4 loopback")
     };
@@ -804,6 +810,15 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
             })
         },
     );
+    wait_for(
+        "the group counting the standby in sync",
+        Duration::from_secs(30),
+        || {
+            let p = common::placed_tenant(&w, 1);
+            p["in_sync"].is_string() && p["in_sync"] == p["standby"]
+        },
+    );
+    let placed = common::placed_tenant(&w, 1);
     let moved = migrate(&mut w, voter, 10);
     wait_alive_at(&w, &via, voter, moved.ip);
     // A record the group commits now (a new database's) is applied on the
@@ -846,6 +861,105 @@ fn a_migrated_machine_rejoins_as_itself_at_its_new_address() {
         i += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Nor did the voter's restart move any copy: it led the group and
+    // leads again at once (openraft resumes it), before it has heard of
+    // the other members; it must not take the in-sync standby it has not
+    // heard of yet for gone and place the standby on itself.
+    let after = common::placed_tenant(&w, 1);
+    for field in ["epoch", "primary", "standby", "in_sync"] {
+        assert_eq!(
+            after[field], placed[field],
+            "{field}: {after} after {placed}"
+        );
+    }
+    let copies = |p: &serde_json::Value| -> Vec<(String, String)> {
+        p["replicas"].as_array().map_or_else(Vec::new, |rs| {
+            rs.iter()
+                .map(|r| (r["node"].to_string(), r["region"].to_string()))
+                .collect()
+        })
+    };
+    assert_eq!(copies(&after), copies(&placed), "{after} after {placed}");
+    w.stop(Duration::from_secs(10));
+}
+
+/// The controller's leader dies (kill -9: no handoff, no leadership
+/// transfer) and its machine starts again at once on another host.
+/// openraft resumes it as the leader of the same term, with no election,
+/// before it has heard of the other members. It must not take the copies
+/// it has not heard of yet for gone (before, it moved the in-sync standby
+/// onto itself, a full sync), and the database's primary must keep its
+/// lease: its renewals find the leader at its new address as soon as the
+/// cluster view has it there (before, they went to the old address until
+/// the group committed the move). Writes go on throughout.
+#[test]
+fn a_leader_that_crashes_and_comes_back_elsewhere_moves_nothing() {
+    let _turn = one_world_at_a_time();
+    let (mut w, _dir, _reaper) = world("regions-crash", 79, 24500, &[("iad", 3), ("cdg", 1)]);
+    wait_group_holds_record(&w);
+    let leader_of = |w: &World, via: &str| -> Option<(String, u64)> {
+        let v = w.cluster_view(via)?;
+        let c = v["controllers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["region"] == "iad")?
+            .clone();
+        Some((c["leader"].as_str()?.to_string(), c["term"].as_u64()?))
+    };
+    wait_for(
+        "the standby in sync, and a leader with no copy",
+        Duration::from_secs(30),
+        || {
+            let p = common::placed_tenant(&w, 1);
+            let in_sync = p["in_sync"].is_string() && p["in_sync"] == p["standby"];
+            in_sync
+                && leader_of(&w, "n1").is_some_and(|(l, _)| l != p["primary"] && l != p["standby"])
+        },
+    );
+    let placed = common::placed_tenant(&w, 1);
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let (leader, term) = leader_of(&w, &primary).expect("the group's leader");
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let p_resp = w.node(&primary).expect("primary").resp;
+    let writer = spawn_writer(p_resp, "w", stop.clone(), count.clone());
+    wait_for("writes going", Duration::from_secs(10), || {
+        count.load(Ordering::Relaxed) > 20
+    });
+
+    let moved = move_host(&mut w, &leader, "-KILL", 11);
+    wait_alive_at(&w, &primary, &leader, moved.ip);
+    // Writes for three lease periods from there.
+    let at = count.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, errors, slowest) = writer.join().expect("the writer");
+    assert!(
+        errors.is_empty(),
+        "{} writes failed: {errors:?}",
+        errors.len()
+    );
+    assert!(
+        acked.len() as u64 > at + 100,
+        "writes went on: {} before the move was seen, {} in all",
+        at,
+        acked.len()
+    );
+    // It came back leading the term it led: resumed, not elected (this
+    // test is about that case).
+    assert_eq!(
+        leader_of(&w, &primary),
+        Some((leader.clone(), term)),
+        "the same leader at the same term"
+    );
+    let after = common::placed_tenant(&w, 1);
+    for field in ["epoch", "primary", "standby", "in_sync"] {
+        assert_eq!(
+            after[field], placed[field],
+            "{field}: {after} after {placed}"
+        );
+    }
+    eprintln!("{} writes, slowest {slowest:?}", acked.len());
     w.stop(Duration::from_secs(10));
 }
 

@@ -407,12 +407,19 @@ pub fn place(entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
 }
 
 /// The record with the standby and read-region replicas whose nodes are
-/// gone replaced (and missing ones filled, e.g. a read region added), each
-/// by the best live node not already holding the tenant; nodes still alive
-/// keep their place. The primary is never changed here. `None` when
-/// nothing changes.
-pub fn repair(rec: &RoleRecord, entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
-    let alive = |m: &str| live.values().any(|v| v.iter().any(|x| x == m));
+/// `gone` replaced (and missing ones filled, e.g. a read region added),
+/// each by the best live node not already holding the tenant; other nodes
+/// keep their place. `gone` is the caller's judgement, not merely "not in
+/// `live`": a node that just started has heard of few members yet, and a
+/// holder it does not know of is not gone. The primary is never changed
+/// here. `None` when nothing changes.
+pub fn repair(
+    rec: &RoleRecord,
+    entry: &TenantEntry,
+    live: &LiveNodes,
+    gone: impl Fn(&str) -> bool,
+) -> Option<RoleRecord> {
+    let alive = |m: &str| !gone(m);
     let mut next = rec.clone();
     let taken = |r: &RoleRecord, m: &str| r.holders().contains(&m);
     let best = |r: &RoleRecord, region: &str| -> Option<String> {
@@ -554,6 +561,30 @@ mod tests {
         );
     }
 
+    /// Gone: not in `l` (a view that has settled).
+    fn absent(l: &LiveNodes) -> impl Fn(&str) -> bool + '_ {
+        |m| !l.values().any(|v| v.iter().any(|x| x == m))
+    }
+
+    #[test]
+    fn a_holder_not_known_yet_is_not_replaced() {
+        let all = live(&[("iad", &["a", "b", "c"]), ("cdg", &["d", "e"])]);
+        let mut e = entry(3);
+        e.read_regions = vec!["cdg".into()];
+        let rec = place(&e, &all).unwrap();
+        // Just started: this node knows only itself and the primary.
+        let early = live(&[("iad", &[rec.primary.as_str()]), ("cdg", &[])]);
+        assert_eq!(repair(&rec, &e, &early, |_| false), None);
+        // The standby is known to be down: replaced by the third iad node.
+        let sb = rec.standby.clone().unwrap();
+        let rest: Vec<&str> = ["a", "b", "c"].into_iter().filter(|m| *m != sb).collect();
+        let l = live(&[("iad", &rest), ("cdg", &["d", "e"])]);
+        let next = repair(&rec, &e, &l, |m| m == sb).expect("repaired");
+        assert_ne!(next.standby.as_deref(), Some(sb.as_str()));
+        assert_eq!(next.in_sync, None);
+        assert_eq!(next.replicas, rec.replicas);
+    }
+
     #[test]
     fn a_leaving_node_moves_only_what_it_held_and_never_the_primary() {
         let before = live(&[("iad", &["a", "b", "c"]), ("cdg", &["d", "e", "f"])]);
@@ -567,10 +598,10 @@ mod tests {
                 ("iad", &["a", "b", "c", "x"]),
                 ("cdg", &["d", "e", "f", "y"]),
             ]);
-            assert_eq!(repair(&rec, &e, &joined), None);
+            assert_eq!(repair(&rec, &e, &joined, absent(&joined)), None);
             // "d" leaves: only the tenants whose cdg replica it was move.
             let left = live(&[("iad", &["a", "b", "c"]), ("cdg", &["e", "f"])]);
-            match repair(&rec, &e, &left) {
+            match repair(&rec, &e, &left, absent(&left)) {
                 None => assert_ne!(rec.replicas["cdg"], "d"),
                 Some(next) => {
                     assert_eq!(rec.replicas["cdg"], "d");
@@ -586,7 +617,7 @@ mod tests {
             let alone = live(&[("iad", &["a", "b", "c"]), ("cdg", &[])]);
             let mut single = rec.clone();
             single.replicas.insert("cdg".into(), "d".into());
-            assert_eq!(repair(&single, &e, &alone), None);
+            assert_eq!(repair(&single, &e, &alone, absent(&alone)), None);
             // The primary's node leaves: the record keeps it (failover is
             // the controller's decision), the standby stays.
             let primary_gone: Vec<String> = ["a", "b", "c"]
@@ -596,7 +627,7 @@ mod tests {
                 .collect();
             let mut l = before.clone();
             l.insert("iad".into(), primary_gone);
-            if let Some(next) = repair(&rec, &e, &l) {
+            if let Some(next) = repair(&rec, &e, &l, absent(&l)) {
                 assert_eq!(next.primary, rec.primary);
             }
         }

@@ -18,7 +18,9 @@
 //! it then), and a new leader is elected only once its voters have not
 //! heard from the old one for at least the election timeout (openraft's
 //! voters refuse before that), so the wait is the lease period less the
-//! minimum election timeout (the `credit`).
+//! minimum election timeout (the `credit`). A leader that openraft resumes
+//! after a restart (it led when it stopped) was not elected, and waits the
+//! whole period.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -97,6 +99,9 @@ pub struct Leases {
     taking_over: bool,
     /// The credit of the term this node leads.
     term_credit: Duration,
+    /// A term this node led before it restarted: resumed without an
+    /// election, it earns no credit.
+    resumed: Option<u64>,
 }
 
 impl Leases {
@@ -118,7 +123,8 @@ impl Leases {
         if self.leader_since.map(|l| l.0) != Some(term) {
             self.leader_since = Some((term, now));
             self.renewed.clear();
-            self.term_credit = if std::mem::take(&mut self.taking_over) {
+            let resumed = self.resumed.take() == Some(term);
+            self.term_credit = if std::mem::take(&mut self.taking_over) || resumed {
                 Duration::ZERO
             } else {
                 self.credit
@@ -137,6 +143,15 @@ impl Leases {
     /// once), so the wait before judging leases is a whole period.
     pub fn take_over(&mut self) {
         self.taking_over = true;
+    }
+
+    /// This node led `term` before it restarted, and openraft resumes it
+    /// as that term's leader at once: the leases its last run granted may
+    /// have been renewed just before it stopped, and no voter waited out
+    /// an election timeout since, so that term earns no credit (the wait
+    /// before judging leases is a whole period from the restart).
+    pub fn resume(&mut self, term: u64) {
+        self.resumed = Some(term);
     }
 
     /// Records what `machine` said it applied.
@@ -313,6 +328,27 @@ mod tests {
         assert!(l.settled(t0 + Duration::from_millis(2100), lease));
         // Its next term, won by an election, earns the credit again.
         l.lead(4, t0);
+        assert!(l.settled(t0 + Duration::from_millis(1100), lease));
+    }
+
+    #[test]
+    fn a_leader_resumed_after_a_restart_waits_a_whole_lease() {
+        let lease = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut l = Leases::new(Duration::from_secs(1));
+        l.resume(4);
+        l.lead(4, t0);
+        assert!(!l.settled(t0 + Duration::from_millis(1500), lease));
+        assert!(!l.lapsed("a", t0 + Duration::from_millis(1500), lease));
+        assert!(l.settled(t0 + Duration::from_millis(2100), lease));
+        // A later term, won by an election, earns the credit again.
+        l.lead(5, t0);
+        assert!(l.settled(t0 + Duration::from_millis(1100), lease));
+        // Resumed at another term than the one led (a newer vote came
+        // first): that term was won by an election.
+        let mut l = Leases::new(Duration::from_secs(1));
+        l.resume(4);
+        l.lead(6, t0);
         assert!(l.settled(t0 + Duration::from_millis(1100), lease));
     }
 

@@ -53,6 +53,10 @@ pub const MIN_VOTERS: usize = 3;
 /// How long the region's view must hold still before a group is formed.
 pub const STABLE_FOR: Duration = Duration::from_secs(2);
 
+/// How long a leaving leader's transfer of its leadership may take, once
+/// its vote is free to go (see [`Controller::transfer_leadership`]).
+const TRANSFER_TIME: Duration = Duration::from_secs(1);
+
 /// How often the controller looks at membership and publishes its state.
 const TICK: Duration = Duration::from_millis(300);
 
@@ -148,10 +152,10 @@ impl Controller {
         let db = log::Db::open(&cfg.dir.join("controller.db"))
             .map_err(|e| ControllerError::Db(e.to_string()))?;
         let machine = machine::Machine::open(db.clone()).map_err(ControllerError::Db)?;
-        let was_formed = db
+        let vote = db
             .get::<openraft::Vote<u64>>("vote")
-            .map_err(ControllerError::Db)?
-            .is_some();
+            .map_err(ControllerError::Db)?;
+        let was_formed = vote.is_some();
         let hb = cfg.heartbeat.as_millis().max(10) as u64;
         let config = openraft::Config {
             cluster_name: format!("anykv-{}", cfg.region),
@@ -166,6 +170,16 @@ impl Controller {
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
         // The leases' election credit: the shortest election timeout.
         let credit = Duration::from_millis(config.election_timeout_min);
+        let mut leases = lease::Leases::new(credit);
+        // Led the group when it stopped: openraft restarts it as the
+        // leader of the same term, with no election (`Engine::startup`),
+        // so nothing made the voters wait out an election timeout since
+        // the leases its last run granted.
+        if let Some(v) = vote.filter(|v| {
+            v.is_committed() && v.leader_id().voted_for() == Some(node_id(&cfg.machine))
+        }) {
+            leases.resume(v.leader_id().get_term());
+        }
         let region: Arc<str> = cfg.region.as_str().into();
         let network = net::Network {
             syncer: syncer.clone(),
@@ -186,7 +200,7 @@ impl Controller {
             cfg,
             view,
             syncer: syncer.clone(),
-            leases: parking_lot::Mutex::new(lease::Leases::new(credit)),
+            leases: parking_lot::Mutex::new(leases),
             was_formed,
             absent: Default::default(),
             unsynced: Default::default(),
@@ -446,7 +460,7 @@ impl Controller {
                 .map(|g| self.granted(sent, g))
                 .map_err(|e| e.to_string());
         }
-        let addr = leader_addr(&m, leader)?;
+        let addr = self.addr_of(&m, leader)?;
         match net::renew(
             &self.syncer,
             &self.cfg.region,
@@ -547,7 +561,7 @@ impl Controller {
         if leader == node_id(&self.cfg.machine) {
             return self.hand_off(tenant, &self.cfg.machine).await;
         }
-        let addr = leader_addr(&m, leader)?;
+        let addr = self.addr_of(&m, leader)?;
         net::hand_off(
             &self.syncer,
             &self.cfg.region,
@@ -569,15 +583,18 @@ impl Controller {
     /// the voter's `trigger().elect()`, and this node's vote (a follower
     /// refuses votes while it heard from its leader within the lease; the
     /// leader's own vote is not held back so). The new leader earns no
-    /// election credit for that term (`Leases::take_over`). Returns the
-    /// new leader (None when this node does not lead), all within `limit`.
+    /// election credit for that term (`Leases::take_over`). A leader
+    /// elected just before first waits until its own vote may go to
+    /// another (up to openraft's leader lease and a heartbeat); the
+    /// transfer itself then has a second. Returns the new leader (None when
+    /// this node does not lead), all within `limit`.
     pub async fn transfer_leadership(&self, limit: Duration) -> Result<Option<String>, String> {
         let m = self.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return Ok(None);
         }
         let me = node_id(&self.cfg.machine);
-        let end = Instant::now() + limit;
+        let budget_end = Instant::now() + limit;
         // This node refuses a vote itself while its own vote is younger
         // than openraft's leader lease (the maximum election timeout): a
         // leader elected just now waits that out first (a heartbeat more).
@@ -588,6 +605,7 @@ impl Controller {
         if led < young {
             tokio::time::sleep((young - led).min(limit)).await;
         }
+        let end = (Instant::now() + TRANSFER_TIME).min(budget_end);
         let m = self.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return Ok(None);
@@ -609,7 +627,7 @@ impl Controller {
                     .next()
             })
             .ok_or("no other voter has the whole log")?;
-        let addr = leader_addr(&m, target)?;
+        let addr = self.addr_of(&m, target)?;
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(format!("no time left within {limit:?}"));
@@ -798,6 +816,30 @@ impl Controller {
             .iter()
             .find(|m| node_id(&m.machine) == id)
             .map_or_else(|| format!("{id:016x}"), |m| m.machine.clone())
+    }
+
+    /// The sync endpoint of the group's member `id`: where the cluster
+    /// view has it alive now, else the membership's. A member that moved
+    /// (a Fly machine migrated to another host) is in the view at its new
+    /// address a gossip round after it started there; the membership has
+    /// it only once the leader committed the change, which takes longer,
+    /// and longer still when the member that moved is the leader itself
+    /// (openraft restarts a leader as the leader): its primaries' lease
+    /// renewals must not go to the old address meanwhile.
+    fn addr_of(
+        &self,
+        m: &openraft::RaftMetrics<u64, Peer>,
+        id: u64,
+    ) -> Result<SocketAddr, &'static str> {
+        let viewed = self.region_alive().remove(&self.machine_of(id));
+        viewed
+            .or_else(|| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .and_then(|n| n.addr.parse().ok())
+            })
+            .ok_or("the leader's address is unknown")
     }
 
     /// The region's alive nodes (this one included): machine → sync
@@ -993,18 +1035,6 @@ impl Controller {
             Err(e) => tracing::warn!(%machine, "controller: removing: {e}"),
         }
     }
-}
-
-/// The sync endpoint of the group's leader `leader`, from the membership.
-fn leader_addr(
-    m: &openraft::RaftMetrics<u64, Peer>,
-    leader: u64,
-) -> Result<SocketAddr, &'static str> {
-    m.membership_config
-        .membership()
-        .get_node(&leader)
-        .and_then(|n| n.addr.parse().ok())
-        .ok_or("the leader's address is unknown")
 }
 
 /// As the leader: announces every record whose epoch changed (a
