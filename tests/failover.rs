@@ -54,6 +54,29 @@ fn caught_up(p: &mut RespConn, r: &mut RespConn) {
     });
 }
 
+/// An anykv primary and its redis-server replica, linked and caught up.
+fn primary_and_caught_up_replica() -> (ServerProcess, RespConn, ServerProcess, RespConn) {
+    let p_srv = start_anykv();
+    let mut p = p_srv.connect();
+    let r_srv = start_redis_replica_of(p_srv.port);
+    let mut r = r_srv.connect();
+    wait_for("the replica's link", Duration::from_secs(20), || {
+        linked(&mut r)
+    });
+    caught_up(&mut p, &mut r);
+    (p_srv, p, r_srv, r)
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to the server's process.
+fn signal(srv: &ServerProcess, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &srv.pid().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
 /// A client incrementing a counter until told to stop: the last value the
 /// primary acknowledged, and how many increments were refused (`READONLY`
 /// once the old primary follows the new one).
@@ -206,22 +229,8 @@ fn a_redis_server_primary_hands_over_to_its_anykv_replica() {
 /// does the same at once; anykv stays the primary throughout.
 #[test]
 fn a_failover_that_cannot_finish_gives_up_and_lets_writes_through() {
-    let p_srv = start_anykv();
-    let mut p = p_srv.connect();
-    let r_srv = start_redis_replica_of(p_srv.port);
-    let mut r = r_srv.connect();
-    wait_for("the replica's link", Duration::from_secs(20), || {
-        linked(&mut r)
-    });
-    caught_up(&mut p, &mut r);
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &r_srv.pid().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig}");
-    };
+    let (p_srv, mut p, r_srv, mut r) = primary_and_caught_up_replica();
+    let signal = |sig: &str| signal(&r_srv, sig);
     signal("-STOP");
 
     // TIMEOUT: a write sent meanwhile waits, then runs.
@@ -272,4 +281,62 @@ fn a_failover_that_cannot_finish_gives_up_and_lets_writes_through() {
     signal("-CONT");
     caught_up(&mut p, &mut r);
     compare(&keyspace_of(&mut p), &keyspace_of(&mut r));
+}
+
+/// `FAILOVER TO host port TIMEOUT ms FORCE`: the target has not
+/// acknowledged the primary's last write when the time is up (it is
+/// stopped), and the failover goes on anyway, as Redis's does: the primary
+/// follows the target, which takes over once it runs again, with the write
+/// it had not acknowledged (it was in its socket).
+#[test]
+fn a_forced_failover_goes_on_past_its_timeout() {
+    let (_p_srv, mut p, r_srv, mut r) = primary_and_caught_up_replica();
+    let signal = |sig: &str| signal(&r_srv, sig);
+    signal("-STOP");
+    assert_eq!(
+        call(&mut p, &["SET", "unacked", "1"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    let port = r_srv.port.to_string();
+    assert_eq!(
+        call(
+            &mut p,
+            &[
+                "FAILOVER",
+                "TO",
+                "127.0.0.1",
+                &port,
+                "TIMEOUT",
+                "300",
+                "FORCE"
+            ]
+        ),
+        Value::Simple(b"OK".to_vec())
+    );
+    assert_eq!(
+        info(&mut p, "replication", "master_failover_state").as_deref(),
+        Some("waiting-for-sync")
+    );
+    // Past the timeout it does not give up: it hands over, and waits for
+    // the stopped target's answer.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        info(&mut p, "replication", "master_failover_state").as_deref(),
+        Some("failover-in-progress")
+    );
+    signal("-CONT");
+    wait_for("the roles swapped", Duration::from_secs(20), || {
+        role(&mut p) == "slave" && role(&mut r) == "master"
+    });
+    assert_eq!(
+        call(&mut r, &["GET", "unacked"]),
+        Value::Bulk(b"1".to_vec())
+    );
+    assert_eq!(
+        call(&mut r, &["SET", "after", "1"]),
+        Value::Simple(b"OK".to_vec())
+    );
+    wait_for("the old primary following", Duration::from_secs(20), || {
+        call(&mut p, &["GET", "after"]) == Value::Bulk(b"1".to_vec())
+    });
 }

@@ -503,6 +503,95 @@ fn min_replicas_and_stale_replicas_refuse_as_configured() {
     );
 }
 
+/// `INFO replication`'s fields, in order, with their values.
+fn replication_fields(c: &mut RespConn) -> Vec<(String, String)> {
+    let Value::Bulk(text) = call(c, &["INFO", "replication"]) else {
+        panic!("INFO replication");
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The field names, less the per-replica `slaveN` lines.
+fn field_names(fields: &[(String, String)]) -> Vec<&str> {
+    fields
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !k.starts_with("slave") || !k[5..].starts_with(|c: char| c.is_ascii_digit()))
+        .collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `INFO replication` has redis-server 7.0's fields, in its order, in each
+/// state: a primary under `min-replicas-to-write` (`min_slaves_good_slaves`),
+/// a replica whose primary was never reached (`master_link_down_since_seconds`
+/// -1), and one whose link was up and went down (the seconds since).
+#[test]
+fn info_replication_has_redis_fields_in_each_state() {
+    let min = [
+        "--min-replicas-to-write",
+        "1",
+        "--min-replicas-max-lag",
+        "10",
+    ];
+    let anykv = start_anykv_with(&anykv_bin(), &min);
+    let redis = start_redis(&min.map(String::from));
+    let (mut a, mut r) = (anykv.connect(), redis.connect());
+    let (fa, fr) = (replication_fields(&mut a), replication_fields(&mut r));
+    assert_eq!(field_names(&fa), field_names(&fr), "a primary");
+    assert_eq!(field(&fa, "min_slaves_good_slaves"), Some("0"));
+
+    // Replicas of a port nothing listens on.
+    let closed = common::free_port().to_string();
+    for c in [&mut a, &mut r] {
+        call(c, &["REPLICAOF", "127.0.0.1", &closed]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (fa, fr) = (replication_fields(&mut a), replication_fields(&mut r));
+    assert_eq!(field_names(&fa), field_names(&fr), "a replica never linked");
+    assert_eq!(field(&fa, "master_link_down_since_seconds"), Some("-1"));
+
+    // Replicas of a primary that goes away after their link was up.
+    let primary = start_redis(&[]);
+    let port = primary.port.to_string();
+    for c in [&mut a, &mut r] {
+        call(c, &["REPLICAOF", "127.0.0.1", &port]);
+    }
+    for c in [&mut a, &mut r] {
+        wait_for("the link up", Duration::from_secs(20), || {
+            info(c, "replication", "master_link_status").as_deref() == Some("up")
+        });
+    }
+    let (fa, fr) = (replication_fields(&mut a), replication_fields(&mut r));
+    assert_eq!(field_names(&fa), field_names(&fr), "a replica linked");
+    drop(primary);
+    for c in [&mut a, &mut r] {
+        wait_for("the link down", Duration::from_secs(20), || {
+            info(c, "replication", "master_link_status").as_deref() == Some("down")
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let (fa, fr) = (replication_fields(&mut a), replication_fields(&mut r));
+    assert_eq!(
+        field_names(&fa),
+        field_names(&fr),
+        "a replica whose link went down"
+    );
+    let since: i64 = field(&fa, "master_link_down_since_seconds")
+        .and_then(|v| v.parse().ok())
+        .expect("master_link_down_since_seconds");
+    assert!((1..=30).contains(&since), "down since {since} s");
+}
+
 /// An anykv primary holding `n` keys (DEBUG POPULATE's `key:<i>`).
 fn populated_primary(n: usize) -> (ServerProcess, RespConn) {
     let primary = start_anykv_with(&anykv_bin(), &["--enable-debug-command", "yes"]);

@@ -580,6 +580,76 @@ fn client_pause_write_delays_writes_not_reads() {
     );
 }
 
+/// CLIENT PAUSE WRITE holds what redis-server 7.0 holds: the commands that
+/// write or may replicate (EVAL, EVALSHA and FCALL whatever the script
+/// does, unless its shebang or the function's flags say `no-writes`;
+/// PUBLISH, SPUBLISH; PFCOUNT, which may rewrite its key's encoding and
+/// propagate), not EVAL_RO, FCALL_RO or reads. Each case gets its own pause; a held command is answered once
+/// the pause ends. Run against the reference (`ANYKV_SERVER_TEST_REFERENCE=1`)
+/// this passes as it does against anykv.
+#[test]
+fn client_pause_write_holds_what_may_replicate() {
+    let srv = start(&[]);
+    let mut admin = srv.connect();
+    let mut c = srv.connect();
+    assert_eq!(c.cmd(&["PFADD", "h", "a", "b"]).unwrap(), Value::Int(1));
+    let lib = "#!lua name=pauselib\n\
+        redis.register_function('f', function() return 1 end)\n\
+        redis.register_function{function_name='fro', callback=function() return 1 end, flags={'no-writes'}}";
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", lib]).unwrap(),
+        Value::Bulk(b"pauselib".to_vec())
+    );
+    let Value::Bulk(sha) = c.cmd(&["SCRIPT", "LOAD", "return 1"]).unwrap() else {
+        panic!("SCRIPT LOAD gave no sha")
+    };
+    let sha = String::from_utf8(sha).expect("a hex sha");
+    let no_writes = "#!lua flags=no-writes\nreturn 1";
+    let cases: &[(&[&str], bool)] = &[
+        (&["PFCOUNT", "h"], true),
+        (&["EVAL", "return 1", "0"], true),
+        (&["EVAL", no_writes, "0"], false),
+        (&["FCALL", "fro", "0"], false),
+        (&["EVALSHA", &sha, "0"], true),
+        (&["FCALL", "f", "0"], true),
+        (&["PUBLISH", "ch", "x"], true),
+        (&["SPUBLISH", "ch", "x"], true),
+        (&["SET", "k", "v"], true),
+        (&["EVAL_RO", "return 1", "0"], false),
+        (&["EVALSHA_RO", &sha, "0"], false),
+        (&["FCALL_RO", "fro", "0"], false),
+        (&["GET", "h"], false),
+        (&["PFCOUNT", "h", "nosuchkey"], true),
+    ];
+    for (args, held) in cases {
+        assert_simple(admin.cmd(&["CLIENT", "PAUSE", "300", "WRITE"]), "OK");
+        let t0 = Instant::now();
+        let reply = c.cmd(args).unwrap();
+        let took = t0.elapsed();
+        assert!(
+            !matches!(reply, Value::Error(_)),
+            "{args:?} answered {reply:?}"
+        );
+        // Held: answered when the pause ends (up to 1 ms early, as the
+        // pause's end is a whole millisecond of the server's clock). Not
+        // held: answered at once (well under the pause).
+        assert_eq!(
+            took >= Duration::from_millis(290),
+            *held,
+            "{args:?} during CLIENT PAUSE 300 WRITE was answered after {took:?}"
+        );
+        assert_simple(admin.cmd(&["CLIENT", "UNPAUSE"]), "OK");
+    }
+    // For the same reason a read-only script may not call PFCOUNT.
+    let reply = c
+        .cmd(&["EVAL_RO", "return redis.call('pfcount', KEYS[1])", "1", "h"])
+        .unwrap();
+    assert!(
+        matches!(&reply, Value::Error(e) if e.starts_with(b"ERR Write commands are not allowed from read-only scripts.")),
+        "{reply:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 2. redis-cli and the inline protocol
 // ---------------------------------------------------------------------------

@@ -109,9 +109,12 @@ fn a_world_starts_records_its_nodes_and_restarts_a_killed_one() {
         .expect("n3 back in every view");
 
     // The shaper at runtime: n3 isolated from everyone, then healed. (n3
-    // is alone in its region: a partition between two nodes of one region
-    // does not heal today — their region pool never rejoins, see
-    // docs/CLUSTER.md — so this test isolates the node that has none.)
+    // is alone in its region. This test was written to isolate it when a
+    // partition between two nodes of one region did not heal; since
+    // a8a3bb3 it does — the merge in gossip/src/cluster.rs announces to
+    // same-region nodes the cluster-wide pool hears but the region pool
+    // holds down, see docs/CLUSTER.md — and the fault harness's overlapping
+    // faults cover that case, not this test.)
     let n3 = w.node("n3").unwrap().ip.to_string();
     w.shape(&serde_json::json!({ "isolate": [n3] }))
         .expect("isolate n3");

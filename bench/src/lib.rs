@@ -17,18 +17,28 @@
 //!   SIGSTOP, partitions, a clock offset) run on a world while clients
 //!   write and read, checked with [`history`] (`tests/faults.rs` in CI,
 //!   `scripts/soak.sh` for many more seeds).
+//! - [`load`]: `anykv bench load`, a load generator for any
+//!   Redis-compatible endpoint (closed or open loop, uniform or zipfian
+//!   keys), reporting throughput and HDR latencies.
+//! - [`global`]: `anykv bench global`, what multi-region buys, measured
+//!   per region on a world (or a real deployment) against two baselines,
+//!   then the primary killed mid-run; a Markdown report and SVG plots.
+//! - [`scale`]: `anykv bench regions`, what scaling regions costs: adding
+//!   a region that holds a database (against a bulk copy of its bytes),
+//!   removing its primary region under writes.
+//! - [`demo`]: `anykv demo`, the whole service on one machine (a DNS zone,
+//!   nodes on a [`world`], the sidecar and a fake Fly, a provisioned
+//!   database).
 //!
-//! The store benchmarks are Python scripts that drive `redis-benchmark`
-//! against `anykv server` and `redis-server` side by side:
-//! `bench/scripts/compare.py` (throughput, latency, memory),
-//! `bench/scripts/cpu.py` (CPU per request), `bench/scripts/persistence.py`
-//! (AOF throughput, restart time, memory during a background save) and
-//! `bench/scripts/replication.py` (replication lag, what a replica costs a
-//! primary, full sync); results are in `docs/BENCHMARKS.md`. The
-//! emulated multi-region world is `anykv demo` ([`demo`]), using the
-//! RTT table in `bench/data/region-rtt.csv`. Planned here: load
-//! generation, the world launcher used by benchmarks, and Markdown/SVG
-//! reports.
+//! `anykv bench` is docs/BENCH.md. The store benchmarks are Python
+//! scripts that drive `redis-benchmark` against `anykv server` and
+//! `redis-server` side by side: `bench/scripts/compare.py` (throughput,
+//! latency, memory), `bench/scripts/cpu.py` (CPU per request),
+//! `bench/scripts/persistence.py` (AOF throughput, restart time, memory
+//! during a background save) and `bench/scripts/replication.py`
+//! (replication lag, what a replica costs a primary, full sync); results
+//! are in `docs/BENCHMARKS.md`. The worlds use the RTT table in
+//! `bench/data/region-rtt.csv`.
 
 pub mod client;
 pub mod demo;

@@ -142,6 +142,19 @@ fn declared_script_flags(
     flags.filter(|f| f.declared)
 }
 
+/// Whether CLIENT PAUSE WRITE holds the command: a write or a command that
+/// may replicate (Redis 7.0's `is_may_replicate_command`). A script or
+/// function that declares its flags is a write unless it says
+/// `no-writes`, and nothing else (Redis's `scriptFlagsToCmdFlags` drops
+/// the command's own may-replicate then): a read-only one runs during the
+/// pause.
+fn may_replicate(t: &Tenant, r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
+    match declared_script_flags(t, r, args) {
+        Some(f) => !f.no_writes,
+        None => r.may_replicate,
+    }
+}
+
 /// Whether a script or function that declares its flags may not start
 /// over the memory limit: it may write and says nothing of `allow-oom`.
 fn script_denies_oom(t: &Tenant, r: &crate::cmd::table::Registered, args: &[&[u8]]) -> bool {
@@ -1075,7 +1088,7 @@ pub(crate) fn run(
         let mode = t.pause_now(now_ms);
         if mode == PauseMode::All
             || (mode == PauseMode::Write
-                && (r.may_replicate
+                && (may_replicate(t, r, args)
                     || (r.fullname == "exec" && queued_any(s, |q| q.may_replicate))))
         {
             return Outcome::Paused;

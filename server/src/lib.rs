@@ -29,6 +29,13 @@
 //! - [`evict`]: `maxmemory` policies and eviction.
 //! - [`blocking`]: clients blocked in BLPOP and friends, served in order.
 //! - [`pubsub`]: channels, patterns and keyspace notifications per tenant.
+//! - [`tracking`]: client-side caching (`CLIENT TRACKING`): which clients
+//!   read which keys, and their invalidation messages
+//!   (docs/CLIENT_CACHING.md).
+//! - [`geohash`]: Redis 7.0's geohashes (52-bit scores, the nine areas a
+//!   search scans, haversine distance) for the commands in `cmd/geo.rs`.
+//! - [`hll`]: HyperLogLog strings laid out byte for byte as Redis 7.0's
+//!   (sparse and dense), and its estimator.
 //! - [`script`]: Lua scripts and function libraries as Redis 7.0 runs
 //!   them (docs/SCRIPTING.md).
 //!
@@ -52,6 +59,8 @@
 //! - [`acl`]: ACL users and their rules.
 //! - [`alloc`]: the counting global allocator and per-tenant memory
 //!   accounts.
+//! - [`meter`]: what each database's customers used on this node, and the
+//!   usage log the sidecar bills from (docs/METERING.md).
 //!
 //! Support:
 //! - [`config`]: parameters with redis-server's names, defaults, file

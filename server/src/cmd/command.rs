@@ -36,11 +36,12 @@ fn reply_info(ctx: &mut Ctx, r: &Registered) {
     ctx.out.array(10);
     ctx.out.bulk(r.fullname.as_bytes());
     ctx.out.int(spec.arity as i64);
-    // "protected" is internal (Redis's CMD_PROTECTED is not reported either).
+    // "protected" and "may_replicate" are internal: redis-server 7.0.15
+    // reports neither (its CMD_PROTECTED and CMD_MAY_REPLICATE).
     let flags: Vec<&str> = spec
         .flags
         .split(' ')
-        .filter(|f| !f.is_empty() && *f != "protected")
+        .filter(|f| !f.is_empty() && *f != "protected" && *f != "may_replicate")
         .collect();
     ctx.out.set(flags.len());
     for f in flags {

@@ -264,7 +264,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 {
                     let mut l = String::new();
                     crate::repl::replica::info_lines(ctx.t, &mut l);
-                    crate::repl::primary::info_lines(ctx.t, &mut l);
+                    crate::repl::primary::info_lines(ctx.t, ctx.set.min_replicas, &mut l);
                     l
                 },
                 crate::repl::failover::state_name(ctx.t.failover.as_ref()),

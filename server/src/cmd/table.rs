@@ -140,7 +140,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("substr", 4, "readonly", 1, 1, 1, "@read @string @slow", Read, Allowed, "string", "1.0.0", "Get a substring of the string stored at a key", string::getrange),
     cmd!("setrange", 4, "write denyoom", 1, 1, 1, RW, Write, Allowed, "string", "2.2.0", "Overwrite part of a string at key starting at the specified offset", string::setrange),
     cmd!("pfadd", -2, "write denyoom fast", 1, 1, 1, "@write @hyperloglog @fast", Write, Allowed, "hyperloglog", "2.8.9", "Adds the specified elements to the specified HyperLogLog.", hyperloglog::pfadd),
-    cmd!("pfcount", -2, "readonly", 1, -1, 1, "@read @hyperloglog @slow", Read, Allowed, "hyperloglog", "2.8.9", "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).", hyperloglog::pfcount),
+    cmd!("pfcount", -2, "readonly may_replicate", 1, -1, 1, "@read @hyperloglog @slow", Read, Allowed, "hyperloglog", "2.8.9", "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).", hyperloglog::pfcount),
     cmd!("pfmerge", -2, "write denyoom", 1, -1, 1, "@write @hyperloglog @slow", Write, Allowed, "hyperloglog", "2.8.9", "Merge N different HyperLogLogs into a single one.", hyperloglog::pfmerge),
     cmd!("pfselftest", 1, "admin", 0, 0, 0, "@hyperloglog @admin @slow @dangerous", Admin, Denied, "hyperloglog", "2.8.9", "An internal command for testing HyperLogLog values", hyperloglog::pfselftest),
     cmd!("pfdebug", 3, "write denyoom admin", 2, 2, 1, "@write @hyperloglog @admin @slow @dangerous", Write, Allowed, "hyperloglog", "2.8.9", "Internal commands for debugging HyperLogLog values", hyperloglog::pfdebug),
@@ -375,7 +375,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("publish", 3, "pubsub loading stale fast may_replicate", 0, 0, 0, "@pubsub @fast", PubSub, Allowed, "pubsub", "2.0.0", "Post a message to a channel", pubsub::publish),
     cmd!("ssubscribe", -2, "pubsub noscript loading stale", 1, -1, 1, "@pubsub @slow", PubSub, Allowed, "pubsub", "7.0.0", "Listen for messages published to the given shard channels", pubsub::ssubscribe),
     cmd!("sunsubscribe", -1, "pubsub noscript loading stale", 1, -1, 1, "@pubsub @slow", PubSub, Allowed, "pubsub", "7.0.0", "Stop listening for messages posted to the given shard channels", pubsub::sunsubscribe),
-    cmd!("spublish", 3, "pubsub loading fast may_replicate", 1, 1, 1, "@pubsub @fast", PubSub, Allowed, "pubsub", "7.0.0", "Post a message to a shard channel", pubsub::spublish),
+    cmd!("spublish", 3, "pubsub loading stale fast may_replicate", 1, 1, 1, "@pubsub @fast", PubSub, Allowed, "pubsub", "7.0.0", "Post a message to a shard channel", pubsub::spublish),
     container!("pubsub", "@slow", PubSub, OwnTenant, "pubsub", "2.8.0", "A container for Pub/Sub commands", PUBSUB_SUBS),
 ];
 

@@ -667,10 +667,16 @@ async fn stamp(stream: &mut crate::stream::ClientStream, now_ms: i64) -> bool {
 }
 
 /// `INFO replication` lines for the attached replicas.
-pub fn info_lines(t: &Tenant, out: &mut String) {
+/// `min_replicas`: `min-replicas-to-write` and `-max-lag`; with both set,
+/// the count of good replicas is shown, as Redis does.
+pub fn info_lines(t: &Tenant, min_replicas: (usize, i64), out: &mut String) {
     use std::fmt::Write;
     let now = mstime();
     let _ = write!(out, "connected_slaves:{}\r\n", t.replicas.len());
+    if min_replicas.0 > 0 && min_replicas.1 > 0 {
+        let good = good_replicas(t, now, min_replicas.1);
+        let _ = write!(out, "min_slaves_good_slaves:{good}\r\n");
+    }
     for (i, l) in t.replicas.iter().enumerate() {
         let _ = write!(
             out,

@@ -71,6 +71,12 @@ pub struct Upstream {
     pub last_io_ms: i64,
     /// A link task must be started (by [`kick`]).
     pub start: bool,
+    /// Unix ms when the link, once up, went down (None: up, or never up
+    /// since this REPLICAOF): `master_link_down_since_seconds`.
+    pub down_since_ms: Option<i64>,
+    /// A full sync's payload while it arrives: its size (-1 when the
+    /// primary streams it to an EOF mark) and the bytes read so far.
+    pub sync_bytes: (i64, u64),
 }
 
 /// Makes `t` a replica of `host:port` (or of the cluster node `node`):
@@ -94,6 +100,8 @@ pub fn become_replica(
         status: LinkStatus::Connect,
         last_io_ms: now_ms,
         start: true,
+        down_since_ms: None,
+        sync_bytes: (-1, 0),
     });
 }
 
@@ -215,7 +223,29 @@ fn set_status(tenant: &Rc<RefCell<Tenant>>, gen: u64, s: LinkStatus) {
         .as_mut()
         .filter(|u| u.gen == gen)
     {
+        let now = mstime();
+        if s == LinkStatus::Connected {
+            u.down_since_ms = None;
+        } else if u.status == LinkStatus::Connected {
+            u.down_since_ms = Some(now);
+        }
+        if s == LinkStatus::Sync {
+            u.sync_bytes = (-1, 0);
+        }
         u.status = s;
+        u.last_io_ms = now;
+    }
+}
+
+/// Notes a full sync's progress: `read` bytes of `total` (-1: unknown).
+fn sync_progress(tenant: &Rc<RefCell<Tenant>>, gen: u64, total: i64, read: usize) {
+    if let Some(u) = tenant
+        .borrow_mut()
+        .upstream
+        .as_mut()
+        .filter(|u| u.gen == gen)
+    {
+        u.sync_bytes = (total, read as u64);
         u.last_io_ms = mstime();
     }
 }
@@ -451,7 +481,10 @@ async fn follow(
             discard(&mut tenant.borrow_mut(), at);
         }
         set_status(tenant, gen, LinkStatus::Sync);
-        let rdb = read_payload(&mut l).await?;
+        let rdb = read_payload(&mut l, |total, read| {
+            sync_progress(tenant, gen, total, read)
+        })
+        .await?;
         if !current(tenant, gen) {
             return Ok(());
         }
@@ -599,7 +632,8 @@ fn fenced(tenant: &Rc<RefCell<Tenant>>, link_epoch: Option<u64>) -> Result<(), S
 }
 
 /// The full-sync payload: `$EOF:<mark>` ... `<mark>`, or `$<len>` bytes.
-async fn read_payload(l: &mut Link) -> Result<Vec<u8>, String> {
+/// `progress(total, read)` after each read (`total` -1 with an EOF mark).
+async fn read_payload(l: &mut Link, progress: impl Fn(i64, usize)) -> Result<Vec<u8>, String> {
     let head = l.line().await?;
     let Some(spec) = head.strip_prefix('$') else {
         return Err(format!("bad full-sync header: {head}"));
@@ -627,13 +661,17 @@ async fn read_payload(l: &mut Link) -> Result<Vec<u8>, String> {
             }
             searched = l.buf.len();
             l.fill().await?;
+            progress(-1, l.buf.len());
         }
     }
     let len: usize = spec
         .parse()
         .map_err(|_| format!("bad full-sync length: {head}"))?;
+    let total = i64::try_from(len).unwrap_or(i64::MAX);
+    progress(total, l.buf.len().min(len));
     while l.buf.len() < len {
         l.fill().await?;
+        progress(total, l.buf.len().min(len));
     }
     let rdb = l.buf[..len].to_vec();
     l.buf.advance(len);
@@ -855,15 +893,39 @@ pub fn info_lines(t: &Tenant, out: &mut String) {
     };
     let up = u.status == LinkStatus::Connected;
     let off = t.log.offset();
+    let now = mstime();
     let _ = write!(
         out,
-        "master_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{off}\r\nslave_repl_offset:{off}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+        "master_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{off}\r\nslave_repl_offset:{off}\r\n",
         u.host,
         u.port,
         if up { "up" } else { "down" },
-        if up { (mstime() - u.last_io_ms).max(0) / 1000 } else { -1 },
+        if up { (now - u.last_io_ms).max(0) / 1000 } else { -1 },
         (u.status == LinkStatus::Sync) as u8,
     );
+    // While the payload arrives, as Redis 7.0 shows it: with an EOF mark
+    // the size is -1, and so the "percentage" is read / -1 (Redis's own
+    // arithmetic, kept so tools reading both see the same).
+    if u.status == LinkStatus::Sync {
+        let (total, read) = u.sync_bytes;
+        let read = i64::try_from(read).unwrap_or(i64::MAX);
+        let perc = if total != 0 {
+            read as f64 / total as f64 * 100.0
+        } else {
+            0.0
+        };
+        let _ = write!(
+            out,
+            "master_sync_total_bytes:{total}\r\nmaster_sync_read_bytes:{read}\r\nmaster_sync_left_bytes:{}\r\nmaster_sync_perc:{perc:.2}\r\nmaster_sync_last_io_seconds_ago:{}\r\n",
+            total - read,
+            (now - u.last_io_ms).max(0) / 1000,
+        );
+    }
+    if !up {
+        let since = u.down_since_ms.map_or(-1, |t| (now - t).max(0) / 1000);
+        let _ = write!(out, "master_link_down_since_seconds:{since}\r\n");
+    }
+    out.push_str("slave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n");
     if let Some(ms) = t.master_lag_ms.filter(|_| u.node.is_some()) {
         let _ = write!(out, "master_lag_ms:{ms}\r\n");
     }
@@ -974,6 +1036,54 @@ mod tests {
         );
         t.borrow_mut().epoch = 4;
         assert!(fenced(&t, Some(3)).is_err());
+    }
+
+    /// INFO's replica lines in each state of the link, as Redis 7.0 writes
+    /// them: the payload's progress while it arrives (size -1 with an EOF
+    /// mark, and Redis's percentage of that), and how long the link has
+    /// been down once it was up (-1 before it ever was).
+    #[test]
+    fn info_shows_the_syncs_progress_and_how_long_the_link_is_down() {
+        let t = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "r", 16)));
+        become_replica(&mut t.borrow_mut(), "h".into(), 1, None, 0);
+        let gen = t.borrow().upstream.as_ref().map(|u| u.gen).unwrap_or(0);
+        let lines = |t: &Rc<RefCell<Tenant>>| {
+            let mut out = String::new();
+            info_lines(&t.borrow(), &mut out);
+            out
+        };
+        let l = lines(&t);
+        assert!(l.contains("master_link_down_since_seconds:-1\r\n"), "{l}");
+        assert!(!l.contains("master_sync_total"), "{l}");
+
+        set_status(&t, gen, LinkStatus::Sync);
+        let l = lines(&t);
+        assert!(l.contains("master_sync_in_progress:1\r\n"), "{l}");
+        assert!(
+            l.contains("master_sync_total_bytes:-1\r\nmaster_sync_read_bytes:0\r\nmaster_sync_left_bytes:-1\r\nmaster_sync_perc:-0.00\r\nmaster_sync_last_io_seconds_ago:0\r\nmaster_link_down_since_seconds:-1\r\nslave_priority:100\r\n"),
+            "{l}"
+        );
+        sync_progress(&t, gen, 1000, 250);
+        let l = lines(&t);
+        assert!(
+            l.contains("master_sync_total_bytes:1000\r\nmaster_sync_read_bytes:250\r\nmaster_sync_left_bytes:750\r\nmaster_sync_perc:25.00\r\n"),
+            "{l}"
+        );
+
+        set_status(&t, gen, LinkStatus::Connected);
+        let l = lines(&t);
+        assert!(
+            !l.contains("master_sync_total") && !l.contains("down_since"),
+            "{l}"
+        );
+        // Down after being up: the seconds since (a link that went down
+        // 3 s ago).
+        set_status(&t, gen, LinkStatus::Connect);
+        if let Some(u) = t.borrow_mut().upstream.as_mut() {
+            u.down_since_ms = u.down_since_ms.map(|d| d - 3_000);
+        }
+        let l = lines(&t);
+        assert!(l.contains("master_link_down_since_seconds:3\r\n"), "{l}");
     }
 
     /// A replica of a cluster node, with `n` writes of its stream applied.
