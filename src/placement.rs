@@ -536,6 +536,19 @@ impl Placement {
         let mut specs: Vec<TenantSpec> = Vec::new();
         let mut remote: Vec<TenantSpec> = Vec::new();
         let local = self.shared.repl_status.lock().clone();
+        let serving = self.shared.catalog();
+        let served_as_primary = |id: u64| {
+            serving
+                .tenants()
+                .iter()
+                .any(|s| s.id.0 == id && s.follow.is_none())
+        };
+        // A tenant this pass cannot place yet stays as the store holds it.
+        let keep_as_is = |id: u64, specs: &mut Vec<TenantSpec>| {
+            if let Some(cur) = serving.tenants().iter().find(|s| s.id.0 == id) {
+                specs.push(cur.clone());
+            }
+        };
         for e in entries.values() {
             let Some(rec) = roles.get(&e.id) else {
                 continue;
@@ -557,11 +570,23 @@ impl Placement {
                 // never merged. Then it leaves.
                 None => {
                     let rejoining = rec.primary != self.me
-                        && local
-                            .get(&TenantId(e.id))
-                            .is_some_and(|s| s.link_up != Some(true));
+                        && match local.get(&TenantId(e.id)) {
+                            Some(s) => s.link_up != Some(true),
+                            // Just started, its status not reported yet: a
+                            // copy it serves as the primary (it was one
+                            // when it stopped, a crash included) may hold
+                            // writes only it had.
+                            None => served_as_primary(e.id),
+                        };
                     match self.link_addr(&view, &rec.primary) {
                         Some(a) if rejoining => Some(a),
+                        // Its primary not in the view yet (this node just
+                        // started): kept as it is until it is, rather than
+                        // dropped with the writes only it had uncounted.
+                        None if rejoining => {
+                            keep_as_is(e.id, &mut specs);
+                            continue;
+                        }
                         _ => {
                             // Held elsewhere: this node's customers reach
                             // it through the nodes that hold it.
@@ -579,7 +604,10 @@ impl Placement {
                 Some(Held::Replica) => match self.link_addr(&view, &rec.primary) {
                     Some(a) => Some(a),
                     None => {
+                        // Kept as it is meanwhile: dropping the copy would
+                        // cost a full sync once the address is known.
                         tracing::warn!(tenant = e.id, primary = %rec.primary, "primary's address unknown yet");
+                        keep_as_is(e.id, &mut specs);
                         continue;
                     }
                 },

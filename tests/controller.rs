@@ -97,6 +97,20 @@ fn login_to(w: &World, n: &str, token: &str) -> Option<common::RespConn> {
     .then_some(c)
 }
 
+/// A connection to node `n` once it took a first write (`SET k before`).
+fn first_write_on(w: &World, n: &str, token: &str) -> common::RespConn {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(mut c) = login_to(w, n, token) {
+            if matches!(c.cmd(&["SET", "k", "before"]), Ok(common::Value::Simple(_))) {
+                return c;
+            }
+        }
+        assert!(Instant::now() < end, "{n} never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Region `region`'s controller as node `by` shows it.
 fn controller(w: &World, by: &str, region: &str) -> Option<serde_json::Value> {
     w.cluster_view(by)?["controllers"]
@@ -603,16 +617,7 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         |c: &mut common::RespConn| -> common::Value { c.cmd(&["GET", "k"]).expect("a reply") };
     let tryagain =
         |v: &common::Value| matches!(v, common::Value::Error(e) if e.starts_with(b"TRYAGAIN"));
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut old = loop {
-        if let Some(mut c) = login("n1") {
-            if matches!(set(&mut c, "before"), common::Value::Simple(_)) {
-                break c;
-            }
-        }
-        assert!(Instant::now() < end, "n1 never took a write");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut old = first_write_on(&w, "n1", token);
 
     wait_in_sync(&w, id, &standby);
     // n1 cut off from every node (the test still reaches it directly).
@@ -701,16 +706,7 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
     // writes it acknowledged after the cut as discarded.
     assert!(only_n1_had > 0, "n1 acknowledged nothing after the cut");
     w.shape(&serde_json::json!({ "heal": true })).expect("heal");
-    let n1_http = w.node("n1").expect("n1").http;
-    let discarded = || -> Option<u64> {
-        let (_, body) = http(n1_http, "GET", "/metrics", "", "")?;
-        body.lines()
-            .find(|l| l.starts_with("anykv_writes_discarded_total{tenant=\"shop\"}"))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()
-    };
+    let discarded = || discarded_on(&w, "n1");
     let end = Instant::now() + Duration::from_secs(30);
     while discarded().is_none() {
         assert!(
@@ -725,6 +721,124 @@ fn a_cut_off_leader_stops_writing_before_its_standby_is_promoted() {
         log.contains("the full sync discards those writes"),
         "not logged"
     );
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
+/// Writes counted as discarded on `n`'s metrics for database "shop".
+fn discarded_on(w: &World, n: &str) -> Option<u64> {
+    let (_, body) = http(w.node(n).ok()?.http, "GET", "/metrics", "", "")?;
+    body.lines()
+        .find(|l| l.starts_with("anykv_writes_discarded_total{tenant=\"shop\"}"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// An `async` primary cut off from everyone keeps acknowledging writes
+/// until its lease runs out; the standby is promoted; then the old
+/// primary's machine dies (kill -9) and starts again from its files (the
+/// log, `appendfsync always`). It comes back as a replica of epoch 2 and
+/// asks to continue the history it kept (its id before the crash, up to
+/// the end of its data), which the new primary knows as its previous one:
+/// told where the two histories split, it counts exactly the writes it
+/// acknowledged after the cut as discarded, and logs them, before the full
+/// sync replaces them (never merged). Before, a crashed primary came back
+/// under a new id and discarded them uncounted.
+#[test]
+fn a_crashed_primary_counts_the_writes_only_it_had_when_it_comes_back() {
+    let mut spec = spec("crashed", 80, 24600);
+    spec.server_args = [
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    let all = ["n1", "n2", "n3", "n4"];
+    wait_iad(&w, &all, "iad's group with a leader", |c| {
+        c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
+    });
+    let id = (20u64..)
+        .find(|id| anykv_gossip::catalog::ranked(*id, &["n1", "n2", "n3"])[0] == "n1")
+        .expect("an id");
+    let token = "crashed-tenant-token-0123456789ab";
+    create_db(&w, id, token, "async", "ryw");
+    let standby = loop {
+        let t = record_of(&w, "n4", id);
+        if let Some(s) = t.as_ref().and_then(|t| t["standby"].as_str()) {
+            assert_eq!(t.as_ref().map(|t| &t["primary"]), Some(&"n1".into()));
+            break s.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let set = |c: &mut common::RespConn, v: &str| c.cmd(&["SET", "k", v]).expect("a reply");
+    let mut old = first_write_on(&w, "n1", token);
+    wait_in_sync(&w, id, &standby);
+
+    // Cut off: what n1 acknowledges from here reaches no one.
+    let n1_ip = w.node("n1").expect("n1").ip;
+    w.shape(&serde_json::json!({ "isolate": [n1_ip] }))
+        .expect("isolate n1");
+    let mut only_n1_had = 0u64;
+    loop {
+        match set(&mut old, "only-n1") {
+            common::Value::Simple(_) => only_n1_had += 1,
+            common::Value::Error(e) if e.starts_with(b"TRYAGAIN") => break,
+            other => panic!("n1 answered {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(only_n1_had > 0, "n1 acknowledged nothing after the cut");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(mut c) = login_to(&w, &standby, token) {
+            if matches!(set(&mut c, "after"), common::Value::Simple(_)) {
+                break;
+            }
+        }
+        assert!(Instant::now() < end, "the standby never took writes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // n1's machine dies and comes back, the network healed.
+    drop(old);
+    w.signal("n1", "-KILL").expect("killing n1");
+    w.shape(&serde_json::json!({ "heal": true })).expect("heal");
+    w.launch("n1").expect("n1 starts again");
+    let end = Instant::now() + Duration::from_secs(60);
+    while discarded_on(&w, "n1").is_none() {
+        assert!(
+            Instant::now() < end,
+            "the restarted n1 never counted the writes only it had"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(discarded_on(&w, "n1"), Some(only_n1_had));
+    let log = std::fs::read_to_string(&w.node("n1").expect("n1").log).expect("log");
+    assert!(log.contains("not a clean restart"), "n1 did not crash");
+    assert!(
+        log.contains("the full sync discards those writes"),
+        "not logged"
+    );
+    // Its copy is the new primary's: the value written after the promotion.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = login_to(&w, "n1", token).and_then(|mut c| c.cmd(&["GET", "k"]).ok());
+        if got == Some(common::Value::Bulk(b"after".to_vec())) {
+            break;
+        }
+        assert!(Instant::now() < end, "n1 reads {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(w);
     let _ = std::fs::remove_dir_all(&spec.dir);
 }

@@ -791,8 +791,9 @@ fn scenario(w: &World) {
 
     // The cdg replica is stopped as a supervisor stops it (SIGTERM): its
     // log is made durable and its replication id kept, so it continues
-    // where it was. (After a crash it takes a full sync, as Redis does: the
-    // log alone does not say which history its tail belongs to.)
+    // where it was. (After a crash it starts a new id where its data ends
+    // and asks its primary for the history before it, up to there:
+    // docs/PERSISTENCE.md.)
     let restart = |nodes: &mut Vec<Option<Node>>, during: &mut dyn FnMut()| {
         let mut n3 = nodes[3].take().unwrap();
         let pid = n3.0.id().to_string();

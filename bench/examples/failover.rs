@@ -5,7 +5,11 @@
 //!   write (goal: p99 ≤ 5 s over ≥ 30 runs);
 //! - planned: the primary gets SIGTERM (the controller hands it over); the
 //!   longest gap between two acknowledgements the client saw (goal: p99 ≤
-//!   500 ms, zero errors the client cannot retry);
+//!   500 ms, zero errors the client cannot retry). A second client writes
+//!   its own counter through the region's third node (a node that stays,
+//!   as a client behind Flycast reaches one): its errors and gaps are
+//!   reported apart, since a client connected to the exiting node finds
+//!   its connection closed once whatever the handoff does;
 //! - acknowledged writes lost in all runs (goal: 0): the client checks
 //!   every `INCR` answer is one more than the last acknowledged one.
 //!
@@ -54,8 +58,14 @@ struct Seen {
     longest_gap: Duration,
 }
 
-/// Writes `INCR counter` on whichever of `nodes` takes it until `stop`.
-fn writer(nodes: Vec<SocketAddr>, start: i64, mark: Arc<Mark>, stop: Arc<AtomicBool>) -> Seen {
+/// Writes `INCR <key>` on whichever of `nodes` takes it until `stop`.
+fn writer(
+    nodes: Vec<SocketAddr>,
+    key: &'static str,
+    start: i64,
+    mark: Arc<Mark>,
+    stop: Arc<AtomicBool>,
+) -> Seen {
     let mut seen = Seen {
         acked: start,
         ..Default::default()
@@ -67,7 +77,7 @@ fn writer(nodes: Vec<SocketAddr>, start: i64, mark: Arc<Mark>, stop: Arc<AtomicB
         if conn.is_none() {
             conn = login(nodes[on]);
         }
-        match conn.as_mut().and_then(|c| c.call(&["INCR", "counter"])) {
+        match conn.as_mut().and_then(|c| c.call(&["INCR", key])) {
             Some(Reply::Int(n)) => {
                 if n <= seen.acked {
                     seen.lost += 1;
@@ -201,14 +211,15 @@ fn kinds(k: &std::collections::BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-fn counter(w: &World, node: &str) -> i64 {
+/// `key`'s value (a counter) as `node` reads it.
+fn counter(w: &World, node: &str, key: &str) -> i64 {
     let addr = match w.node(node) {
         Ok(n) => n.resp,
         Err(_) => return 0,
     };
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(Reply::Bulk(v)) = login(addr).and_then(|mut c| c.call(&["GET", "counter"])) {
+        if let Some(Reply::Bulk(v)) = login(addr).and_then(|mut c| c.call(&["GET", key])) {
             return v
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.parse().ok())
@@ -278,6 +289,9 @@ fn main() {
     let (mut of_leader, mut of_other) = (Vec::new(), Vec::new());
     let mut pauses = Vec::new();
     let mut planned_errors = Vec::new();
+    // The second client's, through the node that stays.
+    let (mut via_pauses, mut via_errors) = (Vec::new(), Vec::new());
+    let mut via_kinds = std::collections::BTreeMap::<String, u64>::new();
     let mut all_kinds = std::collections::BTreeMap::<String, u64>::new();
     let mut planned_kinds = std::collections::BTreeMap::<String, u64>::new();
     let (mut lost, mut errors, mut unanswered) = (0u64, 0u64, 0u64);
@@ -294,7 +308,13 @@ fn main() {
             }
         };
         epoch = e;
-        let start = counter(&w, &primary);
+        let start = counter(&w, &primary, "counter");
+        let third = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| *n != primary && *n != standby)
+            .unwrap_or("n4");
+        let via_start = counter(&w, &primary, "counter2");
+        let via_node: Vec<SocketAddr> = w.node(third).ok().map(|n| n.resp).into_iter().collect();
         let nodes: Vec<SocketAddr> = [&primary, &standby]
             .iter()
             .filter_map(|n| w.node(n).ok().map(|n| n.resp))
@@ -303,7 +323,11 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let t = {
             let (mark, stop) = (mark.clone(), stop.clone());
-            std::thread::spawn(move || writer(nodes, start, mark, stop))
+            std::thread::spawn(move || writer(nodes, "counter", start, mark, stop))
+        };
+        let via = {
+            let (mark, stop) = (mark.clone(), stop.clone());
+            std::thread::spawn(move || writer(via_node, "counter2", via_start, mark, stop))
         };
         std::thread::sleep(Duration::from_millis(400));
         let was_leader = leader(&w, "n4").as_deref() == Some(primary.as_str());
@@ -316,10 +340,10 @@ fn main() {
         }
         // Until writes flow again on the standby (or 30 s).
         let end = Instant::now() + Duration::from_secs(30);
-        let base = counter(&w, &standby);
+        let base = counter(&w, &standby, "counter");
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            let now = counter(&w, &standby);
+            let now = counter(&w, &standby, "counter");
             if now > base + 20 || Instant::now() > end {
                 break;
             }
@@ -327,7 +351,15 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Release);
         let seen = t.join().unwrap_or_default();
-        lost += seen.lost;
+        let via_seen = via.join().unwrap_or_default();
+        lost += seen.lost + via_seen.lost;
+        if planned {
+            via_pauses.push(via_seen.longest_gap);
+            via_errors.push(via_seen.errors);
+            for (k, n) in &via_seen.kinds {
+                *via_kinds.entry(k.clone()).or_default() += n;
+            }
+        }
         errors += seen.errors;
         unanswered += seen.unanswered_applied;
         let took = seen.first_after_mark.map(|t| t - killed);
@@ -349,14 +381,16 @@ fn main() {
             }
         }
         println!(
-            "run {:>2}/{total} {:<9} primary {primary}{} -> {standby}: first write after {} ms, longest pause {} ms, errors: {}; {} lost",
+            "run {:>2}/{total} {:<9} primary {primary}{} -> {standby}: first write after {} ms, longest pause {} ms, errors: {}; through {third}: longest pause {} ms, errors: {}; {} lost",
             run + 1,
             if planned { "planned" } else { "unplanned" },
             if was_leader { " (leader)" } else { "" },
             took.map_or("-".into(), ms),
             ms(seen.longest_gap),
             kinds(&seen.kinds),
-            seen.lost
+            ms(via_seen.longest_gap),
+            kinds(&via_seen.kinds),
+            seen.lost + via_seen.lost
         );
         if let Err(e) = w.launch(&primary) {
             failed = Some(e.to_string());
@@ -372,10 +406,17 @@ fn main() {
         drop(w);
         std::process::exit(1);
     }
-    for v in [&mut unplanned, &mut of_leader, &mut of_other, &mut pauses] {
+    for v in [
+        &mut unplanned,
+        &mut of_leader,
+        &mut of_other,
+        &mut pauses,
+        &mut via_pauses,
+    ] {
         v.sort();
     }
     planned_errors.sort();
+    via_errors.sort();
     println!();
     println!("| measure | runs | p50 ms | p90 ms | p99 ms | max ms | goal |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
@@ -401,6 +442,11 @@ fn main() {
         &pauses,
         "p99 ≤ 500",
     );
+    row(
+        "… a client of the region's third node (it stays)",
+        &via_pauses,
+        "p99 ≤ 500",
+    );
     println!();
     println!(
         "planned runs' errors per run: p50 {}, max {}, total {} ({})",
@@ -411,6 +457,16 @@ fn main() {
         planned_errors.last().copied().unwrap_or(0),
         planned_errors.iter().sum::<u64>(),
         kinds(&planned_kinds)
+    );
+    println!(
+        "… of the client of the node that stays: p50 {}, max {}, total {} ({})",
+        via_errors
+            .get(via_errors.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0),
+        via_errors.last().copied().unwrap_or(0),
+        via_errors.iter().sum::<u64>(),
+        kinds(&via_kinds)
     );
     println!(
         "acknowledged writes lost over all runs: {lost}; answers refused or cut (retried): {errors} ({}); writes whose answer was cut that took effect: {unanswered}",

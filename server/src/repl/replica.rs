@@ -445,7 +445,7 @@ async fn follow(
     let (id, next, failing_over) = {
         let t = tenant.borrow();
         (
-            t.repl.replid.clone(),
+            psync_id(&t.repl, t.log.offset()).to_string(),
             (t.log.offset() + 1).to_string(),
             super::failover::in_progress(&t),
         )
@@ -507,6 +507,25 @@ async fn follow(
     tenant.borrow_mut().synced_since_start = true;
     set_status(tenant, gen, LinkStatus::Connected);
     stream(tenant, shared, l, gen, link_epoch).await
+}
+
+/// The history a replica at `offset` asks its primary to continue: its
+/// own id, or, when nothing of its own follows the point where it took
+/// that id (a restart after a crash, which starts a new id at the end of
+/// the data it kept; a `REPLICAOF NO ONE` with no write since), the
+/// previous one: its data is exactly that history up to `offset`. So an
+/// old primary that crashed and comes back after a failover is known to
+/// the new primary (whose previous id is the same): it resumes with a
+/// partial resync when its data stops within what the new primary had,
+/// and otherwise learns where the histories split and counts the writes
+/// only it had (`DIVERGED`, [`discard`]) before the full sync replaces
+/// them.
+fn psync_id(ids: &super::ReplIds, offset: u64) -> &str {
+    if ids.second_offset >= 1 && ids.second_offset == offset as i64 + 1 {
+        &ids.replid2
+    } else {
+        &ids.replid
+    }
 }
 
 /// This tenant's history went on past offset `at` where the primary's
@@ -1084,6 +1103,18 @@ mod tests {
         }
         let l = lines(&t);
         assert!(l.contains("master_link_down_since_seconds:3\r\n"), "{l}");
+    }
+
+    #[test]
+    fn a_replica_with_nothing_of_its_own_since_its_new_id_asks_for_the_old_history() {
+        let mut ids = crate::repl::ReplIds::random();
+        let first = ids.replid.clone();
+        assert_eq!(psync_id(&ids, 100), first);
+        // A crash at offset 300: a new id from there, nothing since.
+        ids.shift(300);
+        assert_eq!(psync_id(&ids, 300), first);
+        // Its own history went on under the new id: that one.
+        assert_eq!(psync_id(&ids, 301), ids.replid);
     }
 
     /// A replica of a cluster node, with `n` writes of its stream applied.
