@@ -58,11 +58,13 @@ struct Seen {
     longest_gap: Duration,
 }
 
-/// Writes `INCR <key>` on whichever of `nodes` takes it until `stop`.
+/// Writes `INCR <key>` on whichever of `nodes` takes it until `stop`,
+/// counting its acknowledgements in `acks` as they come.
 fn writer(
     nodes: Vec<SocketAddr>,
     key: &'static str,
     start: i64,
+    acks: Arc<AtomicU64>,
     mark: Arc<Mark>,
     stop: Arc<AtomicBool>,
 ) -> Seen {
@@ -85,6 +87,7 @@ fn writer(
                     seen.unanswered_applied += 1;
                 }
                 seen.acked = n;
+                acks.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();
                 seen.longest_gap = seen.longest_gap.max(now - last);
                 last = now;
@@ -321,15 +324,25 @@ fn main() {
             .collect();
         let mark = Arc::new(Mark::new());
         let stop = Arc::new(AtomicBool::new(false));
+        let acks = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
         let t = {
-            let (mark, stop) = (mark.clone(), stop.clone());
-            std::thread::spawn(move || writer(nodes, "counter", start, mark, stop))
+            let (acks, mark, stop) = (acks[0].clone(), mark.clone(), stop.clone());
+            std::thread::spawn(move || writer(nodes, "counter", start, acks, mark, stop))
         };
         let via = {
-            let (mark, stop) = (mark.clone(), stop.clone());
-            std::thread::spawn(move || writer(via_node, "counter2", via_start, mark, stop))
+            let (acks, mark, stop) = (acks[1].clone(), mark.clone(), stop.clone());
+            std::thread::spawn(move || writer(via_node, "counter2", via_start, acks, mark, stop))
         };
-        std::thread::sleep(Duration::from_millis(400));
+        // Both clients writing (the third node may have started just
+        // before, as the last run's killed node): at least 400 ms and 20
+        // acknowledgements each, at most 10 s.
+        let writing = Instant::now();
+        while writing.elapsed() < Duration::from_millis(400)
+            || (acks.iter().any(|a| a.load(Ordering::Relaxed) < 20)
+                && writing.elapsed() < Duration::from_secs(10))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let was_leader = leader(&w, "n4").as_deref() == Some(primary.as_str());
         let killed = Instant::now();
         mark.set(killed);

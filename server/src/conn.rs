@@ -484,6 +484,12 @@ async fn forward_window(
     {
         let late = tokio::time::sleep(patience);
         tokio::pin!(late);
+        // The window's node held as down by the gossip: its replies will
+        // not come (see `forward::answer_unless_down`).
+        let node = match leg {
+            Leg::Primary(n) | Leg::Copy(n) => n,
+        };
+        let mut down_check = tokio::time::interval(crate::forward::DOWN_CHECK);
         let r = loop {
             // Requests already in the input join the window whenever it
             // has room: as it opens, after each reply, after each read (a
@@ -517,6 +523,12 @@ async fn forward_window(
                     }
                     break Err("ERR the primary did not answer in time; the request may or may not have run".to_string());
                 }
+                _ = down_check.tick() => if shared.link_down(node) {
+                    if let (Leg::Primary(_), Some(fw)) = (leg, tenant.borrow().forwarder.as_ref()) {
+                        fw.abandon();
+                    }
+                    break Err("ERR the primary's node went down; the request may or may not have run".to_string());
+                },
                 n = stream.read_buf(inbuf), if taking && inflight.len() < FORWARD_WINDOW => {
                     match n {
                         Ok(n) if n > 0 && (inbuf.len() as u64) <= set.query_buffer_limit => {

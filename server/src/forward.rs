@@ -777,6 +777,36 @@ pub enum Outcome {
     RunHere,
 }
 
+/// How often a forwarded request's wait looks whether the gossip holds the
+/// node it went to as down.
+pub const DOWN_CHECK: Duration = Duration::from_millis(20);
+
+/// `reply` of a request sent to `node`, unless `deadline` passes first
+/// (`Err(false)`) or the gossip holds `node` as down meanwhile
+/// (`Err(true)`). A node that died closes nothing: without the gossip's
+/// verdict the wait would last until the link's own idle timeout (seconds
+/// after the region pool noticed), and the client with it, while a
+/// failover had already given the database another primary.
+pub async fn answer_unless_down<T>(
+    shared: &Shared,
+    node: SocketAddr,
+    deadline: tokio::time::Instant,
+    reply: impl std::future::Future<Output = T>,
+) -> Result<T, bool> {
+    let mut reply = std::pin::pin!(reply);
+    let mut tick = tokio::time::interval(DOWN_CHECK);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut reply => return Ok(r),
+            _ = tokio::time::sleep_until(deadline) => return Err(false),
+            _ = tick.tick() => if shared.link_down(node) {
+                return Err(true);
+            },
+        }
+    }
+}
+
 /// Forwards `req` to tenant `tenant`'s primary and returns its reply.
 ///
 /// A reply that says the request did not run there (`-READONLY`: that
@@ -818,14 +848,14 @@ async fn forward_until(
                 }
                 Some(node) => {
                     let id = t.id;
-                    Ok(Some(
-                        to_node(&mut t.forwarder, shared, node, id).send_tracked(req.clone()),
-                    ))
+                    let (written, reply) =
+                        to_node(&mut t.forwarder, shared, node, id).send_tracked(req.clone());
+                    Ok(Some((written, reply, node)))
                 }
                 _ => Ok(None),
             }
         };
-        let (written, f) = match sent {
+        let (written, f, node) = match sent {
             Ok(Some(sent)) => sent,
             Ok(None) => return Outcome::RunHere,
             Err(()) => {
@@ -836,22 +866,29 @@ async fn forward_until(
                 continue;
             }
         };
-        let r = match tokio::time::timeout_at(deadline, f).await {
+        let r = match answer_unless_down(shared, node, deadline, f).await {
             Ok(r) => r,
-            Err(_) => {
-                // A stream that stopped answering is not used again.
+            Err(down) => {
+                // A stream that stopped answering, or whose node the
+                // gossip holds as down, is not used again.
                 if let Some(f) = tenant.borrow().forwarder.as_ref() {
                     f.abandon();
                 }
                 if !written.get() {
-                    // Still waiting for the link (the primary's node is
-                    // gone): it never went out, and now never will.
+                    // Still waiting for the link: it never went out, and
+                    // now never will; before the deadline, it goes to the
+                    // next primary (a failover) like a new request.
+                    if down && tokio::time::Instant::now() < deadline {
+                        continue;
+                    }
                     return Outcome::Error(NOT_RUN.into());
                 }
-                return Outcome::Error(
+                return Outcome::Error(if down {
+                    "ERR the primary's node went down; the request may or may not have run"
+                } else {
                     "ERR the primary did not answer in time; the request may or may not have run"
-                        .into(),
-                );
+                }
+                .into());
             }
         };
         let retry = did_not_run(&r);

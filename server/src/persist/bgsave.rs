@@ -339,6 +339,16 @@ pub fn abort_job(t: &mut Tenant) {
     }
 }
 
+/// A snapshot or a log base of the data in memory is on disk now: if a full
+/// sync had left the ids ahead of the data on disk, they describe it again.
+fn data_caught_up(t: &mut Tenant) {
+    if std::mem::take(&mut t.persist.ids_behind) {
+        if let Err(e) = super::replids::save(&t.persist.dir, &t.repl, None, false) {
+            tracing::error!("writing {}: {e}", super::replids::FILE);
+        }
+    }
+}
+
 /// Finishes a job whose writer reported `r`.
 fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
     let secs = job.started.elapsed().as_secs() as i64;
@@ -350,6 +360,7 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
             t.persist.lastsave = job.started_ms / 1000;
             t.persist.dirty_at_save = job.dirty_at_start;
             t.persist.saves += 1;
+            data_caught_up(t);
         }
         (Purpose::Save, Err(e)) => {
             tracing::error!("Background saving error: {e}");
@@ -389,6 +400,7 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
                         .map(|w| w.status.size.load(std::sync::atomic::Ordering::Relaxed))
                         .unwrap_or(0);
                     tracing::info!("Background AOF rewrite finished successfully ({keys} keys)");
+                    data_caught_up(t);
                 }
                 Err(e) => {
                     p.aof_last_rewrite_ok = false;

@@ -68,6 +68,11 @@ pub struct Persist {
     pub last_bgsave_ok: bool,
     pub last_bgsave_time_sec: i64,
     pub saves: u64,
+    /// The replication ids are newer than the data on disk: a replica's
+    /// full sync replaced the data in memory, and no snapshot or log base
+    /// of it is written yet. A restart then must not claim those ids for
+    /// the older data it finds (see `replids`).
+    pub ids_behind: bool,
     /// `Tenant::dirty` at the last save (changes since = dirty - this).
     pub dirty_at_save: u64,
     /// A background save or rewrite was asked for (started by the
@@ -109,6 +114,7 @@ impl Default for Persist {
             last_bgsave_ok: true,
             last_bgsave_time_sec: -1,
             saves: 0,
+            ids_behind: false,
             dirty_at_save: 0,
             requested: None,
             rewrite_scheduled: false,
@@ -556,7 +562,7 @@ pub fn shutdown(t: &mut Tenant, save: Option<bool>, has_save_points: bool) -> Re
         // the snapshot just saved (if not saved, a restart finds an older
         // snapshot and continues under a new id).
         let clean = t.log.offset();
-        replids::save(&t.persist.dir, &t.repl, Some(clean))
+        replids::save(&t.persist.dir, &t.repl, Some(clean), t.persist.ids_behind)
             .map_err(|e| format!("writing {}: {e}", replids::FILE))?;
     }
     Ok(())
@@ -566,7 +572,7 @@ pub fn shutdown(t: &mut Tenant, save: Option<bool>, has_save_points: bool) -> Re
 /// crash cannot bring back ids the node no longer follows.
 pub fn ids_changed(t: &mut Tenant) {
     if t.persist.enabled {
-        if let Err(e) = replids::save(&t.persist.dir, &t.repl, None) {
+        if let Err(e) = replids::save(&t.persist.dir, &t.repl, None, t.persist.ids_behind) {
             tracing::error!("writing {}: {e}", replids::FILE);
         }
     }

@@ -14,7 +14,11 @@
 //!   history continues under a new id, with the old one valid only up to
 //!   the offset loaded: a replica at or below it resumes, one beyond it
 //!   gets a full sync, and no replica is ever told to continue a history
-//!   this node does not have.
+//!   this node does not have;
+//! - unless the ids were written by a replica's full sync whose data was
+//!   not on disk yet (`data-behind 1`: no snapshot or log base of it
+//!   written since): the data found is older than the ids and of another
+//!   history, so the node starts a history of its own and claims none.
 
 use std::io::Write;
 use std::path::Path;
@@ -24,28 +28,36 @@ use crate::repl::ReplIds;
 pub const FILE: &str = "repl-ids";
 
 /// Writes the ids (and, at a graceful shutdown, the offset the data on disk
-/// ends at) durably: a temporary file, fsync, rename, directory fsync.
-pub fn save(dir: &Path, ids: &ReplIds, clean_offset: Option<u64>) -> std::io::Result<()> {
+/// ends at; `behind`: the data on disk predates these ids) durably: a
+/// temporary file, fsync, rename, directory fsync.
+pub fn save(
+    dir: &Path,
+    ids: &ReplIds,
+    clean_offset: Option<u64>,
+    behind: bool,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(FILE);
     let tmp = super::files::temp_name(&path);
     let mut f = std::fs::File::create(&tmp)?;
     write!(
         f,
-        "replid {}\nreplid2 {}\nsecond-offset {}\nclean-offset {}\n",
+        "replid {}\nreplid2 {}\nsecond-offset {}\nclean-offset {}\ndata-behind {}\n",
         ids.replid,
         ids.replid2,
         ids.second_offset,
-        clean_offset.map_or(-1, |o| o as i64)
+        clean_offset.map_or(-1, |o| o as i64),
+        behind as u8
     )?;
     f.sync_all()?;
     drop(f);
     super::files::rename_durably(&tmp, &path)
 }
 
-/// Reads the file: the ids and the clean offset, if any. A missing or
-/// malformed file is None (the snapshot's ids stand).
-pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>)> {
+/// Reads the file: the ids, the clean offset if any, and whether the data
+/// on disk predates the ids (a file from before that line: no). A missing
+/// or malformed file is None (the snapshot's ids stand).
+pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>, bool)> {
     let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
     let get = |k: &str| {
         text.lines()
@@ -62,22 +74,28 @@ pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>)> {
     ];
     let ids = ReplIds::from_aux(&aux)?;
     let clean = get("clean-offset")?.parse::<i64>().ok()?;
-    Some((ids, u64::try_from(clean).ok()))
+    let behind = get("data-behind") == Some("1");
+    Some((ids, u64::try_from(clean).ok(), behind))
 }
 
 /// At start, after loading: decides the ids as the module docs say and
 /// records that the node is running (clean offset unset).
 pub fn restore(dir: &Path, ids: &mut ReplIds, loaded_offset: u64) -> std::io::Result<()> {
-    if let Some((file_ids, clean)) = load(dir) {
+    if let Some((file_ids, clean, behind)) = load(dir) {
         *ids = file_ids;
-        if clean != Some(loaded_offset) {
+        if behind {
+            *ids = ReplIds::random();
+            tracing::info!(
+                "the data on disk (offset {loaded_offset}) predates the replication ids (a full sync not saved yet): a new history, claiming no other"
+            );
+        } else if clean != Some(loaded_offset) {
             ids.shift(loaded_offset);
             tracing::info!(
                 "not a clean restart (data ends at offset {loaded_offset}): replication continues under a new id"
             );
         }
     }
-    save(dir, ids, None)
+    save(dir, ids, None, false)
 }
 
 #[cfg(test)]
@@ -94,7 +112,7 @@ mod tests {
         restore(&dir, &mut now, 100).unwrap();
         assert_eq!(now, ids);
         // Clean shutdown at 250, restart with data at 250: same id.
-        save(&dir, &now, Some(250)).unwrap();
+        save(&dir, &now, Some(250), false).unwrap();
         let mut after = ReplIds::random();
         restore(&dir, &mut after, 250).unwrap();
         assert_eq!(after, ids);
@@ -104,6 +122,20 @@ mod tests {
         assert_ne!(crashed.replid, ids.replid);
         assert!(crashed.knows(&ids.replid, 301));
         assert!(!crashed.knows(&ids.replid, 302));
+        // A full sync took another history's ids, its data not saved yet:
+        // whatever is found on disk claims neither.
+        let synced = ReplIds::random();
+        save(&dir, &synced, None, true).unwrap();
+        let mut found = synced.clone();
+        restore(&dir, &mut found, 100).unwrap();
+        assert!(!found.knows(&synced.replid, 1));
+        assert!(!found.knows(&crashed.replid, 1));
+        assert_eq!(found.second_offset, -1);
+        // Once saved (the flag cleared), a crash shifts as before.
+        save(&dir, &synced, None, false).unwrap();
+        let mut later = synced.clone();
+        restore(&dir, &mut later, 400).unwrap();
+        assert!(later.knows(&synced.replid, 401));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

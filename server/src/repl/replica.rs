@@ -770,6 +770,9 @@ fn load_full_sync(
         second_offset: -1,
     };
     t.log.set_offset(offset);
+    // The data on disk is the old one until a snapshot or log base of
+    // this one is written (the next job: any running one was aborted).
+    t.persist.ids_behind = true;
     crate::persist::ids_changed(&mut t);
     t.applied.notify_waiters();
     tracing::info!(
