@@ -584,7 +584,15 @@ impl Placement {
                         // started): kept as it is until it is, rather than
                         // dropped with the writes only it had uncounted.
                         None if rejoining => {
+                            // Its reads too wait for a lease it will not
+                            // get (it is no longer the primary): what only
+                            // it had is never shown meanwhile.
+                            let before = specs.len();
                             keep_as_is(e.id, &mut specs);
+                            for sp in &mut specs[before..] {
+                                sp.leased = true;
+                                sp.consistency = anykv_server::catalog::Consistency::Strong;
+                            }
                             continue;
                         }
                         _ => {

@@ -360,7 +360,10 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
             t.persist.lastsave = job.started_ms / 1000;
             t.persist.dirty_at_save = job.dirty_at_start;
             t.persist.saves += 1;
-            data_caught_up(t);
+            // With the log on, a start loads the log, not this snapshot.
+            if !t.persist.appendonly {
+                data_caught_up(t);
+            }
         }
         (Purpose::Save, Err(e)) => {
             tracing::error!("Background saving error: {e}");
@@ -400,7 +403,10 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
                         .map(|w| w.status.size.load(std::sync::atomic::Ordering::Relaxed))
                         .unwrap_or(0);
                     tracing::info!("Background AOF rewrite finished successfully ({keys} keys)");
-                    data_caught_up(t);
+                    // A start loads the log only with it on.
+                    if t.persist.appendonly {
+                        data_caught_up(t);
+                    }
                 }
                 Err(e) => {
                     p.aof_last_rewrite_ok = false;

@@ -275,6 +275,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     p.appendfilename = cfg.appendfilename();
     p.repair = cfg.repair();
     p.enabled = true;
+    p.appendonly = cfg.appendonly();
     super::files::remove_stale_temps(&t.persist.dir);
     super::files::remove_stale_temps(&t.persist.aof_dir());
     let now = crate::util::mstime();

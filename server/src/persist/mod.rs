@@ -73,6 +73,9 @@ pub struct Persist {
     /// of it is written yet. A restart then must not claim those ids for
     /// the older data it finds (see `replids`).
     pub ids_behind: bool,
+    /// `appendonly` as last applied: a start loads the log then, else the
+    /// snapshot, so only that one brings the disk up to the data.
+    pub appendonly: bool,
     /// `Tenant::dirty` at the last save (changes since = dirty - this).
     pub dirty_at_save: u64,
     /// A background save or rewrite was asked for (started by the
@@ -115,6 +118,7 @@ impl Default for Persist {
             last_bgsave_time_sec: -1,
             saves: 0,
             ids_behind: false,
+            appendonly: false,
             dirty_at_save: 0,
             requested: None,
             rewrite_scheduled: false,
@@ -522,6 +526,7 @@ pub fn apply_config(t: &mut Tenant, appendonly: bool, fsync: FsyncPolicy) {
         return;
     }
     t.persist.policy = fsync;
+    t.persist.appendonly = appendonly;
     if let Some(w) = t.persist.aof.as_mut() {
         w.set_policy(fsync);
     }
