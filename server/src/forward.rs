@@ -870,8 +870,14 @@ async fn forward_until(
             Ok(r) => r,
             Err(down) => {
                 // A stream that stopped answering, or whose node the
-                // gossip holds as down, is not used again.
-                if let Some(f) = tenant.borrow().forwarder.as_ref() {
+                // gossip holds as down, is not used again (only that one:
+                // the tenant may follow a new primary already).
+                if let Some(f) = tenant
+                    .borrow()
+                    .forwarder
+                    .as_ref()
+                    .filter(|f| f.node() == node)
+                {
                     f.abandon();
                 }
                 if !written.get() {

@@ -339,11 +339,15 @@ pub fn abort_job(t: &mut Tenant) {
     }
 }
 
-/// A snapshot or a log base of the data in memory is on disk now: if a full
-/// sync had left the ids ahead of the data on disk, they describe it again.
-fn data_caught_up(t: &mut Tenant) {
-    if std::mem::take(&mut t.persist.ids_behind) {
-        if let Err(e) = super::replids::save(&t.persist.dir, &t.repl, None, false) {
+/// A snapshot (`log` false) or a log base (`log` true) of the data in
+/// memory is on disk now: if a full sync had left the ids ahead of that
+/// kind of file, they describe it again.
+fn data_caught_up(t: &mut Tenant, log: bool) {
+    let b = &mut t.persist.ids_behind;
+    let flag = if log { &mut b.log } else { &mut b.snapshot };
+    if std::mem::take(flag) {
+        let behind = t.persist.ids_behind;
+        if let Err(e) = super::replids::save(&t.persist.dir, &t.repl, None, behind) {
             tracing::error!("writing {}: {e}", super::replids::FILE);
         }
     }
@@ -360,10 +364,7 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
             t.persist.lastsave = job.started_ms / 1000;
             t.persist.dirty_at_save = job.dirty_at_start;
             t.persist.saves += 1;
-            // With the log on, a start loads the log, not this snapshot.
-            if !t.persist.appendonly {
-                data_caught_up(t);
-            }
+            data_caught_up(t, false);
         }
         (Purpose::Save, Err(e)) => {
             tracing::error!("Background saving error: {e}");
@@ -403,10 +404,7 @@ fn complete(t: &mut Tenant, job: SnapJob, r: io::Result<u64>) {
                         .map(|w| w.status.size.load(std::sync::atomic::Ordering::Relaxed))
                         .unwrap_or(0);
                     tracing::info!("Background AOF rewrite finished successfully ({keys} keys)");
-                    // A start loads the log only with it on.
-                    if t.persist.appendonly {
-                        data_caught_up(t);
-                    }
+                    data_caught_up(t, true);
                 }
                 Err(e) => {
                     p.aof_last_rewrite_ok = false;

@@ -275,7 +275,6 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     p.appendfilename = cfg.appendfilename();
     p.repair = cfg.repair();
     p.enabled = true;
-    p.appendonly = cfg.appendonly();
     super::files::remove_stale_temps(&t.persist.dir);
     super::files::remove_stale_temps(&t.persist.aof_dir());
     let now = crate::util::mstime();
@@ -383,7 +382,7 @@ pub fn startup(t: &mut Tenant, shared: &crate::shared::Shared) -> Result<LoadRep
     install_users(t, shared)?;
     let dir = t.persist.dir.clone();
     let loaded = t.log.offset();
-    super::replids::restore(&dir, &mut t.repl, loaded)
+    super::replids::restore(&dir, &mut t.repl, loaded, cfg.appendonly())
         .map_err(|e| format!("{}: {e}", dir.join(super::replids::FILE).display()))?;
     t.persist.loaded_keys = report.keys;
     t.persist.loaded_expired = report.expired;

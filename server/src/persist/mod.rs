@@ -70,12 +70,10 @@ pub struct Persist {
     pub saves: u64,
     /// The replication ids are newer than the data on disk: a replica's
     /// full sync replaced the data in memory, and no snapshot or log base
-    /// of it is written yet. A restart then must not claim those ids for
-    /// the older data it finds (see `replids`).
-    pub ids_behind: bool,
-    /// `appendonly` as last applied: a start loads the log then, else the
-    /// snapshot, so only that one brings the disk up to the data.
-    pub appendonly: bool,
+    /// of it is written yet. A restart must not claim those ids for the
+    /// older data it finds (see `replids`). Each kind of file catches up on
+    /// its own; a start checks the one it loads.
+    pub ids_behind: replids::Behind,
     /// `Tenant::dirty` at the last save (changes since = dirty - this).
     pub dirty_at_save: u64,
     /// A background save or rewrite was asked for (started by the
@@ -117,8 +115,7 @@ impl Default for Persist {
             last_bgsave_ok: true,
             last_bgsave_time_sec: -1,
             saves: 0,
-            ids_behind: false,
-            appendonly: false,
+            ids_behind: replids::Behind::default(),
             dirty_at_save: 0,
             requested: None,
             rewrite_scheduled: false,
@@ -526,7 +523,6 @@ pub fn apply_config(t: &mut Tenant, appendonly: bool, fsync: FsyncPolicy) {
         return;
     }
     t.persist.policy = fsync;
-    t.persist.appendonly = appendonly;
     if let Some(w) = t.persist.aof.as_mut() {
         w.set_policy(fsync);
     }

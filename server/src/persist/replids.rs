@@ -16,9 +16,12 @@
 //!   gets a full sync, and no replica is ever told to continue a history
 //!   this node does not have;
 //! - unless the ids were written by a replica's full sync whose data was
-//!   not on disk yet (`data-behind 1`: no snapshot or log base of it
-//!   written since): the data found is older than the ids and of another
-//!   history, so the node starts a history of its own and claims none.
+//!   not yet in the kind of file the start loads (`snapshot-behind 1` or
+//!   `log-behind 1`: no snapshot, or no log base, of it written since):
+//!   the data found is older than the ids and may be of another history,
+//!   so the node starts a history of its own and claims none. Each kind is
+//!   tracked apart because `appendonly` (which one a start loads) can
+//!   change at runtime.
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +30,13 @@ use crate::repl::ReplIds;
 
 pub const FILE: &str = "repl-ids";
 
+/// Which kinds of file predate the ids (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Behind {
+    pub snapshot: bool,
+    pub log: bool,
+}
+
 /// Writes the ids (and, at a graceful shutdown, the offset the data on disk
 /// ends at; `behind`: the data on disk predates these ids) durably: a
 /// temporary file, fsync, rename, directory fsync.
@@ -34,7 +44,7 @@ pub fn save(
     dir: &Path,
     ids: &ReplIds,
     clean_offset: Option<u64>,
-    behind: bool,
+    behind: Behind,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(FILE);
@@ -42,22 +52,23 @@ pub fn save(
     let mut f = std::fs::File::create(&tmp)?;
     write!(
         f,
-        "replid {}\nreplid2 {}\nsecond-offset {}\nclean-offset {}\ndata-behind {}\n",
+        "replid {}\nreplid2 {}\nsecond-offset {}\nclean-offset {}\nsnapshot-behind {}\nlog-behind {}\n",
         ids.replid,
         ids.replid2,
         ids.second_offset,
         clean_offset.map_or(-1, |o| o as i64),
-        behind as u8
+        behind.snapshot as u8,
+        behind.log as u8
     )?;
     f.sync_all()?;
     drop(f);
     super::files::rename_durably(&tmp, &path)
 }
 
-/// Reads the file: the ids, the clean offset if any, and whether the data
-/// on disk predates the ids (a file from before that line: no). A missing
+/// Reads the file: the ids, the clean offset if any, and which kinds of
+/// file predate the ids (a file from before those lines: none). A missing
 /// or malformed file is None (the snapshot's ids stand).
-pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>, bool)> {
+pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>, Behind)> {
     let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
     let get = |k: &str| {
         text.lines()
@@ -74,16 +85,25 @@ pub fn load(dir: &Path) -> Option<(ReplIds, Option<u64>, bool)> {
     ];
     let ids = ReplIds::from_aux(&aux)?;
     let clean = get("clean-offset")?.parse::<i64>().ok()?;
-    let behind = get("data-behind") == Some("1");
+    let behind = Behind {
+        snapshot: get("snapshot-behind") == Some("1"),
+        log: get("log-behind") == Some("1"),
+    };
     Some((ids, u64::try_from(clean).ok(), behind))
 }
 
-/// At start, after loading: decides the ids as the module docs say and
-/// records that the node is running (clean offset unset).
-pub fn restore(dir: &Path, ids: &mut ReplIds, loaded_offset: u64) -> std::io::Result<()> {
+/// At start, after loading (from the log when `from_log`, else from the
+/// snapshot): decides the ids as the module docs say and records that the
+/// node is running (clean offset unset).
+pub fn restore(
+    dir: &Path,
+    ids: &mut ReplIds,
+    loaded_offset: u64,
+    from_log: bool,
+) -> std::io::Result<()> {
     if let Some((file_ids, clean, behind)) = load(dir) {
         *ids = file_ids;
-        if behind {
+        if (from_log && behind.log) || (!from_log && behind.snapshot) {
             *ids = ReplIds::random();
             tracing::info!(
                 "the data on disk (offset {loaded_offset}) predates the replication ids (a full sync not saved yet): a new history, claiming no other"
@@ -95,7 +115,7 @@ pub fn restore(dir: &Path, ids: &mut ReplIds, loaded_offset: u64) -> std::io::Re
             );
         }
     }
-    save(dir, ids, None, false)
+    save(dir, ids, None, Behind::default())
 }
 
 #[cfg(test)]
@@ -109,33 +129,46 @@ mod tests {
         let ids = ReplIds::random();
         // First start: no file, the snapshot's ids stand.
         let mut now = ids.clone();
-        restore(&dir, &mut now, 100).unwrap();
+        restore(&dir, &mut now, 100, false).unwrap();
         assert_eq!(now, ids);
         // Clean shutdown at 250, restart with data at 250: same id.
-        save(&dir, &now, Some(250), false).unwrap();
+        save(&dir, &now, Some(250), Behind::default()).unwrap();
         let mut after = ReplIds::random();
-        restore(&dir, &mut after, 250).unwrap();
+        restore(&dir, &mut after, 250, false).unwrap();
         assert_eq!(after, ids);
         // Crash (no clean offset): new id, old one valid up to 300 + 1.
         let mut crashed = after.clone();
-        restore(&dir, &mut crashed, 300).unwrap();
+        restore(&dir, &mut crashed, 300, false).unwrap();
         assert_ne!(crashed.replid, ids.replid);
         assert!(crashed.knows(&ids.replid, 301));
         assert!(!crashed.knows(&ids.replid, 302));
         // A full sync took another history's ids, its data not saved yet:
         // whatever is found on disk claims neither.
         let synced = ReplIds::random();
-        save(&dir, &synced, None, true).unwrap();
+        let both = Behind {
+            snapshot: true,
+            log: true,
+        };
+        save(&dir, &synced, None, both).unwrap();
         let mut found = synced.clone();
-        restore(&dir, &mut found, 100).unwrap();
+        restore(&dir, &mut found, 100, false).unwrap();
         assert!(!found.knows(&synced.replid, 1));
         assert!(!found.knows(&crashed.replid, 1));
         assert_eq!(found.second_offset, -1);
-        // Once saved (the flag cleared), a crash shifts as before.
-        save(&dir, &synced, None, false).unwrap();
-        let mut later = synced.clone();
-        restore(&dir, &mut later, 400).unwrap();
-        assert!(later.knows(&synced.replid, 401));
+        // Its log base written, not a snapshot: a start from the log
+        // shifts as before, one from the snapshot still claims nothing.
+        let log_saved = Behind {
+            snapshot: true,
+            log: false,
+        };
+        save(&dir, &synced, None, log_saved).unwrap();
+        let mut from_log = synced.clone();
+        restore(&dir, &mut from_log, 400, true).unwrap();
+        assert!(from_log.knows(&synced.replid, 401));
+        save(&dir, &synced, None, log_saved).unwrap();
+        let mut from_snapshot = synced.clone();
+        restore(&dir, &mut from_snapshot, 400, false).unwrap();
+        assert!(!from_snapshot.knows(&synced.replid, 1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -772,7 +772,10 @@ fn load_full_sync(
     t.log.set_offset(offset);
     // The data on disk is the old one until a snapshot or log base of
     // this one is written (the next job: any running one was aborted).
-    t.persist.ids_behind = true;
+    t.persist.ids_behind = crate::persist::replids::Behind {
+        snapshot: true,
+        log: true,
+    };
     crate::persist::ids_changed(&mut t);
     t.applied.notify_waiters();
     tracing::info!(
