@@ -536,19 +536,10 @@ impl Placement {
         let mut specs: Vec<TenantSpec> = Vec::new();
         let mut remote: Vec<TenantSpec> = Vec::new();
         let local = self.shared.repl_status.lock().clone();
+        // How the store holds a tenant now: a tenant this pass cannot place
+        // yet stays so.
         let serving = self.shared.catalog();
-        let served_as_primary = |id: u64| {
-            serving
-                .tenants()
-                .iter()
-                .any(|s| s.id.0 == id && s.follow.is_none())
-        };
-        // A tenant this pass cannot place yet stays as the store holds it.
-        let keep_as_is = |id: u64, specs: &mut Vec<TenantSpec>| {
-            if let Some(cur) = serving.tenants().iter().find(|s| s.id.0 == id) {
-                specs.push(cur.clone());
-            }
-        };
+        let held_now = |id: u64| serving.tenants().iter().find(|s| s.id.0 == id);
         for e in entries.values() {
             let Some(rec) = roles.get(&e.id) else {
                 continue;
@@ -576,7 +567,7 @@ impl Placement {
                             // copy it serves as the primary (it was one
                             // when it stopped, a crash included) may hold
                             // writes only it had.
-                            None => served_as_primary(e.id),
+                            None => held_now(e.id).is_some_and(|s| s.follow.is_none()),
                         };
                     match self.link_addr(&view, &rec.primary) {
                         Some(a) if rejoining => Some(a),
@@ -587,12 +578,11 @@ impl Placement {
                             // Its reads too wait for a lease it will not
                             // get (it is no longer the primary): what only
                             // it had is never shown meanwhile.
-                            let before = specs.len();
-                            keep_as_is(e.id, &mut specs);
-                            for sp in &mut specs[before..] {
-                                sp.leased = true;
-                                sp.consistency = anykv_server::catalog::Consistency::Strong;
-                            }
+                            specs.extend(held_now(e.id).map(|sp| TenantSpec {
+                                leased: true,
+                                consistency: anykv_server::catalog::Consistency::Strong,
+                                ..sp.clone()
+                            }));
                             continue;
                         }
                         _ => {
@@ -615,7 +605,7 @@ impl Placement {
                         // Kept as it is meanwhile: dropping the copy would
                         // cost a full sync once the address is known.
                         tracing::warn!(tenant = e.id, primary = %rec.primary, "primary's address unknown yet");
-                        keep_as_is(e.id, &mut specs);
+                        specs.extend(held_now(e.id).cloned());
                         continue;
                     }
                 },

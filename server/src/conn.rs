@@ -524,11 +524,8 @@ async fn forward_window(
                     break Err("ERR the primary did not answer in time; the request may or may not have run".to_string());
                 }
                 _ = down_check.tick() => if shared.link_down(node) {
-                    if let (Leg::Primary(_), Some(fw)) = (
-                        leg,
-                        tenant.borrow().forwarder.as_ref().filter(|f| f.node() == node),
-                    ) {
-                        fw.abandon();
+                    if let Leg::Primary(_) = leg {
+                        crate::forward::abandon_stream_to(&tenant.borrow(), node);
                     }
                     break Err("ERR the primary's node went down; the request may or may not have run".to_string());
                 },

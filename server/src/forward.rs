@@ -777,6 +777,14 @@ pub enum Outcome {
     RunHere,
 }
 
+/// Gives up `t`'s forwarding stream if it goes to `node`: only that one,
+/// since the tenant may forward to a new primary already.
+pub fn abandon_stream_to(t: &crate::tenant::Tenant, node: SocketAddr) {
+    if let Some(f) = t.forwarder.as_ref().filter(|f| f.node() == node) {
+        f.abandon();
+    }
+}
+
 /// How often a forwarded request's wait looks whether the gossip holds the
 /// node it went to as down.
 pub const DOWN_CHECK: Duration = Duration::from_millis(20);
@@ -841,9 +849,7 @@ async fn forward_until(
                 // could run. Wait for another primary (a failover), or
                 // tell the client it did not run.
                 Some(node) if shared.link_down(node) => {
-                    if let Some(f) = t.forwarder.as_ref().filter(|f| f.node() == node) {
-                        f.abandon();
-                    }
+                    abandon_stream_to(&t, node);
                     Err(())
                 }
                 Some(node) => {
@@ -872,14 +878,7 @@ async fn forward_until(
                 // A stream that stopped answering, or whose node the
                 // gossip holds as down, is not used again (only that one:
                 // the tenant may follow a new primary already).
-                if let Some(f) = tenant
-                    .borrow()
-                    .forwarder
-                    .as_ref()
-                    .filter(|f| f.node() == node)
-                {
-                    f.abandon();
-                }
+                abandon_stream_to(&tenant.borrow(), node);
                 if !written.get() {
                     // Still waiting for the link: it never went out, and
                     // now never will; before the deadline, it goes to the

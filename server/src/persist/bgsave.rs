@@ -343,9 +343,7 @@ pub fn abort_job(t: &mut Tenant) {
 /// memory is on disk now: if a full sync had left the ids ahead of that
 /// kind of file, they describe it again.
 fn data_caught_up(t: &mut Tenant, log: bool) {
-    let b = &mut t.persist.ids_behind;
-    let flag = if log { &mut b.log } else { &mut b.snapshot };
-    if std::mem::take(flag) {
+    if t.persist.ids_behind.caught_up(log) {
         let behind = t.persist.ids_behind;
         if let Err(e) = super::replids::save(&t.persist.dir, &t.repl, None, behind) {
             tracing::error!("writing {}: {e}", super::replids::FILE);

@@ -37,6 +37,27 @@ pub struct Behind {
     pub log: bool,
 }
 
+impl Behind {
+    /// Whether the log (`log`) or the snapshot predates the ids.
+    pub fn of(self, log: bool) -> bool {
+        if log {
+            self.log
+        } else {
+            self.snapshot
+        }
+    }
+
+    /// A file of that kind of the current data is written: returns whether
+    /// it was behind.
+    pub fn caught_up(&mut self, log: bool) -> bool {
+        std::mem::take(if log {
+            &mut self.log
+        } else {
+            &mut self.snapshot
+        })
+    }
+}
+
 /// Writes the ids (and, at a graceful shutdown, the offset the data on disk
 /// ends at; `behind`: the data on disk predates these ids) durably: a
 /// temporary file, fsync, rename, directory fsync.
@@ -102,17 +123,19 @@ pub fn restore(
     from_log: bool,
 ) -> std::io::Result<()> {
     if let Some((file_ids, clean, behind)) = load(dir) {
-        *ids = file_ids;
-        if (from_log && behind.log) || (!from_log && behind.snapshot) {
+        if behind.of(from_log) {
             *ids = ReplIds::random();
             tracing::info!(
                 "the data on disk (offset {loaded_offset}) predates the replication ids (a full sync not saved yet): a new history, claiming no other"
             );
-        } else if clean != Some(loaded_offset) {
-            ids.shift(loaded_offset);
-            tracing::info!(
-                "not a clean restart (data ends at offset {loaded_offset}): replication continues under a new id"
-            );
+        } else {
+            *ids = file_ids;
+            if clean != Some(loaded_offset) {
+                ids.shift(loaded_offset);
+                tracing::info!(
+                    "not a clean restart (data ends at offset {loaded_offset}): replication continues under a new id"
+                );
+            }
         }
     }
     save(dir, ids, None, Behind::default())

@@ -216,13 +216,14 @@ fn current(tenant: &Rc<RefCell<Tenant>>, gen: u64) -> bool {
         .is_some_and(|u| u.gen == gen)
 }
 
+/// The upstream of link task `gen`, while that task is still the current
+/// one.
+fn upstream_of(t: &mut Tenant, gen: u64) -> Option<&mut Upstream> {
+    t.upstream.as_mut().filter(|u| u.gen == gen)
+}
+
 fn set_status(tenant: &Rc<RefCell<Tenant>>, gen: u64, s: LinkStatus) {
-    if let Some(u) = tenant
-        .borrow_mut()
-        .upstream
-        .as_mut()
-        .filter(|u| u.gen == gen)
-    {
+    if let Some(u) = upstream_of(&mut tenant.borrow_mut(), gen) {
         let now = mstime();
         if s == LinkStatus::Connected {
             u.down_since_ms = None;
@@ -239,12 +240,7 @@ fn set_status(tenant: &Rc<RefCell<Tenant>>, gen: u64, s: LinkStatus) {
 
 /// Notes a full sync's progress: `read` bytes of `total` (-1: unknown).
 fn sync_progress(tenant: &Rc<RefCell<Tenant>>, gen: u64, total: i64, read: usize) {
-    if let Some(u) = tenant
-        .borrow_mut()
-        .upstream
-        .as_mut()
-        .filter(|u| u.gen == gen)
-    {
+    if let Some(u) = upstream_of(&mut tenant.borrow_mut(), gen) {
         u.sync_bytes = (total, read as u64);
         u.last_io_ms = mstime();
     }
