@@ -21,6 +21,8 @@
 //!    heard from any peer.
 
 use anyhow::Context;
+
+mod ask;
 use anykv_gossip::catalog::{self, Held, LiveNodes, RoleRecord, TenantEntry};
 use anykv_gossip::controller::{Command, Controller};
 use anykv_gossip::state::{Row, StateStore, Table};
@@ -207,6 +209,7 @@ impl Placement {
             Err(e) => tracing::warn!("{e}; starting from the cluster's catalog"),
         }
         p.reconcile();
+        ask::start(&p);
         tokio::spawn(p.clone().run(cluster.wan().events()));
         Ok(p)
     }
@@ -249,7 +252,9 @@ impl Placement {
             tokio::select! {
                 ok = records_changed => if !ok { committed = None },
                 a = announcement => match a {
-                    Ok(rec) => self.adopt_announced(rec),
+                    Ok(rec) => {
+                        self.adopt(rec, "announced");
+                    }
                     Err(true) => announced = None,
                     Err(false) => {}
                 },
@@ -266,29 +271,6 @@ impl Placement {
             // Let a burst of changes settle into one pass.
             tokio::time::sleep(Duration::from_millis(5)).await;
             self.reconcile();
-        }
-    }
-
-    /// A record the database's primary region's leader announced to this
-    /// node (a read-region replica): taken into the table, as the state
-    /// sync would bring it later, when it is newer than the table's (by
-    /// epoch, then sequence; the table keeps the newest either way).
-    fn adopt_announced(&self, rec: RoleRecord) {
-        let row = rec.row();
-        let newer = self
-            .store
-            .lock()
-            .get(Table::Roles, &row.key)
-            .is_none_or(|cur| {
-                (cur.version.life, cur.version.seq) < (row.version.life, row.version.seq)
-            });
-        if newer {
-            tracing::debug!(
-                tenant = rec.tenant,
-                epoch = rec.epoch,
-                "the announced record is newer than the table's: taken"
-            );
-            let _ = self.wan.publisher.publish(vec![row]);
         }
     }
 

@@ -387,13 +387,18 @@ fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
 /// SIGKILL: once its lease lapses the group's leader promotes the standby
 /// at epoch 2; the new primary takes writes and has every acknowledged
 /// one; the cdg replica follows it by partial resync; the old primary,
-/// restarted, no longer acts as the primary.
+/// restarted, no longer acts as the primary. A client of a syd node,
+/// which holds no copy (a router in another region), writes all along:
+/// its node, finding the primary gone, asks iad's controller for the
+/// record (`anykv_role_record_asks_total`), and its writes go on at the
+/// new primary with none lost.
 #[test]
 fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
-    let spec = spec("promotion", 45, 21960);
+    let mut spec = spec("promotion", 45, 21960);
+    spec.regions.push(("syd".into(), 1));
     let mut w = World::start(&spec).expect("the world starts");
-    w.wait_members(4, Duration::from_secs(60))
-        .expect("four members alive");
+    w.wait_members(5, Duration::from_secs(60))
+        .expect("five members alive");
     let all = ["n1", "n2", "n3", "n4"];
     wait_iad(&w, &all, "iad's group with a leader", |c| {
         c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
@@ -444,9 +449,54 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The syd client: INCR far, as fast as answers come, until told to
+    // stop; (acknowledged values, errors).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, i64)>::new()));
+    let far = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let mut c = login(&w, "n5").expect("a login through syd");
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.cmd(&["INCR", "far"]) {
+                    Ok(common::Value::Int(n)) => {
+                        acked.lock().expect("acks").push((Instant::now(), n))
+                    }
+                    Ok(other) => errors.push(format!("{other:?}")),
+                    Err(e) => panic!("the syd node cut the connection: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            errors
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("acks").len() < 20 {
+        assert!(
+            Instant::now() < end,
+            "the syd client's writes never went through"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     wait_in_sync(&w, 9, &standby);
     w.signal(&primary, "-9").expect("kill -9 the primary");
     let killed = Instant::now();
+    // New logins through syd meanwhile: its node checks them with the
+    // primary, or with a copy while the primary's node is down.
+    let logins = {
+        let stop = stop.clone();
+        let (n5, token) = (w.node("n5").expect("n5").resp, token.to_string());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = common::RespConn::connect_addr(n5).expect("n5 listens");
+                answers.push(c.cmd(&["AUTH", "shop", &token]).expect("an answer"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answers
+        })
+    };
     let survivors: Vec<&str> = all.iter().copied().filter(|n| *n != primary).collect();
     // The standby takes writes, continuing from every acknowledged one.
     let end = Instant::now() + Duration::from_secs(30);
@@ -509,6 +559,73 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
         ),
         "the cdg node was not told of the new primary by iad's leader"
     );
+    // The syd client's writes go on at the new primary; its node asked
+    // iad's controller (and was answered) while the primary was gone.
+    let end = Instant::now() + Duration::from_secs(30);
+    let promoted_at = killed + took;
+    while acked
+        .lock()
+        .expect("acks")
+        .last()
+        .is_none_or(|(at, _)| *at <= promoted_at)
+    {
+        assert!(
+            Instant::now() < end,
+            "the syd client's writes never resumed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (Logins go on a while after: the first ones waited out the outage.)
+    std::thread::sleep((killed + Duration::from_secs(4)).saturating_duration_since(Instant::now()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let far_errors = far.join().expect("the syd client");
+    let logins = logins.join().expect("the logins");
+    assert!(logins.len() >= 5, "{logins:?}");
+    assert!(
+        logins.iter().all(|a| matches!(a, common::Value::Simple(_))),
+        "a login through syd failed during the failover: {logins:?}"
+    );
+    let acks = acked.lock().expect("acks").clone();
+    // (An answer just after the kill was in flight before it.)
+    let resumed = acks
+        .iter()
+        .find(|(at, _)| *at > promoted_at)
+        .map(|(at, _)| *at - killed);
+    eprintln!(
+        "the syd client: {} writes, first after the kill {resumed:?}, errors meanwhile: {far_errors:?}",
+        acks.len()
+    );
+    let last = acks.last().map_or(0, |(_, n)| *n);
+    let now = match np.cmd(&["GET", "far"]).expect("GET far") {
+        common::Value::Bulk(b) => String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(0),
+        other => panic!("GET far: {other:?}"),
+    };
+    assert!(
+        now >= last,
+        "the syd client's acknowledged writes were lost: {now} < {last}"
+    );
+    let asked = |outcome: &str| -> u64 {
+        let (_, body) =
+            http(w.node("n5").expect("n5").http, "GET", "/metrics", "", "").expect("n5's metrics");
+        let line = format!("anykv_role_record_asks_total{{outcome=\"{outcome}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (newer, current) = (asked("newer"), asked("current"));
+    eprintln!("the syd node's questions to iad's controller: {newer} answered with a newer record, {current} with the one it had");
+    assert!(
+        newer + current >= 1,
+        "the syd node never asked iad's controller for the record"
+    );
+    // At most one question per 100 ms while the primary was gone.
+    let gone = resumed.unwrap_or_else(|| killed.elapsed());
+    assert!(
+        (newer + current) as u128 <= gone.as_millis() / 100 + 2,
+        "{} questions in {gone:?}",
+        newer + current
+    );
     let info = match np.cmd(&["INFO", "stats"]).expect("INFO") {
         common::Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
         other => panic!("{other:?}"),
@@ -525,8 +642,8 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
 
     // The old primary, restarted, does not act as this database's primary.
     w.launch(&primary).expect("restart");
-    w.wait_members(4, Duration::from_secs(60))
-        .expect("four members again");
+    w.wait_members(5, Duration::from_secs(60))
+        .expect("five members again");
     std::thread::sleep(Duration::from_secs(2));
     // It answers (it is up), and does not take the database's writes
     // itself: a write sent to it is refused, or its node passes it to the
@@ -813,6 +930,36 @@ fn a_crashed_primary_counts_the_writes_only_it_had_when_it_comes_back() {
     drop(old);
     w.signal("n1", "-KILL").expect("killing n1");
     w.shape(&serde_json::json!({ "heal": true })).expect("heal");
+    // A client reads `k` on n1 from the moment it listens again: its
+    // first passes run on its saved record (it is the primary there) and
+    // then follow the new primary before the sync: what only n1 had must
+    // never be read (it waits for a lease it does not get, then its reads
+    // go to the primary), though n1 still holds it on disk.
+    let n1_resp = w.node("n1").expect("n1").resp;
+    let reader = {
+        let token = token.to_string();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut reads = Vec::new();
+            while Instant::now() < end {
+                let got = common::RespConn::connect_addr(n1_resp)
+                    .ok()
+                    .and_then(|mut c| {
+                        c.cmd(&["AUTH", "shop", &token]).ok()?;
+                        c.cmd(&["GET", "k"]).ok()
+                    });
+                if let Some(v) = got {
+                    let done = v == common::Value::Bulk(b"after".to_vec());
+                    reads.push(v);
+                    if done {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reads
+        })
+    };
     w.launch("n1").expect("n1 starts again");
     let end = Instant::now() + Duration::from_secs(60);
     while discarded_on(&w, "n1").is_none() {
@@ -828,6 +975,19 @@ fn a_crashed_primary_counts_the_writes_only_it_had_when_it_comes_back() {
     assert!(
         log.contains("the full sync discards those writes"),
         "not logged"
+    );
+    let reads = reader.join().expect("the reader");
+    assert!(!reads.is_empty(), "nothing was read on n1");
+    let shown = reads
+        .iter()
+        .filter(|r| **r == common::Value::Bulk(b"only-n1".to_vec()))
+        .count();
+    assert_eq!(
+        shown,
+        0,
+        "n1 showed a write only it had in {shown} of {} reads; the first: {:?}",
+        reads.len(),
+        &reads[..reads.len().min(5)]
     );
     // Its copy is the new primary's: the value written after the promotion.
     let end = Instant::now() + Duration::from_secs(30);

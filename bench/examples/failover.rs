@@ -1,21 +1,26 @@
 //! Failover times, measured on an emulated world (docs/BENCHMARKS.md):
 //!
-//! - unplanned: a `region` database's primary killed with SIGKILL while a
-//!   client writes a counter; the time until the standby acknowledges a
-//!   write (goal: p99 ≤ 5 s over ≥ 30 runs);
-//! - planned: the primary gets SIGTERM (the controller hands it over); the
-//!   longest gap between two acknowledgements the client saw (goal: p99 ≤
-//!   500 ms, zero errors the client cannot retry). A second client writes
-//!   its own counter through the region's third node (a node that stays,
-//!   as a client behind Flycast reaches one): its errors and gaps are
-//!   reported apart, since a client connected to the exiting node finds
-//!   its connection closed once whatever the handoff does;
-//! - acknowledged writes lost in all runs (goal: 0): the client checks
+//! - unplanned: a `region` database's primary killed with SIGKILL while
+//!   clients write counters; the time until the standby acknowledges a
+//!   write to the client that was on the primary (goal: p99 ≤ 5 s over
+//!   ≥ 30 runs), and each client's longest gap between acknowledgements;
+//! - planned: the primary gets SIGTERM (the controller hands it over);
+//!   each client's longest gap (goal: p99 ≤ 500 ms, zero errors the
+//!   client cannot retry);
+//! - acknowledged writes lost in all runs (goal: 0): each client checks
 //!   every `INCR` answer is one more than the last acknowledged one.
 //!
-//! Three iad nodes and one cdg node on 127.0.`--net`.x, with the builtin
-//! RTT table; after each run the killed node is started again and the
-//! next run waits until the database's standby is in sync.
+//! Three clients, each with its own counter: one connected to the primary
+//! (it reconnects to the standby when its connection is cut), one through
+//! the region's third node (a node that stays, as a client behind Flycast
+//! reaches one), one through a syd node holding no copy (a router in
+//! another region). As a client library does, a client keeps its
+//! connection after an error reply and reconnects only when it is cut.
+//!
+//! Three iad nodes, one cdg node (the read region) and one syd node on
+//! 127.0.`--net`.x, with the builtin RTT table; after each run the killed
+//! node is started again and the next run waits until the database's
+//! standby is in sync.
 //!
 //!     cargo run --release -p anykv-bench --example failover -- \
 //!         --anykv target/release/anykv --unplanned 30 --planned 30 [--keep]
@@ -31,9 +36,37 @@ use anykv_bench::world::{World, WorldSpec};
 const ADMIN: &str = "failover-bench-admin";
 const TOKEN: &str = "failover-bench-token-0123456789";
 const TENANT: u64 = 5;
+/// Nodes in the world: iad n1–n3, cdg n4, syd n5.
+const NODES: usize = 5;
+/// The syd node: it holds no copy of the database (a router in another
+/// region, which learns a new primary from the state sync or by asking
+/// iad's controller).
+const FAR: &str = "n5";
+/// The clients, each with its own counter: one on the primary (then the
+/// standby), one through iad's third node, one through the syd router.
+const CLIENTS: [(&str, &str); 3] = [
+    ("counter", "client of the primary, then the standby"),
+    ("counter2", "client of the node that stays"),
+    ("counter3", "client of a router in syd"),
+];
 
 fn login(addr: SocketAddr) -> Option<Conn> {
     Conn::open(addr, Some(("shop", TOKEN)))
+}
+
+/// Connects and logs in, or says why not: `cut` (no connection) or
+/// `login <first word of the error>`.
+fn login_or_why(addr: SocketAddr) -> Result<Conn, String> {
+    let mut c = Conn::open(addr, None).ok_or("cut")?;
+    match c.call(&["AUTH", "shop", TOKEN]) {
+        Some(Reply::Simple(_)) => Ok(c),
+        Some(Reply::Err(e)) => Err(format!(
+            "login {}",
+            e.split_whitespace().next().unwrap_or("ERR")
+        )),
+        Some(_) => Err("login unexpected".into()),
+        None => Err("cut".into()),
+    }
 }
 
 /// What a writer saw.
@@ -77,7 +110,19 @@ fn writer(
     let mut last = Instant::now();
     while !stop.load(Ordering::Acquire) {
         if conn.is_none() {
-            conn = login(nodes[on]);
+            match login_or_why(nodes[on]) {
+                Ok(c) => conn = Some(c),
+                Err(kind) => {
+                    *seen.kinds.entry(kind).or_default() += 1;
+                    seen.errors += 1;
+                    if mark.passed(Instant::now()) {
+                        seen.outage_seen = true;
+                    }
+                    on = (on + 1) % nodes.len();
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+            }
         }
         match conn.as_mut().and_then(|c| c.call(&["INCR", key])) {
             Some(Reply::Int(n)) => {
@@ -96,18 +141,24 @@ fn writer(
                 }
             }
             other => {
+                // As a client library does: an error reply keeps the
+                // connection (the next request retries on it), a
+                // connection cut (or a reply that never came) is opened
+                // again, on the next node when there are several.
                 let kind = match other {
                     Some(Reply::Err(e)) => e.split_whitespace().next().unwrap_or("ERR").to_string(),
                     Some(_) => "unexpected".to_string(),
                     None => "cut".to_string(),
                 };
+                if kind == "cut" || kind == "unexpected" {
+                    conn = None;
+                    on = (on + 1) % nodes.len();
+                }
                 *seen.kinds.entry(kind).or_default() += 1;
                 seen.errors += 1;
                 if mark.passed(Instant::now()) {
                     seen.outage_seen = true;
                 }
-                conn = None;
-                on = (on + 1) % nodes.len();
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -255,7 +306,7 @@ fn main() {
         &a.anykv,
         a.net,
         a.port,
-        &[("iad", 3), ("cdg", 1)],
+        &[("iad", 3), ("cdg", 1), ("syd", 1)],
         ADMIN,
         &["--save", "", "--appendonly", "yes"],
     );
@@ -267,7 +318,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = w.wait_members(4, Duration::from_secs(60)) {
+    if let Err(e) = w.wait_members(NODES, Duration::from_secs(60)) {
         eprintln!("{e}");
         std::process::exit(1);
     }
@@ -287,17 +338,18 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1);
     }
+    // Per client, in the order of `CLIENTS`: planned runs' longest gaps
+    // and errors, unplanned runs' longest gaps, error kinds.
+    let mut gaps_planned: [Vec<Duration>; 3] = Default::default();
+    let mut gaps_unplanned: [Vec<Duration>; 3] = Default::default();
+    let mut errs_planned: [Vec<u64>; 3] = Default::default();
+    let mut kinds_planned: [std::collections::BTreeMap<String, u64>; 3] = Default::default();
+    let mut kinds_unplanned: [std::collections::BTreeMap<String, u64>; 3] = Default::default();
+    // The first client's failover time, and by whether the killed primary
+    // led the controller.
     let mut unplanned = Vec::new();
-    // Unplanned runs by whether the killed primary led the controller.
     let (mut of_leader, mut of_other) = (Vec::new(), Vec::new());
-    let mut pauses = Vec::new();
-    let mut planned_errors = Vec::new();
-    // The second client's, through the node that stays.
-    let (mut via_pauses, mut via_errors) = (Vec::new(), Vec::new());
-    let mut via_kinds = std::collections::BTreeMap::<String, u64>::new();
-    let mut all_kinds = std::collections::BTreeMap::<String, u64>::new();
-    let mut planned_kinds = std::collections::BTreeMap::<String, u64>::new();
-    let (mut lost, mut errors, mut unanswered) = (0u64, 0u64, 0u64);
+    let (mut lost, mut unanswered) = (0u64, 0u64);
     let total = a.unplanned + a.planned;
     let mut epoch = 0;
     let mut failed = None;
@@ -311,29 +363,33 @@ fn main() {
             }
         };
         epoch = e;
-        let start = counter(&w, &primary, "counter");
         let third = ["n1", "n2", "n3"]
             .into_iter()
             .find(|n| *n != primary && *n != standby)
             .unwrap_or("n4");
-        let via_start = counter(&w, &primary, "counter2");
-        let via_node: Vec<SocketAddr> = w.node(third).ok().map(|n| n.resp).into_iter().collect();
-        let nodes: Vec<SocketAddr> = [&primary, &standby]
-            .iter()
-            .filter_map(|n| w.node(n).ok().map(|n| n.resp))
-            .collect();
+        let resp = |n: &str| w.node(n).ok().map(|n| n.resp);
+        let targets: [Vec<SocketAddr>; 3] = [
+            [&primary, &standby]
+                .iter()
+                .filter_map(|n| resp(n))
+                .collect(),
+            resp(third).into_iter().collect(),
+            resp(FAR).into_iter().collect(),
+        ];
         let mark = Arc::new(Mark::new());
         let stop = Arc::new(AtomicBool::new(false));
-        let acks = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-        let t = {
-            let (acks, mark, stop) = (acks[0].clone(), mark.clone(), stop.clone());
-            std::thread::spawn(move || writer(nodes, "counter", start, acks, mark, stop))
-        };
-        let via = {
-            let (acks, mark, stop) = (acks[1].clone(), mark.clone(), stop.clone());
-            std::thread::spawn(move || writer(via_node, "counter2", via_start, acks, mark, stop))
-        };
-        // Both clients writing (the third node may have started just
+        let acks: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let threads: Vec<_> = targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, nodes)| {
+                let key = CLIENTS[i].0;
+                let start = counter(&w, &primary, key);
+                let (acks, mark, stop) = (acks[i].clone(), mark.clone(), stop.clone());
+                std::thread::spawn(move || writer(nodes, key, start, acks, mark, stop))
+            })
+            .collect();
+        // Every client writing (the third node may have started just
         // before, as the last run's killed node): at least 400 ms and 20
         // acknowledgements each, at most 10 s.
         let writing = Instant::now();
@@ -351,41 +407,42 @@ fn main() {
             failed = Some(e.to_string());
             break;
         }
-        // Until writes flow again on the standby (or 30 s).
+        // Until every client's writes flow again (or 30 s).
         let end = Instant::now() + Duration::from_secs(30);
-        let base = counter(&w, &standby, "counter");
-        loop {
+        let base: Vec<u64> = acks.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        while Instant::now() < end {
             std::thread::sleep(Duration::from_millis(100));
-            let now = counter(&w, &standby, "counter");
-            if now > base + 20 || Instant::now() > end {
+            if acks
+                .iter()
+                .zip(&base)
+                .all(|(a, b)| a.load(Ordering::Relaxed) > b + 20)
+            {
                 break;
             }
         }
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Release);
-        let seen = t.join().unwrap_or_default();
-        let via_seen = via.join().unwrap_or_default();
-        lost += seen.lost + via_seen.lost;
-        if planned {
-            via_pauses.push(via_seen.longest_gap);
-            via_errors.push(via_seen.errors);
-            for (k, n) in &via_seen.kinds {
-                *via_kinds.entry(k.clone()).or_default() += n;
+        let seen: Vec<Seen> = threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_default())
+            .collect();
+        let took = seen[0].first_after_mark.map(|t| t - killed);
+        for (i, sn) in seen.iter().enumerate() {
+            lost += sn.lost;
+            unanswered += sn.unanswered_applied;
+            let kinds = if planned {
+                gaps_planned[i].push(sn.longest_gap);
+                errs_planned[i].push(sn.errors);
+                &mut kinds_planned[i]
+            } else {
+                gaps_unplanned[i].push(sn.longest_gap);
+                &mut kinds_unplanned[i]
+            };
+            for (k, n) in &sn.kinds {
+                *kinds.entry(k.clone()).or_default() += n;
             }
         }
-        errors += seen.errors;
-        unanswered += seen.unanswered_applied;
-        let took = seen.first_after_mark.map(|t| t - killed);
-        for (k, n) in &seen.kinds {
-            *all_kinds.entry(k.clone()).or_default() += n;
-            if planned {
-                *planned_kinds.entry(k.clone()).or_default() += n;
-            }
-        }
-        if planned {
-            pauses.push(seen.longest_gap);
-            planned_errors.push(seen.errors);
-        } else if let Some(d) = took {
+        if let (false, Some(d)) = (planned, took) {
             unplanned.push(d);
             if was_leader {
                 of_leader.push(d);
@@ -393,23 +450,32 @@ fn main() {
                 of_other.push(d);
             }
         }
+        let clients: Vec<String> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, sn)| {
+                format!(
+                    "{}: gap {} ms, errors: {}",
+                    if i == 1 { third } else { CLIENTS[i].1 },
+                    ms(sn.longest_gap),
+                    kinds(&sn.kinds)
+                )
+            })
+            .collect();
         println!(
-            "run {:>2}/{total} {:<9} primary {primary}{} -> {standby}: first write after {} ms, longest pause {} ms, errors: {}; through {third}: longest pause {} ms, errors: {}; {} lost",
+            "run {:>2}/{total} {:<9} primary {primary}{} -> {standby}: first write after {} ms; {}; {} lost",
             run + 1,
             if planned { "planned" } else { "unplanned" },
             if was_leader { " (leader)" } else { "" },
             took.map_or("-".into(), ms),
-            ms(seen.longest_gap),
-            kinds(&seen.kinds),
-            ms(via_seen.longest_gap),
-            kinds(&via_seen.kinds),
-            seen.lost + via_seen.lost
+            clients.join("; "),
+            seen.iter().map(|s| s.lost).sum::<u64>()
         );
         if let Err(e) = w.launch(&primary) {
             failed = Some(e.to_string());
             break;
         }
-        if let Err(e) = w.wait_members(4, Duration::from_secs(60)) {
+        if let Err(e) = w.wait_members(NODES, Duration::from_secs(60)) {
             failed = Some(e.to_string());
             break;
         }
@@ -419,17 +485,16 @@ fn main() {
         drop(w);
         std::process::exit(1);
     }
-    for v in [
-        &mut unplanned,
-        &mut of_leader,
-        &mut of_other,
-        &mut pauses,
-        &mut via_pauses,
-    ] {
+    for v in gaps_planned
+        .iter_mut()
+        .chain(gaps_unplanned.iter_mut())
+        .chain([&mut unplanned, &mut of_leader, &mut of_other])
+    {
         v.sort();
     }
-    planned_errors.sort();
-    via_errors.sort();
+    for v in errs_planned.iter_mut() {
+        v.sort();
+    }
     println!();
     println!("| measure | runs | p50 ms | p90 ms | p99 ms | max ms | goal |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
@@ -450,40 +515,34 @@ fn main() {
     );
     row("… the killed primary led the controller", &of_leader, "");
     row("… it did not", &of_other, "");
-    row(
-        "planned: SIGTERM, longest gap between acknowledgements",
-        &pauses,
-        "p99 ≤ 500",
-    );
-    row(
-        "… a client of the region's third node (it stays)",
-        &via_pauses,
-        "p99 ≤ 500",
-    );
+    for (i, (_, who)) in CLIENTS.iter().enumerate() {
+        row(
+            &format!("unplanned: longest gap, {who}"),
+            &gaps_unplanned[i],
+            "",
+        );
+    }
+    for (i, (_, who)) in CLIENTS.iter().enumerate() {
+        row(
+            &format!("planned: SIGTERM, longest gap, {who}"),
+            &gaps_planned[i],
+            "p99 ≤ 500",
+        );
+    }
     println!();
+    for (i, (_, who)) in CLIENTS.iter().enumerate() {
+        let e = &errs_planned[i];
+        println!(
+            "planned runs' errors, {who}: per run p50 {}, max {}, total {} ({}); unplanned runs' errors: {}",
+            e.get(e.len().saturating_sub(1) / 2).copied().unwrap_or(0),
+            e.last().copied().unwrap_or(0),
+            e.iter().sum::<u64>(),
+            kinds(&kinds_planned[i]),
+            kinds(&kinds_unplanned[i])
+        );
+    }
     println!(
-        "planned runs' errors per run: p50 {}, max {}, total {} ({})",
-        planned_errors
-            .get(planned_errors.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or(0),
-        planned_errors.last().copied().unwrap_or(0),
-        planned_errors.iter().sum::<u64>(),
-        kinds(&planned_kinds)
-    );
-    println!(
-        "… of the client of the node that stays: p50 {}, max {}, total {} ({})",
-        via_errors
-            .get(via_errors.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or(0),
-        via_errors.last().copied().unwrap_or(0),
-        via_errors.iter().sum::<u64>(),
-        kinds(&via_kinds)
-    );
-    println!(
-        "acknowledged writes lost over all runs: {lost}; answers refused or cut (retried): {errors} ({}); writes whose answer was cut that took effect: {unanswered}",
-        kinds(&all_kinds)
+        "acknowledged writes lost over all runs: {lost}; writes whose answer was cut that took effect: {unanswered}"
     );
     drop(w);
     if a.keep {

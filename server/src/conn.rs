@@ -526,6 +526,7 @@ async fn forward_window(
                 _ = down_check.tick() => if shared.link_down(node) {
                     if let Leg::Primary(_) = leg {
                         crate::forward::abandon_stream_to(&tenant.borrow(), node);
+                        shared.primary_missed(tenant.borrow().id);
                     }
                     break Err("ERR the primary's node went down; the request may or may not have run".to_string());
                 },
@@ -567,6 +568,7 @@ async fn forward_window(
                 if not_run {
                     refused = true;
                     taking = false;
+                    shared.primary_missed(tenant.borrow().id);
                 }
                 match r {
                     _ if retry => crate::forward::run_for(tenant, shared, b).await,
@@ -1194,7 +1196,13 @@ async fn run(
                         }
                     }
                     Ok(crate::forward::LoginCheck::Refused(reply)) => {
-                        tenant.borrow_mut().count_error("WRONGPASS");
+                        // WRONGPASS, or a copy's TRYAGAIN.
+                        let code = reply
+                            .get(1..)
+                            .and_then(|r| r.split(|b| *b == b' ' || *b == b'\r').next())
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        tenant.borrow_mut().count_error(&code);
                         if !silent {
                             out.raw(&reply);
                         }

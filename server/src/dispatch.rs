@@ -371,6 +371,7 @@ fn route_on_replica(
     let mut to_primary = write
         || primary_only_read(name)
         || script_elsewhere
+        || (read && t.diverged)
         || match t.consistency {
             Consistency::Strong => read,
             Consistency::Ryw => behind,
@@ -915,27 +916,33 @@ pub(crate) fn run(
     // covers the tenant at the tenant's epoch: once it lapses, the
     // controller may already have promoted the standby (docs/FAILOVER.md).
     // With `consistency: strong` its reads need the lease as well: only
-    // then is no other primary taking writes they would miss.
-    let strong = t.consistency == crate::catalog::Consistency::Strong;
+    // then is no other primary taking writes they would miss. So do all
+    // its reads until a lease has covered its epoch once (`lease_proven`):
+    // a node that restarted as the primary its saved record names may
+    // have been replaced, and hold writes only it had.
+    let strong = t.consistency == crate::catalog::Consistency::Strong || !t.lease_proven;
     if t.leased
         && t.role == crate::repl::Role::Primary
         && !s.replaying
         && (is_write_command(r, s) || (strong && is_read_command(r, s)))
-        && !shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now())
     {
-        // Given up for a planned handoff: the request waits (as under
-        // Redis's FAILOVER) until this node is the standby's replica
-        // (writes then meet `-READONLY`) or the handoff failed and the
-        // next renewal covers the tenant again. Just made the primary at
-        // a new epoch, or just put under a lease (its region's group
-        // formed): it waits for the renewal that covers it (asked for at
-        // once), up to NEW_EPOCH_LEASE_WAIT_MS.
-        let new_epoch = now_ms - t.epoch_changed_ms < NEW_EPOCH_LEASE_WAIT_MS;
-        if (new_epoch || shared.handing_off(t.id.0, t.epoch)) && !s.in_exec {
-            return Outcome::Paused;
+        if shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now()) {
+            t.lease_proven = true;
+        } else {
+            // Given up for a planned handoff: the request waits (as under
+            // Redis's FAILOVER) until this node is the standby's replica
+            // (writes then meet `-READONLY`) or the handoff failed and the
+            // next renewal covers the tenant again. Just made the primary at
+            // a new epoch, or just put under a lease (its region's group
+            // formed): it waits for the renewal that covers it (asked for at
+            // once), up to NEW_EPOCH_LEASE_WAIT_MS.
+            let new_epoch = now_ms - t.epoch_changed_ms < NEW_EPOCH_LEASE_WAIT_MS;
+            if (new_epoch || shared.handing_off(t.id.0, t.epoch)) && !s.in_exec {
+                return Outcome::Paused;
+            }
+            reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
+            return Outcome::Continue;
         }
-        reject(t, s, out, Some(r.id), errors::NO_LEASE, true);
-        return Outcome::Continue;
     }
     // A primary whose writes are held (a move of the primary to another
     // region, leased or not: a region without a controller group has no

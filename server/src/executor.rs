@@ -699,6 +699,7 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec, shared: &Shared)
     // than meet "no lease" in between.
     if spec.epoch > t.epoch || (spec.leased && !t.leased) {
         t.epoch_changed_ms = crate::util::mstime();
+        t.lease_proven = false;
     }
     t.epoch = t.epoch.max(spec.epoch);
     t.leased = spec.leased;
@@ -720,6 +721,11 @@ fn set_follow(
             // No longer named the primary (a newer record).
             t.taking_over = None;
             if t.upstream.as_ref().and_then(|u| u.node) != Some(addr) {
+                // (A copy just made starts as a primary that never
+                // served: only one its record named the primary counts.)
+                if std::mem::take(&mut t.served_as_primary) {
+                    t.diverged = true;
+                }
                 let host = addr.ip().to_string();
                 crate::repl::replica::become_replica(
                     t,
@@ -732,6 +738,7 @@ fn set_follow(
             }
         }
         None => {
+            t.served_as_primary = true;
             if t.upstream.as_ref().is_some_and(|u| u.node.is_some()) {
                 let now = crate::util::mstime();
                 let promoted = match promote_at {

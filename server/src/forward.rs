@@ -850,6 +850,7 @@ async fn forward_until(
                 // tell the client it did not run.
                 Some(node) if shared.link_down(node) => {
                     abandon_stream_to(&t, node);
+                    shared.primary_missed(t.id);
                     Err(())
                 }
                 Some(node) => {
@@ -879,6 +880,9 @@ async fn forward_until(
                 // gossip holds as down, is not used again (only that one:
                 // the tenant may follow a new primary already).
                 abandon_stream_to(&tenant.borrow(), node);
+                if down {
+                    shared.primary_missed(tenant.borrow().id);
+                }
                 if !written.get() {
                     // Still waiting for the link: it never went out, and
                     // now never will; before the deadline, it goes to the
@@ -897,6 +901,9 @@ async fn forward_until(
             }
         };
         let retry = did_not_run(&r);
+        if retry {
+            shared.primary_missed(tenant.borrow().id);
+        }
         if retry && tokio::time::Instant::now() >= deadline {
             // A replica's -READONLY is the cluster's business, not the
             // client's: what it learns is that nothing ran.
@@ -931,7 +938,8 @@ thread_local! {
 
 /// Sends a login check for database `to`, which this node holds no copy
 /// of, to its primary's node (whose users and ACL LOG are the
-/// database's). The checks go on a stream of their own, one per database
+/// database's), or, while the gossip holds that node as down (a failover
+/// under way), to a copy's. The checks go on a stream of their own, one per database
 /// and executor, kept while it works: a client's login must not wait
 /// behind other clients' requests, and a storm of logins (a password
 /// being guessed) costs the primary one stream, not one per attempt. At
@@ -945,38 +953,71 @@ pub async fn check_login(
 ) -> Result<LoginCheck, String> {
     const UNREACHED: &str =
         "TRYAGAIN the database's primary could not check this login (it is unreachable); retry";
-    let Some(node) = shared.remote_route(to).map(|r| r.primary) else {
-        return Err(GONE.into());
-    };
-    if shared.link_down(node) {
-        return Err(UNREACHED.into());
-    }
-    let sent = LOGIN_STREAMS.with(|streams| {
-        let mut streams = streams.borrow_mut();
-        // Streams of databases whose primary moved, or that failed, go.
-        streams.retain(|_, f| !f.is_closed());
-        let mut slot = streams.remove(&to);
-        let f = to_node(&mut slot, shared, node, to);
-        let sent = f.has_room().then(|| (f.send(req), f.stop.clone()));
-        if let Some(f) = slot {
-            streams.insert(to, f);
-        }
-        sent
-    });
-    let Some((reply, stop)) = sent else {
-        return Err(
-            "TRYAGAIN too many logins to this database are being checked on this node; retry"
-                .into(),
-        );
-    };
-    let reply = match tokio::time::timeout(FORWARD_TIMEOUT, reply).await {
-        Ok(Ok(r)) => r.reply,
-        Ok(Err(_)) => return Err(UNREACHED.into()),
-        Err(_) => {
-            // No reply in time: the stream is given up, the next check
-            // starts a new one.
-            stop.give_up();
-            return Err(UNREACHED.into());
+    let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    let reply = loop {
+        let Some(route) = shared.remote_route(to) else {
+            return Err(GONE.into());
+        };
+        // The primary's node down (a failover under way): a copy checks
+        // the login meanwhile; its users are the primary's as of its
+        // stream, and a login it does not know is not refused there (see
+        // `check_login_for_node`).
+        let node = if shared.link_down(route.primary) {
+            shared.primary_missed(to);
+            match route
+                .copies
+                .iter()
+                .map(|c| c.addr)
+                .find(|a| *a != route.primary && !shared.link_down(*a))
+            {
+                Some(copy) => copy,
+                None => return Err(UNREACHED.into()),
+            }
+        } else {
+            route.primary
+        };
+        let sent = LOGIN_STREAMS.with(|streams| {
+            let mut streams = streams.borrow_mut();
+            // Streams of databases whose primary moved, or that failed, go.
+            streams.retain(|_, f| !f.is_closed());
+            let mut slot = streams.remove(&to);
+            let f = to_node(&mut slot, shared, node, to);
+            let sent = f.has_room().then(|| (f.send(req.clone()), f.stop.clone()));
+            if let Some(f) = slot {
+                streams.insert(to, f);
+            }
+            sent
+        });
+        let Some((reply, stop)) = sent else {
+            return Err(
+                "TRYAGAIN too many logins to this database are being checked on this node; retry"
+                    .into(),
+            );
+        };
+        match answer_unless_down(shared, node, deadline, reply).await {
+            Ok(Ok(r)) => break r.reply,
+            // The stream failed before an answer (a node that just died
+            // refuses its link before the gossip says it is down): asked
+            // again shortly, until the deadline.
+            Ok(Err(_)) => {
+                if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
+                    return Err(UNREACHED.into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            // Its node went down meanwhile: asked again, of a copy (a
+            // check changes nothing, it may run twice).
+            Err(true) => {
+                stop.give_up();
+                continue;
+            }
+            Err(false) => {
+                // No reply in time: the stream is given up, the next check
+                // starts a new one.
+                stop.give_up();
+                return Err(UNREACHED.into());
+            }
         }
     };
     match reply.first() {

@@ -165,6 +165,10 @@ impl Settings {
     }
 }
 
+/// What `anykv node` does when a database's primary did not take a
+/// request (see [`Shared::primary_missed`]).
+pub type PrimaryLookup = Box<dyn Fn(crate::tenant::TenantId) + Send + Sync>;
+
 pub struct Shared {
     pub config: RwLock<Config>,
     /// Every database's ACL users.
@@ -208,6 +212,9 @@ pub struct Shared {
     /// How a replica dials its primary on another node of the cluster
     /// (set once by `anykv node`; a standalone server has none).
     pub link_dialer: std::sync::OnceLock<Arc<dyn crate::stream::LinkDialer>>,
+    /// Told when a database's primary did not take a request (set once by
+    /// `anykv node`; see [`Shared::primary_missed`]).
+    pub primary_lookup: std::sync::OnceLock<PrimaryLookup>,
     /// Forwarded requests without a reply yet ([`Shared::forwards_in_flight`]).
     pub forwarding: std::sync::atomic::AtomicUsize,
     /// Each tenant's replication, refreshed once a second by its cron.
@@ -284,6 +291,7 @@ impl Shared {
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
             link_dialer: std::sync::OnceLock::new(),
+            primary_lookup: std::sync::OnceLock::new(),
             forwarding: Default::default(),
             repl_status: Default::default(),
             tenant_clients: Default::default(),
@@ -532,6 +540,18 @@ impl Shared {
     /// forwarding every request (docs/ROUTING.md, Remote databases).
     pub fn remote_catalog(&self) -> Arc<crate::catalog::Catalog> {
         self.remote.read().clone()
+    }
+
+    /// Tells the node that tenant `id`'s primary, as this node knows it,
+    /// did not take a request: the gossip holds its node as down, or it
+    /// answered that it is no longer the primary or holds no lease. A node
+    /// then asks the database's region controller who is (at most every
+    /// 100 ms per database), rather than waiting for the state sync's
+    /// gossip rounds to bring the new role record while its clients wait.
+    pub fn primary_missed(&self, id: crate::tenant::TenantId) {
+        if let Some(f) = self.primary_lookup.get() {
+            f(id);
+        }
     }
 
     /// Whether the gossip says the node at cluster address `link` is down:

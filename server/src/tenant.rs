@@ -245,6 +245,21 @@ pub struct Tenant {
     /// (a planned handoff that went ahead without them): the rejoin's full
     /// sync does not count them twice.
     pub discard_counted: u64,
+    /// This copy was the primary (in this process, or when it stopped) and
+    /// follows another now, without a completed sync yet: its data may
+    /// hold writes the new primary never had (the sync counts and drops
+    /// them). Its customers' reads go to the primary meanwhile, so what
+    /// the database never had is never shown.
+    pub diverged: bool,
+    /// Its role record named this node the primary since it last followed
+    /// another (see `diverged`).
+    pub served_as_primary: bool,
+    /// A lease has covered this tenant at its epoch since that epoch (or
+    /// the lease) reached this node. Until then a leased primary's reads
+    /// need the lease too, whatever the consistency: one that restarted
+    /// from its saved record may have been replaced meanwhile, and its own
+    /// data may hold writes its successor never had.
+    pub lease_proven: bool,
     /// When (ms) the role record last moved this tenant to a newer epoch:
     /// a primary's lease covers the new epoch only from its next renewal
     /// (asked for at once), and its writes wait for that a little while.
@@ -446,6 +461,9 @@ impl Tenant {
             standby_acked: 0,
             synced_since_start: false,
             discard_counted: 0,
+            diverged: false,
+            served_as_primary: false,
+            lease_proven: false,
             epoch_changed_ms: 0,
             standby_missing_since: None,
             rate: None,

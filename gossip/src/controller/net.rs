@@ -62,6 +62,12 @@ enum Rpc {
     /// of this region that replicates the database (see
     /// `Controller::announcements`).
     Announce(crate::catalog::RoleRecord),
+    /// A node that forwards to a database's primary, and found it gone or
+    /// no longer primary, asks for the group's record of it (see
+    /// [`ask_record`]).
+    Record {
+        tenant: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -174,6 +180,10 @@ pub(super) async fn serve(
             Rpc::Announce(rec) => {
                 c.take_announcement(rec);
                 write_frame(&mut send, &Ok::<_, WrongRegion>(())).await?
+            }
+            Rpc::Record { tenant } => {
+                let rec = c.roles().records.get(&tenant).cloned();
+                write_frame(&mut send, &Ok::<_, WrongRegion>(rec)).await?
             }
         }
         send.finish()?;
@@ -289,6 +299,24 @@ pub(super) async fn announce(
     ttl: Duration,
 ) -> Result<(), String> {
     ask(syncer, region, addr, Rpc::Announce(rec), ttl).await
+}
+
+/// Asks the member at `addr`, of `region`, for its group's role record
+/// of `tenant`, as applied there (None: the group holds none). Any node
+/// that forwards to a database's primary may ask, its own region's group
+/// or another's: the state sync brings the record to every node too, but
+/// over gossip rounds, while a router whose primary just died has its
+/// clients waiting. The leader's answer is the newest; a follower's is at
+/// most a heartbeat behind, and the asker keeps whichever record is
+/// newer by epoch.
+pub async fn ask_record(
+    syncer: &Syncer,
+    region: &str,
+    addr: SocketAddr,
+    tenant: u64,
+    ttl: Duration,
+) -> Result<Option<crate::catalog::RoleRecord>, String> {
+    ask(syncer, region, addr, Rpc::Record { tenant }, ttl).await
 }
 
 /// Raft's client for one peer.

@@ -354,6 +354,13 @@ pub fn check_login_for_node(
         out.bulk(&file);
         return;
     }
+    if t.role == crate::repl::Role::Replica {
+        // Asked while the primary's node is down: a user made there a
+        // moment ago may not have reached this copy yet, so the refusal
+        // (and its ACL LOG entry) is the primary's alone to give.
+        out.error("TRYAGAIN the database's primary is unreachable and its copy does not take these credentials (they may be newer than it); retry");
+        return;
+    }
     crate::dispatch::acl_log_entry(
         shared,
         t.id,

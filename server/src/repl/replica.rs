@@ -500,7 +500,11 @@ async fn follow(
     } else {
         return Err(format!("PSYNC: {reply}"));
     }
-    tenant.borrow_mut().synced_since_start = true;
+    {
+        let mut t = tenant.borrow_mut();
+        t.synced_since_start = true;
+        t.diverged = false;
+    }
     set_status(tenant, gen, LinkStatus::Connected);
     stream(tenant, shared, l, gen, link_epoch).await
 }
