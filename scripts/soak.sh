@@ -7,7 +7,7 @@
 #   scripts/soak.sh            # seeds 1-200
 #   scripts/soak.sh 50 1000    # 50 seeds from 1000
 #
-# Nodes run on 127.0.48.x (override with SOAK_NET / SOAK_PORT); logs of a
+# Nodes run on 127.0.90.x (override with SOAK_NET / SOAK_PORT); logs of a
 # failing seed are kept and named in its report. A failing seed reruns in
 # the debug test with FAULT_SEEDS=<seed> cargo test -p anykv --test faults.
 set -euo pipefail
@@ -16,12 +16,14 @@ cd "$(dirname "$0")/.."
 count="${1:-200}"
 first="${2:-1}"
 last=$((first + count - 1))
-net="${SOAK_NET:-48}"
-port="${SOAK_PORT:-22100}"
+# (Not 127.0.48.x, which tests/faults.rs uses: a soak may run beside it.)
+net="${SOAK_NET:-90}"
+port="${SOAK_PORT:-25000}"
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 cargo build --release -p anykv --bin anykv -p anykv-bench --example faults
 mkdir -p target/soak
 out="target/soak/soak-${first}-${last}.md"
-target/release/examples/faults --anykv target/release/anykv \
+"$bin/examples/faults" --anykv "$bin/anykv" \
   --seeds "${first}-${last}" --net "$net" --port "$port" --out "$out"
 echo "table: $out"

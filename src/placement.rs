@@ -602,11 +602,18 @@ impl Placement {
         for s in skipped {
             tracing::error!("remote catalog: {s}");
         }
-        if self.shared.remote_catalog().tenants() != remote.tenants() {
-            tracing::info!(
-                "databases served through other nodes: {}",
-                remote.tenants().len()
-            );
+        let before = self.shared.remote_catalog();
+        if before.tenants() != remote.tenants() {
+            // (Routes change with every round-trip measurement: only a
+            // change in how many databases is worth the log's INFO.)
+            if before.tenants().len() != remote.tenants().len() {
+                tracing::info!(
+                    "databases served through other nodes: {}",
+                    remote.tenants().len()
+                );
+            } else {
+                tracing::debug!("routes to databases served through other nodes changed");
+            }
             self.shared.set_remote(remote);
         }
         // The cluster's tenants this pass gives the store, at their versions.

@@ -490,6 +490,9 @@ async fn forward_window(
             Leg::Primary(n) | Leg::Copy(n) => n,
         };
         let mut down_check = tokio::time::interval(crate::forward::DOWN_CHECK);
+        // When the record stopped naming the window's node the primary
+        // (see `forward::MOVED_GRACE`).
+        let mut moved_at: Option<tokio::time::Instant> = None;
         let r = loop {
             // Requests already in the input join the window whenever it
             // has room: as it opens, after each reply, after each read (a
@@ -520,15 +523,25 @@ async fn forward_window(
                     // elsewhere, and its copy skipped, below).
                     if let (Leg::Primary(_), Some(fw)) = (leg, tenant.borrow().forwarder.as_ref()) {
                         fw.abandon();
+                        shared.primary_missed(tenant.borrow().id);
                     }
                     break Err("ERR the primary did not answer in time; the request may or may not have run".to_string());
                 }
-                _ = down_check.tick() => if shared.link_down(node) {
-                    if let Leg::Primary(_) = leg {
-                        crate::forward::abandon_stream_to(&tenant.borrow(), node);
-                        shared.primary_missed(tenant.borrow().id);
+                _ = down_check.tick() => {
+                    let primary_leg = matches!(leg, Leg::Primary(_));
+                    if primary_leg && moved_at.is_none()
+                        && crate::forward::primary_node(&tenant.borrow(), shared) != Some(node)
+                    {
+                        moved_at = Some(tokio::time::Instant::now());
                     }
-                    break Err("ERR the primary's node went down; the request may or may not have run".to_string());
+                    let replaced = moved_at.is_some_and(|at| at.elapsed() >= crate::forward::MOVED_GRACE);
+                    if shared.link_down(node) || replaced {
+                        if primary_leg {
+                            crate::forward::abandon_stream_to(&tenant.borrow(), node);
+                            shared.primary_missed(tenant.borrow().id);
+                        }
+                        break Err(crate::forward::GONE_IN_FLIGHT.to_string());
+                    }
                 },
                 n = stream.read_buf(inbuf), if taking && inflight.len() < FORWARD_WINDOW => {
                     match n {

@@ -789,28 +789,49 @@ pub fn abandon_stream_to(t: &crate::tenant::Tenant, node: SocketAddr) {
 /// node it went to as down.
 pub const DOWN_CHECK: Duration = Duration::from_millis(20);
 
+/// The answer to a request sent to a primary whose node then went down
+/// or was replaced without answering it.
+pub const GONE_IN_FLIGHT: &str = "ERR the primary's node went down or was replaced while the request was in flight; the request may or may not have run";
+
+/// How long a request sent to a node that the database's role record no
+/// longer names its primary may still wait for that node's reply. A node
+/// handing the database over answers the writes it held at once
+/// (`-READONLY`: retried at the new primary); a primary that died answers
+/// nothing, and the gossip may take seconds more to call it down.
+pub const MOVED_GRACE: Duration = Duration::from_millis(300);
+
 /// `reply` of a request sent to `node`, unless `deadline` passes first
-/// (`Err(false)`) or the gossip holds `node` as down meanwhile
-/// (`Err(true)`). A node that died closes nothing: without the gossip's
-/// verdict the wait would last until the link's own idle timeout (seconds
-/// after the region pool noticed), and the client with it, while a
-/// failover had already given the database another primary.
+/// (`Err(false)`), or the gossip holds `node` as down meanwhile, or
+/// `moved` says the request's node is no longer the database's primary
+/// and [`MOVED_GRACE`] passes without its reply (`Err(true)`). A node that
+/// died closes nothing: without these the wait would last until the
+/// link's own idle timeout, and the client with it, while a failover had
+/// already given the database another primary.
 pub async fn answer_unless_down<T>(
     shared: &Shared,
     node: SocketAddr,
     deadline: tokio::time::Instant,
+    moved: impl Fn() -> bool,
     reply: impl std::future::Future<Output = T>,
 ) -> Result<T, bool> {
     let mut reply = std::pin::pin!(reply);
     let mut tick = tokio::time::interval(DOWN_CHECK);
+    let mut moved_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
             r = &mut reply => return Ok(r),
             _ = tokio::time::sleep_until(deadline) => return Err(false),
-            _ = tick.tick() => if shared.link_down(node) {
-                return Err(true);
-            },
+            _ = tick.tick() => {
+                if shared.link_down(node) {
+                    return Err(true);
+                }
+                match moved_at {
+                    Some(at) if at.elapsed() >= MOVED_GRACE => return Err(true),
+                    None if moved() => moved_at = Some(tokio::time::Instant::now()),
+                    _ => {}
+                }
+            }
         }
     }
 }
@@ -873,16 +894,17 @@ async fn forward_until(
                 continue;
             }
         };
-        let r = match answer_unless_down(shared, node, deadline, f).await {
+        let moved = || primary_node(&tenant.borrow(), shared) != Some(node);
+        let r = match answer_unless_down(shared, node, deadline, moved, f).await {
             Ok(r) => r,
             Err(down) => {
                 // A stream that stopped answering, or whose node the
                 // gossip holds as down, is not used again (only that one:
                 // the tenant may follow a new primary already).
                 abandon_stream_to(&tenant.borrow(), node);
-                if down {
-                    shared.primary_missed(tenant.borrow().id);
-                }
+                // (A primary that stopped answering may be gone too, the
+                // gossip not knowing it yet.)
+                shared.primary_missed(tenant.borrow().id);
                 if !written.get() {
                     // Still waiting for the link: it never went out, and
                     // now never will; before the deadline, it goes to the
@@ -893,7 +915,7 @@ async fn forward_until(
                     return Outcome::Error(NOT_RUN.into());
                 }
                 return Outcome::Error(if down {
-                    "ERR the primary's node went down; the request may or may not have run"
+                    GONE_IN_FLIGHT
                 } else {
                     "ERR the primary did not answer in time; the request may or may not have run"
                 }
@@ -971,6 +993,13 @@ pub async fn check_login(
                 .find(|a| *a != route.primary && !shared.link_down(*a))
             {
                 Some(copy) => copy,
+                // No copy streams either (their links went down with the
+                // primary): the check waits for a new primary, as a
+                // forwarded request does.
+                None if tokio::time::Instant::now() + Duration::from_millis(20) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 None => return Err(UNREACHED.into()),
             }
         } else {
@@ -994,7 +1023,10 @@ pub async fn check_login(
                     .into(),
             );
         };
-        match answer_unless_down(shared, node, deadline, reply).await {
+        // (Sent to the primary: given up once another is named.)
+        let moved =
+            || node == route.primary && shared.remote_route(to).is_some_and(|r| r.primary != node);
+        match answer_unless_down(shared, node, deadline, moved, reply).await {
             Ok(Ok(r)) => break r.reply,
             // The stream failed before an answer (a node that just died
             // refuses its link before the gossip says it is down): asked

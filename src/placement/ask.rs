@@ -28,9 +28,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// At most one question per database this often: a burst of failed
-/// requests asks once, and a primary still gone is asked about again
-/// while the controller promotes.
+/// At most one question per database this often, and one at a time: a
+/// burst of failed requests asks once, and a primary still gone is asked
+/// about again while the controller promotes.
 pub const ASK_EVERY: Duration = Duration::from_millis(100);
 
 /// How long one answer may take (a question crosses the WAN once).
@@ -41,23 +41,29 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// there), and the questions run on the node's runtime.
 pub fn start(p: &Arc<Placement>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
-    let last: Mutex<HashMap<u64, Instant>> = Mutex::new(HashMap::new());
-    let hook = move |tenant: anykv_server::tenant::TenantId| {
-        let now = Instant::now();
-        {
-            let mut last = last.lock();
-            if last
-                .get(&tenant.0)
-                .is_some_and(|t| now.duration_since(*t) < ASK_EVERY)
+    // Per database: when the last question started, and whether one is
+    // still out (a controller that does not answer costs one question at
+    // a time, not one per 100 ms).
+    let asks: Arc<Mutex<HashMap<u64, (Instant, bool)>>> = Arc::default();
+    let hook = {
+        let asks = asks.clone();
+        move |tenant: anykv_server::tenant::TenantId| {
+            let now = Instant::now();
             {
-                return;
+                let mut asks = asks.lock();
+                if asks
+                    .get(&tenant.0)
+                    .is_some_and(|(at, out)| *out || now.duration_since(*at) < ASK_EVERY)
+                {
+                    return;
+                }
+                if asks.len() >= 4096 {
+                    asks.retain(|_, (at, out)| *out || now.duration_since(*at) < ASK_EVERY);
+                }
+                asks.insert(tenant.0, (now, true));
             }
-            if last.len() >= 4096 {
-                last.retain(|_, t| now.duration_since(*t) < ASK_EVERY);
-            }
-            last.insert(tenant.0, now);
+            let _ = tx.send(tenant.0);
         }
-        let _ = tx.send(tenant.0);
     };
     if p.shared.primary_lookup.set(Box::new(hook)).is_err() {
         return;
@@ -66,7 +72,13 @@ pub fn start(p: &Arc<Placement>) {
     tokio::spawn(async move {
         while let Some(tenant) = rx.recv().await {
             let Some(p) = weak.upgrade() else { return };
-            tokio::spawn(async move { p.ask_primary(tenant).await });
+            let asks = asks.clone();
+            tokio::spawn(async move {
+                p.ask_primary(tenant).await;
+                if let Some(a) = asks.lock().get_mut(&tenant) {
+                    a.1 = false;
+                }
+            });
         }
     });
 }
@@ -75,7 +87,7 @@ impl Placement {
     /// Asks `tenant`'s primary region's controller for its record and
     /// takes it when newer than the table's.
     async fn ask_primary(self: Arc<Self>, tenant: u64) {
-        let Some(region) = self.tables().0.remove(&tenant).map(|e| e.primary_region) else {
+        let Some(region) = self.entry(tenant).map(|e| e.primary_region) else {
             return;
         };
         if region == self.region && self.controller.is_some() {
@@ -112,6 +124,16 @@ impl Placement {
             }
         }
         count("unreachable");
+    }
+
+    /// Database `tenant`'s catalog entry (one row read, not the tables).
+    fn entry(&self, tenant: u64) -> Option<anykv_gossip::catalog::TenantEntry> {
+        let row = self
+            .store
+            .lock()
+            .get(anykv_gossip::state::Table::Tenants, &tenant.to_string())
+            .and_then(|r| r.value.clone())?;
+        serde_json::from_slice(&row).ok()
     }
 
     /// Where to ask `region`'s controller, best first: the leader its
