@@ -393,8 +393,8 @@ pub fn token_of(t: &Tenant) -> Token {
 }
 
 /// Reads an envelope that arrived on tenant `t`'s stream: what the request
-/// after it gets. A node that has not applied the client's `min-token` yet
-/// answers `BEHIND` with its own token.
+/// after it gets. A node that has not applied the client's `min-token` yet,
+/// or whose copy is `diverged`, answers `BEHIND` with its own token.
 pub fn receive(t: &Tenant, args: &[&[u8]]) -> Pending {
     let env = match Envelope::from_args(args) {
         Ok(e) => e,
@@ -409,10 +409,14 @@ pub fn receive(t: &Tenant, args: &[&[u8]]) -> Pending {
     if env.db >= t.ks.dbs.len() {
         return Pending::Refuse("ERR DB index is out of range".into());
     }
-    if let Some(min) = &env.min_token {
-        if !can_serve(&t.repl, t.log.offset(), min) {
-            return Pending::Refuse(format!("BEHIND {}", token_of(t).encode()));
-        }
+    // A copy that may hold what the database never had (it served as the
+    // primary and has not synced with its successor yet) serves no one.
+    let behind = env
+        .min_token
+        .as_ref()
+        .is_some_and(|min| !can_serve(&t.repl, t.log.offset(), min));
+    if behind || (t.diverged && t.role == crate::repl::Role::Replica) {
+        return Pending::Refuse(format!("BEHIND {}", token_of(t).encode()));
     }
     Pending::Serve(env)
 }

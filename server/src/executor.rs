@@ -721,9 +721,15 @@ fn set_follow(
             // No longer named the primary (a newer record).
             t.taking_over = None;
             if t.upstream.as_ref().and_then(|u| u.node) != Some(addr) {
-                // (A copy just made starts as a primary that never
-                // served: only one its record named the primary counts.)
-                if std::mem::take(&mut t.served_as_primary) {
+                // A copy just made starts as a primary that never served:
+                // only one its record named the primary counts, or one
+                // that opened with data of its own (a restart: it may
+                // have been a primary when it stopped, whatever its saved
+                // record says now; its first sync clears it, at once for
+                // a partial resync).
+                let reopened =
+                    t.upstream.is_none() && (t.log.offset() > 0 || t.ks.total_keys() > 0);
+                if std::mem::take(&mut t.served_as_primary) || reopened {
                     t.diverged = true;
                 }
                 let host = addr.ip().to_string();

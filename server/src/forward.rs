@@ -466,10 +466,15 @@ pub fn send_now(
 }
 
 /// A reply (or failure) that says the request did not run: it may be sent
-/// again (`forward_until` does, for up to [`FORWARD_TIMEOUT`]).
+/// again (`forward_until` does, for up to [`FORWARD_TIMEOUT`]). `-BEHIND`
+/// is a refused envelope (a copy that is, or just became, a replica).
 pub fn did_not_run(r: &Result<Forwarded, String>) -> bool {
     match r {
-        Ok(f) => f.reply.starts_with(b"-READONLY") || f.reply.starts_with(b"-TRYAGAIN"),
+        Ok(f) => {
+            f.reply.starts_with(b"-READONLY")
+                || f.reply.starts_with(b"-TRYAGAIN")
+                || f.reply.starts_with(b"-BEHIND")
+        }
         Err(e) => e.starts_with("TRYAGAIN"),
     }
 }
@@ -794,16 +799,20 @@ pub const DOWN_CHECK: Duration = Duration::from_millis(20);
 pub const GONE_IN_FLIGHT: &str = "ERR the primary's node went down or was replaced while the request was in flight; the request may or may not have run";
 
 /// How long a request sent to a node that the database's role record no
-/// longer names its primary may still wait for that node's reply. A node
-/// handing the database over answers the writes it held at once
-/// (`-READONLY`: retried at the new primary); a primary that died answers
-/// nothing, and the gossip may take seconds more to call it down.
+/// longer names its primary, and that the gossip suspects, may still wait
+/// for that node's reply. A primary that died answers nothing, and the
+/// gossip takes seconds more (at Fly's timings) to go from suspecting it
+/// to calling it down, while the new primary takes writes already. A node
+/// the gossip does not suspect is waited for: one handing the database
+/// over answers the writes it held once it knows (`-READONLY`: retried at
+/// the new primary), which may be later than this node knew.
 pub const MOVED_GRACE: Duration = Duration::from_millis(300);
 
 /// `reply` of a request sent to `node`, unless `deadline` passes first
 /// (`Err(false)`), or the gossip holds `node` as down meanwhile, or
-/// `moved` says the request's node is no longer the database's primary
-/// and [`MOVED_GRACE`] passes without its reply (`Err(true)`). A node that
+/// `moved` says the request's node is no longer the database's primary,
+/// the gossip suspects it, and [`MOVED_GRACE`] passes without its reply
+/// (`Err(true)`). A node that
 /// died closes nothing: without these the wait would last until the
 /// link's own idle timeout, and the client with it, while a failover had
 /// already given the database another primary.
@@ -828,7 +837,9 @@ pub async fn answer_unless_down<T>(
                 }
                 match moved_at {
                     Some(at) if at.elapsed() >= MOVED_GRACE => return Err(true),
-                    None if moved() => moved_at = Some(tokio::time::Instant::now()),
+                    None if shared.link_doubted(node) && moved() => {
+                        moved_at = Some(tokio::time::Instant::now());
+                    }
                     _ => {}
                 }
             }
@@ -947,7 +958,8 @@ pub enum LoginCheck {
     /// The credentials log in: the database's users, as an aclfile.
     Users(Vec<u8>),
     /// Refused: the reply for the client, as the copy wrote it
-    /// (WRONGPASS).
+    /// (WRONGPASS from the primary; TRYAGAIN from a copy that could not
+    /// confirm the credentials).
     Refused(Bytes),
 }
 
@@ -976,6 +988,8 @@ pub async fn check_login(
     const UNREACHED: &str =
         "TRYAGAIN the database's primary could not check this login (it is unreachable); retry";
     let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    // Between tries of a node that refused its link: doubled each time.
+    let mut pause = Duration::from_millis(20);
     let reply = loop {
         let Some(route) = shared.remote_route(to) else {
             return Err(GONE.into());
@@ -1032,10 +1046,11 @@ pub async fn check_login(
             // refuses its link before the gossip says it is down): asked
             // again shortly, until the deadline.
             Ok(Err(_)) => {
-                if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
+                if tokio::time::Instant::now() + pause >= deadline {
                     return Err(UNREACHED.into());
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
                 continue;
             }
             // Its node went down meanwhile: asked again, of a copy (a

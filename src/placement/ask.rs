@@ -6,9 +6,9 @@
 //! that holds no copy of a database and forwards to its primary) whose
 //! primary just died has clients waiting all that time, although the
 //! controller committed the new primary seconds earlier. So when a
-//! forwarded request finds the primary's node down, or the node answers
-//! that it is no longer the primary (`-READONLY`) or holds no lease
-//! (`-TRYAGAIN`), the store calls [`anykv_server::shared::Shared::primary_missed`]
+//! forwarded request finds the primary's node down, gets no answer in
+//! time, or the node answers that it is no longer the primary
+//! (`-READONLY`) or holds no lease (`-TRYAGAIN`), the store calls [`anykv_server::shared::Shared::primary_missed`]
 //! and this module asks the controller of the database's primary region
 //! for its record: its leader first (the newest record), then the other
 //! voters. A newer record is taken into the table as the state sync would

@@ -105,6 +105,12 @@ impl Machine {
         self.roles.read().clone()
     }
 
+    /// Tenant `tenant`'s record as applied so far (without copying the
+    /// others).
+    pub fn record(&self, tenant: u64) -> Option<RoleRecord> {
+        self.roles.read().records.get(&tenant).cloned()
+    }
+
     /// Changes whenever the applied records change.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

@@ -228,6 +228,11 @@ impl Controller {
         self.machine.roles()
     }
 
+    /// Tenant `tenant`'s record as this node has applied it.
+    pub fn record(&self, tenant: u64) -> Option<RoleRecord> {
+        self.machine.record(tenant)
+    }
+
     /// Role records of other regions' databases that their leader
     /// announced to this node, a read-region replica of them, right after
     /// committing a new primary: the node applies each that is newer than

@@ -182,7 +182,7 @@ pub(super) async fn serve(
                 write_frame(&mut send, &Ok::<_, WrongRegion>(())).await?
             }
             Rpc::Record { tenant } => {
-                let rec = c.roles().records.get(&tenant).cloned();
+                let rec = c.record(tenant);
                 write_frame(&mut send, &Ok::<_, WrongRegion>(rec)).await?
             }
         }

@@ -322,7 +322,9 @@ fn operator_login(l: &mut Login, name: &str) -> Auth {
 /// while it is on; any other user with its password. The answer is the
 /// database's users as an aclfile (bulk string), which that node keeps
 /// for the connection's own commands; a refusal is WRONGPASS, logged in
-/// this database's ACL LOG as Redis logs a failed AUTH. Nothing logs in.
+/// this database's ACL LOG as Redis logs a failed AUTH (on a replica,
+/// asked while the primary is down: TRYAGAIN, logged nowhere). Nothing
+/// logs in.
 pub fn check_login_for_node(
     t: &crate::tenant::Tenant,
     s: &Session,
