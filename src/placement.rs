@@ -450,22 +450,6 @@ impl Placement {
                 .filter(|a| !live.contains(a))
                 .collect(),
         );
-        // Suspect members' addresses (down ones too), unless an alive
-        // member has the same one.
-        let alive: std::collections::HashSet<SocketAddr> = view
-            .members
-            .iter()
-            .filter(|m| m.me || m.state == MemberState::Alive)
-            .map(link)
-            .collect();
-        self.shared.set_doubted_links(
-            view.members
-                .iter()
-                .filter(|m| !m.me && m.state != MemberState::Alive)
-                .map(link)
-                .filter(|a| !alive.contains(a))
-                .collect(),
-        );
         let live = self.live(&view);
         let gone = self.gone(&view);
         let (entries, mut roles, version) = self.tables();

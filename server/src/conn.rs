@@ -530,7 +530,6 @@ async fn forward_window(
                 _ = down_check.tick() => {
                     let primary_leg = matches!(leg, Leg::Primary(_));
                     if primary_leg && moved_at.is_none()
-                        && shared.link_doubted(node)
                         && crate::forward::primary_node(&tenant.borrow(), shared) != Some(node)
                     {
                         moved_at = Some(tokio::time::Instant::now());

@@ -799,20 +799,20 @@ pub const DOWN_CHECK: Duration = Duration::from_millis(20);
 pub const GONE_IN_FLIGHT: &str = "ERR the primary's node went down or was replaced while the request was in flight; the request may or may not have run";
 
 /// How long a request sent to a node that the database's role record no
-/// longer names its primary, and that the gossip suspects, may still wait
-/// for that node's reply. A primary that died answers nothing, and the
-/// gossip takes seconds more (at Fly's timings) to go from suspecting it
-/// to calling it down, while the new primary takes writes already. A node
-/// the gossip does not suspect is waited for: one handing the database
-/// over answers the writes it held once it knows (`-READONLY`: retried at
-/// the new primary), which may be later than this node knew.
+/// longer names its primary may still wait for that node's reply. A node
+/// handing the database over answers the writes it held once it knows
+/// (`-READONLY`: retried at the new primary); a primary that died answers
+/// nothing, and the gossip may take seconds more to call it down (at
+/// Fly's timings; a router in another region suspects it later still).
+/// Waiting only for nodes the gossip suspects was measured worse on both
+/// counts (docs/BENCHMARKS.md): a far router then waited out the whole
+/// forwarding timeout after a kill.
 pub const MOVED_GRACE: Duration = Duration::from_millis(300);
 
 /// `reply` of a request sent to `node`, unless `deadline` passes first
 /// (`Err(false)`), or the gossip holds `node` as down meanwhile, or
-/// `moved` says the request's node is no longer the database's primary,
-/// the gossip suspects it, and [`MOVED_GRACE`] passes without its reply
-/// (`Err(true)`). A node that
+/// `moved` says the request's node is no longer the database's primary
+/// and [`MOVED_GRACE`] passes without its reply (`Err(true)`). A node that
 /// died closes nothing: without these the wait would last until the
 /// link's own idle timeout, and the client with it, while a failover had
 /// already given the database another primary.
@@ -837,9 +837,7 @@ pub async fn answer_unless_down<T>(
                 }
                 match moved_at {
                     Some(at) if at.elapsed() >= MOVED_GRACE => return Err(true),
-                    None if shared.link_doubted(node) && moved() => {
-                        moved_at = Some(tokio::time::Instant::now());
-                    }
+                    None if moved() => moved_at = Some(tokio::time::Instant::now()),
                     _ => {}
                 }
             }

@@ -201,8 +201,6 @@ pub struct Shared {
     /// Cluster addresses of nodes the gossip says are down (set by the
     /// node's placement on every view change).
     down_links: RwLock<Arc<std::collections::HashSet<std::net::SocketAddr>>>,
-    /// Cluster addresses of nodes the gossip suspects or holds as down.
-    doubted_links: RwLock<Arc<std::collections::HashSet<std::net::SocketAddr>>>,
     /// `tenants-only`: the default tenant only for operator users with a
     /// password; never open to unauthenticated clients.
     pub tenants_only: AtomicBool,
@@ -289,7 +287,6 @@ impl Shared {
             catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
             remote: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
             down_links: RwLock::new(Arc::default()),
-            doubted_links: RwLock::new(Arc::default()),
             own_link: RwLock::new(None),
             tenants_only: AtomicBool::new(tenants_only),
             handoffs: std::sync::OnceLock::new(),
@@ -568,19 +565,6 @@ impl Shared {
     pub fn set_down_links(&self, down: std::collections::HashSet<std::net::SocketAddr>) {
         if **self.down_links.read() != down {
             *self.down_links.write() = Arc::new(down);
-        }
-    }
-
-    /// Whether the gossip suspects the node at cluster address `link`, or
-    /// holds it as down: it may have died (see `forward::MOVED_GRACE`).
-    pub fn link_doubted(&self, link: std::net::SocketAddr) -> bool {
-        self.doubted_links.read().contains(&link)
-    }
-
-    /// Replaces the set of suspect or down nodes' cluster addresses.
-    pub fn set_doubted_links(&self, doubted: std::collections::HashSet<std::net::SocketAddr>) {
-        if **self.doubted_links.read() != doubted {
-            *self.doubted_links.write() = Arc::new(doubted);
         }
     }
 
