@@ -920,11 +920,12 @@ pub(crate) fn run(
     // its reads until a lease has covered its epoch once (`lease_proven`):
     // a node that restarted as the primary its saved record names may
     // have been replaced, and hold writes only it had.
-    let strong = t.consistency == crate::catalog::Consistency::Strong || !t.lease_proven;
+    let strong = t.consistency == crate::catalog::Consistency::Strong;
+    let reads_need_lease = strong || !t.lease_proven;
     if t.leased
         && t.role == crate::repl::Role::Primary
         && !s.replaying
-        && (is_write_command(r, s) || (strong && is_read_command(r, s)))
+        && (is_write_command(r, s) || (reads_need_lease && is_read_command(r, s)))
     {
         if shared.lease_holds(t.id.0, t.epoch, std::time::Instant::now()) {
             t.lease_proven = true;
