@@ -334,11 +334,16 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
             // a new primary holds them until its first lease (up to a
             // second). Let them be answered before the connections close,
             // within a second past the handoff's own budget (Fly's default
-            // kill_timeout of 5 s leaves room).
+            // kill_timeout of 5 s leaves room). And answer the requests
+            // routers sent before they learnt the new primaries: they come
+            // up to a round trip later (`node::drain_forwards`).
             let budget = (c.handoff_timeout() + Duration::from_secs(1))
                 .saturating_sub(signalled.elapsed())
                 .min(Duration::from_millis(1500));
-            node::drain_forwards(&shared, Duration::from_millis(100), budget).await;
+            let quiet = node.as_ref().map_or(Duration::from_millis(100), |n| {
+                node::quiet_before_leaving(&n.view().borrow())
+            });
+            node::drain_forwards(&shared, Duration::from_millis(100), quiet, budget).await;
         }
         if let Some(n) = node {
             // Tell the cluster before going, so peers do not wait out a

@@ -525,25 +525,60 @@ pub async fn hand_off_all(
 
 /// After a planned handoff on SIGTERM: waits at least `min` (the held
 /// writes re-run against the new roles and are forwarded to the new
-/// primaries) and until no forwarded request is waiting for its reply,
-/// at most `max`, so clients of this node get their replies before it
-/// closes their connections.
+/// primaries), then until no forwarded request is waiting for its reply
+/// and no other node has sent a request here for `quiet`, at most `max`
+/// in all, so clients of this node get their replies before it closes
+/// their connections, and requests routers sent before they learnt the
+/// new primaries (up to a round trip earlier) are answered: `-READONLY`,
+/// which they retry there, rather than lost with the link, which they
+/// could only report as "may or may not have run". The node is still a
+/// live member meanwhile: a router gives up a request in flight to a
+/// node that left.
 pub async fn drain_forwards(
     shared: &Arc<anykv_server::shared::Shared>,
     min: Duration,
+    quiet: Duration,
     max: Duration,
 ) {
     let started = std::time::Instant::now();
     tokio::time::sleep(min).await;
-    while shared.forwards_in_flight() > 0 && started.elapsed() < max {
+    let mut seen = shared.peer_requests();
+    let mut since = std::time::Instant::now();
+    while started.elapsed() < max {
+        let now = shared.peer_requests();
+        if now != seen {
+            (seen, since) = (now, std::time::Instant::now());
+        }
+        if shared.forwards_in_flight() == 0 && since.elapsed() >= quiet {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if shared.forwards_in_flight() > 0 {
+    if shared.forwards_in_flight() > 0 || since.elapsed() < quiet {
         tracing::warn!(
             waiting = shared.forwards_in_flight(),
-            "leaving with forwarded requests unanswered"
+            last_request_ms_ago = since.elapsed().as_millis() as u64,
+            "leaving with forwarded requests unanswered, or other nodes still sending requests here"
         );
     }
+}
+
+/// How long a leaving node waits without a request from another node
+/// before it closes its links (see [`drain_forwards`]): a request a far
+/// router sent just before it learnt the new primary takes half a round
+/// trip to arrive, and the router's view of the new record another half;
+/// one and a half of the longest smoothed round trip to a member, from
+/// 100 ms to 600 ms.
+pub fn quiet_before_leaving(view: &anykv_gossip::ClusterView) -> Duration {
+    let longest = view
+        .members
+        .iter()
+        .filter(|m| !m.me && m.state != anykv_gossip::MemberState::Down)
+        .filter_map(|m| m.rtt_ms)
+        .fold(0.0f64, f64::max)
+        .min(1000.0);
+    Duration::from_secs_f64(longest * 1.5 / 1000.0)
+        .clamp(Duration::from_millis(100), Duration::from_millis(600))
 }
 
 /// [`hand_off_all`]'s handoffs of `mine`.

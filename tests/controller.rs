@@ -218,6 +218,106 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A client of a node that holds no copy of the database (a router in
+/// another region), writing `INCR key` as fast as answers come until
+/// `stop`: the answers with when they came, shared as they come; the
+/// errors, each with how many answers came before it, at the end. A
+/// connection the node cuts fails the test.
+struct FarWriter {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(Instant, i64)>>>,
+    errors: std::thread::JoinHandle<Vec<FarError>>,
+}
+
+/// An error answer, with how many answers came before it.
+type FarError = (usize, String);
+
+impl FarWriter {
+    fn start(
+        w: &World,
+        node: &str,
+        token: &str,
+        key: &'static str,
+        stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> FarWriter {
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut c = login_to(w, node, token).expect("a login through the far node");
+        let (stop, shared) = (stop.clone(), acked.clone());
+        let errors = std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.cmd(&["INCR", key]) {
+                    Ok(common::Value::Int(n)) => {
+                        shared.lock().expect("acks").push((Instant::now(), n))
+                    }
+                    Ok(other) => {
+                        let before = shared.lock().expect("acks").len();
+                        errors.push((before, format!("{other:?}")));
+                    }
+                    Err(e) => panic!("the far node cut the connection: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            errors
+        });
+        FarWriter { acked, errors }
+    }
+
+    fn acks(&self) -> Vec<(Instant, i64)> {
+        self.acked.lock().expect("acks").clone()
+    }
+
+    /// Waits until `n` answers came after `after`, for up to `within`.
+    fn wait_acks_after(&self, after: Instant, n: usize, within: Duration, what: &str) {
+        let end = Instant::now() + within;
+        while self.acks().iter().filter(|(at, _)| *at > after).count() < n {
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops waiting for the thread (`stop` must be set): its answers and
+    /// errors. Each answer is checked to be one more than the one before,
+    /// plus at most the writes between them whose answer said they may or
+    /// may not have run (each ran once or not at all; none twice, none
+    /// lost), and the key's value once the thread ended (`now`) against
+    /// the last.
+    fn finish(self, now: impl FnOnce() -> i64) -> (Vec<(Instant, i64)>, Vec<FarError>) {
+        let acks_at_end = self.acked;
+        let errors = self.errors.join().expect("the far client");
+        let now = now();
+        let acks = acks_at_end.lock().expect("acks").clone();
+        let ambiguous = |i: usize| {
+            errors
+                .iter()
+                .filter(|(at, e)| *at == i && e.contains("may or may not have run"))
+                .count() as i64
+        };
+        let mut prev = 0;
+        for (i, (_, n)) in acks.iter().enumerate() {
+            assert!(
+                *n > prev && *n <= prev + 1 + ambiguous(i),
+                "the far client's write {i} was answered {n} after {prev}; errors: {errors:?}"
+            );
+            prev = *n;
+        }
+        assert!(
+            now >= prev && now <= prev + ambiguous(acks.len()),
+            "the far client's last acknowledged value was {prev}, the database has {now}; answers {:?}, errors {errors:?}",
+            acks.iter().map(|(at, n)| (*n, at.elapsed().as_millis())).collect::<Vec<_>>()
+        );
+        (acks, errors)
+    }
+}
+
+/// `GET key` as a number on `c` (0 when missing).
+fn get_number(c: &mut common::RespConn, key: &str) -> i64 {
+    match c.cmd(&["GET", key]).expect("GET") {
+        common::Value::Bulk(b) => String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(0),
+        common::Value::Nil => 0,
+        other => panic!("GET {key}: {other:?}"),
+    }
+}
+
 #[test]
 fn a_regions_controller_forms_fails_over_and_takes_back_a_restarted_node() {
     let spec = spec("controller", 44, 21940);
@@ -450,39 +550,15 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
     }
 
     // The syd client: INCR far, as fast as answers come, until told to
-    // stop; (acknowledged values, errors).
+    // stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, i64)>::new()));
-    let far = {
-        let (stop, acked) = (stop.clone(), acked.clone());
-        let mut c = login(&w, "n5").expect("a login through syd");
-        std::thread::spawn(move || {
-            let mut errors = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.cmd(&["INCR", "far"]) {
-                    Ok(common::Value::Int(n)) => {
-                        acked.lock().expect("acks").push((Instant::now(), n))
-                    }
-                    // (With how many writes were acknowledged before it.)
-                    Ok(other) => {
-                        let before = acked.lock().expect("acks").len();
-                        errors.push((before, format!("{other:?}")));
-                    }
-                    Err(e) => panic!("the syd node cut the connection: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            errors
-        })
-    };
-    let end = Instant::now() + Duration::from_secs(20);
-    while acked.lock().expect("acks").len() < 20 {
-        assert!(
-            Instant::now() < end,
-            "the syd client's writes never went through"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let far = FarWriter::start(&w, "n5", token, "far", &stop);
+    far.wait_acks_after(
+        Instant::now() - Duration::from_secs(1),
+        20,
+        Duration::from_secs(20),
+        "the syd client's writes never went through",
+    );
     wait_in_sync(&w, 9, &standby);
     w.signal(&primary, "-9").expect("kill -9 the primary");
     let killed = Instant::now();
@@ -565,31 +641,23 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
     );
     // The syd client's writes go on at the new primary; its node asked
     // iad's controller (and was answered) while the primary was gone.
-    let end = Instant::now() + Duration::from_secs(30);
     let promoted_at = killed + took;
-    while acked
-        .lock()
-        .expect("acks")
-        .last()
-        .is_none_or(|(at, _)| *at <= promoted_at)
-    {
-        assert!(
-            Instant::now() < end,
-            "the syd client's writes never resumed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    far.wait_acks_after(
+        promoted_at,
+        1,
+        Duration::from_secs(30),
+        "the syd client's writes never resumed",
+    );
     // (Logins go on a while after: the first ones waited out the outage.)
     std::thread::sleep((killed + Duration::from_secs(4)).saturating_duration_since(Instant::now()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let far_errors = far.join().expect("the syd client");
     let logins = logins.join().expect("the logins");
     assert!(logins.len() >= 5, "{logins:?}");
     assert!(
         logins.iter().all(|a| matches!(a, common::Value::Simple(_))),
         "a login through syd failed during the failover: {logins:?}"
     );
-    let acks = acked.lock().expect("acks").clone();
+    let (acks, far_errors) = far.finish(|| get_number(&mut np, "far"));
     // (An answer just after the kill was in flight before it.)
     let resumed = acks
         .iter()
@@ -598,32 +666,6 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
     eprintln!(
         "the syd client: {} writes, first after the kill {resumed:?}, errors meanwhile: {far_errors:?}",
         acks.len()
-    );
-    // Each answer is one more than the one before, plus at most the writes
-    // between them whose answer said they may or may not have run (each
-    // ran once or not at all; none twice, none lost); every other error
-    // said it did not run.
-    let ambiguous = |i: usize| {
-        far_errors
-            .iter()
-            .filter(|(at, e)| *at == i && e.contains("may or may not have run"))
-            .count() as i64
-    };
-    let mut prev = 0;
-    for (i, (_, n)) in acks.iter().enumerate() {
-        assert!(
-            *n > prev && *n <= prev + 1 + ambiguous(i),
-            "the syd client's write {i} was answered {n} after {prev}; errors: {far_errors:?}"
-        );
-        prev = *n;
-    }
-    let now = match np.cmd(&["GET", "far"]).expect("GET far") {
-        common::Value::Bulk(b) => String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(0),
-        other => panic!("GET far: {other:?}"),
-    };
-    assert!(
-        now >= prev && now <= prev + ambiguous(acks.len()),
-        "the syd client's last acknowledged value was {prev}, the database has {now}"
     );
     let asked = |outcome: &str| -> u64 {
         let (_, body) =
@@ -1036,10 +1078,11 @@ fn a_crashed_primary_counts_the_writes_only_it_had_when_it_comes_back() {
 /// printed.
 #[test]
 fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
-    let spec = spec("handoff", 47, 22000);
+    let mut spec = spec("handoff", 47, 22000);
+    spec.regions.push(("syd".into(), 1));
     let mut w = World::start(&spec).expect("the world starts");
-    w.wait_members(4, Duration::from_secs(60))
-        .expect("four members alive");
+    w.wait_members(5, Duration::from_secs(60))
+        .expect("five members alive");
     let all = ["n1", "n2", "n3", "n4"];
     wait_iad(&w, &all, "iad's group with a leader", |c| {
         c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"]
@@ -1152,6 +1195,14 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
         }
     };
     reached(0, 100, "the writer never got 100 writes acknowledged");
+    // Clients of a syd node (a router: it holds no copy), each with a
+    // write in flight across the WAN nearly all the time.
+    const FAR: [&str; 4] = ["far1", "far2", "far3", "far4"];
+    let far_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fars: Vec<FarWriter> = FAR
+        .iter()
+        .map(|key| FarWriter::start(&w, "n5", token, key, &far_stop))
+        .collect();
     // The operator's failover, sent to a node that is not the primary.
     let said = failover_via_n4(&w, id, &primary, &standby);
     eprintln!("{}", said.trim());
@@ -1176,8 +1227,21 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     );
     wait_in_sync(&w, id, &standby);
     signalled.store(true, std::sync::atomic::Ordering::Release);
+    let termed = Instant::now();
+    // (Returns once the node exited.)
     w.signal(&primary, "-TERM").expect("SIGTERM the primary");
+    let exited = Instant::now();
     reached(1, 100, "writes did not resume after the handoff");
+    // The far clients' writes go on at the new primary.
+    for f in &fars {
+        f.wait_acks_after(
+            exited,
+            3,
+            Duration::from_secs(30),
+            "a syd client's writes did not resume after the handoff",
+        );
+    }
+    far_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     stop.store(true, std::sync::atomic::Ordering::Release);
     let (acked, errors, longest, after_signal, refused_no_lease) =
         writer.join().expect("the writer");
@@ -1209,6 +1273,18 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
         s.cmd(&["GET", "counter"]).expect("GET"),
         common::Value::Bulk(acked.to_string().into_bytes())
     );
+    // The syd clients saw no error through both handoffs: a request the
+    // leaving node had not answered when it left would have been one
+    // ("may or may not have run"), and none lost or doubled a write.
+    for (f, key) in fars.into_iter().zip(FAR) {
+        let (acks, errors) = f.finish(|| get_number(&mut s, key));
+        let during = acks.iter().filter(|(at, _)| *at > termed).count();
+        eprintln!(
+            "syd client {key}: {} writes, {during} after the SIGTERM",
+            acks.len()
+        );
+        assert!(errors.is_empty(), "syd client {key} got errors: {errors:?}");
+    }
     // (The pause is measured by bench/examples/failover.rs, not asserted
     // here: a busy machine stretches it.)
     let log = std::fs::read_to_string(&w.node(&primary).expect("node").log).expect("log");

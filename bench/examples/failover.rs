@@ -5,8 +5,10 @@
 //!   write to the client that was on the primary (goal: p99 ≤ 5 s over
 //!   ≥ 30 runs), and each client's longest gap between acknowledgements;
 //! - planned: the primary gets SIGTERM (the controller hands it over);
-//!   each client's longest gap (goal: p99 ≤ 500 ms, zero errors the
-//!   client cannot retry);
+//!   each client's longest gap, and its write pause: that gap less the
+//!   client's usual time per write (the median gap before the signal; a
+//!   far router's client waits a WAN round trip for every write) (goal:
+//!   p99 ≤ 500 ms, zero errors the client cannot retry);
 //! - acknowledged writes lost in all runs (goal: 0): each client checks
 //!   every `INCR` answer is one more than the last acknowledged one.
 //!
@@ -94,6 +96,21 @@ struct Seen {
     first_after_mark: Option<Instant>,
     outage_seen: bool,
     longest_gap: Duration,
+    /// Gaps between acknowledgements before `mark`: their median is the
+    /// client's usual time per write (a far router's client waits a WAN
+    /// round trip for every one).
+    before_mark: Vec<Duration>,
+}
+
+impl Seen {
+    /// The longest gap less the client's usual time per write: how much
+    /// longer than usual its writes stopped (the write pause it saw).
+    fn pause(&self) -> Duration {
+        let mut usual = self.before_mark.clone();
+        usual.sort();
+        let median = usual.get(usual.len() / 2).copied().unwrap_or_default();
+        self.longest_gap.saturating_sub(median)
+    }
 }
 
 /// Writes `INCR <key>` on whichever of `nodes` takes it until `stop`,
@@ -139,6 +156,9 @@ fn writer(
                 seen.acked = n;
                 acks.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();
+                if !mark.passed(now) {
+                    seen.before_mark.push(now - last);
+                }
                 seen.longest_gap = seen.longest_gap.max(now - last);
                 last = now;
                 if seen.first_after_mark.is_none() && seen.outage_seen {
@@ -362,6 +382,7 @@ fn main() {
     // Per client, in the order of `CLIENTS`: planned runs' longest gaps
     // and errors, unplanned runs' longest gaps, error kinds.
     let mut gaps_planned: [Vec<Duration>; 3] = Default::default();
+    let mut pauses_planned: [Vec<Duration>; 3] = Default::default();
     let mut gaps_unplanned: [Vec<Duration>; 3] = Default::default();
     let mut errs_planned: [Vec<u64>; 3] = Default::default();
     let mut kinds_planned: [std::collections::BTreeMap<String, u64>; 3] = Default::default();
@@ -453,6 +474,7 @@ fn main() {
             unanswered += sn.unanswered_applied;
             let kinds = if planned {
                 gaps_planned[i].push(sn.longest_gap);
+                pauses_planned[i].push(sn.pause());
                 errs_planned[i].push(sn.errors);
                 &mut kinds_planned[i]
             } else {
@@ -476,9 +498,10 @@ fn main() {
             .enumerate()
             .map(|(i, sn)| {
                 format!(
-                    "{}: gap {} ms, errors: {}",
+                    "{}: gap {} ms (pause {} ms), errors: {}",
                     if i == 1 { third } else { CLIENTS[i].1 },
                     ms(sn.longest_gap),
+                    ms(sn.pause()),
                     kinds(&sn.kinds)
                 )
             })
@@ -508,6 +531,7 @@ fn main() {
     }
     for v in gaps_planned
         .iter_mut()
+        .chain(pauses_planned.iter_mut())
         .chain(gaps_unplanned.iter_mut())
         .chain([&mut unplanned, &mut of_leader, &mut of_other])
     {
@@ -547,6 +571,13 @@ fn main() {
         row(
             &format!("planned: SIGTERM, longest gap, {who}"),
             &gaps_planned[i],
+            "",
+        );
+    }
+    for (i, (_, who)) in CLIENTS.iter().enumerate() {
+        row(
+            &format!("planned: write pause (longest gap less the usual time per write), {who}"),
+            &pauses_planned[i],
             "p99 ≤ 500",
         );
     }

@@ -1778,6 +1778,7 @@ impl Batch<'_> {
                         out.err("ENVELOPE must be followed by the request it is for");
                     }
                     s.envelope = Some(crate::envelope::receive(&t, &args));
+                    shared.peer_request();
                     continue;
                 }
                 // The plan's command rate (replication links are not

@@ -217,6 +217,10 @@ pub struct Shared {
     pub primary_lookup: std::sync::OnceLock<PrimaryLookup>,
     /// Forwarded requests without a reply yet ([`Shared::forwards_in_flight`]).
     pub forwarding: std::sync::atomic::AtomicUsize,
+    /// Requests other nodes sent here in envelopes (routers' clients',
+    /// replicas' forwards, login checks), ever: a node that leaves waits
+    /// until they stop coming ([`Shared::peer_requests`]).
+    peer_requests: AtomicU64,
     /// Each tenant's replication, refreshed once a second by its cron.
     pub repl_status: parking_lot::Mutex<
         std::collections::HashMap<crate::tenant::TenantId, crate::metrics::ReplStatus>,
@@ -293,6 +297,7 @@ impl Shared {
             link_dialer: std::sync::OnceLock::new(),
             primary_lookup: std::sync::OnceLock::new(),
             forwarding: Default::default(),
+            peer_requests: Default::default(),
             repl_status: Default::default(),
             tenant_clients: Default::default(),
             lease: Default::default(),
@@ -393,6 +398,20 @@ impl Shared {
     /// reply yet (see `crate::forward`).
     pub fn forwards_in_flight(&self) -> usize {
         self.forwarding.load(Relaxed)
+    }
+
+    /// Counts a request another node sent here in an envelope.
+    pub fn peer_request(&self) {
+        self.peer_requests.fetch_add(1, Relaxed);
+    }
+
+    /// How many requests other nodes have sent here in envelopes: a node
+    /// leaving after a planned handoff waits until this stops moving, so
+    /// a request a far router sent before it learnt the new primary is
+    /// answered (`-READONLY`, which it retries there) rather than lost
+    /// with the link.
+    pub fn peer_requests(&self) -> u64 {
+        self.peer_requests.load(Relaxed)
     }
 
     /// Whether this node is handing `tenant` (at `epoch`) over to its
