@@ -1217,6 +1217,7 @@ pub(crate) fn count_call(t: &mut Tenant, id: usize, us: u64, failed: bool) {
             .commands
             .resize_with(crate::cmd::registry().all.len(), CmdStat::default);
     }
+    crate::alloc::sample_peak();
     let tracking = t.latency_tracking;
     let stat = &mut t.stats.commands[id];
     stat.calls += 1;
