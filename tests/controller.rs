@@ -560,8 +560,16 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
         "the syd client's writes never went through",
     );
     wait_in_sync(&w, 9, &standby);
+    // A client of the cdg node blocked in BLPOP: its node holds a stream
+    // of its own to the primary (a pin) for it.
+    let mut blocked = login(&w, "n4").expect("a login through cdg");
+    blocked
+        .send_all(&[vec!["BLPOP", "queue", "0"]])
+        .expect("BLPOP sent");
+    std::thread::sleep(Duration::from_millis(500));
     w.signal(&primary, "-9").expect("kill -9 the primary");
     let killed = Instant::now();
+    let blocked = std::thread::spawn(move || (blocked.read_reply(), Instant::now()));
     // New logins through syd meanwhile: its node checks them with the
     // primary, or with a copy while the primary's node is down.
     let logins = {
@@ -656,6 +664,26 @@ fn a_dead_primary_is_replaced_by_its_standby_without_losing_a_write() {
     assert!(
         logins.iter().all(|a| matches!(a, common::Value::Simple(_))),
         "a login through syd failed during the failover: {logins:?}"
+    );
+    // The blocked client was told, once its node found the primary gone
+    // (the gossip holds it down, or the record names another), rather
+    // than left waiting for the link's 30 s idle timeout.
+    let (answer, at) = blocked.join().expect("the blocked client");
+    match &answer {
+        Ok(common::Value::Error(e)) => assert!(
+            String::from_utf8_lossy(e).contains("may or may not have run"),
+            "BLPOP: {answer:?}"
+        ),
+        other => panic!("BLPOP through cdg while the primary died: {other:?}"),
+    }
+    eprintln!(
+        "the blocked BLPOP was answered {:?} after the kill",
+        at - killed
+    );
+    assert!(
+        at - killed < took + Duration::from_secs(5),
+        "the blocked BLPOP was answered {:?} after the kill, the standby took writes after {took:?}",
+        at - killed
     );
     let (acks, far_errors) = far.finish(|| get_number(&mut np, "far"));
     // (An answer just after the kill was in flight before it.)

@@ -90,6 +90,8 @@ struct Seen {
     /// Errors by their first word (`cut`: no answer, the connection
     /// failed or closed).
     kinds: std::collections::BTreeMap<String, u64>,
+    /// Error replies by their text (the first 120 characters).
+    messages: std::collections::BTreeMap<String, u64>,
     /// First acknowledgement after the first failed write at or after
     /// `mark` (a write in flight when the node died may still be
     /// acknowledged just after the mark: that is not the failover's end).
@@ -170,6 +172,10 @@ fn writer(
                 // connection (the next request retries on it), a
                 // connection cut (or a reply that never came) is opened
                 // again, on the next node when there are several.
+                if let Some(Reply::Err(e)) = &other {
+                    let text: String = e.chars().take(120).collect();
+                    *seen.messages.entry(text).or_default() += 1;
+                }
                 let kind = match other {
                     Some(Reply::Err(e)) => e.split_whitespace().next().unwrap_or("ERR").to_string(),
                     Some(_) => "unexpected".to_string(),
@@ -387,6 +393,8 @@ fn main() {
     let mut errs_planned: [Vec<u64>; 3] = Default::default();
     let mut kinds_planned: [std::collections::BTreeMap<String, u64>; 3] = Default::default();
     let mut kinds_unplanned: [std::collections::BTreeMap<String, u64>; 3] = Default::default();
+    // Error replies by text, per client, planned runs then unplanned.
+    let mut messages: [[std::collections::BTreeMap<String, u64>; 3]; 2] = Default::default();
     // The first client's failover time, and by whether the killed primary
     // led the controller.
     let mut unplanned = Vec::new();
@@ -481,6 +489,11 @@ fn main() {
                 gaps_unplanned[i].push(sn.longest_gap);
                 &mut kinds_unplanned[i]
             };
+            for (m, n) in &sn.messages {
+                *messages[usize::from(!planned)][i]
+                    .entry(m.clone())
+                    .or_default() += n;
+            }
             for (k, n) in &sn.kinds {
                 *kinds.entry(k.clone()).or_default() += n;
             }
@@ -592,6 +605,13 @@ fn main() {
             kinds(&kinds_planned[i]),
             kinds(&kinds_unplanned[i])
         );
+    }
+    for (which, by_client) in ["planned", "unplanned"].iter().zip(&messages) {
+        for (i, (_, who)) in CLIENTS.iter().enumerate() {
+            for (m, n) in &by_client[i] {
+                println!("{which} runs, {who}: {n} × {m}");
+            }
+        }
     }
     println!(
         "acknowledged writes lost over all runs: {lost}; writes whose answer was cut that took effect: {unanswered}"

@@ -490,9 +490,7 @@ async fn forward_window(
             Leg::Primary(n) | Leg::Copy(n) => n,
         };
         let mut down_check = tokio::time::interval(crate::forward::DOWN_CHECK);
-        // When the record stopped naming the window's node the primary
-        // (see `forward::MOVED_GRACE`).
-        let mut moved_at: Option<tokio::time::Instant> = None;
+        let mut watch = crate::forward::GoneWatch::new(node);
         let r = loop {
             // Requests already in the input join the window whenever it
             // has room: as it opens, after each reply, after each read (a
@@ -521,24 +519,21 @@ async fn forward_window(
                     // The stream stopped answering: let it go; what was
                     // sent may or may not have run (a read is asked
                     // elsewhere, and its copy skipped, below).
-                    if let (Leg::Primary(_), Some(fw)) = (leg, tenant.borrow().forwarder.as_ref()) {
-                        fw.abandon();
-                        shared.primary_missed(tenant.borrow().id);
+                    if let Leg::Primary(node) = leg {
+                        crate::forward::give_up_primary(tenant, shared, node);
                     }
                     break Err("ERR the primary did not answer in time; the request may or may not have run".to_string());
                 }
                 _ = down_check.tick() => {
+                    // (A copy's leg is not the record's business.)
                     let primary_leg = matches!(leg, Leg::Primary(_));
-                    if primary_leg && moved_at.is_none()
-                        && crate::forward::primary_node(&tenant.borrow(), shared) != Some(node)
-                    {
-                        moved_at = Some(tokio::time::Instant::now());
-                    }
-                    let replaced = moved_at.is_some_and(|at| at.elapsed() >= crate::forward::MOVED_GRACE);
-                    if shared.link_down(node) || replaced {
+                    let moved = || {
+                        primary_leg
+                            && crate::forward::primary_node(&tenant.borrow(), shared) != Some(node)
+                    };
+                    if watch.gone(shared, moved) {
                         if primary_leg {
-                            crate::forward::abandon_stream_to(&tenant.borrow(), node);
-                            shared.primary_missed(tenant.borrow().id);
+                            crate::forward::give_up_primary(tenant, shared, node);
                         }
                         break Err(crate::forward::GONE_IN_FLIGHT.to_string());
                     }
@@ -1062,12 +1057,25 @@ async fn run(
                     }
                 };
                 tokio::pin!(reply, late);
+                // A primary that dies, or is replaced, while the request
+                // waits (a blocking pop may wait for ever) is given up.
+                let node = s.pin.as_ref().map(crate::forward::Pin::node);
+                let mut watch = node.map(crate::forward::GoneWatch::new);
+                let mut down_check = tokio::time::interval(crate::forward::DOWN_CHECK);
                 let r = loop {
                     tokio::select! {
                         r = &mut reply => break r,
                         _ = &mut late => break Err(
                             "ERR the primary did not answer in time; the request may or may not have run".to_string()
                         ),
+                        _ = down_check.tick(), if watch.is_some() => {
+                            let (Some(w), Some(node)) = (watch.as_mut(), node) else { continue };
+                            let moved = || crate::forward::primary_node(&tenant.borrow(), shared) != Some(node);
+                            if w.gone(shared, moved) {
+                                crate::forward::give_up_primary(tenant, shared, node);
+                                break Err(crate::forward::GONE_IN_FLIGHT.to_string());
+                            }
+                        }
                         w = wait_event(stream, &mut inbuf, &s.info, 0, &mut shutdown, &set) => {
                             if w == Waited::Gone {
                                 return;

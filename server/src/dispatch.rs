@@ -653,11 +653,11 @@ pub fn pipelined_read(t: &Tenant, s: &Session, args: &[&[u8]]) -> Option<(Vec<u8
     Some((read, enveloped(t, s, args)))
 }
 
-/// How long (ms) a primary just named at a new epoch holds requests that
+/// How long a primary just named at a new epoch holds requests that
 /// need its lease before refusing them with `TRYAGAIN`: its renewal is
 /// asked for as soon as the record arrives and takes a round trip to the
 /// controller's leader and its majority.
-const NEW_EPOCH_LEASE_WAIT_MS: i64 = 1000;
+const NEW_EPOCH_LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Executes `args` for session `s` of tenant `t`, writing the reply to `out`.
 pub fn dispatch(
@@ -936,8 +936,10 @@ pub(crate) fn run(
             // next renewal covers the tenant again. Just made the primary at
             // a new epoch, or just put under a lease (its region's group
             // formed): it waits for the renewal that covers it (asked for at
-            // once), up to NEW_EPOCH_LEASE_WAIT_MS.
-            let new_epoch = now_ms - t.epoch_changed_ms < NEW_EPOCH_LEASE_WAIT_MS;
+            // once), up to NEW_EPOCH_LEASE_WAIT.
+            let new_epoch = t
+                .epoch_changed_at
+                .is_some_and(|at| at.elapsed() < NEW_EPOCH_LEASE_WAIT);
             if (new_epoch || shared.handing_off(t.id.0, t.epoch)) && !s.in_exec {
                 return Outcome::Paused;
             }
@@ -981,8 +983,11 @@ pub(crate) fn run(
         } else if !too_few && !s.in_exec && s.multi.is_none() {
             // A standby not attached yet (a new one after a failover,
             // still syncing): the write waits for it, a bounded while.
-            let since = *t.standby_missing_since.get_or_insert(now_ms);
-            if now_ms - since < set.standby_wait_ms {
+            let since = *t
+                .standby_missing_since
+                .get_or_insert_with(std::time::Instant::now);
+            let wait = std::time::Duration::from_millis(set.standby_wait_ms.max(0) as u64);
+            if since.elapsed() < wait {
                 return Outcome::Paused;
             }
         }

@@ -698,7 +698,7 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec, shared: &Shared)
     // wait for the first lease (asked for as the records changed) rather
     // than meet "no lease" in between.
     if spec.epoch > t.epoch || (spec.leased && !t.leased) {
-        t.epoch_changed_ms = crate::util::mstime();
+        t.epoch_changed_at = Some(std::time::Instant::now());
         t.lease_proven = false;
     }
     t.epoch = t.epoch.max(spec.epoch);

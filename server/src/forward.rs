@@ -339,6 +339,11 @@ impl Pin {
     pub fn in_multi(&self) -> bool {
         self.multi
     }
+
+    /// The node the stream goes to.
+    pub fn node(&self) -> SocketAddr {
+        self.fwd.node()
+    }
 }
 
 /// The reply to a request sent on a pin.
@@ -809,13 +814,64 @@ pub const GONE_IN_FLIGHT: &str = "ERR the primary's node went down or was replac
 /// forwarding timeout after a kill.
 pub const MOVED_GRACE: Duration = Duration::from_millis(300);
 
+/// Whether the node a request awaits a reply from is gone, asked every
+/// [`DOWN_CHECK`]: the gossip holds it as down, or the role record
+/// stopped naming it the database's primary [`MOVED_GRACE`] ago. A node
+/// that died closes nothing: without this a wait would last until the
+/// link's own idle timeout (a blocking pop's, for ever), and the client
+/// with it, while a failover had already given the database another
+/// primary. Every wait on a primary's reply uses it: a single request's
+/// ([`answer_unless_down`]), a pipelined window's and a pinned stream's
+/// (`conn`).
+pub struct GoneWatch {
+    node: SocketAddr,
+    /// When the record was first seen naming another primary.
+    moved_at: Option<tokio::time::Instant>,
+}
+
+impl GoneWatch {
+    pub fn new(node: SocketAddr) -> GoneWatch {
+        GoneWatch {
+            node,
+            moved_at: None,
+        }
+    }
+
+    /// `moved`: whether the record names another node the primary now
+    /// (asked until it first does).
+    pub fn gone(&mut self, shared: &Shared, moved: impl FnOnce() -> bool) -> bool {
+        if shared.link_down(self.node) {
+            return true;
+        }
+        match self.moved_at {
+            Some(at) => at.elapsed() >= MOVED_GRACE,
+            None => {
+                if moved() {
+                    self.moved_at = Some(tokio::time::Instant::now());
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Gives up the tenant's stream to `node`, a primary that is gone or
+/// stopped answering (only that one: the tenant may follow a new primary
+/// already), and asks who the primary is now (the gossip may not know
+/// yet that it is gone).
+pub fn give_up_primary(
+    tenant: &std::rc::Rc<std::cell::RefCell<crate::tenant::Tenant>>,
+    shared: &Shared,
+    node: SocketAddr,
+) {
+    let t = tenant.borrow();
+    abandon_stream_to(&t, node);
+    shared.primary_missed(t.id);
+}
+
 /// `reply` of a request sent to `node`, unless `deadline` passes first
-/// (`Err(false)`), or the gossip holds `node` as down meanwhile, or
-/// `moved` says the request's node is no longer the database's primary
-/// and [`MOVED_GRACE`] passes without its reply (`Err(true)`). A node that
-/// died closes nothing: without these the wait would last until the
-/// link's own idle timeout, and the client with it, while a failover had
-/// already given the database another primary.
+/// (`Err(false)`), or the node is gone meanwhile ([`GoneWatch`], with
+/// `moved` saying whether the record names another primary): `Err(true)`.
 pub async fn answer_unless_down<T>(
     shared: &Shared,
     node: SocketAddr,
@@ -825,20 +881,15 @@ pub async fn answer_unless_down<T>(
 ) -> Result<T, bool> {
     let mut reply = std::pin::pin!(reply);
     let mut tick = tokio::time::interval(DOWN_CHECK);
-    let mut moved_at: Option<tokio::time::Instant> = None;
+    let mut watch = GoneWatch::new(node);
     loop {
         tokio::select! {
             biased;
             r = &mut reply => return Ok(r),
             _ = tokio::time::sleep_until(deadline) => return Err(false),
             _ = tick.tick() => {
-                if shared.link_down(node) {
+                if watch.gone(shared, &moved) {
                     return Err(true);
-                }
-                match moved_at {
-                    Some(at) if at.elapsed() >= MOVED_GRACE => return Err(true),
-                    None if moved() => moved_at = Some(tokio::time::Instant::now()),
-                    _ => {}
                 }
             }
         }
@@ -878,11 +929,7 @@ async fn forward_until(
                 // The gossip says that node is down: nothing sent there
                 // could run. Wait for another primary (a failover), or
                 // tell the client it did not run.
-                Some(node) if shared.link_down(node) => {
-                    abandon_stream_to(&t, node);
-                    shared.primary_missed(t.id);
-                    Err(())
-                }
+                Some(node) if shared.link_down(node) => Err(node),
                 Some(node) => {
                     let id = t.id;
                     let (written, reply) =
@@ -895,7 +942,8 @@ async fn forward_until(
         let (written, f, node) = match sent {
             Ok(Some(sent)) => sent,
             Ok(None) => return Outcome::RunHere,
-            Err(()) => {
+            Err(down) => {
+                give_up_primary(tenant, shared, down);
                 if tokio::time::Instant::now() >= deadline {
                     return Outcome::Error(NOT_RUN.into());
                 }
@@ -907,13 +955,9 @@ async fn forward_until(
         let r = match answer_unless_down(shared, node, deadline, moved, f).await {
             Ok(r) => r,
             Err(down) => {
-                // A stream that stopped answering, or whose node the
-                // gossip holds as down, is not used again (only that one:
-                // the tenant may follow a new primary already).
-                abandon_stream_to(&tenant.borrow(), node);
-                // (A primary that stopped answering may be gone too, the
-                // gossip not knowing it yet.)
-                shared.primary_missed(tenant.borrow().id);
+                // A stream that stopped answering, or whose node is
+                // gone, is not used again.
+                give_up_primary(tenant, shared, node);
                 if !written.get() {
                     // Still waiting for the link: it never went out, and
                     // now never will; before the deadline, it goes to the

@@ -260,13 +260,15 @@ pub struct Tenant {
     /// from its saved record may have been replaced meanwhile, and its own
     /// data may hold writes its successor never had.
     pub lease_proven: bool,
-    /// When (ms) the role record last moved this tenant to a newer epoch:
-    /// a primary's lease covers the new epoch only from its next renewal
-    /// (asked for at once), and its writes wait for that a little while.
-    pub epoch_changed_ms: i64,
-    /// Since when (ms) a `region` write found no standby attached (None:
-    /// one is): writes wait `standby-wait-ms` from then for one.
-    pub standby_missing_since: Option<i64>,
+    /// When the role record last moved this tenant to a newer epoch
+    /// (None: never): a primary's lease covers the new epoch only from its
+    /// next renewal (asked for at once), and its writes wait for that a
+    /// little while. On the monotonic clock, as the lease is: a step of
+    /// the wall clock neither ends nor stretches the wait.
+    pub epoch_changed_at: Option<std::time::Instant>,
+    /// Since when a `region` write found no standby attached (None: one
+    /// is): writes wait `standby-wait-ms` from then for one (monotonic).
+    pub standby_missing_since: Option<std::time::Instant>,
     /// A customer's plan command rate (None: unlimited).
     pub rate: Option<RateLimit>,
     /// A `FAILOVER` in progress: writes are held as by `CLIENT PAUSE
@@ -464,7 +466,7 @@ impl Tenant {
             diverged: false,
             served_as_primary: false,
             lease_proven: false,
-            epoch_changed_ms: 0,
+            epoch_changed_at: None,
             standby_missing_since: None,
             rate: None,
             failover: None,
