@@ -207,6 +207,14 @@ pub struct RoleRecord {
     /// `offset`. Holds only at `epoch` (a later record ignores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
+    /// A node of the primary region named, ahead of a planned handoff, to
+    /// be the standby after it (`Controller::prepare_handoff`): it holds a
+    /// replica from then on, so it is in sync when the handoff makes it
+    /// the new primary's standby, and `region` writes wait only for its
+    /// link to move rather than for a sync. The next promotion takes it
+    /// as the standby and clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_standby: Option<String>,
 }
 
 /// Where the old primary of a moved database stopped (see
@@ -260,6 +268,7 @@ impl RoleRecord {
         if self.primary == machine {
             Some(Held::Primary)
         } else if self.standby.as_deref() == Some(machine)
+            || self.next_standby.as_deref() == Some(machine)
             || self.replicas.values().any(|m| m == machine)
         {
             Some(Held::Replica)
@@ -403,6 +412,7 @@ pub fn place(entry: &TenantEntry, live: &LiveNodes) -> Option<RoleRecord> {
         seq: 0,
         in_sync: None,
         handoff: None,
+        next_standby: None,
     })
 }
 

@@ -233,23 +233,61 @@ pub fn promote(
         .standby
         .as_deref()
         .filter(|s| fresh(s) && holds(s) && rec.in_sync.as_deref() == Some(*s))?;
-    let candidates: Vec<&str> = region
-        .iter()
-        .copied()
-        .filter(|m| *m != standby && *m != rec.primary && fresh(m))
-        .filter(|m| !rec.replicas.values().any(|r| r == m))
-        .collect();
+    let candidates = standby_candidates(rec, region, &fresh);
+    // The node a planned handoff warmed up, when it still may be one.
+    let next = rec
+        .next_standby
+        .as_deref()
+        .filter(|n| *n != standby && candidates.contains(n))
+        .or_else(|| ranked(rec.tenant, &candidates).first().copied());
     Some(RoleRecord {
         tenant: rec.tenant,
         epoch: rec.epoch + 1,
         primary: standby.to_string(),
-        standby: ranked(rec.tenant, &candidates)
-            .first()
-            .map(|s| s.to_string()),
+        standby: next.map(str::to_string),
         replicas: rec.replicas.clone(),
         seq: 0,
         in_sync: None,
         handoff: None,
+        next_standby: None,
+    })
+}
+
+/// The nodes of `region` that may become `rec`'s next standby: alive with
+/// a lease (`fresh`), neither its primary nor its standby, nor a read
+/// region's replica.
+fn standby_candidates<'a>(
+    rec: &RoleRecord,
+    region: &[&'a str],
+    fresh: &impl Fn(&str) -> bool,
+) -> Vec<&'a str> {
+    region
+        .iter()
+        .copied()
+        .filter(|m| Some(*m) != rec.standby.as_deref() && *m != rec.primary && fresh(m))
+        .filter(|m| !rec.replicas.values().any(|r| r == m))
+        .collect()
+}
+
+/// `rec` with a node named to be the standby after a planned handoff of
+/// its primary (`next_standby`), the one a promotion would pick now: it
+/// takes a replica at once and is in sync by the time the handoff makes
+/// it the new primary's standby. None when there is none to name (or it
+/// is named already: the record is then unchanged).
+pub fn prepare_handoff(
+    rec: &RoleRecord,
+    region: &[&str],
+    fresh: impl Fn(&str) -> bool,
+) -> Option<RoleRecord> {
+    let candidates = standby_candidates(rec, region, &fresh);
+    let next = *ranked(rec.tenant, &candidates).first()?;
+    if rec.next_standby.as_deref() == Some(next) {
+        return None;
+    }
+    Some(RoleRecord {
+        seq: rec.seq + 1,
+        next_standby: Some(next.to_string()),
+        ..rec.clone()
     })
 }
 
@@ -267,7 +305,33 @@ mod tests {
             seq: 5,
             in_sync: Some("b".into()),
             handoff: None,
+            next_standby: None,
         }
+    }
+
+    #[test]
+    fn a_prepared_handoff_names_the_next_standby_and_the_promotion_takes_it() {
+        let region = ["a", "b", "c", "d"];
+        // Named: one of the nodes that hold nothing of it, at seq + 1.
+        let prepared = prepare_handoff(&rec(), &region, |_| true).expect("named");
+        let next = prepared.next_standby.clone().expect("a next standby");
+        assert!(next == "c" || next == "d", "{next}");
+        assert_eq!((prepared.epoch, prepared.seq), (3, 6));
+        assert_eq!(prepared.role_of(&next), Some(crate::catalog::Held::Replica));
+        // Asked again: nothing to change.
+        assert_eq!(prepare_handoff(&prepared, &region, |_| true), None);
+        // The promotion takes it, whatever the ranking says, and clears it.
+        let promoted = promote(&prepared, &region, |m| m != "a", |_| true).expect("promoted");
+        assert_eq!(promoted.primary, "b");
+        assert_eq!(promoted.standby.as_deref(), Some(next.as_str()));
+        assert_eq!(promoted.next_standby, None);
+        // Unless it lost its lease meanwhile: then the ranking's.
+        let promoted =
+            promote(&prepared, &region, |m| m != "a" && m != next, |_| true).expect("promoted");
+        assert!(promoted.standby.is_some() && promoted.standby.as_deref() != Some(next.as_str()));
+        // A region of primary, standby and a read region's replica only:
+        // nobody to name.
+        assert_eq!(prepare_handoff(&rec(), &["a", "b", "x"], |_| true), None);
     }
 
     #[test]

@@ -508,16 +508,7 @@ impl Controller {
     /// the new primary to renew its lease, so a leaving leader does not
     /// take the only lease-granter away before the new primary has one.
     pub async fn hand_off(&self, tenant: u64, from: &str) -> Result<RoleRecord, String> {
-        let rec = self
-            .machine
-            .roles()
-            .records
-            .get(&tenant)
-            .cloned()
-            .ok_or_else(|| format!("no record for tenant {tenant}"))?;
-        if rec.primary != from {
-            return Err(format!("{from} is not tenant {tenant}'s primary"));
-        }
+        let rec = self.record_of_primary(tenant, from)?;
         let now = Instant::now();
         let alive = self.region_alive();
         let region: Vec<&str> = alive.keys().map(String::as_str).collect();
@@ -558,19 +549,100 @@ impl Controller {
         Ok(next)
     }
 
+    /// `tenant`'s record, when `from` is its primary.
+    fn record_of_primary(&self, tenant: u64, from: &str) -> Result<RoleRecord, String> {
+        let rec = self
+            .machine
+            .roles()
+            .records
+            .get(&tenant)
+            .cloned()
+            .ok_or_else(|| format!("no record for tenant {tenant}"))?;
+        if rec.primary != from {
+            return Err(format!("{from} is not tenant {tenant}'s primary"));
+        }
+        Ok(rec)
+    }
+
+    /// As the leader: names the node that will be `tenant`'s standby once
+    /// its primary `from` hands it over (`RoleRecord::next_standby`),
+    /// committing it at the next seq, so that node syncs a replica while
+    /// writes go on rather than after the handoff, while they wait. Returns
+    /// the node (None: the region has no node to name).
+    pub async fn prepare_handoff(&self, tenant: u64, from: &str) -> Result<Option<String>, String> {
+        let rec = self.record_of_primary(tenant, from)?;
+        let now = Instant::now();
+        let alive = self.region_alive();
+        let region: Vec<&str> = alive.keys().map(String::as_str).collect();
+        let next = {
+            let l = self.leases.lock();
+            let fresh =
+                |m: &str| m != from && alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
+            lease::prepare_handoff(&rec, &region, fresh)
+        };
+        let Some(next) = next else {
+            // Named already, or nobody to name.
+            return Ok(rec.next_standby.clone());
+        };
+        let named = next.next_standby.clone();
+        let cmd = Command::PutRole {
+            expect: Some((rec.epoch, rec.seq)),
+            record: next,
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(w) if w.data.applied => {}
+            Ok(_) => return Err("the record changed meanwhile".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+        tracing::info!(tenant, from, next = ?named, "planned handoff prepared: the next standby syncs now");
+        Ok(named)
+    }
+
+    /// Asks the leader (this node or another) to name the node that will
+    /// be `tenant`'s standby after this node hands it over (see
+    /// [`Controller::prepare_handoff`]).
+    pub async fn request_prepare(&self, tenant: u64) -> Result<Option<String>, String> {
+        match self.remote_leader()? {
+            None => self.prepare_handoff(tenant, &self.cfg.machine).await,
+            Some(addr) => self.ask_step(addr, net::HandoffStep::Prepare, tenant).await,
+        }
+    }
+
     /// Asks the leader (this node or another) to hand `tenant` over from
     /// this node to its standby (see [`Controller::hand_off`]).
     pub async fn request_handoff(&self, tenant: u64) -> Result<RoleRecord, String> {
+        match self.remote_leader()? {
+            None => self.hand_off(tenant, &self.cfg.machine).await,
+            Some(addr) => {
+                self.ask_step(addr, net::HandoffStep::HandOver, tenant)
+                    .await
+            }
+        }
+    }
+
+    /// The leader's address, None when this node leads.
+    fn remote_leader(&self) -> Result<Option<SocketAddr>, String> {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader.ok_or("the controller has no leader")?;
         if leader == node_id(&self.cfg.machine) {
-            return self.hand_off(tenant, &self.cfg.machine).await;
+            return Ok(None);
         }
-        let addr = self.addr_of(&m, leader)?;
-        net::hand_off(
+        Ok(Some(self.addr_of(&m, leader)?))
+    }
+
+    /// Asks the leader at `addr` for `step` of this node's handoff of
+    /// `tenant`.
+    async fn ask_step<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        step: net::HandoffStep,
+        tenant: u64,
+    ) -> Result<T, String> {
+        net::handoff_step(
             &self.syncer,
             &self.cfg.region,
             addr,
+            step,
             tenant,
             &self.cfg.machine,
             self.cfg.lease,

@@ -53,6 +53,13 @@ enum Rpc {
         tenant: u64,
         from: String,
     },
+    /// A primary about to leave has the node that will be the standby
+    /// after its handoff named, so it syncs first (see
+    /// `Controller::prepare_handoff`).
+    PrepareHandoff {
+        tenant: u64,
+        from: String,
+    },
     /// The leader, leaving, asks a voter to take over (see
     /// `Controller::transfer_leadership`).
     TakeOver {
@@ -173,6 +180,10 @@ pub(super) async fn serve(
                 let r = c.hand_off(tenant, &from).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
             }
+            Rpc::PrepareHandoff { tenant, from } => {
+                let r = c.prepare_handoff(tenant, &from).await;
+                write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
+            }
             Rpc::TakeOver { from } => {
                 let r = c.take_over(&from).await;
                 write_frame(&mut send, &Ok::<_, WrongRegion>(r)).await?
@@ -260,18 +271,28 @@ pub(super) async fn renew(
     ask(syncer, region, addr, rpc, ttl).await
 }
 
-/// Asks the leader at `addr` to hand `tenant` from `from` to its standby.
-pub(super) async fn hand_off(
+/// A step of a planned handoff the leaving primary asks the leader for.
+pub(super) enum HandoffStep {
+    /// Name the standby for after it (see `Controller::prepare_handoff`).
+    Prepare,
+    /// Hand the tenant to its standby (see `Controller::hand_off`).
+    HandOver,
+}
+
+/// Asks the leader at `addr` for `step` of `tenant`'s handoff from `from`.
+pub(super) async fn handoff_step<T: serde::de::DeserializeOwned>(
     syncer: &Syncer,
     region: &str,
     addr: SocketAddr,
+    step: HandoffStep,
     tenant: u64,
     from: &str,
     ttl: Duration,
-) -> Result<Result<crate::catalog::RoleRecord, String>, String> {
-    let rpc = Rpc::Handoff {
-        tenant,
-        from: from.to_string(),
+) -> Result<Result<T, String>, String> {
+    let from = from.to_string();
+    let rpc = match step {
+        HandoffStep::Prepare => Rpc::PrepareHandoff { tenant, from },
+        HandoffStep::HandOver => Rpc::Handoff { tenant, from },
     };
     ask(syncer, region, addr, rpc, ttl).await
 }
