@@ -505,9 +505,9 @@ pub async fn hand_off_all(
     }
     if !mine.is_empty() {
         // Writes go on while the node that will be the new primary's
-        // standby syncs (up to two fifths of the time); then they wait
+        // standby syncs (up to a quarter of the time); then they wait
         // only for the handoff and that node's link to move.
-        let warm_until = started + timeout * 2 / 5;
+        let warm_until = started + timeout / 4;
         let mut all = tokio::task::JoinSet::new();
         for r in &mine {
             let (c, shared, tenant) = (c.clone(), shared.clone(), r.tenant);
@@ -719,10 +719,10 @@ pub async fn fail_over(
         }
         None => return Err(format!("database {tenant} has no standby to hand over to")),
     }
-    // The standby after it syncs first, while writes go on (within two
-    // fifths of the time, as on SIGTERM).
+    // The standby after it syncs first, while writes go on (within a
+    // quarter of the time, as on SIGTERM).
     let begun = std::time::Instant::now();
-    warm_next_standby(c, shared, tenant, begun + timeout * 2 / 5).await;
+    warm_next_standby(c, shared, tenant, begun + timeout / 4).await;
     let timeout = timeout.saturating_sub(begun.elapsed());
     let started = std::time::Instant::now();
     shared.release_lease(

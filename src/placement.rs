@@ -1162,6 +1162,8 @@ fn taken_over(rec: &RoleRecord, primary: &str) -> RoleRecord {
     next.primary = primary.to_string();
     next.in_sync = None;
     next.handoff = None;
+    // (A node of the old region named for a planned handoff there.)
+    next.next_standby = None;
     next.replicas.retain(|_, m| m != primary);
     next
 }

@@ -466,6 +466,18 @@ pub fn repair(
     if next.standby != rec.standby {
         next.in_sync = None;
     }
+    // The node named for after a planned handoff: dropped once it is gone,
+    // or holds another place in the record now (this repair may have made
+    // it the standby: it had a warm copy).
+    if let Some(n) = next.next_standby.clone() {
+        if !alive(&n)
+            || n == next.primary
+            || next.standby.as_deref() == Some(n.as_str())
+            || next.replicas.values().any(|m| *m == n)
+        {
+            next.next_standby = None;
+        }
+    }
     if next == *rec {
         return None;
     }
@@ -593,6 +605,36 @@ mod tests {
         assert_ne!(next.standby.as_deref(), Some(sb.as_str()));
         assert_eq!(next.in_sync, None);
         assert_eq!(next.replicas, rec.replicas);
+    }
+
+    #[test]
+    fn a_next_standby_is_dropped_once_gone_or_made_the_standby() {
+        let all = live(&[("iad", &["a", "b", "c", "g"]), ("cdg", &["d", "e"])]);
+        let mut e = entry(5);
+        e.read_regions = vec!["cdg".into()];
+        let rec = place(&e, &all).unwrap();
+        let spare: Vec<&str> = ["a", "b", "c", "g"]
+            .into_iter()
+            .filter(|m| *m != rec.primary && Some(*m) != rec.standby.as_deref())
+            .collect();
+        let named = RoleRecord {
+            next_standby: Some(spare[0].to_string()),
+            ..rec.clone()
+        };
+        // Alive and nothing else in the record: kept.
+        assert_eq!(repair(&named, &e, &all, |_| false), None);
+        // Gone: dropped.
+        let next = repair(&named, &e, &all, |m| m == spare[0]).expect("repaired");
+        assert_eq!(next.next_standby, None);
+        assert_eq!(next.seq, named.seq + 1);
+        // The standby gone and the named node (the only other one left)
+        // taking its place: no longer named for later.
+        let sb = rec.standby.clone().unwrap();
+        let left: Vec<&str> = [rec.primary.as_str(), spare[0]].to_vec();
+        let l = live(&[("iad", &left), ("cdg", &["d", "e"])]);
+        let next = repair(&named, &e, &l, |m| m == sb || m == spare[1]).expect("repaired");
+        assert_eq!(next.standby.as_deref(), Some(spare[0]));
+        assert_eq!(next.next_standby, None);
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct Leases {
     /// A term this node led before it restarted: resumed without an
     /// election, it earns no credit.
     resumed: Option<u64>,
+    /// When this node (as the leader) named each tenant's next standby for
+    /// a planned handoff (see [`Leases::prepared_long_ago`]).
+    prepared: HashMap<u64, Instant>,
 }
 
 impl Leases {
@@ -130,6 +133,21 @@ impl Leases {
                 self.credit
             };
         }
+    }
+
+    /// Notes that `tenant`'s next standby was named now.
+    pub fn note_prepared(&mut self, tenant: u64, now: Instant) {
+        self.prepared.insert(tenant, now);
+    }
+
+    /// Whether `tenant`'s next standby was named longer than `after` ago
+    /// (or before this node began leading, that long ago): a handoff that
+    /// follows its prepare does so within the handoff's own timeout, so
+    /// one named long ago was left by a handoff that never came (refused,
+    /// or the primary stayed), and its copy only costs its node memory.
+    pub fn prepared_long_ago(&self, tenant: u64, now: Instant, after: Duration) -> bool {
+        let since = self.prepared.get(&tenant).copied().or(self.leading_since());
+        since.is_some_and(|t| now.saturating_duration_since(t) > after)
     }
 
     /// Since when this node leads its current term (None: it does not, or
@@ -233,13 +251,8 @@ pub fn promote(
         .standby
         .as_deref()
         .filter(|s| fresh(s) && holds(s) && rec.in_sync.as_deref() == Some(*s))?;
-    let candidates = standby_candidates(rec, region, &fresh);
     // The node a planned handoff warmed up, when it still may be one.
-    let next = rec
-        .next_standby
-        .as_deref()
-        .filter(|n| *n != standby && candidates.contains(n))
-        .or_else(|| ranked(rec.tenant, &candidates).first().copied());
+    let next = next_standby(rec, region, &fresh);
     Some(RoleRecord {
         tenant: rec.tenant,
         epoch: rec.epoch + 1,
@@ -269,18 +282,26 @@ fn standby_candidates<'a>(
         .collect()
 }
 
-/// `rec` with a node named to be the standby after a planned handoff of
-/// its primary (`next_standby`), the one a promotion would pick now: it
-/// takes a replica at once and is in sync by the time the handoff makes
-/// it the new primary's standby. None when there is none to name (or it
-/// is named already: the record is then unchanged).
-pub fn prepare_handoff(
+/// The node to be `rec`'s standby after a planned handoff of its primary
+/// (`next_standby`): the one named already while it still may be one (its
+/// copy is warm), else the one a promotion would pick now. None: nobody.
+pub fn next_standby<'a>(
     rec: &RoleRecord,
-    region: &[&str],
+    region: &[&'a str],
     fresh: impl Fn(&str) -> bool,
-) -> Option<RoleRecord> {
+) -> Option<&'a str> {
     let candidates = standby_candidates(rec, region, &fresh);
-    let next = *ranked(rec.tenant, &candidates).first()?;
+    candidates
+        .iter()
+        .copied()
+        .find(|c| rec.next_standby.as_deref() == Some(*c))
+        .or_else(|| ranked(rec.tenant, &candidates).first().copied())
+}
+
+/// `rec` with `next` named its standby for after a planned handoff: it
+/// takes a replica at once and is in sync by the time the handoff makes
+/// it the new primary's standby. None when it is named already.
+pub fn prepare_handoff(rec: &RoleRecord, next: &str) -> Option<RoleRecord> {
     if rec.next_standby.as_deref() == Some(next) {
         return None;
     }
@@ -313,13 +334,29 @@ mod tests {
     fn a_prepared_handoff_names_the_next_standby_and_the_promotion_takes_it() {
         let region = ["a", "b", "c", "d"];
         // Named: one of the nodes that hold nothing of it, at seq + 1.
-        let prepared = prepare_handoff(&rec(), &region, |_| true).expect("named");
+        let first = next_standby(&rec(), &region, |_| true).expect("a candidate");
+        assert!(first == "c" || first == "d", "{first}");
+        let prepared = prepare_handoff(&rec(), first).expect("named");
         let next = prepared.next_standby.clone().expect("a next standby");
-        assert!(next == "c" || next == "d", "{next}");
+        assert_eq!(next, first);
         assert_eq!((prepared.epoch, prepared.seq), (3, 6));
         assert_eq!(prepared.role_of(&next), Some(crate::catalog::Held::Replica));
-        // Asked again: nothing to change.
-        assert_eq!(prepare_handoff(&prepared, &region, |_| true), None);
+        // Asked again: the same node (its copy is warm), nothing to change.
+        assert_eq!(next_standby(&prepared, &region, |_| true), Some(first));
+        assert_eq!(prepare_handoff(&prepared, first), None);
+        // Named already but not the ranking's first: kept while it may be
+        // one.
+        let other = if first == "c" { "d" } else { "c" };
+        let named_other = RoleRecord {
+            next_standby: Some(other.to_string()),
+            ..rec()
+        };
+        assert_eq!(next_standby(&named_other, &region, |_| true), Some(other));
+        // Gone (no lease): the ranking's choice instead.
+        assert_eq!(
+            next_standby(&named_other, &region, |m| m != other),
+            Some(first)
+        );
         // The promotion takes it, whatever the ranking says, and clears it.
         let promoted = promote(&prepared, &region, |m| m != "a", |_| true).expect("promoted");
         assert_eq!(promoted.primary, "b");
@@ -331,7 +368,25 @@ mod tests {
         assert!(promoted.standby.is_some() && promoted.standby.as_deref() != Some(next.as_str()));
         // A region of primary, standby and a read region's replica only:
         // nobody to name.
-        assert_eq!(prepare_handoff(&rec(), &["a", "b", "x"], |_| true), None);
+        assert_eq!(next_standby(&rec(), &["a", "b", "x"], |_| true), None);
+    }
+
+    #[test]
+    fn a_prepare_no_handoff_followed_is_stale_after_a_while() {
+        let mut l = Leases::new(Duration::from_millis(800));
+        let t0 = Instant::now();
+        let after = Duration::from_secs(7);
+        // Not leading: nothing is stale.
+        assert!(!l.prepared_long_ago(5, t0 + after * 2, after));
+        // Leading since t0, named by an earlier leader: stale once this
+        // one has led for `after`.
+        l.lead(3, t0);
+        assert!(!l.prepared_long_ago(5, t0 + after, after));
+        assert!(l.prepared_long_ago(5, t0 + after + Duration::from_millis(1), after));
+        // Named by this leader later: counted from then.
+        l.note_prepared(5, t0 + after);
+        assert!(!l.prepared_long_ago(5, t0 + after * 2, after));
+        assert!(l.prepared_long_ago(5, t0 + after * 2 + Duration::from_millis(1), after));
     }
 
     #[test]

@@ -570,32 +570,42 @@ impl Controller {
     /// writes go on rather than after the handoff, while they wait. Returns
     /// the node (None: the region has no node to name).
     pub async fn prepare_handoff(&self, tenant: u64, from: &str) -> Result<Option<String>, String> {
-        let rec = self.record_of_primary(tenant, from)?;
-        let now = Instant::now();
-        let alive = self.region_alive();
-        let region: Vec<&str> = alive.keys().map(String::as_str).collect();
-        let next = {
-            let l = self.leases.lock();
-            let fresh =
-                |m: &str| m != from && alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
-            lease::prepare_handoff(&rec, &region, fresh)
-        };
-        let Some(next) = next else {
-            // Named already, or nobody to name.
-            return Ok(rec.next_standby.clone());
-        };
-        let named = next.next_standby.clone();
-        let cmd = Command::PutRole {
-            expect: Some((rec.epoch, rec.seq)),
-            record: next,
-        };
-        match self.raft.client_write(cmd).await {
-            Ok(w) if w.data.applied => {}
-            Ok(_) => return Err("the record changed meanwhile".into()),
-            Err(e) => return Err(e.to_string()),
+        // Once more if the record changed meanwhile (a standby reported in
+        // sync, a repair): the warm-up is worth a second try.
+        for _ in 0..2 {
+            let rec = self.record_of_primary(tenant, from)?;
+            let now = Instant::now();
+            let alive = self.region_alive();
+            let region: Vec<&str> = alive.keys().map(String::as_str).collect();
+            let next = {
+                let l = self.leases.lock();
+                let fresh = |m: &str| {
+                    m != from && alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease)
+                };
+                lease::next_standby(&rec, &region, fresh).map(str::to_string)
+            };
+            let Some(next) = next else {
+                return Ok(None);
+            };
+            let Some(record) = lease::prepare_handoff(&rec, &next) else {
+                // Named already.
+                return Ok(Some(next));
+            };
+            let cmd = Command::PutRole {
+                expect: Some((rec.epoch, rec.seq)),
+                record,
+            };
+            match self.raft.client_write(cmd).await {
+                Ok(w) if w.data.applied => {
+                    self.leases.lock().note_prepared(tenant, Instant::now());
+                    tracing::info!(tenant, from, next = %next, "planned handoff prepared: the next standby syncs now");
+                    return Ok(Some(next));
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
         }
-        tracing::info!(tenant, from, next = ?named, "planned handoff prepared: the next standby syncs now");
-        Ok(named)
+        Err("the record kept changing".into())
     }
 
     /// Asks the leader (this node or another) to name the node that will
@@ -808,6 +818,27 @@ impl Controller {
                 )
             };
             if !lapsed {
+                // A next standby named for a handoff that never came (its
+                // primary still renews): named no longer, so its node drops
+                // the copy.
+                let stale = rec.next_standby.is_some()
+                    && self
+                        .leases
+                        .lock()
+                        .prepared_long_ago(rec.tenant, now, self.cfg.handoff * 2);
+                if stale {
+                    let cmd = Command::PutRole {
+                        expect: Some((rec.epoch, rec.seq)),
+                        record: RoleRecord {
+                            seq: rec.seq + 1,
+                            next_standby: None,
+                            ..rec.clone()
+                        },
+                    };
+                    tracing::info!(tenant = rec.tenant, next = ?rec.next_standby, "no handoff followed its prepare: the next standby is named no longer");
+                    let raft = self.raft.clone();
+                    proposals.spawn(async move { (false, raft.client_write(cmd).await) });
+                }
                 continue;
             }
             let Some(next) = next else {
@@ -821,19 +852,20 @@ impl Controller {
                 record: next,
             };
             let raft = self.raft.clone();
-            proposals.spawn(async move { raft.client_write(cmd).await });
+            proposals.spawn(async move { (true, raft.client_write(cmd).await) });
             promoting.push(rec.tenant);
         }
         if promoting.len() > 1 {
             tracing::warn!(databases = promoting.len(), "promotions proposed together");
         }
+        // (Each with whether it promotes, or only names no next standby.)
         while let Some(done) = proposals.join_next().await {
             match done {
-                Ok(Ok(w)) if w.data.applied => {
+                Ok((true, Ok(w))) if w.data.applied => {
                     metrics::counter!("anykv_controller_promotions_total").increment(1)
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("controller: promoting: {e}"),
+                Ok((_, Ok(_))) => {}
+                Ok((_, Err(e))) => tracing::warn!("controller: promoting: {e}"),
                 Err(e) => tracing::warn!("controller: promoting: {e}"),
             }
         }
