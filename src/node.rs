@@ -480,26 +480,13 @@ pub async fn hand_off_all(
     // the leader's commits) as its own replication shows the standby now
     // (attached, synced). The leader decides with its own records. The
     // looks together take at most a fifth of the time.
-    let looks_end = tokio::time::Instant::from_std(started + timeout / 5);
+    let looks_end = started + timeout / 5;
     let mut mine = Vec::new();
     for r in c.roles().records.into_values() {
-        if r.primary != c.me() || r.standby.is_none() {
+        let Some(standby) = r.standby.as_deref().filter(|_| r.primary == c.me()) else {
             continue;
-        }
-        if r.in_sync == r.standby {
-            mine.push(r);
-            continue;
-        }
-        let ip = r.standby.as_deref().and_then(|s| c.ip_of(s));
-        let probe = shared.probe(anykv_server::tenant::TenantId(r.tenant));
-        let st = tokio::time::timeout_at(looks_end, probe)
-            .await
-            .ok()
-            .flatten();
-        if ip
-            .zip(st)
-            .is_some_and(|(ip, st)| st.replicas.iter().any(|x| x.synced && x.addr.ip() == ip))
-        {
+        };
+        if r.in_sync == r.standby || synced_here(c, shared, r.tenant, standby, looks_end).await {
             mine.push(r);
         }
     }
@@ -562,18 +549,8 @@ async fn warm_next_standby(
             return;
         }
     };
-    let id = anykv_server::tenant::TenantId(tenant);
     loop {
-        let ip = c.ip_of(&next);
-        let probe =
-            tokio::time::timeout_at(tokio::time::Instant::from_std(until), shared.probe(id));
-        let synced = match probe.await {
-            Ok(st) => ip
-                .zip(st)
-                .is_some_and(|(ip, st)| st.replicas.iter().any(|x| x.synced && x.addr.ip() == ip)),
-            Err(_) => false,
-        };
-        if synced {
+        if synced_here(c, shared, tenant, &next, until).await {
             tracing::info!(
                 tenant,
                 next = %next,
@@ -591,6 +568,26 @@ async fn warm_next_standby(
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `machine`'s replica of `tenant`, whose primary this node is,
+/// has completed its sync and streams, as the tenant's executor says now
+/// (false when it has not answered by `until`).
+async fn synced_here(
+    c: &anykv_gossip::controller::Controller,
+    shared: &anykv_server::shared::Shared,
+    tenant: u64,
+    machine: &str,
+    until: std::time::Instant,
+) -> bool {
+    let Some(ip) = c.ip_of(machine) else {
+        return false;
+    };
+    let probe = shared.probe(anykv_server::tenant::TenantId(tenant));
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(until), probe).await {
+        Ok(Some(st)) => st.replicas.iter().any(|x| x.synced && x.addr.ip() == ip),
+        _ => false,
     }
 }
 

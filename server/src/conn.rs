@@ -1059,8 +1059,10 @@ async fn run(
                 tokio::pin!(reply, late);
                 // A primary that dies, or is replaced, while the request
                 // waits (a blocking pop may wait for ever) is given up.
-                let node = s.pin.as_ref().map(crate::forward::Pin::node);
-                let mut watch = node.map(crate::forward::GoneWatch::new);
+                let mut watch = s
+                    .pin
+                    .as_ref()
+                    .map(|p| crate::forward::GoneWatch::new(p.node()));
                 let mut down_check = tokio::time::interval(crate::forward::DOWN_CHECK);
                 let r = loop {
                     tokio::select! {
@@ -1069,11 +1071,13 @@ async fn run(
                             "ERR the primary did not answer in time; the request may or may not have run".to_string()
                         ),
                         _ = down_check.tick(), if watch.is_some() => {
-                            let (Some(w), Some(node)) = (watch.as_mut(), node) else { continue };
-                            let moved = || crate::forward::primary_node(&tenant.borrow(), shared) != Some(node);
-                            if w.gone(shared, moved) {
-                                crate::forward::give_up_primary(tenant, shared, node);
-                                break Err(crate::forward::GONE_IN_FLIGHT.to_string());
+                            if let Some(w) = watch.as_mut() {
+                                let node = w.node();
+                                let moved = || crate::forward::primary_node(&tenant.borrow(), shared) != Some(node);
+                                if w.gone(shared, moved) {
+                                    crate::forward::give_up_primary(tenant, shared, node);
+                                    break Err(crate::forward::GONE_IN_FLIGHT.to_string());
+                                }
                             }
                         }
                         w = wait_event(stream, &mut inbuf, &s.info, 0, &mut shutdown, &set) => {

@@ -837,6 +837,11 @@ impl GoneWatch {
         }
     }
 
+    /// The node watched.
+    pub fn node(&self) -> SocketAddr {
+        self.node
+    }
+
     /// `moved`: whether the record names another node the primary now
     /// (asked until it first does).
     pub fn gone(&mut self, shared: &Shared, moved: impl FnOnce() -> bool) -> bool {

@@ -552,11 +552,7 @@ impl Controller {
     /// `tenant`'s record, when `from` is its primary.
     fn record_of_primary(&self, tenant: u64, from: &str) -> Result<RoleRecord, String> {
         let rec = self
-            .machine
-            .roles()
-            .records
-            .get(&tenant)
-            .cloned()
+            .record(tenant)
             .ok_or_else(|| format!("no record for tenant {tenant}"))?;
         if rec.primary != from {
             return Err(format!("{from} is not tenant {tenant}'s primary"));
