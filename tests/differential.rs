@@ -1986,7 +1986,15 @@ impl Gen {
             if op.args.len() > 1 && self.rng.random_bool(0.5) {
                 op.args.pop();
             } else {
-                let extra = self.value();
+                // A stray number after `PX` or `EXPIRE key` would be a TTL of
+                // a few milliseconds: the key would expire between commands
+                // at a moment that differs on the two servers (a race in the
+                // harness, not a difference in behaviour).
+                let extra = if Gen::takes_a_ttl_next(&op.args) {
+                    b("stray")
+                } else {
+                    self.value()
+                };
                 op.args.push(extra);
             }
         }
@@ -2003,6 +2011,31 @@ impl Gen {
         self.recase(&mut name);
         op.args[0] = name;
         op
+    }
+
+    /// Whether the argument appended to `args` would be read as an expiry
+    /// time: after an `EX`/`PX`/`EXAT`/`PXAT` option, or as the second
+    /// argument of EXPIRE and its family.
+    fn takes_a_ttl_next(args: &[Vec<u8>]) -> bool {
+        let is = |arg: &[u8], names: &[&str]| {
+            names.iter().any(|n| arg.eq_ignore_ascii_case(n.as_bytes()))
+        };
+        let last_is_option = args
+            .last()
+            .is_some_and(|a| is(a, &["EX", "PX", "EXAT", "PXAT"]));
+        let ttl_second = args.len() == 2
+            && is(
+                &args[0],
+                &[
+                    "EXPIRE",
+                    "PEXPIRE",
+                    "EXPIREAT",
+                    "PEXPIREAT",
+                    "SETEX",
+                    "PSETEX",
+                ],
+            );
+        last_is_option || ttl_second
     }
 
     fn op(args: Vec<Vec<u8>>) -> Op {
