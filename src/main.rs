@@ -344,6 +344,13 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
                 node::quiet_before_leaving(&n.view().borrow())
             });
             node::drain_forwards(&shared, Duration::from_millis(100), quiet, budget).await;
+            // Then the customers' connections close, each once the reply
+            // it waits for is out, before the cluster links do: a write
+            // forwarded just before the links closed would be answered
+            // "may or may not have run"; a connection that ends between
+            // replies is one the client opens again, elsewhere.
+            shared.close_customers();
+            node::drain_forwards(&shared, Duration::ZERO, Duration::ZERO, CLOSING_CUSTOMERS).await;
         }
         if let Some(n) = node {
             // Tell the cluster before going, so peers do not wait out a
@@ -365,6 +372,10 @@ fn run_store(mut args: Vec<String>, gossip: Option<node::GossipArgs>) -> anyhow:
     tracing::info!("anykv is now ready to exit, bye bye...");
     Ok(())
 }
+
+/// How long a node leaving after a handoff waits for the replies its
+/// customers' connections still wait for, once it closed them.
+const CLOSING_CUSTOMERS: Duration = Duration::from_millis(500);
 
 /// SIGHUP: re-reads `tenants-file` and applies it while serving (new
 /// databases open, changed plans apply, removed ones close). Without a

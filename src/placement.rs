@@ -100,7 +100,19 @@ pub struct Placement {
     proposing: Arc<AtomicBool>,
     /// When this placement started (see [`Placement::gone`]).
     started: std::time::Instant,
+    /// Copies this node holds that the role record stopped naming, since
+    /// when (see [`COPY_LINGER`]).
+    unnamed: Mutex<std::collections::HashMap<u64, std::time::Instant>>,
 }
+
+/// How long a copy the role record stopped naming (its node handed the
+/// primary over, or was the standby) stays, as a replica of the new
+/// primary, before it is dropped. Routers far away send writes to the old
+/// primary until they learn the new one (a round trip or two after the
+/// handoff); this copy sends those on (`dispatch::relay`). Dropped at once,
+/// it would close their streams with writes in flight, which their
+/// clients could only be told "may or may not have run".
+const COPY_LINGER: Duration = Duration::from_secs(2);
 
 /// How long a node that just started gives its cluster view to fill before
 /// it takes a member it has not heard of for gone. Joining brings the
@@ -187,6 +199,7 @@ impl Placement {
             controller,
             proposing: Arc::new(AtomicBool::new(false)),
             started: std::time::Instant::now(),
+            unnamed: Mutex::new(std::collections::HashMap::new()),
         });
         match p.load_saved() {
             Ok(rows) if !rows.is_empty() => {
@@ -522,6 +535,12 @@ impl Placement {
         // yet stays so.
         let serving = self.shared.catalog();
         let held_now = |id: u64| serving.tenants().iter().find(|s| s.id.0 == id);
+        self.unnamed.lock().retain(|id, _| {
+            held_now(*id).is_some()
+                && roles
+                    .get(id)
+                    .is_some_and(|rec| rec.role_of(&self.me).is_none())
+        });
         for e in entries.values() {
             let Some(rec) = roles.get(&e.id) else {
                 continue;
@@ -551,8 +570,18 @@ impl Placement {
                             // writes only it had.
                             None => held_now(e.id).is_some_and(|s| s.follow.is_none()),
                         };
+                    // Synced, it lingers a while (`COPY_LINGER`).
+                    let lingering = !rejoining
+                        && held_now(e.id).is_some()
+                        && self
+                            .unnamed
+                            .lock()
+                            .entry(e.id)
+                            .or_insert_with(std::time::Instant::now)
+                            .elapsed()
+                            < COPY_LINGER;
                     match self.link_addr(&view, &rec.primary) {
-                        Some(a) if rejoining => Some(a),
+                        Some(a) if rejoining || lingering => Some(a),
                         // Its primary not in the view yet (this node just
                         // started): kept as it is until it is, rather than
                         // dropped with the writes only it had uncounted.

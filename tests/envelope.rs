@@ -92,6 +92,7 @@ fn envelope(db: usize, client: u64, resp: u8, addr: &str, min: Option<&Token>) -
         name: format!("client-{client}").into_bytes(),
         min_token: min.cloned(),
         user: String::new(),
+        relayed: false,
     }
 }
 
@@ -392,10 +393,30 @@ fn the_store_serves_a_routers_enveloped_requests() {
             behind > 0,
             "the replica was never behind: the test shows nothing"
         );
-        // Without a token the replica serves what it has; writes refused.
-        let (_, rep) = r
+        // A write sent to the replica as to the primary (a router that
+        // has not learnt of a handoff) is sent on to the primary, and its
+        // reply carries the primary's token.
+        let (t, rep) = r
             .one(
                 envelope(0, 507, 2, "10.1.2.3:4567", None),
+                &["SET", "k", "relayed"],
+            )
+            .await;
+        assert_eq!(rep, b"+OK\r\n", "{}", String::from_utf8_lossy(&rep));
+        let t = t.expect("the primary's token");
+        assert_eq!(t.replid, last.replid);
+        assert!(t.offset > last.offset, "{t:?} vs {last:?}");
+        assert_eq!(
+            p.cmd(&["GET", "k"]).ok(),
+            Some(Value::Bulk(b"relayed".to_vec()))
+        );
+        // Once only: a relayed write that meets a replica is refused.
+        let (_, rep) = r
+            .one(
+                Envelope {
+                    relayed: true,
+                    ..envelope(0, 507, 2, "10.1.2.3:4567", None)
+                },
                 &["SET", "k", "x"],
             )
             .await;
@@ -403,6 +424,10 @@ fn the_store_serves_a_routers_enveloped_requests() {
             rep.starts_with(b"-READONLY"),
             "{}",
             String::from_utf8_lossy(&rep)
+        );
+        assert_eq!(
+            p.cmd(&["GET", "k"]).ok(),
+            Some(Value::Bulk(b"relayed".to_vec()))
         );
         // A token of another history is never served.
         let other = Token {

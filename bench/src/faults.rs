@@ -1498,6 +1498,11 @@ impl Worker {
                 name: format!("fault-client-{id}").into_bytes(),
                 min_token: None,
                 user: String::new(),
+                // Marked as relayed already, so that a node that is no
+                // longer the primary refuses a write (-READONLY) rather
+                // than send it on to the new one: each acknowledgement
+                // must come from the node the stream goes to.
+                relayed: true,
             },
             base,
             rng: SmallRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id as u64)),

@@ -267,6 +267,9 @@ pub struct Session {
     /// While a router's request runs: its client's address, which MONITOR
     /// and SLOWLOG show instead of the link's.
     pub origin: Option<std::net::SocketAddr>,
+    /// While a router's request runs: another node relayed it here (it
+    /// was sent to that node as the primary): it is not sent on again.
+    pub relayed: bool,
     /// A router's request that is waiting (a blocking command, WAIT): its
     /// client stays in place until its reply is made.
     pub serving: Option<crate::envelope::Serving>,
@@ -361,6 +364,7 @@ impl Session {
             woff: 0,
             envelope: None,
             origin: None,
+            relayed: false,
             serving: None,
             last_token: None,
             ryw_waited: false,

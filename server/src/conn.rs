@@ -1114,6 +1114,13 @@ async fn run(
                 read,
                 ..
             }) => {
+                // A write another node sent here as to the primary, sent
+                // on to the new one (`dispatch::relay`): its reply goes
+                // back as that client's, with the new primary's token.
+                if s.serving.is_some() {
+                    relay_reply(tenant, shared, s, &mut out, req, args, &mut pending).await;
+                    continue;
+                }
                 // Writes (or reads of a database held elsewhere) right
                 // behind it in the input go at once too, in order, on the
                 // same stream (a pipelining client's burst costs one round
@@ -1358,6 +1365,48 @@ async fn run(
     }
 }
 
+/// Sends a relayed write on to the primary and writes its reply (or why
+/// it failed) as the envelope's client's (`dispatch::relay`). When this
+/// node turns out to be the primary again, the request runs here, as the
+/// same client's (`pending`).
+async fn relay_reply(
+    tenant: &Rc<RefCell<Tenant>>,
+    shared: &Arc<Shared>,
+    s: &mut Session,
+    out: &mut Reply,
+    req: Vec<u8>,
+    args: Vec<Vec<u8>>,
+    pending: &mut Option<Vec<Vec<u8>>>,
+) {
+    let outcome = crate::forward::run_for(tenant, shared, req).await;
+    let Some(mut sv) = s.serving.take() else {
+        return;
+    };
+    match outcome {
+        crate::forward::Outcome::Reply(f) => {
+            sv.relayed_reply(out.len(), f.token);
+            if f.user_gone {
+                // (The relayed envelope names no user: only a copy that
+                // lost one since could say so; the client's node closes.)
+                out.raw(crate::envelope::USER_GONE_ATTR);
+            }
+            out.raw(&f.reply);
+        }
+        crate::forward::Outcome::Error(e) => {
+            sv.relayed_reply(out.len(), None);
+            tenant.borrow_mut().count_error(&e);
+            out.error(&e);
+        }
+        crate::forward::Outcome::RunHere => {
+            let env = crate::envelope::end(&tenant.borrow(), s, out, sv);
+            s.envelope = Some(crate::envelope::Pending::Serve(env));
+            *pending = Some(args);
+            return;
+        }
+    }
+    crate::envelope::end(&tenant.borrow(), s, out, sv);
+}
+
 /// Bytes a customer's connection sent (parsed) or was sent, metered on
 /// its database (a cluster link's are the other node's customer's: the
 /// link flag, not `cluster_peer`, which serving a router's request
@@ -1461,10 +1510,11 @@ fn run_request(
     let outcome = dispatch(t, s, shared, set, args, out, now);
     if matches!(
         outcome,
-        Outcome::Suspend(Suspend::Blocked { .. } | Suspend::Wait { .. })
+        Outcome::Suspend(Suspend::Blocked { .. } | Suspend::Wait { .. } | Suspend::Forward { .. })
     ) {
         // Its reply comes after the wait, still as its client's (RESP
-        // version, and the token of a pop served meanwhile).
+        // version, and the token of a pop served meanwhile, or of the new
+        // primary that took a relayed write).
         s.serving = Some(serving);
         return outcome;
     }

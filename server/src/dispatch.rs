@@ -206,6 +206,57 @@ fn forward_request(
     Some(enveloped(t, s, args))
 }
 
+/// A write another node sent here in an envelope, as to the primary, that
+/// meets a replica: this copy handed the primary over since the router
+/// sent it (a planned handoff), and the router has not learnt the new
+/// primary yet. Rather than answer `-READONLY` (the router would learn
+/// the new primary, then send the write again: a round trip across the
+/// WAN from a far region), this node sends it on to its own primary, a
+/// hop inside the region, and the reply goes back with the new primary's
+/// token. Once only (the envelope says it was relayed): a relayed write
+/// that meets a replica again gets `-READONLY`. A request that ties a
+/// stream (MULTI, WATCH, blocking) is not relayed either.
+fn relay(
+    t: &mut Tenant,
+    s: &Session,
+    r: &crate::cmd::table::Registered,
+    args: &[&[u8]],
+) -> Option<Outcome> {
+    t.upstream.as_ref()?.node?;
+    let name = r.fullname.split('|').next().unwrap_or_default();
+    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
+    if s.relayed
+        || !write
+        || s.multi.is_some()
+        || s.in_exec
+        || r.fullname == "exec"
+        || r.spec.has_flag("blocking")
+        || crate::forward::pins(r, args)
+    {
+        return None;
+    }
+    let env = crate::envelope::Envelope {
+        relayed: true,
+        ..crate::envelope::Envelope::of_client(t.id.0, s, None, String::new())
+    };
+    let mut req = Vec::with_capacity(128);
+    env.encode(&mut req);
+    crate::resp::encode_request(&mut req, args);
+    t.stats.routes.relayed_writes += 1;
+    // Counted as it happens: the copy that relays is usually dropped a
+    // moment later (its node was the primary, and is not the standby), and
+    // with it the tenant whose counters the cron publishes.
+    metrics::counter!("anykv_relayed_writes_total", "tenant" => t.name.clone()).increment(1);
+    Some(Outcome::Suspend(Suspend::Forward {
+        req,
+        args: args.iter().map(|a| a.to_vec()).collect(),
+        silent: false,
+        pinned: false,
+        blocks: false,
+        read: None,
+    }))
+}
+
 /// A request for the connection's pin. WAIT carries the connection's
 /// position as its `min-token`: the pin's stream on the primary is not
 /// the one the connection's writes went on, and WAIT must count the
@@ -1026,6 +1077,13 @@ pub(crate) fn run(
         && (writes_or_publishes(r, s) || (!s.cluster_peer && crate::forward::pins(r, args)))
     {
         return Outcome::Paused;
+    }
+    // A router's write that reached the old primary after it handed over
+    // goes on to the new one (see `relay`).
+    if t.role == crate::repl::Role::Replica && !s.replaying && s.origin.is_some() {
+        if let Some(outcome) = relay(t, s, r, args) {
+            return outcome;
+        }
     }
     // A replica's data changes only by its primary's effects: a customer's
     // write on a cluster replica goes to the primary (see `forward`). A

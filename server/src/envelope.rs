@@ -36,7 +36,7 @@ use crate::tenant::Tenant;
 /// Why an envelope or a token does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
-    #[error("ENVELOPE takes 7 arguments, got {0}")]
+    #[error("ENVELOPE takes 7 to 9 arguments, got {0}")]
     Arity(usize),
     #[error("ENVELOPE: invalid {0}")]
     Field(&'static str),
@@ -108,6 +108,10 @@ pub struct Envelope {
     /// The database user the request runs as, checked by the node that
     /// runs it; empty when the sending node checked it (it has the users).
     pub user: String,
+    /// Sent on by a node that was the primary when the router sent it
+    /// (see `dispatch::relay`): a copy that is not the primary either
+    /// refuses it rather than send it on again.
+    pub relayed: bool,
 }
 
 fn bulk(out: &mut Vec<u8>, b: &[u8]) {
@@ -129,6 +133,7 @@ impl Envelope {
             name: s.info.name.borrow().clone(),
             min_token,
             user,
+            relayed: false,
         }
     }
 
@@ -158,18 +163,26 @@ impl Envelope {
         ];
         // Without a user, the form nodes of earlier versions take too
         // (a rolling upgrade keeps replica nodes' forwarding working).
-        if !self.user.is_empty() {
+        if !self.user.is_empty() || self.relayed {
             fields.push(self.user.as_bytes());
+        }
+        if self.relayed {
+            fields.push(RELAYED);
         }
         crate::resp::encode_request(out, &fields);
     }
 
     /// Reads an `ENVELOPE` request's arguments (the command name first).
     pub fn from_args(args: &[&[u8]]) -> Result<Envelope, EnvelopeError> {
-        // (8: a node of a version before `user`.)
-        if !(8..=9).contains(&args.len()) || !args[0].eq_ignore_ascii_case(b"envelope") {
+        // (8: a node of a version before `user`; 10: relayed.)
+        if !(8..=10).contains(&args.len()) || !args[0].eq_ignore_ascii_case(b"envelope") {
             return Err(EnvelopeError::Arity(args.len().saturating_sub(1)));
         }
+        let relayed = match args.get(9) {
+            None => false,
+            Some(r) if r.eq_ignore_ascii_case(RELAYED) => true,
+            Some(_) => return Err(EnvelopeError::Field("relayed")),
+        };
         fn num<T: std::str::FromStr>(b: &[u8], what: &'static str) -> Result<T, EnvelopeError> {
             std::str::from_utf8(b)
                 .ok()
@@ -197,6 +210,7 @@ impl Envelope {
                     .map_err(|_| EnvelopeError::Field("user"))?
                     .to_string(),
             },
+            relayed,
         })
     }
 }
@@ -243,13 +257,15 @@ pub fn bulk_prefix(buf: &[u8]) -> Option<(&[u8], usize)> {
 /// the node that sent it closes the client's connection, as Redis closes
 /// the connections of a deleted user, rather than pass it on.
 pub const USER_GONE: &str = "NOUSER";
+/// The last field of a relayed envelope.
+const RELAYED: &[u8] = b"relayed";
 
 /// The attribute a copy puts before its [`USER_GONE`] refusal. The sender
 /// acts on the attribute, never on the error's text: a script may return
 /// any error it likes (`redis.error_reply("NOUSER x")`), and that reply
 /// must reach its client like any other. No command's reply carries an
 /// attribute, so nothing else can look like this.
-const USER_GONE_ATTR: &[u8] = b"|1\r\n$4\r\ngone\r\n$4\r\nuser\r\n";
+pub const USER_GONE_ATTR: &[u8] = b"|1\r\n$4\r\ngone\r\n$4\r\nuser\r\n";
 
 /// Writes a copy's refusal of a request whose user is gone: the
 /// [`USER_GONE_ATTR`] attribute, then the error for the client.
@@ -434,6 +450,10 @@ pub struct Serving {
     /// offset before it ran (a write moves it).
     reply_at: usize,
     log_at: u64,
+    /// A relayed write's reply: the new primary's token, which it carries
+    /// (though this copy's log did not move), or none (the relay failed;
+    /// this copy's log may have moved meanwhile, by its stream).
+    relayed: Option<Option<Token>>,
 }
 
 impl Serving {
@@ -446,6 +466,14 @@ impl Serving {
     /// after the wait, in a later batch).
     pub fn reply_starts_at(&mut self, at: usize) {
         self.reply_at = at;
+    }
+
+    /// The reply that starts at `at` is a relayed write's, done at the
+    /// point `token` of the new primary's history (`dispatch::relay`;
+    /// None: it did not run, or wrote nothing).
+    pub fn relayed_reply(&mut self, at: usize, token: Option<Token>) {
+        self.reply_at = at;
+        self.relayed = Some(token);
     }
 }
 
@@ -482,6 +510,7 @@ pub fn begin(
         user: (s.user.clone(), s.unrestricted, s.acl_epoch),
         reply_at: out.len(),
         log_at: t.log.offset(),
+        relayed: None,
         env,
     };
     if !sv.env.user.is_empty() {
@@ -497,6 +526,7 @@ pub fn begin(
     s.resp = sv.env.resp;
     out.resp = sv.env.resp;
     s.origin = Some(sv.env.addr);
+    s.relayed = sv.env.relayed;
     s.cluster_peer = false;
     // The client's writes reached this copy's history up to its token
     // (`receive` checked that it is this history): a WAIT counts the
@@ -514,9 +544,13 @@ pub fn begin(
 /// runs again under it).
 pub fn end(t: &Tenant, s: &mut Session, out: &mut Reply, sv: Serving) -> Envelope {
     let read = std::mem::take(&mut s.read_token);
-    if (t.log.offset() > sv.log_at || read) && out.len() > sv.reply_at {
+    let token = match sv.relayed {
+        Some(tok) => tok,
+        None => (t.log.offset() > sv.log_at || read).then(|| token_of(t)),
+    };
+    if let Some(token) = token.filter(|_| out.len() > sv.reply_at) {
         let mut attr = Vec::with_capacity(80);
-        encode_reply_token(&mut attr, &token_of(t));
+        encode_reply_token(&mut attr, &token);
         let tail = out.buf.split_off(sv.reply_at);
         out.buf.extend_from_slice(&attr);
         out.buf.unsplit(tail);
@@ -531,6 +565,7 @@ pub fn end(t: &Tenant, s: &mut Session, out: &mut Reply, sv: Serving) -> Envelop
     s.resp = sv.resp;
     out.resp = sv.resp;
     s.origin = None;
+    s.relayed = false;
     s.cluster_peer = true;
     sv.env
 }
@@ -558,6 +593,7 @@ mod tests {
             name: b"worker 1".to_vec(),
             min_token: Some(token(1234)),
             user: "reader".into(),
+            relayed: false,
         };
         let mut wire = Vec::new();
         env.encode(&mut wire);
@@ -586,7 +622,19 @@ mod tests {
         let mut p = crate::resp::RequestParser::new();
         p.next(&wire, &lim).unwrap();
         let args: Vec<&[u8]> = p.ranges().iter().map(|r| &wire[r.clone()]).collect();
-        assert_eq!(Envelope::from_args(&args), Ok(plain));
+        assert_eq!(Envelope::from_args(&args), Ok(plain.clone()));
+        // Relayed, without a user: the user's place is kept, empty.
+        let relayed = Envelope {
+            relayed: true,
+            ..plain
+        };
+        let mut wire = Vec::new();
+        relayed.encode(&mut wire);
+        assert!(wire.starts_with(b"*10\r\n"));
+        let mut p = crate::resp::RequestParser::new();
+        p.next(&wire, &lim).unwrap();
+        let args: Vec<&[u8]> = p.ranges().iter().map(|r| &wire[r.clone()]).collect();
+        assert_eq!(Envelope::from_args(&args), Ok(relayed));
     }
 
     #[test]
@@ -614,10 +662,18 @@ mod tests {
             Envelope::from_args(&with_user),
             Err(EnvelopeError::Field("user"))
         );
+        with_user[8] = b"reader";
         with_user.push(b"x");
         assert_eq!(
             Envelope::from_args(&with_user),
-            Err(EnvelopeError::Arity(9))
+            Err(EnvelopeError::Field("relayed"))
+        );
+        with_user[9] = b"RELAYED";
+        assert_eq!(Envelope::from_args(&with_user).map(|e| e.relayed), Ok(true));
+        with_user.push(b"x");
+        assert_eq!(
+            Envelope::from_args(&with_user),
+            Err(EnvelopeError::Arity(10))
         );
         for (i, bad, what) in [
             (1, &b"x"[..], "tenant"),

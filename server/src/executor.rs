@@ -85,6 +85,8 @@ pub enum ExecMsg {
     /// past this offset (durability `async`, out of time): count and log
     /// the writes the new primary will not have (`repl::replica::abandon`).
     Abandon(TenantId, u64),
+    /// Close every customer's connection (`Shared::close_customers`).
+    CloseCustomers,
 }
 
 /// A change of the tenant catalog for the executor that owns the tenant
@@ -356,6 +358,16 @@ fn executor_main(
                                     t.frozen_until_ms = until_ms;
                                     let _ = reply.send(crate::metrics::ReplStatus::of(&t));
                                 });
+                            }
+                        }
+                        ExecMsg::CloseCustomers => {
+                            for t in tenants.borrow().values().chain(remotes.borrow().values()) {
+                                // (A tenant a script holds: its clients
+                                // close when they next wake.)
+                                let Ok(t) = t.try_borrow() else { continue };
+                                for c in t.clients.values().filter(|c| !c.link.get()) {
+                                    c.kill();
+                                }
                             }
                         }
                         ExecMsg::Abandon(id, at) => {
@@ -804,6 +816,14 @@ fn start_conn(
     remotes: &Tenants,
     shared: &Arc<Shared>,
 ) {
+    if shared.customers_closed() && matches!(s, ClientStream::Tcp(_)) {
+        // The node is leaving: a customer's connection (a new one, or one
+        // its AUTH moved here) closes at once.
+        if carry.is_some() {
+            shared.tenant_client_leave(tenant);
+        }
+        return;
+    }
     let t = tenants.borrow().get(&tenant).cloned();
     let t = t.or_else(|| remote_tenant(remotes, tenant, shared));
     match t {

@@ -239,7 +239,8 @@ async fn run(
     // appends before writing; the reader (its own task, so a large write
     // never keeps replies from being read) pops.
     let owed: Owed = Default::default();
-    let mut reader = tokio::task::spawn_local(read_replies(rd, owed.clone()));
+    let mut reader =
+        tokio::task::spawn_local(read_replies(rd, owed.clone(), shared.clone(), tenant));
     let why = loop {
         tokio::select! {
             f = rx.recv() => {
@@ -271,10 +272,22 @@ async fn run(
     fail_all(&mut rx, &why);
 }
 
-/// Hands each reply on the stream to the request it answers.
-async fn read_replies<R: tokio::io::AsyncRead + Unpin>(mut rd: R, owed: Owed) {
+/// Hands each reply on the stream to the request it answers. A token of a
+/// later epoch than the stream's replies had so far says the database has
+/// a new primary (a node that handed over sends the writes it still gets
+/// on to it, `dispatch::relay`, and its replies carry the new primary's
+/// tokens): the node asks the controller for the role record at once
+/// ([`Shared::primary_missed`]) rather than relay through the old one
+/// until the state sync brings the record.
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
+    mut rd: R,
+    owed: Owed,
+    shared: Arc<Shared>,
+    tenant: TenantId,
+) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut sc = Scanner::default();
+    let mut epoch_seen = 0u64;
     loop {
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -288,6 +301,10 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(mut rd: R, owed: Owed) {
                     let token = match split_reply_token(&frame) {
                         Some((t, used)) => {
                             frame = frame.slice(used..);
+                            if epoch_seen != 0 && t.epoch > epoch_seen {
+                                shared.primary_missed(tenant);
+                            }
+                            epoch_seen = epoch_seen.max(t.epoch);
                             Some(t)
                         }
                         None => None,

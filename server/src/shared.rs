@@ -188,6 +188,9 @@ pub struct Shared {
     pub executors: usize,
     /// Set when the server is shutting down (SIGTERM, SHUTDOWN).
     pub shutting_down: AtomicBool,
+    /// Set by [`Shared::close_customers`]: customers' connections are
+    /// closed, new ones too; cluster links go on.
+    customers_closed: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     /// SHUTDOWN SAVE (1) / NOSAVE (2) / default (0).
     shutdown_save: std::sync::atomic::AtomicU8,
@@ -286,6 +289,7 @@ impl Shared {
             tcp_port: AtomicU64::new(0),
             executors,
             shutting_down: AtomicBool::new(false),
+            customers_closed: AtomicBool::new(false),
             shutdown_tx: watch::channel(false).0,
             shutdown_save: std::sync::atomic::AtomicU8::new(0),
             catalog: RwLock::new(Arc::new(crate::catalog::Catalog::default())),
@@ -705,6 +709,28 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Relaxed)
+    }
+
+    /// A node leaving after a planned handoff closes its customers'
+    /// connections before its cluster links: each once the reply it is
+    /// waiting for is out (a write forwarded to the new primary), so a
+    /// client sees its connection end between two replies (and connects
+    /// again, to another node) rather than get an error for a write that
+    /// was forwarded just as the links closed. Connections that arrive
+    /// from then on are closed at once. Cluster links (other nodes'
+    /// requests, replication) go on until the node leaves.
+    pub fn close_customers(&self) {
+        if self.customers_closed.swap(true, Relaxed) {
+            return;
+        }
+        for owner in 0..self.executors {
+            self.send_to(owner, crate::executor::ExecMsg::CloseCustomers);
+        }
+    }
+
+    /// Whether [`Shared::close_customers`] was called.
+    pub fn customers_closed(&self) -> bool {
+        self.customers_closed.load(Relaxed)
     }
 
     /// CONFIG RESETSTAT for the server-wide counters.

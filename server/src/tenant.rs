@@ -88,6 +88,10 @@ pub struct RouteStats {
     pub fell_back_reads: u64,
     /// Writes sent to the primary's node.
     pub primary_writes: u64,
+    /// Writes another node sent here as to the primary, after this copy
+    /// handed the primary over, sent on to the new one
+    /// (`dispatch::relay`).
+    pub relayed_writes: u64,
     /// Requests sent on a connection's own stream to the primary while a
     /// transaction, WATCH or blocking command tied it there.
     pub pinned: u64,

@@ -282,7 +282,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
             let r = &ctx.t.stats.routes;
             let _ = write!(
                 o,
-                "# Routing\r\nconsistency:{}\r\nryw_wait_ms:{}\r\nrouted_local_reads:{}\r\nrouted_waited_reads:{}\r\nrouted_remote_reads:{}\r\nrouted_primary_reads:{}\r\nrouted_fell_back_reads:{}\r\nrouted_primary_writes:{}\r\nrouted_pinned:{}\r\nrouted_pipelined:{}\r\nryw_wait_usec:{}\r\nplan_ops_per_sec:{}\r\nplan_throttled_commands:{}\r\n",
+                "# Routing\r\nconsistency:{}\r\nryw_wait_ms:{}\r\nrouted_local_reads:{}\r\nrouted_waited_reads:{}\r\nrouted_remote_reads:{}\r\nrouted_primary_reads:{}\r\nrouted_fell_back_reads:{}\r\nrouted_primary_writes:{}\r\nrouted_relayed_writes:{}\r\nrouted_pinned:{}\r\nrouted_pipelined:{}\r\nryw_wait_usec:{}\r\nplan_ops_per_sec:{}\r\nplan_throttled_commands:{}\r\n",
                 ctx.t.consistency.as_str(),
                 ctx.set.ryw_wait_ms,
                 r.local_reads,
@@ -291,6 +291,7 @@ fn section(ctx: &mut Ctx, sec: &str, o: &mut String) {
                 r.primary_reads,
                 r.fell_back_reads,
                 r.primary_writes,
+                r.relayed_writes,
                 r.pinned,
                 r.pipelined,
                 r.wait_us,
