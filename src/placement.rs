@@ -545,6 +545,24 @@ impl Placement {
             let Some(rec) = roles.get(&e.id) else {
                 continue;
             };
+            // Where this node's requests for the database would go after
+            // a handoff (its standby, or the one named for the next): a
+            // connection is kept up there, for a database this node holds
+            // a replica of or has clients of (`Syncer::warm`).
+            let held = rec.role_of(&self.me);
+            if held != Some(Held::Primary)
+                && (held.is_some() || self.shared.has_clients(TenantId(e.id)))
+            {
+                for m in [rec.standby.as_deref(), rec.next_standby.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| *m != self.me)
+                {
+                    if let Some(a) = self.link_addr(&view, m) {
+                        self.wan.syncer.warm(a);
+                    }
+                }
+            }
             // Durability `region`: the primary waits for its standby's
             // acknowledgement of every write.
             let standby = match (rec.role_of(&self.me), e.durability, rec.standby.as_deref()) {

@@ -1387,6 +1387,113 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     let _ = std::fs::remove_dir_all(&spec.dir);
 }
 
+/// A node whose copy of a database is dropped (the operator moved the
+/// primary away, and the record names it no more) keeps its customers'
+/// connections: each moves, between two requests, to the database as the
+/// node serves it through the nodes that hold it, with its id, selected
+/// database, name and login; one in a transaction (state that lived in
+/// the dropped copy) is closed.
+#[test]
+fn a_node_that_drops_its_copy_keeps_its_clients() {
+    let mut spec = spec("rehome", 81, 24700);
+    // (An AOF, so that the copy has files to drop.)
+    spec.server_args = ["--save", "", "--appendonly", "yes"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let w = World::start(&spec).expect("the world starts");
+    w.wait_members(4, Duration::from_secs(60))
+        .expect("four members alive");
+    wait_iad(
+        &w,
+        &["n1", "n2", "n3", "n4"],
+        "iad's group with a leader",
+        |c| c["leader"].is_string() && strings(&c["voters"]) == ["n1", "n2", "n3"],
+    );
+    let id = 31u64;
+    let token = "rehome-tenant-token-0123456789abcd";
+    create_db(&w, id, token, "region", "ryw");
+    let end = Instant::now() + Duration::from_secs(30);
+    let placed = loop {
+        match record_of(&w, "n4", id) {
+            Some(r) if r["standby"].is_string() => break r,
+            _ => assert!(Instant::now() < end, "database {id} never placed"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let primary = placed["primary"].as_str().expect("primary").to_string();
+    let standby = placed["standby"].as_str().expect("standby").to_string();
+    wait_in_sync(&w, id, &standby);
+    let mut c = first_write_on(&w, &primary, token);
+    let ok = common::Value::Simple(b"OK".to_vec());
+    assert_eq!(c.cmd(&["SELECT", "2"]).expect("SELECT"), ok);
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "stays"]).expect("SETNAME"), ok);
+    assert_eq!(c.cmd(&["SET", "x", "1"]).expect("SET"), ok);
+    let client_id = c.cmd(&["CLIENT", "ID"]).expect("CLIENT ID");
+    let mut tx = login_to(&w, &primary, token).expect("a second login");
+    assert_eq!(tx.cmd(&["MULTI"]).expect("MULTI"), ok);
+    let files = w
+        .node(&primary)
+        .expect("node")
+        .dir
+        .join("tenants")
+        .join(id.to_string());
+    assert!(files.is_dir(), "{} holds no files", files.display());
+
+    failover_via_n4(&w, id, &primary, &standby);
+    // The old primary lingers as a replica a moment, then drops its copy.
+    let log = w.node(&primary).expect("node").log.clone();
+    let end = Instant::now() + Duration::from_secs(30);
+    let dropped = || {
+        strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default())
+            .lines()
+            .any(|l| l.contains("copy dropped") && l.contains(&format!("tenant={id} ")))
+    };
+    while !dropped() {
+        assert!(
+            Instant::now() < end,
+            "{primary} never dropped its copy of database {id}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same connection goes on: its database, name and id are kept, its
+    // write lands at the new primary, and it reads its own writes.
+    assert_eq!(
+        c.cmd(&["GET", "x"])
+            .expect("the connection survived the drop"),
+        common::Value::Bulk(b"1".to_vec())
+    );
+    assert_eq!(
+        c.cmd(&["CLIENT", "GETNAME"]).expect("GETNAME"),
+        common::Value::Bulk(b"stays".to_vec())
+    );
+    assert_eq!(c.cmd(&["CLIENT", "ID"]).expect("CLIENT ID"), client_id);
+    assert_eq!(c.cmd(&["SET", "y", "2"]).expect("SET"), ok);
+    assert_eq!(
+        c.cmd(&["GET", "y"]).expect("GET"),
+        common::Value::Bulk(b"2".to_vec())
+    );
+    let mut p = login_to(&w, &standby, token).expect("a login at the new primary");
+    assert_eq!(p.cmd(&["SELECT", "2"]).expect("SELECT"), ok);
+    assert_eq!(
+        p.cmd(&["GET", "y"]).expect("GET"),
+        common::Value::Bulk(b"2".to_vec())
+    );
+    // Its files went with it.
+    let end = Instant::now() + Duration::from_secs(10);
+    while files.exists() {
+        assert!(Instant::now() < end, "{} is still there", files.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The transaction's connection was closed.
+    assert!(
+        tx.cmd(&["PING"]).is_err(),
+        "a connection in MULTI outlived its copy"
+    );
+    drop(w);
+    let _ = std::fs::remove_dir_all(&spec.dir);
+}
+
 /// A member gone for good leaves the group, but never below 3 voters:
 /// four iad nodes form a group of four voters (each started with
 /// `--controller-remove-after-ms 3000`); n4 killed for good is removed

@@ -131,7 +131,12 @@ fn writer(
     };
     let mut on = 0usize;
     let mut conn: Option<Conn> = None;
-    let mut last = Instant::now();
+    // Gaps are counted from the first acknowledgement: the login before it
+    // (through a far router: a login check across the WAN, then the
+    // write) is no pause. (Counted from the writer's start, as before
+    // 2026-12-07, it made the syd router's client's longest gap two round
+    // trips in every run, whatever the handoff did.)
+    let mut last: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
         if conn.is_none() {
             match login_or_why(nodes[on]) {
@@ -158,11 +163,13 @@ fn writer(
                 seen.acked = n;
                 acks.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();
-                if !mark.passed(now) {
-                    seen.before_mark.push(now - last);
+                if let Some(last) = last {
+                    if !mark.passed(now) {
+                        seen.before_mark.push(now - last);
+                    }
+                    seen.longest_gap = seen.longest_gap.max(now - last);
                 }
-                seen.longest_gap = seen.longest_gap.max(now - last);
-                last = now;
+                last = Some(now);
                 if seen.first_after_mark.is_none() && seen.outage_seen {
                     seen.first_after_mark = Some(now);
                 }

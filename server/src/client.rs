@@ -63,6 +63,8 @@ pub struct ClientInfo {
     pub qbuf: Cell<usize>,
     pub qbuf_free: Cell<usize>,
     pub obuf: Cell<usize>,
+    /// See [`ClientInfo::rehome`].
+    pub rehome: Cell<bool>,
     /// Requested close (CLIENT KILL, idle timeout, output limits, shutdown).
     pub killed: Cell<bool>,
     /// Bytes queued by other connections (MONITOR feed, later pub/sub).
@@ -107,6 +109,7 @@ impl ClientInfo {
             qbuf_free: Cell::new(0),
             obuf: Cell::new(0),
             killed: Cell::new(false),
+            rehome: Cell::new(false),
             push: RefCell::new(BytesMut::new()),
             tracking: RefCell::new(None),
             caching: Cell::new(false),
@@ -116,6 +119,15 @@ impl ClientInfo {
 
     pub fn kill(&self) {
         self.killed.set(true);
+        self.wake.notify_one();
+    }
+
+    /// The copy of the database this client is connected to was dropped
+    /// from this node, which still serves it through the nodes that hold
+    /// it: the connection moves to that remote tenant before its next
+    /// request (`conn::run`), or closes when its state cannot move.
+    pub fn rehome(&self) {
+        self.rehome.set(true);
         self.wake.notify_one();
     }
 

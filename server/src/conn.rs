@@ -57,6 +57,10 @@ pub struct Carry {
     pub input: Vec<u8>,
     /// The digest of the token it logged in with (`ClientInfo::token`).
     pub token: Option<[u8; 32]>,
+    /// Its last write's (or read's) token, when it moves to the same
+    /// database served another way (`ClientInfo::rehome`): its next reads
+    /// still see its writes.
+    pub last_token: Option<crate::envelope::Token>,
 }
 
 /// Serves one connection until it closes or moves to another tenant.
@@ -100,6 +104,7 @@ pub async fn serve(
             s.user = c.user.clone();
             s.unrestricted = false;
             s.acl_epoch = 0;
+            s.last_token = c.last_token.clone();
             // The input was allocated in the tenant it came from: copy it
             // here, free the original outside any account.
             inbuf.extend_from_slice(&c.input);
@@ -244,6 +249,9 @@ pub async fn serve(
         created_ms: info.created_ms,
         input: input.to_vec(),
         token: info.token.get(),
+        last_token: (to == tenant_id)
+            .then(|| session.last_token.clone())
+            .flatten(),
     });
     drop(input);
     crate::alloc::unscoped(|| match stream.into_handoff() {
@@ -675,6 +683,25 @@ async fn run(
     let mut served_at: u64 = 0;
     let on = tenant.borrow().id;
     loop {
+        // This node dropped its copy of the database and serves it through
+        // the nodes that hold it (`ClientInfo::rehome`): the connection
+        // moves there between two requests, nothing it sent lost (its
+        // unread input goes with it), unless it holds state that lives in
+        // this copy (a transaction, WATCH, subscriptions, MONITOR,
+        // tracking, a stream pinned to the primary): then it closes, as
+        // it did before connections moved.
+        if s.info.rehome.get() && pending.is_none() && !s.info.killed.get() {
+            if movable(s) {
+                shared.tenant_client_enter(on, 0);
+                *switch = Some((on, std::mem::take(&mut inbuf)));
+            } else {
+                tracing::info!(
+                    id = s.info.id,
+                    "closing a connection whose copy of the database left this node"
+                );
+            }
+            return;
+        }
         shared.refresh(&mut set);
         let limits = ParseLimits {
             max_bulk_len: set.max_bulk_len,
@@ -1342,6 +1369,10 @@ async fn run(
                         if s.info.killed.get() {
                             return true;
                         }
+                        // (It moves at the loop's top.)
+                        if s.info.rehome.get() {
+                            return false;
+                        }
                         let pushed = std::mem::take(&mut *s.info.push.borrow_mut());
                         if !pushed.is_empty() {
                             GlobalStats::add(&shared.stats.net_output_bytes, pushed.len() as u64);
@@ -1363,6 +1394,21 @@ async fn run(
             return;
         }
     }
+}
+
+/// Whether a connection can move to another tenant of the same database
+/// as it is: nothing of it lives in the tenant it leaves but what
+/// [`Carry`] takes.
+fn movable(s: &Session) -> bool {
+    s.multi.is_none()
+        && s.watched.is_empty()
+        && s.subscriptions() == 0
+        && !s.monitor
+        && s.info.tracking.borrow().is_none()
+        && s.pin.is_none()
+        && s.serving.is_none()
+        && !s.cluster_peer
+        && s.reply_mode == crate::client::ReplyMode::On
 }
 
 /// Sends a relayed write on to the primary and writes its reply (or why

@@ -247,6 +247,11 @@ fn relay(
     // moment later (its node was the primary, and is not the standby), and
     // with it the tenant whose counters the cron publishes.
     metrics::counter!("anykv_relayed_writes_total", "tenant" => t.name.clone()).increment(1);
+    tracing::debug!(
+        tenant = t.id.0,
+        client = s.info.id,
+        "relaying a write to the new primary"
+    );
     Some(Outcome::Suspend(Suspend::Forward {
         req,
         args: args.iter().map(|a| a.to_vec()).collect(),

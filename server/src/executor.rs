@@ -787,7 +787,14 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
         return;
     };
     shared.repl_status.lock().remove(&id);
-    shared.acl.forget(id);
+    // A copy dropped from a node that still serves the database through
+    // the nodes that hold it (the placement sets the remote catalog
+    // first): its customers move there, with the users they logged in
+    // with, as a login through this node would have them.
+    let served_elsewhere = shared.remote_catalog().get(id).is_some();
+    if !served_elsewhere {
+        shared.acl.forget(id);
+    }
     shared.settle_released(id.0, u64::MAX);
     let mut t = t.borrow_mut();
     t.removed = true;
@@ -795,7 +802,24 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
     t.upstream = None;
     t.upstream_gen += 1;
     for c in t.clients.values() {
-        c.kill();
+        if served_elsewhere && !c.link.get() && !c.blocked.get() {
+            c.rehome();
+        } else {
+            c.kill();
+        }
+    }
+    if served_elsewhere && t.persist.dir.ends_with(id.0.to_string()) {
+        // A copy the cluster no longer places here: its data lives on the
+        // nodes that hold it. Its files go: kept, they would be replayed
+        // the next time this node is given a copy (a whole history of
+        // writes, on the executor, before a full sync replaces them all:
+        // a copy given back later continues no history this one had).
+        crate::persist::abort_job(&mut t);
+        t.persist.aof = None;
+        t.log.disable_sink();
+        drop_files(&t.persist.dir);
+        tracing::info!(tenant = id.0, name = %t.name, "copy dropped: the database is held on other nodes");
+        return;
     }
     // As at a shutdown: a snapshot when save points are set, so a tenant
     // added back (or moved) finds its data.
@@ -806,6 +830,24 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
     t.persist.aof = None;
     t.log.disable_sink();
     tracing::info!(tenant = id.0, name = %t.name, "tenant removed");
+}
+
+/// Removes a dropped copy's directory: renamed aside at once (a copy given
+/// to this node again starts afresh), deleted on a thread of its own (a
+/// large log takes a while to unlink).
+fn drop_files(dir: &std::path::Path) {
+    let aside = dir.with_extension(format!("dropped-{}", crate::util::mstime()));
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => {
+            std::thread::spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&aside) {
+                    tracing::warn!("removing {}: {e}", aside.display());
+                }
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("moving {} aside: {e}", dir.display()),
+    }
 }
 
 fn start_conn(

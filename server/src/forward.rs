@@ -217,8 +217,12 @@ async fn run(
         fail_all(&mut rx, "this server has no cluster link");
         return;
     };
+    let dialed = std::time::Instant::now();
     let link = match tokio::time::timeout(DIAL_TIMEOUT, dialer.dial(node, tenant)).await {
-        Ok(Ok(l)) => l,
+        Ok(Ok(l)) => {
+            tracing::debug!(tenant = tenant.0, %node, ms = dialed.elapsed().as_millis() as u64, "forwarding link starts");
+            l
+        }
         Ok(Err(e)) => {
             fail_all(
                 &mut rx,
@@ -302,6 +306,11 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
                         Some((t, used)) => {
                             frame = frame.slice(used..);
                             if epoch_seen != 0 && t.epoch > epoch_seen {
+                                tracing::debug!(
+                                    tenant = tenant.0,
+                                    epoch = t.epoch,
+                                    "a reply of a later epoch: asking who the primary is"
+                                );
                                 shared.primary_missed(tenant);
                             }
                             epoch_seen = epoch_seen.max(t.epoch);

@@ -505,6 +505,14 @@ impl Shared {
         true
     }
 
+    /// Whether any customer is connected to `tenant` on this node.
+    pub fn has_clients(&self, tenant: crate::tenant::TenantId) -> bool {
+        self.tenant_clients
+            .lock()
+            .get(&tenant)
+            .is_some_and(|n| *n > 0)
+    }
+
     /// A client connection counted by [`Shared::tenant_client_enter`] left
     /// `tenant`.
     pub fn tenant_client_leave(&self, tenant: crate::tenant::TenantId) {

@@ -86,8 +86,9 @@ pub struct Leases {
     renewed: HashMap<String, Instant>,
     /// The last log index each node said it applied, when it renewed.
     applied: HashMap<String, u64>,
-    /// Tenants whose promotion is being committed.
-    promoting: std::collections::HashSet<u64>,
+    /// Tenants whose promotion is being committed, each with the epoch it
+    /// replaces.
+    promoting: HashMap<u64, u64>,
     /// Per node, as its last renewal said: the tenants it holds as a
     /// replica without having completed a sync since it started.
     unsynced: HashMap<String, Vec<u64>>,
@@ -197,18 +198,21 @@ impl Leases {
         self.applied.get(machine).is_some_and(|i| *i >= index)
     }
 
-    pub fn begin_promotion(&mut self, tenant: u64) {
-        self.promoting.insert(tenant);
+    /// A promotion of `tenant` past `epoch` is being committed.
+    pub fn begin_promotion(&mut self, tenant: u64, epoch: u64) {
+        self.promoting.insert(tenant, epoch);
     }
 
     pub fn end_promotion(&mut self, tenant: u64) {
         self.promoting.remove(&tenant);
     }
 
-    /// Whether a promotion of `tenant` is being committed (its old primary
-    /// gets no lease for it meanwhile).
-    pub fn promoting(&self, tenant: u64) -> bool {
-        self.promoting.contains(&tenant)
+    /// Whether a promotion of `tenant` past `epoch` is being committed:
+    /// the primary of that epoch gets no lease for it meanwhile. The new
+    /// primary's record (a later epoch) does: it may renew as soon as it
+    /// applied the record, before the leader's proposal call returned.
+    pub fn promoting(&self, tenant: u64, epoch: u64) -> bool {
+        self.promoting.get(&tenant) == Some(&epoch)
     }
 
     pub fn follow(&mut self) {

@@ -329,7 +329,7 @@ impl Controller {
                 .roles()
                 .records
                 .values()
-                .filter(|r| r.primary == machine && !l.promoting(r.tenant))
+                .filter(|r| r.primary == machine && !l.promoting(r.tenant, r.epoch))
                 .map(|r| (r.tenant, r.epoch))
                 .collect()
         };
@@ -519,7 +519,7 @@ impl Controller {
             let holds = |m: &str| l.holds(m, tenant);
             let next = lease::promote(&rec, &region, fresh, holds)
                 .ok_or_else(|| format!("tenant {tenant} has no in-sync standby to hand over to"))?;
-            l.begin_promotion(tenant);
+            l.begin_promotion(tenant, rec.epoch);
             next
         };
         let cmd = Command::PutRole {
@@ -801,7 +801,7 @@ impl Controller {
                 let lapsed = l.lapsed(&rec.primary, now, self.cfg.lease);
                 if lapsed {
                     // From here on `grant` leaves the tenant out.
-                    l.begin_promotion(rec.tenant);
+                    l.begin_promotion(rec.tenant, rec.epoch);
                 }
                 let l = &*l;
                 let fresh = |m: &str| alive.contains_key(m) && !l.lapsed(m, now, self.cfg.lease);
