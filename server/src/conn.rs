@@ -607,6 +607,9 @@ async fn forward_window(
                 }
                 out.raw(&f.reply);
             }
+            // A connection being closed (CLIENT KILL, a node leaving)
+            // ends without the error: the cut tells its client as much.
+            Outcome::Error(_) if s.info.killed.get() => return WindowEnd::Gone,
             Outcome::Error(e) => out.error(&e),
             // Refused, and nothing was sent after it.
             Outcome::RunHere => return WindowEnd::RunHere(args),
@@ -1200,6 +1203,11 @@ async fn run(
                             out.raw(&f.reply);
                         }
                     }
+                    // A connection being closed (CLIENT KILL, a node
+                    // leaving after a handoff) ends without the error: the
+                    // cut tells its client the outcome is unknown, as the
+                    // error would, and the client connects again.
+                    crate::forward::Outcome::Error(_) if s.info.killed.get() => return,
                     crate::forward::Outcome::Error(e) if !silent => out.error(&e),
                     crate::forward::Outcome::Error(_) => {}
                     // This node is the primary now: the request runs here.
