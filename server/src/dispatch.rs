@@ -223,10 +223,8 @@ fn relay(
     args: &[&[u8]],
 ) -> Option<Outcome> {
     t.upstream.as_ref()?.node?;
-    let name = r.fullname.split('|').next().unwrap_or_default();
-    let write = is_write_command(r, s) || matches!(name, "publish" | "spublish");
     if s.relayed
-        || !write
+        || !writes_or_publishes(r, s)
         || s.multi.is_some()
         || s.in_exec
         || r.fullname == "exec"
@@ -235,13 +233,11 @@ fn relay(
     {
         return None;
     }
-    let env = crate::envelope::Envelope {
+    let req = crate::envelope::Envelope {
         relayed: true,
         ..crate::envelope::Envelope::of_client(t.id.0, s, None, String::new())
-    };
-    let mut req = Vec::with_capacity(128);
-    env.encode(&mut req);
-    crate::resp::encode_request(&mut req, args);
+    }
+    .request(args);
     t.stats.routes.relayed_writes += 1;
     // Counted as it happens: the copy that relays is usually dropped a
     // moment later (its node was the primary, and is not the standby), and
@@ -301,11 +297,7 @@ fn enveloped_at(
     } else {
         String::new()
     };
-    let env = crate::envelope::Envelope::of_client(t.id.0, s, min_token, user);
-    let mut out = Vec::with_capacity(128);
-    env.encode(&mut out);
-    crate::resp::encode_request(&mut out, args);
-    out
+    crate::envelope::Envelope::of_client(t.id.0, s, min_token, user).request(args)
 }
 
 /// A request this node forwards: MONITOR shows it here (once), and CLIENT
@@ -410,10 +402,7 @@ fn route_on_replica(
         r.fullname.as_str(),
         "acl|setuser" | "acl|deluser" | "acl|load"
     );
-    let write = is_write_command(r, s)
-        || matches!(name, "publish" | "spublish")
-        || script_cache
-        || users_change;
+    let write = writes_or_publishes(r, s) || script_cache || users_change;
     let script_elsewhere =
         name == "evalsha_ro" && args.get(1).is_some_and(|sha| !t.scripts.exists(sha));
     let read = !write && (is_read_command(r, s) || primary_only_read(name));

@@ -172,6 +172,15 @@ impl Envelope {
         crate::resp::encode_request(out, &fields);
     }
 
+    /// This envelope and the request `args` after it, as a store stream
+    /// carries them.
+    pub fn request(&self, args: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.encode(&mut out);
+        crate::resp::encode_request(&mut out, args);
+        out
+    }
+
     /// Reads an `ENVELOPE` request's arguments (the command name first).
     pub fn from_args(args: &[&[u8]]) -> Result<Envelope, EnvelopeError> {
         // (8: a node of a version before `user`; 10: relayed.)
@@ -293,10 +302,7 @@ pub fn login_check(tenant: u64, s: &Session, user: &str, pw: &[u8]) -> Vec<u8> {
         db: 0,
         ..Envelope::of_client(tenant, s, None, String::new())
     };
-    let mut out = Vec::with_capacity(96);
-    env.encode(&mut out);
-    crate::resp::encode_request(&mut out, &[b"AUTH", user.as_bytes(), pw]);
-    out
+    env.request(&[b"AUTH", user.as_bytes(), pw])
 }
 
 /// The request, in an envelope naming the refused user, with which a
@@ -323,18 +329,12 @@ pub fn acl_log_record(tenant: u64, s: &Session, r: &Refusal) -> Vec<u8> {
         db: 0,
         ..Envelope::of_client(tenant, s, None, r.username.clone())
     };
-    let mut out = Vec::with_capacity(128);
-    env.encode(&mut out);
-    crate::resp::encode_request(
-        &mut out,
-        &[
-            ACL_LOG_RECORD.as_bytes(),
-            r.reason.as_bytes(),
-            r.context.as_bytes(),
-            r.object.as_bytes(),
-        ],
-    );
-    out
+    env.request(&[
+        ACL_LOG_RECORD.as_bytes(),
+        r.reason.as_bytes(),
+        r.context.as_bytes(),
+        r.object.as_bytes(),
+    ])
 }
 
 /// The refusal an [`ACL_LOG_RECORD`] request carries (`args` after the

@@ -808,28 +808,30 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
             c.kill();
         }
     }
-    if served_elsewhere && t.persist.dir.ends_with(id.0.to_string()) {
-        // A copy the cluster no longer places here: its data lives on the
-        // nodes that hold it. Its files go: kept, they would be replayed
-        // the next time this node is given a copy (a whole history of
-        // writes, on the executor, before a full sync replaces them all:
-        // a copy given back later continues no history this one had).
+    // A copy the cluster no longer places here: its data lives on the
+    // nodes that hold it. Its files go: kept, they would be replayed the
+    // next time this node is given a copy (a whole history of writes, on
+    // the executor, before a full sync replaces them all: a copy given
+    // back later continues no history this one had).
+    let dropped = served_elsewhere && t.persist.dir.ends_with(id.0.to_string());
+    if dropped {
         crate::persist::abort_job(&mut t);
-        t.persist.aof = None;
-        t.log.disable_sink();
-        drop_files(&t.persist.dir);
-        tracing::info!(tenant = id.0, name = %t.name, "copy dropped: the database is held on other nodes");
-        return;
-    }
-    // As at a shutdown: a snapshot when save points are set, so a tenant
-    // added back (or moved) finds its data.
-    let has_points = !shared.config.read().save_params().is_empty();
-    if let Err(e) = crate::persist::shutdown(&mut t, None, has_points) {
-        tracing::error!("removing tenant {}: {e}", id.0);
+    } else {
+        // As at a shutdown: a snapshot when save points are set, so a
+        // tenant added back (or moved) finds its data.
+        let has_points = !shared.config.read().save_params().is_empty();
+        if let Err(e) = crate::persist::shutdown(&mut t, None, has_points) {
+            tracing::error!("removing tenant {}: {e}", id.0);
+        }
     }
     t.persist.aof = None;
     t.log.disable_sink();
-    tracing::info!(tenant = id.0, name = %t.name, "tenant removed");
+    if dropped {
+        drop_files(&t.persist.dir);
+        tracing::info!(tenant = id.0, name = %t.name, "copy dropped: the database is held on other nodes");
+    } else {
+        tracing::info!(tenant = id.0, name = %t.name, "tenant removed");
+    }
 }
 
 /// Removes a dropped copy's directory: renamed aside at once (a copy given
