@@ -129,6 +129,12 @@ pub struct GossipArgs {
     /// is off would. Leases run on the monotonic clock and must not care.
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
+    /// Fault testing only: this process's lease clock runs at this rate
+    /// of real time (0.9: 10% slow), as a VM whose timer drifts would.
+    /// The lease margin covers a relative drift of 20%; past it two
+    /// primaries can acknowledge writes at once (docs/FAILOVER.md).
+    #[arg(long, default_value_t = 1.0, hide = true, value_parser = clock_rate)]
+    pub clock_rate: f64,
     /// How often the node writes its usage record (what each database's
     /// customers used here: docs/METERING.md), in ms. A crash loses at
     /// most this much metering, plus a second.
@@ -176,6 +182,16 @@ fn shaper(a: &GossipArgs) -> anyhow::Result<anykv_gossip::link::Shaper> {
     }
     s.set_loss(a.emulate_loss);
     Ok(s)
+}
+
+/// `--clock-rate`: a positive rate of real time, 0.01 to 100.
+fn clock_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.01..=100.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?}: a rate of real time from 0.01 to 100 (1: exact)"
+        )),
+    }
 }
 
 fn default_gossip_addr() -> SocketAddr {
@@ -319,6 +335,13 @@ pub fn gossip_config(
         );
         anykv_server::util::set_clock_offset_ms(a.clock_offset_ms);
     }
+    if a.clock_rate != 1.0 {
+        tracing::warn!(
+            "this node's lease clock runs at {} × real time (--clock-rate, fault testing)",
+            a.clock_rate
+        );
+        anykv_gossip::controller::clock::set_rate(a.clock_rate);
+    }
     c.sync_port = a.sync_port;
     c.profile = a.gossip_profile;
     c.cluster_size = a.cluster_size;
@@ -388,7 +411,7 @@ pub fn spawn_lease_keeper(
     c: Arc<anykv_gossip::controller::Controller>,
     shared: Arc<anykv_server::shared::Shared>,
 ) {
-    use anykv_gossip::controller::lease::margin;
+    use anykv_gossip::controller::{clock, lease::margin};
     tokio::spawn(async move {
         let mut changed = c.watch();
         // A third of a period after a renewal; a tenth after a failure (a
@@ -437,11 +460,12 @@ pub fn spawn_lease_keeper(
             match c.renew_lease(synced, restarted).await {
                 Ok((sent, g)) => {
                     // Counted from when it was asked for, less the margin
-                    // for clock drift, by the period the leader granted.
+                    // for clock drift, by the period the leader granted,
+                    // on the lease clock (a fault test may make it drift).
                     let granted = std::time::Duration::from_millis(g.duration_ms);
                     if let Some(until) = granted
                         .checked_sub(margin(granted))
-                        .and_then(|d| sent.checked_add(d))
+                        .and_then(|d| sent.checked_add(clock::real(d)))
                     {
                         shared.set_lease(g.primaries, until);
                         wait = c.lease() / 3;

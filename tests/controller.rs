@@ -1293,6 +1293,27 @@ fn planned_failover_and_sigterm_hand_the_primary_over_without_losing_a_write() {
     // (Returns once the node exited.)
     w.signal(&primary, "-TERM").expect("SIGTERM the primary");
     let exited = Instant::now();
+    // Handoff, drain and exit, under this load, fit before Fly's SIGKILL
+    // (fly.toml's kill_timeout).
+    let fly = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fly.toml"))
+        .expect("fly.toml");
+    let kill_timeout: u64 = fly
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("kill_timeout")?
+                .trim()
+                .strip_prefix('=')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("kill_timeout in fly.toml");
+    assert!(
+        exited - termed < Duration::from_secs(kill_timeout),
+        "SIGTERM to exit took {:?}, fly.toml's kill_timeout is {kill_timeout} s",
+        exited - termed
+    );
+    eprintln!("SIGTERM to exit: {:?}", exited - termed);
     reached(1, 100, "writes did not resume after the handoff");
     // The far clients' writes go on at the new primary.
     for f in &fars {
@@ -1549,8 +1570,9 @@ fn a_member_gone_for_good_leaves_the_group_but_never_below_three_voters() {
 /// killed, so iad's controller has no majority and promotes no one.
 /// `anykv cluster promote --force` sent to iad's survivor makes the cdg
 /// replica the primary at epoch 3 (the database's primary region moves
-/// to cdg) and says what may have been lost; it is refused while the
-/// primary lives. The cdg node keeps the data and takes writes; the two
+/// to cdg) and says what may have been lost (30 writes made while the cdg
+/// replica was cut off from the primary: n4 then lacks them); it is
+/// refused while the primary lives. The cdg node keeps the data and takes writes; the two
 /// killed nodes come back, iad's controller regains its majority, drops
 /// its stale record and never takes the database back.
 #[test]
@@ -1588,21 +1610,35 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    for i in 0..50 {
-        wait_ok(
-            &w,
-            &primary,
-            &["SET", &format!("k{i}"), &format!("v{i}")],
-            "the primary takes writes",
-        );
-    }
-    let end = Instant::now() + Duration::from_secs(30);
-    while login(&w, "n4").and_then(|mut c| c.cmd(&["GET", "k49"]).ok())
-        != Some(common::Value::Bulk(b"v49".to_vec()))
-    {
-        assert!(Instant::now() < end, "the cdg replica never had k49");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Writes `{key}{i}` = `v{i}` on the primary for each i, then waits
+    // until the cdg replica has the last.
+    let write_and_see = |w: &World, key: &str, range: std::ops::Range<u32>, width: usize| {
+        for i in range.clone() {
+            wait_ok(
+                w,
+                &primary,
+                &[
+                    "SET",
+                    &format!("{key}{i:0width$}"),
+                    &format!("v{i:0width$}"),
+                ],
+                "the primary takes writes",
+            );
+        }
+        let last = range.end - 1;
+        let (k, v) = (format!("{key}{last:0width$}"), format!("v{last:0width$}"));
+        let end = Instant::now() + Duration::from_secs(30);
+        while login(w, "n4").and_then(|mut c| c.cmd(&["GET", &k]).ok())
+            != Some(common::Value::Bulk(v.clone().into_bytes()))
+        {
+            assert!(Instant::now() < end, "the cdg replica never had {k}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    write_and_see(&w, "k", 0..50, 1);
+    // (Those came in its full sync; a few more reach it in the stream, so
+    // its backlog shows what a write of this database weighs.)
+    write_and_see(&w, "j", 0..10, 2);
     // The database is `async`: a standby whose link is cut for longer
     // than a lease period leaves the in-sync set (promoting it would lose
     // what the primary acknowledged meanwhile), and is back once synced.
@@ -1653,18 +1689,25 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         "region",
         "nearest",
     );
+    // The first write waits `standby-wait-ms` (3000 by default) for a
+    // standby, then is refused; later ones are refused at once while none
+    // comes (the wait runs from the first).
+    let lonely_set = || {
+        let mut c = common::RespConn::connect_addr(w.node("n4").expect("n4").resp).ok()?;
+        c.cmd(&["AUTH", "lonely", "lonely-token-0123456789abcdef"])
+            .ok()?;
+        let t = Instant::now();
+        let r = c.cmd(&["SET", "k", "v"]).ok()?;
+        Some((r, t.elapsed()))
+    };
     let end = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
-        let r = common::RespConn::connect_addr(w.node("n4").expect("n4").resp)
-            .ok()
-            .and_then(|mut c| {
-                c.cmd(&["AUTH", "lonely", "lonely-token-0123456789abcdef"])
-                    .ok()?;
-                c.cmd(&["SET", "k", "v"]).ok()
-            });
+    let (refused, waited) = loop {
+        let r = lonely_set();
         match r {
-            Some(common::Value::Error(e)) if e.starts_with(b"NOREPLICAS") => break e,
-            Some(common::Value::Simple(s)) => {
+            Some((common::Value::Error(e), took)) if e.starts_with(b"NOREPLICAS") => {
+                break (e, took)
+            }
+            Some((common::Value::Simple(s), _)) => {
                 panic!("a region write acknowledged without a standby: {s:?}")
             }
             _ => {}
@@ -1672,7 +1715,22 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         assert!(Instant::now() < end, "never refused: {r:?}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    eprintln!("{}", String::from_utf8_lossy(&refused));
+    eprintln!("{} after {waited:?}", String::from_utf8_lossy(&refused));
+    assert_eq!(
+        refused,
+        b"NOREPLICAS Not enough good replicas to write.".to_vec()
+    );
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(8),
+        "the first write waited {waited:?} for a standby, standby-wait-ms is 3000"
+    );
+    match lonely_set() {
+        Some((common::Value::Error(e), took)) if e.starts_with(b"NOREPLICAS") => assert!(
+            took < Duration::from_millis(1500),
+            "a later write waited {took:?} again"
+        ),
+        other => panic!("a later write: {other:?}"),
+    }
 
     // The primary's offset as it reports it (every few seconds) reaches
     // the survivors, equal to n4's: nothing written is missing on n4.
@@ -1694,6 +1752,45 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         .find(|n| **n != primary && **n != standby)
         .expect("iad's third node")
         .to_string();
+    // Then the cdg replica falls behind: cut off from the primary while 30
+    // more writes are acknowledged (the standby has them), until the
+    // primary's report of its offset reaches the survivor. Those are the
+    // writes a forced promotion of the cdg node loses, and must report.
+    w.shape(&serde_json::json!({ "partition": [[ip(&primary)], [ip("n4")]] }))
+        .expect("cut n4 off from the primary");
+    for i in 50..80 {
+        wait_ok(
+            &w,
+            &primary,
+            &["SET", &format!("k{i}"), &format!("v{i}")],
+            "the primary takes writes",
+        );
+    }
+    let ahead = match wait_ok(&w, &primary, &["INFO", "replication"], "INFO") {
+        common::Value::Bulk(b) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("master_repl_offset:")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("master_repl_offset"),
+        other => panic!("INFO answered {other:?}"),
+    };
+    assert!(ahead > reported, "{ahead} <= {reported}");
+    let end = Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        let r = record(&w, &survivor).expect("record");
+        if let Some(o) = r["offset"].as_u64().filter(|o| *o >= ahead) {
+            break o;
+        }
+        assert!(
+            Instant::now() < end,
+            "the primary's offset {ahead} never reported: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let promote = |w: &World| {
         std::process::Command::new(env!("CARGO_BIN_EXE_anykv"))
             .args([
@@ -1731,11 +1828,27 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("{said}");
+    w.shape(&serde_json::json!({ "heal": true })).expect("heal");
     assert!(said.contains("n4 is the primary at epoch 3"), "{said}");
+    // What it says may be lost: the 30 writes n4 never received (each a
+    // SET of the same size as those in its backlog), in bytes at least
+    // the stream between n4's offset and the primary's last report.
+    // The number after `before` in what it said, up to `until`.
+    let number_after = |before: &str, until: char| -> u64 {
+        said.split(before)
+            .nth(1)
+            .and_then(|s| s.split(until).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {before:?}: {said}"))
+    };
+    let lost_bytes = number_after("at least ", ' ');
+    let lost_writes = number_after("(about ", ' ');
+    let old_offset = number_after("old primary (offset ", ')');
+    assert!(old_offset >= reported, "{said}");
+    // (Each `SET kNN vNN` is 31 bytes of RESP in the stream.)
     assert!(
-        said.contains("may be lost: at least 0 bytes of the stream")
-            && said.contains(&format!("old primary (offset {reported})")),
-        "{said}"
+        lost_bytes >= 30 * 31 && (30..=32).contains(&lost_writes),
+        "30 writes lost: {said}"
     );
     // The cdg node has every write it had replicated, and takes new ones.
     assert_eq!(
@@ -1747,6 +1860,8 @@ fn a_forced_promotion_moves_the_primary_when_every_in_sync_copy_is_gone() {
         c.cmd(&["GET", "k49"]).expect("GET"),
         common::Value::Bulk(b"v49".to_vec())
     );
+    // (and lost what it was told it may have.)
+    assert_eq!(c.cmd(&["GET", "k79"]).expect("GET"), common::Value::Nil);
     let rec = record(&w, "n4").expect("record");
     assert_eq!(
         (rec["epoch"].as_u64(), rec["primary"].as_str()),

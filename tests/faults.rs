@@ -15,7 +15,8 @@
 
 use std::collections::BTreeSet;
 
-use anykv_bench::faults::{parse_seeds, run, table, RunSpec, Schedule};
+use anykv_bench::faults::{drift, parse_seeds, run, table, RunSpec, Schedule};
+use anykv_bench::history::SplitBrain;
 
 /// The CI seeds: together they apply every kind of fault (checked below,
 /// so a change to the schedule's draw cannot silently drop one).
@@ -88,12 +89,57 @@ fn seeded_fault_schedules_lose_no_acknowledged_write_and_never_run_two_primaries
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     // Something was checked: writes acknowledged and reads on the primary
     // in every run (a cut-off primary never probed is a violation of its
-    // own, reported above).
+    // own, reported above), and writes relayed by a replica to its
+    // primary (the relaying client's, checked with the others').
     for r in &reports {
         assert!(
             r.stats.acked > 0 && r.stats.reads > 0,
             "seed {}: nothing was checked",
             r.schedule.seed
         );
+    }
+    assert!(
+        reports.iter().any(|r| r.stats.relayed > 0),
+        "no run relayed a write: the relaying client checked nothing"
+    );
+}
+
+/// The clock fault reaches what it must: a primary whose lease clock runs
+/// slow keeps acknowledging after the controller replaced it, unless the
+/// lease margin (a fifth) covers the drift. At 0.85 × real time (within
+/// the margin, the most the seeded schedules draw) the old primary's
+/// last acknowledgement comes before the new primary's first, though
+/// both acknowledged writes around the cut; at 0.3 (far past it) the two
+/// overlap, and the history checker reports two primaries. If the drift
+/// hook stopped working the second half fails; the first shows that the
+/// drifts the seeded schedules draw are harmless.
+#[test]
+fn a_lease_clock_drifting_past_the_margin_splits_the_primary_and_one_within_it_does_not() {
+    let spec = |rate: f64, port: u16| RunSpec {
+        bin: env!("CARGO_BIN_EXE_anykv").into(),
+        dir: std::env::temp_dir().join(format!("anykv-faults-drift-{}-{rate}", std::process::id())),
+        net: 90,
+        port,
+        seed: 1,
+        clients: 0,
+        async_db: true,
+    };
+    let within = drift(&spec(0.85, 25000), 0.85).expect("the run within the margin");
+    eprintln!("{within:?}");
+    assert_eq!(within.verdict, Ok(()), "{within:?}");
+    assert!(
+        within.old_acks_after_cut > 0 && within.new_acks > 0,
+        "both primaries must have acknowledged writes around the cut, or nothing was checked: {within:?}"
+    );
+    let past = drift(&spec(0.3, 25010), 0.3).expect("the run past the margin");
+    eprintln!("{past:?}");
+    match &past.verdict {
+        Err(SplitBrain::OldEpochAfterNew { old, .. }) => {
+            assert_eq!(old.node, past.node, "{past:?}");
+            assert_eq!(old.epoch, past.epochs.0, "{past:?}");
+        }
+        other => panic!(
+            "a lease clock at 0.3 × real time must let the old primary acknowledge after the new one began: {other:?} ({past:?})"
+        ),
     }
 }

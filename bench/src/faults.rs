@@ -4,9 +4,10 @@
 //!
 //! A **schedule** ([`Schedule::from_seed`]) is drawn from a [`SmallRng`]
 //! seeded with the run's seed, so a seed names the same schedule on every
-//! machine: optionally a clock offset on one iad node (`anykv node
-//! --clock-offset-ms`, given at start: the machine's clock is shared, the
-//! offset is per process), then 2–3 faults, each after a pause, drawn
+//! machine: optionally a wrong clock on one iad node (its wall clock off,
+//! `anykv node --clock-offset-ms`, given at start: the machine's clock is
+//! shared, the offset is per process; its lease clock drifting within the
+//! lease margin, `--clock-rate`), then 2–3 faults, each after a pause, drawn
 //! from: kill -9 of the database's primary, of its standby, or of the
 //! region controller's leader (each started again afterwards with
 //! [`World::launch`]); SIGSTOP of the primary for longer than the lease,
@@ -58,8 +59,16 @@
 //!   or split write: those show in the other checks and in the final
 //!   reads. The `region` database is `consistency: strong`, so its
 //!   primary serves reads only under its lease, as the check expects.
-//! - **Unanswered requests** (a timeout, a closed stream) may or may not
-//!   have taken effect: the checker treats them so. Refusals (`READONLY`,
+//! - **One client's writes are relayed**: its envelopes are not marked
+//!   relayed, as a router's are not, and it starts on the standby, so a
+//!   replica sends its writes on to the primary (`dispatch::relay`); the
+//!   acknowledgement carries the primary's token, not its node, so its
+//!   acknowledgements count for the epochs' order but not for which node
+//!   owns an epoch ([`Ack::relayed`]). It does not read.
+//! - **Unanswered requests** (a timeout, a closed stream, or an error
+//!   that says the request "may or may not have run": the node it went
+//!   to passed it on and lost the answer) may or may not have taken
+//!   effect: the checker treats them so. Refusals (`READONLY`,
 //!   `TRYAGAIN`, `NOREPLICAS`) ran nothing and are left out; the client
 //!   moves to the next node (it stays on `NOREPLICAS`: that is the primary
 //!   waiting for a standby).
@@ -99,6 +108,8 @@ const IAD: [&str; 3] = ["n1", "n2", "n3"];
 const REGISTERS: usize = 3;
 const COUNTERS: usize = 2;
 const SETS: usize = 2;
+/// The id of the client whose writes replicas relay.
+const RELAYING: u32 = 50;
 /// How long a client waits for an answer before counting it unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long a database gets to settle after a fault, and a failover to be
@@ -203,12 +214,38 @@ impl Fault {
     }
 }
 
-/// A node whose wall clock is off by `ms` for the whole run.
+/// A node whose clocks are wrong for the whole run: its wall clock is off
+/// by `ms` (`--clock-offset-ms`) and its lease clock runs at
+/// `rate_permille` / 1000 of real time (`--clock-rate`; see
+/// `anykv_gossip::controller::clock`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skew {
     pub node: String,
     pub ms: i64,
+    pub rate_permille: u32,
 }
+
+impl Skew {
+    /// The node's extra `anykv node` flags.
+    fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.ms != 0 {
+            a.extend(["--clock-offset-ms".to_string(), self.ms.to_string()]);
+        }
+        if self.rate_permille != 1000 {
+            a.extend([
+                "--clock-rate".to_string(),
+                format!("{:.3}", self.rate_permille as f64 / 1000.0),
+            ]);
+        }
+        a
+    }
+}
+
+/// The drift a schedule gives a skewed node's lease clock, at most this
+/// far from exact (per mille): inside the lease margin (a fifth), so
+/// nothing may go wrong. [`drift`] shows what a drift past it does.
+pub const DRIFT_PERMILLE: u32 = 150;
 
 /// A fault after a pause.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,9 +277,18 @@ impl Schedule {
         let skew = rng.random_bool(0.4).then(|| {
             let node = format!("n{}", rng.random_range(1..=3));
             let ms = rng.random_range(500..=30_000i64);
+            // The drift comes from a generator of its own, so that adding
+            // it left every seed's other draws (and faults) as they were.
+            let mut drift = SmallRng::seed_from_u64(seed ^ 0xc10c_d21f);
+            let off = drift.random_range(30..=DRIFT_PERMILLE);
             Skew {
                 node,
                 ms: if rng.random_bool(0.5) { ms } else { -ms },
+                rate_permille: if drift.random_bool(0.5) {
+                    1000 + off
+                } else {
+                    1000 - off
+                },
             }
         });
         let mut steps: Vec<Step> = (0..rng.random_range(2..=3))
@@ -291,7 +337,12 @@ impl Schedule {
     pub fn short(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         if let Some(s) = &self.skew {
-            parts.push(format!("clock{:+}s@{}", s.ms / 1000, s.node));
+            parts.push(format!(
+                "clock{:+}s×{:.2}@{}",
+                s.ms / 1000,
+                s.rate_permille as f64 / 1000.0,
+                s.node
+            ));
         }
         // `+`: the next fault overlaps this one.
         parts.extend(
@@ -307,7 +358,13 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "seed {}:", self.seed)?;
         if let Some(s) = &self.skew {
-            write!(f, " {}'s clock off by {:+} ms;", s.node, s.ms)?;
+            write!(
+                f,
+                " {}'s clock off by {:+} ms, its lease clock at {:.3} × real time;",
+                s.node,
+                s.ms,
+                s.rate_permille as f64 / 1000.0
+            )?;
         }
         for (i, s) in self.steps.iter().enumerate() {
             let overlap = if s.settle {
@@ -396,6 +453,10 @@ pub struct Stats {
     /// Failovers seen (kill -9 or cut-off of the primary → a new primary
     /// in the record), in ms.
     pub failovers_ms: Vec<u64>,
+    /// Writes of the `region` database replicas relayed to their primary,
+    /// as the nodes running at the end count them
+    /// (`anykv_relayed_writes_total`; a restart forgets its node's).
+    pub relayed: u64,
 }
 
 /// A run's result.
@@ -422,13 +483,14 @@ impl fmt::Display for Report {
         writeln!(f, "{}", self.schedule)?;
         writeln!(
             f,
-            "  {:.1} s; {} writes acknowledged, {} unanswered, {} reads on the primary checked; refused: {:?}; failovers (ms): {:?}",
+            "  {:.1} s; {} writes acknowledged, {} unanswered, {} reads on the primary checked; refused: {:?}; failovers (ms): {:?}; {} writes relayed",
             self.elapsed.as_secs_f64(),
             s.acked,
             s.unknown,
             s.reads,
             s.refused,
-            s.failovers_ms
+            s.failovers_ms,
+            s.relayed
         )?;
         if s.probes > 0 {
             writeln!(
@@ -510,17 +572,7 @@ pub fn run(spec: &RunSpec) -> Report {
     let schedule = Schedule::from_seed(spec.seed);
     let started = Instant::now();
     let _ = std::fs::remove_dir_all(&spec.dir);
-    let mut r = Runner {
-        spec: spec.clone(),
-        base: started,
-        w: None,
-        stopped: HashSet::new(),
-        isolated: None,
-        shaped: false,
-        probes: Vec::new(),
-        violations: Vec::new(),
-        stats: Stats::default(),
-    };
+    let mut r = Runner::new(spec.clone(), started);
     r.log(&format!("{schedule}"));
     r.go(&schedule);
     let passed = r.violations.is_empty();
@@ -534,6 +586,217 @@ pub fn run(spec: &RunSpec) -> Report {
         stats: r.stats,
         elapsed: started.elapsed(),
         dir: spec.dir.clone(),
+    }
+}
+
+/// What [`drift`] saw.
+#[derive(Debug)]
+pub struct DriftReport {
+    /// The node whose lease clock drifted: the `async` database's primary.
+    pub node: String,
+    pub rate: f64,
+    /// The epochs before and after the failover.
+    pub epochs: (u64, u64),
+    /// Writes the old primary acknowledged after it was cut off, and
+    /// writes the new primary acknowledged.
+    pub old_acks_after_cut: u64,
+    pub new_acks: u64,
+    /// The history checker's verdict on every acknowledgement.
+    pub verdict: Result<(), history::SplitBrain>,
+}
+
+/// The clock fault at its edge: the `async` database's primary gets a
+/// lease clock running at `rate` × real time (`--clock-rate`), and is cut
+/// off from every node while one client keeps writing to it (RESP over
+/// TCP, which the cut does not stop) and another writes to its standby
+/// (a store stream that stays there). The old primary acknowledges until
+/// its own clock says its lease ended; the standby once the controller
+/// judged that lease lapsed and promoted it. Within the lease margin the
+/// first always comes before the second; a clock slow enough to outrun
+/// the margin makes both primaries acknowledge at once, which
+/// [`history::one_primary_per_epoch`] reports. An `async` database shows
+/// it (a `region` one refuses the old primary's writes anyway: its
+/// standby fences them).
+pub fn drift(spec: &RunSpec, rate: f64) -> Result<DriftReport, String> {
+    let (regs, loose) = databases();
+    // The primary a new database gets: its best-ranked iad node.
+    let slow = anykv_gossip::catalog::ranked(loose.id, &IAD)
+        .first()
+        .map(|s| s.to_string())
+        .ok_or("no iad node")?;
+    let schedule = Schedule {
+        seed: spec.seed,
+        skew: Some(Skew {
+            node: slow.clone(),
+            ms: 0,
+            rate_permille: (rate * 1000.0).round() as u32,
+        }),
+        steps: Vec::new(),
+    };
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    let base = Instant::now();
+    let spec = RunSpec {
+        async_db: true,
+        ..spec.clone()
+    };
+    let mut r = Runner::new(spec.clone(), base);
+    let out = r.drift(&schedule, &regs, &loose, &slow, rate);
+    drop(r.w.take());
+    if out.is_ok() {
+        let _ = std::fs::remove_dir_all(&spec.dir);
+    }
+    out
+}
+
+impl Runner {
+    fn new(spec: RunSpec, base: Instant) -> Runner {
+        Runner {
+            spec,
+            base,
+            w: None,
+            stopped: HashSet::new(),
+            isolated: None,
+            shaped: false,
+            probes: Vec::new(),
+            violations: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn drift(
+        &mut self,
+        schedule: &Schedule,
+        regs: &Database,
+        loose: &Database,
+        slow: &str,
+        rate: f64,
+    ) -> Result<DriftReport, String> {
+        self.start(schedule, regs, loose)?;
+        let before = self.roles(loose.id).ok_or("no role record")?;
+        if before.primary != slow {
+            return Err(format!(
+                "{} was placed on {}, not on {slow}, the node whose clock drifts",
+                loose.name, before.primary
+            ));
+        }
+        let standby = before.standby.clone().ok_or("no standby")?;
+        let old_addr = self.w().node(slow).map_err(|e| e.to_string())?.resp;
+        let stop = Arc::new(AtomicBool::new(false));
+        // The old primary's writer: SETs over TCP, each acknowledgement
+        // placed in the epoch the old primary holds.
+        let old_writer = {
+            let (stop, db, base) = (stop.clone(), loose.clone(), self.base);
+            let (node, epoch) = (slow.to_string(), before.epoch);
+            std::thread::spawn(move || {
+                let mut acks = Vec::new();
+                let mut conn: Option<Conn> = None;
+                let mut i = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let c = match conn.as_mut() {
+                        Some(c) => c,
+                        None => match Conn::open(old_addr, Some((&db.name, &db.token))) {
+                            Some(mut c) => {
+                                c.set_timeout(Duration::from_millis(300));
+                                conn.insert(c)
+                            }
+                            None => {
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        },
+                    };
+                    i += 1;
+                    let sent = base.elapsed().as_nanos() as u64;
+                    let k = format!("drift:{i}");
+                    let answer = c.send(&["SET", &k, "1"]).map(|_| c.next_reply());
+                    match answer {
+                        Some(Ok(Reply::Simple(_))) => acks.push(Ack {
+                            sent,
+                            at: base.elapsed().as_nanos() as u64,
+                            epoch,
+                            node: node.clone(),
+                            relayed: false,
+                        }),
+                        Some(Ok(_)) => {}
+                        // No answer: it may come later; a new connection.
+                        _ => conn = None,
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                acks
+            })
+        };
+        // The standby's writer.
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            acked: AtomicU64::new(0),
+            async_acked: AtomicU64::new(0),
+        });
+        let nodes = self.store_addrs();
+        let on = nodes
+            .iter()
+            .position(|(n, _)| *n == standby)
+            .ok_or("the standby is no iad node")?;
+        let new_writer = {
+            let (dir, base, seed, id) =
+                (self.spec.dir.clone(), self.base, self.spec.seed, loose.id);
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                with_quic(&dir, |quic| async move {
+                    let mut w = Worker::new(91, id, &nodes, quic, base, seed);
+                    w.on = on;
+                    w.stay = true;
+                    Ok(w.run(Mix::Counter, shared).await)
+                })
+            })
+        };
+        // Both write for a moment (the old primary acknowledges), then the
+        // cut.
+        std::thread::sleep(Duration::from_millis(1500));
+        self.log(&format!(
+            "cut {slow} off from every node (roles {before:?})"
+        ));
+        let cut = self.base.elapsed().as_nanos() as u64;
+        self.shape(serde_json::json!({"isolate": [self.ip(slow)?]}))?;
+        self.isolated = Some(slow.to_string());
+        let after = self.failover(loose.id, &before, Instant::now());
+        // Until the old primary's own clock has surely ended its lease:
+        // the lease less its margin, as long as its clock makes it, and a
+        // second more.
+        let held = Duration::from_millis(LEASE_MS * 4 / 5).div_f64(rate.max(0.01));
+        std::thread::sleep(held + Duration::from_secs(1));
+        stop.store(true, Ordering::Release);
+        shared.stop.store(true, Ordering::Release);
+        let old_acks = old_writer
+            .join()
+            .map_err(|_| "the old primary's writer panicked")?;
+        let new_log = new_writer
+            .join()
+            .map_err(|_| "the standby's writer panicked")??;
+        self.heal();
+        let after = after?;
+        let old_acks_after_cut = old_acks.iter().filter(|a| a.sent > cut).count() as u64;
+        let new_acks = new_log
+            .acks
+            .iter()
+            .filter(|a| a.epoch >= after.epoch)
+            .count() as u64;
+        let mut acks = old_acks;
+        acks.extend(new_log.acks);
+        acks.sort_by_key(|a| a.at);
+        let verdict = history::one_primary_per_epoch(&acks);
+        self.log(&format!(
+            "{old_acks_after_cut} writes acknowledged by {slow} after the cut, {new_acks} by {}: {verdict:?}",
+            after.primary
+        ));
+        Ok(DriftReport {
+            node: slow.to_string(),
+            rate,
+            epochs: (before.epoch, after.epoch),
+            old_acks_after_cut,
+            new_acks,
+            verdict,
+        })
     }
 }
 
@@ -638,6 +901,7 @@ impl Runner {
         }
         shared.stop.store(true, Ordering::Release);
         let out = clients.join();
+        self.stats.relayed = self.relayed_writes(&regs);
         for p in std::mem::take(&mut self.probes) {
             self.check_probe(p);
         }
@@ -675,10 +939,7 @@ impl Runner {
         };
         let mut extra = BTreeMap::new();
         if let Some(s) = &schedule.skew {
-            extra.insert(
-                s.node.clone(),
-                vec!["--clock-offset-ms".to_string(), s.ms.to_string()],
-            );
+            extra.insert(s.node.clone(), s.args());
         }
         self.w =
             Some(World::start_with(&spec, &extra).map_err(|e| format!("starting the world: {e}"))?);
@@ -1040,33 +1301,48 @@ impl Runner {
         r
     }
 
+    /// The iad nodes and their store-stream addresses (a router's QUIC
+    /// port: the gossip port + 1).
+    fn store_addrs(&self) -> Vec<(String, SocketAddr)> {
+        IAD.iter()
+            .filter_map(|n| {
+                let g = self.w().node(n).ok()?.gossip;
+                Some((n.to_string(), SocketAddr::new(g.ip(), g.port() + 1)))
+            })
+            .collect()
+    }
+
     fn start_clients(
         &self,
         regs: &Database,
         loose: &Database,
         shared: Arc<Shared>,
     ) -> std::thread::JoinHandle<Result<ClientsOut, String>> {
-        let nodes: Vec<(String, SocketAddr)> = IAD
-            .iter()
-            .filter_map(|n| {
-                let g = self.w().node(n).ok()?.gossip;
-                Some((n.to_string(), SocketAddr::new(g.ip(), g.port() + 1)))
-            })
-            .collect();
+        let nodes = self.store_addrs();
         let (dir, base, seed) = (self.spec.dir.clone(), self.base, self.spec.seed);
         let (clients, async_db) = (self.spec.clients, self.spec.async_db);
+        // The relaying client starts on the standby (a replica), so that
+        // its writes are relayed from the first.
+        let standby = self.roles(regs.id).and_then(|r| r.standby);
+        let relay_on = nodes
+            .iter()
+            .position(|(n, _)| Some(n) == standby.as_ref())
+            .unwrap_or(0);
         let (regs, loose) = (regs.id, loose.id);
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("a runtime: {e}"))?;
-            rt.block_on(async move {
-                let quic = Arc::new(client::router_client(&dir)?);
+            with_quic(&dir, |quic| async move {
                 let mut tasks = Vec::new();
                 for c in 0..clients {
                     let w = Worker::new(c as u32 + 1, regs, &nodes, quic.clone(), base, seed);
                     tasks.push(tokio::spawn(w.run(Mix::All, shared.clone())));
+                }
+                if clients > 0 {
+                    // One more whose writes a replica relays to its primary
+                    // (module docs).
+                    let mut w = Worker::new(RELAYING, regs, &nodes, quic.clone(), base, seed);
+                    w.env.relayed = false;
+                    w.on = relay_on;
+                    tasks.push(tokio::spawn(w.run(Mix::Writes, shared.clone())));
                 }
                 if async_db {
                     let w = Worker::new(90, loose, &nodes, quic.clone(), base, seed);
@@ -1347,6 +1623,20 @@ impl Runner {
         }
     }
 
+    /// The writes of `db` the running nodes relayed to its primary.
+    fn relayed_writes(&self, db: &Database) -> u64 {
+        let line = format!("anykv_relayed_writes_total{{tenant=\"{}\"}} ", db.name);
+        self.observers()
+            .iter()
+            .filter_map(|n| {
+                let http = self.w().node(n).ok()?.http;
+                let (_, body) = crate::world::http(http, "GET", "/metrics", "", "")?;
+                let v = body.lines().find_map(|l| l.strip_prefix(&line))?;
+                v.trim().parse::<f64>().ok()
+            })
+            .sum::<f64>() as u64
+    }
+
     /// A panic in any node's log is a failure.
     fn check_logs(&mut self) {
         let Some(w) = &self.w else { return };
@@ -1422,6 +1712,38 @@ struct FinalState {
     sets: HashMap<String, HashSet<u64>>,
 }
 
+/// An error reply that does not say the request ran nothing: a node that
+/// forwarded or relayed it lost the answer (`forward.rs`: "the request
+/// may or may not have run").
+fn uncertain(r: &Reply) -> Option<&str> {
+    match r {
+        Reply::Err(e) if e.contains("may or may not have run") => Some(e),
+        _ => None,
+    }
+}
+
+/// Runs `f` with a router's QUIC client, on a runtime of its own (the
+/// calling thread's).
+fn with_quic<T, F: std::future::Future<Output = Result<T, String>>>(
+    dir: &std::path::Path,
+    f: impl FnOnce(Arc<StoreClient>) -> F,
+) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("a runtime: {e}"))?;
+    rt.block_on(async move { f(Arc::new(client::router_client(dir)?)).await })
+}
+
+/// A refusal as the run's stats count it: by its first word, but a
+/// generic `ERR` whole (it says what went wrong).
+fn refusal(e: &str) -> String {
+    match e.split_whitespace().next().unwrap_or("") {
+        "ERR" => e.chars().take(120).collect(),
+        word => word.to_string(),
+    }
+}
+
 /// What a client did.
 #[derive(Default)]
 struct WorkerLog {
@@ -1446,6 +1768,9 @@ struct WorkerLog {
 enum Mix {
     /// Registers, fenced reads, counters and sets.
     All,
+    /// The same without the reads: the relaying client's (a fenced read
+    /// on a replica would be served there, and prove nothing).
+    Writes,
     /// INCR of one counter only.
     Counter,
 }
@@ -1472,6 +1797,9 @@ struct Worker {
     rng: SmallRng,
     n: u64,
     log: WorkerLog,
+    /// Stays on its node whatever it is answered (the drift experiment's
+    /// writer to the standby, which must be there when it is promoted).
+    stay: bool,
 }
 
 impl Worker {
@@ -1507,6 +1835,7 @@ impl Worker {
             base,
             rng: SmallRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id as u64)),
             n: 0,
+            stay: false,
             log: WorkerLog {
                 client: id,
                 tenant,
@@ -1521,7 +1850,9 @@ impl Worker {
 
     fn next_node(&mut self) {
         self.stream = None;
-        self.on = (self.on + 1) % self.nodes.len();
+        if !self.stay {
+            self.on = (self.on + 1) % self.nodes.len();
+        }
     }
 
     /// Sends `reqs` pipelined on the current node's stream.
@@ -1552,6 +1883,23 @@ impl Worker {
         })
         .await;
         match answered {
+            // A node that passed the request on and lost its answer says
+            // so: it may or may not have run, as if unanswered.
+            Ok(Ok(out)) if out.iter().any(|(_, r)| uncertain(r).is_some()) => {
+                // (Counted with the refusals, by what it said.)
+                let e = out
+                    .iter()
+                    .find_map(|(_, r)| uncertain(r))
+                    .unwrap_or_default();
+                let said: String = e.chars().take(100).collect();
+                *self
+                    .log
+                    .refused
+                    .entry(format!("(may have run) {said}"))
+                    .or_default() += 1;
+                self.next_node();
+                (invoke, node, Exchange::Unknown)
+            }
             Ok(Ok(out)) => (invoke, node, Exchange::Answered(out, self.now())),
             _ => {
                 self.next_node();
@@ -1564,7 +1912,7 @@ impl Worker {
     /// waiting for a standby).
     async fn refused(&mut self, e: &str) {
         let word = e.split_whitespace().next().unwrap_or("").to_string();
-        *self.log.refused.entry(word.clone()).or_default() += 1;
+        *self.log.refused.entry(refusal(e)).or_default() += 1;
         if word != "NOREPLICAS" {
             self.next_node();
         }
@@ -1579,6 +1927,7 @@ impl Worker {
                     at,
                     epoch: t.epoch,
                     node: node.to_string(),
+                    relayed: !self.env.relayed,
                 });
                 true
             }
@@ -1610,17 +1959,21 @@ impl Worker {
     async fn run(mut self, mix: Mix, shared: Arc<Shared>) -> WorkerLog {
         let id = self.log.client;
         let counter = match mix {
-            Mix::All => &shared.acked,
+            Mix::All | Mix::Writes => &shared.acked,
             Mix::Counter => &shared.async_acked,
         };
         while !shared.stop.load(Ordering::Acquire) {
             let dice = match mix {
                 Mix::All => self.rng.random_range(0..100),
+                Mix::Writes => match self.rng.random_range(0..70) {
+                    d if d < 40 => d,
+                    d => d + 30,
+                },
                 Mix::Counter => 75,
             };
             let k = self.rng.random_range(0..REGISTERS);
             let c = match mix {
-                Mix::All => format!("ctr:{}", self.rng.random_range(0..COUNTERS)),
+                Mix::All | Mix::Writes => format!("ctr:{}", self.rng.random_range(0..COUNTERS)),
                 Mix::Counter => "ctr:0".to_string(),
             };
             let acked_before = self.log.acks.len();
@@ -1744,8 +2097,7 @@ impl Worker {
         match got {
             // Refused (a lease that lapsed between the two): no read.
             Reply::Err(e) => {
-                let word = e.split_whitespace().next().unwrap_or("").to_string();
-                *self.log.refused.entry(word).or_default() += 1;
+                *self.log.refused.entry(refusal(&e)).or_default() += 1;
                 Err(())
             }
             got if fenced => Ok((invoke, at, got)),
@@ -1922,6 +2274,10 @@ mod tests {
                 a.steps.last().is_some_and(|s| s.settle),
                 "the last step must settle: {a}"
             );
+            if let Some(k) = &a.skew {
+                let off = k.rate_permille.abs_diff(1000);
+                assert!((30..=DRIFT_PERMILLE).contains(&off), "{a}");
+            }
             for s in &a.steps {
                 if let Fault::Stop { ms } = s.fault {
                     assert!(ms > LEASE_MS, "{a}");

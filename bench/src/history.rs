@@ -371,7 +371,12 @@ pub struct Ack {
     pub sent: u64,
     pub at: u64,
     pub epoch: u64,
+    /// The node the request was sent to.
     pub node: String,
+    /// The request may have been relayed: `node` may have sent it on to
+    /// its primary, whose epoch the acknowledgement carries, so `node`
+    /// need not be the one that ran it (the epoch still is).
+    pub relayed: bool,
 }
 
 /// Two primaries: the same epoch acknowledged by two nodes, or a primary
@@ -393,16 +398,19 @@ pub fn one_primary_per_epoch(acks: &[Ack]) -> Result<(), SplitBrain> {
     let mut first: BTreeMap<u64, &Ack> = BTreeMap::new();
     let mut last: BTreeMap<u64, &Ack> = BTreeMap::new();
     for a in acks {
-        match owner.get(&a.epoch) {
+        // Which node ran a relayed write is unknown; its epoch still
+        // counts below.
+        match owner.get(&a.epoch).filter(|_| !a.relayed) {
             Some(n) if *n != a.node => {
                 return Err(SplitBrain::TwoNodesOneEpoch {
                     epoch: a.epoch,
                     nodes: (n.to_string(), a.node.clone()),
                 })
             }
-            _ => {
+            _ if !a.relayed => {
                 owner.insert(a.epoch, &a.node);
             }
+            _ => {}
         }
         first
             .entry(a.epoch)
@@ -676,6 +684,7 @@ mod tests {
             at,
             epoch,
             node: node.into(),
+            relayed: false,
         };
         // A clean handover: n1 in epoch 1, then n2 in epoch 2.
         let ok = [ack(1, 1, "n1"), ack(5, 1, "n1"), ack(9, 2, "n2")];
@@ -700,6 +709,21 @@ mod tests {
         let late = [ack(1, 1, "n1"), ack(9, 2, "n2"), ack(12, 1, "n1")];
         assert!(matches!(
             one_primary_per_epoch(&late),
+            Err(SplitBrain::OldEpochAfterNew { .. })
+        ));
+        // A write relayed by n3 to n2 carries epoch 2: no second node in
+        // epoch 2; but one relayed into epoch 1 after epoch 2 began is a
+        // split all the same.
+        let relayed = |at, epoch| Ack {
+            relayed: true,
+            ..ack(at, epoch, "n3")
+        };
+        assert_eq!(
+            one_primary_per_epoch(&[ack(1, 1, "n1"), ack(9, 2, "n2"), relayed(10, 2)]),
+            Ok(())
+        );
+        assert!(matches!(
+            one_primary_per_epoch(&[ack(1, 1, "n1"), ack(9, 2, "n2"), relayed(12, 1)]),
             Err(SplitBrain::OldEpochAfterNew { .. })
         ));
     }

@@ -96,8 +96,8 @@ pub struct ReplStatus {
     pub master_lag_ms: Option<i64>,
     /// As a primary: its attached replicas.
     pub replicas: Vec<ReplicaStatus>,
-    /// The average size of a write in the backlog (bytes of the stream
-    /// per write command), for estimates; only filled on request
+    /// The average size of a write in the backlog (bytes of a write
+    /// command in the stream, its framing left out), for estimates; only filled on request
     /// ([`ReplStatus::with_write_size`]: it reads the whole backlog).
     pub avg_write_bytes: Option<u64>,
     /// As a primary with durability `region`: every write waits for the
@@ -139,8 +139,8 @@ impl ReplStatus {
         let mut s = ReplStatus::of(t);
         let from = t.log.offset() - t.log.backlog_len() as u64;
         s.avg_write_bytes = t.log.since(from).and_then(|tail| {
-            let writes = crate::repl::replica::count_writes(&tail);
-            (writes > 0).then(|| tail.len() as u64 / writes)
+            let (writes, bytes) = crate::repl::replica::stream_writes(&tail);
+            (writes > 0).then(|| bytes / writes)
         });
         s
     }

@@ -220,10 +220,13 @@ impl Leases {
         self.renewed.clear();
     }
 
-    /// Whether every lease an earlier leader may have granted has ended.
+    /// Whether every lease an earlier leader may have granted has ended
+    /// (time measured on the lease clock, [`super::clock`], as in
+    /// [`Leases::lapsed`]).
     pub fn settled(&self, now: Instant, lease: Duration) -> bool {
         self.leader_since.is_some_and(|(_, t)| {
-            now.saturating_duration_since(t) > lease.saturating_sub(self.term_credit)
+            super::clock::shown(now.saturating_duration_since(t))
+                > lease.saturating_sub(self.term_credit)
         })
     }
 
@@ -231,7 +234,7 @@ impl Leases {
     /// period (or never, since this node began to lead).
     pub fn lapsed(&self, machine: &str, now: Instant, lease: Duration) -> bool {
         match self.renewed.get(machine) {
-            Some(t) => now.saturating_duration_since(*t) > lease,
+            Some(t) => super::clock::shown(now.saturating_duration_since(*t)) > lease,
             // Not renewed under this leader: its last grant was at least
             // `credit` before this leader began.
             None => self.settled(now, lease),

@@ -23,6 +23,7 @@
 //!   metadata ([`ControllerMeta`]), so `/cluster` shows every region's
 //!   group from any node.
 
+pub mod clock;
 pub mod lease;
 pub mod log;
 pub mod machine;

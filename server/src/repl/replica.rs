@@ -581,11 +581,20 @@ pub(crate) fn abandon(t: &mut Tenant, at: u64) -> u64 {
 
 /// The writes among the stream's commands in `tail` (see [`discard`]).
 pub(crate) fn count_writes(tail: &[u8]) -> u64 {
+    stream_writes(tail).0
+}
+
+/// The writes among the stream's commands in `tail` and the bytes they
+/// take: every command but the stream's framing (`SELECT`, `PING`,
+/// `MULTI`, `EXEC`), whole commands only.
+pub(crate) fn stream_writes(tail: &[u8]) -> (u64, u64) {
     use crate::resp::parse::{ParseLimits, Request, RequestParser};
     let mut p = RequestParser::new();
     let lim = ParseLimits::default();
-    let mut n = 0;
+    let (mut n, mut bytes) = (0, 0);
+    let mut start = 0;
     while let Ok(Some(req)) = p.next(tail, &lim) {
+        let end = p.consumed();
         if let Request::Multibulk = req {
             let name = p.ranges().first().map(|r| &tail[r.clone()]);
             let framing = [&b"select"[..], b"ping", b"multi", b"exec"]
@@ -593,10 +602,12 @@ pub(crate) fn count_writes(tail: &[u8]) -> u64 {
                 .any(|c| name.is_some_and(|n| n.eq_ignore_ascii_case(c)));
             if !framing {
                 n += 1;
+                bytes += end.saturating_sub(start) as u64;
             }
         }
+        start = end;
     }
-    n
+    (n, bytes)
 }
 
 /// `REPLCONF EPOCH <seen>`: tells the primary the highest failover epoch
@@ -1029,6 +1040,8 @@ mod tests {
     fn discarded_writes_are_the_streams_commands_but_framing() {
         let tail = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n*1\r\n$4\r\nEXEC\r\n";
         assert_eq!(count_writes(tail), 3);
+        // SET k v (27 bytes), INCR c (21), DEL k (20).
+        assert_eq!(stream_writes(tail), (3, 27 + 21 + 20));
         assert_eq!(count_writes(b""), 0);
         // A piece cut inside a command counts what is whole.
         assert_eq!(count_writes(&tail[..60]), 1);
