@@ -410,6 +410,39 @@ fn the_store_serves_a_routers_enveloped_requests() {
             p.cmd(&["GET", "k"]).ok(),
             Some(Value::Bulk(b"relayed".to_vec()))
         );
+        // So are the requests whose state lives on the primary: a script
+        // loaded through the replica is in the primary's cache (EVALSHA
+        // runs there), a user set through it is the primary's.
+        let (_, rep) = r
+            .one(
+                envelope(0, 507, 2, "10.1.2.3:4567", None),
+                &["SCRIPT", "LOAD", "return 'relayed script'"],
+            )
+            .await;
+        let sha = String::from_utf8_lossy(&rep)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(sha.len(), 40, "{}", String::from_utf8_lossy(&rep));
+        assert_eq!(
+            p.cmd(&["SCRIPT", "EXISTS", &sha]).ok(),
+            Some(Value::Array(vec![Value::Int(1)]))
+        );
+        let (_, rep) = r
+            .one(
+                envelope(0, 507, 2, "10.1.2.3:4567", None),
+                &["ACL", "SETUSER", "relayed-user", "on", ">pw", "+get"],
+            )
+            .await;
+        assert_eq!(rep, b"+OK\r\n", "{}", String::from_utf8_lossy(&rep));
+        assert!(
+            matches!(
+                p.cmd(&["ACL", "GETUSER", "relayed-user"]).ok(),
+                Some(Value::Array(_))
+            ),
+            "the primary never got the user"
+        );
         // Once only: a relayed write that meets a replica is refused.
         let (_, rep) = r
             .one(

@@ -520,8 +520,8 @@ impl fmt::Display for Report {
 /// A Markdown table of reports (the soak's summary).
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| seed | faults | s | acked | unanswered | reads | probes | async lost | violations |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| seed | faults | s | acked | unanswered | reads | probes | relayed | async lost | violations |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in reports {
         let v = if r.violations.is_empty() {
@@ -534,7 +534,7 @@ pub fn table(reports: &[Report]) -> String {
             )
         };
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.schedule.seed,
             r.schedule.short(),
             r.elapsed.as_secs_f64(),
@@ -542,6 +542,7 @@ pub fn table(reports: &[Report]) -> String {
             r.stats.unknown,
             r.stats.reads,
             r.stats.probes,
+            r.stats.relayed,
             r.stats.async_lost,
             v
         ));

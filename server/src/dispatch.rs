@@ -170,6 +170,26 @@ fn writes_or_publishes(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     is_write_command(r, s) || matches!(r.fullname.as_str(), "publish" | "spublish")
 }
 
+/// What only the primary runs, for every copy: writes and publishes (its
+/// stream carries them to all), and the state kept on the primary that
+/// later requests there depend on. Scripts are cached on the primary,
+/// where EVAL/EVALSHA run: SCRIPT LOAD, FLUSH and EXISTS go there too,
+/// so SCRIPT LOAD then EVALSHA works from any region. A database's users
+/// change on its primary, whose stream brings the change to every copy
+/// (docs/ACL.md).
+fn primary_bound(r: &crate::cmd::table::Registered, s: &Session) -> bool {
+    writes_or_publishes(r, s)
+        || matches!(
+            r.fullname.as_str(),
+            "script|load"
+                | "script|flush"
+                | "script|exists"
+                | "acl|setuser"
+                | "acl|deluser"
+                | "acl|load"
+        )
+}
+
 fn is_write_command(r: &crate::cmd::table::Registered, s: &Session) -> bool {
     r.write
         || r.runs_script()
@@ -213,9 +233,11 @@ fn forward_request(
 /// the new primary, then send the write again: a round trip across the
 /// WAN from a far region), this node sends it on to its own primary, a
 /// hop inside the region, and the reply goes back with the new primary's
-/// token. Once only (the envelope says it was relayed): a relayed write
-/// that meets a replica again gets `-READONLY`. A request that ties a
-/// stream (MULTI, WATCH, blocking) is not relayed either.
+/// token. So are the other requests only the primary runs
+/// ([`primary_bound`]: the script cache, users). Once only (the envelope
+/// says it was relayed): a relayed write that meets a replica again gets
+/// `-READONLY`. A request that ties a stream (MULTI, WATCH, blocking) is
+/// not relayed either.
 fn relay(
     t: &mut Tenant,
     s: &Session,
@@ -224,7 +246,7 @@ fn relay(
 ) -> Option<Outcome> {
     t.upstream.as_ref()?.node?;
     if s.relayed
-        || !writes_or_publishes(r, s)
+        || !primary_bound(r, s)
         || s.multi.is_some()
         || s.in_exec
         || r.fullname == "exec"
@@ -387,22 +409,10 @@ fn route_on_replica(
         }
         return None;
     }
-    // A message published here must reach every region's subscribers:
-    // the primary's stream carries it to all of them. Scripts are cached
-    // on the primary, where EVAL/EVALSHA run: SCRIPT LOAD, FLUSH and
-    // EXISTS go there too, so SCRIPT LOAD then EVALSHA works from any
-    // region; a read-only script this copy has not cached runs there.
-    let script_cache = matches!(
-        r.fullname.as_str(),
-        "script|load" | "script|flush" | "script|exists"
-    );
-    // A database's users change on its primary, whose stream brings the
-    // change to every copy (docs/ACL.md).
-    let users_change = matches!(
-        r.fullname.as_str(),
-        "acl|setuser" | "acl|deluser" | "acl|load"
-    );
-    let write = writes_or_publishes(r, s) || script_cache || users_change;
+    // Writes, publishes, the script cache and users go to the primary
+    // (`primary_bound`); a read-only script this copy has not cached runs
+    // there.
+    let write = primary_bound(r, s);
     let script_elsewhere =
         name == "evalsha_ro" && args.get(1).is_some_and(|sha| !t.scripts.exists(sha));
     let read = !write && (is_read_command(r, s) || primary_only_read(name));
