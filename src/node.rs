@@ -102,8 +102,10 @@ pub struct GossipArgs {
     /// A planned handoff's whole time (ms): on SIGTERM every database
     /// this node is primary of goes to its standby within it (their
     /// writes wait meanwhile), and so does one database's `cluster
-    /// failover`. Keep it below Fly's `kill_timeout` (5 s unless fly.toml
-    /// says otherwise), less a second for the node to stop.
+    /// failover`. With what follows it (the drain of forwarded requests,
+    /// up to 1.5 s; closing customers' connections, 0.5 s; a second to
+    /// stop) it must fit Fly's `kill_timeout` (fly.toml sets 10 s; Fly's
+    /// own default is 5 s).
     #[arg(long, default_value_t = 3500)]
     pub handoff_timeout_ms: u64,
     /// Expected cluster size (scales suspicion timeouts).

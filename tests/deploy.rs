@@ -148,7 +148,8 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
     assert!(get(&t, &["app"]).as_str().is_some_and(|a| !a.is_empty()));
     assert!(get(&t, &["primary_region"]).is_str());
     // The planned handoff (--handoff-timeout-ms), the drain of forwarded
-    // requests after it (at most 1.5 s) and a second to stop must fit
+    // requests after it (at most 1.5 s), closing the customers'
+    // connections (0.5 s) and a second to stop must fit
     // before Fly's SIGKILL: read from the binary's own default.
     let kill = get(&t, &["kill_timeout"])
         .as_integer()
@@ -169,8 +170,8 @@ fn fly_toml_keeps_data_nodes_up_with_their_volume_and_a_handoff_before_the_kill(
         .and_then(|s| s.parse().ok())
         .expect("--handoff-timeout-ms's default in anykv node --help");
     assert!(
-        kill * 1000 >= handoff_ms + 1500 + 1000,
-        "kill_timeout {kill} s < the handoff's {handoff_ms} ms + drain + stop"
+        kill * 1000 >= handoff_ms + 1500 + 500 + 1000,
+        "kill_timeout {kill} s < the handoff's {handoff_ms} ms + drain + closing + stop"
     );
     // (docs/DEPLOY.md gives the value: they agree.)
     assert!(

@@ -1014,6 +1014,21 @@ impl Runner {
             .map(|(_, l)| l)
     }
 
+    /// The controller's leader, waiting for one if the group is between
+    /// two (a node that comes back from a cut may start an election:
+    /// availability, not safety; how long it took is logged).
+    fn current_leader(&self) -> Result<String, String> {
+        let t = Instant::now();
+        let l = self.wait_for("a controller leader", FAILOVER, |s| s.leader())?;
+        if t.elapsed() > Duration::from_millis(200) {
+            self.log(&format!(
+                "no controller leader for {} ms, then {l}",
+                t.elapsed().as_millis()
+            ));
+        }
+        Ok(l)
+    }
+
     fn ip(&self, node: &str) -> Result<std::net::IpAddr, String> {
         Ok(self.w().node(node).map_err(|e| e.to_string())?.ip)
     }
@@ -1100,7 +1115,7 @@ impl Runner {
                 let victim = match target {
                     Target::Primary => p.clone(),
                     Target::Standby => before.standby.clone().ok_or("no standby")?,
-                    Target::Leader => self.leader().ok_or("no leader")?,
+                    Target::Leader => self.current_leader()?,
                 };
                 self.log(&format!("kill -9 {victim} (roles {before:?})"));
                 self.signal(&victim, "-9")?;
@@ -1138,7 +1153,7 @@ impl Runner {
                 Ok(())
             }
             Fault::CutFromLeader { ms } => {
-                let l = self.leader().ok_or("no leader")?;
+                let l = self.current_leader()?;
                 let others: Vec<String> = if l == p {
                     IAD.iter()
                         .filter(|n| **n != p)
