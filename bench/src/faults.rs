@@ -728,11 +728,7 @@ impl Runner {
             })
         };
         // The standby's writer.
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            acked: AtomicU64::new(0),
-            async_acked: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::default());
         let nodes = self.store_addrs();
         let on = nodes
             .iter()
@@ -764,7 +760,8 @@ impl Runner {
         // Until the old primary's own clock has surely ended its lease:
         // the lease less its margin, as long as its clock makes it, and a
         // second more.
-        let held = Duration::from_millis(LEASE_MS * 4 / 5).div_f64(rate.max(0.01));
+        let lease = Duration::from_millis(LEASE_MS);
+        let held = (lease - anykv_gossip::controller::lease::margin(lease)).div_f64(rate.max(0.01));
         std::thread::sleep(held + Duration::from_secs(1));
         stop.store(true, Ordering::Release);
         shared.stop.store(true, Ordering::Release);
@@ -810,6 +807,7 @@ struct Roles {
 }
 
 /// What the clients share with the run.
+#[derive(Default)]
 struct Shared {
     stop: AtomicBool,
     /// Acknowledged writes of the `region` database, and of the `async` one.
@@ -858,11 +856,7 @@ impl Runner {
             self.check_logs();
             return;
         }
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            acked: AtomicU64::new(0),
-            async_acked: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::default());
         let clients = self.start_clients(&regs, &loose, shared.clone());
         let mut ok = self.progress(&shared, "before the faults").is_ok();
         let mut overlapping = false;
@@ -1899,24 +1893,22 @@ impl Worker {
         })
         .await;
         match answered {
-            // A node that passed the request on and lost its answer says
-            // so: it may or may not have run, as if unanswered.
-            Ok(Ok(out)) if out.iter().any(|(_, r)| uncertain(r).is_some()) => {
-                // (Counted with the refusals, by what it said.)
-                let e = out
-                    .iter()
-                    .find_map(|(_, r)| uncertain(r))
-                    .unwrap_or_default();
-                let said: String = e.chars().take(100).collect();
-                *self
-                    .log
-                    .refused
-                    .entry(format!("(may have run) {said}"))
-                    .or_default() += 1;
-                self.next_node();
-                (invoke, node, Exchange::Unknown)
-            }
-            Ok(Ok(out)) => (invoke, node, Exchange::Answered(out, self.now())),
+            Ok(Ok(out)) => match out.iter().find_map(|(_, r)| uncertain(r)) {
+                // A node that passed the request on and lost its answer
+                // says so: it may or may not have run, as if unanswered
+                // (counted with the refusals, by what it said).
+                Some(e) => {
+                    let said: String = e.chars().take(100).collect();
+                    *self
+                        .log
+                        .refused
+                        .entry(format!("(may have run) {said}"))
+                        .or_default() += 1;
+                    self.next_node();
+                    (invoke, node, Exchange::Unknown)
+                }
+                None => (invoke, node, Exchange::Answered(out, self.now())),
+            },
             _ => {
                 self.next_node();
                 (invoke, node, Exchange::Unknown)

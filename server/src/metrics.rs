@@ -97,8 +97,9 @@ pub struct ReplStatus {
     /// As a primary: its attached replicas.
     pub replicas: Vec<ReplicaStatus>,
     /// The average size of a write in the backlog (bytes of a write
-    /// command in the stream, its framing left out), for estimates; only filled on request
-    /// ([`ReplStatus::with_write_size`]: it reads the whole backlog).
+    /// command in the stream, its framing left out), for estimates; only
+    /// filled on request ([`ReplStatus::with_write_size`]: it reads the
+    /// whole backlog).
     pub avg_write_bytes: Option<u64>,
     /// As a primary with durability `region`: every write waits for the
     /// standby.

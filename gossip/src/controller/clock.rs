@@ -35,11 +35,6 @@ pub fn set_rate(rate: f64) {
     RATE_PPM.store(ppm, Ordering::Relaxed);
 }
 
-/// The rate [`set_rate`] set (1.0 unless a fault test changed it).
-pub fn rate() -> f64 {
-    RATE_PPM.load(Ordering::Relaxed) as f64 / 1e6
-}
-
 /// What this clock shows as elapsed when `real` has passed.
 pub fn shown(real: Duration) -> Duration {
     scale(real, RATE_PPM.load(Ordering::Relaxed), 1_000_000)
