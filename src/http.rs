@@ -865,17 +865,24 @@ async fn admin_promote(
             "a forced promotion may lose acknowledged writes: say \"force\": true",
         );
     }
+    let refused = |e: crate::placement::ForceError| match e {
+        e @ crate::placement::ForceError::NotFound(_) => {
+            json_error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        e => json_error(StatusCode::CONFLICT, e.to_string()),
+    };
     if b.to != p.me {
+        // This node's view counts too: the target may be the one cut off.
+        if let Err(e) = p.refuse_forcing(id, &b.to) {
+            return refused(e);
+        }
         let path = format!("/admin/tenants/{id}/promote");
         let body = String::from_utf8_lossy(&body).into_owned();
         return pass_on(&s, &b.to, &path, &headers, &body).await;
     }
     match p.force_promote(id).await {
         Ok(f) => Json(f).into_response(),
-        Err(e @ crate::placement::ForceError::NotFound(_)) => {
-            json_error(StatusCode::NOT_FOUND, e.to_string())
-        }
-        Err(e) => json_error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => refused(e),
     }
 }
 

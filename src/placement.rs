@@ -1401,6 +1401,39 @@ impl Placement {
         })
     }
 
+    /// Why promoting `to` by force must not happen, as this node sees it:
+    /// `to` already is the primary, or the primary or an in-sync standby
+    /// other than `to` is alive here (a failover loses nothing then). The
+    /// node an operator asks checks this before passing the request on,
+    /// and `to` checks again: a target cut off from a live primary (which
+    /// its SWIM soon calls dead) is not enough to force anything.
+    pub fn refuse_forcing(&self, id: u64, to: &str) -> Result<(), ForceError> {
+        let (_, rec) = self.entry_and_record(id)?;
+        let view = self.view.borrow().clone();
+        let alive = |m: &str| {
+            view.member(m)
+                .is_some_and(|v| v.me || v.state == MemberState::Alive)
+        };
+        if rec.primary == to {
+            return Err(ForceError::Refused(format!(
+                "{to} already is database {id}'s primary"
+            )));
+        }
+        if alive(&rec.primary) {
+            return Err(ForceError::Refused(format!(
+                "database {id}'s primary {} is alive (as {} sees it): use `anykv cluster failover {id}`, which loses nothing",
+                rec.primary, self.me
+            )));
+        }
+        if let Some(s) = rec.in_sync.as_deref().filter(|s| *s != to && alive(s)) {
+            return Err(ForceError::Refused(format!(
+                "database {id}'s in-sync standby {s} is alive (as {} sees it): its region's controller promotes it with nothing lost (or force {s} itself)",
+                self.me
+            )));
+        }
+        Ok(())
+    }
+
     /// The operator's forced promotion of this node to primary of tenant
     /// `id`, for when every in-sync copy is gone: refused while the primary
     /// or an in-sync standby other than this node is alive (a failover
@@ -1414,30 +1447,9 @@ impl Placement {
     /// replica). Logged, counted (`anykv_forced_promotions_total`), and
     /// answered with what may have been lost.
     pub async fn force_promote(&self, id: u64) -> Result<Forced, ForceError> {
+        self.refuse_forcing(id, &self.me)?;
         let (entry, rec) = self.entry_and_record(id)?;
         let (entry, rec) = (&entry, &rec);
-        let view = self.view.borrow().clone();
-        let alive = |m: &str| {
-            view.member(m)
-                .is_some_and(|v| v.me || v.state == MemberState::Alive)
-        };
-        if rec.primary == self.me {
-            return Err(ForceError::Refused(format!(
-                "{} already is database {id}'s primary",
-                self.me
-            )));
-        }
-        if alive(&rec.primary) {
-            return Err(ForceError::Refused(format!(
-                "database {id}'s primary {} is alive: use `anykv cluster failover {id}`, which loses nothing",
-                rec.primary
-            )));
-        }
-        if let Some(s) = rec.in_sync.as_deref().filter(|s| *s != self.me && alive(s)) {
-            return Err(ForceError::Refused(format!(
-                "database {id}'s in-sync standby {s} is alive: its region's controller promotes it with nothing lost (or force {s} itself)"
-            )));
-        }
         if !rec.holders().contains(&self.me.as_str()) {
             return Err(ForceError::Refused(format!(
                 "{} holds no copy of database {id} (its holders: {}); force one of them",
@@ -1473,7 +1485,9 @@ impl Placement {
             .max()
             .unwrap_or(0);
         let lost_bytes_at_least = ahead.saturating_sub(status.offset);
-        let my_region = view
+        let my_region = self
+            .view
+            .borrow()
             .member(&self.me)
             .map(|m| m.region.clone())
             .unwrap_or_default();
