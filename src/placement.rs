@@ -384,6 +384,7 @@ impl Placement {
             consistency: anykv_server::catalog::Consistency::parse(&e.consistency)
                 .unwrap_or_default(),
             durable: false,
+            leaving: false,
             follow,
             standby,
             promote_at: (follow.is_none() && rec.primary == self.me)
@@ -608,6 +609,7 @@ impl Placement {
                             // get (it is no longer the primary): what only
                             // it had is never shown meanwhile.
                             specs.extend(held_now(e.id).map(|sp| TenantSpec {
+                                leaving: true,
                                 leased: true,
                                 consistency: anykv_server::catalog::Consistency::Strong,
                                 ..sp.clone()
@@ -634,12 +636,16 @@ impl Placement {
                         // Kept as it is meanwhile: dropping the copy would
                         // cost a full sync once the address is known.
                         tracing::warn!(tenant = e.id, primary = %rec.primary, "primary's address unknown yet");
-                        specs.extend(held_now(e.id).cloned());
+                        specs.extend(held_now(e.id).map(|sp| TenantSpec {
+                            leaving: false,
+                            ..sp.clone()
+                        }));
                         continue;
                     }
                 },
             };
             specs.push(TenantSpec {
+                leaving: rec.role_of(&self.me).is_none(),
                 leased: controlled(e) && follow.is_none(),
                 durable: follow.is_none() && e.durability == catalog::Durability::Region,
                 ..self.spec_of(e, rec, follow, standby)

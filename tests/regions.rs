@@ -918,7 +918,18 @@ fn a_leader_that_crashes_and_comes_back_elsewhere_moves_nothing() {
     );
     let placed = common::placed_tenant(&w, 1);
     let primary = placed["primary"].as_str().expect("primary").to_string();
-    let (leader, term) = leader_of(&w, &primary).expect("the group's leader");
+    // (The primary's view may lack a leader for a moment though n1's
+    // named one: a gossip round apart.)
+    let mut seen = None;
+    wait_for(
+        "the primary's view names the leader",
+        Duration::from_secs(30),
+        || {
+            seen = leader_of(&w, &primary);
+            seen.is_some()
+        },
+    );
+    let (leader, term) = seen.expect("the group's leader");
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let p_resp = w.node(&primary).expect("primary").resp;

@@ -1068,3 +1068,66 @@ fn a_replica_logs_in_with_masterauth_and_shows_its_role() {
         ])
     );
 }
+
+/// A replica that stops taking its full-sync payload (it died mid-sync,
+/// its host froze) is dropped after `repl-timeout` without progress, as
+/// Redis drops a stalled diskless transfer: before, its payload job held
+/// on until the transport gave up (never, for a peer that keeps its
+/// socket open), and every other replica's full sync waited for it.
+/// Meanwhile the waiting replica hears a newline every second.
+#[test]
+fn a_replica_that_stops_taking_its_payload_does_not_hold_up_the_next_sync() {
+    use std::io::{BufRead, Write};
+    let primary = start_anykv_with(
+        &anykv_bin(),
+        &["--repl-timeout", "2", "--enable-debug-command", "yes"],
+    );
+    let mut p = primary.connect();
+    // ~20 MB: far more than the sockets between hold.
+    call(&mut p, &["DEBUG", "POPULATE", "200000", "key", "64"]);
+    let psync = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", primary.port)).expect("connect");
+        let mut req = common::resp_str(&["REPLCONF", "capa", "eof"]);
+        req.extend(common::resp_str(&["PSYNC", "?", "-1"]));
+        s.write_all(&req).expect("PSYNC");
+        s
+    };
+    // The first never reads past its handshake.
+    let stuck = psync();
+    wait_for("the first sync under way", Duration::from_secs(10), || {
+        info(&mut p, "replication", "slave0").is_some_and(|l| l.contains("state=send_bulk"))
+    });
+    let s = psync();
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut r = std::io::BufReader::new(s);
+    let t0 = std::time::Instant::now();
+    let mut line = String::new();
+    r.read_line(&mut line).expect("+OK to REPLCONF");
+    assert_eq!(line, "+OK\r\n");
+    let mut newlines = 0;
+    let header = loop {
+        line.clear();
+        let n = r.read_line(&mut line).expect("the second sync's answer");
+        assert!(n > 0, "the primary closed the second replica's link");
+        if line == "\n" {
+            newlines += 1;
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "still waiting after {newlines} newlines"
+            );
+            continue;
+        }
+        break line.clone();
+    };
+    let waited = t0.elapsed();
+    assert!(header.starts_with("+FULLRESYNC "), "{header:?}");
+    assert!(waited < Duration::from_secs(20), "waited {waited:?}");
+    // It waited for the first's job to end (2 s without progress at the
+    // least), hearing newlines meanwhile.
+    assert!(
+        waited >= Duration::from_secs(1) && newlines >= 1,
+        "waited {waited:?}, {newlines} newlines"
+    );
+    drop(stuck);
+}

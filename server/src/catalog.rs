@@ -70,6 +70,14 @@ pub struct TenantSpec {
     /// has completed its sync none is taken (`NOREPLICAS` after
     /// `standby-wait-ms`), even when the record names no standby.
     pub durable: bool,
+    /// On a cluster node: the role record no longer names this node for
+    /// the tenant, and the copy is kept only a while (an old primary
+    /// rejoining to count what only it had, a copy lingering before it is
+    /// dropped). Its acknowledgements say so (`REPLCONF ACK ... KEEP 0`):
+    /// the primary counts none of them as its standby's, nor reports the
+    /// copy synced to the controller, so no write is acknowledged, nor a
+    /// standby marked in sync, by a copy about to be thrown away.
+    pub leaving: bool,
     /// On a cluster node that holds no copy of the tenant: where its
     /// customers' requests go (the node's remote catalog only, see
     /// `Shared::set_remote`).
@@ -240,6 +248,7 @@ impl Catalog {
                 leased: false,
                 consistency: Consistency::Ryw,
                 durable: false,
+                leaving: false,
                 remote: None,
             };
             for w in words {

@@ -1013,12 +1013,22 @@ async fn run(
                 // A full sync waits for the background save that runs; its
                 // `+FULLRESYNC` goes out when its own payload starts (input
                 // meanwhile is buffered; a replica that goes away ends it).
+                // A newline every second meanwhile, as Redis sends a
+                // replica waiting for a BGSAVE: the replica's handshake
+                // timeout measures silence, not the wait.
+                let mut alive_at = mstime();
                 let from = loop {
                     let until = mstime() + 5;
                     if wait_event(stream, &mut inbuf, &s.info, until, &mut shutdown, &set).await
                         == Waited::Gone
                     {
                         return;
+                    }
+                    if mstime() - alive_at >= 1000 {
+                        alive_at = mstime();
+                        if stream.write_all(b"\n").await.is_err() {
+                            return;
+                        }
                     }
                     let started = {
                         let mut t = tenant.borrow_mut();

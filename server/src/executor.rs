@@ -717,6 +717,7 @@ fn set_roles(t: &mut Tenant, spec: &crate::catalog::TenantSpec, shared: &Shared)
     t.leased = spec.leased;
     t.consistency = spec.consistency;
     t.durable = spec.durable;
+    t.leaving = spec.leaving;
 }
 
 /// Makes the tenant follow `follow`, or be the primary: at once, or, named
@@ -798,9 +799,9 @@ fn remove_tenant(tenants: &Tenants, shared: &Arc<Shared>, id: TenantId) {
     shared.settle_released(id.0, u64::MAX);
     let mut t = t.borrow_mut();
     t.removed = true;
-    // A replica link of this tenant stops at its next step.
+    // A replica link of this tenant stops now, closing its stream.
     t.upstream = None;
-    t.upstream_gen += 1;
+    t.next_upstream();
     for c in t.clients.values() {
         if served_elsewhere && !c.link.get() && !c.blocked.get() {
             c.rehome();

@@ -118,7 +118,8 @@ pub struct ReplStatus {
 #[derive(Clone, Debug)]
 pub struct ReplicaStatus {
     pub addr: std::net::SocketAddr,
-    /// It has completed its sync: streaming, and has acknowledged.
+    /// It has completed its sync: streaming, and has acknowledged; and its
+    /// node keeps the copy (its acknowledgements do not say `KEEP 0`).
     pub synced: bool,
     pub ack_offset: u64,
     pub lag_ms: Option<i64>,
@@ -126,11 +127,12 @@ pub struct ReplicaStatus {
 
 impl ReplStatus {
     /// The offset the replica at `ip` acknowledged last (a primary's
-    /// handoff waits for it to reach [`ReplStatus::offset`]).
+    /// handoff waits for it to reach [`ReplStatus::offset`]), from a
+    /// synced link of a copy its node keeps.
     pub fn acked_by(&self, ip: std::net::IpAddr) -> Option<u64> {
         self.replicas
             .iter()
-            .filter(|r| r.addr.ip() == ip)
+            .filter(|r| r.addr.ip() == ip && r.synced)
             .map(|r| r.ack_offset)
             .max()
     }
@@ -156,7 +158,7 @@ impl ReplStatus {
                 .iter()
                 .map(|l| ReplicaStatus {
                     addr: l.addr,
-                    synced: l.streaming.get() && l.ack_offset.get() > 0,
+                    synced: l.streaming.get() && l.ack_offset.get() > 0 && l.kept.get(),
                     ack_offset: l.ack_offset.get(),
                     lag_ms: l.lag_ms.get(),
                 })

@@ -214,8 +214,13 @@ pub struct Tenant {
     pub reads: crate::forward::Reads,
     /// A remote tenant's pub/sub relay (see `relay`).
     pub relay: std::rc::Rc<crate::relay::Relay>,
-    /// Generations of REPLICAOF (a link task stops when it is not current).
+    /// Generations of REPLICAOF (a link task stops when it is not current;
+    /// bump it with [`Tenant::next_upstream`]).
     pub upstream_gen: u64,
+    /// Woken when `upstream_gen` moves: the link task of the old
+    /// generation ends at once, closing its stream, so its primary stops
+    /// counting it (a copy dropped here must not stay "synced" there).
+    pub upstream_moved: std::rc::Rc<tokio::sync::Notify>,
     /// As a replica on a cluster link: how far behind its primary it is, in
     /// ms, from the primary's last time stamp (None: no stamp yet).
     pub master_lag_ms: Option<i64>,
@@ -236,6 +241,8 @@ pub struct Tenant {
     pub applied: std::rc::Rc<tokio::sync::Notify>,
     /// Durability `region` on its primary (see `TenantSpec::durable`).
     pub durable: bool,
+    /// The copy is kept only a while (see `TenantSpec::leaving`).
+    pub leaving: bool,
     /// The log offset right after the latest client write (the target its
     /// reply waited for): a `strong` read waits until the standby has it.
     pub pending_write_offset: u64,
@@ -407,6 +414,15 @@ pub struct LatencyEvent {
 }
 
 impl Tenant {
+    /// A new generation of this tenant's upstream (REPLICAOF, a
+    /// promotion, the copy's removal): the current link task, if any,
+    /// stops now.
+    pub fn next_upstream(&mut self) -> u64 {
+        self.upstream_gen += 1;
+        self.upstream_moved.notify_waiters();
+        self.upstream_gen
+    }
+
     pub fn new(id: TenantId, name: &str, databases: usize) -> Self {
         Tenant {
             id,
@@ -456,6 +472,7 @@ impl Tenant {
             reads: Default::default(),
             relay: Default::default(),
             upstream_gen: 0,
+            upstream_moved: Default::default(),
             master_lag_ms: None,
             standby: None,
             epoch: 0,
@@ -463,6 +480,7 @@ impl Tenant {
             consistency: crate::catalog::Consistency::Ryw,
             applied: Default::default(),
             durable: false,
+            leaving: false,
             pending_write_offset: 0,
             standby_acked: 0,
             synced_since_start: false,

@@ -67,6 +67,9 @@ pub struct ReplicaLink {
     /// Its stream is flowing (false while its full sync is sent and
     /// loaded: INFO shows `send_bulk`, and it is not yet a good replica).
     pub streaming: Cell<bool>,
+    /// Its last acknowledgement did not say `KEEP 0` (its node keeps the
+    /// copy; see `TenantSpec::leaving`).
+    pub kept: Cell<bool>,
 }
 
 /// The bytes the log keeps for replicas past the backlog: the replica
@@ -102,6 +105,9 @@ pub fn attach(
         lag_ms: Cell::new(None),
         cluster,
         streaming: Cell::new(false),
+        // A cluster replica says with its first acknowledgement (at once
+        // once it streams); until then it counts as no standby.
+        kept: Cell::new(!cluster),
     }));
     retain_for_replicas(t, keep);
 }
@@ -206,12 +212,16 @@ pub fn frame_payload(out: &mut BytesMut, rdb: &[u8], eof_capable: bool) {
 }
 
 /// Sends a payload built in the background as its chunks arrive, then its
-/// mark; false when the replica, the writer or the server went away (the
-/// replica resyncs).
+/// mark; false when the replica, the writer or the server went away, or
+/// the replica took nothing for `stall` (the replica resyncs). A replica
+/// that died mid-payload must not hold the background job (and so every
+/// other replica's full sync, which waits for it) until the transport
+/// notices: between nodes QUIC's idle timeout is 30 s.
 async fn send_payload(
     stream: &mut crate::stream::ClientStream,
     mut p: super::fullsync::Payload,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    stall: std::time::Duration,
 ) -> bool {
     loop {
         let chunk = tokio::select! {
@@ -220,13 +230,17 @@ async fn send_payload(
         };
         match chunk {
             Some(c) if c.is_empty() => {
-                return stream.write_all(p.mark.as_bytes()).await.is_ok();
+                return write_progressing(stream, p.mark.as_bytes(), stall).await;
             }
             Some(c) => {
-                let sent = stream.write_all(&c).await;
+                let sent = write_progressing(stream, &c, stall).await;
                 // Made outside any account by the writer thread.
                 crate::alloc::unscoped(|| drop(c));
-                if sent.is_err() {
+                if !sent {
+                    tracing::warn!(
+                        "Disconnecting timedout replica (its full sync took nothing for {} ms, or the link failed)",
+                        stall.as_millis()
+                    );
                     return false;
                 }
             }
@@ -236,6 +250,21 @@ async fn send_payload(
             }
         }
     }
+}
+
+/// Writes all of `b`, each write making progress within `stall`.
+async fn write_progressing(
+    stream: &mut crate::stream::ClientStream,
+    mut b: &[u8],
+    stall: std::time::Duration,
+) -> bool {
+    while !b.is_empty() {
+        match tokio::time::timeout(stall, stream.write(b)).await {
+            Ok(Ok(n)) if n > 0 => b = &b[n..],
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Removes the link from its tenant when the feeding loop ends.
@@ -376,7 +405,8 @@ pub async fn serve_replica(
     let mut last_stamp = 0i64;
     tracing::info!(id = info.id, addr = %info.addr, from, "replica attached");
     if let Some(p) = payload {
-        if !send_payload(stream, p, shutdown).await {
+        let stall = std::time::Duration::from_millis(link_limit_ms(&link, &set));
+        if !send_payload(stream, p, shutdown, stall).await {
             return;
         }
         // Its silence is counted from the end of the payload, however long
@@ -429,9 +459,13 @@ pub async fn serve_replica(
                             if off > link.ack_offset.get() {
                                 link.ack_offset.set(off);
                             }
+                            link.kept.set(extra.keep.unwrap_or(true));
                             {
                                 let mut t = tenant.borrow_mut();
-                                if t.standby == Some(link.addr) {
+                                // A copy its node is dropping holds no
+                                // write for the database (see
+                                // `TenantSpec::leaving`).
+                                if standby_link(&t).is_some_and(|l| Rc::ptr_eq(l, &link)) {
                                     t.standby_acked = t.standby_acked.max(off);
                                 }
                             }
@@ -588,6 +622,8 @@ pub async fn serve_replica(
 struct AckExtras {
     lag_ms: Option<i64>,
     epoch: Option<u64>,
+    /// `KEEP 0`: the replica's node is dropping this copy.
+    keep: Option<bool>,
 }
 
 impl AckExtras {
@@ -598,6 +634,8 @@ impl AckExtras {
                 x.lag_ms = crate::util::parse_i64(p[1]);
             } else if p[0].eq_ignore_ascii_case(b"epoch") {
                 x.epoch = crate::util::parse_i64(p[1]).and_then(|e| u64::try_from(e).ok());
+            } else if p[0].eq_ignore_ascii_case(b"keep") {
+                x.keep = Some(p[1] != b"0");
             }
         }
         x
@@ -706,10 +744,11 @@ pub fn info_lines(t: &Tenant, min_replicas: (usize, i64), out: &mut String) {
 }
 
 /// The link of the standby durability `region` waits for, when attached
-/// and streaming.
+/// and kept (a copy its node is dropping holds nothing for the database,
+/// even on the standby's node: see `TenantSpec::leaving`).
 pub fn standby_link(t: &Tenant) -> Option<&Rc<ReplicaLink>> {
     let want = t.standby?;
-    t.replicas.iter().find(|l| l.addr == want)
+    t.replicas.iter().find(|l| l.addr == want && l.kept.get())
 }
 
 /// Replicas that have acknowledged `offset`.
@@ -731,7 +770,7 @@ pub fn good_replicas(t: &Tenant, now_ms: i64, max_lag: i64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::AckExtras;
+    use super::*;
 
     #[test]
     fn ack_extras_are_pairs_in_any_order() {
@@ -741,17 +780,53 @@ mod tests {
             p(&["LAG", "12", "EPOCH", "3"]),
             AckExtras {
                 lag_ms: Some(12),
-                epoch: Some(3)
+                epoch: Some(3),
+                keep: None,
             }
         );
         assert_eq!(
-            p(&["epoch", "7", "FACK", "100", "lag", "5"]),
+            p(&["epoch", "7", "FACK", "100", "lag", "5", "KEEP", "0"]),
             AckExtras {
                 lag_ms: Some(5),
-                epoch: Some(7)
+                epoch: Some(7),
+                keep: Some(false),
             }
         );
+        assert_eq!(p(&["KEEP", "1"]).keep, Some(true));
         // A malformed epoch is no epoch; a dangling name is ignored.
         assert_eq!(p(&["EPOCH", "-1", "LAG"]), AckExtras::default());
+    }
+
+    /// Two copies on the standby's node (one lingering before it is
+    /// dropped, one just made): only the one its node keeps is the
+    /// standby that writes wait for, whichever attached first.
+    #[test]
+    fn a_copy_its_node_is_dropping_is_not_the_standby() {
+        let mut t = Tenant::new(crate::tenant::TenantId::DEFAULT, "p", 16);
+        let node: SocketAddr = "127.0.0.2:7000".parse().expect("addr");
+        t.standby = Some(node);
+        let info = |id| ClientInfo::new(id, node, node, -1, 0);
+        attach(&mut t, &info(1), 0, None, 0, true, usize::MAX);
+        attach(&mut t, &info(2), 0, None, 0, true, usize::MAX);
+        // Neither has said it keeps its copy yet.
+        assert!(standby_link(&t).is_none());
+        for l in &t.replicas {
+            l.kept.set(true);
+        }
+        assert_eq!(standby_link(&t).map(|l| l.client_id), Some(1));
+        t.replicas[0].kept.set(false);
+        assert_eq!(standby_link(&t).map(|l| l.client_id), Some(2));
+        t.replicas[1].kept.set(false);
+        assert!(standby_link(&t).is_none());
+        // Nor is such a copy reported synced (the controller marks a
+        // standby in sync from that report).
+        for l in &t.replicas {
+            l.streaming.set(true);
+            l.ack_offset.set(10);
+        }
+        t.replicas[1].kept.set(true);
+        let st = crate::metrics::ReplStatus::of(&t);
+        let synced: Vec<bool> = st.replicas.iter().map(|r| r.synced).collect();
+        assert_eq!(synced, [false, true]);
     }
 }

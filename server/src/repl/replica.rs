@@ -91,12 +91,12 @@ pub fn become_replica(
     t.role = super::Role::Replica;
     t.taking_over = None;
     t.frozen_until_ms = 0;
-    t.upstream_gen += 1;
+    let gen = t.next_upstream();
     t.upstream = Some(Upstream {
         host,
         port,
         node,
-        gen: t.upstream_gen,
+        gen,
         status: LinkStatus::Connect,
         last_io_ms: now_ms,
         start: true,
@@ -115,7 +115,7 @@ pub fn become_primary(t: &mut Tenant) {
     t.role = super::Role::Primary;
     t.taking_over = None;
     t.upstream = None;
-    t.upstream_gen += 1;
+    t.next_upstream();
     let off = t.log.offset();
     t.repl.shift(off);
     crate::persist::ids_changed(t);
@@ -268,9 +268,26 @@ async fn run(
         Duration::from_secs(1)
     };
     let mut wait = first;
-    while current(&tenant, gen) {
+    let moved = tenant.borrow().upstream_moved.clone();
+    loop {
+        // Armed before the check: a generation that moves after it wakes
+        // this (tokio's Notified counts from its creation).
+        let gone = moved.notified();
+        if !current(&tenant, gen) {
+            return;
+        }
         let started = std::time::Instant::now();
-        let r = follow(&tenant, &shared, &host, port, node, gen).await;
+        // A new generation (another REPLICAOF, a promotion, the copy
+        // dropped) ends this link at once, wherever it is: dropping it
+        // closes the stream, so the primary stops counting this copy
+        // within a round trip rather than at the next tick here.
+        let r = tokio::select! {
+            r = follow(&tenant, &shared, &host, port, node, gen) => r,
+            _ = gone => {
+                tenant.borrow_mut().master_lag_ms = None;
+                return;
+            }
+        };
         // Whatever ended the link, its lag is no longer measured.
         tenant.borrow_mut().master_lag_ms = None;
         match r {
@@ -310,6 +327,8 @@ async fn run(
 struct Link {
     s: ClientStream,
     buf: BytesMut,
+    /// The longest silence a read waits out (see [`follow`]).
+    timeout: Duration,
 }
 
 impl Link {
@@ -328,11 +347,14 @@ impl Link {
         if self.buf.capacity() - self.buf.len() < 16 * 1024 {
             self.buf.reserve(64 * 1024);
         }
-        match tokio::time::timeout(Duration::from_secs(60), self.s.read_buf(&mut self.buf)).await {
+        match tokio::time::timeout(self.timeout, self.s.read_buf(&mut self.buf)).await {
             Ok(Ok(0)) => Err("connection closed by the primary".into()),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timeout (60 s without data from the primary)".into()),
+            Err(_) => Err(format!(
+                "timeout ({} ms without data from the primary)",
+                self.timeout.as_millis()
+            )),
         }
     }
 
@@ -392,9 +414,25 @@ async fn follow(
         }
     };
     s.set_nodelay();
+    // The handshake, up to the PSYNC reply, waits out at most Redis's
+    // `repl-timeout` of silence, or between anykv nodes
+    // `repl-link-timeout-ms` (a primary waiting to start a full sync sends
+    // a newline every second): a primary that takes the link and never
+    // answers (a copy it is dropping, a stream lost on the way) costs a
+    // retry seconds later, not a minute of a database without its standby.
+    let (handshake, transfer) = {
+        let c = shared.config.read();
+        let transfer = Duration::from_secs(c.repl_timeout());
+        let handshake = match node {
+            Some(_) => Duration::from_millis(c.repl_link_timeout_ms()),
+            None => transfer,
+        };
+        (handshake, transfer)
+    };
     let mut l = Link {
         s,
         buf: BytesMut::with_capacity(64 * 1024),
+        timeout: handshake,
     };
     // A cluster link arrives logged in to the tenant (mutual TLS proves the
     // node); a TCP primary may want masterauth.
@@ -477,6 +515,9 @@ async fn follow(
             discard(&mut tenant.borrow_mut(), at);
         }
         set_status(tenant, gen, LinkStatus::Sync);
+        // The payload may pause while the primary's walk waits on a slow
+        // writer: Redis's `repl-timeout` here, as its replicas.
+        l.timeout = transfer;
         let rdb = read_payload(&mut l, |total, read| {
             sync_progress(tenant, gen, total, read)
         })
@@ -906,9 +947,9 @@ async fn send_ack(
     link_epoch: Option<u64>,
 ) -> Result<(), String> {
     fenced(tenant, link_epoch)?;
-    let (off, lag) = {
+    let (off, lag, leaving) = {
         let t = tenant.borrow();
-        (t.log.offset().to_string(), t.master_lag_ms)
+        (t.log.offset().to_string(), t.master_lag_ms, t.leaving)
     };
     let mut args: Vec<Vec<u8>> = vec![b"REPLCONF".to_vec(), b"ACK".to_vec(), off.into_bytes()];
     if let Some(ms) = lag.filter(|_| l.s.is_link()) {
@@ -916,6 +957,9 @@ async fn send_ack(
     }
     if let Some(e) = link_epoch {
         args.extend([b"EPOCH".to_vec(), e.to_string().into_bytes()]);
+        // Whether this copy stays (see `TenantSpec::leaving`).
+        let keep: &[u8] = if leaving { b"0" } else { b"1" };
+        args.extend([b"KEEP".to_vec(), keep.to_vec()]);
     }
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     l.send(&refs).await
@@ -1004,6 +1048,7 @@ mod tests {
                 let mut l = Link {
                     s: ClientStream::Tcp(s),
                     buf: BytesMut::new(),
+                    timeout: Duration::from_secs(60),
                 };
                 fence(&tenant, &mut l).await
             };
@@ -1210,5 +1255,180 @@ mod tests {
         assert_eq!(u.taking_over, None);
         take_over(&mut u, 10_000);
         assert_eq!(u.role, crate::repl::Role::Replica);
+    }
+
+    /// A primary that takes connections and never answers: each accepted
+    /// connection is passed on, still open, to the test.
+    async fn silent_primary() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<TcpStream>) {
+        let lis = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = lis.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Ok((s, _)) = lis.accept().await {
+                if tx.send(s).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    /// Reads what the replica sends until it closes the connection.
+    async fn until_closed(s: &mut TcpStream) {
+        let mut buf = [0u8; 512];
+        while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    }
+
+    fn local(f: impl std::future::Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        tokio::task::LocalSet::new().block_on(&rt, f);
+    }
+
+    /// A replica of the primary at `addr` (a cluster node's when `node`),
+    /// its link task running.
+    fn replicate_from(
+        shared: Arc<Shared>,
+        addr: std::net::SocketAddr,
+        node: Option<std::net::SocketAddr>,
+    ) -> (Rc<RefCell<Tenant>>, tokio::task::JoinHandle<()>) {
+        let tenant = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "r", 16)));
+        let host = addr.ip().to_string();
+        become_replica(
+            &mut tenant.borrow_mut(),
+            host.clone(),
+            addr.port(),
+            node,
+            mstime(),
+        );
+        let gen = tenant.borrow().upstream_gen;
+        let task =
+            tokio::task::spawn_local(run(tenant.clone(), shared, host, addr.port(), node, gen));
+        (tenant, task)
+    }
+
+    /// `REPLICAOF NO ONE` (any new generation: a promotion, the copy
+    /// dropped) ends the link at once, even mid-handshake: the primary
+    /// sees the connection closed, and stops counting this copy. Before,
+    /// the link waited for its read (here up to `repl-timeout`, 60 s).
+    #[test]
+    fn a_new_generation_closes_the_old_link_at_once() {
+        local(async {
+            let (addr, mut conns) = silent_primary().await;
+            let shared = Arc::new(Shared::new(crate::config::Config::default(), 1));
+            let (tenant, task) = replicate_from(shared, addr, None);
+            let mut s = conns.recv().await.expect("the replica connects");
+            // The handshake is under way (its PING waits for an answer).
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(buf[..n].starts_with(b"*1\r\n$4\r\nPING"), "{:?}", &buf[..n]);
+            become_primary(&mut tenant.borrow_mut());
+            tokio::time::timeout(Duration::from_secs(10), until_closed(&mut s))
+                .await
+                .expect("the old link closed within 10 s");
+            tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .expect("the link task ended")
+                .expect("no panic");
+        });
+    }
+
+    /// Dials "cluster links" as plain TCP, so a test can play the primary.
+    struct TcpDialer;
+
+    impl crate::stream::LinkDialer for TcpDialer {
+        fn dial(
+            &self,
+            node: std::net::SocketAddr,
+            _tenant: TenantId,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = std::io::Result<crate::stream::LinkStream>> + Send,
+            >,
+        > {
+            Box::pin(async move {
+                let s = TcpStream::connect(node).await?;
+                let local = s.local_addr()?;
+                Ok(crate::stream::LinkStream {
+                    io: Box::new(s),
+                    peer: node,
+                    local,
+                    rtt: None,
+                })
+            })
+        }
+    }
+
+    /// Between nodes, a handshake reply that does not come within
+    /// `repl-link-timeout-ms` drops the link and dials again, rather than
+    /// wait a minute (Redis's `repl-timeout`) with the database short of
+    /// its standby.
+    #[test]
+    fn a_cluster_handshake_without_an_answer_is_retried_within_the_link_timeout() {
+        local(async {
+            let (addr, mut conns) = silent_primary().await;
+            let mut c = crate::config::Config::default();
+            c.set(&[(b"repl-link-timeout-ms", b"300")]).expect("config");
+            let shared = Arc::new(Shared::new(c, 1));
+            let _ = shared.link_dialer.set(Arc::new(TcpDialer));
+            let (tenant, task) = replicate_from(shared, addr, Some(addr));
+            let t0 = std::time::Instant::now();
+            let mut first = conns.recv().await.expect("the replica connects");
+            let again = tokio::time::timeout(Duration::from_secs(10), conns.recv())
+                .await
+                .expect("dialled again within 10 s")
+                .expect("a second connection");
+            let took = t0.elapsed();
+            // The first was dropped, not left open beside the second.
+            tokio::time::timeout(Duration::from_secs(1), until_closed(&mut first))
+                .await
+                .expect("the first link closed");
+            assert!(took >= Duration::from_millis(300), "retried after {took:?}");
+            drop(again);
+            become_primary(&mut tenant.borrow_mut());
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        });
+    }
+
+    /// A copy its node keeps only a while says so in every cluster
+    /// acknowledgement (`KEEP 0`): its primary then counts it as no
+    /// standby. A copy that stays says `KEEP 1`.
+    #[test]
+    fn a_leaving_copy_says_so_in_its_acknowledgements() {
+        local(async {
+            let lis = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = lis.local_addr().expect("addr");
+            let tenant = Rc::new(RefCell::new(Tenant::new(TenantId::DEFAULT, "r", 16)));
+            let mut l = Link {
+                s: ClientStream::Tcp(TcpStream::connect(addr).await.expect("connect")),
+                buf: BytesMut::new(),
+                timeout: Duration::from_secs(5),
+            };
+            let (mut p, _) = lis.accept().await.expect("accept");
+            async fn read(p: &mut TcpStream) -> String {
+                let mut buf = vec![0u8; 256];
+                let n = p.read(&mut buf).await.expect("read");
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            }
+            send_ack(&tenant, &mut l, Some(3)).await.expect("ack");
+            let kept = read(&mut p).await;
+            assert!(
+                kept.ends_with("$5\r\nEPOCH\r\n$1\r\n3\r\n$4\r\nKEEP\r\n$1\r\n1\r\n"),
+                "{kept:?}"
+            );
+            tenant.borrow_mut().leaving = true;
+            send_ack(&tenant, &mut l, Some(3)).await.expect("ack");
+            let leaving = read(&mut p).await;
+            assert!(
+                leaving.ends_with("$4\r\nKEEP\r\n$1\r\n0\r\n"),
+                "{leaving:?}"
+            );
+        });
     }
 }
